@@ -1,0 +1,373 @@
+//! The op registry: named functions that tasks run, the built-in ones (scalar arithmetic,
+//! `sum`, `sleep`, `fail`, …) and the user's own, registered in Rust and compiled into both
+//! the client and the worker binaries.
+//!
+//! Rust cannot ship closures over the network, so a task names its op; the handshake
+//! compares registry fingerprints so that a client never submits an op its workers lack.
+//! This crate runs ops; it does no I/O.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rask_proto::msg::RegistryInfo;
+use rask_proto::Value;
+
+/// The signature of every op: positional arguments in, one value out.
+pub type OpFn = dyn Fn(&[Value]) -> Result<Value, String> + Send + Sync;
+
+/// Errors from running ops.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KernelError {
+    #[error("unknown op {0:?}")]
+    UnknownOp(String),
+    #[error("op {op:?} failed: {message}")]
+    Failed { op: String, message: String },
+}
+
+#[derive(Clone)]
+struct Op {
+    version: u32,
+    f: Arc<OpFn>,
+}
+
+/// A set of named ops. Cheap to clone (ops are shared).
+#[derive(Clone, Default)]
+pub struct Registry {
+    ops: BTreeMap<String, Op>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("ops", &self.ops.keys().collect::<Vec<_>>())
+            .field("fingerprint", &format_args!("{:016x}", self.fingerprint()))
+            .finish()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn empty() -> Self {
+        Registry::default()
+    }
+
+    /// The built-in ops.
+    pub fn builtin() -> Self {
+        let mut r = Registry::empty();
+        r.register("add", 1, |a| {
+            fold_numeric("add", a, |x, y| x.checked_add(y), |x, y| x + y)
+        });
+        r.register("mul", 1, |a| {
+            fold_numeric("mul", a, |x, y| x.checked_mul(y), |x, y| x * y)
+        });
+        r.register("sub", 1, |a| {
+            let [x, y] = two("sub", a)?;
+            fold_numeric(
+                "sub",
+                &[x.clone(), y.clone()],
+                |x, y| x.checked_sub(y),
+                |x, y| x - y,
+            )
+        });
+        r.register("div", 1, |a| {
+            let [x, y] = two("div", a)?;
+            let d = as_f64(y)?;
+            if d == 0.0 {
+                return Err("division by zero".into());
+            }
+            Ok(Value::Float(as_f64(x)? / d))
+        });
+        r.register("neg", 1, |a| match one("neg", a)? {
+            Value::Int(i) => i
+                .checked_neg()
+                .map(Value::Int)
+                .ok_or_else(|| "overflow".into()),
+            v => Ok(Value::Float(-as_f64(v)?)),
+        });
+        r.register("inc", 1, |a| match one("inc", a)? {
+            Value::Int(i) => i
+                .checked_add(1)
+                .map(Value::Int)
+                .ok_or_else(|| "overflow".into()),
+            v => Ok(Value::Float(as_f64(v)? + 1.0)),
+        });
+        r.register("sum", 1, |a| match a {
+            [Value::List(items)] => {
+                fold_numeric("sum", items, |x, y| x.checked_add(y), |x, y| x + y)
+            }
+            _ => fold_numeric("sum", a, |x, y| x.checked_add(y), |x, y| x + y),
+        });
+        r.register("identity", 1, |a| Ok(one("identity", a)?.clone()));
+        r.register("sleep", 1, |a| {
+            let secs = as_f64(a.first().ok_or("sleep needs a duration in seconds")?)?;
+            if !(0.0..=3600.0).contains(&secs) {
+                return Err(format!("sleep duration {secs} s out of range 0..=3600"));
+            }
+            std::thread::sleep(Duration::from_secs_f64(secs));
+            Ok(a.get(1).cloned().unwrap_or(Value::Null))
+        });
+        r.register("fail", 1, |a| {
+            Err(match a.first() {
+                Some(Value::Str(s)) => s.clone(),
+                Some(v) => format!("{v:?}"),
+                None => "fail".into(),
+            })
+        });
+        r.register("bytes", 1, |a| {
+            // bytes(n, fill=0): a payload of n bytes, for data-movement tests.
+            let n = as_i64(a.first().ok_or("bytes needs a length")?)?;
+            let fill = a.get(1).map(as_i64).transpose()?.unwrap_or(0) as u8;
+            if !(0..=(1 << 36)).contains(&n) {
+                return Err(format!("length {n} out of range"));
+            }
+            Ok(Value::Bytes(vec![fill; n as usize].into()))
+        });
+        r.register("len", 1, |a| match one("len", a)? {
+            Value::Bytes(b) => Ok(Value::Int(b.len() as i64)),
+            Value::List(l) => Ok(Value::Int(l.len() as i64)),
+            Value::Str(s) => Ok(Value::Int(s.len() as i64)),
+            v => Err(format!("len of {}", v.type_name())),
+        });
+        r.register("checksum", 1, |a| match one("checksum", a)? {
+            // FNV-1a of a byte payload: lets tests check data integrity without moving it.
+            Value::Bytes(b) => Ok(Value::Int(fnv1a(b) as i64)),
+            v => Err(format!("checksum of {}", v.type_name())),
+        });
+        r.register("list", 1, |a| Ok(Value::List(a.to_vec())));
+        r
+    }
+
+    /// Registers (or replaces) an op. Bump `version` when its behaviour changes: the
+    /// version is part of the fingerprint the handshake compares.
+    pub fn register<F>(&mut self, name: &str, version: u32, f: F) -> &mut Self
+    where
+        F: Fn(&[Value]) -> Result<Value, String> + Send + Sync + 'static,
+    {
+        self.ops.insert(
+            name.to_string(),
+            Op {
+                version,
+                f: Arc::new(f),
+            },
+        );
+        self
+    }
+
+    /// Whether an op is registered.
+    pub fn contains(&self, name: &str) -> bool {
+        self.ops.contains_key(name)
+    }
+
+    /// Op names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.ops.keys().cloned().collect()
+    }
+
+    /// Hash of the sorted op names and versions.
+    pub fn fingerprint(&self) -> u64 {
+        let mut text = String::new();
+        for (name, op) in &self.ops {
+            text.push_str(name);
+            text.push('@');
+            text.push_str(&op.version.to_string());
+            text.push('\n');
+        }
+        fnv1a(text.as_bytes())
+    }
+
+    /// The registry as the handshake sends it.
+    pub fn info(&self) -> RegistryInfo {
+        RegistryInfo {
+            fingerprint: self.fingerprint(),
+            ops: self.names(),
+        }
+    }
+
+    /// Runs an op. `args` is the task's argument value: a list is spread into positional
+    /// arguments, anything else is the single argument. A panic inside the op becomes an
+    /// error.
+    pub fn call(&self, name: &str, args: &Value) -> Result<Value, KernelError> {
+        let op = self
+            .ops
+            .get(name)
+            .ok_or_else(|| KernelError::UnknownOp(name.into()))?;
+        let single;
+        let args: &[Value] = match args {
+            Value::List(l) => l,
+            v => {
+                single = [v.clone()];
+                &single
+            }
+        };
+        let f = &op.f;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(args))) {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(message)) => Err(KernelError::Failed {
+                op: name.into(),
+                message,
+            }),
+            Err(panic) => Err(KernelError::Failed {
+                op: name.into(),
+                message: format!("op panicked: {}", panic_message(&panic)),
+            }),
+        }
+    }
+}
+
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".into()
+    }
+}
+
+/// 64-bit FNV-1a.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+fn one<'a>(op: &str, a: &'a [Value]) -> Result<&'a Value, String> {
+    match a {
+        [v] => Ok(v),
+        _ => Err(format!("{op} takes 1 argument, got {}", a.len())),
+    }
+}
+
+fn two<'a>(op: &str, a: &'a [Value]) -> Result<[&'a Value; 2], String> {
+    match a {
+        [x, y] => Ok([x, y]),
+        _ => Err(format!("{op} takes 2 arguments, got {}", a.len())),
+    }
+}
+
+fn as_f64(v: &Value) -> Result<f64, String> {
+    match v {
+        Value::Int(i) => Ok(*i as f64),
+        Value::Float(f) => Ok(*f),
+        Value::Bool(b) => Ok(*b as i64 as f64),
+        v => Err(format!("expected a number, got {}", v.type_name())),
+    }
+}
+
+fn as_i64(v: &Value) -> Result<i64, String> {
+    match v {
+        Value::Int(i) => Ok(*i),
+        Value::Bool(b) => Ok(*b as i64),
+        v => Err(format!("expected an integer, got {}", v.type_name())),
+    }
+}
+
+/// Folds numbers: integers while all are integers (overflow is an error), floats otherwise.
+fn fold_numeric(
+    op: &str,
+    a: &[Value],
+    int: impl Fn(i64, i64) -> Option<i64>,
+    float: impl Fn(f64, f64) -> f64,
+) -> Result<Value, String> {
+    let (first, rest) = a
+        .split_first()
+        .ok_or_else(|| format!("{op} needs at least one argument"))?;
+    let mut acc = match first {
+        Value::Int(i) => Value::Int(*i),
+        v => Value::Float(as_f64(v)?),
+    };
+    for v in rest {
+        acc = match (&acc, v) {
+            (Value::Int(x), Value::Int(y)) => {
+                Value::Int(int(*x, *y).ok_or_else(|| format!("integer overflow in {op}"))?)
+            }
+            (x, y) => Value::Float(float(as_f64(x)?, as_f64(y)?)),
+        };
+    }
+    Ok(acc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(op: &str, args: Vec<Value>) -> Result<Value, KernelError> {
+        Registry::builtin().call(op, &Value::List(args))
+    }
+
+    #[test]
+    fn arithmetic() {
+        assert_eq!(
+            call("add", vec![1.into(), 2.into(), 3.into()]),
+            Ok(Value::Int(6))
+        );
+        assert_eq!(
+            call("add", vec![1.into(), 0.5.into()]),
+            Ok(Value::Float(1.5))
+        );
+        assert_eq!(call("sub", vec![1.into(), 3.into()]), Ok(Value::Int(-2)));
+        assert_eq!(call("mul", vec![4.into(), 3.into()]), Ok(Value::Int(12)));
+        assert_eq!(call("div", vec![3.into(), 2.into()]), Ok(Value::Float(1.5)));
+        assert_eq!(call("inc", vec![41.into()]), Ok(Value::Int(42)));
+        assert_eq!(call("neg", vec![2.5.into()]), Ok(Value::Float(-2.5)));
+        assert_eq!(
+            call("sum", vec![Value::List(vec![1.into(), 2.into(), 3.into()])]),
+            Ok(Value::Int(6))
+        );
+        assert!(matches!(
+            call("div", vec![1.into(), 0.into()]),
+            Err(KernelError::Failed { .. })
+        ));
+        assert!(matches!(
+            call("add", vec![i64::MAX.into(), 1.into()]),
+            Err(KernelError::Failed { .. })
+        ));
+        assert!(matches!(
+            call("add", vec!["x".into()]),
+            Err(KernelError::Failed { .. })
+        ));
+    }
+
+    #[test]
+    fn fail_unknown_and_panics_are_errors() {
+        assert_eq!(
+            call("fail", vec!["boom".into()]),
+            Err(KernelError::Failed {
+                op: "fail".into(),
+                message: "boom".into()
+            })
+        );
+        assert_eq!(
+            call("nope", vec![]),
+            Err(KernelError::UnknownOp("nope".into()))
+        );
+        let mut r = Registry::builtin();
+        r.register("explode", 1, |_| panic!("kaboom"));
+        let e = r.call("explode", &Value::Null).unwrap_err();
+        assert!(e.to_string().contains("kaboom"), "{e}");
+    }
+
+    #[test]
+    fn fingerprint_tracks_names_and_versions() {
+        let a = Registry::builtin();
+        let mut b = Registry::builtin();
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        b.register("mine", 1, |_| Ok(Value::Null));
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        let mut c = Registry::builtin();
+        c.register("mine", 2, |_| Ok(Value::Null));
+        assert_ne!(b.fingerprint(), c.fingerprint());
+    }
+
+    #[test]
+    fn bytes_and_checksum() {
+        let v = call("bytes", vec![1000.into(), 7.into()]).unwrap();
+        assert_eq!(call("len", vec![v.clone()]), Ok(Value::Int(1000)));
+        let expect = fnv1a(&[7u8; 1000]) as i64;
+        assert_eq!(call("checksum", vec![v]), Ok(Value::Int(expect)));
+    }
+}

@@ -1,0 +1,31 @@
+//! The protocol's error type.
+
+/// Everything that can be wrong with bytes received from a peer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtoError {
+    /// The frame does not start with the Rask magic: not a Rask peer, or a corrupt stream.
+    #[error("bad magic {0:02x?}: not a Rask frame")]
+    BadMagic([u8; 4]),
+    /// The peer speaks another protocol version.
+    #[error("protocol version mismatch: peer speaks {peer}, we speak {ours}")]
+    Version { peer: u16, ours: u16 },
+    /// A limit was exceeded; checked before anything is allocated.
+    #[error("frame too large: {what} is {got} bytes/items, limit {limit}")]
+    TooLarge {
+        what: &'static str,
+        got: u64,
+        limit: u64,
+    },
+    /// The rkyv header failed validation.
+    #[error("malformed header: {0}")]
+    Malformed(String),
+    /// A value refers to a buffer the frame does not carry.
+    #[error("value refers to buffer {index} but the frame has {count}")]
+    MissingBuffer { index: u32, count: usize },
+    /// A value refers to a dependency the task does not have.
+    #[error("value refers to dependency {index} but the task has {count}")]
+    MissingDependency { index: u32, count: usize },
+    /// A value nests deeper than allowed.
+    #[error("value nests deeper than {0} levels")]
+    TooDeep(usize),
+}

@@ -1,0 +1,257 @@
+//! The frame codec.
+//!
+//! ```text
+//! prefix (16 B): magic "RASK" | protocol u16 LE | flags u16 | header_len u32 | nbufs u32
+//! buffer lengths: nbufs × u64 LE
+//! header: header_len bytes of rkyv archive (read into an aligned buffer)
+//! buffers: the raw payloads, back to back
+//! ```
+//!
+//! Every limit is checked before anything is allocated; the header is validated by rkyv's
+//! checked access. This module does no I/O: the transport reads the bytes.
+
+use rkyv::util::AlignedVec;
+
+use crate::{ProtoError, PROTOCOL_VERSION};
+
+/// The first four bytes of every frame.
+pub const MAGIC: [u8; 4] = *b"RASK";
+/// Size of the fixed frame prefix.
+pub const PREFIX_LEN: usize = 16;
+
+/// Upper bounds on what a peer may send, checked before allocating.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameLimits {
+    pub max_header: u32,
+    pub max_buffers: u32,
+    /// Bytes in all buffers of one frame together.
+    pub max_payload: u64,
+}
+
+impl Default for FrameLimits {
+    fn default() -> Self {
+        FrameLimits {
+            max_header: 64 << 20,
+            max_buffers: 1 << 20,
+            max_payload: 16 << 30,
+        }
+    }
+}
+
+/// The decoded fixed prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prefix {
+    pub header_len: u32,
+    pub nbufs: u32,
+}
+
+/// Encodes the prefix and buffer lengths of a frame.
+pub fn encode_prefix(header_len: usize, buf_lens: impl ExactSizeIterator<Item = u64>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(PREFIX_LEN + 8 * buf_lens.len());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&(header_len as u32).to_le_bytes());
+    out.extend_from_slice(&(buf_lens.len() as u32).to_le_bytes());
+    for len in buf_lens {
+        out.extend_from_slice(&len.to_le_bytes());
+    }
+    out
+}
+
+/// Parses and checks the fixed prefix.
+pub fn parse_prefix(b: &[u8; PREFIX_LEN], limits: &FrameLimits) -> Result<Prefix, ProtoError> {
+    let magic = [b[0], b[1], b[2], b[3]];
+    if magic != MAGIC {
+        return Err(ProtoError::BadMagic(magic));
+    }
+    let version = u16::from_le_bytes([b[4], b[5]]);
+    if version != PROTOCOL_VERSION {
+        return Err(ProtoError::Version {
+            peer: version,
+            ours: PROTOCOL_VERSION,
+        });
+    }
+    let header_len = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
+    let nbufs = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
+    if header_len > limits.max_header {
+        return Err(ProtoError::TooLarge {
+            what: "header",
+            got: header_len as u64,
+            limit: limits.max_header as u64,
+        });
+    }
+    if nbufs > limits.max_buffers {
+        return Err(ProtoError::TooLarge {
+            what: "buffer count",
+            got: nbufs as u64,
+            limit: limits.max_buffers as u64,
+        });
+    }
+    Ok(Prefix { header_len, nbufs })
+}
+
+/// Parses the buffer lengths and checks their total.
+pub fn parse_buf_lens(b: &[u8], limits: &FrameLimits) -> Result<Vec<u64>, ProtoError> {
+    let lens: Vec<u64> = b
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("invariant: chunk of 8")))
+        .collect();
+    let total = lens.iter().try_fold(0u64, |a, &l| a.checked_add(l));
+    match total {
+        Some(t) if t <= limits.max_payload => Ok(lens),
+        _ => Err(ProtoError::TooLarge {
+            what: "payload",
+            got: total.unwrap_or(u64::MAX),
+            limit: limits.max_payload,
+        }),
+    }
+}
+
+/// Archives a header.
+pub fn encode_header<T>(value: &T) -> AlignedVec
+where
+    T: for<'a> rkyv::Serialize<
+        rkyv::api::high::HighSerializer<
+            AlignedVec,
+            rkyv::ser::allocator::ArenaHandle<'a>,
+            rkyv::rancor::Error,
+        >,
+    >,
+{
+    rkyv::to_bytes::<rkyv::rancor::Error>(value)
+        .expect("invariant: archiving into memory cannot fail")
+}
+
+/// Validates and deserializes a header. `bytes` must be 16-byte aligned (an `AlignedVec`).
+pub fn decode_header<T>(bytes: &[u8]) -> Result<T, ProtoError>
+where
+    T: rkyv::Archive,
+    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
+        + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+{
+    rkyv::from_bytes::<T, rkyv::rancor::Error>(bytes)
+        .map_err(|e| ProtoError::Malformed(e.to_string()))
+}
+
+/// Encodes a whole frame into one contiguous buffer (tests and small control frames; the
+/// transport writes prefix, header and buffers with one vectored write instead).
+pub fn encode_frame(header: &[u8], bufs: &[&[u8]]) -> Vec<u8> {
+    let mut out = encode_prefix(header.len(), bufs.iter().map(|b| b.len() as u64));
+    out.extend_from_slice(header);
+    for b in bufs {
+        out.extend_from_slice(b);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::msg::*;
+    use crate::{Datum, TaskId};
+
+    fn sample() -> Vec<ToScheduler> {
+        vec![
+            ToScheduler::TaskFinished(TaskFinishedMsg {
+                task: TaskId(5_000_000_000),
+                nbytes: 5 << 30,
+                duration_us: 17,
+            }),
+            ToScheduler::UpdateGraph(UpdateGraphMsg {
+                tasks: vec![TaskSpec {
+                    key: "inc-1".into(),
+                    op: "add".into(),
+                    args: Datum::List(vec![Datum::Ref(0), Datum::Int(1), Datum::Buf(0)]),
+                    deps: vec!["x".into()],
+                    resources: vec![],
+                }],
+                wanted: vec!["inc-1".into()],
+            }),
+        ]
+    }
+
+    #[test]
+    fn header_round_trip_keeps_u64() {
+        let msgs = sample();
+        let bytes = encode_header(&msgs);
+        let back: Vec<ToScheduler> = decode_header(&bytes).unwrap();
+        assert_eq!(back, msgs);
+    }
+
+    #[test]
+    fn prefix_round_trip_and_limits() {
+        let p = encode_prefix(100, [1u64, 2, 3].into_iter());
+        let prefix = parse_prefix(p[..16].try_into().unwrap(), &FrameLimits::default()).unwrap();
+        assert_eq!(
+            prefix,
+            Prefix {
+                header_len: 100,
+                nbufs: 3
+            }
+        );
+        assert_eq!(
+            parse_buf_lens(&p[16..], &FrameLimits::default()).unwrap(),
+            vec![1, 2, 3]
+        );
+        let tight = FrameLimits {
+            max_header: 99,
+            max_buffers: 2,
+            max_payload: 5,
+        };
+        assert!(matches!(
+            parse_prefix(p[..16].try_into().unwrap(), &tight),
+            Err(ProtoError::TooLarge { what: "header", .. })
+        ));
+        assert!(matches!(
+            parse_buf_lens(&p[16..], &tight),
+            Err(ProtoError::TooLarge {
+                what: "payload",
+                got: 6,
+                ..
+            })
+        ));
+        let mut bad = p.clone();
+        bad[0] = b'X';
+        assert!(matches!(
+            parse_prefix(bad[..16].try_into().unwrap(), &tight),
+            Err(ProtoError::BadMagic(_))
+        ));
+        let mut old = p;
+        old[4] = 99;
+        assert!(matches!(
+            parse_prefix(old[..16].try_into().unwrap(), &tight),
+            Err(ProtoError::Version { peer: 99, .. })
+        ));
+    }
+
+    #[test]
+    fn overflowing_lengths_are_refused() {
+        let p = encode_prefix(0, [u64::MAX, 2].into_iter());
+        assert!(parse_buf_lens(&p[16..], &FrameLimits::default()).is_err());
+    }
+
+    #[test]
+    fn truncated_and_corrupt_headers_are_errors() {
+        let bytes = encode_header(&sample());
+        for cut in [0, 1, 7, bytes.len() / 2, bytes.len() - 1] {
+            let mut v = AlignedVec::<16>::new();
+            v.extend_from_slice(&bytes[..cut]);
+            assert!(
+                decode_header::<Vec<ToScheduler>>(&v).is_err(),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_bytes_never_panic(data in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let mut v = AlignedVec::<16>::new();
+            v.extend_from_slice(&data);
+            let _ = decode_header::<Vec<ToScheduler>>(&v);
+            let _ = decode_header::<Vec<ToWorker>>(&v);
+            let _ = decode_header::<Hello>(&v);
+        }
+    }
+}

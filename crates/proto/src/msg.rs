@@ -1,0 +1,254 @@
+//! The messages, by direction: [`ToScheduler`], [`ToWorker`], [`ToClient`], [`PeerMsg`]
+//! (worker ⇄ worker and client → worker data), and the [`Hello`] handshake.
+//!
+//! A frame carries a batch (`Vec`) of one direction's messages; byte counts are `u64`
+//! (rkyv archives `usize` as 32 bits).
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::{Datum, TaskId, WorkerId};
+
+/// Derives the traits every message type needs.
+macro_rules! wire {
+    ($($item:item)*) => {$(
+        #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+        $item
+    )*};
+}
+
+wire! {
+    /// What a connecting peer is.
+    pub enum Role {
+        Client,
+        Worker,
+        /// A worker or client opening a data connection to a worker.
+        Peer,
+    }
+
+    /// The ops a process can run: the handshake refuses a peer whose registry differs.
+    pub struct RegistryInfo {
+        /// Hash of the sorted op names and their versions.
+        pub fingerprint: u64,
+        /// Op names, sorted (for error messages and submit-time checks).
+        pub ops: Vec<String>,
+    }
+
+    /// A named amount of a resource a worker offers or a task needs (e.g. `gpu = 1`).
+    pub struct Resource {
+        pub name: String,
+        pub amount: f64,
+    }
+
+    /// The first frame on every connection, from the connecting side.
+    pub struct Hello {
+        pub protocol: u16,
+        pub rask_version: String,
+        pub role: Role,
+        /// Human name (worker name, client name).
+        pub name: String,
+        /// Identity of the host (not an IP): same host ⇔ same id.
+        pub host_id: String,
+        pub pid: u32,
+        pub registry: Option<RegistryInfo>,
+        /// Present when `role` is `Worker`.
+        pub worker: Option<WorkerHello>,
+    }
+
+    /// What a worker tells the scheduler about itself.
+    pub struct WorkerHello {
+        /// Where peers and clients fetch data from, `tcp://host:port`.
+        pub listen_addr: String,
+        pub nthreads: u32,
+        pub memory_limit: u64,
+        pub resources: Vec<Resource>,
+    }
+
+    /// The answer to a [`Hello`].
+    pub enum HelloReply {
+        Welcome {
+            /// The id given to the connecting client or worker (0 for peers).
+            id: u32,
+            rask_version: String,
+        },
+        Refused {
+            reason: String,
+        },
+    }
+
+    /// One task of a submitted graph.
+    pub struct TaskSpec {
+        /// The client's name for the task, unique within the cluster while held.
+        pub key: String,
+        /// Registered op name.
+        pub op: String,
+        /// Arguments; `Datum::Ref(i)` is the output of `deps[i]`.
+        pub args: Datum,
+        /// Keys of the tasks whose outputs this task reads.
+        pub deps: Vec<String>,
+        /// Resources needed to run, e.g. `gpu = 1`.
+        pub resources: Vec<Resource>,
+    }
+
+    /// A graph submission (also used for `submit` and `map`: a graph of independent tasks).
+    pub struct UpdateGraphMsg {
+        pub tasks: Vec<TaskSpec>,
+        /// Keys the client holds futures for: they stay in memory until released.
+        pub wanted: Vec<String>,
+    }
+
+    /// A worker's report that a task completed.
+    pub struct TaskFinishedMsg {
+        pub task: TaskId,
+        pub nbytes: u64,
+        /// How long the op ran, for duration estimates.
+        pub duration_us: u64,
+    }
+
+    /// A worker's report that a task's op returned an error or panicked.
+    pub struct TaskErredMsg {
+        pub task: TaskId,
+        pub message: String,
+    }
+
+    /// Messages to the scheduler, from clients and workers.
+    pub enum ToScheduler {
+        UpdateGraph(UpdateGraphMsg),
+        /// The client dropped its last future for these keys.
+        ReleaseKeys { keys: Vec<String> },
+        WhoHas { req: u64, keys: Vec<String> },
+        Info { req: u64 },
+        TaskFinished(TaskFinishedMsg),
+        TaskErred(TaskErredMsg),
+        /// A worker could not fetch `dep` (for `task`) from `holder`.
+        MissingData { task: TaskId, dep: TaskId, holder: WorkerId },
+        Heartbeat(HeartbeatMsg),
+    }
+
+    /// A worker's periodic state.
+    pub struct HeartbeatMsg {
+        pub stored_bytes: u64,
+        pub stored_keys: u64,
+        pub executing: u32,
+        pub rss_bytes: u64,
+    }
+
+    /// Where a dependency can be fetched from.
+    pub struct DepLoc {
+        pub task: TaskId,
+        pub nbytes: u64,
+        pub holders: Vec<WorkerId>,
+    }
+
+    /// Run a task.
+    pub struct ComputeMsg {
+        pub task: TaskId,
+        pub op: String,
+        pub args: Datum,
+        pub deps: Vec<DepLoc>,
+        /// Lower runs first.
+        pub priority: u64,
+    }
+
+    /// A worker's address, so peers can fetch from it.
+    pub struct PeerAddr {
+        pub worker: WorkerId,
+        pub addr: String,
+    }
+
+    /// Messages from the scheduler to a worker.
+    pub enum ToWorker {
+        Compute(ComputeMsg),
+        /// Drop these tasks' data, or cancel them if not yet run.
+        Free { tasks: Vec<TaskId> },
+        /// Workers that joined (or all current ones, on connect).
+        Peers { peers: Vec<PeerAddr> },
+        PeerGone { worker: WorkerId },
+        /// The scheduler asks the worker to shut down.
+        Close { reason: String },
+    }
+
+    /// Why a task failed, as the client sees it.
+    pub struct TaskError {
+        /// The task that failed (may differ from the key waited on: the cause upstream).
+        pub key: String,
+        pub op: String,
+        pub message: String,
+    }
+
+    /// A worker holding a key.
+    pub struct Holder {
+        pub worker: WorkerId,
+        pub addr: String,
+    }
+
+    /// Keys and where they live.
+    pub struct WhoHasEntry {
+        pub key: String,
+        pub holders: Vec<Holder>,
+    }
+
+    /// One worker in [`SchedulerInfoMsg`].
+    pub struct WorkerInfoMsg {
+        pub id: WorkerId,
+        pub name: String,
+        pub addr: String,
+        pub host_id: String,
+        pub nthreads: u32,
+        pub memory_limit: u64,
+        pub resources: Vec<Resource>,
+        /// Tasks assigned to the worker and not finished.
+        pub processing: u64,
+        /// Keys in memory on the worker.
+        pub stored_keys: u64,
+        pub stored_bytes: u64,
+    }
+
+    /// The scheduler's state, as `Client::scheduler_info` reports it.
+    pub struct SchedulerInfoMsg {
+        pub address: String,
+        pub rask_version: String,
+        pub workers: Vec<WorkerInfoMsg>,
+        /// Count of tasks in each state, by state name.
+        pub tasks_by_state: Vec<(String, u64)>,
+        pub clients: u32,
+    }
+
+    /// Messages from the scheduler to a client.
+    pub enum ToClient {
+        KeyInMemory {
+            key: String,
+            task: TaskId,
+            nbytes: u64,
+            holders: Vec<Holder>,
+        },
+        KeyErred {
+            key: String,
+            error: TaskError,
+        },
+        /// The graph was refused as a whole (unknown op, unknown dependency, …).
+        GraphRejected {
+            keys: Vec<String>,
+            message: String,
+        },
+        WhoHasReply {
+            req: u64,
+            entries: Vec<WhoHasEntry>,
+        },
+        InfoReply {
+            req: u64,
+            info: SchedulerInfoMsg,
+        },
+    }
+
+    /// One value in a [`PeerMsg::Data`] reply.
+    pub struct DataItem {
+        pub task: TaskId,
+        pub value: Datum,
+    }
+
+    /// Data connections: a worker or client fetching from a worker.
+    pub enum PeerMsg {
+        GetData { req: u64, tasks: Vec<TaskId> },
+        Data { req: u64, items: Vec<DataItem>, missing: Vec<TaskId> },
+    }
+}

@@ -1,0 +1,267 @@
+//! Typed values: [`Value`] in memory, [`Datum`] on the wire.
+//!
+//! A `Value` is what ops take and return. On the wire it becomes a `Datum`, in which byte
+//! payloads are replaced by indices into the frame's raw buffers (so large payloads never
+//! travel inside the rkyv header) and task arguments may refer to the task's dependencies.
+
+use bytes::Bytes;
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::ProtoError;
+
+/// How deep values may nest; deeper input from a peer is refused.
+pub const MAX_DEPTH: usize = 64;
+
+/// A typed value: an op's argument or result, held in a worker's store.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    /// Raw bytes; travel as a frame buffer, never inside a header.
+    Bytes(Bytes),
+    List(Vec<Value>),
+}
+
+/// The wire form of a [`Value`], or of a task's arguments.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[rkyv(serialize_bounds(
+    __S: rkyv::ser::Writer + rkyv::ser::Allocator,
+    __S::Error: rkyv::rancor::Source,
+))]
+#[rkyv(deserialize_bounds(__D::Error: rkyv::rancor::Source))]
+#[rkyv(bytecheck(bounds(__C: rkyv::validation::ArchiveContext)))]
+pub enum Datum {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    /// Index into the raw buffers that travel with this datum.
+    Buf(u32),
+    List(#[rkyv(omit_bounds)] Vec<Datum>),
+    /// The output of the task's `i`-th dependency (task arguments only).
+    Ref(u32),
+}
+
+impl Value {
+    /// Approximate size in memory, used for placement and memory accounting.
+    pub fn nbytes(&self) -> u64 {
+        match self {
+            Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(_) => 8,
+            Value::Str(s) => 24 + s.len() as u64,
+            Value::Bytes(b) => 24 + b.len() as u64,
+            Value::List(l) => 24 + l.iter().map(Value::nbytes).sum::<u64>(),
+        }
+    }
+
+    /// Converts to wire form, appending byte payloads to `bufs` (no copy: `Bytes` is shared).
+    pub fn to_datum(&self, bufs: &mut Vec<Bytes>) -> Datum {
+        match self {
+            Value::Null => Datum::Null,
+            Value::Bool(b) => Datum::Bool(*b),
+            Value::Int(i) => Datum::Int(*i),
+            Value::Float(f) => Datum::Float(*f),
+            Value::Str(s) => Datum::Str(s.clone()),
+            Value::Bytes(b) => {
+                bufs.push(b.clone());
+                Datum::Buf((bufs.len() - 1) as u32)
+            }
+            Value::List(l) => Datum::List(l.iter().map(|v| v.to_datum(bufs)).collect()),
+        }
+    }
+
+    /// A short human description of the value's type, for error messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Bool(_) => "bool",
+            Value::Int(_) => "int",
+            Value::Float(_) => "float",
+            Value::Str(_) => "str",
+            Value::Bytes(_) => "bytes",
+            Value::List(_) => "list",
+        }
+    }
+}
+
+impl Datum {
+    /// Rebuilds a value from its wire form. `deps` resolves [`Datum::Ref`]; pass `&[]` where
+    /// references are not allowed (they then fail with an error).
+    pub fn to_value(&self, bufs: &[Bytes], deps: &[&Value]) -> Result<Value, ProtoError> {
+        self.to_value_at(bufs, deps, 0)
+    }
+
+    fn to_value_at(
+        &self,
+        bufs: &[Bytes],
+        deps: &[&Value],
+        depth: usize,
+    ) -> Result<Value, ProtoError> {
+        if depth > MAX_DEPTH {
+            return Err(ProtoError::TooDeep(MAX_DEPTH));
+        }
+        Ok(match self {
+            Datum::Null => Value::Null,
+            Datum::Bool(b) => Value::Bool(*b),
+            Datum::Int(i) => Value::Int(*i),
+            Datum::Float(f) => Value::Float(*f),
+            Datum::Str(s) => Value::Str(s.clone()),
+            Datum::Buf(i) => Value::Bytes(bufs.get(*i as usize).cloned().ok_or(
+                ProtoError::MissingBuffer {
+                    index: *i,
+                    count: bufs.len(),
+                },
+            )?),
+            Datum::List(l) => Value::List(
+                l.iter()
+                    .map(|d| d.to_value_at(bufs, deps, depth + 1))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Datum::Ref(i) => (*deps.get(*i as usize).ok_or(ProtoError::MissingDependency {
+                index: *i,
+                count: deps.len(),
+            })?)
+            .clone(),
+        })
+    }
+
+    /// Moves the buffers this datum refers to out of a frame's buffer list into a list of its
+    /// own, renumbering its indices from 0. Used when one frame carries many messages.
+    pub fn localize(&mut self, frame_bufs: &[Bytes]) -> Result<Vec<Bytes>, ProtoError> {
+        let mut own = Vec::new();
+        self.walk_bufs(&mut |i| {
+            let b = frame_bufs
+                .get(*i as usize)
+                .ok_or(ProtoError::MissingBuffer {
+                    index: *i,
+                    count: frame_bufs.len(),
+                })?;
+            own.push(b.clone());
+            *i = (own.len() - 1) as u32;
+            Ok(())
+        })?;
+        Ok(own)
+    }
+
+    /// The inverse of [`Datum::localize`]: appends this datum's own buffers to a frame's
+    /// list, renumbering its indices to match.
+    pub fn globalize(
+        &mut self,
+        own: &[Bytes],
+        frame_bufs: &mut Vec<Bytes>,
+    ) -> Result<(), ProtoError> {
+        let base = frame_bufs.len() as u32;
+        frame_bufs.extend(own.iter().cloned());
+        self.walk_bufs(&mut |i| {
+            if *i as usize >= own.len() {
+                return Err(ProtoError::MissingBuffer {
+                    index: *i,
+                    count: own.len(),
+                });
+            }
+            *i += base;
+            Ok(())
+        })
+    }
+
+    fn walk_bufs(
+        &mut self,
+        f: &mut dyn FnMut(&mut u32) -> Result<(), ProtoError>,
+    ) -> Result<(), ProtoError> {
+        match self {
+            Datum::Buf(i) => f(i),
+            Datum::List(l) => l.iter_mut().try_for_each(|d| d.walk_bufs(f)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The largest dependency index this datum refers to, plus one (0 if none).
+    pub fn max_ref(&self) -> u32 {
+        match self {
+            Datum::Ref(i) => i + 1,
+            Datum::List(l) => l.iter().map(Datum::max_ref).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+}
+
+macro_rules! value_from {
+    ($($t:ty => $v:ident $(as $cast:ty)?),* $(,)?) => {$(
+        impl From<$t> for Value {
+            fn from(x: $t) -> Self {
+                Value::$v((x $(as $cast)?).into())
+            }
+        }
+    )*};
+}
+value_from!(bool => Bool, i64 => Int, i32 => Int as i64, u32 => Int as i64, f64 => Float,
+    f32 => Float as f64, String => Str, &str => Str, Bytes => Bytes);
+
+impl From<Vec<Value>> for Value {
+    fn from(v: Vec<Value>) -> Self {
+        Value::List(v)
+    }
+}
+
+impl From<()> for Value {
+    fn from(_: ()) -> Self {
+        Value::Null
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_with_buffers() {
+        let v = Value::List(vec![
+            Value::Int(3),
+            Value::Bytes(Bytes::from_static(b"abc")),
+            Value::List(vec![
+                Value::Str("x".into()),
+                Value::Bytes(Bytes::from(vec![7u8; 1000])),
+            ]),
+        ]);
+        let mut bufs = Vec::new();
+        let d = v.to_datum(&mut bufs);
+        assert_eq!(bufs.len(), 2);
+        assert_eq!(d.to_value(&bufs, &[]).unwrap(), v);
+    }
+
+    #[test]
+    fn refs_resolve_and_missing_refs_fail() {
+        let d = Datum::List(vec![Datum::Ref(1), Datum::Int(2)]);
+        assert_eq!(d.max_ref(), 2);
+        let a = Value::Int(10);
+        let b = Value::Int(20);
+        assert_eq!(
+            d.to_value(&[], &[&a, &b]).unwrap(),
+            Value::List(vec![Value::Int(20), Value::Int(2)])
+        );
+        assert!(matches!(
+            d.to_value(&[], &[&a]),
+            Err(ProtoError::MissingDependency { index: 1, count: 1 })
+        ));
+        assert!(matches!(
+            Datum::Buf(0).to_value(&[], &[]),
+            Err(ProtoError::MissingBuffer { index: 0, count: 0 })
+        ));
+    }
+
+    #[test]
+    fn localize_then_globalize() {
+        let frame: Vec<Bytes> = (0..4u8).map(|i| Bytes::from(vec![i; 3])).collect();
+        let mut d = Datum::List(vec![Datum::Buf(3), Datum::Buf(1)]);
+        let own = d.localize(&frame).unwrap();
+        assert_eq!(d, Datum::List(vec![Datum::Buf(0), Datum::Buf(1)]));
+        assert_eq!(own, vec![frame[3].clone(), frame[1].clone()]);
+        let mut out = vec![Bytes::new()];
+        d.globalize(&own, &mut out).unwrap();
+        assert_eq!(d, Datum::List(vec![Datum::Buf(1), Datum::Buf(2)]));
+        assert!(Datum::Buf(9).localize(&frame).is_err());
+    }
+}

@@ -1,0 +1,73 @@
+//! The scheduler as a sans-IO state machine.
+//!
+//! All scheduler state lives in one [`SchedulerCore`]. Every external input (a graph from a
+//! client, a task finished on a worker, a worker lost, keys released, …) is a synchronous
+//! `on_*`/stimulus method that changes the state through one table of (from, to)
+//! transitions and appends the messages to send to an ordered list of [`Action`]s, which
+//! the caller drains with [`SchedulerCore::take_actions`]. This crate must not do I/O, use
+//! a runtime, or read a clock: time arrives inside events (`duration_us`).
+//!
+//! Task states, as Dask's:
+//!
+//! | from \ to  | waiting | queued | no-worker | processing | memory | erred | released | forgotten |
+//! |------------|---------|--------|-----------|------------|--------|-------|----------|-----------|
+//! | released   | needed  |        |           |            |        | dep erred |      | unreferenced |
+//! | waiting    |         | ready, no slot | ready, no worker fits | ready, slot | | dep erred | not needed | |
+//! | queued     |         |        | workers gone | slot freed |      |       | not needed / dep lost | |
+//! | no-worker  |         | worker joined, no slot | | worker joined | |     | not needed / dep lost | |
+//! | processing |         |        |           |            | finished | failed, killed 3× | worker lost, not needed | |
+//! | memory     |         |        |           |            |        |       | data unneeded / lost | unreferenced |
+//! | erred      |         |        |           |            |        |       | retried  | unreferenced |
+//!
+//! "Needed" means wanted by a client, or read by a task that is waiting, queued, no-worker
+//! or processing. A released task still referenced by others keeps its lineage (op, args,
+//! dependencies) so that lost data can be recomputed.
+
+mod core;
+mod story;
+
+pub use crate::core::{
+    Action, CoreConfig, CoreInfo, GraphError, NewTask, SchedulerCore, TaskFailure, WorkerSpec,
+};
+pub use crate::story::{Transition, TransitionLog};
+
+/// A task's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TaskState {
+    Released,
+    Waiting,
+    Queued,
+    NoWorker,
+    Processing,
+    Memory,
+    Erred,
+    Forgotten,
+}
+
+impl TaskState {
+    /// The state's name as Dask spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskState::Released => "released",
+            TaskState::Waiting => "waiting",
+            TaskState::Queued => "queued",
+            TaskState::NoWorker => "no-worker",
+            TaskState::Processing => "processing",
+            TaskState::Memory => "memory",
+            TaskState::Erred => "erred",
+            TaskState::Forgotten => "forgotten",
+        }
+    }
+
+    /// All states, in display order.
+    pub const ALL: [TaskState; 8] = [
+        TaskState::Released,
+        TaskState::Waiting,
+        TaskState::Queued,
+        TaskState::NoWorker,
+        TaskState::Processing,
+        TaskState::Memory,
+        TaskState::Erred,
+        TaskState::Forgotten,
+    ];
+}

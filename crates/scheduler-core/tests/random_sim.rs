@@ -1,0 +1,210 @@
+//! Property test: random DAGs on a simulated cluster with random worker joins and losses,
+//! random completion order and client releases; `validate()` after every stimulus, and
+//! every wanted key ends in memory with exactly the right value.
+
+use std::collections::{BTreeMap, HashMap};
+
+use proptest::prelude::*;
+use rask_proto::{ClientId, Datum, TaskId, WorkerId};
+use rask_scheduler_core::{Action, CoreConfig, NewTask, SchedulerCore, TaskState, WorkerSpec};
+
+const C: ClientId = ClientId(1);
+
+/// A graph: task i depends on some of 0..i. value(i) = i + Σ value(deps).
+fn graph(n: usize, edges: &[(usize, usize)]) -> Vec<Vec<usize>> {
+    let mut deps = vec![Vec::new(); n];
+    for &(a, b) in edges {
+        let (a, b) = (a % n, b % n);
+        if a < b && !deps[b].contains(&a) {
+            deps[b].push(a);
+        }
+    }
+    deps
+}
+
+fn expected(deps: &[Vec<usize>]) -> Vec<i64> {
+    let mut v = vec![0i64; deps.len()];
+    for i in 0..deps.len() {
+        v[i] = i as i64 + deps[i].iter().map(|&d| v[d]).sum::<i64>();
+    }
+    v
+}
+
+struct Sim {
+    core: SchedulerCore,
+    /// Data held by each live worker.
+    stores: BTreeMap<WorkerId, HashMap<TaskId, i64>>,
+    /// Compute requests not yet executed: (worker, task, args, deps with holders).
+    pending: Vec<(WorkerId, rask_proto::msg::ComputeMsg)>,
+    /// What the client was told: key → (task, holders).
+    results: HashMap<String, Vec<WorkerId>>,
+    erred: Vec<String>,
+    next_worker: u32,
+}
+
+impl Sim {
+    fn drain(&mut self) {
+        for a in self.core.take_actions() {
+            match a {
+                Action::Compute { worker, msg, .. } => self.pending.push((worker, msg)),
+                Action::Free { worker, task } => {
+                    if let Some(s) = self.stores.get_mut(&worker) {
+                        s.remove(&task);
+                    }
+                    self.pending
+                        .retain(|(w, m)| !(*w == worker && m.task == task));
+                }
+                Action::KeyInMemory { key, holders, .. } => {
+                    self.results.insert(key.to_string(), holders);
+                }
+                Action::KeyErred { key, .. } => self.erred.push(key.to_string()),
+            }
+        }
+    }
+
+    fn add_worker(&mut self) {
+        let id = WorkerId(self.next_worker);
+        self.next_worker += 1;
+        self.stores.insert(id, HashMap::new());
+        self.core.add_worker(
+            id,
+            WorkerSpec {
+                name: format!("w{}", id.0),
+                addr: String::new(),
+                host_id: "h".into(),
+                nthreads: 1 + id.0 % 3,
+                memory_limit: 1 << 30,
+                resources: vec![],
+            },
+        );
+        self.core.validate();
+        self.drain();
+    }
+
+    fn kill(&mut self, pick: usize) {
+        if self.stores.is_empty() {
+            return;
+        }
+        let id = *self.stores.keys().nth(pick % self.stores.len()).unwrap();
+        self.stores.remove(&id);
+        self.pending.retain(|(w, _)| *w != id);
+        self.core.remove_worker(id);
+        self.core.validate();
+        self.drain();
+    }
+
+    /// Runs one pending compute: fetch inputs from listed holders, compute, report.
+    fn step(&mut self, pick: usize) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let (w, msg) = self.pending.remove(pick % self.pending.len());
+        let mut inputs = Vec::new();
+        for dep in &msg.deps {
+            let found = dep.holders.iter().find_map(|h| {
+                self.stores
+                    .get(h)
+                    .and_then(|s| s.get(&dep.task))
+                    .map(|v| (*h, *v))
+            });
+            match found {
+                Some((_, v)) => inputs.push(v),
+                None => {
+                    let holder = dep.holders.first().copied().unwrap_or(WorkerId(u32::MAX));
+                    self.core.missing_data(w, msg.task, dep.task, holder);
+                    self.core.validate();
+                    self.drain();
+                    return;
+                }
+            }
+        }
+        let Datum::List(args) = &msg.args else {
+            panic!("args are a list")
+        };
+        let Datum::Int(base) = args[0] else {
+            panic!("first arg is the index")
+        };
+        let value = base + inputs.iter().sum::<i64>();
+        self.stores.get_mut(&w).unwrap().insert(msg.task, value);
+        self.core.task_finished(w, msg.task, 8, 3);
+        self.core.validate();
+        self.drain();
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_graphs_finish_with_exact_results(
+        n in 1usize..40,
+        edges in proptest::collection::vec((0usize..40, 0usize..40), 0..80),
+        wanted_mask in proptest::collection::vec(any::<bool>(), 40),
+        events in proptest::collection::vec((0u8..10, any::<usize>()), 0..300),
+    ) {
+        let deps = graph(n, &edges);
+        let values = expected(&deps);
+        let mut sim = Sim {
+            core: SchedulerCore::new(CoreConfig { queue_target_us: 10, ..CoreConfig::default() }),
+            stores: BTreeMap::new(),
+            pending: Vec::new(),
+            results: HashMap::new(),
+            erred: Vec::new(),
+            next_worker: 0,
+        };
+        sim.core.add_client(C);
+        sim.add_worker();
+        let tasks: Vec<NewTask> = (0..n)
+            .map(|i| NewTask {
+                key: format!("t{i}"),
+                op: "add".into(),
+                args: Datum::List(
+                    std::iter::once(Datum::Int(i as i64))
+                        .chain((0..deps[i].len() as u32).map(Datum::Ref))
+                        .collect(),
+                ),
+                bufs: vec![],
+                deps: deps[i].iter().map(|d| format!("t{d}")).collect(),
+                resources: vec![],
+            })
+            .collect();
+        let mut wanted: Vec<String> = (0..n).filter(|&i| wanted_mask[i]).map(|i| format!("t{i}")).collect();
+        wanted.push(format!("t{}", n - 1));
+        sim.core.update_graph(C, tasks, &wanted).unwrap();
+        sim.core.validate();
+        sim.drain();
+        let mut kills = 0;
+        for (kind, pick) in events {
+            match kind {
+                0 if kills < 2 => { kills += 1; sim.kill(pick) }
+                1 => sim.add_worker(),
+                _ => sim.step(pick),
+            }
+        }
+        if sim.stores.is_empty() {
+            sim.add_worker();
+        }
+        // Run to completion without faults.
+        let mut guard = 0;
+        while !sim.pending.is_empty() {
+            sim.step(0);
+            guard += 1;
+            prop_assert!(guard < 100_000, "no progress");
+        }
+        prop_assert!(sim.erred.is_empty(), "unexpected errors {:?}", sim.erred);
+        for key in &wanted {
+            prop_assert_eq!(sim.core.state(key), TaskState::Memory, "{} not in memory", key);
+            let holders = &sim.results[key];
+            let i: usize = key[1..].parse().unwrap();
+            let t = sim.core.task_id(key).unwrap();
+            let v = holders.iter().find_map(|h| sim.stores.get(h).and_then(|s| s.get(&t))).copied();
+            prop_assert_eq!(v, Some(values[i]), "value of {}", key);
+        }
+        // Releasing everything frees all data and forgets every task.
+        sim.core.release_keys(C, &wanted);
+        sim.core.validate();
+        sim.drain();
+        prop_assert_eq!(sim.core.task_count(), 0);
+        prop_assert!(sim.stores.values().all(|s| s.is_empty()), "data left behind");
+    }
+}
