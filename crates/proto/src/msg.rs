@@ -252,3 +252,52 @@ wire! {
         Data { req: u64, items: Vec<DataItem>, missing: Vec<TaskId> },
     }
 }
+
+/// A message type that travels in batches: one frame carries a `Vec` of them plus the raw
+/// buffers their [`Datum::Buf`] indices refer to.
+pub trait WireMessage: Sized + Send + 'static {
+    /// Archives a batch.
+    fn encode_batch(msgs: &Vec<Self>) -> rkyv::util::AlignedVec;
+    /// Validates and deserializes a batch (`bytes` 16-byte aligned).
+    fn decode_batch(bytes: &[u8]) -> Result<Vec<Self>, crate::ProtoError>;
+    /// Renumbers this message's buffer indices by `base` (its buffers are appended to a
+    /// frame's list at that position).
+    fn shift_buffers(&mut self, base: u32);
+}
+
+macro_rules! wire_message {
+    ($($t:ty => |$m:ident, $base:ident| $shift:block)*) => {$(
+        impl WireMessage for $t {
+            fn encode_batch(msgs: &Vec<Self>) -> rkyv::util::AlignedVec {
+                crate::frame::encode_header(msgs)
+            }
+            fn decode_batch(bytes: &[u8]) -> Result<Vec<Self>, crate::ProtoError> {
+                crate::frame::decode_header(bytes)
+            }
+            #[allow(unused_variables)]
+            fn shift_buffers(&mut self, $base: u32) {
+                let $m = self;
+                $shift
+            }
+        }
+    )*};
+}
+
+wire_message! {
+    ToScheduler => |m, base| {
+        if let ToScheduler::UpdateGraph(g) = m {
+            g.tasks.iter_mut().for_each(|t| t.args.shift_buffers(base));
+        }
+    }
+    ToWorker => |m, base| {
+        if let ToWorker::Compute(c) = m {
+            c.args.shift_buffers(base);
+        }
+    }
+    ToClient => |m, base| {}
+    PeerMsg => |m, base| {
+        if let PeerMsg::Data { items, .. } = m {
+            items.iter_mut().for_each(|i| i.value.shift_buffers(base));
+        }
+    }
+}

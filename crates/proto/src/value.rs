@@ -178,6 +178,17 @@ impl Datum {
         }
     }
 
+    /// Adds `base` to every buffer index.
+    pub fn shift_buffers(&mut self, base: u32) {
+        if base == 0 {
+            return;
+        }
+        let _ = self.walk_bufs(&mut |i| {
+            *i += base;
+            Ok(())
+        });
+    }
+
     /// The largest dependency index this datum refers to, plus one (0 if none).
     pub fn max_ref(&self) -> u32 {
         match self {

@@ -1,1 +1,432 @@
-//! placeholder
+//! Endpoints: framed TCP connections.
+//!
+//! A connection is a [`FrameReader`] (reads frames, checks limits before allocating,
+//! validates headers) and a [`Sender`] (a writer task that drains everything queued since
+//! its last write into one frame and writes prefix, header and payload buffers with
+//! vectored writes — payloads are never copied into a send buffer). The first frame on
+//! every connection is a [`Hello`], answered by a [`HelloReply`].
+//!
+//! This crate moves bytes; it does not interpret messages.
+
+use std::io::IoSlice;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rask_proto::frame::{self, FrameLimits, PREFIX_LEN};
+use rask_proto::msg::{Hello, HelloReply, WireMessage};
+use rask_proto::ProtoError;
+use rkyv::util::AlignedVec;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+/// Errors of connections.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Proto(#[from] ProtoError),
+    #[error("refused by peer: {0}")]
+    Refused(String),
+    #[error("connection closed")]
+    Closed,
+    #[error("timed out {0}")]
+    Timeout(&'static str),
+    #[error("bad address {0:?}: expected tcp://host:port")]
+    BadAddress(String),
+    #[error("unexpected handshake reply")]
+    BadHandshake,
+}
+
+/// How long a peer may take to finish a frame it started, or to say hello.
+pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Connection settings.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnConfig {
+    pub limits: FrameLimits,
+    /// Once a frame (or the handshake) has started, the rest must arrive within this.
+    pub frame_timeout: Duration,
+}
+
+impl Default for ConnConfig {
+    fn default() -> Self {
+        ConnConfig {
+            limits: FrameLimits::default(),
+            frame_timeout: DEFAULT_FRAME_TIMEOUT,
+        }
+    }
+}
+
+/// A received frame: the aligned header and the payload buffers.
+pub struct Frame {
+    pub header: AlignedVec<16>,
+    pub bufs: Vec<Bytes>,
+}
+
+/// A decoded batch of messages and the buffers their `Datum::Buf` indices refer to.
+pub struct Batch<M> {
+    pub msgs: Vec<M>,
+    pub bufs: Vec<Bytes>,
+}
+
+/// `tcp://host:port` → `host:port`.
+pub fn parse_addr(addr: &str) -> Result<&str, TransportError> {
+    let rest = addr.strip_prefix("tcp://").unwrap_or(addr);
+    if rest.is_empty() || !rest.contains(':') {
+        return Err(TransportError::BadAddress(addr.into()));
+    }
+    Ok(rest)
+}
+
+/// Reads frames from one connection.
+pub struct FrameReader<R = OwnedReadHalf> {
+    r: BufReader<R>,
+    cfg: ConnConfig,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// Wraps a byte stream.
+    pub fn new(r: R, cfg: ConnConfig) -> Self {
+        FrameReader {
+            r: BufReader::with_capacity(64 * 1024, r),
+            cfg,
+        }
+    }
+
+    /// The next frame; `Ok(None)` on a clean end of stream between frames.
+    pub async fn read_frame(&mut self) -> Result<Option<Frame>, TransportError> {
+        let mut prefix = [0u8; PREFIX_LEN];
+        // Waiting for a frame to start may take forever; finishing it may not.
+        let n = self.r.read(&mut prefix[..1]).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let limits = self.cfg.limits;
+        let rest = async {
+            self.r.read_exact(&mut prefix[1..]).await?;
+            let p = frame::parse_prefix(&prefix, &limits)?;
+            let mut lens = vec![0u8; p.nbufs as usize * 8];
+            self.r.read_exact(&mut lens).await?;
+            let lens = frame::parse_buf_lens(&lens, &limits)?;
+            let mut header = AlignedVec::<16>::with_capacity(p.header_len as usize);
+            header.resize(p.header_len as usize, 0);
+            self.r.read_exact(&mut header).await?;
+            let mut bufs = Vec::with_capacity(lens.len());
+            for len in lens {
+                bufs.push(read_exact_bytes(&mut self.r, len as usize).await?);
+            }
+            Ok::<_, TransportError>(Frame { header, bufs })
+        };
+        match tokio::time::timeout(self.cfg.frame_timeout, rest).await {
+            Ok(r) => r.map(Some),
+            Err(_) => Err(TransportError::Timeout("in the middle of a frame")),
+        }
+    }
+
+    /// The next batch of messages; `Ok(None)` at end of stream.
+    pub async fn read_batch<M: WireMessage>(&mut self) -> Result<Option<Batch<M>>, TransportError> {
+        let Some(f) = self.read_frame().await? else {
+            return Ok(None);
+        };
+        let msgs = M::decode_batch(&f.header)?;
+        Ok(Some(Batch { msgs, bufs: f.bufs }))
+    }
+
+    /// Reads the peer's hello (server side of the handshake).
+    pub async fn read_hello(&mut self) -> Result<Hello, TransportError> {
+        let timeout = self.cfg.frame_timeout;
+        let f = tokio::time::timeout(timeout, self.read_frame())
+            .await
+            .map_err(|_| TransportError::Timeout("waiting for hello"))??
+            .ok_or(TransportError::Closed)?;
+        Ok(frame::decode_header::<Hello>(&f.header)?)
+    }
+}
+
+/// Reads exactly `len` bytes into a fresh buffer, without zero-filling it first.
+async fn read_exact_bytes<R: AsyncRead + Unpin>(
+    r: &mut R,
+    len: usize,
+) -> Result<Bytes, TransportError> {
+    let mut buf = BytesMut::with_capacity(len);
+    while buf.len() < len {
+        let want = len - buf.len();
+        let n = (&mut *r).take(want as u64).read_buf(&mut buf).await?;
+        if n == 0 {
+            return Err(TransportError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// Writes one frame: prefix, header and buffers in vectored writes.
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    header: &[u8],
+    bufs: &[Bytes],
+) -> Result<(), TransportError> {
+    let prefix = frame::encode_prefix(header.len(), bufs.iter().map(|b| b.len() as u64));
+    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(2 + bufs.len());
+    slices.push(IoSlice::new(&prefix));
+    slices.push(IoSlice::new(header));
+    slices.extend(
+        bufs.iter()
+            .filter(|b| !b.is_empty())
+            .map(|b| IoSlice::new(b)),
+    );
+    let mut rest: &mut [IoSlice<'_>] = &mut slices;
+    while !rest.is_empty() {
+        let n = w.write_vectored(rest).await?;
+        if n == 0 {
+            return Err(TransportError::Io(std::io::ErrorKind::WriteZero.into()));
+        }
+        IoSlice::advance_slices(&mut rest, n);
+    }
+    Ok(())
+}
+
+/// Sends messages on a connection; cheap to clone. Messages queued while the writer is
+/// busy go out together in its next frame.
+pub struct Sender<M> {
+    tx: mpsc::UnboundedSender<(M, Vec<Bytes>)>,
+}
+
+impl<M> Clone for Sender<M> {
+    fn clone(&self) -> Self {
+        Sender {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+impl<M: WireMessage> Sender<M> {
+    /// Queues a message without buffers.
+    pub fn send(&self, m: M) -> Result<(), TransportError> {
+        self.send_with(m, Vec::new())
+    }
+
+    /// Queues a message whose `Datum::Buf(i)` indices refer to `bufs[i]`.
+    pub fn send_with(&self, m: M, bufs: Vec<Bytes>) -> Result<(), TransportError> {
+        self.tx.send((m, bufs)).map_err(|_| TransportError::Closed)
+    }
+
+    /// Whether the writer has stopped (the connection failed or closed).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// The most messages one frame carries.
+const MAX_BATCH: usize = 16 * 1024;
+
+/// Starts the writer task of a connection. It ends when every [`Sender`] is dropped or a
+/// write fails; the write half is then shut down.
+pub fn spawn_writer<M: WireMessage, W: AsyncWrite + Unpin + Send + 'static>(mut w: W) -> Sender<M> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(M, Vec<Bytes>)>();
+    tokio::spawn(async move {
+        let mut msgs = Vec::new();
+        let mut bufs = Vec::new();
+        while let Some(first) = rx.recv().await {
+            push(&mut msgs, &mut bufs, first);
+            while msgs.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(next) => push(&mut msgs, &mut bufs, next),
+                    Err(_) => break,
+                }
+            }
+            let header = M::encode_batch(&msgs);
+            msgs.clear();
+            if let Err(e) = write_frame(&mut w, &header, &bufs).await {
+                tracing::debug!("write failed: {e}");
+                break;
+            }
+            bufs.clear();
+        }
+        rx.close();
+        let _ = w.shutdown().await;
+    });
+    Sender { tx }
+}
+
+fn push<M: WireMessage>(msgs: &mut Vec<M>, bufs: &mut Vec<Bytes>, (mut m, own): (M, Vec<Bytes>)) {
+    if !own.is_empty() {
+        m.shift_buffers(bufs.len() as u32);
+        bufs.extend(own);
+    }
+    msgs.push(m);
+}
+
+/// Opens a connection and does the client side of the handshake.
+pub async fn connect(
+    addr: &str,
+    hello: &Hello,
+    cfg: ConnConfig,
+) -> Result<(FrameReader, OwnedWriteHalf, u32), TransportError> {
+    let stream = TcpStream::connect(parse_addr(addr)?).await?;
+    stream.set_nodelay(true)?;
+    let (r, mut w) = stream.into_split();
+    write_frame(&mut w, &frame::encode_header(hello), &[]).await?;
+    let mut reader = FrameReader::new(r, cfg);
+    let reply = tokio::time::timeout(cfg.frame_timeout, reader.read_frame())
+        .await
+        .map_err(|_| TransportError::Timeout("waiting for the handshake reply"))??
+        .ok_or(TransportError::Closed)?;
+    match frame::decode_header::<HelloReply>(&reply.header)? {
+        HelloReply::Welcome { id, .. } => Ok((reader, w, id)),
+        HelloReply::Refused { reason } => Err(TransportError::Refused(reason)),
+    }
+}
+
+/// Answers a hello (server side of the handshake).
+pub async fn reply_hello<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    reply: &HelloReply,
+) -> Result<(), TransportError> {
+    write_frame(w, &frame::encode_header(reply), &[]).await
+}
+
+/// Binds a listener; `addr` may be `tcp://host:port` or `host:port` (port 0 picks one).
+pub async fn listen(addr: &str) -> Result<TcpListener, TransportError> {
+    Ok(TcpListener::bind(parse_addr(addr)?).await?)
+}
+
+/// The `tcp://ip:port` form of a listener's address.
+pub fn listener_addr(l: &TcpListener) -> Result<String, TransportError> {
+    Ok(format!("tcp://{}", l.local_addr()?))
+}
+
+/// An identity of this host, the same for every process on it: used to tell same-host
+/// peers from remote ones (never the IP address).
+pub fn host_id() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}-{}", name.trim(), boot.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rask_proto::msg::{DataItem, PeerMsg, Role};
+    use rask_proto::{Datum, TaskId};
+
+    fn hello() -> Hello {
+        Hello {
+            protocol: rask_proto::PROTOCOL_VERSION,
+            rask_version: rask_proto::RASK_VERSION.into(),
+            role: Role::Peer,
+            name: "t".into(),
+            host_id: host_id(),
+            pid: 1,
+            registry: None,
+            worker: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_with_buffers_round_trip() {
+        let listener = listen("127.0.0.1:0").await.unwrap();
+        let addr = listener_addr(&listener).unwrap();
+        let server = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            let (r, mut w) = s.into_split();
+            let mut reader = FrameReader::new(r, ConnConfig::default());
+            let h = reader.read_hello().await.unwrap();
+            assert_eq!(h.name, "t");
+            reply_hello(
+                &mut w,
+                &HelloReply::Welcome {
+                    id: 9,
+                    rask_version: "x".into(),
+                },
+            )
+            .await
+            .unwrap();
+            let mut got = Vec::new();
+            while let Some(b) = reader.read_batch::<PeerMsg>().await.unwrap() {
+                for m in b.msgs {
+                    if let PeerMsg::Data { items, .. } = m {
+                        for it in items {
+                            got.push(it.value.to_value(&b.bufs, &[]).unwrap());
+                        }
+                    }
+                }
+            }
+            got
+        });
+        let (_r, w, id) = connect(&addr, &hello(), ConnConfig::default())
+            .await
+            .unwrap();
+        assert_eq!(id, 9);
+        let tx = spawn_writer::<PeerMsg, _>(w);
+        let mut expect = Vec::new();
+        for i in 0..100u64 {
+            let payload = Bytes::from(vec![i as u8; (i * 997) as usize]);
+            expect.push(rask_proto::Value::List(vec![
+                rask_proto::Value::Int(i as i64),
+                rask_proto::Value::Bytes(payload.clone()),
+            ]));
+            let value = Datum::List(vec![Datum::Int(i as i64), Datum::Buf(0)]);
+            tx.send_with(
+                PeerMsg::Data {
+                    req: i,
+                    items: vec![DataItem {
+                        task: TaskId(i),
+                        value,
+                    }],
+                    missing: vec![],
+                },
+                vec![payload],
+            )
+            .unwrap();
+        }
+        drop(tx);
+        assert_eq!(server.await.unwrap(), expect);
+    }
+
+    #[tokio::test]
+    async fn garbage_and_oversize_frames_are_errors() {
+        let cfg = ConnConfig {
+            limits: FrameLimits {
+                max_header: 1024,
+                max_buffers: 4,
+                max_payload: 1 << 20,
+            },
+            frame_timeout: Duration::from_secs(5),
+        };
+        let mut r = FrameReader::new(&b"GET / HTTP/1.1\r\n\r\n"[..], cfg);
+        assert!(matches!(
+            r.read_frame().await,
+            Err(TransportError::Proto(ProtoError::BadMagic(_)))
+        ));
+        let big = frame::encode_prefix(10, [2u64 << 20].into_iter());
+        let mut r = FrameReader::new(&big[..], cfg);
+        assert!(matches!(
+            r.read_frame().await,
+            Err(TransportError::Proto(ProtoError::TooLarge { .. }))
+        ));
+        let junk = frame::encode_frame(b"not rkyv at all", &[]);
+        let mut r = FrameReader::new(&junk[..], cfg);
+        assert!(matches!(
+            r.read_batch::<PeerMsg>().await,
+            Err(TransportError::Proto(_))
+        ));
+        let cut = frame::encode_frame(b"abc", &[b"xyz"]);
+        let mut r = FrameReader::new(&cut[..5], cfg);
+        assert!(r.read_frame().await.is_err(), "truncated frame");
+        let mut r = FrameReader::new(&b""[..], cfg);
+        assert!(r.read_frame().await.unwrap().is_none(), "clean end");
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            parse_addr("tcp://127.0.0.1:8786").unwrap(),
+            "127.0.0.1:8786"
+        );
+        assert_eq!(parse_addr("127.0.0.1:1").unwrap(), "127.0.0.1:1");
+        assert!(parse_addr("tcp://").is_err());
+    }
+}
