@@ -1,1 +1,87 @@
-//! facade
+//! Rask: a distributed task cluster — a scheduler, workers and a client — for Rust.
+//!
+//! ```no_run
+//! use rask::{Arg, Client};
+//! let client = Client::new()?; // an in-process local cluster, unless RASK_SCHEDULER_ADDRESS is set
+//! let x = client.submit("inc", [Arg::from(41)])?;
+//! assert_eq!(x.result_as::<i64>()?, 42);
+//! # Ok::<(), rask::ClientError>(())
+//! ```
+//!
+//! This facade re-exports the client API and owns the cluster managers: the client crate
+//! itself never links scheduler or worker code, so in-process clusters live here.
+
+mod cluster;
+
+use std::ops::Deref;
+
+pub use cluster::{LocalCluster, LocalClusterBuilder};
+pub use rask_client::{
+    Arg, ClientError, ClientOptions, FromValue, Future, Graph, Resource, WorkerInfoMsg,
+};
+pub use rask_kernels::Registry;
+pub use rask_proto::msg::SchedulerInfoMsg;
+pub use rask_proto::Value;
+
+/// The environment variable naming a running scheduler for [`Client::new`].
+pub const SCHEDULER_ENV: &str = "RASK_SCHEDULER_ADDRESS";
+
+/// A client, possibly owning the local cluster it started. Dereferences to
+/// [`rask_client::Client`] for the whole API (`submit`, `map`, `gather`, `compute`, …).
+pub struct Client {
+    client: rask_client::Client,
+    /// The cluster [`Client::new`] started; shut down when the client is dropped.
+    cluster: Option<LocalCluster>,
+}
+
+impl Client {
+    /// Connects to `$RASK_SCHEDULER_ADDRESS` if set, otherwise starts an in-process
+    /// [`LocalCluster`] (threads) with the built-in ops.
+    pub fn new() -> Result<Client, ClientError> {
+        match std::env::var(SCHEDULER_ENV) {
+            Ok(addr) if !addr.is_empty() => Client::connect(&addr),
+            _ => {
+                let cluster = LocalCluster::builder().build()?;
+                Client::for_cluster(cluster)
+            }
+        }
+    }
+
+    /// Connects to a running scheduler with the built-in op registry.
+    pub fn connect(addr: &str) -> Result<Client, ClientError> {
+        Client::connect_with_registry(addr, &Registry::builtin())
+    }
+
+    /// Connects with a registry of the program's own ops (the cluster's workers must have
+    /// the same registry; the handshake checks).
+    pub fn connect_with_registry(addr: &str, registry: &Registry) -> Result<Client, ClientError> {
+        let opts = ClientOptions {
+            registry: Some(registry.info()),
+            ..ClientOptions::default()
+        };
+        Ok(Client {
+            client: rask_client::Client::connect_with(addr, opts)?,
+            cluster: None,
+        })
+    }
+
+    /// Connects to a local cluster and keeps it alive as long as the client.
+    pub fn for_cluster(cluster: LocalCluster) -> Result<Client, ClientError> {
+        let mut c = Client::connect_with_registry(cluster.scheduler_address(), cluster.registry())?;
+        c.cluster = Some(cluster);
+        Ok(c)
+    }
+
+    /// The local cluster this client started, if any.
+    pub fn cluster(&self) -> Option<&LocalCluster> {
+        self.cluster.as_ref()
+    }
+}
+
+impl Deref for Client {
+    type Target = rask_client::Client;
+
+    fn deref(&self) -> &rask_client::Client {
+        &self.client
+    }
+}

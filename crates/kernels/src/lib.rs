@@ -134,6 +134,10 @@ impl Registry {
             Value::Bytes(b) => Ok(Value::Int(fnv1a(b) as i64)),
             v => Err(format!("checksum of {}", v.type_name())),
         });
+        r.register("abort", 1, |_| {
+            // Kills the worker process: for fault-tolerance tests and drills.
+            std::process::abort()
+        });
         r.register("list", 1, |a| Ok(Value::List(a.to_vec())));
         r
     }

@@ -1,1 +1,583 @@
-//! placeholder
+//! The scheduler server: accepts client and worker connections, does the handshake
+//! (versions and op registries), decodes batches and hands them to the
+//! [`SchedulerCore`], and routes the core's actions to the connections' writers.
+//!
+//! One task owns the core; connection tasks only read, decode and forward. Everything
+//! readable is handled per wake-up, and each connection's writer batches what queued
+//! meanwhile into one frame. Scheduling decisions belong in the core, not here.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rask_proto::msg::{
+    Hello, HelloReply, Holder, RegistryInfo, Role, SchedulerInfoMsg, TaskError, ToClient,
+    ToScheduler, ToWorker, WhoHasEntry, WorkerInfoMsg,
+};
+use rask_proto::{ClientId, TaskId, WorkerId, PROTOCOL_VERSION, RASK_VERSION};
+use rask_scheduler_core::{Action, CoreConfig, NewTask, SchedulerCore, WorkerSpec};
+use rask_transport::{
+    reply_hello, spawn_writer, Batch, ConnConfig, FrameReader, Sender, TransportError,
+};
+use rustc_hash::FxHashMap;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+/// Scheduler settings.
+#[derive(Clone, Debug, Default)]
+pub struct SchedulerConfig {
+    pub conn: ConnConfig,
+    pub core: CoreConfig,
+}
+
+/// Errors that stop the scheduler.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Who sent a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Peer {
+    Client(ClientId),
+    Worker(WorkerId),
+}
+
+/// What connection tasks tell the main loop.
+enum Event {
+    /// A peer said hello; the main loop answers through `reply`.
+    Hello {
+        hello: Box<Hello>,
+        reply: oneshot::Sender<Result<Joined, String>>,
+    },
+    /// The sender of a joined peer, registered before its reader starts.
+    Writer {
+        peer: Peer,
+        client: Option<Sender<ToClient>>,
+        worker: Option<Sender<ToWorker>>,
+    },
+    Batch(Peer, Batch<ToScheduler>),
+    Left(Peer, Option<String>),
+}
+
+/// The main loop's answer to a hello.
+struct Joined {
+    peer: Peer,
+}
+
+struct WorkerConn {
+    tx: Option<Sender<ToWorker>>,
+    addr: String,
+    spec: WorkerSpec,
+    heartbeat: Option<rask_proto::msg::HeartbeatMsg>,
+}
+
+/// The scheduler's state outside the core: connections, names, the cluster's registry.
+struct Server {
+    core: SchedulerCore,
+    address: String,
+    clients: FxHashMap<ClientId, Option<Sender<ToClient>>>,
+    workers: FxHashMap<WorkerId, WorkerConn>,
+    next_client: u32,
+    next_worker: u32,
+    registry: Option<RegistryInfo>,
+}
+
+/// Runs a scheduler on a bound listener until `shutdown` completes.
+pub async fn run(
+    listener: TcpListener,
+    cfg: SchedulerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), SchedulerError> {
+    let address = rask_transport::listener_addr(&listener)?;
+    let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+    let mut server = Server {
+        core: SchedulerCore::new(cfg.core.clone()),
+        address,
+        clients: FxHashMap::default(),
+        workers: FxHashMap::default(),
+        next_client: 1,
+        next_worker: 0,
+        registry: None,
+    };
+    let conn_cfg = cfg.conn;
+    let accept = async {
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer_addr)) => {
+                    debug!(%peer_addr, "connection");
+                    tokio::spawn(handle_conn(stream, conn_cfg, tx.clone()));
+                }
+                Err(e) => warn!("accept failed: {e}"),
+            }
+        }
+    };
+    let main = async {
+        let mut events = Vec::new();
+        while rx.recv_many(&mut events, 4096).await > 0 {
+            for ev in events.drain(..) {
+                server.on_event(ev);
+            }
+            server.flush();
+        }
+    };
+    tokio::select! {
+        _ = accept => {}
+        _ = main => {}
+        _ = shutdown => info!("scheduler shutting down"),
+    }
+    for w in server.workers.values() {
+        if let Some(tx) = &w.tx {
+            let _ = tx.send(ToWorker::Close {
+                reason: "scheduler shutting down".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn handle_conn(stream: TcpStream, cfg: ConnConfig, events: mpsc::UnboundedSender<Event>) {
+    let _ = stream.set_nodelay(true);
+    let (r, mut w) = stream.into_split();
+    let mut reader = FrameReader::new(r, cfg);
+    let hello = match reader.read_hello().await {
+        Ok(h) => h,
+        Err(e) => {
+            warn!("handshake failed: {e}");
+            let _ = reply_hello(
+                &mut w,
+                &HelloReply::Refused {
+                    reason: e.to_string(),
+                },
+            )
+            .await;
+            return;
+        }
+    };
+    let (reply_tx, reply_rx) = oneshot::channel();
+    let role = hello.role.clone();
+    if events
+        .send(Event::Hello {
+            hello: Box::new(hello),
+            reply: reply_tx,
+        })
+        .is_err()
+    {
+        return;
+    }
+    let Ok(answer) = reply_rx.await else { return };
+    let peer = match answer {
+        Ok(j) => j.peer,
+        Err(reason) => {
+            warn!("refused a {role:?}: {reason}");
+            let _ = reply_hello(&mut w, &HelloReply::Refused { reason }).await;
+            return;
+        }
+    };
+    let id = match peer {
+        Peer::Client(c) => c.0,
+        Peer::Worker(w) => w.0,
+    };
+    let welcome = HelloReply::Welcome {
+        id,
+        rask_version: RASK_VERSION.into(),
+    };
+    if let Err(e) = reply_hello(&mut w, &welcome).await {
+        let _ = events.send(Event::Left(peer, Some(e.to_string())));
+        return;
+    }
+    let writer = match peer {
+        Peer::Client(_) => Event::Writer {
+            peer,
+            client: Some(spawn_writer(w)),
+            worker: None,
+        },
+        Peer::Worker(_) => Event::Writer {
+            peer,
+            client: None,
+            worker: Some(spawn_writer(w)),
+        },
+    };
+    if events.send(writer).is_err() {
+        return;
+    }
+    let reason = loop {
+        match reader.read_batch::<ToScheduler>().await {
+            Ok(Some(batch)) => {
+                if events.send(Event::Batch(peer, batch)).is_err() {
+                    return;
+                }
+            }
+            Ok(None) => break None,
+            Err(e) => break Some(e.to_string()),
+        }
+    };
+    let _ = events.send(Event::Left(peer, reason));
+}
+
+impl Server {
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Hello { hello, reply } => {
+                let _ = reply.send(self.on_hello(*hello));
+            }
+            Event::Writer {
+                peer,
+                client,
+                worker,
+            } => match peer {
+                Peer::Client(c) => {
+                    if let Some(slot) = self.clients.get_mut(&c) {
+                        *slot = client;
+                    }
+                }
+                Peer::Worker(w) => {
+                    if let Some(conn) = self.workers.get_mut(&w) {
+                        conn.tx = worker;
+                        self.announce_worker(w);
+                    }
+                }
+            },
+            Event::Batch(peer, batch) => self.on_batch(peer, batch),
+            Event::Left(peer, reason) => self.on_left(peer, reason),
+        }
+    }
+
+    fn on_hello(&mut self, h: Hello) -> Result<Joined, String> {
+        if h.protocol != PROTOCOL_VERSION || h.rask_version != RASK_VERSION {
+            return Err(format!(
+                "version mismatch: {:?} {:?} runs rask {} (protocol {}), the scheduler runs rask {} (protocol {})",
+                h.role, h.name, h.rask_version, h.protocol, RASK_VERSION, PROTOCOL_VERSION
+            ));
+        }
+        if let Some(reg) = &h.registry {
+            match &self.registry {
+                None => {
+                    self.core.set_registry(reg.ops.iter().cloned());
+                    self.registry = Some(reg.clone());
+                }
+                Some(ours) if ours.fingerprint != reg.fingerprint => {
+                    return Err(registry_mismatch(&h, ours, reg));
+                }
+                Some(_) => {}
+            }
+        }
+        match h.role {
+            Role::Client => {
+                let id = ClientId(self.next_client);
+                self.next_client += 1;
+                self.clients.insert(id, None);
+                self.core.add_client(id);
+                info!(client = id.0, name = %h.name, "client joined");
+                Ok(Joined {
+                    peer: Peer::Client(id),
+                })
+            }
+            Role::Worker => {
+                let Some(wh) = h.worker else {
+                    return Err("a worker's hello must describe the worker".into());
+                };
+                let id = WorkerId(self.next_worker);
+                self.next_worker += 1;
+                let spec = WorkerSpec {
+                    name: h.name.clone(),
+                    addr: wh.listen_addr.clone(),
+                    host_id: h.host_id.clone(),
+                    nthreads: wh.nthreads,
+                    memory_limit: wh.memory_limit,
+                    resources: wh.resources,
+                };
+                info!(worker = id.0, name = %h.name, addr = %wh.listen_addr, nthreads = wh.nthreads, "worker joined");
+                self.workers.insert(
+                    id,
+                    WorkerConn {
+                        tx: None,
+                        addr: wh.listen_addr,
+                        spec,
+                        heartbeat: None,
+                    },
+                );
+                Ok(Joined {
+                    peer: Peer::Worker(id),
+                })
+            }
+            Role::Peer => {
+                Err("the scheduler does not serve data: connect as a client or a worker".into())
+            }
+        }
+    }
+
+    /// Called once the worker's writer exists: tell it its peers, tell them about it, and
+    /// only then let the core place work on it.
+    fn announce_worker(&mut self, id: WorkerId) {
+        let peers: Vec<_> = self
+            .workers
+            .iter()
+            .map(|(w, c)| rask_proto::msg::PeerAddr {
+                worker: *w,
+                addr: c.addr.clone(),
+            })
+            .collect();
+        let me = peers
+            .iter()
+            .find(|p| p.worker == id)
+            .cloned()
+            .expect("invariant: just inserted");
+        for (w, c) in &self.workers {
+            let Some(tx) = &c.tx else { continue };
+            let msg = if *w == id {
+                ToWorker::Peers {
+                    peers: peers.clone(),
+                }
+            } else {
+                ToWorker::Peers {
+                    peers: vec![me.clone()],
+                }
+            };
+            let _ = tx.send(msg);
+        }
+        let spec = self.workers[&id].spec.clone();
+        self.core.add_worker(id, spec);
+    }
+
+    fn on_left(&mut self, peer: Peer, reason: Option<String>) {
+        match peer {
+            Peer::Client(c) => {
+                if self.clients.remove(&c).is_some() {
+                    match reason {
+                        Some(r) => warn!(client = c.0, "client connection closed: {r}"),
+                        None => info!(client = c.0, "client left"),
+                    }
+                    self.core.remove_client(c);
+                }
+            }
+            Peer::Worker(w) => {
+                if let Some(conn) = self.workers.remove(&w) {
+                    match reason {
+                        Some(r) => {
+                            warn!(worker = w.0, name = %conn.spec.name, "worker connection closed: {r}")
+                        }
+                        None => info!(worker = w.0, name = %conn.spec.name, "worker left"),
+                    }
+                    if self.core.has_worker(w) {
+                        self.core.remove_worker(w);
+                    }
+                    for c in self.workers.values() {
+                        if let Some(tx) = &c.tx {
+                            let _ = tx.send(ToWorker::PeerGone { worker: w });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_batch(&mut self, peer: Peer, batch: Batch<ToScheduler>) {
+        let Batch { msgs, bufs } = batch;
+        for m in msgs {
+            match (peer, m) {
+                (Peer::Client(c), ToScheduler::UpdateGraph(g)) => self.on_update_graph(c, g, &bufs),
+                (Peer::Client(c), ToScheduler::ReleaseKeys { keys }) => {
+                    self.core.release_keys(c, &keys)
+                }
+                (Peer::Client(c), ToScheduler::WhoHas { req, keys }) => {
+                    let entries = keys
+                        .into_iter()
+                        .map(|key| {
+                            let holders = self.holders(&self.core.who_has(&key));
+                            WhoHasEntry { key, holders }
+                        })
+                        .collect();
+                    self.to_client(c, ToClient::WhoHasReply { req, entries });
+                }
+                (Peer::Client(c), ToScheduler::Info { req }) => {
+                    let info = self.info();
+                    self.to_client(c, ToClient::InfoReply { req, info });
+                }
+                (Peer::Worker(w), ToScheduler::TaskFinished(f)) => {
+                    self.core.task_finished(w, f.task, f.nbytes, f.duration_us)
+                }
+                (Peer::Worker(w), ToScheduler::TaskErred(e)) => {
+                    self.core.task_erred(w, e.task, e.message)
+                }
+                (Peer::Worker(w), ToScheduler::MissingData { task, dep, holder }) => {
+                    self.core.missing_data(w, task, dep, holder)
+                }
+                (Peer::Worker(w), ToScheduler::Heartbeat(hb)) => {
+                    if let Some(conn) = self.workers.get_mut(&w) {
+                        conn.heartbeat = Some(hb);
+                    }
+                }
+                (peer, m) => warn!(?peer, "ignoring a message not meant for this role: {m:?}"),
+            }
+        }
+    }
+
+    fn on_update_graph(&mut self, c: ClientId, g: rask_proto::msg::UpdateGraphMsg, bufs: &[Bytes]) {
+        let keys: Vec<String> = g.tasks.iter().map(|t| t.key.clone()).collect();
+        let mut tasks = Vec::with_capacity(g.tasks.len());
+        for mut t in g.tasks {
+            let own = match t.args.localize(bufs) {
+                Ok(own) => own,
+                Err(e) => {
+                    let message = format!("task {:?}: {e}", t.key);
+                    self.to_client(c, ToClient::GraphRejected { keys, message });
+                    return;
+                }
+            };
+            tasks.push(NewTask {
+                key: t.key,
+                op: t.op,
+                args: t.args,
+                bufs: own,
+                deps: t.deps,
+                resources: t.resources,
+            });
+        }
+        if let Err(e) = self.core.update_graph(c, tasks, &g.wanted) {
+            self.to_client(
+                c,
+                ToClient::GraphRejected {
+                    keys,
+                    message: e.to_string(),
+                },
+            );
+        }
+    }
+
+    fn to_client(&self, c: ClientId, m: ToClient) {
+        if let Some(Some(tx)) = self.clients.get(&c) {
+            let _ = tx.send(m);
+        }
+    }
+
+    fn holders(&self, workers: &[WorkerId]) -> Vec<Holder> {
+        workers
+            .iter()
+            .filter_map(|w| {
+                self.workers.get(w).map(|c| Holder {
+                    worker: *w,
+                    addr: c.addr.clone(),
+                })
+            })
+            .collect()
+    }
+
+    fn info(&self) -> SchedulerInfoMsg {
+        let core = self.core.info();
+        let workers = core
+            .workers
+            .iter()
+            .filter_map(|wi| {
+                let c = self.workers.get(&wi.id)?;
+                Some(WorkerInfoMsg {
+                    id: wi.id,
+                    name: c.spec.name.clone(),
+                    addr: c.addr.clone(),
+                    host_id: c.spec.host_id.clone(),
+                    nthreads: c.spec.nthreads,
+                    memory_limit: c.spec.memory_limit,
+                    resources: c.spec.resources.clone(),
+                    processing: wi.processing,
+                    stored_keys: wi.stored_keys,
+                    stored_bytes: wi.stored_bytes,
+                })
+            })
+            .collect();
+        SchedulerInfoMsg {
+            address: self.address.clone(),
+            rask_version: RASK_VERSION.into(),
+            workers,
+            tasks_by_state: core
+                .tasks_by_state
+                .iter()
+                .map(|(n, c)| (n.to_string(), *c))
+                .collect(),
+            clients: core.clients,
+        }
+    }
+
+    /// Routes the core's actions; frees to one worker coalesce into one message.
+    fn flush(&mut self) {
+        let mut frees: FxHashMap<WorkerId, Vec<TaskId>> = FxHashMap::default();
+        for a in self.core.take_actions() {
+            match a {
+                Action::Compute { worker, msg, bufs } => {
+                    if let Some(WorkerConn { tx: Some(tx), .. }) = self.workers.get(&worker) {
+                        let _ = tx.send_with(ToWorker::Compute(msg), bufs);
+                    }
+                }
+                Action::Free { worker, task } => frees.entry(worker).or_default().push(task),
+                Action::KeyInMemory {
+                    client,
+                    key,
+                    task,
+                    nbytes,
+                    holders,
+                } => {
+                    let holders = self.holders(&holders);
+                    self.to_client(
+                        client,
+                        ToClient::KeyInMemory {
+                            key: key.to_string(),
+                            task,
+                            nbytes,
+                            holders,
+                        },
+                    );
+                }
+                Action::KeyErred { client, key, error } => {
+                    let error = error_msg(&error);
+                    self.to_client(
+                        client,
+                        ToClient::KeyErred {
+                            key: key.to_string(),
+                            error,
+                        },
+                    );
+                }
+            }
+        }
+        for (w, tasks) in frees {
+            if let Some(WorkerConn { tx: Some(tx), .. }) = self.workers.get(&w) {
+                let _ = tx.send(ToWorker::Free { tasks });
+            }
+        }
+    }
+}
+
+fn error_msg(e: &Arc<rask_scheduler_core::TaskFailure>) -> TaskError {
+    TaskError {
+        key: e.key.clone(),
+        op: e.op.clone(),
+        message: e.message.clone(),
+    }
+}
+
+fn registry_mismatch(h: &Hello, ours: &RegistryInfo, theirs: &RegistryInfo) -> String {
+    let only_theirs: Vec<&String> = theirs
+        .ops
+        .iter()
+        .filter(|o| !ours.ops.contains(o))
+        .collect();
+    let only_ours: Vec<&String> = ours
+        .ops
+        .iter()
+        .filter(|o| !theirs.ops.contains(o))
+        .collect();
+    format!(
+        "op registry mismatch: {:?} {:?} has registry {:016x}, the cluster has {:016x}; ops only on the {:?}: {:?}; ops only on the cluster: {:?}{}",
+        h.role,
+        h.name,
+        theirs.fingerprint,
+        ours.fingerprint,
+        h.role,
+        only_theirs,
+        only_ours,
+        if only_theirs.is_empty() && only_ours.is_empty() { " (same names, different op versions)" } else { "" }
+    )
+}

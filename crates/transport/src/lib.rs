@@ -224,31 +224,51 @@ const MAX_BATCH: usize = 16 * 1024;
 
 /// Starts the writer task of a connection. It ends when every [`Sender`] is dropped or a
 /// write fails; the write half is then shut down.
-pub fn spawn_writer<M: WireMessage, W: AsyncWrite + Unpin + Send + 'static>(mut w: W) -> Sender<M> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<(M, Vec<Bytes>)>();
-    tokio::spawn(async move {
-        let mut msgs = Vec::new();
-        let mut bufs = Vec::new();
-        while let Some(first) = rx.recv().await {
-            push(&mut msgs, &mut bufs, first);
-            while msgs.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(next) => push(&mut msgs, &mut bufs, next),
-                    Err(_) => break,
+pub fn spawn_writer<M: WireMessage, W: AsyncWrite + Unpin + Send + 'static>(w: W) -> Sender<M> {
+    let (tx, pending) = channel();
+    pending.start(w);
+    tx
+}
+
+/// A sender whose connection does not exist yet: messages queue until
+/// [`PendingWriter::start`] is given the connection.
+pub fn channel<M: WireMessage>() -> (Sender<M>, PendingWriter<M>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (Sender { tx }, PendingWriter { rx })
+}
+
+/// The receiving end of [`channel`].
+pub struct PendingWriter<M> {
+    rx: mpsc::UnboundedReceiver<(M, Vec<Bytes>)>,
+}
+
+impl<M: WireMessage> PendingWriter<M> {
+    /// Starts writing queued and future messages to `w`.
+    pub fn start<W: AsyncWrite + Unpin + Send + 'static>(self, mut w: W) {
+        let mut rx = self.rx;
+        tokio::spawn(async move {
+            let mut msgs = Vec::new();
+            let mut bufs = Vec::new();
+            while let Some(first) = rx.recv().await {
+                push(&mut msgs, &mut bufs, first);
+                while msgs.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(next) => push(&mut msgs, &mut bufs, next),
+                        Err(_) => break,
+                    }
                 }
+                let header = M::encode_batch(&msgs);
+                msgs.clear();
+                if let Err(e) = write_frame(&mut w, &header, &bufs).await {
+                    tracing::debug!("write failed: {e}");
+                    break;
+                }
+                bufs.clear();
             }
-            let header = M::encode_batch(&msgs);
-            msgs.clear();
-            if let Err(e) = write_frame(&mut w, &header, &bufs).await {
-                tracing::debug!("write failed: {e}");
-                break;
-            }
-            bufs.clear();
-        }
-        rx.close();
-        let _ = w.shutdown().await;
-    });
-    Sender { tx }
+            rx.close();
+            let _ = w.shutdown().await;
+        });
+    }
 }
 
 fn push<M: WireMessage>(msgs: &mut Vec<M>, bufs: &mut Vec<Bytes>, (mut m, own): (M, Vec<Bytes>)) {

@@ -1,0 +1,313 @@
+//! The `rask` command: `scheduler`, `worker`, `demo`, `info`.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use rask::{Arg, Client, LocalCluster, Registry};
+use rask_proto::msg::Resource;
+
+#[derive(Parser)]
+#[command(
+    name = "rask",
+    version,
+    about = "A distributed task cluster: scheduler, workers, client"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a scheduler.
+    Scheduler {
+        /// Interface to bind (default loopback only).
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Port (0 picks a free one).
+        #[arg(long, default_value_t = 8786)]
+        port: u16,
+        /// Write the scheduler's address to this file once listening.
+        #[arg(long)]
+        scheduler_file: Option<std::path::PathBuf>,
+        /// Largest frame header accepted, in bytes.
+        #[arg(long)]
+        max_header: Option<u32>,
+        /// Largest frame payload accepted, in bytes.
+        #[arg(long)]
+        max_payload: Option<u64>,
+        /// Seconds a peer may take to finish a frame it started.
+        #[arg(long)]
+        frame_timeout: Option<f64>,
+    },
+    /// Run a worker that joins a scheduler.
+    Worker {
+        /// The scheduler, tcp://host:port.
+        scheduler: String,
+        /// Tasks run at once.
+        #[arg(long, default_value_t = 1)]
+        nthreads: u32,
+        /// Worker name (default: worker-<pid>).
+        #[arg(long)]
+        name: Option<String>,
+        /// Memory limit in bytes (default: all of the machine's memory).
+        #[arg(long)]
+        memory_limit: Option<u64>,
+        /// A resource this worker offers, NAME=AMOUNT (repeatable), e.g. gpu=1.
+        #[arg(long)]
+        resources: Vec<String>,
+        /// Where to serve data to peers and clients.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+    },
+    /// Start a local cluster and run a demo computation.
+    Demo {
+        /// Workers to start.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Run workers as separate processes instead of threads.
+        #[arg(long)]
+        processes: bool,
+        /// Leaves of the reduction.
+        #[arg(long, default_value_t = 20_000)]
+        n: i64,
+    },
+    /// Print this build's version, op registry and host.
+    Info,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    // The demo's cluster runs in this process: keep its logs quiet unless asked.
+    let default_level = if matches!(cli.cmd, Cmd::Demo { .. }) {
+        "warn"
+    } else {
+        "info"
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RASK_LOG")
+                .unwrap_or_else(|_| default_level.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.cmd {
+        Cmd::Scheduler {
+            host,
+            port,
+            scheduler_file,
+            max_header,
+            max_payload,
+            frame_timeout,
+        } => {
+            let mut cfg = rask_scheduler::SchedulerConfig::default();
+            if let Some(h) = max_header {
+                cfg.conn.limits.max_header = h;
+            }
+            if let Some(p) = max_payload {
+                cfg.conn.limits.max_payload = p;
+            }
+            if let Some(t) = frame_timeout {
+                cfg.conn.frame_timeout = std::time::Duration::from_secs_f64(t);
+            }
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let listener = rask_transport::listen(&format!("{host}:{port}")).await?;
+                let addr = rask_transport::listener_addr(&listener)?;
+                eprintln!(
+                    "rask.scheduler - INFO - -----------------------------------------------"
+                );
+                eprintln!(
+                    "rask.scheduler - INFO - Rask version {}",
+                    rask_proto::RASK_VERSION
+                );
+                eprintln!("rask.scheduler - INFO -   Scheduler at: {addr}");
+                eprintln!(
+                    "rask.scheduler - INFO - -----------------------------------------------"
+                );
+                if let Some(f) = scheduler_file {
+                    std::fs::write(&f, format!("{addr}\n"))
+                        .with_context(|| format!("writing {}", f.display()))?;
+                }
+                rask_scheduler::run(listener, cfg, shutdown_signal()).await?;
+                Ok(())
+            })
+        }
+        Cmd::Worker {
+            scheduler,
+            nthreads,
+            name,
+            memory_limit,
+            resources,
+            listen,
+        } => {
+            let mut cfg = rask_worker::WorkerConfig::new(scheduler);
+            cfg.nthreads = nthreads;
+            if let Some(n) = name {
+                cfg.name = n;
+            }
+            if let Some(m) = memory_limit {
+                cfg.memory_limit = m;
+            }
+            cfg.listen = listen;
+            cfg.resources = parse_resources(&resources)?;
+            run_worker(cfg)
+        }
+        Cmd::Demo {
+            workers,
+            processes,
+            n,
+        } => demo(workers, processes, n),
+        Cmd::Info => {
+            let r = Registry::builtin();
+            println!(
+                "rask {} (protocol {})",
+                rask_proto::RASK_VERSION,
+                rask_proto::PROTOCOL_VERSION
+            );
+            println!("host id: {}", rask_transport::host_id());
+            println!(
+                "cpus: {}, memory: {:.1} GiB",
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+                rask_worker::total_memory() as f64 / (1u64 << 30) as f64
+            );
+            println!(
+                "op registry {:016x}: {}",
+                r.fingerprint(),
+                r.names().join(", ")
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Runs a worker with the given config until the scheduler goes away or a signal arrives.
+/// Public to custom worker binaries through `rask::` is not needed: they call
+/// `rask_worker` directly (see examples/custom_op.rs).
+fn run_worker(cfg: rask_worker::WorkerConfig) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let nthreads = cfg.nthreads;
+        let memory = cfg.memory_limit;
+        let name = cfg.name.clone();
+        let resources = cfg.resources.clone();
+        let w = rask_worker::Worker::connect(cfg).await?;
+        eprintln!(
+            "rask.worker - INFO -       Start worker at: {}",
+            w.listen_addr()
+        );
+        eprintln!("rask.worker - INFO -          Worker name: {name}");
+        eprintln!("rask.worker - INFO - -------------------------------------------------");
+        eprintln!("rask.worker - INFO -               Threads: {nthreads}");
+        eprintln!(
+            "rask.worker - INFO -                Memory: {:.2} GiB",
+            memory as f64 / (1u64 << 30) as f64
+        );
+        eprintln!("rask.worker - INFO -               Devices: host (cpu)");
+        if !resources.is_empty() {
+            let r: Vec<String> = resources
+                .iter()
+                .map(|r| format!("{}={}", r.name, r.amount))
+                .collect();
+            eprintln!(
+                "rask.worker - INFO -             Resources: {}",
+                r.join(", ")
+            );
+        }
+        eprintln!(
+            "rask.worker - INFO -         Registered to: worker id {}",
+            w.id()
+        );
+        eprintln!("rask.worker - INFO - -------------------------------------------------");
+        w.run(shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+fn parse_resources(specs: &[String]) -> Result<Vec<Resource>> {
+    specs
+        .iter()
+        .flat_map(|s| s.split(','))
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let (name, amount) = s
+                .split_once('=')
+                .with_context(|| format!("resource {s:?}: expected NAME=AMOUNT"))?;
+            let amount: f64 = amount
+                .parse()
+                .with_context(|| format!("resource {s:?}: bad amount"))?;
+            Ok(Resource {
+                name: name.trim().into(),
+                amount,
+            })
+        })
+        .collect()
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// The demo: squares of 0..n, summed by a binary tree of `add` tasks, on a local cluster.
+fn demo(workers: usize, processes: bool, n: i64) -> Result<()> {
+    if n < 1 {
+        bail!("--n must be at least 1");
+    }
+    let t0 = Instant::now();
+    let cluster = LocalCluster::builder()
+        .n_workers(workers)
+        .processes(processes)
+        .build()?;
+    let started = t0.elapsed();
+    let client = Client::for_cluster(cluster)?;
+    let info = client.scheduler_info()?;
+    println!(
+        "local cluster: scheduler {} with {} workers ({}), started in {:.1} ms",
+        info.address,
+        info.workers.len(),
+        if processes { "processes" } else { "threads" },
+        started.as_secs_f64() * 1e3
+    );
+    let t1 = Instant::now();
+    let squares = client.map("mul", (0..n).map(|i| [Arg::from(i), Arg::from(i)]))?;
+    let mut level: Vec<rask::Future> = squares;
+    let mut tasks = n as usize;
+    while level.len() > 1 {
+        let mut next = Vec::with_capacity(level.len().div_ceil(2));
+        for pair in level.chunks(2) {
+            let args: Vec<Arg> = pair.iter().map(Arg::from).collect();
+            next.push(client.submit("add", args)?);
+            tasks += 1;
+        }
+        level = next;
+    }
+    let total: i64 = level[0].result_as()?;
+    let elapsed = t1.elapsed();
+    let expect = (n - 1) * n * (2 * n - 1) / 6;
+    println!("sum of i*i for i in 0..{n} = {total} (expected {expect})");
+    println!(
+        "{tasks} tasks in {:.1} ms: {:.0} tasks/s",
+        elapsed.as_secs_f64() * 1e3,
+        tasks as f64 / elapsed.as_secs_f64()
+    );
+    if total != expect {
+        bail!("wrong result");
+    }
+    Ok(())
+}

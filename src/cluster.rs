@@ -1,0 +1,328 @@
+//! `LocalCluster`: a scheduler and workers on this machine, as threads of this process or
+//! as worker processes (`rask worker`), like Dask's `LocalCluster`.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
+
+use rask_client::ClientError;
+use rask_kernels::Registry;
+use rask_scheduler::SchedulerConfig;
+use rask_worker::{Worker, WorkerConfig};
+use tokio::sync::oneshot;
+
+/// Configures a [`LocalCluster`].
+#[derive(Clone, Debug)]
+pub struct LocalClusterBuilder {
+    n_workers: usize,
+    threads_per_worker: u32,
+    processes: bool,
+    registry: Registry,
+    worker_binary: Option<PathBuf>,
+    memory_limit: Option<u64>,
+    resources: Vec<(String, f64)>,
+    scheduler: SchedulerConfig,
+}
+
+impl Default for LocalClusterBuilder {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        LocalClusterBuilder {
+            n_workers: cores.clamp(1, 4),
+            threads_per_worker: 1,
+            processes: false,
+            registry: Registry::builtin(),
+            worker_binary: None,
+            memory_limit: None,
+            resources: Vec::new(),
+            scheduler: SchedulerConfig::default(),
+        }
+    }
+}
+
+impl LocalClusterBuilder {
+    /// Number of workers (default: cores, at most 4).
+    pub fn n_workers(mut self, n: usize) -> Self {
+        self.n_workers = n;
+        self
+    }
+
+    /// Executor threads per worker (default 1).
+    pub fn threads_per_worker(mut self, n: u32) -> Self {
+        self.threads_per_worker = n.max(1);
+        self
+    }
+
+    /// Run workers as separate `rask worker` processes (default: threads of this process).
+    pub fn processes(mut self, yes: bool) -> Self {
+        self.processes = yes;
+        self
+    }
+
+    /// The ops the workers run (threads mode; in processes mode, the worker binary's ops).
+    pub fn registry(mut self, r: Registry) -> Self {
+        self.registry = r;
+        self
+    }
+
+    /// The worker program for processes mode (default: `rask` next to this executable, or
+    /// `$RASK_WORKER_BIN`). A program with its own ops must be given here.
+    pub fn worker_binary(mut self, p: impl Into<PathBuf>) -> Self {
+        self.worker_binary = Some(p.into());
+        self
+    }
+
+    /// Memory limit per worker, in bytes.
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = Some(bytes);
+        self
+    }
+
+    /// Resources every worker offers, e.g. `("gpu", 1.0)`.
+    pub fn resource(mut self, name: &str, amount: f64) -> Self {
+        self.resources.push((name.into(), amount));
+        self
+    }
+
+    /// Scheduler settings (limits, core tunables).
+    pub fn scheduler_config(mut self, cfg: SchedulerConfig) -> Self {
+        self.scheduler = cfg;
+        self
+    }
+
+    /// Starts the cluster; returns once every worker has joined.
+    pub fn build(self) -> Result<LocalCluster, ClientError> {
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let cfg = self.scheduler.clone();
+        let scheduler = std::thread::Builder::new()
+            .name("rask-scheduler".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                let rt = match rt {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = addr_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let listener = match rask_transport::listen("127.0.0.1:0").await {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let _ = addr_tx.send(Err(e.to_string()));
+                            return;
+                        }
+                    };
+                    let addr = rask_transport::listener_addr(&listener).map_err(|e| e.to_string());
+                    let _ = addr_tx.send(addr);
+                    let _ = rask_scheduler::run(listener, cfg, async {
+                        let _ = stop_rx.await;
+                    })
+                    .await;
+                });
+            })
+            .map_err(|e| ClientError::Other(format!("cannot start the scheduler thread: {e}")))?;
+        let address = addr_rx
+            .recv()
+            .map_err(|_| ClientError::Other("the scheduler thread died".into()))?
+            .map_err(|e| ClientError::Other(format!("cannot start the scheduler: {e}")))?;
+        let mut cluster = LocalCluster {
+            address,
+            registry: self.registry.clone(),
+            scheduler: Some((stop_tx, scheduler)),
+            threads: Vec::new(),
+            processes: Vec::new(),
+        };
+        for i in 0..self.n_workers {
+            let name = format!("worker-{i}");
+            if self.processes {
+                cluster
+                    .processes
+                    .push(self.spawn_process(&cluster.address, &name)?);
+            } else {
+                cluster
+                    .threads
+                    .push(self.spawn_thread(&cluster.address, name)?);
+            }
+        }
+        if self.processes {
+            let probe = rask_client::Client::connect(&cluster.address)?;
+            probe.wait_for_workers(self.n_workers)?;
+        }
+        Ok(cluster)
+    }
+
+    fn worker_config(&self, addr: &str, name: String) -> WorkerConfig {
+        let mut cfg = WorkerConfig::new(addr);
+        cfg.name = name;
+        cfg.nthreads = self.threads_per_worker;
+        cfg.registry = self.registry.clone();
+        if let Some(m) = self.memory_limit {
+            cfg.memory_limit = m;
+        }
+        cfg.resources = self
+            .resources
+            .iter()
+            .map(|(n, a)| rask_proto::msg::Resource {
+                name: n.clone(),
+                amount: *a,
+            })
+            .collect();
+        cfg
+    }
+
+    fn spawn_thread(&self, addr: &str, name: String) -> Result<WorkerThread, ClientError> {
+        let cfg = self.worker_config(addr, name.clone());
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let join = std::thread::Builder::new()
+            .name(format!("rask-{name}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match Worker::connect(cfg).await {
+                        Ok(w) => {
+                            let _ = ready_tx.send(Ok(()));
+                            let _ = w
+                                .run(async {
+                                    let _ = stop_rx.await;
+                                })
+                                .await;
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e.to_string()));
+                        }
+                    }
+                });
+            })
+            .map_err(|e| ClientError::Other(format!("cannot start a worker thread: {e}")))?;
+        ready_rx
+            .recv()
+            .map_err(|_| ClientError::Other(format!("worker {name} died while starting")))?
+            .map_err(|e| ClientError::Other(format!("worker {name}: {e}")))?;
+        Ok(WorkerThread {
+            stop: Some(stop_tx),
+            join: Some(join),
+        })
+    }
+
+    fn spawn_process(&self, addr: &str, name: &str) -> Result<Child, ClientError> {
+        let bin = match &self.worker_binary {
+            Some(b) => b.clone(),
+            None => default_worker_binary()?,
+        };
+        let mut cmd = Command::new(&bin);
+        cmd.arg("worker")
+            .arg(addr)
+            .args([
+                "--nthreads",
+                &self.threads_per_worker.to_string(),
+                "--name",
+                name,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        if let Some(m) = self.memory_limit {
+            cmd.args(["--memory-limit", &m.to_string()]);
+        }
+        for (n, a) in &self.resources {
+            cmd.args(["--resources", &format!("{n}={a}")]);
+        }
+        cmd.spawn().map_err(|e| {
+            ClientError::Other(format!(
+                "cannot start worker process {}: {e}",
+                bin.display()
+            ))
+        })
+    }
+}
+
+fn default_worker_binary() -> Result<PathBuf, ClientError> {
+    if let Some(p) = std::env::var_os("RASK_WORKER_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().map_err(|e| ClientError::Other(e.to_string()))?;
+    let mut dir = exe.parent().map(PathBuf::from).unwrap_or_default();
+    // Test and example binaries live one level below the `rask` binary.
+    for _ in 0..2 {
+        let candidate = dir.join("rask");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+        dir.pop();
+    }
+    Err(ClientError::Other(
+        "no `rask` binary found next to this program: set RASK_WORKER_BIN or LocalClusterBuilder::worker_binary".into(),
+    ))
+}
+
+struct WorkerThread {
+    stop: Option<oneshot::Sender<()>>,
+    join: Option<JoinHandle<()>>,
+}
+
+/// A scheduler and workers on this machine; stopped when dropped.
+pub struct LocalCluster {
+    address: String,
+    registry: Registry,
+    scheduler: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+    threads: Vec<WorkerThread>,
+    processes: Vec<Child>,
+}
+
+impl LocalCluster {
+    /// Configure a cluster.
+    pub fn builder() -> LocalClusterBuilder {
+        LocalClusterBuilder::default()
+    }
+
+    /// The scheduler's `tcp://` address.
+    pub fn scheduler_address(&self) -> &str {
+        &self.address
+    }
+
+    /// The ops this cluster's workers run.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Process ids of the worker processes (processes mode).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.processes.iter().map(Child::id).collect()
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for w in &mut self.threads {
+            if let Some(s) = w.stop.take() {
+                let _ = s.send(());
+            }
+        }
+        for w in &mut self.threads {
+            if let Some(j) = w.join.take() {
+                let _ = j.join();
+            }
+        }
+        for p in &mut self.processes {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+        if let Some((stop, join)) = self.scheduler.take() {
+            let _ = stop.send(());
+            let _ = join.join();
+        }
+    }
+}
