@@ -60,6 +60,9 @@ enum Cmd {
         /// Where to serve data to peers and clients.
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
+        /// Do not print the start-up lines (cluster managers use this).
+        #[arg(long, hide = true)]
+        quiet: bool,
     },
     /// Start a local cluster and run a demo computation.
     Demo {
@@ -154,7 +157,7 @@ fn main() -> Result<()> {
             }
             cfg.listen = listen;
             cfg.resources = parse_resources(&resources)?;
-            run_worker(cfg)
+            run_worker(cfg, quiet)
         }
         Cmd::Demo {
             workers,
@@ -184,10 +187,8 @@ fn main() -> Result<()> {
     }
 }
 
-/// Runs a worker with the given config until the scheduler goes away or a signal arrives.
-/// Public to custom worker binaries through `rask::` is not needed: they call
-/// `rask_worker` directly (see examples/custom_op.rs).
-fn run_worker(cfg: rask_worker::WorkerConfig) -> Result<()> {
+/// Runs a worker until the scheduler goes away or a signal arrives.
+fn run_worker(cfg: rask_worker::WorkerConfig, quiet: bool) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -197,6 +198,10 @@ fn run_worker(cfg: rask_worker::WorkerConfig) -> Result<()> {
         let name = cfg.name.clone();
         let resources = cfg.resources.clone();
         let w = rask_worker::Worker::connect(cfg).await?;
+        if quiet {
+            w.run(shutdown_signal()).await?;
+            return Ok(());
+        }
         eprintln!(
             "rask.worker - INFO -       Start worker at: {}",
             w.listen_addr()

@@ -210,8 +210,10 @@ impl Worker {
                     .spawn(move || {
                         while let Ok(job) = job_rx.recv() {
                             let start = Instant::now();
-                            let result =
-                                registry.call(&job.op, &job.args).map_err(|e| e.to_string());
+                            let result = registry.call(&job.op, &job.args).map_err(|e| match e {
+                                rask_kernels::KernelError::Failed { message, .. } => message,
+                                e => e.to_string(),
+                            });
                             let duration_us = start.elapsed().as_micros() as u64;
                             if ev
                                 .send(Event::Executed {

@@ -1,0 +1,305 @@
+//! End-to-end tests with real processes: `rask scheduler`, `rask worker`s and a client,
+//! over TCP on 127.0.0.1. Faults: SIGKILL of a worker mid-graph, a task that kills its
+//! workers, garbage / oversize / half-finished frames from a raw TCP peer.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rask::{Arg, Client, ClientError, LocalCluster, Value};
+
+const RASK: &str = env!("CARGO_BIN_EXE_rask");
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut delay = Duration::from_millis(1);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_millis(50));
+    }
+}
+
+fn tmpfile(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("rask-test-{}-{name}", std::process::id()))
+}
+
+/// Starts `rask scheduler` on a free port; returns it and its address.
+fn scheduler(extra: &[&str]) -> (Proc, String) {
+    let file = tmpfile(&format!(
+        "sched-{}",
+        extra.join("_").replace(['/', '-'], "")
+    ));
+    let _ = std::fs::remove_file(&file);
+    let child = Command::new(RASK)
+        .args(["scheduler", "--port", "0", "--scheduler-file"])
+        .arg(&file)
+        .args(extra)
+        .env("RASK_LOG", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start rask scheduler");
+    let p = Proc(child);
+    let mut addr = String::new();
+    eventually("the scheduler writes its address", || {
+        addr = std::fs::read_to_string(&file)
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        !addr.is_empty()
+    });
+    let _ = std::fs::remove_file(&file);
+    (p, addr)
+}
+
+fn worker(addr: &str, name: &str) -> Proc {
+    Proc(
+        Command::new(RASK)
+            .args(["worker", addr, "--nthreads", "1", "--name", name])
+            .env("RASK_LOG", "warn")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start rask worker"),
+    )
+}
+
+fn count(c: &Client, state: &str) -> u64 {
+    c.scheduler_info()
+        .unwrap()
+        .tasks_by_state
+        .iter()
+        .find(|(s, _)| s == state)
+        .map_or(0, |(_, n)| *n)
+}
+
+#[test]
+fn sigkill_of_a_worker_mid_graph_still_gives_exact_results() {
+    let (_s, addr) = scheduler(&[]);
+    let w0 = worker(&addr, "w0");
+    let mut w1 = worker(&addr, "w1");
+    let c = Client::connect(&addr).unwrap();
+    c.wait_for_workers(2).unwrap();
+    // 60 leaves of 20 ms each, summed by a binary tree: ~0.6 s of work per worker.
+    let leaves = c
+        .map("sleep", (0..60).map(|i| [Arg::from(0.02), Arg::from(i)]))
+        .unwrap();
+    let mut level = leaves;
+    while level.len() > 1 {
+        level = level
+            .chunks(2)
+            .map(|p| {
+                c.submit("add", p.iter().map(Arg::from).collect::<Vec<_>>())
+                    .unwrap()
+            })
+            .collect();
+    }
+    let total = level.pop().unwrap();
+    eventually("some results are in memory", || count(&c, "memory") >= 6);
+    w1.0.kill().unwrap();
+    let _ = w1.0.wait();
+    assert_eq!(total.result_as::<i64>().unwrap(), (0..60).sum::<i64>());
+    eventually("the dead worker is gone", || {
+        c.scheduler_info().unwrap().workers.len() == 1
+    });
+    drop(w0);
+}
+
+#[test]
+fn a_task_that_kills_three_workers_errs_with_killed_worker() {
+    let (_s, addr) = scheduler(&[]);
+    let _ws: Vec<Proc> = (0..4).map(|i| worker(&addr, &format!("k{i}"))).collect();
+    let c = Client::connect(&addr).unwrap();
+    c.wait_for_workers(4).unwrap();
+    let f = c.submit("abort", []).unwrap();
+    match f.result() {
+        Err(ClientError::Task { message, op, .. }) => {
+            assert!(message.contains("killed worker"), "{message}");
+            assert_eq!(op, "abort");
+        }
+        other => panic!("expected killed worker, got {other:?}"),
+    }
+    eventually("three workers died", || {
+        c.scheduler_info().unwrap().workers.len() == 1
+    });
+    // The survivor still works.
+    assert_eq!(
+        c.submit("inc", [Arg::from(1)])
+            .unwrap()
+            .result_as::<i64>()
+            .unwrap(),
+        2
+    );
+}
+
+/// Reads until the peer closes; true if it closed (EOF or reset) within the bound.
+fn closed_by_peer(s: &mut TcpStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue, // a refusal message may come first
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn garbage_oversize_and_half_open_frames_close_only_that_connection() {
+    let (_s, addr) = scheduler(&["--max-header", "4096", "--frame-timeout", "1"]);
+    let _w = worker(&addr, "w");
+    let c = Client::connect(&addr).unwrap();
+    c.wait_for_workers(1).unwrap();
+    let held = c.submit("inc", [Arg::from(1)]).unwrap();
+    assert_eq!(held.result_as::<i64>().unwrap(), 2);
+    let host = addr.trim_start_matches("tcp://");
+
+    let mut garbage = TcpStream::connect(host).unwrap();
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert!(
+        closed_by_peer(&mut garbage),
+        "garbage closes the connection"
+    );
+
+    let mut oversize = TcpStream::connect(host).unwrap();
+    oversize
+        .write_all(&rask_proto::frame::encode_prefix(1 << 30, [].into_iter()))
+        .unwrap();
+    assert!(
+        closed_by_peer(&mut oversize),
+        "an oversize header closes the connection"
+    );
+
+    let mut random = TcpStream::connect(host).unwrap();
+    let mut frame = rask_proto::frame::encode_prefix(64, [].into_iter());
+    frame.extend((0..64u32).map(|i| (i * 37 % 256) as u8));
+    random.write_all(&frame).unwrap();
+    assert!(
+        closed_by_peer(&mut random),
+        "an unparsable hello closes the connection"
+    );
+
+    let mut half = TcpStream::connect(host).unwrap();
+    half.write_all(&rask_proto::frame::encode_prefix(100, [].into_iter())[..10])
+        .unwrap();
+    assert!(
+        closed_by_peer(&mut half),
+        "a frame never finished times out"
+    );
+
+    // Nothing was lost: the held result and the worker are still there.
+    assert_eq!(held.result_as::<i64>().unwrap(), 2);
+    assert_eq!(c.scheduler_info().unwrap().workers.len(), 1);
+    assert_eq!(
+        c.submit("add", [Arg::from(2), Arg::from(3)])
+            .unwrap()
+            .result_as::<i64>()
+            .unwrap(),
+        5
+    );
+}
+
+#[test]
+fn malformed_batch_after_handshake_drops_only_that_client() {
+    let (_s, addr) = scheduler(&[]);
+    let _w = worker(&addr, "w");
+    let good = Client::connect(&addr).unwrap();
+    good.wait_for_workers(1).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let hello = rask_proto::msg::Hello {
+            protocol: rask_proto::PROTOCOL_VERSION,
+            rask_version: rask_proto::RASK_VERSION.into(),
+            role: rask_proto::msg::Role::Client,
+            name: "evil".into(),
+            host_id: "h".into(),
+            pid: 0,
+            registry: None,
+            worker: None,
+        };
+        let (mut r, mut w, _) =
+            rask_transport::connect(&addr, &hello, rask_transport::ConnConfig::default())
+                .await
+                .unwrap();
+        rask_transport::write_frame(&mut w, b"\x01\x02\x03 definitely not an archive", &[])
+            .await
+            .unwrap();
+        // The scheduler closes this connection.
+        assert!(r.read_frame().await.map_or(true, |f| f.is_none()));
+    });
+    assert_eq!(good.scheduler_info().unwrap().clients, 1);
+    assert_eq!(
+        good.submit("inc", [Arg::from(9)])
+            .unwrap()
+            .result_as::<i64>()
+            .unwrap(),
+        10
+    );
+}
+
+#[test]
+fn version_mismatch_is_refused_naming_both_versions() {
+    let (_s, addr) = scheduler(&[]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let err = rt.block_on(async {
+        let hello = rask_proto::msg::Hello {
+            protocol: rask_proto::PROTOCOL_VERSION,
+            rask_version: "0.0.0-old".into(),
+            role: rask_proto::msg::Role::Client,
+            name: "old".into(),
+            host_id: "h".into(),
+            pid: 0,
+            registry: None,
+            worker: None,
+        };
+        match rask_transport::connect(&addr, &hello, rask_transport::ConnConfig::default()).await {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("an old client must be refused"),
+        }
+    });
+    assert!(
+        err.contains("0.0.0-old") && err.contains(rask_proto::RASK_VERSION),
+        "{err}"
+    );
+}
+
+#[test]
+fn local_cluster_with_worker_processes() {
+    let cluster = LocalCluster::builder()
+        .n_workers(2)
+        .processes(true)
+        .worker_binary(RASK)
+        .build()
+        .unwrap();
+    assert_eq!(cluster.worker_pids().len(), 2);
+    let c = Client::for_cluster(cluster).unwrap();
+    let info = c.scheduler_info().unwrap();
+    assert_eq!(info.workers.len(), 2);
+    let pids: Vec<u32> = c.cluster().unwrap().worker_pids();
+    assert!(pids.iter().all(|p| *p != std::process::id()));
+    let fs = c.map("inc", (0..100).map(|i| [Arg::from(i)])).unwrap();
+    let vals = c.gather(&fs).unwrap();
+    assert_eq!(vals, (1..=100).map(Value::Int).collect::<Vec<_>>());
+}
