@@ -146,6 +146,7 @@ fn main() -> Result<()> {
             memory_limit,
             resources,
             listen,
+            quiet,
         } => {
             let mut cfg = rask_worker::WorkerConfig::new(scheduler);
             cfg.nthreads = nthreads;
