@@ -231,6 +231,7 @@ impl LocalClusterBuilder {
                 &self.threads_per_worker.to_string(),
                 "--name",
                 name,
+                "--quiet",
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::null());

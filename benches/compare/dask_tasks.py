@@ -4,8 +4,9 @@ Runs the same workloads, under the same names, as `rask-bench tasks`, on a
 two-worker LocalCluster (one thread per worker, one process per worker), and
 writes the figures as JSON (--json) and as a table on stderr.
 
-Each run starts a fresh cluster (timed as `cluster_start`) and runs every
-selected workload on it; the reported figure is the median over runs, with
+Each run is a new Python process that starts a fresh cluster (timed as
+`cluster_start`) and runs every selected workload on it once; the reported
+figure of a workload is the median over runs, with
 every run's value kept under "runs". Between workloads the script waits until
 the scheduler has forgotten all tasks, so one workload's clean-up is not
 counted in the next one.
@@ -23,8 +24,10 @@ import gc
 import json
 import logging
 import math
+import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -304,6 +307,9 @@ def parse_args():
     parser.add_argument("--only", type=lambda s: [w for w in s.split(",") if w],
                         help="comma-separated workload names to run")
     parser.add_argument("--json", metavar="PATH", help="write results here")
+    # Internal: run once and print that run's figures as JSON on stdout.
+    parser.add_argument("--one-run", action="store_true",
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
@@ -314,6 +320,26 @@ def parse_args():
         parser.error(f"unknown workload(s) {', '.join(unknown)}; "
                      f"known: {', '.join(WORKLOADS)}")
     return args
+
+
+def one_run(to_run, sizes):
+    """Start a fresh cluster, run each workload once; return name -> figures."""
+    figures = {}
+    cluster, client, seconds = start_cluster()
+    try:
+        if "cluster_start" in to_run:
+            figures["cluster_start"] = {"seconds": seconds}
+        warm_up(client, cluster)
+        for name in to_run:
+            if name == "cluster_start":
+                continue
+            print(f"  {name} ({sizes[name]:,})", file=sys.stderr)
+            figures[name] = RUNNERS[name](client, cluster, sizes[name])
+            settle(cluster)
+    finally:
+        client.close()
+        cluster.close()
+    return figures
 
 
 def main():
@@ -327,23 +353,23 @@ def main():
                              "here, so 100,000 tasks take minutes per run")
     to_run = [w for w in selected if w not in skipped]
 
+    if args.one_run:
+        print(json.dumps(one_run(to_run, sizes)))
+        return
+
+    # Each run is a new Python process: a run then never reuses heap memory
+    # freed by an earlier one, which would hide part of the RSS growth that
+    # scheduler_memory_100000 measures, and the cluster starts from cold.
     runs = {name: [] for name in to_run}
     for run in range(args.runs):
         print(f"run {run + 1}/{args.runs}", file=sys.stderr)
-        cluster, client, seconds = start_cluster()
-        try:
-            if "cluster_start" in runs:
-                runs["cluster_start"].append({"seconds": seconds})
-            warm_up(client, cluster)
-            for name in to_run:
-                if name == "cluster_start":
-                    continue
-                print(f"  {name} ({sizes[name]:,})", file=sys.stderr)
-                runs[name].append(RUNNERS[name](client, cluster, sizes[name]))
-                settle(cluster)
-        finally:
-            client.close()
-            cluster.close()
+        child = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), *sys.argv[1:],
+             "--one-run"],
+            stdout=subprocess.PIPE, text=True, check=True,
+        )
+        for name, figures in json.loads(child.stdout).items():
+            runs[name].append(figures)
 
     results = []
     for name in selected:

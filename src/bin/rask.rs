@@ -5,7 +5,6 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use rask::{Arg, Client, LocalCluster, Registry};
-use rask_proto::msg::Resource;
 
 #[derive(Parser)]
 #[command(
@@ -42,28 +41,7 @@ enum Cmd {
         frame_timeout: Option<f64>,
     },
     /// Run a worker that joins a scheduler.
-    Worker {
-        /// The scheduler, tcp://host:port.
-        scheduler: String,
-        /// Tasks run at once.
-        #[arg(long, default_value_t = 1)]
-        nthreads: u32,
-        /// Worker name (default: worker-<pid>).
-        #[arg(long)]
-        name: Option<String>,
-        /// Memory limit in bytes (default: all of the machine's memory).
-        #[arg(long)]
-        memory_limit: Option<u64>,
-        /// A resource this worker offers, NAME=AMOUNT (repeatable), e.g. gpu=1.
-        #[arg(long)]
-        resources: Vec<String>,
-        /// Where to serve data to peers and clients.
-        #[arg(long, default_value = "127.0.0.1:0")]
-        listen: String,
-        /// Do not print the start-up lines (cluster managers use this).
-        #[arg(long, hide = true)]
-        quiet: bool,
-    },
+    Worker(rask::cli::WorkerArgs),
     /// Start a local cluster and run a demo computation.
     Demo {
         /// Workers to start.
@@ -135,30 +113,12 @@ fn main() -> Result<()> {
                     std::fs::write(&f, format!("{addr}\n"))
                         .with_context(|| format!("writing {}", f.display()))?;
                 }
-                rask_scheduler::run(listener, cfg, shutdown_signal()).await?;
+                rask_scheduler::run(listener, cfg, rask::cli::shutdown_signal()).await?;
                 Ok(())
             })
         }
-        Cmd::Worker {
-            scheduler,
-            nthreads,
-            name,
-            memory_limit,
-            resources,
-            listen,
-            quiet,
-        } => {
-            let mut cfg = rask_worker::WorkerConfig::new(scheduler);
-            cfg.nthreads = nthreads;
-            if let Some(n) = name {
-                cfg.name = n;
-            }
-            if let Some(m) = memory_limit {
-                cfg.memory_limit = m;
-            }
-            cfg.listen = listen;
-            cfg.resources = parse_resources(&resources)?;
-            run_worker(cfg, quiet)
+        Cmd::Worker(args) => {
+            rask::cli::run_worker(args, Registry::builtin()).map_err(|e| anyhow::anyhow!("{e}"))
         }
         Cmd::Demo {
             workers,
@@ -184,88 +144,6 @@ fn main() -> Result<()> {
                 r.names().join(", ")
             );
             Ok(())
-        }
-    }
-}
-
-/// Runs a worker until the scheduler goes away or a signal arrives.
-fn run_worker(cfg: rask_worker::WorkerConfig, quiet: bool) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        let nthreads = cfg.nthreads;
-        let memory = cfg.memory_limit;
-        let name = cfg.name.clone();
-        let resources = cfg.resources.clone();
-        let w = rask_worker::Worker::connect(cfg).await?;
-        if quiet {
-            w.run(shutdown_signal()).await?;
-            return Ok(());
-        }
-        eprintln!(
-            "rask.worker - INFO -       Start worker at: {}",
-            w.listen_addr()
-        );
-        eprintln!("rask.worker - INFO -          Worker name: {name}");
-        eprintln!("rask.worker - INFO - -------------------------------------------------");
-        eprintln!("rask.worker - INFO -               Threads: {nthreads}");
-        eprintln!(
-            "rask.worker - INFO -                Memory: {:.2} GiB",
-            memory as f64 / (1u64 << 30) as f64
-        );
-        eprintln!("rask.worker - INFO -               Devices: host (cpu)");
-        if !resources.is_empty() {
-            let r: Vec<String> = resources
-                .iter()
-                .map(|r| format!("{}={}", r.name, r.amount))
-                .collect();
-            eprintln!(
-                "rask.worker - INFO -             Resources: {}",
-                r.join(", ")
-            );
-        }
-        eprintln!(
-            "rask.worker - INFO -         Registered to: worker id {}",
-            w.id()
-        );
-        eprintln!("rask.worker - INFO - -------------------------------------------------");
-        w.run(shutdown_signal()).await?;
-        Ok(())
-    })
-}
-
-fn parse_resources(specs: &[String]) -> Result<Vec<Resource>> {
-    specs
-        .iter()
-        .flat_map(|s| s.split(','))
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            let (name, amount) = s
-                .split_once('=')
-                .with_context(|| format!("resource {s:?}: expected NAME=AMOUNT"))?;
-            let amount: f64 = amount
-                .parse()
-                .with_context(|| format!("resource {s:?}: bad amount"))?;
-            Ok(Resource {
-                name: name.trim().into(),
-                amount,
-            })
-        })
-        .collect()
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

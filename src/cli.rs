@@ -1,0 +1,148 @@
+//! The worker command line, shared by `rask worker` and custom worker binaries: a program
+//! with its own ops becomes a worker with `rask::cli::worker_main(my_registry())`.
+
+use std::error::Error;
+
+use clap::Args;
+use rask_kernels::Registry;
+use rask_proto::msg::Resource;
+
+/// `worker` options, like `dask worker`'s.
+#[derive(Args, Debug, Clone)]
+pub struct WorkerArgs {
+    /// The scheduler, tcp://host:port.
+    pub scheduler: String,
+    /// Tasks run at once.
+    #[arg(long, default_value_t = 1)]
+    pub nthreads: u32,
+    /// Worker name (default: worker-<pid>).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Memory limit in bytes (default: all of the machine's memory).
+    #[arg(long)]
+    pub memory_limit: Option<u64>,
+    /// A resource this worker offers, NAME=AMOUNT (repeatable or comma-separated), e.g. gpu=1.
+    #[arg(long)]
+    pub resources: Vec<String>,
+    /// Where to serve data to peers and clients.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// Do not print the start-up lines (cluster managers use this).
+    #[arg(long, hide = true)]
+    pub quiet: bool,
+}
+
+#[derive(clap::Parser)]
+struct WorkerCommand {
+    #[command(subcommand)]
+    cmd: WorkerSub,
+}
+
+#[derive(clap::Subcommand)]
+enum WorkerSub {
+    /// Run a worker that joins a scheduler.
+    Worker(WorkerArgs),
+}
+
+/// Parses `PROGRAM worker SCHEDULER [options]` from the process arguments and runs a
+/// worker with `registry` until the scheduler goes away or SIGTERM/SIGINT arrives.
+pub fn worker_main(registry: Registry) -> Result<(), Box<dyn Error>> {
+    let WorkerCommand {
+        cmd: WorkerSub::Worker(args),
+    } = clap::Parser::parse();
+    run_worker(args, registry)
+}
+
+/// Runs a worker from parsed options.
+pub fn run_worker(args: WorkerArgs, registry: Registry) -> Result<(), Box<dyn Error>> {
+    let mut cfg = rask_worker::WorkerConfig::new(args.scheduler);
+    cfg.nthreads = args.nthreads;
+    cfg.registry = registry;
+    if let Some(n) = args.name {
+        cfg.name = n;
+    }
+    if let Some(m) = args.memory_limit {
+        cfg.memory_limit = m;
+    }
+    cfg.listen = args.listen;
+    cfg.resources = parse_resources(&args.resources)?;
+    let quiet = args.quiet;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let (nthreads, memory, name) = (cfg.nthreads, cfg.memory_limit, cfg.name.clone());
+        let resources = cfg.resources.clone();
+        let ops = cfg.registry.names().len();
+        let w = rask_worker::Worker::connect(cfg).await?;
+        if !quiet {
+            eprintln!(
+                "rask.worker - INFO -       Start worker at: {}",
+                w.listen_addr()
+            );
+            eprintln!("rask.worker - INFO -          Worker name: {name}");
+            eprintln!("rask.worker - INFO - -------------------------------------------------");
+            eprintln!("rask.worker - INFO -               Threads: {nthreads}");
+            eprintln!(
+                "rask.worker - INFO -                Memory: {:.2} GiB",
+                memory as f64 / (1u64 << 30) as f64
+            );
+            eprintln!("rask.worker - INFO -               Devices: host (cpu)");
+            eprintln!("rask.worker - INFO -                   Ops: {ops}");
+            if !resources.is_empty() {
+                let r: Vec<String> = resources
+                    .iter()
+                    .map(|r| format!("{}={}", r.name, r.amount))
+                    .collect();
+                eprintln!(
+                    "rask.worker - INFO -             Resources: {}",
+                    r.join(", ")
+                );
+            }
+            eprintln!(
+                "rask.worker - INFO -         Registered to: worker id {}",
+                w.id()
+            );
+            eprintln!("rask.worker - INFO - -------------------------------------------------");
+        }
+        w.run(shutdown_signal()).await?;
+        Ok::<_, Box<dyn Error>>(())
+    })
+}
+
+/// Parses `NAME=AMOUNT` resource specs (comma-separated or repeated).
+pub fn parse_resources(specs: &[String]) -> Result<Vec<Resource>, String> {
+    specs
+        .iter()
+        .flat_map(|s| s.split(','))
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let (name, amount) = s
+                .split_once('=')
+                .ok_or_else(|| format!("resource {s:?}: expected NAME=AMOUNT"))?;
+            let amount: f64 = amount
+                .parse()
+                .map_err(|_| format!("resource {s:?}: bad amount"))?;
+            Ok(Resource {
+                name: name.trim().into(),
+                amount,
+            })
+        })
+        .collect()
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
