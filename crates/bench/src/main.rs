@@ -1,1 +1,519 @@
-fn main() {}
+//! The benchmark harness. `rask-bench tasks` measures task throughput, round trips,
+//! dependent graphs, cluster start and scheduler memory per task on a cluster of worker
+//! processes over TCP, and runs the same workloads on Dask in the same invocation.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use rask::{Arg, Client, Graph, LocalCluster};
+use serde_json::{json, Value as Json};
+
+#[derive(Parser)]
+#[command(name = "rask-bench", about = "Rask's benchmark harness")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Task throughput, round trips, dependent graphs, cluster start, scheduler memory.
+    Tasks(TasksArgs),
+}
+
+#[derive(clap::Args)]
+struct TasksArgs {
+    /// Use a running scheduler (with its workers) instead of starting a cluster.
+    #[arg(long)]
+    scheduler: Option<String>,
+    /// Runs per workload (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Write every figure as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Print the comparison as a Markdown table.
+    #[arg(long)]
+    markdown: bool,
+    /// Skip the Dask comparison.
+    #[arg(long)]
+    no_peer: bool,
+    /// Run Dask's 100,000-task workload too (slow: minutes).
+    #[arg(long)]
+    peer_full: bool,
+    /// Tasks in the scheduler-memory graph.
+    #[arg(long, default_value_t = 1_000_000)]
+    memory_tasks: usize,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Tasks(a) => tasks(a),
+    }
+}
+
+/// One workload's figures: name → value, plus every run's main value.
+struct Figure {
+    workload: &'static str,
+    fields: Vec<(&'static str, f64)>,
+    runs: Vec<f64>,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    v[v.len() / 2]
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn tasks(a: TasksArgs) -> Result<()> {
+    let runs = a.runs.max(1);
+    let mut figures = Vec::new();
+
+    // (d) cluster start to ready: 2 worker processes.
+    let mut starts = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let cluster = LocalCluster::builder()
+            .n_workers(2)
+            .processes(true)
+            .build()?;
+        starts.push(t.elapsed().as_secs_f64());
+        drop(cluster);
+    }
+    let mut s = starts.clone();
+    figures.push(Figure {
+        workload: "cluster_start",
+        fields: vec![("seconds", median(&mut s))],
+        runs: starts,
+    });
+
+    let (_cluster, client) = match &a.scheduler {
+        Some(addr) => (None, Client::connect(addr)?),
+        None => {
+            let cluster = LocalCluster::builder()
+                .n_workers(2)
+                .threads_per_worker(1)
+                .processes(true)
+                .build()?;
+            let addr = cluster.scheduler_address().to_string();
+            (Some(cluster), Client::connect(&addr)?)
+        }
+    };
+    client.wait_for_workers(1)?;
+
+    // (a) independent trivial tasks.
+    for (name, n) in [
+        ("independent_10000", 10_000usize),
+        ("independent_100000", 100_000),
+    ] {
+        let mut rates = Vec::new();
+        for _ in 0..runs {
+            let t = Instant::now();
+            let fs = client.map("inc", (0..n as i64).map(|i| [Arg::from(i)]))?;
+            let vals = client.gather(&fs)?;
+            let dt = t.elapsed().as_secs_f64();
+            check(vals.len() == n, "gathered every result")?;
+            drop(fs);
+            rates.push(n as f64 / dt);
+        }
+        let mut r = rates.clone();
+        figures.push(Figure {
+            workload: name,
+            fields: vec![("tasks_per_s", median(&mut r))],
+            runs: rates,
+        });
+    }
+
+    // (b) sequential round trips, and the floor measured now: two blocking TCP ping-pongs.
+    let mut lat = Vec::new();
+    for _ in 0..runs {
+        for i in 0..1000 {
+            let t = Instant::now();
+            let v: i64 = client.submit("inc", [Arg::from(i)])?.result_as()?;
+            lat.push(t.elapsed().as_secs_f64() * 1e6);
+            check(v == i + 1, "round trip result")?;
+        }
+    }
+    let floor_us = 2.0 * tcp_ping_pong_us(2000)?;
+    let mut l = lat.clone();
+    let med = median(&mut l);
+    figures.push(Figure {
+        workload: "round_trip_1000",
+        fields: vec![
+            ("median_us", med),
+            ("p99_us", percentile(&mut l, 0.99)),
+            ("floor_us", floor_us),
+            ("ratio_to_floor", med / floor_us),
+        ],
+        runs: vec![med],
+    });
+
+    // (c) a chain of 5,000 and a binary tree over 10,000 leaves, each one graph.
+    let mut rates = Vec::new();
+    for run in 0..runs {
+        let mut g = Graph::new();
+        let p = format!("chain{run}");
+        g.value(&format!("{p}-0"), 0);
+        for i in 1..5000 {
+            g.task(
+                &format!("{p}-{i}"),
+                "inc",
+                [Arg::key(format!("{p}-{}", i - 1))],
+            );
+        }
+        let t = Instant::now();
+        let out = client.get(&g, &[&format!("{p}-4999")])?;
+        rates.push(5000.0 / t.elapsed().as_secs_f64());
+        check(out == vec![rask::Value::Int(4999)], "chain result")?;
+    }
+    let mut r = rates.clone();
+    figures.push(Figure {
+        workload: "chain_5000",
+        fields: vec![("tasks_per_s", median(&mut r))],
+        runs: rates,
+    });
+
+    let mut rates = Vec::new();
+    let mut ntasks = 0;
+    for run in 0..runs {
+        let (g, root, n) = tree_graph(&format!("tree{run}"), 10_000);
+        ntasks = n;
+        let t = Instant::now();
+        let out = client.get(&g, &[&root])?;
+        rates.push(n as f64 / t.elapsed().as_secs_f64());
+        check(
+            out == vec![rask::Value::Int((0..10_000i64).sum())],
+            "tree result",
+        )?;
+    }
+    let mut r = rates.clone();
+    figures.push(Figure {
+        workload: "tree_10000",
+        fields: vec![("tasks_per_s", median(&mut r)), ("tasks", ntasks as f64)],
+        runs: rates,
+    });
+
+    // Scheduler memory per task: a scheduler process holding a graph it cannot run yet.
+    let per_task = scheduler_memory_per_task(a.memory_tasks)?;
+    figures.push(Figure {
+        workload: "scheduler_memory_1000000",
+        fields: vec![
+            ("bytes_per_task", per_task),
+            ("tasks", a.memory_tasks as f64),
+        ],
+        runs: vec![per_task],
+    });
+
+    let peer = if a.no_peer {
+        None
+    } else {
+        run_dask(runs, a.peer_full)
+            .map_err(|e| eprintln!("dask: {e:#}"))
+            .ok()
+    };
+    report(&figures, peer.as_ref(), a.markdown);
+    if let Some(path) = &a.json {
+        let ours: Vec<Json> = figures
+            .iter()
+            .map(|f| {
+                let mut o = serde_json::Map::new();
+                o.insert("workload".into(), json!(f.workload));
+                for (k, v) in &f.fields {
+                    o.insert((*k).into(), json!(v));
+                }
+                o.insert("runs".into(), json!(f.runs));
+                Json::Object(o)
+            })
+            .collect();
+        let doc = json!({
+            "rask": { "version": rask_proto::RASK_VERSION, "config": { "n_workers": 2, "threads_per_worker": 1, "processes": true, "transport": "tcp" }, "results": ours },
+            "dask": peer,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
+    }
+    Ok(())
+}
+
+fn check(ok: bool, what: &str) -> Result<()> {
+    if !ok {
+        bail!("wrong result: {what}");
+    }
+    Ok(())
+}
+
+/// A binary tree of `add`s over `leaves` identity leaves; returns (graph, root, tasks).
+fn tree_graph(prefix: &str, leaves: usize) -> (Graph, String, usize) {
+    let mut g = Graph::new();
+    let mut level: Vec<String> = (0..leaves)
+        .map(|i| {
+            let k = format!("{prefix}-l{i}");
+            g.value(&k, i as i64);
+            k
+        })
+        .collect();
+    let mut n = leaves;
+    let mut depth = 0;
+    while level.len() > 1 {
+        depth += 1;
+        level = level
+            .chunks(2)
+            .enumerate()
+            .map(|(i, pair)| {
+                let k = format!("{prefix}-d{depth}-{i}");
+                g.task(&k, "add", pair.iter().map(|p| Arg::key(p.clone())));
+                n += 1;
+                k
+            })
+            .collect();
+    }
+    (g, level.pop().expect("a root"), n)
+}
+
+/// Median round trip of a 1-byte blocking ping-pong over loopback TCP between two threads.
+fn tcp_ping_pong_us(n: usize) -> Result<f64> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let server = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut s, _) = listener.accept()?;
+        s.set_nodelay(true)?;
+        let mut b = [0u8; 1];
+        while s.read(&mut b)? == 1 {
+            s.write_all(&b)?;
+        }
+        Ok(())
+    });
+    let mut c = std::net::TcpStream::connect(addr)?;
+    c.set_nodelay(true)?;
+    let mut b = [7u8; 1];
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        c.write_all(&b)?;
+        c.read_exact(&mut b)?;
+        times.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    drop(c);
+    let _ = server.join();
+    Ok(median(&mut times))
+}
+
+/// Starts `rask scheduler` in its own process, submits `n` tasks it cannot run (no
+/// workers), and reports its resident-memory growth per task.
+fn scheduler_memory_per_task(n: usize) -> Result<f64> {
+    let bin = sibling("rask")?;
+    let file = std::env::temp_dir().join(format!("rask-bench-sched-{}", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    let child = Command::new(&bin)
+        .args(["scheduler", "--port", "0", "--scheduler-file"])
+        .arg(&file)
+        .env("RASK_LOG", "error")
+        .stdin(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let mut proc = KillOnDrop(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = loop {
+        let s = std::fs::read_to_string(&file).unwrap_or_default();
+        if !s.trim().is_empty() {
+            break s.trim().to_string();
+        }
+        if Instant::now() > deadline {
+            bail!("the scheduler did not start");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let _ = std::fs::remove_file(&file);
+    let client = Client::connect(&addr)?;
+    let pid = proc.0.id();
+    let before = rss_of(pid)?;
+    // Root tasks in chunks, like a client submitting a large graph in pieces.
+    let mut held = Vec::new();
+    let chunk = 100_000;
+    let mut submitted = 0;
+    while submitted < n {
+        let m = chunk.min(n - submitted);
+        held.extend(client.map(
+            "inc",
+            (submitted..submitted + m).map(|i| [Arg::from(i as i64)]),
+        )?);
+        submitted += m;
+    }
+    loop {
+        let info = client.scheduler_info()?;
+        let known: u64 = info.tasks_by_state.iter().map(|(_, c)| c).sum();
+        if known as usize >= n {
+            break;
+        }
+        if Instant::now() > deadline + Duration::from_secs(120) {
+            bail!("the scheduler did not take the graph");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let after = rss_of(pid)?;
+    drop(held);
+    drop(client);
+    let _ = proc.0.kill();
+    Ok((after.saturating_sub(before)) as f64 / n as f64)
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn rss_of(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .context("VmRSS")?;
+    Ok(kb * 1024)
+}
+
+fn sibling(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let p = exe.parent().context("exe dir")?.join(name);
+    if !p.is_file() {
+        bail!(
+            "{} not found: build the workspace (cargo build --release)",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Runs benches/compare/dask_tasks.py in its venv; returns its JSON.
+fn run_dask(runs: usize, full: bool) -> Result<Json> {
+    let root = repo_root();
+    let setup = Command::new("bash")
+        .arg(root.join("benches/compare/setup_venv.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running setup_venv.sh")?;
+    if !setup.status.success() {
+        bail!("setup_venv.sh failed");
+    }
+    let py = String::from_utf8(setup.stdout)?
+        .lines()
+        .last()
+        .context("venv python path")?
+        .trim()
+        .to_string();
+    let out = std::env::temp_dir().join(format!("rask-bench-dask-{}.json", std::process::id()));
+    let mut cmd = Command::new(&py);
+    cmd.arg(root.join("benches/compare/dask_tasks.py"))
+        .args(["--runs", &runs.to_string(), "--json"])
+        .arg(&out);
+    if full {
+        cmd.arg("--full");
+    }
+    eprintln!("running the same workloads on Dask ({} run(s))…", runs);
+    let status = cmd.status().context("running dask_tasks.py")?;
+    if !status.success() {
+        bail!("dask_tasks.py failed");
+    }
+    let doc: Json = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
+    let _ = std::fs::remove_file(&out);
+    Ok(doc)
+}
+
+fn peer_field(peer: Option<&Json>, workload: &str, field: &str) -> Option<f64> {
+    let workload = if workload == "scheduler_memory_1000000" {
+        "scheduler_memory_100000"
+    } else {
+        workload
+    };
+    peer?["results"]
+        .as_array()?
+        .iter()
+        .find(|r| r["workload"] == workload)?[field]
+        .as_f64()
+}
+
+fn report(figures: &[Figure], peer: Option<&Json>, markdown: bool) {
+    let mut rows = Vec::new();
+    for f in figures {
+        for (field, v) in &f.fields {
+            if matches!(*field, "tasks" | "floor_us" | "ratio_to_floor") {
+                continue;
+            }
+            let theirs = peer_field(peer, f.workload, field);
+            let better_low = matches!(
+                *field,
+                "seconds" | "median_us" | "p99_us" | "bytes_per_task"
+            );
+            let ratio = theirs.map(|t| if better_low { t / v } else { v / t });
+            rows.push((f.workload, *field, *v, theirs, ratio));
+        }
+    }
+    let floor = figures
+        .iter()
+        .find(|f| f.workload == "round_trip_1000")
+        .and_then(|f| {
+            f.fields
+                .iter()
+                .find(|(k, _)| *k == "floor_us")
+                .map(|(_, v)| *v)
+        });
+    let fmt = |v: f64| {
+        if v >= 100.0 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.3}")
+        }
+    };
+    if markdown {
+        println!("| workload | figure | rask | dask | rask advantage |");
+        println!("|---|---|---:|---:|---:|");
+        for (w, f, v, t, r) in &rows {
+            println!(
+                "| {w} | {f} | {} | {} | {} |",
+                fmt(*v),
+                t.map_or("—".into(), fmt),
+                r.map_or("—".into(), |r| format!("{r:.1}×"))
+            );
+        }
+    } else {
+        println!(
+            "{:<26} {:<15} {:>14} {:>14} {:>10}",
+            "workload", "figure", "rask", "dask", "advantage"
+        );
+        for (w, f, v, t, r) in &rows {
+            println!(
+                "{w:<26} {f:<15} {:>14} {:>14} {:>10}",
+                fmt(*v),
+                t.map_or("-".into(), fmt),
+                r.map_or("-".into(), |r| format!("{r:.1}x"))
+            );
+        }
+    }
+    if let Some(floor) = floor {
+        let med = rows
+            .iter()
+            .find(|r| r.0 == "round_trip_1000" && r.1 == "median_us")
+            .map(|r| r.2)
+            .unwrap_or(0.0);
+        println!(
+            "round-trip floor (two blocking loopback TCP ping-pongs, measured now): {floor:.1} µs; rask median = {:.2}× the floor",
+            med / floor
+        );
+    }
+}
