@@ -199,8 +199,8 @@ def run_scheduler_memory(client, cluster, n):
     # With processes=True the scheduler runs inside this (the client's)
     # process, so its memory is this process's RSS. The tasks depend on a
     # root restricted to a resource no worker has: the root stays in the
-    # scheduler's no-worker state and the n tasks stay waiting, held only by
-    # the scheduler (and the client's futures), with queuing at its defaults.
+    # scheduler's no-worker state and the n tasks stay waiting on it, so
+    # nothing runs and no worker holds them (Dask config left at defaults).
     process = psutil.Process()
     trim_heap()
     rss_before = process.memory_info().rss

@@ -116,27 +116,41 @@ pub async fn run(
             }
         }
     };
-    let main = async {
+    // The main loop runs as a spawned task, not inside the caller's future: waking a
+    // task is a queue push, while waking a current-thread runtime's `block_on` future goes
+    // through the I/O driver (an eventfd write per wake-up).
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let main = tokio::spawn(async move {
         let mut events = Vec::new();
-        while rx.recv_many(&mut events, 4096).await > 0 {
-            for ev in events.drain(..) {
-                server.on_event(ev);
+        loop {
+            tokio::select! {
+                biased;
+                n = rx.recv_many(&mut events, 4096) => {
+                    if n == 0 {
+                        break;
+                    }
+                    for ev in events.drain(..) {
+                        server.on_event(ev);
+                    }
+                    server.flush();
+                }
+                _ = &mut stop_rx => break,
             }
-            server.flush();
         }
-    };
+        for w in server.workers.values() {
+            if let Some(tx) = &w.tx {
+                let _ = tx.send(ToWorker::Close {
+                    reason: "scheduler shutting down".into(),
+                });
+            }
+        }
+    });
     tokio::select! {
         _ = accept => {}
-        _ = main => {}
         _ = shutdown => info!("scheduler shutting down"),
     }
-    for w in server.workers.values() {
-        if let Some(tx) = &w.tx {
-            let _ = tx.send(ToWorker::Close {
-                reason: "scheduler shutting down".into(),
-            });
-        }
-    }
+    let _ = stop_tx.send(());
+    let _ = main.await;
     Ok(())
 }
 

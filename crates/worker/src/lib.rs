@@ -80,11 +80,8 @@ pub enum WorkerError {
 enum Event {
     FromScheduler(Batch<ToWorker>),
     SchedulerGone(Option<String>),
-    Executed {
-        task: TaskId,
-        result: Result<Value, String>,
-        duration_us: u64,
-    },
+    /// Results of one or more jobs, in completion order.
+    Executed(Vec<Executed>),
     Fetched {
         from: WorkerId,
         req: u64,
@@ -96,6 +93,59 @@ enum Event {
         error: String,
     },
 }
+
+/// One job's outcome.
+struct Executed {
+    task: TaskId,
+    op: String,
+    result: Result<Value, String>,
+    duration_us: u64,
+}
+
+/// Results are handed back in batches: a thread that finds more jobs queued keeps going
+/// and reports when the queue is empty, when a batch is large, or when results have
+/// waited long enough — one wake-up of the main loop per batch instead of per task.
+const RESULT_BATCH: usize = 256;
+const RESULT_DELAY: Duration = Duration::from_micros(500);
+
+fn executor_loop(
+    registry: &Registry,
+    jobs: &crossbeam_channel::Receiver<Job>,
+    events: &mpsc::UnboundedSender<Event>,
+) {
+    while let Ok(first) = jobs.recv() {
+        let batch_start = Instant::now();
+        let mut done = vec![run_job(registry, first)];
+        while done.len() < RESULT_BATCH && batch_start.elapsed() < RESULT_DELAY {
+            match jobs.try_recv() {
+                Ok(job) => done.push(run_job(registry, job)),
+                Err(_) => break,
+            }
+        }
+        if events.send(Event::Executed(done)).is_err() {
+            return;
+        }
+    }
+}
+
+fn run_job(registry: &Registry, job: Job) -> Executed {
+    let start = Instant::now();
+    let result = registry.call(&job.op, &job.args).map_err(|e| match e {
+        rask_kernels::KernelError::Failed { message, .. } => message,
+        e => e.to_string(),
+    });
+    Executed {
+        task: job.task,
+        op: job.op,
+        result,
+        duration_us: start.elapsed().as_micros() as u64,
+    }
+}
+
+/// Ops whose measured average is below this run inline on the event loop.
+const INLINE_MAX_US: f64 = 20.0;
+/// The most time one wake-up of the event loop spends running ops inline.
+const INLINE_BUDGET: Duration = Duration::from_millis(2);
 
 /// A job for an executor thread.
 struct Job {
@@ -207,26 +257,7 @@ impl Worker {
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("rask-exec-{i}"))
-                    .spawn(move || {
-                        while let Ok(job) = job_rx.recv() {
-                            let start = Instant::now();
-                            let result = registry.call(&job.op, &job.args).map_err(|e| match e {
-                                rask_kernels::KernelError::Failed { message, .. } => message,
-                                e => e.to_string(),
-                            });
-                            let duration_us = start.elapsed().as_micros() as u64;
-                            if ev
-                                .send(Event::Executed {
-                                    task: job.task,
-                                    result,
-                                    duration_us,
-                                })
-                                .is_err()
-                            {
-                                break;
-                            }
-                        }
-                    })
+                    .spawn(move || executor_loop(&registry, &job_rx, &ev))
                     .expect("spawning an executor thread"),
             );
         }
@@ -244,42 +275,61 @@ impl Worker {
             to_scheduler,
             jobs,
             events: events.clone(),
+            op_us: FxHashMap::default(),
+            inline_until: Instant::now(),
         };
-        let mut heartbeat = tokio::time::interval(cfg.heartbeat_interval);
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tokio::pin!(shutdown);
-        let mut batch = Vec::new();
-        let result = loop {
-            tokio::select! {
-                n = rx.recv_many(&mut batch, 4096) => {
-                    if n == 0 {
-                        break Ok(());
-                    }
-                    let mut stop = None;
-                    for ev in batch.drain(..) {
-                        if let Some(r) = state.on_event(ev) {
-                            stop = Some(r);
-                            break;
+        let interval = cfg.heartbeat_interval;
+        // The main loop runs as a spawned task (see the scheduler for why: waking a task
+        // is cheaper than waking the runtime's `block_on` future).
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let main = tokio::spawn(async move {
+            let mut heartbeat = tokio::time::interval(interval);
+            heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut batch = Vec::new();
+            let result = loop {
+                tokio::select! {
+                    biased;
+                    n = rx.recv_many(&mut batch, 4096) => {
+                        if n == 0 {
+                            break Ok(());
+                        }
+                        let mut stop = None;
+                        for ev in batch.drain(..) {
+                            if let Some(r) = state.on_event(ev) {
+                                stop = Some(r);
+                                break;
+                            }
+                        }
+                        state.drive();
+                        if let Some(r) = stop {
+                            break r;
                         }
                     }
-                    state.drive();
-                    if let Some(r) = stop {
-                        break r;
-                    }
+                    _ = heartbeat.tick() => state.heartbeat(),
+                    _ = &mut stop_rx => break Ok(()),
                 }
-                _ = heartbeat.tick() => state.heartbeat(),
-                _ = &mut shutdown => break Ok(()),
+            };
+            // Dropping the state closes the job queue: executor threads finish their
+            // current op and exit (a long op is not interrupted).
+            drop(state);
+            result
+        });
+        drop(events);
+        tokio::pin!(main);
+        let result = tokio::select! {
+            r = &mut main => r,
+            _ = shutdown => {
+                let _ = stop_tx.send(());
+                main.await
             }
         };
         data_server.abort();
-        drop(state);
-        drop(events);
-        drop(rx);
-        for t in threads {
-            // Threads finish their current op; a long op is not interrupted.
-            drop(t);
-        }
-        result
+        drop(threads);
+        result.unwrap_or_else(|e| {
+            Err(WorkerError::SchedulerLost(format!(
+                "worker loop failed: {e}"
+            )))
+        })
     }
 }
 
@@ -301,6 +351,10 @@ struct State {
     to_scheduler: Sender<ToScheduler>,
     jobs: crossbeam_channel::Sender<Job>,
     events: mpsc::UnboundedSender<Event>,
+    /// Measured average duration of each op, in µs.
+    op_us: FxHashMap<String, f64>,
+    /// Inline execution stops at this instant (per wake-up budget).
+    inline_until: Instant,
 }
 
 impl State {
@@ -357,18 +411,7 @@ impl State {
                 let reason = reason.unwrap_or_else(|| "closed".into());
                 return Some(Err(WorkerError::SchedulerLost(reason)));
             }
-            Event::Executed {
-                task,
-                result,
-                duration_us,
-            } => match result {
-                Ok(value) => {
-                    let nbytes = value.nbytes();
-                    self.store.lock().expect("store lock").insert(task, value);
-                    self.core.on_executed(task, Ok((nbytes, duration_us)));
-                }
-                Err(message) => self.core.on_executed(task, Err(message)),
-            },
+            Event::Executed(done) => self.on_executed(done),
             Event::Fetched {
                 from,
                 req,
@@ -408,6 +451,7 @@ impl State {
 
     /// Carries out the core's instructions until it has none.
     fn drive(&mut self) {
+        self.inline_until = Instant::now() + INLINE_BUDGET;
         loop {
             let out = self.core.take();
             if out.is_empty() {
@@ -474,21 +518,51 @@ impl State {
                 None => Err("internal: an input is not in the store".into()),
             }
         };
-        match args {
-            Ok(args) => {
-                if self
-                    .jobs
-                    .send(Job {
-                        task,
-                        op: spec.op,
-                        args,
-                    })
-                    .is_err()
-                {
-                    self.core.on_executed(task, Err("executor stopped".into()));
-                }
+        let args = match args {
+            Ok(a) => a,
+            Err(message) => {
+                self.core.on_executed(task, Err(message));
+                return;
             }
-            Err(message) => self.core.on_executed(task, Err(message)),
+        };
+        let job = Job {
+            task,
+            op: spec.op,
+            args,
+        };
+        let fast = self
+            .op_us
+            .get(&job.op)
+            .is_some_and(|us| *us < INLINE_MAX_US);
+        if fast && Instant::now() < self.inline_until {
+            // A op measured to take microseconds runs here: handing it to a thread would
+            // cost more (two cross-thread wake-ups) than running it.
+            let done = run_job(&self.cfg.registry, job);
+            self.on_executed(vec![done]);
+        } else if self.jobs.send(job).is_err() {
+            self.core.on_executed(task, Err("executor stopped".into()));
+        }
+    }
+
+    fn on_executed(&mut self, done: Vec<Executed>) {
+        let mut store = self.store.lock().expect("store lock");
+        for Executed {
+            task,
+            op,
+            result,
+            duration_us,
+        } in done
+        {
+            let avg = self.op_us.entry(op).or_insert(duration_us as f64);
+            *avg = 0.8 * *avg + 0.2 * duration_us as f64;
+            match result {
+                Ok(value) => {
+                    let nbytes = value.nbytes();
+                    store.insert(task, value);
+                    self.core.on_executed(task, Ok((nbytes, duration_us)));
+                }
+                Err(message) => self.core.on_executed(task, Err(message)),
+            }
         }
     }
 
