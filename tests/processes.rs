@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rask::{Arg, Client, ClientError, LocalCluster, Value};
@@ -38,10 +39,8 @@ fn tmpfile(name: &str) -> PathBuf {
 
 /// Starts `rask scheduler` on a free port; returns it and its address.
 fn scheduler(extra: &[&str]) -> (Proc, String) {
-    let file = tmpfile(&format!(
-        "sched-{}",
-        extra.join("_").replace(['/', '-'], "")
-    ));
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let file = tmpfile(&format!("sched-{}", NEXT.fetch_add(1, Ordering::Relaxed)));
     let _ = std::fs::remove_file(&file);
     let child = Command::new(RASK)
         .args(["scheduler", "--port", "0", "--scheduler-file"])
@@ -51,15 +50,21 @@ fn scheduler(extra: &[&str]) -> (Proc, String) {
         .stdin(Stdio::null())
         .spawn()
         .expect("start rask scheduler");
-    let p = Proc(child);
+    let mut p = Proc(child);
     let mut addr = String::new();
-    eventually("the scheduler writes its address", || {
-        addr = std::fs::read_to_string(&file)
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        !addr.is_empty()
-    });
+    eventually(
+        &format!("the scheduler writes its address to {}", file.display()),
+        || {
+            if let Ok(Some(status)) = p.0.try_wait() {
+                panic!("the scheduler exited: {status}");
+            }
+            addr = std::fs::read_to_string(&file)
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            !addr.is_empty()
+        },
+    );
     let _ = std::fs::remove_file(&file);
     (p, addr)
 }
@@ -302,4 +307,55 @@ fn local_cluster_with_worker_processes() {
     let fs = c.map("inc", (0..100).map(|i| [Arg::from(i)])).unwrap();
     let vals = c.gather(&fs).unwrap();
     assert_eq!(vals, (1..=100).map(Value::Int).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_silent_worker_is_presumed_dead_and_its_work_rescheduled() {
+    let (_s, addr) = scheduler(&["--worker-ttl", "1"]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // A "worker" that joins, then never says anything again (a frozen host: no FIN).
+    let silent = rt.block_on(async {
+        let hello = rask_proto::msg::Hello {
+            protocol: rask_proto::PROTOCOL_VERSION,
+            rask_version: rask_proto::RASK_VERSION.into(),
+            role: rask_proto::msg::Role::Worker,
+            name: "frozen".into(),
+            host_id: "h".into(),
+            pid: 0,
+            registry: Some(rask::Registry::builtin().info()),
+            worker: Some(rask_proto::msg::WorkerHello {
+                listen_addr: "tcp://127.0.0.1:9".into(),
+                nthreads: 4,
+                memory_limit: 1 << 30,
+                resources: vec![],
+            }),
+        };
+        rask_transport::connect(&addr, &hello, rask_transport::ConnConfig::default())
+            .await
+            .unwrap()
+    });
+    let c = Client::connect(&addr).unwrap();
+    c.wait_for_workers(1).unwrap();
+    // With only the frozen worker, tasks are sent to it and never come back.
+    let fs = c.map("inc", (0..20).map(|i| [Arg::from(i)])).unwrap();
+    eventually("tasks are assigned to the frozen worker", || {
+        count(&c, "processing") > 0
+    });
+    let _w = worker(&addr, "real");
+    assert_eq!(
+        c.gather(&fs).unwrap(),
+        (1..=20).map(Value::Int).collect::<Vec<_>>()
+    );
+    let names: Vec<String> = c
+        .scheduler_info()
+        .unwrap()
+        .workers
+        .into_iter()
+        .map(|w| w.name)
+        .collect();
+    assert_eq!(names, vec!["real".to_string()]);
+    drop(silent);
 }

@@ -39,6 +39,9 @@ enum Cmd {
         /// Seconds a peer may take to finish a frame it started.
         #[arg(long)]
         frame_timeout: Option<f64>,
+        /// Seconds of silence after which a worker is presumed dead.
+        #[arg(long)]
+        worker_ttl: Option<f64>,
     },
     /// Run a worker that joins a scheduler.
     Worker(rask::cli::WorkerArgs),
@@ -81,6 +84,7 @@ fn main() -> Result<()> {
             max_header,
             max_payload,
             frame_timeout,
+            worker_ttl,
         } => {
             let mut cfg = rask_scheduler::SchedulerConfig::default();
             if let Some(h) = max_header {
@@ -91,6 +95,9 @@ fn main() -> Result<()> {
             }
             if let Some(t) = frame_timeout {
                 cfg.conn.frame_timeout = std::time::Duration::from_secs_f64(t);
+            }
+            if let Some(t) = worker_ttl {
+                cfg.worker_ttl = std::time::Duration::from_secs_f64(t);
             }
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -22,6 +22,9 @@ struct Cli {
 enum Cmd {
     /// Task throughput, round trips, dependent graphs, cluster start, scheduler memory.
     Tasks(TasksArgs),
+    /// Echo bytes on a loopback port (the peer process of the round-trip floor).
+    #[command(hide = true)]
+    EchoServer,
 }
 
 #[derive(clap::Args)]
@@ -52,6 +55,7 @@ struct TasksArgs {
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Tasks(a) => tasks(a),
+        Cmd::EchoServer => echo_server(),
     }
 }
 
@@ -276,21 +280,35 @@ fn tree_graph(prefix: &str, leaves: usize) -> (Graph, String, usize) {
     (g, level.pop().expect("a root"), n)
 }
 
-/// Median round trip of a 1-byte blocking ping-pong over loopback TCP between two threads.
-fn tcp_ping_pong_us(n: usize) -> Result<f64> {
+/// Serves one connection: echoes each byte back. Prints its port first.
+fn echo_server() -> Result<()> {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    let server = std::thread::spawn(move || -> std::io::Result<()> {
-        let (mut s, _) = listener.accept()?;
-        s.set_nodelay(true)?;
-        let mut b = [0u8; 1];
-        while s.read(&mut b)? == 1 {
-            s.write_all(&b)?;
-        }
-        Ok(())
-    });
-    let mut c = std::net::TcpStream::connect(addr)?;
+    println!("{}", listener.local_addr()?.port());
+    std::io::stdout().flush()?;
+    let (mut s, _) = listener.accept()?;
+    s.set_nodelay(true)?;
+    let mut b = [0u8; 1];
+    while s.read(&mut b)? == 1 {
+        s.write_all(&b)?;
+    }
+    Ok(())
+}
+
+/// Median round trip of a 1-byte blocking ping-pong over loopback TCP with another
+/// process (this program's `echo-server`), as a client and a scheduler would do it.
+fn tcp_ping_pong_us(n: usize) -> Result<f64> {
+    use std::io::{BufRead, Read, Write};
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg("echo-server")
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting the echo server")?;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().context("echo stdout")?).read_line(&mut line)?;
+    let port: u16 = line.trim().parse().context("echo server port")?;
+    let _guard = KillOnDrop(child);
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port))?;
     c.set_nodelay(true)?;
     let mut b = [7u8; 1];
     let mut times = Vec::with_capacity(n);
@@ -300,8 +318,6 @@ fn tcp_ping_pong_us(n: usize) -> Result<f64> {
         c.read_exact(&mut b)?;
         times.push(t.elapsed().as_secs_f64() * 1e6);
     }
-    drop(c);
-    let _ = server.join();
     Ok(median(&mut times))
 }
 

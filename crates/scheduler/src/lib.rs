@@ -25,10 +25,23 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 /// Scheduler settings.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct SchedulerConfig {
     pub conn: ConnConfig,
     pub core: CoreConfig,
+    /// A worker silent for this long (workers heartbeat every second) is presumed dead:
+    /// its connection is closed and its work rescheduled.
+    pub worker_ttl: std::time::Duration,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            conn: ConnConfig::default(),
+            core: CoreConfig::default(),
+            worker_ttl: std::time::Duration::from_secs(60),
+        }
+    }
 }
 
 /// Errors that stop the scheduler.
@@ -105,12 +118,13 @@ pub async fn run(
         registry: None,
     };
     let conn_cfg = cfg.conn;
+    let worker_ttl = cfg.worker_ttl;
     let accept = async {
         loop {
             match listener.accept().await {
                 Ok((stream, peer_addr)) => {
                     debug!(%peer_addr, "connection");
-                    tokio::spawn(handle_conn(stream, conn_cfg, tx.clone()));
+                    tokio::spawn(handle_conn(stream, conn_cfg, worker_ttl, tx.clone()));
                 }
                 Err(e) => warn!("accept failed: {e}"),
             }
@@ -154,7 +168,12 @@ pub async fn run(
     Ok(())
 }
 
-async fn handle_conn(stream: TcpStream, cfg: ConnConfig, events: mpsc::UnboundedSender<Event>) {
+async fn handle_conn(
+    stream: TcpStream,
+    cfg: ConnConfig,
+    worker_ttl: std::time::Duration,
+    events: mpsc::UnboundedSender<Event>,
+) {
     let _ = stream.set_nodelay(true);
     let (r, mut w) = stream.into_split();
     let mut reader = FrameReader::new(r, cfg);
@@ -220,7 +239,16 @@ async fn handle_conn(stream: TcpStream, cfg: ConnConfig, events: mpsc::Unbounded
         return;
     }
     let reason = loop {
-        match reader.read_batch::<ToScheduler>().await {
+        let next = match peer {
+            Peer::Worker(_) => {
+                match tokio::time::timeout(worker_ttl, reader.read_batch::<ToScheduler>()).await {
+                    Ok(r) => r,
+                    Err(_) => break Some(format!("silent for {worker_ttl:?}: presumed dead")),
+                }
+            }
+            Peer::Client(_) => reader.read_batch::<ToScheduler>().await,
+        };
+        match next {
             Ok(Some(batch)) => {
                 if events.send(Event::Batch(peer, batch)).is_err() {
                     return;
