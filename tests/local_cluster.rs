@@ -166,7 +166,7 @@ fn who_has_and_scheduler_info() {
     let wh = c.who_has(std::slice::from_ref(&x)).unwrap();
     let holders = &wh[x.key()];
     assert_eq!(holders.len(), 1);
-    assert!(info.workers.iter().any(|w| &w.addr == &holders[0]));
+    assert!(info.workers.iter().any(|w| w.addr == holders[0]));
     let info = c.scheduler_info().unwrap();
     let memory = info
         .tasks_by_state

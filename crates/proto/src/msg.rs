@@ -256,7 +256,8 @@ wire! {
 /// A message type that travels in batches: one frame carries a `Vec` of them plus the raw
 /// buffers their [`Datum::Buf`] indices refer to.
 pub trait WireMessage: Sized + Send + 'static {
-    /// Archives a batch.
+    /// Archives a batch (a `Vec`, which is what the receiver's archive root is).
+    #[allow(clippy::ptr_arg)]
     fn encode_batch(msgs: &Vec<Self>) -> rkyv::util::AlignedVec;
     /// Validates and deserializes a batch (`bytes` 16-byte aligned).
     fn decode_batch(bytes: &[u8]) -> Result<Vec<Self>, crate::ProtoError>;

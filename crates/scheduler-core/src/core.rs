@@ -831,11 +831,13 @@ impl SchedulerCore {
         use TaskState::*;
         match (task.state, to) {
             (Released, Waiting) => self.released_to_waiting(t),
-            (Released, Erred) | (Waiting, Erred) | (Processing, Erred) => self.to_erred(t),
-            (Released, Forgotten) | (Erred, Forgotten) => self.to_forgotten(t),
+            (Released, Erred) | (Waiting, Erred) | (Processing, Erred) => {
+                self.transition_to_erred(t)
+            }
+            (Released, Forgotten) | (Erred, Forgotten) => self.transition_to_forgotten(t),
             (Memory, Forgotten) => {
                 self.memory_to_released(t);
-                self.to_forgotten(t);
+                self.transition_to_forgotten(t);
             }
             (Waiting, Processing) => self.waiting_to_processing(t),
             (Waiting, Released) => self.waiting_to_released(t),
@@ -1150,7 +1152,7 @@ impl SchedulerCore {
         }
     }
 
-    fn to_erred(&mut self, t: TaskId) {
+    fn transition_to_erred(&mut self, t: TaskId) {
         self.release_slot(t);
         let task = self.tasks.get_mut(&t).expect("invariant");
         task.waiting_on = 0;
@@ -1184,7 +1186,7 @@ impl SchedulerCore {
         }
     }
 
-    fn to_forgotten(&mut self, t: TaskId) {
+    fn transition_to_forgotten(&mut self, t: TaskId) {
         if !self.unreferenced(t) {
             return;
         }
