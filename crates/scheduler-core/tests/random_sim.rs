@@ -40,11 +40,15 @@ struct Sim {
     results: HashMap<String, Vec<WorkerId>>,
     erred: Vec<String>,
     next_worker: u32,
+    /// Every action the core produced, in order.
+    log: Vec<Action>,
 }
 
 impl Sim {
     fn drain(&mut self) {
-        for a in self.core.take_actions() {
+        let actions = self.core.take_actions();
+        self.log.extend(actions.iter().cloned());
+        for a in actions {
             match a {
                 Action::Compute { worker, msg, .. } => self.pending.push((worker, msg)),
                 Action::Free { worker, task } => {
@@ -142,7 +146,22 @@ proptest! {
         wanted_mask in proptest::collection::vec(any::<bool>(), 40),
         events in proptest::collection::vec((0u8..10, any::<usize>()), 0..300),
     ) {
-        let deps = graph(n, &edges);
+        let first = scenario(n, &edges, &wanted_mask, &events)?;
+        // The same stimuli always give the same decisions, in the same order.
+        let second = scenario(n, &edges, &wanted_mask, &events)?;
+        prop_assert!(first == second, "the core is not deterministic");
+    }
+}
+
+/// Runs one random scenario to completion, checking everything; returns the action log.
+fn scenario(
+    n: usize,
+    edges: &[(usize, usize)],
+    wanted_mask: &[bool],
+    events: &[(u8, usize)],
+) -> Result<Vec<Action>, TestCaseError> {
+    {
+        let deps = graph(n, edges);
         let values = expected(&deps);
         let mut sim = Sim {
             core: SchedulerCore::new(CoreConfig { queue_target_us: 10, ..CoreConfig::default() }),
@@ -151,6 +170,7 @@ proptest! {
             results: HashMap::new(),
             erred: Vec::new(),
             next_worker: 0,
+            log: Vec::new(),
         };
         sim.core.add_client(C);
         sim.add_worker();
@@ -174,7 +194,7 @@ proptest! {
         sim.core.validate();
         sim.drain();
         let mut kills = 0;
-        for (kind, pick) in events {
+        for &(kind, pick) in events {
             match kind {
                 0 if kills < 2 => { kills += 1; sim.kill(pick) }
                 1 => sim.add_worker(),
@@ -206,5 +226,6 @@ proptest! {
         sim.drain();
         prop_assert_eq!(sim.core.task_count(), 0);
         prop_assert!(sim.stores.values().all(|s| s.is_empty()), "data left behind");
+        Ok(sim.log)
     }
 }
