@@ -233,6 +233,7 @@ fn malformed_batch_after_handshake_drops_only_that_client() {
     rt.block_on(async {
         let hello = rask_proto::msg::Hello {
             protocol: rask_proto::PROTOCOL_VERSION,
+            schema: rask_proto::PROTOCOL_SCHEMA,
             rask_version: rask_proto::RASK_VERSION.into(),
             role: rask_proto::msg::Role::Client,
             name: "evil".into(),
@@ -271,6 +272,7 @@ fn version_mismatch_is_refused_naming_both_versions() {
     let err = rt.block_on(async {
         let hello = rask_proto::msg::Hello {
             protocol: rask_proto::PROTOCOL_VERSION,
+            schema: rask_proto::PROTOCOL_SCHEMA,
             rask_version: "0.0.0-old".into(),
             role: rask_proto::msg::Role::Client,
             name: "old".into(),
@@ -320,6 +322,7 @@ fn a_silent_worker_is_presumed_dead_and_its_work_rescheduled() {
     let silent = rt.block_on(async {
         let hello = rask_proto::msg::Hello {
             protocol: rask_proto::PROTOCOL_VERSION,
+            schema: rask_proto::PROTOCOL_SCHEMA,
             rask_version: rask_proto::RASK_VERSION.into(),
             role: rask_proto::msg::Role::Worker,
             name: "frozen".into(),
@@ -358,4 +361,31 @@ fn a_silent_worker_is_presumed_dead_and_its_work_rescheduled() {
         .collect();
     assert_eq!(names, vec!["real".to_string()]);
     drop(silent);
+}
+
+#[test]
+fn a_build_with_other_message_definitions_is_refused() {
+    let (_s, addr) = scheduler(&[]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let err = rt.block_on(async {
+        let hello = rask_proto::msg::Hello {
+            protocol: rask_proto::PROTOCOL_VERSION,
+            schema: rask_proto::PROTOCOL_SCHEMA ^ 1,
+            rask_version: rask_proto::RASK_VERSION.into(),
+            role: rask_proto::msg::Role::Client,
+            name: "patched".into(),
+            host_id: "h".into(),
+            pid: 0,
+            registry: None,
+            worker: None,
+        };
+        match rask_transport::connect(&addr, &hello, rask_transport::ConnConfig::default()).await {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("a build with other message definitions must be refused"),
+        }
+    });
+    assert!(err.contains("wire schema mismatch"), "{err}");
 }

@@ -50,6 +50,9 @@ struct TasksArgs {
     /// Tasks in the scheduler-memory graph.
     #[arg(long, default_value_t = 1_000_000)]
     memory_tasks: usize,
+    /// Only these workloads (comma-separated names, e.g. round_trip_1000,chain_5000).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 fn main() -> Result<()> {
@@ -79,24 +82,22 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 fn tasks(a: TasksArgs) -> Result<()> {
     let runs = a.runs.max(1);
     let mut figures = Vec::new();
+    let want = |w: &str| a.only.is_empty() || a.only.iter().any(|o| o == w);
 
     // (d) cluster start to ready: 2 worker processes.
-    let mut starts = Vec::new();
-    for _ in 0..runs {
-        let t = Instant::now();
-        let cluster = LocalCluster::builder()
-            .n_workers(2)
-            .processes(true)
-            .build()?;
-        starts.push(t.elapsed().as_secs_f64());
-        drop(cluster);
+    if want("cluster_start") {
+        let mut starts = Vec::new();
+        for _ in 0..runs {
+            let t = Instant::now();
+            let cluster = LocalCluster::builder()
+                .n_workers(2)
+                .processes(true)
+                .build()?;
+            starts.push(t.elapsed().as_secs_f64());
+            drop(cluster);
+        }
+        figures.push(rate_figure("cluster_start", "seconds", starts));
     }
-    let mut s = starts.clone();
-    figures.push(Figure {
-        workload: "cluster_start",
-        fields: vec![("seconds", median(&mut s))],
-        runs: starts,
-    });
 
     let (_cluster, client) = match &a.scheduler {
         Some(addr) => (None, Client::connect(addr)?),
@@ -117,6 +118,9 @@ fn tasks(a: TasksArgs) -> Result<()> {
         ("independent_10000", 10_000usize),
         ("independent_100000", 100_000),
     ] {
+        if !want(name) {
+            continue;
+        }
         let mut rates = Vec::new();
         for _ in 0..runs {
             let t = Instant::now();
@@ -127,93 +131,86 @@ fn tasks(a: TasksArgs) -> Result<()> {
             drop(fs);
             rates.push(n as f64 / dt);
         }
-        let mut r = rates.clone();
-        figures.push(Figure {
-            workload: name,
-            fields: vec![("tasks_per_s", median(&mut r))],
-            runs: rates,
-        });
+        figures.push(rate_figure(name, "tasks_per_s", rates));
     }
 
     // (b) sequential round trips, and the floor measured now: two blocking TCP ping-pongs.
-    let mut lat = Vec::new();
-    for _ in 0..runs {
-        for i in 0..1000 {
-            let t = Instant::now();
-            let v: i64 = client.submit("inc", [Arg::from(i)])?.result_as()?;
-            lat.push(t.elapsed().as_secs_f64() * 1e6);
-            check(v == i + 1, "round trip result")?;
+    if want("round_trip_1000") {
+        let mut lat = Vec::new();
+        for _ in 0..runs {
+            for i in 0..1000 {
+                let t = Instant::now();
+                let v: i64 = client.submit("inc", [Arg::from(i)])?.result_as()?;
+                lat.push(t.elapsed().as_secs_f64() * 1e6);
+                check(v == i + 1, "round trip result")?;
+            }
         }
+        let floor_us = 2.0 * tcp_ping_pong_us(2000)?;
+        let med = median(&mut lat);
+        figures.push(Figure {
+            workload: "round_trip_1000",
+            fields: vec![
+                ("median_us", med),
+                ("p99_us", percentile(&mut lat, 0.99)),
+                ("floor_us", floor_us),
+                ("ratio_to_floor", med / floor_us),
+            ],
+            runs: vec![med],
+        });
     }
-    let floor_us = 2.0 * tcp_ping_pong_us(2000)?;
-    let mut l = lat.clone();
-    let med = median(&mut l);
-    figures.push(Figure {
-        workload: "round_trip_1000",
-        fields: vec![
-            ("median_us", med),
-            ("p99_us", percentile(&mut l, 0.99)),
-            ("floor_us", floor_us),
-            ("ratio_to_floor", med / floor_us),
-        ],
-        runs: vec![med],
-    });
 
     // (c) a chain of 5,000 and a binary tree over 10,000 leaves, each one graph.
-    let mut rates = Vec::new();
-    for run in 0..runs {
-        let mut g = Graph::new();
-        let p = format!("chain{run}");
-        g.value(&format!("{p}-0"), 0);
-        for i in 1..5000 {
-            g.task(
-                &format!("{p}-{i}"),
-                "inc",
-                [Arg::key(format!("{p}-{}", i - 1))],
-            );
+    if want("chain_5000") {
+        let mut rates = Vec::new();
+        for run in 0..runs {
+            let mut g = Graph::new();
+            let p = format!("chain{run}");
+            g.value(&format!("{p}-0"), 0);
+            for i in 1..5000 {
+                g.task(
+                    &format!("{p}-{i}"),
+                    "inc",
+                    [Arg::key(format!("{p}-{}", i - 1))],
+                );
+            }
+            let t = Instant::now();
+            let out = client.get(&g, &[&format!("{p}-4999")])?;
+            rates.push(5000.0 / t.elapsed().as_secs_f64());
+            check(out == vec![rask::Value::Int(4999)], "chain result")?;
         }
-        let t = Instant::now();
-        let out = client.get(&g, &[&format!("{p}-4999")])?;
-        rates.push(5000.0 / t.elapsed().as_secs_f64());
-        check(out == vec![rask::Value::Int(4999)], "chain result")?;
+        figures.push(rate_figure("chain_5000", "tasks_per_s", rates));
     }
-    let mut r = rates.clone();
-    figures.push(Figure {
-        workload: "chain_5000",
-        fields: vec![("tasks_per_s", median(&mut r))],
-        runs: rates,
-    });
-
-    let mut rates = Vec::new();
-    let mut ntasks = 0;
-    for run in 0..runs {
-        let (g, root, n) = tree_graph(&format!("tree{run}"), 10_000);
-        ntasks = n;
-        let t = Instant::now();
-        let out = client.get(&g, &[&root])?;
-        rates.push(n as f64 / t.elapsed().as_secs_f64());
-        check(
-            out == vec![rask::Value::Int((0..10_000i64).sum())],
-            "tree result",
-        )?;
+    if want("tree_10000") {
+        let mut rates = Vec::new();
+        let mut ntasks = 0;
+        for run in 0..runs {
+            let (g, root, n) = tree_graph(&format!("tree{run}"), 10_000);
+            ntasks = n;
+            let t = Instant::now();
+            let out = client.get(&g, &[&root])?;
+            rates.push(n as f64 / t.elapsed().as_secs_f64());
+            check(
+                out == vec![rask::Value::Int((0..10_000i64).sum())],
+                "tree result",
+            )?;
+        }
+        let mut f = rate_figure("tree_10000", "tasks_per_s", rates);
+        f.fields.push(("tasks", ntasks as f64));
+        figures.push(f);
     }
-    let mut r = rates.clone();
-    figures.push(Figure {
-        workload: "tree_10000",
-        fields: vec![("tasks_per_s", median(&mut r)), ("tasks", ntasks as f64)],
-        runs: rates,
-    });
 
     // Scheduler memory per task: a scheduler process holding a graph it cannot run yet.
-    let per_task = scheduler_memory_per_task(a.memory_tasks)?;
-    figures.push(Figure {
-        workload: "scheduler_memory_1000000",
-        fields: vec![
-            ("bytes_per_task", per_task),
-            ("tasks", a.memory_tasks as f64),
-        ],
-        runs: vec![per_task],
-    });
+    if want("scheduler_memory_1000000") {
+        let per_task = scheduler_memory_per_task(a.memory_tasks)?;
+        figures.push(Figure {
+            workload: "scheduler_memory_1000000",
+            fields: vec![
+                ("bytes_per_task", per_task),
+                ("tasks", a.memory_tasks as f64),
+            ],
+            runs: vec![per_task],
+        });
+    }
 
     let peer = if a.no_peer {
         None
@@ -243,6 +240,16 @@ fn tasks(a: TasksArgs) -> Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
     }
     Ok(())
+}
+
+/// A figure whose value is the median of its runs.
+fn rate_figure(workload: &'static str, field: &'static str, runs: Vec<f64>) -> Figure {
+    let mut r = runs.clone();
+    Figure {
+        workload,
+        fields: vec![(field, median(&mut r))],
+        runs,
+    }
 }
 
 fn check(ok: bool, what: &str) -> Result<()> {

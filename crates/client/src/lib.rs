@@ -75,7 +75,12 @@ pub struct ClientOptions {
 #[derive(Clone, Debug, PartialEq)]
 enum Status {
     Pending,
-    Memory { task: TaskId, holders: Vec<Holder> },
+    Memory {
+        task: TaskId,
+        holders: Vec<Holder>,
+        /// The value itself, when it came with the news (small results).
+        value: Option<Value>,
+    },
     Erred(TaskError),
     Lost(String),
 }
@@ -152,6 +157,7 @@ impl Client {
             .map_err(|e| ClientError::Other(format!("cannot start the client thread: {e}")))?;
         let hello = Hello {
             protocol: PROTOCOL_VERSION,
+            schema: rask_proto::PROTOCOL_SCHEMA,
             rask_version: RASK_VERSION.into(),
             role: Role::Client,
             name: opts
@@ -496,10 +502,19 @@ async fn read_scheduler(mut reader: rask_transport::FrameReader, inner: std::syn
 fn on_message(st: &mut State, m: ToClient) {
     match m {
         ToClient::KeyInMemory {
-            key, task, holders, ..
+            key,
+            task,
+            holders,
+            value,
+            ..
         } => {
             if let Some(e) = st.keys.get(key.as_str()) {
-                e.status.send_replace(Status::Memory { task, holders });
+                let value = value.and_then(|d| d.to_value(&[], &[]).ok());
+                e.status.send_replace(Status::Memory {
+                    task,
+                    holders,
+                    value,
+                });
             }
         }
         ToClient::KeyErred { key, error } => {
@@ -571,7 +586,12 @@ async fn gather(inner: Arc<Inner>, keys: Vec<Arc<str>>) -> Result<Vec<Value>, Cl
                 continue;
             }
             match wait_status(&inner, key).await? {
-                Status::Memory { task, holders } => {
+                Status::Memory { value: Some(v), .. } => out[i] = Some(v),
+                Status::Memory {
+                    task,
+                    holders,
+                    value: None,
+                } => {
                     let Some(h) = holders.first() else {
                         return Err(ClientError::Fetch {
                             key: key.to_string(),
@@ -687,6 +707,7 @@ fn open_link(inner: &Arc<Inner>, addr: &str) -> DataLink {
     let pending: Arc<Mutex<HashMap<u64, oneshot::Sender<DataReply>>>> = Arc::default();
     let hello = Hello {
         protocol: PROTOCOL_VERSION,
+        schema: rask_proto::PROTOCOL_SCHEMA,
         rask_version: RASK_VERSION.into(),
         role: Role::Peer,
         name: format!("client-{}", inner.id),

@@ -157,6 +157,7 @@ mod tests {
                 task: TaskId(5_000_000_000),
                 nbytes: 5 << 30,
                 duration_us: 17,
+                value: Some(Datum::Str("x".into())),
             }),
             ToScheduler::UpdateGraph(UpdateGraphMsg {
                 tasks: vec![TaskSpec {

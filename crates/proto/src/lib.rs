@@ -20,3 +20,23 @@ pub const PROTOCOL_VERSION: u16 = 1;
 
 /// This build's Rask version, compared in the handshake.
 pub const RASK_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A hash of the sources that define the wire layout. Two builds with the same version
+/// but different message definitions (a development build, a patched fork) refuse each
+/// other in the handshake instead of failing later on undecodable frames.
+pub const PROTOCOL_SCHEMA: u64 = {
+    let a = fnv1a(include_bytes!("msg.rs"));
+    let b = fnv1a(include_bytes!("value.rs"));
+    a ^ b.rotate_left(1)
+};
+
+const fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < bytes.len() {
+        h ^= bytes[i] as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        i += 1;
+    }
+    h
+}

@@ -42,6 +42,8 @@ wire! {
     /// The first frame on every connection, from the connecting side.
     pub struct Hello {
         pub protocol: u16,
+        /// [`crate::PROTOCOL_SCHEMA`] of the sender's build.
+        pub schema: u64,
         pub rask_version: String,
         pub role: Role,
         /// Human name (worker name, client name).
@@ -102,6 +104,9 @@ wire! {
         pub nbytes: u64,
         /// How long the op ran, for duration estimates.
         pub duration_us: u64,
+        /// The result itself, when the scheduler asked for it (a client waits on the key)
+        /// and it is small: the client then needs no fetch from the worker.
+        pub value: Option<Datum>,
     }
 
     /// A worker's report that a task's op returned an error or panicked.
@@ -147,6 +152,8 @@ wire! {
         pub deps: Vec<DepLoc>,
         /// Lower runs first.
         pub priority: u64,
+        /// A client waits on this key: report a small result inline.
+        pub report_value: bool,
     }
 
     /// A worker's address, so peers can fetch from it.
@@ -220,6 +227,8 @@ wire! {
             task: TaskId,
             nbytes: u64,
             holders: Vec<Holder>,
+            /// The value, when small enough to travel with the news.
+            value: Option<Datum>,
         },
         KeyErred {
             key: String,
@@ -301,4 +310,21 @@ wire_message! {
             items.iter_mut().for_each(|i| i.value.shift_buffers(base));
         }
     }
+}
+
+/// Refuses a peer of another version, protocol, or wire schema, naming both sides.
+pub fn check_versions(h: &Hello, us: &str) -> Result<(), String> {
+    if h.protocol != crate::PROTOCOL_VERSION || h.rask_version != crate::RASK_VERSION {
+        return Err(format!(
+            "version mismatch: {:?} {:?} runs rask {} (protocol {}), {us} runs rask {} (protocol {})",
+            h.role, h.name, h.rask_version, h.protocol, crate::RASK_VERSION, crate::PROTOCOL_VERSION
+        ));
+    }
+    if h.schema != crate::PROTOCOL_SCHEMA {
+        return Err(format!(
+            "wire schema mismatch: {:?} {:?} was built from other message definitions ({:016x}) than {us} ({:016x}), both rask {}; rebuild both from the same sources",
+            h.role, h.name, h.schema, crate::PROTOCOL_SCHEMA, crate::RASK_VERSION
+        ));
+    }
+    Ok(())
 }

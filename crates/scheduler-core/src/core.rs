@@ -90,6 +90,8 @@ pub enum Action {
         task: TaskId,
         nbytes: u64,
         holders: Vec<WorkerId>,
+        /// The value, when the worker reported it inline.
+        value: Option<Datum>,
     },
     /// Tell a client that a key it wants failed.
     KeyErred {
@@ -528,6 +530,7 @@ impl SchedulerCore {
                     task: t,
                     nbytes: task.nbytes,
                     holders: task.who_has.clone(),
+                    value: None,
                 }),
                 TaskState::Erred => self.actions.push(Action::KeyErred {
                     client,
@@ -657,7 +660,14 @@ impl SchedulerCore {
 
     /// A worker finished a task. Stale reports (the task was cancelled or moved) make the
     /// worker drop the result.
-    pub fn task_finished(&mut self, worker: WorkerId, t: TaskId, nbytes: u64, duration_us: u64) {
+    pub fn task_finished(
+        &mut self,
+        worker: WorkerId,
+        t: TaskId,
+        nbytes: u64,
+        duration_us: u64,
+        value: Option<Datum>,
+    ) {
         self.begin();
         let current = self.tasks.get(&t).is_some_and(|task| {
             task.state == TaskState::Processing && task.processing_on == Some(worker)
@@ -685,7 +695,7 @@ impl SchedulerCore {
         w.has_what.insert(t);
         w.nbytes += nbytes;
         self.set_state(t, TaskState::Memory);
-        self.notify_memory(t);
+        self.notify_memory(t, value);
         let task = &self.tasks[&t];
         let dependents = task.dependents.clone();
         let deps = task.deps.clone();
@@ -1010,6 +1020,7 @@ impl SchedulerCore {
                 })
                 .collect(),
             priority: task.priority,
+            report_value: !task.who_wants.is_empty(),
         };
         let bufs = task
             .extra
@@ -1243,7 +1254,7 @@ impl SchedulerCore {
         task.who_wants.is_empty() && task.dependents.is_empty()
     }
 
-    fn notify_memory(&mut self, t: TaskId) {
+    fn notify_memory(&mut self, t: TaskId, value: Option<Datum>) {
         let task = &self.tasks[&t];
         for c in &task.who_wants {
             self.actions.push(Action::KeyInMemory {
@@ -1252,6 +1263,7 @@ impl SchedulerCore {
                 task: t,
                 nbytes: task.nbytes,
                 holders: task.who_has.clone(),
+                value: value.clone(),
             });
         }
     }

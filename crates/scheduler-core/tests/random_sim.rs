@@ -130,7 +130,7 @@ impl Sim {
         };
         let value = base + inputs.iter().sum::<i64>();
         self.stores.get_mut(&w).unwrap().insert(msg.task, value);
-        self.core.task_finished(w, msg.task, 8, 3);
+        self.core.task_finished(w, msg.task, 8, 3, None);
         self.core.validate();
         self.drain();
     }
@@ -164,7 +164,10 @@ fn scenario(
         let deps = graph(n, edges);
         let values = expected(&deps);
         let mut sim = Sim {
-            core: SchedulerCore::new(CoreConfig { queue_target_us: 10, ..CoreConfig::default() }),
+            core: SchedulerCore::new(CoreConfig {
+                queue_target_us: 10,
+                ..CoreConfig::default()
+            }),
             stores: BTreeMap::new(),
             pending: Vec::new(),
             results: HashMap::new(),
@@ -188,7 +191,10 @@ fn scenario(
                 resources: vec![],
             })
             .collect();
-        let mut wanted: Vec<String> = (0..n).filter(|&i| wanted_mask[i]).map(|i| format!("t{i}")).collect();
+        let mut wanted: Vec<String> = (0..n)
+            .filter(|&i| wanted_mask[i])
+            .map(|i| format!("t{i}"))
+            .collect();
         wanted.push(format!("t{}", n - 1));
         sim.core.update_graph(C, tasks, &wanted).unwrap();
         sim.core.validate();
@@ -196,7 +202,10 @@ fn scenario(
         let mut kills = 0;
         for &(kind, pick) in events {
             match kind {
-                0 if kills < 2 => { kills += 1; sim.kill(pick) }
+                0 if kills < 2 => {
+                    kills += 1;
+                    sim.kill(pick)
+                }
                 1 => sim.add_worker(),
                 _ => sim.step(pick),
             }
@@ -213,11 +222,19 @@ fn scenario(
         }
         prop_assert!(sim.erred.is_empty(), "unexpected errors {:?}", sim.erred);
         for key in &wanted {
-            prop_assert_eq!(sim.core.state(key), TaskState::Memory, "{} not in memory", key);
+            prop_assert_eq!(
+                sim.core.state(key),
+                TaskState::Memory,
+                "{} not in memory",
+                key
+            );
             let holders = &sim.results[key];
             let i: usize = key[1..].parse().unwrap();
             let t = sim.core.task_id(key).unwrap();
-            let v = holders.iter().find_map(|h| sim.stores.get(h).and_then(|s| s.get(&t))).copied();
+            let v = holders
+                .iter()
+                .find_map(|h| sim.stores.get(h).and_then(|s| s.get(&t)))
+                .copied();
             prop_assert_eq!(v, Some(values[i]), "value of {}", key);
         }
         // Releasing everything frees all data and forgets every task.
@@ -225,7 +242,10 @@ fn scenario(
         sim.core.validate();
         sim.drain();
         prop_assert_eq!(sim.core.task_count(), 0);
-        prop_assert!(sim.stores.values().all(|s| s.is_empty()), "data left behind");
+        prop_assert!(
+            sim.stores.values().all(|s| s.is_empty()),
+            "data left behind"
+        );
         Ok(sim.log)
     }
 }

@@ -67,11 +67,11 @@ fn chain_runs_in_order_and_frees_intermediates() {
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), x)]);
     assert_eq!(s.state("y"), TaskState::Waiting);
 
-    s.task_finished(WorkerId(0), x, 8, 10);
+    s.task_finished(WorkerId(0), x, 8, 10, None);
     s.validate();
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), y)]);
 
-    s.task_finished(WorkerId(0), y, 8, 10);
+    s.task_finished(WorkerId(0), y, 8, 10, None);
     s.validate();
     let a = s.take_actions();
     // x is no longer needed: freed on the worker and forgotten (no one refers to it).
@@ -81,7 +81,7 @@ fn chain_runs_in_order_and_frees_intermediates() {
     }));
     assert_eq!(computes(&a), vec![(WorkerId(0), z)]);
 
-    s.task_finished(WorkerId(0), z, 8, 10);
+    s.task_finished(WorkerId(0), z, 8, 10, None);
     s.validate();
     let a = s.take_actions();
     assert!(a.contains(&Action::Free {
@@ -222,7 +222,7 @@ fn lost_worker_reschedules_and_recomputes() {
     let first = computes(&s.take_actions());
     assert_eq!(first.len(), 2);
     let on = |t: TaskId| first.iter().find(|(_, u)| *u == t).unwrap().0;
-    s.task_finished(on(x), x, 8, 5);
+    s.task_finished(on(x), x, 8, 5, None);
     s.validate();
     s.take_actions();
     // The worker holding x dies while y is still running elsewhere or there.
@@ -238,14 +238,14 @@ fn lost_worker_reschedules_and_recomputes() {
     // x is recomputed on the survivor (and y too, if it was on the dead worker).
     assert!(computes(&a).contains(&(alive, x)));
     assert_eq!(s.state("x"), TaskState::Processing);
-    s.task_finished(alive, x, 8, 5);
+    s.task_finished(alive, x, 8, 5, None);
     if s.state("y") == TaskState::Processing {
-        s.task_finished(alive, y, 8, 5);
+        s.task_finished(alive, y, 8, 5, None);
     }
     s.validate();
     let a = s.take_actions();
     assert!(computes(&a).contains(&(alive, z)));
-    s.task_finished(alive, z, 8, 5);
+    s.task_finished(alive, z, 8, 5, None);
     s.validate();
     assert_eq!(s.state("z"), TaskState::Memory);
     assert_eq!(s.who_has("z"), vec![alive]);
@@ -292,7 +292,7 @@ fn stale_finish_after_cancel_frees_the_result() {
             task: x
         }]
     );
-    s.task_finished(WorkerId(0), x, 8, 5);
+    s.task_finished(WorkerId(0), x, 8, 5, None);
     s.validate();
     assert_eq!(
         s.take_actions(),
@@ -313,7 +313,7 @@ fn placement_prefers_the_worker_holding_large_inputs() {
         .unwrap();
     let big = s.task_id("big").unwrap();
     let w = computes(&s.take_actions())[0].0;
-    s.task_finished(w, big, 1 << 30, 5);
+    s.task_finished(w, big, 1 << 30, 5, None);
     s.update_graph(C, vec![task("use", &["big"])], &keys(&["use"]))
         .unwrap();
     s.validate();
@@ -353,7 +353,7 @@ fn resources_restrict_and_limit_placement() {
     assert_eq!(c, vec![(WorkerId(1), s.task_id("g0").unwrap())]);
     assert_eq!(s.state("g1"), TaskState::Queued);
     assert_eq!(s.state("huge"), TaskState::NoWorker);
-    s.task_finished(WorkerId(1), s.task_id("g0").unwrap(), 8, 5);
+    s.task_finished(WorkerId(1), s.task_id("g0").unwrap(), 8, 5, None);
     s.validate();
     assert_eq!(
         computes(&s.take_actions()),
@@ -410,7 +410,7 @@ fn two_clients_share_keys_until_both_release() {
         .unwrap();
     let x = s.task_id("x").unwrap();
     s.take_actions();
-    s.task_finished(WorkerId(0), x, 8, 5);
+    s.task_finished(WorkerId(0), x, 8, 5, None);
     let a = s.take_actions();
     assert_eq!(
         a.iter()

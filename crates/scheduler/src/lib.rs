@@ -14,7 +14,7 @@ use rask_proto::msg::{
     Hello, HelloReply, Holder, RegistryInfo, Role, SchedulerInfoMsg, TaskError, ToClient,
     ToScheduler, ToWorker, WhoHasEntry, WorkerInfoMsg,
 };
-use rask_proto::{ClientId, TaskId, WorkerId, PROTOCOL_VERSION, RASK_VERSION};
+use rask_proto::{ClientId, TaskId, WorkerId, RASK_VERSION};
 use rask_scheduler_core::{Action, CoreConfig, NewTask, SchedulerCore, WorkerSpec};
 use rask_transport::{
     reply_hello, spawn_writer, Batch, ConnConfig, FrameReader, Sender, TransportError,
@@ -290,12 +290,7 @@ impl Server {
     }
 
     fn on_hello(&mut self, h: Hello) -> Result<Joined, String> {
-        if h.protocol != PROTOCOL_VERSION || h.rask_version != RASK_VERSION {
-            return Err(format!(
-                "version mismatch: {:?} {:?} runs rask {} (protocol {}), the scheduler runs rask {} (protocol {})",
-                h.role, h.name, h.rask_version, h.protocol, RASK_VERSION, PROTOCOL_VERSION
-            ));
-        }
+        rask_proto::msg::check_versions(&h, "the scheduler")?;
         if let Some(reg) = &h.registry {
             match &self.registry {
                 None => {
@@ -441,7 +436,8 @@ impl Server {
                     self.to_client(c, ToClient::InfoReply { req, info });
                 }
                 (Peer::Worker(w), ToScheduler::TaskFinished(f)) => {
-                    self.core.task_finished(w, f.task, f.nbytes, f.duration_us)
+                    self.core
+                        .task_finished(w, f.task, f.nbytes, f.duration_us, f.value)
                 }
                 (Peer::Worker(w), ToScheduler::TaskErred(e)) => {
                     self.core.task_erred(w, e.task, e.message)
@@ -560,6 +556,7 @@ impl Server {
                     task,
                     nbytes,
                     holders,
+                    value,
                 } => {
                     let holders = self.holders(&holders);
                     self.to_client(
@@ -569,6 +566,7 @@ impl Server {
                             task,
                             nbytes,
                             holders,
+                            value,
                         },
                     );
                 }

@@ -335,6 +335,7 @@ mod tests {
     fn hello() -> Hello {
         Hello {
             protocol: rask_proto::PROTOCOL_VERSION,
+            schema: rask_proto::PROTOCOL_SCHEMA,
             rask_version: rask_proto::RASK_VERSION.into(),
             role: Role::Peer,
             name: "t".into(),

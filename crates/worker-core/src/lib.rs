@@ -304,6 +304,7 @@ impl WorkerCore {
                         task,
                         nbytes,
                         duration_us,
+                        value: None,
                     },
                 )));
             }
@@ -525,10 +526,16 @@ mod props {
                     Instruction::Fetch { from, tasks } => self.inflight.push((from, tasks)),
                     Instruction::Execute { task } => {
                         for d in &self.deps[&task] {
-                            prop_assert!(self.store.contains(d), "task {task:?} runs without input {d:?}");
+                            prop_assert!(
+                                self.store.contains(d),
+                                "task {task:?} runs without input {d:?}"
+                            );
                         }
                         self.running.push(task);
-                        prop_assert!(self.running.len() <= nthreads, "more than {nthreads} running");
+                        prop_assert!(
+                            self.running.len() <= nthreads,
+                            "more than {nthreads} running"
+                        );
                     }
                     Instruction::Send(ToScheduler::TaskFinished(m)) => {
                         self.finished.insert(m.task);

@@ -174,6 +174,7 @@ impl Worker {
         let listen_addr = rask_transport::listener_addr(&listener)?;
         let hello = Hello {
             protocol: PROTOCOL_VERSION,
+            schema: rask_proto::PROTOCOL_SCHEMA,
             rask_version: RASK_VERSION.into(),
             role: Role::Worker,
             name: cfg.name.clone(),
@@ -275,6 +276,7 @@ impl Worker {
             to_scheduler,
             jobs,
             events: events.clone(),
+            report: Default::default(),
             op_us: FxHashMap::default(),
             inline_until: Instant::now(),
         };
@@ -351,6 +353,8 @@ struct State {
     to_scheduler: Sender<ToScheduler>,
     jobs: crossbeam_channel::Sender<Job>,
     events: mpsc::UnboundedSender<Event>,
+    /// Tasks whose small result the scheduler wants reported inline.
+    report: rustc_hash::FxHashSet<TaskId>,
     /// Measured average duration of each op, in µs.
     op_us: FxHashMap<String, f64>,
     /// Inline execution stops at this instant (per wake-up budget).
@@ -368,6 +372,9 @@ impl State {
                         ToWorker::Compute(mut c) => match c.args.localize(&bufs) {
                             Ok(own) => {
                                 computes.push((c.task, c.priority, c.deps.clone()));
+                                if c.report_value {
+                                    self.report.insert(c.task);
+                                }
                                 self.specs.insert(c.task, (c, own));
                             }
                             Err(e) => {
@@ -461,7 +468,23 @@ impl State {
                 match i {
                     Instruction::Fetch { from, tasks } => self.fetch(from, tasks),
                     Instruction::Execute { task } => self.execute(task),
-                    Instruction::Send(m) => {
+                    Instruction::Send(mut m) => {
+                        match &mut m {
+                            ToScheduler::TaskFinished(f) if self.report.remove(&f.task) => {
+                                let store = self.store.lock().expect("store lock");
+                                f.value = store.get(&f.task).and_then(inline_datum);
+                            }
+                            ToScheduler::TaskFinished(f) => {
+                                self.report.remove(&f.task);
+                            }
+                            ToScheduler::TaskErred(e) => {
+                                self.report.remove(&e.task);
+                            }
+                            ToScheduler::MissingData { task, .. } => {
+                                self.report.remove(task);
+                            }
+                            _ => {}
+                        }
                         let _ = self.to_scheduler.send(m);
                     }
                     Instruction::Discard { task } => {
@@ -469,6 +492,7 @@ impl State {
                     }
                     Instruction::Drop { task } => {
                         self.specs.remove(&task);
+                        self.report.remove(&task);
                     }
                 }
             }
@@ -649,6 +673,7 @@ fn open_link(
 pub fn peer_hello(name: &str) -> Hello {
     Hello {
         protocol: PROTOCOL_VERSION,
+        schema: rask_proto::PROTOCOL_SCHEMA,
         rask_version: RASK_VERSION.into(),
         role: Role::Peer,
         name: name.into(),
@@ -682,11 +707,7 @@ async fn serve_peer(stream: TcpStream, cfg: ConnConfig, store: Store) {
             return;
         }
     };
-    if hello.rask_version != RASK_VERSION || hello.protocol != PROTOCOL_VERSION {
-        let reason = format!(
-            "version mismatch: {:?} runs rask {} (protocol {}), this worker runs rask {} (protocol {})",
-            hello.name, hello.rask_version, hello.protocol, RASK_VERSION, PROTOCOL_VERSION
-        );
+    if let Err(reason) = rask_proto::msg::check_versions(&hello, "this worker") {
         let _ = reply_hello(&mut w, &HelloReply::Refused { reason }).await;
         return;
     }
@@ -749,6 +770,24 @@ async fn serve_peer(stream: TcpStream, cfg: ConnConfig, store: Store) {
     }
 }
 
+/// The largest result reported inline with its completion.
+const INLINE_VALUE_MAX: u64 = 1024;
+
+/// A result's wire form if it is small and has no byte payload.
+fn inline_datum(v: &Value) -> Option<Datum> {
+    fn has_bytes(v: &Value) -> bool {
+        match v {
+            Value::Bytes(_) => true,
+            Value::List(l) => l.iter().any(has_bytes),
+            _ => false,
+        }
+    }
+    if v.nbytes() > INLINE_VALUE_MAX || has_bytes(v) {
+        return None;
+    }
+    Some(v.to_datum(&mut Vec::new()))
+}
+
 /// Total memory of the machine, in bytes (0 if unknown).
 pub fn total_memory() -> u64 {
     meminfo_kib("MemTotal:") * 1024
@@ -775,11 +814,4 @@ pub fn rss_bytes() -> u64 {
                 .and_then(|v| v.parse::<u64>().ok())
         })
         .map_or(0, |pages| pages * 4096)
-}
-
-/// A value's wire form with the task's own buffers (used by tests and tools).
-pub fn datum_with_buffers(v: &Value) -> (Datum, Vec<Bytes>) {
-    let mut bufs = Vec::new();
-    let d = v.to_datum(&mut bufs);
-    (d, bufs)
 }
