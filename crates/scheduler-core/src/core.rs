@@ -8,6 +8,8 @@ use rask_proto::msg::{ComputeMsg, DepLoc, Resource};
 use rask_proto::{ClientId, Datum, StimulusId, TaskId, WorkerId};
 use rustc_hash::{FxHashMap, FxHashSet};
 
+use crate::few::Few;
+use crate::slab::Slab;
 use crate::story::{Transition, TransitionLog};
 use crate::TaskState;
 
@@ -169,14 +171,14 @@ struct Task {
     /// Invariant: the number of dependents that are waiting, queued, no-worker or processing.
     waiters: u32,
     /// Invariant: non-empty exactly in `Memory`; mirrored by each worker's `has_what`.
-    who_has: Vec<WorkerId>,
+    who_has: Few<WorkerId>,
     /// Invariant: `Some` exactly in `Processing`; mirrored by the worker's `processing`.
     processing_on: Option<WorkerId>,
     /// Estimated duration charged to the worker's occupancy while processing.
     est_us: u32,
     nbytes: u64,
     /// Invariant: mirrored by each client's `wants`.
-    who_wants: Vec<ClientId>,
+    who_wants: Few<ClientId>,
     /// Lower runs first: submission order.
     priority: u64,
     suspicious: u32,
@@ -234,6 +236,9 @@ impl Worker {
     }
 }
 
+// Scheduler memory per task is a target (≤ 500 B at a million tasks): keep `Task` small.
+const _: () = assert!(std::mem::size_of::<Task>() <= 176);
+
 fn lookup(v: &[(u32, f64)], r: u32) -> f64 {
     v.iter().find(|(id, _)| *id == r).map_or(0.0, |(_, a)| *a)
 }
@@ -262,9 +267,8 @@ fn is_active(s: TaskState) -> bool {
 /// The scheduler's whole state. See the crate docs.
 pub struct SchedulerCore {
     cfg: CoreConfig,
-    tasks: FxHashMap<TaskId, Task>,
+    tasks: Slab<Task>,
     keys: FxHashMap<Arc<str>, TaskId>,
-    next_task: u64,
     next_priority: u64,
     workers: FxHashMap<WorkerId, Worker>,
     clients: FxHashMap<ClientId, FxHashSet<TaskId>>,
@@ -290,9 +294,8 @@ impl SchedulerCore {
         let log = TransitionLog::new(cfg.log_capacity);
         SchedulerCore {
             cfg,
-            tasks: FxHashMap::default(),
+            tasks: Slab::default(),
             keys: FxHashMap::default(),
-            next_task: 0,
             next_priority: 0,
             workers: FxHashMap::default(),
             clients: FxHashMap::default(),
@@ -456,8 +459,7 @@ impl SchedulerCore {
             if self.keys.contains_key(nt.key.as_str()) {
                 continue;
             }
-            let id = TaskId(self.next_task);
-            self.next_task += 1;
+            let id = self.tasks.next_id();
             let deps: Box<[TaskId]> = nt.deps.iter().map(|k| self.keys[k.as_str()]).collect();
             for d in deps.iter() {
                 self.tasks
@@ -492,11 +494,11 @@ impl SchedulerCore {
                     state: TaskState::Released,
                     waiting_on: 0,
                     waiters: 0,
-                    who_has: Vec::new(),
+                    who_has: Few::default(),
                     processing_on: None,
                     est_us: 0,
                     nbytes: 0,
-                    who_wants: Vec::new(),
+                    who_wants: Few::default(),
                     priority: self.next_priority,
                     suspicious: 0,
                     extra,
@@ -529,7 +531,7 @@ impl SchedulerCore {
                     key: task.key.clone(),
                     task: t,
                     nbytes: task.nbytes,
-                    holders: task.who_has.clone(),
+                    holders: task.who_has.to_vec(),
                     value: None,
                 }),
                 TaskState::Erred => self.actions.push(Action::KeyErred {
@@ -784,7 +786,7 @@ impl SchedulerCore {
     pub fn who_has(&self, key: &str) -> Vec<WorkerId> {
         self.task_id(key)
             .and_then(|t| self.tasks.get(&t))
-            .map_or_else(Vec::new, |t| t.who_has.clone())
+            .map_or_else(Vec::new, |t| t.who_has.to_vec())
     }
 
     /// The recorded transitions of a key, oldest first.
@@ -1015,7 +1017,7 @@ impl SchedulerCore {
                     DepLoc {
                         task: *d,
                         nbytes: dt.nbytes,
-                        holders: dt.who_has.clone(),
+                        holders: dt.who_has.to_vec(),
                     }
                 })
                 .collect(),
@@ -1126,7 +1128,7 @@ impl SchedulerCore {
         let task = self.tasks.get_mut(&t).expect("invariant");
         let holders = std::mem::take(&mut task.who_has);
         let nbytes = task.nbytes;
-        for w in holders {
+        for &w in &holders {
             if let Some(worker) = self.workers.get_mut(&w) {
                 worker.has_what.remove(&t);
                 worker.nbytes -= nbytes;
@@ -1262,7 +1264,7 @@ impl SchedulerCore {
                 key: task.key.clone(),
                 task: t,
                 nbytes: task.nbytes,
-                holders: task.who_has.clone(),
+                holders: task.who_has.to_vec(),
                 value: value.clone(),
             });
         }
@@ -1293,7 +1295,7 @@ impl SchedulerCore {
     /// stimulus in tests.
     pub fn validate(&self) {
         let mut counts = [0u64; 8];
-        for (&id, t) in &self.tasks {
+        for (id, t) in self.tasks.iter() {
             counts[state_index(t.state)] += 1;
             assert_eq!(self.keys.get(&t.key), Some(&id), "key map of {}", t.key);
             let deps_in_memory = t

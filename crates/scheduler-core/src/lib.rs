@@ -24,6 +24,8 @@
 //! dependencies) so that lost data can be recomputed.
 
 mod core;
+mod few;
+mod slab;
 mod story;
 
 pub use crate::core::{
