@@ -30,6 +30,20 @@ pub struct WorkerArgs {
     /// Do not print the start-up lines (cluster managers use this).
     #[arg(long, hide = true)]
     pub quiet: bool,
+    /// A file holding the cluster's shared secret (default: $RASK_AUTH_FILE or
+    /// $RASK_AUTH_SECRET; none means no authentication).
+    #[arg(long)]
+    pub auth_file: Option<std::path::PathBuf>,
+}
+
+/// The secret from `--auth-file`, else from the environment.
+pub fn secret(
+    auth_file: Option<&std::path::Path>,
+) -> Result<Option<rask_transport::Secret>, Box<dyn Error>> {
+    Ok(match auth_file {
+        Some(p) => Some(rask_transport::Secret::from_file(p)?),
+        None => rask_transport::Secret::from_env()?,
+    })
 }
 
 #[derive(clap::Parser)]
@@ -66,6 +80,8 @@ pub fn run_worker(args: WorkerArgs, registry: Registry) -> Result<(), Box<dyn Er
     }
     cfg.listen = args.listen;
     cfg.resources = parse_resources(&args.resources)?;
+    cfg.conn.auth = secret(args.auth_file.as_deref())?;
+    let authenticated = cfg.conn.auth.is_some();
     let quiet = args.quiet;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -89,6 +105,14 @@ pub fn run_worker(args: WorkerArgs, registry: Registry) -> Result<(), Box<dyn Er
             );
             eprintln!("rask.worker - INFO -               Devices: host (cpu)");
             eprintln!("rask.worker - INFO -                   Ops: {ops}");
+            eprintln!(
+                "rask.worker - INFO -        Authentication: {}",
+                if authenticated {
+                    "shared secret (HMAC-SHA256)"
+                } else {
+                    "none"
+                }
+            );
             if !resources.is_empty() {
                 let r: Vec<String> = resources
                     .iter()

@@ -1,13 +1,14 @@
 //! `LocalCluster`: a scheduler and workers on this machine, as threads of this process or
 //! as worker processes (`rask worker`), like Dask's `LocalCluster`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;
 
 use rask_client::ClientError;
 use rask_kernels::Registry;
 use rask_scheduler::SchedulerConfig;
+use rask_transport::Secret;
 use rask_worker::{Worker, WorkerConfig};
 use tokio::sync::oneshot;
 
@@ -22,6 +23,7 @@ pub struct LocalClusterBuilder {
     memory_limit: Option<u64>,
     resources: Vec<(String, f64)>,
     scheduler: SchedulerConfig,
+    auth: Option<Secret>,
 }
 
 impl Default for LocalClusterBuilder {
@@ -36,6 +38,7 @@ impl Default for LocalClusterBuilder {
             memory_limit: None,
             resources: Vec::new(),
             scheduler: SchedulerConfig::default(),
+            auth: None,
         }
     }
 }
@@ -84,6 +87,13 @@ impl LocalClusterBuilder {
         self
     }
 
+    /// Require this shared secret on every connection of the cluster (default: the one
+    /// in `RASK_AUTH_FILE` / `RASK_AUTH_SECRET`, if set).
+    pub fn auth(mut self, secret: Secret) -> Self {
+        self.auth = Some(secret);
+        self
+    }
+
     /// Scheduler settings (limits, core tunables).
     pub fn scheduler_config(mut self, cfg: SchedulerConfig) -> Self {
         self.scheduler = cfg;
@@ -91,10 +101,18 @@ impl LocalClusterBuilder {
     }
 
     /// Starts the cluster; returns once every worker has joined.
-    pub fn build(self) -> Result<LocalCluster, ClientError> {
+    pub fn build(mut self) -> Result<LocalCluster, ClientError> {
+        if self.auth.is_none() {
+            self.auth = Secret::from_env().map_err(|e| ClientError::Other(e.to_string()))?;
+        }
+        let secret_file = match (&self.auth, self.processes) {
+            (Some(s), true) => Some(SecretFile::write(s)?),
+            _ => None,
+        };
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let cfg = self.scheduler.clone();
+        let mut cfg = self.scheduler.clone();
+        cfg.conn.auth = self.auth.clone();
         let scheduler = std::thread::Builder::new()
             .name("rask-scheduler".into())
             .spawn(move || {
@@ -131,6 +149,8 @@ impl LocalClusterBuilder {
             .map_err(|e| ClientError::Other(format!("cannot start the scheduler: {e}")))?;
         let mut cluster = LocalCluster {
             address,
+            secret: self.auth.clone(),
+            secret_file,
             registry: self.registry.clone(),
             scheduler: Some((stop_tx, scheduler)),
             threads: Vec::new(),
@@ -139,9 +159,9 @@ impl LocalClusterBuilder {
         for i in 0..self.n_workers {
             let name = format!("worker-{i}");
             if self.processes {
-                cluster
-                    .processes
-                    .push(self.spawn_process(&cluster.address, &name)?);
+                let secret = cluster.secret_file.as_ref().map(|f| f.0.clone());
+                let child = self.spawn_process(&cluster.address, &name, secret.as_deref())?;
+                cluster.processes.push(child);
             } else {
                 cluster
                     .threads
@@ -149,7 +169,9 @@ impl LocalClusterBuilder {
             }
         }
         if self.processes {
-            let probe = rask_client::Client::connect(&cluster.address)?;
+            let mut opts = rask_client::ClientOptions::default();
+            opts.conn.auth = self.auth.clone();
+            let probe = rask_client::Client::connect_with(&cluster.address, opts)?;
             probe.wait_for_workers(self.n_workers)?;
         }
         Ok(cluster)
@@ -160,6 +182,7 @@ impl LocalClusterBuilder {
         cfg.name = name;
         cfg.nthreads = self.threads_per_worker;
         cfg.registry = self.registry.clone();
+        cfg.conn.auth = self.auth.clone();
         if let Some(m) = self.memory_limit {
             cfg.memory_limit = m;
         }
@@ -218,7 +241,12 @@ impl LocalClusterBuilder {
         })
     }
 
-    fn spawn_process(&self, addr: &str, name: &str) -> Result<Child, ClientError> {
+    fn spawn_process(
+        &self,
+        addr: &str,
+        name: &str,
+        secret: Option<&Path>,
+    ) -> Result<Child, ClientError> {
         let bin = match &self.worker_binary {
             Some(b) => b.clone(),
             None => default_worker_binary()?,
@@ -237,6 +265,9 @@ impl LocalClusterBuilder {
             .stdout(Stdio::null());
         if let Some(m) = self.memory_limit {
             cmd.args(["--memory-limit", &m.to_string()]);
+        }
+        if let Some(p) = secret {
+            cmd.arg("--auth-file").arg(p);
         }
         for (n, a) in &self.resources {
             cmd.args(["--resources", &format!("{n}={a}")]);
@@ -274,9 +305,41 @@ struct WorkerThread {
     join: Option<JoinHandle<()>>,
 }
 
+/// The cluster's secret in a file only this user can read, for worker processes;
+/// removed with the cluster.
+struct SecretFile(PathBuf);
+
+impl SecretFile {
+    fn write(secret: &Secret) -> Result<SecretFile, ClientError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("rask-secret-{}-{n}", std::process::id()));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| ClientError::Other(format!("cannot write {}: {e}", path.display())))?;
+        f.write_all(secret.as_bytes())
+            .map_err(|e| ClientError::Other(e.to_string()))?;
+        Ok(SecretFile(path))
+    }
+}
+
+impl Drop for SecretFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// A scheduler and workers on this machine; stopped when dropped.
 pub struct LocalCluster {
     address: String,
+    /// The secret every connection proves, if the cluster has one.
+    secret: Option<Secret>,
+    secret_file: Option<SecretFile>,
     registry: Registry,
     scheduler: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
     threads: Vec<WorkerThread>,
@@ -297,6 +360,11 @@ impl LocalCluster {
     /// The ops this cluster's workers run.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// The cluster's shared secret, if it has one.
+    pub fn secret(&self) -> Option<&Secret> {
+        self.secret.as_ref()
     }
 
     /// Process ids of the worker processes (processes mode).

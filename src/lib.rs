@@ -23,6 +23,7 @@ pub use rask_client::{
 pub use rask_kernels::Registry;
 pub use rask_proto::msg::SchedulerInfoMsg;
 pub use rask_proto::Value;
+pub use rask_transport::Secret;
 
 /// The environment variable naming a running scheduler for [`Client::new`].
 pub const SCHEDULER_ENV: &str = "RASK_SCHEDULER_ADDRESS";
@@ -54,12 +55,19 @@ impl Client {
     }
 
     /// Connects with a registry of the program's own ops (the cluster's workers must have
-    /// the same registry; the handshake checks).
+    /// the same registry; the handshake checks). The cluster's secret, if any, comes from
+    /// `RASK_AUTH_FILE` or `RASK_AUTH_SECRET`.
     pub fn connect_with_registry(addr: &str, registry: &Registry) -> Result<Client, ClientError> {
-        let opts = ClientOptions {
+        let mut opts = ClientOptions {
             registry: Some(registry.info()),
             ..ClientOptions::default()
         };
+        opts.conn.auth = Secret::from_env().map_err(|e| ClientError::Other(e.to_string()))?;
+        Client::connect_with(addr, opts)
+    }
+
+    /// Connects with explicit options (registry, secret, limits).
+    pub fn connect_with(addr: &str, opts: ClientOptions) -> Result<Client, ClientError> {
         Ok(Client {
             client: rask_client::Client::connect_with(addr, opts)?,
             cluster: None,
@@ -68,7 +76,12 @@ impl Client {
 
     /// Connects to a local cluster and keeps it alive as long as the client.
     pub fn for_cluster(cluster: LocalCluster) -> Result<Client, ClientError> {
-        let mut c = Client::connect_with_registry(cluster.scheduler_address(), cluster.registry())?;
+        let mut opts = ClientOptions {
+            registry: Some(cluster.registry().info()),
+            ..ClientOptions::default()
+        };
+        opts.conn.auth = cluster.secret().cloned();
+        let mut c = Client::connect_with(cluster.scheduler_address(), opts)?;
         c.cluster = Some(cluster);
         Ok(c)
     }

@@ -239,6 +239,7 @@ fn malformed_batch_after_handshake_drops_only_that_client() {
             name: "evil".into(),
             host_id: "h".into(),
             pid: 0,
+            nonce: [0; 32],
             registry: None,
             worker: None,
         };
@@ -278,6 +279,7 @@ fn version_mismatch_is_refused_naming_both_versions() {
             name: "old".into(),
             host_id: "h".into(),
             pid: 0,
+            nonce: [0; 32],
             registry: None,
             worker: None,
         };
@@ -328,6 +330,7 @@ fn a_silent_worker_is_presumed_dead_and_its_work_rescheduled() {
             name: "frozen".into(),
             host_id: "h".into(),
             pid: 0,
+            nonce: [0; 32],
             registry: Some(rask::Registry::builtin().info()),
             worker: Some(rask_proto::msg::WorkerHello {
                 listen_addr: "tcp://127.0.0.1:9".into(),
@@ -379,6 +382,7 @@ fn a_build_with_other_message_definitions_is_refused() {
             name: "patched".into(),
             host_id: "h".into(),
             pid: 0,
+            nonce: [0; 32],
             registry: None,
             worker: None,
         };
@@ -388,4 +392,72 @@ fn a_build_with_other_message_definitions_is_refused() {
         }
     });
     assert!(err.contains("wire schema mismatch"), "{err}");
+}
+
+#[test]
+fn every_connection_must_prove_the_shared_secret() {
+    let secret = tmpfile("secret");
+    std::fs::write(&secret, "s3cret-for-tests\n").unwrap();
+    let path = secret.to_str().unwrap();
+    let (_s, addr) = scheduler(&["--auth-file", path]);
+    let _w = Proc(
+        Command::new(RASK)
+            .args(["worker", &addr, "--name", "authed", "--auth-file", path])
+            .env("RASK_LOG", "warn")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let with = |s: Option<&str>| {
+        let mut opts = rask::ClientOptions {
+            registry: Some(rask::Registry::builtin().info()),
+            ..Default::default()
+        };
+        opts.conn.auth = s.map(|s| rask::Secret::new(s.as_bytes().to_vec()));
+        Client::connect_with(&addr, opts)
+    };
+    let good = with(Some("s3cret-for-tests")).unwrap();
+    good.wait_for_workers(1).unwrap();
+    assert_eq!(
+        good.submit("inc", [Arg::from(1)])
+            .unwrap()
+            .result_as::<i64>()
+            .unwrap(),
+        2
+    );
+    let worker_addr = good.scheduler_info().unwrap().workers[0].addr.clone();
+    drop(good);
+
+    match with(None) {
+        Err(e) => assert!(e.to_string().contains("requires authentication"), "{e}"),
+        Ok(_) => panic!("a client without the secret must be refused"),
+    }
+    match with(Some("wrong")) {
+        Err(e) => assert!(e.to_string().contains("authentication failed"), "{e}"),
+        Ok(_) => panic!("a client with a wrong secret must be refused"),
+    }
+    // The worker's data port asks for the secret too.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let peer = rt.block_on(rask_transport::connect(
+        &worker_addr,
+        &rask_worker::peer_hello("intruder"),
+        rask_transport::ConnConfig::default(),
+    ));
+    assert!(matches!(
+        peer,
+        Err(rask_transport::TransportError::AuthRequired)
+    ));
+    // Nothing ran for the refused clients.
+    let good = with(Some("s3cret-for-tests")).unwrap();
+    let info = good.scheduler_info().unwrap();
+    assert!(
+        info.tasks_by_state.iter().all(|(_, n)| *n == 0),
+        "{:?}",
+        info.tasks_by_state
+    );
+    let _ = std::fs::remove_file(&secret);
 }

@@ -42,6 +42,10 @@ enum Cmd {
         /// Seconds of silence after which a worker is presumed dead.
         #[arg(long)]
         worker_ttl: Option<f64>,
+        /// A file holding the cluster's shared secret (default: $RASK_AUTH_FILE or
+        /// $RASK_AUTH_SECRET; none means no authentication).
+        #[arg(long)]
+        auth_file: Option<std::path::PathBuf>,
     },
     /// Run a worker that joins a scheduler.
     Worker(rask::cli::WorkerArgs),
@@ -85,6 +89,7 @@ fn main() -> Result<()> {
             max_payload,
             frame_timeout,
             worker_ttl,
+            auth_file,
         } => {
             let mut cfg = rask_scheduler::SchedulerConfig::default();
             if let Some(h) = max_header {
@@ -99,6 +104,13 @@ fn main() -> Result<()> {
             if let Some(t) = worker_ttl {
                 cfg.worker_ttl = std::time::Duration::from_secs_f64(t);
             }
+            cfg.conn.auth =
+                rask::cli::secret(auth_file.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let auth = if cfg.conn.auth.is_some() {
+                "shared secret (HMAC-SHA256)"
+            } else {
+                "none"
+            };
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -113,6 +125,7 @@ fn main() -> Result<()> {
                     rask_proto::RASK_VERSION
                 );
                 eprintln!("rask.scheduler - INFO -   Scheduler at: {addr}");
+                eprintln!("rask.scheduler - INFO - Authentication: {auth}");
                 eprintln!(
                     "rask.scheduler - INFO - -----------------------------------------------"
                 );

@@ -166,13 +166,15 @@ impl Client {
                 .unwrap_or_else(|| format!("client-{}", std::process::id())),
             host_id: rask_transport::host_id(),
             pid: std::process::id(),
+            nonce: [0; 32],
             registry: opts.registry.clone(),
             worker: None,
         };
         let conn = opts.conn;
+        let conn_for_connect = conn.clone();
         let addr_owned = addr.to_string();
         let (reader, w, id) = handle
-            .block_on(async move { connect(&addr_owned, &hello, conn).await })
+            .block_on(async move { connect(&addr_owned, &hello, conn_for_connect).await })
             .map_err(|e| ClientError::Connect {
                 addr: addr.into(),
                 message: e.to_string(),
@@ -713,11 +715,12 @@ fn open_link(inner: &Arc<Inner>, addr: &str) -> DataLink {
         name: format!("client-{}", inner.id),
         host_id: rask_transport::host_id(),
         pid: std::process::id(),
+        nonce: [0; 32],
         registry: None,
         worker: None,
     };
     let addr = addr.to_string();
-    let conn = inner.conn;
+    let conn = inner.conn.clone();
     let p = pending.clone();
     inner.handle.spawn(async move {
         let error = match connect(&addr, &hello, conn).await {

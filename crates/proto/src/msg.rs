@@ -54,6 +54,8 @@ wire! {
         pub registry: Option<RegistryInfo>,
         /// Present when `role` is `Worker`.
         pub worker: Option<WorkerHello>,
+        /// Fresh random bytes: the server's authentication proof covers them.
+        pub nonce: [u8; 32],
     }
 
     /// What a worker tells the scheduler about itself.
@@ -75,6 +77,17 @@ wire! {
         Refused {
             reason: String,
         },
+        /// The server requires the shared secret: it proves its own knowledge of it over
+        /// both nonces and asks for the client's proof ([`AuthProof`]).
+        Challenge {
+            nonce: [u8; 32],
+            proof: [u8; 32],
+        },
+    }
+
+    /// The client's answer to a [`HelloReply::Challenge`].
+    pub struct AuthProof {
+        pub proof: [u8; 32],
     }
 
     /// One task of a submitted graph.

@@ -124,7 +124,12 @@ pub async fn run(
             match listener.accept().await {
                 Ok((stream, peer_addr)) => {
                     debug!(%peer_addr, "connection");
-                    tokio::spawn(handle_conn(stream, conn_cfg, worker_ttl, tx.clone()));
+                    tokio::spawn(handle_conn(
+                        stream,
+                        conn_cfg.clone(),
+                        worker_ttl,
+                        tx.clone(),
+                    ));
                 }
                 Err(e) => warn!("accept failed: {e}"),
             }
@@ -176,8 +181,8 @@ async fn handle_conn(
 ) {
     let _ = stream.set_nodelay(true);
     let (r, mut w) = stream.into_split();
-    let mut reader = FrameReader::new(r, cfg);
-    let hello = match reader.read_hello().await {
+    let mut reader = FrameReader::new(r, cfg.clone());
+    let hello = match rask_transport::accept(&mut reader, &mut w, &cfg).await {
         Ok(h) => h,
         Err(e) => {
             warn!("handshake failed: {e}");

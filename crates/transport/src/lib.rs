@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rask_proto::frame::{self, FrameLimits, PREFIX_LEN};
-use rask_proto::msg::{Hello, HelloReply, WireMessage};
+use rask_proto::msg::{AuthProof, Hello, HelloReply, WireMessage};
 use rask_proto::ProtoError;
 use rkyv::util::AlignedVec;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
@@ -38,17 +38,26 @@ pub enum TransportError {
     BadAddress(String),
     #[error("unexpected handshake reply")]
     BadHandshake,
+    #[error("the peer requires authentication: give this process the cluster's secret (--auth-file, RASK_AUTH_FILE or RASK_AUTH_SECRET)")]
+    AuthRequired,
+    #[error("authentication failed: {0}")]
+    AuthFailed(String),
+    #[error("cannot read the secret from {path}: {message}")]
+    Secret { path: String, message: String },
 }
 
 /// How long a peer may take to finish a frame it started, or to say hello.
 pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Connection settings.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ConnConfig {
     pub limits: FrameLimits,
     /// Once a frame (or the handshake) has started, the rest must arrive within this.
     pub frame_timeout: Duration,
+    /// The cluster's shared secret. With one, every connection must prove it (both ways);
+    /// without one, peers that require it are refused.
+    pub auth: Option<Secret>,
 }
 
 impl Default for ConnConfig {
@@ -56,8 +65,87 @@ impl Default for ConnConfig {
         ConnConfig {
             limits: FrameLimits::default(),
             frame_timeout: DEFAULT_FRAME_TIMEOUT,
+            auth: None,
         }
     }
+}
+
+/// A shared secret, proven by HMAC-SHA256 over fresh nonces of both sides in the
+/// handshake; never sent, never printed.
+#[derive(Clone)]
+pub struct Secret(std::sync::Arc<Vec<u8>>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<hidden>)")
+    }
+}
+
+const SERVER_PROOF: &[u8] = b"rask server proof v1";
+const CLIENT_PROOF: &[u8] = b"rask client proof v1";
+
+impl Secret {
+    /// A secret from bytes.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Secret {
+        Secret(std::sync::Arc::new(bytes.into()))
+    }
+
+    /// The secret's bytes, for handing it to a child process through a private file.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Reads a secret file (surrounding whitespace ignored; must not be empty).
+    pub fn from_file(path: &std::path::Path) -> Result<Secret, TransportError> {
+        let err = |message: String| TransportError::Secret {
+            path: path.display().to_string(),
+            message,
+        };
+        let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        let trimmed = bytes.trim_ascii();
+        if trimmed.is_empty() {
+            return Err(err("the file is empty".into()));
+        }
+        Ok(Secret::new(trimmed.to_vec()))
+    }
+
+    /// The secret named by `RASK_AUTH_FILE` (a path) or `RASK_AUTH_SECRET` (the value).
+    pub fn from_env() -> Result<Option<Secret>, TransportError> {
+        if let Some(p) = std::env::var_os("RASK_AUTH_FILE").filter(|p| !p.is_empty()) {
+            return Secret::from_file(std::path::Path::new(&p)).map(Some);
+        }
+        Ok(std::env::var("RASK_AUTH_SECRET")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .map(Secret::new))
+    }
+
+    fn mac(&self, label: &[u8], a: &[u8; 32], b: &[u8; 32]) -> hmac::Hmac<sha2::Sha256> {
+        use hmac::Mac;
+        let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.0)
+            .expect("invariant: HMAC takes any key length");
+        m.update(label);
+        m.update(a);
+        m.update(b);
+        m
+    }
+
+    fn proof(&self, label: &[u8], a: &[u8; 32], b: &[u8; 32]) -> [u8; 32] {
+        use hmac::Mac;
+        self.mac(label, a, b).finalize().into_bytes().into()
+    }
+
+    /// Constant-time check of a proof.
+    fn verify(&self, label: &[u8], a: &[u8; 32], b: &[u8; 32], proof: &[u8; 32]) -> bool {
+        use hmac::Mac;
+        self.mac(label, a, b).verify_slice(proof).is_ok()
+    }
+}
+
+fn nonce() -> [u8; 32] {
+    let mut n = [0u8; 32];
+    getrandom::fill(&mut n).expect("the operating system's random source");
+    n
 }
 
 /// A received frame: the aligned header and the payload buffers.
@@ -133,6 +221,21 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         };
         let msgs = M::decode_batch(&f.header)?;
         Ok(Some(Batch { msgs, bufs: f.bufs }))
+    }
+
+    /// Reads one handshake frame of type `T`, within the frame timeout.
+    async fn read_reply<T>(&mut self) -> Result<T, TransportError>
+    where
+        T: rkyv::Archive,
+        T::Archived: for<'a> rkyv::bytecheck::CheckBytes<
+                rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>,
+            > + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+    {
+        let f = tokio::time::timeout(self.cfg.frame_timeout, self.read_frame())
+            .await
+            .map_err(|_| TransportError::Timeout("in the handshake"))??
+            .ok_or(TransportError::Closed)?;
+        Ok(frame::decode_header::<T>(&f.header)?)
     }
 
     /// Reads the peer's hello (server side of the handshake).
@@ -279,7 +382,8 @@ fn push<M: WireMessage>(msgs: &mut Vec<M>, bufs: &mut Vec<Bytes>, (mut m, own): 
     msgs.push(m);
 }
 
-/// Opens a connection and does the client side of the handshake.
+/// Opens a connection and does the client side of the handshake (authentication
+/// included when either side has a secret).
 pub async fn connect(
     addr: &str,
     hello: &Hello,
@@ -288,16 +392,70 @@ pub async fn connect(
     let stream = TcpStream::connect(parse_addr(addr)?).await?;
     stream.set_nodelay(true)?;
     let (r, mut w) = stream.into_split();
-    write_frame(&mut w, &frame::encode_header(hello), &[]).await?;
+    let mut hello = hello.clone();
+    hello.nonce = nonce();
+    write_frame(&mut w, &frame::encode_header(&hello), &[]).await?;
+    let auth = cfg.auth.clone();
     let mut reader = FrameReader::new(r, cfg);
-    let reply = tokio::time::timeout(cfg.frame_timeout, reader.read_frame())
-        .await
-        .map_err(|_| TransportError::Timeout("waiting for the handshake reply"))??
-        .ok_or(TransportError::Closed)?;
-    match frame::decode_header::<HelloReply>(&reply.header)? {
+    let mut reply = reader.read_reply::<HelloReply>().await?;
+    if let HelloReply::Challenge {
+        nonce: server_nonce,
+        proof,
+    } = reply
+    {
+        let secret = auth.as_ref().ok_or(TransportError::AuthRequired)?;
+        if !secret.verify(SERVER_PROOF, &hello.nonce, &server_nonce, &proof) {
+            return Err(TransportError::AuthFailed(
+                "the server does not know this cluster's secret".into(),
+            ));
+        }
+        let ours = AuthProof {
+            proof: secret.proof(CLIENT_PROOF, &server_nonce, &hello.nonce),
+        };
+        write_frame(&mut w, &frame::encode_header(&ours), &[]).await?;
+        reply = reader.read_reply::<HelloReply>().await?;
+    } else if auth.is_some() {
+        return Err(TransportError::AuthFailed(
+            "the server does not authenticate; refusing to use it with a secret configured".into(),
+        ));
+    }
+    match reply {
         HelloReply::Welcome { id, .. } => Ok((reader, w, id)),
         HelloReply::Refused { reason } => Err(TransportError::Refused(reason)),
+        HelloReply::Challenge { .. } => Err(TransportError::BadHandshake),
     }
+}
+
+/// The server side of the handshake: reads the peer's hello and, when this side has a
+/// secret, challenges the peer to prove it. The caller then answers with `Welcome` or
+/// `Refused` ([`reply_hello`]).
+pub async fn accept<W: AsyncWrite + Unpin>(
+    reader: &mut FrameReader,
+    w: &mut W,
+    cfg: &ConnConfig,
+) -> Result<Hello, TransportError> {
+    let hello = reader.read_hello().await?;
+    if let Some(secret) = &cfg.auth {
+        let ours = nonce();
+        let proof = secret.proof(SERVER_PROOF, &hello.nonce, &ours);
+        reply_hello(w, &HelloReply::Challenge { nonce: ours, proof }).await?;
+        let theirs = reader.read_reply::<AuthProof>().await?;
+        if !secret.verify(CLIENT_PROOF, &ours, &hello.nonce, &theirs.proof) {
+            let reason = "authentication failed: wrong secret".to_string();
+            let _ = reply_hello(
+                w,
+                &HelloReply::Refused {
+                    reason: reason.clone(),
+                },
+            )
+            .await;
+            return Err(TransportError::AuthFailed(format!(
+                "{:?} {:?} gave a wrong proof",
+                hello.role, hello.name
+            )));
+        }
+    }
+    Ok(hello)
 }
 
 /// Answers a hello (server side of the handshake).
@@ -341,6 +499,7 @@ mod tests {
             name: "t".into(),
             host_id: host_id(),
             pid: 1,
+            nonce: [0; 32],
             registry: None,
             worker: None,
         }
@@ -416,29 +575,93 @@ mod tests {
                 max_payload: 1 << 20,
             },
             frame_timeout: Duration::from_secs(5),
+            auth: None,
         };
-        let mut r = FrameReader::new(&b"GET / HTTP/1.1\r\n\r\n"[..], cfg);
+        let mut r = FrameReader::new(&b"GET / HTTP/1.1\r\n\r\n"[..], cfg.clone());
         assert!(matches!(
             r.read_frame().await,
             Err(TransportError::Proto(ProtoError::BadMagic(_)))
         ));
         let big = frame::encode_prefix(10, [2u64 << 20].into_iter());
-        let mut r = FrameReader::new(&big[..], cfg);
+        let mut r = FrameReader::new(&big[..], cfg.clone());
         assert!(matches!(
             r.read_frame().await,
             Err(TransportError::Proto(ProtoError::TooLarge { .. }))
         ));
         let junk = frame::encode_frame(b"not rkyv at all", &[]);
-        let mut r = FrameReader::new(&junk[..], cfg);
+        let mut r = FrameReader::new(&junk[..], cfg.clone());
         assert!(matches!(
             r.read_batch::<PeerMsg>().await,
             Err(TransportError::Proto(_))
         ));
         let cut = frame::encode_frame(b"abc", &[b"xyz"]);
-        let mut r = FrameReader::new(&cut[..5], cfg);
+        let mut r = FrameReader::new(&cut[..5], cfg.clone());
         assert!(r.read_frame().await.is_err(), "truncated frame");
-        let mut r = FrameReader::new(&b""[..], cfg);
+        let mut r = FrameReader::new(&b""[..], cfg.clone());
         assert!(r.read_frame().await.unwrap().is_none(), "clean end");
+    }
+
+    /// Serves one handshake with `server` as the secret; returns the client's outcome.
+    async fn handshake(
+        server: Option<Secret>,
+        client: Option<Secret>,
+    ) -> Result<u32, TransportError> {
+        let listener = listen("127.0.0.1:0").await.unwrap();
+        let addr = listener_addr(&listener).unwrap();
+        let cfg = ConnConfig {
+            auth: server,
+            ..ConnConfig::default()
+        };
+        let srv = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            let (r, mut w) = s.into_split();
+            let mut reader = FrameReader::new(r, cfg.clone());
+            if accept(&mut reader, &mut w, &cfg).await.is_ok() {
+                reply_hello(
+                    &mut w,
+                    &HelloReply::Welcome {
+                        id: 7,
+                        rask_version: "x".into(),
+                    },
+                )
+                .await
+                .unwrap();
+            }
+        });
+        let out = connect(
+            &addr,
+            &hello(),
+            ConnConfig {
+                auth: client,
+                ..ConnConfig::default()
+            },
+        )
+        .await
+        .map(|(_, _, id)| id);
+        let _ = srv.await;
+        out
+    }
+
+    #[tokio::test]
+    async fn shared_secret_is_proven_both_ways() {
+        let a = || Some(Secret::new(b"correct horse".to_vec()));
+        let b = || Some(Secret::new(b"battery staple".to_vec()));
+        assert_eq!(handshake(a(), a()).await.unwrap(), 7);
+        assert_eq!(handshake(None, None).await.unwrap(), 7);
+        assert!(matches!(
+            handshake(a(), None).await,
+            Err(TransportError::AuthRequired)
+        ));
+        assert!(matches!(
+            handshake(a(), b()).await,
+            Err(TransportError::AuthFailed(_))
+        ));
+        // A client with a secret refuses a server that does not authenticate.
+        assert!(matches!(
+            handshake(None, a()).await,
+            Err(TransportError::AuthFailed(_))
+        ));
+        assert_eq!(format!("{:?}", a().unwrap()), "Secret(<hidden>)");
     }
 
     #[test]

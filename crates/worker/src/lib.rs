@@ -180,6 +180,7 @@ impl Worker {
             name: cfg.name.clone(),
             host_id: rask_transport::host_id(),
             pid: std::process::id(),
+            nonce: [0; 32],
             registry: Some(cfg.registry.info()),
             worker: Some(WorkerHello {
                 listen_addr: listen_addr.clone(),
@@ -188,13 +189,12 @@ impl Worker {
                 resources: cfg.resources.clone(),
             }),
         };
-        let (reader, w, id) =
-            connect(&cfg.scheduler, &hello, cfg.conn)
-                .await
-                .map_err(|source| WorkerError::Connect {
-                    addr: cfg.scheduler.clone(),
-                    source,
-                })?;
+        let (reader, w, id) = connect(&cfg.scheduler, &hello, cfg.conn.clone())
+            .await
+            .map_err(|source| WorkerError::Connect {
+                addr: cfg.scheduler.clone(),
+                source,
+            })?;
         Ok(Worker {
             id: WorkerId(id),
             listen_addr,
@@ -246,7 +246,7 @@ impl Worker {
         });
 
         // Data server.
-        let data_server = tokio::spawn(serve_data(listener, cfg.conn, store.clone()));
+        let data_server = tokio::spawn(serve_data(listener, cfg.conn.clone(), store.clone()));
 
         // Executor threads.
         let (jobs, job_rx) = crossbeam_channel::unbounded::<Job>();
@@ -614,7 +614,7 @@ fn open_link(
 ) -> Sender<PeerMsg> {
     let (tx, pending) = rask_transport::channel::<PeerMsg>();
     let hello = peer_hello(&format!("worker-{}", me.0));
-    let conn = cfg.conn;
+    let conn = cfg.conn.clone();
     tokio::spawn(async move {
         let (mut reader, w) = match connect(&addr, &hello, conn).await {
             Ok((r, w, _)) => (r, w),
@@ -679,6 +679,7 @@ pub fn peer_hello(name: &str) -> Hello {
         name: name.into(),
         host_id: rask_transport::host_id(),
         pid: std::process::id(),
+        nonce: [0; 32],
         registry: None,
         worker: None,
     }
@@ -689,7 +690,7 @@ async fn serve_data(listener: TcpListener, cfg: ConnConfig, store: Store) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(serve_peer(stream, cfg, store.clone()));
+                tokio::spawn(serve_peer(stream, cfg.clone(), store.clone()));
             }
             Err(e) => warn!("data listener: {e}"),
         }
@@ -699,8 +700,8 @@ async fn serve_data(listener: TcpListener, cfg: ConnConfig, store: Store) {
 async fn serve_peer(stream: TcpStream, cfg: ConnConfig, store: Store) {
     let _ = stream.set_nodelay(true);
     let (r, mut w) = stream.into_split();
-    let mut reader = FrameReader::new(r, cfg);
-    let hello = match reader.read_hello().await {
+    let mut reader = FrameReader::new(r, cfg.clone());
+    let hello = match rask_transport::accept(&mut reader, &mut w, &cfg).await {
         Ok(h) => h,
         Err(e) => {
             warn!("data connection handshake failed: {e}");
