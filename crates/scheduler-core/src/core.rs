@@ -402,6 +402,12 @@ impl SchedulerCore {
                 .tasks
                 .get_mut(&t)
                 .expect("invariant: processing task exists");
+            // A pre-assigned task still waiting for its local input was not running: the
+            // death is not held against it.
+            if task.waiting_on > 0 {
+                self.recs.push_back((t, TaskState::Released));
+                continue;
+            }
             task.suspicious += 1;
             task.extra().killed_on.push(w.name.clone());
             if task.suspicious >= allowed {
@@ -672,7 +678,9 @@ impl SchedulerCore {
     ) {
         self.begin();
         let current = self.tasks.get(&t).is_some_and(|task| {
-            task.state == TaskState::Processing && task.processing_on == Some(worker)
+            task.state == TaskState::Processing
+                && task.processing_on == Some(worker)
+                && task.waiting_on == 0
         });
         if !current {
             if self.workers.contains_key(&worker) {
@@ -703,11 +711,16 @@ impl SchedulerCore {
         let deps = task.deps.clone();
         for d in dependents {
             let dt = self.tasks.get_mut(&d).expect("invariant: dependent exists");
-            if dt.state == TaskState::Waiting {
-                dt.waiting_on -= 1;
-                if dt.waiting_on == 0 {
-                    self.recs.push_back((d, TaskState::Processing));
+            match dt.state {
+                TaskState::Waiting => {
+                    dt.waiting_on -= 1;
+                    if dt.waiting_on == 0 {
+                        self.recs.push_back((d, TaskState::Processing));
+                    }
                 }
+                // Pre-assigned on this worker: it runs there as soon as the input is done.
+                TaskState::Processing if dt.waiting_on > 0 => dt.waiting_on -= 1,
+                _ => {}
             }
         }
         for d in deps.iter() {
@@ -931,10 +944,38 @@ impl SchedulerCore {
     }
 
     fn waiting_to_processing(&mut self, t: TaskId) {
-        if self.tasks[&t].waiting_on > 0 {
-            return;
+        if self.tasks[&t].waiting_on == 0 {
+            self.place_ready(t);
+        } else if let Some(w) = self.preassign_target(t) {
+            self.assign(t, w);
         }
-        self.place_ready(t);
+    }
+
+    /// Where a waiting task can be sent ahead of its inputs: the worker running every
+    /// input not yet in memory, if it has room. The task then starts there the moment its
+    /// last input is done — no round trip through the scheduler per link of a chain.
+    fn preassign_target(&self, t: TaskId) -> Option<WorkerId> {
+        let task = &self.tasks[&t];
+        let mut target = None;
+        for d in task.deps.iter() {
+            let dt = &self.tasks[d];
+            match dt.state {
+                TaskState::Memory => {}
+                TaskState::Processing if dt.waiting_on == 0 || target.is_some() => {
+                    let w = dt.processing_on?;
+                    if target.is_some_and(|x| x != w) {
+                        return None;
+                    }
+                    target = Some(w);
+                }
+                TaskState::Processing => target = Some(dt.processing_on?),
+                _ => return None,
+            }
+        }
+        let w = target?;
+        let worker = self.workers.get(&w)?;
+        let resources = task.resources();
+        (worker.fits(resources) && worker.has_capacity(&self.cfg, resources)).then_some(w)
     }
 
     /// Puts a ready task (waiting with all deps in memory, queued or no-worker) on the best
@@ -1047,6 +1088,11 @@ impl SchedulerCore {
             msg,
             bufs,
         });
+        for d in self.tasks[&t].dependents.clone() {
+            if self.tasks[&d].state == TaskState::Waiting {
+                self.recs.push_back((d, TaskState::Processing));
+            }
+        }
     }
 
     /// Undoes `assign`'s accounting; the task keeps its state.
@@ -1117,11 +1163,23 @@ impl SchedulerCore {
     fn processing_to_released(&mut self, t: TaskId) {
         let w = self.tasks[&t].processing_on;
         self.release_slot(t);
+        self.tasks.get_mut(&t).expect("invariant").waiting_on = 0;
         if let Some(w) = w.filter(|w| self.workers.contains_key(w)) {
             self.actions.push(Action::Free { worker: w, task: t });
         }
         self.set_state(t, TaskState::Released);
+        self.release_preassigned(t);
         self.after_release(t);
+    }
+
+    /// Dependents sent ahead to wait for `t` cannot get it now: back to the scheduler.
+    fn release_preassigned(&mut self, t: TaskId) {
+        for d in self.tasks[&t].dependents.clone() {
+            let dt = &self.tasks[&d];
+            if dt.state == TaskState::Processing && dt.waiting_on > 0 {
+                self.recs.push_back((d, TaskState::Released));
+            }
+        }
     }
 
     fn memory_to_released(&mut self, t: TaskId) {
@@ -1166,7 +1224,12 @@ impl SchedulerCore {
     }
 
     fn transition_to_erred(&mut self, t: TaskId) {
+        let on = self.tasks[&t].processing_on;
         self.release_slot(t);
+        if let Some(w) = on.filter(|w| self.workers.contains_key(w)) {
+            // Cancels it there (a no-op if the worker reported the failure itself).
+            self.actions.push(Action::Free { worker: w, task: t });
+        }
         let task = self.tasks.get_mut(&t).expect("invariant");
         task.waiting_on = 0;
         let error = task
@@ -1186,7 +1249,9 @@ impl SchedulerCore {
         let deps = task.deps.clone();
         for d in dependents {
             let dt = self.tasks.get_mut(&d).expect("invariant");
-            if matches!(dt.state, TaskState::Waiting | TaskState::Released) {
+            if matches!(dt.state, TaskState::Waiting | TaskState::Released)
+                || (dt.state == TaskState::Processing && dt.waiting_on > 0)
+            {
                 dt.extra().error = Some(error.clone());
                 self.recs.push_back((d, TaskState::Erred));
             }
@@ -1313,7 +1378,27 @@ impl SchedulerCore {
                     );
                     assert!(t.waiting_on > 0, "{} waiting on nothing", t.key);
                 }
-                TaskState::Queued | TaskState::NoWorker | TaskState::Processing => {
+                TaskState::Processing => {
+                    assert_eq!(
+                        t.waiting_on as usize,
+                        t.deps.len() - deps_in_memory,
+                        "waiting_on of {}",
+                        t.key
+                    );
+                    for d in t.deps.iter() {
+                        let dt = &self.tasks[d];
+                        assert!(
+                            dt.state == TaskState::Memory
+                                || (dt.state == TaskState::Processing
+                                    && dt.processing_on == t.processing_on),
+                            "{} pre-assigned but its input {} is {:?} elsewhere",
+                            t.key,
+                            dt.key,
+                            dt.state
+                        );
+                    }
+                }
+                TaskState::Queued | TaskState::NoWorker => {
                     assert_eq!(
                         deps_in_memory,
                         t.deps.len(),

@@ -98,21 +98,38 @@ impl Sim {
     }
 
     /// Runs one pending compute: fetch inputs from listed holders, compute, report.
+    /// Whether a compute must still wait: an input is not anywhere yet but is itself
+    /// pending on the same worker (the task was sent ahead of its input).
+    fn waits_locally(&self, w: WorkerId, msg: &rask_proto::msg::ComputeMsg) -> bool {
+        msg.deps.iter().any(|d| {
+            !self.stores.get(&w).is_some_and(|s| s.contains_key(&d.task))
+                && self
+                    .pending
+                    .iter()
+                    .any(|(pw, m)| *pw == w && m.task == d.task)
+        })
+    }
+
+    /// Runs one pending compute that can run: inputs from the local store or the listed
+    /// holders; an input found nowhere is reported missing.
     fn step(&mut self, pick: usize) {
-        if self.pending.is_empty() {
+        let runnable: Vec<usize> = (0..self.pending.len())
+            .filter(|&i| !self.waits_locally(self.pending[i].0, &self.pending[i].1))
+            .collect();
+        if runnable.is_empty() {
             return;
         }
-        let (w, msg) = self.pending.remove(pick % self.pending.len());
+        let (w, msg) = self.pending.remove(runnable[pick % runnable.len()]);
         let mut inputs = Vec::new();
         for dep in &msg.deps {
-            let found = dep.holders.iter().find_map(|h| {
-                self.stores
-                    .get(h)
-                    .and_then(|s| s.get(&dep.task))
-                    .map(|v| (*h, *v))
+            let local = self.stores.get(&w).and_then(|s| s.get(&dep.task)).copied();
+            let found = local.or_else(|| {
+                dep.holders
+                    .iter()
+                    .find_map(|h| self.stores.get(h).and_then(|s| s.get(&dep.task)).copied())
             });
             match found {
-                Some((_, v)) => inputs.push(v),
+                Some(v) => inputs.push(v),
                 None => {
                     let holder = dep.holders.first().copied().unwrap_or(WorkerId(u32::MAX));
                     self.core.missing_data(w, msg.task, dep.task, holder);

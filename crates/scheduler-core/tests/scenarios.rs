@@ -64,22 +64,27 @@ fn chain_runs_in_order_and_frees_intermediates() {
     let x = s.task_id("x").unwrap();
     let y = s.task_id("y").unwrap();
     let z = s.task_id("z").unwrap();
-    assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), x)]);
-    assert_eq!(s.state("y"), TaskState::Waiting);
+    // The whole chain goes to the worker at once: y and z wait there for their inputs.
+    assert_eq!(
+        computes(&s.take_actions()),
+        vec![(WorkerId(0), x), (WorkerId(0), y), (WorkerId(0), z)]
+    );
+    assert_eq!(s.state("y"), TaskState::Processing);
 
     s.task_finished(WorkerId(0), x, 8, 10, None);
     s.validate();
-    assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), y)]);
+    assert_eq!(s.take_actions(), vec![]);
 
     s.task_finished(WorkerId(0), y, 8, 10, None);
     s.validate();
-    let a = s.take_actions();
-    // x is no longer needed: freed on the worker and forgotten (no one refers to it).
-    assert!(a.contains(&Action::Free {
-        worker: WorkerId(0),
-        task: x
-    }));
-    assert_eq!(computes(&a), vec![(WorkerId(0), z)]);
+    // x is no longer needed: freed on the worker.
+    assert_eq!(
+        s.take_actions(),
+        vec![Action::Free {
+            worker: WorkerId(0),
+            task: x
+        }]
+    );
 
     s.task_finished(WorkerId(0), z, 8, 10, None);
     s.validate();
@@ -220,35 +225,94 @@ fn lost_worker_reschedules_and_recomputes() {
     .unwrap();
     let [x, y, z] = ["x", "y", "z"].map(|k| s.task_id(k).unwrap());
     let first = computes(&s.take_actions());
-    assert_eq!(first.len(), 2);
+    assert_eq!(
+        first.len(),
+        2,
+        "x and y on different workers; z waits for both"
+    );
     let on = |t: TaskId| first.iter().find(|(_, u)| *u == t).unwrap().0;
     s.task_finished(on(x), x, 8, 5, None);
     s.validate();
-    s.take_actions();
-    // The worker holding x dies while y is still running elsewhere or there.
+    let mut sent = computes(&s.take_actions());
+    // The worker holding x dies while y still runs on the other one.
     let dead = on(x);
-    s.remove_worker(dead);
-    s.validate();
-    let a = s.take_actions();
     let alive = if dead == WorkerId(0) {
         WorkerId(1)
     } else {
         WorkerId(0)
     };
-    // x is recomputed on the survivor (and y too, if it was on the dead worker).
-    assert!(computes(&a).contains(&(alive, x)));
-    assert_eq!(s.state("x"), TaskState::Processing);
+    s.remove_worker(dead);
+    s.validate();
+    sent.extend(computes(&s.take_actions()));
+    // x is recomputed on the survivor.
+    assert!(sent.contains(&(alive, x)), "{sent:?}");
     s.task_finished(alive, x, 8, 5, None);
+    s.validate();
+    sent.extend(computes(&s.take_actions()));
     if s.state("y") == TaskState::Processing {
         s.task_finished(alive, y, 8, 5, None);
+        s.validate();
+        sent.extend(computes(&s.take_actions()));
     }
-    s.validate();
-    let a = s.take_actions();
-    assert!(computes(&a).contains(&(alive, z)));
+    assert!(sent.contains(&(alive, z)), "{sent:?}");
     s.task_finished(alive, z, 8, 5, None);
     s.validate();
     assert_eq!(s.state("z"), TaskState::Memory);
     assert_eq!(s.who_has("z"), vec![alive]);
+}
+
+#[test]
+fn pre_assigned_dependents_unwind_on_error_and_on_worker_loss() {
+    let mut s = core();
+    s.add_worker(WorkerId(0), worker("a", 1));
+    s.update_graph(
+        C,
+        vec![task("p", &[]), task("q", &["p"]), task("r", &["q"])],
+        &keys(&["r"]),
+    )
+    .unwrap();
+    let [p, q, r] = ["p", "q", "r"].map(|k| s.task_id(k).unwrap());
+    assert_eq!(computes(&s.take_actions()).len(), 3);
+    // p fails: q and r, waiting on the worker, are cancelled there and err with p's error.
+    s.task_erred(WorkerId(0), p, "bad input".into());
+    s.validate();
+    let a = s.take_actions();
+    assert!(
+        a.contains(&Action::Free {
+            worker: WorkerId(0),
+            task: q
+        }),
+        "{a:?}"
+    );
+    assert!(
+        a.contains(&Action::Free {
+            worker: WorkerId(0),
+            task: r
+        }),
+        "{a:?}"
+    );
+    assert_eq!(s.state("r"), TaskState::Erred);
+    s.release_keys(C, &keys(&["r"]));
+    s.validate();
+    assert_eq!(s.task_count(), 0);
+
+    // Worker loss: the running task counts a death, the ones waiting behind it do not.
+    s.update_graph(C, vec![task("p", &[]), task("q", &["p"])], &keys(&["q"]))
+        .unwrap();
+    s.take_actions();
+    s.remove_worker(WorkerId(0));
+    s.validate();
+    assert_eq!(s.state("p"), TaskState::NoWorker);
+    assert_eq!(s.state("q"), TaskState::Waiting);
+    s.add_worker(WorkerId(1), worker("b", 1));
+    s.validate();
+    let q2 = s.task_id("q").unwrap();
+    let p2 = s.task_id("p").unwrap();
+    assert_eq!(
+        computes(&s.take_actions()),
+        vec![(WorkerId(1), p2), (WorkerId(1), q2)]
+    );
+    let _ = r;
 }
 
 #[test]

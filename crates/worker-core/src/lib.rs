@@ -69,6 +69,8 @@ pub struct WorkerCore {
     /// Fetched inputs and how many local tasks still need each.
     cached: FxHashMap<TaskId, u32>,
     fetching: FxHashMap<TaskId, Fetch>,
+    /// Tasks assigned here waiting for the output of another task assigned here.
+    local_waiters: FxHashMap<TaskId, Vec<TaskId>>,
     out: Vec<Instruction>,
 }
 
@@ -83,6 +85,7 @@ impl WorkerCore {
             owned: FxHashSet::default(),
             cached: FxHashMap::default(),
             fetching: FxHashMap::default(),
+            local_waiters: FxHashMap::default(),
             out: Vec::new(),
         }
     }
@@ -144,6 +147,11 @@ impl WorkerCore {
                 continue;
             }
             missing += 1;
+            if self.tasks.contains_key(&d.task) {
+                // Sent ahead of its input, which runs here: wait for it locally.
+                self.local_waiters.entry(d.task).or_default().push(task);
+                continue;
+            }
             match self.fetching.get_mut(&d.task) {
                 Some(f) => f.waiters.push(task),
                 None => {
@@ -293,12 +301,22 @@ impl WorkerCore {
             return;
         };
         let cancelled = t.state == State::Cancelled;
+        let waiters = self.local_waiters.remove(&task).unwrap_or_default();
         self.executing -= 1;
         self.remove_task(task);
         match result {
             _ if cancelled => self.out.push(Instruction::Discard { task }),
             Ok((nbytes, duration_us)) => {
                 self.owned.insert(task);
+                for w in waiters {
+                    if let Some(t) = self.tasks.get_mut(&w) {
+                        t.missing -= 1;
+                        if t.missing == 0 && t.state == State::Fetching {
+                            t.state = State::Ready;
+                            self.ready.insert((t.priority, w));
+                        }
+                    }
+                }
                 self.out.push(Instruction::Send(ToScheduler::TaskFinished(
                     rask_proto::msg::TaskFinishedMsg {
                         task,
@@ -309,6 +327,7 @@ impl WorkerCore {
                 )));
             }
             Err(message) => {
+                // Local waiters stay until the scheduler frees them.
                 self.out.push(Instruction::Send(ToScheduler::TaskErred(
                     rask_proto::msg::TaskErredMsg { task, message },
                 )));
@@ -350,8 +369,11 @@ impl WorkerCore {
                 }
             } else if let Some(f) = self.fetching.get_mut(&d.task) {
                 f.waiters.retain(|w| *w != task);
+            } else if let Some(ws) = self.local_waiters.get_mut(&d.task) {
+                ws.retain(|w| *w != task);
             }
         }
+        self.local_waiters.remove(&task);
     }
 
     fn schedule(&mut self) {
@@ -478,6 +500,29 @@ mod tests {
         w.on_executed(TaskId(1), Ok((8, 1)));
         assert_eq!(w.take(), vec![Instruction::Discard { task: TaskId(1) }]);
         assert!(!w.has_data(TaskId(1)));
+    }
+
+    #[test]
+    fn a_task_sent_ahead_waits_for_its_local_input() {
+        let mut w = WorkerCore::new(1);
+        w.on_compute_batch([(TaskId(1), 0, vec![]), (TaskId(2), 1, vec![dep(1, &[])])]);
+        assert_eq!(w.take(), vec![Instruction::Execute { task: TaskId(1) }]);
+        w.on_executed(TaskId(1), Ok((8, 1)));
+        let out = w.take();
+        assert!(
+            matches!(&out[0], Instruction::Send(ToScheduler::TaskFinished(m)) if m.task == TaskId(1))
+        );
+        assert_eq!(out[1], Instruction::Execute { task: TaskId(2) });
+        // If the input fails, the waiter stays until the scheduler frees it.
+        w.on_compute_batch([(TaskId(3), 0, vec![]), (TaskId(4), 1, vec![dep(3, &[])])]);
+        w.take();
+        w.on_executed(TaskId(2), Ok((8, 1)));
+        w.take();
+        w.on_executed(TaskId(3), Err("boom".into()));
+        assert!(!w.take().contains(&Instruction::Execute { task: TaskId(4) }));
+        w.on_free(TaskId(4));
+        assert_eq!(w.take(), vec![Instruction::Drop { task: TaskId(4) }]);
+        assert_eq!(w.assigned(), 0);
     }
 
     #[test]
