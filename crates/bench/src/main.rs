@@ -22,6 +22,8 @@ struct Cli {
 enum Cmd {
     /// Task throughput, round trips, dependent graphs, cluster start, scheduler memory.
     Tasks(TasksArgs),
+    /// Worker-to-worker transfer bandwidth, with memcpy, UCX, iperf3 and Dask beside it.
+    P2p(P2pArgs),
     /// Echo bytes on a loopback port (the peer process of the round-trip floor).
     #[command(hide = true)]
     EchoServer,
@@ -55,9 +57,32 @@ struct TasksArgs {
     only: Vec<String>,
 }
 
+#[derive(clap::Args)]
+struct P2pArgs {
+    /// Transport between the workers (only tcp exists so far).
+    #[arg(long, default_value = "tcp")]
+    transport: String,
+    /// Payload sizes, e.g. 1MiB,16MiB,256MiB,1GiB.
+    #[arg(long, default_value = "1MiB,16MiB,256MiB,1GiB", value_delimiter = ',')]
+    sizes: Vec<String>,
+    /// Timed transfers per size (after one warm-up); medians and quartiles reported.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Write every figure as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Print Markdown tables.
+    #[arg(long)]
+    markdown: bool,
+    /// Skip the peers (memcpy, UCX, iperf3, Dask).
+    #[arg(long)]
+    no_peer: bool,
+}
+
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Tasks(a) => tasks(a),
+        Cmd::P2p(a) => p2p(a),
         Cmd::EchoServer => echo_server(),
     }
 }
@@ -539,4 +564,256 @@ fn report(figures: &[Figure], peer: Option<&Json>, markdown: bool) {
             med / floor
         );
     }
+}
+
+fn parse_size(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let (num, mult) = if let Some(n) = s.strip_suffix("GiB") {
+        (n, 1u64 << 30)
+    } else if let Some(n) = s.strip_suffix("MiB") {
+        (n, 1 << 20)
+    } else if let Some(n) = s.strip_suffix("KiB") {
+        (n, 1 << 10)
+    } else {
+        (s.strip_suffix('B').unwrap_or(s), 1)
+    };
+    Ok(num
+        .trim()
+        .parse::<u64>()
+        .with_context(|| format!("size {s:?}"))?
+        * mult)
+}
+
+fn human(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 && n % (1 << 30) == 0 => format!("{} GiB", n >> 30),
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
+        n => format!("{n} B"),
+    }
+}
+
+/// Starts `rask scheduler` and two `rask worker`s, each worker offering a resource of its
+/// own name so tasks can be pinned to it.
+fn p2p_cluster() -> Result<(Vec<KillOnDrop>, String)> {
+    let bin = sibling("rask")?;
+    let file = std::env::temp_dir().join(format!("rask-bench-p2p-{}", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    let sched = Command::new(&bin)
+        .args(["scheduler", "--port", "0", "--scheduler-file"])
+        .arg(&file)
+        .env("RASK_LOG", "error")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut procs = vec![KillOnDrop(sched)];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = loop {
+        let s = std::fs::read_to_string(&file).unwrap_or_default();
+        if !s.trim().is_empty() {
+            break s.trim().to_string();
+        }
+        if Instant::now() > deadline {
+            bail!("the scheduler did not start");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let _ = std::fs::remove_file(&file);
+    for name in ["a", "b"] {
+        let w = Command::new(&bin)
+            .args([
+                "worker",
+                &addr,
+                "--nthreads",
+                "1",
+                "--quiet",
+                "--name",
+                name,
+                "--resources",
+            ])
+            .arg(format!("on-{name}=1"))
+            .env("RASK_LOG", "error")
+            .stdin(Stdio::null())
+            .spawn()?;
+        procs.push(KillOnDrop(w));
+    }
+    Ok((procs, addr))
+}
+
+fn p2p(a: P2pArgs) -> Result<()> {
+    if a.transport != "tcp" {
+        bail!(
+            "transport {:?} is not implemented yet; only tcp exists",
+            a.transport
+        );
+    }
+    let sizes: Vec<u64> = a
+        .sizes
+        .iter()
+        .map(|s| parse_size(s))
+        .collect::<Result<_>>()?;
+    let (mut procs, addr) = p2p_cluster()?;
+    // Workers stop before the scheduler, so they do not report its loss.
+    procs.reverse();
+    let client = Client::connect(&addr)?;
+    client.wait_for_workers(2)?;
+    let on = |w: &str| format!("on-{w}");
+    // Time of a `len` task reading the payload on `worker`, from submit to result.
+    let time_len = |x: &rask::Future, worker: &str, tag: &str| -> Result<f64> {
+        let mut g = Graph::new();
+        let key = format!("len-{tag}");
+        g.task(&key, "len", [Arg::from(x)])
+            .resources(&[(on(worker).as_str(), 1.0)]);
+        let t = Instant::now();
+        let out = client.get(&g, &[&key])?;
+        let dt = t.elapsed().as_secs_f64();
+        check(out.len() == 1, "len result")?;
+        Ok(dt)
+    };
+    let mut rows = Vec::new();
+    for &size in &sizes {
+        let mut bws = Vec::new();
+        let mut walls = Vec::new();
+        for run in 0..=a.runs {
+            // A fresh payload on worker a each run, so b has never seen it.
+            let mut g = Graph::new();
+            let key = format!("payload-{size}-{run}");
+            g.task(&key, "bytes", [Arg::from(size as i64), Arg::from(7)])
+                .resources(&[("on-a", 1.0)]);
+            let x = client
+                .compute(&g, &[&key])?
+                .pop()
+                .context("payload future")?;
+            x.wait()?;
+            let local = time_len(&x, "a", &format!("{size}-{run}-a"))?;
+            let remote = time_len(&x, "b", &format!("{size}-{run}-b"))?;
+            if run == 0 {
+                continue; // warm-up: connections, first-touch of the receiver's allocator
+            }
+            let transfer = (remote - local).max(1e-9);
+            walls.push(remote);
+            bws.push(size as f64 / transfer / 1e9);
+        }
+        let mut sorted = bws.clone();
+        sorted.sort_by(|x, y| x.partial_cmp(y).expect("no NaN"));
+        let q = |p: f64| sorted[((sorted.len() - 1) as f64 * p).round() as usize];
+        let mean_wall = walls.iter().sum::<f64>() / walls.len() as f64;
+        let std_wall = (walls.iter().map(|w| (w - mean_wall).powi(2)).sum::<f64>()
+            / walls.len() as f64)
+            .sqrt();
+        let hmean = bws.len() as f64 / bws.iter().map(|b| 1.0 / b).sum::<f64>();
+        rows.push((
+            size,
+            q(0.25),
+            q(0.5),
+            q(0.75),
+            hmean,
+            mean_wall,
+            std_wall,
+            bws,
+        ));
+    }
+    let peers = if a.no_peer {
+        None
+    } else {
+        run_p2p_peers(&a.sizes, a.runs)
+            .map_err(|e| eprintln!("peers: {e:#}"))
+            .ok()
+    };
+    let peer_at = |peer: &str, size: u64| -> Option<f64> {
+        let p = peers.as_ref()?["peers"]
+            .as_array()?
+            .iter()
+            .find(|p| p["peer"] == peer)?;
+        let r = p["results"].as_array()?;
+        r.iter()
+            .find(|x| x["size"].as_u64() == Some(size) || x["size"].is_null())?["gb_per_s"]
+            .as_f64()
+    };
+    println!("Rask p2p benchmark: worker a -> worker b, transport {}, {} run(s) per size after a warm-up", a.transport, a.runs);
+    println!("bandwidth = size / (time of a task reading the payload on b - the same task on a); GB/s = 1e9 B/s");
+    let cols = ["memcpy", "ucx_shm", "ucx_tcp", "iperf3", "dask"];
+    if a.markdown {
+        println!(
+            "| size | rask p25 | rask p50 | rask p75 | wall (s) ± std | {} |",
+            cols.join(" | ")
+        );
+        println!(
+            "|---|---:|---:|---:|---:|{}",
+            cols.iter().map(|_| "---:|").collect::<String>()
+        );
+    } else {
+        println!(
+            "{:<8} {:>9} {:>9} {:>9} {:>16} {}",
+            "size",
+            "p25",
+            "p50",
+            "p75",
+            "wall ± std",
+            cols.map(|c| format!("{c:>9}")).join(" ")
+        );
+    }
+    for (size, p25, p50, p75, _h, mean, std, _) in &rows {
+        let peers: Vec<String> = cols
+            .iter()
+            .map(|c| peer_at(c, *size).map_or("-".into(), |v| format!("{v:.2}")))
+            .collect();
+        if a.markdown {
+            println!(
+                "| {} | {p25:.2} | {p50:.2} | {p75:.2} | {mean:.4} ± {std:.4} | {} |",
+                human(*size),
+                peers.join(" | ")
+            );
+        } else {
+            println!(
+                "{:<8} {p25:>9.2} {p50:>9.2} {p75:>9.2} {:>16} {}",
+                human(*size),
+                format!("{mean:.4} ± {std:.4}"),
+                peers
+                    .iter()
+                    .map(|p| format!("{p:>9}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
+    }
+    if let Some(path) = &a.json {
+        let ours: Vec<Json> = rows
+            .iter()
+            .map(|(size, p25, p50, p75, h, mean, std, runs)| {
+                json!({"size": size, "gb_per_s_p25": p25, "gb_per_s_p50": p50, "gb_per_s_p75": p75,
+                       "gb_per_s_hmean": h, "wall_s_mean": mean, "wall_s_std": std, "runs": runs,
+                       "sender": "a", "receiver": "b"})
+            })
+            .collect();
+        let doc = json!({"rask": {"transport": a.transport, "runs": a.runs, "results": ours}, "peers": peers});
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
+    }
+    Ok(())
+}
+
+/// Runs benches/compare/p2p_peers.py for the same sizes; returns its JSON.
+fn run_p2p_peers(sizes: &[String], runs: usize) -> Result<Json> {
+    let root = repo_root();
+    let out =
+        std::env::temp_dir().join(format!("rask-bench-p2p-peers-{}.json", std::process::id()));
+    eprintln!("running the peers (memcpy, UCX, iperf3, Dask) on the same sizes…");
+    let status = Command::new("python3")
+        .arg(root.join("benches/compare/p2p_peers.py"))
+        .args([
+            "--sizes",
+            &sizes.join(","),
+            "--runs",
+            &runs.to_string(),
+            "--json",
+        ])
+        .arg(&out)
+        .status()
+        .context("running p2p_peers.py")?;
+    if !status.success() {
+        bail!("p2p_peers.py failed");
+    }
+    let doc: Json = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
+    let _ = std::fs::remove_file(&out);
+    Ok(doc)
 }
