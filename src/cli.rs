@@ -34,6 +34,10 @@ pub struct WorkerArgs {
     /// $RASK_AUTH_SECRET; none means no authentication).
     #[arg(long)]
     pub auth_file: Option<std::path::PathBuf>,
+    /// How data moves to peers: auto (same process → inproc, same host → shm, else tcp),
+    /// tcp, or shm (default: $RASK_TRANSPORT, else auto).
+    #[arg(long)]
+    pub transport: Option<rask_transport::TransportMode>,
 }
 
 /// The secret from `--auth-file`, else from the environment.
@@ -81,6 +85,11 @@ pub fn run_worker(args: WorkerArgs, registry: Registry) -> Result<(), Box<dyn Er
     cfg.listen = args.listen;
     cfg.resources = parse_resources(&args.resources)?;
     cfg.conn.auth = secret(args.auth_file.as_deref())?;
+    cfg.transport = match args.transport {
+        Some(t) => t,
+        None => rask_transport::TransportMode::from_env()?.unwrap_or_default(),
+    };
+    let transport = cfg.transport;
     let authenticated = cfg.conn.auth.is_some();
     let quiet = args.quiet;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -91,6 +100,7 @@ pub fn run_worker(args: WorkerArgs, registry: Registry) -> Result<(), Box<dyn Er
         let resources = cfg.resources.clone();
         let ops = cfg.registry.names().len();
         let w = rask_worker::Worker::connect(cfg).await?;
+        let shm = w.shm_addr().map(str::to_string);
         if !quiet {
             eprintln!(
                 "rask.worker - INFO -       Start worker at: {}",
@@ -105,6 +115,13 @@ pub fn run_worker(args: WorkerArgs, registry: Registry) -> Result<(), Box<dyn Er
             );
             eprintln!("rask.worker - INFO -               Devices: host (cpu)");
             eprintln!("rask.worker - INFO -                   Ops: {ops}");
+            eprintln!(
+                "rask.worker - INFO -             Transport: {transport} (tcp{})",
+                match &shm {
+                    Some(a) => format!(", shm at {a}"),
+                    None => String::new(),
+                }
+            );
             eprintln!(
                 "rask.worker - INFO -        Authentication: {}",
                 if authenticated {

@@ -24,6 +24,7 @@ pub struct LocalClusterBuilder {
     resources: Vec<(String, f64)>,
     scheduler: SchedulerConfig,
     auth: Option<Secret>,
+    transport: Option<rask_transport::TransportMode>,
 }
 
 impl Default for LocalClusterBuilder {
@@ -39,6 +40,7 @@ impl Default for LocalClusterBuilder {
             resources: Vec::new(),
             scheduler: SchedulerConfig::default(),
             auth: None,
+            transport: None,
         }
     }
 }
@@ -53,6 +55,12 @@ impl LocalClusterBuilder {
     /// Executor threads per worker (default 1).
     pub fn threads_per_worker(mut self, n: u32) -> Self {
         self.threads_per_worker = n.max(1);
+        self
+    }
+
+    /// How workers move data to each other (default: `RASK_TRANSPORT`, else auto).
+    pub fn transport(mut self, t: rask_transport::TransportMode) -> Self {
+        self.transport = Some(t);
         self
     }
 
@@ -183,6 +191,12 @@ impl LocalClusterBuilder {
         cfg.nthreads = self.threads_per_worker;
         cfg.registry = self.registry.clone();
         cfg.conn.auth = self.auth.clone();
+        cfg.transport = self.transport.unwrap_or_else(|| {
+            rask_transport::TransportMode::from_env()
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        });
         if let Some(m) = self.memory_limit {
             cfg.memory_limit = m;
         }
@@ -268,6 +282,9 @@ impl LocalClusterBuilder {
         }
         if let Some(p) = secret {
             cmd.arg("--auth-file").arg(p);
+        }
+        if let Some(t) = self.transport {
+            cmd.args(["--transport", &t.to_string()]);
         }
         for (n, a) in &self.resources {
             cmd.args(["--resources", &format!("{n}={a}")]);

@@ -334,6 +334,8 @@ fn a_silent_worker_is_presumed_dead_and_its_work_rescheduled() {
             registry: Some(rask::Registry::builtin().info()),
             worker: Some(rask_proto::msg::WorkerHello {
                 listen_addr: "tcp://127.0.0.1:9".into(),
+                shm_addr: String::new(),
+                transport: "tcp".into(),
                 nthreads: 4,
                 memory_limit: 1 << 30,
                 resources: vec![],

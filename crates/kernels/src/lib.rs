@@ -13,6 +13,42 @@ use std::time::Duration;
 use rask_proto::msg::RegistryInfo;
 use rask_proto::Value;
 
+/// Memory for ops' output bytes. A worker supplies one so that results land where its
+/// same-host peers can map them (shared-memory arenas) instead of on the private heap.
+pub trait OutputAlloc: Send + Sync {
+    /// A writable buffer of `len` bytes (contents unspecified), or `None` for the heap.
+    fn alloc(&self, len: usize) -> Option<Box<dyn OutputBuf>>;
+}
+
+/// A buffer from an [`OutputAlloc`].
+pub trait OutputBuf: Send {
+    fn bytes_mut(&mut self) -> &mut [u8];
+    /// The finished, immutable bytes.
+    fn freeze(self: Box<Self>) -> bytes::Bytes;
+}
+
+thread_local! {
+    static OUTPUT_ALLOC: std::cell::RefCell<Option<Arc<dyn OutputAlloc>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// An op's output of `len` bytes, written by `fill` (which must write every byte), in the
+/// memory of the allocator of the call in progress (the heap outside one).
+pub fn output_bytes(len: usize, fill: impl FnOnce(&mut [u8])) -> bytes::Bytes {
+    let buf = OUTPUT_ALLOC.with(|a| a.borrow().as_ref().and_then(|a| a.alloc(len)));
+    match buf {
+        Some(mut b) => {
+            fill(b.bytes_mut());
+            b.freeze()
+        }
+        None => {
+            let mut v = vec![0u8; len];
+            fill(&mut v);
+            v.into()
+        }
+    }
+}
+
 /// The signature of every op: positional arguments in, one value out.
 pub type OpFn = dyn Fn(&[Value]) -> Result<Value, String> + Send + Sync;
 
@@ -121,7 +157,7 @@ impl Registry {
             if !(0..=(1 << 36)).contains(&n) {
                 return Err(format!("length {n} out of range"));
             }
-            Ok(Value::Bytes(vec![fill; n as usize].into()))
+            Ok(Value::Bytes(output_bytes(n as usize, |b| b.fill(fill))))
         });
         r.register("len", 1, |a| match one("len", a)? {
             Value::Bytes(b) => Ok(Value::Int(b.len() as i64)),
@@ -192,6 +228,25 @@ impl Registry {
     /// arguments, anything else is the single argument. A panic inside the op becomes an
     /// error.
     pub fn call(&self, name: &str, args: &Value) -> Result<Value, KernelError> {
+        self.call_with(name, args, None)
+    }
+
+    /// [`Registry::call`], with the op's output bytes ([`output_bytes`]) allocated by
+    /// `alloc`.
+    pub fn call_with(
+        &self,
+        name: &str,
+        args: &Value,
+        alloc: Option<&Arc<dyn OutputAlloc>>,
+    ) -> Result<Value, KernelError> {
+        struct Reset(Option<Arc<dyn OutputAlloc>>);
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                let prev = self.0.take();
+                OUTPUT_ALLOC.with(|a| *a.borrow_mut() = prev);
+            }
+        }
+        let _reset = alloc.map(|a| Reset(OUTPUT_ALLOC.with(|c| c.borrow_mut().replace(a.clone()))));
         let op = self
             .ops
             .get(name)

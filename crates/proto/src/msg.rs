@@ -62,6 +62,11 @@ wire! {
     pub struct WorkerHello {
         /// Where peers and clients fetch data from, `tcp://host:port`.
         pub listen_addr: String,
+        /// Where same-host peers fetch data through shared memory (`unix:@name`, an
+        /// abstract unix socket); empty when the worker offers no shared memory.
+        pub shm_addr: String,
+        /// The worker's transport setting (`auto`, `tcp` or `shm`).
+        pub transport: String,
         pub nthreads: u32,
         pub memory_limit: u64,
         pub resources: Vec<Resource>,
@@ -173,6 +178,11 @@ wire! {
     pub struct PeerAddr {
         pub worker: WorkerId,
         pub addr: String,
+        /// See [`WorkerHello::shm_addr`].
+        pub shm_addr: String,
+        /// See [`Hello::host_id`]: peers on the same host use shared memory.
+        pub host_id: String,
+        pub pid: u32,
     }
 
     /// Messages from the scheduler to a worker.
@@ -213,6 +223,10 @@ wire! {
         pub name: String,
         pub addr: String,
         pub host_id: String,
+        /// See [`WorkerHello::shm_addr`].
+        pub shm_addr: String,
+        /// See [`WorkerHello::transport`].
+        pub transport: String,
         pub nthreads: u32,
         pub memory_limit: u64,
         pub resources: Vec<Resource>,
@@ -268,10 +282,40 @@ wire! {
         pub value: Datum,
     }
 
+    /// Where one buffer of a shared-memory reply lives.
+    pub enum BufRef {
+        /// In the frame's own buffer list, at this index (small buffers travel inline).
+        Inline(u32),
+        /// In a segment of the holder's shared-memory arena.
+        Shm { segment: u32, offset: u64, len: u64 },
+    }
+
+    /// A shared-memory segment the receiver has not seen yet; its file descriptor
+    /// travels with the frame (SCM_RIGHTS), in the order of this list.
+    pub struct ShmSegment {
+        pub id: u32,
+        pub len: u64,
+    }
+
     /// Data connections: a worker or client fetching from a worker.
     pub enum PeerMsg {
         GetData { req: u64, tasks: Vec<TaskId> },
         Data { req: u64, items: Vec<DataItem>, missing: Vec<TaskId> },
+        /// The reply on a shared-memory connection: the items' `Datum::Buf(i)` refer to
+        /// `refs[i]`. The holder keeps the buffers unchanged until the receiver releases
+        /// `loan` (0: nothing lent).
+        ShmData {
+            req: u64,
+            items: Vec<DataItem>,
+            missing: Vec<TaskId>,
+            refs: Vec<BufRef>,
+            segments: Vec<ShmSegment>,
+            loan: u64,
+        },
+        /// The receiver no longer reads these loans' buffers.
+        Release { loans: Vec<u64> },
+        /// The holder unmapped these segments; the receiver drops its mappings of them.
+        Retired { segments: Vec<u32> },
     }
 }
 
@@ -319,8 +363,18 @@ wire_message! {
     }
     ToClient => |m, base| {}
     PeerMsg => |m, base| {
-        if let PeerMsg::Data { items, .. } = m {
-            items.iter_mut().for_each(|i| i.value.shift_buffers(base));
+        match m {
+            PeerMsg::Data { items, .. } => {
+                items.iter_mut().for_each(|i| i.value.shift_buffers(base));
+            }
+            PeerMsg::ShmData { refs, .. } => {
+                for r in refs {
+                    if let BufRef::Inline(i) = r {
+                        *i += base;
+                    }
+                }
+            }
+            _ => {}
         }
     }
 }

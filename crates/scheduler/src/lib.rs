@@ -85,6 +85,9 @@ struct Joined {
 struct WorkerConn {
     tx: Option<Sender<ToWorker>>,
     addr: String,
+    shm_addr: String,
+    transport: String,
+    pid: u32,
     spec: WorkerSpec,
     heartbeat: Option<rask_proto::msg::HeartbeatMsg>,
 }
@@ -333,12 +336,15 @@ impl Server {
                     memory_limit: wh.memory_limit,
                     resources: wh.resources,
                 };
-                info!(worker = id.0, name = %h.name, addr = %wh.listen_addr, nthreads = wh.nthreads, "worker joined");
+                info!(worker = id.0, name = %h.name, addr = %wh.listen_addr, nthreads = wh.nthreads, transport = %wh.transport, shm = !wh.shm_addr.is_empty(), "worker joined");
                 self.workers.insert(
                     id,
                     WorkerConn {
                         tx: None,
                         addr: wh.listen_addr,
+                        shm_addr: wh.shm_addr,
+                        transport: wh.transport,
+                        pid: h.pid,
                         spec,
                         heartbeat: None,
                     },
@@ -362,6 +368,9 @@ impl Server {
             .map(|(w, c)| rask_proto::msg::PeerAddr {
                 worker: *w,
                 addr: c.addr.clone(),
+                shm_addr: c.shm_addr.clone(),
+                host_id: c.spec.host_id.clone(),
+                pid: c.pid,
             })
             .collect();
         let me = peers
@@ -522,6 +531,8 @@ impl Server {
                     name: c.spec.name.clone(),
                     addr: c.addr.clone(),
                     host_id: c.spec.host_id.clone(),
+                    shm_addr: c.shm_addr.clone(),
+                    transport: c.transport.clone(),
                     nthreads: c.spec.nthreads,
                     memory_limit: c.spec.memory_limit,
                     resources: c.spec.resources.clone(),

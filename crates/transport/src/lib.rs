@@ -11,6 +11,85 @@
 use std::io::IoSlice;
 use std::time::Duration;
 
+pub mod inproc;
+pub mod shm;
+
+/// Which transports a worker may use for data, like `UCX_TLS`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TransportMode {
+    /// By peer: same process → inproc, same host → shm, otherwise tcp.
+    #[default]
+    Auto,
+    /// tcp to every peer.
+    Tcp,
+    /// shm to every same-host peer (in-process ones included), tcp to remote ones.
+    Shm,
+}
+
+impl std::str::FromStr for TransportMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(TransportMode::Auto),
+            "tcp" => Ok(TransportMode::Tcp),
+            "shm" => Ok(TransportMode::Shm),
+            other => Err(format!(
+                "unknown transport {other:?}: expected auto, tcp or shm"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for TransportMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TransportMode::Auto => "auto",
+            TransportMode::Tcp => "tcp",
+            TransportMode::Shm => "shm",
+        })
+    }
+}
+
+impl TransportMode {
+    /// The mode named by `RASK_TRANSPORT`, if set.
+    pub fn from_env() -> Result<Option<TransportMode>, String> {
+        match std::env::var("RASK_TRANSPORT") {
+            Ok(v) if !v.is_empty() => v.parse().map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// The transport to use to a peer, from the identities exchanged in the handshake
+    /// (never from IP addresses).
+    pub fn select(self, me: (&str, u32), peer: (&str, u32), peer_has_shm: bool) -> Link {
+        let same_host = me.0 == peer.0 && !me.0.is_empty();
+        match self {
+            TransportMode::Tcp => Link::Tcp,
+            TransportMode::Auto if same_host && me.1 == peer.1 => Link::Inproc,
+            _ if same_host && peer_has_shm => Link::Shm,
+            _ => Link::Tcp,
+        }
+    }
+}
+
+/// The transport chosen for one peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    Inproc,
+    Shm,
+    Tcp,
+}
+
+impl std::fmt::Display for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Link::Inproc => "inproc",
+            Link::Shm => "shm",
+            Link::Tcp => "tcp",
+        })
+    }
+}
+
 use bytes::{Bytes, BytesMut};
 use rask_proto::frame::{self, FrameLimits, PREFIX_LEN};
 use rask_proto::msg::{AuthProof, Hello, HelloReply, WireMessage};
@@ -42,6 +121,8 @@ pub enum TransportError {
     AuthRequired,
     #[error("authentication failed: {0}")]
     AuthFailed(String),
+    #[error("shared memory: {0}")]
+    Shm(String),
     #[error("cannot read the secret from {path}: {message}")]
     Secret { path: String, message: String },
 }
@@ -223,6 +304,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         Ok(Some(Batch { msgs, bufs: f.bufs }))
     }
 
+    /// The connection being read.
+    pub fn get_mut(&mut self) -> &mut R {
+        self.r.get_mut()
+    }
+
     /// Reads one handshake frame of type `T`, within the frame timeout.
     async fn read_reply<T>(&mut self) -> Result<T, TransportError>
     where
@@ -280,6 +366,14 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
             .filter(|b| !b.is_empty())
             .map(|b| IoSlice::new(b)),
     );
+    write_all_vectored(w, slices).await
+}
+
+/// Writes every slice, in as few `writev` calls as the socket takes.
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    mut slices: Vec<IoSlice<'_>>,
+) -> Result<(), TransportError> {
     let mut rest: &mut [IoSlice<'_>] = &mut slices;
     while !rest.is_empty() {
         let n = w.write_vectored(rest).await?;
@@ -391,12 +485,67 @@ pub async fn connect(
 ) -> Result<(FrameReader, OwnedWriteHalf, u32), TransportError> {
     let stream = TcpStream::connect(parse_addr(addr)?).await?;
     stream.set_nodelay(true)?;
-    let (r, mut w) = stream.into_split();
+    let (r, w) = stream.into_split();
+    handshake(FrameReader::new(r, cfg), w, hello).await
+}
+
+/// Opens a same-host connection to `unix:@name` (an abstract unix socket) and does the
+/// client side of the handshake; the reader also receives file descriptors.
+pub async fn connect_unix(
+    addr: &str,
+    hello: &Hello,
+    cfg: ConnConfig,
+) -> Result<
+    (
+        FrameReader<shm::FdReader>,
+        tokio::net::unix::OwnedWriteHalf,
+        u32,
+    ),
+    TransportError,
+> {
+    let name = addr
+        .strip_prefix("unix:@")
+        .ok_or_else(|| TransportError::BadAddress(addr.into()))?
+        .to_string();
+    let stream = tokio::task::spawn_blocking(move || {
+        use std::os::linux::net::SocketAddrExt;
+        let a = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+        let s = std::os::unix::net::UnixStream::connect_addr(&a)?;
+        s.set_nonblocking(true)?;
+        Ok::<_, std::io::Error>(s)
+    })
+    .await
+    .map_err(|e| TransportError::Io(std::io::Error::other(e)))??;
+    let (r, w) = tokio::net::UnixStream::from_std(stream)?.into_split();
+    handshake(FrameReader::new(shm::FdReader::new(r), cfg), w, hello).await
+}
+
+/// Binds an abstract unix socket with a fresh name; returns it and its `unix:@name`.
+pub fn listen_unix() -> Result<(tokio::net::UnixListener, String), TransportError> {
+    use std::os::linux::net::SocketAddrExt;
+    let mut r = [0u8; 8];
+    getrandom::fill(&mut r)
+        .map_err(|e| TransportError::Io(std::io::Error::other(e.to_string())))?;
+    let name = format!("rask-{}-{:016x}", std::process::id(), u64::from_le_bytes(r));
+    let a = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+    let l = std::os::unix::net::UnixListener::bind_addr(&a)?;
+    l.set_nonblocking(true)?;
+    Ok((
+        tokio::net::UnixListener::from_std(l)?,
+        format!("unix:@{name}"),
+    ))
+}
+
+/// The client side of the handshake on an open connection.
+async fn handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    mut reader: FrameReader<R>,
+    mut w: W,
+    hello: &Hello,
+) -> Result<(FrameReader<R>, W, u32), TransportError> {
     let mut hello = hello.clone();
     hello.nonce = nonce();
     write_frame(&mut w, &frame::encode_header(&hello), &[]).await?;
-    let auth = cfg.auth.clone();
-    let mut reader = FrameReader::new(r, cfg);
+    let auth = reader.cfg.auth.clone();
     let mut reply = reader.read_reply::<HelloReply>().await?;
     if let HelloReply::Challenge {
         nonce: server_nonce,
@@ -429,8 +578,8 @@ pub async fn connect(
 /// The server side of the handshake: reads the peer's hello and, when this side has a
 /// secret, challenges the peer to prove it. The caller then answers with `Welcome` or
 /// `Refused` ([`reply_hello`]).
-pub async fn accept<W: AsyncWrite + Unpin>(
-    reader: &mut FrameReader,
+pub async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    reader: &mut FrameReader<R>,
     w: &mut W,
     cfg: &ConnConfig,
 ) -> Result<Hello, TransportError> {

@@ -11,14 +11,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rask_kernels::Registry;
+use rask_kernels::{OutputAlloc, OutputBuf, Registry};
 use rask_proto::msg::{
-    ComputeMsg, DataItem, HeartbeatMsg, Hello, HelloReply, PeerMsg, Resource, Role, ToScheduler,
-    ToWorker, WorkerHello,
+    ComputeMsg, DataItem, HeartbeatMsg, Hello, HelloReply, PeerAddr, PeerMsg, Resource, Role,
+    ToScheduler, ToWorker, WorkerHello,
 };
 use rask_proto::{Datum, TaskId, Value, WorkerId, PROTOCOL_VERSION, RASK_VERSION};
+use rask_transport::shm::{Arena, FdReader};
 use rask_transport::{
-    connect, reply_hello, spawn_writer, Batch, ConnConfig, FrameReader, Sender, TransportError,
+    connect, reply_hello, spawn_writer, Batch, ConnConfig, FrameReader, Link, Sender,
+    TransportError, TransportMode,
 };
 use rask_worker_core::{Instruction, WorkerCore};
 use rustc_hash::FxHashMap;
@@ -42,6 +44,8 @@ pub struct WorkerConfig {
     pub conn: ConnConfig,
     pub registry: Registry,
     pub heartbeat_interval: Duration,
+    /// Which transports data may take to peers.
+    pub transport: TransportMode,
 }
 
 impl WorkerConfig {
@@ -58,6 +62,7 @@ impl WorkerConfig {
             conn: ConnConfig::default(),
             registry: Registry::builtin(),
             heartbeat_interval: Duration::from_secs(1),
+            transport: TransportMode::Auto,
         }
     }
 }
@@ -110,15 +115,16 @@ const RESULT_DELAY: Duration = Duration::from_micros(500);
 
 fn executor_loop(
     registry: &Registry,
+    alloc: Option<&Arc<dyn OutputAlloc>>,
     jobs: &crossbeam_channel::Receiver<Job>,
     events: &mpsc::UnboundedSender<Event>,
 ) {
     while let Ok(first) = jobs.recv() {
         let batch_start = Instant::now();
-        let mut done = vec![run_job(registry, first)];
+        let mut done = vec![run_job(registry, alloc, first)];
         while done.len() < RESULT_BATCH && batch_start.elapsed() < RESULT_DELAY {
             match jobs.try_recv() {
-                Ok(job) => done.push(run_job(registry, job)),
+                Ok(job) => done.push(run_job(registry, alloc, job)),
                 Err(_) => break,
             }
         }
@@ -128,12 +134,14 @@ fn executor_loop(
     }
 }
 
-fn run_job(registry: &Registry, job: Job) -> Executed {
+fn run_job(registry: &Registry, alloc: Option<&Arc<dyn OutputAlloc>>, job: Job) -> Executed {
     let start = Instant::now();
-    let result = registry.call(&job.op, &job.args).map_err(|e| match e {
-        rask_kernels::KernelError::Failed { message, .. } => message,
-        e => e.to_string(),
-    });
+    let result = registry
+        .call_with(&job.op, &job.args, alloc)
+        .map_err(|e| match e {
+            rask_kernels::KernelError::Failed { message, .. } => message,
+            e => e.to_string(),
+        });
     Executed {
         task: job.task,
         op: job.op,
@@ -157,12 +165,55 @@ struct Job {
 /// Task outputs and fetched inputs, shared with the data server.
 type Store = Arc<Mutex<FxHashMap<TaskId, Value>>>;
 
+/// Ops' large outputs go to the worker's shared-memory arena, so same-host peers read
+/// them in place.
+struct ArenaAlloc(Arena);
+
+impl OutputAlloc for ArenaAlloc {
+    fn alloc(&self, len: usize) -> Option<Box<dyn OutputBuf>> {
+        if len < rask_transport::shm::INLINE_MAX {
+            return None;
+        }
+        match self.0.alloc(len) {
+            Ok(r) => Some(Box::new(ArenaBuf(r))),
+            Err(e) => {
+                warn!("shared-memory arena cannot grow ({e}); using the heap");
+                None
+            }
+        }
+    }
+}
+
+struct ArenaBuf(rask_transport::shm::Region);
+
+impl OutputBuf for ArenaBuf {
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        self.0.as_mut_slice()
+    }
+    fn freeze(self: Box<Self>) -> Bytes {
+        self.0.freeze()
+    }
+}
+
+/// Unused arena memory kept mapped for reuse, and how many heartbeats a segment must stay
+/// unused before it is unmapped.
+const ARENA_KEEP_FREE: u64 = rask_transport::shm::DEFAULT_SEGMENT;
+const ARENA_IDLE_ROUNDS: u32 = 3;
+
+/// The shared-memory side of a worker: its arena and where same-host peers reach it.
+struct ShmServer {
+    arena: Arena,
+    listener: tokio::net::UnixListener,
+    addr: String,
+}
+
 /// A worker connected to its scheduler, ready to run.
 pub struct Worker {
     cfg: WorkerConfig,
     id: WorkerId,
     listen_addr: String,
     listener: TcpListener,
+    shm: Option<ShmServer>,
     reader: FrameReader,
     to_scheduler: Sender<ToScheduler>,
 }
@@ -172,6 +223,21 @@ impl Worker {
     pub async fn connect(cfg: WorkerConfig) -> Result<Worker, WorkerError> {
         let listener = rask_transport::listen(&cfg.listen).await?;
         let listen_addr = rask_transport::listener_addr(&listener)?;
+        let shm = match cfg.transport {
+            TransportMode::Tcp => None,
+            _ => match rask_transport::listen_unix() {
+                Ok((listener, addr)) => Some(ShmServer {
+                    arena: Arena::new(rask_transport::shm::DEFAULT_SEGMENT),
+                    listener,
+                    addr,
+                }),
+                Err(e) => {
+                    warn!("no shared memory for peers ({e}); data goes over tcp");
+                    None
+                }
+            },
+        };
+        let shm_addr = shm.as_ref().map(|s| s.addr.clone()).unwrap_or_default();
         let hello = Hello {
             protocol: PROTOCOL_VERSION,
             schema: rask_proto::PROTOCOL_SCHEMA,
@@ -184,6 +250,8 @@ impl Worker {
             registry: Some(cfg.registry.info()),
             worker: Some(WorkerHello {
                 listen_addr: listen_addr.clone(),
+                shm_addr,
+                transport: cfg.transport.to_string(),
                 nthreads: cfg.nthreads,
                 memory_limit: cfg.memory_limit,
                 resources: cfg.resources.clone(),
@@ -199,6 +267,7 @@ impl Worker {
             id: WorkerId(id),
             listen_addr,
             listener,
+            shm,
             reader,
             to_scheduler: spawn_writer(w),
             cfg,
@@ -215,17 +284,40 @@ impl Worker {
         &self.listen_addr
     }
 
+    /// Where same-host peers reach this worker's shared memory, if it offers it.
+    pub fn shm_addr(&self) -> Option<&str> {
+        self.shm.as_ref().map(|s| s.addr.as_str())
+    }
+
     /// Runs until the scheduler closes the connection or `shutdown` completes.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
         let Worker {
             cfg,
             id,
-            listen_addr: _,
+            listen_addr,
             listener,
+            shm,
             mut reader,
             to_scheduler,
         } = self;
         let store: Store = Arc::default();
+        // Peers in this process take the store's values directly.
+        let _inproc = (cfg.transport == TransportMode::Auto)
+            .then(|| rask_transport::inproc::register(&listen_addr, &store));
+        let (retire_tx, _) = tokio::sync::broadcast::channel::<Vec<u32>>(1024);
+        let arena = shm.as_ref().map(|s| s.arena.clone());
+        let shm_server = shm.map(|s| {
+            tokio::spawn(serve_shm_data(
+                s.listener,
+                cfg.conn.clone(),
+                store.clone(),
+                s.arena,
+                retire_tx.clone(),
+            ))
+        });
+        let alloc: Option<Arc<dyn OutputAlloc>> = arena
+            .clone()
+            .map(|a| Arc::new(ArenaAlloc(a)) as Arc<dyn OutputAlloc>);
         let (events, mut rx) = mpsc::unbounded_channel::<Event>();
 
         // Scheduler reader.
@@ -255,10 +347,11 @@ impl Worker {
             let job_rx = job_rx.clone();
             let ev = events.clone();
             let registry = cfg.registry.clone();
+            let alloc = alloc.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("rask-exec-{i}"))
-                    .spawn(move || executor_loop(&registry, &job_rx, &ev))
+                    .spawn(move || executor_loop(&registry, alloc.as_ref(), &job_rx, &ev))
                     .expect("spawning an executor thread"),
             );
         }
@@ -279,6 +372,10 @@ impl Worker {
             report: Default::default(),
             op_us: FxHashMap::default(),
             inline_until: Instant::now(),
+            alloc,
+            arena,
+            retire_tx,
+            host_id: rask_transport::host_id(),
         };
         let interval = cfg.heartbeat_interval;
         // The main loop runs as a spawned task (see the scheduler for why: waking a task
@@ -326,6 +423,9 @@ impl Worker {
             }
         };
         data_server.abort();
+        if let Some(s) = shm_server {
+            s.abort();
+        }
         drop(threads);
         result.unwrap_or_else(|e| {
             Err(WorkerError::SchedulerLost(format!(
@@ -343,8 +443,8 @@ struct State {
     store: Store,
     /// Compute requests not yet run: op, args and their buffers, deps in order.
     specs: FxHashMap<TaskId, (ComputeMsg, Vec<Bytes>)>,
-    /// Peer workers' data addresses.
-    peers: FxHashMap<WorkerId, String>,
+    /// Peer workers' data addresses and identities.
+    peers: FxHashMap<WorkerId, PeerAddr>,
     /// Open data connections to peers.
     links: FxHashMap<WorkerId, Sender<PeerMsg>>,
     /// Fetch requests in flight: (peer, request id) → tasks.
@@ -359,6 +459,12 @@ struct State {
     op_us: FxHashMap<String, f64>,
     /// Inline execution stops at this instant (per wake-up budget).
     inline_until: Instant,
+    /// Where ops' output bytes go (the shared-memory arena, when there is one).
+    alloc: Option<Arc<dyn OutputAlloc>>,
+    arena: Option<Arena>,
+    /// Segments the arena unmapped, for the shared-memory connections to announce.
+    retire_tx: tokio::sync::broadcast::Sender<Vec<u32>>,
+    host_id: String,
 }
 
 impl State {
@@ -397,7 +503,7 @@ impl State {
                         }
                         ToWorker::Peers { peers } => {
                             for p in peers {
-                                self.peers.insert(p.worker, p.addr);
+                                self.peers.insert(p.worker, p);
                             }
                         }
                         ToWorker::PeerGone { worker } => {
@@ -500,20 +606,59 @@ impl State {
     }
 
     fn fetch(&mut self, from: WorkerId, tasks: Vec<TaskId>) {
+        let req = self.next_req;
+        self.next_req += 1;
         let link = match self.links.get(&from) {
             Some(l) if !l.is_closed() => l.clone(),
             _ => {
-                let Some(addr) = self.peers.get(&from).cloned() else {
+                let Some(peer) = self.peers.get(&from).cloned() else {
                     self.core.on_fetch_failed(from, &tasks);
                     return;
                 };
-                let link = open_link(self.id, from, addr, &self.cfg, self.events.clone());
+                let kind = self.cfg.transport.select(
+                    (&self.host_id, std::process::id()),
+                    (&peer.host_id, peer.pid),
+                    !peer.shm_addr.is_empty(),
+                );
+                if kind == Link::Inproc {
+                    if let Some(store) = rask_transport::inproc::lookup::<
+                        Mutex<FxHashMap<TaskId, Value>>,
+                    >(&peer.addr)
+                    {
+                        // Same process: the values' buffers are shared, not copied.
+                        let (values, missing) = {
+                            let store = store.lock().expect("peer store lock");
+                            let mut values = Vec::new();
+                            let mut missing = Vec::new();
+                            for t in tasks {
+                                match store.get(&t) {
+                                    Some(v) => values.push((t, v.clone())),
+                                    None => missing.push(t),
+                                }
+                            }
+                            (values, missing)
+                        };
+                        self.outstanding.insert((from, req), Vec::new());
+                        let _ = self.events.send(Event::Fetched {
+                            from,
+                            req,
+                            values,
+                            missing,
+                        });
+                        return;
+                    }
+                }
+                let kind = if kind == Link::Inproc {
+                    Link::Tcp
+                } else {
+                    kind
+                };
+                debug!(peer = from.0, "data link to worker {} over {kind}", from.0);
+                let link = open_link(self.id, from, peer, kind, &self.cfg, self.events.clone());
                 self.links.insert(from, link.clone());
                 link
             }
         };
-        let req = self.next_req;
-        self.next_req += 1;
         if link
             .send(PeerMsg::GetData {
                 req,
@@ -561,7 +706,7 @@ impl State {
         if fast && Instant::now() < self.inline_until {
             // A op measured to take microseconds runs here: handing it to a thread would
             // cost more (two cross-thread wake-ups) than running it.
-            let done = run_job(&self.cfg.registry, job);
+            let done = run_job(&self.cfg.registry, self.alloc.as_ref(), job);
             self.on_executed(vec![done]);
         } else if self.jobs.send(job).is_err() {
             self.core.on_executed(task, Err("executor stopped".into()));
@@ -591,6 +736,13 @@ impl State {
     }
 
     fn heartbeat(&mut self) {
+        if let Some(a) = &self.arena {
+            let gone = a.trim(ARENA_KEEP_FREE, ARENA_IDLE_ROUNDS);
+            if !gone.is_empty() {
+                debug!(segments = ?gone, "arena shrank");
+                let _ = self.retire_tx.send(gone);
+            }
+        }
         let (stored_keys, stored_bytes) = {
             let store = self.store.lock().expect("store lock");
             (store.len() as u64, store.values().map(Value::nbytes).sum())
@@ -604,69 +756,173 @@ impl State {
     }
 }
 
-/// Opens a data connection to a peer; requests queue until it is up.
+/// Opens a data connection to a peer over `kind` (shm or tcp); requests queue until it
+/// is up.
 fn open_link(
     me: WorkerId,
     peer: WorkerId,
-    addr: String,
+    addr: PeerAddr,
+    kind: Link,
     cfg: &WorkerConfig,
     events: mpsc::UnboundedSender<Event>,
 ) -> Sender<PeerMsg> {
     let (tx, pending) = rask_transport::channel::<PeerMsg>();
     let hello = peer_hello(&format!("worker-{}", me.0));
     let conn = cfg.conn.clone();
+    let releases = tx.clone();
     tokio::spawn(async move {
-        let (mut reader, w) = match connect(&addr, &hello, conn).await {
-            Ok((r, w, _)) => (r, w),
-            Err(e) => {
-                let _ = events.send(Event::LinkDown {
-                    from: peer,
-                    error: e.to_string(),
-                });
-                return;
-            }
-        };
-        pending.start(w);
-        let error = loop {
-            match reader.read_batch::<PeerMsg>().await {
-                Ok(Some(Batch { msgs, bufs })) => {
-                    for m in msgs {
-                        if let PeerMsg::Data {
-                            req,
-                            items,
-                            missing,
-                        } = m
-                        {
-                            let mut values = Vec::with_capacity(items.len());
-                            let mut bad = Vec::new();
-                            for it in items {
-                                match it.value.to_value(&bufs, &[]) {
-                                    Ok(v) => values.push((it.task, v)),
-                                    Err(_) => bad.push(it.task),
-                                }
-                            }
-                            let missing = missing.into_iter().chain(bad).collect();
-                            if events
-                                .send(Event::Fetched {
-                                    from: peer,
-                                    req,
-                                    values,
-                                    missing,
-                                })
-                                .is_err()
-                            {
-                                return;
-                            }
-                        }
-                    }
+        let error = if kind == Link::Shm {
+            match rask_transport::connect_unix(&addr.shm_addr, &hello, conn).await {
+                Ok((reader, w, _)) => {
+                    pending.start(w);
+                    // Imported buffers release their loan when the store drops them.
+                    let importer = rask_transport::shm::Importer::new(move |loan| {
+                        let _ = releases.send(PeerMsg::Release { loans: vec![loan] });
+                    });
+                    link_loop(peer, reader, Some(importer), |r| Some(r.fds()), &events).await
                 }
-                Ok(None) => break "closed".to_string(),
-                Err(e) => break e.to_string(),
+                Err(e) => Some(format!(
+                    "shared-memory connection to {}: {e}",
+                    addr.shm_addr
+                )),
+            }
+        } else {
+            drop(releases);
+            match connect(&addr.addr, &hello, conn).await {
+                Ok((reader, w, _)) => {
+                    pending.start(w);
+                    link_loop(peer, reader, None, |_| None, &events).await
+                }
+                Err(e) => Some(e.to_string()),
             }
         };
-        let _ = events.send(Event::LinkDown { from: peer, error });
+        if let Some(error) = error {
+            let _ = events.send(Event::LinkDown { from: peer, error });
+        }
     });
     tx
+}
+
+/// Reads a data connection's replies into `Fetched` events until it ends; `None` when the
+/// worker stopped listening, else why the connection ended.
+async fn link_loop<R: tokio::io::AsyncRead + Unpin>(
+    peer: WorkerId,
+    mut reader: FrameReader<R>,
+    mut importer: Option<rask_transport::shm::Importer>,
+    fds: fn(&mut R) -> Option<&mut std::collections::VecDeque<std::os::fd::OwnedFd>>,
+    events: &mpsc::UnboundedSender<Event>,
+) -> Option<String> {
+    loop {
+        let batch = match reader.read_batch::<PeerMsg>().await {
+            Ok(Some(b)) => b,
+            Ok(None) => return Some("closed".into()),
+            Err(e) => return Some(e.to_string()),
+        };
+        let replies =
+            match rask_transport::shm::replies(batch, importer.as_mut(), fds(reader.get_mut())) {
+                Ok(r) => r,
+                Err(e) => return Some(e.to_string()),
+            };
+        for r in replies {
+            let mut values = Vec::with_capacity(r.items.len());
+            let mut missing = r.missing;
+            for it in r.items {
+                match it.value.to_value(&r.bufs, &[]) {
+                    Ok(v) => values.push((it.task, v)),
+                    Err(_) => missing.push(it.task),
+                }
+            }
+            let ev = Event::Fetched {
+                from: peer,
+                req: r.req,
+                values,
+                missing,
+            };
+            if events.send(ev).is_err() {
+                return None;
+            }
+        }
+    }
+}
+
+/// Serves same-host peers through shared memory.
+async fn serve_shm_data(
+    listener: tokio::net::UnixListener,
+    cfg: ConnConfig,
+    store: Store,
+    arena: Arena,
+    retired: tokio::sync::broadcast::Sender<Vec<u32>>,
+) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                warn!("shared-memory listener: {e}");
+                continue;
+            }
+        };
+        let (cfg, store, arena, retired) = (
+            cfg.clone(),
+            store.clone(),
+            arena.clone(),
+            retired.subscribe(),
+        );
+        tokio::spawn(async move {
+            let (r, mut w) = stream.into_split();
+            let mut reader = FrameReader::new(FdReader::new(r), cfg.clone());
+            let Some(name) = welcome(&mut reader, &mut w, &cfg).await else {
+                return;
+            };
+            let lookup = |tasks: Vec<TaskId>| lookup_data(&store, tasks);
+            if let Err(e) = rask_transport::shm::serve_shm(reader, w, arena, retired, lookup).await
+            {
+                warn!(peer = %name, "shared-memory data connection: {e}");
+            }
+        });
+    }
+}
+
+/// The server side of a data connection's handshake; the peer's name once welcomed.
+async fn welcome<R: tokio::io::AsyncRead + Unpin, W: tokio::io::AsyncWrite + Unpin>(
+    reader: &mut FrameReader<R>,
+    w: &mut W,
+    cfg: &ConnConfig,
+) -> Option<String> {
+    let hello = match rask_transport::accept(reader, w, cfg).await {
+        Ok(h) => h,
+        Err(e) => {
+            warn!("data connection handshake failed: {e}");
+            return None;
+        }
+    };
+    if let Err(reason) = rask_proto::msg::check_versions(&hello, "this worker") {
+        let _ = reply_hello(w, &HelloReply::Refused { reason }).await;
+        return None;
+    }
+    let welcome = HelloReply::Welcome {
+        id: 0,
+        rask_version: RASK_VERSION.into(),
+    };
+    reply_hello(w, &welcome).await.ok()?;
+    Some(hello.name)
+}
+
+/// The stored values of `tasks` in wire form, and those not stored.
+fn lookup_data(store: &Store, tasks: Vec<TaskId>) -> rask_transport::shm::Lookup {
+    let mut bufs = Vec::new();
+    let mut items = Vec::new();
+    let mut missing = Vec::new();
+    let store = store.lock().expect("store lock");
+    for t in tasks {
+        match store.get(&t) {
+            Some(v) => items.push(DataItem {
+                task: t,
+                value: v.to_datum(&mut bufs),
+            }),
+            None => missing.push(t),
+        }
+    }
+    (items, bufs, missing)
 }
 
 /// The hello of a data connection.
@@ -701,29 +957,9 @@ async fn serve_peer(stream: TcpStream, cfg: ConnConfig, store: Store) {
     let _ = stream.set_nodelay(true);
     let (r, mut w) = stream.into_split();
     let mut reader = FrameReader::new(r, cfg.clone());
-    let hello = match rask_transport::accept(&mut reader, &mut w, &cfg).await {
-        Ok(h) => h,
-        Err(e) => {
-            warn!("data connection handshake failed: {e}");
-            return;
-        }
+    let Some(name) = welcome(&mut reader, &mut w, &cfg).await else {
+        return;
     };
-    if let Err(reason) = rask_proto::msg::check_versions(&hello, "this worker") {
-        let _ = reply_hello(&mut w, &HelloReply::Refused { reason }).await;
-        return;
-    }
-    if reply_hello(
-        &mut w,
-        &HelloReply::Welcome {
-            id: 0,
-            rask_version: RASK_VERSION.into(),
-        },
-    )
-    .await
-    .is_err()
-    {
-        return;
-    }
     let tx = spawn_writer::<PeerMsg, _>(w);
     loop {
         match reader.read_batch::<PeerMsg>().await {
@@ -732,39 +968,20 @@ async fn serve_peer(stream: TcpStream, cfg: ConnConfig, store: Store) {
                     let PeerMsg::GetData { req, tasks } = m else {
                         continue;
                     };
-                    let mut bufs = Vec::new();
-                    let mut items = Vec::new();
-                    let mut missing = Vec::new();
-                    {
-                        let store = store.lock().expect("store lock");
-                        for t in tasks {
-                            match store.get(&t) {
-                                Some(v) => items.push(DataItem {
-                                    task: t,
-                                    value: v.to_datum(&mut bufs),
-                                }),
-                                None => missing.push(t),
-                            }
-                        }
-                    }
-                    if tx
-                        .send_with(
-                            PeerMsg::Data {
-                                req,
-                                items,
-                                missing,
-                            },
-                            bufs,
-                        )
-                        .is_err()
-                    {
+                    let (items, bufs, missing) = lookup_data(&store, tasks);
+                    let reply = PeerMsg::Data {
+                        req,
+                        items,
+                        missing,
+                    };
+                    if tx.send_with(reply, bufs).is_err() {
                         return;
                     }
                 }
             }
             Ok(None) => return,
             Err(e) => {
-                warn!(peer = %hello.name, "data connection: {e}");
+                warn!(peer = %name, "data connection: {e}");
                 return;
             }
         }

@@ -1,0 +1,953 @@
+//! Same-host transfers through shared memory.
+//!
+//! A worker's data buffers live in an [`Arena`]: memfd-backed segments, mapped once and
+//! pre-faulted, carved into [`Region`]s. A segment's file descriptor crosses a unix socket
+//! once per peer (SCM_RIGHTS, see [`FdReader`] and [`write_frame_fds`]); after that a
+//! transfer is a `(segment, offset, length)` triple and the receiver reads the holder's
+//! pages in place — no byte is copied.
+//!
+//! Lifetimes are explicit. The holder's [`Exporter`] keeps every lent buffer alive until
+//! the receiver's [`Importer`] releases the loan (when the last imported `Bytes` of it is
+//! dropped) or the connection ends. Segments are sealed against shrinking, so a mapping
+//! can never fault on a truncated file, and they stay valid for a receiver even after
+//! the holder dies: the pages live as long as some process maps them.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::io::IoSlice;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use rask_proto::frame;
+use rask_proto::msg::{BufRef, DataItem, PeerMsg, ShmSegment, WireMessage};
+use rask_proto::TaskId;
+use rustix::fs::{MemfdFlags, SealFlags};
+use rustix::mm::{MapFlags, ProtFlags};
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
+use tokio::io::{AsyncRead, Interest, ReadBuf};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+
+use crate::TransportError;
+
+/// Regions are aligned (and sized) to cache lines.
+const ALIGN: u64 = 64;
+/// Buffers smaller than this travel inline in the frame: copying them costs less than the
+/// bookkeeping of a loan.
+pub const INLINE_MAX: usize = 64 * 1024;
+/// The smallest segment an arena creates; bigger requests get a segment of their own size.
+pub const DEFAULT_SEGMENT: u64 = 64 << 20;
+/// Most descriptors passed with one `sendmsg`.
+const FDS_PER_MSG: usize = 16;
+
+fn io_err(e: rustix::io::Errno) -> std::io::Error {
+    std::io::Error::from(e)
+}
+
+/// One memfd, mapped read-write in this process.
+struct Segment {
+    fd: Arc<OwnedFd>,
+    base: *mut u8,
+    len: u64,
+    /// Free ranges, offset → length, coalesced.
+    free: BTreeMap<u64, u64>,
+    used: u64,
+    /// Consecutive trims that found the segment unused.
+    idle: u32,
+}
+
+// SAFETY: the mapping is plain shared memory; access to its bytes is governed by the
+// regions carved from it (exclusive while being written, shared once frozen).
+unsafe impl Send for Segment {}
+
+impl Segment {
+    fn create(len: u64) -> std::io::Result<Segment> {
+        let fd = rustix::fs::memfd_create(
+            "rask-arena",
+            MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+        )
+        .map_err(io_err)?;
+        rustix::fs::ftruncate(&fd, len).map_err(io_err)?;
+        // Receivers rely on the size: a file that could shrink would fault their reads.
+        rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)
+            .map_err(io_err)?;
+        // SAFETY: a fresh shared mapping of a file we own; nothing else refers to it yet.
+        // MAP_POPULATE pre-faults it once here, so transfers never pay page faults.
+        let base = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len as usize,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED | MapFlags::POPULATE,
+                &fd,
+                0,
+            )
+        }
+        .map_err(io_err)? as *mut u8;
+        Ok(Segment {
+            fd: Arc::new(fd),
+            base,
+            len,
+            free: BTreeMap::from([(0, len)]),
+            used: 0,
+            idle: 0,
+        })
+    }
+
+    /// First fit.
+    fn take(&mut self, need: u64) -> Option<u64> {
+        let (&off, &len) = self.free.iter().find(|(_, &len)| len >= need)?;
+        self.free.remove(&off);
+        if len > need {
+            self.free.insert(off + need, len - need);
+        }
+        self.used += need;
+        self.idle = 0;
+        Some(off)
+    }
+
+    fn give(&mut self, mut off: u64, mut len: u64) {
+        self.used -= len;
+        if let Some((&p, &plen)) = self.free.range(..off).next_back() {
+            if p + plen == off {
+                self.free.remove(&p);
+                off = p;
+                len += plen;
+            }
+        }
+        if let Some(nlen) = self.free.remove(&(off + len)) {
+            len += nlen;
+        }
+        self.free.insert(off, len);
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was created by `create` with this length; no region of it
+        // is alive (segments are dropped only when unused, or with the whole arena).
+        unsafe {
+            let _ = rustix::mm::munmap(self.base.cast(), self.len as usize);
+        }
+    }
+}
+
+struct ArenaState {
+    segments: BTreeMap<u32, Segment>,
+    next: u32,
+}
+
+struct ArenaInner {
+    state: Mutex<ArenaState>,
+    segment_size: u64,
+}
+
+impl ArenaInner {
+    fn give(&self, seg: u32, off: u64, len: u64) {
+        let mut st = self.state.lock().expect("arena lock");
+        if let Some(s) = st.segments.get_mut(&seg) {
+            s.give(off, len);
+        }
+    }
+}
+
+/// Counters of an arena.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ArenaStats {
+    pub segments: u64,
+    pub capacity: u64,
+    pub used: u64,
+}
+
+/// Memfd-backed memory that same-host peers can map. Cheap to clone.
+#[derive(Clone)]
+pub struct Arena(Arc<ArenaInner>);
+
+impl std::fmt::Debug for Arena {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Arena({:?})", self.stats())
+    }
+}
+
+impl Arena {
+    /// An empty arena that grows by segments of at least `segment_size` bytes.
+    pub fn new(segment_size: u64) -> Arena {
+        Arena(Arc::new(ArenaInner {
+            state: Mutex::new(ArenaState {
+                segments: BTreeMap::new(),
+                next: 1,
+            }),
+            segment_size: segment_size.max(ALIGN),
+        }))
+    }
+
+    /// A writable region of `len` bytes (not zeroed when reused); grows the arena when no
+    /// segment has room.
+    pub fn alloc(&self, len: usize) -> std::io::Result<Region> {
+        let need = (len.max(1) as u64).div_ceil(ALIGN) * ALIGN;
+        let mut st = self.0.state.lock().expect("arena lock");
+        let found = st
+            .segments
+            .iter_mut()
+            .find_map(|(&id, s)| s.take(need).map(|off| (id, off, s.base)));
+        let (seg, off, base) = match found {
+            Some(f) => f,
+            None => {
+                let size = need.max(self.0.segment_size).div_ceil(2 << 20) * (2 << 20);
+                let mut s = Segment::create(size)?;
+                let off = s.take(need).expect("a fresh segment fits");
+                let id = st.next;
+                st.next += 1;
+                let base = s.base;
+                st.segments.insert(id, s);
+                tracing::debug!(segment = id, bytes = size, "arena grew");
+                (id, off, base)
+            }
+        };
+        Ok(Region {
+            arena: self.0.clone(),
+            seg,
+            off,
+            cap: need,
+            len,
+            // SAFETY: off + len lies inside the segment's mapping.
+            ptr: unsafe { base.add(off as usize) },
+        })
+    }
+
+    /// A frozen copy of `bytes` in the arena.
+    pub fn copy_in(&self, bytes: &[u8]) -> std::io::Result<Bytes> {
+        let mut r = self.alloc(bytes.len())?;
+        r.as_mut_slice().copy_from_slice(bytes);
+        Ok(r.freeze())
+    }
+
+    /// Where `bytes` lies, if inside one of this arena's segments: (segment, offset).
+    pub fn locate(&self, bytes: &[u8]) -> Option<(u32, u64)> {
+        let p = bytes.as_ptr() as usize;
+        let st = self.0.state.lock().expect("arena lock");
+        st.segments.iter().find_map(|(&id, s)| {
+            let b = s.base as usize;
+            (p >= b && p + bytes.len() <= b + s.len as usize).then(|| (id, (p - b) as u64))
+        })
+    }
+
+    /// Unmaps segments found unused by more than `rounds` consecutive trims, while more
+    /// than `keep_free` bytes of capacity are unused; returns the ids of the segments
+    /// removed (receivers should drop their mappings). Called periodically, this shrinks
+    /// the arena after a burst without unmapping memory that is about to be reused.
+    pub fn trim(&self, keep_free: u64, rounds: u32) -> Vec<u32> {
+        let mut st = self.0.state.lock().expect("arena lock");
+        let mut free: u64 = st.segments.values().map(|s| s.len - s.used).sum();
+        for s in st.segments.values_mut() {
+            s.idle = if s.used == 0 {
+                s.idle.saturating_add(1)
+            } else {
+                0
+            };
+        }
+        let idle: Vec<(u32, u64)> = st
+            .segments
+            .iter()
+            .filter(|(_, s)| s.used == 0 && s.idle > rounds)
+            .map(|(&id, s)| (id, s.len))
+            .collect();
+        let mut gone = Vec::new();
+        for (id, len) in idle.into_iter().rev() {
+            if free <= keep_free {
+                break;
+            }
+            st.segments.remove(&id);
+            free -= len;
+            gone.push(id);
+        }
+        gone
+    }
+
+    /// Segments, capacity and bytes in use.
+    pub fn stats(&self) -> ArenaStats {
+        let st = self.0.state.lock().expect("arena lock");
+        ArenaStats {
+            segments: st.segments.len() as u64,
+            capacity: st.segments.values().map(|s| s.len).sum(),
+            used: st.segments.values().map(|s| s.used).sum(),
+        }
+    }
+
+    fn segment(&self, id: u32) -> Option<(Arc<OwnedFd>, u64)> {
+        let st = self.0.state.lock().expect("arena lock");
+        st.segments.get(&id).map(|s| (s.fd.clone(), s.len))
+    }
+}
+
+/// A piece of an arena: writable until frozen into [`Bytes`]; returned to the arena when
+/// the last `Bytes` referring to it is dropped.
+pub struct Region {
+    arena: Arc<ArenaInner>,
+    seg: u32,
+    off: u64,
+    cap: u64,
+    len: usize,
+    ptr: *mut u8,
+}
+
+// SAFETY: a region is the only handle to its bytes; `&mut self` is needed to write them.
+unsafe impl Send for Region {}
+// SAFETY: shared access only reads.
+unsafe impl Sync for Region {}
+
+impl Region {
+    /// The bytes, for filling in.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: ptr..ptr+len is mapped and belongs to this region alone.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+
+    /// Read-only bytes that keep the region alive.
+    pub fn freeze(self) -> Bytes {
+        Bytes::from_owner(self)
+    }
+}
+
+impl AsRef<[u8]> for Region {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: as in `as_mut_slice`; no writer exists while shared.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        self.arena.give(self.seg, self.off, self.cap);
+    }
+}
+
+/// A batch of buffers made ready for a same-host peer.
+#[derive(Debug)]
+pub struct Export {
+    /// One per input buffer, in order.
+    pub refs: Vec<BufRef>,
+    /// The buffers sent inline (`BufRef::Inline` indices refer to these).
+    pub inline: Vec<Bytes>,
+    /// Segments the peer has not seen; their descriptors are `fds`, in order.
+    pub segments: Vec<ShmSegment>,
+    pub fds: Vec<Arc<OwnedFd>>,
+    /// The loan to be released by the peer (0: nothing lent).
+    pub loan: u64,
+    /// Bytes that had to be copied into the arena (buffers that lived elsewhere).
+    pub copied: u64,
+}
+
+/// The holder's side of one shared-memory connection: lends buffers, remembers which
+/// segments the peer has, keeps lent buffers alive until released.
+pub struct Exporter {
+    arena: Arena,
+    shared: HashSet<u32>,
+    loans: HashMap<u64, Vec<Bytes>>,
+    next_loan: u64,
+}
+
+impl Exporter {
+    pub fn new(arena: Arena) -> Exporter {
+        Exporter {
+            arena,
+            shared: HashSet::new(),
+            loans: HashMap::new(),
+            next_loan: 1,
+        }
+    }
+
+    /// Lends `bufs`: small ones go inline, the rest by reference into the arena (copied
+    /// in first if they live elsewhere).
+    pub fn export(&mut self, bufs: Vec<Bytes>) -> std::io::Result<Export> {
+        let mut out = Export {
+            refs: Vec::with_capacity(bufs.len()),
+            inline: Vec::new(),
+            segments: Vec::new(),
+            fds: Vec::new(),
+            loan: 0,
+            copied: 0,
+        };
+        let mut lent = Vec::new();
+        for b in bufs {
+            if b.len() < INLINE_MAX {
+                out.refs.push(BufRef::Inline(out.inline.len() as u32));
+                out.inline.push(b);
+                continue;
+            }
+            let (b, (segment, offset)) = match self.arena.locate(&b) {
+                Some(loc) => (b, loc),
+                None => {
+                    let copy = self.arena.copy_in(&b)?;
+                    out.copied += b.len() as u64;
+                    let loc = self.arena.locate(&copy).expect("copied into the arena");
+                    (copy, loc)
+                }
+            };
+            if self.shared.insert(segment) {
+                let (fd, len) = self
+                    .arena
+                    .segment(segment)
+                    .expect("segment of a live region");
+                out.segments.push(ShmSegment { id: segment, len });
+                out.fds.push(fd);
+            }
+            out.refs.push(BufRef::Shm {
+                segment,
+                offset,
+                len: b.len() as u64,
+            });
+            lent.push(b);
+        }
+        if !lent.is_empty() {
+            out.loan = self.next_loan;
+            self.next_loan += 1;
+            self.loans.insert(out.loan, lent);
+        }
+        Ok(out)
+    }
+
+    /// The peer is done with these loans.
+    pub fn release(&mut self, loans: &[u64]) {
+        for l in loans {
+            self.loans.remove(l);
+        }
+    }
+
+    /// Of the segments the arena retired, those this peer had (and must unmap).
+    pub fn retired(&mut self, segments: &[u32]) -> Vec<u32> {
+        segments
+            .iter()
+            .copied()
+            .filter(|s| self.shared.remove(s))
+            .collect()
+    }
+
+    /// Loans not yet released.
+    pub fn outstanding(&self) -> usize {
+        self.loans.len()
+    }
+}
+
+/// A read-only mapping of a peer's segment.
+struct Mapping {
+    base: *const u8,
+    len: u64,
+}
+
+// SAFETY: read-only shared memory.
+unsafe impl Send for Mapping {}
+// SAFETY: read-only shared memory.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    fn new(fd: &OwnedFd, len: u64) -> Result<Mapping, TransportError> {
+        let bad = |m: String| TransportError::Shm(m);
+        let st = rustix::fs::fstat(fd).map_err(|e| bad(format!("fstat: {e}")))?;
+        if (st.st_size as u64) < len {
+            return Err(bad(format!(
+                "segment is {} bytes, announced as {len}",
+                st.st_size
+            )));
+        }
+        let seals = rustix::fs::fcntl_get_seals(fd).map_err(|e| bad(format!("seals: {e}")))?;
+        if !seals.contains(SealFlags::SHRINK) {
+            return Err(bad("segment is not sealed against shrinking".into()));
+        }
+        if len == 0 {
+            return Err(bad("empty segment".into()));
+        }
+        // SAFETY: a read-only shared mapping of a sealed file at least `len` long.
+        let base = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len as usize,
+                ProtFlags::READ,
+                MapFlags::SHARED | MapFlags::POPULATE,
+                fd,
+                0,
+            )
+        }
+        .map_err(|e| bad(format!("mmap: {e}")))?;
+        Ok(Mapping {
+            base: base as *const u8,
+            len,
+        })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping; every slice into it holds an `Arc` of this.
+        unsafe {
+            let _ = rustix::mm::munmap(self.base as *mut _, self.len as usize);
+        }
+    }
+}
+
+/// Sends the release of one loan when its last imported buffer is dropped.
+struct Ticket {
+    loan: u64,
+    release: Arc<dyn Fn(u64) + Send + Sync>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        (self.release)(self.loan);
+    }
+}
+
+/// An imported buffer: a slice of a peer's segment, valid while held.
+struct Imported {
+    _map: Arc<Mapping>,
+    _ticket: Arc<Ticket>,
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: read-only shared memory kept mapped by `_map`.
+unsafe impl Send for Imported {}
+// SAFETY: as above.
+unsafe impl Sync for Imported {}
+
+impl AsRef<[u8]> for Imported {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: checked to lie inside the mapping when created.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+/// The receiver's side of one shared-memory connection: maps the peer's segments and
+/// turns references into [`Bytes`] that release their loan when dropped.
+pub struct Importer {
+    maps: HashMap<u32, Arc<Mapping>>,
+    release: Arc<dyn Fn(u64) + Send + Sync>,
+}
+
+impl Importer {
+    /// `release(loan)` is called (from any thread) when a loan's buffers are all dropped.
+    pub fn new(release: impl Fn(u64) + Send + Sync + 'static) -> Importer {
+        Importer {
+            maps: HashMap::new(),
+            release: Arc::new(release),
+        }
+    }
+
+    /// Maps newly announced segments, taking their descriptors from `fds` in order.
+    pub fn add_segments(
+        &mut self,
+        segments: &[ShmSegment],
+        fds: &mut VecDeque<OwnedFd>,
+    ) -> Result<(), TransportError> {
+        for s in segments {
+            let fd = fds.pop_front().ok_or_else(|| {
+                TransportError::Shm(format!("segment {} announced without a descriptor", s.id))
+            })?;
+            let m = Mapping::new(&fd, s.len)?;
+            self.maps.insert(s.id, Arc::new(m));
+        }
+        Ok(())
+    }
+
+    /// The buffers of one reply. `inline` are the frame's own buffers.
+    pub fn import(
+        &mut self,
+        refs: &[BufRef],
+        inline: &[Bytes],
+        loan: u64,
+    ) -> Result<Vec<Bytes>, TransportError> {
+        let ticket = (loan != 0).then(|| {
+            Arc::new(Ticket {
+                loan,
+                release: self.release.clone(),
+            })
+        });
+        let bad = |m: String| TransportError::Shm(m);
+        refs.iter()
+            .map(|r| match *r {
+                BufRef::Inline(i) => inline
+                    .get(i as usize)
+                    .cloned()
+                    .ok_or_else(|| bad(format!("inline buffer {i} missing"))),
+                BufRef::Shm {
+                    segment,
+                    offset,
+                    len,
+                } => {
+                    let ticket = ticket
+                        .clone()
+                        .ok_or_else(|| bad("shared buffer outside a loan".into()))?;
+                    let map = self
+                        .maps
+                        .get(&segment)
+                        .ok_or_else(|| bad(format!("unknown segment {segment}")))?;
+                    match offset.checked_add(len) {
+                        Some(end) if end <= map.len => {}
+                        _ => {
+                            return Err(bad(format!(
+                                "range {offset}+{len} outside segment {segment} ({} bytes)",
+                                map.len
+                            )))
+                        }
+                    }
+                    Ok(Bytes::from_owner(Imported {
+                        _map: map.clone(),
+                        _ticket: ticket,
+                        // SAFETY: offset + len ≤ the mapping's length (checked above).
+                        ptr: unsafe { map.base.add(offset as usize) },
+                        len: len as usize,
+                    }))
+                }
+            })
+            .collect()
+    }
+
+    /// Drops the mappings of retired segments (buffers still held keep theirs alive).
+    pub fn retire(&mut self, segments: &[u32]) {
+        for s in segments {
+            self.maps.remove(s);
+        }
+    }
+
+    /// Segments mapped.
+    pub fn mapped(&self) -> usize {
+        self.maps.len()
+    }
+}
+
+/// The read half of a unix connection that also receives file descriptors: bytes go to
+/// the reader, descriptors queue in [`FdReader::fds`] in the order they arrived.
+pub struct FdReader {
+    half: OwnedReadHalf,
+    fds: VecDeque<OwnedFd>,
+}
+
+impl FdReader {
+    pub fn new(half: OwnedReadHalf) -> FdReader {
+        FdReader {
+            half,
+            fds: VecDeque::new(),
+        }
+    }
+
+    /// Descriptors received and not yet taken.
+    pub fn fds(&mut self) -> &mut VecDeque<OwnedFd> {
+        &mut self.fds
+    }
+}
+
+impl AsyncRead for FdReader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let stream = this.half.as_ref();
+        loop {
+            ready!(stream.poll_read_ready(cx))?;
+            let fds = &mut this.fds;
+            let dst = buf.initialize_unfilled();
+            let res = stream.try_io(Interest::READABLE, || {
+                let mut space =
+                    [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FDS_PER_MSG))];
+                let mut cmsg = RecvAncillaryBuffer::new(&mut space);
+                let r = rustix::net::recvmsg(
+                    stream,
+                    &mut [std::io::IoSliceMut::new(dst)],
+                    &mut cmsg,
+                    RecvFlags::CMSG_CLOEXEC,
+                )
+                .map_err(io_err)?;
+                for m in cmsg.drain() {
+                    if let RecvAncillaryMessage::ScmRights(got) = m {
+                        fds.extend(got);
+                    }
+                }
+                if r.flags.contains(rustix::net::ReturnFlags::CTRUNC) {
+                    return Err(std::io::Error::other(
+                        "descriptors were dropped: too many in one message",
+                    ));
+                }
+                Ok(r.bytes)
+            });
+            match res {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+/// Writes one frame on a unix connection, passing `fds` with its first bytes.
+pub async fn write_frame_fds(
+    w: &mut OwnedWriteHalf,
+    header: &[u8],
+    bufs: &[Bytes],
+    fds: &[Arc<OwnedFd>],
+) -> Result<(), TransportError> {
+    let prefix = frame::encode_prefix(header.len(), bufs.iter().map(|b| b.len() as u64));
+    let groups: Vec<&[Arc<OwnedFd>]> = fds.chunks(FDS_PER_MSG).collect();
+    if groups.len() > prefix.len() {
+        return Err(TransportError::Shm(format!(
+            "{} descriptors in one frame; at most {}",
+            fds.len(),
+            prefix.len() * FDS_PER_MSG
+        )));
+    }
+    // Each group rides on one byte of the prefix.
+    let stream = w.as_ref();
+    for (i, group) in groups.iter().enumerate() {
+        let borrowed: Vec<_> = group.iter().map(|f| f.as_fd()).collect();
+        stream
+            .async_io(Interest::WRITABLE, || {
+                let mut space =
+                    [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FDS_PER_MSG))];
+                let mut cmsg = SendAncillaryBuffer::new(&mut space);
+                cmsg.push(SendAncillaryMessage::ScmRights(&borrowed));
+                rustix::net::sendmsg(
+                    stream,
+                    &[IoSlice::new(&prefix[i..i + 1])],
+                    &mut cmsg,
+                    SendFlags::NOSIGNAL,
+                )
+                .map_err(io_err)
+            })
+            .await
+            .map_err(TransportError::Io)
+            .and_then(|n| {
+                if n == 1 {
+                    Ok(())
+                } else {
+                    Err(TransportError::Io(std::io::ErrorKind::WriteZero.into()))
+                }
+            })?;
+    }
+    let mut slices = Vec::with_capacity(2 + bufs.len());
+    slices.push(IoSlice::new(&prefix[groups.len()..]));
+    slices.push(IoSlice::new(header));
+    slices.extend(
+        bufs.iter()
+            .filter(|b| !b.is_empty())
+            .map(|b| IoSlice::new(b)),
+    );
+    crate::write_all_vectored(w, slices).await
+}
+
+/// One reply of a data connection, its buffers ready to read.
+#[derive(Debug)]
+pub struct DataReply {
+    pub req: u64,
+    pub items: Vec<DataItem>,
+    pub missing: Vec<TaskId>,
+    /// What the items' `Datum::Buf(i)` refer to.
+    pub bufs: Vec<Bytes>,
+}
+
+/// The replies in one batch read from a data connection: `Data` as is, `ShmData` with
+/// its segments mapped and buffers imported (descriptors taken from `fds` in order),
+/// `Retired` applied to the importer.
+pub fn replies(
+    batch: crate::Batch<PeerMsg>,
+    importer: Option<&mut Importer>,
+    fds: Option<&mut VecDeque<OwnedFd>>,
+) -> Result<Vec<DataReply>, TransportError> {
+    let mut out = Vec::new();
+    let mut importer = importer;
+    let mut fds = fds;
+    for m in batch.msgs {
+        match m {
+            PeerMsg::Data {
+                req,
+                items,
+                missing,
+            } => out.push(DataReply {
+                req,
+                items,
+                missing,
+                bufs: batch.bufs.clone(),
+            }),
+            PeerMsg::ShmData {
+                req,
+                items,
+                missing,
+                refs,
+                segments,
+                loan,
+            } => {
+                let (Some(imp), Some(fds)) = (importer.as_deref_mut(), fds.as_deref_mut()) else {
+                    return Err(TransportError::Shm(
+                        "shared-memory reply on a connection without shared memory".into(),
+                    ));
+                };
+                imp.add_segments(&segments, fds)?;
+                let bufs = imp.import(&refs, &batch.bufs, loan)?;
+                out.push(DataReply {
+                    req,
+                    items,
+                    missing,
+                    bufs,
+                });
+            }
+            PeerMsg::Retired { segments } => {
+                if let Some(imp) = importer.as_deref_mut() {
+                    imp.retire(&segments);
+                }
+            }
+            PeerMsg::GetData { .. } | PeerMsg::Release { .. } => {
+                return Err(TransportError::Shm(
+                    "request sent to the requesting side".into(),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What a holder answers to a `GetData`: items whose `Datum::Buf(i)` refer to `bufs[i]`,
+/// and the tasks it does not have.
+pub type Lookup = (Vec<DataItem>, Vec<Bytes>, Vec<TaskId>);
+
+/// Serves one shared-memory data connection (after its handshake) until it closes:
+/// answers `GetData` by lending buffers from `arena`, applies releases, and tells the
+/// peer about segments the arena retired. Every loan of the connection ends with it.
+pub async fn serve_shm(
+    mut reader: crate::FrameReader<FdReader>,
+    mut w: OwnedWriteHalf,
+    arena: Arena,
+    mut retired: tokio::sync::broadcast::Receiver<Vec<u32>>,
+    mut lookup: impl FnMut(Vec<TaskId>) -> Lookup + Send,
+) -> Result<(), TransportError> {
+    // Reading runs in its own task: a frame read must not be cancelled half-way by the
+    // other branch of the select.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let read = tokio::spawn(async move {
+        loop {
+            let r = reader.read_batch::<PeerMsg>().await;
+            let end = !matches!(r, Ok(Some(_)));
+            if tx.send(r).await.is_err() || end {
+                return;
+            }
+        }
+    });
+    let _stop_reading = AbortOnDrop(read);
+    let mut ex = Exporter::new(arena);
+    let mut listen_retired = true;
+    loop {
+        tokio::select! {
+            r = rx.recv() => {
+                let Some(batch) = r.transpose()? .flatten() else { return Ok(()) };
+                let mut out = Vec::new();
+                let mut out_bufs = Vec::new();
+                let mut fds = Vec::new();
+                for m in batch.msgs {
+                    match m {
+                        PeerMsg::GetData { req, tasks } => {
+                            let (items, bufs, mut missing) = lookup(tasks);
+                            let (items, e) = match ex.export(bufs) {
+                                Ok(e) => (items, e),
+                                Err(err) => {
+                                    tracing::warn!("cannot lend buffers: {err}");
+                                    missing.extend(items.into_iter().map(|i| i.task));
+                                    (Vec::new(), ex.export(Vec::new())?)
+                                }
+                            };
+                            let mut m = PeerMsg::ShmData {
+                                req,
+                                items,
+                                missing,
+                                refs: e.refs,
+                                segments: e.segments,
+                                loan: e.loan,
+                            };
+                            m.shift_buffers(out_bufs.len() as u32);
+                            out_bufs.extend(e.inline);
+                            fds.extend(e.fds);
+                            out.push(m);
+                        }
+                        PeerMsg::Release { loans } => ex.release(&loans),
+                        _ => return Err(TransportError::Shm("unexpected message from a requester".into())),
+                    }
+                }
+                if !out.is_empty() {
+                    let header = PeerMsg::encode_batch(&out);
+                    write_frame_fds(&mut w, &header, &out_bufs, &fds).await?;
+                }
+            }
+            r = retired.recv(), if listen_retired => match r {
+                Ok(segs) => {
+                    let mine = ex.retired(&segs);
+                    if !mine.is_empty() {
+                        let header = PeerMsg::encode_batch(&vec![PeerMsg::Retired { segments: mine }]);
+                        write_frame_fds(&mut w, &header, &[], &[]).await?;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!("missed {n} segment retirements; the peer keeps those mappings until it disconnects");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => listen_retired = false,
+            },
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions_coalesce_and_segments_trim() {
+        let a = Arena::new(1 << 20);
+        let r1 = a.alloc(1000).unwrap();
+        let r2 = a.alloc(5000).unwrap();
+        assert_eq!(a.stats().segments, 1);
+        assert_eq!(a.stats().used, 1024 + 5056);
+        let b1 = r1.freeze();
+        drop(r2);
+        assert_eq!(a.stats().used, 1024);
+        drop(b1);
+        assert_eq!(a.stats().used, 0);
+        // After coalescing, the whole segment is one free range again.
+        let big = a.alloc((2 << 20) - 64).unwrap();
+        assert_eq!(a.stats().segments, 1);
+        let other = a.alloc(100).unwrap();
+        assert_eq!(a.stats().segments, 2);
+        drop(big);
+        drop(other);
+        assert_eq!(a.trim(0, 1).len(), 0, "idle for one round only");
+        assert_eq!(a.trim(1 << 30, 1).len(), 0, "within what may stay free");
+        assert_eq!(a.trim(0, 1).len(), 2);
+        assert_eq!(a.stats(), ArenaStats::default());
+    }
+
+    #[test]
+    fn locate_finds_region_offsets() {
+        let a = Arena::new(1 << 20);
+        let _pad = a.alloc(128).unwrap();
+        let mut r = a.alloc(10).unwrap();
+        r.as_mut_slice().copy_from_slice(b"0123456789");
+        let b = r.freeze();
+        let (seg, off) = a.locate(&b).unwrap();
+        assert_eq!((seg, off), (1, 128));
+        assert_eq!(a.locate(&b[3..]), Some((1, 131)));
+        assert_eq!(a.locate(b"elsewhere"), None);
+        assert_eq!(&b[..], b"0123456789");
+    }
+}
