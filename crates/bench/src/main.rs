@@ -26,7 +26,11 @@ enum Cmd {
     P2p(P2pArgs),
     /// Echo bytes on a loopback port (the peer process of the round-trip floor).
     #[command(hide = true)]
-    EchoServer,
+    EchoServer {
+        /// Pin the server to this CPU.
+        #[arg(long)]
+        cpu: Option<usize>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -83,7 +87,7 @@ fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Tasks(a) => tasks(a),
         Cmd::P2p(a) => p2p(a),
-        Cmd::EchoServer => echo_server(),
+        Cmd::EchoServer { cpu } => echo_server(cpu),
     }
 }
 
@@ -170,7 +174,8 @@ fn tasks(a: TasksArgs) -> Result<()> {
                 check(v == i + 1, "round trip result")?;
             }
         }
-        let floor_us = 2.0 * tcp_ping_pong_us(2000)?;
+        let floor_us = 2.0 * tcp_ping_pong_us(2000, true)?;
+        let same_core_us = 2.0 * tcp_ping_pong_us(2000, false)?;
         let med = median(&mut lat);
         figures.push(Figure {
             workload: "round_trip_1000",
@@ -178,6 +183,7 @@ fn tasks(a: TasksArgs) -> Result<()> {
                 ("median_us", med),
                 ("p99_us", percentile(&mut lat, 0.99)),
                 ("floor_us", floor_us),
+                ("floor_unpinned_us", same_core_us),
                 ("ratio_to_floor", med / floor_us),
             ],
             runs: vec![med],
@@ -313,8 +319,17 @@ fn tree_graph(prefix: &str, leaves: usize) -> (Graph, String, usize) {
 }
 
 /// Serves one connection: echoes each byte back. Prints its port first.
-fn echo_server() -> Result<()> {
+fn pin_to_cpu(cpu: usize) -> Result<()> {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    rustix::thread::sched_setaffinity(None, &set).with_context(|| format!("pinning to CPU {cpu}"))
+}
+
+fn echo_server(cpu: Option<usize>) -> Result<()> {
     use std::io::{Read, Write};
+    if let Some(c) = cpu {
+        pin_to_cpu(c)?;
+    }
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     println!("{}", listener.local_addr()?.port());
     std::io::stdout().flush()?;
@@ -328,11 +343,30 @@ fn echo_server() -> Result<()> {
 }
 
 /// Median round trip of a 1-byte blocking ping-pong over loopback TCP with another
-/// process (this program's `echo-server`), as a client and a scheduler would do it.
-fn tcp_ping_pong_us(n: usize) -> Result<f64> {
+/// process (this program's `echo-server`), as a client and a scheduler would do it. With
+/// `cross_core`, the two ends are pinned to different CPUs (the case of two busy
+/// processes); without, the kernel may put both on one core, which is much cheaper.
+fn tcp_ping_pong_us(n: usize, cross_core: bool) -> Result<f64> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cross_core && cpus >= 2 {
+        return std::thread::spawn(move || {
+            pin_to_cpu(0)?;
+            ping_pong(n, Some(1))
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("ping-pong thread panicked"))?;
+    }
+    ping_pong(n, None)
+}
+
+fn ping_pong(n: usize, server_cpu: Option<usize>) -> Result<f64> {
     use std::io::{BufRead, Read, Write};
-    let mut child = Command::new(std::env::current_exe()?)
-        .arg("echo-server")
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.arg("echo-server");
+    if let Some(c) = server_cpu {
+        cmd.args(["--cpu", &c.to_string()]);
+    }
+    let mut child = cmd
         .stdout(Stdio::piped())
         .spawn()
         .context("starting the echo server")?;
@@ -500,7 +534,10 @@ fn report(figures: &[Figure], peer: Option<&Json>, markdown: bool) {
     let mut rows = Vec::new();
     for f in figures {
         for (field, v) in &f.fields {
-            if matches!(*field, "tasks" | "floor_us" | "ratio_to_floor") {
+            if matches!(
+                *field,
+                "tasks" | "floor_us" | "floor_unpinned_us" | "ratio_to_floor"
+            ) {
                 continue;
             }
             let theirs = peer_field(peer, f.workload, field);
@@ -512,15 +549,14 @@ fn report(figures: &[Figure], peer: Option<&Json>, markdown: bool) {
             rows.push((f.workload, *field, *v, theirs, ratio));
         }
     }
-    let floor = figures
-        .iter()
-        .find(|f| f.workload == "round_trip_1000")
-        .and_then(|f| {
-            f.fields
-                .iter()
-                .find(|(k, _)| *k == "floor_us")
-                .map(|(_, v)| *v)
-        });
+    let field = |name: &str| {
+        figures
+            .iter()
+            .find(|f| f.workload == "round_trip_1000")
+            .and_then(|f| f.fields.iter().find(|(k, _)| *k == name).map(|(_, v)| *v))
+    };
+    let floor = field("floor_us");
+    let unpinned = field("floor_unpinned_us").unwrap_or(f64::NAN);
     let fmt = |v: f64| {
         if v >= 100.0 {
             format!("{v:.0}")
@@ -560,8 +596,12 @@ fn report(figures: &[Figure], peer: Option<&Json>, markdown: bool) {
             .map(|r| r.2)
             .unwrap_or(0.0);
         println!(
-            "round-trip floor (two blocking loopback TCP ping-pongs, measured now): {floor:.1} µs; rask median = {:.2}× the floor",
+            "round-trip floor (two blocking loopback TCP ping-pongs, ends pinned to different cores, measured now): {floor:.1} µs; rask median = {:.2}× the floor",
             med / floor
+        );
+        println!(
+            "(the same ping-pongs unpinned, where the kernel may run both ends on one core: {unpinned:.1} µs; rask median = {:.2}× that)",
+            med / unpinned
         );
     }
 }

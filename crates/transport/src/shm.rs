@@ -635,6 +635,11 @@ impl FdReader {
         }
     }
 
+    /// The connection.
+    pub fn stream(&self) -> &tokio::net::UnixStream {
+        self.half.as_ref()
+    }
+
     /// Descriptors received and not yet taken.
     pub fn fds(&mut self) -> &mut VecDeque<OwnedFd> {
         &mut self.fds
