@@ -653,7 +653,7 @@ impl State {
                 } else {
                     kind
                 };
-                debug!(peer = from.0, "data link to worker {} over {kind}", from.0);
+                info!(peer = from.0, "data link to worker {} over {kind}", from.0);
                 let link = open_link(self.id, from, peer, kind, &self.cfg, self.events.clone());
                 self.links.insert(from, link.clone());
                 link

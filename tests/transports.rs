@@ -1,0 +1,209 @@
+//! Worker-to-worker data over each transport: tcp and shm between worker processes,
+//! inproc between workers of one process. Payloads of awkward sizes and random content
+//! are produced on one worker, consumed on the other, and compared byte for byte.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rask::{Arg, Client, Graph, Registry, Value};
+
+const RASK: &str = env!("CARGO_BIN_EXE_rask");
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `rask scheduler`; returns it and its address.
+fn scheduler() -> (Proc, String) {
+    let file = std::env::temp_dir().join(format!(
+        "rask-test-transports-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let _ = std::fs::remove_file(&file);
+    let child = Command::new(RASK)
+        .args(["scheduler", "--port", "0", "--scheduler-file"])
+        .arg(&file)
+        .env("RASK_LOG", "warn")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start rask scheduler");
+    let p = Proc(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let addr = loop {
+        let a = std::fs::read_to_string(&file).unwrap_or_default();
+        if !a.trim().is_empty() {
+            break a.trim().to_string();
+        }
+        assert!(Instant::now() < deadline, "the scheduler did not start");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let _ = std::fs::remove_file(&file);
+    (p, addr)
+}
+
+/// A worker process offering the resource `on-NAME`, so tasks can be pinned to it.
+fn worker(addr: &str, name: &str, transport: &str) -> Proc {
+    Proc(
+        Command::new(RASK)
+            .args(["worker", addr, "--nthreads", "1", "--quiet", "--name", name])
+            .args(["--transport", transport, "--resources"])
+            .arg(format!("on-{name}=1"))
+            .env("RASK_LOG", "warn")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start rask worker"),
+    )
+}
+
+fn random_bytes(len: usize, mut x: u64) -> Vec<u8> {
+    x |= 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn seed() -> u64 {
+    let s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    println!("seed {s}");
+    s
+}
+
+/// Payloads made on worker a — random bytes sent by the client (heap memory on a) and
+/// constant fills made by an op (the worker's arena) — are read on worker b: b echoes
+/// each back to the client and checksums it.
+fn exact_across_workers(c: &Client) {
+    let s = seed();
+    let sizes = [0usize, 1, 4097, 65535, 65536, 65537, (1 << 20) + 3, 5 << 20];
+    let registry = Registry::builtin();
+    let mut g = Graph::new();
+    let mut expect = Vec::new();
+    let mut outputs = Vec::new();
+    for (k, &n) in sizes.iter().enumerate() {
+        let data = random_bytes(n, s.wrapping_add(k as u64));
+        let fill = vec![k as u8 + 1; n];
+        g.task(
+            &format!("x{k}"),
+            "identity",
+            [Arg::Value(Value::Bytes(data.clone().into()))],
+        )
+        .resources(&[("on-a", 1.0)]);
+        g.task(
+            &format!("y{k}"),
+            "bytes",
+            [Arg::from(n as i64), Arg::from(k as i64 + 1)],
+        )
+        .resources(&[("on-a", 1.0)]);
+        for (src, bytes) in [("x", data), ("y", fill)] {
+            let key = format!("{src}{k}");
+            g.task(&format!("echo-{key}"), "identity", [Arg::key(&key)])
+                .resources(&[("on-b", 1.0)]);
+            g.task(&format!("sum-{key}"), "checksum", [Arg::key(&key)])
+                .resources(&[("on-b", 1.0)]);
+            let sum = registry
+                .call("checksum", &Value::Bytes(bytes.clone().into()))
+                .unwrap();
+            expect.push((format!("echo-{key}"), Value::Bytes(bytes.into())));
+            expect.push((format!("sum-{key}"), sum));
+        }
+    }
+    for (k, _) in &expect {
+        outputs.push(k.as_str());
+    }
+    let got = c.get(&g, &outputs).unwrap();
+    for ((key, want), got) in expect.iter().zip(got) {
+        assert!(&got == want, "{key} differs");
+    }
+}
+
+fn over_processes(transport: &str) {
+    let (_s, addr) = scheduler();
+    let _a = worker(&addr, "a", transport);
+    let _b = worker(&addr, "b", transport);
+    let c = Client::connect(&addr).unwrap();
+    c.wait_for_workers(2).unwrap();
+    let info = c.scheduler_info().unwrap();
+    for w in &info.workers {
+        assert_eq!(w.transport, transport, "{}", w.name);
+        assert_eq!(!w.shm_addr.is_empty(), transport != "tcp", "{}", w.name);
+    }
+    exact_across_workers(&c);
+}
+
+#[test]
+fn worker_to_worker_over_tcp_is_exact() {
+    over_processes("tcp");
+}
+
+#[test]
+fn worker_to_worker_over_shared_memory_is_exact() {
+    over_processes("shm");
+}
+
+#[test]
+fn workers_in_one_process_hand_over_buffers_without_copying() {
+    let (_s, addr) = scheduler();
+    let mut registry = Registry::builtin();
+    // Where a payload's bytes are: equal on both workers only if nothing was copied.
+    registry.register("address", 1, |a| match a {
+        [Value::Bytes(b)] => Ok(Value::Int(b.as_ptr() as i64)),
+        _ => Err("address of a byte payload".into()),
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    for name in ["a", "b"] {
+        let mut cfg = rask_worker::WorkerConfig::new(addr.clone());
+        cfg.name = name.into();
+        cfg.nthreads = 1;
+        cfg.registry = registry.clone();
+        cfg.resources = vec![rask_proto::msg::Resource {
+            name: format!("on-{name}"),
+            amount: 1.0,
+        }];
+        rt.spawn(async move {
+            let w = rask_worker::Worker::connect(cfg).await.unwrap();
+            let _ = w.run(std::future::pending::<()>()).await;
+        });
+    }
+    let opts = rask::ClientOptions {
+        registry: Some(registry.info()),
+        ..Default::default()
+    };
+    let c = Client::connect_with(&addr, opts).unwrap();
+    c.wait_for_workers(2).unwrap();
+    let mut g = Graph::new();
+    g.task("p", "bytes", [Arg::from(3 << 20), Arg::from(9)])
+        .resources(&[("on-a", 1.0)]);
+    g.task("at-a", "address", [Arg::key("p")])
+        .resources(&[("on-a", 1.0)]);
+    g.task("at-b", "address", [Arg::key("p")])
+        .resources(&[("on-b", 1.0)]);
+    g.task("sum-b", "checksum", [Arg::key("p")])
+        .resources(&[("on-b", 1.0)]);
+    let got = c.get(&g, &["at-a", "at-b", "sum-b"]).unwrap();
+    assert_eq!(got[0], got[1], "the payload was copied between workers");
+    let want = registry
+        .call("checksum", &Value::Bytes(vec![9u8; 3 << 20].into()))
+        .unwrap();
+    assert_eq!(got[2], want);
+    drop(c);
+    rt.shutdown_background();
+}
