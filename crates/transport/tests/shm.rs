@@ -103,8 +103,10 @@ async fn requester_death_ends_its_loans() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_without_the_secret_is_refused() {
-    let mut cfg = ConnConfig::default();
-    cfg.auth = Some(Secret::new(b"cluster secret".to_vec()));
+    let cfg = ConnConfig {
+        auth: Some(Secret::new(b"cluster secret".to_vec())),
+        ..Default::default()
+    };
     let h = holder(cfg.clone()).await;
     h.store
         .lock()
@@ -116,8 +118,10 @@ async fn a_connection_without_the_secret_is_refused() {
         "{:?}",
         none.err()
     );
-    let mut wrong = ConnConfig::default();
-    wrong.auth = Some(Secret::new(b"another".to_vec()));
+    let wrong = ConnConfig {
+        auth: Some(Secret::new(b"another".to_vec())),
+        ..Default::default()
+    };
     let bad = Requester::connect(&h.addr, wrong).await;
     assert!(
         matches!(bad, Err(TransportError::AuthFailed(_))),
