@@ -63,8 +63,9 @@ struct TasksArgs {
 
 #[derive(clap::Args)]
 struct P2pArgs {
-    /// Transport between the workers (only tcp exists so far).
-    #[arg(long, default_value = "tcp")]
+    /// Transport between the workers: inproc (two workers in this process), shm, tcp
+    /// (worker processes), or all.
+    #[arg(long, default_value = "all")]
     transport: String,
     /// Payload sizes, e.g. 1MiB,16MiB,256MiB,1GiB.
     #[arg(long, default_value = "1MiB,16MiB,256MiB,1GiB", value_delimiter = ',')]
@@ -633,9 +634,10 @@ fn human(n: u64) -> String {
     }
 }
 
-/// Starts `rask scheduler` and two `rask worker`s, each worker offering a resource of its
-/// own name so tasks can be pinned to it.
-fn p2p_cluster() -> Result<(Vec<KillOnDrop>, String)> {
+/// Starts `rask scheduler` and two workers named a and b, each offering a resource of its
+/// own name so tasks can be pinned to it: worker processes for tcp and shm, threads of this
+/// process for inproc.
+fn p2p_cluster(transport: &str) -> Result<(Vec<KillOnDrop>, String)> {
     let bin = sibling("rask")?;
     let file = std::env::temp_dir().join(format!("rask-bench-p2p-{}", std::process::id()));
     let _ = std::fs::remove_file(&file);
@@ -660,6 +662,24 @@ fn p2p_cluster() -> Result<(Vec<KillOnDrop>, String)> {
     };
     let _ = std::fs::remove_file(&file);
     for name in ["a", "b"] {
+        if transport == "inproc" {
+            let args = rask::cli::WorkerArgs {
+                scheduler: addr.clone(),
+                nthreads: 1,
+                name: Some(name.into()),
+                memory_limit: None,
+                resources: vec![format!("on-{name}=1")],
+                listen: "127.0.0.1:0".into(),
+                quiet: true,
+                auth_file: None,
+                transport: Some("auto".parse().map_err(anyhow::Error::msg)?),
+            };
+            // Ends when the scheduler goes away.
+            std::thread::spawn(move || {
+                let _ = rask::cli::run_worker(args, rask::Registry::builtin());
+            });
+            continue;
+        }
         let w = Command::new(&bin)
             .args([
                 "worker",
@@ -669,41 +689,47 @@ fn p2p_cluster() -> Result<(Vec<KillOnDrop>, String)> {
                 "--quiet",
                 "--name",
                 name,
-                "--resources",
             ])
+            .args(["--transport", transport, "--resources"])
             .arg(format!("on-{name}=1"))
             .env("RASK_LOG", "error")
             .stdin(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()?;
         procs.push(KillOnDrop(w));
     }
     Ok((procs, addr))
 }
 
-fn p2p(a: P2pArgs) -> Result<()> {
-    if a.transport != "tcp" {
-        bail!(
-            "transport {:?} is not implemented yet; only tcp exists",
-            a.transport
-        );
-    }
-    let sizes: Vec<u64> = a
-        .sizes
-        .iter()
-        .map(|s| parse_size(s))
-        .collect::<Result<_>>()?;
-    let (mut procs, addr) = p2p_cluster()?;
+/// One transport's figures for one size.
+struct P2pRow {
+    transport: String,
+    size: u64,
+    /// GB/s of each timed run.
+    bws: Vec<f64>,
+    /// Transfer time of each run, µs.
+    transfer_us: Vec<f64>,
+    /// Wall clock of the consuming task on the receiver, s.
+    walls: Vec<f64>,
+}
+
+fn quantile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Transfers on one cluster: a fresh payload made on worker a each run, read on b.
+fn p2p_transport(transport: &str, sizes: &[u64], runs: usize) -> Result<Vec<P2pRow>> {
+    let (mut procs, addr) = p2p_cluster(transport)?;
     // Workers stop before the scheduler, so they do not report its loss.
     procs.reverse();
     let client = Client::connect(&addr)?;
     client.wait_for_workers(2)?;
-    let on = |w: &str| format!("on-{w}");
     // Time of a `len` task reading the payload on `worker`, from submit to result.
     let time_len = |x: &rask::Future, worker: &str, tag: &str| -> Result<f64> {
         let mut g = Graph::new();
         let key = format!("len-{tag}");
         g.task(&key, "len", [Arg::from(x)])
-            .resources(&[(on(worker).as_str(), 1.0)]);
+            .resources(&[(format!("on-{worker}").as_str(), 1.0)]);
         let t = Instant::now();
         let out = client.get(&g, &[&key])?;
         let dt = t.elapsed().as_secs_f64();
@@ -711,11 +737,15 @@ fn p2p(a: P2pArgs) -> Result<()> {
         Ok(dt)
     };
     let mut rows = Vec::new();
-    for &size in &sizes {
-        let mut bws = Vec::new();
-        let mut walls = Vec::new();
-        for run in 0..=a.runs {
-            // A fresh payload on worker a each run, so b has never seen it.
+    for &size in sizes {
+        let mut row = P2pRow {
+            transport: transport.into(),
+            size,
+            bws: Vec::new(),
+            transfer_us: Vec::new(),
+            walls: Vec::new(),
+        };
+        for run in 0..=runs {
             let mut g = Graph::new();
             let key = format!("payload-{size}-{run}");
             g.task(&key, "bytes", [Arg::from(size as i64), Arg::from(7)])
@@ -728,30 +758,34 @@ fn p2p(a: P2pArgs) -> Result<()> {
             let local = time_len(&x, "a", &format!("{size}-{run}-a"))?;
             let remote = time_len(&x, "b", &format!("{size}-{run}-b"))?;
             if run == 0 {
-                continue; // warm-up: connections, first-touch of the receiver's allocator
+                continue; // warm-up: connections, first mapping of the arena
             }
-            let transfer = (remote - local).max(1e-9);
-            walls.push(remote);
-            bws.push(size as f64 / transfer / 1e9);
+            // The same task on the holder costs everything but the transfer.
+            let transfer = (remote - local).max(1e-6);
+            row.walls.push(remote);
+            row.transfer_us.push(transfer * 1e6);
+            row.bws.push(size as f64 / transfer / 1e9);
         }
-        let mut sorted = bws.clone();
-        sorted.sort_by(|x, y| x.partial_cmp(y).expect("no NaN"));
-        let q = |p: f64| sorted[((sorted.len() - 1) as f64 * p).round() as usize];
-        let mean_wall = walls.iter().sum::<f64>() / walls.len() as f64;
-        let std_wall = (walls.iter().map(|w| (w - mean_wall).powi(2)).sum::<f64>()
-            / walls.len() as f64)
-            .sqrt();
-        let hmean = bws.len() as f64 / bws.iter().map(|b| 1.0 / b).sum::<f64>();
-        rows.push((
-            size,
-            q(0.25),
-            q(0.5),
-            q(0.75),
-            hmean,
-            mean_wall,
-            std_wall,
-            bws,
-        ));
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+fn p2p(a: P2pArgs) -> Result<()> {
+    let transports: Vec<&str> = match a.transport.as_str() {
+        "all" => vec!["inproc", "shm", "tcp"],
+        t @ ("inproc" | "shm" | "tcp") => vec![t],
+        t => bail!("unknown transport {t:?}: inproc, shm, tcp or all"),
+    };
+    let sizes: Vec<u64> = a
+        .sizes
+        .iter()
+        .map(|s| parse_size(s))
+        .collect::<Result<_>>()?;
+    let mut rows = Vec::new();
+    for t in &transports {
+        eprintln!("transport {t}…");
+        rows.extend(p2p_transport(t, &sizes, a.runs)?);
     }
     let peers = if a.no_peer {
         None
@@ -770,44 +804,66 @@ fn p2p(a: P2pArgs) -> Result<()> {
             .find(|x| x["size"].as_u64() == Some(size) || x["size"].is_null())?["gb_per_s"]
             .as_f64()
     };
-    println!("Rask p2p benchmark: worker a -> worker b, transport {}, {} run(s) per size after a warm-up", a.transport, a.runs);
-    println!("bandwidth = size / (time of a task reading the payload on b - the same task on a); GB/s = 1e9 B/s");
+    println!(
+        "Rask p2p benchmark: worker a -> worker b, {} timed run(s) per size after a warm-up",
+        a.runs
+    );
+    println!("transfer = (submit-to-result time of a task reading the payload on b) - (the same on a); bandwidth = size / transfer; GB/s = 1e9 B/s");
     let cols = ["memcpy", "ucx_shm", "ucx_tcp", "iperf3", "dask"];
     if a.markdown {
         println!(
-            "| size | rask p25 | rask p50 | rask p75 | wall (s) ± std | {} |",
+            "| transport | size | GB/s p25 | p50 | p75 | transfer µs p50 | wall (s) ± std | {} |",
             cols.join(" | ")
         );
         println!(
-            "|---|---:|---:|---:|---:|{}",
+            "|---|---|---:|---:|---:|---:|---:|{}",
             cols.iter().map(|_| "---:|").collect::<String>()
         );
     } else {
         println!(
-            "{:<8} {:>9} {:>9} {:>9} {:>16} {}",
+            "{:<9} {:<8} {:>9} {:>9} {:>9} {:>11} {:>18} {}",
+            "transport",
             "size",
             "p25",
             "p50",
             "p75",
+            "transfer_us",
             "wall ± std",
             cols.map(|c| format!("{c:>9}")).join(" ")
         );
     }
-    for (size, p25, p50, p75, _h, mean, std, _) in &rows {
+    let mut json_rows = Vec::new();
+    for r in &rows {
+        let mut bws = r.bws.clone();
+        bws.sort_by(|x, y| x.partial_cmp(y).expect("no NaN"));
+        let mut tus = r.transfer_us.clone();
+        tus.sort_by(|x, y| x.partial_cmp(y).expect("no NaN"));
+        let (p25, p50, p75) = (
+            quantile(&bws, 0.25),
+            quantile(&bws, 0.5),
+            quantile(&bws, 0.75),
+        );
+        let t50 = quantile(&tus, 0.5);
+        let n = r.walls.len() as f64;
+        let mean = r.walls.iter().sum::<f64>() / n;
+        let std = (r.walls.iter().map(|w| (w - mean).powi(2)).sum::<f64>() / n).sqrt();
+        let hmean = n / r.bws.iter().map(|b| 1.0 / b).sum::<f64>();
         let peers: Vec<String> = cols
             .iter()
-            .map(|c| peer_at(c, *size).map_or("-".into(), |v| format!("{v:.2}")))
+            .map(|c| peer_at(c, r.size).map_or("-".into(), |v| format!("{v:.2}")))
             .collect();
         if a.markdown {
             println!(
-                "| {} | {p25:.2} | {p50:.2} | {p75:.2} | {mean:.4} ± {std:.4} | {} |",
-                human(*size),
+                "| {} | {} | {p25:.2} | {p50:.2} | {p75:.2} | {t50:.0} | {mean:.4} ± {std:.4} | {} |",
+                r.transport,
+                human(r.size),
                 peers.join(" | ")
             );
         } else {
             println!(
-                "{:<8} {p25:>9.2} {p50:>9.2} {p75:>9.2} {:>16} {}",
-                human(*size),
+                "{:<9} {:<8} {p25:>9.2} {p50:>9.2} {p75:>9.2} {t50:>11.0} {:>18} {}",
+                r.transport,
+                human(r.size),
                 format!("{mean:.4} ± {std:.4}"),
                 peers
                     .iter()
@@ -816,17 +872,21 @@ fn p2p(a: P2pArgs) -> Result<()> {
                     .join(" ")
             );
         }
+        json_rows.push(json!({
+            "transport": r.transport, "size": r.size, "sender": "a", "receiver": "b",
+            "gb_per_s_p25": p25, "gb_per_s_p50": p50, "gb_per_s_p75": p75,
+            "gb_per_s_hmean": hmean, "transfer_us_p50": t50,
+            "wall_s_mean": mean, "wall_s_std": std,
+            "gb_per_s_runs": r.bws, "transfer_us_runs": r.transfer_us,
+        }));
     }
     if let Some(path) = &a.json {
-        let ours: Vec<Json> = rows
-            .iter()
-            .map(|(size, p25, p50, p75, h, mean, std, runs)| {
-                json!({"size": size, "gb_per_s_p25": p25, "gb_per_s_p50": p50, "gb_per_s_p75": p75,
-                       "gb_per_s_hmean": h, "wall_s_mean": mean, "wall_s_std": std, "runs": runs,
-                       "sender": "a", "receiver": "b"})
-            })
-            .collect();
-        let doc = json!({"rask": {"transport": a.transport, "runs": a.runs, "results": ours}, "peers": peers});
+        let doc = json!({
+            "config": {"transports": transports, "sizes": sizes, "runs": a.runs,
+                       "workers": "2 x 1 thread", "op": "bytes on a, len on b"},
+            "rask": json_rows,
+            "peers": peers,
+        });
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
     }
     Ok(())

@@ -254,6 +254,9 @@ pub fn parse_addr(addr: &str) -> Result<&str, TransportError> {
 pub struct FrameReader<R = OwnedReadHalf> {
     r: BufReader<R>,
     cfg: ConnConfig,
+    /// Where large payloads are received: pre-faulted, reused memory that same-host peers
+    /// can map (instead of a fresh heap allocation that page-faults on first touch).
+    arena: Option<shm::Arena>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -262,7 +265,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         FrameReader {
             r: BufReader::with_capacity(64 * 1024, r),
             cfg,
+            arena: None,
         }
+    }
+
+    /// Receives payloads of [`shm::INLINE_MAX`] bytes or more into `arena`.
+    pub fn set_arena(&mut self, arena: Option<shm::Arena>) {
+        self.arena = arena;
     }
 
     /// The next frame; `Ok(None)` on a clean end of stream between frames.
@@ -285,7 +294,18 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             self.r.read_exact(&mut header).await?;
             let mut bufs = Vec::with_capacity(lens.len());
             for len in lens {
-                bufs.push(read_exact_bytes(&mut self.r, len as usize).await?);
+                let len = len as usize;
+                let region = match &self.arena {
+                    Some(a) if len >= shm::INLINE_MAX => a.alloc(len).ok(),
+                    _ => None,
+                };
+                match region {
+                    Some(mut region) => {
+                        self.r.read_exact(region.as_mut_slice()).await?;
+                        bufs.push(region.freeze());
+                    }
+                    None => bufs.push(read_exact_bytes(&mut self.r, len).await?),
+                }
             }
             Ok::<_, TransportError>(Frame { header, bufs })
         };

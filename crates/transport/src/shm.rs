@@ -41,7 +41,7 @@ const ALIGN: u64 = 64;
 /// bookkeeping of a loan.
 pub const INLINE_MAX: usize = 64 * 1024;
 /// The smallest segment an arena creates; bigger requests get a segment of their own size.
-pub const DEFAULT_SEGMENT: u64 = 64 << 20;
+pub const DEFAULT_SEGMENT: u64 = 32 << 20;
 /// Most descriptors passed with one `sendmsg`.
 const FDS_PER_MSG: usize = 16;
 

@@ -200,9 +200,8 @@ impl OutputBuf for ArenaBuf {
 const ARENA_KEEP_FREE: u64 = rask_transport::shm::DEFAULT_SEGMENT;
 const ARENA_IDLE_ROUNDS: u32 = 3;
 
-/// The shared-memory side of a worker: its arena and where same-host peers reach it.
+/// Where same-host peers reach a worker's shared memory.
 struct ShmServer {
-    arena: Arena,
     listener: tokio::net::UnixListener,
     addr: String,
 }
@@ -214,6 +213,8 @@ pub struct Worker {
     listen_addr: String,
     listener: TcpListener,
     shm: Option<ShmServer>,
+    /// Where ops' outputs and received payloads live (memfd segments, mapped once).
+    arena: Arena,
     reader: FrameReader,
     to_scheduler: Sender<ToScheduler>,
 }
@@ -226,11 +227,7 @@ impl Worker {
         let shm = match cfg.transport {
             TransportMode::Tcp => None,
             _ => match rask_transport::listen_unix() {
-                Ok((listener, addr)) => Some(ShmServer {
-                    arena: Arena::new(rask_transport::shm::DEFAULT_SEGMENT),
-                    listener,
-                    addr,
-                }),
+                Ok((listener, addr)) => Some(ShmServer { listener, addr }),
                 Err(e) => {
                     warn!("no shared memory for peers ({e}); data goes over tcp");
                     None
@@ -268,6 +265,7 @@ impl Worker {
             listen_addr,
             listener,
             shm,
+            arena: Arena::new(rask_transport::shm::DEFAULT_SEGMENT),
             reader,
             to_scheduler: spawn_writer(w),
             cfg,
@@ -297,6 +295,7 @@ impl Worker {
             listen_addr,
             listener,
             shm,
+            arena,
             mut reader,
             to_scheduler,
         } = self;
@@ -305,19 +304,17 @@ impl Worker {
         let _inproc = (cfg.transport == TransportMode::Auto)
             .then(|| rask_transport::inproc::register(&listen_addr, &store));
         let (retire_tx, _) = tokio::sync::broadcast::channel::<Vec<u32>>(1024);
-        let arena = shm.as_ref().map(|s| s.arena.clone());
         let shm_server = shm.map(|s| {
             tokio::spawn(serve_shm_data(
                 s.listener,
                 cfg.conn.clone(),
                 store.clone(),
-                s.arena,
+                arena.clone(),
                 retire_tx.clone(),
             ))
         });
-        let alloc: Option<Arc<dyn OutputAlloc>> = arena
-            .clone()
-            .map(|a| Arc::new(ArenaAlloc(a)) as Arc<dyn OutputAlloc>);
+        let alloc: Option<Arc<dyn OutputAlloc>> = Some(Arc::new(ArenaAlloc(arena.clone())));
+        let arena = Some(arena);
         let (events, mut rx) = mpsc::unbounded_channel::<Event>();
 
         // Scheduler reader.
@@ -654,7 +651,15 @@ impl State {
                     kind
                 };
                 info!(peer = from.0, "data link to worker {} over {kind}", from.0);
-                let link = open_link(self.id, from, peer, kind, &self.cfg, self.events.clone());
+                let link = open_link(
+                    self.id,
+                    from,
+                    peer,
+                    kind,
+                    &self.cfg,
+                    self.arena.clone(),
+                    self.events.clone(),
+                );
                 self.links.insert(from, link.clone());
                 link
             }
@@ -764,6 +769,7 @@ fn open_link(
     addr: PeerAddr,
     kind: Link,
     cfg: &WorkerConfig,
+    arena: Option<Arena>,
     events: mpsc::UnboundedSender<Event>,
 ) -> Sender<PeerMsg> {
     let (tx, pending) = rask_transport::channel::<PeerMsg>();
@@ -789,8 +795,9 @@ fn open_link(
         } else {
             drop(releases);
             match connect(&addr.addr, &hello, conn).await {
-                Ok((reader, w, _)) => {
+                Ok((mut reader, w, _)) => {
                     pending.start(w);
+                    reader.set_arena(arena);
                     link_loop(peer, reader, None, |_| None, &events).await
                 }
                 Err(e) => Some(e.to_string()),
