@@ -646,11 +646,16 @@ pub fn listener_addr(l: &TcpListener) -> Result<String, TransportError> {
 }
 
 /// An identity of this host, the same for every process on it: used to tell same-host
-/// peers from remote ones (never the IP address).
+/// peers from remote ones (never the IP address). It names the kernel (boot id) and the
+/// network namespace: processes in other namespaces cannot reach each other's abstract
+/// unix sockets, so for transport purposes they are other hosts.
 pub fn host_id() -> String {
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    format!("{}-{}", name.trim(), boot.trim())
+    let netns = std::fs::read_link("/proc/self/ns/net")
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!("{}-{}-{}", name.trim(), boot.trim(), netns)
 }
 
 #[cfg(test)]
