@@ -408,13 +408,19 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(
 /// Sends messages on a connection; cheap to clone. Messages queued while the writer is
 /// busy go out together in its next frame.
 pub struct Sender<M> {
-    tx: mpsc::UnboundedSender<(M, Vec<Bytes>)>,
+    tx: mpsc::UnboundedSender<Queued<M>>,
+    /// Payload bytes that may wait in the queue (see [`channel_bounded`]).
+    budget: Option<(std::sync::Arc<tokio::sync::Semaphore>, u32)>,
 }
+
+/// A message waiting for the writer, with the budget its payload holds until written.
+type Queued<M> = (M, Vec<Bytes>, Option<tokio::sync::OwnedSemaphorePermit>);
 
 impl<M> Clone for Sender<M> {
     fn clone(&self) -> Self {
         Sender {
             tx: self.tx.clone(),
+            budget: self.budget.clone(),
         }
     }
 }
@@ -427,7 +433,31 @@ impl<M: WireMessage> Sender<M> {
 
     /// Queues a message whose `Datum::Buf(i)` indices refer to `bufs[i]`.
     pub fn send_with(&self, m: M, bufs: Vec<Bytes>) -> Result<(), TransportError> {
-        self.tx.send((m, bufs)).map_err(|_| TransportError::Closed)
+        self.tx
+            .send((m, bufs, None))
+            .map_err(|_| TransportError::Closed)
+    }
+
+    /// Like [`Sender::send_with`], but on a [`channel_bounded`] sender waits while the
+    /// payload bytes queued and not yet written exceed the bound: a slow receiver then
+    /// slows the sender instead of growing its queue.
+    pub async fn send_bounded(&self, m: M, bufs: Vec<Bytes>) -> Result<(), TransportError> {
+        let permit = match &self.budget {
+            Some((sem, max)) => {
+                let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+                let n = total.min(*max as u64) as u32;
+                Some(
+                    sem.clone()
+                        .acquire_many_owned(n)
+                        .await
+                        .map_err(|_| TransportError::Closed)?,
+                )
+            }
+            None => None,
+        };
+        self.tx
+            .send((m, bufs, permit))
+            .map_err(|_| TransportError::Closed)
     }
 
     /// Whether the writer has stopped (the connection failed or closed).
@@ -451,12 +481,26 @@ pub fn spawn_writer<M: WireMessage, W: AsyncWrite + Unpin + Send + 'static>(w: W
 /// [`PendingWriter::start`] is given the connection.
 pub fn channel<M: WireMessage>() -> (Sender<M>, PendingWriter<M>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    (Sender { tx }, PendingWriter { rx })
+    (Sender { tx, budget: None }, PendingWriter { rx })
+}
+
+/// [`channel`] whose [`Sender::send_bounded`] keeps at most `max_bytes` of payload queued
+/// (a single larger payload still goes, alone).
+pub fn channel_bounded<M: WireMessage>(max_bytes: u32) -> (Sender<M>, PendingWriter<M>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(max_bytes as usize));
+    (
+        Sender {
+            tx,
+            budget: Some((sem, max_bytes)),
+        },
+        PendingWriter { rx },
+    )
 }
 
 /// The receiving end of [`channel`].
 pub struct PendingWriter<M> {
-    rx: mpsc::UnboundedReceiver<(M, Vec<Bytes>)>,
+    rx: mpsc::UnboundedReceiver<Queued<M>>,
 }
 
 impl<M: WireMessage> PendingWriter<M> {
@@ -466,11 +510,12 @@ impl<M: WireMessage> PendingWriter<M> {
         tokio::spawn(async move {
             let mut msgs = Vec::new();
             let mut bufs = Vec::new();
+            let mut permits = Vec::new();
             while let Some(first) = rx.recv().await {
-                push(&mut msgs, &mut bufs, first);
+                push(&mut msgs, &mut bufs, &mut permits, first);
                 while msgs.len() < MAX_BATCH {
                     match rx.try_recv() {
-                        Ok(next) => push(&mut msgs, &mut bufs, next),
+                        Ok(next) => push(&mut msgs, &mut bufs, &mut permits, next),
                         Err(_) => break,
                     }
                 }
@@ -481,6 +526,8 @@ impl<M: WireMessage> PendingWriter<M> {
                     break;
                 }
                 bufs.clear();
+                // Written: the budget is free again.
+                permits.clear();
             }
             rx.close();
             let _ = w.shutdown().await;
@@ -488,7 +535,13 @@ impl<M: WireMessage> PendingWriter<M> {
     }
 }
 
-fn push<M: WireMessage>(msgs: &mut Vec<M>, bufs: &mut Vec<Bytes>, (mut m, own): (M, Vec<Bytes>)) {
+fn push<M: WireMessage>(
+    msgs: &mut Vec<M>,
+    bufs: &mut Vec<Bytes>,
+    permits: &mut Vec<tokio::sync::OwnedSemaphorePermit>,
+    (mut m, own, permit): Queued<M>,
+) {
+    permits.extend(permit);
     if !own.is_empty() {
         m.shift_buffers(bufs.len() as u32);
         bufs.extend(own);
@@ -677,6 +730,41 @@ mod tests {
             registry: None,
             worker: None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_does_not_read_holds_back_a_bounded_sender() {
+        let (near, mut far) = tokio::io::duplex(64 * 1024);
+        let (tx, writer) = channel_bounded::<PeerMsg>(1 << 20);
+        writer.start(near);
+        let reply = |req| PeerMsg::Data {
+            req,
+            items: vec![DataItem {
+                task: TaskId(req),
+                value: Datum::Buf(0),
+            }],
+            missing: vec![],
+        };
+        let payload = Bytes::from(vec![3u8; 1 << 20]);
+        // The first reply takes the whole budget and cannot be written: nobody reads.
+        tx.send_bounded(reply(1), vec![payload.clone()]).await.unwrap();
+        let second = tx.send_bounded(reply(2), vec![payload.clone()]);
+        tokio::pin!(second);
+        for _ in 0..10 {
+            let polled = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(std::future::Future::poll(second.as_mut(), cx).is_pending())
+            })
+            .await;
+            assert!(polled, "the second reply was queued past the budget");
+            tokio::task::yield_now().await;
+        }
+        // Reading the first frame frees the budget.
+        let mut reader = FrameReader::new(&mut far, ConnConfig::default());
+        let first = reader.read_batch::<PeerMsg>().await.unwrap().unwrap();
+        assert_eq!(first.bufs[0].len(), 1 << 20);
+        second.await.unwrap();
+        let next = reader.read_batch::<PeerMsg>().await.unwrap().unwrap();
+        assert!(matches!(next.msgs[0], PeerMsg::Data { req: 2, .. }));
     }
 
     #[tokio::test]

@@ -967,7 +967,10 @@ async fn serve_peer(stream: TcpStream, cfg: ConnConfig, store: Store) {
     let Some(name) = welcome(&mut reader, &mut w, &cfg).await else {
         return;
     };
-    let tx = spawn_writer::<PeerMsg, _>(w);
+    // A slow reader holds back its own requests: while this much is queued, the next
+    // request is not read.
+    let (tx, writer) = rask_transport::channel_bounded::<PeerMsg>(DATA_QUEUE_BYTES);
+    writer.start(w);
     loop {
         match reader.read_batch::<PeerMsg>().await {
             Ok(Some(batch)) => {
@@ -981,7 +984,7 @@ async fn serve_peer(stream: TcpStream, cfg: ConnConfig, store: Store) {
                         items,
                         missing,
                     };
-                    if tx.send_with(reply, bufs).is_err() {
+                    if tx.send_bounded(reply, bufs).await.is_err() {
                         return;
                     }
                 }
@@ -994,6 +997,9 @@ async fn serve_peer(stream: TcpStream, cfg: ConnConfig, store: Store) {
         }
     }
 }
+
+/// Reply bytes a data connection may queue before it stops reading requests.
+const DATA_QUEUE_BYTES: u32 = 64 << 20;
 
 /// The largest result reported inline with its completion.
 const INLINE_VALUE_MAX: u64 = 1024;
