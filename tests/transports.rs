@@ -207,3 +207,49 @@ fn workers_in_one_process_hand_over_buffers_without_copying() {
     drop(c);
     rt.shutdown_background();
 }
+
+/// The holder of a payload dies while the other worker reads it: the scheduler recomputes
+/// the payload on the survivor and the consumer's result is still exact.
+fn holder_dies_mid_transfer(transport: &str) {
+    let (_s, addr) = scheduler();
+    let mut procs = vec![
+        ("a", worker(&addr, "a", transport)),
+        ("b", worker(&addr, "b", transport)),
+    ];
+    let c = Client::connect(&addr).unwrap();
+    c.wait_for_workers(2).unwrap();
+    let n = 64 << 20;
+    let p = c.submit("bytes", [Arg::from(n as i64), Arg::from(5)]).unwrap();
+    p.wait().unwrap();
+    let holder_addr = c.who_has(std::slice::from_ref(&p)).unwrap()[p.key()][0].clone();
+    let info = c.scheduler_info().unwrap();
+    let holder = info
+        .workers
+        .iter()
+        .find(|w| w.addr == holder_addr)
+        .map(|w| w.name.clone())
+        .unwrap();
+    let other = if holder == "a" { "b" } else { "a" };
+    let mut g = Graph::new();
+    g.task("sum", "checksum", [Arg::from(&p)])
+        .resources(&[(format!("on-{other}").as_str(), 1.0)]);
+    let sum = c.compute(&g, &["sum"]).unwrap().pop().unwrap();
+    let i = procs.iter().position(|(name, _)| *name == holder).unwrap();
+    let (_, mut dead) = procs.remove(i);
+    dead.0.kill().unwrap();
+    let _ = dead.0.wait();
+    let want = Registry::builtin()
+        .call("checksum", &Value::Bytes(vec![5u8; n].into()))
+        .unwrap();
+    assert_eq!(sum.result().unwrap(), want);
+}
+
+#[test]
+fn holder_death_mid_transfer_over_tcp_is_recomputed() {
+    holder_dies_mid_transfer("tcp");
+}
+
+#[test]
+fn holder_death_mid_transfer_over_shared_memory_is_recomputed() {
+    holder_dies_mid_transfer("shm");
+}
