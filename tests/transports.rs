@@ -198,8 +198,16 @@ fn workers_in_one_process_hand_over_buffers_without_copying() {
         .resources(&[("on-b", 1.0)]);
     g.task("sum-b", "checksum", [Arg::key("p")])
         .resources(&[("on-b", 1.0)]);
-    let got = c.get(&g, &["at-a", "at-b", "sum-b"]).unwrap();
+    let got = c.get(&g, &["at-a", "at-b", "sum-b", "p"]).unwrap();
     assert_eq!(got[0], got[1], "the payload was copied between workers");
+    let Value::Bytes(p) = &got[3] else {
+        panic!("not bytes")
+    };
+    assert_eq!(
+        Value::Int(p.as_ptr() as i64),
+        got[0],
+        "the payload was copied to the client"
+    );
     let want = registry
         .call("checksum", &Value::Bytes(vec![9u8; 3 << 20].into()))
         .unwrap();
@@ -219,7 +227,9 @@ fn holder_dies_mid_transfer(transport: &str) {
     let c = Client::connect(&addr).unwrap();
     c.wait_for_workers(2).unwrap();
     let n = 64 << 20;
-    let p = c.submit("bytes", [Arg::from(n as i64), Arg::from(5)]).unwrap();
+    let p = c
+        .submit("bytes", [Arg::from(n as i64), Arg::from(5)])
+        .unwrap();
     p.wait().unwrap();
     let holder_addr = c.who_has(std::slice::from_ref(&p)).unwrap()[p.key()][0].clone();
     let info = c.scheduler_info().unwrap();

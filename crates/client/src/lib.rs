@@ -23,7 +23,7 @@ use rask_proto::msg::{
     ToScheduler, UpdateGraphMsg,
 };
 use rask_proto::{TaskId, Value, PROTOCOL_VERSION, RASK_VERSION};
-use rask_transport::{connect, Batch, ConnConfig, Sender};
+use rask_transport::{connect, Batch, ConnConfig, Link, Sender};
 use tokio::sync::{oneshot, watch};
 
 pub use graph::{Arg, Graph};
@@ -69,6 +69,9 @@ pub struct ClientOptions {
     /// The ops this program knows; sent in the handshake and checked at submit.
     pub registry: Option<RegistryInfo>,
     pub conn: ConnConfig,
+    /// How results are gathered from workers (default: `RASK_TRANSPORT`, else auto:
+    /// inproc from workers in this process, shm on this host, tcp otherwise).
+    pub transport: Option<rask_transport::TransportMode>,
 }
 
 /// The state of a key, as the scheduler last told it.
@@ -119,6 +122,8 @@ struct Inner {
     conn: ConnConfig,
     state: Mutex<State>,
     next: AtomicU64,
+    transport: rask_transport::TransportMode,
+    host_id: String,
 }
 
 /// A connection to a Rask scheduler. Cheap to clone.
@@ -171,6 +176,12 @@ impl Client {
             worker: None,
         };
         let conn = opts.conn;
+        let transport = match opts.transport {
+            Some(t) => t,
+            None => rask_transport::TransportMode::from_env()
+                .map_err(ClientError::Other)?
+                .unwrap_or_default(),
+        };
         let conn_for_connect = conn.clone();
         let addr_owned = addr.to_string();
         let (reader, w, id) = handle
@@ -191,6 +202,8 @@ impl Client {
             conn,
             state: Mutex::default(),
             next: AtomicU64::new(0),
+            transport,
+            host_id: rask_transport::host_id(),
         });
         let weak = Arc::downgrade(&inner);
         handle.spawn(read_scheduler(reader, weak));
@@ -582,7 +595,7 @@ async fn wait_status(inner: &Inner, key: &Arc<str>) -> Result<Status, ClientErro
 async fn gather(inner: Arc<Inner>, keys: Vec<Arc<str>>) -> Result<Vec<Value>, ClientError> {
     let mut out: Vec<Option<Value>> = vec![None; keys.len()];
     for attempt in 0..5 {
-        let mut by_holder: HashMap<String, Vec<(usize, TaskId)>> = HashMap::new();
+        let mut by_holder: HashMap<String, (Holder, Vec<(usize, TaskId)>)> = HashMap::new();
         for (i, key) in keys.iter().enumerate() {
             if out[i].is_some() {
                 continue;
@@ -600,7 +613,11 @@ async fn gather(inner: Arc<Inner>, keys: Vec<Arc<str>>) -> Result<Vec<Value>, Cl
                             message: "no holder".into(),
                         });
                     };
-                    by_holder.entry(h.addr.clone()).or_default().push((i, task));
+                    by_holder
+                        .entry(h.addr.clone())
+                        .or_insert_with(|| (h.clone(), Vec::new()))
+                        .1
+                        .push((i, task));
                 }
                 s => unreachable!("wait_status returned {s:?}"),
             }
@@ -609,9 +626,9 @@ async fn gather(inner: Arc<Inner>, keys: Vec<Arc<str>>) -> Result<Vec<Value>, Cl
             break;
         }
         let mut pending = Vec::new();
-        for (addr, items) in by_holder {
+        for (addr, (holder, items)) in by_holder {
             let tasks: Vec<TaskId> = items.iter().map(|(_, t)| *t).collect();
-            pending.push((addr.clone(), items, fetch(&inner, &addr, tasks)));
+            pending.push((addr, items, fetch(&inner, &holder, tasks)));
         }
         let mut missing_any = None;
         for (addr, items, reply) in pending {
@@ -685,28 +702,49 @@ async fn mark_pending_if_stale(inner: &Arc<Inner>, keys: &[Arc<str>], out: &[Opt
     }
 }
 
-/// Sends a GetData request to a worker over a (cached) data connection.
-fn fetch(inner: &Arc<Inner>, addr: &str, tasks: Vec<TaskId>) -> oneshot::Receiver<DataReply> {
+/// Sends a GetData request to a worker over a (cached) data connection, or reads a worker
+/// of this process directly.
+fn fetch(inner: &Arc<Inner>, holder: &Holder, tasks: Vec<TaskId>) -> oneshot::Receiver<DataReply> {
     let (tx, rx) = oneshot::channel();
+    let kind = inner.transport.select(
+        (&inner.host_id, std::process::id()),
+        (&holder.host_id, holder.pid),
+        !holder.shm_addr.is_empty(),
+    );
+    if kind == Link::Inproc {
+        if let Some(ep) =
+            rask_transport::inproc::lookup::<rask_transport::inproc::DataEndpoint>(&holder.addr)
+        {
+            let _ = tx.send(Ok(ep.get(&tasks)));
+            return rx;
+        }
+    }
+    let kind = if kind == Link::Inproc {
+        Link::Tcp
+    } else {
+        kind
+    };
     let req = inner.next.fetch_add(1, Ordering::Relaxed);
     let mut st = inner.state.lock().expect("client state lock");
     let link = st
         .links
-        .entry(addr.to_string())
-        .or_insert_with(|| open_link(inner, addr));
+        .entry(holder.addr.clone())
+        .or_insert_with(|| open_link(inner, holder, kind));
     link.pending.lock().expect("link lock").insert(req, tx);
     if link.tx.send(PeerMsg::GetData { req, tasks }).is_err() {
         if let Some(tx) = link.pending.lock().expect("link lock").remove(&req) {
             let _ = tx.send(Err("data connection closed".into()));
         }
-        st.links.remove(addr);
+        st.links.remove(&holder.addr);
     }
     rx
 }
 
-fn open_link(inner: &Arc<Inner>, addr: &str) -> DataLink {
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<DataReply>>>>;
+
+fn open_link(inner: &Arc<Inner>, holder: &Holder, kind: Link) -> DataLink {
     let (tx, writer) = rask_transport::channel::<PeerMsg>();
-    let pending: Arc<Mutex<HashMap<u64, oneshot::Sender<DataReply>>>> = Arc::default();
+    let pending: Pending = Arc::default();
     let hello = Hello {
         protocol: PROTOCOL_VERSION,
         schema: rask_proto::PROTOCOL_SCHEMA,
@@ -719,48 +757,73 @@ fn open_link(inner: &Arc<Inner>, addr: &str) -> DataLink {
         registry: None,
         worker: None,
     };
-    let addr = addr.to_string();
+    let addr = holder.addr.clone();
+    let shm_addr = holder.shm_addr.clone();
     let conn = inner.conn.clone();
     let p = pending.clone();
+    let releases = tx.clone();
     inner.handle.spawn(async move {
-        let error = match connect(&addr, &hello, conn).await {
-            Ok((mut reader, w, _)) => {
-                writer.start(w);
-                loop {
-                    match reader.read_batch::<PeerMsg>().await {
-                        Ok(Some(Batch { msgs, bufs })) => {
-                            for m in msgs {
-                                let PeerMsg::Data {
-                                    req,
-                                    items,
-                                    missing,
-                                } = m
-                                else {
-                                    continue;
-                                };
-                                let reply = items
-                                    .into_iter()
-                                    .map(|it| it.value.to_value(&bufs, &[]).map(|v| (it.task, v)))
-                                    .collect::<Result<Vec<_>, _>>()
-                                    .map(|values| (values, missing))
-                                    .map_err(|e| e.to_string());
-                                if let Some(tx) = p.lock().expect("link lock").remove(&req) {
-                                    let _ = tx.send(reply);
-                                }
-                            }
-                        }
-                        Ok(None) => break format!("{addr} closed the data connection"),
-                        Err(e) => break format!("{addr}: {e}"),
-                    }
+        let error = if kind == Link::Shm {
+            match rask_transport::connect_unix(&shm_addr, &hello, conn).await {
+                Ok((reader, w, _)) => {
+                    writer.start(w);
+                    // Gathered buffers stay the worker's memory until the program drops them.
+                    let importer = rask_transport::shm::Importer::new(move |loan| {
+                        let _ = releases.send(PeerMsg::Release { loans: vec![loan] });
+                    });
+                    read_replies(&addr, reader, Some(importer), |r| Some(r.fds()), &p).await
                 }
+                Err(e) => format!("cannot reach {addr} through shared memory ({shm_addr}): {e}"),
             }
-            Err(e) => format!("cannot reach {addr}: {e}"),
+        } else {
+            drop(releases);
+            match connect(&addr, &hello, conn).await {
+                Ok((reader, w, _)) => {
+                    writer.start(w);
+                    read_replies(&addr, reader, None, |_| None, &p).await
+                }
+                Err(e) => format!("cannot reach {addr}: {e}"),
+            }
         };
         for (_, tx) in p.lock().expect("link lock").drain() {
             let _ = tx.send(Err(error.clone()));
         }
     });
     DataLink { tx, pending }
+}
+
+/// Hands a data connection's replies to their waiters until it ends; returns why it ended.
+async fn read_replies<R: tokio::io::AsyncRead + Unpin>(
+    addr: &str,
+    mut reader: rask_transport::FrameReader<R>,
+    mut importer: Option<rask_transport::shm::Importer>,
+    fds: fn(&mut R) -> Option<&mut std::collections::VecDeque<std::os::fd::OwnedFd>>,
+    pending: &Pending,
+) -> String {
+    loop {
+        let batch = match reader.read_batch::<PeerMsg>().await {
+            Ok(Some(b)) => b,
+            Ok(None) => return format!("{addr} closed the data connection"),
+            Err(e) => return format!("{addr}: {e}"),
+        };
+        let replies =
+            match rask_transport::shm::replies(batch, importer.as_mut(), fds(reader.get_mut())) {
+                Ok(r) => r,
+                Err(e) => return format!("{addr}: {e}"),
+            };
+        for r in replies {
+            let reply = r
+                .items
+                .into_iter()
+                .map(|it| it.value.to_value(&r.bufs, &[]).map(|v| (it.task, v)))
+                .collect::<Result<Vec<_>, _>>()
+                .map(|values| (values, r.missing))
+                .map_err(|e| e.to_string());
+            if let Some(tx) = pending.lock().expect("link lock").remove(&r.req) {
+                let _ = tx.send(reply);
+            }
+        }
+    }
 }
 
 /// Conversions from result values.

@@ -205,10 +205,13 @@ wire! {
         pub message: String,
     }
 
-    /// A worker holding a key.
+    /// A worker holding a key, and how to reach it (see [`PeerAddr`]).
     pub struct Holder {
         pub worker: WorkerId,
         pub addr: String,
+        pub shm_addr: String,
+        pub host_id: String,
+        pub pid: u32,
     }
 
     /// Keys and where they live.

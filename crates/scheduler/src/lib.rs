@@ -514,6 +514,9 @@ impl Server {
                 self.workers.get(w).map(|c| Holder {
                     worker: *w,
                     addr: c.addr.clone(),
+                    shm_addr: c.shm_addr.clone(),
+                    host_id: c.spec.host_id.clone(),
+                    pid: c.pid,
                 })
             })
             .collect()

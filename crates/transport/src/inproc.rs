@@ -8,6 +8,30 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 type Entry = Weak<dyn Any + Send + Sync>;
 
+/// What a data connection would answer to a `GetData`: the values held, and the tasks not.
+pub type Fetched = (
+    Vec<(rask_proto::TaskId, rask_proto::Value)>,
+    Vec<rask_proto::TaskId>,
+);
+
+type GetFn = dyn Fn(&[rask_proto::TaskId]) -> Fetched + Send + Sync;
+
+/// A worker's data, as peers and clients in the same process reach it.
+pub struct DataEndpoint {
+    get: Box<GetFn>,
+}
+
+impl DataEndpoint {
+    pub fn new(get: impl Fn(&[rask_proto::TaskId]) -> Fetched + Send + Sync + 'static) -> Self {
+        DataEndpoint { get: Box::new(get) }
+    }
+
+    /// The values of `tasks` (sharing their buffers) and the tasks not held.
+    pub fn get(&self, tasks: &[rask_proto::TaskId]) -> Fetched {
+        (self.get)(tasks)
+    }
+}
+
 fn registry() -> &'static Mutex<HashMap<String, Entry>> {
     static R: OnceLock<Mutex<HashMap<String, Entry>>> = OnceLock::new();
     R.get_or_init(Default::default)

@@ -747,7 +747,9 @@ mod tests {
         };
         let payload = Bytes::from(vec![3u8; 1 << 20]);
         // The first reply takes the whole budget and cannot be written: nobody reads.
-        tx.send_bounded(reply(1), vec![payload.clone()]).await.unwrap();
+        tx.send_bounded(reply(1), vec![payload.clone()])
+            .await
+            .unwrap();
         let second = tx.send_bounded(reply(2), vec![payload.clone()]);
         tokio::pin!(second);
         for _ in 0..10 {

@@ -301,8 +301,23 @@ impl Worker {
         } = self;
         let store: Store = Arc::default();
         // Peers in this process take the store's values directly.
+        let endpoint = {
+            let store = store.clone();
+            Arc::new(rask_transport::inproc::DataEndpoint::new(move |tasks| {
+                let store = store.lock().expect("store lock");
+                let mut values = Vec::new();
+                let mut missing = Vec::new();
+                for t in tasks {
+                    match store.get(t) {
+                        Some(v) => values.push((*t, v.clone())),
+                        None => missing.push(*t),
+                    }
+                }
+                (values, missing)
+            }))
+        };
         let _inproc = (cfg.transport == TransportMode::Auto)
-            .then(|| rask_transport::inproc::register(&listen_addr, &store));
+            .then(|| rask_transport::inproc::register(&listen_addr, &endpoint));
         let (retire_tx, _) = tokio::sync::broadcast::channel::<Vec<u32>>(1024);
         let shm_server = shm.map(|s| {
             tokio::spawn(serve_shm_data(
@@ -618,23 +633,12 @@ impl State {
                     !peer.shm_addr.is_empty(),
                 );
                 if kind == Link::Inproc {
-                    if let Some(store) = rask_transport::inproc::lookup::<
-                        Mutex<FxHashMap<TaskId, Value>>,
+                    if let Some(peer_data) = rask_transport::inproc::lookup::<
+                        rask_transport::inproc::DataEndpoint,
                     >(&peer.addr)
                     {
                         // Same process: the values' buffers are shared, not copied.
-                        let (values, missing) = {
-                            let store = store.lock().expect("peer store lock");
-                            let mut values = Vec::new();
-                            let mut missing = Vec::new();
-                            for t in tasks {
-                                match store.get(&t) {
-                                    Some(v) => values.push((t, v.clone())),
-                                    None => missing.push(t),
-                                }
-                            }
-                            (values, missing)
-                        };
+                        let (values, missing) = peer_data.get(&tasks);
                         self.outstanding.insert((from, req), Vec::new());
                         let _ = self.events.send(Event::Fetched {
                             from,
