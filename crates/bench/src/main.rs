@@ -63,6 +63,11 @@ struct TasksArgs {
 
 #[derive(clap::Args)]
 struct P2pArgs {
+    /// Use this scheduler's workers instead of starting a cluster: two of them must
+    /// offer the resources `on-a` and `on-b` (`rask worker … --resources on-a=1`); their
+    /// own transport settings apply and `--transport` only labels the figures.
+    #[arg(long)]
+    scheduler: Option<String>,
     /// Transport between the workers: inproc (two workers in this process), shm, tcp
     /// (worker processes), or all.
     #[arg(long, default_value = "all")]
@@ -718,8 +723,16 @@ fn quantile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Transfers on one cluster: a fresh payload made on worker a each run, read on b.
-fn p2p_transport(transport: &str, sizes: &[u64], runs: usize) -> Result<Vec<P2pRow>> {
-    let (mut procs, addr) = p2p_cluster(transport)?;
+fn p2p_transport(
+    transport: &str,
+    scheduler: Option<&str>,
+    sizes: &[u64],
+    runs: usize,
+) -> Result<Vec<P2pRow>> {
+    let (mut procs, addr) = match scheduler {
+        Some(s) => (Vec::new(), s.to_string()),
+        None => p2p_cluster(transport)?,
+    };
     // Workers stop before the scheduler, so they do not report its loss.
     procs.reverse();
     let client = Client::connect(&addr)?;
@@ -773,6 +786,7 @@ fn p2p_transport(transport: &str, sizes: &[u64], runs: usize) -> Result<Vec<P2pR
 
 fn p2p(a: P2pArgs) -> Result<()> {
     let transports: Vec<&str> = match a.transport.as_str() {
+        "all" if a.scheduler.is_some() => vec!["external"],
         "all" => vec!["inproc", "shm", "tcp"],
         t @ ("inproc" | "shm" | "tcp") => vec![t],
         t => bail!("unknown transport {t:?}: inproc, shm, tcp or all"),
@@ -785,7 +799,7 @@ fn p2p(a: P2pArgs) -> Result<()> {
     let mut rows = Vec::new();
     for t in &transports {
         eprintln!("transport {t}…");
-        rows.extend(p2p_transport(t, &sizes, a.runs)?);
+        rows.extend(p2p_transport(t, a.scheduler.as_deref(), &sizes, a.runs)?);
     }
     let peers = if a.no_peer {
         None

@@ -72,8 +72,7 @@ async fn holder_death_keeps_received_bytes_and_fails_new_requests() {
         .await
         .unwrap();
     let b = req.get(&[7]).await.unwrap().pop().unwrap().unwrap();
-    h.kill();
-    drop(h);
+    h.kill().await;
     // The pages stay mapped while we hold them; the holder is gone.
     assert_eq!(&b[..], &data[..]);
     assert!(req.get(&[7]).await.is_err());

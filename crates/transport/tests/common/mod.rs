@@ -21,15 +21,19 @@ pub struct Holder {
     /// One message per connection that ended.
     pub ended: mpsc::UnboundedReceiver<()>,
     server: tokio::task::JoinHandle<()>,
-    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Holder {
-    /// Kills the holder: the listener and every connection stop.
-    pub fn kill(&self) {
+    /// Kills the holder: the listener and every connection stop (and are gone when this
+    /// returns).
+    pub async fn kill(self) {
         self.server.abort();
-        for c in self.conns.lock().unwrap().iter() {
+        let _ = self.server.await;
+        let conns: Vec<_> = self.conns.lock().unwrap().drain(..).collect();
+        for c in conns {
             c.abort();
+            let _ = c.await;
         }
     }
 }
@@ -40,7 +44,7 @@ pub async fn holder(cfg: ConnConfig) -> Holder {
     let store: Store = Arc::default();
     let (retire, _) = broadcast::channel(64);
     let (ended_tx, ended) = mpsc::unbounded_channel();
-    let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+    let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
     let (a, s, r, c) = (arena.clone(), store.clone(), retire.clone(), conns.clone());
     let server = tokio::spawn(async move {
         loop {
@@ -85,7 +89,7 @@ pub async fn holder(cfg: ConnConfig) -> Holder {
                 }
                 let _ = ended.send(());
             });
-            c.lock().unwrap().push(h.abort_handle());
+            c.lock().unwrap().push(h);
         }
     });
     Holder {
