@@ -9,7 +9,7 @@ allowed = {
     "rask-proto": set(),
     "rask-scheduler-core": {"rask-proto"},
     "rask-worker-core": {"rask-proto"},
-    "rask-transport": {"rask-proto"},
+    "rask-transport": {"rask-proto", "rask-device"},
     "rask-device": {"rask-proto"},
     "rask-kernels": {"rask-proto", "rask-device"},
     "rask-array": {"rask-proto"},

@@ -5,12 +5,14 @@
 //! the network is untrusted input; decoding validates it (rkyv's checked access) and
 //! returns a [`ProtoError`], never panics.
 
+mod dtype;
 mod error;
 pub mod frame;
 mod ids;
 pub mod msg;
 mod value;
 
+pub use dtype::DType;
 pub use error::ProtoError;
 pub use ids::{ClientId, StimulusId, TaskId, WorkerId};
 pub use value::{Datum, Value};

@@ -12,19 +12,19 @@
 //! can never fault on a truncated file, and they stay valid for a receiver even after
 //! the holder dies: the pages live as long as some process maps them.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::IoSlice;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use rask_proto::frame;
 use rask_proto::msg::{BufRef, DataItem, PeerMsg, ShmSegment, WireMessage};
 use rask_proto::TaskId;
-use rustix::fs::{MemfdFlags, SealFlags};
+use rustix::fs::SealFlags;
 use rustix::mm::{MapFlags, ProtFlags};
 use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
@@ -35,297 +35,12 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::TransportError;
 
-/// Regions are aligned (and sized) to cache lines.
-const ALIGN: u64 = 64;
 /// Buffers smaller than this travel inline in the frame: copying them costs less than the
 /// bookkeeping of a loan.
 pub const INLINE_MAX: usize = 64 * 1024;
-/// The smallest segment an arena creates; bigger requests get a segment of their own size.
-pub const DEFAULT_SEGMENT: u64 = 32 << 20;
+pub use rask_device::arena::{Arena, ArenaStats, Region, DEFAULT_SEGMENT};
 /// Most descriptors passed with one `sendmsg`.
 const FDS_PER_MSG: usize = 16;
-
-fn io_err(e: rustix::io::Errno) -> std::io::Error {
-    std::io::Error::from(e)
-}
-
-/// One memfd, mapped read-write in this process.
-struct Segment {
-    fd: Arc<OwnedFd>,
-    base: *mut u8,
-    len: u64,
-    /// Free ranges, offset → length, coalesced.
-    free: BTreeMap<u64, u64>,
-    used: u64,
-    /// Consecutive trims that found the segment unused.
-    idle: u32,
-}
-
-// SAFETY: the mapping is plain shared memory; access to its bytes is governed by the
-// regions carved from it (exclusive while being written, shared once frozen).
-unsafe impl Send for Segment {}
-
-impl Segment {
-    fn create(len: u64) -> std::io::Result<Segment> {
-        let fd = rustix::fs::memfd_create(
-            "rask-arena",
-            MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
-        )
-        .map_err(io_err)?;
-        rustix::fs::ftruncate(&fd, len).map_err(io_err)?;
-        // Receivers rely on the size: a file that could shrink would fault their reads.
-        rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)
-            .map_err(io_err)?;
-        // SAFETY: a fresh shared mapping of a file we own; nothing else refers to it yet.
-        // MAP_POPULATE pre-faults it once here, so transfers never pay page faults.
-        let base = unsafe {
-            rustix::mm::mmap(
-                std::ptr::null_mut(),
-                len as usize,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED | MapFlags::POPULATE,
-                &fd,
-                0,
-            )
-        }
-        .map_err(io_err)? as *mut u8;
-        Ok(Segment {
-            fd: Arc::new(fd),
-            base,
-            len,
-            free: BTreeMap::from([(0, len)]),
-            used: 0,
-            idle: 0,
-        })
-    }
-
-    /// First fit.
-    fn take(&mut self, need: u64) -> Option<u64> {
-        let (&off, &len) = self.free.iter().find(|(_, &len)| len >= need)?;
-        self.free.remove(&off);
-        if len > need {
-            self.free.insert(off + need, len - need);
-        }
-        self.used += need;
-        self.idle = 0;
-        Some(off)
-    }
-
-    fn give(&mut self, mut off: u64, mut len: u64) {
-        self.used -= len;
-        if let Some((&p, &plen)) = self.free.range(..off).next_back() {
-            if p + plen == off {
-                self.free.remove(&p);
-                off = p;
-                len += plen;
-            }
-        }
-        if let Some(nlen) = self.free.remove(&(off + len)) {
-            len += nlen;
-        }
-        self.free.insert(off, len);
-    }
-}
-
-impl Drop for Segment {
-    fn drop(&mut self) {
-        // SAFETY: the mapping was created by `create` with this length; no region of it
-        // is alive (segments are dropped only when unused, or with the whole arena).
-        unsafe {
-            let _ = rustix::mm::munmap(self.base.cast(), self.len as usize);
-        }
-    }
-}
-
-struct ArenaState {
-    segments: BTreeMap<u32, Segment>,
-    next: u32,
-}
-
-struct ArenaInner {
-    state: Mutex<ArenaState>,
-    segment_size: u64,
-}
-
-impl ArenaInner {
-    fn give(&self, seg: u32, off: u64, len: u64) {
-        let mut st = self.state.lock().expect("arena lock");
-        if let Some(s) = st.segments.get_mut(&seg) {
-            s.give(off, len);
-        }
-    }
-}
-
-/// Counters of an arena.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ArenaStats {
-    pub segments: u64,
-    pub capacity: u64,
-    pub used: u64,
-}
-
-/// Memfd-backed memory that same-host peers can map. Cheap to clone.
-#[derive(Clone)]
-pub struct Arena(Arc<ArenaInner>);
-
-impl std::fmt::Debug for Arena {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Arena({:?})", self.stats())
-    }
-}
-
-impl Arena {
-    /// An empty arena that grows by segments of at least `segment_size` bytes.
-    pub fn new(segment_size: u64) -> Arena {
-        Arena(Arc::new(ArenaInner {
-            state: Mutex::new(ArenaState {
-                segments: BTreeMap::new(),
-                next: 1,
-            }),
-            segment_size: segment_size.max(ALIGN),
-        }))
-    }
-
-    /// A writable region of `len` bytes (not zeroed when reused); grows the arena when no
-    /// segment has room.
-    pub fn alloc(&self, len: usize) -> std::io::Result<Region> {
-        let need = (len.max(1) as u64).div_ceil(ALIGN) * ALIGN;
-        let mut st = self.0.state.lock().expect("arena lock");
-        let found = st
-            .segments
-            .iter_mut()
-            .find_map(|(&id, s)| s.take(need).map(|off| (id, off, s.base)));
-        let (seg, off, base) = match found {
-            Some(f) => f,
-            None => {
-                let size = need.max(self.0.segment_size).div_ceil(2 << 20) * (2 << 20);
-                let mut s = Segment::create(size)?;
-                let off = s.take(need).expect("a fresh segment fits");
-                let id = st.next;
-                st.next += 1;
-                let base = s.base;
-                st.segments.insert(id, s);
-                tracing::debug!(segment = id, bytes = size, "arena grew");
-                (id, off, base)
-            }
-        };
-        Ok(Region {
-            arena: self.0.clone(),
-            seg,
-            off,
-            cap: need,
-            len,
-            // SAFETY: off + len lies inside the segment's mapping.
-            ptr: unsafe { base.add(off as usize) },
-        })
-    }
-
-    /// A frozen copy of `bytes` in the arena.
-    pub fn copy_in(&self, bytes: &[u8]) -> std::io::Result<Bytes> {
-        let mut r = self.alloc(bytes.len())?;
-        r.as_mut_slice().copy_from_slice(bytes);
-        Ok(r.freeze())
-    }
-
-    /// Where `bytes` lies, if inside one of this arena's segments: (segment, offset).
-    pub fn locate(&self, bytes: &[u8]) -> Option<(u32, u64)> {
-        let p = bytes.as_ptr() as usize;
-        let st = self.0.state.lock().expect("arena lock");
-        st.segments.iter().find_map(|(&id, s)| {
-            let b = s.base as usize;
-            (p >= b && p + bytes.len() <= b + s.len as usize).then(|| (id, (p - b) as u64))
-        })
-    }
-
-    /// Unmaps segments found unused by more than `rounds` consecutive trims, while more
-    /// than `keep_free` bytes of capacity are unused; returns the ids of the segments
-    /// removed (receivers should drop their mappings). Called periodically, this shrinks
-    /// the arena after a burst without unmapping memory that is about to be reused.
-    pub fn trim(&self, keep_free: u64, rounds: u32) -> Vec<u32> {
-        let mut st = self.0.state.lock().expect("arena lock");
-        let mut free: u64 = st.segments.values().map(|s| s.len - s.used).sum();
-        for s in st.segments.values_mut() {
-            s.idle = if s.used == 0 {
-                s.idle.saturating_add(1)
-            } else {
-                0
-            };
-        }
-        let idle: Vec<(u32, u64)> = st
-            .segments
-            .iter()
-            .filter(|(_, s)| s.used == 0 && s.idle > rounds)
-            .map(|(&id, s)| (id, s.len))
-            .collect();
-        let mut gone = Vec::new();
-        for (id, len) in idle.into_iter().rev() {
-            if free <= keep_free {
-                break;
-            }
-            st.segments.remove(&id);
-            free -= len;
-            gone.push(id);
-        }
-        gone
-    }
-
-    /// Segments, capacity and bytes in use.
-    pub fn stats(&self) -> ArenaStats {
-        let st = self.0.state.lock().expect("arena lock");
-        ArenaStats {
-            segments: st.segments.len() as u64,
-            capacity: st.segments.values().map(|s| s.len).sum(),
-            used: st.segments.values().map(|s| s.used).sum(),
-        }
-    }
-
-    fn segment(&self, id: u32) -> Option<(Arc<OwnedFd>, u64)> {
-        let st = self.0.state.lock().expect("arena lock");
-        st.segments.get(&id).map(|s| (s.fd.clone(), s.len))
-    }
-}
-
-/// A piece of an arena: writable until frozen into [`Bytes`]; returned to the arena when
-/// the last `Bytes` referring to it is dropped.
-pub struct Region {
-    arena: Arc<ArenaInner>,
-    seg: u32,
-    off: u64,
-    cap: u64,
-    len: usize,
-    ptr: *mut u8,
-}
-
-// SAFETY: a region is the only handle to its bytes; `&mut self` is needed to write them.
-unsafe impl Send for Region {}
-// SAFETY: shared access only reads.
-unsafe impl Sync for Region {}
-
-impl Region {
-    /// The bytes, for filling in.
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: ptr..ptr+len is mapped and belongs to this region alone.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
-    }
-
-    /// Read-only bytes that keep the region alive.
-    pub fn freeze(self) -> Bytes {
-        Bytes::from_owner(self)
-    }
-}
-
-impl AsRef<[u8]> for Region {
-    fn as_ref(&self) -> &[u8] {
-        // SAFETY: as in `as_mut_slice`; no writer exists while shared.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
-    }
-}
-
-impl Drop for Region {
-    fn drop(&mut self) {
-        self.arena.give(self.seg, self.off, self.cap);
-    }
-}
 
 /// A batch of buffers made ready for a same-host peer.
 #[derive(Debug)]
@@ -913,46 +628,6 @@ impl Drop for AbortOnDrop {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn regions_coalesce_and_segments_trim() {
-        let a = Arena::new(1 << 20);
-        let r1 = a.alloc(1000).unwrap();
-        let r2 = a.alloc(5000).unwrap();
-        assert_eq!(a.stats().segments, 1);
-        assert_eq!(a.stats().used, 1024 + 5056);
-        let b1 = r1.freeze();
-        drop(r2);
-        assert_eq!(a.stats().used, 1024);
-        drop(b1);
-        assert_eq!(a.stats().used, 0);
-        // After coalescing, the whole segment is one free range again.
-        let big = a.alloc((2 << 20) - 64).unwrap();
-        assert_eq!(a.stats().segments, 1);
-        let other = a.alloc(100).unwrap();
-        assert_eq!(a.stats().segments, 2);
-        drop(big);
-        drop(other);
-        assert_eq!(a.trim(0, 1).len(), 0, "idle for one round only");
-        assert_eq!(a.trim(1 << 30, 1).len(), 0, "within what may stay free");
-        assert_eq!(a.trim(0, 1).len(), 2);
-        assert_eq!(a.stats(), ArenaStats::default());
-    }
-
-    #[test]
-    fn locate_finds_region_offsets() {
-        let a = Arena::new(1 << 20);
-        let _pad = a.alloc(128).unwrap();
-        let mut r = a.alloc(10).unwrap();
-        r.as_mut_slice().copy_from_slice(b"0123456789");
-        let b = r.freeze();
-        let (seg, off) = a.locate(&b).unwrap();
-        assert_eq!((seg, off), (1, 128));
-        assert_eq!(a.locate(&b[3..]), Some((1, 131)));
-        assert_eq!(a.locate(b"elsewhere"), None);
-        assert_eq!(&b[..], b"0123456789");
-    }
+fn io_err(e: rustix::io::Errno) -> std::io::Error {
+    std::io::Error::from(e)
 }

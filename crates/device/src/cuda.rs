@@ -1,0 +1,131 @@
+//! The CUDA backend: cudarc with the driver library loaded at run time. Every entry point
+//! first checks that a driver can be loaded and returns [`DeviceError::NoDriver`] if not
+//! (cudarc itself panics without one), and calls into cudarc are guarded so that a panic
+//! (a symbol missing from an old driver) becomes an error too.
+//!
+//! A CUDA context binds to the calling thread and its calls block: callers drive each GPU
+//! from one dedicated thread, never from an async runtime's threads.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DriverError};
+
+use crate::{Device, DeviceError, MemoryPool};
+
+/// Whether a CUDA driver library can be loaded here.
+pub fn driver() -> Result<(), DeviceError> {
+    // SAFETY: only tries to open the driver library by its usual names.
+    if unsafe { cudarc::driver::sys::is_culib_present() } {
+        Ok(())
+    } else {
+        Err(DeviceError::NoDriver(
+            "the CUDA driver library (libcuda.so.1) cannot be loaded on this machine".into(),
+        ))
+    }
+}
+
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, DriverError>) -> Result<T, DeviceError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(DeviceError::Cuda(format!("{what}: {e:?}"))),
+        Err(_) => Err(DeviceError::Cuda(format!(
+            "{what}: the CUDA driver failed (a missing symbol or an unusable driver)"
+        ))),
+    }
+}
+
+/// CUDA devices visible to this process.
+pub fn device_count() -> Result<u32, DeviceError> {
+    driver()?;
+    guarded("counting devices", CudaContext::device_count).map(|n| n.max(0) as u32)
+}
+
+/// An opened CUDA GPU: its context, a stream, and memory accounting.
+pub struct CudaDevice {
+    ordinal: u32,
+    name: String,
+    stream: Arc<CudaStream>,
+    pool: Arc<MemoryPool>,
+}
+
+impl CudaDevice {
+    /// Opens GPU `ordinal` with a memory limit (default: 80 % of its memory, like
+    /// dask-cuda's device memory limit).
+    pub fn open(ordinal: u32, limit: Option<u64>) -> Result<CudaDevice, DeviceError> {
+        driver()?;
+        let ctx = guarded("creating a context", || CudaContext::new(ordinal as usize))?;
+        let name = guarded("reading the device name", || ctx.name())?;
+        let total = guarded("reading the device memory", || ctx.total_mem())? as u64;
+        let stream = ctx.default_stream();
+        Ok(CudaDevice {
+            ordinal,
+            name,
+            stream,
+            pool: MemoryPool::new(Device::Cuda(ordinal), limit.unwrap_or(total / 10 * 8)),
+        })
+    }
+
+    pub fn ordinal(&self) -> u32 {
+        self.ordinal
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn pool(&self) -> &Arc<MemoryPool> {
+        &self.pool
+    }
+
+    pub(crate) fn alloc(&self, len: u64) -> Result<DeviceMem, DeviceError> {
+        let slice = guarded("allocating", || {
+            self.stream.alloc_zeros::<u8>(len.max(1) as usize)
+        })?;
+        Ok(DeviceMem {
+            slice,
+            len,
+            stream: self.stream.clone(),
+        })
+    }
+}
+
+/// Device memory of one buffer.
+pub struct DeviceMem {
+    slice: CudaSlice<u8>,
+    len: u64,
+    stream: Arc<CudaStream>,
+}
+
+impl DeviceMem {
+    /// Host → device.
+    pub(crate) fn write(&mut self, bytes: &[u8]) -> Result<(), DeviceError> {
+        let stream = self.stream.clone();
+        let mut dst = self.slice.slice_mut(..bytes.len());
+        guarded("copying to the device", || {
+            stream.memcpy_htod(bytes, &mut dst)
+        })?;
+        guarded("synchronizing", || stream.synchronize())
+    }
+
+    /// Device → host.
+    pub(crate) fn read(&self) -> Result<Vec<u8>, DeviceError> {
+        let src = self.slice.slice(..self.len as usize);
+        guarded("copying to the host", || self.stream.clone_dtoh(&src))
+    }
+
+    /// Device → device (through the host when the two are on different GPUs).
+    pub(crate) fn copy_from_device(&mut self, src: &DeviceMem) -> Result<(), DeviceError> {
+        if Arc::ptr_eq(&self.stream, &src.stream) {
+            let stream = self.stream.clone();
+            let from = src.slice.slice(..src.len as usize);
+            let mut to = self.slice.slice_mut(..src.len as usize);
+            guarded("copying on the device", || {
+                stream.memcpy_dtod(&from, &mut to)
+            })?;
+            return guarded("synchronizing", || stream.synchronize());
+        }
+        let bytes = src.read()?;
+        self.write(&bytes)
+    }
+}
