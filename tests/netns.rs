@@ -4,21 +4,11 @@
 //! transport selection), and arrive exact. Needs root (CAP_NET_ADMIN) and `ip`; elsewhere
 //! the test says why and skips.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use rask::{Arg, Client, Graph, Registry, Value};
 
-const RASK: &str = env!("CARGO_BIN_EXE_rask");
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod common;
 
 /// The namespace and veth pair; removed when dropped.
 struct Net {
@@ -78,18 +68,6 @@ fn make_net() -> Result<(Net, String, String), String> {
     Ok((net, here, there))
 }
 
-fn wait_for_file(file: &std::path::Path) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let a = std::fs::read_to_string(file).unwrap_or_default();
-        if !a.trim().is_empty() {
-            return a.trim().to_string();
-        }
-        assert!(Instant::now() < deadline, "{} not written", file.display());
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 #[test]
 fn workers_on_two_hosts_exchange_data_over_tcp() {
     let (net, here, there) = match make_net() {
@@ -99,48 +77,16 @@ fn workers_on_two_hosts_exchange_data_over_tcp() {
             return;
         }
     };
-    let file = std::env::temp_dir().join(format!("rask-test-netns-{}", std::process::id()));
-    let _ = std::fs::remove_file(&file);
-    let _sched = Proc(
-        Command::new(RASK)
-            .args([
-                "scheduler",
-                "--host",
-                &here,
-                "--port",
-                "0",
-                "--scheduler-file",
-            ])
-            .arg(&file)
-            .env("RASK_LOG", "warn")
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let addr = wait_for_file(&file);
-    let _ = std::fs::remove_file(&file);
+    let (_sched, addr) = common::scheduler_with(&[], &["--host", &here]);
     let worker = |prefix: &[&str], name: &str, listen: &str| {
-        let mut cmd = Command::new(prefix.first().copied().unwrap_or(RASK));
-        cmd.args(prefix.iter().skip(1));
-        if !prefix.is_empty() {
-            cmd.arg(RASK);
-        }
-        cmd.args([
-            "worker",
+        let listen = format!("{listen}:0");
+        let resource = format!("on-{name}=1");
+        common::worker_with(
+            prefix,
             &addr,
-            "--nthreads",
-            "1",
-            "--quiet",
-            "--name",
             name,
-        ])
-        .args(["--listen", &format!("{listen}:0"), "--resources"])
-        .arg(format!("on-{name}=1"))
-        .env("RASK_LOG", "warn")
-        .stdin(Stdio::null())
-        .stderr(Stdio::null());
-        Proc(cmd.spawn().unwrap())
+            &["--quiet", "--listen", &listen, "--resources", &resource],
+        )
     };
     let _a = worker(&[], "a", &here);
     let _b = worker(&["ip", "netns", "exec", &net.ns], "b", &there);

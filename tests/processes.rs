@@ -4,81 +4,17 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use rask::{Arg, Client, ClientError, LocalCluster, Value};
 
-const RASK: &str = env!("CARGO_BIN_EXE_rask");
+mod common;
 
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut delay = Duration::from_millis(1);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(delay);
-        delay = (delay * 2).min(Duration::from_millis(50));
-    }
-}
-
-fn tmpfile(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("rask-test-{}-{name}", std::process::id()))
-}
-
-/// Starts `rask scheduler` on a free port; returns it and its address.
-fn scheduler(extra: &[&str]) -> (Proc, String) {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let file = tmpfile(&format!("sched-{}", NEXT.fetch_add(1, Ordering::Relaxed)));
-    let _ = std::fs::remove_file(&file);
-    let child = Command::new(RASK)
-        .args(["scheduler", "--port", "0", "--scheduler-file"])
-        .arg(&file)
-        .args(extra)
-        .env("RASK_LOG", "warn")
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start rask scheduler");
-    let mut p = Proc(child);
-    let mut addr = String::new();
-    eventually(
-        &format!("the scheduler writes its address to {}", file.display()),
-        || {
-            if let Ok(Some(status)) = p.0.try_wait() {
-                panic!("the scheduler exited: {status}");
-            }
-            addr = std::fs::read_to_string(&file)
-                .unwrap_or_default()
-                .trim()
-                .to_string();
-            !addr.is_empty()
-        },
-    );
-    let _ = std::fs::remove_file(&file);
-    (p, addr)
-}
+use common::{eventually, scheduler, tmpfile, Proc, RASK};
 
 fn worker(addr: &str, name: &str) -> Proc {
-    Proc(
-        Command::new(RASK)
-            .args(["worker", addr, "--nthreads", "1", "--name", name])
-            .env("RASK_LOG", "warn")
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start rask worker"),
-    )
+    common::worker_with(&[], addr, name, &[])
 }
 
 fn count(c: &Client, state: &str) -> u64 {

@@ -2,86 +2,31 @@
 //! inproc between workers of one process. Payloads of awkward sizes and random content
 //! are produced on one worker, consumed on the other, and compared byte for byte.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use rask::{Arg, Client, Graph, Registry, Value};
 
-const RASK: &str = env!("CARGO_BIN_EXE_rask");
+mod common;
 
-struct Proc(Child);
+use common::{random_bytes, scheduler as start_scheduler, seed, Proc};
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `rask scheduler`; returns it and its address.
 fn scheduler() -> (Proc, String) {
-    let file = std::env::temp_dir().join(format!(
-        "rask-test-transports-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    let _ = std::fs::remove_file(&file);
-    let child = Command::new(RASK)
-        .args(["scheduler", "--port", "0", "--scheduler-file"])
-        .arg(&file)
-        .env("RASK_LOG", "warn")
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start rask scheduler");
-    let p = Proc(child);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let addr = loop {
-        let a = std::fs::read_to_string(&file).unwrap_or_default();
-        if !a.trim().is_empty() {
-            break a.trim().to_string();
-        }
-        assert!(Instant::now() < deadline, "the scheduler did not start");
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let _ = std::fs::remove_file(&file);
-    (p, addr)
+    start_scheduler(&[])
 }
 
 /// A worker process offering the resource `on-NAME`, so tasks can be pinned to it.
 fn worker(addr: &str, name: &str, transport: &str) -> Proc {
-    Proc(
-        Command::new(RASK)
-            .args(["worker", addr, "--nthreads", "1", "--quiet", "--name", name])
-            .args(["--transport", transport, "--resources"])
-            .arg(format!("on-{name}=1"))
-            .env("RASK_LOG", "warn")
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start rask worker"),
+    let resource = format!("on-{name}=1");
+    common::worker_with(
+        &[],
+        addr,
+        name,
+        &[
+            "--quiet",
+            "--transport",
+            transport,
+            "--resources",
+            &resource,
+        ],
     )
-}
-
-fn random_bytes(len: usize, mut x: u64) -> Vec<u8> {
-    x |= 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn seed() -> u64 {
-    let s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    println!("seed {s}");
-    s
 }
 
 /// Payloads made on worker a — random bytes sent by the client (heap memory on a) and

@@ -395,7 +395,8 @@ fn ping_pong(n: usize, server_cpu: Option<usize>) -> Result<f64> {
 
 /// Starts `rask scheduler` in its own process, submits `n` tasks it cannot run (no
 /// workers), and reports its resident-memory growth per task.
-fn scheduler_memory_per_task(n: usize) -> Result<f64> {
+/// Starts `rask scheduler` on a free port; returns it and its address.
+fn scheduler_process() -> Result<(KillOnDrop, String)> {
     let bin = sibling("rask")?;
     let file = std::env::temp_dir().join(format!("rask-bench-sched-{}", std::process::id()));
     let _ = std::fs::remove_file(&file);
@@ -404,9 +405,10 @@ fn scheduler_memory_per_task(n: usize) -> Result<f64> {
         .arg(&file)
         .env("RASK_LOG", "error")
         .stdin(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
-    let mut proc = KillOnDrop(child);
+    let proc = KillOnDrop(child);
     let deadline = Instant::now() + Duration::from_secs(30);
     let addr = loop {
         let s = std::fs::read_to_string(&file).unwrap_or_default();
@@ -419,6 +421,12 @@ fn scheduler_memory_per_task(n: usize) -> Result<f64> {
         std::thread::sleep(Duration::from_millis(5));
     };
     let _ = std::fs::remove_file(&file);
+    Ok((proc, addr))
+}
+
+fn scheduler_memory_per_task(n: usize) -> Result<f64> {
+    let (mut proc, addr) = scheduler_process()?;
+    let deadline = Instant::now();
     let client = Client::connect(&addr)?;
     let pid = proc.0.id();
     let before = rss_of(pid)?;
@@ -644,28 +652,8 @@ fn human(n: u64) -> String {
 /// process for inproc.
 fn p2p_cluster(transport: &str) -> Result<(Vec<KillOnDrop>, String)> {
     let bin = sibling("rask")?;
-    let file = std::env::temp_dir().join(format!("rask-bench-p2p-{}", std::process::id()));
-    let _ = std::fs::remove_file(&file);
-    let sched = Command::new(&bin)
-        .args(["scheduler", "--port", "0", "--scheduler-file"])
-        .arg(&file)
-        .env("RASK_LOG", "error")
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let mut procs = vec![KillOnDrop(sched)];
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let addr = loop {
-        let s = std::fs::read_to_string(&file).unwrap_or_default();
-        if !s.trim().is_empty() {
-            break s.trim().to_string();
-        }
-        if Instant::now() > deadline {
-            bail!("the scheduler did not start");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let _ = std::fs::remove_file(&file);
+    let (sched, addr) = scheduler_process()?;
+    let mut procs = vec![sched];
     for name in ["a", "b"] {
         if transport == "inproc" {
             let args = rask::cli::WorkerArgs {
