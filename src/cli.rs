@@ -38,6 +38,55 @@ pub struct WorkerArgs {
     /// tcp, or shm (default: $RASK_TRANSPORT, else auto).
     #[arg(long)]
     pub transport: Option<rask_transport::TransportMode>,
+    /// The device this worker drives: host, sim:N (a simulated GPU) or cuda:N.
+    #[arg(long, default_value = "host")]
+    pub device: String,
+    /// Device memory: a simulated GPU's capacity (default 1 GiB), a CUDA GPU's limit
+    /// (default 80 % of its memory); bytes or e.g. 512MiB, 2GiB.
+    #[arg(long)]
+    pub device_memory_limit: Option<String>,
+    /// GPUs of this host that this worker's GPU reaches over NVLink, e.g. 1 or 1,3.
+    #[arg(long, value_delimiter = ',')]
+    pub nvlink_peers: Vec<u32>,
+}
+
+impl WorkerArgs {
+    /// The options of a worker of `scheduler` with defaults for everything else.
+    pub fn new(scheduler: impl Into<String>) -> WorkerArgs {
+        WorkerArgs {
+            scheduler: scheduler.into(),
+            nthreads: 1,
+            name: None,
+            memory_limit: None,
+            resources: Vec::new(),
+            listen: "127.0.0.1:0".into(),
+            quiet: false,
+            auth_file: None,
+            transport: None,
+            device: "host".into(),
+            device_memory_limit: None,
+            nvlink_peers: Vec::new(),
+        }
+    }
+}
+
+/// Parses `--device` and `--device-memory-limit`.
+pub fn parse_device(
+    device: &str,
+    memory: Option<&str>,
+) -> Result<rask_worker::WorkerDevice, Box<dyn Error>> {
+    let memory = memory.map(rask_device::sim::parse_bytes).transpose()?;
+    Ok(match device.parse::<rask_device::Device>()? {
+        rask_device::Device::Host => rask_worker::WorkerDevice::Host,
+        rask_device::Device::Sim(index) => rask_worker::WorkerDevice::Sim {
+            index,
+            memory: memory.unwrap_or(rask_device::sim::DEFAULT_SIM_MEMORY),
+        },
+        rask_device::Device::Cuda(index) => rask_worker::WorkerDevice::Cuda {
+            index,
+            memory_limit: memory,
+        },
+    })
 }
 
 /// The secret from `--auth-file`, else from the environment.
@@ -90,6 +139,21 @@ pub fn run_worker(args: WorkerArgs, registry: Registry) -> Result<(), Box<dyn Er
         None => rask_transport::TransportMode::from_env()?.unwrap_or_default(),
     };
     let transport = cfg.transport;
+    cfg.device = parse_device(&args.device, args.device_memory_limit.as_deref())?;
+    cfg.nvlink = args.nvlink_peers;
+    let device = match &cfg.device {
+        rask_worker::WorkerDevice::Host => "host (cpu)".to_string(),
+        rask_worker::WorkerDevice::Sim { index, memory } => format!(
+            "sim:{index} (simulated GPU, {:.2} GiB{})",
+            *memory as f64 / (1u64 << 30) as f64,
+            if cfg.nvlink.is_empty() {
+                String::new()
+            } else {
+                format!(", NVLink to {:?}", cfg.nvlink)
+            }
+        ),
+        rask_worker::WorkerDevice::Cuda { index, .. } => format!("cuda:{index}"),
+    };
     let authenticated = cfg.conn.auth.is_some();
     let quiet = args.quiet;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -113,7 +177,7 @@ pub fn run_worker(args: WorkerArgs, registry: Registry) -> Result<(), Box<dyn Er
                 "rask.worker - INFO -                Memory: {:.2} GiB",
                 memory as f64 / (1u64 << 30) as f64
             );
-            eprintln!("rask.worker - INFO -               Devices: host (cpu)");
+            eprintln!("rask.worker - INFO -                Device: {device}");
             eprintln!("rask.worker - INFO -                   Ops: {ops}");
             eprintln!(
                 "rask.worker - INFO -             Transport: {transport} (tcp{})",

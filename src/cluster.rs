@@ -12,6 +12,31 @@ use rask_transport::Secret;
 use rask_worker::{Worker, WorkerConfig};
 use tokio::sync::oneshot;
 
+/// A local cluster with one worker per GPU, like dask-cuda's: real GPUs found through
+/// NVML, or simulated ones.
+///
+/// ```no_run
+/// # fn main() -> Result<(), rask::ClientError> {
+/// let cluster = rask::LocalCUDACluster::sim(4, 1 << 30)
+///     .nvlink(rask::Topology::pairs(4))
+///     .build()?;
+/// let client = rask::Client::for_cluster(cluster)?;
+/// # Ok(()) }
+/// ```
+pub struct LocalCUDACluster;
+
+impl LocalCUDACluster {
+    /// One worker per CUDA GPU of this machine (`build` fails where there is none).
+    pub fn builder() -> LocalClusterBuilder {
+        LocalCluster::builder().cuda_gpus(None)
+    }
+
+    /// One worker per simulated GPU of `memory` bytes.
+    pub fn sim(n: u32, memory: u64) -> LocalClusterBuilder {
+        LocalCluster::builder().sim_gpus(n, memory)
+    }
+}
+
 /// Configures a [`LocalCluster`].
 #[derive(Clone, Debug)]
 pub struct LocalClusterBuilder {
@@ -25,6 +50,26 @@ pub struct LocalClusterBuilder {
     scheduler: SchedulerConfig,
     auth: Option<Secret>,
     transport: Option<rask_transport::TransportMode>,
+    gpus: Option<Gpus>,
+}
+
+/// The GPUs of a [`LocalCUDACluster`]: one worker each.
+#[derive(Clone, Debug)]
+enum Gpus {
+    /// The real GPUs of this machine, found through NVML when the cluster starts.
+    Cuda { device_memory_limit: Option<u64> },
+    /// Simulated GPUs.
+    Sim {
+        n: u32,
+        memory: u64,
+        topology: rask_device::sim::Topology,
+    },
+}
+
+/// One worker's device: `--device`, `--device-memory-limit`, `--nvlink-peers`.
+struct DeviceArgs {
+    device: rask_worker::WorkerDevice,
+    nvlink: Vec<u32>,
 }
 
 impl Default for LocalClusterBuilder {
@@ -41,6 +86,7 @@ impl Default for LocalClusterBuilder {
             scheduler: SchedulerConfig::default(),
             auth: None,
             transport: None,
+            gpus: None,
         }
     }
 }
@@ -56,6 +102,67 @@ impl LocalClusterBuilder {
     pub fn threads_per_worker(mut self, n: u32) -> Self {
         self.threads_per_worker = n.max(1);
         self
+    }
+
+    /// One worker per simulated GPU of `memory` bytes (no NVLink unless
+    /// [`LocalClusterBuilder::nvlink`]); workers are processes, as dask-cuda's are.
+    pub fn sim_gpus(mut self, n: u32, memory: u64) -> Self {
+        self.gpus = Some(Gpus::Sim {
+            n,
+            memory,
+            topology: rask_device::sim::Topology::none(),
+        });
+        self.n_workers = n as usize;
+        self.processes = true;
+        self
+    }
+
+    /// Which simulated GPUs are NVLink peers.
+    pub fn nvlink(mut self, topology: rask_device::sim::Topology) -> Self {
+        if let Some(Gpus::Sim { topology: t, .. }) = &mut self.gpus {
+            *t = topology;
+        }
+        self
+    }
+
+    /// One worker per CUDA GPU of this machine (found through NVML when the cluster
+    /// starts; `build` fails where there is none), each limited to
+    /// `device_memory_limit` bytes (default 80 % of the GPU's memory).
+    pub fn cuda_gpus(mut self, device_memory_limit: Option<u64>) -> Self {
+        self.gpus = Some(Gpus::Cuda {
+            device_memory_limit,
+        });
+        self.processes = true;
+        self
+    }
+
+    /// The device of worker `i`.
+    fn device_of(&self, i: usize) -> Option<DeviceArgs> {
+        match self.gpus.as_ref()? {
+            Gpus::Sim {
+                n,
+                memory,
+                topology,
+            } => {
+                let (i, n) = (i as u32, *n);
+                Some(DeviceArgs {
+                    device: rask_worker::WorkerDevice::Sim {
+                        index: i,
+                        memory: *memory,
+                    },
+                    nvlink: (0..n).filter(|&j| topology.nvlink(i, j)).collect(),
+                })
+            }
+            Gpus::Cuda {
+                device_memory_limit,
+            } => Some(DeviceArgs {
+                device: rask_worker::WorkerDevice::Cuda {
+                    index: i as u32,
+                    memory_limit: *device_memory_limit,
+                },
+                nvlink: Vec::new(),
+            }),
+        }
     }
 
     /// How workers move data to each other (default: `RASK_TRANSPORT`, else auto).
@@ -110,6 +217,14 @@ impl LocalClusterBuilder {
 
     /// Starts the cluster; returns once every worker has joined.
     pub fn build(mut self) -> Result<LocalCluster, ClientError> {
+        if let Some(Gpus::Cuda { .. }) = &self.gpus {
+            let found = rask_device::discover::gpus().map_err(|e| {
+                ClientError::Other(format!(
+                    "{e}; a LocalCUDACluster needs a GPU here, or simulated GPUs (sim_gpus)"
+                ))
+            })?;
+            self.n_workers = found.len();
+        }
         if self.auth.is_none() {
             self.auth = Secret::from_env().map_err(|e| ClientError::Other(e.to_string()))?;
         }
@@ -168,12 +283,12 @@ impl LocalClusterBuilder {
             let name = format!("worker-{i}");
             if self.processes {
                 let secret = cluster.secret_file.as_ref().map(|f| f.0.clone());
-                let child = self.spawn_process(&cluster.address, &name, secret.as_deref())?;
+                let child = self.spawn_process(&cluster.address, i, &name, secret.as_deref())?;
                 cluster.processes.push(child);
             } else {
                 cluster
                     .threads
-                    .push(self.spawn_thread(&cluster.address, name)?);
+                    .push(self.spawn_thread(&cluster.address, i, name)?);
             }
         }
         if self.processes {
@@ -185,7 +300,7 @@ impl LocalClusterBuilder {
         Ok(cluster)
     }
 
-    fn worker_config(&self, addr: &str, name: String) -> WorkerConfig {
+    fn worker_config(&self, addr: &str, i: usize, name: String) -> WorkerConfig {
         let mut cfg = WorkerConfig::new(addr);
         cfg.name = name;
         cfg.nthreads = self.threads_per_worker;
@@ -208,11 +323,20 @@ impl LocalClusterBuilder {
                 amount: *a,
             })
             .collect();
+        if let Some(d) = self.device_of(i) {
+            cfg.device = d.device;
+            cfg.nvlink = d.nvlink;
+        }
         cfg
     }
 
-    fn spawn_thread(&self, addr: &str, name: String) -> Result<WorkerThread, ClientError> {
-        let cfg = self.worker_config(addr, name.clone());
+    fn spawn_thread(
+        &self,
+        addr: &str,
+        i: usize,
+        name: String,
+    ) -> Result<WorkerThread, ClientError> {
+        let cfg = self.worker_config(addr, i, name.clone());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let join = std::thread::Builder::new()
@@ -258,6 +382,7 @@ impl LocalClusterBuilder {
     fn spawn_process(
         &self,
         addr: &str,
+        i: usize,
         name: &str,
         secret: Option<&Path>,
     ) -> Result<Child, ClientError> {
@@ -285,6 +410,31 @@ impl LocalClusterBuilder {
         }
         if let Some(t) = self.transport {
             cmd.args(["--transport", &t.to_string()]);
+        }
+        if let Some(d) = self.device_of(i) {
+            match d.device {
+                rask_worker::WorkerDevice::Host => {}
+                rask_worker::WorkerDevice::Sim { index, memory } => {
+                    cmd.args(["--device", &format!("sim:{index}")])
+                        .args(["--device-memory-limit", &memory.to_string()]);
+                }
+                rask_worker::WorkerDevice::Cuda {
+                    index,
+                    memory_limit,
+                } => {
+                    // One GPU per process, numbered as NVML numbers them.
+                    cmd.env("CUDA_VISIBLE_DEVICES", index.to_string())
+                        .env("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+                        .args(["--device", "cuda:0"]);
+                    if let Some(m) = memory_limit {
+                        cmd.args(["--device-memory-limit", &m.to_string()]);
+                    }
+                }
+            }
+            if !d.nvlink.is_empty() {
+                let peers: Vec<String> = d.nvlink.iter().map(u32::to_string).collect();
+                cmd.args(["--nvlink-peers", &peers.join(",")]);
+            }
         }
         for (n, a) in &self.resources {
             cmd.args(["--resources", &format!("{n}={a}")]);

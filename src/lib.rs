@@ -16,10 +16,11 @@ mod cluster;
 
 use std::ops::Deref;
 
-pub use cluster::{LocalCluster, LocalClusterBuilder};
+pub use cluster::{LocalCUDACluster, LocalCluster, LocalClusterBuilder};
 pub use rask_client::{
     Arg, ClientError, ClientOptions, FromValue, Future, Graph, Resource, WorkerInfoMsg,
 };
+pub use rask_device::sim::Topology;
 pub use rask_kernels::Registry;
 pub use rask_proto::msg::SchedulerInfoMsg;
 pub use rask_proto::Value;

@@ -657,15 +657,11 @@ fn p2p_cluster(transport: &str) -> Result<(Vec<KillOnDrop>, String)> {
     for name in ["a", "b"] {
         if transport == "inproc" {
             let args = rask::cli::WorkerArgs {
-                scheduler: addr.clone(),
-                nthreads: 1,
                 name: Some(name.into()),
-                memory_limit: None,
                 resources: vec![format!("on-{name}=1")],
-                listen: "127.0.0.1:0".into(),
                 quiet: true,
-                auth_file: None,
                 transport: Some("auto".parse().map_err(anyhow::Error::msg)?),
+                ..rask::cli::WorkerArgs::new(addr.clone())
             };
             // Ends when the scheduler goes away.
             std::thread::spawn(move || {

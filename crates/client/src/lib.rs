@@ -346,6 +346,25 @@ impl Client {
         }
     }
 
+    /// Where each key's data lives, with the device: key → (worker address, device)
+    /// pairs, the device being `host`, `sim:N` or `cuda:N`.
+    pub fn who_has_devices(
+        &self,
+        futures: &[Future],
+    ) -> Result<HashMap<String, Vec<(String, String)>>, ClientError> {
+        let keys = futures.iter().map(|f| f.key.to_string()).collect();
+        match self.request(|req| ToScheduler::WhoHas { req, keys })? {
+            ToClient::WhoHasReply { entries, .. } => Ok(entries
+                .into_iter()
+                .map(|e| {
+                    let holders = e.holders.into_iter().map(|h| (h.addr, h.device)).collect();
+                    (e.key, holders)
+                })
+                .collect()),
+            other => Err(ClientError::Other(format!("unexpected reply {other:?}"))),
+        }
+    }
+
     /// The scheduler's view: workers (resources, load), task counts by state, clients.
     pub fn scheduler_info(&self) -> Result<SchedulerInfoMsg, ClientError> {
         match self.request(|req| ToScheduler::Info { req })? {

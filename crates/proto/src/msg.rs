@@ -67,6 +67,14 @@ wire! {
         pub shm_addr: String,
         /// The worker's transport setting (`auto`, `tcp` or `shm`).
         pub transport: String,
+        /// The device the worker drives: `host`, `sim:N` (simulated GPU) or `cuda:N`.
+        pub device: String,
+        /// Its GPU index on this host, if it drives a GPU.
+        pub gpu: Option<u32>,
+        /// GPUs of this host reached from `gpu` over NVLink.
+        pub nvlink: Vec<u32>,
+        /// Bytes of device memory the worker may use (0 without a GPU).
+        pub device_memory_limit: u64,
         pub nthreads: u32,
         pub memory_limit: u64,
         pub resources: Vec<Resource>,
@@ -153,6 +161,11 @@ wire! {
         pub stored_keys: u64,
         pub executing: u32,
         pub rss_bytes: u64,
+        /// Device memory in use (0 without a GPU).
+        pub device_memory_used: u64,
+        /// Bytes this worker received from peers, by link (`local`, `nvlink`, `pcie`,
+        /// `shm`, `tcp`).
+        pub received: Vec<(String, u64)>,
     }
 
     /// Where a dependency can be fetched from.
@@ -183,6 +196,8 @@ wire! {
         /// See [`Hello::host_id`]: peers on the same host use shared memory.
         pub host_id: String,
         pub pid: u32,
+        /// See [`WorkerHello::gpu`].
+        pub gpu: Option<u32>,
     }
 
     /// Messages from the scheduler to a worker.
@@ -212,6 +227,8 @@ wire! {
         pub shm_addr: String,
         pub host_id: String,
         pub pid: u32,
+        /// The device the value lives on (`host`, `sim:N`, `cuda:N`).
+        pub device: String,
     }
 
     /// Keys and where they live.
@@ -230,6 +247,12 @@ wire! {
         pub shm_addr: String,
         /// See [`WorkerHello::transport`].
         pub transport: String,
+        /// See [`WorkerHello::device`].
+        pub device: String,
+        pub device_memory_limit: u64,
+        pub device_memory_used: u64,
+        /// See [`HeartbeatMsg::received`].
+        pub received: Vec<(String, u64)>,
         pub nthreads: u32,
         pub memory_limit: u64,
         pub resources: Vec<Resource>,

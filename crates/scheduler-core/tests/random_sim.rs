@@ -79,6 +79,8 @@ impl Sim {
                 nthreads: 1 + id.0 % 3,
                 memory_limit: 1 << 30,
                 resources: vec![],
+                gpu: None,
+                nvlink: vec![],
             },
         );
         self.core.validate();

@@ -27,6 +27,8 @@ fn worker(name: &str, nthreads: u32) -> WorkerSpec {
         nthreads,
         memory_limit: 1 << 30,
         resources: vec![],
+        gpu: None,
+        nvlink: vec![],
     }
 }
 
@@ -494,4 +496,95 @@ fn two_clients_share_keys_until_both_release() {
             task: x
         }]
     );
+}
+
+/// Four workers with a GPU each, NVLink between 0–1 and 2–3, all on one host.
+fn gpu_workers(s: &mut SchedulerCore) {
+    for i in 0..4u32 {
+        let mut spec = worker(&format!("gpu{i}"), 1);
+        spec.gpu = Some(i);
+        spec.nvlink = vec![i ^ 1];
+        spec.resources = vec![
+            Resource {
+                name: "gpu".into(),
+                amount: 1.0,
+            },
+            Resource {
+                name: format!("on-{i}"),
+                amount: 1.0,
+            },
+        ];
+        s.add_worker(WorkerId(i), spec);
+    }
+}
+
+fn needs(t: NewTask, name: &str) -> NewTask {
+    NewTask {
+        resources: vec![Resource {
+            name: name.into(),
+            amount: 1.0,
+        }],
+        ..t
+    }
+}
+
+#[test]
+fn consumers_run_where_their_input_is_then_on_its_nvlink_peer() {
+    let mut s = core();
+    gpu_workers(&mut s);
+    s.update_graph(C, vec![needs(task("x", &[]), "on-2")], &keys(&["x"]))
+        .unwrap();
+    let x = s.task_id("x").unwrap();
+    assert_eq!(computes(&s.take_actions()), vec![(WorkerId(2), x)]);
+    s.task_finished(WorkerId(2), x, 256 << 20, 10, None);
+    s.take_actions();
+
+    // The input is on GPU 2: the consumer runs there, nothing moves.
+    s.update_graph(C, vec![needs(task("y", &["x"]), "gpu")], &keys(&["y"]))
+        .unwrap();
+    let y = s.task_id("y").unwrap();
+    assert_eq!(computes(&s.take_actions()), vec![(WorkerId(2), y)]);
+    s.validate();
+
+    // GPU 2 is taken by y: the next consumer goes to its NVLink peer, GPU 3, not to a GPU
+    // that would pull the input through the host.
+    s.update_graph(C, vec![needs(task("z", &["x"]), "gpu")], &keys(&["z"]))
+        .unwrap();
+    let z = s.task_id("z").unwrap();
+    assert_eq!(computes(&s.take_actions()), vec![(WorkerId(3), z)]);
+    s.validate();
+
+    // Both of the pair are busy: now another GPU has to do.
+    s.update_graph(C, vec![needs(task("w", &["x"]), "gpu")], &keys(&["w"]))
+        .unwrap();
+    let w = s.task_id("w").unwrap();
+    let placed = computes(&s.take_actions());
+    assert_eq!(placed.len(), 1);
+    assert!(
+        matches!(placed[0], (WorkerId(0 | 1), t) if t == w),
+        "{placed:?}"
+    );
+    s.validate();
+}
+
+#[test]
+fn link_factors_rank_same_worker_nvlink_host_and_network() {
+    let mut a = worker("a", 1);
+    let mut b = worker("b", 1);
+    assert_eq!(
+        a.link_factor(&b),
+        0.05,
+        "CPU workers of one host share memory"
+    );
+    a.gpu = Some(0);
+    b.gpu = Some(1);
+    assert_eq!(
+        a.link_factor(&b),
+        0.5,
+        "GPUs without NVLink go through the host"
+    );
+    b.nvlink = vec![0];
+    assert_eq!(a.link_factor(&b), 0.1);
+    b.host_id = "elsewhere".into();
+    assert_eq!(a.link_factor(&b), 1.0);
 }

@@ -87,6 +87,8 @@ struct WorkerConn {
     addr: String,
     shm_addr: String,
     transport: String,
+    device: String,
+    device_memory_limit: u64,
     pid: u32,
     spec: WorkerSpec,
     heartbeat: Option<rask_proto::msg::HeartbeatMsg>,
@@ -335,6 +337,8 @@ impl Server {
                     nthreads: wh.nthreads,
                     memory_limit: wh.memory_limit,
                     resources: wh.resources,
+                    gpu: wh.gpu,
+                    nvlink: wh.nvlink.clone(),
                 };
                 info!(worker = id.0, name = %h.name, addr = %wh.listen_addr, nthreads = wh.nthreads, transport = %wh.transport, shm = !wh.shm_addr.is_empty(), "worker joined");
                 self.workers.insert(
@@ -344,6 +348,8 @@ impl Server {
                         addr: wh.listen_addr,
                         shm_addr: wh.shm_addr,
                         transport: wh.transport,
+                        device: wh.device,
+                        device_memory_limit: wh.device_memory_limit,
                         pid: h.pid,
                         spec,
                         heartbeat: None,
@@ -371,6 +377,7 @@ impl Server {
                 shm_addr: c.shm_addr.clone(),
                 host_id: c.spec.host_id.clone(),
                 pid: c.pid,
+                gpu: c.spec.gpu,
             })
             .collect();
         let me = peers
@@ -517,6 +524,7 @@ impl Server {
                     shm_addr: c.shm_addr.clone(),
                     host_id: c.spec.host_id.clone(),
                     pid: c.pid,
+                    device: c.device.clone(),
                 })
             })
             .collect()
@@ -536,6 +544,13 @@ impl Server {
                     host_id: c.spec.host_id.clone(),
                     shm_addr: c.shm_addr.clone(),
                     transport: c.transport.clone(),
+                    device: c.device.clone(),
+                    device_memory_limit: c.device_memory_limit,
+                    device_memory_used: c.heartbeat.as_ref().map_or(0, |h| h.device_memory_used),
+                    received: c
+                        .heartbeat
+                        .as_ref()
+                        .map_or_else(Vec::new, |h| h.received.clone()),
                     nthreads: c.spec.nthreads,
                     memory_limit: c.spec.memory_limit,
                     resources: c.spec.resources.clone(),

@@ -46,6 +46,45 @@ pub struct WorkerConfig {
     pub heartbeat_interval: Duration,
     /// Which transports data may take to peers.
     pub transport: TransportMode,
+    /// The device this worker drives (one worker per GPU, as in dask-cuda).
+    pub device: WorkerDevice,
+    /// GPUs of this host that this worker's GPU reaches over NVLink.
+    pub nvlink: Vec<u32>,
+}
+
+/// The device a worker drives.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum WorkerDevice {
+    /// CPU only.
+    #[default]
+    Host,
+    /// A simulated GPU with `memory` bytes: its memory is a memfd arena that same-host
+    /// peers map, its kernels run on the CPU.
+    Sim { index: u32, memory: u64 },
+    /// A CUDA GPU (device memory limit: `memory_limit`, default 80 % of the GPU's).
+    Cuda {
+        index: u32,
+        memory_limit: Option<u64>,
+    },
+}
+
+impl WorkerDevice {
+    /// `host`, `sim:N` or `cuda:N`.
+    pub fn label(&self) -> String {
+        match self {
+            WorkerDevice::Host => "host".into(),
+            WorkerDevice::Sim { index, .. } => format!("sim:{index}"),
+            WorkerDevice::Cuda { index, .. } => format!("cuda:{index}"),
+        }
+    }
+
+    /// The GPU index, if a GPU.
+    pub fn gpu(&self) -> Option<u32> {
+        match self {
+            WorkerDevice::Host => None,
+            WorkerDevice::Sim { index, .. } | WorkerDevice::Cuda { index, .. } => Some(*index),
+        }
+    }
 }
 
 impl WorkerConfig {
@@ -63,6 +102,8 @@ impl WorkerConfig {
             registry: Registry::builtin(),
             heartbeat_interval: Duration::from_secs(1),
             transport: TransportMode::Auto,
+            device: WorkerDevice::Host,
+            nvlink: Vec::new(),
         }
     }
 }
@@ -79,6 +120,11 @@ pub enum WorkerError {
     Transport(#[from] TransportError),
     #[error("lost the scheduler connection: {0}")]
     SchedulerLost(String),
+    #[error("device {device}: {source}")]
+    Device {
+        device: String,
+        source: rask_device::DeviceError,
+    },
 }
 
 /// What the main loop reacts to.
@@ -166,16 +212,33 @@ struct Job {
 type Store = Arc<Mutex<FxHashMap<TaskId, Value>>>;
 
 /// Ops' large outputs go to the worker's shared-memory arena, so same-host peers read
-/// them in place.
-struct ArenaAlloc(Arena);
+/// them in place. On a simulated GPU the arena is the GPU's memory, and each output is
+/// accounted against its capacity.
+struct ArenaAlloc {
+    arena: Arena,
+    device: Option<Arc<rask_device::MemoryPool>>,
+}
 
 impl OutputAlloc for ArenaAlloc {
     fn alloc(&self, len: usize) -> Option<Box<dyn OutputBuf>> {
         if len < rask_transport::shm::INLINE_MAX {
             return None;
         }
-        match self.0.alloc(len) {
-            Ok(r) => Some(Box::new(ArenaBuf(r))),
+        let reservation = match &self.device {
+            Some(pool) => match pool.reserve(len as u64) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    debug!("{e}; the output stays on the host");
+                    return None;
+                }
+            },
+            None => None,
+        };
+        match self.arena.alloc(len) {
+            Ok(region) => Some(Box::new(ArenaBuf {
+                region,
+                reservation,
+            })),
             Err(e) => {
                 warn!("shared-memory arena cannot grow ({e}); using the heap");
                 None
@@ -184,14 +247,27 @@ impl OutputAlloc for ArenaAlloc {
     }
 }
 
-struct ArenaBuf(rask_transport::shm::Region);
+struct ArenaBuf {
+    region: rask_transport::shm::Region,
+    reservation: Option<rask_device::Reservation>,
+}
+
+impl AsRef<[u8]> for ArenaBuf {
+    fn as_ref(&self) -> &[u8] {
+        self.region.as_ref()
+    }
+}
 
 impl OutputBuf for ArenaBuf {
     fn bytes_mut(&mut self) -> &mut [u8] {
-        self.0.as_mut_slice()
+        self.region.as_mut_slice()
     }
     fn freeze(self: Box<Self>) -> Bytes {
-        self.0.freeze()
+        if self.reservation.is_none() {
+            return self.region.freeze();
+        }
+        // The device memory stays accounted for as long as the bytes live.
+        Bytes::from_owner(*self)
     }
 }
 
@@ -215,6 +291,10 @@ pub struct Worker {
     shm: Option<ShmServer>,
     /// Where ops' outputs and received payloads live (memfd segments, mapped once).
     arena: Arena,
+    /// Device memory accounting (a GPU worker's).
+    device_pool: Option<Arc<rask_device::MemoryPool>>,
+    /// The CUDA GPU, kept open while the worker runs.
+    _cuda: Option<rask_device::cuda::CudaDevice>,
     reader: FrameReader,
     to_scheduler: Sender<ToScheduler>,
 }
@@ -235,6 +315,38 @@ impl Worker {
             },
         };
         let shm_addr = shm.as_ref().map(|s| s.addr.clone()).unwrap_or_default();
+        let device_err = |source| WorkerError::Device {
+            device: cfg.device.label(),
+            source,
+        };
+        let (device_pool, cuda) = match &cfg.device {
+            WorkerDevice::Host => (None, None),
+            WorkerDevice::Sim { index, memory } => (
+                Some(rask_device::MemoryPool::new(
+                    rask_device::Device::Sim(*index),
+                    *memory,
+                )),
+                None,
+            ),
+            WorkerDevice::Cuda {
+                index,
+                memory_limit,
+            } => {
+                let d = rask_device::cuda::CudaDevice::open(*index, *memory_limit)
+                    .map_err(device_err)?;
+                (Some(d.pool().clone()), Some(d))
+            }
+        };
+        let mut resources = cfg.resources.clone();
+        // A GPU worker offers `gpu = 1`, and its device by name (`sim:2 = 1`) so that a
+        // task can ask for one GPU in particular.
+        if cfg.device.gpu().is_some() {
+            for name in ["gpu".to_string(), cfg.device.label()] {
+                if !resources.iter().any(|r| r.name == name) {
+                    resources.push(Resource { name, amount: 1.0 });
+                }
+            }
+        }
         let hello = Hello {
             protocol: PROTOCOL_VERSION,
             schema: rask_proto::PROTOCOL_SCHEMA,
@@ -249,9 +361,13 @@ impl Worker {
                 listen_addr: listen_addr.clone(),
                 shm_addr,
                 transport: cfg.transport.to_string(),
+                device: cfg.device.label(),
+                gpu: cfg.device.gpu(),
+                nvlink: cfg.nvlink.clone(),
+                device_memory_limit: device_pool.as_ref().map_or(0, |p| p.limit()),
                 nthreads: cfg.nthreads,
                 memory_limit: cfg.memory_limit,
-                resources: cfg.resources.clone(),
+                resources,
             }),
         };
         let (reader, w, id) = connect(&cfg.scheduler, &hello, cfg.conn.clone())
@@ -266,6 +382,8 @@ impl Worker {
             listener,
             shm,
             arena: Arena::new(rask_transport::shm::DEFAULT_SEGMENT),
+            device_pool,
+            _cuda: cuda,
             reader,
             to_scheduler: spawn_writer(w),
             cfg,
@@ -296,6 +414,8 @@ impl Worker {
             listener,
             shm,
             arena,
+            device_pool,
+            _cuda,
             mut reader,
             to_scheduler,
         } = self;
@@ -328,7 +448,10 @@ impl Worker {
                 retire_tx.clone(),
             ))
         });
-        let alloc: Option<Arc<dyn OutputAlloc>> = Some(Arc::new(ArenaAlloc(arena.clone())));
+        let alloc: Option<Arc<dyn OutputAlloc>> = Some(Arc::new(ArenaAlloc {
+            arena: arena.clone(),
+            device: device_pool.clone(),
+        }));
         let arena = Some(arena);
         let (events, mut rx) = mpsc::unbounded_channel::<Event>();
 
@@ -388,6 +511,8 @@ impl Worker {
             arena,
             retire_tx,
             host_id: rask_transport::host_id(),
+            device_pool,
+            received: Default::default(),
         };
         let interval = cfg.heartbeat_interval;
         // The main loop runs as a spawned task (see the scheduler for why: waking a task
@@ -477,6 +602,9 @@ struct State {
     /// Segments the arena unmapped, for the shared-memory connections to announce.
     retire_tx: tokio::sync::broadcast::Sender<Vec<u32>>,
     host_id: String,
+    device_pool: Option<Arc<rask_device::MemoryPool>>,
+    /// Bytes received from peers, by link class.
+    received: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl State {
@@ -544,6 +672,9 @@ impl State {
                 missing,
             } => {
                 self.outstanding.remove(&(from, req));
+                let class = self.link_class(from);
+                *self.received.entry(class).or_default() +=
+                    values.iter().map(|(_, v)| v.nbytes()).sum::<u64>();
                 let got: Vec<TaskId> = values.iter().map(|(t, _)| *t).collect();
                 {
                     let mut store = self.store.lock().expect("store lock");
@@ -744,6 +875,26 @@ impl State {
         }
     }
 
+    /// How data from `peer` reaches this worker: `local` (same process), `nvlink`, `pcie`
+    /// (GPUs through the host), `shm` (CPU workers of one host) or `tcp`.
+    fn link_class(&self, peer: WorkerId) -> &'static str {
+        let Some(p) = self.peers.get(&peer) else {
+            return "tcp";
+        };
+        let kind = self.cfg.transport.select(
+            (&self.host_id, std::process::id()),
+            (&p.host_id, p.pid),
+            !p.shm_addr.is_empty(),
+        );
+        match (kind, self.cfg.device.gpu(), p.gpu) {
+            (Link::Inproc, ..) => "local",
+            (Link::Tcp, ..) => "tcp",
+            (Link::Shm, Some(_), Some(g)) if self.cfg.nvlink.contains(&g) => "nvlink",
+            (Link::Shm, None, None) => "shm",
+            (Link::Shm, ..) => "pcie",
+        }
+    }
+
     fn heartbeat(&mut self) {
         if let Some(a) = &self.arena {
             let gone = a.trim(ARENA_KEEP_FREE, ARENA_IDLE_ROUNDS);
@@ -761,6 +912,12 @@ impl State {
             stored_keys,
             executing: self.core.executing() as u32,
             rss_bytes: rss_bytes(),
+            device_memory_used: self.device_pool.as_ref().map_or(0, |p| p.used()),
+            received: self
+                .received
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
         }));
     }
 }

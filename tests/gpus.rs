@@ -1,0 +1,90 @@
+//! Simulated GPUs end to end: a LocalCUDACluster of four simulated GPUs in two NVLink
+//! pairs; devices reported, work placed where its input is (or on the input's NVLink
+//! peer when that GPU is busy), bytes moved counted per link.
+
+mod common;
+
+use rask::{Arg, Client, Graph, LocalCUDACluster, Registry, Topology, Value};
+
+#[test]
+fn four_simulated_gpus_place_work_by_data_and_nvlink() {
+    let cluster = LocalCUDACluster::sim(4, 256 << 20)
+        .nvlink(Topology::pairs(4))
+        .build()
+        .unwrap();
+    let c = Client::for_cluster(cluster).unwrap();
+    let info = c.scheduler_info().unwrap();
+    let mut devices: Vec<String> = info.workers.iter().map(|w| w.device.clone()).collect();
+    devices.sort();
+    assert_eq!(devices, ["sim:0", "sim:1", "sim:2", "sim:3"]);
+    for w in &info.workers {
+        assert_eq!(w.device_memory_limit, 256 << 20);
+        for r in ["gpu", w.device.as_str()] {
+            assert!(
+                w.resources.iter().any(|x| x.name == r && x.amount == 1.0),
+                "{r} in {:?}",
+                w.resources
+            );
+        }
+    }
+    let device_of = |f: &rask::Future| {
+        let holders = &c.who_has_devices(std::slice::from_ref(f)).unwrap()[f.key()];
+        assert_eq!(holders.len(), 1, "{holders:?}");
+        holders[0].1.clone()
+    };
+    let one = |g: &Graph, key: &str| c.compute(g, &[key]).unwrap().pop().unwrap();
+
+    // A 32 MiB input on GPU 2, accounted there.
+    let n: u64 = 32 << 20;
+    let mut g = Graph::new();
+    g.task("x", "bytes", [Arg::from(n as i64), Arg::from(3)])
+        .resources(&[("sim:2", 1.0), ("gpu", 1.0)]);
+    let x = one(&g, "x");
+    x.wait().unwrap();
+    assert_eq!(device_of(&x), "sim:2");
+    common::eventually("the input is accounted on GPU 2", || {
+        let info = c.scheduler_info().unwrap();
+        let w = info.workers.iter().find(|w| w.device == "sim:2").unwrap();
+        w.device_memory_used >= n
+    });
+    let want = Registry::builtin()
+        .call("checksum", &Value::Bytes(vec![3u8; n as usize].into()))
+        .unwrap();
+
+    // A consumer that may run on any GPU runs where its input is.
+    let mut g = Graph::new();
+    g.task("y", "checksum", [Arg::from(&x)])
+        .resources(&[("gpu", 1.0)]);
+    let y = one(&g, "y");
+    assert_eq!(y.result().unwrap(), want);
+    assert_eq!(device_of(&y), "sim:2");
+
+    // GPU 2 busy: the next consumer goes to its NVLink peer, GPU 3, which receives the
+    // input over NVLink.
+    let mut g = Graph::new();
+    g.task("busy", "sleep", [Arg::from(2.0)])
+        .resources(&[("sim:2", 1.0), ("gpu", 1.0)]);
+    let _busy = one(&g, "busy");
+    let mut g = Graph::new();
+    g.task("z", "checksum", [Arg::from(&x)])
+        .resources(&[("gpu", 1.0)]);
+    let z = one(&g, "z");
+    assert_eq!(z.result().unwrap(), want);
+    assert_eq!(device_of(&z), "sim:3");
+    common::eventually("GPU 3 reports the input received over NVLink", || {
+        let info = c.scheduler_info().unwrap();
+        let w = info.workers.iter().find(|w| w.device == "sim:3").unwrap();
+        w.received.iter().any(|(k, v)| k == "nvlink" && *v >= n)
+    });
+    let info = c.scheduler_info().unwrap();
+    for w in &info.workers {
+        if w.device != "sim:3" {
+            assert!(
+                w.received.iter().all(|(_, v)| *v == 0),
+                "{} received {:?}",
+                w.device,
+                w.received
+            );
+        }
+    }
+}
