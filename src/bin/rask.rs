@@ -163,6 +163,26 @@ fn main() -> Result<()> {
                 r.fingerprint(),
                 r.names().join(", ")
             );
+            match rask_device::discover::gpus() {
+                Ok(gpus) => {
+                    for g in gpus {
+                        println!(
+                            "gpu {}: {} ({}, {:.1} GiB, PCI {}, NVLink to {:?})",
+                            g.index,
+                            g.name,
+                            g.uuid,
+                            g.memory_total as f64 / (1u64 << 30) as f64,
+                            g.pci_bus_id,
+                            g.nvlink_peers
+                        );
+                    }
+                }
+                Err(e) => println!("gpus: none ({e}); simulated GPUs: --sim-gpus"),
+            }
+            match rask_device::cuda::device_count() {
+                Ok(n) => println!("cuda: driver loaded, {n} devices"),
+                Err(e) => println!("cuda: {e}"),
+            }
             Ok(())
         }
     }

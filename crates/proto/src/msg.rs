@@ -243,6 +243,7 @@ wire! {
         pub name: String,
         pub addr: String,
         pub host_id: String,
+        pub pid: u32,
         /// See [`WorkerHello::shm_addr`].
         pub shm_addr: String,
         /// See [`WorkerHello::transport`].

@@ -542,6 +542,7 @@ impl Server {
                     name: c.spec.name.clone(),
                     addr: c.addr.clone(),
                     host_id: c.spec.host_id.clone(),
+                    pid: c.pid,
                     shm_addr: c.shm_addr.clone(),
                     transport: c.transport.clone(),
                     device: c.device.clone(),
