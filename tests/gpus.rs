@@ -88,3 +88,67 @@ fn four_simulated_gpus_place_work_by_data_and_nvlink() {
         }
     }
 }
+
+/// A working set four times the GPUs' memory: values spill from the (simulated) devices to
+/// the host and from the host to disk, and every result is still exact.
+#[test]
+fn a_working_set_four_times_device_memory_spills_and_stays_exact() {
+    let cluster = LocalCUDACluster::sim(4, 16 << 20)
+        .memory_limit(64 << 20)
+        .build()
+        .unwrap();
+    let c = Client::for_cluster(cluster).unwrap();
+    let n: usize = 8 << 20;
+    // 32 payloads of 8 MiB = 256 MiB, all held by the client, on 4 × 16 MiB of GPUs.
+    let mut g = Graph::new();
+    for i in 0..32 {
+        g.task(
+            &format!("p{i}"),
+            "bytes",
+            [Arg::from(n as i64), Arg::from(i)],
+        )
+        .resources(&[("gpu", 1.0)]);
+    }
+    let keys: Vec<String> = (0..32).map(|i| format!("p{i}")).collect();
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let payloads = c.compute(&g, &refs).unwrap();
+    for p in &payloads {
+        p.wait().unwrap();
+    }
+    let registry = Registry::builtin();
+    let mut g = Graph::new();
+    for (i, p) in payloads.iter().enumerate() {
+        g.task(&format!("sum{i}"), "checksum", [Arg::from(p)])
+            .resources(&[("gpu", 1.0)]);
+    }
+    let keys: Vec<String> = (0..32).map(|i| format!("sum{i}")).collect();
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let sums = c.get(&g, &refs).unwrap();
+    for (i, s) in sums.iter().enumerate() {
+        let want = registry
+            .call("checksum", &Value::Bytes(vec![i as u8; n].into()))
+            .unwrap();
+        assert_eq!(s, &want, "payload {i}");
+    }
+    common::eventually("workers report spilling to host and to disk", || {
+        let info = c.scheduler_info().unwrap();
+        let total = |what: &str| -> u64 {
+            info.workers
+                .iter()
+                .flat_map(|w| w.spilled.iter())
+                .filter(|(k, _)| k.ends_with(what))
+                .map(|(_, v)| *v)
+                .sum()
+        };
+        total("->host") + total("device->disk") > 0 && total("->disk") > 0
+    });
+    for w in c.scheduler_info().unwrap().workers {
+        assert!(
+            w.device_memory_used <= w.device_memory_limit,
+            "{}: {} of {}",
+            w.device,
+            w.device_memory_used,
+            w.device_memory_limit
+        );
+    }
+}

@@ -166,6 +166,8 @@ wire! {
         /// Bytes this worker received from peers, by link (`local`, `nvlink`, `pcie`,
         /// `shm`, `tcp`).
         pub received: Vec<(String, u64)>,
+        /// Bytes spilled, by direction (`device->host`, `device->disk`, `host->disk`).
+        pub spilled: Vec<(String, u64)>,
     }
 
     /// Where a dependency can be fetched from.
@@ -254,6 +256,8 @@ wire! {
         pub device_memory_used: u64,
         /// See [`HeartbeatMsg::received`].
         pub received: Vec<(String, u64)>,
+        /// See [`HeartbeatMsg::spilled`].
+        pub spilled: Vec<(String, u64)>,
         pub nthreads: u32,
         pub memory_limit: u64,
         pub resources: Vec<Resource>,

@@ -552,6 +552,10 @@ impl Server {
                         .heartbeat
                         .as_ref()
                         .map_or_else(Vec::new, |h| h.received.clone()),
+                    spilled: c
+                        .heartbeat
+                        .as_ref()
+                        .map_or_else(Vec::new, |h| h.spilled.clone()),
                     nthreads: c.spec.nthreads,
                     memory_limit: c.spec.memory_limit,
                     resources: c.spec.resources.clone(),

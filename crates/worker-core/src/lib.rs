@@ -9,6 +9,8 @@
 //! scheduler knows about and frees explicitly — and *cached* — dependencies fetched from
 //! peers, kept while a local task still needs them.
 
+pub mod spill;
+
 use std::collections::BTreeSet;
 
 use rask_proto::msg::{DepLoc, ToScheduler};
@@ -72,6 +74,8 @@ pub struct WorkerCore {
     /// Tasks assigned here waiting for the output of another task assigned here.
     local_waiters: FxHashMap<TaskId, Vec<TaskId>>,
     out: Vec<Instruction>,
+    /// No task starts while paused (memory above the pause threshold).
+    paused: bool,
 }
 
 impl WorkerCore {
@@ -87,6 +91,7 @@ impl WorkerCore {
             fetching: FxHashMap::default(),
             local_waiters: FxHashMap::default(),
             out: Vec::new(),
+            paused: false,
         }
     }
 
@@ -376,8 +381,20 @@ impl WorkerCore {
         self.local_waiters.remove(&task);
     }
 
+    /// Pauses (or resumes) starting tasks; running ones finish.
+    pub fn set_paused(&mut self, paused: bool) {
+        self.paused = paused;
+        if !paused {
+            self.schedule();
+        }
+    }
+
+    pub fn paused(&self) -> bool {
+        self.paused
+    }
+
     fn schedule(&mut self) {
-        while self.executing < self.nthreads {
+        while self.executing < self.nthreads && !self.paused {
             let Some((_, t)) = self.ready.pop_first() else {
                 break;
             };

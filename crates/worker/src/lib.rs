@@ -22,6 +22,7 @@ use rask_transport::{
     connect, reply_hello, spawn_writer, Batch, ConnConfig, FrameReader, Link, Sender,
     TransportError, TransportMode,
 };
+use rask_worker_core::spill::{Spill, SpillLimits, Tier};
 use rask_worker_core::{Instruction, WorkerCore};
 use rustc_hash::FxHashMap;
 use tokio::net::{TcpListener, TcpStream};
@@ -511,6 +512,16 @@ impl Worker {
             arena,
             retire_tx,
             host_id: rask_transport::host_id(),
+            spill: Spill::new(SpillLimits::new(
+                device_pool.as_ref().map(|p| p.limit()),
+                cfg.memory_limit,
+            )),
+            spilled: Default::default(),
+            spill_dir: std::env::temp_dir().join(format!(
+                "rask-spill-{}-{}",
+                std::process::id(),
+                id.0
+            )),
             device_pool,
             received: Default::default(),
         };
@@ -605,6 +616,16 @@ struct State {
     device_pool: Option<Arc<rask_device::MemoryPool>>,
     /// Bytes received from peers, by link class.
     received: std::collections::BTreeMap<&'static str, u64>,
+    spill: Spill,
+    /// Bytes spilled, by direction.
+    spilled: std::collections::BTreeMap<&'static str, u64>,
+    spill_dir: std::path::PathBuf,
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.spill_dir);
+    }
 }
 
 impl State {
@@ -676,6 +697,9 @@ impl State {
                 *self.received.entry(class).or_default() +=
                     values.iter().map(|(_, v)| v.nbytes()).sum::<u64>();
                 let got: Vec<TaskId> = values.iter().map(|(t, _)| *t).collect();
+                for (t, v) in &values {
+                    self.track(*t, v);
+                }
                 {
                     let mut store = self.store.lock().expect("store lock");
                     for (t, v) in values {
@@ -705,9 +729,87 @@ impl State {
         None
     }
 
+    /// Tells the spilling policy about a stored value and where it lives.
+    fn track(&mut self, task: TaskId, v: &Value) {
+        let tier = match (v, &self.arena) {
+            (Value::Bytes(b), Some(a)) if self.device_pool.is_some() && a.locate(b).is_some() => {
+                Tier::Device
+            }
+            _ => Tier::Host,
+        };
+        self.spill.add(task, tier, v.nbytes());
+    }
+
+    /// Moves values down a tier as the policy says: device → host (a copy to the heap, the
+    /// device memory is given back) and host → disk (written to a file that is then mapped
+    /// and unlinked: the pages come back from disk when read, and the space is returned
+    /// when the value is dropped).
+    fn spill_now(&mut self) {
+        let device_used = self.device_pool.as_ref().map_or(0, |p| p.used());
+        let plan = self.spill.plan(device_used);
+        if plan.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        let mut store = store.lock().expect("store lock");
+        for (task, to) in plan {
+            let Some(Value::Bytes(b)) = store.get(&task) else {
+                self.spill.remove(task);
+                continue;
+            };
+            let moved = match to {
+                Tier::Host => Ok(Bytes::from(b.to_vec())),
+                Tier::Disk => self.spill_file(task, b),
+                Tier::Device => continue,
+            };
+            match moved {
+                Ok(nb) => {
+                    let from = self.spill.tier(task);
+                    let label = match (from, to) {
+                        (Some(Tier::Device), Tier::Host) => "device->host",
+                        (Some(Tier::Device), Tier::Disk) => "device->disk",
+                        _ => "host->disk",
+                    };
+                    *self.spilled.entry(label).or_default() += nb.len() as u64;
+                    store.insert(task, Value::Bytes(nb));
+                    self.spill.moved(task, to);
+                }
+                Err(e) => {
+                    warn!(
+                        task = task.0,
+                        "cannot spill to {}: {e}",
+                        self.spill_dir.display()
+                    );
+                    // Stop trying this one: keep it where it is.
+                    self.spill.remove(task);
+                }
+            }
+        }
+    }
+
+    fn spill_file(&self, task: TaskId, b: &[u8]) -> std::io::Result<Bytes> {
+        use std::io::Write;
+        std::fs::create_dir_all(&self.spill_dir)?;
+        let path = self.spill_dir.join(format!("{}.bin", task.0));
+        let mut f = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
+        let written = f.write_all(b);
+        // The mapping keeps the data; the name is not needed (nothing to clean up later).
+        let _ = std::fs::remove_file(&path);
+        written?;
+        // SAFETY: a private file of this process, not modified while mapped.
+        let map = unsafe { memmap2::Mmap::map(&f)? };
+        Ok(Bytes::from_owner(map))
+    }
+
     /// Carries out the core's instructions until it has none.
     fn drive(&mut self) {
         self.inline_until = Instant::now() + INLINE_BUDGET;
+        self.spill_now();
         loop {
             let out = self.core.take();
             if out.is_empty() {
@@ -738,6 +840,7 @@ impl State {
                     }
                     Instruction::Discard { task } => {
                         self.store.lock().expect("store lock").remove(&task);
+                        self.spill.remove(task);
                     }
                     Instruction::Drop { task } => {
                         self.specs.remove(&task);
@@ -819,6 +922,9 @@ impl State {
                 .on_executed(task, Err("internal: task spec missing".into()));
             return;
         };
+        for d in &spec.deps {
+            self.spill.touch(d.task);
+        }
         let args = {
             let store = self.store.lock().expect("store lock");
             let deps: Option<Vec<&Value>> = spec.deps.iter().map(|d| store.get(&d.task)).collect();
@@ -854,7 +960,8 @@ impl State {
     }
 
     fn on_executed(&mut self, done: Vec<Executed>) {
-        let mut store = self.store.lock().expect("store lock");
+        let store = self.store.clone();
+        let mut store = store.lock().expect("store lock");
         for Executed {
             task,
             op,
@@ -867,6 +974,7 @@ impl State {
             match result {
                 Ok(value) => {
                     let nbytes = value.nbytes();
+                    self.track(task, &value);
                     store.insert(task, value);
                     self.core.on_executed(task, Ok((nbytes, duration_us)));
                 }
@@ -896,6 +1004,24 @@ impl State {
     }
 
     fn heartbeat(&mut self) {
+        // Pausing looks at the memory the worker manages (values on the host), which
+        // spilling brings below the target before each scheduling round: it pauses only
+        // when spilling cannot keep up (or fails), never on memory it could not free.
+        let held = self.spill.used(Tier::Host);
+        let pause = self.spill.should_pause(held);
+        if pause != self.core.paused() {
+            if pause {
+                warn!(
+                    "{:.0} MiB of values on the host, above {:.0}% of the limit: pausing",
+                    held as f64 / (1u64 << 20) as f64,
+                    self.spill.limits().pause * 100.0
+                );
+            } else {
+                info!("memory back below the pause threshold: resuming");
+            }
+            self.core.set_paused(pause);
+            self.drive();
+        }
         if let Some(a) = &self.arena {
             let gone = a.trim(ARENA_KEEP_FREE, ARENA_IDLE_ROUNDS);
             if !gone.is_empty() {
@@ -913,6 +1039,11 @@ impl State {
             executing: self.core.executing() as u32,
             rss_bytes: rss_bytes(),
             device_memory_used: self.device_pool.as_ref().map_or(0, |p| p.used()),
+            spilled: self
+                .spilled
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
             received: self
                 .received
                 .iter()

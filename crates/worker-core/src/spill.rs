@@ -1,0 +1,233 @@
+//! Spilling policy: which stored values move down a tier (device → host → disk), least
+//! recently used first, and when to pause executing. Pure: the worker reports what it
+//! stores, uses and moves; this decides. Thresholds follow dask-cuda (device memory is
+//! spilled when it passes the device limit's target) and Dask (host memory: target 60 %,
+//! pause 80 %).
+
+use std::collections::BTreeSet;
+
+use rask_proto::TaskId;
+use rustc_hash::FxHashMap;
+
+/// Where a stored value lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Tier {
+    Device,
+    Host,
+    Disk,
+}
+
+impl Tier {
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Limits and thresholds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SpillLimits {
+    /// Device memory limit (None: no device).
+    pub device: Option<u64>,
+    /// Host memory limit of the worker.
+    pub host: u64,
+    /// Spill device values while device use is above this fraction of the device limit.
+    pub device_target: f64,
+    /// Spill host values to disk while the host bytes held are above this fraction.
+    pub host_target: f64,
+    /// Stop starting tasks while the process's memory is above this fraction.
+    pub pause: f64,
+}
+
+impl SpillLimits {
+    pub fn new(device: Option<u64>, host: u64) -> SpillLimits {
+        SpillLimits {
+            device,
+            host,
+            device_target: 0.8,
+            host_target: 0.6,
+            pause: 0.8,
+        }
+    }
+}
+
+/// Values smaller than this are not worth spilling (and are not tracked).
+pub const MIN_SPILL: u64 = 64 * 1024;
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    tier: Tier,
+    nbytes: u64,
+    tick: u64,
+}
+
+/// The stored values the policy knows of, in least-recently-used order.
+#[derive(Debug)]
+pub struct Spill {
+    limits: SpillLimits,
+    tick: u64,
+    lru: BTreeSet<(u64, TaskId)>,
+    entries: FxHashMap<TaskId, Entry>,
+    used: [u64; 3],
+}
+
+impl Spill {
+    pub fn new(limits: SpillLimits) -> Spill {
+        Spill {
+            limits,
+            tick: 0,
+            lru: BTreeSet::new(),
+            entries: FxHashMap::default(),
+            used: [0; 3],
+        }
+    }
+
+    pub fn limits(&self) -> &SpillLimits {
+        &self.limits
+    }
+
+    /// A value was stored (or replaced).
+    pub fn add(&mut self, task: TaskId, tier: Tier, nbytes: u64) {
+        self.remove(task);
+        if nbytes < MIN_SPILL {
+            return;
+        }
+        self.tick += 1;
+        self.entries.insert(
+            task,
+            Entry {
+                tier,
+                nbytes,
+                tick: self.tick,
+            },
+        );
+        self.lru.insert((self.tick, task));
+        self.used[tier.index()] += nbytes;
+    }
+
+    /// A value was read (by a task or a peer): it becomes the most recently used.
+    pub fn touch(&mut self, task: TaskId) {
+        let Some(e) = self.entries.get_mut(&task) else {
+            return;
+        };
+        self.lru.remove(&(e.tick, task));
+        self.tick += 1;
+        e.tick = self.tick;
+        self.lru.insert((self.tick, task));
+    }
+
+    /// A value was dropped.
+    pub fn remove(&mut self, task: TaskId) {
+        if let Some(e) = self.entries.remove(&task) {
+            self.lru.remove(&(e.tick, task));
+            self.used[e.tier.index()] -= e.nbytes;
+        }
+    }
+
+    /// A value moved to another tier.
+    pub fn moved(&mut self, task: TaskId, to: Tier) {
+        if let Some(e) = self.entries.get_mut(&task) {
+            self.used[e.tier.index()] -= e.nbytes;
+            e.tier = to;
+            self.used[to.index()] += e.nbytes;
+        }
+    }
+
+    /// Tracked bytes in a tier.
+    pub fn used(&self, tier: Tier) -> u64 {
+        self.used[tier.index()]
+    }
+
+    /// The tier of a tracked value.
+    pub fn tier(&self, task: TaskId) -> Option<Tier> {
+        self.entries.get(&task).map(|e| e.tier)
+    }
+
+    /// The moves to make now, least recently used first: device values to the host while
+    /// the device is above its target, then host values to disk while the host is above
+    /// its target (counting what the first moves bring to the host).
+    pub fn plan(&self, device_used: u64) -> Vec<(TaskId, Tier)> {
+        let mut out = Vec::new();
+        let mut host = self.used(Tier::Host);
+        if let Some(limit) = self.limits.device {
+            let target = (limit as f64 * self.limits.device_target) as u64;
+            let mut dev = device_used;
+            for &(_, t) in &self.lru {
+                if dev <= target {
+                    break;
+                }
+                let e = self.entries[&t];
+                if e.tier == Tier::Device {
+                    out.push((t, Tier::Host));
+                    dev = dev.saturating_sub(e.nbytes);
+                    host += e.nbytes;
+                }
+            }
+        }
+        let target = (self.limits.host as f64 * self.limits.host_target) as u64;
+        for &(_, t) in &self.lru {
+            if host <= target {
+                break;
+            }
+            let e = self.entries[&t];
+            let on_host = e.tier == Tier::Host || out.iter().any(|(x, _)| *x == t);
+            if on_host {
+                match out.iter_mut().find(|(x, _)| *x == t) {
+                    Some(m) => m.1 = Tier::Disk,
+                    None => out.push((t, Tier::Disk)),
+                }
+                host -= e.nbytes;
+            }
+        }
+        out
+    }
+
+    /// Whether to stop starting tasks, given the process's memory.
+    pub fn should_pause(&self, process_memory: u64) -> bool {
+        process_memory as f64 > self.limits.host as f64 * self.limits.pause
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const M: u64 = 1 << 20;
+
+    #[test]
+    fn device_values_spill_to_host_least_recently_used_first() {
+        let mut s = Spill::new(SpillLimits::new(Some(10 * M), 1000 * M));
+        for i in 0..5 {
+            s.add(TaskId(i), Tier::Device, 2 * M);
+        }
+        s.touch(TaskId(0));
+        // 10 MiB used, target 8: one value goes, the least recently used (1, not 0).
+        assert_eq!(s.plan(10 * M), vec![(TaskId(1), Tier::Host)]);
+        s.moved(TaskId(1), Tier::Host);
+        assert_eq!(s.used(Tier::Device), 8 * M);
+        assert_eq!(s.used(Tier::Host), 2 * M);
+        assert_eq!(s.plan(8 * M), vec![]);
+        // Small values are not tracked.
+        s.add(TaskId(9), Tier::Device, 1000);
+        assert_eq!(s.tier(TaskId(9)), None);
+        s.remove(TaskId(2));
+        assert_eq!(s.used(Tier::Device), 6 * M);
+    }
+
+    #[test]
+    fn host_values_spill_to_disk_including_those_just_brought_down() {
+        let mut s = Spill::new(SpillLimits::new(Some(4 * M), 10 * M));
+        s.add(TaskId(1), Tier::Host, 4 * M);
+        s.add(TaskId(2), Tier::Device, 4 * M);
+        s.add(TaskId(3), Tier::Host, 3 * M);
+        // Device 4 > 3.2: task 2 goes to the host (host would hold 11 > 6); then the
+        // least recently used host values go to disk until 6 MiB: 1 (4), then 2 (4).
+        let plan = s.plan(4 * M);
+        assert_eq!(
+            plan,
+            vec![(TaskId(2), Tier::Disk), (TaskId(1), Tier::Disk)],
+            "{plan:?}"
+        );
+        assert!(s.should_pause(9 * M));
+        assert!(!s.should_pause(7 * M));
+    }
+}
