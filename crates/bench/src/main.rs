@@ -87,6 +87,13 @@ struct P2pArgs {
     /// Skip the peers (memcpy, UCX, iperf3, Dask).
     #[arg(long)]
     no_peer: bool,
+    /// Instead of the transports: N simulated GPUs (N[:MEMORY], one worker process each),
+    /// their device-to-device bandwidth matrix, and spill throughput.
+    #[arg(long)]
+    sim_gpus: Option<String>,
+    /// NVLink topology of the simulated GPUs: none, all, pairs or links like 0-1,2-3.
+    #[arg(long, default_value = "pairs")]
+    nvlink: String,
 }
 
 fn main() -> Result<()> {
@@ -769,6 +776,9 @@ fn p2p_transport(
 }
 
 fn p2p(a: P2pArgs) -> Result<()> {
+    if let Some(spec) = &a.sim_gpus {
+        return p2p_sim(&a, spec);
+    }
     let transports: Vec<&str> = match a.transport.as_str() {
         "all" if a.scheduler.is_some() => vec!["external"],
         "all" => vec!["inproc", "shm", "tcp"],
@@ -888,6 +898,226 @@ fn p2p(a: P2pArgs) -> Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
     }
     Ok(())
+}
+
+/// The device-to-device matrix of simulated GPUs (one worker process each), and how fast
+/// values spill to the host and to disk, with memcpy and a plain file write beside them.
+fn p2p_sim(a: &P2pArgs, spec: &str) -> Result<()> {
+    use rask_device::sim::{SimGpus, Topology};
+    let (n, memory) = SimGpus::parse_spec(spec).map_err(anyhow::Error::msg)?;
+    let topology = Topology::parse(&a.nvlink, n).map_err(anyhow::Error::msg)?;
+    let sizes: Vec<u64> = a
+        .sizes
+        .iter()
+        .map(|s| parse_size(s))
+        .collect::<Result<_>>()?;
+    if let Some(&big) = sizes.iter().find(|&&s| s > memory) {
+        bail!(
+            "size {} does not fit a simulated GPU of {}",
+            human(big),
+            human(memory)
+        );
+    }
+    let bin = sibling("rask")?;
+    let (sched, addr) = scheduler_process()?;
+    let mut procs = Vec::new();
+    for i in 0..n {
+        let peers: Vec<String> = (0..n)
+            .filter(|&j| topology.nvlink(i, j))
+            .map(|j| j.to_string())
+            .collect();
+        let mut cmd = Command::new(&bin);
+        cmd.args(["worker", &addr, "--nthreads", "1", "--quiet"])
+            .args([
+                "--name",
+                &format!("gpu{i}"),
+                "--device",
+                &format!("sim:{i}"),
+            ])
+            .args(["--device-memory-limit", &memory.to_string()])
+            .env("RASK_LOG", "error")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null());
+        if !peers.is_empty() {
+            cmd.args(["--nvlink-peers", &peers.join(",")]);
+        }
+        procs.push(KillOnDrop(cmd.spawn()?));
+    }
+    procs.push(sched);
+    let client = Client::connect(&addr)?;
+    client.wait_for_workers(n as usize)?;
+    let time_len = |x: &rask::Future, gpu: u32, tag: &str| -> Result<f64> {
+        let mut g = Graph::new();
+        let key = format!("len-{tag}");
+        g.task(&key, "len", [Arg::from(x)])
+            .resources(&[(format!("sim:{gpu}").as_str(), 1.0)]);
+        let t = Instant::now();
+        client.get(&g, &[&key])?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    println!(
+        "Rask p2p benchmark, {n} simulated GPUs ({} each, one worker process each, NVLink: {}); SIMULATED: device memory is host memory shared between processes, so these are same-host shared-memory figures labelled by the simulated link",
+        human(memory),
+        match topology.describe() {
+            d if d.is_empty() => "none".to_string(),
+            d => d,
+        }
+    );
+    let mut json_rows = Vec::new();
+    for &size in &sizes {
+        println!(
+            "\n{} — GB/s, median of {} runs (row: source GPU, column: destination; link in brackets)",
+            human(size),
+            a.runs
+        );
+        let header: Vec<String> = (0..n).map(|j| format!("sim:{j}")).collect();
+        if a.markdown {
+            println!("| from \\ to | {} |", header.join(" | "));
+            println!(
+                "|---|{}",
+                header.iter().map(|_| "---:|").collect::<String>()
+            );
+        }
+        for i in 0..n {
+            let mut cells = Vec::new();
+            for j in 0..n {
+                if i == j {
+                    cells.push("—".to_string());
+                    continue;
+                }
+                let mut bws = Vec::new();
+                for run in 0..=a.runs {
+                    let mut g = Graph::new();
+                    let key = format!("p-{size}-{i}-{j}-{run}");
+                    g.task(&key, "bytes", [Arg::from(size as i64), Arg::from(1)])
+                        .resources(&[(format!("sim:{i}").as_str(), 1.0)]);
+                    let x = client.compute(&g, &[&key])?.pop().context("payload")?;
+                    x.wait()?;
+                    let local = time_len(&x, i, &format!("{key}-a"))?;
+                    let remote = time_len(&x, j, &format!("{key}-b"))?;
+                    if run > 0 {
+                        bws.push(size as f64 / (remote - local).max(1e-6) / 1e9);
+                    }
+                }
+                bws.sort_by(|x, y| x.partial_cmp(y).expect("no NaN"));
+                let (p25, p50, p75) = (
+                    quantile(&bws, 0.25),
+                    quantile(&bws, 0.5),
+                    quantile(&bws, 0.75),
+                );
+                let link = if topology.nvlink(i, j) {
+                    "nvlink"
+                } else {
+                    "pcie"
+                };
+                cells.push(format!("{p50:.1} [{link}]"));
+                json_rows.push(json!({"size": size, "from": i, "to": j, "link": link,
+                    "gb_per_s_p25": p25, "gb_per_s_p50": p50, "gb_per_s_p75": p75,
+                    "gb_per_s_runs": bws}));
+            }
+            if a.markdown {
+                println!("| sim:{i} | {} |", cells.join(" | "));
+            } else {
+                println!(
+                    "sim:{i}  {}",
+                    cells.iter().map(|c| format!("{c:>16}")).collect::<String>()
+                );
+            }
+        }
+    }
+    // The workers report what they received with their next heartbeat (every second).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let received: Vec<(String, Vec<(String, u64)>)> = loop {
+        let r: Vec<_> = client
+            .scheduler_info()?
+            .workers
+            .into_iter()
+            .map(|w| (w.device, w.received))
+            .collect();
+        if r.iter().all(|(_, v)| !v.is_empty()) || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    println!("\nbytes received by link, as the workers count them: {received:?}");
+    drop(client);
+    drop(procs);
+
+    // Spilling, measured on the mechanism the worker uses, next to its ceilings.
+    let size = *sizes.iter().max().expect("at least one size");
+    let spill = spill_throughput(size, a.runs)?;
+    println!(
+        "\nspill throughput, {} (GB/s, median of {} runs):",
+        human(size),
+        a.runs
+    );
+    for (name, v) in &spill {
+        println!("  {name:<40} {v:>8.2}");
+    }
+    if let Some(path) = &a.json {
+        let doc = json!({
+            "config": {"sim_gpus": n, "memory": memory, "nvlink": topology.describe(),
+                       "sizes": sizes, "runs": a.runs, "simulated": true},
+            "matrix": json_rows,
+            "spill": spill.iter().map(|(k, v)| json!({"what": k, "gb_per_s": v})).collect::<Vec<_>>(),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
+    }
+    Ok(())
+}
+
+/// GB/s of: device → host spill (a copy of a simulated GPU's buffer into fresh heap memory,
+/// as the worker spills), host → disk spill (written, mapped, unlinked), memcpy into a
+/// buffer already touched, and a plain write of a file of the same size.
+fn spill_throughput(size: u64, runs: usize) -> Result<Vec<(&'static str, f64)>> {
+    use rask_device::sim::{SimGpus, Topology};
+    use rask_device::{DType, Device, Devices};
+    let devices =
+        Devices::host(u64::MAX).with_sim(SimGpus::new(1, size.max(1 << 20), Topology::none()));
+    let data = vec![7u8; size as usize];
+    let on_gpu = devices.from_host(Device::Sim(0), DType::U8, &data)?;
+    let gpu_bytes = on_gpu
+        .host_bytes()
+        .context("simulated memory is host-visible")?;
+    let dir = std::env::temp_dir().join(format!("rask-bench-spill-{}", std::process::id()));
+    let mut out: Vec<(&'static str, Vec<f64>)> = vec![
+        ("device -> host (spill, fresh heap memory)", vec![]),
+        ("host -> disk (spill: write, map, unlink)", vec![]),
+        ("memcpy into touched memory (ceiling)", vec![]),
+        ("plain file write, no fsync (ceiling)", vec![]),
+    ];
+    let mut target = vec![1u8; size as usize];
+    for run in 0..=runs {
+        let t = Instant::now();
+        let host = bytes::Bytes::from(gpu_bytes.to_vec());
+        let a = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let disk = rask_device::spill::to_file(&dir, "bench.bin", &host)?;
+        let b = t.elapsed().as_secs_f64();
+        drop(disk);
+        let t = Instant::now();
+        target.copy_from_slice(gpu_bytes);
+        let c = t.elapsed().as_secs_f64();
+        let path = dir.join("plain.bin");
+        let t = Instant::now();
+        std::fs::write(&path, &host)?;
+        let d = t.elapsed().as_secs_f64();
+        std::fs::remove_file(&path)?;
+        check(target[size as usize / 2] == 7, "memcpy result")?;
+        if run > 0 {
+            for (i, secs) in [a, b, c, d].into_iter().enumerate() {
+                out[i].1.push(size as f64 / secs / 1e9);
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(out
+        .into_iter()
+        .map(|(k, mut v)| {
+            v.sort_by(|x, y| x.partial_cmp(y).expect("no NaN"));
+            (k, quantile(&v, 0.5))
+        })
+        .collect())
 }
 
 /// Runs benches/compare/p2p_peers.py for the same sizes; returns its JSON.

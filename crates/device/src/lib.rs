@@ -17,6 +17,7 @@ pub mod arena;
 pub mod cuda;
 pub mod discover;
 pub mod sim;
+pub mod spill;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -759,7 +759,9 @@ impl State {
             };
             let moved = match to {
                 Tier::Host => Ok(Bytes::from(b.to_vec())),
-                Tier::Disk => self.spill_file(task, b),
+                Tier::Disk => {
+                    rask_device::spill::to_file(&self.spill_dir, &format!("{}.bin", task.0), b)
+                }
                 Tier::Device => continue,
             };
             match moved {
@@ -785,25 +787,6 @@ impl State {
                 }
             }
         }
-    }
-
-    fn spill_file(&self, task: TaskId, b: &[u8]) -> std::io::Result<Bytes> {
-        use std::io::Write;
-        std::fs::create_dir_all(&self.spill_dir)?;
-        let path = self.spill_dir.join(format!("{}.bin", task.0));
-        let mut f = std::fs::File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)?;
-        let written = f.write_all(b);
-        // The mapping keeps the data; the name is not needed (nothing to clean up later).
-        let _ = std::fs::remove_file(&path);
-        written?;
-        // SAFETY: a private file of this process, not modified while mapped.
-        let map = unsafe { memmap2::Mmap::map(&f)? };
-        Ok(Bytes::from_owner(map))
     }
 
     /// Carries out the core's instructions until it has none.

@@ -1,0 +1,103 @@
+//! The disk tier of spilling: a value written to a file that is then mapped and unlinked.
+//! Reading it brings the pages back from disk (the kernel's page cache decides what stays
+//! in memory); dropping the last reference returns the space. Nothing is left behind,
+//! even when the process is killed.
+
+use std::io::Write;
+use std::path::Path;
+
+use bytes::Bytes;
+
+/// Writes `bytes` to a new file in `dir` (created if needed) and returns them mapped from
+/// that file, which no longer has a name.
+pub fn to_file(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<Bytes> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(name);
+    let mut f = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)?;
+    let written = f.write_all(bytes);
+    let _ = std::fs::remove_file(&path);
+    written?;
+    if bytes.is_empty() {
+        return Ok(Bytes::new());
+    }
+    let map = map_readonly(&f, bytes.len())?;
+    Ok(Bytes::from_owner(map))
+}
+
+/// A read-only shared mapping of a whole file.
+struct FileMap {
+    base: *const u8,
+    len: usize,
+}
+
+// SAFETY: read-only memory of a file no one else has a name for.
+unsafe impl Send for FileMap {}
+// SAFETY: as above.
+unsafe impl Sync for FileMap {}
+
+fn map_readonly(f: &std::fs::File, len: usize) -> std::io::Result<FileMap> {
+    // SAFETY: a read-only mapping of a file this process just wrote and unlinked; no one
+    // can change or truncate it.
+    let base = unsafe {
+        rustix::mm::mmap(
+            std::ptr::null_mut(),
+            len,
+            rustix::mm::ProtFlags::READ,
+            rustix::mm::MapFlags::SHARED,
+            f,
+            0,
+        )
+    }
+    .map_err(std::io::Error::from)?;
+    Ok(FileMap {
+        base: base as *const u8,
+        len,
+    })
+}
+
+impl AsRef<[u8]> for FileMap {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: the mapping is `len` bytes and lives as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.base, self.len) }
+    }
+}
+
+impl Drop for FileMap {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping.
+        unsafe {
+            let _ = rustix::mm::munmap(self.base as *mut _, self.len);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spilled_bytes_read_back_and_leave_no_file() {
+        let dir = std::env::temp_dir().join(format!("rask-spill-test-{}", std::process::id()));
+        let data: Vec<u8> = (0..(3 << 20) + 7).map(|i| (i * 31 % 251) as u8).collect();
+        let b = to_file(&dir, "x.bin", &data).unwrap();
+        assert_eq!(&b[..], &data[..]);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        let maps = || {
+            std::fs::read_to_string("/proc/self/maps")
+                .unwrap()
+                .lines()
+                .filter(|l| l.contains("x.bin (deleted)"))
+                .count()
+        };
+        assert_eq!(maps(), 1);
+        drop(b);
+        assert_eq!(maps(), 0);
+        assert!(to_file(&dir, "e.bin", &[]).unwrap().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
