@@ -517,6 +517,7 @@ impl Worker {
                 cfg.memory_limit,
             )),
             spilled: Default::default(),
+            host_arena: Arena::new(rask_transport::shm::DEFAULT_SEGMENT),
             spill_dir: std::env::temp_dir().join(format!(
                 "rask-spill-{}-{}",
                 std::process::id(),
@@ -617,6 +618,8 @@ struct State {
     /// Bytes received from peers, by link class.
     received: std::collections::BTreeMap<&'static str, u64>,
     spill: Spill,
+    /// Host memory for values spilled from the device.
+    host_arena: Arena,
     /// Bytes spilled, by direction.
     spilled: std::collections::BTreeMap<&'static str, u64>,
     spill_dir: std::path::PathBuf,
@@ -758,9 +761,12 @@ impl State {
                 continue;
             };
             let moved = match to {
-                Tier::Host => Ok(Bytes::from(b.to_vec())),
+                // Into host memory that stays mapped and is reused: a fresh heap buffer
+                // would pay a page fault per 4 KiB on first touch.
+                Tier::Host => self.host_arena.copy_in(b).map_err(|e| e.to_string()),
                 Tier::Disk => {
                     rask_device::spill::to_file(&self.spill_dir, &format!("{}.bin", task.0), b)
+                        .map_err(|e| format!("{}: {e}", self.spill_dir.display()))
                 }
                 Tier::Device => continue,
             };
@@ -777,11 +783,7 @@ impl State {
                     self.spill.moved(task, to);
                 }
                 Err(e) => {
-                    warn!(
-                        task = task.0,
-                        "cannot spill to {}: {e}",
-                        self.spill_dir.display()
-                    );
+                    warn!(task = task.0, "cannot spill: {e}");
                     // Stop trying this one: keep it where it is.
                     self.spill.remove(task);
                 }
@@ -1005,6 +1007,7 @@ impl State {
             self.core.set_paused(pause);
             self.drive();
         }
+        self.host_arena.trim(ARENA_KEEP_FREE, ARENA_IDLE_ROUNDS);
         if let Some(a) = &self.arena {
             let gone = a.trim(ARENA_KEEP_FREE, ARENA_IDLE_ROUNDS);
             if !gone.is_empty() {
