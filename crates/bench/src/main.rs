@@ -1025,19 +1025,23 @@ fn p2p_sim(a: &P2pArgs, spec: &str) -> Result<()> {
             }
         }
     }
-    // The workers report what they received with their next heartbeat (every second).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let received: Vec<(String, Vec<(String, u64)>)> = loop {
-        let r: Vec<_> = client
+    // The workers report what they received with their heartbeats (every second): wait
+    // until two reports a heartbeat apart agree.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last: Vec<(String, Vec<(String, u64)>)> = Vec::new();
+    let received = loop {
+        let mut r: Vec<_> = client
             .scheduler_info()?
             .workers
             .into_iter()
             .map(|w| (w.device, w.received))
             .collect();
-        if r.iter().all(|(_, v)| !v.is_empty()) || Instant::now() > deadline {
+        r.sort();
+        if (r == last && r.iter().all(|(_, v)| !v.is_empty())) || Instant::now() > deadline {
             break r;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        last = r;
+        std::thread::sleep(Duration::from_millis(1200));
     };
     println!("\nbytes received by link, as the workers count them: {received:?}");
     drop(client);
