@@ -12,6 +12,12 @@ fi
 echo "== dependency rule"
 bash ci/check-deps.sh
 
+echo "== NVRTC (compile checks of kernels/*.cu)"
+nvrtc_lib="$(bash ci/setup-nvrtc.sh | tail -n 1)"
+export LD_LIBRARY_PATH="$nvrtc_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# The kernel compile test fails, rather than skips, if NVRTC cannot be loaded.
+export RASK_REQUIRE_NVRTC=1
+
 echo "== build"
 cargo build --workspace --all-targets --locked
 

@@ -16,6 +16,8 @@ pub mod arena;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod discover;
+#[cfg(feature = "cuda")]
+pub mod nvrtc;
 pub mod sim;
 pub mod spill;
 
@@ -82,6 +84,10 @@ pub enum DeviceError {
     LengthMismatch { src: u64, dst: u64 },
     #[error("CUDA: {0}")]
     Cuda(String),
+    #[error("NVRTC is not available: {0}")]
+    NoNvrtc(String),
+    #[error("{name} does not compile:\n{log}")]
+    Compile { name: String, log: String },
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
 }

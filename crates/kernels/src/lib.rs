@@ -6,6 +6,9 @@
 //! compares registry fingerprints so that a client never submits an op its workers lack.
 //! This crate runs ops; it does no I/O.
 
+pub mod cpu;
+pub mod cuda_sources;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,381 @@
+//! CPU twins of the CUDA kernels: the same operation on host slices, used on host and
+//! simulated devices and as the reference the GPU is checked against. Every entry point
+//! `{op}_{dtype}` of `kernels/*.cu` has one (a test compiles the sources and compares).
+
+/// Element types of the kernels.
+pub trait Elem: Copy + PartialOrd + Send + Sync + 'static {
+    const NAME: &'static str;
+    fn zero() -> Self;
+    fn from_f64(v: f64) -> Self;
+    fn to_f64(self) -> f64;
+    fn add(self, o: Self) -> Self;
+    fn sub(self, o: Self) -> Self;
+    fn mul(self, o: Self) -> Self;
+    fn neg(self) -> Self;
+}
+
+macro_rules! elem_int {
+    ($t:ty, $n:literal) => {
+        impl Elem for $t {
+            const NAME: &'static str = $n;
+            fn zero() -> Self {
+                0
+            }
+            fn from_f64(v: f64) -> Self {
+                v as $t
+            }
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            // Wrapping, as the GPU's integer arithmetic.
+            fn add(self, o: Self) -> Self {
+                self.wrapping_add(o)
+            }
+            fn sub(self, o: Self) -> Self {
+                self.wrapping_sub(o)
+            }
+            fn mul(self, o: Self) -> Self {
+                self.wrapping_mul(o)
+            }
+            fn neg(self) -> Self {
+                self.wrapping_neg()
+            }
+        }
+    };
+}
+
+macro_rules! elem_float {
+    ($t:ty, $n:literal) => {
+        impl Elem for $t {
+            const NAME: &'static str = $n;
+            fn zero() -> Self {
+                0.0
+            }
+            fn from_f64(v: f64) -> Self {
+                v as $t
+            }
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            fn add(self, o: Self) -> Self {
+                self + o
+            }
+            fn sub(self, o: Self) -> Self {
+                self - o
+            }
+            fn mul(self, o: Self) -> Self {
+                self * o
+            }
+            fn neg(self) -> Self {
+                -self
+            }
+        }
+    };
+}
+
+elem_int!(i32, "i32");
+elem_int!(i64, "i64");
+elem_float!(f32, "f32");
+elem_float!(f64, "f64");
+
+/// Floating-point element types (the transcendental ops).
+pub trait Float: Elem {
+    fn map(self, f: fn(f64) -> f64) -> Self;
+    fn powf(self, o: Self) -> Self;
+    fn div(self, o: Self) -> Self;
+}
+
+impl Float for f32 {
+    fn map(self, f: fn(f64) -> f64) -> Self {
+        // Computed in f64 and rounded once: at least as accurate as the GPU's f32 math.
+        f(self as f64) as f32
+    }
+    fn powf(self, o: Self) -> Self {
+        (self as f64).powf(o as f64) as f32
+    }
+    fn div(self, o: Self) -> Self {
+        self / o
+    }
+}
+
+impl Float for f64 {
+    fn map(self, f: fn(f64) -> f64) -> Self {
+        f(self)
+    }
+    fn powf(self, o: Self) -> Self {
+        f64::powf(self, o)
+    }
+    fn div(self, o: Self) -> Self {
+        self / o
+    }
+}
+
+pub fn fill<T: Elem>(out: &mut [T], value: T) {
+    out.fill(value);
+}
+
+pub fn arange<T: Elem>(out: &mut [T], start: T, step: T) {
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = start.add(T::from_f64(i as f64).mul(step));
+    }
+}
+
+/// Binary ops with scalar broadcast (an operand flagged scalar is read at index 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binary {
+    Add,
+    Sub,
+    Mul,
+    Max,
+    Min,
+}
+
+pub fn binary<T: Elem>(
+    op: Binary,
+    a: &[T],
+    b: &[T],
+    out: &mut [T],
+    a_scalar: bool,
+    b_scalar: bool,
+) {
+    for (i, o) in out.iter_mut().enumerate() {
+        let x = a[if a_scalar { 0 } else { i }];
+        let y = b[if b_scalar { 0 } else { i }];
+        *o = match op {
+            Binary::Add => x.add(y),
+            Binary::Sub => x.sub(y),
+            Binary::Mul => x.mul(y),
+            Binary::Max => {
+                if x > y {
+                    x
+                } else {
+                    y
+                }
+            }
+            Binary::Min => {
+                if x < y {
+                    x
+                } else {
+                    y
+                }
+            }
+        };
+    }
+}
+
+/// `div` and `pow`, floating point only.
+pub fn binary_float<T: Float>(
+    pow: bool,
+    a: &[T],
+    b: &[T],
+    out: &mut [T],
+    a_scalar: bool,
+    b_scalar: bool,
+) {
+    for (i, o) in out.iter_mut().enumerate() {
+        let x = a[if a_scalar { 0 } else { i }];
+        let y = b[if b_scalar { 0 } else { i }];
+        *o = if pow { x.powf(y) } else { x.div(y) };
+    }
+}
+
+pub fn neg<T: Elem>(a: &[T], out: &mut [T]) {
+    for (o, &x) in out.iter_mut().zip(a) {
+        *o = x.neg();
+    }
+}
+
+pub fn abs<T: Elem>(a: &[T], out: &mut [T]) {
+    for (o, &x) in out.iter_mut().zip(a) {
+        *o = if x < T::zero() { x.neg() } else { x };
+    }
+}
+
+/// A unary function, computed in f64.
+pub type UnaryFn = fn(f64) -> f64;
+
+/// The floating-point unary ops of `elementwise.cu`.
+pub const UNARY_FLOAT: &[(&str, UnaryFn)] = &[
+    ("exp", f64::exp),
+    ("log", f64::ln),
+    ("sqrt", f64::sqrt),
+    ("sin", f64::sin),
+    ("cos", f64::cos),
+    ("tanh", f64::tanh),
+];
+
+pub fn unary_float<T: Float>(f: fn(f64) -> f64, a: &[T], out: &mut [T]) {
+    for (o, &x) in out.iter_mut().zip(a) {
+        *o = x.map(f);
+    }
+}
+
+/// y = alpha * x + y
+pub fn axpy<T: Elem>(alpha: T, x: &[T], y: &mut [T]) {
+    for (yi, &xi) in y.iter_mut().zip(x) {
+        *yi = alpha.mul(xi).add(*yi);
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compare {
+    Lt,
+    Gt,
+    Eq,
+}
+
+pub fn compare<T: Elem>(
+    op: Compare,
+    a: &[T],
+    b: &[T],
+    out: &mut [u8],
+    a_scalar: bool,
+    b_scalar: bool,
+) {
+    for (i, o) in out.iter_mut().enumerate() {
+        let x = a[if a_scalar { 0 } else { i }];
+        let y = b[if b_scalar { 0 } else { i }];
+        *o = match op {
+            Compare::Lt => x < y,
+            Compare::Gt => x > y,
+            Compare::Eq => x == y,
+        } as u8;
+    }
+}
+
+pub fn select<T: Elem>(mask: &[u8], a: &[T], b: &[T], out: &mut [T]) {
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = if mask[i] != 0 { a[i] } else { b[i] };
+    }
+}
+
+/// Sum by pairwise halving (the same tree shape as a block reduction, and far more
+/// accurate than a running sum in f32).
+pub fn sum<T: Elem>(a: &[T]) -> T {
+    if a.len() <= 32 {
+        return a.iter().fold(T::zero(), |s, &x| s.add(x));
+    }
+    let (l, r) = a.split_at(a.len() / 2);
+    sum(l).add(sum(r))
+}
+
+pub fn amax<T: Elem>(a: &[T]) -> Option<T> {
+    a.iter().copied().fold(None, |m, x| match m {
+        Some(m) if m >= x => Some(m),
+        _ => Some(x),
+    })
+}
+
+pub fn amin<T: Elem>(a: &[T]) -> Option<T> {
+    a.iter().copied().fold(None, |m, x| match m {
+        Some(m) if m <= x => Some(m),
+        _ => Some(x),
+    })
+}
+
+/// The index of the first largest element.
+pub fn argmax<T: Elem>(a: &[T]) -> Option<usize> {
+    let mut best: Option<(T, usize)> = None;
+    for (i, &x) in a.iter().enumerate() {
+        if best.is_none_or(|(b, _)| x > b) {
+            best = Some((x, i));
+        }
+    }
+    best.map(|(_, i)| i)
+}
+
+/// out (cols × rows) = transpose of a (rows × cols), row-major; in tiles, for the cache.
+pub fn transpose<T: Elem>(a: &[T], out: &mut [T], rows: usize, cols: usize) {
+    const TILE: usize = 32;
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    out[c * rows + r] = a[r * cols + c];
+                }
+            }
+        }
+    }
+}
+
+/// Philox4x32-10, as in `common.cuh`.
+pub fn philox4x32_10(index: u64, seed: u64) -> [u32; 4] {
+    let (mut c0, mut c1, mut c2, mut c3) = (index as u32, (index >> 32) as u32, 0u32, 0u32);
+    let (mut k0, mut k1) = (seed as u32, (seed >> 32) as u32);
+    for _ in 0..10 {
+        let p0 = 0xD251_1F53u64 * c0 as u64;
+        let p1 = 0xCD9E_8D57u64 * c2 as u64;
+        let (hi0, lo0) = ((p0 >> 32) as u32, p0 as u32);
+        let (hi1, lo1) = ((p1 >> 32) as u32, p1 as u32);
+        let n0 = hi1 ^ c1 ^ k0;
+        let n2 = hi0 ^ c3 ^ k1;
+        (c0, c1, c2, c3) = (n0, lo1, n2, lo0);
+        k0 = k0.wrapping_add(0x9E37_79B9);
+        k1 = k1.wrapping_add(0xBB67_AE85);
+    }
+    [c0, c1, c2, c3]
+}
+
+pub fn uniform_f32_at(index: u64, seed: u64) -> f32 {
+    (philox4x32_10(index, seed)[0] >> 8) as f32 * (1.0 / 16_777_216.0)
+}
+
+pub fn uniform_f64_at(index: u64, seed: u64) -> f64 {
+    let p = philox4x32_10(index, seed);
+    let bits = ((p[0] as u64) << 21) ^ (p[1] >> 11) as u64;
+    bits as f64 * (1.0 / 9_007_199_254_740_992.0)
+}
+
+pub fn normal_at(index: u64, seed: u64) -> f64 {
+    let p = philox4x32_10(index, seed);
+    let u1 = (p[0] as f64 + 1.0) * (1.0 / 4_294_967_296.0);
+    let u2 = p[1] as f64 * (1.0 / 4_294_967_296.0);
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+/// `low + (high - low) * U[0,1)` for elements `offset..offset + out.len()`.
+pub fn random_uniform<T: Float>(out: &mut [T], seed: u64, offset: u64, low: f64, high: f64) {
+    let f32s = T::NAME == "f32";
+    for (i, o) in out.iter_mut().enumerate() {
+        let u = if f32s {
+            uniform_f32_at(offset + i as u64, seed) as f64
+        } else {
+            uniform_f64_at(offset + i as u64, seed)
+        };
+        *o = T::from_f64(low + (high - low) * u);
+    }
+}
+
+/// `mean + std * N(0,1)` for elements `offset..offset + out.len()`.
+pub fn random_normal<T: Float>(out: &mut [T], seed: u64, offset: u64, mean: f64, std: f64) {
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = T::from_f64(mean + std * normal_at(offset + i as u64, seed));
+    }
+}
+
+/// The entry points that have a twin here: `{op}_{dtype}`.
+pub fn twins() -> Vec<String> {
+    let all = ["f32", "f64", "i32", "i64"];
+    let float = ["f32", "f64"];
+    let mut out = Vec::new();
+    let mut add = |ops: &[&str], types: &[&str]| {
+        for op in ops {
+            for t in types {
+                out.push(format!("{op}_{t}"));
+            }
+        }
+    };
+    add(&["fill", "arange"], &all);
+    add(&["random_uniform", "random_normal"], &float);
+    add(&["add", "sub", "mul", "max", "min"], &all);
+    add(&["div", "pow"], &float);
+    add(&["neg", "abs"], &all);
+    let unary: Vec<&str> = UNARY_FLOAT.iter().map(|(n, _)| *n).collect();
+    add(&unary, &float);
+    add(&["axpy"], &float);
+    add(&["lt", "gt", "eq", "where"], &all);
+    add(&["sum", "amax", "amin", "argmax"], &all);
+    add(&["transpose"], &all);
+    out.sort();
+    out
+}
