@@ -21,6 +21,9 @@ export RASK_REQUIRE_NVRTC=1
 echo "== build"
 cargo build --workspace --all-targets --locked
 
+echo "== the README's commands resolve (cargo run picks the rask binary)"
+cargo run -q --locked -- info >/dev/null
+
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast
