@@ -1,0 +1,666 @@
+//! Blocked n-d arrays, like dask.array: an [`Array`] is a grid of chunks, each chunk the
+//! output of one task; expressions on arrays build task graphs. This crate only builds
+//! graphs (pure, testable without a cluster); the ops it names (`array.*`) are in
+//! rask-kernels, and the client submits the graph and assembles the result.
+//!
+//! Chunk values travel as `[dtype, shape, bytes]` lists (see `rask_kernels::array`).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+pub use rask_proto::DType;
+
+/// An argument of a task.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TaskArg {
+    /// The output of the task with this key.
+    Key(String),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Ints(Vec<i64>),
+}
+
+/// One task of an array graph.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Task {
+    pub key: String,
+    pub op: String,
+    pub args: Vec<TaskArg>,
+}
+
+impl Task {
+    /// Keys this task depends on.
+    pub fn deps(&self) -> impl Iterator<Item = &str> {
+        self.args.iter().filter_map(|a| match a {
+            TaskArg::Key(k) => Some(k.as_str()),
+            _ => None,
+        })
+    }
+}
+
+/// Errors building array expressions.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ArrayError {
+    #[error("shapes {0:?} and {1:?} differ")]
+    Shape(Vec<u64>, Vec<u64>),
+    #[error("chunks {0:?} and {1:?} differ (rechunk is not available yet)")]
+    Chunks(Vec<Vec<u64>>, Vec<Vec<u64>>),
+    #[error("dtypes {0} and {1} differ")]
+    DType(DType, DType),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+struct Node {
+    name: String,
+    shape: Vec<u64>,
+    chunks: Vec<Vec<u64>>,
+    dtype: DType,
+    /// One task per chunk (row-major over the chunk grid), plus helpers before them.
+    tasks: Vec<Task>,
+    parents: Vec<Array>,
+}
+
+/// A blocked array. Cheap to clone; expressions make new arrays.
+#[derive(Clone)]
+pub struct Array(Arc<Node>);
+
+impl std::fmt::Debug for Array {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Array")
+            .field("name", &self.0.name)
+            .field("shape", &self.0.shape)
+            .field("chunks", &self.0.chunks)
+            .field("dtype", &self.0.dtype)
+            .finish()
+    }
+}
+
+fn fresh_name(op: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("{op}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Splits `n` into chunks of `c` (the last one shorter).
+fn split(n: u64, c: u64) -> Vec<u64> {
+    let c = c.max(1);
+    if n == 0 {
+        return vec![0];
+    }
+    let mut v = vec![c; (n / c) as usize];
+    if n % c != 0 {
+        v.push(n % c);
+    }
+    v
+}
+
+fn ints(v: &[u64]) -> TaskArg {
+    TaskArg::Ints(v.iter().map(|&x| x as i64).collect())
+}
+
+/// Every index of a grid, row-major.
+fn grid(counts: &[usize]) -> Vec<Vec<usize>> {
+    let mut out = vec![vec![]];
+    for &n in counts {
+        out = out
+            .into_iter()
+            .flat_map(|p| {
+                (0..n).map(move |i| {
+                    let mut q = p.clone();
+                    q.push(i);
+                    q
+                })
+            })
+            .collect();
+    }
+    out
+}
+
+impl Array {
+    fn new(
+        op: &str,
+        shape: Vec<u64>,
+        chunks: Vec<Vec<u64>>,
+        dtype: DType,
+        parents: Vec<Array>,
+        make: impl FnOnce(&str, &[Vec<usize>]) -> Vec<Task>,
+    ) -> Array {
+        let name = fresh_name(op);
+        let counts: Vec<usize> = chunks.iter().map(Vec::len).collect();
+        let tasks = make(&name, &grid(&counts));
+        Array(Arc::new(Node {
+            name,
+            shape,
+            chunks,
+            dtype,
+            tasks,
+            parents,
+        }))
+    }
+
+    /// `shape` split into chunks of at most `chunk` along each dimension.
+    fn regular(shape: &[u64], chunk: &[u64]) -> Result<Vec<Vec<u64>>, ArrayError> {
+        if shape.len() != chunk.len() {
+            return Err(ArrayError::Invalid(format!(
+                "shape {shape:?} and chunk size {chunk:?} have different ranks"
+            )));
+        }
+        Ok(shape
+            .iter()
+            .zip(chunk)
+            .map(|(&n, &c)| split(n, c))
+            .collect())
+    }
+
+    pub fn shape(&self) -> &[u64] {
+        &self.0.shape
+    }
+
+    pub fn chunks(&self) -> &[Vec<u64>] {
+        &self.0.chunks
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.0.dtype
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> u64 {
+        self.0.shape.iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The key of the chunk at a grid index.
+    pub fn chunk_key(&self, idx: &[usize]) -> String {
+        let mut k = self.0.name.clone();
+        for i in idx {
+            k.push('-');
+            k.push_str(&i.to_string());
+        }
+        k
+    }
+
+    /// The chunk grid's indices, row-major.
+    pub fn chunk_indices(&self) -> Vec<Vec<usize>> {
+        grid(&self.0.chunks.iter().map(Vec::len).collect::<Vec<_>>())
+    }
+
+    /// The keys of every chunk, row-major.
+    pub fn chunk_keys(&self) -> Vec<String> {
+        self.chunk_indices()
+            .iter()
+            .map(|i| self.chunk_key(i))
+            .collect()
+    }
+
+    /// The origin (first element's index) of a chunk.
+    pub fn chunk_origin(&self, idx: &[usize]) -> Vec<u64> {
+        idx.iter()
+            .enumerate()
+            .map(|(d, &i)| self.0.chunks[d][..i].iter().sum())
+            .collect()
+    }
+
+    /// The shape of a chunk.
+    pub fn chunk_shape(&self, idx: &[usize]) -> Vec<u64> {
+        idx.iter()
+            .enumerate()
+            .map(|(d, &i)| self.0.chunks[d][i])
+            .collect()
+    }
+
+    /// Every task this array needs, its ancestors' first, each once.
+    pub fn graph(&self) -> Vec<Task> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        fn walk(a: &Array, seen: &mut HashSet<String>, out: &mut Vec<Task>) {
+            if !seen.insert(a.0.name.clone()) {
+                return;
+            }
+            for p in &a.0.parents {
+                walk(p, seen, out);
+            }
+            out.extend(a.0.tasks.iter().cloned());
+        }
+        walk(self, &mut seen, &mut out);
+        out
+    }
+
+    /// Uniform random values in [low, high) that depend only on the seed and each
+    /// element's position (not on the chunking).
+    pub fn random_uniform(
+        shape: &[u64],
+        chunk: &[u64],
+        dtype: DType,
+        seed: u64,
+        low: f64,
+        high: f64,
+    ) -> Result<Array, ArrayError> {
+        Self::random("random_uniform", shape, chunk, dtype, seed, low, high)
+    }
+
+    /// Normal random values (mean, std), position-determined like [`Array::random_uniform`].
+    pub fn random_normal(
+        shape: &[u64],
+        chunk: &[u64],
+        dtype: DType,
+        seed: u64,
+        mean: f64,
+        std: f64,
+    ) -> Result<Array, ArrayError> {
+        Self::random("random_normal", shape, chunk, dtype, seed, mean, std)
+    }
+
+    fn random(
+        op: &str,
+        shape: &[u64],
+        chunk: &[u64],
+        dtype: DType,
+        seed: u64,
+        p0: f64,
+        p1: f64,
+    ) -> Result<Array, ArrayError> {
+        float_only(dtype)?;
+        let chunks = Self::regular(shape, chunk)?;
+        let proto = ArrayShape::new(shape, &chunks);
+        Ok(Array::new(
+            op,
+            shape.to_vec(),
+            chunks,
+            dtype,
+            vec![],
+            |name, idx| {
+                idx.iter()
+                    .map(|i| Task {
+                        key: key_of(name, i),
+                        op: format!("array.{op}"),
+                        args: vec![
+                            TaskArg::Str(dtype.name().into()),
+                            TaskArg::Int(seed as i64),
+                            ints(shape),
+                            ints(&proto.origin(i)),
+                            ints(&proto.shape(i)),
+                            TaskArg::Float(p0),
+                            TaskArg::Float(p1),
+                        ],
+                    })
+                    .collect()
+            },
+        ))
+    }
+
+    /// Every element `value`.
+    pub fn full(
+        shape: &[u64],
+        chunk: &[u64],
+        dtype: DType,
+        value: f64,
+    ) -> Result<Array, ArrayError> {
+        float_only(dtype)?;
+        let chunks = Self::regular(shape, chunk)?;
+        let proto = ArrayShape::new(shape, &chunks);
+        Ok(Array::new(
+            "full",
+            shape.to_vec(),
+            chunks,
+            dtype,
+            vec![],
+            |name, idx| {
+                idx.iter()
+                    .map(|i| Task {
+                        key: key_of(name, i),
+                        op: "array.full".into(),
+                        args: vec![
+                            TaskArg::Str(dtype.name().into()),
+                            ints(&proto.shape(i)),
+                            TaskArg::Float(value),
+                        ],
+                    })
+                    .collect()
+            },
+        ))
+    }
+
+    pub fn zeros(shape: &[u64], chunk: &[u64], dtype: DType) -> Result<Array, ArrayError> {
+        Self::full(shape, chunk, dtype, 0.0)
+    }
+
+    pub fn ones(shape: &[u64], chunk: &[u64], dtype: DType) -> Result<Array, ArrayError> {
+        Self::full(shape, chunk, dtype, 1.0)
+    }
+
+    /// Elementwise `op` (add, sub, mul, div, max, min, pow) of two arrays with the same
+    /// shape and chunks.
+    pub fn binary(&self, op: &str, other: &Array) -> Result<Array, ArrayError> {
+        if self.shape() != other.shape() {
+            return Err(ArrayError::Shape(
+                self.shape().to_vec(),
+                other.shape().to_vec(),
+            ));
+        }
+        if self.chunks() != other.chunks() {
+            return Err(ArrayError::Chunks(
+                self.chunks().to_vec(),
+                other.chunks().to_vec(),
+            ));
+        }
+        if self.dtype() != other.dtype() {
+            return Err(ArrayError::DType(self.dtype(), other.dtype()));
+        }
+        let (a, b) = (self.clone(), other.clone());
+        Ok(Array::new(
+            op,
+            self.shape().to_vec(),
+            self.chunks().to_vec(),
+            self.dtype(),
+            vec![a.clone(), b.clone()],
+            |name, idx| {
+                idx.iter()
+                    .map(|i| Task {
+                        key: key_of(name, i),
+                        op: "array.binary".into(),
+                        args: vec![
+                            TaskArg::Str(op.into()),
+                            TaskArg::Key(a.chunk_key(i)),
+                            TaskArg::Key(b.chunk_key(i)),
+                        ],
+                    })
+                    .collect()
+            },
+        ))
+    }
+
+    /// Elementwise `op` with a scalar on the right.
+    pub fn scalar(&self, op: &str, value: f64) -> Array {
+        let a = self.clone();
+        Array::new(
+            op,
+            self.shape().to_vec(),
+            self.chunks().to_vec(),
+            self.dtype(),
+            vec![a.clone()],
+            |name, idx| {
+                idx.iter()
+                    .map(|i| Task {
+                        key: key_of(name, i),
+                        op: "array.binary".into(),
+                        args: vec![
+                            TaskArg::Str(op.into()),
+                            TaskArg::Key(a.chunk_key(i)),
+                            TaskArg::Float(value),
+                        ],
+                    })
+                    .collect()
+            },
+        )
+    }
+
+    /// The transpose of a 2-d array.
+    pub fn t(&self) -> Result<Array, ArrayError> {
+        if self.shape().len() != 2 {
+            return Err(ArrayError::Invalid("t() needs a 2-d array".into()));
+        }
+        let a = self.clone();
+        let shape = vec![self.shape()[1], self.shape()[0]];
+        let chunks = vec![self.chunks()[1].clone(), self.chunks()[0].clone()];
+        Ok(Array::new(
+            "transpose",
+            shape,
+            chunks,
+            self.dtype(),
+            vec![a.clone()],
+            |name, idx| {
+                idx.iter()
+                    .map(|i| Task {
+                        key: key_of(name, i),
+                        op: "array.transpose".into(),
+                        args: vec![TaskArg::Key(a.chunk_key(&[i[1], i[0]]))],
+                    })
+                    .collect()
+            },
+        ))
+    }
+
+    /// Matrix product of 2-d arrays: each output chunk is the sum, by a binary tree, of
+    /// the products of a row of `self`'s chunks with a column of `other`'s.
+    pub fn matmul(&self, other: &Array) -> Result<Array, ArrayError> {
+        if self.shape().len() != 2 || other.shape().len() != 2 {
+            return Err(ArrayError::Invalid("matmul needs 2-d arrays".into()));
+        }
+        if self.shape()[1] != other.shape()[0] {
+            return Err(ArrayError::Shape(
+                self.shape().to_vec(),
+                other.shape().to_vec(),
+            ));
+        }
+        if self.chunks()[1] != other.chunks()[0] {
+            return Err(ArrayError::Chunks(
+                self.chunks().to_vec(),
+                other.chunks().to_vec(),
+            ));
+        }
+        if self.dtype() != other.dtype() {
+            return Err(ArrayError::DType(self.dtype(), other.dtype()));
+        }
+        let (a, b) = (self.clone(), other.clone());
+        let inner = self.chunks()[1].len();
+        let shape = vec![self.shape()[0], other.shape()[1]];
+        let chunks = vec![self.chunks()[0].clone(), other.chunks()[1].clone()];
+        Ok(Array::new(
+            "matmul",
+            shape,
+            chunks,
+            self.dtype(),
+            vec![a.clone(), b.clone()],
+            |name, idx| {
+                let mut tasks = Vec::new();
+                for i in idx {
+                    let out = key_of(name, i);
+                    let partials: Vec<String> = (0..inner)
+                        .map(|j| {
+                            let key = format!("{out}-p{j}");
+                            tasks.push(Task {
+                                key: key.clone(),
+                                op: "array.matmul".into(),
+                                args: vec![
+                                    TaskArg::Key(a.chunk_key(&[i[0], j])),
+                                    TaskArg::Key(b.chunk_key(&[j, i[1]])),
+                                ],
+                            });
+                            key
+                        })
+                        .collect();
+                    tree_sum(&mut tasks, &out, partials, 2);
+                }
+                tasks
+            },
+        ))
+    }
+
+    /// The sum of every element (a 0-d array): a sum per chunk, then a tree of additions
+    /// with fan-in `split_every`.
+    pub fn sum(&self, split_every: usize) -> Array {
+        let a = self.clone();
+        let idx = a.chunk_indices();
+        Array::new(
+            "sum",
+            vec![],
+            vec![],
+            self.dtype(),
+            vec![a.clone()],
+            |name, _| {
+                let mut tasks = Vec::new();
+                let partials: Vec<String> = idx
+                    .iter()
+                    .map(|i| {
+                        let key = format!("{name}-c{}", key_of("", i));
+                        tasks.push(Task {
+                            key: key.clone(),
+                            op: "array.sum".into(),
+                            args: vec![TaskArg::Key(a.chunk_key(i))],
+                        });
+                        key
+                    })
+                    .collect();
+                tree_sum(&mut tasks, name, partials, split_every.max(2));
+                tasks
+            },
+        )
+    }
+}
+
+/// Adds tasks summing `keys` (by `array.add_many`, `fan_in` at a time) into `out`.
+fn tree_sum(tasks: &mut Vec<Task>, out: &str, mut keys: Vec<String>, fan_in: usize) {
+    let mut level = 0;
+    while keys.len() > fan_in {
+        keys = keys
+            .chunks(fan_in)
+            .enumerate()
+            .map(|(n, group)| {
+                let key = format!("{out}-t{level}-{n}");
+                tasks.push(Task {
+                    key: key.clone(),
+                    op: "array.add_many".into(),
+                    args: group.iter().map(|k| TaskArg::Key(k.clone())).collect(),
+                });
+                key
+            })
+            .collect();
+        level += 1;
+    }
+    tasks.push(Task {
+        key: out.to_string(),
+        op: "array.add_many".into(),
+        args: keys.into_iter().map(TaskArg::Key).collect(),
+    });
+}
+
+fn key_of(name: &str, idx: &[usize]) -> String {
+    let mut k = name.to_string();
+    for i in idx {
+        k.push('-');
+        k.push_str(&i.to_string());
+    }
+    k
+}
+
+fn float_only(dtype: DType) -> Result<(), ArrayError> {
+    match dtype {
+        DType::F32 | DType::F64 => Ok(()),
+        d => Err(ArrayError::Invalid(format!(
+            "{d} arrays are not supported yet (f32, f64)"
+        ))),
+    }
+}
+
+/// Chunk geometry before the array exists.
+struct ArrayShape {
+    chunks: Vec<Vec<u64>>,
+}
+
+impl ArrayShape {
+    fn new(_shape: &[u64], chunks: &[Vec<u64>]) -> ArrayShape {
+        ArrayShape {
+            chunks: chunks.to_vec(),
+        }
+    }
+    fn origin(&self, idx: &[usize]) -> Vec<u64> {
+        idx.iter()
+            .enumerate()
+            .map(|(d, &i)| self.chunks[d][..i].iter().sum())
+            .collect()
+    }
+    fn shape(&self, idx: &[usize]) -> Vec<u64> {
+        idx.iter()
+            .enumerate()
+            .map(|(d, &i)| self.chunks[d][i])
+            .collect()
+    }
+}
+
+macro_rules! ops {
+    ($($tr:ident $m:ident $name:literal),*) => {$(
+        impl std::ops::$tr<&Array> for &Array {
+            type Output = Array;
+            /// Panics when shapes, chunks or dtypes differ; see [`Array::binary`].
+            fn $m(self, o: &Array) -> Array {
+                self.binary($name, o).unwrap_or_else(|e| panic!("{}: {e}", $name))
+            }
+        }
+        impl std::ops::$tr<f64> for &Array {
+            type Output = Array;
+            fn $m(self, v: f64) -> Array {
+                self.scalar($name, v)
+            }
+        }
+    )*};
+}
+
+ops!(Add add "add", Sub sub "sub", Mul mul "mul", Div div "div");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_split_shapes_and_keys_are_per_chunk() {
+        let x = Array::random_uniform(&[10, 7], &[4, 7], DType::F32, 1, 0.0, 1.0).unwrap();
+        assert_eq!(x.chunks(), &[vec![4, 4, 2], vec![7]]);
+        assert_eq!(x.chunk_keys().len(), 3);
+        assert_eq!(x.chunk_origin(&[2, 0]), vec![8, 0]);
+        assert_eq!(x.chunk_shape(&[2, 0]), vec![2, 7]);
+        let g = x.graph();
+        assert_eq!(g.len(), 3);
+        assert_eq!(g[2].args[3], TaskArg::Ints(vec![8, 0]));
+    }
+
+    #[test]
+    fn matmul_of_a_transpose_then_sum_builds_the_expected_graph() {
+        // 4 × 4 chunks: x.T is 16 transposes, x @ x.T 16 outputs of 4 partial products
+        // each summed by a binary tree (2 + 1 additions), the sum 16 chunk sums and a
+        // tree of fan-in 4 (4 + 1).
+        let x = Array::random_uniform(&[8, 8], &[2, 2], DType::F64, 7, 0.0, 1.0).unwrap();
+        let y = x.matmul(&x.t().unwrap()).unwrap();
+        let s = y.sum(4);
+        let g = s.graph();
+        let count = |op: &str| g.iter().filter(|t| t.op == op).count();
+        assert_eq!(count("array.random_uniform"), 16);
+        assert_eq!(count("array.transpose"), 16);
+        assert_eq!(count("array.matmul"), 64);
+        assert_eq!(count("array.sum"), 16);
+        assert_eq!(count("array.add_many"), 16 * 3 + 5);
+        // Every dependency is defined earlier in the list, each key once.
+        let mut seen = HashSet::new();
+        for t in &g {
+            for d in t.deps() {
+                assert!(seen.contains(d), "{} needs {d} before it", t.key);
+            }
+            assert!(seen.insert(t.key.clone()), "{} twice", t.key);
+        }
+        assert_eq!(g.last().unwrap().key, s.name());
+        assert_eq!(y.shape(), &[8, 8]);
+    }
+
+    #[test]
+    fn mismatches_are_errors() {
+        let a = Array::ones(&[4, 4], &[2, 2], DType::F32).unwrap();
+        let b = Array::ones(&[4, 4], &[4, 4], DType::F32).unwrap();
+        let c = Array::ones(&[4, 3], &[2, 3], DType::F32).unwrap();
+        assert!(matches!(a.binary("add", &b), Err(ArrayError::Chunks(..))));
+        assert!(matches!(a.binary("add", &c), Err(ArrayError::Shape(..))));
+        assert!(matches!(c.matmul(&c), Err(ArrayError::Shape(..))));
+        assert!(Array::ones(&[4], &[2, 2], DType::F32).is_err());
+        assert!(Array::ones(&[4], &[2], DType::I32).is_err());
+        let d = &(&a + 1.0) * &a;
+        assert_eq!(d.graph().len(), 4 + 4 + 4);
+    }
+}
