@@ -11,6 +11,7 @@
 //! This facade re-exports the client API and owns the cluster managers: the client crate
 //! itself never links scheduler or worker code, so in-process clusters live here.
 
+pub mod array;
 pub mod cli;
 mod cluster;
 
@@ -38,6 +39,19 @@ pub struct Client {
 }
 
 impl Client {
+    /// Computes a blocked array on the cluster and assembles it here (`T` is `f32` or
+    /// `f64`, the array's dtype).
+    pub fn compute_array<T: rask_kernels::array::Pod>(
+        &self,
+        x: &array::Array,
+    ) -> Result<ndarray::ArrayD<T>, ClientError> {
+        let g = array::to_graph(x);
+        let keys = x.chunk_keys();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let chunks = self.get(&g, &refs)?;
+        array::assemble(x, chunks)
+    }
+
     /// Connects to `$RASK_SCHEDULER_ADDRESS` if set, otherwise starts an in-process
     /// [`LocalCluster`] (threads) with the built-in ops.
     pub fn new() -> Result<Client, ClientError> {

@@ -90,7 +90,7 @@ fn split(n: u64, c: u64) -> Vec<u64> {
         return vec![0];
     }
     let mut v = vec![c; (n / c) as usize];
-    if n % c != 0 {
+    if !n.is_multiple_of(c) {
         v.push(n % c);
     }
     v

@@ -6,6 +6,7 @@
 //! compares registry fingerprints so that a client never submits an op its workers lack.
 //! This crate runs ops; it does no I/O.
 
+pub mod array;
 pub mod cpu;
 pub mod cuda_sources;
 
@@ -178,6 +179,7 @@ impl Registry {
             std::process::abort()
         });
         r.register("list", 1, |a| Ok(Value::List(a.to_vec())));
+        array::register(&mut r);
         r
     }
 

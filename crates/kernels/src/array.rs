@@ -1,0 +1,485 @@
+//! The `array.*` ops: chunks of blocked arrays, computed by the CPU twins (and GEMM by
+//! `matrixmultiply`). A chunk travels as the value `[dtype, shape, bytes]`, the bytes
+//! little-endian and row-major.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use rask_proto::{DType, Value};
+
+use crate::cpu::{self, Binary, Float};
+use crate::Registry;
+
+/// One chunk of an array.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Chunk {
+    pub dtype: DType,
+    pub shape: Vec<u64>,
+    pub data: Bytes,
+}
+
+impl Chunk {
+    pub fn to_value(&self) -> Value {
+        Value::List(vec![
+            Value::Str(self.dtype.name().into()),
+            Value::List(self.shape.iter().map(|&d| Value::Int(d as i64)).collect()),
+            Value::Bytes(self.data.clone()),
+        ])
+    }
+
+    pub fn from_value(v: &Value) -> Result<Chunk, String> {
+        let Value::List(parts) = v else {
+            return Err(format!("not an array chunk: {}", v.type_name()));
+        };
+        let [Value::Str(dtype), Value::List(shape), Value::Bytes(data)] = parts.as_slice() else {
+            return Err("not an array chunk: expected [dtype, shape, bytes]".into());
+        };
+        let dtype: DType = dtype.parse()?;
+        let shape = shape
+            .iter()
+            .map(|d| match d {
+                Value::Int(n) if *n >= 0 => Ok(*n as u64),
+                _ => Err("bad chunk shape".to_string()),
+            })
+            .collect::<Result<Vec<u64>, String>>()?;
+        let n: u64 = shape.iter().product();
+        if n.checked_mul(dtype.size()) != Some(data.len() as u64) {
+            return Err(format!(
+                "chunk of shape {shape:?} and dtype {dtype} has {} bytes",
+                data.len()
+            ));
+        }
+        Ok(Chunk {
+            dtype,
+            shape,
+            data: data.clone(),
+        })
+    }
+
+    /// The elements, borrowed when the bytes are aligned for `T`.
+    pub fn elems<T: Pod>(&self) -> Result<Cow<'_, [T]>, String> {
+        if self.dtype != T::DTYPE {
+            return Err(format!("expected {} data, got {}", T::DTYPE, self.dtype));
+        }
+        Ok(view(&self.data))
+    }
+}
+
+/// Plain element types: any bit pattern is a value.
+pub trait Pod: Float + Default {
+    const DTYPE: DType;
+}
+
+impl Pod for f32 {
+    const DTYPE: DType = DType::F32;
+}
+
+impl Pod for f64 {
+    const DTYPE: DType = DType::F64;
+}
+
+fn view<T: Pod>(b: &[u8]) -> Cow<'_, [T]> {
+    let n = b.len() / std::mem::size_of::<T>();
+    if b.as_ptr().align_offset(std::mem::align_of::<T>()) == 0 {
+        // SAFETY: aligned, in bounds, and every bit pattern is a valid T.
+        Cow::Borrowed(unsafe { std::slice::from_raw_parts(b.as_ptr().cast(), n) })
+    } else {
+        Cow::Owned(
+            b.chunks_exact(std::mem::size_of::<T>())
+                .map(|c| {
+                    let mut v = T::default();
+                    // SAFETY: v is size_of::<T>() bytes; c is as long.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            c.as_ptr(),
+                            (&mut v as *mut T).cast::<u8>(),
+                            c.len(),
+                        )
+                    };
+                    v
+                })
+                .collect(),
+        )
+    }
+}
+
+/// A chunk of `n` elements of `T` written by `f` (into the worker's output memory).
+fn make<T: Pod>(shape: Vec<u64>, f: impl FnOnce(&mut [T])) -> Chunk {
+    let n: u64 = shape.iter().product();
+    let size = std::mem::size_of::<T>();
+    let data = crate::output_bytes(n as usize * size, |buf| {
+        if buf.as_ptr().align_offset(std::mem::align_of::<T>()) == 0 {
+            // SAFETY: aligned, in bounds, every bit pattern valid; exclusive borrow.
+            let typed =
+                unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<T>(), n as usize) };
+            f(typed);
+        } else {
+            let mut tmp = vec![T::default(); n as usize];
+            f(&mut tmp);
+            // SAFETY: tmp's bytes, exactly buf.len() of them.
+            let bytes = unsafe { std::slice::from_raw_parts(tmp.as_ptr().cast::<u8>(), buf.len()) };
+            buf.copy_from_slice(bytes);
+        }
+    });
+    Chunk {
+        dtype: T::DTYPE,
+        shape,
+        data,
+    }
+}
+
+fn int_list(v: &Value, what: &str) -> Result<Vec<u64>, String> {
+    match v {
+        Value::List(l) => l
+            .iter()
+            .map(|x| match x {
+                Value::Int(n) if *n >= 0 => Ok(*n as u64),
+                _ => Err(format!("{what}: expected non-negative integers")),
+            })
+            .collect(),
+        _ => Err(format!("{what}: expected a list of integers")),
+    }
+}
+
+fn float(v: &Value) -> Result<f64, String> {
+    match v {
+        Value::Float(f) => Ok(*f),
+        Value::Int(i) => Ok(*i as f64),
+        v => Err(format!("expected a number, got {}", v.type_name())),
+    }
+}
+
+fn dtype(v: &Value) -> Result<DType, String> {
+    match v {
+        Value::Str(s) => s.parse(),
+        v => Err(format!("expected a dtype, got {}", v.type_name())),
+    }
+}
+
+macro_rules! by_dtype {
+    ($dt:expr, $f:ident ( $($arg:expr),* )) => {
+        match $dt {
+            DType::F32 => $f::<f32>($($arg),*),
+            DType::F64 => $f::<f64>($($arg),*),
+            d => Err(format!("{d} arrays are not supported yet")),
+        }
+    };
+}
+
+/// Elements of a chunk with row-major global positions: element (r, c, …) of the chunk at
+/// `origin` in an array of `global` shape has linear index Σ (origin + r) · stride.
+fn global_index(global: &[u64], origin: &[u64], local: &[u64], mut i: u64) -> u64 {
+    let mut idx = 0;
+    let mut stride = 1;
+    for d in (0..global.len()).rev() {
+        let pos = i % local[d];
+        i /= local[d];
+        idx += (origin[d] + pos) * stride;
+        stride *= global[d];
+    }
+    idx
+}
+
+fn random<T: Pod>(normal: bool, a: &[Value]) -> Result<Chunk, String> {
+    let [_, seed, global, origin, shape, p0, p1] = a else {
+        return Err("random: (dtype, seed, global shape, origin, shape, p0, p1)".into());
+    };
+    let seed = match seed {
+        Value::Int(s) => *s as u64,
+        _ => return Err("random: the seed is an integer".into()),
+    };
+    let (global, origin, shape) = (
+        int_list(global, "global shape")?,
+        int_list(origin, "origin")?,
+        int_list(shape, "shape")?,
+    );
+    if global.len() != shape.len() || origin.len() != shape.len() {
+        return Err("random: ranks differ".into());
+    }
+    let (p0, p1) = (float(p0)?, float(p1)?);
+    let f32s = T::DTYPE == DType::F32;
+    Ok(make::<T>(shape.clone(), |out| {
+        for (i, o) in out.iter_mut().enumerate() {
+            let g = global_index(&global, &origin, &shape, i as u64);
+            let v = if normal {
+                p0 + p1 * cpu::normal_at(g, seed)
+            } else {
+                let u = if f32s {
+                    cpu::uniform_f32_at(g, seed) as f64
+                } else {
+                    cpu::uniform_f64_at(g, seed)
+                };
+                p0 + (p1 - p0) * u
+            };
+            *o = T::from_f64(v);
+        }
+    }))
+}
+
+fn full<T: Pod>(shape: Vec<u64>, value: f64) -> Result<Chunk, String> {
+    Ok(make::<T>(shape, |out| cpu::fill(out, T::from_f64(value))))
+}
+
+fn binary<T: Pod>(op: &str, a: &Chunk, b: Either) -> Result<Chunk, String> {
+    let x = a.elems::<T>()?;
+    let (y, scalar): (Cow<'_, [T]>, bool) = match &b {
+        Either::Chunk(c) => {
+            if c.shape != a.shape {
+                return Err(format!("shapes {:?} and {:?} differ", a.shape, c.shape));
+            }
+            (c.elems::<T>()?, false)
+        }
+        Either::Scalar(v) => (Cow::Owned(vec![T::from_f64(*v)]), true),
+    };
+    let op = match op {
+        "add" => Ok(Binary::Add),
+        "sub" => Ok(Binary::Sub),
+        "mul" => Ok(Binary::Mul),
+        "max" => Ok(Binary::Max),
+        "min" => Ok(Binary::Min),
+        "div" | "pow" => Err(op == "pow"),
+        other => return Err(format!("unknown elementwise op {other:?}")),
+    };
+    Ok(make::<T>(a.shape.clone(), |out| match op {
+        Ok(op) => cpu::binary(op, &x, &y, out, false, scalar),
+        Err(pow) => cpu::binary_float(pow, &x, &y, out, false, scalar),
+    }))
+}
+
+enum Either {
+    Chunk(Chunk),
+    Scalar(f64),
+}
+
+fn transpose<T: Pod>(a: &Chunk) -> Result<Chunk, String> {
+    let [rows, cols] = a.shape[..] else {
+        return Err("transpose of a 2-d chunk".into());
+    };
+    let x = a.elems::<T>()?;
+    Ok(make::<T>(vec![cols, rows], |out| {
+        cpu::transpose(&x, out, rows as usize, cols as usize)
+    }))
+}
+
+fn matmul<T: Pod>(a: &Chunk, b: &Chunk) -> Result<Chunk, String> {
+    let (&[m, k], &[k2, n]) = (&a.shape[..], &b.shape[..]) else {
+        return Err("matmul of 2-d chunks".into());
+    };
+    if k != k2 {
+        return Err(format!("matmul of {:?} and {:?}", a.shape, b.shape));
+    }
+    let (x, y) = (a.elems::<T>()?, b.elems::<T>()?);
+    Ok(make::<T>(vec![m, n], |out| {
+        let (m, k, n) = (m as usize, k as usize, n as usize);
+        out.fill(T::zero());
+        // SAFETY: row-major m×k, k×n and m×n buffers of exactly those sizes.
+        unsafe {
+            if T::DTYPE == DType::F32 {
+                matrixmultiply::sgemm(
+                    m,
+                    k,
+                    n,
+                    1.0,
+                    x.as_ptr().cast(),
+                    k as isize,
+                    1,
+                    y.as_ptr().cast(),
+                    n as isize,
+                    1,
+                    0.0,
+                    out.as_mut_ptr().cast(),
+                    n as isize,
+                    1,
+                );
+            } else {
+                matrixmultiply::dgemm(
+                    m,
+                    k,
+                    n,
+                    1.0,
+                    x.as_ptr().cast(),
+                    k as isize,
+                    1,
+                    y.as_ptr().cast(),
+                    n as isize,
+                    1,
+                    0.0,
+                    out.as_mut_ptr().cast(),
+                    n as isize,
+                    1,
+                );
+            }
+        }
+    }))
+}
+
+fn sum<T: Pod>(a: &Chunk) -> Result<Chunk, String> {
+    let x = a.elems::<T>()?;
+    // Accumulated in f64, whatever the dtype.
+    let wide: Vec<f64> = x.iter().map(|v| v.to_f64()).collect();
+    let s = cpu::sum(&wide);
+    Ok(make::<T>(vec![], |out| out[0] = T::from_f64(s)))
+}
+
+fn add_many<T: Pod>(chunks: &[Chunk]) -> Result<Chunk, String> {
+    let first = chunks.first().ok_or("add_many of nothing")?;
+    let mut acc: Vec<T> = first.elems::<T>()?.into_owned();
+    for c in &chunks[1..] {
+        if c.shape != first.shape {
+            return Err(format!("shapes {:?} and {:?} differ", first.shape, c.shape));
+        }
+        let y = c.elems::<T>()?;
+        for (a, b) in acc.iter_mut().zip(y.iter()) {
+            *a = a.add(*b);
+        }
+    }
+    Ok(make::<T>(first.shape.clone(), |out| {
+        out.copy_from_slice(&acc)
+    }))
+}
+
+fn chunk_arg(v: &Value) -> Result<Chunk, String> {
+    Chunk::from_value(v)
+}
+
+/// Registers the `array.*` ops.
+pub(crate) fn register(r: &mut Registry) {
+    r.register("array.random_uniform", 1, |a| {
+        let dt = dtype(a.first().ok_or("random: no dtype")?)?;
+        by_dtype!(dt, random(false, a)).map(|c| c.to_value())
+    });
+    r.register("array.random_normal", 1, |a| {
+        let dt = dtype(a.first().ok_or("random: no dtype")?)?;
+        by_dtype!(dt, random(true, a)).map(|c| c.to_value())
+    });
+    r.register("array.full", 1, |a| {
+        let [dt, shape, value] = a else {
+            return Err("full: (dtype, shape, value)".into());
+        };
+        let (dt, shape, value) = (dtype(dt)?, int_list(shape, "shape")?, float(value)?);
+        by_dtype!(dt, full(shape, value)).map(|c| c.to_value())
+    });
+    r.register("array.binary", 1, |a| {
+        let [Value::Str(op), x, y] = a else {
+            return Err("binary: (op, chunk, chunk or number)".into());
+        };
+        let x = chunk_arg(x)?;
+        let y = match y {
+            Value::Float(_) | Value::Int(_) => Either::Scalar(float(y)?),
+            v => Either::Chunk(chunk_arg(v)?),
+        };
+        if let Either::Chunk(c) = &y {
+            if c.dtype != x.dtype {
+                return Err(format!("dtypes {} and {} differ", x.dtype, c.dtype));
+            }
+        }
+        by_dtype!(x.dtype, binary(op, &x, y)).map(|c| c.to_value())
+    });
+    r.register("array.transpose", 1, |a| {
+        let [x] = a else {
+            return Err("transpose: (chunk)".into());
+        };
+        let x = chunk_arg(x)?;
+        by_dtype!(x.dtype, transpose(&x)).map(|c| c.to_value())
+    });
+    r.register("array.matmul", 1, |a| {
+        let [x, y] = a else {
+            return Err("matmul: (chunk, chunk)".into());
+        };
+        let (x, y) = (chunk_arg(x)?, chunk_arg(y)?);
+        if x.dtype != y.dtype {
+            return Err(format!("dtypes {} and {} differ", x.dtype, y.dtype));
+        }
+        by_dtype!(x.dtype, matmul(&x, &y)).map(|c| c.to_value())
+    });
+    r.register("array.sum", 1, |a| {
+        let [x] = a else {
+            return Err("sum: (chunk)".into());
+        };
+        let x = chunk_arg(x)?;
+        by_dtype!(x.dtype, sum(&x)).map(|c| c.to_value())
+    });
+    r.register("array.add_many", 1, |a| {
+        let chunks = a.iter().map(chunk_arg).collect::<Result<Vec<_>, _>>()?;
+        let dt = chunks.first().ok_or("add_many of nothing")?.dtype;
+        by_dtype!(dt, add_many(&chunks)).map(|c| c.to_value())
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(shape: &[u64], v: &[f64]) -> Value {
+        make::<f64>(shape.to_vec(), |o| o.copy_from_slice(v)).to_value()
+    }
+
+    #[test]
+    fn ops_compute_chunks() {
+        let r = Registry::builtin();
+        let a = chunk(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let t = r
+            .call("array.transpose", &Value::List(vec![a.clone()]))
+            .unwrap();
+        let t = Chunk::from_value(&t).unwrap();
+        assert_eq!(t.shape, vec![3, 2]);
+        assert_eq!(&*t.elems::<f64>().unwrap(), &[1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+        let p = r
+            .call("array.matmul", &Value::List(vec![a.clone(), t.to_value()]))
+            .unwrap();
+        let p = Chunk::from_value(&p).unwrap();
+        assert_eq!(&*p.elems::<f64>().unwrap(), &[14.0, 32.0, 32.0, 77.0]);
+        let s = r
+            .call("array.sum", &Value::List(vec![p.to_value()]))
+            .unwrap();
+        assert_eq!(
+            &*Chunk::from_value(&s).unwrap().elems::<f64>().unwrap(),
+            &[155.0]
+        );
+        let b = r
+            .call(
+                "array.binary",
+                &Value::List(vec![Value::Str("mul".into()), a.clone(), Value::Float(2.0)]),
+            )
+            .unwrap();
+        assert_eq!(
+            &*Chunk::from_value(&b).unwrap().elems::<f64>().unwrap(),
+            &[2.0, 4.0, 6.0, 8.0, 10.0, 12.0]
+        );
+        let bad = r.call("array.matmul", &Value::List(vec![a.clone(), a]));
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn random_chunks_agree_with_the_whole_array() {
+        let r = Registry::builtin();
+        let call = |origin: &[i64], shape: &[i64]| {
+            let v = r
+                .call(
+                    "array.random_uniform",
+                    &Value::List(vec![
+                        Value::Str("f32".into()),
+                        Value::Int(9),
+                        Value::List(vec![Value::Int(6), Value::Int(5)]),
+                        Value::List(origin.iter().map(|&x| Value::Int(x)).collect()),
+                        Value::List(shape.iter().map(|&x| Value::Int(x)).collect()),
+                        Value::Float(0.0),
+                        Value::Float(1.0),
+                    ]),
+                )
+                .unwrap();
+            Chunk::from_value(&v)
+                .unwrap()
+                .elems::<f32>()
+                .unwrap()
+                .into_owned()
+        };
+        let whole = call(&[0, 0], &[6, 5]);
+        let part = call(&[2, 3], &[3, 2]);
+        for r in 0..3 {
+            for c in 0..2 {
+                assert_eq!(part[r * 2 + c], whole[(2 + r) * 5 + 3 + c]);
+            }
+        }
+    }
+}

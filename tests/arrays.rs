@@ -1,0 +1,68 @@
+//! Blocked arrays computed on a local cluster, checked against ndarray in this process.
+
+use ndarray::Ix2;
+use rask::array::{Array, DType};
+use rask::Client;
+
+fn seed() -> u64 {
+    let s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    println!("seed {s}");
+    s
+}
+
+#[test]
+fn matmul_of_a_transpose_summed_matches_ndarray() {
+    let c = Client::new().unwrap();
+    let s = seed();
+    let x = Array::random_uniform(&[64, 48], &[16, 16], DType::F64, s, -1.0, 1.0).unwrap();
+    let y = x.matmul(&x.t().unwrap()).unwrap();
+    let total = y.sum(4);
+    let xs = c
+        .compute_array::<f64>(&x)
+        .unwrap()
+        .into_dimensionality::<Ix2>()
+        .unwrap();
+    let ys = c
+        .compute_array::<f64>(&y)
+        .unwrap()
+        .into_dimensionality::<Ix2>()
+        .unwrap();
+    let want = xs.dot(&xs.t());
+    assert_eq!(ys.shape(), &[64, 64]);
+    for (a, b) in ys.iter().zip(want.iter()) {
+        assert!((a - b).abs() <= 1e-12 * b.abs().max(1.0), "{a} vs {b}");
+    }
+    let t = c.compute_array::<f64>(&total).unwrap();
+    assert_eq!(t.ndim(), 0);
+    let t = t.into_iter().next().unwrap();
+    assert!(
+        (t - want.sum()).abs() <= 1e-9 * want.sum().abs().max(1.0),
+        "{t}"
+    );
+
+    // Chunking does not change the values.
+    let whole = Array::random_uniform(&[64, 48], &[64, 48], DType::F64, s, -1.0, 1.0).unwrap();
+    assert_eq!(c.compute_array::<f64>(&whole).unwrap(), xs.into_dyn());
+}
+
+#[test]
+fn elementwise_expressions_in_f32() {
+    let c = Client::new().unwrap();
+    let a = Array::random_normal(&[50, 30], &[20, 30], DType::F32, seed(), 0.0, 1.0).unwrap();
+    let b = Array::full(&[50, 30], &[20, 30], DType::F32, 3.0).unwrap();
+    let e = &(&(&a + 2.0) * &a) - &(&b / 2.0);
+    let av = c.compute_array::<f32>(&a).unwrap();
+    let ev = c.compute_array::<f32>(&e).unwrap();
+    for (x, y) in av.iter().zip(ev.iter()) {
+        let want = (x + 2.0) * x - 1.5;
+        assert!(
+            (y - want).abs() <= 1e-5 * want.abs().max(1.0),
+            "{y} vs {want}"
+        );
+    }
+    // Asking for the wrong element type is an error, not garbage.
+    assert!(c.compute_array::<f64>(&a).is_err());
+}
