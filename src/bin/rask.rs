@@ -60,6 +60,9 @@ enum Cmd {
         /// Leaves of the reduction.
         #[arg(long, default_value_t = 20_000)]
         n: i64,
+        /// Side of the random square array of the array part (chunks are a quarter of it).
+        #[arg(long, default_value_t = 2048)]
+        array_size: u64,
     },
     /// Print this build's version, op registry and host.
     Info,
@@ -144,7 +147,8 @@ fn main() -> Result<()> {
             workers,
             processes,
             n,
-        } => demo(workers, processes, n),
+            array_size,
+        } => demo(workers, processes, n, array_size),
         Cmd::Info => {
             let r = Registry::builtin();
             println!(
@@ -189,9 +193,12 @@ fn main() -> Result<()> {
 }
 
 /// The demo: squares of 0..n, summed by a binary tree of `add` tasks, on a local cluster.
-fn demo(workers: usize, processes: bool, n: i64) -> Result<()> {
+fn demo(workers: usize, processes: bool, n: i64, m: u64) -> Result<()> {
     if n < 1 {
         bail!("--n must be at least 1");
+    }
+    if m < 4 {
+        bail!("--array-size must be at least 4");
     }
     let t0 = Instant::now();
     let cluster = LocalCluster::builder()
@@ -232,6 +239,41 @@ fn demo(workers: usize, processes: bool, n: i64) -> Result<()> {
     );
     if total != expect {
         bail!("wrong result");
+    }
+
+    // An array computation: (x @ x.T).sum() on a random m × m f32 array in 4 × 4
+    // chunks, checked against its expected value.
+    let chunk = m.div_ceil(4);
+    let x = rask::array::Array::random_uniform(
+        &[m, m],
+        &[chunk, chunk],
+        rask::array::DType::F32,
+        7,
+        0.0,
+        1.0,
+    )?;
+    let total = x.matmul(&x.t()?)?.sum(8);
+    let t2 = Instant::now();
+    let v = client.compute_array::<f32>(&total)?;
+    let secs = t2.elapsed().as_secs_f64();
+    let got = v.iter().next().copied().unwrap_or_default() as f64;
+    // The check: the same in this process, in f64, from the same random array.
+    let xs = client
+        .compute_array::<f32>(&x)?
+        .mapv(f64::from)
+        .into_dimensionality::<ndarray::Ix2>()?;
+    let expect = xs.dot(&xs.t()).sum();
+    println!(
+        "(x @ x.T).sum() for a random {m}×{m} f32 array in {chunk}×{chunk} chunks = {got:.6e} (computed here in f64: {expect:.6e})"
+    );
+    println!(
+        "{} tasks in {:.1} ms: {:.1} GFLOP/s",
+        total.graph().len(),
+        secs * 1e3,
+        2.0 * (m as f64).powi(3) / secs / 1e9
+    );
+    if ((got - expect) / expect).abs() > 1e-4 {
+        bail!("wrong array result");
     }
     Ok(())
 }
