@@ -24,6 +24,8 @@ enum Cmd {
     Tasks(TasksArgs),
     /// Worker-to-worker transfer bandwidth, with memcpy, UCX, iperf3 and Dask beside it.
     P2p(P2pArgs),
+    /// Blocked-array operations, with dask.array and numpy beside them.
+    Array(ArrayArgs),
     /// Echo bytes on a loopback port (the peer process of the round-trip floor).
     #[command(hide = true)]
     EchoServer {
@@ -59,6 +61,35 @@ struct TasksArgs {
     /// Only these workloads (comma-separated names, e.g. round_trip_1000,chain_5000).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+}
+
+#[derive(clap::Args)]
+struct ArrayArgs {
+    /// transpose_sum: (x + x.T).sum(); dot: (x @ x.T).sum(); sum: x.sum();
+    /// elementwise: (x * 2 + x * x - x / 3).sum().
+    #[arg(long, default_value = "dot")]
+    op: String,
+    /// The array is size × size.
+    #[arg(long, default_value_t = 4096)]
+    size: u64,
+    /// Chunks are chunk × chunk.
+    #[arg(long, default_value_t = 1024)]
+    chunk: u64,
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Use this scheduler's workers instead of starting 2 worker processes × 1 thread.
+    #[arg(long)]
+    scheduler: Option<String>,
+    /// Timed runs after a warm-up; medians reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[arg(long)]
+    markdown: bool,
+    /// Skip dask.array and numpy.
+    #[arg(long)]
+    no_peer: bool,
 }
 
 #[derive(clap::Args)]
@@ -100,6 +131,7 @@ fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Tasks(a) => tasks(a),
         Cmd::P2p(a) => p2p(a),
+        Cmd::Array(a) => array_bench(a),
         Cmd::EchoServer { cpu } => echo_server(cpu),
     }
 }
@@ -1123,6 +1155,171 @@ fn spill_throughput(size: u64, runs: usize) -> Result<Vec<(&'static str, f64)>> 
             (k, quantile(&v, 0.5))
         })
         .collect())
+}
+
+fn array_expr(op: &str, x: &rask::array::Array) -> Result<rask::array::Array> {
+    Ok(match op {
+        "transpose_sum" => (x + &x.t()?).sum(8),
+        "dot" => x.matmul(&x.t()?)?.sum(8),
+        "sum" => x.sum(8),
+        "elementwise" => (&(&(x * 2.0) + &(x * x)) - &(x / 3.0)).sum(8),
+        other => bail!("unknown op {other:?}: transpose_sum, dot, sum or elementwise"),
+    })
+}
+
+fn array_bench(a: ArrayArgs) -> Result<()> {
+    use rask::array::{Array, DType};
+    let dtype: DType = a.dtype.parse().map_err(anyhow::Error::msg)?;
+    let n = a.size;
+    let flops = match a.op.as_str() {
+        "dot" => 2.0 * (n as f64).powi(3),
+        "transpose_sum" => 2.0 * (n * n) as f64,
+        "sum" => (n * n) as f64,
+        _ => 6.0 * (n * n) as f64,
+    };
+    let (_cluster, client) = match &a.scheduler {
+        Some(addr) => (None, Client::connect(addr)?),
+        None => {
+            let cluster = LocalCluster::builder()
+                .n_workers(2)
+                .threads_per_worker(1)
+                .processes(true)
+                .build()?;
+            let addr = cluster.scheduler_address().to_string();
+            (Some(cluster), Client::connect(&addr)?)
+        }
+    };
+    let mut times = Vec::new();
+    let mut value = 0.0;
+    for run in 0..=a.runs {
+        let x = Array::random_uniform(
+            &[n, n],
+            &[a.chunk, a.chunk],
+            dtype,
+            1 + run as u64,
+            0.0,
+            1.0,
+        )?;
+        let e = array_expr(&a.op, &x)?;
+        let t = Instant::now();
+        value = match dtype {
+            DType::F32 => client
+                .compute_array::<f32>(&e)?
+                .iter()
+                .next()
+                .map_or(0.0, |v| *v as f64),
+            _ => client
+                .compute_array::<f64>(&e)?
+                .iter()
+                .next()
+                .copied()
+                .unwrap_or(0.0),
+        };
+        if run > 0 {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    let med = median(&mut times.clone());
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    let std = (times.iter().map(|t| (t - mean).powi(2)).sum::<f64>() / times.len() as f64).sqrt();
+    let peer = if a.no_peer {
+        None
+    } else {
+        run_dask_array(&a)
+            .map_err(|e| eprintln!("peers: {e:#}"))
+            .ok()
+    };
+    let p = |k: &str| peer.as_ref().and_then(|j| j[k].as_f64());
+    println!(
+        "Rask array benchmark: {} on a {n}×{n} {} array in {}×{} chunks, 2 worker processes × 1 thread, {} run(s) after a warm-up",
+        a.op, a.dtype, a.chunk, a.chunk, a.runs
+    );
+    let rows = [
+        ("rask", Some(med), Some(std)),
+        (
+            "dask.array + numpy (2 processes × 1 thread)",
+            p("dask_seconds"),
+            None,
+        ),
+        ("numpy, one process", p("numpy_seconds"), None),
+    ];
+    if a.markdown {
+        println!("| system | wall (s) | GFLOP/s | rask advantage |");
+        println!("|---|---:|---:|---:|");
+    }
+    for (name, secs, sd) in rows {
+        let Some(secs) = secs else { continue };
+        let gf = flops / secs / 1e9;
+        let adv = secs / med;
+        let wall = match sd {
+            Some(sd) => format!("{secs:.3} ± {sd:.3}"),
+            None => format!("{secs:.3}"),
+        };
+        if a.markdown {
+            println!("| {name} | {wall} | {gf:.1} | {adv:.2}× |");
+        } else {
+            println!("{name:<46} {wall:>16} s {gf:>8.1} GFLOP/s  rask {adv:.2}×");
+        }
+    }
+    if let Some(j) = &peer {
+        println!(
+            "numpy {} with {}, threads: {}",
+            j["numpy_version"].as_str().unwrap_or("?"),
+            j["blas"].as_str().unwrap_or("?"),
+            j["numpy_threads"].as_str().unwrap_or("?")
+        );
+    }
+    println!("rask result {value:.6e}");
+    if let Some(path) = &a.json {
+        let doc = json!({"config": {"op": a.op, "size": n, "chunk": a.chunk, "dtype": a.dtype,
+                                    "runs": a.runs, "workers": "2 x 1 thread"},
+                         "rask": {"seconds_median": med, "seconds_std": std, "runs": times,
+                                  "gflop_per_s": flops / med / 1e9},
+                         "peers": peer});
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
+    }
+    Ok(())
+}
+
+/// Runs benches/compare/dask_array.py in the compare venv; returns its JSON.
+fn run_dask_array(a: &ArrayArgs) -> Result<Json> {
+    let root = repo_root();
+    let setup = Command::new("bash")
+        .arg(root.join("benches/compare/setup_venv.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running setup_venv.sh")?;
+    if !setup.status.success() {
+        bail!("setup_venv.sh failed");
+    }
+    let py = String::from_utf8(setup.stdout)?
+        .lines()
+        .last()
+        .context("venv python path")?
+        .trim()
+        .to_string();
+    let out = std::env::temp_dir().join(format!("rask-bench-array-{}.json", std::process::id()));
+    eprintln!("running the same on dask.array and numpy…");
+    let status = Command::new(&py)
+        .arg(root.join("benches/compare/dask_array.py"))
+        .args([
+            "--op",
+            &a.op,
+            "--size",
+            &a.size.to_string(),
+            "--chunk",
+            &a.chunk.to_string(),
+        ])
+        .args(["--dtype", &a.dtype, "--runs", &a.runs.to_string(), "--json"])
+        .arg(&out)
+        .status()
+        .context("running dask_array.py")?;
+    if !status.success() {
+        bail!("dask_array.py failed");
+    }
+    let doc: Json = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
+    let _ = std::fs::remove_file(&out);
+    Ok(doc)
 }
 
 /// Runs benches/compare/p2p_peers.py for the same sizes; returns its JSON.

@@ -1,0 +1,110 @@
+"""The array workloads of `rask-bench array`, on dask.array + numpy and on numpy alone.
+
+Operations (like dask-cuda's local_cupy benchmark), on a random square array x of
+--size × --size elements in --chunk × --chunk chunks, generated inside the timed
+computation (as Rask does, which has no persist yet):
+
+  transpose_sum  (x + x.T).sum()
+  dot            (x @ x.T).sum()
+  sum            x.sum()
+  elementwise    (x * 2 + x * x - x / 3).sum()
+
+Dask: LocalCluster(n_workers=2, threads_per_worker=1, processes=True). numpy: the same
+expression in this process, with numpy's BLAS and its own threads (reported). Figures
+are wall seconds per run (after one warm-up run), medians over --runs.
+
+    PY=$(bash benches/compare/setup_venv.sh | tail -1)
+    "$PY" benches/compare/dask_array.py --op dot --size 4096 --chunk 1024 --json out.json
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+
+def expr(xp, x, op):
+    if op == "transpose_sum":
+        return (x + x.T).sum()
+    if op == "dot":
+        return (x @ x.T).sum()
+    if op == "sum":
+        return x.sum()
+    if op == "elementwise":
+        return (x * 2 + x * x - x / 3).sum()
+    raise SystemExit(f"unknown op {op}")
+
+
+def flops(op, n):
+    return {"dot": 2.0 * n**3, "transpose_sum": 2.0 * n * n, "sum": 1.0 * n * n,
+            "elementwise": 6.0 * n * n}[op]
+
+
+def blas_info(np):
+    try:
+        cfg = np.show_config(mode="dicts")
+        blas = cfg.get("Build Dependencies", {}).get("blas", {})
+        return f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
+    except Exception as e:  # older numpy
+        return f"unknown ({e})"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--op", default="dot")
+    ap.add_argument("--size", type=int, default=4096)
+    ap.add_argument("--chunk", type=int, default=1024)
+    ap.add_argument("--dtype", default="f32", choices=["f32", "f64"])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    import numpy as np
+    import dask.array as da
+    from dask.distributed import Client, LocalCluster
+
+    dtype = np.float32 if a.dtype == "f32" else np.float64
+    out = {"op": a.op, "size": a.size, "chunk": a.chunk, "dtype": a.dtype,
+           "numpy_version": np.__version__, "blas": blas_info(np),
+           "numpy_threads": os.environ.get("OMP_NUM_THREADS", f"default ({os.cpu_count()} cpus)")}
+
+    # numpy alone.
+    times = []
+    rng = np.random.default_rng(1)
+    for run in range(a.runs + 1):
+        t = time.perf_counter()
+        x = rng.random((a.size, a.size), dtype=dtype)
+        v = float(expr(np, x, a.op))
+        dt = time.perf_counter() - t
+        if run > 0:
+            times.append(dt)
+    out["numpy_seconds"] = statistics.median(times)
+    out["numpy_value"] = v
+    print(f"numpy: {out['numpy_seconds']:.3f} s", file=sys.stderr)
+
+    # dask.array on a LocalCluster.
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      host="127.0.0.1", dashboard_address=None) as cluster, Client(cluster):
+        times = []
+        for run in range(a.runs + 1):
+            t = time.perf_counter()
+            x = da.random.default_rng(1).random((a.size, a.size), dtype=dtype,
+                                                chunks=(a.chunk, a.chunk))
+            v = float(expr(da, x, a.op).compute())
+            dt = time.perf_counter() - t
+            if run > 0:
+                times.append(dt)
+        out["dask_seconds"] = statistics.median(times)
+        out["dask_value"] = v
+    print(f"dask: {out['dask_seconds']:.3f} s", file=sys.stderr)
+    out["flops"] = flops(a.op, a.size)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(out, f, indent=2)
+    else:
+        print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
