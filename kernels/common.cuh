@@ -28,24 +28,30 @@ __device__ __forceinline__ Philox4 philox4x32_10(u64 index, u64 seed) {
     return out;
 }
 
+// Element `index` takes word index % 4 of the block for counter index / 4 (f32), or the
+// word pair index % 2 of counter index / 2 (f64, normals): every word is used once.
 // Uniform in [0, 1): 24 bits for f32, 53 for f64.
 __device__ __forceinline__ float uniform_f32_at(u64 index, u64 seed) {
-    Philox4 p = philox4x32_10(index, seed);
-    return (float)(p.v[0] >> 8) * (1.0f / 16777216.0f);
+    Philox4 p = philox4x32_10(index >> 2, seed);
+    return (float)(p.v[index & 3] >> 8) * (1.0f / 16777216.0f);
 }
 
 __device__ __forceinline__ double uniform_f64_at(u64 index, u64 seed) {
-    Philox4 p = philox4x32_10(index, seed);
-    u64 bits = ((u64)p.v[0] << 21) ^ (u64)(p.v[1] >> 11);
+    Philox4 p = philox4x32_10(index >> 1, seed);
+    u32 hi = p.v[2 * (index & 1)], lo = p.v[2 * (index & 1) + 1];
+    u64 bits = ((u64)hi << 21) ^ (u64)(lo >> 11);
     return (double)bits * (1.0 / 9007199254740992.0);
 }
 
-// Standard normal by Box-Muller on two uniforms in (0, 1].
+// Standard normal by Box-Muller: counter index / 2 gives two uniforms in (0, 1] and
+// two normals; the even element takes the cosine one, the odd the sine one.
 __device__ __forceinline__ double normal_at(u64 index, u64 seed) {
-    Philox4 p = philox4x32_10(index, seed);
+    Philox4 p = philox4x32_10(index >> 1, seed);
     double u1 = ((double)p.v[0] + 1.0) * (1.0 / 4294967296.0);
     double u2 = (double)p.v[1] * (1.0 / 4294967296.0);
-    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+    double r = sqrt(-2.0 * log(u1));
+    double t = 6.283185307179586 * u2;
+    return (index & 1) ? r * sin(t) : r * cos(t);
 }
 
 // Infinities (NVRTC has no <math.h> macros).

@@ -197,21 +197,21 @@ fn random<T: Pod>(normal: bool, a: &[Value]) -> Result<Chunk, String> {
         return Err("random: ranks differ".into());
     }
     let (p0, p1) = (float(p0)?, float(p1)?);
-    let f32s = T::DTYPE == DType::F32;
+    // Rows along the last dimension are contiguous in the global order: each is one run
+    // of the generator.
+    let cols = shape.last().copied().unwrap_or(1).max(1) as usize;
     Ok(make::<T>(shape.clone(), |out| {
-        for (i, o) in out.iter_mut().enumerate() {
-            let g = global_index(&global, &origin, &shape, i as u64);
-            let v = if normal {
-                p0 + p1 * cpu::normal_at(g, seed)
+        for (r, row) in out.chunks_mut(cols).enumerate() {
+            let start = if shape.is_empty() {
+                0
             } else {
-                let u = if f32s {
-                    cpu::uniform_f32_at(g, seed) as f64
-                } else {
-                    cpu::uniform_f64_at(g, seed)
-                };
-                p0 + (p1 - p0) * u
+                global_index(&global, &origin, &shape, (r * cols) as u64)
             };
-            *o = T::from_f64(v);
+            if normal {
+                cpu::random_normal(row, seed, start, p0, p1);
+            } else {
+                cpu::random_uniform(row, seed, start, p0, p1);
+            }
         }
     }))
 }

@@ -215,3 +215,26 @@ fn random_values_depend_only_on_seed_and_index() {
         [0x6627_e8d5, 0xe169_c58d, 0xbc57_ac4c, 0x9b00_dbd8]
     );
 }
+
+/// The bulk generators (a Philox block per 4 or 2 elements) give exactly the per-element
+/// values the CUDA kernels compute, from any starting offset.
+#[test]
+fn bulk_random_equals_the_per_element_scheme() {
+    let seed = Rng::new().next();
+    for offset in [0u64, 1, 3, 5, 1 << 33] {
+        let mut f = vec![f32::NAN; 37];
+        cpu::random_uniform(&mut f, seed, offset, 0.0, 1.0);
+        for (i, v) in f.iter().enumerate() {
+            assert_eq!(*v, cpu::uniform_f32_at(offset + i as u64, seed), "f32 {offset}+{i}");
+        }
+        let mut d = vec![f64::NAN; 37];
+        cpu::random_uniform(&mut d, seed, offset, 0.0, 1.0);
+        for (i, v) in d.iter().enumerate() {
+            assert_eq!(*v, cpu::uniform_f64_at(offset + i as u64, seed), "f64 {offset}+{i}");
+        }
+        cpu::random_normal(&mut d, seed, offset, 0.0, 1.0);
+        for (i, v) in d.iter().enumerate() {
+            assert_eq!(*v, cpu::normal_at(offset + i as u64, seed), "normal {offset}+{i}");
+        }
+    }
+}
