@@ -225,16 +225,28 @@ fn bulk_random_equals_the_per_element_scheme() {
         let mut f = vec![f32::NAN; 37];
         cpu::random_uniform(&mut f, seed, offset, 0.0, 1.0);
         for (i, v) in f.iter().enumerate() {
-            assert_eq!(*v, cpu::uniform_f32_at(offset + i as u64, seed), "f32 {offset}+{i}");
+            assert_eq!(
+                *v,
+                cpu::uniform_f32_at(offset + i as u64, seed),
+                "f32 {offset}+{i}"
+            );
         }
         let mut d = vec![f64::NAN; 37];
         cpu::random_uniform(&mut d, seed, offset, 0.0, 1.0);
         for (i, v) in d.iter().enumerate() {
-            assert_eq!(*v, cpu::uniform_f64_at(offset + i as u64, seed), "f64 {offset}+{i}");
+            assert_eq!(
+                *v,
+                cpu::uniform_f64_at(offset + i as u64, seed),
+                "f64 {offset}+{i}"
+            );
         }
         cpu::random_normal(&mut d, seed, offset, 0.0, 1.0);
         for (i, v) in d.iter().enumerate() {
-            assert_eq!(*v, cpu::normal_at(offset + i as u64, seed), "normal {offset}+{i}");
+            assert_eq!(
+                *v,
+                cpu::normal_at(offset + i as u64, seed),
+                "normal {offset}+{i}"
+            );
         }
     }
 }
