@@ -83,3 +83,40 @@ fn the_demo_runs_and_checks_its_results() {
     assert!(text.contains("= 8955050 (expected 8955050)"), "{text}");
     assert!(text.contains("(x @ x.T).sum()"), "{text}");
 }
+
+#[test]
+fn reductions_whole_and_along_each_axis_match_ndarray() {
+    use ndarray::Axis;
+    let c = Client::new().unwrap();
+    let x = Array::random_uniform(&[30, 20], &[7, 6], DType::F64, seed(), -5.0, 5.0).unwrap();
+    let xs = c.compute_array::<f64>(&x).unwrap();
+    let one = |a: &Array| {
+        c.compute_array::<f64>(a)
+            .unwrap()
+            .into_iter()
+            .next()
+            .unwrap()
+    };
+    let near = |a: f64, b: f64| assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "{a} vs {b}");
+    near(one(&x.sum(3)), xs.sum());
+    near(one(&x.mean()), xs.mean().unwrap());
+    near(one(&x.max()), xs.iter().cloned().fold(f64::MIN, f64::max));
+    near(one(&x.min()), xs.iter().cloned().fold(f64::MAX, f64::min));
+    for axis in 0..2 {
+        let got = c
+            .compute_array::<f64>(&x.sum_axis(axis, 2).unwrap())
+            .unwrap();
+        let want = xs.sum_axis(Axis(axis));
+        assert_eq!(got.shape(), want.shape());
+        got.iter().zip(want.iter()).for_each(|(a, b)| near(*a, *b));
+        let got = c.compute_array::<f64>(&x.mean_axis(axis).unwrap()).unwrap();
+        let want = xs.mean_axis(Axis(axis)).unwrap();
+        got.iter().zip(want.iter()).for_each(|(a, b)| near(*a, *b));
+        let got = c.compute_array::<f64>(&x.max_axis(axis).unwrap()).unwrap();
+        let want = xs.fold_axis(Axis(axis), f64::MIN, |m, v| m.max(*v));
+        got.iter().zip(want.iter()).for_each(|(a, b)| near(*a, *b));
+        let got = c.compute_array::<f64>(&x.min_axis(axis).unwrap()).unwrap();
+        let want = xs.fold_axis(Axis(axis), f64::MAX, |m, v| m.min(*v));
+        got.iter().zip(want.iter()).for_each(|(a, b)| near(*a, *b));
+    }
+}

@@ -479,7 +479,7 @@ impl Array {
                             key
                         })
                         .collect();
-                    tree_sum(&mut tasks, &out, partials, 2);
+                    tree_combine(&mut tasks, "add", &out, partials, 2);
                 }
                 tasks
             },
@@ -489,37 +489,131 @@ impl Array {
     /// The sum of every element (a 0-d array): a sum per chunk, then a tree of additions
     /// with fan-in `split_every`.
     pub fn sum(&self, split_every: usize) -> Array {
+        self.reduce("sum", None, split_every)
+            .expect("a whole-array reduction is always valid")
+    }
+
+    /// The largest element (a 0-d array).
+    pub fn max(&self) -> Array {
+        self.reduce("max", None, 8)
+            .expect("a whole-array reduction is always valid")
+    }
+
+    /// The smallest element (a 0-d array).
+    pub fn min(&self) -> Array {
+        self.reduce("min", None, 8)
+            .expect("a whole-array reduction is always valid")
+    }
+
+    /// The mean of every element (a 0-d array).
+    pub fn mean(&self) -> Array {
+        &self.sum(8) / self.len().max(1) as f64
+    }
+
+    /// Sum along `axis` (the result has one dimension fewer).
+    pub fn sum_axis(&self, axis: usize, split_every: usize) -> Result<Array, ArrayError> {
+        self.reduce("sum", Some(axis), split_every)
+    }
+
+    pub fn max_axis(&self, axis: usize) -> Result<Array, ArrayError> {
+        self.reduce("max", Some(axis), 8)
+    }
+
+    pub fn min_axis(&self, axis: usize) -> Result<Array, ArrayError> {
+        self.reduce("min", Some(axis), 8)
+    }
+
+    /// Mean along `axis`.
+    pub fn mean_axis(&self, axis: usize) -> Result<Array, ArrayError> {
+        let n = *self
+            .shape()
+            .get(axis)
+            .ok_or_else(|| ArrayError::Invalid(format!("no axis {axis}")))?;
+        Ok(&self.sum_axis(axis, 8)? / n.max(1) as f64)
+    }
+
+    /// `op` (sum, max, min) over every element (`axis` None, a 0-d result) or along one
+    /// axis: a reduction per chunk, then a tree combining `split_every` at a time.
+    pub fn reduce(
+        &self,
+        op: &str,
+        axis: Option<usize>,
+        split_every: usize,
+    ) -> Result<Array, ArrayError> {
+        if !matches!(op, "sum" | "max" | "min") {
+            return Err(ArrayError::Invalid(format!("unknown reduction {op:?}")));
+        }
+        if let Some(ax) = axis {
+            if ax >= self.shape().len() {
+                return Err(ArrayError::Invalid(format!(
+                    "axis {ax} of a {}-d array",
+                    self.shape().len()
+                )));
+            }
+        }
         let a = self.clone();
-        let idx = a.chunk_indices();
-        Array::new(
-            "sum",
-            vec![],
-            vec![],
+        let (shape, chunks) = match axis {
+            None => (vec![], vec![]),
+            Some(ax) => {
+                let mut s = self.shape().to_vec();
+                let mut c = self.chunks().to_vec();
+                s.remove(ax);
+                c.remove(ax);
+                (s, c)
+            }
+        };
+        let along = axis.map_or(0, |ax| self.chunks()[ax].len());
+        let all = a.chunk_indices();
+        let combine = if op == "sum" { "add" } else { op }.to_string();
+        let op = op.to_string();
+        Ok(Array::new(
+            &format!("{op}-reduce"),
+            shape,
+            chunks,
             self.dtype(),
             vec![a.clone()],
-            |name, _| {
+            |name, idx| {
                 let mut tasks = Vec::new();
-                let partials: Vec<String> = idx
-                    .iter()
-                    .map(|i| {
-                        let key = format!("{name}-c{}", key_of("", i));
-                        tasks.push(Task {
-                            key: key.clone(),
-                            op: "array.sum".into(),
-                            args: vec![TaskArg::Key(a.chunk_key(i))],
-                        });
-                        key
-                    })
-                    .collect();
-                tree_sum(&mut tasks, name, partials, split_every.max(2));
+                for out_idx in idx {
+                    let out = key_of(name, out_idx);
+                    // The input chunks that fold into this output chunk.
+                    let inputs: Vec<Vec<usize>> = match axis {
+                        None => all.clone(),
+                        Some(ax) => (0..along)
+                            .map(|j| {
+                                let mut i = out_idx.clone();
+                                i.insert(ax, j);
+                                i
+                            })
+                            .collect(),
+                    };
+                    let partials: Vec<String> = inputs
+                        .iter()
+                        .map(|i| {
+                            let key = format!("{out}-c{}", key_of("", i));
+                            tasks.push(Task {
+                                key: key.clone(),
+                                op: "array.reduce".into(),
+                                args: vec![
+                                    TaskArg::Str(op.clone()),
+                                    TaskArg::Int(axis.map_or(-1, |x| x as i64)),
+                                    TaskArg::Key(a.chunk_key(i)),
+                                ],
+                            });
+                            key
+                        })
+                        .collect();
+                    tree_combine(&mut tasks, &combine, &out, partials, split_every.max(2));
+                }
                 tasks
             },
-        )
+        ))
     }
 }
 
-/// Adds tasks summing `keys` (by `array.add_many`, `fan_in` at a time) into `out`.
-fn tree_sum(tasks: &mut Vec<Task>, out: &str, mut keys: Vec<String>, fan_in: usize) {
+/// Adds tasks combining `keys` elementwise by `op` (add, max, min), `fan_in` at a time,
+/// into `out`.
+fn tree_combine(tasks: &mut Vec<Task>, op: &str, out: &str, mut keys: Vec<String>, fan_in: usize) {
     let mut level = 0;
     while keys.len() > fan_in {
         keys = keys
@@ -527,20 +621,24 @@ fn tree_sum(tasks: &mut Vec<Task>, out: &str, mut keys: Vec<String>, fan_in: usi
             .enumerate()
             .map(|(n, group)| {
                 let key = format!("{out}-t{level}-{n}");
+                let mut args = vec![TaskArg::Str(op.into())];
+                args.extend(group.iter().map(|k| TaskArg::Key(k.clone())));
                 tasks.push(Task {
                     key: key.clone(),
-                    op: "array.add_many".into(),
-                    args: group.iter().map(|k| TaskArg::Key(k.clone())).collect(),
+                    op: "array.combine".into(),
+                    args,
                 });
                 key
             })
             .collect();
         level += 1;
     }
+    let mut args = vec![TaskArg::Str(op.into())];
+    args.extend(keys.into_iter().map(TaskArg::Key));
     tasks.push(Task {
         key: out.to_string(),
-        op: "array.add_many".into(),
-        args: keys.into_iter().map(TaskArg::Key).collect(),
+        op: "array.combine".into(),
+        args,
     });
 }
 
@@ -636,8 +734,8 @@ mod tests {
         assert_eq!(count("array.random_uniform"), 16);
         assert_eq!(count("array.transpose"), 16);
         assert_eq!(count("array.matmul"), 64);
-        assert_eq!(count("array.sum"), 16);
-        assert_eq!(count("array.add_many"), 16 * 3 + 5);
+        assert_eq!(count("array.reduce"), 16);
+        assert_eq!(count("array.combine"), 16 * 3 + 5);
         // Every dependency is defined earlier in the list, each key once.
         let mut seen = HashSet::new();
         for t in &g {
@@ -648,6 +746,27 @@ mod tests {
         }
         assert_eq!(g.last().unwrap().key, s.name());
         assert_eq!(y.shape(), &[8, 8]);
+    }
+
+    #[test]
+    fn reductions_along_an_axis_keep_the_other_dimensions_chunks() {
+        let x = Array::ones(&[4, 6], &[2, 3], DType::F64).unwrap();
+        let s0 = x.sum_axis(0, 8).unwrap();
+        assert_eq!(s0.shape(), &[6]);
+        assert_eq!(s0.chunks(), &[vec![3, 3]]);
+        let own: Vec<Task> = s0
+            .graph()
+            .into_iter()
+            .filter(|t| t.key.starts_with(s0.name()))
+            .collect();
+        // Per output chunk: one reduction per chunk along axis 0 (2) and one combine.
+        assert_eq!(own.iter().filter(|t| t.op == "array.reduce").count(), 4);
+        assert_eq!(own.iter().filter(|t| t.op == "array.combine").count(), 2);
+        let m = x.mean_axis(1).unwrap();
+        assert_eq!(m.shape(), &[4]);
+        assert_eq!(x.max().shape(), &[] as &[u64]);
+        assert!(x.sum_axis(2, 8).is_err());
+        assert!(x.reduce("median", None, 8).is_err());
     }
 
     #[test]

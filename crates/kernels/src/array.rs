@@ -313,25 +313,73 @@ fn matmul<T: Pod>(a: &Chunk, b: &Chunk) -> Result<Chunk, String> {
     }))
 }
 
-fn sum<T: Pod>(a: &Chunk) -> Result<Chunk, String> {
+/// `op` (sum, max, min) over the whole chunk (`axis` None) or along one axis.
+fn reduce<T: Pod>(op: &str, axis: Option<usize>, a: &Chunk) -> Result<Chunk, String> {
     let x = a.elems::<T>()?;
-    // Accumulated in f64, whatever the dtype.
-    let wide: Vec<f64> = x.iter().map(|v| v.to_f64()).collect();
-    let s = cpu::sum(&wide);
-    Ok(make::<T>(vec![], |out| out[0] = T::from_f64(s)))
+    let fold = |acc: f64, v: f64| match op {
+        "sum" => acc + v,
+        "max" => acc.max(v),
+        _ => acc.min(v),
+    };
+    let init = match op {
+        "sum" => 0.0,
+        "max" => f64::NEG_INFINITY,
+        "min" => f64::INFINITY,
+        other => return Err(format!("unknown reduction {other:?}")),
+    };
+    let Some(ax) = axis else {
+        // Accumulated in f64, whatever the dtype (sums pairwise).
+        let wide: Vec<f64> = x.iter().map(|v| v.to_f64()).collect();
+        let r = if op == "sum" {
+            cpu::sum(&wide)
+        } else {
+            wide.iter().copied().fold(init, fold)
+        };
+        return Ok(make::<T>(vec![], |out| out[0] = T::from_f64(r)));
+    };
+    if ax >= a.shape.len() {
+        return Err(format!("axis {ax} of a {}-d chunk", a.shape.len()));
+    }
+    let dims: Vec<usize> = a.shape.iter().map(|&d| d as usize).collect();
+    let outer: usize = dims[..ax].iter().product();
+    let len = dims[ax];
+    let inner: usize = dims[ax + 1..].iter().product();
+    let mut shape = a.shape.clone();
+    shape.remove(ax);
+    let mut acc = vec![init; outer * inner];
+    for o in 0..outer {
+        for k in 0..len {
+            let row = &x[(o * len + k) * inner..(o * len + k + 1) * inner];
+            for (slot, v) in acc[o * inner..(o + 1) * inner].iter_mut().zip(row) {
+                *slot = fold(*slot, v.to_f64());
+            }
+        }
+    }
+    Ok(make::<T>(shape, |out| {
+        for (o, v) in out.iter_mut().zip(&acc) {
+            *o = T::from_f64(*v);
+        }
+    }))
 }
 
-fn add_many<T: Pod>(chunks: &[Chunk]) -> Result<Chunk, String> {
-    let first = chunks.first().ok_or("add_many of nothing")?;
+/// Elementwise `op` (add, max, min) of chunks of one shape.
+fn combine<T: Pod>(op: &str, chunks: &[Chunk]) -> Result<Chunk, String> {
+    let first = chunks.first().ok_or("combine of nothing")?;
+    let op = match op {
+        "add" => Binary::Add,
+        "max" => Binary::Max,
+        "min" => Binary::Min,
+        other => return Err(format!("unknown combination {other:?}")),
+    };
     let mut acc: Vec<T> = first.elems::<T>()?.into_owned();
+    let mut tmp = acc.clone();
     for c in &chunks[1..] {
         if c.shape != first.shape {
             return Err(format!("shapes {:?} and {:?} differ", first.shape, c.shape));
         }
         let y = c.elems::<T>()?;
-        for (a, b) in acc.iter_mut().zip(y.iter()) {
-            *a = a.add(*b);
-        }
+        cpu::binary(op, &acc, &y, &mut tmp, false, false);
+        std::mem::swap(&mut acc, &mut tmp);
     }
     Ok(make::<T>(first.shape.clone(), |out| {
         out.copy_from_slice(&acc)
@@ -392,17 +440,25 @@ pub(crate) fn register(r: &mut Registry) {
         }
         by_dtype!(x.dtype, matmul(&x, &y)).map(|c| c.to_value())
     });
-    r.register("array.sum", 1, |a| {
-        let [x] = a else {
-            return Err("sum: (chunk)".into());
+    r.register("array.reduce", 1, |a| {
+        let [Value::Str(op), axis, x] = a else {
+            return Err("reduce: (op, axis or -1, chunk)".into());
+        };
+        let axis = match axis {
+            Value::Int(i) if *i >= 0 => Some(*i as usize),
+            Value::Int(_) => None,
+            _ => return Err("reduce: the axis is an integer".into()),
         };
         let x = chunk_arg(x)?;
-        by_dtype!(x.dtype, sum(&x)).map(|c| c.to_value())
+        by_dtype!(x.dtype, reduce(op, axis, &x)).map(|c| c.to_value())
     });
-    r.register("array.add_many", 1, |a| {
-        let chunks = a.iter().map(chunk_arg).collect::<Result<Vec<_>, _>>()?;
-        let dt = chunks.first().ok_or("add_many of nothing")?.dtype;
-        by_dtype!(dt, add_many(&chunks)).map(|c| c.to_value())
+    r.register("array.combine", 1, |a| {
+        let [Value::Str(op), rest @ ..] = a else {
+            return Err("combine: (op, chunk, …)".into());
+        };
+        let chunks = rest.iter().map(chunk_arg).collect::<Result<Vec<_>, _>>()?;
+        let dt = chunks.first().ok_or("combine of nothing")?.dtype;
+        by_dtype!(dt, combine(op, &chunks)).map(|c| c.to_value())
     });
 }
 
@@ -430,7 +486,10 @@ mod tests {
         let p = Chunk::from_value(&p).unwrap();
         assert_eq!(&*p.elems::<f64>().unwrap(), &[14.0, 32.0, 32.0, 77.0]);
         let s = r
-            .call("array.sum", &Value::List(vec![p.to_value()]))
+            .call(
+                "array.reduce",
+                &Value::List(vec![Value::Str("sum".into()), Value::Int(-1), p.to_value()]),
+            )
             .unwrap();
         assert_eq!(
             &*Chunk::from_value(&s).unwrap().elems::<f64>().unwrap(),
