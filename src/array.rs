@@ -22,6 +22,18 @@ pub(crate) fn to_graph(x: &Array) -> Graph {
                 TaskArg::Ints(v) => {
                     Arg::Value(Value::List(v.into_iter().map(Value::Int).collect()))
                 }
+                TaskArg::Data {
+                    dtype,
+                    shape,
+                    bytes,
+                } => Arg::Value(
+                    Chunk {
+                        dtype,
+                        shape,
+                        data: bytes,
+                    }
+                    .to_value(),
+                ),
             })
             .collect();
         g.task(&t.key, &t.op, args);
@@ -66,4 +78,44 @@ pub(crate) fn assemble<T: Pod>(
         out.slice_mut(slices.as_slice()).assign(&view);
     }
     Ok(out)
+}
+
+/// An array from an ndarray held here, in chunks of `chunk` (sent with the graph).
+pub fn from_ndarray<T: Pod>(a: &ndarray::ArrayD<T>, chunk: &[u64]) -> Result<Array, ArrayError> {
+    let shape: Vec<u64> = a.shape().iter().map(|&d| d as u64).collect();
+    let standard = a.as_standard_layout();
+    let elems = standard.as_slice().expect("standard layout is contiguous");
+    // SAFETY: plain numbers; the byte view covers exactly the elements.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(elems.as_ptr().cast::<u8>(), std::mem::size_of_val(elems))
+    };
+    Array::from_bytes(&shape, chunk, T::DTYPE, bytes)
+}
+
+/// A computed array kept on the workers: usable in new expressions like any array; its
+/// chunks are released when this is dropped.
+pub struct Persisted {
+    array: Array,
+    _chunks: Vec<rask_client::Future>,
+}
+
+impl std::ops::Deref for Persisted {
+    type Target = Array;
+    fn deref(&self) -> &Array {
+        &self.array
+    }
+}
+
+impl Persisted {
+    pub(crate) fn new(array: Array, chunks: Vec<rask_client::Future>) -> Persisted {
+        Persisted {
+            array,
+            _chunks: chunks,
+        }
+    }
+
+    /// The array (valid while this `Persisted` lives).
+    pub fn array(&self) -> &Array {
+        &self.array
+    }
 }

@@ -52,6 +52,19 @@ impl Client {
         array::assemble(x, chunks)
     }
 
+    /// Computes an array's chunks and keeps them on the workers; new expressions on the
+    /// result start from them instead of recomputing.
+    pub fn persist_array(&self, x: &array::Array) -> Result<array::Persisted, ClientError> {
+        let g = array::to_graph(x);
+        let keys = x.chunk_keys();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let futures = self.compute(&g, &refs)?;
+        for f in &futures {
+            f.wait()?;
+        }
+        Ok(array::Persisted::new(x.from_existing(x.name()), futures))
+    }
+
     /// Connects to `$RASK_SCHEDULER_ADDRESS` if set, otherwise starts an in-process
     /// [`LocalCluster`] (threads) with the built-in ops.
     pub fn new() -> Result<Client, ClientError> {

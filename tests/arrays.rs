@@ -120,3 +120,49 @@ fn reductions_whole_and_along_each_axis_match_ndarray() {
         got.iter().zip(want.iter()).for_each(|(a, b)| near(*a, *b));
     }
 }
+
+#[test]
+fn arrays_from_ndarray_arange_and_persisted_arrays() {
+    let c = Client::new().unwrap();
+    let s = seed();
+    let local = ndarray::Array2::<f64>::from_shape_fn((13, 11), |(i, j)| {
+        ((i * 31 + j * 17) as u64 ^ s) as f64 % 97.0 - 48.0
+    })
+    .into_dyn();
+    let x = rask::array::from_ndarray(&local, &[4, 5]).unwrap();
+    assert_eq!(x.chunks(), &[vec![4, 4, 4, 1], vec![5, 5, 1]]);
+    assert_eq!(c.compute_array::<f64>(&x).unwrap(), local);
+    let doubled = c.compute_array::<f64>(&(&x * 2.0)).unwrap();
+    assert_eq!(doubled, &local * 2.0);
+
+    let r = Array::arange(10, 3, DType::F32, 1.5, 0.5).unwrap();
+    let got = c.compute_array::<f32>(&r).unwrap();
+    assert_eq!(
+        got.as_slice().unwrap(),
+        &(0..10).map(|i| 1.5 + 0.5 * i as f32).collect::<Vec<_>>()[..]
+    );
+
+    // A persisted array is computed once; expressions on it start from its chunks.
+    let x = Array::random_uniform(&[48, 48], &[16, 16], DType::F64, s, 0.0, 1.0).unwrap();
+    let p = c.persist_array(&x).unwrap();
+    let y = p.matmul(&p.t().unwrap()).unwrap();
+    assert!(
+        y.graph().iter().all(|t| t.op != "array.random_uniform"),
+        "the persisted chunks are not recomputed"
+    );
+    let xs = c
+        .compute_array::<f64>(&x)
+        .unwrap()
+        .into_dimensionality::<Ix2>()
+        .unwrap();
+    let ys = c
+        .compute_array::<f64>(&y)
+        .unwrap()
+        .into_dimensionality::<Ix2>()
+        .unwrap();
+    let want = xs.dot(&xs.t());
+    for (a, b) in ys.iter().zip(want.iter()) {
+        assert!((a - b).abs() <= 1e-12 * b.abs().max(1.0));
+    }
+    assert_eq!(c.compute_array::<f64>(p.array()).unwrap(), xs.into_dyn());
+}

@@ -20,6 +20,12 @@ pub enum TaskArg {
     Float(f64),
     Str(String),
     Ints(Vec<i64>),
+    /// A chunk given by the client: little-endian row-major bytes.
+    Data {
+        dtype: DType,
+        shape: Vec<u64>,
+        bytes: bytes::Bytes,
+    },
 }
 
 /// One task of an array graph.
@@ -296,6 +302,106 @@ impl Array {
                     .collect()
             },
         ))
+    }
+
+    /// An array from row-major little-endian element bytes held here (each chunk is sent
+    /// with the graph).
+    pub fn from_bytes(
+        shape: &[u64],
+        chunk: &[u64],
+        dtype: DType,
+        data: &[u8],
+    ) -> Result<Array, ArrayError> {
+        let n: u64 = shape.iter().product();
+        if n * dtype.size() != data.len() as u64 {
+            return Err(ArrayError::Invalid(format!(
+                "{} bytes for {n} elements of {dtype}",
+                data.len()
+            )));
+        }
+        let chunks = Self::regular(shape, chunk)?;
+        let geometry = ArrayShape::new(shape, &chunks);
+        let size = dtype.size() as usize;
+        Ok(Array::new(
+            "data",
+            shape.to_vec(),
+            chunks,
+            dtype,
+            vec![],
+            |name, idx| {
+                idx.iter()
+                    .map(|i| {
+                        let (origin, local) = (geometry.origin(i), geometry.shape(i));
+                        let count: u64 = local.iter().product();
+                        let mut out = Vec::with_capacity(count as usize * size);
+                        // Copy runs along the last dimension.
+                        let cols = local.last().copied().unwrap_or(1) as usize;
+                        let rows = (count as usize).checked_div(cols).unwrap_or(0);
+                        for r in 0..rows {
+                            let start = global_offset(shape, &origin, &local, (r * cols) as u64);
+                            let at = start as usize * size;
+                            out.extend_from_slice(&data[at..at + cols * size]);
+                        }
+                        Task {
+                            key: key_of(name, i),
+                            op: "identity".into(),
+                            args: vec![TaskArg::Data {
+                                dtype,
+                                shape: local,
+                                bytes: out.into(),
+                            }],
+                        }
+                    })
+                    .collect()
+            },
+        ))
+    }
+
+    /// `start, start + step, …` (n of them), 1-d.
+    pub fn arange(
+        n: u64,
+        chunk: u64,
+        dtype: DType,
+        start: f64,
+        step: f64,
+    ) -> Result<Array, ArrayError> {
+        float_only(dtype)?;
+        let chunks = Self::regular(&[n], &[chunk])?;
+        let geometry = ArrayShape::new(&[n], &chunks);
+        Ok(Array::new(
+            "arange",
+            vec![n],
+            chunks,
+            dtype,
+            vec![],
+            |name, idx| {
+                idx.iter()
+                    .map(|i| Task {
+                        key: key_of(name, i),
+                        op: "array.arange".into(),
+                        args: vec![
+                            TaskArg::Str(dtype.name().into()),
+                            TaskArg::Float(start + step * geometry.origin(i)[0] as f64),
+                            TaskArg::Float(step),
+                            TaskArg::Int(geometry.shape(i)[0] as i64),
+                        ],
+                    })
+                    .collect()
+            },
+        ))
+    }
+
+    /// An array whose chunks already exist under `name-i-j…` (a persisted array): it adds
+    /// no tasks to graphs.
+    pub fn from_existing(&self, name: &str) -> Array {
+        Array(Arc::new(Node {
+            name: name.to_string(),
+            shape: self.shape().to_vec(),
+            chunks: self.chunks().to_vec(),
+            dtype: self.dtype(),
+            tasks: Vec::new(),
+            parents: Vec::new(),
+        }))
     }
 
     /// Every element `value`.
@@ -640,6 +746,20 @@ fn tree_combine(tasks: &mut Vec<Task>, op: &str, out: &str, mut keys: Vec<String
         op: "array.combine".into(),
         args,
     });
+}
+
+/// The global linear index of element `i` (row-major within the chunk) of the chunk at
+/// `origin`.
+fn global_offset(global: &[u64], origin: &[u64], local: &[u64], mut i: u64) -> u64 {
+    let mut idx = 0;
+    let mut stride = 1;
+    for d in (0..global.len()).rev() {
+        let pos = i % local[d].max(1);
+        i /= local[d].max(1);
+        idx += (origin[d] + pos) * stride;
+        stride *= global[d];
+    }
+    idx
 }
 
 fn key_of(name: &str, idx: &[usize]) -> String {

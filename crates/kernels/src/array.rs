@@ -216,6 +216,14 @@ fn random<T: Pod>(normal: bool, a: &[Value]) -> Result<Chunk, String> {
     }))
 }
 
+fn arange_chunk<T: Pod>(n: u64, start: f64, step: f64) -> Result<Chunk, String> {
+    Ok(make::<T>(vec![n], |out| {
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = T::from_f64(start + step * i as f64);
+        }
+    }))
+}
+
 fn full<T: Pod>(shape: Vec<u64>, value: f64) -> Result<Chunk, String> {
     Ok(make::<T>(shape, |out| cpu::fill(out, T::from_f64(value))))
 }
@@ -399,6 +407,14 @@ pub(crate) fn register(r: &mut Registry) {
     r.register("array.random_normal", 1, |a| {
         let dt = dtype(a.first().ok_or("random: no dtype")?)?;
         by_dtype!(dt, random(true, a)).map(|c| c.to_value())
+    });
+    r.register("array.arange", 1, |a| {
+        let [dt, start, step, Value::Int(n)] = a else {
+            return Err("arange: (dtype, start, step, n)".into());
+        };
+        let (dt, start, step) = (dtype(dt)?, float(start)?, float(step)?);
+        let n = (*n).max(0) as u64;
+        by_dtype!(dt, arange_chunk(n, start, step)).map(|c| c.to_value())
     });
     r.register("array.full", 1, |a| {
         let [dt, shape, value] = a else {
