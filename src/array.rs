@@ -7,8 +7,9 @@ use rask_proto::Value;
 
 pub use rask_array::{Array, ArrayError, DType, Task, TaskArg};
 
-/// The graph of an array, as the client submits it.
-pub(crate) fn to_graph(x: &Array) -> Graph {
+/// The graph of an array, as the client submits it. With `gpu`, every task asks for a
+/// GPU (`gpu = 1`), so chunks are made and kept on GPU workers.
+pub(crate) fn to_graph(x: &Array, gpu: bool) -> Graph {
     let mut g = Graph::new();
     for t in x.graph() {
         let args: Vec<Arg> = t
@@ -37,6 +38,9 @@ pub(crate) fn to_graph(x: &Array) -> Graph {
             })
             .collect();
         g.task(&t.key, &t.op, args);
+        if gpu {
+            g.resources(&[("gpu", 1.0)]);
+        }
     }
     g
 }

@@ -45,17 +45,26 @@ impl Client {
         &self,
         x: &array::Array,
     ) -> Result<ndarray::ArrayD<T>, ClientError> {
-        let g = array::to_graph(x);
+        let g = array::to_graph(x, self.has_gpus()?);
         let keys = x.chunk_keys();
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let chunks = self.get(&g, &refs)?;
         array::assemble(x, chunks)
     }
 
+    /// Whether any worker drives a GPU (real or simulated).
+    fn has_gpus(&self) -> Result<bool, ClientError> {
+        Ok(self
+            .scheduler_info()?
+            .workers
+            .iter()
+            .any(|w| w.device != "host" && !w.device.is_empty()))
+    }
+
     /// Computes an array's chunks and keeps them on the workers; new expressions on the
     /// result start from them instead of recomputing.
     pub fn persist_array(&self, x: &array::Array) -> Result<array::Persisted, ClientError> {
-        let g = array::to_graph(x);
+        let g = array::to_graph(x, self.has_gpus()?);
         let keys = x.chunk_keys();
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let futures = self.compute(&g, &refs)?;

@@ -152,3 +152,41 @@ fn a_working_set_four_times_device_memory_spills_and_stays_exact() {
         );
     }
 }
+
+/// Arrays on simulated GPUs: chunks are made on the GPU workers (in device memory) and
+/// the results are exact.
+#[test]
+fn arrays_run_on_simulated_gpus() {
+    let cluster = LocalCUDACluster::sim(2, 256 << 20).build().unwrap();
+    let c = Client::for_cluster(cluster).unwrap();
+    let x = rask::array::Array::random_uniform(
+        &[256, 256],
+        &[128, 128],
+        rask::array::DType::F64,
+        5,
+        0.0,
+        1.0,
+    )
+    .unwrap();
+    let p = c.persist_array(&x).unwrap();
+    // Every chunk (128 KiB) lives in a GPU's memory.
+    common::eventually("the chunks are accounted on the GPUs", || {
+        let info = c.scheduler_info().unwrap();
+        info.workers
+            .iter()
+            .map(|w| w.device_memory_used)
+            .sum::<u64>()
+            >= 4 * (128 * 128 * 8)
+    });
+    let y = p.matmul(&p.t().unwrap()).unwrap();
+    let ys = c.compute_array::<f64>(&y).unwrap();
+    let xs = c
+        .compute_array::<f64>(p.array())
+        .unwrap()
+        .into_dimensionality::<ndarray::Ix2>()
+        .unwrap();
+    let want = xs.dot(&xs.t());
+    for (a, b) in ys.iter().zip(want.iter()) {
+        assert!((a - b).abs() <= 1e-12 * b.abs().max(1.0));
+    }
+}
