@@ -166,3 +166,45 @@ fn arrays_from_ndarray_arange_and_persisted_arrays() {
     }
     assert_eq!(c.compute_array::<f64>(p.array()).unwrap(), xs.into_dyn());
 }
+
+#[test]
+fn slices_aligned_or_not_and_rechunks_keep_every_value() {
+    use ndarray::s;
+    let c = Client::new().unwrap();
+    let base = seed();
+    let local = ndarray::Array2::<f32>::from_shape_fn((13, 11), |(i, j)| {
+        ((i as u64 * 131 + j as u64 * 7 + base) % 1000) as f32
+    });
+    let x = rask::array::from_ndarray(&local.clone().into_dyn(), &[4, 5]).unwrap();
+    for (r, cl) in [
+        (2..11, 3..10),
+        (4..8, 5..10),
+        (0..13, 0..11),
+        (5..5, 0..3),
+        (12..13, 10..11),
+    ] {
+        let sl = x
+            .slice(&[r.start as u64..r.end as u64, cl.start as u64..cl.end as u64])
+            .unwrap();
+        let got = c.compute_array::<f32>(&sl).unwrap();
+        let want = local.slice(s![r.clone(), cl.clone()]).to_owned().into_dyn();
+        assert_eq!(got, want, "[{r:?}, {cl:?}]");
+    }
+    assert!(x.slice(&[0..14, 0..1]).is_err());
+    for chunk in [[6u64, 4], [13, 11], [1, 11], [5, 2]] {
+        let y = x.rechunk(&chunk).unwrap();
+        assert_eq!(y.chunks()[0][0], chunk[0].min(13));
+        assert_eq!(
+            c.compute_array::<f32>(&y).unwrap(),
+            local.clone().into_dyn(),
+            "{chunk:?}"
+        );
+    }
+    // After rechunking, arrays of other chunkings combine.
+    let z = Array::ones(&[13, 11], &[6, 4], DType::F32).unwrap();
+    let sum = &x.rechunk(&[6, 4]).unwrap() + &z;
+    assert_eq!(
+        c.compute_array::<f32>(&sum).unwrap(),
+        (&local + 1.0).into_dyn()
+    );
+}

@@ -391,6 +391,127 @@ impl Array {
         ))
     }
 
+    /// The elements in `ranges` (one half-open range per dimension). Each output chunk is
+    /// cut from exactly one input chunk, so slicing moves only the selected bytes.
+    pub fn slice(&self, ranges: &[std::ops::Range<u64>]) -> Result<Array, ArrayError> {
+        if ranges.len() != self.shape().len() {
+            return Err(ArrayError::Invalid(format!(
+                "{} ranges for a {}-d array",
+                ranges.len(),
+                self.shape().len()
+            )));
+        }
+        // Per dimension: (input chunk, offset within it, length) of each output chunk.
+        let mut pieces: Vec<Vec<(usize, u64, u64)>> = Vec::new();
+        for (d, r) in ranges.iter().enumerate() {
+            if r.start > r.end || r.end > self.shape()[d] {
+                return Err(ArrayError::Invalid(format!(
+                    "range {r:?} outside dimension {d} of length {}",
+                    self.shape()[d]
+                )));
+            }
+            let mut v = Vec::new();
+            let mut origin = 0;
+            for (i, &len) in self.chunks()[d].iter().enumerate() {
+                let (lo, hi) = (r.start.max(origin), r.end.min(origin + len));
+                if lo < hi {
+                    v.push((i, lo - origin, hi - lo));
+                }
+                origin += len;
+            }
+            if v.is_empty() {
+                v.push((0, 0, 0));
+            }
+            pieces.push(v);
+        }
+        let shape: Vec<u64> = ranges.iter().map(|r| r.end - r.start).collect();
+        let chunks: Vec<Vec<u64>> = pieces
+            .iter()
+            .map(|p| p.iter().map(|x| x.2).collect())
+            .collect();
+        let a = self.clone();
+        Ok(Array::new(
+            "slice",
+            shape,
+            chunks,
+            self.dtype(),
+            vec![a.clone()],
+            |name, idx| {
+                idx.iter()
+                    .map(|i| {
+                        let src: Vec<usize> =
+                            i.iter().enumerate().map(|(d, &k)| pieces[d][k].0).collect();
+                        let start: Vec<u64> =
+                            i.iter().enumerate().map(|(d, &k)| pieces[d][k].1).collect();
+                        let len: Vec<u64> =
+                            i.iter().enumerate().map(|(d, &k)| pieces[d][k].2).collect();
+                        Task {
+                            key: key_of(name, i),
+                            op: "array.assemble".into(),
+                            args: vec![
+                                ints(&len),
+                                TaskArg::Key(a.chunk_key(&src)),
+                                ints(&start),
+                                ints(&vec![0; len.len()]),
+                                ints(&len),
+                            ],
+                        }
+                    })
+                    .collect()
+            },
+        ))
+    }
+
+    /// The same array in chunks of `chunk`: each output chunk is assembled from the parts
+    /// of the input chunks it overlaps.
+    pub fn rechunk(&self, chunk: &[u64]) -> Result<Array, ArrayError> {
+        let chunks = Self::regular(self.shape(), chunk)?;
+        let geometry = ArrayShape::new(self.shape(), &chunks);
+        let a = self.clone();
+        Ok(Array::new(
+            "rechunk",
+            self.shape().to_vec(),
+            chunks,
+            self.dtype(),
+            vec![a.clone()],
+            |name, idx| {
+                idx.iter()
+                    .map(|i| {
+                        let (origin, local) = (geometry.origin(i), geometry.shape(i));
+                        let mut args = vec![ints(&local)];
+                        for src in a.chunk_indices() {
+                            let (so, sl) = (a.chunk_origin(&src), a.chunk_shape(&src));
+                            let lo: Vec<u64> =
+                                (0..so.len()).map(|d| so[d].max(origin[d])).collect();
+                            let hi: Vec<u64> = (0..so.len())
+                                .map(|d| (so[d] + sl[d]).min(origin[d] + local[d]))
+                                .collect();
+                            if (0..lo.len()).any(|d| lo[d] >= hi[d]) {
+                                continue;
+                            }
+                            let src_start: Vec<u64> =
+                                (0..lo.len()).map(|d| lo[d] - so[d]).collect();
+                            let dst_start: Vec<u64> =
+                                (0..lo.len()).map(|d| lo[d] - origin[d]).collect();
+                            let extent: Vec<u64> = (0..lo.len()).map(|d| hi[d] - lo[d]).collect();
+                            args.extend([
+                                TaskArg::Key(a.chunk_key(&src)),
+                                ints(&src_start),
+                                ints(&dst_start),
+                                ints(&extent),
+                            ]);
+                        }
+                        Task {
+                            key: key_of(name, i),
+                            op: "array.assemble".into(),
+                            args,
+                        }
+                    })
+                    .collect()
+            },
+        ))
+    }
+
     /// An array whose chunks already exist under `name-i-j…` (a persisted array): it adds
     /// no tasks to graphs.
     pub fn from_existing(&self, name: &str) -> Array {

@@ -224,6 +224,69 @@ fn arange_chunk<T: Pod>(n: u64, start: f64, step: f64) -> Result<Chunk, String> 
     }))
 }
 
+type Piece = (Chunk, Vec<u64>, Vec<u64>, Vec<u64>);
+
+/// A chunk of `shape` made of blocks of other chunks: each piece copies `extent` elements
+/// from `src start` in its chunk to `dst start` in the result. Every element of the
+/// result must be covered.
+fn assemble<T: Pod>(shape: Vec<u64>, parts: &[Piece]) -> Result<Chunk, String> {
+    let rank = shape.len();
+    let mut covered = 0u64;
+    for (c, s, d, e) in parts {
+        if c.dtype != T::DTYPE {
+            return Err("assemble: mixed dtypes".into());
+        }
+        if c.shape.len() != rank || s.len() != rank || d.len() != rank || e.len() != rank {
+            return Err("assemble: ranks differ".into());
+        }
+        for k in 0..rank {
+            if s[k] + e[k] > c.shape[k] || d[k] + e[k] > shape[k] {
+                return Err(format!("assemble: block out of bounds in dimension {k}"));
+            }
+        }
+        covered += e.iter().product::<u64>();
+    }
+    if covered != shape.iter().product::<u64>() {
+        return Err("assemble: the pieces do not cover the chunk".into());
+    }
+    let strides = |dims: &[u64]| {
+        let mut st = vec![1u64; dims.len()];
+        for k in (0..dims.len().saturating_sub(1)).rev() {
+            st[k] = st[k + 1] * dims[k + 1];
+        }
+        st
+    };
+    let dst_strides = strides(&shape);
+    let mut views = Vec::new();
+    for (c, ..) in parts {
+        views.push(c.elems::<T>()?);
+    }
+    Ok(make::<T>(shape.clone(), |out| {
+        for ((c, s, d, e), src) in parts.iter().zip(&views) {
+            let src_strides = strides(&c.shape);
+            let row = e.last().copied().unwrap_or(1) as usize;
+            let rows: u64 = e[..rank.saturating_sub(1)].iter().product();
+            for r in 0..rows {
+                // The multi-index of this row within the block (all but the last dim).
+                let mut rem = r;
+                let (mut si, mut di) = (0u64, 0u64);
+                for k in (0..rank.saturating_sub(1)).rev() {
+                    let pos = rem % e[k];
+                    rem /= e[k];
+                    si += (s[k] + pos) * src_strides[k];
+                    di += (d[k] + pos) * dst_strides[k];
+                }
+                if rank > 0 {
+                    si += s[rank - 1];
+                    di += d[rank - 1];
+                }
+                let (si, di) = (si as usize, di as usize);
+                out[di..di + row].copy_from_slice(&src[si..si + row]);
+            }
+        }
+    }))
+}
+
 fn full<T: Pod>(shape: Vec<u64>, value: f64) -> Result<Chunk, String> {
     Ok(make::<T>(shape, |out| cpu::fill(out, T::from_f64(value))))
 }
@@ -415,6 +478,26 @@ pub(crate) fn register(r: &mut Registry) {
         let (dt, start, step) = (dtype(dt)?, float(start)?, float(step)?);
         let n = (*n).max(0) as u64;
         by_dtype!(dt, arange_chunk(n, start, step)).map(|c| c.to_value())
+    });
+    r.register("array.assemble", 1, |a| {
+        let [shape, pieces @ ..] = a else {
+            return Err("assemble: (shape, (chunk, src start, dst start, extent)…)".into());
+        };
+        let shape = int_list(shape, "shape")?;
+        if pieces.is_empty() || pieces.len() % 4 != 0 {
+            return Err("assemble: pieces are (chunk, src start, dst start, extent)".into());
+        }
+        let mut parts = Vec::new();
+        for p in pieces.chunks(4) {
+            parts.push((
+                chunk_arg(&p[0])?,
+                int_list(&p[1], "src start")?,
+                int_list(&p[2], "dst start")?,
+                int_list(&p[3], "extent")?,
+            ));
+        }
+        let dt = parts[0].0.dtype;
+        by_dtype!(dt, assemble(shape, &parts)).map(|c| c.to_value())
     });
     r.register("array.full", 1, |a| {
         let [dt, shape, value] = a else {
