@@ -2,10 +2,10 @@
 //! compute them with [`crate::Client::compute_array`] into an `ndarray::ArrayD`.
 
 use rask_client::{Arg, ClientError, Graph};
-use rask_kernels::array::{Chunk, Pod};
 use rask_proto::Value;
 
 pub use rask_array::{Array, ArrayError, DType, Task, TaskArg};
+pub use rask_kernels::array::{Chunk, Pod};
 
 /// The graph of an array, as the client submits it. With `gpu`, every task asks for a
 /// GPU (`gpu = 1`), so chunks are made and kept on GPU workers.

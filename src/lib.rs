@@ -22,7 +22,7 @@ pub use rask_client::{
     Arg, ClientError, ClientOptions, FromValue, Future, Graph, Resource, WorkerInfoMsg,
 };
 pub use rask_device::sim::Topology;
-pub use rask_kernels::Registry;
+pub use rask_kernels::{CudaKernel, Registry};
 pub use rask_proto::msg::SchedulerInfoMsg;
 pub use rask_proto::Value;
 pub use rask_transport::Secret;

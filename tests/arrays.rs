@@ -208,3 +208,75 @@ fn slices_aligned_or_not_and_rechunks_keep_every_value() {
         (&local + 1.0).into_dyn()
     );
 }
+
+fn affine(args: &[rask::Value]) -> Result<rask::Value, String> {
+    let [x, rask::Value::Float(a), rask::Value::Float(b)] = args else {
+        return Err("affine(chunk, a, b)".into());
+    };
+    let x = rask::array::Chunk::from_value(x)?;
+    let y: Vec<f64> = x.elems::<f64>()?.iter().map(|v| a * v + b).collect();
+    Ok(rask::array::Chunk::from_elems(x.shape.clone(), &y)?.to_value())
+}
+
+const AFFINE: &str = "extern \"C\" __global__ void affine_f64(const double* x, double* y, unsigned long long n, double a, double b) { for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n; i += (unsigned long long)blockDim.x * gridDim.x) y[i] = a * x[i] + b; }";
+
+#[test]
+fn custom_kernels_run_by_their_cpu_twin_and_are_compile_checked() {
+    use rask::array::TaskArg;
+    use rask::{CudaKernel, LocalCluster, Registry};
+    let kernel = |src: &str| CudaKernel {
+        source: src.into(),
+        entry: "affine_f64".into(),
+    };
+    let mut registry = Registry::builtin();
+    registry.register_kernel("affine", 1, kernel(AFFINE), affine);
+    // The source is part of the fingerprint the handshake compares.
+    let mut other = Registry::builtin();
+    other.register_kernel(
+        "affine",
+        1,
+        kernel(&AFFINE.replace("a * x[i]", "a * x[i] * 1.0")),
+        affine,
+    );
+    assert_ne!(registry.fingerprint(), other.fingerprint());
+
+    let cluster = LocalCluster::builder()
+        .registry(registry.clone())
+        .build()
+        .unwrap();
+    let c = Client::for_cluster(cluster).unwrap();
+    let x = Array::arange(10, 4, DType::F64, 0.0, 1.0).unwrap();
+    let y = x.map_blocks("affine", vec![TaskArg::Float(3.0), TaskArg::Float(-1.0)]);
+    let got = c.compute_array::<f64>(&y).unwrap();
+    assert_eq!(
+        got.as_slice().unwrap(),
+        &(0..10).map(|i| 3.0 * i as f64 - 1.0).collect::<Vec<_>>()[..]
+    );
+
+    match registry.check_kernels("compute_80") {
+        Ok(true) => {
+            let mut broken = Registry::builtin();
+            broken.register_kernel(
+                "affine",
+                1,
+                kernel(&AFFINE.replace("a * x[i]", "a * z[i]")),
+                affine,
+            );
+            match broken.check_kernels("compute_80") {
+                Err(rask_kernels::KernelError::Compile { op, log }) => {
+                    assert_eq!(op, "affine");
+                    assert!(log.contains("\"z\" is undefined"), "{log}");
+                }
+                other => panic!("expected a compile error, got {other:?}"),
+            }
+        }
+        Ok(false) => {
+            assert!(
+                std::env::var("RASK_REQUIRE_NVRTC").as_deref() != Ok("1"),
+                "RASK_REQUIRE_NVRTC=1 but NVRTC is not available"
+            );
+            println!("SKIPPED (compile check): NVRTC is not available");
+        }
+        Err(e) => panic!("{e}"),
+    }
+}

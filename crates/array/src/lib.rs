@@ -631,6 +631,33 @@ impl Array {
         )
     }
 
+    /// `op(chunk, args…)` on every chunk, like dask's `map_blocks`: `op` (a registered
+    /// op, e.g. a custom kernel with its CPU twin) must return a chunk of the same shape
+    /// and dtype.
+    pub fn map_blocks(&self, op: &str, args: Vec<TaskArg>) -> Array {
+        let a = self.clone();
+        Array::new(
+            op,
+            self.shape().to_vec(),
+            self.chunks().to_vec(),
+            self.dtype(),
+            vec![a.clone()],
+            |name, idx| {
+                idx.iter()
+                    .map(|i| {
+                        let mut all = vec![TaskArg::Key(a.chunk_key(i))];
+                        all.extend(args.iter().cloned());
+                        Task {
+                            key: key_of(name, i),
+                            op: op.into(),
+                            args: all,
+                        }
+                    })
+                    .collect()
+            },
+        )
+    }
+
     /// The transpose of a 2-d array.
     pub fn t(&self) -> Result<Array, ArrayError> {
         if self.shape().len() != 2 {

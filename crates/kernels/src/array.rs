@@ -56,6 +56,14 @@ impl Chunk {
         })
     }
 
+    /// A chunk of the given elements (row-major), e.g. the output of a custom op.
+    pub fn from_elems<T: Pod>(shape: Vec<u64>, elems: &[T]) -> Result<Chunk, String> {
+        if shape.iter().product::<u64>() != elems.len() as u64 {
+            return Err(format!("{} elements for shape {shape:?}", elems.len()));
+        }
+        Ok(make::<T>(shape, |out| out.copy_from_slice(elems)))
+    }
+
     /// The elements, borrowed when the bytes are aligned for `T`.
     pub fn elems<T: Pod>(&self) -> Result<Cow<'_, [T]>, String> {
         if self.dtype != T::DTYPE {

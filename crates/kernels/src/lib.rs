@@ -63,12 +63,23 @@ pub enum KernelError {
     UnknownOp(String),
     #[error("op {op:?} failed: {message}")]
     Failed { op: String, message: String },
+    #[error("the CUDA kernel of op {op:?} does not compile:\n{log}")]
+    Compile { op: String, log: String },
+}
+
+/// The CUDA side of a user's op: source text and the entry point to launch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CudaKernel {
+    pub source: String,
+    pub entry: String,
 }
 
 #[derive(Clone)]
 struct Op {
     version: u32,
     f: Arc<OpFn>,
+    /// A CUDA kernel for GPU workers (the function `f` is its CPU twin).
+    cuda: Option<CudaKernel>,
 }
 
 /// A set of named ops. Cheap to clone (ops are shared).
@@ -194,9 +205,74 @@ impl Registry {
             Op {
                 version,
                 f: Arc::new(f),
+                cuda: None,
             },
         );
         self
+    }
+
+    /// Registers an op with a CUDA kernel: `source` (compiled by NVRTC on GPU workers at
+    /// first use, and cached) with the entry point `entry`, and `cpu_twin`, which computes
+    /// the same on the CPU (on host and simulated devices). The source is part of the
+    /// registry's fingerprint, so client and workers must agree on it.
+    pub fn register_kernel<F>(
+        &mut self,
+        name: &str,
+        version: u32,
+        kernel: CudaKernel,
+        cpu_twin: F,
+    ) -> &mut Self
+    where
+        F: Fn(&[Value]) -> Result<Value, String> + Send + Sync + 'static,
+    {
+        self.register(name, version, cpu_twin);
+        if let Some(op) = self.ops.get_mut(name) {
+            op.cuda = Some(kernel);
+        }
+        self
+    }
+
+    /// The CUDA kernel of an op, if it has one.
+    pub fn cuda_kernel(&self, name: &str) -> Option<&CudaKernel> {
+        self.ops.get(name)?.cuda.as_ref()
+    }
+
+    /// Compiles every op's CUDA kernel for `arch` (e.g. `compute_80`) with NVRTC, so a
+    /// broken kernel is reported (with NVRTC's log) before anything runs. Without NVRTC
+    /// nothing can be checked: `Ok(false)`.
+    #[cfg(feature = "cuda")]
+    pub fn check_kernels(&self, arch: &str) -> Result<bool, KernelError> {
+        if rask_device::nvrtc::available().is_err() {
+            return Ok(false);
+        }
+        for (name, op) in &self.ops {
+            let Some(k) = &op.cuda else { continue };
+            match rask_device::nvrtc::compile(&k.source, name, arch) {
+                Ok(ptx) => {
+                    if !arch.starts_with("sm_")
+                        && !rask_device::nvrtc::ptx_entries(&ptx).contains(&k.entry)
+                    {
+                        return Err(KernelError::Compile {
+                            op: name.clone(),
+                            log: format!("no entry point {:?} in the compiled kernel", k.entry),
+                        });
+                    }
+                }
+                Err(rask_device::DeviceError::Compile { log, .. }) => {
+                    return Err(KernelError::Compile {
+                        op: name.clone(),
+                        log,
+                    })
+                }
+                Err(e) => {
+                    return Err(KernelError::Compile {
+                        op: name.clone(),
+                        log: e.to_string(),
+                    })
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// Whether an op is registered.
@@ -216,6 +292,13 @@ impl Registry {
             text.push_str(name);
             text.push('@');
             text.push_str(&op.version.to_string());
+            if let Some(k) = &op.cuda {
+                text.push_str(&format!(
+                    " cuda {:016x} {}",
+                    fnv1a(k.source.as_bytes()),
+                    k.entry
+                ));
+            }
             text.push('\n');
         }
         fnv1a(text.as_bytes())
