@@ -535,23 +535,28 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// Runs benches/compare/dask_tasks.py in its venv; returns its JSON.
-fn run_dask(runs: usize, full: bool) -> Result<Json> {
-    let root = repo_root();
+/// The python of the comparison venv (created by benches/compare/setup_venv.sh if needed).
+fn compare_python() -> Result<String> {
     let setup = Command::new("bash")
-        .arg(root.join("benches/compare/setup_venv.sh"))
+        .arg(repo_root().join("benches/compare/setup_venv.sh"))
         .stderr(Stdio::inherit())
         .output()
         .context("running setup_venv.sh")?;
     if !setup.status.success() {
         bail!("setup_venv.sh failed");
     }
-    let py = String::from_utf8(setup.stdout)?
+    Ok(String::from_utf8(setup.stdout)?
         .lines()
         .last()
         .context("venv python path")?
         .trim()
-        .to_string();
+        .to_string())
+}
+
+/// Runs benches/compare/dask_tasks.py in its venv; returns its JSON.
+fn run_dask(runs: usize, full: bool) -> Result<Json> {
+    let root = repo_root();
+    let py = compare_python()?;
     let out = std::env::temp_dir().join(format!("rask-bench-dask-{}.json", std::process::id()));
     let mut cmd = Command::new(&py);
     cmd.arg(root.join("benches/compare/dask_tasks.py"))
@@ -1284,20 +1289,7 @@ fn array_bench(a: ArrayArgs) -> Result<()> {
 /// Runs benches/compare/dask_array.py in the compare venv; returns its JSON.
 fn run_dask_array(a: &ArrayArgs) -> Result<Json> {
     let root = repo_root();
-    let setup = Command::new("bash")
-        .arg(root.join("benches/compare/setup_venv.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .context("running setup_venv.sh")?;
-    if !setup.status.success() {
-        bail!("setup_venv.sh failed");
-    }
-    let py = String::from_utf8(setup.stdout)?
-        .lines()
-        .last()
-        .context("venv python path")?
-        .trim()
-        .to_string();
+    let py = compare_python()?;
     let out = std::env::temp_dir().join(format!("rask-bench-array-{}.json", std::process::id()));
     eprintln!("running the same on dask.array and numpy…");
     let status = Command::new(&py)
