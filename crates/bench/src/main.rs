@@ -90,6 +90,10 @@ struct ArrayArgs {
     /// Skip dask.array and numpy.
     #[arg(long)]
     no_peer: bool,
+    /// Run on N simulated GPUs (N[:MEMORY], one worker process each) instead of 2 CPU
+    /// workers; chunk tasks then ask for a GPU.
+    #[arg(long)]
+    sim_gpus: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -1182,9 +1186,16 @@ fn array_bench(a: ArrayArgs) -> Result<()> {
         "sum" => (n * n) as f64,
         _ => 6.0 * (n * n) as f64,
     };
-    let (_cluster, client) = match &a.scheduler {
-        Some(addr) => (None, Client::connect(addr)?),
-        None => {
+    let (_cluster, client) = match (&a.scheduler, &a.sim_gpus) {
+        (Some(addr), _) => (None, Client::connect(addr)?),
+        (None, Some(spec)) => {
+            let (n, memory) =
+                rask_device::sim::SimGpus::parse_spec(spec).map_err(anyhow::Error::msg)?;
+            let cluster = rask::LocalCUDACluster::sim(n, memory).build()?;
+            let addr = cluster.scheduler_address().to_string();
+            (Some(cluster), Client::connect(&addr)?)
+        }
+        (None, None) => {
             let cluster = LocalCluster::builder()
                 .n_workers(2)
                 .threads_per_worker(1)
@@ -1193,6 +1204,10 @@ fn array_bench(a: ArrayArgs) -> Result<()> {
             let addr = cluster.scheduler_address().to_string();
             (Some(cluster), Client::connect(&addr)?)
         }
+    };
+    let workers = match &a.sim_gpus {
+        Some(spec) => format!("{spec} simulated GPUs, one worker process each (SIMULATED: CPU ops on shared host memory)"),
+        None => "2 worker processes × 1 thread".to_string(),
     };
     let mut times = Vec::new();
     let mut value = 0.0;
@@ -1236,7 +1251,7 @@ fn array_bench(a: ArrayArgs) -> Result<()> {
     };
     let p = |k: &str| peer.as_ref().and_then(|j| j[k].as_f64());
     println!(
-        "Rask array benchmark: {} on a {n}×{n} {} array in {}×{} chunks, 2 worker processes × 1 thread, {} run(s) after a warm-up",
+        "Rask array benchmark: {} on a {n}×{n} {} array in {}×{} chunks, {workers}, {} run(s) after a warm-up",
         a.op, a.dtype, a.chunk, a.chunk, a.runs
     );
     let rows = [
@@ -1277,7 +1292,7 @@ fn array_bench(a: ArrayArgs) -> Result<()> {
     println!("rask result {value:.6e}");
     if let Some(path) = &a.json {
         let doc = json!({"config": {"op": a.op, "size": n, "chunk": a.chunk, "dtype": a.dtype,
-                                    "runs": a.runs, "workers": "2 x 1 thread"},
+                                    "runs": a.runs, "workers": workers},
                          "rask": {"seconds_median": med, "seconds_std": std, "runs": times,
                                   "gflop_per_s": flops / med / 1e9},
                          "peers": peer});
