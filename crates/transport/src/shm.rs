@@ -469,8 +469,10 @@ pub struct DataReply {
     pub req: u64,
     pub items: Vec<DataItem>,
     pub missing: Vec<TaskId>,
-    /// What the items' `Datum::Buf(i)` refer to.
-    pub bufs: Vec<Bytes>,
+    /// What the items' `Datum::Buf(i)` refer to: shared by every plain `Data` reply of a
+    /// frame (their indices are frame-wide), so a batch of replies does not copy the
+    /// buffer list once per reply.
+    pub bufs: Arc<Vec<Bytes>>,
 }
 
 /// The replies in one batch read from a data connection: `Data` as is, `ShmData` with
@@ -484,6 +486,7 @@ pub fn replies(
     let mut out = Vec::new();
     let mut importer = importer;
     let mut fds = fds;
+    let frame_bufs = Arc::new(batch.bufs);
     for m in batch.msgs {
         match m {
             PeerMsg::Data {
@@ -494,7 +497,7 @@ pub fn replies(
                 req,
                 items,
                 missing,
-                bufs: batch.bufs.clone(),
+                bufs: frame_bufs.clone(),
             }),
             PeerMsg::ShmData {
                 req,
@@ -510,7 +513,7 @@ pub fn replies(
                     ));
                 };
                 imp.add_segments(&segments, fds)?;
-                let bufs = imp.import(&refs, &batch.bufs, loan)?;
+                let bufs = Arc::new(imp.import(&refs, &frame_bufs, loan)?);
                 out.push(DataReply {
                     req,
                     items,
