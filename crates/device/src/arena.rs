@@ -4,7 +4,7 @@
 //! unmapped by [`Arena::trim`] after they stay unused.
 
 use std::collections::BTreeMap;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -296,6 +296,67 @@ impl AsRef<[u8]> for Region {
 impl Drop for Region {
     fn drop(&mut self) {
         self.arena.give(self.seg, self.off, self.cap);
+    }
+}
+
+/// A read-only shared mapping of the start of a file, unmapped when dropped. Usable as the
+/// owner of `Bytes` (`Bytes::from_owner`).
+pub struct ReadOnlyMap {
+    base: *const u8,
+    len: usize,
+}
+
+// SAFETY: read-only shared memory; nothing writes through this mapping.
+unsafe impl Send for ReadOnlyMap {}
+// SAFETY: as above.
+unsafe impl Sync for ReadOnlyMap {}
+
+impl ReadOnlyMap {
+    /// Maps the first `len` (> 0) bytes of `fd`; with `populate`, every page is faulted in
+    /// now rather than on first read. The caller makes sure the file is at least `len`
+    /// bytes long and cannot shrink while mapped (reads past its end would fault).
+    pub fn new(fd: impl AsFd, len: usize, populate: bool) -> std::io::Result<ReadOnlyMap> {
+        let flags = if populate {
+            MapFlags::SHARED | MapFlags::POPULATE
+        } else {
+            MapFlags::SHARED
+        };
+        // SAFETY: a fresh read-only mapping; its validity is the caller's size guarantee.
+        let base =
+            unsafe { rustix::mm::mmap(std::ptr::null_mut(), len, ProtFlags::READ, flags, fd, 0) }
+                .map_err(io_err)?;
+        Ok(ReadOnlyMap {
+            base: base as *const u8,
+            len,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: `len` mapped bytes, alive as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.base, self.len) }
+    }
+}
+
+impl AsRef<[u8]> for ReadOnlyMap {
+    fn as_ref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl Drop for ReadOnlyMap {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping; every slice into it borrows or owns this.
+        unsafe {
+            let _ = rustix::mm::munmap(self.base as *mut _, self.len);
+        }
     }
 }
 

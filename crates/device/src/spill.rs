@@ -25,55 +25,8 @@ pub fn to_file(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<Bytes> {
     if bytes.is_empty() {
         return Ok(Bytes::new());
     }
-    let map = map_readonly(&f, bytes.len())?;
+    let map = crate::arena::ReadOnlyMap::new(&f, bytes.len(), false)?;
     Ok(Bytes::from_owner(map))
-}
-
-/// A read-only shared mapping of a whole file.
-struct FileMap {
-    base: *const u8,
-    len: usize,
-}
-
-// SAFETY: read-only memory of a file no one else has a name for.
-unsafe impl Send for FileMap {}
-// SAFETY: as above.
-unsafe impl Sync for FileMap {}
-
-fn map_readonly(f: &std::fs::File, len: usize) -> std::io::Result<FileMap> {
-    // SAFETY: a read-only mapping of a file this process just wrote and unlinked; no one
-    // can change or truncate it.
-    let base = unsafe {
-        rustix::mm::mmap(
-            std::ptr::null_mut(),
-            len,
-            rustix::mm::ProtFlags::READ,
-            rustix::mm::MapFlags::SHARED,
-            f,
-            0,
-        )
-    }
-    .map_err(std::io::Error::from)?;
-    Ok(FileMap {
-        base: base as *const u8,
-        len,
-    })
-}
-
-impl AsRef<[u8]> for FileMap {
-    fn as_ref(&self) -> &[u8] {
-        // SAFETY: the mapping is `len` bytes and lives as long as `self`.
-        unsafe { std::slice::from_raw_parts(self.base, self.len) }
-    }
-}
-
-impl Drop for FileMap {
-    fn drop(&mut self) {
-        // SAFETY: our own mapping.
-        unsafe {
-            let _ = rustix::mm::munmap(self.base as *mut _, self.len);
-        }
-    }
 }
 
 #[cfg(test)]

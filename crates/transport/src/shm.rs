@@ -25,7 +25,6 @@ use rask_proto::frame;
 use rask_proto::msg::{BufRef, DataItem, PeerMsg, ShmSegment, WireMessage};
 use rask_proto::TaskId;
 use rustix::fs::SealFlags;
-use rustix::mm::{MapFlags, ProtFlags};
 use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags,
@@ -38,7 +37,7 @@ use crate::TransportError;
 /// Buffers smaller than this travel inline in the frame: copying them costs less than the
 /// bookkeeping of a loan.
 pub const INLINE_MAX: usize = 64 * 1024;
-pub use rask_device::arena::{Arena, ArenaStats, Region, DEFAULT_SEGMENT};
+pub use rask_device::arena::{Arena, ArenaStats, ReadOnlyMap, Region, DEFAULT_SEGMENT};
 /// Most descriptors passed with one `sendmsg`.
 const FDS_PER_MSG: usize = 16;
 
@@ -149,60 +148,25 @@ impl Exporter {
     }
 }
 
-/// A read-only mapping of a peer's segment.
-struct Mapping {
-    base: *const u8,
-    len: u64,
-}
-
-// SAFETY: read-only shared memory.
-unsafe impl Send for Mapping {}
-// SAFETY: read-only shared memory.
-unsafe impl Sync for Mapping {}
-
-impl Mapping {
-    fn new(fd: &OwnedFd, len: u64) -> Result<Mapping, TransportError> {
-        let bad = |m: String| TransportError::Shm(m);
-        let st = rustix::fs::fstat(fd).map_err(|e| bad(format!("fstat: {e}")))?;
-        if (st.st_size as u64) < len {
-            return Err(bad(format!(
-                "segment is {} bytes, announced as {len}",
-                st.st_size
-            )));
-        }
-        let seals = rustix::fs::fcntl_get_seals(fd).map_err(|e| bad(format!("seals: {e}")))?;
-        if !seals.contains(SealFlags::SHRINK) {
-            return Err(bad("segment is not sealed against shrinking".into()));
-        }
-        if len == 0 {
-            return Err(bad("empty segment".into()));
-        }
-        // SAFETY: a read-only shared mapping of a sealed file at least `len` long.
-        let base = unsafe {
-            rustix::mm::mmap(
-                std::ptr::null_mut(),
-                len as usize,
-                ProtFlags::READ,
-                MapFlags::SHARED | MapFlags::POPULATE,
-                fd,
-                0,
-            )
-        }
-        .map_err(|e| bad(format!("mmap: {e}")))?;
-        Ok(Mapping {
-            base: base as *const u8,
-            len,
-        })
+/// Maps a peer's segment read-only, after checking that the file is as long as announced
+/// and sealed against shrinking (so reading it can never fault).
+fn map_segment(fd: &OwnedFd, len: u64) -> Result<ReadOnlyMap, TransportError> {
+    let bad = |m: String| TransportError::Shm(m);
+    let st = rustix::fs::fstat(fd).map_err(|e| bad(format!("fstat: {e}")))?;
+    if (st.st_size as u64) < len {
+        return Err(bad(format!(
+            "segment is {} bytes, announced as {len}",
+            st.st_size
+        )));
     }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: our own mapping; every slice into it holds an `Arc` of this.
-        unsafe {
-            let _ = rustix::mm::munmap(self.base as *mut _, self.len as usize);
-        }
+    let seals = rustix::fs::fcntl_get_seals(fd).map_err(|e| bad(format!("seals: {e}")))?;
+    if !seals.contains(SealFlags::SHRINK) {
+        return Err(bad("segment is not sealed against shrinking".into()));
     }
+    if len == 0 {
+        return Err(bad("empty segment".into()));
+    }
+    ReadOnlyMap::new(fd, len as usize, true).map_err(|e| bad(format!("mmap: {e}")))
 }
 
 /// Sends the release of one loan when its last imported buffer is dropped.
@@ -219,7 +183,7 @@ impl Drop for Ticket {
 
 /// An imported buffer: a slice of a peer's segment, valid while held.
 struct Imported {
-    _map: Arc<Mapping>,
+    _map: Arc<ReadOnlyMap>,
     _ticket: Arc<Ticket>,
     ptr: *const u8,
     len: usize,
@@ -240,7 +204,7 @@ impl AsRef<[u8]> for Imported {
 /// The receiver's side of one shared-memory connection: maps the peer's segments and
 /// turns references into [`Bytes`] that release their loan when dropped.
 pub struct Importer {
-    maps: HashMap<u32, Arc<Mapping>>,
+    maps: HashMap<u32, Arc<ReadOnlyMap>>,
     release: Arc<dyn Fn(u64) + Send + Sync>,
 }
 
@@ -263,7 +227,7 @@ impl Importer {
             let fd = fds.pop_front().ok_or_else(|| {
                 TransportError::Shm(format!("segment {} announced without a descriptor", s.id))
             })?;
-            let m = Mapping::new(&fd, s.len)?;
+            let m = map_segment(&fd, s.len)?;
             self.maps.insert(s.id, Arc::new(m));
         }
         Ok(())
@@ -302,11 +266,11 @@ impl Importer {
                         .get(&segment)
                         .ok_or_else(|| bad(format!("unknown segment {segment}")))?;
                     match offset.checked_add(len) {
-                        Some(end) if end <= map.len => {}
+                        Some(end) if end <= map.len() as u64 => {}
                         _ => {
                             return Err(bad(format!(
                                 "range {offset}+{len} outside segment {segment} ({} bytes)",
-                                map.len
+                                map.len()
                             )))
                         }
                     }
@@ -314,7 +278,7 @@ impl Importer {
                         _map: map.clone(),
                         _ticket: ticket,
                         // SAFETY: offset + len ≤ the mapping's length (checked above).
-                        ptr: unsafe { map.base.add(offset as usize) },
+                        ptr: unsafe { map.as_slice().as_ptr().add(offset as usize) },
                         len: len as usize,
                     }))
                 }
