@@ -6,6 +6,7 @@ use std::error::Error;
 use clap::Args;
 use rask_kernels::Registry;
 use rask_proto::msg::Resource;
+pub use rask_worker::WorkerDevice;
 
 /// `worker` options, like `dask worker`'s.
 #[derive(Args, Debug, Clone)]
@@ -68,6 +69,26 @@ impl WorkerArgs {
             nvlink_peers: Vec::new(),
         }
     }
+}
+
+/// The `rask worker` options for `device` and its NVLink peers: the inverse of
+/// [`parse_device`] plus `--nvlink-peers`.
+pub fn device_args(device: &rask_worker::WorkerDevice, nvlink: &[u32]) -> Vec<String> {
+    let mut args = match device {
+        rask_worker::WorkerDevice::Host => return Vec::new(),
+        rask_worker::WorkerDevice::Sim { memory, .. } => {
+            vec!["--device-memory-limit".into(), memory.to_string()]
+        }
+        rask_worker::WorkerDevice::Cuda { memory_limit, .. } => memory_limit
+            .map(|m| vec!["--device-memory-limit".into(), m.to_string()])
+            .unwrap_or_default(),
+    };
+    args.extend(["--device".into(), device.label()]);
+    if !nvlink.is_empty() {
+        let peers: Vec<String> = nvlink.iter().map(u32::to_string).collect();
+        args.extend(["--nvlink-peers".into(), peers.join(",")]);
+    }
+    args
 }
 
 /// Parses `--device` and `--device-memory-limit`.

@@ -150,7 +150,7 @@ impl LocalClusterBuilder {
                         index: i,
                         memory: *memory,
                     },
-                    nvlink: (0..n).filter(|&j| topology.nvlink(i, j)).collect(),
+                    nvlink: topology.peers(i, n),
                 })
             }
             Gpus::Cuda {
@@ -411,30 +411,14 @@ impl LocalClusterBuilder {
         if let Some(t) = self.transport {
             cmd.args(["--transport", &t.to_string()]);
         }
-        if let Some(d) = self.device_of(i) {
-            match d.device {
-                rask_worker::WorkerDevice::Host => {}
-                rask_worker::WorkerDevice::Sim { index, memory } => {
-                    cmd.args(["--device", &format!("sim:{index}")])
-                        .args(["--device-memory-limit", &memory.to_string()]);
-                }
-                rask_worker::WorkerDevice::Cuda {
-                    index,
-                    memory_limit,
-                } => {
-                    // One GPU per process, numbered as NVML numbers them.
-                    cmd.env("CUDA_VISIBLE_DEVICES", index.to_string())
-                        .env("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
-                        .args(["--device", "cuda:0"]);
-                    if let Some(m) = memory_limit {
-                        cmd.args(["--device-memory-limit", &m.to_string()]);
-                    }
-                }
+        if let Some(mut d) = self.device_of(i) {
+            if let rask_worker::WorkerDevice::Cuda { index, .. } = &mut d.device {
+                // One GPU per process, numbered as NVML numbers them.
+                cmd.env("CUDA_VISIBLE_DEVICES", index.to_string())
+                    .env("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
+                *index = 0;
             }
-            if !d.nvlink.is_empty() {
-                let peers: Vec<String> = d.nvlink.iter().map(u32::to_string).collect();
-                cmd.args(["--nvlink-peers", &peers.join(",")]);
-            }
+            cmd.args(crate::cli::device_args(&d.device, &d.nvlink));
         }
         for (n, a) in &self.resources {
             cmd.args(["--resources", &format!("{n}={a}")]);

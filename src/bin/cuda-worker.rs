@@ -90,19 +90,8 @@ fn plans(a: &Args) -> Result<Vec<Plan>> {
         );
         return Ok((0..n)
             .map(|i| {
-                let peers: Vec<String> = (0..n)
-                    .filter(|&j| topology.nvlink(i, j))
-                    .map(|j| j.to_string())
-                    .collect();
-                let mut args = vec![
-                    "--device".into(),
-                    format!("sim:{i}"),
-                    "--device-memory-limit".into(),
-                    memory.to_string(),
-                ];
-                if !peers.is_empty() {
-                    args.extend(["--nvlink-peers".into(), peers.join(",")]);
-                }
+                let device = rask_worker::WorkerDevice::Sim { index: i, memory };
+                let args = rask::cli::device_args(&device, &topology.peers(i, n));
                 Plan {
                     label: format!("sim:{i}"),
                     args,
@@ -130,16 +119,12 @@ fn plans(a: &Args) -> Result<Vec<Plan>> {
                 g.pci_bus_id
             );
             let limit = device_limit.unwrap_or(g.memory_total / 10 * 8);
-            let mut args = vec![
-                "--device".into(),
-                "cuda:0".into(),
-                "--device-memory-limit".into(),
-                limit.to_string(),
-            ];
-            if !g.nvlink_peers.is_empty() {
-                let peers: Vec<String> = g.nvlink_peers.iter().map(u32::to_string).collect();
-                args.extend(["--nvlink-peers".into(), peers.join(",")]);
-            }
+            // The worker sees only its GPU, as device 0.
+            let device = rask_worker::WorkerDevice::Cuda {
+                index: 0,
+                memory_limit: Some(limit),
+            };
+            let args = rask::cli::device_args(&device, &g.nvlink_peers);
             Plan {
                 label: format!("cuda:{} ({})", g.index, g.name),
                 args,

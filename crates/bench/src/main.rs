@@ -963,25 +963,14 @@ fn p2p_sim(a: &P2pArgs, spec: &str) -> Result<()> {
     let (sched, addr) = scheduler_process()?;
     let mut procs = Vec::new();
     for i in 0..n {
-        let peers: Vec<String> = (0..n)
-            .filter(|&j| topology.nvlink(i, j))
-            .map(|j| j.to_string())
-            .collect();
+        let device = rask::cli::WorkerDevice::Sim { index: i, memory };
         let mut cmd = Command::new(&bin);
         cmd.args(["worker", &addr, "--nthreads", "1", "--quiet"])
-            .args([
-                "--name",
-                &format!("gpu{i}"),
-                "--device",
-                &format!("sim:{i}"),
-            ])
-            .args(["--device-memory-limit", &memory.to_string()])
+            .args(["--name", &format!("gpu{i}")])
+            .args(rask::cli::device_args(&device, &topology.peers(i, n)))
             .env("RASK_LOG", "error")
             .stdin(Stdio::null())
             .stderr(Stdio::null());
-        if !peers.is_empty() {
-            cmd.args(["--nvlink-peers", &peers.join(",")]);
-        }
         procs.push(KillOnDrop(cmd.spawn()?));
     }
     procs.push(sched);

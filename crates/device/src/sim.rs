@@ -51,6 +51,11 @@ impl Topology {
         self.nvlink.contains(&(a.min(b), a.max(b)))
     }
 
+    /// The NVLink peers of GPU `i` among GPUs `0..n`.
+    pub fn peers(&self, i: u32, n: u32) -> Vec<u32> {
+        (0..n).filter(|&j| self.nvlink(i, j)).collect()
+    }
+
     /// Parses `none`, `all`, `pairs` or explicit links `0-1,2-3`.
     pub fn parse(s: &str, n: u32) -> Result<Topology, String> {
         match s {

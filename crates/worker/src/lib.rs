@@ -70,13 +70,18 @@ pub enum WorkerDevice {
 }
 
 impl WorkerDevice {
+    /// The device, without its memory.
+    pub fn device(&self) -> rask_device::Device {
+        match self {
+            WorkerDevice::Host => rask_device::Device::Host,
+            WorkerDevice::Sim { index, .. } => rask_device::Device::Sim(*index),
+            WorkerDevice::Cuda { index, .. } => rask_device::Device::Cuda(*index),
+        }
+    }
+
     /// `host`, `sim:N` or `cuda:N`.
     pub fn label(&self) -> String {
-        match self {
-            WorkerDevice::Host => "host".into(),
-            WorkerDevice::Sim { index, .. } => format!("sim:{index}"),
-            WorkerDevice::Cuda { index, .. } => format!("cuda:{index}"),
-        }
+        self.device().to_string()
     }
 
     /// The GPU index, if a GPU.
