@@ -146,6 +146,35 @@ impl Array {
         }))
     }
 
+    /// An array of one task per chunk: `task(block)` gives each chunk's op and arguments.
+    fn blockwise(
+        op: &str,
+        shape: Vec<u64>,
+        chunks: Vec<Vec<u64>>,
+        dtype: DType,
+        parents: Vec<Array>,
+        task: impl Fn(&Block) -> (String, Vec<TaskArg>),
+    ) -> Array {
+        let geometry = chunks.clone();
+        Array::new(op, shape, chunks, dtype, parents, |name, idx| {
+            idx.iter()
+                .map(|i| {
+                    let block = Block {
+                        idx: i,
+                        origin: origin_of(&geometry, i),
+                        shape: shape_of(&geometry, i),
+                    };
+                    let (op, args) = task(&block);
+                    Task {
+                        key: key_of(name, i),
+                        op,
+                        args,
+                    }
+                })
+                .collect()
+        })
+    }
+
     /// `shape` split into chunks of at most `chunk` along each dimension.
     fn regular(shape: &[u64], chunk: &[u64]) -> Result<Vec<Vec<u64>>, ArrayError> {
         if shape.len() != chunk.len() {
@@ -187,12 +216,7 @@ impl Array {
 
     /// The key of the chunk at a grid index.
     pub fn chunk_key(&self, idx: &[usize]) -> String {
-        let mut k = self.0.name.clone();
-        for i in idx {
-            k.push('-');
-            k.push_str(&i.to_string());
-        }
-        k
+        key_of(&self.0.name, idx)
     }
 
     /// The chunk grid's indices, row-major.
@@ -210,18 +234,12 @@ impl Array {
 
     /// The origin (first element's index) of a chunk.
     pub fn chunk_origin(&self, idx: &[usize]) -> Vec<u64> {
-        idx.iter()
-            .enumerate()
-            .map(|(d, &i)| self.0.chunks[d][..i].iter().sum())
-            .collect()
+        origin_of(&self.0.chunks, idx)
     }
 
     /// The shape of a chunk.
     pub fn chunk_shape(&self, idx: &[usize]) -> Vec<u64> {
-        idx.iter()
-            .enumerate()
-            .map(|(d, &i)| self.0.chunks[d][i])
-            .collect()
+        shape_of(&self.0.chunks, idx)
     }
 
     /// Every task this array needs, its ancestors' first, each once.
@@ -277,29 +295,24 @@ impl Array {
     ) -> Result<Array, ArrayError> {
         float_only(dtype)?;
         let chunks = Self::regular(shape, chunk)?;
-        let proto = ArrayShape::new(shape, &chunks);
-        Ok(Array::new(
-            op,
+        let op = format!("array.{op}");
+        Ok(Array::blockwise(
+            &op,
             shape.to_vec(),
             chunks,
             dtype,
             vec![],
-            |name, idx| {
-                idx.iter()
-                    .map(|i| Task {
-                        key: key_of(name, i),
-                        op: format!("array.{op}"),
-                        args: vec![
-                            TaskArg::Str(dtype.name().into()),
-                            TaskArg::Int(seed as i64),
-                            ints(shape),
-                            ints(&proto.origin(i)),
-                            ints(&proto.shape(i)),
-                            TaskArg::Float(p0),
-                            TaskArg::Float(p1),
-                        ],
-                    })
-                    .collect()
+            |b| {
+                let args = vec![
+                    TaskArg::Str(dtype.name().into()),
+                    TaskArg::Int(seed as i64),
+                    ints(shape),
+                    ints(&b.origin),
+                    ints(&b.shape),
+                    TaskArg::Float(p0),
+                    TaskArg::Float(p1),
+                ];
+                (op.clone(), args)
             },
         ))
     }
@@ -320,39 +333,30 @@ impl Array {
             )));
         }
         let chunks = Self::regular(shape, chunk)?;
-        let geometry = ArrayShape::new(shape, &chunks);
         let size = dtype.size() as usize;
-        Ok(Array::new(
+        Ok(Array::blockwise(
             "data",
             shape.to_vec(),
             chunks,
             dtype,
             vec![],
-            |name, idx| {
-                idx.iter()
-                    .map(|i| {
-                        let (origin, local) = (geometry.origin(i), geometry.shape(i));
-                        let count: u64 = local.iter().product();
-                        let mut out = Vec::with_capacity(count as usize * size);
-                        // Copy runs along the last dimension.
-                        let cols = local.last().copied().unwrap_or(1) as usize;
-                        let rows = (count as usize).checked_div(cols).unwrap_or(0);
-                        for r in 0..rows {
-                            let start = global_offset(shape, &origin, &local, (r * cols) as u64);
-                            let at = start as usize * size;
-                            out.extend_from_slice(&data[at..at + cols * size]);
-                        }
-                        Task {
-                            key: key_of(name, i),
-                            op: "identity".into(),
-                            args: vec![TaskArg::Data {
-                                dtype,
-                                shape: local,
-                                bytes: out.into(),
-                            }],
-                        }
-                    })
-                    .collect()
+            |b| {
+                let count: u64 = b.shape.iter().product();
+                let mut out = Vec::with_capacity(count as usize * size);
+                // Copy runs along the last dimension.
+                let cols = b.shape.last().copied().unwrap_or(1) as usize;
+                let rows = (count as usize).checked_div(cols).unwrap_or(0);
+                for r in 0..rows {
+                    let start = global_offset(shape, &b.origin, &b.shape, (r * cols) as u64);
+                    let at = start as usize * size;
+                    out.extend_from_slice(&data[at..at + cols * size]);
+                }
+                let chunk = TaskArg::Data {
+                    dtype,
+                    shape: b.shape.clone(),
+                    bytes: out.into(),
+                };
+                ("identity".into(), vec![chunk])
             },
         ))
     }
@@ -367,26 +371,20 @@ impl Array {
     ) -> Result<Array, ArrayError> {
         float_only(dtype)?;
         let chunks = Self::regular(&[n], &[chunk])?;
-        let geometry = ArrayShape::new(&[n], &chunks);
-        Ok(Array::new(
+        Ok(Array::blockwise(
             "arange",
             vec![n],
             chunks,
             dtype,
             vec![],
-            |name, idx| {
-                idx.iter()
-                    .map(|i| Task {
-                        key: key_of(name, i),
-                        op: "array.arange".into(),
-                        args: vec![
-                            TaskArg::Str(dtype.name().into()),
-                            TaskArg::Float(start + step * geometry.origin(i)[0] as f64),
-                            TaskArg::Float(step),
-                            TaskArg::Int(geometry.shape(i)[0] as i64),
-                        ],
-                    })
-                    .collect()
+            |b| {
+                let args = vec![
+                    TaskArg::Str(dtype.name().into()),
+                    TaskArg::Float(start + step * b.origin[0] as f64),
+                    TaskArg::Float(step),
+                    TaskArg::Int(b.shape[0] as i64),
+                ];
+                ("array.arange".into(), args)
             },
         ))
     }
@@ -410,15 +408,7 @@ impl Array {
                     self.shape()[d]
                 )));
             }
-            let mut v = Vec::new();
-            let mut origin = 0;
-            for (i, &len) in self.chunks()[d].iter().enumerate() {
-                let (lo, hi) = (r.start.max(origin), r.end.min(origin + len));
-                if lo < hi {
-                    v.push((i, lo - origin, hi - lo));
-                }
-                origin += len;
-            }
+            let mut v = overlaps(&self.chunks()[d], r.start, r.end);
             if v.is_empty() {
                 v.push((0, 0, 0));
             }
@@ -430,34 +420,25 @@ impl Array {
             .map(|p| p.iter().map(|x| x.2).collect())
             .collect();
         let a = self.clone();
-        Ok(Array::new(
+        Ok(Array::blockwise(
             "slice",
             shape,
             chunks,
             self.dtype(),
             vec![a.clone()],
-            |name, idx| {
-                idx.iter()
-                    .map(|i| {
-                        let src: Vec<usize> =
-                            i.iter().enumerate().map(|(d, &k)| pieces[d][k].0).collect();
-                        let start: Vec<u64> =
-                            i.iter().enumerate().map(|(d, &k)| pieces[d][k].1).collect();
-                        let len: Vec<u64> =
-                            i.iter().enumerate().map(|(d, &k)| pieces[d][k].2).collect();
-                        Task {
-                            key: key_of(name, i),
-                            op: "array.assemble".into(),
-                            args: vec![
-                                ints(&len),
-                                TaskArg::Key(a.chunk_key(&src)),
-                                ints(&start),
-                                ints(&vec![0; len.len()]),
-                                ints(&len),
-                            ],
-                        }
-                    })
-                    .collect()
+            |b| {
+                let piece = |d: usize| pieces[d][b.idx[d]];
+                let rank = b.idx.len();
+                let src: Vec<usize> = (0..rank).map(|d| piece(d).0).collect();
+                let start: Vec<u64> = (0..rank).map(|d| piece(d).1).collect();
+                let args = vec![
+                    ints(&b.shape),
+                    TaskArg::Key(a.chunk_key(&src)),
+                    ints(&start),
+                    ints(&vec![0; rank]),
+                    ints(&b.shape),
+                ];
+                ("array.assemble".into(), args)
             },
         ))
     }
@@ -466,48 +447,37 @@ impl Array {
     /// of the input chunks it overlaps.
     pub fn rechunk(&self, chunk: &[u64]) -> Result<Array, ArrayError> {
         let chunks = Self::regular(self.shape(), chunk)?;
-        let geometry = ArrayShape::new(self.shape(), &chunks);
         let a = self.clone();
-        Ok(Array::new(
+        Ok(Array::blockwise(
             "rechunk",
             self.shape().to_vec(),
             chunks,
             self.dtype(),
             vec![a.clone()],
-            |name, idx| {
-                idx.iter()
-                    .map(|i| {
-                        let (origin, local) = (geometry.origin(i), geometry.shape(i));
-                        let mut args = vec![ints(&local)];
-                        for src in a.chunk_indices() {
-                            let (so, sl) = (a.chunk_origin(&src), a.chunk_shape(&src));
-                            let lo: Vec<u64> =
-                                (0..so.len()).map(|d| so[d].max(origin[d])).collect();
-                            let hi: Vec<u64> = (0..so.len())
-                                .map(|d| (so[d] + sl[d]).min(origin[d] + local[d]))
-                                .collect();
-                            if (0..lo.len()).any(|d| lo[d] >= hi[d]) {
-                                continue;
-                            }
-                            let src_start: Vec<u64> =
-                                (0..lo.len()).map(|d| lo[d] - so[d]).collect();
-                            let dst_start: Vec<u64> =
-                                (0..lo.len()).map(|d| lo[d] - origin[d]).collect();
-                            let extent: Vec<u64> = (0..lo.len()).map(|d| hi[d] - lo[d]).collect();
-                            args.extend([
-                                TaskArg::Key(a.chunk_key(&src)),
-                                ints(&src_start),
-                                ints(&dst_start),
-                                ints(&extent),
-                            ]);
-                        }
-                        Task {
-                            key: key_of(name, i),
-                            op: "array.assemble".into(),
-                            args,
-                        }
-                    })
-                    .collect()
+            |b| {
+                // Per dimension, the input chunks this block overlaps; every combination is
+                // one piece.
+                let per_dim: Vec<Vec<(usize, u64, u64)>> = (0..b.idx.len())
+                    .map(|d| overlaps(&a.chunks()[d], b.origin[d], b.origin[d] + b.shape[d]))
+                    .collect();
+                let mut args = vec![ints(&b.shape)];
+                for combo in grid(&per_dim.iter().map(Vec::len).collect::<Vec<_>>()) {
+                    let part = |d: usize| per_dim[d][combo[d]];
+                    let src: Vec<usize> = (0..combo.len()).map(|d| part(d).0).collect();
+                    let src_origin = a.chunk_origin(&src);
+                    let src_start: Vec<u64> = (0..combo.len()).map(|d| part(d).1).collect();
+                    let dst_start: Vec<u64> = (0..combo.len())
+                        .map(|d| src_origin[d] + part(d).1 - b.origin[d])
+                        .collect();
+                    let extent: Vec<u64> = (0..combo.len()).map(|d| part(d).2).collect();
+                    args.extend([
+                        TaskArg::Key(a.chunk_key(&src)),
+                        ints(&src_start),
+                        ints(&dst_start),
+                        ints(&extent),
+                    ]);
+                }
+                ("array.assemble".into(), args)
             },
         ))
     }
@@ -534,25 +504,19 @@ impl Array {
     ) -> Result<Array, ArrayError> {
         float_only(dtype)?;
         let chunks = Self::regular(shape, chunk)?;
-        let proto = ArrayShape::new(shape, &chunks);
-        Ok(Array::new(
+        Ok(Array::blockwise(
             "full",
             shape.to_vec(),
             chunks,
             dtype,
             vec![],
-            |name, idx| {
-                idx.iter()
-                    .map(|i| Task {
-                        key: key_of(name, i),
-                        op: "array.full".into(),
-                        args: vec![
-                            TaskArg::Str(dtype.name().into()),
-                            ints(&proto.shape(i)),
-                            TaskArg::Float(value),
-                        ],
-                    })
-                    .collect()
+            |b| {
+                let args = vec![
+                    TaskArg::Str(dtype.name().into()),
+                    ints(&b.shape),
+                    TaskArg::Float(value),
+                ];
+                ("array.full".into(), args)
             },
         ))
     }
@@ -584,51 +548,28 @@ impl Array {
             return Err(ArrayError::DType(self.dtype(), other.dtype()));
         }
         let (a, b) = (self.clone(), other.clone());
-        Ok(Array::new(
-            op,
-            self.shape().to_vec(),
-            self.chunks().to_vec(),
-            self.dtype(),
-            vec![a.clone(), b.clone()],
-            |name, idx| {
-                idx.iter()
-                    .map(|i| Task {
-                        key: key_of(name, i),
-                        op: "array.binary".into(),
-                        args: vec![
-                            TaskArg::Str(op.into()),
-                            TaskArg::Key(a.chunk_key(i)),
-                            TaskArg::Key(b.chunk_key(i)),
-                        ],
-                    })
-                    .collect()
-            },
-        ))
+        let parents = vec![a.clone(), b.clone()];
+        Ok(self.each_chunk(op, parents, |i| {
+            let args = vec![
+                TaskArg::Str(op.into()),
+                TaskArg::Key(a.chunk_key(i)),
+                TaskArg::Key(b.chunk_key(i)),
+            ];
+            ("array.binary".into(), args)
+        }))
     }
 
     /// Elementwise `op` with a scalar on the right.
     pub fn scalar(&self, op: &str, value: f64) -> Array {
         let a = self.clone();
-        Array::new(
-            op,
-            self.shape().to_vec(),
-            self.chunks().to_vec(),
-            self.dtype(),
-            vec![a.clone()],
-            |name, idx| {
-                idx.iter()
-                    .map(|i| Task {
-                        key: key_of(name, i),
-                        op: "array.binary".into(),
-                        args: vec![
-                            TaskArg::Str(op.into()),
-                            TaskArg::Key(a.chunk_key(i)),
-                            TaskArg::Float(value),
-                        ],
-                    })
-                    .collect()
-            },
-        )
+        self.each_chunk(op, vec![a.clone()], |i| {
+            let args = vec![
+                TaskArg::Str(op.into()),
+                TaskArg::Key(a.chunk_key(i)),
+                TaskArg::Float(value),
+            ];
+            ("array.binary".into(), args)
+        })
     }
 
     /// `op(chunk, args…)` on every chunk, like dask's `map_blocks`: `op` (a registered
@@ -636,25 +577,27 @@ impl Array {
     /// and dtype.
     pub fn map_blocks(&self, op: &str, args: Vec<TaskArg>) -> Array {
         let a = self.clone();
-        Array::new(
-            op,
+        self.each_chunk(op, vec![a.clone()], |i| {
+            let mut all = vec![TaskArg::Key(a.chunk_key(i))];
+            all.extend(args.iter().cloned());
+            (op.into(), all)
+        })
+    }
+
+    /// An array of this one's shape, chunks and dtype, one task per chunk.
+    fn each_chunk(
+        &self,
+        name: &str,
+        parents: Vec<Array>,
+        task: impl Fn(&[usize]) -> (String, Vec<TaskArg>),
+    ) -> Array {
+        Array::blockwise(
+            name,
             self.shape().to_vec(),
             self.chunks().to_vec(),
             self.dtype(),
-            vec![a.clone()],
-            |name, idx| {
-                idx.iter()
-                    .map(|i| {
-                        let mut all = vec![TaskArg::Key(a.chunk_key(i))];
-                        all.extend(args.iter().cloned());
-                        Task {
-                            key: key_of(name, i),
-                            op: op.into(),
-                            args: all,
-                        }
-                    })
-                    .collect()
-            },
+            parents,
+            |b| task(b.idx),
         )
     }
 
@@ -666,20 +609,15 @@ impl Array {
         let a = self.clone();
         let shape = vec![self.shape()[1], self.shape()[0]];
         let chunks = vec![self.chunks()[1].clone(), self.chunks()[0].clone()];
-        Ok(Array::new(
+        Ok(Array::blockwise(
             "transpose",
             shape,
             chunks,
             self.dtype(),
             vec![a.clone()],
-            |name, idx| {
-                idx.iter()
-                    .map(|i| Task {
-                        key: key_of(name, i),
-                        op: "array.transpose".into(),
-                        args: vec![TaskArg::Key(a.chunk_key(&[i[1], i[0]]))],
-                    })
-                    .collect()
+            |b| {
+                let src = a.chunk_key(&[b.idx[1], b.idx[0]]);
+                ("array.transpose".into(), vec![TaskArg::Key(src)])
             },
         ))
     }
@@ -928,29 +866,42 @@ fn float_only(dtype: DType) -> Result<(), ArrayError> {
     }
 }
 
-/// Chunk geometry before the array exists.
-struct ArrayShape {
-    chunks: Vec<Vec<u64>>,
+/// The index of the first element of chunk `idx`.
+fn origin_of(chunks: &[Vec<u64>], idx: &[usize]) -> Vec<u64> {
+    idx.iter()
+        .enumerate()
+        .map(|(d, &i)| chunks[d][..i].iter().sum())
+        .collect()
 }
 
-impl ArrayShape {
-    fn new(_shape: &[u64], chunks: &[Vec<u64>]) -> ArrayShape {
-        ArrayShape {
-            chunks: chunks.to_vec(),
+/// The shape of chunk `idx`.
+fn shape_of(chunks: &[Vec<u64>], idx: &[usize]) -> Vec<u64> {
+    idx.iter().enumerate().map(|(d, &i)| chunks[d][i]).collect()
+}
+
+/// The parts of the chunks of one dimension (`lengths`) inside `[lo, hi)`: (chunk, offset
+/// within it, length), in order.
+fn overlaps(lengths: &[u64], lo: u64, hi: u64) -> Vec<(usize, u64, u64)> {
+    let mut out = Vec::new();
+    let mut origin = 0;
+    for (i, &len) in lengths.iter().enumerate() {
+        let (a, b) = (lo.max(origin), hi.min(origin + len));
+        if a < b {
+            out.push((i, a - origin, b - a));
+        }
+        origin += len;
+        if origin >= hi {
+            break;
         }
     }
-    fn origin(&self, idx: &[usize]) -> Vec<u64> {
-        idx.iter()
-            .enumerate()
-            .map(|(d, &i)| self.chunks[d][..i].iter().sum())
-            .collect()
-    }
-    fn shape(&self, idx: &[usize]) -> Vec<u64> {
-        idx.iter()
-            .enumerate()
-            .map(|(d, &i)| self.chunks[d][i])
-            .collect()
-    }
+    out
+}
+
+/// One chunk of an array being built: its grid index, origin and shape.
+struct Block<'a> {
+    idx: &'a [usize],
+    origin: Vec<u64>,
+    shape: Vec<u64>,
 }
 
 macro_rules! ops {
