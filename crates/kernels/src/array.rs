@@ -76,15 +76,42 @@ impl Chunk {
 /// Plain element types: any bit pattern is a value.
 pub trait Pod: Float + Default {
     const DTYPE: DType;
+    /// out (m×n) = a (m×k) · b (k×n), all row-major and contiguous.
+    fn gemm(m: usize, k: usize, n: usize, a: &[Self], b: &[Self], out: &mut [Self]);
 }
 
-impl Pod for f32 {
-    const DTYPE: DType = DType::F32;
+macro_rules! pod {
+    ($t:ty, $dt:expr, $gemm:path) => {
+        impl Pod for $t {
+            const DTYPE: DType = $dt;
+            fn gemm(m: usize, k: usize, n: usize, a: &[Self], b: &[Self], out: &mut [Self]) {
+                assert!(a.len() >= m * k && b.len() >= k * n && out.len() >= m * n);
+                // SAFETY: row-major buffers at least as large as the shapes (checked).
+                unsafe {
+                    $gemm(
+                        m,
+                        k,
+                        n,
+                        1.0,
+                        a.as_ptr(),
+                        k as isize,
+                        1,
+                        b.as_ptr(),
+                        n as isize,
+                        1,
+                        0.0,
+                        out.as_mut_ptr(),
+                        n as isize,
+                        1,
+                    )
+                }
+            }
+        }
+    };
 }
 
-impl Pod for f64 {
-    const DTYPE: DType = DType::F64;
-}
+pod!(f32, DType::F32, matrixmultiply::sgemm);
+pod!(f64, DType::F64, matrixmultiply::dgemm);
 
 fn view<T: Pod>(b: &[u8]) -> Cow<'_, [T]> {
     let n = b.len() / std::mem::size_of::<T>();
@@ -349,46 +376,7 @@ fn matmul<T: Pod>(a: &Chunk, b: &Chunk) -> Result<Chunk, String> {
     }
     let (x, y) = (a.elems::<T>()?, b.elems::<T>()?);
     Ok(make::<T>(vec![m, n], |out| {
-        let (m, k, n) = (m as usize, k as usize, n as usize);
-        out.fill(T::zero());
-        // SAFETY: row-major m×k, k×n and m×n buffers of exactly those sizes.
-        unsafe {
-            if T::DTYPE == DType::F32 {
-                matrixmultiply::sgemm(
-                    m,
-                    k,
-                    n,
-                    1.0,
-                    x.as_ptr().cast(),
-                    k as isize,
-                    1,
-                    y.as_ptr().cast(),
-                    n as isize,
-                    1,
-                    0.0,
-                    out.as_mut_ptr().cast(),
-                    n as isize,
-                    1,
-                );
-            } else {
-                matrixmultiply::dgemm(
-                    m,
-                    k,
-                    n,
-                    1.0,
-                    x.as_ptr().cast(),
-                    k as isize,
-                    1,
-                    y.as_ptr().cast(),
-                    n as isize,
-                    1,
-                    0.0,
-                    out.as_mut_ptr().cast(),
-                    n as isize,
-                    1,
-                );
-            }
-        }
+        T::gemm(m as usize, k as usize, n as usize, &x, &y, out)
     }))
 }
 

@@ -120,6 +120,15 @@ pub fn arange<T: Elem>(out: &mut [T], start: T, step: T) {
     }
 }
 
+/// Element `i` of each operand; an operand flagged scalar is read at index 0.
+#[inline]
+fn operands<T: Copy>(a: &[T], b: &[T], i: usize, a_scalar: bool, b_scalar: bool) -> (T, T) {
+    (
+        a[if a_scalar { 0 } else { i }],
+        b[if b_scalar { 0 } else { i }],
+    )
+}
+
 /// Binary ops with scalar broadcast (an operand flagged scalar is read at index 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Binary {
@@ -139,8 +148,7 @@ pub fn binary<T: Elem>(
     b_scalar: bool,
 ) {
     for (i, o) in out.iter_mut().enumerate() {
-        let x = a[if a_scalar { 0 } else { i }];
-        let y = b[if b_scalar { 0 } else { i }];
+        let (x, y) = operands(a, b, i, a_scalar, b_scalar);
         *o = match op {
             Binary::Add => x.add(y),
             Binary::Sub => x.sub(y),
@@ -173,8 +181,7 @@ pub fn binary_float<T: Float>(
     b_scalar: bool,
 ) {
     for (i, o) in out.iter_mut().enumerate() {
-        let x = a[if a_scalar { 0 } else { i }];
-        let y = b[if b_scalar { 0 } else { i }];
+        let (x, y) = operands(a, b, i, a_scalar, b_scalar);
         *o = if pow { x.powf(y) } else { x.div(y) };
     }
 }
@@ -233,8 +240,7 @@ pub fn compare<T: Elem>(
     b_scalar: bool,
 ) {
     for (i, o) in out.iter_mut().enumerate() {
-        let x = a[if a_scalar { 0 } else { i }];
-        let y = b[if b_scalar { 0 } else { i }];
+        let (x, y) = operands(a, b, i, a_scalar, b_scalar);
         *o = match op {
             Compare::Lt => x < y,
             Compare::Gt => x > y,
