@@ -669,21 +669,7 @@ fn report(figures: &[Figure], peer: Option<&Json>, markdown: bool) {
 }
 
 fn parse_size(s: &str) -> Result<u64> {
-    let s = s.trim();
-    let (num, mult) = if let Some(n) = s.strip_suffix("GiB") {
-        (n, 1u64 << 30)
-    } else if let Some(n) = s.strip_suffix("MiB") {
-        (n, 1 << 20)
-    } else if let Some(n) = s.strip_suffix("KiB") {
-        (n, 1 << 10)
-    } else {
-        (s.strip_suffix('B').unwrap_or(s), 1)
-    };
-    Ok(num
-        .trim()
-        .parse::<u64>()
-        .with_context(|| format!("size {s:?}"))?
-        * mult)
+    rask_device::sim::parse_bytes(s).map_err(anyhow::Error::msg)
 }
 
 fn human(n: u64) -> String {
