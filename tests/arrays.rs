@@ -1,17 +1,10 @@
 //! Blocked arrays computed on a local cluster, checked against ndarray in this process.
 
-use ndarray::Ix2;
+mod common;
+
+use common::{check_gram, seed};
 use rask::array::{Array, DType};
 use rask::Client;
-
-fn seed() -> u64 {
-    let s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    println!("seed {s}");
-    s
-}
 
 #[test]
 fn matmul_of_a_transpose_summed_matches_ndarray() {
@@ -20,21 +13,9 @@ fn matmul_of_a_transpose_summed_matches_ndarray() {
     let x = Array::random_uniform(&[64, 48], &[16, 16], DType::F64, s, -1.0, 1.0).unwrap();
     let y = x.matmul(&x.t().unwrap()).unwrap();
     let total = y.sum(4);
-    let xs = c
-        .compute_array::<f64>(&x)
-        .unwrap()
-        .into_dimensionality::<Ix2>()
-        .unwrap();
-    let ys = c
-        .compute_array::<f64>(&y)
-        .unwrap()
-        .into_dimensionality::<Ix2>()
-        .unwrap();
+    let xs = check_gram(&c, &x, &y);
+    assert_eq!(y.shape(), &[64, 64]);
     let want = xs.dot(&xs.t());
-    assert_eq!(ys.shape(), &[64, 64]);
-    for (a, b) in ys.iter().zip(want.iter()) {
-        assert!((a - b).abs() <= 1e-12 * b.abs().max(1.0), "{a} vs {b}");
-    }
     let t = c.compute_array::<f64>(&total).unwrap();
     assert_eq!(t.ndim(), 0);
     let t = t.into_iter().next().unwrap();
@@ -150,20 +131,7 @@ fn arrays_from_ndarray_arange_and_persisted_arrays() {
         y.graph().iter().all(|t| t.op != "array.random_uniform"),
         "the persisted chunks are not recomputed"
     );
-    let xs = c
-        .compute_array::<f64>(&x)
-        .unwrap()
-        .into_dimensionality::<Ix2>()
-        .unwrap();
-    let ys = c
-        .compute_array::<f64>(&y)
-        .unwrap()
-        .into_dimensionality::<Ix2>()
-        .unwrap();
-    let want = xs.dot(&xs.t());
-    for (a, b) in ys.iter().zip(want.iter()) {
-        assert!((a - b).abs() <= 1e-12 * b.abs().max(1.0));
-    }
+    let xs = check_gram(&c, &x, &y);
     assert_eq!(c.compute_array::<f64>(p.array()).unwrap(), xs.into_dyn());
 }
 

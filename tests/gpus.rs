@@ -179,14 +179,5 @@ fn arrays_run_on_simulated_gpus() {
             >= 4 * (128 * 128 * 8)
     });
     let y = p.matmul(&p.t().unwrap()).unwrap();
-    let ys = c.compute_array::<f64>(&y).unwrap();
-    let xs = c
-        .compute_array::<f64>(p.array())
-        .unwrap()
-        .into_dimensionality::<ndarray::Ix2>()
-        .unwrap();
-    let want = xs.dot(&xs.t());
-    for (a, b) in ys.iter().zip(want.iter()) {
-        assert!((a - b).abs() <= 1e-12 * b.abs().max(1.0));
-    }
+    common::check_gram(&c, p.array(), &y);
 }

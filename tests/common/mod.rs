@@ -117,3 +117,23 @@ pub fn seed() -> u64 {
     println!("seed {s}");
     s
 }
+
+/// Computes `x` (2-d, f64) and `y`, checks `y` = x · xᵀ to 1e-12 relative, and returns x.
+pub fn check_gram(
+    c: &rask::Client,
+    x: &rask::array::Array,
+    y: &rask::array::Array,
+) -> ndarray::Array2<f64> {
+    let xs = c
+        .compute_array::<f64>(x)
+        .unwrap()
+        .into_dimensionality::<ndarray::Ix2>()
+        .unwrap();
+    let ys = c.compute_array::<f64>(y).unwrap();
+    let want = xs.dot(&xs.t());
+    assert_eq!(ys.shape(), want.shape());
+    for (a, b) in ys.iter().zip(want.iter()) {
+        assert!((a - b).abs() <= 1e-12 * b.abs().max(1.0), "{a} vs {b}");
+    }
+    xs
+}
