@@ -13,6 +13,22 @@ mod common;
 
 use common::{eventually, scheduler, tmpfile, Proc, RASK};
 
+/// A client's hello as the scheduler expects it, for raw-protocol tests to alter.
+fn client_hello(name: &str) -> rask_proto::msg::Hello {
+    rask_proto::msg::Hello {
+        protocol: rask_proto::PROTOCOL_VERSION,
+        schema: rask_proto::PROTOCOL_SCHEMA,
+        rask_version: rask_proto::RASK_VERSION.into(),
+        role: rask_proto::msg::Role::Client,
+        name: name.into(),
+        host_id: "h".into(),
+        pid: 0,
+        nonce: [0; 32],
+        registry: None,
+        worker: None,
+    }
+}
+
 fn worker(addr: &str, name: &str) -> Proc {
     common::worker_with(&[], addr, name, &[])
 }
@@ -167,18 +183,7 @@ fn malformed_batch_after_handshake_drops_only_that_client() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let hello = rask_proto::msg::Hello {
-            protocol: rask_proto::PROTOCOL_VERSION,
-            schema: rask_proto::PROTOCOL_SCHEMA,
-            rask_version: rask_proto::RASK_VERSION.into(),
-            role: rask_proto::msg::Role::Client,
-            name: "evil".into(),
-            host_id: "h".into(),
-            pid: 0,
-            nonce: [0; 32],
-            registry: None,
-            worker: None,
-        };
+        let hello = client_hello("evil");
         let (mut r, mut w, _) =
             rask_transport::connect(&addr, &hello, rask_transport::ConnConfig::default())
                 .await
@@ -208,16 +213,8 @@ fn version_mismatch_is_refused_naming_both_versions() {
         .unwrap();
     let err = rt.block_on(async {
         let hello = rask_proto::msg::Hello {
-            protocol: rask_proto::PROTOCOL_VERSION,
-            schema: rask_proto::PROTOCOL_SCHEMA,
             rask_version: "0.0.0-old".into(),
-            role: rask_proto::msg::Role::Client,
-            name: "old".into(),
-            host_id: "h".into(),
-            pid: 0,
-            nonce: [0; 32],
-            registry: None,
-            worker: None,
+            ..client_hello("old")
         };
         match rask_transport::connect(&addr, &hello, rask_transport::ConnConfig::default()).await {
             Err(e) => e.to_string(),
@@ -259,14 +256,7 @@ fn a_silent_worker_is_presumed_dead_and_its_work_rescheduled() {
     // A "worker" that joins, then never says anything again (a frozen host: no FIN).
     let silent = rt.block_on(async {
         let hello = rask_proto::msg::Hello {
-            protocol: rask_proto::PROTOCOL_VERSION,
-            schema: rask_proto::PROTOCOL_SCHEMA,
-            rask_version: rask_proto::RASK_VERSION.into(),
             role: rask_proto::msg::Role::Worker,
-            name: "frozen".into(),
-            host_id: "h".into(),
-            pid: 0,
-            nonce: [0; 32],
             registry: Some(rask::Registry::builtin().info()),
             worker: Some(rask_proto::msg::WorkerHello {
                 listen_addr: "tcp://127.0.0.1:9".into(),
@@ -280,6 +270,7 @@ fn a_silent_worker_is_presumed_dead_and_its_work_rescheduled() {
                 memory_limit: 1 << 30,
                 resources: vec![],
             }),
+            ..client_hello("frozen")
         };
         rask_transport::connect(&addr, &hello, rask_transport::ConnConfig::default())
             .await
@@ -317,16 +308,8 @@ fn a_build_with_other_message_definitions_is_refused() {
         .unwrap();
     let err = rt.block_on(async {
         let hello = rask_proto::msg::Hello {
-            protocol: rask_proto::PROTOCOL_VERSION,
             schema: rask_proto::PROTOCOL_SCHEMA ^ 1,
-            rask_version: rask_proto::RASK_VERSION.into(),
-            role: rask_proto::msg::Role::Client,
-            name: "patched".into(),
-            host_id: "h".into(),
-            pid: 0,
-            nonce: [0; 32],
-            registry: None,
-            worker: None,
+            ..client_hello("patched")
         };
         match rask_transport::connect(&addr, &hello, rask_transport::ConnConfig::default()).await {
             Err(e) => e.to_string(),
