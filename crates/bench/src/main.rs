@@ -35,6 +35,20 @@ enum Cmd {
     },
 }
 
+/// How every benchmark reports.
+#[derive(clap::Args)]
+struct Output {
+    /// Write every figure as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Print Markdown tables.
+    #[arg(long)]
+    markdown: bool,
+    /// Skip the peers measured beside Rask (Dask, numpy, memcpy, UCX, iperf3).
+    #[arg(long)]
+    no_peer: bool,
+}
+
 #[derive(clap::Args)]
 struct TasksArgs {
     /// Use a running scheduler (with its workers) instead of starting a cluster.
@@ -43,15 +57,8 @@ struct TasksArgs {
     /// Runs per workload (the median is reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// Write every figure as JSON.
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// Print the comparison as a Markdown table.
-    #[arg(long)]
-    markdown: bool,
-    /// Skip the Dask comparison.
-    #[arg(long)]
-    no_peer: bool,
+    #[command(flatten)]
+    out: Output,
     /// Run Dask's 100,000-task workload too (slow: minutes).
     #[arg(long)]
     peer_full: bool,
@@ -83,13 +90,8 @@ struct ArrayArgs {
     /// Timed runs after a warm-up; medians reported.
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    #[arg(long)]
-    json: Option<PathBuf>,
-    #[arg(long)]
-    markdown: bool,
-    /// Skip dask.array and numpy.
-    #[arg(long)]
-    no_peer: bool,
+    #[command(flatten)]
+    out: Output,
     /// Run on N simulated GPUs (N[:MEMORY], one worker process each) instead of 2 CPU
     /// workers; chunk tasks then ask for a GPU.
     #[arg(long)]
@@ -113,15 +115,8 @@ struct P2pArgs {
     /// Timed transfers per size (after one warm-up); medians and quartiles reported.
     #[arg(long, default_value_t = 5)]
     runs: usize,
-    /// Write every figure as JSON.
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// Print Markdown tables.
-    #[arg(long)]
-    markdown: bool,
-    /// Skip the peers (memcpy, UCX, iperf3, Dask).
-    #[arg(long)]
-    no_peer: bool,
+    #[command(flatten)]
+    out: Output,
     /// Instead of the transports: N simulated GPUs (N[:MEMORY], one worker process each),
     /// their device-to-device bandwidth matrix, and spill throughput.
     #[arg(long)]
@@ -292,15 +287,15 @@ fn tasks(a: TasksArgs) -> Result<()> {
         });
     }
 
-    let peer = if a.no_peer {
+    let peer = if a.out.no_peer {
         None
     } else {
         run_dask(runs, a.peer_full)
             .map_err(|e| eprintln!("dask: {e:#}"))
             .ok()
     };
-    report(&figures, peer.as_ref(), a.markdown);
-    if let Some(path) = &a.json {
+    report(&figures, peer.as_ref(), a.out.markdown);
+    if let Some(path) = &a.out.json {
         let ours: Vec<Json> = figures
             .iter()
             .map(|f| {
@@ -822,7 +817,7 @@ fn p2p(a: P2pArgs) -> Result<()> {
         eprintln!("transport {t}…");
         rows.extend(p2p_transport(t, a.scheduler.as_deref(), &sizes, a.runs)?);
     }
-    let peers = if a.no_peer {
+    let peers = if a.out.no_peer {
         None
     } else {
         run_p2p_peers(&a.sizes, a.runs)
@@ -845,7 +840,7 @@ fn p2p(a: P2pArgs) -> Result<()> {
     );
     println!("transfer = (submit-to-result time of a task reading the payload on b) - (the same on a); bandwidth = size / transfer; GB/s = 1e9 B/s");
     let cols = ["memcpy", "ucx_shm", "ucx_tcp", "iperf3", "dask"];
-    if a.markdown {
+    if a.out.markdown {
         println!(
             "| transport | size | GB/s p25 | p50 | p75 | transfer µs p50 | wall (s) ± std | {} |",
             cols.join(" | ")
@@ -887,7 +882,7 @@ fn p2p(a: P2pArgs) -> Result<()> {
             .iter()
             .map(|c| peer_at(c, r.size).map_or("-".into(), |v| format!("{v:.2}")))
             .collect();
-        if a.markdown {
+        if a.out.markdown {
             println!(
                 "| {} | {} | {p25:.2} | {p50:.2} | {p75:.2} | {t50:.0} | {mean:.4} ± {std:.4} | {} |",
                 r.transport,
@@ -915,7 +910,7 @@ fn p2p(a: P2pArgs) -> Result<()> {
             "gb_per_s_runs": r.bws, "transfer_us_runs": r.transfer_us,
         }));
     }
-    if let Some(path) = &a.json {
+    if let Some(path) = &a.out.json {
         let doc = json!({
             "config": {"transports": transports, "sizes": sizes, "runs": a.runs,
                        "workers": "2 x 1 thread", "op": "bytes on a, len on b"},
@@ -987,7 +982,7 @@ fn p2p_sim(a: &P2pArgs, spec: &str) -> Result<()> {
             a.runs
         );
         let header: Vec<String> = (0..n).map(|j| format!("sim:{j}")).collect();
-        if a.markdown {
+        if a.out.markdown {
             println!("| from \\ to | {} |", header.join(" | "));
             println!(
                 "|---|{}",
@@ -1031,7 +1026,7 @@ fn p2p_sim(a: &P2pArgs, spec: &str) -> Result<()> {
                     "gb_per_s_p25": p25, "gb_per_s_p50": p50, "gb_per_s_p75": p75,
                     "gb_per_s_runs": bws}));
             }
-            if a.markdown {
+            if a.out.markdown {
                 println!("| sim:{i} | {} |", cells.join(" | "));
             } else {
                 println!(
@@ -1074,7 +1069,7 @@ fn p2p_sim(a: &P2pArgs, spec: &str) -> Result<()> {
     for (name, v) in &spill {
         println!("  {name:<40} {v:>8.2}");
     }
-    if let Some(path) = &a.json {
+    if let Some(path) = &a.out.json {
         let doc = json!({
             "config": {"sim_gpus": n, "memory": memory, "nvlink": topology.describe(),
                        "sizes": sizes, "runs": a.runs, "simulated": true},
@@ -1217,7 +1212,7 @@ fn array_bench(a: ArrayArgs) -> Result<()> {
     let med = median(&mut times.clone());
     let mean = times.iter().sum::<f64>() / times.len() as f64;
     let std = (times.iter().map(|t| (t - mean).powi(2)).sum::<f64>() / times.len() as f64).sqrt();
-    let peer = if a.no_peer {
+    let peer = if a.out.no_peer {
         None
     } else {
         run_dask_array(&a)
@@ -1238,7 +1233,7 @@ fn array_bench(a: ArrayArgs) -> Result<()> {
         ),
         ("numpy, one process", p("numpy_seconds"), None),
     ];
-    if a.markdown {
+    if a.out.markdown {
         println!("| system | wall (s) | GFLOP/s | rask advantage |");
         println!("|---|---:|---:|---:|");
     }
@@ -1250,7 +1245,7 @@ fn array_bench(a: ArrayArgs) -> Result<()> {
             Some(sd) => format!("{secs:.3} ± {sd:.3}"),
             None => format!("{secs:.3}"),
         };
-        if a.markdown {
+        if a.out.markdown {
             println!("| {name} | {wall} | {gf:.1} | {adv:.2}× |");
         } else {
             println!("{name:<46} {wall:>16} s {gf:>8.1} GFLOP/s  rask {adv:.2}×");
@@ -1265,7 +1260,7 @@ fn array_bench(a: ArrayArgs) -> Result<()> {
         );
     }
     println!("rask result {value:.6e}");
-    if let Some(path) = &a.json {
+    if let Some(path) = &a.out.json {
         let doc = json!({"config": {"op": a.op, "size": n, "chunk": a.chunk, "dtype": a.dtype,
                                     "runs": a.runs, "workers": workers},
                          "rask": {"seconds_median": med, "seconds_std": std, "runs": times,
