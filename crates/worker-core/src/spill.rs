@@ -117,6 +117,10 @@ impl Spill {
 
     /// A value was dropped.
     pub fn remove(&mut self, task: TaskId) {
+        // Most workers hold no value worth spilling: no lookup per task then.
+        if self.entries.is_empty() {
+            return;
+        }
         if let Some(e) = self.entries.remove(&task) {
             self.lru.remove(&(e.tick, task));
             self.used[e.tier.index()] -= e.nbytes;

@@ -425,6 +425,9 @@ impl Worker {
             mut reader,
             to_scheduler,
         } = self;
+        // Large task arguments from the scheduler arrive in the arena too, so they can be
+        // lent to same-host peers without a copy.
+        reader.set_arena(Some(arena.clone()));
         let store: Store = Arc::default();
         // Peers in this process take the store's values directly.
         let endpoint = {
@@ -702,12 +705,14 @@ impl State {
             } => {
                 self.outstanding.remove(&(from, req));
                 let class = self.link_class(from);
-                *self.received.entry(class).or_default() +=
-                    values.iter().map(|(_, v)| v.nbytes()).sum::<u64>();
-                let got: Vec<TaskId> = values.iter().map(|(t, _)| *t).collect();
+                let mut received = 0;
                 for (t, v) in &values {
-                    self.track(*t, v);
+                    let nbytes = v.nbytes();
+                    received += nbytes;
+                    self.track(*t, v, nbytes);
                 }
+                *self.received.entry(class).or_default() += received;
+                let got: Vec<TaskId> = values.iter().map(|(t, _)| *t).collect();
                 {
                     let mut store = self.store.lock().expect("store lock");
                     for (t, v) in values {
@@ -738,14 +743,14 @@ impl State {
     }
 
     /// Tells the spilling policy about a stored value and where it lives.
-    fn track(&mut self, task: TaskId, v: &Value) {
+    fn track(&mut self, task: TaskId, v: &Value, nbytes: u64) {
         let tier = match (v, &self.arena) {
             (Value::Bytes(b), Some(a)) if self.device_pool.is_some() && a.locate(b).is_some() => {
                 Tier::Device
             }
             _ => Tier::Host,
         };
-        self.spill.add(task, tier, v.nbytes());
+        self.spill.add(task, tier, nbytes);
     }
 
     /// Moves values down a tier as the policy says: device → host (a copy to the heap, the
@@ -964,7 +969,7 @@ impl State {
             match result {
                 Ok(value) => {
                     let nbytes = value.nbytes();
-                    self.track(task, &value);
+                    self.track(task, &value, nbytes);
                     store.insert(task, value);
                     self.core.on_executed(task, Ok((nbytes, duration_us)));
                 }
