@@ -53,3 +53,23 @@ ARGMAX(float, f32)
 ARGMAX(double, f64)
 ARGMAX(int, i32)
 ARGMAX(i64, i64)
+
+// Reductions along one axis of a chunk seen as (outer, len, inner): out[o * inner + j]
+// combines a[(o * len + k) * inner + j] over k. One thread per output element.
+#define REDUCE_AXIS(OP, T, S, INIT, COMBINE) \
+extern "C" __global__ void OP##_axis_##S(const T* a, T* out, u64 outer, u64 len, u64 inner) { \
+    GRID_STRIDE(t, outer * inner) { \
+        u64 o = t / inner, j = t % inner; \
+        T acc = INIT; \
+        for (u64 k = 0; k < len; k++) { T x = a[(o * len + k) * inner + j]; acc = COMBINE; } \
+        out[t] = acc; } }
+
+#define REDUCE_AXIS_ALL(T, S, LOWEST, HIGHEST) \
+    REDUCE_AXIS(sum, T, S, (T)0, acc + x) \
+    REDUCE_AXIS(amax, T, S, LOWEST, x > acc ? x : acc) \
+    REDUCE_AXIS(amin, T, S, HIGHEST, x < acc ? x : acc)
+
+REDUCE_AXIS_ALL(float, f32, -RASK_INF_F, RASK_INF_F)
+REDUCE_AXIS_ALL(double, f64, -RASK_INF_D, RASK_INF_D)
+REDUCE_AXIS_ALL(int, i32, (int)0x80000000, 0x7fffffff)
+REDUCE_AXIS_ALL(i64, i64, (i64)0x8000000000000000ULL, 0x7fffffffffffffffLL)

@@ -109,6 +109,48 @@ pub fn ptx_entries(ptx: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// The parameter types of each entry point of PTX text, in order (`u64`, `u32`, `f32`,
+/// `f64`, …, without the dot): what a launch must pass.
+pub fn ptx_params(ptx: &[u8]) -> std::collections::BTreeMap<String, Vec<String>> {
+    let text = String::from_utf8_lossy(ptx);
+    let mut out = std::collections::BTreeMap::new();
+    let mut current: Option<(String, Vec<String>)> = None;
+    for line in text.lines() {
+        let l = line.trim();
+        if let Some(rest) = l
+            .strip_prefix(".visible .entry ")
+            .or_else(|| l.strip_prefix(".entry "))
+        {
+            let name = rest.split('(').next().unwrap_or("").trim().to_string();
+            current = Some((name, Vec::new()));
+            if rest.contains(')') {
+                if let Some((n, p)) = current.take() {
+                    out.insert(n, p);
+                }
+            }
+            continue;
+        }
+        let Some((_, params)) = current.as_mut() else {
+            continue;
+        };
+        if let Some(rest) = l.strip_prefix(".param ") {
+            // `.param .u64 name,` or `.param .align 8 .b8 name[16]`
+            let ty = rest
+                .split_whitespace()
+                .find(|w| w.starts_with('.') && *w != ".align" && *w != ".ptr")
+                .unwrap_or("")
+                .trim_start_matches('.');
+            params.push(ty.to_string());
+        }
+        if l.starts_with(')') {
+            if let Some((n, p)) = current.take() {
+                out.insert(n, p);
+            }
+        }
+    }
+    out
+}
+
 /// Compiled modules on disk, keyed by source hash and architecture: a source is compiled
 /// once per architecture, at first use.
 #[derive(Clone, Debug)]

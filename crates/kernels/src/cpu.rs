@@ -5,6 +5,9 @@
 /// Element types of the kernels.
 pub trait Elem: Copy + PartialOrd + Send + Sync + 'static {
     const NAME: &'static str;
+    /// The identities of max and min (−∞ and +∞ for floats).
+    const LOWEST: Self;
+    const HIGHEST: Self;
     fn zero() -> Self;
     fn from_f64(v: f64) -> Self;
     fn to_f64(self) -> f64;
@@ -18,6 +21,8 @@ macro_rules! elem_int {
     ($t:ty, $n:literal) => {
         impl Elem for $t {
             const NAME: &'static str = $n;
+            const LOWEST: Self = <$t>::MIN;
+            const HIGHEST: Self = <$t>::MAX;
             fn zero() -> Self {
                 0
             }
@@ -48,6 +53,8 @@ macro_rules! elem_float {
     ($t:ty, $n:literal) => {
         impl Elem for $t {
             const NAME: &'static str = $n;
+            const LOWEST: Self = <$t>::NEG_INFINITY;
+            const HIGHEST: Self = <$t>::INFINITY;
             fn zero() -> Self {
                 0.0
             }
@@ -405,6 +412,80 @@ pub fn random_normal<T: Float>(out: &mut [T], seed: u64, offset: u64, mean: f64,
     }
 }
 
+/// The twin of the `random_uniform_*` entry points: rows of `cols` elements, row `r`
+/// starting at counter `offset + r * row_stride` (a chunk's rows in a larger array).
+#[allow(clippy::too_many_arguments)]
+pub fn random_rows<T: Float>(
+    normal: bool,
+    out: &mut [T],
+    cols: usize,
+    seed: u64,
+    offset: u64,
+    row_stride: u64,
+    p0: f64,
+    p1: f64,
+) {
+    for (r, row) in out.chunks_mut(cols.max(1)).enumerate() {
+        let start = offset + r as u64 * row_stride;
+        if normal {
+            random_normal(row, seed, start, p0, p1);
+        } else {
+            random_uniform(row, seed, start, p0, p1);
+        }
+    }
+}
+
+/// Whole and per-axis reductions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reduce {
+    Sum,
+    Max,
+    Min,
+}
+
+impl Reduce {
+    pub fn parse(op: &str) -> Option<Reduce> {
+        match op {
+            "sum" => Some(Reduce::Sum),
+            "max" | "amax" => Some(Reduce::Max),
+            "min" | "amin" => Some(Reduce::Min),
+            _ => None,
+        }
+    }
+
+    /// The identity: 0, the lowest or the highest value.
+    pub fn init<T: Elem>(self) -> T {
+        match self {
+            Reduce::Sum => T::zero(),
+            Reduce::Max => T::LOWEST,
+            Reduce::Min => T::HIGHEST,
+        }
+    }
+
+    pub fn combine<T: Elem>(self, acc: T, x: T) -> T {
+        match self {
+            Reduce::Sum => acc.add(x),
+            Reduce::Max if x > acc => x,
+            Reduce::Min if x < acc => x,
+            _ => acc,
+        }
+    }
+}
+
+/// The twin of `{sum,amax,amin}_axis_*`: `a` seen as (outer, len, inner),
+/// `out[o * inner + j]` combines `a[(o * len + k) * inner + j]` over `k`.
+pub fn reduce_axis<T: Elem>(op: Reduce, a: &[T], out: &mut [T], len: usize, inner: usize) {
+    out.fill(op.init());
+    for (o, block) in a.chunks(len * inner).enumerate() {
+        let acc = &mut out[o * inner..(o + 1) * inner];
+        for row in block.chunks(inner) {
+            for (s, &x) in acc.iter_mut().zip(row) {
+                *s = op.combine(*s, x);
+            }
+        }
+    }
+}
+
 /// The entry points that have a twin here: `{op}_{dtype}`.
 pub fn twins() -> Vec<String> {
     let all = ["f32", "f64", "i32", "i64"];
@@ -427,6 +508,7 @@ pub fn twins() -> Vec<String> {
     add(&["axpy"], &float);
     add(&["lt", "gt", "eq", "where"], &all);
     add(&["sum", "amax", "amin", "argmax"], &all);
+    add(&["sum_axis", "amax_axis", "amin_axis"], &all);
     add(&["transpose"], &all);
     out.sort();
     out

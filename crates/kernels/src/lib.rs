@@ -9,6 +9,7 @@
 pub mod array;
 pub mod cpu;
 pub mod cuda_sources;
+pub mod plan;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

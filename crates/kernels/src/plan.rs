@@ -1,0 +1,903 @@
+//! Device plans: how an `array.*` op (or a user's kernel) runs on a GPU, as kernel launches
+//! and GEMMs over device buffers. A GPU worker executes plans with CUDA (`gpu`, feature
+//! `cuda`); [`run_on_host`] executes the same plan with the kernels' CPU twins, which is how
+//! plans are tested on machines without a GPU, and CI checks every launch's arguments
+//! against the parameters NVRTC reports for its entry point.
+//!
+//! Ops without a plan (`array.assemble`, ranks the kernels do not cover) run their CPU
+//! implementation on the worker's host memory.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rask_proto::{DType, Value};
+
+use crate::array::Chunk;
+use crate::cpu::{self, Binary, Elem, Float, Reduce};
+
+/// A buffer of a plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Buf {
+    /// The `i`-th input (uploaded before the first step).
+    In(usize),
+    /// The `i`-th temporary (allocated, contents unspecified).
+    Tmp(usize),
+    /// The output chunk's data.
+    Out,
+}
+
+/// A kernel argument.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Arg {
+    Buf(Buf),
+    /// A null pointer.
+    Null,
+    U64(u64),
+    I32(i32),
+    I64(i64),
+    F32(f32),
+    F64(f64),
+}
+
+impl Arg {
+    /// The PTX parameter type this argument is passed as (`.u64` for pointers).
+    pub fn ptx_type(&self) -> &'static str {
+        match self {
+            Arg::Buf(_) | Arg::Null | Arg::U64(_) | Arg::I64(_) => "u64",
+            Arg::I32(_) => "u32",
+            Arg::F32(_) => "f32",
+            Arg::F64(_) => "f64",
+        }
+    }
+
+    /// An element of `dtype` as an argument.
+    fn scalar(dtype: DType, v: f64) -> Arg {
+        match dtype {
+            DType::F32 => Arg::F32(v as f32),
+            DType::I32 => Arg::I32(v as i32),
+            DType::I64 => Arg::I64(v as i64),
+            _ => Arg::F64(v),
+        }
+    }
+}
+
+/// Where a launch's entry point is compiled from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Module {
+    /// One of `kernels/*.cu` (see [`crate::cuda_sources`]).
+    Builtin(&'static str),
+    /// A user's kernel source (registered with `Registry::register_kernel`).
+    Custom(Arc<str>),
+}
+
+/// One kernel launch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Launch {
+    pub module: Module,
+    pub entry: String,
+    pub grid: (u32, u32, u32),
+    pub block: (u32, u32, u32),
+    pub args: Vec<Arg>,
+}
+
+/// One step of a plan.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    Launch(Launch),
+    /// `out` (m×n) = `a` (m×k) · `b` (k×n), row-major (cuBLAS on a GPU).
+    Gemm {
+        dtype: DType,
+        m: u64,
+        k: u64,
+        n: u64,
+        a: Buf,
+        b: Buf,
+        out: Buf,
+    },
+    /// `len` bytes from one buffer to another.
+    Copy {
+        from: Buf,
+        to: Buf,
+        len: u64,
+    },
+}
+
+/// An op as device work: inputs, temporaries, the output chunk and the steps.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub inputs: Vec<Bytes>,
+    /// Sizes of the temporaries, in bytes.
+    pub temps: Vec<u64>,
+    pub dtype: DType,
+    pub shape: Vec<u64>,
+    pub steps: Vec<Step>,
+}
+
+impl Plan {
+    fn new(dtype: DType, shape: Vec<u64>) -> Plan {
+        Plan {
+            inputs: Vec::new(),
+            temps: Vec::new(),
+            dtype,
+            shape,
+            steps: Vec::new(),
+        }
+    }
+
+    /// Bytes of the output.
+    pub fn out_len(&self) -> u64 {
+        self.shape.iter().product::<u64>() * self.dtype.size()
+    }
+
+    fn input(&mut self, b: Bytes) -> Buf {
+        self.inputs.push(b);
+        Buf::In(self.inputs.len() - 1)
+    }
+
+    fn temp(&mut self, bytes: u64) -> Buf {
+        self.temps.push(bytes);
+        Buf::Tmp(self.temps.len() - 1)
+    }
+
+    fn launch(&mut self, entry: String, grid: (u32, u32, u32), block: u32, args: Vec<Arg>) {
+        self.steps.push(Step::Launch(Launch {
+            module: Module::Builtin(file_of(&entry)),
+            entry,
+            grid,
+            block: (block, 1, 1),
+            args,
+        }));
+    }
+
+    /// A grid-stride kernel over `n` elements.
+    fn elementwise(&mut self, entry: String, n: u64, args: Vec<Arg>) {
+        if n > 0 {
+            self.launch(entry, (grid_for(n, THREADS), 1, 1), THREADS, args);
+        }
+    }
+}
+
+/// Threads per block of the grid-stride kernels, and of the block reductions (`BLOCK` in
+/// `reduce.cu`: they must launch with exactly this many).
+pub const THREADS: u32 = 256;
+/// Blocks enough to fill any current GPU; grid-stride loops cover the rest.
+const MAX_BLOCKS: u64 = 4096;
+/// Partials of a whole-chunk reduction's first pass (the second pass is one block).
+const REDUCE_BLOCKS: u64 = 1024;
+/// Transpose tiles and rows of threads per tile (`TILE`, `ROWS` in `transpose.cu`).
+const TILE: u32 = 32;
+const TILE_ROWS: u32 = 8;
+
+fn grid_for(n: u64, threads: u32) -> u32 {
+    n.div_ceil(threads as u64).clamp(1, MAX_BLOCKS) as u32
+}
+
+/// The kernel file that defines an entry point of `kernels/`.
+pub fn file_of(entry: &str) -> &'static str {
+    let op = entry.rsplit_once('_').map_or(entry, |(op, _)| op);
+    match op {
+        "fill" | "arange" => "fill.cu",
+        "random_uniform" | "random_normal" => "random.cu",
+        "sum" | "amax" | "amin" | "argmax" | "sum_axis" | "amax_axis" | "amin_axis" => "reduce.cu",
+        "transpose" => "transpose.cu",
+        _ => "elementwise.cu",
+    }
+}
+
+fn suffix(dtype: DType) -> Result<&'static str, String> {
+    match dtype {
+        DType::F32 => Ok("f32"),
+        DType::F64 => Ok("f64"),
+        DType::I32 => Ok("i32"),
+        DType::I64 => Ok("i64"),
+        d => Err(format!("no kernels for {d}")),
+    }
+}
+
+fn ints(v: &Value) -> Option<Vec<u64>> {
+    match v {
+        Value::List(l) => l
+            .iter()
+            .map(|x| match x {
+                Value::Int(n) if *n >= 0 => Some(*n as u64),
+                _ => None,
+            })
+            .collect(),
+        _ => None,
+    }
+}
+
+fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Float(f) => Some(*f),
+        Value::Int(i) => Some(*i as f64),
+        _ => None,
+    }
+}
+
+/// The device plan of `op` on `args`, or `None` when the op has none (it then runs on the
+/// CPU). Malformed arguments also give `None`: the CPU implementation reports them.
+pub fn plan(op: &str, args: &[Value]) -> Option<Plan> {
+    let chunk = |v: &Value| Chunk::from_value(v).ok();
+    match (op, args) {
+        ("array.full", [Value::Str(dt), shape, value]) => {
+            let dtype: DType = dt.parse().ok()?;
+            let mut p = Plan::new(dtype, ints(shape)?);
+            let n = p.shape.iter().product();
+            let entry = format!("fill_{}", suffix(dtype).ok()?);
+            let value = Arg::scalar(dtype, number(value)?);
+            p.elementwise(entry, n, vec![Arg::Buf(Buf::Out), Arg::U64(n), value]);
+            Some(p)
+        }
+        ("array.arange", [Value::Str(dt), start, step, Value::Int(n)]) => {
+            let dtype: DType = dt.parse().ok()?;
+            let n = (*n).max(0) as u64;
+            let mut p = Plan::new(dtype, vec![n]);
+            let entry = format!("arange_{}", suffix(dtype).ok()?);
+            let (start, step) = (number(start)?, number(step)?);
+            let args = vec![
+                Arg::Buf(Buf::Out),
+                Arg::U64(n),
+                Arg::scalar(dtype, start),
+                Arg::scalar(dtype, step),
+            ];
+            p.elementwise(entry, n, args);
+            Some(p)
+        }
+        (
+            "array.random_uniform" | "array.random_normal",
+            [Value::Str(dt), Value::Int(seed), global, origin, shape, p0, p1],
+        ) => {
+            let dtype: DType = dt.parse().ok()?;
+            if !matches!(dtype, DType::F32 | DType::F64) {
+                return None;
+            }
+            let (global, origin, shape) = (ints(global)?, ints(origin)?, ints(shape)?);
+            // Rows of a chunk of rank ≤ 2 start at evenly spaced global indices; higher
+            // ranks run on the CPU.
+            if shape.len() > 2 || global.len() != shape.len() || origin.len() != shape.len() {
+                return None;
+            }
+            let cols = shape.last().copied().unwrap_or(1);
+            let row_stride = global.last().copied().unwrap_or(1);
+            let offset = match origin[..] {
+                [] => 0,
+                [c] => c,
+                [r, c] => r * row_stride + c,
+                _ => return None,
+            };
+            let kind = op.trim_start_matches("array.");
+            let mut p = Plan::new(dtype, shape);
+            let n = p.shape.iter().product();
+            let args = vec![
+                Arg::Buf(Buf::Out),
+                Arg::U64(n),
+                Arg::U64(cols),
+                Arg::U64(*seed as u64),
+                Arg::U64(offset),
+                Arg::U64(row_stride),
+                Arg::scalar(dtype, number(p0)?),
+                Arg::scalar(dtype, number(p1)?),
+            ];
+            p.elementwise(format!("{kind}_{}", suffix(dtype).ok()?), n, args);
+            Some(p)
+        }
+        ("array.binary", [Value::Str(name), x, y]) => {
+            let x = chunk(x)?;
+            let s = suffix(x.dtype).ok()?;
+            let float = matches!(x.dtype, DType::F32 | DType::F64);
+            let known = matches!(name.as_str(), "add" | "sub" | "mul" | "max" | "min")
+                || (float && matches!(name.as_str(), "div" | "pow"));
+            if !known {
+                return None;
+            }
+            let mut p = Plan::new(x.dtype, x.shape.clone());
+            let n = p.shape.iter().product();
+            let a = p.input(x.data.clone());
+            let (b, b_scalar) = match y {
+                Value::Float(_) | Value::Int(_) => (p.input(scalar_bytes(x.dtype, number(y)?)), 1),
+                v => {
+                    let y = chunk(v)?;
+                    if y.dtype != x.dtype || y.shape != x.shape {
+                        return None;
+                    }
+                    (p.input(y.data), 0)
+                }
+            };
+            let args = vec![
+                Arg::Buf(a),
+                Arg::Buf(b),
+                Arg::Buf(Buf::Out),
+                Arg::U64(n),
+                Arg::I32(0),
+                Arg::I32(b_scalar),
+            ];
+            p.elementwise(format!("{name}_{s}"), n, args);
+            Some(p)
+        }
+        ("array.combine", [Value::Str(name), rest @ ..]) => {
+            let chunks: Vec<Chunk> = rest.iter().map(chunk).collect::<Option<_>>()?;
+            let first = chunks.first()?;
+            if !matches!(name.as_str(), "add" | "max" | "min")
+                || chunks
+                    .iter()
+                    .any(|c| c.dtype != first.dtype || c.shape != first.shape)
+            {
+                return None;
+            }
+            let s = suffix(first.dtype).ok()?;
+            let mut p = Plan::new(first.dtype, first.shape.clone());
+            let n: u64 = p.shape.iter().product();
+            let bufs: Vec<Buf> = chunks.iter().map(|c| p.input(c.data.clone())).collect();
+            if bufs.len() == 1 {
+                let len = p.out_len();
+                p.steps.push(Step::Copy {
+                    from: bufs[0],
+                    to: Buf::Out,
+                    len,
+                });
+            }
+            // out = c0 op c1, then out = out op ci: elementwise, so in place is safe.
+            let mut acc = bufs[0];
+            for &b in &bufs[1..] {
+                let args = vec![
+                    Arg::Buf(acc),
+                    Arg::Buf(b),
+                    Arg::Buf(Buf::Out),
+                    Arg::U64(n),
+                    Arg::I32(0),
+                    Arg::I32(0),
+                ];
+                p.elementwise(format!("{name}_{s}"), n, args);
+                acc = Buf::Out;
+            }
+            Some(p)
+        }
+        ("array.transpose", [x]) => {
+            let x = chunk(x)?;
+            let [rows, cols] = x.shape[..] else {
+                return None;
+            };
+            let tiles = |d: u64| d.div_ceil(TILE as u64);
+            // gridDim.y is at most 65535.
+            if tiles(rows) > 65_535 || tiles(cols) > i32::MAX as u64 {
+                return None;
+            }
+            let mut p = Plan::new(x.dtype, vec![cols, rows]);
+            let s = suffix(x.dtype).ok()?;
+            let a = p.input(x.data);
+            if rows * cols > 0 {
+                p.steps.push(Step::Launch(Launch {
+                    module: Module::Builtin("transpose.cu"),
+                    entry: format!("transpose_{s}"),
+                    grid: (tiles(cols) as u32, tiles(rows) as u32, 1),
+                    block: (TILE, TILE_ROWS, 1),
+                    args: vec![
+                        Arg::Buf(a),
+                        Arg::Buf(Buf::Out),
+                        Arg::U64(rows),
+                        Arg::U64(cols),
+                    ],
+                }));
+            }
+            Some(p)
+        }
+        ("array.matmul", [x, y]) => {
+            let (x, y) = (chunk(x)?, chunk(y)?);
+            let (&[m, k], &[k2, n]) = (&x.shape[..], &y.shape[..]) else {
+                return None;
+            };
+            // cuBLAS takes 32-bit dimensions.
+            let fits = [m, k, n].iter().all(|&d| d <= i32::MAX as u64);
+            if k != k2 || x.dtype != y.dtype || !fits || !matches!(x.dtype, DType::F32 | DType::F64)
+            {
+                return None;
+            }
+            let mut p = Plan::new(x.dtype, vec![m, n]);
+            let (a, b) = (p.input(x.data), p.input(y.data));
+            if m * n > 0 {
+                if k == 0 {
+                    p.elementwise(
+                        format!("fill_{}", suffix(x.dtype).ok()?),
+                        m * n,
+                        vec![
+                            Arg::Buf(Buf::Out),
+                            Arg::U64(m * n),
+                            Arg::scalar(x.dtype, 0.0),
+                        ],
+                    );
+                } else {
+                    p.steps.push(Step::Gemm {
+                        dtype: x.dtype,
+                        m,
+                        k,
+                        n,
+                        a,
+                        b,
+                        out: Buf::Out,
+                    });
+                }
+            }
+            Some(p)
+        }
+        ("array.reduce", [Value::Str(name), Value::Int(axis), x]) => {
+            let x = chunk(x)?;
+            let op = Reduce::parse(name)?;
+            let s = suffix(x.dtype).ok()?;
+            let kernel = match op {
+                Reduce::Sum => "sum",
+                Reduce::Max => "amax",
+                Reduce::Min => "amin",
+            };
+            if *axis >= 0 {
+                let ax = *axis as usize;
+                if ax >= x.shape.len() {
+                    return None;
+                }
+                let outer: u64 = x.shape[..ax].iter().product();
+                let len = x.shape[ax];
+                let inner: u64 = x.shape[ax + 1..].iter().product();
+                let mut shape = x.shape.clone();
+                shape.remove(ax);
+                let mut p = Plan::new(x.dtype, shape);
+                let a = p.input(x.data);
+                let args = vec![
+                    Arg::Buf(a),
+                    Arg::Buf(Buf::Out),
+                    Arg::U64(outer),
+                    Arg::U64(len),
+                    Arg::U64(inner),
+                ];
+                p.elementwise(format!("{kernel}_axis_{s}"), outer * inner, args);
+                return Some(p);
+            }
+            let mut p = Plan::new(x.dtype, vec![]);
+            let n: u64 = x.shape.iter().product();
+            let a = p.input(x.data);
+            if n == 0 {
+                let init = match op {
+                    Reduce::Sum => 0.0,
+                    Reduce::Max => f64::NEG_INFINITY,
+                    Reduce::Min => f64::INFINITY,
+                };
+                if !matches!(x.dtype, DType::F32 | DType::F64) {
+                    return None;
+                }
+                let args = vec![Arg::Buf(Buf::Out), Arg::U64(1), Arg::scalar(x.dtype, init)];
+                p.elementwise(format!("fill_{s}"), 1, args);
+                return Some(p);
+            }
+            // Pass 1: one partial per block; pass 2 (one block) reduces the partials.
+            let blocks = n.div_ceil(THREADS as u64).min(REDUCE_BLOCKS);
+            let entry = format!("{kernel}_{s}");
+            let first_out = if blocks == 1 {
+                Buf::Out
+            } else {
+                p.temp(blocks * x.dtype.size())
+            };
+            let args = vec![Arg::Buf(a), Arg::Buf(first_out), Arg::U64(n)];
+            p.launch(entry.clone(), (blocks as u32, 1, 1), THREADS, args);
+            if blocks > 1 {
+                let args = vec![Arg::Buf(first_out), Arg::Buf(Buf::Out), Arg::U64(blocks)];
+                p.launch(entry, (1, 1, 1), THREADS, args);
+            }
+            Some(p)
+        }
+        _ => None,
+    }
+}
+
+/// The plan of a user's kernel, by the calling convention of custom kernels:
+/// `entry(inputs…, out, n, scalars…)`, every chunk argument an input (in order), the output
+/// shaped like the first, numbers passed as its dtype.
+pub fn custom(source: &str, entry: &str, args: &[Value]) -> Option<Plan> {
+    let mut chunks = Vec::new();
+    let mut scalars = Vec::new();
+    for a in args {
+        match a {
+            Value::Float(_) | Value::Int(_) => scalars.push(number(a)?),
+            v => chunks.push(Chunk::from_value(v).ok()?),
+        }
+    }
+    let first = chunks.first()?.clone();
+    suffix(first.dtype).ok()?;
+    let mut p = Plan::new(first.dtype, first.shape.clone());
+    let n: u64 = p.shape.iter().product();
+    let mut kargs: Vec<Arg> = chunks
+        .into_iter()
+        .map(|c| Arg::Buf(p.input(c.data)))
+        .collect();
+    kargs.push(Arg::Buf(Buf::Out));
+    kargs.push(Arg::U64(n));
+    kargs.extend(scalars.iter().map(|&v| Arg::scalar(first.dtype, v)));
+    if n > 0 {
+        p.steps.push(Step::Launch(Launch {
+            module: Module::Custom(source.into()),
+            entry: entry.to_string(),
+            grid: (grid_for(n, THREADS), 1, 1),
+            block: (THREADS, 1, 1),
+            args: kargs,
+        }));
+    }
+    Some(p)
+}
+
+fn scalar_bytes(dtype: DType, v: f64) -> Bytes {
+    match dtype {
+        DType::F32 => Bytes::copy_from_slice(&(v as f32).to_ne_bytes()),
+        DType::I32 => Bytes::copy_from_slice(&(v as i32).to_ne_bytes()),
+        DType::I64 => Bytes::copy_from_slice(&(v as i64).to_ne_bytes()),
+        _ => Bytes::copy_from_slice(&v.to_ne_bytes()),
+    }
+}
+
+/// Host memory for the plan runner: 8-byte aligned.
+struct HostBuf {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl HostBuf {
+    fn new(len: u64) -> HostBuf {
+        HostBuf {
+            words: vec![0; (len as usize).div_ceil(8)],
+            len: len as usize,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `len` ≤ the words' byte length; u8 has no alignment.
+        unsafe { std::slice::from_raw_parts(self.words.as_ptr().cast(), self.len) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as above, borrowed exclusively.
+        unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr().cast(), self.len) }
+    }
+
+    fn elems<T: Elem>(&self) -> &[T] {
+        let n = self.len / std::mem::size_of::<T>();
+        // SAFETY: 8-byte aligned, in bounds; every bit pattern is a valid element.
+        unsafe { std::slice::from_raw_parts(self.words.as_ptr().cast(), n) }
+    }
+
+    fn elems_mut<T: Elem>(&mut self) -> &mut [T] {
+        let n = self.len / std::mem::size_of::<T>();
+        // SAFETY: as above, borrowed exclusively.
+        unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr().cast(), n) }
+    }
+}
+
+/// Runs a plan on the host with the kernels' CPU twins, as a GPU would run it: every launch
+/// checks its arguments (count and types) and reads and writes only the buffers it is
+/// given, with the launch shape's effect on partial results reproduced. Outputs start
+/// poisoned, so an element no step writes is caught.
+pub fn run_on_host(plan: &Plan) -> Result<Chunk, String> {
+    let mut bufs: Vec<HostBuf> = Vec::new();
+    for b in &plan.inputs {
+        let mut h = HostBuf::new(b.len() as u64);
+        h.bytes_mut().copy_from_slice(b);
+        bufs.push(h);
+    }
+    let temps = bufs.len();
+    for &t in &plan.temps {
+        let mut h = HostBuf::new(t);
+        h.bytes_mut().fill(0xA5);
+        bufs.push(h);
+    }
+    let mut out = HostBuf::new(plan.out_len());
+    out.bytes_mut().fill(0xA5);
+    bufs.push(out);
+    let index = |b: Buf| -> Result<usize, String> {
+        let i = match b {
+            Buf::In(i) if i < plan.inputs.len() => i,
+            Buf::Tmp(i) if i < plan.temps.len() => temps + i,
+            Buf::Out => plan.inputs.len() + plan.temps.len(),
+            b => return Err(format!("no buffer {b:?}")),
+        };
+        Ok(i)
+    };
+    for step in &plan.steps {
+        match step {
+            Step::Copy { from, to, len } => {
+                let src = bufs[index(*from)?].bytes()[..*len as usize].to_vec();
+                bufs[index(*to)?].bytes_mut()[..*len as usize].copy_from_slice(&src);
+            }
+            Step::Gemm {
+                dtype,
+                m,
+                k,
+                n,
+                a,
+                b,
+                out,
+            } => {
+                let (m, k, n) = (*m as usize, *k as usize, *n as usize);
+                let (ia, ib, io) = (index(*a)?, index(*b)?, index(*out)?);
+                match dtype {
+                    DType::F32 => host_gemm::<f32>(&mut bufs, (ia, ib, io), m, k, n)?,
+                    DType::F64 => host_gemm::<f64>(&mut bufs, (ia, ib, io), m, k, n)?,
+                    d => return Err(format!("no GEMM for {d}")),
+                }
+            }
+            Step::Launch(l) => {
+                let Module::Builtin(_) = l.module else {
+                    return Err(format!("{}: a custom kernel has no twin here", l.entry));
+                };
+                let resolved = l
+                    .args
+                    .iter()
+                    .map(|a| match a {
+                        Arg::Buf(b) => index(*b).map(Resolved::Buf),
+                        Arg::Null => Ok(Resolved::Null),
+                        other => Ok(Resolved::Value(*other)),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                host_launch(l, &resolved, &mut bufs)?;
+            }
+        }
+    }
+    let out = bufs.pop().expect("the output buffer");
+    Ok(Chunk {
+        dtype: plan.dtype,
+        shape: plan.shape.clone(),
+        data: crate::output_bytes(out.len, |b| b.copy_from_slice(out.bytes())),
+    })
+}
+
+fn host_gemm<T: crate::array::Pod + Elem>(
+    bufs: &mut [HostBuf],
+    (a, b, out): (usize, usize, usize),
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Result<(), String> {
+    let (x, y) = (bufs[a].elems::<T>().to_vec(), bufs[b].elems::<T>().to_vec());
+    if x.len() < m * k || y.len() < k * n || bufs[out].elems::<T>().len() < m * n {
+        return Err("GEMM operands too small".into());
+    }
+    T::gemm(
+        m,
+        k,
+        n,
+        &x[..m * k],
+        &y[..k * n],
+        &mut bufs[out].elems_mut::<T>()[..m * n],
+    );
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum Resolved {
+    Buf(usize),
+    Null,
+    Value(Arg),
+}
+
+fn host_launch(l: &Launch, args: &[Resolved], bufs: &mut [HostBuf]) -> Result<(), String> {
+    let (op, dt) = l
+        .entry
+        .rsplit_once('_')
+        .ok_or_else(|| format!("entry {:?} is not op_dtype", l.entry))?;
+    match dt {
+        "f32" => launch_typed::<f32>(op, l, args, bufs),
+        "f64" => launch_typed::<f64>(op, l, args, bufs),
+        "i32" => launch_int::<i32>(op, l, args, bufs),
+        "i64" => launch_int::<i64>(op, l, args, bufs),
+        _ => Err(format!("entry {:?}: unknown dtype", l.entry)),
+    }
+}
+
+/// Reads a launch's arguments, checking each one's kind as the kernel declares it.
+struct Args<'a> {
+    entry: &'a str,
+    args: &'a [Resolved],
+}
+
+impl Args<'_> {
+    fn check_count(&self, n: usize) -> Result<(), String> {
+        if self.args.len() == n {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}: {} arguments, the kernel takes {n}",
+                self.entry,
+                self.args.len()
+            ))
+        }
+    }
+
+    fn buf(&self, i: usize) -> Result<usize, String> {
+        match self.args.get(i) {
+            Some(Resolved::Buf(b)) => Ok(*b),
+            _ => Err(format!("{}: argument {i} is not a buffer", self.entry)),
+        }
+    }
+
+    fn opt_buf(&self, i: usize) -> Result<Option<usize>, String> {
+        match self.args.get(i) {
+            Some(Resolved::Null) => Ok(None),
+            _ => self.buf(i).map(Some),
+        }
+    }
+
+    fn u64(&self, i: usize) -> Result<u64, String> {
+        match self.args.get(i) {
+            Some(Resolved::Value(Arg::U64(v))) => Ok(*v),
+            _ => Err(format!("{}: argument {i} is not a u64", self.entry)),
+        }
+    }
+
+    fn flag(&self, i: usize) -> Result<bool, String> {
+        match self.args.get(i) {
+            Some(Resolved::Value(Arg::I32(v))) => Ok(*v != 0),
+            _ => Err(format!("{}: argument {i} is not an int", self.entry)),
+        }
+    }
+
+    fn elem<T: Elem>(&self, i: usize) -> Result<T, String> {
+        let v = match (T::NAME, self.args.get(i)) {
+            ("f32", Some(Resolved::Value(Arg::F32(v)))) => *v as f64,
+            ("f64", Some(Resolved::Value(Arg::F64(v)))) => *v,
+            ("i32", Some(Resolved::Value(Arg::I32(v)))) => *v as f64,
+            ("i64", Some(Resolved::Value(Arg::I64(v)))) => *v as f64,
+            _ => return Err(format!("{}: argument {i} is not a {}", self.entry, T::NAME)),
+        };
+        Ok(T::from_f64(v))
+    }
+}
+
+/// `n` elements of buffer `b`, or an error naming the entry point when it is too short.
+fn input<T: Elem>(bufs: &[HostBuf], b: usize, n: usize, entry: &str) -> Result<Vec<T>, String> {
+    let e = bufs[b].elems::<T>();
+    e.get(..n)
+        .map(<[T]>::to_vec)
+        .ok_or_else(|| format!("{entry}: a buffer of {} elements, {n} read", e.len()))
+}
+
+fn output<'a, T: Elem>(
+    bufs: &'a mut [HostBuf],
+    b: usize,
+    n: usize,
+    entry: &str,
+) -> Result<&'a mut [T], String> {
+    let e = bufs[b].elems_mut::<T>();
+    let len = e.len();
+    e.get_mut(..n)
+        .ok_or_else(|| format!("{entry}: a buffer of {len} elements, {n} written"))
+}
+
+fn launch_typed<T: Float>(
+    op: &str,
+    l: &Launch,
+    args: &[Resolved],
+    bufs: &mut [HostBuf],
+) -> Result<(), String> {
+    let a = Args {
+        entry: &l.entry,
+        args,
+    };
+    match op {
+        "random_uniform" | "random_normal" => {
+            a.check_count(8)?;
+            let n = a.u64(1)? as usize;
+            let (cols, seed, offset, stride) = (a.u64(2)?, a.u64(3)?, a.u64(4)?, a.u64(5)?);
+            let (p0, p1) = (a.elem::<T>(6)?.to_f64(), a.elem::<T>(7)?.to_f64());
+            let out = output::<T>(bufs, a.buf(0)?, n, &l.entry)?;
+            let normal = op == "random_normal";
+            cpu::random_rows(normal, out, cols as usize, seed, offset, stride, p0, p1);
+            Ok(())
+        }
+        "div" | "pow" => {
+            a.check_count(6)?;
+            let n = a.u64(3)? as usize;
+            let (sa, sb) = (a.flag(4)?, a.flag(5)?);
+            let x = input::<T>(bufs, a.buf(0)?, if sa { 1 } else { n }, &l.entry)?;
+            let y = input::<T>(bufs, a.buf(1)?, if sb { 1 } else { n }, &l.entry)?;
+            let out = output::<T>(bufs, a.buf(2)?, n, &l.entry)?;
+            cpu::binary_float(op == "pow", &x, &y, out, sa, sb);
+            Ok(())
+        }
+        _ => launch_int::<T>(op, l, args, bufs),
+    }
+}
+
+fn launch_int<T: Elem>(
+    op: &str,
+    l: &Launch,
+    args: &[Resolved],
+    bufs: &mut [HostBuf],
+) -> Result<(), String> {
+    let a = Args {
+        entry: &l.entry,
+        args,
+    };
+    let e = &l.entry;
+    match op {
+        "fill" => {
+            a.check_count(3)?;
+            let n = a.u64(1)? as usize;
+            let v = a.elem::<T>(2)?;
+            cpu::fill(output::<T>(bufs, a.buf(0)?, n, e)?, v);
+        }
+        "arange" => {
+            a.check_count(4)?;
+            let n = a.u64(1)? as usize;
+            let (start, step) = (a.elem::<T>(2)?, a.elem::<T>(3)?);
+            cpu::arange(output::<T>(bufs, a.buf(0)?, n, e)?, start, step);
+        }
+        "add" | "sub" | "mul" | "max" | "min" => {
+            a.check_count(6)?;
+            let n = a.u64(3)? as usize;
+            let (sa, sb) = (a.flag(4)?, a.flag(5)?);
+            let x = input::<T>(bufs, a.buf(0)?, if sa { 1 } else { n }, e)?;
+            let y = input::<T>(bufs, a.buf(1)?, if sb { 1 } else { n }, e)?;
+            let op = match op {
+                "add" => Binary::Add,
+                "sub" => Binary::Sub,
+                "mul" => Binary::Mul,
+                "max" => Binary::Max,
+                _ => Binary::Min,
+            };
+            cpu::binary(op, &x, &y, output::<T>(bufs, a.buf(2)?, n, e)?, sa, sb);
+        }
+        "sum" | "amax" | "amin" => {
+            // Block b of a grid-stride launch reduces the elements i with
+            // (i / threads) % blocks == b and writes partial b.
+            a.check_count(3)?;
+            if l.block != (THREADS, 1, 1) {
+                return Err(format!("{e}: block reductions launch {THREADS} threads"));
+            }
+            let n = a.u64(2)? as usize;
+            let blocks = l.grid.0 as usize;
+            let x = input::<T>(bufs, a.buf(0)?, n, e)?;
+            let r = Reduce::parse(op).expect("a reduction");
+            let mut partials = vec![r.init::<T>(); blocks];
+            for (i, &v) in x.iter().enumerate() {
+                let b = (i / THREADS as usize) % blocks;
+                partials[b] = r.combine(partials[b], v);
+            }
+            output::<T>(bufs, a.buf(1)?, blocks, e)?.copy_from_slice(&partials);
+        }
+        "sum_axis" | "amax_axis" | "amin_axis" => {
+            a.check_count(5)?;
+            let (outer, len, inner) = (a.u64(2)? as usize, a.u64(3)? as usize, a.u64(4)? as usize);
+            let x = input::<T>(bufs, a.buf(0)?, outer * len * inner, e)?;
+            let r = Reduce::parse(op.trim_end_matches("_axis")).expect("a reduction");
+            let out = output::<T>(bufs, a.buf(1)?, outer * inner, e)?;
+            cpu::reduce_axis(r, &x, out, len, inner);
+        }
+        "argmax" => {
+            a.check_count(5)?;
+            if l.grid != (1, 1, 1) {
+                return Err(format!("{e}: the twin covers one-block launches"));
+            }
+            let n = a.u64(4)? as usize;
+            let x = input::<T>(bufs, a.buf(0)?, n, e)?;
+            let idx = match a.opt_buf(1)? {
+                Some(b) => input::<i64>(bufs, b, n, e)?,
+                None => (0..n as i64).collect(),
+            };
+            let i = cpu::argmax(&x).ok_or_else(|| format!("{e}: argmax of nothing"))?;
+            output::<T>(bufs, a.buf(2)?, 1, e)?[0] = x[i];
+            output::<i64>(bufs, a.buf(3)?, 1, e)?[0] = idx[i];
+        }
+        "transpose" => {
+            a.check_count(4)?;
+            let (rows, cols) = (a.u64(2)? as usize, a.u64(3)? as usize);
+            let tiles = |d: usize| d.div_ceil(TILE as usize) as u32;
+            if l.block != (TILE, TILE_ROWS, 1) || l.grid != (tiles(cols), tiles(rows), 1) {
+                return Err(format!("{e}: launch shape does not cover the tiles"));
+            }
+            let x = input::<T>(bufs, a.buf(0)?, rows * cols, e)?;
+            cpu::transpose(
+                &x,
+                output::<T>(bufs, a.buf(1)?, rows * cols, e)?,
+                rows,
+                cols,
+            );
+        }
+        _ => return Err(format!("{e}: no CPU twin for this entry point")),
+    }
+    Ok(())
+}
