@@ -180,4 +180,14 @@ fn arrays_run_on_simulated_gpus() {
     });
     let y = p.matmul(&p.t().unwrap()).unwrap();
     common::check_gram(&c, p.array(), &y);
+    // The chunk ops ran as device plans (kernel launches and GEMMs, here by the kernels'
+    // CPU twins), on both GPUs; the array ops without one (none in this graph) would
+    // count as "cpu".
+    common::eventually("heartbeats report the tasks run on the devices", || {
+        let info = c.scheduler_info().unwrap();
+        info.workers.iter().all(|w| {
+            let on = |k: &str| w.ran.iter().find(|(n, _)| n == k).map_or(0, |(_, v)| *v);
+            on("device") > 0 && on("cpu") == 0
+        })
+    });
 }

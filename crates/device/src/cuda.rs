@@ -9,7 +9,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DriverError};
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream};
 
 use crate::{Device, DeviceError, MemoryPool};
 
@@ -25,7 +25,12 @@ pub fn driver() -> Result<(), DeviceError> {
     }
 }
 
-fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, DriverError>) -> Result<T, DeviceError> {
+/// Runs a CUDA call: its error, or a panic inside cudarc (a symbol missing from an old
+/// driver), becomes a [`DeviceError::Cuda`] naming `what` was being done.
+pub fn guarded<T, E: std::fmt::Debug>(
+    what: &str,
+    f: impl FnOnce() -> Result<T, E>,
+) -> Result<T, DeviceError> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(DeviceError::Cuda(format!("{what}: {e:?}"))),

@@ -15,6 +15,9 @@
 pub mod arena;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+/// The CUDA bindings the backend is built on (for the kernel launchers).
+#[cfg(feature = "cuda")]
+pub use cudarc;
 pub mod discover;
 #[cfg(feature = "cuda")]
 pub mod nvrtc;

@@ -9,6 +9,8 @@
 pub mod array;
 pub mod cpu;
 pub mod cuda_sources;
+#[cfg(feature = "cuda")]
+pub mod gpu;
 pub mod plan;
 
 use std::collections::BTreeMap;
@@ -52,6 +54,18 @@ pub fn output_bytes(len: usize, fill: impl FnOnce(&mut [u8])) -> bytes::Bytes {
             v.into()
         }
     }
+}
+
+/// A device that runs ops by their device plans ([`plan`]): a CUDA GPU ([`gpu::Gpu`]) or
+/// a simulated one ([`plan::HostPlans`], the plans run by the kernels' CPU twins).
+pub trait Accelerator: Send + Sync {
+    /// Runs `op` if this device has a plan for it; `None` leaves it to the CPU op.
+    fn try_run(
+        &self,
+        registry: &Registry,
+        op: &str,
+        args: &[Value],
+    ) -> Option<Result<Value, String>>;
 }
 
 /// The signature of every op: positional arguments in, one value out.
@@ -328,6 +342,18 @@ impl Registry {
         args: &Value,
         alloc: Option<&Arc<dyn OutputAlloc>>,
     ) -> Result<Value, KernelError> {
+        self.call_on(name, args, alloc, None).map(|(v, _)| v)
+    }
+
+    /// [`Registry::call_with`] on a device: ops the device has a plan for run there (the
+    /// flag says so), the others on the CPU.
+    pub fn call_on(
+        &self,
+        name: &str,
+        args: &Value,
+        alloc: Option<&Arc<dyn OutputAlloc>>,
+        device: Option<&dyn Accelerator>,
+    ) -> Result<(Value, bool), KernelError> {
         struct Reset(Option<Arc<dyn OutputAlloc>>);
         impl Drop for Reset {
             fn drop(&mut self) {
@@ -349,7 +375,11 @@ impl Registry {
             }
         };
         let f = &op.f;
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(args))) {
+        let run = || match device.and_then(|d| d.try_run(self, name, args)) {
+            Some(r) => r.map(|v| (v, true)),
+            None => f(args).map(|v| (v, false)),
+        };
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(message)) => Err(KernelError::Failed {
                 op: name.into(),

@@ -531,6 +531,26 @@ fn scalar_bytes(dtype: DType, v: f64) -> Bytes {
     }
 }
 
+/// A simulated GPU's executor: device plans run by the kernels' CPU twins, launch by
+/// launch, as a GPU would run them. Users' kernels run their CPU twin.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HostPlans;
+
+impl crate::Accelerator for HostPlans {
+    fn try_run(
+        &self,
+        registry: &crate::Registry,
+        op: &str,
+        args: &[Value],
+    ) -> Option<Result<Value, String>> {
+        if registry.cuda_kernel(op).is_some() {
+            return None;
+        }
+        let p = plan(op, args)?;
+        Some(run_on_host(&p).map(|c| c.to_value()))
+    }
+}
+
 /// Host memory for the plan runner: 8-byte aligned.
 struct HostBuf {
     words: Vec<u64>,

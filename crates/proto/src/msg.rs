@@ -168,6 +168,8 @@ wire! {
         pub received: Vec<(String, u64)>,
         /// Bytes spilled, by direction (`device->host`, `device->disk`, `host->disk`).
         pub spilled: Vec<(String, u64)>,
+        /// Tasks run, by where: `device` (by the device's kernels) or `cpu`.
+        pub ran: Vec<(String, u64)>,
     }
 
     /// Where a dependency can be fetched from.
@@ -258,6 +260,8 @@ wire! {
         pub received: Vec<(String, u64)>,
         /// See [`HeartbeatMsg::spilled`].
         pub spilled: Vec<(String, u64)>,
+        /// See [`HeartbeatMsg::ran`].
+        pub ran: Vec<(String, u64)>,
         pub nthreads: u32,
         pub memory_limit: u64,
         pub resources: Vec<Resource>,

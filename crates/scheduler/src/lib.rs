@@ -556,6 +556,10 @@ impl Server {
                         .heartbeat
                         .as_ref()
                         .map_or_else(Vec::new, |h| h.spilled.clone()),
+                    ran: c
+                        .heartbeat
+                        .as_ref()
+                        .map_or_else(Vec::new, |h| h.ran.clone()),
                     nthreads: c.spec.nthreads,
                     memory_limit: c.spec.memory_limit,
                     resources: c.spec.resources.clone(),

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rask_kernels::{OutputAlloc, OutputBuf, Registry};
+use rask_kernels::{Accelerator, OutputAlloc, OutputBuf, Registry};
 use rask_proto::msg::{
     ComputeMsg, DataItem, HeartbeatMsg, Hello, HelloReply, PeerAddr, PeerMsg, Resource, Role,
     ToScheduler, ToWorker, WorkerHello,
@@ -155,7 +155,8 @@ enum Event {
 struct Executed {
     task: TaskId,
     op: String,
-    result: Result<Value, String>,
+    /// The value, and whether the device's kernels computed it.
+    result: Result<(Value, bool), String>,
     duration_us: u64,
 }
 
@@ -166,17 +167,16 @@ const RESULT_BATCH: usize = 256;
 const RESULT_DELAY: Duration = Duration::from_micros(500);
 
 fn executor_loop(
-    registry: &Registry,
-    alloc: Option<&Arc<dyn OutputAlloc>>,
+    ex: &Exec,
     jobs: &crossbeam_channel::Receiver<Job>,
     events: &mpsc::UnboundedSender<Event>,
 ) {
     while let Ok(first) = jobs.recv() {
         let batch_start = Instant::now();
-        let mut done = vec![run_job(registry, alloc, first)];
+        let mut done = vec![run_job(ex, first)];
         while done.len() < RESULT_BATCH && batch_start.elapsed() < RESULT_DELAY {
             match jobs.try_recv() {
-                Ok(job) => done.push(run_job(registry, alloc, job)),
+                Ok(job) => done.push(run_job(ex, job)),
                 Err(_) => break,
             }
         }
@@ -186,10 +186,20 @@ fn executor_loop(
     }
 }
 
-fn run_job(registry: &Registry, alloc: Option<&Arc<dyn OutputAlloc>>, job: Job) -> Executed {
+/// What runs ops: the registry, where outputs go, and the device that runs ops with a
+/// device plan (a CUDA GPU, or a simulated GPU's CPU twins).
+#[derive(Clone)]
+struct Exec {
+    registry: Registry,
+    alloc: Option<Arc<dyn OutputAlloc>>,
+    device: Option<Arc<dyn Accelerator>>,
+}
+
+fn run_job(ex: &Exec, job: Job) -> Executed {
     let start = Instant::now();
-    let result = registry
-        .call_with(&job.op, &job.args, alloc)
+    let result = ex
+        .registry
+        .call_on(&job.op, &job.args, ex.alloc.as_ref(), ex.device.as_deref())
         .map_err(|e| match e {
             rask_kernels::KernelError::Failed { message, .. } => message,
             e => e.to_string(),
@@ -216,6 +226,30 @@ struct Job {
 
 /// Task outputs and fetched inputs, shared with the data server.
 type Store = Arc<Mutex<FxHashMap<TaskId, Value>>>;
+
+/// The device that runs ops with device plans: a simulated GPU runs them with the
+/// kernels' CPU twins; a CUDA GPU with its kernels (NVRTC and cuBLAS needed), or, when it
+/// cannot, every op runs on the CPU (said once, at start).
+fn open_accelerator(device: &WorkerDevice) -> Option<Arc<dyn Accelerator>> {
+    match device {
+        WorkerDevice::Host => None,
+        WorkerDevice::Sim { .. } => Some(Arc::new(rask_kernels::plan::HostPlans)),
+        WorkerDevice::Cuda { index, .. } => match rask_kernels::gpu::Gpu::open(*index) {
+            Ok(gpu) => {
+                info!(
+                    "cuda:{index} {} ({}): array ops run on the GPU",
+                    gpu.name(),
+                    gpu.arch()
+                );
+                Some(Arc::new(rask_kernels::gpu::SharedGpu(Mutex::new(gpu))))
+            }
+            Err(e) => {
+                warn!("cuda:{index}: array ops run on the CPU: {e}");
+                None
+            }
+        },
+    }
+}
 
 /// Ops' large outputs go to the worker's shared-memory arena, so same-host peers read
 /// them in place. On a simulated GPU the arena is the GPU's memory, and each output is
@@ -301,6 +335,8 @@ pub struct Worker {
     device_pool: Option<Arc<rask_device::MemoryPool>>,
     /// The CUDA GPU, kept open while the worker runs.
     _cuda: Option<rask_device::cuda::CudaDevice>,
+    /// Runs ops that have device plans (GPU workers).
+    accel: Option<Arc<dyn Accelerator>>,
     reader: FrameReader,
     to_scheduler: Sender<ToScheduler>,
 }
@@ -343,6 +379,7 @@ impl Worker {
                 (Some(d.pool().clone()), Some(d))
             }
         };
+        let accel = open_accelerator(&cfg.device);
         let mut resources = cfg.resources.clone();
         // A GPU worker offers `gpu = 1`, and its device by name (`sim:2 = 1`) so that a
         // task can ask for one GPU in particular.
@@ -390,6 +427,7 @@ impl Worker {
             arena: Arena::new(rask_transport::shm::DEFAULT_SEGMENT),
             device_pool,
             _cuda: cuda,
+            accel,
             reader,
             to_scheduler: spawn_writer(w),
             cfg,
@@ -422,6 +460,7 @@ impl Worker {
             arena,
             device_pool,
             _cuda,
+            accel,
             mut reader,
             to_scheduler,
         } = self;
@@ -457,10 +496,21 @@ impl Worker {
                 retire_tx.clone(),
             ))
         });
+        // Values live in device memory on simulated GPUs (the arena is their memory); a
+        // CUDA worker's values live on the host between tasks (see rask_kernels::gpu).
+        let device_pool = match cfg.device {
+            WorkerDevice::Sim { .. } => device_pool,
+            _ => None,
+        };
         let alloc: Option<Arc<dyn OutputAlloc>> = Some(Arc::new(ArenaAlloc {
             arena: arena.clone(),
             device: device_pool.clone(),
         }));
+        let exec = Exec {
+            registry: cfg.registry.clone(),
+            alloc: alloc.clone(),
+            device: accel,
+        };
         let arena = Some(arena);
         let (events, mut rx) = mpsc::unbounded_channel::<Event>();
 
@@ -490,12 +540,11 @@ impl Worker {
         for i in 0..cfg.nthreads.max(1) {
             let job_rx = job_rx.clone();
             let ev = events.clone();
-            let registry = cfg.registry.clone();
-            let alloc = alloc.clone();
+            let exec = exec.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("rask-exec-{i}"))
-                    .spawn(move || executor_loop(&registry, alloc.as_ref(), &job_rx, &ev))
+                    .spawn(move || executor_loop(&exec, &job_rx, &ev))
                     .expect("spawning an executor thread"),
             );
         }
@@ -516,7 +565,7 @@ impl Worker {
             report: Default::default(),
             op_us: FxHashMap::default(),
             inline_until: Instant::now(),
-            alloc,
+            exec,
             arena,
             retire_tx,
             host_id: rask_transport::host_id(),
@@ -525,6 +574,7 @@ impl Worker {
                 cfg.memory_limit,
             )),
             spilled: Default::default(),
+            ran: [0; 2],
             host_arena: Arena::new(rask_transport::shm::DEFAULT_SEGMENT),
             spill_dir: std::env::temp_dir().join(format!(
                 "rask-spill-{}-{}",
@@ -616,8 +666,8 @@ struct State {
     op_us: FxHashMap<String, f64>,
     /// Inline execution stops at this instant (per wake-up budget).
     inline_until: Instant,
-    /// Where ops' output bytes go (the shared-memory arena, when there is one).
-    alloc: Option<Arc<dyn OutputAlloc>>,
+    /// How ops run: outputs to the shared-memory arena, device plans on the device.
+    exec: Exec,
     arena: Option<Arena>,
     /// Segments the arena unmapped, for the shared-memory connections to announce.
     retire_tx: tokio::sync::broadcast::Sender<Vec<u32>>,
@@ -630,6 +680,8 @@ struct State {
     host_arena: Arena,
     /// Bytes spilled, by direction.
     spilled: std::collections::BTreeMap<&'static str, u64>,
+    /// Tasks run on the CPU and by the device's kernels.
+    ran: [u64; 2],
     spill_dir: std::path::PathBuf,
 }
 
@@ -947,7 +999,7 @@ impl State {
         if fast && Instant::now() < self.inline_until {
             // A op measured to take microseconds runs here: handing it to a thread would
             // cost more (two cross-thread wake-ups) than running it.
-            let done = run_job(&self.cfg.registry, self.alloc.as_ref(), job);
+            let done = run_job(&self.exec, job);
             self.on_executed(vec![done]);
         } else if self.jobs.send(job).is_err() {
             self.core.on_executed(task, Err("executor stopped".into()));
@@ -967,7 +1019,8 @@ impl State {
             let avg = self.op_us.entry(op).or_insert(duration_us as f64);
             *avg = 0.8 * *avg + 0.2 * duration_us as f64;
             match result {
-                Ok(value) => {
+                Ok((value, on_device)) => {
+                    self.ran[on_device as usize] += 1;
                     let nbytes = value.nbytes();
                     self.track(task, &value, nbytes);
                     store.insert(task, value);
@@ -1039,6 +1092,11 @@ impl State {
                 .spilled
                 .iter()
                 .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+            ran: [("cpu", self.ran[0]), ("device", self.ran[1])]
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(k, n)| (k.to_string(), n))
                 .collect(),
             received: self
                 .received

@@ -1,0 +1,90 @@
+//! Every device plan on a real CUDA GPU against the CPU ops, with the same cases as the
+//! host runner (tests/plans.rs), and a user's kernel by its calling convention.
+//!
+//! NEEDS A GPU: without a CUDA driver (or without NVRTC) these skip with the reason printed;
+//! with RASK_REQUIRE_GPU=1 they fail instead.
+
+mod common;
+
+use common::{assert_matches, cases, Rng};
+use rask_kernels::array::Chunk;
+use rask_kernels::gpu::Gpu;
+use rask_kernels::{plan, Registry};
+use rask_proto::Value;
+
+fn gpu() -> Option<Gpu> {
+    match Gpu::open(0) {
+        Ok(g) => {
+            println!("running on {} ({})", g.name(), g.arch());
+            Some(g)
+        }
+        Err(e) => {
+            assert!(
+                std::env::var("RASK_REQUIRE_GPU").as_deref() != Ok("1"),
+                "RASK_REQUIRE_GPU=1 but no GPU to run on: {e}"
+            );
+            println!("SKIPPED (needs a CUDA GPU): {e}");
+            None
+        }
+    }
+}
+
+#[test]
+fn every_plan_on_the_gpu_computes_what_the_cpu_op_computes() {
+    let Some(mut gpu) = gpu() else { return };
+    let registry = Registry::builtin();
+    let mut rng = Rng::new();
+    for (op, args) in cases(&mut rng) {
+        let p = plan::plan(&op, &args).unwrap();
+        let got = gpu.run(&p).unwrap_or_else(|e| panic!("{op}: {e}"));
+        let want = registry.call(&op, &Value::List(args.clone())).unwrap();
+        assert_matches(&op, &args, &got, &Chunk::from_value(&want).unwrap());
+    }
+}
+
+#[test]
+fn a_users_kernel_runs_on_the_gpu() {
+    let Some(mut gpu) = gpu() else { return };
+    let src = "extern \"C\" __global__ void scale_shift_f32(const float* x, float* y, \
+               unsigned long long n, float a, float b) { \
+               for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; \
+               i < n; i += (unsigned long long)blockDim.x * gridDim.x) y[i] = a * x[i] + b; }";
+    let mut rng = Rng::new();
+    let x = rng.chunk(rask_proto::DType::F32, &[70, 33]);
+    let p = plan::custom(
+        src,
+        "scale_shift_f32",
+        &[x.clone(), Value::Float(2.0), Value::Float(-1.0)],
+    )
+    .unwrap();
+    let got = gpu.run(&p).unwrap();
+    let x = Chunk::from_value(&x).unwrap();
+    let want: Vec<f32> = x
+        .elems::<f32>()
+        .unwrap()
+        .iter()
+        .map(|v| 2.0 * v - 1.0)
+        .collect();
+    assert_eq!(got.elems::<f32>().unwrap().as_ref(), &want[..]);
+}
+
+#[test]
+fn a_kernel_that_does_not_compile_reports_nvrtcs_log_from_the_gpu() {
+    let Some(mut gpu) = gpu() else { return };
+    let src = "extern \"C\" __global__ void broken_f32(const float* x, float* y, unsigned long long n) { y[0] = nope; }";
+    let mut rng = Rng::new();
+    let x = rng.chunk(rask_proto::DType::F32, &[4]);
+    let p = plan::custom(src, "broken_f32", &[x]).unwrap();
+    let e = gpu.run(&p).unwrap_err();
+    assert!(e.contains("nope"), "{e}");
+}
+
+#[test]
+fn without_a_driver_opening_a_gpu_is_an_error_not_a_panic() {
+    if rask_device::cuda::driver().is_ok() {
+        println!("SKIPPED: a CUDA driver is present");
+        return;
+    }
+    let e = Gpu::open(0).unwrap_err().to_string();
+    assert!(e.contains("driver"), "{e}");
+}
