@@ -248,3 +248,58 @@ fn custom_kernels_run_by_their_cpu_twin_and_are_compile_checked() {
         Err(e) => panic!("{e}"),
     }
 }
+
+#[test]
+fn integer_arrays_are_exact() {
+    let c = Client::new().unwrap();
+    // Values from this process, in uneven chunks.
+    let mut state = seed() | 1;
+    let data: Vec<i64> = (0..37 * 23)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % 2001) as i64 - 1000
+        })
+        .collect();
+    let nd = ndarray::Array2::from_shape_vec((37, 23), data)
+        .unwrap()
+        .into_dyn();
+    let x = rask::array::from_ndarray(&nd, &[10, 8]).unwrap();
+    let xs = nd.clone().into_dimensionality::<ndarray::Ix2>().unwrap();
+    assert_eq!(c.compute_array::<i64>(&x).unwrap(), nd);
+
+    // Elementwise with integer scalars, transpose, integer matmul, reductions.
+    let e = &(&(&x * 3.0) - &x.t().unwrap().t().unwrap()) + 5.0;
+    let want = xs.mapv(|v| v * 3 - v + 5);
+    assert_eq!(c.compute_array::<i64>(&e).unwrap(), want.clone().into_dyn());
+    let g = x.matmul(&x.t().unwrap()).unwrap();
+    assert_eq!(
+        c.compute_array::<i64>(&g).unwrap(),
+        xs.dot(&xs.t()).into_dyn()
+    );
+    let total = c.compute_array::<i64>(&x.sum(3)).unwrap();
+    assert_eq!(total.into_iter().next().unwrap(), xs.sum());
+    let cols = c.compute_array::<i64>(&x.sum_axis(0, 2).unwrap()).unwrap();
+    assert_eq!(cols, xs.sum_axis(ndarray::Axis(0)).into_dyn());
+    let rows_max = c.compute_array::<i64>(&x.max_axis(1).unwrap()).unwrap();
+    let want_max = xs.map_axis(ndarray::Axis(1), |r| *r.iter().max().unwrap());
+    assert_eq!(rows_max, want_max.into_dyn());
+    let lo = c.compute_array::<i64>(&x.min()).unwrap();
+    assert_eq!(lo.into_iter().next().unwrap(), *xs.iter().min().unwrap());
+
+    // i32 creation.
+    let a = Array::arange(100, 30, DType::I32, -50.0, 2.0).unwrap();
+    let av = c.compute_array::<i32>(&a).unwrap();
+    assert_eq!(
+        av.iter().copied().collect::<Vec<_>>(),
+        (0..100).map(|i| -50 + 2 * i).collect::<Vec<i32>>()
+    );
+    let f = Array::full(&[4, 5], &[3, 3], DType::I32, 7.0).unwrap();
+    assert!(c.compute_array::<i32>(&f).unwrap().iter().all(|&v| v == 7));
+
+    // Division of integer arrays is refused with a clear error.
+    let d = &x / 2.0;
+    let err = c.compute_array::<i64>(&d).unwrap_err().to_string();
+    assert!(err.contains("div is for f32 and f64"), "{err}");
+}

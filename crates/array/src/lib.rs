@@ -369,7 +369,7 @@ impl Array {
         start: f64,
         step: f64,
     ) -> Result<Array, ArrayError> {
-        float_only(dtype)?;
+        numeric(dtype)?;
         let chunks = Self::regular(&[n], &[chunk])?;
         Ok(Array::blockwise(
             "arange",
@@ -502,7 +502,7 @@ impl Array {
         dtype: DType,
         value: f64,
     ) -> Result<Array, ArrayError> {
-        float_only(dtype)?;
+        numeric(dtype)?;
         let chunks = Self::regular(shape, chunk)?;
         Ok(Array::blockwise(
             "full",
@@ -857,6 +857,16 @@ fn key_of(name: &str, idx: &[usize]) -> String {
     k
 }
 
+/// Element types arrays have: f32, f64, i32, i64.
+fn numeric(dtype: DType) -> Result<(), ArrayError> {
+    match dtype {
+        DType::U8 => Err(ArrayError::Invalid(
+            "u8 arrays are not supported (f32, f64, i32, i64)".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn float_only(dtype: DType) -> Result<(), ArrayError> {
     match dtype {
         DType::F32 | DType::F64 => Ok(()),
@@ -997,7 +1007,8 @@ mod tests {
         assert!(matches!(a.binary("add", &c), Err(ArrayError::Shape(..))));
         assert!(matches!(c.matmul(&c), Err(ArrayError::Shape(..))));
         assert!(Array::ones(&[4], &[2, 2], DType::F32).is_err());
-        assert!(Array::ones(&[4], &[2], DType::I32).is_err());
+        assert!(Array::ones(&[4], &[2], DType::U8).is_err());
+        assert!(Array::random_uniform(&[4], &[2], DType::I32, 1, 0.0, 1.0).is_err());
         let d = &(&a + 1.0) * &a;
         assert_eq!(d.graph().len(), 4 + 4 + 4);
     }

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use rask_proto::{DType, Value};
 
-use crate::cpu::{self, Binary, Float};
+use crate::cpu::{self, Binary, Elem, Float};
 use crate::Registry;
 
 /// One chunk of an array.
@@ -74,16 +74,37 @@ impl Chunk {
 }
 
 /// Plain element types: any bit pattern is a value.
-pub trait Pod: Float + Default {
+pub trait Pod: Elem + Default {
     const DTYPE: DType;
+    /// Floating point (reductions accumulate in f64; `div`, `pow` and random values exist).
+    const FLOAT: bool;
     /// out (m×n) = a (m×k) · b (k×n), all row-major and contiguous.
     fn gemm(m: usize, k: usize, n: usize, a: &[Self], b: &[Self], out: &mut [Self]);
+    /// `div` or `pow` (floats only).
+    fn div_pow(
+        pow: bool,
+        a: &[Self],
+        b: &[Self],
+        out: &mut [Self],
+        b_scalar: bool,
+    ) -> Result<(), String>;
 }
 
 macro_rules! pod {
     ($t:ty, $dt:expr, $gemm:path) => {
         impl Pod for $t {
             const DTYPE: DType = $dt;
+            const FLOAT: bool = true;
+            fn div_pow(
+                pow: bool,
+                a: &[Self],
+                b: &[Self],
+                out: &mut [Self],
+                b_scalar: bool,
+            ) -> Result<(), String> {
+                cpu::binary_float(pow, a, b, out, false, b_scalar);
+                Ok(())
+            }
             fn gemm(m: usize, k: usize, n: usize, a: &[Self], b: &[Self], out: &mut [Self]) {
                 assert!(a.len() >= m * k && b.len() >= k * n && out.len() >= m * n);
                 // SAFETY: row-major buffers at least as large as the shapes (checked).
@@ -112,6 +133,41 @@ macro_rules! pod {
 
 pod!(f32, DType::F32, matrixmultiply::sgemm);
 pod!(f64, DType::F64, matrixmultiply::dgemm);
+
+macro_rules! pod_int {
+    ($t:ty, $dt:expr) => {
+        impl Pod for $t {
+            const DTYPE: DType = $dt;
+            const FLOAT: bool = false;
+            fn div_pow(
+                pow: bool,
+                _: &[Self],
+                _: &[Self],
+                _: &mut [Self],
+                _: bool,
+            ) -> Result<(), String> {
+                let op = if pow { "pow" } else { "div" };
+                Err(format!("{op} is for f32 and f64 arrays, not {}", $dt))
+            }
+            /// Exact (wrapping) integer products, row by row.
+            fn gemm(m: usize, k: usize, n: usize, a: &[Self], b: &[Self], out: &mut [Self]) {
+                for i in 0..m {
+                    let row = &mut out[i * n..(i + 1) * n];
+                    row.fill(0);
+                    for p in 0..k {
+                        let x = a[i * k + p];
+                        for (o, &y) in row.iter_mut().zip(&b[p * n..(p + 1) * n]) {
+                            *o = o.wrapping_add(x.wrapping_mul(y));
+                        }
+                    }
+                }
+            }
+        }
+    };
+}
+
+pod_int!(i32, DType::I32);
+pod_int!(i64, DType::I64);
 
 fn view<T: Pod>(b: &[u8]) -> Cow<'_, [T]> {
     let n = b.len() / std::mem::size_of::<T>();
@@ -196,7 +252,19 @@ macro_rules! by_dtype {
         match $dt {
             DType::F32 => $f::<f32>($($arg),*),
             DType::F64 => $f::<f64>($($arg),*),
-            d => Err(format!("{d} arrays are not supported yet")),
+            DType::I32 => $f::<i32>($($arg),*),
+            DType::I64 => $f::<i64>($($arg),*),
+            d => Err(format!("{d} arrays are not supported")),
+        }
+    };
+}
+
+macro_rules! float_dtype {
+    ($dt:expr, $f:ident ( $($arg:expr),* )) => {
+        match $dt {
+            DType::F32 => $f::<f32>($($arg),*),
+            DType::F64 => $f::<f64>($($arg),*),
+            d => Err(format!("random values are f32 or f64, not {d}")),
         }
     };
 }
@@ -215,7 +283,7 @@ fn global_index(global: &[u64], origin: &[u64], local: &[u64], mut i: u64) -> u6
     idx
 }
 
-fn random<T: Pod>(normal: bool, a: &[Value]) -> Result<Chunk, String> {
+fn random<T: Pod + Float>(normal: bool, a: &[Value]) -> Result<Chunk, String> {
     let [_, seed, global, origin, shape, p0, p1] = a else {
         return Err("random: (dtype, seed, global shape, origin, shape, p0, p1)".into());
     };
@@ -346,10 +414,16 @@ fn binary<T: Pod>(op: &str, a: &Chunk, b: Either) -> Result<Chunk, String> {
         "div" | "pow" => Err(op == "pow"),
         other => return Err(format!("unknown elementwise op {other:?}")),
     };
-    Ok(make::<T>(a.shape.clone(), |out| match op {
+    if let Err(pow) = op {
+        // Refused before any output is made.
+        T::div_pow(pow, &[], &[], &mut [], scalar)?;
+    }
+    let mut failed = Ok(());
+    let c = make::<T>(a.shape.clone(), |out| match op {
         Ok(op) => cpu::binary(op, &x, &y, out, false, scalar),
-        Err(pow) => cpu::binary_float(pow, &x, &y, out, false, scalar),
-    }))
+        Err(pow) => failed = T::div_pow(pow, &x, &y, out, scalar),
+    });
+    failed.map(|_| c)
 }
 
 enum Either {
@@ -394,6 +468,9 @@ fn reduce<T: Pod>(op: &str, axis: Option<usize>, a: &Chunk) -> Result<Chunk, Str
         "min" => f64::INFINITY,
         other => return Err(format!("unknown reduction {other:?}")),
     };
+    if !T::FLOAT {
+        return reduce_exact::<T>(op, axis, a, &x);
+    }
     let Some(ax) = axis else {
         // Accumulated in f64, whatever the dtype (sums pairwise).
         let wide: Vec<f64> = x.iter().map(|v| v.to_f64()).collect();
@@ -429,6 +506,33 @@ fn reduce<T: Pod>(op: &str, axis: Option<usize>, a: &Chunk) -> Result<Chunk, Str
     }))
 }
 
+/// Integer reductions, in the element type (sums wrap, as on a GPU).
+fn reduce_exact<T: Pod>(
+    op: &str,
+    axis: Option<usize>,
+    a: &Chunk,
+    x: &[T],
+) -> Result<Chunk, String> {
+    let r = cpu::Reduce::parse(op).ok_or_else(|| format!("unknown reduction {op:?}"))?;
+    let Some(ax) = axis else {
+        let v = match r {
+            cpu::Reduce::Sum => cpu::sum(x),
+            _ => x.iter().fold(r.init::<T>(), |acc, &v| r.combine(acc, v)),
+        };
+        return Ok(make::<T>(vec![], |out| out[0] = v));
+    };
+    if ax >= a.shape.len() {
+        return Err(format!("axis {ax} of a {}-d chunk", a.shape.len()));
+    }
+    let len = a.shape[ax] as usize;
+    let inner: usize = a.shape[ax + 1..].iter().product::<u64>() as usize;
+    let mut shape = a.shape.clone();
+    shape.remove(ax);
+    Ok(make::<T>(shape, |out| {
+        cpu::reduce_axis(r, x, out, len, inner)
+    }))
+}
+
 /// Elementwise `op` (add, max, min) of chunks of one shape.
 fn combine<T: Pod>(op: &str, chunks: &[Chunk]) -> Result<Chunk, String> {
     let first = chunks.first().ok_or("combine of nothing")?;
@@ -461,11 +565,11 @@ fn chunk_arg(v: &Value) -> Result<Chunk, String> {
 pub(crate) fn register(r: &mut Registry) {
     r.register("array.random_uniform", 1, |a| {
         let dt = dtype(a.first().ok_or("random: no dtype")?)?;
-        by_dtype!(dt, random(false, a)).map(|c| c.to_value())
+        float_dtype!(dt, random(false, a)).map(|c| c.to_value())
     });
     r.register("array.random_normal", 1, |a| {
         let dt = dtype(a.first().ok_or("random: no dtype")?)?;
-        by_dtype!(dt, random(true, a)).map(|c| c.to_value())
+        float_dtype!(dt, random(true, a)).map(|c| c.to_value())
     });
     r.register("array.arange", 1, |a| {
         let [dt, start, step, Value::Int(n)] = a else {

@@ -170,6 +170,46 @@ pub fn cases(rng: &mut Rng) -> Vec<(String, Vec<Value>)> {
             }
         }
     }
+    // Integer arrays: exact results.
+    for dt in [DType::I32, DType::I64] {
+        let name = s(dt.name());
+        add(
+            "array.full",
+            vec![name.clone(), ints(&[5, 9]), Value::Int(-7)],
+        );
+        add(
+            "array.arange",
+            vec![
+                name.clone(),
+                Value::Int(-300),
+                Value::Int(3),
+                Value::Int(777),
+            ],
+        );
+        for shape in [&[1u64][..], &[29, 41]] {
+            let (x, y) = (rng.chunk(dt, shape), rng.chunk(dt, shape));
+            for op in ["add", "sub", "mul", "max", "min"] {
+                add("array.binary", vec![s(op), x.clone(), y.clone()]);
+                add("array.binary", vec![s(op), x.clone(), Value::Int(-4)]);
+            }
+            let mut args = vec![s("add"), x.clone(), y.clone(), x];
+            args.push(y);
+            add("array.combine", args);
+        }
+        add("array.transpose", vec![rng.chunk(dt, &[45, 70])]);
+        for n in [1u64, 257, 70_001] {
+            let x = rng.chunk(dt, &[n]);
+            for op in ["sum", "max", "min"] {
+                add("array.reduce", vec![s(op), Value::Int(-1), x.clone()]);
+            }
+        }
+        let x = rng.chunk(dt, &[6, 13, 5]);
+        for axis in 0..3 {
+            for op in ["sum", "max", "min"] {
+                add("array.reduce", vec![s(op), Value::Int(axis), x.clone()]);
+            }
+        }
+    }
     out
 }
 
@@ -195,6 +235,18 @@ pub fn elems(c: &Chunk) -> Vec<f64> {
             .map(|&v| v as f64)
             .collect(),
         DType::F64 => c.elems::<f64>().unwrap().to_vec(),
+        DType::I32 => c
+            .elems::<i32>()
+            .unwrap()
+            .iter()
+            .map(|&v| v as f64)
+            .collect(),
+        DType::I64 => c
+            .elems::<i64>()
+            .unwrap()
+            .iter()
+            .map(|&v| v as f64)
+            .collect(),
         d => panic!("no test elements for {d}"),
     }
 }
@@ -205,7 +257,11 @@ pub fn assert_matches(op: &str, args: &[Value], got: &Chunk, want: &Chunk) {
     let what = format!("{op} {:?}", args.first());
     assert_eq!(got.dtype, want.dtype, "{what}: dtype");
     assert_eq!(got.shape, want.shape, "{what}: shape");
-    let eps = if got.dtype == DType::F32 { 1e-6 } else { 1e-14 };
+    let eps = match got.dtype {
+        DType::F32 => 1e-6,
+        DType::F64 => 1e-14,
+        _ => 0.0,
+    };
     let terms = match op {
         "array.reduce" | "array.matmul" => 1e4,
         "array.combine" => 8.0,
