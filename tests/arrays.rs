@@ -303,3 +303,34 @@ fn integer_arrays_are_exact() {
     let err = c.compute_array::<i64>(&d).unwrap_err().to_string();
     assert!(err.contains("div is for f32 and f64"), "{err}");
 }
+
+#[test]
+fn argmax_finds_the_first_largest_element() {
+    let c = Client::new().unwrap();
+    let x = Array::random_normal(&[57, 31], &[10, 9], DType::F64, seed(), 0.0, 1.0).unwrap();
+    let xs = c.compute_array::<f64>(&x).unwrap();
+    let want = xs
+        .iter()
+        .enumerate()
+        .fold((0, f64::NEG_INFINITY), |(bi, bv), (i, &v)| {
+            if v > bv {
+                (i, v)
+            } else {
+                (bi, bv)
+            }
+        })
+        .0;
+    for split_every in [2, 4, 100] {
+        let got = c.compute_array::<i64>(&x.argmax(split_every)).unwrap();
+        assert_eq!(got.ndim(), 0);
+        assert_eq!(got.into_iter().next().unwrap(), want as i64);
+    }
+    // Ties across chunks: the earliest index wins, whatever the tree's order.
+    let mut nd = ndarray::Array2::<i32>::zeros((6, 10));
+    nd[[4, 1]] = 9;
+    nd[[1, 7]] = 9;
+    nd[[5, 9]] = 9;
+    let t = rask::array::from_ndarray(&nd.into_dyn(), &[2, 3]).unwrap();
+    let got = c.compute_array::<i64>(&t.argmax(2)).unwrap();
+    assert_eq!(got.into_iter().next().unwrap(), 17);
+}

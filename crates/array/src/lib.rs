@@ -803,6 +803,69 @@ impl Array {
     }
 }
 
+impl Array {
+    /// The flat (row-major) index of the first largest element, as a 0-d i64 array, like
+    /// numpy's `argmax` without an axis. Each chunk finds its largest element and that
+    /// element's global index; a tree (`split_every` at a time) keeps the larger, the
+    /// earlier on ties.
+    pub fn argmax(&self, split_every: usize) -> Array {
+        let a = self.clone();
+        let all = a.chunk_indices();
+        let global = ints(self.shape());
+        Array::new(
+            "argmax",
+            vec![],
+            vec![],
+            DType::I64,
+            vec![a.clone()],
+            |name, _| {
+                let mut tasks = Vec::new();
+                let out = key_of(name, &[]);
+                let mut keys: Vec<String> = all
+                    .iter()
+                    .map(|i| {
+                        let key = format!("{out}-c{}", key_of("", i));
+                        tasks.push(Task {
+                            key: key.clone(),
+                            op: "array.argmax".into(),
+                            args: vec![
+                                TaskArg::Key(a.chunk_key(i)),
+                                global.clone(),
+                                ints(&a.chunk_origin(i)),
+                            ],
+                        });
+                        key
+                    })
+                    .collect();
+                let fan_in = split_every.max(2);
+                let mut level = 0;
+                while keys.len() > 1 {
+                    keys = keys
+                        .chunks(fan_in)
+                        .enumerate()
+                        .map(|(n, group)| {
+                            let key = format!("{out}-t{level}-{n}");
+                            tasks.push(Task {
+                                key: key.clone(),
+                                op: "array.argmax_combine".into(),
+                                args: group.iter().map(|k| TaskArg::Key(k.clone())).collect(),
+                            });
+                            key
+                        })
+                        .collect();
+                    level += 1;
+                }
+                tasks.push(Task {
+                    key: out,
+                    op: "array.argmax_index".into(),
+                    args: vec![TaskArg::Key(keys.pop().expect("an array has a chunk"))],
+                });
+                tasks
+            },
+        )
+    }
+}
+
 /// Adds tasks combining `keys` elementwise by `op` (add, max, min), `fan_in` at a time,
 /// into `out`.
 fn tree_combine(tasks: &mut Vec<Task>, op: &str, out: &str, mut keys: Vec<String>, fan_in: usize) {
@@ -948,6 +1011,23 @@ mod tests {
         let g = x.graph();
         assert_eq!(g.len(), 3);
         assert_eq!(g[2].args[3], TaskArg::Ints(vec![8, 0]));
+    }
+
+    #[test]
+    fn argmax_is_a_pair_per_chunk_a_tree_and_an_index() {
+        // 3 × 2 chunks: 6 chunk argmaxes, a tree of fan-in 4 (2 + 1), the index.
+        let x = Array::ones(&[6, 4], &[2, 2], DType::I32).unwrap();
+        let a = x.argmax(4);
+        assert_eq!((a.shape(), a.dtype()), (&[][..], DType::I64));
+        let g = a.graph();
+        let count = |op: &str| g.iter().filter(|t| t.op == op).count();
+        assert_eq!(count("array.argmax"), 6);
+        assert_eq!(count("array.argmax_combine"), 3);
+        assert_eq!(count("array.argmax_index"), 1);
+        let last = g.last().unwrap();
+        assert_eq!(last.key, a.chunk_key(&[]));
+        let first = g.iter().find(|t| t.op == "array.argmax").unwrap();
+        assert_eq!(first.args[1], TaskArg::Ints(vec![6, 4]));
     }
 
     #[test]

@@ -561,8 +561,83 @@ fn chunk_arg(v: &Value) -> Result<Chunk, String> {
     Chunk::from_value(v)
 }
 
+/// A chunk's largest element and its global index: `[0-d chunk, index]` (`[null, null]`
+/// for an empty chunk).
+fn argmax_chunk<T: Pod>(a: &Chunk, global: &[u64], origin: &[u64]) -> Result<Value, String> {
+    let x = a.elems::<T>()?;
+    let Some(i) = cpu::argmax(&x) else {
+        return Ok(Value::List(vec![Value::Null, Value::Null]));
+    };
+    if global.len() != a.shape.len() || origin.len() != a.shape.len() {
+        return Err("argmax: ranks differ".into());
+    }
+    let at = global_index(global, origin, &a.shape, i as u64);
+    let v = x[i];
+    let value = make::<T>(vec![], |o| o[0] = v);
+    Ok(Value::List(vec![value.to_value(), Value::Int(at as i64)]))
+}
+
+/// The pair with the larger value (the smaller index on ties).
+fn argmax_pick<T: Pod>(pairs: &[(Chunk, i64)]) -> Result<usize, String> {
+    let mut best: Option<(T, i64, usize)> = None;
+    for (n, (c, at)) in pairs.iter().enumerate() {
+        let v = c.elems::<T>()?[0];
+        let better = match best {
+            None => true,
+            Some((b, bi, _)) => v > b || (v == b && *at < bi),
+        };
+        if better {
+            best = Some((v, *at, n));
+        }
+    }
+    best.map(|(_, _, n)| n)
+        .ok_or_else(|| "argmax of nothing".into())
+}
+
+fn argmax_pairs(args: &[Value]) -> Result<Vec<(Chunk, i64)>, String> {
+    let mut pairs = Vec::new();
+    for a in args {
+        match a {
+            Value::List(p) => match &p[..] {
+                [Value::Null, Value::Null] => {}
+                [c, Value::Int(at)] => pairs.push((chunk_arg(c)?, *at)),
+                _ => return Err("argmax: expected [value, index] pairs".into()),
+            },
+            _ => return Err("argmax: expected [value, index] pairs".into()),
+        }
+    }
+    Ok(pairs)
+}
+
 /// Registers the `array.*` ops.
 pub(crate) fn register(r: &mut Registry) {
+    r.register("array.argmax", 1, |a| {
+        let [x, global, origin] = a else {
+            return Err("argmax: (chunk, global shape, origin)".into());
+        };
+        let x = chunk_arg(x)?;
+        let (global, origin) = (
+            int_list(global, "global shape")?,
+            int_list(origin, "origin")?,
+        );
+        by_dtype!(x.dtype, argmax_chunk(&x, &global, &origin))
+    });
+    r.register("array.argmax_combine", 1, |a| {
+        let pairs = argmax_pairs(a)?;
+        let Some((first, _)) = pairs.first() else {
+            return Ok(Value::List(vec![Value::Null, Value::Null]));
+        };
+        let n = by_dtype!(first.dtype, argmax_pick(&pairs))?;
+        let (c, at) = &pairs[n];
+        Ok(Value::List(vec![c.to_value(), Value::Int(*at)]))
+    });
+    r.register("array.argmax_index", 1, |a| {
+        let pairs = argmax_pairs(a)?;
+        let [(_, at)] = pairs[..] else {
+            return Err("argmax of an empty array".into());
+        };
+        Ok(make::<i64>(vec![], |o| o[0] = at).to_value())
+    });
     r.register("array.random_uniform", 1, |a| {
         let dt = dtype(a.first().ok_or("random: no dtype")?)?;
         float_dtype!(dt, random(false, a)).map(|c| c.to_value())
