@@ -551,63 +551,105 @@ impl crate::Accelerator for HostPlans {
     }
 }
 
-/// Host memory for the plan runner: 8-byte aligned.
-struct HostBuf {
-    words: Vec<u64>,
-    len: usize,
+/// A buffer of the plan runner: memory of its own, an input read in place, or the
+/// output written in place (the last two when 8-byte aligned, copied otherwise).
+enum HostBuf<'a> {
+    Owned { words: Vec<u64>, len: usize },
+    Input(&'a [u8]),
+    Out(&'a mut [u8]),
 }
 
-impl HostBuf {
-    fn new(len: u64) -> HostBuf {
-        HostBuf {
+impl<'a> HostBuf<'a> {
+    fn new(len: u64) -> HostBuf<'a> {
+        HostBuf::Owned {
             words: vec![0; (len as usize).div_ceil(8)],
             len: len as usize,
         }
     }
 
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: `len` ≤ the words' byte length; u8 has no alignment.
-        unsafe { std::slice::from_raw_parts(self.words.as_ptr().cast(), self.len) }
+    fn input(b: &'a [u8]) -> HostBuf<'a> {
+        if b.as_ptr().align_offset(8) == 0 {
+            return HostBuf::Input(b);
+        }
+        let mut h = HostBuf::new(b.len() as u64);
+        h.bytes_mut().expect("owned").copy_from_slice(b);
+        h
     }
 
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as above, borrowed exclusively.
-        unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr().cast(), self.len) }
+    fn bytes(&self) -> &[u8] {
+        match self {
+            // SAFETY: `len` ≤ the words' byte length; u8 has no alignment.
+            HostBuf::Owned { words, len } => unsafe {
+                std::slice::from_raw_parts(words.as_ptr().cast(), *len)
+            },
+            HostBuf::Input(b) => b,
+            HostBuf::Out(b) => b,
+        }
+    }
+
+    /// Writable bytes; `None` for an input (kernels never write their inputs).
+    fn bytes_mut(&mut self) -> Option<&mut [u8]> {
+        match self {
+            // SAFETY: as above, borrowed exclusively.
+            HostBuf::Owned { words, len } => {
+                Some(unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast(), *len) })
+            }
+            HostBuf::Input(_) => None,
+            HostBuf::Out(b) => Some(b),
+        }
     }
 
     fn elems<T: Elem>(&self) -> &[T] {
-        let n = self.len / std::mem::size_of::<T>();
-        // SAFETY: 8-byte aligned, in bounds; every bit pattern is a valid element.
-        unsafe { std::slice::from_raw_parts(self.words.as_ptr().cast(), n) }
+        let b = self.bytes();
+        // SAFETY: 8-byte aligned (checked when made), in bounds; every bit pattern is a
+        // valid element.
+        unsafe { std::slice::from_raw_parts(b.as_ptr().cast(), b.len() / std::mem::size_of::<T>()) }
     }
 
-    fn elems_mut<T: Elem>(&mut self) -> &mut [T] {
-        let n = self.len / std::mem::size_of::<T>();
+    fn elems_mut<T: Elem>(&mut self) -> Option<&mut [T]> {
+        let b = self.bytes_mut()?;
+        let n = b.len() / std::mem::size_of::<T>();
         // SAFETY: as above, borrowed exclusively.
-        unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr().cast(), n) }
+        Some(unsafe { std::slice::from_raw_parts_mut(b.as_mut_ptr().cast(), n) })
     }
 }
 
 /// Runs a plan on the host with the kernels' CPU twins, as a GPU would run it: every launch
 /// checks its arguments (count and types) and reads and writes only the buffers it is
 /// given, with the launch shape's effect on partial results reproduced. Outputs start
-/// poisoned, so an element no step writes is caught.
+/// poisoned, so an element no step writes is caught. Inputs are read in place and the
+/// output is written where the op's output goes ([`crate::output_bytes`]).
 pub fn run_on_host(plan: &Plan) -> Result<Chunk, String> {
-    let mut bufs: Vec<HostBuf> = Vec::new();
-    for b in &plan.inputs {
-        let mut h = HostBuf::new(b.len() as u64);
-        h.bytes_mut().copy_from_slice(b);
-        bufs.push(h);
-    }
+    let mut result = Ok(());
+    let data = crate::output_bytes(plan.out_len() as usize, |out| {
+        if out.as_ptr().align_offset(8) == 0 {
+            result = run_steps(plan, out);
+        } else {
+            let mut own = HostBuf::new(out.len() as u64);
+            let bytes = own.bytes_mut().expect("owned");
+            result = run_steps(plan, bytes);
+            out.copy_from_slice(bytes);
+        }
+    });
+    result?;
+    Ok(Chunk {
+        dtype: plan.dtype,
+        shape: plan.shape.clone(),
+        data,
+    })
+}
+
+/// Runs the steps with `out` (8-byte aligned) as the output.
+fn run_steps(plan: &Plan, out: &mut [u8]) -> Result<(), String> {
+    let mut bufs: Vec<HostBuf> = plan.inputs.iter().map(|b| HostBuf::input(b)).collect();
     let temps = bufs.len();
     for &t in &plan.temps {
         let mut h = HostBuf::new(t);
-        h.bytes_mut().fill(0xA5);
+        h.bytes_mut().expect("owned").fill(0xA5);
         bufs.push(h);
     }
-    let mut out = HostBuf::new(plan.out_len());
-    out.bytes_mut().fill(0xA5);
-    bufs.push(out);
+    out.fill(0xA5);
+    bufs.push(HostBuf::Out(out));
     let index = |b: Buf| -> Result<usize, String> {
         let i = match b {
             Buf::In(i) if i < plan.inputs.len() => i,
@@ -621,7 +663,10 @@ pub fn run_on_host(plan: &Plan) -> Result<Chunk, String> {
         match step {
             Step::Copy { from, to, len } => {
                 let src = bufs[index(*from)?].bytes()[..*len as usize].to_vec();
-                bufs[index(*to)?].bytes_mut()[..*len as usize].copy_from_slice(&src);
+                bufs[index(*to)?]
+                    .bytes_mut()
+                    .ok_or("a copy into an input")?[..*len as usize]
+                    .copy_from_slice(&src);
             }
             Step::Gemm {
                 dtype,
@@ -657,12 +702,7 @@ pub fn run_on_host(plan: &Plan) -> Result<Chunk, String> {
             }
         }
     }
-    let out = bufs.pop().expect("the output buffer");
-    Ok(Chunk {
-        dtype: plan.dtype,
-        shape: plan.shape.clone(),
-        data: crate::output_bytes(out.len, |b| b.copy_from_slice(out.bytes())),
-    })
+    Ok(())
 }
 
 fn host_gemm<T: crate::array::Pod + Elem>(
@@ -672,19 +712,22 @@ fn host_gemm<T: crate::array::Pod + Elem>(
     k: usize,
     n: usize,
 ) -> Result<(), String> {
-    let (x, y) = (bufs[a].elems::<T>().to_vec(), bufs[b].elems::<T>().to_vec());
-    if x.len() < m * k || y.len() < k * n || bufs[out].elems::<T>().len() < m * n {
-        return Err("GEMM operands too small".into());
+    if out == a || out == b {
+        return Err("a GEMM's output is one of its inputs".into());
     }
-    T::gemm(
-        m,
-        k,
-        n,
-        &x[..m * k],
-        &y[..k * n],
-        &mut bufs[out].elems_mut::<T>()[..m * n],
-    );
-    Ok(())
+    // The output is taken out of the list while the inputs are read in place.
+    let mut o = std::mem::replace(&mut bufs[out], HostBuf::new(0));
+    let (x, y) = (bufs[a].elems::<T>(), bufs[b].elems::<T>());
+    let r = match o.elems_mut::<T>() {
+        Some(dst) if x.len() >= m * k && y.len() >= k * n && dst.len() >= m * n => {
+            T::gemm(m, k, n, &x[..m * k], &y[..k * n], &mut dst[..m * n]);
+            Ok(())
+        }
+        Some(_) => Err("GEMM operands too small".into()),
+        None => Err("a GEMM into an input".into()),
+    };
+    bufs[out] = o;
+    r
 }
 
 #[derive(Clone, Copy)]
@@ -776,12 +819,14 @@ fn input<T: Elem>(bufs: &[HostBuf], b: usize, n: usize, entry: &str) -> Result<V
 }
 
 fn output<'a, T: Elem>(
-    bufs: &'a mut [HostBuf],
+    bufs: &'a mut [HostBuf<'_>],
     b: usize,
     n: usize,
     entry: &str,
 ) -> Result<&'a mut [T], String> {
-    let e = bufs[b].elems_mut::<T>();
+    let e = bufs[b]
+        .elems_mut::<T>()
+        .ok_or_else(|| format!("{entry}: writes an input"))?;
     let len = e.len();
     e.get_mut(..n)
         .ok_or_else(|| format!("{entry}: a buffer of {len} elements, {n} written"))
