@@ -123,6 +123,15 @@ impl Gpu {
 
     /// Runs a plan: uploads its inputs, runs its steps, downloads its output.
     pub fn run(&mut self, plan: &Plan) -> Result<Chunk, String> {
+        let r = self.run_steps(plan);
+        if r.is_err() {
+            // Copies queued from the staging memory finish before it is reused.
+            let _ = guarded("synchronizing", || self.stream.synchronize());
+        }
+        r
+    }
+
+    fn run_steps(&mut self, plan: &Plan) -> Result<Chunk, String> {
         guarded("binding the context", || self.ctx.bind_to_thread()).map_err(|e| e.to_string())?;
         // Compile and load what the plan launches before allocating anything.
         let mut functions = Vec::new();
@@ -239,9 +248,7 @@ impl Gpu {
             result::memcpy_dtoh_async(&mut *staged, out, cu_stream)
         })?;
         cuda("synchronizing", || self.stream.synchronize())?;
-        for m in mem {
-            m.free(cu_stream);
-        }
+        drop(mem);
         let staged = &self.staging.as_mut_slice()[..out_len];
         Ok(Chunk {
             dtype: plan.dtype,
@@ -375,37 +382,42 @@ impl Drop for Gpu {
 struct DevMem {
     ptr: u64,
     pooled: bool,
+    stream: sys::CUstream,
 }
 
 impl DevMem {
     fn alloc(ctx: &CudaContext, stream: sys::CUstream, len: u64) -> Result<DevMem, DeviceError> {
         let len = len.max(1) as usize;
-        if ctx.has_async_alloc() {
-            // SAFETY: a plain allocation on this context's stream.
-            let ptr = guarded("allocating device memory", || unsafe {
+        let pooled = ctx.has_async_alloc();
+        // SAFETY: plain allocations (on this context's stream for the pool).
+        let ptr = guarded("allocating device memory", || unsafe {
+            if pooled {
                 result::malloc_async(stream, len)
-            })?;
-            Ok(DevMem { ptr, pooled: true })
-        } else {
-            // SAFETY: a plain allocation.
-            let ptr = guarded("allocating device memory", || unsafe {
+            } else {
                 result::malloc_sync(len)
-            })?;
-            Ok(DevMem { ptr, pooled: false })
-        }
+            }
+        })?;
+        Ok(DevMem {
+            ptr,
+            pooled,
+            stream,
+        })
     }
+}
 
-    fn free(self, stream: sys::CUstream) {
-        // SAFETY: allocated above, freed once, after the work using it was synchronized.
-        let r = if self.pooled {
-            guarded("freeing device memory", || unsafe {
-                result::free_async(self.ptr, stream)
-            })
-        } else {
-            guarded("freeing device memory", || unsafe {
-                result::free_sync(self.ptr)
-            })
-        };
+/// Freed when dropped, on the success and the error paths alike: a pooled free is ordered
+/// after the work queued on the stream, and cuMemFree waits for the device.
+impl Drop for DevMem {
+    fn drop(&mut self) {
+        let (ptr, stream) = (self.ptr, self.stream);
+        // SAFETY: allocated above, freed once.
+        let r = guarded("freeing device memory", || unsafe {
+            if self.pooled {
+                result::free_async(ptr, stream)
+            } else {
+                result::free_sync(ptr)
+            }
+        });
         if let Err(e) = r {
             tracing::warn!("{e}");
         }
