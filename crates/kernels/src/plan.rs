@@ -832,6 +832,21 @@ fn output<'a, T: Elem>(
         .ok_or_else(|| format!("{entry}: a buffer of {len} elements, {n} written"))
 }
 
+/// The operands of a binary kernel `(a, b, out, n, a_scalar, b_scalar)`: each with its
+/// scalar flag (a scalar operand is one element), and `n`.
+#[allow(clippy::type_complexity)]
+fn binary_operands<T: Elem>(
+    a: &Args<'_>,
+    bufs: &[HostBuf],
+) -> Result<((Vec<T>, bool), (Vec<T>, bool), usize), String> {
+    a.check_count(6)?;
+    let n = a.u64(3)? as usize;
+    let (sa, sb) = (a.flag(4)?, a.flag(5)?);
+    let x = input::<T>(bufs, a.buf(0)?, if sa { 1 } else { n }, a.entry)?;
+    let y = input::<T>(bufs, a.buf(1)?, if sb { 1 } else { n }, a.entry)?;
+    Ok(((x, sa), (y, sb), n))
+}
+
 fn launch_typed<T: Float>(
     op: &str,
     l: &Launch,
@@ -854,11 +869,7 @@ fn launch_typed<T: Float>(
             Ok(())
         }
         "div" | "pow" => {
-            a.check_count(6)?;
-            let n = a.u64(3)? as usize;
-            let (sa, sb) = (a.flag(4)?, a.flag(5)?);
-            let x = input::<T>(bufs, a.buf(0)?, if sa { 1 } else { n }, &l.entry)?;
-            let y = input::<T>(bufs, a.buf(1)?, if sb { 1 } else { n }, &l.entry)?;
+            let ((x, sa), (y, sb), n) = binary_operands::<T>(&a, bufs)?;
             let out = output::<T>(bufs, a.buf(2)?, n, &l.entry)?;
             cpu::binary_float(op == "pow", &x, &y, out, sa, sb);
             Ok(())
@@ -892,11 +903,7 @@ fn launch_int<T: Elem>(
             cpu::arange(output::<T>(bufs, a.buf(0)?, n, e)?, start, step);
         }
         "add" | "sub" | "mul" | "max" | "min" => {
-            a.check_count(6)?;
-            let n = a.u64(3)? as usize;
-            let (sa, sb) = (a.flag(4)?, a.flag(5)?);
-            let x = input::<T>(bufs, a.buf(0)?, if sa { 1 } else { n }, e)?;
-            let y = input::<T>(bufs, a.buf(1)?, if sb { 1 } else { n }, e)?;
+            let ((x, sa), (y, sb), n) = binary_operands::<T>(&a, bufs)?;
             let op = match op {
                 "add" => Binary::Add,
                 "sub" => Binary::Sub,

@@ -2,33 +2,10 @@
 //! poisoned first (so an element left unwritten is caught). Bounds: f32 elementwise
 //! within 1e-6 relative (well under 1e-5), f64 within 1e-13; reductions scaled by length.
 
+mod common;
+
+use common::Rng;
 use rask_kernels::cpu::{self, Binary, Compare};
-
-struct Rng(u64);
-
-impl Rng {
-    fn new() -> Rng {
-        let s = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64;
-        println!("seed {s}");
-        Rng(s | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    /// Uniform in [lo, hi).
-    fn f64(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn vec(&mut self, n: usize, lo: f64, hi: f64) -> Vec<f64> {
-        (0..n).map(|_| self.f64(lo, hi)).collect()
-    }
-}
 
 fn close(got: f64, want: f64, rel: f64, what: &str) {
     let err = (got - want).abs() / want.abs().max(1e-30);

@@ -30,6 +30,10 @@ impl Rng {
         lo + (hi - lo) * (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 
+    pub fn vec(&mut self, n: usize, lo: f64, hi: f64) -> Vec<f64> {
+        (0..n).map(|_| self.f64(lo, hi)).collect()
+    }
+
     /// A chunk of `shape` with values in [-2, 2) (integers for integer dtypes).
     pub fn chunk(&mut self, dtype: DType, shape: &[u64]) -> Value {
         let n: u64 = shape.iter().product();
