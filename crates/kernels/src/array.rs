@@ -454,82 +454,52 @@ fn matmul<T: Pod>(a: &Chunk, b: &Chunk) -> Result<Chunk, String> {
     }))
 }
 
-/// `op` (sum, max, min) over the whole chunk (`axis` None) or along one axis.
+/// `op` (sum, max, min) over the whole chunk (`axis` None) or along one axis. Floats
+/// accumulate in f64 (whole sums pairwise); integers in their own type (sums wrap, as on a
+/// GPU).
 fn reduce<T: Pod>(op: &str, axis: Option<usize>, a: &Chunk) -> Result<Chunk, String> {
-    let x = a.elems::<T>()?;
-    let fold = |acc: f64, v: f64| match op {
-        "sum" => acc + v,
-        "max" => acc.max(v),
-        _ => acc.min(v),
-    };
-    let init = match op {
-        "sum" => 0.0,
-        "max" => f64::NEG_INFINITY,
-        "min" => f64::INFINITY,
+    let r = match op {
+        "sum" | "max" | "min" => cpu::Reduce::parse(op).expect("a reduction"),
         other => return Err(format!("unknown reduction {other:?}")),
     };
-    if !T::FLOAT {
-        return reduce_exact::<T>(op, axis, a, &x);
-    }
-    let Some(ax) = axis else {
-        // Accumulated in f64, whatever the dtype (sums pairwise).
-        let wide: Vec<f64> = x.iter().map(|v| v.to_f64()).collect();
-        let r = if op == "sum" {
-            cpu::sum(&wide)
-        } else {
-            wide.iter().copied().fold(init, fold)
-        };
-        return Ok(make::<T>(vec![], |out| out[0] = T::from_f64(r)));
+    let x = a.elems::<T>()?;
+    // The chunk as (outer, len, inner) around the axis; the whole chunk is one run.
+    let (shape, len, inner) = match axis {
+        None => (vec![], x.len(), 1),
+        Some(ax) if ax < a.shape.len() => {
+            let mut shape = a.shape.clone();
+            shape.remove(ax);
+            let inner = a.shape[ax + 1..].iter().product::<u64>() as usize;
+            (shape, a.shape[ax] as usize, inner)
+        }
+        Some(ax) => return Err(format!("axis {ax} of a {}-d chunk", a.shape.len())),
     };
-    if ax >= a.shape.len() {
-        return Err(format!("axis {ax} of a {}-d chunk", a.shape.len()));
-    }
-    let dims: Vec<usize> = a.shape.iter().map(|&d| d as usize).collect();
-    let outer: usize = dims[..ax].iter().product();
-    let len = dims[ax];
-    let inner: usize = dims[ax + 1..].iter().product();
-    let mut shape = a.shape.clone();
-    shape.remove(ax);
-    let mut acc = vec![init; outer * inner];
-    for o in 0..outer {
-        for k in 0..len {
-            let row = &x[(o * len + k) * inner..(o * len + k + 1) * inner];
-            for (slot, v) in acc[o * inner..(o + 1) * inner].iter_mut().zip(row) {
-                *slot = fold(*slot, v.to_f64());
-            }
+    fn fold<E: Elem>(
+        r: cpu::Reduce,
+        whole: bool,
+        x: &[E],
+        out: &mut [E],
+        len: usize,
+        inner: usize,
+    ) {
+        if whole && r == cpu::Reduce::Sum {
+            out[0] = cpu::sum(x);
+        } else {
+            cpu::reduce_axis(r, x, out, len, inner);
         }
     }
+    let whole = axis.is_none();
+    if !T::FLOAT {
+        return Ok(make::<T>(shape, |out| fold(r, whole, &x, out, len, inner)));
+    }
+    let wide: Vec<f64> = x.iter().map(|v| v.to_f64()).collect();
+    let n: u64 = shape.iter().product();
+    let mut acc = vec![0.0; n as usize];
+    fold(r, whole, &wide, &mut acc, len, inner);
     Ok(make::<T>(shape, |out| {
         for (o, v) in out.iter_mut().zip(&acc) {
             *o = T::from_f64(*v);
         }
-    }))
-}
-
-/// Integer reductions, in the element type (sums wrap, as on a GPU).
-fn reduce_exact<T: Pod>(
-    op: &str,
-    axis: Option<usize>,
-    a: &Chunk,
-    x: &[T],
-) -> Result<Chunk, String> {
-    let r = cpu::Reduce::parse(op).ok_or_else(|| format!("unknown reduction {op:?}"))?;
-    let Some(ax) = axis else {
-        let v = match r {
-            cpu::Reduce::Sum => cpu::sum(x),
-            _ => x.iter().fold(r.init::<T>(), |acc, &v| r.combine(acc, v)),
-        };
-        return Ok(make::<T>(vec![], |out| out[0] = v));
-    };
-    if ax >= a.shape.len() {
-        return Err(format!("axis {ax} of a {}-d chunk", a.shape.len()));
-    }
-    let len = a.shape[ax] as usize;
-    let inner: usize = a.shape[ax + 1..].iter().product::<u64>() as usize;
-    let mut shape = a.shape.clone();
-    shape.remove(ax);
-    Ok(make::<T>(shape, |out| {
-        cpu::reduce_axis(r, x, out, len, inner)
     }))
 }
 

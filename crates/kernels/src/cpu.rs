@@ -476,6 +476,9 @@ impl Reduce {
 /// `out[o * inner + j]` combines `a[(o * len + k) * inner + j]` over `k`.
 pub fn reduce_axis<T: Elem>(op: Reduce, a: &[T], out: &mut [T], len: usize, inner: usize) {
     out.fill(op.init());
+    if len * inner == 0 {
+        return;
+    }
     for (o, block) in a.chunks(len * inner).enumerate() {
         let acc = &mut out[o * inner..(o + 1) * inner];
         for row in block.chunks(inner) {
