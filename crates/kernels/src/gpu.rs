@@ -34,8 +34,7 @@ pub struct Gpu {
     /// `sm_XY`, what kernels are compiled for.
     arch: String,
     cache: ModuleCache,
-    modules: HashMap<u64, Arc<CudaModule>>,
-    functions: HashMap<(u64, String), CudaFunction>,
+    modules: HashMap<ModKey, Loaded>,
     blas: Option<CudaBlas>,
     staging: Pinned,
 }
@@ -87,7 +86,6 @@ impl Gpu {
             arch: format!("sm_{major}{minor}"),
             cache: ModuleCache::new(ModuleCache::default_dir()),
             modules: HashMap::new(),
-            functions: HashMap::new(),
             blas,
             staging: Pinned::default(),
         })
@@ -260,36 +258,57 @@ impl Gpu {
     /// The entry point, its module compiled (or read from the disk cache) and loaded at
     /// first use.
     fn function(&mut self, module: &Module, entry: &str) -> Result<CudaFunction, String> {
-        let (key, source, name) = match module {
-            Module::Builtin(file) => {
-                let src =
-                    cuda_sources::source(file).ok_or_else(|| format!("no kernel file {file}"))?;
-                (fnv1a(src.as_bytes()), src, file.to_string())
-            }
-            Module::Custom(src) => (fnv1a(src.as_bytes()), src.to_string(), entry.to_string()),
+        // Found without building the source: built-in files by name, users' kernels by
+        // the hash of their (short) source.
+        let key = match module {
+            Module::Builtin(file) => ModKey::File(file),
+            Module::Custom(src) => ModKey::Source(fnv1a(src.as_bytes())),
         };
-        if let Some(f) = self.functions.get(&(key, entry.to_string())) {
+        if let Some(f) = self.modules.get(&key).and_then(|m| m.functions.get(entry)) {
             return Ok(f.clone());
         }
-        let module = match self.modules.get(&key) {
-            Some(m) => m.clone(),
-            None => {
-                let image = self
-                    .cache
-                    .get(&source, &name, &self.arch)
-                    .map_err(|e| e.to_string())?;
-                let ctx = self.ctx.clone();
-                let m = cuda("loading a module", move || {
-                    ctx.load_module(Ptx::from_binary(image))
-                })?;
-                self.modules.insert(key, m.clone());
-                m
-            }
-        };
-        let f = cuda(entry, || module.load_function(entry))?;
-        self.functions.insert((key, entry.to_string()), f.clone());
+        if !self.modules.contains_key(&key) {
+            let (source, name) = match module {
+                Module::Builtin(file) => (
+                    cuda_sources::source(file).ok_or_else(|| format!("no kernel file {file}"))?,
+                    file.to_string(),
+                ),
+                Module::Custom(src) => (src.to_string(), entry.to_string()),
+            };
+            let image = self
+                .cache
+                .get(&source, &name, &self.arch)
+                .map_err(|e| e.to_string())?;
+            let ctx = self.ctx.clone();
+            let module = cuda("loading a module", move || {
+                ctx.load_module(Ptx::from_binary(image))
+            })?;
+            self.modules.insert(
+                key.clone(),
+                Loaded {
+                    module,
+                    functions: HashMap::new(),
+                },
+            );
+        }
+        let loaded = self.modules.get_mut(&key).expect("loaded above");
+        let f = cuda(entry, || loaded.module.load_function(entry))?;
+        loaded.functions.insert(entry.to_string(), f.clone());
         Ok(f)
     }
+}
+
+/// A loaded module: a built-in kernel file, or a user's kernel source.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum ModKey {
+    File(&'static str),
+    Source(u64),
+}
+
+/// A module and the entry points looked up in it so far.
+struct Loaded {
+    module: Arc<CudaModule>,
+    functions: HashMap<String, CudaFunction>,
 }
 
 fn cuda<T, E: std::fmt::Debug>(what: &str, f: impl FnOnce() -> Result<T, E>) -> Result<T, String> {

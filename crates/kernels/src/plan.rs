@@ -745,8 +745,8 @@ fn host_launch(l: &Launch, args: &[Resolved], bufs: &mut [HostBuf]) -> Result<()
     match dt {
         "f32" => launch_typed::<f32>(op, l, args, bufs),
         "f64" => launch_typed::<f64>(op, l, args, bufs),
-        "i32" => launch_int::<i32>(op, l, args, bufs),
-        "i64" => launch_int::<i64>(op, l, args, bufs),
+        "i32" => launch_elem::<i32>(op, l, args, bufs),
+        "i64" => launch_elem::<i64>(op, l, args, bufs),
         _ => Err(format!("entry {:?}: unknown dtype", l.entry)),
     }
 }
@@ -874,11 +874,13 @@ fn launch_typed<T: Float>(
             cpu::binary_float(op == "pow", &x, &y, out, sa, sb);
             Ok(())
         }
-        _ => launch_int::<T>(op, l, args, bufs),
+        _ => launch_elem::<T>(op, l, args, bufs),
     }
 }
 
-fn launch_int<T: Elem>(
+/// Launches of the entry points every element type has (the float-only ones are in
+/// `launch_typed`).
+fn launch_elem<T: Elem>(
     op: &str,
     l: &Launch,
     args: &[Resolved],
