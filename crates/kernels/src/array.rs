@@ -80,14 +80,8 @@ pub trait Pod: Elem + Default {
     const FLOAT: bool;
     /// out (m×n) = a (m×k) · b (k×n), all row-major and contiguous.
     fn gemm(m: usize, k: usize, n: usize, a: &[Self], b: &[Self], out: &mut [Self]);
-    /// `div` or `pow` (floats only).
-    fn div_pow(
-        pow: bool,
-        a: &[Self],
-        b: &[Self],
-        out: &mut [Self],
-        b_scalar: bool,
-    ) -> Result<(), String>;
+    /// `div` or `pow`; only called for floats (`FLOAT`).
+    fn div_pow(pow: bool, a: &[Self], b: &[Self], out: &mut [Self], b_scalar: bool);
 }
 
 macro_rules! pod {
@@ -95,15 +89,8 @@ macro_rules! pod {
         impl Pod for $t {
             const DTYPE: DType = $dt;
             const FLOAT: bool = true;
-            fn div_pow(
-                pow: bool,
-                a: &[Self],
-                b: &[Self],
-                out: &mut [Self],
-                b_scalar: bool,
-            ) -> Result<(), String> {
+            fn div_pow(pow: bool, a: &[Self], b: &[Self], out: &mut [Self], b_scalar: bool) {
                 cpu::binary_float(pow, a, b, out, false, b_scalar);
-                Ok(())
             }
             fn gemm(m: usize, k: usize, n: usize, a: &[Self], b: &[Self], out: &mut [Self]) {
                 assert!(a.len() >= m * k && b.len() >= k * n && out.len() >= m * n);
@@ -139,15 +126,8 @@ macro_rules! pod_int {
         impl Pod for $t {
             const DTYPE: DType = $dt;
             const FLOAT: bool = false;
-            fn div_pow(
-                pow: bool,
-                _: &[Self],
-                _: &[Self],
-                _: &mut [Self],
-                _: bool,
-            ) -> Result<(), String> {
-                let op = if pow { "pow" } else { "div" };
-                Err(format!("{op} is for f32 and f64 arrays, not {}", $dt))
+            fn div_pow(_: bool, _: &[Self], _: &[Self], _: &mut [Self], _: bool) {
+                unreachable!("div and pow of integers are refused before they run")
             }
             /// Exact (wrapping) integer products, row by row.
             fn gemm(m: usize, k: usize, n: usize, a: &[Self], b: &[Self], out: &mut [Self]) {
@@ -414,16 +394,14 @@ fn binary<T: Pod>(op: &str, a: &Chunk, b: Either) -> Result<Chunk, String> {
         "div" | "pow" => Err(op == "pow"),
         other => return Err(format!("unknown elementwise op {other:?}")),
     };
-    if let Err(pow) = op {
-        // Refused before any output is made.
-        T::div_pow(pow, &[], &[], &mut [], scalar)?;
+    if let (Err(pow), false) = (op, T::FLOAT) {
+        let op = if pow { "pow" } else { "div" };
+        return Err(format!("{op} is for f32 and f64 arrays, not {}", T::DTYPE));
     }
-    let mut failed = Ok(());
-    let c = make::<T>(a.shape.clone(), |out| match op {
+    Ok(make::<T>(a.shape.clone(), |out| match op {
         Ok(op) => cpu::binary(op, &x, &y, out, false, scalar),
-        Err(pow) => failed = T::div_pow(pow, &x, &y, out, scalar),
-    });
-    failed.map(|_| c)
+        Err(pow) => T::div_pow(pow, &x, &y, out, scalar),
+    }))
 }
 
 enum Either {
