@@ -191,3 +191,65 @@ fn arrays_run_on_simulated_gpus() {
         })
     });
 }
+
+/// Device kernels' outputs stay in the GPU's memory: a chain of device ops copies nothing
+/// to the host, and neither does sending results to the client (a simulated GPU's memory
+/// is shared with same-host readers, the CUDA IPC analogue); an op without a device plan
+/// (a rechunk) gets its inputs brought to the host, and the worker counts those bytes.
+#[test]
+fn device_outputs_stay_on_the_gpu_until_an_op_on_the_cpu_needs_them() {
+    let cluster = LocalCUDACluster::sim(1, 256 << 20).build().unwrap();
+    let c = Client::for_cluster(cluster).unwrap();
+    let local = ndarray::Array2::<f64>::from_shape_fn((512, 512), |(i, j)| (i * 512 + j) as f64);
+    let x = rask::array::from_ndarray(&local.clone().into_dyn(), &[256, 256]).unwrap();
+    let y = x.scalar("mul", 2.0).scalar("add", 1.0);
+    let p = c.persist_array(&y).unwrap();
+    let bytes = 512 * 512 * 8;
+    let mut seen = None;
+    common::eventually("the chunks are in the GPU's memory", || {
+        let info = c.scheduler_info().unwrap();
+        let w = info.workers[0].clone();
+        let done = w.device_memory_used >= bytes;
+        seen = Some(w);
+        done
+    });
+    let w = seen.unwrap();
+    assert_eq!(w.device_to_host, 0, "nothing came to the host: {w:?}");
+    let want = (&local * 2.0 + 1.0).into_dyn();
+    assert_eq!(c.compute_array::<f64>(p.array()).unwrap(), want);
+
+    let r = p.array().rechunk(&[128, 512]).unwrap();
+    assert_eq!(c.compute_array::<f64>(&r).unwrap(), want);
+    common::eventually("the rechunk's inputs were copied to the host", || {
+        let info = c.scheduler_info().unwrap();
+        info.workers[0].device_to_host >= bytes
+    });
+}
+
+/// Array chunks made by device kernels spill from the GPUs' memory to the host (and to
+/// disk) like any value, and come back exact.
+#[test]
+fn device_chunks_spill_and_come_back_exact() {
+    let cluster = LocalCUDACluster::sim(2, 4 << 20)
+        .memory_limit(16 << 20)
+        .build()
+        .unwrap();
+    let c = Client::for_cluster(cluster).unwrap();
+    // 16 MiB of chunks (2 MiB each) on 2 × 4 MiB of GPU memory.
+    let local = ndarray::Array2::<f64>::from_shape_fn((2048, 1024), |(i, j)| (i * 1024 + j) as f64);
+    let x = rask::array::from_ndarray(&local.clone().into_dyn(), &[256, 1024]).unwrap();
+    let p = c.persist_array(&x.scalar("mul", 3.0)).unwrap();
+    let want = (&local * 3.0).into_dyn();
+    assert_eq!(c.compute_array::<f64>(p.array()).unwrap(), want);
+    common::eventually("the GPUs spilled chunks", || {
+        let info = c.scheduler_info().unwrap();
+        info.workers
+            .iter()
+            .flat_map(|w| w.spilled.iter())
+            .any(|(k, v)| k.starts_with("device->") && *v > 0)
+    });
+    for w in c.scheduler_info().unwrap().workers {
+        assert!(w.device_memory_used <= w.device_memory_limit, "{w:?}");
+    }
+    assert_eq!(c.compute_array::<f64>(p.array()).unwrap(), want);
+}

@@ -22,9 +22,13 @@ impl Arg {
         Arg::Key(k.into())
     }
 
-    fn to_datum(&self, deps: &mut Vec<String>, bufs: &mut Vec<Bytes>) -> Datum {
-        match self {
-            Arg::Value(v) => v.to_datum(bufs),
+    fn to_datum(
+        &self,
+        deps: &mut Vec<String>,
+        bufs: &mut Vec<Bytes>,
+    ) -> Result<Datum, rask_proto::ProtoError> {
+        Ok(match self {
+            Arg::Value(v) => v.to_datum(bufs)?,
             Arg::Key(k) => {
                 let i = match deps.iter().position(|d| d == k) {
                     Some(i) => i,
@@ -35,8 +39,12 @@ impl Arg {
                 };
                 Datum::Ref(i as u32)
             }
-            Arg::List(l) => Datum::List(l.iter().map(|a| a.to_datum(deps, bufs)).collect()),
-        }
+            Arg::List(l) => Datum::List(
+                l.iter()
+                    .map(|a| a.to_datum(deps, bufs))
+                    .collect::<Result<_, _>>()?,
+            ),
+        })
     }
 }
 
@@ -118,20 +126,27 @@ impl Graph {
     }
 
     /// Wire form; byte payloads are appended to `bufs`.
-    pub(crate) fn specs(&self, bufs: &mut Vec<Bytes>) -> Vec<TaskSpec> {
+    pub(crate) fn specs(
+        &self,
+        bufs: &mut Vec<Bytes>,
+    ) -> Result<Vec<TaskSpec>, rask_proto::ProtoError> {
         self.tasks
             .iter()
             .map(|t| {
                 let mut deps = Vec::new();
-                let args =
-                    Datum::List(t.args.iter().map(|a| a.to_datum(&mut deps, bufs)).collect());
-                TaskSpec {
+                let args = Datum::List(
+                    t.args
+                        .iter()
+                        .map(|a| a.to_datum(&mut deps, bufs))
+                        .collect::<Result<_, _>>()?,
+                );
+                Ok(TaskSpec {
                     key: t.key.clone(),
                     op: t.op.clone(),
                     args,
                     deps,
                     resources: t.resources.clone(),
-                }
+                })
             })
             .collect()
     }
@@ -152,7 +167,7 @@ mod tests {
             [Value::Bytes(Bytes::from_static(b"abcd")).into()],
         );
         let mut bufs = Vec::new();
-        let specs = g.specs(&mut bufs);
+        let specs = g.specs(&mut bufs).unwrap();
         assert_eq!(specs[1].deps, vec!["x".to_string()]);
         assert_eq!(
             specs[1].args,

@@ -269,7 +269,9 @@ impl Client {
             }
         }
         let mut bufs: Vec<Bytes> = Vec::new();
-        let tasks: Vec<TaskSpec> = graph.specs(&mut bufs);
+        let tasks: Vec<TaskSpec> = graph
+            .specs(&mut bufs)
+            .map_err(|e| ClientError::Rejected(e.to_string()))?;
         let wanted: Vec<String> = outputs.iter().map(|s| s.to_string()).collect();
         let futures = {
             let mut st = self.inner.state.lock().expect("client state lock");

@@ -18,42 +18,68 @@ pub struct Chunk {
     pub data: Bytes,
 }
 
+/// A chunk value, `[dtype, shape, data]`: `data` is the bytes, in host memory
+/// (`Value::Bytes`) or in a device's (`Value::Device`).
+pub fn chunk_value(dtype: DType, shape: &[u64], data: Value) -> Value {
+    Value::List(vec![
+        Value::Str(dtype.name().into()),
+        Value::List(shape.iter().map(|&d| Value::Int(d as i64)).collect()),
+        data,
+    ])
+}
+
+/// The dtype, shape and bytes (host or device) of a chunk value, the length checked.
+pub fn chunk_parts(v: &Value) -> Result<(DType, Vec<u64>, &Value), String> {
+    let Value::List(parts) = v else {
+        return Err(format!("not an array chunk: {}", v.type_name()));
+    };
+    let bad = || "not an array chunk: expected [dtype, shape, bytes]".to_string();
+    let [Value::Str(dtype), Value::List(shape), data] = parts.as_slice() else {
+        return Err(bad());
+    };
+    let len = match data {
+        Value::Bytes(b) => b.len(),
+        Value::Device(d) => d.len(),
+        _ => return Err(bad()),
+    };
+    let dtype: DType = dtype.parse()?;
+    let shape = shape
+        .iter()
+        .map(|d| match d {
+            Value::Int(n) if *n >= 0 => Ok(*n as u64),
+            _ => Err("bad chunk shape".to_string()),
+        })
+        .collect::<Result<Vec<u64>, String>>()?;
+    let n: u64 = shape.iter().product();
+    if n.checked_mul(dtype.size()) != Some(len as u64) {
+        return Err(format!(
+            "chunk of shape {shape:?} and dtype {dtype} has {len} bytes"
+        ));
+    }
+    Ok((dtype, shape, data))
+}
+
 impl Chunk {
     pub fn to_value(&self) -> Value {
-        Value::List(vec![
-            Value::Str(self.dtype.name().into()),
-            Value::List(self.shape.iter().map(|&d| Value::Int(d as i64)).collect()),
-            Value::Bytes(self.data.clone()),
-        ])
+        chunk_value(self.dtype, &self.shape, Value::Bytes(self.data.clone()))
     }
 
+    /// A chunk in host memory (ops on the CPU get their arguments there, see
+    /// [`crate::Registry::call_on`]).
     pub fn from_value(v: &Value) -> Result<Chunk, String> {
-        let Value::List(parts) = v else {
-            return Err(format!("not an array chunk: {}", v.type_name()));
-        };
-        let [Value::Str(dtype), Value::List(shape), Value::Bytes(data)] = parts.as_slice() else {
-            return Err("not an array chunk: expected [dtype, shape, bytes]".into());
-        };
-        let dtype: DType = dtype.parse()?;
-        let shape = shape
-            .iter()
-            .map(|d| match d {
-                Value::Int(n) if *n >= 0 => Ok(*n as u64),
-                _ => Err("bad chunk shape".to_string()),
-            })
-            .collect::<Result<Vec<u64>, String>>()?;
-        let n: u64 = shape.iter().product();
-        if n.checked_mul(dtype.size()) != Some(data.len() as u64) {
-            return Err(format!(
-                "chunk of shape {shape:?} and dtype {dtype} has {} bytes",
-                data.len()
-            ));
+        let (dtype, shape, data) = chunk_parts(v)?;
+        match data {
+            Value::Device(d) => Err(format!(
+                "the chunk's bytes are in {}'s memory, not the host's",
+                d.device()
+            )),
+            Value::Bytes(data) => Ok(Chunk {
+                dtype,
+                shape,
+                data: data.clone(),
+            }),
+            _ => Err("not an array chunk".into()),
         }
-        Ok(Chunk {
-            dtype,
-            shape,
-            data: data.clone(),
-        })
     }
 
     /// A chunk of the given elements (row-major), e.g. the output of a custom op.

@@ -153,7 +153,15 @@ impl Gpu {
         };
         let mut inputs = Vec::new();
         let mut at = 0;
-        for b in &plan.inputs {
+        for i in &plan.inputs {
+            let host;
+            let b: &[u8] = match i {
+                plan::Input::Host(b) => b,
+                plan::Input::Device(d) => {
+                    host = d.data().to_host()?;
+                    &host
+                }
+            };
             let p = alloc(&mut mem, b.len() as u64)?;
             let staged = &mut self.staging.as_mut_slice()[at..at + b.len()];
             staged.copy_from_slice(b);

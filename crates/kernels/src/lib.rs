@@ -66,6 +66,11 @@ pub trait Accelerator: Send + Sync {
         op: &str,
         args: &[Value],
     ) -> Option<Result<Value, String>>;
+
+    /// Bytes copied from this device's memory to the host so far.
+    fn downloaded(&self) -> u64 {
+        0
+    }
 }
 
 /// The signature of every op: positional arguments in, one value out.
@@ -377,6 +382,15 @@ impl Registry {
         let f = &op.f;
         let run = || match device.and_then(|d| d.try_run(self, name, args)) {
             Some(r) => r.map(|v| (v, true)),
+            // An op on the CPU gets its arguments in host memory.
+            None if args.iter().any(Value::on_device) => {
+                let args = args
+                    .iter()
+                    .map(Value::to_host)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| e.to_string())?;
+                f(&args).map(|v| (v, false))
+            }
             None => f(args).map(|v| (v, false)),
         };
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {

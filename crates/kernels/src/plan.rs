@@ -7,13 +7,52 @@
 //! Ops without a plan (`array.assemble`, ranks the kernels do not cover) run their CPU
 //! implementation on the worker's host memory.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use rask_proto::{DType, Value};
+use rask_proto::{DType, DeviceBytes, DeviceData, Value};
 
-use crate::array::Chunk;
+use crate::array::{chunk_parts, chunk_value, Chunk};
 use crate::cpu::{self, Binary, Elem, Float, Reduce};
+use crate::OutputAlloc;
+
+/// An input of a plan: bytes in host memory (uploaded first), or already in a device's.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    Host(Bytes),
+    Device(DeviceBytes),
+}
+
+impl Input {
+    pub fn len(&self) -> usize {
+        match self {
+            Input::Host(b) => b.len(),
+            Input::Device(d) => d.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A chunk argument of a plan: its bytes wherever they are.
+struct ChunkIn {
+    dtype: DType,
+    shape: Vec<u64>,
+    data: Input,
+}
+
+fn chunk(v: &Value) -> Option<ChunkIn> {
+    let (dtype, shape, data) = chunk_parts(v).ok()?;
+    let data = match data {
+        Value::Bytes(b) => Input::Host(b.clone()),
+        Value::Device(d) => Input::Device(d.clone()),
+        _ => return None,
+    };
+    Some(ChunkIn { dtype, shape, data })
+}
 
 /// A buffer of a plan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,7 +144,7 @@ pub enum Step {
 /// An op as device work: inputs, temporaries, the output chunk and the steps.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
-    pub inputs: Vec<Bytes>,
+    pub inputs: Vec<Input>,
     /// Sizes of the temporaries, in bytes.
     pub temps: Vec<u64>,
     pub dtype: DType,
@@ -129,7 +168,7 @@ impl Plan {
         self.shape.iter().product::<u64>() * self.dtype.size()
     }
 
-    fn input(&mut self, b: Bytes) -> Buf {
+    fn input(&mut self, b: Input) -> Buf {
         self.inputs.push(b);
         Buf::In(self.inputs.len() - 1)
     }
@@ -218,7 +257,6 @@ fn number(v: &Value) -> Option<f64> {
 /// The device plan of `op` on `args`, or `None` when the op has none (it then runs on the
 /// CPU). Malformed arguments also give `None`: the CPU implementation reports them.
 pub fn plan(op: &str, args: &[Value]) -> Option<Plan> {
-    let chunk = |v: &Value| Chunk::from_value(v).ok();
     match (op, args) {
         ("array.full", [Value::Str(dt), shape, value]) => {
             let dtype: DType = dt.parse().ok()?;
@@ -316,7 +354,7 @@ pub fn plan(op: &str, args: &[Value]) -> Option<Plan> {
             Some(p)
         }
         ("array.combine", [Value::Str(name), rest @ ..]) => {
-            let chunks: Vec<Chunk> = rest.iter().map(chunk).collect::<Option<_>>()?;
+            let chunks: Vec<ChunkIn> = rest.iter().map(chunk).collect::<Option<_>>()?;
             let first = chunks.first()?;
             if !matches!(name.as_str(), "add" | "max" | "min")
                 || chunks
@@ -496,12 +534,13 @@ pub fn custom(source: &str, entry: &str, args: &[Value]) -> Option<Plan> {
     for a in args {
         match a {
             Value::Float(_) | Value::Int(_) => scalars.push(number(a)?),
-            v => chunks.push(Chunk::from_value(v).ok()?),
+            v => chunks.push(chunk(v)?),
         }
     }
-    let first = chunks.first()?.clone();
-    suffix(first.dtype).ok()?;
-    let mut p = Plan::new(first.dtype, first.shape.clone());
+    let first = chunks.first()?;
+    let dtype = first.dtype;
+    suffix(dtype).ok()?;
+    let mut p = Plan::new(dtype, first.shape.clone());
     let n: u64 = p.shape.iter().product();
     let mut kargs: Vec<Arg> = chunks
         .into_iter()
@@ -509,7 +548,7 @@ pub fn custom(source: &str, entry: &str, args: &[Value]) -> Option<Plan> {
         .collect();
     kargs.push(Arg::Buf(Buf::Out));
     kargs.push(Arg::U64(n));
-    kargs.extend(scalars.iter().map(|&v| Arg::scalar(first.dtype, v)));
+    kargs.extend(scalars.iter().map(|&v| Arg::scalar(dtype, v)));
     if n > 0 {
         p.steps.push(Step::Launch(Launch {
             module: Module::Custom(source.into()),
@@ -522,19 +561,35 @@ pub fn custom(source: &str, entry: &str, args: &[Value]) -> Option<Plan> {
     Some(p)
 }
 
-fn scalar_bytes(dtype: DType, v: f64) -> Bytes {
-    match dtype {
+fn scalar_bytes(dtype: DType, v: f64) -> Input {
+    Input::Host(match dtype {
         DType::F32 => Bytes::copy_from_slice(&(v as f32).to_ne_bytes()),
         DType::I32 => Bytes::copy_from_slice(&(v as i32).to_ne_bytes()),
         DType::I64 => Bytes::copy_from_slice(&(v as i64).to_ne_bytes()),
         _ => Bytes::copy_from_slice(&v.to_ne_bytes()),
-    }
+    })
 }
 
 /// A simulated GPU's executor: device plans run by the kernels' CPU twins, launch by
-/// launch, as a GPU would run them. Users' kernels run their CPU twin.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct HostPlans;
+/// launch, as a GPU would run them, their outputs left in the GPU's memory
+/// ([`SimBytes`]). Users' kernels run their CPU twin.
+pub struct HostPlans {
+    device: String,
+    memory: Arc<dyn OutputAlloc>,
+    downloaded: Arc<AtomicU64>,
+}
+
+impl HostPlans {
+    /// The executor of simulated GPU `device` (`sim:N`), whose memory is `memory`: an
+    /// allocation it refuses (the GPU is full) leaves that output on the host.
+    pub fn new(device: impl Into<String>, memory: Arc<dyn OutputAlloc>) -> HostPlans {
+        HostPlans {
+            device: device.into(),
+            memory,
+            downloaded: Arc::default(),
+        }
+    }
+}
 
 impl crate::Accelerator for HostPlans {
     fn try_run(
@@ -547,7 +602,67 @@ impl crate::Accelerator for HostPlans {
             return None;
         }
         let p = plan(op, args)?;
-        Some(run_on_host(&p).map(|c| c.to_value()))
+        let len = p.out_len() as usize;
+        let Some(mut out) = (len > 0).then(|| self.memory.alloc(len)).flatten() else {
+            return Some(run_on_host(&p).map(|c| c.to_value()));
+        };
+        if let Err(e) = run_into(&p, out.bytes_mut()) {
+            return Some(Err(e));
+        }
+        let data = SimBytes {
+            bytes: out.freeze(),
+            device: self.device.clone(),
+            downloaded: self.downloaded.clone(),
+        };
+        Some(Ok(chunk_value(
+            p.dtype,
+            &p.shape,
+            Value::Device(DeviceBytes::new(data)),
+        )))
+    }
+
+    fn downloaded(&self) -> u64 {
+        self.downloaded.load(Ordering::Relaxed)
+    }
+}
+
+/// Bytes in a simulated GPU's memory. That memory is host memory, so going to the host
+/// lends the same bytes (counted as a download, as a GPU would copy them).
+pub struct SimBytes {
+    bytes: Bytes,
+    device: String,
+    downloaded: Arc<AtomicU64>,
+}
+
+impl SimBytes {
+    /// The bytes in place (for the simulated GPUs' kernels).
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+}
+
+impl DeviceData for SimBytes {
+    fn device(&self) -> &str {
+        &self.device
+    }
+
+    fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn to_host(&self) -> Result<Bytes, String> {
+        self.downloaded
+            .fetch_add(self.bytes.len() as u64, Ordering::Relaxed);
+        Ok(self.bytes.clone())
+    }
+
+    /// Peers on the host map the simulated GPU's memory (the CUDA IPC analogue).
+    fn host_view(&self) -> Option<Bytes> {
+        Some(self.bytes.clone())
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
 
@@ -571,9 +686,25 @@ impl<'a> HostBuf<'a> {
         if b.as_ptr().align_offset(8) == 0 {
             return HostBuf::Input(b);
         }
+        Self::copy_of(b)
+    }
+
+    fn copy_of(b: &[u8]) -> HostBuf<'a> {
         let mut h = HostBuf::new(b.len() as u64);
         h.bytes_mut().expect("owned").copy_from_slice(b);
         h
+    }
+
+    /// A plan's input: read in place from host memory and from a simulated GPU's,
+    /// brought to the host from any other device.
+    fn of_input(i: &'a Input) -> Result<HostBuf<'a>, String> {
+        match i {
+            Input::Host(b) => Ok(Self::input(b)),
+            Input::Device(d) => match d.downcast::<SimBytes>() {
+                Some(s) => Ok(Self::input(s.bytes())),
+                None => Ok(Self::copy_of(&d.data().to_host()?)),
+            },
+        }
     }
 
     fn bytes(&self) -> &[u8] {
@@ -622,14 +753,7 @@ impl<'a> HostBuf<'a> {
 pub fn run_on_host(plan: &Plan) -> Result<Chunk, String> {
     let mut result = Ok(());
     let data = crate::output_bytes(plan.out_len() as usize, |out| {
-        if out.as_ptr().align_offset(8) == 0 {
-            result = run_steps(plan, out);
-        } else {
-            let mut own = HostBuf::new(out.len() as u64);
-            let bytes = own.bytes_mut().expect("owned");
-            result = run_steps(plan, bytes);
-            out.copy_from_slice(bytes);
-        }
+        result = run_into(plan, out);
     });
     result?;
     Ok(Chunk {
@@ -639,9 +763,32 @@ pub fn run_on_host(plan: &Plan) -> Result<Chunk, String> {
     })
 }
 
+/// Runs a plan with the CPU twins into `out` (the output's length).
+pub fn run_into(plan: &Plan, out: &mut [u8]) -> Result<(), String> {
+    if out.len() as u64 != plan.out_len() {
+        return Err(format!(
+            "an output of {} bytes for {} bytes",
+            out.len(),
+            plan.out_len()
+        ));
+    }
+    if out.as_ptr().align_offset(8) == 0 {
+        return run_steps(plan, out);
+    }
+    let mut own = HostBuf::new(out.len() as u64);
+    let bytes = own.bytes_mut().expect("owned");
+    run_steps(plan, bytes)?;
+    out.copy_from_slice(bytes);
+    Ok(())
+}
+
 /// Runs the steps with `out` (8-byte aligned) as the output.
 fn run_steps(plan: &Plan, out: &mut [u8]) -> Result<(), String> {
-    let mut bufs: Vec<HostBuf> = plan.inputs.iter().map(|b| HostBuf::input(b)).collect();
+    let mut bufs: Vec<HostBuf> = plan
+        .inputs
+        .iter()
+        .map(HostBuf::of_input)
+        .collect::<Result<_, _>>()?;
     let temps = bufs.len();
     for &t in &plan.temps {
         let mut h = HostBuf::new(t);

@@ -28,4 +28,7 @@ pub enum ProtoError {
     /// A value nests deeper than allowed.
     #[error("value nests deeper than {0} levels")]
     TooDeep(usize),
+    /// Bytes on a device could not be brought to the host.
+    #[error("bytes on {device} cannot be read: {message}")]
+    Device { device: String, message: String },
 }

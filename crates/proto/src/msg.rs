@@ -163,6 +163,9 @@ wire! {
         pub rss_bytes: u64,
         /// Device memory in use (0 without a GPU).
         pub device_memory_used: u64,
+        /// Bytes copied from device memory to the host (for ops on the CPU, spilling, the
+        /// client), so far.
+        pub device_to_host: u64,
         /// Bytes this worker received from peers, by link (`local`, `nvlink`, `pcie`,
         /// `shm`, `tcp`).
         pub received: Vec<(String, u64)>,
@@ -256,6 +259,8 @@ wire! {
         pub device: String,
         pub device_memory_limit: u64,
         pub device_memory_used: u64,
+        /// See [`HeartbeatMsg::device_to_host`].
+        pub device_to_host: u64,
         /// See [`HeartbeatMsg::received`].
         pub received: Vec<(String, u64)>,
         /// See [`HeartbeatMsg::spilled`].

@@ -3,6 +3,13 @@
 //! A `Value` is what ops take and return. On the wire it becomes a `Datum`, in which byte
 //! payloads are replaced by indices into the frame's raw buffers (so large payloads never
 //! travel inside the rkyv header) and task arguments may refer to the task's dependencies.
+//!
+//! Bytes may also live in a device's memory ([`DeviceBytes`]: a GPU's, or a simulated
+//! GPU's), where the device's kernels use them in place. They come to the host only when
+//! something on the host needs them ([`Value::to_host`]): a CPU op, a peer, the client.
+
+use std::any::Any;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use rkyv::{Archive, Deserialize, Serialize};
@@ -11,6 +18,72 @@ use crate::ProtoError;
 
 /// How deep values may nest; deeper input from a peer is refused.
 pub const MAX_DEPTH: usize = 64;
+
+/// Memory of a device that holds a value's bytes. Implemented by each kind of device; the
+/// device recognizes its own buffers through [`DeviceData::as_any`].
+pub trait DeviceData: Send + Sync + 'static {
+    /// The device, as `sim:N` or `cuda:N`.
+    fn device(&self) -> &str;
+    /// Length in bytes.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The bytes in host memory: a copy from the device (a simulated GPU's memory is host
+    /// memory, so it may lend its bytes without a copy).
+    fn to_host(&self) -> Result<Bytes, String>;
+    /// The bytes where the host (and same-host peers, through shared memory) can read them
+    /// in place, if the device's memory is host memory (a simulated GPU's): what goes on
+    /// the wire without a download.
+    fn host_view(&self) -> Option<Bytes> {
+        None
+    }
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// Bytes in a device's memory; cloning shares them.
+#[derive(Clone)]
+pub struct DeviceBytes(Arc<dyn DeviceData>);
+
+impl DeviceBytes {
+    pub fn new(data: impl DeviceData) -> DeviceBytes {
+        DeviceBytes(Arc::new(data))
+    }
+
+    pub fn data(&self) -> &dyn DeviceData {
+        &*self.0
+    }
+
+    pub fn device(&self) -> &str {
+        self.0.device()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The device's own type for these bytes, if it is `T`.
+    pub fn downcast<T: 'static>(&self) -> Option<&T> {
+        self.0.as_any().downcast_ref()
+    }
+}
+
+impl std::fmt::Debug for DeviceBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DeviceBytes({} bytes on {})", self.len(), self.device())
+    }
+}
+
+/// The same memory (two copies of equal bytes are different buffers).
+impl PartialEq for DeviceBytes {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
 
 /// A typed value: an op's argument or result, held in a worker's store.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,6 +96,8 @@ pub enum Value {
     /// Raw bytes; travel as a frame buffer, never inside a header.
     Bytes(Bytes),
     List(Vec<Value>),
+    /// Raw bytes in a device's memory; they go to the host (and onto the wire) as `Bytes`.
+    Device(DeviceBytes),
 }
 
 /// The wire form of a [`Value`], or of a task's arguments.
@@ -53,13 +128,16 @@ impl Value {
             Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(_) => 8,
             Value::Str(s) => 24 + s.len() as u64,
             Value::Bytes(b) => 24 + b.len() as u64,
+            Value::Device(d) => 24 + d.len() as u64,
             Value::List(l) => 24 + l.iter().map(Value::nbytes).sum::<u64>(),
         }
     }
 
-    /// Converts to wire form, appending byte payloads to `bufs` (no copy: `Bytes` is shared).
-    pub fn to_datum(&self, bufs: &mut Vec<Bytes>) -> Datum {
-        match self {
+    /// Converts to wire form, appending byte payloads to `bufs` (no copy: `Bytes` is shared;
+    /// bytes on a device are lent from its host view or copied to the host, which may
+    /// fail).
+    pub fn to_datum(&self, bufs: &mut Vec<Bytes>) -> Result<Datum, ProtoError> {
+        Ok(match self {
             Value::Null => Datum::Null,
             Value::Bool(b) => Datum::Bool(*b),
             Value::Int(i) => Datum::Int(*i),
@@ -69,7 +147,48 @@ impl Value {
                 bufs.push(b.clone());
                 Datum::Buf((bufs.len() - 1) as u32)
             }
-            Value::List(l) => Datum::List(l.iter().map(|v| v.to_datum(bufs)).collect()),
+            Value::Device(d) => {
+                let b = match d.data().host_view() {
+                    Some(b) => b,
+                    None => device_to_host(d)?,
+                };
+                bufs.push(b);
+                Datum::Buf((bufs.len() - 1) as u32)
+            }
+            Value::List(l) => Datum::List(
+                l.iter()
+                    .map(|v| v.to_datum(bufs))
+                    .collect::<Result<_, _>>()?,
+            ),
+        })
+    }
+
+    /// Whether any of the value's bytes are in a device's memory.
+    pub fn on_device(&self) -> bool {
+        match self {
+            Value::Device(_) => true,
+            Value::List(l) => l.iter().any(Value::on_device),
+            _ => false,
+        }
+    }
+
+    /// The value with every byte payload in host memory (a clone when none is on a device).
+    pub fn to_host(&self) -> Result<Value, ProtoError> {
+        Ok(match self {
+            Value::Device(d) => Value::Bytes(device_to_host(d)?),
+            Value::List(l) if self.on_device() => {
+                Value::List(l.iter().map(Value::to_host).collect::<Result<_, _>>()?)
+            }
+            v => v.clone(),
+        })
+    }
+
+    /// Bytes of the value held in devices' memory.
+    pub fn device_bytes(&self) -> u64 {
+        match self {
+            Value::Device(d) => d.len() as u64,
+            Value::List(l) => l.iter().map(Value::device_bytes).sum(),
+            _ => 0,
         }
     }
 
@@ -82,9 +201,24 @@ impl Value {
             Value::Float(_) => "float",
             Value::Str(_) => "str",
             Value::Bytes(_) => "bytes",
+            Value::Device(_) => "device bytes",
             Value::List(_) => "list",
         }
     }
+}
+
+fn device_to_host(d: &DeviceBytes) -> Result<Bytes, ProtoError> {
+    let b = d.data().to_host().map_err(|e| ProtoError::Device {
+        device: d.device().to_string(),
+        message: e,
+    })?;
+    if b.len() != d.len() {
+        return Err(ProtoError::Device {
+            device: d.device().to_string(),
+            message: format!("{} bytes came back of {}", b.len(), d.len()),
+        });
+    }
+    Ok(b)
 }
 
 impl Datum {
@@ -238,9 +372,70 @@ mod tests {
             ]),
         ]);
         let mut bufs = Vec::new();
-        let d = v.to_datum(&mut bufs);
+        let d = v.to_datum(&mut bufs).unwrap();
         assert_eq!(bufs.len(), 2);
         assert_eq!(d.to_value(&bufs, &[]).unwrap(), v);
+    }
+
+    /// Device memory for the tests: host bytes that count their trips to the host, or fail.
+    struct Fake {
+        bytes: Option<Bytes>,
+        trips: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl DeviceData for Fake {
+        fn device(&self) -> &str {
+            "sim:7"
+        }
+        fn len(&self) -> usize {
+            self.bytes.as_ref().map_or(4, Bytes::len)
+        }
+        fn to_host(&self) -> Result<Bytes, String> {
+            self.trips
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.bytes
+                .clone()
+                .ok_or_else(|| "the device is gone".into())
+        }
+        fn as_any(&self) -> &dyn Any {
+            self
+        }
+    }
+
+    #[test]
+    fn device_bytes_come_to_the_host_only_when_asked() {
+        let trips = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let d = DeviceBytes::new(Fake {
+            bytes: Some(Bytes::from_static(b"gpu!")),
+            trips: trips.clone(),
+        });
+        let v = Value::List(vec![Value::Int(1), Value::Device(d.clone())]);
+        assert!(v.on_device());
+        assert_eq!(v.device_bytes(), 4);
+        assert_eq!(v.nbytes(), 8 + 24 + 4 + 24);
+        assert_eq!(v.clone(), v, "clones share the device memory");
+        assert!(d.downcast::<Fake>().is_some());
+        assert!(d.downcast::<String>().is_none());
+        assert_eq!(trips.load(std::sync::atomic::Ordering::Relaxed), 0);
+        let host = Value::List(vec![
+            Value::Int(1),
+            Value::Bytes(Bytes::from_static(b"gpu!")),
+        ]);
+        assert_eq!(v.to_host().unwrap(), host);
+        assert!(!host.on_device());
+        let mut bufs = Vec::new();
+        let wire = v.to_datum(&mut bufs).unwrap();
+        assert_eq!(wire.to_value(&bufs, &[]).unwrap(), host);
+        assert_eq!(trips.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert!(d.data().host_view().is_none());
+
+        let gone = Value::Device(DeviceBytes::new(Fake { bytes: None, trips }));
+        let e = gone.to_host().unwrap_err().to_string();
+        assert!(
+            e.contains("sim:7") && e.contains("the device is gone"),
+            "{e}"
+        );
+        assert!(gone.to_datum(&mut Vec::new()).is_err());
     }
 
     #[test]

@@ -548,6 +548,7 @@ impl Server {
                     device: c.device.clone(),
                     device_memory_limit: c.device_memory_limit,
                     device_memory_used: c.heartbeat.as_ref().map_or(0, |h| h.device_memory_used),
+                    device_to_host: c.heartbeat.as_ref().map_or(0, |h| h.device_to_host),
                     received: c
                         .heartbeat
                         .as_ref()

@@ -228,12 +228,27 @@ struct Job {
 type Store = Arc<Mutex<FxHashMap<TaskId, Value>>>;
 
 /// The device that runs ops with device plans: a simulated GPU runs them with the
-/// kernels' CPU twins; a CUDA GPU with its kernels (NVRTC and cuBLAS needed), or, when it
-/// cannot, every op runs on the CPU (said once, at start).
-fn open_accelerator(device: &WorkerDevice) -> Option<Arc<dyn Accelerator>> {
+/// kernels' CPU twins, outputs left in its memory (`arena`, accounted in `pool`); a CUDA
+/// GPU with its kernels (NVRTC and cuBLAS needed), or, when it cannot, every op runs on
+/// the CPU (said once, at start).
+fn open_accelerator(
+    device: &WorkerDevice,
+    arena: &Arena,
+    pool: Option<&Arc<rask_device::MemoryPool>>,
+) -> Option<Arc<dyn Accelerator>> {
     match device {
         WorkerDevice::Host => None,
-        WorkerDevice::Sim { .. } => Some(Arc::new(rask_kernels::plan::HostPlans)),
+        WorkerDevice::Sim { .. } => {
+            let memory = Arc::new(ArenaAlloc {
+                arena: arena.clone(),
+                device: pool.cloned(),
+                min_len: 0,
+            });
+            Some(Arc::new(rask_kernels::plan::HostPlans::new(
+                device.label(),
+                memory,
+            )))
+        }
         WorkerDevice::Cuda { index, .. } => match rask_kernels::gpu::Gpu::open(*index) {
             Ok(gpu) => {
                 info!(
@@ -257,11 +272,13 @@ fn open_accelerator(device: &WorkerDevice) -> Option<Arc<dyn Accelerator>> {
 struct ArenaAlloc {
     arena: Arena,
     device: Option<Arc<rask_device::MemoryPool>>,
+    /// Smaller outputs go to the heap (`None`).
+    min_len: usize,
 }
 
 impl OutputAlloc for ArenaAlloc {
     fn alloc(&self, len: usize) -> Option<Box<dyn OutputBuf>> {
-        if len < rask_transport::shm::INLINE_MAX {
+        if len < self.min_len {
             return None;
         }
         let reservation = match &self.device {
@@ -379,7 +396,8 @@ impl Worker {
                 (Some(d.pool().clone()), Some(d))
             }
         };
-        let accel = open_accelerator(&cfg.device);
+        let arena = Arena::new(rask_transport::shm::DEFAULT_SEGMENT);
+        let accel = open_accelerator(&cfg.device, &arena, device_pool.as_ref());
         let mut resources = cfg.resources.clone();
         // A GPU worker offers `gpu = 1`, and its device by name (`sim:2 = 1`) so that a
         // task can ask for one GPU in particular.
@@ -424,7 +442,7 @@ impl Worker {
             listen_addr,
             listener,
             shm,
-            arena: Arena::new(rask_transport::shm::DEFAULT_SEGMENT),
+            arena,
             device_pool,
             _cuda: cuda,
             accel,
@@ -505,6 +523,7 @@ impl Worker {
         let alloc: Option<Arc<dyn OutputAlloc>> = Some(Arc::new(ArenaAlloc {
             arena: arena.clone(),
             device: device_pool.clone(),
+            min_len: rask_transport::shm::INLINE_MAX,
         }));
         let exec = Exec {
             registry: cfg.registry.clone(),
@@ -794,12 +813,16 @@ impl State {
         None
     }
 
-    /// Tells the spilling policy about a stored value and where it lives.
+    /// Tells the spilling policy about a stored value and where it lives: on the device
+    /// when its bytes are in device memory (a device kernel's output, or on a simulated
+    /// GPU any op's output, which lands in the GPU's arena).
     fn track(&mut self, task: TaskId, v: &Value, nbytes: u64) {
-        let tier = match (v, &self.arena) {
-            (Value::Bytes(b), Some(a)) if self.device_pool.is_some() && a.locate(b).is_some() => {
-                Tier::Device
-            }
+        let in_device_arena = |b: &Bytes| {
+            self.device_pool.is_some() && self.arena.as_ref().is_some_and(|a| a.locate(b).is_some())
+        };
+        let tier = match v {
+            v if v.on_device() => Tier::Device,
+            Value::Bytes(b) if in_device_arena(b) => Tier::Device,
             _ => Tier::Host,
         };
         self.spill.add(task, tier, nbytes);
@@ -818,30 +841,33 @@ impl State {
         let store = self.store.clone();
         let mut store = store.lock().expect("store lock");
         for (task, to) in plan {
-            let Some(Value::Bytes(b)) = store.get(&task) else {
+            let Some(v) = store.get(&task) else {
                 self.spill.remove(task);
                 continue;
             };
-            let moved = match to {
+            let mut part = 0;
+            let mut put = |b: &[u8]| match to {
                 // Into host memory that stays mapped and is reused: a fresh heap buffer
                 // would pay a page fault per 4 KiB on first touch.
                 Tier::Host => self.host_arena.copy_in(b).map_err(|e| e.to_string()),
                 Tier::Disk => {
-                    rask_device::spill::to_file(&self.spill_dir, &format!("{}.bin", task.0), b)
+                    part += 1;
+                    let name = format!("{}-{part}.bin", task.0);
+                    rask_device::spill::to_file(&self.spill_dir, &name, b)
                         .map_err(|e| format!("{}: {e}", self.spill_dir.display()))
                 }
-                Tier::Device => continue,
+                Tier::Device => Err("values are not spilled up".into()),
             };
-            match moved {
-                Ok(nb) => {
+            match move_payloads(v, &mut put) {
+                Ok((nv, nb)) => {
                     let from = self.spill.tier(task);
                     let label = match (from, to) {
                         (Some(Tier::Device), Tier::Host) => "device->host",
                         (Some(Tier::Device), Tier::Disk) => "device->disk",
                         _ => "host->disk",
                     };
-                    *self.spilled.entry(label).or_default() += nb.len() as u64;
-                    store.insert(task, Value::Bytes(nb));
+                    *self.spilled.entry(label).or_default() += nb;
+                    store.insert(task, nv);
                     self.spill.moved(task, to);
                 }
                 Err(e) => {
@@ -1088,6 +1114,7 @@ impl State {
             executing: self.core.executing() as u32,
             rss_bytes: rss_bytes(),
             device_memory_used: self.device_pool.as_ref().map_or(0, |p| p.used()),
+            device_to_host: self.exec.device.as_ref().map_or(0, |d| d.downloaded()),
             spilled: self
                 .spilled
                 .iter()
@@ -1260,19 +1287,52 @@ async fn welcome<R: tokio::io::AsyncRead + Unpin, W: tokio::io::AsyncWrite + Unp
     Some(hello.name)
 }
 
-/// The stored values of `tasks` in wire form, and those not stored.
+/// A copy of `v` with each byte payload (in host or device memory) moved by `put`, and
+/// the bytes moved.
+fn move_payloads(
+    v: &Value,
+    put: &mut dyn FnMut(&[u8]) -> Result<Bytes, String>,
+) -> Result<(Value, u64), String> {
+    Ok(match v {
+        Value::Bytes(b) => (Value::Bytes(put(b)?), b.len() as u64),
+        Value::Device(d) => {
+            let host = d.data().to_host()?;
+            (Value::Bytes(put(&host)?), host.len() as u64)
+        }
+        Value::List(l) => {
+            let mut total = 0;
+            let mut out = Vec::with_capacity(l.len());
+            for x in l {
+                let (x, n) = move_payloads(x, put)?;
+                total += n;
+                out.push(x);
+            }
+            (Value::List(out), total)
+        }
+        v => (v.clone(), 0),
+    })
+}
+
+/// The stored values of `tasks` in wire form, and those not stored (or whose bytes on a
+/// device cannot be read: the scheduler then finds them elsewhere or recomputes them).
 fn lookup_data(store: &Store, tasks: Vec<TaskId>) -> rask_transport::shm::Lookup {
     let mut bufs = Vec::new();
     let mut items = Vec::new();
     let mut missing = Vec::new();
     let store = store.lock().expect("store lock");
     for t in tasks {
-        match store.get(&t) {
-            Some(v) => items.push(DataItem {
-                task: t,
-                value: v.to_datum(&mut bufs),
-            }),
-            None => missing.push(t),
+        let Some(v) = store.get(&t) else {
+            missing.push(t);
+            continue;
+        };
+        let before = bufs.len();
+        match v.to_datum(&mut bufs) {
+            Ok(value) => items.push(DataItem { task: t, value }),
+            Err(e) => {
+                warn!(task = t.0, "cannot send a value: {e}");
+                bufs.truncate(before);
+                missing.push(t);
+            }
         }
     }
     (items, bufs, missing)
@@ -1354,7 +1414,7 @@ const INLINE_VALUE_MAX: u64 = 1024;
 fn inline_datum(v: &Value) -> Option<Datum> {
     fn has_bytes(v: &Value) -> bool {
         match v {
-            Value::Bytes(_) => true,
+            Value::Bytes(_) | Value::Device(_) => true,
             Value::List(l) => l.iter().any(has_bytes),
             _ => false,
         }
@@ -1362,7 +1422,7 @@ fn inline_datum(v: &Value) -> Option<Datum> {
     if v.nbytes() > INLINE_VALUE_MAX || has_bytes(v) {
         return None;
     }
-    Some(v.to_datum(&mut Vec::new()))
+    v.to_datum(&mut Vec::new()).ok()
 }
 
 /// Total memory of the machine, in bytes (0 if unknown).
