@@ -3,31 +3,41 @@
 //! through cuBLAS, inputs and outputs staged through pinned host memory, all on one stream
 //! of the GPU's own.
 //!
-//! A [`Gpu`] is driven by one thread at a time (its owner locks it): a CUDA context binds to
-//! the calling thread, and every call here blocks until the GPU is done.
+//! A worker drives its GPU from one thread of its own ([`GpuThread`]): a CUDA context
+//! binds to the calling thread, and every call here blocks until the GPU is done, so
+//! executor threads hand plans to that thread and wait for the answer.
 //!
-//! Values live in host memory between tasks: a task uploads its inputs and downloads its
-//! output. Keeping values resident on the GPU between tasks (and lending them to peers by
-//! CUDA IPC) is not done yet.
+//! Outputs stay in the GPU's memory ([`CudaBytes`], allocated with `cuMemAlloc` so that
+//! they can be exported by CUDA IPC) and are accounted against the device's memory pool;
+//! a plan whose inputs are already there uses them in place. Bytes go to the host only when
+//! asked ([`rask_proto::DeviceData::to_host`]), and device memory is freed, on the GPU's
+//! thread, when the last reference to a value is dropped.
 
 use std::collections::HashMap;
 use std::ffi::c_void;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+
+use bytes::Bytes;
 
 use rask_device::cuda::guarded;
 use rask_device::cudarc::cublas::{self, CudaBlas};
 use rask_device::cudarc::driver::{result, sys, CudaContext, CudaFunction, CudaModule, CudaStream};
 use rask_device::cudarc::nvrtc::Ptx;
 use rask_device::nvrtc::ModuleCache;
-use rask_device::DeviceError;
-use rask_proto::{DType, Value};
+use rask_device::{DeviceError, MemoryPool, Reservation};
+use rask_proto::{DType, DeviceBytes, DeviceData, Value};
 
-use crate::array::Chunk;
+use crate::array::{chunk_value, Chunk};
 use crate::plan::{self, Arg, Buf, Module, Plan, Step};
 use crate::{cuda_sources, fnv1a, Registry};
 
+/// Tells GPUs of one process apart (a value's memory belongs to one of them).
+static NEXT_GPU: AtomicU64 = AtomicU64::new(1);
+
 /// An opened GPU ready to run plans.
 pub struct Gpu {
+    id: u64,
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     name: String,
@@ -80,6 +90,7 @@ impl Gpu {
             None
         };
         Ok(Gpu {
+            id: NEXT_GPU.fetch_add(1, Ordering::Relaxed),
             ctx,
             stream,
             name,
@@ -121,7 +132,72 @@ impl Gpu {
 
     /// Runs a plan: uploads its inputs, runs its steps, downloads its output.
     pub fn run(&mut self, plan: &Plan) -> Result<Chunk, String> {
-        let r = self.run_steps(plan);
+        let data = self.run_checked(plan, None)?;
+        Ok(Chunk {
+            dtype: plan.dtype,
+            shape: plan.shape.clone(),
+            data: data.expect("a downloaded output"),
+        })
+    }
+
+    /// Runs a plan with its output left in the GPU's memory: `cuMemAlloc` memory (which
+    /// CUDA IPC can export), freed with [`Gpu::free`].
+    pub fn run_kept(&mut self, plan: &Plan) -> Result<u64, String> {
+        let out = self.alloc_kept(plan.out_len())?;
+        match self.run_checked(plan, Some(out)) {
+            Ok(_) => Ok(out),
+            Err(e) => {
+                self.free(out);
+                Err(e)
+            }
+        }
+    }
+
+    fn alloc_kept(&mut self, len: u64) -> Result<u64, String> {
+        cuda("binding the context", || self.ctx.bind_to_thread())?;
+        // SAFETY: a plain allocation.
+        cuda("allocating device memory", || unsafe {
+            result::malloc_sync(len.max(1) as usize)
+        })
+    }
+
+    /// Frees memory of [`Gpu::run_kept`] (after the work queued on the stream).
+    pub fn free(&mut self, ptr: u64) {
+        let r = cuda("freeing device memory", || {
+            self.ctx.bind_to_thread()?;
+            self.stream.synchronize()?;
+            // SAFETY: allocated by `alloc_kept`, freed once.
+            unsafe { result::free_sync(ptr) }
+        });
+        if let Err(e) = r {
+            tracing::warn!("{e}");
+        }
+    }
+
+    /// `len` bytes of device memory at `ptr`, copied to the host.
+    pub fn download(&mut self, ptr: u64, len: usize) -> Result<Bytes, String> {
+        cuda("binding the context", || self.ctx.bind_to_thread())?;
+        let cu_stream = self.stream.cu_stream();
+        self.staging.reserve(len).map_err(|e| e.to_string())?;
+        let staged = &mut self.staging.as_mut_slice()[..len];
+        // SAFETY: `ptr` holds at least `len` bytes; the stream is synchronized before the
+        // staging memory is read.
+        let r = cuda("downloading", || unsafe {
+            result::memcpy_dtoh_async(&mut *staged, ptr, cu_stream)
+        })
+        .and_then(|_| cuda("synchronizing", || self.stream.synchronize()));
+        if r.is_err() {
+            let _ = guarded("synchronizing", || self.stream.synchronize());
+        }
+        r?;
+        let staged = &self.staging.as_mut_slice()[..len];
+        Ok(crate::output_bytes(len, |b| b.copy_from_slice(staged)))
+    }
+
+    /// Runs the steps into `out` (device memory of the output's length), or downloads the
+    /// output when `out` is `None`.
+    fn run_checked(&mut self, plan: &Plan, out: Option<u64>) -> Result<Option<Bytes>, String> {
+        let r = self.run_steps(plan, out);
         if r.is_err() {
             // Copies queued from the staging memory finish before it is reused.
             let _ = guarded("synchronizing", || self.stream.synchronize());
@@ -129,7 +205,7 @@ impl Gpu {
         r
     }
 
-    fn run_steps(&mut self, plan: &Plan) -> Result<Chunk, String> {
+    fn run_steps(&mut self, plan: &Plan, kept: Option<u64>) -> Result<Option<Bytes>, String> {
         guarded("binding the context", || self.ctx.bind_to_thread()).map_err(|e| e.to_string())?;
         // Compile and load what the plan launches before allocating anything.
         let mut functions = Vec::new();
@@ -139,7 +215,20 @@ impl Gpu {
             }
         }
         let cu_stream = self.stream.cu_stream();
-        let in_bytes: usize = plan.inputs.iter().map(|b| b.len()).sum();
+        // Inputs already in this GPU's memory are used in place; others are uploaded.
+        let resident = |i: &plan::Input| match i {
+            plan::Input::Device(d) => d
+                .downcast::<CudaBytes>()
+                .filter(|c| c.gpu == self.id)
+                .map(|c| c.ptr),
+            plan::Input::Host(_) => None,
+        };
+        let in_bytes: usize = plan
+            .inputs
+            .iter()
+            .filter(|i| resident(i).is_none())
+            .map(|b| b.len())
+            .sum();
         let out_len = plan.out_len() as usize;
         self.staging
             .reserve(in_bytes.max(out_len))
@@ -154,6 +243,10 @@ impl Gpu {
         let mut inputs = Vec::new();
         let mut at = 0;
         for i in &plan.inputs {
+            if let Some(p) = resident(i) {
+                inputs.push(p);
+                continue;
+            }
             let host;
             let b: &[u8] = match i {
                 plan::Input::Host(b) => b,
@@ -178,7 +271,10 @@ impl Gpu {
             .iter()
             .map(|&t| alloc(&mut mem, t))
             .collect::<Result<Vec<_>, _>>()?;
-        let out = alloc(&mut mem, out_len as u64)?;
+        let out = match kept {
+            Some(p) => p,
+            None => alloc(&mut mem, out_len as u64)?,
+        };
         let ptr = |b: Buf| -> Result<u64, String> {
             match b {
                 Buf::In(i) => inputs.get(i).copied(),
@@ -248,6 +344,12 @@ impl Gpu {
                 }
             }
         }
+        if kept.is_some() {
+            // Done when this returns: the staged inputs are reused, and the output may be
+            // read by another process (CUDA IPC) next.
+            cuda("synchronizing", || self.stream.synchronize())?;
+            return Ok(None);
+        }
         let staged = &mut self.staging.as_mut_slice()[..out_len];
         // SAFETY: `out` holds out_len bytes; the stream is synchronized before reading.
         cuda("downloading the output", || unsafe {
@@ -256,11 +358,9 @@ impl Gpu {
         cuda("synchronizing", || self.stream.synchronize())?;
         drop(mem);
         let staged = &self.staging.as_mut_slice()[..out_len];
-        Ok(Chunk {
-            dtype: plan.dtype,
-            shape: plan.shape.clone(),
-            data: crate::output_bytes(out_len, |b| b.copy_from_slice(staged)),
-        })
+        Ok(Some(crate::output_bytes(out_len, |b| {
+            b.copy_from_slice(staged)
+        })))
     }
 
     /// The entry point, its module compiled (or read from the disk cache) and loaded at
@@ -379,21 +479,232 @@ fn gemm(
     }
 }
 
-/// A GPU shared by a worker's executor threads, one at a time.
-pub struct SharedGpu(pub std::sync::Mutex<Gpu>);
+/// What a GPU's thread is asked to do.
+enum Cmd {
+    /// Run a plan, its output kept in device memory (reserved in the pool) or, when the
+    /// pool is full, downloaded.
+    Run {
+        plan: Plan,
+        reply: mpsc::SyncSender<Result<Ran, String>>,
+    },
+    Download {
+        ptr: u64,
+        len: usize,
+        reply: mpsc::SyncSender<Result<Bytes, String>>,
+    },
+    Free {
+        ptr: u64,
+    },
+}
 
-impl crate::Accelerator for SharedGpu {
+/// A plan's output.
+enum Ran {
+    Kept { ptr: u64, reservation: Reservation },
+    Host(Bytes),
+}
+
+/// A GPU driven by a thread of its own, for a worker's executor threads (and anything that
+/// needs a value's bytes on the host). The thread stops when this and every value in the
+/// GPU's memory are dropped.
+pub struct GpuThread {
+    tx: mpsc::Sender<Cmd>,
+    gpu: u64,
+    device: String,
+    name: String,
+    arch: String,
+    blas: bool,
+    downloaded: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for GpuThread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuThread")
+            .field("device", &self.device)
+            .field("name", &self.name)
+            .field("arch", &self.arch)
+            .finish()
+    }
+}
+
+impl GpuThread {
+    /// Opens GPU `ordinal` on a new thread; outputs kept on the GPU are accounted in
+    /// `pool` (the device's memory limit).
+    pub fn spawn(ordinal: u32, pool: Arc<MemoryPool>) -> Result<GpuThread, DeviceError> {
+        let (tx, rx) = mpsc::channel::<Cmd>();
+        let (opened_tx, opened_rx) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name(format!("rask-gpu-{ordinal}"))
+            .spawn(move || {
+                let mut gpu = match Gpu::open(ordinal) {
+                    Ok(g) => g,
+                    Err(e) => {
+                        let _ = opened_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let info = (
+                    gpu.id,
+                    gpu.name.clone(),
+                    gpu.arch.clone(),
+                    gpu.blas.is_some(),
+                );
+                if opened_tx.send(Ok(info)).is_err() {
+                    return;
+                }
+                serve(&mut gpu, &pool, rx);
+            })
+            .map_err(DeviceError::Io)?;
+        let (gpu, name, arch, blas) = opened_rx
+            .recv()
+            .map_err(|_| DeviceError::Cuda("the GPU's thread stopped while opening it".into()))??;
+        Ok(GpuThread {
+            tx,
+            gpu,
+            device: format!("cuda:{ordinal}"),
+            name,
+            arch,
+            blas,
+            downloaded: Arc::default(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The architecture kernels are compiled for (`sm_XY`).
+    pub fn arch(&self) -> &str {
+        &self.arch
+    }
+
+    fn ask<T>(
+        &self,
+        cmd: impl FnOnce(mpsc::SyncSender<Result<T, String>>) -> Cmd,
+    ) -> Result<T, String> {
+        ask(&self.tx, cmd)
+    }
+}
+
+fn ask<T>(
+    tx: &mpsc::Sender<Cmd>,
+    cmd: impl FnOnce(mpsc::SyncSender<Result<T, String>>) -> Cmd,
+) -> Result<T, String> {
+    let stopped = || "the GPU's thread has stopped".to_string();
+    let (reply, answer) = mpsc::sync_channel(1);
+    tx.send(cmd(reply)).map_err(|_| stopped())?;
+    answer.recv().map_err(|_| stopped())?
+}
+
+/// The GPU's thread: one command at a time, until every sender is gone.
+fn serve(gpu: &mut Gpu, pool: &Arc<MemoryPool>, rx: mpsc::Receiver<Cmd>) {
+    for cmd in rx {
+        match cmd {
+            Cmd::Run { plan, reply } => {
+                let ran = match pool.reserve(plan.out_len()) {
+                    Ok(reservation) => gpu
+                        .run_kept(&plan)
+                        .map(|ptr| Ran::Kept { ptr, reservation }),
+                    // The device is full: the output goes to the host.
+                    Err(_) => gpu.run(&plan).map(|c| Ran::Host(c.data)),
+                };
+                let _ = reply.send(ran);
+            }
+            Cmd::Download { ptr, len, reply } => {
+                let _ = reply.send(gpu.download(ptr, len));
+            }
+            Cmd::Free { ptr } => gpu.free(ptr),
+        }
+    }
+}
+
+impl crate::Accelerator for GpuThread {
     fn try_run(
         &self,
         registry: &Registry,
         op: &str,
         args: &[Value],
     ) -> Option<Result<Value, String>> {
-        let mut gpu = match self.0.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
+        let mut plan = match registry.cuda_kernel(op) {
+            Some(k) => plan::custom(&k.source, &k.entry, args)?,
+            None => plan::plan(op, args)?,
         };
-        gpu.call(registry, op, args)
+        let gemm = plan.steps.iter().any(|s| matches!(s, Step::Gemm { .. }));
+        if gemm && !self.blas {
+            return None;
+        }
+        // Inputs in another device's memory come to the host here, not on the GPU's
+        // thread: two GPU threads waiting on each other's downloads would never finish.
+        for i in &mut plan.inputs {
+            if let plan::Input::Device(d) = i {
+                if d.downcast::<CudaBytes>().is_none_or(|c| c.gpu != self.gpu) {
+                    match d.data().to_host() {
+                        Ok(b) => *i = plan::Input::Host(b),
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
+            }
+        }
+        let (dtype, shape, len) = (plan.dtype, plan.shape.clone(), plan.out_len() as usize);
+        let ran = self.ask(|reply| Cmd::Run { plan, reply });
+        Some(ran.map(|r| {
+            let data = match r {
+                Ran::Host(b) => Value::Bytes(b),
+                Ran::Kept { ptr, reservation } => Value::Device(DeviceBytes::new(CudaBytes {
+                    ptr,
+                    len,
+                    gpu: self.gpu,
+                    device: self.device.clone(),
+                    tx: self.tx.clone(),
+                    downloaded: self.downloaded.clone(),
+                    _reservation: reservation,
+                })),
+            };
+            chunk_value(dtype, &shape, data)
+        }))
+    }
+
+    fn downloaded(&self) -> u64 {
+        self.downloaded.load(Ordering::Relaxed)
+    }
+}
+
+/// Bytes in a CUDA GPU's memory, freed (on the GPU's thread) when the last reference is
+/// dropped.
+pub struct CudaBytes {
+    ptr: u64,
+    len: usize,
+    gpu: u64,
+    device: String,
+    tx: mpsc::Sender<Cmd>,
+    downloaded: Arc<AtomicU64>,
+    _reservation: Reservation,
+}
+
+impl DeviceData for CudaBytes {
+    fn device(&self) -> &str {
+        &self.device
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn to_host(&self) -> Result<Bytes, String> {
+        let (ptr, len) = (self.ptr, self.len);
+        let b = ask(&self.tx, |reply| Cmd::Download { ptr, len, reply })?;
+        self.downloaded.fetch_add(len as u64, Ordering::Relaxed);
+        Ok(b)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl Drop for CudaBytes {
+    fn drop(&mut self) {
+        // A stopped thread has destroyed its context, and the memory with it.
+        let _ = self.tx.send(Cmd::Free { ptr: self.ptr });
     }
 }
 

@@ -88,3 +88,67 @@ fn without_a_driver_opening_a_gpu_is_an_error_not_a_panic() {
     let e = Gpu::open(0).unwrap_err().to_string();
     assert!(e.contains("driver"), "{e}");
 }
+
+#[test]
+fn without_a_driver_a_gpu_thread_is_an_error_not_a_panic() {
+    if rask_device::cuda::driver().is_ok() {
+        println!("SKIPPED: a CUDA driver is present");
+        return;
+    }
+    let pool = rask_device::MemoryPool::new(rask_device::Device::Cuda(0), 1 << 30);
+    let e = rask_kernels::gpu::GpuThread::spawn(0, pool)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("driver"), "{e}");
+}
+
+/// Outputs stay in the GPU's memory, accounted in its pool: a second op reads the first's
+/// output in place, nothing is downloaded until asked, memory is given back when values are
+/// dropped, and an output the pool cannot hold comes to the host.
+#[test]
+fn values_stay_in_gpu_memory_between_ops() {
+    use rask_kernels::Accelerator;
+    if gpu().is_none() {
+        return;
+    }
+    let pool = rask_device::MemoryPool::new(rask_device::Device::Cuda(0), 64 << 20);
+    let gpu = rask_kernels::gpu::GpuThread::spawn(0, pool.clone()).unwrap();
+    let registry = Registry::builtin();
+    let n = 1 << 16;
+    let x = Chunk::from_elems(vec![n], &(0..n).map(|i| i as f64).collect::<Vec<_>>())
+        .unwrap()
+        .to_value();
+    let binary = |a: Value| vec![Value::Str("mul".into()), a, Value::Float(2.0)];
+    let y = gpu
+        .try_run(&registry, "array.binary", &binary(x.clone()))
+        .unwrap()
+        .unwrap();
+    assert!(y.on_device(), "{y:?}");
+    assert_eq!(pool.used(), n * 8);
+    let z = gpu
+        .try_run(&registry, "array.binary", &binary(y.clone()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        gpu.downloaded(),
+        0,
+        "the second op read the first's output in place"
+    );
+    let got = Chunk::from_value(&z.to_host().unwrap()).unwrap();
+    let expect: Vec<f64> = (0..n).map(|i| i as f64 * 4.0).collect();
+    assert_eq!(got.elems::<f64>().unwrap().as_ref(), &expect[..]);
+    assert_eq!(gpu.downloaded(), n * 8);
+    drop((y, z));
+    assert_eq!(pool.used(), 0);
+
+    let small = rask_device::MemoryPool::new(rask_device::Device::Cuda(0), 1024);
+    let tight = rask_kernels::gpu::GpuThread::spawn(0, small).unwrap();
+    let h = tight
+        .try_run(&registry, "array.binary", &binary(x))
+        .unwrap()
+        .unwrap();
+    assert!(
+        !h.on_device(),
+        "a full device leaves the output on the host"
+    );
+}

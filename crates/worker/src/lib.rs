@@ -249,20 +249,23 @@ fn open_accelerator(
                 memory,
             )))
         }
-        WorkerDevice::Cuda { index, .. } => match rask_kernels::gpu::Gpu::open(*index) {
-            Ok(gpu) => {
-                info!(
-                    "cuda:{index} {} ({}): array ops run on the GPU",
-                    gpu.name(),
-                    gpu.arch()
-                );
-                Some(Arc::new(rask_kernels::gpu::SharedGpu(Mutex::new(gpu))))
+        WorkerDevice::Cuda { index, .. } => {
+            let pool = pool?.clone();
+            match rask_kernels::gpu::GpuThread::spawn(*index, pool) {
+                Ok(gpu) => {
+                    info!(
+                        "cuda:{index} {} ({}): array ops run on the GPU, their outputs stay in its memory",
+                        gpu.name(),
+                        gpu.arch()
+                    );
+                    Some(Arc::new(gpu))
+                }
+                Err(e) => {
+                    warn!("cuda:{index}: array ops run on the CPU: {e}");
+                    None
+                }
             }
-            Err(e) => {
-                warn!("cuda:{index}: array ops run on the CPU: {e}");
-                None
-            }
-        },
+        }
     }
 }
 
@@ -514,15 +517,14 @@ impl Worker {
                 retire_tx.clone(),
             ))
         });
-        // Values live in device memory on simulated GPUs (the arena is their memory); a
-        // CUDA worker's values live on the host between tasks (see rask_kernels::gpu).
-        let device_pool = match cfg.device {
-            WorkerDevice::Sim { .. } => device_pool,
-            _ => None,
-        };
+        // Ops on the CPU write their outputs to the arena: on a simulated GPU that is the
+        // GPU's memory; a CUDA GPU's memory holds only its kernels' outputs.
         let alloc: Option<Arc<dyn OutputAlloc>> = Some(Arc::new(ArenaAlloc {
             arena: arena.clone(),
-            device: device_pool.clone(),
+            device: match cfg.device {
+                WorkerDevice::Sim { .. } => device_pool.clone(),
+                _ => None,
+            },
             min_len: rask_transport::shm::INLINE_MAX,
         }));
         let exec = Exec {
@@ -817,9 +819,9 @@ impl State {
     /// when its bytes are in device memory (a device kernel's output, or on a simulated
     /// GPU any op's output, which lands in the GPU's arena).
     fn track(&mut self, task: TaskId, v: &Value, nbytes: u64) {
-        let in_device_arena = |b: &Bytes| {
-            self.device_pool.is_some() && self.arena.as_ref().is_some_and(|a| a.locate(b).is_some())
-        };
+        let sim = matches!(self.cfg.device, WorkerDevice::Sim { .. });
+        let in_device_arena =
+            |b: &Bytes| sim && self.arena.as_ref().is_some_and(|a| a.locate(b).is_some());
         let tier = match v {
             v if v.on_device() => Tier::Device,
             Value::Bytes(b) if in_device_arena(b) => Tier::Device,
