@@ -227,7 +227,8 @@ fn device_outputs_stay_on_the_gpu_until_an_op_on_the_cpu_needs_them() {
 }
 
 /// Array chunks made by device kernels spill from the GPUs' memory to the host (and to
-/// disk) like any value, and come back exact.
+/// disk) like any value, come back exact, and go back to a GPU with room when its kernels
+/// read them.
 #[test]
 fn device_chunks_spill_and_come_back_exact() {
     let cluster = LocalCUDACluster::sim(2, 4 << 20)
@@ -235,9 +236,9 @@ fn device_chunks_spill_and_come_back_exact() {
         .build()
         .unwrap();
     let c = Client::for_cluster(cluster).unwrap();
-    // 16 MiB of chunks (2 MiB each) on 2 × 4 MiB of GPU memory.
+    // 16 MiB of chunks (1 MiB each) on 2 × 4 MiB of GPU memory.
     let local = ndarray::Array2::<f64>::from_shape_fn((2048, 1024), |(i, j)| (i * 1024 + j) as f64);
-    let x = rask::array::from_ndarray(&local.clone().into_dyn(), &[256, 1024]).unwrap();
+    let x = rask::array::from_ndarray(&local.clone().into_dyn(), &[128, 1024]).unwrap();
     let p = c.persist_array(&x.scalar("mul", 3.0)).unwrap();
     let want = (&local * 3.0).into_dyn();
     assert_eq!(c.compute_array::<f64>(p.array()).unwrap(), want);
@@ -252,4 +253,22 @@ fn device_chunks_spill_and_come_back_exact() {
         assert!(w.device_memory_used <= w.device_memory_limit, "{w:?}");
     }
     assert_eq!(c.compute_array::<f64>(p.array()).unwrap(), want);
+
+    // Another array pushes every chunk of `p` off the GPUs; once it is released the GPUs
+    // have room, and an op by their kernels brings `p`'s chunks back as it reads them.
+    let q = c.persist_array(&x.scalar("add", 5.0)).unwrap();
+    drop(q);
+    common::eventually("the GPUs have room again", || {
+        let info = c.scheduler_info().unwrap();
+        info.workers.iter().all(|w| w.device_memory_used <= 1 << 20)
+    });
+    let r = p.array().scalar("add", 1.0);
+    assert_eq!(c.compute_array::<f64>(&r).unwrap(), &want + 1.0);
+    common::eventually("chunks went back to the GPUs", || {
+        let info = c.scheduler_info().unwrap();
+        info.workers
+            .iter()
+            .flat_map(|w| w.spilled.iter())
+            .any(|(k, v)| k.ends_with("->device") && *v > 0)
+    });
 }

@@ -174,6 +174,33 @@ impl Gpu {
         }
     }
 
+    /// `bytes` copied into new device memory (as [`Gpu::run_kept`] allocates it).
+    pub fn upload(&mut self, bytes: &[u8]) -> Result<u64, String> {
+        let ptr = self.alloc_kept(bytes.len() as u64)?;
+        let cu_stream = self.stream.cu_stream();
+        let r = self
+            .staging
+            .reserve(bytes.len())
+            .map_err(|e| e.to_string())
+            .and_then(|_| {
+                let staged = &mut self.staging.as_mut_slice()[..bytes.len()];
+                staged.copy_from_slice(bytes);
+                // SAFETY: `ptr` holds bytes.len() bytes; the staging memory is untouched
+                // until the stream is synchronized.
+                cuda("uploading", || unsafe {
+                    result::memcpy_htod_async(ptr, &*staged, cu_stream)
+                })
+            })
+            .and_then(|_| cuda("synchronizing", || self.stream.synchronize()));
+        match r {
+            Ok(()) => Ok(ptr),
+            Err(e) => {
+                self.free(ptr);
+                Err(e)
+            }
+        }
+    }
+
     /// `len` bytes of device memory at `ptr`, copied to the host.
     pub fn download(&mut self, ptr: u64, len: usize) -> Result<Bytes, String> {
         cuda("binding the context", || self.ctx.bind_to_thread())?;
@@ -495,6 +522,12 @@ enum Cmd {
     Free {
         ptr: u64,
     },
+    /// Bytes into device memory, reserved in the pool by the caller.
+    Upload {
+        bytes: Bytes,
+        reservation: Reservation,
+        reply: mpsc::SyncSender<Result<Ran, String>>,
+    },
 }
 
 /// A plan's output.
@@ -508,6 +541,7 @@ enum Ran {
 /// GPU's memory are dropped.
 pub struct GpuThread {
     tx: mpsc::Sender<Cmd>,
+    pool: Arc<MemoryPool>,
     gpu: u64,
     device: String,
     name: String,
@@ -532,6 +566,7 @@ impl GpuThread {
     pub fn spawn(ordinal: u32, pool: Arc<MemoryPool>) -> Result<GpuThread, DeviceError> {
         let (tx, rx) = mpsc::channel::<Cmd>();
         let (opened_tx, opened_rx) = mpsc::sync_channel(1);
+        let kept = pool.clone();
         std::thread::Builder::new()
             .name(format!("rask-gpu-{ordinal}"))
             .spawn(move || {
@@ -551,7 +586,7 @@ impl GpuThread {
                 if opened_tx.send(Ok(info)).is_err() {
                     return;
                 }
-                serve(&mut gpu, &pool, rx);
+                serve(&mut gpu, &kept, rx);
             })
             .map_err(DeviceError::Io)?;
         let (gpu, name, arch, blas) = opened_rx
@@ -559,6 +594,7 @@ impl GpuThread {
             .map_err(|_| DeviceError::Cuda("the GPU's thread stopped while opening it".into()))??;
         Ok(GpuThread {
             tx,
+            pool,
             gpu,
             device: format!("cuda:{ordinal}"),
             name,
@@ -613,6 +649,14 @@ fn serve(gpu: &mut Gpu, pool: &Arc<MemoryPool>, rx: mpsc::Receiver<Cmd>) {
                 let _ = reply.send(gpu.download(ptr, len));
             }
             Cmd::Free { ptr } => gpu.free(ptr),
+            Cmd::Upload {
+                bytes,
+                reservation,
+                reply,
+            } => {
+                let kept = gpu.upload(&bytes).map(|ptr| Ran::Kept { ptr, reservation });
+                let _ = reply.send(kept);
+            }
         }
     }
 }
@@ -646,25 +690,51 @@ impl crate::Accelerator for GpuThread {
         }
         let (dtype, shape, len) = (plan.dtype, plan.shape.clone(), plan.out_len() as usize);
         let ran = self.ask(|reply| Cmd::Run { plan, reply });
-        Some(ran.map(|r| {
-            let data = match r {
-                Ran::Host(b) => Value::Bytes(b),
-                Ran::Kept { ptr, reservation } => Value::Device(DeviceBytes::new(CudaBytes {
-                    ptr,
-                    len,
-                    gpu: self.gpu,
-                    device: self.device.clone(),
-                    tx: self.tx.clone(),
-                    downloaded: self.downloaded.clone(),
-                    _reservation: reservation,
-                })),
-            };
-            chunk_value(dtype, &shape, data)
-        }))
+        Some(ran.map(|r| chunk_value(dtype, &shape, self.value(r, len))))
     }
 
     fn downloaded(&self) -> u64 {
         self.downloaded.load(Ordering::Relaxed)
+    }
+
+    fn runs(&self, registry: &Registry, op: &str, args: &[Value]) -> bool {
+        let plan = match registry.cuda_kernel(op) {
+            Some(k) => plan::custom(&k.source, &k.entry, args),
+            None => plan::plan(op, args),
+        };
+        plan.is_some_and(|p| self.blas || !p.steps.iter().any(|s| matches!(s, Step::Gemm { .. })))
+    }
+
+    fn upload(&self, v: &Value) -> Option<Result<Value, String>> {
+        crate::map_host_bytes(v, &mut |b| {
+            // A full device keeps the value on the host.
+            let reservation = self.pool.reserve(b.len() as u64).ok()?;
+            let bytes = b.clone();
+            let r = self.ask(|reply| Cmd::Upload {
+                bytes,
+                reservation,
+                reply,
+            });
+            Some(r.map(|r| self.value(r, b.len())))
+        })
+    }
+}
+
+impl GpuThread {
+    /// A value of `len` bytes left by the GPU's thread.
+    fn value(&self, r: Ran, len: usize) -> Value {
+        match r {
+            Ran::Host(b) => Value::Bytes(b),
+            Ran::Kept { ptr, reservation } => Value::Device(DeviceBytes::new(CudaBytes {
+                ptr,
+                len,
+                gpu: self.gpu,
+                device: self.device.clone(),
+                tx: self.tx.clone(),
+                downloaded: self.downloaded.clone(),
+                _reservation: reservation,
+            })),
+        }
     }
 }
 

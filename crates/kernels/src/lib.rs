@@ -71,6 +71,39 @@ pub trait Accelerator: Send + Sync {
     fn downloaded(&self) -> u64 {
         0
     }
+
+    /// Whether `op` on `args` would run by this device's kernels.
+    fn runs(&self, _registry: &Registry, _op: &str, _args: &[Value]) -> bool {
+        false
+    }
+
+    /// `v` with its bytes copied into this device's memory; `None` when the device cannot
+    /// hold them.
+    fn upload(&self, _v: &Value) -> Option<Result<Value, String>> {
+        None
+    }
+}
+
+/// `v` with each host byte payload replaced by what `f` makes of it (`None` from `f`:
+/// none replaced).
+pub fn map_host_bytes(
+    v: &Value,
+    f: &mut dyn FnMut(&bytes::Bytes) -> Option<Result<Value, String>>,
+) -> Option<Result<Value, String>> {
+    Some(Ok(match v {
+        Value::Bytes(b) => return f(b),
+        Value::List(l) => {
+            let mut out = Vec::with_capacity(l.len());
+            for x in l {
+                match map_host_bytes(x, f)? {
+                    Ok(x) => out.push(x),
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+            Value::List(out)
+        }
+        v => v.clone(),
+    }))
 }
 
 /// The signature of every op: positional arguments in, one value out.

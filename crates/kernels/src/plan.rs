@@ -624,6 +624,22 @@ impl crate::Accelerator for HostPlans {
     fn downloaded(&self) -> u64 {
         self.downloaded.load(Ordering::Relaxed)
     }
+
+    fn runs(&self, registry: &crate::Registry, op: &str, args: &[Value]) -> bool {
+        registry.cuda_kernel(op).is_none() && plan(op, args).is_some()
+    }
+
+    fn upload(&self, v: &Value) -> Option<Result<Value, String>> {
+        crate::map_host_bytes(v, &mut |b| {
+            let mut m = self.memory.alloc(b.len())?;
+            m.bytes_mut().copy_from_slice(b);
+            Some(Ok(Value::Device(DeviceBytes::new(SimBytes {
+                bytes: m.freeze(),
+                device: self.device.clone(),
+                downloaded: self.downloaded.clone(),
+            }))))
+        })
+    }
 }
 
 /// Bytes in a simulated GPU's memory. That memory is host memory, so going to the host

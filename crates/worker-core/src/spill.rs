@@ -58,6 +58,8 @@ struct Entry {
     tier: Tier,
     nbytes: u64,
     tick: u64,
+    /// Spilled from the device (and so brought back when a device kernel reads it).
+    from_device: bool,
 }
 
 /// The stored values the policy knows of, in least-recently-used order.
@@ -98,6 +100,7 @@ impl Spill {
                 tier,
                 nbytes,
                 tick: self.tick,
+                from_device: false,
             },
         );
         self.lru.insert((self.tick, task));
@@ -131,6 +134,7 @@ impl Spill {
     pub fn moved(&mut self, task: TaskId, to: Tier) {
         if let Some(e) = self.entries.get_mut(&task) {
             self.used[e.tier.index()] -= e.nbytes;
+            e.from_device = e.tier == Tier::Device || (e.from_device && to != Tier::Device);
             e.tier = to;
             self.used[to.index()] += e.nbytes;
         }
@@ -144,6 +148,17 @@ impl Spill {
     /// The tier of a tracked value.
     pub fn tier(&self, task: TaskId) -> Option<Tier> {
         self.entries.get(&task).map(|e| e.tier)
+    }
+
+    /// Whether a value spilled from the device (now on the host or disk) should go back
+    /// to it, being read by a device kernel: only while the device stays below its
+    /// spilling target with it (or spilling would move it straight out again).
+    pub fn unspill(&self, task: TaskId, device_used: u64) -> bool {
+        let (Some(e), Some(limit)) = (self.entries.get(&task), self.limits.device) else {
+            return false;
+        };
+        let target = (limit as f64 * self.limits.device_target) as u64;
+        e.from_device && e.tier != Tier::Device && device_used + e.nbytes <= target
     }
 
     /// The moves to make now, least recently used first: device values to the host while
@@ -233,5 +248,26 @@ mod tests {
         );
         assert!(s.should_pause(9 * M));
         assert!(!s.should_pause(7 * M));
+    }
+
+    #[test]
+    fn values_spilled_from_the_device_go_back_while_it_has_room() {
+        let mut s = Spill::new(SpillLimits::new(Some(10 * M), 100 * M));
+        s.add(TaskId(1), Tier::Device, 2 * M);
+        s.add(TaskId(2), Tier::Host, 2 * M);
+        assert!(!s.unspill(TaskId(1), 0), "on the device already");
+        assert!(!s.unspill(TaskId(2), 0), "never was on the device");
+        s.moved(TaskId(1), Tier::Host);
+        assert!(s.unspill(TaskId(1), 6 * M), "6 + 2 ≤ the 8 MiB target");
+        assert!(!s.unspill(TaskId(1), 7 * M), "it would be spilled again");
+        s.moved(TaskId(1), Tier::Disk);
+        assert!(s.unspill(TaskId(1), 0), "from disk too");
+        s.moved(TaskId(1), Tier::Device);
+        assert!(!s.unspill(TaskId(1), 0));
+        assert_eq!(s.used(Tier::Device), 2 * M);
+        assert_eq!(s.used(Tier::Disk), 0);
+        let mut host_only = Spill::new(SpillLimits::new(None, 100 * M));
+        host_only.add(TaskId(3), Tier::Host, 2 * M);
+        assert!(!host_only.unspill(TaskId(3), 0));
     }
 }

@@ -1015,6 +1015,13 @@ impl State {
                 return;
             }
         };
+        let args = match self.unspill_for(&spec, &bufs, args) {
+            Ok(a) => a,
+            Err(message) => {
+                self.core.on_executed(task, Err(message));
+                return;
+            }
+        };
         let job = Job {
             task,
             op: spec.op,
@@ -1032,6 +1039,64 @@ impl State {
         } else if self.jobs.send(job).is_err() {
             self.core.on_executed(task, Err("executor stopped".into()));
         }
+    }
+
+    /// Inputs spilled from the device go back to it when the task runs by the device's
+    /// kernels (while the device has room below its spilling target); the task's arguments
+    /// are then rebuilt from the store.
+    fn unspill_for(
+        &mut self,
+        spec: &ComputeMsg,
+        bufs: &[Bytes],
+        args: Value,
+    ) -> Result<Value, String> {
+        let used = |s: &Self| s.device_pool.as_ref().map_or(0, |p| p.used());
+        let Some(device) = self.exec.device.clone() else {
+            return Ok(args);
+        };
+        if !spec
+            .deps
+            .iter()
+            .any(|d| self.spill.unspill(d.task, used(self)))
+        {
+            return Ok(args);
+        }
+        let list = match &args {
+            Value::List(l) => l.as_slice(),
+            v => std::slice::from_ref(v),
+        };
+        if !device.runs(&self.exec.registry, &spec.op, list) {
+            return Ok(args);
+        }
+        let store = self.store.clone();
+        let mut store = store.lock().expect("store lock");
+        for d in &spec.deps {
+            if !self.spill.unspill(d.task, used(self)) {
+                continue;
+            }
+            let Some(v) = store.get(&d.task) else {
+                continue;
+            };
+            match device.upload(v) {
+                Some(Ok(on_device)) => {
+                    let label = match self.spill.tier(d.task) {
+                        Some(Tier::Disk) => "disk->device",
+                        _ => "host->device",
+                    };
+                    *self.spilled.entry(label).or_default() += on_device.device_bytes();
+                    store.insert(d.task, on_device);
+                    self.spill.moved(d.task, Tier::Device);
+                }
+                Some(Err(e)) => warn!(
+                    task = d.task.0,
+                    "cannot bring a value back to the device: {e}"
+                ),
+                None => {}
+            }
+        }
+        let deps: Option<Vec<&Value>> = spec.deps.iter().map(|d| store.get(&d.task)).collect();
+        let deps = deps.ok_or("internal: an input is not in the store")?;
+        spec.args.to_value(bufs, &deps).map_err(|e| e.to_string())
     }
 
     fn on_executed(&mut self, done: Vec<Executed>) {
