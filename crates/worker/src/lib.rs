@@ -590,6 +590,7 @@ impl Worker {
             arena,
             retire_tx,
             host_id: rask_transport::host_id(),
+            device_label: cfg.device.label(),
             spill: Spill::new(SpillLimits::new(
                 device_pool.as_ref().map(|p| p.limit()),
                 cfg.memory_limit,
@@ -693,6 +694,8 @@ struct State {
     /// Segments the arena unmapped, for the shared-memory connections to announce.
     retire_tx: tokio::sync::broadcast::Sender<Vec<u32>>,
     host_id: String,
+    /// This worker's device (`sim:N`, `cuda:N`, `host`).
+    device_label: String,
     device_pool: Option<Arc<rask_device::MemoryPool>>,
     /// Bytes received from peers, by link class.
     received: std::collections::BTreeMap<&'static str, u64>,
@@ -822,8 +825,17 @@ impl State {
         let sim = matches!(self.cfg.device, WorkerDevice::Sim { .. });
         let in_device_arena =
             |b: &Bytes| sim && self.arena.as_ref().is_some_and(|a| a.locate(b).is_some());
+        // A value of another GPU of this process (fetched from it in place) is not in
+        // this device's memory: spilling it here would free nothing.
+        fn here(v: &Value, device: &str) -> bool {
+            match v {
+                Value::Device(d) => d.device() == device,
+                Value::List(l) => l.iter().any(|x| here(x, device)),
+                _ => false,
+            }
+        }
         let tier = match v {
-            v if v.on_device() => Tier::Device,
+            v if here(v, &self.device_label) => Tier::Device,
             Value::Bytes(b) if in_device_arena(b) => Tier::Device,
             _ => Tier::Host,
         };
