@@ -1398,9 +1398,17 @@ fn lookup_data(store: &Store, tasks: Vec<TaskId>) -> rask_transport::shm::Lookup
     let mut bufs = Vec::new();
     let mut items = Vec::new();
     let mut missing = Vec::new();
-    let store = store.lock().expect("store lock");
-    for t in tasks {
-        let Some(v) = store.get(&t) else {
+    // Taken out of the store first (clones share the bytes): bringing a value from a
+    // GPU's memory to the host must not hold the store.
+    let found: Vec<(TaskId, Option<Value>)> = {
+        let store = store.lock().expect("store lock");
+        tasks
+            .into_iter()
+            .map(|t| (t, store.get(&t).cloned()))
+            .collect()
+    };
+    for (t, v) in found {
+        let Some(v) = v else {
             missing.push(t);
             continue;
         };
