@@ -111,25 +111,6 @@ impl Gpu {
         &self.arch
     }
 
-    /// Runs `op` on the GPU if it has a device plan there: `None` means "run the CPU
-    /// implementation" (an op without a plan, or a GEMM without cuBLAS).
-    pub fn call(
-        &mut self,
-        registry: &Registry,
-        op: &str,
-        args: &[Value],
-    ) -> Option<Result<Value, String>> {
-        let plan = match registry.cuda_kernel(op) {
-            Some(k) => plan::custom(&k.source, &k.entry, args)?,
-            None => plan::plan(op, args)?,
-        };
-        let gemm = plan.steps.iter().any(|s| matches!(s, Step::Gemm { .. }));
-        if gemm && self.blas.is_none() {
-            return None;
-        }
-        Some(self.run(&plan).map(|c| c.to_value()))
-    }
-
     /// Runs a plan: uploads its inputs, runs its steps, downloads its output.
     pub fn run(&mut self, plan: &Plan) -> Result<Chunk, String> {
         let data = self.run_checked(plan, None)?;
@@ -661,6 +642,19 @@ fn serve(gpu: &mut Gpu, pool: &Arc<MemoryPool>, rx: mpsc::Receiver<Cmd>) {
     }
 }
 
+impl GpuThread {
+    /// The plan of `op` on this GPU (a user's kernel, or a built-in plan), `None` when it
+    /// has none here (no plan, or a GEMM without cuBLAS): the op then runs on the CPU.
+    fn plan(&self, registry: &Registry, op: &str, args: &[Value]) -> Option<Plan> {
+        let plan = match registry.cuda_kernel(op) {
+            Some(k) => plan::custom(&k.source, &k.entry, args)?,
+            None => plan::plan(op, args)?,
+        };
+        let gemm = plan.steps.iter().any(|s| matches!(s, Step::Gemm { .. }));
+        (self.blas || !gemm).then_some(plan)
+    }
+}
+
 impl crate::Accelerator for GpuThread {
     fn try_run(
         &self,
@@ -668,14 +662,7 @@ impl crate::Accelerator for GpuThread {
         op: &str,
         args: &[Value],
     ) -> Option<Result<Value, String>> {
-        let mut plan = match registry.cuda_kernel(op) {
-            Some(k) => plan::custom(&k.source, &k.entry, args)?,
-            None => plan::plan(op, args)?,
-        };
-        let gemm = plan.steps.iter().any(|s| matches!(s, Step::Gemm { .. }));
-        if gemm && !self.blas {
-            return None;
-        }
+        let mut plan = self.plan(registry, op, args)?;
         // Inputs in another device's memory come to the host here, not on the GPU's
         // thread: two GPU threads waiting on each other's downloads would never finish.
         for i in &mut plan.inputs {
@@ -698,11 +685,7 @@ impl crate::Accelerator for GpuThread {
     }
 
     fn runs(&self, registry: &Registry, op: &str, args: &[Value]) -> bool {
-        let plan = match registry.cuda_kernel(op) {
-            Some(k) => plan::custom(&k.source, &k.entry, args),
-            None => plan::plan(op, args),
-        };
-        plan.is_some_and(|p| self.blas || !p.steps.iter().any(|s| matches!(s, Step::Gemm { .. })))
+        self.plan(registry, op, args).is_some()
     }
 
     fn upload(&self, v: &Value) -> Option<Result<Value, String>> {
