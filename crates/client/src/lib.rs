@@ -752,7 +752,16 @@ fn fetch(inner: &Arc<Inner>, holder: &Holder, tasks: Vec<TaskId>) -> oneshot::Re
         .entry(holder.addr.clone())
         .or_insert_with(|| open_link(inner, holder, kind));
     link.pending.lock().expect("link lock").insert(req, tx);
-    if link.tx.send(PeerMsg::GetData { req, tasks }).is_err() {
+    if link
+        .tx
+        .send(PeerMsg::GetData {
+            req,
+            tasks,
+            // A program's values come to the host.
+            into_device: false,
+        })
+        .is_err()
+    {
         if let Some(tx) = link.pending.lock().expect("link lock").remove(&req) {
             let _ = tx.send(Err("data connection closed".into()));
         }
@@ -836,7 +845,7 @@ async fn read_replies<R: tokio::io::AsyncRead + Unpin>(
             let reply = r
                 .items
                 .into_iter()
-                .map(|it| it.value.to_value(&r.bufs, &[]).map(|v| (it.task, v)))
+                .map(|it| it.value.to_value_from(&r.bufs, &[]).map(|v| (it.task, v)))
                 .collect::<Result<Vec<_>, _>>()
                 .map(|values| (values, r.missing))
                 .map_err(|e| e.to_string());

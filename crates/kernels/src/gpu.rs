@@ -12,6 +12,11 @@
 //! a plan whose inputs are already there uses them in place. Bytes go to the host only when
 //! asked ([`rask_proto::DeviceData::to_host`]), and device memory is freed, on the GPU's
 //! thread, when the last reference to a value is dropped.
+//!
+//! Between GPU workers of one host, a value's bytes go by CUDA IPC: the holder exports its
+//! allocation's handle ([`CudaBytes`] implements [`DeviceData::ipc_export`]), the
+//! receiver's GPU thread opens it, copies the bytes into its own memory over NVLink or
+//! PCIe, and closes it ([`crate::Accelerator::import`]); the host never sees them.
 
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -26,7 +31,7 @@ use rask_device::cudarc::driver::{result, sys, CudaContext, CudaFunction, CudaMo
 use rask_device::cudarc::nvrtc::Ptx;
 use rask_device::nvrtc::ModuleCache;
 use rask_device::{DeviceError, MemoryPool, Reservation};
-use rask_proto::{DType, DeviceBytes, DeviceData, Value};
+use rask_proto::{DType, DeviceBytes, DeviceData, IpcBuffer, IpcExport, Value};
 
 use crate::array::{chunk_value, Chunk};
 use crate::plan::{self, Arg, Buf, Module, Plan, Step};
@@ -180,6 +185,80 @@ impl Gpu {
                 Err(e)
             }
         }
+    }
+
+    /// The CUDA IPC handle of the allocation holding `ptr` (`cuMemAlloc` memory), and
+    /// `ptr`'s offset in it.
+    pub fn ipc_export(&mut self, ptr: u64) -> Result<IpcExport, String> {
+        cuda("binding the context", || self.ctx.bind_to_thread())?;
+        let (mut base, mut size): (sys::CUdeviceptr, usize) = (0, 0);
+        // SAFETY: out-parameters of the declared types.
+        cuda("finding the allocation", || unsafe {
+            sys::cuMemGetAddressRange_v2(&mut base, &mut size, ptr).result()
+        })?;
+        let mut h = sys::CUipcMemHandle { reserved: [0; 64] };
+        // SAFETY: as above; `base` is the start of a live allocation.
+        cuda("exporting an IPC handle", || unsafe {
+            sys::cuIpcGetMemHandle(&mut h, base).result()
+        })?;
+        Ok(IpcExport {
+            handle: h.reserved.iter().map(|&c| c as u8).collect(),
+            offset: ptr - base,
+        })
+    }
+
+    /// Bytes a peer process exported ([`Gpu::ipc_export`]): its allocation opened in this
+    /// context, `len` bytes from `offset` copied into new memory of this GPU (`keep`) or
+    /// downloaded to the host, the handle closed.
+    fn ipc_import(&mut self, e: &IpcExport, len: usize, keep: bool) -> Result<Ran, String> {
+        let mut h = sys::CUipcMemHandle { reserved: [0; 64] };
+        if e.handle.len() != h.reserved.len() {
+            return Err(format!(
+                "a CUDA IPC handle is {} bytes, got {}",
+                h.reserved.len(),
+                e.handle.len()
+            ));
+        }
+        for (d, s) in h.reserved.iter_mut().zip(&e.handle) {
+            *d = *s as std::ffi::c_char;
+        }
+        cuda("binding the context", || self.ctx.bind_to_thread())?;
+        let mut peer: sys::CUdeviceptr = 0;
+        let flags = sys::CUipcMem_flags::CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS as u32;
+        // SAFETY: an out-parameter; the handle was made by cuIpcGetMemHandle (the driver
+        // checks it).
+        cuda("opening a peer's IPC handle", || unsafe {
+            sys::cuIpcOpenMemHandle_v2(&mut peer, h, flags).result()
+        })?;
+        let src = peer + e.offset;
+        let r = if keep {
+            self.alloc_kept(len as u64).and_then(|dst| {
+                let cu_stream = self.stream.cu_stream();
+                // SAFETY: both ranges hold `len` bytes (the holder's length); the copy is
+                // finished before the handle is closed.
+                let r = cuda("copying from the peer", || unsafe {
+                    result::memcpy_dtod_async(dst, src, len, cu_stream)
+                })
+                .and_then(|_| cuda("synchronizing", || self.stream.synchronize()));
+                match r {
+                    Ok(()) => Ok(Ran::Imported(dst)),
+                    Err(e) => {
+                        self.free(dst);
+                        Err(e)
+                    }
+                }
+            })
+        } else {
+            self.download(src, len).map(Ran::Host)
+        };
+        // SAFETY: opened above; nothing reads it after this.
+        let closed = cuda("closing a peer's IPC handle", || unsafe {
+            sys::cuIpcCloseMemHandle(peer).result()
+        });
+        if let Err(e) = closed {
+            tracing::warn!("{e}");
+        }
+        r
     }
 
     /// `len` bytes of device memory at `ptr`, copied to the host.
@@ -509,12 +588,30 @@ enum Cmd {
         reservation: Reservation,
         reply: mpsc::SyncSender<Result<Ran, String>>,
     },
+    /// The IPC handle of memory of this GPU.
+    Export {
+        ptr: u64,
+        reply: mpsc::SyncSender<Result<IpcExport, String>>,
+    },
+    /// A peer's exported bytes copied into this GPU's memory (reserved in the pool by the
+    /// caller) or, without a reservation, to the host.
+    Import {
+        export: IpcExport,
+        len: usize,
+        reservation: Option<Reservation>,
+        reply: mpsc::SyncSender<Result<Ran, String>>,
+    },
 }
 
-/// A plan's output.
+/// A plan's output, or bytes imported.
 enum Ran {
-    Kept { ptr: u64, reservation: Reservation },
+    Kept {
+        ptr: u64,
+        reservation: Reservation,
+    },
     Host(Bytes),
+    /// In new memory of this GPU (before its reservation is attached).
+    Imported(u64),
 }
 
 /// A GPU driven by a thread of its own, for a worker's executor threads (and anything that
@@ -638,6 +735,24 @@ fn serve(gpu: &mut Gpu, pool: &Arc<MemoryPool>, rx: mpsc::Receiver<Cmd>) {
                 let kept = gpu.upload(&bytes).map(|ptr| Ran::Kept { ptr, reservation });
                 let _ = reply.send(kept);
             }
+            Cmd::Export { ptr, reply } => {
+                let _ = reply.send(gpu.ipc_export(ptr));
+            }
+            Cmd::Import {
+                export,
+                len,
+                reservation,
+                reply,
+            } => {
+                let keep = reservation.is_some();
+                let got = gpu
+                    .ipc_import(&export, len, keep)
+                    .map(|r| match (r, reservation) {
+                        (Ran::Imported(ptr), Some(reservation)) => Ran::Kept { ptr, reservation },
+                        (r, _) => r,
+                    });
+                let _ = reply.send(got);
+            }
         }
     }
 }
@@ -701,6 +816,25 @@ impl crate::Accelerator for GpuThread {
             Some(r.map(|r| self.value(r, b.len())))
         })
     }
+
+    fn imports(&self) -> bool {
+        true
+    }
+
+    fn import(&self, b: &IpcBuffer) -> Result<Value, String> {
+        let len = b.len as usize;
+        // A full device takes the bytes to the host (as a full device leaves a kernel's
+        // output there).
+        let reservation = self.pool.reserve(b.len).ok();
+        let export = b.export.clone();
+        let r = self.ask(|reply| Cmd::Import {
+            export,
+            len,
+            reservation,
+            reply,
+        })?;
+        Ok(self.value(r, len))
+    }
 }
 
 impl GpuThread {
@@ -708,6 +842,7 @@ impl GpuThread {
     fn value(&self, r: Ran, len: usize) -> Value {
         match r {
             Ran::Host(b) => Value::Bytes(b),
+            Ran::Imported(ptr) => unreachable!("imported memory {ptr:#x} without a reservation"),
             Ran::Kept { ptr, reservation } => Value::Device(DeviceBytes::new(CudaBytes {
                 ptr,
                 len,
@@ -715,6 +850,7 @@ impl GpuThread {
                 device: self.device.clone(),
                 tx: self.tx.clone(),
                 downloaded: self.downloaded.clone(),
+                export: std::sync::OnceLock::new(),
                 _reservation: reservation,
             })),
         }
@@ -730,6 +866,8 @@ pub struct CudaBytes {
     device: String,
     tx: mpsc::Sender<Cmd>,
     downloaded: Arc<AtomicU64>,
+    /// Its IPC handle, asked of the GPU's thread once.
+    export: std::sync::OnceLock<Result<IpcExport, String>>,
     _reservation: Reservation,
 }
 
@@ -747,6 +885,15 @@ impl DeviceData for CudaBytes {
         let b = ask(&self.tx, |reply| Cmd::Download { ptr, len, reply })?;
         self.downloaded.fetch_add(len as u64, Ordering::Relaxed);
         Ok(b)
+    }
+
+    fn ipc_export(&self) -> Option<Result<IpcExport, String>> {
+        let ptr = self.ptr;
+        Some(
+            self.export
+                .get_or_init(|| ask(&self.tx, |reply| Cmd::Export { ptr, reply }))
+                .clone(),
+        )
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

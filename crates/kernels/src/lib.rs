@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rask_proto::msg::RegistryInfo;
-use rask_proto::Value;
+use rask_proto::{IpcBuffer, Value};
 
 /// Memory for ops' output bytes. A worker supplies one so that results land where its
 /// same-host peers can map them (shared-memory arenas) instead of on the private heap.
@@ -82,6 +82,34 @@ pub trait Accelerator: Send + Sync {
     fn upload(&self, _v: &Value) -> Option<Result<Value, String>> {
         None
     }
+
+    /// Whether this device imports bytes lent from a same-host peer's device by IPC handle
+    /// ([`Accelerator::import`]); else such bytes come to it through the host.
+    fn imports(&self) -> bool {
+        false
+    }
+
+    /// Bytes lent from a peer's device: copied into this device's memory (or to the host
+    /// when it is full). Blocks until done: call it off an event loop.
+    fn import(&self, b: &IpcBuffer) -> Result<Value, String> {
+        Err(format!("this device cannot import bytes from {}", b.device))
+    }
+}
+
+/// `v` with every leaf lent from a peer's device ([`IpcBuffer`]) imported by `acc`.
+pub fn import_lent(acc: &dyn Accelerator, v: &Value) -> Result<Value, String> {
+    Ok(match v {
+        Value::Device(d) => match d.downcast::<IpcBuffer>() {
+            Some(b) => acc.import(b)?,
+            None => v.clone(),
+        },
+        Value::List(l) if v.on_device() => Value::List(
+            l.iter()
+                .map(|x| import_lent(acc, x))
+                .collect::<Result<_, _>>()?,
+        ),
+        v => v.clone(),
+    })
 }
 
 /// `v` with each host byte payload replaced by what `f` makes of it (`None` from `f`:

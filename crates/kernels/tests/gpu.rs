@@ -152,3 +152,106 @@ fn values_stay_in_gpu_memory_between_ops() {
         "a full device leaves the output on the host"
     );
 }
+
+/// CUDA IPC between two processes (as between two GPU workers): this process keeps a value
+/// in its GPU's memory and exports its handle; a child process (this test binary again)
+/// imports it into its own GPU's memory and reports what it read. CUDA IPC needs two
+/// processes: a handle cannot be opened by the process that exported it.
+#[test]
+fn values_cross_processes_by_cuda_ipc() {
+    use rask_kernels::Accelerator;
+    if gpu().is_none() {
+        return;
+    }
+    let pool = rask_device::MemoryPool::new(rask_device::Device::Cuda(0), 64 << 20);
+    let gpu = rask_kernels::gpu::GpuThread::spawn(0, pool).unwrap();
+    let n = 1 << 16;
+    let x = Chunk::from_elems(vec![n], &(0..n).map(|i| i as f64).collect::<Vec<_>>())
+        .unwrap()
+        .to_value();
+    let args = vec![Value::Str("mul".into()), x, Value::Float(3.0)];
+    let y = gpu
+        .try_run(&Registry::builtin(), "array.binary", &args)
+        .unwrap()
+        .unwrap();
+    let (_, _, Value::Device(d)) = rask_kernels::array::chunk_parts(&y).unwrap() else {
+        panic!("the output is not in the GPU's memory: {y:?}")
+    };
+    let e = d
+        .data()
+        .ipc_export()
+        .expect("CUDA memory has IPC handles")
+        .unwrap();
+    assert_eq!(e.handle.len(), 64);
+    let hex: String = e.handle.iter().map(|b| format!("{b:02x}")).collect();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "ipc_importer_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("RASK_IPC_IMPORT", format!("{hex}:{}:{}", e.offset, d.len()))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expect: f64 = (0..n).map(|i| i as f64 * 3.0).sum();
+    assert!(
+        stdout.contains(&format!("IMPORTED on the device, sum {expect}")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("IMPORTED to the host, sum {expect}")),
+        "{stdout}"
+    );
+    assert_eq!(
+        gpu.downloaded(),
+        0,
+        "the exporter's bytes never came to the host"
+    );
+    drop(y);
+}
+
+/// The importing side of `values_cross_processes_by_cuda_ipc` (does nothing unless run by
+/// it).
+#[test]
+fn ipc_importer_child() {
+    use rask_kernels::Accelerator;
+    let Ok(spec) = std::env::var("RASK_IPC_IMPORT") else {
+        return;
+    };
+    let mut parts = spec.split(':');
+    let hex = parts.next().unwrap();
+    let handle: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    let offset: u64 = parts.next().unwrap().parse().unwrap();
+    let len: u64 = parts.next().unwrap().parse().unwrap();
+    let buf = rask_proto::IpcBuffer {
+        device: "cuda:0 of the parent".into(),
+        export: rask_proto::IpcExport { handle, offset },
+        len,
+        loan: None,
+    };
+    let sum = |v: &Value| -> f64 {
+        let b = v.to_host().unwrap();
+        let Value::Bytes(b) = b else { panic!("{b:?}") };
+        b.chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+            .sum()
+    };
+    for (pool, place) in [(64 << 20, "on the device"), (1024, "to the host")] {
+        let pool = rask_device::MemoryPool::new(rask_device::Device::Cuda(0), pool);
+        let gpu = rask_kernels::gpu::GpuThread::spawn(0, pool.clone()).unwrap();
+        let v = gpu.import(&buf).unwrap();
+        assert_eq!(v.on_device(), place == "on the device");
+        assert_eq!(pool.used(), v.device_bytes());
+        println!("IMPORTED {place}, sum {}", sum(&v));
+    }
+}

@@ -15,7 +15,7 @@ mod value;
 pub use dtype::DType;
 pub use error::ProtoError;
 pub use ids::{ClientId, StimulusId, TaskId, WorkerId};
-pub use value::{Datum, DeviceBytes, DeviceData, Value};
+pub use value::{AsPayload, Datum, DeviceBytes, DeviceData, IpcBuffer, IpcExport, Payload, Value};
 
 /// The wire protocol version. A peer with another version is refused in the handshake.
 pub const PROTOCOL_VERSION: u16 = 1;

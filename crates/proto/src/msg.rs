@@ -328,6 +328,15 @@ wire! {
         Inline(u32),
         /// In a segment of the holder's shared-memory arena.
         Shm { segment: u32, offset: u64, len: u64 },
+        /// In the holder's device memory (`device`, as the holder names it): the receiver
+        /// opens the allocation's IPC `handle`, copies `len` bytes from `offset` into its
+        /// own device, and closes it.
+        Device {
+            device: String,
+            handle: Vec<u8>,
+            offset: u64,
+            len: u64,
+        },
     }
 
     /// A shared-memory segment the receiver has not seen yet; its file descriptor
@@ -339,7 +348,13 @@ wire! {
 
     /// Data connections: a worker or client fetching from a worker.
     pub enum PeerMsg {
-        GetData { req: u64, tasks: Vec<TaskId> },
+        /// `into_device`: the requester imports bytes held in a device's memory into its
+        /// own device (CUDA IPC on one host) rather than receiving them through the host.
+        GetData {
+            req: u64,
+            tasks: Vec<TaskId>,
+            into_device: bool,
+        },
         Data { req: u64, items: Vec<DataItem>, missing: Vec<TaskId> },
         /// The reply on a shared-memory connection: the items' `Datum::Buf(i)` refer to
         /// `refs[i]`. The holder keeps the buffers unchanged until the receiver releases

@@ -38,7 +38,102 @@ pub trait DeviceData: Send + Sync + 'static {
     fn host_view(&self) -> Option<Bytes> {
         None
     }
+    /// A handle through which another process on this host can open the memory holding
+    /// these bytes (CUDA IPC), if the device has one; `None` when it has not.
+    fn ipc_export(&self) -> Option<Result<IpcExport, String>> {
+        None
+    }
     fn as_any(&self) -> &dyn Any;
+}
+
+/// Where a device's bytes can be opened from another process: the handle of the
+/// allocation holding them (a `cuIpcMemHandle`'s 64 bytes) and their offset in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IpcExport {
+    pub handle: Vec<u8>,
+    pub offset: u64,
+}
+
+/// Bytes still in a same-host peer's device memory, reachable through an IPC handle: what
+/// a receiver holds until its device imports them (opens the handle, copies the bytes
+/// into its own memory, closes it). The peer keeps the memory until `loan` is dropped.
+pub struct IpcBuffer {
+    /// The peer's device, as the peer names it, for messages: `cuda:0 of a peer`.
+    pub device: String,
+    pub export: IpcExport,
+    pub len: u64,
+    /// Keeps the peer's loan open while held.
+    pub loan: Option<Arc<dyn Any + Send + Sync>>,
+}
+
+impl DeviceData for IpcBuffer {
+    fn device(&self) -> &str {
+        &self.device
+    }
+
+    fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    fn to_host(&self) -> Result<Bytes, String> {
+        Err("bytes in a peer's device memory are read by importing them into a device".into())
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// A payload as a holder lends it or a receiver gets it: bytes the host reads, or bytes in
+/// a device's memory.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Payload {
+    Host(Bytes),
+    Device(DeviceBytes),
+}
+
+impl Payload {
+    pub fn len(&self) -> usize {
+        match self {
+            Payload::Host(b) => b.len(),
+            Payload::Device(d) => d.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes in host memory (lent from the device's host view, or copied from it).
+    pub fn to_host(&self) -> Result<Bytes, ProtoError> {
+        match self {
+            Payload::Host(b) => Ok(b.clone()),
+            Payload::Device(d) => match d.data().host_view() {
+                Some(b) => Ok(b),
+                None => device_to_host(d),
+            },
+        }
+    }
+}
+
+/// A frame's buffers as [`Datum::to_value`] reads them.
+pub trait AsPayload {
+    fn to_leaf(&self) -> Value;
+}
+
+impl AsPayload for Bytes {
+    fn to_leaf(&self) -> Value {
+        Value::Bytes(self.clone())
+    }
+}
+
+impl AsPayload for Payload {
+    fn to_leaf(&self) -> Value {
+        match self {
+            Payload::Host(b) => Value::Bytes(b.clone()),
+            Payload::Device(d) => Value::Device(d.clone()),
+        }
+    }
 }
 
 /// Bytes in a device's memory; cloning shares them.
@@ -137,27 +232,45 @@ impl Value {
     /// bytes on a device are lent from its host view or copied to the host, which may
     /// fail).
     pub fn to_datum(&self, bufs: &mut Vec<Bytes>) -> Result<Datum, ProtoError> {
+        self.to_datum_with(&mut |v| {
+            bufs.push(match v {
+                Value::Device(d) => Payload::Device(d.clone()).to_host()?,
+                Value::Bytes(b) => b.clone(),
+                _ => unreachable!("only byte leaves are pushed"),
+            });
+            Ok((bufs.len() - 1) as u32)
+        })
+    }
+
+    /// As [`Value::to_datum`], but bytes in a device's memory stay there: for a same-host
+    /// peer that imports them into its own device.
+    pub fn to_datum_lent(&self, bufs: &mut Vec<Payload>) -> Result<Datum, ProtoError> {
+        self.to_datum_with(&mut |v| {
+            bufs.push(match v {
+                Value::Device(d) => Payload::Device(d.clone()),
+                Value::Bytes(b) => Payload::Host(b.clone()),
+                _ => unreachable!("only byte leaves are pushed"),
+            });
+            Ok((bufs.len() - 1) as u32)
+        })
+    }
+
+    /// The wire form; `push` takes each byte leaf (bytes or device bytes) and returns the
+    /// index of the buffer it became.
+    fn to_datum_with(
+        &self,
+        push: &mut dyn FnMut(&Value) -> Result<u32, ProtoError>,
+    ) -> Result<Datum, ProtoError> {
         Ok(match self {
             Value::Null => Datum::Null,
             Value::Bool(b) => Datum::Bool(*b),
             Value::Int(i) => Datum::Int(*i),
             Value::Float(f) => Datum::Float(*f),
             Value::Str(s) => Datum::Str(s.clone()),
-            Value::Bytes(b) => {
-                bufs.push(b.clone());
-                Datum::Buf((bufs.len() - 1) as u32)
-            }
-            Value::Device(d) => {
-                let b = match d.data().host_view() {
-                    Some(b) => b,
-                    None => device_to_host(d)?,
-                };
-                bufs.push(b);
-                Datum::Buf((bufs.len() - 1) as u32)
-            }
+            Value::Bytes(_) | Value::Device(_) => Datum::Buf(push(self)?),
             Value::List(l) => Datum::List(
                 l.iter()
-                    .map(|v| v.to_datum(bufs))
+                    .map(|v| v.to_datum_with(push))
                     .collect::<Result<_, _>>()?,
             ),
         })
@@ -228,9 +341,14 @@ impl Datum {
         self.to_value_at(bufs, deps, 0)
     }
 
-    fn to_value_at(
+    /// As [`Datum::to_value`], from buffers that may be in a device's memory.
+    pub fn to_value_from(&self, bufs: &[Payload], deps: &[&Value]) -> Result<Value, ProtoError> {
+        self.to_value_at(bufs, deps, 0)
+    }
+
+    fn to_value_at<P: AsPayload>(
         &self,
-        bufs: &[Bytes],
+        bufs: &[P],
         deps: &[&Value],
         depth: usize,
     ) -> Result<Value, ProtoError> {
@@ -243,12 +361,13 @@ impl Datum {
             Datum::Int(i) => Value::Int(*i),
             Datum::Float(f) => Value::Float(*f),
             Datum::Str(s) => Value::Str(s.clone()),
-            Datum::Buf(i) => Value::Bytes(bufs.get(*i as usize).cloned().ok_or(
-                ProtoError::MissingBuffer {
+            Datum::Buf(i) => bufs
+                .get(*i as usize)
+                .ok_or(ProtoError::MissingBuffer {
                     index: *i,
                     count: bufs.len(),
-                },
-            )?),
+                })?
+                .to_leaf(),
             Datum::List(l) => Value::List(
                 l.iter()
                     .map(|d| d.to_value_at(bufs, deps, depth + 1))

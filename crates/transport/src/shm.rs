@@ -6,6 +6,11 @@
 //! transfer is a `(segment, offset, length)` triple and the receiver reads the holder's
 //! pages in place — no byte is copied.
 //!
+//! Bytes in a GPU's memory go the same way without touching the host when the receiver
+//! asks for them in its device: the holder lends the allocation's IPC handle
+//! ([`BufRef::Device`]), the receiver's device opens it, copies the bytes into its own
+//! memory and closes it, then the loan is released (as UCX's `cuda_ipc` transport does).
+//!
 //! Lifetimes are explicit. The holder's [`Exporter`] keeps every lent buffer alive until
 //! the receiver's [`Importer`] releases the loan (when the last imported `Bytes` of it is
 //! dropped) or the connection ends. Segments are sealed against shrinking, so a mapping
@@ -23,7 +28,7 @@ use std::task::{ready, Context, Poll};
 use bytes::Bytes;
 use rask_proto::frame;
 use rask_proto::msg::{BufRef, DataItem, PeerMsg, ShmSegment, WireMessage};
-use rask_proto::TaskId;
+use rask_proto::{IpcBuffer, IpcExport, Payload, TaskId};
 use rustix::fs::SealFlags;
 use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
@@ -55,6 +60,8 @@ pub struct Export {
     pub loan: u64,
     /// Bytes that had to be copied into the arena (buffers that lived elsewhere).
     pub copied: u64,
+    /// Bytes lent by a device's IPC handle.
+    pub device: u64,
 }
 
 /// The holder's side of one shared-memory connection: lends buffers, remembers which
@@ -62,7 +69,7 @@ pub struct Export {
 pub struct Exporter {
     arena: Arena,
     shared: HashSet<u32>,
-    loans: HashMap<u64, Vec<Bytes>>,
+    loans: HashMap<u64, Vec<Payload>>,
     next_loan: u64,
 }
 
@@ -76,9 +83,11 @@ impl Exporter {
         }
     }
 
-    /// Lends `bufs`: small ones go inline, the rest by reference into the arena (copied
-    /// in first if they live elsewhere).
-    pub fn export(&mut self, bufs: Vec<Bytes>) -> std::io::Result<Export> {
+    /// Lends `bufs`: bytes in a device's memory by the device's IPC handle when
+    /// `into_device` (the peer imports them into its own device) and the device has one;
+    /// small host buffers inline; the rest by reference into the arena (copied in first
+    /// if they live elsewhere, or come from a device without a handle).
+    pub fn export(&mut self, bufs: Vec<Payload>, into_device: bool) -> std::io::Result<Export> {
         let mut out = Export {
             refs: Vec::with_capacity(bufs.len()),
             inline: Vec::new(),
@@ -86,9 +95,35 @@ impl Exporter {
             fds: Vec::new(),
             loan: 0,
             copied: 0,
+            device: 0,
         };
         let mut lent = Vec::new();
-        for b in bufs {
+        for p in bufs {
+            if let Payload::Device(d) = &p {
+                match into_device.then(|| d.data().ipc_export()).flatten() {
+                    Some(Ok(IpcExport { handle, offset })) => {
+                        out.refs.push(BufRef::Device {
+                            device: d.device().to_string(),
+                            handle,
+                            offset,
+                            len: d.len() as u64,
+                        });
+                        out.device += d.len() as u64;
+                        lent.push(p);
+                        continue;
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(
+                            "{}: no IPC handle ({e}); lending through the host",
+                            d.device()
+                        );
+                    }
+                    None => {}
+                }
+            }
+            let b = p
+                .to_host()
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
             if b.len() < INLINE_MAX {
                 out.refs.push(BufRef::Inline(out.inline.len() as u32));
                 out.inline.push(b);
@@ -116,7 +151,7 @@ impl Exporter {
                 offset,
                 len: b.len() as u64,
             });
-            lent.push(b);
+            lent.push(Payload::Host(b));
         }
         if !lent.is_empty() {
             out.loan = self.next_loan;
@@ -233,13 +268,15 @@ impl Importer {
         Ok(())
     }
 
-    /// The buffers of one reply. `inline` are the frame's own buffers.
+    /// The buffers of one reply. `inline` are the frame's own buffers. Bytes lent from the
+    /// peer's device become [`IpcBuffer`]s for the receiver's device to import; they hold
+    /// the loan open until dropped.
     pub fn import(
         &mut self,
         refs: &[BufRef],
         inline: &[Bytes],
         loan: u64,
-    ) -> Result<Vec<Bytes>, TransportError> {
+    ) -> Result<Vec<Payload>, TransportError> {
         let ticket = (loan != 0).then(|| {
             Arc::new(Ticket {
                 loan,
@@ -252,7 +289,27 @@ impl Importer {
                 BufRef::Inline(i) => inline
                     .get(i as usize)
                     .cloned()
+                    .map(Payload::Host)
                     .ok_or_else(|| bad(format!("inline buffer {i} missing"))),
+                BufRef::Device {
+                    ref device,
+                    ref handle,
+                    offset,
+                    len,
+                } => {
+                    let ticket = ticket
+                        .clone()
+                        .ok_or_else(|| bad("device buffer outside a loan".into()))?;
+                    Ok(Payload::Device(rask_proto::DeviceBytes::new(IpcBuffer {
+                        device: format!("{device} of a peer"),
+                        export: IpcExport {
+                            handle: handle.clone(),
+                            offset,
+                        },
+                        len,
+                        loan: Some(ticket),
+                    })))
+                }
                 BufRef::Shm {
                     segment,
                     offset,
@@ -274,13 +331,13 @@ impl Importer {
                             )))
                         }
                     }
-                    Ok(Bytes::from_owner(Imported {
+                    Ok(Payload::Host(Bytes::from_owner(Imported {
                         _map: map.clone(),
                         _ticket: ticket,
                         // SAFETY: offset + len ≤ the mapping's length (checked above).
                         ptr: unsafe { map.as_slice().as_ptr().add(offset as usize) },
                         len: len as usize,
-                    }))
+                    })))
                 }
             })
             .collect()
@@ -436,7 +493,7 @@ pub struct DataReply {
     /// What the items' `Datum::Buf(i)` refer to: shared by every plain `Data` reply of a
     /// frame (their indices are frame-wide), so a batch of replies does not copy the
     /// buffer list once per reply.
-    pub bufs: Arc<Vec<Bytes>>,
+    pub bufs: Arc<Vec<Payload>>,
 }
 
 /// The replies in one batch read from a data connection: `Data` as is, `ShmData` with
@@ -450,7 +507,8 @@ pub fn replies(
     let mut out = Vec::new();
     let mut importer = importer;
     let mut fds = fds;
-    let frame_bufs = Arc::new(batch.bufs);
+    let frame_bufs = batch.bufs;
+    let mut host_bufs: Option<Arc<Vec<Payload>>> = None;
     for m in batch.msgs {
         match m {
             PeerMsg::Data {
@@ -461,7 +519,11 @@ pub fn replies(
                 req,
                 items,
                 missing,
-                bufs: frame_bufs.clone(),
+                bufs: host_bufs
+                    .get_or_insert_with(|| {
+                        Arc::new(frame_bufs.iter().cloned().map(Payload::Host).collect())
+                    })
+                    .clone(),
             }),
             PeerMsg::ShmData {
                 req,
@@ -502,17 +564,19 @@ pub fn replies(
 
 /// What a holder answers to a `GetData`: items whose `Datum::Buf(i)` refer to `bufs[i]`,
 /// and the tasks it does not have.
-pub type Lookup = (Vec<DataItem>, Vec<Bytes>, Vec<TaskId>);
+pub type Lookup = (Vec<DataItem>, Vec<Payload>, Vec<TaskId>);
 
 /// Serves one shared-memory data connection (after its handshake) until it closes:
-/// answers `GetData` by lending buffers from `arena`, applies releases, and tells the
-/// peer about segments the arena retired. Every loan of the connection ends with it.
+/// answers `GetData` by lending buffers from `arena` (or devices' IPC handles), applies
+/// releases, and tells the peer about segments the arena retired. Every loan of the
+/// connection ends with it. `lookup(tasks, into_device)` leaves bytes in a device's
+/// memory there when `into_device` (else brings them to the host).
 pub async fn serve_shm(
     mut reader: crate::FrameReader<FdReader>,
     mut w: OwnedWriteHalf,
     arena: Arena,
     mut retired: tokio::sync::broadcast::Receiver<Vec<u32>>,
-    mut lookup: impl FnMut(Vec<TaskId>) -> Lookup + Send,
+    mut lookup: impl FnMut(Vec<TaskId>, bool) -> Lookup + Send,
 ) -> Result<(), TransportError> {
     // Reading runs in its own task: a frame read must not be cancelled half-way by the
     // other branch of the select.
@@ -538,14 +602,14 @@ pub async fn serve_shm(
                 let mut fds = Vec::new();
                 for m in batch.msgs {
                     match m {
-                        PeerMsg::GetData { req, tasks } => {
-                            let (items, bufs, mut missing) = lookup(tasks);
-                            let (items, e) = match ex.export(bufs) {
+                        PeerMsg::GetData { req, tasks, into_device } => {
+                            let (items, bufs, mut missing) = lookup(tasks, into_device);
+                            let (items, e) = match ex.export(bufs, into_device) {
                                 Ok(e) => (items, e),
                                 Err(err) => {
                                     tracing::warn!("cannot lend buffers: {err}");
                                     missing.extend(items.into_iter().map(|i| i.task));
-                                    (Vec::new(), ex.export(Vec::new())?)
+                                    (Vec::new(), ex.export(Vec::new(), false)?)
                                 }
                             };
                             let mut m = PeerMsg::ShmData {

@@ -5,6 +5,7 @@ mod common;
 
 use bytes::Bytes;
 use common::*;
+use rask_proto::Payload;
 use rask_transport::{ConnConfig, Secret, TransportError};
 use std::collections::HashMap;
 
@@ -45,7 +46,7 @@ async fn integrity_over_random_sizes_up_to_a_gib() {
         } else {
             Bytes::from(data)
         };
-        h.store.lock().unwrap().insert(k as u64, b);
+        h.store.lock().unwrap().insert(k as u64, Payload::Host(b));
     }
     let mut req = Requester::connect(&h.addr, ConnConfig::default())
         .await
@@ -67,7 +68,10 @@ async fn integrity_over_random_sizes_up_to_a_gib() {
 async fn holder_death_keeps_received_bytes_and_fails_new_requests() {
     let h = holder(ConnConfig::default()).await;
     let data = random_bytes(3 << 20, seed());
-    h.store.lock().unwrap().insert(7, Bytes::from(data.clone()));
+    h.store
+        .lock()
+        .unwrap()
+        .insert(7, Payload::Host(Bytes::from(data.clone())));
     let mut req = Requester::connect(&h.addr, ConnConfig::default())
         .await
         .unwrap();
@@ -83,7 +87,10 @@ async fn holder_death_keeps_received_bytes_and_fails_new_requests() {
 async fn requester_death_ends_its_loans() {
     let mut h = holder(ConnConfig::default()).await;
     let data = random_bytes(2 << 20, seed());
-    h.store.lock().unwrap().insert(1, Bytes::from(data));
+    h.store
+        .lock()
+        .unwrap()
+        .insert(1, Payload::Host(Bytes::from(data)));
     let mut req = Requester::connect(&h.addr, ConnConfig::default())
         .await
         .unwrap();
@@ -110,7 +117,7 @@ async fn a_connection_without_the_secret_is_refused() {
     h.store
         .lock()
         .unwrap()
-        .insert(1, Bytes::from(vec![5u8; 1 << 20]));
+        .insert(1, Payload::Host(Bytes::from(vec![5u8; 1 << 20])));
     let none = Requester::connect(&h.addr, ConnConfig::default()).await;
     assert!(
         matches!(none, Err(TransportError::AuthRequired)),

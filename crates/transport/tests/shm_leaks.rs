@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use rask_proto::Payload;
 use rask_transport::ConnConfig;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -14,7 +15,7 @@ async fn ten_thousand_transfers_leak_no_descriptor_or_mapping() {
     h.store
         .lock()
         .unwrap()
-        .insert(1, h.arena.copy_in(&data).unwrap());
+        .insert(1, Payload::Host(h.arena.copy_in(&data).unwrap()));
     let before_any = (count_fds(), count_maps());
     let mut req = Requester::connect(&h.addr, ConnConfig::default())
         .await

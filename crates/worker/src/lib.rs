@@ -16,7 +16,9 @@ use rask_proto::msg::{
     ComputeMsg, DataItem, HeartbeatMsg, Hello, HelloReply, PeerAddr, PeerMsg, Resource, Role,
     ToScheduler, ToWorker, WorkerHello,
 };
-use rask_proto::{Datum, TaskId, Value, WorkerId, PROTOCOL_VERSION, RASK_VERSION};
+use rask_proto::{
+    Datum, IpcBuffer, Payload, TaskId, Value, WorkerId, PROTOCOL_VERSION, RASK_VERSION,
+};
 use rask_transport::shm::{Arena, FdReader};
 use rask_transport::{
     connect, reply_hello, spawn_writer, Batch, ConnConfig, FrameReader, Link, Sender,
@@ -147,6 +149,13 @@ enum Event {
     },
     LinkDown {
         from: WorkerId,
+        error: String,
+    },
+    /// Values lent from a peer's device could not be imported into ours: fetch them again
+    /// through the host.
+    ImportFailed {
+        from: WorkerId,
+        tasks: Vec<TaskId>,
         error: String,
     },
 }
@@ -578,6 +587,7 @@ impl Worker {
             specs: FxHashMap::default(),
             peers: FxHashMap::default(),
             links: FxHashMap::default(),
+            no_ipc: Default::default(),
             outstanding: FxHashMap::default(),
             next_req: 0,
             to_scheduler,
@@ -676,6 +686,8 @@ struct State {
     peers: FxHashMap<WorkerId, PeerAddr>,
     /// Open data connections to peers.
     links: FxHashMap<WorkerId, Sender<PeerMsg>>,
+    /// Peers whose device memory this worker's device could not import.
+    no_ipc: rustc_hash::FxHashSet<WorkerId>,
     /// Fetch requests in flight: (peer, request id) → tasks.
     outstanding: FxHashMap<(WorkerId, u64), Vec<TaskId>>,
     next_req: u64,
@@ -796,6 +808,16 @@ impl State {
                     }
                 }
                 self.core.on_fetched(from, &got, &missing);
+            }
+            Event::ImportFailed { from, tasks, error } => {
+                if self.no_ipc.insert(from) {
+                    warn!(
+                        peer = from.0,
+                        "cannot import device memory of worker {}: {error}; its values come through the host",
+                        from.0
+                    );
+                }
+                self.fetch(from, tasks);
             }
             Event::LinkDown { from, error } => {
                 debug!(peer = from.0, "data link down: {error}");
@@ -983,6 +1005,7 @@ impl State {
                     kind,
                     &self.cfg,
                     self.arena.clone(),
+                    self.importer(),
                     self.events.clone(),
                 );
                 self.links.insert(from, link.clone());
@@ -993,6 +1016,9 @@ impl State {
             .send(PeerMsg::GetData {
                 req,
                 tasks: tasks.clone(),
+                // Over shared memory, bytes in a peer GPU's memory come by CUDA IPC
+                // straight into ours (tcp peers answer with host bytes whatever we ask).
+                into_device: self.importer().is_some() && !self.no_ipc.contains(&from),
             })
             .is_err()
         {
@@ -1001,6 +1027,11 @@ impl State {
             return;
         }
         self.outstanding.insert((from, req), tasks);
+    }
+
+    /// This worker's device, if it imports bytes lent from a peer's device.
+    fn importer(&self) -> Option<Arc<dyn Accelerator>> {
+        self.exec.device.clone().filter(|a| a.imports())
     }
 
     fn execute(&mut self, task: TaskId) {
@@ -1222,6 +1253,7 @@ fn open_link(
     kind: Link,
     cfg: &WorkerConfig,
     arena: Option<Arena>,
+    import: Option<Arc<dyn Accelerator>>,
     events: mpsc::UnboundedSender<Event>,
 ) -> Sender<PeerMsg> {
     let (tx, pending) = rask_transport::channel::<PeerMsg>();
@@ -1237,7 +1269,8 @@ fn open_link(
                     let importer = rask_transport::shm::Importer::new(move |loan| {
                         let _ = releases.send(PeerMsg::Release { loans: vec![loan] });
                     });
-                    link_loop(peer, reader, Some(importer), |r| Some(r.fds()), &events).await
+                    let importer = Some(importer);
+                    link_loop(peer, reader, importer, |r| Some(r.fds()), import, &events).await
                 }
                 Err(e) => Some(format!(
                     "shared-memory connection to {}: {e}",
@@ -1250,7 +1283,7 @@ fn open_link(
                 Ok((mut reader, w, _)) => {
                     pending.start(w);
                     reader.set_arena(arena);
-                    link_loop(peer, reader, None, |_| None, &events).await
+                    link_loop(peer, reader, None, |_| None, None, &events).await
                 }
                 Err(e) => Some(e.to_string()),
             }
@@ -1264,11 +1297,16 @@ fn open_link(
 
 /// Reads a data connection's replies into `Fetched` events until it ends; `None` when the
 /// worker stopped listening, else why the connection ended.
+///
+/// Values lent from the peer's device are imported into this worker's device (`import`)
+/// on a blocking thread before they are handed on; those that fail to import are fetched
+/// again through the host.
 async fn link_loop<R: tokio::io::AsyncRead + Unpin>(
     peer: WorkerId,
     mut reader: FrameReader<R>,
     mut importer: Option<rask_transport::shm::Importer>,
     fds: fn(&mut R) -> Option<&mut std::collections::VecDeque<std::os::fd::OwnedFd>>,
+    import: Option<Arc<dyn Accelerator>>,
     events: &mpsc::UnboundedSender<Event>,
 ) -> Option<String> {
     loop {
@@ -1286,9 +1324,24 @@ async fn link_loop<R: tokio::io::AsyncRead + Unpin>(
             let mut values = Vec::with_capacity(r.items.len());
             let mut missing = r.missing;
             for it in r.items {
-                match it.value.to_value(&r.bufs, &[]) {
+                match it.value.to_value_from(&r.bufs, &[]) {
                     Ok(v) => values.push((it.task, v)),
                     Err(_) => missing.push(it.task),
+                }
+            }
+            drop(r.bufs);
+            if values.iter().any(|(_, v)| lent(v)) {
+                let (imported, failed) = import_values(import.clone(), values).await;
+                values = imported;
+                if let Some((tasks, error)) = failed {
+                    let ev = Event::ImportFailed {
+                        from: peer,
+                        tasks,
+                        error,
+                    };
+                    if events.send(ev).is_err() {
+                        return None;
+                    }
                 }
             }
             let ev = Event::Fetched {
@@ -1301,6 +1354,46 @@ async fn link_loop<R: tokio::io::AsyncRead + Unpin>(
                 return None;
             }
         }
+    }
+}
+
+/// `values` with the bytes lent from a peer's device imported into this worker's device,
+/// on a blocking thread (the copies wait for the GPU); those that failed, and why.
+async fn import_values(
+    import: Option<Arc<dyn Accelerator>>,
+    values: Vec<(TaskId, Value)>,
+) -> (Vec<(TaskId, Value)>, Option<(Vec<TaskId>, String)>) {
+    let Some(acc) = import else {
+        let tasks = values.iter().filter(|(_, v)| lent(v)).map(|(t, _)| *t);
+        let tasks = tasks.collect();
+        let kept = values.into_iter().filter(|(_, v)| !lent(v)).collect();
+        let error = "this worker's device does not import a peer's device memory".to_string();
+        return (kept, Some((tasks, error)));
+    };
+    let all: Vec<TaskId> = values.iter().map(|(t, _)| *t).collect();
+    let run = move || {
+        let mut ok = Vec::with_capacity(values.len());
+        let mut failed = Vec::new();
+        let mut error = None;
+        for (t, v) in values {
+            if !lent(&v) {
+                ok.push((t, v));
+                continue;
+            }
+            // The loan is released as the lent value is dropped, after the copy.
+            match rask_kernels::import_lent(&*acc, &v) {
+                Ok(v) => ok.push((t, v)),
+                Err(e) => {
+                    failed.push(t);
+                    error.get_or_insert(e);
+                }
+            }
+        }
+        (ok, error.map(|e| (failed, e)))
+    };
+    match tokio::task::spawn_blocking(run).await {
+        Ok(r) => r,
+        Err(e) => (Vec::new(), Some((all, format!("importing stopped: {e}")))),
     }
 }
 
@@ -1332,7 +1425,7 @@ async fn serve_shm_data(
             let Some(name) = welcome(&mut reader, &mut w, &cfg).await else {
                 return;
             };
-            let lookup = |tasks: Vec<TaskId>| lookup_data(&store, tasks);
+            let lookup = |tasks: Vec<TaskId>, into_device| lookup_data(&store, tasks, into_device);
             if let Err(e) = rask_transport::shm::serve_shm(reader, w, arena, retired, lookup).await
             {
                 warn!(peer = %name, "shared-memory data connection: {e}");
@@ -1394,7 +1487,13 @@ fn move_payloads(
 
 /// The stored values of `tasks` in wire form, and those not stored (or whose bytes on a
 /// device cannot be read: the scheduler then finds them elsewhere or recomputes them).
-fn lookup_data(store: &Store, tasks: Vec<TaskId>) -> rask_transport::shm::Lookup {
+/// Bytes in a device's memory stay there when the requester imports them `into_device`;
+/// else they come to the host.
+fn lookup_data(
+    store: &Store,
+    tasks: Vec<TaskId>,
+    into_device: bool,
+) -> rask_transport::shm::Lookup {
     let mut bufs = Vec::new();
     let mut items = Vec::new();
     let mut missing = Vec::new();
@@ -1413,7 +1512,15 @@ fn lookup_data(store: &Store, tasks: Vec<TaskId>) -> rask_transport::shm::Lookup
             continue;
         };
         let before = bufs.len();
-        match v.to_datum(&mut bufs) {
+        let wire = if into_device {
+            v.to_datum_lent(&mut bufs)
+        } else {
+            let mut host = Vec::new();
+            v.to_datum(&mut host).inspect(|_| {
+                bufs.extend(host.into_iter().map(Payload::Host));
+            })
+        };
+        match wire {
             Ok(value) => items.push(DataItem { task: t, value }),
             Err(e) => {
                 warn!(task = t.0, "cannot send a value: {e}");
@@ -1423,6 +1530,23 @@ fn lookup_data(store: &Store, tasks: Vec<TaskId>) -> rask_transport::shm::Lookup
         }
     }
     (items, bufs, missing)
+}
+
+/// A payload of a lookup made for the host (`into_device` false).
+fn host_payload(p: &Payload) -> Bytes {
+    match p {
+        Payload::Host(b) => b.clone(),
+        Payload::Device(d) => unreachable!("{d:?} in a lookup for the host"),
+    }
+}
+
+/// Whether a value holds bytes lent from a peer's device, not yet imported.
+fn lent(v: &Value) -> bool {
+    match v {
+        Value::Device(d) => d.downcast::<IpcBuffer>().is_some(),
+        Value::List(l) => l.iter().any(lent),
+        _ => false,
+    }
 }
 
 /// The hello of a data connection.
@@ -1468,10 +1592,11 @@ async fn serve_peer(stream: TcpStream, cfg: ConnConfig, store: Store) {
         match reader.read_batch::<PeerMsg>().await {
             Ok(Some(batch)) => {
                 for m in batch.msgs {
-                    let PeerMsg::GetData { req, tasks } = m else {
+                    let PeerMsg::GetData { req, tasks, .. } = m else {
                         continue;
                     };
-                    let (items, bufs, missing) = lookup_data(&store, tasks);
+                    let (items, bufs, missing) = lookup_data(&store, tasks, false);
+                    let bufs = bufs.iter().map(host_payload).collect();
                     let reply = PeerMsg::Data {
                         req,
                         items,

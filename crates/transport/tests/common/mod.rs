@@ -6,12 +6,13 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use rask_proto::msg::{DataItem, Hello, HelloReply, PeerMsg, Role};
-use rask_proto::{Datum, TaskId};
+use rask_proto::{Datum, Payload, TaskId};
 use rask_transport::shm::{self, Arena, FdReader, Importer};
 use rask_transport::{ConnConfig, FrameReader, Sender, TransportError};
 use tokio::sync::{broadcast, mpsc};
 
-pub type Store = Arc<Mutex<HashMap<u64, Bytes>>>;
+/// What the holder serves: host bytes, or bytes in a (test) device's memory.
+pub type Store = Arc<Mutex<HashMap<u64, Payload>>>;
 
 pub struct Holder {
     pub arena: Arena,
@@ -68,7 +69,9 @@ pub async fn holder(cfg: ConnConfig) -> Holder {
                         rask_version: "t".into(),
                     };
                     rask_transport::reply_hello(&mut w, &welcome).await.unwrap();
-                    let lookup = |tasks: Vec<TaskId>| {
+                    // Like a worker: device bytes stay on the device only for a requester
+                    // that imports them into its own.
+                    let lookup = |tasks: Vec<TaskId>, into_device: bool| {
                         let store = store.lock().unwrap();
                         let (mut items, mut bufs, mut missing) = (vec![], vec![], vec![]);
                         for t in tasks {
@@ -78,7 +81,12 @@ pub async fn holder(cfg: ConnConfig) -> Holder {
                                         task: t,
                                         value: Datum::Buf(bufs.len() as u32),
                                     });
-                                    bufs.push(b.clone());
+                                    bufs.push(match b {
+                                        Payload::Device(_) if !into_device => {
+                                            Payload::Host(b.to_host().unwrap())
+                                        }
+                                        b => b.clone(),
+                                    });
                                 }
                                 None => missing.push(t),
                             }
@@ -141,12 +149,35 @@ impl Requester {
         })
     }
 
-    /// Fetches keys; `None` for the missing ones.
+    /// Fetches keys as host bytes; `None` for the missing ones.
     pub async fn get(&mut self, keys: &[u64]) -> Result<Vec<Option<Bytes>>, TransportError> {
+        Ok(self
+            .get_payloads(keys, false)
+            .await?
+            .into_iter()
+            .map(|p| {
+                p.map(|p| match p {
+                    Payload::Host(b) => b,
+                    Payload::Device(d) => panic!("{d:?} for a requester on the host"),
+                })
+            })
+            .collect())
+    }
+
+    /// Fetches keys, asking for device bytes by IPC handle when `into_device`.
+    pub async fn get_payloads(
+        &mut self,
+        keys: &[u64],
+        into_device: bool,
+    ) -> Result<Vec<Option<Payload>>, TransportError> {
         let req = self.next;
         self.next += 1;
         let tasks = keys.iter().map(|k| TaskId(*k)).collect();
-        self.tx.send(PeerMsg::GetData { req, tasks })?;
+        self.tx.send(PeerMsg::GetData {
+            req,
+            tasks,
+            into_device,
+        })?;
         loop {
             let batch = self
                 .reader
@@ -158,7 +189,7 @@ impl Requester {
                 if r.req != req {
                     continue;
                 }
-                let mut got: HashMap<u64, Bytes> = HashMap::new();
+                let mut got: HashMap<u64, Payload> = HashMap::new();
                 for it in r.items {
                     let Datum::Buf(i) = it.value else {
                         panic!("not a buffer")
