@@ -1516,8 +1516,10 @@ fn lookup_data(
             v.to_datum_lent(&mut bufs)
         } else {
             let mut host = Vec::new();
-            v.to_datum(&mut host).inspect(|_| {
+            v.to_datum(&mut host).map(|mut d| {
+                d.shift_buffers(before as u32);
                 bufs.extend(host.into_iter().map(Payload::Host));
+                d
             })
         };
         match wire {
