@@ -60,8 +60,6 @@ pub struct Export {
     pub loan: u64,
     /// Bytes that had to be copied into the arena (buffers that lived elsewhere).
     pub copied: u64,
-    /// Bytes lent by a device's IPC handle.
-    pub device: u64,
 }
 
 /// The holder's side of one shared-memory connection: lends buffers, remembers which
@@ -95,7 +93,6 @@ impl Exporter {
             fds: Vec::new(),
             loan: 0,
             copied: 0,
-            device: 0,
         };
         let mut lent = Vec::new();
         for p in bufs {
@@ -108,7 +105,6 @@ impl Exporter {
                             offset,
                             len: d.len() as u64,
                         });
-                        out.device += d.len() as u64;
                         lent.push(p);
                         continue;
                     }

@@ -29,7 +29,8 @@ struct TestGpu {
 }
 
 impl TestGpu {
-    fn new(
+    /// A payload in the test device's memory.
+    fn payload(
         id: u64,
         data: Vec<u8>,
         exports: bool,
@@ -107,11 +108,11 @@ async fn device_bytes_go_by_handle_and_the_holder_keeps_them_until_released() {
         let mut store = h.store.lock().unwrap();
         store.insert(
             1,
-            TestGpu::new(101, big.clone(), true, &downloads, &freed_tx),
+            TestGpu::payload(101, big.clone(), true, &downloads, &freed_tx),
         );
         store.insert(
             2,
-            TestGpu::new(102, small.clone(), true, &downloads, &freed_tx),
+            TestGpu::payload(102, small.clone(), true, &downloads, &freed_tx),
         );
         store.insert(3, Payload::Host(Bytes::from(host.clone())));
     }
@@ -167,10 +168,13 @@ async fn device_bytes_come_through_the_host_for_a_host_requester_or_without_a_ha
     let b = random_bytes(2 << 20, s + 1);
     {
         let mut store = h.store.lock().unwrap();
-        store.insert(1, TestGpu::new(201, a.clone(), true, &downloads, &freed_tx));
+        store.insert(
+            1,
+            TestGpu::payload(201, a.clone(), true, &downloads, &freed_tx),
+        );
         store.insert(
             2,
-            TestGpu::new(202, b.clone(), false, &downloads, &freed_tx),
+            TestGpu::payload(202, b.clone(), false, &downloads, &freed_tx),
         );
     }
     let mut req = Requester::connect(&h.addr, ConnConfig::default())

@@ -998,16 +998,7 @@ impl State {
                     kind
                 };
                 info!(peer = from.0, "data link to worker {} over {kind}", from.0);
-                let link = open_link(
-                    self.id,
-                    from,
-                    peer,
-                    kind,
-                    &self.cfg,
-                    self.arena.clone(),
-                    self.importer(),
-                    self.events.clone(),
-                );
+                let link = self.open_link(from, peer, kind);
                 self.links.insert(from, link.clone());
                 link
             }
@@ -1244,55 +1235,55 @@ impl State {
     }
 }
 
-/// Opens a data connection to a peer over `kind` (shm or tcp); requests queue until it
-/// is up.
-fn open_link(
-    me: WorkerId,
-    peer: WorkerId,
-    addr: PeerAddr,
-    kind: Link,
-    cfg: &WorkerConfig,
-    arena: Option<Arena>,
-    import: Option<Arc<dyn Accelerator>>,
-    events: mpsc::UnboundedSender<Event>,
-) -> Sender<PeerMsg> {
-    let (tx, pending) = rask_transport::channel::<PeerMsg>();
-    let hello = peer_hello(&format!("worker-{}", me.0));
-    let conn = cfg.conn.clone();
-    let releases = tx.clone();
-    tokio::spawn(async move {
-        let error = if kind == Link::Shm {
-            match rask_transport::connect_unix(&addr.shm_addr, &hello, conn).await {
-                Ok((reader, w, _)) => {
-                    pending.start(w);
-                    // Imported buffers release their loan when the store drops them.
-                    let importer = rask_transport::shm::Importer::new(move |loan| {
-                        let _ = releases.send(PeerMsg::Release { loans: vec![loan] });
-                    });
-                    let importer = Some(importer);
-                    link_loop(peer, reader, importer, |r| Some(r.fds()), import, &events).await
+impl State {
+    /// Opens a data connection to a peer over `kind` (shm or tcp); requests queue until it
+    /// is up.
+    fn open_link(&self, peer: WorkerId, addr: PeerAddr, kind: Link) -> Sender<PeerMsg> {
+        let (me, arena, import, events) = (
+            self.id,
+            self.arena.clone(),
+            self.importer(),
+            self.events.clone(),
+        );
+        let cfg = &self.cfg;
+        let (tx, pending) = rask_transport::channel::<PeerMsg>();
+        let hello = peer_hello(&format!("worker-{}", me.0));
+        let conn = cfg.conn.clone();
+        let releases = tx.clone();
+        tokio::spawn(async move {
+            let error = if kind == Link::Shm {
+                match rask_transport::connect_unix(&addr.shm_addr, &hello, conn).await {
+                    Ok((reader, w, _)) => {
+                        pending.start(w);
+                        // Imported buffers release their loan when the store drops them.
+                        let importer = rask_transport::shm::Importer::new(move |loan| {
+                            let _ = releases.send(PeerMsg::Release { loans: vec![loan] });
+                        });
+                        let importer = Some(importer);
+                        link_loop(peer, reader, importer, |r| Some(r.fds()), import, &events).await
+                    }
+                    Err(e) => Some(format!(
+                        "shared-memory connection to {}: {e}",
+                        addr.shm_addr
+                    )),
                 }
-                Err(e) => Some(format!(
-                    "shared-memory connection to {}: {e}",
-                    addr.shm_addr
-                )),
-            }
-        } else {
-            drop(releases);
-            match connect(&addr.addr, &hello, conn).await {
-                Ok((mut reader, w, _)) => {
-                    pending.start(w);
-                    reader.set_arena(arena);
-                    link_loop(peer, reader, None, |_| None, None, &events).await
+            } else {
+                drop(releases);
+                match connect(&addr.addr, &hello, conn).await {
+                    Ok((mut reader, w, _)) => {
+                        pending.start(w);
+                        reader.set_arena(arena);
+                        link_loop(peer, reader, None, |_| None, None, &events).await
+                    }
+                    Err(e) => Some(e.to_string()),
                 }
-                Err(e) => Some(e.to_string()),
+            };
+            if let Some(error) = error {
+                let _ = events.send(Event::LinkDown { from: peer, error });
             }
-        };
-        if let Some(error) = error {
-            let _ = events.send(Event::LinkDown { from: peer, error });
-        }
-    });
-    tx
+        });
+        tx
+    }
 }
 
 /// Reads a data connection's replies into `Fetched` events until it ends; `None` when the
@@ -1665,4 +1656,151 @@ pub fn rss_bytes() -> u64 {
                 .and_then(|v| v.parse::<u64>().ok())
         })
         .map_or(0, |pages| pages * 4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rask_proto::{DeviceBytes, DeviceData, IpcExport};
+
+    /// Memory of a test device that lends by IPC handle (its first byte) and counts trips
+    /// to the host.
+    struct TestGpu(Bytes, Arc<std::sync::atomic::AtomicUsize>);
+
+    impl DeviceData for TestGpu {
+        fn device(&self) -> &str {
+            "cuda:0"
+        }
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn to_host(&self) -> Result<Bytes, String> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(self.0.clone())
+        }
+        fn ipc_export(&self) -> Option<Result<IpcExport, String>> {
+            Some(Ok(IpcExport {
+                handle: vec![self.0[0]],
+                offset: 0,
+            }))
+        }
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+    }
+
+    /// Imports a lent buffer as host bytes `[handle; len]`; handle 0 cannot be opened.
+    struct Importer;
+
+    impl Accelerator for Importer {
+        fn try_run(&self, _: &Registry, _: &str, _: &[Value]) -> Option<Result<Value, String>> {
+            None
+        }
+        fn imports(&self) -> bool {
+            true
+        }
+        fn import(&self, b: &IpcBuffer) -> Result<Value, String> {
+            match b.export.handle[0] {
+                0 => Err("cannot open handle 0".into()),
+                h => Ok(Value::Bytes(Bytes::from(vec![h; b.len as usize]))),
+            }
+        }
+    }
+
+    fn on_gpu(byte: u8, len: usize, trips: &Arc<std::sync::atomic::AtomicUsize>) -> Value {
+        Value::Device(DeviceBytes::new(TestGpu(
+            Bytes::from(vec![byte; len]),
+            trips.clone(),
+        )))
+    }
+
+    #[test]
+    fn a_lookup_lends_device_bytes_only_to_a_device_that_imports_them() {
+        let trips = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let store: Store = Arc::default();
+        {
+            let mut s = store.lock().unwrap();
+            let host = Value::Bytes(Bytes::from_static(b"host"));
+            s.insert(TaskId(1), Value::List(vec![host, on_gpu(7, 8, &trips)]));
+            s.insert(TaskId(2), on_gpu(9, 3, &trips));
+        }
+        let tasks = vec![TaskId(1), TaskId(2), TaskId(3)];
+        let trips_now = || trips.load(std::sync::atomic::Ordering::Relaxed);
+        for into_device in [true, false] {
+            let before = trips_now();
+            let (items, bufs, missing) = lookup_data(&store, tasks.clone(), into_device);
+            // Lent, the device bytes stay on the device; for the host, both come over.
+            assert_eq!(trips_now() - before, if into_device { 0 } else { 2 });
+            assert_eq!(missing, vec![TaskId(3)]);
+            assert_eq!(bufs.len(), 3);
+            assert_eq!(
+                bufs.iter()
+                    .filter(|p| matches!(p, Payload::Device(_)))
+                    .count(),
+                if into_device { 2 } else { 0 }
+            );
+            let host = |i: usize| bufs[i].to_host().unwrap();
+            let want: [&[u8]; 3] = [b"host", &[7; 8], &[9; 3]];
+            for (i, w) in want.iter().enumerate() {
+                assert_eq!(&host(i)[..], *w, "buffer {i}");
+            }
+            // Each item refers to its own buffers.
+            let got: Vec<Value> = items
+                .iter()
+                .map(|it| {
+                    it.value
+                        .to_value_from(&bufs, &[])
+                        .unwrap()
+                        .to_host()
+                        .unwrap()
+                })
+                .collect();
+            let stored = store.lock().unwrap();
+            assert_eq!(got[0], stored[&TaskId(1)].to_host().unwrap());
+            assert_eq!(got[1], stored[&TaskId(2)].to_host().unwrap());
+        }
+    }
+
+    #[test]
+    fn lent_values_are_imported_and_those_that_fail_are_named() {
+        let lent_buf = |h: u8, len: u64| {
+            Value::Device(DeviceBytes::new(IpcBuffer {
+                device: "cuda:0 of a peer".into(),
+                export: IpcExport {
+                    handle: vec![h],
+                    offset: 0,
+                },
+                len,
+                loan: None,
+            }))
+        };
+        let values = vec![
+            (TaskId(1), Value::List(vec![Value::Int(1), lent_buf(5, 4)])),
+            (TaskId(2), Value::Int(2)),
+            (TaskId(3), lent_buf(0, 4)),
+        ];
+        assert!(lent(&values[0].1) && !lent(&values[1].1) && lent(&values[2].1));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let acc: Arc<dyn Accelerator> = Arc::new(Importer);
+        let (ok, failed) = rt.block_on(import_values(Some(acc), values.clone()));
+        assert_eq!(
+            ok,
+            vec![
+                (
+                    TaskId(1),
+                    Value::List(vec![Value::Int(1), Value::Bytes(Bytes::from(vec![5u8; 4]))])
+                ),
+                (TaskId(2), Value::Int(2)),
+            ]
+        );
+        let (tasks, error) = failed.unwrap();
+        assert_eq!(tasks, vec![TaskId(3)]);
+        assert!(error.contains("handle 0"), "{error}");
+        // A worker whose device does not import asks for all of them again.
+        let (ok, failed) = rt.block_on(import_values(None, values));
+        assert_eq!(ok, vec![(TaskId(2), Value::Int(2))]);
+        assert_eq!(failed.unwrap().0, vec![TaskId(1), TaskId(3)]);
+    }
 }
