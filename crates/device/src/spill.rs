@@ -9,24 +9,38 @@ use std::path::Path;
 use bytes::Bytes;
 
 /// Writes `bytes` to a new file in `dir` (created if needed) and returns them mapped from
-/// that file, which no longer has a name.
+/// that file, which has no name: it is made without one (`O_TMPFILE`) where the file
+/// system allows, else created as `name` and unlinked at once. A killed process leaves
+/// nothing behind in `dir`.
 pub fn to_file(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<Bytes> {
     std::fs::create_dir_all(dir)?;
-    let path = dir.join(name);
-    let mut f = std::fs::File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)?;
-    let written = f.write_all(bytes);
-    let _ = std::fs::remove_file(&path);
-    written?;
+    let mut f = match unnamed(dir) {
+        Ok(f) => f,
+        Err(_) => {
+            let path = dir.join(name);
+            let f = std::fs::File::options()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)?;
+            let _ = std::fs::remove_file(&path);
+            f
+        }
+    };
+    f.write_all(bytes)?;
     if bytes.is_empty() {
         return Ok(Bytes::new());
     }
     let map = crate::arena::ReadOnlyMap::new(&f, bytes.len(), false)?;
     Ok(Bytes::from_owner(map))
+}
+
+/// A file in `dir` that never has a name.
+fn unnamed(dir: &Path) -> std::io::Result<std::fs::File> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC;
+    let fd = rustix::fs::open(dir, flags, Mode::RUSR | Mode::WUSR)?;
+    Ok(std::fs::File::from(fd))
 }
 
 #[cfg(test)]
@@ -41,10 +55,11 @@ mod tests {
         assert_eq!(&b[..], &data[..]);
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
         let maps = || {
+            let dir = dir.to_string_lossy().into_owned();
             std::fs::read_to_string("/proc/self/maps")
                 .unwrap()
                 .lines()
-                .filter(|l| l.contains("x.bin (deleted)"))
+                .filter(|l| l.contains(&dir) && l.ends_with("(deleted)"))
                 .count()
         };
         assert_eq!(maps(), 1);

@@ -608,11 +608,7 @@ impl Worker {
             spilled: Default::default(),
             ran: [0; 2],
             host_arena: Arena::new(rask_transport::shm::DEFAULT_SEGMENT),
-            spill_dir: std::env::temp_dir().join(format!(
-                "rask-spill-{}-{}",
-                std::process::id(),
-                id.0
-            )),
+            spill_dir: std::env::temp_dir(),
             device_pool,
             received: Default::default(),
         };
@@ -718,13 +714,8 @@ struct State {
     spilled: std::collections::BTreeMap<&'static str, u64>,
     /// Tasks run on the CPU and by the device's kernels.
     ran: [u64; 2],
+    /// Where values spilled to disk go, in files without names.
     spill_dir: std::path::PathBuf,
-}
-
-impl Drop for State {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.spill_dir);
-    }
 }
 
 impl State {
@@ -888,7 +879,10 @@ impl State {
                 Tier::Host => self.host_arena.copy_in(b).map_err(|e| e.to_string()),
                 Tier::Disk => {
                     part += 1;
-                    let name = format!("{}-{part}.bin", task.0);
+                    // The name is used only where the file system cannot make unnamed
+                    // files, and only until the file is unlinked, at once.
+                    let pid = std::process::id();
+                    let name = format!("rask-spill-{pid}-{}-{}-{part}.bin", self.id.0, task.0);
                     rask_device::spill::to_file(&self.spill_dir, &name, b)
                         .map_err(|e| format!("{}: {e}", self.spill_dir.display()))
                 }
