@@ -144,6 +144,8 @@ pub fn worker_main(registry: Registry) -> Result<(), Box<dyn Error>> {
 /// Runs a worker from parsed options.
 pub fn run_worker(args: WorkerArgs, registry: Registry) -> Result<(), Box<dyn Error>> {
     let mut cfg = rask_worker::WorkerConfig::new(args.scheduler);
+    // A worker program is a worker alone in its process: its process's memory is its own.
+    cfg.own_process = true;
     cfg.nthreads = args.nthreads;
     cfg.registry = registry;
     if let Some(n) = args.name {

@@ -1,8 +1,15 @@
 //! Spilling policy: which stored values move down a tier (device → host → disk), least
-//! recently used first, and when to pause executing. Pure: the worker reports what it
-//! stores, uses and moves; this decides. Thresholds follow dask-cuda (device memory is
-//! spilled when it passes the device limit's target) and Dask (host memory: target 60 %,
-//! pause 80 %).
+//! recently used first, when to pause executing, and when to give up. Pure: the worker
+//! reports what it stores, uses and moves, and its process memory; this decides.
+//! Thresholds follow dask-cuda (device memory is spilled when it passes the device
+//! limit's target) and Dask's fractions of the host memory limit: values are spilled
+//! past 60 % held (`target`) or 70 % of the process's memory (`spill`, down to 60 %),
+//! tasks stop starting past 80 % (`pause`), and the worker stops past 95 % (`terminate`:
+//! its supervisor starts a fresh one).
+//!
+//! Process memory is what the worker holds on the host plus what the process uses
+//! besides (its private heap); memory shared with peers (arenas they map) and a
+//! simulated GPU's memory are not counted twice.
 
 use std::collections::BTreeSet;
 
@@ -34,8 +41,13 @@ pub struct SpillLimits {
     pub device_target: f64,
     /// Spill host values to disk while the host bytes held are above this fraction.
     pub host_target: f64,
+    /// Also spill while the process's memory is above this fraction (down to
+    /// `host_target`).
+    pub spill: f64,
     /// Stop starting tasks while the process's memory is above this fraction.
     pub pause: f64,
+    /// Stop the worker when the process's memory passes this fraction.
+    pub terminate: f64,
 }
 
 impl SpillLimits {
@@ -45,7 +57,9 @@ impl SpillLimits {
             host,
             device_target: 0.8,
             host_target: 0.6,
+            spill: 0.7,
             pause: 0.8,
+            terminate: 0.95,
         }
     }
 }
@@ -163,8 +177,10 @@ impl Spill {
 
     /// The moves to make now, least recently used first: device values to the host while
     /// the device is above its target, then host values to disk while the host is above
-    /// its target (counting what the first moves bring to the host).
-    pub fn plan(&self, device_used: u64) -> Vec<(TaskId, Tier)> {
+    /// its target (counting what the first moves bring to the host), or while the
+    /// process's memory is above the spill threshold, until it is back to the target.
+    /// `process_memory` counts the values held on the host.
+    pub fn plan(&self, device_used: u64, process_memory: u64) -> Vec<(TaskId, Tier)> {
         let mut out = Vec::new();
         let mut host = self.used(Tier::Host);
         if let Some(limit) = self.limits.device {
@@ -183,6 +199,15 @@ impl Spill {
             }
         }
         let target = (self.limits.host as f64 * self.limits.host_target) as u64;
+        // Memory the process holds besides the values: spilling values is the only way to
+        // bring the whole back to the target.
+        let unmanaged = process_memory.saturating_sub(self.used(Tier::Host));
+        let over_spill = process_memory as f64 > self.limits.host as f64 * self.limits.spill;
+        let target = if over_spill {
+            target.saturating_sub(unmanaged)
+        } else {
+            target
+        };
         for &(_, t) in &self.lru {
             if host <= target {
                 break;
@@ -204,6 +229,11 @@ impl Spill {
     pub fn should_pause(&self, process_memory: u64) -> bool {
         process_memory as f64 > self.limits.host as f64 * self.limits.pause
     }
+
+    /// Whether the worker should stop (its memory past what spilling can bring back).
+    pub fn should_terminate(&self, process_memory: u64) -> bool {
+        process_memory as f64 > self.limits.host as f64 * self.limits.terminate
+    }
 }
 
 #[cfg(test)]
@@ -220,11 +250,11 @@ mod tests {
         }
         s.touch(TaskId(0));
         // 10 MiB used, target 8: one value goes, the least recently used (1, not 0).
-        assert_eq!(s.plan(10 * M), vec![(TaskId(1), Tier::Host)]);
+        assert_eq!(s.plan(10 * M, 0), vec![(TaskId(1), Tier::Host)]);
         s.moved(TaskId(1), Tier::Host);
         assert_eq!(s.used(Tier::Device), 8 * M);
         assert_eq!(s.used(Tier::Host), 2 * M);
-        assert_eq!(s.plan(8 * M), vec![]);
+        assert_eq!(s.plan(8 * M, 0), vec![]);
         // Small values are not tracked.
         s.add(TaskId(9), Tier::Device, 1000);
         assert_eq!(s.tier(TaskId(9)), None);
@@ -240,7 +270,7 @@ mod tests {
         s.add(TaskId(3), Tier::Host, 3 * M);
         // Device 4 > 3.2: task 2 goes to the host (host would hold 11 > 6); then the
         // least recently used host values go to disk until 6 MiB: 1 (4), then 2 (4).
-        let plan = s.plan(4 * M);
+        let plan = s.plan(4 * M, 0);
         assert_eq!(
             plan,
             vec![(TaskId(2), Tier::Disk), (TaskId(1), Tier::Disk)],
@@ -248,6 +278,29 @@ mod tests {
         );
         assert!(s.should_pause(9 * M));
         assert!(!s.should_pause(7 * M));
+    }
+
+    #[test]
+    fn process_memory_past_the_spill_threshold_spills_to_the_target_then_pauses_then_stops() {
+        let mut s = Spill::new(SpillLimits::new(None, 100 * M));
+        for i in 0..5 {
+            s.add(TaskId(i), Tier::Host, 10 * M);
+        }
+        // 50 MiB held, below the 60 % target; the process holds 19 MiB more: below 70 %.
+        assert_eq!(s.plan(0, 50 * M), vec![]);
+        assert_eq!(s.plan(0, 69 * M), vec![]);
+        // 25 MiB besides the values (75 % > 70 %): values go, least recently used first,
+        // until the whole is back to 60 %: held ≤ 35 MiB, so two of them.
+        assert_eq!(
+            s.plan(0, 75 * M),
+            vec![(TaskId(0), Tier::Disk), (TaskId(1), Tier::Disk)]
+        );
+        // Memory that is not values cannot be spilled: all of them go, and no more.
+        assert_eq!(s.plan(0, 110 * M).len(), 5);
+        assert!(!s.should_pause(80 * M));
+        assert!(s.should_pause(81 * M));
+        assert!(!s.should_terminate(95 * M));
+        assert!(s.should_terminate(96 * M));
     }
 
     #[test]

@@ -53,6 +53,12 @@ pub struct WorkerConfig {
     pub device: WorkerDevice,
     /// GPUs of this host that this worker's GPU reaches over NVLink.
     pub nvlink: Vec<u32>,
+    /// The worker is alone in its process (`rask worker`): its memory thresholds count
+    /// the process's private heap too, and past the terminate threshold it stops (its
+    /// supervisor starts a fresh one). In a process shared with other workers or with a
+    /// program, the process's memory is not this worker's: only its values count, and it
+    /// never stops itself.
+    pub own_process: bool,
 }
 
 /// The device a worker drives.
@@ -112,6 +118,7 @@ impl WorkerConfig {
             transport: TransportMode::Auto,
             device: WorkerDevice::Host,
             nvlink: Vec::new(),
+            own_process: false,
         }
     }
 }
@@ -133,6 +140,11 @@ pub enum WorkerError {
         device: String,
         source: rask_device::DeviceError,
     },
+    #[error(
+        "memory: the process holds {used} bytes, past {:.0}% of the worker's limit of {limit} bytes",
+        fraction * 100.0
+    )]
+    Memory { used: u64, limit: u64, fraction: f64 },
 }
 
 /// What the main loop reacts to.
@@ -609,6 +621,7 @@ impl Worker {
             ran: [0; 2],
             host_arena: Arena::new(rask_transport::shm::DEFAULT_SEGMENT),
             spill_dir: std::env::temp_dir(),
+            private_heap: 0,
             device_pool,
             received: Default::default(),
         };
@@ -639,7 +652,11 @@ impl Worker {
                             break r;
                         }
                     }
-                    _ = heartbeat.tick() => state.heartbeat(),
+                    _ = heartbeat.tick() => {
+                        if let Some(e) = state.heartbeat() {
+                            break Err(e);
+                        }
+                    }
                     _ = &mut stop_rx => break Ok(()),
                 }
             };
@@ -716,6 +733,8 @@ struct State {
     ran: [u64; 2],
     /// Where values spilled to disk go, in files without names.
     spill_dir: std::path::PathBuf,
+    /// The process's private memory at the last heartbeat (its own process only).
+    private_heap: u64,
 }
 
 impl State {
@@ -861,7 +880,7 @@ impl State {
     /// when the value is dropped).
     fn spill_now(&mut self) {
         let device_used = self.device_pool.as_ref().map_or(0, |p| p.used());
-        let plan = self.spill.plan(device_used);
+        let plan = self.spill.plan(device_used, self.process_memory());
         if plan.is_empty() {
             return;
         }
@@ -1172,17 +1191,38 @@ impl State {
         }
     }
 
-    fn heartbeat(&mut self) {
-        // Pausing looks at the memory the worker manages (values on the host), which
-        // spilling brings below the target before each scheduling round: it pauses only
-        // when spilling cannot keep up (or fails), never on memory it could not free.
-        let held = self.spill.used(Tier::Host);
-        let pause = self.spill.should_pause(held);
+    /// The process's memory as the thresholds see it: at least the values held on the
+    /// host, and at least the process's private heap (which holds the values that are not
+    /// in shared memory, and the memory of ops while they run). Memory shared with peers
+    /// and a simulated GPU's memory are not counted.
+    fn process_memory(&self) -> u64 {
+        self.spill.used(Tier::Host).max(self.private_heap)
+    }
+
+    /// Reports to the scheduler, applies the pause threshold; an error when the worker
+    /// must stop (past the terminate threshold).
+    fn heartbeat(&mut self) -> Option<WorkerError> {
+        if self.cfg.own_process {
+            self.private_heap = private_heap_bytes();
+        }
+        let used = self.process_memory();
+        if self.cfg.own_process && self.spill.should_terminate(used) {
+            let limits = self.spill.limits();
+            let e = WorkerError::Memory {
+                used,
+                limit: limits.host,
+                fraction: limits.terminate,
+            };
+            tracing::error!("{e}: stopping");
+            return Some(e);
+        }
+        let pause = self.spill.should_pause(used);
         if pause != self.core.paused() {
             if pause {
                 warn!(
-                    "{:.0} MiB of values on the host, above {:.0}% of the limit: pausing",
-                    held as f64 / (1u64 << 20) as f64,
+                    "{:.0} MiB in use ({:.0} MiB of values on the host), above {:.0}% of the limit: pausing",
+                    used as f64 / (1u64 << 20) as f64,
+                    self.spill.used(Tier::Host) as f64 / (1u64 << 20) as f64,
                     self.spill.limits().pause * 100.0
                 );
             } else {
@@ -1226,6 +1266,7 @@ impl State {
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect(),
         }));
+        None
     }
 }
 
@@ -1638,6 +1679,19 @@ fn meminfo_kib(field: &str) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         })
         .unwrap_or(0)
+}
+
+/// This process's private resident memory (`RssAnon`: heap, stacks; not shared memory
+/// or mapped files), in bytes (0 if unknown).
+pub fn private_heap_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("RssAnon:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        })
+        .map_or(0, |kib| kib * 1024)
 }
 
 /// This process's resident memory, in bytes (0 if unknown).
