@@ -386,3 +386,43 @@ fn every_connection_must_prove_the_shared_secret() {
     );
     let _ = std::fs::remove_file(&secret);
 }
+
+/// A worker alone in its process stops past 95 % of its memory limit (as Dask's nanny
+/// stops a worker), with an error naming the memory; the scheduler stays up for others.
+#[test]
+fn a_worker_past_its_memory_terminate_threshold_stops_with_an_error() {
+    let (_sched, addr) = scheduler(&[]);
+    // The process's own heap alone is more than 95 % of 256 KiB.
+    let mut child = Command::new(RASK)
+        .args(["worker", &addr, "--nthreads", "1", "--name", "small"])
+        .args(["--memory-limit", "262144"])
+        .env("RASK_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut status = None;
+    eventually("the worker stops", || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!status.unwrap().success(), "{err}");
+    assert!(
+        err.contains("past 95% of the worker's limit of 262144 bytes"),
+        "{err}"
+    );
+    // Another worker joins the same scheduler and runs work.
+    let _w = worker(&addr, "big");
+    let c = Client::connect(&addr).unwrap();
+    c.wait_for_workers(1).unwrap();
+    let sum = c.submit("add", [Arg::from(40), Arg::from(2)]).unwrap();
+    assert_eq!(sum.result_as::<i64>().unwrap(), 42);
+}

@@ -444,6 +444,24 @@ mod tests {
     }
 
     #[test]
+    fn paused_no_task_starts_and_running_ones_finish_then_resuming_starts_them() {
+        let mut w = WorkerCore::new(1);
+        w.on_compute_batch([(TaskId(1), 0, vec![]), (TaskId(2), 1, vec![])]);
+        assert_eq!(w.take(), vec![Instruction::Execute { task: TaskId(1) }]);
+        w.set_paused(true);
+        w.on_compute_batch([(TaskId(3), 2, vec![])]);
+        w.on_executed(TaskId(1), Ok((8, 3)));
+        let out = w.take();
+        assert_eq!(out.len(), 1, "only the finished task is reported: {out:?}");
+        assert!(
+            matches!(&out[0], Instruction::Send(ToScheduler::TaskFinished(m)) if m.task == TaskId(1))
+        );
+        assert_eq!(w.executing(), 0);
+        w.set_paused(false);
+        assert_eq!(w.take(), vec![Instruction::Execute { task: TaskId(2) }]);
+    }
+
+    #[test]
     fn fetches_batched_per_peer_and_discards_inputs_after_use() {
         let mut w = WorkerCore::new(1);
         w.on_compute(
