@@ -144,7 +144,11 @@ pub enum WorkerError {
         "memory: the process holds {used} bytes, past {:.0}% of the worker's limit of {limit} bytes",
         fraction * 100.0
     )]
-    Memory { used: u64, limit: u64, fraction: f64 },
+    Memory {
+        used: u64,
+        limit: u64,
+        fraction: f64,
+    },
 }
 
 /// What the main loop reacts to.
@@ -288,6 +292,17 @@ fn open_accelerator(
             }
         }
     }
+}
+
+/// The spilling thresholds of a worker's device. A CUDA GPU's limit is already where
+/// spilling starts (dask-cuda's `--device-memory-limit`, by default 80 % of the GPU's
+/// memory); a simulated GPU's is its whole memory, spilled from 80 % of it alike.
+fn spill_limits(device: &WorkerDevice, device_limit: Option<u64>, host: u64) -> SpillLimits {
+    let mut limits = SpillLimits::new(device_limit, host);
+    if matches!(device, WorkerDevice::Cuda { .. }) {
+        limits.device_target = 1.0;
+    }
+    limits
 }
 
 /// Ops' large outputs go to the worker's shared-memory arena, so same-host peers read
@@ -613,7 +628,8 @@ impl Worker {
             retire_tx,
             host_id: rask_transport::host_id(),
             device_label: cfg.device.label(),
-            spill: Spill::new(SpillLimits::new(
+            spill: Spill::new(spill_limits(
+                &cfg.device,
                 device_pool.as_ref().map(|p| p.limit()),
                 cfg.memory_limit,
             )),
@@ -1687,9 +1703,11 @@ pub fn private_heap_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("RssAnon:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+            s.lines().find(|l| l.starts_with("RssAnon:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
         })
         .map_or(0, |kib| kib * 1024)
 }
@@ -1760,6 +1778,28 @@ mod tests {
             Bytes::from(vec![byte; len]),
             trips.clone(),
         )))
+    }
+
+    #[test]
+    fn a_cuda_gpu_spills_at_its_limit_and_a_simulated_one_at_80_percent_of_its_memory() {
+        let cuda = WorkerDevice::Cuda {
+            index: 0,
+            memory_limit: None,
+        };
+        let sim = WorkerDevice::Sim {
+            index: 0,
+            memory: 100,
+        };
+        let target = |d: &WorkerDevice| {
+            let l = spill_limits(d, Some(100), 1000);
+            (l.device.unwrap() as f64 * l.device_target) as u64
+        };
+        assert_eq!(target(&cuda), 100);
+        assert_eq!(target(&sim), 80);
+        assert_eq!(
+            spill_limits(&WorkerDevice::Host, None, 1000).host_target,
+            0.6
+        );
     }
 
     #[test]
