@@ -272,3 +272,68 @@ fn device_chunks_spill_and_come_back_exact() {
             .any(|(k, v)| k.ends_with("->device") && *v > 0)
     });
 }
+
+/// With 4 simulated GPUs in two NVLink pairs, a consumer of two inputs held by one pair
+/// runs in that pair: its input crosses NVLink, never PCIe.
+#[test]
+fn transfers_stay_within_nvlink_pairs() {
+    let cluster = LocalCUDACluster::sim(4, 256 << 20)
+        .nvlink(Topology::pairs(4))
+        .build()
+        .unwrap();
+    let c = Client::for_cluster(cluster).unwrap();
+    let n: i64 = 8 << 20;
+    let mut g = Graph::new();
+    for i in 0..4 {
+        g.task(&format!("a{i}"), "bytes", [Arg::from(n), Arg::from(i)])
+            .resources(&[(format!("sim:{i}").as_str(), 1.0), ("gpu", 1.0)]);
+    }
+    let inputs = c.compute(&g, &["a0", "a1", "a2", "a3"]).unwrap();
+    for f in &inputs {
+        f.wait().unwrap();
+    }
+    let mut g = Graph::new();
+    g.task(
+        "p01",
+        "list",
+        [Arg::from(&inputs[0]), Arg::from(&inputs[1])],
+    )
+    .resources(&[("gpu", 1.0)]);
+    g.task(
+        "p23",
+        "list",
+        [Arg::from(&inputs[2]), Arg::from(&inputs[3])],
+    )
+    .resources(&[("gpu", 1.0)]);
+    let pairs = c.compute(&g, &["p01", "p23"]).unwrap();
+    for (k, f) in pairs.iter().enumerate() {
+        let want: Vec<Value> = (0..2)
+            .map(|j| Value::Bytes(vec![(2 * k + j) as u8; n as usize].into()))
+            .collect();
+        assert_eq!(f.result().unwrap(), Value::List(want));
+        let holders = &c.who_has_devices(std::slice::from_ref(f)).unwrap()[f.key()];
+        let ran_on = &holders[0].1;
+        let pair = [format!("sim:{}", 2 * k), format!("sim:{}", 2 * k + 1)];
+        assert!(pair.contains(ran_on), "{} ran on {ran_on}", f.key());
+    }
+    common::eventually("each pair reports one input received over NVLink", || {
+        let info = c.scheduler_info().unwrap();
+        let nvlink: u64 = info
+            .workers
+            .iter()
+            .flat_map(|w| &w.received)
+            .filter(|(k, _)| k == "nvlink")
+            .map(|(_, v)| *v)
+            .sum();
+        nvlink >= 2 * n as u64
+    });
+    for w in &c.scheduler_info().unwrap().workers {
+        for (k, v) in &w.received {
+            assert!(
+                k == "nvlink" || *v == 0,
+                "{} received {v} bytes over {k}",
+                w.device
+            );
+        }
+    }
+}
