@@ -295,9 +295,43 @@ impl LocalClusterBuilder {
             let mut opts = rask_client::ClientOptions::default();
             opts.conn.auth = self.auth.clone();
             let probe = rask_client::Client::connect_with(&cluster.address, opts)?;
-            probe.wait_for_workers(self.n_workers)?;
+            self.wait_for_processes(&probe, &mut cluster)?;
         }
         Ok(cluster)
+    }
+
+    /// Waits until every worker process has joined the scheduler, and fails as soon as
+    /// one exits instead: a worker that cannot start (a GPU it cannot open, an option it
+    /// refuses) would otherwise be waited for forever. Its own error is on standard
+    /// error, which the worker processes share with this program.
+    fn wait_for_processes(
+        &self,
+        probe: &rask_client::Client,
+        cluster: &mut LocalCluster,
+    ) -> Result<(), ClientError> {
+        let mut delay = std::time::Duration::from_millis(1);
+        loop {
+            if probe.scheduler_info()?.workers.len() >= self.n_workers {
+                return Ok(());
+            }
+            for (i, child) in cluster.processes.iter_mut().enumerate() {
+                let status = child.try_wait().map_err(|e| {
+                    ClientError::Other(format!("cannot watch worker process worker-{i}: {e}"))
+                })?;
+                if let Some(status) = status {
+                    let device = match self.device_of(i) {
+                        Some(d) => format!(" ({})", d.device.label()),
+                        None => String::new(),
+                    };
+                    return Err(ClientError::Other(format!(
+                        "worker process worker-{i}{device} exited before joining the scheduler \
+                         ({status}); its error is on standard error"
+                    )));
+                }
+            }
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(std::time::Duration::from_millis(50));
+        }
     }
 
     fn worker_config(&self, addr: &str, i: usize, name: String) -> WorkerConfig {
