@@ -32,7 +32,9 @@ pub fn gpus() -> Result<Vec<GpuInfo>, DeviceError> {
     if n == 0 {
         return Err(DeviceError::NoGpus("NVML reports no devices".into()));
     }
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Every CPU of the machine, not only those this process may use: a GPU's CPUs may lie
+    // outside this process's set (under taskset or a cpuset).
+    let cpus = possible_cpus();
     let mut out = Vec::new();
     for i in 0..n {
         let d = nvml
@@ -53,10 +55,7 @@ pub fn gpus() -> Result<Vec<GpuInfo>, DeviceError> {
             }
         }
         let words = cpus.div_ceil(64).max(1);
-        let mask = d.cpu_affinity(words).unwrap_or_default();
-        let cpu_affinity = (0..cpus)
-            .filter(|c| mask.get(c / 64).is_some_and(|w| (w >> (c % 64)) & 1 == 1))
-            .collect();
+        let cpu_affinity = mask_cpus(&d.cpu_affinity(words).unwrap_or_default());
         out.push(GpuInfo {
             index: i,
             name: d.name().map_err(|e| err("read a name", e))?,
@@ -70,10 +69,60 @@ pub fn gpus() -> Result<Vec<GpuInfo>, DeviceError> {
     Ok(out)
 }
 
+/// How many CPU ids the machine may have (`/sys/devices/system/cpu/possible`, e.g.
+/// `0-127`: 128), or the CPUs this process may use when that cannot be read.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+fn possible_cpus() -> usize {
+    std::fs::read_to_string("/sys/devices/system/cpu/possible")
+        .ok()
+        .and_then(|s| highest_cpu(&s))
+        .map(|max| max + 1)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// The highest id of a CPU list such as `0-63,128-191`.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+fn highest_cpu(list: &str) -> Option<usize> {
+    list.trim()
+        .split(',')
+        .filter_map(|r| r.rsplit('-').next()?.trim().parse().ok())
+        .max()
+}
+
+/// The CPUs set in an affinity mask (64 CPUs per word, lowest first).
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+fn mask_cpus(mask: &[u64]) -> Vec<usize> {
+    mask.iter()
+        .enumerate()
+        .flat_map(|(w, bits)| {
+            (0..64)
+                .filter(move |b| (bits >> b) & 1 == 1)
+                .map(move |b| w * 64 + b)
+        })
+        .collect()
+}
+
 /// The GPUs of this machine (this build has no CUDA support).
 #[cfg(not(feature = "cuda"))]
 pub fn gpus() -> Result<Vec<GpuInfo>, DeviceError> {
     Err(DeviceError::NoGpus(
         "this build has no CUDA support (feature `cuda`)".into(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn affinity_masks_and_cpu_lists_name_every_cpu() {
+        assert_eq!(highest_cpu("0-127\n"), Some(127));
+        assert_eq!(highest_cpu("0-63,128-191"), Some(191));
+        assert_eq!(highest_cpu("0"), Some(0));
+        assert_eq!(highest_cpu(""), None);
+        // CPUs 1, 63, 64 and 130: beyond any count of CPUs this process may use.
+        let mask = [(1u64 << 1) | (1 << 63), 1, 1 << 2];
+        assert_eq!(mask_cpus(&mask), vec![1, 63, 64, 130]);
+        assert!(possible_cpus() >= 1);
+    }
 }
