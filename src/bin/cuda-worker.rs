@@ -371,14 +371,19 @@ fn run(a: Args) -> Result<ExitCode> {
             });
             Ok(())
         };
+        // A worker that cannot start stops those already started: none outlives this.
+        let mut outcome = Ok(ExitCode::SUCCESS);
         for (i, plan) in plans.iter().enumerate() {
-            start(i, &mut pids)?;
+            if let Err(e) = start(i, &mut pids) {
+                outcome = Err(e);
+                break;
+            }
             eprintln!(
                 "rask.cuda-worker - INFO - started the worker of {}",
                 plan.label
             );
         }
-        loop {
+        while outcome.is_ok() {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
@@ -394,7 +399,12 @@ fn run(a: Args) -> Result<ExitCode> {
                     }
                     restarts[i] += 1;
                     eprintln!("rask.cuda-worker - WARNING - the worker of {} exited ({status}); restarting it", plans[i].label);
-                    start(i, &mut pids)?;
+                    if let Err(e) = start(i, &mut pids) {
+                        eprintln!("rask.cuda-worker - ERROR - cannot restart the worker of {}: {e:#}; giving up on it", plans[i].label);
+                        if pids.is_empty() {
+                            return Ok(ExitCode::FAILURE);
+                        }
+                    }
                 }
             }
         }
@@ -421,7 +431,7 @@ fn run(a: Args) -> Result<ExitCode> {
                 }
             }
         }
-        Ok(ExitCode::SUCCESS)
+        outcome
     })
 }
 
