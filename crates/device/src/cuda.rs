@@ -9,7 +9,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaSlice, CudaStream};
+use cudarc::driver::{sys, CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 
 use crate::{Device, DeviceError, MemoryPool};
 
@@ -119,7 +119,9 @@ impl DeviceMem {
         guarded("copying to the host", || self.stream.clone_dtoh(&src))
     }
 
-    /// Device → device (through the host when the two are on different GPUs).
+    /// Device → device: on one GPU a copy in its memory; between two GPUs a peer copy
+    /// (over NVLink or PCIe; the driver stages it where the two cannot reach each other),
+    /// never through this process's host memory.
     pub(crate) fn copy_from_device(&mut self, src: &DeviceMem) -> Result<(), DeviceError> {
         if Arc::ptr_eq(&self.stream, &src.stream) {
             let stream = self.stream.clone();
@@ -130,7 +132,18 @@ impl DeviceMem {
             })?;
             return guarded("synchronizing", || stream.synchronize());
         }
-        let bytes = src.read()?;
-        self.write(&bytes)
+        let stream = self.stream.clone();
+        let len = src.len as usize;
+        let (dst_ctx, src_ctx) = (stream.context().cu_ctx(), src.stream.context().cu_ctx());
+        guarded("binding the context", || stream.context().bind_to_thread())?;
+        let (from, _src_sync) = src.slice.device_ptr(&src.stream);
+        let (to, _dst_sync) = self.slice.device_ptr_mut(&stream);
+        // SAFETY: both allocations hold at least `len` bytes (the source's length, checked
+        // by the caller against the destination's); the stream is synchronized below,
+        // before either can be freed.
+        guarded("copying between GPUs", || unsafe {
+            sys::cuMemcpyPeerAsync(to, dst_ctx, from, src_ctx, len, stream.cu_stream()).result()
+        })?;
+        guarded("synchronizing", || stream.synchronize())
     }
 }
