@@ -57,7 +57,11 @@ pub struct LocalClusterBuilder {
 #[derive(Clone, Debug)]
 enum Gpus {
     /// The real GPUs of this machine, found through NVML when the cluster starts.
-    Cuda { device_memory_limit: Option<u64> },
+    Cuda {
+        device_memory_limit: Option<u64>,
+        /// What discovery found when the cluster started.
+        found: Vec<rask_device::discover::GpuInfo>,
+    },
     /// Simulated GPUs.
     Sim {
         n: u32,
@@ -131,6 +135,7 @@ impl LocalClusterBuilder {
     pub fn cuda_gpus(mut self, device_memory_limit: Option<u64>) -> Self {
         self.gpus = Some(Gpus::Cuda {
             device_memory_limit,
+            found: Vec::new(),
         });
         self.processes = true;
         self
@@ -155,12 +160,15 @@ impl LocalClusterBuilder {
             }
             Gpus::Cuda {
                 device_memory_limit,
+                found,
             } => Some(DeviceArgs {
                 device: rask_worker::WorkerDevice::Cuda {
                     index: i as u32,
                     memory_limit: *device_memory_limit,
                 },
-                nvlink: Vec::new(),
+                nvlink: found
+                    .get(i)
+                    .map_or_else(Vec::new, |g| g.nvlink_peers.clone()),
             }),
         }
     }
@@ -217,8 +225,8 @@ impl LocalClusterBuilder {
 
     /// Starts the cluster; returns once every worker has joined.
     pub fn build(mut self) -> Result<LocalCluster, ClientError> {
-        if let Some(Gpus::Cuda { .. }) = &self.gpus {
-            let found = rask_device::discover::gpus().map_err(|e| {
+        if let Some(Gpus::Cuda { found, .. }) = &mut self.gpus {
+            *found = rask_device::discover::gpus().map_err(|e| {
                 ClientError::Other(format!(
                     "{e}; a LocalCUDACluster needs a GPU here, or simulated GPUs (sim_gpus)"
                 ))
@@ -447,9 +455,17 @@ impl LocalClusterBuilder {
         }
         if let Some(mut d) = self.device_of(i) {
             if let rask_worker::WorkerDevice::Cuda { index, .. } = &mut d.device {
-                // One GPU per process, numbered as NVML numbers them.
-                cmd.env("CUDA_VISIBLE_DEVICES", index.to_string())
-                    .env("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
+                // One GPU per process, named by its UUID (indices differ between NVML
+                // and CUDA's default order; a UUID names one GPU whatever the order).
+                let visible = match &self.gpus {
+                    Some(Gpus::Cuda { found, .. }) => found.get(i).map(|g| g.uuid.clone()),
+                    _ => None,
+                };
+                cmd.env(
+                    "CUDA_VISIBLE_DEVICES",
+                    visible.unwrap_or_else(|| index.to_string()),
+                )
+                .env("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
                 *index = 0;
             }
             cmd.args(crate::cli::device_args(&d.device, &d.nvlink));
