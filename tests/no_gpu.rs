@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{scheduler, RASK};
+use common::scheduler;
 
 /// Far longer than any of these calls takes; only there so that a hang fails the test
 /// instead of stalling the suite.
@@ -36,14 +35,7 @@ fn rask_worker_on_cuda_without_a_driver_names_it_and_exits_nonzero() {
         return;
     }
     let (_s, addr) = scheduler(&[]);
-    let child = Command::new(RASK)
-        .args(["worker", &addr, "--device", "cuda:0", "--name", "nogpu"])
-        .env("RASK_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = common::worker_reporting(&addr, "nogpu", &["--device", "cuda:0"]);
     let pid = child.id();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {

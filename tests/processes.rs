@@ -393,15 +393,7 @@ fn every_connection_must_prove_the_shared_secret() {
 fn a_worker_past_its_memory_terminate_threshold_stops_with_an_error() {
     let (_sched, addr) = scheduler(&[]);
     // The process's own heap alone is more than 95 % of 256 KiB.
-    let mut child = Command::new(RASK)
-        .args(["worker", &addr, "--nthreads", "1", "--name", "small"])
-        .args(["--memory-limit", "262144"])
-        .env("RASK_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = common::worker_reporting(&addr, "small", &["--memory-limit", "262144"]);
     let mut status = None;
     eventually("the worker stops", || {
         status = child.try_wait().unwrap();

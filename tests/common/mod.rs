@@ -95,6 +95,20 @@ pub fn worker_with(prefix: &[&str], addr: &str, name: &str, extra: &[&str]) -> P
     )
 }
 
+/// `rask worker` for `addr` with one thread, the given options, and its standard error
+/// captured: for tests that read why it stopped.
+pub fn worker_reporting(addr: &str, name: &str, extra: &[&str]) -> Child {
+    Command::new(RASK)
+        .args(["worker", addr, "--nthreads", "1", "--name", name])
+        .args(extra)
+        .env("RASK_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start rask worker")
+}
+
 /// Pseudo-random bytes from a seed (xorshift).
 pub fn random_bytes(len: usize, mut x: u64) -> Vec<u8> {
     x |= 1;
