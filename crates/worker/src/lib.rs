@@ -92,11 +92,29 @@ impl WorkerDevice {
         self.device().to_string()
     }
 
-    /// The GPU index, if a GPU.
+    /// The GPU index, if a GPU: the index in this process (a CUDA ordinal counts only the
+    /// GPUs `CUDA_VISIBLE_DEVICES` shows it).
     pub fn gpu(&self) -> Option<u32> {
         match self {
             WorkerDevice::Host => None,
             WorkerDevice::Sim { index, .. } | WorkerDevice::Cuda { index, .. } => Some(*index),
+        }
+    }
+
+    /// The GPU's index on its host (NVML's, in PCI bus order), which NVLink peers and the
+    /// scheduler's placement refer to: a CUDA worker that sees one GPU as `cuda:0` through
+    /// `CUDA_VISIBLE_DEVICES` is another GPU of the host than its neighbour's `cuda:0`.
+    pub fn host_gpu(&self) -> Option<u32> {
+        match self {
+            WorkerDevice::Cuda { index, .. } => {
+                let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+                Some(host_gpu_index(visible.as_deref(), *index, || {
+                    rask_device::discover::gpus()
+                        .map(|g| g.into_iter().map(|g| (g.index, g.uuid)).collect())
+                        .unwrap_or_default()
+                }))
+            }
+            d => d.gpu(),
         }
     }
 }
@@ -121,6 +139,29 @@ impl WorkerConfig {
             own_process: false,
         }
     }
+}
+
+/// The host's index of CUDA ordinal `ordinal` under `CUDA_VISIBLE_DEVICES` = `visible`:
+/// its entry by number (in PCI bus order, as workers are started), or by UUID looked up
+/// among the host's GPUs (`(index, uuid)`, asked only then); the ordinal itself when
+/// nothing restricts or names it.
+fn host_gpu_index(
+    visible: Option<&str>,
+    ordinal: u32,
+    gpus: impl FnOnce() -> Vec<(u32, String)>,
+) -> u32 {
+    let Some(entry) = visible.and_then(|v| v.split(',').nth(ordinal as usize)) else {
+        return ordinal;
+    };
+    let entry = entry.trim();
+    if let Ok(i) = entry.parse() {
+        return i;
+    }
+    gpus()
+        .into_iter()
+        // CUDA takes a UUID or a prefix of one (`GPU-8a2f`).
+        .find(|(_, uuid)| entry.starts_with("GPU-") && uuid.starts_with(entry))
+        .map_or(ordinal, |(i, _)| i)
 }
 
 /// Errors that stop a worker.
@@ -393,6 +434,8 @@ pub struct Worker {
     _cuda: Option<rask_device::cuda::CudaDevice>,
     /// Runs ops that have device plans (GPU workers).
     accel: Option<Arc<dyn Accelerator>>,
+    /// The GPU's index on its host.
+    host_gpu: Option<u32>,
     reader: FrameReader,
     to_scheduler: Sender<ToScheduler>,
 }
@@ -437,11 +480,18 @@ impl Worker {
         };
         let arena = Arena::new(rask_transport::shm::DEFAULT_SEGMENT);
         let accel = open_accelerator(&cfg.device, &arena, device_pool.as_ref());
+        let host_gpu = cfg.device.host_gpu();
+        // The device as the cluster knows it: a CUDA GPU by its host index (every worker
+        // of cuda-worker sees its own GPU as cuda:0).
+        let device_name = match (&cfg.device, host_gpu) {
+            (WorkerDevice::Cuda { .. }, Some(i)) => format!("cuda:{i}"),
+            (d, _) => d.label(),
+        };
         let mut resources = cfg.resources.clone();
         // A GPU worker offers `gpu = 1`, and its device by name (`sim:2 = 1`) so that a
         // task can ask for one GPU in particular.
         if cfg.device.gpu().is_some() {
-            for name in ["gpu".to_string(), cfg.device.label()] {
+            for name in ["gpu".to_string(), device_name.clone()] {
                 if !resources.iter().any(|r| r.name == name) {
                     resources.push(Resource { name, amount: 1.0 });
                 }
@@ -461,8 +511,8 @@ impl Worker {
                 listen_addr: listen_addr.clone(),
                 shm_addr,
                 transport: cfg.transport.to_string(),
-                device: cfg.device.label(),
-                gpu: cfg.device.gpu(),
+                device: device_name,
+                gpu: host_gpu,
                 nvlink: cfg.nvlink.clone(),
                 device_memory_limit: device_pool.as_ref().map_or(0, |p| p.limit()),
                 nthreads: cfg.nthreads,
@@ -485,6 +535,7 @@ impl Worker {
             device_pool,
             _cuda: cuda,
             accel,
+            host_gpu,
             reader,
             to_scheduler: spawn_writer(w),
             cfg,
@@ -518,6 +569,7 @@ impl Worker {
             device_pool,
             _cuda,
             accel,
+            host_gpu,
             mut reader,
             to_scheduler,
         } = self;
@@ -628,6 +680,7 @@ impl Worker {
             retire_tx,
             host_id: rask_transport::host_id(),
             device_label: cfg.device.label(),
+            host_gpu,
             spill: Spill::new(spill_limits(
                 &cfg.device,
                 device_pool.as_ref().map(|p| p.limit()),
@@ -737,6 +790,8 @@ struct State {
     host_id: String,
     /// This worker's device (`sim:N`, `cuda:N`, `host`).
     device_label: String,
+    /// The GPU's index on its host (what peers' NVLink lists name).
+    host_gpu: Option<u32>,
     device_pool: Option<Arc<rask_device::MemoryPool>>,
     /// Bytes received from peers, by link class.
     received: std::collections::BTreeMap<&'static str, u64>,
@@ -1198,7 +1253,7 @@ impl State {
             (&p.host_id, p.pid),
             !p.shm_addr.is_empty(),
         );
-        match (kind, self.cfg.device.gpu(), p.gpu) {
+        match (kind, self.host_gpu, p.gpu) {
             (Link::Inproc, ..) => "local",
             (Link::Tcp, ..) => "tcp",
             (Link::Shm, Some(_), Some(g)) if self.cfg.nvlink.contains(&g) => "nvlink",
@@ -1728,6 +1783,28 @@ pub fn rss_bytes() -> u64 {
 mod tests {
     use super::*;
     use rask_proto::{DeviceBytes, DeviceData, IpcExport};
+
+    #[test]
+    fn a_cuda_worker_names_its_gpu_by_the_hosts_index() {
+        let host = || {
+            vec![
+                (0, "GPU-aaaa".to_string()),
+                (1, "GPU-bbbb".to_string()),
+                (2, "GPU-cccc".to_string()),
+            ]
+        };
+        let none = || -> Vec<(u32, String)> { panic!("NVML asked without need") };
+        assert_eq!(host_gpu_index(None, 1, none), 1);
+        assert_eq!(host_gpu_index(Some("3"), 0, none), 3);
+        assert_eq!(host_gpu_index(Some("2,0"), 1, none), 0);
+        assert_eq!(host_gpu_index(Some("GPU-cccc"), 0, host), 2);
+        assert_eq!(host_gpu_index(Some("GPU-aaaa, GPU-bbbb"), 1, host), 1);
+        assert_eq!(host_gpu_index(Some("GPU-cc"), 0, host), 2);
+        assert_eq!(host_gpu_index(Some("MIG-cccc"), 0, host), 0);
+        // A UUID this host does not have, or an ordinal past the list: the ordinal.
+        assert_eq!(host_gpu_index(Some("GPU-zzzz"), 0, host), 0);
+        assert_eq!(host_gpu_index(Some("1"), 4, none), 4);
+    }
 
     /// Memory of a test device that lends by IPC handle (its first byte) and counts trips
     /// to the host.
