@@ -337,3 +337,41 @@ fn transfers_stay_within_nvlink_pairs() {
         }
     }
 }
+
+/// A consumer runs on the GPU that holds its input unless that GPU's memory is full: then
+/// on the input's NVLink peer, which has room.
+#[test]
+fn a_consumer_leaves_a_full_gpu_for_its_nvlink_peer() {
+    let cluster = LocalCUDACluster::sim(4, 64 << 20)
+        .nvlink(Topology::pairs(4))
+        .build()
+        .unwrap();
+    let c = Client::for_cluster(cluster).unwrap();
+    let n: i64 = 8 << 20;
+    let mut g = Graph::new();
+    g.task("x", "bytes", [Arg::from(n), Arg::from(5)])
+        .resources(&[("sim:2", 1.0), ("gpu", 1.0)]);
+    // 40 MiB more on GPU 2: 48 of its 64 MiB, below where it spills (80 %), but a
+    // consumer's output there would push values out.
+    g.task("fill", "bytes", [Arg::from(40i64 << 20), Arg::from(1)])
+        .resources(&[("sim:2", 1.0), ("gpu", 1.0)]);
+    let held = c.compute(&g, &["x", "fill"]).unwrap();
+    for f in &held {
+        f.wait().unwrap();
+    }
+    common::eventually("GPU 2 reports 48 MiB in use", || {
+        let info = c.scheduler_info().unwrap();
+        let w = info.workers.iter().find(|w| w.device == "sim:2").unwrap();
+        w.device_memory_used >= 48 << 20
+    });
+    let mut g = Graph::new();
+    g.task("y", "checksum", [Arg::from(&held[0])])
+        .resources(&[("gpu", 1.0)]);
+    let y = c.compute(&g, &["y"]).unwrap().pop().unwrap();
+    let want = Registry::builtin()
+        .call("checksum", &Value::Bytes(vec![5u8; n as usize].into()))
+        .unwrap();
+    assert_eq!(y.result().unwrap(), want);
+    let holders = &c.who_has_devices(std::slice::from_ref(&y)).unwrap()[y.key()];
+    assert_eq!(holders[0].1, "sim:3");
+}

@@ -75,6 +75,9 @@ wire! {
         pub nvlink: Vec<u32>,
         /// Bytes of device memory the worker may use (0 without a GPU).
         pub device_memory_limit: u64,
+        /// Device memory use past which the worker spills from its device (0 without a
+        /// GPU).
+        pub device_spill_at: u64,
         pub nthreads: u32,
         pub memory_limit: u64,
         pub resources: Vec<Resource>,

@@ -68,6 +68,8 @@ pub struct WorkerSpec {
     pub gpu: Option<u32>,
     /// GPUs of the same host that `gpu` reaches over NVLink.
     pub nvlink: Vec<u32>,
+    /// Device memory use past which the worker spills from its device (0: no device).
+    pub device_spill_at: u64,
 }
 
 impl WorkerSpec {
@@ -233,6 +235,8 @@ struct Worker {
     has_what: FxHashSet<TaskId>,
     /// Invariant: the sum of `nbytes` of `has_what`.
     nbytes: u64,
+    /// Device memory in use, as last reported.
+    device_used: u64,
 }
 
 impl Worker {
@@ -375,6 +379,14 @@ impl SchedulerCore {
         self.run();
     }
 
+    /// A worker reports its device memory in use (placement avoids pushing a full
+    /// device's values out when a peer has room).
+    pub fn worker_device_memory(&mut self, id: WorkerId, used: u64) {
+        if let Some(w) = self.workers.get_mut(&id) {
+            w.device_used = used;
+        }
+    }
+
     /// A worker joined.
     pub fn add_worker(&mut self, id: WorkerId, spec: WorkerSpec) {
         self.begin();
@@ -395,6 +407,7 @@ impl SchedulerCore {
                 occupancy_us: 0,
                 has_what: FxHashSet::default(),
                 nbytes: 0,
+                device_used: 0,
             },
         );
         // Tasks no worker could run may fit now.
@@ -1040,7 +1053,7 @@ impl SchedulerCore {
                 continue;
             }
             // Bytes to move, each weighted by the cheapest link from a holder.
-            let missing: f64 = task
+            let mut missing: f64 = task
                 .deps
                 .iter()
                 .map(|d| &self.tasks[d])
@@ -1056,6 +1069,13 @@ impl SchedulerCore {
                     d.nbytes as f64 * cheapest
                 })
                 .sum();
+            // On a GPU whose memory is full, the output (guessed as large as the inputs)
+            // pushes as many bytes off the device to the host, over PCIe.
+            if w.spec.device_spill_at > 0 {
+                let out: u64 = task.deps.iter().map(|d| self.tasks[d].nbytes).sum();
+                let over = (w.device_used + out).saturating_sub(w.spec.device_spill_at);
+                missing += over as f64 * 0.5;
+            }
             let cost = w.occupancy_us as f64 / w.spec.nthreads.max(1) as f64
                 + missing / self.cfg.bandwidth * 1e6;
             if best.is_none_or(|(c, b)| (cost, *id) < (c, b)) {

@@ -81,6 +81,7 @@ impl Sim {
                 resources: vec![],
                 gpu: None,
                 nvlink: vec![],
+                device_spill_at: 0,
             },
         );
         self.core.validate();

@@ -29,6 +29,7 @@ fn worker(name: &str, nthreads: u32) -> WorkerSpec {
         resources: vec![],
         gpu: None,
         nvlink: vec![],
+        device_spill_at: 0,
     }
 }
 
@@ -504,6 +505,7 @@ fn gpu_workers(s: &mut SchedulerCore) {
         let mut spec = worker(&format!("gpu{i}"), 1);
         spec.gpu = Some(i);
         spec.nvlink = vec![i ^ 1];
+        spec.device_spill_at = 1 << 30;
         spec.resources = vec![
             Resource {
                 name: "gpu".into(),
@@ -564,6 +566,35 @@ fn consumers_run_where_their_input_is_then_on_its_nvlink_peer() {
         matches!(placed[0], (WorkerId(0 | 1), t) if t == w),
         "{placed:?}"
     );
+    s.validate();
+}
+
+#[test]
+fn a_consumer_leaves_a_full_gpu_for_its_nvlink_peer_and_comes_back_when_it_has_room() {
+    let mut s = core();
+    gpu_workers(&mut s);
+    s.update_graph(C, vec![needs(task("x", &[]), "on-2")], &keys(&["x"]))
+        .unwrap();
+    let x = s.task_id("x").unwrap();
+    assert_eq!(computes(&s.take_actions()), vec![(WorkerId(2), x)]);
+    s.task_finished(WorkerId(2), x, 256 << 20, 10, None);
+    s.take_actions();
+    // GPU 2 holds 900 MiB of its 1 GiB before spilling: a consumer of the 256 MiB input
+    // (and an output guessed as large) would push values off it; its NVLink peer has
+    // room, and the input crosses NVLink instead.
+    s.worker_device_memory(WorkerId(2), 900 << 20);
+    s.update_graph(C, vec![needs(task("y", &["x"]), "gpu")], &keys(&["y"]))
+        .unwrap();
+    let y = s.task_id("y").unwrap();
+    assert_eq!(computes(&s.take_actions()), vec![(WorkerId(3), y)]);
+    s.task_finished(WorkerId(3), y, 8, 10, None);
+    s.take_actions();
+    // GPU 2 has room again: the next consumer runs where the input is.
+    s.worker_device_memory(WorkerId(2), 256 << 20);
+    s.update_graph(C, vec![needs(task("z", &["x"]), "gpu")], &keys(&["z"]))
+        .unwrap();
+    let z = s.task_id("z").unwrap();
+    assert_eq!(computes(&s.take_actions()), vec![(WorkerId(2), z)]);
     s.validate();
 }
 

@@ -339,6 +339,7 @@ impl Server {
                     resources: wh.resources,
                     gpu: wh.gpu,
                     nvlink: wh.nvlink.clone(),
+                    device_spill_at: wh.device_spill_at,
                 };
                 info!(worker = id.0, name = %h.name, addr = %wh.listen_addr, nthreads = wh.nthreads, transport = %wh.transport, shm = !wh.shm_addr.is_empty(), "worker joined");
                 self.workers.insert(
@@ -467,6 +468,7 @@ impl Server {
                     self.core.missing_data(w, task, dep, holder)
                 }
                 (Peer::Worker(w), ToScheduler::Heartbeat(hb)) => {
+                    self.core.worker_device_memory(w, hb.device_memory_used);
                     if let Some(conn) = self.workers.get_mut(&w) {
                         conn.heartbeat = Some(hb);
                     }

@@ -515,6 +515,10 @@ impl Worker {
                 gpu: host_gpu,
                 nvlink: cfg.nvlink.clone(),
                 device_memory_limit: device_pool.as_ref().map_or(0, |p| p.limit()),
+                device_spill_at: {
+                    let l = spill_limits(&cfg.device, device_pool.as_ref().map(|p| p.limit()), 0);
+                    l.device.map_or(0, |d| (d as f64 * l.device_target) as u64)
+                },
                 nthreads: cfg.nthreads,
                 memory_limit: cfg.memory_limit,
                 resources,
