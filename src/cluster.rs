@@ -456,11 +456,18 @@ impl LocalClusterBuilder {
         if let Some(mut d) = self.device_of(i) {
             if let rask_worker::WorkerDevice::Cuda { index, .. } = &mut d.device {
                 // One GPU per process, named by its UUID (indices differ between NVML
-                // and CUDA's default order; a UUID names one GPU whatever the order).
-                let visible = match &self.gpus {
-                    Some(Gpus::Cuda { found, .. }) => found.get(i).map(|g| g.uuid.clone()),
+                // and CUDA's default order; a UUID names one GPU whatever the order), on
+                // the CPUs near it.
+                let gpu = match &self.gpus {
+                    Some(Gpus::Cuda { found, .. }) => found.get(i),
                     _ => None,
                 };
+                let visible = gpu.map(|g| g.uuid.clone());
+                if let Some(g) = gpu {
+                    let allowed = crate::affinity::allowed();
+                    let cpus = crate::affinity::near(&g.cpu_affinity, allowed.as_deref());
+                    crate::affinity::pin(&mut cmd, &cpus);
+                }
                 cmd.env(
                     "CUDA_VISIBLE_DEVICES",
                     visible.unwrap_or_else(|| index.to_string()),

@@ -11,6 +11,7 @@
 //! This facade re-exports the client API and owns the cluster managers: the client crate
 //! itself never links scheduler or worker code, so in-process clusters live here.
 
+pub mod affinity;
 pub mod array;
 pub mod cli;
 mod cluster;

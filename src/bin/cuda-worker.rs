@@ -106,11 +106,7 @@ impl Host {
         let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "cuda-worker".into());
-        let cpus = rustix::thread::sched_getaffinity(None).ok().map(|set| {
-            (0..rustix::thread::CpuSet::MAX_CPU)
-                .filter(|&c| set.is_set(c))
-                .collect()
-        });
+        let cpus = rask::affinity::allowed();
         Host {
             name,
             memory: rask_worker::total_memory(),
@@ -205,7 +201,7 @@ fn gpu_plans(a: &Args, gpus: &[GpuInfo], host: &Host) -> Result<Vec<Plan>> {
                     ("CUDA_VISIBLE_DEVICES".into(), g.uuid.clone()),
                     ("CUDA_DEVICE_ORDER".into(), "PCI_BUS_ID".into()),
                 ],
-                cpus: affinity(&g.cpu_affinity, host.cpus.as_deref()),
+                cpus: rask::affinity::near(&g.cpu_affinity, host.cpus.as_deref()),
             }
         })
         .collect())
@@ -279,18 +275,6 @@ impl Common {
     }
 }
 
-/// The CPUs a GPU's worker runs on: those close to the GPU that this process may use
-/// (`allowed`, if known), and that a CPU set can hold. Empty when none is left: the
-/// worker then runs wherever cuda-worker may, rather than not at all.
-fn affinity(near_gpu: &[usize], allowed: Option<&[usize]>) -> Vec<usize> {
-    near_gpu
-        .iter()
-        .copied()
-        .filter(|c| *c < rustix::thread::CpuSet::MAX_CPU)
-        .filter(|c| allowed.is_none_or(|a| a.contains(c)))
-        .collect()
-}
-
 /// CPU ids as ranges, e.g. `0-7,16-23`.
 fn cpu_list(cpus: &[usize]) -> String {
     let mut out: Vec<String> = Vec::new();
@@ -324,24 +308,13 @@ fn rask_binary() -> Result<PathBuf> {
 }
 
 fn spawn(bin: &PathBuf, p: &Plan) -> Result<tokio::process::Child> {
-    let mut cmd = tokio::process::Command::new(bin);
+    let mut cmd = std::process::Command::new(bin);
     cmd.args(&p.args)
         .envs(p.env.iter().cloned())
         .stdin(std::process::Stdio::null());
-    if !p.cpus.is_empty() {
-        let mut set = rustix::thread::CpuSet::new();
-        for &c in &p.cpus {
-            set.set(c);
-        }
-        // SAFETY: sched_setaffinity is async-signal-safe; nothing else runs in the child
-        // between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                rustix::thread::sched_setaffinity(None, &set).map_err(std::io::Error::from)
-            });
-        }
-    }
-    cmd.spawn()
+    rask::affinity::pin(&mut cmd, &p.cpus);
+    tokio::process::Command::from(cmd)
+        .spawn()
         .with_context(|| format!("starting {} for {}", bin.display(), p.label))
 }
 
@@ -650,14 +623,6 @@ mod tests {
         let plans = gpu_plans(&args(&[]), &gpus(), &h).unwrap();
         assert_eq!(plans[0].cpus, (0..8).collect::<Vec<_>>());
         assert_eq!(plans[1].cpus, Vec::<usize>::new());
-    }
-
-    #[test]
-    fn cpus_beyond_what_a_cpu_set_holds_are_left_out() {
-        let max = rustix::thread::CpuSet::MAX_CPU;
-        let near: Vec<usize> = (max - 2..max + 2).collect();
-        assert_eq!(affinity(&near, None), [max - 2, max - 1]);
-        assert_eq!(affinity(&near, Some(&[max - 1, max])), [max - 1]);
     }
 
     #[test]
