@@ -375,3 +375,40 @@ fn a_consumer_leaves_a_full_gpu_for_its_nvlink_peer() {
     let holders = &c.who_has_devices(std::slice::from_ref(&y)).unwrap()[y.key()];
     assert_eq!(holders[0].1, "sim:3");
 }
+
+/// Workers offer their memory as resources (`memory`, and `device_memory` on a GPU): a
+/// task that declares what it needs runs where that fits, and waits for a worker where
+/// it fits nowhere.
+#[test]
+fn tasks_declaring_memory_run_only_where_it_fits() {
+    let cluster = LocalCUDACluster::sim(2, 64 << 20)
+        .memory_limit(1 << 30)
+        .build()
+        .unwrap();
+    let c = Client::for_cluster(cluster).unwrap();
+    let info = c.scheduler_info().unwrap();
+    assert_eq!(info.workers.len(), 2);
+    for w in &info.workers {
+        let offered = |name: &str| {
+            w.resources
+                .iter()
+                .find(|r| r.name == name)
+                .map(|r| r.amount)
+        };
+        assert_eq!(offered("memory"), Some((1u64 << 30) as f64));
+        assert_eq!(offered("device_memory"), Some((64u64 << 20) as f64));
+    }
+    let mut g = Graph::new();
+    g.task("fits", "add", [Arg::from(1), Arg::from(2)])
+        .resources(&[("device_memory", (48u64 << 20) as f64)]);
+    g.task("too-big", "add", [Arg::from(3), Arg::from(4)])
+        .resources(&[("device_memory", (128u64 << 20) as f64)]);
+    let fs = c.compute(&g, &["fits", "too-big"]).unwrap();
+    assert_eq!(fs[0].result().unwrap(), Value::Int(3));
+    common::eventually("the task that fits nowhere waits for a worker", || {
+        let info = c.scheduler_info().unwrap();
+        info.tasks_by_state
+            .iter()
+            .any(|(s, n)| s == "no-worker" && *n == 1)
+    });
+}

@@ -490,11 +490,20 @@ impl Worker {
         let mut resources = cfg.resources.clone();
         // A GPU worker offers `gpu = 1`, and its device by name (`sim:2 = 1`) so that a
         // task can ask for one GPU in particular.
+        // Every worker offers its memory limit as `memory` (bytes), a GPU worker its
+        // device memory as `device_memory`: a task that declares how much it needs holds
+        // that much while it runs, and goes only where it fits.
+        let mut offer = vec![("memory".to_string(), cfg.memory_limit as f64)];
         if cfg.device.gpu().is_some() {
-            for name in ["gpu".to_string(), device_name.clone()] {
-                if !resources.iter().any(|r| r.name == name) {
-                    resources.push(Resource { name, amount: 1.0 });
-                }
+            offer.push(("gpu".into(), 1.0));
+            offer.push((device_name.clone(), 1.0));
+            if let Some(p) = &device_pool {
+                offer.push(("device_memory".into(), p.limit() as f64));
+            }
+        }
+        for (name, amount) in offer {
+            if !resources.iter().any(|r| r.name == name) {
+                resources.push(Resource { name, amount });
             }
         }
         let hello = Hello {
