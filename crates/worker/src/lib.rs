@@ -224,6 +224,8 @@ struct Executed {
     /// The value, and whether the device's kernels computed it.
     result: Result<(Value, bool), String>,
     duration_us: u64,
+    /// Inputs brought back to the device for the job, for the store.
+    unspilled: Vec<(TaskId, Value)>,
 }
 
 /// Results are handed back in batches: a thread that finds more jobs queued keeps going
@@ -263,19 +265,62 @@ struct Exec {
 
 fn run_job(ex: &Exec, job: Job) -> Executed {
     let start = Instant::now();
-    let result = ex
-        .registry
-        .call_on(&job.op, &job.args, ex.alloc.as_ref(), ex.device.as_deref())
-        .map_err(|e| match e {
-            rask_kernels::KernelError::Failed { message, .. } => message,
-            e => e.to_string(),
-        });
+    let (args, unspilled) = match job.args {
+        Args::Ready(v) => (Ok(v), Vec::new()),
+        Args::Unspill {
+            datum,
+            bufs,
+            mut deps,
+            upload,
+        } => unspill_inputs(ex, &datum, &bufs, &mut deps, &upload),
+    };
+    let result = args.and_then(|args| {
+        ex.registry
+            .call_on(&job.op, &args, ex.alloc.as_ref(), ex.device.as_deref())
+            .map_err(|e| match e {
+                rask_kernels::KernelError::Failed { message, .. } => message,
+                e => e.to_string(),
+            })
+    });
     Executed {
         task: job.task,
         op: job.op,
         result,
         duration_us: start.elapsed().as_micros() as u64,
+        unspilled,
     }
+}
+
+/// Uploads the inputs `upload` names (indices into `deps`) to the device, on this
+/// executor thread (a GPU's upload waits for the GPU: never on the event loop), and
+/// builds the job's arguments from them. A value the device cannot take stays where it
+/// is; the job runs either way.
+fn unspill_inputs(
+    ex: &Exec,
+    datum: &Datum,
+    bufs: &[Bytes],
+    deps: &mut [Value],
+    upload: &[(usize, TaskId)],
+) -> (Result<Value, String>, Vec<(TaskId, Value)>) {
+    let mut unspilled = Vec::new();
+    if let Some(device) = &ex.device {
+        for &(i, task) in upload {
+            match device.upload(&deps[i]) {
+                Some(Ok(on_device)) => {
+                    deps[i] = on_device.clone();
+                    unspilled.push((task, on_device));
+                }
+                Some(Err(e)) => warn!(
+                    task = task.0,
+                    "cannot bring a value back to the device: {e}"
+                ),
+                None => {}
+            }
+        }
+    }
+    let refs: Vec<&Value> = deps.iter().collect();
+    let args = datum.to_value(bufs, &refs).map_err(|e| e.to_string());
+    (args, unspilled)
 }
 
 /// Ops whose measured average is below this run inline on the event loop.
@@ -287,7 +332,20 @@ const INLINE_BUDGET: Duration = Duration::from_millis(2);
 struct Job {
     task: TaskId,
     op: String,
-    args: Value,
+    args: Args,
+}
+
+/// A job's arguments: built, or to be built on the executor thread once some inputs are
+/// back on the device.
+enum Args {
+    Ready(Value),
+    Unspill {
+        datum: Datum,
+        bufs: Vec<Bytes>,
+        deps: Vec<Value>,
+        /// Inputs to upload first: index in `deps`, task.
+        upload: Vec<(usize, TaskId)>,
+    },
 }
 
 /// Task outputs and fetched inputs, shared with the data server.
@@ -680,6 +738,7 @@ impl Worker {
             peers: FxHashMap::default(),
             links: FxHashMap::default(),
             no_ipc: Default::default(),
+            unspilling: Default::default(),
             outstanding: FxHashMap::default(),
             next_req: 0,
             to_scheduler,
@@ -783,6 +842,8 @@ struct State {
     links: FxHashMap<WorkerId, Sender<PeerMsg>>,
     /// Peers whose device memory this worker's device could not import.
     no_ipc: rustc_hash::FxHashSet<WorkerId>,
+    /// Values being brought back to the device by a job.
+    unspilling: rustc_hash::FxHashSet<TaskId>,
     /// Fetch requests in flight: (peer, request id) → tasks.
     outstanding: FxHashMap<(WorkerId, u64), Vec<TaskId>>,
     next_req: u64,
@@ -1146,13 +1207,8 @@ impl State {
                 return;
             }
         };
-        let args = match self.unspill_for(&spec, &bufs, args) {
-            Ok(a) => a,
-            Err(message) => {
-                self.core.on_executed(task, Err(message));
-                return;
-            }
-        };
+        let args = self.unspill_for(&spec, bufs, args);
+        let unspilling = matches!(args, Args::Unspill { .. });
         let job = Job {
             task,
             op: spec.op,
@@ -1162,7 +1218,7 @@ impl State {
             .op_us
             .get(&job.op)
             .is_some_and(|us| *us < INLINE_MAX_US);
-        if fast && Instant::now() < self.inline_until {
+        if fast && !unspilling && Instant::now() < self.inline_until {
             // A op measured to take microseconds runs here: handing it to a thread would
             // cost more (two cross-thread wake-ups) than running it.
             let done = run_job(&self.exec, job);
@@ -1173,61 +1229,52 @@ impl State {
     }
 
     /// Inputs spilled from the device go back to it when the task runs by the device's
-    /// kernels (while the device has room below its spilling target); the task's arguments
-    /// are then rebuilt from the store.
-    fn unspill_for(
-        &mut self,
-        spec: &ComputeMsg,
-        bufs: &[Bytes],
-        args: Value,
-    ) -> Result<Value, String> {
-        let used = |s: &Self| s.device_pool.as_ref().map_or(0, |p| p.used());
+    /// kernels (while the device has room below its spilling target): the job then
+    /// uploads them on its executor thread and builds its arguments there
+    /// ([`Args::Unspill`]); the store takes the uploaded values when the job is done.
+    fn unspill_for(&mut self, spec: &ComputeMsg, bufs: Vec<Bytes>, args: Value) -> Args {
+        let used = self.device_pool.as_ref().map_or(0, |p| p.used());
         let Some(device) = self.exec.device.clone() else {
-            return Ok(args);
+            return Args::Ready(args);
         };
-        if !spec
-            .deps
-            .iter()
-            .any(|d| self.spill.unspill(d.task, used(self)))
-        {
-            return Ok(args);
+        let wanted = |s: &Self, t: TaskId, planned: u64| {
+            !s.unspilling.contains(&t) && s.spill.unspill(t, used + planned)
+        };
+        if !spec.deps.iter().any(|d| wanted(self, d.task, 0)) {
+            return Args::Ready(args);
         }
         let list = match &args {
             Value::List(l) => l.as_slice(),
             v => std::slice::from_ref(v),
         };
         if !device.runs(&self.exec.registry, &spec.op, list) {
-            return Ok(args);
+            return Args::Ready(args);
         }
-        let store = self.store.clone();
-        let mut store = store.lock().expect("store lock");
-        for d in &spec.deps {
-            if !self.spill.unspill(d.task, used(self)) {
-                continue;
-            }
-            let Some(v) = store.get(&d.task) else {
-                continue;
-            };
-            match device.upload(v) {
-                Some(Ok(on_device)) => {
-                    let label = match self.spill.tier(d.task) {
-                        Some(Tier::Disk) => "disk->device",
-                        _ => "host->device",
-                    };
-                    *self.spilled.entry(label).or_default() += on_device.device_bytes();
-                    store.insert(d.task, on_device);
-                    self.spill.moved(d.task, Tier::Device);
-                }
-                Some(Err(e)) => warn!(
-                    task = d.task.0,
-                    "cannot bring a value back to the device: {e}"
-                ),
-                None => {}
+        let deps: Option<Vec<Value>> = {
+            let store = self.store.lock().expect("store lock");
+            spec.deps
+                .iter()
+                .map(|d| store.get(&d.task).cloned())
+                .collect()
+        };
+        let Some(deps) = deps else {
+            return Args::Ready(args);
+        };
+        let mut upload = Vec::new();
+        let mut planned = 0;
+        for (i, d) in spec.deps.iter().enumerate() {
+            if wanted(self, d.task, planned) {
+                planned += deps[i].nbytes();
+                upload.push((i, d.task));
+                self.unspilling.insert(d.task);
             }
         }
-        let deps: Option<Vec<&Value>> = spec.deps.iter().map(|d| store.get(&d.task)).collect();
-        let deps = deps.ok_or("internal: an input is not in the store")?;
-        spec.args.to_value(bufs, &deps).map_err(|e| e.to_string())
+        Args::Unspill {
+            datum: spec.args.clone(),
+            bufs,
+            deps,
+            upload,
+        }
     }
 
     fn on_executed(&mut self, done: Vec<Executed>) {
@@ -1238,8 +1285,23 @@ impl State {
             op,
             result,
             duration_us,
+            unspilled,
         } in done
         {
+            for (t, v) in unspilled {
+                self.unspilling.remove(&t);
+                // Only if the value is still stored and not already back on the device.
+                let label = match self.spill.tier(t) {
+                    Some(Tier::Disk) => "disk->device",
+                    Some(Tier::Host) => "host->device",
+                    _ => continue,
+                };
+                if let Some(slot) = store.get_mut(&t) {
+                    *self.spilled.entry(label).or_default() += v.device_bytes();
+                    *slot = v;
+                    self.spill.moved(t, Tier::Device);
+                }
+            }
             let avg = self.op_us.entry(op).or_insert(duration_us as f64);
             *avg = 0.8 * *avg + 0.2 * duration_us as f64;
             match result {
