@@ -50,6 +50,14 @@ fn simulated_gpus_get_a_worker_each_restarted_when_killed_and_stopped_on_sigterm
     let c = Client::connect(&addr).unwrap();
     c.wait_for_workers(2).unwrap();
     let info = c.scheduler_info().unwrap();
+    // What is simulated says so.
+    for w in &info.workers {
+        assert!(
+            w.device_name.starts_with("simulated GPU"),
+            "{:?}",
+            w.device_name
+        );
+    }
     let mut seen: Vec<(String, String, u64)> = info
         .workers
         .iter()

@@ -267,6 +267,7 @@ fn a_silent_worker_is_presumed_dead_and_its_work_rescheduled() {
                 nvlink: vec![],
                 device_memory_limit: 0,
                 device_spill_at: 0,
+                device_name: String::new(),
                 nthreads: 4,
                 memory_limit: 1 << 30,
                 resources: vec![],

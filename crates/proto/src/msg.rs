@@ -69,6 +69,8 @@ wire! {
         pub transport: String,
         /// The device the worker drives: `host`, `sim:N` (simulated GPU) or `cuda:N`.
         pub device: String,
+        /// What the device is: a GPU's product name, `simulated GPU (…)`, or empty.
+        pub device_name: String,
         /// Its GPU index on this host, if it drives a GPU.
         pub gpu: Option<u32>,
         /// GPUs of this host reached from `gpu` over NVLink.
@@ -260,6 +262,8 @@ wire! {
         pub transport: String,
         /// See [`WorkerHello::device`].
         pub device: String,
+        /// See [`WorkerHello::device_name`].
+        pub device_name: String,
         pub device_memory_limit: u64,
         pub device_memory_used: u64,
         /// See [`HeartbeatMsg::device_to_host`].

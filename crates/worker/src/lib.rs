@@ -579,6 +579,15 @@ impl Worker {
                 shm_addr,
                 transport: cfg.transport.to_string(),
                 device: device_name,
+                device_name: match &cfg.device {
+                    WorkerDevice::Host => String::new(),
+                    WorkerDevice::Sim { .. } => {
+                        "simulated GPU (host memory, kernels run on the CPU)".into()
+                    }
+                    WorkerDevice::Cuda { .. } => cuda
+                        .as_ref()
+                        .map_or_else(String::new, |c| c.name().to_string()),
+                },
                 gpu: host_gpu,
                 nvlink: cfg.nvlink.clone(),
                 device_memory_limit: device_pool.as_ref().map_or(0, |p| p.limit()),
