@@ -23,6 +23,7 @@ pub mod discover;
 pub mod nvrtc;
 pub mod sim;
 pub mod spill;
+pub mod staging;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
