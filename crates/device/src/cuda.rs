@@ -9,8 +9,11 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use cudarc::driver::{sys, CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
+use cudarc::driver::{
+    result, sys, CudaContext, CudaEvent, CudaSlice, CudaStream, DevicePtr, DevicePtrMut,
+};
 
+use crate::staging::{CopyEngine, PinnedMemory};
 use crate::{Device, DeviceError, MemoryPool};
 
 /// Whether a CUDA driver library can be loaded here.
@@ -145,5 +148,73 @@ impl DeviceMem {
             sys::cuMemcpyPeerAsync(to, dst_ctx, from, src_ctx, len, stream.cu_stream()).result()
         })?;
         guarded("synchronizing", || stream.synchronize())
+    }
+}
+
+/// Page-locked host memory of a CUDA context, for staging (`cuMemHostAlloc` with flags 0:
+/// not write-combined, since the CPU reads downloads from it).
+pub struct CudaPinned(Arc<CudaContext>);
+
+impl CudaPinned {
+    pub fn new(ctx: Arc<CudaContext>) -> CudaPinned {
+        CudaPinned(ctx)
+    }
+}
+
+impl PinnedMemory for CudaPinned {
+    fn alloc(&self, len: usize) -> Result<std::ptr::NonNull<u8>, DeviceError> {
+        guarded("binding the context", || self.0.bind_to_thread())?;
+        // SAFETY: a plain page-locked allocation.
+        let p = guarded("allocating pinned memory", || unsafe {
+            result::malloc_host(len, 0)
+        })?;
+        std::ptr::NonNull::new(p.cast())
+            .ok_or_else(|| DeviceError::Cuda("allocating pinned memory: a null pointer".into()))
+    }
+
+    unsafe fn free(&self, ptr: std::ptr::NonNull<u8>, _len: usize) {
+        let _ = guarded("binding the context", || self.0.bind_to_thread());
+        // SAFETY: allocated by `alloc` above, freed once (the caller's contract).
+        let _ = guarded("freeing pinned memory", || unsafe {
+            result::free_host(ptr.as_ptr().cast())
+        });
+    }
+}
+
+/// A CUDA stream as the copy engine of staged transfers: copies are queued on the stream,
+/// fences are events recorded on it.
+pub struct StreamEngine<'a>(pub &'a CudaStream);
+
+impl CopyEngine for StreamEngine<'_> {
+    type Fence = CudaEvent;
+
+    unsafe fn to_device(
+        &mut self,
+        src: *const u8,
+        len: usize,
+        dst: u64,
+    ) -> Result<(), DeviceError> {
+        let stream = self.0.cu_stream();
+        // SAFETY: the caller keeps `src` (pinned, `len` bytes) valid until the fence after
+        // this copy; `dst` holds `len` bytes.
+        guarded("copying to the device", || unsafe {
+            result::memcpy_htod_async(dst, std::slice::from_raw_parts(src, len), stream)
+        })
+    }
+
+    unsafe fn to_host(&mut self, src: u64, dst: *mut u8, len: usize) -> Result<(), DeviceError> {
+        let stream = self.0.cu_stream();
+        // SAFETY: as above, for `dst`.
+        guarded("copying to the host", || unsafe {
+            result::memcpy_dtoh_async(std::slice::from_raw_parts_mut(dst, len), src, stream)
+        })
+    }
+
+    fn fence(&mut self) -> Result<CudaEvent, DeviceError> {
+        guarded("recording an event", || self.0.record_event(None))
+    }
+
+    fn wait(&mut self, fence: &CudaEvent) -> Result<(), DeviceError> {
+        guarded("waiting for the device", || fence.synchronize())
     }
 }

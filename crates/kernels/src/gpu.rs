@@ -25,11 +25,12 @@ use std::sync::{mpsc, Arc};
 
 use bytes::Bytes;
 
-use rask_device::cuda::guarded;
+use rask_device::cuda::{guarded, CudaPinned, StreamEngine};
 use rask_device::cudarc::cublas::{self, CudaBlas};
 use rask_device::cudarc::driver::{result, sys, CudaContext, CudaFunction, CudaModule, CudaStream};
 use rask_device::cudarc::nvrtc::Ptx;
 use rask_device::nvrtc::ModuleCache;
+use rask_device::staging::{self, StagingPool};
 use rask_device::{DeviceError, MemoryPool, Reservation};
 use rask_proto::{DType, DeviceBytes, DeviceData, IpcBuffer, IpcExport, Value};
 
@@ -51,11 +52,16 @@ pub struct Gpu {
     cache: ModuleCache,
     modules: HashMap<ModKey, Loaded>,
     blas: Option<CudaBlas>,
-    staging: Pinned,
+    /// Two pinned buffers every transfer to or from the host goes through, in chunks.
+    staging: StagingPool,
 }
 
-// SAFETY: the staging memory is owned by this value and only touched through `&mut self`;
-// the cudarc handles are Send.
+/// Bytes per staging buffer: large enough for the copy engine to run at full speed,
+/// small enough that two per GPU pin little memory.
+const STAGE_CHUNK: usize = 8 << 20;
+
+// SAFETY: the staging buffers are owned by this value's pool and only touched through
+// `&mut self`; the cudarc handles are Send.
 unsafe impl Send for Gpu {}
 
 impl std::fmt::Debug for Gpu {
@@ -94,6 +100,7 @@ impl Gpu {
             tracing::warn!("cuBLAS cannot be loaded: matrix products run on the CPU");
             None
         };
+        let pinned = Arc::new(CudaPinned::new(ctx.clone()));
         Ok(Gpu {
             id: NEXT_GPU.fetch_add(1, Ordering::Relaxed),
             ctx,
@@ -103,7 +110,7 @@ impl Gpu {
             cache: ModuleCache::new(ModuleCache::default_dir()),
             modules: HashMap::new(),
             blas,
-            staging: Pinned::default(),
+            staging: StagingPool::new(pinned, STAGE_CHUNK, 2),
         })
     }
 
@@ -163,21 +170,7 @@ impl Gpu {
     /// `bytes` copied into new device memory (as [`Gpu::run_kept`] allocates it).
     pub fn upload(&mut self, bytes: &[u8]) -> Result<u64, String> {
         let ptr = self.alloc_kept(bytes.len() as u64)?;
-        let cu_stream = self.stream.cu_stream();
-        let r = self
-            .staging
-            .reserve(bytes.len())
-            .map_err(|e| e.to_string())
-            .and_then(|_| {
-                let staged = &mut self.staging.as_mut_slice()[..bytes.len()];
-                staged.copy_from_slice(bytes);
-                // SAFETY: `ptr` holds bytes.len() bytes; the staging memory is untouched
-                // until the stream is synchronized.
-                cuda("uploading", || unsafe {
-                    result::memcpy_htod_async(ptr, &*staged, cu_stream)
-                })
-            })
-            .and_then(|_| cuda("synchronizing", || self.stream.synchronize()));
+        let r = self.copy_in(bytes, ptr);
         match r {
             Ok(()) => Ok(ptr),
             Err(e) => {
@@ -264,21 +257,22 @@ impl Gpu {
     /// `len` bytes of device memory at `ptr`, copied to the host.
     pub fn download(&mut self, ptr: u64, len: usize) -> Result<Bytes, String> {
         cuda("binding the context", || self.ctx.bind_to_thread())?;
-        let cu_stream = self.stream.cu_stream();
-        self.staging.reserve(len).map_err(|e| e.to_string())?;
-        let staged = &mut self.staging.as_mut_slice()[..len];
-        // SAFETY: `ptr` holds at least `len` bytes; the stream is synchronized before the
-        // staging memory is read.
-        let r = cuda("downloading", || unsafe {
-            result::memcpy_dtoh_async(&mut *staged, ptr, cu_stream)
-        })
-        .and_then(|_| cuda("synchronizing", || self.stream.synchronize()));
-        if r.is_err() {
-            let _ = guarded("synchronizing", || self.stream.synchronize());
-        }
-        r?;
-        let staged = &self.staging.as_mut_slice()[..len];
-        Ok(crate::output_bytes(len, |b| b.copy_from_slice(staged)))
+        let mut r = Ok(());
+        let out = crate::output_bytes(len, |b| {
+            let mut engine = StreamEngine(&self.stream);
+            r = staging::download(&self.staging, &mut engine, ptr, b);
+        });
+        r.map_err(|e| format!("downloading: {e}"))?;
+        Ok(out)
+    }
+
+    /// `bytes` into device memory at `dst` (which holds as many), through the staging
+    /// buffers; done when this returns.
+    fn copy_in(&mut self, bytes: &[u8], dst: u64) -> Result<(), String> {
+        cuda("binding the context", || self.ctx.bind_to_thread())?;
+        let mut engine = StreamEngine(&self.stream);
+        staging::upload(&self.staging, &mut engine, bytes, dst)
+            .map_err(|e| format!("uploading: {e}"))
     }
 
     /// Runs the steps into `out` (device memory of the output's length), or downloads the
@@ -310,16 +304,7 @@ impl Gpu {
                 .map(|c| c.ptr),
             plan::Input::Host(_) => None,
         };
-        let in_bytes: usize = plan
-            .inputs
-            .iter()
-            .filter(|i| resident(i).is_none())
-            .map(|b| b.len())
-            .sum();
         let out_len = plan.out_len() as usize;
-        self.staging
-            .reserve(in_bytes.max(out_len))
-            .map_err(|e| e.to_string())?;
         let mut mem = Vec::new();
         let alloc = |mem: &mut Vec<DevMem>, len: u64| -> Result<u64, String> {
             let d = DevMem::alloc(&self.ctx, cu_stream, len).map_err(|e| e.to_string())?;
@@ -328,7 +313,6 @@ impl Gpu {
             Ok(p)
         };
         let mut inputs = Vec::new();
-        let mut at = 0;
         for i in &plan.inputs {
             if let Some(p) = resident(i) {
                 inputs.push(p);
@@ -343,14 +327,8 @@ impl Gpu {
                 }
             };
             let p = alloc(&mut mem, b.len() as u64)?;
-            let staged = &mut self.staging.as_mut_slice()[at..at + b.len()];
-            staged.copy_from_slice(b);
-            // SAFETY: `p` holds b.len() bytes; the staging bytes stay untouched until the
-            // stream is synchronized below.
-            cuda("uploading an input", || unsafe {
-                result::memcpy_htod_async(p, &*staged, cu_stream)
-            })?;
-            at += b.len();
+            staging::upload(&self.staging, &mut StreamEngine(&self.stream), b, p)
+                .map_err(|e| format!("uploading an input: {e}"))?;
             inputs.push(p);
         }
         let temps = plan
@@ -432,22 +410,19 @@ impl Gpu {
             }
         }
         if kept.is_some() {
-            // Done when this returns: the staged inputs are reused, and the output may be
-            // read by another process (CUDA IPC) next.
+            // Done when this returns: the output may be read by another process (CUDA
+            // IPC) next.
             cuda("synchronizing", || self.stream.synchronize())?;
             return Ok(None);
         }
-        let staged = &mut self.staging.as_mut_slice()[..out_len];
-        // SAFETY: `out` holds out_len bytes; the stream is synchronized before reading.
-        cuda("downloading the output", || unsafe {
-            result::memcpy_dtoh_async(&mut *staged, out, cu_stream)
-        })?;
-        cuda("synchronizing", || self.stream.synchronize())?;
+        // The download is queued after the steps on the same stream.
+        let mut r = Ok(());
+        let data = crate::output_bytes(out_len, |b| {
+            r = staging::download(&self.staging, &mut StreamEngine(&self.stream), out, b);
+        });
+        r.map_err(|e| format!("downloading the output: {e}"))?;
         drop(mem);
-        let staged = &self.staging.as_mut_slice()[..out_len];
-        Ok(Some(crate::output_bytes(out_len, |b| {
-            b.copy_from_slice(staged)
-        })))
+        Ok(Some(data))
     }
 
     /// The entry point, its module compiled (or read from the disk cache) and loaded at
@@ -908,14 +883,6 @@ impl Drop for CudaBytes {
     }
 }
 
-impl Drop for Gpu {
-    fn drop(&mut self) {
-        // Pinned memory is freed with the context current.
-        let _ = guarded("binding the context", || self.ctx.bind_to_thread());
-        self.staging.release();
-    }
-}
-
 /// Device memory of one run, from the stream-ordered pool where the GPU has one.
 struct DevMem {
     ptr: u64,
@@ -959,54 +926,5 @@ impl Drop for DevMem {
         if let Err(e) = r {
             tracing::warn!("{e}");
         }
-    }
-}
-
-/// Pinned (page-locked) host memory for staging copies, grown as needed. Not
-/// write-combined: the CPU reads downloads from it.
-#[derive(Default)]
-struct Pinned {
-    ptr: Option<std::ptr::NonNull<u8>>,
-    cap: usize,
-}
-
-impl Pinned {
-    fn reserve(&mut self, len: usize) -> Result<(), DeviceError> {
-        if len <= self.cap {
-            return Ok(());
-        }
-        let cap = len.next_power_of_two().max(1 << 20);
-        self.release();
-        // SAFETY: a plain page-locked allocation (flags 0: not write-combined).
-        let p = guarded("allocating pinned memory", || unsafe {
-            result::malloc_host(cap, 0)
-        })?;
-        self.ptr = std::ptr::NonNull::new(p.cast());
-        self.cap = cap;
-        Ok(())
-    }
-
-    fn as_mut_slice(&mut self) -> &mut [u8] {
-        match self.ptr {
-            // SAFETY: `cap` bytes allocated by cuMemHostAlloc, owned here.
-            Some(p) => unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), self.cap) },
-            None => &mut [],
-        }
-    }
-
-    fn release(&mut self) {
-        if let Some(p) = self.ptr.take() {
-            // SAFETY: allocated by cuMemHostAlloc, freed once.
-            let _ = guarded("freeing pinned memory", || unsafe {
-                result::free_host(p.as_ptr().cast())
-            });
-        }
-        self.cap = 0;
-    }
-}
-
-impl Drop for Pinned {
-    fn drop(&mut self) {
-        self.release();
     }
 }
