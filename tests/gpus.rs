@@ -6,13 +6,25 @@ mod common;
 
 use rask::{Arg, Client, Graph, LocalCUDACluster, Registry, Topology, Value};
 
-#[test]
-fn four_simulated_gpus_place_work_by_data_and_nvlink() {
-    let cluster = LocalCUDACluster::sim(4, 256 << 20)
+/// A client of 4 simulated GPUs of `memory` bytes each, in two NVLink pairs (0-1, 2-3).
+fn four_gpus_in_pairs(memory: u64) -> Client {
+    let cluster = LocalCUDACluster::sim(4, memory)
         .nvlink(Topology::pairs(4))
         .build()
         .unwrap();
-    let c = Client::for_cluster(cluster).unwrap();
+    Client::for_cluster(cluster).unwrap()
+}
+
+/// The device holding a computed value (one holder).
+fn device_of(c: &Client, f: &rask::Future) -> String {
+    let holders = &c.who_has_devices(std::slice::from_ref(f)).unwrap()[f.key()];
+    assert_eq!(holders.len(), 1, "{holders:?}");
+    holders[0].1.clone()
+}
+
+#[test]
+fn four_simulated_gpus_place_work_by_data_and_nvlink() {
+    let c = four_gpus_in_pairs(256 << 20);
     let info = c.scheduler_info().unwrap();
     let mut devices: Vec<String> = info.workers.iter().map(|w| w.device.clone()).collect();
     devices.sort();
@@ -27,11 +39,7 @@ fn four_simulated_gpus_place_work_by_data_and_nvlink() {
             );
         }
     }
-    let device_of = |f: &rask::Future| {
-        let holders = &c.who_has_devices(std::slice::from_ref(f)).unwrap()[f.key()];
-        assert_eq!(holders.len(), 1, "{holders:?}");
-        holders[0].1.clone()
-    };
+    let device_of = |f: &rask::Future| device_of(&c, f);
     let one = |g: &Graph, key: &str| c.compute(g, &[key]).unwrap().pop().unwrap();
 
     // A 32 MiB input on GPU 2, accounted there.
@@ -277,11 +285,7 @@ fn device_chunks_spill_and_come_back_exact() {
 /// runs in that pair: its input crosses NVLink, never PCIe.
 #[test]
 fn transfers_stay_within_nvlink_pairs() {
-    let cluster = LocalCUDACluster::sim(4, 256 << 20)
-        .nvlink(Topology::pairs(4))
-        .build()
-        .unwrap();
-    let c = Client::for_cluster(cluster).unwrap();
+    let c = four_gpus_in_pairs(256 << 20);
     let n: i64 = 8 << 20;
     let mut g = Graph::new();
     for i in 0..4 {
@@ -311,10 +315,9 @@ fn transfers_stay_within_nvlink_pairs() {
             .map(|j| Value::Bytes(vec![(2 * k + j) as u8; n as usize].into()))
             .collect();
         assert_eq!(f.result().unwrap(), Value::List(want));
-        let holders = &c.who_has_devices(std::slice::from_ref(f)).unwrap()[f.key()];
-        let ran_on = &holders[0].1;
+        let ran_on = device_of(&c, f);
         let pair = [format!("sim:{}", 2 * k), format!("sim:{}", 2 * k + 1)];
-        assert!(pair.contains(ran_on), "{} ran on {ran_on}", f.key());
+        assert!(pair.contains(&ran_on), "{} ran on {ran_on}", f.key());
     }
     common::eventually("each pair reports one input received over NVLink", || {
         let info = c.scheduler_info().unwrap();
@@ -342,11 +345,7 @@ fn transfers_stay_within_nvlink_pairs() {
 /// on the input's NVLink peer, which has room.
 #[test]
 fn a_consumer_leaves_a_full_gpu_for_its_nvlink_peer() {
-    let cluster = LocalCUDACluster::sim(4, 64 << 20)
-        .nvlink(Topology::pairs(4))
-        .build()
-        .unwrap();
-    let c = Client::for_cluster(cluster).unwrap();
+    let c = four_gpus_in_pairs(64 << 20);
     let n: i64 = 8 << 20;
     let mut g = Graph::new();
     g.task("x", "bytes", [Arg::from(n), Arg::from(5)])
@@ -372,8 +371,7 @@ fn a_consumer_leaves_a_full_gpu_for_its_nvlink_peer() {
         .call("checksum", &Value::Bytes(vec![5u8; n as usize].into()))
         .unwrap();
     assert_eq!(y.result().unwrap(), want);
-    let holders = &c.who_has_devices(std::slice::from_ref(&y)).unwrap()[y.key()];
-    assert_eq!(holders[0].1, "sim:3");
+    assert_eq!(device_of(&c, &y), "sim:3");
 }
 
 /// Workers offer their memory as resources (`memory`, and `device_memory` on a GPU): a
