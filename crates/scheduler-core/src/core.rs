@@ -77,7 +77,13 @@ impl WorkerSpec {
     /// nothing on the same worker, little between CPU workers of one host (shared memory,
     /// no copy), a tenth over NVLink, half through the host's PCIe, all of it over tcp.
     pub fn link_factor(&self, holder: &WorkerSpec) -> f64 {
-        if self.host_id != holder.host_id || self.host_id.is_empty() {
+        let same_host = !self.host_id.is_empty() && self.host_id == holder.host_id;
+        self.link_factor_on(same_host, holder)
+    }
+
+    /// `link_factor`, with whether both workers share a host already known.
+    fn link_factor_on(&self, same_host: bool, holder: &WorkerSpec) -> f64 {
+        if !same_host {
             return 1.0;
         }
         match (self.gpu, holder.gpu) {
@@ -225,6 +231,9 @@ impl Task {
 struct Worker {
     spec: WorkerSpec,
     name: Arc<str>,
+    /// Invariant: `spec.host_id` interned in the core's `host_ids`; `None` when it is
+    /// empty (an unknown host, shared with no one).
+    host: Option<u32>,
     /// (resource id, total amount).
     resources: Vec<(u32, f64)>,
     /// (resource id, amount held by processing tasks).
@@ -257,6 +266,12 @@ impl Worker {
         resources
             .iter()
             .all(|&(r, need)| lookup(&self.resources, r) + 1e-9 >= need)
+    }
+
+    /// `WorkerSpec::link_factor`, comparing interned host ids instead of strings.
+    fn link_factor(&self, holder: &Worker) -> f64 {
+        let same_host = self.host.is_some() && self.host == holder.host;
+        self.spec.link_factor_on(same_host, &holder.spec)
     }
 }
 
@@ -303,6 +318,8 @@ pub struct SchedulerCore {
     ops: Vec<OpStat>,
     op_ids: FxHashMap<Arc<str>, u32>,
     resource_ids: FxHashMap<String, u32>,
+    /// Hosts' ids interned, so that placement compares numbers.
+    host_ids: FxHashMap<String, u32>,
     /// Op names the cluster's workers can run; `None` accepts any op.
     registry: Option<FxHashSet<String>>,
     actions: Vec<Action>,
@@ -328,6 +345,7 @@ impl SchedulerCore {
             ops: Vec::new(),
             op_ids: FxHashMap::default(),
             resource_ids: FxHashMap::default(),
+            host_ids: FxHashMap::default(),
             registry: None,
             actions: Vec::new(),
             log,
@@ -396,11 +414,13 @@ impl SchedulerCore {
             .map(|r| (self.resource_id(&r.name), r.amount))
             .collect();
         let name: Arc<str> = spec.name.as_str().into();
+        let host = (!spec.host_id.is_empty()).then(|| self.host_id(&spec.host_id));
         self.workers.insert(
             id,
             Worker {
                 spec,
                 name,
+                host,
                 resources,
                 used: Vec::new(),
                 processing: FxHashSet::default(),
@@ -1042,6 +1062,8 @@ impl SchedulerCore {
     fn decide_worker(&self, t: TaskId) -> Placement {
         let task = &self.tasks[&t];
         let resources = task.resources();
+        // The output, guessed as large as the inputs (for the full-GPU penalty below).
+        let out: u64 = task.deps.iter().map(|d| self.tasks[d].nbytes).sum();
         let mut best: Option<(f64, WorkerId)> = None;
         let mut any_fit = false;
         for (id, w) in &self.workers {
@@ -1064,15 +1086,14 @@ impl SchedulerCore {
                         .as_slice()
                         .iter()
                         .filter_map(|h| self.workers.get(h))
-                        .map(|h| w.spec.link_factor(&h.spec))
+                        .map(|h| w.link_factor(h))
                         .fold(1.0, f64::min);
                     d.nbytes as f64 * cheapest
                 })
                 .sum();
-            // On a GPU whose memory is full, the output (guessed as large as the inputs)
-            // pushes as many bytes off the device to the host, over PCIe.
+            // On a GPU whose memory is full, the output pushes as many bytes off the
+            // device to the host, over PCIe.
             if w.spec.device_spill_at > 0 {
-                let out: u64 = task.deps.iter().map(|d| self.tasks[d].nbytes).sum();
                 let over = (w.device_used + out).saturating_sub(w.spec.device_spill_at);
                 missing += over as f64 * 0.5;
             }
@@ -1404,6 +1425,11 @@ impl SchedulerCore {
         *self.resource_ids.entry(name.to_string()).or_insert(next)
     }
 
+    fn host_id(&mut self, host: &str) -> u32 {
+        let next = self.host_ids.len() as u32;
+        *self.host_ids.entry(host.to_string()).or_insert(next)
+    }
+
     // ----- invariants --------------------------------------------------------------
 
     /// Checks every invariant; panics naming the first broken one. Run after every
@@ -1571,6 +1597,11 @@ impl SchedulerCore {
                 nbytes += task.nbytes;
             }
             assert_eq!(nbytes, w.nbytes, "nbytes of {id}");
+            assert_eq!(
+                w.host,
+                self.host_ids.get(&w.spec.host_id).copied(),
+                "interned host of {id}"
+            );
             for (r, used) in &w.used {
                 let expect: f64 = w
                     .processing
