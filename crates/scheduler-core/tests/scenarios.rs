@@ -530,16 +530,21 @@ fn needs(t: NewTask, name: &str) -> NewTask {
     }
 }
 
-#[test]
-fn consumers_run_where_their_input_is_then_on_its_nvlink_peer() {
-    let mut s = core();
-    gpu_workers(&mut s);
+/// Runs `x` on GPU 2, where it finishes with 256 MiB.
+fn input_on_gpu2(s: &mut SchedulerCore) {
     s.update_graph(C, vec![needs(task("x", &[]), "on-2")], &keys(&["x"]))
         .unwrap();
     let x = s.task_id("x").unwrap();
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(2), x)]);
     s.task_finished(WorkerId(2), x, 256 << 20, 10, None);
     s.take_actions();
+}
+
+#[test]
+fn consumers_run_where_their_input_is_then_on_its_nvlink_peer() {
+    let mut s = core();
+    gpu_workers(&mut s);
+    input_on_gpu2(&mut s);
 
     // The input is on GPU 2: the consumer runs there, nothing moves.
     s.update_graph(C, vec![needs(task("y", &["x"]), "gpu")], &keys(&["y"]))
@@ -573,12 +578,7 @@ fn consumers_run_where_their_input_is_then_on_its_nvlink_peer() {
 fn a_consumer_leaves_a_full_gpu_for_its_nvlink_peer_and_comes_back_when_it_has_room() {
     let mut s = core();
     gpu_workers(&mut s);
-    s.update_graph(C, vec![needs(task("x", &[]), "on-2")], &keys(&["x"]))
-        .unwrap();
-    let x = s.task_id("x").unwrap();
-    assert_eq!(computes(&s.take_actions()), vec![(WorkerId(2), x)]);
-    s.task_finished(WorkerId(2), x, 256 << 20, 10, None);
-    s.take_actions();
+    input_on_gpu2(&mut s);
     // GPU 2 holds 900 MiB of its 1 GiB before spilling: a consumer of the 256 MiB input
     // (and an output guessed as large) would push values off it; its NVLink peer has
     // room, and the input crosses NVLink instead.
