@@ -541,6 +541,8 @@ impl Server {
             .iter()
             .filter_map(|wi| {
                 let c = self.workers.get(&wi.id)?;
+                // Until the first heartbeat: no use, no traffic.
+                let hb = c.heartbeat.as_ref();
                 Some(WorkerInfoMsg {
                     id: wi.id,
                     name: c.spec.name.clone(),
@@ -552,20 +554,11 @@ impl Server {
                     device: c.device.clone(),
                     device_name: c.device_name.clone(),
                     device_memory_limit: c.device_memory_limit,
-                    device_memory_used: c.heartbeat.as_ref().map_or(0, |h| h.device_memory_used),
-                    device_to_host: c.heartbeat.as_ref().map_or(0, |h| h.device_to_host),
-                    received: c
-                        .heartbeat
-                        .as_ref()
-                        .map_or_else(Vec::new, |h| h.received.clone()),
-                    spilled: c
-                        .heartbeat
-                        .as_ref()
-                        .map_or_else(Vec::new, |h| h.spilled.clone()),
-                    ran: c
-                        .heartbeat
-                        .as_ref()
-                        .map_or_else(Vec::new, |h| h.ran.clone()),
+                    device_memory_used: hb.map_or(0, |h| h.device_memory_used),
+                    device_to_host: hb.map_or(0, |h| h.device_to_host),
+                    received: hb.map_or_else(Vec::new, |h| h.received.clone()),
+                    spilled: hb.map_or_else(Vec::new, |h| h.spilled.clone()),
+                    ran: hb.map_or_else(Vec::new, |h| h.ran.clone()),
                     nthreads: c.spec.nthreads,
                     memory_limit: c.spec.memory_limit,
                     resources: c.spec.resources.clone(),
