@@ -338,14 +338,7 @@ impl Client {
 
     /// Where each key's data lives: key → worker addresses.
     pub fn who_has(&self, futures: &[Future]) -> Result<HashMap<String, Vec<String>>, ClientError> {
-        let keys = futures.iter().map(|f| f.key.to_string()).collect();
-        match self.request(|req| ToScheduler::WhoHas { req, keys })? {
-            ToClient::WhoHasReply { entries, .. } => Ok(entries
-                .into_iter()
-                .map(|e| (e.key, e.holders.into_iter().map(|h| h.addr).collect()))
-                .collect()),
-            other => Err(ClientError::Other(format!("unexpected reply {other:?}"))),
-        }
+        self.who_has_as(futures, |h| h.addr)
     }
 
     /// Where each key's data lives, with the device: key → (worker address, device)
@@ -354,14 +347,20 @@ impl Client {
         &self,
         futures: &[Future],
     ) -> Result<HashMap<String, Vec<(String, String)>>, ClientError> {
+        self.who_has_as(futures, |h| (h.addr, h.device))
+    }
+
+    /// Asks the scheduler who holds each key; each holder is reported as `holder` maps it.
+    fn who_has_as<T>(
+        &self,
+        futures: &[Future],
+        holder: impl Fn(Holder) -> T,
+    ) -> Result<HashMap<String, Vec<T>>, ClientError> {
         let keys = futures.iter().map(|f| f.key.to_string()).collect();
         match self.request(|req| ToScheduler::WhoHas { req, keys })? {
             ToClient::WhoHasReply { entries, .. } => Ok(entries
                 .into_iter()
-                .map(|e| {
-                    let holders = e.holders.into_iter().map(|h| (h.addr, h.device)).collect();
-                    (e.key, holders)
-                })
+                .map(|e| (e.key, e.holders.into_iter().map(&holder).collect()))
                 .collect()),
             other => Err(ClientError::Other(format!("unexpected reply {other:?}"))),
         }
