@@ -735,6 +735,50 @@ fn quantile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// `runs` timed transfers (after one warm-up: connections, first mapping of the arena) of
+/// a fresh `size`-byte payload made where the resource `src` is and read where `dst` is.
+/// Returns each run's (transfer, wall) in seconds: wall is the submit-to-result time of a
+/// task reading the payload on `dst`; transfer is wall less the same task's time on
+/// `src`, which costs everything but the transfer. `tag` names the run's keys.
+fn transfer_runs(
+    client: &Client,
+    size: u64,
+    runs: usize,
+    src: &str,
+    dst: &str,
+    tag: &str,
+) -> Result<Vec<(f64, f64)>> {
+    // Time of a `len` task reading `x` where `resource` is, from submit to result.
+    let time_len = |x: &rask::Future, resource: &str, key: String| -> Result<f64> {
+        let mut g = Graph::new();
+        g.task(&key, "len", [Arg::from(x)])
+            .resources(&[(resource, 1.0)]);
+        let t = Instant::now();
+        let out = client.get(&g, &[&key])?;
+        let dt = t.elapsed().as_secs_f64();
+        check(out.len() == 1, "len result")?;
+        Ok(dt)
+    };
+    let mut times = Vec::with_capacity(runs);
+    for run in 0..=runs {
+        let mut g = Graph::new();
+        let key = format!("{tag}-{run}");
+        g.task(&key, "bytes", [Arg::from(size as i64), Arg::from(7)])
+            .resources(&[(src, 1.0)]);
+        let x = client
+            .compute(&g, &[&key])?
+            .pop()
+            .context("payload future")?;
+        x.wait()?;
+        let local = time_len(&x, src, format!("len-{key}-a"))?;
+        let remote = time_len(&x, dst, format!("len-{key}-b"))?;
+        if run > 0 {
+            times.push(((remote - local).max(1e-6), remote));
+        }
+    }
+    Ok(times)
+}
+
 /// Transfers on one cluster: a fresh payload made on worker a each run, read on b.
 fn p2p_transport(
     transport: &str,
@@ -750,18 +794,6 @@ fn p2p_transport(
     procs.reverse();
     let client = Client::connect(&addr)?;
     client.wait_for_workers(2)?;
-    // Time of a `len` task reading the payload on `worker`, from submit to result.
-    let time_len = |x: &rask::Future, worker: &str, tag: &str| -> Result<f64> {
-        let mut g = Graph::new();
-        let key = format!("len-{tag}");
-        g.task(&key, "len", [Arg::from(x)])
-            .resources(&[(format!("on-{worker}").as_str(), 1.0)]);
-        let t = Instant::now();
-        let out = client.get(&g, &[&key])?;
-        let dt = t.elapsed().as_secs_f64();
-        check(out.len() == 1, "len result")?;
-        Ok(dt)
-    };
     let mut rows = Vec::new();
     for &size in sizes {
         let mut row = P2pRow {
@@ -771,23 +803,8 @@ fn p2p_transport(
             transfer_us: Vec::new(),
             walls: Vec::new(),
         };
-        for run in 0..=runs {
-            let mut g = Graph::new();
-            let key = format!("payload-{size}-{run}");
-            g.task(&key, "bytes", [Arg::from(size as i64), Arg::from(7)])
-                .resources(&[("on-a", 1.0)]);
-            let x = client
-                .compute(&g, &[&key])?
-                .pop()
-                .context("payload future")?;
-            x.wait()?;
-            let local = time_len(&x, "a", &format!("{size}-{run}-a"))?;
-            let remote = time_len(&x, "b", &format!("{size}-{run}-b"))?;
-            if run == 0 {
-                continue; // warm-up: connections, first mapping of the arena
-            }
-            // The same task on the holder costs everything but the transfer.
-            let transfer = (remote - local).max(1e-6);
+        let tag = format!("payload-{size}");
+        for (transfer, remote) in transfer_runs(&client, size, runs, "on-a", "on-b", &tag)? {
             row.walls.push(remote);
             row.transfer_us.push(transfer * 1e6);
             row.bws.push(size as f64 / transfer / 1e9);
@@ -957,15 +974,6 @@ fn p2p_sim(a: &P2pArgs, spec: &str) -> Result<()> {
     procs.push(sched);
     let client = Client::connect(&addr)?;
     client.wait_for_workers(n as usize)?;
-    let time_len = |x: &rask::Future, gpu: u32, tag: &str| -> Result<f64> {
-        let mut g = Graph::new();
-        let key = format!("len-{tag}");
-        g.task(&key, "len", [Arg::from(x)])
-            .resources(&[(format!("sim:{gpu}").as_str(), 1.0)]);
-        let t = Instant::now();
-        client.get(&g, &[&key])?;
-        Ok(t.elapsed().as_secs_f64())
-    };
     println!(
         "Rask p2p benchmark, {n} simulated GPUs ({} each, one worker process each, NVLink: {}); SIMULATED: device memory is host memory shared between processes, so these are same-host shared-memory figures labelled by the simulated link",
         human(memory),
@@ -996,20 +1004,12 @@ fn p2p_sim(a: &P2pArgs, spec: &str) -> Result<()> {
                     cells.push("—".to_string());
                     continue;
                 }
-                let mut bws = Vec::new();
-                for run in 0..=a.runs {
-                    let mut g = Graph::new();
-                    let key = format!("p-{size}-{i}-{j}-{run}");
-                    g.task(&key, "bytes", [Arg::from(size as i64), Arg::from(1)])
-                        .resources(&[(format!("sim:{i}").as_str(), 1.0)]);
-                    let x = client.compute(&g, &[&key])?.pop().context("payload")?;
-                    x.wait()?;
-                    let local = time_len(&x, i, &format!("{key}-a"))?;
-                    let remote = time_len(&x, j, &format!("{key}-b"))?;
-                    if run > 0 {
-                        bws.push(size as f64 / (remote - local).max(1e-6) / 1e9);
-                    }
-                }
+                let (src, dst) = (format!("sim:{i}"), format!("sim:{j}"));
+                let tag = format!("p-{size}-{i}-{j}");
+                let mut bws: Vec<f64> = transfer_runs(&client, size, a.runs, &src, &dst, &tag)?
+                    .into_iter()
+                    .map(|(transfer, _)| size as f64 / transfer / 1e9)
+                    .collect();
                 bws.sort_by(|x, y| x.partial_cmp(y).expect("no NaN"));
                 let (p25, p50, p75) = (
                     quantile(&bws, 0.25),
