@@ -116,10 +116,23 @@ impl DeviceMem {
         guarded("synchronizing", || stream.synchronize())
     }
 
-    /// Device → host.
+    /// Device → host, into a new vector.
     pub(crate) fn read(&self) -> Result<Vec<u8>, DeviceError> {
-        let src = self.slice.slice(..self.len as usize);
-        guarded("copying to the host", || self.stream.clone_dtoh(&src))
+        let mut out = vec![0; self.len as usize];
+        self.read_into(&mut out)?;
+        Ok(out)
+    }
+
+    /// Device → host, into `out`, which is as long as this buffer.
+    pub(crate) fn read_into(&self, out: &mut [u8]) -> Result<(), DeviceError> {
+        assert_eq!(
+            out.len() as u64,
+            self.len,
+            "invariant: read into a host slice of the buffer's length"
+        );
+        let src = self.slice.slice(..out.len());
+        guarded("copying to the host", || self.stream.memcpy_dtoh(&src, out))?;
+        guarded("synchronizing", || self.stream.synchronize())
     }
 
     /// Device → device: on one GPU a copy in its memory; between two GPUs a peer copy

@@ -426,12 +426,7 @@ impl Devices {
             #[cfg(feature = "cuda")]
             (Mem::Cuda(s), Mem::Cuda(d)) => d.copy_from_device(s)?,
             #[cfg(feature = "cuda")]
-            (Mem::Cuda(s), _) => {
-                let bytes = s.read()?;
-                dst.host_bytes_mut()
-                    .expect("host-visible memory")
-                    .copy_from_slice(&bytes);
-            }
+            (Mem::Cuda(s), _) => s.read_into(dst.host_bytes_mut().expect("host-visible memory"))?,
             #[cfg(feature = "cuda")]
             (_, Mem::Cuda(d)) => d.write(src.host_bytes().expect("host-visible memory"))?,
             _ => {
