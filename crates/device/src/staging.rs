@@ -210,11 +210,11 @@ pub fn download<E: CopyEngine>(
             unsafe { engine.to_host(src + r.start as u64, dst, r.len())? };
             pending[s] = Some((engine.fence()?, r));
         }
-        // The last chunks, in order.
-        let mut rest: Vec<_> = pending.iter_mut().enumerate().collect();
-        rest.sort_by_key(|(_, p)| p.as_ref().map(|(_, r)| r.start));
-        for (s, p) in rest {
-            if let Some((f, prev)) = p.take() {
+        // The last two chunks, the older first (the device may still be filling the
+        // newer): after n chunks, buffer n % 2 holds chunk n - 2.
+        let older = out.len().div_ceil(pool.chunk()) % 2;
+        for s in [older, 1 - older] {
+            if let Some((f, prev)) = pending[s].take() {
                 engine.wait(&f)?;
                 out[prev.clone()].copy_from_slice(&stages[s].as_slice()[..prev.len()]);
             }
