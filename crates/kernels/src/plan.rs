@@ -825,11 +825,13 @@ fn run_steps(plan: &Plan, out: &mut [u8]) -> Result<(), String> {
     for step in &plan.steps {
         match step {
             Step::Copy { from, to, len } => {
-                let src = bufs[index(*from)?].bytes()[..*len as usize].to_vec();
-                bufs[index(*to)?]
-                    .bytes_mut()
-                    .ok_or("a copy into an input")?[..*len as usize]
-                    .copy_from_slice(&src);
+                let (from, to, len) = (index(*from)?, index(*to)?, *len as usize);
+                with_output(&mut bufs, to, &[from], |bufs, dst| {
+                    let src = &bufs[from].bytes()[..len];
+                    let dst = dst.bytes_mut().ok_or("a copy into an input")?;
+                    dst[..len].copy_from_slice(src);
+                    Ok::<_, String>(())
+                })?;
             }
             Step::Gemm {
                 dtype,
@@ -878,17 +880,36 @@ fn host_gemm<T: crate::array::Pod + Elem>(
     if out == a || out == b {
         return Err("a GEMM's output is one of its inputs".into());
     }
-    // The output is taken out of the list while the inputs are read in place.
-    let mut o = std::mem::replace(&mut bufs[out], HostBuf::new(0));
-    let (x, y) = (bufs[a].elems::<T>(), bufs[b].elems::<T>());
-    let r = match o.elems_mut::<T>() {
-        Some(dst) if x.len() >= m * k && y.len() >= k * n && dst.len() >= m * n => {
-            T::gemm(m, k, n, &x[..m * k], &y[..k * n], &mut dst[..m * n]);
-            Ok(())
+    with_output(bufs, out, &[a, b], |bufs, o| {
+        let (x, y) = (bufs[a].elems::<T>(), bufs[b].elems::<T>());
+        match o.elems_mut::<T>() {
+            Some(dst) if x.len() >= m * k && y.len() >= k * n && dst.len() >= m * n => {
+                T::gemm(m, k, n, &x[..m * k], &y[..k * n], &mut dst[..m * n]);
+                Ok(())
+            }
+            Some(_) => Err("GEMM operands too small".into()),
+            None => Err("a GEMM into an input".into()),
         }
-        Some(_) => Err("GEMM operands too small".into()),
-        None => Err("a GEMM into an input".into()),
+    })
+}
+
+/// Runs `f` with buffer `out` taken out of the list, to be written, while the others are
+/// read in place. A buffer `f` reads (`reads`) that is `out` itself (a combine plan's
+/// `out = out op c`) is read from a copy left in its place: the elementwise kernels that
+/// do this read each element before they write it, so the copy holds what they read.
+fn with_output<'b, R>(
+    bufs: &mut [HostBuf<'b>],
+    out: usize,
+    reads: &[usize],
+    f: impl FnOnce(&[HostBuf<'b>], &mut HostBuf<'b>) -> R,
+) -> R {
+    let stand_in = if reads.contains(&out) {
+        HostBuf::copy_of(bufs[out].bytes())
+    } else {
+        HostBuf::new(0)
     };
+    let mut o = std::mem::replace(&mut bufs[out], stand_in);
+    let r = f(bufs, &mut o);
     bufs[out] = o;
     r
 }
@@ -973,21 +994,26 @@ impl Args<'_> {
     }
 }
 
-/// `n` elements of buffer `b`, or an error naming the entry point when it is too short.
-fn input<T: Elem>(bufs: &[HostBuf], b: usize, n: usize, entry: &str) -> Result<Vec<T>, String> {
-    let e = bufs[b].elems::<T>();
-    e.get(..n)
-        .map(<[T]>::to_vec)
-        .ok_or_else(|| format!("{entry}: a buffer of {} elements, {n} read", e.len()))
-}
-
-fn output<'a, T: Elem>(
-    bufs: &'a mut [HostBuf<'_>],
+/// `n` elements of buffer `b`, read in place, or an error naming the entry point when it
+/// is too short.
+fn input<'a, T: Elem>(
+    bufs: &'a [HostBuf],
     b: usize,
     n: usize,
     entry: &str,
+) -> Result<&'a [T], String> {
+    let e = bufs[b].elems::<T>();
+    e.get(..n)
+        .ok_or_else(|| format!("{entry}: a buffer of {} elements, {n} read", e.len()))
+}
+
+/// The first `n` elements of `buf`, to be written.
+fn output<'a, T: Elem>(
+    buf: &'a mut HostBuf<'_>,
+    n: usize,
+    entry: &str,
 ) -> Result<&'a mut [T], String> {
-    let e = bufs[b]
+    let e = buf
         .elems_mut::<T>()
         .ok_or_else(|| format!("{entry}: writes an input"))?;
     let len = e.len();
@@ -995,19 +1021,23 @@ fn output<'a, T: Elem>(
         .ok_or_else(|| format!("{entry}: a buffer of {len} elements, {n} written"))
 }
 
-/// The operands of a binary kernel `(a, b, out, n, a_scalar, b_scalar)`: each with its
-/// scalar flag (a scalar operand is one element), and `n`.
-#[allow(clippy::type_complexity)]
-fn binary_operands<T: Elem>(
+/// A binary kernel `(a, b, out, n, a_scalar, b_scalar)`: `f` gets the operands (a scalar
+/// one is one element), the `n` elements of the output and the scalar flags.
+fn binary_launch<T: Elem>(
     a: &Args<'_>,
-    bufs: &[HostBuf],
-) -> Result<((Vec<T>, bool), (Vec<T>, bool), usize), String> {
+    bufs: &mut [HostBuf],
+    f: impl FnOnce(&[T], &[T], &mut [T], bool, bool),
+) -> Result<(), String> {
     a.check_count(6)?;
     let n = a.u64(3)? as usize;
     let (sa, sb) = (a.flag(4)?, a.flag(5)?);
-    let x = input::<T>(bufs, a.buf(0)?, if sa { 1 } else { n }, a.entry)?;
-    let y = input::<T>(bufs, a.buf(1)?, if sb { 1 } else { n }, a.entry)?;
-    Ok(((x, sa), (y, sb), n))
+    let (ia, ib, io) = (a.buf(0)?, a.buf(1)?, a.buf(2)?);
+    with_output(bufs, io, &[ia, ib], |bufs, o| {
+        let x = input::<T>(bufs, ia, if sa { 1 } else { n }, a.entry)?;
+        let y = input::<T>(bufs, ib, if sb { 1 } else { n }, a.entry)?;
+        f(x, y, output::<T>(o, n, a.entry)?, sa, sb);
+        Ok(())
+    })
 }
 
 fn launch_typed<T: Float>(
@@ -1026,17 +1056,14 @@ fn launch_typed<T: Float>(
             let n = a.u64(1)? as usize;
             let (cols, seed, offset, stride) = (a.u64(2)?, a.u64(3)?, a.u64(4)?, a.u64(5)?);
             let (p0, p1) = (a.elem::<T>(6)?.to_f64(), a.elem::<T>(7)?.to_f64());
-            let out = output::<T>(bufs, a.buf(0)?, n, &l.entry)?;
+            let out = output::<T>(&mut bufs[a.buf(0)?], n, &l.entry)?;
             let normal = op == "random_normal";
             cpu::random_rows(normal, out, cols as usize, seed, offset, stride, p0, p1);
             Ok(())
         }
-        "div" | "pow" => {
-            let ((x, sa), (y, sb), n) = binary_operands::<T>(&a, bufs)?;
-            let out = output::<T>(bufs, a.buf(2)?, n, &l.entry)?;
-            cpu::binary_float(op == "pow", &x, &y, out, sa, sb);
-            Ok(())
-        }
+        "div" | "pow" => binary_launch::<T>(&a, bufs, |x, y, out, sa, sb| {
+            cpu::binary_float(op == "pow", x, y, out, sa, sb)
+        }),
         _ => launch_elem::<T>(op, l, args, bufs),
     }
 }
@@ -1059,16 +1086,15 @@ fn launch_elem<T: Elem>(
             a.check_count(3)?;
             let n = a.u64(1)? as usize;
             let v = a.elem::<T>(2)?;
-            cpu::fill(output::<T>(bufs, a.buf(0)?, n, e)?, v);
+            cpu::fill(output::<T>(&mut bufs[a.buf(0)?], n, e)?, v);
         }
         "arange" => {
             a.check_count(4)?;
             let n = a.u64(1)? as usize;
             let (start, step) = (a.elem::<T>(2)?, a.elem::<T>(3)?);
-            cpu::arange(output::<T>(bufs, a.buf(0)?, n, e)?, start, step);
+            cpu::arange(output::<T>(&mut bufs[a.buf(0)?], n, e)?, start, step);
         }
         "add" | "sub" | "mul" | "max" | "min" => {
-            let ((x, sa), (y, sb), n) = binary_operands::<T>(&a, bufs)?;
             let op = match op {
                 "add" => Binary::Add,
                 "sub" => Binary::Sub,
@@ -1076,7 +1102,9 @@ fn launch_elem<T: Elem>(
                 "max" => Binary::Max,
                 _ => Binary::Min,
             };
-            cpu::binary(op, &x, &y, output::<T>(bufs, a.buf(2)?, n, e)?, sa, sb);
+            binary_launch::<T>(&a, bufs, |x, y, out, sa, sb| {
+                cpu::binary(op, x, y, out, sa, sb)
+            })?;
         }
         "sum" | "amax" | "amin" => {
             // Block b of a grid-stride launch reduces the elements i with
@@ -1094,15 +1122,18 @@ fn launch_elem<T: Elem>(
                 let b = (i / THREADS as usize) % blocks;
                 partials[b] = r.combine(partials[b], v);
             }
-            output::<T>(bufs, a.buf(1)?, blocks, e)?.copy_from_slice(&partials);
+            output::<T>(&mut bufs[a.buf(1)?], blocks, e)?.copy_from_slice(&partials);
         }
         "sum_axis" | "amax_axis" | "amin_axis" => {
             a.check_count(5)?;
             let (outer, len, inner) = (a.u64(2)? as usize, a.u64(3)? as usize, a.u64(4)? as usize);
-            let x = input::<T>(bufs, a.buf(0)?, outer * len * inner, e)?;
+            let (ix, io) = (a.buf(0)?, a.buf(1)?);
             let r = Reduce::parse(op.trim_end_matches("_axis")).expect("a reduction");
-            let out = output::<T>(bufs, a.buf(1)?, outer * inner, e)?;
-            cpu::reduce_axis(r, &x, out, len, inner);
+            with_output(bufs, io, &[ix], |bufs, o| {
+                let x = input::<T>(bufs, ix, outer * len * inner, e)?;
+                cpu::reduce_axis(r, x, output::<T>(o, outer * inner, e)?, len, inner);
+                Ok::<_, String>(())
+            })?;
         }
         "argmax" => {
             a.check_count(5)?;
@@ -1112,12 +1143,13 @@ fn launch_elem<T: Elem>(
             let n = a.u64(4)? as usize;
             let x = input::<T>(bufs, a.buf(0)?, n, e)?;
             let idx = match a.opt_buf(1)? {
-                Some(b) => input::<i64>(bufs, b, n, e)?,
-                None => (0..n as i64).collect(),
+                Some(b) => Some(input::<i64>(bufs, b, n, e)?),
+                None => None,
             };
-            let i = cpu::argmax(&x).ok_or_else(|| format!("{e}: argmax of nothing"))?;
-            output::<T>(bufs, a.buf(2)?, 1, e)?[0] = x[i];
-            output::<i64>(bufs, a.buf(3)?, 1, e)?[0] = idx[i];
+            let i = cpu::argmax(x).ok_or_else(|| format!("{e}: argmax of nothing"))?;
+            let (v, at) = (x[i], idx.map_or(i as i64, |idx| idx[i]));
+            output::<T>(&mut bufs[a.buf(2)?], 1, e)?[0] = v;
+            output::<i64>(&mut bufs[a.buf(3)?], 1, e)?[0] = at;
         }
         "transpose" => {
             a.check_count(4)?;
@@ -1126,13 +1158,12 @@ fn launch_elem<T: Elem>(
             if l.block != (TILE, TILE_ROWS, 1) || l.grid != (tiles(cols), tiles(rows), 1) {
                 return Err(format!("{e}: launch shape does not cover the tiles"));
             }
-            let x = input::<T>(bufs, a.buf(0)?, rows * cols, e)?;
-            cpu::transpose(
-                &x,
-                output::<T>(bufs, a.buf(1)?, rows * cols, e)?,
-                rows,
-                cols,
-            );
+            let (ix, io) = (a.buf(0)?, a.buf(1)?);
+            with_output(bufs, io, &[ix], |bufs, o| {
+                let x = input::<T>(bufs, ix, rows * cols, e)?;
+                cpu::transpose(x, output::<T>(o, rows * cols, e)?, rows, cols);
+                Ok::<_, String>(())
+            })?;
         }
         _ => return Err(format!("{e}: no CPU twin for this entry point")),
     }
