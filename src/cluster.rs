@@ -12,6 +12,8 @@ use rask_transport::Secret;
 use rask_worker::{Worker, WorkerConfig};
 use tokio::sync::oneshot;
 
+use crate::gpu_process::GpuProcess;
+
 /// A local cluster with one worker per GPU, like dask-cuda's: real GPUs found through
 /// NVML, or simulated ones.
 ///
@@ -453,28 +455,21 @@ impl LocalClusterBuilder {
         if let Some(t) = self.transport {
             cmd.args(["--transport", &t.to_string()]);
         }
-        if let Some(mut d) = self.device_of(i) {
-            if let rask_worker::WorkerDevice::Cuda { index, .. } = &mut d.device {
-                // One GPU per process, named by its UUID (indices differ between NVML
-                // and CUDA's default order; a UUID names one GPU whatever the order), on
-                // the CPUs near it.
-                let gpu = match &self.gpus {
-                    Some(Gpus::Cuda { found, .. }) => found.get(i),
-                    _ => None,
-                };
-                let visible = gpu.map(|g| g.uuid.clone());
-                if let Some(g) = gpu {
-                    let allowed = crate::affinity::allowed();
-                    let cpus = crate::affinity::near(&g.cpu_affinity, allowed.as_deref());
-                    crate::affinity::pin(&mut cmd, &cpus);
-                }
-                cmd.env(
-                    "CUDA_VISIBLE_DEVICES",
-                    visible.unwrap_or_else(|| index.to_string()),
-                )
-                .env("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
-                *index = 0;
-            }
+        if let Some(Gpus::Cuda {
+            device_memory_limit,
+            found,
+        }) = &self.gpus
+        {
+            // One GPU per process, seen only by it, on the CPUs near it.
+            let gpu = found
+                .get(i)
+                .expect("invariant: build found one GPU per worker");
+            let allowed = crate::affinity::allowed();
+            let p = GpuProcess::new(gpu, *device_memory_limit, allowed.as_deref());
+            cmd.envs(p.env);
+            crate::affinity::pin(&mut cmd, &p.cpus);
+            cmd.args(crate::cli::device_args(&p.device, &gpu.nvlink_peers));
+        } else if let Some(d) = self.device_of(i) {
             cmd.args(crate::cli::device_args(&d.device, &d.nvlink));
         }
         for (n, a) in &self.resources {

@@ -15,6 +15,7 @@ pub mod affinity;
 pub mod array;
 pub mod cli;
 mod cluster;
+pub mod gpu_process;
 
 use std::ops::Deref;
 

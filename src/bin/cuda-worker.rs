@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use rask::gpu_process::GpuProcess;
 use rask_device::discover::GpuInfo;
 use rask_device::sim::{parse_bytes, SimGpus, Topology};
 
@@ -190,18 +191,12 @@ fn gpu_plans(a: &Args, gpus: &[GpuInfo], host: &Host) -> Result<Vec<Plan>> {
                 Some(l) => l.of(g.memory_total),
                 None => g.memory_total / 10 * 8,
             };
-            let device = rask_worker::WorkerDevice::Cuda {
-                index: 0,
-                memory_limit: Some(limit),
-            };
+            let p = GpuProcess::new(g, Some(limit), host.cpus.as_deref());
             Plan {
                 label: format!("cuda:{} ({})", g.index, g.name),
-                args: common.command(a, g.index, &device, &g.nvlink_peers),
-                env: vec![
-                    ("CUDA_VISIBLE_DEVICES".into(), g.uuid.clone()),
-                    ("CUDA_DEVICE_ORDER".into(), "PCI_BUS_ID".into()),
-                ],
-                cpus: rask::affinity::near(&g.cpu_affinity, host.cpus.as_deref()),
+                args: common.command(a, g.index, &p.device, &g.nvlink_peers),
+                env: p.env,
+                cpus: p.cpus,
             }
         })
         .collect())
