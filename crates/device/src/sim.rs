@@ -108,15 +108,6 @@ impl SimGpu {
     pub fn arena(&self) -> &Arena {
         &self.arena
     }
-
-    /// "sim:0 (simulated GPU, 1.00 GiB)".
-    pub fn describe(&self) -> String {
-        format!(
-            "{} (simulated GPU, {:.2} GiB)",
-            Device::Sim(self.index),
-            self.pool.limit() as f64 / (1u64 << 30) as f64
-        )
-    }
 }
 
 /// A set of simulated GPUs and their topology.
