@@ -148,10 +148,7 @@ fn plans(a: &Args, host: &Host) -> Result<Vec<Plan>> {
         eprintln!(
             "rask.cuda-worker - INFO - {n} simulated GPUs, {:.2} GiB each, NVLink: {}",
             a.device_memory_limit.map_or(memory, |l| l.of(memory)) as f64 / (1u64 << 30) as f64,
-            match topology.describe() {
-                d if d.is_empty() => "none".to_string(),
-                d => d,
-            }
+            topology.label()
         );
         return Ok(plans);
     }

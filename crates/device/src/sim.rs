@@ -86,6 +86,15 @@ impl Topology {
             .collect::<Vec<_>>()
             .join(",")
     }
+
+    /// The links as [`Topology::describe`] gives them, or `none` (as `--nvlink` takes it).
+    pub fn label(&self) -> String {
+        if self.nvlink.is_empty() {
+            "none".into()
+        } else {
+            self.describe()
+        }
+    }
 }
 
 /// One simulated GPU.

@@ -120,6 +120,8 @@ fn names_specs_and_topologies_parse() {
     assert_eq!(t, Topology::pairs(4));
     assert!(t.nvlink(1, 0) && !t.nvlink(1, 2));
     assert_eq!(Topology::all(3).describe(), "0-1,0-2,1-2");
+    assert_eq!(Topology::all(3).label(), "0-1,0-2,1-2");
+    assert_eq!(Topology::none().label(), "none");
     assert!(Topology::parse("0-4", 4).is_err());
 }
 
