@@ -411,14 +411,10 @@ fn binary<T: Pod>(op: &str, a: &Chunk, b: Either) -> Result<Chunk, String> {
         }
         Either::Scalar(v) => (Cow::Owned(vec![T::from_f64(*v)]), true),
     };
-    let op = match op {
-        "add" => Ok(Binary::Add),
-        "sub" => Ok(Binary::Sub),
-        "mul" => Ok(Binary::Mul),
-        "max" => Ok(Binary::Max),
-        "min" => Ok(Binary::Min),
-        "div" | "pow" => Err(op == "pow"),
-        other => return Err(format!("unknown elementwise op {other:?}")),
+    let op = match (Binary::parse(op), op) {
+        (Some(op), _) => Ok(op),
+        (None, "div" | "pow") => Err(op == "pow"),
+        (None, other) => return Err(format!("unknown elementwise op {other:?}")),
     };
     if let (Err(pow), false) = (op, T::FLOAT) {
         let op = if pow { "pow" } else { "div" };
@@ -510,11 +506,9 @@ fn reduce<T: Pod>(op: &str, axis: Option<usize>, a: &Chunk) -> Result<Chunk, Str
 /// Elementwise `op` (add, max, min) of chunks of one shape.
 fn combine<T: Pod>(op: &str, chunks: &[Chunk]) -> Result<Chunk, String> {
     let first = chunks.first().ok_or("combine of nothing")?;
-    let op = match op {
-        "add" => Binary::Add,
-        "max" => Binary::Max,
-        "min" => Binary::Min,
-        other => return Err(format!("unknown combination {other:?}")),
+    let op = match Binary::parse(op) {
+        Some(op @ (Binary::Add | Binary::Max | Binary::Min)) => op,
+        _ => return Err(format!("unknown combination {op:?}")),
     };
     let mut acc: Vec<T> = first.elems::<T>()?.into_owned();
     let mut tmp = acc.clone();

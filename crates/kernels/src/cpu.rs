@@ -127,13 +127,24 @@ pub fn arange<T: Elem>(out: &mut [T], start: T, step: T) {
     }
 }
 
-/// Element `i` of each operand; an operand flagged scalar is read at index 0.
+/// `out[i] = f(a[i], b[i])`, an operand flagged scalar read at index 0: the loop of every
+/// binary kernel.
 #[inline]
-fn operands<T: Copy>(a: &[T], b: &[T], i: usize, a_scalar: bool, b_scalar: bool) -> (T, T) {
-    (
-        a[if a_scalar { 0 } else { i }],
-        b[if b_scalar { 0 } else { i }],
-    )
+fn zip_broadcast<T: Copy, U>(
+    a: &[T],
+    b: &[T],
+    out: &mut [U],
+    a_scalar: bool,
+    b_scalar: bool,
+    f: impl Fn(T, T) -> U,
+) {
+    for (i, o) in out.iter_mut().enumerate() {
+        let (x, y) = (
+            a[if a_scalar { 0 } else { i }],
+            b[if b_scalar { 0 } else { i }],
+        );
+        *o = f(x, y);
+    }
 }
 
 /// Binary ops with scalar broadcast (an operand flagged scalar is read at index 0).
@@ -146,6 +157,42 @@ pub enum Binary {
     Min,
 }
 
+impl Binary {
+    /// The op of an entry point's or an `array.*` op's name (`add`, `sub`, `mul`, `max`,
+    /// `min`).
+    pub fn parse(op: &str) -> Option<Binary> {
+        match op {
+            "add" => Some(Binary::Add),
+            "sub" => Some(Binary::Sub),
+            "mul" => Some(Binary::Mul),
+            "max" => Some(Binary::Max),
+            "min" => Some(Binary::Min),
+            _ => None,
+        }
+    }
+}
+
+/// `x > y ? x : y`, as `elementwise.cu` (not `fmax`: the NaN cases differ).
+#[inline]
+fn max<T: Elem>(x: T, y: T) -> T {
+    if x > y {
+        x
+    } else {
+        y
+    }
+}
+
+/// `x < y ? x : y`, as `elementwise.cu`.
+#[inline]
+fn min<T: Elem>(x: T, y: T) -> T {
+    if x < y {
+        x
+    } else {
+        y
+    }
+}
+
+/// `a op b` elementwise: the twin of `{add,sub,mul,max,min}_*`.
 pub fn binary<T: Elem>(
     op: Binary,
     a: &[T],
@@ -154,27 +201,13 @@ pub fn binary<T: Elem>(
     a_scalar: bool,
     b_scalar: bool,
 ) {
-    for (i, o) in out.iter_mut().enumerate() {
-        let (x, y) = operands(a, b, i, a_scalar, b_scalar);
-        *o = match op {
-            Binary::Add => x.add(y),
-            Binary::Sub => x.sub(y),
-            Binary::Mul => x.mul(y),
-            Binary::Max => {
-                if x > y {
-                    x
-                } else {
-                    y
-                }
-            }
-            Binary::Min => {
-                if x < y {
-                    x
-                } else {
-                    y
-                }
-            }
-        };
+    // The op is chosen once: each arm is a loop of its own.
+    match op {
+        Binary::Add => zip_broadcast(a, b, out, a_scalar, b_scalar, T::add),
+        Binary::Sub => zip_broadcast(a, b, out, a_scalar, b_scalar, T::sub),
+        Binary::Mul => zip_broadcast(a, b, out, a_scalar, b_scalar, T::mul),
+        Binary::Max => zip_broadcast(a, b, out, a_scalar, b_scalar, max),
+        Binary::Min => zip_broadcast(a, b, out, a_scalar, b_scalar, min),
     }
 }
 
@@ -187,9 +220,10 @@ pub fn binary_float<T: Float>(
     a_scalar: bool,
     b_scalar: bool,
 ) {
-    for (i, o) in out.iter_mut().enumerate() {
-        let (x, y) = operands(a, b, i, a_scalar, b_scalar);
-        *o = if pow { x.powf(y) } else { x.div(y) };
+    if pow {
+        zip_broadcast(a, b, out, a_scalar, b_scalar, T::powf);
+    } else {
+        zip_broadcast(a, b, out, a_scalar, b_scalar, T::div);
     }
 }
 
@@ -246,13 +280,10 @@ pub fn compare<T: Elem>(
     a_scalar: bool,
     b_scalar: bool,
 ) {
-    for (i, o) in out.iter_mut().enumerate() {
-        let (x, y) = operands(a, b, i, a_scalar, b_scalar);
-        *o = match op {
-            Compare::Lt => x < y,
-            Compare::Gt => x > y,
-            Compare::Eq => x == y,
-        } as u8;
+    match op {
+        Compare::Lt => zip_broadcast(a, b, out, a_scalar, b_scalar, |x, y| (x < y) as u8),
+        Compare::Gt => zip_broadcast(a, b, out, a_scalar, b_scalar, |x, y| (x > y) as u8),
+        Compare::Eq => zip_broadcast(a, b, out, a_scalar, b_scalar, |x, y| (x == y) as u8),
     }
 }
 

@@ -324,8 +324,8 @@ pub fn plan(op: &str, args: &[Value]) -> Option<Plan> {
             let x = chunk(x)?;
             let s = suffix(x.dtype).ok()?;
             let float = matches!(x.dtype, DType::F32 | DType::F64);
-            let known = matches!(name.as_str(), "add" | "sub" | "mul" | "max" | "min")
-                || (float && matches!(name.as_str(), "div" | "pow"));
+            let known =
+                Binary::parse(name).is_some() || (float && matches!(name.as_str(), "div" | "pow"));
             if !known {
                 return None;
             }
@@ -356,10 +356,12 @@ pub fn plan(op: &str, args: &[Value]) -> Option<Plan> {
         ("array.combine", [Value::Str(name), rest @ ..]) => {
             let chunks: Vec<ChunkIn> = rest.iter().map(chunk).collect::<Option<_>>()?;
             let first = chunks.first()?;
-            if !matches!(name.as_str(), "add" | "max" | "min")
-                || chunks
-                    .iter()
-                    .any(|c| c.dtype != first.dtype || c.shape != first.shape)
+            if !matches!(
+                Binary::parse(name),
+                Some(Binary::Add | Binary::Max | Binary::Min)
+            ) || chunks
+                .iter()
+                .any(|c| c.dtype != first.dtype || c.shape != first.shape)
             {
                 return None;
             }
@@ -1081,6 +1083,11 @@ fn launch_elem<T: Elem>(
         args,
     };
     let e = &l.entry;
+    if let Some(op) = Binary::parse(op) {
+        return binary_launch::<T>(&a, bufs, |x, y, out, sa, sb| {
+            cpu::binary(op, x, y, out, sa, sb)
+        });
+    }
     match op {
         "fill" => {
             a.check_count(3)?;
@@ -1093,18 +1100,6 @@ fn launch_elem<T: Elem>(
             let n = a.u64(1)? as usize;
             let (start, step) = (a.elem::<T>(2)?, a.elem::<T>(3)?);
             cpu::arange(output::<T>(&mut bufs[a.buf(0)?], n, e)?, start, step);
-        }
-        "add" | "sub" | "mul" | "max" | "min" => {
-            let op = match op {
-                "add" => Binary::Add,
-                "sub" => Binary::Sub,
-                "mul" => Binary::Mul,
-                "max" => Binary::Max,
-                _ => Binary::Min,
-            };
-            binary_launch::<T>(&a, bufs, |x, y, out, sa, sb| {
-                cpu::binary(op, x, y, out, sa, sb)
-            })?;
         }
         "sum" | "amax" | "amin" => {
             // Block b of a grid-stride launch reduces the elements i with
