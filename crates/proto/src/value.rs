@@ -108,10 +108,15 @@ impl Payload {
     pub fn to_host(&self) -> Result<Bytes, ProtoError> {
         match self {
             Payload::Host(b) => Ok(b.clone()),
-            Payload::Device(d) => match d.data().host_view() {
-                Some(b) => Ok(b),
-                None => device_to_host(d),
-            },
+            Payload::Device(d) => host_bytes(d),
+        }
+    }
+
+    /// As [`Payload::to_host`], taking the host bytes as they are.
+    pub fn into_host(self) -> Result<Bytes, ProtoError> {
+        match self {
+            Payload::Host(b) => Ok(b),
+            Payload::Device(d) => host_bytes(&d),
         }
     }
 }
@@ -234,7 +239,7 @@ impl Value {
     pub fn to_datum(&self, bufs: &mut Vec<Bytes>) -> Result<Datum, ProtoError> {
         self.to_datum_with(&mut |v| {
             bufs.push(match v {
-                Value::Device(d) => Payload::Device(d.clone()).to_host()?,
+                Value::Device(d) => host_bytes(d)?,
                 Value::Bytes(b) => b.clone(),
                 _ => unreachable!("only byte leaves are pushed"),
             });
@@ -242,12 +247,18 @@ impl Value {
         })
     }
 
-    /// As [`Value::to_datum`], but bytes in a device's memory stay there: for a same-host
-    /// peer that imports them into its own device.
-    pub fn to_datum_lent(&self, bufs: &mut Vec<Payload>) -> Result<Datum, ProtoError> {
+    /// As [`Value::to_datum`], with bytes in a device's memory left there when
+    /// `lend_device` (for a same-host peer that imports them into its own device), else
+    /// brought to the host.
+    pub fn to_datum_lent(
+        &self,
+        bufs: &mut Vec<Payload>,
+        lend_device: bool,
+    ) -> Result<Datum, ProtoError> {
         self.to_datum_with(&mut |v| {
             bufs.push(match v {
-                Value::Device(d) => Payload::Device(d.clone()),
+                Value::Device(d) if lend_device => Payload::Device(d.clone()),
+                Value::Device(d) => Payload::Host(host_bytes(d)?),
                 Value::Bytes(b) => Payload::Host(b.clone()),
                 _ => unreachable!("only byte leaves are pushed"),
             });
@@ -276,13 +287,17 @@ impl Value {
         })
     }
 
+    /// Whether `f` holds for any leaf of the value (anything but a list).
+    pub fn any_leaf(&self, f: &impl Fn(&Value) -> bool) -> bool {
+        match self {
+            Value::List(l) => l.iter().any(|x| x.any_leaf(f)),
+            v => f(v),
+        }
+    }
+
     /// Whether any of the value's bytes are in a device's memory.
     pub fn on_device(&self) -> bool {
-        match self {
-            Value::Device(_) => true,
-            Value::List(l) => l.iter().any(Value::on_device),
-            _ => false,
-        }
+        self.any_leaf(&|v| matches!(v, Value::Device(_)))
     }
 
     /// The value with every byte payload in host memory (a clone when none is on a device).
@@ -317,6 +332,14 @@ impl Value {
             Value::Device(_) => "device bytes",
             Value::List(_) => "list",
         }
+    }
+}
+
+/// A device's bytes in host memory: its host view where it has one, else a copy.
+fn host_bytes(d: &DeviceBytes) -> Result<Bytes, ProtoError> {
+    match d.data().host_view() {
+        Some(b) => Ok(b),
+        None => device_to_host(d),
     }
 }
 

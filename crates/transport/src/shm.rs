@@ -81,11 +81,11 @@ impl Exporter {
         }
     }
 
-    /// Lends `bufs`: bytes in a device's memory by the device's IPC handle when
-    /// `into_device` (the peer imports them into its own device) and the device has one;
-    /// small host buffers inline; the rest by reference into the arena (copied in first
-    /// if they live elsewhere, or come from a device without a handle).
-    pub fn export(&mut self, bufs: Vec<Payload>, into_device: bool) -> std::io::Result<Export> {
+    /// Lends `bufs`: bytes in a device's memory by the device's IPC handle where it has
+    /// one (a lookup leaves them on the device only for a peer that imports them); small
+    /// host buffers inline; the rest by reference into the arena (copied in first if they
+    /// live elsewhere, or come from a device without a handle).
+    pub fn export(&mut self, bufs: Vec<Payload>) -> std::io::Result<Export> {
         let mut out = Export {
             refs: Vec::with_capacity(bufs.len()),
             inline: Vec::new(),
@@ -97,7 +97,7 @@ impl Exporter {
         let mut lent = Vec::new();
         for p in bufs {
             if let Payload::Device(d) = &p {
-                match into_device.then(|| d.data().ipc_export()).flatten() {
+                match d.data().ipc_export() {
                     Some(Ok(IpcExport { handle, offset })) => {
                         out.refs.push(BufRef::Device {
                             device: d.device().to_string(),
@@ -118,7 +118,7 @@ impl Exporter {
                 }
             }
             let b = p
-                .to_host()
+                .into_host()
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
             if b.len() < INLINE_MAX {
                 out.refs.push(BufRef::Inline(out.inline.len() as u32));
@@ -280,6 +280,11 @@ impl Importer {
             })
         });
         let bad = |m: String| TransportError::Shm(m);
+        let loaned = |what: &str| {
+            ticket
+                .clone()
+                .ok_or_else(|| bad(format!("{what} buffer outside a loan")))
+        };
         refs.iter()
             .map(|r| match *r {
                 BufRef::Inline(i) => inline
@@ -293,9 +298,7 @@ impl Importer {
                     offset,
                     len,
                 } => {
-                    let ticket = ticket
-                        .clone()
-                        .ok_or_else(|| bad("device buffer outside a loan".into()))?;
+                    let ticket = loaned("device")?;
                     Ok(Payload::Device(rask_proto::DeviceBytes::new(IpcBuffer {
                         device: format!("{device} of a peer"),
                         export: IpcExport {
@@ -311,9 +314,7 @@ impl Importer {
                     offset,
                     len,
                 } => {
-                    let ticket = ticket
-                        .clone()
-                        .ok_or_else(|| bad("shared buffer outside a loan".into()))?;
+                    let ticket = loaned("shared")?;
                     let map = self
                         .maps
                         .get(&segment)
@@ -600,12 +601,12 @@ pub async fn serve_shm(
                     match m {
                         PeerMsg::GetData { req, tasks, into_device } => {
                             let (items, bufs, mut missing) = lookup(tasks, into_device);
-                            let (items, e) = match ex.export(bufs, into_device) {
+                            let (items, e) = match ex.export(bufs) {
                                 Ok(e) => (items, e),
                                 Err(err) => {
                                     tracing::warn!("cannot lend buffers: {err}");
                                     missing.extend(items.into_iter().map(|i| i.task));
-                                    (Vec::new(), ex.export(Vec::new(), false)?)
+                                    (Vec::new(), ex.export(Vec::new())?)
                                 }
                             };
                             let mut m = PeerMsg::ShmData {

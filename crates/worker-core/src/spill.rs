@@ -51,6 +51,12 @@ pub struct SpillLimits {
 }
 
 impl SpillLimits {
+    /// Device memory use past which device values spill (None: no device).
+    pub fn device_spill_at(&self) -> Option<u64> {
+        self.device
+            .map(|limit| (limit as f64 * self.device_target) as u64)
+    }
+
     pub fn new(device: Option<u64>, host: u64) -> SpillLimits {
         SpillLimits {
             device,
@@ -101,10 +107,15 @@ impl Spill {
         &self.limits
     }
 
+    /// Whether a value of `nbytes` is worth tracking (and spilling).
+    pub fn tracks(nbytes: u64) -> bool {
+        nbytes >= MIN_SPILL
+    }
+
     /// A value was stored (or replaced).
     pub fn add(&mut self, task: TaskId, tier: Tier, nbytes: u64) {
         self.remove(task);
-        if nbytes < MIN_SPILL {
+        if !Spill::tracks(nbytes) {
             return;
         }
         self.tick += 1;
@@ -168,10 +179,10 @@ impl Spill {
     /// to it, being read by a device kernel: only while the device stays below its
     /// spilling target with it (or spilling would move it straight out again).
     pub fn unspill(&self, task: TaskId, device_used: u64) -> bool {
-        let (Some(e), Some(limit)) = (self.entries.get(&task), self.limits.device) else {
+        let (Some(e), Some(target)) = (self.entries.get(&task), self.limits.device_spill_at())
+        else {
             return false;
         };
-        let target = (limit as f64 * self.limits.device_target) as u64;
         e.from_device && e.tier != Tier::Device && device_used + e.nbytes <= target
     }
 
@@ -183,8 +194,7 @@ impl Spill {
     pub fn plan(&self, device_used: u64, process_memory: u64) -> Vec<(TaskId, Tier)> {
         let mut out = Vec::new();
         let mut host = self.used(Tier::Host);
-        if let Some(limit) = self.limits.device {
-            let target = (limit as f64 * self.limits.device_target) as u64;
+        if let Some(target) = self.limits.device_spill_at() {
             let mut dev = device_used;
             for &(_, t) in &self.lru {
                 if dev <= target {
@@ -213,14 +223,14 @@ impl Spill {
                 break;
             }
             let e = self.entries[&t];
-            let on_host = e.tier == Tier::Host || out.iter().any(|(x, _)| *x == t);
-            if on_host {
-                match out.iter_mut().find(|(x, _)| *x == t) {
-                    Some(m) => m.1 = Tier::Disk,
-                    None => out.push((t, Tier::Disk)),
-                }
-                host -= e.nbytes;
+            // On the host already, or brought there by a move above (which then goes on
+            // to disk).
+            match out.iter_mut().find(|(x, _)| *x == t) {
+                Some(m) => m.1 = Tier::Disk,
+                None if e.tier == Tier::Host => out.push((t, Tier::Disk)),
+                None => continue,
             }
+            host -= e.nbytes;
         }
         out
     }

@@ -16,9 +16,7 @@ use rask_proto::msg::{
     ComputeMsg, DataItem, HeartbeatMsg, Hello, HelloReply, PeerAddr, PeerMsg, Resource, Role,
     ToScheduler, ToWorker, WorkerHello,
 };
-use rask_proto::{
-    Datum, IpcBuffer, Payload, TaskId, Value, WorkerId, PROTOCOL_VERSION, RASK_VERSION,
-};
+use rask_proto::{Datum, IpcBuffer, TaskId, Value, WorkerId, PROTOCOL_VERSION, RASK_VERSION};
 use rask_transport::shm::{Arena, FdReader};
 use rask_transport::{
     connect, reply_hello, spawn_writer, Batch, ConnConfig, FrameReader, Link, Sender,
@@ -494,6 +492,8 @@ pub struct Worker {
     accel: Option<Arc<dyn Accelerator>>,
     /// The GPU's index on its host.
     host_gpu: Option<u32>,
+    /// Spilling thresholds.
+    limits: SpillLimits,
     reader: FrameReader,
     to_scheduler: Sender<ToScheduler>,
 }
@@ -539,6 +539,11 @@ impl Worker {
         let arena = Arena::new(rask_transport::shm::DEFAULT_SEGMENT);
         let accel = open_accelerator(&cfg.device, &arena, device_pool.as_ref());
         let host_gpu = cfg.device.host_gpu();
+        let limits = spill_limits(
+            &cfg.device,
+            device_pool.as_ref().map(|p| p.limit()),
+            cfg.memory_limit,
+        );
         // The device as the cluster knows it: a CUDA GPU by its host index (every worker
         // of cuda-worker sees its own GPU as cuda:0).
         let device_name = match (&cfg.device, host_gpu) {
@@ -591,10 +596,7 @@ impl Worker {
                 gpu: host_gpu,
                 nvlink: cfg.nvlink.clone(),
                 device_memory_limit: device_pool.as_ref().map_or(0, |p| p.limit()),
-                device_spill_at: {
-                    let l = spill_limits(&cfg.device, device_pool.as_ref().map(|p| p.limit()), 0);
-                    l.device.map_or(0, |d| (d as f64 * l.device_target) as u64)
-                },
+                device_spill_at: limits.device_spill_at().unwrap_or(0),
                 nthreads: cfg.nthreads,
                 memory_limit: cfg.memory_limit,
                 resources,
@@ -616,6 +618,7 @@ impl Worker {
             _cuda: cuda,
             accel,
             host_gpu,
+            limits,
             reader,
             to_scheduler: spawn_writer(w),
             cfg,
@@ -650,6 +653,7 @@ impl Worker {
             _cuda,
             accel,
             host_gpu,
+            limits,
             mut reader,
             to_scheduler,
         } = self;
@@ -661,16 +665,7 @@ impl Worker {
         let endpoint = {
             let store = store.clone();
             Arc::new(rask_transport::inproc::DataEndpoint::new(move |tasks| {
-                let store = store.lock().expect("store lock");
-                let mut values = Vec::new();
-                let mut missing = Vec::new();
-                for t in tasks {
-                    match store.get(t) {
-                        Some(v) => values.push((*t, v.clone())),
-                        None => missing.push(*t),
-                    }
-                }
-                (values, missing)
+                stored(&store, tasks)
             }))
         };
         let _inproc = (cfg.transport == TransportMode::Auto)
@@ -697,10 +692,9 @@ impl Worker {
         }));
         let exec = Exec {
             registry: cfg.registry.clone(),
-            alloc: alloc.clone(),
+            alloc,
             device: accel,
         };
-        let arena = Some(arena);
         let (events, mut rx) = mpsc::unbounded_channel::<Event>();
 
         // Scheduler reader.
@@ -762,11 +756,7 @@ impl Worker {
             host_id: rask_transport::host_id(),
             device_label: cfg.device.label(),
             host_gpu,
-            spill: Spill::new(spill_limits(
-                &cfg.device,
-                device_pool.as_ref().map(|p| p.limit()),
-                cfg.memory_limit,
-            )),
+            spill: Spill::new(limits),
             spilled: Default::default(),
             ran: [0; 2],
             host_arena: Arena::new(rask_transport::shm::DEFAULT_SEGMENT),
@@ -837,6 +827,14 @@ impl Worker {
     }
 }
 
+/// A peer worker as this worker reaches it.
+#[derive(Clone)]
+struct Peer {
+    addr: PeerAddr,
+    link: Link,
+    class: &'static str,
+}
+
 /// The main loop's state.
 struct State {
     id: WorkerId,
@@ -845,8 +843,8 @@ struct State {
     store: Store,
     /// Compute requests not yet run: op, args and their buffers, deps in order.
     specs: FxHashMap<TaskId, (ComputeMsg, Vec<Bytes>)>,
-    /// Peer workers' data addresses and identities.
-    peers: FxHashMap<WorkerId, PeerAddr>,
+    /// Peer workers' data addresses and identities, and how data moves from each.
+    peers: FxHashMap<WorkerId, Peer>,
     /// Open data connections to peers.
     links: FxHashMap<WorkerId, Sender<PeerMsg>>,
     /// Peers whose device memory this worker's device could not import.
@@ -867,7 +865,7 @@ struct State {
     inline_until: Instant,
     /// How ops run: outputs to the shared-memory arena, device plans on the device.
     exec: Exec,
-    arena: Option<Arena>,
+    arena: Arena,
     /// Segments the arena unmapped, for the shared-memory connections to announce.
     retire_tx: tokio::sync::broadcast::Sender<Vec<u32>>,
     host_id: String,
@@ -927,7 +925,8 @@ impl State {
                         }
                         ToWorker::Peers { peers } => {
                             for p in peers {
-                                self.peers.insert(p.worker, p);
+                                let peer = self.peer(p);
+                                self.peers.insert(peer.addr.worker, peer);
                             }
                         }
                         ToWorker::PeerGone { worker } => {
@@ -1008,20 +1007,18 @@ impl State {
     /// when its bytes are in device memory (a device kernel's output, or on a simulated
     /// GPU any op's output, which lands in the GPU's arena).
     fn track(&mut self, task: TaskId, v: &Value, nbytes: u64) {
+        if !Spill::tracks(nbytes) {
+            // Not worth spilling: no need to find out where it lives.
+            self.spill.remove(task);
+            return;
+        }
         let sim = matches!(self.cfg.device, WorkerDevice::Sim { .. });
-        let in_device_arena =
-            |b: &Bytes| sim && self.arena.as_ref().is_some_and(|a| a.locate(b).is_some());
+        let in_device_arena = |b: &Bytes| sim && self.arena.locate(b).is_some();
         // A value of another GPU of this process (fetched from it in place) is not in
         // this device's memory: spilling it here would free nothing.
-        fn here(v: &Value, device: &str) -> bool {
-            match v {
-                Value::Device(d) => d.device() == device,
-                Value::List(l) => l.iter().any(|x| here(x, device)),
-                _ => false,
-            }
-        }
+        let here = |x: &Value| matches!(x, Value::Device(d) if d.device() == self.device_label);
         let tier = match v {
-            v if here(v, &self.device_label) => Tier::Device,
+            v if v.any_leaf(&here) => Tier::Device,
             Value::Bytes(b) if in_device_arena(b) => Tier::Device,
             _ => Tier::Host,
         };
@@ -1038,10 +1035,11 @@ impl State {
         if plan.is_empty() {
             return;
         }
-        let store = self.store.clone();
-        let mut store = store.lock().expect("store lock");
         for (task, to) in plan {
-            let Some(v) = store.get(&task) else {
+            // Taken out of the store (clones share the bytes): the copies below — from a
+            // GPU's memory, to a file — must not hold it. Only the event loop, which runs
+            // this, writes the store: the value is still there to replace afterwards.
+            let Some(v) = self.store.lock().expect("store lock").get(&task).cloned() else {
                 self.spill.remove(task);
                 continue;
             };
@@ -1061,7 +1059,7 @@ impl State {
                 }
                 Tier::Device => Err("values are not spilled up".into()),
             };
-            match move_payloads(v, &mut put) {
+            match move_payloads(&v, &mut put) {
                 Ok((nv, nb)) => {
                     let from = self.spill.tier(task);
                     let label = match (from, to) {
@@ -1070,7 +1068,7 @@ impl State {
                         _ => "host->disk",
                     };
                     *self.spilled.entry(label).or_default() += nb;
-                    store.insert(task, nv);
+                    self.store.lock().expect("store lock").insert(task, nv);
                     self.spill.moved(task, to);
                 }
                 Err(e) => {
@@ -1133,15 +1131,15 @@ impl State {
         let link = match self.links.get(&from) {
             Some(l) if !l.is_closed() => l.clone(),
             _ => {
-                let Some(peer) = self.peers.get(&from).cloned() else {
+                let Some(Peer {
+                    addr: peer,
+                    link: kind,
+                    ..
+                }) = self.peers.get(&from).cloned()
+                else {
                     self.core.on_fetch_failed(from, &tasks);
                     return;
                 };
-                let kind = self.cfg.transport.select(
-                    (&self.host_id, std::process::id()),
-                    (&peer.host_id, peer.pid),
-                    !peer.shm_addr.is_empty(),
-                );
                 if kind == Link::Inproc {
                     if let Some(peer_data) = rask_transport::inproc::lookup::<
                         rask_transport::inproc::DataEndpoint,
@@ -1176,7 +1174,7 @@ impl State {
                 tasks: tasks.clone(),
                 // Over shared memory, bytes in a peer GPU's memory come by CUDA IPC
                 // straight into ours (tcp peers answer with host bytes whatever we ask).
-                into_device: self.importer().is_some() && !self.no_ipc.contains(&from),
+                into_device: self.imports() && !self.no_ipc.contains(&from),
             })
             .is_err()
         {
@@ -1185,6 +1183,11 @@ impl State {
             return;
         }
         self.outstanding.insert((from, req), tasks);
+    }
+
+    /// Whether this worker's device imports bytes lent from a peer's device.
+    fn imports(&self) -> bool {
+        self.exec.device.as_ref().is_some_and(|a| a.imports())
     }
 
     /// This worker's device, if it imports bytes lent from a peer's device.
@@ -1243,15 +1246,15 @@ impl State {
     /// ([`Args::Unspill`]); the store takes the uploaded values when the job is done.
     fn unspill_for(&mut self, spec: &ComputeMsg, bufs: Vec<Bytes>, args: Value) -> Args {
         let used = self.device_pool.as_ref().map_or(0, |p| p.used());
-        let Some(device) = self.exec.device.clone() else {
-            return Args::Ready(args);
-        };
         let wanted = |s: &Self, t: TaskId, planned: u64| {
             !s.unspilling.contains(&t) && s.spill.unspill(t, used + planned)
         };
         if !spec.deps.iter().any(|d| wanted(self, d.task, 0)) {
             return Args::Ready(args);
         }
+        let Some(device) = self.exec.device.clone() else {
+            return Args::Ready(args);
+        };
         let list = match &args {
             Value::List(l) => l.as_slice(),
             v => std::slice::from_ref(v),
@@ -1326,24 +1329,28 @@ impl State {
         }
     }
 
-    /// How data from `peer` reaches this worker: `local` (same process), `nvlink`, `pcie`
-    /// (GPUs through the host), `shm` (CPU workers of one host) or `tcp`.
-    fn link_class(&self, peer: WorkerId) -> &'static str {
-        let Some(p) = self.peers.get(&peer) else {
-            return "tcp";
-        };
-        let kind = self.cfg.transport.select(
+    /// A peer as this worker reaches it: the transport its data takes, and the class of
+    /// the link — `local` (same process), `nvlink`, `pcie` (GPUs through the host), `shm`
+    /// (CPU workers of one host) or `tcp`. Decided once, when the peer is announced.
+    fn peer(&self, addr: PeerAddr) -> Peer {
+        let link = self.cfg.transport.select(
             (&self.host_id, std::process::id()),
-            (&p.host_id, p.pid),
-            !p.shm_addr.is_empty(),
+            (&addr.host_id, addr.pid),
+            !addr.shm_addr.is_empty(),
         );
-        match (kind, self.host_gpu, p.gpu) {
+        let class = match (link, self.host_gpu, addr.gpu) {
             (Link::Inproc, ..) => "local",
             (Link::Tcp, ..) => "tcp",
             (Link::Shm, Some(_), Some(g)) if self.cfg.nvlink.contains(&g) => "nvlink",
             (Link::Shm, None, None) => "shm",
             (Link::Shm, ..) => "pcie",
-        }
+        };
+        Peer { addr, link, class }
+    }
+
+    /// The class of the link data from `peer` takes (see [`State::peer`]).
+    fn link_class(&self, peer: WorkerId) -> &'static str {
+        self.peers.get(&peer).map_or("tcp", |p| p.class)
     }
 
     /// The process's memory as the thresholds see it: at least the values held on the
@@ -1387,12 +1394,10 @@ impl State {
             self.drive();
         }
         self.host_arena.trim(ARENA_KEEP_FREE, ARENA_IDLE_ROUNDS);
-        if let Some(a) = &self.arena {
-            let gone = a.trim(ARENA_KEEP_FREE, ARENA_IDLE_ROUNDS);
-            if !gone.is_empty() {
-                debug!(segments = ?gone, "arena shrank");
-                let _ = self.retire_tx.send(gone);
-            }
+        let gone = self.arena.trim(ARENA_KEEP_FREE, ARENA_IDLE_ROUNDS);
+        if !gone.is_empty() {
+            debug!(segments = ?gone, "arena shrank");
+            let _ = self.retire_tx.send(gone);
         }
         let (stored_keys, stored_bytes) = {
             let store = self.store.lock().expect("store lock");
@@ -1462,7 +1467,7 @@ impl State {
                 match connect(&addr.addr, &hello, conn).await {
                     Ok((mut reader, w, _)) => {
                         pending.start(w);
-                        reader.set_arena(arena);
+                        reader.set_arena(Some(arena));
                         link_loop(peer, reader, None, |_| None, None, &events).await
                     }
                     Err(e) => Some(e.to_string()),
@@ -1545,9 +1550,8 @@ async fn import_values(
     values: Vec<(TaskId, Value)>,
 ) -> (Vec<(TaskId, Value)>, Option<(Vec<TaskId>, String)>) {
     let Some(acc) = import else {
-        let tasks = values.iter().filter(|(_, v)| lent(v)).map(|(t, _)| *t);
-        let tasks = tasks.collect();
-        let kept = values.into_iter().filter(|(_, v)| !lent(v)).collect();
+        let (failed, kept): (Vec<_>, Vec<_>) = values.into_iter().partition(|(_, v)| lent(v));
+        let tasks = failed.into_iter().map(|(t, _)| t).collect();
         let error = "this worker's device does not import a peer's device memory".to_string();
         return (kept, Some((tasks, error)));
     };
@@ -1666,44 +1670,35 @@ fn move_payloads(
     })
 }
 
-/// The stored values of `tasks` in wire form, and those not stored (or whose bytes on a
-/// device cannot be read: the scheduler then finds them elsewhere or recomputes them).
-/// Bytes in a device's memory stay there when the requester imports them `into_device`;
-/// else they come to the host.
-fn lookup_data(
-    store: &Store,
-    tasks: Vec<TaskId>,
-    into_device: bool,
-) -> rask_transport::shm::Lookup {
-    let mut bufs = Vec::new();
-    let mut items = Vec::new();
+/// The stored values of `tasks` (clones: they share the bytes), and the tasks not stored.
+fn stored(store: &Store, tasks: &[TaskId]) -> (Vec<(TaskId, Value)>, Vec<TaskId>) {
+    let store = store.lock().expect("store lock");
+    let mut values = Vec::with_capacity(tasks.len());
     let mut missing = Vec::new();
-    // Taken out of the store first (clones share the bytes): bringing a value from a
-    // GPU's memory to the host must not hold the store.
-    let found: Vec<(TaskId, Option<Value>)> = {
-        let store = store.lock().expect("store lock");
-        tasks
-            .into_iter()
-            .map(|t| (t, store.get(&t).cloned()))
-            .collect()
-    };
+    for t in tasks {
+        match store.get(t) {
+            Some(v) => values.push((*t, v.clone())),
+            None => missing.push(*t),
+        }
+    }
+    (values, missing)
+}
+
+/// The stored values of `tasks` in wire form, their buffers appended to one list by
+/// `to_datum`, and the tasks not stored (or whose bytes on a device cannot be read: the
+/// scheduler then finds them elsewhere or recomputes them). The values are taken out of
+/// the store first: bringing one from a GPU's memory to the host must not hold it.
+fn lookup_with<B>(
+    store: &Store,
+    tasks: &[TaskId],
+    mut to_datum: impl FnMut(&Value, &mut Vec<B>) -> Result<Datum, rask_proto::ProtoError>,
+) -> (Vec<DataItem>, Vec<B>, Vec<TaskId>) {
+    let (found, mut missing) = stored(store, tasks);
+    let mut bufs = Vec::new();
+    let mut items = Vec::with_capacity(found.len());
     for (t, v) in found {
-        let Some(v) = v else {
-            missing.push(t);
-            continue;
-        };
         let before = bufs.len();
-        let wire = if into_device {
-            v.to_datum_lent(&mut bufs)
-        } else {
-            let mut host = Vec::new();
-            v.to_datum(&mut host).map(|mut d| {
-                d.shift_buffers(before as u32);
-                bufs.extend(host.into_iter().map(Payload::Host));
-                d
-            })
-        };
-        match wire {
+        match to_datum(&v, &mut bufs) {
             Ok(value) => items.push(DataItem { task: t, value }),
             Err(e) => {
                 warn!(task = t.0, "cannot send a value: {e}");
@@ -1715,21 +1710,19 @@ fn lookup_data(
     (items, bufs, missing)
 }
 
-/// A payload of a lookup made for the host (`into_device` false).
-fn host_payload(p: &Payload) -> Bytes {
-    match p {
-        Payload::Host(b) => b.clone(),
-        Payload::Device(d) => unreachable!("{d:?} in a lookup for the host"),
-    }
+/// A lookup for a same-host peer: bytes in a device's memory stay there when the
+/// requester imports them `into_device`; else they come to the host.
+fn lookup_data(
+    store: &Store,
+    tasks: Vec<TaskId>,
+    into_device: bool,
+) -> rask_transport::shm::Lookup {
+    lookup_with(store, &tasks, |v, bufs| v.to_datum_lent(bufs, into_device))
 }
 
 /// Whether a value holds bytes lent from a peer's device, not yet imported.
 fn lent(v: &Value) -> bool {
-    match v {
-        Value::Device(d) => d.downcast::<IpcBuffer>().is_some(),
-        Value::List(l) => l.iter().any(lent),
-        _ => false,
-    }
+    v.any_leaf(&|x| matches!(x, Value::Device(d) if d.downcast::<IpcBuffer>().is_some()))
 }
 
 /// The hello of a data connection.
@@ -1778,8 +1771,7 @@ async fn serve_peer(stream: TcpStream, cfg: ConnConfig, store: Store) {
                     let PeerMsg::GetData { req, tasks, .. } = m else {
                         continue;
                     };
-                    let (items, bufs, missing) = lookup_data(&store, tasks, false);
-                    let bufs = bufs.iter().map(host_payload).collect();
+                    let (items, bufs, missing) = lookup_with(&store, &tasks, Value::to_datum);
                     let reply = PeerMsg::Data {
                         req,
                         items,
@@ -1807,14 +1799,8 @@ const INLINE_VALUE_MAX: u64 = 1024;
 
 /// A result's wire form if it is small and has no byte payload.
 fn inline_datum(v: &Value) -> Option<Datum> {
-    fn has_bytes(v: &Value) -> bool {
-        match v {
-            Value::Bytes(_) | Value::Device(_) => true,
-            Value::List(l) => l.iter().any(has_bytes),
-            _ => false,
-        }
-    }
-    if v.nbytes() > INLINE_VALUE_MAX || has_bytes(v) {
+    let bytes = |x: &Value| matches!(x, Value::Bytes(_) | Value::Device(_));
+    if v.nbytes() > INLINE_VALUE_MAX || v.any_leaf(&bytes) {
         return None;
     }
     v.to_datum(&mut Vec::new()).ok()
@@ -1822,11 +1808,12 @@ fn inline_datum(v: &Value) -> Option<Datum> {
 
 /// Total memory of the machine, in bytes (0 if unknown).
 pub fn total_memory() -> u64 {
-    meminfo_kib("MemTotal:") * 1024
+    proc_kib("/proc/meminfo", "MemTotal:") * 1024
 }
 
-fn meminfo_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
+/// A `Field:  N kB` line of a /proc file, in KiB (0 if unknown).
+fn proc_kib(path: &str, field: &str) -> u64 {
+    std::fs::read_to_string(path)
         .ok()
         .and_then(|s| {
             s.lines()
@@ -1839,16 +1826,7 @@ fn meminfo_kib(field: &str) -> u64 {
 /// This process's private resident memory (`RssAnon`: heap, stacks; not shared memory
 /// or mapped files), in bytes (0 if unknown).
 pub fn private_heap_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("RssAnon:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse::<u64>().ok())
-            })
-        })
-        .map_or(0, |kib| kib * 1024)
+    proc_kib("/proc/self/status", "RssAnon:") * 1024
 }
 
 /// This process's resident memory, in bytes (0 if unknown).
@@ -1866,7 +1844,7 @@ pub fn rss_bytes() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rask_proto::{DeviceBytes, DeviceData, IpcExport};
+    use rask_proto::{DeviceBytes, DeviceData, IpcExport, Payload};
 
     #[test]
     fn a_cuda_worker_names_its_gpu_by_the_hosts_index() {
