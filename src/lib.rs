@@ -47,11 +47,16 @@ impl Client {
         &self,
         x: &array::Array,
     ) -> Result<ndarray::ArrayD<T>, ClientError> {
+        let chunks = self.gather(&self.submit_array(x)?)?;
+        array::assemble(x, chunks)
+    }
+
+    /// Submits an array's graph; the futures of its chunks, in `chunk_keys` order.
+    fn submit_array(&self, x: &array::Array) -> Result<Vec<Future>, ClientError> {
         let g = array::to_graph(x, self.has_gpus()?);
         let keys = x.chunk_keys();
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let chunks = self.get(&g, &refs)?;
-        array::assemble(x, chunks)
+        self.compute(&g, &refs)
     }
 
     /// Whether any worker drives a GPU (real or simulated).
@@ -66,10 +71,7 @@ impl Client {
     /// Computes an array's chunks and keeps them on the workers; new expressions on the
     /// result start from them instead of recomputing.
     pub fn persist_array(&self, x: &array::Array) -> Result<array::Persisted, ClientError> {
-        let g = array::to_graph(x, self.has_gpus()?);
-        let keys = x.chunk_keys();
-        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let futures = self.compute(&g, &refs)?;
+        let futures = self.submit_array(x)?;
         for f in &futures {
             f.wait()?;
         }
