@@ -455,8 +455,8 @@ fn matmul<T: Pod>(a: &Chunk, b: &Chunk) -> Result<Chunk, String> {
 }
 
 /// `op` (sum, max, min) over the whole chunk (`axis` None) or along one axis. Floats
-/// accumulate in f64 (whole sums pairwise); integers in their own type (sums wrap, as on a
-/// GPU).
+/// accumulate in f64 (whole sums pairwise; f32 is widened); integers in their own type
+/// (sums wrap, as on a GPU).
 fn reduce<T: Pod>(op: &str, axis: Option<usize>, a: &Chunk) -> Result<Chunk, String> {
     let r = match op {
         "sum" | "max" | "min" => cpu::Reduce::parse(op).expect("a reduction"),
@@ -489,7 +489,8 @@ fn reduce<T: Pod>(op: &str, axis: Option<usize>, a: &Chunk) -> Result<Chunk, Str
         }
     }
     let whole = axis.is_none();
-    if !T::FLOAT {
+    // Integers and f64 accumulate in their own type; only f32 is widened and narrowed back.
+    if !T::FLOAT || T::DTYPE == DType::F64 {
         return Ok(make::<T>(shape, |out| fold(r, whole, &x, out, len, inner)));
     }
     let wide: Vec<f64> = x.iter().map(|v| v.to_f64()).collect();
@@ -510,18 +511,21 @@ fn combine<T: Pod>(op: &str, chunks: &[Chunk]) -> Result<Chunk, String> {
         Some(op @ (Binary::Add | Binary::Max | Binary::Min)) => op,
         _ => return Err(format!("unknown combination {op:?}")),
     };
-    let mut acc: Vec<T> = first.elems::<T>()?.into_owned();
-    let mut tmp = acc.clone();
+    let mut views = vec![first.elems::<T>()?];
     for c in &chunks[1..] {
         if c.shape != first.shape {
             return Err(format!("shapes {:?} and {:?} differ", first.shape, c.shape));
         }
-        let y = c.elems::<T>()?;
-        cpu::binary(op, &acc, &y, &mut tmp, false, false);
-        std::mem::swap(&mut acc, &mut tmp);
+        views.push(c.elems::<T>()?);
     }
+    // out = c0, then out = out op ci in place, in order.
     Ok(make::<T>(first.shape.clone(), |out| {
-        out.copy_from_slice(&acc)
+        out.copy_from_slice(&views[0]);
+        for y in &views[1..] {
+            for (o, &v) in out.iter_mut().zip(y.iter()) {
+                *o = op.apply(*o, v);
+            }
+        }
     }))
 }
 

@@ -170,6 +170,18 @@ impl Binary {
             _ => None,
         }
     }
+
+    /// `x op y`, as the kernels compute it.
+    #[inline]
+    pub fn apply<T: Elem>(self, x: T, y: T) -> T {
+        match self {
+            Binary::Add => x.add(y),
+            Binary::Sub => x.sub(y),
+            Binary::Mul => x.mul(y),
+            Binary::Max => max(x, y),
+            Binary::Min => min(x, y),
+        }
+    }
 }
 
 /// `x > y ? x : y`, as `elementwise.cu` (not `fmax`: the NaN cases differ).
