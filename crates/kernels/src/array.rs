@@ -225,7 +225,7 @@ fn make<T: Pod>(shape: Vec<u64>, f: impl FnOnce(&mut [T])) -> Chunk {
     }
 }
 
-fn int_list(v: &Value, what: &str) -> Result<Vec<u64>, String> {
+pub(crate) fn int_list(v: &Value, what: &str) -> Result<Vec<u64>, String> {
     match v {
         Value::List(l) => l
             .iter()
@@ -238,7 +238,7 @@ fn int_list(v: &Value, what: &str) -> Result<Vec<u64>, String> {
     }
 }
 
-fn float(v: &Value) -> Result<f64, String> {
+pub(crate) fn float(v: &Value) -> Result<f64, String> {
     match v {
         Value::Float(f) => Ok(*f),
         Value::Int(i) => Ok(*i as f64),

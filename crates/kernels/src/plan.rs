@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use rask_proto::{DType, DeviceBytes, DeviceData, Value};
 
-use crate::array::{chunk_parts, chunk_value, Chunk};
+use crate::array::{chunk_parts, chunk_value, float, int_list, Chunk};
 use crate::cpu::{self, Binary, Elem, Float, Reduce};
 use crate::OutputAlloc;
 
@@ -233,37 +233,16 @@ fn suffix(dtype: DType) -> Result<&'static str, String> {
     }
 }
 
-fn ints(v: &Value) -> Option<Vec<u64>> {
-    match v {
-        Value::List(l) => l
-            .iter()
-            .map(|x| match x {
-                Value::Int(n) if *n >= 0 => Some(*n as u64),
-                _ => None,
-            })
-            .collect(),
-        _ => None,
-    }
-}
-
-fn number(v: &Value) -> Option<f64> {
-    match v {
-        Value::Float(f) => Some(*f),
-        Value::Int(i) => Some(*i as f64),
-        _ => None,
-    }
-}
-
 /// The device plan of `op` on `args`, or `None` when the op has none (it then runs on the
 /// CPU). Malformed arguments also give `None`: the CPU implementation reports them.
 pub fn plan(op: &str, args: &[Value]) -> Option<Plan> {
     match (op, args) {
         ("array.full", [Value::Str(dt), shape, value]) => {
             let dtype: DType = dt.parse().ok()?;
-            let mut p = Plan::new(dtype, ints(shape)?);
+            let mut p = Plan::new(dtype, int_list(shape, "shape").ok()?);
             let n = p.shape.iter().product();
             let entry = format!("fill_{}", suffix(dtype).ok()?);
-            let value = Arg::scalar(dtype, number(value)?);
+            let value = Arg::scalar(dtype, float(value).ok()?);
             p.elementwise(entry, n, vec![Arg::Buf(Buf::Out), Arg::U64(n), value]);
             Some(p)
         }
@@ -272,7 +251,7 @@ pub fn plan(op: &str, args: &[Value]) -> Option<Plan> {
             let n = (*n).max(0) as u64;
             let mut p = Plan::new(dtype, vec![n]);
             let entry = format!("arange_{}", suffix(dtype).ok()?);
-            let (start, step) = (number(start)?, number(step)?);
+            let (start, step) = (float(start).ok()?, float(step).ok()?);
             let args = vec![
                 Arg::Buf(Buf::Out),
                 Arg::U64(n),
@@ -290,7 +269,11 @@ pub fn plan(op: &str, args: &[Value]) -> Option<Plan> {
             if !matches!(dtype, DType::F32 | DType::F64) {
                 return None;
             }
-            let (global, origin, shape) = (ints(global)?, ints(origin)?, ints(shape)?);
+            let (global, origin, shape) = (
+                int_list(global, "global shape").ok()?,
+                int_list(origin, "origin").ok()?,
+                int_list(shape, "shape").ok()?,
+            );
             // Rows of a chunk of rank ≤ 2 start at evenly spaced global indices; higher
             // ranks run on the CPU.
             if shape.len() > 2 || global.len() != shape.len() || origin.len() != shape.len() {
@@ -314,8 +297,8 @@ pub fn plan(op: &str, args: &[Value]) -> Option<Plan> {
                 Arg::U64(*seed as u64),
                 Arg::U64(offset),
                 Arg::U64(row_stride),
-                Arg::scalar(dtype, number(p0)?),
-                Arg::scalar(dtype, number(p1)?),
+                Arg::scalar(dtype, float(p0).ok()?),
+                Arg::scalar(dtype, float(p1).ok()?),
             ];
             p.elementwise(format!("{kind}_{}", suffix(dtype).ok()?), n, args);
             Some(p)
@@ -323,9 +306,9 @@ pub fn plan(op: &str, args: &[Value]) -> Option<Plan> {
         ("array.binary", [Value::Str(name), x, y]) => {
             let x = chunk(x)?;
             let s = suffix(x.dtype).ok()?;
-            let float = matches!(x.dtype, DType::F32 | DType::F64);
-            let known =
-                Binary::parse(name).is_some() || (float && matches!(name.as_str(), "div" | "pow"));
+            let is_float = matches!(x.dtype, DType::F32 | DType::F64);
+            let known = Binary::parse(name).is_some()
+                || (is_float && matches!(name.as_str(), "div" | "pow"));
             if !known {
                 return None;
             }
@@ -333,7 +316,9 @@ pub fn plan(op: &str, args: &[Value]) -> Option<Plan> {
             let n = p.shape.iter().product();
             let a = p.input(x.data.clone());
             let (b, b_scalar) = match y {
-                Value::Float(_) | Value::Int(_) => (p.input(scalar_bytes(x.dtype, number(y)?)), 1),
+                Value::Float(_) | Value::Int(_) => {
+                    (p.input(scalar_bytes(x.dtype, float(y).ok()?)), 1)
+                }
                 v => {
                     let y = chunk(v)?;
                     if y.dtype != x.dtype || y.shape != x.shape {
@@ -495,11 +480,7 @@ pub fn plan(op: &str, args: &[Value]) -> Option<Plan> {
             let n: u64 = x.shape.iter().product();
             let a = p.input(x.data);
             if n == 0 {
-                let init = match op {
-                    Reduce::Sum => 0.0,
-                    Reduce::Max => f64::NEG_INFINITY,
-                    Reduce::Min => f64::INFINITY,
-                };
+                let init = op.init::<f64>();
                 if !matches!(x.dtype, DType::F32 | DType::F64) {
                     return None;
                 }
@@ -535,7 +516,7 @@ pub fn custom(source: &str, entry: &str, args: &[Value]) -> Option<Plan> {
     let mut scalars = Vec::new();
     for a in args {
         match a {
-            Value::Float(_) | Value::Int(_) => scalars.push(number(a)?),
+            Value::Float(_) | Value::Int(_) => scalars.push(float(a).ok()?),
             v => chunks.push(chunk(v)?),
         }
     }
