@@ -152,6 +152,14 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// Mean and (population) standard deviation.
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
+    (mean, std)
+}
+
 fn tasks(a: TasksArgs) -> Result<()> {
     let runs = a.runs.max(1);
     let mut figures = Vec::new();
@@ -731,10 +739,6 @@ struct P2pRow {
     walls: Vec<f64>,
 }
 
-fn quantile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
 /// `runs` timed transfers (after one warm-up: connections, first mapping of the arena) of
 /// a fresh `size`-byte payload made where the resource `src` is and read where `dst` is.
 /// Returns each run's (transfer, wall) in seconds: wall is the submit-to-result time of a
@@ -882,19 +886,14 @@ fn p2p(a: P2pArgs) -> Result<()> {
     let mut json_rows = Vec::new();
     for r in &rows {
         let mut bws = r.bws.clone();
-        bws.sort_by(|x, y| x.partial_cmp(y).expect("no NaN"));
-        let mut tus = r.transfer_us.clone();
-        tus.sort_by(|x, y| x.partial_cmp(y).expect("no NaN"));
         let (p25, p50, p75) = (
-            quantile(&bws, 0.25),
-            quantile(&bws, 0.5),
-            quantile(&bws, 0.75),
+            percentile(&mut bws, 0.25),
+            median(&mut bws),
+            percentile(&mut bws, 0.75),
         );
-        let t50 = quantile(&tus, 0.5);
-        let n = r.walls.len() as f64;
-        let mean = r.walls.iter().sum::<f64>() / n;
-        let std = (r.walls.iter().map(|w| (w - mean).powi(2)).sum::<f64>() / n).sqrt();
-        let hmean = n / r.bws.iter().map(|b| 1.0 / b).sum::<f64>();
+        let t50 = median(&mut r.transfer_us.clone());
+        let (mean, std) = mean_std(&r.walls);
+        let hmean = r.bws.len() as f64 / r.bws.iter().map(|b| 1.0 / b).sum::<f64>();
         let peers: Vec<String> = cols
             .iter()
             .map(|c| peer_at(c, r.size).map_or("-".into(), |v| format!("{v:.2}")))
@@ -1010,11 +1009,10 @@ fn p2p_sim(a: &P2pArgs, spec: &str) -> Result<()> {
                     .into_iter()
                     .map(|(transfer, _)| size as f64 / transfer / 1e9)
                     .collect();
-                bws.sort_by(|x, y| x.partial_cmp(y).expect("no NaN"));
                 let (p25, p50, p75) = (
-                    quantile(&bws, 0.25),
-                    quantile(&bws, 0.5),
-                    quantile(&bws, 0.75),
+                    percentile(&mut bws, 0.25),
+                    median(&mut bws),
+                    percentile(&mut bws, 0.75),
                 );
                 let link = if topology.nvlink(i, j) {
                     "nvlink"
@@ -1129,10 +1127,7 @@ fn spill_throughput(size: u64, runs: usize) -> Result<Vec<(&'static str, f64)>> 
     let _ = std::fs::remove_dir_all(&dir);
     Ok(out
         .into_iter()
-        .map(|(k, mut v)| {
-            v.sort_by(|x, y| x.partial_cmp(y).expect("no NaN"));
-            (k, quantile(&v, 0.5))
-        })
+        .map(|(k, mut v)| (k, median(&mut v)))
         .collect())
 }
 
@@ -1210,8 +1205,7 @@ fn array_bench(a: ArrayArgs) -> Result<()> {
         }
     }
     let med = median(&mut times.clone());
-    let mean = times.iter().sum::<f64>() / times.len() as f64;
-    let std = (times.iter().map(|t| (t - mean).powi(2)).sum::<f64>() / times.len() as f64).sqrt();
+    let (_, std) = mean_std(&times);
     let peer = if a.out.no_peer {
         None
     } else {
