@@ -529,10 +529,6 @@ fn combine<T: Pod>(op: &str, chunks: &[Chunk]) -> Result<Chunk, String> {
     }))
 }
 
-fn chunk_arg(v: &Value) -> Result<Chunk, String> {
-    Chunk::from_value(v)
-}
-
 /// A chunk's largest element and its global index: `[0-d chunk, index]` (`[null, null]`
 /// for an empty chunk).
 fn argmax_chunk<T: Pod>(a: &Chunk, global: &[u64], origin: &[u64]) -> Result<Value, String> {
@@ -572,7 +568,7 @@ fn argmax_pairs(args: &[Value]) -> Result<Vec<(Chunk, i64)>, String> {
         match a {
             Value::List(p) => match &p[..] {
                 [Value::Null, Value::Null] => {}
-                [c, Value::Int(at)] => pairs.push((chunk_arg(c)?, *at)),
+                [c, Value::Int(at)] => pairs.push((Chunk::from_value(c)?, *at)),
                 _ => return Err("argmax: expected [value, index] pairs".into()),
             },
             _ => return Err("argmax: expected [value, index] pairs".into()),
@@ -587,7 +583,7 @@ pub(crate) fn register(r: &mut Registry) {
         let [x, global, origin] = a else {
             return Err("argmax: (chunk, global shape, origin)".into());
         };
-        let x = chunk_arg(x)?;
+        let x = Chunk::from_value(x)?;
         let (global, origin) = (
             int_list(global, "global shape")?,
             int_list(origin, "origin")?,
@@ -637,7 +633,7 @@ pub(crate) fn register(r: &mut Registry) {
         let mut parts = Vec::new();
         for p in pieces.chunks(4) {
             parts.push((
-                chunk_arg(&p[0])?,
+                Chunk::from_value(&p[0])?,
                 int_list(&p[1], "src start")?,
                 int_list(&p[2], "dst start")?,
                 int_list(&p[3], "extent")?,
@@ -657,10 +653,10 @@ pub(crate) fn register(r: &mut Registry) {
         let [Value::Str(op), x, y] = a else {
             return Err("binary: (op, chunk, chunk or number)".into());
         };
-        let x = chunk_arg(x)?;
+        let x = Chunk::from_value(x)?;
         let y = match y {
             Value::Float(_) | Value::Int(_) => Either::Scalar(float(y)?),
-            v => Either::Chunk(chunk_arg(v)?),
+            v => Either::Chunk(Chunk::from_value(v)?),
         };
         if let Either::Chunk(c) = &y {
             if c.dtype != x.dtype {
@@ -673,14 +669,14 @@ pub(crate) fn register(r: &mut Registry) {
         let [x] = a else {
             return Err("transpose: (chunk)".into());
         };
-        let x = chunk_arg(x)?;
+        let x = Chunk::from_value(x)?;
         by_dtype!(x.dtype, transpose(&x)).map(|c| c.to_value())
     });
     r.register("array.matmul", 1, |a| {
         let [x, y] = a else {
             return Err("matmul: (chunk, chunk)".into());
         };
-        let (x, y) = (chunk_arg(x)?, chunk_arg(y)?);
+        let (x, y) = (Chunk::from_value(x)?, Chunk::from_value(y)?);
         if x.dtype != y.dtype {
             return Err(format!("dtypes {} and {} differ", x.dtype, y.dtype));
         }
@@ -695,14 +691,17 @@ pub(crate) fn register(r: &mut Registry) {
             Value::Int(_) => None,
             _ => return Err("reduce: the axis is an integer".into()),
         };
-        let x = chunk_arg(x)?;
+        let x = Chunk::from_value(x)?;
         by_dtype!(x.dtype, reduce(op, axis, &x)).map(|c| c.to_value())
     });
     r.register("array.combine", 1, |a| {
         let [Value::Str(op), rest @ ..] = a else {
             return Err("combine: (op, chunk, …)".into());
         };
-        let chunks = rest.iter().map(chunk_arg).collect::<Result<Vec<_>, _>>()?;
+        let chunks = rest
+            .iter()
+            .map(Chunk::from_value)
+            .collect::<Result<Vec<_>, _>>()?;
         let dt = chunks.first().ok_or("combine of nothing")?.dtype;
         by_dtype!(dt, combine(op, &chunks)).map(|c| c.to_value())
     });

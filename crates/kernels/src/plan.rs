@@ -572,6 +572,15 @@ impl HostPlans {
             downloaded: Arc::default(),
         }
     }
+
+    /// Bytes of this GPU's memory as a device value's data.
+    fn keep(&self, bytes: Bytes) -> DeviceBytes {
+        DeviceBytes::new(SimBytes {
+            bytes,
+            device: self.device.clone(),
+            downloaded: self.downloaded.clone(),
+        })
+    }
 }
 
 impl crate::Accelerator for HostPlans {
@@ -592,16 +601,8 @@ impl crate::Accelerator for HostPlans {
         if let Err(e) = run_into(&p, out.bytes_mut()) {
             return Some(Err(e));
         }
-        let data = SimBytes {
-            bytes: out.freeze(),
-            device: self.device.clone(),
-            downloaded: self.downloaded.clone(),
-        };
-        Some(Ok(chunk_value(
-            p.dtype,
-            &p.shape,
-            Value::Device(DeviceBytes::new(data)),
-        )))
+        let data = Value::Device(self.keep(out.freeze()));
+        Some(Ok(chunk_value(p.dtype, &p.shape, data)))
     }
 
     fn downloaded(&self) -> u64 {
@@ -616,11 +617,7 @@ impl crate::Accelerator for HostPlans {
         crate::map_host_bytes(v, &mut |b| {
             let mut m = self.memory.alloc(b.len())?;
             m.bytes_mut().copy_from_slice(b);
-            Some(Ok(Value::Device(DeviceBytes::new(SimBytes {
-                bytes: m.freeze(),
-                device: self.device.clone(),
-                downloaded: self.downloaded.clone(),
-            }))))
+            Some(Ok(Value::Device(self.keep(m.freeze()))))
         })
     }
 }
@@ -677,6 +674,14 @@ impl<'a> HostBuf<'a> {
     fn new(len: u64) -> HostBuf<'a> {
         HostBuf::Owned {
             words: vec![0; (len as usize).div_ceil(8)],
+            len: len as usize,
+        }
+    }
+
+    /// Memory of its own filled with 0xA5, so that what no step writes shows.
+    fn poisoned(len: u64) -> HostBuf<'a> {
+        HostBuf::Owned {
+            words: vec![0xA5A5_A5A5_A5A5_A5A5; (len as usize).div_ceil(8)],
             len: len as usize,
         }
     }
@@ -789,11 +794,7 @@ fn run_steps(plan: &Plan, out: &mut [u8]) -> Result<(), String> {
         .map(HostBuf::of_input)
         .collect::<Result<_, _>>()?;
     let temps = bufs.len();
-    for &t in &plan.temps {
-        let mut h = HostBuf::new(t);
-        h.bytes_mut().expect("owned").fill(0xA5);
-        bufs.push(h);
-    }
+    bufs.extend(plan.temps.iter().map(|&t| HostBuf::poisoned(t)));
     out.fill(0xA5);
     bufs.push(HostBuf::Out(out));
     let index = |b: Buf| -> Result<usize, String> {
@@ -1084,7 +1085,8 @@ fn launch_elem<T: Elem>(
         }
         "sum" | "amax" | "amin" => {
             // Block b of a grid-stride launch reduces the elements i with
-            // (i / threads) % blocks == b and writes partial b.
+            // (i / threads) % blocks == b and writes partial b: run j of `threads`
+            // elements goes to block j % blocks.
             a.check_count(3)?;
             if l.block != (THREADS, 1, 1) {
                 return Err(format!("{e}: block reductions launch {THREADS} threads"));
@@ -1094,9 +1096,11 @@ fn launch_elem<T: Elem>(
             let x = input::<T>(bufs, a.buf(0)?, n, e)?;
             let r = Reduce::parse(op).expect("a reduction");
             let mut partials = vec![r.init::<T>(); blocks];
-            for (i, &v) in x.iter().enumerate() {
-                let b = (i / THREADS as usize) % blocks;
-                partials[b] = r.combine(partials[b], v);
+            for (j, run) in x.chunks(THREADS as usize).enumerate() {
+                let p = &mut partials[j % blocks];
+                for &v in run {
+                    *p = r.combine(*p, v);
+                }
             }
             output::<T>(&mut bufs[a.buf(1)?], blocks, e)?.copy_from_slice(&partials);
         }
