@@ -28,11 +28,7 @@ enum Cmd {
     Array(ArrayArgs),
     /// Echo bytes on a loopback port (the peer process of the round-trip floor).
     #[command(hide = true)]
-    EchoServer {
-        /// Pin the server to this CPU.
-        #[arg(long)]
-        cpu: Option<usize>,
-    },
+    EchoServer,
 }
 
 /// How every benchmark reports.
@@ -131,7 +127,7 @@ fn main() -> Result<()> {
         Cmd::Tasks(a) => tasks(a),
         Cmd::P2p(a) => p2p(a),
         Cmd::Array(a) => array_bench(a),
-        Cmd::EchoServer { cpu } => echo_server(cpu),
+        Cmd::EchoServer => echo_server(),
     }
 }
 
@@ -370,18 +366,16 @@ fn tree_graph(prefix: &str, leaves: usize) -> (Graph, String, usize) {
     (g, level.pop().expect("a root"), n)
 }
 
-/// Serves one connection: echoes each byte back. Prints its port first.
+/// Pins the calling thread to `cpu`.
 fn pin_to_cpu(cpu: usize) -> Result<()> {
     let mut set = rustix::thread::CpuSet::new();
     set.set(cpu);
     rustix::thread::sched_setaffinity(None, &set).with_context(|| format!("pinning to CPU {cpu}"))
 }
 
-fn echo_server(cpu: Option<usize>) -> Result<()> {
+/// Serves one connection: echoes each byte back. Prints its port first.
+fn echo_server() -> Result<()> {
     use std::io::{Read, Write};
-    if let Some(c) = cpu {
-        pin_to_cpu(c)?;
-    }
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     println!("{}", listener.local_addr()?.port());
     std::io::stdout().flush()?;
@@ -416,7 +410,7 @@ fn ping_pong(n: usize, server_cpu: Option<usize>) -> Result<f64> {
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.arg("echo-server");
     if let Some(c) = server_cpu {
-        cmd.args(["--cpu", &c.to_string()]);
+        rask::affinity::pin(&mut cmd, &[c]);
     }
     let mut child = cmd
         .stdout(Stdio::piped())
