@@ -433,8 +433,6 @@ fn ping_pong(n: usize, server_cpu: Option<usize>) -> Result<f64> {
     Ok(median(&mut times))
 }
 
-/// Starts `rask scheduler` in its own process, submits `n` tasks it cannot run (no
-/// workers), and reports its resident-memory growth per task.
 /// Starts `rask scheduler` on a free port; returns it and its address.
 fn scheduler_process() -> Result<(KillOnDrop, String)> {
     let bin = sibling("rask")?;
@@ -464,9 +462,11 @@ fn scheduler_process() -> Result<(KillOnDrop, String)> {
     Ok((proc, addr))
 }
 
+/// Starts `rask scheduler` in its own process, submits `n` tasks it cannot run (no
+/// workers), and reports its resident-memory growth per task.
 fn scheduler_memory_per_task(n: usize) -> Result<f64> {
     let (mut proc, addr) = scheduler_process()?;
-    let deadline = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(120);
     let client = Client::connect(&addr)?;
     let pid = proc.0.id();
     let before = rss_of(pid)?;
@@ -488,7 +488,7 @@ fn scheduler_memory_per_task(n: usize) -> Result<f64> {
         if known as usize >= n {
             break;
         }
-        if Instant::now() > deadline + Duration::from_secs(120) {
+        if Instant::now() > deadline {
             bail!("the scheduler did not take the graph");
         }
         std::thread::sleep(Duration::from_millis(20));
