@@ -970,10 +970,7 @@ fn p2p_sim(a: &P2pArgs, spec: &str) -> Result<()> {
     println!(
         "Rask p2p benchmark, {n} simulated GPUs ({} each, one worker process each, NVLink: {}); SIMULATED: device memory is host memory shared between processes, so these are same-host shared-memory figures labelled by the simulated link",
         human(memory),
-        match topology.describe() {
-            d if d.is_empty() => "none".to_string(),
-            d => d,
-        }
+        topology.label()
     );
     let mut json_rows = Vec::new();
     for &size in &sizes {
