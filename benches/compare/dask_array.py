@@ -25,7 +25,7 @@ import sys
 import time
 
 
-def expr(xp, x, op):
+def expr(x, op):
     if op == "transpose_sum":
         return (x + x.T).sum()
     if op == "dot":
@@ -40,6 +40,18 @@ def expr(xp, x, op):
 def flops(op, n):
     return {"dot": 2.0 * n**3, "transpose_sum": 2.0 * n * n, "sum": 1.0 * n * n,
             "elementwise": 6.0 * n * n}[op]
+
+
+def timed(runs, fn):
+    """Median wall seconds of `runs` calls of fn after one warm-up call, and fn's last value."""
+    times = []
+    for run in range(runs + 1):
+        t = time.perf_counter()
+        v = fn()
+        dt = time.perf_counter() - t
+        if run > 0:
+            times.append(dt)
+    return statistics.median(times), v
 
 
 def blas_info(np):
@@ -70,33 +82,23 @@ def main():
            "numpy_threads": os.environ.get("OMP_NUM_THREADS", f"default ({os.cpu_count()} cpus)")}
 
     # numpy alone.
-    times = []
     rng = np.random.default_rng(1)
-    for run in range(a.runs + 1):
-        t = time.perf_counter()
-        x = rng.random((a.size, a.size), dtype=dtype)
-        v = float(expr(np, x, a.op))
-        dt = time.perf_counter() - t
-        if run > 0:
-            times.append(dt)
-    out["numpy_seconds"] = statistics.median(times)
-    out["numpy_value"] = v
+
+    def numpy_run():
+        return float(expr(rng.random((a.size, a.size), dtype=dtype), a.op))
+
+    out["numpy_seconds"], out["numpy_value"] = timed(a.runs, numpy_run)
     print(f"numpy: {out['numpy_seconds']:.3f} s", file=sys.stderr)
 
     # dask.array on a LocalCluster.
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       host="127.0.0.1", dashboard_address=None) as cluster, Client(cluster):
-        times = []
-        for run in range(a.runs + 1):
-            t = time.perf_counter()
+        def dask_run():
             x = da.random.default_rng(1).random((a.size, a.size), dtype=dtype,
                                                 chunks=(a.chunk, a.chunk))
-            v = float(expr(da, x, a.op).compute())
-            dt = time.perf_counter() - t
-            if run > 0:
-                times.append(dt)
-        out["dask_seconds"] = statistics.median(times)
-        out["dask_value"] = v
+            return float(expr(x, a.op).compute())
+
+        out["dask_seconds"], out["dask_value"] = timed(a.runs, dask_run)
     print(f"dask: {out['dask_seconds']:.3f} s", file=sys.stderr)
     out["flops"] = flops(a.op, a.size)
     if a.json:
