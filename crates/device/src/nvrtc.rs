@@ -180,8 +180,10 @@ impl ModuleCache {
         } else {
             "ptx"
         };
-        self.dir
-            .join(format!("{:016x}-{arch}.{ext}", fnv1a(source.as_bytes())))
+        self.dir.join(format!(
+            "{:016x}-{arch}.{ext}",
+            rask_proto::fnv1a(source.as_bytes())
+        ))
     }
 
     /// The compiled module, from the cache or compiled now (and cached).
@@ -198,10 +200,4 @@ impl ModuleCache {
         std::fs::rename(&tmp, &path)?;
         Ok(out)
     }
-}
-
-fn fnv1a(b: &[u8]) -> u64 {
-    b.iter().fold(0xcbf2_9ce4_8422_2325, |h, &x| {
-        (h ^ x as u64).wrapping_mul(0x100_0000_01b3)
-    })
 }

@@ -32,7 +32,9 @@ pub const PROTOCOL_SCHEMA: u64 = {
     a ^ b.rotate_left(1)
 };
 
-const fn fnv1a(bytes: &[u8]) -> u64 {
+/// 64-bit FNV-1a: the wire schema's hash, and the project's content hash (checksums,
+/// kernel cache keys).
+pub const fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut i = 0;
     while i < bytes.len() {
