@@ -191,7 +191,13 @@ fn malformed_batch_after_handshake_drops_only_that_client() {
         rask_transport::write_frame(&mut w, b"\x01\x02\x03 definitely not an archive", &[])
             .await
             .unwrap();
-        // The scheduler closes this connection.
+        // The scheduler says why, then closes this connection.
+        let said = r.read_batch::<rask_proto::msg::ToClient>().await.unwrap().unwrap();
+        assert!(
+            matches!(&said.msgs[..], [rask_proto::msg::ToClient::Closing { reason }] if reason.contains("malformed")),
+            "{:?}",
+            said.msgs
+        );
         assert!(r.read_frame().await.map_or(true, |f| f.is_none()));
     });
     assert_eq!(good.scheduler_info().unwrap().clients, 1);
@@ -271,6 +277,8 @@ fn a_silent_worker_is_presumed_dead_and_its_work_rescheduled() {
                 nthreads: 4,
                 memory_limit: 1 << 30,
                 resources: vec![],
+                // The code of the real workers that join later.
+                code: rask_kernels::code_identity_of(std::path::Path::new(common::RASK)).unwrap(),
             }),
             ..client_hello("frozen")
         };

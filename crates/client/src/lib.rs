@@ -2,9 +2,16 @@
 //! directly from the workers that hold them (never through the scheduler).
 //!
 //! A [`Client`] owns a small runtime thread for its connections, so it works the same from
-//! plain threads (blocking methods: [`Future::result`], [`Client::gather`]) and from async
-//! code (the `*_async` methods and `.await` on a [`Future`]). When the last handle to a
-//! key's future is dropped, the client tells the scheduler, which frees the data.
+//! plain threads, from inside any async runtime, and from async code: every blocking
+//! method ([`Future::result`], [`Client::gather`], [`Client::scheduler_info`], …) has an
+//! `*_async` twin, and a [`Future`] can be awaited. Blocking methods called on a thread
+//! that runs an async runtime block that thread (on a multi-threaded tokio runtime, through
+//! `block_in_place`) but never panic. When the last handle to a key's future is dropped,
+//! the client tells the scheduler, which frees the data.
+//!
+//! What the client keeps per held key is small (its name, a few words of state, the value
+//! itself when it came inline): a million futures cost well under 300 bytes each.
+//! Submissions too large for one frame go in parts that the scheduler takes as one graph.
 //!
 //! This crate must not contain scheduler or worker code: in-process clusters live in the
 //! `rask` facade crate.
@@ -22,9 +29,9 @@ use rask_proto::msg::{
     Hello, Holder, PeerMsg, RegistryInfo, Role, SchedulerInfoMsg, TaskError, TaskSpec, ToClient,
     ToScheduler, UpdateGraphMsg,
 };
-use rask_proto::{TaskId, Value, PROTOCOL_VERSION, RASK_VERSION};
+use rask_proto::{TaskId, Value, WorkerId, PROTOCOL_VERSION, RASK_VERSION};
 use rask_transport::{connect, Batch, ConnConfig, Link, Sender};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
 pub use graph::{Arg, Graph};
 pub use rask_proto::msg::{Resource, WorkerInfoMsg};
@@ -57,6 +64,9 @@ pub enum ClientError {
         expected: &'static str,
         got: &'static str,
     },
+    /// The client's own runtime thread could not be started or has stopped.
+    #[error("the client runtime: {0}")]
+    Runtime(String),
     #[error("{0}")]
     Other(String),
 }
@@ -68,30 +78,36 @@ pub struct ClientOptions {
     pub name: Option<String>,
     /// The ops this program knows; sent in the handshake and checked at submit.
     pub registry: Option<RegistryInfo>,
+    /// Connection settings; `conn.handshake_timeout` bounds connecting (default 10 s,
+    /// `RASK_CONNECT_TIMEOUT` in seconds overrides it).
     pub conn: ConnConfig,
     /// How results are gathered from workers (default: `RASK_TRANSPORT`, else auto:
     /// inproc from workers in this process, shm on this host, tcp otherwise).
     pub transport: Option<rask_transport::TransportMode>,
 }
 
-/// The state of a key, as the scheduler last told it.
+/// The state of a key, as the scheduler last told it. Kept small: a client may hold
+/// millions of keys.
 #[derive(Clone, Debug, PartialEq)]
 enum Status {
     Pending,
     Memory {
         task: TaskId,
-        holders: Vec<Holder>,
+        /// The worker to fetch it from (see [`State::workers`]), if any holds it.
+        holder: Option<WorkerId>,
         /// The value itself, when it came with the news (small results).
-        value: Option<Value>,
+        value: Option<Box<Value>>,
     },
-    Erred(TaskError),
-    Lost(String),
+    /// Failed; shared by every key one rejection or failure reaches.
+    Erred(Arc<TaskError>),
+    /// The scheduler connection ended first ([`State::closed`] says why).
+    Lost,
 }
 
 struct KeyEntry {
     /// Live [`Future`] handles for the key.
-    refs: usize,
-    status: watch::Sender<Status>,
+    refs: u32,
+    status: Status,
 }
 
 type DataReply = Result<(Vec<(TaskId, Value)>, Vec<TaskId>), String>;
@@ -105,10 +121,30 @@ struct DataLink {
 #[derive(Default)]
 struct State {
     keys: HashMap<Arc<str>, KeyEntry>,
+    /// Where workers that hold keys can be reached, by id (each key names only its
+    /// holder's id).
+    workers: HashMap<WorkerId, Holder>,
+    /// Tasks waiting for a key's status to change; only keys someone waits on have
+    /// an entry.
+    waiters: HashMap<Arc<str>, Vec<oneshot::Sender<()>>>,
     requests: HashMap<u64, oneshot::Sender<ToClient>>,
     links: HashMap<String, DataLink>,
-    /// Set when the scheduler connection is gone.
+    /// Set when the scheduler connection is gone: why.
     closed: Option<String>,
+}
+
+impl State {
+    /// Sets a held key's status and wakes whoever waits on it.
+    fn set_status(&mut self, key: &str, status: Status) {
+        if let Some(e) = self.keys.get_mut(key) {
+            e.status = status;
+            if let Some(ws) = self.waiters.remove(key) {
+                ws.into_iter().for_each(|w| {
+                    let _ = w.send(());
+                });
+            }
+        }
+    }
 }
 
 struct Inner {
@@ -126,6 +162,53 @@ struct Inner {
     host_id: String,
 }
 
+impl Inner {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("client state lock")
+    }
+
+    /// Runs `fut` on the client's runtime and waits for it on this thread.
+    fn block<T: Send + 'static>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, ClientError>> + Send + 'static,
+    ) -> Result<T, ClientError> {
+        block_on(&self.handle, fut)
+    }
+}
+
+/// Runs `fut` on `handle`'s runtime and waits for it on this thread — from a plain thread
+/// or from inside any async runtime (where `Handle::block_on` would panic).
+fn block_on<T: Send + 'static>(
+    handle: &tokio::runtime::Handle,
+    fut: impl std::future::Future<Output = Result<T, ClientError>> + Send + 'static,
+) -> Result<T, ClientError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    handle.spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    let wait = move || {
+        rx.recv()
+            .unwrap_or_else(|_| Err(ClientError::Runtime("stopped while a call waited".into())))
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(wait)
+        }
+        _ => wait(),
+    }
+}
+
+/// Runs `fut` on `handle`'s runtime; awaitable from any runtime.
+async fn on_runtime<T: Send + 'static>(
+    handle: &tokio::runtime::Handle,
+    fut: impl std::future::Future<Output = Result<T, ClientError>> + Send + 'static,
+) -> Result<T, ClientError> {
+    handle
+        .spawn(fut)
+        .await
+        .map_err(|e| ClientError::Runtime(e.to_string()))?
+}
+
 /// A connection to a Rask scheduler. Cheap to clone.
 #[derive(Clone)]
 pub struct Client {
@@ -138,28 +221,62 @@ pub struct Future {
     client: Client,
 }
 
+/// The largest part of a graph sent in one message (by its size estimate): a large graph
+/// goes in several, well inside the scheduler's frame limit.
+const PART_TARGET: usize = 4 << 20;
+
+/// The connect timeout from `RASK_CONNECT_TIMEOUT` (seconds), if set.
+fn connect_timeout_from_env() -> Result<Option<std::time::Duration>, ClientError> {
+    match std::env::var("RASK_CONNECT_TIMEOUT") {
+        Ok(v) if !v.is_empty() => v
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(|s| Some(std::time::Duration::from_secs_f64(s)))
+            .ok_or_else(|| {
+                ClientError::Other(format!(
+                    "RASK_CONNECT_TIMEOUT={v:?}: expected a positive number of seconds"
+                ))
+            }),
+        _ => Ok(None),
+    }
+}
+
 impl Client {
     /// Connects to a scheduler at `tcp://host:port`.
     pub fn connect(addr: &str) -> Result<Client, ClientError> {
         Client::connect_with(addr, ClientOptions::default())
     }
 
+    /// Connects to a scheduler; awaitable from any async runtime.
+    pub async fn connect_async(addr: &str) -> Result<Client, ClientError> {
+        Client::connect_with_async(addr, ClientOptions::default()).await
+    }
+
     /// Connects with options (registry, name, limits).
     pub fn connect_with(addr: &str, opts: ClientOptions) -> Result<Client, ClientError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| ClientError::Other(format!("cannot start the client runtime: {e}")))?;
-        let handle = rt.handle().clone();
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        std::thread::Builder::new()
-            .name("rask-client".into())
-            .spawn(move || {
-                rt.block_on(async {
-                    let _ = stop_rx.await;
-                });
-            })
-            .map_err(|e| ClientError::Other(format!("cannot start the client thread: {e}")))?;
+        let (handle, stop) = start_runtime()?;
+        let fut = Client::join(handle.clone(), stop, addr.to_string(), opts);
+        block_on(&handle, fut)
+    }
+
+    /// Connects with options; awaitable from any async runtime.
+    pub async fn connect_with_async(
+        addr: &str,
+        opts: ClientOptions,
+    ) -> Result<Client, ClientError> {
+        let (handle, stop) = start_runtime()?;
+        let fut = Client::join(handle.clone(), stop, addr.to_string(), opts);
+        on_runtime(&handle, fut).await
+    }
+
+    /// Connects on the client's runtime and starts reading the scheduler.
+    async fn join(
+        handle: tokio::runtime::Handle,
+        stop: oneshot::Sender<()>,
+        addr: String,
+        opts: ClientOptions,
+    ) -> Result<Client, ClientError> {
         let hello = Hello {
             protocol: PROTOCOL_VERSION,
             schema: rask_proto::PROTOCOL_SCHEMA,
@@ -175,38 +292,40 @@ impl Client {
             registry: opts.registry.clone(),
             worker: None,
         };
-        let conn = opts.conn;
+        let mut conn = opts.conn;
+        if let Some(t) = connect_timeout_from_env()? {
+            conn.handshake_timeout = t;
+        }
         let transport = match opts.transport {
             Some(t) => t,
             None => rask_transport::TransportMode::from_env()
                 .map_err(ClientError::Other)?
                 .unwrap_or_default(),
         };
-        let conn_for_connect = conn.clone();
-        let addr_owned = addr.to_string();
-        let (reader, w, id) = handle
-            .block_on(async move { connect(&addr_owned, &hello, conn_for_connect).await })
-            .map_err(|e| ClientError::Connect {
-                addr: addr.into(),
-                message: e.to_string(),
-            })?;
-        let to_scheduler =
-            handle.block_on(async { rask_transport::spawn_writer::<ToScheduler, _>(w) });
+        let (reader, w, id) =
+            connect(&addr, &hello, conn.clone())
+                .await
+                .map_err(|e| ClientError::Connect {
+                    addr: addr.clone(),
+                    message: e.to_string(),
+                })?;
+        let to_scheduler = rask_transport::spawn_writer::<ToScheduler, _>(w);
         let inner = Arc::new(Inner {
             handle: handle.clone(),
-            _stop: stop_tx,
+            _stop: stop,
             id,
-            scheduler: addr.into(),
+            scheduler: addr,
             to_scheduler,
-            ops: opts.registry.map(|r| r.ops.into_iter().collect()),
+            ops: opts
+                .registry
+                .map(|r| r.ops.into_iter().map(|o| o.name).collect()),
             conn,
             state: Mutex::default(),
             next: AtomicU64::new(0),
             transport,
             host_id: rask_transport::host_id(),
         });
-        let weak = Arc::downgrade(&inner);
-        handle.spawn(read_scheduler(reader, weak));
+        handle.spawn(read_scheduler(reader, Arc::downgrade(&inner)));
         Ok(Client { inner })
     }
 
@@ -256,7 +375,8 @@ impl Client {
     }
 
     /// Submits a graph and returns futures for `outputs` (keys of the graph, or keys of
-    /// futures this client holds).
+    /// futures this client holds). A graph too large for one frame goes in parts, which
+    /// the scheduler takes (or refuses) as one.
     pub fn compute(&self, graph: &Graph, outputs: &[&str]) -> Result<Vec<Future>, ClientError> {
         if let Some(ops) = &self.inner.ops {
             if let Some(op) = graph.ops().find(|op| !ops.contains(*op)) {
@@ -272,9 +392,10 @@ impl Client {
         let tasks: Vec<TaskSpec> = graph
             .specs(&mut bufs)
             .map_err(|e| ClientError::Rejected(e.to_string()))?;
-        let wanted: Vec<String> = outputs.iter().map(|s| s.to_string()).collect();
+        let parts =
+            split_graph(tasks, outputs, &bufs).map_err(|e| ClientError::Rejected(e.to_string()))?;
         let futures = {
-            let mut st = self.inner.state.lock().expect("client state lock");
+            let mut st = self.inner.state();
             if let Some(reason) = &st.closed {
                 return Err(ClientError::Disconnected(reason.clone()));
             }
@@ -283,13 +404,12 @@ impl Client {
                 .map(|k| self.hold(&mut st, k))
                 .collect::<Vec<_>>()
         };
-        self.inner
-            .to_scheduler
-            .send_with(
-                ToScheduler::UpdateGraph(UpdateGraphMsg { tasks, wanted }),
-                bufs,
-            )
-            .map_err(|e| ClientError::Disconnected(e.to_string()))?;
+        for (msg, bufs) in parts {
+            self.inner
+                .to_scheduler
+                .send_with(ToScheduler::UpdateGraph(msg), bufs)
+                .map_err(|e| ClientError::Disconnected(e.to_string()))?;
+        }
         Ok(futures)
     }
 
@@ -297,6 +417,16 @@ impl Client {
     pub fn get(&self, graph: &Graph, outputs: &[&str]) -> Result<Vec<Value>, ClientError> {
         let futs = self.compute(graph, outputs)?;
         self.gather(&futs)
+    }
+
+    /// [`Client::get`], awaitable from any async runtime.
+    pub async fn get_async(
+        &self,
+        graph: &Graph,
+        outputs: &[&str],
+    ) -> Result<Vec<Value>, ClientError> {
+        let futs = self.compute(graph, outputs)?;
+        self.gather_async(&futs).await
     }
 
     /// Takes a new handle on a key (creating its entry if needed).
@@ -307,9 +437,9 @@ impl Client {
         };
         st.keys
             .entry(key.clone())
-            .or_insert_with(|| KeyEntry {
+            .or_insert(KeyEntry {
                 refs: 0,
-                status: watch::channel(Status::Pending).0,
+                status: Status::Pending,
             })
             .refs += 1;
         Future {
@@ -321,24 +451,28 @@ impl Client {
     /// The values of these futures, fetched from the workers holding them; blocks.
     pub fn gather(&self, futures: &[Future]) -> Result<Vec<Value>, ClientError> {
         let keys: Vec<Arc<str>> = futures.iter().map(|f| f.key.clone()).collect();
-        let inner = self.inner.clone();
-        self.inner.handle.block_on(gather(inner, keys))
+        self.inner.block(gather(self.inner.clone(), keys))
     }
 
     /// The values of these futures; awaitable from any async runtime.
     pub async fn gather_async(&self, futures: &[Future]) -> Result<Vec<Value>, ClientError> {
         let keys: Vec<Arc<str>> = futures.iter().map(|f| f.key.clone()).collect();
-        let inner = self.inner.clone();
-        self.inner
-            .handle
-            .spawn(gather(inner, keys))
-            .await
-            .map_err(|e| ClientError::Other(e.to_string()))?
+        on_runtime(&self.inner.handle, gather(self.inner.clone(), keys)).await
     }
 
     /// Where each key's data lives: key → worker addresses.
     pub fn who_has(&self, futures: &[Future]) -> Result<HashMap<String, Vec<String>>, ClientError> {
-        self.who_has_as(futures, |h| h.addr)
+        let reply = self.inner.block(self.request(who_has_req(futures)));
+        who_has_from(reply?, |h| h.addr)
+    }
+
+    /// [`Client::who_has`], awaitable from any async runtime.
+    pub async fn who_has_async(
+        &self,
+        futures: &[Future],
+    ) -> Result<HashMap<String, Vec<String>>, ClientError> {
+        let reply = on_runtime(&self.inner.handle, self.request(who_has_req(futures))).await;
+        who_has_from(reply?, |h| h.addr)
     }
 
     /// Where each key's data lives, with the device: key → (worker address, device)
@@ -347,72 +481,88 @@ impl Client {
         &self,
         futures: &[Future],
     ) -> Result<HashMap<String, Vec<(String, String)>>, ClientError> {
-        self.who_has_as(futures, |h| (h.addr, h.device))
-    }
-
-    /// Asks the scheduler who holds each key; each holder is reported as `holder` maps it.
-    fn who_has_as<T>(
-        &self,
-        futures: &[Future],
-        holder: impl Fn(Holder) -> T,
-    ) -> Result<HashMap<String, Vec<T>>, ClientError> {
-        let keys = futures.iter().map(|f| f.key.to_string()).collect();
-        match self.request(|req| ToScheduler::WhoHas { req, keys })? {
-            ToClient::WhoHasReply { entries, .. } => Ok(entries
-                .into_iter()
-                .map(|e| (e.key, e.holders.into_iter().map(&holder).collect()))
-                .collect()),
-            other => Err(ClientError::Other(format!("unexpected reply {other:?}"))),
-        }
+        let reply = self.inner.block(self.request(who_has_req(futures)));
+        who_has_from(reply?, |h| (h.addr, h.device))
     }
 
     /// The scheduler's view: workers (resources, load), task counts by state, clients.
     pub fn scheduler_info(&self) -> Result<SchedulerInfoMsg, ClientError> {
-        match self.request(|req| ToScheduler::Info { req })? {
-            ToClient::InfoReply { info, .. } => Ok(info),
-            other => Err(ClientError::Other(format!("unexpected reply {other:?}"))),
-        }
+        info_from(
+            self.inner
+                .block(self.request(|req| ToScheduler::Info { req }))?,
+        )
+    }
+
+    /// [`Client::scheduler_info`], awaitable from any async runtime.
+    pub async fn scheduler_info_async(&self) -> Result<SchedulerInfoMsg, ClientError> {
+        let fut = self.request(|req| ToScheduler::Info { req });
+        info_from(on_runtime(&self.inner.handle, fut).await?)
     }
 
     /// Blocks until the scheduler has at least `n` workers.
     pub fn wait_for_workers(&self, n: usize) -> Result<(), ClientError> {
+        let c = self.clone();
+        self.inner
+            .block(async move { c.wait_for_workers_async(n).await })
+    }
+
+    /// Waits until the scheduler has at least `n` workers; awaitable from any runtime.
+    pub async fn wait_for_workers_async(&self, n: usize) -> Result<(), ClientError> {
         let mut delay = std::time::Duration::from_millis(1);
         loop {
-            if self.scheduler_info()?.workers.len() >= n {
+            if self.scheduler_info_async().await?.workers.len() >= n {
                 return Ok(());
             }
-            std::thread::sleep(delay);
+            tokio::time::sleep(delay).await;
             delay = (delay * 2).min(std::time::Duration::from_millis(50));
         }
     }
 
-    fn request(&self, make: impl FnOnce(u64) -> ToScheduler) -> Result<ToClient, ClientError> {
+    /// Sends a request to the scheduler; the returned future (run on the client's runtime)
+    /// waits for its reply.
+    fn request(
+        &self,
+        make: impl FnOnce(u64) -> ToScheduler,
+    ) -> impl std::future::Future<Output = Result<ToClient, ClientError>> + Send + 'static {
         let req = self.inner.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        {
-            let mut st = self.inner.state.lock().expect("client state lock");
+        let sent = (|| {
+            let mut st = self.inner.state();
             if let Some(reason) = &st.closed {
                 return Err(ClientError::Disconnected(reason.clone()));
             }
             st.requests.insert(req, tx);
+            drop(st);
+            self.inner
+                .to_scheduler
+                .send(make(req))
+                .map_err(|e| ClientError::Disconnected(e.to_string()))
+        })();
+        let inner = self.inner.clone();
+        async move {
+            sent?;
+            rx.await.map_err(|_| {
+                ClientError::Disconnected(
+                    inner
+                        .state()
+                        .closed
+                        .clone()
+                        .unwrap_or_else(|| "connection closed while waiting for a reply".into()),
+                )
+            })
         }
-        self.inner
-            .to_scheduler
-            .send(make(req))
-            .map_err(|e| ClientError::Disconnected(e.to_string()))?;
-        self.inner.handle.block_on(rx).map_err(|_| {
-            ClientError::Disconnected("connection closed while waiting for a reply".into())
-        })
     }
 
     fn release(&self, key: &Arc<str>) {
-        let mut st = self.inner.state.lock().expect("client state lock");
+        let mut st = self.inner.state();
         let Some(e) = st.keys.get_mut(key) else {
             return;
         };
         e.refs -= 1;
         if e.refs == 0 {
             st.keys.remove(key);
+            // Whoever waited on it learns it is gone.
+            st.waiters.remove(key);
             if st.closed.is_none() {
                 let _ = self.inner.to_scheduler.send(ToScheduler::ReleaseKeys {
                     keys: vec![key.to_string()],
@@ -423,12 +573,104 @@ impl Client {
 
     /// Number of keys this client holds futures for.
     pub fn held_keys(&self) -> usize {
-        self.inner
-            .state
-            .lock()
-            .expect("client state lock")
-            .keys
-            .len()
+        self.inner.state().keys.len()
+    }
+}
+
+/// Starts the client's runtime thread; returns its handle and what stops it when dropped.
+fn start_runtime() -> Result<(tokio::runtime::Handle, oneshot::Sender<()>), ClientError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ClientError::Runtime(format!("cannot start the client runtime: {e}")))?;
+    let handle = rt.handle().clone();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("rask-client".into())
+        .spawn(move || {
+            rt.block_on(async {
+                let _ = stop_rx.await;
+            });
+        })
+        .map_err(|e| ClientError::Runtime(format!("cannot start the client thread: {e}")))?;
+    Ok((handle, stop_tx))
+}
+
+/// Splits a graph into messages of at most about [`PART_TARGET`] each (every one but the
+/// last marked `more`), each with its own buffers.
+fn split_graph(
+    tasks: Vec<TaskSpec>,
+    outputs: &[&str],
+    bufs: &[Bytes],
+) -> Result<Vec<(UpdateGraphMsg, Vec<Bytes>)>, rask_proto::ProtoError> {
+    let mut parts = Vec::new();
+    let mut part = UpdateGraphMsg {
+        tasks: Vec::new(),
+        wanted: Vec::new(),
+        more: true,
+    };
+    let mut part_bufs = Vec::new();
+    let mut size = 0;
+    let flush = |part: &mut UpdateGraphMsg, part_bufs: &mut Vec<Bytes>, parts: &mut Vec<_>| {
+        let full = std::mem::replace(
+            part,
+            UpdateGraphMsg {
+                tasks: Vec::new(),
+                wanted: Vec::new(),
+                more: true,
+            },
+        );
+        parts.push((full, std::mem::take(part_bufs)));
+    };
+    for mut t in tasks {
+        let n = rask_proto::msg::task_wire_size(&t);
+        if size + n > PART_TARGET && size > 0 {
+            flush(&mut part, &mut part_bufs, &mut parts);
+            size = 0;
+        }
+        size += n;
+        if !bufs.is_empty() {
+            let own = t.args.localize(bufs)?;
+            t.args.globalize(&own, &mut part_bufs)?;
+        }
+        part.tasks.push(t);
+    }
+    for k in outputs {
+        let n = k.len() + 16;
+        if size + n > PART_TARGET && size > 0 {
+            flush(&mut part, &mut part_bufs, &mut parts);
+            size = 0;
+        }
+        size += n;
+        part.wanted.push(k.to_string());
+    }
+    part.more = false;
+    parts.push((part, part_bufs));
+    Ok(parts)
+}
+
+fn who_has_req(futures: &[Future]) -> impl FnOnce(u64) -> ToScheduler {
+    let keys = futures.iter().map(|f| f.key.to_string()).collect();
+    move |req| ToScheduler::WhoHas { req, keys }
+}
+
+fn who_has_from<T>(
+    reply: ToClient,
+    holder: impl Fn(Holder) -> T,
+) -> Result<HashMap<String, Vec<T>>, ClientError> {
+    match reply {
+        ToClient::WhoHasReply { entries, .. } => Ok(entries
+            .into_iter()
+            .map(|e| (e.key, e.holders.into_iter().map(&holder).collect()))
+            .collect()),
+        other => Err(ClientError::Other(format!("unexpected reply {other:?}"))),
+    }
+}
+
+fn info_from(reply: ToClient) -> Result<SchedulerInfoMsg, ClientError> {
+    match reply {
+        ToClient::InfoReply { info, .. } => Ok(info),
+        other => Err(ClientError::Other(format!("unexpected reply {other:?}"))),
     }
 }
 
@@ -452,26 +694,31 @@ impl Future {
 
     /// Waits until the task is done (in memory or failed) without fetching its value.
     pub fn wait(&self) -> Result<(), ClientError> {
-        let inner = self.client.inner.clone();
-        let key = self.key.clone();
+        let (inner, key) = (self.client.inner.clone(), self.key.clone());
         self.client
             .inner
-            .handle
-            .block_on(async move { wait_status(&inner, &key).await.map(|_| ()) })
+            .block(async move { wait_status(&inner, &key).await.map(|_| ()) })
+    }
+
+    /// [`Future::wait`], awaitable from any async runtime.
+    pub async fn wait_async(&self) -> Result<(), ClientError> {
+        let (inner, key) = (self.client.inner.clone(), self.key.clone());
+        let fut = async move { wait_status(&inner, &key).await.map(|_| ()) };
+        on_runtime(&self.client.inner.handle, fut).await
     }
 
     /// Whether the task has finished (successfully or not).
     pub fn done(&self) -> bool {
-        let st = self.client.inner.state.lock().expect("client state lock");
+        let st = self.client.inner.state();
         st.keys
             .get(&self.key)
-            .is_some_and(|e| *e.status.borrow() != Status::Pending)
+            .is_some_and(|e| e.status != Status::Pending)
     }
 }
 
 impl Clone for Future {
     fn clone(&self) -> Self {
-        let mut st = self.client.inner.state.lock().expect("client state lock");
+        let mut st = self.client.inner.state();
         if let Some(e) = st.keys.get_mut(&self.key) {
             e.refs += 1;
         }
@@ -509,7 +756,7 @@ async fn read_scheduler(mut reader: rask_transport::FrameReader, inner: std::syn
         match reader.read_batch::<ToClient>().await {
             Ok(Some(Batch { msgs, .. })) => {
                 let Some(inner) = inner.upgrade() else { return };
-                let mut st = inner.state.lock().expect("client state lock");
+                let mut st = inner.state();
                 for m in msgs {
                     on_message(&mut st, m);
                 }
@@ -519,19 +766,18 @@ async fn read_scheduler(mut reader: rask_transport::FrameReader, inner: std::syn
         }
     };
     let Some(inner) = inner.upgrade() else { return };
-    let mut st = inner.state.lock().expect("client state lock");
-    st.closed = Some(reason.clone());
+    let mut st = inner.state();
+    // A reason the scheduler gave before closing says more than the end of the stream.
+    let reason = st.closed.clone().unwrap_or(reason);
+    st.closed = Some(reason);
     st.requests.clear();
-    for e in st.keys.values() {
-        e.status.send_if_modified(|s| {
-            if *s == Status::Pending {
-                *s = Status::Lost(reason.clone());
-                true
-            } else {
-                false
-            }
-        });
+    for e in st.keys.values_mut() {
+        if e.status == Status::Pending {
+            e.status = Status::Lost;
+        }
     }
+    // Every waiter wakes and finds the key lost (or released).
+    st.waiters.clear();
 }
 
 fn on_message(st: &mut State, m: ToClient) {
@@ -543,30 +789,38 @@ fn on_message(st: &mut State, m: ToClient) {
             value,
             ..
         } => {
-            if let Some(e) = st.keys.get(key.as_str()) {
-                let value = value.and_then(|d| d.to_value(&[], &[]).ok());
-                e.status.send_replace(Status::Memory {
-                    task,
-                    holders,
-                    value,
-                });
+            if !st.keys.contains_key(key.as_str()) {
+                return;
             }
-        }
-        ToClient::KeyErred { key, error } => {
-            if let Some(e) = st.keys.get(key.as_str()) {
-                e.status.send_replace(Status::Erred(error));
-            }
-        }
-        ToClient::GraphRejected { keys, message } => {
-            for k in keys {
-                if let Some(e) = st.keys.get(k.as_str()) {
-                    e.status.send_replace(Status::Erred(TaskError {
-                        key: String::new(),
-                        op: String::new(),
-                        message: message.clone(),
-                    }));
+            let holder = holders.first().map(|h| h.worker);
+            for h in holders {
+                if st.workers.get(&h.worker) != Some(&h) {
+                    st.workers.insert(h.worker, h);
                 }
             }
+            let value = value.and_then(|d| d.to_value(&[], &[]).ok()).map(Box::new);
+            st.set_status(
+                &key,
+                Status::Memory {
+                    task,
+                    holder,
+                    value,
+                },
+            );
+        }
+        ToClient::KeyErred { key, error } => st.set_status(&key, Status::Erred(Arc::new(error))),
+        ToClient::GraphRejected { keys, message } => {
+            let error = Arc::new(TaskError {
+                key: String::new(),
+                op: String::new(),
+                message,
+            });
+            for k in keys {
+                st.set_status(&k, Status::Erred(error.clone()));
+            }
+        }
+        ToClient::Closing { reason } => {
+            st.closed = Some(format!("the scheduler closed the connection: {reason}"));
         }
         reply @ (ToClient::WhoHasReply { .. } | ToClient::InfoReply { .. }) => {
             let req = match &reply {
@@ -580,34 +834,90 @@ fn on_message(st: &mut State, m: ToClient) {
     }
 }
 
-/// Waits for a key to leave `Pending`; returns its status.
-async fn wait_status(inner: &Inner, key: &Arc<str>) -> Result<Status, ClientError> {
-    let mut rx = {
-        let st = inner.state.lock().expect("client state lock");
-        match st.keys.get(key) {
-            Some(e) => e.status.subscribe(),
-            None => {
+/// A key's status once it is no longer pending, with its holder's address.
+enum Ready {
+    Value(Value),
+    At(TaskId, Holder),
+}
+
+/// Waits for a key to leave `Pending`; returns where its value is.
+async fn wait_status(inner: &Inner, key: &Arc<str>) -> Result<Ready, ClientError> {
+    loop {
+        let woken = {
+            let mut st = inner.state();
+            let Some(e) = st.keys.get(key) else {
                 return Err(ClientError::Other(format!(
-                    "key {key:?} is not held by this client"
-                )))
+                    "key {key:?} is not held by this client (released)"
+                )));
+            };
+            match &e.status {
+                Status::Pending => {}
+                Status::Memory { value: Some(v), .. } => return Ok(Ready::Value((**v).clone())),
+                Status::Memory {
+                    task,
+                    holder: Some(w),
+                    value: None,
+                } => {
+                    let h = st
+                        .workers
+                        .get(w)
+                        .expect("invariant: holders are known")
+                        .clone();
+                    return Ok(Ready::At(*task, h));
+                }
+                Status::Memory { holder: None, .. } => {
+                    return Err(ClientError::Fetch {
+                        key: key.to_string(),
+                        message: "no worker holds it".into(),
+                    })
+                }
+                Status::Erred(e) if e.key.is_empty() => {
+                    return Err(ClientError::Rejected(e.message.clone()))
+                }
+                Status::Erred(e) => {
+                    return Err(ClientError::Task {
+                        key: key.to_string(),
+                        cause: e.key.clone(),
+                        op: e.op.clone(),
+                        message: e.message.clone(),
+                    })
+                }
+                Status::Lost => {
+                    return Err(ClientError::Disconnected(
+                        st.closed.clone().unwrap_or_default(),
+                    ))
+                }
             }
-        }
+            let (tx, rx) = oneshot::channel();
+            st.waiters.entry(key.clone()).or_default().push(tx);
+            rx
+        };
+        // Woken by a change, or by the waiter list being dropped (released, closed).
+        let _ = woken.await;
+    }
+}
+
+/// Waits (at most `limit` in all) for each of these keys' status to change, whatever it
+/// is now.
+async fn wait_changes<'a>(
+    inner: &Inner,
+    keys: impl Iterator<Item = &'a Arc<str>>,
+    limit: std::time::Duration,
+) {
+    let rxs: Vec<_> = {
+        let mut st = inner.state();
+        let st = &mut *st;
+        keys.filter(|k| st.keys.contains_key(*k))
+            .map(|k| {
+                let (tx, rx) = oneshot::channel();
+                st.waiters.entry(k.clone()).or_default().push(tx);
+                rx
+            })
+            .collect()
     };
-    let status = rx
-        .wait_for(|s| *s != Status::Pending)
-        .await
-        .map_err(|_| ClientError::Other(format!("key {key:?} was released while waiting")))?
-        .clone();
-    match status {
-        Status::Erred(e) if e.key.is_empty() => Err(ClientError::Rejected(e.message)),
-        Status::Erred(e) => Err(ClientError::Task {
-            key: key.to_string(),
-            cause: e.key,
-            op: e.op,
-            message: e.message,
-        }),
-        Status::Lost(reason) => Err(ClientError::Disconnected(reason)),
-        s => Ok(s),
+    let deadline = tokio::time::Instant::now() + limit;
+    for rx in rxs {
+        let _ = tokio::time::timeout_at(deadline, rx).await;
     }
 }
 
@@ -621,25 +931,14 @@ async fn gather(inner: Arc<Inner>, keys: Vec<Arc<str>>) -> Result<Vec<Value>, Cl
                 continue;
             }
             match wait_status(&inner, key).await? {
-                Status::Memory { value: Some(v), .. } => out[i] = Some(v),
-                Status::Memory {
-                    task,
-                    holders,
-                    value: None,
-                } => {
-                    let Some(h) = holders.first() else {
-                        return Err(ClientError::Fetch {
-                            key: key.to_string(),
-                            message: "no holder".into(),
-                        });
-                    };
+                Ready::Value(v) => out[i] = Some(v),
+                Ready::At(task, h) => {
                     by_holder
                         .entry(h.addr.clone())
-                        .or_insert_with(|| (h.clone(), Vec::new()))
+                        .or_insert_with(|| (h, Vec::new()))
                         .1
                         .push((i, task));
                 }
-                s => unreachable!("wait_status returned {s:?}"),
             }
         }
         if by_holder.is_empty() {
@@ -656,7 +955,7 @@ async fn gather(inner: Arc<Inner>, keys: Vec<Arc<str>>) -> Result<Vec<Value>, Cl
                 .await
                 .unwrap_or_else(|_| Err("data connection closed".into()));
             match reply {
-                Ok((values, missing)) => {
+                Ok((values, _missing)) => {
                     let mut by_task: HashMap<TaskId, Value> = values.into_iter().collect();
                     for (i, t) in items {
                         match by_task.remove(&t) {
@@ -664,16 +963,10 @@ async fn gather(inner: Arc<Inner>, keys: Vec<Arc<str>>) -> Result<Vec<Value>, Cl
                             None => missing_any = Some((i, format!("{addr} no longer holds it"))),
                         }
                     }
-                    let _ = missing;
                 }
                 Err(e) => {
                     // The holder died or went away: the scheduler will recompute the key.
-                    inner
-                        .state
-                        .lock()
-                        .expect("client state lock")
-                        .links
-                        .remove(&addr);
+                    inner.state().links.remove(&addr);
                     for (i, _) in items {
                         missing_any = Some((i, e.clone()));
                     }
@@ -687,39 +980,20 @@ async fn gather(inner: Arc<Inner>, keys: Vec<Arc<str>>) -> Result<Vec<Value>, Cl
                     message,
                 });
             }
-            // Wait for the scheduler to report a new location (or an error).
-            mark_pending_if_stale(&inner, &keys, &out).await;
+            // Wait (bounded) for the scheduler to report a new location, or an error.
+            let missing = keys.iter().zip(&out).filter(|(_, v)| v.is_none());
+            wait_changes(
+                &inner,
+                missing.map(|(k, _)| k),
+                std::time::Duration::from_secs(2),
+            )
+            .await;
         }
     }
     Ok(out
         .into_iter()
         .map(|v| v.expect("invariant: every key fetched"))
         .collect())
-}
-
-/// After a failed fetch: ask the scheduler where the keys live now and wait for news.
-async fn mark_pending_if_stale(inner: &Arc<Inner>, keys: &[Arc<str>], out: &[Option<Value>]) {
-    let missing: Vec<&Arc<str>> = keys
-        .iter()
-        .zip(out)
-        .filter(|(_, v)| v.is_none())
-        .map(|(k, _)| k)
-        .collect();
-    let mut rxs = Vec::new();
-    {
-        let st = inner.state.lock().expect("client state lock");
-        for k in missing {
-            if let Some(e) = st.keys.get(k) {
-                let mut rx = e.status.subscribe();
-                rx.mark_unchanged();
-                rxs.push(rx);
-            }
-        }
-    }
-    // A new KeyInMemory (after recomputation) changes the status; bound the wait.
-    for mut rx in rxs {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), rx.changed()).await;
-    }
 }
 
 /// Sends a GetData request to a worker over a (cached) data connection, or reads a worker

@@ -7,6 +7,7 @@
 //! This crate runs ops; it does no I/O.
 
 pub mod array;
+mod code;
 pub mod cpu;
 pub mod cuda_sources;
 #[cfg(feature = "cuda")]
@@ -17,7 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rask_proto::msg::RegistryInfo;
+use rask_proto::msg::{OpInfo, RegistryInfo};
 use rask_proto::{IpcBuffer, Value};
 
 /// Memory for ops' output bytes. A worker supplies one so that results land where its
@@ -161,6 +162,22 @@ struct Op {
     f: Arc<OpFn>,
     /// A CUDA kernel for GPU workers (the function `f` is its CPU twin).
     cuda: Option<CudaKernel>,
+}
+
+impl Op {
+    /// A hash of the op's version and, for an op with a CUDA kernel, its source and entry
+    /// point: what the handshake compares besides names and code.
+    fn identity(&self) -> u64 {
+        let mut text = self.version.to_string();
+        if let Some(k) = &self.cuda {
+            text.push_str(&format!(
+                " cuda {:016x} {}",
+                fnv1a(k.source.as_bytes()),
+                k.entry
+            ));
+        }
+        fnv1a(text.as_bytes())
+    }
 }
 
 /// A set of named ops. Cheap to clone (ops are shared).
@@ -372,14 +389,7 @@ impl Registry {
         for (name, op) in &self.ops {
             text.push_str(name);
             text.push('@');
-            text.push_str(&op.version.to_string());
-            if let Some(k) = &op.cuda {
-                text.push_str(&format!(
-                    " cuda {:016x} {}",
-                    fnv1a(k.source.as_bytes()),
-                    k.entry
-                ));
-            }
+            text.push_str(&format!("{:016x}", op.identity()));
             text.push('\n');
         }
         fnv1a(text.as_bytes())
@@ -389,7 +399,14 @@ impl Registry {
     pub fn info(&self) -> RegistryInfo {
         RegistryInfo {
             fingerprint: self.fingerprint(),
-            ops: self.names(),
+            ops: self
+                .ops
+                .iter()
+                .map(|(name, op)| OpInfo {
+                    name: name.clone(),
+                    version: op.identity(),
+                })
+                .collect(),
         }
     }
 
@@ -478,6 +495,7 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
+pub use code::{code_identity, identity_of as code_identity_of};
 pub use rask_proto::fnv1a;
 
 fn one<'a>(op: &str, a: &'a [Value]) -> Result<&'a Value, String> {

@@ -7,6 +7,11 @@
 //! buffers: the raw payloads, back to back
 //! ```
 //!
+//! A **refusal** (flag bit 0) is the one frame whose layout every protocol version keeps:
+//! the prefix with [`FLAG_REFUSAL`], no buffers, and a header of UTF-8 text saying why.
+//! It is read whatever protocol version its prefix names, so a peer of another version
+//! learns why it was refused instead of seeing the connection drop.
+//!
 //! Every limit is checked before anything is allocated; the header is validated by rkyv's
 //! checked access. This module does no I/O: the transport reads the bytes.
 
@@ -18,6 +23,8 @@ use crate::{ProtoError, PROTOCOL_VERSION};
 pub const MAGIC: [u8; 4] = *b"RASK";
 /// Size of the fixed frame prefix.
 pub const PREFIX_LEN: usize = 16;
+/// Prefix flag of a refusal frame (see the module docs).
+pub const FLAG_REFUSAL: u16 = 1;
 
 /// Upper bounds on what a peer may send, checked before allocating.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +50,8 @@ impl Default for FrameLimits {
 pub struct Prefix {
     pub header_len: u32,
     pub nbufs: u32,
+    /// A refusal frame: the header is the reason, as text.
+    pub refusal: bool,
 }
 
 /// Encodes the prefix and buffer lengths of a frame.
@@ -59,6 +68,14 @@ pub fn encode_prefix(header_len: usize, buf_lens: impl ExactSizeIterator<Item = 
     out
 }
 
+/// Encodes a refusal frame (see the module docs): the reason, as text.
+pub fn encode_refusal(reason: &str) -> Vec<u8> {
+    let mut out = encode_prefix(reason.len(), std::iter::empty());
+    out[6..8].copy_from_slice(&FLAG_REFUSAL.to_le_bytes());
+    out.extend_from_slice(reason.as_bytes());
+    out
+}
+
 /// Parses and checks the fixed prefix.
 pub fn parse_prefix(b: &[u8; PREFIX_LEN], limits: &FrameLimits) -> Result<Prefix, ProtoError> {
     let magic = [b[0], b[1], b[2], b[3]];
@@ -66,14 +83,16 @@ pub fn parse_prefix(b: &[u8; PREFIX_LEN], limits: &FrameLimits) -> Result<Prefix
         return Err(ProtoError::BadMagic(magic));
     }
     let version = u16::from_le_bytes([b[4], b[5]]);
-    if version != PROTOCOL_VERSION {
+    let flags = u16::from_le_bytes([b[6], b[7]]);
+    let header_len = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
+    let nbufs = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
+    let refusal = flags & FLAG_REFUSAL != 0;
+    if !refusal && version != PROTOCOL_VERSION {
         return Err(ProtoError::Version {
             peer: version,
             ours: PROTOCOL_VERSION,
         });
     }
-    let header_len = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
-    let nbufs = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
     if header_len > limits.max_header {
         return Err(ProtoError::TooLarge {
             what: "header",
@@ -81,14 +100,19 @@ pub fn parse_prefix(b: &[u8; PREFIX_LEN], limits: &FrameLimits) -> Result<Prefix
             limit: limits.max_header as u64,
         });
     }
-    if nbufs > limits.max_buffers {
+    let max_buffers = if refusal { 0 } else { limits.max_buffers };
+    if nbufs > max_buffers {
         return Err(ProtoError::TooLarge {
             what: "buffer count",
             got: nbufs as u64,
-            limit: limits.max_buffers as u64,
+            limit: max_buffers as u64,
         });
     }
-    Ok(Prefix { header_len, nbufs })
+    Ok(Prefix {
+        header_len,
+        nbufs,
+        refusal,
+    })
 }
 
 /// Parses the buffer lengths and checks their total.
@@ -168,6 +192,7 @@ mod tests {
                     resources: vec![],
                 }],
                 wanted: vec!["inc-1".into()],
+                more: false,
             }),
         ]
     }
@@ -188,7 +213,8 @@ mod tests {
             prefix,
             Prefix {
                 header_len: 100,
-                nbufs: 3
+                nbufs: 3,
+                refusal: false,
             }
         );
         assert_eq!(
@@ -224,6 +250,25 @@ mod tests {
             parse_prefix(old[..16].try_into().unwrap(), &tight),
             Err(ProtoError::Version { peer: 99, .. })
         ));
+    }
+
+    /// The refusal frame's layout is what every version reads: magic, any version, flag
+    /// bit 0, the text's length at bytes 8..12, no buffers, then the text.
+    #[test]
+    fn a_refusal_is_read_whatever_version_its_prefix_names() {
+        let mut f = encode_refusal("go away");
+        assert_eq!(&f[..4], b"RASK");
+        assert_eq!(&f[6..8], &[1, 0]);
+        assert_eq!(&f[8..12], &7u32.to_le_bytes());
+        assert_eq!(&f[12..16], &[0, 0, 0, 0]);
+        assert_eq!(&f[16..], b"go away");
+        f[4] = 200;
+        let p = parse_prefix(f[..16].try_into().unwrap(), &FrameLimits::default()).unwrap();
+        assert!(p.refusal);
+        assert_eq!(p.header_len, 7);
+        // A refusal carries no buffers.
+        f[12] = 1;
+        assert!(parse_prefix(f[..16].try_into().unwrap(), &FrameLimits::default()).is_err());
     }
 
     #[test]

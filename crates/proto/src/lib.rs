@@ -7,6 +7,7 @@
 
 mod dtype;
 mod error;
+pub mod flat;
 pub mod frame;
 mod ids;
 pub mod msg;
@@ -29,7 +30,8 @@ pub const RASK_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const PROTOCOL_SCHEMA: u64 = {
     let a = fnv1a(include_bytes!("msg.rs"));
     let b = fnv1a(include_bytes!("value.rs"));
-    a ^ b.rotate_left(1)
+    let c = fnv1a(include_bytes!("flat.rs"));
+    a ^ b.rotate_left(1) ^ c.rotate_left(2)
 };
 
 /// 64-bit FNV-1a: the wire schema's hash, and the project's content hash (checksums,

@@ -25,12 +25,22 @@ wire! {
         Peer,
     }
 
-    /// The ops a process can run: the handshake refuses a peer whose registry differs.
+    /// The ops a process knows. Workers of one cluster must have the same registry (and
+    /// code, [`WorkerHello::code`]); a client may know fewer or more ops, but those it
+    /// shares with the workers must be the same versions.
     pub struct RegistryInfo {
         /// Hash of the sorted op names and their versions.
         pub fingerprint: u64,
-        /// Op names, sorted (for error messages and submit-time checks).
-        pub ops: Vec<String>,
+        /// The ops, sorted by name (for error messages and submit-time checks).
+        pub ops: Vec<OpInfo>,
+    }
+
+    /// One op of a [`RegistryInfo`].
+    pub struct OpInfo {
+        pub name: String,
+        /// A hash of what defines the op's behaviour besides its code: its version
+        /// number and, for an op with a CUDA kernel, the kernel's source and entry point.
+        pub version: u64,
     }
 
     /// A named amount of a resource a worker offers or a task needs (e.g. `gpu = 1`).
@@ -83,6 +93,10 @@ wire! {
         pub nthreads: u32,
         pub memory_limit: u64,
         pub resources: Vec<Resource>,
+        /// The identity of the code the worker runs ops with (a hash of its executable's
+        /// code and read-only data): workers whose code differs never serve one cluster,
+        /// even with equal op names and versions.
+        pub code: u64,
     }
 
     /// The answer to a [`Hello`].
@@ -91,9 +105,6 @@ wire! {
             /// The id given to the connecting client or worker (0 for peers).
             id: u32,
             rask_version: String,
-        },
-        Refused {
-            reason: String,
         },
         /// The server requires the shared secret: it proves its own knowledge of it over
         /// both nonces and asks for the client's proof ([`AuthProof`]).
@@ -123,10 +134,14 @@ wire! {
     }
 
     /// A graph submission (also used for `submit` and `map`: a graph of independent tasks).
+    /// A graph too large for one frame travels in parts, in order: every part but the
+    /// last has `more` set, and the scheduler takes the graph as a whole with the last.
     pub struct UpdateGraphMsg {
         pub tasks: Vec<TaskSpec>,
         /// Keys the client holds futures for: they stay in memory until released.
         pub wanted: Vec<String>,
+        /// More parts of this graph follow.
+        pub more: bool,
     }
 
     /// A worker's report that a task completed.
@@ -321,6 +336,11 @@ wire! {
             req: u64,
             info: SchedulerInfoMsg,
         },
+        /// The scheduler closes the connection, and says why (a frame it could not
+        /// accept, a message not meant for a client, shutting down).
+        Closing {
+            reason: String,
+        },
     }
 
     /// One value in a [`PeerMsg::Data`] reply.
@@ -392,6 +412,145 @@ pub trait WireMessage: Sized + Send + 'static {
     /// Renumbers this message's buffer indices by `base` (its buffers are appended to a
     /// frame's list at that position).
     fn shift_buffers(&mut self, base: u32);
+    /// An upper estimate of the message's archived size in bytes, so that a writer can
+    /// keep frames within a size (buffers not counted: they travel outside the header).
+    fn wire_size(&self) -> usize {
+        256
+    }
+}
+
+/// An upper estimate of a datum's archived size.
+pub fn datum_wire_size(d: &Datum) -> usize {
+    let mut n = 16;
+    let mut todo = vec![d];
+    while let Some(d) = todo.pop() {
+        n += 24;
+        match d {
+            Datum::Str(s) => n += s.len(),
+            Datum::List(l) => todo.extend(l),
+            _ => {}
+        }
+    }
+    n
+}
+
+/// An upper estimate of a task's archived size.
+pub fn task_wire_size(t: &TaskSpec) -> usize {
+    64 + t.key.len()
+        + t.op.len()
+        + datum_wire_size(&t.args)
+        + t.deps.iter().map(|d| d.len() + 16).sum::<usize>()
+        + t.resources.iter().map(|r| r.name.len() + 32).sum::<usize>()
+}
+
+/// The size estimate of each message type (see [`WireMessage::wire_size`]).
+trait WireSize {
+    fn wire_size(&self) -> usize {
+        256
+    }
+}
+
+impl WireSize for ToWorker {
+    fn wire_size(&self) -> usize {
+        match self {
+            ToWorker::Compute(c) => {
+                128 + c.op.len() + datum_wire_size(&c.args) + c.deps.len() * (32 + 8 * 4)
+            }
+            ToWorker::Free { tasks } => 64 + tasks.len() * 8,
+            ToWorker::Peers { peers } => {
+                64 + peers
+                    .iter()
+                    .map(|p| 96 + p.addr.len() + p.shm_addr.len() + p.host_id.len())
+                    .sum::<usize>()
+            }
+            _ => 256,
+        }
+    }
+}
+
+fn holders_wire_size(holders: &[Holder]) -> usize {
+    holders
+        .iter()
+        .map(|h| 96 + h.addr.len() + h.shm_addr.len() + h.host_id.len() + h.device.len())
+        .sum()
+}
+
+impl WireSize for ToClient {
+    fn wire_size(&self) -> usize {
+        match self {
+            ToClient::KeyInMemory {
+                key,
+                holders,
+                value,
+                ..
+            } => {
+                96 + key.len()
+                    + holders_wire_size(holders)
+                    + value.as_ref().map_or(0, datum_wire_size)
+            }
+            ToClient::KeyErred { key, error } => {
+                96 + key.len() + error.key.len() + error.op.len() + error.message.len()
+            }
+            ToClient::GraphRejected { keys, message } => {
+                64 + message.len() + keys.iter().map(|k| k.len() + 16).sum::<usize>()
+            }
+            ToClient::WhoHasReply { entries, .. } => {
+                64 + entries
+                    .iter()
+                    .map(|e| 32 + e.key.len() + holders_wire_size(&e.holders))
+                    .sum::<usize>()
+            }
+            ToClient::InfoReply { info, .. } => 4096 + info.workers.len() * 1024,
+            ToClient::Closing { reason } => 64 + reason.len(),
+        }
+    }
+}
+
+impl WireSize for PeerMsg {
+    fn wire_size(&self) -> usize {
+        match self {
+            PeerMsg::GetData { tasks, .. } => 64 + tasks.len() * 8,
+            PeerMsg::Data { items, missing, .. } => {
+                64 + missing.len() * 8
+                    + items
+                        .iter()
+                        .map(|i| 16 + datum_wire_size(&i.value))
+                        .sum::<usize>()
+            }
+            PeerMsg::ShmData {
+                items,
+                missing,
+                refs,
+                segments,
+                ..
+            } => {
+                96 + missing.len() * 8
+                    + refs.len() * 128
+                    + segments.len() * 16
+                    + items
+                        .iter()
+                        .map(|i| 16 + datum_wire_size(&i.value))
+                        .sum::<usize>()
+            }
+            PeerMsg::Release { loans } => 64 + loans.len() * 8,
+            PeerMsg::Retired { segments } => 64 + segments.len() * 4,
+        }
+    }
+}
+
+impl WireSize for ToScheduler {
+    fn wire_size(&self) -> usize {
+        match self {
+            ToScheduler::UpdateGraph(g) => {
+                64 + g.tasks.iter().map(task_wire_size).sum::<usize>()
+                    + g.wanted.iter().map(|k| k.len() + 16).sum::<usize>()
+            }
+            ToScheduler::ReleaseKeys { keys } | ToScheduler::WhoHas { keys, .. } => {
+                64 + keys.iter().map(|k| k.len() + 16).sum::<usize>()
+            }
+            _ => 256,
+        }
+    }
 }
 
 macro_rules! wire_message {
@@ -407,6 +566,9 @@ macro_rules! wire_message {
             fn shift_buffers(&mut self, $base: u32) {
                 let $m = self;
                 $shift
+            }
+            fn wire_size(&self) -> usize {
+                WireSize::wire_size(self)
             }
         }
     )*};

@@ -12,7 +12,6 @@ use std::any::Any;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::ProtoError;
 
@@ -201,13 +200,11 @@ pub enum Value {
 }
 
 /// The wire form of a [`Value`], or of a task's arguments.
-#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[rkyv(serialize_bounds(
-    __S: rkyv::ser::Writer + rkyv::ser::Allocator,
-    __S::Error: rkyv::rancor::Source,
-))]
-#[rkyv(deserialize_bounds(__D::Error: rkyv::rancor::Source))]
-#[rkyv(bytecheck(bounds(__C: rkyv::validation::ArchiveContext)))]
+///
+/// On the wire a datum is not a tree but its nodes in pre-order (see [`crate::flat`]):
+/// validating a frame then never recurses, however deep the value a peer claims to send,
+/// and rebuilding the tree refuses more than [`MAX_DEPTH`] levels.
+#[derive(Clone, Debug, PartialEq)]
 pub enum Datum {
     Null,
     Bool(bool),
@@ -216,7 +213,7 @@ pub enum Datum {
     Str(String),
     /// Index into the raw buffers that travel with this datum.
     Buf(u32),
-    List(#[rkyv(omit_bounds)] Vec<Datum>),
+    List(Vec<Datum>),
     /// The output of the task's `i`-th dependency (task arguments only).
     Ref(u32),
 }
@@ -272,6 +269,17 @@ impl Value {
         &self,
         push: &mut dyn FnMut(&Value) -> Result<u32, ProtoError>,
     ) -> Result<Datum, ProtoError> {
+        self.to_datum_at(push, 0)
+    }
+
+    fn to_datum_at(
+        &self,
+        push: &mut dyn FnMut(&Value) -> Result<u32, ProtoError>,
+        depth: usize,
+    ) -> Result<Datum, ProtoError> {
+        if depth > MAX_DEPTH {
+            return Err(ProtoError::TooDeep(MAX_DEPTH));
+        }
         Ok(match self {
             Value::Null => Datum::Null,
             Value::Bool(b) => Datum::Bool(*b),
@@ -281,7 +289,7 @@ impl Value {
             Value::Bytes(_) | Value::Device(_) => Datum::Buf(push(self)?),
             Value::List(l) => Datum::List(
                 l.iter()
-                    .map(|v| v.to_datum_with(push))
+                    .map(|v| v.to_datum_at(push, depth + 1))
                     .collect::<Result<_, _>>()?,
             ),
         })

@@ -154,6 +154,8 @@ pub enum GraphError {
         index: u32,
         count: usize,
     },
+    #[error("key {key:?} is neither in the graph nor held on the cluster (released, or never submitted)")]
+    UnknownKey { key: String },
     #[error("unknown client {0}")]
     UnknownClient(ClientId),
 }
@@ -355,9 +357,10 @@ impl SchedulerCore {
         }
     }
 
-    /// Restricts submitted graphs to these ops (the workers' registry).
-    pub fn set_registry(&mut self, ops: impl IntoIterator<Item = String>) {
-        self.registry = Some(ops.into_iter().collect());
+    /// Restricts submitted graphs to these ops (the workers' registry), or lifts the
+    /// restriction (`None`: no worker is there to say which ops exist).
+    pub fn set_registry(&mut self, ops: Option<impl IntoIterator<Item = String>>) {
+        self.registry = ops.map(|ops| ops.into_iter().collect());
     }
 
     /// The actions produced since the last call, in order.
@@ -510,7 +513,7 @@ impl SchedulerCore {
         if !self.clients.contains_key(&client) {
             return Err(GraphError::UnknownClient(client));
         }
-        let order = self.check_graph(&tasks)?;
+        let order = self.check_graph(&tasks, wanted)?;
         let mut slots: Vec<Option<NewTask>> = tasks.into_iter().map(Some).collect();
         let mut created = Vec::new();
         for i in order {
@@ -617,13 +620,20 @@ impl SchedulerCore {
         Ok(())
     }
 
-    /// Validates a graph; returns the indices of its tasks in topological order.
-    fn check_graph(&self, tasks: &[NewTask]) -> Result<Vec<usize>, GraphError> {
+    /// Validates a graph and the keys wanted from it; returns the indices of its tasks in
+    /// topological order.
+    fn check_graph(&self, tasks: &[NewTask], wanted: &[String]) -> Result<Vec<usize>, GraphError> {
         let mut index: FxHashMap<&str, usize> = FxHashMap::default();
         for (i, t) in tasks.iter().enumerate() {
             if index.insert(t.key.as_str(), i).is_some() {
                 return Err(GraphError::DuplicateKey { key: t.key.clone() });
             }
+        }
+        if let Some(key) = wanted
+            .iter()
+            .find(|k| !index.contains_key(k.as_str()) && !self.keys.contains_key(k.as_str()))
+        {
+            return Err(GraphError::UnknownKey { key: key.clone() });
         }
         let mut indegree = vec![0u32; tasks.len()];
         let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); tasks.len()];

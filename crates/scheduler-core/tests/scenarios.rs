@@ -178,7 +178,7 @@ fn errors_propagate_to_dependents_with_the_cause() {
 #[test]
 fn unknown_op_and_bad_graphs_are_refused_whole() {
     let mut s = core();
-    s.set_registry(["add".to_string()]);
+    s.set_registry(Some(["add".to_string()]));
     let mut bad = task("b", &[]);
     bad.op = "nope".into();
     let err = s

@@ -73,7 +73,9 @@ enum Event {
         client: Option<Sender<ToClient>>,
         worker: Option<Sender<ToWorker>>,
     },
-    Batch(Peer, Batch<ToScheduler>),
+    /// A batch read from a peer, with the share of the peer's unread budget it holds
+    /// until handled.
+    Batch(Peer, Batch<ToScheduler>, tokio::sync::OwnedSemaphorePermit),
     Left(Peer, Option<String>),
 }
 
@@ -95,6 +97,15 @@ struct WorkerConn {
     heartbeat: Option<rask_proto::msg::HeartbeatMsg>,
 }
 
+/// A graph arriving in parts (see [`rask_proto::msg::UpdateGraphMsg::more`]).
+#[derive(Default)]
+struct Partial {
+    tasks: Vec<NewTask>,
+    wanted: Vec<String>,
+    /// Why the graph will be refused when its last part arrives.
+    error: Option<String>,
+}
+
 /// The scheduler's state outside the core: connections, names, the cluster's registry.
 struct Server {
     core: SchedulerCore,
@@ -103,7 +114,10 @@ struct Server {
     workers: FxHashMap<WorkerId, WorkerConn>,
     next_client: u32,
     next_worker: u32,
-    registry: Option<RegistryInfo>,
+    /// The ops of the cluster's workers (all alike), while any is connected.
+    registry: Option<ClusterOps>,
+    /// Graphs whose last part has not arrived, by client.
+    partial: FxHashMap<ClientId, Partial>,
 }
 
 /// Runs a scheduler on a bound listener until `shutdown` completes.
@@ -122,6 +136,7 @@ pub async fn run(
         next_client: 1,
         next_worker: 0,
         registry: None,
+        partial: FxHashMap::default(),
     };
     let conn_cfg = cfg.conn;
     let worker_ttl = cfg.worker_ttl;
@@ -132,6 +147,7 @@ pub async fn run(
                     debug!(%peer_addr, "connection");
                     tokio::spawn(handle_conn(
                         stream,
+                        peer_addr,
                         conn_cfg.clone(),
                         worker_ttl,
                         tx.clone(),
@@ -179,8 +195,13 @@ pub async fn run(
     Ok(())
 }
 
+/// Bytes of frames one connection may have read that the main loop has not handled yet;
+/// past this, the connection is not read until the main loop catches up.
+const UNREAD_MAX: usize = 64 << 20;
+
 async fn handle_conn(
     stream: TcpStream,
+    peer_addr: std::net::SocketAddr,
     cfg: ConnConfig,
     worker_ttl: std::time::Duration,
     events: mpsc::UnboundedSender<Event>,
@@ -191,19 +212,14 @@ async fn handle_conn(
     let hello = match rask_transport::accept(&mut reader, &mut w, &cfg).await {
         Ok(h) => h,
         Err(e) => {
-            warn!("handshake failed: {e}");
-            let _ = reply_hello(
-                &mut w,
-                &HelloReply::Refused {
-                    reason: e.to_string(),
-                },
-            )
-            .await;
+            warn!(peer = %peer_addr, "handshake failed: {e}");
+            rask_transport::refuse_after(&mut w, &e).await;
             return;
         }
     };
     let (reply_tx, reply_rx) = oneshot::channel();
     let role = hello.role.clone();
+    let name = hello.name.clone();
     if events
         .send(Event::Hello {
             hello: Box::new(hello),
@@ -217,8 +233,8 @@ async fn handle_conn(
     let peer = match answer {
         Ok(j) => j.peer,
         Err(reason) => {
-            warn!("refused a {role:?}: {reason}");
-            let _ = reply_hello(&mut w, &HelloReply::Refused { reason }).await;
+            warn!(peer = %peer_addr, "refused {role:?} {name:?}: {reason}");
+            let _ = rask_transport::refuse(&mut w, &reason).await;
             return;
         }
     };
@@ -249,6 +265,7 @@ async fn handle_conn(
     if events.send(writer).is_err() {
         return;
     }
+    let unread = Arc::new(tokio::sync::Semaphore::new(UNREAD_MAX));
     let reason = loop {
         let next = match peer {
             Peer::Worker(_) => {
@@ -261,7 +278,11 @@ async fn handle_conn(
         };
         match next {
             Ok(Some(batch)) => {
-                if events.send(Event::Batch(peer, batch)).is_err() {
+                let share = batch.frame_bytes.min(UNREAD_MAX as u64) as u32;
+                let Ok(held) = unread.clone().acquire_many_owned(share).await else {
+                    return;
+                };
+                if events.send(Event::Batch(peer, batch, held)).is_err() {
                     return;
                 }
             }
@@ -295,27 +316,18 @@ impl Server {
                     }
                 }
             },
-            Event::Batch(peer, batch) => self.on_batch(peer, batch),
+            Event::Batch(peer, batch, _unread) => self.on_batch(peer, batch),
             Event::Left(peer, reason) => self.on_left(peer, reason),
         }
     }
 
     fn on_hello(&mut self, h: Hello) -> Result<Joined, String> {
         rask_proto::msg::check_versions(&h, "the scheduler")?;
-        if let Some(reg) = &h.registry {
-            match &self.registry {
-                None => {
-                    self.core.set_registry(reg.ops.iter().cloned());
-                    self.registry = Some(reg.clone());
-                }
-                Some(ours) if ours.fingerprint != reg.fingerprint => {
-                    return Err(registry_mismatch(&h, ours, reg));
-                }
-                Some(_) => {}
-            }
-        }
         match h.role {
             Role::Client => {
+                if let (Some(theirs), Some(ours)) = (&h.registry, &self.registry) {
+                    ours.admits_client(&h, theirs)?;
+                }
                 let id = ClientId(self.next_client);
                 self.next_client += 1;
                 self.clients.insert(id, None);
@@ -326,8 +338,23 @@ impl Server {
                 })
             }
             Role::Worker => {
+                let (Some(wh), Some(reg)) = (&h.worker, &h.registry) else {
+                    return Err("a worker's hello must describe the worker and its ops".into());
+                };
+                match &self.registry {
+                    Some(ours) => ours.admits_worker(&h, reg, wh.code)?,
+                    None => {
+                        self.core
+                            .set_registry(Some(reg.ops.iter().map(|o| o.name.clone())));
+                        info!(ops = reg.ops.len(), code = %format_args!("{:016x}", wh.code), "the cluster's ops are those of worker {:?}", h.name);
+                        self.registry = Some(ClusterOps {
+                            info: reg.clone(),
+                            code: wh.code,
+                        });
+                    }
+                }
                 let Some(wh) = h.worker else {
-                    return Err("a worker's hello must describe the worker".into());
+                    unreachable!("checked above")
                 };
                 let id = WorkerId(self.next_worker);
                 self.next_worker += 1;
@@ -408,9 +435,17 @@ impl Server {
     fn on_left(&mut self, peer: Peer, reason: Option<String>) {
         match peer {
             Peer::Client(c) => {
-                if self.clients.remove(&c).is_some() {
+                self.partial.remove(&c);
+                if let Some(tx) = self.clients.remove(&c) {
                     match reason {
-                        Some(r) => warn!(client = c.0, "client connection closed: {r}"),
+                        Some(r) => {
+                            warn!(client = c.0, "client connection closed: {r}");
+                            // The client learns why (its writer sends what is queued before
+                            // it stops), rather than seeing the connection drop.
+                            if let Some(tx) = tx {
+                                let _ = tx.send(ToClient::Closing { reason: r });
+                            }
+                        }
                         None => info!(client = c.0, "client left"),
                     }
                     self.core.remove_client(c);
@@ -420,12 +455,21 @@ impl Server {
                 if let Some(conn) = self.workers.remove(&w) {
                     match reason {
                         Some(r) => {
-                            warn!(worker = w.0, name = %conn.spec.name, "worker connection closed: {r}")
+                            warn!(worker = w.0, name = %conn.spec.name, "worker connection closed: {r}");
+                            if let Some(tx) = &conn.tx {
+                                let _ = tx.send(ToWorker::Close { reason: r });
+                            }
                         }
                         None => info!(worker = w.0, name = %conn.spec.name, "worker left"),
                     }
                     if self.core.has_worker(w) {
                         self.core.remove_worker(w);
+                    }
+                    if self.workers.is_empty() && self.registry.take().is_some() {
+                        // The cluster's data lived on its workers: none is left that code
+                        // of another build could be mixed with.
+                        self.core.set_registry(None::<std::iter::Empty<String>>);
+                        info!("no worker left: the next worker to join defines the cluster's ops");
                     }
                     for c in self.workers.values() {
                         if let Some(tx) = &c.tx {
@@ -438,7 +482,7 @@ impl Server {
     }
 
     fn on_batch(&mut self, peer: Peer, batch: Batch<ToScheduler>) {
-        let Batch { msgs, bufs } = batch;
+        let Batch { msgs, bufs, .. } = batch;
         for m in msgs {
             match (peer, m) {
                 (Peer::Client(c), ToScheduler::UpdateGraph(g)) => self.on_update_graph(c, g, &bufs),
@@ -480,33 +524,49 @@ impl Server {
         }
     }
 
+    /// A part of a graph (or a whole one, `more` unset): parts are gathered until the
+    /// last, and the graph is then taken as a whole or refused as a whole.
     fn on_update_graph(&mut self, c: ClientId, g: rask_proto::msg::UpdateGraphMsg, bufs: &[Bytes]) {
-        let keys: Vec<String> = g.tasks.iter().map(|t| t.key.clone()).collect();
-        let mut tasks = Vec::with_capacity(g.tasks.len());
+        let part = self.partial.entry(c).or_default();
         for mut t in g.tasks {
-            let own = match t.args.localize(bufs) {
-                Ok(own) => own,
-                Err(e) => {
-                    let message = format!("task {:?}: {e}", t.key);
-                    self.to_client(c, ToClient::GraphRejected { keys, message });
-                    return;
-                }
-            };
-            tasks.push(NewTask {
-                key: t.key,
-                op: t.op,
-                args: t.args,
-                bufs: own,
-                deps: t.deps,
-                resources: t.resources,
-            });
+            if part.error.is_some() {
+                continue;
+            }
+            match t.args.localize(bufs) {
+                Ok(own) => part.tasks.push(NewTask {
+                    key: t.key,
+                    op: t.op,
+                    args: t.args,
+                    bufs: own,
+                    deps: t.deps,
+                    resources: t.resources,
+                }),
+                Err(e) => part.error = Some(format!("task {:?}: {e}", t.key)),
+            }
         }
-        if let Err(e) = self.core.update_graph(c, tasks, &g.wanted) {
+        part.wanted.extend(g.wanted);
+        if g.more {
+            return;
+        }
+        let Partial {
+            tasks,
+            wanted,
+            error,
+        } = self.partial.remove(&c).expect("invariant: just inserted");
+        let outcome = match error {
+            Some(e) => Err(e),
+            None => self
+                .core
+                .update_graph(c, tasks, &wanted)
+                .map_err(|e| e.to_string()),
+        };
+        if let Err(message) = outcome {
+            // The client waits on the keys it wants (its futures), and only on those.
             self.to_client(
                 c,
                 ToClient::GraphRejected {
-                    keys,
-                    message: e.to_string(),
+                    keys: wanted,
+                    message,
                 },
             );
         }
@@ -640,26 +700,71 @@ fn error_msg(e: &Arc<rask_scheduler_core::TaskFailure>) -> TaskError {
     }
 }
 
-fn registry_mismatch(h: &Hello, ours: &RegistryInfo, theirs: &RegistryInfo) -> String {
-    let only_theirs: Vec<&String> = theirs
-        .ops
-        .iter()
-        .filter(|o| !ours.ops.contains(o))
-        .collect();
-    let only_ours: Vec<&String> = ours
-        .ops
-        .iter()
-        .filter(|o| !theirs.ops.contains(o))
-        .collect();
-    format!(
-        "op registry mismatch: {:?} {:?} has registry {:016x}, the cluster has {:016x}; ops only on the {:?}: {:?}; ops only on the cluster: {:?}{}",
-        h.role,
-        h.name,
-        theirs.fingerprint,
-        ours.fingerprint,
-        h.role,
-        only_theirs,
-        only_ours,
-        if only_theirs.is_empty() && only_ours.is_empty() { " (same names, different op versions)" } else { "" }
-    )
+/// The ops and code of a cluster's workers.
+struct ClusterOps {
+    info: RegistryInfo,
+    code: u64,
+}
+
+impl ClusterOps {
+    /// A worker must have the same ops, versions and code as the cluster's workers.
+    fn admits_worker(&self, h: &Hello, theirs: &RegistryInfo, code: u64) -> Result<(), String> {
+        if theirs.fingerprint != self.info.fingerprint {
+            return Err(self.mismatch(h, theirs));
+        }
+        if code != self.code {
+            return Err(format!(
+                "code mismatch: worker {:?} runs other code (build {code:016x}) than the cluster's workers (build {:016x}) for the same ops and versions: a changed or stale binary; start every worker of a cluster from one build",
+                h.name, self.code
+            ));
+        }
+        Ok(())
+    }
+
+    /// A client may know fewer or more ops than the workers, but those it shares with
+    /// them must be the same versions.
+    fn admits_client(&self, h: &Hello, theirs: &RegistryInfo) -> Result<(), String> {
+        let ours: FxHashMap<&str, u64> = self
+            .info
+            .ops
+            .iter()
+            .map(|o| (o.name.as_str(), o.version))
+            .collect();
+        let differ: Vec<&str> = theirs
+            .ops
+            .iter()
+            .filter(|o| ours.get(o.name.as_str()).is_some_and(|v| *v != o.version))
+            .map(|o| o.name.as_str())
+            .collect();
+        if differ.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "op version mismatch: client {:?} has other versions than the cluster's workers of the ops {differ:?}",
+            h.name
+        ))
+    }
+
+    fn mismatch(&self, h: &Hello, theirs: &RegistryInfo) -> String {
+        let names =
+            |r: &RegistryInfo| -> Vec<String> { r.ops.iter().map(|o| o.name.clone()).collect() };
+        let (ours_n, theirs_n) = (names(&self.info), names(theirs));
+        let only_theirs: Vec<&String> = theirs_n.iter().filter(|o| !ours_n.contains(o)).collect();
+        let only_ours: Vec<&String> = ours_n.iter().filter(|o| !theirs_n.contains(o)).collect();
+        let other_versions: Vec<&str> = theirs
+            .ops
+            .iter()
+            .filter(|o| {
+                self.info
+                    .ops
+                    .iter()
+                    .any(|x| x.name == o.name && x.version != o.version)
+            })
+            .map(|o| o.name.as_str())
+            .collect();
+        format!(
+            "op registry mismatch: worker {:?} has registry {:016x}, the cluster's workers have {:016x}; ops only on this worker: {:?}; ops only on the cluster's workers: {:?}; ops in other versions: {:?}",
+            h.name, theirs.fingerprint, self.info.fingerprint, only_theirs, only_ours, other_versions
+        )
+    }
 }

@@ -125,20 +125,43 @@ pub enum TransportError {
     Shm(String),
     #[error("cannot read the secret from {path}: {message}")]
     Secret { path: String, message: String },
+    #[error("no connection and handshake within {0:?} (the connect timeout)")]
+    ConnectTimeout(Duration),
+    #[error("too many connections in their handshake ({0}): closed at once")]
+    Busy(usize),
 }
 
-/// How long a peer may take to finish a frame it started, or to say hello.
+/// How long a peer may take to finish a frame it started.
 pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long connecting and the whole handshake may take (a listener that never answers,
+/// a peer that never says hello).
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a peer may send before the handshake is done: a hello (its registry's op names
+/// included) or an authentication proof, a few KiB; no payload buffers. Nothing larger is
+/// read, and nothing is allocated for it, until the peer has been welcomed.
+pub const HANDSHAKE_LIMITS: FrameLimits = FrameLimits {
+    max_header: 256 << 10,
+    max_buffers: 0,
+    max_payload: 0,
+};
 
 /// Connection settings.
 #[derive(Clone, Debug)]
 pub struct ConnConfig {
+    /// Limits on frames once the peer has been welcomed (before, [`HANDSHAKE_LIMITS`]).
     pub limits: FrameLimits,
-    /// Once a frame (or the handshake) has started, the rest must arrive within this.
+    /// Once a frame has started, the rest must arrive within this.
     pub frame_timeout: Duration,
+    /// Connecting, and the whole handshake on either side, must finish within this.
+    pub handshake_timeout: Duration,
     /// The cluster's shared secret. With one, every connection must prove it (both ways);
     /// without one, peers that require it are refused.
     pub auth: Option<Secret>,
+    /// Bounds the connections of this process's listeners that are still in their
+    /// handshake (shared by clones).
+    pub gate: HandshakeGate,
 }
 
 impl Default for ConnConfig {
@@ -146,8 +169,65 @@ impl Default for ConnConfig {
         ConnConfig {
             limits: FrameLimits::default(),
             frame_timeout: DEFAULT_FRAME_TIMEOUT,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             auth: None,
+            gate: HandshakeGate::default(),
         }
+    }
+}
+
+/// Admission of connections that have not finished their handshake: at most
+/// `in_progress` read at once (each may hold a [`HANDSHAKE_LIMITS`] frame), at most
+/// `waiting` more wait for a turn, and any beyond are closed at once. An unauthenticated
+/// peer can thus hold neither memory nor file descriptors without bound.
+#[derive(Clone, Debug)]
+pub struct HandshakeGate {
+    turns: std::sync::Arc<tokio::sync::Semaphore>,
+    admitted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    max_admitted: usize,
+}
+
+impl Default for HandshakeGate {
+    fn default() -> Self {
+        HandshakeGate::new(64, 1024)
+    }
+}
+
+/// A connection admitted by a [`HandshakeGate`]; it leaves the gate when dropped.
+pub struct Admission {
+    admitted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.admitted
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl HandshakeGate {
+    /// A gate letting `in_progress` handshakes run at once and `waiting` more queue.
+    pub fn new(in_progress: usize, waiting: usize) -> HandshakeGate {
+        HandshakeGate {
+            turns: std::sync::Arc::new(tokio::sync::Semaphore::new(in_progress.max(1))),
+            admitted: std::sync::Arc::default(),
+            max_admitted: in_progress.max(1) + waiting,
+        }
+    }
+
+    /// Admits a fresh connection, or `None` when too many are already in their handshake.
+    pub fn admit(&self) -> Option<Admission> {
+        use std::sync::atomic::Ordering;
+        let before = self.admitted.fetch_add(1, Ordering::Relaxed);
+        let admission = Admission {
+            admitted: self.admitted.clone(),
+        };
+        (before < self.max_admitted).then_some(admission)
+    }
+
+    /// Connections admitted and not yet through their handshake.
+    pub fn admitted(&self) -> usize {
+        self.admitted.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -239,6 +319,9 @@ pub struct Frame {
 pub struct Batch<M> {
     pub msgs: Vec<M>,
     pub bufs: Vec<Bytes>,
+    /// The frame's size on the wire (header and buffers), for bounding what a
+    /// connection may have read and not yet handled.
+    pub frame_bytes: u64,
 }
 
 /// `tcp://host:port` → `host:port`.
@@ -251,11 +334,19 @@ pub fn parse_addr(addr: &str) -> Result<&str, TransportError> {
 }
 
 /// Reads frames from one connection.
+///
+/// Until the peer is welcomed ([`FrameReader::welcome`], done by [`accept`] and
+/// [`connect`]), only frames within [`HANDSHAKE_LIMITS`] are read. Headers and payloads
+/// grow as their bytes arrive: an announced length alone allocates nothing.
 pub struct FrameReader<R = OwnedReadHalf> {
     r: BufReader<R>,
     cfg: ConnConfig,
+    /// Whether the peer has been through the handshake: it may send frames up to
+    /// `cfg.limits` (before, [`HANDSHAKE_LIMITS`]).
+    welcomed: bool,
     /// Where large payloads are received: pre-faulted, reused memory that same-host peers
-    /// can map (instead of a fresh heap allocation that page-faults on first touch).
+    /// can map (instead of a fresh heap allocation that page-faults on first touch). Only
+    /// for connections whose replies this side asked for, by size.
     arena: Option<shm::Arena>,
 }
 
@@ -265,8 +356,15 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         FrameReader {
             r: BufReader::with_capacity(64 * 1024, r),
             cfg,
+            welcomed: false,
             arena: None,
         }
+    }
+
+    /// The peer has been through the handshake: from now on frames up to the
+    /// connection's limits are read.
+    pub fn welcome(&mut self) {
+        self.welcomed = true;
     }
 
     /// Receives payloads of [`shm::INLINE_MAX`] bytes or more into `arena`.
@@ -274,7 +372,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.arena = arena;
     }
 
-    /// The next frame; `Ok(None)` on a clean end of stream between frames.
+    /// The next frame; `Ok(None)` on a clean end of stream between frames. A refusal
+    /// frame (in any protocol version) is [`TransportError::Refused`].
     pub async fn read_frame(&mut self) -> Result<Option<Frame>, TransportError> {
         let mut prefix = [0u8; PREFIX_LEN];
         // Waiting for a frame to start may take forever; finishing it may not.
@@ -282,16 +381,35 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         if n == 0 {
             return Ok(None);
         }
-        let limits = self.cfg.limits;
+        let limits = if self.welcomed {
+            self.cfg.limits
+        } else {
+            HANDSHAKE_LIMITS
+        };
         let rest = async {
             self.r.read_exact(&mut prefix[1..]).await?;
             let p = frame::parse_prefix(&prefix, &limits)?;
-            let mut lens = vec![0u8; p.nbufs as usize * 8];
-            self.r.read_exact(&mut lens).await?;
+            if p.refusal {
+                let mut text = Vec::new();
+                read_growing(&mut self.r, p.header_len as usize, |b| {
+                    text.extend_from_slice(b)
+                })
+                .await?;
+                return Err(TransportError::Refused(
+                    String::from_utf8_lossy(&text).into_owned(),
+                ));
+            }
+            let mut lens = Vec::new();
+            read_growing(&mut self.r, p.nbufs as usize * 8, |b| {
+                lens.extend_from_slice(b)
+            })
+            .await?;
             let lens = frame::parse_buf_lens(&lens, &limits)?;
-            let mut header = AlignedVec::<16>::with_capacity(p.header_len as usize);
-            header.resize(p.header_len as usize, 0);
-            self.r.read_exact(&mut header).await?;
+            let mut header = AlignedVec::<16>::new();
+            read_growing(&mut self.r, p.header_len as usize, |b| {
+                header.extend_from_slice(b)
+            })
+            .await?;
             let mut bufs = Vec::with_capacity(lens.len());
             for len in lens {
                 let len = len as usize;
@@ -321,7 +439,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             return Ok(None);
         };
         let msgs = M::decode_batch(&f.header)?;
-        Ok(Some(Batch { msgs, bufs: f.bufs }))
+        let frame_bytes =
+            f.header.len() as u64 + f.bufs.iter().map(|b| b.len() as u64).sum::<u64>();
+        Ok(Some(Batch {
+            msgs,
+            bufs: f.bufs,
+            frame_bytes,
+        }))
     }
 
     /// The connection being read.
@@ -329,40 +453,61 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.r.get_mut()
     }
 
-    /// Reads one handshake frame of type `T`, within the frame timeout.
-    async fn read_reply<T>(&mut self) -> Result<T, TransportError>
+    /// Reads one handshake frame of type `T` (the caller bounds the time).
+    async fn read_handshake<T>(&mut self) -> Result<T, TransportError>
     where
         T: rkyv::Archive,
         T::Archived: for<'a> rkyv::bytecheck::CheckBytes<
                 rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>,
             > + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
     {
-        let f = tokio::time::timeout(self.cfg.frame_timeout, self.read_frame())
-            .await
-            .map_err(|_| TransportError::Timeout("in the handshake"))??
-            .ok_or(TransportError::Closed)?;
+        let f = self.read_frame().await?.ok_or(TransportError::Closed)?;
         Ok(frame::decode_header::<T>(&f.header)?)
     }
 
-    /// Reads the peer's hello (server side of the handshake).
+    /// Reads the peer's hello (the server side of a handshake, without authentication:
+    /// [`accept`] does the whole of it).
     pub async fn read_hello(&mut self) -> Result<Hello, TransportError> {
-        let timeout = self.cfg.frame_timeout;
-        let f = tokio::time::timeout(timeout, self.read_frame())
+        tokio::time::timeout(self.cfg.handshake_timeout, self.read_handshake::<Hello>())
             .await
-            .map_err(|_| TransportError::Timeout("waiting for hello"))??
-            .ok_or(TransportError::Closed)?;
-        Ok(frame::decode_header::<Hello>(&f.header)?)
+            .map_err(|_| TransportError::Timeout("waiting for hello"))?
     }
 }
 
-/// Reads exactly `len` bytes into a fresh buffer, without zero-filling it first.
+/// Reads exactly `len` bytes, handing them to `put` as they arrive.
+async fn read_growing<R: AsyncRead + Unpin>(
+    r: &mut BufReader<R>,
+    len: usize,
+    mut put: impl FnMut(&[u8]),
+) -> Result<(), TransportError> {
+    use tokio::io::AsyncBufReadExt;
+    let mut left = len;
+    while left > 0 {
+        let buf = r.fill_buf().await?;
+        if buf.is_empty() {
+            return Err(TransportError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        let n = buf.len().min(left);
+        put(&buf[..n]);
+        r.consume(n);
+        left -= n;
+    }
+    Ok(())
+}
+
+/// Reads exactly `len` bytes into a fresh buffer, without zero-filling it first. The
+/// buffer grows as bytes arrive (doubling, from 64 KiB), so a peer that announces a
+/// large payload and sends little makes this side hold little.
 async fn read_exact_bytes<R: AsyncRead + Unpin>(
     r: &mut R,
     len: usize,
 ) -> Result<Bytes, TransportError> {
-    let mut buf = BytesMut::with_capacity(len);
+    let mut buf = BytesMut::new();
     while buf.len() < len {
         let want = len - buf.len();
+        if buf.capacity() == buf.len() {
+            buf.reserve(want.min(buf.len().max(64 << 10)));
+        }
         let n = (&mut *r).take(want as u64).read_buf(&mut buf).await?;
         if n == 0 {
             return Err(TransportError::Io(std::io::ErrorKind::UnexpectedEof.into()));
@@ -469,6 +614,12 @@ impl<M: WireMessage> Sender<M> {
 /// The most messages one frame carries.
 const MAX_BATCH: usize = 16 * 1024;
 
+/// The header size a writer aims to stay below when it batches messages into a frame (by
+/// their [`WireMessage::wire_size`] estimates): well inside any receiver's header limit.
+/// A single larger message still goes, alone; senders split what they send so that none
+/// is (the client splits large graphs into parts).
+pub const FRAME_TARGET: usize = 8 << 20;
+
 /// Starts the writer task of a connection. It ends when every [`Sender`] is dropped or a
 /// write fails; the write half is then shut down.
 pub fn spawn_writer<M: WireMessage, W: AsyncWrite + Unpin + Send + 'static>(w: W) -> Sender<M> {
@@ -511,11 +662,28 @@ impl<M: WireMessage> PendingWriter<M> {
             let mut msgs = Vec::new();
             let mut bufs = Vec::new();
             let mut permits = Vec::new();
-            while let Some(first) = rx.recv().await {
+            // A message that would take the frame past FRAME_TARGET waits for the next.
+            let mut next: Option<Queued<M>> = None;
+            loop {
+                let first = match next.take() {
+                    Some(m) => m,
+                    None => match rx.recv().await {
+                        Some(m) => m,
+                        None => break,
+                    },
+                };
+                let mut size = first.0.wire_size();
                 push(&mut msgs, &mut bufs, &mut permits, first);
                 while msgs.len() < MAX_BATCH {
                     match rx.try_recv() {
-                        Ok(next) => push(&mut msgs, &mut bufs, &mut permits, next),
+                        Ok(m) => {
+                            size += m.0.wire_size();
+                            if size > FRAME_TARGET {
+                                next = Some(m);
+                                break;
+                            }
+                            push(&mut msgs, &mut bufs, &mut permits, m);
+                        }
                         Err(_) => break,
                     }
                 }
@@ -550,16 +718,22 @@ fn push<M: WireMessage>(
 }
 
 /// Opens a connection and does the client side of the handshake (authentication
-/// included when either side has a secret).
+/// included when either side has a secret), all within `cfg.handshake_timeout`.
 pub async fn connect(
     addr: &str,
     hello: &Hello,
     cfg: ConnConfig,
 ) -> Result<(FrameReader, OwnedWriteHalf, u32), TransportError> {
-    let stream = TcpStream::connect(parse_addr(addr)?).await?;
-    stream.set_nodelay(true)?;
-    let (r, w) = stream.into_split();
-    handshake(FrameReader::new(r, cfg), w, hello).await
+    let target = parse_addr(addr)?;
+    let limit = cfg.handshake_timeout;
+    tokio::time::timeout(limit, async {
+        let stream = TcpStream::connect(target).await?;
+        stream.set_nodelay(true)?;
+        let (r, w) = stream.into_split();
+        handshake(FrameReader::new(r, cfg), w, hello).await
+    })
+    .await
+    .map_err(|_| TransportError::ConnectTimeout(limit))?
 }
 
 /// Opens a same-host connection to `unix:@name` (an abstract unix socket) and does the
@@ -580,17 +754,22 @@ pub async fn connect_unix(
         .strip_prefix("unix:@")
         .ok_or_else(|| TransportError::BadAddress(addr.into()))?
         .to_string();
-    let stream = tokio::task::spawn_blocking(move || {
-        use std::os::linux::net::SocketAddrExt;
-        let a = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
-        let s = std::os::unix::net::UnixStream::connect_addr(&a)?;
-        s.set_nonblocking(true)?;
-        Ok::<_, std::io::Error>(s)
+    let limit = cfg.handshake_timeout;
+    tokio::time::timeout(limit, async {
+        let stream = tokio::task::spawn_blocking(move || {
+            use std::os::linux::net::SocketAddrExt;
+            let a = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+            let s = std::os::unix::net::UnixStream::connect_addr(&a)?;
+            s.set_nonblocking(true)?;
+            Ok::<_, std::io::Error>(s)
+        })
+        .await
+        .map_err(|e| TransportError::Io(std::io::Error::other(e)))??;
+        let (r, w) = tokio::net::UnixStream::from_std(stream)?.into_split();
+        handshake(FrameReader::new(shm::FdReader::new(r), cfg), w, hello).await
     })
     .await
-    .map_err(|e| TransportError::Io(std::io::Error::other(e)))??;
-    let (r, w) = tokio::net::UnixStream::from_std(stream)?.into_split();
-    handshake(FrameReader::new(shm::FdReader::new(r), cfg), w, hello).await
+    .map_err(|_| TransportError::ConnectTimeout(limit))?
 }
 
 /// Binds an abstract unix socket with a fresh name; returns it and its `unix:@name`.
@@ -619,7 +798,7 @@ async fn handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     hello.nonce = nonce();
     write_frame(&mut w, &frame::encode_header(&hello), &[]).await?;
     let auth = reader.cfg.auth.clone();
-    let mut reply = reader.read_reply::<HelloReply>().await?;
+    let mut reply = reader.read_handshake::<HelloReply>().await?;
     if let HelloReply::Challenge {
         nonce: server_nonce,
         proof,
@@ -635,48 +814,58 @@ async fn handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             proof: secret.proof(CLIENT_PROOF, &server_nonce, &hello.nonce),
         };
         write_frame(&mut w, &frame::encode_header(&ours), &[]).await?;
-        reply = reader.read_reply::<HelloReply>().await?;
+        reply = reader.read_handshake::<HelloReply>().await?;
     } else if auth.is_some() {
         return Err(TransportError::AuthFailed(
             "the server does not authenticate; refusing to use it with a secret configured".into(),
         ));
     }
     match reply {
-        HelloReply::Welcome { id, .. } => Ok((reader, w, id)),
-        HelloReply::Refused { reason } => Err(TransportError::Refused(reason)),
+        HelloReply::Welcome { id, .. } => {
+            reader.welcome();
+            Ok((reader, w, id))
+        }
         HelloReply::Challenge { .. } => Err(TransportError::BadHandshake),
     }
 }
 
 /// The server side of the handshake: reads the peer's hello and, when this side has a
-/// secret, challenges the peer to prove it. The caller then answers with `Welcome` or
-/// `Refused` ([`reply_hello`]).
+/// secret, challenges the peer to prove it; the peer is then welcomed by the reader
+/// (larger frames are read). The caller answers with `Welcome` ([`reply_hello`]) or
+/// refuses ([`refuse`]).
+///
+/// Bounded for unauthenticated peers: the connection must be admitted by `cfg.gate`
+/// (else [`TransportError::Busy`] at once), waits for a turn among the handshakes in
+/// progress, and must finish within `cfg.handshake_timeout`; until then only frames
+/// within [`HANDSHAKE_LIMITS`] are read.
 pub async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     reader: &mut FrameReader<R>,
     w: &mut W,
     cfg: &ConnConfig,
 ) -> Result<Hello, TransportError> {
-    let hello = reader.read_hello().await?;
-    if let Some(secret) = &cfg.auth {
-        let ours = nonce();
-        let proof = secret.proof(SERVER_PROOF, &hello.nonce, &ours);
-        reply_hello(w, &HelloReply::Challenge { nonce: ours, proof }).await?;
-        let theirs = reader.read_reply::<AuthProof>().await?;
-        if !secret.verify(CLIENT_PROOF, &ours, &hello.nonce, &theirs.proof) {
-            let reason = "authentication failed: wrong secret".to_string();
-            let _ = reply_hello(
-                w,
-                &HelloReply::Refused {
-                    reason: reason.clone(),
-                },
-            )
-            .await;
-            return Err(TransportError::AuthFailed(format!(
-                "{:?} {:?} gave a wrong proof",
-                hello.role, hello.name
-            )));
+    let Some(_admitted) = cfg.gate.admit() else {
+        return Err(TransportError::Busy(cfg.gate.admitted()));
+    };
+    let hello = tokio::time::timeout(cfg.handshake_timeout, async {
+        let _turn = cfg.gate.turns.acquire().await;
+        let hello = reader.read_handshake::<Hello>().await?;
+        if let Some(secret) = &cfg.auth {
+            let ours = nonce();
+            let proof = secret.proof(SERVER_PROOF, &hello.nonce, &ours);
+            reply_hello(w, &HelloReply::Challenge { nonce: ours, proof }).await?;
+            let theirs = reader.read_handshake::<AuthProof>().await?;
+            if !secret.verify(CLIENT_PROOF, &ours, &hello.nonce, &theirs.proof) {
+                return Err(TransportError::AuthFailed(format!(
+                    "{:?} {:?} gave a wrong proof of the cluster's secret",
+                    hello.role, hello.name
+                )));
+            }
         }
-    }
+        Ok(hello)
+    })
+    .await
+    .map_err(|_| TransportError::Timeout("in the handshake"))??;
+    reader.welcome();
     Ok(hello)
 }
 
@@ -686,6 +875,36 @@ pub async fn reply_hello<W: AsyncWrite + Unpin>(
     reply: &HelloReply,
 ) -> Result<(), TransportError> {
     write_frame(w, &frame::encode_header(reply), &[]).await
+}
+
+/// Refuses a peer in its handshake with a [refusal frame](rask_proto::frame), which a
+/// peer of any protocol version can read. What the peer is told never includes more than
+/// the reason given here.
+pub async fn refuse<W: AsyncWrite + Unpin>(w: &mut W, reason: &str) -> Result<(), TransportError> {
+    // Bounded like any handshake frame, so the peer can read it.
+    let max = HANDSHAKE_LIMITS.max_header as usize;
+    let mut end = reason.len().min(max);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    w.write_all(&frame::encode_refusal(&reason[..end])).await?;
+    w.flush().await?;
+    Ok(())
+}
+
+/// Tells a peer why a handshake went wrong, for the server side: a refusal naming the
+/// reason (errors of reading, such as a closed connection, are not answered).
+pub async fn refuse_after<W: AsyncWrite + Unpin>(w: &mut W, e: &TransportError) {
+    let reason = match e {
+        TransportError::Proto(ProtoError::Version { peer, ours }) => format!(
+            "protocol version mismatch: you speak protocol {peer}, this rask {} speaks {ours}",
+            rask_proto::RASK_VERSION
+        ),
+        TransportError::AuthFailed(_) => "authentication failed: wrong secret".into(),
+        TransportError::Io(_) | TransportError::Closed => return,
+        e => e.to_string(),
+    };
+    let _ = refuse(w, &reason).await;
 }
 
 /// Binds a listener; `addr` may be `tcp://host:port` or `host:port` (port 0 picks one).
@@ -762,6 +981,7 @@ mod tests {
         }
         // Reading the first frame frees the budget.
         let mut reader = FrameReader::new(&mut far, ConnConfig::default());
+        reader.welcome();
         let first = reader.read_batch::<PeerMsg>().await.unwrap().unwrap();
         assert_eq!(first.bufs[0].len(), 1 << 20);
         second.await.unwrap();
@@ -777,7 +997,9 @@ mod tests {
             let (s, _) = listener.accept().await.unwrap();
             let (r, mut w) = s.into_split();
             let mut reader = FrameReader::new(r, ConnConfig::default());
-            let h = reader.read_hello().await.unwrap();
+            let h = accept(&mut reader, &mut w, &ConnConfig::default())
+                .await
+                .unwrap();
             assert_eq!(h.name, "t");
             reply_hello(
                 &mut w,
@@ -839,7 +1061,12 @@ mod tests {
                 max_payload: 1 << 20,
             },
             frame_timeout: Duration::from_secs(5),
-            auth: None,
+            ..ConnConfig::default()
+        };
+        let welcomed = |b| {
+            let mut r = FrameReader::new(b, cfg.clone());
+            r.welcome();
+            r
         };
         let mut r = FrameReader::new(&b"GET / HTTP/1.1\r\n\r\n"[..], cfg.clone());
         assert!(matches!(
@@ -847,7 +1074,7 @@ mod tests {
             Err(TransportError::Proto(ProtoError::BadMagic(_)))
         ));
         let big = frame::encode_prefix(10, [2u64 << 20].into_iter());
-        let mut r = FrameReader::new(&big[..], cfg.clone());
+        let mut r = welcomed(&big[..]);
         assert!(matches!(
             r.read_frame().await,
             Err(TransportError::Proto(ProtoError::TooLarge { .. }))
@@ -859,7 +1086,7 @@ mod tests {
             Err(TransportError::Proto(_))
         ));
         let cut = frame::encode_frame(b"abc", &[b"xyz"]);
-        let mut r = FrameReader::new(&cut[..5], cfg.clone());
+        let mut r = welcomed(&cut[..5]);
         assert!(r.read_frame().await.is_err(), "truncated frame");
         let mut r = FrameReader::new(&b""[..], cfg.clone());
         assert!(r.read_frame().await.unwrap().is_none(), "clean end");

@@ -600,6 +600,9 @@ impl Worker {
                 nthreads: cfg.nthreads,
                 memory_limit: cfg.memory_limit,
                 resources,
+                code: tokio::task::spawn_blocking(rask_kernels::code_identity)
+                    .await
+                    .unwrap_or(0),
             }),
         };
         let (reader, w, id) = connect(&cfg.scheduler, &hello, cfg.conn.clone())
@@ -893,7 +896,7 @@ impl State {
     /// Handles one event; `Some` stops the worker with that result.
     fn on_event(&mut self, ev: Event) -> Option<Result<(), WorkerError>> {
         match ev {
-            Event::FromScheduler(Batch { msgs, bufs }) => {
+            Event::FromScheduler(Batch { msgs, bufs, .. }) => {
                 let mut computes = Vec::new();
                 for m in msgs {
                     match m {
@@ -1607,7 +1610,7 @@ async fn serve_shm_data(
         tokio::spawn(async move {
             let (r, mut w) = stream.into_split();
             let mut reader = FrameReader::new(FdReader::new(r), cfg.clone());
-            let Some(name) = welcome(&mut reader, &mut w, &cfg).await else {
+            let Some(name) = welcome("a same-host peer", &mut reader, &mut w, &cfg).await else {
                 return;
             };
             let lookup = |tasks: Vec<TaskId>, into_device| lookup_data(&store, tasks, into_device);
@@ -1621,6 +1624,7 @@ async fn serve_shm_data(
 
 /// The server side of a data connection's handshake; the peer's name once welcomed.
 async fn welcome<R: tokio::io::AsyncRead + Unpin, W: tokio::io::AsyncWrite + Unpin>(
+    peer: &str,
     reader: &mut FrameReader<R>,
     w: &mut W,
     cfg: &ConnConfig,
@@ -1628,12 +1632,14 @@ async fn welcome<R: tokio::io::AsyncRead + Unpin, W: tokio::io::AsyncWrite + Unp
     let hello = match rask_transport::accept(reader, w, cfg).await {
         Ok(h) => h,
         Err(e) => {
-            warn!("data connection handshake failed: {e}");
+            warn!(peer = %peer, "data connection handshake failed: {e}");
+            rask_transport::refuse_after(w, &e).await;
             return None;
         }
     };
     if let Err(reason) = rask_proto::msg::check_versions(&hello, "this worker") {
-        let _ = reply_hello(w, &HelloReply::Refused { reason }).await;
+        warn!(peer = %peer, "refused a data connection: {reason}");
+        let _ = rask_transport::refuse(w, &reason).await;
         return None;
     }
     let welcome = HelloReply::Welcome {
@@ -1745,19 +1751,19 @@ pub fn peer_hello(name: &str) -> Hello {
 async fn serve_data(listener: TcpListener, cfg: ConnConfig, store: Store) {
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(serve_peer(stream, cfg.clone(), store.clone()));
+            Ok((stream, addr)) => {
+                tokio::spawn(serve_peer(stream, addr, cfg.clone(), store.clone()));
             }
             Err(e) => warn!("data listener: {e}"),
         }
     }
 }
 
-async fn serve_peer(stream: TcpStream, cfg: ConnConfig, store: Store) {
+async fn serve_peer(stream: TcpStream, addr: std::net::SocketAddr, cfg: ConnConfig, store: Store) {
     let _ = stream.set_nodelay(true);
     let (r, mut w) = stream.into_split();
     let mut reader = FrameReader::new(r, cfg.clone());
-    let Some(name) = welcome(&mut reader, &mut w, &cfg).await else {
+    let Some(name) = welcome(&addr.to_string(), &mut reader, &mut w, &cfg).await else {
         return;
     };
     // A slow reader holds back its own requests: while this much is queued, the next

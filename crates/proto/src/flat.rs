@@ -1,0 +1,272 @@
+//! The wire form of a [`Datum`]: its nodes in pre-order, each list node followed by its
+//! items.
+//!
+//! Why not rkyv's derived archive of the tree: validating a recursive archive recurses, one
+//! stack frame per level, before any depth check can run — a peer could send a value
+//! nested a few hundred thousand levels deep (a few megabytes, well inside the frame
+//! limits) and overflow the receiver's stack. A flat list of nodes is validated by a loop
+//! over a slice, and the tree is rebuilt by a loop with an explicit stack that refuses
+//! more than [`MAX_DEPTH`] levels. Nothing in this module recurses, on either side.
+//!
+//! Every message type of the protocol is non-recursive apart from `Datum`, so a frame of
+//! any type validates in bounded stack.
+
+use rkyv::rancor::{Fallible, Source};
+use rkyv::ser::{Allocator, Writer};
+use rkyv::vec::{ArchivedVec, VecResolver};
+use rkyv::{Archive, Deserialize, Place, Portable, Serialize};
+
+use crate::value::MAX_DEPTH;
+use crate::{Datum, ProtoError};
+
+/// One node of a flattened [`Datum`]. Wire layout; not for use outside the codec.
+#[doc(hidden)]
+#[derive(Archive, Serialize, Debug)]
+pub enum Node {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Buf(u32),
+    /// A list of this many items; they follow, each with its own items.
+    List(u32),
+    Ref(u32),
+}
+
+/// The archived form of a [`Datum`]: its nodes in pre-order.
+#[derive(Portable, rkyv::bytecheck::CheckBytes)]
+#[bytecheck(crate = rkyv::bytecheck)]
+#[rkyv(crate = rkyv)]
+#[repr(transparent)]
+pub struct ArchivedDatum {
+    nodes: ArchivedVec<ArchivedNode>,
+}
+
+/// Where a datum's nodes were written.
+pub struct DatumResolver {
+    nodes: VecResolver,
+    len: usize,
+}
+
+impl Archive for Datum {
+    type Archived = ArchivedDatum;
+    type Resolver = DatumResolver;
+
+    fn resolve(&self, resolver: DatumResolver, out: Place<ArchivedDatum>) {
+        rkyv::munge::munge!(let ArchivedDatum { nodes } = out);
+        ArchivedVec::<ArchivedNode>::resolve_from_len(resolver.len, resolver.nodes, nodes);
+    }
+}
+
+impl<S> Serialize<S> for Datum
+where
+    S: Fallible + Allocator + Writer + ?Sized,
+    S::Error: Source,
+{
+    fn serialize(&self, serializer: &mut S) -> Result<DatumResolver, S::Error> {
+        let nodes = self.to_nodes();
+        Ok(DatumResolver {
+            nodes: ArchivedVec::serialize_from_slice(&nodes, serializer)?,
+            len: nodes.len(),
+        })
+    }
+}
+
+impl<D> Deserialize<Datum, D> for ArchivedDatum
+where
+    D: Fallible + ?Sized,
+    D::Error: Source,
+{
+    fn deserialize(&self, _: &mut D) -> Result<Datum, D::Error> {
+        from_nodes(self.nodes.as_slice()).map_err(D::Error::new)
+    }
+}
+
+impl Datum {
+    /// The datum's nodes in pre-order.
+    fn to_nodes(&self) -> Vec<Node> {
+        let mut out = Vec::new();
+        let mut todo: Vec<&Datum> = vec![self];
+        while let Some(d) = todo.pop() {
+            out.push(match d {
+                Datum::Null => Node::Null,
+                Datum::Bool(b) => Node::Bool(*b),
+                Datum::Int(i) => Node::Int(*i),
+                Datum::Float(f) => Node::Float(*f),
+                Datum::Str(s) => Node::Str(s.clone()),
+                Datum::Buf(i) => Node::Buf(*i),
+                Datum::Ref(i) => Node::Ref(*i),
+                Datum::List(l) => {
+                    todo.extend(l.iter().rev());
+                    Node::List(
+                        u32::try_from(l.len())
+                            .expect("invariant: a list on the wire has fewer than 2^32 items"),
+                    )
+                }
+            });
+        }
+        out
+    }
+
+    /// How deeply lists nest in this datum (0 for a leaf or an empty list's contents),
+    /// without recursion.
+    pub fn depth(&self) -> usize {
+        let mut deepest = 0;
+        let mut todo: Vec<(&Datum, usize)> = vec![(self, 0)];
+        while let Some((d, depth)) = todo.pop() {
+            deepest = deepest.max(depth);
+            if let Datum::List(l) = d {
+                todo.extend(l.iter().map(|x| (x, depth + 1)));
+            }
+        }
+        deepest
+    }
+}
+
+/// A list being rebuilt: its items so far and how many are still to come.
+struct Open {
+    items: Vec<Datum>,
+    left: u32,
+}
+
+/// Rebuilds a datum from its nodes, refusing more than [`MAX_DEPTH`] levels of lists, a
+/// list announcing more items than follow, and nodes after the end of the datum.
+fn from_nodes(nodes: &[ArchivedNode]) -> Result<Datum, ProtoError> {
+    let malformed = |what: &str| ProtoError::Malformed(format!("datum: {what}"));
+    let mut stack: Vec<Open> = Vec::new();
+    let mut rest = nodes.iter();
+    loop {
+        let node = rest.next().ok_or_else(|| match stack.len() {
+            0 => malformed("no nodes"),
+            _ => malformed("a list announces more items than follow"),
+        })?;
+        let mut done = match node {
+            ArchivedNode::Null => Datum::Null,
+            ArchivedNode::Bool(b) => Datum::Bool(*b),
+            ArchivedNode::Int(i) => Datum::Int(i.to_native()),
+            ArchivedNode::Float(f) => Datum::Float(f.to_native()),
+            ArchivedNode::Str(s) => Datum::Str(s.as_str().to_owned()),
+            ArchivedNode::Buf(i) => Datum::Buf(i.to_native()),
+            ArchivedNode::Ref(i) => Datum::Ref(i.to_native()),
+            ArchivedNode::List(n) => {
+                let n = n.to_native();
+                if n == 0 {
+                    Datum::List(Vec::new())
+                } else {
+                    // Its items would lie one level deeper than this list.
+                    if stack.len() >= MAX_DEPTH {
+                        return Err(ProtoError::TooDeep(MAX_DEPTH));
+                    }
+                    if n as usize > rest.len() {
+                        return Err(malformed("a list announces more items than follow"));
+                    }
+                    // Capacity is bounded whatever the lengths announced: nested lists may
+                    // each claim every remaining node before the count is proven.
+                    stack.push(Open {
+                        items: Vec::with_capacity((n as usize).min(4096)),
+                        left: n,
+                    });
+                    continue;
+                }
+            }
+        };
+        // Hand the finished datum to the list it belongs to, closing every list it fills.
+        loop {
+            let Some(top) = stack.last_mut() else {
+                if rest.len() != 0 {
+                    return Err(malformed("nodes after the end of the datum"));
+                }
+                return Ok(done);
+            };
+            top.items.push(done);
+            top.left -= 1;
+            if top.left > 0 {
+                break;
+            }
+            let full = stack.pop().expect("invariant: the top exists");
+            done = Datum::List(full.items);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{decode_header, encode_header};
+
+    fn nested(levels: usize) -> Datum {
+        let mut d = Datum::Int(7);
+        for _ in 0..levels {
+            d = Datum::List(vec![d]);
+        }
+        d
+    }
+
+    fn round_trip(d: &Datum) -> Result<Datum, ProtoError> {
+        decode_header::<Datum>(&encode_header(d))
+    }
+
+    #[test]
+    fn every_kind_of_node_round_trips() {
+        let d = Datum::List(vec![
+            Datum::Null,
+            Datum::Bool(true),
+            Datum::Int(-5_000_000_000),
+            Datum::Float(2.5),
+            Datum::Str("a string longer than eight bytes".into()),
+            Datum::Buf(3),
+            Datum::List(vec![]),
+            Datum::List(vec![
+                Datum::Ref(1),
+                Datum::List(vec![Datum::Str("x".into())]),
+            ]),
+            Datum::Ref(u32::MAX),
+        ]);
+        assert_eq!(round_trip(&d).unwrap(), d);
+        assert_eq!(d.depth(), 3);
+        assert_eq!(round_trip(&Datum::Int(1)).unwrap(), Datum::Int(1));
+    }
+
+    #[test]
+    fn depth_up_to_the_limit_is_kept_and_beyond_it_refused() {
+        assert_eq!(round_trip(&nested(MAX_DEPTH)).unwrap(), nested(MAX_DEPTH));
+        assert!(matches!(
+            round_trip(&nested(MAX_DEPTH + 1)),
+            Err(ProtoError::Malformed(m)) if m.contains("deeper than 64")
+        ));
+    }
+
+    /// The attack this encoding exists for: a value nested far deeper than any stack,
+    /// validated and refused without recursion.
+    #[test]
+    fn a_value_nested_200000_levels_deep_is_refused_without_recursion() {
+        let levels = 200_000;
+        let mut nodes: Vec<Node> = (0..levels).map(|_| Node::List(1)).collect();
+        nodes.push(Node::Int(1));
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&nodes).unwrap();
+        // The same bytes are an archived datum (a transparent wrapper of the node list).
+        let err = decode_header::<Datum>(&bytes).unwrap_err();
+        assert!(err.to_string().contains("deeper than 64"), "{err}");
+    }
+
+    #[test]
+    fn malformed_node_lists_are_errors() {
+        let check = |nodes: Vec<Node>, what: &str| {
+            let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&nodes).unwrap();
+            let err = decode_header::<Datum>(&bytes).unwrap_err().to_string();
+            assert!(err.contains(what), "{err} should say {what}");
+        };
+        check(vec![], "no nodes");
+        check(vec![Node::List(3), Node::Int(1)], "more items than follow");
+        check(
+            vec![Node::List(1), Node::List(2), Node::Int(1)],
+            "more items than follow",
+        );
+        check(vec![Node::Int(1), Node::Int(2)], "after the end");
+        check(
+            vec![Node::List(u32::MAX), Node::Null],
+            "more items than follow",
+        );
+    }
+}
