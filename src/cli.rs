@@ -2,6 +2,7 @@
 //! with its own ops becomes a worker with `rask::cli::worker_main(my_registry())`.
 
 use std::error::Error;
+use std::io::Write;
 
 use clap::Args;
 use rask_kernels::Registry;
@@ -69,6 +70,37 @@ impl WorkerArgs {
             nvlink_peers: Vec::new(),
         }
     }
+}
+
+/// Writes a line of a command's output to stdout. A reader that went away (`rask info |
+/// head -1`) ends the program quietly, as it does any Unix tool; it never panics.
+pub fn out_line(args: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        let _ = writeln!(std::io::stderr(), "cannot write the output: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Writes a line to stderr (start-up banners); a closed stderr is not a reason to stop
+/// a scheduler or a worker.
+pub fn err_line(args: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr().lock(), "{args}");
+}
+
+/// `println!` for command output: see [`out_line`].
+#[macro_export]
+macro_rules! outln {
+    ($($t:tt)*) => { $crate::cli::out_line(format_args!($($t)*)) };
+}
+
+/// `eprintln!` for banners: see [`err_line`].
+#[macro_export]
+macro_rules! errln {
+    ($($t:tt)*) => { $crate::cli::err_line(format_args!($($t)*)) };
 }
 
 /// The `rask worker` options for `device` and its NVLink peers: the inverse of
@@ -189,27 +221,27 @@ pub fn run_worker(args: WorkerArgs, registry: Registry) -> Result<(), Box<dyn Er
         let w = rask_worker::Worker::connect(cfg).await?;
         let shm = w.shm_addr().map(str::to_string);
         if !quiet {
-            eprintln!(
+            crate::errln!(
                 "rask.worker - INFO -       Start worker at: {}",
                 w.listen_addr()
             );
-            eprintln!("rask.worker - INFO -          Worker name: {name}");
-            eprintln!("rask.worker - INFO - -------------------------------------------------");
-            eprintln!("rask.worker - INFO -               Threads: {nthreads}");
-            eprintln!(
+            crate::errln!("rask.worker - INFO -          Worker name: {name}");
+            crate::errln!("rask.worker - INFO - -------------------------------------------------");
+            crate::errln!("rask.worker - INFO -               Threads: {nthreads}");
+            crate::errln!(
                 "rask.worker - INFO -                Memory: {:.2} GiB",
                 memory as f64 / (1u64 << 30) as f64
             );
-            eprintln!("rask.worker - INFO -                Device: {device}");
-            eprintln!("rask.worker - INFO -                   Ops: {ops}");
-            eprintln!(
+            crate::errln!("rask.worker - INFO -                Device: {device}");
+            crate::errln!("rask.worker - INFO -                   Ops: {ops}");
+            crate::errln!(
                 "rask.worker - INFO -             Transport: {transport} (tcp{})",
                 match &shm {
                     Some(a) => format!(", shm at {a}"),
                     None => String::new(),
                 }
             );
-            eprintln!(
+            crate::errln!(
                 "rask.worker - INFO -        Authentication: {}",
                 if authenticated {
                     "shared secret (HMAC-SHA256)"
@@ -222,16 +254,16 @@ pub fn run_worker(args: WorkerArgs, registry: Registry) -> Result<(), Box<dyn Er
                     .iter()
                     .map(|r| format!("{}={}", r.name, r.amount))
                     .collect();
-                eprintln!(
+                crate::errln!(
                     "rask.worker - INFO -             Resources: {}",
                     r.join(", ")
                 );
             }
-            eprintln!(
+            crate::errln!(
                 "rask.worker - INFO -         Registered to: worker id {}",
                 w.id()
             );
-            eprintln!("rask.worker - INFO - -------------------------------------------------");
+            crate::errln!("rask.worker - INFO - -------------------------------------------------");
         }
         w.run(shutdown_signal()).await?;
         Ok::<_, Box<dyn Error>>(())

@@ -51,21 +51,27 @@ impl Client {
         array::assemble(x, chunks)
     }
 
+    /// [`Client::compute_array`], awaitable from any async runtime.
+    pub async fn compute_array_async<T: rask_kernels::array::Pod>(
+        &self,
+        x: &array::Array,
+    ) -> Result<ndarray::ArrayD<T>, ClientError> {
+        let gpus = has_gpus(&self.scheduler_info_async().await?);
+        let chunks = self.gather_async(&self.submit_array_on(x, gpus)?).await?;
+        array::assemble(x, chunks)
+    }
+
     /// Submits an array's graph; the futures of its chunks, in `chunk_keys` order.
     fn submit_array(&self, x: &array::Array) -> Result<Vec<Future>, ClientError> {
-        let g = array::to_graph(x, self.has_gpus()?);
+        self.submit_array_on(x, has_gpus(&self.scheduler_info()?))
+    }
+
+    /// Submits an array's graph for a cluster with GPU workers or without.
+    fn submit_array_on(&self, x: &array::Array, gpus: bool) -> Result<Vec<Future>, ClientError> {
+        let g = array::to_graph(x, gpus);
         let keys = x.chunk_keys();
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         self.compute(&g, &refs)
-    }
-
-    /// Whether any worker drives a GPU (real or simulated).
-    fn has_gpus(&self) -> Result<bool, ClientError> {
-        Ok(self
-            .scheduler_info()?
-            .workers
-            .iter()
-            .any(|w| w.device != "host" && !w.device.is_empty()))
     }
 
     /// Computes an array's chunks and keeps them on the workers; new expressions on the
@@ -74,6 +80,19 @@ impl Client {
         let futures = self.submit_array(x)?;
         for f in &futures {
             f.wait()?;
+        }
+        Ok(array::Persisted::new(x.from_existing(x.name()), futures))
+    }
+
+    /// [`Client::persist_array`], awaitable from any async runtime.
+    pub async fn persist_array_async(
+        &self,
+        x: &array::Array,
+    ) -> Result<array::Persisted, ClientError> {
+        let gpus = has_gpus(&self.scheduler_info_async().await?);
+        let futures = self.submit_array_on(x, gpus)?;
+        for f in &futures {
+            f.wait_async().await?;
         }
         Ok(array::Persisted::new(x.from_existing(x.name()), futures))
     }
@@ -115,6 +134,27 @@ impl Client {
         })
     }
 
+    /// [`Client::connect`], awaitable from any async runtime.
+    pub async fn connect_async(addr: &str) -> Result<Client, ClientError> {
+        Client::connect_with_registry_async(addr, &Registry::builtin()).await
+    }
+
+    /// [`Client::connect_with_registry`], awaitable from any async runtime.
+    pub async fn connect_with_registry_async(
+        addr: &str,
+        registry: &Registry,
+    ) -> Result<Client, ClientError> {
+        let mut opts = ClientOptions {
+            registry: Some(registry.info()),
+            ..ClientOptions::default()
+        };
+        opts.conn.auth = Secret::from_env().map_err(|e| ClientError::Other(e.to_string()))?;
+        Ok(Client {
+            client: rask_client::Client::connect_with_async(addr, opts).await?,
+            cluster: None,
+        })
+    }
+
     /// Connects to a local cluster and keeps it alive as long as the client.
     pub fn for_cluster(cluster: LocalCluster) -> Result<Client, ClientError> {
         let mut opts = ClientOptions {
@@ -131,6 +171,13 @@ impl Client {
     pub fn cluster(&self) -> Option<&LocalCluster> {
         self.cluster.as_ref()
     }
+}
+
+/// Whether any worker drives a GPU (real or simulated).
+fn has_gpus(info: &SchedulerInfoMsg) -> bool {
+    info.workers
+        .iter()
+        .any(|w| w.device != "host" && !w.device.is_empty())
 }
 
 impl Deref for Client {

@@ -133,7 +133,7 @@ fn main() -> ExitCode {
     match run(Args::parse()) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("cuda-worker: {e:#}");
+            rask::errln!("cuda-worker: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -145,7 +145,7 @@ fn plans(a: &Args, host: &Host) -> Result<Vec<Plan>> {
         let (n, memory) = SimGpus::parse_spec(spec).map_err(anyhow::Error::msg)?;
         let topology = Topology::parse(&a.nvlink, n).map_err(anyhow::Error::msg)?;
         let plans = sim_plans(a, n, memory, &topology, host)?;
-        eprintln!(
+        rask::errln!(
             "rask.cuda-worker - INFO - {n} simulated GPUs, {:.2} GiB each, NVLink: {}",
             a.device_memory_limit.map_or(memory, |l| l.of(memory)) as f64 / (1u64 << 30) as f64,
             topology.label()
@@ -160,7 +160,7 @@ fn plans(a: &Args, host: &Host) -> Result<Vec<Plan>> {
     };
     let plans = gpu_plans(a, &gpus, host)?;
     for (g, p) in gpus.iter().zip(&plans) {
-        eprintln!(
+        rask::errln!(
             "rask.cuda-worker - INFO - GPU {}: {} ({}, {:.2} GiB, PCI {}, CPUs {})",
             g.index,
             g.name,
@@ -343,7 +343,7 @@ fn run(a: Args) -> Result<ExitCode> {
                 outcome = Err(e);
                 break;
             }
-            eprintln!(
+            rask::errln!(
                 "rask.cuda-worker - INFO - started the worker of {}",
                 plan.label
             );
@@ -356,16 +356,16 @@ fn run(a: Args) -> Result<ExitCode> {
                     pids.remove(&i);
                     let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
                     if restarts[i] >= a.max_restarts {
-                        eprintln!("rask.cuda-worker - ERROR - the worker of {} exited ({status}) after {} restarts; giving up on it", plans[i].label, restarts[i]);
+                        rask::errln!("rask.cuda-worker - ERROR - the worker of {} exited ({status}) after {} restarts; giving up on it", plans[i].label, restarts[i]);
                         if pids.is_empty() {
                             return Ok(ExitCode::FAILURE);
                         }
                         continue;
                     }
                     restarts[i] += 1;
-                    eprintln!("rask.cuda-worker - WARNING - the worker of {} exited ({status}); restarting it", plans[i].label);
+                    rask::errln!("rask.cuda-worker - WARNING - the worker of {} exited ({status}); restarting it", plans[i].label);
                     if let Err(e) = start(i, &mut pids) {
-                        eprintln!("rask.cuda-worker - ERROR - cannot restart the worker of {}: {e:#}; giving up on it", plans[i].label);
+                        rask::errln!("rask.cuda-worker - ERROR - cannot restart the worker of {}: {e:#}; giving up on it", plans[i].label);
                         if pids.is_empty() {
                             return Ok(ExitCode::FAILURE);
                         }
@@ -374,7 +374,7 @@ fn run(a: Args) -> Result<ExitCode> {
             }
         }
         // Stop every worker: SIGTERM, then SIGKILL what is still running after 10 s.
-        eprintln!("rask.cuda-worker - INFO - stopping {} workers", pids.len());
+        rask::errln!("rask.cuda-worker - INFO - stopping {} workers", pids.len());
         for pid in pids.values() {
             if let Some(p) = rustix::process::Pid::from_raw(*pid as i32) {
                 let _ = rustix::process::kill_process(p, rustix::process::Signal::TERM);

@@ -120,16 +120,16 @@ fn main() -> Result<()> {
             rt.block_on(async move {
                 let listener = rask_transport::listen(&format!("{host}:{port}")).await?;
                 let addr = rask_transport::listener_addr(&listener)?;
-                eprintln!(
+                rask::errln!(
                     "rask.scheduler - INFO - -----------------------------------------------"
                 );
-                eprintln!(
+                rask::errln!(
                     "rask.scheduler - INFO - Rask version {}",
                     rask_proto::RASK_VERSION
                 );
-                eprintln!("rask.scheduler - INFO -   Scheduler at: {addr}");
-                eprintln!("rask.scheduler - INFO - Authentication: {auth}");
-                eprintln!(
+                rask::errln!("rask.scheduler - INFO -   Scheduler at: {addr}");
+                rask::errln!("rask.scheduler - INFO - Authentication: {auth}");
+                rask::errln!(
                     "rask.scheduler - INFO - -----------------------------------------------"
                 );
                 if let Some(f) = scheduler_file {
@@ -151,18 +151,18 @@ fn main() -> Result<()> {
         } => demo(workers, processes, n, array_size),
         Cmd::Info => {
             let r = Registry::builtin();
-            println!(
+            rask::outln!(
                 "rask {} (protocol {})",
                 rask_proto::RASK_VERSION,
                 rask_proto::PROTOCOL_VERSION
             );
-            println!("host id: {}", rask_transport::host_id());
-            println!(
+            rask::outln!("host id: {}", rask_transport::host_id());
+            rask::outln!(
                 "cpus: {}, memory: {:.1} GiB",
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
                 rask_worker::total_memory() as f64 / (1u64 << 30) as f64
             );
-            println!(
+            rask::outln!(
                 "op registry {:016x}: {}",
                 r.fingerprint(),
                 r.names().join(", ")
@@ -170,7 +170,7 @@ fn main() -> Result<()> {
             match rask_device::discover::gpus() {
                 Ok(gpus) => {
                     for g in gpus {
-                        println!(
+                        rask::outln!(
                             "gpu {}: {} ({}, {:.1} GiB, PCI {}, NVLink to {:?})",
                             g.index,
                             g.name,
@@ -181,11 +181,11 @@ fn main() -> Result<()> {
                         );
                     }
                 }
-                Err(e) => println!("gpus: none ({e}); simulated GPUs: --sim-gpus"),
+                Err(e) => rask::outln!("gpus: none ({e}); simulated GPUs: --sim-gpus"),
             }
             match rask_device::cuda::device_count() {
-                Ok(n) => println!("cuda: driver loaded, {n} devices"),
-                Err(e) => println!("cuda: {e}"),
+                Ok(n) => rask::outln!("cuda: driver loaded, {n} devices"),
+                Err(e) => rask::outln!("cuda: {e}"),
             }
             Ok(())
         }
@@ -208,7 +208,7 @@ fn demo(workers: usize, processes: bool, n: i64, m: u64) -> Result<()> {
     let started = t0.elapsed();
     let client = Client::for_cluster(cluster)?;
     let info = client.scheduler_info()?;
-    println!(
+    rask::outln!(
         "local cluster: scheduler {} with {} workers ({}), started in {:.1} ms",
         info.address,
         info.workers.len(),
@@ -231,8 +231,8 @@ fn demo(workers: usize, processes: bool, n: i64, m: u64) -> Result<()> {
     let total: i64 = level[0].result_as()?;
     let elapsed = t1.elapsed();
     let expect = (n - 1) * n * (2 * n - 1) / 6;
-    println!("sum of i*i for i in 0..{n} = {total} (expected {expect})");
-    println!(
+    rask::outln!("sum of i*i for i in 0..{n} = {total} (expected {expect})");
+    rask::outln!(
         "{tasks} tasks in {:.1} ms: {:.0} tasks/s",
         elapsed.as_secs_f64() * 1e3,
         tasks as f64 / elapsed.as_secs_f64()
@@ -263,10 +263,10 @@ fn demo(workers: usize, processes: bool, n: i64, m: u64) -> Result<()> {
         .mapv(f64::from)
         .into_dimensionality::<ndarray::Ix2>()?;
     let expect = xs.dot(&xs.t()).sum();
-    println!(
+    rask::outln!(
         "(x @ x.T).sum() for a random {m}×{m} f32 array in {chunk}×{chunk} chunks = {got:.6e} (computed here in f64: {expect:.6e})"
     );
-    println!(
+    rask::outln!(
         "{} tasks in {:.1} ms: {:.1} GFLOP/s",
         total.graph().len(),
         secs * 1e3,

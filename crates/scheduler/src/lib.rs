@@ -290,7 +290,12 @@ async fn handle_conn(
             Err(e) => break Some(e.to_string()),
         }
     };
+    let failed = reason.is_some();
     let _ = events.send(Event::Left(peer, reason));
+    if failed {
+        // The peer is told why (by its writer); keep its bytes from resetting that.
+        rask_transport::drain(reader.get_mut(), std::time::Duration::from_secs(2)).await;
+    }
 }
 
 impl Server {

@@ -142,7 +142,7 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// included) or an authentication proof, a few KiB; no payload buffers. Nothing larger is
 /// read, and nothing is allocated for it, until the peer has been welcomed.
 pub const HANDSHAKE_LIMITS: FrameLimits = FrameLimits {
-    max_header: 256 << 10,
+    max_header: 64 << 10,
     max_buffers: 0,
     max_payload: 0,
 };
@@ -176,10 +176,12 @@ impl Default for ConnConfig {
     }
 }
 
-/// Admission of connections that have not finished their handshake: at most
-/// `in_progress` read at once (each may hold a [`HANDSHAKE_LIMITS`] frame), at most
-/// `waiting` more wait for a turn, and any beyond are closed at once. An unauthenticated
-/// peer can thus hold neither memory nor file descriptors without bound.
+/// Admission of connections that have not finished their handshake: at most `waiting`
+/// more than `in_progress` are admitted (any beyond are closed at once), and of those
+/// that have started sending, at most `in_progress` read at once (each may hold up to a
+/// [`HANDSHAKE_LIMITS`] frame, as its bytes arrive). An unauthenticated peer can thus hold
+/// neither memory nor file descriptors without bound, and one that stays silent holds no
+/// turn.
 #[derive(Clone, Debug)]
 pub struct HandshakeGate {
     turns: std::sync::Arc<tokio::sync::Semaphore>,
@@ -358,6 +360,15 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             cfg,
             welcomed: false,
             arena: None,
+        }
+    }
+
+    /// Waits until the peer has sent something (or closed the connection: an error).
+    async fn ready(&mut self) -> Result<(), TransportError> {
+        use tokio::io::AsyncBufReadExt;
+        match self.r.fill_buf().await?.is_empty() {
+            true => Err(TransportError::Closed),
+            false => Ok(()),
         }
     }
 
@@ -847,6 +858,8 @@ pub async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         return Err(TransportError::Busy(cfg.gate.admitted()));
     };
     let hello = tokio::time::timeout(cfg.handshake_timeout, async {
+        // A silent connection holds no turn: only one that is sending its hello does.
+        reader.ready().await?;
         let _turn = cfg.gate.turns.acquire().await;
         let hello = reader.read_handshake::<Hello>().await?;
         if let Some(secret) = &cfg.auth {
@@ -867,6 +880,17 @@ pub async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     .map_err(|_| TransportError::Timeout("in the handshake"))??;
     reader.welcome();
     Ok(hello)
+}
+
+/// Reads and discards what a peer still sends, until it closes or `limit` passes: so a
+/// message sent just before closing (why the connection ends) is not lost to the reset
+/// that closing a socket with unread bytes sends. Holds no more than one small buffer.
+pub async fn drain<R: AsyncRead + Unpin>(r: &mut R, limit: Duration) {
+    let mut sink = [0u8; 16 << 10];
+    let _ = tokio::time::timeout(limit, async {
+        while matches!(r.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 /// Answers a hello (server side of the handshake).
