@@ -50,6 +50,9 @@ pub struct WorkerArgs {
     /// GPUs of this host that this worker's GPU reaches over NVLink, e.g. 1 or 1,3.
     #[arg(long, value_delimiter = ',')]
     pub nvlink_peers: Vec<u32>,
+    /// Seconds that connecting to the scheduler or a peer, handshake included, may take.
+    #[arg(long, default_value_t = rask_transport::DEFAULT_HANDSHAKE_TIMEOUT.as_secs_f64())]
+    pub connect_timeout: f64,
 }
 
 impl WorkerArgs {
@@ -68,6 +71,7 @@ impl WorkerArgs {
             device: "host".into(),
             device_memory_limit: None,
             nvlink_peers: Vec::new(),
+            connect_timeout: rask_transport::DEFAULT_HANDSHAKE_TIMEOUT.as_secs_f64(),
         }
     }
 }
@@ -142,6 +146,17 @@ pub fn parse_device(
     })
 }
 
+/// A positive, finite number of seconds given for `option`.
+pub fn seconds(option: &str, s: f64) -> Result<std::time::Duration, String> {
+    if s.is_finite() && s > 0.0 {
+        Ok(std::time::Duration::from_secs_f64(s))
+    } else {
+        Err(format!(
+            "{option} {s}: expected a positive number of seconds"
+        ))
+    }
+}
+
 /// The secret from `--auth-file`, else from the environment.
 pub fn secret(
     auth_file: Option<&std::path::Path>,
@@ -189,6 +204,7 @@ pub fn run_worker(args: WorkerArgs, registry: Registry) -> Result<(), Box<dyn Er
     cfg.listen = args.listen;
     cfg.resources = parse_resources(&args.resources)?;
     cfg.conn.auth = secret(args.auth_file.as_deref())?;
+    cfg.conn.handshake_timeout = seconds("--connect-timeout", args.connect_timeout)?;
     cfg.transport = match args.transport {
         Some(t) => t,
         None => rask_transport::TransportMode::from_env()?.unwrap_or_default(),

@@ -39,6 +39,9 @@ enum Cmd {
         /// Seconds a peer may take to finish a frame it started.
         #[arg(long)]
         frame_timeout: Option<f64>,
+        /// Seconds a peer may take to connect and complete its handshake.
+        #[arg(long)]
+        connect_timeout: Option<f64>,
         /// Seconds of silence after which a worker is presumed dead.
         #[arg(long)]
         worker_ttl: Option<f64>,
@@ -82,6 +85,8 @@ fn main() -> Result<()> {
                 .unwrap_or_else(|_| default_level.into()),
         )
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: a log file gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.cmd {
         Cmd::Scheduler {
@@ -91,6 +96,7 @@ fn main() -> Result<()> {
             max_header,
             max_payload,
             frame_timeout,
+            connect_timeout,
             worker_ttl,
             auth_file,
         } => {
@@ -103,6 +109,10 @@ fn main() -> Result<()> {
             }
             if let Some(t) = frame_timeout {
                 cfg.conn.frame_timeout = std::time::Duration::from_secs_f64(t);
+            }
+            if let Some(t) = connect_timeout {
+                cfg.conn.handshake_timeout =
+                    rask::cli::seconds("--connect-timeout", t).map_err(|e| anyhow::anyhow!(e))?;
             }
             if let Some(t) = worker_ttl {
                 cfg.worker_ttl = std::time::Duration::from_secs_f64(t);

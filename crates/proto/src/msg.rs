@@ -99,19 +99,20 @@ wire! {
         pub code: u64,
     }
 
-    /// The answer to a [`Hello`].
+    /// The answer to a [`Hello`]. A refusal is not a reply but a refusal frame (see
+    /// [`crate::frame`]), which every protocol version reads.
     pub enum HelloReply {
         Welcome {
             /// The id given to the connecting client or worker (0 for peers).
             id: u32,
             rask_version: String,
+            /// With a shared secret: the server's proof of it over both nonces, given only
+            /// to a peer that proved it first.
+            proof: Option<[u8; 32]>,
         },
-        /// The server requires the shared secret: it proves its own knowledge of it over
-        /// both nonces and asks for the client's proof ([`AuthProof`]).
-        Challenge {
-            nonce: [u8; 32],
-            proof: [u8; 32],
-        },
+        /// The server requires the shared secret: the client proves it first, over both
+        /// nonces ([`AuthProof`]); the server proves it back in its `Welcome`.
+        Challenge { nonce: [u8; 32] },
     }
 
     /// The client's answer to a [`HelloReply::Challenge`].

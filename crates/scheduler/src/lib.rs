@@ -11,14 +11,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rask_proto::msg::{
-    Hello, HelloReply, Holder, RegistryInfo, Role, SchedulerInfoMsg, TaskError, ToClient,
-    ToScheduler, ToWorker, WhoHasEntry, WorkerInfoMsg,
+    Hello, Holder, RegistryInfo, Role, SchedulerInfoMsg, TaskError, ToClient, ToScheduler,
+    ToWorker, WhoHasEntry, WorkerInfoMsg,
 };
 use rask_proto::{ClientId, TaskId, WorkerId, RASK_VERSION};
 use rask_scheduler_core::{Action, CoreConfig, NewTask, SchedulerCore, WorkerSpec};
-use rask_transport::{
-    reply_hello, spawn_writer, Batch, ConnConfig, FrameReader, Sender, TransportError,
-};
+use rask_transport::{spawn_writer, Batch, ConnConfig, FrameReader, Sender, TransportError};
 use rustc_hash::FxHashMap;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -242,11 +240,7 @@ async fn handle_conn(
         Peer::Client(c) => c.0,
         Peer::Worker(w) => w.0,
     };
-    let welcome = HelloReply::Welcome {
-        id,
-        rask_version: RASK_VERSION.into(),
-    };
-    if let Err(e) = reply_hello(&mut w, &welcome).await {
+    if let Err(e) = rask_transport::welcome(&mut w, &reader, id).await {
         let _ = events.send(Event::Left(peer, Some(e.to_string())));
         return;
     }

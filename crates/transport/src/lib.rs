@@ -244,8 +244,10 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-const SERVER_PROOF: &[u8] = b"rask server proof v1";
-const CLIENT_PROOF: &[u8] = b"rask client proof v1";
+const SERVER_PROOF: &[u8] = b"rask server proof v2";
+/// How a refusal for a wrong proof of the secret begins.
+const WRONG_SECRET: &str = "authentication failed";
+const CLIENT_PROOF: &[u8] = b"rask client proof v2";
 
 impl Secret {
     /// A secret from bytes.
@@ -346,6 +348,9 @@ pub struct FrameReader<R = OwnedReadHalf> {
     /// Whether the peer has been through the handshake: it may send frames up to
     /// `cfg.limits` (before, [`HANDSHAKE_LIMITS`]).
     welcomed: bool,
+    /// This side's proof of the shared secret, for the welcome of a peer that proved it
+    /// (server side).
+    server_proof: Option<[u8; 32]>,
     /// Where large payloads are received: pre-faulted, reused memory that same-host peers
     /// can map (instead of a fresh heap allocation that page-faults on first touch). Only
     /// for connections whose replies this side asked for, by size.
@@ -359,6 +364,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             r: BufReader::with_capacity(64 * 1024, r),
             cfg,
             welcomed: false,
+            server_proof: None,
             arena: None,
         }
     }
@@ -810,33 +816,53 @@ async fn handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     write_frame(&mut w, &frame::encode_header(&hello), &[]).await?;
     let auth = reader.cfg.auth.clone();
     let mut reply = reader.read_handshake::<HelloReply>().await?;
+    // With a secret: this side proves it first, and the server's proof comes back with
+    // its welcome (a peer that proves nothing learns nothing to guess the secret from).
+    let mut challenge = None;
     if let HelloReply::Challenge {
         nonce: server_nonce,
-        proof,
     } = reply
     {
         let secret = auth.as_ref().ok_or(TransportError::AuthRequired)?;
-        if !secret.verify(SERVER_PROOF, &hello.nonce, &server_nonce, &proof) {
-            return Err(TransportError::AuthFailed(
-                "the server does not know this cluster's secret".into(),
-            ));
-        }
         let ours = AuthProof {
             proof: secret.proof(CLIENT_PROOF, &server_nonce, &hello.nonce),
         };
         write_frame(&mut w, &frame::encode_header(&ours), &[]).await?;
-        reply = reader.read_handshake::<HelloReply>().await?;
+        challenge = Some((secret, server_nonce));
+        reply = match reader.read_handshake::<HelloReply>().await {
+            Ok(r) => r,
+            Err(TransportError::Refused(r)) if r.starts_with(WRONG_SECRET) => {
+                return Err(TransportError::AuthFailed(r))
+            }
+            Err(TransportError::Closed) => {
+                return Err(TransportError::AuthFailed(
+                    "the server closed the connection on this side's proof of the secret".into(),
+                ))
+            }
+            Err(e) => return Err(e),
+        };
     } else if auth.is_some() {
         return Err(TransportError::AuthFailed(
             "the server does not authenticate; refusing to use it with a secret configured".into(),
         ));
     }
-    match reply {
-        HelloReply::Welcome { id, .. } => {
+    match (reply, challenge) {
+        (HelloReply::Welcome { id, proof, .. }, Some((secret, server_nonce))) => {
+            let proven =
+                proof.is_some_and(|p| secret.verify(SERVER_PROOF, &hello.nonce, &server_nonce, &p));
+            if !proven {
+                return Err(TransportError::AuthFailed(
+                    "the server does not know this cluster's secret".into(),
+                ));
+            }
             reader.welcome();
             Ok((reader, w, id))
         }
-        HelloReply::Challenge { .. } => Err(TransportError::BadHandshake),
+        (HelloReply::Welcome { id, .. }, None) => {
+            reader.welcome();
+            Ok((reader, w, id))
+        }
+        (HelloReply::Challenge { .. }, _) => Err(TransportError::BadHandshake),
     }
 }
 
@@ -864,8 +890,7 @@ pub async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         let hello = reader.read_handshake::<Hello>().await?;
         if let Some(secret) = &cfg.auth {
             let ours = nonce();
-            let proof = secret.proof(SERVER_PROOF, &hello.nonce, &ours);
-            reply_hello(w, &HelloReply::Challenge { nonce: ours, proof }).await?;
+            reply_hello(w, &HelloReply::Challenge { nonce: ours }).await?;
             let theirs = reader.read_handshake::<AuthProof>().await?;
             if !secret.verify(CLIENT_PROOF, &ours, &hello.nonce, &theirs.proof) {
                 return Err(TransportError::AuthFailed(format!(
@@ -873,6 +898,7 @@ pub async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                     hello.role, hello.name
                 )));
             }
+            reader.server_proof = Some(secret.proof(SERVER_PROOF, &hello.nonce, &ours));
         }
         Ok(hello)
     })
@@ -891,6 +917,21 @@ pub async fn drain<R: AsyncRead + Unpin>(r: &mut R, limit: Duration) {
         while matches!(r.read(&mut sink).await, Ok(n) if n > 0) {}
     })
     .await;
+}
+
+/// Welcomes a peer [`accept`] has taken, giving it `id` (and, with a shared secret, this
+/// side's proof of it).
+pub async fn welcome<R, W: AsyncWrite + Unpin>(
+    w: &mut W,
+    reader: &FrameReader<R>,
+    id: u32,
+) -> Result<(), TransportError> {
+    let reply = HelloReply::Welcome {
+        id,
+        rask_version: rask_proto::RASK_VERSION.into(),
+        proof: reader.server_proof,
+    };
+    reply_hello(w, &reply).await
 }
 
 /// Answers a hello (server side of the handshake).
@@ -924,7 +965,7 @@ pub async fn refuse_after<W: AsyncWrite + Unpin>(w: &mut W, e: &TransportError) 
             "protocol version mismatch: you speak protocol {peer}, this rask {} speaks {ours}",
             rask_proto::RASK_VERSION
         ),
-        TransportError::AuthFailed(_) => "authentication failed: wrong secret".into(),
+        TransportError::AuthFailed(_) => format!("{WRONG_SECRET}: wrong secret"),
         TransportError::Io(_) | TransportError::Closed => return,
         e => e.to_string(),
     };
@@ -1025,15 +1066,7 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(h.name, "t");
-            reply_hello(
-                &mut w,
-                &HelloReply::Welcome {
-                    id: 9,
-                    rask_version: "x".into(),
-                },
-            )
-            .await
-            .unwrap();
+            welcome(&mut w, &reader, 9).await.unwrap();
             let mut got = Vec::new();
             while let Some(b) = reader.read_batch::<PeerMsg>().await.unwrap() {
                 for m in b.msgs {
@@ -1132,15 +1165,7 @@ mod tests {
             let (r, mut w) = s.into_split();
             let mut reader = FrameReader::new(r, cfg.clone());
             if accept(&mut reader, &mut w, &cfg).await.is_ok() {
-                reply_hello(
-                    &mut w,
-                    &HelloReply::Welcome {
-                        id: 7,
-                        rask_version: "x".into(),
-                    },
-                )
-                .await
-                .unwrap();
+                welcome(&mut w, &reader, 7).await.unwrap();
             }
         });
         let out = connect(

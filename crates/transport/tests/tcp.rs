@@ -5,7 +5,7 @@ mod common;
 
 use bytes::Bytes;
 use common::{hash, random_bytes, seed};
-use rask_proto::msg::{DataItem, HelloReply, PeerMsg};
+use rask_proto::msg::{DataItem, PeerMsg};
 use rask_proto::{Datum, TaskId};
 use rask_transport::shm::Arena;
 use rask_transport::{ConnConfig, FrameReader};
@@ -30,11 +30,7 @@ async fn round_trip(sizes: &[usize], arena: Option<Arena>) {
         rask_transport::accept(&mut reader, &mut w, &server_cfg)
             .await
             .unwrap();
-        let welcome = HelloReply::Welcome {
-            id: 0,
-            rask_version: "t".into(),
-        };
-        rask_transport::reply_hello(&mut w, &welcome).await.unwrap();
+        rask_transport::welcome(&mut w, &reader, 0).await.unwrap();
         let mut got = Vec::new();
         while let Some(b) = reader.read_batch::<PeerMsg>().await.unwrap() {
             for m in b.msgs {

@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rask_kernels::{Accelerator, OutputAlloc, OutputBuf, Registry};
 use rask_proto::msg::{
-    ComputeMsg, DataItem, HeartbeatMsg, Hello, HelloReply, PeerAddr, PeerMsg, Resource, Role,
-    ToScheduler, ToWorker, WorkerHello,
+    ComputeMsg, DataItem, HeartbeatMsg, Hello, PeerAddr, PeerMsg, Resource, Role, ToScheduler,
+    ToWorker, WorkerHello,
 };
 use rask_proto::{Datum, IpcBuffer, TaskId, Value, WorkerId, PROTOCOL_VERSION, RASK_VERSION};
 use rask_transport::shm::{Arena, FdReader};
 use rask_transport::{
-    connect, reply_hello, spawn_writer, Batch, ConnConfig, FrameReader, Link, Sender,
-    TransportError, TransportMode,
+    connect, spawn_writer, Batch, ConnConfig, FrameReader, Link, Sender, TransportError,
+    TransportMode,
 };
 use rask_worker_core::spill::{Spill, SpillLimits, Tier};
 use rask_worker_core::{Instruction, WorkerCore};
@@ -1642,11 +1642,7 @@ async fn welcome<R: tokio::io::AsyncRead + Unpin, W: tokio::io::AsyncWrite + Unp
         let _ = rask_transport::refuse(w, &reason).await;
         return None;
     }
-    let welcome = HelloReply::Welcome {
-        id: 0,
-        rask_version: RASK_VERSION.into(),
-    };
-    reply_hello(w, &welcome).await.ok()?;
+    rask_transport::welcome(w, reader, 0).await.ok()?;
     Some(hello.name)
 }
 

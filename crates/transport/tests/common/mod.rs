@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use rask_proto::msg::{DataItem, Hello, HelloReply, PeerMsg, Role};
+use rask_proto::msg::{DataItem, Hello, PeerMsg, Role};
 use rask_proto::{Datum, Payload, TaskId};
 use rask_transport::shm::{self, Arena, FdReader, Importer};
 use rask_transport::{ConnConfig, FrameReader, Sender, TransportError};
@@ -64,11 +64,7 @@ pub async fn holder(cfg: ConnConfig) -> Holder {
                     .await
                     .is_ok()
                 {
-                    let welcome = HelloReply::Welcome {
-                        id: 0,
-                        rask_version: "t".into(),
-                    };
-                    rask_transport::reply_hello(&mut w, &welcome).await.unwrap();
+                    rask_transport::welcome(&mut w, &reader, 0).await.unwrap();
                     // Like a worker: device bytes stay on the device only for a requester
                     // that imports them into its own.
                     let lookup = |tasks: Vec<TaskId>, into_device: bool| {
