@@ -24,9 +24,79 @@ cargo build --workspace --all-targets --locked
 echo "== the README's commands resolve (cargo run picks the rask binary)"
 cargo run -q --locked -- info >/dev/null
 
+# A test that cannot run here (no GPU, no CUDA driver, no root for a network namespace …)
+# passes after printing a line that starts with SKIPPED and gives the reason. Passing
+# tests' output is kept in a log, not shown, and those lines are listed at the end, so a
+# skip is not mistaken for a pass.
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+
+# Shows nextest's output without the output of passing tests (printed after the summary
+# with --success-output final).
+hide_passing_output() {
+    awk '
+        /^ *Summary \[/ { after = 1 }
+        after && /^ *[A-Z]+ +\[/ { hide = ($1 == "PASS") }
+        !hide { print; fflush() }
+    '
+}
+
+# Lists the tests that passed without running their checks, with the reasons they gave,
+# and the ignored ones.
+skipped_summary() {
+    awk '
+        function add(line) { if (!(line in seen)) { seen[line] = 1; out[n++] = line } }
+        # Whose output follows: a nextest status line, or a libtest --show-output header
+        # (of a passing test).
+        /^ *[A-Z]+ +\[/ {
+            test = ""
+            name = $0
+            sub(/^ *[A-Z]+ +\[[^]]*\] +(\([^)]*\) +)?/, "", name)
+            if ($1 == "PASS") test = name
+            if ($1 == "SKIP") add(name ": ignored (#[ignore]; run only on request)")
+            next
+        }
+        /^successes:$/ { passed = 1 }
+        /^failures:$/ { passed = 0 }
+        /^---- .* stdout ----$/ { test = passed ? $2 : ""; next }
+        /^test .* \.\.\. ignored/ {
+            reason = $0
+            sub(/^test .* \.\.\. ignored,? */, "", reason)
+            add($2 ": ignored" (reason == "" ? "" : " (" reason ")"))
+        }
+        /^ *SKIPPED/ && test != "" {
+            reason = $0
+            sub(/^ *SKIPPED:? */, "", reason)
+            if (reason ~ /^\([^)]*\)/) {
+                close_at = index(reason, ")")
+                rest = substr(reason, close_at + 1)
+                sub(/^:? */, "", rest)
+                reason = substr(reason, 2, close_at - 2) (rest == "" ? "" : ": " rest)
+            }
+            add(test ": " reason)
+        }
+        END {
+            if (n == 0) { print "== skipped (not run here): none"; exit }
+            print "== skipped (not run here): " n " tests passed or were left out without running their checks"
+            for (i = 0; i < n; i++) print "  " out[i]
+        }
+    ' "$1"
+}
+
 echo "== tests"
+status=0
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --locked --no-fail-fast
+    cargo nextest run --workspace --locked --no-fail-fast --status-level skip \
+        --success-output final --no-output-indent 2>&1 |
+        tee "$log" | hide_passing_output || status=$?
 else
-    cargo test --workspace --locked --no-fail-fast
+    cargo test --workspace --locked --no-fail-fast -- --show-output 2>&1 | tee "$log" ||
+        status=$?
 fi
+
+# nextest does not run doc tests (the compile_fail examples among them).
+echo "== doc tests"
+cargo test --workspace --doc --locked --no-fail-fast || status=$?
+
+skipped_summary "$log"
+exit "$status"

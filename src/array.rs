@@ -89,7 +89,8 @@ pub fn from_ndarray<T: Pod>(a: &ndarray::ArrayD<T>, chunk: &[u64]) -> Result<Arr
     let shape: Vec<u64> = a.shape().iter().map(|&d| d as u64).collect();
     let standard = a.as_standard_layout();
     let elems = standard.as_slice().expect("standard layout is contiguous");
-    // SAFETY: plain numbers; the byte view covers exactly the elements.
+    // SAFETY: `T: Pod` is plain data without padding, so every byte is initialized; the
+    // byte view covers exactly the elements.
     let bytes = unsafe {
         std::slice::from_raw_parts(elems.as_ptr().cast::<u8>(), std::mem::size_of_val(elems))
     };

@@ -51,7 +51,7 @@ impl Task {
 pub enum ArrayError {
     #[error("shapes {0:?} and {1:?} differ")]
     Shape(Vec<u64>, Vec<u64>),
-    #[error("chunks {0:?} and {1:?} differ (rechunk is not available yet)")]
+    #[error("chunks {0:?} and {1:?} differ (rechunk one array to the other's chunks)")]
     Chunks(Vec<Vec<u64>>, Vec<Vec<u64>>),
     #[error("dtypes {0} and {1} differ")]
     DType(DType, DType),
@@ -559,6 +559,30 @@ impl Array {
         }))
     }
 
+    /// `self + other` elementwise, or an error where `&self + &other` would panic (shapes,
+    /// chunks or dtypes differ).
+    pub fn try_add(&self, other: &Array) -> Result<Array, ArrayError> {
+        self.binary("add", other)
+    }
+
+    /// `self - other` elementwise, or an error where `&self - &other` would panic (shapes,
+    /// chunks or dtypes differ).
+    pub fn try_sub(&self, other: &Array) -> Result<Array, ArrayError> {
+        self.binary("sub", other)
+    }
+
+    /// `self * other` elementwise, or an error where `&self * &other` would panic (shapes,
+    /// chunks or dtypes differ).
+    pub fn try_mul(&self, other: &Array) -> Result<Array, ArrayError> {
+        self.binary("mul", other)
+    }
+
+    /// `self / other` elementwise, or an error where `&self / &other` would panic (shapes,
+    /// chunks or dtypes differ).
+    pub fn try_div(&self, other: &Array) -> Result<Array, ArrayError> {
+        self.binary("div", other)
+    }
+
     /// Elementwise `op` with a scalar on the right.
     pub fn scalar(&self, op: &str, value: f64) -> Array {
         let a = self.clone();
@@ -978,12 +1002,24 @@ struct Block<'a> {
 }
 
 macro_rules! ops {
-    ($($tr:ident $m:ident $name:literal),*) => {$(
+    ($($tr:ident $m:ident $name:literal $sym:literal $checked:ident),*) => {$(
         impl std::ops::$tr<&Array> for &Array {
             type Output = Array;
-            /// Panics when shapes, chunks or dtypes differ; see [`Array::binary`].
+            #[doc = concat!(
+                "Panics when shapes, chunks or dtypes differ, naming both shapes; [`Array::",
+                stringify!($checked),
+                "`] returns the error instead."
+            )]
             fn $m(self, o: &Array) -> Array {
-                self.binary($name, o).unwrap_or_else(|e| panic!("{}: {e}", $name))
+                self.$checked(o).unwrap_or_else(|e| {
+                    panic!(
+                        "`{}` of arrays of shapes {:?} and {:?}: {e}; Array::{} returns this as an error",
+                        $sym,
+                        self.shape(),
+                        o.shape(),
+                        stringify!($checked),
+                    )
+                })
             }
         }
         impl std::ops::$tr<f64> for &Array {
@@ -995,7 +1031,12 @@ macro_rules! ops {
     )*};
 }
 
-ops!(Add add "add", Sub sub "sub", Mul mul "mul", Div div "div");
+ops!(
+    Add add "add" "+" try_add,
+    Sub sub "sub" "-" try_sub,
+    Mul mul "mul" "*" try_mul,
+    Div div "div" "/" try_div
+);
 
 #[cfg(test)]
 mod tests {
@@ -1091,5 +1132,78 @@ mod tests {
         assert!(Array::random_uniform(&[4], &[2], DType::I32, 1, 0.0, 1.0).is_err());
         let d = &(&a + 1.0) * &a;
         assert_eq!(d.graph().len(), 4 + 4 + 4);
+    }
+
+    /// The panic message of `op(a, b)`.
+    fn panic_message(op: impl FnOnce() -> Array) -> String {
+        let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(op))
+            .expect_err("the operator did not panic");
+        match err.downcast::<String>() {
+            Ok(s) => *s,
+            Err(e) => e.downcast_ref::<&str>().unwrap().to_string(),
+        }
+    }
+
+    #[test]
+    fn checked_operators_return_the_error_and_the_operators_panic_naming_both_shapes() {
+        let a = Array::ones(&[4, 4], &[2, 2], DType::F32).unwrap();
+        let c = Array::ones(&[4, 3], &[2, 3], DType::F32).unwrap();
+        let shapes = ArrayError::Shape(vec![4, 4], vec![4, 3]);
+        assert_eq!(a.try_add(&c).unwrap_err(), shapes);
+        assert_eq!(a.try_sub(&c).unwrap_err(), shapes);
+        assert_eq!(a.try_mul(&c).unwrap_err(), shapes);
+        assert_eq!(a.try_div(&c).unwrap_err(), shapes);
+        type Op = fn(&Array, &Array) -> Array;
+        let cases: [(&str, &str, Op); 4] = [
+            ("+", "try_add", |x, y| x + y),
+            ("-", "try_sub", |x, y| x - y),
+            ("*", "try_mul", |x, y| x * y),
+            ("/", "try_div", |x, y| x / y),
+        ];
+        for (sym, checked, op) in cases {
+            assert_eq!(
+                panic_message(|| op(&a, &c)),
+                format!(
+                    "`{sym}` of arrays of shapes [4, 4] and [4, 3]: shapes [4, 4] and [4, 3] \
+                     differ; Array::{checked} returns this as an error"
+                )
+            );
+        }
+
+        // Same shapes, other chunks or dtype: the message still names both shapes.
+        let b = Array::ones(&[4, 4], &[4, 4], DType::F32).unwrap();
+        let msg = panic_message(|| &a + &b);
+        assert!(
+            msg.starts_with("`+` of arrays of shapes [4, 4] and [4, 4]: chunks"),
+            "{msg}"
+        );
+        assert!(
+            msg.ends_with("; Array::try_add returns this as an error"),
+            "{msg}"
+        );
+        assert!(matches!(a.try_add(&b), Err(ArrayError::Chunks(..))));
+        let i = Array::ones(&[4, 4], &[2, 2], DType::I32).unwrap();
+        let msg = panic_message(|| &a * &i);
+        assert!(
+            msg.contains("shapes [4, 4] and [4, 4]: dtypes f32 and i32 differ"),
+            "{msg}"
+        );
+        assert!(
+            msg.ends_with("Array::try_mul returns this as an error"),
+            "{msg}"
+        );
+
+        // On matching arrays the checked methods build what the operators build.
+        let (x, y) = (a.try_sub(&a).unwrap(), &a - &a);
+        let ops = |g: Vec<Task>| {
+            g.into_iter()
+                .map(|t| (t.op, t.args.len()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ops(x.graph()), ops(y.graph()));
+        assert_eq!(
+            x.graph().last().unwrap().args[0],
+            TaskArg::Str("sub".into())
+        );
     }
 }

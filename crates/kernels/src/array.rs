@@ -99,8 +99,44 @@ impl Chunk {
     }
 }
 
-/// Plain element types: any bit pattern is a value.
-pub trait Pod: Elem + Default {
+/// The element types of array chunks: f32, f64, i32, i64, each with its [`DType`].
+///
+/// Sealed like [`Elem`] (its supertrait): a chunk's dtype names one of these types, so no
+/// other type can be one:
+///
+/// ```compile_fail
+/// use rask_kernels::array::Pod;
+/// use rask_kernels::cpu::Elem;
+///
+/// #[derive(Clone, Copy, Default, PartialEq, PartialOrd)]
+/// struct Meters(f64);
+///
+/// impl Elem for Meters {
+///     const NAME: &'static str = "meters";
+///     const LOWEST: Self = Meters(f64::NEG_INFINITY);
+///     const HIGHEST: Self = Meters(f64::INFINITY);
+///     fn zero() -> Self { Meters(0.0) }
+///     fn from_f64(v: f64) -> Self { Meters(v) }
+///     fn to_f64(self) -> f64 { self.0 }
+///     fn add(self, o: Self) -> Self { Meters(self.0 + o.0) }
+///     fn sub(self, o: Self) -> Self { Meters(self.0 - o.0) }
+///     fn mul(self, o: Self) -> Self { Meters(self.0 * o.0) }
+///     fn neg(self) -> Self { Meters(-self.0) }
+/// }
+///
+/// impl Pod for Meters {
+///     const DTYPE: rask_proto::DType = rask_proto::DType::F64;
+///     const FLOAT: bool = true;
+///     fn gemm(_: usize, _: usize, _: usize, _: &[Self], _: &[Self], _: &mut [Self]) {}
+///     fn div_pow(_: bool, _: &[Self], _: &[Self], _: &mut [Self], _: bool) {}
+/// }
+/// ```
+///
+/// # Safety
+///
+/// Chunk bytes are viewed as slices of `Self` and slices of `Self` as bytes: besides
+/// [`Elem`]'s guarantees, `Self` has the size and alignment of `DTYPE`'s elements.
+pub unsafe trait Pod: Elem + Default {
     const DTYPE: DType;
     /// Floating point (reductions accumulate in f64; `div`, `pow` and random values exist).
     const FLOAT: bool;
@@ -112,7 +148,9 @@ pub trait Pod: Elem + Default {
 
 macro_rules! pod {
     ($t:ty, $dt:expr, $gemm:path) => {
-        impl Pod for $t {
+        const _: () = assert!(std::mem::size_of::<$t>() as u64 == $dt.size());
+        // SAFETY: a primitive float (see its `Elem` impl) whose dtype has its size.
+        unsafe impl Pod for $t {
             const DTYPE: DType = $dt;
             const FLOAT: bool = true;
             fn div_pow(pow: bool, a: &[Self], b: &[Self], out: &mut [Self], b_scalar: bool) {
@@ -149,7 +187,9 @@ pod!(f64, DType::F64, matrixmultiply::dgemm);
 
 macro_rules! pod_int {
     ($t:ty, $dt:expr) => {
-        impl Pod for $t {
+        const _: () = assert!(std::mem::size_of::<$t>() as u64 == $dt.size());
+        // SAFETY: a primitive integer (see its `Elem` impl) whose dtype has its size.
+        unsafe impl Pod for $t {
             const DTYPE: DType = $dt;
             const FLOAT: bool = false;
             fn div_pow(_: bool, _: &[Self], _: &[Self], _: &mut [Self], _: bool) {
@@ -178,7 +218,7 @@ pod_int!(i64, DType::I64);
 fn view<T: Pod>(b: &[u8]) -> Cow<'_, [T]> {
     let n = b.len() / std::mem::size_of::<T>();
     if b.as_ptr().align_offset(std::mem::align_of::<T>()) == 0 {
-        // SAFETY: aligned, in bounds, and every bit pattern is a valid T.
+        // SAFETY: aligned, in bounds, and every bit pattern is a valid T (`Pod`).
         Cow::Borrowed(unsafe { std::slice::from_raw_parts(b.as_ptr().cast(), n) })
     } else {
         Cow::Owned(

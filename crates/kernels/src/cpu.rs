@@ -2,8 +2,57 @@
 //! simulated devices and as the reference the GPU is checked against. Every entry point
 //! `{op}_{dtype}` of `kernels/*.cu` has one (a test compiles the sources and compares).
 
-/// Element types of the kernels.
-pub trait Elem: Copy + PartialOrd + Send + Sync + 'static {
+/// The kernels' element types: i32, i64, f32, f64.
+///
+/// Sealed: the kernels exist for these types only (`NAME` is part of their CUDA entry
+/// points), so no other crate can implement it:
+///
+/// ```compile_fail
+/// #[derive(Clone, Copy, PartialEq, PartialOrd)]
+/// struct Meters(f64);
+///
+/// impl rask_kernels::cpu::Elem for Meters {
+///     const NAME: &'static str = "meters";
+///     const LOWEST: Self = Meters(f64::NEG_INFINITY);
+///     const HIGHEST: Self = Meters(f64::INFINITY);
+///     fn zero() -> Self { Meters(0.0) }
+///     fn from_f64(v: f64) -> Self { Meters(v) }
+///     fn to_f64(self) -> f64 { self.0 }
+///     fn add(self, o: Self) -> Self { Meters(self.0 + o.0) }
+///     fn sub(self, o: Self) -> Self { Meters(self.0 - o.0) }
+///     fn mul(self, o: Self) -> Self { Meters(self.0 * o.0) }
+///     fn neg(self) -> Self { Meters(-self.0) }
+/// }
+/// ```
+///
+/// not even with `unsafe impl`:
+///
+/// ```compile_fail
+/// #[derive(Clone, Copy, PartialEq, PartialOrd)]
+/// struct Meters(f64);
+///
+/// // SAFETY: a transparent f64 (which this example cannot make true: the trait is sealed).
+/// unsafe impl rask_kernels::cpu::Elem for Meters {
+///     const NAME: &'static str = "meters";
+///     const LOWEST: Self = Meters(f64::NEG_INFINITY);
+///     const HIGHEST: Self = Meters(f64::INFINITY);
+///     fn zero() -> Self { Meters(0.0) }
+///     fn from_f64(v: f64) -> Self { Meters(v) }
+///     fn to_f64(self) -> f64 { self.0 }
+///     fn add(self, o: Self) -> Self { Meters(self.0 + o.0) }
+///     fn sub(self, o: Self) -> Self { Meters(self.0 - o.0) }
+///     fn mul(self, o: Self) -> Self { Meters(self.0 * o.0) }
+///     fn neg(self) -> Self { Meters(-self.0) }
+/// }
+/// ```
+///
+/// # Safety
+///
+/// Kernel buffers are byte buffers viewed as slices of elements, and elements as bytes.
+/// An implementing type is plain data: no padding, no pointers, every bit pattern of its
+/// size a valid value, and its size and alignment those of the dtype it stands for
+/// (`NAME`).
+pub unsafe trait Elem: sealed::Sealed + Copy + PartialOrd + Send + Sync + 'static {
     const NAME: &'static str;
     /// The identities of max and min (−∞ and +∞ for floats).
     const LOWEST: Self;
@@ -17,9 +66,21 @@ pub trait Elem: Copy + PartialOrd + Send + Sync + 'static {
     fn neg(self) -> Self;
 }
 
+/// What keeps [`Elem`] (and so [`crate::array::Pod`]) from being implemented elsewhere.
+mod sealed {
+    /// Implemented for the kernels' element types only.
+    pub trait Sealed {}
+    impl Sealed for i32 {}
+    impl Sealed for i64 {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
+}
+
 macro_rules! elem_int {
     ($t:ty, $n:literal) => {
-        impl Elem for $t {
+        // SAFETY: a primitive integer: no padding, every bit pattern a value, the size and
+        // alignment of its dtype.
+        unsafe impl Elem for $t {
             const NAME: &'static str = $n;
             const LOWEST: Self = <$t>::MIN;
             const HIGHEST: Self = <$t>::MAX;
@@ -51,7 +112,9 @@ macro_rules! elem_int {
 
 macro_rules! elem_float {
     ($t:ty, $n:literal) => {
-        impl Elem for $t {
+        // SAFETY: a primitive IEEE float: no padding, every bit pattern a value (NaNs
+        // included), the size and alignment of its dtype.
+        unsafe impl Elem for $t {
             const NAME: &'static str = $n;
             const LOWEST: Self = <$t>::NEG_INFINITY;
             const HIGHEST: Self = <$t>::INFINITY;

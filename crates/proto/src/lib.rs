@@ -46,3 +46,42 @@ pub const fn fnv1a(bytes: &[u8]) -> u64 {
     }
     h
 }
+
+#[cfg(test)]
+mod tests {
+    use super::fnv1a;
+
+    /// The published FNV-1a 64-bit test vectors (from the FNV reference test suite), and
+    /// a few longer inputs checked with an independent implementation.
+    #[test]
+    fn fnv1a_matches_the_published_vectors() {
+        let vectors: &[(&[u8], u64)] = &[
+            (b"", 0xcbf2_9ce4_8422_2325),
+            (b"a", 0xaf63_dc4c_8601_ec8c),
+            (b"b", 0xaf63_df4c_8601_f1a5),
+            (b"c", 0xaf63_de4c_8601_eff2),
+            (b"foobar", 0x8594_4171_f739_67e8),
+            (b"chongo was here!\n", 0x4681_0940_eff5_f915),
+            (&[0], 0xaf63_bd4c_8601_b7df),
+            (&[0xff; 4], 0x994f_7665_3e2a_3951),
+        ];
+        for &(input, want) in vectors {
+            assert_eq!(
+                fnv1a(input),
+                want,
+                "fnv1a({:?})",
+                String::from_utf8_lossy(input)
+            );
+        }
+        let all: Vec<u8> = (0..=255).collect();
+        assert_eq!(fnv1a(&all), 0x4242_dc52_49c3_3625);
+        assert_eq!(fnv1a(&[7; 1000]), 0xd55b_06ce_89fd_a1ed);
+    }
+
+    /// Usable in constants (the wire schema's hash is one), with the same value.
+    #[test]
+    fn fnv1a_in_a_constant_is_the_same_hash() {
+        const FOOBAR: u64 = fnv1a(b"foobar");
+        assert_eq!(FOOBAR, 0x8594_4171_f739_67e8);
+    }
+}

@@ -252,3 +252,63 @@ pub fn count_maps() -> usize {
         .filter(|l| l.contains("memfd:rask-arena"))
         .count()
 }
+
+/// One line of `/proc/self/maps`: what the kernel says is mapped at an address.
+#[derive(Debug)]
+pub struct Mapping {
+    pub start: usize,
+    pub end: usize,
+    /// `r--s`, `rw-s`, `rw-p` …
+    pub perms: String,
+    /// Offset in the file of `start`.
+    pub offset: u64,
+    /// The file's device (major, minor) and inode.
+    pub dev: (u32, u32),
+    pub inode: u64,
+    /// `/memfd:NAME (deleted)` for a memfd, empty for anonymous memory.
+    pub path: String,
+}
+
+/// The mapping of this process that holds `addr`, read from `/proc/self/maps` (the
+/// kernel's account, independent of the code that made the mapping).
+pub fn mapping_of(addr: usize) -> Option<Mapping> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    maps.lines().find_map(|line| {
+        let mut fields = line.splitn(6, ' ');
+        let range = fields.next()?;
+        let perms = fields.next()?;
+        let offset = fields.next()?;
+        let dev = fields.next()?;
+        let inode = fields.next()?;
+        let path = fields.next().unwrap_or("").trim();
+        let (start, end) = range.split_once('-')?;
+        let start = usize::from_str_radix(start, 16).unwrap();
+        let end = usize::from_str_radix(end, 16).unwrap();
+        if !(start..end).contains(&addr) {
+            return None;
+        }
+        let (major, minor) = dev.split_once(':').unwrap();
+        Some(Mapping {
+            start,
+            end,
+            perms: perms.into(),
+            offset: u64::from_str_radix(offset, 16).unwrap(),
+            dev: (
+                u32::from_str_radix(major, 16).unwrap(),
+                u32::from_str_radix(minor, 16).unwrap(),
+            ),
+            inode: inode.parse().unwrap(),
+            path: path.into(),
+        })
+    })
+}
+
+/// The (device, inode) of an open file, as `/proc/self/maps` shows them.
+pub fn file_id(fd: impl std::os::fd::AsFd) -> ((u32, u32), u64) {
+    let st = rustix::fs::fstat(fd).unwrap();
+    let dev = st.st_dev as rustix::fs::Dev;
+    (
+        (rustix::fs::major(dev), rustix::fs::minor(dev)),
+        st.st_ino as u64,
+    )
+}
