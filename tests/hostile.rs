@@ -782,3 +782,24 @@ fn command_output_into_a_closed_pipe_ends_quietly() {
         assert_eq!(out.status.code(), Some(0), "{stderr}");
     });
 }
+
+#[test]
+fn a_million_task_map_from_one_call_completes_exactly() {
+    within(600, "a 1,000,000-task map", || {
+        let (_s, addr, _log) = scheduler_logged(&[], &[]);
+        let _w1 = worker(&addr, "w1", &[]);
+        let _w2 = worker(&addr, "w2", &[]);
+        let c = Client::connect(&addr).unwrap();
+        c.wait_for_workers(2).unwrap();
+        let n = 1_000_000i64;
+        let t = Instant::now();
+        let fs = c.map("inc", (0..n).map(|i| [Arg::from(i)])).unwrap();
+        let submitted = t.elapsed();
+        let got = c.gather(&fs).unwrap();
+        println!("1,000,000 tasks: submitted in {submitted:?}, gathered after {:?}", t.elapsed());
+        assert_eq!(got.len(), n as usize);
+        for (i, v) in got.iter().enumerate() {
+            assert_eq!(*v, Value::Int(i as i64 + 1), "task {i}");
+        }
+    });
+}
