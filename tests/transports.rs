@@ -1,12 +1,13 @@
 //! Worker-to-worker data over each transport: tcp and shm between worker processes,
 //! inproc between workers of one process. Payloads of awkward sizes and random content
-//! are produced on one worker, consumed on the other, and compared byte for byte.
+//! are produced on one worker, consumed on the other, and compared byte for byte. Each
+//! test fails after [`DEADLINE`] instead of hanging.
 
 use rask::{Arg, Client, Graph, Registry, Value};
 
 mod common;
 
-use common::{random_bytes, scheduler as start_scheduler, seed, Proc};
+use common::{random_bytes, scheduler as start_scheduler, seed, within, Proc, DEADLINE};
 
 fn scheduler() -> (Proc, String) {
     start_scheduler(&[])
@@ -92,73 +93,75 @@ fn over_processes(transport: &str) {
 
 #[test]
 fn worker_to_worker_over_tcp_is_exact() {
-    over_processes("tcp");
+    within(DEADLINE, || over_processes("tcp"));
 }
 
 #[test]
 fn worker_to_worker_over_shared_memory_is_exact() {
-    over_processes("shm");
+    within(DEADLINE, || over_processes("shm"));
 }
 
 #[test]
 fn workers_in_one_process_hand_over_buffers_without_copying() {
-    let (_s, addr) = scheduler();
-    let mut registry = Registry::builtin();
-    // Where a payload's bytes are: equal on both workers only if nothing was copied.
-    registry.register("address", 1, |a| match a {
-        [Value::Bytes(b)] => Ok(Value::Int(b.as_ptr() as i64)),
-        _ => Err("address of a byte payload".into()),
-    });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    for name in ["a", "b"] {
-        let mut cfg = rask_worker::WorkerConfig::new(addr.clone());
-        cfg.name = name.into();
-        cfg.nthreads = 1;
-        cfg.registry = registry.clone();
-        cfg.resources = vec![rask_proto::msg::Resource {
-            name: format!("on-{name}"),
-            amount: 1.0,
-        }];
-        rt.spawn(async move {
-            let w = rask_worker::Worker::connect(cfg).await.unwrap();
-            let _ = w.run(std::future::pending::<()>()).await;
+    within(DEADLINE, || {
+        let (_s, addr) = scheduler();
+        let mut registry = Registry::builtin();
+        // Where a payload's bytes are: equal on both workers only if nothing was copied.
+        registry.register("address", 1, |a| match a {
+            [Value::Bytes(b)] => Ok(Value::Int(b.as_ptr() as i64)),
+            _ => Err("address of a byte payload".into()),
         });
-    }
-    let opts = rask::ClientOptions {
-        registry: Some(registry.info()),
-        ..Default::default()
-    };
-    let c = Client::connect_with(&addr, opts).unwrap();
-    c.wait_for_workers(2).unwrap();
-    let mut g = Graph::new();
-    g.task("p", "bytes", [Arg::from(3 << 20), Arg::from(9)])
-        .resources(&[("on-a", 1.0)]);
-    g.task("at-a", "address", [Arg::key("p")])
-        .resources(&[("on-a", 1.0)]);
-    g.task("at-b", "address", [Arg::key("p")])
-        .resources(&[("on-b", 1.0)]);
-    g.task("sum-b", "checksum", [Arg::key("p")])
-        .resources(&[("on-b", 1.0)]);
-    let got = c.get(&g, &["at-a", "at-b", "sum-b", "p"]).unwrap();
-    assert_eq!(got[0], got[1], "the payload was copied between workers");
-    let Value::Bytes(p) = &got[3] else {
-        panic!("not bytes")
-    };
-    assert_eq!(
-        Value::Int(p.as_ptr() as i64),
-        got[0],
-        "the payload was copied to the client"
-    );
-    let want = registry
-        .call("checksum", &Value::Bytes(vec![9u8; 3 << 20].into()))
-        .unwrap();
-    assert_eq!(got[2], want);
-    drop(c);
-    rt.shutdown_background();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        for name in ["a", "b"] {
+            let mut cfg = rask_worker::WorkerConfig::new(addr.clone());
+            cfg.name = name.into();
+            cfg.nthreads = 1;
+            cfg.registry = registry.clone();
+            cfg.resources = vec![rask_proto::msg::Resource {
+                name: format!("on-{name}"),
+                amount: 1.0,
+            }];
+            rt.spawn(async move {
+                let w = rask_worker::Worker::connect(cfg).await.unwrap();
+                let _ = w.run(std::future::pending::<()>()).await;
+            });
+        }
+        let opts = rask::ClientOptions {
+            registry: Some(registry.info()),
+            ..Default::default()
+        };
+        let c = Client::connect_with(&addr, opts).unwrap();
+        c.wait_for_workers(2).unwrap();
+        let mut g = Graph::new();
+        g.task("p", "bytes", [Arg::from(3 << 20), Arg::from(9)])
+            .resources(&[("on-a", 1.0)]);
+        g.task("at-a", "address", [Arg::key("p")])
+            .resources(&[("on-a", 1.0)]);
+        g.task("at-b", "address", [Arg::key("p")])
+            .resources(&[("on-b", 1.0)]);
+        g.task("sum-b", "checksum", [Arg::key("p")])
+            .resources(&[("on-b", 1.0)]);
+        let got = c.get(&g, &["at-a", "at-b", "sum-b", "p"]).unwrap();
+        assert_eq!(got[0], got[1], "the payload was copied between workers");
+        let Value::Bytes(p) = &got[3] else {
+            panic!("not bytes")
+        };
+        assert_eq!(
+            Value::Int(p.as_ptr() as i64),
+            got[0],
+            "the payload was copied to the client"
+        );
+        let want = registry
+            .call("checksum", &Value::Bytes(vec![9u8; 3 << 20].into()))
+            .unwrap();
+        assert_eq!(got[2], want);
+        drop(c);
+        rt.shutdown_background();
+    });
 }
 
 /// The holder of a payload dies while the other worker reads it: the scheduler recomputes
@@ -201,10 +204,10 @@ fn holder_dies_mid_transfer(transport: &str) {
 
 #[test]
 fn holder_death_mid_transfer_over_tcp_is_recomputed() {
-    holder_dies_mid_transfer("tcp");
+    within(DEADLINE, || holder_dies_mid_transfer("tcp"));
 }
 
 #[test]
 fn holder_death_mid_transfer_over_shared_memory_is_recomputed() {
-    holder_dies_mid_transfer("shm");
+    within(DEADLINE, || holder_dies_mid_transfer("shm"));
 }
