@@ -86,6 +86,34 @@ impl Proc {
         children().push((TEST.with(Cell::get), child.id()));
         Proc(child)
     }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.0.id() as i32).expect("a child's pid")
+    }
+
+    /// Kills the process with SIGKILL and reaps it.
+    pub fn kill(self) {
+        drop(self);
+    }
+
+    /// Freezes the process with SIGSTOP and returns once the kernel reports it stopped:
+    /// its sockets stay open, but it reads, sends and computes nothing until
+    /// [`Proc::thaw`] (or a SIGKILL).
+    pub fn freeze(&self) {
+        kill_process(self.pid(), Signal::STOP).expect("SIGSTOP a child");
+        let stat = format!("/proc/{}/stat", self.0.id());
+        eventually("a frozen process is reported stopped", || {
+            let s = std::fs::read_to_string(&stat).expect("read /proc/PID/stat");
+            // The state follows the command name, which is in parentheses.
+            s.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('T'))
+        });
+    }
+
+    /// Lets a frozen process run again (SIGCONT).
+    pub fn thaw(&self) {
+        kill_process(self.pid(), Signal::CONT).expect("SIGCONT a child");
+    }
 }
 
 impl Drop for Proc {
@@ -241,6 +269,20 @@ pub fn seed() -> u64 {
         .as_nanos() as u64;
     println!("seed {s}");
     s
+}
+
+/// The scheduler's view of the worker called `name`.
+pub fn worker_info(c: &rask::Client, name: &str) -> rask::WorkerInfoMsg {
+    let info = c.scheduler_info().unwrap();
+    info.workers
+        .into_iter()
+        .find(|w| w.name == name)
+        .unwrap_or_else(|| panic!("no worker {name}"))
+}
+
+/// Tasks the worker called `name` has run, as of its last heartbeat.
+pub fn tasks_run_by(c: &rask::Client, name: &str) -> u64 {
+    worker_info(c, name).ran.iter().map(|(_, n)| n).sum()
 }
 
 /// Computes `x` (2-d, f64) and `y`, checks `y` = x · xᵀ to 1e-12 relative, and returns x.
