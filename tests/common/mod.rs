@@ -271,6 +271,14 @@ pub fn seed() -> u64 {
     s
 }
 
+/// FNV-1a (64-bit) as published, written out here so that expected checksums do not
+/// come from the code under test.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// The scheduler's view of the worker called `name`.
 pub fn worker_info(c: &rask::Client, name: &str) -> rask::WorkerInfoMsg {
     let info = c.scheduler_info().unwrap();
