@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{check_gram, seed};
+use common::{check_gram, seed, within, DEADLINE};
 use rask::array::{Array, DType};
 use rask::Client;
 
@@ -51,18 +51,23 @@ fn elementwise_expressions_in_f32() {
 /// The README's first command, small: `rask demo` runs both parts and checks its results.
 #[test]
 fn the_demo_runs_and_checks_its_results() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rask"))
-        .args(["demo", "--n", "300", "--array-size", "64"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(text.contains("= 8955050 (expected 8955050)"), "{text}");
-    assert!(text.contains("(x @ x.T).sum()"), "{text}");
+    within(DEADLINE, || {
+        let out = common::output(std::process::Command::new(common::RASK).args([
+            "demo",
+            "--n",
+            "300",
+            "--array-size",
+            "64",
+        ]));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("= 8955050 (expected 8955050)"), "{text}");
+        assert!(text.contains("(x @ x.T).sum()"), "{text}");
+    });
 }
 
 #[test]

@@ -19,24 +19,7 @@ use rask_proto::{Datum, TaskId};
 
 mod common;
 
-use common::{eventually, tmpfile, Proc, RASK};
-
-/// Runs `f` on its own thread and fails the test if it takes longer than `secs`.
-fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let h = std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(v) => v,
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-            panic!("{what}: not done within {secs} s")
-        }
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            std::panic::resume_unwind(h.join().expect_err("the test thread panicked"))
-        }
-    }
-}
+use common::{eventually, tmpfile, within, Proc, RASK};
 
 /// `rask scheduler` on a free port with its log in a file; `env` are extra variables.
 fn scheduler_logged(extra: &[&str], env: &[(&str, &str)]) -> (Proc, String, PathBuf) {
@@ -52,7 +35,7 @@ fn scheduler_logged(extra: &[&str], env: &[(&str, &str)]) -> (Proc, String, Path
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("start rask scheduler");
-    let mut p = Proc(child);
+    let mut p = Proc::new(child);
     let mut addr = String::new();
     eventually("the scheduler writes its address", || {
         if let Ok(Some(status)) = p.0.try_wait() {
@@ -232,7 +215,7 @@ fn still_serves(addr: &str) {
 
 #[test]
 fn a_value_nested_200000_levels_deep_closes_only_its_connection_on_every_port() {
-    within(240, "deep values on every port", || {
+    within(Duration::from_secs(240), || {
         let (mut sched, addr, _log) = scheduler_logged(&[], &[]);
         let mut w = worker(&addr, "w", &[]);
         let c = Client::connect(&addr).unwrap();
@@ -287,7 +270,7 @@ fn a_value_nested_200000_levels_deep_closes_only_its_connection_on_every_port() 
 
 #[test]
 fn a_client_told_a_value_200000_levels_deep_gets_an_error_and_lives() {
-    within(120, "a deep reply to a client", || {
+    within(Duration::from_secs(120), || {
         let rt = rt();
         let listener = rt.block_on(rask_transport::listen("127.0.0.1:0")).unwrap();
         let addr = rask_transport::listener_addr(&listener).unwrap();
@@ -338,7 +321,7 @@ fn announce(header: u32, bufs: &[u64]) -> Vec<u8> {
 
 #[test]
 fn unauthenticated_connections_announcing_64_mib_frames_cost_no_memory() {
-    within(180, "64 MiB announcements before authentication", || {
+    within(Duration::from_secs(180), || {
         let (mut sched, addr, _log) = scheduler_logged(
             &["--frame-timeout", "3"],
             &[("RASK_AUTH_SECRET", "a secret nobody here knows")],
@@ -380,7 +363,7 @@ fn unauthenticated_connections_announcing_64_mib_frames_cost_no_memory() {
 
 #[test]
 fn welcomed_peers_announcing_64_mib_but_sending_little_hold_little() {
-    within(180, "64 MiB announcements after the handshake", || {
+    within(Duration::from_secs(180), || {
         let (mut sched, addr, _log) = scheduler_logged(&["--frame-timeout", "3"], &[]);
         let pid = sched.0.id();
         let before = status_kib(pid, "VmHWM");
@@ -438,7 +421,7 @@ fn garbage(i: usize) -> Vec<u8> {
 
 #[test]
 fn memory_returns_after_floods_of_garbage() {
-    within(240, "garbage floods", || {
+    within(Duration::from_secs(240), || {
         let (mut sched, addr, _log) = scheduler_logged(
             &["--connect-timeout", "2"],
             &[("RASK_AUTH_SECRET", "secret")],
@@ -492,7 +475,7 @@ fn still_serves_auth(addr: &str) {
 
 #[test]
 fn silent_connections_do_not_keep_others_from_joining() {
-    within(120, "silent connections", || {
+    within(Duration::from_secs(120), || {
         let (_s, addr, _log) = scheduler_logged(&[], &[]);
         // More silent connections than handshakes may run at once.
         let silent: Vec<TcpStream> = (0..200)
@@ -511,7 +494,7 @@ fn silent_connections_do_not_keep_others_from_joining() {
 
 #[test]
 fn failed_handshakes_are_logged_with_the_peers_address_and_why() {
-    within(120, "handshake diagnostics", || {
+    within(Duration::from_secs(120), || {
         let (_s, addr, log) = scheduler_logged(&[], &[("RASK_AUTH_SECRET", "right")]);
         let opts = rask::ClientOptions {
             conn: rask_transport::ConnConfig {
@@ -538,7 +521,7 @@ fn failed_handshakes_are_logged_with_the_peers_address_and_why() {
 
 #[test]
 fn a_peer_of_another_protocol_version_reads_why_it_is_refused() {
-    within(60, "version refusal", || {
+    within(Duration::from_secs(60), || {
         let (_s, addr, log) = scheduler_logged(&[], &[]);
         let mut s = TcpStream::connect(tcp_addr(&addr)).unwrap();
         // A hello framed by protocol version 2 (its body is whatever that version sends).
@@ -572,7 +555,7 @@ fn a_peer_of_another_protocol_version_reads_why_it_is_refused() {
 
 #[test]
 fn connecting_to_a_listener_that_never_answers_fails_within_the_connect_timeout() {
-    within(60, "connect timeout", || {
+    within(Duration::from_secs(60), || {
         let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = format!("tcp://{}", mute.local_addr().unwrap());
         let opts = rask::ClientOptions {
@@ -603,7 +586,7 @@ fn connecting_to_a_listener_that_never_answers_fails_within_the_connect_timeout(
 
 #[test]
 fn a_worker_that_joined_first_with_other_ops_does_not_pin_them_after_it_left() {
-    within(120, "a departed first joiner", || {
+    within(Duration::from_secs(120), || {
         let (_s, addr, _log) = scheduler_logged(&[], &[]);
         let rt = rt();
         // A stray worker with another registry joins first, then leaves.
@@ -661,7 +644,7 @@ fn changed_rask() -> PathBuf {
 
 #[test]
 fn two_worker_binaries_with_other_code_for_the_same_ops_never_serve_one_cluster() {
-    within(120, "a changed worker binary", || {
+    within(Duration::from_secs(120), || {
         let (_s, addr, _log) = scheduler_logged(&[], &[]);
         let _good = worker(&addr, "good", &[]);
         let c = Client::connect(&addr).unwrap();
@@ -694,7 +677,7 @@ fn two_worker_binaries_with_other_code_for_the_same_ops_never_serve_one_cluster(
 
 #[test]
 fn getting_a_released_key_errs_at_once() {
-    within(60, "a released key", || {
+    within(Duration::from_secs(60), || {
         let c = rask::Client::new().unwrap();
         let f = c.submit("inc", [Arg::from(1)]).unwrap();
         let key = f.key().to_string();
@@ -715,7 +698,7 @@ fn getting_a_released_key_errs_at_once() {
 
 #[test]
 fn blocking_calls_work_inside_a_runtime_and_have_async_twins() {
-    within(120, "calls inside runtimes", || {
+    within(Duration::from_secs(120), || {
         let cluster = LocalCluster::builder().n_workers(1).build().unwrap();
         let addr = cluster.scheduler_address().to_string();
         let x = rask::array::from_ndarray(&ndarray::arr1(&[1.0f64, 2.0, 3.0]).into_dyn(), &[2])
@@ -768,7 +751,7 @@ fn blocking_calls_work_inside_a_runtime_and_have_async_twins() {
 
 #[test]
 fn command_output_into_a_closed_pipe_ends_quietly() {
-    within(60, "rask info into a closed pipe", || {
+    within(Duration::from_secs(60), || {
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader);
         let out = Command::new(RASK)
@@ -785,7 +768,7 @@ fn command_output_into_a_closed_pipe_ends_quietly() {
 
 #[test]
 fn a_million_task_map_from_one_call_completes_exactly() {
-    within(600, "a 1,000,000-task map", || {
+    within(Duration::from_secs(600), || {
         let (_s, addr, _log) = scheduler_logged(&[], &[]);
         let _w1 = worker(&addr, "w1", &[]);
         let _w2 = worker(&addr, "w2", &[]);
@@ -796,7 +779,10 @@ fn a_million_task_map_from_one_call_completes_exactly() {
         let fs = c.map("inc", (0..n).map(|i| [Arg::from(i)])).unwrap();
         let submitted = t.elapsed();
         let got = c.gather(&fs).unwrap();
-        println!("1,000,000 tasks: submitted in {submitted:?}, gathered after {:?}", t.elapsed());
+        println!(
+            "1,000,000 tasks: submitted in {submitted:?}, gathered after {:?}",
+            t.elapsed()
+        );
         assert_eq!(got.len(), n as usize);
         for (i, v) in got.iter().enumerate() {
             assert_eq!(*v, Value::Int(i as i64 + 1), "task {i}");

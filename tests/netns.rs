@@ -10,6 +10,8 @@ use rask::{Arg, Client, Graph, Registry, Value};
 
 mod common;
 
+use common::{within, DEADLINE};
+
 /// The namespace and veth pair; removed when dropped.
 struct Net {
     ns: String,
@@ -70,66 +72,68 @@ fn make_net() -> Result<(Net, String, String), String> {
 
 #[test]
 fn workers_on_two_hosts_exchange_data_over_tcp() {
-    let (net, here, there) = match make_net() {
-        Ok(n) => n,
-        Err(e) => {
-            println!("SKIPPED: cannot create a network namespace here ({e}); this test needs root and iproute2");
-            return;
-        }
-    };
-    let (_sched, addr) = common::scheduler_with(&[], &["--host", &here]);
-    let worker = |prefix: &[&str], name: &str, listen: &str| {
-        let listen = format!("{listen}:0");
-        let resource = format!("on-{name}=1");
-        common::worker_with(
-            prefix,
-            &addr,
-            name,
-            &["--quiet", "--listen", &listen, "--resources", &resource],
-        )
-    };
-    let _a = worker(&[], "a", &here);
-    let _b = worker(&["ip", "netns", "exec", &net.ns], "b", &there);
-    let c = Client::connect(&addr).unwrap();
-    c.wait_for_workers(2).unwrap();
-    let info = c.scheduler_info().unwrap();
-    let host = |n: &str| {
-        info.workers
-            .iter()
-            .find(|w| w.name == n)
-            .map(|w| (w.host_id.clone(), w.addr.clone()))
-            .unwrap()
-    };
-    assert_ne!(host("a").0, host("b").0, "the namespace is another host");
-    assert!(host("b").1.contains(&there), "{:?}", host("b"));
+    within(DEADLINE, || {
+        let (net, here, there) = match make_net() {
+            Ok(n) => n,
+            Err(e) => {
+                println!("SKIPPED: cannot create a network namespace here ({e}); this test needs root and iproute2");
+                return;
+            }
+        };
+        let (_sched, addr) = common::scheduler_with(&[], &["--host", &here]);
+        let worker = |prefix: &[&str], name: &str, listen: &str| {
+            let listen = format!("{listen}:0");
+            let resource = format!("on-{name}=1");
+            common::worker_with(
+                prefix,
+                &addr,
+                name,
+                &["--quiet", "--listen", &listen, "--resources", &resource],
+            )
+        };
+        let _a = worker(&[], "a", &here);
+        let _b = worker(&["ip", "netns", "exec", &net.ns], "b", &there);
+        let c = Client::connect(&addr).unwrap();
+        c.wait_for_workers(2).unwrap();
+        let info = c.scheduler_info().unwrap();
+        let host = |n: &str| {
+            info.workers
+                .iter()
+                .find(|w| w.name == n)
+                .map(|w| (w.host_id.clone(), w.addr.clone()))
+                .unwrap()
+        };
+        assert_ne!(host("a").0, host("b").0, "the namespace is another host");
+        assert!(host("b").1.contains(&there), "{:?}", host("b"));
 
-    // Payloads both ways, read on the other host and echoed back to the client.
-    let registry = Registry::builtin();
-    let mut g = Graph::new();
-    let mut keys = Vec::new();
-    let mut want = Vec::new();
-    for (k, (from, to)) in [("a", "b"), ("b", "a")].into_iter().enumerate() {
-        for (j, n) in [1usize, 70_000, 3 << 20].into_iter().enumerate() {
-            let fill = (10 * k + j + 1) as i64;
-            let p = format!("p-{from}-{n}");
-            g.task(&p, "bytes", [Arg::from(n as i64), Arg::from(fill)])
-                .resources(&[(format!("on-{from}").as_str(), 1.0)]);
-            g.task(&format!("sum-{p}"), "checksum", [Arg::key(&p)])
-                .resources(&[(format!("on-{to}").as_str(), 1.0)]);
-            g.task(&format!("echo-{p}"), "identity", [Arg::key(&p)])
-                .resources(&[(format!("on-{to}").as_str(), 1.0)]);
-            let bytes = Value::Bytes(vec![fill as u8; n].into());
-            keys.push(format!("sum-{p}"));
-            want.push(registry.call("checksum", &bytes).unwrap());
-            keys.push(format!("echo-{p}"));
-            want.push(bytes);
+        // Payloads both ways, read on the other host and echoed back to the client.
+        let registry = Registry::builtin();
+        let mut g = Graph::new();
+        let mut keys = Vec::new();
+        let mut want = Vec::new();
+        for (k, (from, to)) in [("a", "b"), ("b", "a")].into_iter().enumerate() {
+            for (j, n) in [1usize, 70_000, 3 << 20].into_iter().enumerate() {
+                let fill = (10 * k + j + 1) as i64;
+                let p = format!("p-{from}-{n}");
+                g.task(&p, "bytes", [Arg::from(n as i64), Arg::from(fill)])
+                    .resources(&[(format!("on-{from}").as_str(), 1.0)]);
+                g.task(&format!("sum-{p}"), "checksum", [Arg::key(&p)])
+                    .resources(&[(format!("on-{to}").as_str(), 1.0)]);
+                g.task(&format!("echo-{p}"), "identity", [Arg::key(&p)])
+                    .resources(&[(format!("on-{to}").as_str(), 1.0)]);
+                let bytes = Value::Bytes(vec![fill as u8; n].into());
+                keys.push(format!("sum-{p}"));
+                want.push(registry.call("checksum", &bytes).unwrap());
+                keys.push(format!("echo-{p}"));
+                want.push(bytes);
+            }
         }
-    }
-    let outputs: Vec<&str> = keys.iter().map(String::as_str).collect();
-    let got = c.get(&g, &outputs).unwrap();
-    for ((k, w), g) in keys.iter().zip(&want).zip(&got) {
-        assert!(w == g, "{k} differs");
-    }
-    drop(c);
-    drop(net);
+        let outputs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let got = c.get(&g, &outputs).unwrap();
+        for ((k, w), g) in keys.iter().zip(&want).zip(&got) {
+            assert!(w == g, "{k} differs");
+        }
+        drop(c);
+        drop(net);
+    });
 }

@@ -5,81 +5,59 @@
 
 mod common;
 
-use std::sync::mpsc;
-use std::time::Duration;
+use std::io::Read;
 
-use common::scheduler;
-
-/// Far longer than any of these calls takes; only there so that a hang fails the test
-/// instead of stalling the suite.
-const HANG: Duration = Duration::from_secs(60);
-
-/// Runs `f` on a thread of its own and returns what it returns, failing the test if it
-/// panics or has not returned within [`HANG`].
-fn without_hanging<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(HANG) {
-        Ok(v) => v,
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("{what} hung"),
-        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("{what} panicked"),
-    }
-}
+use common::{scheduler, within, DEADLINE};
 
 #[test]
 fn rask_worker_on_cuda_without_a_driver_names_it_and_exits_nonzero() {
-    if let Ok(n) = rask_device::cuda::device_count() {
-        println!("SKIPPED: this machine has a CUDA driver ({n} devices)");
-        return;
-    }
-    let (_s, addr) = scheduler(&[]);
-    let child = common::worker_reporting(&addr, "nogpu", &["--device", "cuda:0"]);
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = match rx.recv_timeout(HANG) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            panic!("rask worker --device cuda:0 hung without a CUDA driver");
+    within(DEADLINE, || {
+        if let Ok(n) = rask_device::cuda::device_count() {
+            println!("SKIPPED: this machine has a CUDA driver ({n} devices)");
+            return;
         }
-    };
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.starts_with("Error: device cuda:0: no CUDA driver found: "),
-        "{err}"
-    );
-    assert!(!err.contains("panicked"), "{err}");
+        let (_s, addr) = scheduler(&[]);
+        let mut worker = common::worker_reporting(&addr, "nogpu", &["--device", "cuda:0"]);
+        let mut err = String::new();
+        worker
+            .0
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        let status = worker.0.wait().unwrap();
+        assert_eq!(status.code(), Some(1), "{err}");
+        assert!(
+            err.starts_with("Error: device cuda:0: no CUDA driver found: "),
+            "{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
 
-    // It never joined: the scheduler has no worker to place GPU tasks on.
-    let c = rask::Client::connect(&addr).unwrap();
-    assert_eq!(c.scheduler_info().unwrap().workers.len(), 0);
+        // It never joined: the scheduler has no worker to place GPU tasks on.
+        let c = rask::Client::connect(&addr).unwrap();
+        assert_eq!(c.scheduler_info().unwrap().workers.len(), 0);
+    });
 }
 
 #[test]
 fn a_local_cuda_cluster_without_gpus_is_refused_with_the_reason() {
-    if rask_device::discover::gpus().is_ok() {
-        println!("SKIPPED: this machine has GPUs");
-        return;
-    }
-    let built = without_hanging("LocalCUDACluster::builder().build()", || {
-        rask::LocalCUDACluster::builder()
+    within(DEADLINE, || {
+        if rask_device::discover::gpus().is_ok() {
+            println!("SKIPPED: this machine has GPUs");
+            return;
+        }
+        let built = rask::LocalCUDACluster::builder()
             .build()
             .map(drop)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string());
+        let err = built.expect_err("a LocalCUDACluster started without a GPU");
+        assert!(err.starts_with("no GPUs: NVML is not available ("), "{err}");
+        assert!(
+            err.ends_with("; a LocalCUDACluster needs a GPU here, or simulated GPUs (sim_gpus)"),
+            "{err}"
+        );
     });
-    let err = built.expect_err("a LocalCUDACluster started without a GPU");
-    assert!(err.starts_with("no GPUs: NVML is not available ("), "{err}");
-    assert!(
-        err.ends_with("; a LocalCUDACluster needs a GPU here, or simulated GPUs (sim_gpus)"),
-        "{err}"
-    );
 }
 
 /// The way a cluster of real GPUs fails when NVML finds them but a worker cannot open
@@ -87,19 +65,19 @@ fn a_local_cuda_cluster_without_gpus_is_refused_with_the_reason() {
 /// worker process exits before joining. `false` stands in for that worker here.
 #[test]
 fn a_gpu_worker_that_exits_before_joining_fails_the_build_instead_of_hanging() {
-    let built = without_hanging("a cluster whose worker exits at start", || {
-        rask::LocalCUDACluster::sim(1, 64 << 20)
+    within(DEADLINE, || {
+        let built = rask::LocalCUDACluster::sim(1, 64 << 20)
             .worker_binary("false")
             .build()
             .map(drop)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string());
+        assert_eq!(
+            built,
+            Err(
+                "worker process worker-0 (sim:0) exited before joining the scheduler \
+                 (exit status: 1); its error is on standard error"
+                    .to_string()
+            )
+        );
     });
-    assert_eq!(
-        built,
-        Err(
-            "worker process worker-0 (sim:0) exited before joining the scheduler \
-             (exit status: 1); its error is on standard error"
-                .to_string()
-        )
-    );
 }

@@ -1,21 +1,158 @@
 //! Helpers shared by the end-to-end tests: child processes that die with the test, a
-//! scheduler on a free port, waiting for a condition, random payloads.
+//! deadline that fails a test instead of letting it hang, a scheduler on a free port,
+//! waiting for a condition, random payloads.
 #![allow(dead_code)]
 
+use std::cell::Cell;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
+
+use rustix::process::{kill_process, Pid, Signal};
 
 pub const RASK: &str = env!("CARGO_BIN_EXE_rask");
 
-/// A child process killed when dropped.
+/// The deadline of a multi-process test: far longer than any of them takes on a loaded
+/// machine, so reaching it means something stalled.
+pub const DEADLINE: Duration = Duration::from_secs(120);
+
+/// Children started through [`Proc::new`], with the test that started them (see
+/// [`within`]), so that a test past its deadline can have them killed. A pid leaves when
+/// its [`Proc`] is dropped, before the drop reaps it; only a test that reaps a child itself
+/// (`.0.wait()`) leaves a moment in which the pid could be reused.
+static CHILDREN: Mutex<Vec<(u64, u32)>> = Mutex::new(Vec::new());
+
+thread_local! {
+    /// The test run by [`within`] on this thread (0: none).
+    static TEST: Cell<u64> = const { Cell::new(0) };
+}
+
+fn children() -> std::sync::MutexGuard<'static, Vec<(u64, u32)>> {
+    CHILDREN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs `test` on a thread of its own and returns what it returns; a panic in it fails
+/// the caller with the same message. If it has not finished within `limit`, the processes
+/// it started are killed (which also ends its waits on them) and the caller fails: a
+/// stalled cluster fails the test instead of stalling the suite.
+pub fn within<T: Send + 'static>(limit: Duration, test: impl FnOnce() -> T + Send + 'static) -> T {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let id = NEXT.fetch_add(1, Ordering::Relaxed);
+    let name = std::thread::current().name().unwrap_or("test").to_string();
+    let (tx, rx) = mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            TEST.with(|t| t.set(id));
+            let _ = tx.send(test());
+        })
+        .expect("start the test's thread");
+    match rx.recv_timeout(limit) {
+        Ok(v) => {
+            let _ = thread.join();
+            v
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => match thread.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("the test's thread ended without a result or a panic"),
+        },
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            let mut killed = 0;
+            for &(_, pid) in children().iter().filter(|(t, _)| *t == id) {
+                if kill_process(
+                    Pid::from_raw(pid as i32).expect("a child's pid"),
+                    Signal::KILL,
+                )
+                .is_ok()
+                {
+                    killed += 1;
+                }
+            }
+            panic!(
+                "{name} did not finish within {limit:?} (killed the {killed} processes it started)"
+            );
+        }
+    }
+}
+
+/// A child process killed when dropped (or when its test passes its deadline).
 pub struct Proc(pub Child);
+
+impl Proc {
+    /// Takes charge of a started child.
+    pub fn new(child: Child) -> Proc {
+        children().push((TEST.with(Cell::get), child.id()));
+        Proc(child)
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.0.id() as i32).expect("a child's pid")
+    }
+
+    /// Kills the process with SIGKILL and reaps it.
+    pub fn kill(self) {
+        drop(self);
+    }
+
+    /// Freezes the process with SIGSTOP and returns once the kernel reports it stopped:
+    /// its sockets stay open, but it reads, sends and computes nothing until
+    /// [`Proc::thaw`] (or a SIGKILL).
+    pub fn freeze(&self) {
+        kill_process(self.pid(), Signal::STOP).expect("SIGSTOP a child");
+        let stat = format!("/proc/{}/stat", self.0.id());
+        eventually("a frozen process is reported stopped", || {
+            let s = std::fs::read_to_string(&stat).expect("read /proc/PID/stat");
+            // The state follows the command name, which is in parentheses.
+            s.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('T'))
+        });
+    }
+
+    /// Lets a frozen process run again (SIGCONT).
+    pub fn thaw(&self) {
+        kill_process(self.pid(), Signal::CONT).expect("SIGCONT a child");
+    }
+}
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        let pid = self.0.id();
+        children().retain(|&(_, p)| p != pid);
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// Runs `cmd` to its end and returns its exit status and output, as `Command::output`
+/// does, with the process in the charge of the test (killed if it passes its deadline).
+pub fn output(cmd: &mut Command) -> std::process::Output {
+    use std::io::Read;
+    let mut p = Proc::new(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start a command"),
+    );
+    let mut err_pipe = p.0.stderr.take().expect("piped standard error");
+    let err = std::thread::spawn(move || {
+        let mut err = Vec::new();
+        let _ = err_pipe.read_to_end(&mut err);
+        err
+    });
+    let mut stdout = Vec::new();
+    let _ =
+        p.0.stdout
+            .take()
+            .expect("piped standard output")
+            .read_to_end(&mut stdout);
+    let status = p.0.wait().expect("wait for a command");
+    std::process::Output {
+        status,
+        stdout,
+        stderr: err.join().expect("read standard error"),
     }
 }
 
@@ -53,7 +190,7 @@ pub fn scheduler_with(prefix: &[&str], extra: &[&str]) -> (Proc, String) {
         .stdin(Stdio::null())
         .spawn()
         .expect("start rask scheduler");
-    let mut p = Proc(child);
+    let mut p = Proc::new(child);
     let mut addr = String::new();
     eventually(
         &format!("the scheduler writes its address to {}", file.display()),
@@ -84,7 +221,7 @@ pub fn worker_with(prefix: &[&str], addr: &str, name: &str, extra: &[&str]) -> P
     if !prefix.is_empty() {
         cmd.args(&prefix[1..]).arg(RASK);
     }
-    Proc(
+    Proc::new(
         cmd.args(["worker", addr, "--nthreads", "1", "--name", name])
             .args(extra)
             .env("RASK_LOG", "warn")
@@ -97,16 +234,18 @@ pub fn worker_with(prefix: &[&str], addr: &str, name: &str, extra: &[&str]) -> P
 
 /// `rask worker` for `addr` with one thread, the given options, and its standard error
 /// captured: for tests that read why it stopped.
-pub fn worker_reporting(addr: &str, name: &str, extra: &[&str]) -> Child {
-    Command::new(RASK)
-        .args(["worker", addr, "--nthreads", "1", "--name", name])
-        .args(extra)
-        .env("RASK_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start rask worker")
+pub fn worker_reporting(addr: &str, name: &str, extra: &[&str]) -> Proc {
+    Proc::new(
+        Command::new(RASK)
+            .args(["worker", addr, "--nthreads", "1", "--name", name])
+            .args(extra)
+            .env("RASK_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start rask worker"),
+    )
 }
 
 /// Pseudo-random bytes from a seed (xorshift).
@@ -130,6 +269,28 @@ pub fn seed() -> u64 {
         .as_nanos() as u64;
     println!("seed {s}");
     s
+}
+
+/// FNV-1a (64-bit) as published, written out here so that expected checksums do not
+/// come from the code under test.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The scheduler's view of the worker called `name`.
+pub fn worker_info(c: &rask::Client, name: &str) -> rask::WorkerInfoMsg {
+    let info = c.scheduler_info().unwrap();
+    info.workers
+        .into_iter()
+        .find(|w| w.name == name)
+        .unwrap_or_else(|| panic!("no worker {name}"))
+}
+
+/// Tasks the worker called `name` has run, as of its last heartbeat.
+pub fn tasks_run_by(c: &rask::Client, name: &str) -> u64 {
+    worker_info(c, name).ran.iter().map(|(_, n)| n).sum()
 }
 
 /// Computes `x` (2-d, f64) and `y`, checks `y` = x · xᵀ to 1e-12 relative, and returns x.

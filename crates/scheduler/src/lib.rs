@@ -640,13 +640,18 @@ impl Server {
         }
     }
 
-    /// Routes the core's actions; frees to one worker coalesce into one message.
+    /// Routes the core's actions; frees to one worker coalesce into one message, sent
+    /// before any later compute to that worker (a task freed and given back to the same
+    /// worker in one step must arrive in that order).
     fn flush(&mut self) {
         let mut frees: FxHashMap<WorkerId, Vec<TaskId>> = FxHashMap::default();
         for a in self.core.take_actions() {
             match a {
                 Action::Compute { worker, msg, bufs } => {
                     if let Some(WorkerConn { tx: Some(tx), .. }) = self.workers.get(&worker) {
+                        if let Some(tasks) = frees.remove(&worker) {
+                            let _ = tx.send(ToWorker::Free { tasks });
+                        }
                         let _ = tx.send_with(ToWorker::Compute(msg), bufs);
                     }
                 }

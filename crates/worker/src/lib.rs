@@ -925,6 +925,9 @@ impl State {
                             for t in tasks {
                                 self.core.on_free(t);
                             }
+                            // Carried out now: a compute of the same task later in this
+                            // batch (the scheduler gave it back) must find its spec.
+                            self.drive();
                         }
                         ToWorker::Peers { peers } => {
                             for p in peers {
