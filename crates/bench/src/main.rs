@@ -58,7 +58,7 @@ struct TasksArgs {
     /// Run Dask's 100,000-task workload too (slow: minutes).
     #[arg(long)]
     peer_full: bool,
-    /// Tasks in the scheduler-memory graph.
+    /// Tasks in the scheduler-memory graph and futures in the client-memory workload.
     #[arg(long, default_value_t = 1_000_000)]
     memory_tasks: usize,
     /// Only these workloads (comma-separated names, e.g. round_trip_1000,chain_5000).
@@ -276,6 +276,19 @@ fn tasks(a: TasksArgs) -> Result<()> {
         let mut f = rate_figure("tree_10000", "tasks_per_s", rates);
         f.fields.push(("tasks", ntasks as f64));
         figures.push(f);
+    }
+
+    // Client memory per held future: a million results held, each a small value that came
+    // with its news (the heap this process holds, counted by the allocator, so memory
+    // freed after the submission is not counted).
+    if want("client_memory_1000000") {
+        let n = a.memory_tasks;
+        let per_future = client_memory_per_future(n)?;
+        figures.push(Figure {
+            workload: "client_memory_1000000",
+            fields: vec![("bytes_per_future", per_future), ("futures", n as f64)],
+            runs: vec![per_future],
+        });
     }
 
     // Scheduler memory per task: a scheduler process holding a graph it cannot run yet.
@@ -498,6 +511,48 @@ fn scheduler_memory_per_task(n: usize) -> Result<f64> {
     drop(client);
     let _ = proc.0.kill();
     Ok((after.saturating_sub(before)) as f64 / n as f64)
+}
+
+/// Heap this process (the client alone: scheduler and workers run in processes of their
+/// own) holds per future once `n` results are in memory, each a small value that came
+/// with its news.
+fn client_memory_per_future(n: usize) -> Result<f64> {
+    let (_scheduler, addr) = scheduler_process()?;
+    let bin = sibling("rask")?;
+    let _workers: Vec<KillOnDrop> = ["w1", "w2"]
+        .into_iter()
+        .map(|name| {
+            Command::new(&bin)
+                .args(["worker", &addr, "--nthreads", "1", "--name", name])
+                .env("RASK_LOG", "error")
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map(KillOnDrop)
+                .with_context(|| format!("starting {}", bin.display()))
+        })
+        .collect::<Result<_>>()?;
+    let client = Client::connect(&addr)?;
+    client.wait_for_workers(2)?;
+    let before = heap_in_use();
+    let fs = client.map("inc", (0..n as i64).map(|i| [Arg::from(i)]))?;
+    let vals = client.gather(&fs)?;
+    check(
+        vals.len() == n && vals[n - 1] == rask::Value::Int(n as i64),
+        "gathered every result",
+    )?;
+    drop(vals);
+    let per_future = heap_in_use().saturating_sub(before) as f64 / n as f64;
+    check(client.held_keys() == n, "every key held")?;
+    Ok(per_future)
+}
+
+/// Bytes of heap this process holds, as glibc counts them over all its arenas (freed
+/// memory the allocator keeps is not counted).
+fn heap_in_use() -> u64 {
+    // SAFETY: mallinfo2 only reads the allocator's counters.
+    let m = unsafe { libc::mallinfo2() };
+    (m.uordblks + m.hblkhd) as u64
 }
 
 struct KillOnDrop(Child);
