@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 
 use rask::{Arg, Client, ClientError, Graph, LocalCluster, Registry, Value};
 
+mod common;
+
 fn client(workers: usize) -> Client {
     let cluster = LocalCluster::builder()
         .n_workers(workers)
@@ -73,7 +75,7 @@ fn dict_graph_get_and_compute_many_outputs() {
 fn byte_payloads_travel_as_buffers_both_ways() {
     let c = client(2);
     let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    let expect = rask_kernels::fnv1a(&payload) as i64;
+    let expect = common::fnv1a(&payload) as i64;
     let up = c
         .submit(
             "identity",
