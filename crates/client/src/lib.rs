@@ -26,11 +26,11 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use rask_proto::msg::{
-    Hello, Holder, PeerMsg, RegistryInfo, Role, SchedulerInfoMsg, TaskError, TaskSpec, ToClient,
+    Hello, Holder, RegistryInfo, Role, SchedulerInfoMsg, TaskError, TaskSpec, ToClient,
     ToScheduler, UpdateGraphMsg,
 };
 use rask_proto::{TaskId, Value, WorkerId, PROTOCOL_VERSION, RASK_VERSION};
-use rask_transport::{connect, Batch, ConnConfig, Link, Sender};
+use rask_transport::{connect, Batch, ConnConfig, Sender};
 use tokio::sync::oneshot;
 
 pub use graph::{Arg, Graph};
@@ -112,11 +112,13 @@ struct KeyEntry {
 
 type DataReply = Result<(Vec<(TaskId, Value)>, Vec<TaskId>), String>;
 
-/// A data connection to one worker.
+/// A data link to one worker, and the requests waiting for its replies.
 struct DataLink {
-    tx: Sender<PeerMsg>,
-    pending: Arc<Mutex<HashMap<u64, oneshot::Sender<DataReply>>>>,
+    link: rask_transport::data::DataLink,
+    pending: Pending,
 }
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<DataReply>>>>;
 
 #[derive(Default)]
 struct State {
@@ -996,57 +998,63 @@ async fn gather(inner: Arc<Inner>, keys: Vec<Arc<str>>) -> Result<Vec<Value>, Cl
         .collect())
 }
 
-/// Sends a GetData request to a worker over a (cached) data connection, or reads a worker
-/// of this process directly.
+/// Asks the worker holding `tasks` for them over a (cached) data link; a worker in this
+/// process answers at once.
 fn fetch(inner: &Arc<Inner>, holder: &Holder, tasks: Vec<TaskId>) -> oneshot::Receiver<DataReply> {
     let (tx, rx) = oneshot::channel();
+    let req = inner.next.fetch_add(1, Ordering::Relaxed);
+    let mut st = inner.state();
+    let link = match st.links.get(&holder.addr) {
+        Some(l) if !l.link.is_closed() => l,
+        _ => {
+            let opened = open_link(inner, holder);
+            st.links.insert(holder.addr.clone(), opened);
+            &st.links[&holder.addr]
+        }
+    };
+    link.pending.lock().expect("link lock").insert(req, tx);
+    // A program's values come to the host.
+    match link.link.get(req, tasks, false) {
+        Ok(Some(now)) => {
+            if let Some(tx) = link.pending.lock().expect("link lock").remove(&req) {
+                let _ = tx.send(Ok((now.values, now.missing)));
+            }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            if let Some(tx) = link.pending.lock().expect("link lock").remove(&req) {
+                let _ = tx.send(Err(format!("{}: {e}", holder.addr)));
+            }
+            st.links.remove(&holder.addr);
+        }
+    }
+    rx
+}
+
+/// Resolves a link's waiting requests with its replies (or why it ended).
+struct Waiters(Pending);
+
+impl rask_transport::data::ReplySink for Waiters {
+    async fn reply(&mut self, r: rask_transport::data::Reply) -> bool {
+        if let Some(tx) = self.0.lock().expect("link lock").remove(&r.req) {
+            let _ = tx.send(Ok((r.values, r.missing)));
+        }
+        true
+    }
+
+    fn down(self, error: String) {
+        for (_, tx) in self.0.lock().expect("link lock").drain() {
+            let _ = tx.send(Err(error.clone()));
+        }
+    }
+}
+
+fn open_link(inner: &Arc<Inner>, holder: &Holder) -> DataLink {
     let kind = inner.transport.select(
         (&inner.host_id, std::process::id()),
         (&holder.host_id, holder.pid),
         !holder.shm_addr.is_empty(),
     );
-    if kind == Link::Inproc {
-        if let Some(ep) =
-            rask_transport::inproc::lookup::<rask_transport::inproc::DataEndpoint>(&holder.addr)
-        {
-            let _ = tx.send(Ok(ep.get(&tasks)));
-            return rx;
-        }
-    }
-    let kind = if kind == Link::Inproc {
-        Link::Tcp
-    } else {
-        kind
-    };
-    let req = inner.next.fetch_add(1, Ordering::Relaxed);
-    let mut st = inner.state.lock().expect("client state lock");
-    let link = st
-        .links
-        .entry(holder.addr.clone())
-        .or_insert_with(|| open_link(inner, holder, kind));
-    link.pending.lock().expect("link lock").insert(req, tx);
-    if link
-        .tx
-        .send(PeerMsg::GetData {
-            req,
-            tasks,
-            // A program's values come to the host.
-            into_device: false,
-        })
-        .is_err()
-    {
-        if let Some(tx) = link.pending.lock().expect("link lock").remove(&req) {
-            let _ = tx.send(Err("data connection closed".into()));
-        }
-        st.links.remove(&holder.addr);
-    }
-    rx
-}
-
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<DataReply>>>>;
-
-fn open_link(inner: &Arc<Inner>, holder: &Holder, kind: Link) -> DataLink {
-    let (tx, writer) = rask_transport::channel::<PeerMsg>();
     let pending: Pending = Arc::default();
     let hello = Hello {
         protocol: PROTOCOL_VERSION,
@@ -1060,73 +1068,21 @@ fn open_link(inner: &Arc<Inner>, holder: &Holder, kind: Link) -> DataLink {
         registry: None,
         worker: None,
     };
-    let addr = holder.addr.clone();
-    let shm_addr = holder.shm_addr.clone();
-    let conn = inner.conn.clone();
-    let p = pending.clone();
-    let releases = tx.clone();
-    inner.handle.spawn(async move {
-        let error = if kind == Link::Shm {
-            match rask_transport::connect_unix(&shm_addr, &hello, conn).await {
-                Ok((reader, w, _)) => {
-                    writer.start(w);
-                    // Gathered buffers stay the worker's memory until the program drops them.
-                    let importer = rask_transport::shm::Importer::new(move |loan| {
-                        let _ = releases.send(PeerMsg::Release { loans: vec![loan] });
-                    });
-                    read_replies(&addr, reader, Some(importer), |r| Some(r.fds()), &p).await
-                }
-                Err(e) => format!("cannot reach {addr} through shared memory ({shm_addr}): {e}"),
-            }
-        } else {
-            drop(releases);
-            match connect(&addr, &hello, conn).await {
-                Ok((reader, w, _)) => {
-                    writer.start(w);
-                    read_replies(&addr, reader, None, |_| None, &p).await
-                }
-                Err(e) => format!("cannot reach {addr}: {e}"),
-            }
-        };
-        for (_, tx) in p.lock().expect("link lock").drain() {
-            let _ = tx.send(Err(error.clone()));
-        }
-    });
-    DataLink { tx, pending }
-}
-
-/// Hands a data connection's replies to their waiters until it ends; returns why it ended.
-async fn read_replies<R: tokio::io::AsyncRead + Unpin>(
-    addr: &str,
-    mut reader: rask_transport::FrameReader<R>,
-    mut importer: Option<rask_transport::shm::Importer>,
-    fds: fn(&mut R) -> Option<&mut std::collections::VecDeque<std::os::fd::OwnedFd>>,
-    pending: &Pending,
-) -> String {
-    loop {
-        let batch = match reader.read_batch::<PeerMsg>().await {
-            Ok(Some(b)) => b,
-            Ok(None) => return format!("{addr} closed the data connection"),
-            Err(e) => return format!("{addr}: {e}"),
-        };
-        let replies =
-            match rask_transport::shm::replies(batch, importer.as_mut(), fds(reader.get_mut())) {
-                Ok(r) => r,
-                Err(e) => return format!("{addr}: {e}"),
-            };
-        for r in replies {
-            let reply = r
-                .items
-                .into_iter()
-                .map(|it| it.value.to_value_from(&r.bufs, &[]).map(|v| (it.task, v)))
-                .collect::<Result<Vec<_>, _>>()
-                .map(|values| (values, r.missing))
-                .map_err(|e| e.to_string());
-            if let Some(tx) = pending.lock().expect("link lock").remove(&r.req) {
-                let _ = tx.send(reply);
-            }
-        }
-    }
+    let to = rask_transport::data::HolderAddr {
+        tcp: &holder.addr,
+        shm: &holder.shm_addr,
+    };
+    // Opened on the client's runtime: the link's connection task lives there.
+    let _guard = inner.handle.enter();
+    let (link, _) = rask_transport::data::DataLink::open(
+        kind,
+        to,
+        hello,
+        inner.conn.clone(),
+        None,
+        Waiters(pending.clone()),
+    );
+    DataLink { link, pending }
 }
 
 /// Conversions from result values.

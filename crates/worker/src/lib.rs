@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rask_kernels::{Accelerator, OutputAlloc, OutputBuf, Registry};
 use rask_proto::msg::{
-    ComputeMsg, DataItem, HeartbeatMsg, Hello, PeerAddr, PeerMsg, Resource, Role, ToScheduler,
-    ToWorker, WorkerHello,
+    ComputeMsg, DataItem, HeartbeatMsg, Hello, PeerAddr, Resource, Role, ToScheduler, ToWorker,
+    WorkerHello,
 };
 use rask_proto::{Datum, IpcBuffer, TaskId, Value, WorkerId, PROTOCOL_VERSION, RASK_VERSION};
-use rask_transport::shm::{Arena, FdReader};
+use rask_transport::shm::Arena;
 use rask_transport::{
     connect, spawn_writer, Batch, ConnConfig, FrameReader, Link, Sender, TransportError,
     TransportMode,
@@ -25,7 +25,7 @@ use rask_transport::{
 use rask_worker_core::spill::{Spill, SpillLimits, Tier};
 use rask_worker_core::{Instruction, WorkerCore};
 use rustc_hash::FxHashMap;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -674,13 +674,18 @@ impl Worker {
         let _inproc = (cfg.transport == TransportMode::Auto)
             .then(|| rask_transport::inproc::register(&listen_addr, &endpoint));
         let (retire_tx, _) = tokio::sync::broadcast::channel::<Vec<u32>>(1024);
+        // What peers and clients are answered: one lookup for every data connection.
+        let lookup: rask_transport::data::LookupFn = {
+            let store = store.clone();
+            Arc::new(move |tasks, into_device| lookup_data(&store, tasks, into_device))
+        };
         let shm_server = shm.map(|s| {
-            tokio::spawn(serve_shm_data(
+            tokio::spawn(rask_transport::data::serve_unix(
                 s.listener,
                 cfg.conn.clone(),
-                store.clone(),
                 arena.clone(),
                 retire_tx.clone(),
+                lookup.clone(),
             ))
         });
         // Ops on the CPU write their outputs to the arena: on a simulated GPU that is the
@@ -718,7 +723,11 @@ impl Worker {
         });
 
         // Data server.
-        let data_server = tokio::spawn(serve_data(listener, cfg.conn.clone(), store.clone()));
+        let data_server = tokio::spawn(rask_transport::data::serve_tcp(
+            listener,
+            cfg.conn.clone(),
+            lookup,
+        ));
 
         // Executor threads.
         let (jobs, job_rx) = crossbeam_channel::unbounded::<Job>();
@@ -849,7 +858,7 @@ struct State {
     /// Peer workers' data addresses and identities, and how data moves from each.
     peers: FxHashMap<WorkerId, Peer>,
     /// Open data connections to peers.
-    links: FxHashMap<WorkerId, Sender<PeerMsg>>,
+    links: FxHashMap<WorkerId, rask_transport::data::DataLink>,
     /// Peers whose device memory this worker's device could not import.
     no_ipc: rustc_hash::FxHashSet<WorkerId>,
     /// Values being brought back to the device by a job.
@@ -1137,58 +1146,37 @@ impl State {
         let link = match self.links.get(&from) {
             Some(l) if !l.is_closed() => l.clone(),
             _ => {
-                let Some(Peer {
-                    addr: peer,
-                    link: kind,
-                    ..
-                }) = self.peers.get(&from).cloned()
-                else {
+                let Some(peer) = self.peers.get(&from).cloned() else {
                     self.core.on_fetch_failed(from, &tasks);
                     return;
                 };
-                if kind == Link::Inproc {
-                    if let Some(peer_data) = rask_transport::inproc::lookup::<
-                        rask_transport::inproc::DataEndpoint,
-                    >(&peer.addr)
-                    {
-                        // Same process: the values' buffers are shared, not copied.
-                        let (values, missing) = peer_data.get(&tasks);
-                        self.outstanding.insert((from, req), Vec::new());
-                        let _ = self.events.send(Event::Fetched {
-                            from,
-                            req,
-                            values,
-                            missing,
-                        });
-                        return;
-                    }
-                }
-                let kind = if kind == Link::Inproc {
-                    Link::Tcp
-                } else {
-                    kind
-                };
-                info!(peer = from.0, "data link to worker {} over {kind}", from.0);
-                let link = self.open_link(from, peer, kind);
+                let link = self.open_link(from, &peer);
                 self.links.insert(from, link.clone());
                 link
             }
         };
-        if link
-            .send(PeerMsg::GetData {
-                req,
-                tasks: tasks.clone(),
-                // Over shared memory, bytes in a peer GPU's memory come by CUDA IPC
-                // straight into ours (tcp peers answer with host bytes whatever we ask).
-                into_device: self.imports() && !self.no_ipc.contains(&from),
-            })
-            .is_err()
-        {
-            self.links.remove(&from);
-            self.core.on_fetch_failed(from, &tasks);
-            return;
+        // Over shared memory, bytes in a peer GPU's memory come by CUDA IPC straight into
+        // ours (tcp peers answer with host bytes whatever we ask).
+        let into_device = self.imports() && !self.no_ipc.contains(&from);
+        match link.get(req, tasks.clone(), into_device) {
+            Ok(Some(now)) => {
+                // A peer in this process: its values' buffers are shared, not copied.
+                self.outstanding.insert((from, req), Vec::new());
+                let _ = self.events.send(Event::Fetched {
+                    from,
+                    req,
+                    values: now.values,
+                    missing: now.missing,
+                });
+            }
+            Ok(None) => {
+                self.outstanding.insert((from, req), tasks);
+            }
+            Err(_) => {
+                self.links.remove(&from);
+                self.core.on_fetch_failed(from, &tasks);
+            }
         }
-        self.outstanding.insert((from, req), tasks);
     }
 
     /// Whether this worker's device imports bytes lent from a peer's device.
@@ -1437,115 +1425,72 @@ impl State {
 }
 
 impl State {
-    /// Opens a data connection to a peer over `kind` (shm or tcp); requests queue until it
-    /// is up.
-    fn open_link(&self, peer: WorkerId, addr: PeerAddr, kind: Link) -> Sender<PeerMsg> {
-        let (me, arena, import, events) = (
-            self.id,
-            self.arena.clone(),
-            self.importer(),
-            self.events.clone(),
+    /// Opens a data link to a peer (requests queue until it is up); its replies come back
+    /// as `Fetched` events.
+    fn open_link(&self, peer: WorkerId, to: &Peer) -> rask_transport::data::DataLink {
+        let sink = LinkSink {
+            peer,
+            import: self.importer(),
+            events: self.events.clone(),
+        };
+        let holder = rask_transport::data::HolderAddr {
+            tcp: &to.addr.addr,
+            shm: &to.addr.shm_addr,
+        };
+        let hello = peer_hello(&format!("worker-{}", self.id.0));
+        let (link, kind) = rask_transport::data::DataLink::open(
+            to.link,
+            holder,
+            hello,
+            self.cfg.conn.clone(),
+            Some(self.arena.clone()),
+            sink,
         );
-        let cfg = &self.cfg;
-        let (tx, pending) = rask_transport::channel::<PeerMsg>();
-        let hello = peer_hello(&format!("worker-{}", me.0));
-        let conn = cfg.conn.clone();
-        let releases = tx.clone();
-        tokio::spawn(async move {
-            let error = if kind == Link::Shm {
-                match rask_transport::connect_unix(&addr.shm_addr, &hello, conn).await {
-                    Ok((reader, w, _)) => {
-                        pending.start(w);
-                        // Imported buffers release their loan when the store drops them.
-                        let importer = rask_transport::shm::Importer::new(move |loan| {
-                            let _ = releases.send(PeerMsg::Release { loans: vec![loan] });
-                        });
-                        let importer = Some(importer);
-                        link_loop(peer, reader, importer, |r| Some(r.fds()), import, &events).await
-                    }
-                    Err(e) => Some(format!(
-                        "shared-memory connection to {}: {e}",
-                        addr.shm_addr
-                    )),
-                }
-            } else {
-                drop(releases);
-                match connect(&addr.addr, &hello, conn).await {
-                    Ok((mut reader, w, _)) => {
-                        pending.start(w);
-                        reader.set_arena(Some(arena));
-                        link_loop(peer, reader, None, |_| None, None, &events).await
-                    }
-                    Err(e) => Some(e.to_string()),
-                }
-            };
-            if let Some(error) = error {
-                let _ = events.send(Event::LinkDown { from: peer, error });
-            }
-        });
-        tx
+        info!(peer = peer.0, "data link to worker {} over {kind}", peer.0);
+        link
     }
 }
 
-/// Reads a data connection's replies into `Fetched` events until it ends; `None` when the
-/// worker stopped listening, else why the connection ended.
-///
-/// Values lent from the peer's device are imported into this worker's device (`import`)
-/// on a blocking thread before they are handed on; those that fail to import are fetched
-/// again through the host.
-async fn link_loop<R: tokio::io::AsyncRead + Unpin>(
+/// Where a data link's replies go: values lent from the peer's device are imported into
+/// this worker's device first (on a blocking thread); those that fail to import are
+/// fetched again through the host.
+struct LinkSink {
     peer: WorkerId,
-    mut reader: FrameReader<R>,
-    mut importer: Option<rask_transport::shm::Importer>,
-    fds: fn(&mut R) -> Option<&mut std::collections::VecDeque<std::os::fd::OwnedFd>>,
     import: Option<Arc<dyn Accelerator>>,
-    events: &mpsc::UnboundedSender<Event>,
-) -> Option<String> {
-    loop {
-        let batch = match reader.read_batch::<PeerMsg>().await {
-            Ok(Some(b)) => b,
-            Ok(None) => return Some("closed".into()),
-            Err(e) => return Some(e.to_string()),
-        };
-        let replies =
-            match rask_transport::shm::replies(batch, importer.as_mut(), fds(reader.get_mut())) {
-                Ok(r) => r,
-                Err(e) => return Some(e.to_string()),
-            };
-        for r in replies {
-            let mut values = Vec::with_capacity(r.items.len());
-            let mut missing = r.missing;
-            for it in r.items {
-                match it.value.to_value_from(&r.bufs, &[]) {
-                    Ok(v) => values.push((it.task, v)),
-                    Err(_) => missing.push(it.task),
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl rask_transport::data::ReplySink for LinkSink {
+    async fn reply(&mut self, r: rask_transport::data::Reply) -> bool {
+        let mut values = r.values;
+        if values.iter().any(|(_, v)| lent(v)) {
+            let (imported, failed) = import_values(self.import.clone(), values).await;
+            values = imported;
+            if let Some((tasks, error)) = failed {
+                let ev = Event::ImportFailed {
+                    from: self.peer,
+                    tasks,
+                    error,
+                };
+                if self.events.send(ev).is_err() {
+                    return false;
                 }
-            }
-            drop(r.bufs);
-            if values.iter().any(|(_, v)| lent(v)) {
-                let (imported, failed) = import_values(import.clone(), values).await;
-                values = imported;
-                if let Some((tasks, error)) = failed {
-                    let ev = Event::ImportFailed {
-                        from: peer,
-                        tasks,
-                        error,
-                    };
-                    if events.send(ev).is_err() {
-                        return None;
-                    }
-                }
-            }
-            let ev = Event::Fetched {
-                from: peer,
-                req: r.req,
-                values,
-                missing,
-            };
-            if events.send(ev).is_err() {
-                return None;
             }
         }
+        let ev = Event::Fetched {
+            from: self.peer,
+            req: r.req,
+            values,
+            missing: r.missing,
+        };
+        self.events.send(ev).is_ok()
+    }
+
+    fn down(self, error: String) {
+        let _ = self.events.send(Event::LinkDown {
+            from: self.peer,
+            error,
+        });
     }
 }
 
@@ -1586,67 +1531,6 @@ async fn import_values(
         Ok(r) => r,
         Err(e) => (Vec::new(), Some((all, format!("importing stopped: {e}")))),
     }
-}
-
-/// Serves same-host peers through shared memory.
-async fn serve_shm_data(
-    listener: tokio::net::UnixListener,
-    cfg: ConnConfig,
-    store: Store,
-    arena: Arena,
-    retired: tokio::sync::broadcast::Sender<Vec<u32>>,
-) {
-    loop {
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
-            Err(e) => {
-                warn!("shared-memory listener: {e}");
-                continue;
-            }
-        };
-        let (cfg, store, arena, retired) = (
-            cfg.clone(),
-            store.clone(),
-            arena.clone(),
-            retired.subscribe(),
-        );
-        tokio::spawn(async move {
-            let (r, mut w) = stream.into_split();
-            let mut reader = FrameReader::new(FdReader::new(r), cfg.clone());
-            let Some(name) = welcome("a same-host peer", &mut reader, &mut w, &cfg).await else {
-                return;
-            };
-            let lookup = |tasks: Vec<TaskId>, into_device| lookup_data(&store, tasks, into_device);
-            if let Err(e) = rask_transport::shm::serve_shm(reader, w, arena, retired, lookup).await
-            {
-                warn!(peer = %name, "shared-memory data connection: {e}");
-            }
-        });
-    }
-}
-
-/// The server side of a data connection's handshake; the peer's name once welcomed.
-async fn welcome<R: tokio::io::AsyncRead + Unpin, W: tokio::io::AsyncWrite + Unpin>(
-    peer: &str,
-    reader: &mut FrameReader<R>,
-    w: &mut W,
-    cfg: &ConnConfig,
-) -> Option<String> {
-    let hello = match rask_transport::accept(reader, w, cfg).await {
-        Ok(h) => h,
-        Err(e) => {
-            warn!(peer = %peer, "data connection handshake failed: {e}");
-            rask_transport::refuse_after(w, &e).await;
-            return None;
-        }
-    };
-    if let Err(reason) = rask_proto::msg::check_versions(&hello, "this worker") {
-        warn!(peer = %peer, "refused a data connection: {reason}");
-        let _ = rask_transport::refuse(w, &reason).await;
-        return None;
-    }
-    rask_transport::welcome(w, reader, 0).await.ok()?;
-    Some(hello.name)
 }
 
 /// A copy of `v` with each byte payload (in host or device memory) moved by `put`, and
@@ -1721,7 +1605,7 @@ fn lookup_data(
     store: &Store,
     tasks: Vec<TaskId>,
     into_device: bool,
-) -> rask_transport::shm::Lookup {
+) -> rask_transport::data::Lookup {
     lookup_with(store, &tasks, |v, bufs| v.to_datum_lent(bufs, into_device))
 }
 
@@ -1745,59 +1629,6 @@ pub fn peer_hello(name: &str) -> Hello {
         worker: None,
     }
 }
-
-/// Serves `GetData` requests from peers and clients.
-async fn serve_data(listener: TcpListener, cfg: ConnConfig, store: Store) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, addr)) => {
-                tokio::spawn(serve_peer(stream, addr, cfg.clone(), store.clone()));
-            }
-            Err(e) => warn!("data listener: {e}"),
-        }
-    }
-}
-
-async fn serve_peer(stream: TcpStream, addr: std::net::SocketAddr, cfg: ConnConfig, store: Store) {
-    let _ = stream.set_nodelay(true);
-    let (r, mut w) = stream.into_split();
-    let mut reader = FrameReader::new(r, cfg.clone());
-    let Some(name) = welcome(&addr.to_string(), &mut reader, &mut w, &cfg).await else {
-        return;
-    };
-    // A slow reader holds back its own requests: while this much is queued, the next
-    // request is not read.
-    let (tx, writer) = rask_transport::channel_bounded::<PeerMsg>(DATA_QUEUE_BYTES);
-    writer.start(w);
-    loop {
-        match reader.read_batch::<PeerMsg>().await {
-            Ok(Some(batch)) => {
-                for m in batch.msgs {
-                    let PeerMsg::GetData { req, tasks, .. } = m else {
-                        continue;
-                    };
-                    let (items, bufs, missing) = lookup_with(&store, &tasks, Value::to_datum);
-                    let reply = PeerMsg::Data {
-                        req,
-                        items,
-                        missing,
-                    };
-                    if tx.send_bounded(reply, bufs).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            Ok(None) => return,
-            Err(e) => {
-                warn!(peer = %name, "data connection: {e}");
-                return;
-            }
-        }
-    }
-}
-
-/// Reply bytes a data connection may queue before it stops reading requests.
-const DATA_QUEUE_BYTES: u32 = 64 << 20;
 
 /// The largest result reported inline with its completion.
 const INLINE_VALUE_MAX: u64 = 1024;

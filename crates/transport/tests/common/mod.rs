@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use rask_proto::msg::{DataItem, Hello, PeerMsg, Role};
 use rask_proto::{Datum, Payload, TaskId};
-use rask_transport::shm::{self, Arena, FdReader, Importer};
+use rask_transport::shm::{Arena, FdReader, Importer};
 use rask_transport::{ConnConfig, FrameReader, Sender, TransportError};
 use tokio::sync::{broadcast, mpsc};
 
@@ -89,7 +89,8 @@ pub async fn holder(cfg: ConnConfig) -> Holder {
                         }
                         (items, bufs, missing)
                     };
-                    let _ = shm::serve_shm(reader, w, arena, retired, lookup).await;
+                    let _ =
+                        rask_transport::data::serve_shm(reader, w, arena, retired, lookup).await;
                 }
                 let _ = ended.send(());
             });
@@ -181,7 +182,7 @@ impl Requester {
                 .await?
                 .ok_or(TransportError::Closed)?;
             let fds = self.reader.get_mut().fds();
-            for r in shm::replies(batch, Some(&mut self.importer), Some(fds))? {
+            for r in rask_transport::data::replies(batch, Some(&mut self.importer), Some(fds))? {
                 if r.req != req {
                     continue;
                 }
