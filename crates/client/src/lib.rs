@@ -29,7 +29,7 @@ use rask_proto::msg::{
     Hello, Holder, RegistryInfo, Role, SchedulerInfoMsg, TaskError, TaskSpec, ToClient,
     ToScheduler, UpdateGraphMsg,
 };
-use rask_proto::{TaskId, Value, WorkerId, PROTOCOL_VERSION, RASK_VERSION};
+use rask_proto::{TaskId, Value, WorkerId};
 use rask_transport::{connect, Batch, ConnConfig, Sender};
 use tokio::sync::oneshot;
 
@@ -279,21 +279,12 @@ impl Client {
         addr: String,
         opts: ClientOptions,
     ) -> Result<Client, ClientError> {
-        let hello = Hello {
-            protocol: PROTOCOL_VERSION,
-            schema: rask_proto::PROTOCOL_SCHEMA,
-            rask_version: RASK_VERSION.into(),
-            role: Role::Client,
-            name: opts
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("client-{}", std::process::id())),
-            host_id: rask_transport::host_id(),
-            pid: std::process::id(),
-            nonce: [0; 32],
-            registry: opts.registry.clone(),
-            worker: None,
-        };
+        let name = opts
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("client-{}", std::process::id()));
+        let mut hello = Hello::new(Role::Client, name, rask_transport::host_id());
+        hello.registry = opts.registry.clone();
         let mut conn = opts.conn;
         if let Some(t) = connect_timeout_from_env()? {
             conn.handshake_timeout = t;
@@ -1056,18 +1047,11 @@ fn open_link(inner: &Arc<Inner>, holder: &Holder) -> DataLink {
         !holder.shm_addr.is_empty(),
     );
     let pending: Pending = Arc::default();
-    let hello = Hello {
-        protocol: PROTOCOL_VERSION,
-        schema: rask_proto::PROTOCOL_SCHEMA,
-        rask_version: RASK_VERSION.into(),
-        role: Role::Peer,
-        name: format!("client-{}", inner.id),
-        host_id: rask_transport::host_id(),
-        pid: std::process::id(),
-        nonce: [0; 32],
-        registry: None,
-        worker: None,
-    };
+    let hello = Hello::new(
+        Role::Peer,
+        format!("client-{}", inner.id),
+        inner.host_id.clone(),
+    );
     let to = rask_transport::data::HolderAddr {
         tcp: &holder.addr,
         shm: &holder.shm_addr,

@@ -402,6 +402,26 @@ wire! {
     }
 }
 
+impl Hello {
+    /// The hello of this build and process in `role`, named `name` (on `host_id`, this
+    /// host's identity as the transport computes it), with no registry and no worker
+    /// description; the handshake fills in the nonce.
+    pub fn new(role: Role, name: impl Into<String>, host_id: impl Into<String>) -> Hello {
+        Hello {
+            protocol: crate::PROTOCOL_VERSION,
+            schema: crate::PROTOCOL_SCHEMA,
+            rask_version: crate::RASK_VERSION.into(),
+            role,
+            name: name.into(),
+            host_id: host_id.into(),
+            pid: std::process::id(),
+            registry: None,
+            worker: None,
+            nonce: [0; 32],
+        }
+    }
+}
+
 /// A message type that travels in batches: one frame carries a `Vec` of them plus the raw
 /// buffers their [`Datum::Buf`] indices refer to.
 pub trait WireMessage: Sized + Send + 'static {

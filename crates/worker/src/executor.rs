@@ -1,0 +1,136 @@
+//! Executor threads: they run ops (on the device's kernels or the CPU) and report
+//! results in batches; they decide nothing.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rask_kernels::{Accelerator, OutputAlloc, Registry};
+use rask_proto::{Datum, TaskId, Value};
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use crate::events::Event;
+use crate::events::Executed;
+
+/// Results are handed back in batches: a thread that finds more jobs queued keeps going
+/// and reports when the queue is empty, when a batch is large, or when results have
+/// waited long enough — one wake-up of the main loop per batch instead of per task.
+pub(crate) const RESULT_BATCH: usize = 256;
+
+pub(crate) const RESULT_DELAY: Duration = Duration::from_micros(500);
+
+pub(crate) fn executor_loop(
+    ex: &Exec,
+    jobs: &crossbeam_channel::Receiver<Job>,
+    events: &mpsc::UnboundedSender<Event>,
+) {
+    while let Ok(first) = jobs.recv() {
+        let batch_start = Instant::now();
+        let mut done = vec![run_job(ex, first)];
+        while done.len() < RESULT_BATCH && batch_start.elapsed() < RESULT_DELAY {
+            match jobs.try_recv() {
+                Ok(job) => done.push(run_job(ex, job)),
+                Err(_) => break,
+            }
+        }
+        if events.send(Event::Executed(done)).is_err() {
+            return;
+        }
+    }
+}
+
+/// What runs ops: the registry, where outputs go, and the device that runs ops with a
+/// device plan (a CUDA GPU, or a simulated GPU's CPU twins).
+#[derive(Clone)]
+pub(crate) struct Exec {
+    pub(crate) registry: Registry,
+    pub(crate) alloc: Option<Arc<dyn OutputAlloc>>,
+    pub(crate) device: Option<Arc<dyn Accelerator>>,
+}
+
+pub(crate) fn run_job(ex: &Exec, job: Job) -> Executed {
+    let start = Instant::now();
+    let (args, unspilled) = match job.args {
+        Args::Ready(v) => (Ok(v), Vec::new()),
+        Args::Unspill {
+            datum,
+            bufs,
+            mut deps,
+            upload,
+        } => unspill_inputs(ex, &datum, &bufs, &mut deps, &upload),
+    };
+    let result = args.and_then(|args| {
+        ex.registry
+            .call_on(&job.op, &args, ex.alloc.as_ref(), ex.device.as_deref())
+            .map_err(|e| match e {
+                rask_kernels::KernelError::Failed { message, .. } => message,
+                e => e.to_string(),
+            })
+    });
+    Executed {
+        task: job.task,
+        op: job.op,
+        result,
+        duration_us: start.elapsed().as_micros() as u64,
+        unspilled,
+    }
+}
+
+/// Uploads the inputs `upload` names (indices into `deps`) to the device, on this
+/// executor thread (a GPU's upload waits for the GPU: never on the event loop), and
+/// builds the job's arguments from them. A value the device cannot take stays where it
+/// is; the job runs either way.
+pub(crate) fn unspill_inputs(
+    ex: &Exec,
+    datum: &Datum,
+    bufs: &[Bytes],
+    deps: &mut [Value],
+    upload: &[(usize, TaskId)],
+) -> (Result<Value, String>, Vec<(TaskId, Value)>) {
+    let mut unspilled = Vec::new();
+    if let Some(device) = &ex.device {
+        for &(i, task) in upload {
+            match device.upload(&deps[i]) {
+                Some(Ok(on_device)) => {
+                    deps[i] = on_device.clone();
+                    unspilled.push((task, on_device));
+                }
+                Some(Err(e)) => warn!(
+                    task = task.0,
+                    "cannot bring a value back to the device: {e}"
+                ),
+                None => {}
+            }
+        }
+    }
+    let refs: Vec<&Value> = deps.iter().collect();
+    let args = datum.to_value(bufs, &refs).map_err(|e| e.to_string());
+    (args, unspilled)
+}
+
+/// Ops whose measured average is below this run inline on the event loop.
+pub(crate) const INLINE_MAX_US: f64 = 20.0;
+
+/// The most time one wake-up of the event loop spends running ops inline.
+pub(crate) const INLINE_BUDGET: Duration = Duration::from_millis(2);
+
+/// A job for an executor thread.
+pub(crate) struct Job {
+    pub(crate) task: TaskId,
+    pub(crate) op: String,
+    pub(crate) args: Args,
+}
+
+/// A job's arguments: built, or to be built on the executor thread once some inputs are
+/// back on the device.
+pub(crate) enum Args {
+    Ready(Value),
+    Unspill {
+        datum: Datum,
+        bufs: Vec<Bytes>,
+        deps: Vec<Value>,
+        /// Inputs to upload first: index in `deps`, task.
+        upload: Vec<(usize, TaskId)>,
+    },
+}

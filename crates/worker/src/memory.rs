@@ -1,0 +1,166 @@
+//! Spill and unspill mechanics: tracking values by tier and moving their bytes (device,
+//! host, disk). The policy (what and when) is `rask_worker_core::spill`'s.
+
+use bytes::Bytes;
+use rask_proto::msg::ComputeMsg;
+use rask_proto::{TaskId, Value};
+use rask_worker_core::spill::{Spill, Tier};
+use tracing::warn;
+
+use crate::config::WorkerDevice;
+use crate::event_loop::State;
+use crate::executor::Args;
+
+/// A copy of `v` with each byte payload (in host or device memory) moved by `put`, and
+/// the bytes moved.
+pub(crate) fn move_payloads(
+    v: &Value,
+    put: &mut dyn FnMut(&[u8]) -> Result<Bytes, String>,
+) -> Result<(Value, u64), String> {
+    Ok(match v {
+        Value::Bytes(b) => (Value::Bytes(put(b)?), b.len() as u64),
+        Value::Device(d) => {
+            let host = d.data().to_host()?;
+            (Value::Bytes(put(&host)?), host.len() as u64)
+        }
+        Value::List(l) => {
+            let mut total = 0;
+            let mut out = Vec::with_capacity(l.len());
+            for x in l {
+                let (x, n) = move_payloads(x, put)?;
+                total += n;
+                out.push(x);
+            }
+            (Value::List(out), total)
+        }
+        v => (v.clone(), 0),
+    })
+}
+
+impl State {
+    /// Tells the spilling policy about a stored value and where it lives: on the device
+    /// when its bytes are in device memory (a device kernel's output, or on a simulated
+    /// GPU any op's output, which lands in the GPU's arena).
+    pub(crate) fn track(&mut self, task: TaskId, v: &Value, nbytes: u64) {
+        if !Spill::tracks(nbytes) {
+            // Not worth spilling: no need to find out where it lives.
+            self.spill.remove(task);
+            return;
+        }
+        let sim = matches!(self.cfg.device, WorkerDevice::Sim { .. });
+        let in_device_arena = |b: &Bytes| sim && self.arena.locate(b).is_some();
+        // A value of another GPU of this process (fetched from it in place) is not in
+        // this device's memory: spilling it here would free nothing.
+        let here = |x: &Value| matches!(x, Value::Device(d) if d.device() == self.device_label);
+        let tier = match v {
+            v if v.any_leaf(&here) => Tier::Device,
+            Value::Bytes(b) if in_device_arena(b) => Tier::Device,
+            _ => Tier::Host,
+        };
+        self.spill.add(task, tier, nbytes);
+    }
+
+    /// Moves values down a tier as the policy says: device → host (a copy to the heap, the
+    /// device memory is given back) and host → disk (written to a file that is then mapped
+    /// and unlinked: the pages come back from disk when read, and the space is returned
+    /// when the value is dropped).
+    pub(crate) fn spill_now(&mut self) {
+        let device_used = self.device_pool.as_ref().map_or(0, |p| p.used());
+        let plan = self.spill.plan(device_used, self.process_memory());
+        if plan.is_empty() {
+            return;
+        }
+        for (task, to) in plan {
+            // Taken out of the store (clones share the bytes): the copies below — from a
+            // GPU's memory, to a file — must not hold it. Only the event loop, which runs
+            // this, writes the store: the value is still there to replace afterwards.
+            let Some(v) = self.store.lock().expect("store lock").get(&task).cloned() else {
+                self.spill.remove(task);
+                continue;
+            };
+            let mut part = 0;
+            let mut put = |b: &[u8]| match to {
+                // Into host memory that stays mapped and is reused: a fresh heap buffer
+                // would pay a page fault per 4 KiB on first touch.
+                Tier::Host => self.host_arena.copy_in(b).map_err(|e| e.to_string()),
+                Tier::Disk => {
+                    part += 1;
+                    // The name is used only where the file system cannot make unnamed
+                    // files, and only until the file is unlinked, at once.
+                    let pid = std::process::id();
+                    let name = format!("rask-spill-{pid}-{}-{}-{part}.bin", self.id.0, task.0);
+                    rask_device::spill::to_file(&self.spill_dir, &name, b)
+                        .map_err(|e| format!("{}: {e}", self.spill_dir.display()))
+                }
+                Tier::Device => Err("values are not spilled up".into()),
+            };
+            match move_payloads(&v, &mut put) {
+                Ok((nv, nb)) => {
+                    let from = self.spill.tier(task);
+                    let label = match (from, to) {
+                        (Some(Tier::Device), Tier::Host) => "device->host",
+                        (Some(Tier::Device), Tier::Disk) => "device->disk",
+                        _ => "host->disk",
+                    };
+                    *self.spilled.entry(label).or_default() += nb;
+                    self.store.lock().expect("store lock").insert(task, nv);
+                    self.spill.moved(task, to);
+                }
+                Err(e) => {
+                    warn!(task = task.0, "cannot spill: {e}");
+                    // Stop trying this one: keep it where it is.
+                    self.spill.remove(task);
+                }
+            }
+        }
+    }
+
+    /// Inputs spilled from the device go back to it when the task runs by the device's
+    /// kernels (while the device has room below its spilling target): the job then
+    /// uploads them on its executor thread and builds its arguments there
+    /// ([`Args::Unspill`]); the store takes the uploaded values when the job is done.
+    pub(crate) fn unspill_for(&mut self, spec: &ComputeMsg, bufs: Vec<Bytes>, args: Value) -> Args {
+        let used = self.device_pool.as_ref().map_or(0, |p| p.used());
+        let wanted = |s: &Self, t: TaskId, planned: u64| {
+            !s.unspilling.contains(&t) && s.spill.unspill(t, used + planned)
+        };
+        if !spec.deps.iter().any(|d| wanted(self, d.task, 0)) {
+            return Args::Ready(args);
+        }
+        let Some(device) = self.exec.device.clone() else {
+            return Args::Ready(args);
+        };
+        let list = match &args {
+            Value::List(l) => l.as_slice(),
+            v => std::slice::from_ref(v),
+        };
+        if !device.runs(&self.exec.registry, &spec.op, list) {
+            return Args::Ready(args);
+        }
+        let deps: Option<Vec<Value>> = {
+            let store = self.store.lock().expect("store lock");
+            spec.deps
+                .iter()
+                .map(|d| store.get(&d.task).cloned())
+                .collect()
+        };
+        let Some(deps) = deps else {
+            return Args::Ready(args);
+        };
+        let mut upload = Vec::new();
+        let mut planned = 0;
+        for (i, d) in spec.deps.iter().enumerate() {
+            if wanted(self, d.task, planned) {
+                planned += deps[i].nbytes();
+                upload.push((i, d.task));
+                self.unspilling.insert(d.task);
+            }
+        }
+        Args::Unspill {
+            datum: spec.args.clone(),
+            bufs,
+            deps,
+            upload,
+        }
+    }
+}
