@@ -2,6 +2,9 @@
 //! dependent graphs, cluster start and scheduler memory per task on a cluster of worker
 //! processes over TCP, and runs the same workloads on Dask in the same invocation.
 
+mod report;
+mod stats;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -10,6 +13,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use rask::{Arg, Client, Graph, LocalCluster};
 use serde_json::{json, Value as Json};
+
+use report::{report, write_json};
+use stats::{check, mean_std, median, percentile, rate_figure, Figure};
 
 #[derive(Parser)]
 #[command(name = "rask-bench", about = "Rask's benchmark harness")]
@@ -129,31 +135,6 @@ fn main() -> Result<()> {
         Cmd::Array(a) => array_bench(a),
         Cmd::EchoServer => echo_server(),
     }
-}
-
-/// One workload's figures: name → value, plus every run's main value.
-struct Figure {
-    workload: &'static str,
-    fields: Vec<(&'static str, f64)>,
-    runs: Vec<f64>,
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    v[v.len() / 2]
-}
-
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
-/// Mean and (population) standard deviation.
-fn mean_std(v: &[f64]) -> (f64, f64) {
-    let n = v.len() as f64;
-    let mean = v.iter().sum::<f64>() / n;
-    let std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
-    (mean, std)
 }
 
 fn tasks(a: TasksArgs) -> Result<()> {
@@ -313,40 +294,7 @@ fn tasks(a: TasksArgs) -> Result<()> {
     };
     report(&figures, peer.as_ref(), a.out.markdown);
     if let Some(path) = &a.out.json {
-        let ours: Vec<Json> = figures
-            .iter()
-            .map(|f| {
-                let mut o = serde_json::Map::new();
-                o.insert("workload".into(), json!(f.workload));
-                for (k, v) in &f.fields {
-                    o.insert((*k).into(), json!(v));
-                }
-                o.insert("runs".into(), json!(f.runs));
-                Json::Object(o)
-            })
-            .collect();
-        let doc = json!({
-            "rask": { "version": rask_proto::RASK_VERSION, "config": { "n_workers": 2, "threads_per_worker": 1, "processes": true, "transport": "tcp" }, "results": ours },
-            "dask": peer,
-        });
-        std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
-    }
-    Ok(())
-}
-
-/// A figure whose value is the median of its runs.
-fn rate_figure(workload: &'static str, field: &'static str, runs: Vec<f64>) -> Figure {
-    let mut r = runs.clone();
-    Figure {
-        workload,
-        fields: vec![(field, median(&mut r))],
-        runs,
-    }
-}
-
-fn check(ok: bool, what: &str) -> Result<()> {
-    if !ok {
-        bail!("wrong result: {what}");
+        write_json(path, &figures, peer.as_ref())?;
     }
     Ok(())
 }
@@ -629,95 +577,6 @@ fn run_dask(runs: usize, full: bool) -> Result<Json> {
     let doc: Json = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
     let _ = std::fs::remove_file(&out);
     Ok(doc)
-}
-
-fn peer_field(peer: Option<&Json>, workload: &str, field: &str) -> Option<f64> {
-    let workload = if workload == "scheduler_memory_1000000" {
-        "scheduler_memory_100000"
-    } else {
-        workload
-    };
-    peer?["results"]
-        .as_array()?
-        .iter()
-        .find(|r| r["workload"] == workload)?[field]
-        .as_f64()
-}
-
-fn report(figures: &[Figure], peer: Option<&Json>, markdown: bool) {
-    let mut rows = Vec::new();
-    for f in figures {
-        for (field, v) in &f.fields {
-            if matches!(
-                *field,
-                "tasks" | "floor_us" | "floor_unpinned_us" | "ratio_to_floor"
-            ) {
-                continue;
-            }
-            let theirs = peer_field(peer, f.workload, field);
-            let better_low = matches!(
-                *field,
-                "seconds" | "median_us" | "p99_us" | "bytes_per_task"
-            );
-            let ratio = theirs.map(|t| if better_low { t / v } else { v / t });
-            rows.push((f.workload, *field, *v, theirs, ratio));
-        }
-    }
-    let field = |name: &str| {
-        figures
-            .iter()
-            .find(|f| f.workload == "round_trip_1000")
-            .and_then(|f| f.fields.iter().find(|(k, _)| *k == name).map(|(_, v)| *v))
-    };
-    let floor = field("floor_us");
-    let unpinned = field("floor_unpinned_us").unwrap_or(f64::NAN);
-    let fmt = |v: f64| {
-        if v >= 100.0 {
-            format!("{v:.0}")
-        } else {
-            format!("{v:.3}")
-        }
-    };
-    if markdown {
-        println!("| workload | figure | rask | dask | rask advantage |");
-        println!("|---|---|---:|---:|---:|");
-        for (w, f, v, t, r) in &rows {
-            println!(
-                "| {w} | {f} | {} | {} | {} |",
-                fmt(*v),
-                t.map_or("—".into(), fmt),
-                r.map_or("—".into(), |r| format!("{r:.1}×"))
-            );
-        }
-    } else {
-        println!(
-            "{:<26} {:<15} {:>14} {:>14} {:>10}",
-            "workload", "figure", "rask", "dask", "advantage"
-        );
-        for (w, f, v, t, r) in &rows {
-            println!(
-                "{w:<26} {f:<15} {:>14} {:>14} {:>10}",
-                fmt(*v),
-                t.map_or("-".into(), fmt),
-                r.map_or("-".into(), |r| format!("{r:.1}x"))
-            );
-        }
-    }
-    if let Some(floor) = floor {
-        let med = rows
-            .iter()
-            .find(|r| r.0 == "round_trip_1000" && r.1 == "median_us")
-            .map(|r| r.2)
-            .unwrap_or(0.0);
-        println!(
-            "round-trip floor (two blocking loopback TCP ping-pongs, ends pinned to different cores, measured now): {floor:.1} µs; rask median = {:.2}× the floor",
-            med / floor
-        );
-        println!(
-            "(the same ping-pongs unpinned, where the kernel may run both ends on one core: {unpinned:.1} µs; rask median = {:.2}× that)",
-            med / unpinned
-        );
-    }
 }
 
 fn parse_size(s: &str) -> Result<u64> {
