@@ -2,18 +2,24 @@
 //! dependent graphs, cluster start and scheduler memory per task on a cluster of worker
 //! processes over TCP, and runs the same workloads on Dask in the same invocation.
 
+mod peers;
+mod procs;
 mod report;
 mod stats;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use rask::{Arg, Client, Graph, LocalCluster};
-use serde_json::{json, Value as Json};
+use serde_json::json;
 
+use peers::{run_dask, run_dask_array, run_p2p_peers};
+use procs::{
+    echo_server, heap_in_use, rss_of, scheduler_process, sibling, tcp_ping_pong_us, KillOnDrop,
+};
 use report::{report, write_json};
 use stats::{check, mean_std, median, percentile, rate_figure, Figure};
 
@@ -327,102 +333,6 @@ fn tree_graph(prefix: &str, leaves: usize) -> (Graph, String, usize) {
     (g, level.pop().expect("a root"), n)
 }
 
-/// Pins the calling thread to `cpu`.
-fn pin_to_cpu(cpu: usize) -> Result<()> {
-    let mut set = rustix::thread::CpuSet::new();
-    set.set(cpu);
-    rustix::thread::sched_setaffinity(None, &set).with_context(|| format!("pinning to CPU {cpu}"))
-}
-
-/// Serves one connection: echoes each byte back. Prints its port first.
-fn echo_server() -> Result<()> {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    println!("{}", listener.local_addr()?.port());
-    std::io::stdout().flush()?;
-    let (mut s, _) = listener.accept()?;
-    s.set_nodelay(true)?;
-    let mut b = [0u8; 1];
-    while s.read(&mut b)? == 1 {
-        s.write_all(&b)?;
-    }
-    Ok(())
-}
-
-/// Median round trip of a 1-byte blocking ping-pong over loopback TCP with another
-/// process (this program's `echo-server`), as a client and a scheduler would do it. With
-/// `cross_core`, the two ends are pinned to different CPUs (the case of two busy
-/// processes); without, the kernel may put both on one core, which is much cheaper.
-fn tcp_ping_pong_us(n: usize, cross_core: bool) -> Result<f64> {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cross_core && cpus >= 2 {
-        return std::thread::spawn(move || {
-            pin_to_cpu(0)?;
-            ping_pong(n, Some(1))
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("ping-pong thread panicked"))?;
-    }
-    ping_pong(n, None)
-}
-
-fn ping_pong(n: usize, server_cpu: Option<usize>) -> Result<f64> {
-    use std::io::{BufRead, Read, Write};
-    let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.arg("echo-server");
-    if let Some(c) = server_cpu {
-        rask::affinity::pin(&mut cmd, &[c]);
-    }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting the echo server")?;
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().context("echo stdout")?).read_line(&mut line)?;
-    let port: u16 = line.trim().parse().context("echo server port")?;
-    let _guard = KillOnDrop(child);
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    c.set_nodelay(true)?;
-    let mut b = [7u8; 1];
-    let mut times = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = Instant::now();
-        c.write_all(&b)?;
-        c.read_exact(&mut b)?;
-        times.push(t.elapsed().as_secs_f64() * 1e6);
-    }
-    Ok(median(&mut times))
-}
-
-/// Starts `rask scheduler` on a free port; returns it and its address.
-fn scheduler_process() -> Result<(KillOnDrop, String)> {
-    let bin = sibling("rask")?;
-    let file = std::env::temp_dir().join(format!("rask-bench-sched-{}", std::process::id()));
-    let _ = std::fs::remove_file(&file);
-    let child = Command::new(&bin)
-        .args(["scheduler", "--port", "0", "--scheduler-file"])
-        .arg(&file)
-        .env("RASK_LOG", "error")
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let proc = KillOnDrop(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let addr = loop {
-        let s = std::fs::read_to_string(&file).unwrap_or_default();
-        if !s.trim().is_empty() {
-            break s.trim().to_string();
-        }
-        if Instant::now() > deadline {
-            bail!("the scheduler did not start");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let _ = std::fs::remove_file(&file);
-    Ok((proc, addr))
-}
-
 /// Starts `rask scheduler` in its own process, submits `n` tasks it cannot run (no
 /// workers), and reports its resident-memory growth per task.
 fn scheduler_memory_per_task(n: usize) -> Result<f64> {
@@ -493,90 +403,6 @@ fn client_memory_per_future(n: usize) -> Result<f64> {
     let per_future = heap_in_use().saturating_sub(before) as f64 / n as f64;
     check(client.held_keys() == n, "every key held")?;
     Ok(per_future)
-}
-
-/// Bytes of heap this process holds, as glibc counts them over all its arenas (freed
-/// memory the allocator keeps is not counted).
-fn heap_in_use() -> u64 {
-    // SAFETY: mallinfo2 only reads the allocator's counters.
-    let m = unsafe { libc::mallinfo2() };
-    (m.uordblks + m.hblkhd) as u64
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn rss_of(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .context("VmRSS")?;
-    Ok(kb * 1024)
-}
-
-fn sibling(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let p = exe.parent().context("exe dir")?.join(name);
-    if !p.is_file() {
-        bail!(
-            "{} not found: build the workspace (cargo build --release)",
-            p.display()
-        );
-    }
-    Ok(p)
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The python of the comparison venv (created by benches/compare/setup_venv.sh if needed).
-fn compare_python() -> Result<String> {
-    let setup = Command::new("bash")
-        .arg(repo_root().join("benches/compare/setup_venv.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .context("running setup_venv.sh")?;
-    if !setup.status.success() {
-        bail!("setup_venv.sh failed");
-    }
-    Ok(String::from_utf8(setup.stdout)?
-        .lines()
-        .last()
-        .context("venv python path")?
-        .trim()
-        .to_string())
-}
-
-/// Runs benches/compare/dask_tasks.py in its venv; returns its JSON.
-fn run_dask(runs: usize, full: bool) -> Result<Json> {
-    let root = repo_root();
-    let py = compare_python()?;
-    let out = std::env::temp_dir().join(format!("rask-bench-dask-{}.json", std::process::id()));
-    let mut cmd = Command::new(&py);
-    cmd.arg(root.join("benches/compare/dask_tasks.py"))
-        .args(["--runs", &runs.to_string(), "--json"])
-        .arg(&out);
-    if full {
-        cmd.arg("--full");
-    }
-    eprintln!("running the same workloads on Dask ({} run(s))…", runs);
-    let status = cmd.status().context("running dask_tasks.py")?;
-    if !status.success() {
-        bail!("dask_tasks.py failed");
-    }
-    let doc: Json = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
-    let _ = std::fs::remove_file(&out);
-    Ok(doc)
 }
 
 fn parse_size(s: &str) -> Result<u64> {
@@ -1168,58 +994,4 @@ fn array_bench(a: ArrayArgs) -> Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
     }
     Ok(())
-}
-
-/// Runs benches/compare/dask_array.py in the compare venv; returns its JSON.
-fn run_dask_array(a: &ArrayArgs) -> Result<Json> {
-    let root = repo_root();
-    let py = compare_python()?;
-    let out = std::env::temp_dir().join(format!("rask-bench-array-{}.json", std::process::id()));
-    eprintln!("running the same on dask.array and numpy…");
-    let status = Command::new(&py)
-        .arg(root.join("benches/compare/dask_array.py"))
-        .args([
-            "--op",
-            &a.op,
-            "--size",
-            &a.size.to_string(),
-            "--chunk",
-            &a.chunk.to_string(),
-        ])
-        .args(["--dtype", &a.dtype, "--runs", &a.runs.to_string(), "--json"])
-        .arg(&out)
-        .status()
-        .context("running dask_array.py")?;
-    if !status.success() {
-        bail!("dask_array.py failed");
-    }
-    let doc: Json = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
-    let _ = std::fs::remove_file(&out);
-    Ok(doc)
-}
-
-/// Runs benches/compare/p2p_peers.py for the same sizes; returns its JSON.
-fn run_p2p_peers(sizes: &[String], runs: usize) -> Result<Json> {
-    let root = repo_root();
-    let out =
-        std::env::temp_dir().join(format!("rask-bench-p2p-peers-{}.json", std::process::id()));
-    eprintln!("running the peers (memcpy, UCX, iperf3, Dask) on the same sizes…");
-    let status = Command::new("python3")
-        .arg(root.join("benches/compare/p2p_peers.py"))
-        .args([
-            "--sizes",
-            &sizes.join(","),
-            "--runs",
-            &runs.to_string(),
-            "--json",
-        ])
-        .arg(&out)
-        .status()
-        .context("running p2p_peers.py")?;
-    if !status.success() {
-        bail!("p2p_peers.py failed");
-    }
-    let doc: Json = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
-    let _ = std::fs::remove_file(&out);
-    Ok(doc)
 }
