@@ -118,7 +118,7 @@ impl Host {
 
 /// How to start the worker of one GPU.
 #[derive(Clone, Debug, PartialEq)]
-struct Plan {
+struct WorkerLaunch {
     /// The GPU, in cuda-worker's own messages.
     label: String,
     /// The `rask worker` command line, without the program.
@@ -140,7 +140,7 @@ fn main() -> ExitCode {
 }
 
 /// The plans for this machine: its simulated GPUs, or the real ones found through NVML.
-fn plans(a: &Args, host: &Host) -> Result<Vec<Plan>> {
+fn plans(a: &Args, host: &Host) -> Result<Vec<WorkerLaunch>> {
     if let Some(spec) = &a.sim_gpus {
         let (n, memory) = SimGpus::parse_spec(spec).map_err(anyhow::Error::msg)?;
         let topology = Topology::parse(&a.nvlink, n).map_err(anyhow::Error::msg)?;
@@ -179,7 +179,7 @@ fn plans(a: &Args, host: &Host) -> Result<Vec<Plan>> {
 /// One worker per real GPU. Each sees only its GPU, chosen by UUID (CUDA's and NVML's
 /// indices may differ, and a UUID names one GPU whatever the order), as its device 0,
 /// and runs on the CPUs close to it.
-fn gpu_plans(a: &Args, gpus: &[GpuInfo], host: &Host) -> Result<Vec<Plan>> {
+fn gpu_plans(a: &Args, gpus: &[GpuInfo], host: &Host) -> Result<Vec<WorkerLaunch>> {
     let common = Common::new(a, gpus.len(), host)?;
     Ok(gpus
         .iter()
@@ -189,7 +189,7 @@ fn gpu_plans(a: &Args, gpus: &[GpuInfo], host: &Host) -> Result<Vec<Plan>> {
                 None => g.memory_total / 10 * 8,
             };
             let p = GpuProcess::new(g, Some(limit), host.cpus.as_deref());
-            Plan {
+            WorkerLaunch {
                 label: format!("cuda:{} ({})", g.index, g.name),
                 args: common.command(a, g.index, &p.device, &g.nvlink_peers),
                 env: p.env,
@@ -200,13 +200,19 @@ fn gpu_plans(a: &Args, gpus: &[GpuInfo], host: &Host) -> Result<Vec<Plan>> {
 }
 
 /// One worker per simulated GPU of `memory` bytes (`--device-memory-limit` replaces it).
-fn sim_plans(a: &Args, n: u32, memory: u64, topology: &Topology, host: &Host) -> Result<Vec<Plan>> {
+fn sim_plans(
+    a: &Args,
+    n: u32,
+    memory: u64,
+    topology: &Topology,
+    host: &Host,
+) -> Result<Vec<WorkerLaunch>> {
     let common = Common::new(a, n as usize, host)?;
     let memory = a.device_memory_limit.map_or(memory, |l| l.of(memory));
     Ok((0..n)
         .map(|i| {
             let device = rask_worker::WorkerDevice::Sim { index: i, memory };
-            Plan {
+            WorkerLaunch {
                 label: format!("sim:{i}"),
                 args: common.command(a, i, &device, &topology.peers(i, n)),
                 env: Vec::new(),
@@ -299,7 +305,7 @@ fn rask_binary() -> Result<PathBuf> {
     Ok(p)
 }
 
-fn spawn(bin: &PathBuf, p: &Plan) -> Result<tokio::process::Child> {
+fn spawn(bin: &PathBuf, p: &WorkerLaunch) -> Result<tokio::process::Child> {
     let mut cmd = std::process::Command::new(bin);
     cmd.args(&p.args)
         .envs(p.env.iter().cloned())
@@ -444,7 +450,7 @@ mod tests {
         ]
     }
 
-    fn strs(p: &Plan) -> Vec<&str> {
+    fn strs(p: &WorkerLaunch) -> Vec<&str> {
         p.args.iter().map(|a| a.to_str().unwrap()).collect()
     }
 
@@ -479,7 +485,7 @@ mod tests {
             ]
             .map(OsString::from)
             .into();
-            Plan {
+            WorkerLaunch {
                 label: format!("cuda:{i} ({})", gpus[i].name),
                 args,
                 env: gpu_env(&gpus[i].uuid),
@@ -643,7 +649,7 @@ mod tests {
             ]
             .map(OsString::from)
             .into();
-            Plan {
+            WorkerLaunch {
                 label: device.clone(),
                 args,
                 env: Vec::new(),
