@@ -1,11 +1,24 @@
-//! How the worker process of one real GPU is started, by `cuda-worker` and by
-//! `LocalCUDACluster` alike: it sees only its GPU, named by UUID (NVML's and CUDA's
-//! default indices may differ; a UUID names one GPU whatever the order), which is then
-//! its CUDA device 0, and it runs on the CPUs close to the GPU. This module plans; it
-//! starts nothing.
+//! How the worker processes of GPUs are started, by `cuda-worker` and by
+//! `LocalCUDACluster` alike. A real GPU's worker sees only its GPU, named by UUID (NVML's
+//! and CUDA's default indices may differ; a UUID names one GPU whatever the order), which
+//! is then its CUDA device 0, and it runs on the CPUs close to the GPU: that is
+//! [`GpuProcess`]. `cuda-worker` plans one [`WorkerLaunch`] per GPU, real or simulated,
+//! from its command line ([`CudaWorkerArgs`]) and the machine ([`Host`]): see [`plans`].
+//!
+//! This module plans; it starts nothing. Only [`plans`] (NVML) and [`Host::this`] look
+//! at the machine; everything else is pure, and the tests drive it with a made-up
+//! machine.
 
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::Parser;
 use rask_device::discover::GpuInfo;
+use rask_device::sim::{parse_bytes, SimGpus, Topology};
 use rask_worker::WorkerDevice;
+
+#[cfg(test)]
+mod tests;
 
 /// The worker process of one GPU.
 #[derive(Clone, Debug, PartialEq)]
@@ -35,4 +48,302 @@ impl GpuProcess {
             cpus: crate::affinity::near(&gpu.cpu_affinity, allowed),
         }
     }
+}
+
+/// Options like dask-cuda's `dask cuda worker`.
+#[derive(Parser, Debug)]
+#[command(name = "cuda-worker", version, about)]
+pub struct CudaWorkerArgs {
+    /// The scheduler, tcp://host:port.
+    pub scheduler: String,
+    /// Run N simulated GPUs (with MEMORY each, default 1 GiB) instead of real ones.
+    #[arg(long)]
+    pub sim_gpus: Option<String>,
+    /// Which simulated GPUs are NVLink peers: none, all, pairs, or links like 0-1,2-3.
+    #[arg(long, default_value = "none")]
+    pub nvlink: String,
+    /// Device memory each worker may use: bytes (e.g. 30GiB), or a plain number up to 1
+    /// for that fraction of its GPU's memory (default: 0.8; a simulated GPU's capacity
+    /// from --sim-gpus).
+    #[arg(long, value_parser = Limit::parse)]
+    pub device_memory_limit: Option<Limit>,
+    /// Host memory of each worker: bytes, or a plain number up to 1 for that fraction of
+    /// the machine's memory (default: the machine's memory divided among the workers).
+    #[arg(long, value_parser = Limit::parse)]
+    pub memory_limit: Option<Limit>,
+    /// Tasks each worker runs at once.
+    #[arg(long, default_value_t = 1)]
+    pub nthreads: u32,
+    /// Name prefix of the workers (default: the host name); worker i is PREFIX-gpuI.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Resources every worker offers besides `gpu=1`, NAME=AMOUNT.
+    #[arg(long)]
+    pub resources: Vec<String>,
+    /// The cluster's shared secret (default: $RASK_AUTH_FILE or $RASK_AUTH_SECRET).
+    #[arg(long)]
+    pub auth_file: Option<PathBuf>,
+    /// How workers move data: auto, tcp or shm.
+    #[arg(long)]
+    pub transport: Option<rask_transport::TransportMode>,
+    /// Restarts allowed per worker before giving up on it.
+    #[arg(long, default_value_t = 5)]
+    pub max_restarts: u32,
+}
+
+/// A memory limit as given on the command line. A plain number up to 1 is a fraction,
+/// as in dask-cuda (`--device-memory-limit 0.8`): read as bytes it would be a limit of
+/// 0 or 1 byte, which nobody means.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Limit {
+    /// So many bytes.
+    Bytes(u64),
+    /// This fraction of the memory it limits.
+    Fraction(f64),
+}
+
+impl Limit {
+    /// Reads a limit: a plain number in (0, 1] is a fraction, anything else bytes
+    /// (`512MiB`, `30GiB`, `2`), never 0.
+    pub fn parse(s: &str) -> Result<Limit, String> {
+        if let Ok(v) = s.trim().parse::<f64>() {
+            if v > 0.0 && v <= 1.0 {
+                return Ok(Limit::Fraction(v));
+            }
+        }
+        match parse_bytes(s)? {
+            0 => Err(format!("{s:?}: a limit of 0 bytes leaves nothing to use")),
+            b => Ok(Limit::Bytes(b)),
+        }
+    }
+
+    /// The limit in bytes, for memory of `total` bytes.
+    pub fn of(self, total: u64) -> u64 {
+        match self {
+            Limit::Bytes(b) => b,
+            Limit::Fraction(f) => (total as f64 * f) as u64,
+        }
+    }
+}
+
+/// What planning needs to know of this machine: read once by [`Host::this`], given by
+/// the tests.
+pub struct Host {
+    /// Worker names start with it unless `--name` is given.
+    name: String,
+    /// Host memory in bytes: divided among the workers unless `--memory-limit` is given,
+    /// and what a fractional `--memory-limit` is a fraction of.
+    memory: u64,
+    /// The CPUs this process may run on, if known: a worker runs on the CPUs close to
+    /// its GPU among these, so that cuda-worker started under `taskset` or in a cpuset
+    /// keeps its workers inside it (and `sched_setaffinity` is never asked for CPUs
+    /// outside the cpuset, which it refuses).
+    cpus: Option<Vec<usize>>,
+}
+
+impl Host {
+    /// This machine, as this process sees it.
+    pub fn this() -> Host {
+        let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "cuda-worker".into());
+        let cpus = crate::affinity::allowed();
+        Host {
+            name,
+            memory: rask_worker::total_memory(),
+            cpus,
+        }
+    }
+}
+
+/// How to start the worker of one GPU.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkerLaunch {
+    /// The GPU, in cuda-worker's own messages.
+    pub label: String,
+    /// The `rask worker` command line, without the program.
+    pub args: Vec<OsString>,
+    /// Set in the worker's environment, on top of cuda-worker's own.
+    pub env: Vec<(String, String)>,
+    /// The CPUs the worker runs on; empty: wherever cuda-worker may.
+    pub cpus: Vec<usize>,
+}
+
+/// Why the workers of this machine cannot be planned. Found before any worker starts, so
+/// that a bad option fails cuda-worker once rather than every worker, restart after
+/// restart.
+#[derive(Debug)]
+pub enum LaunchError {
+    /// An option that does not parse (`--sim-gpus`, `--nvlink`, `--resources`), with its
+    /// parser's message.
+    BadOption(String),
+    /// There is no real GPU to serve: NVML is absent, fails, or reports none.
+    NoGpu(rask_device::DeviceError),
+}
+
+impl std::fmt::Display for LaunchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LaunchError::BadOption(m) => f.write_str(m),
+            LaunchError::NoGpu(e) => write!(
+                f,
+                "{e}. There is no GPU to serve here; run simulated GPUs with --sim-gpus N[:MEMORY]"
+            ),
+        }
+    }
+}
+
+// No `source`: the message already says the cause, which a chain would print twice.
+impl std::error::Error for LaunchError {}
+
+/// The plans for this machine: its simulated GPUs, or the real ones found through NVML.
+pub fn plans(a: &CudaWorkerArgs, host: &Host) -> Result<Vec<WorkerLaunch>, LaunchError> {
+    if let Some(spec) = &a.sim_gpus {
+        let (n, memory) = SimGpus::parse_spec(spec).map_err(LaunchError::BadOption)?;
+        let topology = Topology::parse(&a.nvlink, n).map_err(LaunchError::BadOption)?;
+        let plans = sim_plans(a, n, memory, &topology, host)?;
+        crate::errln!(
+            "rask.cuda-worker - INFO - {n} simulated GPUs, {:.2} GiB each, NVLink: {}",
+            a.device_memory_limit.map_or(memory, |l| l.of(memory)) as f64 / (1u64 << 30) as f64,
+            topology.label()
+        );
+        return Ok(plans);
+    }
+    let gpus = rask_device::discover::gpus().map_err(LaunchError::NoGpu)?;
+    let plans = gpu_plans(a, &gpus, host)?;
+    for (g, p) in gpus.iter().zip(&plans) {
+        crate::errln!(
+            "rask.cuda-worker - INFO - GPU {}: {} ({}, {:.2} GiB, PCI {}, CPUs {})",
+            g.index,
+            g.name,
+            g.uuid,
+            g.memory_total as f64 / (1u64 << 30) as f64,
+            g.pci_bus_id,
+            match p.cpus.as_slice() {
+                [] => "any".to_string(),
+                cpus => cpu_list(cpus),
+            }
+        );
+    }
+    Ok(plans)
+}
+
+/// One worker per real GPU. Each sees only its GPU, chosen by UUID (CUDA's and NVML's
+/// indices may differ, and a UUID names one GPU whatever the order), as its device 0,
+/// and runs on the CPUs close to it.
+fn gpu_plans(
+    a: &CudaWorkerArgs,
+    gpus: &[GpuInfo],
+    host: &Host,
+) -> Result<Vec<WorkerLaunch>, LaunchError> {
+    let common = Common::new(a, gpus.len(), host)?;
+    Ok(gpus
+        .iter()
+        .map(|g| {
+            let limit = match a.device_memory_limit {
+                Some(l) => l.of(g.memory_total),
+                None => g.memory_total / 10 * 8,
+            };
+            let p = GpuProcess::new(g, Some(limit), host.cpus.as_deref());
+            WorkerLaunch {
+                label: format!("cuda:{} ({})", g.index, g.name),
+                args: common.command(a, g.index, &p.device, &g.nvlink_peers),
+                env: p.env,
+                cpus: p.cpus,
+            }
+        })
+        .collect())
+}
+
+/// One worker per simulated GPU of `memory` bytes (`--device-memory-limit` replaces it).
+fn sim_plans(
+    a: &CudaWorkerArgs,
+    n: u32,
+    memory: u64,
+    topology: &Topology,
+    host: &Host,
+) -> Result<Vec<WorkerLaunch>, LaunchError> {
+    let common = Common::new(a, n as usize, host)?;
+    let memory = a.device_memory_limit.map_or(memory, |l| l.of(memory));
+    Ok((0..n)
+        .map(|i| {
+            let device = WorkerDevice::Sim { index: i, memory };
+            WorkerLaunch {
+                label: format!("sim:{i}"),
+                args: common.command(a, i, &device, &topology.peers(i, n)),
+                env: Vec::new(),
+                cpus: Vec::new(),
+            }
+        })
+        .collect())
+}
+
+/// What every worker's command line shares, worked out (and checked) before any starts,
+/// so that a bad option fails cuda-worker rather than every worker, restart after
+/// restart.
+struct Common {
+    prefix: String,
+    memory: u64,
+}
+
+impl Common {
+    fn new(a: &CudaWorkerArgs, n: usize, host: &Host) -> Result<Common, LaunchError> {
+        crate::cli::parse_resources(&a.resources).map_err(LaunchError::BadOption)?;
+        Ok(Common {
+            prefix: a.name.clone().unwrap_or_else(|| host.name.clone()),
+            memory: match a.memory_limit {
+                Some(l) => l.of(host.memory),
+                None => host.memory / n.max(1) as u64,
+            },
+        })
+    }
+
+    /// `worker SCHEDULER …` for GPU `i` of this machine, driven as `device`.
+    fn command(
+        &self,
+        a: &CudaWorkerArgs,
+        i: u32,
+        device: &WorkerDevice,
+        nvlink: &[u32],
+    ) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec!["worker".into(), a.scheduler.clone().into()];
+        let mut push = |k: &str, v: String| args.extend([k.into(), v.into()]);
+        push("--nthreads", a.nthreads.to_string());
+        push("--name", format!("{}-gpu{i}", self.prefix));
+        push("--memory-limit", self.memory.to_string());
+        for r in &a.resources {
+            push("--resources", r.clone());
+        }
+        if let Some(t) = a.transport {
+            push("--transport", t.to_string());
+        }
+        if let Some(f) = &a.auth_file {
+            args.extend(["--auth-file".into(), f.clone().into_os_string()]);
+        }
+        args.extend(
+            crate::cli::device_args(device, nvlink)
+                .into_iter()
+                .map(OsString::from),
+        );
+        args
+    }
+}
+
+/// CPU ids as ranges, e.g. `0-7,16-23`.
+fn cpu_list(cpus: &[usize]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < cpus.len() {
+        let mut j = i;
+        while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
+            j += 1;
+        }
+        out.push(if i == j {
+            cpus[i].to_string()
+        } else {
+            format!("{}-{}", cpus[i], cpus[j])
+        });
+        i = j + 1;
+    }
+    out.join(",")
 }

@@ -1,0 +1,278 @@
+//! `rask-bench tasks`: task throughput, round trips, dependent graphs, cluster start, and
+//! the memory a client holds per future and a scheduler per task, on a cluster of worker
+//! processes over TCP. It measures and collects figures; the report prints them.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use rask::{Arg, Client, Graph, LocalCluster};
+
+use crate::peers::run_dask;
+use crate::procs::{heap_in_use, rss_of, scheduler_process, sibling, tcp_ping_pong_us, KillOnDrop};
+use crate::report::{report, write_json};
+use crate::stats::{check, median, percentile, rate_figure, Figure};
+use crate::TasksArgs;
+
+/// Runs the chosen workloads, then prints their figures with Dask's beside them.
+pub(crate) fn run(a: TasksArgs) -> Result<()> {
+    let runs = a.runs.max(1);
+    let mut figures = Vec::new();
+    let want = |w: &str| a.only.is_empty() || a.only.iter().any(|o| o == w);
+
+    // (d) cluster start to ready: 2 worker processes.
+    if want("cluster_start") {
+        let mut starts = Vec::new();
+        for _ in 0..runs {
+            let t = Instant::now();
+            let cluster = LocalCluster::builder()
+                .n_workers(2)
+                .processes(true)
+                .build()?;
+            starts.push(t.elapsed().as_secs_f64());
+            drop(cluster);
+        }
+        figures.push(rate_figure("cluster_start", "seconds", starts));
+    }
+
+    let (_cluster, client) = match &a.scheduler {
+        Some(addr) => (None, Client::connect(addr)?),
+        None => {
+            let cluster = LocalCluster::builder()
+                .n_workers(2)
+                .threads_per_worker(1)
+                .processes(true)
+                .build()?;
+            let addr = cluster.scheduler_address().to_string();
+            (Some(cluster), Client::connect(&addr)?)
+        }
+    };
+    client.wait_for_workers(1)?;
+
+    // (a) independent trivial tasks.
+    for (name, n) in [
+        ("independent_10000", 10_000usize),
+        ("independent_100000", 100_000),
+    ] {
+        if !want(name) {
+            continue;
+        }
+        let mut rates = Vec::new();
+        for _ in 0..runs {
+            let t = Instant::now();
+            let fs = client.map("inc", (0..n as i64).map(|i| [Arg::from(i)]))?;
+            let vals = client.gather(&fs)?;
+            let dt = t.elapsed().as_secs_f64();
+            check(vals.len() == n, "gathered every result")?;
+            drop(fs);
+            rates.push(n as f64 / dt);
+        }
+        figures.push(rate_figure(name, "tasks_per_s", rates));
+    }
+
+    // (b) sequential round trips, and the floor measured now: two blocking TCP ping-pongs.
+    if want("round_trip_1000") {
+        let mut lat = Vec::new();
+        for _ in 0..runs {
+            for i in 0..1000 {
+                let t = Instant::now();
+                let v: i64 = client.submit("inc", [Arg::from(i)])?.result_as()?;
+                lat.push(t.elapsed().as_secs_f64() * 1e6);
+                check(v == i + 1, "round trip result")?;
+            }
+        }
+        let floor_us = 2.0 * tcp_ping_pong_us(2000, true)?;
+        let same_core_us = 2.0 * tcp_ping_pong_us(2000, false)?;
+        let med = median(&mut lat);
+        figures.push(Figure {
+            workload: "round_trip_1000",
+            fields: vec![
+                ("median_us", med),
+                ("p99_us", percentile(&mut lat, 0.99)),
+                ("floor_us", floor_us),
+                ("floor_unpinned_us", same_core_us),
+                ("ratio_to_floor", med / floor_us),
+            ],
+            runs: vec![med],
+        });
+    }
+
+    // (c) a chain of 5,000 and a binary tree over 10,000 leaves, each one graph.
+    if want("chain_5000") {
+        let mut rates = Vec::new();
+        for run in 0..runs {
+            let mut g = Graph::new();
+            let p = format!("chain{run}");
+            g.value(&format!("{p}-0"), 0);
+            for i in 1..5000 {
+                g.task(
+                    &format!("{p}-{i}"),
+                    "inc",
+                    [Arg::key(format!("{p}-{}", i - 1))],
+                );
+            }
+            let t = Instant::now();
+            let out = client.get(&g, &[&format!("{p}-4999")])?;
+            rates.push(5000.0 / t.elapsed().as_secs_f64());
+            check(out == vec![rask::Value::Int(4999)], "chain result")?;
+        }
+        figures.push(rate_figure("chain_5000", "tasks_per_s", rates));
+    }
+    if want("tree_10000") {
+        let mut rates = Vec::new();
+        let mut ntasks = 0;
+        for run in 0..runs {
+            let (g, root, n) = tree_graph(&format!("tree{run}"), 10_000);
+            ntasks = n;
+            let t = Instant::now();
+            let out = client.get(&g, &[&root])?;
+            rates.push(n as f64 / t.elapsed().as_secs_f64());
+            check(
+                out == vec![rask::Value::Int((0..10_000i64).sum())],
+                "tree result",
+            )?;
+        }
+        let mut f = rate_figure("tree_10000", "tasks_per_s", rates);
+        f.fields.push(("tasks", ntasks as f64));
+        figures.push(f);
+    }
+
+    // Client memory per held future: a million results held, each a small value that came
+    // with its news (the heap this process holds, counted by the allocator, so memory
+    // freed after the submission is not counted).
+    if want("client_memory_1000000") {
+        let n = a.memory_tasks;
+        let per_future = client_memory_per_future(n)?;
+        figures.push(Figure {
+            workload: "client_memory_1000000",
+            fields: vec![("bytes_per_future", per_future), ("futures", n as f64)],
+            runs: vec![per_future],
+        });
+    }
+
+    // Scheduler memory per task: a scheduler process holding a graph it cannot run yet.
+    if want("scheduler_memory_1000000") {
+        let per_task = scheduler_memory_per_task(a.memory_tasks)?;
+        figures.push(Figure {
+            workload: "scheduler_memory_1000000",
+            fields: vec![
+                ("bytes_per_task", per_task),
+                ("tasks", a.memory_tasks as f64),
+            ],
+            runs: vec![per_task],
+        });
+    }
+
+    let peer = if a.out.no_peer {
+        None
+    } else {
+        run_dask(runs, a.peer_full)
+            .map_err(|e| eprintln!("dask: {e:#}"))
+            .ok()
+    };
+    report(&figures, peer.as_ref(), a.out.markdown);
+    if let Some(path) = &a.out.json {
+        write_json(path, &figures, peer.as_ref())?;
+    }
+    Ok(())
+}
+
+/// A binary tree of `add`s over `leaves` identity leaves; returns (graph, root, tasks).
+fn tree_graph(prefix: &str, leaves: usize) -> (Graph, String, usize) {
+    let mut g = Graph::new();
+    let mut level: Vec<String> = (0..leaves)
+        .map(|i| {
+            let k = format!("{prefix}-l{i}");
+            g.value(&k, i as i64);
+            k
+        })
+        .collect();
+    let mut n = leaves;
+    let mut depth = 0;
+    while level.len() > 1 {
+        depth += 1;
+        level = level
+            .chunks(2)
+            .enumerate()
+            .map(|(i, pair)| {
+                let k = format!("{prefix}-d{depth}-{i}");
+                g.task(&k, "add", pair.iter().map(|p| Arg::key(p.clone())));
+                n += 1;
+                k
+            })
+            .collect();
+    }
+    (g, level.pop().expect("a root"), n)
+}
+
+/// Starts `rask scheduler` in its own process, submits `n` tasks it cannot run (no
+/// workers), and reports its resident-memory growth per task.
+fn scheduler_memory_per_task(n: usize) -> Result<f64> {
+    let (mut proc, addr) = scheduler_process()?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let client = Client::connect(&addr)?;
+    let pid = proc.0.id();
+    let before = rss_of(pid)?;
+    // Root tasks in chunks, like a client submitting a large graph in pieces.
+    let mut held = Vec::new();
+    let chunk = 100_000;
+    let mut submitted = 0;
+    while submitted < n {
+        let m = chunk.min(n - submitted);
+        held.extend(client.map(
+            "inc",
+            (submitted..submitted + m).map(|i| [Arg::from(i as i64)]),
+        )?);
+        submitted += m;
+    }
+    loop {
+        let info = client.scheduler_info()?;
+        let known: u64 = info.tasks_by_state.iter().map(|(_, c)| c).sum();
+        if known as usize >= n {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the scheduler did not take the graph");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let after = rss_of(pid)?;
+    drop(held);
+    drop(client);
+    let _ = proc.0.kill();
+    Ok((after.saturating_sub(before)) as f64 / n as f64)
+}
+
+/// Heap this process (the client alone: scheduler and workers run in processes of their
+/// own) holds per future once `n` results are in memory, each a small value that came
+/// with its news.
+fn client_memory_per_future(n: usize) -> Result<f64> {
+    let (_scheduler, addr) = scheduler_process()?;
+    let bin = sibling("rask")?;
+    let _workers: Vec<KillOnDrop> = ["w1", "w2"]
+        .into_iter()
+        .map(|name| {
+            Command::new(&bin)
+                .args(["worker", &addr, "--nthreads", "1", "--name", name])
+                .env("RASK_LOG", "error")
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map(KillOnDrop)
+                .with_context(|| format!("starting {}", bin.display()))
+        })
+        .collect::<Result<_>>()?;
+    let client = Client::connect(&addr)?;
+    client.wait_for_workers(2)?;
+    let before = heap_in_use();
+    let fs = client.map("inc", (0..n as i64).map(|i| [Arg::from(i)]))?;
+    let vals = client.gather(&fs)?;
+    check(
+        vals.len() == n && vals[n - 1] == rask::Value::Int(n as i64),
+        "gathered every result",
+    )?;
+    drop(vals);
+    let per_future = heap_in_use().saturating_sub(before) as f64 / n as f64;
+    check(client.held_keys() == n, "every key held")?;
+    Ok(per_future)
+}
