@@ -6,6 +6,29 @@ use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;
 
 use rask_client::ClientError;
+
+/// Why a local cluster could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// GPUs were asked for and none could be found.
+    #[error("{0}; a LocalCUDACluster needs a GPU here, or simulated GPUs (sim_gpus)")]
+    NoGpus(rask_device::DeviceError),
+    /// The cluster's secret could not be read or written.
+    #[error("the cluster's secret: {0}")]
+    Secret(String),
+    /// The scheduler did not start.
+    #[error("cannot start the scheduler: {0}")]
+    Scheduler(String),
+    /// A worker did not start, or did not join the scheduler.
+    #[error("worker {name}: {reason}")]
+    Worker { name: String, reason: String },
+    /// No worker program to start worker processes with.
+    #[error("{0}")]
+    WorkerBinary(String),
+    /// Talking to the cluster's own scheduler failed while starting it.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
 use rask_kernels::Registry;
 use rask_scheduler::SchedulerConfig;
 use rask_transport::Secret;
@@ -18,7 +41,7 @@ use crate::gpu_process::GpuProcess;
 /// NVML, or simulated ones.
 ///
 /// ```no_run
-/// # fn main() -> Result<(), rask::ClientError> {
+/// # fn main() -> Result<(), rask::Error> {
 /// let cluster = rask::LocalCUDACluster::sim(4, 1 << 30)
 ///     .nvlink(rask::Topology::pairs(4))
 ///     .build()?;
@@ -226,17 +249,13 @@ impl LocalClusterBuilder {
     }
 
     /// Starts the cluster; returns once every worker has joined.
-    pub fn build(mut self) -> Result<LocalCluster, ClientError> {
+    pub fn build(mut self) -> Result<LocalCluster, ClusterError> {
         if let Some(Gpus::Cuda { found, .. }) = &mut self.gpus {
-            *found = rask_device::discover::gpus().map_err(|e| {
-                ClientError::Other(format!(
-                    "{e}; a LocalCUDACluster needs a GPU here, or simulated GPUs (sim_gpus)"
-                ))
-            })?;
+            *found = rask_device::discover::gpus().map_err(ClusterError::NoGpus)?;
             self.n_workers = found.len();
         }
         if self.auth.is_none() {
-            self.auth = Secret::from_env().map_err(|e| ClientError::Other(e.to_string()))?;
+            self.auth = Secret::from_env().map_err(|e| ClusterError::Secret(e.to_string()))?;
         }
         let secret_file = match (&self.auth, self.processes) {
             (Some(s), true) => Some(SecretFile::write(s)?),
@@ -275,11 +294,11 @@ impl LocalClusterBuilder {
                     .await;
                 });
             })
-            .map_err(|e| ClientError::Other(format!("cannot start the scheduler thread: {e}")))?;
+            .map_err(|e| ClusterError::Scheduler(format!("no thread for it: {e}")))?;
         let address = addr_rx
             .recv()
-            .map_err(|_| ClientError::Other("the scheduler thread died".into()))?
-            .map_err(|e| ClientError::Other(format!("cannot start the scheduler: {e}")))?;
+            .map_err(|_| ClusterError::Scheduler("its thread died".into()))?
+            .map_err(ClusterError::Scheduler)?;
         let mut cluster = LocalCluster {
             address,
             secret: self.auth.clone(),
@@ -318,25 +337,29 @@ impl LocalClusterBuilder {
         &self,
         probe: &rask_client::Client,
         cluster: &mut LocalCluster,
-    ) -> Result<(), ClientError> {
+    ) -> Result<(), ClusterError> {
         let mut delay = std::time::Duration::from_millis(1);
         loop {
             if probe.scheduler_info()?.workers.len() >= self.n_workers {
                 return Ok(());
             }
             for (i, child) in cluster.processes.iter_mut().enumerate() {
-                let status = child.try_wait().map_err(|e| {
-                    ClientError::Other(format!("cannot watch worker process worker-{i}: {e}"))
+                let status = child.try_wait().map_err(|e| ClusterError::Worker {
+                    name: format!("worker-{i}"),
+                    reason: format!("cannot watch its process: {e}"),
                 })?;
                 if let Some(status) = status {
                     let device = match self.device_of(i) {
                         Some(d) => format!(" ({})", d.device.label()),
                         None => String::new(),
                     };
-                    return Err(ClientError::Other(format!(
-                        "worker process worker-{i}{device} exited before joining the scheduler \
-                         ({status}); its error is on standard error"
-                    )));
+                    return Err(ClusterError::Worker {
+                        name: format!("worker-{i}{device}"),
+                        reason: format!(
+                            "its process exited before joining the scheduler ({status}); its \
+                             error is on standard error"
+                        ),
+                    });
                 }
             }
             std::thread::sleep(delay);
@@ -379,7 +402,7 @@ impl LocalClusterBuilder {
         addr: &str,
         i: usize,
         name: String,
-    ) -> Result<WorkerThread, ClientError> {
+    ) -> Result<WorkerThread, ClusterError> {
         let cfg = self.worker_config(addr, i, name.clone());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -412,11 +435,20 @@ impl LocalClusterBuilder {
                     }
                 });
             })
-            .map_err(|e| ClientError::Other(format!("cannot start a worker thread: {e}")))?;
+            .map_err(|e| ClusterError::Worker {
+                name: name.clone(),
+                reason: format!("no thread for it: {e}"),
+            })?;
         ready_rx
             .recv()
-            .map_err(|_| ClientError::Other(format!("worker {name} died while starting")))?
-            .map_err(|e| ClientError::Other(format!("worker {name}: {e}")))?;
+            .map_err(|_| ClusterError::Worker {
+                name: name.clone(),
+                reason: "died while starting".into(),
+            })?
+            .map_err(|reason| ClusterError::Worker {
+                name: name.clone(),
+                reason,
+            })?;
         Ok(WorkerThread {
             stop: Some(stop_tx),
             join: Some(join),
@@ -429,7 +461,7 @@ impl LocalClusterBuilder {
         i: usize,
         name: &str,
         secret: Option<&Path>,
-    ) -> Result<Child, ClientError> {
+    ) -> Result<Child, ClusterError> {
         let bin = match &self.worker_binary {
             Some(b) => b.clone(),
             None => default_worker_binary()?,
@@ -475,20 +507,18 @@ impl LocalClusterBuilder {
         for (n, a) in &self.resources {
             cmd.args(["--resources", &format!("{n}={a}")]);
         }
-        cmd.spawn().map_err(|e| {
-            ClientError::Other(format!(
-                "cannot start worker process {}: {e}",
-                bin.display()
-            ))
+        cmd.spawn().map_err(|e| ClusterError::Worker {
+            name: name.to_string(),
+            reason: format!("cannot start {}: {e}", bin.display()),
         })
     }
 }
 
-fn default_worker_binary() -> Result<PathBuf, ClientError> {
+fn default_worker_binary() -> Result<PathBuf, ClusterError> {
     if let Some(p) = std::env::var_os("RASK_WORKER_BIN") {
         return Ok(PathBuf::from(p));
     }
-    let exe = std::env::current_exe().map_err(|e| ClientError::Other(e.to_string()))?;
+    let exe = std::env::current_exe().map_err(|e| ClusterError::WorkerBinary(e.to_string()))?;
     let mut dir = exe.parent().map(PathBuf::from).unwrap_or_default();
     // Test and example binaries live one level below the `rask` binary.
     for _ in 0..2 {
@@ -498,7 +528,7 @@ fn default_worker_binary() -> Result<PathBuf, ClientError> {
         }
         dir.pop();
     }
-    Err(ClientError::Other(
+    Err(ClusterError::WorkerBinary(
         "no `rask` binary found next to this program: set RASK_WORKER_BIN or LocalClusterBuilder::worker_binary".into(),
     ))
 }
@@ -513,7 +543,7 @@ struct WorkerThread {
 struct SecretFile(PathBuf);
 
 impl SecretFile {
-    fn write(secret: &Secret) -> Result<SecretFile, ClientError> {
+    fn write(secret: &Secret) -> Result<SecretFile, ClusterError> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -524,9 +554,9 @@ impl SecretFile {
             .create_new(true)
             .mode(0o600)
             .open(&path)
-            .map_err(|e| ClientError::Other(format!("cannot write {}: {e}", path.display())))?;
+            .map_err(|e| ClusterError::Secret(format!("cannot write {}: {e}", path.display())))?;
         f.write_all(secret.as_bytes())
-            .map_err(|e| ClientError::Other(e.to_string()))?;
+            .map_err(|e| ClusterError::Secret(format!("cannot write {}: {e}", path.display())))?;
         Ok(SecretFile(path))
     }
 }

@@ -5,7 +5,7 @@
 //! let client = Client::new()?; // an in-process local cluster, unless RASK_SCHEDULER_ADDRESS is set
 //! let x = client.submit("inc", [Arg::from(41)])?;
 //! assert_eq!(x.result_as::<i64>()?, 42);
-//! # Ok::<(), rask::ClientError>(())
+//! # Ok::<(), rask::Error>(())
 //! ```
 //!
 //! This facade re-exports the client API and owns the cluster managers: the client crate
@@ -17,9 +17,9 @@ pub mod cli;
 mod cluster;
 pub mod gpu_process;
 
-use std::ops::Deref;
+use std::collections::HashMap;
 
-pub use cluster::{LocalCUDACluster, LocalCluster, LocalClusterBuilder};
+pub use cluster::{ClusterError, LocalCUDACluster, LocalCluster, LocalClusterBuilder};
 pub use rask_client::{
     Arg, ClientError, ClientOptions, FromValue, Future, Graph, Resource, WorkerInfoMsg,
 };
@@ -32,8 +32,17 @@ pub use rask_transport::Secret;
 /// The environment variable naming a running scheduler for [`Client::new`].
 pub const SCHEDULER_ENV: &str = "RASK_SCHEDULER_ADDRESS";
 
-/// A client, possibly owning the local cluster it started. Dereferences to
-/// [`rask_client::Client`] for the whole API (`submit`, `map`, `gather`, `compute`, …).
+/// Everything that can go wrong starting a cluster or talking to one.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+}
+
+/// A connection to a cluster, possibly owning the local cluster it started: submit tasks
+/// and graphs, gather results, compute blocked arrays.
 pub struct Client {
     client: rask_client::Client,
     /// The cluster [`Client::new`] started; shut down when the client is dropped.
@@ -99,12 +108,12 @@ impl Client {
 
     /// Connects to `$RASK_SCHEDULER_ADDRESS` if set, otherwise starts an in-process
     /// [`LocalCluster`] (threads) with the built-in ops.
-    pub fn new() -> Result<Client, ClientError> {
+    pub fn new() -> Result<Client, Error> {
         match std::env::var(SCHEDULER_ENV) {
-            Ok(addr) if !addr.is_empty() => Client::connect(&addr),
+            Ok(addr) if !addr.is_empty() => Ok(Client::connect(&addr)?),
             _ => {
                 let cluster = LocalCluster::builder().build()?;
-                Client::for_cluster(cluster)
+                Ok(Client::for_cluster(cluster)?)
             }
         }
     }
@@ -180,10 +189,106 @@ fn has_gpus(info: &SchedulerInfoMsg) -> bool {
         .any(|w| w.device != "host" && !w.device.is_empty())
 }
 
-impl Deref for Client {
-    type Target = rask_client::Client;
+/// The client API itself ([`rask_client::Client`]'s), forwarded.
+impl Client {
+    /// The scheduler's address.
+    pub fn scheduler_address(&self) -> &str {
+        self.client.scheduler_address()
+    }
 
-    fn deref(&self) -> &rask_client::Client {
-        &self.client
+    /// Runs `op` on the cluster with these arguments; futures among them are
+    /// dependencies.
+    pub fn submit(
+        &self,
+        op: &str,
+        args: impl IntoIterator<Item = Arg>,
+    ) -> Result<Future, ClientError> {
+        self.client.submit(op, args)
+    }
+
+    /// Runs `op` once per item (each item is the argument list of one task), as one
+    /// submission.
+    pub fn map<I, A>(&self, op: &str, items: I) -> Result<Vec<Future>, ClientError>
+    where
+        I: IntoIterator<Item = A>,
+        A: IntoIterator<Item = Arg>,
+    {
+        self.client.map(op, items)
+    }
+
+    /// Submits a graph and returns futures for `outputs` (keys of the graph, or keys of
+    /// futures this client holds).
+    pub fn compute(&self, graph: &Graph, outputs: &[&str]) -> Result<Vec<Future>, ClientError> {
+        self.client.compute(graph, outputs)
+    }
+
+    /// The dict-style form: runs a graph and returns the values of `outputs`.
+    pub fn get(&self, graph: &Graph, outputs: &[&str]) -> Result<Vec<Value>, ClientError> {
+        self.client.get(graph, outputs)
+    }
+
+    /// [`Client::get`], awaitable from any async runtime.
+    pub async fn get_async(
+        &self,
+        graph: &Graph,
+        outputs: &[&str],
+    ) -> Result<Vec<Value>, ClientError> {
+        self.client.get_async(graph, outputs).await
+    }
+
+    /// The values of these futures, fetched from the workers holding them; blocks.
+    pub fn gather(&self, futures: &[Future]) -> Result<Vec<Value>, ClientError> {
+        self.client.gather(futures)
+    }
+
+    /// The values of these futures; awaitable from any async runtime.
+    pub async fn gather_async(&self, futures: &[Future]) -> Result<Vec<Value>, ClientError> {
+        self.client.gather_async(futures).await
+    }
+
+    /// Where each key's data lives: key → worker addresses.
+    pub fn who_has(&self, futures: &[Future]) -> Result<HashMap<String, Vec<String>>, ClientError> {
+        self.client.who_has(futures)
+    }
+
+    /// [`Client::who_has`], awaitable from any async runtime.
+    pub async fn who_has_async(
+        &self,
+        futures: &[Future],
+    ) -> Result<HashMap<String, Vec<String>>, ClientError> {
+        self.client.who_has_async(futures).await
+    }
+
+    /// Where each key's data lives, with the device: key → (worker address, device).
+    pub fn who_has_devices(
+        &self,
+        futures: &[Future],
+    ) -> Result<HashMap<String, Vec<(String, String)>>, ClientError> {
+        self.client.who_has_devices(futures)
+    }
+
+    /// The scheduler's view: workers (resources, load), task counts by state, clients.
+    pub fn scheduler_info(&self) -> Result<SchedulerInfoMsg, ClientError> {
+        self.client.scheduler_info()
+    }
+
+    /// [`Client::scheduler_info`], awaitable from any async runtime.
+    pub async fn scheduler_info_async(&self) -> Result<SchedulerInfoMsg, ClientError> {
+        self.client.scheduler_info_async().await
+    }
+
+    /// Blocks until the scheduler has at least `n` workers.
+    pub fn wait_for_workers(&self, n: usize) -> Result<(), ClientError> {
+        self.client.wait_for_workers(n)
+    }
+
+    /// [`Client::wait_for_workers`], awaitable from any async runtime.
+    pub async fn wait_for_workers_async(&self, n: usize) -> Result<(), ClientError> {
+        self.client.wait_for_workers_async(n).await
+    }
+
+    /// Number of keys this client holds futures for.
+    pub fn held_keys(&self) -> usize {
+        self.client.held_keys()
     }
 }
