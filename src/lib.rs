@@ -19,7 +19,13 @@ pub mod gpu_process;
 
 use std::collections::HashMap;
 
+/// The byte buffers values carry (`Value::Bytes`), re-exported so that programs use the
+/// same version.
+pub use bytes;
 pub use cluster::{ClusterError, LocalCUDACluster, LocalCluster, LocalClusterBuilder};
+/// The n-dimensional arrays [`Client::compute_array`] returns, re-exported so that
+/// programs use the same version.
+pub use ndarray;
 pub use rask_client::{
     Arg, ClientError, ClientOptions, FromValue, Future, Graph, Resource, WorkerInfoMsg,
 };

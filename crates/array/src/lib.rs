@@ -5,6 +5,8 @@
 //!
 //! Chunk values travel as `[dtype, shape, bytes]` lists (see `rask_kernels::array`).
 
+#![forbid(unsafe_code)]
+
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -16,6 +16,8 @@
 //! This crate must not contain scheduler or worker code: in-process clusters live in the
 //! `rask` facade crate.
 
+#![forbid(unsafe_code)]
+
 mod graph;
 
 use std::collections::{HashMap, HashSet};

@@ -6,6 +6,8 @@
 //! readable is handled per wake-up, and each connection's writer batches what queued
 //! meanwhile into one frame. Scheduling decisions belong in the core, not here.
 
+#![forbid(unsafe_code)]
+
 use std::future::Future;
 use std::sync::Arc;
 

@@ -6,6 +6,8 @@
 //! run ops; connection tasks only read, decode and forward. Decisions (what to fetch, what
 //! to run next, what to drop) belong in the core.
 
+#![forbid(unsafe_code)]
+
 mod config;
 mod error;
 mod event_loop;
