@@ -81,7 +81,8 @@ fn main() -> Result<()> {
     };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RASK_LOG")
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("RASK_LOG"))
                 .unwrap_or_else(|_| default_level.into()),
         )
         .with_writer(std::io::stderr)

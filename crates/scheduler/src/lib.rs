@@ -145,13 +145,10 @@ pub async fn run(
             match listener.accept().await {
                 Ok((stream, peer_addr)) => {
                     debug!(%peer_addr, "connection");
-                    tokio::spawn(handle_conn(
-                        stream,
-                        peer_addr,
-                        conn_cfg.clone(),
-                        worker_ttl,
-                        tx.clone(),
-                    ));
+                    let conn =
+                        handle_conn(stream, peer_addr, conn_cfg.clone(), worker_ttl, tx.clone());
+                    let span = tracing::info_span!("conn", peer = %peer_addr);
+                    tokio::spawn(tracing::Instrument::instrument(conn, span));
                 }
                 Err(e) => warn!("accept failed: {e}"),
             }

@@ -98,38 +98,43 @@ impl DataLink {
         let (tx, pending) = crate::channel::<PeerMsg>();
         let (tcp, shm) = (holder.tcp.to_string(), holder.shm.to_string());
         let releases = tx.clone();
-        tokio::spawn(async move {
-            let mut sink = sink;
-            let ended = if link == Link::Shm {
-                match connect_unix(&shm, &hello, conn).await {
-                    Ok((reader, w, _)) => {
-                        pending.start(w);
-                        // Imported buffers release their loan when the last of their
-                        // bytes is dropped.
-                        let importer = Importer::new(move |loan| {
-                            let _ = releases.send(PeerMsg::Release { loans: vec![loan] });
-                        });
-                        read_replies(reader, Some(importer), &mut sink).await
+        let span = tracing::info_span!("data_link", holder = %tcp, over = %link);
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let mut sink = sink;
+                let ended = if link == Link::Shm {
+                    match connect_unix(&shm, &hello, conn).await {
+                        Ok((reader, w, _)) => {
+                            pending.start(w);
+                            // Imported buffers release their loan when the last of their
+                            // bytes is dropped.
+                            let importer = Importer::new(move |loan| {
+                                let _ = releases.send(PeerMsg::Release { loans: vec![loan] });
+                            });
+                            read_replies(reader, Some(importer), &mut sink).await
+                        }
+                        Err(e) => Some(format!(
+                            "cannot reach {tcp} through shared memory ({shm}): {e}"
+                        )),
                     }
-                    Err(e) => Some(format!(
-                        "cannot reach {tcp} through shared memory ({shm}): {e}"
-                    )),
-                }
-            } else {
-                drop(releases);
-                match connect(&tcp, &hello, conn).await {
-                    Ok((mut reader, w, _)) => {
-                        pending.start(w);
-                        reader.set_arena(arena);
-                        read_replies(reader, None, &mut sink).await
+                } else {
+                    drop(releases);
+                    match connect(&tcp, &hello, conn).await {
+                        Ok((mut reader, w, _)) => {
+                            pending.start(w);
+                            reader.set_arena(arena);
+                            read_replies(reader, None, &mut sink).await
+                        }
+                        Err(e) => Some(format!("cannot reach {tcp}: {e}")),
                     }
-                    Err(e) => Some(format!("cannot reach {tcp}: {e}")),
+                };
+                if let Some(error) = ended {
+                    tracing::debug!("link down: {error}");
+                    sink.down(error);
                 }
-            };
-            if let Some(error) = ended {
-                sink.down(error);
-            }
-        });
+            },
+            span,
+        ));
         (DataLink { to: To::Remote(tx) }, link)
     }
 
@@ -220,6 +225,12 @@ async fn read_replies<R: Descriptors, S: ReplySink>(
                 }
             }
             drop(r.bufs);
+            tracing::debug!(
+                req = r.req,
+                values = values.len(),
+                missing = missing.len(),
+                "reply"
+            );
             let reply = Reply {
                 req: r.req,
                 values,
@@ -421,7 +432,9 @@ pub async fn serve_tcp(listener: TcpListener, cfg: ConnConfig, lookup: LookupFn)
     loop {
         match listener.accept().await {
             Ok((stream, addr)) => {
-                tokio::spawn(serve_tcp_conn(stream, addr, cfg.clone(), lookup.clone()));
+                let span = tracing::info_span!("data_conn", peer = %addr);
+                let conn = serve_tcp_conn(stream, addr, cfg.clone(), lookup.clone());
+                tokio::spawn(tracing::Instrument::instrument(conn, span));
             }
             Err(e) => tracing::warn!("data listener: {e}"),
         }

@@ -50,6 +50,7 @@ pub(crate) struct Exec {
 }
 
 pub(crate) fn run_job(ex: &Exec, job: Job) -> Executed {
+    let _span = tracing::debug_span!("task", task = job.task.0, op = %job.op).entered();
     let start = Instant::now();
     let (args, unspilled) = match job.args {
         Args::Ready(v) => (Ok(v), Vec::new()),
@@ -68,11 +69,16 @@ pub(crate) fn run_job(ex: &Exec, job: Job) -> Executed {
                 e => e.to_string(),
             })
     });
+    let duration_us = start.elapsed().as_micros() as u64;
+    match &result {
+        Ok(_) => tracing::debug!(duration_us, "ran"),
+        Err(e) => tracing::debug!(duration_us, "failed: {e}"),
+    }
     Executed {
         task: job.task,
         op: job.op,
         result,
-        duration_us: start.elapsed().as_micros() as u64,
+        duration_us,
         unspilled,
     }
 }

@@ -50,6 +50,7 @@ use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tracing::warn;
+use tracing::Instrument;
 
 /// Where same-host peers reach a worker's shared memory.
 struct ShmServer {
@@ -178,6 +179,11 @@ impl Worker {
 
     /// Runs until the scheduler closes the connection or `shutdown` completes.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
+        let span = tracing::info_span!("worker", name = %self.cfg.name, id = self.id.0);
+        tracing::Instrument::instrument(self.run_in_span(shutdown), span).await
+    }
+
+    async fn run_in_span(self, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
         let Worker {
             cfg,
             id,
@@ -213,12 +219,14 @@ impl Worker {
             Arc::new(move |tasks, into_device| lookup_data(&store, tasks, into_device))
         };
         let shm_server = shm.map(|s| {
-            tokio::spawn(rask_transport::data::serve_unix(
-                s.listener,
-                cfg.conn.clone(),
-                arena.clone(),
-                retire_tx.clone(),
-                lookup.clone(),
+            tokio::spawn(tracing::Instrument::in_current_span(
+                rask_transport::data::serve_unix(
+                    s.listener,
+                    cfg.conn.clone(),
+                    arena.clone(),
+                    retire_tx.clone(),
+                    lookup.clone(),
+                ),
             ))
         });
         // Ops on the CPU write their outputs to the arena: on a simulated GPU that is the
@@ -256,10 +264,8 @@ impl Worker {
         });
 
         // Data server.
-        let data_server = tokio::spawn(rask_transport::data::serve_tcp(
-            listener,
-            cfg.conn.clone(),
-            lookup,
+        let data_server = tokio::spawn(tracing::Instrument::in_current_span(
+            rask_transport::data::serve_tcp(listener, cfg.conn.clone(), lookup),
         ));
 
         // Executor threads.
@@ -269,10 +275,15 @@ impl Worker {
             let job_rx = job_rx.clone();
             let ev = events.clone();
             let exec = exec.clone();
+            // The executor's tasks are told in the worker's span.
+            let span = tracing::Span::current();
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("rask-exec-{i}"))
-                    .spawn(move || executor_loop(&exec, &job_rx, &ev))
+                    .spawn(move || {
+                        let _worker = span.entered();
+                        executor_loop(&exec, &job_rx, &ev)
+                    })
                     .expect("spawning an executor thread"),
             );
         }
@@ -314,42 +325,45 @@ impl Worker {
         // The main loop runs as a spawned task (see the scheduler for why: waking a task
         // is cheaper than waking the runtime's `block_on` future).
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let main = tokio::spawn(async move {
-            let mut heartbeat = tokio::time::interval(interval);
-            heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut batch = Vec::new();
-            let result = loop {
-                tokio::select! {
-                    biased;
-                    n = rx.recv_many(&mut batch, 4096) => {
-                        if n == 0 {
-                            break Ok(());
-                        }
-                        let mut stop = None;
-                        for ev in batch.drain(..) {
-                            if let Some(r) = state.on_event(ev) {
-                                stop = Some(r);
-                                break;
+        let main = tokio::spawn(
+            async move {
+                let mut heartbeat = tokio::time::interval(interval);
+                heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut batch = Vec::new();
+                let result = loop {
+                    tokio::select! {
+                        biased;
+                        n = rx.recv_many(&mut batch, 4096) => {
+                            if n == 0 {
+                                break Ok(());
+                            }
+                            let mut stop = None;
+                            for ev in batch.drain(..) {
+                                if let Some(r) = state.on_event(ev) {
+                                    stop = Some(r);
+                                    break;
+                                }
+                            }
+                            state.drive();
+                            if let Some(r) = stop {
+                                break r;
                             }
                         }
-                        state.drive();
-                        if let Some(r) = stop {
-                            break r;
+                        _ = heartbeat.tick() => {
+                            if let Some(e) = state.heartbeat() {
+                                break Err(e);
+                            }
                         }
+                        _ = &mut stop_rx => break Ok(()),
                     }
-                    _ = heartbeat.tick() => {
-                        if let Some(e) = state.heartbeat() {
-                            break Err(e);
-                        }
-                    }
-                    _ = &mut stop_rx => break Ok(()),
-                }
-            };
-            // Dropping the state closes the job queue: executor threads finish their
-            // current op and exit (a long op is not interrupted).
-            drop(state);
-            result
-        });
+                };
+                // Dropping the state closes the job queue: executor threads finish their
+                // current op and exit (a long op is not interrupted).
+                drop(state);
+                result
+            }
+            .in_current_span(),
+        );
         drop(events);
         tokio::pin!(main);
         let result = tokio::select! {

@@ -70,6 +70,7 @@ impl State {
         if plan.is_empty() {
             return;
         }
+        let _span = tracing::debug_span!("spill", values = plan.len()).entered();
         for (task, to) in plan {
             // Taken out of the store (clones share the bytes): the copies below — from a
             // GPU's memory, to a file — must not hold it. Only the event loop, which runs
@@ -102,6 +103,7 @@ impl State {
                         (Some(Tier::Device), Tier::Disk) => "device->disk",
                         _ => "host->disk",
                     };
+                    tracing::debug!(task = task.0, bytes = nb, "{label}");
                     *self.spilled.entry(label).or_default() += nb;
                     self.store.lock().expect("store lock").insert(task, nv);
                     self.spill.moved(task, to);
