@@ -420,6 +420,17 @@ mod tests {
         }
     }
 
+    fn finished(t: u64, nbytes: u64, duration_us: u64) -> Instruction {
+        Instruction::Send(ToScheduler::TaskFinished(
+            rask_proto::msg::TaskFinishedMsg {
+                task: TaskId(t),
+                nbytes,
+                duration_us,
+                value: None,
+            },
+        ))
+    }
+
     #[test]
     fn runs_by_priority_up_to_nthreads() {
         let mut w = WorkerCore::new(2);
@@ -558,6 +569,77 @@ mod tests {
         w.on_free(TaskId(4));
         assert_eq!(w.take(), vec![Instruction::Drop { task: TaskId(4) }]);
         assert_eq!(w.assigned(), 0);
+    }
+
+    #[test]
+    fn a_task_with_two_local_inputs_starts_only_after_both_are_done() {
+        let mut w = WorkerCore::new(2);
+        w.on_compute_batch([
+            (TaskId(1), 0, vec![]),
+            (TaskId(2), 1, vec![]),
+            (TaskId(3), 2, vec![dep(1, &[]), dep(2, &[])]),
+        ]);
+        assert_eq!(
+            w.take(),
+            vec![
+                Instruction::Execute { task: TaskId(1) },
+                Instruction::Execute { task: TaskId(2) }
+            ]
+        );
+        w.on_executed(TaskId(1), Ok((8, 1)));
+        assert_eq!(w.take(), vec![finished(1, 8, 1)]);
+        assert_eq!(w.executing(), 1);
+        w.on_executed(TaskId(2), Ok((8, 1)));
+        assert_eq!(
+            w.take(),
+            vec![finished(2, 8, 1), Instruction::Execute { task: TaskId(3) }]
+        );
+    }
+
+    #[test]
+    fn freeing_one_of_two_tasks_waiting_on_a_fetch_leaves_the_other_waiting() {
+        let mut w = WorkerCore::new(1);
+        w.on_compute_batch([
+            (TaskId(10), 0, vec![dep(1, &[7])]),
+            (TaskId(11), 1, vec![dep(1, &[7])]),
+        ]);
+        assert_eq!(
+            w.take(),
+            vec![Instruction::Fetch {
+                from: WorkerId(7),
+                tasks: vec![TaskId(1)]
+            }]
+        );
+        w.on_free(TaskId(10));
+        assert_eq!(w.take(), vec![Instruction::Drop { task: TaskId(10) }]);
+        w.on_fetched(WorkerId(7), &[TaskId(1)], &[]);
+        assert_eq!(w.take(), vec![Instruction::Execute { task: TaskId(11) }]);
+        assert!(w.has_data(TaskId(1)));
+        w.on_executed(TaskId(11), Ok((8, 1)));
+        assert_eq!(
+            w.take(),
+            vec![Instruction::Discard { task: TaskId(1) }, finished(11, 8, 1)]
+        );
+        assert!(!w.has_data(TaskId(1)));
+    }
+
+    #[test]
+    fn freeing_one_of_two_tasks_waiting_on_a_local_input_leaves_the_other_waiting() {
+        let mut w = WorkerCore::new(1);
+        w.on_compute_batch([
+            (TaskId(1), 0, vec![]),
+            (TaskId(2), 1, vec![dep(1, &[])]),
+            (TaskId(3), 2, vec![dep(1, &[])]),
+        ]);
+        assert_eq!(w.take(), vec![Instruction::Execute { task: TaskId(1) }]);
+        w.on_free(TaskId(2));
+        assert_eq!(w.take(), vec![Instruction::Drop { task: TaskId(2) }]);
+        w.on_executed(TaskId(1), Ok((8, 1)));
+        assert_eq!(
+            w.take(),
+            vec![finished(1, 8, 1), Instruction::Execute { task: TaskId(3) }]
+        );
+        assert_eq!(w.assigned(), 1);
     }
 
     #[test]
