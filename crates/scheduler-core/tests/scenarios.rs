@@ -619,3 +619,88 @@ fn link_factors_rank_same_worker_nvlink_host_and_network() {
     b.host_id = "elsewhere".into();
     assert_eq!(a.link_factor(&b), 1.0);
 }
+
+#[test]
+fn a_second_client_asking_for_a_key_in_memory_is_told_at_once() {
+    let mut s = core();
+    let c2 = ClientId(2);
+    s.add_client(c2);
+    s.validate();
+    s.add_worker(WorkerId(0), worker("a", 1));
+    s.validate();
+    s.update_graph(C, vec![task("x", &[])], &keys(&["x"]))
+        .unwrap();
+    s.validate();
+    let x = s.task_id("x").unwrap();
+    assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), x)]);
+    s.task_finished(WorkerId(0), x, 24, 5, None);
+    s.validate();
+    s.take_actions();
+
+    s.update_graph(c2, vec![task("x", &[])], &keys(&["x"]))
+        .unwrap();
+    s.validate();
+    assert_eq!(
+        s.take_actions(),
+        vec![Action::KeyInMemory {
+            client: c2,
+            key: "x".into(),
+            task: x,
+            nbytes: 24,
+            holders: vec![WorkerId(0)],
+            value: None,
+        }]
+    );
+    // Asking again for a key it already holds tells it nothing new.
+    s.update_graph(c2, vec![], &keys(&["x"])).unwrap();
+    s.validate();
+    assert_eq!(s.take_actions(), vec![]);
+    // The first client letting go keeps the data for the second.
+    s.release_keys(C, &keys(&["x"]));
+    s.validate();
+    assert_eq!(s.take_actions(), vec![]);
+    assert_eq!(s.who_has("x"), vec![WorkerId(0)]);
+}
+
+#[test]
+fn releasing_a_task_still_waiting_for_its_inputs_cancels_them_and_forgets_all() {
+    let mut s = core();
+    s.add_worker(WorkerId(0), worker("a", 1));
+    s.validate();
+    s.add_worker(WorkerId(1), worker("b", 1));
+    s.validate();
+    s.update_graph(
+        C,
+        vec![task("x", &[]), task("y", &[]), task("z", &["x", "y"])],
+        &keys(&["z"]),
+    )
+    .unwrap();
+    s.validate();
+    let [x, y] = ["x", "y"].map(|k| s.task_id(k).unwrap());
+    // x and y on different workers: z cannot be sent ahead to either, it waits here.
+    assert_eq!(
+        computes(&s.take_actions()),
+        vec![(WorkerId(0), x), (WorkerId(1), y)]
+    );
+    assert_eq!(s.state("z"), TaskState::Waiting);
+
+    s.release_keys(C, &keys(&["z"]));
+    s.validate();
+    assert_eq!(
+        s.take_actions(),
+        vec![
+            Action::Free {
+                worker: WorkerId(0),
+                task: x
+            },
+            Action::Free {
+                worker: WorkerId(1),
+                task: y
+            }
+        ]
+    );
+    for k in ["x", "y", "z"] {
+        assert_eq!(s.state(k), TaskState::Forgotten, "{k}");
+    }
+    assert_eq!(s.task_count(), 0);
+}
