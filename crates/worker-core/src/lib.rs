@@ -455,7 +455,9 @@ mod tests {
         let mut w = WorkerCore::new(1);
         w.on_compute_batch([(TaskId(1), 0, vec![]), (TaskId(2), 1, vec![])]);
         assert_eq!(w.take(), vec![Instruction::Execute { task: TaskId(1) }]);
+        assert!(!w.paused());
         w.set_paused(true);
+        assert!(w.paused());
         w.on_compute_batch([(TaskId(3), 2, vec![])]);
         w.on_executed(TaskId(1), Ok((8, 3)));
         let out = w.take();
@@ -465,6 +467,7 @@ mod tests {
         );
         assert_eq!(w.executing(), 0);
         w.set_paused(false);
+        assert!(!w.paused());
         assert_eq!(w.take(), vec![Instruction::Execute { task: TaskId(2) }]);
     }
 
@@ -732,6 +735,22 @@ mod tests {
             ]
         );
         assert!(!w.has_data(TaskId(1)));
+    }
+
+    #[test]
+    fn a_task_assigned_again_while_running_or_after_it_finished_is_ignored() {
+        let mut w = WorkerCore::new(2);
+        w.on_compute(TaskId(1), 0, vec![]);
+        assert_eq!(w.take(), vec![Instruction::Execute { task: TaskId(1) }]);
+        w.on_compute(TaskId(1), 0, vec![]);
+        assert_eq!(w.take(), vec![]);
+        assert_eq!((w.assigned(), w.executing(), w.owned()), (1, 1, 0));
+        w.on_executed(TaskId(1), Ok((8, 1)));
+        assert_eq!(w.take(), vec![finished(1, 8, 1)]);
+        assert_eq!((w.assigned(), w.executing(), w.owned()), (0, 0, 1));
+        w.on_compute(TaskId(1), 0, vec![]);
+        assert_eq!(w.take(), vec![]);
+        assert_eq!((w.assigned(), w.executing(), w.owned()), (0, 0, 1));
     }
 
     #[test]
