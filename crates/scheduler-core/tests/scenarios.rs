@@ -1013,12 +1013,10 @@ fn missing_data_recomputes_the_input_and_runs_the_task_again() {
     s.validate();
     s.add_worker(WorkerId(1), with(worker("b", 1), &["r"]));
     s.validate();
-    s.update_graph(C, vec![task("x", &[])], &[]).unwrap();
-    s.validate();
     s.update_graph(
         C,
         vec![task("x", &[]), needs(task("y", &["x"]), "r")],
-        &keys(&["y"]),
+        &keys(&["x", "y"]),
     )
     .unwrap();
     s.validate();
@@ -1052,6 +1050,7 @@ fn missing_data_recomputes_the_input_and_runs_the_task_again() {
             .collect::<Vec<_>>(),
         vec![(WorkerId(1), y, "free"), (WorkerId(0), x, "compute")]
     );
+    assert_eq!(s.state("x"), TaskState::Processing);
     assert_eq!(s.state("y"), TaskState::Waiting);
     assert_eq!(s.info().workers[0].stored_keys, 0);
     assert_eq!(s.info().workers[0].stored_bytes, 0);
@@ -1181,6 +1180,25 @@ fn a_task_is_sent_ahead_to_the_worker_running_its_last_input_even_with_others_in
         computes(&s.take_actions()),
         vec![(WorkerId(0), y), (WorkerId(0), z)]
     );
+}
+
+#[test]
+fn a_task_is_not_sent_ahead_to_a_worker_with_no_room_for_it() {
+    let mut s = core_with(CoreConfig {
+        max_processing_per_thread: 1,
+        ..CoreConfig::default()
+    });
+    s.add_worker(WorkerId(0), worker("a", 1));
+    s.validate();
+    s.update_graph(C, vec![task("u", &[]), task("v", &["u"])], &keys(&["v"]))
+        .unwrap();
+    s.validate();
+    let [u, v] = ["u", "v"].map(|k| s.task_id(k).unwrap());
+    assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), u)]);
+    assert_eq!(s.state("v"), TaskState::Waiting);
+    s.task_finished(WorkerId(0), u, 8, 5, None);
+    s.validate();
+    assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), v)]);
 }
 
 #[test]
