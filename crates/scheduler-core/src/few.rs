@@ -92,4 +92,16 @@ mod tests {
         f.retain(|_| false);
         assert!(f.is_empty());
     }
+
+    #[test]
+    fn retain_keeps_a_single_kept_id_and_empties_a_list_of_dropped_ones() {
+        let mut f = Few::default();
+        f.push(7u32);
+        f.retain(|x| *x == 7);
+        assert_eq!(f, Few::One(7));
+        f.push(8);
+        f.retain(|_| false);
+        assert!(f.is_empty());
+        assert_eq!(f.as_slice(), &[] as &[u32]);
+    }
 }

@@ -121,6 +121,8 @@ mod tests {
         s.insert(c, "c");
         assert_ne!(a, c, "a reused slot has a new id");
         assert_eq!(s.get(&a), None, "the old id no longer resolves");
+        assert_eq!(s.get_mut(&a), None, "not even to change it");
+        assert_eq!(s.remove(&a), None);
         assert_eq!(s[&c], "c");
         assert_eq!(s.len(), 2);
         assert_eq!(

@@ -60,3 +60,39 @@ impl TransitionLog {
         self.entries.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(task: u64, stimulus: u64) -> Transition {
+        Transition {
+            task: TaskId(task),
+            from: TaskState::Released,
+            to: TaskState::Waiting,
+            stimulus: StimulusId(stimulus),
+        }
+    }
+
+    #[test]
+    fn keeps_the_last_capacity_transitions() {
+        let mut log = TransitionLog::new(2);
+        assert!(log.is_empty());
+        log.record(t(1, 1));
+        assert_eq!((log.len(), log.is_empty()), (1, false));
+        log.record(t(2, 2));
+        log.record(t(1, 3));
+        assert_eq!(log.len(), 2);
+        assert_eq!(log.story(TaskId(1)), vec![t(1, 3)]);
+        assert_eq!(log.story(TaskId(2)), vec![t(2, 2)]);
+    }
+
+    #[test]
+    fn a_capacity_of_zero_keeps_nothing() {
+        let mut log = TransitionLog::new(0);
+        log.record(t(1, 1));
+        assert!(log.is_empty());
+        assert_eq!(log.len(), 0);
+        assert_eq!(log.story(TaskId(1)), vec![]);
+    }
+}

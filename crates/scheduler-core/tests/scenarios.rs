@@ -1,9 +1,12 @@
 //! Scenario tests: drive the core directly, check exact actions, validate after each step.
 
+use std::sync::Arc;
+
+use bytes::Bytes;
 use rask_proto::msg::Resource;
-use rask_proto::{ClientId, Datum, TaskId, WorkerId};
+use rask_proto::{ClientId, Datum, StimulusId, TaskId, WorkerId};
 use rask_scheduler_core::{
-    Action, CoreConfig, GraphError, NewTask, SchedulerCore, TaskState, WorkerSpec,
+    Action, CoreConfig, GraphError, NewTask, SchedulerCore, TaskFailure, TaskState, WorkerSpec,
 };
 
 const C: ClientId = ClientId(1);
@@ -618,4 +621,891 @@ fn link_factors_rank_same_worker_nvlink_host_and_network() {
     assert_eq!(a.link_factor(&b), 0.1);
     b.host_id = "elsewhere".into();
     assert_eq!(a.link_factor(&b), 1.0);
+}
+
+#[test]
+fn a_second_client_asking_for_a_key_in_memory_is_told_at_once() {
+    let mut s = core();
+    let c2 = ClientId(2);
+    s.add_client(c2);
+    s.validate();
+    s.add_worker(WorkerId(0), worker("a", 1));
+    s.validate();
+    s.update_graph(C, vec![task("x", &[])], &keys(&["x"]))
+        .unwrap();
+    s.validate();
+    let x = s.task_id("x").unwrap();
+    assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), x)]);
+    s.task_finished(WorkerId(0), x, 24, 5, None);
+    s.validate();
+    s.take_actions();
+
+    s.update_graph(c2, vec![task("x", &[])], &keys(&["x"]))
+        .unwrap();
+    s.validate();
+    assert_eq!(
+        s.take_actions(),
+        vec![Action::KeyInMemory {
+            client: c2,
+            key: "x".into(),
+            task: x,
+            nbytes: 24,
+            holders: vec![WorkerId(0)],
+            value: None,
+        }]
+    );
+    // Asking again for a key it already holds tells it nothing new.
+    s.update_graph(c2, vec![], &keys(&["x"])).unwrap();
+    s.validate();
+    assert_eq!(s.take_actions(), vec![]);
+    // The first client letting go keeps the data for the second.
+    s.release_keys(C, &keys(&["x"]));
+    s.validate();
+    assert_eq!(s.take_actions(), vec![]);
+    assert_eq!(s.who_has("x"), vec![WorkerId(0)]);
+}
+
+#[test]
+fn releasing_a_task_still_waiting_for_its_inputs_cancels_them_and_forgets_all() {
+    let mut s = core();
+    s.add_worker(WorkerId(0), worker("a", 1));
+    s.validate();
+    s.add_worker(WorkerId(1), worker("b", 1));
+    s.validate();
+    s.update_graph(
+        C,
+        vec![task("x", &[]), task("y", &[]), task("z", &["x", "y"])],
+        &keys(&["z"]),
+    )
+    .unwrap();
+    s.validate();
+    let [x, y] = ["x", "y"].map(|k| s.task_id(k).unwrap());
+    // x and y on different workers: z cannot be sent ahead to either, it waits here.
+    assert_eq!(
+        computes(&s.take_actions()),
+        vec![(WorkerId(0), x), (WorkerId(1), y)]
+    );
+    assert_eq!(s.state("z"), TaskState::Waiting);
+
+    s.release_keys(C, &keys(&["z"]));
+    s.validate();
+    assert_eq!(
+        s.take_actions(),
+        vec![
+            Action::Free {
+                worker: WorkerId(0),
+                task: x
+            },
+            Action::Free {
+                worker: WorkerId(1),
+                task: y
+            }
+        ]
+    );
+    for k in ["x", "y", "z"] {
+        assert_eq!(s.state(k), TaskState::Forgotten, "{k}");
+    }
+    assert_eq!(s.task_count(), 0);
+}
+
+/// A worker spec with one unit of each named resource.
+fn with(mut spec: WorkerSpec, resources: &[&str]) -> WorkerSpec {
+    spec.resources = resources
+        .iter()
+        .map(|r| Resource {
+            name: r.to_string(),
+            amount: 1.0,
+        })
+        .collect();
+    spec
+}
+
+fn core_with(cfg: CoreConfig) -> SchedulerCore {
+    let mut c = SchedulerCore::new(cfg);
+    c.add_client(C);
+    c
+}
+
+/// Runs one `op` task alone on `w` and reports it took `duration_us`.
+fn measure(s: &mut SchedulerCore, w: WorkerId, key: &str, op: &str, duration_us: u64) {
+    let mut t = task(key, &[]);
+    t.op = op.into();
+    s.update_graph(C, vec![t], &keys(&[key])).unwrap();
+    s.validate();
+    let id = s.task_id(key).unwrap();
+    assert_eq!(computes(&s.take_actions()), vec![(w, id)]);
+    s.task_finished(w, id, 8, duration_us, None);
+    s.validate();
+    s.take_actions();
+}
+
+/// Submits `n` root tasks of `op`, all wanted; returns how many were sent to workers.
+fn submit_roots(s: &mut SchedulerCore, prefix: &str, op: &str, n: usize) -> usize {
+    let tasks: Vec<NewTask> = (0..n)
+        .map(|i| NewTask {
+            op: op.into(),
+            ..task(&format!("{prefix}{i}"), &[])
+        })
+        .collect();
+    let wanted: Vec<String> = tasks.iter().map(|t| t.key.clone()).collect();
+    s.update_graph(C, tasks, &wanted).unwrap();
+    s.validate();
+    computes(&s.take_actions()).len()
+}
+
+#[test]
+fn every_stimulus_gets_the_next_id_and_the_transitions_it_causes_carry_it() {
+    let mut s = SchedulerCore::new(CoreConfig::default());
+    assert_eq!(s.last_stimulus(), StimulusId(0));
+    s.add_client(C);
+    s.validate();
+    s.add_worker(WorkerId(0), worker("a", 1));
+    s.validate();
+    s.update_graph(C, vec![task("x", &[])], &keys(&["x"]))
+        .unwrap();
+    s.validate();
+    assert_eq!(s.last_stimulus(), StimulusId(3));
+    let x = s.task_id("x").unwrap();
+    s.task_finished(WorkerId(0), x, 8, 5, None);
+    s.validate();
+    assert_eq!(s.last_stimulus(), StimulusId(4));
+    let story: Vec<_> = s
+        .story("x")
+        .iter()
+        .map(|t| (t.task, t.from, t.to, t.stimulus))
+        .collect();
+    assert_eq!(
+        story,
+        vec![
+            (x, TaskState::Released, TaskState::Waiting, StimulusId(3)),
+            (x, TaskState::Waiting, TaskState::Processing, StimulusId(3)),
+            (x, TaskState::Processing, TaskState::Memory, StimulusId(4)),
+        ]
+    );
+}
+
+#[test]
+fn queries_answer_for_known_and_unknown_tasks_and_workers() {
+    let mut s = core();
+    s.add_worker(WorkerId(0), worker("a", 1));
+    s.validate();
+    s.update_graph(
+        C,
+        vec![task("x", &[]), task("y", &["x"]), task("z", &["y"])],
+        &keys(&["z"]),
+    )
+    .unwrap();
+    s.validate();
+    let x = s.task_id("x").unwrap();
+    assert_eq!(s.key(x).map(|k| &**k), Some("x"));
+    assert_eq!(s.key(TaskId(1 << 40)), None);
+    assert_eq!(s.task_id("nope"), None);
+    assert_eq!(s.task_count(), 3);
+    assert!(s.has_worker(WorkerId(0)));
+    assert!(!s.has_worker(WorkerId(1)));
+}
+
+#[test]
+fn a_task_sent_ahead_is_not_blamed_for_workers_that_died_while_it_waited() {
+    let mut s = core();
+    s.update_graph(C, vec![task("p", &[]), task("q", &["p"])], &keys(&["q"]))
+        .unwrap();
+    s.validate();
+    let [p, q] = ["p", "q"].map(|k| s.task_id(k).unwrap());
+    // Twice the worker dies while p runs and q waits there for it: p counts two deaths.
+    for i in 0..2 {
+        s.add_worker(WorkerId(i), worker(&format!("w{i}"), 1));
+        s.validate();
+        assert_eq!(
+            computes(&s.take_actions()),
+            vec![(WorkerId(i), p), (WorkerId(i), q)]
+        );
+        s.remove_worker(WorkerId(i));
+        s.validate();
+        assert_eq!(s.take_actions(), vec![]);
+        assert_eq!(s.state("p"), TaskState::NoWorker);
+        assert_eq!(s.state("q"), TaskState::Waiting);
+    }
+    // The third time p finishes and q runs when its worker dies: q counts one death.
+    s.add_worker(WorkerId(2), worker("w2", 1));
+    s.validate();
+    assert_eq!(
+        computes(&s.take_actions()),
+        vec![(WorkerId(2), p), (WorkerId(2), q)]
+    );
+    s.task_finished(WorkerId(2), p, 8, 5, None);
+    s.validate();
+    assert_eq!(s.take_actions(), vec![]);
+    s.remove_worker(WorkerId(2));
+    s.validate();
+    assert_eq!(s.take_actions(), vec![]);
+    assert_eq!(s.state("p"), TaskState::NoWorker);
+    assert_eq!(s.state("q"), TaskState::Waiting);
+    // Neither has reached three: both run on the next worker.
+    s.add_worker(WorkerId(3), worker("w3", 1));
+    s.validate();
+    assert_eq!(
+        computes(&s.take_actions()),
+        vec![(WorkerId(3), p), (WorkerId(3), q)]
+    );
+    s.task_finished(WorkerId(3), p, 8, 5, None);
+    s.validate();
+    s.task_finished(WorkerId(3), q, 8, 5, None);
+    s.validate();
+    assert_eq!(s.state("q"), TaskState::Memory);
+}
+
+#[test]
+fn a_task_with_buffers_is_sent_with_them() {
+    let mut s = core();
+    s.add_worker(WorkerId(0), worker("a", 1));
+    s.validate();
+    let mut t = task("x", &[]);
+    t.args = Datum::List(vec![Datum::Buf(0), Datum::Buf(1)]);
+    t.bufs = vec![Bytes::from_static(b"ab"), Bytes::from_static(b"c")];
+    s.update_graph(C, vec![t], &keys(&["x"])).unwrap();
+    s.validate();
+    match &s.take_actions()[..] {
+        [Action::Compute { worker, msg, bufs }] => {
+            assert_eq!(*worker, WorkerId(0));
+            assert_eq!(msg.args, Datum::List(vec![Datum::Buf(0), Datum::Buf(1)]));
+            assert_eq!(
+                bufs,
+                &vec![Bytes::from_static(b"ab"), Bytes::from_static(b"c")]
+            );
+        }
+        a => panic!("{a:?}"),
+    }
+}
+
+#[test]
+fn refused_graphs_name_the_bad_index_and_a_task_on_the_cycle() {
+    let mut s = core();
+    s.update_graph(C, vec![task("b", &[])], &keys(&["b"]))
+        .unwrap();
+    s.validate();
+    let mut r = task("a", &["b"]);
+    r.args = Datum::List(vec![Datum::Ref(0), Datum::Ref(2)]);
+    assert_eq!(
+        s.update_graph(C, vec![r], &[]),
+        Err(GraphError::BadReference {
+            key: "a".into(),
+            index: 2,
+            count: 1
+        })
+    );
+    let mut b = task("a", &[]);
+    b.args = Datum::List(vec![Datum::Buf(0), Datum::List(vec![Datum::Buf(2)])]);
+    b.bufs = vec![Bytes::from_static(b"z")];
+    assert_eq!(
+        s.update_graph(C, vec![b], &[]),
+        Err(GraphError::BadBuffer {
+            key: "a".into(),
+            index: 2,
+            count: 1
+        })
+    );
+    assert_eq!(
+        s.update_graph(
+            C,
+            vec![task("a", &[]), task("c", &["d"]), task("d", &["c"])],
+            &[]
+        ),
+        Err(GraphError::Cycle { key: "c".into() })
+    );
+    s.validate();
+    assert_eq!(s.task_count(), 1);
+}
+
+#[test]
+fn queued_tasks_start_in_submission_order_even_when_their_ids_reuse_freed_slots() {
+    let mut s = core_with(CoreConfig {
+        max_processing_per_thread: 1,
+        ..CoreConfig::default()
+    });
+    s.add_worker(WorkerId(0), worker("a", 1));
+    s.validate();
+    // Three tasks run and are forgotten: their slots are free for the next graph.
+    for k in ["o0", "o1", "o2"] {
+        s.update_graph(C, vec![task(k, &[])], &keys(&[k])).unwrap();
+        s.validate();
+        let t = s.task_id(k).unwrap();
+        assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), t)]);
+        s.task_finished(WorkerId(0), t, 8, 5, None);
+        s.validate();
+        s.take_actions();
+    }
+    s.release_keys(C, &keys(&["o0", "o1", "o2"]));
+    s.validate();
+    s.take_actions();
+    assert_eq!(s.task_count(), 0);
+
+    s.update_graph(
+        C,
+        vec![task("a", &[]), task("b", &[]), task("c", &[])],
+        &keys(&["a", "b", "c"]),
+    )
+    .unwrap();
+    s.validate();
+    let mut order = Vec::new();
+    let mut priorities = Vec::new();
+    for _ in 0..3 {
+        let sent: Vec<_> = s
+            .take_actions()
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Compute { msg, .. } => Some((msg.task, msg.priority)),
+                _ => None,
+            })
+            .collect();
+        let [(t, priority)] = sent[..] else {
+            panic!("{sent:?}")
+        };
+        order.push(s.key(t).unwrap().to_string());
+        priorities.push(priority);
+        s.task_finished(WorkerId(0), t, 8, 5, None);
+        s.validate();
+    }
+    assert_eq!(order, ["a", "b", "c"]);
+    assert_eq!(priorities, [3, 4, 5]);
+}
+
+#[test]
+fn reports_from_a_worker_the_task_is_not_running_on_change_nothing() {
+    let mut s = core();
+    s.add_worker(WorkerId(0), worker("a", 1));
+    s.validate();
+    s.add_worker(WorkerId(1), worker("b", 1));
+    s.validate();
+    s.update_graph(C, vec![task("x", &[])], &keys(&["x"]))
+        .unwrap();
+    s.validate();
+    let x = s.task_id("x").unwrap();
+    assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), x)]);
+
+    s.task_erred(WorkerId(1), x, "boom".into());
+    s.validate();
+    assert_eq!(s.take_actions(), vec![]);
+    assert_eq!(s.state("x"), TaskState::Processing);
+
+    // A result it should not have: that worker drops it.
+    s.task_finished(WorkerId(1), x, 8, 5, None);
+    s.validate();
+    assert_eq!(
+        s.take_actions(),
+        vec![Action::Free {
+            worker: WorkerId(1),
+            task: x
+        }]
+    );
+    assert_eq!(s.state("x"), TaskState::Processing);
+    assert_eq!(s.who_has("x"), vec![]);
+
+    s.task_finished(WorkerId(0), x, 8, 5, None);
+    s.validate();
+    assert_eq!(s.who_has("x"), vec![WorkerId(0)]);
+}
+
+#[test]
+fn missing_data_recomputes_the_input_and_runs_the_task_again() {
+    let mut s = core();
+    s.add_worker(WorkerId(0), worker("a", 1));
+    s.validate();
+    s.add_worker(WorkerId(1), with(worker("b", 1), &["r"]));
+    s.validate();
+    s.update_graph(
+        C,
+        vec![task("x", &[]), needs(task("y", &["x"]), "r")],
+        &keys(&["x", "y"]),
+    )
+    .unwrap();
+    s.validate();
+    let [x, y] = ["x", "y"].map(|k| s.task_id(k).unwrap());
+    // y needs r: it cannot be sent ahead to x's worker, it waits here.
+    assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), x)]);
+    assert_eq!(s.state("y"), TaskState::Waiting);
+    s.task_finished(WorkerId(0), x, 8, 5, None);
+    s.validate();
+    assert_eq!(computes(&s.take_actions()), vec![(WorkerId(1), y)]);
+
+    // A report about a task the reporter is not running, naming a worker that does not
+    // hold the input, changes nothing.
+    s.missing_data(WorkerId(0), y, x, WorkerId(1));
+    s.validate();
+    assert_eq!(s.take_actions(), vec![]);
+    assert_eq!(s.state("y"), TaskState::Processing);
+    assert_eq!(s.who_has("x"), vec![WorkerId(0)]);
+
+    // y's worker could not get x from its holder: x is computed again, y waits for it.
+    s.missing_data(WorkerId(1), y, x, WorkerId(0));
+    s.validate();
+    assert_eq!(
+        s.take_actions()
+            .into_iter()
+            .map(|a| match a {
+                Action::Compute { worker, msg, .. } => (worker, msg.task, "compute"),
+                Action::Free { worker, task } => (worker, task, "free"),
+                a => panic!("{a:?}"),
+            })
+            .collect::<Vec<_>>(),
+        vec![(WorkerId(1), y, "free"), (WorkerId(0), x, "compute")]
+    );
+    assert_eq!(s.state("x"), TaskState::Processing);
+    assert_eq!(s.state("y"), TaskState::Waiting);
+    assert_eq!(s.info().workers[0].stored_keys, 0);
+    assert_eq!(s.info().workers[0].stored_bytes, 0);
+    s.task_finished(WorkerId(0), x, 8, 5, None);
+    s.validate();
+    assert_eq!(computes(&s.take_actions()), vec![(WorkerId(1), y)]);
+}
+
+#[test]
+fn a_failed_key_is_reported_to_a_client_asking_later_and_fails_new_dependents_at_once() {
+    let mut s = core();
+    let c2 = ClientId(2);
+    s.add_client(c2);
+    s.validate();
+    s.add_worker(WorkerId(0), worker("a", 1));
+    s.validate();
+    s.update_graph(C, vec![task("x", &[])], &keys(&["x"]))
+        .unwrap();
+    s.validate();
+    let x = s.task_id("x").unwrap();
+    s.take_actions();
+    s.task_erred(WorkerId(0), x, "boom".into());
+    s.validate();
+    let error = Arc::new(TaskFailure {
+        key: "x".into(),
+        op: "add".into(),
+        message: "boom".into(),
+    });
+    assert_eq!(
+        s.take_actions(),
+        vec![
+            Action::Free {
+                worker: WorkerId(0),
+                task: x
+            },
+            Action::KeyErred {
+                client: C,
+                key: "x".into(),
+                error: error.clone()
+            }
+        ]
+    );
+
+    s.update_graph(c2, vec![task("x", &[])], &keys(&["x"]))
+        .unwrap();
+    s.validate();
+    assert_eq!(
+        s.take_actions(),
+        vec![Action::KeyErred {
+            client: c2,
+            key: "x".into(),
+            error: error.clone()
+        }]
+    );
+
+    s.update_graph(C, vec![task("y", &["x"])], &keys(&["y"]))
+        .unwrap();
+    s.validate();
+    assert_eq!(
+        s.take_actions(),
+        vec![Action::KeyErred {
+            client: C,
+            key: "y".into(),
+            error
+        }]
+    );
+    assert_eq!(s.state("y"), TaskState::Erred);
+}
+
+#[test]
+fn a_released_key_asked_for_again_is_computed_again() {
+    let mut s = core();
+    s.add_worker(WorkerId(0), worker("a", 1));
+    s.validate();
+    s.update_graph(C, vec![task("x", &[]), task("y", &["x"])], &keys(&["y"]))
+        .unwrap();
+    s.validate();
+    let [x, y] = ["x", "y"].map(|k| s.task_id(k).unwrap());
+    s.take_actions();
+    s.task_finished(WorkerId(0), x, 8, 5, None);
+    s.validate();
+    s.task_finished(WorkerId(0), y, 8, 5, None);
+    s.validate();
+    s.take_actions();
+    assert_eq!(s.state("x"), TaskState::Released);
+
+    s.update_graph(C, vec![], &keys(&["x"])).unwrap();
+    s.validate();
+    assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), x)]);
+    s.task_finished(WorkerId(0), x, 8, 5, None);
+    s.validate();
+    assert_eq!(
+        s.take_actions(),
+        vec![Action::KeyInMemory {
+            client: C,
+            key: "x".into(),
+            task: x,
+            nbytes: 8,
+            holders: vec![WorkerId(0)],
+            value: None
+        }]
+    );
+}
+
+#[test]
+fn a_task_is_sent_ahead_to_the_worker_running_its_last_input_even_with_others_in_memory() {
+    let mut s = core();
+    s.add_worker(WorkerId(0), worker("a", 2));
+    s.validate();
+    s.update_graph(C, vec![task("x", &[])], &keys(&["x"]))
+        .unwrap();
+    s.validate();
+    let x = s.task_id("x").unwrap();
+    s.take_actions();
+    s.task_finished(WorkerId(0), x, 8, 5, None);
+    s.validate();
+    s.take_actions();
+    s.update_graph(
+        C,
+        vec![task("y", &[]), task("z", &["x", "y"])],
+        &keys(&["z"]),
+    )
+    .unwrap();
+    s.validate();
+    let [y, z] = ["y", "z"].map(|k| s.task_id(k).unwrap());
+    assert_eq!(
+        computes(&s.take_actions()),
+        vec![(WorkerId(0), y), (WorkerId(0), z)]
+    );
+}
+
+#[test]
+fn a_task_is_not_sent_ahead_to_a_worker_with_no_room_for_it() {
+    let mut s = core_with(CoreConfig {
+        max_processing_per_thread: 1,
+        ..CoreConfig::default()
+    });
+    s.add_worker(WorkerId(0), worker("a", 1));
+    s.validate();
+    s.update_graph(C, vec![task("u", &[]), task("v", &["u"])], &keys(&["v"]))
+        .unwrap();
+    s.validate();
+    let [u, v] = ["u", "v"].map(|k| s.task_id(k).unwrap());
+    assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), u)]);
+    assert_eq!(s.state("v"), TaskState::Waiting);
+    s.task_finished(WorkerId(0), u, 8, 5, None);
+    s.validate();
+    assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), v)]);
+}
+
+#[test]
+fn a_task_is_not_sent_ahead_to_a_worker_without_the_resources_it_needs() {
+    let mut s = core();
+    s.add_worker(WorkerId(0), with(worker("a", 1), &["s"]));
+    s.validate();
+    s.add_worker(WorkerId(1), with(worker("b", 1), &["r"]));
+    s.validate();
+    s.update_graph(
+        C,
+        vec![needs(task("u", &[]), "s"), needs(task("v", &["u"]), "r")],
+        &keys(&["v"]),
+    )
+    .unwrap();
+    s.validate();
+    let [u, v] = ["u", "v"].map(|k| s.task_id(k).unwrap());
+    assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), u)]);
+    assert_eq!(s.state("v"), TaskState::Waiting);
+    s.task_finished(WorkerId(0), u, 8, 5, None);
+    s.validate();
+    assert_eq!(computes(&s.take_actions()), vec![(WorkerId(1), v)]);
+}
+
+#[test]
+fn only_tasks_a_client_waits_on_ask_the_worker_for_their_value() {
+    let mut s = core();
+    s.add_worker(WorkerId(0), worker("a", 1));
+    s.validate();
+    s.update_graph(C, vec![task("x", &[]), task("y", &["x"])], &keys(&["y"]))
+        .unwrap();
+    s.validate();
+    let reports: Vec<_> = s
+        .take_actions()
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Compute { msg, .. } => Some((msg.task, msg.report_value)),
+            _ => None,
+        })
+        .collect();
+    let [x, y] = ["x", "y"].map(|k| s.task_id(k).unwrap());
+    assert_eq!(reports, vec![(x, false), (y, true)]);
+}
+
+/// A worker with two threads and one GPU, at most one task per thread: `b` (CPU) and
+/// `g0` (GPU) run, then `blocked` GPU tasks and one CPU task `c` queue behind them.
+fn gpu_busy_then_queue(blocked: usize) -> SchedulerCore {
+    let mut s = core_with(CoreConfig {
+        max_processing_per_thread: 1,
+        ..CoreConfig::default()
+    });
+    s.add_worker(WorkerId(0), with(worker("a", 2), &["gpu"]));
+    s.validate();
+    s.update_graph(
+        C,
+        vec![task("b", &[]), needs(task("g0", &[]), "gpu")],
+        &keys(&["b", "g0"]),
+    )
+    .unwrap();
+    s.validate();
+    assert_eq!(computes(&s.take_actions()).len(), 2);
+    let mut tasks: Vec<NewTask> = (1..=blocked)
+        .map(|i| needs(task(&format!("g{i}"), &[]), "gpu"))
+        .collect();
+    tasks.push(task("c", &[]));
+    let wanted: Vec<String> = tasks.iter().map(|t| t.key.clone()).collect();
+    s.update_graph(C, tasks, &wanted).unwrap();
+    s.validate();
+    assert_eq!(s.take_actions(), vec![]);
+    assert_eq!(s.state("c"), TaskState::Queued);
+    s
+}
+
+#[test]
+fn a_freed_slot_goes_to_a_queued_task_behind_up_to_64_that_cannot_use_it() {
+    let mut s = gpu_busy_then_queue(64);
+    let b = s.task_id("b").unwrap();
+    s.task_finished(WorkerId(0), b, 8, 5, None);
+    s.validate();
+    let c = s.task_id("c").unwrap();
+    assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), c)]);
+}
+
+#[test]
+fn a_freed_slot_is_not_looked_for_behind_65_queued_tasks_that_cannot_use_it() {
+    let mut s = gpu_busy_then_queue(65);
+    let b = s.task_id("b").unwrap();
+    s.task_finished(WorkerId(0), b, 8, 5, None);
+    s.validate();
+    assert_eq!(computes(&s.take_actions()), vec![]);
+    assert_eq!(s.state("c"), TaskState::Queued);
+}
+
+#[test]
+fn a_waiting_task_stays_waiting_when_the_worker_running_its_input_dies() {
+    let mut s = core();
+    s.add_worker(WorkerId(0), worker("a", 1));
+    s.validate();
+    s.add_worker(WorkerId(1), worker("b", 1));
+    s.validate();
+    s.update_graph(
+        C,
+        vec![task("x", &[]), task("y", &[]), task("z", &["x", "y"])],
+        &keys(&["z"]),
+    )
+    .unwrap();
+    s.validate();
+    let [x, y, z] = ["x", "y", "z"].map(|k| s.task_id(k).unwrap());
+    assert_eq!(
+        computes(&s.take_actions()),
+        vec![(WorkerId(0), x), (WorkerId(1), y)]
+    );
+    s.remove_worker(WorkerId(0));
+    s.validate();
+    // x goes to y's worker, and z with it, sent ahead of both inputs.
+    assert_eq!(
+        computes(&s.take_actions()),
+        vec![(WorkerId(1), x), (WorkerId(1), z)]
+    );
+    let story: Vec<_> = s.story("z").iter().map(|t| (t.from, t.to)).collect();
+    assert_eq!(
+        story,
+        vec![
+            (TaskState::Released, TaskState::Waiting),
+            (TaskState::Waiting, TaskState::Processing)
+        ]
+    );
+}
+
+#[test]
+fn a_client_letting_go_of_a_running_key_another_client_wants_changes_nothing() {
+    let mut s = core();
+    let c2 = ClientId(2);
+    s.add_client(c2);
+    s.validate();
+    s.add_worker(WorkerId(0), worker("a", 1));
+    s.validate();
+    s.update_graph(C, vec![task("x", &[])], &keys(&["x"]))
+        .unwrap();
+    s.validate();
+    s.update_graph(c2, vec![task("x", &[])], &keys(&["x"]))
+        .unwrap();
+    s.validate();
+    let x = s.task_id("x").unwrap();
+    assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), x)]);
+    s.release_keys(C, &keys(&["x"]));
+    s.validate();
+    assert_eq!(s.take_actions(), vec![]);
+    assert_eq!(s.story("x").len(), 2);
+    s.task_finished(WorkerId(0), x, 8, 5, None);
+    s.validate();
+    assert_eq!(
+        s.take_actions(),
+        vec![Action::KeyInMemory {
+            client: c2,
+            key: "x".into(),
+            task: x,
+            nbytes: 8,
+            holders: vec![WorkerId(0)],
+            value: None
+        }]
+    );
+}
+
+#[test]
+fn long_tasks_go_one_per_thread() {
+    let mut s = core();
+    s.add_worker(WorkerId(0), worker("a", 2));
+    s.validate();
+    measure(&mut s, WorkerId(0), "probe", "slow", 1_000_000);
+    assert_eq!(submit_roots(&mut s, "t", "slow", 3), 2);
+}
+
+#[test]
+fn a_worker_is_given_queue_target_worth_of_work_per_thread() {
+    let mut s = core();
+    s.add_worker(WorkerId(0), worker("a", 4));
+    s.validate();
+    // 500 µs assumed per task, 5 ms per thread: ten per thread.
+    assert_eq!(submit_roots(&mut s, "t", "add", 100), 40);
+}
+
+#[test]
+fn a_worker_is_given_at_most_max_processing_per_thread_tasks_per_thread() {
+    let mut s = core_with(CoreConfig {
+        max_processing_per_thread: 2,
+        default_duration_us: 1,
+        ..CoreConfig::default()
+    });
+    s.add_worker(WorkerId(0), worker("a", 3));
+    s.validate();
+    assert_eq!(submit_roots(&mut s, "t", "add", 20), 6);
+}
+
+#[test]
+fn duration_estimates_are_a_moving_average_of_measured_durations() {
+    let mut s = core();
+    s.add_worker(WorkerId(0), worker("a", 1));
+    s.validate();
+    measure(&mut s, WorkerId(0), "m0", "f", 1000);
+    measure(&mut s, WorkerId(0), "m1", "f", 2000);
+    // 0.8 × 1000 + 0.2 × 2000 = 1200 µs each: five fill the 5 ms queue.
+    assert_eq!(submit_roots(&mut s, "t", "f", 20), 5);
+}
+
+/// Where a consumer of `x` (of `nbytes`, held by worker 0 on host h1) runs, when worker 0
+/// has two threads and runs two tasks and worker 1 (host h2) is idle.
+fn consumer_of_input_on_a_busy_worker(nbytes: u64) -> WorkerId {
+    let mut s = core();
+    let mut a = with(worker("a", 2), &["a"]);
+    a.resources[0].amount = 2.0;
+    a.host_id = "h1".into();
+    let mut b = worker("b", 2);
+    b.host_id = "h2".into();
+    s.add_worker(WorkerId(0), a);
+    s.validate();
+    s.add_worker(WorkerId(1), b);
+    s.validate();
+    s.update_graph(C, vec![needs(task("x", &[]), "a")], &keys(&["x"]))
+        .unwrap();
+    s.validate();
+    let x = s.task_id("x").unwrap();
+    assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), x)]);
+    s.task_finished(WorkerId(0), x, nbytes, 500, None);
+    s.validate();
+    s.take_actions();
+    s.update_graph(
+        C,
+        vec![needs(task("p", &[]), "a"), needs(task("q", &[]), "a")],
+        &keys(&["p", "q"]),
+    )
+    .unwrap();
+    s.validate();
+    assert_eq!(computes(&s.take_actions()).len(), 2);
+    s.update_graph(C, vec![task("y", &["x"])], &keys(&["y"]))
+        .unwrap();
+    s.validate();
+    let y = s.task_id("y").unwrap();
+    match &computes(&s.take_actions())[..] {
+        [(w, t)] if *t == y => *w,
+        a => panic!("{a:?}"),
+    }
+}
+
+#[test]
+fn placement_weighs_queued_work_per_thread_against_moving_the_input() {
+    // Worker 0 has 1 ms of work on 2 threads: 500 µs until a thread is free.
+    // 100 kB over the network take 100 µs: worth moving.
+    assert_eq!(consumer_of_input_on_a_busy_worker(100_000), WorkerId(1));
+    // 1 MB take 1 ms: better wait.
+    assert_eq!(consumer_of_input_on_a_busy_worker(1_000_000), WorkerId(0));
+}
+
+#[test]
+fn placement_charges_a_cpu_worker_nothing_for_device_memory() {
+    // x (8 MiB) sits on CPU worker 0, which cannot run y. Worker 1 (CPU) shares its host
+    // memory; worker 2 drives a GPU on the same host, with room, but the input would
+    // cross PCIe.
+    let mut s = core();
+    s.add_worker(WorkerId(0), with(worker("a", 1), &["a"]));
+    s.validate();
+    s.add_worker(WorkerId(1), with(worker("b", 1), &["r"]));
+    s.validate();
+    let mut g = with(worker("g", 1), &["r"]);
+    g.gpu = Some(0);
+    g.device_spill_at = 1 << 30;
+    s.add_worker(WorkerId(2), g);
+    s.validate();
+    s.update_graph(C, vec![needs(task("x", &[]), "a")], &keys(&["x"]))
+        .unwrap();
+    s.validate();
+    let x = s.task_id("x").unwrap();
+    s.take_actions();
+    s.task_finished(WorkerId(0), x, 8 << 20, 5, None);
+    s.validate();
+    s.take_actions();
+    s.update_graph(C, vec![needs(task("y", &["x"]), "r")], &keys(&["y"]))
+        .unwrap();
+    s.validate();
+    let y = s.task_id("y").unwrap();
+    assert_eq!(computes(&s.take_actions()), vec![(WorkerId(1), y)]);
+}
+
+#[test]
+fn pushing_values_off_a_full_gpu_costs_half_of_moving_them_over_the_network() {
+    // Two GPUs of one host without NVLink: moving x (256 MiB) between them costs half of
+    // the network, 128 MiB. Running where x is pushes 200 MiB off that GPU: 100 MiB.
+    let mut s = core();
+    for i in 0..2u32 {
+        let mut g = with(worker(&format!("gpu{i}"), 1), &["gpu", &format!("on-{i}")]);
+        g.gpu = Some(i);
+        g.device_spill_at = 1 << 30;
+        s.add_worker(WorkerId(i), g);
+        s.validate();
+    }
+    s.update_graph(C, vec![needs(task("x", &[]), "on-1")], &keys(&["x"]))
+        .unwrap();
+    s.validate();
+    let x = s.task_id("x").unwrap();
+    assert_eq!(computes(&s.take_actions()), vec![(WorkerId(1), x)]);
+    s.task_finished(WorkerId(1), x, 256 << 20, 10, None);
+    s.validate();
+    s.take_actions();
+    s.worker_device_memory(WorkerId(1), 968 << 20);
+    s.update_graph(C, vec![needs(task("y", &["x"]), "gpu")], &keys(&["y"]))
+        .unwrap();
+    s.validate();
+    let y = s.task_id("y").unwrap();
+    assert_eq!(computes(&s.take_actions()), vec![(WorkerId(1), y)]);
 }

@@ -141,6 +141,24 @@ impl WorkerCore {
         if self.tasks.contains_key(&task) || self.owned.contains(&task) {
             return; // duplicate assignment: already running or done
         }
+        // An input that is neither here, nor on its way, nor computed here, and that no
+        // peer holds: the scheduler will recompute it. Report at once, before taking any
+        // hold on the other inputs (a hold taken here would never be released).
+        if let Some(d) = deps.iter().find(|d| {
+            d.holders.is_empty()
+                && !self.owned.contains(&d.task)
+                && !self.cached.contains_key(&d.task)
+                && !self.tasks.contains_key(&d.task)
+                && !self.fetching.contains_key(&d.task)
+        }) {
+            self.out.push(Instruction::Send(ToScheduler::MissingData {
+                task,
+                dep: d.task,
+                holder: WorkerId(u32::MAX),
+            }));
+            self.out.push(Instruction::Drop { task });
+            return;
+        }
         let mut missing = 0;
         let mut requests: FxHashMap<WorkerId, Vec<TaskId>> = FxHashMap::default();
         for d in &deps {
@@ -160,16 +178,10 @@ impl WorkerCore {
             match self.fetching.get_mut(&d.task) {
                 Some(f) => f.waiters.push(task),
                 None => {
-                    let Some(&from) = d.holders.first() else {
-                        // No holder known: the scheduler will recompute; report at once.
-                        self.out.push(Instruction::Send(ToScheduler::MissingData {
-                            task,
-                            dep: d.task,
-                            holder: WorkerId(u32::MAX),
-                        }));
-                        self.drop_task_waits(task, &deps);
-                        return;
-                    };
+                    let from = *d
+                        .holders
+                        .first()
+                        .expect("invariant: inputs without holders refused above");
                     self.fetching.insert(
                         d.task,
                         Fetch {
@@ -203,22 +215,6 @@ impl WorkerCore {
                 state,
             },
         );
-    }
-
-    /// Undoes the holds of a task rejected inside `on_compute` before it was stored.
-    fn drop_task_waits(&mut self, task: TaskId, deps: &[DepLoc]) {
-        for d in deps {
-            if let Some(f) = self.fetching.get_mut(&d.task) {
-                f.waiters.retain(|t| *t != task);
-            } else if let Some(n) = self.cached.get_mut(&d.task) {
-                *n -= 1;
-                if *n == 0 {
-                    self.cached.remove(&d.task);
-                    self.out.push(Instruction::Discard { task: d.task });
-                }
-            }
-        }
-        self.out.push(Instruction::Drop { task });
     }
 
     /// A fetch from `from` returned: `got` are now in the store, `missing` the peer lacked.
@@ -420,6 +416,17 @@ mod tests {
         }
     }
 
+    fn finished(t: u64, nbytes: u64, duration_us: u64) -> Instruction {
+        Instruction::Send(ToScheduler::TaskFinished(
+            rask_proto::msg::TaskFinishedMsg {
+                task: TaskId(t),
+                nbytes,
+                duration_us,
+                value: None,
+            },
+        ))
+    }
+
     #[test]
     fn runs_by_priority_up_to_nthreads() {
         let mut w = WorkerCore::new(2);
@@ -448,7 +455,9 @@ mod tests {
         let mut w = WorkerCore::new(1);
         w.on_compute_batch([(TaskId(1), 0, vec![]), (TaskId(2), 1, vec![])]);
         assert_eq!(w.take(), vec![Instruction::Execute { task: TaskId(1) }]);
+        assert!(!w.paused());
         w.set_paused(true);
+        assert!(w.paused());
         w.on_compute_batch([(TaskId(3), 2, vec![])]);
         w.on_executed(TaskId(1), Ok((8, 3)));
         let out = w.take();
@@ -458,6 +467,7 @@ mod tests {
         );
         assert_eq!(w.executing(), 0);
         w.set_paused(false);
+        assert!(!w.paused());
         assert_eq!(w.take(), vec![Instruction::Execute { task: TaskId(2) }]);
     }
 
@@ -558,6 +568,189 @@ mod tests {
         w.on_free(TaskId(4));
         assert_eq!(w.take(), vec![Instruction::Drop { task: TaskId(4) }]);
         assert_eq!(w.assigned(), 0);
+    }
+
+    #[test]
+    fn a_task_with_two_local_inputs_starts_only_after_both_are_done() {
+        let mut w = WorkerCore::new(2);
+        w.on_compute_batch([
+            (TaskId(1), 0, vec![]),
+            (TaskId(2), 1, vec![]),
+            (TaskId(3), 2, vec![dep(1, &[]), dep(2, &[])]),
+        ]);
+        assert_eq!(
+            w.take(),
+            vec![
+                Instruction::Execute { task: TaskId(1) },
+                Instruction::Execute { task: TaskId(2) }
+            ]
+        );
+        w.on_executed(TaskId(1), Ok((8, 1)));
+        assert_eq!(w.take(), vec![finished(1, 8, 1)]);
+        assert_eq!(w.executing(), 1);
+        w.on_executed(TaskId(2), Ok((8, 1)));
+        assert_eq!(
+            w.take(),
+            vec![finished(2, 8, 1), Instruction::Execute { task: TaskId(3) }]
+        );
+    }
+
+    #[test]
+    fn freeing_one_of_two_tasks_waiting_on_a_fetch_leaves_the_other_waiting() {
+        let mut w = WorkerCore::new(1);
+        w.on_compute_batch([
+            (TaskId(10), 0, vec![dep(1, &[7])]),
+            (TaskId(11), 1, vec![dep(1, &[7])]),
+        ]);
+        assert_eq!(
+            w.take(),
+            vec![Instruction::Fetch {
+                from: WorkerId(7),
+                tasks: vec![TaskId(1)]
+            }]
+        );
+        w.on_free(TaskId(10));
+        assert_eq!(w.take(), vec![Instruction::Drop { task: TaskId(10) }]);
+        w.on_fetched(WorkerId(7), &[TaskId(1)], &[]);
+        assert_eq!(w.take(), vec![Instruction::Execute { task: TaskId(11) }]);
+        assert!(w.has_data(TaskId(1)));
+        w.on_executed(TaskId(11), Ok((8, 1)));
+        assert_eq!(
+            w.take(),
+            vec![Instruction::Discard { task: TaskId(1) }, finished(11, 8, 1)]
+        );
+        assert!(!w.has_data(TaskId(1)));
+    }
+
+    #[test]
+    fn freeing_one_of_two_tasks_waiting_on_a_local_input_leaves_the_other_waiting() {
+        let mut w = WorkerCore::new(1);
+        w.on_compute_batch([
+            (TaskId(1), 0, vec![]),
+            (TaskId(2), 1, vec![dep(1, &[])]),
+            (TaskId(3), 2, vec![dep(1, &[])]),
+        ]);
+        assert_eq!(w.take(), vec![Instruction::Execute { task: TaskId(1) }]);
+        w.on_free(TaskId(2));
+        assert_eq!(w.take(), vec![Instruction::Drop { task: TaskId(2) }]);
+        w.on_executed(TaskId(1), Ok((8, 1)));
+        assert_eq!(
+            w.take(),
+            vec![finished(1, 8, 1), Instruction::Execute { task: TaskId(3) }]
+        );
+        assert_eq!(w.assigned(), 1);
+    }
+
+    #[test]
+    fn a_task_refused_for_an_input_no_one_holds_leaves_no_fetch_behind() {
+        let mut w = WorkerCore::new(1);
+        w.on_compute(TaskId(10), 0, vec![dep(1, &[7]), dep(2, &[])]);
+        assert_eq!(
+            w.take(),
+            vec![
+                Instruction::Send(ToScheduler::MissingData {
+                    task: TaskId(10),
+                    dep: TaskId(2),
+                    holder: WorkerId(u32::MAX)
+                }),
+                Instruction::Drop { task: TaskId(10) }
+            ]
+        );
+        assert_eq!(w.assigned(), 0);
+        // The next task reading the first input fetches it.
+        w.on_compute(TaskId(11), 0, vec![dep(1, &[7])]);
+        assert_eq!(
+            w.take(),
+            vec![Instruction::Fetch {
+                from: WorkerId(7),
+                tasks: vec![TaskId(1)]
+            }]
+        );
+        w.on_fetched(WorkerId(7), &[TaskId(1)], &[]);
+        assert_eq!(w.take(), vec![Instruction::Execute { task: TaskId(11) }]);
+    }
+
+    #[test]
+    fn a_task_refused_for_an_input_no_one_holds_takes_no_hold_on_a_local_input() {
+        let mut w = WorkerCore::new(1);
+        w.on_compute(TaskId(1), 0, vec![]);
+        assert_eq!(w.take(), vec![Instruction::Execute { task: TaskId(1) }]);
+        w.on_compute(TaskId(10), 1, vec![dep(1, &[]), dep(2, &[])]);
+        assert_eq!(
+            w.take(),
+            vec![
+                Instruction::Send(ToScheduler::MissingData {
+                    task: TaskId(10),
+                    dep: TaskId(2),
+                    holder: WorkerId(u32::MAX)
+                }),
+                Instruction::Drop { task: TaskId(10) }
+            ]
+        );
+        // Sent again once the input is recomputed elsewhere: it waits for both inputs.
+        w.on_compute(TaskId(10), 1, vec![dep(1, &[]), dep(2, &[7])]);
+        assert_eq!(
+            w.take(),
+            vec![Instruction::Fetch {
+                from: WorkerId(7),
+                tasks: vec![TaskId(2)]
+            }]
+        );
+        w.on_executed(TaskId(1), Ok((8, 1)));
+        assert_eq!(w.take(), vec![finished(1, 8, 1)]);
+        w.on_fetched(WorkerId(7), &[TaskId(2)], &[]);
+        assert_eq!(w.take(), vec![Instruction::Execute { task: TaskId(10) }]);
+    }
+
+    #[test]
+    fn a_task_refused_for_an_input_no_one_holds_takes_no_hold_on_a_cached_input() {
+        let mut w = WorkerCore::new(1);
+        w.on_compute(TaskId(10), 0, vec![dep(1, &[7]), dep(2, &[8])]);
+        w.take();
+        w.on_fetched(WorkerId(7), &[TaskId(1)], &[]);
+        assert_eq!(w.take(), vec![]);
+        assert!(w.has_data(TaskId(1)));
+        w.on_compute(TaskId(11), 1, vec![dep(1, &[7]), dep(3, &[])]);
+        assert_eq!(
+            w.take(),
+            vec![
+                Instruction::Send(ToScheduler::MissingData {
+                    task: TaskId(11),
+                    dep: TaskId(3),
+                    holder: WorkerId(u32::MAX)
+                }),
+                Instruction::Drop { task: TaskId(11) }
+            ]
+        );
+        w.on_fetched(WorkerId(8), &[TaskId(2)], &[]);
+        assert_eq!(w.take(), vec![Instruction::Execute { task: TaskId(10) }]);
+        // Task 10 was the last reader of both inputs.
+        w.on_executed(TaskId(10), Ok((8, 1)));
+        assert_eq!(
+            w.take(),
+            vec![
+                Instruction::Discard { task: TaskId(1) },
+                Instruction::Discard { task: TaskId(2) },
+                finished(10, 8, 1)
+            ]
+        );
+        assert!(!w.has_data(TaskId(1)));
+    }
+
+    #[test]
+    fn a_task_assigned_again_while_running_or_after_it_finished_is_ignored() {
+        let mut w = WorkerCore::new(2);
+        w.on_compute(TaskId(1), 0, vec![]);
+        assert_eq!(w.take(), vec![Instruction::Execute { task: TaskId(1) }]);
+        w.on_compute(TaskId(1), 0, vec![]);
+        assert_eq!(w.take(), vec![]);
+        assert_eq!((w.assigned(), w.executing(), w.owned()), (1, 1, 0));
+        w.on_executed(TaskId(1), Ok((8, 1)));
+        assert_eq!(w.take(), vec![finished(1, 8, 1)]);
+        assert_eq!((w.assigned(), w.executing(), w.owned()), (0, 0, 1));
+        w.on_compute(TaskId(1), 0, vec![]);
+        assert_eq!(w.take(), vec![]);
+        assert_eq!((w.assigned(), w.executing(), w.owned()), (0, 0, 1));
     }
 
     #[test]

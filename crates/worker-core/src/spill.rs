@@ -329,8 +329,71 @@ mod tests {
         assert!(!s.unspill(TaskId(1), 0));
         assert_eq!(s.used(Tier::Device), 2 * M);
         assert_eq!(s.used(Tier::Disk), 0);
+        s.moved(TaskId(2), Tier::Disk);
+        assert_eq!(s.tier(TaskId(2)), Some(Tier::Disk));
+        assert!(
+            !s.unspill(TaskId(2), 0),
+            "from the host to disk, never on the device"
+        );
         let mut host_only = Spill::new(SpillLimits::new(None, 100 * M));
         host_only.add(TaskId(3), Tier::Host, 2 * M);
         assert!(!host_only.unspill(TaskId(3), 0));
+    }
+
+    #[test]
+    fn only_values_of_64_kib_or_more_are_tracked() {
+        assert!(!Spill::tracks(64 * 1024 - 1));
+        assert!(Spill::tracks(64 * 1024));
+        let mut s = Spill::new(SpillLimits::new(None, 100 * M));
+        s.add(TaskId(1), Tier::Host, 32 * 1024);
+        s.add(TaskId(2), Tier::Host, 64 * 1024);
+        assert_eq!(s.tier(TaskId(1)), None);
+        assert_eq!(s.tier(TaskId(2)), Some(Tier::Host));
+        assert_eq!(s.used(Tier::Host), 64 * 1024);
+    }
+
+    #[test]
+    fn least_recently_used_means_stored_or_read_last_whatever_the_task_ids() {
+        // A host of 1 MiB: every value has to go, in least-recently-used order.
+        let mut s = Spill::new(SpillLimits::new(None, M));
+        for t in [5, 3, 9] {
+            s.add(TaskId(t), Tier::Host, M);
+        }
+        let order = |s: &Spill| {
+            s.plan(0, 0)
+                .into_iter()
+                .map(|(t, _)| t.0)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(order(&s), vec![5, 3, 9]);
+        s.touch(TaskId(5));
+        assert_eq!(order(&s), vec![3, 9, 5]);
+    }
+
+    #[test]
+    fn at_exactly_the_spill_threshold_nothing_spills() {
+        let mut s = Spill::new(SpillLimits::new(None, 1_000_000_000));
+        for t in 0..6 {
+            s.add(TaskId(t), Tier::Host, 100_000_000);
+        }
+        // Values hold 60 % (the target), the process 70 % (the spill threshold).
+        assert_eq!(s.plan(0, 700_000_000), vec![]);
+        // One byte more: back to 60 % in all, so the values go down to 50 % minus a byte.
+        assert_eq!(
+            s.plan(0, 700_000_001),
+            vec![(TaskId(0), Tier::Disk), (TaskId(1), Tier::Disk)]
+        );
+    }
+
+    #[test]
+    fn only_host_values_go_to_disk_not_device_values_nor_those_on_disk_already() {
+        let mut s = Spill::new(SpillLimits::new(Some(10 * M), 10 * M));
+        s.add(TaskId(1), Tier::Device, 2 * M);
+        s.add(TaskId(2), Tier::Host, 2 * M);
+        s.moved(TaskId(2), Tier::Disk);
+        s.add(TaskId(3), Tier::Host, 4 * M);
+        s.add(TaskId(4), Tier::Host, 4 * M);
+        // The device is below its target; the host holds 8 MiB of a 6 MiB target.
+        assert_eq!(s.plan(2 * M, 0), vec![(TaskId(3), Tier::Disk)]);
     }
 }
