@@ -23,14 +23,24 @@
 //! or processing. A released task still referenced by others keeps its lineage (op, args,
 //! dependencies) so that lost data can be recomputed.
 
+mod api;
 mod core;
 mod few;
+mod graph;
+mod placement;
 mod slab;
+mod state;
+mod stimuli;
 mod story;
+#[cfg(test)]
+mod tests;
+mod transitions;
+mod validate;
 
-pub use crate::core::{
-    Action, CoreConfig, CoreInfo, GraphError, NewTask, SchedulerCore, TaskFailure, WorkerSpec,
+pub use crate::api::{
+    Action, CoreConfig, CoreInfo, GraphError, NewTask, TaskFailure, WorkerInfo, WorkerSpec,
 };
+pub use crate::core::SchedulerCore;
 pub use crate::story::{Transition, TransitionLog};
 
 /// A task's state.

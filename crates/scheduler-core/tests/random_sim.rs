@@ -66,11 +66,11 @@ impl Sim {
         }
     }
 
-    fn add_worker(&mut self) {
+    fn on_worker_joined(&mut self) {
         let id = WorkerId(self.next_worker);
         self.next_worker += 1;
         self.stores.insert(id, HashMap::new());
-        self.core.add_worker(
+        self.core.on_worker_joined(
             id,
             WorkerSpec {
                 name: format!("w{}", id.0),
@@ -95,7 +95,7 @@ impl Sim {
         let id = *self.stores.keys().nth(pick % self.stores.len()).unwrap();
         self.stores.remove(&id);
         self.pending.retain(|(w, _)| *w != id);
-        self.core.remove_worker(id);
+        self.core.on_worker_lost(id);
         self.core.validate();
         self.drain();
     }
@@ -135,7 +135,7 @@ impl Sim {
                 Some(v) => inputs.push(v),
                 None => {
                     let holder = dep.holders.first().copied().unwrap_or(WorkerId(u32::MAX));
-                    self.core.missing_data(w, msg.task, dep.task, holder);
+                    self.core.on_missing_data(w, msg.task, dep.task, holder);
                     self.core.validate();
                     self.drain();
                     return;
@@ -150,7 +150,7 @@ impl Sim {
         };
         let value = base + inputs.iter().sum::<i64>();
         self.stores.get_mut(&w).unwrap().insert(msg.task, value);
-        self.core.task_finished(w, msg.task, 8, 3, None);
+        self.core.on_task_finished(w, msg.task, 8, 3, None);
         self.core.validate();
         self.drain();
     }
@@ -195,8 +195,8 @@ fn scenario(
             next_worker: 0,
             log: Vec::new(),
         };
-        sim.core.add_client(C);
-        sim.add_worker();
+        sim.core.on_client_joined(C);
+        sim.on_worker_joined();
         let tasks: Vec<NewTask> = (0..n)
             .map(|i| NewTask {
                 key: format!("t{i}"),
@@ -216,7 +216,7 @@ fn scenario(
             .map(|i| format!("t{i}"))
             .collect();
         wanted.push(format!("t{}", n - 1));
-        sim.core.update_graph(C, tasks, &wanted).unwrap();
+        sim.core.on_update_graph(C, tasks, &wanted).unwrap();
         sim.core.validate();
         sim.drain();
         let mut kills = 0;
@@ -226,12 +226,12 @@ fn scenario(
                     kills += 1;
                     sim.kill(pick)
                 }
-                1 => sim.add_worker(),
+                1 => sim.on_worker_joined(),
                 _ => sim.step(pick),
             }
         }
         if sim.stores.is_empty() {
-            sim.add_worker();
+            sim.on_worker_joined();
         }
         // Run to completion without faults.
         let mut guard = 0;
@@ -258,7 +258,7 @@ fn scenario(
             prop_assert_eq!(v, Some(values[i]), "value of {}", key);
         }
         // Releasing everything frees all data and forgets every task.
-        sim.core.release_keys(C, &wanted);
+        sim.core.on_release_keys(C, &wanted);
         sim.core.validate();
         sim.drain();
         prop_assert_eq!(sim.core.task_count(), 0);

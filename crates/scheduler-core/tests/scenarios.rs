@@ -38,7 +38,7 @@ fn worker(name: &str, nthreads: u32) -> WorkerSpec {
 
 fn core() -> SchedulerCore {
     let mut c = SchedulerCore::new(CoreConfig::default());
-    c.add_client(C);
+    c.on_client_joined(C);
     c
 }
 
@@ -59,8 +59,8 @@ fn keys(v: &[&str]) -> Vec<String> {
 #[test]
 fn chain_runs_in_order_and_frees_intermediates() {
     let mut s = core();
-    s.add_worker(WorkerId(0), worker("a", 1));
-    s.update_graph(
+    s.on_worker_joined(WorkerId(0), worker("a", 1));
+    s.on_update_graph(
         C,
         vec![task("x", &[]), task("y", &["x"]), task("z", &["y"])],
         &keys(&["z"]),
@@ -77,11 +77,11 @@ fn chain_runs_in_order_and_frees_intermediates() {
     );
     assert_eq!(s.state("y"), TaskState::Processing);
 
-    s.task_finished(WorkerId(0), x, 8, 10, None);
+    s.on_task_finished(WorkerId(0), x, 8, 10, None);
     s.validate();
     assert_eq!(s.take_actions(), vec![]);
 
-    s.task_finished(WorkerId(0), y, 8, 10, None);
+    s.on_task_finished(WorkerId(0), y, 8, 10, None);
     s.validate();
     // x is no longer needed: freed on the worker.
     assert_eq!(
@@ -92,7 +92,7 @@ fn chain_runs_in_order_and_frees_intermediates() {
         }]
     );
 
-    s.task_finished(WorkerId(0), z, 8, 10, None);
+    s.on_task_finished(WorkerId(0), z, 8, 10, None);
     s.validate();
     let a = s.take_actions();
     assert!(a.contains(&Action::Free {
@@ -110,7 +110,7 @@ fn chain_runs_in_order_and_frees_intermediates() {
         vec![TaskState::Waiting, TaskState::Processing, TaskState::Memory]
     );
 
-    s.release_keys(C, &keys(&["z"]));
+    s.on_release_keys(C, &keys(&["z"]));
     s.validate();
     assert_eq!(
         s.take_actions(),
@@ -125,7 +125,7 @@ fn chain_runs_in_order_and_frees_intermediates() {
 #[test]
 fn story_records_transitions() {
     let mut s = core();
-    s.update_graph(C, vec![task("a", &[])], &keys(&["a"]))
+    s.on_update_graph(C, vec![task("a", &[])], &keys(&["a"]))
         .unwrap();
     let story: Vec<_> = s.story("a").iter().map(|t| (t.from, t.to)).collect();
     assert_eq!(
@@ -135,7 +135,7 @@ fn story_records_transitions() {
             (TaskState::Waiting, TaskState::NoWorker)
         ]
     );
-    s.add_worker(WorkerId(3), worker("w", 1));
+    s.on_worker_joined(WorkerId(3), worker("w", 1));
     s.validate();
     assert_eq!(s.state("a"), TaskState::Processing);
     assert_eq!(s.story("a").last().unwrap().to, TaskState::Processing);
@@ -144,8 +144,8 @@ fn story_records_transitions() {
 #[test]
 fn errors_propagate_to_dependents_with_the_cause() {
     let mut s = core();
-    s.add_worker(WorkerId(0), worker("a", 2));
-    s.update_graph(
+    s.on_worker_joined(WorkerId(0), worker("a", 2));
+    s.on_update_graph(
         C,
         vec![task("x", &[]), task("y", &["x"]), task("z", &["y"])],
         &keys(&["z", "y"]),
@@ -153,7 +153,7 @@ fn errors_propagate_to_dependents_with_the_cause() {
     .unwrap();
     let x = s.task_id("x").unwrap();
     s.take_actions();
-    s.task_erred(WorkerId(0), x, "boom".into());
+    s.on_task_erred(WorkerId(0), x, "boom".into());
     s.validate();
     let a = s.take_actions();
     let erred: Vec<_> = a
@@ -173,7 +173,7 @@ fn errors_propagate_to_dependents_with_the_cause() {
         ]
     );
     assert_eq!(s.state("z"), TaskState::Erred);
-    s.release_keys(C, &keys(&["z", "y"]));
+    s.on_release_keys(C, &keys(&["z", "y"]));
     s.validate();
     assert_eq!(s.task_count(), 0);
 }
@@ -185,7 +185,7 @@ fn unknown_op_and_bad_graphs_are_refused_whole() {
     let mut bad = task("b", &[]);
     bad.op = "nope".into();
     let err = s
-        .update_graph(C, vec![task("a", &[]), bad], &keys(&["a", "b"]))
+        .on_update_graph(C, vec![task("a", &[]), bad], &keys(&["a", "b"]))
         .unwrap_err();
     assert_eq!(
         err,
@@ -197,21 +197,21 @@ fn unknown_op_and_bad_graphs_are_refused_whole() {
     assert!(err.to_string().contains("nope"));
     assert_eq!(s.task_count(), 0);
     assert!(matches!(
-        s.update_graph(C, vec![task("a", &["q"])], &[]),
+        s.on_update_graph(C, vec![task("a", &["q"])], &[]),
         Err(GraphError::UnknownDependency { .. })
     ));
     assert!(matches!(
-        s.update_graph(C, vec![task("a", &["b"]), task("b", &["a"])], &[]),
+        s.on_update_graph(C, vec![task("a", &["b"]), task("b", &["a"])], &[]),
         Err(GraphError::Cycle { .. })
     ));
     let mut r = task("a", &[]);
     r.args = Datum::Ref(0);
     assert!(matches!(
-        s.update_graph(C, vec![r], &[]),
+        s.on_update_graph(C, vec![r], &[]),
         Err(GraphError::BadReference { .. })
     ));
     assert!(matches!(
-        s.update_graph(C, vec![task("a", &[]), task("a", &[])], &[]),
+        s.on_update_graph(C, vec![task("a", &[]), task("a", &[])], &[]),
         Err(GraphError::DuplicateKey { .. })
     ));
     s.validate();
@@ -221,9 +221,9 @@ fn unknown_op_and_bad_graphs_are_refused_whole() {
 #[test]
 fn lost_worker_reschedules_and_recomputes() {
     let mut s = core();
-    s.add_worker(WorkerId(0), worker("a", 1));
-    s.add_worker(WorkerId(1), worker("b", 1));
-    s.update_graph(
+    s.on_worker_joined(WorkerId(0), worker("a", 1));
+    s.on_worker_joined(WorkerId(1), worker("b", 1));
+    s.on_update_graph(
         C,
         vec![task("x", &[]), task("y", &[]), task("z", &["x", "y"])],
         &keys(&["z"]),
@@ -237,7 +237,7 @@ fn lost_worker_reschedules_and_recomputes() {
         "x and y on different workers; z waits for both"
     );
     let on = |t: TaskId| first.iter().find(|(_, u)| *u == t).unwrap().0;
-    s.task_finished(on(x), x, 8, 5, None);
+    s.on_task_finished(on(x), x, 8, 5, None);
     s.validate();
     let mut sent = computes(&s.take_actions());
     // The worker holding x dies while y still runs on the other one.
@@ -247,21 +247,21 @@ fn lost_worker_reschedules_and_recomputes() {
     } else {
         WorkerId(0)
     };
-    s.remove_worker(dead);
+    s.on_worker_lost(dead);
     s.validate();
     sent.extend(computes(&s.take_actions()));
     // x is recomputed on the survivor.
     assert!(sent.contains(&(alive, x)), "{sent:?}");
-    s.task_finished(alive, x, 8, 5, None);
+    s.on_task_finished(alive, x, 8, 5, None);
     s.validate();
     sent.extend(computes(&s.take_actions()));
     if s.state("y") == TaskState::Processing {
-        s.task_finished(alive, y, 8, 5, None);
+        s.on_task_finished(alive, y, 8, 5, None);
         s.validate();
         sent.extend(computes(&s.take_actions()));
     }
     assert!(sent.contains(&(alive, z)), "{sent:?}");
-    s.task_finished(alive, z, 8, 5, None);
+    s.on_task_finished(alive, z, 8, 5, None);
     s.validate();
     assert_eq!(s.state("z"), TaskState::Memory);
     assert_eq!(s.who_has("z"), vec![alive]);
@@ -270,8 +270,8 @@ fn lost_worker_reschedules_and_recomputes() {
 #[test]
 fn pre_assigned_dependents_unwind_on_error_and_on_worker_loss() {
     let mut s = core();
-    s.add_worker(WorkerId(0), worker("a", 1));
-    s.update_graph(
+    s.on_worker_joined(WorkerId(0), worker("a", 1));
+    s.on_update_graph(
         C,
         vec![task("p", &[]), task("q", &["p"]), task("r", &["q"])],
         &keys(&["r"]),
@@ -280,7 +280,7 @@ fn pre_assigned_dependents_unwind_on_error_and_on_worker_loss() {
     let [p, q, r] = ["p", "q", "r"].map(|k| s.task_id(k).unwrap());
     assert_eq!(computes(&s.take_actions()).len(), 3);
     // p fails: q and r, waiting on the worker, are cancelled there and err with p's error.
-    s.task_erred(WorkerId(0), p, "bad input".into());
+    s.on_task_erred(WorkerId(0), p, "bad input".into());
     s.validate();
     let a = s.take_actions();
     assert!(
@@ -298,19 +298,19 @@ fn pre_assigned_dependents_unwind_on_error_and_on_worker_loss() {
         "{a:?}"
     );
     assert_eq!(s.state("r"), TaskState::Erred);
-    s.release_keys(C, &keys(&["r"]));
+    s.on_release_keys(C, &keys(&["r"]));
     s.validate();
     assert_eq!(s.task_count(), 0);
 
     // Worker loss: the running task counts a death, the ones waiting behind it do not.
-    s.update_graph(C, vec![task("p", &[]), task("q", &["p"])], &keys(&["q"]))
+    s.on_update_graph(C, vec![task("p", &[]), task("q", &["p"])], &keys(&["q"]))
         .unwrap();
     s.take_actions();
-    s.remove_worker(WorkerId(0));
+    s.on_worker_lost(WorkerId(0));
     s.validate();
     assert_eq!(s.state("p"), TaskState::NoWorker);
     assert_eq!(s.state("q"), TaskState::Waiting);
-    s.add_worker(WorkerId(1), worker("b", 1));
+    s.on_worker_joined(WorkerId(1), worker("b", 1));
     s.validate();
     let q2 = s.task_id("q").unwrap();
     let p2 = s.task_id("p").unwrap();
@@ -324,13 +324,13 @@ fn pre_assigned_dependents_unwind_on_error_and_on_worker_loss() {
 #[test]
 fn a_task_that_kills_three_workers_errs() {
     let mut s = core();
-    s.update_graph(C, vec![task("bad", &[])], &keys(&["bad"]))
+    s.on_update_graph(C, vec![task("bad", &[])], &keys(&["bad"]))
         .unwrap();
     for i in 0..3 {
-        s.add_worker(WorkerId(i), worker(&format!("w{i}"), 1));
+        s.on_worker_joined(WorkerId(i), worker(&format!("w{i}"), 1));
         assert_eq!(s.state("bad"), TaskState::Processing);
         s.take_actions();
-        s.remove_worker(WorkerId(i));
+        s.on_worker_lost(WorkerId(i));
         s.validate();
     }
     let a = s.take_actions();
@@ -348,12 +348,12 @@ fn a_task_that_kills_three_workers_errs() {
 #[test]
 fn stale_finish_after_cancel_frees_the_result() {
     let mut s = core();
-    s.add_worker(WorkerId(0), worker("a", 1));
-    s.update_graph(C, vec![task("x", &[])], &keys(&["x"]))
+    s.on_worker_joined(WorkerId(0), worker("a", 1));
+    s.on_update_graph(C, vec![task("x", &[])], &keys(&["x"]))
         .unwrap();
     let x = s.task_id("x").unwrap();
     s.take_actions();
-    s.release_keys(C, &keys(&["x"]));
+    s.on_release_keys(C, &keys(&["x"]));
     s.validate();
     assert_eq!(
         s.take_actions(),
@@ -362,7 +362,7 @@ fn stale_finish_after_cancel_frees_the_result() {
             task: x
         }]
     );
-    s.task_finished(WorkerId(0), x, 8, 5, None);
+    s.on_task_finished(WorkerId(0), x, 8, 5, None);
     s.validate();
     assert_eq!(
         s.take_actions(),
@@ -377,14 +377,14 @@ fn stale_finish_after_cancel_frees_the_result() {
 #[test]
 fn placement_prefers_the_worker_holding_large_inputs() {
     let mut s = core();
-    s.add_worker(WorkerId(0), worker("a", 4));
-    s.add_worker(WorkerId(1), worker("b", 4));
-    s.update_graph(C, vec![task("big", &[])], &keys(&["big"]))
+    s.on_worker_joined(WorkerId(0), worker("a", 4));
+    s.on_worker_joined(WorkerId(1), worker("b", 4));
+    s.on_update_graph(C, vec![task("big", &[])], &keys(&["big"]))
         .unwrap();
     let big = s.task_id("big").unwrap();
     let w = computes(&s.take_actions())[0].0;
-    s.task_finished(w, big, 1 << 30, 5, None);
-    s.update_graph(C, vec![task("use", &["big"])], &keys(&["use"]))
+    s.on_task_finished(w, big, 1 << 30, 5, None);
+    s.on_update_graph(C, vec![task("use", &["big"])], &keys(&["use"]))
         .unwrap();
     s.validate();
     assert_eq!(computes(&s.take_actions())[0].0, w);
@@ -398,8 +398,8 @@ fn resources_restrict_and_limit_placement() {
         name: "gpu".into(),
         amount: 1.0,
     }];
-    s.add_worker(WorkerId(0), worker("cpu", 4));
-    s.add_worker(WorkerId(1), gpu);
+    s.on_worker_joined(WorkerId(0), worker("cpu", 4));
+    s.on_worker_joined(WorkerId(1), gpu);
     let mut tasks = Vec::new();
     for i in 0..3 {
         let mut t = task(&format!("g{i}"), &[]);
@@ -415,7 +415,7 @@ fn resources_restrict_and_limit_placement() {
         amount: 2.0,
     }];
     tasks.push(huge);
-    s.update_graph(C, tasks, &keys(&["g0", "g1", "g2", "huge"]))
+    s.on_update_graph(C, tasks, &keys(&["g0", "g1", "g2", "huge"]))
         .unwrap();
     s.validate();
     let c = computes(&s.take_actions());
@@ -423,7 +423,7 @@ fn resources_restrict_and_limit_placement() {
     assert_eq!(c, vec![(WorkerId(1), s.task_id("g0").unwrap())]);
     assert_eq!(s.state("g1"), TaskState::Queued);
     assert_eq!(s.state("huge"), TaskState::NoWorker);
-    s.task_finished(WorkerId(1), s.task_id("g0").unwrap(), 8, 5, None);
+    s.on_task_finished(WorkerId(1), s.task_id("g0").unwrap(), 8, 5, None);
     s.validate();
     assert_eq!(
         computes(&s.take_actions()),
@@ -434,12 +434,12 @@ fn resources_restrict_and_limit_placement() {
 #[test]
 fn root_tasks_queue_on_the_scheduler() {
     let mut s = core();
-    s.add_worker(WorkerId(0), worker("a", 1));
-    s.add_worker(WorkerId(1), worker("b", 1));
+    s.on_worker_joined(WorkerId(0), worker("a", 1));
+    s.on_worker_joined(WorkerId(1), worker("b", 1));
     let n = 100_000;
     let tasks: Vec<_> = (0..n).map(|i| task(&format!("t{i}"), &[])).collect();
     let wanted: Vec<String> = tasks.iter().map(|t| t.key.clone()).collect();
-    s.update_graph(C, tasks, &wanted).unwrap();
+    s.on_update_graph(C, tasks, &wanted).unwrap();
     let sent = computes(&s.take_actions()).len();
     // Unknown durations are assumed 500 µs against a 5 ms queue target: 10 per thread.
     assert_eq!(sent, 20);
@@ -457,10 +457,10 @@ fn root_tasks_queue_on_the_scheduler() {
 #[test]
 fn no_worker_tasks_start_when_a_worker_joins() {
     let mut s = core();
-    s.update_graph(C, vec![task("a", &[])], &keys(&["a"]))
+    s.on_update_graph(C, vec![task("a", &[])], &keys(&["a"]))
         .unwrap();
     assert_eq!(s.state("a"), TaskState::NoWorker);
-    s.add_worker(WorkerId(7), worker("late", 1));
+    s.on_worker_joined(WorkerId(7), worker("late", 1));
     s.validate();
     assert_eq!(
         computes(&s.take_actions()),
@@ -472,15 +472,15 @@ fn no_worker_tasks_start_when_a_worker_joins() {
 fn two_clients_share_keys_until_both_release() {
     let mut s = core();
     let c2 = ClientId(2);
-    s.add_client(c2);
-    s.add_worker(WorkerId(0), worker("a", 1));
-    s.update_graph(C, vec![task("x", &[])], &keys(&["x"]))
+    s.on_client_joined(c2);
+    s.on_worker_joined(WorkerId(0), worker("a", 1));
+    s.on_update_graph(C, vec![task("x", &[])], &keys(&["x"]))
         .unwrap();
-    s.update_graph(c2, vec![task("x", &[])], &keys(&["x"]))
+    s.on_update_graph(c2, vec![task("x", &[])], &keys(&["x"]))
         .unwrap();
     let x = s.task_id("x").unwrap();
     s.take_actions();
-    s.task_finished(WorkerId(0), x, 8, 5, None);
+    s.on_task_finished(WorkerId(0), x, 8, 5, None);
     let a = s.take_actions();
     assert_eq!(
         a.iter()
@@ -488,10 +488,10 @@ fn two_clients_share_keys_until_both_release() {
             .count(),
         2
     );
-    s.remove_client(C);
+    s.on_client_left(C);
     s.validate();
     assert_eq!(s.state("x"), TaskState::Memory);
-    s.release_keys(c2, &keys(&["x"]));
+    s.on_release_keys(c2, &keys(&["x"]));
     s.validate();
     assert_eq!(
         s.take_actions(),
@@ -519,7 +519,7 @@ fn gpu_workers(s: &mut SchedulerCore) {
                 amount: 1.0,
             },
         ];
-        s.add_worker(WorkerId(i), spec);
+        s.on_worker_joined(WorkerId(i), spec);
     }
 }
 
@@ -535,11 +535,11 @@ fn needs(t: NewTask, name: &str) -> NewTask {
 
 /// Runs `x` on GPU 2, where it finishes with 256 MiB.
 fn input_on_gpu2(s: &mut SchedulerCore) {
-    s.update_graph(C, vec![needs(task("x", &[]), "on-2")], &keys(&["x"]))
+    s.on_update_graph(C, vec![needs(task("x", &[]), "on-2")], &keys(&["x"]))
         .unwrap();
     let x = s.task_id("x").unwrap();
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(2), x)]);
-    s.task_finished(WorkerId(2), x, 256 << 20, 10, None);
+    s.on_task_finished(WorkerId(2), x, 256 << 20, 10, None);
     s.take_actions();
 }
 
@@ -550,7 +550,7 @@ fn consumers_run_where_their_input_is_then_on_its_nvlink_peer() {
     input_on_gpu2(&mut s);
 
     // The input is on GPU 2: the consumer runs there, nothing moves.
-    s.update_graph(C, vec![needs(task("y", &["x"]), "gpu")], &keys(&["y"]))
+    s.on_update_graph(C, vec![needs(task("y", &["x"]), "gpu")], &keys(&["y"]))
         .unwrap();
     let y = s.task_id("y").unwrap();
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(2), y)]);
@@ -558,14 +558,14 @@ fn consumers_run_where_their_input_is_then_on_its_nvlink_peer() {
 
     // GPU 2 is taken by y: the next consumer goes to its NVLink peer, GPU 3, not to a GPU
     // that would pull the input through the host.
-    s.update_graph(C, vec![needs(task("z", &["x"]), "gpu")], &keys(&["z"]))
+    s.on_update_graph(C, vec![needs(task("z", &["x"]), "gpu")], &keys(&["z"]))
         .unwrap();
     let z = s.task_id("z").unwrap();
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(3), z)]);
     s.validate();
 
     // Both of the pair are busy: now another GPU has to do.
-    s.update_graph(C, vec![needs(task("w", &["x"]), "gpu")], &keys(&["w"]))
+    s.on_update_graph(C, vec![needs(task("w", &["x"]), "gpu")], &keys(&["w"]))
         .unwrap();
     let w = s.task_id("w").unwrap();
     let placed = computes(&s.take_actions());
@@ -585,16 +585,16 @@ fn a_consumer_leaves_a_full_gpu_for_its_nvlink_peer_and_comes_back_when_it_has_r
     // GPU 2 holds 900 MiB of its 1 GiB before spilling: a consumer of the 256 MiB input
     // (and an output guessed as large) would push values off it; its NVLink peer has
     // room, and the input crosses NVLink instead.
-    s.worker_device_memory(WorkerId(2), 900 << 20);
-    s.update_graph(C, vec![needs(task("y", &["x"]), "gpu")], &keys(&["y"]))
+    s.on_device_memory(WorkerId(2), 900 << 20);
+    s.on_update_graph(C, vec![needs(task("y", &["x"]), "gpu")], &keys(&["y"]))
         .unwrap();
     let y = s.task_id("y").unwrap();
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(3), y)]);
-    s.task_finished(WorkerId(3), y, 8, 10, None);
+    s.on_task_finished(WorkerId(3), y, 8, 10, None);
     s.take_actions();
     // GPU 2 has room again: the next consumer runs where the input is.
-    s.worker_device_memory(WorkerId(2), 256 << 20);
-    s.update_graph(C, vec![needs(task("z", &["x"]), "gpu")], &keys(&["z"]))
+    s.on_device_memory(WorkerId(2), 256 << 20);
+    s.on_update_graph(C, vec![needs(task("z", &["x"]), "gpu")], &keys(&["z"]))
         .unwrap();
     let z = s.task_id("z").unwrap();
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(2), z)]);
@@ -627,20 +627,20 @@ fn link_factors_rank_same_worker_nvlink_host_and_network() {
 fn a_second_client_asking_for_a_key_in_memory_is_told_at_once() {
     let mut s = core();
     let c2 = ClientId(2);
-    s.add_client(c2);
+    s.on_client_joined(c2);
     s.validate();
-    s.add_worker(WorkerId(0), worker("a", 1));
+    s.on_worker_joined(WorkerId(0), worker("a", 1));
     s.validate();
-    s.update_graph(C, vec![task("x", &[])], &keys(&["x"]))
+    s.on_update_graph(C, vec![task("x", &[])], &keys(&["x"]))
         .unwrap();
     s.validate();
     let x = s.task_id("x").unwrap();
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), x)]);
-    s.task_finished(WorkerId(0), x, 24, 5, None);
+    s.on_task_finished(WorkerId(0), x, 24, 5, None);
     s.validate();
     s.take_actions();
 
-    s.update_graph(c2, vec![task("x", &[])], &keys(&["x"]))
+    s.on_update_graph(c2, vec![task("x", &[])], &keys(&["x"]))
         .unwrap();
     s.validate();
     assert_eq!(
@@ -655,11 +655,11 @@ fn a_second_client_asking_for_a_key_in_memory_is_told_at_once() {
         }]
     );
     // Asking again for a key it already holds tells it nothing new.
-    s.update_graph(c2, vec![], &keys(&["x"])).unwrap();
+    s.on_update_graph(c2, vec![], &keys(&["x"])).unwrap();
     s.validate();
     assert_eq!(s.take_actions(), vec![]);
     // The first client letting go keeps the data for the second.
-    s.release_keys(C, &keys(&["x"]));
+    s.on_release_keys(C, &keys(&["x"]));
     s.validate();
     assert_eq!(s.take_actions(), vec![]);
     assert_eq!(s.who_has("x"), vec![WorkerId(0)]);
@@ -668,11 +668,11 @@ fn a_second_client_asking_for_a_key_in_memory_is_told_at_once() {
 #[test]
 fn releasing_a_task_still_waiting_for_its_inputs_cancels_them_and_forgets_all() {
     let mut s = core();
-    s.add_worker(WorkerId(0), worker("a", 1));
+    s.on_worker_joined(WorkerId(0), worker("a", 1));
     s.validate();
-    s.add_worker(WorkerId(1), worker("b", 1));
+    s.on_worker_joined(WorkerId(1), worker("b", 1));
     s.validate();
-    s.update_graph(
+    s.on_update_graph(
         C,
         vec![task("x", &[]), task("y", &[]), task("z", &["x", "y"])],
         &keys(&["z"]),
@@ -687,7 +687,7 @@ fn releasing_a_task_still_waiting_for_its_inputs_cancels_them_and_forgets_all() 
     );
     assert_eq!(s.state("z"), TaskState::Waiting);
 
-    s.release_keys(C, &keys(&["z"]));
+    s.on_release_keys(C, &keys(&["z"]));
     s.validate();
     assert_eq!(
         s.take_actions(),
@@ -722,7 +722,7 @@ fn with(mut spec: WorkerSpec, resources: &[&str]) -> WorkerSpec {
 
 fn core_with(cfg: CoreConfig) -> SchedulerCore {
     let mut c = SchedulerCore::new(cfg);
-    c.add_client(C);
+    c.on_client_joined(C);
     c
 }
 
@@ -730,11 +730,11 @@ fn core_with(cfg: CoreConfig) -> SchedulerCore {
 fn measure(s: &mut SchedulerCore, w: WorkerId, key: &str, op: &str, duration_us: u64) {
     let mut t = task(key, &[]);
     t.op = op.into();
-    s.update_graph(C, vec![t], &keys(&[key])).unwrap();
+    s.on_update_graph(C, vec![t], &keys(&[key])).unwrap();
     s.validate();
     let id = s.task_id(key).unwrap();
     assert_eq!(computes(&s.take_actions()), vec![(w, id)]);
-    s.task_finished(w, id, 8, duration_us, None);
+    s.on_task_finished(w, id, 8, duration_us, None);
     s.validate();
     s.take_actions();
 }
@@ -748,7 +748,7 @@ fn submit_roots(s: &mut SchedulerCore, prefix: &str, op: &str, n: usize) -> usiz
         })
         .collect();
     let wanted: Vec<String> = tasks.iter().map(|t| t.key.clone()).collect();
-    s.update_graph(C, tasks, &wanted).unwrap();
+    s.on_update_graph(C, tasks, &wanted).unwrap();
     s.validate();
     computes(&s.take_actions()).len()
 }
@@ -757,16 +757,16 @@ fn submit_roots(s: &mut SchedulerCore, prefix: &str, op: &str, n: usize) -> usiz
 fn every_stimulus_gets_the_next_id_and_the_transitions_it_causes_carry_it() {
     let mut s = SchedulerCore::new(CoreConfig::default());
     assert_eq!(s.last_stimulus(), StimulusId(0));
-    s.add_client(C);
+    s.on_client_joined(C);
     s.validate();
-    s.add_worker(WorkerId(0), worker("a", 1));
+    s.on_worker_joined(WorkerId(0), worker("a", 1));
     s.validate();
-    s.update_graph(C, vec![task("x", &[])], &keys(&["x"]))
+    s.on_update_graph(C, vec![task("x", &[])], &keys(&["x"]))
         .unwrap();
     s.validate();
     assert_eq!(s.last_stimulus(), StimulusId(3));
     let x = s.task_id("x").unwrap();
-    s.task_finished(WorkerId(0), x, 8, 5, None);
+    s.on_task_finished(WorkerId(0), x, 8, 5, None);
     s.validate();
     assert_eq!(s.last_stimulus(), StimulusId(4));
     let story: Vec<_> = s
@@ -787,9 +787,9 @@ fn every_stimulus_gets_the_next_id_and_the_transitions_it_causes_carry_it() {
 #[test]
 fn queries_answer_for_known_and_unknown_tasks_and_workers() {
     let mut s = core();
-    s.add_worker(WorkerId(0), worker("a", 1));
+    s.on_worker_joined(WorkerId(0), worker("a", 1));
     s.validate();
-    s.update_graph(
+    s.on_update_graph(
         C,
         vec![task("x", &[]), task("y", &["x"]), task("z", &["y"])],
         &keys(&["z"]),
@@ -808,49 +808,49 @@ fn queries_answer_for_known_and_unknown_tasks_and_workers() {
 #[test]
 fn a_task_sent_ahead_is_not_blamed_for_workers_that_died_while_it_waited() {
     let mut s = core();
-    s.update_graph(C, vec![task("p", &[]), task("q", &["p"])], &keys(&["q"]))
+    s.on_update_graph(C, vec![task("p", &[]), task("q", &["p"])], &keys(&["q"]))
         .unwrap();
     s.validate();
     let [p, q] = ["p", "q"].map(|k| s.task_id(k).unwrap());
     // Twice the worker dies while p runs and q waits there for it: p counts two deaths.
     for i in 0..2 {
-        s.add_worker(WorkerId(i), worker(&format!("w{i}"), 1));
+        s.on_worker_joined(WorkerId(i), worker(&format!("w{i}"), 1));
         s.validate();
         assert_eq!(
             computes(&s.take_actions()),
             vec![(WorkerId(i), p), (WorkerId(i), q)]
         );
-        s.remove_worker(WorkerId(i));
+        s.on_worker_lost(WorkerId(i));
         s.validate();
         assert_eq!(s.take_actions(), vec![]);
         assert_eq!(s.state("p"), TaskState::NoWorker);
         assert_eq!(s.state("q"), TaskState::Waiting);
     }
     // The third time p finishes and q runs when its worker dies: q counts one death.
-    s.add_worker(WorkerId(2), worker("w2", 1));
+    s.on_worker_joined(WorkerId(2), worker("w2", 1));
     s.validate();
     assert_eq!(
         computes(&s.take_actions()),
         vec![(WorkerId(2), p), (WorkerId(2), q)]
     );
-    s.task_finished(WorkerId(2), p, 8, 5, None);
+    s.on_task_finished(WorkerId(2), p, 8, 5, None);
     s.validate();
     assert_eq!(s.take_actions(), vec![]);
-    s.remove_worker(WorkerId(2));
+    s.on_worker_lost(WorkerId(2));
     s.validate();
     assert_eq!(s.take_actions(), vec![]);
     assert_eq!(s.state("p"), TaskState::NoWorker);
     assert_eq!(s.state("q"), TaskState::Waiting);
     // Neither has reached three: both run on the next worker.
-    s.add_worker(WorkerId(3), worker("w3", 1));
+    s.on_worker_joined(WorkerId(3), worker("w3", 1));
     s.validate();
     assert_eq!(
         computes(&s.take_actions()),
         vec![(WorkerId(3), p), (WorkerId(3), q)]
     );
-    s.task_finished(WorkerId(3), p, 8, 5, None);
+    s.on_task_finished(WorkerId(3), p, 8, 5, None);
     s.validate();
-    s.task_finished(WorkerId(3), q, 8, 5, None);
+    s.on_task_finished(WorkerId(3), q, 8, 5, None);
     s.validate();
     assert_eq!(s.state("q"), TaskState::Memory);
 }
@@ -858,12 +858,12 @@ fn a_task_sent_ahead_is_not_blamed_for_workers_that_died_while_it_waited() {
 #[test]
 fn a_task_with_buffers_is_sent_with_them() {
     let mut s = core();
-    s.add_worker(WorkerId(0), worker("a", 1));
+    s.on_worker_joined(WorkerId(0), worker("a", 1));
     s.validate();
     let mut t = task("x", &[]);
     t.args = Datum::List(vec![Datum::Buf(0), Datum::Buf(1)]);
     t.bufs = vec![Bytes::from_static(b"ab"), Bytes::from_static(b"c")];
-    s.update_graph(C, vec![t], &keys(&["x"])).unwrap();
+    s.on_update_graph(C, vec![t], &keys(&["x"])).unwrap();
     s.validate();
     match &s.take_actions()[..] {
         [Action::Compute { worker, msg, bufs }] => {
@@ -881,13 +881,13 @@ fn a_task_with_buffers_is_sent_with_them() {
 #[test]
 fn refused_graphs_name_the_bad_index_and_a_task_on_the_cycle() {
     let mut s = core();
-    s.update_graph(C, vec![task("b", &[])], &keys(&["b"]))
+    s.on_update_graph(C, vec![task("b", &[])], &keys(&["b"]))
         .unwrap();
     s.validate();
     let mut r = task("a", &["b"]);
     r.args = Datum::List(vec![Datum::Ref(0), Datum::Ref(2)]);
     assert_eq!(
-        s.update_graph(C, vec![r], &[]),
+        s.on_update_graph(C, vec![r], &[]),
         Err(GraphError::BadReference {
             key: "a".into(),
             index: 2,
@@ -898,7 +898,7 @@ fn refused_graphs_name_the_bad_index_and_a_task_on_the_cycle() {
     b.args = Datum::List(vec![Datum::Buf(0), Datum::List(vec![Datum::Buf(2)])]);
     b.bufs = vec![Bytes::from_static(b"z")];
     assert_eq!(
-        s.update_graph(C, vec![b], &[]),
+        s.on_update_graph(C, vec![b], &[]),
         Err(GraphError::BadBuffer {
             key: "a".into(),
             index: 2,
@@ -906,7 +906,7 @@ fn refused_graphs_name_the_bad_index_and_a_task_on_the_cycle() {
         })
     );
     assert_eq!(
-        s.update_graph(
+        s.on_update_graph(
             C,
             vec![task("a", &[]), task("c", &["d"]), task("d", &["c"])],
             &[]
@@ -923,24 +923,25 @@ fn queued_tasks_start_in_submission_order_even_when_their_ids_reuse_freed_slots(
         max_processing_per_thread: 1,
         ..CoreConfig::default()
     });
-    s.add_worker(WorkerId(0), worker("a", 1));
+    s.on_worker_joined(WorkerId(0), worker("a", 1));
     s.validate();
     // Three tasks run and are forgotten: their slots are free for the next graph.
     for k in ["o0", "o1", "o2"] {
-        s.update_graph(C, vec![task(k, &[])], &keys(&[k])).unwrap();
+        s.on_update_graph(C, vec![task(k, &[])], &keys(&[k]))
+            .unwrap();
         s.validate();
         let t = s.task_id(k).unwrap();
         assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), t)]);
-        s.task_finished(WorkerId(0), t, 8, 5, None);
+        s.on_task_finished(WorkerId(0), t, 8, 5, None);
         s.validate();
         s.take_actions();
     }
-    s.release_keys(C, &keys(&["o0", "o1", "o2"]));
+    s.on_release_keys(C, &keys(&["o0", "o1", "o2"]));
     s.validate();
     s.take_actions();
     assert_eq!(s.task_count(), 0);
 
-    s.update_graph(
+    s.on_update_graph(
         C,
         vec![task("a", &[]), task("b", &[]), task("c", &[])],
         &keys(&["a", "b", "c"]),
@@ -963,7 +964,7 @@ fn queued_tasks_start_in_submission_order_even_when_their_ids_reuse_freed_slots(
         };
         order.push(s.key(t).unwrap().to_string());
         priorities.push(priority);
-        s.task_finished(WorkerId(0), t, 8, 5, None);
+        s.on_task_finished(WorkerId(0), t, 8, 5, None);
         s.validate();
     }
     assert_eq!(order, ["a", "b", "c"]);
@@ -973,23 +974,23 @@ fn queued_tasks_start_in_submission_order_even_when_their_ids_reuse_freed_slots(
 #[test]
 fn reports_from_a_worker_the_task_is_not_running_on_change_nothing() {
     let mut s = core();
-    s.add_worker(WorkerId(0), worker("a", 1));
+    s.on_worker_joined(WorkerId(0), worker("a", 1));
     s.validate();
-    s.add_worker(WorkerId(1), worker("b", 1));
+    s.on_worker_joined(WorkerId(1), worker("b", 1));
     s.validate();
-    s.update_graph(C, vec![task("x", &[])], &keys(&["x"]))
+    s.on_update_graph(C, vec![task("x", &[])], &keys(&["x"]))
         .unwrap();
     s.validate();
     let x = s.task_id("x").unwrap();
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), x)]);
 
-    s.task_erred(WorkerId(1), x, "boom".into());
+    s.on_task_erred(WorkerId(1), x, "boom".into());
     s.validate();
     assert_eq!(s.take_actions(), vec![]);
     assert_eq!(s.state("x"), TaskState::Processing);
 
     // A result it should not have: that worker drops it.
-    s.task_finished(WorkerId(1), x, 8, 5, None);
+    s.on_task_finished(WorkerId(1), x, 8, 5, None);
     s.validate();
     assert_eq!(
         s.take_actions(),
@@ -1001,7 +1002,7 @@ fn reports_from_a_worker_the_task_is_not_running_on_change_nothing() {
     assert_eq!(s.state("x"), TaskState::Processing);
     assert_eq!(s.who_has("x"), vec![]);
 
-    s.task_finished(WorkerId(0), x, 8, 5, None);
+    s.on_task_finished(WorkerId(0), x, 8, 5, None);
     s.validate();
     assert_eq!(s.who_has("x"), vec![WorkerId(0)]);
 }
@@ -1009,11 +1010,11 @@ fn reports_from_a_worker_the_task_is_not_running_on_change_nothing() {
 #[test]
 fn missing_data_recomputes_the_input_and_runs_the_task_again() {
     let mut s = core();
-    s.add_worker(WorkerId(0), worker("a", 1));
+    s.on_worker_joined(WorkerId(0), worker("a", 1));
     s.validate();
-    s.add_worker(WorkerId(1), with(worker("b", 1), &["r"]));
+    s.on_worker_joined(WorkerId(1), with(worker("b", 1), &["r"]));
     s.validate();
-    s.update_graph(
+    s.on_update_graph(
         C,
         vec![task("x", &[]), needs(task("y", &["x"]), "r")],
         &keys(&["x", "y"]),
@@ -1024,20 +1025,20 @@ fn missing_data_recomputes_the_input_and_runs_the_task_again() {
     // y needs r: it cannot be sent ahead to x's worker, it waits here.
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), x)]);
     assert_eq!(s.state("y"), TaskState::Waiting);
-    s.task_finished(WorkerId(0), x, 8, 5, None);
+    s.on_task_finished(WorkerId(0), x, 8, 5, None);
     s.validate();
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(1), y)]);
 
     // A report about a task the reporter is not running, naming a worker that does not
     // hold the input, changes nothing.
-    s.missing_data(WorkerId(0), y, x, WorkerId(1));
+    s.on_missing_data(WorkerId(0), y, x, WorkerId(1));
     s.validate();
     assert_eq!(s.take_actions(), vec![]);
     assert_eq!(s.state("y"), TaskState::Processing);
     assert_eq!(s.who_has("x"), vec![WorkerId(0)]);
 
     // y's worker could not get x from its holder: x is computed again, y waits for it.
-    s.missing_data(WorkerId(1), y, x, WorkerId(0));
+    s.on_missing_data(WorkerId(1), y, x, WorkerId(0));
     s.validate();
     assert_eq!(
         s.take_actions()
@@ -1054,7 +1055,7 @@ fn missing_data_recomputes_the_input_and_runs_the_task_again() {
     assert_eq!(s.state("y"), TaskState::Waiting);
     assert_eq!(s.info().workers[0].stored_keys, 0);
     assert_eq!(s.info().workers[0].stored_bytes, 0);
-    s.task_finished(WorkerId(0), x, 8, 5, None);
+    s.on_task_finished(WorkerId(0), x, 8, 5, None);
     s.validate();
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(1), y)]);
 }
@@ -1063,16 +1064,16 @@ fn missing_data_recomputes_the_input_and_runs_the_task_again() {
 fn a_failed_key_is_reported_to_a_client_asking_later_and_fails_new_dependents_at_once() {
     let mut s = core();
     let c2 = ClientId(2);
-    s.add_client(c2);
+    s.on_client_joined(c2);
     s.validate();
-    s.add_worker(WorkerId(0), worker("a", 1));
+    s.on_worker_joined(WorkerId(0), worker("a", 1));
     s.validate();
-    s.update_graph(C, vec![task("x", &[])], &keys(&["x"]))
+    s.on_update_graph(C, vec![task("x", &[])], &keys(&["x"]))
         .unwrap();
     s.validate();
     let x = s.task_id("x").unwrap();
     s.take_actions();
-    s.task_erred(WorkerId(0), x, "boom".into());
+    s.on_task_erred(WorkerId(0), x, "boom".into());
     s.validate();
     let error = Arc::new(TaskFailure {
         key: "x".into(),
@@ -1094,7 +1095,7 @@ fn a_failed_key_is_reported_to_a_client_asking_later_and_fails_new_dependents_at
         ]
     );
 
-    s.update_graph(c2, vec![task("x", &[])], &keys(&["x"]))
+    s.on_update_graph(c2, vec![task("x", &[])], &keys(&["x"]))
         .unwrap();
     s.validate();
     assert_eq!(
@@ -1106,7 +1107,7 @@ fn a_failed_key_is_reported_to_a_client_asking_later_and_fails_new_dependents_at
         }]
     );
 
-    s.update_graph(C, vec![task("y", &["x"])], &keys(&["y"]))
+    s.on_update_graph(C, vec![task("y", &["x"])], &keys(&["y"]))
         .unwrap();
     s.validate();
     assert_eq!(
@@ -1123,24 +1124,24 @@ fn a_failed_key_is_reported_to_a_client_asking_later_and_fails_new_dependents_at
 #[test]
 fn a_released_key_asked_for_again_is_computed_again() {
     let mut s = core();
-    s.add_worker(WorkerId(0), worker("a", 1));
+    s.on_worker_joined(WorkerId(0), worker("a", 1));
     s.validate();
-    s.update_graph(C, vec![task("x", &[]), task("y", &["x"])], &keys(&["y"]))
+    s.on_update_graph(C, vec![task("x", &[]), task("y", &["x"])], &keys(&["y"]))
         .unwrap();
     s.validate();
     let [x, y] = ["x", "y"].map(|k| s.task_id(k).unwrap());
     s.take_actions();
-    s.task_finished(WorkerId(0), x, 8, 5, None);
+    s.on_task_finished(WorkerId(0), x, 8, 5, None);
     s.validate();
-    s.task_finished(WorkerId(0), y, 8, 5, None);
+    s.on_task_finished(WorkerId(0), y, 8, 5, None);
     s.validate();
     s.take_actions();
     assert_eq!(s.state("x"), TaskState::Released);
 
-    s.update_graph(C, vec![], &keys(&["x"])).unwrap();
+    s.on_update_graph(C, vec![], &keys(&["x"])).unwrap();
     s.validate();
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), x)]);
-    s.task_finished(WorkerId(0), x, 8, 5, None);
+    s.on_task_finished(WorkerId(0), x, 8, 5, None);
     s.validate();
     assert_eq!(
         s.take_actions(),
@@ -1158,17 +1159,17 @@ fn a_released_key_asked_for_again_is_computed_again() {
 #[test]
 fn a_task_is_sent_ahead_to_the_worker_running_its_last_input_even_with_others_in_memory() {
     let mut s = core();
-    s.add_worker(WorkerId(0), worker("a", 2));
+    s.on_worker_joined(WorkerId(0), worker("a", 2));
     s.validate();
-    s.update_graph(C, vec![task("x", &[])], &keys(&["x"]))
+    s.on_update_graph(C, vec![task("x", &[])], &keys(&["x"]))
         .unwrap();
     s.validate();
     let x = s.task_id("x").unwrap();
     s.take_actions();
-    s.task_finished(WorkerId(0), x, 8, 5, None);
+    s.on_task_finished(WorkerId(0), x, 8, 5, None);
     s.validate();
     s.take_actions();
-    s.update_graph(
+    s.on_update_graph(
         C,
         vec![task("y", &[]), task("z", &["x", "y"])],
         &keys(&["z"]),
@@ -1188,15 +1189,15 @@ fn a_task_is_not_sent_ahead_to_a_worker_with_no_room_for_it() {
         max_processing_per_thread: 1,
         ..CoreConfig::default()
     });
-    s.add_worker(WorkerId(0), worker("a", 1));
+    s.on_worker_joined(WorkerId(0), worker("a", 1));
     s.validate();
-    s.update_graph(C, vec![task("u", &[]), task("v", &["u"])], &keys(&["v"]))
+    s.on_update_graph(C, vec![task("u", &[]), task("v", &["u"])], &keys(&["v"]))
         .unwrap();
     s.validate();
     let [u, v] = ["u", "v"].map(|k| s.task_id(k).unwrap());
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), u)]);
     assert_eq!(s.state("v"), TaskState::Waiting);
-    s.task_finished(WorkerId(0), u, 8, 5, None);
+    s.on_task_finished(WorkerId(0), u, 8, 5, None);
     s.validate();
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), v)]);
 }
@@ -1204,11 +1205,11 @@ fn a_task_is_not_sent_ahead_to_a_worker_with_no_room_for_it() {
 #[test]
 fn a_task_is_not_sent_ahead_to_a_worker_without_the_resources_it_needs() {
     let mut s = core();
-    s.add_worker(WorkerId(0), with(worker("a", 1), &["s"]));
+    s.on_worker_joined(WorkerId(0), with(worker("a", 1), &["s"]));
     s.validate();
-    s.add_worker(WorkerId(1), with(worker("b", 1), &["r"]));
+    s.on_worker_joined(WorkerId(1), with(worker("b", 1), &["r"]));
     s.validate();
-    s.update_graph(
+    s.on_update_graph(
         C,
         vec![needs(task("u", &[]), "s"), needs(task("v", &["u"]), "r")],
         &keys(&["v"]),
@@ -1218,7 +1219,7 @@ fn a_task_is_not_sent_ahead_to_a_worker_without_the_resources_it_needs() {
     let [u, v] = ["u", "v"].map(|k| s.task_id(k).unwrap());
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), u)]);
     assert_eq!(s.state("v"), TaskState::Waiting);
-    s.task_finished(WorkerId(0), u, 8, 5, None);
+    s.on_task_finished(WorkerId(0), u, 8, 5, None);
     s.validate();
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(1), v)]);
 }
@@ -1226,9 +1227,9 @@ fn a_task_is_not_sent_ahead_to_a_worker_without_the_resources_it_needs() {
 #[test]
 fn only_tasks_a_client_waits_on_ask_the_worker_for_their_value() {
     let mut s = core();
-    s.add_worker(WorkerId(0), worker("a", 1));
+    s.on_worker_joined(WorkerId(0), worker("a", 1));
     s.validate();
-    s.update_graph(C, vec![task("x", &[]), task("y", &["x"])], &keys(&["y"]))
+    s.on_update_graph(C, vec![task("x", &[]), task("y", &["x"])], &keys(&["y"]))
         .unwrap();
     s.validate();
     let reports: Vec<_> = s
@@ -1250,9 +1251,9 @@ fn gpu_busy_then_queue(blocked: usize) -> SchedulerCore {
         max_processing_per_thread: 1,
         ..CoreConfig::default()
     });
-    s.add_worker(WorkerId(0), with(worker("a", 2), &["gpu"]));
+    s.on_worker_joined(WorkerId(0), with(worker("a", 2), &["gpu"]));
     s.validate();
-    s.update_graph(
+    s.on_update_graph(
         C,
         vec![task("b", &[]), needs(task("g0", &[]), "gpu")],
         &keys(&["b", "g0"]),
@@ -1265,7 +1266,7 @@ fn gpu_busy_then_queue(blocked: usize) -> SchedulerCore {
         .collect();
     tasks.push(task("c", &[]));
     let wanted: Vec<String> = tasks.iter().map(|t| t.key.clone()).collect();
-    s.update_graph(C, tasks, &wanted).unwrap();
+    s.on_update_graph(C, tasks, &wanted).unwrap();
     s.validate();
     assert_eq!(s.take_actions(), vec![]);
     assert_eq!(s.state("c"), TaskState::Queued);
@@ -1276,7 +1277,7 @@ fn gpu_busy_then_queue(blocked: usize) -> SchedulerCore {
 fn a_freed_slot_goes_to_a_queued_task_behind_up_to_64_that_cannot_use_it() {
     let mut s = gpu_busy_then_queue(64);
     let b = s.task_id("b").unwrap();
-    s.task_finished(WorkerId(0), b, 8, 5, None);
+    s.on_task_finished(WorkerId(0), b, 8, 5, None);
     s.validate();
     let c = s.task_id("c").unwrap();
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), c)]);
@@ -1286,7 +1287,7 @@ fn a_freed_slot_goes_to_a_queued_task_behind_up_to_64_that_cannot_use_it() {
 fn a_freed_slot_is_not_looked_for_behind_65_queued_tasks_that_cannot_use_it() {
     let mut s = gpu_busy_then_queue(65);
     let b = s.task_id("b").unwrap();
-    s.task_finished(WorkerId(0), b, 8, 5, None);
+    s.on_task_finished(WorkerId(0), b, 8, 5, None);
     s.validate();
     assert_eq!(computes(&s.take_actions()), vec![]);
     assert_eq!(s.state("c"), TaskState::Queued);
@@ -1295,11 +1296,11 @@ fn a_freed_slot_is_not_looked_for_behind_65_queued_tasks_that_cannot_use_it() {
 #[test]
 fn a_waiting_task_stays_waiting_when_the_worker_running_its_input_dies() {
     let mut s = core();
-    s.add_worker(WorkerId(0), worker("a", 1));
+    s.on_worker_joined(WorkerId(0), worker("a", 1));
     s.validate();
-    s.add_worker(WorkerId(1), worker("b", 1));
+    s.on_worker_joined(WorkerId(1), worker("b", 1));
     s.validate();
-    s.update_graph(
+    s.on_update_graph(
         C,
         vec![task("x", &[]), task("y", &[]), task("z", &["x", "y"])],
         &keys(&["z"]),
@@ -1311,7 +1312,7 @@ fn a_waiting_task_stays_waiting_when_the_worker_running_its_input_dies() {
         computes(&s.take_actions()),
         vec![(WorkerId(0), x), (WorkerId(1), y)]
     );
-    s.remove_worker(WorkerId(0));
+    s.on_worker_lost(WorkerId(0));
     s.validate();
     // x goes to y's worker, and z with it, sent ahead of both inputs.
     assert_eq!(
@@ -1332,23 +1333,23 @@ fn a_waiting_task_stays_waiting_when_the_worker_running_its_input_dies() {
 fn a_client_letting_go_of_a_running_key_another_client_wants_changes_nothing() {
     let mut s = core();
     let c2 = ClientId(2);
-    s.add_client(c2);
+    s.on_client_joined(c2);
     s.validate();
-    s.add_worker(WorkerId(0), worker("a", 1));
+    s.on_worker_joined(WorkerId(0), worker("a", 1));
     s.validate();
-    s.update_graph(C, vec![task("x", &[])], &keys(&["x"]))
+    s.on_update_graph(C, vec![task("x", &[])], &keys(&["x"]))
         .unwrap();
     s.validate();
-    s.update_graph(c2, vec![task("x", &[])], &keys(&["x"]))
+    s.on_update_graph(c2, vec![task("x", &[])], &keys(&["x"]))
         .unwrap();
     s.validate();
     let x = s.task_id("x").unwrap();
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), x)]);
-    s.release_keys(C, &keys(&["x"]));
+    s.on_release_keys(C, &keys(&["x"]));
     s.validate();
     assert_eq!(s.take_actions(), vec![]);
     assert_eq!(s.story("x").len(), 2);
-    s.task_finished(WorkerId(0), x, 8, 5, None);
+    s.on_task_finished(WorkerId(0), x, 8, 5, None);
     s.validate();
     assert_eq!(
         s.take_actions(),
@@ -1366,7 +1367,7 @@ fn a_client_letting_go_of_a_running_key_another_client_wants_changes_nothing() {
 #[test]
 fn long_tasks_go_one_per_thread() {
     let mut s = core();
-    s.add_worker(WorkerId(0), worker("a", 2));
+    s.on_worker_joined(WorkerId(0), worker("a", 2));
     s.validate();
     measure(&mut s, WorkerId(0), "probe", "slow", 1_000_000);
     assert_eq!(submit_roots(&mut s, "t", "slow", 3), 2);
@@ -1375,7 +1376,7 @@ fn long_tasks_go_one_per_thread() {
 #[test]
 fn a_worker_is_given_queue_target_worth_of_work_per_thread() {
     let mut s = core();
-    s.add_worker(WorkerId(0), worker("a", 4));
+    s.on_worker_joined(WorkerId(0), worker("a", 4));
     s.validate();
     // 500 µs assumed per task, 5 ms per thread: ten per thread.
     assert_eq!(submit_roots(&mut s, "t", "add", 100), 40);
@@ -1388,7 +1389,7 @@ fn a_worker_is_given_at_most_max_processing_per_thread_tasks_per_thread() {
         default_duration_us: 1,
         ..CoreConfig::default()
     });
-    s.add_worker(WorkerId(0), worker("a", 3));
+    s.on_worker_joined(WorkerId(0), worker("a", 3));
     s.validate();
     assert_eq!(submit_roots(&mut s, "t", "add", 20), 6);
 }
@@ -1396,7 +1397,7 @@ fn a_worker_is_given_at_most_max_processing_per_thread_tasks_per_thread() {
 #[test]
 fn duration_estimates_are_a_moving_average_of_measured_durations() {
     let mut s = core();
-    s.add_worker(WorkerId(0), worker("a", 1));
+    s.on_worker_joined(WorkerId(0), worker("a", 1));
     s.validate();
     measure(&mut s, WorkerId(0), "m0", "f", 1000);
     measure(&mut s, WorkerId(0), "m1", "f", 2000);
@@ -1413,19 +1414,19 @@ fn consumer_of_input_on_a_busy_worker(nbytes: u64) -> WorkerId {
     a.host_id = "h1".into();
     let mut b = worker("b", 2);
     b.host_id = "h2".into();
-    s.add_worker(WorkerId(0), a);
+    s.on_worker_joined(WorkerId(0), a);
     s.validate();
-    s.add_worker(WorkerId(1), b);
+    s.on_worker_joined(WorkerId(1), b);
     s.validate();
-    s.update_graph(C, vec![needs(task("x", &[]), "a")], &keys(&["x"]))
+    s.on_update_graph(C, vec![needs(task("x", &[]), "a")], &keys(&["x"]))
         .unwrap();
     s.validate();
     let x = s.task_id("x").unwrap();
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), x)]);
-    s.task_finished(WorkerId(0), x, nbytes, 500, None);
+    s.on_task_finished(WorkerId(0), x, nbytes, 500, None);
     s.validate();
     s.take_actions();
-    s.update_graph(
+    s.on_update_graph(
         C,
         vec![needs(task("p", &[]), "a"), needs(task("q", &[]), "a")],
         &keys(&["p", "q"]),
@@ -1433,7 +1434,7 @@ fn consumer_of_input_on_a_busy_worker(nbytes: u64) -> WorkerId {
     .unwrap();
     s.validate();
     assert_eq!(computes(&s.take_actions()).len(), 2);
-    s.update_graph(C, vec![task("y", &["x"])], &keys(&["y"]))
+    s.on_update_graph(C, vec![task("y", &["x"])], &keys(&["y"]))
         .unwrap();
     s.validate();
     let y = s.task_id("y").unwrap();
@@ -1458,24 +1459,24 @@ fn placement_charges_a_cpu_worker_nothing_for_device_memory() {
     // memory; worker 2 drives a GPU on the same host, with room, but the input would
     // cross PCIe.
     let mut s = core();
-    s.add_worker(WorkerId(0), with(worker("a", 1), &["a"]));
+    s.on_worker_joined(WorkerId(0), with(worker("a", 1), &["a"]));
     s.validate();
-    s.add_worker(WorkerId(1), with(worker("b", 1), &["r"]));
+    s.on_worker_joined(WorkerId(1), with(worker("b", 1), &["r"]));
     s.validate();
     let mut g = with(worker("g", 1), &["r"]);
     g.gpu = Some(0);
     g.device_spill_at = 1 << 30;
-    s.add_worker(WorkerId(2), g);
+    s.on_worker_joined(WorkerId(2), g);
     s.validate();
-    s.update_graph(C, vec![needs(task("x", &[]), "a")], &keys(&["x"]))
+    s.on_update_graph(C, vec![needs(task("x", &[]), "a")], &keys(&["x"]))
         .unwrap();
     s.validate();
     let x = s.task_id("x").unwrap();
     s.take_actions();
-    s.task_finished(WorkerId(0), x, 8 << 20, 5, None);
+    s.on_task_finished(WorkerId(0), x, 8 << 20, 5, None);
     s.validate();
     s.take_actions();
-    s.update_graph(C, vec![needs(task("y", &["x"]), "r")], &keys(&["y"]))
+    s.on_update_graph(C, vec![needs(task("y", &["x"]), "r")], &keys(&["y"]))
         .unwrap();
     s.validate();
     let y = s.task_id("y").unwrap();
@@ -1491,19 +1492,19 @@ fn pushing_values_off_a_full_gpu_costs_half_of_moving_them_over_the_network() {
         let mut g = with(worker(&format!("gpu{i}"), 1), &["gpu", &format!("on-{i}")]);
         g.gpu = Some(i);
         g.device_spill_at = 1 << 30;
-        s.add_worker(WorkerId(i), g);
+        s.on_worker_joined(WorkerId(i), g);
         s.validate();
     }
-    s.update_graph(C, vec![needs(task("x", &[]), "on-1")], &keys(&["x"]))
+    s.on_update_graph(C, vec![needs(task("x", &[]), "on-1")], &keys(&["x"]))
         .unwrap();
     s.validate();
     let x = s.task_id("x").unwrap();
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(1), x)]);
-    s.task_finished(WorkerId(1), x, 256 << 20, 10, None);
+    s.on_task_finished(WorkerId(1), x, 256 << 20, 10, None);
     s.validate();
     s.take_actions();
-    s.worker_device_memory(WorkerId(1), 968 << 20);
-    s.update_graph(C, vec![needs(task("y", &["x"]), "gpu")], &keys(&["y"]))
+    s.on_device_memory(WorkerId(1), 968 << 20);
+    s.on_update_graph(C, vec![needs(task("y", &["x"]), "gpu")], &keys(&["y"]))
         .unwrap();
     s.validate();
     let y = s.task_id("y").unwrap();

@@ -19,8 +19,8 @@ fn task(key: &str) -> NewTask {
 
 fn core_with_a_worker() -> SchedulerCore {
     let mut s = SchedulerCore::new(CoreConfig::default());
-    s.add_client(C);
-    s.add_worker(
+    s.on_client_joined(C);
+    s.on_worker_joined(
         WorkerId(0),
         WorkerSpec {
             name: "a".into(),
@@ -41,7 +41,7 @@ fn core_with_a_worker() -> SchedulerCore {
 fn a_wanted_key_that_was_never_submitted_is_refused_and_nothing_changes() {
     let mut s = core_with_a_worker();
     let err = s
-        .update_graph(C, vec![task("x")], &["x".into(), "nope".into()])
+        .on_update_graph(C, vec![task("x")], &["x".into(), "nope".into()])
         .unwrap_err();
     assert!(
         matches!(&err, GraphError::UnknownKey { key } if key == "nope"),
@@ -52,7 +52,7 @@ fn a_wanted_key_that_was_never_submitted_is_refused_and_nothing_changes() {
     assert!(s.take_actions().is_empty());
     s.validate();
     assert!(matches!(
-        s.update_graph(C, vec![], &["x".into()]),
+        s.on_update_graph(C, vec![], &["x".into()]),
         Err(GraphError::UnknownKey { .. })
     ));
 }
@@ -60,7 +60,8 @@ fn a_wanted_key_that_was_never_submitted_is_refused_and_nothing_changes() {
 #[test]
 fn a_released_key_asked_for_again_is_refused_and_a_held_one_is_answered() {
     let mut s = core_with_a_worker();
-    s.update_graph(C, vec![task("x")], &["x".into()]).unwrap();
+    s.on_update_graph(C, vec![task("x")], &["x".into()])
+        .unwrap();
     let compute = s
         .take_actions()
         .into_iter()
@@ -69,26 +70,26 @@ fn a_released_key_asked_for_again_is_refused_and_a_held_one_is_answered() {
             _ => None,
         })
         .expect("x is computed");
-    s.task_finished(WorkerId(0), compute, 8, 1, None);
+    s.on_task_finished(WorkerId(0), compute, 8, 1, None);
     s.take_actions();
     s.validate();
     // Held: asking again (by key only) is answered at once from memory.
-    s.update_graph(C, vec![], &["x".into()]).unwrap();
+    s.on_update_graph(C, vec![], &["x".into()]).unwrap();
     assert!(s.take_actions().is_empty(), "already wanted by this client");
     let other = ClientId(2);
-    s.add_client(other);
-    s.update_graph(other, vec![], &["x".into()]).unwrap();
+    s.on_client_joined(other);
+    s.on_update_graph(other, vec![], &["x".into()]).unwrap();
     assert!(matches!(
         &s.take_actions()[..],
         [Action::KeyInMemory { client, key, .. }] if *client == other && &**key == "x"
     ));
     // Released by both: asking again is refused, not left waiting.
-    s.release_keys(C, &["x".into()]);
-    s.release_keys(other, &["x".into()]);
+    s.on_release_keys(C, &["x".into()]);
+    s.on_release_keys(other, &["x".into()]);
     s.take_actions();
     s.validate();
     assert!(matches!(
-        s.update_graph(C, vec![], &["x".into()]),
+        s.on_update_graph(C, vec![], &["x".into()]),
         Err(GraphError::UnknownKey { key }) if key == "x"
     ));
 }

@@ -329,7 +329,7 @@ impl Server {
                 let id = ClientId(self.next_client);
                 self.next_client += 1;
                 self.clients.insert(id, None);
-                self.core.add_client(id);
+                self.core.on_client_joined(id);
                 info!(client = id.0, name = %h.name, "client joined");
                 Ok(Joined {
                     peer: Peer::Client(id),
@@ -427,7 +427,7 @@ impl Server {
             let _ = tx.send(msg);
         }
         let spec = self.workers[&id].spec.clone();
-        self.core.add_worker(id, spec);
+        self.core.on_worker_joined(id, spec);
     }
 
     fn on_left(&mut self, peer: Peer, reason: Option<String>) {
@@ -446,7 +446,7 @@ impl Server {
                         }
                         None => info!(client = c.0, "client left"),
                     }
-                    self.core.remove_client(c);
+                    self.core.on_client_left(c);
                 }
             }
             Peer::Worker(w) => {
@@ -461,7 +461,7 @@ impl Server {
                         None => info!(worker = w.0, name = %conn.spec.name, "worker left"),
                     }
                     if self.core.has_worker(w) {
-                        self.core.remove_worker(w);
+                        self.core.on_worker_lost(w);
                     }
                     if self.workers.is_empty() && self.registry.take().is_some() {
                         // The cluster's data lived on its workers: none is left that code
@@ -485,7 +485,7 @@ impl Server {
             match (peer, m) {
                 (Peer::Client(c), ToScheduler::UpdateGraph(g)) => self.on_update_graph(c, g, &bufs),
                 (Peer::Client(c), ToScheduler::ReleaseKeys { keys }) => {
-                    self.core.release_keys(c, &keys)
+                    self.core.on_release_keys(c, &keys)
                 }
                 (Peer::Client(c), ToScheduler::WhoHas { req, keys }) => {
                     let entries = keys
@@ -503,16 +503,16 @@ impl Server {
                 }
                 (Peer::Worker(w), ToScheduler::TaskFinished(f)) => {
                     self.core
-                        .task_finished(w, f.task, f.nbytes, f.duration_us, f.value)
+                        .on_task_finished(w, f.task, f.nbytes, f.duration_us, f.value)
                 }
                 (Peer::Worker(w), ToScheduler::TaskErred(e)) => {
-                    self.core.task_erred(w, e.task, e.message)
+                    self.core.on_task_erred(w, e.task, e.message)
                 }
                 (Peer::Worker(w), ToScheduler::MissingData { task, dep, holder }) => {
-                    self.core.missing_data(w, task, dep, holder)
+                    self.core.on_missing_data(w, task, dep, holder)
                 }
                 (Peer::Worker(w), ToScheduler::Heartbeat(hb)) => {
-                    self.core.worker_device_memory(w, hb.device_memory_used);
+                    self.core.on_device_memory(w, hb.device_memory_used);
                     if let Some(conn) = self.workers.get_mut(&w) {
                         conn.heartbeat = Some(hb);
                     }
@@ -555,7 +555,7 @@ impl Server {
             Some(e) => Err(e),
             None => self
                 .core
-                .update_graph(c, tasks, &wanted)
+                .on_update_graph(c, tasks, &wanted)
                 .map_err(|e| e.to_string()),
         };
         if let Err(message) = outcome {

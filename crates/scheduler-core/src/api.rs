@@ -1,0 +1,172 @@
+//! What crosses the core's boundary: its settings, the tasks and workers it is given,
+//! the actions it asks for, its errors and the counts it reports.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rask_proto::msg::{ComputeMsg, Resource};
+use rask_proto::{ClientId, Datum, TaskId, WorkerId};
+
+/// Tunables of the core.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    /// Duration assumed for an op never seen before.
+    pub default_duration_us: u64,
+    /// How much estimated work each thread of a worker is given ahead (its queue).
+    pub queue_target_us: u64,
+    /// Hard cap on tasks assigned per worker thread, whatever the estimates say.
+    pub max_processing_per_thread: u32,
+    /// A task whose worker dies this many times errs with "killed worker".
+    pub allowed_failures: u32,
+    /// Bytes per second assumed for moving a dependency between workers.
+    pub bandwidth: f64,
+    /// Transitions kept for `story()`.
+    pub log_capacity: usize,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            default_duration_us: 500,
+            queue_target_us: 5_000,
+            max_processing_per_thread: 1_000,
+            allowed_failures: 3,
+            bandwidth: 1e9,
+            log_capacity: 100_000,
+        }
+    }
+}
+
+/// One task of a graph, as the core receives it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewTask {
+    pub key: String,
+    pub op: String,
+    /// Arguments; `Datum::Ref(i)` is the output of `deps[i]`, `Datum::Buf(i)` is `bufs[i]`.
+    pub args: Datum,
+    pub bufs: Vec<Bytes>,
+    pub deps: Vec<String>,
+    pub resources: Vec<Resource>,
+}
+
+/// A worker joining the cluster.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkerSpec {
+    pub name: String,
+    pub addr: String,
+    pub host_id: String,
+    pub nthreads: u32,
+    pub memory_limit: u64,
+    pub resources: Vec<Resource>,
+    /// The GPU this worker drives (its index on its host), if any.
+    pub gpu: Option<u32>,
+    /// GPUs of the same host that `gpu` reaches over NVLink.
+    pub nvlink: Vec<u32>,
+    /// Device memory use past which the worker spills from its device (0: no device).
+    pub device_spill_at: u64,
+}
+
+impl WorkerSpec {
+    /// What moving a byte from `holder` to this worker costs, relative to the network:
+    /// nothing on the same worker, little between CPU workers of one host (shared memory,
+    /// no copy), a tenth over NVLink, half through the host's PCIe, all of it over tcp.
+    pub fn link_factor(&self, holder: &WorkerSpec) -> f64 {
+        let same_host = !self.host_id.is_empty() && self.host_id == holder.host_id;
+        self.link_factor_on(same_host, holder)
+    }
+
+    /// `link_factor`, with whether both workers share a host already known.
+    pub(crate) fn link_factor_on(&self, same_host: bool, holder: &WorkerSpec) -> f64 {
+        if !same_host {
+            return 1.0;
+        }
+        match (self.gpu, holder.gpu) {
+            (None, None) => 0.05,
+            (Some(a), Some(b)) if self.nvlink.contains(&b) || holder.nvlink.contains(&a) => 0.1,
+            _ => 0.5,
+        }
+    }
+}
+
+/// Why a task failed: the failing task's key and op, and the message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskFailure {
+    pub key: String,
+    pub op: String,
+    pub message: String,
+}
+
+/// What the core asks the world to do, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Send a task to a worker.
+    Compute {
+        worker: WorkerId,
+        msg: ComputeMsg,
+        bufs: Vec<Bytes>,
+    },
+    /// Tell a worker to drop a task's data, or cancel it.
+    Free { worker: WorkerId, task: TaskId },
+    /// Tell a client that a key it wants is in memory.
+    KeyInMemory {
+        client: ClientId,
+        key: Arc<str>,
+        task: TaskId,
+        nbytes: u64,
+        holders: Vec<WorkerId>,
+        /// The value, when the worker reported it inline.
+        value: Option<Datum>,
+    },
+    /// Tell a client that a key it wants failed.
+    KeyErred {
+        client: ClientId,
+        key: Arc<str>,
+        error: Arc<TaskFailure>,
+    },
+}
+
+/// A graph the core refuses as a whole; nothing of it is kept.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GraphError {
+    #[error("task {key:?} uses unknown op {op:?} (not registered on the cluster's workers)")]
+    UnknownOp { key: String, op: String },
+    #[error("task {key:?} depends on unknown key {dep:?}")]
+    UnknownDependency { key: String, dep: String },
+    #[error("key {key:?} appears twice in one graph")]
+    DuplicateKey { key: String },
+    #[error("the graph has a cycle through {key:?}")]
+    Cycle { key: String },
+    #[error("task {key:?} refers to dependency {index} but has {count}")]
+    BadReference {
+        key: String,
+        index: u32,
+        count: usize,
+    },
+    #[error("task {key:?} refers to buffer {index} but has {count}")]
+    BadBuffer {
+        key: String,
+        index: u32,
+        count: usize,
+    },
+    #[error("key {key:?} is neither in the graph nor held on the cluster (released, or never submitted)")]
+    UnknownKey { key: String },
+    #[error("unknown client {0}")]
+    UnknownClient(ClientId),
+}
+
+/// Counts for `scheduler_info`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CoreInfo {
+    pub tasks_by_state: Vec<(&'static str, u64)>,
+    pub workers: Vec<WorkerInfo>,
+    pub clients: u32,
+}
+
+/// One worker's load, for `scheduler_info`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkerInfo {
+    pub id: WorkerId,
+    pub processing: u64,
+    pub stored_keys: u64,
+    pub stored_bytes: u64,
+}

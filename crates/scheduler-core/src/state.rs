@@ -1,0 +1,145 @@
+//! The records the core keeps: tasks (hot fields inline, rare ones boxed), workers
+//! (capacity, resources, load), per-op duration estimates.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rask_proto::{ClientId, Datum, TaskId, WorkerId};
+use rustc_hash::FxHashSet;
+
+use crate::api::CoreConfig;
+use crate::api::TaskFailure;
+use crate::api::WorkerSpec;
+use crate::few::Few;
+use crate::TaskState;
+
+/// Fields most tasks never use, boxed to keep [`Task`] small.
+#[derive(Debug, Default)]
+pub(crate) struct TaskExtra {
+    pub(crate) bufs: Vec<Bytes>,
+    /// (resource id, amount).
+    pub(crate) resources: Vec<(u32, f64)>,
+    /// Names of the workers that died while running this task.
+    pub(crate) killed_on: Vec<Arc<str>>,
+    pub(crate) error: Option<Arc<TaskFailure>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Task {
+    pub(crate) key: Arc<str>,
+    pub(crate) op: u32,
+    pub(crate) args: Datum,
+    pub(crate) deps: Box<[TaskId]>,
+    pub(crate) dependents: Vec<TaskId>,
+    pub(crate) state: TaskState,
+    /// Invariant: in `Waiting`, the number of deps not in memory (> 0); otherwise 0.
+    pub(crate) waiting_on: u32,
+    /// Invariant: the number of dependents that are waiting, queued, no-worker or processing.
+    pub(crate) waiters: u32,
+    /// Invariant: non-empty exactly in `Memory`; mirrored by each worker's `has_what`.
+    pub(crate) who_has: Few<WorkerId>,
+    /// Invariant: `Some` exactly in `Processing`; mirrored by the worker's `processing`.
+    pub(crate) processing_on: Option<WorkerId>,
+    /// Estimated duration charged to the worker's occupancy while processing.
+    pub(crate) est_us: u32,
+    pub(crate) nbytes: u64,
+    /// Invariant: mirrored by each client's `wants`.
+    pub(crate) who_wants: Few<ClientId>,
+    /// Lower runs first: submission order.
+    pub(crate) priority: u64,
+    pub(crate) suspicious: u32,
+    pub(crate) extra: Option<Box<TaskExtra>>,
+}
+
+impl Task {
+    pub(crate) fn extra(&mut self) -> &mut TaskExtra {
+        self.extra.get_or_insert_with(Default::default)
+    }
+
+    pub(crate) fn error(&self) -> Option<&Arc<TaskFailure>> {
+        self.extra.as_ref().and_then(|e| e.error.as_ref())
+    }
+
+    pub(crate) fn resources(&self) -> &[(u32, f64)] {
+        self.extra.as_ref().map_or(&[], |e| &e.resources)
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Worker {
+    pub(crate) spec: WorkerSpec,
+    pub(crate) name: Arc<str>,
+    /// Invariant: `spec.host_id` interned in the core's `host_ids`; `None` when it is
+    /// empty (an unknown host, shared with no one).
+    pub(crate) host: Option<u32>,
+    /// (resource id, total amount).
+    pub(crate) resources: Vec<(u32, f64)>,
+    /// (resource id, amount held by processing tasks).
+    pub(crate) used: Vec<(u32, f64)>,
+    pub(crate) processing: FxHashSet<TaskId>,
+    /// Invariant: the sum of `est_us` of `processing`.
+    pub(crate) occupancy_us: u64,
+    pub(crate) has_what: FxHashSet<TaskId>,
+    /// Invariant: the sum of `nbytes` of `has_what`.
+    pub(crate) nbytes: u64,
+    /// Device memory in use, as last reported.
+    pub(crate) device_used: u64,
+}
+
+impl Worker {
+    pub(crate) fn has_capacity(&self, cfg: &CoreConfig, resources: &[(u32, f64)]) -> bool {
+        let threads = self.spec.nthreads.max(1) as u64;
+        let n = self.processing.len() as u64;
+        let slots = n < threads
+            || (self.occupancy_us < cfg.queue_target_us * threads
+                && n < cfg.max_processing_per_thread as u64 * threads);
+        slots
+            && resources.iter().all(|&(r, need)| {
+                let total = lookup(&self.resources, r);
+                lookup(&self.used, r) + need <= total + 1e-9
+            })
+    }
+
+    pub(crate) fn fits(&self, resources: &[(u32, f64)]) -> bool {
+        resources
+            .iter()
+            .all(|&(r, need)| lookup(&self.resources, r) + 1e-9 >= need)
+    }
+
+    /// `WorkerSpec::link_factor`, comparing interned host ids instead of strings.
+    pub(crate) fn link_factor(&self, holder: &Worker) -> f64 {
+        let same_host = self.host.is_some() && self.host == holder.host;
+        self.spec.link_factor_on(same_host, &holder.spec)
+    }
+}
+
+const _: () = assert!(std::mem::size_of::<Task>() <= 176);
+
+pub(crate) fn lookup(v: &[(u32, f64)], r: u32) -> f64 {
+    v.iter().find(|(id, _)| *id == r).map_or(0.0, |(_, a)| *a)
+}
+
+pub(crate) fn add_to(v: &mut Vec<(u32, f64)>, r: u32, amount: f64) {
+    match v.iter_mut().find(|(id, _)| *id == r) {
+        Some((_, a)) => *a += amount,
+        None => v.push((r, amount)),
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct OpStat {
+    pub(crate) name: Arc<str>,
+    /// Moving average of measured durations; `None` until the first is measured.
+    pub(crate) avg_us: Option<f64>,
+}
+
+pub(crate) fn is_active(s: TaskState) -> bool {
+    matches!(
+        s,
+        TaskState::Waiting | TaskState::Queued | TaskState::NoWorker | TaskState::Processing
+    )
+}
+
+pub(crate) fn state_index(s: TaskState) -> usize {
+    s as usize
+}

@@ -1,0 +1,397 @@
+//! Every external input, one `on_*` method each: clients and workers joining and
+//! leaving, graphs submitted, keys released, tasks finished or failed, data missing,
+//! device memory reported. Each runs the transitions it causes to a fixed point.
+
+use std::sync::Arc;
+
+use rask_proto::{ClientId, Datum, TaskId, WorkerId};
+use rustc_hash::FxHashSet;
+
+use crate::api::Action;
+use crate::api::GraphError;
+use crate::api::NewTask;
+use crate::api::TaskFailure;
+use crate::api::WorkerSpec;
+use crate::core::SchedulerCore;
+use crate::few::Few;
+use crate::state::state_index;
+use crate::state::Task;
+use crate::state::TaskExtra;
+use crate::state::Worker;
+use crate::TaskState;
+
+impl SchedulerCore {
+    /// A client connected.
+    pub fn on_client_joined(&mut self, client: ClientId) {
+        self.begin();
+        self.clients.entry(client).or_default();
+    }
+
+    /// A client disconnected: everything it wanted is released.
+    pub fn on_client_left(&mut self, client: ClientId) {
+        self.begin();
+        let Some(wants) = self.clients.remove(&client) else {
+            return;
+        };
+        for t in wants {
+            if let Some(task) = self.tasks.get_mut(&t) {
+                task.who_wants.retain(|c| *c != client);
+                self.check_release(t);
+            }
+        }
+        self.run();
+    }
+
+    /// A worker reports its device memory in use (placement avoids pushing a full
+    /// device's values out when a peer has room).
+    pub fn on_device_memory(&mut self, id: WorkerId, used: u64) {
+        if let Some(w) = self.workers.get_mut(&id) {
+            w.device_used = used;
+        }
+    }
+
+    /// A worker joined.
+    pub fn on_worker_joined(&mut self, id: WorkerId, spec: WorkerSpec) {
+        self.begin();
+        let resources = spec
+            .resources
+            .iter()
+            .map(|r| (self.resource_id(&r.name), r.amount))
+            .collect();
+        let name: Arc<str> = spec.name.as_str().into();
+        let host = (!spec.host_id.is_empty()).then(|| self.host_id(&spec.host_id));
+        self.workers.insert(
+            id,
+            Worker {
+                spec,
+                name,
+                host,
+                resources,
+                used: Vec::new(),
+                processing: FxHashSet::default(),
+                occupancy_us: 0,
+                has_what: FxHashSet::default(),
+                nbytes: 0,
+                device_used: 0,
+            },
+        );
+        // Tasks no worker could run may fit now.
+        let stuck: Vec<TaskId> = self.no_worker.iter().map(|&(_, t)| t).collect();
+        for t in stuck {
+            self.place_ready(t);
+        }
+        self.run();
+        self.fill_slots();
+    }
+
+    /// A worker left or died: its running tasks are rescheduled, data only it held is
+    /// recomputed if still needed, and a task that was running on `allowed_failures`
+    /// dying workers errs.
+    pub fn on_worker_lost(&mut self, id: WorkerId) {
+        self.begin();
+        let Some(w) = self.workers.remove(&id) else {
+            return;
+        };
+        let mut processing: Vec<TaskId> = w.processing.into_iter().collect();
+        processing.sort_unstable();
+        for t in processing {
+            let allowed = self.cfg.allowed_failures;
+            let task = self
+                .tasks
+                .get_mut(&t)
+                .expect("invariant: processing task exists");
+            // A pre-assigned task still waiting for its local input was not running: the
+            // death is not held against it.
+            if task.waiting_on > 0 {
+                self.recs.push_back((t, TaskState::Released));
+                continue;
+            }
+            task.suspicious += 1;
+            task.extra().killed_on.push(w.name.clone());
+            if task.suspicious >= allowed {
+                let killed = task.extra().killed_on.join(", ");
+                let error = TaskFailure {
+                    key: task.key.to_string(),
+                    op: self.ops[task.op as usize].name.to_string(),
+                    message: format!(
+                        "killed worker: the task was running on {} workers that died ({killed})",
+                        task.suspicious
+                    ),
+                };
+                task.extra().error = Some(Arc::new(error));
+                self.recs.push_back((t, TaskState::Erred));
+            } else {
+                self.recs.push_back((t, TaskState::Released));
+            }
+        }
+        let mut held: Vec<TaskId> = w.has_what.into_iter().collect();
+        held.sort_unstable();
+        for t in held {
+            let task = self.tasks.get_mut(&t).expect("invariant: held task exists");
+            task.who_has.retain(|x| *x != id);
+            if task.who_has.is_empty() {
+                self.recs.push_back((t, TaskState::Released));
+            }
+        }
+        self.run();
+        if self.workers.is_empty() {
+            let queued: Vec<TaskId> = self.queued.iter().map(|&(_, t)| t).collect();
+            for t in queued {
+                self.place_ready(t);
+            }
+        }
+        self.fill_slots();
+    }
+
+    /// A client submitted a graph. `wanted` are the keys it holds futures for (they may
+    /// name tasks submitted before). On error nothing changes.
+    pub fn on_update_graph(
+        &mut self,
+        client: ClientId,
+        tasks: Vec<NewTask>,
+        wanted: &[String],
+    ) -> Result<(), GraphError> {
+        self.begin();
+        if !self.clients.contains_key(&client) {
+            return Err(GraphError::UnknownClient(client));
+        }
+        let order = self.check_graph(&tasks, wanted)?;
+        let mut slots: Vec<Option<NewTask>> = tasks.into_iter().map(Some).collect();
+        let mut created = Vec::new();
+        for i in order {
+            let nt = slots[i].take().expect("invariant: each index once");
+            if self.keys.contains_key(nt.key.as_str()) {
+                continue;
+            }
+            let id = self.tasks.next_id();
+            let deps: Box<[TaskId]> = nt.deps.iter().map(|k| self.keys[k.as_str()]).collect();
+            for d in deps.iter() {
+                self.tasks
+                    .get_mut(d)
+                    .expect("invariant: dep exists")
+                    .dependents
+                    .push(id);
+            }
+            let op = self.op_id(&nt.op);
+            let resources: Vec<(u32, f64)> = nt
+                .resources
+                .iter()
+                .map(|r| (self.resource_id(&r.name), r.amount))
+                .collect();
+            let extra = (!nt.bufs.is_empty() || !resources.is_empty()).then(|| {
+                Box::new(TaskExtra {
+                    bufs: nt.bufs,
+                    resources,
+                    ..Default::default()
+                })
+            });
+            let key: Arc<str> = nt.key.into();
+            self.keys.insert(key.clone(), id);
+            self.tasks.insert(
+                id,
+                Task {
+                    key,
+                    op,
+                    args: nt.args,
+                    deps,
+                    dependents: Vec::new(),
+                    state: TaskState::Released,
+                    waiting_on: 0,
+                    waiters: 0,
+                    who_has: Few::default(),
+                    processing_on: None,
+                    est_us: 0,
+                    nbytes: 0,
+                    who_wants: Few::default(),
+                    priority: self.next_priority,
+                    suspicious: 0,
+                    extra,
+                },
+            );
+            self.next_priority += 1;
+            self.counts[state_index(TaskState::Released)] += 1;
+            created.push(id);
+        }
+        let mut touched = Vec::new();
+        for key in wanted {
+            let Some(&t) = self.keys.get(key.as_str()) else {
+                continue;
+            };
+            let wants = self
+                .clients
+                .get_mut(&client)
+                .expect("invariant: checked above");
+            if !wants.insert(t) {
+                continue;
+            }
+            let task = self
+                .tasks
+                .get_mut(&t)
+                .expect("invariant: keyed task exists");
+            task.who_wants.push(client);
+            match task.state {
+                TaskState::Memory => self.actions.push(Action::KeyInMemory {
+                    client,
+                    key: task.key.clone(),
+                    task: t,
+                    nbytes: task.nbytes,
+                    holders: task.who_has.to_vec(),
+                    value: None,
+                }),
+                TaskState::Erred => self.actions.push(Action::KeyErred {
+                    client,
+                    key: task.key.clone(),
+                    error: task.error().expect("invariant: erred has error").clone(),
+                }),
+                TaskState::Released => touched.push(t),
+                _ => {}
+            }
+        }
+        // Wanted tasks start waiting; that makes their released dependencies needed, and
+        // they follow, down to the roots.
+        for t in created.iter().chain(&touched) {
+            if !self.tasks[t].who_wants.is_empty() {
+                self.recs.push_back((*t, TaskState::Waiting));
+            }
+        }
+        // Tasks submitted but wanted by no one and read by no one are dropped at once.
+        for t in created {
+            self.check_release(t);
+        }
+        self.run();
+        Ok(())
+    }
+
+    /// A client dropped its last future for these keys.
+    pub fn on_release_keys(&mut self, client: ClientId, keys: &[String]) {
+        self.begin();
+        for key in keys {
+            let Some(&t) = self.keys.get(key.as_str()) else {
+                continue;
+            };
+            let Some(wants) = self.clients.get_mut(&client) else {
+                return;
+            };
+            if !wants.remove(&t) {
+                continue;
+            }
+            let task = self
+                .tasks
+                .get_mut(&t)
+                .expect("invariant: keyed task exists");
+            task.who_wants.retain(|c| *c != client);
+            self.check_release(t);
+        }
+        self.run();
+    }
+
+    /// A worker finished a task. Stale reports (the task was cancelled or moved) make the
+    /// worker drop the result.
+    pub fn on_task_finished(
+        &mut self,
+        worker: WorkerId,
+        t: TaskId,
+        nbytes: u64,
+        duration_us: u64,
+        value: Option<Datum>,
+    ) {
+        self.begin();
+        let current = self.tasks.get(&t).is_some_and(|task| {
+            task.state == TaskState::Processing
+                && task.processing_on == Some(worker)
+                && task.waiting_on == 0
+        });
+        if !current {
+            if self.workers.contains_key(&worker) {
+                self.actions.push(Action::Free { worker, task: t });
+            }
+            return;
+        }
+        let task = self.tasks.get_mut(&t).expect("invariant: checked above");
+        let stat = &mut self.ops[task.op as usize];
+        stat.avg_us = Some(match stat.avg_us {
+            None => duration_us as f64,
+            Some(avg) => 0.8 * avg + 0.2 * duration_us as f64,
+        });
+        task.nbytes = nbytes;
+        self.release_slot(t);
+        let task = self.tasks.get_mut(&t).expect("invariant: checked above");
+        task.who_has.push(worker);
+        let w = self
+            .workers
+            .get_mut(&worker)
+            .expect("invariant: checked above");
+        w.has_what.insert(t);
+        w.nbytes += nbytes;
+        self.set_state(t, TaskState::Memory);
+        self.notify_memory(t, value);
+        let task = &self.tasks[&t];
+        let dependents = task.dependents.clone();
+        let deps = task.deps.clone();
+        for d in dependents {
+            let dt = self.tasks.get_mut(&d).expect("invariant: dependent exists");
+            match dt.state {
+                TaskState::Waiting => {
+                    dt.waiting_on -= 1;
+                    if dt.waiting_on == 0 {
+                        self.recs.push_back((d, TaskState::Processing));
+                    }
+                }
+                // Pre-assigned on this worker: it runs there as soon as the input is done.
+                TaskState::Processing if dt.waiting_on > 0 => dt.waiting_on -= 1,
+                _ => {}
+            }
+        }
+        for d in deps.iter() {
+            self.check_release(*d);
+        }
+        self.check_release(t);
+        self.run();
+        self.fill_slots();
+    }
+
+    /// A worker reports that a task's op failed.
+    pub fn on_task_erred(&mut self, worker: WorkerId, t: TaskId, message: String) {
+        self.begin();
+        let Some(task) = self.tasks.get_mut(&t) else {
+            return;
+        };
+        if task.state != TaskState::Processing || task.processing_on != Some(worker) {
+            return;
+        }
+        let op = self.ops[task.op as usize].name.to_string();
+        task.extra().error = Some(Arc::new(TaskFailure {
+            key: task.key.to_string(),
+            op,
+            message,
+        }));
+        self.recs.push_back((t, TaskState::Erred));
+        self.run();
+        self.fill_slots();
+    }
+
+    /// A worker could not fetch `dep` from `holder` to run `t`: the holder no longer has
+    /// it. The task goes back to waiting; the dependency is recomputed if no one has it.
+    pub fn on_missing_data(&mut self, worker: WorkerId, t: TaskId, dep: TaskId, holder: WorkerId) {
+        self.begin();
+        if let Some(d) = self.tasks.get_mut(&dep) {
+            if d.who_has.contains(&holder) {
+                d.who_has.retain(|x| *x != holder);
+                if let Some(w) = self.workers.get_mut(&holder) {
+                    w.has_what.remove(&dep);
+                    w.nbytes -= d.nbytes;
+                }
+                if d.who_has.is_empty() && d.state == TaskState::Memory {
+                    self.recs.push_back((dep, TaskState::Released));
+                }
+            }
+        }
+        if let Some(task) = self.tasks.get(&t) {
+            if task.state == TaskState::Processing && task.processing_on == Some(worker) {
+                self.recs.push_back((t, TaskState::Released));
+            }
+        }
+        self.run();
+        self.fill_slots();
+    }
+}

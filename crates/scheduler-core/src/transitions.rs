@@ -1,0 +1,449 @@
+//! The transitions between task states: one exhaustive `match (from, to)` and a handler
+//! per pair, the release of what is no longer needed, and the placing of ready tasks
+//! (which reads the cost model in `placement` and never the other way round).
+
+use rask_proto::msg::{ComputeMsg, DepLoc};
+use rask_proto::{Datum, TaskId, WorkerId};
+
+use crate::api::Action;
+use crate::core::SchedulerCore;
+use crate::placement::Placement;
+use crate::state::add_to;
+use crate::state::is_active;
+use crate::state::state_index;
+use crate::story::Transition;
+use crate::TaskState;
+
+impl SchedulerCore {
+    pub(crate) fn run(&mut self) {
+        while let Some((t, to)) = self.recs.pop_front() {
+            self.transition(t, to);
+        }
+    }
+
+    pub(crate) fn transition(&mut self, t: TaskId, to: TaskState) {
+        let Some(task) = self.tasks.get(&t) else {
+            return;
+        };
+        use TaskState::*;
+        match (task.state, to) {
+            (Released, Waiting) => self.released_to_waiting(t),
+            (Released, Erred) | (Waiting, Erred) | (Processing, Erred) => {
+                self.transition_to_erred(t)
+            }
+            (Released, Forgotten) | (Erred, Forgotten) => self.transition_to_forgotten(t),
+            (Memory, Forgotten) => {
+                self.memory_to_released(t);
+                self.transition_to_forgotten(t);
+            }
+            (Waiting, Processing) => self.waiting_to_processing(t),
+            (Waiting, Released) => self.waiting_to_released(t),
+            (Queued, Released) | (NoWorker, Released) => self.ready_to_released(t),
+            (Processing, Released) => self.processing_to_released(t),
+            (Memory, Released) => self.memory_to_released(t),
+            // Stale recommendations: the task moved on since; nothing to do.
+            (Released, Released | Processing | Queued | NoWorker | Memory)
+            | (Waiting, Waiting | Queued | NoWorker | Memory | Forgotten)
+            | (
+                Queued | NoWorker,
+                Waiting | Queued | NoWorker | Processing | Memory | Erred | Forgotten,
+            )
+            | (Processing, Waiting | Queued | NoWorker | Processing | Memory | Forgotten)
+            | (Memory, Waiting | Queued | NoWorker | Processing | Memory | Erred)
+            | (Erred, Waiting | Queued | NoWorker | Processing | Memory | Erred | Released)
+            | (_, Forgotten) => {}
+            (Forgotten, _) => unreachable!("invariant: forgotten tasks are not stored"),
+        }
+    }
+
+    pub(crate) fn set_state(&mut self, t: TaskId, to: TaskState) {
+        let task = self.tasks.get_mut(&t).expect("invariant: task exists");
+        let from = task.state;
+        task.state = to;
+        self.counts[state_index(from)] -= 1;
+        self.counts[state_index(to)] += 1;
+        if is_active(from) != is_active(to) {
+            let deps = task.deps.clone();
+            for d in deps.iter() {
+                let dt = self.tasks.get_mut(d).expect("invariant: dep exists");
+                if is_active(to) {
+                    dt.waiters += 1;
+                } else {
+                    dt.waiters -= 1;
+                }
+            }
+        }
+        self.log.record(Transition {
+            task: t,
+            from,
+            to,
+            stimulus: self.stimulus,
+        });
+    }
+
+    pub(crate) fn released_to_waiting(&mut self, t: TaskId) {
+        if !self.needed(t) {
+            return;
+        }
+        let task = &self.tasks[&t];
+        let mut waiting_on = 0;
+        let mut to_start = Vec::new();
+        for d in task.deps.iter() {
+            let dt = &self.tasks[d];
+            match dt.state {
+                TaskState::Memory => {}
+                TaskState::Erred => {
+                    let error = dt.error().expect("invariant: erred has error").clone();
+                    self.tasks.get_mut(&t).expect("invariant").extra().error = Some(error);
+                    self.recs.push_back((t, TaskState::Erred));
+                    return;
+                }
+                TaskState::Released => {
+                    waiting_on += 1;
+                    to_start.push(*d);
+                }
+                _ => waiting_on += 1,
+            }
+        }
+        self.tasks.get_mut(&t).expect("invariant").waiting_on = waiting_on;
+        self.set_state(t, TaskState::Waiting);
+        for d in to_start {
+            self.recs.push_back((d, TaskState::Waiting));
+        }
+        if waiting_on == 0 {
+            self.recs.push_back((t, TaskState::Processing));
+        }
+    }
+
+    pub(crate) fn waiting_to_processing(&mut self, t: TaskId) {
+        if self.tasks[&t].waiting_on == 0 {
+            self.place_ready(t);
+        } else if let Some(w) = self.preassign_target(t) {
+            self.assign(t, w);
+        }
+    }
+
+    pub(crate) fn waiting_to_released(&mut self, t: TaskId) {
+        self.tasks.get_mut(&t).expect("invariant").waiting_on = 0;
+        self.set_state(t, TaskState::Released);
+        self.after_release(t);
+    }
+
+    pub(crate) fn ready_to_released(&mut self, t: TaskId) {
+        let key = (self.tasks[&t].priority, t);
+        self.queued.remove(&key);
+        self.no_worker.remove(&key);
+        self.set_state(t, TaskState::Released);
+        self.after_release(t);
+    }
+
+    pub(crate) fn processing_to_released(&mut self, t: TaskId) {
+        let w = self.tasks[&t].processing_on;
+        self.release_slot(t);
+        self.tasks.get_mut(&t).expect("invariant").waiting_on = 0;
+        if let Some(w) = w.filter(|w| self.workers.contains_key(w)) {
+            self.actions.push(Action::Free { worker: w, task: t });
+        }
+        self.set_state(t, TaskState::Released);
+        self.release_preassigned(t);
+        self.after_release(t);
+    }
+
+    /// Dependents sent ahead to wait for `t` cannot get it now: back to the scheduler.
+    pub(crate) fn release_preassigned(&mut self, t: TaskId) {
+        for d in self.tasks[&t].dependents.clone() {
+            let dt = &self.tasks[&d];
+            if dt.state == TaskState::Processing && dt.waiting_on > 0 {
+                self.recs.push_back((d, TaskState::Released));
+            }
+        }
+    }
+
+    pub(crate) fn memory_to_released(&mut self, t: TaskId) {
+        let task = self.tasks.get_mut(&t).expect("invariant");
+        let holders = std::mem::take(&mut task.who_has);
+        let nbytes = task.nbytes;
+        for &w in &holders {
+            if let Some(worker) = self.workers.get_mut(&w) {
+                worker.has_what.remove(&t);
+                worker.nbytes -= nbytes;
+                self.actions.push(Action::Free { worker: w, task: t });
+            }
+        }
+        self.set_state(t, TaskState::Released);
+        // Dependents that counted on this data must wait for it again.
+        let dependents = self.tasks[&t].dependents.clone();
+        for d in dependents {
+            let dt = self.tasks.get_mut(&d).expect("invariant");
+            match dt.state {
+                TaskState::Waiting => dt.waiting_on += 1,
+                TaskState::Queued | TaskState::NoWorker | TaskState::Processing => {
+                    self.recs.push_back((d, TaskState::Released));
+                }
+                _ => {}
+            }
+        }
+        self.after_release(t);
+    }
+
+    /// After a task became released: recompute it if needed, forget it if unreferenced,
+    /// and let go of dependencies no one needs any more.
+    pub(crate) fn after_release(&mut self, t: TaskId) {
+        if self.needed(t) {
+            self.recs.push_back((t, TaskState::Waiting));
+        } else if self.unreferenced(t) {
+            self.recs.push_back((t, TaskState::Forgotten));
+        }
+        let deps = self.tasks[&t].deps.clone();
+        for d in deps.iter() {
+            self.check_release(*d);
+        }
+    }
+
+    pub(crate) fn transition_to_erred(&mut self, t: TaskId) {
+        let on = self.tasks[&t].processing_on;
+        self.release_slot(t);
+        if let Some(w) = on.filter(|w| self.workers.contains_key(w)) {
+            // Cancels it there (a no-op if the worker reported the failure itself).
+            self.actions.push(Action::Free { worker: w, task: t });
+        }
+        let task = self.tasks.get_mut(&t).expect("invariant");
+        task.waiting_on = 0;
+        let error = task
+            .error()
+            .expect("invariant: error set before erring")
+            .clone();
+        self.set_state(t, TaskState::Erred);
+        let task = &self.tasks[&t];
+        for c in &task.who_wants {
+            self.actions.push(Action::KeyErred {
+                client: *c,
+                key: task.key.clone(),
+                error: error.clone(),
+            });
+        }
+        let dependents = task.dependents.clone();
+        let deps = task.deps.clone();
+        for d in dependents {
+            let dt = self.tasks.get_mut(&d).expect("invariant");
+            if matches!(dt.state, TaskState::Waiting | TaskState::Released)
+                || (dt.state == TaskState::Processing && dt.waiting_on > 0)
+            {
+                dt.extra().error = Some(error.clone());
+                self.recs.push_back((d, TaskState::Erred));
+            }
+        }
+        for d in deps.iter() {
+            self.check_release(*d);
+        }
+        if self.unreferenced(t) {
+            self.recs.push_back((t, TaskState::Forgotten));
+        }
+    }
+
+    pub(crate) fn transition_to_forgotten(&mut self, t: TaskId) {
+        if !self.unreferenced(t) {
+            return;
+        }
+        let task = self.tasks.remove(&t).expect("invariant");
+        self.counts[state_index(task.state)] -= 1;
+        self.keys.remove(&task.key);
+        self.log.record(Transition {
+            task: t,
+            from: task.state,
+            to: TaskState::Forgotten,
+            stimulus: self.stimulus,
+        });
+        for d in task.deps.iter() {
+            let dt = self
+                .tasks
+                .get_mut(d)
+                .expect("invariant: dep outlives dependent");
+            dt.dependents.retain(|x| *x != t);
+            self.check_release(*d);
+        }
+    }
+
+    /// Recommends what a task should become now that something it depended on changed.
+    pub(crate) fn check_release(&mut self, t: TaskId) {
+        let Some(task) = self.tasks.get(&t) else {
+            return;
+        };
+        let needed = self.needed(t);
+        let unreferenced = self.unreferenced(t);
+        match task.state {
+            TaskState::Memory | TaskState::Released | TaskState::Erred if unreferenced => {
+                self.recs.push_back((t, TaskState::Forgotten))
+            }
+            TaskState::Memory if !needed => self.recs.push_back((t, TaskState::Released)),
+            TaskState::Waiting
+            | TaskState::Queued
+            | TaskState::NoWorker
+            | TaskState::Processing
+                if !needed =>
+            {
+                self.recs.push_back((t, TaskState::Released))
+            }
+            _ => {}
+        }
+    }
+
+    pub(crate) fn needed(&self, t: TaskId) -> bool {
+        let task = &self.tasks[&t];
+        !task.who_wants.is_empty() || task.waiters > 0
+    }
+
+    pub(crate) fn unreferenced(&self, t: TaskId) -> bool {
+        let task = &self.tasks[&t];
+        task.who_wants.is_empty() && task.dependents.is_empty()
+    }
+
+    pub(crate) fn notify_memory(&mut self, t: TaskId, value: Option<Datum>) {
+        let task = &self.tasks[&t];
+        for c in &task.who_wants {
+            self.actions.push(Action::KeyInMemory {
+                client: *c,
+                key: task.key.clone(),
+                task: t,
+                nbytes: task.nbytes,
+                holders: task.who_has.to_vec(),
+                value: value.clone(),
+            });
+        }
+    }
+
+    /// Puts a ready task (waiting with all deps in memory, queued or no-worker) on the best
+    /// worker with a free slot, or in the queue, or in no-worker.
+    pub(crate) fn place_ready(&mut self, t: TaskId) {
+        let task = &self.tasks[&t];
+        let key = (task.priority, t);
+        let target = match self.decide_worker(t) {
+            Placement::Worker(w) => {
+                self.queued.remove(&key);
+                self.no_worker.remove(&key);
+                self.assign(t, w);
+                return;
+            }
+            Placement::NoSlot => TaskState::Queued,
+            Placement::NoFit => TaskState::NoWorker,
+        };
+        if task.state == target {
+            return;
+        }
+        self.queued.remove(&key);
+        self.no_worker.remove(&key);
+        if target == TaskState::Queued {
+            self.queued.insert(key);
+        } else {
+            self.no_worker.insert(key);
+        }
+        self.set_state(t, target);
+    }
+
+    pub(crate) fn assign(&mut self, t: TaskId, w: WorkerId) {
+        let task = &self.tasks[&t];
+        let stat = &self.ops[task.op as usize];
+        let est = stat
+            .avg_us
+            .map_or(self.cfg.default_duration_us, |a| a as u64)
+            .clamp(1, u32::MAX as u64);
+        let msg = ComputeMsg {
+            task: t,
+            op: stat.name.to_string(),
+            args: task.args.clone(),
+            deps: task
+                .deps
+                .iter()
+                .map(|d| {
+                    let dt = &self.tasks[d];
+                    DepLoc {
+                        task: *d,
+                        nbytes: dt.nbytes,
+                        holders: dt.who_has.to_vec(),
+                    }
+                })
+                .collect(),
+            priority: task.priority,
+            report_value: !task.who_wants.is_empty(),
+        };
+        let bufs = task
+            .extra
+            .as_ref()
+            .map_or_else(Vec::new, |e| e.bufs.clone());
+        let resources = task.resources().to_vec();
+        let worker = self
+            .workers
+            .get_mut(&w)
+            .expect("invariant: chosen worker exists");
+        worker.processing.insert(t);
+        worker.occupancy_us += est;
+        for (r, a) in resources {
+            add_to(&mut worker.used, r, a);
+        }
+        let task = self.tasks.get_mut(&t).expect("invariant");
+        task.processing_on = Some(w);
+        task.est_us = est as u32;
+        self.set_state(t, TaskState::Processing);
+        self.actions.push(Action::Compute {
+            worker: w,
+            msg,
+            bufs,
+        });
+        for d in self.tasks[&t].dependents.clone() {
+            if self.tasks[&d].state == TaskState::Waiting {
+                self.recs.push_back((d, TaskState::Processing));
+            }
+        }
+    }
+
+    /// Undoes `assign`'s accounting; the task keeps its state.
+    pub(crate) fn release_slot(&mut self, t: TaskId) {
+        let task = self.tasks.get_mut(&t).expect("invariant");
+        let Some(w) = task.processing_on.take() else {
+            return;
+        };
+        let est = std::mem::take(&mut task.est_us) as u64;
+        let resources = task.resources().to_vec();
+        if let Some(worker) = self.workers.get_mut(&w) {
+            worker.processing.remove(&t);
+            worker.occupancy_us -= est;
+            for (r, a) in resources {
+                add_to(&mut worker.used, r, -a);
+            }
+        }
+    }
+
+    pub(crate) fn fill_slots(&mut self) {
+        let mut skipped = 0;
+        let mut cursor: Option<(u64, TaskId)> = None;
+        loop {
+            let next = match cursor {
+                None => self.queued.first().copied(),
+                Some(c) => self
+                    .queued
+                    .range((std::ops::Bound::Excluded(c), std::ops::Bound::Unbounded))
+                    .next()
+                    .copied(),
+            };
+            let Some(entry) = next else { break };
+            if !self
+                .workers
+                .values()
+                .any(|w| w.has_capacity(&self.cfg, &[]))
+            {
+                break;
+            }
+            let t = entry.1;
+            self.place_ready(t);
+            if self.tasks[&t].state == TaskState::Queued {
+                // Its resources are busy everywhere; look past it, but not forever.
+                skipped += 1;
+                cursor = Some(entry);
+                if skipped > 64 {
+                    break;
+                }
+            }
+        }
+        self.run();
+    }
+}

@@ -1,0 +1,199 @@
+//! `validate()`: every invariant of the core's state, checked after each stimulus in
+//! tests.
+
+use crate::core::SchedulerCore;
+use crate::state::is_active;
+use crate::state::lookup;
+use crate::state::state_index;
+use crate::TaskState;
+
+impl SchedulerCore {
+    /// Checks every invariant; panics naming the first broken one. Run after every
+    /// stimulus in tests.
+    pub fn validate(&self) {
+        let mut counts = [0u64; 8];
+        for (id, t) in self.tasks.iter() {
+            counts[state_index(t.state)] += 1;
+            assert_eq!(self.keys.get(&t.key), Some(&id), "key map of {}", t.key);
+            let deps_in_memory = t
+                .deps
+                .iter()
+                .filter(|d| self.tasks[d].state == TaskState::Memory)
+                .count();
+            match t.state {
+                TaskState::Waiting => {
+                    assert_eq!(
+                        t.waiting_on as usize,
+                        t.deps.len() - deps_in_memory,
+                        "waiting_on of {}",
+                        t.key
+                    );
+                    assert!(t.waiting_on > 0, "{} waiting on nothing", t.key);
+                }
+                TaskState::Processing => {
+                    assert_eq!(
+                        t.waiting_on as usize,
+                        t.deps.len() - deps_in_memory,
+                        "waiting_on of {}",
+                        t.key
+                    );
+                    for d in t.deps.iter() {
+                        let dt = &self.tasks[d];
+                        assert!(
+                            dt.state == TaskState::Memory
+                                || (dt.state == TaskState::Processing
+                                    && dt.processing_on == t.processing_on),
+                            "{} pre-assigned but its input {} is {:?} elsewhere",
+                            t.key,
+                            dt.key,
+                            dt.state
+                        );
+                    }
+                }
+                TaskState::Queued | TaskState::NoWorker => {
+                    assert_eq!(
+                        deps_in_memory,
+                        t.deps.len(),
+                        "{} ready without its inputs",
+                        t.key
+                    );
+                }
+                _ => assert_eq!(t.waiting_on, 0, "waiting_on of {}", t.key),
+            }
+            assert_eq!(
+                t.state == TaskState::Queued,
+                self.queued.contains(&(t.priority, id)),
+                "queue of {}",
+                t.key
+            );
+            assert_eq!(
+                t.state == TaskState::NoWorker,
+                self.no_worker.contains(&(t.priority, id)),
+                "no-worker of {}",
+                t.key
+            );
+            assert_eq!(
+                t.state == TaskState::Memory,
+                !t.who_has.is_empty(),
+                "who_has of {} in {:?}",
+                t.key,
+                t.state
+            );
+            for w in &t.who_has {
+                assert!(
+                    self.workers[w].has_what.contains(&id),
+                    "has_what of {w} lacks {}",
+                    t.key
+                );
+            }
+            assert_eq!(
+                t.state == TaskState::Processing,
+                t.processing_on.is_some(),
+                "processing_on of {}",
+                t.key
+            );
+            if let Some(w) = t.processing_on {
+                assert!(
+                    self.workers[&w].processing.contains(&id),
+                    "processing of {w} lacks {}",
+                    t.key
+                );
+            }
+            if t.state == TaskState::Erred {
+                assert!(t.error().is_some(), "{} erred without error", t.key);
+            }
+            let waiters = t
+                .dependents
+                .iter()
+                .filter(|d| is_active(self.tasks[d].state))
+                .count();
+            assert_eq!(t.waiters as usize, waiters, "waiters of {}", t.key);
+            for d in t.dependents.iter() {
+                assert!(
+                    self.tasks[d].deps.contains(&id),
+                    "dependents/deps of {}",
+                    t.key
+                );
+            }
+            for d in t.deps.iter() {
+                assert!(
+                    self.tasks[d].dependents.contains(&id),
+                    "deps/dependents of {}",
+                    t.key
+                );
+            }
+            for c in &t.who_wants {
+                assert!(
+                    self.clients[c].contains(&id),
+                    "wants of client {c} lack {}",
+                    t.key
+                );
+            }
+            if t.state == TaskState::Memory && t.who_wants.is_empty() {
+                assert!(t.waiters > 0, "{} holds data no one needs", t.key);
+            }
+            if is_active(t.state) {
+                assert!(
+                    !t.who_wants.is_empty() || t.waiters > 0,
+                    "{} runs for no one",
+                    t.key
+                );
+            }
+            assert!(
+                !self.unreferenced(id) || is_active(t.state),
+                "{} should be forgotten",
+                t.key
+            );
+        }
+        for s in TaskState::ALL {
+            assert_eq!(
+                counts[state_index(s)],
+                self.counts[state_index(s)],
+                "count of {}",
+                s.name()
+            );
+        }
+        assert_eq!(self.keys.len(), self.tasks.len(), "key map size");
+        for (id, w) in &self.workers {
+            let mut occupancy = 0;
+            for t in &w.processing {
+                let task = &self.tasks[t];
+                assert_eq!(task.processing_on, Some(*id), "processing on {id}");
+                occupancy += task.est_us as u64;
+            }
+            assert_eq!(occupancy, w.occupancy_us, "occupancy of {id}");
+            let mut nbytes = 0;
+            for t in &w.has_what {
+                let task = &self.tasks[t];
+                assert!(
+                    task.who_has.contains(id),
+                    "who_has of {} lacks {id}",
+                    task.key
+                );
+                nbytes += task.nbytes;
+            }
+            assert_eq!(nbytes, w.nbytes, "nbytes of {id}");
+            assert_eq!(
+                w.host,
+                self.host_ids.get(&w.spec.host_id).copied(),
+                "interned host of {id}"
+            );
+            for (r, used) in &w.used {
+                let expect: f64 = w
+                    .processing
+                    .iter()
+                    .map(|t| lookup(self.tasks[t].resources(), *r))
+                    .sum();
+                assert!((expect - used).abs() < 1e-6, "resource {r} used on {id}");
+            }
+        }
+        for (c, wants) in &self.clients {
+            for t in wants {
+                assert!(
+                    self.tasks[t].who_wants.contains(c),
+                    "who_wants of {t} lacks client {c}"
+                );
+            }
+        }
+    }
+}
