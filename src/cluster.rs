@@ -19,9 +19,17 @@ pub enum ClusterError {
     /// The scheduler did not start.
     #[error("cannot start the scheduler: {0}")]
     Scheduler(String),
-    /// A worker did not start, or did not join the scheduler.
+    /// A worker did not start.
     #[error("worker {name}: {reason}")]
     Worker { name: String, reason: String },
+    /// A worker process exited before it joined the scheduler (what it printed is on
+    /// standard error, which worker processes share with this program).
+    #[error("worker process {name} exited before joining the scheduler ({status}); its error is on standard error")]
+    WorkerExited {
+        /// The worker and its device, as in `worker-0 (sim:0)`.
+        name: String,
+        status: std::process::ExitStatus,
+    },
     /// No worker program to start worker processes with.
     #[error("{0}")]
     WorkerBinary(String),
@@ -353,12 +361,9 @@ impl LocalClusterBuilder {
                         Some(d) => format!(" ({})", d.device.label()),
                         None => String::new(),
                     };
-                    return Err(ClusterError::Worker {
+                    return Err(ClusterError::WorkerExited {
                         name: format!("worker-{i}{device}"),
-                        reason: format!(
-                            "its process exited before joining the scheduler ({status}); its \
-                             error is on standard error"
-                        ),
+                        status,
                     });
                 }
             }

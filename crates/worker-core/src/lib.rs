@@ -9,7 +9,10 @@
 //! scheduler knows about and frees explicitly — and *cached* — dependencies fetched from
 //! peers, kept while a local task still needs them.
 
+mod inline;
 pub mod spill;
+
+pub use inline::{OpTimes, INLINE_MAX_US};
 
 use std::collections::BTreeSet;
 
@@ -22,8 +25,19 @@ use rustc_hash::{FxHashMap, FxHashSet};
 pub enum Instruction {
     /// Fetch these tasks' data from a peer, in one request.
     Fetch { from: WorkerId, tasks: Vec<TaskId> },
-    /// Run a task: every input is in the local store.
-    Execute { task: TaskId },
+    /// Run a task: every input is in the local store. `inline`: its op is measured to
+    /// take microseconds, so running it in place costs less than handing it to a thread
+    /// (two cross-thread wake-ups); the worker may still hand it over (to bound how long
+    /// one wake-up runs ops).
+    Execute { task: TaskId, inline: bool },
+    /// Tell the scheduler a task finished; `with_value`: the scheduler asked for its value
+    /// (a client waits on it), which goes with the news when it is small.
+    Finished {
+        task: TaskId,
+        nbytes: u64,
+        duration_us: u64,
+        with_value: bool,
+    },
     /// Tell the scheduler.
     Send(ToScheduler),
     /// Drop a task's data from the local store.
@@ -46,6 +60,10 @@ enum State {
 struct Task {
     priority: u64,
     deps: Vec<DepLoc>,
+    /// The op, as [`OpTimes`] numbers it.
+    op: u32,
+    /// The scheduler asked for the result's value inline.
+    report: bool,
     /// Inputs not yet in the local store.
     missing: u32,
     state: State,
@@ -76,6 +94,30 @@ pub struct WorkerCore {
     out: Vec<Instruction>,
     /// No task starts while paused (memory above the pause threshold).
     paused: bool,
+    /// How long each op takes: what runs inline.
+    ops: OpTimes,
+    /// Tasks run, on the CPU and by the device's kernels.
+    ran: [u64; 2],
+}
+
+/// A task the scheduler assigned.
+#[derive(Clone, Debug)]
+pub struct Assigned<'a> {
+    pub task: TaskId,
+    /// Lower runs first.
+    pub priority: u64,
+    pub deps: Vec<DepLoc>,
+    pub op: &'a str,
+    /// A client waits on the result: report it inline when small.
+    pub report_value: bool,
+}
+
+/// What a task's op produced (the value itself is in the worker's store).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Finished {
+    pub nbytes: u64,
+    /// It ran by the device's kernels (else on the CPU).
+    pub on_device: bool,
 }
 
 impl WorkerCore {
@@ -92,7 +134,19 @@ impl WorkerCore {
             local_waiters: FxHashMap::default(),
             out: Vec::new(),
             paused: false,
+            ops: OpTimes::default(),
+            ran: [0; 2],
         }
+    }
+
+    /// Tasks run so far, on the CPU (`[0]`) and by the device's kernels (`[1]`).
+    pub fn ran(&self) -> [u64; 2] {
+        self.ran
+    }
+
+    /// How long each op takes, as measured here.
+    pub fn op_times(&self) -> &OpTimes {
+        &self.ops
     }
 
     /// The instructions produced since the last call, in order.
@@ -120,10 +174,15 @@ impl WorkerCore {
         self.owned.len()
     }
 
-    /// The scheduler assigned a task.
+    /// The scheduler assigned a task (of an unnamed op, its value not asked for).
     pub fn on_compute(&mut self, task: TaskId, priority: u64, deps: Vec<DepLoc>) {
-        self.add_compute(task, priority, deps);
-        self.schedule();
+        self.on_assigned([Assigned {
+            task,
+            priority,
+            deps,
+            op: "",
+            report_value: false,
+        }]);
     }
 
     /// The scheduler assigned several tasks at once: the most urgent of them run first.
@@ -131,13 +190,32 @@ impl WorkerCore {
         &mut self,
         batch: impl IntoIterator<Item = (TaskId, u64, Vec<DepLoc>)>,
     ) {
-        for (task, priority, deps) in batch {
-            self.add_compute(task, priority, deps);
+        self.on_assigned(batch.into_iter().map(|(task, priority, deps)| Assigned {
+            task,
+            priority,
+            deps,
+            op: "",
+            report_value: false,
+        }));
+    }
+
+    /// The scheduler assigned tasks, with their ops: the most urgent of them run first.
+    pub fn on_assigned<'a>(&mut self, batch: impl IntoIterator<Item = Assigned<'a>>) {
+        for a in batch {
+            let op = self.ops.id(a.op);
+            self.add_compute(a.task, a.priority, a.deps, op, a.report_value);
         }
         self.schedule();
     }
 
-    fn add_compute(&mut self, task: TaskId, priority: u64, deps: Vec<DepLoc>) {
+    fn add_compute(
+        &mut self,
+        task: TaskId,
+        priority: u64,
+        deps: Vec<DepLoc>,
+        op: u32,
+        report: bool,
+    ) {
         if self.tasks.contains_key(&task) || self.owned.contains(&task) {
             return; // duplicate assignment: already running or done
         }
@@ -211,6 +289,8 @@ impl WorkerCore {
             Task {
                 priority,
                 deps,
+                op,
+                report,
                 missing,
                 state,
             },
@@ -296,18 +376,26 @@ impl WorkerCore {
         }
     }
 
-    /// A task's op returned a value (now in the store) or an error.
-    pub fn on_executed(&mut self, task: TaskId, result: Result<(u64, u64), String>) {
+    /// A task's op ran for `duration_us` and returned a value (now in the store) or an
+    /// error.
+    pub fn on_executed(
+        &mut self,
+        task: TaskId,
+        duration_us: u64,
+        result: Result<Finished, String>,
+    ) {
         let Some(t) = self.tasks.get(&task) else {
             return;
         };
-        let cancelled = t.state == State::Cancelled;
+        let (cancelled, report) = (t.state == State::Cancelled, t.report);
+        self.ops.observe(t.op, duration_us);
         let waiters = self.local_waiters.remove(&task).unwrap_or_default();
         self.executing -= 1;
         self.remove_task(task);
         match result {
             _ if cancelled => self.out.push(Instruction::Discard { task }),
-            Ok((nbytes, duration_us)) => {
+            Ok(Finished { nbytes, on_device }) => {
+                self.ran[on_device as usize] += 1;
                 self.owned.insert(task);
                 for w in waiters {
                     if let Some(t) = self.tasks.get_mut(&w) {
@@ -318,14 +406,12 @@ impl WorkerCore {
                         }
                     }
                 }
-                self.out.push(Instruction::Send(ToScheduler::TaskFinished(
-                    rask_proto::msg::TaskFinishedMsg {
-                        task,
-                        nbytes,
-                        duration_us,
-                        value: None,
-                    },
-                )));
+                self.out.push(Instruction::Finished {
+                    task,
+                    nbytes,
+                    duration_us,
+                    with_value: report,
+                });
             }
             Err(message) => {
                 // Local waiters stay until the scheduler frees them.
@@ -399,479 +485,14 @@ impl WorkerCore {
                 .expect("invariant: ready task exists")
                 .state = State::Executing;
             self.executing += 1;
-            self.out.push(Instruction::Execute { task: t });
+            let op = self.tasks[&t].op;
+            self.out.push(Instruction::Execute {
+                task: t,
+                inline: self.ops.fast(op),
+            });
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn dep(t: u64, holders: &[u32]) -> DepLoc {
-        DepLoc {
-            task: TaskId(t),
-            nbytes: 8,
-            holders: holders.iter().map(|h| WorkerId(*h)).collect(),
-        }
-    }
-
-    fn finished(t: u64, nbytes: u64, duration_us: u64) -> Instruction {
-        Instruction::Send(ToScheduler::TaskFinished(
-            rask_proto::msg::TaskFinishedMsg {
-                task: TaskId(t),
-                nbytes,
-                duration_us,
-                value: None,
-            },
-        ))
-    }
-
-    #[test]
-    fn runs_by_priority_up_to_nthreads() {
-        let mut w = WorkerCore::new(2);
-        w.on_compute_batch([
-            (TaskId(1), 5, vec![]),
-            (TaskId(2), 1, vec![]),
-            (TaskId(3), 0, vec![]),
-        ]);
-        assert_eq!(
-            w.take(),
-            vec![
-                Instruction::Execute { task: TaskId(3) },
-                Instruction::Execute { task: TaskId(2) }
-            ]
-        );
-        w.on_executed(TaskId(3), Ok((8, 3)));
-        let out = w.take();
-        assert!(
-            matches!(&out[0], Instruction::Send(ToScheduler::TaskFinished(m)) if m.task == TaskId(3))
-        );
-        assert_eq!(out[1], Instruction::Execute { task: TaskId(1) });
-    }
-
-    #[test]
-    fn paused_no_task_starts_and_running_ones_finish_then_resuming_starts_them() {
-        let mut w = WorkerCore::new(1);
-        w.on_compute_batch([(TaskId(1), 0, vec![]), (TaskId(2), 1, vec![])]);
-        assert_eq!(w.take(), vec![Instruction::Execute { task: TaskId(1) }]);
-        assert!(!w.paused());
-        w.set_paused(true);
-        assert!(w.paused());
-        w.on_compute_batch([(TaskId(3), 2, vec![])]);
-        w.on_executed(TaskId(1), Ok((8, 3)));
-        let out = w.take();
-        assert_eq!(out.len(), 1, "only the finished task is reported: {out:?}");
-        assert!(
-            matches!(&out[0], Instruction::Send(ToScheduler::TaskFinished(m)) if m.task == TaskId(1))
-        );
-        assert_eq!(w.executing(), 0);
-        w.set_paused(false);
-        assert!(!w.paused());
-        assert_eq!(w.take(), vec![Instruction::Execute { task: TaskId(2) }]);
-    }
-
-    #[test]
-    fn fetches_batched_per_peer_and_discards_inputs_after_use() {
-        let mut w = WorkerCore::new(1);
-        w.on_compute(
-            TaskId(10),
-            0,
-            vec![dep(1, &[7]), dep(2, &[7]), dep(3, &[8])],
-        );
-        assert_eq!(
-            w.take(),
-            vec![
-                Instruction::Fetch {
-                    from: WorkerId(7),
-                    tasks: vec![TaskId(1), TaskId(2)]
-                },
-                Instruction::Fetch {
-                    from: WorkerId(8),
-                    tasks: vec![TaskId(3)]
-                },
-            ]
-        );
-        w.on_fetched(WorkerId(7), &[TaskId(1), TaskId(2)], &[]);
-        assert_eq!(w.take(), vec![]);
-        w.on_fetched(WorkerId(8), &[TaskId(3)], &[]);
-        assert_eq!(w.take(), vec![Instruction::Execute { task: TaskId(10) }]);
-        w.on_executed(TaskId(10), Ok((8, 1)));
-        let out = w.take();
-        for t in [1, 2, 3] {
-            assert!(
-                out.contains(&Instruction::Discard { task: TaskId(t) }),
-                "{out:?}"
-            );
-        }
-        assert!(w.has_data(TaskId(10)));
-        w.on_free(TaskId(10));
-        assert_eq!(w.take(), vec![Instruction::Discard { task: TaskId(10) }]);
-    }
-
-    #[test]
-    fn failed_fetch_tries_next_holder_then_reports_missing() {
-        let mut w = WorkerCore::new(1);
-        w.on_compute(TaskId(10), 0, vec![dep(1, &[7, 8])]);
-        w.take();
-        w.on_fetch_failed(WorkerId(7), &[TaskId(1)]);
-        assert_eq!(
-            w.take(),
-            vec![Instruction::Fetch {
-                from: WorkerId(8),
-                tasks: vec![TaskId(1)]
-            }]
-        );
-        w.on_fetched(WorkerId(8), &[], &[TaskId(1)]);
-        let out = w.take();
-        assert_eq!(
-            out[0],
-            Instruction::Send(ToScheduler::MissingData {
-                task: TaskId(10),
-                dep: TaskId(1),
-                holder: WorkerId(8)
-            })
-        );
-        assert_eq!(w.assigned(), 0);
-    }
-
-    #[test]
-    fn cancelled_while_executing_discards_the_result() {
-        let mut w = WorkerCore::new(1);
-        w.on_compute(TaskId(1), 0, vec![]);
-        w.take();
-        w.on_free(TaskId(1));
-        assert_eq!(w.take(), vec![]);
-        w.on_executed(TaskId(1), Ok((8, 1)));
-        assert_eq!(w.take(), vec![Instruction::Discard { task: TaskId(1) }]);
-        assert!(!w.has_data(TaskId(1)));
-    }
-
-    #[test]
-    fn a_task_sent_ahead_waits_for_its_local_input() {
-        let mut w = WorkerCore::new(1);
-        w.on_compute_batch([(TaskId(1), 0, vec![]), (TaskId(2), 1, vec![dep(1, &[])])]);
-        assert_eq!(w.take(), vec![Instruction::Execute { task: TaskId(1) }]);
-        w.on_executed(TaskId(1), Ok((8, 1)));
-        let out = w.take();
-        assert!(
-            matches!(&out[0], Instruction::Send(ToScheduler::TaskFinished(m)) if m.task == TaskId(1))
-        );
-        assert_eq!(out[1], Instruction::Execute { task: TaskId(2) });
-        // If the input fails, the waiter stays until the scheduler frees it.
-        w.on_compute_batch([(TaskId(3), 0, vec![]), (TaskId(4), 1, vec![dep(3, &[])])]);
-        w.take();
-        w.on_executed(TaskId(2), Ok((8, 1)));
-        w.take();
-        w.on_executed(TaskId(3), Err("boom".into()));
-        assert!(!w.take().contains(&Instruction::Execute { task: TaskId(4) }));
-        w.on_free(TaskId(4));
-        assert_eq!(w.take(), vec![Instruction::Drop { task: TaskId(4) }]);
-        assert_eq!(w.assigned(), 0);
-    }
-
-    #[test]
-    fn a_task_with_two_local_inputs_starts_only_after_both_are_done() {
-        let mut w = WorkerCore::new(2);
-        w.on_compute_batch([
-            (TaskId(1), 0, vec![]),
-            (TaskId(2), 1, vec![]),
-            (TaskId(3), 2, vec![dep(1, &[]), dep(2, &[])]),
-        ]);
-        assert_eq!(
-            w.take(),
-            vec![
-                Instruction::Execute { task: TaskId(1) },
-                Instruction::Execute { task: TaskId(2) }
-            ]
-        );
-        w.on_executed(TaskId(1), Ok((8, 1)));
-        assert_eq!(w.take(), vec![finished(1, 8, 1)]);
-        assert_eq!(w.executing(), 1);
-        w.on_executed(TaskId(2), Ok((8, 1)));
-        assert_eq!(
-            w.take(),
-            vec![finished(2, 8, 1), Instruction::Execute { task: TaskId(3) }]
-        );
-    }
-
-    #[test]
-    fn freeing_one_of_two_tasks_waiting_on_a_fetch_leaves_the_other_waiting() {
-        let mut w = WorkerCore::new(1);
-        w.on_compute_batch([
-            (TaskId(10), 0, vec![dep(1, &[7])]),
-            (TaskId(11), 1, vec![dep(1, &[7])]),
-        ]);
-        assert_eq!(
-            w.take(),
-            vec![Instruction::Fetch {
-                from: WorkerId(7),
-                tasks: vec![TaskId(1)]
-            }]
-        );
-        w.on_free(TaskId(10));
-        assert_eq!(w.take(), vec![Instruction::Drop { task: TaskId(10) }]);
-        w.on_fetched(WorkerId(7), &[TaskId(1)], &[]);
-        assert_eq!(w.take(), vec![Instruction::Execute { task: TaskId(11) }]);
-        assert!(w.has_data(TaskId(1)));
-        w.on_executed(TaskId(11), Ok((8, 1)));
-        assert_eq!(
-            w.take(),
-            vec![Instruction::Discard { task: TaskId(1) }, finished(11, 8, 1)]
-        );
-        assert!(!w.has_data(TaskId(1)));
-    }
-
-    #[test]
-    fn freeing_one_of_two_tasks_waiting_on_a_local_input_leaves_the_other_waiting() {
-        let mut w = WorkerCore::new(1);
-        w.on_compute_batch([
-            (TaskId(1), 0, vec![]),
-            (TaskId(2), 1, vec![dep(1, &[])]),
-            (TaskId(3), 2, vec![dep(1, &[])]),
-        ]);
-        assert_eq!(w.take(), vec![Instruction::Execute { task: TaskId(1) }]);
-        w.on_free(TaskId(2));
-        assert_eq!(w.take(), vec![Instruction::Drop { task: TaskId(2) }]);
-        w.on_executed(TaskId(1), Ok((8, 1)));
-        assert_eq!(
-            w.take(),
-            vec![finished(1, 8, 1), Instruction::Execute { task: TaskId(3) }]
-        );
-        assert_eq!(w.assigned(), 1);
-    }
-
-    #[test]
-    fn a_task_refused_for_an_input_no_one_holds_leaves_no_fetch_behind() {
-        let mut w = WorkerCore::new(1);
-        w.on_compute(TaskId(10), 0, vec![dep(1, &[7]), dep(2, &[])]);
-        assert_eq!(
-            w.take(),
-            vec![
-                Instruction::Send(ToScheduler::MissingData {
-                    task: TaskId(10),
-                    dep: TaskId(2),
-                    holder: WorkerId(u32::MAX)
-                }),
-                Instruction::Drop { task: TaskId(10) }
-            ]
-        );
-        assert_eq!(w.assigned(), 0);
-        // The next task reading the first input fetches it.
-        w.on_compute(TaskId(11), 0, vec![dep(1, &[7])]);
-        assert_eq!(
-            w.take(),
-            vec![Instruction::Fetch {
-                from: WorkerId(7),
-                tasks: vec![TaskId(1)]
-            }]
-        );
-        w.on_fetched(WorkerId(7), &[TaskId(1)], &[]);
-        assert_eq!(w.take(), vec![Instruction::Execute { task: TaskId(11) }]);
-    }
-
-    #[test]
-    fn a_task_refused_for_an_input_no_one_holds_takes_no_hold_on_a_local_input() {
-        let mut w = WorkerCore::new(1);
-        w.on_compute(TaskId(1), 0, vec![]);
-        assert_eq!(w.take(), vec![Instruction::Execute { task: TaskId(1) }]);
-        w.on_compute(TaskId(10), 1, vec![dep(1, &[]), dep(2, &[])]);
-        assert_eq!(
-            w.take(),
-            vec![
-                Instruction::Send(ToScheduler::MissingData {
-                    task: TaskId(10),
-                    dep: TaskId(2),
-                    holder: WorkerId(u32::MAX)
-                }),
-                Instruction::Drop { task: TaskId(10) }
-            ]
-        );
-        // Sent again once the input is recomputed elsewhere: it waits for both inputs.
-        w.on_compute(TaskId(10), 1, vec![dep(1, &[]), dep(2, &[7])]);
-        assert_eq!(
-            w.take(),
-            vec![Instruction::Fetch {
-                from: WorkerId(7),
-                tasks: vec![TaskId(2)]
-            }]
-        );
-        w.on_executed(TaskId(1), Ok((8, 1)));
-        assert_eq!(w.take(), vec![finished(1, 8, 1)]);
-        w.on_fetched(WorkerId(7), &[TaskId(2)], &[]);
-        assert_eq!(w.take(), vec![Instruction::Execute { task: TaskId(10) }]);
-    }
-
-    #[test]
-    fn a_task_refused_for_an_input_no_one_holds_takes_no_hold_on_a_cached_input() {
-        let mut w = WorkerCore::new(1);
-        w.on_compute(TaskId(10), 0, vec![dep(1, &[7]), dep(2, &[8])]);
-        w.take();
-        w.on_fetched(WorkerId(7), &[TaskId(1)], &[]);
-        assert_eq!(w.take(), vec![]);
-        assert!(w.has_data(TaskId(1)));
-        w.on_compute(TaskId(11), 1, vec![dep(1, &[7]), dep(3, &[])]);
-        assert_eq!(
-            w.take(),
-            vec![
-                Instruction::Send(ToScheduler::MissingData {
-                    task: TaskId(11),
-                    dep: TaskId(3),
-                    holder: WorkerId(u32::MAX)
-                }),
-                Instruction::Drop { task: TaskId(11) }
-            ]
-        );
-        w.on_fetched(WorkerId(8), &[TaskId(2)], &[]);
-        assert_eq!(w.take(), vec![Instruction::Execute { task: TaskId(10) }]);
-        // Task 10 was the last reader of both inputs.
-        w.on_executed(TaskId(10), Ok((8, 1)));
-        assert_eq!(
-            w.take(),
-            vec![
-                Instruction::Discard { task: TaskId(1) },
-                Instruction::Discard { task: TaskId(2) },
-                finished(10, 8, 1)
-            ]
-        );
-        assert!(!w.has_data(TaskId(1)));
-    }
-
-    #[test]
-    fn a_task_assigned_again_while_running_or_after_it_finished_is_ignored() {
-        let mut w = WorkerCore::new(2);
-        w.on_compute(TaskId(1), 0, vec![]);
-        assert_eq!(w.take(), vec![Instruction::Execute { task: TaskId(1) }]);
-        w.on_compute(TaskId(1), 0, vec![]);
-        assert_eq!(w.take(), vec![]);
-        assert_eq!((w.assigned(), w.executing(), w.owned()), (1, 1, 0));
-        w.on_executed(TaskId(1), Ok((8, 1)));
-        assert_eq!(w.take(), vec![finished(1, 8, 1)]);
-        assert_eq!((w.assigned(), w.executing(), w.owned()), (0, 0, 1));
-        w.on_compute(TaskId(1), 0, vec![]);
-        assert_eq!(w.take(), vec![]);
-        assert_eq!((w.assigned(), w.executing(), w.owned()), (0, 0, 1));
-    }
-
-    #[test]
-    fn errors_are_reported() {
-        let mut w = WorkerCore::new(1);
-        w.on_compute(TaskId(1), 0, vec![]);
-        w.take();
-        w.on_executed(TaskId(1), Err("boom".into()));
-        assert_eq!(
-            w.take(),
-            vec![Instruction::Send(ToScheduler::TaskErred(
-                rask_proto::msg::TaskErredMsg {
-                    task: TaskId(1),
-                    message: "boom".into()
-                }
-            ))]
-        );
-    }
-}
-
-#[cfg(test)]
-mod props {
-    use std::collections::{HashMap, HashSet};
-
-    use proptest::prelude::*;
-
-    use super::*;
-
-    /// A model of the worker server around the core: a store, fetches in flight, jobs
-    /// running. Checks that the core never runs a task without its inputs, never runs more
-    /// than `nthreads` at once, and never discards data a waiting task still needs.
-    #[derive(Default)]
-    struct Model {
-        store: HashSet<TaskId>,
-        inflight: Vec<(WorkerId, Vec<TaskId>)>,
-        running: Vec<TaskId>,
-        deps: HashMap<TaskId, Vec<TaskId>>,
-        finished: HashSet<TaskId>,
-        dropped: HashSet<TaskId>,
-    }
-
-    impl Model {
-        fn apply(&mut self, core: &mut WorkerCore, nthreads: usize) -> Result<(), TestCaseError> {
-            for i in core.take() {
-                match i {
-                    Instruction::Fetch { from, tasks } => self.inflight.push((from, tasks)),
-                    Instruction::Execute { task } => {
-                        for d in &self.deps[&task] {
-                            prop_assert!(
-                                self.store.contains(d),
-                                "task {task:?} runs without input {d:?}"
-                            );
-                        }
-                        self.running.push(task);
-                        prop_assert!(
-                            self.running.len() <= nthreads,
-                            "more than {nthreads} running"
-                        );
-                    }
-                    Instruction::Send(ToScheduler::TaskFinished(m)) => {
-                        self.finished.insert(m.task);
-                    }
-                    Instruction::Send(ToScheduler::MissingData { task, .. }) => {
-                        self.dropped.insert(task);
-                    }
-                    Instruction::Send(_) => {}
-                    Instruction::Discard { task } => {
-                        self.store.remove(&task);
-                    }
-                    Instruction::Drop { task } => {
-                        self.dropped.insert(task);
-                    }
-                }
-            }
-            Ok(())
-        }
-    }
-
-    proptest! {
-        #[test]
-        fn random_events_keep_the_worker_consistent(
-            nthreads in 1usize..4,
-            ops in proptest::collection::vec((0u8..6, 0u64..30, proptest::collection::vec(100u64..110, 0..3)), 1..200),
-        ) {
-            let mut core = WorkerCore::new(nthreads);
-            let mut m = Model::default();
-            for (kind, t, deps) in ops {
-                let task = TaskId(t);
-                match kind {
-                    0 | 1 => {
-                        if m.deps.contains_key(&task) { continue; }
-                        let deps: Vec<TaskId> = deps.into_iter().map(TaskId).collect::<HashSet<_>>().into_iter().collect();
-                        m.deps.insert(task, deps.clone());
-                        let locs = deps.iter().map(|d| DepLoc { task: *d, nbytes: 8, holders: vec![WorkerId(1), WorkerId(2)] }).collect();
-                        core.on_compute(task, t, locs);
-                    }
-                    2 => {
-                        if let Some((from, tasks)) = m.inflight.pop() {
-                            // The peer has the even-numbered inputs.
-                            let (got, missing): (Vec<TaskId>, Vec<TaskId>) = tasks.iter().partition(|x| x.0 % 2 == 0);
-                            for g in &got { m.store.insert(*g); }
-                            core.on_fetched(from, &got, &missing);
-                        }
-                    }
-                    3 => {
-                        if let Some((from, tasks)) = m.inflight.pop() {
-                            core.on_fetch_failed(from, &tasks);
-                        }
-                    }
-                    4 => {
-                        if !m.running.is_empty() {
-                            let done = m.running.remove(t as usize % m.running.len());
-                            m.store.insert(done);
-                            core.on_executed(done, Ok((8, 1)));
-                        }
-                    }
-                    _ => core.on_free(task),
-                }
-                m.apply(&mut core, nthreads)?;
-                prop_assert_eq!(core.executing(), m.running.len());
-            }
-        }
-    }
-}
+mod tests;

@@ -14,7 +14,7 @@
 use std::collections::BTreeSet;
 
 use rask_proto::TaskId;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 /// Where a stored value lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -90,6 +90,8 @@ pub struct Spill {
     lru: BTreeSet<(u64, TaskId)>,
     entries: FxHashMap<TaskId, Entry>,
     used: [u64; 3],
+    /// Values a job is bringing back to the device now.
+    unspilling: FxHashSet<TaskId>,
 }
 
 impl Spill {
@@ -100,6 +102,7 @@ impl Spill {
             lru: BTreeSet::new(),
             entries: FxHashMap::default(),
             used: [0; 3],
+            unspilling: FxHashSet::default(),
         }
     }
 
@@ -184,6 +187,40 @@ impl Spill {
             return false;
         };
         e.from_device && e.tier != Tier::Device && device_used + e.nbytes <= target
+    }
+
+    /// Whether any of these inputs (of a task that runs by the device's kernels) should
+    /// go back to the device, before their sizes are known.
+    pub fn any_unspill(&self, inputs: impl IntoIterator<Item = TaskId>, device_used: u64) -> bool {
+        inputs
+            .into_iter()
+            .any(|t| !self.unspilling.contains(&t) && self.unspill(t, device_used))
+    }
+
+    /// Which of a task's inputs (`(task, bytes)`, in order) go back to the device for it,
+    /// by index: each as [`Spill::unspill`] says, counting what the ones before it bring
+    /// to the device, and none that a job is already bringing back. The caller marks
+    /// them with [`Spill::unspill_started`].
+    pub fn unspill_plan(&self, inputs: &[(TaskId, u64)], device_used: u64) -> Vec<usize> {
+        let mut planned = 0;
+        let mut out = Vec::new();
+        for (i, &(t, nbytes)) in inputs.iter().enumerate() {
+            if !self.unspilling.contains(&t) && self.unspill(t, device_used + planned) {
+                planned += nbytes;
+                out.push(i);
+            }
+        }
+        out
+    }
+
+    /// A job brings this value back to the device.
+    pub fn unspill_started(&mut self, task: TaskId) {
+        self.unspilling.insert(task);
+    }
+
+    /// The job that brought this value back to the device is done (whether it did).
+    pub fn unspill_done(&mut self, task: TaskId) {
+        self.unspilling.remove(&task);
     }
 
     /// The moves to make now, least recently used first: device values to the host while
@@ -338,6 +375,30 @@ mod tests {
         let mut host_only = Spill::new(SpillLimits::new(None, 100 * M));
         host_only.add(TaskId(3), Tier::Host, 2 * M);
         assert!(!host_only.unspill(TaskId(3), 0));
+    }
+
+    #[test]
+    fn a_tasks_inputs_go_back_to_the_device_while_they_fit_and_only_once() {
+        // Device target: 8 MiB (80 % of 10).
+        let mut s = Spill::new(SpillLimits::new(Some(10 * M), 100 * M));
+        for t in 1..=4 {
+            s.add(TaskId(t), Tier::Device, 3 * M);
+            s.moved(TaskId(t), Tier::Host);
+        }
+        s.add(TaskId(5), Tier::Host, 3 * M);
+        let inputs: Vec<(TaskId, u64)> = (1..=5).map(|t| (TaskId(t), 3 * M)).collect();
+        assert!(s.any_unspill(inputs.iter().map(|i| i.0), M));
+        // 1 + 3 + 3 ≤ 8; a third would make 10: inputs 0 and 1 only (5 was never on the
+        // device).
+        assert_eq!(s.unspill_plan(&inputs, M), vec![0, 1]);
+        assert_eq!(s.unspill_plan(&inputs, 3 * M), vec![0]);
+        assert_eq!(s.unspill_plan(&inputs, 6 * M), Vec::<usize>::new());
+        // A value a job brings back already is not planned again.
+        s.unspill_started(TaskId(1));
+        assert_eq!(s.unspill_plan(&inputs, M), vec![1, 2]);
+        assert!(!s.any_unspill([TaskId(1), TaskId(5)], 0));
+        s.unspill_done(TaskId(1));
+        assert!(s.any_unspill([TaskId(1)], 0));
     }
 
     #[test]

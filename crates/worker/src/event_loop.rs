@@ -10,7 +10,7 @@ use rask_proto::{TaskId, Value, WorkerId};
 use rask_transport::shm::Arena;
 use rask_transport::{Batch, Sender};
 use rask_worker_core::spill::{Spill, Tier};
-use rask_worker_core::{Instruction, WorkerCore};
+use rask_worker_core::{Assigned, Finished, Instruction, WorkerCore};
 use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -24,7 +24,6 @@ use crate::executor::Args;
 use crate::executor::Exec;
 use crate::executor::Job;
 use crate::executor::INLINE_BUDGET;
-use crate::executor::INLINE_MAX_US;
 use crate::peers::Peer;
 use crate::store::inline_datum;
 use crate::store::Store;
@@ -43,18 +42,12 @@ pub(crate) struct State {
     pub(crate) links: FxHashMap<WorkerId, rask_transport::data::DataLink>,
     /// Peers whose device memory this worker's device could not import.
     pub(crate) no_ipc: rustc_hash::FxHashSet<WorkerId>,
-    /// Values being brought back to the device by a job.
-    pub(crate) unspilling: rustc_hash::FxHashSet<TaskId>,
     /// Fetch requests in flight: (peer, request id) → tasks.
     pub(crate) outstanding: FxHashMap<(WorkerId, u64), Vec<TaskId>>,
     pub(crate) next_req: u64,
     pub(crate) to_scheduler: Sender<ToScheduler>,
     pub(crate) jobs: crossbeam_channel::Sender<Job>,
     pub(crate) events: mpsc::UnboundedSender<Event>,
-    /// Tasks whose small result the scheduler wants reported inline.
-    pub(crate) report: rustc_hash::FxHashSet<TaskId>,
-    /// Measured average duration of each op, in µs.
-    pub(crate) op_us: FxHashMap<String, f64>,
     /// Inline execution stops at this instant (per wake-up budget).
     pub(crate) inline_until: Instant,
     /// How ops run: outputs to the shared-memory arena, device plans on the device.
@@ -75,8 +68,6 @@ pub(crate) struct State {
     pub(crate) host_arena: Arena,
     /// Bytes spilled, by direction.
     pub(crate) spilled: std::collections::BTreeMap<&'static str, u64>,
-    /// Tasks run on the CPU and by the device's kernels.
-    pub(crate) ran: [u64; 2],
     /// Where values spilled to disk go, in files without names.
     pub(crate) spill_dir: std::path::PathBuf,
     /// The process's private memory at the last heartbeat (its own process only).
@@ -93,10 +84,7 @@ impl State {
                     match m {
                         ToWorker::Compute(mut c) => match c.args.localize(&bufs) {
                             Ok(own) => {
-                                computes.push((c.task, c.priority, c.deps.clone()));
-                                if c.report_value {
-                                    self.report.insert(c.task);
-                                }
+                                computes.push(c.task);
                                 self.specs.insert(c.task, (c, own));
                             }
                             Err(e) => {
@@ -110,9 +98,7 @@ impl State {
                             }
                         },
                         ToWorker::Free { tasks } => {
-                            if !computes.is_empty() {
-                                self.core.on_compute_batch(computes.drain(..));
-                            }
+                            self.assign(&mut computes);
                             for t in tasks {
                                 self.core.on_free(t);
                             }
@@ -136,9 +122,7 @@ impl State {
                         }
                     }
                 }
-                if !computes.is_empty() {
-                    self.core.on_compute_batch(computes);
-                }
+                self.assign(&mut computes);
             }
             Event::SchedulerGone(reason) => {
                 let reason = reason.unwrap_or_else(|| "closed".into());
@@ -212,24 +196,28 @@ impl State {
             for i in out {
                 match i {
                     Instruction::Fetch { from, tasks } => self.fetch(from, tasks),
-                    Instruction::Execute { task } => self.execute(task),
-                    Instruction::Send(mut m) => {
-                        match &mut m {
-                            ToScheduler::TaskFinished(f) if self.report.remove(&f.task) => {
+                    Instruction::Execute { task, inline } => self.execute(task, inline),
+                    Instruction::Finished {
+                        task,
+                        nbytes,
+                        duration_us,
+                        with_value,
+                    } => {
+                        let value = with_value
+                            .then(|| {
                                 let store = self.store.lock().expect("store lock");
-                                f.value = store.get(&f.task).and_then(inline_datum);
-                            }
-                            ToScheduler::TaskFinished(f) => {
-                                self.report.remove(&f.task);
-                            }
-                            ToScheduler::TaskErred(e) => {
-                                self.report.remove(&e.task);
-                            }
-                            ToScheduler::MissingData { task, .. } => {
-                                self.report.remove(task);
-                            }
-                            _ => {}
-                        }
+                                store.get(&task).and_then(inline_datum)
+                            })
+                            .flatten();
+                        let m = ToScheduler::TaskFinished(rask_proto::msg::TaskFinishedMsg {
+                            task,
+                            nbytes,
+                            duration_us,
+                            value,
+                        });
+                        let _ = self.to_scheduler.send(m);
+                    }
+                    Instruction::Send(m) => {
                         let _ = self.to_scheduler.send(m);
                     }
                     Instruction::Discard { task } => {
@@ -238,17 +226,37 @@ impl State {
                     }
                     Instruction::Drop { task } => {
                         self.specs.remove(&task);
-                        self.report.remove(&task);
                     }
                 }
             }
         }
     }
 
-    pub(crate) fn execute(&mut self, task: TaskId) {
+    /// Hands the core the tasks the scheduler just assigned (their specs are stored).
+    fn assign(&mut self, tasks: &mut Vec<TaskId>) {
+        if tasks.is_empty() {
+            return;
+        }
+        let specs = &self.specs;
+        self.core.on_assigned(tasks.drain(..).filter_map(|t| {
+            let (c, _) = specs.get(&t)?;
+            Some(Assigned {
+                task: c.task,
+                priority: c.priority,
+                deps: c.deps.clone(),
+                op: &c.op,
+                report_value: c.report_value,
+            })
+        }));
+    }
+
+    /// Runs a task: in place when the core says its op is fast (and this wake-up has time
+    /// left, and no input is being brought back to the device), else on an executor
+    /// thread.
+    pub(crate) fn execute(&mut self, task: TaskId, inline: bool) {
         let Some((spec, bufs)) = self.specs.remove(&task) else {
             self.core
-                .on_executed(task, Err("internal: task spec missing".into()));
+                .on_executed(task, 0, Err("internal: task spec missing".into()));
             return;
         };
         for d in &spec.deps {
@@ -265,7 +273,7 @@ impl State {
         let args = match args {
             Ok(a) => a,
             Err(message) => {
-                self.core.on_executed(task, Err(message));
+                self.core.on_executed(task, 0, Err(message));
                 return;
             }
         };
@@ -276,17 +284,14 @@ impl State {
             op: spec.op,
             args,
         };
-        let fast = self
-            .op_us
-            .get(&job.op)
-            .is_some_and(|us| *us < INLINE_MAX_US);
-        if fast && !unspilling && Instant::now() < self.inline_until {
+        if inline && !unspilling && Instant::now() < self.inline_until {
             // A op measured to take microseconds runs here: handing it to a thread would
             // cost more (two cross-thread wake-ups) than running it.
             let done = run_job(&self.exec, job);
             self.on_executed(vec![done]);
         } else if self.jobs.send(job).is_err() {
-            self.core.on_executed(task, Err("executor stopped".into()));
+            self.core
+                .on_executed(task, 0, Err("executor stopped".into()));
         }
     }
 
@@ -295,14 +300,13 @@ impl State {
         let mut store = store.lock().expect("store lock");
         for Executed {
             task,
-            op,
             result,
             duration_us,
             unspilled,
         } in done
         {
             for (t, v) in unspilled {
-                self.unspilling.remove(&t);
+                self.spill.unspill_done(t);
                 // Only if the value is still stored and not already back on the device.
                 let label = match self.spill.tier(t) {
                     Some(Tier::Disk) => "disk->device",
@@ -315,17 +319,15 @@ impl State {
                     self.spill.moved(t, Tier::Device);
                 }
             }
-            let avg = self.op_us.entry(op).or_insert(duration_us as f64);
-            *avg = 0.8 * *avg + 0.2 * duration_us as f64;
             match result {
                 Ok((value, on_device)) => {
-                    self.ran[on_device as usize] += 1;
                     let nbytes = value.nbytes();
                     self.track(task, &value, nbytes);
                     store.insert(task, value);
-                    self.core.on_executed(task, Ok((nbytes, duration_us)));
+                    let done = Finished { nbytes, on_device };
+                    self.core.on_executed(task, duration_us, Ok(done));
                 }
-                Err(message) => self.core.on_executed(task, Err(message)),
+                Err(message) => self.core.on_executed(task, duration_us, Err(message)),
             }
         }
     }

@@ -34,7 +34,6 @@ pub(crate) enum Event {
 /// One job's outcome.
 pub(crate) struct Executed {
     pub(crate) task: TaskId,
-    pub(crate) op: String,
     /// The value, and whether the device's kernels computed it.
     pub(crate) result: Result<(Value, bool), String>,
     pub(crate) duration_us: u64,

@@ -76,7 +76,6 @@ pub(crate) fn run_job(ex: &Exec, job: Job) -> Executed {
     }
     Executed {
         task: job.task,
-        op: job.op,
         result,
         duration_us,
         unspilled,
@@ -114,9 +113,6 @@ pub(crate) fn unspill_inputs(
     let args = datum.to_value(bufs, &refs).map_err(|e| e.to_string());
     (args, unspilled)
 }
-
-/// Ops whose measured average is below this run inline on the event loop.
-pub(crate) const INLINE_MAX_US: f64 = 20.0;
 
 /// The most time one wake-up of the event loop spends running ops inline.
 pub(crate) const INLINE_BUDGET: Duration = Duration::from_millis(2);

@@ -72,7 +72,7 @@ impl State {
                 .iter()
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect(),
-            ran: [("cpu", self.ran[0]), ("device", self.ran[1])]
+            ran: [("cpu", self.core.ran()[0]), ("device", self.core.ran()[1])]
                 .into_iter()
                 .filter(|(_, n)| *n > 0)
                 .map(|(k, n)| (k.to_string(), n))

@@ -123,10 +123,10 @@ impl State {
     /// ([`Args::Unspill`]); the store takes the uploaded values when the job is done.
     pub(crate) fn unspill_for(&mut self, spec: &ComputeMsg, bufs: Vec<Bytes>, args: Value) -> Args {
         let used = self.device_pool.as_ref().map_or(0, |p| p.used());
-        let wanted = |s: &Self, t: TaskId, planned: u64| {
-            !s.unspilling.contains(&t) && s.spill.unspill(t, used + planned)
-        };
-        if !spec.deps.iter().any(|d| wanted(self, d.task, 0)) {
+        if !self
+            .spill
+            .any_unspill(spec.deps.iter().map(|d| d.task), used)
+        {
             return Args::Ready(args);
         }
         let Some(device) = self.exec.device.clone() else {
@@ -149,14 +149,20 @@ impl State {
         let Some(deps) = deps else {
             return Args::Ready(args);
         };
-        let mut upload = Vec::new();
-        let mut planned = 0;
-        for (i, d) in spec.deps.iter().enumerate() {
-            if wanted(self, d.task, planned) {
-                planned += deps[i].nbytes();
-                upload.push((i, d.task));
-                self.unspilling.insert(d.task);
-            }
+        let sizes: Vec<(TaskId, u64)> = spec
+            .deps
+            .iter()
+            .zip(&deps)
+            .map(|(d, v)| (d.task, v.nbytes()))
+            .collect();
+        let upload: Vec<(usize, TaskId)> = self
+            .spill
+            .unspill_plan(&sizes, used)
+            .into_iter()
+            .map(|i| (i, sizes[i].0))
+            .collect();
+        for (_, t) in &upload {
+            self.spill.unspill_started(*t);
         }
         Args::Unspill {
             datum: spec.args.clone(),
