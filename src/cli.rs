@@ -17,7 +17,7 @@ pub struct WorkerArgs {
     /// Tasks run at once.
     #[arg(long, default_value_t = 1)]
     pub nthreads: u32,
-    /// Worker name (default: worker-<pid>).
+    /// Worker name (default: worker-PID, this process's id).
     #[arg(long)]
     pub name: Option<String>,
     /// Memory limit in bytes (default: all of the machine's memory).

@@ -13,6 +13,10 @@
 //! pinning, the round-trip floor), `peers` (the Dask, numpy, UCX and iperf3 scripts) and
 //! `report` (the tasks table and JSON).
 
+// The options' doc comments are their --help text, where `N[:MEMORY]` is a usage
+// pattern, not a link.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 mod array;
 mod p2p;
 mod peers;

@@ -32,8 +32,8 @@ pub struct Batch<M> {
 
 /// Reads frames from one connection.
 ///
-/// Until the peer is welcomed ([`FrameReader::welcome`], done by [`accept`] and
-/// [`connect`]), only frames within [`HANDSHAKE_LIMITS`] are read. Headers and payloads
+/// Until the peer is welcomed ([`FrameReader::welcome`], done by [`accept`](crate::accept) and
+/// [`connect`](crate::connect)), only frames within [`HANDSHAKE_LIMITS`] are read. Headers and payloads
 /// grow as their bytes arrive: an announced length alone allocates nothing.
 pub struct FrameReader<R = OwnedReadHalf> {
     r: BufReader<R>,
@@ -176,7 +176,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     /// Reads the peer's hello (the server side of a handshake, without authentication:
-    /// [`accept`] does the whole of it).
+    /// [`accept`](crate::accept) does the whole of it).
     pub async fn read_hello(&mut self) -> Result<Hello, TransportError> {
         tokio::time::timeout(self.cfg.handshake_timeout, self.read_handshake::<Hello>())
             .await
