@@ -4,18 +4,27 @@
 //! This crate is pure: no I/O, no async runtime, no clock. Everything that arrives from
 //! the network is untrusted input; decoding validates it (rkyv's checked access) and
 //! returns a [`ProtoError`], never panics.
+//!
+//! Changing `msg.rs`, `value.rs` or `flat.rs` (even a comment) changes
+//! [`PROTOCOL_SCHEMA`], so builds from before and after such a change refuse each other.
 
+#![forbid(unsafe_code)]
+
+mod device;
 mod dtype;
 mod error;
 pub mod flat;
 pub mod frame;
 mod ids;
+mod link;
 pub mod msg;
 mod value;
 
+pub use device::{DeviceKind, DeviceLoc};
 pub use dtype::DType;
 pub use error::ProtoError;
 pub use ids::{ClientId, StimulusId, TaskId, WorkerId};
+pub use link::LinkClass;
 pub use value::{AsPayload, Datum, DeviceBytes, DeviceData, IpcBuffer, IpcExport, Payload, Value};
 
 /// The wire protocol version. A peer with another version is refused in the handshake.
