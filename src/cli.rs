@@ -133,13 +133,15 @@ pub fn parse_device(
     memory: Option<&str>,
 ) -> Result<rask_worker::WorkerDevice, Box<dyn Error>> {
     let memory = memory.map(rask_device::sim::parse_bytes).transpose()?;
-    Ok(match device.parse::<rask_device::Device>()? {
-        rask_device::Device::Host => rask_worker::WorkerDevice::Host,
-        rask_device::Device::Sim(index) => rask_worker::WorkerDevice::Sim {
+    let device = device.parse::<rask_proto::DeviceLoc>()?;
+    let index = device.index;
+    Ok(match device.kind {
+        rask_proto::DeviceKind::Host => rask_worker::WorkerDevice::Host,
+        rask_proto::DeviceKind::Sim => rask_worker::WorkerDevice::Sim {
             index,
             memory: memory.unwrap_or(rask_device::sim::DEFAULT_SIM_MEMORY),
         },
-        rask_device::Device::Cuda(index) => rask_worker::WorkerDevice::Cuda {
+        rask_proto::DeviceKind::Cuda => rask_worker::WorkerDevice::Cuda {
             index,
             memory_limit: memory,
         },

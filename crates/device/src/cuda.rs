@@ -9,12 +9,10 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use cudarc::driver::{
-    result, sys, CudaContext, CudaEvent, CudaSlice, CudaStream, DevicePtr, DevicePtrMut,
-};
+use cudarc::driver::{result, CudaContext, CudaEvent, CudaStream};
 
 use crate::staging::{CopyEngine, PinnedMemory};
-use crate::{Device, DeviceError, MemoryPool};
+use crate::{DeviceError, DeviceLoc, MemoryPool};
 
 /// Whether a CUDA driver library can be loaded here.
 pub fn driver() -> Result<(), DeviceError> {
@@ -49,11 +47,12 @@ pub fn device_count() -> Result<u32, DeviceError> {
     guarded("counting devices", CudaContext::device_count).map(|n| n.max(0) as u32)
 }
 
-/// An opened CUDA GPU: its context, a stream, and memory accounting.
+/// An opened CUDA GPU as a worker accounts it: its context (held open while the worker
+/// runs), its name, and the pool its memory use is accounted in.
 pub struct CudaDevice {
     ordinal: u32,
     name: String,
-    stream: Arc<CudaStream>,
+    _ctx: Arc<CudaContext>,
     pool: Arc<MemoryPool>,
 }
 
@@ -65,102 +64,27 @@ impl CudaDevice {
         let ctx = guarded("creating a context", || CudaContext::new(ordinal as usize))?;
         let name = guarded("reading the device name", || ctx.name())?;
         let total = guarded("reading the device memory", || ctx.total_mem())? as u64;
-        let stream = ctx.default_stream();
         Ok(CudaDevice {
             ordinal,
             name,
-            stream,
-            pool: MemoryPool::new(Device::Cuda(ordinal), limit.unwrap_or(total / 10 * 8)),
+            _ctx: ctx,
+            pool: MemoryPool::new(DeviceLoc::cuda(ordinal), limit.unwrap_or(total / 10 * 8)),
         })
     }
 
+    /// The GPU's ordinal in this process.
     pub fn ordinal(&self) -> u32 {
         self.ordinal
     }
 
+    /// The GPU's product name.
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// The pool the GPU's memory use is accounted in.
     pub fn pool(&self) -> &Arc<MemoryPool> {
         &self.pool
-    }
-
-    pub(crate) fn alloc(&self, len: u64) -> Result<DeviceMem, DeviceError> {
-        let slice = guarded("allocating", || {
-            self.stream.alloc_zeros::<u8>(len.max(1) as usize)
-        })?;
-        Ok(DeviceMem {
-            slice,
-            len,
-            stream: self.stream.clone(),
-        })
-    }
-}
-
-/// Device memory of one buffer.
-pub struct DeviceMem {
-    slice: CudaSlice<u8>,
-    len: u64,
-    stream: Arc<CudaStream>,
-}
-
-impl DeviceMem {
-    /// Host → device.
-    pub(crate) fn write(&mut self, bytes: &[u8]) -> Result<(), DeviceError> {
-        let stream = self.stream.clone();
-        let mut dst = self.slice.slice_mut(..bytes.len());
-        guarded("copying to the device", || {
-            stream.memcpy_htod(bytes, &mut dst)
-        })?;
-        guarded("synchronizing", || stream.synchronize())
-    }
-
-    /// Device → host, into a new vector.
-    pub(crate) fn read(&self) -> Result<Vec<u8>, DeviceError> {
-        let mut out = vec![0; self.len as usize];
-        self.read_into(&mut out)?;
-        Ok(out)
-    }
-
-    /// Device → host, into `out`, which is as long as this buffer.
-    pub(crate) fn read_into(&self, out: &mut [u8]) -> Result<(), DeviceError> {
-        assert_eq!(
-            out.len() as u64,
-            self.len,
-            "invariant: read into a host slice of the buffer's length"
-        );
-        let src = self.slice.slice(..out.len());
-        guarded("copying to the host", || self.stream.memcpy_dtoh(&src, out))?;
-        guarded("synchronizing", || self.stream.synchronize())
-    }
-
-    /// Device → device: on one GPU a copy in its memory; between two GPUs a peer copy
-    /// (over NVLink or PCIe; the driver stages it where the two cannot reach each other),
-    /// never through this process's host memory.
-    pub(crate) fn copy_from_device(&mut self, src: &DeviceMem) -> Result<(), DeviceError> {
-        if Arc::ptr_eq(&self.stream, &src.stream) {
-            let stream = self.stream.clone();
-            let from = src.slice.slice(..src.len as usize);
-            let mut to = self.slice.slice_mut(..src.len as usize);
-            guarded("copying on the device", || {
-                stream.memcpy_dtod(&from, &mut to)
-            })?;
-            return guarded("synchronizing", || stream.synchronize());
-        }
-        let stream = self.stream.clone();
-        let len = src.len as usize;
-        let (dst_ctx, src_ctx) = (stream.context().cu_ctx(), src.stream.context().cu_ctx());
-        guarded("binding the context", || stream.context().bind_to_thread())?;
-        let (from, _src_sync) = src.slice.device_ptr(&src.stream);
-        let (to, _dst_sync) = self.slice.device_ptr_mut(&stream);
-        // SAFETY: both allocations hold at least `len` bytes (the source's length, checked
-        // by the caller against the destination's); the stream is synchronized below,
-        // before either can be freed.
-        guarded("copying between GPUs", || unsafe {
-            sys::cuMemcpyPeerAsync(to, dst_ctx, from, src_ctx, len, stream.cu_stream()).result()
-        })?;
-        guarded("synchronizing", || stream.synchronize())
     }
 }
 

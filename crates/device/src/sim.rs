@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::arena::Arena;
-use crate::{Device, MemoryPool};
+use crate::{DeviceLoc, MemoryPool};
 
 /// Which pairs of simulated GPUs are NVLink peers (the rest talk through the host).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -134,7 +134,7 @@ impl SimGpus {
         let gpus = (0..n)
             .map(|i| SimGpu {
                 index: i,
-                pool: MemoryPool::new(Device::Sim(i), memory),
+                pool: MemoryPool::new(DeviceLoc::sim(i), memory),
                 // Segments no larger than the device, so a small device does not map more
                 // than it can hold.
                 arena: Arena::new(memory.clamp(1 << 20, crate::arena::DEFAULT_SEGMENT)),

@@ -71,7 +71,7 @@ impl Chunk {
         match data {
             Value::Device(d) => Err(format!(
                 "the chunk's bytes are in {}'s memory, not the host's",
-                d.device()
+                d.label()
             )),
             Value::Bytes(data) => Ok(Chunk {
                 dtype,

@@ -32,7 +32,7 @@ use rask_device::cudarc::nvrtc::Ptx;
 use rask_device::nvrtc::ModuleCache;
 use rask_device::staging::{self, StagingPool};
 use rask_device::{DeviceError, MemoryPool, Reservation};
-use rask_proto::{DType, DeviceBytes, DeviceData, IpcBuffer, IpcExport, Value};
+use rask_proto::{DType, DeviceBytes, DeviceData, DeviceLoc, IpcBuffer, IpcExport, Value};
 
 use crate::array::{chunk_value, Chunk};
 use crate::plan::{self, Arg, Buf, Module, Plan, Step};
@@ -596,7 +596,7 @@ pub struct GpuThread {
     tx: mpsc::Sender<Cmd>,
     pool: Arc<MemoryPool>,
     gpu: u64,
-    device: String,
+    device: DeviceLoc,
     name: String,
     arch: String,
     blas: bool,
@@ -649,7 +649,7 @@ impl GpuThread {
             tx,
             pool,
             gpu,
-            device: format!("cuda:{ordinal}"),
+            device: DeviceLoc::cuda(ordinal),
             name,
             arch,
             blas,
@@ -822,7 +822,7 @@ impl GpuThread {
                 ptr,
                 len,
                 gpu: self.gpu,
-                device: self.device.clone(),
+                device: self.device,
                 tx: self.tx.clone(),
                 downloaded: self.downloaded.clone(),
                 export: std::sync::OnceLock::new(),
@@ -838,7 +838,7 @@ pub struct CudaBytes {
     ptr: u64,
     len: usize,
     gpu: u64,
-    device: String,
+    device: DeviceLoc,
     tx: mpsc::Sender<Cmd>,
     downloaded: Arc<AtomicU64>,
     /// Its IPC handle, asked of the GPU's thread once.
@@ -847,8 +847,8 @@ pub struct CudaBytes {
 }
 
 impl DeviceData for CudaBytes {
-    fn device(&self) -> &str {
-        &self.device
+    fn device(&self) -> DeviceLoc {
+        self.device
     }
 
     fn len(&self) -> usize {

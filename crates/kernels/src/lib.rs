@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rask_proto::msg::{OpInfo, RegistryInfo};
-use rask_proto::{IpcBuffer, Value};
+use rask_proto::{DeviceData, IpcBuffer, Value};
 
 /// Memory for ops' output bytes. A worker supplies one so that results land where its
 /// same-host peers can map them (shared-memory arenas) instead of on the private heap.
@@ -93,7 +93,7 @@ pub trait Accelerator: Send + Sync {
     /// Bytes lent from a peer's device: copied into this device's memory (or to the host
     /// when it is full). Blocks until done: call it off an event loop.
     fn import(&self, b: &IpcBuffer) -> Result<Value, String> {
-        Err(format!("this device cannot import bytes from {}", b.device))
+        Err(format!("this device cannot import bytes from {}", b.label()))
     }
 }
 

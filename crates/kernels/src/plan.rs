@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use rask_proto::{DType, DeviceBytes, DeviceData, Value};
+use rask_proto::{DType, DeviceBytes, DeviceData, DeviceLoc, Value};
 
 use crate::array::{chunk_parts, chunk_value, float, int_list, Chunk};
 use crate::cpu::{self, Binary, Elem, Float, Reduce};
@@ -557,7 +557,7 @@ fn scalar_bytes(dtype: DType, v: f64) -> Input {
 /// launch, as a GPU would run them, their outputs left in the GPU's memory
 /// ([`SimBytes`]). Users' kernels run their CPU twin.
 pub struct HostPlans {
-    device: String,
+    device: DeviceLoc,
     memory: Arc<dyn OutputAlloc>,
     downloaded: Arc<AtomicU64>,
 }
@@ -565,9 +565,9 @@ pub struct HostPlans {
 impl HostPlans {
     /// The executor of simulated GPU `device` (`sim:N`), whose memory is `memory`: an
     /// allocation it refuses (the GPU is full) leaves that output on the host.
-    pub fn new(device: impl Into<String>, memory: Arc<dyn OutputAlloc>) -> HostPlans {
+    pub fn new(device: DeviceLoc, memory: Arc<dyn OutputAlloc>) -> HostPlans {
         HostPlans {
-            device: device.into(),
+            device,
             memory,
             downloaded: Arc::default(),
         }
@@ -577,7 +577,7 @@ impl HostPlans {
     fn keep(&self, bytes: Bytes) -> DeviceBytes {
         DeviceBytes::new(SimBytes {
             bytes,
-            device: self.device.clone(),
+            device: self.device,
             downloaded: self.downloaded.clone(),
         })
     }
@@ -626,7 +626,7 @@ impl crate::Accelerator for HostPlans {
 /// lends the same bytes (counted as a download, as a GPU would copy them).
 pub struct SimBytes {
     bytes: Bytes,
-    device: String,
+    device: DeviceLoc,
     downloaded: Arc<AtomicU64>,
 }
 
@@ -638,8 +638,8 @@ impl SimBytes {
 }
 
 impl DeviceData for SimBytes {
-    fn device(&self) -> &str {
-        &self.device
+    fn device(&self) -> DeviceLoc {
+        self.device
     }
 
     fn len(&self) -> usize {

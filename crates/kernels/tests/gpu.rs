@@ -95,7 +95,7 @@ fn without_a_driver_a_gpu_thread_is_an_error_not_a_panic() {
         println!("SKIPPED: a CUDA driver is present");
         return;
     }
-    let pool = rask_device::MemoryPool::new(rask_device::Device::Cuda(0), 1 << 30);
+    let pool = rask_device::MemoryPool::new(rask_proto::DeviceLoc::cuda(0), 1 << 30);
     let e = rask_kernels::gpu::GpuThread::spawn(0, pool)
         .unwrap_err()
         .to_string();
@@ -111,7 +111,7 @@ fn values_stay_in_gpu_memory_between_ops() {
     if gpu().is_none() {
         return;
     }
-    let pool = rask_device::MemoryPool::new(rask_device::Device::Cuda(0), 64 << 20);
+    let pool = rask_device::MemoryPool::new(rask_proto::DeviceLoc::cuda(0), 64 << 20);
     let gpu = rask_kernels::gpu::GpuThread::spawn(0, pool.clone()).unwrap();
     let registry = Registry::builtin();
     let n = 1 << 16;
@@ -141,7 +141,7 @@ fn values_stay_in_gpu_memory_between_ops() {
     drop((y, z));
     assert_eq!(pool.used(), 0);
 
-    let small = rask_device::MemoryPool::new(rask_device::Device::Cuda(0), 1024);
+    let small = rask_device::MemoryPool::new(rask_proto::DeviceLoc::cuda(0), 1024);
     let tight = rask_kernels::gpu::GpuThread::spawn(0, small).unwrap();
     let h = tight
         .try_run(&registry, "array.binary", &binary(x))
@@ -163,7 +163,7 @@ fn values_cross_processes_by_cuda_ipc() {
     if gpu().is_none() {
         return;
     }
-    let pool = rask_device::MemoryPool::new(rask_device::Device::Cuda(0), 64 << 20);
+    let pool = rask_device::MemoryPool::new(rask_proto::DeviceLoc::cuda(0), 64 << 20);
     let gpu = rask_kernels::gpu::GpuThread::spawn(0, pool).unwrap();
     let n = 1 << 16;
     let x = Chunk::from_elems(vec![n], &(0..n).map(|i| i as f64).collect::<Vec<_>>())
@@ -241,7 +241,7 @@ fn ipc_importer_child() {
     let offset: u64 = parts.next().unwrap().parse().unwrap();
     let len: u64 = parts.next().unwrap().parse().unwrap();
     let buf = rask_proto::IpcBuffer {
-        device: "cuda:0 of the parent".into(),
+        device: rask_proto::DeviceLoc::cuda(0),
         export: rask_proto::IpcExport { handle, offset },
         len,
         loan: None,
@@ -254,7 +254,7 @@ fn ipc_importer_child() {
             .sum()
     };
     for (pool, place) in [(64 << 20, "on the device"), (1024, "to the host")] {
-        let pool = rask_device::MemoryPool::new(rask_device::Device::Cuda(0), pool);
+        let pool = rask_device::MemoryPool::new(rask_proto::DeviceLoc::cuda(0), pool);
         let gpu = rask_kernels::gpu::GpuThread::spawn(0, pool.clone()).unwrap();
         let v = gpu.import(&buf).unwrap();
         assert_eq!(v.on_device(), place == "on the device");

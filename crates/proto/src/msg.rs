@@ -77,7 +77,8 @@ wire! {
         pub shm_addr: String,
         /// The worker's transport setting (`auto`, `tcp` or `shm`).
         pub transport: String,
-        /// The device the worker drives: `host`, `sim:N` (simulated GPU) or `cuda:N`.
+        /// The device the worker drives: `host`, `sim:N` (simulated GPU) or `cuda:N` (a
+        /// [`crate::DeviceLoc`] in its text form).
         pub device: String,
         /// What the device is: a GPU's product name, `simulated GPU (…)`, or empty.
         pub device_name: String,
@@ -188,7 +189,7 @@ wire! {
         /// client), so far.
         pub device_to_host: u64,
         /// Bytes this worker received from peers, by link (`local`, `nvlink`, `pcie`,
-        /// `shm`, `tcp`).
+        /// `shm`, `tcp`: a [`crate::LinkClass`] by its name).
         pub received: Vec<(String, u64)>,
         /// Bytes spilled, by direction (`device->host`, `device->disk`, `host->disk`).
         pub spilled: Vec<(String, u64)>,
@@ -255,7 +256,8 @@ wire! {
         pub shm_addr: String,
         pub host_id: String,
         pub pid: u32,
-        /// The device the value lives on (`host`, `sim:N`, `cuda:N`).
+        /// The device the value lives on (`host`, `sim:N`, `cuda:N`: a
+        /// [`crate::DeviceLoc`] in its text form).
         pub device: String,
     }
 

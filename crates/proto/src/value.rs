@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::ProtoError;
+use crate::{DeviceLoc, ProtoError};
 
 /// How deep values may nest; deeper input from a peer is refused.
 pub const MAX_DEPTH: usize = 64;
@@ -21,8 +21,14 @@ pub const MAX_DEPTH: usize = 64;
 /// Memory of a device that holds a value's bytes. Implemented by each kind of device; the
 /// device recognizes its own buffers through [`DeviceData::as_any`].
 pub trait DeviceData: Send + Sync + 'static {
-    /// The device, as `sim:N` or `cuda:N`.
-    fn device(&self) -> &str;
+    /// The device holding the bytes (`sim:N`, `cuda:N`), as the process holding them
+    /// numbers its devices.
+    fn device(&self) -> DeviceLoc;
+    /// How messages name where the bytes are: the device, unless the bytes are somewhere
+    /// this process cannot reach directly (`cuda:0 of a peer`).
+    fn label(&self) -> String {
+        self.device().to_string()
+    }
     /// Length in bytes.
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
@@ -57,8 +63,8 @@ pub struct IpcExport {
 /// a receiver holds until its device imports them (opens the handle, copies the bytes
 /// into its own memory, closes it). The peer keeps the memory until `loan` is dropped.
 pub struct IpcBuffer {
-    /// The peer's device, as the peer names it, for messages: `cuda:0 of a peer`.
-    pub device: String,
+    /// The peer's device, as the peer numbers its devices (shown as `cuda:0 of a peer`).
+    pub device: DeviceLoc,
     pub export: IpcExport,
     pub len: u64,
     /// Keeps the peer's loan open while held.
@@ -66,8 +72,12 @@ pub struct IpcBuffer {
 }
 
 impl DeviceData for IpcBuffer {
-    fn device(&self) -> &str {
-        &self.device
+    fn device(&self) -> DeviceLoc {
+        self.device
+    }
+
+    fn label(&self) -> String {
+        format!("{} of a peer", self.device)
     }
 
     fn len(&self) -> usize {
@@ -153,8 +163,14 @@ impl DeviceBytes {
         &*self.0
     }
 
-    pub fn device(&self) -> &str {
+    /// The device holding the bytes (see [`DeviceData::device`]).
+    pub fn device(&self) -> DeviceLoc {
         self.0.device()
+    }
+
+    /// Where the bytes are, for messages (see [`DeviceData::label`]).
+    pub fn label(&self) -> String {
+        self.0.label()
     }
 
     pub fn len(&self) -> usize {
@@ -173,7 +189,7 @@ impl DeviceBytes {
 
 impl std::fmt::Debug for DeviceBytes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DeviceBytes({} bytes on {})", self.len(), self.device())
+        write!(f, "DeviceBytes({} bytes on {})", self.len(), self.label())
     }
 }
 
@@ -353,12 +369,12 @@ fn host_bytes(d: &DeviceBytes) -> Result<Bytes, ProtoError> {
 
 fn device_to_host(d: &DeviceBytes) -> Result<Bytes, ProtoError> {
     let b = d.data().to_host().map_err(|e| ProtoError::Device {
-        device: d.device().to_string(),
+        device: d.label(),
         message: e,
     })?;
     if b.len() != d.len() {
         return Err(ProtoError::Device {
-            device: d.device().to_string(),
+            device: d.label(),
             message: format!("{} bytes came back of {}", b.len(), d.len()),
         });
     }
@@ -534,8 +550,8 @@ mod tests {
     }
 
     impl DeviceData for Fake {
-        fn device(&self) -> &str {
-            "sim:7"
+        fn device(&self) -> DeviceLoc {
+            DeviceLoc::sim(7)
         }
         fn len(&self) -> usize {
             self.bytes.as_ref().map_or(4, Bytes::len)

@@ -299,8 +299,11 @@ impl Importer {
                     len,
                 } => {
                     let ticket = loaned("device")?;
+                    let device = device
+                        .parse()
+                        .map_err(|e| bad(format!("device buffer: {e}")))?;
                     Ok(Payload::Device(rask_proto::DeviceBytes::new(IpcBuffer {
-                        device: format!("{device} of a peer"),
+                        device,
                         export: IpcExport {
                             handle: handle.clone(),
                             offset,

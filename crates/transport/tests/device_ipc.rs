@@ -54,8 +54,8 @@ impl TestGpu {
 }
 
 impl DeviceData for TestGpu {
-    fn device(&self) -> &str {
-        "cuda:5"
+    fn device(&self) -> rask_proto::DeviceLoc {
+        rask_proto::DeviceLoc::cuda(5)
     }
     fn len(&self) -> usize {
         self.mem.len()
@@ -134,7 +134,7 @@ async fn device_bytes_go_by_handle_and_the_holder_keeps_them_until_released() {
     match &got[0] {
         Payload::Device(d) => {
             assert_eq!(d.len(), 3 << 20);
-            assert_eq!(d.device(), "cuda:5 of a peer");
+            assert_eq!(d.label(), "cuda:5 of a peer");
             assert!(
                 d.data().to_host().is_err(),
                 "an IPC buffer is imported, not read"

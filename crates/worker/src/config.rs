@@ -58,11 +58,11 @@ pub enum WorkerDevice {
 
 impl WorkerDevice {
     /// The device, without its memory.
-    pub fn device(&self) -> rask_device::Device {
+    pub fn device(&self) -> rask_proto::DeviceLoc {
         match self {
-            WorkerDevice::Host => rask_device::Device::Host,
-            WorkerDevice::Sim { index, .. } => rask_device::Device::Sim(*index),
-            WorkerDevice::Cuda { index, .. } => rask_device::Device::Cuda(*index),
+            WorkerDevice::Host => rask_proto::DeviceLoc::HOST,
+            WorkerDevice::Sim { index, .. } => rask_proto::DeviceLoc::sim(*index),
+            WorkerDevice::Cuda { index, .. } => rask_proto::DeviceLoc::cuda(*index),
         }
     }
 

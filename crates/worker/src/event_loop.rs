@@ -62,7 +62,7 @@ pub(crate) struct State {
     pub(crate) host_gpu: Option<u32>,
     pub(crate) device_pool: Option<Arc<rask_device::MemoryPool>>,
     /// Bytes received from peers, by link class.
-    pub(crate) received: std::collections::BTreeMap<&'static str, u64>,
+    pub(crate) received: std::collections::BTreeMap<rask_proto::LinkClass, u64>,
     pub(crate) spill: Spill,
     /// Host memory for values spilled from the device.
     pub(crate) host_arena: Arena,

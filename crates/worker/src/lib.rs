@@ -105,7 +105,7 @@ impl Worker {
             WorkerDevice::Host => (None, None),
             WorkerDevice::Sim { index, memory } => (
                 Some(rask_device::MemoryPool::new(
-                    rask_device::Device::Sim(*index),
+                    rask_proto::DeviceLoc::sim(*index),
                     *memory,
                 )),
                 None,

@@ -51,7 +51,7 @@ impl State {
         let in_device_arena = |b: &Bytes| sim && self.arena.locate(b).is_some();
         // A value of another GPU of this process (fetched from it in place) is not in
         // this device's memory: spilling it here would free nothing.
-        let here = |x: &Value| matches!(x, Value::Device(d) if d.device() == self.device_label);
+        let here = |x: &Value| matches!(x, Value::Device(d) if d.label() == self.device_label);
         let tier = match v {
             v if v.any_leaf(&here) => Tier::Device,
             Value::Bytes(b) if in_device_arena(b) => Tier::Device,

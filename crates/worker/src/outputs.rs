@@ -28,7 +28,7 @@ pub(crate) fn open_accelerator(
                 min_len: 0,
             });
             Some(Arc::new(rask_kernels::plan::HostPlans::new(
-                device.label(),
+                device.device(),
                 memory,
             )))
         }

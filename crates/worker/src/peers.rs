@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use rask_kernels::Accelerator;
 use rask_proto::msg::{Hello, PeerAddr, Role};
-use rask_proto::{TaskId, Value, WorkerId};
+use rask_proto::{LinkClass, TaskId, Value, WorkerId};
 use rask_transport::Link;
 use tokio::sync::mpsc;
 use tracing::info;
@@ -19,7 +19,7 @@ use crate::store::lent;
 pub(crate) struct Peer {
     pub(crate) addr: PeerAddr,
     pub(crate) link: Link,
-    pub(crate) class: &'static str,
+    pub(crate) class: LinkClass,
 }
 
 /// Where a data link's replies go: values lent from the peer's device are imported into
@@ -169,18 +169,18 @@ impl State {
             !addr.shm_addr.is_empty(),
         );
         let class = match (link, self.host_gpu, addr.gpu) {
-            (Link::Inproc, ..) => "local",
-            (Link::Tcp, ..) => "tcp",
-            (Link::Shm, Some(_), Some(g)) if self.cfg.nvlink.contains(&g) => "nvlink",
-            (Link::Shm, None, None) => "shm",
-            (Link::Shm, ..) => "pcie",
+            (Link::Inproc, ..) => LinkClass::Local,
+            (Link::Tcp, ..) => LinkClass::Tcp,
+            (Link::Shm, Some(_), Some(g)) if self.cfg.nvlink.contains(&g) => LinkClass::Nvlink,
+            (Link::Shm, None, None) => LinkClass::Shm,
+            (Link::Shm, ..) => LinkClass::Pcie,
         };
         Peer { addr, link, class }
     }
 
     /// The class of the link data from `peer` takes (see [`State::peer`]).
-    pub(crate) fn link_class(&self, peer: WorkerId) -> &'static str {
-        self.peers.get(&peer).map_or("tcp", |p| p.class)
+    pub(crate) fn link_class(&self, peer: WorkerId) -> LinkClass {
+        self.peers.get(&peer).map_or(LinkClass::Tcp, |p| p.class)
     }
 
     /// Opens a data link to a peer (requests queue until it is up); its replies come back

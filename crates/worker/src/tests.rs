@@ -37,8 +37,8 @@ fn a_cuda_worker_names_its_gpu_by_the_hosts_index() {
 struct TestGpu(Bytes, Arc<std::sync::atomic::AtomicUsize>);
 
 impl DeviceData for TestGpu {
-    fn device(&self) -> &str {
-        "cuda:0"
+    fn device(&self) -> rask_proto::DeviceLoc {
+        rask_proto::DeviceLoc::cuda(0)
     }
     fn len(&self) -> usize {
         self.0.len()
@@ -156,7 +156,7 @@ fn a_lookup_lends_device_bytes_only_to_a_device_that_imports_them() {
 fn lent_values_are_imported_and_those_that_fail_are_named() {
     let lent_buf = |h: u8, len: u64| {
         Value::Device(DeviceBytes::new(IpcBuffer {
-            device: "cuda:0 of a peer".into(),
+            device: rask_proto::DeviceLoc::cuda(0),
             export: IpcExport {
                 handle: vec![h],
                 offset: 0,

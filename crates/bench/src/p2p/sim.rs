@@ -158,14 +158,12 @@ pub(super) fn p2p_sim(a: &P2pArgs, spec: &str) -> Result<()> {
 /// buffer already touched, and a plain write of a file of the same size.
 fn spill_throughput(size: u64, runs: usize) -> Result<Vec<(&'static str, f64)>> {
     use rask_device::sim::{SimGpus, Topology};
-    use rask_device::{DType, Device, Devices};
-    let devices =
-        Devices::host(u64::MAX).with_sim(SimGpus::new(1, size.max(1 << 20), Topology::none()));
-    let data = vec![7u8; size as usize];
-    let on_gpu = devices.from_host(Device::Sim(0), DType::U8, &data)?;
-    let gpu_bytes = on_gpu
-        .host_bytes()
-        .context("simulated memory is host-visible")?;
+    let sim = SimGpus::new(1, size.max(1 << 20), Topology::none());
+    let gpu = sim.gpu(0).context("one simulated GPU")?;
+    let _reserved = gpu.pool().reserve(size)?;
+    let mut on_gpu = gpu.arena().alloc(size as usize)?;
+    on_gpu.as_mut_slice().fill(7);
+    let gpu_bytes = on_gpu.as_ref();
     let dir = std::env::temp_dir().join(format!("rask-bench-spill-{}", std::process::id()));
     let mut out: Vec<(&'static str, Vec<f64>)> = vec![
         ("device -> host (spill into the host pool)", vec![]),
