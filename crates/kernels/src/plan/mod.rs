@@ -1,0 +1,224 @@
+//! Device plans: how an `array.*` op (or a user's kernel) runs on a GPU, as kernel launches
+//! and GEMMs over device buffers. A GPU worker executes plans with CUDA (`gpu`, feature
+//! `cuda`); [`run_on_host`] executes the same plan with the kernels' CPU twins, which is how
+//! plans are tested on machines without a GPU, and CI checks every launch's arguments
+//! against the parameters NVRTC reports for its entry point.
+//!
+//! Ops without a plan (`array.assemble`, ranks the kernels do not cover) run their CPU
+//! implementation on the worker's host memory.
+//!
+//! The IR is here; [`lower`] makes plans of ops, [`host`] runs them with the CPU twins,
+//! and [`sim`] is the simulated GPU that does so for a worker.
+
+mod host;
+mod lower;
+mod sim;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rask_proto::{DType, DeviceBytes};
+
+pub use host::{run_into, run_on_host};
+pub use lower::{custom, plan};
+pub use sim::{HostPlans, SimBytes};
+
+/// An input of a plan: bytes in host memory (uploaded first), or already in a device's.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    Host(Bytes),
+    Device(DeviceBytes),
+}
+
+impl Input {
+    pub fn len(&self) -> usize {
+        match self {
+            Input::Host(b) => b.len(),
+            Input::Device(d) => d.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A buffer of a plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Buf {
+    /// The `i`-th input (uploaded before the first step).
+    In(usize),
+    /// The `i`-th temporary (allocated, contents unspecified).
+    Tmp(usize),
+    /// The output chunk's data.
+    Out,
+}
+
+/// A kernel argument.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Arg {
+    Buf(Buf),
+    /// A null pointer.
+    Null,
+    U64(u64),
+    I32(i32),
+    I64(i64),
+    F32(f32),
+    F64(f64),
+}
+
+impl Arg {
+    /// The PTX parameter type this argument is passed as (`.u64` for pointers).
+    pub fn ptx_type(&self) -> &'static str {
+        match self {
+            Arg::Buf(_) | Arg::Null | Arg::U64(_) | Arg::I64(_) => "u64",
+            Arg::I32(_) => "u32",
+            Arg::F32(_) => "f32",
+            Arg::F64(_) => "f64",
+        }
+    }
+
+    /// An element of `dtype` as an argument.
+    fn scalar(dtype: DType, v: f64) -> Arg {
+        match dtype {
+            DType::F32 => Arg::F32(v as f32),
+            DType::I32 => Arg::I32(v as i32),
+            DType::I64 => Arg::I64(v as i64),
+            _ => Arg::F64(v),
+        }
+    }
+}
+
+/// Where a launch's entry point is compiled from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Module {
+    /// One of `kernels/*.cu` (see [`crate::cuda_sources`]).
+    Builtin(&'static str),
+    /// A user's kernel source (registered with `Registry::register_kernel`).
+    Custom(Arc<str>),
+}
+
+/// One kernel launch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Launch {
+    pub module: Module,
+    pub entry: String,
+    pub grid: (u32, u32, u32),
+    pub block: (u32, u32, u32),
+    pub args: Vec<Arg>,
+}
+
+/// One step of a plan.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    Launch(Launch),
+    /// `out` (m×n) = `a` (m×k) · `b` (k×n), row-major (cuBLAS on a GPU).
+    Gemm {
+        dtype: DType,
+        m: u64,
+        k: u64,
+        n: u64,
+        a: Buf,
+        b: Buf,
+        out: Buf,
+    },
+    /// `len` bytes from one buffer to another.
+    Copy {
+        from: Buf,
+        to: Buf,
+        len: u64,
+    },
+}
+
+/// An op as device work: inputs, temporaries, the output chunk and the steps.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub inputs: Vec<Input>,
+    /// Sizes of the temporaries, in bytes.
+    pub temps: Vec<u64>,
+    pub dtype: DType,
+    pub shape: Vec<u64>,
+    pub steps: Vec<Step>,
+}
+
+impl Plan {
+    fn new(dtype: DType, shape: Vec<u64>) -> Plan {
+        Plan {
+            inputs: Vec::new(),
+            temps: Vec::new(),
+            dtype,
+            shape,
+            steps: Vec::new(),
+        }
+    }
+
+    /// Bytes of the output.
+    pub fn out_len(&self) -> u64 {
+        self.shape.iter().product::<u64>() * self.dtype.size()
+    }
+
+    fn input(&mut self, b: Input) -> Buf {
+        self.inputs.push(b);
+        Buf::In(self.inputs.len() - 1)
+    }
+
+    fn temp(&mut self, bytes: u64) -> Buf {
+        self.temps.push(bytes);
+        Buf::Tmp(self.temps.len() - 1)
+    }
+
+    fn launch(&mut self, entry: String, grid: (u32, u32, u32), block: u32, args: Vec<Arg>) {
+        self.steps.push(Step::Launch(Launch {
+            module: Module::Builtin(file_of(&entry)),
+            entry,
+            grid,
+            block: (block, 1, 1),
+            args,
+        }));
+    }
+
+    /// A grid-stride kernel over `n` elements.
+    fn elementwise(&mut self, entry: String, n: u64, args: Vec<Arg>) {
+        if n > 0 {
+            self.launch(entry, (grid_for(n, THREADS), 1, 1), THREADS, args);
+        }
+    }
+}
+
+/// Threads per block of the grid-stride kernels, and of the block reductions (`BLOCK` in
+/// `reduce.cu`: they must launch with exactly this many).
+pub const THREADS: u32 = 256;
+/// Blocks enough to fill any current GPU; grid-stride loops cover the rest.
+const MAX_BLOCKS: u64 = 4096;
+/// Partials of a whole-chunk reduction's first pass (the second pass is one block).
+const REDUCE_BLOCKS: u64 = 1024;
+/// Transpose tiles and rows of threads per tile (`TILE`, `ROWS` in `transpose.cu`).
+const TILE: u32 = 32;
+const TILE_ROWS: u32 = 8;
+
+fn grid_for(n: u64, threads: u32) -> u32 {
+    n.div_ceil(threads as u64).clamp(1, MAX_BLOCKS) as u32
+}
+
+/// The kernel file that defines an entry point of `kernels/`.
+pub fn file_of(entry: &str) -> &'static str {
+    let op = entry.rsplit_once('_').map_or(entry, |(op, _)| op);
+    match op {
+        "fill" | "arange" => "fill.cu",
+        "random_uniform" | "random_normal" => "random.cu",
+        "sum" | "amax" | "amin" | "argmax" | "sum_axis" | "amax_axis" | "amin_axis" => "reduce.cu",
+        "transpose" => "transpose.cu",
+        _ => "elementwise.cu",
+    }
+}
+
+fn suffix(dtype: DType) -> Result<&'static str, String> {
+    match dtype {
+        DType::F32 => Ok("f32"),
+        DType::F64 => Ok("f64"),
+        DType::I32 => Ok("i32"),
+        DType::I64 => Ok("i64"),
+        d => Err(format!("no kernels for {d}")),
+    }
+}
+
