@@ -5,7 +5,7 @@ use rask_client::{Arg, ClientError, Graph};
 use rask_proto::Value;
 
 pub use rask_array::{Array, ArrayError, DType, Task, TaskArg};
-pub use rask_kernels::array::{Chunk, Pod};
+pub use rask_kernels::chunk::{Chunk, Pod};
 
 /// The graph of an array, as the client submits it. With `gpu`, every task asks for a
 /// GPU (`gpu = 1`), so chunks are made and kept on GPU workers.
@@ -31,7 +31,7 @@ pub(crate) fn to_graph(x: &Array, gpu: bool) -> Graph {
                     Chunk {
                         dtype,
                         shape,
-                        data: bytes,
+                        bytes,
                     }
                     .to_value(),
                 ),
@@ -89,12 +89,7 @@ pub fn from_ndarray<T: Pod>(a: &ndarray::ArrayD<T>, chunk: &[u64]) -> Result<Arr
     let shape: Vec<u64> = a.shape().iter().map(|&d| d as u64).collect();
     let standard = a.as_standard_layout();
     let elems = standard.as_slice().expect("standard layout is contiguous");
-    // SAFETY: `T: Pod` is plain data without padding, so every byte is initialized; the
-    // byte view covers exactly the elements.
-    let bytes = unsafe {
-        std::slice::from_raw_parts(elems.as_ptr().cast::<u8>(), std::mem::size_of_val(elems))
-    };
-    Array::from_bytes(&shape, chunk, T::DTYPE, bytes)
+    Array::from_bytes(&shape, chunk, T::DTYPE, rask_kernels::cpu::as_bytes(elems))
 }
 
 /// A computed array kept on the workers: usable in new expressions like any array; its

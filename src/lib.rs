@@ -58,7 +58,7 @@ pub struct Client {
 impl Client {
     /// Computes a blocked array on the cluster and assembles it here (`T` is `f32` or
     /// `f64`, the array's dtype).
-    pub fn compute_array<T: rask_kernels::array::Pod>(
+    pub fn compute_array<T: rask_kernels::chunk::Pod>(
         &self,
         x: &array::Array,
     ) -> Result<ndarray::ArrayD<T>, ClientError> {
@@ -67,7 +67,7 @@ impl Client {
     }
 
     /// [`Client::compute_array`], awaitable from any async runtime.
-    pub async fn compute_array_async<T: rask_kernels::array::Pod>(
+    pub async fn compute_array_async<T: rask_kernels::chunk::Pod>(
         &self,
         x: &array::Array,
     ) -> Result<ndarray::ArrayD<T>, ClientError> {

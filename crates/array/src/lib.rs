@@ -3,7 +3,9 @@
 //! graphs (pure, testable without a cluster); the ops it names (`array.*`) are in
 //! rask-kernels, and the client submits the graph and assembles the result.
 //!
-//! Chunk values travel as `[dtype, shape, bytes]` lists (see `rask_kernels::array`).
+//! Chunk values travel as `[dtype, shape, bytes]` lists, encoded and read by
+//! `rask_kernels::chunk::Chunk` (the client's own chunks are [`TaskArg::Data`], with the
+//! same three fields).
 
 #![forbid(unsafe_code)]
 

@@ -34,7 +34,7 @@ use rask_device::staging::{self, StagingPool};
 use rask_device::{DeviceError, MemoryPool, Reservation};
 use rask_proto::{DType, DeviceBytes, DeviceData, DeviceLoc, IpcBuffer, IpcExport, Value};
 
-use crate::array::{chunk_value, Chunk};
+use crate::chunk::{chunk_value, Chunk};
 use crate::plan::{self, Arg, Buf, Module, Plan, Step};
 use crate::{cuda_sources, fnv1a, Registry};
 
@@ -129,7 +129,7 @@ impl Gpu {
         Ok(Chunk {
             dtype: plan.dtype,
             shape: plan.shape.clone(),
-            data: data.expect("a downloaded output"),
+            bytes: data.expect("a downloaded output"),
         })
     }
 
@@ -694,7 +694,7 @@ fn serve(gpu: &mut Gpu, pool: &Arc<MemoryPool>, rx: mpsc::Receiver<Cmd>) {
                         .run_kept(&plan)
                         .map(|ptr| Ran::Kept { ptr, reservation }),
                     // The device is full: the output goes to the host.
-                    Err(_) => gpu.run(&plan).map(|c| Ran::Host(c.data)),
+                    Err(_) => gpu.run(&plan).map(|c| Ran::Host(c.bytes)),
                 };
                 let _ = reply.send(ran);
             }

@@ -6,7 +6,7 @@
 //! compares registry fingerprints so that a client never submits an op its workers lack.
 //! This crate runs ops; it does no I/O.
 
-pub mod array;
+pub mod chunk;
 mod code;
 pub mod cpu;
 pub mod cuda_sources;
@@ -93,7 +93,10 @@ pub trait Accelerator: Send + Sync {
     /// Bytes lent from a peer's device: copied into this device's memory (or to the host
     /// when it is full). Blocks until done: call it off an event loop.
     fn import(&self, b: &IpcBuffer) -> Result<Value, String> {
-        Err(format!("this device cannot import bytes from {}", b.label()))
+        Err(format!(
+            "this device cannot import bytes from {}",
+            b.label()
+        ))
     }
 }
 
@@ -288,7 +291,7 @@ impl Registry {
             std::process::abort()
         });
         r.register("list", 1, |a| Ok(Value::List(a.to_vec())));
-        array::register(&mut r);
+        chunk::register(&mut r);
         r
     }
 

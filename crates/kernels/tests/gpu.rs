@@ -7,7 +7,7 @@
 mod common;
 
 use common::{assert_matches, cases, Rng};
-use rask_kernels::array::Chunk;
+use rask_kernels::chunk::Chunk;
 use rask_kernels::gpu::Gpu;
 use rask_kernels::{plan, Registry};
 use rask_proto::Value;
@@ -174,7 +174,7 @@ fn values_cross_processes_by_cuda_ipc() {
         .try_run(&Registry::builtin(), "array.binary", &args)
         .unwrap()
         .unwrap();
-    let (_, _, Value::Device(d)) = rask_kernels::array::chunk_parts(&y).unwrap() else {
+    let (_, _, Value::Device(d)) = rask_kernels::chunk::chunk_parts(&y).unwrap() else {
         panic!("the output is not in the GPU's memory: {y:?}")
     };
     let e = d

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{assert_matches, cases, Rng};
-use rask_kernels::array::Chunk;
+use rask_kernels::chunk::Chunk;
 use rask_kernels::plan::{self, Arg, Buf, Step};
 use rask_kernels::Registry;
 use rask_proto::Value;
@@ -120,5 +120,5 @@ fn a_step_that_writes_nothing_leaves_the_poison_visible() {
     .unwrap();
     p.steps.clear();
     let c = plan::run_on_host(&p).unwrap();
-    assert!(c.data.iter().all(|&b| b == 0xA5));
+    assert!(c.bytes.iter().all(|&b| b == 0xA5));
 }

@@ -5,16 +5,23 @@ use rask_proto::DType;
 
 use super::sim::SimBytes;
 use super::*;
-use crate::array::Chunk;
+use crate::chunk::Chunk;
 use crate::cpu::{self, Binary, Elem, Float, Reduce};
 
 /// A buffer of the plan runner: memory of its own, an input read in place, or the
 /// output written in place (the last two when 8-byte aligned, copied otherwise).
 enum HostBuf<'a> {
-    Owned { words: Vec<u64>, len: usize },
+    /// 8-byte words, of which the first `len` bytes are the buffer.
+    Owned {
+        words: Vec<i64>,
+        len: usize,
+    },
     Input(&'a [u8]),
     Out(&'a mut [u8]),
 }
+
+/// What a buffer's bytes start as where no step has written them yet.
+const POISON: u8 = 0xA5;
 
 impl<'a> HostBuf<'a> {
     fn new(len: u64) -> HostBuf<'a> {
@@ -27,7 +34,7 @@ impl<'a> HostBuf<'a> {
     /// Memory of its own filled with 0xA5, so that what no step writes shows.
     fn poisoned(len: u64) -> HostBuf<'a> {
         HostBuf::Owned {
-            words: vec![0xA5A5_A5A5_A5A5_A5A5; (len as usize).div_ceil(8)],
+            words: vec![i64::from_ne_bytes([POISON; 8]); (len as usize).div_ceil(8)],
             len: len as usize,
         }
     }
@@ -59,10 +66,7 @@ impl<'a> HostBuf<'a> {
 
     fn bytes(&self) -> &[u8] {
         match self {
-            // SAFETY: `len` ≤ the words' byte length; u8 has no alignment.
-            HostBuf::Owned { words, len } => unsafe {
-                std::slice::from_raw_parts(words.as_ptr().cast(), *len)
-            },
+            HostBuf::Owned { words, len } => &cpu::as_bytes(words)[..*len],
             HostBuf::Input(b) => b,
             HostBuf::Out(b) => b,
         }
@@ -71,27 +75,19 @@ impl<'a> HostBuf<'a> {
     /// Writable bytes; `None` for an input (kernels never write their inputs).
     fn bytes_mut(&mut self) -> Option<&mut [u8]> {
         match self {
-            // SAFETY: as above, borrowed exclusively.
-            HostBuf::Owned { words, len } => {
-                Some(unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast(), *len) })
-            }
+            HostBuf::Owned { words, len } => Some(&mut cpu::as_bytes_mut(words)[..*len]),
             HostBuf::Input(_) => None,
             HostBuf::Out(b) => Some(b),
         }
     }
 
     fn elems<T: Elem>(&self) -> &[T] {
-        let b = self.bytes();
-        // SAFETY: 8-byte aligned (checked when made), in bounds; every bit pattern is a
-        // valid element.
-        unsafe { std::slice::from_raw_parts(b.as_ptr().cast(), b.len() / std::mem::size_of::<T>()) }
+        cpu::cast(self.bytes()).expect("invariant: plan buffers are 8-byte aligned")
     }
 
     fn elems_mut<T: Elem>(&mut self) -> Option<&mut [T]> {
         let b = self.bytes_mut()?;
-        let n = b.len() / std::mem::size_of::<T>();
-        // SAFETY: as above, borrowed exclusively.
-        Some(unsafe { std::slice::from_raw_parts_mut(b.as_mut_ptr().cast(), n) })
+        Some(cpu::cast_mut(b).expect("invariant: plan buffers are 8-byte aligned"))
     }
 }
 
@@ -102,14 +98,14 @@ impl<'a> HostBuf<'a> {
 /// output is written where the op's output goes ([`crate::output_bytes`]).
 pub fn run_on_host(plan: &Plan) -> Result<Chunk, String> {
     let mut result = Ok(());
-    let data = crate::output_bytes(plan.out_len() as usize, |out| {
+    let bytes = crate::output_bytes(plan.out_len() as usize, |out| {
         result = run_into(plan, out);
     });
     result?;
     Ok(Chunk {
         dtype: plan.dtype,
         shape: plan.shape.clone(),
-        data,
+        bytes,
     })
 }
 
@@ -141,7 +137,7 @@ fn run_steps(plan: &Plan, out: &mut [u8]) -> Result<(), String> {
         .collect::<Result<_, _>>()?;
     let temps = bufs.len();
     bufs.extend(plan.temps.iter().map(|&t| HostBuf::poisoned(t)));
-    out.fill(0xA5);
+    out.fill(POISON);
     bufs.push(HostBuf::Out(out));
     let index = |b: Buf| -> Result<usize, String> {
         let i = match b {
@@ -200,7 +196,7 @@ fn run_steps(plan: &Plan, out: &mut [u8]) -> Result<(), String> {
     Ok(())
 }
 
-fn host_gemm<T: crate::array::Pod + Elem>(
+fn host_gemm<T: crate::chunk::Pod + Elem>(
     bufs: &mut [HostBuf],
     (a, b, out): (usize, usize, usize),
     m: usize,

@@ -4,7 +4,7 @@ use bytes::Bytes;
 use rask_proto::{DType, Value};
 
 use super::*;
-use crate::array::{chunk_parts, float, int_list};
+use crate::chunk::{chunk_parts, float, int_list};
 use crate::cpu::{Binary, Reduce};
 
 /// A chunk argument of a plan: its bytes wherever they are.
@@ -343,4 +343,3 @@ fn scalar_bytes(dtype: DType, v: f64) -> Input {
         _ => Bytes::copy_from_slice(&v.to_ne_bytes()),
     })
 }
-

@@ -221,4 +221,3 @@ fn suffix(dtype: DType) -> Result<&'static str, String> {
         d => Err(format!("no kernels for {d}")),
     }
 }
-

@@ -9,7 +9,7 @@ use rask_proto::{DeviceBytes, DeviceData, DeviceLoc, Value};
 
 use super::host::{run_into, run_on_host};
 use super::plan;
-use crate::array::chunk_value;
+use crate::chunk::chunk_value;
 use crate::OutputAlloc;
 
 /// A simulated GPU's executor: device plans run by the kernels' CPU twins, launch by
@@ -120,4 +120,3 @@ impl DeviceData for SimBytes {
         self
     }
 }
-

@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use rask_kernels::array::Chunk;
+use rask_kernels::chunk::Chunk;
 use rask_proto::{DType, Value};
 
 pub struct Rng(pub u64);
@@ -60,7 +60,7 @@ impl Rng {
                 Chunk {
                     dtype: d,
                     shape,
-                    data: bytes.into(),
+                    bytes: bytes.into(),
                 }
             }
         };

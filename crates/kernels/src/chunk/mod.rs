@@ -1,0 +1,287 @@
+//! Array chunks: a [`Chunk`] is one block of a blocked array, its bytes little-endian and
+//! row-major. It travels as the value `[dtype, shape, bytes]` ([`Chunk::to_value`],
+//! [`chunk_value`], [`chunk_parts`]): this module is the one place that encoding is
+//! written and read. [`Pod`] names the element types a chunk can hold.
+//!
+//! The `array.*` ops over chunks (computed by the CPU twins, GEMM by `matrixmultiply`)
+//! are in `ops`, and their registration (argument parsing) in `register`.
+
+mod ops;
+mod register;
+
+pub(crate) use register::register;
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use rask_proto::{DType, Value};
+
+use crate::cpu::{self, Elem};
+
+/// One chunk of an array, in host memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Chunk {
+    /// The element type.
+    pub dtype: DType,
+    /// The extent of each dimension (empty for a 0-d chunk of one element).
+    pub shape: Vec<u64>,
+    /// The elements, little-endian and row-major: exactly `shape`'s product times
+    /// `dtype`'s size.
+    pub bytes: Bytes,
+}
+
+/// A chunk value, `[dtype, shape, data]`: `data` is the bytes, in host memory
+/// (`Value::Bytes`) or in a device's (`Value::Device`).
+pub fn chunk_value(dtype: DType, shape: &[u64], data: Value) -> Value {
+    Value::List(vec![
+        Value::Str(dtype.name().into()),
+        Value::List(shape.iter().map(|&d| Value::Int(d as i64)).collect()),
+        data,
+    ])
+}
+
+/// The dtype, shape and bytes (host or device) of a chunk value, the length checked.
+pub fn chunk_parts(v: &Value) -> Result<(DType, Vec<u64>, &Value), String> {
+    let Value::List(parts) = v else {
+        return Err(format!("not an array chunk: {}", v.type_name()));
+    };
+    let bad = || "not an array chunk: expected [dtype, shape, bytes]".to_string();
+    let [Value::Str(dtype), Value::List(shape), data] = parts.as_slice() else {
+        return Err(bad());
+    };
+    let len = match data {
+        Value::Bytes(b) => b.len(),
+        Value::Device(d) => d.len(),
+        _ => return Err(bad()),
+    };
+    let dtype: DType = dtype.parse()?;
+    let shape = shape
+        .iter()
+        .map(|d| match d {
+            Value::Int(n) if *n >= 0 => Ok(*n as u64),
+            _ => Err("bad chunk shape".to_string()),
+        })
+        .collect::<Result<Vec<u64>, String>>()?;
+    let n: u64 = shape.iter().product();
+    if n.checked_mul(dtype.size()) != Some(len as u64) {
+        return Err(format!(
+            "chunk of shape {shape:?} and dtype {dtype} has {len} bytes"
+        ));
+    }
+    Ok((dtype, shape, data))
+}
+
+impl Chunk {
+    /// The chunk as a value: `[dtype, shape, bytes]`.
+    pub fn to_value(&self) -> Value {
+        chunk_value(self.dtype, &self.shape, Value::Bytes(self.bytes.clone()))
+    }
+
+    /// A chunk in host memory (ops on the CPU get their arguments there, see
+    /// [`crate::Registry::call_on`]).
+    pub fn from_value(v: &Value) -> Result<Chunk, String> {
+        let (dtype, shape, data) = chunk_parts(v)?;
+        match data {
+            Value::Device(d) => Err(format!(
+                "the chunk's bytes are in {}'s memory, not the host's",
+                d.label()
+            )),
+            Value::Bytes(bytes) => Ok(Chunk {
+                dtype,
+                shape,
+                bytes: bytes.clone(),
+            }),
+            _ => Err("not an array chunk".into()),
+        }
+    }
+
+    /// A chunk of the given elements (row-major), e.g. the output of a custom op.
+    pub fn from_elems<T: Pod>(shape: Vec<u64>, elems: &[T]) -> Result<Chunk, String> {
+        if shape.iter().product::<u64>() != elems.len() as u64 {
+            return Err(format!("{} elements for shape {shape:?}", elems.len()));
+        }
+        Ok(make::<T>(shape, |out| out.copy_from_slice(elems)))
+    }
+
+    /// The elements, borrowed when the bytes are aligned for `T`.
+    pub fn elems<T: Pod>(&self) -> Result<Cow<'_, [T]>, String> {
+        if self.dtype != T::DTYPE {
+            return Err(format!("expected {} data, got {}", T::DTYPE, self.dtype));
+        }
+        Ok(view(&self.bytes))
+    }
+}
+
+/// The element types of array chunks: f32, f64, i32, i64, each with its [`DType`].
+///
+/// Sealed like [`Elem`] (its supertrait): a chunk's dtype names one of these types, so no
+/// other type can be one:
+///
+/// ```compile_fail
+/// use rask_kernels::chunk::Pod;
+/// use rask_kernels::cpu::Elem;
+///
+/// #[derive(Clone, Copy, Default, PartialEq, PartialOrd)]
+/// struct Meters(f64);
+///
+/// impl Elem for Meters {
+///     const NAME: &'static str = "meters";
+///     const LOWEST: Self = Meters(f64::NEG_INFINITY);
+///     const HIGHEST: Self = Meters(f64::INFINITY);
+///     fn zero() -> Self { Meters(0.0) }
+///     fn from_f64(v: f64) -> Self { Meters(v) }
+///     fn to_f64(self) -> f64 { self.0 }
+///     fn add(self, o: Self) -> Self { Meters(self.0 + o.0) }
+///     fn sub(self, o: Self) -> Self { Meters(self.0 - o.0) }
+///     fn mul(self, o: Self) -> Self { Meters(self.0 * o.0) }
+///     fn neg(self) -> Self { Meters(-self.0) }
+/// }
+///
+/// impl Pod for Meters {
+///     const DTYPE: rask_proto::DType = rask_proto::DType::F64;
+///     const FLOAT: bool = true;
+///     fn gemm(_: usize, _: usize, _: usize, _: &[Self], _: &[Self], _: &mut [Self]) {}
+///     fn div_pow(_: bool, _: &[Self], _: &[Self], _: &mut [Self], _: bool) {}
+/// }
+/// ```
+///
+/// # Safety
+///
+/// Chunk bytes are viewed as slices of `Self` and slices of `Self` as bytes: besides
+/// [`Elem`]'s guarantees, `Self` has the size and alignment of `DTYPE`'s elements.
+pub unsafe trait Pod: Elem + Default {
+    const DTYPE: DType;
+    /// Floating point (reductions accumulate in f64; `div`, `pow` and random values exist).
+    const FLOAT: bool;
+    /// out (m×n) = a (m×k) · b (k×n), all row-major and contiguous.
+    fn gemm(m: usize, k: usize, n: usize, a: &[Self], b: &[Self], out: &mut [Self]);
+    /// `div` or `pow`; only called for floats (`FLOAT`).
+    fn div_pow(pow: bool, a: &[Self], b: &[Self], out: &mut [Self], b_scalar: bool);
+}
+
+macro_rules! pod {
+    ($t:ty, $dt:expr, $gemm:path) => {
+        const _: () = assert!(std::mem::size_of::<$t>() as u64 == $dt.size());
+        // SAFETY: a primitive float (see its `Elem` impl) whose dtype has its size.
+        unsafe impl Pod for $t {
+            const DTYPE: DType = $dt;
+            const FLOAT: bool = true;
+            fn div_pow(pow: bool, a: &[Self], b: &[Self], out: &mut [Self], b_scalar: bool) {
+                cpu::binary_float(pow, a, b, out, false, b_scalar);
+            }
+            fn gemm(m: usize, k: usize, n: usize, a: &[Self], b: &[Self], out: &mut [Self]) {
+                assert!(a.len() >= m * k && b.len() >= k * n && out.len() >= m * n);
+                // SAFETY: row-major buffers at least as large as the shapes (checked).
+                unsafe {
+                    $gemm(
+                        m,
+                        k,
+                        n,
+                        1.0,
+                        a.as_ptr(),
+                        k as isize,
+                        1,
+                        b.as_ptr(),
+                        n as isize,
+                        1,
+                        0.0,
+                        out.as_mut_ptr(),
+                        n as isize,
+                        1,
+                    )
+                }
+            }
+        }
+    };
+}
+
+pod!(f32, DType::F32, matrixmultiply::sgemm);
+pod!(f64, DType::F64, matrixmultiply::dgemm);
+
+macro_rules! pod_int {
+    ($t:ty, $dt:expr) => {
+        const _: () = assert!(std::mem::size_of::<$t>() as u64 == $dt.size());
+        // SAFETY: a primitive integer (see its `Elem` impl) whose dtype has its size.
+        unsafe impl Pod for $t {
+            const DTYPE: DType = $dt;
+            const FLOAT: bool = false;
+            fn div_pow(_: bool, _: &[Self], _: &[Self], _: &mut [Self], _: bool) {
+                unreachable!("div and pow of integers are refused before they run")
+            }
+            /// Exact (wrapping) integer products, row by row.
+            fn gemm(m: usize, k: usize, n: usize, a: &[Self], b: &[Self], out: &mut [Self]) {
+                for i in 0..m {
+                    let row = &mut out[i * n..(i + 1) * n];
+                    row.fill(0);
+                    for p in 0..k {
+                        let x = a[i * k + p];
+                        for (o, &y) in row.iter_mut().zip(&b[p * n..(p + 1) * n]) {
+                            *o = o.wrapping_add(x.wrapping_mul(y));
+                        }
+                    }
+                }
+            }
+        }
+    };
+}
+
+pod_int!(i32, DType::I32);
+pod_int!(i64, DType::I64);
+
+/// The elements of `b`, borrowed when `b` is aligned for `T`, else copied.
+fn view<T: Pod>(b: &[u8]) -> Cow<'_, [T]> {
+    if let Some(elems) = cpu::cast::<T>(b) {
+        return Cow::Borrowed(elems);
+    }
+    let n = b.len() / std::mem::size_of::<T>();
+    let mut owned = vec![T::default(); n];
+    cpu::as_bytes_mut(&mut owned).copy_from_slice(&b[..n * std::mem::size_of::<T>()]);
+    Cow::Owned(owned)
+}
+
+/// A chunk of `n` elements of `T` written by `f` (into the worker's output memory).
+pub(crate) fn make<T: Pod>(shape: Vec<u64>, f: impl FnOnce(&mut [T])) -> Chunk {
+    let n: u64 = shape.iter().product();
+    let size = std::mem::size_of::<T>();
+    let bytes = crate::output_bytes(n as usize * size, |buf| match cpu::cast_mut::<T>(buf) {
+        Some(typed) => f(typed),
+        None => {
+            let mut tmp = vec![T::default(); n as usize];
+            f(&mut tmp);
+            buf.copy_from_slice(cpu::as_bytes(&tmp));
+        }
+    });
+    Chunk {
+        dtype: T::DTYPE,
+        shape,
+        bytes,
+    }
+}
+
+pub(crate) fn int_list(v: &Value, what: &str) -> Result<Vec<u64>, String> {
+    match v {
+        Value::List(l) => l
+            .iter()
+            .map(|x| match x {
+                Value::Int(n) if *n >= 0 => Ok(*n as u64),
+                _ => Err(format!("{what}: expected non-negative integers")),
+            })
+            .collect(),
+        _ => Err(format!("{what}: expected a list of integers")),
+    }
+}
+
+pub(crate) fn float(v: &Value) -> Result<f64, String> {
+    match v {
+        Value::Float(f) => Ok(*f),
+        Value::Int(i) => Ok(*i as f64),
+        v => Err(format!("expected a number, got {}", v.type_name())),
+    }
+}
+
+pub(crate) fn dtype(v: &Value) -> Result<DType, String> {
+    match v {
+        Value::Str(s) => s.parse(),
+        v => Err(format!("expected a dtype, got {}", v.type_name())),
+    }
+}

@@ -1,0 +1,315 @@
+//! The `array.*` ops on chunks in host memory, by element type: what the registered ops
+//! (`register`) run once their arguments are parsed.
+
+use std::borrow::Cow;
+
+use rask_proto::{DType, Value};
+
+use super::{float, int_list, make, Chunk, Pod};
+use crate::cpu::{self, Binary, Elem, Float};
+
+/// Elements of a chunk with row-major global positions: element (r, c, …) of the chunk at
+/// `origin` in an array of `global` shape has linear index Σ (origin + r) · stride.
+pub(super) fn global_index(global: &[u64], origin: &[u64], local: &[u64], mut i: u64) -> u64 {
+    let mut idx = 0;
+    let mut stride = 1;
+    for d in (0..global.len()).rev() {
+        let pos = i % local[d];
+        i /= local[d];
+        idx += (origin[d] + pos) * stride;
+        stride *= global[d];
+    }
+    idx
+}
+
+pub(super) fn random<T: Pod + Float>(normal: bool, a: &[Value]) -> Result<Chunk, String> {
+    let [_, seed, global, origin, shape, p0, p1] = a else {
+        return Err("random: (dtype, seed, global shape, origin, shape, p0, p1)".into());
+    };
+    let seed = match seed {
+        Value::Int(s) => *s as u64,
+        _ => return Err("random: the seed is an integer".into()),
+    };
+    let (global, origin, shape) = (
+        int_list(global, "global shape")?,
+        int_list(origin, "origin")?,
+        int_list(shape, "shape")?,
+    );
+    if global.len() != shape.len() || origin.len() != shape.len() {
+        return Err("random: ranks differ".into());
+    }
+    let (p0, p1) = (float(p0)?, float(p1)?);
+    // Rows along the last dimension are contiguous in the global order: each is one run
+    // of the generator.
+    let cols = shape.last().copied().unwrap_or(1).max(1) as usize;
+    Ok(make::<T>(shape.clone(), |out| {
+        for (r, row) in out.chunks_mut(cols).enumerate() {
+            let start = if shape.is_empty() {
+                0
+            } else {
+                global_index(&global, &origin, &shape, (r * cols) as u64)
+            };
+            if normal {
+                cpu::random_normal(row, seed, start, p0, p1);
+            } else {
+                cpu::random_uniform(row, seed, start, p0, p1);
+            }
+        }
+    }))
+}
+
+pub(super) fn arange_chunk<T: Pod>(n: u64, start: f64, step: f64) -> Result<Chunk, String> {
+    Ok(make::<T>(vec![n], |out| {
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = T::from_f64(start + step * i as f64);
+        }
+    }))
+}
+
+pub(super) type Piece = (Chunk, Vec<u64>, Vec<u64>, Vec<u64>);
+
+/// A chunk of `shape` made of blocks of other chunks: each piece copies `extent` elements
+/// from `src start` in its chunk to `dst start` in the result. Every element of the
+/// result must be covered.
+pub(super) fn assemble<T: Pod>(shape: Vec<u64>, parts: &[Piece]) -> Result<Chunk, String> {
+    let rank = shape.len();
+    let mut covered = 0u64;
+    for (c, s, d, e) in parts {
+        if c.dtype != T::DTYPE {
+            return Err("assemble: mixed dtypes".into());
+        }
+        if c.shape.len() != rank || s.len() != rank || d.len() != rank || e.len() != rank {
+            return Err("assemble: ranks differ".into());
+        }
+        for k in 0..rank {
+            if s[k] + e[k] > c.shape[k] || d[k] + e[k] > shape[k] {
+                return Err(format!("assemble: block out of bounds in dimension {k}"));
+            }
+        }
+        covered += e.iter().product::<u64>();
+    }
+    if covered != shape.iter().product::<u64>() {
+        return Err("assemble: the pieces do not cover the chunk".into());
+    }
+    let strides = |dims: &[u64]| {
+        let mut st = vec![1u64; dims.len()];
+        for k in (0..dims.len().saturating_sub(1)).rev() {
+            st[k] = st[k + 1] * dims[k + 1];
+        }
+        st
+    };
+    let dst_strides = strides(&shape);
+    let mut views = Vec::new();
+    for (c, ..) in parts {
+        views.push(c.elems::<T>()?);
+    }
+    Ok(make::<T>(shape.clone(), |out| {
+        for ((c, s, d, e), src) in parts.iter().zip(&views) {
+            let src_strides = strides(&c.shape);
+            let row = e.last().copied().unwrap_or(1) as usize;
+            let rows: u64 = e[..rank.saturating_sub(1)].iter().product();
+            for r in 0..rows {
+                // The multi-index of this row within the block (all but the last dim).
+                let mut rem = r;
+                let (mut si, mut di) = (0u64, 0u64);
+                for k in (0..rank.saturating_sub(1)).rev() {
+                    let pos = rem % e[k];
+                    rem /= e[k];
+                    si += (s[k] + pos) * src_strides[k];
+                    di += (d[k] + pos) * dst_strides[k];
+                }
+                if rank > 0 {
+                    si += s[rank - 1];
+                    di += d[rank - 1];
+                }
+                let (si, di) = (si as usize, di as usize);
+                out[di..di + row].copy_from_slice(&src[si..si + row]);
+            }
+        }
+    }))
+}
+
+pub(super) fn full<T: Pod>(shape: Vec<u64>, value: f64) -> Result<Chunk, String> {
+    Ok(make::<T>(shape, |out| cpu::fill(out, T::from_f64(value))))
+}
+
+pub(super) fn binary<T: Pod>(op: &str, a: &Chunk, b: Either) -> Result<Chunk, String> {
+    let x = a.elems::<T>()?;
+    let (y, scalar): (Cow<'_, [T]>, bool) = match &b {
+        Either::Chunk(c) => {
+            if c.shape != a.shape {
+                return Err(format!("shapes {:?} and {:?} differ", a.shape, c.shape));
+            }
+            (c.elems::<T>()?, false)
+        }
+        Either::Scalar(v) => (Cow::Owned(vec![T::from_f64(*v)]), true),
+    };
+    let op = match (Binary::parse(op), op) {
+        (Some(op), _) => Ok(op),
+        (None, "div" | "pow") => Err(op == "pow"),
+        (None, other) => return Err(format!("unknown elementwise op {other:?}")),
+    };
+    if let (Err(pow), false) = (op, T::FLOAT) {
+        let op = if pow { "pow" } else { "div" };
+        return Err(format!("{op} is for f32 and f64 arrays, not {}", T::DTYPE));
+    }
+    Ok(make::<T>(a.shape.clone(), |out| match op {
+        Ok(op) => cpu::binary(op, &x, &y, out, false, scalar),
+        Err(pow) => T::div_pow(pow, &x, &y, out, scalar),
+    }))
+}
+
+pub(super) enum Either {
+    Chunk(Chunk),
+    Scalar(f64),
+}
+
+pub(super) fn transpose<T: Pod>(a: &Chunk) -> Result<Chunk, String> {
+    let [rows, cols] = a.shape[..] else {
+        return Err("transpose of a 2-d chunk".into());
+    };
+    let x = a.elems::<T>()?;
+    Ok(make::<T>(vec![cols, rows], |out| {
+        cpu::transpose(&x, out, rows as usize, cols as usize)
+    }))
+}
+
+pub(super) fn matmul<T: Pod>(a: &Chunk, b: &Chunk) -> Result<Chunk, String> {
+    let (&[m, k], &[k2, n]) = (&a.shape[..], &b.shape[..]) else {
+        return Err("matmul of 2-d chunks".into());
+    };
+    if k != k2 {
+        return Err(format!("matmul of {:?} and {:?}", a.shape, b.shape));
+    }
+    let (x, y) = (a.elems::<T>()?, b.elems::<T>()?);
+    Ok(make::<T>(vec![m, n], |out| {
+        T::gemm(m as usize, k as usize, n as usize, &x, &y, out)
+    }))
+}
+
+/// `op` (sum, max, min) over the whole chunk (`axis` None) or along one axis. Floats
+/// accumulate in f64 (whole sums pairwise; f32 is widened); integers in their own type
+/// (sums wrap, as on a GPU).
+pub(super) fn reduce<T: Pod>(op: &str, axis: Option<usize>, a: &Chunk) -> Result<Chunk, String> {
+    let r = match op {
+        "sum" | "max" | "min" => cpu::Reduce::parse(op).expect("a reduction"),
+        other => return Err(format!("unknown reduction {other:?}")),
+    };
+    let x = a.elems::<T>()?;
+    // The chunk as (outer, len, inner) around the axis; the whole chunk is one run.
+    let (shape, len, inner) = match axis {
+        None => (vec![], x.len(), 1),
+        Some(ax) if ax < a.shape.len() => {
+            let mut shape = a.shape.clone();
+            shape.remove(ax);
+            let inner = a.shape[ax + 1..].iter().product::<u64>() as usize;
+            (shape, a.shape[ax] as usize, inner)
+        }
+        Some(ax) => return Err(format!("axis {ax} of a {}-d chunk", a.shape.len())),
+    };
+    fn fold<E: Elem>(
+        r: cpu::Reduce,
+        whole: bool,
+        x: &[E],
+        out: &mut [E],
+        len: usize,
+        inner: usize,
+    ) {
+        if whole && r == cpu::Reduce::Sum {
+            out[0] = cpu::sum(x);
+        } else {
+            cpu::reduce_axis(r, x, out, len, inner);
+        }
+    }
+    let whole = axis.is_none();
+    // Integers and f64 accumulate in their own type; only f32 is widened and narrowed back.
+    if !T::FLOAT || T::DTYPE == DType::F64 {
+        return Ok(make::<T>(shape, |out| fold(r, whole, &x, out, len, inner)));
+    }
+    let wide: Vec<f64> = x.iter().map(|v| v.to_f64()).collect();
+    let n: u64 = shape.iter().product();
+    let mut acc = vec![0.0; n as usize];
+    fold(r, whole, &wide, &mut acc, len, inner);
+    Ok(make::<T>(shape, |out| {
+        for (o, v) in out.iter_mut().zip(&acc) {
+            *o = T::from_f64(*v);
+        }
+    }))
+}
+
+/// Elementwise `op` (add, max, min) of chunks of one shape.
+pub(super) fn combine<T: Pod>(op: &str, chunks: &[Chunk]) -> Result<Chunk, String> {
+    let first = chunks.first().ok_or("combine of nothing")?;
+    let op = match Binary::parse(op) {
+        Some(op @ (Binary::Add | Binary::Max | Binary::Min)) => op,
+        _ => return Err(format!("unknown combination {op:?}")),
+    };
+    let mut views = vec![first.elems::<T>()?];
+    for c in &chunks[1..] {
+        if c.shape != first.shape {
+            return Err(format!("shapes {:?} and {:?} differ", first.shape, c.shape));
+        }
+        views.push(c.elems::<T>()?);
+    }
+    // out = c0, then out = out op ci in place, in order.
+    Ok(make::<T>(first.shape.clone(), |out| {
+        out.copy_from_slice(&views[0]);
+        for y in &views[1..] {
+            for (o, &v) in out.iter_mut().zip(y.iter()) {
+                *o = op.apply(*o, v);
+            }
+        }
+    }))
+}
+
+/// A chunk's largest element and its global index: `[0-d chunk, index]` (`[null, null]`
+/// for an empty chunk).
+pub(super) fn argmax_chunk<T: Pod>(
+    a: &Chunk,
+    global: &[u64],
+    origin: &[u64],
+) -> Result<Value, String> {
+    let x = a.elems::<T>()?;
+    let Some(i) = cpu::argmax(&x) else {
+        return Ok(Value::List(vec![Value::Null, Value::Null]));
+    };
+    if global.len() != a.shape.len() || origin.len() != a.shape.len() {
+        return Err("argmax: ranks differ".into());
+    }
+    let at = global_index(global, origin, &a.shape, i as u64);
+    let v = x[i];
+    let value = make::<T>(vec![], |o| o[0] = v);
+    Ok(Value::List(vec![value.to_value(), Value::Int(at as i64)]))
+}
+
+/// The pair with the larger value (the smaller index on ties).
+pub(super) fn argmax_pick<T: Pod>(pairs: &[(Chunk, i64)]) -> Result<usize, String> {
+    let mut best: Option<(T, i64, usize)> = None;
+    for (n, (c, at)) in pairs.iter().enumerate() {
+        let v = c.elems::<T>()?[0];
+        let better = match best {
+            None => true,
+            Some((b, bi, _)) => v > b || (v == b && *at < bi),
+        };
+        if better {
+            best = Some((v, *at, n));
+        }
+    }
+    best.map(|(_, _, n)| n)
+        .ok_or_else(|| "argmax of nothing".into())
+}
+
+pub(super) fn argmax_pairs(args: &[Value]) -> Result<Vec<(Chunk, i64)>, String> {
+    let mut pairs = Vec::new();
+    for a in args {
+        match a {
+            Value::List(p) => match &p[..] {
+                [Value::Null, Value::Null] => {}
+                [c, Value::Int(at)] => pairs.push((Chunk::from_value(c)?, *at)),
+                _ => return Err("argmax: expected [value, index] pairs".into()),
+            },
+            _ => return Err("argmax: expected [value, index] pairs".into()),
+        }
+    }
+    Ok(pairs)
+}

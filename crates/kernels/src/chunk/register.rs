@@ -1,0 +1,241 @@
+//! The `array.*` ops as the registry runs them: each parses its arguments into chunks and
+//! numbers, picks the element type, and calls its implementation in `ops`.
+
+use rask_proto::{DType, Value};
+
+use super::ops::*;
+use super::{dtype, float, int_list, make, Chunk};
+use crate::Registry;
+
+macro_rules! by_dtype {
+    ($dt:expr, $f:ident ( $($arg:expr),* )) => {
+        match $dt {
+            DType::F32 => $f::<f32>($($arg),*),
+            DType::F64 => $f::<f64>($($arg),*),
+            DType::I32 => $f::<i32>($($arg),*),
+            DType::I64 => $f::<i64>($($arg),*),
+            d => Err(format!("{d} arrays are not supported")),
+        }
+    };
+}
+
+macro_rules! float_dtype {
+    ($dt:expr, $f:ident ( $($arg:expr),* )) => {
+        match $dt {
+            DType::F32 => $f::<f32>($($arg),*),
+            DType::F64 => $f::<f64>($($arg),*),
+            d => Err(format!("random values are f32 or f64, not {d}")),
+        }
+    };
+}
+
+/// Registers the `array.*` ops.
+pub(crate) fn register(r: &mut Registry) {
+    r.register("array.argmax", 1, |a| {
+        let [x, global, origin] = a else {
+            return Err("argmax: (chunk, global shape, origin)".into());
+        };
+        let x = Chunk::from_value(x)?;
+        let (global, origin) = (
+            int_list(global, "global shape")?,
+            int_list(origin, "origin")?,
+        );
+        by_dtype!(x.dtype, argmax_chunk(&x, &global, &origin))
+    });
+    r.register("array.argmax_combine", 1, |a| {
+        let pairs = argmax_pairs(a)?;
+        let Some((first, _)) = pairs.first() else {
+            return Ok(Value::List(vec![Value::Null, Value::Null]));
+        };
+        let n = by_dtype!(first.dtype, argmax_pick(&pairs))?;
+        let (c, at) = &pairs[n];
+        Ok(Value::List(vec![c.to_value(), Value::Int(*at)]))
+    });
+    r.register("array.argmax_index", 1, |a| {
+        let pairs = argmax_pairs(a)?;
+        let [(_, at)] = pairs[..] else {
+            return Err("argmax of an empty array".into());
+        };
+        Ok(make::<i64>(vec![], |o| o[0] = at).to_value())
+    });
+    r.register("array.random_uniform", 1, |a| {
+        let dt = dtype(a.first().ok_or("random: no dtype")?)?;
+        float_dtype!(dt, random(false, a)).map(|c| c.to_value())
+    });
+    r.register("array.random_normal", 1, |a| {
+        let dt = dtype(a.first().ok_or("random: no dtype")?)?;
+        float_dtype!(dt, random(true, a)).map(|c| c.to_value())
+    });
+    r.register("array.arange", 1, |a| {
+        let [dt, start, step, Value::Int(n)] = a else {
+            return Err("arange: (dtype, start, step, n)".into());
+        };
+        let (dt, start, step) = (dtype(dt)?, float(start)?, float(step)?);
+        let n = (*n).max(0) as u64;
+        by_dtype!(dt, arange_chunk(n, start, step)).map(|c| c.to_value())
+    });
+    r.register("array.assemble", 1, |a| {
+        let [shape, pieces @ ..] = a else {
+            return Err("assemble: (shape, (chunk, src start, dst start, extent)…)".into());
+        };
+        let shape = int_list(shape, "shape")?;
+        if pieces.is_empty() || pieces.len() % 4 != 0 {
+            return Err("assemble: pieces are (chunk, src start, dst start, extent)".into());
+        }
+        let mut parts = Vec::new();
+        for p in pieces.chunks(4) {
+            parts.push((
+                Chunk::from_value(&p[0])?,
+                int_list(&p[1], "src start")?,
+                int_list(&p[2], "dst start")?,
+                int_list(&p[3], "extent")?,
+            ));
+        }
+        let dt = parts[0].0.dtype;
+        by_dtype!(dt, assemble(shape, &parts)).map(|c| c.to_value())
+    });
+    r.register("array.full", 1, |a| {
+        let [dt, shape, value] = a else {
+            return Err("full: (dtype, shape, value)".into());
+        };
+        let (dt, shape, value) = (dtype(dt)?, int_list(shape, "shape")?, float(value)?);
+        by_dtype!(dt, full(shape, value)).map(|c| c.to_value())
+    });
+    r.register("array.binary", 1, |a| {
+        let [Value::Str(op), x, y] = a else {
+            return Err("binary: (op, chunk, chunk or number)".into());
+        };
+        let x = Chunk::from_value(x)?;
+        let y = match y {
+            Value::Float(_) | Value::Int(_) => Either::Scalar(float(y)?),
+            v => Either::Chunk(Chunk::from_value(v)?),
+        };
+        if let Either::Chunk(c) = &y {
+            if c.dtype != x.dtype {
+                return Err(format!("dtypes {} and {} differ", x.dtype, c.dtype));
+            }
+        }
+        by_dtype!(x.dtype, binary(op, &x, y)).map(|c| c.to_value())
+    });
+    r.register("array.transpose", 1, |a| {
+        let [x] = a else {
+            return Err("transpose: (chunk)".into());
+        };
+        let x = Chunk::from_value(x)?;
+        by_dtype!(x.dtype, transpose(&x)).map(|c| c.to_value())
+    });
+    r.register("array.matmul", 1, |a| {
+        let [x, y] = a else {
+            return Err("matmul: (chunk, chunk)".into());
+        };
+        let (x, y) = (Chunk::from_value(x)?, Chunk::from_value(y)?);
+        if x.dtype != y.dtype {
+            return Err(format!("dtypes {} and {} differ", x.dtype, y.dtype));
+        }
+        by_dtype!(x.dtype, matmul(&x, &y)).map(|c| c.to_value())
+    });
+    r.register("array.reduce", 1, |a| {
+        let [Value::Str(op), axis, x] = a else {
+            return Err("reduce: (op, axis or -1, chunk)".into());
+        };
+        let axis = match axis {
+            Value::Int(i) if *i >= 0 => Some(*i as usize),
+            Value::Int(_) => None,
+            _ => return Err("reduce: the axis is an integer".into()),
+        };
+        let x = Chunk::from_value(x)?;
+        by_dtype!(x.dtype, reduce(op, axis, &x)).map(|c| c.to_value())
+    });
+    r.register("array.combine", 1, |a| {
+        let [Value::Str(op), rest @ ..] = a else {
+            return Err("combine: (op, chunk, …)".into());
+        };
+        let chunks = rest
+            .iter()
+            .map(Chunk::from_value)
+            .collect::<Result<Vec<_>, _>>()?;
+        let dt = chunks.first().ok_or("combine of nothing")?.dtype;
+        by_dtype!(dt, combine(op, &chunks)).map(|c| c.to_value())
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(shape: &[u64], v: &[f64]) -> Value {
+        make::<f64>(shape.to_vec(), |o| o.copy_from_slice(v)).to_value()
+    }
+
+    #[test]
+    fn ops_compute_chunks() {
+        let r = Registry::builtin();
+        let a = chunk(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let t = r
+            .call("array.transpose", &Value::List(vec![a.clone()]))
+            .unwrap();
+        let t = Chunk::from_value(&t).unwrap();
+        assert_eq!(t.shape, vec![3, 2]);
+        assert_eq!(&*t.elems::<f64>().unwrap(), &[1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+        let p = r
+            .call("array.matmul", &Value::List(vec![a.clone(), t.to_value()]))
+            .unwrap();
+        let p = Chunk::from_value(&p).unwrap();
+        assert_eq!(&*p.elems::<f64>().unwrap(), &[14.0, 32.0, 32.0, 77.0]);
+        let s = r
+            .call(
+                "array.reduce",
+                &Value::List(vec![Value::Str("sum".into()), Value::Int(-1), p.to_value()]),
+            )
+            .unwrap();
+        assert_eq!(
+            &*Chunk::from_value(&s).unwrap().elems::<f64>().unwrap(),
+            &[155.0]
+        );
+        let b = r
+            .call(
+                "array.binary",
+                &Value::List(vec![Value::Str("mul".into()), a.clone(), Value::Float(2.0)]),
+            )
+            .unwrap();
+        assert_eq!(
+            &*Chunk::from_value(&b).unwrap().elems::<f64>().unwrap(),
+            &[2.0, 4.0, 6.0, 8.0, 10.0, 12.0]
+        );
+        let bad = r.call("array.matmul", &Value::List(vec![a.clone(), a]));
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn random_chunks_agree_with_the_whole_array() {
+        let r = Registry::builtin();
+        let call = |origin: &[i64], shape: &[i64]| {
+            let v = r
+                .call(
+                    "array.random_uniform",
+                    &Value::List(vec![
+                        Value::Str("f32".into()),
+                        Value::Int(9),
+                        Value::List(vec![Value::Int(6), Value::Int(5)]),
+                        Value::List(origin.iter().map(|&x| Value::Int(x)).collect()),
+                        Value::List(shape.iter().map(|&x| Value::Int(x)).collect()),
+                        Value::Float(0.0),
+                        Value::Float(1.0),
+                    ]),
+                )
+                .unwrap();
+            Chunk::from_value(&v)
+                .unwrap()
+                .elems::<f32>()
+                .unwrap()
+                .into_owned()
+        };
+        let whole = call(&[0, 0], &[6, 5]);
+        let part = call(&[2, 3], &[3, 2]);
+        for r in 0..3 {
+            for c in 0..2 {
+                assert_eq!(part[r * 2 + c], whole[(2 + r) * 5 + 3 + c]);
+            }
+        }
+    }
+}

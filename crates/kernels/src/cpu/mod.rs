@@ -1,0 +1,336 @@
+//! CPU twins of the CUDA kernels: the same operation on host slices, used on host and
+//! simulated devices and as the reference the GPU is checked against. Every entry point
+//! `{op}_{dtype}` of `kernels/*.cu` has one (a test compiles the sources and compares).
+//!
+//! The element types and the byte views of their slices are in `elem`, the random
+//! number generators in `random`; everything is re-exported here.
+
+mod elem;
+mod random;
+
+pub use elem::{as_bytes, as_bytes_mut, cast, cast_mut, Elem, Float};
+pub use random::{
+    normal_at, philox4x32_10, random_normal, random_rows, random_uniform, uniform_f32_at,
+    uniform_f64_at,
+};
+
+/// Every element `value`: the twin of `fill_*`.
+pub fn fill<T: Elem>(out: &mut [T], value: T) {
+    out.fill(value);
+}
+
+/// `start + i * step`: the twin of `arange_*`.
+pub fn arange<T: Elem>(out: &mut [T], start: T, step: T) {
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = start.add(T::from_f64(i as f64).mul(step));
+    }
+}
+
+/// `out[i] = f(a[i], b[i])`, an operand flagged scalar read at index 0: the loop of every
+/// binary kernel.
+#[inline]
+fn zip_broadcast<T: Copy, U>(
+    a: &[T],
+    b: &[T],
+    out: &mut [U],
+    a_scalar: bool,
+    b_scalar: bool,
+    f: impl Fn(T, T) -> U,
+) {
+    for (i, o) in out.iter_mut().enumerate() {
+        let (x, y) = (
+            a[if a_scalar { 0 } else { i }],
+            b[if b_scalar { 0 } else { i }],
+        );
+        *o = f(x, y);
+    }
+}
+
+/// Binary ops with scalar broadcast (an operand flagged scalar is read at index 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binary {
+    Add,
+    Sub,
+    Mul,
+    Max,
+    Min,
+}
+
+impl Binary {
+    /// The op of an entry point's or an `array.*` op's name (`add`, `sub`, `mul`, `max`,
+    /// `min`).
+    pub fn parse(op: &str) -> Option<Binary> {
+        match op {
+            "add" => Some(Binary::Add),
+            "sub" => Some(Binary::Sub),
+            "mul" => Some(Binary::Mul),
+            "max" => Some(Binary::Max),
+            "min" => Some(Binary::Min),
+            _ => None,
+        }
+    }
+
+    /// `x op y`, as the kernels compute it.
+    #[inline]
+    pub fn apply<T: Elem>(self, x: T, y: T) -> T {
+        match self {
+            Binary::Add => x.add(y),
+            Binary::Sub => x.sub(y),
+            Binary::Mul => x.mul(y),
+            Binary::Max => max(x, y),
+            Binary::Min => min(x, y),
+        }
+    }
+}
+
+/// `x > y ? x : y`, as `elementwise.cu` (not `fmax`: the NaN cases differ).
+#[inline]
+fn max<T: Elem>(x: T, y: T) -> T {
+    if x > y {
+        x
+    } else {
+        y
+    }
+}
+
+/// `x < y ? x : y`, as `elementwise.cu`.
+#[inline]
+fn min<T: Elem>(x: T, y: T) -> T {
+    if x < y {
+        x
+    } else {
+        y
+    }
+}
+
+/// `a op b` elementwise: the twin of `{add,sub,mul,max,min}_*`.
+pub fn binary<T: Elem>(
+    op: Binary,
+    a: &[T],
+    b: &[T],
+    out: &mut [T],
+    a_scalar: bool,
+    b_scalar: bool,
+) {
+    // The op is chosen once: each arm is a loop of its own.
+    match op {
+        Binary::Add => zip_broadcast(a, b, out, a_scalar, b_scalar, T::add),
+        Binary::Sub => zip_broadcast(a, b, out, a_scalar, b_scalar, T::sub),
+        Binary::Mul => zip_broadcast(a, b, out, a_scalar, b_scalar, T::mul),
+        Binary::Max => zip_broadcast(a, b, out, a_scalar, b_scalar, max),
+        Binary::Min => zip_broadcast(a, b, out, a_scalar, b_scalar, min),
+    }
+}
+
+/// `div` and `pow`, floating point only.
+pub fn binary_float<T: Float>(
+    pow: bool,
+    a: &[T],
+    b: &[T],
+    out: &mut [T],
+    a_scalar: bool,
+    b_scalar: bool,
+) {
+    if pow {
+        zip_broadcast(a, b, out, a_scalar, b_scalar, T::powf);
+    } else {
+        zip_broadcast(a, b, out, a_scalar, b_scalar, T::div);
+    }
+}
+
+pub fn neg<T: Elem>(a: &[T], out: &mut [T]) {
+    for (o, &x) in out.iter_mut().zip(a) {
+        *o = x.neg();
+    }
+}
+
+pub fn abs<T: Elem>(a: &[T], out: &mut [T]) {
+    for (o, &x) in out.iter_mut().zip(a) {
+        *o = if x < T::zero() { x.neg() } else { x };
+    }
+}
+
+/// A unary function, computed in f64.
+pub type UnaryFn = fn(f64) -> f64;
+
+/// The floating-point unary ops of `elementwise.cu`.
+pub const UNARY_FLOAT: &[(&str, UnaryFn)] = &[
+    ("exp", f64::exp),
+    ("log", f64::ln),
+    ("sqrt", f64::sqrt),
+    ("sin", f64::sin),
+    ("cos", f64::cos),
+    ("tanh", f64::tanh),
+];
+
+pub fn unary_float<T: Float>(f: fn(f64) -> f64, a: &[T], out: &mut [T]) {
+    for (o, &x) in out.iter_mut().zip(a) {
+        *o = x.map(f);
+    }
+}
+
+/// y = alpha * x + y
+pub fn axpy<T: Elem>(alpha: T, x: &[T], y: &mut [T]) {
+    for (yi, &xi) in y.iter_mut().zip(x) {
+        *yi = alpha.mul(xi).add(*yi);
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compare {
+    Lt,
+    Gt,
+    Eq,
+}
+
+pub fn compare<T: Elem>(
+    op: Compare,
+    a: &[T],
+    b: &[T],
+    out: &mut [u8],
+    a_scalar: bool,
+    b_scalar: bool,
+) {
+    match op {
+        Compare::Lt => zip_broadcast(a, b, out, a_scalar, b_scalar, |x, y| (x < y) as u8),
+        Compare::Gt => zip_broadcast(a, b, out, a_scalar, b_scalar, |x, y| (x > y) as u8),
+        Compare::Eq => zip_broadcast(a, b, out, a_scalar, b_scalar, |x, y| (x == y) as u8),
+    }
+}
+
+pub fn select<T: Elem>(mask: &[u8], a: &[T], b: &[T], out: &mut [T]) {
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = if mask[i] != 0 { a[i] } else { b[i] };
+    }
+}
+
+/// Sum by pairwise halving (the same tree shape as a block reduction, and far more
+/// accurate than a running sum in f32).
+pub fn sum<T: Elem>(a: &[T]) -> T {
+    if a.len() <= 32 {
+        return a.iter().fold(T::zero(), |s, &x| s.add(x));
+    }
+    let (l, r) = a.split_at(a.len() / 2);
+    sum(l).add(sum(r))
+}
+
+pub fn amax<T: Elem>(a: &[T]) -> Option<T> {
+    a.iter().copied().fold(None, |m, x| match m {
+        Some(m) if m >= x => Some(m),
+        _ => Some(x),
+    })
+}
+
+pub fn amin<T: Elem>(a: &[T]) -> Option<T> {
+    a.iter().copied().fold(None, |m, x| match m {
+        Some(m) if m <= x => Some(m),
+        _ => Some(x),
+    })
+}
+
+/// The index of the first largest element.
+pub fn argmax<T: Elem>(a: &[T]) -> Option<usize> {
+    let mut best: Option<(T, usize)> = None;
+    for (i, &x) in a.iter().enumerate() {
+        if best.is_none_or(|(b, _)| x > b) {
+            best = Some((x, i));
+        }
+    }
+    best.map(|(_, i)| i)
+}
+
+/// out (cols × rows) = transpose of a (rows × cols), row-major; in tiles, for the cache.
+pub fn transpose<T: Elem>(a: &[T], out: &mut [T], rows: usize, cols: usize) {
+    const TILE: usize = 32;
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    out[c * rows + r] = a[r * cols + c];
+                }
+            }
+        }
+    }
+}
+
+/// Whole and per-axis reductions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reduce {
+    Sum,
+    Max,
+    Min,
+}
+
+impl Reduce {
+    pub fn parse(op: &str) -> Option<Reduce> {
+        match op {
+            "sum" => Some(Reduce::Sum),
+            "max" | "amax" => Some(Reduce::Max),
+            "min" | "amin" => Some(Reduce::Min),
+            _ => None,
+        }
+    }
+
+    /// The identity: 0, the lowest or the highest value.
+    pub fn init<T: Elem>(self) -> T {
+        match self {
+            Reduce::Sum => T::zero(),
+            Reduce::Max => T::LOWEST,
+            Reduce::Min => T::HIGHEST,
+        }
+    }
+
+    pub fn combine<T: Elem>(self, acc: T, x: T) -> T {
+        match self {
+            Reduce::Sum => acc.add(x),
+            Reduce::Max if x > acc => x,
+            Reduce::Min if x < acc => x,
+            _ => acc,
+        }
+    }
+}
+
+/// The twin of `{sum,amax,amin}_axis_*`: `a` seen as (outer, len, inner),
+/// `out[o * inner + j]` combines `a[(o * len + k) * inner + j]` over `k`.
+pub fn reduce_axis<T: Elem>(op: Reduce, a: &[T], out: &mut [T], len: usize, inner: usize) {
+    out.fill(op.init());
+    if len * inner == 0 {
+        return;
+    }
+    for (o, block) in a.chunks(len * inner).enumerate() {
+        let acc = &mut out[o * inner..(o + 1) * inner];
+        for row in block.chunks(inner) {
+            for (s, &x) in acc.iter_mut().zip(row) {
+                *s = op.combine(*s, x);
+            }
+        }
+    }
+}
+
+/// The entry points that have a twin here: `{op}_{dtype}`.
+pub fn twins() -> Vec<String> {
+    let all = ["f32", "f64", "i32", "i64"];
+    let float = ["f32", "f64"];
+    let mut out = Vec::new();
+    let mut add = |ops: &[&str], types: &[&str]| {
+        for op in ops {
+            for t in types {
+                out.push(format!("{op}_{t}"));
+            }
+        }
+    };
+    add(&["fill", "arange"], &all);
+    add(&["random_uniform", "random_normal"], &float);
+    add(&["add", "sub", "mul", "max", "min"], &all);
+    add(&["div", "pow"], &float);
+    add(&["neg", "abs"], &all);
+    let unary: Vec<&str> = UNARY_FLOAT.iter().map(|(n, _)| *n).collect();
+    add(&unary, &float);
+    add(&["axpy"], &float);
+    add(&["lt", "gt", "eq", "where"], &all);
+    add(&["sum", "amax", "amin", "argmax"], &all);
+    add(&["sum_axis", "amax_axis", "amin_axis"], &all);
+    add(&["transpose"], &all);
+    out.sort();
+    out
+}
