@@ -57,7 +57,7 @@ pub(crate) fn assemble<T: Pod>(
     let shape: Vec<usize> = x.shape().iter().map(|&d| d as usize).collect();
     let mut out = ndarray::ArrayD::<T>::from_elem(shape, T::default());
     for (idx, v) in x.chunk_indices().iter().zip(chunks) {
-        let c = Chunk::from_value(&v).map_err(bad)?;
+        let c = Chunk::from_value(&v).map_err(|e| bad(e.to_string()))?;
         if c.shape != x.chunk_shape(idx) {
             return Err(bad(format!(
                 "chunk {idx:?} has shape {:?}, expected {:?}",
@@ -65,7 +65,7 @@ pub(crate) fn assemble<T: Pod>(
                 x.chunk_shape(idx)
             )));
         }
-        let elems = c.elems::<T>().map_err(bad)?;
+        let elems = c.elems::<T>().map_err(|e| bad(e.to_string()))?;
         let local: Vec<usize> = c.shape.iter().map(|&d| d as usize).collect();
         let view =
             ndarray::ArrayViewD::from_shape(local, &elems).map_err(|e| bad(e.to_string()))?;

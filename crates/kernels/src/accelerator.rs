@@ -3,10 +3,11 @@
 
 use rask_proto::{DeviceData, IpcBuffer, Value};
 
-use crate::Registry;
+use crate::{OpError, Registry};
 
-/// A device that runs ops by their device plans ([`plan`]): a CUDA GPU ([`gpu::Gpu`]) or
-/// a simulated one ([`plan::HostPlans`], the plans run by the kernels' CPU twins).
+/// A device that runs ops by their device plans ([`crate::plan`]): a CUDA GPU
+/// (`gpu::GpuThread`, feature `cuda`) or a simulated one ([`crate::plan::HostPlans`], the
+/// plans run by the kernels' CPU twins).
 pub trait Accelerator: Send + Sync {
     /// Runs `op` if this device has a plan for it; `None` leaves it to the CPU op.
     fn try_run(
@@ -14,7 +15,7 @@ pub trait Accelerator: Send + Sync {
         registry: &Registry,
         op: &str,
         args: &[Value],
-    ) -> Option<Result<Value, String>>;
+    ) -> Option<Result<Value, OpError>>;
 
     /// Bytes copied from this device's memory to the host so far.
     fn downloaded(&self) -> u64 {
@@ -28,7 +29,7 @@ pub trait Accelerator: Send + Sync {
 
     /// `v` with its bytes copied into this device's memory; `None` when the device cannot
     /// hold them.
-    fn upload(&self, _v: &Value) -> Option<Result<Value, String>> {
+    fn upload(&self, _v: &Value) -> Option<Result<Value, OpError>> {
         None
     }
 
@@ -40,16 +41,16 @@ pub trait Accelerator: Send + Sync {
 
     /// Bytes lent from a peer's device: copied into this device's memory (or to the host
     /// when it is full). Blocks until done: call it off an event loop.
-    fn import(&self, b: &IpcBuffer) -> Result<Value, String> {
-        Err(format!(
+    fn import(&self, b: &IpcBuffer) -> Result<Value, OpError> {
+        Err(OpError::Message(format!(
             "this device cannot import bytes from {}",
             b.label()
-        ))
+        )))
     }
 }
 
 /// `v` with every leaf lent from a peer's device ([`IpcBuffer`]) imported by `acc`.
-pub fn import_lent(acc: &dyn Accelerator, v: &Value) -> Result<Value, String> {
+pub fn import_lent(acc: &dyn Accelerator, v: &Value) -> Result<Value, OpError> {
     Ok(match v {
         Value::Device(d) => match d.downcast::<IpcBuffer>() {
             Some(b) => acc.import(b)?,
@@ -68,8 +69,8 @@ pub fn import_lent(acc: &dyn Accelerator, v: &Value) -> Result<Value, String> {
 /// none replaced).
 pub fn map_host_bytes(
     v: &Value,
-    f: &mut dyn FnMut(&bytes::Bytes) -> Option<Result<Value, String>>,
-) -> Option<Result<Value, String>> {
+    f: &mut dyn FnMut(&bytes::Bytes) -> Option<Result<Value, OpError>>,
+) -> Option<Result<Value, OpError>> {
     Some(Ok(match v {
         Value::Bytes(b) => return f(b),
         Value::List(l) => {

@@ -30,20 +30,47 @@ pub fn code_identity() -> u64 {
 const PT_LOAD: u32 = 1;
 const PF_W: u32 = 2;
 
+/// Why an executable's code cannot be identified.
+#[derive(Debug, thiserror::Error)]
+pub enum CodeError {
+    /// The file cannot be opened.
+    #[error("{}: {source}", path.display())]
+    Open {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// A read at offset `at` failed (or the file ends before it).
+    #[error("{} at {at}: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        at: u64,
+        source: std::io::Error,
+    },
+    /// Not a 64-bit little-endian ELF file.
+    #[error("{} is not a 64-bit little-endian ELF file", .0.display())]
+    NotElf(std::path::PathBuf),
+    /// An ELF file without program headers.
+    #[error("{} has no program headers", .0.display())]
+    NoProgramHeaders(std::path::PathBuf),
+}
+
 /// The identity of the ELF executable at `path`.
-pub fn identity_of(path: &std::path::Path) -> Result<u64, String> {
-    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn identity_of(path: &std::path::Path) -> Result<u64, CodeError> {
+    let f = std::fs::File::open(path).map_err(|source| CodeError::Open {
+        path: path.into(),
+        source,
+    })?;
     let read = |at: u64, buf: &mut [u8]| {
-        f.read_exact_at(buf, at)
-            .map_err(|e| format!("{} at {at}: {e}", path.display()))
+        f.read_exact_at(buf, at).map_err(|source| CodeError::Read {
+            path: path.into(),
+            at,
+            source,
+        })
     };
     let mut eh = [0u8; 64];
     read(0, &mut eh)?;
     if eh[..4] != *b"\x7fELF" || eh[4] != 2 || eh[5] != 1 {
-        return Err(format!(
-            "{} is not a 64-bit little-endian ELF file",
-            path.display()
-        ));
+        return Err(CodeError::NotElf(path.into()));
     }
     let u16_at = |b: &[u8], i: usize| u16::from_le_bytes([b[i], b[i + 1]]) as usize;
     let u32_at = |b: &[u8], i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
@@ -52,7 +79,7 @@ pub fn identity_of(path: &std::path::Path) -> Result<u64, String> {
     let phentsize = u16_at(&eh, 0x36);
     let phnum = u16_at(&eh, 0x38);
     if phentsize < 56 || phnum == 0 {
-        return Err(format!("{} has no program headers", path.display()));
+        return Err(CodeError::NoProgramHeaders(path.into()));
     }
     let mut ph = vec![0u8; phentsize * phnum];
     read(phoff, &mut ph)?;

@@ -36,7 +36,7 @@ use rask_proto::{DType, DeviceBytes, DeviceData, DeviceLoc, IpcBuffer, IpcExport
 
 use crate::chunk::{chunk_value, Chunk};
 use crate::plan::{self, Arg, Buf, Module, Plan, Step};
-use crate::{cuda_sources, fnv1a, Registry};
+use crate::{cuda_sources, fnv1a, OpError, PlanError, Registry};
 
 /// Tells GPUs of one process apart (a value's memory belongs to one of them).
 static NEXT_GPU: AtomicU64 = AtomicU64::new(1);
@@ -124,7 +124,7 @@ impl Gpu {
     }
 
     /// Runs a plan: uploads its inputs, runs its steps, downloads its output.
-    pub fn run(&mut self, plan: &Plan) -> Result<Chunk, String> {
+    pub fn run(&mut self, plan: &Plan) -> Result<Chunk, PlanError> {
         let data = self.run_checked(plan, None)?;
         Ok(Chunk {
             dtype: plan.dtype,
@@ -135,7 +135,7 @@ impl Gpu {
 
     /// Runs a plan with its output left in the GPU's memory: `cuMemAlloc` memory (which
     /// CUDA IPC can export), freed with [`Gpu::free`].
-    pub fn run_kept(&mut self, plan: &Plan) -> Result<u64, String> {
+    pub fn run_kept(&mut self, plan: &Plan) -> Result<u64, PlanError> {
         let out = self.alloc_kept(plan.out_len())?;
         match self.run_checked(plan, Some(out)) {
             Ok(_) => Ok(out),
@@ -146,7 +146,7 @@ impl Gpu {
         }
     }
 
-    fn alloc_kept(&mut self, len: u64) -> Result<u64, String> {
+    fn alloc_kept(&mut self, len: u64) -> Result<u64, PlanError> {
         cuda("binding the context", || self.ctx.bind_to_thread())?;
         // SAFETY: a plain allocation.
         cuda("allocating device memory", || unsafe {
@@ -168,7 +168,7 @@ impl Gpu {
     }
 
     /// `bytes` copied into new device memory (as [`Gpu::run_kept`] allocates it).
-    pub fn upload(&mut self, bytes: &[u8]) -> Result<u64, String> {
+    pub fn upload(&mut self, bytes: &[u8]) -> Result<u64, PlanError> {
         let ptr = self.alloc_kept(bytes.len() as u64)?;
         let r = self.copy_in(bytes, ptr);
         match r {
@@ -182,7 +182,7 @@ impl Gpu {
 
     /// The CUDA IPC handle of the allocation holding `ptr` (`cuMemAlloc` memory), and
     /// `ptr`'s offset in it.
-    pub fn ipc_export(&mut self, ptr: u64) -> Result<IpcExport, String> {
+    pub fn ipc_export(&mut self, ptr: u64) -> Result<IpcExport, PlanError> {
         cuda("binding the context", || self.ctx.bind_to_thread())?;
         let (mut base, mut size): (sys::CUdeviceptr, usize) = (0, 0);
         // SAFETY: out-parameters of the declared types.
@@ -203,14 +203,14 @@ impl Gpu {
     /// Bytes a peer process exported ([`Gpu::ipc_export`]): its allocation opened in this
     /// context, `len` bytes from `offset` copied into new memory of this GPU (`keep`) or
     /// downloaded to the host, the handle closed.
-    fn ipc_import(&mut self, e: &IpcExport, len: usize, keep: bool) -> Result<Ran, String> {
+    fn ipc_import(&mut self, e: &IpcExport, len: usize, keep: bool) -> Result<Ran, PlanError> {
         let mut h = sys::CUipcMemHandle { reserved: [0; 64] };
         if e.handle.len() != h.reserved.len() {
-            return Err(format!(
+            return Err(PlanError::Input(format!(
                 "a CUDA IPC handle is {} bytes, got {}",
                 h.reserved.len(),
                 e.handle.len()
-            ));
+            )));
         }
         for (d, s) in h.reserved.iter_mut().zip(&e.handle) {
             *d = *s as std::ffi::c_char;
@@ -255,29 +255,36 @@ impl Gpu {
     }
 
     /// `len` bytes of device memory at `ptr`, copied to the host.
-    pub fn download(&mut self, ptr: u64, len: usize) -> Result<Bytes, String> {
+    pub fn download(&mut self, ptr: u64, len: usize) -> Result<Bytes, PlanError> {
         cuda("binding the context", || self.ctx.bind_to_thread())?;
         let mut r = Ok(());
         let out = crate::output_bytes(len, |b| {
             let mut engine = StreamEngine(&self.stream);
             r = staging::download(&self.staging, &mut engine, ptr, b);
         });
-        r.map_err(|e| format!("downloading: {e}"))?;
+        r.map_err(|source| PlanError::Transfer {
+            what: "downloading",
+            source,
+        })?;
         Ok(out)
     }
 
     /// `bytes` into device memory at `dst` (which holds as many), through the staging
     /// buffers; done when this returns.
-    fn copy_in(&mut self, bytes: &[u8], dst: u64) -> Result<(), String> {
+    fn copy_in(&mut self, bytes: &[u8], dst: u64) -> Result<(), PlanError> {
         cuda("binding the context", || self.ctx.bind_to_thread())?;
         let mut engine = StreamEngine(&self.stream);
-        staging::upload(&self.staging, &mut engine, bytes, dst)
-            .map_err(|e| format!("uploading: {e}"))
+        staging::upload(&self.staging, &mut engine, bytes, dst).map_err(|source| {
+            PlanError::Transfer {
+                what: "uploading",
+                source,
+            }
+        })
     }
 
     /// Runs the steps into `out` (device memory of the output's length), or downloads the
     /// output when `out` is `None`.
-    fn run_checked(&mut self, plan: &Plan, out: Option<u64>) -> Result<Option<Bytes>, String> {
+    fn run_checked(&mut self, plan: &Plan, out: Option<u64>) -> Result<Option<Bytes>, PlanError> {
         let r = self.run_steps(plan, out);
         if r.is_err() {
             // Copies queued from the staging memory finish before it is reused.
@@ -286,8 +293,8 @@ impl Gpu {
         r
     }
 
-    fn run_steps(&mut self, plan: &Plan, kept: Option<u64>) -> Result<Option<Bytes>, String> {
-        guarded("binding the context", || self.ctx.bind_to_thread()).map_err(|e| e.to_string())?;
+    fn run_steps(&mut self, plan: &Plan, kept: Option<u64>) -> Result<Option<Bytes>, PlanError> {
+        guarded("binding the context", || self.ctx.bind_to_thread())?;
         // Compile and load what the plan launches before allocating anything.
         let mut functions = Vec::new();
         for step in &plan.steps {
@@ -306,8 +313,8 @@ impl Gpu {
         };
         let out_len = plan.out_len() as usize;
         let mut mem = Vec::new();
-        let alloc = |mem: &mut Vec<DevMem>, len: u64| -> Result<u64, String> {
-            let d = DevMem::alloc(&self.ctx, cu_stream, len).map_err(|e| e.to_string())?;
+        let alloc = |mem: &mut Vec<DevMem>, len: u64| -> Result<u64, PlanError> {
+            let d = DevMem::alloc(&self.ctx, cu_stream, len)?;
             let p = d.ptr;
             mem.push(d);
             Ok(p)
@@ -322,13 +329,17 @@ impl Gpu {
             let b: &[u8] = match i {
                 plan::Input::Host(b) => b,
                 plan::Input::Device(d) => {
-                    host = d.data().to_host()?;
+                    host = d.data().to_host().map_err(PlanError::Input)?;
                     &host
                 }
             };
             let p = alloc(&mut mem, b.len() as u64)?;
-            staging::upload(&self.staging, &mut StreamEngine(&self.stream), b, p)
-                .map_err(|e| format!("uploading an input: {e}"))?;
+            staging::upload(&self.staging, &mut StreamEngine(&self.stream), b, p).map_err(
+                |source| PlanError::Transfer {
+                    what: "uploading an input",
+                    source,
+                },
+            )?;
             inputs.push(p);
         }
         let temps = plan
@@ -340,13 +351,13 @@ impl Gpu {
             Some(p) => p,
             None => alloc(&mut mem, out_len as u64)?,
         };
-        let ptr = |b: Buf| -> Result<u64, String> {
+        let ptr = |b: Buf| -> Result<u64, PlanError> {
             match b {
                 Buf::In(i) => inputs.get(i).copied(),
                 Buf::Tmp(i) => temps.get(i).copied(),
                 Buf::Out => Some(out),
             }
-            .ok_or_else(|| format!("no buffer {b:?}"))
+            .ok_or(PlanError::NoBuffer(b))
         };
         let mut functions = functions.into_iter();
         for step in &plan.steps {
@@ -369,7 +380,7 @@ impl Gpu {
                                 Arg::F64(v) => v.to_bits(),
                             })
                         })
-                        .collect::<Result<Vec<u64>, String>>()?;
+                        .collect::<Result<Vec<u64>, PlanError>>()?;
                     let mut params: Vec<*mut c_void> = slots
                         .iter_mut()
                         .map(|s| s as *mut u64 as *mut c_void)
@@ -396,7 +407,10 @@ impl Gpu {
                     b,
                     out,
                 } => {
-                    let blas = self.blas.as_ref().ok_or("cuBLAS is not available")?;
+                    let blas = self
+                        .blas
+                        .as_ref()
+                        .ok_or(PlanError::Step("cuBLAS is not available"))?;
                     let (a, b, c) = (ptr(*a)?, ptr(*b)?, ptr(*out)?);
                     gemm(blas, *dtype, (*m, *k, *n), a, b, c)?;
                 }
@@ -420,14 +434,17 @@ impl Gpu {
         let data = crate::output_bytes(out_len, |b| {
             r = staging::download(&self.staging, &mut StreamEngine(&self.stream), out, b);
         });
-        r.map_err(|e| format!("downloading the output: {e}"))?;
+        r.map_err(|source| PlanError::Transfer {
+            what: "downloading the output",
+            source,
+        })?;
         drop(mem);
         Ok(Some(data))
     }
 
     /// The entry point, its module compiled (or read from the disk cache) and loaded at
     /// first use.
-    fn function(&mut self, module: &Module, entry: &str) -> Result<CudaFunction, String> {
+    fn function(&mut self, module: &Module, entry: &str) -> Result<CudaFunction, PlanError> {
         // Found without building the source: built-in files by name, users' kernels by
         // the hash of their (short) source.
         let key = match module {
@@ -440,15 +457,12 @@ impl Gpu {
         if !self.modules.contains_key(&key) {
             let (source, name) = match module {
                 Module::Builtin(file) => (
-                    cuda_sources::source(file).ok_or_else(|| format!("no kernel file {file}"))?,
+                    cuda_sources::source(file).ok_or(PlanError::NoKernelFile(file))?,
                     file.to_string(),
                 ),
                 Module::Custom(src) => (src.to_string(), entry.to_string()),
             };
-            let image = self
-                .cache
-                .get(&source, &name, &self.arch)
-                .map_err(|e| e.to_string())?;
+            let image = self.cache.get(&source, &name, &self.arch)?;
             let ctx = self.ctx.clone();
             let module = cuda("loading a module", move || {
                 ctx.load_module(Ptx::from_binary(image))
@@ -481,8 +495,11 @@ struct Loaded {
     functions: HashMap<String, CudaFunction>,
 }
 
-fn cuda<T, E: std::fmt::Debug>(what: &str, f: impl FnOnce() -> Result<T, E>) -> Result<T, String> {
-    guarded(what, f).map_err(|e| e.to_string())
+fn cuda<T, E: std::fmt::Debug>(
+    what: &str,
+    f: impl FnOnce() -> Result<T, E>,
+) -> Result<T, PlanError> {
+    Ok(guarded(what, f)?)
 }
 
 /// out (m×n) = a (m×k) · b (k×n), row-major, by cuBLAS (column-major): the row-major
@@ -494,7 +511,7 @@ fn gemm(
     a: u64,
     b: u64,
     c: u64,
-) -> Result<(), String> {
+) -> Result<(), PlanError> {
     let (m, k, n) = (m as i32, k as i32, n as i32);
     let op = cublas::sys::cublasOperation_t::CUBLAS_OP_N;
     let h = *blas.handle();
@@ -537,7 +554,7 @@ fn gemm(
                 n,
             )
         }),
-        d => Err(format!("no GEMM for {d}")),
+        d => Err(PlanError::NoGemm(d)),
     }
 }
 
@@ -547,12 +564,12 @@ enum Cmd {
     /// pool is full, downloaded.
     Run {
         plan: Plan,
-        reply: mpsc::SyncSender<Result<Ran, String>>,
+        reply: mpsc::SyncSender<Result<Ran, PlanError>>,
     },
     Download {
         ptr: u64,
         len: usize,
-        reply: mpsc::SyncSender<Result<Bytes, String>>,
+        reply: mpsc::SyncSender<Result<Bytes, PlanError>>,
     },
     Free {
         ptr: u64,
@@ -561,12 +578,12 @@ enum Cmd {
     Upload {
         bytes: Bytes,
         reservation: Reservation,
-        reply: mpsc::SyncSender<Result<Ran, String>>,
+        reply: mpsc::SyncSender<Result<Ran, PlanError>>,
     },
     /// The IPC handle of memory of this GPU.
     Export {
         ptr: u64,
-        reply: mpsc::SyncSender<Result<IpcExport, String>>,
+        reply: mpsc::SyncSender<Result<IpcExport, PlanError>>,
     },
     /// A peer's exported bytes copied into this GPU's memory (reserved in the pool by the
     /// caller) or, without a reservation, to the host.
@@ -574,7 +591,7 @@ enum Cmd {
         export: IpcExport,
         len: usize,
         reservation: Option<Reservation>,
-        reply: mpsc::SyncSender<Result<Ran, String>>,
+        reply: mpsc::SyncSender<Result<Ran, PlanError>>,
     },
 }
 
@@ -668,20 +685,19 @@ impl GpuThread {
 
     fn ask<T>(
         &self,
-        cmd: impl FnOnce(mpsc::SyncSender<Result<T, String>>) -> Cmd,
-    ) -> Result<T, String> {
+        cmd: impl FnOnce(mpsc::SyncSender<Result<T, PlanError>>) -> Cmd,
+    ) -> Result<T, PlanError> {
         ask(&self.tx, cmd)
     }
 }
 
 fn ask<T>(
     tx: &mpsc::Sender<Cmd>,
-    cmd: impl FnOnce(mpsc::SyncSender<Result<T, String>>) -> Cmd,
-) -> Result<T, String> {
-    let stopped = || "the GPU's thread has stopped".to_string();
+    cmd: impl FnOnce(mpsc::SyncSender<Result<T, PlanError>>) -> Cmd,
+) -> Result<T, PlanError> {
     let (reply, answer) = mpsc::sync_channel(1);
-    tx.send(cmd(reply)).map_err(|_| stopped())?;
-    answer.recv().map_err(|_| stopped())?
+    tx.send(cmd(reply)).map_err(|_| PlanError::GpuStopped)?;
+    answer.recv().map_err(|_| PlanError::GpuStopped)?
 }
 
 /// The GPU's thread: one command at a time, until every sender is gone.
@@ -751,7 +767,7 @@ impl crate::Accelerator for GpuThread {
         registry: &Registry,
         op: &str,
         args: &[Value],
-    ) -> Option<Result<Value, String>> {
+    ) -> Option<Result<Value, OpError>> {
         let mut plan = self.plan(registry, op, args)?;
         // Inputs in another device's memory come to the host here, not on the GPU's
         // thread: two GPU threads waiting on each other's downloads would never finish.
@@ -760,14 +776,17 @@ impl crate::Accelerator for GpuThread {
                 if d.downcast::<CudaBytes>().is_none_or(|c| c.gpu != self.gpu) {
                     match d.data().to_host() {
                         Ok(b) => *i = plan::Input::Host(b),
-                        Err(e) => return Some(Err(e)),
+                        Err(e) => return Some(Err(OpError::Message(e))),
                     }
                 }
             }
         }
         let (dtype, shape, len) = (plan.dtype, plan.shape.clone(), plan.out_len() as usize);
         let ran = self.ask(|reply| Cmd::Run { plan, reply });
-        Some(ran.map(|r| chunk_value(dtype, &shape, self.value(r, len))))
+        Some(
+            ran.map(|r| chunk_value(dtype, &shape, self.value(r, len)))
+                .map_err(OpError::from),
+        )
     }
 
     fn downloaded(&self) -> u64 {
@@ -778,7 +797,7 @@ impl crate::Accelerator for GpuThread {
         self.plan(registry, op, args).is_some()
     }
 
-    fn upload(&self, v: &Value) -> Option<Result<Value, String>> {
+    fn upload(&self, v: &Value) -> Option<Result<Value, OpError>> {
         crate::map_host_bytes(v, &mut |b| {
             // A full device keeps the value on the host.
             let reservation = self.pool.reserve(b.len() as u64).ok()?;
@@ -788,7 +807,7 @@ impl crate::Accelerator for GpuThread {
                 reservation,
                 reply,
             });
-            Some(r.map(|r| self.value(r, b.len())))
+            Some(r.map(|r| self.value(r, b.len())).map_err(OpError::from))
         })
     }
 
@@ -796,7 +815,7 @@ impl crate::Accelerator for GpuThread {
         true
     }
 
-    fn import(&self, b: &IpcBuffer) -> Result<Value, String> {
+    fn import(&self, b: &IpcBuffer) -> Result<Value, OpError> {
         let len = b.len as usize;
         // A full device takes the bytes to the host (as a full device leaves a kernel's
         // output there).
@@ -857,7 +876,8 @@ impl DeviceData for CudaBytes {
 
     fn to_host(&self) -> Result<Bytes, String> {
         let (ptr, len) = (self.ptr, self.len);
-        let b = ask(&self.tx, |reply| Cmd::Download { ptr, len, reply })?;
+        let b =
+            ask(&self.tx, |reply| Cmd::Download { ptr, len, reply }).map_err(|e| e.to_string())?;
         self.downloaded.fetch_add(len as u64, Ordering::Relaxed);
         Ok(b)
     }
@@ -866,7 +886,9 @@ impl DeviceData for CudaBytes {
         let ptr = self.ptr;
         Some(
             self.export
-                .get_or_init(|| ask(&self.tx, |reply| Cmd::Export { ptr, reply }))
+                .get_or_init(|| {
+                    ask(&self.tx, |reply| Cmd::Export { ptr, reply }).map_err(|e| e.to_string())
+                })
                 .clone(),
         )
     }

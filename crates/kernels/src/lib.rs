@@ -32,8 +32,8 @@ pub mod plan;
 mod registry;
 
 pub use accelerator::{import_lent, map_host_bytes, Accelerator};
-pub use code::{code_identity, identity_of as code_identity_of};
-pub use error::KernelError;
+pub use code::{code_identity, identity_of as code_identity_of, CodeError};
+pub use error::{KernelError, LaunchError, OpError, PlanError};
 pub use output::{output_bytes, OutputAlloc, OutputBuf};
 pub use rask_proto::fnv1a;
 pub use registry::{CudaKernel, OpFn, Registry};

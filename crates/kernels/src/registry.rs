@@ -7,22 +7,27 @@ use std::sync::Arc;
 use rask_proto::msg::{OpInfo, RegistryInfo};
 use rask_proto::Value;
 
-use crate::{fnv1a, Accelerator, KernelError, OutputAlloc};
+use crate::{fnv1a, Accelerator, KernelError, OpError, OutputAlloc};
 
-/// The signature of every op: positional arguments in, one value out.
+/// The signature of a user's op: positional arguments in, one value out, or a message.
 pub type OpFn = dyn Fn(&[Value]) -> Result<Value, String> + Send + Sync;
+
+/// An op as the registry keeps it: a user's op's message becomes [`OpError::Message`].
+type TypedOpFn = dyn Fn(&[Value]) -> Result<Value, OpError> + Send + Sync;
 
 /// The CUDA side of a user's op: source text and the entry point to launch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CudaKernel {
+    /// The CUDA C source, compiled by NVRTC on GPU workers.
     pub source: String,
+    /// The `extern "C"` entry point to launch.
     pub entry: String,
 }
 
 #[derive(Clone)]
 struct Op {
     version: u32,
-    f: Arc<OpFn>,
+    f: Arc<TypedOpFn>,
     /// A CUDA kernel for GPU workers (the function `f` is its CPU twin).
     cuda: Option<CudaKernel>,
 }
@@ -77,6 +82,14 @@ impl Registry {
     pub fn register<F>(&mut self, name: &str, version: u32, f: F) -> &mut Self
     where
         F: Fn(&[Value]) -> Result<Value, String> + Send + Sync + 'static,
+    {
+        self.register_typed(name, version, move |a| f(a).map_err(OpError::Message))
+    }
+
+    /// [`Registry::register`] for this crate's own ops, whose errors are typed.
+    pub(crate) fn register_typed<F>(&mut self, name: &str, version: u32, f: F) -> &mut Self
+    where
+        F: Fn(&[Value]) -> Result<Value, OpError> + Send + Sync + 'static,
     {
         self.ops.insert(
             name.to_string(),
@@ -238,17 +251,16 @@ impl Registry {
                 let args = args
                     .iter()
                     .map(Value::to_host)
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| e.to_string())?;
+                    .collect::<Result<Vec<_>, _>>()?;
                 f(&args).map(|v| (v, false))
             }
             None => f(args).map(|v| (v, false)),
         };
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(message)) => Err(KernelError::Failed {
+            Ok(Err(e)) => Err(KernelError::Failed {
                 op: name.into(),
-                message,
+                message: e.to_string(),
             }),
             Err(panic) => Err(KernelError::Failed {
                 op: name.into(),

@@ -85,28 +85,40 @@ fn the_host_runner_catches_mistyped_arguments_and_short_buffers() {
         panic!()
     };
     l.args[5] = Arg::U64(1);
-    assert!(plan::run_on_host(&p).unwrap_err().contains("not an int"));
+    assert!(plan::run_on_host(&p)
+        .unwrap_err()
+        .to_string()
+        .contains("not an int"));
 
     let mut p = good.clone();
     let Step::Launch(l) = &mut p.steps[0] else {
         panic!()
     };
     l.args[3] = Arg::U64(2000);
-    assert!(plan::run_on_host(&p).unwrap_err().contains("read"));
+    assert!(plan::run_on_host(&p)
+        .unwrap_err()
+        .to_string()
+        .contains("read"));
 
     let mut p = good.clone();
     let Step::Launch(l) = &mut p.steps[0] else {
         panic!()
     };
     l.args.pop();
-    assert!(plan::run_on_host(&p).unwrap_err().contains("arguments"));
+    assert!(plan::run_on_host(&p)
+        .unwrap_err()
+        .to_string()
+        .contains("arguments"));
 
     let mut p = good;
     let Step::Launch(l) = &mut p.steps[0] else {
         panic!()
     };
     l.args[0] = Arg::Buf(Buf::Tmp(3));
-    assert!(plan::run_on_host(&p).unwrap_err().contains("no buffer"));
+    assert!(plan::run_on_host(&p)
+        .unwrap_err()
+        .to_string()
+        .contains("no buffer"));
 }
 
 #[test]

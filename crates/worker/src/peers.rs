@@ -92,7 +92,7 @@ pub(crate) async fn import_values(
                 Ok(v) => ok.push((t, v)),
                 Err(e) => {
                     failed.push(t);
-                    error.get_or_insert(e);
+                    error.get_or_insert(e.to_string());
                 }
             }
         }

@@ -2,7 +2,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use rask_kernels::{Accelerator, Registry};
+use rask_kernels::{Accelerator, OpError, Registry};
 use rask_proto::{DeviceBytes, DeviceData, IpcExport, Payload};
 use rask_proto::{IpcBuffer, TaskId, Value};
 
@@ -62,13 +62,13 @@ impl DeviceData for TestGpu {
 struct Importer;
 
 impl Accelerator for Importer {
-    fn try_run(&self, _: &Registry, _: &str, _: &[Value]) -> Option<Result<Value, String>> {
+    fn try_run(&self, _: &Registry, _: &str, _: &[Value]) -> Option<Result<Value, OpError>> {
         None
     }
     fn imports(&self) -> bool {
         true
     }
-    fn import(&self, b: &IpcBuffer) -> Result<Value, String> {
+    fn import(&self, b: &IpcBuffer) -> Result<Value, OpError> {
         match b.export.handle[0] {
             0 => Err("cannot open handle 0".into()),
             h => Ok(Value::Bytes(Bytes::from(vec![h; b.len as usize]))),

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use rask_proto::{DType, Value};
 
 use crate::cpu::{self, Elem};
+use crate::OpError;
 
 /// One chunk of an array, in host memory.
 #[derive(Clone, Debug, PartialEq)]
@@ -41,32 +42,29 @@ pub fn chunk_value(dtype: DType, shape: &[u64], data: Value) -> Value {
 }
 
 /// The dtype, shape and bytes (host or device) of a chunk value, the length checked.
-pub fn chunk_parts(v: &Value) -> Result<(DType, Vec<u64>, &Value), String> {
+pub fn chunk_parts(v: &Value) -> Result<(DType, Vec<u64>, &Value), OpError> {
     let Value::List(parts) = v else {
-        return Err(format!("not an array chunk: {}", v.type_name()));
+        return Err(OpError::NotAChunk(v.type_name()));
     };
-    let bad = || "not an array chunk: expected [dtype, shape, bytes]".to_string();
     let [Value::Str(dtype), Value::List(shape), data] = parts.as_slice() else {
-        return Err(bad());
+        return Err(OpError::ChunkForm);
     };
     let len = match data {
         Value::Bytes(b) => b.len(),
         Value::Device(d) => d.len(),
-        _ => return Err(bad()),
+        _ => return Err(OpError::ChunkForm),
     };
-    let dtype: DType = dtype.parse()?;
+    let dtype: DType = dtype.parse().map_err(OpError::DTypeName)?;
     let shape = shape
         .iter()
         .map(|d| match d {
             Value::Int(n) if *n >= 0 => Ok(*n as u64),
-            _ => Err("bad chunk shape".to_string()),
+            _ => Err(OpError::ChunkShape),
         })
-        .collect::<Result<Vec<u64>, String>>()?;
+        .collect::<Result<Vec<u64>, OpError>>()?;
     let n: u64 = shape.iter().product();
     if n.checked_mul(dtype.size()) != Some(len as u64) {
-        return Err(format!(
-            "chunk of shape {shape:?} and dtype {dtype} has {len} bytes"
-        ));
+        return Err(OpError::ChunkLength { shape, dtype, len });
     }
     Ok((dtype, shape, data))
 }
@@ -79,34 +77,36 @@ impl Chunk {
 
     /// A chunk in host memory (ops on the CPU get their arguments there, see
     /// [`crate::Registry::call_on`]).
-    pub fn from_value(v: &Value) -> Result<Chunk, String> {
-        let (dtype, shape, data) = chunk_parts(v)?;
-        match data {
-            Value::Device(d) => Err(format!(
-                "the chunk's bytes are in {}'s memory, not the host's",
-                d.label()
-            )),
-            Value::Bytes(bytes) => Ok(Chunk {
+    pub fn from_value(v: &Value) -> Result<Chunk, OpError> {
+        match chunk_parts(v)? {
+            (_, _, Value::Device(d)) => Err(OpError::NotOnHost { device: d.label() }),
+            (dtype, shape, Value::Bytes(bytes)) => Ok(Chunk {
                 dtype,
                 shape,
                 bytes: bytes.clone(),
             }),
-            _ => Err("not an array chunk".into()),
+            _ => unreachable!("chunk_parts gives host or device bytes"),
         }
     }
 
     /// A chunk of the given elements (row-major), e.g. the output of a custom op.
-    pub fn from_elems<T: Pod>(shape: Vec<u64>, elems: &[T]) -> Result<Chunk, String> {
+    pub fn from_elems<T: Pod>(shape: Vec<u64>, elems: &[T]) -> Result<Chunk, OpError> {
         if shape.iter().product::<u64>() != elems.len() as u64 {
-            return Err(format!("{} elements for shape {shape:?}", elems.len()));
+            return Err(OpError::Elements {
+                n: elems.len(),
+                shape,
+            });
         }
         Ok(make::<T>(shape, |out| out.copy_from_slice(elems)))
     }
 
     /// The elements, borrowed when the bytes are aligned for `T`.
-    pub fn elems<T: Pod>(&self) -> Result<Cow<'_, [T]>, String> {
+    pub fn elems<T: Pod>(&self) -> Result<Cow<'_, [T]>, OpError> {
         if self.dtype != T::DTYPE {
-            return Err(format!("expected {} data, got {}", T::DTYPE, self.dtype));
+            return Err(OpError::WrongDType {
+                want: T::DTYPE,
+                got: self.dtype,
+            });
         }
         Ok(view(&self.bytes))
     }
@@ -258,30 +258,39 @@ pub(crate) fn make<T: Pod>(shape: Vec<u64>, f: impl FnOnce(&mut [T])) -> Chunk {
     }
 }
 
-pub(crate) fn int_list(v: &Value, what: &str) -> Result<Vec<u64>, String> {
+/// A list of non-negative integers (a shape, an origin, …), named `what` in errors.
+pub(crate) fn int_list(v: &Value, what: &'static str) -> Result<Vec<u64>, OpError> {
     match v {
         Value::List(l) => l
             .iter()
             .map(|x| match x {
                 Value::Int(n) if *n >= 0 => Ok(*n as u64),
-                _ => Err(format!("{what}: expected non-negative integers")),
+                _ => Err(OpError::NotNonNegative(what)),
             })
             .collect(),
-        _ => Err(format!("{what}: expected a list of integers")),
+        _ => Err(OpError::NotAList(what)),
     }
 }
 
-pub(crate) fn float(v: &Value) -> Result<f64, String> {
+/// A number (an integer is taken as a float).
+pub(crate) fn float(v: &Value) -> Result<f64, OpError> {
     match v {
         Value::Float(f) => Ok(*f),
         Value::Int(i) => Ok(*i as f64),
-        v => Err(format!("expected a number, got {}", v.type_name())),
+        v => Err(OpError::Type {
+            expected: "a number",
+            got: v.type_name(),
+        }),
     }
 }
 
-pub(crate) fn dtype(v: &Value) -> Result<DType, String> {
+/// A dtype by its name.
+pub(crate) fn dtype(v: &Value) -> Result<DType, OpError> {
     match v {
-        Value::Str(s) => s.parse(),
-        v => Err(format!("expected a dtype, got {}", v.type_name())),
+        Value::Str(s) => s.parse().map_err(OpError::DTypeName),
+        v => Err(OpError::Type {
+            expected: "a dtype",
+            got: v.type_name(),
+        }),
     }
 }

@@ -7,6 +7,7 @@ use rask_proto::{DType, Value};
 
 use super::{float, int_list, make, Chunk, Pod};
 use crate::cpu::{self, Binary, Elem, Float};
+use crate::OpError;
 
 /// Elements of a chunk with row-major global positions: element (r, c, …) of the chunk at
 /// `origin` in an array of `global` shape has linear index Σ (origin + r) · stride.
@@ -22,13 +23,15 @@ pub(super) fn global_index(global: &[u64], origin: &[u64], local: &[u64], mut i:
     idx
 }
 
-pub(super) fn random<T: Pod + Float>(normal: bool, a: &[Value]) -> Result<Chunk, String> {
+pub(super) fn random<T: Pod + Float>(normal: bool, a: &[Value]) -> Result<Chunk, OpError> {
     let [_, seed, global, origin, shape, p0, p1] = a else {
-        return Err("random: (dtype, seed, global shape, origin, shape, p0, p1)".into());
+        return Err(OpError::Args(
+            "random: (dtype, seed, global shape, origin, shape, p0, p1)",
+        ));
     };
     let seed = match seed {
         Value::Int(s) => *s as u64,
-        _ => return Err("random: the seed is an integer".into()),
+        _ => return Err(OpError::Args("random: the seed is an integer")),
     };
     let (global, origin, shape) = (
         int_list(global, "global shape")?,
@@ -36,7 +39,7 @@ pub(super) fn random<T: Pod + Float>(normal: bool, a: &[Value]) -> Result<Chunk,
         int_list(shape, "shape")?,
     );
     if global.len() != shape.len() || origin.len() != shape.len() {
-        return Err("random: ranks differ".into());
+        return Err(OpError::Args("random: ranks differ"));
     }
     let (p0, p1) = (float(p0)?, float(p1)?);
     // Rows along the last dimension are contiguous in the global order: each is one run
@@ -58,7 +61,7 @@ pub(super) fn random<T: Pod + Float>(normal: bool, a: &[Value]) -> Result<Chunk,
     }))
 }
 
-pub(super) fn arange_chunk<T: Pod>(n: u64, start: f64, step: f64) -> Result<Chunk, String> {
+pub(super) fn arange_chunk<T: Pod>(n: u64, start: f64, step: f64) -> Result<Chunk, OpError> {
     Ok(make::<T>(vec![n], |out| {
         for (i, o) in out.iter_mut().enumerate() {
             *o = T::from_f64(start + step * i as f64);
@@ -71,25 +74,25 @@ pub(super) type Piece = (Chunk, Vec<u64>, Vec<u64>, Vec<u64>);
 /// A chunk of `shape` made of blocks of other chunks: each piece copies `extent` elements
 /// from `src start` in its chunk to `dst start` in the result. Every element of the
 /// result must be covered.
-pub(super) fn assemble<T: Pod>(shape: Vec<u64>, parts: &[Piece]) -> Result<Chunk, String> {
+pub(super) fn assemble<T: Pod>(shape: Vec<u64>, parts: &[Piece]) -> Result<Chunk, OpError> {
     let rank = shape.len();
     let mut covered = 0u64;
     for (c, s, d, e) in parts {
         if c.dtype != T::DTYPE {
-            return Err("assemble: mixed dtypes".into());
+            return Err(OpError::Args("assemble: mixed dtypes"));
         }
         if c.shape.len() != rank || s.len() != rank || d.len() != rank || e.len() != rank {
-            return Err("assemble: ranks differ".into());
+            return Err(OpError::Args("assemble: ranks differ"));
         }
         for k in 0..rank {
             if s[k] + e[k] > c.shape[k] || d[k] + e[k] > shape[k] {
-                return Err(format!("assemble: block out of bounds in dimension {k}"));
+                return Err(OpError::OutOfBounds(k));
             }
         }
         covered += e.iter().product::<u64>();
     }
     if covered != shape.iter().product::<u64>() {
-        return Err("assemble: the pieces do not cover the chunk".into());
+        return Err(OpError::Args("assemble: the pieces do not cover the chunk"));
     }
     let strides = |dims: &[u64]| {
         let mut st = vec![1u64; dims.len()];
@@ -129,16 +132,16 @@ pub(super) fn assemble<T: Pod>(shape: Vec<u64>, parts: &[Piece]) -> Result<Chunk
     }))
 }
 
-pub(super) fn full<T: Pod>(shape: Vec<u64>, value: f64) -> Result<Chunk, String> {
+pub(super) fn full<T: Pod>(shape: Vec<u64>, value: f64) -> Result<Chunk, OpError> {
     Ok(make::<T>(shape, |out| cpu::fill(out, T::from_f64(value))))
 }
 
-pub(super) fn binary<T: Pod>(op: &str, a: &Chunk, b: Either) -> Result<Chunk, String> {
+pub(super) fn binary<T: Pod>(op: &str, a: &Chunk, b: Either) -> Result<Chunk, OpError> {
     let x = a.elems::<T>()?;
     let (y, scalar): (Cow<'_, [T]>, bool) = match &b {
         Either::Chunk(c) => {
             if c.shape != a.shape {
-                return Err(format!("shapes {:?} and {:?} differ", a.shape, c.shape));
+                return Err(OpError::Shapes(a.shape.clone(), c.shape.clone()));
             }
             (c.elems::<T>()?, false)
         }
@@ -147,11 +150,19 @@ pub(super) fn binary<T: Pod>(op: &str, a: &Chunk, b: Either) -> Result<Chunk, St
     let op = match (Binary::parse(op), op) {
         (Some(op), _) => Ok(op),
         (None, "div" | "pow") => Err(op == "pow"),
-        (None, other) => return Err(format!("unknown elementwise op {other:?}")),
+        (None, other) => {
+            return Err(OpError::UnknownName {
+                kind: "elementwise op",
+                name: other.into(),
+            })
+        }
     };
     if let (Err(pow), false) = (op, T::FLOAT) {
         let op = if pow { "pow" } else { "div" };
-        return Err(format!("{op} is for f32 and f64 arrays, not {}", T::DTYPE));
+        return Err(OpError::FloatOnly {
+            op,
+            dtype: T::DTYPE,
+        });
     }
     Ok(make::<T>(a.shape.clone(), |out| match op {
         Ok(op) => cpu::binary(op, &x, &y, out, false, scalar),
@@ -164,9 +175,9 @@ pub(super) enum Either {
     Scalar(f64),
 }
 
-pub(super) fn transpose<T: Pod>(a: &Chunk) -> Result<Chunk, String> {
+pub(super) fn transpose<T: Pod>(a: &Chunk) -> Result<Chunk, OpError> {
     let [rows, cols] = a.shape[..] else {
-        return Err("transpose of a 2-d chunk".into());
+        return Err(OpError::Args("transpose of a 2-d chunk"));
     };
     let x = a.elems::<T>()?;
     Ok(make::<T>(vec![cols, rows], |out| {
@@ -174,12 +185,12 @@ pub(super) fn transpose<T: Pod>(a: &Chunk) -> Result<Chunk, String> {
     }))
 }
 
-pub(super) fn matmul<T: Pod>(a: &Chunk, b: &Chunk) -> Result<Chunk, String> {
+pub(super) fn matmul<T: Pod>(a: &Chunk, b: &Chunk) -> Result<Chunk, OpError> {
     let (&[m, k], &[k2, n]) = (&a.shape[..], &b.shape[..]) else {
-        return Err("matmul of 2-d chunks".into());
+        return Err(OpError::Args("matmul of 2-d chunks"));
     };
     if k != k2 {
-        return Err(format!("matmul of {:?} and {:?}", a.shape, b.shape));
+        return Err(OpError::Matmul(a.shape.clone(), b.shape.clone()));
     }
     let (x, y) = (a.elems::<T>()?, b.elems::<T>()?);
     Ok(make::<T>(vec![m, n], |out| {
@@ -190,10 +201,15 @@ pub(super) fn matmul<T: Pod>(a: &Chunk, b: &Chunk) -> Result<Chunk, String> {
 /// `op` (sum, max, min) over the whole chunk (`axis` None) or along one axis. Floats
 /// accumulate in f64 (whole sums pairwise; f32 is widened); integers in their own type
 /// (sums wrap, as on a GPU).
-pub(super) fn reduce<T: Pod>(op: &str, axis: Option<usize>, a: &Chunk) -> Result<Chunk, String> {
+pub(super) fn reduce<T: Pod>(op: &str, axis: Option<usize>, a: &Chunk) -> Result<Chunk, OpError> {
     let r = match op {
         "sum" | "max" | "min" => cpu::Reduce::parse(op).expect("a reduction"),
-        other => return Err(format!("unknown reduction {other:?}")),
+        other => {
+            return Err(OpError::UnknownName {
+                kind: "reduction",
+                name: other.into(),
+            })
+        }
     };
     let x = a.elems::<T>()?;
     // The chunk as (outer, len, inner) around the axis; the whole chunk is one run.
@@ -205,7 +221,12 @@ pub(super) fn reduce<T: Pod>(op: &str, axis: Option<usize>, a: &Chunk) -> Result
             let inner = a.shape[ax + 1..].iter().product::<u64>() as usize;
             (shape, a.shape[ax] as usize, inner)
         }
-        Some(ax) => return Err(format!("axis {ax} of a {}-d chunk", a.shape.len())),
+        Some(ax) => {
+            return Err(OpError::Axis {
+                axis: ax,
+                rank: a.shape.len(),
+            })
+        }
     };
     fn fold<E: Elem>(
         r: cpu::Reduce,
@@ -238,16 +259,21 @@ pub(super) fn reduce<T: Pod>(op: &str, axis: Option<usize>, a: &Chunk) -> Result
 }
 
 /// Elementwise `op` (add, max, min) of chunks of one shape.
-pub(super) fn combine<T: Pod>(op: &str, chunks: &[Chunk]) -> Result<Chunk, String> {
-    let first = chunks.first().ok_or("combine of nothing")?;
+pub(super) fn combine<T: Pod>(op: &str, chunks: &[Chunk]) -> Result<Chunk, OpError> {
+    let first = chunks.first().ok_or(OpError::Args("combine of nothing"))?;
     let op = match Binary::parse(op) {
         Some(op @ (Binary::Add | Binary::Max | Binary::Min)) => op,
-        _ => return Err(format!("unknown combination {op:?}")),
+        _ => {
+            return Err(OpError::UnknownName {
+                kind: "combination",
+                name: op.into(),
+            })
+        }
     };
     let mut views = vec![first.elems::<T>()?];
     for c in &chunks[1..] {
         if c.shape != first.shape {
-            return Err(format!("shapes {:?} and {:?} differ", first.shape, c.shape));
+            return Err(OpError::Shapes(first.shape.clone(), c.shape.clone()));
         }
         views.push(c.elems::<T>()?);
     }
@@ -268,13 +294,13 @@ pub(super) fn argmax_chunk<T: Pod>(
     a: &Chunk,
     global: &[u64],
     origin: &[u64],
-) -> Result<Value, String> {
+) -> Result<Value, OpError> {
     let x = a.elems::<T>()?;
     let Some(i) = cpu::argmax(&x) else {
         return Ok(Value::List(vec![Value::Null, Value::Null]));
     };
     if global.len() != a.shape.len() || origin.len() != a.shape.len() {
-        return Err("argmax: ranks differ".into());
+        return Err(OpError::Args("argmax: ranks differ"));
     }
     let at = global_index(global, origin, &a.shape, i as u64);
     let v = x[i];
@@ -283,7 +309,7 @@ pub(super) fn argmax_chunk<T: Pod>(
 }
 
 /// The pair with the larger value (the smaller index on ties).
-pub(super) fn argmax_pick<T: Pod>(pairs: &[(Chunk, i64)]) -> Result<usize, String> {
+pub(super) fn argmax_pick<T: Pod>(pairs: &[(Chunk, i64)]) -> Result<usize, OpError> {
     let mut best: Option<(T, i64, usize)> = None;
     for (n, (c, at)) in pairs.iter().enumerate() {
         let v = c.elems::<T>()?[0];
@@ -296,19 +322,19 @@ pub(super) fn argmax_pick<T: Pod>(pairs: &[(Chunk, i64)]) -> Result<usize, Strin
         }
     }
     best.map(|(_, _, n)| n)
-        .ok_or_else(|| "argmax of nothing".into())
+        .ok_or(OpError::Args("argmax of nothing"))
 }
 
-pub(super) fn argmax_pairs(args: &[Value]) -> Result<Vec<(Chunk, i64)>, String> {
+pub(super) fn argmax_pairs(args: &[Value]) -> Result<Vec<(Chunk, i64)>, OpError> {
     let mut pairs = Vec::new();
     for a in args {
         match a {
             Value::List(p) => match &p[..] {
                 [Value::Null, Value::Null] => {}
                 [c, Value::Int(at)] => pairs.push((Chunk::from_value(c)?, *at)),
-                _ => return Err("argmax: expected [value, index] pairs".into()),
+                _ => return Err(OpError::Args("argmax: expected [value, index] pairs")),
             },
-            _ => return Err("argmax: expected [value, index] pairs".into()),
+            _ => return Err(OpError::Args("argmax: expected [value, index] pairs")),
         }
     }
     Ok(pairs)

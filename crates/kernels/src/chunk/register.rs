@@ -5,7 +5,7 @@ use rask_proto::{DType, Value};
 
 use super::ops::*;
 use super::{dtype, float, int_list, make, Chunk};
-use crate::Registry;
+use crate::{OpError, Registry};
 
 macro_rules! by_dtype {
     ($dt:expr, $f:ident ( $($arg:expr),* )) => {
@@ -14,7 +14,7 @@ macro_rules! by_dtype {
             DType::F64 => $f::<f64>($($arg),*),
             DType::I32 => $f::<i32>($($arg),*),
             DType::I64 => $f::<i64>($($arg),*),
-            d => Err(format!("{d} arrays are not supported")),
+            d => Err(OpError::UnsupportedDType(d)),
         }
     };
 }
@@ -24,16 +24,16 @@ macro_rules! float_dtype {
         match $dt {
             DType::F32 => $f::<f32>($($arg),*),
             DType::F64 => $f::<f64>($($arg),*),
-            d => Err(format!("random values are f32 or f64, not {d}")),
+            d => Err(OpError::RandomDType(d)),
         }
     };
 }
 
 /// Registers the `array.*` ops.
 pub(crate) fn register(r: &mut Registry) {
-    r.register("array.argmax", 1, |a| {
+    r.register_typed("array.argmax", 1, |a| {
         let [x, global, origin] = a else {
-            return Err("argmax: (chunk, global shape, origin)".into());
+            return Err(OpError::Args("argmax: (chunk, global shape, origin)"));
         };
         let x = Chunk::from_value(x)?;
         let (global, origin) = (
@@ -42,7 +42,7 @@ pub(crate) fn register(r: &mut Registry) {
         );
         by_dtype!(x.dtype, argmax_chunk(&x, &global, &origin))
     });
-    r.register("array.argmax_combine", 1, |a| {
+    r.register_typed("array.argmax_combine", 1, |a| {
         let pairs = argmax_pairs(a)?;
         let Some((first, _)) = pairs.first() else {
             return Ok(Value::List(vec![Value::Null, Value::Null]));
@@ -51,36 +51,40 @@ pub(crate) fn register(r: &mut Registry) {
         let (c, at) = &pairs[n];
         Ok(Value::List(vec![c.to_value(), Value::Int(*at)]))
     });
-    r.register("array.argmax_index", 1, |a| {
+    r.register_typed("array.argmax_index", 1, |a| {
         let pairs = argmax_pairs(a)?;
         let [(_, at)] = pairs[..] else {
-            return Err("argmax of an empty array".into());
+            return Err(OpError::Args("argmax of an empty array"));
         };
         Ok(make::<i64>(vec![], |o| o[0] = at).to_value())
     });
-    r.register("array.random_uniform", 1, |a| {
-        let dt = dtype(a.first().ok_or("random: no dtype")?)?;
+    r.register_typed("array.random_uniform", 1, |a| {
+        let dt = dtype(a.first().ok_or(OpError::Args("random: no dtype"))?)?;
         float_dtype!(dt, random(false, a)).map(|c| c.to_value())
     });
-    r.register("array.random_normal", 1, |a| {
-        let dt = dtype(a.first().ok_or("random: no dtype")?)?;
+    r.register_typed("array.random_normal", 1, |a| {
+        let dt = dtype(a.first().ok_or(OpError::Args("random: no dtype"))?)?;
         float_dtype!(dt, random(true, a)).map(|c| c.to_value())
     });
-    r.register("array.arange", 1, |a| {
+    r.register_typed("array.arange", 1, |a| {
         let [dt, start, step, Value::Int(n)] = a else {
-            return Err("arange: (dtype, start, step, n)".into());
+            return Err(OpError::Args("arange: (dtype, start, step, n)"));
         };
         let (dt, start, step) = (dtype(dt)?, float(start)?, float(step)?);
         let n = (*n).max(0) as u64;
         by_dtype!(dt, arange_chunk(n, start, step)).map(|c| c.to_value())
     });
-    r.register("array.assemble", 1, |a| {
+    r.register_typed("array.assemble", 1, |a| {
         let [shape, pieces @ ..] = a else {
-            return Err("assemble: (shape, (chunk, src start, dst start, extent)…)".into());
+            return Err(OpError::Args(
+                "assemble: (shape, (chunk, src start, dst start, extent)…)",
+            ));
         };
         let shape = int_list(shape, "shape")?;
         if pieces.is_empty() || pieces.len() % 4 != 0 {
-            return Err("assemble: pieces are (chunk, src start, dst start, extent)".into());
+            return Err(OpError::Args(
+                "assemble: pieces are (chunk, src start, dst start, extent)",
+            ));
         }
         let mut parts = Vec::new();
         for p in pieces.chunks(4) {
@@ -94,16 +98,16 @@ pub(crate) fn register(r: &mut Registry) {
         let dt = parts[0].0.dtype;
         by_dtype!(dt, assemble(shape, &parts)).map(|c| c.to_value())
     });
-    r.register("array.full", 1, |a| {
+    r.register_typed("array.full", 1, |a| {
         let [dt, shape, value] = a else {
-            return Err("full: (dtype, shape, value)".into());
+            return Err(OpError::Args("full: (dtype, shape, value)"));
         };
         let (dt, shape, value) = (dtype(dt)?, int_list(shape, "shape")?, float(value)?);
         by_dtype!(dt, full(shape, value)).map(|c| c.to_value())
     });
-    r.register("array.binary", 1, |a| {
+    r.register_typed("array.binary", 1, |a| {
         let [Value::Str(op), x, y] = a else {
-            return Err("binary: (op, chunk, chunk or number)".into());
+            return Err(OpError::Args("binary: (op, chunk, chunk or number)"));
         };
         let x = Chunk::from_value(x)?;
         let y = match y {
@@ -112,49 +116,52 @@ pub(crate) fn register(r: &mut Registry) {
         };
         if let Either::Chunk(c) = &y {
             if c.dtype != x.dtype {
-                return Err(format!("dtypes {} and {} differ", x.dtype, c.dtype));
+                return Err(OpError::DTypes(x.dtype, c.dtype));
             }
         }
         by_dtype!(x.dtype, binary(op, &x, y)).map(|c| c.to_value())
     });
-    r.register("array.transpose", 1, |a| {
+    r.register_typed("array.transpose", 1, |a| {
         let [x] = a else {
-            return Err("transpose: (chunk)".into());
+            return Err(OpError::Args("transpose: (chunk)"));
         };
         let x = Chunk::from_value(x)?;
         by_dtype!(x.dtype, transpose(&x)).map(|c| c.to_value())
     });
-    r.register("array.matmul", 1, |a| {
+    r.register_typed("array.matmul", 1, |a| {
         let [x, y] = a else {
-            return Err("matmul: (chunk, chunk)".into());
+            return Err(OpError::Args("matmul: (chunk, chunk)"));
         };
         let (x, y) = (Chunk::from_value(x)?, Chunk::from_value(y)?);
         if x.dtype != y.dtype {
-            return Err(format!("dtypes {} and {} differ", x.dtype, y.dtype));
+            return Err(OpError::DTypes(x.dtype, y.dtype));
         }
         by_dtype!(x.dtype, matmul(&x, &y)).map(|c| c.to_value())
     });
-    r.register("array.reduce", 1, |a| {
+    r.register_typed("array.reduce", 1, |a| {
         let [Value::Str(op), axis, x] = a else {
-            return Err("reduce: (op, axis or -1, chunk)".into());
+            return Err(OpError::Args("reduce: (op, axis or -1, chunk)"));
         };
         let axis = match axis {
             Value::Int(i) if *i >= 0 => Some(*i as usize),
             Value::Int(_) => None,
-            _ => return Err("reduce: the axis is an integer".into()),
+            _ => return Err(OpError::Args("reduce: the axis is an integer")),
         };
         let x = Chunk::from_value(x)?;
         by_dtype!(x.dtype, reduce(op, axis, &x)).map(|c| c.to_value())
     });
-    r.register("array.combine", 1, |a| {
+    r.register_typed("array.combine", 1, |a| {
         let [Value::Str(op), rest @ ..] = a else {
-            return Err("combine: (op, chunk, …)".into());
+            return Err(OpError::Args("combine: (op, chunk, …)"));
         };
         let chunks = rest
             .iter()
             .map(Chunk::from_value)
             .collect::<Result<Vec<_>, _>>()?;
-        let dt = chunks.first().ok_or("combine of nothing")?.dtype;
+        let dt = chunks
+            .first()
+            .ok_or(OpError::Args("combine of nothing"))?
+            .dtype;
         by_dtype!(dt, combine(op, &chunks)).map(|c| c.to_value())
     });
 }

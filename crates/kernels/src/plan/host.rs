@@ -7,6 +7,7 @@ use super::sim::SimBytes;
 use super::*;
 use crate::chunk::Chunk;
 use crate::cpu::{self, Binary, Elem, Float, Reduce};
+use crate::{LaunchError, PlanError};
 
 /// A buffer of the plan runner: memory of its own, an input read in place, or the
 /// output written in place (the last two when 8-byte aligned, copied otherwise).
@@ -54,12 +55,14 @@ impl<'a> HostBuf<'a> {
 
     /// A plan's input: read in place from host memory and from a simulated GPU's,
     /// brought to the host from any other device.
-    fn of_input(i: &'a Input) -> Result<HostBuf<'a>, String> {
+    fn of_input(i: &'a Input) -> Result<HostBuf<'a>, PlanError> {
         match i {
             Input::Host(b) => Ok(Self::input(b)),
             Input::Device(d) => match d.downcast::<SimBytes>() {
                 Some(s) => Ok(Self::input(s.bytes())),
-                None => Ok(Self::copy_of(&d.data().to_host()?)),
+                None => Ok(Self::copy_of(
+                    &d.data().to_host().map_err(PlanError::Input)?,
+                )),
             },
         }
     }
@@ -96,7 +99,7 @@ impl<'a> HostBuf<'a> {
 /// given, with the launch shape's effect on partial results reproduced. Outputs start
 /// poisoned, so an element no step writes is caught. Inputs are read in place and the
 /// output is written where the op's output goes ([`crate::output_bytes`]).
-pub fn run_on_host(plan: &Plan) -> Result<Chunk, String> {
+pub fn run_on_host(plan: &Plan) -> Result<Chunk, PlanError> {
     let mut result = Ok(());
     let bytes = crate::output_bytes(plan.out_len() as usize, |out| {
         result = run_into(plan, out);
@@ -110,13 +113,12 @@ pub fn run_on_host(plan: &Plan) -> Result<Chunk, String> {
 }
 
 /// Runs a plan with the CPU twins into `out` (the output's length).
-pub fn run_into(plan: &Plan, out: &mut [u8]) -> Result<(), String> {
+pub fn run_into(plan: &Plan, out: &mut [u8]) -> Result<(), PlanError> {
     if out.len() as u64 != plan.out_len() {
-        return Err(format!(
-            "an output of {} bytes for {} bytes",
-            out.len(),
-            plan.out_len()
-        ));
+        return Err(PlanError::OutputLength {
+            got: out.len(),
+            want: plan.out_len(),
+        });
     }
     if out.as_ptr().align_offset(8) == 0 {
         return run_steps(plan, out);
@@ -129,7 +131,7 @@ pub fn run_into(plan: &Plan, out: &mut [u8]) -> Result<(), String> {
 }
 
 /// Runs the steps with `out` (8-byte aligned) as the output.
-fn run_steps(plan: &Plan, out: &mut [u8]) -> Result<(), String> {
+fn run_steps(plan: &Plan, out: &mut [u8]) -> Result<(), PlanError> {
     let mut bufs: Vec<HostBuf> = plan
         .inputs
         .iter()
@@ -139,12 +141,12 @@ fn run_steps(plan: &Plan, out: &mut [u8]) -> Result<(), String> {
     bufs.extend(plan.temps.iter().map(|&t| HostBuf::poisoned(t)));
     out.fill(POISON);
     bufs.push(HostBuf::Out(out));
-    let index = |b: Buf| -> Result<usize, String> {
+    let index = |b: Buf| -> Result<usize, PlanError> {
         let i = match b {
             Buf::In(i) if i < plan.inputs.len() => i,
             Buf::Tmp(i) if i < plan.temps.len() => temps + i,
             Buf::Out => plan.inputs.len() + plan.temps.len(),
-            b => return Err(format!("no buffer {b:?}")),
+            b => return Err(PlanError::NoBuffer(b)),
         };
         Ok(i)
     };
@@ -154,9 +156,11 @@ fn run_steps(plan: &Plan, out: &mut [u8]) -> Result<(), String> {
                 let (from, to, len) = (index(*from)?, index(*to)?, *len as usize);
                 with_output(&mut bufs, to, &[from], |bufs, dst| {
                     let src = &bufs[from].bytes()[..len];
-                    let dst = dst.bytes_mut().ok_or("a copy into an input")?;
+                    let dst = dst
+                        .bytes_mut()
+                        .ok_or(PlanError::Step("a copy into an input"))?;
                     dst[..len].copy_from_slice(src);
-                    Ok::<_, String>(())
+                    Ok::<_, PlanError>(())
                 })?;
             }
             Step::Gemm {
@@ -173,12 +177,15 @@ fn run_steps(plan: &Plan, out: &mut [u8]) -> Result<(), String> {
                 match dtype {
                     DType::F32 => host_gemm::<f32>(&mut bufs, (ia, ib, io), m, k, n)?,
                     DType::F64 => host_gemm::<f64>(&mut bufs, (ia, ib, io), m, k, n)?,
-                    d => return Err(format!("no GEMM for {d}")),
+                    d => return Err(PlanError::NoGemm(*d)),
                 }
             }
             Step::Launch(l) => {
                 let Module::Builtin(_) = l.module else {
-                    return Err(format!("{}: a custom kernel has no twin here", l.entry));
+                    return Err(PlanError::launch(
+                        &l.entry,
+                        LaunchError::Refused("a custom kernel has no twin here"),
+                    ));
                 };
                 let resolved = l
                     .args
@@ -202,9 +209,9 @@ fn host_gemm<T: crate::chunk::Pod + Elem>(
     m: usize,
     k: usize,
     n: usize,
-) -> Result<(), String> {
+) -> Result<(), PlanError> {
     if out == a || out == b {
-        return Err("a GEMM's output is one of its inputs".into());
+        return Err(PlanError::Step("a GEMM's output is one of its inputs"));
     }
     with_output(bufs, out, &[a, b], |bufs, o| {
         let (x, y) = (bufs[a].elems::<T>(), bufs[b].elems::<T>());
@@ -213,8 +220,8 @@ fn host_gemm<T: crate::chunk::Pod + Elem>(
                 T::gemm(m, k, n, &x[..m * k], &y[..k * n], &mut dst[..m * n]);
                 Ok(())
             }
-            Some(_) => Err("GEMM operands too small".into()),
-            None => Err("a GEMM into an input".into()),
+            Some(_) => Err(PlanError::Step("GEMM operands too small")),
+            None => Err(PlanError::Step("a GEMM into an input")),
         }
     })
 }
@@ -247,17 +254,17 @@ enum Resolved {
     Value(Arg),
 }
 
-fn host_launch(l: &Launch, args: &[Resolved], bufs: &mut [HostBuf]) -> Result<(), String> {
+fn host_launch(l: &Launch, args: &[Resolved], bufs: &mut [HostBuf]) -> Result<(), PlanError> {
     let (op, dt) = l
         .entry
         .rsplit_once('_')
-        .ok_or_else(|| format!("entry {:?} is not op_dtype", l.entry))?;
+        .ok_or_else(|| PlanError::EntryName(l.entry.clone()))?;
     match dt {
         "f32" => launch_typed::<f32>(op, l, args, bufs),
         "f64" => launch_typed::<f64>(op, l, args, bufs),
         "i32" => launch_elem::<i32>(op, l, args, bufs),
         "i64" => launch_elem::<i64>(op, l, args, bufs),
-        _ => Err(format!("entry {:?}: unknown dtype", l.entry)),
+        _ => Err(PlanError::EntryDType(l.entry.clone())),
     }
 }
 
@@ -268,53 +275,61 @@ struct Args<'a> {
 }
 
 impl Args<'_> {
-    fn check_count(&self, n: usize) -> Result<(), String> {
+    /// Argument `i` is not of the kind the kernel takes (`kind`, with its article).
+    fn not_a(&self, i: usize, kind: &str) -> PlanError {
+        let kind = kind.to_string();
+        PlanError::launch(self.entry, LaunchError::ArgKind { index: i, kind })
+    }
+
+    fn check_count(&self, n: usize) -> Result<(), PlanError> {
         if self.args.len() == n {
             Ok(())
         } else {
-            Err(format!(
-                "{}: {} arguments, the kernel takes {n}",
+            Err(PlanError::launch(
                 self.entry,
-                self.args.len()
+                LaunchError::ArgCount {
+                    passed: self.args.len(),
+                    takes: n,
+                },
             ))
         }
     }
 
-    fn buf(&self, i: usize) -> Result<usize, String> {
+    fn buf(&self, i: usize) -> Result<usize, PlanError> {
         match self.args.get(i) {
             Some(Resolved::Buf(b)) => Ok(*b),
-            _ => Err(format!("{}: argument {i} is not a buffer", self.entry)),
+            _ => Err(self.not_a(i, "a buffer")),
         }
     }
 
-    fn opt_buf(&self, i: usize) -> Result<Option<usize>, String> {
+    fn opt_buf(&self, i: usize) -> Result<Option<usize>, PlanError> {
         match self.args.get(i) {
             Some(Resolved::Null) => Ok(None),
             _ => self.buf(i).map(Some),
         }
     }
 
-    fn u64(&self, i: usize) -> Result<u64, String> {
+    fn u64(&self, i: usize) -> Result<u64, PlanError> {
         match self.args.get(i) {
             Some(Resolved::Value(Arg::U64(v))) => Ok(*v),
-            _ => Err(format!("{}: argument {i} is not a u64", self.entry)),
+            _ => Err(self.not_a(i, "a u64")),
         }
     }
 
-    fn flag(&self, i: usize) -> Result<bool, String> {
+    fn flag(&self, i: usize) -> Result<bool, PlanError> {
         match self.args.get(i) {
             Some(Resolved::Value(Arg::I32(v))) => Ok(*v != 0),
-            _ => Err(format!("{}: argument {i} is not an int", self.entry)),
+            _ => Err(self.not_a(i, "an int")),
         }
     }
 
-    fn elem<T: Elem>(&self, i: usize) -> Result<T, String> {
+    fn elem<T: Elem>(&self, i: usize) -> Result<T, PlanError> {
         let v = match (T::NAME, self.args.get(i)) {
             ("f32", Some(Resolved::Value(Arg::F32(v)))) => *v as f64,
             ("f64", Some(Resolved::Value(Arg::F64(v)))) => *v,
             ("i32", Some(Resolved::Value(Arg::I32(v)))) => *v as f64,
             ("i64", Some(Resolved::Value(Arg::I64(v)))) => *v as f64,
-            _ => return Err(format!("{}: argument {i} is not a {}", self.entry, T::NAME)),
+            _ => return Err(self.not_a(i, &format!("a {}", T::NAME))),
         };
         Ok(T::from_f64(v))
     }
@@ -327,10 +342,12 @@ fn input<'a, T: Elem>(
     b: usize,
     n: usize,
     entry: &str,
-) -> Result<&'a [T], String> {
+) -> Result<&'a [T], PlanError> {
     let e = bufs[b].elems::<T>();
-    e.get(..n)
-        .ok_or_else(|| format!("{entry}: a buffer of {} elements, {n} read", e.len()))
+    e.get(..n).ok_or_else(|| {
+        let (len, verb) = (e.len(), "read");
+        PlanError::launch(entry, LaunchError::Short { len, n, verb })
+    })
 }
 
 /// The first `n` elements of `buf`, to be written.
@@ -338,13 +355,15 @@ fn output<'a, T: Elem>(
     buf: &'a mut HostBuf<'_>,
     n: usize,
     entry: &str,
-) -> Result<&'a mut [T], String> {
+) -> Result<&'a mut [T], PlanError> {
     let e = buf
         .elems_mut::<T>()
-        .ok_or_else(|| format!("{entry}: writes an input"))?;
+        .ok_or_else(|| PlanError::launch(entry, LaunchError::WritesInput))?;
     let len = e.len();
-    e.get_mut(..n)
-        .ok_or_else(|| format!("{entry}: a buffer of {len} elements, {n} written"))
+    e.get_mut(..n).ok_or_else(|| {
+        let verb = "written";
+        PlanError::launch(entry, LaunchError::Short { len, n, verb })
+    })
 }
 
 /// A binary kernel `(a, b, out, n, a_scalar, b_scalar)`: `f` gets the operands (a scalar
@@ -353,7 +372,7 @@ fn binary_launch<T: Elem>(
     a: &Args<'_>,
     bufs: &mut [HostBuf],
     f: impl FnOnce(&[T], &[T], &mut [T], bool, bool),
-) -> Result<(), String> {
+) -> Result<(), PlanError> {
     a.check_count(6)?;
     let n = a.u64(3)? as usize;
     let (sa, sb) = (a.flag(4)?, a.flag(5)?);
@@ -371,7 +390,7 @@ fn launch_typed<T: Float>(
     l: &Launch,
     args: &[Resolved],
     bufs: &mut [HostBuf],
-) -> Result<(), String> {
+) -> Result<(), PlanError> {
     let a = Args {
         entry: &l.entry,
         args,
@@ -401,7 +420,7 @@ fn launch_elem<T: Elem>(
     l: &Launch,
     args: &[Resolved],
     bufs: &mut [HostBuf],
-) -> Result<(), String> {
+) -> Result<(), PlanError> {
     let a = Args {
         entry: &l.entry,
         args,
@@ -431,7 +450,7 @@ fn launch_elem<T: Elem>(
             // elements goes to block j % blocks.
             a.check_count(3)?;
             if l.block != (THREADS, 1, 1) {
-                return Err(format!("{e}: block reductions launch {THREADS} threads"));
+                return Err(PlanError::launch(e, LaunchError::BlockSize(THREADS)));
             }
             let n = a.u64(2)? as usize;
             let blocks = l.grid.0 as usize;
@@ -454,13 +473,14 @@ fn launch_elem<T: Elem>(
             with_output(bufs, io, &[ix], |bufs, o| {
                 let x = input::<T>(bufs, ix, outer * len * inner, e)?;
                 cpu::reduce_axis(r, x, output::<T>(o, outer * inner, e)?, len, inner);
-                Ok::<_, String>(())
+                Ok::<_, PlanError>(())
             })?;
         }
         "argmax" => {
             a.check_count(5)?;
             if l.grid != (1, 1, 1) {
-                return Err(format!("{e}: the twin covers one-block launches"));
+                let problem = LaunchError::Refused("the twin covers one-block launches");
+                return Err(PlanError::launch(e, problem));
             }
             let n = a.u64(4)? as usize;
             let x = input::<T>(bufs, a.buf(0)?, n, e)?;
@@ -468,7 +488,8 @@ fn launch_elem<T: Elem>(
                 Some(b) => Some(input::<i64>(bufs, b, n, e)?),
                 None => None,
             };
-            let i = cpu::argmax(x).ok_or_else(|| format!("{e}: argmax of nothing"))?;
+            let i = cpu::argmax(x)
+                .ok_or_else(|| PlanError::launch(e, LaunchError::Refused("argmax of nothing")))?;
             let (v, at) = (x[i], idx.map_or(i as i64, |idx| idx[i]));
             output::<T>(&mut bufs[a.buf(2)?], 1, e)?[0] = v;
             output::<i64>(&mut bufs[a.buf(3)?], 1, e)?[0] = at;
@@ -478,16 +499,20 @@ fn launch_elem<T: Elem>(
             let (rows, cols) = (a.u64(2)? as usize, a.u64(3)? as usize);
             let tiles = |d: usize| d.div_ceil(TILE as usize) as u32;
             if l.block != (TILE, TILE_ROWS, 1) || l.grid != (tiles(cols), tiles(rows), 1) {
-                return Err(format!("{e}: launch shape does not cover the tiles"));
+                let problem = LaunchError::Refused("launch shape does not cover the tiles");
+                return Err(PlanError::launch(e, problem));
             }
             let (ix, io) = (a.buf(0)?, a.buf(1)?);
             with_output(bufs, io, &[ix], |bufs, o| {
                 let x = input::<T>(bufs, ix, rows * cols, e)?;
                 cpu::transpose(x, output::<T>(o, rows * cols, e)?, rows, cols);
-                Ok::<_, String>(())
+                Ok::<_, PlanError>(())
             })?;
         }
-        _ => return Err(format!("{e}: no CPU twin for this entry point")),
+        _ => {
+            let problem = LaunchError::Refused("no CPU twin for this entry point");
+            return Err(PlanError::launch(e, problem));
+        }
     }
     Ok(())
 }

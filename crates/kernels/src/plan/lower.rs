@@ -32,7 +32,7 @@ pub fn plan(op: &str, args: &[Value]) -> Option<Plan> {
             let dtype: DType = dt.parse().ok()?;
             let mut p = Plan::new(dtype, int_list(shape, "shape").ok()?);
             let n = p.shape.iter().product();
-            let entry = format!("fill_{}", suffix(dtype).ok()?);
+            let entry = format!("fill_{}", suffix(dtype)?);
             let value = Arg::scalar(dtype, float(value).ok()?);
             p.elementwise(entry, n, vec![Arg::Buf(Buf::Out), Arg::U64(n), value]);
             Some(p)
@@ -41,7 +41,7 @@ pub fn plan(op: &str, args: &[Value]) -> Option<Plan> {
             let dtype: DType = dt.parse().ok()?;
             let n = (*n).max(0) as u64;
             let mut p = Plan::new(dtype, vec![n]);
-            let entry = format!("arange_{}", suffix(dtype).ok()?);
+            let entry = format!("arange_{}", suffix(dtype)?);
             let (start, step) = (float(start).ok()?, float(step).ok()?);
             let args = vec![
                 Arg::Buf(Buf::Out),
@@ -91,12 +91,12 @@ pub fn plan(op: &str, args: &[Value]) -> Option<Plan> {
                 Arg::scalar(dtype, float(p0).ok()?),
                 Arg::scalar(dtype, float(p1).ok()?),
             ];
-            p.elementwise(format!("{kind}_{}", suffix(dtype).ok()?), n, args);
+            p.elementwise(format!("{kind}_{}", suffix(dtype)?), n, args);
             Some(p)
         }
         ("array.binary", [Value::Str(name), x, y]) => {
             let x = chunk(x)?;
-            let s = suffix(x.dtype).ok()?;
+            let s = suffix(x.dtype)?;
             let is_float = matches!(x.dtype, DType::F32 | DType::F64);
             let known = Binary::parse(name).is_some()
                 || (is_float && matches!(name.as_str(), "div" | "pow"));
@@ -141,7 +141,7 @@ pub fn plan(op: &str, args: &[Value]) -> Option<Plan> {
             {
                 return None;
             }
-            let s = suffix(first.dtype).ok()?;
+            let s = suffix(first.dtype)?;
             let mut p = Plan::new(first.dtype, first.shape.clone());
             let n: u64 = p.shape.iter().product();
             let bufs: Vec<Buf> = chunks.iter().map(|c| p.input(c.data.clone())).collect();
@@ -180,7 +180,7 @@ pub fn plan(op: &str, args: &[Value]) -> Option<Plan> {
                 return None;
             }
             let mut p = Plan::new(x.dtype, vec![cols, rows]);
-            let s = suffix(x.dtype).ok()?;
+            let s = suffix(x.dtype)?;
             let a = p.input(x.data);
             if rows * cols > 0 {
                 p.steps.push(Step::Launch(Launch {
@@ -214,7 +214,7 @@ pub fn plan(op: &str, args: &[Value]) -> Option<Plan> {
             if m * n > 0 {
                 if k == 0 {
                     p.elementwise(
-                        format!("fill_{}", suffix(x.dtype).ok()?),
+                        format!("fill_{}", suffix(x.dtype)?),
                         m * n,
                         vec![
                             Arg::Buf(Buf::Out),
@@ -239,7 +239,7 @@ pub fn plan(op: &str, args: &[Value]) -> Option<Plan> {
         ("array.reduce", [Value::Str(name), Value::Int(axis), x]) => {
             let x = chunk(x)?;
             let op = Reduce::parse(name)?;
-            let s = suffix(x.dtype).ok()?;
+            let s = suffix(x.dtype)?;
             let kernel = match op {
                 Reduce::Sum => "sum",
                 Reduce::Max => "amax",
@@ -313,7 +313,7 @@ pub fn custom(source: &str, entry: &str, args: &[Value]) -> Option<Plan> {
     }
     let first = chunks.first()?;
     let dtype = first.dtype;
-    suffix(dtype).ok()?;
+    suffix(dtype)?;
     let mut p = Plan::new(dtype, first.shape.clone());
     let n: u64 = p.shape.iter().product();
     let mut kargs: Vec<Arg> = chunks

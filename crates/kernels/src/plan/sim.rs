@@ -10,7 +10,7 @@ use rask_proto::{DeviceBytes, DeviceData, DeviceLoc, Value};
 use super::host::{run_into, run_on_host};
 use super::plan;
 use crate::chunk::chunk_value;
-use crate::OutputAlloc;
+use crate::{OpError, OutputAlloc};
 
 /// A simulated GPU's executor: device plans run by the kernels' CPU twins, launch by
 /// launch, as a GPU would run them, their outputs left in the GPU's memory
@@ -48,17 +48,17 @@ impl crate::Accelerator for HostPlans {
         registry: &crate::Registry,
         op: &str,
         args: &[Value],
-    ) -> Option<Result<Value, String>> {
+    ) -> Option<Result<Value, OpError>> {
         if registry.cuda_kernel(op).is_some() {
             return None;
         }
         let p = plan(op, args)?;
         let len = p.out_len() as usize;
         let Some(mut out) = (len > 0).then(|| self.memory.alloc(len)).flatten() else {
-            return Some(run_on_host(&p).map(|c| c.to_value()));
+            return Some(run_on_host(&p).map(|c| c.to_value()).map_err(OpError::from));
         };
         if let Err(e) = run_into(&p, out.bytes_mut()) {
-            return Some(Err(e));
+            return Some(Err(e.into()));
         }
         let data = Value::Device(self.keep(out.freeze()));
         Some(Ok(chunk_value(p.dtype, &p.shape, data)))
@@ -72,7 +72,7 @@ impl crate::Accelerator for HostPlans {
         registry.cuda_kernel(op).is_none() && plan(op, args).is_some()
     }
 
-    fn upload(&self, v: &Value) -> Option<Result<Value, String>> {
+    fn upload(&self, v: &Value) -> Option<Result<Value, OpError>> {
         crate::map_host_bytes(v, &mut |b| {
             let mut m = self.memory.alloc(b.len())?;
             m.bytes_mut().copy_from_slice(b);
