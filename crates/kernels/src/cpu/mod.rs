@@ -70,6 +70,17 @@ impl Binary {
         }
     }
 
+    /// The name, as in entry points (`add_f32`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Binary::Add => "add",
+            Binary::Sub => "sub",
+            Binary::Mul => "mul",
+            Binary::Max => "max",
+            Binary::Min => "min",
+        }
+    }
+
     /// `x op y`, as the kernels compute it.
     #[inline]
     pub fn apply<T: Elem>(self, x: T, y: T) -> T {

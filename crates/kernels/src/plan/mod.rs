@@ -12,6 +12,7 @@
 
 mod host;
 mod lower;
+mod op;
 mod sim;
 
 use std::sync::Arc;
@@ -20,7 +21,8 @@ use bytes::Bytes;
 use rask_proto::{DType, DeviceBytes};
 
 pub use host::{run_into, run_on_host};
-pub use lower::{custom, plan};
+pub use lower::{custom, lower, plan};
+pub use op::{ArrayOp, BinaryOp, ChunkArg, Operand, Random};
 pub use sim::{HostPlans, SimBytes};
 
 /// An input of a plan: bytes in host memory (uploaded first), or already in a device's.
