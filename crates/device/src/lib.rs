@@ -7,7 +7,7 @@
 //! memory the system runs on. Each kind of device implements its
 //! [`rask_proto::DeviceData`] where its ops run (rask-kernels: a simulated GPU's bytes, a
 //! CUDA GPU's); the memory itself comes from here ([`arena::Arena`] regions for simulated
-//! GPUs, allocations of the [`cuda`] backend for CUDA ones).
+//! GPUs, `cuda::DeviceMem` allocations for CUDA ones).
 //!
 //! **Simulated GPUs** stand in for GPUs on machines without one: each has its own
 //! capacity, its memory is a memfd [`arena::Arena`] (so a same-host peer can map it, as
@@ -21,15 +21,13 @@
 pub mod arena;
 #[cfg(feature = "cuda")]
 pub mod cuda;
-/// The CUDA bindings the backend is built on (for the kernel launchers).
-#[cfg(feature = "cuda")]
-pub use cudarc;
 pub mod discover;
 #[cfg(feature = "cuda")]
 pub mod nvrtc;
 pub mod sim;
 pub mod spill;
-pub mod staging;
+#[cfg(feature = "cuda")]
+mod staging;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -58,6 +56,9 @@ pub enum DeviceError {
     /// A CUDA call failed (what was being done, and the driver's error).
     #[error("CUDA: {0}")]
     Cuda(String),
+    /// A CUDA IPC handle of the wrong length (from a peer).
+    #[error("a CUDA IPC handle is {want} bytes, got {got}")]
+    IpcHandle { want: usize, got: usize },
     /// NVRTC cannot be loaded.
     #[error("NVRTC is not available: {0}")]
     NoNvrtc(String),

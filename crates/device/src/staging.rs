@@ -90,6 +90,7 @@ impl StagingPool {
     }
 
     /// Bytes of page-locked memory held.
+    #[cfg(test)]
     pub fn pinned(&self) -> usize {
         self.state.lock().expect("staging pool lock").allocated * self.chunk
     }

@@ -5,13 +5,36 @@
 //!
 //! A CUDA context binds to the calling thread and its calls block: callers drive each GPU
 //! from one dedicated thread, never from an async runtime's threads.
+//!
+//! Raw CUDA stays in this module: other crates see typed owners. [`CudaGpu`] is an opened
+//! GPU (context, stream, cuBLAS, pinned staging) with the calls a kernel launcher makes;
+//! [`DeviceMem`] is an allocation, freed when dropped; [`IpcMapping`] another process's
+//! allocation opened by its IPC handle, closed when dropped; [`Module`] and [`Function`]
+//! are loaded kernels, launched with [`KernelArg`]s. No device address leaves this module
+//! as a number.
+//!
+//! - `gpu`: [`CudaGpu`] (memory, copies, launches, GEMM, IPC)
+//! - `mem`: [`DeviceMem`]
+//! - `ipc`: [`IpcMapping`]
+//! - `launch`: [`Module`], [`Function`], [`KernelArg`]
+//! - `pinned`: page-locked staging memory and the stream as its copy engine
+
+mod gpu;
+mod ipc;
+mod launch;
+mod mem;
+mod pinned;
+
+pub use gpu::CudaGpu;
+pub use ipc::IpcMapping;
+pub use launch::{Function, KernelArg, Module};
+pub use mem::DeviceMem;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use cudarc::driver::{result, CudaContext, CudaEvent, CudaStream};
+use cudarc::driver::CudaContext;
 
-use crate::staging::{CopyEngine, PinnedMemory};
 use crate::{DeviceError, DeviceLoc, MemoryPool};
 
 /// Whether a CUDA driver library can be loaded here.
@@ -28,7 +51,7 @@ pub fn driver() -> Result<(), DeviceError> {
 
 /// Runs a CUDA call: its error, or a panic inside cudarc (a symbol missing from an old
 /// driver), becomes a [`DeviceError::Cuda`] naming `what` was being done.
-pub fn guarded<T, E: std::fmt::Debug>(
+pub(crate) fn guarded<T, E: std::fmt::Debug>(
     what: &str,
     f: impl FnOnce() -> Result<T, E>,
 ) -> Result<T, DeviceError> {
@@ -85,73 +108,5 @@ impl CudaDevice {
     /// The pool the GPU's memory use is accounted in.
     pub fn pool(&self) -> &Arc<MemoryPool> {
         &self.pool
-    }
-}
-
-/// Page-locked host memory of a CUDA context, for staging (`cuMemHostAlloc` with flags 0:
-/// not write-combined, since the CPU reads downloads from it).
-pub struct CudaPinned(Arc<CudaContext>);
-
-impl CudaPinned {
-    pub fn new(ctx: Arc<CudaContext>) -> CudaPinned {
-        CudaPinned(ctx)
-    }
-}
-
-impl PinnedMemory for CudaPinned {
-    fn alloc(&self, len: usize) -> Result<std::ptr::NonNull<u8>, DeviceError> {
-        guarded("binding the context", || self.0.bind_to_thread())?;
-        // SAFETY: a plain page-locked allocation.
-        let p = guarded("allocating pinned memory", || unsafe {
-            result::malloc_host(len, 0)
-        })?;
-        std::ptr::NonNull::new(p.cast())
-            .ok_or_else(|| DeviceError::Cuda("allocating pinned memory: a null pointer".into()))
-    }
-
-    unsafe fn free(&self, ptr: std::ptr::NonNull<u8>, _len: usize) {
-        let _ = guarded("binding the context", || self.0.bind_to_thread());
-        // SAFETY: allocated by `alloc` above, freed once (the caller's contract).
-        let _ = guarded("freeing pinned memory", || unsafe {
-            result::free_host(ptr.as_ptr().cast())
-        });
-    }
-}
-
-/// A CUDA stream as the copy engine of staged transfers: copies are queued on the stream,
-/// fences are events recorded on it.
-pub struct StreamEngine<'a>(pub &'a CudaStream);
-
-impl CopyEngine for StreamEngine<'_> {
-    type Fence = CudaEvent;
-
-    unsafe fn to_device(
-        &mut self,
-        src: *const u8,
-        len: usize,
-        dst: u64,
-    ) -> Result<(), DeviceError> {
-        let stream = self.0.cu_stream();
-        // SAFETY: the caller keeps `src` (pinned, `len` bytes) valid until the fence after
-        // this copy; `dst` holds `len` bytes.
-        guarded("copying to the device", || unsafe {
-            result::memcpy_htod_async(dst, std::slice::from_raw_parts(src, len), stream)
-        })
-    }
-
-    unsafe fn to_host(&mut self, src: u64, dst: *mut u8, len: usize) -> Result<(), DeviceError> {
-        let stream = self.0.cu_stream();
-        // SAFETY: as above, for `dst`.
-        guarded("copying to the host", || unsafe {
-            result::memcpy_dtoh_async(std::slice::from_raw_parts_mut(dst, len), src, stream)
-        })
-    }
-
-    fn fence(&mut self) -> Result<CudaEvent, DeviceError> {
-        guarded("recording an event", || self.0.record_event(None))
-    }
-
-    fn wait(&mut self, fence: &CudaEvent) -> Result<(), DeviceError> {
-        guarded("waiting for the device", || fence.synchronize())
     }
 }
