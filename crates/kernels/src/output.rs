@@ -13,6 +13,7 @@ pub trait OutputAlloc: Send + Sync {
 
 /// A buffer from an [`OutputAlloc`].
 pub trait OutputBuf: Send {
+    /// The bytes, to be written.
     fn bytes_mut(&mut self) -> &mut [u8];
     /// The finished, immutable bytes.
     fn freeze(self: Box<Self>) -> bytes::Bytes;

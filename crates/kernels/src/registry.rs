@@ -210,7 +210,7 @@ impl Registry {
         self.call_with(name, args, None)
     }
 
-    /// [`Registry::call`], with the op's output bytes ([`output_bytes`]) allocated by
+    /// [`Registry::call`], with the op's output bytes ([`crate::output_bytes`]) allocated by
     /// `alloc`.
     pub fn call_with(
         &self,

@@ -17,7 +17,9 @@ pub enum DeviceKind {
 /// them (the host's index is 0). Shown and parsed as `host`, `sim:N` or `cuda:N`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DeviceLoc {
+    /// Host, simulated GPU or CUDA GPU.
     pub kind: DeviceKind,
+    /// The GPU's index in its process (0 for the host).
     pub index: u32,
 }
 

@@ -25,7 +25,9 @@ pub use dtype::DType;
 pub use error::ProtoError;
 pub use ids::{ClientId, StimulusId, TaskId, WorkerId};
 pub use link::LinkClass;
-pub use value::{AsPayload, Datum, DeviceBytes, DeviceData, IpcBuffer, IpcExport, Payload, Value};
+pub use value::{
+    AsPayload, Datum, DeviceBytes, DeviceData, IpcBuffer, IpcExport, Payload, Value, MAX_DEPTH,
+};
 
 /// The wire protocol version. A peer with another version is refused in the handshake.
 pub const PROTOCOL_VERSION: u16 = 1;

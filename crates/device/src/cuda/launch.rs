@@ -49,10 +49,15 @@ pub enum KernelArg<'a> {
     Mem(&'a DeviceMem),
     /// A null pointer.
     Null,
+    /// An `unsigned long long`.
     U64(u64),
+    /// An `int`.
     I32(i32),
+    /// A `long long`.
     I64(i64),
+    /// A `float`.
     F32(f32),
+    /// A `double`.
     F64(f64),
 }
 

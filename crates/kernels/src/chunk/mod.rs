@@ -150,6 +150,7 @@ impl Chunk {
 /// Chunk bytes are viewed as slices of `Self` and slices of `Self` as bytes: besides
 /// [`Elem`]'s guarantees, `Self` has the size and alignment of `DTYPE`'s elements.
 pub unsafe trait Pod: Elem + Default {
+    /// The dtype whose elements this type holds.
     const DTYPE: DType;
     /// Floating point (reductions accumulate in f64; `div`, `pow` and random values exist).
     const FLOAT: bool;

@@ -53,16 +53,25 @@
 /// size a valid value, and its size and alignment those of the dtype it stands for
 /// (`NAME`).
 pub unsafe trait Elem: sealed::Sealed + Copy + PartialOrd + Send + Sync + 'static {
+    /// The dtype's name, as in entry points (`add_f32`).
     const NAME: &'static str;
-    /// The identities of max and min (−∞ and +∞ for floats).
+    /// The identity of max (−∞ for floats).
     const LOWEST: Self;
+    /// The identity of min (+∞ for floats).
     const HIGHEST: Self;
+    /// Zero.
     fn zero() -> Self;
+    /// `v` converted (`as`).
     fn from_f64(v: f64) -> Self;
+    /// The value as an f64 (`as`).
     fn to_f64(self) -> f64;
+    /// `self + o` (wrapping for integers, as on a GPU).
     fn add(self, o: Self) -> Self;
+    /// `self - o` (wrapping for integers).
     fn sub(self, o: Self) -> Self;
+    /// `self * o` (wrapping for integers).
     fn mul(self, o: Self) -> Self;
+    /// `-self` (wrapping for integers).
     fn neg(self) -> Self;
 }
 
@@ -150,8 +159,11 @@ elem_float!(f64, "f64");
 
 /// Floating-point element types (the transcendental ops).
 pub trait Float: Elem {
+    /// `f(self)`, computed in f64.
     fn map(self, f: fn(f64) -> f64) -> Self;
+    /// `self` to the power `o`.
     fn powf(self, o: Self) -> Self;
+    /// `self / o`.
     fn div(self, o: Self) -> Self;
 }
 

@@ -49,10 +49,15 @@ fn zip_broadcast<T: Copy, U>(
 /// Binary ops with scalar broadcast (an operand flagged scalar is read at index 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Binary {
+    /// `x + y`.
     Add,
+    /// `x - y`.
     Sub,
+    /// `x * y`.
     Mul,
+    /// The larger (`x > y ? x : y`).
     Max,
+    /// The smaller (`x < y ? x : y`).
     Min,
 }
 
@@ -149,12 +154,14 @@ pub fn binary_float<T: Float>(
     }
 }
 
+/// `-a`: the twin of `neg_*`.
 pub fn neg<T: Elem>(a: &[T], out: &mut [T]) {
     for (o, &x) in out.iter_mut().zip(a) {
         *o = x.neg();
     }
 }
 
+/// `|a|`: the twin of `abs_*`.
 pub fn abs<T: Elem>(a: &[T], out: &mut [T]) {
     for (o, &x) in out.iter_mut().zip(a) {
         *o = if x < T::zero() { x.neg() } else { x };
@@ -174,6 +181,7 @@ pub const UNARY_FLOAT: &[(&str, UnaryFn)] = &[
     ("tanh", f64::tanh),
 ];
 
+/// `f(a)` elementwise: the twin of the [`UNARY_FLOAT`] entry points.
 pub fn unary_float<T: Float>(f: fn(f64) -> f64, a: &[T], out: &mut [T]) {
     for (o, &x) in out.iter_mut().zip(a) {
         *o = x.map(f);
@@ -187,13 +195,18 @@ pub fn axpy<T: Elem>(alpha: T, x: &[T], y: &mut [T]) {
     }
 }
 
+/// Comparisons, giving 0 or 1 per element.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compare {
+    /// `x < y`.
     Lt,
+    /// `x > y`.
     Gt,
+    /// `x == y`.
     Eq,
 }
 
+/// `a op b` as 0 or 1 bytes: the twin of `{lt,gt,eq}_*`.
 pub fn compare<T: Elem>(
     op: Compare,
     a: &[T],
@@ -209,6 +222,7 @@ pub fn compare<T: Elem>(
     }
 }
 
+/// `mask ? a : b` elementwise: the twin of `where_*`.
 pub fn select<T: Elem>(mask: &[u8], a: &[T], b: &[T], out: &mut [T]) {
     for (i, o) in out.iter_mut().enumerate() {
         *o = if mask[i] != 0 { a[i] } else { b[i] };
@@ -225,6 +239,7 @@ pub fn sum<T: Elem>(a: &[T]) -> T {
     sum(l).add(sum(r))
 }
 
+/// The largest element (`None` for none).
 pub fn amax<T: Elem>(a: &[T]) -> Option<T> {
     a.iter().copied().fold(None, |m, x| match m {
         Some(m) if m >= x => Some(m),
@@ -232,6 +247,7 @@ pub fn amax<T: Elem>(a: &[T]) -> Option<T> {
     })
 }
 
+/// The smallest element (`None` for none).
 pub fn amin<T: Elem>(a: &[T]) -> Option<T> {
     a.iter().copied().fold(None, |m, x| match m {
         Some(m) if m <= x => Some(m),
@@ -267,12 +283,16 @@ pub fn transpose<T: Elem>(a: &[T], out: &mut [T], rows: usize, cols: usize) {
 /// Whole and per-axis reductions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reduce {
+    /// The sum.
     Sum,
+    /// The largest element.
     Max,
+    /// The smallest element.
     Min,
 }
 
 impl Reduce {
+    /// `sum`, `max` (or `amax`) or `min` (or `amin`).
     pub fn parse(op: &str) -> Option<Reduce> {
         match op {
             "sum" => Some(Reduce::Sum),
@@ -291,6 +311,7 @@ impl Reduce {
         }
     }
 
+    /// `acc` with `x` taken in.
     pub fn combine<T: Elem>(self, acc: T, x: T) -> T {
         match self {
             Reduce::Sum => acc.add(x),

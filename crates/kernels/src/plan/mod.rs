@@ -7,8 +7,10 @@
 //! Ops without a plan (`array.assemble`, ranks the kernels do not cover) run their CPU
 //! implementation on the worker's host memory.
 //!
-//! The IR is here; [`lower`] makes plans of ops, [`host`] runs them with the CPU twins,
-//! and [`sim`] is the simulated GPU that does so for a worker.
+//! The IR is here (the [`Plan`] of [`Step`]s over [`Buf`]s); `op` parses an op into an
+//! [`ArrayOp`], `lower` makes its plan ([`lower()`], [`plan()`], [`custom`]), `host` runs
+//! plans with the CPU twins ([`run_on_host`]) and `sim` is the simulated GPU that does so
+//! for a worker ([`HostPlans`], [`SimBytes`]).
 
 mod host;
 mod lower;
@@ -28,11 +30,14 @@ pub use sim::{HostPlans, SimBytes};
 /// An input of a plan: bytes in host memory (uploaded first), or already in a device's.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Input {
+    /// Host bytes, uploaded before the first step.
     Host(Bytes),
+    /// Bytes in a device's memory: used in place on that device, brought over otherwise.
     Device(DeviceBytes),
 }
 
 impl Input {
+    /// Length in bytes.
     pub fn len(&self) -> usize {
         match self {
             Input::Host(b) => b.len(),
@@ -40,6 +45,7 @@ impl Input {
         }
     }
 
+    /// Whether it has no bytes.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -59,13 +65,19 @@ pub enum Buf {
 /// A kernel argument.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Arg {
+    /// A buffer of the plan, passed as its address.
     Buf(Buf),
     /// A null pointer.
     Null,
+    /// An element count or index (`unsigned long long`).
     U64(u64),
+    /// An `int` (a flag, or an i32 element).
     I32(i32),
+    /// An i64 element.
     I64(i64),
+    /// An f32 element.
     F32(f32),
+    /// An f64 element.
     F64(f64),
 }
 
@@ -103,16 +115,22 @@ pub enum Module {
 /// One kernel launch.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Launch {
+    /// Where the entry point is compiled from.
     pub module: Module,
+    /// The entry point, `{op}_{dtype}` for the built-in kernels.
     pub entry: String,
+    /// Blocks per grid (x, y, z).
     pub grid: (u32, u32, u32),
+    /// Threads per block (x, y, z).
     pub block: (u32, u32, u32),
+    /// The arguments, one per parameter of the entry point.
     pub args: Vec<Arg>,
 }
 
 /// One step of a plan.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Step {
+    /// A kernel launch.
     Launch(Launch),
     /// `out` (m×n) = `a` (m×k) · `b` (k×n), row-major (cuBLAS on a GPU).
     Gemm {
@@ -125,21 +143,21 @@ pub enum Step {
         out: Buf,
     },
     /// `len` bytes from one buffer to another.
-    Copy {
-        from: Buf,
-        to: Buf,
-        len: u64,
-    },
+    Copy { from: Buf, to: Buf, len: u64 },
 }
 
 /// An op as device work: inputs, temporaries, the output chunk and the steps.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
+    /// The inputs, [`Buf::In`] by index.
     pub inputs: Vec<Input>,
-    /// Sizes of the temporaries, in bytes.
+    /// Sizes of the temporaries, in bytes ([`Buf::Tmp`] by index).
     pub temps: Vec<u64>,
+    /// The output chunk's dtype.
     pub dtype: DType,
+    /// The output chunk's shape.
     pub shape: Vec<u64>,
+    /// What runs, in order, on one stream.
     pub steps: Vec<Step>,
 }
 

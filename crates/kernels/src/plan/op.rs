@@ -16,8 +16,11 @@ use crate::cpu::{Binary, Reduce};
 /// A chunk argument: its dtype and shape, and its bytes wherever they are.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ChunkArg {
+    /// The element type.
     pub dtype: DType,
+    /// The extent of each dimension.
     pub shape: Vec<u64>,
+    /// The bytes, as long as the shape and dtype say (checked when parsed).
     pub data: Input,
 }
 
@@ -37,7 +40,9 @@ impl ChunkArg {
 /// The second operand of `array.binary`: a chunk, or a number broadcast to every element.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Operand {
+    /// A chunk of the first operand's dtype and shape.
     Chunk(ChunkArg),
+    /// A number, passed as the first operand's dtype.
     Scalar(f64),
 }
 
@@ -45,8 +50,11 @@ pub enum Operand {
 /// floating-point one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BinaryOp {
+    /// `add`, `sub`, `mul`, `max` or `min`.
     Binary(Binary),
+    /// `div`, f32 and f64 only.
     Div,
+    /// `pow`, f32 and f64 only.
     Pow,
 }
 
@@ -81,6 +89,7 @@ impl BinaryOp {
 /// standard deviation (normal).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Random {
+    /// Normal values (else uniform).
     pub normal: bool,
     pub dtype: DType,
     pub seed: u64,
