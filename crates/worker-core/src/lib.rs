@@ -9,6 +9,8 @@
 //! scheduler knows about and frees explicitly — and *cached* — dependencies fetched from
 //! peers, kept while a local task still needs them.
 
+#![forbid(unsafe_code)]
+
 mod inline;
 pub mod spill;
 
