@@ -21,6 +21,9 @@ export RASK_REQUIRE_NVRTC=1
 echo "== build"
 cargo build --workspace --all-targets --locked
 
+echo "== docs (every crate's, warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
 echo "== the README's commands resolve (cargo run picks the rask binary)"
 cargo run -q --locked -- info >/dev/null
 
