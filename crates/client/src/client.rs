@@ -1,0 +1,502 @@
+//! [`Client`]: connecting, submitting tasks and graphs (in parts within the frame
+//! target), asking the scheduler.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use rask_proto::msg::{
+    Hello, Holder, RegistryInfo, Role, SchedulerInfoMsg, TaskSpec, ToClient, ToScheduler,
+    UpdateGraphMsg,
+};
+use rask_proto::Value;
+use rask_transport::{connect, ConnConfig, Sender};
+use tokio::sync::oneshot;
+
+use crate::future::Future;
+use crate::gather::gather;
+use crate::runtime::block_on;
+use crate::runtime::on_runtime;
+use crate::runtime::start_runtime;
+use crate::state::read_scheduler;
+use crate::state::KeyEntry;
+use crate::state::State;
+use crate::state::Status;
+use crate::ClientError;
+use crate::{Arg, Graph};
+
+/// Options for [`Client::connect_with`].
+#[derive(Clone, Debug, Default)]
+pub struct ClientOptions {
+    /// Client name, shown in the scheduler's logs.
+    pub name: Option<String>,
+    /// The ops this program knows; sent in the handshake and checked at submit.
+    pub registry: Option<RegistryInfo>,
+    /// Connection settings; `conn.handshake_timeout` bounds connecting (default 10 s,
+    /// `RASK_CONNECT_TIMEOUT` in seconds overrides it).
+    pub conn: ConnConfig,
+    /// How results are gathered from workers (default: `RASK_TRANSPORT`, else auto:
+    /// inproc from workers in this process, shm on this host, tcp otherwise).
+    pub transport: Option<rask_transport::TransportMode>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) handle: tokio::runtime::Handle,
+    /// Stops the runtime thread when dropped.
+    pub(crate) _stop: oneshot::Sender<()>,
+    pub(crate) id: u32,
+    pub(crate) scheduler: String,
+    pub(crate) to_scheduler: Sender<ToScheduler>,
+    pub(crate) ops: Option<HashSet<String>>,
+    pub(crate) conn: ConnConfig,
+    pub(crate) state: Mutex<State>,
+    pub(crate) next: AtomicU64,
+    pub(crate) transport: rask_transport::TransportMode,
+    pub(crate) host_id: String,
+}
+
+impl Inner {
+    pub(crate) fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("client state lock")
+    }
+
+    /// Runs `fut` on the client's runtime and waits for it on this thread.
+    pub(crate) fn block<T: Send + 'static>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, ClientError>> + Send + 'static,
+    ) -> Result<T, ClientError> {
+        block_on(&self.handle, fut)
+    }
+}
+
+/// A connection to a Rask scheduler. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// The largest part of a graph sent in one message (by its size estimate): a large graph
+/// goes in several, well inside the scheduler's frame limit.
+pub(crate) const PART_TARGET: usize = 4 << 20;
+
+/// The connect timeout from `RASK_CONNECT_TIMEOUT` (seconds), if set.
+pub(crate) fn connect_timeout_from_env() -> Result<Option<std::time::Duration>, ClientError> {
+    match std::env::var("RASK_CONNECT_TIMEOUT") {
+        Ok(v) if !v.is_empty() => v
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(|s| Some(std::time::Duration::from_secs_f64(s)))
+            .ok_or_else(|| {
+                ClientError::Other(format!(
+                    "RASK_CONNECT_TIMEOUT={v:?}: expected a positive number of seconds"
+                ))
+            }),
+        _ => Ok(None),
+    }
+}
+
+impl Client {
+    /// Connects to a scheduler at `tcp://host:port`.
+    pub fn connect(addr: &str) -> Result<Client, ClientError> {
+        Client::connect_with(addr, ClientOptions::default())
+    }
+
+    /// Connects to a scheduler; awaitable from any async runtime.
+    pub async fn connect_async(addr: &str) -> Result<Client, ClientError> {
+        Client::connect_with_async(addr, ClientOptions::default()).await
+    }
+
+    /// Connects with options (registry, name, limits).
+    pub fn connect_with(addr: &str, opts: ClientOptions) -> Result<Client, ClientError> {
+        let (handle, stop) = start_runtime()?;
+        let fut = Client::join(handle.clone(), stop, addr.to_string(), opts);
+        block_on(&handle, fut)
+    }
+
+    /// Connects with options; awaitable from any async runtime.
+    pub async fn connect_with_async(
+        addr: &str,
+        opts: ClientOptions,
+    ) -> Result<Client, ClientError> {
+        let (handle, stop) = start_runtime()?;
+        let fut = Client::join(handle.clone(), stop, addr.to_string(), opts);
+        on_runtime(&handle, fut).await
+    }
+
+    /// Connects on the client's runtime and starts reading the scheduler.
+    pub(crate) async fn join(
+        handle: tokio::runtime::Handle,
+        stop: oneshot::Sender<()>,
+        addr: String,
+        opts: ClientOptions,
+    ) -> Result<Client, ClientError> {
+        let name = opts
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("client-{}", std::process::id()));
+        let mut hello = Hello::new(Role::Client, name, rask_transport::host_id());
+        hello.registry = opts.registry.clone();
+        let mut conn = opts.conn;
+        if let Some(t) = connect_timeout_from_env()? {
+            conn.handshake_timeout = t;
+        }
+        let transport = match opts.transport {
+            Some(t) => t,
+            None => rask_transport::TransportMode::from_env()
+                .map_err(ClientError::Other)?
+                .unwrap_or_default(),
+        };
+        let (reader, w, id) =
+            connect(&addr, &hello, conn.clone())
+                .await
+                .map_err(|e| ClientError::Connect {
+                    addr: addr.clone(),
+                    message: e.to_string(),
+                })?;
+        let to_scheduler = rask_transport::spawn_writer::<ToScheduler, _>(w);
+        let inner = Arc::new(Inner {
+            handle: handle.clone(),
+            _stop: stop,
+            id,
+            scheduler: addr,
+            to_scheduler,
+            ops: opts
+                .registry
+                .map(|r| r.ops.into_iter().map(|o| o.name).collect()),
+            conn,
+            state: Mutex::default(),
+            next: AtomicU64::new(0),
+            transport,
+            host_id: rask_transport::host_id(),
+        });
+        handle.spawn(read_scheduler(reader, Arc::downgrade(&inner)));
+        Ok(Client { inner })
+    }
+
+    /// The scheduler's address.
+    pub fn scheduler_address(&self) -> &str {
+        &self.inner.scheduler
+    }
+
+    /// Runs `op` on the cluster with these arguments; futures among them are dependencies.
+    pub fn submit(
+        &self,
+        op: &str,
+        args: impl IntoIterator<Item = Arg>,
+    ) -> Result<Future, ClientError> {
+        let key = format!(
+            "{op}-{:x}-{}",
+            self.inner.id,
+            self.inner.next.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut g = Graph::new();
+        g.task(&key, op, args);
+        let mut futs = self.compute(&g, &[key.as_str()])?;
+        Ok(futs.pop().expect("invariant: one output"))
+    }
+
+    /// Runs `op` once per item (each item is the argument list of one task), as one
+    /// submission.
+    pub fn map<I, A>(&self, op: &str, items: I) -> Result<Vec<Future>, ClientError>
+    where
+        I: IntoIterator<Item = A>,
+        A: IntoIterator<Item = Arg>,
+    {
+        let prefix = format!(
+            "{op}-{:x}-{}",
+            self.inner.id,
+            self.inner.next.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut g = Graph::new();
+        let mut keys = Vec::new();
+        for (i, args) in items.into_iter().enumerate() {
+            let key = format!("{prefix}-{i}");
+            g.task(&key, op, args);
+            keys.push(key);
+        }
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        self.compute(&g, &keys)
+    }
+
+    /// Submits a graph and returns futures for `outputs` (keys of the graph, or keys of
+    /// futures this client holds). A graph too large for one frame goes in parts, which
+    /// the scheduler takes (or refuses) as one.
+    pub fn compute(&self, graph: &Graph, outputs: &[&str]) -> Result<Vec<Future>, ClientError> {
+        if let Some(ops) = &self.inner.ops {
+            if let Some(op) = graph.ops().find(|op| !ops.contains(*op)) {
+                let mut known: Vec<&String> = ops.iter().collect();
+                known.sort();
+                return Err(ClientError::UnknownOp {
+                    op: op.to_string(),
+                    known: format!("{known:?}"),
+                });
+            }
+        }
+        let mut bufs: Vec<Bytes> = Vec::new();
+        let tasks: Vec<TaskSpec> = graph
+            .specs(&mut bufs)
+            .map_err(|e| ClientError::Rejected(e.to_string()))?;
+        let parts =
+            split_graph(tasks, outputs, &bufs).map_err(|e| ClientError::Rejected(e.to_string()))?;
+        let futures = {
+            let mut st = self.inner.state();
+            if let Some(reason) = &st.closed {
+                return Err(ClientError::Disconnected(reason.clone()));
+            }
+            outputs
+                .iter()
+                .map(|k| self.hold(&mut st, k))
+                .collect::<Vec<_>>()
+        };
+        for (msg, bufs) in parts {
+            self.inner
+                .to_scheduler
+                .send_with(ToScheduler::UpdateGraph(msg), bufs)
+                .map_err(|e| ClientError::Disconnected(e.to_string()))?;
+        }
+        Ok(futures)
+    }
+
+    /// The dict-style form: runs a graph and returns the values of `outputs`.
+    pub fn get(&self, graph: &Graph, outputs: &[&str]) -> Result<Vec<Value>, ClientError> {
+        let futs = self.compute(graph, outputs)?;
+        self.gather(&futs)
+    }
+
+    /// [`Client::get`], awaitable from any async runtime.
+    pub async fn get_async(
+        &self,
+        graph: &Graph,
+        outputs: &[&str],
+    ) -> Result<Vec<Value>, ClientError> {
+        let futs = self.compute(graph, outputs)?;
+        self.gather_async(&futs).await
+    }
+
+    /// Takes a new handle on a key (creating its entry if needed).
+    pub(crate) fn hold(&self, st: &mut State, key: &str) -> Future {
+        let key: Arc<str> = match st.keys.get_key_value(key) {
+            Some((k, _)) => k.clone(),
+            None => key.into(),
+        };
+        st.keys
+            .entry(key.clone())
+            .or_insert(KeyEntry {
+                refs: 0,
+                status: Status::Pending,
+            })
+            .refs += 1;
+        Future {
+            key,
+            client: self.clone(),
+        }
+    }
+
+    /// The values of these futures, fetched from the workers holding them; blocks.
+    pub fn gather(&self, futures: &[Future]) -> Result<Vec<Value>, ClientError> {
+        let keys: Vec<Arc<str>> = futures.iter().map(|f| f.key.clone()).collect();
+        self.inner.block(gather(self.inner.clone(), keys))
+    }
+
+    /// The values of these futures; awaitable from any async runtime.
+    pub async fn gather_async(&self, futures: &[Future]) -> Result<Vec<Value>, ClientError> {
+        let keys: Vec<Arc<str>> = futures.iter().map(|f| f.key.clone()).collect();
+        on_runtime(&self.inner.handle, gather(self.inner.clone(), keys)).await
+    }
+
+    /// Where each key's data lives: key → worker addresses.
+    pub fn who_has(&self, futures: &[Future]) -> Result<HashMap<String, Vec<String>>, ClientError> {
+        let reply = self.inner.block(self.request(who_has_req(futures)));
+        who_has_from(reply?, |h| h.addr)
+    }
+
+    /// [`Client::who_has`], awaitable from any async runtime.
+    pub async fn who_has_async(
+        &self,
+        futures: &[Future],
+    ) -> Result<HashMap<String, Vec<String>>, ClientError> {
+        let reply = on_runtime(&self.inner.handle, self.request(who_has_req(futures))).await;
+        who_has_from(reply?, |h| h.addr)
+    }
+
+    /// Where each key's data lives, with the device: key → (worker address, device)
+    /// pairs, the device being `host`, `sim:N` or `cuda:N`.
+    pub fn who_has_devices(
+        &self,
+        futures: &[Future],
+    ) -> Result<HashMap<String, Vec<(String, String)>>, ClientError> {
+        let reply = self.inner.block(self.request(who_has_req(futures)));
+        who_has_from(reply?, |h| (h.addr, h.device))
+    }
+
+    /// The scheduler's view: workers (resources, load), task counts by state, clients.
+    pub fn scheduler_info(&self) -> Result<SchedulerInfoMsg, ClientError> {
+        info_from(
+            self.inner
+                .block(self.request(|req| ToScheduler::Info { req }))?,
+        )
+    }
+
+    /// [`Client::scheduler_info`], awaitable from any async runtime.
+    pub async fn scheduler_info_async(&self) -> Result<SchedulerInfoMsg, ClientError> {
+        let fut = self.request(|req| ToScheduler::Info { req });
+        info_from(on_runtime(&self.inner.handle, fut).await?)
+    }
+
+    /// Blocks until the scheduler has at least `n` workers.
+    pub fn wait_for_workers(&self, n: usize) -> Result<(), ClientError> {
+        let c = self.clone();
+        self.inner
+            .block(async move { c.wait_for_workers_async(n).await })
+    }
+
+    /// Waits until the scheduler has at least `n` workers; awaitable from any runtime.
+    pub async fn wait_for_workers_async(&self, n: usize) -> Result<(), ClientError> {
+        let mut delay = std::time::Duration::from_millis(1);
+        loop {
+            if self.scheduler_info_async().await?.workers.len() >= n {
+                return Ok(());
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Sends a request to the scheduler; the returned future (run on the client's runtime)
+    /// waits for its reply.
+    pub(crate) fn request(
+        &self,
+        make: impl FnOnce(u64) -> ToScheduler,
+    ) -> impl std::future::Future<Output = Result<ToClient, ClientError>> + Send + 'static {
+        let req = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        let sent = (|| {
+            let mut st = self.inner.state();
+            if let Some(reason) = &st.closed {
+                return Err(ClientError::Disconnected(reason.clone()));
+            }
+            st.requests.insert(req, tx);
+            drop(st);
+            self.inner
+                .to_scheduler
+                .send(make(req))
+                .map_err(|e| ClientError::Disconnected(e.to_string()))
+        })();
+        let inner = self.inner.clone();
+        async move {
+            sent?;
+            rx.await.map_err(|_| {
+                ClientError::Disconnected(
+                    inner
+                        .state()
+                        .closed
+                        .clone()
+                        .unwrap_or_else(|| "connection closed while waiting for a reply".into()),
+                )
+            })
+        }
+    }
+
+    pub(crate) fn release(&self, key: &Arc<str>) {
+        let mut st = self.inner.state();
+        let Some(e) = st.keys.get_mut(key) else {
+            return;
+        };
+        e.refs -= 1;
+        if e.refs == 0 {
+            st.keys.remove(key);
+            // Whoever waited on it learns it is gone.
+            st.waiters.remove(key);
+            if st.closed.is_none() {
+                let _ = self.inner.to_scheduler.send(ToScheduler::ReleaseKeys {
+                    keys: vec![key.to_string()],
+                });
+            }
+        }
+    }
+
+    /// Number of keys this client holds futures for.
+    pub fn held_keys(&self) -> usize {
+        self.inner.state().keys.len()
+    }
+}
+
+/// Splits a graph into messages of at most about [`PART_TARGET`] each (every one but the
+/// last marked `more`), each with its own buffers.
+pub(crate) fn split_graph(
+    tasks: Vec<TaskSpec>,
+    outputs: &[&str],
+    bufs: &[Bytes],
+) -> Result<Vec<(UpdateGraphMsg, Vec<Bytes>)>, rask_proto::ProtoError> {
+    let mut parts = Vec::new();
+    let mut part = UpdateGraphMsg {
+        tasks: Vec::new(),
+        wanted: Vec::new(),
+        more: true,
+    };
+    let mut part_bufs = Vec::new();
+    let mut size = 0;
+    let flush = |part: &mut UpdateGraphMsg, part_bufs: &mut Vec<Bytes>, parts: &mut Vec<_>| {
+        let full = std::mem::replace(
+            part,
+            UpdateGraphMsg {
+                tasks: Vec::new(),
+                wanted: Vec::new(),
+                more: true,
+            },
+        );
+        parts.push((full, std::mem::take(part_bufs)));
+    };
+    for mut t in tasks {
+        let n = rask_proto::msg::task_wire_size(&t);
+        if size + n > PART_TARGET && size > 0 {
+            flush(&mut part, &mut part_bufs, &mut parts);
+            size = 0;
+        }
+        size += n;
+        if !bufs.is_empty() {
+            let own = t.args.localize(bufs)?;
+            t.args.globalize(&own, &mut part_bufs)?;
+        }
+        part.tasks.push(t);
+    }
+    for k in outputs {
+        let n = k.len() + 16;
+        if size + n > PART_TARGET && size > 0 {
+            flush(&mut part, &mut part_bufs, &mut parts);
+            size = 0;
+        }
+        size += n;
+        part.wanted.push(k.to_string());
+    }
+    part.more = false;
+    parts.push((part, part_bufs));
+    Ok(parts)
+}
+
+pub(crate) fn who_has_req(futures: &[Future]) -> impl FnOnce(u64) -> ToScheduler {
+    let keys = futures.iter().map(|f| f.key.to_string()).collect();
+    move |req| ToScheduler::WhoHas { req, keys }
+}
+
+pub(crate) fn who_has_from<T>(
+    reply: ToClient,
+    holder: impl Fn(Holder) -> T,
+) -> Result<HashMap<String, Vec<T>>, ClientError> {
+    match reply {
+        ToClient::WhoHasReply { entries, .. } => Ok(entries
+            .into_iter()
+            .map(|e| (e.key, e.holders.into_iter().map(&holder).collect()))
+            .collect()),
+        other => Err(ClientError::Other(format!("unexpected reply {other:?}"))),
+    }
+}
+
+pub(crate) fn info_from(reply: ToClient) -> Result<SchedulerInfoMsg, ClientError> {
+    match reply {
+        ToClient::InfoReply { info, .. } => Ok(info),
+        other => Err(ClientError::Other(format!("unexpected reply {other:?}"))),
+    }
+}

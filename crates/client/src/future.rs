@@ -1,0 +1,137 @@
+//! [`Future`]: a handle to a task's result (releasing the key when the last handle is
+//! dropped), and conversions of results into Rust types.
+
+use std::future::IntoFuture;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rask_proto::Value;
+
+use crate::client::Client;
+use crate::gather::wait_status;
+use crate::runtime::on_runtime;
+use crate::state::Status;
+use crate::ClientError;
+
+/// A handle to a task's result. Dropping the last handle of a key releases it.
+pub struct Future {
+    pub(crate) key: Arc<str>,
+    pub(crate) client: Client,
+}
+
+impl Future {
+    /// The task's key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Blocks until the result is available and fetches it from the worker holding it.
+    pub fn result(&self) -> Result<Value, ClientError> {
+        let mut v = self.client.gather(std::slice::from_ref(self))?;
+        Ok(v.pop().expect("invariant: one value"))
+    }
+
+    /// The result, awaitable from any async runtime.
+    pub async fn result_async(&self) -> Result<Value, ClientError> {
+        let mut v = self.client.gather_async(std::slice::from_ref(self)).await?;
+        Ok(v.pop().expect("invariant: one value"))
+    }
+
+    /// Waits until the task is done (in memory or failed) without fetching its value.
+    pub fn wait(&self) -> Result<(), ClientError> {
+        let (inner, key) = (self.client.inner.clone(), self.key.clone());
+        self.client
+            .inner
+            .block(async move { wait_status(&inner, &key).await.map(|_| ()) })
+    }
+
+    /// [`Future::wait`], awaitable from any async runtime.
+    pub async fn wait_async(&self) -> Result<(), ClientError> {
+        let (inner, key) = (self.client.inner.clone(), self.key.clone());
+        let fut = async move { wait_status(&inner, &key).await.map(|_| ()) };
+        on_runtime(&self.client.inner.handle, fut).await
+    }
+
+    /// Whether the task has finished (successfully or not).
+    pub fn done(&self) -> bool {
+        let st = self.client.inner.state();
+        st.keys
+            .get(&self.key)
+            .is_some_and(|e| e.status != Status::Pending)
+    }
+}
+
+impl Clone for Future {
+    fn clone(&self) -> Self {
+        let mut st = self.client.inner.state();
+        if let Some(e) = st.keys.get_mut(&self.key) {
+            e.refs += 1;
+        }
+        Future {
+            key: self.key.clone(),
+            client: self.client.clone(),
+        }
+    }
+}
+
+impl Drop for Future {
+    fn drop(&mut self) {
+        self.client.release(&self.key);
+    }
+}
+
+impl std::fmt::Debug for Future {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Future({:?})", self.key)
+    }
+}
+
+impl<'a> IntoFuture for &'a Future {
+    type Output = Result<Value, ClientError>;
+    type IntoFuture = Pin<Box<dyn std::future::Future<Output = Self::Output> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.result_async())
+    }
+}
+
+/// Conversions from result values.
+pub trait FromValue: Sized {
+    fn from_value(v: Value) -> Result<Self, ClientError>;
+}
+
+macro_rules! from_value {
+    ($($t:ty => $p:pat => $e:expr, $name:literal);* $(;)?) => {$(
+        impl FromValue for $t {
+            fn from_value(v: Value) -> Result<Self, ClientError> {
+                match v {
+                    $p => Ok($e),
+                    other => Err(ClientError::Type { expected: $name, got: other.type_name() }),
+                }
+            }
+        }
+    )*};
+}
+
+from_value! {
+    i64 => Value::Int(i) => i, "int";
+    f64 => Value::Float(f) => f, "float";
+    bool => Value::Bool(b) => b, "bool";
+    String => Value::Str(s) => s, "str";
+    Bytes => Value::Bytes(b) => b, "bytes";
+    Vec<Value> => Value::List(l) => l, "list";
+}
+
+impl FromValue for Value {
+    fn from_value(v: Value) -> Result<Self, ClientError> {
+        Ok(v)
+    }
+}
+
+impl Future {
+    /// The result converted to `T` (blocking).
+    pub fn result_as<T: FromValue>(&self) -> Result<T, ClientError> {
+        T::from_value(self.result()?)
+    }
+}

@@ -1,0 +1,273 @@
+//! Gathering results: waiting for keys, fetching values from the workers that hold them
+//! over the shared data links, retrying when a holder went away.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use rask_proto::msg::{Hello, Holder, Role};
+use rask_proto::{TaskId, Value};
+use tokio::sync::oneshot;
+
+use crate::client::Inner;
+use crate::state::Status;
+use crate::ClientError;
+
+pub(crate) type DataReply = Result<(Vec<(TaskId, Value)>, Vec<TaskId>), String>;
+
+/// A data link to one worker, and the requests waiting for its replies.
+pub(crate) struct DataLink {
+    pub(crate) link: rask_transport::data::DataLink,
+    pub(crate) pending: Pending,
+}
+
+pub(crate) type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<DataReply>>>>;
+
+/// A key's status once it is no longer pending, with its holder's address.
+pub(crate) enum Ready {
+    Value(Value),
+    At(TaskId, Holder),
+}
+
+/// Waits for a key to leave `Pending`; returns where its value is.
+pub(crate) async fn wait_status(inner: &Inner, key: &Arc<str>) -> Result<Ready, ClientError> {
+    loop {
+        let woken = {
+            let mut st = inner.state();
+            let Some(e) = st.keys.get(key) else {
+                return Err(ClientError::Other(format!(
+                    "key {key:?} is not held by this client (released)"
+                )));
+            };
+            match &e.status {
+                Status::Pending => {}
+                Status::Memory { value: Some(v), .. } => return Ok(Ready::Value((**v).clone())),
+                Status::Memory {
+                    task,
+                    holder: Some(w),
+                    value: None,
+                } => {
+                    let h = st
+                        .workers
+                        .get(w)
+                        .expect("invariant: holders are known")
+                        .clone();
+                    return Ok(Ready::At(*task, h));
+                }
+                Status::Memory { holder: None, .. } => {
+                    return Err(ClientError::Fetch {
+                        key: key.to_string(),
+                        message: "no worker holds it".into(),
+                    })
+                }
+                Status::Erred(e) if e.key.is_empty() => {
+                    return Err(ClientError::Rejected(e.message.clone()))
+                }
+                Status::Erred(e) => {
+                    return Err(ClientError::Task {
+                        key: key.to_string(),
+                        cause: e.key.clone(),
+                        op: e.op.clone(),
+                        message: e.message.clone(),
+                    })
+                }
+                Status::Lost => {
+                    return Err(ClientError::Disconnected(
+                        st.closed.clone().unwrap_or_default(),
+                    ))
+                }
+            }
+            let (tx, rx) = oneshot::channel();
+            st.waiters.entry(key.clone()).or_default().push(tx);
+            rx
+        };
+        // Woken by a change, or by the waiter list being dropped (released, closed).
+        let _ = woken.await;
+    }
+}
+
+/// Waits (at most `limit` in all) for each of these keys' status to change, whatever it
+/// is now.
+pub(crate) async fn wait_changes<'a>(
+    inner: &Inner,
+    keys: impl Iterator<Item = &'a Arc<str>>,
+    limit: std::time::Duration,
+) {
+    let rxs: Vec<_> = {
+        let mut st = inner.state();
+        let st = &mut *st;
+        keys.filter(|k| st.keys.contains_key(*k))
+            .map(|k| {
+                let (tx, rx) = oneshot::channel();
+                st.waiters.entry(k.clone()).or_default().push(tx);
+                rx
+            })
+            .collect()
+    };
+    let deadline = tokio::time::Instant::now() + limit;
+    for rx in rxs {
+        let _ = tokio::time::timeout_at(deadline, rx).await;
+    }
+}
+
+/// Fetches keys' values from their holders, one request per holder.
+pub(crate) async fn gather(
+    inner: Arc<Inner>,
+    keys: Vec<Arc<str>>,
+) -> Result<Vec<Value>, ClientError> {
+    let mut out: Vec<Option<Value>> = vec![None; keys.len()];
+    for attempt in 0..5 {
+        let mut by_holder: HashMap<String, (Holder, Vec<(usize, TaskId)>)> = HashMap::new();
+        for (i, key) in keys.iter().enumerate() {
+            if out[i].is_some() {
+                continue;
+            }
+            match wait_status(&inner, key).await? {
+                Ready::Value(v) => out[i] = Some(v),
+                Ready::At(task, h) => {
+                    by_holder
+                        .entry(h.addr.clone())
+                        .or_insert_with(|| (h, Vec::new()))
+                        .1
+                        .push((i, task));
+                }
+            }
+        }
+        if by_holder.is_empty() {
+            break;
+        }
+        let mut pending = Vec::new();
+        for (addr, (holder, items)) in by_holder {
+            let tasks: Vec<TaskId> = items.iter().map(|(_, t)| *t).collect();
+            pending.push((addr, items, fetch(&inner, &holder, tasks)));
+        }
+        let mut missing_any = None;
+        for (addr, items, reply) in pending {
+            let reply = reply
+                .await
+                .unwrap_or_else(|_| Err("data connection closed".into()));
+            match reply {
+                Ok((values, _missing)) => {
+                    let mut by_task: HashMap<TaskId, Value> = values.into_iter().collect();
+                    for (i, t) in items {
+                        match by_task.remove(&t) {
+                            Some(v) => out[i] = Some(v),
+                            None => missing_any = Some((i, format!("{addr} no longer holds it"))),
+                        }
+                    }
+                }
+                Err(e) => {
+                    // The holder died or went away: the scheduler will recompute the key.
+                    inner.state().links.remove(&addr);
+                    for (i, _) in items {
+                        missing_any = Some((i, e.clone()));
+                    }
+                }
+            }
+        }
+        if let Some((i, message)) = missing_any {
+            if attempt == 4 {
+                return Err(ClientError::Fetch {
+                    key: keys[i].to_string(),
+                    message,
+                });
+            }
+            // Wait (bounded) for the scheduler to report a new location, or an error.
+            let missing = keys.iter().zip(&out).filter(|(_, v)| v.is_none());
+            wait_changes(
+                &inner,
+                missing.map(|(k, _)| k),
+                std::time::Duration::from_secs(2),
+            )
+            .await;
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|v| v.expect("invariant: every key fetched"))
+        .collect())
+}
+
+/// Asks the worker holding `tasks` for them over a (cached) data link; a worker in this
+/// process answers at once.
+pub(crate) fn fetch(
+    inner: &Arc<Inner>,
+    holder: &Holder,
+    tasks: Vec<TaskId>,
+) -> oneshot::Receiver<DataReply> {
+    let (tx, rx) = oneshot::channel();
+    let req = inner.next.fetch_add(1, Ordering::Relaxed);
+    let mut st = inner.state();
+    let link = match st.links.get(&holder.addr) {
+        Some(l) if !l.link.is_closed() => l,
+        _ => {
+            let opened = open_link(inner, holder);
+            st.links.insert(holder.addr.clone(), opened);
+            &st.links[&holder.addr]
+        }
+    };
+    link.pending.lock().expect("link lock").insert(req, tx);
+    // A program's values come to the host.
+    match link.link.get(req, tasks, false) {
+        Ok(Some(now)) => {
+            if let Some(tx) = link.pending.lock().expect("link lock").remove(&req) {
+                let _ = tx.send(Ok((now.values, now.missing)));
+            }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            if let Some(tx) = link.pending.lock().expect("link lock").remove(&req) {
+                let _ = tx.send(Err(format!("{}: {e}", holder.addr)));
+            }
+            st.links.remove(&holder.addr);
+        }
+    }
+    rx
+}
+
+/// Resolves a link's waiting requests with its replies (or why it ended).
+pub(crate) struct Waiters(Pending);
+
+impl rask_transport::data::ReplySink for Waiters {
+    async fn reply(&mut self, r: rask_transport::data::Reply) -> bool {
+        if let Some(tx) = self.0.lock().expect("link lock").remove(&r.req) {
+            let _ = tx.send(Ok((r.values, r.missing)));
+        }
+        true
+    }
+
+    fn down(self, error: String) {
+        for (_, tx) in self.0.lock().expect("link lock").drain() {
+            let _ = tx.send(Err(error.clone()));
+        }
+    }
+}
+
+pub(crate) fn open_link(inner: &Arc<Inner>, holder: &Holder) -> DataLink {
+    let kind = inner.transport.select(
+        (&inner.host_id, std::process::id()),
+        (&holder.host_id, holder.pid),
+        !holder.shm_addr.is_empty(),
+    );
+    let pending: Pending = Arc::default();
+    let hello = Hello::new(
+        Role::Peer,
+        format!("client-{}", inner.id),
+        inner.host_id.clone(),
+    );
+    let to = rask_transport::data::HolderAddr {
+        tcp: &holder.addr,
+        shm: &holder.shm_addr,
+    };
+    // Opened on the client's runtime: the link's connection task lives there.
+    let _guard = inner.handle.enter();
+    let (link, _) = rask_transport::data::DataLink::open(
+        kind,
+        to,
+        hello,
+        inner.conn.clone(),
+        None,
+        Waiters(pending.clone()),
+    );
+    DataLink { link, pending }
+}
