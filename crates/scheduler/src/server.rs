@@ -1,0 +1,473 @@
+//! The main loop's state outside the core: connections, workers' addresses, graphs
+//! arriving in parts; routing the core's actions to the connections' writers.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rask_proto::msg::{
+    Hello, Holder, Role, SchedulerInfoMsg, TaskError, ToClient, ToScheduler, ToWorker, WhoHasEntry,
+    WorkerInfoMsg,
+};
+use rask_proto::{ClientId, TaskId, WorkerId, RASK_VERSION};
+use rask_scheduler_core::{Action, NewTask, SchedulerCore, WorkerSpec};
+use rask_transport::{Batch, Sender};
+use rustc_hash::FxHashMap;
+use tracing::{info, warn};
+
+use crate::conn::Event;
+use crate::conn::Joined;
+use crate::conn::Peer;
+use crate::registry::ClusterOps;
+
+pub(crate) struct WorkerConn {
+    pub(crate) tx: Option<Sender<ToWorker>>,
+    pub(crate) addr: String,
+    pub(crate) shm_addr: String,
+    pub(crate) transport: String,
+    pub(crate) device: String,
+    pub(crate) device_name: String,
+    pub(crate) device_memory_limit: u64,
+    pub(crate) pid: u32,
+    pub(crate) spec: WorkerSpec,
+    pub(crate) heartbeat: Option<rask_proto::msg::HeartbeatMsg>,
+}
+
+/// A graph arriving in parts (see [`rask_proto::msg::UpdateGraphMsg::more`]).
+#[derive(Default)]
+pub(crate) struct Partial {
+    pub(crate) tasks: Vec<NewTask>,
+    pub(crate) wanted: Vec<String>,
+    /// Why the graph will be refused when its last part arrives.
+    pub(crate) error: Option<String>,
+}
+
+/// The scheduler's state outside the core: connections, names, the cluster's registry.
+pub(crate) struct Server {
+    pub(crate) core: SchedulerCore,
+    pub(crate) address: String,
+    pub(crate) clients: FxHashMap<ClientId, Option<Sender<ToClient>>>,
+    pub(crate) workers: FxHashMap<WorkerId, WorkerConn>,
+    pub(crate) next_client: u32,
+    pub(crate) next_worker: u32,
+    /// The ops of the cluster's workers (all alike), while any is connected.
+    pub(crate) registry: Option<ClusterOps>,
+    /// Graphs whose last part has not arrived, by client.
+    pub(crate) partial: FxHashMap<ClientId, Partial>,
+}
+
+impl Server {
+    pub(crate) fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Hello { hello, reply } => {
+                let _ = reply.send(self.on_hello(*hello));
+            }
+            Event::Writer {
+                peer,
+                client,
+                worker,
+            } => match peer {
+                Peer::Client(c) => {
+                    if let Some(slot) = self.clients.get_mut(&c) {
+                        *slot = client;
+                    }
+                }
+                Peer::Worker(w) => {
+                    if let Some(conn) = self.workers.get_mut(&w) {
+                        conn.tx = worker;
+                        self.announce_worker(w);
+                    }
+                }
+            },
+            Event::Batch(peer, batch, _unread) => self.on_batch(peer, batch),
+            Event::Left(peer, reason) => self.on_left(peer, reason),
+        }
+    }
+
+    pub(crate) fn on_hello(&mut self, h: Hello) -> Result<Joined, String> {
+        rask_proto::msg::check_versions(&h, "the scheduler")?;
+        match h.role {
+            Role::Client => {
+                if let (Some(theirs), Some(ours)) = (&h.registry, &self.registry) {
+                    ours.admits_client(&h, theirs)?;
+                }
+                let id = ClientId(self.next_client);
+                self.next_client += 1;
+                self.clients.insert(id, None);
+                self.core.on_client_joined(id);
+                info!(client = id.0, name = %h.name, "client joined");
+                Ok(Joined {
+                    peer: Peer::Client(id),
+                })
+            }
+            Role::Worker => {
+                let (Some(wh), Some(reg)) = (&h.worker, &h.registry) else {
+                    return Err("a worker's hello must describe the worker and its ops".into());
+                };
+                match &self.registry {
+                    Some(ours) => ours.admits_worker(&h, reg, wh.code)?,
+                    None => {
+                        self.core
+                            .set_registry(Some(reg.ops.iter().map(|o| o.name.clone())));
+                        info!(ops = reg.ops.len(), code = %format_args!("{:016x}", wh.code), "the cluster's ops are those of worker {:?}", h.name);
+                        self.registry = Some(ClusterOps {
+                            info: reg.clone(),
+                            code: wh.code,
+                        });
+                    }
+                }
+                let Some(wh) = h.worker else {
+                    unreachable!("checked above")
+                };
+                let id = WorkerId(self.next_worker);
+                self.next_worker += 1;
+                let spec = WorkerSpec {
+                    name: h.name.clone(),
+                    addr: wh.listen_addr.clone(),
+                    host_id: h.host_id.clone(),
+                    nthreads: wh.nthreads,
+                    memory_limit: wh.memory_limit,
+                    resources: wh.resources,
+                    gpu: wh.gpu,
+                    nvlink: wh.nvlink.clone(),
+                    device_spill_at: wh.device_spill_at,
+                };
+                info!(worker = id.0, name = %h.name, addr = %wh.listen_addr, nthreads = wh.nthreads, transport = %wh.transport, shm = !wh.shm_addr.is_empty(), "worker joined");
+                self.workers.insert(
+                    id,
+                    WorkerConn {
+                        tx: None,
+                        addr: wh.listen_addr,
+                        shm_addr: wh.shm_addr,
+                        transport: wh.transport,
+                        device: wh.device,
+                        device_name: wh.device_name,
+                        device_memory_limit: wh.device_memory_limit,
+                        pid: h.pid,
+                        spec,
+                        heartbeat: None,
+                    },
+                );
+                Ok(Joined {
+                    peer: Peer::Worker(id),
+                })
+            }
+            Role::Peer => {
+                Err("the scheduler does not serve data: connect as a client or a worker".into())
+            }
+        }
+    }
+
+    /// Called once the worker's writer exists: tell it its peers, tell them about it, and
+    /// only then let the core place work on it.
+    pub(crate) fn announce_worker(&mut self, id: WorkerId) {
+        let peers: Vec<_> = self
+            .workers
+            .iter()
+            .map(|(w, c)| rask_proto::msg::PeerAddr {
+                worker: *w,
+                addr: c.addr.clone(),
+                shm_addr: c.shm_addr.clone(),
+                host_id: c.spec.host_id.clone(),
+                pid: c.pid,
+                gpu: c.spec.gpu,
+            })
+            .collect();
+        let me = peers
+            .iter()
+            .find(|p| p.worker == id)
+            .cloned()
+            .expect("invariant: just inserted");
+        for (w, c) in &self.workers {
+            let Some(tx) = &c.tx else { continue };
+            let msg = if *w == id {
+                ToWorker::Peers {
+                    peers: peers.clone(),
+                }
+            } else {
+                ToWorker::Peers {
+                    peers: vec![me.clone()],
+                }
+            };
+            let _ = tx.send(msg);
+        }
+        let spec = self.workers[&id].spec.clone();
+        self.core.on_worker_joined(id, spec);
+    }
+
+    pub(crate) fn on_left(&mut self, peer: Peer, reason: Option<String>) {
+        match peer {
+            Peer::Client(c) => {
+                self.partial.remove(&c);
+                if let Some(tx) = self.clients.remove(&c) {
+                    match reason {
+                        Some(r) => {
+                            warn!(client = c.0, "client connection closed: {r}");
+                            // The client learns why (its writer sends what is queued before
+                            // it stops), rather than seeing the connection drop.
+                            if let Some(tx) = tx {
+                                let _ = tx.send(ToClient::Closing { reason: r });
+                            }
+                        }
+                        None => info!(client = c.0, "client left"),
+                    }
+                    self.core.on_client_left(c);
+                }
+            }
+            Peer::Worker(w) => {
+                if let Some(conn) = self.workers.remove(&w) {
+                    match reason {
+                        Some(r) => {
+                            warn!(worker = w.0, name = %conn.spec.name, "worker connection closed: {r}");
+                            if let Some(tx) = &conn.tx {
+                                let _ = tx.send(ToWorker::Close { reason: r });
+                            }
+                        }
+                        None => info!(worker = w.0, name = %conn.spec.name, "worker left"),
+                    }
+                    if self.core.has_worker(w) {
+                        self.core.on_worker_lost(w);
+                    }
+                    if self.workers.is_empty() && self.registry.take().is_some() {
+                        // The cluster's data lived on its workers: none is left that code
+                        // of another build could be mixed with.
+                        self.core.set_registry(None::<std::iter::Empty<String>>);
+                        info!("no worker left: the next worker to join defines the cluster's ops");
+                    }
+                    for c in self.workers.values() {
+                        if let Some(tx) = &c.tx {
+                            let _ = tx.send(ToWorker::PeerGone { worker: w });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) fn on_batch(&mut self, peer: Peer, batch: Batch<ToScheduler>) {
+        let Batch { msgs, bufs, .. } = batch;
+        for m in msgs {
+            match (peer, m) {
+                (Peer::Client(c), ToScheduler::UpdateGraph(g)) => self.on_update_graph(c, g, &bufs),
+                (Peer::Client(c), ToScheduler::ReleaseKeys { keys }) => {
+                    self.core.on_release_keys(c, &keys)
+                }
+                (Peer::Client(c), ToScheduler::WhoHas { req, keys }) => {
+                    let entries = keys
+                        .into_iter()
+                        .map(|key| {
+                            let holders = self.holders(&self.core.who_has(&key));
+                            WhoHasEntry { key, holders }
+                        })
+                        .collect();
+                    self.to_client(c, ToClient::WhoHasReply { req, entries });
+                }
+                (Peer::Client(c), ToScheduler::Info { req }) => {
+                    let info = self.info();
+                    self.to_client(c, ToClient::InfoReply { req, info });
+                }
+                (Peer::Worker(w), ToScheduler::TaskFinished(f)) => {
+                    self.core
+                        .on_task_finished(w, f.task, f.nbytes, f.duration_us, f.value)
+                }
+                (Peer::Worker(w), ToScheduler::TaskErred(e)) => {
+                    self.core.on_task_erred(w, e.task, e.message)
+                }
+                (Peer::Worker(w), ToScheduler::MissingData { task, dep, holder }) => {
+                    self.core.on_missing_data(w, task, dep, holder)
+                }
+                (Peer::Worker(w), ToScheduler::Heartbeat(hb)) => {
+                    self.core.on_device_memory(w, hb.device_memory_used);
+                    if let Some(conn) = self.workers.get_mut(&w) {
+                        conn.heartbeat = Some(hb);
+                    }
+                }
+                (peer, m) => warn!(?peer, "ignoring a message not meant for this role: {m:?}"),
+            }
+        }
+    }
+
+    /// A part of a graph (or a whole one, `more` unset): parts are gathered until the
+    /// last, and the graph is then taken as a whole or refused as a whole.
+    pub(crate) fn on_update_graph(
+        &mut self,
+        c: ClientId,
+        g: rask_proto::msg::UpdateGraphMsg,
+        bufs: &[Bytes],
+    ) {
+        let part = self.partial.entry(c).or_default();
+        for mut t in g.tasks {
+            if part.error.is_some() {
+                continue;
+            }
+            match t.args.localize(bufs) {
+                Ok(own) => part.tasks.push(NewTask {
+                    key: t.key,
+                    op: t.op,
+                    args: t.args,
+                    bufs: own,
+                    deps: t.deps,
+                    resources: t.resources,
+                }),
+                Err(e) => part.error = Some(format!("task {:?}: {e}", t.key)),
+            }
+        }
+        part.wanted.extend(g.wanted);
+        if g.more {
+            return;
+        }
+        let Partial {
+            tasks,
+            wanted,
+            error,
+        } = self.partial.remove(&c).expect("invariant: just inserted");
+        let outcome = match error {
+            Some(e) => Err(e),
+            None => self
+                .core
+                .on_update_graph(c, tasks, &wanted)
+                .map_err(|e| e.to_string()),
+        };
+        if let Err(message) = outcome {
+            // The client waits on the keys it wants (its futures), and only on those.
+            self.to_client(
+                c,
+                ToClient::GraphRejected {
+                    keys: wanted,
+                    message,
+                },
+            );
+        }
+    }
+
+    pub(crate) fn to_client(&self, c: ClientId, m: ToClient) {
+        if let Some(Some(tx)) = self.clients.get(&c) {
+            let _ = tx.send(m);
+        }
+    }
+
+    pub(crate) fn holders(&self, workers: &[WorkerId]) -> Vec<Holder> {
+        workers
+            .iter()
+            .filter_map(|w| {
+                self.workers.get(w).map(|c| Holder {
+                    worker: *w,
+                    addr: c.addr.clone(),
+                    shm_addr: c.shm_addr.clone(),
+                    host_id: c.spec.host_id.clone(),
+                    pid: c.pid,
+                    device: c.device.clone(),
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) fn info(&self) -> SchedulerInfoMsg {
+        let core = self.core.info();
+        let workers = core
+            .workers
+            .iter()
+            .filter_map(|wi| {
+                let c = self.workers.get(&wi.id)?;
+                // Until the first heartbeat: no use, no traffic.
+                let hb = c.heartbeat.as_ref();
+                Some(WorkerInfoMsg {
+                    id: wi.id,
+                    name: c.spec.name.clone(),
+                    addr: c.addr.clone(),
+                    host_id: c.spec.host_id.clone(),
+                    pid: c.pid,
+                    shm_addr: c.shm_addr.clone(),
+                    transport: c.transport.clone(),
+                    device: c.device.clone(),
+                    device_name: c.device_name.clone(),
+                    device_memory_limit: c.device_memory_limit,
+                    device_memory_used: hb.map_or(0, |h| h.device_memory_used),
+                    device_to_host: hb.map_or(0, |h| h.device_to_host),
+                    received: hb.map_or_else(Vec::new, |h| h.received.clone()),
+                    spilled: hb.map_or_else(Vec::new, |h| h.spilled.clone()),
+                    ran: hb.map_or_else(Vec::new, |h| h.ran.clone()),
+                    nthreads: c.spec.nthreads,
+                    memory_limit: c.spec.memory_limit,
+                    resources: c.spec.resources.clone(),
+                    processing: wi.processing,
+                    stored_keys: wi.stored_keys,
+                    stored_bytes: wi.stored_bytes,
+                })
+            })
+            .collect();
+        SchedulerInfoMsg {
+            address: self.address.clone(),
+            rask_version: RASK_VERSION.into(),
+            workers,
+            tasks_by_state: core
+                .tasks_by_state
+                .iter()
+                .map(|(n, c)| (n.to_string(), *c))
+                .collect(),
+            clients: core.clients,
+        }
+    }
+
+    /// Routes the core's actions; frees to one worker coalesce into one message, sent
+    /// before any later compute to that worker (a task freed and given back to the same
+    /// worker in one step must arrive in that order).
+    pub(crate) fn flush(&mut self) {
+        let mut frees: FxHashMap<WorkerId, Vec<TaskId>> = FxHashMap::default();
+        for a in self.core.take_actions() {
+            match a {
+                Action::Compute { worker, msg, bufs } => {
+                    if let Some(WorkerConn { tx: Some(tx), .. }) = self.workers.get(&worker) {
+                        if let Some(tasks) = frees.remove(&worker) {
+                            let _ = tx.send(ToWorker::Free { tasks });
+                        }
+                        let _ = tx.send_with(ToWorker::Compute(msg), bufs);
+                    }
+                }
+                Action::Free { worker, task } => frees.entry(worker).or_default().push(task),
+                Action::KeyInMemory {
+                    client,
+                    key,
+                    task,
+                    nbytes,
+                    holders,
+                    value,
+                } => {
+                    let holders = self.holders(&holders);
+                    self.to_client(
+                        client,
+                        ToClient::KeyInMemory {
+                            key: key.to_string(),
+                            task,
+                            nbytes,
+                            holders,
+                            value,
+                        },
+                    );
+                }
+                Action::KeyErred { client, key, error } => {
+                    let error = error_msg(&error);
+                    self.to_client(
+                        client,
+                        ToClient::KeyErred {
+                            key: key.to_string(),
+                            error,
+                        },
+                    );
+                }
+            }
+        }
+        for (w, tasks) in frees {
+            if let Some(WorkerConn { tx: Some(tx), .. }) = self.workers.get(&w) {
+                let _ = tx.send(ToWorker::Free { tasks });
+            }
+        }
+    }
+}
+
+pub(crate) fn error_msg(e: &Arc<rask_scheduler_core::TaskFailure>) -> TaskError {
+    TaskError {
+        key: e.key.clone(),
+        op: e.op.clone(),
+        message: e.message.clone(),
+    }
+}
