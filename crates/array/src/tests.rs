@@ -1,0 +1,168 @@
+//! Unit tests of the graphs arrays build.
+
+use super::*;
+
+#[test]
+fn chunks_split_shapes_and_keys_are_per_chunk() {
+    let x = Array::random_uniform(&[10, 7], &[4, 7], DType::F32, 1, 0.0, 1.0).unwrap();
+    assert_eq!(x.chunks(), &[vec![4, 4, 2], vec![7]]);
+    assert_eq!(x.chunk_keys().len(), 3);
+    assert_eq!(x.chunk_origin(&[2, 0]), vec![8, 0]);
+    assert_eq!(x.chunk_shape(&[2, 0]), vec![2, 7]);
+    let g = x.graph();
+    assert_eq!(g.len(), 3);
+    assert_eq!(g[2].args[3], TaskArg::Ints(vec![8, 0]));
+}
+
+#[test]
+fn argmax_is_a_pair_per_chunk_a_tree_and_an_index() {
+    // 3 × 2 chunks: 6 chunk argmaxes, a tree of fan-in 4 (2 + 1), the index.
+    let x = Array::ones(&[6, 4], &[2, 2], DType::I32).unwrap();
+    let a = x.argmax(4);
+    assert_eq!((a.shape(), a.dtype()), (&[][..], DType::I64));
+    let g = a.graph();
+    let count = |op: &str| g.iter().filter(|t| t.op == op).count();
+    assert_eq!(count("array.argmax"), 6);
+    assert_eq!(count("array.argmax_combine"), 3);
+    assert_eq!(count("array.argmax_index"), 1);
+    let last = g.last().unwrap();
+    assert_eq!(last.key, a.chunk_key(&[]));
+    let first = g.iter().find(|t| t.op == "array.argmax").unwrap();
+    assert_eq!(first.args[1], TaskArg::Ints(vec![6, 4]));
+}
+
+#[test]
+fn matmul_of_a_transpose_then_sum_builds_the_expected_graph() {
+    // 4 × 4 chunks: x.T is 16 transposes, x @ x.T 16 outputs of 4 partial products
+    // each summed by a binary tree (2 + 1 additions), the sum 16 chunk sums and a
+    // tree of fan-in 4 (4 + 1).
+    let x = Array::random_uniform(&[8, 8], &[2, 2], DType::F64, 7, 0.0, 1.0).unwrap();
+    let y = x.matmul(&x.t().unwrap()).unwrap();
+    let s = y.sum(4);
+    let g = s.graph();
+    let count = |op: &str| g.iter().filter(|t| t.op == op).count();
+    assert_eq!(count("array.random_uniform"), 16);
+    assert_eq!(count("array.transpose"), 16);
+    assert_eq!(count("array.matmul"), 64);
+    assert_eq!(count("array.reduce"), 16);
+    assert_eq!(count("array.combine"), 16 * 3 + 5);
+    // Every dependency is defined earlier in the list, each key once.
+    let mut seen = HashSet::new();
+    for t in &g {
+        for d in t.deps() {
+            assert!(seen.contains(d), "{} needs {d} before it", t.key);
+        }
+        assert!(seen.insert(t.key.clone()), "{} twice", t.key);
+    }
+    assert_eq!(g.last().unwrap().key, s.name());
+    assert_eq!(y.shape(), &[8, 8]);
+}
+
+#[test]
+fn reductions_along_an_axis_keep_the_other_dimensions_chunks() {
+    let x = Array::ones(&[4, 6], &[2, 3], DType::F64).unwrap();
+    let s0 = x.sum_axis(0, 8).unwrap();
+    assert_eq!(s0.shape(), &[6]);
+    assert_eq!(s0.chunks(), &[vec![3, 3]]);
+    let own: Vec<Task> = s0
+        .graph()
+        .into_iter()
+        .filter(|t| t.key.starts_with(s0.name()))
+        .collect();
+    // Per output chunk: one reduction per chunk along axis 0 (2) and one combine.
+    assert_eq!(own.iter().filter(|t| t.op == "array.reduce").count(), 4);
+    assert_eq!(own.iter().filter(|t| t.op == "array.combine").count(), 2);
+    let m = x.mean_axis(1).unwrap();
+    assert_eq!(m.shape(), &[4]);
+    assert_eq!(x.max().shape(), &[] as &[u64]);
+    assert!(x.sum_axis(2, 8).is_err());
+    assert!(x.reduce("median", None, 8).is_err());
+}
+
+#[test]
+fn mismatches_are_errors() {
+    let a = Array::ones(&[4, 4], &[2, 2], DType::F32).unwrap();
+    let b = Array::ones(&[4, 4], &[4, 4], DType::F32).unwrap();
+    let c = Array::ones(&[4, 3], &[2, 3], DType::F32).unwrap();
+    assert!(matches!(a.binary("add", &b), Err(ArrayError::Chunks(..))));
+    assert!(matches!(a.binary("add", &c), Err(ArrayError::Shape(..))));
+    assert!(matches!(c.matmul(&c), Err(ArrayError::Shape(..))));
+    assert!(Array::ones(&[4], &[2, 2], DType::F32).is_err());
+    assert!(Array::ones(&[4], &[2], DType::U8).is_err());
+    assert!(Array::random_uniform(&[4], &[2], DType::I32, 1, 0.0, 1.0).is_err());
+    let d = &(&a + 1.0) * &a;
+    assert_eq!(d.graph().len(), 4 + 4 + 4);
+}
+
+/// The panic message of `op(a, b)`.
+fn panic_message(op: impl FnOnce() -> Array) -> String {
+    let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(op))
+        .expect_err("the operator did not panic");
+    match err.downcast::<String>() {
+        Ok(s) => *s,
+        Err(e) => e.downcast_ref::<&str>().unwrap().to_string(),
+    }
+}
+
+#[test]
+fn checked_operators_return_the_error_and_the_operators_panic_naming_both_shapes() {
+    let a = Array::ones(&[4, 4], &[2, 2], DType::F32).unwrap();
+    let c = Array::ones(&[4, 3], &[2, 3], DType::F32).unwrap();
+    let shapes = ArrayError::Shape(vec![4, 4], vec![4, 3]);
+    assert_eq!(a.try_add(&c).unwrap_err(), shapes);
+    assert_eq!(a.try_sub(&c).unwrap_err(), shapes);
+    assert_eq!(a.try_mul(&c).unwrap_err(), shapes);
+    assert_eq!(a.try_div(&c).unwrap_err(), shapes);
+    type Op = fn(&Array, &Array) -> Array;
+    let cases: [(&str, &str, Op); 4] = [
+        ("+", "try_add", |x, y| x + y),
+        ("-", "try_sub", |x, y| x - y),
+        ("*", "try_mul", |x, y| x * y),
+        ("/", "try_div", |x, y| x / y),
+    ];
+    for (sym, checked, op) in cases {
+        assert_eq!(
+            panic_message(|| op(&a, &c)),
+            format!(
+                "`{sym}` of arrays of shapes [4, 4] and [4, 3]: shapes [4, 4] and [4, 3] \
+                 differ; Array::{checked} returns this as an error"
+            )
+        );
+    }
+
+    // Same shapes, other chunks or dtype: the message still names both shapes.
+    let b = Array::ones(&[4, 4], &[4, 4], DType::F32).unwrap();
+    let msg = panic_message(|| &a + &b);
+    assert!(
+        msg.starts_with("`+` of arrays of shapes [4, 4] and [4, 4]: chunks"),
+        "{msg}"
+    );
+    assert!(
+        msg.ends_with("; Array::try_add returns this as an error"),
+        "{msg}"
+    );
+    assert!(matches!(a.try_add(&b), Err(ArrayError::Chunks(..))));
+    let i = Array::ones(&[4, 4], &[2, 2], DType::I32).unwrap();
+    let msg = panic_message(|| &a * &i);
+    assert!(
+        msg.contains("shapes [4, 4] and [4, 4]: dtypes f32 and i32 differ"),
+        "{msg}"
+    );
+    assert!(
+        msg.ends_with("Array::try_mul returns this as an error"),
+        "{msg}"
+    );
+
+    // On matching arrays the checked methods build what the operators build.
+    let (x, y) = (a.try_sub(&a).unwrap(), &a - &a);
+    let ops = |g: Vec<Task>| {
+        g.into_iter()
+            .map(|t| (t.op, t.args.len()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ops(x.graph()), ops(y.graph()));
+    assert_eq!(
+        x.graph().last().unwrap().args[0],
+        TaskArg::Str("sub".into())
+    );
+}
