@@ -450,7 +450,7 @@ pub(crate) fn split_graph(
         parts.push((full, std::mem::take(part_bufs)));
     };
     for mut t in tasks {
-        let n = rask_proto::msg::task_wire_size(&t);
+        let n = rask_proto::size::task_wire_size(&t);
         if size + n > PART_TARGET && size > 0 {
             flush(&mut part, &mut part_bufs, &mut parts);
             size = 0;

@@ -18,6 +18,7 @@ pub mod frame;
 mod ids;
 mod link;
 pub mod msg;
+pub mod size;
 mod value;
 
 pub use device::{DeviceKind, DeviceLoc};

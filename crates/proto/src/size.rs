@@ -1,0 +1,140 @@
+//! Upper estimates of messages' archived sizes, so that a writer keeps its frames within
+//! a target without encoding twice (see `WireMessage::wire_size`). Not part of the wire
+//! layout: these estimates may change without changing the protocol's schema hash.
+
+use crate::msg::{Holder, PeerMsg, TaskSpec, ToClient, ToScheduler, ToWorker};
+use crate::Datum;
+
+/// An upper estimate of a datum's archived size.
+pub fn datum_wire_size(d: &Datum) -> usize {
+    let mut n = 16;
+    let mut todo = vec![d];
+    while let Some(d) = todo.pop() {
+        n += 24;
+        match d {
+            Datum::Str(s) => n += s.len(),
+            Datum::List(l) => todo.extend(l),
+            _ => {}
+        }
+    }
+    n
+}
+
+/// An upper estimate of a task's archived size.
+pub fn task_wire_size(t: &TaskSpec) -> usize {
+    64 + t.key.len()
+        + t.op.len()
+        + datum_wire_size(&t.args)
+        + t.deps.iter().map(|d| d.len() + 16).sum::<usize>()
+        + t.resources.iter().map(|r| r.name.len() + 32).sum::<usize>()
+}
+
+/// The size estimate of each message type (see [`WireMessage::wire_size`]).
+pub(crate) trait WireSize {
+    fn wire_size(&self) -> usize {
+        256
+    }
+}
+
+impl WireSize for ToWorker {
+    fn wire_size(&self) -> usize {
+        match self {
+            ToWorker::Compute(c) => {
+                128 + c.op.len() + datum_wire_size(&c.args) + c.deps.len() * (32 + 8 * 4)
+            }
+            ToWorker::Free { tasks } => 64 + tasks.len() * 8,
+            ToWorker::Peers { peers } => {
+                64 + peers
+                    .iter()
+                    .map(|p| 96 + p.addr.len() + p.shm_addr.len() + p.host_id.len())
+                    .sum::<usize>()
+            }
+            _ => 256,
+        }
+    }
+}
+
+fn holders_wire_size(holders: &[Holder]) -> usize {
+    holders
+        .iter()
+        .map(|h| 96 + h.addr.len() + h.shm_addr.len() + h.host_id.len() + h.device.len())
+        .sum()
+}
+
+impl WireSize for ToClient {
+    fn wire_size(&self) -> usize {
+        match self {
+            ToClient::KeyInMemory {
+                key,
+                holders,
+                value,
+                ..
+            } => {
+                96 + key.len()
+                    + holders_wire_size(holders)
+                    + value.as_ref().map_or(0, datum_wire_size)
+            }
+            ToClient::KeyErred { key, error } => {
+                96 + key.len() + error.key.len() + error.op.len() + error.message.len()
+            }
+            ToClient::GraphRejected { keys, message } => {
+                64 + message.len() + keys.iter().map(|k| k.len() + 16).sum::<usize>()
+            }
+            ToClient::WhoHasReply { entries, .. } => {
+                64 + entries
+                    .iter()
+                    .map(|e| 32 + e.key.len() + holders_wire_size(&e.holders))
+                    .sum::<usize>()
+            }
+            ToClient::InfoReply { info, .. } => 4096 + info.workers.len() * 1024,
+            ToClient::Closing { reason } => 64 + reason.len(),
+        }
+    }
+}
+
+impl WireSize for PeerMsg {
+    fn wire_size(&self) -> usize {
+        match self {
+            PeerMsg::GetData { tasks, .. } => 64 + tasks.len() * 8,
+            PeerMsg::Data { items, missing, .. } => {
+                64 + missing.len() * 8
+                    + items
+                        .iter()
+                        .map(|i| 16 + datum_wire_size(&i.value))
+                        .sum::<usize>()
+            }
+            PeerMsg::ShmData {
+                items,
+                missing,
+                refs,
+                segments,
+                ..
+            } => {
+                96 + missing.len() * 8
+                    + refs.len() * 128
+                    + segments.len() * 16
+                    + items
+                        .iter()
+                        .map(|i| 16 + datum_wire_size(&i.value))
+                        .sum::<usize>()
+            }
+            PeerMsg::Release { loans } => 64 + loans.len() * 8,
+            PeerMsg::Retired { segments } => 64 + segments.len() * 4,
+        }
+    }
+}
+
+impl WireSize for ToScheduler {
+    fn wire_size(&self) -> usize {
+        match self {
+            ToScheduler::UpdateGraph(g) => {
+                64 + g.tasks.iter().map(task_wire_size).sum::<usize>()
+                    + g.wanted.iter().map(|k| k.len() + 16).sum::<usize>()
+            }
+            ToScheduler::ReleaseKeys { keys } | ToScheduler::WhoHas { keys, .. } => {
+                64 + keys.iter().map(|k| k.len() + 16).sum::<usize>()
+            }
+            _ => 256,
+        }
+    }
+}
