@@ -8,7 +8,8 @@
 //! With NVRTC on the library path (see ci/setup-nvrtc.sh) the kernel is compile-checked
 //! first, and a kernel that does not compile is reported with NVRTC's log.
 
-use rask::array::{Array, Chunk, DType, TaskArg};
+use rask::array::{Array, Chunk, DType};
+use rask::Arg;
 use rask::{Client, CudaKernel, LocalCluster, Registry, Value};
 
 const SCALE_SHIFT: &str = r#"
@@ -65,10 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cluster = LocalCluster::builder().registry(registry).build()?;
     let client = Client::for_cluster(cluster)?;
     let x = Array::arange(12, 5, DType::F32, 0.0, 1.0)?;
-    let y = x.map_blocks(
-        "scale_shift",
-        vec![TaskArg::Float(2.0), TaskArg::Float(0.5)],
-    );
+    let y = x.map_blocks("scale_shift", vec![Arg::from(2.0), Arg::from(0.5)]);
     let v = client.compute_array::<f32>(&y)?;
     println!("scale_shift(arange(12), 2, 0.5) = {v}");
     Ok(())

@@ -1,10 +1,10 @@
 //! Blocked arrays on the cluster: build expressions with [`Array`] (from rask-array),
 //! compute them with [`crate::Client::compute_array`] into an `ndarray::ArrayD`.
 
-use rask_client::{Arg, ClientError, Graph};
+use rask_client::{ClientError, Graph};
 use rask_proto::Value;
 
-pub use rask_array::{Array, ArrayError, DType, Task, TaskArg};
+pub use rask_array::{arg, Array, ArrayError, DType, Task};
 pub use rask_kernels::chunk::{Chunk, Pod};
 
 /// The graph of an array, as the client submits it. With `gpu`, every task asks for a
@@ -12,32 +12,7 @@ pub use rask_kernels::chunk::{Chunk, Pod};
 pub(crate) fn to_graph(x: &Array, gpu: bool) -> Graph {
     let mut g = Graph::new();
     for t in x.graph() {
-        let args: Vec<Arg> = t
-            .args
-            .into_iter()
-            .map(|a| match a {
-                TaskArg::Key(k) => Arg::key(k),
-                TaskArg::Int(i) => Arg::from(i),
-                TaskArg::Float(f) => Arg::from(f),
-                TaskArg::Str(s) => Arg::Value(Value::Str(s)),
-                TaskArg::Ints(v) => {
-                    Arg::Value(Value::List(v.into_iter().map(Value::Int).collect()))
-                }
-                TaskArg::Data {
-                    dtype,
-                    shape,
-                    bytes,
-                } => Arg::Value(
-                    Chunk {
-                        dtype,
-                        shape,
-                        bytes,
-                    }
-                    .to_value(),
-                ),
-            })
-            .collect();
-        g.task(&t.key, &t.op, args);
+        g.task(&t.key, &t.op, t.args);
         if gpu {
             g.resources(&[("gpu", 1.0)]);
         }

@@ -195,7 +195,7 @@ const AFFINE: &str = "extern \"C\" __global__ void affine_f64(const double* x, d
 
 #[test]
 fn custom_kernels_run_by_their_cpu_twin_and_are_compile_checked() {
-    use rask::array::TaskArg;
+    use rask::Arg;
     use rask::{CudaKernel, LocalCluster, Registry};
     let kernel = |src: &str| CudaKernel {
         source: src.into(),
@@ -219,7 +219,7 @@ fn custom_kernels_run_by_their_cpu_twin_and_are_compile_checked() {
         .unwrap();
     let c = Client::for_cluster(cluster).unwrap();
     let x = Array::arange(10, 4, DType::F64, 0.0, 1.0).unwrap();
-    let y = x.map_blocks("affine", vec![TaskArg::Float(3.0), TaskArg::Float(-1.0)]);
+    let y = x.map_blocks("affine", vec![Arg::from(3.0), Arg::from(-1.0)]);
     let got = c.compute_array::<f64>(&y).unwrap();
     assert_eq!(
         got.as_slice().unwrap(),

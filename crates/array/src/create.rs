@@ -53,13 +53,13 @@ impl Array {
             vec![],
             |b| {
                 let args = vec![
-                    TaskArg::Str(dtype.name().into()),
-                    TaskArg::Int(seed as i64),
+                    arg::str(dtype.name()),
+                    Arg::from(seed as i64),
                     ints(shape),
                     ints(&b.origin),
                     ints(&b.shape),
-                    TaskArg::Float(p0),
-                    TaskArg::Float(p1),
+                    Arg::from(p0),
+                    Arg::from(p1),
                 ];
                 (op.clone(), args)
             },
@@ -100,11 +100,7 @@ impl Array {
                     let at = start as usize * size;
                     out.extend_from_slice(&data[at..at + cols * size]);
                 }
-                let chunk = TaskArg::Data {
-                    dtype,
-                    shape: b.shape.clone(),
-                    bytes: out.into(),
-                };
+                let chunk = arg::chunk(dtype, &b.shape.clone(), out.into());
                 ("identity".into(), vec![chunk])
             },
         ))
@@ -128,10 +124,10 @@ impl Array {
             vec![],
             |b| {
                 let args = vec![
-                    TaskArg::Str(dtype.name().into()),
-                    TaskArg::Float(start + step * b.origin[0] as f64),
-                    TaskArg::Float(step),
-                    TaskArg::Int(b.shape[0] as i64),
+                    arg::str(dtype.name()),
+                    Arg::from(start + step * b.origin[0] as f64),
+                    Arg::from(step),
+                    Arg::from(b.shape[0] as i64),
                 ];
                 ("array.arange".into(), args)
             },
@@ -154,11 +150,7 @@ impl Array {
             dtype,
             vec![],
             |b| {
-                let args = vec![
-                    TaskArg::Str(dtype.name().into()),
-                    ints(&b.shape),
-                    TaskArg::Float(value),
-                ];
+                let args = vec![arg::str(dtype.name()), ints(&b.shape), Arg::from(value)];
                 ("array.full".into(), args)
             },
         ))

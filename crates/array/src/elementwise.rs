@@ -82,9 +82,9 @@ impl Array {
         let parents = vec![a.clone(), b.clone()];
         Ok(self.each_chunk(op, parents, |i| {
             let args = vec![
-                TaskArg::Str(op.into()),
-                TaskArg::Key(a.chunk_key(i)),
-                TaskArg::Key(b.chunk_key(i)),
+                arg::str(op),
+                Arg::Key(a.chunk_key(i)),
+                Arg::Key(b.chunk_key(i)),
             ];
             ("array.binary".into(), args)
         }))
@@ -118,11 +118,7 @@ impl Array {
     pub fn scalar(&self, op: &str, value: f64) -> Array {
         let a = self.clone();
         self.each_chunk(op, vec![a.clone()], |i| {
-            let args = vec![
-                TaskArg::Str(op.into()),
-                TaskArg::Key(a.chunk_key(i)),
-                TaskArg::Float(value),
-            ];
+            let args = vec![arg::str(op), Arg::Key(a.chunk_key(i)), Arg::from(value)];
             ("array.binary".into(), args)
         })
     }
@@ -130,10 +126,10 @@ impl Array {
     /// `op(chunk, args…)` on every chunk, like dask's `map_blocks`: `op` (a registered
     /// op, e.g. a custom kernel with its CPU twin) must return a chunk of the same shape
     /// and dtype.
-    pub fn map_blocks(&self, op: &str, args: Vec<TaskArg>) -> Array {
+    pub fn map_blocks(&self, op: &str, args: Vec<Arg>) -> Array {
         let a = self.clone();
         self.each_chunk(op, vec![a.clone()], |i| {
-            let mut all = vec![TaskArg::Key(a.chunk_key(i))];
+            let mut all = vec![Arg::Key(a.chunk_key(i))];
             all.extend(args.iter().cloned());
             (op.into(), all)
         })
@@ -144,7 +140,7 @@ impl Array {
         &self,
         name: &str,
         parents: Vec<Array>,
-        task: impl Fn(&[usize]) -> (String, Vec<TaskArg>),
+        task: impl Fn(&[usize]) -> (String, Vec<Arg>),
     ) -> Array {
         Array::blockwise(
             name,

@@ -109,7 +109,7 @@ impl Array {
                 let start: Vec<u64> = (0..rank).map(|d| piece(d).1).collect();
                 let args = vec![
                     ints(&b.shape),
-                    TaskArg::Key(a.chunk_key(&src)),
+                    Arg::Key(a.chunk_key(&src)),
                     ints(&start),
                     ints(&vec![0; rank]),
                     ints(&b.shape),
@@ -147,7 +147,7 @@ impl Array {
                         .collect();
                     let extent: Vec<u64> = (0..combo.len()).map(|d| part(d).2).collect();
                     args.extend([
-                        TaskArg::Key(a.chunk_key(&src)),
+                        Arg::Key(a.chunk_key(&src)),
                         ints(&src_start),
                         ints(&dst_start),
                         ints(&extent),

@@ -3,9 +3,8 @@
 //! graphs (pure, testable without a cluster); the ops it names (`array.*`) are in
 //! rask-kernels, and the client submits the graph and assembles the result.
 //!
-//! Chunk values travel as `[dtype, shape, bytes]` lists, encoded and read by
-//! `rask_kernels::chunk::Chunk` (the client's own chunks are [`TaskArg::Data`], with the
-//! same three fields).
+//! Chunk values travel as `[dtype, shape, bytes]` lists, encoded in one place,
+//! `rask_proto::chunk` (the program's own chunks are [`arg::chunk`]).
 
 #![forbid(unsafe_code)]
 
@@ -21,21 +20,32 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// An argument of a task.
-#[derive(Clone, Debug, PartialEq)]
-pub enum TaskArg {
-    /// The output of the task with this key.
-    Key(String),
-    Int(i64),
-    Float(f64),
-    Str(String),
-    Ints(Vec<i64>),
-    /// A chunk given by the client: little-endian row-major bytes.
-    Data {
-        dtype: DType,
-        shape: Vec<u64>,
-        bytes: bytes::Bytes,
-    },
+/// An argument of a task: the [`Arg`] programs use everywhere. Numbers, strings and
+/// lists are values; [`arg::chunk`], [`arg::ints`] and friends build the ones arrays need.
+pub use rask_proto::Arg;
+
+/// Arguments of array tasks.
+pub mod arg {
+    use rask_proto::{Arg, DType, Value};
+
+    /// A list of integers (a shape, an origin).
+    pub fn ints(v: impl IntoIterator<Item = i64>) -> Arg {
+        Arg::Value(Value::List(v.into_iter().map(Value::Int).collect()))
+    }
+
+    /// A string (an op's name, a dtype's).
+    pub fn str(s: impl Into<String>) -> Arg {
+        Arg::Value(Value::Str(s.into()))
+    }
+
+    /// A chunk given by the program: little-endian row-major bytes.
+    pub fn chunk(dtype: DType, shape: &[u64], bytes: bytes::Bytes) -> Arg {
+        Arg::Value(rask_proto::chunk::chunk_value(
+            dtype,
+            shape,
+            Value::Bytes(bytes),
+        ))
+    }
 }
 
 /// One task of an array graph.
@@ -43,14 +53,14 @@ pub enum TaskArg {
 pub struct Task {
     pub key: String,
     pub op: String,
-    pub args: Vec<TaskArg>,
+    pub args: Vec<Arg>,
 }
 
 impl Task {
     /// Keys this task depends on.
     pub fn deps(&self) -> impl Iterator<Item = &str> {
         self.args.iter().filter_map(|a| match a {
-            TaskArg::Key(k) => Some(k.as_str()),
+            Arg::Key(k) => Some(k.as_str()),
             _ => None,
         })
     }
@@ -112,8 +122,8 @@ fn split(n: u64, c: u64) -> Vec<u64> {
     v
 }
 
-fn ints(v: &[u64]) -> TaskArg {
-    TaskArg::Ints(v.iter().map(|&x| x as i64).collect())
+fn ints(v: &[u64]) -> Arg {
+    arg::ints(v.iter().map(|&x| x as i64))
 }
 
 /// Every index of a grid, row-major.
@@ -163,7 +173,7 @@ impl Array {
         chunks: Vec<Vec<u64>>,
         dtype: DType,
         parents: Vec<Array>,
-        task: impl Fn(&Block) -> (String, Vec<TaskArg>),
+        task: impl Fn(&Block) -> (String, Vec<Arg>),
     ) -> Array {
         let geometry = chunks.clone();
         Array::new(op, shape, chunks, dtype, parents, |name, idx| {

@@ -21,7 +21,7 @@ impl Array {
             vec![a.clone()],
             |b| {
                 let src = a.chunk_key(&[b.idx[1], b.idx[0]]);
-                ("array.transpose".into(), vec![TaskArg::Key(src)])
+                ("array.transpose".into(), vec![Arg::Key(src)])
             },
         ))
     }
@@ -68,8 +68,8 @@ impl Array {
                                 key: key.clone(),
                                 op: "array.matmul".into(),
                                 args: vec![
-                                    TaskArg::Key(a.chunk_key(&[i[0], j])),
-                                    TaskArg::Key(b.chunk_key(&[j, i[1]])),
+                                    Arg::Key(a.chunk_key(&[i[0], j])),
+                                    Arg::Key(b.chunk_key(&[j, i[1]])),
                                 ],
                             });
                             key

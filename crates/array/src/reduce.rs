@@ -20,8 +20,8 @@ pub(crate) fn tree_combine(
             .enumerate()
             .map(|(n, group)| {
                 let key = format!("{out}-t{level}-{n}");
-                let mut args = vec![TaskArg::Str(op.into())];
-                args.extend(group.iter().map(|k| TaskArg::Key(k.clone())));
+                let mut args = vec![arg::str(op)];
+                args.extend(group.iter().map(|k| Arg::Key(k.clone())));
                 tasks.push(Task {
                     key: key.clone(),
                     op: "array.combine".into(),
@@ -32,8 +32,8 @@ pub(crate) fn tree_combine(
             .collect();
         level += 1;
     }
-    let mut args = vec![TaskArg::Str(op.into())];
-    args.extend(keys.into_iter().map(TaskArg::Key));
+    let mut args = vec![arg::str(op)];
+    args.extend(keys.into_iter().map(Arg::Key));
     tasks.push(Task {
         key: out.to_string(),
         op: "array.combine".into(),
@@ -151,9 +151,9 @@ impl Array {
                                 key: key.clone(),
                                 op: "array.reduce".into(),
                                 args: vec![
-                                    TaskArg::Str(op.clone()),
-                                    TaskArg::Int(axis.map_or(-1, |x| x as i64)),
-                                    TaskArg::Key(a.chunk_key(i)),
+                                    arg::str(op.clone()),
+                                    Arg::from(axis.map_or(-1, |x| x as i64)),
+                                    Arg::Key(a.chunk_key(i)),
                                 ],
                             });
                             key
@@ -191,7 +191,7 @@ impl Array {
                             key: key.clone(),
                             op: "array.argmax".into(),
                             args: vec![
-                                TaskArg::Key(a.chunk_key(i)),
+                                Arg::Key(a.chunk_key(i)),
                                 global.clone(),
                                 ints(&a.chunk_origin(i)),
                             ],
@@ -210,7 +210,7 @@ impl Array {
                             tasks.push(Task {
                                 key: key.clone(),
                                 op: "array.argmax_combine".into(),
-                                args: group.iter().map(|k| TaskArg::Key(k.clone())).collect(),
+                                args: group.iter().map(|k| Arg::Key(k.clone())).collect(),
                             });
                             key
                         })
@@ -220,7 +220,7 @@ impl Array {
                 tasks.push(Task {
                     key: out,
                     op: "array.argmax_index".into(),
-                    args: vec![TaskArg::Key(keys.pop().expect("an array has a chunk"))],
+                    args: vec![Arg::Key(keys.pop().expect("an array has a chunk"))],
                 });
                 tasks
             },

@@ -11,7 +11,7 @@ fn chunks_split_shapes_and_keys_are_per_chunk() {
     assert_eq!(x.chunk_shape(&[2, 0]), vec![2, 7]);
     let g = x.graph();
     assert_eq!(g.len(), 3);
-    assert_eq!(g[2].args[3], TaskArg::Ints(vec![8, 0]));
+    assert_eq!(g[2].args[3], arg::ints(vec![8, 0]));
 }
 
 #[test]
@@ -28,7 +28,7 @@ fn argmax_is_a_pair_per_chunk_a_tree_and_an_index() {
     let last = g.last().unwrap();
     assert_eq!(last.key, a.chunk_key(&[]));
     let first = g.iter().find(|t| t.op == "array.argmax").unwrap();
-    assert_eq!(first.args[1], TaskArg::Ints(vec![6, 4]));
+    assert_eq!(first.args[1], arg::ints(vec![6, 4]));
 }
 
 #[test]
@@ -161,8 +161,5 @@ fn checked_operators_return_the_error_and_the_operators_panic_naming_both_shapes
             .collect::<Vec<_>>()
     };
     assert_eq!(ops(x.graph()), ops(y.graph()));
-    assert_eq!(
-        x.graph().last().unwrap().args[0],
-        TaskArg::Str("sub".into())
-    );
+    assert_eq!(x.graph().last().unwrap().args[0], arg::str("sub"));
 }

@@ -3,56 +3,10 @@
 
 use bytes::Bytes;
 use rask_proto::msg::{Resource, TaskSpec};
+pub use rask_proto::Arg;
 use rask_proto::{Datum, Value};
 
 use crate::Future;
-
-/// A task argument: a value, a reference to another key's result, or a list of either.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Arg {
-    Value(Value),
-    /// The result of the task with this key (in the same graph, or held by the client).
-    Key(String),
-    List(Vec<Arg>),
-}
-
-impl Arg {
-    /// A reference to a key's result.
-    pub fn key(k: impl Into<String>) -> Arg {
-        Arg::Key(k.into())
-    }
-
-    fn to_datum(
-        &self,
-        deps: &mut Vec<String>,
-        bufs: &mut Vec<Bytes>,
-    ) -> Result<Datum, rask_proto::ProtoError> {
-        Ok(match self {
-            Arg::Value(v) => v.to_datum(bufs)?,
-            Arg::Key(k) => {
-                let i = match deps.iter().position(|d| d == k) {
-                    Some(i) => i,
-                    None => {
-                        deps.push(k.clone());
-                        deps.len() - 1
-                    }
-                };
-                Datum::Ref(i as u32)
-            }
-            Arg::List(l) => Datum::List(
-                l.iter()
-                    .map(|a| a.to_datum(deps, bufs))
-                    .collect::<Result<_, _>>()?,
-            ),
-        })
-    }
-}
-
-impl<T: Into<Value>> From<T> for Arg {
-    fn from(v: T) -> Self {
-        Arg::Value(v.into())
-    }
-}
 
 impl From<&Future> for Arg {
     fn from(f: &Future) -> Self {

@@ -10,6 +10,8 @@
 
 #![forbid(unsafe_code)]
 
+mod arg;
+pub mod chunk;
 mod device;
 mod dtype;
 mod error;
@@ -21,6 +23,7 @@ pub mod msg;
 pub mod size;
 mod value;
 
+pub use arg::Arg;
 pub use device::{DeviceKind, DeviceLoc};
 pub use dtype::DType;
 pub use error::ProtoError;

@@ -1,7 +1,7 @@
 //! Array chunks: a [`Chunk`] is one block of a blocked array, its bytes little-endian and
 //! row-major. It travels as the value `[dtype, shape, bytes]` ([`Chunk::to_value`],
-//! [`chunk_value`], [`chunk_parts`]): this module is the one place that encoding is
-//! written and read. [`Pod`] names the element types a chunk can hold.
+//! [`chunk_value`], [`chunk_parts`]), an encoding written and read in one place,
+//! `rask_proto::chunk`. [`Pod`] names the element types a chunk can hold.
 //!
 //! The `array.*` ops over chunks (computed by the CPU twins, GEMM by `matrixmultiply`)
 //! are in `ops`, and their registration (argument parsing) in `register`.
@@ -31,42 +31,18 @@ pub struct Chunk {
     pub bytes: Bytes,
 }
 
-/// A chunk value, `[dtype, shape, data]`: `data` is the bytes, in host memory
-/// (`Value::Bytes`) or in a device's (`Value::Device`).
-pub fn chunk_value(dtype: DType, shape: &[u64], data: Value) -> Value {
-    Value::List(vec![
-        Value::Str(dtype.name().into()),
-        Value::List(shape.iter().map(|&d| Value::Int(d as i64)).collect()),
-        data,
-    ])
-}
+pub use rask_proto::chunk::chunk_value;
 
 /// The dtype, shape and bytes (host or device) of a chunk value, the length checked.
 pub fn chunk_parts(v: &Value) -> Result<(DType, Vec<u64>, &Value), OpError> {
-    let Value::List(parts) = v else {
-        return Err(OpError::NotAChunk(v.type_name()));
-    };
-    let [Value::Str(dtype), Value::List(shape), data] = parts.as_slice() else {
-        return Err(OpError::ChunkForm);
-    };
-    let len = match data {
-        Value::Bytes(b) => b.len(),
-        Value::Device(d) => d.len(),
-        _ => return Err(OpError::ChunkForm),
-    };
-    let dtype: DType = dtype.parse().map_err(OpError::DTypeName)?;
-    let shape = shape
-        .iter()
-        .map(|d| match d {
-            Value::Int(n) if *n >= 0 => Ok(*n as u64),
-            _ => Err(OpError::ChunkShape),
-        })
-        .collect::<Result<Vec<u64>, OpError>>()?;
-    let n: u64 = shape.iter().product();
-    if n.checked_mul(dtype.size()) != Some(len as u64) {
-        return Err(OpError::ChunkLength { shape, dtype, len });
-    }
-    Ok((dtype, shape, data))
+    use rask_proto::chunk::ChunkError;
+    rask_proto::chunk::chunk_parts(v).map_err(|e| match e {
+        ChunkError::NotAChunk(t) => OpError::NotAChunk(t),
+        ChunkError::Form => OpError::ChunkForm,
+        ChunkError::DTypeName(m) => OpError::DTypeName(m),
+        ChunkError::Shape => OpError::ChunkShape,
+        ChunkError::Length { shape, dtype, len } => OpError::ChunkLength { shape, dtype, len },
+    })
 }
 
 impl Chunk {

@@ -1,0 +1,71 @@
+//! A task's argument as programs write it: a value, the result of another task (by key),
+//! or a list of either. The client and blocked arrays build graphs from these alike; on
+//! the wire an argument becomes a [`Datum`](crate::Datum) whose references index the
+//! task's dependencies.
+
+use bytes::Bytes;
+
+use crate::value::MAX_DEPTH;
+use crate::{Datum, ProtoError, Value};
+
+/// A task argument: a value, a reference to another key's result, or a list of either.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Arg {
+    Value(Value),
+    /// The result of the task with this key (in the same graph, or held by the client).
+    Key(String),
+    List(Vec<Arg>),
+}
+
+impl Arg {
+    /// A reference to a key's result.
+    pub fn key(k: impl Into<String>) -> Arg {
+        Arg::Key(k.into())
+    }
+
+    /// The wire form: keys referred to are appended to `deps` once each (a reference is
+    /// its index there), byte payloads to `bufs`. Refuses arguments nested deeper than a
+    /// receiver accepts.
+    pub fn to_datum(
+        &self,
+        deps: &mut Vec<String>,
+        bufs: &mut Vec<Bytes>,
+    ) -> Result<Datum, ProtoError> {
+        self.to_datum_at(deps, bufs, 0)
+    }
+
+    fn to_datum_at(
+        &self,
+        deps: &mut Vec<String>,
+        bufs: &mut Vec<Bytes>,
+        depth: usize,
+    ) -> Result<Datum, ProtoError> {
+        if depth > MAX_DEPTH {
+            return Err(ProtoError::TooDeep(MAX_DEPTH));
+        }
+        Ok(match self {
+            Arg::Value(v) => v.to_datum(bufs)?,
+            Arg::Key(k) => {
+                let i = match deps.iter().position(|d| d == k) {
+                    Some(i) => i,
+                    None => {
+                        deps.push(k.clone());
+                        deps.len() - 1
+                    }
+                };
+                Datum::Ref(i as u32)
+            }
+            Arg::List(l) => Datum::List(
+                l.iter()
+                    .map(|a| a.to_datum_at(deps, bufs, depth + 1))
+                    .collect::<Result<_, _>>()?,
+            ),
+        })
+    }
+}
+
+impl<T: Into<Value>> From<T> for Arg {
+    fn from(v: T) -> Self {
+        Arg::Value(v.into())
+    }
+}

@@ -1,0 +1,62 @@
+//! The value form of an array chunk, `[dtype, shape, bytes]`: written and read here only
+//! (blocked arrays build chunks this way, the kernels read and write them, the client
+//! assembles them).
+
+use crate::{DType, Value};
+
+/// Why a value is not a chunk.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ChunkError {
+    #[error("not an array chunk: {0}")]
+    NotAChunk(&'static str),
+    #[error("not an array chunk: expected [dtype, shape, bytes]")]
+    Form,
+    #[error("{0}")]
+    DTypeName(String),
+    #[error("bad chunk shape")]
+    Shape,
+    #[error("chunk of shape {shape:?} and dtype {dtype} has {len} bytes")]
+    Length {
+        shape: Vec<u64>,
+        dtype: DType,
+        len: usize,
+    },
+}
+
+/// A chunk value, `[dtype, shape, data]`: `data` is the bytes, in host memory
+/// (`Value::Bytes`) or in a device's (`Value::Device`).
+pub fn chunk_value(dtype: DType, shape: &[u64], data: Value) -> Value {
+    Value::List(vec![
+        Value::Str(dtype.name().into()),
+        Value::List(shape.iter().map(|&d| Value::Int(d as i64)).collect()),
+        data,
+    ])
+}
+
+/// The dtype, shape and bytes (host or device) of a chunk value, the length checked.
+pub fn chunk_parts(v: &Value) -> Result<(DType, Vec<u64>, &Value), ChunkError> {
+    let Value::List(parts) = v else {
+        return Err(ChunkError::NotAChunk(v.type_name()));
+    };
+    let [Value::Str(dtype), Value::List(shape), data] = parts.as_slice() else {
+        return Err(ChunkError::Form);
+    };
+    let len = match data {
+        Value::Bytes(b) => b.len(),
+        Value::Device(d) => d.len(),
+        _ => return Err(ChunkError::Form),
+    };
+    let dtype: DType = dtype.parse().map_err(ChunkError::DTypeName)?;
+    let shape = shape
+        .iter()
+        .map(|d| match d {
+            Value::Int(n) if *n >= 0 => Ok(*n as u64),
+            _ => Err(ChunkError::Shape),
+        })
+        .collect::<Result<Vec<u64>, ChunkError>>()?;
+    let n: u64 = shape.iter().product();
+    if n.checked_mul(dtype.size()) != Some(len as u64) {
+        return Err(ChunkError::Length { shape, dtype, len });
+    }
+    Ok((dtype, shape, data))
+}
