@@ -9,7 +9,11 @@
 //! toolchain and flags gives the same identity. Debug information and symbol tables are
 //! not loaded, so stripping a binary does not change it.
 //!
-//! It is computed once per process, on first use (about 10 ms for a 10 MB executable).
+//! It is computed once per executable file, on first use (about 3 ms for a 6 MB
+//! executable), and remembered in the user's cache (`$XDG_CACHE_HOME/rask/code`, or
+//! `~/.cache/rask/code`) under the file's device, inode, size and modification time, so
+//! that the workers a cluster starts do not each hash the same file again. A file
+//! rewritten in place gets a new modification time, and so a new entry.
 
 use std::os::unix::fs::FileExt;
 use std::sync::OnceLock;
@@ -18,13 +22,73 @@ use std::sync::OnceLock;
 /// cannot be read as ELF, with the reason logged once.
 pub fn code_identity() -> u64 {
     static ID: OnceLock<u64> = OnceLock::new();
-    *ID.get_or_init(|| match identity_of(std::path::Path::new("/proc/self/exe")) {
-        Ok(id) => id,
-        Err(e) => {
-            tracing::warn!("cannot identify this program's code ({e}); its workers are told apart by op versions only");
-            0
+    *ID.get_or_init(|| {
+        let exe = std::path::Path::new("/proc/self/exe");
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .filter(|d| !d.is_empty())
+            .map(std::path::PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache")))
+            .map(|d| d.join("rask").join("code"));
+        match remembered_identity_of(exe, cache.as_deref()) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!("cannot identify this program's code ({e}); its workers are told apart by op versions only");
+                0
+            }
         }
     })
+}
+
+/// The identity of the executable at `path`, remembered in `cache` (a directory) when
+/// given: computed only when the cache has no entry for the file as it is now.
+pub fn remembered_identity_of(
+    path: &std::path::Path,
+    cache: Option<&std::path::Path>,
+) -> Result<u64, CodeError> {
+    let entry = cache.and_then(|dir| cache_entry(path, dir));
+    if let Some(id) = entry.as_deref().and_then(read_cached) {
+        return Ok(id);
+    }
+    let id = identity_of(path)?;
+    if let Some(entry) = &entry {
+        write_cached(entry, id);
+    }
+    Ok(id)
+}
+
+/// Where the identity of the file `exe` is remembered in `dir`: named by the file's
+/// device, inode, size and modification time.
+fn cache_entry(exe: &std::path::Path, dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(exe).ok()?;
+    Some(dir.join(format!(
+        "{:x}-{:x}-{:x}-{:x}.{:09}",
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec()
+    )))
+}
+
+fn read_cached(entry: &std::path::Path) -> Option<u64> {
+    let text = std::fs::read_to_string(entry).ok()?;
+    u64::from_str_radix(text.trim(), 16).ok()
+}
+
+/// Remembers an identity; a cache that cannot be written is not an error (the next
+/// process computes it again).
+fn write_cached(entry: &std::path::Path, id: u64) {
+    let Some(dir) = entry.parent() else { return };
+    if std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    // Written whole, then renamed into place: a reader never sees half an entry.
+    let tmp = dir.join(format!(".tmp-{}", std::process::id()));
+    if std::fs::write(&tmp, format!("{id:016x}\n")).is_ok() && std::fs::rename(&tmp, entry).is_err()
+    {
+        let _ = std::fs::remove_file(&tmp);
+    }
 }
 
 const PT_LOAD: u32 = 1;
@@ -196,5 +260,42 @@ mod tests {
             std::fs::remove_file(p).unwrap();
         }
         assert!(identity_of(std::path::Path::new("/proc/self/status")).is_err());
+    }
+
+    #[test]
+    fn an_identity_is_remembered_per_file_as_it_is_and_computed_again_when_it_changes() {
+        let exe = altered_copy("cached", None);
+        let cache = std::env::temp_dir().join(format!("rask-code-cache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&cache);
+        let id = remembered_identity_of(&exe, Some(&cache)).unwrap();
+        assert_eq!(id, identity_of(&exe).unwrap());
+        let entries: Vec<_> = std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(entries.len(), 1, "one entry for one file");
+        // The entry is what is read: a different number there is believed.
+        std::fs::write(&entries[0], "123abc\n").unwrap();
+        assert_eq!(
+            remembered_identity_of(&exe, Some(&cache)).unwrap(),
+            0x123abc
+        );
+        // The file rewritten (a new modification time): computed again.
+        let f = std::fs::OpenOptions::new().write(true).open(&exe).unwrap();
+        let later = std::fs::metadata(&exe).unwrap().modified().unwrap()
+            + std::time::Duration::from_secs(1);
+        f.set_modified(later).unwrap();
+        drop(f);
+        assert_eq!(remembered_identity_of(&exe, Some(&cache)).unwrap(), id);
+        // No cache, or one that cannot be written: computed each time.
+        assert_eq!(remembered_identity_of(&exe, None).unwrap(), id);
+        let file = cache.join("not-a-dir");
+        std::fs::write(&file, "").unwrap();
+        assert_eq!(
+            remembered_identity_of(&exe, Some(&file.join("x"))).unwrap(),
+            id
+        );
+        std::fs::remove_dir_all(&cache).unwrap();
+        std::fs::remove_file(exe).unwrap();
     }
 }
