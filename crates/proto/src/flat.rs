@@ -6,7 +6,7 @@
 //! nested a few hundred thousand levels deep (a few megabytes, well inside the frame
 //! limits) and overflow the receiver's stack. A flat list of nodes is validated by a loop
 //! over a slice, and the tree is rebuilt by a loop with an explicit stack that refuses
-//! more than [`MAX_DEPTH`] levels. Nothing in this module recurses, on either side.
+//! more than [`MAX_DEPTH`] levels. Nothing in this module recurses on what a peer sent.
 //!
 //! Every message type of the protocol is non-recursive apart from `Datum`, so a frame of
 //! any type validates in bounded stack.
@@ -86,27 +86,33 @@ where
 impl Datum {
     /// The datum's nodes in pre-order.
     fn to_nodes(&self) -> Vec<Node> {
-        let mut out = Vec::new();
-        let mut todo: Vec<&Datum> = vec![self];
-        while let Some(d) = todo.pop() {
-            out.push(match d {
-                Datum::Null => Node::Null,
-                Datum::Bool(b) => Node::Bool(*b),
-                Datum::Int(i) => Node::Int(*i),
-                Datum::Float(f) => Node::Float(*f),
-                Datum::Str(s) => Node::Str(s.clone()),
-                Datum::Buf(i) => Node::Buf(*i),
-                Datum::Ref(i) => Node::Ref(*i),
-                Datum::List(l) => {
-                    todo.extend(l.iter().rev());
-                    Node::List(
-                        u32::try_from(l.len())
-                            .expect("invariant: a list on the wire has fewer than 2^32 items"),
-                    )
-                }
-            });
-        }
+        let mut out = Vec::with_capacity(4);
+        self.push_nodes(&mut out);
         out
+    }
+
+    /// Appends the datum's nodes in pre-order. Recursive: a datum being sent was made
+    /// here (decoded within [`MAX_DEPTH`], or built by [`crate::Value::to_datum`], which
+    /// refuses deeper values), never read from a peer.
+    fn push_nodes(&self, out: &mut Vec<Node>) {
+        out.push(match self {
+            Datum::Null => Node::Null,
+            Datum::Bool(b) => Node::Bool(*b),
+            Datum::Int(i) => Node::Int(*i),
+            Datum::Float(f) => Node::Float(*f),
+            Datum::Str(s) => Node::Str(s.clone()),
+            Datum::Buf(i) => Node::Buf(*i),
+            Datum::Ref(i) => Node::Ref(*i),
+            Datum::List(l) => {
+                out.push(Node::List(u32::try_from(l.len()).expect(
+                    "invariant: a list on the wire has fewer than 2^32 items",
+                )));
+                for x in l {
+                    x.push_nodes(out);
+                }
+                return;
+            }
+        });
     }
 
     /// How deeply lists nest in this datum (0 for a leaf or an empty list's contents),

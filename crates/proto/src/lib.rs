@@ -21,6 +21,7 @@ mod ids;
 mod link;
 pub mod msg;
 pub mod size;
+pub mod typed;
 mod value;
 
 pub use arg::Arg;

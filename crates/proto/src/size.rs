@@ -7,17 +7,15 @@ use crate::Datum;
 
 /// An upper estimate of a datum's archived size.
 pub fn datum_wire_size(d: &Datum) -> usize {
-    let mut n = 16;
-    let mut todo = vec![d];
-    while let Some(d) = todo.pop() {
-        n += 24;
-        match d {
-            Datum::Str(s) => n += s.len(),
-            Datum::List(l) => todo.extend(l),
-            _ => {}
+    // Recursive: the datums sent are made here, within the depth a receiver accepts.
+    fn nodes(d: &Datum) -> usize {
+        24 + match d {
+            Datum::Str(s) => s.len(),
+            Datum::List(l) => l.iter().map(nodes).sum(),
+            _ => 0,
         }
     }
-    n
+    16 + nodes(d)
 }
 
 /// An upper estimate of a task's archived size.
