@@ -53,6 +53,14 @@ pub struct WorkerArgs {
     /// Seconds that connecting to the scheduler or a peer, handshake included, may take.
     #[arg(long, default_value_t = rask_transport::DEFAULT_HANDSHAKE_TIMEOUT.as_secs_f64())]
     pub connect_timeout: f64,
+    /// Do not start workers of clients' programs (for their typed ops) when the scheduler
+    /// asks: only ops this worker has run here.
+    #[arg(long)]
+    pub no_programs: bool,
+    /// This worker is a program's worker, started by another worker: it starts none
+    /// itself, and stops when its standard input closes (its supervisor went away).
+    #[arg(long, hide = true)]
+    pub supervised: bool,
 }
 
 impl WorkerArgs {
@@ -72,6 +80,8 @@ impl WorkerArgs {
             device_memory_limit: None,
             nvlink_peers: Vec::new(),
             connect_timeout: rask_transport::DEFAULT_HANDSHAKE_TIMEOUT.as_secs_f64(),
+            no_programs: false,
+            supervised: false,
         }
     }
 }
@@ -192,6 +202,7 @@ pub fn worker_main(registry: Registry) -> Result<(), Box<dyn Error>> {
 
 /// Runs a worker from parsed options.
 pub fn run_worker(args: WorkerArgs, registry: Registry) -> Result<(), Box<dyn Error>> {
+    let given = args.clone();
     let mut cfg = rask_worker::WorkerConfig::new(args.scheduler);
     // A worker program is a worker alone in its process: its process's memory is its own.
     cfg.own_process = true;
@@ -227,8 +238,12 @@ pub fn run_worker(args: WorkerArgs, registry: Registry) -> Result<(), Box<dyn Er
         ),
         rask_worker::WorkerDevice::Cuda { index, .. } => format!("cuda:{index}"),
     };
+    if !args.no_programs && !args.supervised {
+        cfg.programs = Some(program_launcher(&given, &cfg.name));
+    }
     let authenticated = cfg.conn.auth.is_some();
     let quiet = args.quiet;
+    let supervised = args.supervised;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -283,7 +298,17 @@ pub fn run_worker(args: WorkerArgs, registry: Registry) -> Result<(), Box<dyn Er
             );
             crate::errln!("rask.worker - INFO - -------------------------------------------------");
         }
-        w.run(shutdown_signal()).await?;
+        if supervised {
+            w.run(async {
+                tokio::select! {
+                    _ = shutdown_signal() => {}
+                    _ = stdin_closed() => {}
+                }
+            })
+            .await?;
+        } else {
+            w.run(shutdown_signal()).await?;
+        }
         Ok::<_, Box<dyn Error>>(())
     })
 }
@@ -307,6 +332,80 @@ pub fn parse_resources(specs: &[String]) -> Result<Vec<Resource>, String> {
             })
         })
         .collect()
+}
+
+/// How a worker started with `args` (named `name`) starts a worker of a program: the
+/// program's executable with [`crate::WORKER_ENTRY_ARG`] and the same scheduler,
+/// resources, device, transport and secret.
+pub fn program_launcher(args: &WorkerArgs, name: &str) -> rask_worker::ProgramLauncher {
+    let args = args.clone();
+    let name = name.to_string();
+    let command = move |path: &std::path::Path| {
+        let mut cmd = std::process::Command::new(path);
+        let program = path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        // Another port on the same interface.
+        let host = args.listen.rsplit_once(':').map_or("127.0.0.1", |(h, _)| h);
+        cmd.arg(crate::WORKER_ENTRY_ARG)
+            .arg(&args.scheduler)
+            .args(["--nthreads", &args.nthreads.to_string()])
+            .args(["--name", &format!("{name}/{program}")])
+            .args(["--listen", &format!("{host}:0")])
+            .args(["--device", &args.device])
+            .args(["--connect-timeout", &args.connect_timeout.to_string()])
+            .args(["--quiet", "--supervised"]);
+        if let Some(m) = args.memory_limit {
+            cmd.args(["--memory-limit", &m.to_string()]);
+        }
+        if let Some(m) = &args.device_memory_limit {
+            cmd.args(["--device-memory-limit", m]);
+        }
+        if !args.nvlink_peers.is_empty() {
+            let peers: Vec<String> = args.nvlink_peers.iter().map(u32::to_string).collect();
+            cmd.args(["--nvlink-peers", &peers.join(",")]);
+        }
+        for r in &args.resources {
+            cmd.args(["--resources", r]);
+        }
+        if let Some(f) = &args.auth_file {
+            cmd.arg("--auth-file").arg(f);
+        }
+        if let Some(t) = args.transport {
+            cmd.args(["--transport", &t.to_string()]);
+        }
+        cmd
+    };
+    rask_worker::ProgramLauncher {
+        cache: rask_worker::ProgramLauncher::default_cache(),
+        command: std::sync::Arc::new(command),
+    }
+}
+
+/// Completes when standard input reaches its end (or cannot be read).
+async fn stdin_closed() {
+    let _ = tokio::task::spawn_blocking(|| {
+        let mut buf = [0u8; 256];
+        let mut stdin = std::io::stdin();
+        while matches!(std::io::Read::read(&mut stdin, &mut buf), Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
+/// Logs to stderr at `default` level unless `RUST_LOG` (or `RASK_LOG`) says otherwise;
+/// colour only on a terminal (a log file gets plain text). Does nothing if the program
+/// already set up logging.
+pub fn init_logging(default: &str) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("RASK_LOG"))
+                .unwrap_or_else(|_| default.into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -116,7 +116,7 @@ impl Default for LocalClusterBuilder {
             n_workers: cores.clamp(1, 4),
             threads_per_worker: 1,
             processes: false,
-            registry: Registry::builtin(),
+            registry: Registry::program(),
             worker_binary: None,
             memory_limit: None,
             resources: Vec::new(),
@@ -224,8 +224,10 @@ impl LocalClusterBuilder {
         self
     }
 
-    /// The worker program for processes mode (default: `rask` next to this executable, or
-    /// `$RASK_WORKER_BIN`). A program with its own ops must be given here.
+    /// The worker program for processes mode, started as `PROGRAM worker SCHEDULER
+    /// [options]` (default: this program itself if it has typed ops and calls
+    /// [`crate::worker_entry`]; else `rask` next to this executable, or
+    /// `$RASK_WORKER_BIN`, whose workers receive the program if it has typed ops).
     pub fn worker_binary(mut self, p: impl Into<PathBuf>) -> Self {
         self.worker_binary = Some(p.into());
         self
@@ -467,12 +469,17 @@ impl LocalClusterBuilder {
         name: &str,
         secret: Option<&Path>,
     ) -> Result<Child, ClusterError> {
-        let bin = match &self.worker_binary {
-            Some(b) => b.clone(),
-            None => default_worker_binary()?,
+        let (bin, command) = match &self.worker_binary {
+            Some(b) => (b.clone(), "worker"),
+            // A program with typed ops that can be its own worker is its workers.
+            None if self.registry.has_program_ops() && crate::is_worker_entry_called() => (
+                std::env::current_exe().map_err(|e| ClusterError::WorkerBinary(e.to_string()))?,
+                crate::WORKER_ENTRY_ARG,
+            ),
+            None => (default_worker_binary()?, "worker"),
         };
         let mut cmd = Command::new(&bin);
-        cmd.arg("worker")
+        cmd.arg(command)
             .arg(addr)
             .args([
                 "--nthreads",

@@ -15,7 +15,9 @@ pub mod affinity;
 pub mod array;
 pub mod cli;
 mod cluster;
+mod entry;
 pub mod gpu_process;
+pub mod typed;
 
 use std::collections::HashMap;
 
@@ -27,13 +29,18 @@ pub use cluster::{ClusterError, LocalCUDACluster, LocalCluster, LocalClusterBuil
 /// programs use the same version.
 pub use ndarray;
 pub use rask_client::{
-    Arg, ClientError, ClientOptions, FromValue, Future, Graph, Resource, WorkerInfoMsg,
+    Arg, ClientError, ClientOptions, FromValue, Future, Graph, IntoArg, IntoArgs, Resource, Submit,
+    WorkerInfoMsg,
 };
 pub use rask_device::sim::Topology;
 pub use rask_kernels::{CudaKernel, Registry};
+/// Turns a plain Rust function into a typed op of the cluster; see [`typed`].
+pub use rask_macros::op;
 pub use rask_proto::msg::SchedulerInfoMsg;
 pub use rask_proto::Value;
 pub use rask_transport::Secret;
+
+pub use entry::{is_worker_entry_called, worker_entry, WORKER_ENTRY_ARG};
 
 /// The environment variable naming a running scheduler for [`Client::new`].
 pub const SCHEDULER_ENV: &str = "RASK_SCHEDULER_ADDRESS";
@@ -113,7 +120,7 @@ impl Client {
     }
 
     /// Connects to `$RASK_SCHEDULER_ADDRESS` if set, otherwise starts an in-process
-    /// [`LocalCluster`] (threads) with the built-in ops.
+    /// [`LocalCluster`] (threads) with the built-in ops and the program's typed ops.
     pub fn new() -> Result<Client, Error> {
         match std::env::var(SCHEDULER_ENV) {
             Ok(addr) if !addr.is_empty() => Ok(Client::connect(&addr)?),
@@ -124,9 +131,10 @@ impl Client {
         }
     }
 
-    /// Connects to a running scheduler with the built-in op registry.
+    /// Connects to a running scheduler, knowing the built-in ops and the program's typed
+    /// ops (`#[rask::op]`).
     pub fn connect(addr: &str) -> Result<Client, ClientError> {
-        Client::connect_with_registry(addr, &Registry::builtin())
+        Client::connect_with_registry(addr, &Registry::program())
     }
 
     /// Connects with a registry of the program's own ops (the cluster's workers must have
@@ -135,6 +143,7 @@ impl Client {
     pub fn connect_with_registry(addr: &str, registry: &Registry) -> Result<Client, ClientError> {
         let mut opts = ClientOptions {
             registry: Some(registry.info()),
+            program: entry::program_source(registry),
             ..ClientOptions::default()
         };
         opts.conn.auth = Secret::from_env().map_err(|e| ClientError::Other(e.to_string()))?;
@@ -151,7 +160,7 @@ impl Client {
 
     /// [`Client::connect`], awaitable from any async runtime.
     pub async fn connect_async(addr: &str) -> Result<Client, ClientError> {
-        Client::connect_with_registry_async(addr, &Registry::builtin()).await
+        Client::connect_with_registry_async(addr, &Registry::program()).await
     }
 
     /// [`Client::connect_with_registry`], awaitable from any async runtime.
@@ -161,6 +170,7 @@ impl Client {
     ) -> Result<Client, ClientError> {
         let mut opts = ClientOptions {
             registry: Some(registry.info()),
+            program: entry::program_source(registry),
             ..ClientOptions::default()
         };
         opts.conn.auth = Secret::from_env().map_err(|e| ClientError::Other(e.to_string()))?;
@@ -174,6 +184,7 @@ impl Client {
     pub fn for_cluster(cluster: LocalCluster) -> Result<Client, ClientError> {
         let mut opts = ClientOptions {
             registry: Some(cluster.registry().info()),
+            program: entry::program_source(cluster.registry()),
             ..ClientOptions::default()
         };
         opts.conn.auth = cluster.secret().cloned();
@@ -202,22 +213,24 @@ impl Client {
         self.client.scheduler_address()
     }
 
-    /// Runs `op` on the cluster with these arguments; futures among them are
-    /// dependencies.
-    pub fn submit(
+    /// Runs `op` on the cluster with these arguments: a dynamic op by name with [`Arg`]s
+    /// (`submit("inc", [Arg::from(1)])`, a `Future<Value>`), or a typed op with a tuple of
+    /// its argument types (`submit(hits, (seed, n))`, a `Future` of its output); futures
+    /// among the arguments are dependencies.
+    pub fn submit<O: Submit<A>, A>(
         &self,
-        op: &str,
-        args: impl IntoIterator<Item = Arg>,
-    ) -> Result<Future, ClientError> {
+        op: O,
+        args: A,
+    ) -> Result<Future<O::Output>, ClientError> {
         self.client.submit(op, args)
     }
 
-    /// Runs `op` once per item (each item is the argument list of one task), as one
-    /// submission.
-    pub fn map<I, A>(&self, op: &str, items: I) -> Result<Vec<Future>, ClientError>
+    /// Runs `op` once per item (each item the arguments of one task, as for
+    /// [`Client::submit`]), as one submission.
+    pub fn map<O, I, A>(&self, op: O, items: I) -> Result<Vec<Future<O::Output>>, ClientError>
     where
+        O: Submit<A>,
         I: IntoIterator<Item = A>,
-        A: IntoIterator<Item = Arg>,
     {
         self.client.map(op, items)
     }
@@ -243,32 +256,35 @@ impl Client {
     }
 
     /// The values of these futures, fetched from the workers holding them; blocks.
-    pub fn gather(&self, futures: &[Future]) -> Result<Vec<Value>, ClientError> {
+    pub fn gather<T>(&self, futures: &[Future<T>]) -> Result<Vec<T>, ClientError> {
         self.client.gather(futures)
     }
 
     /// The values of these futures; awaitable from any async runtime.
-    pub async fn gather_async(&self, futures: &[Future]) -> Result<Vec<Value>, ClientError> {
+    pub async fn gather_async<T>(&self, futures: &[Future<T>]) -> Result<Vec<T>, ClientError> {
         self.client.gather_async(futures).await
     }
 
     /// Where each key's data lives: key → worker addresses.
-    pub fn who_has(&self, futures: &[Future]) -> Result<HashMap<String, Vec<String>>, ClientError> {
+    pub fn who_has<T>(
+        &self,
+        futures: &[Future<T>],
+    ) -> Result<HashMap<String, Vec<String>>, ClientError> {
         self.client.who_has(futures)
     }
 
     /// [`Client::who_has`], awaitable from any async runtime.
-    pub async fn who_has_async(
+    pub async fn who_has_async<T>(
         &self,
-        futures: &[Future],
+        futures: &[Future<T>],
     ) -> Result<HashMap<String, Vec<String>>, ClientError> {
         self.client.who_has_async(futures).await
     }
 
     /// Where each key's data lives, with the device: key → (worker address, device).
-    pub fn who_has_devices(
+    pub fn who_has_devices<T>(
         &self,
-        futures: &[Future],
+        futures: &[Future<T>],
     ) -> Result<HashMap<String, Vec<(String, String)>>, ClientError> {
         self.client.who_has_devices(futures)
     }

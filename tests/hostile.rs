@@ -86,6 +86,7 @@ fn hello(role: Role, name: &str) -> Hello {
         nonce: [0; 32],
         registry: None,
         worker: None,
+        program: None,
     }
 }
 
@@ -105,6 +106,7 @@ fn fake_worker(code: u64) -> rask_proto::msg::WorkerHello {
         memory_limit: 1 << 30,
         resources: vec![],
         code,
+        runs_programs: false,
     }
 }
 

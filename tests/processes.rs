@@ -30,6 +30,7 @@ fn client_hello(name: &str) -> rask_proto::msg::Hello {
         nonce: [0; 32],
         registry: None,
         worker: None,
+        program: None,
     }
 }
 
@@ -371,6 +372,7 @@ fn a_silent_worker_is_presumed_dead_and_its_work_rescheduled() {
                     resources: vec![],
                     // The code of the real workers that join later.
                     code: rask_kernels::code_identity_of(std::path::Path::new(RASK)).unwrap(),
+                    runs_programs: false,
                 }),
                 ..client_hello("frozen")
             };

@@ -51,6 +51,7 @@ enum Cmd {
         auth_file: Option<std::path::PathBuf>,
     },
     /// Run a worker that joins a scheduler.
+    #[command(alias = "rask-worker")]
     Worker(rask::cli::WorkerArgs),
     /// Start a local cluster and run a demo computation.
     Demo {
@@ -79,16 +80,7 @@ fn main() -> Result<()> {
     } else {
         "info"
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("RASK_LOG"))
-                .unwrap_or_else(|_| default_level.into()),
-        )
-        .with_writer(std::io::stderr)
-        // Colour only on a terminal: a log file gets plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    rask::cli::init_logging(default_level);
     match cli.cmd {
         Cmd::Scheduler {
             host,
@@ -152,7 +144,7 @@ fn main() -> Result<()> {
             })
         }
         Cmd::Worker(args) => {
-            rask::cli::run_worker(args, Registry::builtin()).map_err(|e| anyhow::anyhow!("{e}"))
+            rask::cli::run_worker(args, Registry::program()).map_err(|e| anyhow::anyhow!("{e}"))
         }
         Cmd::Demo {
             workers,

@@ -14,7 +14,7 @@ use rask_proto::Value;
 use rask_transport::{connect, ConnConfig, Sender};
 use tokio::sync::oneshot;
 
-use crate::future::Future;
+use crate::future::{as_is, Future};
 use crate::gather::gather;
 use crate::runtime::block_on;
 use crate::runtime::on_runtime;
@@ -23,8 +23,9 @@ use crate::state::read_scheduler;
 use crate::state::KeyEntry;
 use crate::state::State;
 use crate::state::Status;
+use crate::typed::Submit;
 use crate::ClientError;
-use crate::{Arg, Graph};
+use crate::Graph;
 
 /// Options for [`Client::connect_with`].
 #[derive(Clone, Debug, Default)]
@@ -39,6 +40,20 @@ pub struct ClientOptions {
     /// How results are gathered from workers (default: `RASK_TRANSPORT`, else auto:
     /// inproc from workers in this process, shm on this host, tcp otherwise).
     pub transport: Option<rask_transport::TransportMode>,
+    /// This program, when it has typed ops: its workers must run it, and the cluster's
+    /// workers start them from the executable this client sends when asked.
+    pub program: Option<ProgramSource>,
+}
+
+/// A client's program: what the handshake says of it, and where its executable is read
+/// from when the cluster asks for it (`/proc/self/exe`: the file this process runs, even
+/// if it has since been rebuilt).
+#[derive(Clone, Debug)]
+pub struct ProgramSource {
+    /// Its code, size, name and platform.
+    pub info: rask_proto::msg::ProgramInfo,
+    /// The executable.
+    pub path: std::path::PathBuf,
 }
 
 pub(crate) struct Inner {
@@ -54,6 +69,7 @@ pub(crate) struct Inner {
     pub(crate) next: AtomicU64,
     pub(crate) transport: rask_transport::TransportMode,
     pub(crate) host_id: String,
+    pub(crate) program: Option<ProgramSource>,
 }
 
 impl Inner {
@@ -138,6 +154,7 @@ impl Client {
             .unwrap_or_else(|| format!("client-{}", std::process::id()));
         let mut hello = Hello::new(Role::Client, name, rask_transport::host_id());
         hello.registry = opts.registry.clone();
+        hello.program = opts.program.as_ref().map(|p| p.info.clone());
         let mut conn = opts.conn;
         if let Some(t) = connect_timeout_from_env()? {
             conn.handshake_timeout = t;
@@ -170,6 +187,7 @@ impl Client {
             next: AtomicU64::new(0),
             transport,
             host_id: rask_transport::host_id(),
+            program: opts.program,
         });
         handle.spawn(read_scheduler(reader, Arc::downgrade(&inner)));
         Ok(Client { inner })
@@ -180,50 +198,75 @@ impl Client {
         &self.inner.scheduler
     }
 
-    /// Runs `op` on the cluster with these arguments; futures among them are dependencies.
-    pub fn submit(
+    /// Runs `op` on the cluster with these arguments: a dynamic op by name with [`Arg`]s
+    /// (its future a `Future<Value>`), or a typed op (`#[rask::op]`) with a tuple of its
+    /// argument types, futures of them standing for values (its future a `Future` of its
+    /// output). Futures among the arguments are dependencies.
+    pub fn submit<O: Submit<A>, A>(
         &self,
-        op: &str,
-        args: impl IntoIterator<Item = Arg>,
-    ) -> Result<Future, ClientError> {
+        op: O,
+        args: A,
+    ) -> Result<Future<O::Output>, ClientError> {
+        let name = op.name();
         let key = format!(
-            "{op}-{:x}-{}",
+            "{}-{:x}-{}",
+            short(name),
             self.inner.id,
             self.inner.next.fetch_add(1, Ordering::Relaxed)
         );
+        let (args, keep) = op.prepare(args)?;
         let mut g = Graph::new();
-        g.task(&key, op, args);
-        let mut futs = self.compute(&g, &[key.as_str()])?;
+        g.task(&key, name, args);
+        let mut futs = self.compute_as(&g, &[key.as_str()], op.decoder())?;
+        // Only now may the futures among the arguments go (their keys were held).
+        drop(keep);
         Ok(futs.pop().expect("invariant: one output"))
     }
 
-    /// Runs `op` once per item (each item is the argument list of one task), as one
-    /// submission.
-    pub fn map<I, A>(&self, op: &str, items: I) -> Result<Vec<Future>, ClientError>
+    /// Runs `op` once per item (each item the arguments of one task, as for
+    /// [`Client::submit`]), as one submission.
+    pub fn map<O, I, A>(&self, op: O, items: I) -> Result<Vec<Future<O::Output>>, ClientError>
     where
+        O: Submit<A>,
         I: IntoIterator<Item = A>,
-        A: IntoIterator<Item = Arg>,
     {
+        let name = op.name();
         let prefix = format!(
-            "{op}-{:x}-{}",
+            "{}-{:x}-{}",
+            short(name),
             self.inner.id,
             self.inner.next.fetch_add(1, Ordering::Relaxed)
         );
         let mut g = Graph::new();
         let mut keys = Vec::new();
+        let mut keep = Vec::new();
         for (i, args) in items.into_iter().enumerate() {
             let key = format!("{prefix}-{i}");
-            g.task(&key, op, args);
+            let (args, k) = op.prepare(args)?;
+            g.task(&key, name, args);
             keys.push(key);
+            keep.push(k);
         }
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        self.compute(&g, &keys)
+        let futures = self.compute_as(&g, &keys, op.decoder())?;
+        drop(keep);
+        Ok(futures)
     }
 
     /// Submits a graph and returns futures for `outputs` (keys of the graph, or keys of
     /// futures this client holds). A graph too large for one frame goes in parts, which
     /// the scheduler takes (or refuses) as one.
     pub fn compute(&self, graph: &Graph, outputs: &[&str]) -> Result<Vec<Future>, ClientError> {
+        self.compute_as(graph, outputs, as_is)
+    }
+
+    /// [`Client::compute`], the outputs' values decoded by `decode`.
+    fn compute_as<T>(
+        &self,
+        graph: &Graph,
+        outputs: &[&str],
+        decode: fn(Value) -> Result<T, String>,
+    ) -> Result<Vec<Future<T>>, ClientError> {
         if let Some(ops) = &self.inner.ops {
             if let Some(op) = graph.ops().find(|op| !ops.contains(*op)) {
                 let mut known: Vec<&String> = ops.iter().collect();
@@ -247,7 +290,7 @@ impl Client {
             }
             outputs
                 .iter()
-                .map(|k| self.hold(&mut st, k))
+                .map(|k| self.hold(&mut st, k, decode))
                 .collect::<Vec<_>>()
         };
         for (msg, bufs) in parts {
@@ -276,7 +319,12 @@ impl Client {
     }
 
     /// Takes a new handle on a key (creating its entry if needed).
-    pub(crate) fn hold(&self, st: &mut State, key: &str) -> Future {
+    pub(crate) fn hold<T>(
+        &self,
+        st: &mut State,
+        key: &str,
+        decode: fn(Value) -> Result<T, String>,
+    ) -> Future<T> {
         let key: Arc<str> = match st.keys.get_key_value(key) {
             Some((k, _)) => k.clone(),
             None => key.into(),
@@ -291,31 +339,37 @@ impl Client {
         Future {
             key,
             client: self.clone(),
+            decode,
         }
     }
 
     /// The values of these futures, fetched from the workers holding them; blocks.
-    pub fn gather(&self, futures: &[Future]) -> Result<Vec<Value>, ClientError> {
+    pub fn gather<T>(&self, futures: &[Future<T>]) -> Result<Vec<T>, ClientError> {
         let keys: Vec<Arc<str>> = futures.iter().map(|f| f.key.clone()).collect();
-        self.inner.block(gather(self.inner.clone(), keys))
+        let values = self.inner.block(gather(self.inner.clone(), keys))?;
+        decode_all(futures, values)
     }
 
     /// The values of these futures; awaitable from any async runtime.
-    pub async fn gather_async(&self, futures: &[Future]) -> Result<Vec<Value>, ClientError> {
+    pub async fn gather_async<T>(&self, futures: &[Future<T>]) -> Result<Vec<T>, ClientError> {
         let keys: Vec<Arc<str>> = futures.iter().map(|f| f.key.clone()).collect();
-        on_runtime(&self.inner.handle, gather(self.inner.clone(), keys)).await
+        let values = on_runtime(&self.inner.handle, gather(self.inner.clone(), keys)).await?;
+        decode_all(futures, values)
     }
 
     /// Where each key's data lives: key → worker addresses.
-    pub fn who_has(&self, futures: &[Future]) -> Result<HashMap<String, Vec<String>>, ClientError> {
+    pub fn who_has<T>(
+        &self,
+        futures: &[Future<T>],
+    ) -> Result<HashMap<String, Vec<String>>, ClientError> {
         let reply = self.inner.block(self.request(who_has_req(futures)));
         who_has_from(reply?, |h| h.addr)
     }
 
     /// [`Client::who_has`], awaitable from any async runtime.
-    pub async fn who_has_async(
+    pub async fn who_has_async<T>(
         &self,
-        futures: &[Future],
+        futures: &[Future<T>],
     ) -> Result<HashMap<String, Vec<String>>, ClientError> {
         let reply = on_runtime(&self.inner.handle, self.request(who_has_req(futures))).await;
         who_has_from(reply?, |h| h.addr)
@@ -323,9 +377,9 @@ impl Client {
 
     /// Where each key's data lives, with the device: key → (worker address, device)
     /// pairs, the device being `host`, `sim:N` or `cuda:N`.
-    pub fn who_has_devices(
+    pub fn who_has_devices<T>(
         &self,
-        futures: &[Future],
+        futures: &[Future<T>],
     ) -> Result<HashMap<String, Vec<(String, String)>>, ClientError> {
         let reply = self.inner.block(self.request(who_has_req(futures)));
         who_has_from(reply?, |h| (h.addr, h.device))
@@ -476,7 +530,21 @@ pub(crate) fn split_graph(
     Ok(parts)
 }
 
-pub(crate) fn who_has_req(futures: &[Future]) -> impl FnOnce(u64) -> ToScheduler {
+/// The values of `futures` (in order), each decoded as its future says.
+fn decode_all<T>(futures: &[Future<T>], values: Vec<Value>) -> Result<Vec<T>, ClientError> {
+    futures
+        .iter()
+        .zip(values)
+        .map(|(f, v)| f.decode(v))
+        .collect()
+}
+
+/// An op's name without its module path, for keys (`pi::hits` → `hits`).
+fn short(op: &str) -> &str {
+    op.rsplit("::").next().unwrap_or(op)
+}
+
+pub(crate) fn who_has_req<T>(futures: &[Future<T>]) -> impl FnOnce(u64) -> ToScheduler {
     let keys = futures.iter().map(|f| f.key.to_string()).collect();
     move |req| ToScheduler::WhoHas { req, keys }
 }

@@ -14,26 +14,40 @@ use crate::runtime::on_runtime;
 use crate::state::Status;
 use crate::ClientError;
 
-/// A handle to a task's result. Dropping the last handle of a key releases it.
-pub struct Future {
+/// A handle to a task's result: a [`Value`] for dynamic ops (`submit("inc", …)`), the
+/// op's own type for typed ops (`submit(hits, …)` gives a `Future<u64>`). Dropping the
+/// last handle of a key releases it.
+pub struct Future<T = Value> {
     pub(crate) key: Arc<str>,
     pub(crate) client: Client,
+    /// Turns the task's value into a `T`.
+    pub(crate) decode: fn(Value) -> Result<T, String>,
 }
 
-impl Future {
+/// A dynamic op's value, as it is.
+pub(crate) fn as_is(v: Value) -> Result<Value, String> {
+    Ok(v)
+}
+
+/// A typed op's value, decoded as `T`.
+pub(crate) fn typed<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, String> {
+    rask_proto::typed::from_value(&v).map_err(|e| e.to_string())
+}
+
+impl<T> Future<T> {
     /// The task's key.
     pub fn key(&self) -> &str {
         &self.key
     }
 
     /// Blocks until the result is available and fetches it from the worker holding it.
-    pub fn result(&self) -> Result<Value, ClientError> {
+    pub fn result(&self) -> Result<T, ClientError> {
         let mut v = self.client.gather(std::slice::from_ref(self))?;
         Ok(v.pop().expect("invariant: one value"))
     }
 
     /// The result, awaitable from any async runtime.
-    pub async fn result_async(&self) -> Result<Value, ClientError> {
+    pub async fn result_async(&self) -> Result<T, ClientError> {
         let mut v = self.client.gather_async(std::slice::from_ref(self)).await?;
         Ok(v.pop().expect("invariant: one value"))
     }
@@ -60,9 +74,18 @@ impl Future {
             .get(&self.key)
             .is_some_and(|e| e.status != Status::Pending)
     }
+
+    /// The value as `T`, or an error naming the key and the type.
+    pub(crate) fn decode(&self, v: Value) -> Result<T, ClientError> {
+        (self.decode)(v).map_err(|message| ClientError::Decode {
+            key: self.key.to_string(),
+            ty: std::any::type_name::<T>(),
+            message,
+        })
+    }
 }
 
-impl Clone for Future {
+impl<T> Clone for Future<T> {
     fn clone(&self) -> Self {
         let mut st = self.client.inner.state();
         if let Some(e) = st.keys.get_mut(&self.key) {
@@ -71,24 +94,25 @@ impl Clone for Future {
         Future {
             key: self.key.clone(),
             client: self.client.clone(),
+            decode: self.decode,
         }
     }
 }
 
-impl Drop for Future {
+impl<T> Drop for Future<T> {
     fn drop(&mut self) {
         self.client.release(&self.key);
     }
 }
 
-impl std::fmt::Debug for Future {
+impl<T> std::fmt::Debug for Future<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Future({:?})", self.key)
     }
 }
 
-impl<'a> IntoFuture for &'a Future {
-    type Output = Result<Value, ClientError>;
+impl<'a, T: Send + 'static> IntoFuture for &'a Future<T> {
+    type Output = Result<T, ClientError>;
     type IntoFuture = Pin<Box<dyn std::future::Future<Output = Self::Output> + Send + 'a>>;
 
     fn into_future(self) -> Self::IntoFuture {
@@ -129,7 +153,7 @@ impl FromValue for Value {
     }
 }
 
-impl Future {
+impl Future<Value> {
     /// The result converted to `T` (blocking).
     pub fn result_as<T: FromValue>(&self) -> Result<T, ClientError> {
         T::from_value(self.result()?)

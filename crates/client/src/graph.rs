@@ -8,8 +8,8 @@ use rask_proto::{Datum, Value};
 
 use crate::Future;
 
-impl From<&Future> for Arg {
-    fn from(f: &Future) -> Self {
+impl<T> From<&Future<T>> for Arg {
+    fn from(f: &Future<T>) -> Self {
         Arg::Key(f.key().to_string())
     }
 }

@@ -24,11 +24,14 @@ mod gather;
 mod graph;
 mod runtime;
 mod state;
+mod typed;
+mod upload;
 
-pub use client::{Client, ClientOptions};
+pub use client::{Client, ClientOptions, ProgramSource};
 pub use future::{FromValue, Future};
 pub use graph::{Arg, Graph};
 pub use rask_proto::msg::{Resource, WorkerInfoMsg};
+pub use typed::{IntoArg, IntoArgs, Submit};
 
 /// Errors seen by client users.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -58,6 +61,17 @@ pub enum ClientError {
         expected: &'static str,
         got: &'static str,
     },
+    /// A task's value is not of the type its future promised (a typed op's result read
+    /// through a future of another type, or a dynamic op's value that does not decode).
+    #[error("the value of {key:?} is not a {ty}: {message}")]
+    Decode {
+        key: String,
+        ty: &'static str,
+        message: String,
+    },
+    /// A typed argument could not be encoded.
+    #[error("argument of op {op:?} cannot be encoded: {message}")]
+    Encode { op: String, message: String },
     /// The client's own runtime thread could not be started or has stopped.
     #[error("the client runtime: {0}")]
     Runtime(String),

@@ -76,6 +76,10 @@ pub(crate) async fn read_scheduler(
                 let Some(inner) = inner.upgrade() else { return };
                 let mut st = inner.state();
                 for m in msgs {
+                    if let ToClient::SendProgram { code } = m {
+                        tokio::spawn(crate::upload::send_program(inner.clone(), code));
+                        continue;
+                    }
                     on_message(&mut st, m);
                 }
             }
@@ -140,6 +144,7 @@ pub(crate) fn on_message(st: &mut State, m: ToClient) {
         ToClient::Closing { reason } => {
             st.closed = Some(format!("the scheduler closed the connection: {reason}"));
         }
+        ToClient::SendProgram { .. } => {} // answered by the reader
         reply @ (ToClient::WhoHasReply { .. } | ToClient::InfoReply { .. }) => {
             let req = match &reply {
                 ToClient::WhoHasReply { req, .. } | ToClient::InfoReply { req, .. } => *req,

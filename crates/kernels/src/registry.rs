@@ -30,6 +30,9 @@ struct Op {
     f: Arc<TypedOpFn>,
     /// A CUDA kernel for GPU workers (the function `f` is its CPU twin).
     cuda: Option<CudaKernel>,
+    /// A typed op of the program (`#[rask::op]`): identified by the program's code, not
+    /// by a version; not part of the fingerprint.
+    program: bool,
 }
 
 impl Op {
@@ -69,6 +72,20 @@ impl Registry {
         Registry::default()
     }
 
+    /// The built-in ops and every typed op linked into this program (`#[rask::op]`
+    /// functions, found where they are linked): what a program's workers and clients
+    /// know.
+    pub fn program() -> Self {
+        let mut r = Registry::builtin();
+        for op in rask_proto::typed::registrations() {
+            r.register_typed(op.name, 1, move |a| (op.run)(a).map_err(OpError::Message));
+            if let Some(o) = r.ops.get_mut(op.name) {
+                o.program = true;
+            }
+        }
+        r
+    }
+
     /// The built-in ops.
     pub fn builtin() -> Self {
         let mut r = Registry::empty();
@@ -97,6 +114,7 @@ impl Registry {
                 version,
                 f: Arc::new(f),
                 cuda: None,
+                program: false,
             },
         );
         self
@@ -176,10 +194,17 @@ impl Registry {
         self.ops.keys().cloned().collect()
     }
 
-    /// Hash of the sorted op names and versions.
+    /// Whether the program has typed ops of its own (`#[rask::op]`).
+    pub fn has_program_ops(&self) -> bool {
+        self.ops.values().any(|o| o.program)
+    }
+
+    /// Hash of the sorted names and versions of the ops other than the program's typed
+    /// ops (those are told apart by the program's code instead): what the workers serving
+    /// the cluster's untyped ops must agree on.
     pub fn fingerprint(&self) -> u64 {
         let mut text = String::new();
-        for (name, op) in &self.ops {
+        for (name, op) in self.ops.iter().filter(|(_, o)| !o.program) {
             text.push_str(name);
             text.push('@');
             text.push_str(&format!("{:016x}", op.identity()));
@@ -198,6 +223,7 @@ impl Registry {
                 .map(|(name, op)| OpInfo {
                     name: name.clone(),
                     version: op.identity(),
+                    program: op.program,
                 })
                 .collect(),
         }

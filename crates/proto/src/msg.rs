@@ -41,6 +41,27 @@ wire! {
         /// A hash of what defines the op's behaviour besides its code: its version
         /// number and, for an op with a CUDA kernel, the kernel's source and entry point.
         pub version: u64,
+        /// An op of the program itself (a typed op, `#[rask::op]`): identified by its
+        /// name and the program's code ([`ProgramInfo::code`]), run only by workers of
+        /// that very program. Other ops are identified by name and version.
+        pub program: bool,
+    }
+
+    /// The program a client runs, for its typed ops: the workers that run them must run
+    /// this very program (its code), started by the cluster's workers if none does.
+    pub struct ProgramInfo {
+        /// The program's code identity (as a worker's [`WorkerHello::code`]): what its
+        /// tasks are placed by, and what names it in the workers' caches.
+        pub code: u64,
+        /// The executable's size in bytes.
+        pub size: u64,
+        /// The executable's file name, for messages.
+        pub name: String,
+        /// The operating system and CPU it was built for (`linux-x86_64`).
+        pub platform: String,
+        /// Whether it can be started as a worker (its `main` begins with
+        /// `rask::worker_entry()`); if not, only workers already running it serve it.
+        pub shippable: bool,
     }
 
     /// A named amount of a resource a worker offers or a task needs (e.g. `gpu = 1`).
@@ -64,6 +85,8 @@ wire! {
         pub registry: Option<RegistryInfo>,
         /// Present when `role` is `Worker`.
         pub worker: Option<WorkerHello>,
+        /// A client's program, when it has typed ops.
+        pub program: Option<ProgramInfo>,
         /// Fresh random bytes: the server's authentication proof covers them.
         pub nonce: [u8; 32],
     }
@@ -98,6 +121,9 @@ wire! {
         /// code and read-only data): workers whose code differs never serve one cluster,
         /// even with equal op names and versions.
         pub code: u64,
+        /// Whether the worker starts programs' workers when asked (`RunProgram`): a
+        /// stock worker does; a program's worker, started so, does not.
+        pub runs_programs: bool,
     }
 
     /// The answer to a [`Hello`]. A refusal is not a reply but a refusal frame (see
@@ -175,6 +201,14 @@ wire! {
         /// A worker could not fetch `dep` (for `task`) from `holder`.
         MissingData { task: TaskId, dep: TaskId, holder: WorkerId },
         Heartbeat(HeartbeatMsg),
+        /// A part of a program's executable: bytes `offset..` of `size`, in the frame's
+        /// buffer `buf` (from a client asked by `SendProgram`).
+        ProgramPart { code: u64, offset: u64, size: u64, buf: u32 },
+        /// A worker needs the executable of the program `code` (it has no copy on its
+        /// host): the scheduler sends it in `ProgramPart`s.
+        GetProgram { code: u64 },
+        /// The program `code` cannot be sent (a client) or started (a worker), and why.
+        ProgramFailed { code: u64, message: String },
     }
 
     /// A worker's periodic state.
@@ -239,6 +273,14 @@ wire! {
         PeerGone { worker: WorkerId },
         /// The scheduler asks the worker to shut down.
         Close { reason: String },
+        /// Start a worker of this program beside this one, with the same resources (a
+        /// client's typed ops need it); fetch its executable with `GetProgram` if this
+        /// host has no copy.
+        RunProgram { program: ProgramInfo },
+        /// A part of a program's executable, as for `ToScheduler::ProgramPart`.
+        ProgramPart { code: u64, offset: u64, size: u64, buf: u32 },
+        /// No client needs the program any more: stop its worker.
+        StopProgram { code: u64 },
     }
 
     /// Why a task failed, as the client sees it.
@@ -310,6 +352,25 @@ wire! {
         /// Count of tasks in each state, by state name.
         pub tasks_by_state: Vec<(String, u64)>,
         pub clients: u32,
+        /// Programs the scheduler has heard of (clients' programs with typed ops).
+        pub programs: Vec<ProgramStatusMsg>,
+    }
+
+    /// One program in [`SchedulerInfoMsg`].
+    pub struct ProgramStatusMsg {
+        pub code: u64,
+        pub name: String,
+        pub size: u64,
+        /// Times a client sent the executable to the scheduler.
+        pub uploads: u32,
+        /// Times the scheduler sent it to a worker (a host without a copy).
+        pub downloads: u32,
+        /// Connected workers running it.
+        pub workers: u32,
+        /// Connected clients using it.
+        pub clients: u32,
+        /// Why it cannot run, if it cannot.
+        pub error: String,
     }
 
     /// Messages from the scheduler to a client.
@@ -343,6 +404,11 @@ wire! {
         /// accept, a message not meant for a client, shutting down).
         Closing {
             reason: String,
+        },
+        /// Send the executable of this client's program (`ProgramPart`s): a worker
+        /// needs it to start the program's worker.
+        SendProgram {
+            code: u64,
         },
     }
 
@@ -419,6 +485,7 @@ impl Hello {
             pid: std::process::id(),
             registry: None,
             worker: None,
+            program: None,
             nonce: [0; 32],
         }
     }
@@ -465,13 +532,19 @@ macro_rules! wire_message {
 
 wire_message! {
     ToScheduler => |m, base| {
-        if let ToScheduler::UpdateGraph(g) = m {
-            g.tasks.iter_mut().for_each(|t| t.args.shift_buffers(base));
+        match m {
+            ToScheduler::UpdateGraph(g) => {
+                g.tasks.iter_mut().for_each(|t| t.args.shift_buffers(base));
+            }
+            ToScheduler::ProgramPart { buf, .. } => *buf += base,
+            _ => {}
         }
     }
     ToWorker => |m, base| {
-        if let ToWorker::Compute(c) = m {
-            c.args.shift_buffers(base);
+        match m {
+            ToWorker::Compute(c) => c.args.shift_buffers(base),
+            ToWorker::ProgramPart { buf, .. } => *buf += base,
+            _ => {}
         }
     }
     ToClient => |m, base| {}

@@ -47,6 +47,7 @@ impl WireSize for ToWorker {
                     .map(|p| 96 + p.addr.len() + p.shm_addr.len() + p.host_id.len())
                     .sum::<usize>()
             }
+            ToWorker::RunProgram { program } => 128 + program.name.len() + program.platform.len(),
             _ => 256,
         }
     }
@@ -84,8 +85,16 @@ impl WireSize for ToClient {
                     .map(|e| 32 + e.key.len() + holders_wire_size(&e.holders))
                     .sum::<usize>()
             }
-            ToClient::InfoReply { info, .. } => 4096 + info.workers.len() * 1024,
+            ToClient::InfoReply { info, .. } => {
+                4096 + info.workers.len() * 1024
+                    + info
+                        .programs
+                        .iter()
+                        .map(|p| 128 + p.name.len() + p.error.len())
+                        .sum::<usize>()
+            }
             ToClient::Closing { reason } => 64 + reason.len(),
+            ToClient::SendProgram { .. } => 64,
         }
     }
 }
@@ -132,6 +141,7 @@ impl WireSize for ToScheduler {
             ToScheduler::ReleaseKeys { keys } | ToScheduler::WhoHas { keys, .. } => {
                 64 + keys.iter().map(|k| k.len() + 16).sum::<usize>()
             }
+            ToScheduler::ProgramFailed { message, .. } => 64 + message.len(),
             _ => 256,
         }
     }

@@ -47,6 +47,10 @@ pub struct NewTask {
     pub bufs: Vec<Bytes>,
     pub deps: Vec<String>,
     pub resources: Vec<Resource>,
+    /// The code the task must run with (a worker's [`WorkerSpec::code`]): a program's
+    /// typed op runs only on workers of that very program; `None` runs on the cluster's
+    /// base workers ([`WorkerSpec::base`]).
+    pub code: Option<u64>,
 }
 
 /// A worker joining the cluster.
@@ -64,6 +68,13 @@ pub struct WorkerSpec {
     pub nvlink: Vec<u32>,
     /// Device memory use past which the worker spills from its device (0: no device).
     pub device_spill_at: u64,
+    /// The identity of the code the worker runs (its program): tasks with a
+    /// [`NewTask::code`] go only to workers of that code.
+    pub code: u64,
+    /// Whether the worker runs tasks of no particular code (the cluster's built-in and
+    /// registered ops): the cluster's workers do; a program's worker started for a
+    /// client's typed ops may not.
+    pub base: bool,
 }
 
 impl WorkerSpec {

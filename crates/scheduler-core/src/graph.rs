@@ -42,7 +42,8 @@ impl SchedulerCore {
             if self.keys.contains_key(t.key.as_str()) {
                 continue; // already known: kept as it is
             }
-            if let Some(reg) = &self.registry {
+            // A program's own ops (those with a code) are known to its workers alone.
+            if let Some(reg) = self.registry.as_ref().filter(|_| t.code.is_none()) {
                 if !reg.contains(&t.op) {
                     return Err(GraphError::UnknownOp {
                         key: t.key.clone(),

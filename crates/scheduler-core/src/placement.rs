@@ -38,7 +38,8 @@ impl SchedulerCore {
         let w = target?;
         let worker = self.workers.get(&w)?;
         let resources = task.resources();
-        (worker.fits(resources) && worker.has_capacity(&self.cfg, resources)).then_some(w)
+        (worker.fits(resources, task.code()) && worker.has_capacity(&self.cfg, resources))
+            .then_some(w)
     }
 
     pub(crate) fn decide_worker(&self, t: TaskId) -> Placement {
@@ -49,7 +50,7 @@ impl SchedulerCore {
         let mut best: Option<(f64, WorkerId)> = None;
         let mut any_fit = false;
         for (id, w) in &self.workers {
-            if !w.fits(resources) {
+            if !w.fits(resources, task.code()) {
                 continue;
             }
             any_fit = true;

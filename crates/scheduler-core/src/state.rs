@@ -22,6 +22,8 @@ pub(crate) struct TaskExtra {
     /// Names of the workers that died while running this task.
     pub(crate) killed_on: Vec<Arc<str>>,
     pub(crate) error: Option<Arc<TaskFailure>>,
+    /// The code the task must run with (`NewTask::code`).
+    pub(crate) code: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -63,6 +65,10 @@ impl Task {
     pub(crate) fn resources(&self) -> &[(u32, f64)] {
         self.extra.as_ref().map_or(&[], |e| &e.resources)
     }
+
+    pub(crate) fn code(&self) -> Option<u64> {
+        self.extra.as_ref().and_then(|e| e.code)
+    }
 }
 
 #[derive(Debug)]
@@ -100,10 +106,13 @@ impl Worker {
             })
     }
 
-    pub(crate) fn fits(&self, resources: &[(u32, f64)]) -> bool {
-        resources
-            .iter()
-            .all(|&(r, need)| lookup(&self.resources, r) + 1e-9 >= need)
+    /// Whether the worker could ever run a task with these needs: it runs the task's
+    /// code and has enough of each resource.
+    pub(crate) fn fits(&self, resources: &[(u32, f64)], code: Option<u64>) -> bool {
+        code.map_or(self.spec.base, |c| c == self.spec.code)
+            && resources
+                .iter()
+                .all(|&(r, need)| lookup(&self.resources, r) + 1e-9 >= need)
     }
 
     /// `WorkerSpec::link_factor`, comparing interned host ids instead of strings.

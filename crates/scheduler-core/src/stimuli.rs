@@ -178,13 +178,15 @@ impl SchedulerCore {
                 .iter()
                 .map(|r| (self.resource_id(&r.name), r.amount))
                 .collect();
-            let extra = (!nt.bufs.is_empty() || !resources.is_empty()).then(|| {
-                Box::new(TaskExtra {
-                    bufs: nt.bufs,
-                    resources,
-                    ..Default::default()
-                })
-            });
+            let extra =
+                (!nt.bufs.is_empty() || !resources.is_empty() || nt.code.is_some()).then(|| {
+                    Box::new(TaskExtra {
+                        bufs: nt.bufs,
+                        resources,
+                        code: nt.code,
+                        ..Default::default()
+                    })
+                });
             let key: Arc<str> = nt.key.into();
             self.keys.insert(key.clone(), id);
             self.tasks.insert(
@@ -348,6 +350,39 @@ impl SchedulerCore {
         self.check_release(t);
         self.run();
         self.fill_slots();
+    }
+
+    /// No worker can ever run tasks of the code `code` (its program could not be started
+    /// anywhere): the tasks waiting for a worker of that code fail with `message`.
+    pub fn on_code_failed(&mut self, code: u64, message: &str) {
+        self.begin();
+        let stuck: Vec<TaskId> = self
+            .no_worker
+            .iter()
+            .map(|&(_, t)| t)
+            .filter(|t| self.tasks[t].code() == Some(code))
+            .collect();
+        for t in stuck {
+            let task = self
+                .tasks
+                .get_mut(&t)
+                .expect("invariant: no-worker task exists");
+            let op = self.ops[task.op as usize].name.to_string();
+            task.extra().error = Some(Arc::new(TaskFailure {
+                key: task.key.to_string(),
+                op,
+                message: message.to_string(),
+            }));
+            self.recs.push_back((t, TaskState::Erred));
+        }
+        self.run();
+    }
+
+    /// Whether some task is waiting for a worker of the code `code`.
+    pub fn waits_for_code(&self, code: u64) -> bool {
+        self.no_worker
+            .iter()
+            .any(|&(_, t)| self.tasks[&t].code() == Some(code))
     }
 
     /// A worker reports that a task's op failed.

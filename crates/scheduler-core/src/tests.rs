@@ -21,6 +21,7 @@ fn new_task(key: &str, deps: &[&str], resources: &[&str]) -> NewTask {
                 amount: 1.0,
             })
             .collect(),
+        code: None,
     }
 }
 

@@ -31,6 +31,12 @@ impl SchedulerCore {
             (Released, Erred) | (Waiting, Erred) | (Processing, Erred) => {
                 self.transition_to_erred(t)
             }
+            // No worker will ever run it (its code cannot be started anywhere).
+            (NoWorker, Erred) => {
+                let key = (task.priority, t);
+                self.no_worker.remove(&key);
+                self.transition_to_erred(t)
+            }
             (Released, Forgotten) | (Erred, Forgotten) => self.transition_to_forgotten(t),
             (Memory, Forgotten) => {
                 self.memory_to_released(t);
@@ -44,10 +50,8 @@ impl SchedulerCore {
             // Stale recommendations: the task moved on since; nothing to do.
             (Released, Released | Processing | Queued | NoWorker | Memory)
             | (Waiting, Waiting | Queued | NoWorker | Memory | Forgotten)
-            | (
-                Queued | NoWorker,
-                Waiting | Queued | NoWorker | Processing | Memory | Erred | Forgotten,
-            )
+            | (Queued | NoWorker, Waiting | Queued | NoWorker | Processing | Memory | Forgotten)
+            | (Queued, Erred)
             | (Processing, Waiting | Queued | NoWorker | Processing | Memory | Forgotten)
             | (Memory, Waiting | Queued | NoWorker | Processing | Memory | Erred)
             | (Erred, Waiting | Queued | NoWorker | Processing | Memory | Erred | Released)

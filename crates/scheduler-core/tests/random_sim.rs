@@ -10,6 +10,16 @@ use rask_scheduler_core::{Action, CoreConfig, NewTask, SchedulerCore, TaskState,
 
 const C: ClientId = ClientId(1);
 
+/// The code worker `w` runs: workers alternate between two programs.
+fn worker_code(w: WorkerId) -> u64 {
+    1 + u64::from(w.0 % 2)
+}
+
+/// The code task `i` needs: every third task belongs to one of the two programs.
+fn task_code(i: usize) -> Option<u64> {
+    (i % 3 == 0).then_some(1 + (i / 3) as u64 % 2)
+}
+
 /// A graph: task i depends on some of 0..i. value(i) = i + Σ value(deps).
 fn graph(n: usize, edges: &[(usize, usize)]) -> Vec<Vec<usize>> {
     let mut deps = vec![Vec::new(); n];
@@ -50,7 +60,17 @@ impl Sim {
         self.log.extend(actions.iter().cloned());
         for a in actions {
             match a {
-                Action::Compute { worker, msg, .. } => self.pending.push((worker, msg)),
+                Action::Compute { worker, msg, .. } => {
+                    let key = self.core.key(msg.task).expect("a computed task exists");
+                    let i: usize = key[1..].parse().expect("keys are t<i>");
+                    assert!(
+                        task_code(i).map_or(worker_code(worker) == 1, |c| c == worker_code(worker)),
+                        "{key} (code {:?}) sent to a worker of code {}",
+                        task_code(i),
+                        worker_code(worker)
+                    );
+                    self.pending.push((worker, msg))
+                }
                 Action::Free { worker, task } => {
                     if let Some(s) = self.stores.get_mut(&worker) {
                         s.remove(&task);
@@ -82,6 +102,8 @@ impl Sim {
                 gpu: None,
                 nvlink: vec![],
                 device_spill_at: 0,
+                code: worker_code(id),
+                base: worker_code(id) == 1,
             },
         );
         self.core.validate();
@@ -209,6 +231,7 @@ fn scenario(
                 bufs: vec![],
                 deps: deps[i].iter().map(|d| format!("t{d}")).collect(),
                 resources: vec![],
+                code: task_code(i),
             })
             .collect();
         let mut wanted: Vec<String> = (0..n)
@@ -230,7 +253,11 @@ fn scenario(
                 _ => sim.step(pick),
             }
         }
-        if sim.stores.is_empty() {
+        // Workers of both programs, for the run to completion.
+        while [1, 2]
+            .iter()
+            .any(|c| !sim.stores.keys().any(|w| worker_code(*w) == *c))
+        {
             sim.on_worker_joined();
         }
         // Run to completion without faults.

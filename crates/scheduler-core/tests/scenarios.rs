@@ -19,6 +19,7 @@ fn task(key: &str, deps: &[&str]) -> NewTask {
         bufs: vec![],
         deps: deps.iter().map(|s| s.to_string()).collect(),
         resources: vec![],
+        code: None,
     }
 }
 
@@ -33,6 +34,8 @@ fn worker(name: &str, nthreads: u32) -> WorkerSpec {
         gpu: None,
         nvlink: vec![],
         device_spill_at: 0,
+        code: 0,
+        base: true,
     }
 }
 
@@ -1509,4 +1512,151 @@ fn pushing_values_off_a_full_gpu_costs_half_of_moving_them_over_the_network() {
     s.validate();
     let y = s.task_id("y").unwrap();
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(1), y)]);
+}
+
+fn coded(t: NewTask, code: u64) -> NewTask {
+    NewTask {
+        code: Some(code),
+        ..t
+    }
+}
+
+/// A worker of the cluster's base code 1 (serving tasks of no particular code too), or a
+/// program's worker.
+fn of_code(w: WorkerSpec, code: u64) -> WorkerSpec {
+    WorkerSpec {
+        code,
+        base: code == 1,
+        ..w
+    }
+}
+
+fn erred_keys(actions: &[Action]) -> Vec<(String, String)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::KeyErred { key, error, .. } => Some((key.to_string(), error.message.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_task_of_a_program_runs_only_on_workers_of_its_code_and_waits_for_one() {
+    let mut s = core();
+    // The idle worker runs other code; the program's worker is busy.
+    s.on_worker_joined(WorkerId(0), of_code(worker("stock", 4), 1));
+    s.validate();
+    s.on_update_graph(
+        C,
+        vec![coded(task("p", &[]), 7), task("q", &[])],
+        &keys(&["p", "q"]),
+    )
+    .unwrap();
+    s.validate();
+    let [p, q] = ["p", "q"].map(|k| s.task_id(k).unwrap());
+    // The task of no particular code runs anywhere; the program's waits for its code.
+    assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), q)]);
+    assert_eq!(s.state("p"), TaskState::NoWorker);
+    assert!(s.waits_for_code(7));
+    assert!(!s.waits_for_code(1));
+    // A worker of a third code changes nothing.
+    s.on_worker_joined(WorkerId(1), of_code(worker("other", 4), 8));
+    s.validate();
+    assert_eq!(computes(&s.take_actions()), vec![]);
+    assert_eq!(s.state("p"), TaskState::NoWorker);
+    // The program's worker joins: the task goes there and nowhere else.
+    s.on_worker_joined(WorkerId(2), of_code(worker("program", 1), 7));
+    s.validate();
+    assert_eq!(computes(&s.take_actions()), vec![(WorkerId(2), p)]);
+    assert!(!s.waits_for_code(7));
+}
+
+#[test]
+fn a_task_of_a_program_is_not_sent_ahead_to_a_worker_of_other_code() {
+    let mut s = core();
+    s.on_worker_joined(WorkerId(0), of_code(worker("stock", 1), 1));
+    s.on_worker_joined(WorkerId(1), of_code(worker("program", 1), 7));
+    s.validate();
+    s.on_update_graph(
+        C,
+        vec![task("u", &[]), coded(task("v", &["u"]), 7)],
+        &keys(&["v"]),
+    )
+    .unwrap();
+    s.validate();
+    let [u, v] = ["u", "v"].map(|k| s.task_id(k).unwrap());
+    let first = computes(&s.take_actions());
+    assert_eq!(first.len(), 1, "only the input starts: {first:?}");
+    assert_eq!(first[0].1, u);
+    assert_eq!(s.state("v"), TaskState::Waiting);
+    s.on_task_finished(first[0].0, u, 8, 5, None);
+    s.validate();
+    assert_eq!(computes(&s.take_actions()), vec![(WorkerId(1), v)]);
+}
+
+#[test]
+fn when_a_code_cannot_run_anywhere_its_waiting_tasks_and_their_dependents_fail() {
+    let mut s = core();
+    s.on_worker_joined(WorkerId(0), of_code(worker("stock", 2), 1));
+    s.on_update_graph(
+        C,
+        vec![
+            coded(task("p", &[]), 7),
+            coded(task("r", &["p"]), 7),
+            task("q", &[]),
+            coded(task("o", &[]), 8),
+        ],
+        &keys(&["r", "q", "o"]),
+    )
+    .unwrap();
+    s.validate();
+    s.take_actions();
+    assert_eq!(s.state("p"), TaskState::NoWorker);
+    s.on_code_failed(7, "program 7 cannot start: exec format error");
+    s.validate();
+    let mut erred = erred_keys(&s.take_actions());
+    erred.sort();
+    let why = "program 7 cannot start: exec format error".to_string();
+    assert_eq!(erred, vec![("r".to_string(), why)]);
+    assert_eq!(s.state("r"), TaskState::Erred);
+    assert_eq!(s.state("q"), TaskState::Processing);
+    // Tasks of another code still wait.
+    assert_eq!(s.state("o"), TaskState::NoWorker);
+    assert!(s.waits_for_code(8));
+    assert!(!s.waits_for_code(7));
+}
+
+#[test]
+fn a_program_task_may_use_ops_the_workers_do_not_list() {
+    let mut s = core();
+    s.set_registry(Some(["inc".to_string()]));
+    s.on_worker_joined(WorkerId(0), worker("a", 1));
+    let t = NewTask {
+        op: "pi::hits".into(),
+        ..task("h", &[])
+    };
+    assert!(matches!(
+        s.on_update_graph(C, vec![t.clone()], &keys(&["h"])),
+        Err(GraphError::UnknownOp { .. })
+    ));
+    s.on_update_graph(C, vec![coded(t, 7)], &keys(&["h"]))
+        .unwrap();
+    s.validate();
+    assert_eq!(s.state("h"), TaskState::NoWorker);
+}
+
+#[test]
+fn a_task_of_no_particular_code_runs_only_on_the_clusters_base_workers() {
+    let mut s = core();
+    s.on_worker_joined(WorkerId(0), of_code(worker("program", 4), 7));
+    s.on_update_graph(C, vec![task("b", &[])], &keys(&["b"]))
+        .unwrap();
+    s.validate();
+    assert_eq!(computes(&s.take_actions()), vec![]);
+    assert_eq!(s.state("b"), TaskState::NoWorker);
+    s.on_worker_joined(WorkerId(1), of_code(worker("stock", 1), 1));
+    s.validate();
+    let b = s.task_id("b").unwrap();
+    assert_eq!(computes(&s.take_actions()), vec![(WorkerId(1), b)]);
 }

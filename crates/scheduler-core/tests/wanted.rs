@@ -14,6 +14,7 @@ fn task(key: &str) -> NewTask {
         bufs: vec![],
         deps: vec![],
         resources: vec![],
+        code: None,
     }
 }
 
@@ -32,6 +33,8 @@ fn core_with_a_worker() -> SchedulerCore {
             gpu: None,
             nvlink: vec![],
             device_spill_at: 0,
+            code: 0,
+            base: true,
         },
     );
     s

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod conn;
+mod programs;
 mod registry;
 mod server;
 
@@ -68,7 +69,10 @@ pub async fn run(
         workers: FxHashMap::default(),
         next_client: 1,
         next_worker: 0,
-        registry: None,
+        base: None,
+        programs: FxHashMap::default(),
+        client_programs: FxHashMap::default(),
+        clock: 0,
         partial: FxHashMap::default(),
     };
     let conn_cfg = cfg.conn;

@@ -17,7 +17,8 @@ use tracing::{info, warn};
 use crate::conn::Event;
 use crate::conn::Joined;
 use crate::conn::Peer;
-use crate::registry::ClusterOps;
+use crate::programs::{ClientProgram, ProgramMap};
+use crate::registry::Base;
 
 pub(crate) struct WorkerConn {
     pub(crate) tx: Option<Sender<ToWorker>>,
@@ -30,6 +31,10 @@ pub(crate) struct WorkerConn {
     pub(crate) pid: u32,
     pub(crate) spec: WorkerSpec,
     pub(crate) heartbeat: Option<rask_proto::msg::HeartbeatMsg>,
+    /// The code it runs (its program).
+    pub(crate) code: u64,
+    /// Whether it starts programs' workers when asked.
+    pub(crate) runs_programs: bool,
 }
 
 /// A graph arriving in parts (see [`rask_proto::msg::UpdateGraphMsg::more`]).
@@ -49,8 +54,14 @@ pub(crate) struct Server {
     pub(crate) workers: FxHashMap<WorkerId, WorkerConn>,
     pub(crate) next_client: u32,
     pub(crate) next_worker: u32,
-    /// The ops of the cluster's workers (all alike), while any is connected.
-    pub(crate) registry: Option<ClusterOps>,
+    /// The ops and code of the cluster's base workers, while any is connected.
+    pub(crate) base: Option<Base>,
+    /// Programs of clients with typed ops, by code.
+    pub(crate) programs: ProgramMap,
+    /// The programs of connected clients.
+    pub(crate) client_programs: FxHashMap<ClientId, ClientProgram>,
+    /// Counts program uses (for keeping the recently used).
+    pub(crate) clock: u64,
     /// Graphs whose last part has not arrived, by client.
     pub(crate) partial: FxHashMap<ClientId, Partial>,
 }
@@ -87,13 +98,31 @@ impl Server {
         rask_proto::msg::check_versions(&h, "the scheduler")?;
         match h.role {
             Role::Client => {
-                if let (Some(theirs), Some(ours)) = (&h.registry, &self.registry) {
+                if let (Some(theirs), Some(ours)) = (&h.registry, &self.base) {
                     ours.admits_client(&h, theirs)?;
                 }
                 let id = ClientId(self.next_client);
                 self.next_client += 1;
                 self.clients.insert(id, None);
                 self.core.on_client_joined(id);
+                if let Some(program) = h.program.clone() {
+                    let ops = h
+                        .registry
+                        .iter()
+                        .flat_map(|r| &r.ops)
+                        .filter(|o| o.program)
+                        .map(|o| o.name.clone())
+                        .collect();
+                    info!(client = id.0, program = %program.name, code = %format_args!("{:016x}", program.code), shippable = program.shippable, "the client runs a program with typed ops");
+                    self.client_programs.insert(
+                        id,
+                        ClientProgram {
+                            code: program.code,
+                            ops,
+                        },
+                    );
+                    self.program_client_joined(id, program);
+                }
                 info!(client = id.0, name = %h.name, "client joined");
                 Ok(Joined {
                     peer: Peer::Client(id),
@@ -103,17 +132,19 @@ impl Server {
                 let (Some(wh), Some(reg)) = (&h.worker, &h.registry) else {
                     return Err("a worker's hello must describe the worker and its ops".into());
                 };
-                match &self.registry {
+                let base = match &self.base {
                     Some(ours) => ours.admits_worker(&h, reg, wh.code)?,
                     None => {
+                        let base = Base::new(reg, wh.code);
                         self.core
-                            .set_registry(Some(reg.ops.iter().map(|o| o.name.clone())));
-                        info!(ops = reg.ops.len(), code = %format_args!("{:016x}", wh.code), "the cluster's ops are those of worker {:?}", h.name);
-                        self.registry = Some(ClusterOps {
-                            info: reg.clone(),
-                            code: wh.code,
-                        });
+                            .set_registry(Some(base.info.ops.iter().map(|o| o.name.clone())));
+                        info!(ops = base.info.ops.len(), code = %format_args!("{:016x}", wh.code), "the cluster's ops and code are those of worker {:?}", h.name);
+                        self.base = Some(base);
+                        true
                     }
+                };
+                if !base {
+                    info!(name = %h.name, code = %format_args!("{:016x}", wh.code), "a program's worker joins beside the cluster's workers");
                 }
                 let Some(wh) = h.worker else {
                     unreachable!("checked above")
@@ -130,6 +161,8 @@ impl Server {
                     gpu: wh.gpu,
                     nvlink: wh.nvlink.clone(),
                     device_spill_at: wh.device_spill_at,
+                    code: wh.code,
+                    base,
                 };
                 info!(worker = id.0, name = %h.name, addr = %wh.listen_addr, nthreads = wh.nthreads, transport = %wh.transport, shm = !wh.shm_addr.is_empty(), "worker joined");
                 self.workers.insert(
@@ -145,6 +178,8 @@ impl Server {
                         pid: h.pid,
                         spec,
                         heartbeat: None,
+                        code: wh.code,
+                        runs_programs: wh.runs_programs,
                     },
                 );
                 Ok(Joined {
@@ -192,6 +227,10 @@ impl Server {
         }
         let spec = self.workers[&id].spec.clone();
         self.core.on_worker_joined(id, spec);
+        if self.workers[&id].runs_programs {
+            self.programs_retry();
+            self.programs_on_worker_joined();
+        }
     }
 
     pub(crate) fn on_left(&mut self, peer: Peer, reason: Option<String>) {
@@ -211,6 +250,7 @@ impl Server {
                         None => info!(client = c.0, "client left"),
                     }
                     self.core.on_client_left(c);
+                    self.program_client_left(c);
                 }
             }
             Peer::Worker(w) => {
@@ -227,11 +267,12 @@ impl Server {
                     if self.core.has_worker(w) {
                         self.core.on_worker_lost(w);
                     }
-                    if self.workers.is_empty() && self.registry.take().is_some() {
-                        // The cluster's data lived on its workers: none is left that code
-                        // of another build could be mixed with.
+                    self.programs_on_worker_left(w);
+                    if !self.workers.values().any(|c| c.spec.base) && self.base.take().is_some() {
+                        // The base ops' data lived on the base workers: none is left that
+                        // code of another build could be mixed with.
                         self.core.set_registry(None::<std::iter::Empty<String>>);
-                        info!("no worker left: the next worker to join defines the cluster's ops");
+                        info!("no base worker left: the next worker to join defines the cluster's ops and code");
                     }
                     for c in self.workers.values() {
                         if let Some(tx) = &c.tx {
@@ -275,6 +316,26 @@ impl Server {
                 (Peer::Worker(w), ToScheduler::MissingData { task, dep, holder }) => {
                     self.core.on_missing_data(w, task, dep, holder)
                 }
+                (
+                    Peer::Client(c),
+                    ToScheduler::ProgramPart {
+                        code,
+                        offset,
+                        size,
+                        buf,
+                    },
+                ) => self.on_program_part(c, code, offset, size, bufs.get(buf as usize)),
+                (Peer::Client(c), ToScheduler::ProgramFailed { code, message }) => {
+                    self.on_program_failed(None, format!("client {}", c.0), code, message)
+                }
+                (Peer::Worker(w), ToScheduler::GetProgram { code }) => self.on_get_program(w, code),
+                (Peer::Worker(w), ToScheduler::ProgramFailed { code, message }) => {
+                    let name = self
+                        .workers
+                        .get(&w)
+                        .map_or_else(|| format!("worker {}", w.0), |c| c.spec.name.clone());
+                    self.on_program_failed(Some(w), name, code, message)
+                }
                 (Peer::Worker(w), ToScheduler::Heartbeat(hb)) => {
                     self.core.on_device_memory(w, hb.device_memory_used);
                     if let Some(conn) = self.workers.get_mut(&w) {
@@ -295,10 +356,13 @@ impl Server {
         bufs: &[Bytes],
     ) {
         let part = self.partial.entry(c).or_default();
+        let program = self.client_programs.get(&c);
         for mut t in g.tasks {
             if part.error.is_some() {
                 continue;
             }
+            // The client's typed ops run on workers of its program only.
+            let code = program.filter(|p| p.ops.contains(&t.op)).map(|p| p.code);
             match t.args.localize(bufs) {
                 Ok(own) => part.tasks.push(NewTask {
                     key: t.key,
@@ -307,6 +371,7 @@ impl Server {
                     bufs: own,
                     deps: t.deps,
                     resources: t.resources,
+                    code,
                 }),
                 Err(e) => part.error = Some(format!("task {:?}: {e}", t.key)),
             }
@@ -327,6 +392,11 @@ impl Server {
                 .on_update_graph(c, tasks, &wanted)
                 .map_err(|e| e.to_string()),
         };
+        if outcome.is_ok() {
+            if let Some(code) = self.client_programs.get(&c).map(|p| p.code) {
+                self.start_program(code);
+            }
+        }
         if let Err(message) = outcome {
             // The client waits on the keys it wants (its futures), and only on those.
             self.to_client(
@@ -405,6 +475,7 @@ impl Server {
                 .map(|(n, c)| (n.to_string(), *c))
                 .collect(),
             clients: core.clients,
+            programs: self.program_status(),
         }
     }
 

@@ -320,6 +320,7 @@ pub(crate) mod tests {
             nonce: [0; 32],
             registry: None,
             worker: None,
+            program: None,
         }
     }
 

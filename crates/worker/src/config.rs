@@ -38,6 +38,9 @@ pub struct WorkerConfig {
     /// program, the process's memory is not this worker's: only its values count, and it
     /// never stops itself.
     pub own_process: bool,
+    /// How to start programs' workers when the scheduler asks (a client's typed ops need
+    /// its program); `None`: this worker does not run programs.
+    pub programs: Option<crate::programs::ProgramLauncher>,
 }
 
 /// The device a worker drives.
@@ -116,6 +119,7 @@ impl WorkerConfig {
             device: WorkerDevice::Host,
             nvlink: Vec::new(),
             own_process: false,
+            programs: None,
         }
     }
 }
@@ -229,6 +233,7 @@ impl WorkerConfig {
             memory_limit: self.memory_limit,
             resources: self.offer(j.host_gpu, j.device_limit),
             code: j.code,
+            runs_programs: self.programs.is_some(),
         });
         hello
     }

@@ -72,6 +72,8 @@ pub(crate) struct State {
     pub(crate) spill_dir: std::path::PathBuf,
     /// The process's private memory at the last heartbeat (its own process only).
     pub(crate) private_heap: u64,
+    /// Programs this worker runs a worker of, by code.
+    pub(crate) programs: FxHashMap<u64, crate::programs::Running>,
 }
 
 impl State {
@@ -119,6 +121,29 @@ impl State {
                         ToWorker::Close { reason } => {
                             info!("scheduler asked to close: {reason}");
                             return Some(Ok(()));
+                        }
+                        ToWorker::RunProgram { program } => self.run_program(program),
+                        ToWorker::ProgramPart {
+                            code,
+                            offset,
+                            size,
+                            buf,
+                        } => {
+                            let (Some(running), Some(bytes)) =
+                                (self.programs.get(&code), bufs.get(buf as usize))
+                            else {
+                                continue;
+                            };
+                            let _ = running.parts.send(crate::programs::Part {
+                                offset,
+                                size,
+                                bytes: bytes.clone(),
+                            });
+                        }
+                        ToWorker::StopProgram { code } => {
+                            if self.programs.remove(&code).is_some() {
+                                info!(code = %format_args!("{code:016x}"), "stopping the program's worker");
+                            }
                         }
                     }
                 }
@@ -330,5 +355,35 @@ impl State {
                 Err(message) => self.core.on_executed(task, duration_us, Err(message)),
             }
         }
+    }
+}
+
+impl State {
+    /// Starts a worker of a program beside this one, unless one runs (or this worker does
+    /// not run programs: the scheduler hears why).
+    fn run_program(&mut self, program: rask_proto::msg::ProgramInfo) {
+        let code = program.code;
+        if self
+            .programs
+            .get(&code)
+            .is_some_and(|r| !r.parts.is_closed())
+        {
+            return;
+        }
+        let Some(launcher) = self.cfg.programs.clone() else {
+            let _ = self.to_scheduler.send(ToScheduler::ProgramFailed {
+                code,
+                message: "this worker does not run programs".into(),
+            });
+            return;
+        };
+        info!(program = %program.name, code = %format_args!("{code:016x}"), "starting a worker of the program");
+        let running = crate::programs::start(
+            program,
+            launcher,
+            self.to_scheduler.clone(),
+            self.cfg.name.clone(),
+        );
+        self.programs.insert(code, running);
     }
 }

@@ -17,12 +17,14 @@ mod heartbeat;
 mod memory;
 mod outputs;
 mod peers;
+mod programs;
 mod store;
 mod sysmem;
 
 pub use config::{WorkerConfig, WorkerDevice};
 pub use error::WorkerError;
 pub use peers::peer_hello;
+pub use programs::{this_platform, LaunchFn, ProgramLauncher};
 pub use sysmem::{private_heap_bytes, rss_bytes, total_memory};
 
 use crate::config::{spill_limits, Joining};
@@ -314,6 +316,7 @@ impl Worker {
             host_arena: Arena::new(rask_transport::shm::DEFAULT_SEGMENT),
             spill_dir: std::env::temp_dir(),
             private_heap: 0,
+            programs: FxHashMap::default(),
             device_pool,
             received: Default::default(),
         };

@@ -470,3 +470,40 @@ impl<'de> de::VariantAccess<'de> for Payload<'_> {
         }
     }
 }
+
+/// A task's arguments, one value each, as the tuple the op takes.
+pub(super) struct Args<'a>(pub(super) &'a [Value]);
+
+impl<'de> de::Deserializer<'de> for Args<'_> {
+    type Error = TypedError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, TypedError> {
+        v.visit_seq(ListAccess(self.0.iter()))
+    }
+
+    fn deserialize_unit<V: Visitor<'de>>(self, v: V) -> Result<V::Value, TypedError> {
+        match self.0 {
+            [] => v.visit_unit(),
+            args => Err(TypedError(format!(
+                "expected no arguments, found {}",
+                args.len()
+            ))),
+        }
+    }
+
+    fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, v: V) -> Result<V::Value, TypedError> {
+        if self.0.len() != len {
+            return Err(TypedError(format!(
+                "expected {len} arguments, found {}",
+                self.0.len()
+            )));
+        }
+        v.visit_seq(ListAccess(self.0.iter()))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+        byte_buf option unit_struct newtype_struct seq tuple_struct map struct enum
+        identifier ignored_any
+    }
+}

@@ -19,6 +19,7 @@
 
 mod decode;
 mod encode;
+mod op;
 #[cfg(test)]
 mod tests;
 
@@ -26,8 +27,13 @@ use serde::de::{self, DeserializeOwned};
 use serde::ser::{self, Serialize};
 
 use crate::Value;
-use decode::Decoder;
+use decode::{Args, Decoder};
+pub use op::{registrations, Op, OpFn, Registration};
+
 use encode::{Encoder, Out};
+/// Re-exported for the code `#[rask::op]` generates.
+#[doc(hidden)]
+pub use inventory;
 
 /// A sequence of one primitive number type of at least this many bytes travels raw (one
 /// byte payload); a shorter one as a list of numbers, small enough to go inline.
@@ -61,4 +67,9 @@ pub fn to_value<T: Serialize + ?Sized>(v: &T) -> Result<Value, TypedError> {
 /// Decodes a value as `T`, checking its shape.
 pub fn from_value<T: DeserializeOwned>(v: &Value) -> Result<T, TypedError> {
     T::deserialize(Decoder(v))
+}
+
+/// Decodes a task's arguments (one value each) as the tuple `T` an op takes.
+pub fn from_values<T: DeserializeOwned>(args: &[Value]) -> Result<T, TypedError> {
+    T::deserialize(Args(args))
 }

@@ -120,6 +120,7 @@ pub fn hello() -> Hello {
         nonce: [0; 32],
         registry: None,
         worker: None,
+        program: None,
     }
 }
 
