@@ -18,6 +18,8 @@
 //! - [`Accelerator`]: what a worker's device offers; [`OutputAlloc`]: where outputs go.
 //! - [`cuda_sources`]: `kernels/*.cu`, embedded; `code`: the identity of this program's code.
 
+#![warn(missing_docs)]
+
 mod accelerator;
 mod builtin;
 pub mod chunk;

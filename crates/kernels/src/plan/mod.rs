@@ -134,16 +134,30 @@ pub enum Step {
     Launch(Launch),
     /// `out` (m×n) = `a` (m×k) · `b` (k×n), row-major (cuBLAS on a GPU).
     Gemm {
+        /// The element type (f32 or f64: there is no integer GEMM).
         dtype: DType,
+        /// Rows of `a` and `out`.
         m: u64,
+        /// Columns of `a`, rows of `b`.
         k: u64,
+        /// Columns of `b` and `out`.
         n: u64,
+        /// The left matrix.
         a: Buf,
+        /// The right matrix.
         b: Buf,
+        /// Where the product goes (overwritten).
         out: Buf,
     },
     /// `len` bytes from one buffer to another.
-    Copy { from: Buf, to: Buf, len: u64 },
+    Copy {
+        /// The source; its first `len` bytes are read.
+        from: Buf,
+        /// The destination; its first `len` bytes are overwritten (never an input).
+        to: Buf,
+        /// Bytes copied.
+        len: u64,
+    },
 }
 
 /// An op as device work: inputs, temporaries, the output chunk and the steps.
