@@ -98,6 +98,7 @@ impl<'a> IntoFuture for &'a Future {
 
 /// Conversions from result values.
 pub trait FromValue: Sized {
+    /// The value as `Self`; [`ClientError::Type`] when it is of another type.
     fn from_value(v: Value) -> Result<Self, ClientError>;
 }
 
