@@ -106,7 +106,7 @@ impl Arg {
 /// Where a launch's entry point is compiled from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Module {
-    /// One of `kernels/*.cu` (see [`crate::cuda_sources`]).
+    /// One of `cuda/*.cu` (see [`crate::cuda_sources`]).
     Builtin(&'static str),
     /// A user's kernel source (registered with `Registry::register_kernel`).
     Custom(Arc<str>),
@@ -234,7 +234,7 @@ fn grid_for(n: u64, threads: u32) -> u32 {
     n.div_ceil(threads as u64).clamp(1, MAX_BLOCKS) as u32
 }
 
-/// The kernel file that defines an entry point of `kernels/`.
+/// The kernel file that defines an entry point of `cuda/`.
 pub fn file_of(entry: &str) -> &'static str {
     let op = entry.rsplit_once('_').map_or(entry, |(op, _)| op);
     match op {
