@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs NVRTC from PyPI into a local venv (once) and prints the directory holding
 # libnvrtc.so.13 on its last line. NVRTC is pinned to the CUDA 13.0 generation, whose PTX
-# drivers of that generation accept. Used by ci/test.sh to compile-check kernels/*.cu.
+# drivers of that generation accept. Used by ci/test.sh to compile-check crates/kernels/cuda/*.cu.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${RASK_NVRTC_VENV:-target/nvrtc-venv}"

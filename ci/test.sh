@@ -12,7 +12,7 @@ fi
 echo "== dependency rule"
 bash ci/check-deps.sh
 
-echo "== NVRTC (compile checks of kernels/*.cu)"
+echo "== NVRTC (compile checks of crates/kernels/cuda/*.cu)"
 nvrtc_lib="$(bash ci/setup-nvrtc.sh | tail -n 1)"
 export LD_LIBRARY_PATH="$nvrtc_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # The kernel compile test fails, rather than skips, if NVRTC cannot be loaded.

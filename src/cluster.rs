@@ -21,13 +21,19 @@ pub enum ClusterError {
     Scheduler(String),
     /// A worker did not start.
     #[error("worker {name}: {reason}")]
-    Worker { name: String, reason: String },
+    Worker {
+        /// The worker's name.
+        name: String,
+        /// Why it did not start.
+        reason: String,
+    },
     /// A worker process exited before it joined the scheduler (what it printed is on
     /// standard error, which worker processes share with this program).
     #[error("worker process {name} exited before joining the scheduler ({status}); its error is on standard error")]
     WorkerExited {
         /// The worker and its device, as in `worker-0 (sim:0)`.
         name: String,
+        /// How it exited.
         status: std::process::ExitStatus,
     },
     /// No worker program to start worker processes with.

@@ -11,6 +11,8 @@
 //! This facade re-exports the client API and owns the cluster managers: the client crate
 //! itself never links scheduler or worker code, so in-process clusters live here.
 
+#![warn(missing_docs)]
+
 pub mod affinity;
 pub mod array;
 pub mod cli;
@@ -48,8 +50,10 @@ pub const SCHEDULER_ENV: &str = "RASK_SCHEDULER_ADDRESS";
 /// Everything that can go wrong starting a cluster or talking to one.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Talking to the cluster failed (see [`ClientError`]).
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// Starting the local cluster failed (see [`ClusterError`]).
     #[error(transparent)]
     Cluster(#[from] ClusterError),
 }

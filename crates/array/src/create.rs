@@ -156,10 +156,12 @@ impl Array {
         ))
     }
 
+    /// Every element 0 (see [`Array::full`]).
     pub fn zeros(shape: &[u64], chunk: &[u64], dtype: DType) -> Result<Array, ArrayError> {
         Self::full(shape, chunk, dtype, 0.0)
     }
 
+    /// Every element 1 (see [`Array::full`]).
     pub fn ones(shape: &[u64], chunk: &[u64], dtype: DType) -> Result<Array, ArrayError> {
         Self::full(shape, chunk, dtype, 1.0)
     }

@@ -7,6 +7,7 @@
 //! `rask_proto::chunk` (the program's own chunks are [`arg::chunk`]).
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod create;
 mod elementwise;
@@ -51,8 +52,11 @@ pub mod arg {
 /// One task of an array graph.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Task {
+    /// The task's key: a chunk's (`name-i-j…`) or a helper's.
     pub key: String,
+    /// The op it runs (`array.*`, or the user's op for `map_blocks`).
     pub op: String,
+    /// Its arguments; [`Arg::Key`] names another task of the graph.
     pub args: Vec<Arg>,
 }
 
@@ -69,12 +73,19 @@ impl Task {
 /// Errors building array expressions.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ArrayError {
+    /// Two operands' shapes do not fit: they differ (elementwise ops do not broadcast),
+    /// or a matmul's inner dimensions do.
     #[error("shapes {0:?} and {1:?} differ")]
     Shape(Vec<u64>, Vec<u64>),
+    /// Two operands' chunks do not line up (along a matmul's inner dimension, or
+    /// anywhere for an elementwise op).
     #[error("chunks {0:?} and {1:?} differ (rechunk one array to the other's chunks)")]
     Chunks(Vec<Vec<u64>>, Vec<Vec<u64>>),
+    /// Two operands' dtypes differ (there is no implicit promotion).
     #[error("dtypes {0} and {1} differ")]
     DType(DType, DType),
+    /// Any other misuse (ranks that differ, an axis out of range, a dtype an op does
+    /// not take, data of the wrong length, …); the text says which.
     #[error("{0}")]
     Invalid(String),
 }
@@ -209,18 +220,22 @@ impl Array {
             .collect())
     }
 
+    /// Elements along each dimension.
     pub fn shape(&self) -> &[u64] {
         &self.0.shape
     }
 
+    /// Per dimension, the lengths of the chunks along it (they sum to the shape's extent).
     pub fn chunks(&self) -> &[Vec<u64>] {
         &self.0.chunks
     }
 
+    /// The element type.
     pub fn dtype(&self) -> DType {
         self.0.dtype
     }
 
+    /// The array's unique name (`matmul-12`): its chunks' keys are `name-i-j…`.
     pub fn name(&self) -> &str {
         &self.0.name
     }
@@ -230,6 +245,7 @@ impl Array {
         self.0.shape.iter().product()
     }
 
+    /// Whether the array has no elements (a dimension of extent 0).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -71,10 +71,13 @@ impl Array {
         self.reduce("sum", Some(axis), split_every)
     }
 
+    /// Largest element along `axis` (the result has one dimension fewer); errs when the
+    /// array has no such axis.
     pub fn max_axis(&self, axis: usize) -> Result<Array, ArrayError> {
         self.reduce("max", Some(axis), 8)
     }
 
+    /// Smallest element along `axis` (as [`Array::max_axis`]).
     pub fn min_axis(&self, axis: usize) -> Result<Array, ArrayError> {
         self.reduce("min", Some(axis), 8)
     }

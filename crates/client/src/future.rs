@@ -122,6 +122,7 @@ impl<'a, T: Send + 'static> IntoFuture for &'a Future<T> {
 
 /// Conversions from result values.
 pub trait FromValue: Sized {
+    /// The value as `Self`; [`ClientError::Type`] when it is of another type.
     fn from_value(v: Value) -> Result<Self, ClientError>;
 }
 

@@ -17,6 +17,7 @@
 //! `rask` facade crate.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod client;
 mod future;
@@ -43,38 +44,77 @@ pub enum ClientError {
         key: String,
         /// The task that failed (the key itself, or one upstream).
         cause: String,
+        /// The op of the failed task.
         op: String,
+        /// The op's error, or why the task could not run.
         message: String,
     },
+    /// The scheduler refused the graph (an op no worker has, a missing dependency, a
+    /// cycle), or it could not be encoded; carries why.
     #[error("graph refused: {0}")]
     Rejected(String),
+    /// The graph names an op that this client's registry lacks (checked before
+    /// submitting, when the client was given a registry).
     #[error("unknown op {op:?}: not registered in this client (known: {known})")]
-    UnknownOp { op: String, known: String },
+    UnknownOp {
+        /// The op named.
+        op: String,
+        /// The ops the client knows, for the message.
+        known: String,
+    },
+    /// Connecting or the handshake with the scheduler failed.
     #[error("cannot connect to {addr}: {message}")]
-    Connect { addr: String, message: String },
+    Connect {
+        /// The scheduler's address.
+        addr: String,
+        /// The transport's error.
+        message: String,
+    },
+    /// The connection to the scheduler closed; carries the scheduler's reason or the
+    /// transport's error.
     #[error("lost the scheduler: {0}")]
     Disconnected(String),
+    /// The key is computed but its value could not be fetched (no worker holds it, or
+    /// fetching failed on every try).
     #[error("could not fetch {key:?}: {message}")]
-    Fetch { key: String, message: String },
+    Fetch {
+        /// The key.
+        key: String,
+        /// Why the last try failed.
+        message: String,
+    },
+    /// A result of another type than asked for ([`FromValue`]).
     #[error("expected {expected}, got {got}")]
     Type {
+        /// The type asked for.
         expected: &'static str,
+        /// The result's type ([`Value::type_name`](rask_proto::Value::type_name)).
         got: &'static str,
     },
     /// A task's value is not of the type its future promised (a typed op's result read
     /// through a future of another type, or a dynamic op's value that does not decode).
     #[error("the value of {key:?} is not a {ty}: {message}")]
     Decode {
+        /// The key whose value it is.
         key: String,
+        /// The type the future promised.
         ty: &'static str,
+        /// What did not fit.
         message: String,
     },
     /// A typed argument could not be encoded.
     #[error("argument of op {op:?} cannot be encoded: {message}")]
-    Encode { op: String, message: String },
+    Encode {
+        /// The op the argument was for.
+        op: String,
+        /// Why it cannot be encoded.
+        message: String,
+    },
     /// The client's own runtime thread could not be started or has stopped.
     #[error("the client runtime: {0}")]
     Runtime(String),
+    /// Anything else (a released key waited on, a bad setting in the environment, an
+    /// unexpected reply); the text says what.
     #[error("{0}")]
     Other(String),
 }

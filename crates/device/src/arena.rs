@@ -130,8 +130,11 @@ impl ArenaInner {
 /// Counters of an arena.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ArenaStats {
+    /// Memfd segments mapped now.
     pub segments: u64,
+    /// Bytes of all segments together.
     pub capacity: u64,
+    /// Bytes allocated in them (the rest is free for reuse).
     pub used: u64,
 }
 
@@ -331,14 +334,17 @@ impl ReadOnlyMap {
         })
     }
 
+    /// Bytes mapped.
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// Whether nothing is mapped (a zero-length file).
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// The mapped bytes, valid while the map lives.
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: `len` mapped bytes, alive as long as `self`.
         unsafe { std::slice::from_raw_parts(self.base, self.len) }

@@ -9,9 +9,14 @@ use crate::DeviceError;
 pub struct GpuInfo {
     /// NVML's index (PCI bus order).
     pub index: u32,
+    /// The product name (`NVIDIA A100-SXM4-80GB`).
     pub name: String,
+    /// The GPU's UUID (`GPU-…`), by which `CUDA_VISIBLE_DEVICES` selects it whatever the
+    /// numbering.
     pub uuid: String,
+    /// Device memory in bytes.
     pub memory_total: u64,
+    /// The PCI bus id (`00000000:07:00.0`).
     pub pci_bus_id: String,
     /// NVML indices of GPUs this one reaches over NVLink.
     pub nvlink_peers: Vec<u32>,

@@ -18,6 +18,8 @@
 //! this builds and starts on machines with no CUDA; without a driver every entry point
 //! returns [`DeviceError::NoDriver`], never panics.
 
+#![warn(missing_docs)]
+
 pub mod arena;
 #[cfg(feature = "cuda")]
 pub mod cuda;
@@ -48,9 +50,13 @@ pub enum DeviceError {
         "{device} is out of memory: {requested} bytes requested, {available} of {limit} available"
     )]
     OutOfMemory {
+        /// The device whose pool is full.
         device: DeviceLoc,
+        /// Bytes asked for.
         requested: u64,
+        /// Bytes still free in the pool when asked.
         available: u64,
+        /// The pool's limit in bytes.
         limit: u64,
     },
     /// A CUDA call failed (what was being done, and the driver's error).
@@ -58,13 +64,23 @@ pub enum DeviceError {
     Cuda(String),
     /// A CUDA IPC handle of the wrong length (from a peer).
     #[error("a CUDA IPC handle is {want} bytes, got {got}")]
-    IpcHandle { want: usize, got: usize },
+    IpcHandle {
+        /// The length of a `CUipcMemHandle`.
+        want: usize,
+        /// The length received.
+        got: usize,
+    },
     /// NVRTC cannot be loaded.
     #[error("NVRTC is not available: {0}")]
     NoNvrtc(String),
     /// A CUDA source does not compile: NVRTC's log.
     #[error("{name} does not compile:\n{log}")]
-    Compile { name: String, log: String },
+    Compile {
+        /// The source's name (its file name, or the kernel's registered name).
+        name: String,
+        /// NVRTC's compile log, or which NVRTC call failed.
+        log: String,
+    },
     /// An operating-system call failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),

@@ -159,6 +159,7 @@ pub struct ModuleCache {
 }
 
 impl ModuleCache {
+    /// A cache in `dir` (created when the first module is stored).
     pub fn new(dir: impl Into<PathBuf>) -> ModuleCache {
         ModuleCache { dir: dir.into() }
     }

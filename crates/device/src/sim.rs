@@ -41,12 +41,14 @@ impl Topology {
         t
     }
 
+    /// Links GPUs `a` and `b` both ways; a GPU is never linked to itself.
     pub fn link(&mut self, a: u32, b: u32) {
         if a != b {
             self.nvlink.insert((a.min(b), a.max(b)));
         }
     }
 
+    /// Whether `a` and `b` are NVLink peers (in either order).
     pub fn nvlink(&self, a: u32, b: u32) -> bool {
         self.nvlink.contains(&(a.min(b), a.max(b)))
     }
@@ -105,10 +107,12 @@ pub struct SimGpu {
 }
 
 impl SimGpu {
+    /// Its index among the simulated GPUs (`sim:N`).
     pub fn index(&self) -> u32 {
         self.index
     }
 
+    /// The accounting of its capacity.
     pub fn pool(&self) -> &Arc<MemoryPool> {
         &self.pool
     }
@@ -159,22 +163,27 @@ impl SimGpus {
         Ok((n, mem))
     }
 
+    /// Number of GPUs.
     pub fn len(&self) -> usize {
         self.gpus.len()
     }
 
+    /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.gpus.is_empty()
     }
 
+    /// GPU `i`, if there is one.
     pub fn gpu(&self, i: u32) -> Option<&SimGpu> {
         self.gpus.get(i as usize)
     }
 
+    /// All of them, by index.
     pub fn gpus(&self) -> &[SimGpu] {
         &self.gpus
     }
 
+    /// Which of them are NVLink peers.
     pub fn topology(&self) -> &Topology {
         &self.topology
     }

@@ -100,14 +100,19 @@ pub enum CodeError {
     /// The file cannot be opened.
     #[error("{}: {source}", path.display())]
     Open {
+        /// The executable.
         path: std::path::PathBuf,
+        /// The operating system's error.
         source: std::io::Error,
     },
     /// A read at offset `at` failed (or the file ends before it).
     #[error("{} at {at}: {source}", path.display())]
     Read {
+        /// The executable.
         path: std::path::PathBuf,
+        /// The file offset of the read, in bytes.
         at: u64,
+        /// The operating system's error (`UnexpectedEof` past the end).
         source: std::io::Error,
     },
     /// Not a 64-bit little-endian ELF file.

@@ -19,10 +19,20 @@ pub enum KernelError {
     UnknownOp(String),
     /// The op ran and failed (or panicked); `message` is its [`OpError`]'s text.
     #[error("op {op:?} failed: {message}")]
-    Failed { op: String, message: String },
+    Failed {
+        /// The op's registered name.
+        op: String,
+        /// What went wrong, as the user sees it.
+        message: String,
+    },
     /// The CUDA kernel of an op does not compile (NVRTC's log).
     #[error("the CUDA kernel of op {op:?} does not compile:\n{log}")]
-    Compile { op: String, log: String },
+    Compile {
+        /// The op's registered name.
+        op: String,
+        /// NVRTC's compile log.
+        log: String,
+    },
 }
 
 /// Why an op failed: its arguments, its values, or the device that ran it.
@@ -35,22 +45,35 @@ pub enum OpError {
     /// A fixed number of arguments was expected.
     #[error("{op} takes {want} argument{}, got {got}", plural(.want))]
     Arity {
+        /// The op.
         op: &'static str,
+        /// Arguments it takes.
         want: usize,
+        /// Arguments it was given.
         got: usize,
     },
     /// At least one argument was expected.
     #[error("{op} needs at least one argument")]
-    NoArgs { op: &'static str },
+    NoArgs {
+        /// The op.
+        op: &'static str,
+    },
     /// A value of another type was expected (`expected a number, got str`).
     #[error("expected {expected}, got {got}")]
     Type {
+        /// What was expected, with its article (`a number`).
         expected: &'static str,
+        /// The type given ([`rask_proto::Value::type_name`]).
         got: &'static str,
     },
     /// The op does not apply to a value of this type (`len of int`).
     #[error("{op} of {got}")]
-    NotFor { op: &'static str, got: &'static str },
+    NotFor {
+        /// The op.
+        op: &'static str,
+        /// The type given ([`rask_proto::Value::type_name`]).
+        got: &'static str,
+    },
     /// A list of non-negative integers (a shape, an origin, …) holds something else.
     #[error("{0}: expected non-negative integers")]
     NotNonNegative(&'static str),
@@ -62,7 +85,10 @@ pub enum OpError {
     Range(String),
     /// Integer arithmetic overflowed in `op`.
     #[error("integer overflow in {op}")]
-    IntegerOverflow { op: &'static str },
+    IntegerOverflow {
+        /// The op.
+        op: &'static str,
+    },
     /// A negation or increment overflowed.
     #[error("overflow")]
     Overflow,
@@ -81,19 +107,30 @@ pub enum OpError {
     /// A chunk's bytes do not match its shape and dtype.
     #[error("chunk of shape {shape:?} and dtype {dtype} has {len} bytes")]
     ChunkLength {
+        /// The chunk's shape.
         shape: Vec<u64>,
+        /// The chunk's dtype.
         dtype: DType,
+        /// The bytes it carries.
         len: usize,
     },
     /// A chunk's bytes are in a device's memory where host bytes are needed.
     #[error("the chunk's bytes are in {device}'s memory, not the host's")]
-    NotOnHost { device: String },
+    NotOnHost {
+        /// Where the bytes are ([`rask_proto::DeviceBytes::label`]).
+        device: String,
+    },
     /// A dtype name that is not one (the text is [`DType`]'s parse error).
     #[error("{0}")]
     DTypeName(String),
     /// Elements of one dtype were asked of a chunk of another.
     #[error("expected {want} data, got {got}")]
-    WrongDType { want: DType, got: DType },
+    WrongDType {
+        /// The dtype asked for.
+        want: DType,
+        /// The chunk's dtype.
+        got: DType,
+    },
     /// Two chunks' dtypes differ.
     #[error("dtypes {0} and {1} differ")]
     DTypes(DType, DType),
@@ -102,7 +139,12 @@ pub enum OpError {
     Shapes(Vec<u64>, Vec<u64>),
     /// `n` elements do not fill `shape`.
     #[error("{n} elements for shape {shape:?}")]
-    Elements { n: usize, shape: Vec<u64> },
+    Elements {
+        /// Elements given.
+        n: usize,
+        /// The shape they were to fill.
+        shape: Vec<u64>,
+    },
     /// The `array.*` ops have no implementation for this dtype.
     #[error("{0} arrays are not supported")]
     UnsupportedDType(DType),
@@ -111,16 +153,31 @@ pub enum OpError {
     RandomDType(DType),
     /// A floating-point op (`div`, `pow`) on an integer chunk.
     #[error("{op} is for f32 and f64 arrays, not {dtype}")]
-    FloatOnly { op: &'static str, dtype: DType },
+    FloatOnly {
+        /// The op.
+        op: &'static str,
+        /// The chunk's dtype.
+        dtype: DType,
+    },
     /// An op name (elementwise, reduction, combination) that is not one.
     #[error("unknown {kind} {name:?}")]
-    UnknownName { kind: &'static str, name: String },
+    UnknownName {
+        /// What kind of name: `elementwise op`, `reduction` or `combination`.
+        kind: &'static str,
+        /// The name given.
+        name: String,
+    },
     /// The shapes of a matrix product do not fit.
     #[error("matmul of {0:?} and {1:?}")]
     Matmul(Vec<u64>, Vec<u64>),
     /// An axis past a chunk's rank.
     #[error("axis {axis} of a {rank}-d chunk")]
-    Axis { axis: usize, rank: usize },
+    Axis {
+        /// The axis asked for.
+        axis: usize,
+        /// The chunk's number of dimensions.
+        rank: usize,
+    },
     /// A block of `array.assemble` reaches past its chunk or the result.
     #[error("assemble: block out of bounds in dimension {0}")]
     OutOfBounds(usize),
@@ -170,7 +227,12 @@ impl From<OpError> for String {
 pub enum PlanError {
     /// The output buffer has another length than the plan's output.
     #[error("an output of {got} bytes for {want} bytes")]
-    OutputLength { got: usize, want: u64 },
+    OutputLength {
+        /// The output buffer's length.
+        got: usize,
+        /// The plan's output length.
+        want: u64,
+    },
     /// A step names a buffer the plan does not have.
     #[error("no buffer {0:?}")]
     NoBuffer(Buf),
@@ -188,7 +250,12 @@ pub enum PlanError {
     EntryDType(String),
     /// A launch that does not fit its kernel.
     #[error("{entry}: {problem}")]
-    Launch { entry: String, problem: LaunchError },
+    Launch {
+        /// The kernel's entry point (`add_f32`).
+        entry: String,
+        /// What does not fit.
+        problem: LaunchError,
+    },
     /// A built-in kernel file that does not exist.
     #[error("no kernel file {0}")]
     NoKernelFile(&'static str),
@@ -199,7 +266,9 @@ pub enum PlanError {
     #[cfg(feature = "cuda")]
     #[error("{what}: {source}")]
     Transfer {
+        /// Which copy (`uploading an input`, `downloading the output`, …).
         what: &'static str,
+        /// The device's error.
         source: rask_device::DeviceError,
     },
     /// A device call failed.
@@ -216,16 +285,29 @@ pub enum PlanError {
 pub enum LaunchError {
     /// The kernel takes another number of arguments.
     #[error("{passed} arguments, the kernel takes {takes}")]
-    ArgCount { passed: usize, takes: usize },
+    ArgCount {
+        /// Arguments the launch passes.
+        passed: usize,
+        /// Parameters the kernel declares.
+        takes: usize,
+    },
     /// An argument of another kind than the kernel's parameter (`kind` with its article:
     /// `a buffer`, `an int`).
     #[error("argument {index} is not {kind}")]
-    ArgKind { index: usize, kind: String },
+    ArgKind {
+        /// The argument's position, from 0.
+        index: usize,
+        /// The kind the kernel's parameter takes.
+        kind: String,
+    },
     /// A buffer shorter than the launch reads or writes (`verb`).
     #[error("a buffer of {len} elements, {n} {verb}")]
     Short {
+        /// The buffer's length in elements.
         len: usize,
+        /// Elements the launch touches.
         n: usize,
+        /// `read` or `written`.
         verb: &'static str,
     },
     /// A launch that writes one of the plan's inputs.

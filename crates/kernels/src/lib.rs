@@ -16,7 +16,9 @@
 //!   a typed op, run on the host by the CPU twins or on a simulated GPU.
 //! - [`gpu`] (feature `cuda`): plans run on a CUDA GPU from a thread of its own.
 //! - [`Accelerator`]: what a worker's device offers; [`OutputAlloc`]: where outputs go.
-//! - [`cuda_sources`]: `kernels/*.cu`, embedded; `code`: the identity of this program's code.
+//! - [`cuda_sources`]: `cuda/*.cu`, embedded; `code`: the identity of this program's code.
+
+#![warn(missing_docs)]
 
 mod accelerator;
 mod builtin;

@@ -1,4 +1,4 @@
-//! Every `kernels/*.cu` compiles with NVRTC, to PTX (compute_80) and to a CUBIN (sm_90,
+//! Every `cuda/*.cu` compiles with NVRTC, to PTX (compute_80) and to a CUBIN (sm_90,
 //! which runs ptxas and checks resources), and every entry point has a CPU twin. CI
 //! installs NVRTC from PyPI and sets RASK_REQUIRE_NVRTC=1, so there this fails instead of
 //! skipping when NVRTC is missing.

@@ -20,6 +20,7 @@
 //! path with `#[rask::op(crate = path)]`).
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as Tokens};

@@ -11,9 +11,12 @@ use crate::{Datum, ProtoError, Value};
 /// A task argument: a value, a reference to another key's result, or a list of either.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Arg {
+    /// A literal value, sent with the task.
     Value(Value),
     /// The result of the task with this key (in the same graph, or held by the client).
     Key(String),
+    /// A list of arguments; the op receives it as a [`Value::List`] once every key in it
+    /// has been replaced by its result.
     List(Vec<Arg>),
 }
 

@@ -7,18 +7,26 @@ use crate::{DType, Value};
 /// Why a value is not a chunk.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ChunkError {
+    /// The value is not a list at all; carries the type it is ([`Value::type_name`]).
     #[error("not an array chunk: {0}")]
     NotAChunk(&'static str),
+    /// A list, but not of the form `[dtype name, shape list, bytes or device bytes]`.
     #[error("not an array chunk: expected [dtype, shape, bytes]")]
     Form,
+    /// The dtype name is not one of [`DType`]'s; carries the parse error.
     #[error("{0}")]
     DTypeName(String),
+    /// A dimension of the shape is not a non-negative integer.
     #[error("bad chunk shape")]
     Shape,
+    /// The byte length is not the shape's element count times the dtype's size.
     #[error("chunk of shape {shape:?} and dtype {dtype} has {len} bytes")]
     Length {
+        /// The chunk's shape, in elements per dimension.
         shape: Vec<u64>,
+        /// The chunk's element type.
         dtype: DType,
+        /// The bytes the chunk actually carries.
         len: usize,
     },
 }

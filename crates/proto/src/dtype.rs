@@ -5,10 +5,15 @@
     Clone, Copy, Debug, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
 pub enum DType {
+    /// Unsigned bytes (`u8`); used for raw buffers, not for array arithmetic.
     U8,
+    /// 32-bit signed integers (`i32`).
     I32,
+    /// 64-bit signed integers (`i64`).
     I64,
+    /// IEEE 754 single precision (`f32`).
     F32,
+    /// IEEE 754 double precision (`f64`).
     F64,
 }
 

@@ -8,12 +8,20 @@ pub enum ProtoError {
     BadMagic([u8; 4]),
     /// The peer speaks another protocol version.
     #[error("protocol version mismatch: peer speaks {peer}, we speak {ours}")]
-    Version { peer: u16, ours: u16 },
+    Version {
+        /// The version in the peer's frame prefix.
+        peer: u16,
+        /// This build's [`PROTOCOL_VERSION`](crate::PROTOCOL_VERSION).
+        ours: u16,
+    },
     /// A limit was exceeded; checked before anything is allocated.
     #[error("frame too large: {what} is {got} bytes/items, limit {limit}")]
     TooLarge {
+        /// Which limit: `header`, `buffer count` or `payload`.
         what: &'static str,
+        /// What the peer announced, in bytes or items.
         got: u64,
+        /// The limit it exceeds.
         limit: u64,
     },
     /// The rkyv header failed validation.
@@ -21,14 +29,29 @@ pub enum ProtoError {
     Malformed(String),
     /// A value refers to a buffer the frame does not carry.
     #[error("value refers to buffer {index} but the frame has {count}")]
-    MissingBuffer { index: u32, count: usize },
+    MissingBuffer {
+        /// The buffer index the value names.
+        index: u32,
+        /// How many buffers the frame carries.
+        count: usize,
+    },
     /// A value refers to a dependency the task does not have.
     #[error("value refers to dependency {index} but the task has {count}")]
-    MissingDependency { index: u32, count: usize },
+    MissingDependency {
+        /// The dependency index the value names.
+        index: u32,
+        /// How many dependencies the task has.
+        count: usize,
+    },
     /// A value nests deeper than allowed.
     #[error("value nests deeper than {0} levels")]
     TooDeep(usize),
     /// Bytes on a device could not be brought to the host.
     #[error("bytes on {device} cannot be read: {message}")]
-    Device { device: String, message: String },
+    Device {
+        /// Where the bytes are ([`DeviceBytes::label`](crate::DeviceBytes::label)).
+        device: String,
+        /// The device's reason.
+        message: String,
+    },
 }

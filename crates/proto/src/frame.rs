@@ -29,7 +29,9 @@ pub const FLAG_REFUSAL: u16 = 1;
 /// Upper bounds on what a peer may send, checked before allocating.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrameLimits {
+    /// Bytes in the rkyv header.
     pub max_header: u32,
+    /// Raw buffers in one frame.
     pub max_buffers: u32,
     /// Bytes in all buffers of one frame together.
     pub max_payload: u64,
@@ -48,7 +50,9 @@ impl Default for FrameLimits {
 /// The decoded fixed prefix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Prefix {
+    /// Bytes of header after the buffer lengths (of reason text for a refusal).
     pub header_len: u32,
+    /// Raw buffers in the frame; their lengths follow the prefix (8 bytes each).
     pub nbufs: u32,
     /// A refusal frame: the header is the reason, as text.
     pub refusal: bool,

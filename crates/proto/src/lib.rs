@@ -9,6 +9,7 @@
 //! [`PROTOCOL_SCHEMA`], so builds from before and after such a change refuse each other.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod arg;
 pub mod chunk;
@@ -19,6 +20,9 @@ pub mod flat;
 pub mod frame;
 mod ids;
 mod link;
+// Every message item here is documented; the resolver enums rkyv derives beside them
+// (`ToSchedulerResolver`, …) are public and their variants' fields carry no docs.
+#[allow(missing_docs)]
 pub mod msg;
 pub mod size;
 pub mod typed;

@@ -19,7 +19,9 @@ macro_rules! wire {
 wire! {
     /// What a connecting peer is.
     pub enum Role {
+        /// A client's connection to the scheduler.
         Client,
+        /// A worker's connection to the scheduler ([`Hello::worker`] describes it).
         Worker,
         /// A worker or client opening a data connection to a worker.
         Peer,
@@ -37,6 +39,7 @@ wire! {
 
     /// One op of a [`RegistryInfo`].
     pub struct OpInfo {
+        /// The name tasks call the op by.
         pub name: String,
         /// A hash of what defines the op's behaviour besides its code: its version
         /// number and, for an op with a CUDA kernel, the kernel's source and entry point.
@@ -66,22 +69,32 @@ wire! {
 
     /// A named amount of a resource a worker offers or a task needs (e.g. `gpu = 1`).
     pub struct Resource {
+        /// The resource's name (`gpu`, `memory`, a device name such as `sim:2`, or any
+        /// name a worker offers).
         pub name: String,
+        /// How much; amounts are consumed while a task runs and returned after.
         pub amount: f64,
     }
 
     /// The first frame on every connection, from the connecting side.
     pub struct Hello {
+        /// [`crate::PROTOCOL_VERSION`] of the sender's build.
         pub protocol: u16,
         /// [`crate::PROTOCOL_SCHEMA`] of the sender's build.
         pub schema: u64,
+        /// [`crate::RASK_VERSION`] of the sender's build; must equal the receiver's.
         pub rask_version: String,
+        /// What the connecting side is; decides which messages it may send after.
         pub role: Role,
         /// Human name (worker name, client name).
         pub name: String,
         /// Identity of the host (not an IP): same host ⇔ same id.
         pub host_id: String,
+        /// The sender's process id: with `host_id`, tells a peer in the same process
+        /// (served in process) from one on the same host (served by shared memory).
         pub pid: u32,
+        /// The ops the sender knows, checked against the cluster's (workers and clients;
+        /// `None` for data connections).
         pub registry: Option<RegistryInfo>,
         /// Present when `role` is `Worker`.
         pub worker: Option<WorkerHello>,
@@ -114,8 +127,12 @@ wire! {
         /// Device memory use past which the worker spills from its device (0 without a
         /// GPU).
         pub device_spill_at: u64,
+        /// Tasks the worker runs at once (its executor threads).
         pub nthreads: u32,
+        /// Bytes of host memory the worker may use; spilling and pausing thresholds are
+        /// fractions of it.
         pub memory_limit: u64,
+        /// What the worker offers to tasks that declare needs (`gpu = 1`, `memory`, …).
         pub resources: Vec<Resource>,
         /// The identity of the code the worker runs ops with (a hash of its executable's
         /// code and read-only data): workers whose code differs never serve one cluster,
@@ -129,9 +146,11 @@ wire! {
     /// The answer to a [`Hello`]. A refusal is not a reply but a refusal frame (see
     /// [`crate::frame`]), which every protocol version reads.
     pub enum HelloReply {
+        /// The peer is admitted; the connection carries its role's messages from now on.
         Welcome {
             /// The id given to the connecting client or worker (0 for peers).
             id: u32,
+            /// The server's [`crate::RASK_VERSION`].
             rask_version: String,
             /// With a shared secret: the server's proof of it over both nonces, given only
             /// to a peer that proved it first.
@@ -139,11 +158,16 @@ wire! {
         },
         /// The server requires the shared secret: the client proves it first, over both
         /// nonces ([`AuthProof`]); the server proves it back in its `Welcome`.
-        Challenge { nonce: [u8; 32] },
+        Challenge {
+            /// The server's fresh random bytes, covered by both sides' proofs.
+            nonce: [u8; 32],
+        },
     }
 
     /// The client's answer to a [`HelloReply::Challenge`].
     pub struct AuthProof {
+        /// HMAC-SHA256 keyed by the shared secret over both nonces; the secret itself
+        /// never travels.
         pub proof: [u8; 32],
     }
 
@@ -165,6 +189,8 @@ wire! {
     /// A graph too large for one frame travels in parts, in order: every part but the
     /// last has `more` set, and the scheduler takes the graph as a whole with the last.
     pub struct UpdateGraphMsg {
+        /// The graph's tasks (of this part); dependencies may be in any part or already
+        /// known to the scheduler.
         pub tasks: Vec<TaskSpec>,
         /// Keys the client holds futures for: they stay in memory until released.
         pub wanted: Vec<String>,
@@ -174,7 +200,10 @@ wire! {
 
     /// A worker's report that a task completed.
     pub struct TaskFinishedMsg {
+        /// The task that completed.
         pub task: TaskId,
+        /// Approximate size of the result in memory ([`crate::Value::nbytes`]), for
+        /// placement and memory accounting.
         pub nbytes: u64,
         /// How long the op ran, for duration estimates.
         pub duration_us: u64,
@@ -185,21 +214,49 @@ wire! {
 
     /// A worker's report that a task's op returned an error or panicked.
     pub struct TaskErredMsg {
+        /// The task that failed.
         pub task: TaskId,
+        /// The op's error, or its panic message.
         pub message: String,
     }
 
     /// Messages to the scheduler, from clients and workers.
     pub enum ToScheduler {
+        /// From a client: tasks to add (a graph, or a part of one).
         UpdateGraph(UpdateGraphMsg),
         /// The client dropped its last future for these keys.
-        ReleaseKeys { keys: Vec<String> },
-        WhoHas { req: u64, keys: Vec<String> },
-        Info { req: u64 },
+        ReleaseKeys {
+            /// The keys released.
+            keys: Vec<String>,
+        },
+        /// From a client: which workers hold these keys; answered by
+        /// [`ToClient::WhoHasReply`] with the same `req`.
+        WhoHas {
+            /// The client's request number, echoed in the reply.
+            req: u64,
+            /// The keys asked about.
+            keys: Vec<String>,
+        },
+        /// From a client: the scheduler's state; answered by [`ToClient::InfoReply`].
+        Info {
+            /// The client's request number, echoed in the reply.
+            req: u64,
+        },
+        /// From a worker: a task completed and its result is held there.
         TaskFinished(TaskFinishedMsg),
+        /// From a worker: a task's op failed.
         TaskErred(TaskErredMsg),
         /// A worker could not fetch `dep` (for `task`) from `holder`.
-        MissingData { task: TaskId, dep: TaskId, holder: WorkerId },
+        MissingData {
+            /// The task that needed the value.
+            task: TaskId,
+            /// The dependency that could not be fetched.
+            dep: TaskId,
+            /// The worker that was asked for it and did not have it (or could not be
+            /// reached).
+            holder: WorkerId,
+        },
+        /// From a worker: its periodic state; also proves it is alive.
         Heartbeat(HeartbeatMsg),
         /// A part of a program's executable: bytes `offset..` of `size`, in the frame's
         /// buffer `buf` (from a client asked by `SendProgram`).
@@ -213,9 +270,13 @@ wire! {
 
     /// A worker's periodic state.
     pub struct HeartbeatMsg {
+        /// Approximate bytes of the values the worker holds, wherever they are.
         pub stored_bytes: u64,
+        /// Values the worker holds.
         pub stored_keys: u64,
+        /// Tasks running now.
         pub executing: u32,
+        /// The process's resident memory, in bytes (0 if unknown).
         pub rss_bytes: u64,
         /// Device memory in use (0 without a GPU).
         pub device_memory_used: u64,
@@ -233,16 +294,23 @@ wire! {
 
     /// Where a dependency can be fetched from.
     pub struct DepLoc {
+        /// The dependency.
         pub task: TaskId,
+        /// Its size as its holder reported it (see [`TaskFinishedMsg::nbytes`]).
         pub nbytes: u64,
+        /// The workers holding it; the worker tries them in turn.
         pub holders: Vec<WorkerId>,
     }
 
     /// Run a task.
     pub struct ComputeMsg {
+        /// The task to run.
         pub task: TaskId,
+        /// The registered op to run it with.
         pub op: String,
+        /// Arguments; `Datum::Ref(i)` is the value of `deps[i]`.
         pub args: Datum,
+        /// The task's dependencies, each with where to fetch it if not held here.
         pub deps: Vec<DepLoc>,
         /// Lower runs first.
         pub priority: u64,
@@ -252,12 +320,15 @@ wire! {
 
     /// A worker's address, so peers can fetch from it.
     pub struct PeerAddr {
+        /// The peer.
         pub worker: WorkerId,
+        /// See [`WorkerHello::listen_addr`].
         pub addr: String,
         /// See [`WorkerHello::shm_addr`].
         pub shm_addr: String,
         /// See [`Hello::host_id`]: peers on the same host use shared memory.
         pub host_id: String,
+        /// See [`Hello::pid`].
         pub pid: u32,
         /// See [`WorkerHello::gpu`].
         pub gpu: Option<u32>,
@@ -265,14 +336,28 @@ wire! {
 
     /// Messages from the scheduler to a worker.
     pub enum ToWorker {
+        /// Run a task (fetching its inputs first).
         Compute(ComputeMsg),
         /// Drop these tasks' data, or cancel them if not yet run.
-        Free { tasks: Vec<TaskId> },
+        Free {
+            /// The tasks to forget.
+            tasks: Vec<TaskId>,
+        },
         /// Workers that joined (or all current ones, on connect).
-        Peers { peers: Vec<PeerAddr> },
-        PeerGone { worker: WorkerId },
+        Peers {
+            /// How to reach each.
+            peers: Vec<PeerAddr>,
+        },
+        /// A worker left the cluster: stop fetching from it.
+        PeerGone {
+            /// The worker that left.
+            worker: WorkerId,
+        },
         /// The scheduler asks the worker to shut down.
-        Close { reason: String },
+        Close {
+            /// Why, for the worker's log.
+            reason: String,
+        },
         /// Start a worker of this program beside this one, with the same resources (a
         /// client's typed ops need it); fetch its executable with `GetProgram` if this
         /// host has no copy.
@@ -287,16 +372,24 @@ wire! {
     pub struct TaskError {
         /// The task that failed (may differ from the key waited on: the cause upstream).
         pub key: String,
+        /// The op of that task.
         pub op: String,
+        /// The op's error, or why the task could not run (a worker killed, a graph
+        /// refused).
         pub message: String,
     }
 
     /// A worker holding a key, and how to reach it (see [`PeerAddr`]).
     pub struct Holder {
+        /// The worker.
         pub worker: WorkerId,
+        /// See [`WorkerHello::listen_addr`].
         pub addr: String,
+        /// See [`WorkerHello::shm_addr`].
         pub shm_addr: String,
+        /// See [`Hello::host_id`].
         pub host_id: String,
+        /// See [`Hello::pid`].
         pub pid: u32,
         /// The device the value lives on (`host`, `sim:N`, `cuda:N`: a
         /// [`crate::DeviceLoc`] in its text form).
@@ -305,16 +398,23 @@ wire! {
 
     /// Keys and where they live.
     pub struct WhoHasEntry {
+        /// The key asked about.
         pub key: String,
+        /// The workers holding its value; empty when it is not in memory (or unknown).
         pub holders: Vec<Holder>,
     }
 
     /// One worker in [`SchedulerInfoMsg`].
     pub struct WorkerInfoMsg {
+        /// The worker's id in this cluster.
         pub id: WorkerId,
+        /// Its name (`--name`, or one given at start).
         pub name: String,
+        /// See [`WorkerHello::listen_addr`].
         pub addr: String,
+        /// See [`Hello::host_id`].
         pub host_id: String,
+        /// See [`Hello::pid`].
         pub pid: u32,
         /// See [`WorkerHello::shm_addr`].
         pub shm_addr: String,
@@ -324,7 +424,9 @@ wire! {
         pub device: String,
         /// See [`WorkerHello::device_name`].
         pub device_name: String,
+        /// See [`WorkerHello::device_memory_limit`].
         pub device_memory_limit: u64,
+        /// See [`HeartbeatMsg::device_memory_used`] (0 until the first heartbeat).
         pub device_memory_used: u64,
         /// See [`HeartbeatMsg::device_to_host`].
         pub device_to_host: u64,
@@ -334,23 +436,31 @@ wire! {
         pub spilled: Vec<(String, u64)>,
         /// See [`HeartbeatMsg::ran`].
         pub ran: Vec<(String, u64)>,
+        /// See [`WorkerHello::nthreads`].
         pub nthreads: u32,
+        /// See [`WorkerHello::memory_limit`].
         pub memory_limit: u64,
+        /// See [`WorkerHello::resources`].
         pub resources: Vec<Resource>,
         /// Tasks assigned to the worker and not finished.
         pub processing: u64,
         /// Keys in memory on the worker.
         pub stored_keys: u64,
+        /// Bytes of those keys, as the worker reported their sizes.
         pub stored_bytes: u64,
     }
 
     /// The scheduler's state, as `Client::scheduler_info` reports it.
     pub struct SchedulerInfoMsg {
+        /// The address the scheduler listens on.
         pub address: String,
+        /// The scheduler's [`crate::RASK_VERSION`].
         pub rask_version: String,
+        /// The workers connected now.
         pub workers: Vec<WorkerInfoMsg>,
         /// Count of tasks in each state, by state name.
         pub tasks_by_state: Vec<(String, u64)>,
+        /// Clients connected now.
         pub clients: u32,
         /// Programs the scheduler has heard of (clients' programs with typed ops).
         pub programs: Vec<ProgramStatusMsg>,
@@ -375,34 +485,51 @@ wire! {
 
     /// Messages from the scheduler to a client.
     pub enum ToClient {
+        /// A key the client wants is computed.
         KeyInMemory {
+            /// The key.
             key: String,
+            /// Its task, by which holders serve the value.
             task: TaskId,
+            /// See [`TaskFinishedMsg::nbytes`].
             nbytes: u64,
+            /// The workers holding the value.
             holders: Vec<Holder>,
             /// The value, when small enough to travel with the news.
             value: Option<Datum>,
         },
+        /// A key the client wants failed, or one of the tasks it depends on did.
         KeyErred {
+            /// The key the client waits on.
             key: String,
+            /// The failure, naming the task where it happened.
             error: TaskError,
         },
         /// The graph was refused as a whole (unknown op, unknown dependency, …).
         GraphRejected {
+            /// The keys the client wanted from that graph: each of their futures fails.
             keys: Vec<String>,
+            /// Why the graph was refused.
             message: String,
         },
+        /// The answer to [`ToScheduler::WhoHas`].
         WhoHasReply {
+            /// The request's number.
             req: u64,
+            /// One entry per key asked about, in order.
             entries: Vec<WhoHasEntry>,
         },
+        /// The answer to [`ToScheduler::Info`].
         InfoReply {
+            /// The request's number.
             req: u64,
+            /// The scheduler's state.
             info: SchedulerInfoMsg,
         },
         /// The scheduler closes the connection, and says why (a frame it could not
         /// accept, a message not meant for a client, shutting down).
         Closing {
+            /// Why.
             reason: String,
         },
         /// Send the executable of this client's program (`ProgramPart`s): a worker
@@ -414,7 +541,10 @@ wire! {
 
     /// One value in a [`PeerMsg::Data`] reply.
     pub struct DataItem {
+        /// The task whose value this is.
         pub task: TaskId,
+        /// The value; its `Buf` indices refer to the frame's buffers (or, in
+        /// [`PeerMsg::ShmData`], to its `refs`).
         pub value: Datum,
     }
 
@@ -423,14 +553,25 @@ wire! {
         /// In the frame's own buffer list, at this index (small buffers travel inline).
         Inline(u32),
         /// In a segment of the holder's shared-memory arena.
-        Shm { segment: u32, offset: u64, len: u64 },
+        Shm {
+            /// The segment's id (see [`ShmSegment::id`]).
+            segment: u32,
+            /// Where the buffer starts in the segment, in bytes.
+            offset: u64,
+            /// Length of the buffer in bytes.
+            len: u64,
+        },
         /// In the holder's device memory (`device`, as the holder names it): the receiver
         /// opens the allocation's IPC `handle`, copies `len` bytes from `offset` into its
         /// own device, and closes it.
         Device {
+            /// The holder's device (`cuda:N` in the holder's numbering).
             device: String,
+            /// The allocation's IPC handle.
             handle: Vec<u8>,
+            /// Where the bytes start in the allocation.
             offset: u64,
+            /// Length in bytes.
             len: u64,
         },
     }
@@ -438,7 +579,10 @@ wire! {
     /// A shared-memory segment the receiver has not seen yet; its file descriptor
     /// travels with the frame (SCM_RIGHTS), in the order of this list.
     pub struct ShmSegment {
+        /// The segment's id in the holder's arena; [`BufRef::Shm`] and
+        /// [`PeerMsg::Retired`] name it by this.
         pub id: u32,
+        /// Its length in bytes (what the receiver maps).
         pub len: u64,
     }
 
@@ -447,26 +591,50 @@ wire! {
         /// `into_device`: the requester imports bytes held in a device's memory into its
         /// own device (CUDA IPC on one host) rather than receiving them through the host.
         GetData {
+            /// The requester's request number, echoed in the reply.
             req: u64,
+            /// The values wanted.
             tasks: Vec<TaskId>,
+            /// Leave device bytes on the holder's device for the requester to import.
             into_device: bool,
         },
-        Data { req: u64, items: Vec<DataItem>, missing: Vec<TaskId> },
+        /// The reply on a tcp or in-process connection: the values, their bytes in the
+        /// frame's buffers.
+        Data {
+            /// The request's number.
+            req: u64,
+            /// The values the holder has.
+            items: Vec<DataItem>,
+            /// The tasks asked for that the holder does not hold.
+            missing: Vec<TaskId>,
+        },
         /// The reply on a shared-memory connection: the items' `Datum::Buf(i)` refer to
         /// `refs[i]`. The holder keeps the buffers unchanged until the receiver releases
         /// `loan` (0: nothing lent).
         ShmData {
+            /// The request's number.
             req: u64,
+            /// The values the holder has.
             items: Vec<DataItem>,
+            /// The tasks asked for that the holder does not hold.
             missing: Vec<TaskId>,
+            /// Where each buffer is.
             refs: Vec<BufRef>,
+            /// Segments first used by this reply.
             segments: Vec<ShmSegment>,
+            /// The loan covering `refs`, released by [`PeerMsg::Release`].
             loan: u64,
         },
         /// The receiver no longer reads these loans' buffers.
-        Release { loans: Vec<u64> },
+        Release {
+            /// The loans ([`PeerMsg::ShmData::loan`]).
+            loans: Vec<u64>,
+        },
         /// The holder unmapped these segments; the receiver drops its mappings of them.
-        Retired { segments: Vec<u32> },
+        Retired {
+            /// The segments' ids.
+            segments: Vec<u32>,
+        },
     }
 }
 

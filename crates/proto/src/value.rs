@@ -31,6 +31,7 @@ pub trait DeviceData: Send + Sync + 'static {
     }
     /// Length in bytes.
     fn len(&self) -> usize;
+    /// Whether the length is zero.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -48,6 +49,8 @@ pub trait DeviceData: Send + Sync + 'static {
     fn ipc_export(&self) -> Option<Result<IpcExport, String>> {
         None
     }
+    /// The implementation as `Any`, so a device can downcast to its own buffer type
+    /// ([`DeviceBytes::downcast`]).
     fn as_any(&self) -> &dyn Any;
 }
 
@@ -55,7 +58,9 @@ pub trait DeviceData: Send + Sync + 'static {
 /// allocation holding them (a `cuIpcMemHandle`'s 64 bytes) and their offset in it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IpcExport {
+    /// The opaque IPC handle of the allocation, as the driver returned it.
     pub handle: Vec<u8>,
+    /// Where the bytes start in that allocation, in bytes.
     pub offset: u64,
 }
 
@@ -65,7 +70,9 @@ pub struct IpcExport {
 pub struct IpcBuffer {
     /// The peer's device, as the peer numbers its devices (shown as `cuda:0 of a peer`).
     pub device: DeviceLoc,
+    /// The handle and offset to open the bytes from.
     pub export: IpcExport,
+    /// Length of the value in bytes.
     pub len: u64,
     /// Keeps the peer's loan open while held.
     pub loan: Option<Arc<dyn Any + Send + Sync>>,
@@ -97,11 +104,14 @@ impl DeviceData for IpcBuffer {
 /// a device's memory.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Payload {
+    /// Bytes in host memory.
     Host(Bytes),
+    /// Bytes left in a device's memory (lent to a same-host peer).
     Device(DeviceBytes),
 }
 
 impl Payload {
+    /// Length in bytes.
     pub fn len(&self) -> usize {
         match self {
             Payload::Host(b) => b.len(),
@@ -109,6 +119,7 @@ impl Payload {
         }
     }
 
+    /// Whether the length is zero.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -132,6 +143,8 @@ impl Payload {
 
 /// A frame's buffers as [`Datum::to_value`] reads them.
 pub trait AsPayload {
+    /// The buffer as a leaf value: [`Value::Bytes`], or [`Value::Device`] for bytes left in
+    /// a device's memory. Shares the buffer, never copies it.
     fn to_leaf(&self) -> Value;
 }
 
@@ -155,10 +168,12 @@ impl AsPayload for Payload {
 pub struct DeviceBytes(Arc<dyn DeviceData>);
 
 impl DeviceBytes {
+    /// Wraps a device's buffer; clones of the result share it.
     pub fn new(data: impl DeviceData) -> DeviceBytes {
         DeviceBytes(Arc::new(data))
     }
 
+    /// The device's buffer behind these bytes.
     pub fn data(&self) -> &dyn DeviceData {
         &*self.0
     }
@@ -173,10 +188,12 @@ impl DeviceBytes {
         self.0.label()
     }
 
+    /// Length in bytes.
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
+    /// Whether the length is zero.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -203,13 +220,19 @@ impl PartialEq for DeviceBytes {
 /// A typed value: an op's argument or result, held in a worker's store.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
+    /// No value (an op's result when it has nothing to return).
     Null,
+    /// A boolean.
     Bool(bool),
+    /// A signed 64-bit integer.
     Int(i64),
+    /// A 64-bit float.
     Float(f64),
+    /// UTF-8 text.
     Str(String),
     /// Raw bytes; travel as a frame buffer, never inside a header.
     Bytes(Bytes),
+    /// A list of values, nested at most [`MAX_DEPTH`] levels.
     List(Vec<Value>),
     /// Raw bytes in a device's memory; they go to the host (and onto the wire) as `Bytes`.
     Device(DeviceBytes),
@@ -222,13 +245,19 @@ pub enum Value {
 /// and rebuilding the tree refuses more than [`MAX_DEPTH`] levels.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Datum {
+    /// [`Value::Null`].
     Null,
+    /// [`Value::Bool`].
     Bool(bool),
+    /// [`Value::Int`].
     Int(i64),
+    /// [`Value::Float`].
     Float(f64),
+    /// [`Value::Str`].
     Str(String),
     /// Index into the raw buffers that travel with this datum.
     Buf(u32),
+    /// [`Value::List`].
     List(Vec<Datum>),
     /// The output of the task's `i`-th dependency (task arguments only).
     Ref(u32),

@@ -40,12 +40,17 @@ impl Default for CoreConfig {
 /// One task of a graph, as the core receives it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewTask {
+    /// The client's key for the task; a key already known keeps its existing task.
     pub key: String,
+    /// The op to run; must be one the cluster's workers have, when the core knows them.
     pub op: String,
     /// Arguments; `Datum::Ref(i)` is the output of `deps[i]`, `Datum::Buf(i)` is `bufs[i]`.
     pub args: Datum,
+    /// The byte payloads of `args`.
     pub bufs: Vec<Bytes>,
+    /// Keys of the tasks whose outputs it reads: in the same graph or already known.
     pub deps: Vec<String>,
+    /// What a worker must offer to run it (`gpu = 1`).
     pub resources: Vec<Resource>,
     /// The code the task must run with (a worker's [`WorkerSpec::code`]): a program's
     /// typed op runs only on workers of that very program; `None` runs on the cluster's
@@ -56,11 +61,18 @@ pub struct NewTask {
 /// A worker joining the cluster.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WorkerSpec {
+    /// The worker's name, for logs and `scheduler_info`.
     pub name: String,
+    /// Where peers and clients fetch its data (its `listen_addr`).
     pub addr: String,
+    /// Its host's identity: workers with equal (non-empty) ids share a host, which
+    /// makes moving data between them cheap.
     pub host_id: String,
+    /// Tasks it runs at once; its occupancy is divided by this.
     pub nthreads: u32,
+    /// Its host memory limit, in bytes.
     pub memory_limit: u64,
+    /// What it offers to tasks that declare needs.
     pub resources: Vec<Resource>,
     /// The GPU this worker drives (its index on its host), if any.
     pub gpu: Option<u32>,
@@ -102,8 +114,11 @@ impl WorkerSpec {
 /// Why a task failed: the failing task's key and op, and the message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TaskFailure {
+    /// The task that failed (upstream of the keys that fail with it).
     pub key: String,
+    /// Its op.
     pub op: String,
+    /// The op's error, or why the task could not run (`killed worker`, …).
     pub message: String,
 }
 
@@ -112,26 +127,42 @@ pub struct TaskFailure {
 pub enum Action {
     /// Send a task to a worker.
     Compute {
+        /// The worker chosen.
         worker: WorkerId,
+        /// The message to send it.
         msg: ComputeMsg,
+        /// The payloads `msg.args`' `Datum::Buf` indices refer to.
         bufs: Vec<Bytes>,
     },
     /// Tell a worker to drop a task's data, or cancel it.
-    Free { worker: WorkerId, task: TaskId },
+    Free {
+        /// The worker.
+        worker: WorkerId,
+        /// The task.
+        task: TaskId,
+    },
     /// Tell a client that a key it wants is in memory.
     KeyInMemory {
+        /// The client that wants it.
         client: ClientId,
+        /// The key.
         key: Arc<str>,
+        /// Its task, by which holders serve the value.
         task: TaskId,
+        /// The value's size as its worker reported it.
         nbytes: u64,
+        /// The workers holding it.
         holders: Vec<WorkerId>,
         /// The value, when the worker reported it inline.
         value: Option<Datum>,
     },
     /// Tell a client that a key it wants failed.
     KeyErred {
+        /// The client that wants it.
         client: ClientId,
+        /// The key.
         key: Arc<str>,
+        /// The failure, shared by every key that fails with it.
         error: Arc<TaskFailure>,
     },
 }
@@ -139,28 +170,61 @@ pub enum Action {
 /// A graph the core refuses as a whole; nothing of it is kept.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum GraphError {
+    /// A task names an op the cluster's workers do not have.
     #[error("task {key:?} uses unknown op {op:?} (not registered on the cluster's workers)")]
-    UnknownOp { key: String, op: String },
+    UnknownOp {
+        /// The task.
+        key: String,
+        /// The op it names.
+        op: String,
+    },
+    /// A dependency is neither in the graph nor known to the scheduler.
     #[error("task {key:?} depends on unknown key {dep:?}")]
-    UnknownDependency { key: String, dep: String },
+    UnknownDependency {
+        /// The task.
+        key: String,
+        /// The dependency.
+        dep: String,
+    },
+    /// Two tasks of the graph have one key.
     #[error("key {key:?} appears twice in one graph")]
-    DuplicateKey { key: String },
+    DuplicateKey {
+        /// The key.
+        key: String,
+    },
+    /// The graph's dependencies form a cycle.
     #[error("the graph has a cycle through {key:?}")]
-    Cycle { key: String },
+    Cycle {
+        /// A task that cannot be ordered (on the cycle, or downstream of it).
+        key: String,
+    },
+    /// A task's arguments refer to a dependency past its `deps`.
     #[error("task {key:?} refers to dependency {index} but has {count}")]
     BadReference {
+        /// The task.
         key: String,
+        /// The largest index referred to.
         index: u32,
+        /// How many dependencies it has.
         count: usize,
     },
+    /// A task's arguments refer to a buffer past its `bufs`.
     #[error("task {key:?} refers to buffer {index} but has {count}")]
     BadBuffer {
+        /// The task.
         key: String,
+        /// The largest index referred to.
         index: u32,
+        /// How many buffers it has.
         count: usize,
     },
+    /// A key wanted is neither in the graph nor known to the scheduler.
     #[error("key {key:?} is neither in the graph nor held on the cluster (released, or never submitted)")]
-    UnknownKey { key: String },
+    UnknownKey {
+        /// The key.
+        key: String,
+    },
+    /// The graph comes from a client the core does not know (never added, or gone).
     #[error("unknown client {0}")]
     UnknownClient(ClientId),
 }
@@ -168,16 +232,23 @@ pub enum GraphError {
 /// Counts for `scheduler_info`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CoreInfo {
+    /// Tasks in each state, by [`TaskState::name`](crate::TaskState::name).
     pub tasks_by_state: Vec<(&'static str, u64)>,
+    /// Every worker's load.
     pub workers: Vec<WorkerInfo>,
+    /// Clients connected.
     pub clients: u32,
 }
 
 /// One worker's load, for `scheduler_info`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WorkerInfo {
+    /// The worker.
     pub id: WorkerId,
+    /// Tasks assigned to it and not finished.
     pub processing: u64,
+    /// Keys it holds.
     pub stored_keys: u64,
+    /// Their sizes as it reported them, summed.
     pub stored_bytes: u64,
 }

@@ -23,6 +23,8 @@
 //! or processing. A released task still referenced by others keeps its lineage (op, args,
 //! dependencies) so that lost data can be recomputed.
 
+#![warn(missing_docs)]
+
 mod api;
 mod core;
 mod few;
@@ -46,13 +48,21 @@ pub use crate::story::{Transition, TransitionLog};
 /// A task's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TaskState {
+    /// Known, not needed now (or not yet): keeps its lineage, holds no data.
     Released,
+    /// Needed, and waiting for some of its dependencies to be in memory.
     Waiting,
+    /// Ready, held back by the scheduler until a worker has a free slot.
     Queued,
+    /// Ready, but no worker offers the resources it needs.
     NoWorker,
+    /// Assigned to a worker, which runs it (or will).
     Processing,
+    /// Its value is held by at least one worker.
     Memory,
+    /// Its op failed, a dependency erred, or it killed too many workers.
     Erred,
+    /// Dropped from the scheduler (not stored; only transitions name it).
     Forgotten,
 }
 

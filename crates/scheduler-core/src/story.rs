@@ -9,9 +9,13 @@ use crate::TaskState;
 /// One recorded transition.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transition {
+    /// The task.
     pub task: TaskId,
+    /// Its state before.
     pub from: TaskState,
+    /// Its state after.
     pub to: TaskState,
+    /// The external input that caused it.
     pub stimulus: StimulusId,
 }
 

@@ -7,6 +7,7 @@
 //! meanwhile into one frame. Scheduling decisions belong in the core, not here.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod conn;
 mod programs;
@@ -28,7 +29,9 @@ use tracing::{debug, info, warn};
 /// Scheduler settings.
 #[derive(Clone, Debug)]
 pub struct SchedulerConfig {
+    /// Limits and timeouts of every connection (frame sizes, handshake, secret).
     pub conn: ConnConfig,
+    /// The scheduling core's tunables.
     pub core: CoreConfig,
     /// A worker silent for this long (workers heartbeat every second) is presumed dead:
     /// its connection is closed and its work rescheduled.
@@ -48,8 +51,10 @@ impl Default for SchedulerConfig {
 /// Errors that stop the scheduler.
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
+    /// The listener's transport failed (its address could not be read, …).
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// An operating-system call failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
 }

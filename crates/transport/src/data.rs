@@ -37,8 +37,11 @@ use crate::{
 /// have (or whose bytes could not be read).
 #[derive(Debug)]
 pub struct Reply {
+    /// The request this answers (its `GetData`'s `req`).
     pub req: u64,
+    /// The values received, by task.
     pub values: Vec<(TaskId, Value)>,
+    /// The tasks asked for and not received.
     pub missing: Vec<TaskId>,
 }
 
@@ -246,8 +249,11 @@ async fn read_replies<R: Descriptors, S: ReplySink>(
 /// One reply of a data connection, its buffers ready to read.
 #[derive(Debug)]
 pub struct DataReply {
+    /// The request this answers.
     pub req: u64,
+    /// The values the holder sent, still in wire form.
     pub items: Vec<DataItem>,
+    /// The tasks the holder does not hold.
     pub missing: Vec<TaskId>,
     /// What the items' `Datum::Buf(i)` refer to: shared by every plain `Data` reply of a
     /// frame (their indices are frame-wide), so a batch of replies does not copy the

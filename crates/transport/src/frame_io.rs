@@ -17,13 +17,17 @@ use crate::{shm, ConnConfig, TransportError, HANDSHAKE_LIMITS};
 
 /// A received frame: the aligned header and the payload buffers.
 pub struct Frame {
+    /// The rkyv header (or a refusal's reason text), 16-byte aligned for checked access.
     pub header: AlignedVec<16>,
+    /// The raw buffers, in the order the prefix announced them.
     pub bufs: Vec<Bytes>,
 }
 
 /// A decoded batch of messages and the buffers their `Datum::Buf` indices refer to.
 pub struct Batch<M> {
+    /// The messages, in the order they were sent.
     pub msgs: Vec<M>,
+    /// The frame's buffers, shared by all of `msgs`.
     pub bufs: Vec<Bytes>,
     /// The frame's size on the wire (header and buffers), for bounding what a
     /// connection may have read and not yet handled.

@@ -22,6 +22,7 @@ pub struct DataEndpoint {
 }
 
 impl DataEndpoint {
+    /// An endpoint answering requests with `get`, called on the requester's thread.
     pub fn new(get: impl Fn(&[rask_proto::TaskId]) -> Fetched + Send + Sync + 'static) -> Self {
         DataEndpoint { get: Box::new(get) }
     }

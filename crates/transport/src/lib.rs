@@ -23,6 +23,8 @@
 //! - [`shm`]: shared-memory arenas lent across processes; [`inproc`]: peers in this
 //!   process.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod data;
 pub mod frame_io;
@@ -47,30 +49,50 @@ use rask_proto::ProtoError;
 /// Errors of connections.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
+    /// The socket failed (connection reset, address in use, …).
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// The peer's bytes are not a valid frame or message (see [`ProtoError`]).
     #[error(transparent)]
     Proto(#[from] ProtoError),
+    /// The peer sent a refusal frame; carries its reason.
     #[error("refused by peer: {0}")]
     Refused(String),
+    /// The peer closed the connection (or, in process, is no longer there).
     #[error("connection closed")]
     Closed,
+    /// A read did not complete in time; says what was awaited.
     #[error("timed out {0}")]
     Timeout(&'static str),
+    /// An address that is not `tcp://host:port`.
     #[error("bad address {0:?}: expected tcp://host:port")]
     BadAddress(String),
+    /// The server answered the hello with something that is not a valid next step.
     #[error("unexpected handshake reply")]
     BadHandshake,
+    /// The server wants a shared secret and this process has none.
     #[error("the peer requires authentication: give this process the cluster's secret (--auth-file, RASK_AUTH_FILE or RASK_AUTH_SECRET)")]
     AuthRequired,
+    /// A proof of the shared secret was wrong or missing, on either side.
     #[error("authentication failed: {0}")]
     AuthFailed(String),
+    /// A shared-memory reply or segment could not be used (a descriptor missing, a
+    /// buffer out of its segment, a message out of place).
     #[error("shared memory: {0}")]
     Shm(String),
+    /// The secret file could not be read, or is empty.
     #[error("cannot read the secret from {path}: {message}")]
-    Secret { path: String, message: String },
+    Secret {
+        /// The file named by `--auth-file` or `RASK_AUTH_FILE`.
+        path: String,
+        /// Why it could not be used.
+        message: String,
+    },
+    /// Connecting and the handshake together took longer than the connect timeout.
     #[error("no connection and handshake within {0:?} (the connect timeout)")]
     ConnectTimeout(Duration),
+    /// A listener already has its maximum of connections waiting for a handshake turn;
+    /// carries that count.
     #[error("too many connections in their handshake ({0}): closed at once")]
     Busy(usize),
 }

@@ -62,8 +62,12 @@ impl TransportMode {
 /// The transport chosen for one peer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Link {
+    /// The same process: values are shared, never copied.
     Inproc,
+    /// The same host: values are lent from shared-memory arenas (and device memory by
+    /// IPC).
     Shm,
+    /// Another host (or `--transport tcp`): the bytes travel over the socket.
     Tcp,
 }
 

@@ -55,6 +55,7 @@ pub struct Export {
     pub inline: Vec<Bytes>,
     /// Segments the peer has not seen; their descriptors are `fds`, in order.
     pub segments: Vec<ShmSegment>,
+    /// The descriptors of `segments`, sent with the frame by SCM_RIGHTS.
     pub fds: Vec<Arc<OwnedFd>>,
     /// The loan to be released by the peer (0: nothing lent).
     pub loan: u64,
@@ -72,6 +73,7 @@ pub struct Exporter {
 }
 
 impl Exporter {
+    /// Lends from `arena`; buffers living elsewhere are copied into it first.
     pub fn new(arena: Arena) -> Exporter {
         Exporter {
             arena,
@@ -364,6 +366,7 @@ pub struct FdReader {
 }
 
 impl FdReader {
+    /// Reads from the read half of a unix socket.
     pub fn new(half: OwnedReadHalf) -> FdReader {
         FdReader {
             half,

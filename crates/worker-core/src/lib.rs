@@ -10,6 +10,7 @@
 //! peers, kept while a local task still needs them.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod inline;
 pub mod spill;
@@ -26,26 +27,46 @@ use rustc_hash::{FxHashMap, FxHashSet};
 #[derive(Clone, Debug, PartialEq)]
 pub enum Instruction {
     /// Fetch these tasks' data from a peer, in one request.
-    Fetch { from: WorkerId, tasks: Vec<TaskId> },
+    Fetch {
+        /// The peer to ask (the next holder not yet tried).
+        from: WorkerId,
+        /// The values wanted from it.
+        tasks: Vec<TaskId>,
+    },
     /// Run a task: every input is in the local store. `inline`: its op is measured to
     /// take microseconds, so running it in place costs less than handing it to a thread
     /// (two cross-thread wake-ups); the worker may still hand it over (to bound how long
     /// one wake-up runs ops).
-    Execute { task: TaskId, inline: bool },
+    Execute {
+        /// The task.
+        task: TaskId,
+        /// Run it on the calling thread rather than an executor thread.
+        inline: bool,
+    },
     /// Tell the scheduler a task finished; `with_value`: the scheduler asked for its value
     /// (a client waits on it), which goes with the news when it is small.
     Finished {
+        /// The task.
         task: TaskId,
+        /// Its result's size ([`Finished::nbytes`]).
         nbytes: u64,
+        /// How long its op ran, in microseconds.
         duration_us: u64,
+        /// Send the value with the news if it is small.
         with_value: bool,
     },
     /// Tell the scheduler.
     Send(ToScheduler),
     /// Drop a task's data from the local store.
-    Discard { task: TaskId },
+    Discard {
+        /// The task whose value goes.
+        task: TaskId,
+    },
     /// Forget the compute request of a task that will not run (its op and arguments).
-    Drop { task: TaskId },
+    Drop {
+        /// The task.
+        task: TaskId,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,10 +126,14 @@ pub struct WorkerCore {
 /// A task the scheduler assigned.
 #[derive(Clone, Debug)]
 pub struct Assigned<'a> {
+    /// The task.
     pub task: TaskId,
     /// Lower runs first.
     pub priority: u64,
+    /// Its inputs and where each can be fetched if not held here.
     pub deps: Vec<DepLoc>,
+    /// Its op's name, by which the core learns how long the op takes (and so whether
+    /// it runs inline).
     pub op: &'a str,
     /// A client waits on the result: report it inline when small.
     pub report_value: bool,
@@ -117,6 +142,7 @@ pub struct Assigned<'a> {
 /// What a task's op produced (the value itself is in the worker's store).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Finished {
+    /// The result's approximate size in memory (`Value::nbytes`).
     pub nbytes: u64,
     /// It ran by the device's kernels (else on the CPU).
     pub on_device: bool,
@@ -473,6 +499,7 @@ impl WorkerCore {
         }
     }
 
+    /// Whether new tasks are held back (see [`WorkerCore::set_paused`]).
     pub fn paused(&self) -> bool {
         self.paused
     }

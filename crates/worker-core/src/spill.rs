@@ -19,8 +19,11 @@ use rustc_hash::{FxHashMap, FxHashSet};
 /// Where a stored value lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Tier {
+    /// In the worker's device memory (a GPU's, or a simulated GPU's).
     Device,
+    /// In host memory (the heap, or a shared-memory arena).
     Host,
+    /// In a file without a name on disk, read back on access.
     Disk,
 }
 
@@ -57,6 +60,9 @@ impl SpillLimits {
             .map(|limit| (limit as f64 * self.device_target) as u64)
     }
 
+    /// Dask's and dask-cuda's defaults for a device limit of `device` bytes (if any)
+    /// and a host limit of `host` bytes: 80 % device target, 60 % host target, spill at
+    /// 70 %, pause at 80 %, terminate at 95 %.
     pub fn new(device: Option<u64>, host: u64) -> SpillLimits {
         SpillLimits {
             device,
@@ -95,6 +101,7 @@ pub struct Spill {
 }
 
 impl Spill {
+    /// A policy with nothing stored yet.
     pub fn new(limits: SpillLimits) -> Spill {
         Spill {
             limits,
@@ -106,6 +113,7 @@ impl Spill {
         }
     }
 
+    /// The limits it applies.
     pub fn limits(&self) -> &SpillLimits {
         &self.limits
     }

@@ -15,6 +15,7 @@ use crate::sysmem::total_memory;
 pub struct WorkerConfig {
     /// `tcp://host:port` of the scheduler.
     pub scheduler: String,
+    /// The worker's name in logs and `scheduler_info` (default `worker-PID`).
     pub name: String,
     /// Tasks run at once (executor threads).
     pub nthreads: u32,
@@ -22,9 +23,14 @@ pub struct WorkerConfig {
     pub memory_limit: u64,
     /// Where to serve data to peers and clients; port 0 picks one.
     pub listen: String,
+    /// Resources offered to tasks; `memory`, and for a GPU `gpu`, its device name and
+    /// `device_memory`, are added unless given here.
     pub resources: Vec<Resource>,
+    /// Limits, timeouts and the shared secret of its connections.
     pub conn: ConnConfig,
+    /// The ops it runs; must match the cluster's other workers.
     pub registry: Registry,
+    /// How often it reports its state to the scheduler (and checks its memory).
     pub heartbeat_interval: Duration,
     /// Which transports data may take to peers.
     pub transport: TransportMode,
@@ -51,10 +57,17 @@ pub enum WorkerDevice {
     Host,
     /// A simulated GPU with `memory` bytes: its memory is a memfd arena that same-host
     /// peers map, its kernels run on the CPU.
-    Sim { index: u32, memory: u64 },
+    Sim {
+        /// Which simulated GPU (`sim:N`).
+        index: u32,
+        /// Its capacity in bytes.
+        memory: u64,
+    },
     /// A CUDA GPU (device memory limit: `memory_limit`, default 80 % of the GPU's).
     Cuda {
+        /// The CUDA ordinal in this process (as `CUDA_VISIBLE_DEVICES` numbers them).
         index: u32,
+        /// Device memory this worker may use, in bytes.
         memory_limit: Option<u64>,
     },
 }

@@ -7,6 +7,7 @@
 //! to run next, what to drop) belong in the core.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod config;
 mod error;

@@ -1,6 +1,6 @@
 //! CPU twins of the CUDA kernels: the same operation on host slices, used on host and
 //! simulated devices and as the reference the GPU is checked against. Every entry point
-//! `{op}_{dtype}` of `kernels/*.cu` has one (a test compiles the sources and compares).
+//! `{op}_{dtype}` of `cuda/*.cu` has one (a test compiles the sources and compares).
 //!
 //! The element types and the byte views of their slices are in `elem`, the random
 //! number generators in `random`; everything is re-exported here.

@@ -1,4 +1,4 @@
-//! Running device plans on a CUDA GPU: kernels from `kernels/` (and users' kernels)
+//! Running device plans on a CUDA GPU: kernels from `cuda/` (and users' kernels)
 //! compiled by NVRTC for the GPU's architecture at first use and cached on disk, GEMM
 //! through cuBLAS, inputs and outputs staged through pinned host memory, all on one stream
 //! of the GPU's own. The GPU itself (memory, copies, launches, IPC) is

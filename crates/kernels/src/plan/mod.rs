@@ -106,7 +106,7 @@ impl Arg {
 /// Where a launch's entry point is compiled from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Module {
-    /// One of `kernels/*.cu` (see [`crate::cuda_sources`]).
+    /// One of `cuda/*.cu` (see [`crate::cuda_sources`]).
     Builtin(&'static str),
     /// A user's kernel source (registered with `Registry::register_kernel`).
     Custom(Arc<str>),
@@ -134,16 +134,30 @@ pub enum Step {
     Launch(Launch),
     /// `out` (m×n) = `a` (m×k) · `b` (k×n), row-major (cuBLAS on a GPU).
     Gemm {
+        /// The element type (f32 or f64: there is no integer GEMM).
         dtype: DType,
+        /// Rows of `a` and `out`.
         m: u64,
+        /// Columns of `a`, rows of `b`.
         k: u64,
+        /// Columns of `b` and `out`.
         n: u64,
+        /// The left matrix.
         a: Buf,
+        /// The right matrix.
         b: Buf,
+        /// Where the product goes (overwritten).
         out: Buf,
     },
     /// `len` bytes from one buffer to another.
-    Copy { from: Buf, to: Buf, len: u64 },
+    Copy {
+        /// The source; its first `len` bytes are read.
+        from: Buf,
+        /// The destination; its first `len` bytes are overwritten (never an input).
+        to: Buf,
+        /// Bytes copied.
+        len: u64,
+    },
 }
 
 /// An op as device work: inputs, temporaries, the output chunk and the steps.
@@ -220,7 +234,7 @@ fn grid_for(n: u64, threads: u32) -> u32 {
     n.div_ceil(threads as u64).clamp(1, MAX_BLOCKS) as u32
 }
 
-/// The kernel file that defines an entry point of `kernels/`.
+/// The kernel file that defines an entry point of `cuda/`.
 pub fn file_of(entry: &str) -> &'static str {
     let op = entry.rsplit_once('_').map_or(entry, |(op, _)| op);
     match op {

@@ -91,12 +91,19 @@ impl BinaryOp {
 pub struct Random {
     /// Normal values (else uniform).
     pub normal: bool,
+    /// The element type, f32 or f64.
     pub dtype: DType,
+    /// The array's seed; with an element's global position it fixes its value.
     pub seed: u64,
+    /// The whole array's shape.
     pub global: Vec<u64>,
+    /// Where this chunk starts in the array, per dimension.
     pub origin: Vec<u64>,
+    /// The chunk's shape.
     pub shape: Vec<u64>,
+    /// Low bound (uniform) or mean (normal).
     pub p0: f64,
+    /// High bound (uniform) or standard deviation (normal).
     pub p1: f64,
 }
 
@@ -105,36 +112,62 @@ pub struct Random {
 pub enum ArrayOp {
     /// `array.full(dtype, shape, value)`.
     Full {
+        /// The element type.
         dtype: DType,
+        /// The chunk's shape.
         shape: Vec<u64>,
+        /// Every element's value, converted to `dtype`.
         value: f64,
     },
     /// `array.arange(dtype, start, step, n)`: `n` elements (a negative `n` is none).
     Arange {
+        /// The element type.
         dtype: DType,
+        /// The first element.
         start: f64,
+        /// The difference between neighbours.
         step: f64,
+        /// How many elements.
         n: u64,
     },
     /// `array.random_uniform` and `array.random_normal`.
     Random(Random),
     /// `array.binary(op, x, y)`.
     Binary {
+        /// The elementwise op.
         op: BinaryOp,
+        /// The first operand.
         x: ChunkArg,
+        /// The second operand: a chunk like `x`, or a number.
         y: Operand,
     },
     /// `array.combine(op, chunks…)`: `op` is `add`, `max` or `min`.
-    Combine { op: Binary, chunks: Vec<ChunkArg> },
+    Combine {
+        /// How the chunks are combined, element by element.
+        op: Binary,
+        /// The chunks, all of one dtype and shape.
+        chunks: Vec<ChunkArg>,
+    },
     /// `array.transpose(x)`.
-    Transpose { x: ChunkArg },
+    Transpose {
+        /// The 2-d chunk to transpose.
+        x: ChunkArg,
+    },
     /// `array.matmul(x, y)`.
-    Matmul { x: ChunkArg, y: ChunkArg },
+    Matmul {
+        /// The left matrix.
+        x: ChunkArg,
+        /// The right matrix.
+        y: ChunkArg,
+    },
     /// `array.reduce(op, axis, x)`: along `axis`, or over the whole chunk (`None`, an
     /// axis of -1 on the wire).
     Reduce {
+        /// The reduction.
         op: Reduce,
+        /// The axis reduced, or `None` for all of them.
         axis: Option<usize>,
+        /// The chunk reduced.
         x: ChunkArg,
     },
 }
