@@ -40,7 +40,8 @@ pub fn worker_entry() {
     let name = format!("{} {WORKER_ENTRY_ARG}", program.to_string_lossy());
     let parsed: Entry =
         clap::Parser::parse_from(std::iter::once(std::ffi::OsString::from(name)).chain(args));
-    crate::cli::init_logging("info");
+    // A worker started by a cluster manager (`--quiet`) says only what goes wrong.
+    crate::cli::init_logging(if parsed.worker.quiet { "warn" } else { "info" });
     let code = match crate::cli::run_worker(parsed.worker, Registry::program()) {
         Ok(()) => 0,
         Err(e) => {

@@ -324,9 +324,9 @@ async fn receive(
             .expect("invariant: the file is back after each part");
         let (f, r) = tokio::task::spawn_blocking(move || {
             use std::io::Write;
-            let r =
-                f.write_all(&part.bytes)
-                    .and_then(|()| if last { f.sync_all() } else { Ok(()) });
+            let r = f
+                .write_all(&part.bytes)
+                .and_then(|()| if last { f.sync_all() } else { Ok(()) });
             (f, r)
         })
         .await
