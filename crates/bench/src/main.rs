@@ -22,8 +22,10 @@ mod p2p;
 mod peers;
 mod procs;
 mod report;
+mod ship;
 mod stats;
 mod tasks;
+mod typed;
 
 use std::path::PathBuf;
 
@@ -45,6 +47,8 @@ enum Cmd {
     P2p(P2pArgs),
     /// Blocked-array operations, with dask.array and numpy beside them.
     Array(ArrayArgs),
+    /// Shipping this program to stock workers: connect to first result, bytes sent.
+    Ship(ShipArgs),
     /// Echo bytes on a loopback port (the peer process of the round-trip floor).
     #[command(hide = true)]
     EchoServer,
@@ -83,6 +87,18 @@ struct TasksArgs {
     /// Only these workloads (comma-separated names, e.g. round_trip_1000,chain_5000).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+}
+
+#[derive(clap::Args)]
+struct ShipArgs {
+    /// Stock workers on this host.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Rounds of the three cases.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    #[command(flatten)]
+    out: Output,
 }
 
 #[derive(clap::Args)]
@@ -142,10 +158,13 @@ struct P2pArgs {
 }
 
 fn main() -> Result<()> {
+    // The clusters this program starts run its typed ops on worker processes of itself.
+    rask::worker_entry();
     match Cli::parse().cmd {
         Cmd::Tasks(a) => tasks::run(a),
         Cmd::P2p(a) => p2p::run(a),
         Cmd::Array(a) => array::run(a),
+        Cmd::Ship(a) => ship::run(a),
         Cmd::EchoServer => procs::echo_server(),
     }
 }

@@ -122,7 +122,7 @@ pub(crate) fn run(a: TasksArgs) -> Result<()> {
         let mut rates = Vec::new();
         let mut ntasks = 0;
         for run in 0..runs {
-            let (g, root, n) = tree_graph(&format!("tree{run}"), 10_000);
+            let (g, root, n) = tree_graph(&format!("tree{run}"), 10_000, "add");
             ntasks = n;
             let t = Instant::now();
             let out = client.get(&g, &[&root])?;
@@ -136,6 +136,9 @@ pub(crate) fn run(a: TasksArgs) -> Result<()> {
         f.fields.push(("tasks", ntasks as f64));
         figures.push(f);
     }
+
+    figures.extend(crate::typed::run(&client, runs, &want)?);
+    crate::typed::compare(&mut figures);
 
     // Client memory per held future: a million results held, each a small value that came
     // with its news (the heap this process holds, counted by the allocator, so memory
@@ -177,8 +180,9 @@ pub(crate) fn run(a: TasksArgs) -> Result<()> {
     Ok(())
 }
 
-/// A binary tree of `add`s over `leaves` identity leaves; returns (graph, root, tasks).
-fn tree_graph(prefix: &str, leaves: usize) -> (Graph, String, usize) {
+/// A binary tree of `op`s (adding two values) over `leaves` leaves holding 0..leaves;
+/// returns (graph, root, tasks).
+pub(crate) fn tree_graph(prefix: &str, leaves: usize, op: &str) -> (Graph, String, usize) {
     let mut g = Graph::new();
     let mut level: Vec<String> = (0..leaves)
         .map(|i| {
@@ -196,7 +200,13 @@ fn tree_graph(prefix: &str, leaves: usize) -> (Graph, String, usize) {
             .enumerate()
             .map(|(i, pair)| {
                 let k = format!("{prefix}-d{depth}-{i}");
-                g.task(&k, "add", pair.iter().map(|p| Arg::key(p.clone())));
+                // An odd one out is added to 0: every task takes two arguments.
+                let args: Vec<Arg> = match pair {
+                    [a, b] => vec![Arg::key(a.clone()), Arg::key(b.clone())],
+                    [a] => vec![Arg::key(a.clone()), Arg::from(0)],
+                    _ => unreachable!("chunks of two"),
+                };
+                g.task(&k, op, args);
                 n += 1;
                 k
             })

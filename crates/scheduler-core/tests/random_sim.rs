@@ -17,7 +17,7 @@ fn worker_code(w: WorkerId) -> u64 {
 
 /// The code task `i` needs: every third task belongs to one of the two programs.
 fn task_code(i: usize) -> Option<u64> {
-    (i % 3 == 0).then_some(1 + (i / 3) as u64 % 2)
+    i.is_multiple_of(3).then_some(1 + (i / 3) as u64 % 2)
 }
 
 /// A graph: task i depends on some of 0..i. value(i) = i + Σ value(deps).
