@@ -31,6 +31,30 @@
 //! function name; a worker serves it only if it runs the very same program (its code
 //! identity), so two builds with different code for one name never mix.
 //!
+//! A future stands for an argument of its own type only:
+//!
+//! ```no_run
+//! # #[rask::op] fn double(x: u64) -> u64 { x * 2 }
+//! # #[rask::op] fn count(s: String) -> u64 { s.len() as u64 }
+//! # fn main() -> Result<(), rask::Error> {
+//! let client = rask::Client::new()?;
+//! let n = client.submit(count, ("four".to_string(),))?; // a Future<u64>
+//! let twice = client.submit(double, (&n,))?;              // stands for the u64
+//! # Ok(()) }
+//! ```
+//!
+//! and the same with a future of another type does not compile:
+//!
+//! ```compile_fail
+//! # #[rask::op] fn double(x: u64) -> u64 { x * 2 }
+//! # #[rask::op] fn name() -> String { "four".into() }
+//! # fn main() -> Result<(), rask::Error> {
+//! let client = rask::Client::new()?;
+//! let s = client.submit(name, ())?;                 // a Future<String>
+//! let twice = client.submit(double, (&s,))?;        // not a u64: refused
+//! # Ok(()) }
+//! ```
+//!
 //! A type mismatch between a future and the argument it stands for is a compile error;
 //! where the types are not known (a future of a dynamic op, `Future<Value>`), the task
 //! fails with a message naming the op, the types it takes and the value it was given.

@@ -198,7 +198,7 @@ impl Client {
         &self.inner.scheduler
     }
 
-    /// Runs `op` on the cluster with these arguments: a dynamic op by name with [`Arg`]s
+    /// Runs `op` on the cluster with these arguments: a dynamic op by name with [`Arg`](crate::Arg)s
     /// (its future a `Future<Value>`), or a typed op (`#[rask::op]`) with a tuple of its
     /// argument types, futures of them standing for values (its future a `Future` of its
     /// output). Futures among the arguments are dependencies.

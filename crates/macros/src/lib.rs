@@ -174,3 +174,99 @@ fn expand(krate: &syn::Path, f: ItemFn) -> syn::Result<Tokens> {
         #krate::typed::inventory::submit! { #krate::typed::Registration::of::<#marker>() }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(f: ItemFn) -> String {
+        match expand(&syn::parse_quote!(::rask), f) {
+            Ok(t) => panic!("expanded: {t}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn functions_that_cannot_be_ops_are_refused_saying_why() {
+        let e = error_of(syn::parse_quote!(
+            async fn f(x: u64) -> u64 {
+                x
+            }
+        ));
+        assert!(e.contains("cannot be async"), "{e}");
+        let e = error_of(syn::parse_quote!(
+            fn f<T>(x: T) -> T {
+                x
+            }
+        ));
+        assert!(e.contains("cannot be generic"), "{e}");
+        let e = error_of(syn::parse_quote!(
+            fn f(s: &str) -> usize {
+                s.len()
+            }
+        ));
+        assert!(
+            e.contains("by value") && e.contains("String for &str"),
+            "{e}"
+        );
+        let e = error_of(syn::parse_quote!(
+            fn f(&self) -> u64 {
+                1
+            }
+        ));
+        assert!(e.contains("not a method"), "{e}");
+    }
+
+    #[test]
+    fn an_op_takes_its_arguments_as_a_tuple_and_a_result_yields_its_ok_type() {
+        let t = expand(
+            &syn::parse_quote!(::rask),
+            syn::parse_quote!(
+                /// Docs.
+                pub fn div(a: u64, b: u64) -> Result<u64, String> {
+                    a.checked_div(b).ok_or_else(|| "by zero".to_string())
+                }
+            ),
+        )
+        .unwrap()
+        .to_string();
+        for want in [
+            "pub const div : :: rask :: typed :: OpFn < __rask_op_div >",
+            "type Args = (u64 , u64 ,)",
+            "type Output = u64",
+            "fn __rask_fn_div (a : u64 , b : u64) -> Result < u64 , String >",
+            "map_err",
+            "inventory :: submit !",
+            "# [doc = r\" Docs.\"]",
+        ] {
+            assert!(t.contains(want), "{want:?} not in {t}");
+        }
+        let t = expand(
+            &syn::parse_quote!(my::path),
+            syn::parse_quote!(
+                fn one(x: u8) -> u8 {
+                    x
+                }
+            ),
+        )
+        .unwrap()
+        .to_string();
+        assert!(
+            t.contains("type Args = (u8 ,)") && t.contains("type Output = u8"),
+            "{t}"
+        );
+        assert!(t.contains("my :: path :: typed :: Op"), "{t}");
+        assert!(!t.contains("map_err"), "{t}");
+    }
+
+    #[test]
+    fn the_crate_path_is_an_option() {
+        let p = parse_crate(Tokens::new()).unwrap();
+        assert_eq!(quote!(#p).to_string(), ":: rask");
+        let p = parse_crate(quote!(crate = my::facade)).unwrap();
+        assert_eq!(quote!(#p).to_string(), "my :: facade");
+        let p = parse_crate(quote!(crate = "other")).unwrap();
+        assert_eq!(quote!(#p).to_string(), "other");
+        assert!(parse_crate(quote!(krate = x)).is_err());
+    }
+}
