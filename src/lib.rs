@@ -17,6 +17,7 @@ pub mod affinity;
 pub mod array;
 pub mod cli;
 mod cluster;
+mod cluster_error;
 mod entry;
 pub mod gpu_process;
 pub mod typed;
