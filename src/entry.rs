@@ -62,6 +62,12 @@ pub(crate) fn program_source(registry: &Registry) -> Option<ProgramSource> {
     if !registry.has_program_ops() {
         return None;
     }
+    let code = rask_kernels::code_identity();
+    if code == 0 {
+        // Unknown code could not be told apart from another program's: its typed ops run
+        // nowhere rather than on the wrong code (the reason was logged).
+        return None;
+    }
     let path = std::path::PathBuf::from("/proc/self/exe");
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     let name = std::env::current_exe()
@@ -70,7 +76,7 @@ pub(crate) fn program_source(registry: &Registry) -> Option<ProgramSource> {
         .unwrap_or_else(|| "program".into());
     Some(ProgramSource {
         info: ProgramInfo {
-            code: rask_kernels::code_identity(),
+            code,
             size,
             name,
             platform: rask_worker::this_platform(),
