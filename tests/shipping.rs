@@ -219,8 +219,12 @@ fn stock_workers_run_a_clients_typed_ops_from_the_program_it_sends_once_per_host
         let p = &info(&addr).programs[0];
         assert_eq!((p.uploads, p.downloads), (0, 0), "{p:?}");
 
-        // A cached copy that is not the program is replaced, not run.
-        std::fs::write(&cached, b"\x7fELF but not the program").unwrap();
+        // A cached copy that is not the program is replaced, not run. (Written beside it
+        // and renamed over it: the copy the last cluster's program workers ran from may
+        // still be executing while they exit, and a running file cannot be written.)
+        let stale = cache.join("stale");
+        std::fs::write(&stale, b"\x7fELF but not the program").unwrap();
+        std::fs::rename(&stale, &cached).unwrap();
         drop((_w1, _w2, _s));
         let (_s, addr) = scheduler(&[]);
         let _w1 = stock_worker(&addr, "w1", &cache);

@@ -121,6 +121,24 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How long a fetch may go without a part arriving.
 const FETCH_IDLE: Duration = Duration::from_secs(120);
 
+/// Starts `cmd`, trying again for a moment while the file is "busy": a thread of this
+/// process that forked while the copy was being written holds a writable descriptor of it
+/// until its own exec, and the kernel refuses to run a file open for writing.
+async fn spawn_retrying_busy(
+    cmd: &mut tokio::process::Command,
+) -> std::io::Result<tokio::process::Child> {
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 20 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(5 * tries)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 async fn supervise(
     program: &ProgramInfo,
     launcher: &ProgramLauncher,
@@ -147,8 +165,8 @@ async fn supervise(
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
+        let mut child = spawn_retrying_busy(&mut cmd)
+            .await
             .map_err(|e| format!("cannot start {}: {e}", path.display()))?;
         info!(program = %program.name, pid = child.id().unwrap_or(0), "started a worker of the program");
         // Its standard input stays open while it should run: it stops when this worker
