@@ -5,6 +5,7 @@
 //! RASK_SCHEDULER_ADDRESS=tcp://host:8786 \
 //!     cargo run --release --example pi              # on a running cluster: stock
 //!                                                   # workers receive this program
+//! cargo run --example pi -- 10000                   # fewer samples per task
 //! ```
 
 /// Samples `n` points of the unit square (a generator seeded by `seed`) and counts those
@@ -37,7 +38,13 @@ fn total(counts: Vec<u64>) -> u64 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     rask::worker_entry();
-    let (tasks, samples) = (1_000u64, 1_000_000u64);
+    let samples: u64 = match std::env::args().nth(1) {
+        Some(n) => n
+            .parse()
+            .map_err(|e| format!("samples per task {n:?}: {e}"))?,
+        None => 1_000_000,
+    };
+    let tasks = 1_000u64;
     let client = rask::Client::new()?;
     let counts = client.map(hits, (0..tasks).map(|seed| (seed, samples)))?;
     let sum = client.submit(total, (counts,))?;

@@ -12,23 +12,53 @@ pub use rask_worker::WorkerDevice;
 /// `worker` options, like `dask worker`'s.
 #[derive(Args, Debug, Clone)]
 pub struct WorkerArgs {
-    /// The scheduler, tcp://host:port.
-    pub scheduler: String,
-    /// Tasks run at once.
-    #[arg(long, default_value_t = 1)]
-    pub nthreads: u32,
-    /// Worker name (default: worker-PID, this process's id).
+    /// The scheduler, tcp://host:port (or give --scheduler-file).
+    #[arg(required_unless_present = "scheduler_file")]
+    pub scheduler: Option<String>,
+    /// A file the scheduler wrote its address to (`rask scheduler --scheduler-file`);
+    /// waited for up to --death-timeout.
+    #[arg(long, conflicts_with = "scheduler")]
+    pub scheduler_file: Option<std::path::PathBuf>,
+    /// Worker processes to start: a number, or auto (one per core up to 4 cores, else
+    /// about the square root of the cores, as Dask does). More than one: this process
+    /// starts and supervises them.
+    #[arg(long, default_value = "1")]
+    pub nworkers: String,
+    /// Tasks each worker runs at once (default: the cores divided among the workers).
+    #[arg(long)]
+    pub nthreads: Option<u32>,
+    /// Worker name (default: worker-PID, this process's id; with --nworkers, NAME-I).
     #[arg(long)]
     pub name: Option<String>,
-    /// Memory limit in bytes (default: all of the machine's memory).
-    #[arg(long)]
-    pub memory_limit: Option<u64>,
+    /// Memory each worker may use: bytes (4GiB, 4GB, 4000000000), a fraction of this
+    /// machine's (or container's) memory (0.5), or auto (its share of that).
+    #[arg(long, default_value = "auto")]
+    pub memory_limit: rask_proto::units::MemoryLimit,
     /// A resource this worker offers, NAME=AMOUNT (repeatable or comma-separated), e.g. gpu=1.
     #[arg(long)]
     pub resources: Vec<String>,
-    /// Where to serve data to peers and clients.
-    #[arg(long, default_value = "127.0.0.1:0")]
-    pub listen: String,
+    /// The address to listen on for peers and clients (default 127.0.0.1; 0.0.0.0 for
+    /// every interface; peers are told a reachable address, see --contact-address).
+    #[arg(long, conflicts_with_all = ["interface", "listen"])]
+    pub host: Option<String>,
+    /// Listen on this network interface's address (eth0, ib0).
+    #[arg(long, conflicts_with = "listen")]
+    pub interface: Option<String>,
+    /// The port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    pub worker_port: u16,
+    /// Where to listen, HOST:PORT (instead of --host and --worker-port).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// The address peers and clients should use to reach this worker, HOST[:PORT]
+    /// (behind NAT or in a container). Default: the listening address, or, when that is
+    /// every interface, this host's address on the route to the scheduler.
+    #[arg(long)]
+    pub contact_address: Option<String>,
+    /// Seconds to keep trying to reach the scheduler (at start, and after losing it)
+    /// before giving up.
+    #[arg(long, default_value_t = 60.0)]
+    pub death_timeout: f64,
     /// Do not print the start-up lines (cluster managers use this).
     #[arg(long, hide = true)]
     pub quiet: bool,
@@ -44,7 +74,8 @@ pub struct WorkerArgs {
     #[arg(long, default_value = "host")]
     pub device: String,
     /// Device memory: a simulated GPU's capacity (default 1 GiB), a CUDA GPU's limit
-    /// (default 80 % of its memory); bytes or e.g. 512MiB, 2GiB.
+    /// (default 80 % of its memory); bytes (512MiB, 2GiB) or a fraction of the GPU's
+    /// memory (0.8).
     #[arg(long)]
     pub device_memory_limit: Option<String>,
     /// GPUs of this host that this worker's GPU reaches over NVLink, e.g. 1 or 1,3.
@@ -67,12 +98,19 @@ impl WorkerArgs {
     /// The options of a worker of `scheduler` with defaults for everything else.
     pub fn new(scheduler: impl Into<String>) -> WorkerArgs {
         WorkerArgs {
-            scheduler: scheduler.into(),
-            nthreads: 1,
+            scheduler: Some(scheduler.into()),
+            scheduler_file: None,
+            nworkers: "1".into(),
+            nthreads: None,
             name: None,
-            memory_limit: None,
+            memory_limit: rask_proto::units::MemoryLimit::Auto,
             resources: Vec::new(),
-            listen: "127.0.0.1:0".into(),
+            host: None,
+            interface: None,
+            worker_port: 0,
+            listen: None,
+            contact_address: None,
+            death_timeout: 60.0,
             quiet: false,
             auth_file: None,
             transport: None,
@@ -83,6 +121,104 @@ impl WorkerArgs {
             no_programs: false,
             supervised: false,
         }
+    }
+
+    /// The command line that gives these options again (after the program and its
+    /// `worker` word): the scheduler, then every option that differs from its default.
+    pub fn to_args(&self) -> Vec<std::ffi::OsString> {
+        let mut out: Vec<std::ffi::OsString> = Vec::new();
+        let mut push = |k: &str, v: String| out.extend([k.into(), v.into()]);
+        let d = WorkerArgs::new("");
+        if let Some(f) = &self.scheduler_file {
+            push("--scheduler-file", f.display().to_string());
+        }
+        if self.nworkers != d.nworkers {
+            push("--nworkers", self.nworkers.clone());
+        }
+        if let Some(n) = self.nthreads {
+            push("--nthreads", n.to_string());
+        }
+        if let Some(n) = &self.name {
+            push("--name", n.clone());
+        }
+        if self.memory_limit != d.memory_limit {
+            push("--memory-limit", self.memory_limit.to_string());
+        }
+        for r in &self.resources {
+            push("--resources", r.clone());
+        }
+        if let Some(h) = &self.host {
+            push("--host", h.clone());
+        }
+        if let Some(i) = &self.interface {
+            push("--interface", i.clone());
+        }
+        if self.worker_port != 0 {
+            push("--worker-port", self.worker_port.to_string());
+        }
+        if let Some(l) = &self.listen {
+            push("--listen", l.clone());
+        }
+        if let Some(c) = &self.contact_address {
+            push("--contact-address", c.clone());
+        }
+        if self.death_timeout != d.death_timeout {
+            push("--death-timeout", self.death_timeout.to_string());
+        }
+        if let Some(f) = &self.auth_file {
+            push("--auth-file", f.display().to_string());
+        }
+        if let Some(t) = self.transport {
+            push("--transport", t.to_string());
+        }
+        if self.device != d.device {
+            push("--device", self.device.clone());
+        }
+        if let Some(m) = &self.device_memory_limit {
+            push("--device-memory-limit", m.clone());
+        }
+        if !self.nvlink_peers.is_empty() {
+            let peers: Vec<String> = self.nvlink_peers.iter().map(u32::to_string).collect();
+            push("--nvlink-peers", peers.join(","));
+        }
+        if self.connect_timeout != d.connect_timeout {
+            push("--connect-timeout", self.connect_timeout.to_string());
+        }
+        let mut flags = Vec::new();
+        if self.quiet {
+            flags.push("--quiet");
+        }
+        if self.no_programs {
+            flags.push("--no-programs");
+        }
+        if self.supervised {
+            flags.push("--supervised");
+        }
+        out.extend(flags.into_iter().map(Into::into));
+        if let Some(s) = &self.scheduler {
+            out.insert(0, s.into());
+        }
+        out
+    }
+}
+
+/// How many worker processes `--nworkers` asks for on a machine of `cores` cores: a
+/// number (at least 1), or `auto` — one per core up to 4 cores, else the smallest factor
+/// of the cores that is at least their square root (Dask's rule).
+pub fn nworkers(spec: &str, cores: usize) -> Result<usize, String> {
+    let cores = cores.max(1);
+    if spec.trim().eq_ignore_ascii_case("auto") {
+        if cores <= 4 {
+            return Ok(cores);
+        }
+        let root = (cores as f64).sqrt().ceil() as usize;
+        return Ok((root..=cores).find(|f| cores % f == 0).unwrap_or(cores));
+    }
+    match spec.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "--nworkers {spec:?}: expected a number of workers (at least 1) or auto"
+        )),
     }
 }
 
@@ -200,21 +336,169 @@ pub fn worker_main(registry: Registry) -> Result<(), Box<dyn Error>> {
     run_worker(args, registry)
 }
 
-/// Runs a worker from parsed options.
+/// Runs a worker from parsed options: one worker in this process, or, with
+/// `--nworkers` above 1, that many worker processes started and supervised by this one.
 pub fn run_worker(args: WorkerArgs, registry: Registry) -> Result<(), Box<dyn Error>> {
-    let given = args.clone();
-    let mut cfg = rask_worker::WorkerConfig::new(args.scheduler);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let n = nworkers(&args.nworkers, cores)?;
+    let nthreads = args.nthreads.unwrap_or((cores / n).max(1) as u32);
+    if nthreads == 0 {
+        return Err("--nthreads 0: a worker needs at least one thread".into());
+    }
+    let available = rask_worker::available_memory();
+    let memory = match args.memory_limit {
+        rask_proto::units::MemoryLimit::Auto => available / n as u64,
+        l => l.of(available),
+    };
+    if n > 1 {
+        return supervise_workers(args, n, nthreads, memory);
+    }
+    let death = seconds("--death-timeout", args.death_timeout)?;
+    let mut deadline = std::time::Instant::now() + death;
+    loop {
+        let scheduler = scheduler_address(&args, deadline)?;
+        match run_one_worker(&args, &registry, &scheduler, nthreads, memory, deadline)? {
+            Ended::Closed => return Ok(()),
+            Ended::Lost(why) if !args.supervised => {
+                // As a nanny would: join again as a new worker (what this one held is
+                // gone; the scheduler recomputes it), for up to --death-timeout.
+                tracing::warn!(
+                    "lost the scheduler ({why}); joining it again for up to {} s",
+                    death.as_secs_f64()
+                );
+                deadline = std::time::Instant::now() + death;
+            }
+            Ended::Lost(why) => return Err(WorkerError::SchedulerLost(why).into()),
+        }
+    }
+}
+
+use rask_worker::WorkerError;
+
+/// How a worker's run ended.
+enum Ended {
+    /// The scheduler closed it, or it was stopped: the process ends.
+    Closed,
+    /// The scheduler went away: try to join again.
+    Lost(String),
+}
+
+/// The scheduler's address: given, or read from `--scheduler-file` once it exists (a
+/// worker may start before its scheduler), until `deadline`.
+fn scheduler_address(
+    args: &WorkerArgs,
+    deadline: std::time::Instant,
+) -> Result<String, Box<dyn Error>> {
+    if let Some(s) = &args.scheduler {
+        return Ok(s.clone());
+    }
+    let Some(file) = &args.scheduler_file else {
+        return Err("give the scheduler's address or --scheduler-file".into());
+    };
+    loop {
+        match read_scheduler_file(file) {
+            Ok(a) => return Ok(a),
+            Err(e) if std::time::Instant::now() >= deadline => {
+                return Err(format!(
+                    "no scheduler address in {} within --death-timeout: {e}",
+                    file.display()
+                )
+                .into())
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    }
+}
+
+/// The address in a scheduler file: its first line (`tcp://host:port`).
+pub fn read_scheduler_file(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    match text.lines().next().map(str::trim) {
+        Some(a) if !a.is_empty() => Ok(a.to_string()),
+        _ => Err(format!("{}: empty", path.display())),
+    }
+}
+
+/// Whether a failure to reach the scheduler may pass if tried again (it is not up yet,
+/// or restarting), rather than a refusal that will be the same next time.
+fn worth_retrying(e: &WorkerError) -> bool {
+    use rask_transport::TransportError as T;
+    match e {
+        WorkerError::Connect { source, .. } => matches!(
+            source,
+            T::Io(_) | T::Closed | T::ConnectTimeout(_) | T::Timeout(_)
+        ),
+        _ => false,
+    }
+}
+
+/// Starts `--nworkers` worker processes of this program and supervises them.
+fn supervise_workers(
+    args: WorkerArgs,
+    n: usize,
+    nthreads: u32,
+    memory: u64,
+) -> Result<(), Box<dyn Error>> {
+    if args.listen.is_some() {
+        return Err("--listen names one address; with --nworkers give --host and --worker-port (each worker takes the next port)".into());
+    }
+    let base = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("worker-{}", std::process::id()));
+    let program = std::env::current_exe()?;
+    let launches = (0..n)
+        .map(|i| {
+            let mut a = args.clone();
+            a.nworkers = "1".into();
+            a.name = Some(format!("{base}-{i}"));
+            a.nthreads = Some(nthreads);
+            a.memory_limit = rask_proto::units::MemoryLimit::Bytes(memory);
+            if a.worker_port != 0 {
+                a.worker_port = a.worker_port.saturating_add(i as u16);
+            }
+            let mut argv = vec![std::ffi::OsString::from(crate::WORKER_ENTRY_ARG)];
+            argv.extend(a.to_args());
+            crate::supervise::Launch {
+                label: format!("{base}-{i}"),
+                args: argv,
+                env: Vec::new(),
+                cpus: Vec::new(),
+            }
+        })
+        .collect();
+    match crate::supervise::run("rask.worker", program, launches, 5)? {
+        std::process::ExitCode::SUCCESS => Ok(()),
+        _ => Err("every worker was given up on".into()),
+    }
+}
+
+/// Runs one worker of `scheduler` in this process until it ends.
+fn run_one_worker(
+    args: &WorkerArgs,
+    registry: &Registry,
+    scheduler: &str,
+    nthreads: u32,
+    memory: u64,
+    deadline: std::time::Instant,
+) -> Result<Ended, Box<dyn Error>> {
+    let mut cfg = rask_worker::WorkerConfig::new(scheduler);
     // A worker program is a worker alone in its process: its process's memory is its own.
     cfg.own_process = true;
-    cfg.nthreads = args.nthreads;
-    cfg.registry = registry;
-    if let Some(n) = args.name {
-        cfg.name = n;
+    cfg.nthreads = nthreads;
+    cfg.registry = registry.clone();
+    if let Some(n) = &args.name {
+        cfg.name = n.clone();
     }
-    if let Some(m) = args.memory_limit {
-        cfg.memory_limit = m;
-    }
-    cfg.listen = args.listen;
+    cfg.memory_limit = memory;
+    cfg.listen = rask_transport::addr::bind_addr(
+        args.listen.as_deref(),
+        args.host.as_deref(),
+        args.interface.as_deref(),
+        args.worker_port,
+        "127.0.0.1",
+    )?;
+    cfg.contact = args.contact_address.clone();
     cfg.resources = parse_resources(&args.resources)?;
     cfg.conn.auth = secret(args.auth_file.as_deref())?;
     cfg.conn.handshake_timeout = seconds("--connect-timeout", args.connect_timeout)?;
@@ -224,7 +508,7 @@ pub fn run_worker(args: WorkerArgs, registry: Registry) -> Result<(), Box<dyn Er
     };
     let transport = cfg.transport;
     cfg.device = parse_device(&args.device, args.device_memory_limit.as_deref())?;
-    cfg.nvlink = args.nvlink_peers;
+    cfg.nvlink = args.nvlink_peers.clone();
     let device = match &cfg.device {
         rask_worker::WorkerDevice::Host => "host (cpu)".to_string(),
         rask_worker::WorkerDevice::Sim { index, memory } => format!(
@@ -239,7 +523,9 @@ pub fn run_worker(args: WorkerArgs, registry: Registry) -> Result<(), Box<dyn Er
         rask_worker::WorkerDevice::Cuda { index, .. } => format!("cuda:{index}"),
     };
     if !args.no_programs && !args.supervised {
-        cfg.programs = Some(program_launcher(&given, &cfg.name));
+        cfg.programs = Some(program_launcher(
+            args, &cfg.name, scheduler, nthreads, memory,
+        ));
     }
     let authenticated = cfg.conn.auth.is_some();
     let quiet = args.quiet;
@@ -251,7 +537,22 @@ pub fn run_worker(args: WorkerArgs, registry: Registry) -> Result<(), Box<dyn Er
         let (nthreads, memory, name) = (cfg.nthreads, cfg.memory_limit, cfg.name.clone());
         let resources = cfg.resources.clone();
         let ops = cfg.registry.names().len();
-        let w = rask_worker::Worker::connect(cfg).await?;
+        let mut pause = std::time::Duration::from_millis(50);
+        let mut shutdown = std::pin::pin!(shutdown_signal());
+        let w = loop {
+            match rask_worker::Worker::connect(cfg.clone()).await {
+                Ok(w) => break w,
+                Err(e) if worth_retrying(&e) && std::time::Instant::now() < deadline => {
+                    tracing::info!("{e}; trying again");
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = &mut shutdown => return Ok(Ended::Closed),
+                    }
+                    pause = (pause * 2).min(std::time::Duration::from_secs(2));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let shm = w.shm_addr().map(str::to_string);
         if !quiet {
             crate::errln!(
@@ -298,18 +599,22 @@ pub fn run_worker(args: WorkerArgs, registry: Registry) -> Result<(), Box<dyn Er
             );
             crate::errln!("rask.worker - INFO - -------------------------------------------------");
         }
-        if supervised {
+        let outcome = if supervised {
             w.run(async {
                 tokio::select! {
-                    _ = shutdown_signal() => {}
+                    _ = &mut shutdown => {}
                     _ = stdin_closed() => {}
                 }
             })
-            .await?;
+            .await
         } else {
-            w.run(shutdown_signal()).await?;
+            w.run(&mut shutdown).await
+        };
+        match outcome {
+            Ok(()) => Ok(Ended::Closed),
+            Err(WorkerError::SchedulerLost(why)) => Ok(Ended::Lost(why)),
+            Err(e) => Err(e.into()),
         }
-        Ok::<_, Box<dyn Error>>(())
     })
 }
 
@@ -334,11 +639,45 @@ pub fn parse_resources(specs: &[String]) -> Result<Vec<Resource>, String> {
         .collect()
 }
 
-/// How a worker started with `args` (named `name`) starts a worker of a program: the
-/// program's executable with [`crate::WORKER_ENTRY_ARG`] and the same scheduler,
-/// resources, device, transport and secret.
-pub fn program_launcher(args: &WorkerArgs, name: &str) -> rask_worker::ProgramLauncher {
-    let args = args.clone();
+/// How a worker started with `args` (named `name`, of `scheduler`, with `nthreads`
+/// threads and `memory` bytes) starts a worker of a program: the program's executable
+/// with [`crate::WORKER_ENTRY_ARG`] and the same scheduler, resources, device, transport,
+/// interface and secret, on a port of its own.
+pub fn program_launcher(
+    args: &WorkerArgs,
+    name: &str,
+    scheduler: &str,
+    nthreads: u32,
+    memory: u64,
+) -> rask_worker::ProgramLauncher {
+    let mut child = args.clone();
+    child.scheduler = Some(scheduler.to_string());
+    child.scheduler_file = None;
+    child.nworkers = "1".into();
+    child.nthreads = Some(nthreads);
+    child.memory_limit = rask_proto::units::MemoryLimit::Bytes(memory);
+    child.worker_port = 0;
+    if let Some(l) = child.listen.take() {
+        // Another port on the same interface.
+        let l = l.strip_prefix("tcp://").unwrap_or(&l);
+        child.host = Some(
+            l.rsplit_once(':')
+                .map_or("127.0.0.1", |(h, _)| h)
+                .to_string(),
+        );
+    }
+    // A contact host, without the port (the child's port is its own).
+    child.contact_address = child.contact_address.as_deref().map(|c| {
+        let c = c.strip_prefix("tcp://").unwrap_or(c);
+        match c.rsplit_once(':') {
+            Some((h, p)) if p.parse::<u16>().is_ok() && (!h.contains(':') || h.ends_with(']')) => {
+                h.to_string()
+            }
+            _ => c.to_string(),
+        }
+    });
+    child.quiet = true;
+    child.supervised = true;
     let name = name.to_string();
     let command = move |path: &std::path::Path| {
         let mut cmd = std::process::Command::new(path);
@@ -346,35 +685,9 @@ pub fn program_launcher(args: &WorkerArgs, name: &str) -> rask_worker::ProgramLa
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default();
-        // Another port on the same interface.
-        let host = args.listen.rsplit_once(':').map_or("127.0.0.1", |(h, _)| h);
-        cmd.arg(crate::WORKER_ENTRY_ARG)
-            .arg(&args.scheduler)
-            .args(["--nthreads", &args.nthreads.to_string()])
-            .args(["--name", &format!("{name}/{program}")])
-            .args(["--listen", &format!("{host}:0")])
-            .args(["--device", &args.device])
-            .args(["--connect-timeout", &args.connect_timeout.to_string()])
-            .args(["--quiet", "--supervised"]);
-        if let Some(m) = args.memory_limit {
-            cmd.args(["--memory-limit", &m.to_string()]);
-        }
-        if let Some(m) = &args.device_memory_limit {
-            cmd.args(["--device-memory-limit", m]);
-        }
-        if !args.nvlink_peers.is_empty() {
-            let peers: Vec<String> = args.nvlink_peers.iter().map(u32::to_string).collect();
-            cmd.args(["--nvlink-peers", &peers.join(",")]);
-        }
-        for r in &args.resources {
-            cmd.args(["--resources", r]);
-        }
-        if let Some(f) = &args.auth_file {
-            cmd.arg("--auth-file").arg(f);
-        }
-        if let Some(t) = args.transport {
-            cmd.args(["--transport", &t.to_string()]);
-        }
+        let mut a = child.clone();
+        a.name = Some(format!("{name}/{program}"));
+        cmd.arg(crate::WORKER_ENTRY_ARG).args(a.to_args());
         cmd
     };
     rask_worker::ProgramLauncher {
@@ -421,5 +734,136 @@ pub async fn shutdown_signal() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        w: WorkerArgs,
+    }
+
+    fn parse(argv: &[&str]) -> Result<WorkerArgs, clap::Error> {
+        Cmd::try_parse_from(std::iter::once("w").chain(argv.iter().copied())).map(|c| c.w)
+    }
+
+    #[test]
+    fn nworkers_is_a_number_or_dasks_auto() {
+        assert_eq!(nworkers("3", 2), Ok(3));
+        assert_eq!(nworkers("auto", 1), Ok(1));
+        assert_eq!(nworkers("auto", 4), Ok(4));
+        // Above 4 cores: the smallest factor at least the square root.
+        assert_eq!(nworkers("auto", 8), Ok(4));
+        assert_eq!(nworkers("AUTO", 16), Ok(4));
+        assert_eq!(nworkers("auto", 12), Ok(4));
+        assert_eq!(nworkers("auto", 7), Ok(7));
+        assert_eq!(nworkers("auto", 64), Ok(8));
+        for bad in ["0", "-1", "two", ""] {
+            assert!(
+                nworkers(bad, 8).unwrap_err().contains("--nworkers"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn worker_options_given_again_parse_to_the_same_options() {
+        let full = [
+            "tcp://10.0.0.1:8786",
+            "--nworkers",
+            "2",
+            "--nthreads",
+            "3",
+            "--name",
+            "w",
+            "--memory-limit",
+            "4GiB",
+            "--resources",
+            "gpu=1",
+            "--host",
+            "0.0.0.0",
+            "--worker-port",
+            "9000",
+            "--contact-address",
+            "203.0.113.9",
+            "--death-timeout",
+            "7",
+            "--auth-file",
+            "/s",
+            "--transport",
+            "tcp",
+            "--device",
+            "sim:1",
+            "--device-memory-limit",
+            "0.5",
+            "--nvlink-peers",
+            "0,2",
+            "--connect-timeout",
+            "3",
+            "--no-programs",
+            "--quiet",
+        ];
+        let a = parse(&full).unwrap();
+        assert_eq!(
+            a.memory_limit,
+            rask_proto::units::MemoryLimit::Bytes(4 << 30)
+        );
+        let again = a.to_args();
+        let b = parse(
+            &again
+                .iter()
+                .map(|s| s.to_str().unwrap())
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        // Defaults are not spelled out.
+        let d = parse(&["tcp://h:1"]).unwrap();
+        assert_eq!(d.to_args(), vec![std::ffi::OsString::from("tcp://h:1")]);
+        // A scheduler file instead of an address.
+        let f = parse(&["--scheduler-file", "/tmp/s.json", "--interface", "lo"]).unwrap();
+        assert_eq!(f.scheduler, None);
+        let again: Vec<String> = f
+            .to_args()
+            .iter()
+            .map(|s| s.to_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            again,
+            ["--scheduler-file", "/tmp/s.json", "--interface", "lo"]
+        );
+    }
+
+    #[test]
+    fn worker_options_that_cannot_go_together_are_refused() {
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["tcp://h:1", "--scheduler-file", "f"]).is_err());
+        assert!(parse(&["tcp://h:1", "--host", "0.0.0.0", "--interface", "lo"]).is_err());
+        assert!(parse(&["tcp://h:1", "--listen", "0.0.0.0:1", "--host", "0.0.0.0"]).is_err());
+        assert!(parse(&["tcp://h:1", "--memory-limit", "0"]).is_err());
+        assert!(parse(&["tcp://h:1", "--memory-limit", "lots"]).is_err());
+        let a = parse(&["tcp://h:1", "--memory-limit", "0.25"]).unwrap();
+        assert_eq!(
+            a.memory_limit,
+            rask_proto::units::MemoryLimit::Fraction(0.25)
+        );
+    }
+
+    #[test]
+    fn a_scheduler_file_gives_its_first_line() {
+        let dir = std::env::temp_dir().join(format!("rask-sf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("scheduler");
+        std::fs::write(&f, "tcp://10.0.0.1:8786\n").unwrap();
+        assert_eq!(read_scheduler_file(&f).unwrap(), "tcp://10.0.0.1:8786");
+        std::fs::write(&f, "\n").unwrap();
+        assert!(read_scheduler_file(&f).unwrap_err().contains("empty"));
+        assert!(read_scheduler_file(&dir.join("none")).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

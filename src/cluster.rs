@@ -457,6 +457,9 @@ impl LocalClusterBuilder {
                 "--name",
                 name,
                 "--quiet",
+                // Its scheduler is this process's: gone, it is not coming back.
+                "--death-timeout",
+                "5",
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::null());

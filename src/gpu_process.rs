@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use rask_device::discover::GpuInfo;
-use rask_device::sim::{parse_bytes, SimGpus, Topology};
+use rask_device::sim::{SimGpus, Topology};
 use rask_worker::WorkerDevice;
 
 #[cfg(test)]
@@ -65,11 +65,11 @@ pub struct CudaWorkerArgs {
     /// Device memory each worker may use: bytes (e.g. 30GiB), or a plain number up to 1
     /// for that fraction of its GPU's memory (default: 0.8; a simulated GPU's capacity
     /// from --sim-gpus).
-    #[arg(long, value_parser = Limit::parse)]
+    #[arg(long)]
     pub device_memory_limit: Option<Limit>,
     /// Host memory of each worker: bytes, or a plain number up to 1 for that fraction of
     /// the machine's memory (default: the machine's memory divided among the workers).
-    #[arg(long, value_parser = Limit::parse)]
+    #[arg(long)]
     pub memory_limit: Option<Limit>,
     /// Tasks each worker runs at once.
     #[arg(long, default_value_t = 1)]
@@ -86,45 +86,29 @@ pub struct CudaWorkerArgs {
     /// How workers move data: auto, tcp or shm.
     #[arg(long)]
     pub transport: Option<rask_transport::TransportMode>,
+    /// The address the workers listen on (default 127.0.0.1; 0.0.0.0 for every
+    /// interface, each worker then telling peers its host's address on the route to the
+    /// scheduler).
+    #[arg(long, conflicts_with = "interface")]
+    pub host: Option<String>,
+    /// The workers listen on this network interface's address (eth0, ib0).
+    #[arg(long)]
+    pub interface: Option<String>,
+    /// The host peers should use to reach the workers (behind NAT, in a container); each
+    /// keeps its own port.
+    #[arg(long)]
+    pub contact_address: Option<String>,
+    /// Seconds each worker keeps trying to reach the scheduler before giving up.
+    #[arg(long)]
+    pub death_timeout: Option<f64>,
     /// Restarts allowed per worker before giving up on it.
     #[arg(long, default_value_t = 5)]
     pub max_restarts: u32,
 }
 
-/// A memory limit as given on the command line. A plain number up to 1 is a fraction,
-/// as in dask-cuda (`--device-memory-limit 0.8`): read as bytes it would be a limit of
-/// 0 or 1 byte, which nobody means.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Limit {
-    /// So many bytes.
-    Bytes(u64),
-    /// This fraction of the memory it limits.
-    Fraction(f64),
-}
-
-impl Limit {
-    /// Reads a limit: a plain number in (0, 1] is a fraction, anything else bytes
-    /// (`512MiB`, `30GiB`, `2`), never 0.
-    pub fn parse(s: &str) -> Result<Limit, String> {
-        if let Ok(v) = s.trim().parse::<f64>() {
-            if v > 0.0 && v <= 1.0 {
-                return Ok(Limit::Fraction(v));
-            }
-        }
-        match parse_bytes(s)? {
-            0 => Err(format!("{s:?}: a limit of 0 bytes leaves nothing to use")),
-            b => Ok(Limit::Bytes(b)),
-        }
-    }
-
-    /// The limit in bytes, for memory of `total` bytes.
-    pub fn of(self, total: u64) -> u64 {
-        match self {
-            Limit::Bytes(b) => b,
-            Limit::Fraction(f) => (total as f64 * f) as u64,
-        }
-    }
-}
+/// A memory limit as given on the command line: bytes (`30GiB`), a plain number up to 1
+/// for that fraction (as in dask-cuda: `--device-memory-limit 0.8`), or `auto`.
+pub use rask_proto::units::MemoryLimit as Limit;
 
 /// What planning needs to know of this machine: read once by [`Host::this`], given by
 /// the tests.
@@ -139,6 +123,9 @@ pub struct Host {
     /// keeps its workers inside it (and `sched_setaffinity` is never asked for CPUs
     /// outside the cpuset, which it refuses).
     cpus: Option<Vec<usize>>,
+    /// `CUDA_VISIBLE_DEVICES` as this process was given it: only those GPUs get a
+    /// worker (a Slurm job or a Kubernetes pod is given some of the node's GPUs).
+    visible: Option<String>,
 }
 
 impl Host {
@@ -150,8 +137,9 @@ impl Host {
         let cpus = crate::affinity::allowed();
         Host {
             name,
-            memory: rask_worker::total_memory(),
+            memory: rask_worker::available_memory(),
             cpus,
+            visible: std::env::var("CUDA_VISIBLE_DEVICES").ok(),
         }
     }
 }
@@ -198,6 +186,15 @@ impl std::error::Error for LaunchError {}
 
 /// The plans for this machine: its simulated GPUs, or the real ones found through NVML.
 pub fn plans(a: &CudaWorkerArgs, host: &Host) -> Result<Vec<WorkerLaunch>, LaunchError> {
+    plans_of(a, host, rask_device::discover::gpus)
+}
+
+/// [`plans`], with the machine's GPUs found by `discover` (NVML, or the tests' own).
+fn plans_of(
+    a: &CudaWorkerArgs,
+    host: &Host,
+    discover: impl FnOnce() -> Result<Vec<GpuInfo>, rask_device::DeviceError>,
+) -> Result<Vec<WorkerLaunch>, LaunchError> {
     if let Some(spec) = &a.sim_gpus {
         let (n, memory) = SimGpus::parse_spec(spec).map_err(LaunchError::BadOption)?;
         let topology = Topology::parse(&a.nvlink, n).map_err(LaunchError::BadOption)?;
@@ -209,7 +206,8 @@ pub fn plans(a: &CudaWorkerArgs, host: &Host) -> Result<Vec<WorkerLaunch>, Launc
         );
         return Ok(plans);
     }
-    let gpus = rask_device::discover::gpus().map_err(LaunchError::NoGpu)?;
+    let gpus = discover().map_err(LaunchError::NoGpu)?;
+    let gpus = visible_gpus(gpus, host.visible.as_deref())?;
     let plans = gpu_plans(a, &gpus, host)?;
     for (g, p) in gpus.iter().zip(&plans) {
         crate::errln!(
@@ -226,6 +224,66 @@ pub fn plans(a: &CudaWorkerArgs, host: &Host) -> Result<Vec<WorkerLaunch>, Launc
         );
     }
     Ok(plans)
+}
+
+/// The GPUs `CUDA_VISIBLE_DEVICES` (when set) lets this process use, in its order:
+/// entries are NVML indices (PCI bus order, as with `CUDA_DEVICE_ORDER=PCI_BUS_ID`) or
+/// UUIDs (`GPU-…`, or a prefix of one that names a single GPU), comma-separated. An
+/// entry that names no GPU, or names one twice, is an error naming it (CUDA itself
+/// would silently stop at it).
+pub fn visible_gpus(
+    gpus: Vec<GpuInfo>,
+    visible: Option<&str>,
+) -> Result<Vec<GpuInfo>, LaunchError> {
+    let Some(visible) = visible else {
+        return Ok(gpus);
+    };
+    let bad =
+        |why: String| LaunchError::BadOption(format!("CUDA_VISIBLE_DEVICES={visible:?}: {why}"));
+    let entries: Vec<&str> = visible
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect();
+    if entries.is_empty() || entries == ["-1"] {
+        return Err(bad(
+            "it hides every GPU of this machine; unset it to use them all".into(),
+        ));
+    }
+    let mut chosen: Vec<GpuInfo> = Vec::with_capacity(entries.len());
+    for e in entries {
+        let found: Vec<&GpuInfo> = if let Ok(i) = e.parse::<u32>() {
+            gpus.iter().filter(|g| g.index == i).collect()
+        } else if e.starts_with("GPU-") {
+            gpus.iter().filter(|g| g.uuid.starts_with(e)).collect()
+        } else {
+            return Err(bad(format!(
+                "{e:?} is neither a GPU index nor a GPU UUID (GPU-…); MIG instances are not supported"
+            )));
+        };
+        let g = match found.as_slice() {
+            [g] => *g,
+            [] => {
+                return Err(bad(format!(
+                    "{e:?} names no GPU of this machine (it has {})",
+                    gpus.iter()
+                        .map(|g| format!("{} {}", g.index, g.uuid))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )))
+            }
+            _ => {
+                return Err(bad(format!(
+                    "{e:?} is a prefix of more than one GPU's UUID"
+                )))
+            }
+        };
+        if chosen.iter().any(|c| c.index == g.index) {
+            return Err(bad(format!("{e:?} names GPU {} a second time", g.index)));
+        }
+        chosen.push(g.clone());
+    }
+    Ok(chosen)
 }
 
 /// One worker per real GPU. Each sees only its GPU, chosen by UUID (CUDA's and NVML's
@@ -291,9 +349,11 @@ impl Common {
         crate::cli::parse_resources(&a.resources).map_err(LaunchError::BadOption)?;
         Ok(Common {
             prefix: a.name.clone().unwrap_or_else(|| host.name.clone()),
+            // `auto` (the default) shares the machine's (or container's) memory out;
+            // a fraction is of all of it, as in Dask.
             memory: match a.memory_limit {
+                None | Some(Limit::Auto) => host.memory / n.max(1) as u64,
                 Some(l) => l.of(host.memory),
-                None => host.memory / n.max(1) as u64,
             },
         })
     }
@@ -316,6 +376,18 @@ impl Common {
         }
         if let Some(t) = a.transport {
             push("--transport", t.to_string());
+        }
+        if let Some(h) = &a.host {
+            push("--host", h.clone());
+        }
+        if let Some(i) = &a.interface {
+            push("--interface", i.clone());
+        }
+        if let Some(c) = &a.contact_address {
+            push("--contact-address", c.clone());
+        }
+        if let Some(t) = a.death_timeout {
+            push("--death-timeout", t.to_string());
         }
         if let Some(f) = &a.auth_file {
             args.extend(["--auth-file".into(), f.clone().into_os_string()]);

@@ -20,6 +20,7 @@ mod cluster;
 mod cluster_error;
 mod entry;
 pub mod gpu_process;
+pub mod supervise;
 pub mod typed;
 
 use std::collections::HashMap;
@@ -47,6 +48,10 @@ pub use entry::{is_worker_entry_called, worker_entry, WORKER_ENTRY_ARG};
 
 /// The environment variable naming a running scheduler for [`Client::new`].
 pub const SCHEDULER_ENV: &str = "RASK_SCHEDULER_ADDRESS";
+
+/// The environment variable naming a scheduler file (`rask scheduler --scheduler-file`)
+/// for [`Client::new`], when [`SCHEDULER_ENV`] is not set.
+pub const SCHEDULER_FILE_ENV: &str = "RASK_SCHEDULER_FILE";
 
 /// Everything that can go wrong starting a cluster or talking to one.
 #[derive(Debug, thiserror::Error)]
@@ -124,16 +129,27 @@ impl Client {
         Ok(array::Persisted::new(x.from_existing(x.name()), futures))
     }
 
-    /// Connects to `$RASK_SCHEDULER_ADDRESS` if set, otherwise starts an in-process
+    /// Connects to `$RASK_SCHEDULER_ADDRESS` if set, else to the scheduler named in the
+    /// file `$RASK_SCHEDULER_FILE` if set, otherwise starts an in-process
     /// [`LocalCluster`] (threads) with the built-in ops and the program's typed ops.
     pub fn new() -> Result<Client, Error> {
         match std::env::var(SCHEDULER_ENV) {
             Ok(addr) if !addr.is_empty() => Ok(Client::connect(&addr)?),
-            _ => {
-                let cluster = LocalCluster::builder().build()?;
-                Ok(Client::for_cluster(cluster)?)
-            }
+            _ => match std::env::var_os(SCHEDULER_FILE_ENV) {
+                Some(f) if !f.is_empty() => Ok(Client::from_scheduler_file(f.as_ref())?),
+                _ => {
+                    let cluster = LocalCluster::builder().build()?;
+                    Ok(Client::for_cluster(cluster)?)
+                }
+            },
         }
+    }
+
+    /// Connects to the scheduler whose address `rask scheduler --scheduler-file` wrote
+    /// to `path`.
+    pub fn from_scheduler_file(path: &std::path::Path) -> Result<Client, ClientError> {
+        let addr = cli::read_scheduler_file(path).map_err(ClientError::Other)?;
+        Client::connect(&addr)
     }
 
     /// Connects to a running scheduler, knowing the built-in ops and the program's typed

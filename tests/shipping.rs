@@ -19,31 +19,33 @@ use rask_proto::Datum;
 /// The `typed` example, built (or found up to date) once per test process.
 fn typed_program() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = output(
-            Command::new(cargo)
-                .args(["build", "--quiet", "--example", "typed"])
-                .current_dir(env!("CARGO_MANIFEST_DIR")),
-        );
-        assert!(
-            out.status.success(),
-            "building the typed example: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // This test is target/<profile>/deps/shipping-…; the example is beside deps.
-        let exe = std::env::current_exe().unwrap();
-        let path = exe
-            .parent()
-            .unwrap()
-            .parent()
-            .unwrap()
-            .join("examples")
-            .join("typed");
-        assert!(path.is_file(), "{} was not built", path.display());
-        path
-    })
-    .clone()
+    PATH.get_or_init(|| example("typed")).clone()
+}
+
+/// An example of this crate, built (or found up to date).
+fn example(name: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = output(
+        Command::new(cargo)
+            .args(["build", "--quiet", "--example", name])
+            .current_dir(env!("CARGO_MANIFEST_DIR")),
+    );
+    assert!(
+        out.status.success(),
+        "building the {name} example: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // This test is target/<profile>/deps/shipping-…; the example is beside deps.
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
 }
 
 /// A copy of the `typed` example whose `flavour` op returns other text: the same op
@@ -475,6 +477,56 @@ fn a_program_worker_stops_when_the_worker_that_started_it_dies() {
                     .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
         });
         drop(p);
+        let _ = std::fs::remove_dir_all(&cache);
+    });
+}
+
+/// The π of the README: 1,000 tasks of a typed op and a typed sum, embedded and on stock
+/// workers that receive the program.
+#[test]
+fn the_pi_example_is_within_a_hundredth_embedded_and_on_stock_workers() {
+    let program = example("pi");
+    within(DEADLINE, move || {
+        let pi = |out: std::process::Output| -> f64 {
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let v = text
+                .trim()
+                .strip_prefix("pi = ")
+                .unwrap_or_else(|| panic!("no `pi = ` line in {text:?}"));
+            v.parse().unwrap()
+        };
+        // 1,000 × 10,000 samples: the estimate's standard deviation is about 0.0005.
+        let embedded = pi(output(
+            Command::new(&program)
+                .arg("10000")
+                .env_remove("RASK_SCHEDULER_ADDRESS")
+                .env("RASK_LOG", "warn"),
+        ));
+        assert!((embedded - std::f64::consts::PI).abs() < 0.01, "{embedded}");
+
+        let cache = tmpfile("cache-pi");
+        let _ = std::fs::remove_dir_all(&cache);
+        let (_s, addr) = scheduler(&[]);
+        let _w = stock_worker(&addr, "w1", &cache);
+        rask::Client::connect(&addr)
+            .unwrap()
+            .wait_for_workers(1)
+            .unwrap();
+        let on_cluster = pi(output(
+            Command::new(&program)
+                .arg("10000")
+                .env("RASK_SCHEDULER_ADDRESS", &addr)
+                .env("RASK_LOG", "warn"),
+        ));
+        // The same seeds give the same counts wherever they run.
+        assert_eq!(on_cluster, embedded);
+        let p = &info(&addr).programs[0];
+        assert_eq!((p.name.as_str(), p.uploads), ("pi", 1), "{p:?}");
         let _ = std::fs::remove_dir_all(&cache);
     });
 }

@@ -21,9 +21,18 @@ struct Cli {
 enum Cmd {
     /// Run a scheduler.
     Scheduler {
-        /// Interface to bind (default loopback only).
-        #[arg(long, default_value = "127.0.0.1")]
-        host: String,
+        /// The address to listen on (default loopback only; 0.0.0.0 for every
+        /// interface).
+        #[arg(long, conflicts_with = "interface")]
+        host: Option<String>,
+        /// Listen on this network interface's address (eth0, ib0).
+        #[arg(long)]
+        interface: Option<String>,
+        /// The address workers and clients should use, HOST[:PORT] (behind NAT, in a
+        /// container); written to --scheduler-file. Default: the listening address, or
+        /// when that is every interface, this host's first non-loopback address.
+        #[arg(long)]
+        contact_address: Option<String>,
         /// Port (0 picks a free one).
         #[arg(long, default_value_t = 8786)]
         port: u16,
@@ -84,6 +93,8 @@ fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Scheduler {
             host,
+            interface,
+            contact_address,
             port,
             scheduler_file,
             max_header,
@@ -121,8 +132,19 @@ fn main() -> Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(async move {
-                let listener = rask_transport::listen(&format!("{host}:{port}")).await?;
-                let addr = rask_transport::listener_addr(&listener)?;
+                let bind = rask_transport::addr::bind_addr(
+                    None,
+                    host.as_deref(),
+                    interface.as_deref(),
+                    port,
+                    "127.0.0.1",
+                )?;
+                let listener = rask_transport::listen(&bind).await?;
+                let addr = rask_transport::addr::contact_addr(
+                    listener.local_addr()?,
+                    contact_address.as_deref(),
+                    None,
+                )?;
                 rask::errln!(
                     "rask.scheduler - INFO - -----------------------------------------------"
                 );
@@ -136,7 +158,10 @@ fn main() -> Result<()> {
                     "rask.scheduler - INFO - -----------------------------------------------"
                 );
                 if let Some(f) = scheduler_file {
-                    std::fs::write(&f, format!("{addr}\n"))
+                    // Whole or not at all: workers may be waiting to read it.
+                    let tmp = f.with_extension("partial");
+                    std::fs::write(&tmp, format!("{addr}\n"))
+                        .and_then(|()| std::fs::rename(&tmp, &f))
                         .with_context(|| format!("writing {}", f.display()))?;
                 }
                 rask_scheduler::run(listener, cfg, rask::cli::shutdown_signal()).await?;

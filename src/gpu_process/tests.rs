@@ -17,6 +17,7 @@ fn host() -> Host {
         name: "node7".into(),
         memory: 256 * GIB,
         cpus: Some((0..128).collect()),
+        visible: None,
     }
 }
 
@@ -115,6 +116,12 @@ fn explicit_options_reach_every_worker() {
         "tcp",
         "--auth-file",
         "/etc/rask/secret",
+        "--host",
+        "0.0.0.0",
+        "--contact-address",
+        "node7.example",
+        "--death-timeout",
+        "120",
     ]);
     let plans = gpu_plans(&a, &gpus(), &host()).unwrap();
     let tail = |name: &'static str, peer: &'static str| {
@@ -133,6 +140,12 @@ fn explicit_options_reach_every_worker() {
             "licence=1",
             "--transport",
             "tcp",
+            "--host",
+            "0.0.0.0",
+            "--contact-address",
+            "node7.example",
+            "--death-timeout",
+            "120",
             "--auth-file",
             "/etc/rask/secret",
             "--device-memory-limit",
@@ -175,15 +188,17 @@ fn a_fractional_limit_is_of_each_gpus_memory_and_of_the_hosts() {
 
 #[test]
 fn limits_are_bytes_or_fractions_up_to_one_and_never_zero() {
-    assert_eq!(Limit::parse("0.8"), Ok(Limit::Fraction(0.8)));
-    assert_eq!(Limit::parse("1"), Ok(Limit::Fraction(1.0)));
-    assert_eq!(Limit::parse("2"), Ok(Limit::Bytes(2)));
-    assert_eq!(Limit::parse("512MiB"), Ok(Limit::Bytes(512 << 20)));
-    assert_eq!(Limit::parse("0.5GiB"), Ok(Limit::Bytes(512 << 20)));
+    let parse = |s: &str| s.parse::<Limit>().map_err(|e| e.to_string());
+    assert_eq!(parse("0.8"), Ok(Limit::Fraction(0.8)));
+    assert_eq!(parse("1"), Ok(Limit::Fraction(1.0)));
+    assert_eq!(parse("2"), Ok(Limit::Bytes(2)));
+    assert_eq!(parse("512MiB"), Ok(Limit::Bytes(512 << 20)));
+    assert_eq!(parse("0.5GiB"), Ok(Limit::Bytes(512 << 20)));
+    assert_eq!(parse("auto"), Ok(Limit::Auto));
     assert_eq!(Limit::Fraction(0.8).of(40 * GIB), 32 * GIB);
     assert_eq!(Limit::Bytes(7).of(40 * GIB), 7);
-    assert!(Limit::parse("0").unwrap_err().contains("0 bytes"));
-    assert!(Limit::parse("lots").is_err());
+    assert!(parse("0").unwrap_err().contains("0 bytes"));
+    assert!(parse("lots").is_err());
     // Refused by the command line, before anything starts.
     let argv = [
         "cuda-worker",
@@ -271,4 +286,78 @@ fn cpu_lists_print_as_ranges() {
     assert_eq!(cpu_list(&[0, 1, 2, 3, 8, 10, 11]), "0-3,8,10-11");
     assert_eq!(cpu_list(&[5]), "5");
     assert_eq!(cpu_list(&[]), "");
+}
+
+#[test]
+fn only_the_gpus_cuda_visible_devices_names_get_workers_in_its_order() {
+    let a = args(&[]);
+    let with = |visible: &str| Host {
+        visible: Some(visible.into()),
+        ..host()
+    };
+    let gpus = gpus();
+    let labels =
+        |plans: &[WorkerLaunch]| -> Vec<String> { plans.iter().map(|p| p.label.clone()).collect() };
+
+    // An index: only that GPU, with all of the host's memory for its one worker.
+    let plans = plans_of(&a, &with("1"), || Ok(gpus.clone())).unwrap();
+    assert_eq!(labels(&plans), ["cuda:1 (NVIDIA A100-SXM4-80GB)"]);
+    assert_eq!(plans[0].env, gpu_env(&gpus[1].uuid));
+    let args = strs(&plans[0]);
+    assert_eq!(args[5], "node7-gpu1");
+    assert_eq!(args[7], (256 * GIB).to_string());
+
+    // UUIDs (whole or a unique prefix) and indices mixed, in the order given.
+    let plans = plans_of(&a, &with("GPU-b2d4, 0"), || Ok(gpus.clone())).unwrap();
+    assert_eq!(
+        labels(&plans),
+        [
+            "cuda:1 (NVIDIA A100-SXM4-80GB)",
+            "cuda:0 (NVIDIA A100-SXM4-40GB)"
+        ]
+    );
+    let plans = plans_of(&a, &with(&gpus[0].uuid), || Ok(gpus.clone())).unwrap();
+    assert_eq!(labels(&plans), ["cuda:0 (NVIDIA A100-SXM4-40GB)"]);
+
+    // Unset: every GPU.
+    let plans = plans_of(&a, &host(), || Ok(gpus.clone())).unwrap();
+    assert_eq!(plans.len(), 2);
+
+    // What names no GPU, or one twice, or hides them all, is refused naming it.
+    for (visible, why) in [
+        ("2", "\"2\" names no GPU of this machine"),
+        ("GPU-ffff", "\"GPU-ffff\" names no GPU"),
+        ("GPU-", "more than one"),
+        ("0,GPU-3c1f", "a second time"),
+        ("", "hides every GPU"),
+        ("-1", "hides every GPU"),
+        ("MIG-1234", "MIG instances are not supported"),
+    ] {
+        let e = plans_of(&a, &with(visible), || Ok(gpus.clone()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(why) && e.contains("CUDA_VISIBLE_DEVICES"),
+            "{visible:?}: {e}"
+        );
+    }
+}
+
+#[test]
+fn auto_memory_is_shared_out_and_a_fraction_is_of_all_of_it() {
+    let gpus = gpus();
+    let mem = |extra: &[&str]| -> Vec<String> {
+        gpu_plans(&args(extra), &gpus, &host())
+            .unwrap()
+            .iter()
+            .map(|p| strs(p)[7].to_string())
+            .collect()
+    };
+    let half = (128 * GIB).to_string();
+    assert_eq!(mem(&[]), [half.clone(), half.clone()]);
+    assert_eq!(mem(&["--memory-limit", "auto"]), [half.clone(), half]);
+    let quarter = (64 * GIB).to_string();
+    assert_eq!(mem(&["--memory-limit", "0.25"]), [quarter.clone(), quarter]);
+    let four = (4u64 << 30).to_string();
+    assert_eq!(mem(&["--memory-limit", "4GiB"]), [four.clone(), four]);
 }

@@ -189,29 +189,8 @@ impl SimGpus {
     }
 }
 
-/// Parses a byte count: `1024`, `64KiB`, `512MiB`, `2GiB`, `1.5GB`.
+/// Parses a byte count: `1024`, `64KiB`, `512MiB`, `2GiB`, `1.5GB` (the project's one
+/// size parser, [`rask_proto::units::parse_bytes`]).
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let units: [(&str, f64); 8] = [
-        ("TiB", (1u64 << 40) as f64),
-        ("GiB", (1u64 << 30) as f64),
-        ("MiB", (1u64 << 20) as f64),
-        ("KiB", 1024.0),
-        ("TB", 1e12),
-        ("GB", 1e9),
-        ("MB", 1e6),
-        ("KB", 1e3),
-    ];
-    let (num, mult) = units
-        .iter()
-        .find_map(|(u, m)| s.strip_suffix(u).map(|n| (n, *m)))
-        .unwrap_or((s.strip_suffix('B').unwrap_or(s), 1.0));
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("bad byte count {s:?}"))?;
-    if !(v >= 0.0 && v.is_finite()) {
-        return Err(format!("bad byte count {s:?}"));
-    }
-    Ok((v * mult) as u64)
+    rask_proto::units::parse_bytes(s).map_err(|e| e.to_string())
 }

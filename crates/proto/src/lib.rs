@@ -26,6 +26,7 @@ mod link;
 pub mod msg;
 pub mod size;
 pub mod typed;
+pub mod units;
 mod value;
 
 pub use arg::Arg;

@@ -16,7 +16,8 @@
 //! - [`frame_io`]: reading and writing frames, the batching writer.
 //! - [`handshake`]: hellos, the shared-secret proof, admission of unauthenticated peers,
 //!   refusals.
-//! - [`tcp`] and [`unix`]: connecting and listening.
+//! - [`tcp`] and [`unix`]: connecting and listening; [`addr`]: where to listen and what
+//!   address to announce across hosts.
 //! - [`mode`]: which transport serves which peer, host identity.
 //! - [`data`]: the peer-data protocol (fetching values from the worker holding them,
 //!   serving them), for every requester and holder.
@@ -25,6 +26,7 @@
 
 #![warn(missing_docs)]
 
+pub mod addr;
 pub mod config;
 pub mod data;
 pub mod frame_io;
@@ -67,6 +69,10 @@ pub enum TransportError {
     /// An address that is not `tcp://host:port`.
     #[error("bad address {0:?}: expected tcp://host:port")]
     BadAddress(String),
+    /// An address that cannot be used as given (an interface without an address,
+    /// conflicting options, a name that does not resolve); says why.
+    #[error("{0}")]
+    Address(String),
     /// The server answered the hello with something that is not a valid next step.
     #[error("unexpected handshake reply")]
     BadHandshake,

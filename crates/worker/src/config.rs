@@ -23,6 +23,10 @@ pub struct WorkerConfig {
     pub memory_limit: u64,
     /// Where to serve data to peers and clients; port 0 picks one.
     pub listen: String,
+    /// The address peers and clients are told to reach it at, `host[:port]` (behind
+    /// NAT, in a container); `None`: the listening address, or when that is every
+    /// interface, this host's address on the route to the scheduler.
+    pub contact: Option<String>,
     /// Resources offered to tasks; `memory`, and for a GPU `gpu`, its device name and
     /// `device_memory`, are added unless given here.
     pub resources: Vec<Resource>,
@@ -124,6 +128,7 @@ impl WorkerConfig {
             nthreads: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
             memory_limit: total_memory(),
             listen: "127.0.0.1:0".into(),
+            contact: None,
             resources: Vec::new(),
             conn: ConnConfig::default(),
             registry: Registry::builtin(),

@@ -26,7 +26,9 @@ pub use config::{WorkerConfig, WorkerDevice};
 pub use error::WorkerError;
 pub use peers::peer_hello;
 pub use programs::{this_platform, LaunchFn, ProgramLauncher};
-pub use sysmem::{private_heap_bytes, rss_bytes, total_memory};
+pub use sysmem::{
+    available_memory, cgroup_memory_limit, private_heap_bytes, rss_bytes, total_memory,
+};
 
 use crate::config::{spill_limits, Joining};
 use crate::event_loop::State;
@@ -88,7 +90,14 @@ impl Worker {
     /// Binds the data listener and joins the scheduler (handshake included).
     pub async fn connect(cfg: WorkerConfig) -> Result<Worker, WorkerError> {
         let listener = rask_transport::listen(&cfg.listen).await?;
-        let listen_addr = rask_transport::listener_addr(&listener)?;
+        // What peers are told: never 0.0.0.0, which no peer can reach.
+        let listen_addr = rask_transport::addr::contact_addr(
+            listener
+                .local_addr()
+                .map_err(rask_transport::TransportError::from)?,
+            cfg.contact.as_deref(),
+            rask_transport::addr::resolve(&cfg.scheduler).ok(),
+        )?;
         let shm = match cfg.transport {
             TransportMode::Tcp => None,
             _ => match rask_transport::listen_unix() {
