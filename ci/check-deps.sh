@@ -14,6 +14,7 @@ allowed = {
     "rask-kernels": {"rask-proto", "rask-device"},
     "rask-array": {"rask-proto"},
     "rask-macros": set(),
+    "rask-deploy": set(),
     "rask-client": {"rask-proto", "rask-transport", "rask-array"},
     "rask-scheduler": {"rask-proto", "rask-transport", "rask-scheduler-core"},
     "rask-worker": {"rask-proto", "rask-transport", "rask-worker-core", "rask-device", "rask-kernels"},
