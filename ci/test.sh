@@ -86,6 +86,9 @@ skipped_summary() {
     ' "$1"
 }
 
+echo "== Kubernetes manifests, validated offline (there is no API server here)"
+bash crates/deploy/validate-k8s.sh
+
 echo "== tests"
 status=0
 if cargo nextest --version >/dev/null 2>&1; then

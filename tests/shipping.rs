@@ -308,6 +308,12 @@ fn two_builds_with_the_same_ops_share_a_cluster_and_never_serve_each_others_task
         check_typed(&b, "flavour-changed--0001");
         assert_eq!(value(&b, "local flavour"), "flavour-changed--0001");
 
+        // Each stock worker starts a worker of each program; the tasks may have run on
+        // the first to join, before the second one is up.
+        common::eventually("each program has a worker on each stock worker", || {
+            let i = info(&addr);
+            i.programs.len() == 2 && i.programs.iter().all(|p| p.workers == 2)
+        });
         let i = info(&addr);
         assert_eq!(i.programs.len(), 2, "{:?}", i.programs);
         assert_ne!(i.programs[0].code, i.programs[1].code);

@@ -5,7 +5,8 @@
 #
 #   1. creates or reuses a Python venv holding kubernetes-validate;
 #   2. writes the manifests of the example clusters (examples/k8s_manifests.rs: CPU
-#      workers, 2 GPUs per worker, a shared secret) into a temporary directory;
+#      workers, 2 GPUs per worker, a shared secret) and of `rask k8s manifests` into a
+#      temporary directory;
 #   3. validates every document of each file, and checks what the schemas cannot: the
 #      selectors match the pods' labels, the workers dial the scheduler's Service, the
 #      GPU limit and the secret are where they belong, an awkward argument reads back
@@ -37,6 +38,9 @@ fi
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 cargo run --quiet -p rask-deploy --example k8s_manifests -- "$out/ok" >/dev/null
+# And what `rask k8s manifests` prints (CPU workers, no secret).
+cargo run --quiet --bin rask -- k8s manifests --name rask-cli --image registry.example/rask:0.1 \
+    --nworkers 3 --nthreads 2 --memory-limit 6GiB --cpu 1.5 >"$out/ok/cli.yaml"
 files=("$out"/ok/*.yaml)
 
 # check FILE: runs kubernetes-validate --strict on FILE, shows its report, and succeeds

@@ -79,6 +79,47 @@ enum Cmd {
     },
     /// Print this build's version, op registry and host.
     Info,
+    /// Kubernetes: print the manifests of a cluster (a scheduler Deployment and Service,
+    /// a worker Deployment) for `kubectl apply -f -`.
+    K8s {
+        #[command(subcommand)]
+        cmd: K8sCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum K8sCmd {
+    /// Print the manifests.
+    Manifests {
+        /// The cluster's name (a DNS label): names its objects and labels.
+        #[arg(long, default_value = "rask")]
+        name: String,
+        /// The namespace.
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        /// The container image holding the `rask` program (or a program of your own
+        /// with `rask::worker_entry()`).
+        #[arg(long)]
+        image: String,
+        /// Worker replicas.
+        #[arg(long, default_value_t = 1)]
+        nworkers: u32,
+        /// Threads of each worker.
+        #[arg(long, default_value_t = 1)]
+        nthreads: u32,
+        /// Memory of each worker (its container's request and limit).
+        #[arg(long, default_value = "4GiB", value_parser = rask_proto::units::parse_bytes)]
+        memory_limit: u64,
+        /// CPUs of each worker, in cores (e.g. 1, 0.5).
+        #[arg(long, default_value_t = 1.0)]
+        cpu: f64,
+        /// GPUs of each worker (`nvidia.com/gpu`).
+        #[arg(long, default_value_t = 0)]
+        gpus: u32,
+        /// A Kubernetes Secret holding the cluster's shared secret under the key `secret`.
+        #[arg(long)]
+        secret: Option<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -177,6 +218,37 @@ fn main() -> Result<()> {
             n,
             array_size,
         } => demo(workers, processes, n, array_size),
+        Cmd::K8s {
+            cmd:
+                K8sCmd::Manifests {
+                    name,
+                    namespace,
+                    image,
+                    nworkers,
+                    nthreads,
+                    memory_limit,
+                    cpu,
+                    gpus,
+                    secret,
+                },
+        } => {
+            if !(cpu.is_finite() && cpu > 0.0) {
+                bail!("--cpu {cpu}: expected a positive number of cores");
+            }
+            let spec = rask_deploy::k8s::K8sSpec {
+                namespace,
+                workers: nworkers,
+                worker_nthreads: nthreads,
+                worker_memory: memory_limit,
+                worker_cpu_millis: (cpu * 1000.0).round() as u32,
+                gpus_per_worker: gpus,
+                secret_name: secret,
+                ..rask_deploy::k8s::K8sSpec::new(name, image)
+            };
+            let text = spec.manifests()?;
+            rask::outln!("{}", text.trim_end());
+            Ok(())
+        }
         Cmd::Info => {
             let r = Registry::builtin();
             rask::outln!(

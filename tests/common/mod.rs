@@ -167,6 +167,16 @@ pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// A client of the scheduler at `addr`, which may still be starting.
+pub fn connect_retrying(addr: &str) -> rask::Client {
+    let mut client = None;
+    eventually(&format!("the scheduler at {addr} answers"), || {
+        client = rask::Client::connect(addr).ok();
+        client.is_some()
+    });
+    client.unwrap()
+}
+
 /// A path in the temporary directory, unique to this test process.
 pub fn tmpfile(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("rask-test-{}-{name}", std::process::id()))
