@@ -395,9 +395,14 @@ fn scheduler_address(
     let Some(file) = &args.scheduler_file else {
         return Err("give the scheduler's address or --scheduler-file".into());
     };
+    let mut told = false;
     loop {
         match read_scheduler_file(file) {
             Ok(a) => return Ok(a),
+            Err(e) if !told => {
+                tracing::info!("waiting for the scheduler's address in {e}");
+                told = true;
+            }
             Err(e) if std::time::Instant::now() >= deadline => {
                 return Err(format!(
                     "no scheduler address in {} within --death-timeout: {e}",

@@ -1,7 +1,8 @@
 //! Worker processes started and watched by one process, as Dask's nanny does: `rask
 //! worker --nworkers N` and `cuda-worker` (one per GPU). A worker that exits is started
 //! again, up to a number of restarts; SIGTERM or SIGINT stops them all (SIGTERM, then
-//! SIGKILL after a grace period); none outlives its supervisor.
+//! SIGKILL after a grace period); none outlives its supervisor, even one killed by
+//! SIGKILL (they get SIGTERM from the kernel).
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -31,7 +32,28 @@ fn start(program: &PathBuf, l: &Launch) -> std::io::Result<tokio::process::Child
         .envs(l.env.iter().cloned())
         .stdin(std::process::Stdio::null());
     crate::affinity::pin(&mut cmd, &l.cpus);
+    stop_with_supervisor(&mut cmd);
     tokio::process::Command::from(cmd).spawn()
+}
+
+/// Makes `cmd`'s process receive SIGTERM when this one ends, however it ends (SIGKILL
+/// included): a worker never outlives its supervisor.
+fn stop_with_supervisor(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let supervisor = rustix::process::getpid();
+    // SAFETY: prctl(PR_SET_PDEATHSIG) and getppid are async-signal-safe; nothing else
+    // runs in the child between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))
+                .map_err(std::io::Error::from)?;
+            // The supervisor may have ended before the signal was asked for.
+            if rustix::process::getppid() != Some(supervisor) {
+                return Err(std::io::Error::other("the supervisor has ended"));
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Runs `program` once per launch and supervises them until SIGTERM or SIGINT, or until

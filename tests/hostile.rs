@@ -581,7 +581,14 @@ fn connecting_to_a_listener_that_never_answers_fails_within_the_connect_timeout(
         // A worker started against it says the same and exits once its death timeout
         // has passed (it tries again until then: a scheduler may be slow to start).
         let out = Command::new(RASK)
-            .args(["worker", &addr, "--connect-timeout", "1", "--death-timeout", "1"])
+            .args([
+                "worker",
+                &addr,
+                "--connect-timeout",
+                "1",
+                "--death-timeout",
+                "1",
+            ])
             .env("RASK_LOG", "error")
             .stdin(Stdio::null())
             .output()

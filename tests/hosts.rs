@@ -35,6 +35,38 @@ fn scheduler_on(port: u16, file: Option<&std::path::Path>) -> Proc {
     )
 }
 
+/// A worker logging at info level, once it has said (on standard error) a line
+/// containing `said`.
+fn worker_once_it_says(args: &[&str], said: &str) -> Proc {
+    use std::io::BufRead;
+    let mut p = Proc::new(
+        Command::new(RASK)
+            .arg("worker")
+            .args(args)
+            .env("RASK_LOG", "info")
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut err = std::io::BufReader::new(p.0.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "the worker ended without saying {said:?}: {seen}"
+        );
+        seen.push_str(&line);
+        if line.contains(said) {
+            break;
+        }
+    }
+    // Keep draining its log so that it never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    p
+}
+
 fn worker(args: &[&str]) -> Proc {
     Proc::new(
         Command::new(RASK)
@@ -61,8 +93,11 @@ fn a_worker_started_before_its_scheduler_joins_it_when_it_comes_up() {
     within(DEADLINE, || {
         let port = free_port();
         let addr = format!("tcp://127.0.0.1:{port}");
-        let _w = worker(&[&addr, "--name", "early", "--death-timeout", "60"]);
-        // Nothing listens yet: the worker keeps trying.
+        // Nothing listens yet: the worker says so and keeps trying.
+        let _w = worker_once_it_says(
+            &[&addr, "--name", "early", "--death-timeout", "60"],
+            "trying again",
+        );
         let _s = scheduler_on(port, None);
         let c = common::connect_retrying(&addr);
         c.wait_for_workers(1).unwrap();
@@ -77,12 +112,15 @@ fn workers_and_clients_find_the_scheduler_through_its_file() {
         let file = tmpfile("scheduler-file");
         let _ = std::fs::remove_file(&file);
         // The worker starts first and waits for the file.
-        let _w = worker(&[
-            "--scheduler-file",
-            file.to_str().unwrap(),
-            "--name",
-            "by-file",
-        ]);
+        let _w = worker_once_it_says(
+            &[
+                "--scheduler-file",
+                file.to_str().unwrap(),
+                "--name",
+                "by-file",
+            ],
+            "waiting for the scheduler's address",
+        );
         let _s = scheduler_on(0, Some(&file));
         eventually("the scheduler writes its file", || file.exists());
         let c = Client::from_scheduler_file(&file).unwrap();
@@ -141,7 +179,10 @@ fn a_worker_that_loses_its_scheduler_joins_the_next_one_at_the_same_address() {
         c.wait_for_workers(1).unwrap();
         assert_eq!(c.scheduler_info().unwrap().workers[0].name, "faithful");
         assert_eq!(sum_of_squares(&c, 50), 40_425);
-        assert!(w.0.try_wait().unwrap().is_none(), "the worker process lives on");
+        assert!(
+            w.0.try_wait().unwrap().is_none(),
+            "the worker process lives on"
+        );
     });
 }
 
@@ -187,6 +228,28 @@ fn nworkers_starts_supervised_workers_that_share_the_cores_and_memory() {
         eventually("the workers leave", || {
             c.scheduler_info().unwrap().workers.is_empty()
         });
+
+        // A supervisor killed outright takes its workers with it: none is orphaned.
+        let sup = worker(&[&addr, "--nworkers", "2", "--name", "orphans"]);
+        c.wait_for_workers(2).unwrap();
+        let pids: Vec<u32> = c
+            .scheduler_info()
+            .unwrap()
+            .workers
+            .iter()
+            .map(|w| w.pid)
+            .collect();
+        drop(sup);
+        eventually("the killed supervisor's workers leave", || {
+            c.scheduler_info().unwrap().workers.is_empty()
+        });
+        for pid in pids {
+            eventually(&format!("worker process {pid} ends"), || {
+                !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                    || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                        .is_ok_and(|s| s.contains(") Z "))
+            });
+        }
     });
 }
 

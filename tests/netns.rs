@@ -136,3 +136,163 @@ fn workers_on_two_hosts_exchange_data_over_tcp() {
         drop(net);
     });
 }
+
+/// Three "hosts" on a bridge: namespaces made by the test, each with `eth0` on
+/// 10.214.N.0/24 (this namespace is .1 on the bridge); removed when dropped.
+struct Lan {
+    bridge: String,
+    hosts: Vec<(String, String)>,
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        for (ns, _) in &self.hosts {
+            let _ = ip(&["netns", "del", ns]);
+        }
+        let _ = ip(&["link", "del", &self.bridge]);
+    }
+}
+
+fn make_lan(n: usize) -> Result<(Lan, String), String> {
+    let id = std::process::id() % 100_000;
+    let subnet = format!("10.214.{}", id % 250);
+    let mut lan = Lan {
+        bridge: format!("rkbr{id}"),
+        hosts: Vec::new(),
+    };
+    ip(&["link", "add", &lan.bridge, "type", "bridge"])?;
+    ip(&["addr", "add", &format!("{subnet}.1/24"), "dev", &lan.bridge])?;
+    ip(&["link", "set", &lan.bridge, "up"])?;
+    for i in 0..n {
+        let ns = format!("rask-lan-{id}-{i}");
+        let veth = format!("rk{id}h{i}");
+        let addr = format!("{subnet}.{}", i + 2);
+        ip(&["netns", "add", &ns])?;
+        lan.hosts.push((ns.clone(), addr.clone()));
+        ip(&[
+            "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ])?;
+        ip(&["link", "set", &veth, "master", &lan.bridge, "up"])?;
+        for args in [
+            vec!["addr", "add", &format!("{addr}/24"), "dev", "eth0"],
+            vec!["link", "set", "eth0", "up"],
+            vec!["link", "set", "lo", "up"],
+        ] {
+            let mut a = vec!["netns", "exec", &ns, "ip"];
+            a.extend(args);
+            ip(&a)?;
+        }
+    }
+    Ok((lan, format!("{subnet}.1")))
+}
+
+#[test]
+fn hosts_bound_to_every_interface_or_one_announce_reachable_addresses_and_trade_data_peer_to_peer()
+{
+    within(DEADLINE, || {
+        let (lan, _here) = match make_lan(3) {
+            Ok(l) => l,
+            Err(e) => {
+                println!("SKIPPED: cannot create network namespaces here ({e}); this test needs root and iproute2");
+                return;
+            }
+        };
+        let (s_ns, s_ip) = lan.hosts[0].clone();
+        let (a_ns, a_ip) = lan.hosts[1].clone();
+        let (b_ns, b_ip) = lan.hosts[2].clone();
+        // The scheduler listens on every interface of its host and announces its eth0.
+        let s_prefix = ["ip", "netns", "exec", s_ns.as_str()];
+        let (_sched, addr) = common::scheduler_with(&s_prefix, &["--host", "0.0.0.0"]);
+        assert!(
+            addr.starts_with(&format!("tcp://{s_ip}:")),
+            "the scheduler announces {addr}, not its address {s_ip}"
+        );
+        // Worker a on every interface; worker b on its eth0 by name; a cuda-worker with
+        // two simulated GPUs on b's host, on every interface.
+        let a_prefix = ["ip", "netns", "exec", a_ns.as_str()];
+        let b_prefix = ["ip", "netns", "exec", b_ns.as_str()];
+        let _a = common::worker_with(
+            &a_prefix,
+            &addr,
+            "a",
+            &["--quiet", "--host", "0.0.0.0", "--resources", "on-a=1"],
+        );
+        let _b = common::worker_with(
+            &b_prefix,
+            &addr,
+            "b",
+            &["--quiet", "--interface", "eth0", "--resources", "on-b=1"],
+        );
+        let _gpus = common::Proc::new(
+            std::process::Command::new("ip")
+                .args(["netns", "exec", &b_ns, env!("CARGO_BIN_EXE_cuda-worker")])
+                .args([
+                    &addr,
+                    "--sim-gpus",
+                    "2:64MiB",
+                    "--host",
+                    "0.0.0.0",
+                    "--name",
+                    "g",
+                ])
+                .env("RASK_WORKER_BIN", common::RASK)
+                .env("RASK_LOG", "warn")
+                .stdin(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        // The client is on a fourth host (this one, on the bridge).
+        let c = common::connect_retrying(&addr);
+        c.wait_for_workers(4).unwrap();
+        let info = c.scheduler_info().unwrap();
+        for w in &info.workers {
+            let want = if w.name == "a" { &a_ip } else { &b_ip };
+            assert!(
+                w.addr.starts_with(&format!("tcp://{want}:")),
+                "{} announces {}, not {want}",
+                w.name,
+                w.addr
+            );
+        }
+
+        // Payloads made on one host and read on another, both ways, and onto a GPU.
+        let mut g = Graph::new();
+        let mut keys = Vec::new();
+        let mut want = Vec::new();
+        let routes = [("on-a", "on-b"), ("on-b", "on-a"), ("on-a", "gpu")];
+        for (k, (from, to)) in routes.into_iter().enumerate() {
+            let n = (1 << 20) + k;
+            let fill = k as i64 + 1;
+            let p = format!("p-{k}");
+            g.task(&p, "bytes", [Arg::from(n as i64), Arg::from(fill)])
+                .resources(&[(from, 1.0)]);
+            g.task(&format!("sum-{k}"), "checksum", [Arg::key(&p)])
+                .resources(&[(to, 1.0)]);
+            keys.push(format!("sum-{k}"));
+            want.push(Value::Int(common::fnv1a(&vec![fill as u8; n]) as i64));
+        }
+        let outputs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        assert_eq!(c.get(&g, &outputs).unwrap(), want);
+        // The bytes went from worker to worker over tcp: each reader counts them (in
+        // its next heartbeat).
+        let tcp = |name: &str| -> u64 {
+            c.scheduler_info()
+                .unwrap()
+                .workers
+                .iter()
+                .filter(|w| w.name.starts_with(name))
+                .flat_map(|w| w.received.clone())
+                .filter(|(k, _)| k == "tcp")
+                .map(|(_, v)| v)
+                .sum()
+        };
+        for reader in ["b", "a", "g"] {
+            common::eventually(&format!("{reader} reports a MiB received over tcp"), || {
+                tcp(reader) > 1 << 20
+            });
+        }
+        drop(c);
+        drop(lan);
+    });
+}
