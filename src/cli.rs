@@ -84,6 +84,10 @@ pub struct WorkerArgs {
     /// Seconds that connecting to the scheduler or a peer, handshake included, may take.
     #[arg(long, default_value_t = rask_transport::DEFAULT_HANDSHAKE_TIMEOUT.as_secs_f64())]
     pub connect_timeout: f64,
+    /// Seconds the scheduler or a peer may leave data sent to it unacknowledged before
+    /// its connection is presumed dead (a crashed or cut-off host sends no close).
+    #[arg(long, default_value_t = rask_transport::DEFAULT_PEER_TIMEOUT.as_secs_f64())]
+    pub peer_timeout: f64,
     /// Do not start workers of clients' programs (for their typed ops) when the scheduler
     /// asks: only ops this worker has run here.
     #[arg(long)]
@@ -118,6 +122,7 @@ impl WorkerArgs {
             device_memory_limit: None,
             nvlink_peers: Vec::new(),
             connect_timeout: rask_transport::DEFAULT_HANDSHAKE_TIMEOUT.as_secs_f64(),
+            peer_timeout: rask_transport::DEFAULT_PEER_TIMEOUT.as_secs_f64(),
             no_programs: false,
             supervised: false,
         }
@@ -183,6 +188,9 @@ impl WorkerArgs {
         }
         if self.connect_timeout != d.connect_timeout {
             push("--connect-timeout", self.connect_timeout.to_string());
+        }
+        if self.peer_timeout != d.peer_timeout {
+            push("--peer-timeout", self.peer_timeout.to_string());
         }
         let mut flags = Vec::new();
         if self.quiet {
@@ -507,6 +515,7 @@ fn run_one_worker(
     cfg.resources = parse_resources(&args.resources)?;
     cfg.conn.auth = secret(args.auth_file.as_deref())?;
     cfg.conn.handshake_timeout = seconds("--connect-timeout", args.connect_timeout)?;
+    cfg.conn.peer_timeout = seconds("--peer-timeout", args.peer_timeout)?;
     cfg.transport = match args.transport {
         Some(t) => t,
         None => rask_transport::TransportMode::from_env()?.unwrap_or_default(),
@@ -810,6 +819,8 @@ mod tests {
             "0,2",
             "--connect-timeout",
             "3",
+            "--peer-timeout",
+            "4",
             "--no-programs",
             "--quiet",
         ];

@@ -296,3 +296,84 @@ fn hosts_bound_to_every_interface_or_one_announce_reachable_addresses_and_trade_
         drop(lan);
     });
 }
+
+#[test]
+fn a_worker_cut_off_from_its_scheduler_notices_within_its_peer_timeout_and_rejoins_when_healed() {
+    use std::io::BufRead;
+    within(DEADLINE, || {
+        let (lan, _here) = match make_lan(2) {
+            Ok(l) => l,
+            Err(e) => {
+                println!("SKIPPED: cannot create network namespaces here ({e}); this test needs root and iproute2");
+                return;
+            }
+        };
+        let (s_ns, s_ip) = lan.hosts[0].clone();
+        let (w_ns, _) = lan.hosts[1].clone();
+        let addr = format!("tcp://{s_ip}:8786");
+        let _sched = common::Proc::new(
+            Command::new("ip")
+                .args(["netns", "exec", &s_ns, common::RASK, "scheduler"])
+                .args(["--host", "0.0.0.0", "--port", "8786"])
+                .env("RASK_LOG", "warn")
+                .stdin(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let mut worker = common::Proc::new(
+            Command::new("ip")
+                .args(["netns", "exec", &w_ns, common::RASK, "worker", &addr])
+                .args([
+                    "--name",
+                    "cut",
+                    "--peer-timeout",
+                    "2",
+                    "--death-timeout",
+                    "100",
+                ])
+                .env("RASK_LOG", "info")
+                .stdin(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+        let err = std::io::BufReader::new(worker.0.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in err.lines().map_while(Result::ok) {
+                let _ = lines_tx.send(line);
+            }
+        });
+        let c = common::connect_retrying(&addr);
+        c.wait_for_workers(1).unwrap();
+        let before = c.scheduler_info().unwrap().workers[0].id;
+        drop(c);
+
+        // The scheduler's host drops off the network: no close reaches the worker.
+        ip(&["-n", &s_ns, "link", "set", "eth0", "down"]).unwrap();
+        let lost = loop {
+            let line = lines
+                .recv()
+                .expect("the worker ended without noticing that it lost the scheduler");
+            if line.contains("lost the scheduler") {
+                break line;
+            }
+        };
+        assert!(lost.contains("joining it again"), "{lost}");
+
+        // The network heals: the worker joins again, as a new worker, and works.
+        ip(&["-n", &s_ns, "link", "set", "eth0", "up"]).unwrap();
+        let c = common::connect_retrying(&addr);
+        common::eventually("the worker joins again", || {
+            let i = c.scheduler_info().unwrap();
+            i.workers.len() == 1 && i.workers[0].id != before && i.workers[0].name == "cut"
+        });
+        let f = c
+            .submit("add", [rask::Arg::from(20i64), rask::Arg::from(22i64)])
+            .unwrap();
+        assert_eq!(f.result_as::<i64>().unwrap(), 42);
+        drop(c);
+        drop(lan);
+    });
+}

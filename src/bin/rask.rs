@@ -51,6 +51,10 @@ enum Cmd {
         /// Seconds a peer may take to connect and complete its handshake.
         #[arg(long)]
         connect_timeout: Option<f64>,
+        /// Seconds a peer may leave data sent to it unacknowledged before its connection
+        /// is presumed dead (a crashed or cut-off host sends no close).
+        #[arg(long)]
+        peer_timeout: Option<f64>,
         /// Seconds of silence after which a worker is presumed dead.
         #[arg(long)]
         worker_ttl: Option<f64>,
@@ -142,6 +146,7 @@ fn main() -> Result<()> {
             max_payload,
             frame_timeout,
             connect_timeout,
+            peer_timeout,
             worker_ttl,
             auth_file,
         } => {
@@ -158,6 +163,10 @@ fn main() -> Result<()> {
             if let Some(t) = connect_timeout {
                 cfg.conn.handshake_timeout =
                     rask::cli::seconds("--connect-timeout", t).map_err(|e| anyhow::anyhow!(e))?;
+            }
+            if let Some(t) = peer_timeout {
+                cfg.conn.peer_timeout =
+                    rask::cli::seconds("--peer-timeout", t).map_err(|e| anyhow::anyhow!(e))?;
             }
             if let Some(t) = worker_ttl {
                 cfg.worker_ttl = std::time::Duration::from_secs_f64(t);

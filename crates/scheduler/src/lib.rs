@@ -87,6 +87,9 @@ pub async fn run(
             match listener.accept().await {
                 Ok((stream, peer_addr)) => {
                     debug!(%peer_addr, "connection");
+                    if let Err(e) = rask_transport::watch_peer(&stream, conn_cfg.peer_timeout) {
+                        debug!(%peer_addr, "cannot set the peer timeout: {e}");
+                    }
                     let conn =
                         handle_conn(stream, peer_addr, conn_cfg.clone(), worker_ttl, tx.clone());
                     let span = tracing::info_span!("conn", peer = %peer_addr);

@@ -9,6 +9,9 @@ use crate::{HandshakeGate, Secret};
 /// How long a peer may take to finish a frame it started.
 pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The default [`ConnConfig::peer_timeout`].
+pub const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How long connecting and the whole handshake may take (a listener that never answers,
 /// a peer that never says hello).
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,6 +34,11 @@ pub struct ConnConfig {
     pub frame_timeout: Duration,
     /// Connecting, and the whole handshake on either side, must finish within this.
     pub handshake_timeout: Duration,
+    /// How long a peer may leave data sent to it unacknowledged (or fail to answer
+    /// keepalive probes when idle) before its connection is presumed dead: a host that
+    /// crashed or is cut off sends no close, and without this its connection would look
+    /// alive for many minutes.
+    pub peer_timeout: Duration,
     /// The cluster's shared secret. With one, every connection must prove it (both ways);
     /// without one, peers that require it are refused.
     pub auth: Option<Secret>,
@@ -45,6 +53,7 @@ impl Default for ConnConfig {
             limits: FrameLimits::default(),
             frame_timeout: DEFAULT_FRAME_TIMEOUT,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            peer_timeout: DEFAULT_PEER_TIMEOUT,
             auth: None,
             gate: HandshakeGate::default(),
         }

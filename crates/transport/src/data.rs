@@ -438,6 +438,9 @@ pub async fn serve_tcp(listener: TcpListener, cfg: ConnConfig, lookup: LookupFn)
     loop {
         match listener.accept().await {
             Ok((stream, addr)) => {
+                if let Err(e) = crate::tcp::watch_peer(&stream, cfg.peer_timeout) {
+                    tracing::debug!(peer = %addr, "cannot set the peer timeout: {e}");
+                }
                 let span = tracing::info_span!("data_conn", peer = %addr);
                 let conn = serve_tcp_conn(stream, addr, cfg.clone(), lookup.clone());
                 tokio::spawn(tracing::Instrument::instrument(conn, span));

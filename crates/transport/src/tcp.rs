@@ -28,11 +28,29 @@ pub async fn connect(
     tokio::time::timeout(limit, async {
         let stream = TcpStream::connect(target).await?;
         stream.set_nodelay(true)?;
+        watch_peer(&stream, cfg.peer_timeout)?;
         let (r, w) = stream.into_split();
         handshake(FrameReader::new(r, cfg), w, hello).await
     })
     .await
     .map_err(|_| TransportError::ConnectTimeout(limit))?
+}
+
+/// Makes the kernel end `stream` when the peer leaves sent data unacknowledged for
+/// `timeout` (TCP_USER_TIMEOUT), and probe an idle peer (keepalive) so that one that
+/// vanished is noticed within about `timeout` too: a crashed or cut-off host sends no
+/// close.
+pub fn watch_peer(stream: &TcpStream, timeout: std::time::Duration) -> std::io::Result<()> {
+    use rustix::net::sockopt;
+    let ms = u32::try_from(timeout.as_millis())
+        .unwrap_or(u32::MAX)
+        .max(1);
+    sockopt::set_tcp_user_timeout(stream, ms)?;
+    sockopt::set_socket_keepalive(stream, true)?;
+    let idle = (timeout / 3).max(std::time::Duration::from_secs(1));
+    sockopt::set_tcp_keepidle(stream, idle)?;
+    sockopt::set_tcp_keepintvl(stream, idle)?;
+    Ok(())
 }
 
 /// Binds a listener; `addr` may be `tcp://host:port` or `host:port` (port 0 picks one).
