@@ -220,7 +220,9 @@ pub fn nworkers(spec: &str, cores: usize) -> Result<usize, String> {
             return Ok(cores);
         }
         let root = (cores as f64).sqrt().ceil() as usize;
-        return Ok((root..=cores).find(|f| cores % f == 0).unwrap_or(cores));
+        return Ok((root..=cores)
+            .find(|f| cores.is_multiple_of(*f))
+            .unwrap_or(cores));
     }
     match spec.trim().parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),

@@ -18,6 +18,7 @@ pub mod array;
 pub mod cli;
 mod cluster;
 mod cluster_error;
+pub mod config;
 mod entry;
 pub mod gpu_process;
 pub mod supervise;

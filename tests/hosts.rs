@@ -365,3 +365,87 @@ fn a_worker_in_a_memory_limited_cgroup_takes_its_limit_as_its_memory() {
         drop(group);
     });
 }
+
+#[test]
+fn configuration_files_and_environment_set_what_the_command_line_does_not() {
+    within(DEADLINE, || {
+        let (_s, addr) = common::scheduler(&[]);
+        let file = tmpfile("rask.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[worker]\nscheduler = \"{addr}\"\nnthreads = 3\nmemory-limit = \"3GiB\"\nresources = [\"fast=2\"]\n"
+            ),
+        )
+        .unwrap();
+        // The file gives the scheduler, threads, memory and resources; the environment
+        // overrides the memory; the command line names the worker.
+        let _w = Proc::new(
+            Command::new(RASK)
+                .args(["worker", "--name", "configured"])
+                .env("RASK_CONFIG", &file)
+                .env("RASK_WORKER_MEMORY_LIMIT", "2GiB")
+                .env("RASK_LOG", "warn")
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let c = Client::connect(&addr).unwrap();
+        c.wait_for_workers(1).unwrap();
+        let w = &c.scheduler_info().unwrap().workers[0];
+        assert_eq!(
+            (w.name.as_str(), w.nthreads, w.memory_limit),
+            ("configured", 3, 2 << 30)
+        );
+        assert!(
+            w.resources
+                .iter()
+                .any(|r| r.name == "fast" && r.amount == 2.0),
+            "{:?}",
+            w.resources
+        );
+
+        // `rask config` says where each value came from.
+        let out = output(
+            Command::new(RASK)
+                .arg("config")
+                .env("RASK_CONFIG", &file)
+                .env("RASK_WORKER_MEMORY_LIMIT", "2GiB"),
+        );
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = |key: &str| -> String {
+            let mut in_worker = false;
+            for l in text.lines() {
+                if l.starts_with('[') {
+                    in_worker = l == "[worker]";
+                } else if in_worker && l.starts_with(&format!("{key} =")) {
+                    return l.to_string();
+                }
+            }
+            panic!("no worker {key} in {text}");
+        };
+        assert!(
+            line("nthreads").contains("\"3\"") && line("nthreads").contains(file.to_str().unwrap())
+        );
+        assert!(line("memory-limit").contains("environment RASK_WORKER_MEMORY_LIMIT"));
+        assert!(line("death-timeout").ends_with("# default"));
+
+        // A typo in the file stops the worker before it starts, naming the key.
+        std::fs::write(&file, "[worker]\nnthread = 3\n").unwrap();
+        let out = output(
+            Command::new(RASK)
+                .args(["worker", &addr])
+                .env("RASK_CONFIG", &file)
+                .stdin(Stdio::null()),
+        );
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("nthread") && err.contains(file.to_str().unwrap()),
+            "{err}"
+        );
+        let _ = std::fs::remove_file(&file);
+    });
+}

@@ -14,8 +14,30 @@ use anyhow::{bail, Result};
 use clap::Parser;
 use rask::gpu_process::{plans, CudaWorkerArgs, Host, WorkerLaunch};
 
+/// The command line with what the configuration gives `[cuda-worker]`.
+fn configured_args() -> Result<Vec<std::ffi::OsString>> {
+    let files = rask::config::Files::load().map_err(anyhow::Error::msg)?;
+    let env = |k: &str| std::env::var(k).ok();
+    rask::config::apply(
+        &<CudaWorkerArgs as clap::CommandFactory>::command(),
+        &[],
+        "cuda-worker",
+        std::env::args_os().collect(),
+        &files,
+        &env,
+    )
+    .map_err(anyhow::Error::msg)
+}
+
 fn main() -> ExitCode {
-    match run(CudaWorkerArgs::parse()) {
+    let argv = match configured_args() {
+        Ok(a) => a,
+        Err(e) => {
+            rask::errln!("cuda-worker: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(CudaWorkerArgs::parse_from(argv)) {
         Ok(code) => code,
         Err(e) => {
             rask::errln!("cuda-worker: {e:#}");

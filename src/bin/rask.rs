@@ -83,6 +83,10 @@ enum Cmd {
     },
     /// Print this build's version, op registry and host.
     Info,
+    /// Print the effective configuration: every option of `rask scheduler`, `rask
+    /// worker` and `cuda-worker`, its value, and whether it came from a file, the
+    /// environment or the default.
+    Config,
     /// Kubernetes: print the manifests of a cluster (a scheduler Deployment and Service,
     /// a worker Deployment) for `kubectl apply -f -`.
     K8s {
@@ -126,8 +130,32 @@ enum K8sCmd {
     },
 }
 
+/// The command line with what the configuration files and `RASK_*` variables give the
+/// subcommand (see `rask::config`).
+fn configured_args() -> Result<Vec<std::ffi::OsString>> {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let sub = argv.get(1).and_then(|a| a.to_str()).unwrap_or("");
+    let (path, table) = match sub {
+        "scheduler" => ("scheduler", "scheduler"),
+        "worker" => ("worker", "worker"),
+        "rask-worker" => ("rask-worker", "worker"),
+        _ => return Ok(argv),
+    };
+    let files = rask::config::Files::load().map_err(anyhow::Error::msg)?;
+    let env = |k: &str| std::env::var(k).ok();
+    rask::config::apply(
+        &<Cli as clap::CommandFactory>::command(),
+        &[path],
+        table,
+        argv,
+        &files,
+        &env,
+    )
+    .map_err(anyhow::Error::msg)
+}
+
 fn main() -> Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(configured_args()?);
     // The demo's cluster runs in this process: keep its logs quiet unless asked.
     let default_level = if matches!(cli.cmd, Cmd::Demo { .. }) {
         "warn"
@@ -255,6 +283,23 @@ fn main() -> Result<()> {
                 ..rask_deploy::k8s::K8sSpec::new(name, image)
             };
             let text = spec.manifests()?;
+            rask::outln!("{}", text.trim_end());
+            Ok(())
+        }
+        Cmd::Config => {
+            let files = rask::config::Files::load().map_err(anyhow::Error::msg)?;
+            let root = <Cli as clap::CommandFactory>::command();
+            let sub = |n: &str| root.find_subcommand(n).cloned().expect("a subcommand");
+            let tables = [
+                ("scheduler", sub("scheduler")),
+                ("worker", sub("worker")),
+                (
+                    "cuda-worker",
+                    <rask::gpu_process::CudaWorkerArgs as clap::CommandFactory>::command(),
+                ),
+            ];
+            let env = |k: &str| std::env::var(k).ok();
+            let text = rask::config::describe(&tables, &files, &env).map_err(anyhow::Error::msg)?;
             rask::outln!("{}", text.trim_end());
             Ok(())
         }
