@@ -1,4 +1,4 @@
-//! Why a local cluster could not be started.
+//! Why a cluster could not be started.
 
 use rask_client::ClientError;
 
@@ -30,6 +30,15 @@ pub enum ClusterError {
         name: String,
         /// How it exited.
         status: std::process::ExitStatus,
+    },
+    /// A process of a cluster on other hosts (over ssh, as a batch job) did not start or
+    /// ended.
+    #[error("{what}: {reason}")]
+    Remote {
+        /// Which process: its host and role, or the job.
+        what: String,
+        /// Why, with what it printed last.
+        reason: String,
     },
     /// No worker program to start worker processes with.
     #[error("{0}")]

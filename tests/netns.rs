@@ -10,7 +10,7 @@ use rask::{Arg, Client, Graph, Value};
 
 mod common;
 
-use common::{within, DEADLINE};
+use common::{ip, within, DEADLINE};
 
 /// The namespace and veth pair; removed when dropped.
 struct Net {
@@ -23,22 +23,6 @@ impl Drop for Net {
         // Deleting the namespace deletes its end of the pair, and with it ours.
         let _ = ip(&["netns", "del", &self.ns]);
         let _ = ip(&["link", "del", &self.veth]);
-    }
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
     }
 }
 
@@ -137,60 +121,11 @@ fn workers_on_two_hosts_exchange_data_over_tcp() {
     });
 }
 
-/// Three "hosts" on a bridge: namespaces made by the test, each with `eth0` on
-/// 10.214.N.0/24 (this namespace is .1 on the bridge); removed when dropped.
-struct Lan {
-    bridge: String,
-    hosts: Vec<(String, String)>,
-}
-
-impl Drop for Lan {
-    fn drop(&mut self) {
-        for (ns, _) in &self.hosts {
-            let _ = ip(&["netns", "del", ns]);
-        }
-        let _ = ip(&["link", "del", &self.bridge]);
-    }
-}
-
-fn make_lan(n: usize) -> Result<(Lan, String), String> {
-    let id = std::process::id() % 100_000;
-    let subnet = format!("10.214.{}", id % 250);
-    let mut lan = Lan {
-        bridge: format!("rkbr{id}"),
-        hosts: Vec::new(),
-    };
-    ip(&["link", "add", &lan.bridge, "type", "bridge"])?;
-    ip(&["addr", "add", &format!("{subnet}.1/24"), "dev", &lan.bridge])?;
-    ip(&["link", "set", &lan.bridge, "up"])?;
-    for i in 0..n {
-        let ns = format!("rask-lan-{id}-{i}");
-        let veth = format!("rk{id}h{i}");
-        let addr = format!("{subnet}.{}", i + 2);
-        ip(&["netns", "add", &ns])?;
-        lan.hosts.push((ns.clone(), addr.clone()));
-        ip(&[
-            "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
-        ])?;
-        ip(&["link", "set", &veth, "master", &lan.bridge, "up"])?;
-        for args in [
-            vec!["addr", "add", &format!("{addr}/24"), "dev", "eth0"],
-            vec!["link", "set", "eth0", "up"],
-            vec!["link", "set", "lo", "up"],
-        ] {
-            let mut a = vec!["netns", "exec", &ns, "ip"];
-            a.extend(args);
-            ip(&a)?;
-        }
-    }
-    Ok((lan, format!("{subnet}.1")))
-}
-
 #[test]
 fn hosts_bound_to_every_interface_or_one_announce_reachable_addresses_and_trade_data_peer_to_peer()
 {
     within(DEADLINE, || {
-        let (lan, _here) = match make_lan(3) {
+        let (lan, _here) = match common::make_lan(3) {
             Ok(l) => l,
             Err(e) => {
                 println!("SKIPPED: cannot create network namespaces here ({e}); this test needs root and iproute2");
@@ -301,7 +236,7 @@ fn hosts_bound_to_every_interface_or_one_announce_reachable_addresses_and_trade_
 fn a_worker_cut_off_from_its_scheduler_notices_within_its_peer_timeout_and_rejoins_when_healed() {
     use std::io::BufRead;
     within(DEADLINE, || {
-        let (lan, _here) = match make_lan(2) {
+        let (lan, _here) = match common::make_lan(2) {
             Ok(l) => l,
             Err(e) => {
                 println!("SKIPPED: cannot create network namespaces here ({e}); this test needs root and iproute2");

@@ -83,6 +83,36 @@ enum Cmd {
     },
     /// Print this build's version, op registry and host.
     Info,
+    /// Start a cluster over SSH: the scheduler on the first host, a worker on each other
+    /// one (repeat a host for several); logs are streamed here, and Ctrl-C (or SIGTERM)
+    /// stops every remote process.
+    Ssh {
+        /// The hosts (`host` or `user@host`).
+        #[arg(required = true, num_args = 2..)]
+        hosts: Vec<String>,
+        /// The port of the hosts' sshd.
+        #[arg(long)]
+        ssh_port: Option<u16>,
+        /// The remote user.
+        #[arg(long)]
+        ssh_user: Option<String>,
+        /// The private key.
+        #[arg(long, short = 'i')]
+        identity: Option<std::path::PathBuf>,
+        /// An ssh option, e.g. -o StrictHostKeyChecking=accept-new (repeatable).
+        #[arg(long = "ssh-option", short = 'o')]
+        ssh_options: Vec<String>,
+        /// The rask program on the hosts.
+        #[arg(long, default_value = "rask")]
+        remote_rask: String,
+        /// Options of `rask scheduler`, split at spaces (default: --host 0.0.0.0 --port
+        /// 8786).
+        #[arg(long, allow_hyphen_values = true)]
+        scheduler_options: Option<String>,
+        /// Options of each `rask worker`, split at spaces (default: --host 0.0.0.0).
+        #[arg(long, allow_hyphen_values = true)]
+        worker_options: Option<String>,
+    },
     /// Print the effective configuration: every option of `rask scheduler`, `rask
     /// worker` and `cuda-worker`, its value, and whether it came from a file, the
     /// environment or the default.
@@ -285,6 +315,63 @@ fn main() -> Result<()> {
             let text = spec.manifests()?;
             rask::outln!("{}", text.trim_end());
             Ok(())
+        }
+        Cmd::Ssh {
+            hosts,
+            ssh_port,
+            ssh_user,
+            identity,
+            ssh_options,
+            remote_rask,
+            scheduler_options,
+            worker_options,
+        } => {
+            let words = |s: Option<String>| -> Vec<String> {
+                s.map(|s| s.split_whitespace().map(String::from).collect())
+                    .unwrap_or_default()
+            };
+            let mut cluster = rask::ssh::SshCluster::builder(hosts)
+                .ssh_options(rask::ssh::SshOptions {
+                    port: ssh_port,
+                    user: ssh_user,
+                    identity,
+                    options: ssh_options,
+                    remote_rask,
+                    ..Default::default()
+                })
+                .scheduler_args(words(scheduler_options))
+                .worker_args(words(worker_options))
+                .echo(true)
+                .build()?;
+            let n = cluster.client()?.scheduler_info()?.workers.len();
+            rask::outln!(
+                "rask.ssh - INFO - cluster ready: scheduler at {} with {n} workers",
+                cluster.scheduler_address()
+            );
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let ended = rt.block_on(async {
+                let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+                let stop = rask::cli::shutdown_signal();
+                tokio::pin!(stop);
+                loop {
+                    tokio::select! {
+                        _ = &mut stop => break None,
+                        _ = tick.tick() => {
+                            if let Some(e) = cluster.ended() {
+                                break Some(e);
+                            }
+                        }
+                    }
+                }
+            });
+            rask::errln!("rask.ssh - INFO - stopping the cluster");
+            cluster.close();
+            match ended {
+                Some((what, why)) => bail!("{what} ended: {why}"),
+                None => Ok(()),
+            }
         }
         Cmd::Config => {
             let files = rask::config::Files::load().map_err(anyhow::Error::msg)?;

@@ -322,3 +322,81 @@ pub fn check_gram(
     }
     xs
 }
+
+/// Runs `ip` with `args`; its error output on failure.
+pub fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// A test that cannot run here: says why (a `SKIPPED` line the test runner lists) and
+/// returns, or, where `RASK_REQUIRE_DAEMONS` is set (CI, which installs what the test
+/// needs), fails with the reason.
+pub fn cannot_run(reason: &str) {
+    if std::env::var_os("RASK_REQUIRE_DAEMONS").is_some() {
+        panic!("cannot run (RASK_REQUIRE_DAEMONS is set): {reason}");
+    }
+    println!("SKIPPED: {reason}");
+}
+
+/// "Hosts" on a bridge: network namespaces made by the test, each with `eth0` on
+/// 10.214.N.0/24 (this namespace is .1 on the bridge); removed when dropped.
+pub struct Lan {
+    /// The bridge in this namespace (10.214.N.1).
+    pub bridge: String,
+    /// Each host's namespace and address.
+    pub hosts: Vec<(String, String)>,
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        for (ns, _) in &self.hosts {
+            let _ = ip(&["netns", "del", ns]);
+        }
+        let _ = ip(&["link", "del", &self.bridge]);
+    }
+}
+
+pub fn make_lan(n: usize) -> Result<(Lan, String), String> {
+    let id = std::process::id() % 100_000;
+    let subnet = format!("10.214.{}", id % 250);
+    let mut lan = Lan {
+        bridge: format!("rkbr{id}"),
+        hosts: Vec::new(),
+    };
+    ip(&["link", "add", &lan.bridge, "type", "bridge"])?;
+    ip(&["addr", "add", &format!("{subnet}.1/24"), "dev", &lan.bridge])?;
+    ip(&["link", "set", &lan.bridge, "up"])?;
+    for i in 0..n {
+        let ns = format!("rask-lan-{id}-{i}");
+        let veth = format!("rk{id}h{i}");
+        let addr = format!("{subnet}.{}", i + 2);
+        ip(&["netns", "add", &ns])?;
+        lan.hosts.push((ns.clone(), addr.clone()));
+        ip(&[
+            "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ])?;
+        ip(&["link", "set", &veth, "master", &lan.bridge, "up"])?;
+        for args in [
+            vec!["addr", "add", &format!("{addr}/24"), "dev", "eth0"],
+            vec!["link", "set", "eth0", "up"],
+            vec!["link", "set", "lo", "up"],
+        ] {
+            let mut a = vec!["netns", "exec", &ns, "ip"];
+            a.extend(args);
+            ip(&a)?;
+        }
+    }
+    Ok((lan, format!("{subnet}.1")))
+}

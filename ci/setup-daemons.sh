@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the daemons the deployment tests start for themselves (they start and stop
+# them by pid file; nothing here starts one): sshd for SshCluster, Slurm and munge for
+# SlurmCluster. Debian packages; needs root. Does nothing when they are there already.
+set -euo pipefail
+need=()
+command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v slurmctld >/dev/null 2>&1 || [ -x /usr/sbin/slurmctld ] || need+=(slurm-wlm slurm-client)
+command -v munged >/dev/null 2>&1 || [ -x /usr/sbin/munged ] || need+=(munge)
+if [ "${#need[@]}" -eq 0 ]; then
+    echo "daemons: installed already"
+    exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    echo "daemons: ${need[*]} missing and not root: the ssh and Slurm tests will say they cannot run" >&2
+    exit 0
+fi
+echo "daemons: installing ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

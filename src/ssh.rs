@@ -1,0 +1,503 @@
+//! A cluster on hosts reached over SSH, as Dask's `SSHCluster`: the first host runs the
+//! scheduler, every other host a worker (repeat a host for several). Processes are
+//! started with the OpenSSH client (`ssh`, key-based, the user's ssh configuration and
+//! agent), their logs are kept (and streamed when asked), and closing the cluster — or
+//! dropping it, or this process ending — stops every remote process: each runs under a
+//! small shell wrapper that stops it when its ssh session's input closes.
+
+use std::collections::VecDeque;
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::ClusterError;
+
+/// How to reach the hosts: options of the `ssh` command.
+#[derive(Clone, Debug)]
+pub struct SshOptions {
+    /// The ssh client (default `ssh`).
+    pub ssh: PathBuf,
+    /// `-p`: the port of every host's sshd.
+    pub port: Option<u16>,
+    /// `-l`: the remote user.
+    pub user: Option<String>,
+    /// `-i`: the private key.
+    pub identity: Option<PathBuf>,
+    /// `-o` options (`StrictHostKeyChecking=accept-new`, `UserKnownHostsFile=…`).
+    pub options: Vec<String>,
+    /// The `rask` program on the hosts (default `rask`, found on their PATH).
+    pub remote_rask: String,
+}
+
+impl Default for SshOptions {
+    fn default() -> Self {
+        SshOptions {
+            ssh: PathBuf::from("ssh"),
+            port: None,
+            user: None,
+            identity: None,
+            options: Vec::new(),
+            remote_rask: "rask".into(),
+        }
+    }
+}
+
+/// Stops the command in `"$@"` when standard input closes (the ssh session ended): the
+/// session's input is kept as fd 3 for a watcher, since a background job's input would
+/// otherwise be /dev/null.
+const WRAPPER: &str = "exec 3<&0; \"$@\" <&- & c=$!; \
+                       ( cat <&3 >/dev/null 2>&1; kill -TERM \"$c\" 2>/dev/null ) >/dev/null 2>&1 & \
+                       wait \"$c\"";
+
+impl SshOptions {
+    /// The `ssh` command that runs `args` (program first) on `host`, stopped when the
+    /// session's input closes.
+    pub fn command(&self, host: &str, args: &[String]) -> Command {
+        let mut cmd = Command::new(&self.ssh);
+        cmd.args(["-o", "BatchMode=yes", "-T"]);
+        if let Some(p) = self.port {
+            cmd.args(["-p", &p.to_string()]);
+        }
+        if let Some(u) = &self.user {
+            cmd.args(["-l", u]);
+        }
+        if let Some(i) = &self.identity {
+            cmd.arg("-i").arg(i);
+        }
+        for o in &self.options {
+            cmd.args(["-o", o]);
+        }
+        cmd.arg(host).arg("--").arg(self.remote_command(args));
+        cmd
+    }
+
+    /// The text the remote shell runs for `args`.
+    pub fn remote_command(&self, args: &[String]) -> String {
+        let mut words = vec![
+            "sh".to_string(),
+            "-c".to_string(),
+            rask_deploy::shell_quote(WRAPPER).into_owned(),
+            "sh".to_string(),
+        ];
+        words.extend(
+            args.iter()
+                .map(|a| rask_deploy::shell_quote(a).into_owned()),
+        );
+        words.join(" ")
+    }
+}
+
+/// A cluster on SSH hosts: see [`SshCluster::builder`].
+#[derive(Clone, Debug)]
+pub struct SshClusterBuilder {
+    hosts: Vec<String>,
+    ssh: SshOptions,
+    scheduler_args: Vec<String>,
+    worker_args: Vec<String>,
+    echo: bool,
+    timeout: Duration,
+}
+
+/// One remote process: its ssh client, and the last lines it printed.
+struct Remote {
+    label: String,
+    child: Child,
+    log: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl Remote {
+    fn start(
+        label: String,
+        mut cmd: Command,
+        echo: bool,
+        first_line: Option<std::sync::mpsc::Sender<String>>,
+    ) -> Result<Remote, ClusterError> {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| ClusterError::Remote {
+                what: label.clone(),
+                reason: format!("cannot start ssh: {e}"),
+            })?;
+        let log: Arc<Mutex<VecDeque<String>>> = Arc::default();
+        for out in [
+            child
+                .stdout
+                .take()
+                .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|e| Box::new(e) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let (log, label, tell) = (log.clone(), label.clone(), first_line.clone());
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                    if echo {
+                        crate::errln!("[{label}] {line}");
+                    }
+                    if let Some(t) = &tell {
+                        let _ = t.send(line.clone());
+                    }
+                    let mut l = log.lock().unwrap_or_else(|e| e.into_inner());
+                    if l.len() == 40 {
+                        l.pop_front();
+                    }
+                    l.push_back(line);
+                }
+            });
+        }
+        Ok(Remote { label, child, log })
+    }
+
+    /// Why it ended, if it has: its exit status and last lines.
+    fn ended(&mut self) -> Option<String> {
+        let status = self.child.try_wait().ok().flatten()?;
+        Some(format!("{status}: {}", self.tail()))
+    }
+
+    fn tail(&self) -> String {
+        let l = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        l.iter().cloned().collect::<Vec<_>>().join(" | ")
+    }
+}
+
+impl SshClusterBuilder {
+    /// How to reach the hosts.
+    pub fn ssh_options(mut self, o: SshOptions) -> Self {
+        self.ssh = o;
+        self
+    }
+
+    /// Options of `rask scheduler` (default `--host 0.0.0.0 --port 8786`).
+    pub fn scheduler_args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, a: I) -> Self {
+        self.scheduler_args = a.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Options of every `rask worker` (default `--host 0.0.0.0`).
+    pub fn worker_args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, a: I) -> Self {
+        self.worker_args = a.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Copy every remote line to standard error, prefixed with its host and role.
+    pub fn echo(mut self, on: bool) -> Self {
+        self.echo = on;
+        self
+    }
+
+    /// How long the scheduler and every worker may take to start (default 60 s).
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+
+    /// Starts the scheduler on the first host and a worker on each other one, and waits
+    /// until every worker has joined.
+    pub fn build(self) -> Result<SshCluster, ClusterError> {
+        let Some((first, workers)) = self.hosts.split_first() else {
+            return Err(ClusterError::Remote {
+                what: "ssh".into(),
+                reason: "no hosts: the first host runs the scheduler, the others workers".into(),
+            });
+        };
+        if workers.is_empty() {
+            return Err(ClusterError::Remote {
+                what: "ssh".into(),
+                reason: "one host only: give a host for the scheduler, then one per worker".into(),
+            });
+        }
+        let deadline = Instant::now() + self.timeout;
+        let mut cluster = SshCluster {
+            address: String::new(),
+            remotes: Vec::new(),
+        };
+        let mut args = vec![self.ssh.remote_rask.clone(), "scheduler".into()];
+        args.extend(if self.scheduler_args.is_empty() {
+            vec![
+                "--host".into(),
+                "0.0.0.0".into(),
+                "--port".into(),
+                "8786".into(),
+            ]
+        } else {
+            self.scheduler_args.clone()
+        });
+        let (tx, lines) = std::sync::mpsc::channel();
+        let label = format!("{first} scheduler");
+        cluster.remotes.push(Remote::start(
+            label.clone(),
+            self.ssh.command(first, &args),
+            self.echo,
+            Some(tx),
+        )?);
+        // Ready when it says where it listens.
+        cluster.address = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left.min(Duration::from_millis(200))) {
+                Ok(line) => {
+                    if let Some(at) = line.split("Scheduler at:").nth(1) {
+                        break at.trim().to_string();
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !left.is_zero() => {}
+                Err(_) => {}
+            }
+            if let Some(why) = cluster.remotes[0].ended() {
+                return Err(ClusterError::Remote {
+                    what: label,
+                    reason: format!("ended before listening ({why})"),
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(ClusterError::Remote {
+                    what: label,
+                    reason: format!(
+                        "did not say where it listens within {:?}: {}",
+                        self.timeout,
+                        cluster.remotes[0].tail()
+                    ),
+                });
+            }
+        };
+        drop(lines);
+        for (i, host) in workers.iter().enumerate() {
+            let mut args = vec![
+                self.ssh.remote_rask.clone(),
+                "worker".into(),
+                cluster.address.clone(),
+                "--name".into(),
+                format!("{host}-{i}"),
+            ];
+            args.extend(if self.worker_args.is_empty() {
+                vec!["--host".into(), "0.0.0.0".into()]
+            } else {
+                self.worker_args.clone()
+            });
+            cluster.remotes.push(Remote::start(
+                format!("{host} worker {i}"),
+                self.ssh.command(host, &args),
+                self.echo,
+                None,
+            )?);
+        }
+        // Ready when every worker has joined.
+        let client = loop {
+            match crate::Client::connect(&cluster.address) {
+                Ok(c) => break c,
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(ClusterError::Remote {
+                        what: format!("{first} scheduler"),
+                        reason: format!("cannot be reached at {}: {e}", cluster.address),
+                    })
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        };
+        loop {
+            let joined = client
+                .scheduler_info()
+                .map_err(|e| ClusterError::Remote {
+                    what: format!("{first} scheduler"),
+                    reason: e.to_string(),
+                })?
+                .workers
+                .len();
+            if joined >= workers.len() {
+                break;
+            }
+            for r in &mut cluster.remotes {
+                if let Some(why) = r.ended() {
+                    return Err(ClusterError::Remote {
+                        what: r.label.clone(),
+                        reason: format!("ended ({why})"),
+                    });
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(ClusterError::Remote {
+                    what: "ssh".into(),
+                    reason: format!(
+                        "{joined} of {} workers joined within {:?}",
+                        workers.len(),
+                        self.timeout
+                    ),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(cluster)
+    }
+}
+
+/// A scheduler and workers on SSH hosts; stopped when dropped.
+pub struct SshCluster {
+    address: String,
+    remotes: Vec<Remote>,
+}
+
+impl SshCluster {
+    /// A cluster on `hosts`: the first runs the scheduler, each other one a worker.
+    pub fn builder<I: IntoIterator<Item = S>, S: Into<String>>(hosts: I) -> SshClusterBuilder {
+        SshClusterBuilder {
+            hosts: hosts.into_iter().map(Into::into).collect(),
+            ssh: SshOptions::default(),
+            scheduler_args: Vec::new(),
+            worker_args: Vec::new(),
+            echo: false,
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// The scheduler's address, as it announced it.
+    pub fn scheduler_address(&self) -> &str {
+        &self.address
+    }
+
+    /// A client of this cluster.
+    pub fn client(&self) -> Result<crate::Client, crate::ClientError> {
+        crate::Client::connect(&self.address)
+    }
+
+    /// Whether a remote process has ended, and which with why.
+    pub fn ended(&mut self) -> Option<(String, String)> {
+        self.remotes
+            .iter_mut()
+            .find_map(|r| r.ended().map(|why| (r.label.clone(), why)))
+    }
+
+    /// Stops every remote process (workers first) and waits for them, up to 10 s each
+    /// before their ssh client is killed.
+    pub fn close(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        // Workers first, then the scheduler.
+        for r in self.remotes.iter_mut().rev() {
+            // Their input closes: the wrapper stops the remote process, and the session
+            // ends.
+            drop(r.child.stdin.take());
+        }
+        for r in self.remotes.iter_mut().rev() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while r.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = r.child.kill();
+            let _ = r.child.wait();
+        }
+        self.remotes.clear();
+    }
+}
+
+impl Drop for SshCluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ssh_command_names_every_option_and_quotes_the_remote_words() {
+        let o = SshOptions {
+            port: Some(2222),
+            user: Some("ada".into()),
+            identity: Some("/k/id".into()),
+            options: vec!["StrictHostKeyChecking=no".into()],
+            remote_rask: "/opt/rask bin/rask".into(),
+            ..SshOptions::default()
+        };
+        let cmd = o.command(
+            "node1",
+            &["/opt/rask bin/rask".into(), "worker".into(), "it's".into()],
+        );
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(cmd.get_program(), "ssh");
+        assert_eq!(
+            &args[..12],
+            [
+                "-o",
+                "BatchMode=yes",
+                "-T",
+                "-p",
+                "2222",
+                "-l",
+                "ada",
+                "-i",
+                "/k/id",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "node1"
+            ]
+        );
+        assert_eq!(args[12], "--");
+        let remote = &args[13];
+        assert!(remote.starts_with("sh -c '"), "{remote}");
+        assert!(
+            remote.ends_with(" sh '/opt/rask bin/rask' worker 'it'\\''s'"),
+            "{remote}"
+        );
+    }
+
+    #[test]
+    fn the_wrapper_stops_its_command_when_its_input_closes_and_passes_words_intact() {
+        // The remote command, run by a local shell as sshd would run it.
+        let o = SshOptions::default();
+        let marker = std::env::temp_dir().join(format!("rask-wrap-{}", std::process::id()));
+        let _ = std::fs::remove_file(&marker);
+        let script = format!("printf '%s|' \"$@\" > {}; exec sleep 600", marker.display());
+        let text = o.remote_command(&[
+            "sh".into(),
+            "-c".into(),
+            script,
+            "x".into(),
+            "two words".into(),
+            "it's $HOME".into(),
+        ]);
+        let mut child = Command::new("sh")
+            .args(["-c", &text])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !marker.exists() {
+            assert!(Instant::now() < deadline, "the command did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Running while the input is open.
+        assert!(child.try_wait().unwrap().is_none());
+        drop(child.stdin.take());
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                assert!(!s.success(), "sleep was stopped, not finished: {s}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "closing the input did not stop it"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            std::fs::read_to_string(&marker).unwrap(),
+            "two words|it's $HOME|"
+        );
+        let _ = std::fs::remove_file(&marker);
+    }
+}
