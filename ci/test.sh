@@ -18,6 +18,14 @@ export LD_LIBRARY_PATH="$nvrtc_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # The kernel compile test fails, rather than skips, if NVRTC cannot be loaded.
 export RASK_REQUIRE_NVRTC=1
 
+echo "== daemons the deployment tests start (sshd, Slurm, munge)"
+bash ci/setup-daemons.sh
+# Where the daemons could be installed, a deployment test that cannot start them fails
+# with the reason instead of skipping.
+if [ "$(id -u)" -eq 0 ]; then
+    export RASK_REQUIRE_DAEMONS=1
+fi
+
 echo "== build"
 cargo build --workspace --all-targets --locked
 

@@ -54,6 +54,9 @@ pub struct LocalClusterBuilder {
     auth: Option<Secret>,
     transport: Option<rask_transport::TransportMode>,
     gpus: Option<Gpus>,
+    /// Where the scheduler listens, and what it announces.
+    scheduler_host: String,
+    scheduler_contact: Option<String>,
 }
 
 /// The GPUs of a [`LocalCUDACluster`]: one worker each.
@@ -94,6 +97,8 @@ impl Default for LocalClusterBuilder {
             auth: None,
             transport: None,
             gpus: None,
+            scheduler_host: "127.0.0.1".into(),
+            scheduler_contact: None,
         }
     }
 }
@@ -222,6 +227,20 @@ impl LocalClusterBuilder {
         self
     }
 
+    /// The address the scheduler listens on (default 127.0.0.1: this machine only;
+    /// 0.0.0.0 for workers on other hosts, which are then told this host's address).
+    pub fn scheduler_host(mut self, host: impl Into<String>) -> Self {
+        self.scheduler_host = host.into();
+        self
+    }
+
+    /// The address workers and clients are told to reach the scheduler at, HOST[:PORT]
+    /// (behind NAT, in a container).
+    pub fn scheduler_contact(mut self, addr: impl Into<String>) -> Self {
+        self.scheduler_contact = Some(addr.into());
+        self
+    }
+
     /// Scheduler settings (limits, core tunables).
     pub fn scheduler_config(mut self, cfg: SchedulerConfig) -> Self {
         self.scheduler = cfg;
@@ -245,6 +264,7 @@ impl LocalClusterBuilder {
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let mut cfg = self.scheduler.clone();
         cfg.conn.auth = self.auth.clone();
+        let (host, contact) = (self.scheduler_host.clone(), self.scheduler_contact.clone());
         let scheduler = std::thread::Builder::new()
             .name("rask-scheduler".into())
             .spawn(move || {
@@ -259,14 +279,33 @@ impl LocalClusterBuilder {
                     }
                 };
                 rt.block_on(async move {
-                    let listener = match rask_transport::listen("127.0.0.1:0").await {
-                        Ok(l) => l,
+                    let bind = match rask_transport::addr::bind_addr(
+                        None,
+                        Some(&host),
+                        None,
+                        0,
+                        "127.0.0.1",
+                    ) {
+                        Ok(b) => b,
                         Err(e) => {
                             let _ = addr_tx.send(Err(e.to_string()));
                             return;
                         }
                     };
-                    let addr = rask_transport::listener_addr(&listener).map_err(|e| e.to_string());
+                    let listener = match rask_transport::listen(&bind).await {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let _ = addr_tx.send(Err(format!("listening on {bind}: {e}")));
+                            return;
+                        }
+                    };
+                    let addr = listener
+                        .local_addr()
+                        .map_err(rask_transport::TransportError::from)
+                        .and_then(|a| {
+                            rask_transport::addr::contact_addr(a, contact.as_deref(), None)
+                        })
+                        .map_err(|e| e.to_string());
                     let _ = addr_tx.send(addr);
                     let _ = rask_scheduler::run(listener, cfg, async {
                         let _ = stop_rx.await;

@@ -21,6 +21,7 @@ mod cluster_error;
 pub mod config;
 mod entry;
 pub mod gpu_process;
+pub mod slurm;
 pub mod ssh;
 pub mod supervise;
 pub mod typed;

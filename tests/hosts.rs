@@ -329,7 +329,7 @@ fn a_worker_in_a_memory_limited_cgroup_takes_its_limit_as_its_memory() {
         let group = match Cgroup::new(limit) {
             Ok(g) => g,
             Err(e) => {
-                println!("SKIPPED: cannot make a memory control group here ({e}); this test needs root and a writable cgroup file system");
+                common::cannot_run(&format!("cannot make a memory control group here ({e}); this test needs root and a writable cgroup file system"));
                 return;
             }
         };

@@ -128,7 +128,7 @@ fn hosts_bound_to_every_interface_or_one_announce_reachable_addresses_and_trade_
         let (lan, _here) = match common::make_lan(3) {
             Ok(l) => l,
             Err(e) => {
-                println!("SKIPPED: cannot create network namespaces here ({e}); this test needs root and iproute2");
+                common::cannot_run(&format!("cannot create network namespaces here ({e}); this test needs root and iproute2"));
                 return;
             }
         };
@@ -239,7 +239,7 @@ fn a_worker_cut_off_from_its_scheduler_notices_within_its_peer_timeout_and_rejoi
         let (lan, _here) = match common::make_lan(2) {
             Ok(l) => l,
             Err(e) => {
-                println!("SKIPPED: cannot create network namespaces here ({e}); this test needs root and iproute2");
+                common::cannot_run(&format!("cannot create network namespaces here ({e}); this test needs root and iproute2"));
                 return;
             }
         };

@@ -1,0 +1,240 @@
+//! Workers as Slurm batch jobs, as dask-jobqueue's `SLURMCluster`: the scheduler runs in
+//! this process; each job runs `rask worker` processes that dial back to it. The job
+//! script is [`rask_deploy::slurm::SlurmJob`]'s (printable with
+//! [`SlurmCluster::job_script`]); jobs are submitted with `sbatch`, counted as started
+//! when their workers join, and cancelled with `scancel` when the cluster scales down or
+//! closes.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use rask_deploy::slurm::{SlurmJob, Walltime};
+
+use crate::{Client, ClusterError, LocalCluster};
+
+/// A cluster of Slurm jobs: see [`SlurmCluster::builder`].
+pub struct SlurmClusterBuilder {
+    job: SlurmJob,
+    scheduler_host: String,
+    scheduler_contact: Option<String>,
+    sbatch: PathBuf,
+    scancel: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl SlurmClusterBuilder {
+    /// Where the scheduler (in this process) listens: default 0.0.0.0, announcing this
+    /// host's address, so that jobs on compute nodes reach it.
+    pub fn scheduler_host(mut self, host: impl Into<String>) -> Self {
+        self.scheduler_host = host.into();
+        self
+    }
+
+    /// The address jobs are told to reach the scheduler at, HOST[:PORT].
+    pub fn scheduler_contact(mut self, addr: impl Into<String>) -> Self {
+        self.scheduler_contact = Some(addr.into());
+        self
+    }
+
+    /// The `sbatch` and `scancel` programs (default: those on the PATH).
+    pub fn commands(mut self, sbatch: impl Into<PathBuf>, scancel: impl Into<PathBuf>) -> Self {
+        self.sbatch = sbatch.into();
+        self.scancel = scancel.into();
+        self
+    }
+
+    /// An environment variable for `sbatch` and `scancel` (e.g. `SLURM_CONF`); jobs
+    /// inherit the submitter's environment, as `sbatch` does by default.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Starts the scheduler; no job is submitted until [`SlurmCluster::scale`].
+    pub fn build(self) -> Result<SlurmCluster, ClusterError> {
+        let mut b = LocalCluster::builder()
+            .n_workers(0)
+            .scheduler_host(self.scheduler_host.clone());
+        if let Some(c) = &self.scheduler_contact {
+            b = b.scheduler_contact(c.clone());
+        }
+        let cluster = b.build()?;
+        let mut job = self.job;
+        job.scheduler = cluster.scheduler_address().to_string();
+        // A script that does not render fails here, before anything is submitted.
+        job.job_script().map_err(|e| ClusterError::Remote {
+            what: "the job script".into(),
+            reason: e.to_string(),
+        })?;
+        Ok(SlurmCluster {
+            cluster,
+            job,
+            jobs: Vec::new(),
+            sbatch: self.sbatch,
+            scancel: self.scancel,
+            env: self.env,
+        })
+    }
+}
+
+/// A scheduler here and workers in Slurm jobs; every job is cancelled when dropped.
+pub struct SlurmCluster {
+    cluster: LocalCluster,
+    job: SlurmJob,
+    jobs: Vec<u64>,
+    sbatch: PathBuf,
+    scancel: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl SlurmCluster {
+    /// A cluster whose jobs are like `job` (its `scheduler` is filled in).
+    pub fn builder(job: SlurmJob) -> SlurmClusterBuilder {
+        SlurmClusterBuilder {
+            job,
+            scheduler_host: "0.0.0.0".into(),
+            scheduler_contact: None,
+            sbatch: "sbatch".into(),
+            scancel: "scancel".into(),
+            env: Vec::new(),
+        }
+    }
+
+    /// The script each job runs.
+    pub fn job_script(&self) -> String {
+        self.job
+            .job_script()
+            .expect("invariant: the script rendered when the cluster was built")
+    }
+
+    /// The scheduler's address.
+    pub fn scheduler_address(&self) -> &str {
+        self.cluster.scheduler_address()
+    }
+
+    /// A client of this cluster.
+    pub fn client(&self) -> Result<Client, crate::ClientError> {
+        Client::connect(self.cluster.scheduler_address())
+    }
+
+    /// The jobs submitted and not cancelled, by id.
+    pub fn jobs(&self) -> &[u64] {
+        &self.jobs
+    }
+
+    /// Worker processes per job.
+    pub fn processes_per_job(&self) -> usize {
+        self.job.layout().map_or(1, |l| l.processes as usize)
+    }
+
+    /// Asks for `workers` workers: submits or cancels jobs (the newest first) so that
+    /// there are `ceil(workers / processes per job)` of them. Returns when the jobs are
+    /// submitted or cancelled; workers join as their jobs start (see
+    /// [`SlurmCluster::wait_for_workers`]).
+    pub fn scale(&mut self, workers: usize) -> Result<(), ClusterError> {
+        let want = workers.div_ceil(self.processes_per_job());
+        while self.jobs.len() < want {
+            let id = self.submit()?;
+            self.jobs.push(id);
+        }
+        if self.jobs.len() > want {
+            let gone = self.jobs.split_off(want);
+            self.cancel(&gone)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until `n` workers have joined, or `timeout` has passed.
+    pub fn wait_for_workers(&self, n: usize, timeout: Duration) -> Result<(), ClusterError> {
+        let deadline = Instant::now() + timeout;
+        let client = self.client()?;
+        loop {
+            let joined = client.scheduler_info()?.workers.len();
+            if joined >= n {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(ClusterError::Remote {
+                    what: format!("jobs {:?}", self.jobs),
+                    reason: format!("{joined} of {n} workers joined within {timeout:?}"),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn command(&self, program: &PathBuf) -> Command {
+        let mut c = Command::new(program);
+        c.envs(self.env.iter().cloned());
+        c
+    }
+
+    /// Submits one job; its id.
+    fn submit(&self) -> Result<u64, ClusterError> {
+        use std::io::Write;
+        let script = self.job_script();
+        let err = |reason: String| ClusterError::Remote {
+            what: "sbatch".into(),
+            reason,
+        };
+        let mut child = self
+            .command(&self.sbatch)
+            .arg("--parsable")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| err(format!("cannot run {}: {e}", self.sbatch.display())))?;
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(script.as_bytes())
+            .map_err(|e| err(format!("writing the script: {e}")))?;
+        let out = child.wait_with_output().map_err(|e| err(e.to_string()))?;
+        if !out.status.success() {
+            return Err(err(format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        SlurmJob::parse_job_id(&String::from_utf8_lossy(&out.stdout))
+            .map_err(|e| err(e.to_string()))
+    }
+
+    fn cancel(&self, jobs: &[u64]) -> Result<(), ClusterError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let out = self
+            .command(&self.scancel)
+            .args(jobs.iter().map(u64::to_string))
+            .output()
+            .map_err(|e| ClusterError::Remote {
+                what: "scancel".into(),
+                reason: format!("cannot run {}: {e}", self.scancel.display()),
+            })?;
+        if !out.status.success() {
+            return Err(ClusterError::Remote {
+                what: format!("scancel {jobs:?}"),
+                reason: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Cancels every job and stops the scheduler.
+    pub fn close(mut self) -> Result<(), ClusterError> {
+        let jobs = std::mem::take(&mut self.jobs);
+        self.cancel(&jobs)
+    }
+}
+
+impl Drop for SlurmCluster {
+    fn drop(&mut self) {
+        let jobs = std::mem::take(&mut self.jobs);
+        let _ = self.cancel(&jobs);
+    }
+}

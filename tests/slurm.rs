@@ -1,0 +1,223 @@
+//! `SlurmCluster` against a real single-node Slurm (slurmctld, slurmd and munged started
+//! by the test with a configuration of its own, stopped when it ends): jobs submitted
+//! with sbatch start workers that dial back, the cluster computes, scaling to 0 cancels
+//! them with scancel. Needs root, slurm-wlm and munge (ci/test.sh installs them).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rask::{Arg, Client};
+
+mod common;
+
+use common::{eventually, tmpfile, within, Proc, DEADLINE, RASK};
+
+/// munged, slurmctld and slurmd, for this test only.
+struct Slurm {
+    dir: PathBuf,
+    conf: PathBuf,
+    daemons: Vec<Proc>,
+}
+
+impl Drop for Slurm {
+    fn drop(&mut self) {
+        // slurmd first: its jobs' processes go with it.
+        while let Some(p) = self.daemons.pop() {
+            drop(p);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn run(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl Slurm {
+    fn start() -> Result<Slurm, String> {
+        for p in [
+            "/usr/sbin/munged",
+            "/usr/sbin/slurmctld",
+            "/usr/sbin/slurmd",
+        ] {
+            if !Path::new(p).exists() {
+                return Err(format!("no {p} (slurm-wlm and munge)"));
+            }
+        }
+        let dir = tmpfile("slurm");
+        let _ = std::fs::remove_dir_all(&dir);
+        for d in ["state", "spool", "logs"] {
+            std::fs::create_dir_all(dir.join(d)).map_err(|e| e.to_string())?;
+        }
+        let mut s = Slurm {
+            conf: dir.join("slurm.conf"),
+            dir,
+            daemons: Vec::new(),
+        };
+        std::fs::create_dir_all("/run/munge").map_err(|e| format!("/run/munge: {e}"))?;
+        run(Command::new("chown").args(["munge:munge", "/run/munge"]))?;
+        s.daemons.push(Proc::new(
+            Command::new("setpriv")
+                .args(["--reuid", "munge", "--regid", "munge", "--init-groups"])
+                .args(["/usr/sbin/munged", "-F", "--force"])
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("munged: {e}"))?,
+        ));
+        eventually("munged answers", || {
+            Command::new("munge")
+                .arg("-n")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        let d = s.dir.display();
+        std::fs::write(
+            &s.conf,
+            format!(
+                "ClusterName=raskci\nSlurmctldHost=localhost\nSlurmUser=root\nAuthType=auth/munge\n\
+                 StateSaveLocation={d}/state\nSlurmdSpoolDir={d}/spool\n\
+                 SlurmctldPidFile={d}/slurmctld.pid\nSlurmdPidFile={d}/slurmd.pid\n\
+                 SlurmctldLogFile={d}/slurmctld.log\nSlurmdLogFile={d}/slurmd.log\n\
+                 ProctrackType=proctrack/linuxproc\nTaskPlugin=task/none\n\
+                 JobAcctGatherType=jobacct_gather/none\nAccountingStorageType=accounting_storage/none\n\
+                 SchedulerType=sched/backfill\nSelectType=select/cons_tres\n\
+                 SelectTypeParameters=CR_Core_Memory\nDefMemPerCPU=1000\nReturnToService=2\n\
+                 MpiDefault=none\nMailProg=/bin/true\n\
+                 NodeName=localhost NodeAddr=127.0.0.1 CPUs=2 RealMemory=8000 State=UNKNOWN\n\
+                 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP\n"
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        for (program, extra) in [
+            ("/usr/sbin/slurmctld", &[][..]),
+            ("/usr/sbin/slurmd", &["-N", "localhost"][..]),
+        ] {
+            s.daemons.push(Proc::new(
+                Command::new(program)
+                    .arg("-D")
+                    .args(extra)
+                    .arg("-f")
+                    .arg(&s.conf)
+                    .env("SLURM_CONF", &s.conf)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .map_err(|e| format!("{program}: {e}"))?,
+            ));
+        }
+        let conf = s.conf.clone();
+        eventually("the Slurm node is idle", || {
+            Command::new("sinfo")
+                .args(["-h", "-o", "%T"])
+                .env("SLURM_CONF", &conf)
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("idle"))
+        });
+        Ok(s)
+    }
+
+    fn queue(&self) -> String {
+        run(Command::new("squeue")
+            .args(["-h", "-o", "%i %T"])
+            .env("SLURM_CONF", &self.conf))
+        .unwrap_or_default()
+    }
+}
+
+#[test]
+fn slurm_jobs_start_workers_that_compute_and_scaling_to_zero_cancels_them() {
+    within(DEADLINE, || {
+        let slurm = match Slurm::start() {
+            Ok(s) => s,
+            Err(e) => return common::cannot_run(&format!("cannot start Slurm here: {e}")),
+        };
+        let mut job = rask::slurm::SlurmJob::new("", 1, 1 << 30);
+        job.name = "rask-ci".into();
+        job.rask_bin = RASK.into();
+        job.log_directory = Some(slurm.dir.join("logs").display().to_string());
+        job.walltime = "00:10:00".parse().unwrap();
+        let mut cluster = rask::slurm::SlurmCluster::builder(job)
+            .scheduler_host("127.0.0.1")
+            .env("SLURM_CONF", slurm.conf.display().to_string())
+            .build()
+            .unwrap();
+        let script = cluster.job_script();
+        assert!(script.contains("#SBATCH --cpus-per-task=1\n"), "{script}");
+        assert!(
+            script.contains(&format!(" worker {} ", cluster.scheduler_address())),
+            "{script}"
+        );
+
+        let t0 = Instant::now();
+        cluster.scale(2).unwrap();
+        assert_eq!(cluster.jobs().len(), 2);
+        cluster
+            .wait_for_workers(2, Duration::from_secs(90))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{e}; queue: {}; logs: {:?}",
+                    slurm.queue(),
+                    std::fs::read_dir(slurm.dir.join("logs"))
+                        .map(|d| d
+                            .flatten()
+                            .map(|f| std::fs::read_to_string(f.path()).unwrap_or_default())
+                            .collect::<Vec<_>>())
+                        .unwrap_or_default()
+                )
+            });
+        println!(
+            "SlurmCluster.scale(2) to 2 workers joined: {:.2} s",
+            t0.elapsed().as_secs_f64()
+        );
+        let c: Client = cluster.client().unwrap();
+        // Each worker is named after its job.
+        let info = c.scheduler_info().unwrap();
+        for id in cluster.jobs() {
+            assert!(
+                info.workers
+                    .iter()
+                    .any(|w| w.name == format!("rask-ci-{id}")),
+                "no worker of job {id}: {:?}",
+                info.workers.iter().map(|w| &w.name).collect::<Vec<_>>()
+            );
+        }
+        let squares = c
+            .map("mul", (0..100i64).map(|i| [Arg::from(i), Arg::from(i)]))
+            .unwrap();
+        let args: Vec<Arg> = squares.iter().map(Arg::from).collect();
+        assert_eq!(
+            c.submit("sum", args).unwrap().result_as::<i64>().unwrap(),
+            328_350
+        );
+
+        // Down to one job, then none: scancel.
+        cluster.scale(1).unwrap();
+        assert_eq!(cluster.jobs().len(), 1);
+        eventually("one worker is left", || {
+            c.scheduler_info().unwrap().workers.len() == 1
+        });
+        cluster.scale(0).unwrap();
+        eventually("every job has left the queue", || {
+            slurm.queue().trim().is_empty()
+        });
+        eventually("every worker has left", || {
+            c.scheduler_info().unwrap().workers.is_empty()
+        });
+        drop(c);
+        cluster.close().unwrap();
+        drop(slurm);
+    });
+}
