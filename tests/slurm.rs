@@ -221,3 +221,43 @@ fn slurm_jobs_start_workers_that_compute_and_scaling_to_zero_cancels_them() {
         drop(slurm);
     });
 }
+
+#[test]
+fn rask_slurm_prints_the_job_script_it_would_submit() {
+    let out = common::output(Command::new(RASK).args([
+        "slurm",
+        "--print-script",
+        "--cores",
+        "8",
+        "--memory",
+        "16GiB",
+        "--partition",
+        "gpu",
+        "--job-extra=--gres=gpu:2",
+        "--walltime",
+        "1:00:00",
+        "--remote-rask",
+        "/opt/rask/bin/rask",
+    ]));
+    assert!(out.status.success());
+    let script = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "#!/usr/bin/env bash",
+        "#SBATCH -p gpu",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --mem=16G",
+        "#SBATCH -t 01:00:00",
+        "#SBATCH --gres=gpu:2",
+    ] {
+        assert!(script.lines().any(|l| l == line), "no {line:?} in {script}");
+    }
+    // Eight cores: four processes of two threads and 4 GiB each, as dask-jobqueue.
+    assert!(
+        script.contains("/opt/rask/bin/rask worker tcp://SCHEDULER:8786 --name rask-worker-$SLURM_JOB_ID --nthreads 2 --memory-limit 4294967296 --nworkers 4 "),
+        "{script}"
+    );
+    let bad =
+        common::output(Command::new(RASK).args(["slurm", "--print-script", "--walltime", "soon"]));
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("soon"));
+}

@@ -113,6 +113,48 @@ enum Cmd {
         #[arg(long, allow_hyphen_values = true)]
         worker_options: Option<String>,
     },
+    /// Workers as Slurm jobs (like dask-jobqueue's SLURMCluster): the scheduler runs
+    /// here, each job runs `rask worker` processes that join it; Ctrl-C (or SIGTERM)
+    /// cancels the jobs. With --print-script, print the job script and exit.
+    Slurm {
+        /// Jobs to submit.
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+        /// Cores of each job (--cpus-per-task).
+        #[arg(long, default_value_t = 1)]
+        cores: u32,
+        /// Memory of each job (--mem), e.g. 4GiB.
+        #[arg(long, default_value = "1GiB", value_parser = rask_proto::units::parse_bytes)]
+        memory: u64,
+        /// Worker processes per job (default: as dask-jobqueue, from the cores).
+        #[arg(long)]
+        processes: Option<u32>,
+        /// The jobs' time limit (HH:MM:SS, D-HH:MM:SS or minutes).
+        #[arg(long, default_value = "00:30:00")]
+        walltime: rask::slurm::Walltime,
+        /// Partition (-p).
+        #[arg(long)]
+        partition: Option<String>,
+        /// Account (-A).
+        #[arg(long)]
+        account: Option<String>,
+        /// An extra #SBATCH directive, e.g. --gres=gpu:1 (repeatable).
+        #[arg(long, allow_hyphen_values = true)]
+        job_extra: Vec<String>,
+        /// Where the jobs write their output.
+        #[arg(long)]
+        log_directory: Option<String>,
+        /// The rask program on the compute nodes (default: this one).
+        #[arg(long)]
+        remote_rask: Option<String>,
+        /// Where the scheduler listens (default every interface, announcing this host's
+        /// address).
+        #[arg(long, default_value = "0.0.0.0")]
+        scheduler_host: String,
+        /// Print the job script and exit.
+        #[arg(long)]
+        print_script: bool,
+    },
     /// Print the effective configuration: every option of `rask scheduler`, `rask
     /// worker` and `cuda-worker`, its value, and whether it came from a file, the
     /// environment or the default.
@@ -372,6 +414,55 @@ fn main() -> Result<()> {
                 Some((what, why)) => bail!("{what} ended: {why}"),
                 None => Ok(()),
             }
+        }
+        Cmd::Slurm {
+            jobs,
+            cores,
+            memory,
+            processes,
+            walltime,
+            partition,
+            account,
+            job_extra,
+            log_directory,
+            remote_rask,
+            scheduler_host,
+            print_script,
+        } => {
+            let mut job = rask::slurm::SlurmJob::new("", cores, memory);
+            job.name = "rask-worker".into();
+            job.processes = processes;
+            job.walltime = walltime;
+            job.partition = partition;
+            job.account = account;
+            job.extra_directives = job_extra;
+            job.log_directory = log_directory;
+            job.rask_bin = match remote_rask {
+                Some(r) => r,
+                None => std::env::current_exe()?.display().to_string(),
+            };
+            if print_script {
+                job.scheduler = "tcp://SCHEDULER:8786".into();
+                rask::outln!("{}", job.job_script()?.trim_end());
+                return Ok(());
+            }
+            let mut cluster = rask::slurm::SlurmCluster::builder(job)
+                .scheduler_host(scheduler_host)
+                .build()?;
+            let workers = jobs * cluster.processes_per_job();
+            cluster.scale(workers)?;
+            rask::outln!(
+                "rask.slurm - INFO - scheduler at {}; submitted jobs {:?} for {workers} workers",
+                cluster.scheduler_address(),
+                cluster.jobs()
+            );
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(rask::cli::shutdown_signal());
+            rask::errln!("rask.slurm - INFO - cancelling jobs {:?}", cluster.jobs());
+            cluster.close()?;
+            Ok(())
         }
         Cmd::Config => {
             let files = rask::config::Files::load().map_err(anyhow::Error::msg)?;
