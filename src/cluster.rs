@@ -15,6 +15,8 @@ use tokio::sync::oneshot;
 
 use crate::gpu_process::GpuProcess;
 
+mod scale;
+
 /// A local cluster with one worker per GPU, like dask-cuda's: real GPUs found through
 /// NVML, or simulated ones.
 ///
@@ -326,13 +328,15 @@ impl LocalClusterBuilder {
             scheduler: Some((stop_tx, scheduler)),
             threads: Vec::new(),
             processes: Vec::new(),
+            spec: self.clone(),
+            next: self.n_workers,
         };
         for i in 0..self.n_workers {
             let name = format!("worker-{i}");
             if self.processes {
                 let secret = cluster.secret_file.as_ref().map(|f| f.0.clone());
                 let child = self.spawn_process(&cluster.address, i, &name, secret.as_deref())?;
-                cluster.processes.push(child);
+                cluster.processes.push((name, child));
             } else {
                 cluster
                     .threads
@@ -359,10 +363,10 @@ impl LocalClusterBuilder {
     ) -> Result<(), ClusterError> {
         let mut delay = std::time::Duration::from_millis(1);
         loop {
-            if probe.scheduler_info()?.workers.len() >= self.n_workers {
+            if probe.scheduler_info()?.workers.len() >= cluster.processes.len() {
                 return Ok(());
             }
-            for (i, child) in cluster.processes.iter_mut().enumerate() {
+            for (i, (_, child)) in cluster.processes.iter_mut().enumerate() {
                 let status = child.try_wait().map_err(|e| ClusterError::Worker {
                     name: format!("worker-{i}"),
                     reason: format!("cannot watch its process: {e}"),
@@ -466,6 +470,7 @@ impl LocalClusterBuilder {
                 reason,
             })?;
         Ok(WorkerThread {
+            name,
             stop: Some(stop_tx),
             join: Some(join),
         })
@@ -558,6 +563,7 @@ fn default_worker_binary() -> Result<PathBuf, ClusterError> {
 }
 
 struct WorkerThread {
+    name: String,
     stop: Option<oneshot::Sender<()>>,
     join: Option<JoinHandle<()>>,
 }
@@ -600,7 +606,11 @@ pub struct LocalCluster {
     registry: Registry,
     scheduler: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
     threads: Vec<WorkerThread>,
-    processes: Vec<Child>,
+    processes: Vec<(String, Child)>,
+    /// How it was built: how new workers start when it scales up.
+    spec: LocalClusterBuilder,
+    /// The index of the next worker to start (names are never reused).
+    next: usize,
 }
 
 impl LocalCluster {
@@ -626,7 +636,7 @@ impl LocalCluster {
 
     /// Process ids of the worker processes (processes mode).
     pub fn worker_pids(&self) -> Vec<u32> {
-        self.processes.iter().map(Child::id).collect()
+        self.processes.iter().map(|(_, c)| c.id()).collect()
     }
 }
 
@@ -642,7 +652,7 @@ impl Drop for LocalCluster {
                 let _ = j.join();
             }
         }
-        for p in &mut self.processes {
+        for (_, p) in &mut self.processes {
             let _ = p.kill();
             let _ = p.wait();
         }

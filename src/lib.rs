@@ -13,6 +13,7 @@
 
 #![warn(missing_docs)]
 
+pub mod adapt;
 pub mod affinity;
 pub mod array;
 pub mod cli;

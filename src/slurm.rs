@@ -128,8 +128,9 @@ impl SlurmCluster {
         self.job.layout().map_or(1, |l| l.processes as usize)
     }
 
-    /// Asks for `workers` workers: submits or cancels jobs (the newest first) so that
-    /// there are `ceil(workers / processes per job)` of them. Returns when the jobs are
+    /// Asks for `workers` workers: submits jobs, or retires the workers of the newest
+    /// jobs gracefully and cancels them, so that there are `ceil(workers / processes per
+    /// job)` of them. Returns when the jobs are
     /// submitted or cancelled; workers join as their jobs start (see
     /// [`SlurmCluster::wait_for_workers`]).
     pub fn scale(&mut self, workers: usize) -> Result<(), ClusterError> {
@@ -140,6 +141,18 @@ impl SlurmCluster {
         }
         if self.jobs.len() > want {
             let gone = self.jobs.split_off(want);
+            // Their workers are retired first: what only they hold moves to others.
+            let client = self.client()?;
+            let names: Vec<String> = client
+                .scheduler_info()?
+                .workers
+                .iter()
+                .filter(|w| self.job_of(&w.name).is_some_and(|id| gone.contains(&id)))
+                .map(|w| w.name.clone())
+                .collect();
+            if !names.is_empty() {
+                client.retire_workers(&names)?;
+            }
             self.cancel(&gone)?;
         }
         Ok(())
@@ -229,6 +242,52 @@ impl SlurmCluster {
     pub fn close(mut self) -> Result<(), ClusterError> {
         let jobs = std::mem::take(&mut self.jobs);
         self.cancel(&jobs)
+    }
+}
+
+impl SlurmCluster {
+    /// The job a worker belongs to, from its name (`NAME-JOBID` or `NAME-JOBID-I`).
+    fn job_of(&self, worker: &str) -> Option<u64> {
+        let rest = worker.strip_prefix(&self.job.name)?.strip_prefix('-')?;
+        rest.split('-').next()?.parse().ok()
+    }
+
+    /// Retires the named workers gracefully, then cancels the jobs left without workers;
+    /// returns the workers retired.
+    pub fn retire_workers(&mut self, names: &[String]) -> Result<Vec<String>, ClusterError> {
+        let client = self.client()?;
+        let retired = client.retire_workers(names)?;
+        let remaining: Vec<String> = client
+            .scheduler_info()?
+            .workers
+            .iter()
+            .map(|w| w.name.clone())
+            .collect();
+        let empty: Vec<u64> = self
+            .jobs
+            .iter()
+            .copied()
+            .filter(|id| !remaining.iter().any(|w| self.job_of(w) == Some(*id)))
+            .filter(|id| retired.iter().any(|w| self.job_of(w) == Some(*id)))
+            .collect();
+        self.jobs.retain(|id| !empty.contains(id));
+        self.cancel(&empty)?;
+        Ok(retired)
+    }
+}
+
+impl crate::adapt::Scalable for SlurmCluster {
+    fn address(&self) -> String {
+        self.cluster.scheduler_address().to_string()
+    }
+    fn planned(&self) -> usize {
+        self.jobs.len() * self.processes_per_job()
+    }
+    fn scale_up(&mut self, n: usize) -> Result<(), ClusterError> {
+        self.scale(n)
+    }
+    fn scale_down(&mut self, names: &[String]) -> Result<(), ClusterError> {
+        self.retire_workers(names).map(drop)
     }
 }
 

@@ -103,6 +103,8 @@ pub struct SshClusterBuilder {
 /// One remote process: its ssh client, and the last lines it printed.
 struct Remote {
     label: String,
+    /// The worker's name, for a worker.
+    worker: Option<String>,
     child: Child,
     log: Arc<Mutex<VecDeque<String>>>,
 }
@@ -154,7 +156,12 @@ impl Remote {
                 }
             });
         }
-        Ok(Remote { label, child, log })
+        Ok(Remote {
+            label,
+            worker: None,
+            child,
+            log,
+        })
     }
 
     /// Why it ended, if it has: its exit status and last lines.
@@ -219,6 +226,12 @@ impl SshClusterBuilder {
         let mut cluster = SshCluster {
             address: String::new(),
             remotes: Vec::new(),
+            ssh: self.ssh.clone(),
+            worker_hosts: workers.to_vec(),
+            worker_args: self.worker_args.clone(),
+            echo: self.echo,
+            timeout: self.timeout,
+            next: 0,
         };
         let mut args = vec![self.ssh.remote_rask.clone(), "scheduler".into()];
         args.extend(if self.scheduler_args.is_empty() {
@@ -269,71 +282,11 @@ impl SshClusterBuilder {
             }
         };
         drop(lines);
-        for (i, host) in workers.iter().enumerate() {
-            let mut args = vec![
-                self.ssh.remote_rask.clone(),
-                "worker".into(),
-                cluster.address.clone(),
-                "--name".into(),
-                format!("{host}-{i}"),
-            ];
-            args.extend(if self.worker_args.is_empty() {
-                vec!["--host".into(), "0.0.0.0".into()]
-            } else {
-                self.worker_args.clone()
-            });
-            cluster.remotes.push(Remote::start(
-                format!("{host} worker {i}"),
-                self.ssh.command(host, &args),
-                self.echo,
-                None,
-            )?);
+        for _ in workers {
+            cluster.start_worker()?;
         }
         // Ready when every worker has joined.
-        let client = loop {
-            match crate::Client::connect(&cluster.address) {
-                Ok(c) => break c,
-                Err(e) if Instant::now() >= deadline => {
-                    return Err(ClusterError::Remote {
-                        what: format!("{first} scheduler"),
-                        reason: format!("cannot be reached at {}: {e}", cluster.address),
-                    })
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
-            }
-        };
-        loop {
-            let joined = client
-                .scheduler_info()
-                .map_err(|e| ClusterError::Remote {
-                    what: format!("{first} scheduler"),
-                    reason: e.to_string(),
-                })?
-                .workers
-                .len();
-            if joined >= workers.len() {
-                break;
-            }
-            for r in &mut cluster.remotes {
-                if let Some(why) = r.ended() {
-                    return Err(ClusterError::Remote {
-                        what: r.label.clone(),
-                        reason: format!("ended ({why})"),
-                    });
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err(ClusterError::Remote {
-                    what: "ssh".into(),
-                    reason: format!(
-                        "{joined} of {} workers joined within {:?}",
-                        workers.len(),
-                        self.timeout
-                    ),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        cluster.wait_for_joined(workers.len(), deadline)?;
         Ok(cluster)
     }
 }
@@ -342,6 +295,14 @@ impl SshClusterBuilder {
 pub struct SshCluster {
     address: String,
     remotes: Vec<Remote>,
+    /// How workers start when it scales up.
+    ssh: SshOptions,
+    worker_hosts: Vec<String>,
+    worker_args: Vec<String>,
+    echo: bool,
+    timeout: Duration,
+    /// The index of the next worker (names are never reused).
+    next: usize,
 }
 
 impl SshCluster {
@@ -396,6 +357,143 @@ impl SshCluster {
             let _ = r.child.wait();
         }
         self.remotes.clear();
+    }
+}
+
+impl SshCluster {
+    fn start_worker(&mut self) -> Result<(), ClusterError> {
+        let i = self.next;
+        self.next += 1;
+        let host = self.worker_hosts[i % self.worker_hosts.len()].clone();
+        let name = format!("{host}-{i}");
+        let mut args = vec![
+            self.ssh.remote_rask.clone(),
+            "worker".into(),
+            self.address.clone(),
+            "--name".into(),
+            name.clone(),
+        ];
+        args.extend(if self.worker_args.is_empty() {
+            vec!["--host".into(), "0.0.0.0".into()]
+        } else {
+            self.worker_args.clone()
+        });
+        let mut r = Remote::start(
+            format!("{host} worker {i}"),
+            self.ssh.command(&host, &args),
+            self.echo,
+            None,
+        )?;
+        r.worker = Some(name);
+        self.remotes.push(r);
+        Ok(())
+    }
+
+    /// Waits until `n` workers have joined; fails as soon as a remote process ends.
+    fn wait_for_joined(&mut self, n: usize, deadline: Instant) -> Result<(), ClusterError> {
+        let scheduler = || ClusterError::Remote {
+            what: "the scheduler".into(),
+            reason: String::new(),
+        };
+        let client = loop {
+            match crate::Client::connect(&self.address) {
+                Ok(c) => break c,
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(ClusterError::Remote {
+                        reason: format!("cannot be reached at {}: {e}", self.address),
+                        ..scheduler()
+                    })
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        };
+        loop {
+            let joined = client
+                .scheduler_info()
+                .map_err(|e| ClusterError::Remote {
+                    reason: e.to_string(),
+                    ..scheduler()
+                })?
+                .workers
+                .len();
+            if joined >= n {
+                return Ok(());
+            }
+            for r in &mut self.remotes {
+                if let Some(why) = r.ended() {
+                    return Err(ClusterError::Remote {
+                        what: r.label.clone(),
+                        reason: format!("ended ({why})"),
+                    });
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(ClusterError::Remote {
+                    what: "ssh".into(),
+                    reason: format!("{joined} of {n} workers joined within {:?}", self.timeout),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The workers this cluster started and has not stopped, oldest first.
+    pub fn worker_names(&self) -> Vec<String> {
+        self.remotes.iter().filter_map(|r| r.worker.clone()).collect()
+    }
+
+    /// Makes the cluster `n` workers: starts new ones on the worker hosts in turn, or
+    /// retires the newest gracefully (what only they hold moves to other workers first).
+    pub fn scale(&mut self, n: usize) -> Result<(), ClusterError> {
+        let have = self.worker_names();
+        if n > have.len() {
+            for _ in have.len()..n {
+                self.start_worker()?;
+            }
+            let deadline = Instant::now() + self.timeout;
+            self.wait_for_joined(n, deadline)?;
+        } else if n < have.len() {
+            self.retire_workers(&have[n..])?;
+        }
+        Ok(())
+    }
+
+    /// Retires the named workers gracefully and stops their processes; returns those
+    /// retired.
+    pub fn retire_workers(&mut self, names: &[String]) -> Result<Vec<String>, ClusterError> {
+        let retired = self.client()?.retire_workers(names)?;
+        for name in &retired {
+            if let Some(at) = self
+                .remotes
+                .iter()
+                .position(|r| r.worker.as_deref() == Some(name.as_str()))
+            {
+                let mut r = self.remotes.remove(at);
+                drop(r.child.stdin.take());
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while r.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = r.child.kill();
+                let _ = r.child.wait();
+            }
+        }
+        Ok(retired)
+    }
+}
+
+impl crate::adapt::Scalable for SshCluster {
+    fn address(&self) -> String {
+        self.address.clone()
+    }
+    fn planned(&self) -> usize {
+        self.worker_names().len()
+    }
+    fn scale_up(&mut self, n: usize) -> Result<(), ClusterError> {
+        self.scale(n)
+    }
+    fn scale_down(&mut self, names: &[String]) -> Result<(), ClusterError> {
+        self.retire_workers(names).map(drop)
     }
 }
 

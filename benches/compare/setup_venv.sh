@@ -11,7 +11,8 @@ set -euo pipefail
 
 # Versions are pinned so that Dask figures stay comparable between runs.
 DASK_VERSION="2026.8.0"
-PACKAGES=("dask[distributed]==${DASK_VERSION}" numpy psutil)
+JOBQUEUE_VERSION="0.9.0"
+PACKAGES=("dask[distributed]==${DASK_VERSION}" "dask-jobqueue==${JOBQUEUE_VERSION}" numpy psutil)
 
 script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo_root="$(cd "${script_dir}/../.." && pwd)"
@@ -23,6 +24,7 @@ if [[ -x "${py}" ]] && "${py}" - "${DASK_VERSION}" >/dev/null 2>&1 <<'EOF'
 import sys
 import dask
 import distributed  # noqa: F401  (the import itself is the check)
+import dask_jobqueue  # noqa: F401
 sys.exit(dask.__version__ != sys.argv[1])
 EOF
 then

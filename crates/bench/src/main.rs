@@ -18,6 +18,7 @@
 #![allow(rustdoc::broken_intra_doc_links)]
 
 mod array;
+mod deploy;
 mod p2p;
 mod peers;
 mod procs;
@@ -49,6 +50,9 @@ enum Cmd {
     Array(ArrayArgs),
     /// Shipping this program to stock workers: connect to first result, bytes sent.
     Ship(ShipArgs),
+    /// Cluster managers: adaptive scaling's reaction to a burst, SlurmCluster's scale,
+    /// beside Dask's LocalCluster.adapt and dask-jobqueue.
+    Deploy(DeployArgs),
     /// Echo bytes on a loopback port (the peer process of the round-trip floor).
     #[command(hide = true)]
     EchoServer,
@@ -97,6 +101,27 @@ struct ShipArgs {
     /// Rounds of the three cases.
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    #[command(flatten)]
+    out: Output,
+}
+
+#[derive(clap::Args)]
+struct DeployArgs {
+    /// Rounds of each measurement.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Tasks in the burst.
+    #[arg(long, default_value_t = 40)]
+    tasks: usize,
+    /// Seconds each task of the burst sleeps.
+    #[arg(long, default_value_t = 1.0)]
+    seconds: f64,
+    /// Most workers while adapting.
+    #[arg(long, default_value_t = 4)]
+    maximum: usize,
+    /// Skip the Slurm figures.
+    #[arg(long)]
+    no_slurm: bool,
     #[command(flatten)]
     out: Output,
 }
@@ -165,6 +190,7 @@ fn main() -> Result<()> {
         Cmd::P2p(a) => p2p::run(a),
         Cmd::Array(a) => array::run(a),
         Cmd::Ship(a) => ship::run(a),
+        Cmd::Deploy(a) => deploy::run(a),
         Cmd::EchoServer => procs::echo_server(),
     }
 }

@@ -13,7 +13,7 @@ use crate::procs::repo_root;
 use crate::ArrayArgs;
 
 /// The python of the comparison venv (created by benches/compare/setup_venv.sh if needed).
-fn compare_python() -> Result<String> {
+pub(crate) fn compare_python() -> Result<String> {
     let setup = Command::new("bash")
         .arg(repo_root().join("benches/compare/setup_venv.sh"))
         .stderr(Stdio::inherit())

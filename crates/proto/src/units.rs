@@ -193,7 +193,7 @@ mod tests {
 
     #[test]
     fn sizes_read_in_dasks_units_whatever_the_case_or_spacing() {
-        let cases: [(&str, u64); 16] = [
+        let cases: [(&str, u64); 17] = [
             ("1024", 1024),
             ("0", 0),
             ("64KiB", 65_536),
@@ -209,6 +209,7 @@ mod tests {
             ("3B", 3),
             ("1TiB", 1 << 40),
             ("1PB", 1_000_000_000_000_000),
+            ("2PiB", 2 << 50),
             (" 7 MB ", 7_000_000),
         ];
         for (s, want) in cases {
