@@ -40,6 +40,9 @@ pub struct SchedulerCore {
     pub(crate) actions: Vec<Action>,
     pub(crate) log: TransitionLog,
     pub(crate) recs: VecDeque<(TaskId, TaskState)>,
+    /// Tasks in memory recommended for release because no one needed them, released
+    /// (if still so) once `recs` is empty.
+    pub(crate) unneeded: VecDeque<TaskId>,
     pub(crate) stimulus: StimulusId,
     pub(crate) counts: [u64; 8],
 }
@@ -65,6 +68,7 @@ impl SchedulerCore {
             actions: Vec::new(),
             log,
             recs: VecDeque::new(),
+            unneeded: VecDeque::new(),
             stimulus: StimulusId(0),
             counts: [0; 8],
         }

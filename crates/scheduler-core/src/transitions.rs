@@ -15,9 +15,18 @@ use crate::story::Transition;
 use crate::TaskState;
 
 impl SchedulerCore {
+    /// Runs the recommended transitions to a fixed point. Data no one needs is released
+    /// last, once the rest has settled: a task that went back to waiting may need it again
+    /// (it is then kept, not recomputed).
     pub(crate) fn run(&mut self) {
-        while let Some((t, to)) = self.recs.pop_front() {
-            self.transition(t, to);
+        loop {
+            while let Some((t, to)) = self.recs.pop_front() {
+                self.transition(t, to);
+            }
+            let Some(t) = self.unneeded.pop_front() else {
+                return;
+            };
+            self.transition(t, TaskState::Released);
         }
     }
 
@@ -46,6 +55,9 @@ impl SchedulerCore {
             (Waiting, Released) => self.waiting_to_released(t),
             (Queued, Released) | (NoWorker, Released) => self.ready_to_released(t),
             (Processing, Released) => self.processing_to_released(t),
+            // Recommended while no one needed it, needed again since (a task that lost
+            // another input went back to waiting): the data stays.
+            (Memory, Released) if !task.who_has.is_empty() && self.needed(t) => {}
             (Memory, Released) => self.memory_to_released(t),
             // Stale recommendations: the task moved on since; nothing to do.
             (Released, Released | Processing | Queued | NoWorker | Memory)
@@ -279,7 +291,7 @@ impl SchedulerCore {
             TaskState::Memory | TaskState::Released | TaskState::Erred if unreferenced => {
                 self.recs.push_back((t, TaskState::Forgotten))
             }
-            TaskState::Memory if !needed => self.recs.push_back((t, TaskState::Released)),
+            TaskState::Memory if !needed => self.unneeded.push_back(t),
             TaskState::Waiting
             | TaskState::Queued
             | TaskState::NoWorker
