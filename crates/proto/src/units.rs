@@ -121,7 +121,7 @@ pub fn format_bytes(n: u64) -> String {
         scale *= 1024;
         unit += 1;
     }
-    if n % scale == 0 {
+    if n.is_multiple_of(scale) {
         format!("{} {}", n / scale, NAMES[unit])
     } else {
         format!("{:.2} {}", n as f64 / scale as f64, NAMES[unit])
