@@ -183,7 +183,20 @@ impl SchedulerCore {
             if let Some(worker) = self.workers.get_mut(&w) {
                 worker.has_what.remove(&t);
                 worker.nbytes -= nbytes;
+                // One value fewer for a retiring holder to wait on.
+                self.retire_dirty |= worker.retiring;
                 self.actions.push(Action::Free { worker: w, task: t });
+            }
+        }
+        if !self.replicas.is_empty() {
+            if let Some(r) = self.replicas.remove(&t) {
+                // The copy on its way is not wanted any more: the worker drops it.
+                let worker = self
+                    .workers
+                    .get_mut(&r)
+                    .expect("invariant: a copy's recipient is registered");
+                worker.incoming -= nbytes;
+                self.actions.push(Action::Free { worker: r, task: t });
             }
         }
         self.set_state(t, TaskState::Released);
@@ -426,6 +439,8 @@ impl SchedulerCore {
             for (r, a) in resources {
                 add_to(&mut worker.used, r, -a);
             }
+            // A retiring worker closes once its tasks are done.
+            self.retire_dirty |= worker.retiring;
         }
     }
 
@@ -445,7 +460,7 @@ impl SchedulerCore {
             if !self
                 .workers
                 .values()
-                .any(|w| w.has_capacity(&self.cfg, &[]))
+                .any(|w| !w.retiring && w.has_capacity(&self.cfg, &[]))
             {
                 break;
             }
