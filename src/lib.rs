@@ -338,4 +338,37 @@ impl Client {
     pub fn held_keys(&self) -> usize {
         self.client.held_keys()
     }
+
+    /// Retires workers gracefully (their data moves first); the names of those retired.
+    pub fn retire_workers(&self, names: &[String]) -> Result<Vec<String>, ClientError> {
+        self.client.retire_workers(names)
+    }
+
+    /// [`Client::retire_workers`], awaitable from any async runtime.
+    pub async fn retire_workers_async(&self, names: &[String]) -> Result<Vec<String>, ClientError> {
+        self.client.retire_workers_async(names).await
+    }
+
+    /// The number of workers the cluster should have (Dask's `adaptive_target`).
+    pub fn adaptive_target(&self, target: std::time::Duration) -> Result<usize, ClientError> {
+        self.client.adaptive_target(target)
+    }
+
+    /// [`Client::adaptive_target`], awaitable from any async runtime.
+    pub async fn adaptive_target_async(
+        &self,
+        target: std::time::Duration,
+    ) -> Result<usize, ClientError> {
+        self.client.adaptive_target_async(target).await
+    }
+
+    /// The workers to retire to bring the cluster down to `target` workers, best first.
+    pub fn workers_to_close(&self, target: usize) -> Result<Vec<String>, ClientError> {
+        self.client.workers_to_close(target)
+    }
+
+    /// [`Client::workers_to_close`], awaitable from any async runtime.
+    pub async fn workers_to_close_async(&self, target: usize) -> Result<Vec<String>, ClientError> {
+        self.client.workers_to_close_async(target).await
+    }
 }

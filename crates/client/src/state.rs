@@ -145,9 +145,17 @@ pub(crate) fn on_message(st: &mut State, m: ToClient) {
             st.closed = Some(format!("the scheduler closed the connection: {reason}"));
         }
         ToClient::SendProgram { .. } => {} // answered by the reader
-        reply @ (ToClient::WhoHasReply { .. } | ToClient::InfoReply { .. }) => {
+        reply @ (ToClient::WhoHasReply { .. }
+        | ToClient::InfoReply { .. }
+        | ToClient::RetireWorkersReply { .. }
+        | ToClient::AdaptiveTargetReply { .. }
+        | ToClient::WorkersToCloseReply { .. }) => {
             let req = match &reply {
-                ToClient::WhoHasReply { req, .. } | ToClient::InfoReply { req, .. } => *req,
+                ToClient::WhoHasReply { req, .. }
+                | ToClient::InfoReply { req, .. }
+                | ToClient::RetireWorkersReply { req, .. }
+                | ToClient::AdaptiveTargetReply { req, .. }
+                | ToClient::WorkersToCloseReply { req, .. } => *req,
                 _ => unreachable!(),
             };
             if let Some(tx) = st.requests.remove(&req) {

@@ -266,6 +266,56 @@ wire! {
         GetProgram { code: u64 },
         /// The program `code` cannot be sent (a client) or started (a worker), and why.
         ProgramFailed { code: u64, message: String },
+        /// From a client: retire these workers gracefully (by name or address): no new
+        /// tasks go to them, the data only they hold is copied to other workers first,
+        /// then they are closed. Answered by [`ToClient::RetireWorkersReply`] once the
+        /// workers retired have left; a worker whose data no other worker can take is not
+        /// retired.
+        RetireWorkers {
+            /// The client's request number, echoed in the reply.
+            req: u64,
+            /// The workers' names (or data addresses).
+            names: Vec<String>,
+        },
+        /// From a client: how many workers the cluster should have for its current load
+        /// (Dask's `adaptive_target`); answered by [`ToClient::AdaptiveTargetReply`].
+        AdaptiveTarget {
+            /// The client's request number, echoed in the reply.
+            req: u64,
+            /// The work each worker should have queued, in microseconds (Dask's
+            /// `target_duration`, 5 s by default).
+            target_duration_us: u64,
+        },
+        /// From a client: which workers to retire to bring the cluster down to `target`
+        /// workers (idle ones holding little data first); answered by
+        /// [`ToClient::WorkersToCloseReply`].
+        WorkersToClose {
+            /// The client's request number, echoed in the reply.
+            req: u64,
+            /// The number of workers to keep.
+            target: u64,
+        },
+        /// From a worker: retire it gracefully (its lifetime is over): its data moves to
+        /// other workers, then the scheduler closes it — even when no other worker can
+        /// take its data, which is then recomputed where needed.
+        CloseGracefully {
+            /// Why, for the scheduler's log.
+            reason: String,
+        },
+        /// From a worker: it now holds copies of these tasks' values, fetched as
+        /// [`ToWorker::AcquireReplicas`] asked.
+        ReplicasAcquired {
+            /// The tasks whose values it holds.
+            tasks: Vec<TaskId>,
+        },
+        /// From a worker: it could not fetch a copy of `task`'s value; `holder`, the last
+        /// holder it tried, does not have it (or could not be reached).
+        ReplicaMissing {
+            /// The task whose value was asked for.
+            task: TaskId,
+            /// The holder tried last.
+            holder: WorkerId,
+        },
     }
 
     /// A worker's periodic state.
@@ -366,6 +416,14 @@ wire! {
         ProgramPart { code: u64, offset: u64, size: u64, buf: u32 },
         /// No client needs the program any more: stop its worker.
         StopProgram { code: u64 },
+        /// Fetch copies of these tasks' values from their holders and keep them, as the
+        /// worker keeps its own outputs (until freed); answer with
+        /// [`ToScheduler::ReplicasAcquired`] or [`ToScheduler::ReplicaMissing`]. The
+        /// scheduler asks this of the workers that take over the data of a retiring one.
+        AcquireReplicas {
+            /// The values, each with its size and holders.
+            tasks: Vec<DepLoc>,
+        },
     }
 
     /// Why a task failed, as the client sees it.
@@ -448,6 +506,9 @@ wire! {
         pub stored_keys: u64,
         /// Bytes of those keys, as the worker reported their sizes.
         pub stored_bytes: u64,
+        /// `running`, or `closing_gracefully` while it retires (it gets no new tasks,
+        /// and its data moves to other workers before it is closed).
+        pub status: String,
     }
 
     /// The scheduler's state, as `Client::scheduler_info` reports it.
@@ -536,6 +597,29 @@ wire! {
         /// needs it to start the program's worker.
         SendProgram {
             code: u64,
+        },
+        /// The answer to [`ToScheduler::RetireWorkers`], once the workers retired have
+        /// left the cluster.
+        RetireWorkersReply {
+            /// The request's number.
+            req: u64,
+            /// The names of the workers retired (those whose data could not move
+            /// elsewhere, or that died meanwhile, are not among them).
+            retired: Vec<String>,
+        },
+        /// The answer to [`ToScheduler::AdaptiveTarget`].
+        AdaptiveTargetReply {
+            /// The request's number.
+            req: u64,
+            /// The number of workers the cluster should have.
+            target: u64,
+        },
+        /// The answer to [`ToScheduler::WorkersToClose`].
+        WorkersToCloseReply {
+            /// The request's number.
+            req: u64,
+            /// The names of the workers to retire, best first.
+            names: Vec<String>,
         },
     }
 

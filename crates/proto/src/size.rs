@@ -48,6 +48,12 @@ impl WireSize for ToWorker {
                     .sum::<usize>()
             }
             ToWorker::RunProgram { program } => 128 + program.name.len() + program.platform.len(),
+            ToWorker::AcquireReplicas { tasks } => {
+                128 + tasks
+                    .iter()
+                    .map(|d| 32 + 8 * d.holders.len())
+                    .sum::<usize>()
+            }
             _ => 256,
         }
     }
@@ -95,6 +101,11 @@ impl WireSize for ToClient {
             }
             ToClient::Closing { reason } => 64 + reason.len(),
             ToClient::SendProgram { .. } => 64,
+            ToClient::RetireWorkersReply { retired: names, .. }
+            | ToClient::WorkersToCloseReply { names, .. } => {
+                128 + names.iter().map(|n| n.len() + 16).sum::<usize>()
+            }
+            ToClient::AdaptiveTargetReply { .. } => 128,
         }
     }
 }
@@ -142,7 +153,77 @@ impl WireSize for ToScheduler {
                 64 + keys.iter().map(|k| k.len() + 16).sum::<usize>()
             }
             ToScheduler::ProgramFailed { message, .. } => 64 + message.len(),
+            ToScheduler::RetireWorkers { names, .. } => {
+                128 + names.iter().map(|n| n.len() + 16).sum::<usize>()
+            }
+            ToScheduler::CloseGracefully { reason } => 128 + reason.len(),
+            ToScheduler::ReplicasAcquired { tasks } => 128 + tasks.len() * 8,
             _ => 256,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::msg::{DepLoc, ToClient, ToScheduler, ToWorker, WireMessage};
+    use crate::{TaskId, WorkerId};
+
+    /// Round-trips one message alone in a batch; returns its archived size.
+    fn round_trip<M: WireMessage + PartialEq + std::fmt::Debug + Clone>(m: &M) -> usize {
+        let bytes = M::encode_batch(&vec![m.clone()]);
+        assert_eq!(&M::decode_batch(&bytes).unwrap(), &vec![m.clone()]);
+        bytes.len()
+    }
+
+    #[test]
+    fn the_retirement_messages_round_trip_within_their_size_estimates() {
+        let names: Vec<String> = (0..50).map(|i| format!("worker-{i}")).collect();
+        let dep = |t: u64| DepLoc {
+            task: TaskId(t),
+            nbytes: 1 << 40,
+            holders: vec![WorkerId(1), WorkerId(u32::MAX)],
+        };
+        let to_scheduler = [
+            ToScheduler::RetireWorkers {
+                req: 3,
+                names: names.clone(),
+            },
+            ToScheduler::AdaptiveTarget {
+                req: 4,
+                target_duration_us: 5_000_000,
+            },
+            ToScheduler::WorkersToClose {
+                req: 5,
+                target: u64::MAX,
+            },
+            ToScheduler::CloseGracefully {
+                reason: "its lifetime is over".into(),
+            },
+            ToScheduler::ReplicasAcquired {
+                tasks: (0..300).map(TaskId).collect(),
+            },
+            ToScheduler::ReplicaMissing {
+                task: TaskId(7),
+                holder: WorkerId(2),
+            },
+        ];
+        for m in &to_scheduler {
+            assert!(round_trip(m) <= m.wire_size(), "{m:?}");
+        }
+        let m = ToWorker::AcquireReplicas {
+            tasks: (0..300).map(dep).collect(),
+        };
+        assert!(round_trip(&m) <= m.wire_size());
+        let to_client = [
+            ToClient::RetireWorkersReply {
+                req: 3,
+                retired: names.clone(),
+            },
+            ToClient::AdaptiveTargetReply { req: 4, target: 17 },
+            ToClient::WorkersToCloseReply { req: 5, names },
+        ];
+        for m in &to_client {
+            assert!(round_trip(m) <= m.wire_size(), "{m:?}");
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use rask_proto::msg::{ComputeMsg, Resource};
+use rask_proto::msg::{ComputeMsg, DepLoc, Resource};
 use rask_proto::{ClientId, Datum, TaskId, WorkerId};
 
 /// Tunables of the core.
@@ -22,6 +22,9 @@ pub struct CoreConfig {
     pub bandwidth: f64,
     /// Transitions kept for `story()`.
     pub log_capacity: usize,
+    /// Duration [`SchedulerCore::adaptive_target`](crate::SchedulerCore::adaptive_target)
+    /// counts for a task whose op was never measured (Dask's `unknown-task-duration`).
+    pub unknown_duration_us: u64,
 }
 
 impl Default for CoreConfig {
@@ -33,6 +36,7 @@ impl Default for CoreConfig {
             allowed_failures: 3,
             bandwidth: 1e9,
             log_capacity: 100_000,
+            unknown_duration_us: 500_000,
         }
     }
 }
@@ -165,6 +169,32 @@ pub enum Action {
         /// The failure, shared by every key that fails with it.
         error: Arc<TaskFailure>,
     },
+    /// Ask a worker to fetch a copy of a value from its holders and keep it: it takes over
+    /// data of a retiring worker. It answers with
+    /// [`SchedulerCore::on_replicas_acquired`](crate::SchedulerCore::on_replicas_acquired)
+    /// or [`SchedulerCore::on_replica_missing`](crate::SchedulerCore::on_replica_missing).
+    AcquireReplica {
+        /// The worker to keep the copy.
+        worker: WorkerId,
+        /// The value: its task, size and holders.
+        dep: DepLoc,
+    },
+    /// Close a worker, which the core has already removed: it retired (each value it held
+    /// has a copy elsewhere), or it asked to leave.
+    CloseWorker {
+        /// The worker.
+        worker: WorkerId,
+    },
+    /// Tell a client which of the workers it asked to retire have retired (closed
+    /// gracefully); the others were refused (no worker could take their data) or died.
+    Retired {
+        /// The client that asked.
+        client: ClientId,
+        /// Its request number.
+        req: u64,
+        /// The workers closed, with their names, in the order they closed.
+        workers: Vec<(WorkerId, Arc<str>)>,
+    },
 }
 
 /// A graph the core refuses as a whole; nothing of it is kept.
@@ -251,4 +281,6 @@ pub struct WorkerInfo {
     pub stored_keys: u64,
     /// Their sizes as it reported them, summed.
     pub stored_bytes: u64,
+    /// Whether it is retiring (Dask's `closing_gracefully`).
+    pub retiring: bool,
 }

@@ -13,6 +13,7 @@ use crate::api::WorkerInfo;
 use crate::slab::Slab;
 use crate::state::state_index;
 use crate::state::OpStat;
+use crate::state::Retirement;
 use crate::state::Task;
 use crate::state::Worker;
 use crate::story::{Transition, TransitionLog};
@@ -40,8 +41,20 @@ pub struct SchedulerCore {
     pub(crate) actions: Vec<Action>,
     pub(crate) log: TransitionLog,
     pub(crate) recs: VecDeque<(TaskId, TaskState)>,
+    /// Tasks in memory recommended for release because no one needed them, released
+    /// (if still so) once `recs` is empty.
+    pub(crate) unneeded: VecDeque<TaskId>,
     pub(crate) stimulus: StimulusId,
     pub(crate) counts: [u64; 8],
+    /// Copies being made for retiring workers: task → the worker fetching it (one at a
+    /// time per task). Invariant: the task is in memory, the worker registered and not
+    /// among its holders.
+    pub(crate) replicas: FxHashMap<TaskId, WorkerId>,
+    /// Retirements under way, in the order asked.
+    pub(crate) retirements: Vec<Retirement>,
+    /// Something a retirement waits on may have changed since retirements were last
+    /// advanced. Invariant: unset between stimuli.
+    pub(crate) retire_dirty: bool,
 }
 
 impl SchedulerCore {
@@ -65,8 +78,12 @@ impl SchedulerCore {
             actions: Vec::new(),
             log,
             recs: VecDeque::new(),
+            unneeded: VecDeque::new(),
             stimulus: StimulusId(0),
             counts: [0; 8],
+            replicas: FxHashMap::default(),
+            retirements: Vec::new(),
+            retire_dirty: false,
         }
     }
 
@@ -140,6 +157,7 @@ impl SchedulerCore {
                 processing: w.processing.len() as u64,
                 stored_keys: w.has_what.len() as u64,
                 stored_bytes: w.nbytes,
+                retiring: w.retiring,
             })
             .collect();
         workers.sort_by_key(|w| w.id);

@@ -22,14 +22,29 @@
 //! "Needed" means wanted by a client, or read by a task that is waiting, queued, no-worker
 //! or processing. A released task still referenced by others keeps its lineage (op, args,
 //! dependencies) so that lost data can be recomputed.
+//!
+//! Workers' states, as Dask's:
+//!
+//! | from \ to           | closing_gracefully        | running            | removed |
+//! |----------------------|---------------------------|--------------------|---------|
+//! | (joins) → running    | retire asked              |                    | lost    |
+//! | closing_gracefully   |                           | data cannot move   | tasks done and data copied (closed); lost; asked to leave and data cannot move (closed) |
+//!
+//! A closing-gracefully (retiring) worker gets no new task; the values only retiring
+//! workers hold are copied to running workers first (see `retire`), so that closing it
+//! recomputes nothing. [`SchedulerCore::adaptive_target`] and
+//! [`SchedulerCore::workers_to_close`] tell a cluster manager how many workers to have and
+//! which to retire.
 
 #![warn(missing_docs)]
 
+mod adaptive;
 mod api;
 mod core;
 mod few;
 mod graph;
 mod placement;
+mod retire;
 mod slab;
 mod state;
 mod stimuli;

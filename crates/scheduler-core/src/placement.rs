@@ -1,6 +1,6 @@
 //! The read-only cost model: which worker a ready task should go to (data it lacks and
 //! the link it would come over, occupancy, resources, device memory), and which worker
-//! a task may be sent ahead to.
+//! a task may be sent ahead to. Retiring workers are never chosen.
 
 use rask_proto::{TaskId, WorkerId};
 
@@ -38,8 +38,10 @@ impl SchedulerCore {
         let w = target?;
         let worker = self.workers.get(&w)?;
         let resources = task.resources();
-        (worker.fits(resources, task.code()) && worker.has_capacity(&self.cfg, resources))
-            .then_some(w)
+        (!worker.retiring
+            && worker.fits(resources, task.code())
+            && worker.has_capacity(&self.cfg, resources))
+        .then_some(w)
     }
 
     pub(crate) fn decide_worker(&self, t: TaskId) -> Placement {
@@ -50,7 +52,8 @@ impl SchedulerCore {
         let mut best: Option<(f64, WorkerId)> = None;
         let mut any_fit = false;
         for (id, w) in &self.workers {
-            if !w.fits(resources, task.code()) {
+            // A retiring worker takes no new task.
+            if w.retiring || !w.fits(resources, task.code()) {
                 continue;
             }
             any_fit = true;

@@ -90,9 +90,35 @@ pub(crate) struct Worker {
     pub(crate) nbytes: u64,
     /// Device memory in use, as last reported.
     pub(crate) device_used: u64,
+    /// Retiring (Dask's `closing_gracefully`): no new task is placed on it; it is closed
+    /// once its tasks are done and each value it holds has a copy on a running worker.
+    /// Invariant: exactly the workers pending in some [`Retirement`].
+    pub(crate) retiring: bool,
+    /// Invariant: the sum of `nbytes` of the copies on their way to it (the core's
+    /// `replicas`), which its memory must have room for besides what it holds.
+    pub(crate) incoming: u64,
 }
 
 impl Worker {
+    /// A worker that joins: running, holding nothing, running nothing.
+    pub(crate) fn new(spec: WorkerSpec, host: Option<u32>, resources: Vec<(u32, f64)>) -> Self {
+        let name: Arc<str> = spec.name.as_str().into();
+        Worker {
+            spec,
+            name,
+            host,
+            resources,
+            used: Vec::new(),
+            processing: FxHashSet::default(),
+            occupancy_us: 0,
+            has_what: FxHashSet::default(),
+            nbytes: 0,
+            device_used: 0,
+            retiring: false,
+            incoming: 0,
+        }
+    }
+
     pub(crate) fn has_capacity(&self, cfg: &CoreConfig, resources: &[(u32, f64)]) -> bool {
         let threads = self.spec.nthreads.max(1) as u64;
         let n = self.processing.len() as u64;
@@ -133,6 +159,20 @@ pub(crate) fn add_to(v: &mut Vec<(u32, f64)>, r: u32, amount: f64) {
         Some((_, a)) => *a += amount,
         None => v.push((r, amount)),
     }
+}
+
+/// A retirement under way: workers a client (or a worker itself) asked to retire that
+/// have neither closed, nor been refused, nor died yet.
+#[derive(Debug)]
+pub(crate) struct Retirement {
+    /// The client and its request number, told the outcome when it is finished; `None`:
+    /// the worker asked itself (its lifetime is over), and is closed even if its data
+    /// cannot move.
+    pub(crate) asker: Option<(ClientId, u64)>,
+    /// Invariant: non-empty, each worker registered and retiring.
+    pub(crate) pending: Vec<WorkerId>,
+    /// The workers closed gracefully so far, with their names.
+    pub(crate) retired: Vec<(WorkerId, Arc<str>)>,
 }
 
 #[derive(Debug)]

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use rask_proto::{ClientId, Datum, TaskId, WorkerId};
-use rustc_hash::FxHashSet;
 
 use crate::api::Action;
 use crate::api::GraphError;
@@ -40,6 +39,7 @@ impl SchedulerCore {
             }
         }
         self.run();
+        self.retire_step();
     }
 
     /// A worker reports its device memory in use (placement avoids pushing a full
@@ -58,24 +58,15 @@ impl SchedulerCore {
             .iter()
             .map(|r| (self.resource_id(&r.name), r.amount))
             .collect();
-        let name: Arc<str> = spec.name.as_str().into();
         let host = (!spec.host_id.is_empty()).then(|| self.host_id(&spec.host_id));
-        self.workers.insert(
-            id,
-            Worker {
-                spec,
-                name,
-                host,
-                resources,
-                used: Vec::new(),
-                processing: FxHashSet::default(),
-                occupancy_us: 0,
-                has_what: FxHashSet::default(),
-                nbytes: 0,
-                device_used: 0,
-            },
-        );
-        // Tasks no worker could run may fit now.
+        self.workers.insert(id, Worker::new(spec, host, resources));
+        self.worker_available();
+        self.retire_step();
+    }
+
+    /// A worker can take tasks (it joined, or stopped retiring): tasks no worker could
+    /// run may fit now, and queued ones may start.
+    pub(crate) fn worker_available(&mut self) {
         let stuck: Vec<TaskId> = self.no_worker.iter().map(|&(_, t)| t).collect();
         for t in stuck {
             self.place_ready(t);
@@ -86,12 +77,32 @@ impl SchedulerCore {
 
     /// A worker left or died: its running tasks are rescheduled, data only it held is
     /// recomputed if still needed, and a task that was running on `allowed_failures`
-    /// dying workers errs.
+    /// dying workers errs. A worker lost while retiring has not retired.
     pub fn on_worker_lost(&mut self, id: WorkerId) {
         self.begin();
+        if self.remove_worker(id, true) {
+            self.resolve_retiring(id, None);
+        }
+        self.retire_step();
+    }
+
+    /// Removes a worker (`false` if unknown): its running tasks go back to the scheduler
+    /// (each charged with its death if `blame`), the copies on their way to it are
+    /// dropped, and data only it held is recomputed if still needed.
+    pub(crate) fn remove_worker(&mut self, id: WorkerId, blame: bool) -> bool {
         let Some(w) = self.workers.remove(&id) else {
-            return;
+            return false;
         };
+        let copies = self.replicas.len();
+        if copies > 0 {
+            self.replicas.retain(|_, r| *r != id);
+        }
+        if !self.retirements.is_empty() && (!w.has_what.is_empty() || self.replicas.len() < copies)
+        {
+            // Values it held, or was fetching a copy of, may now be held by retiring
+            // workers only.
+            self.retire_dirty = true;
+        }
         let mut processing: Vec<TaskId> = w.processing.into_iter().collect();
         processing.sort_unstable();
         for t in processing {
@@ -100,9 +111,10 @@ impl SchedulerCore {
                 .tasks
                 .get_mut(&t)
                 .expect("invariant: processing task exists");
-            // A pre-assigned task still waiting for its local input was not running: the
-            // death is not held against it.
-            if task.waiting_on > 0 {
+            // A pre-assigned task still waiting for its local input was not running, and a
+            // task on a worker that left on request was not killed by it: neither is held
+            // against the task.
+            if task.waiting_on > 0 || !blame {
                 self.recs.push_back((t, TaskState::Released));
                 continue;
             }
@@ -131,6 +143,9 @@ impl SchedulerCore {
             task.who_has.retain(|x| *x != id);
             if task.who_has.is_empty() {
                 self.recs.push_back((t, TaskState::Released));
+            } else {
+                // Clients fetch from the holders they were told of: tell them the others.
+                self.notify_memory(t, None);
             }
         }
         self.run();
@@ -141,6 +156,7 @@ impl SchedulerCore {
             }
         }
         self.fill_slots();
+        true
     }
 
     /// A client submitted a graph. `wanted` are the keys it holds futures for (they may
@@ -261,6 +277,7 @@ impl SchedulerCore {
             self.check_release(t);
         }
         self.run();
+        self.retire_step();
         Ok(())
     }
 
@@ -285,6 +302,7 @@ impl SchedulerCore {
             self.check_release(t);
         }
         self.run();
+        self.retire_step();
     }
 
     /// A worker finished a task. Stale reports (the task was cancelled or moved) make the
@@ -350,6 +368,7 @@ impl SchedulerCore {
         self.check_release(t);
         self.run();
         self.fill_slots();
+        self.retire_step();
     }
 
     /// No worker can ever run tasks of the code `code` (its program could not be started
@@ -376,6 +395,7 @@ impl SchedulerCore {
             self.recs.push_back((t, TaskState::Erred));
         }
         self.run();
+        self.retire_step();
     }
 
     /// Whether some task is waiting for a worker of the code `code`.
@@ -403,24 +423,14 @@ impl SchedulerCore {
         self.recs.push_back((t, TaskState::Erred));
         self.run();
         self.fill_slots();
+        self.retire_step();
     }
 
     /// A worker could not fetch `dep` from `holder` to run `t`: the holder no longer has
     /// it. The task goes back to waiting; the dependency is recomputed if no one has it.
     pub fn on_missing_data(&mut self, worker: WorkerId, t: TaskId, dep: TaskId, holder: WorkerId) {
         self.begin();
-        if let Some(d) = self.tasks.get_mut(&dep) {
-            if d.who_has.contains(&holder) {
-                d.who_has.retain(|x| *x != holder);
-                if let Some(w) = self.workers.get_mut(&holder) {
-                    w.has_what.remove(&dep);
-                    w.nbytes -= d.nbytes;
-                }
-                if d.who_has.is_empty() && d.state == TaskState::Memory {
-                    self.recs.push_back((dep, TaskState::Released));
-                }
-            }
-        }
+        self.drop_holder(dep, holder);
         if let Some(task) = self.tasks.get(&t) {
             if task.state == TaskState::Processing && task.processing_on == Some(worker) {
                 self.recs.push_back((t, TaskState::Released));
@@ -428,5 +438,30 @@ impl SchedulerCore {
         }
         self.run();
         self.fill_slots();
+        self.retire_step();
+    }
+
+    /// `holder` turned out not to have `dep`'s value: it is no longer counted as a
+    /// holder, and a value no one holds any more is recomputed if needed.
+    pub(crate) fn drop_holder(&mut self, dep: TaskId, holder: WorkerId) {
+        let Some(d) = self.tasks.get_mut(&dep) else {
+            return;
+        };
+        if !d.who_has.contains(&holder) {
+            return;
+        }
+        d.who_has.retain(|x| *x != holder);
+        let w = self
+            .workers
+            .get_mut(&holder)
+            .expect("invariant: holders are registered");
+        w.has_what.remove(&dep);
+        w.nbytes -= d.nbytes;
+        if !self.retirements.is_empty() {
+            self.retire_dirty = true;
+        }
+        if d.who_has.is_empty() {
+            self.recs.push_back((dep, TaskState::Released));
+        }
     }
 }

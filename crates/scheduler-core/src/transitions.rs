@@ -15,9 +15,18 @@ use crate::story::Transition;
 use crate::TaskState;
 
 impl SchedulerCore {
+    /// Runs the recommended transitions to a fixed point. Data no one needs is released
+    /// last, once the rest has settled: a task that went back to waiting may need it again
+    /// (it is then kept, not recomputed).
     pub(crate) fn run(&mut self) {
-        while let Some((t, to)) = self.recs.pop_front() {
-            self.transition(t, to);
+        loop {
+            while let Some((t, to)) = self.recs.pop_front() {
+                self.transition(t, to);
+            }
+            let Some(t) = self.unneeded.pop_front() else {
+                return;
+            };
+            self.transition(t, TaskState::Released);
         }
     }
 
@@ -46,6 +55,9 @@ impl SchedulerCore {
             (Waiting, Released) => self.waiting_to_released(t),
             (Queued, Released) | (NoWorker, Released) => self.ready_to_released(t),
             (Processing, Released) => self.processing_to_released(t),
+            // Recommended while no one needed it, needed again since (a task that lost
+            // another input went back to waiting): the data stays.
+            (Memory, Released) if !task.who_has.is_empty() && self.needed(t) => {}
             (Memory, Released) => self.memory_to_released(t),
             // Stale recommendations: the task moved on since; nothing to do.
             (Released, Released | Processing | Queued | NoWorker | Memory)
@@ -171,7 +183,20 @@ impl SchedulerCore {
             if let Some(worker) = self.workers.get_mut(&w) {
                 worker.has_what.remove(&t);
                 worker.nbytes -= nbytes;
+                // One value fewer for a retiring holder to wait on.
+                self.retire_dirty |= worker.retiring;
                 self.actions.push(Action::Free { worker: w, task: t });
+            }
+        }
+        if !self.replicas.is_empty() {
+            if let Some(r) = self.replicas.remove(&t) {
+                // The copy on its way is not wanted any more: the worker drops it.
+                let worker = self
+                    .workers
+                    .get_mut(&r)
+                    .expect("invariant: a copy's recipient is registered");
+                worker.incoming -= nbytes;
+                self.actions.push(Action::Free { worker: r, task: t });
             }
         }
         self.set_state(t, TaskState::Released);
@@ -279,7 +304,7 @@ impl SchedulerCore {
             TaskState::Memory | TaskState::Released | TaskState::Erred if unreferenced => {
                 self.recs.push_back((t, TaskState::Forgotten))
             }
-            TaskState::Memory if !needed => self.recs.push_back((t, TaskState::Released)),
+            TaskState::Memory if !needed => self.unneeded.push_back(t),
             TaskState::Waiting
             | TaskState::Queued
             | TaskState::NoWorker
@@ -414,6 +439,8 @@ impl SchedulerCore {
             for (r, a) in resources {
                 add_to(&mut worker.used, r, -a);
             }
+            // A retiring worker closes once its tasks are done.
+            self.retire_dirty |= worker.retiring;
         }
     }
 
@@ -433,7 +460,7 @@ impl SchedulerCore {
             if !self
                 .workers
                 .values()
-                .any(|w| w.has_capacity(&self.cfg, &[]))
+                .any(|w| !w.retiring && w.has_capacity(&self.cfg, &[]))
             {
                 break;
             }

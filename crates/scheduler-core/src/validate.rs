@@ -1,6 +1,9 @@
 //! `validate()`: every invariant of the core's state, checked after each stimulus in
 //! tests.
 
+use rask_proto::WorkerId;
+use rustc_hash::FxHashMap;
+
 use crate::core::SchedulerCore;
 use crate::state::is_active;
 use crate::state::lookup;
@@ -187,6 +190,50 @@ impl SchedulerCore {
                 assert!((expect - used).abs() < 1e-6, "resource {r} used on {id}");
             }
         }
+        let mut incoming: FxHashMap<WorkerId, u64> = FxHashMap::default();
+        for (t, r) in &self.replicas {
+            let task = &self.tasks[t];
+            assert_eq!(
+                task.state,
+                TaskState::Memory,
+                "a copy of {} on its way while it is {:?}",
+                task.key,
+                task.state
+            );
+            assert!(
+                self.workers.contains_key(r),
+                "a copy of {} on its way to unregistered {r}",
+                task.key
+            );
+            assert!(
+                !task.who_has.contains(r),
+                "a copy of {} on its way to its holder {r}",
+                task.key
+            );
+            *incoming.entry(*r).or_default() += task.nbytes;
+        }
+        for (id, w) in &self.workers {
+            assert_eq!(
+                incoming.get(id).copied().unwrap_or(0),
+                w.incoming,
+                "incoming bytes of {id}"
+            );
+            assert_eq!(
+                w.retiring,
+                self.retirements.iter().any(|r| r.pending.contains(id)),
+                "retiring flag of {id}"
+            );
+        }
+        for r in &self.retirements {
+            assert!(!r.pending.is_empty(), "a finished retirement is kept");
+            for w in &r.pending {
+                assert!(
+                    self.workers.contains_key(w),
+                    "retirement waits on unregistered {w}"
+                );
+            }
+        }
+        assert!(!self.retire_dirty, "retirements left unchecked");
         for (c, wants) in &self.clients {
             for t in wants {
                 assert!(

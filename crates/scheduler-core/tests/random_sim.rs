@@ -1,8 +1,11 @@
-//! Property test: random DAGs on a simulated cluster with random worker joins and losses,
-//! random completion order and client releases; `validate()` after every stimulus, and
-//! every wanted key ends in memory with exactly the right value.
+//! Property test: random DAGs on a simulated cluster with random worker joins, losses and
+//! graceful retirements, random completion order and client releases; `validate()` after
+//! every stimulus, and every wanted key ends in memory with exactly the right value. The
+//! scheduler's holders of a value always have it; a retired worker leaves nothing that
+//! only it held, clients are told holders that have their keys, and without losses no
+//! task runs twice.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use proptest::prelude::*;
 use rask_proto::{ClientId, Datum, TaskId, WorkerId};
@@ -52,6 +55,18 @@ struct Sim {
     next_worker: u32,
     /// Every action the core produced, in order.
     log: Vec<Action>,
+    /// Copies asked for and not yet fetched: (worker, task, holders).
+    replicas: Vec<(WorkerId, TaskId, Vec<WorkerId>)>,
+    /// Runs completed, by key.
+    runs: HashMap<String, u32>,
+    /// Workers lost so far (their data may have to be recomputed).
+    kills: u32,
+    /// Retirements asked for and not answered yet.
+    retiring: HashSet<u64>,
+    next_req: u64,
+    /// Workers the core closed, and the workers it said retired.
+    closed: HashSet<WorkerId>,
+    retired: Vec<String>,
 }
 
 impl Sim {
@@ -77,13 +92,132 @@ impl Sim {
                     }
                     self.pending
                         .retain(|(w, m)| !(*w == worker && m.task == task));
+                    self.replicas
+                        .retain(|(w, t, _)| !(*w == worker && *t == task));
                 }
                 Action::KeyInMemory { key, holders, .. } => {
                     self.results.insert(key.to_string(), holders);
                 }
                 Action::KeyErred { key, .. } => self.erred.push(key.to_string()),
+                Action::AcquireReplica { worker, dep } => {
+                    assert!(
+                        self.stores.contains_key(&worker),
+                        "a copy asked of a dead worker"
+                    );
+                    assert!(
+                        !self.core.is_retiring(worker),
+                        "a copy asked of a retiring worker"
+                    );
+                    self.replicas.push((worker, dep.task, dep.holders));
+                }
+                Action::CloseWorker { worker } => self.close(worker),
+                Action::Retired { req, workers, .. } => {
+                    assert!(self.retiring.remove(&req), "an answer to no request");
+                    for (w, name) in workers {
+                        assert!(self.closed.contains(&w), "{name} retired but not closed");
+                        self.retired.push(name.to_string());
+                    }
+                }
             }
         }
+        self.check_holders();
+    }
+
+    /// The core closed a worker: it runs nothing; a retired one leaves no value that only
+    /// it held, and what clients were told of its keys points at workers that have them.
+    fn close(&mut self, worker: WorkerId) {
+        assert!(
+            !self.pending.iter().any(|(w, _)| *w == worker),
+            "a worker closed with tasks to run"
+        );
+        self.closed.insert(worker);
+        let store = self
+            .stores
+            .remove(&worker)
+            .expect("a closed worker was alive");
+        self.replicas.retain(|(w, _, _)| *w != worker);
+        if self.kills > 0 {
+            return;
+        }
+        for t in store.keys() {
+            let key = self.core.key(*t).expect("a held task exists").to_string();
+            if self.core.state(&key) != TaskState::Memory {
+                continue;
+            }
+            assert!(
+                self.core
+                    .who_has(&key)
+                    .iter()
+                    .any(|h| self.stores.get(h).is_some_and(|s| s.get(t) == store.get(t))),
+                "{key} left with its worker"
+            );
+            if let Some(holders) = self.results.get(&key) {
+                assert!(
+                    holders
+                        .iter()
+                        .any(|h| self.stores.get(h).is_some_and(|s| s.contains_key(t))),
+                    "a client was told holders of {key} that do not have it"
+                );
+            }
+        }
+    }
+
+    /// Every holder the core counts for a value has it.
+    fn check_holders(&self) {
+        for i in 0..40 {
+            let key = format!("t{i}");
+            let Some(t) = self.core.task_id(&key) else {
+                continue;
+            };
+            for h in self.core.who_has(&key) {
+                assert!(
+                    self.stores.get(&h).is_some_and(|s| s.contains_key(&t)),
+                    "{key} counted on {h}, which does not have it"
+                );
+            }
+        }
+    }
+
+    /// A client asks to retire one or two live workers.
+    fn retire(&mut self, pick: usize) {
+        if self.stores.is_empty() {
+            return;
+        }
+        let ids: Vec<WorkerId> = self.stores.keys().copied().collect();
+        let mut chosen = vec![ids[pick % ids.len()]];
+        if pick.is_multiple_of(3) {
+            chosen.push(ids[(pick / 3) % ids.len()]);
+        }
+        let req = self.next_req;
+        self.next_req += 1;
+        self.retiring.insert(req);
+        self.core.on_retire_workers(C, req, &chosen);
+        self.core.validate();
+        self.drain();
+    }
+
+    /// Fetches one copy asked for: from a listed holder that has it, or reports it
+    /// missing.
+    fn replicate(&mut self, pick: usize) {
+        if self.replicas.is_empty() {
+            return;
+        }
+        let (w, t, holders) = self.replicas.remove(pick % self.replicas.len());
+        let found = holders
+            .iter()
+            .find_map(|h| self.stores.get(h).and_then(|s| s.get(&t)).copied());
+        match found {
+            Some(v) => {
+                self.stores.get_mut(&w).unwrap().insert(t, v);
+                self.core.on_replicas_acquired(w, &[t]);
+            }
+            None => {
+                let holder = *holders.last().expect("a copy has holders");
+                self.core.on_replica_missing(w, t, holder);
+            }
+        }
+        self.core.validate();
+        self.drain();
     }
 
     fn on_worker_joined(&mut self) {
@@ -115,8 +249,10 @@ impl Sim {
             return;
         }
         let id = *self.stores.keys().nth(pick % self.stores.len()).unwrap();
+        self.kills += 1;
         self.stores.remove(&id);
         self.pending.retain(|(w, _)| *w != id);
+        self.replicas.retain(|(w, _, _)| *w != id);
         self.core.on_worker_lost(id);
         self.core.validate();
         self.drain();
@@ -172,6 +308,8 @@ impl Sim {
         };
         let value = base + inputs.iter().sum::<i64>();
         self.stores.get_mut(&w).unwrap().insert(msg.task, value);
+        let key = self.core.key(msg.task).expect("a computed task exists");
+        *self.runs.entry(key.to_string()).or_default() += 1;
         self.core.on_task_finished(w, msg.task, 8, 3, None);
         self.core.validate();
         self.drain();
@@ -186,7 +324,7 @@ proptest! {
         n in 1usize..40,
         edges in proptest::collection::vec((0usize..40, 0usize..40), 0..80),
         wanted_mask in proptest::collection::vec(any::<bool>(), 40),
-        events in proptest::collection::vec((0u8..10, any::<usize>()), 0..300),
+        events in proptest::collection::vec((0u8..12, any::<usize>()), 0..300),
     ) {
         let first = scenario(n, &edges, &wanted_mask, &events)?;
         // The same stimuli always give the same decisions, in the same order.
@@ -216,6 +354,13 @@ fn scenario(
             erred: Vec::new(),
             next_worker: 0,
             log: Vec::new(),
+            replicas: Vec::new(),
+            runs: HashMap::new(),
+            kills: 0,
+            retiring: HashSet::new(),
+            next_req: 0,
+            closed: HashSet::new(),
+            retired: Vec::new(),
         };
         sim.core.on_client_joined(C);
         sim.on_worker_joined();
@@ -242,32 +387,46 @@ fn scenario(
         sim.core.on_update_graph(C, tasks, &wanted).unwrap();
         sim.core.validate();
         sim.drain();
-        let mut kills = 0;
+        let mut retirements = 0;
         for &(kind, pick) in events {
             match kind {
-                0 if kills < 2 => {
-                    kills += 1;
-                    sim.kill(pick)
-                }
+                0 if sim.kills < 2 => sim.kill(pick),
                 1 => sim.on_worker_joined(),
+                2 if retirements < 3 => {
+                    retirements += 1;
+                    sim.retire(pick)
+                }
+                3 => sim.replicate(pick),
                 _ => sim.step(pick),
             }
         }
-        // Workers of both programs, for the run to completion.
-        while [1, 2]
-            .iter()
-            .any(|c| !sim.stores.keys().any(|w| worker_code(*w) == *c))
-        {
-            sim.on_worker_joined();
-        }
-        // Run to completion without faults.
+        // Run to completion without faults, with running workers of both programs.
         let mut guard = 0;
-        while !sim.pending.is_empty() {
-            sim.step(0);
+        loop {
+            while [1, 2].iter().any(|c| {
+                !sim.stores
+                    .keys()
+                    .any(|w| worker_code(*w) == *c && !sim.core.is_retiring(*w))
+            }) {
+                sim.on_worker_joined();
+            }
+            if !sim.replicas.is_empty() {
+                sim.replicate(0);
+            } else if !sim.pending.is_empty() {
+                sim.step(0);
+            } else {
+                break;
+            }
             guard += 1;
             prop_assert!(guard < 100_000, "no progress");
         }
         prop_assert!(sim.erred.is_empty(), "unexpected errors {:?}", sim.erred);
+        prop_assert!(sim.retiring.is_empty(), "retirements unanswered");
+        if sim.kills == 0 {
+            for (key, runs) in &sim.runs {
+                prop_assert_eq!(*runs, 1, "{} ran again though no worker was lost", key);
+            }
+        }
         for key in &wanted {
             prop_assert_eq!(
                 sim.core.state(key),

@@ -1660,3 +1660,47 @@ fn a_task_of_no_particular_code_runs_only_on_the_clusters_base_workers() {
     let b = s.task_id("b").unwrap();
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(1), b)]);
 }
+
+#[test]
+fn a_task_that_lost_one_input_keeps_the_other_and_only_the_lost_one_is_recomputed() {
+    let mut s = core();
+    s.on_worker_joined(WorkerId(0), with(worker("a", 1), &["ra"]));
+    s.on_worker_joined(WorkerId(1), with(worker("b", 1), &["rb"]));
+    s.on_update_graph(
+        C,
+        vec![
+            needs(task("x", &[]), "ra"),
+            needs(task("y", &[]), "rb"),
+            task("t", &["x", "y"]),
+        ],
+        &keys(&["t"]),
+    )
+    .unwrap();
+    s.validate();
+    let [x, y, t] = ["x", "y", "t"].map(|k| s.task_id(k).unwrap());
+    assert_eq!(
+        computes(&s.take_actions()),
+        vec![(WorkerId(0), x), (WorkerId(1), y)]
+    );
+    s.on_task_finished(WorkerId(0), x, 8, 10, None);
+    s.validate();
+    s.on_task_finished(WorkerId(1), y, 8, 10, None);
+    s.validate();
+    assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), t)]);
+    // a cannot get y from b: y is computed again, and t sent ahead to b. x, which only
+    // t reads, stays in memory on a, though t went back to waiting meanwhile.
+    s.on_missing_data(WorkerId(0), t, y, WorkerId(1));
+    s.validate();
+    let a = s.take_actions();
+    assert_eq!(
+        a[0],
+        Action::Free {
+            worker: WorkerId(0),
+            task: t
+        }
+    );
+    assert_eq!(computes(&a[1..]), vec![(WorkerId(1), y), (WorkerId(1), t)]);
+    assert_eq!(a.len(), 3);
+    assert_eq!(s.state("x"), TaskState::Memory);
+    assert_eq!(s.who_has("x"), vec![WorkerId(0)]);
+}

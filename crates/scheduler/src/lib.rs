@@ -79,6 +79,7 @@ pub async fn run(
         client_programs: FxHashMap::default(),
         clock: 0,
         partial: FxHashMap::default(),
+        retire_replies: Vec::new(),
     };
     let conn_cfg = cfg.conn;
     let worker_ttl = cfg.worker_ttl;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rask_proto::msg::{
-    Hello, Holder, Role, SchedulerInfoMsg, TaskError, ToClient, ToScheduler, ToWorker, WhoHasEntry,
-    WorkerInfoMsg,
+    DepLoc, Hello, Holder, Role, SchedulerInfoMsg, TaskError, ToClient, ToScheduler, ToWorker,
+    WhoHasEntry, WorkerInfoMsg,
 };
 use rask_proto::{ClientId, TaskId, WorkerId, RASK_VERSION};
 use rask_scheduler_core::{Action, NewTask, SchedulerCore, WorkerSpec};
@@ -64,6 +64,18 @@ pub(crate) struct Server {
     pub(crate) clock: u64,
     /// Graphs whose last part has not arrived, by client.
     pub(crate) partial: FxHashMap<ClientId, Partial>,
+    /// Answers to `RetireWorkers` waiting for the workers retired to leave.
+    pub(crate) retire_replies: Vec<RetireReply>,
+}
+
+/// An answer to a client's `RetireWorkers`, sent once the workers retired have left.
+pub(crate) struct RetireReply {
+    pub(crate) client: ClientId,
+    pub(crate) req: u64,
+    /// The names of the workers retired, in the order they closed.
+    pub(crate) names: Vec<String>,
+    /// Those whose connections are still open.
+    pub(crate) waiting: Vec<WorkerId>,
 }
 
 impl Server {
@@ -268,6 +280,7 @@ impl Server {
                         self.core.on_worker_lost(w);
                     }
                     self.programs_on_worker_left(w);
+                    self.retired_worker_left(w);
                     if !self.workers.values().any(|c| c.spec.base) && self.base.take().is_some() {
                         // The base ops' data lived on the base workers: none is left that
                         // code of another build could be mixed with.
@@ -335,6 +348,44 @@ impl Server {
                         .get(&w)
                         .map_or_else(|| format!("worker {}", w.0), |c| c.spec.name.clone());
                     self.on_program_failed(Some(w), name, code, message)
+                }
+                (Peer::Client(c), ToScheduler::RetireWorkers { req, names }) => {
+                    self.on_retire_workers(c, req, &names)
+                }
+                (
+                    Peer::Client(c),
+                    ToScheduler::AdaptiveTarget {
+                        req,
+                        target_duration_us,
+                    },
+                ) => {
+                    let target = self
+                        .core
+                        .adaptive_target(std::time::Duration::from_micros(target_duration_us));
+                    let target = target as u64;
+                    self.to_client(c, ToClient::AdaptiveTargetReply { req, target });
+                }
+                (Peer::Client(c), ToScheduler::WorkersToClose { req, target }) => {
+                    let target = usize::try_from(target).unwrap_or(usize::MAX);
+                    let names = self
+                        .core
+                        .workers_to_close(Some(target))
+                        .iter()
+                        .map(|n| n.to_string())
+                        .collect();
+                    self.to_client(c, ToClient::WorkersToCloseReply { req, names });
+                }
+                (Peer::Worker(w), ToScheduler::CloseGracefully { reason }) => {
+                    if self.core.has_worker(w) {
+                        info!(worker = w.0, "worker asks to retire: {reason}");
+                        self.core.on_close_gracefully(w);
+                    }
+                }
+                (Peer::Worker(w), ToScheduler::ReplicasAcquired { tasks }) => {
+                    self.core.on_replicas_acquired(w, &tasks)
+                }
+                (Peer::Worker(w), ToScheduler::ReplicaMissing { task, holder }) => {
+                    self.core.on_replica_missing(w, task, holder)
                 }
                 (Peer::Worker(w), ToScheduler::Heartbeat(hb)) => {
                     self.core.on_device_memory(w, hb.device_memory_used);
@@ -409,6 +460,46 @@ impl Server {
         }
     }
 
+    /// A client asks to retire workers by name (or data address); names of no worker
+    /// here are ignored.
+    pub(crate) fn on_retire_workers(&mut self, c: ClientId, req: u64, names: &[String]) {
+        let mut ids: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(w, conn)| {
+                self.core.has_worker(**w)
+                    && names
+                        .iter()
+                        .any(|n| *n == conn.spec.name || *n == conn.addr)
+            })
+            .map(|(w, _)| *w)
+            .collect();
+        ids.sort_unstable();
+        info!(client = c.0, "retiring workers {names:?}");
+        self.core.on_retire_workers(c, req, &ids);
+    }
+
+    /// A worker the core closed has left: answers waiting only on it go out.
+    pub(crate) fn retired_worker_left(&mut self, w: WorkerId) {
+        for r in &mut self.retire_replies {
+            r.waiting.retain(|x| *x != w);
+        }
+        let (done, waiting): (Vec<RetireReply>, Vec<RetireReply>) =
+            std::mem::take(&mut self.retire_replies)
+                .into_iter()
+                .partition(|r| r.waiting.is_empty());
+        self.retire_replies = waiting;
+        for r in done {
+            self.to_client(
+                r.client,
+                ToClient::RetireWorkersReply {
+                    req: r.req,
+                    retired: r.names,
+                },
+            );
+        }
+    }
+
     pub(crate) fn to_client(&self, c: ClientId, m: ToClient) {
         if let Some(Some(tx)) = self.clients.get(&c) {
             let _ = tx.send(m);
@@ -462,6 +553,12 @@ impl Server {
                     processing: wi.processing,
                     stored_keys: wi.stored_keys,
                     stored_bytes: wi.stored_bytes,
+                    status: if wi.retiring {
+                        "closing_gracefully"
+                    } else {
+                        "running"
+                    }
+                    .into(),
                 })
             })
             .collect();
@@ -480,10 +577,12 @@ impl Server {
     }
 
     /// Routes the core's actions; frees to one worker coalesce into one message, sent
-    /// before any later compute to that worker (a task freed and given back to the same
-    /// worker in one step must arrive in that order).
+    /// before any later compute or copy to that worker (a task freed and given back to
+    /// the same worker in one step must arrive in that order), and copies to one worker
+    /// coalesce likewise, sent before any later free.
     pub(crate) fn flush(&mut self) {
         let mut frees: FxHashMap<WorkerId, Vec<TaskId>> = FxHashMap::default();
+        let mut copies: FxHashMap<WorkerId, Vec<DepLoc>> = FxHashMap::default();
         for a in self.core.take_actions() {
             match a {
                 Action::Compute { worker, msg, bufs } => {
@@ -494,7 +593,48 @@ impl Server {
                         let _ = tx.send_with(ToWorker::Compute(msg), bufs);
                     }
                 }
-                Action::Free { worker, task } => frees.entry(worker).or_default().push(task),
+                Action::Free { worker, task } => {
+                    if let Some(tasks) = copies.remove(&worker) {
+                        self.to_worker(worker, ToWorker::AcquireReplicas { tasks });
+                    }
+                    frees.entry(worker).or_default().push(task)
+                }
+                Action::AcquireReplica { worker, dep } => {
+                    if let Some(tasks) = frees.remove(&worker) {
+                        self.to_worker(worker, ToWorker::Free { tasks });
+                    }
+                    copies.entry(worker).or_default().push(dep);
+                }
+                Action::CloseWorker { worker } => {
+                    if let Some(conn) = self.workers.get(&worker) {
+                        info!(worker = worker.0, name = %conn.spec.name, "closing the worker: it retired");
+                    }
+                    self.to_worker(
+                        worker,
+                        ToWorker::Close {
+                            reason: "retired".into(),
+                        },
+                    );
+                }
+                Action::Retired {
+                    client,
+                    req,
+                    workers,
+                } => {
+                    let waiting = workers
+                        .iter()
+                        .map(|(w, _)| *w)
+                        .filter(|w| self.workers.contains_key(w))
+                        .collect();
+                    self.retire_replies.push(RetireReply {
+                        client,
+                        req,
+                        names: workers.iter().map(|(_, n)| n.to_string()).collect(),
+                        waiting,
+                    });
+                    // Sent now if every one of them has left already.
+                    self.retired_worker_left(WorkerId(u32::MAX));
+                }
                 Action::KeyInMemory {
                     client,
                     key,
@@ -527,10 +667,17 @@ impl Server {
                 }
             }
         }
+        for (w, tasks) in copies {
+            self.to_worker(w, ToWorker::AcquireReplicas { tasks });
+        }
         for (w, tasks) in frees {
-            if let Some(WorkerConn { tx: Some(tx), .. }) = self.workers.get(&w) {
-                let _ = tx.send(ToWorker::Free { tasks });
-            }
+            self.to_worker(w, ToWorker::Free { tasks });
+        }
+    }
+
+    pub(crate) fn to_worker(&self, w: WorkerId, m: ToWorker) {
+        if let Some(WorkerConn { tx: Some(tx), .. }) = self.workers.get(&w) {
+            let _ = tx.send(m);
         }
     }
 }

@@ -98,6 +98,9 @@ struct Fetch {
     tried: Vec<WorkerId>,
     /// Local tasks waiting for this input.
     waiters: Vec<TaskId>,
+    /// The scheduler asked for a copy to keep ([`WorkerCore::on_acquire_replicas`]): the
+    /// value's holders. Once here the value is owned, as an output computed here.
+    replica: Option<Vec<WorkerId>>,
 }
 
 /// The worker's bookkeeping. See the crate docs.
@@ -293,6 +296,7 @@ impl WorkerCore {
                         Fetch {
                             tried: vec![from],
                             waiters: vec![task],
+                            replica: None,
                         },
                     );
                     requests.entry(from).or_default().push(d.task);
@@ -325,8 +329,57 @@ impl WorkerCore {
         );
     }
 
+    /// The scheduler asks this worker to keep copies of these values (another worker
+    /// retires): each is fetched from its holders unless already here, and kept as owned
+    /// data until freed. The scheduler hears which arrived
+    /// ([`ToScheduler::ReplicasAcquired`]) and which could not be fetched
+    /// ([`ToScheduler::ReplicaMissing`]).
+    pub fn on_acquire_replicas(&mut self, values: Vec<DepLoc>) {
+        let mut here = Vec::new();
+        let mut requests: FxHashMap<WorkerId, Vec<TaskId>> = FxHashMap::default();
+        for d in values {
+            if self.owned.contains(&d.task) {
+                here.push(d.task);
+            } else if self.cached.remove(&d.task).is_some() {
+                // Fetched for local tasks already: kept now until freed.
+                self.owned.insert(d.task);
+                here.push(d.task);
+            } else if let Some(f) = self.fetching.get_mut(&d.task) {
+                f.replica = Some(d.holders);
+            } else if let Some(&from) = d.holders.first() {
+                self.fetching.insert(
+                    d.task,
+                    Fetch {
+                        tried: vec![from],
+                        waiters: Vec::new(),
+                        replica: Some(d.holders),
+                    },
+                );
+                requests.entry(from).or_default().push(d.task);
+            } else {
+                self.out
+                    .push(Instruction::Send(ToScheduler::ReplicaMissing {
+                        task: d.task,
+                        holder: WorkerId(u32::MAX),
+                    }));
+            }
+        }
+        let mut requests: Vec<_> = requests.into_iter().collect();
+        requests.sort_unstable_by_key(|(w, _)| *w);
+        for (from, tasks) in requests {
+            self.out.push(Instruction::Fetch { from, tasks });
+        }
+        if !here.is_empty() {
+            self.out
+                .push(Instruction::Send(ToScheduler::ReplicasAcquired {
+                    tasks: here,
+                }));
+        }
+    }
+
     /// A fetch from `from` returned: `got` are now in the store, `missing` the peer lacked.
     pub fn on_fetched(&mut self, from: WorkerId, got: &[TaskId], missing: &[TaskId]) {
+        let mut kept = Vec::new();
         for t in got {
             let Some(f) = self.fetching.remove(t) else {
                 // Nobody waits any more (cancelled meanwhile).
@@ -344,11 +397,20 @@ impl WorkerCore {
                     }
                 }
             }
-            if live == 0 {
+            if f.replica.is_some() {
+                self.owned.insert(*t);
+                kept.push(*t);
+            } else if live == 0 {
                 self.out.push(Instruction::Discard { task: *t });
             } else {
                 self.cached.insert(*t, live);
             }
+        }
+        if !kept.is_empty() {
+            self.out
+                .push(Instruction::Send(ToScheduler::ReplicasAcquired {
+                    tasks: kept,
+                }));
         }
         for t in missing {
             self.fetch_failed(from, *t);
@@ -368,7 +430,7 @@ impl WorkerCore {
         let Some(f) = self.fetching.get_mut(&dep) else {
             return;
         };
-        // Try the next holder any waiter knows of.
+        // Try the next holder any waiter, or the scheduler's request for a copy, knows of.
         let holders: Vec<WorkerId> = f
             .waiters
             .iter()
@@ -379,6 +441,7 @@ impl WorkerCore {
                     .filter(|d| d.task == dep)
                     .flat_map(|d| d.holders.iter().copied())
             })
+            .chain(f.replica.iter().flatten().copied())
             .collect();
         if let Some(next) = holders.into_iter().find(|h| !f.tried.contains(h)) {
             f.tried.push(next);
@@ -392,6 +455,13 @@ impl WorkerCore {
             .fetching
             .remove(&dep)
             .expect("invariant: checked above");
+        if f.replica.is_some() {
+            self.out
+                .push(Instruction::Send(ToScheduler::ReplicaMissing {
+                    task: dep,
+                    holder: from,
+                }));
+        }
         for w in f.waiters {
             if self.tasks.contains_key(&w) {
                 self.out.push(Instruction::Send(ToScheduler::MissingData {
@@ -451,10 +521,17 @@ impl WorkerCore {
         self.schedule();
     }
 
-    /// The scheduler freed a task: drop its data, or cancel it.
+    /// The scheduler freed a task: drop its data, or cancel it (or the copy of it being
+    /// fetched).
     pub fn on_free(&mut self, task: TaskId) {
         if self.owned.remove(&task) {
             self.out.push(Instruction::Discard { task });
+        }
+        if let Some(f) = self.fetching.get_mut(&task) {
+            if f.replica.take().is_some() && f.waiters.is_empty() {
+                // Its value, when it comes, is dropped.
+                self.fetching.remove(&task);
+            }
         }
         match self.tasks.get_mut(&task).map(|t| t.state) {
             Some(State::Executing) => {

@@ -51,6 +51,11 @@ pub struct WorkerConfig {
     /// How to start programs' workers when the scheduler asks (a client's typed ops need
     /// its program); `None`: this worker does not run programs.
     pub programs: Option<crate::programs::ProgramLauncher>,
+    /// After this long (from when it joins its scheduler), the worker asks the scheduler
+    /// to retire it gracefully, as Dask's `--lifetime` does for batch jobs' walltimes: it
+    /// gets no new tasks, its data moves to other workers, then the scheduler closes it.
+    /// A stagger, if wanted, is already in the value. `None`: it stays.
+    pub lifetime: Option<Duration>,
 }
 
 /// The device a worker drives.
@@ -138,6 +143,7 @@ impl WorkerConfig {
             nvlink: Vec::new(),
             own_process: false,
             programs: None,
+            lifetime: None,
         }
     }
 }

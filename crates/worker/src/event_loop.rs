@@ -140,6 +140,7 @@ impl State {
                                 bytes: bytes.clone(),
                             });
                         }
+                        ToWorker::AcquireReplicas { tasks } => self.core.on_acquire_replicas(tasks),
                         ToWorker::StopProgram { code } => {
                             if self.programs.remove(&code).is_some() {
                                 info!(code = %format_args!("{code:016x}"), "stopping the program's worker");

@@ -54,6 +54,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tracing::info;
 use tracing::warn;
 use tracing::Instrument;
 
@@ -331,6 +332,7 @@ impl Worker {
             received: Default::default(),
         };
         let interval = cfg.heartbeat_interval;
+        let lifetime = cfg.lifetime;
         // The main loop runs as a spawned task (see the scheduler for why: waking a task
         // is cheaper than waking the runtime's `block_on` future).
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -338,6 +340,16 @@ impl Worker {
             async move {
                 let mut heartbeat = tokio::time::interval(interval);
                 heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                // At the end of its lifetime the worker asks to retire, once; the
+                // scheduler closes it when its data has moved.
+                let end_of_life = async {
+                    match lifetime {
+                        Some(d) => tokio::time::sleep(d).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::pin!(end_of_life);
+                let mut retiring = false;
                 let mut batch = Vec::new();
                 let result = loop {
                     tokio::select! {
@@ -362,6 +374,13 @@ impl Worker {
                             if let Some(e) = state.heartbeat() {
                                 break Err(e);
                             }
+                        }
+                        _ = &mut end_of_life, if !retiring => {
+                            retiring = true;
+                            info!("lifetime over: asking the scheduler to retire this worker");
+                            let _ = state.to_scheduler.send(ToScheduler::CloseGracefully {
+                                reason: "its lifetime is over".into(),
+                            });
                         }
                         _ = &mut stop_rx => break Ok(()),
                     }
