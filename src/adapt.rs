@@ -178,7 +178,9 @@ impl<C: Scalable> Adaptive<C> {
                             tracing::warn!("adaptive scaling ({decision:?}): {e}");
                         }
                         if decision != Decision::Stay {
-                            tracing::info!("adaptive scaling: {decision:?} (target {target}, had {planned})");
+                            tracing::info!(
+                                "adaptive scaling: {decision:?} (target {target}, had {planned})"
+                            );
                             log.lock().unwrap_or_else(|e| e.into_inner()).push(decision);
                         }
                     }
@@ -265,7 +267,13 @@ mod tests {
         let mut d = Damping::default();
         let o = opts(0, 8);
         let ab = || names(&["a", "b"]);
-        assert_eq!(d.decide(&o, 0, 2, |t| { assert_eq!(t, 0); ab() }), Decision::Stay);
+        assert_eq!(
+            d.decide(&o, 0, 2, |t| {
+                assert_eq!(t, 0);
+                ab()
+            }),
+            Decision::Stay
+        );
         assert_eq!(d.decide(&o, 0, 2, |_| ab()), Decision::Stay);
         assert_eq!(d.decide(&o, 0, 2, |_| ab()), Decision::Down(ab()));
         // Counted afresh afterwards.
@@ -286,7 +294,10 @@ mod tests {
         assert_eq!(d.decide(&o, 2, 2, |_| unreachable!()), Decision::Stay);
         assert_eq!(d.decide(&o, 1, 2, |_| names(&["a"])), Decision::Stay);
         assert_eq!(d.decide(&o, 1, 2, |_| names(&["a"])), Decision::Stay);
-        assert_eq!(d.decide(&o, 1, 2, |_| names(&["a"])), Decision::Down(names(&["a"])));
+        assert_eq!(
+            d.decide(&o, 1, 2, |_| names(&["a"])),
+            Decision::Down(names(&["a"]))
+        );
     }
 
     #[test]

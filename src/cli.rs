@@ -59,6 +59,14 @@ pub struct WorkerArgs {
     /// before giving up.
     #[arg(long, default_value_t = 60.0)]
     pub death_timeout: f64,
+    /// Seconds after which the worker retires itself gracefully (its data moves to other
+    /// workers first), e.g. before a batch job's walltime ends.
+    #[arg(long)]
+    pub lifetime: Option<f64>,
+    /// Seconds by which --lifetime is moved, earlier or later at random, so that the
+    /// workers of one job do not all retire at once.
+    #[arg(long, default_value_t = 0.0)]
+    pub lifetime_stagger: f64,
     /// Do not print the start-up lines (cluster managers use this).
     #[arg(long, hide = true)]
     pub quiet: bool,
@@ -115,6 +123,8 @@ impl WorkerArgs {
             listen: None,
             contact_address: None,
             death_timeout: 60.0,
+            lifetime: None,
+            lifetime_stagger: 0.0,
             quiet: false,
             auth_file: None,
             transport: None,
@@ -170,6 +180,12 @@ impl WorkerArgs {
         if self.death_timeout != d.death_timeout {
             push("--death-timeout", self.death_timeout.to_string());
         }
+        if let Some(l) = self.lifetime {
+            push("--lifetime", l.to_string());
+        }
+        if self.lifetime_stagger != d.lifetime_stagger {
+            push("--lifetime-stagger", self.lifetime_stagger.to_string());
+        }
         if let Some(f) = &self.auth_file {
             push("--auth-file", f.display().to_string());
         }
@@ -208,6 +224,35 @@ impl WorkerArgs {
         }
         out
     }
+}
+
+/// `--lifetime` moved by up to `stagger` seconds either way: `unit` in [0, 1) picks
+/// where (0: `lifetime - stagger`); never below one second.
+pub fn staggered_lifetime(
+    lifetime: f64,
+    stagger: f64,
+    unit: f64,
+) -> Result<std::time::Duration, String> {
+    if !(lifetime.is_finite() && lifetime > 0.0) {
+        return Err(format!(
+            "--lifetime {lifetime}: expected a positive number of seconds"
+        ));
+    }
+    if !(stagger.is_finite() && stagger >= 0.0) {
+        return Err(format!(
+            "--lifetime-stagger {stagger}: expected seconds, 0 or more"
+        ));
+    }
+    let s = lifetime + stagger * (2.0 * unit - 1.0);
+    Ok(std::time::Duration::from_secs_f64(s.max(1.0)))
+}
+
+/// A number in [0, 1) that differs between processes.
+fn random_unit() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// How many worker processes `--nworkers` asks for on a machine of `cores` cores: a
@@ -514,6 +559,10 @@ fn run_one_worker(
         "127.0.0.1",
     )?;
     cfg.contact = args.contact_address.clone();
+    cfg.lifetime = match args.lifetime {
+        Some(l) => Some(staggered_lifetime(l, args.lifetime_stagger, random_unit())?),
+        None => None,
+    };
     cfg.resources = parse_resources(&args.resources)?;
     cfg.conn.auth = secret(args.auth_file.as_deref())?;
     cfg.conn.handshake_timeout = seconds("--connect-timeout", args.connect_timeout)?;
@@ -769,6 +818,22 @@ mod tests {
     }
 
     #[test]
+    fn a_lifetime_is_staggered_within_its_bounds_and_never_below_a_second() {
+        let s = |l, st, u| staggered_lifetime(l, st, u).map(|d| d.as_secs_f64());
+        assert_eq!(s(3300.0, 240.0, 0.0), Ok(3060.0));
+        assert_eq!(s(3300.0, 240.0, 0.5), Ok(3300.0));
+        assert_eq!(s(3300.0, 240.0, 0.75), Ok(3420.0));
+        assert_eq!(s(60.0, 0.0, 0.9), Ok(60.0));
+        assert_eq!(s(2.0, 10.0, 0.0), Ok(1.0));
+        assert!(s(0.0, 0.0, 0.5).unwrap_err().contains("--lifetime"));
+        assert!(s(10.0, -1.0, 0.5)
+            .unwrap_err()
+            .contains("--lifetime-stagger"));
+        let u = random_unit();
+        assert!((0.0..1.0).contains(&u), "{u}");
+    }
+
+    #[test]
     fn nworkers_is_a_number_or_dasks_auto() {
         assert_eq!(nworkers("3", 2), Ok(3));
         assert_eq!(nworkers("auto", 1), Ok(1));
@@ -809,6 +874,10 @@ mod tests {
             "203.0.113.9",
             "--death-timeout",
             "7",
+            "--lifetime",
+            "3300",
+            "--lifetime-stagger",
+            "240",
             "--auth-file",
             "/s",
             "--transport",

@@ -391,18 +391,18 @@ impl SshCluster {
 
     /// Waits until `n` workers have joined; fails as soon as a remote process ends.
     fn wait_for_joined(&mut self, n: usize, deadline: Instant) -> Result<(), ClusterError> {
-        let scheduler = || ClusterError::Remote {
+        let scheduler = |reason: String| ClusterError::Remote {
             what: "the scheduler".into(),
-            reason: String::new(),
+            reason,
         };
         let client = loop {
             match crate::Client::connect(&self.address) {
                 Ok(c) => break c,
                 Err(e) if Instant::now() >= deadline => {
-                    return Err(ClusterError::Remote {
-                        reason: format!("cannot be reached at {}: {e}", self.address),
-                        ..scheduler()
-                    })
+                    return Err(scheduler(format!(
+                        "cannot be reached at {}: {e}",
+                        self.address
+                    )))
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(100)),
             }
@@ -410,10 +410,7 @@ impl SshCluster {
         loop {
             let joined = client
                 .scheduler_info()
-                .map_err(|e| ClusterError::Remote {
-                    reason: e.to_string(),
-                    ..scheduler()
-                })?
+                .map_err(|e| scheduler(e.to_string()))?
                 .workers
                 .len();
             if joined >= n {
@@ -439,7 +436,10 @@ impl SshCluster {
 
     /// The workers this cluster started and has not stopped, oldest first.
     pub fn worker_names(&self) -> Vec<String> {
-        self.remotes.iter().filter_map(|r| r.worker.clone()).collect()
+        self.remotes
+            .iter()
+            .filter_map(|r| r.worker.clone())
+            .collect()
     }
 
     /// Makes the cluster `n` workers: starts new ones on the worker hosts in turn, or

@@ -1,6 +1,6 @@
 //! Worker processes started and watched by one process, as Dask's nanny does: `rask
-//! worker --nworkers N` and `cuda-worker` (one per GPU). A worker that exits is started
-//! again, up to a number of restarts; SIGTERM or SIGINT stops them all (SIGTERM, then
+//! worker --nworkers N` and `cuda-worker` (one per GPU). A worker that fails is started
+//! again, up to a number of restarts (one closed cleanly by its scheduler is not); SIGTERM or SIGINT stops them all (SIGTERM, then
 //! SIGKILL after a grace period); none outlives its supervisor, even one killed by
 //! SIGKILL (they get SIGTERM from the kernel).
 
@@ -109,6 +109,15 @@ pub fn run(
                 Some((i, status)) = exited.recv() => {
                     pids.remove(&i);
                     let label = &launches[i].label;
+                    // One that finished cleanly was closed by its scheduler (retired, the
+                    // cluster shut down): it is not started again.
+                    if status.as_ref().is_ok_and(|s| s.success()) {
+                        crate::errln!("{who} - INFO - the worker of {label} finished");
+                        if pids.is_empty() {
+                            return Ok(ExitCode::SUCCESS);
+                        }
+                        continue;
+                    }
                     let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
                     if restarts[i] >= max_restarts {
                         crate::errln!("{who} - ERROR - the worker of {label} exited ({status}) after {} restarts; giving up on it", restarts[i]);

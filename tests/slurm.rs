@@ -218,6 +218,61 @@ fn slurm_jobs_start_workers_that_compute_and_scaling_to_zero_cancels_them() {
         });
         drop(c);
         cluster.close().unwrap();
+
+        // A job whose worker retires before its walltime (--lifetime): what it holds
+        // moves to another worker, nothing is computed again, and the job ends.
+        let mut job = rask::slurm::SlurmJob::new("", 1, 1 << 30);
+        job.name = "rask-ci-lifetime".into();
+        job.rask_bin = RASK.into();
+        job.log_directory = Some(slurm.dir.join("logs").display().to_string());
+        job.lifetime = Some(Duration::from_secs(15));
+        // Its data can be made only there: were it lost, it could not be made again and
+        // the test would stall to its deadline instead of passing.
+        job.worker_extra_args = vec!["--resources".into(), "slurm=1".into()];
+        let mut cluster = rask::slurm::SlurmCluster::builder(job)
+            .scheduler_host("127.0.0.1")
+            .env("SLURM_CONF", slurm.conf.display().to_string())
+            .build()
+            .unwrap();
+        assert!(cluster.job_script().contains(" --lifetime 15 "));
+        cluster.scale(1).unwrap();
+        cluster
+            .wait_for_workers(1, Duration::from_secs(90))
+            .unwrap();
+        let c = cluster.client().unwrap();
+        let mut g = rask::Graph::new();
+        let keys: Vec<String> = (1..=4i64).map(|i| format!("held-{i}")).collect();
+        for (i, k) in keys.iter().enumerate() {
+            g.task(k, "bytes", [Arg::from(100_000i64), Arg::from(i as i64 + 1)])
+                .resources(&[("slurm", 1.0)]);
+        }
+        let outputs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let kept = c.compute(&g, &outputs).unwrap();
+        for f in &kept {
+            f.wait().unwrap();
+        }
+        // Another worker, outside Slurm, to hand the data to.
+        let _receiver = common::worker_with(&[], cluster.scheduler_address(), "receiver", &[]);
+        c.wait_for_workers(2).unwrap();
+        eventually("the job's worker retires and its job ends", || {
+            let names: Vec<String> = c
+                .scheduler_info()
+                .unwrap()
+                .workers
+                .iter()
+                .map(|w| w.name.clone())
+                .collect();
+            names == ["receiver"] && slurm.queue().trim().is_empty()
+        });
+        for (i, f) in kept.iter().enumerate() {
+            assert_eq!(
+                f.result().unwrap(),
+                rask::Value::Bytes(vec![i as u8 + 1; 100_000].into())
+            );
+        }
+        assert_eq!(common::tasks_run_by(&c, "receiver"), 0, "recomputed");
+        drop(c);
+        cluster.close().unwrap();
         drop(slurm);
     });
 }

@@ -99,7 +99,8 @@ impl LocalCluster {
             let (_, mut child) = self.processes.remove(at);
             // It leaves by itself once closed; one that does not is killed.
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            while child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline {
+            while child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline
+            {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             let _ = child.kill();

@@ -83,9 +83,11 @@ fn slurm_run(conf: &str, logs: &std::path::Path) -> Result<[f64; 2]> {
     let up = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     cluster.scale(0)?;
-    wait_until("the jobs' workers to leave", Duration::from_secs(120), || {
-        Ok(client.scheduler_info()?.workers.is_empty())
-    })?;
+    wait_until(
+        "the jobs' workers to leave",
+        Duration::from_secs(120),
+        || Ok(client.scheduler_info()?.workers.is_empty()),
+    )?;
     let down = t1.elapsed().as_secs_f64();
     cluster.close()?;
     Ok([up, down])
@@ -141,7 +143,9 @@ fn dask(a: &DeployArgs, slurm: Option<&LocalSlurm>) -> Result<Json> {
         .arg("--json")
         .arg(&out);
     if let Some(s) = slurm {
-        cmd.args(["--slurm-conf", &s.conf]).arg("--log-dir").arg(s.dir.join("logs"));
+        cmd.args(["--slurm-conf", &s.conf])
+            .arg("--log-dir")
+            .arg(s.dir.join("logs"));
     }
     eprintln!("running the same on Dask…");
     if !cmd.status().context("running dask_deploy.py")?.success() {
