@@ -328,23 +328,39 @@ pub fn device_args(device: &rask_worker::WorkerDevice, nvlink: &[u32]) -> Vec<St
     args
 }
 
-/// Parses `--device` and `--device-memory-limit`.
+/// Parses `--device` and `--device-memory-limit`: bytes, a fraction of the GPU's memory
+/// (for a simulated GPU, of the default capacity), or `auto` (a simulated GPU's default
+/// capacity, 80 % of a CUDA GPU's memory), read as everywhere else.
 pub fn parse_device(
     device: &str,
     memory: Option<&str>,
 ) -> Result<rask_worker::WorkerDevice, Box<dyn Error>> {
-    let memory = memory.map(rask_device::sim::parse_bytes).transpose()?;
+    use rask_proto::units::MemoryLimit;
+    let memory = memory
+        .map(|m| {
+            m.parse::<MemoryLimit>()
+                .map_err(|e| format!("--device-memory-limit {e}"))
+        })
+        .transpose()?;
     let device = device.parse::<rask_proto::DeviceLoc>()?;
     let index = device.index;
     Ok(match device.kind {
         rask_proto::DeviceKind::Host => rask_worker::WorkerDevice::Host,
         rask_proto::DeviceKind::Sim => rask_worker::WorkerDevice::Sim {
             index,
-            memory: memory.unwrap_or(rask_device::sim::DEFAULT_SIM_MEMORY),
+            memory: memory
+                .unwrap_or(MemoryLimit::Auto)
+                .of(rask_device::sim::DEFAULT_SIM_MEMORY),
         },
         rask_proto::DeviceKind::Cuda => rask_worker::WorkerDevice::Cuda {
             index,
-            memory_limit: memory,
+            memory_limit: match memory {
+                None | Some(MemoryLimit::Auto) => None,
+                Some(MemoryLimit::Bytes(b)) => Some(b),
+                Some(f @ MemoryLimit::Fraction(_)) => {
+                    Some(f.of(rask_device::cuda::total_memory(index)?))
+                }
+            },
         },
     })
 }
@@ -831,6 +847,64 @@ mod tests {
             .contains("--lifetime-stagger"));
         let u = random_unit();
         assert!((0.0..1.0).contains(&u), "{u}");
+    }
+
+    #[test]
+    fn device_memory_limits_read_as_every_other_size() {
+        use rask_worker::WorkerDevice;
+        let sim = |m: Option<&str>| parse_device("sim:1", m).map_err(|e| e.to_string());
+        let one_gib = rask_device::sim::DEFAULT_SIM_MEMORY;
+        assert_eq!(
+            sim(None),
+            Ok(WorkerDevice::Sim {
+                index: 1,
+                memory: one_gib
+            })
+        );
+        assert_eq!(
+            sim(Some("auto")),
+            Ok(WorkerDevice::Sim {
+                index: 1,
+                memory: one_gib
+            })
+        );
+        assert_eq!(
+            sim(Some("0.5")),
+            Ok(WorkerDevice::Sim {
+                index: 1,
+                memory: one_gib / 2
+            })
+        );
+        assert_eq!(
+            sim(Some("2GiB")),
+            Ok(WorkerDevice::Sim {
+                index: 1,
+                memory: 2 << 30
+            })
+        );
+        assert!(sim(Some("0"))
+            .unwrap_err()
+            .contains("--device-memory-limit"));
+        let cuda = |m: Option<&str>| parse_device("cuda:0", m).map_err(|e| e.to_string());
+        assert_eq!(
+            cuda(Some("30GiB")),
+            Ok(WorkerDevice::Cuda {
+                index: 0,
+                memory_limit: Some(30 << 30)
+            })
+        );
+        assert_eq!(
+            cuda(None),
+            Ok(WorkerDevice::Cuda {
+                index: 0,
+                memory_limit: None
+            })
+        );
+        // A fraction is of the GPU's memory: without a driver, that is an error saying so,
+        // never a limit of 0 bytes.
+        if rask_device::cuda::device_count().is_err() {
+            assert!(cuda(Some("0.8")).is_err());
+        }
     }
 
     #[test]

@@ -116,6 +116,16 @@ impl LocalSlurm {
             );
         }
         let conf = String::from_utf8(out.stdout)?.trim().to_string();
+        // A first job through the fresh daemons before anything is timed: Slurm's first
+        // scheduling after start is slower than the ones after.
+        let warm = Command::new("sbatch")
+            .args(["--wait", "--parsable", "-o", "/dev/null", "--wrap", "true"])
+            .env("SLURM_CONF", &conf)
+            .status()
+            .context("running sbatch")?;
+        if !warm.success() {
+            bail!("a first job through the local Slurm failed");
+        }
         Ok(LocalSlurm { dir, conf })
     }
 }

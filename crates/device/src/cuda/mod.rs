@@ -79,6 +79,14 @@ pub struct CudaDevice {
     pool: Arc<MemoryPool>,
 }
 
+/// The memory of GPU `ordinal` in this process, in bytes (what a fractional device
+/// memory limit is a fraction of).
+pub fn total_memory(ordinal: u32) -> Result<u64, DeviceError> {
+    driver()?;
+    let ctx = guarded("creating a context", || CudaContext::new(ordinal as usize))?;
+    Ok(guarded("reading the device memory", || ctx.total_mem())? as u64)
+}
+
 impl CudaDevice {
     /// Opens GPU `ordinal` with a memory limit (default: 80 % of its memory, like
     /// dask-cuda's device memory limit).
