@@ -308,6 +308,8 @@ impl LocalClusterBuilder {
                             rask_transport::addr::contact_addr(a, contact.as_deref(), None)
                         })
                         .map_err(|e| e.to_string());
+                    let mut cfg = cfg;
+                    cfg.address = addr.as_ref().ok().cloned();
                     let _ = addr_tx.send(addr);
                     let _ = rask_scheduler::run(listener, cfg, async {
                         let _ = stop_rx.await;

@@ -339,6 +339,12 @@ impl Client {
         self.client.held_keys()
     }
 
+    /// Shuts the cluster down (the scheduler and every worker), as Dask's
+    /// `Client.shutdown`; does not wait for it.
+    pub fn shutdown(&self) -> Result<(), ClientError> {
+        self.client.shutdown()
+    }
+
     /// Retires workers gracefully (their data moves first); the names of those retired.
     pub fn retire_workers(&self, names: &[String]) -> Result<Vec<String>, ClientError> {
         self.client.retire_workers(names)

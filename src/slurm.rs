@@ -297,3 +297,172 @@ impl Drop for SlurmCluster {
         let _ = self.cancel(&jobs);
     }
 }
+
+/// A whole cluster in one Slurm job step, as dask-jobqueue's `SLURMRunner`: the program,
+/// started on every rank by `srun`, calls [`SlurmRunner::start`] first. Rank 0 becomes the
+/// scheduler and rank 2 and up workers (of this program: its typed ops run there); they
+/// never return from `start`, and their processes end when the cluster shuts down. Rank 1
+/// goes on as the client, and [`SlurmRunner::close`] shuts the whole cluster down.
+///
+/// The ranks meet through a scheduler file on a file system they share:
+/// `$RASK_SCHEDULER_FILE`, else `rask-scheduler-$SLURM_JOB_ID` in `$SLURM_SUBMIT_DIR`.
+///
+/// ```sh
+/// sbatch -n 6 --wrap 'srun ./my-program'    # a scheduler, the client, 4 workers
+/// ```
+pub struct SlurmRunner {
+    client: Client,
+    file: PathBuf,
+}
+
+/// One rank's part, from Slurm's environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rank {
+    /// The scheduler (rank 0).
+    Scheduler,
+    /// The client: the program itself (rank 1).
+    Client,
+    /// A worker (rank 2 and up), by its rank.
+    Worker(u32),
+}
+
+impl Rank {
+    /// The part of `SLURM_PROCID` = `procid` in a step of `ntasks` ranks.
+    pub fn of(procid: &str, ntasks: &str) -> Result<Rank, String> {
+        let rank: u32 = procid
+            .trim()
+            .parse()
+            .map_err(|_| format!("SLURM_PROCID={procid:?} is not a rank"))?;
+        let n: u32 = ntasks
+            .trim()
+            .parse()
+            .map_err(|_| format!("SLURM_NTASKS={ntasks:?} is not a number of tasks"))?;
+        if n < 3 {
+            return Err(format!(
+                "a step of {n} tasks: a scheduler, a client and at least one worker need 3 (srun -n 3 or more)"
+            ));
+        }
+        Ok(match rank {
+            0 => Rank::Scheduler,
+            1 => Rank::Client,
+            r => Rank::Worker(r),
+        })
+    }
+}
+
+/// Where the ranks meet.
+fn runner_file() -> Result<PathBuf, ClusterError> {
+    if let Some(f) = std::env::var_os(crate::SCHEDULER_FILE_ENV).filter(|f| !f.is_empty()) {
+        return Ok(PathBuf::from(f));
+    }
+    let job = std::env::var("SLURM_JOB_ID").map_err(|_| ClusterError::Remote {
+        what: "SlurmRunner".into(),
+        reason: "SLURM_JOB_ID is not set: run the program with srun inside a job".into(),
+    })?;
+    let dir = std::env::var_os("SLURM_SUBMIT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    Ok(dir.join(format!("rask-scheduler-{job}")))
+}
+
+impl SlurmRunner {
+    /// Plays this rank's part (see [`SlurmRunner`]); returns only on rank 1.
+    pub fn start() -> Result<SlurmRunner, ClusterError> {
+        let env = |k: &str| std::env::var(k).unwrap_or_default();
+        let rank = Rank::of(&env("SLURM_PROCID"), &env("SLURM_NTASKS")).map_err(|reason| {
+            ClusterError::Remote {
+                what: "SlurmRunner".into(),
+                reason,
+            }
+        })?;
+        let file = runner_file()?;
+        let remote = |reason: String| ClusterError::Remote {
+            what: format!("SlurmRunner rank {}", env("SLURM_PROCID")),
+            reason,
+        };
+        if rank != Rank::Client {
+            crate::cli::init_logging("warn");
+        }
+        match rank {
+            Rank::Scheduler => {
+                crate::cli::run_scheduler_until_shutdown(&file)
+                    .map_err(|e| remote(e.to_string()))?;
+                std::process::exit(0);
+            }
+            Rank::Worker(r) => {
+                let mut args = crate::cli::WorkerArgs::new("");
+                args.scheduler = None;
+                args.scheduler_file = Some(file);
+                args.name = Some(format!("rank-{r}"));
+                args.host = Some("0.0.0.0".into());
+                if let Ok(c) = env("SLURM_CPUS_PER_TASK").parse::<u32>() {
+                    args.nthreads = Some(c.max(1));
+                }
+                let code = match crate::cli::run_worker(args, rask_kernels::Registry::program()) {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        crate::errln!("rask worker (rank {r}): {e}");
+                        1
+                    }
+                };
+                std::process::exit(code);
+            }
+            Rank::Client => {
+                let deadline = Instant::now() + Duration::from_secs(120);
+                let addr = loop {
+                    match crate::cli::read_scheduler_file(&file) {
+                        Ok(a) => break a,
+                        Err(e) if Instant::now() >= deadline => return Err(remote(e)),
+                        Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                    }
+                };
+                let client = loop {
+                    match Client::connect(&addr) {
+                        Ok(c) => break c,
+                        Err(e) if Instant::now() >= deadline => return Err(e.into()),
+                        Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                    }
+                };
+                Ok(SlurmRunner { client, file })
+            }
+        }
+    }
+
+    /// The client of the job's cluster.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The workers the step was started with (ranks 2 and up).
+    pub fn expected_workers() -> usize {
+        std::env::var("SLURM_NTASKS")
+            .ok()
+            .and_then(|n| n.trim().parse::<usize>().ok())
+            .map_or(0, |n| n.saturating_sub(2))
+    }
+
+    /// Shuts the cluster down: the scheduler and every worker end, and with them the
+    /// step's other ranks.
+    pub fn close(self) -> Result<(), ClusterError> {
+        self.client.shutdown()?;
+        let _ = std::fs::remove_file(&self.file);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranks_are_scheduler_client_and_workers_and_a_step_needs_three() {
+        assert_eq!(Rank::of("0", "4"), Ok(Rank::Scheduler));
+        assert_eq!(Rank::of("1", "4"), Ok(Rank::Client));
+        assert_eq!(Rank::of("3", "4"), Ok(Rank::Worker(3)));
+        assert!(Rank::of("0", "2")
+            .unwrap_err()
+            .contains("at least one worker"));
+        assert!(Rank::of("", "4").unwrap_err().contains("SLURM_PROCID"));
+        assert!(Rank::of("1", "x").unwrap_err().contains("SLURM_NTASKS"));
+    }
+}

@@ -449,3 +449,32 @@ fn configuration_files_and_environment_set_what_the_command_line_does_not() {
         let _ = std::fs::remove_file(&file);
     });
 }
+
+#[test]
+fn a_cluster_shut_down_by_a_client_or_by_sigterm_ends_with_its_workers() {
+    within(DEADLINE, || {
+        for by_client in [true, false] {
+            let port = free_port();
+            let addr = format!("tcp://127.0.0.1:{port}");
+            let mut s = scheduler_on(port, None);
+            let mut w1 = worker(&[&addr, "--name", "w1"]);
+            let mut w2 = worker(&[&addr, "--name", "w2"]);
+            let c = common::connect_retrying(&addr);
+            c.wait_for_workers(2).unwrap();
+            if by_client {
+                c.shutdown().unwrap();
+            } else {
+                rustix::process::kill_process(
+                    rustix::process::Pid::from_raw(s.0.id() as i32).unwrap(),
+                    rustix::process::Signal::TERM,
+                )
+                .unwrap();
+            }
+            // Told to close, the workers end at once and cleanly: they do not wait for
+            // a scheduler that is not coming back (their death timeout is 60 s).
+            assert!(s.0.wait().unwrap().success());
+            assert!(w1.0.wait().unwrap().success());
+            assert!(w2.0.wait().unwrap().success());
+        }
+    });
+}

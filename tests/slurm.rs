@@ -13,6 +13,28 @@ mod common;
 
 use common::{eventually, tmpfile, within, Proc, DEADLINE, RASK};
 
+/// An example of this crate, built (or found up to date).
+fn example(name: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = common::output(
+        Command::new(cargo)
+            .args(["build", "--quiet", "--example", name])
+            .current_dir(env!("CARGO_MANIFEST_DIR")),
+    );
+    assert!(
+        out.status.success(),
+        "building the {name} example: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exe = std::env::current_exe().unwrap();
+    exe.parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name)
+}
+
 /// munged, slurmctld and slurmd, for this test only.
 struct Slurm {
     dir: PathBuf,
@@ -22,6 +44,15 @@ struct Slurm {
 
 impl Drop for Slurm {
     fn drop(&mut self) {
+        // Jobs first (a test that failed may have left some), then the daemons.
+        let _ = Command::new("scancel")
+            .args(["--full", "-u", "root"])
+            .env("SLURM_CONF", &self.conf)
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.queue().trim().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         // slurmd first: its jobs' processes go with it.
         while let Some(p) = self.daemons.pop() {
             drop(p);
@@ -273,6 +304,28 @@ fn slurm_jobs_start_workers_that_compute_and_scaling_to_zero_cancels_them() {
         assert_eq!(common::tasks_run_by(&c, "receiver"), 0, "recomputed");
         drop(c);
         cluster.close().unwrap();
+
+        // One job step of 4 ranks (srun): a scheduler, the client, two workers of the
+        // program itself; the client shuts the cluster down and the step ends.
+        let runner = example("slurm_runner");
+        let out = slurm.dir.join("runner.out");
+        let done = common::output(
+            Command::new("sbatch")
+                .args(["--wait", "-n", "4", "--overcommit", "-o"])
+                .arg(&out)
+                .arg("--wrap")
+                .arg(format!("srun --overcommit {}", runner.display()))
+                .env("SLURM_CONF", &slurm.conf)
+                .env("RASK_LOG", "warn")
+                .current_dir(&slurm.dir),
+        );
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        assert!(done.status.success(), "the step failed: {text}");
+        assert!(
+            text.contains("workers = 2, sum of squares = 328350"),
+            "{text}"
+        );
+        assert!(slurm.queue().trim().is_empty());
         drop(slurm);
     });
 }

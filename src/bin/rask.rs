@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 use rask::{Arg, Client, LocalCluster, Registry};
 
@@ -20,49 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a scheduler.
-    Scheduler {
-        /// The address to listen on (default loopback only; 0.0.0.0 for every
-        /// interface).
-        #[arg(long, conflicts_with = "interface")]
-        host: Option<String>,
-        /// Listen on this network interface's address (eth0, ib0).
-        #[arg(long)]
-        interface: Option<String>,
-        /// The address workers and clients should use, HOST[:PORT] (behind NAT, in a
-        /// container); written to --scheduler-file. Default: the listening address, or
-        /// when that is every interface, this host's first non-loopback address.
-        #[arg(long)]
-        contact_address: Option<String>,
-        /// Port (0 picks a free one).
-        #[arg(long, default_value_t = 8786)]
-        port: u16,
-        /// Write the scheduler's address to this file once listening.
-        #[arg(long)]
-        scheduler_file: Option<std::path::PathBuf>,
-        /// Largest frame header accepted, in bytes.
-        #[arg(long)]
-        max_header: Option<u32>,
-        /// Largest frame payload accepted, in bytes.
-        #[arg(long)]
-        max_payload: Option<u64>,
-        /// Seconds a peer may take to finish a frame it started.
-        #[arg(long)]
-        frame_timeout: Option<f64>,
-        /// Seconds a peer may take to connect and complete its handshake.
-        #[arg(long)]
-        connect_timeout: Option<f64>,
-        /// Seconds a peer may leave data sent to it unacknowledged before its connection
-        /// is presumed dead (a crashed or cut-off host sends no close).
-        #[arg(long)]
-        peer_timeout: Option<f64>,
-        /// Seconds of silence after which a worker is presumed dead.
-        #[arg(long)]
-        worker_ttl: Option<f64>,
-        /// A file holding the cluster's shared secret (default: $RASK_AUTH_FILE or
-        /// $RASK_AUTH_SECRET; none means no authentication).
-        #[arg(long)]
-        auth_file: Option<std::path::PathBuf>,
-    },
+    Scheduler(rask::cli::SchedulerArgs),
     /// Run a worker that joins a scheduler.
     #[command(alias = "rask-worker")]
     Worker(rask::cli::WorkerArgs),
@@ -236,88 +194,7 @@ fn main() -> Result<()> {
     };
     rask::cli::init_logging(default_level);
     match cli.cmd {
-        Cmd::Scheduler {
-            host,
-            interface,
-            contact_address,
-            port,
-            scheduler_file,
-            max_header,
-            max_payload,
-            frame_timeout,
-            connect_timeout,
-            peer_timeout,
-            worker_ttl,
-            auth_file,
-        } => {
-            let mut cfg = rask_scheduler::SchedulerConfig::default();
-            if let Some(h) = max_header {
-                cfg.conn.limits.max_header = h;
-            }
-            if let Some(p) = max_payload {
-                cfg.conn.limits.max_payload = p;
-            }
-            if let Some(t) = frame_timeout {
-                cfg.conn.frame_timeout = std::time::Duration::from_secs_f64(t);
-            }
-            if let Some(t) = connect_timeout {
-                cfg.conn.handshake_timeout =
-                    rask::cli::seconds("--connect-timeout", t).map_err(|e| anyhow::anyhow!(e))?;
-            }
-            if let Some(t) = peer_timeout {
-                cfg.conn.peer_timeout =
-                    rask::cli::seconds("--peer-timeout", t).map_err(|e| anyhow::anyhow!(e))?;
-            }
-            if let Some(t) = worker_ttl {
-                cfg.worker_ttl = std::time::Duration::from_secs_f64(t);
-            }
-            cfg.conn.auth =
-                rask::cli::secret(auth_file.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let auth = if cfg.conn.auth.is_some() {
-                "shared secret (HMAC-SHA256)"
-            } else {
-                "none"
-            };
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(async move {
-                let bind = rask_transport::addr::bind_addr(
-                    None,
-                    host.as_deref(),
-                    interface.as_deref(),
-                    port,
-                    "127.0.0.1",
-                )?;
-                let listener = rask_transport::listen(&bind).await?;
-                let addr = rask_transport::addr::contact_addr(
-                    listener.local_addr()?,
-                    contact_address.as_deref(),
-                    None,
-                )?;
-                rask::errln!(
-                    "rask.scheduler - INFO - -----------------------------------------------"
-                );
-                rask::errln!(
-                    "rask.scheduler - INFO - Rask version {}",
-                    rask_proto::RASK_VERSION
-                );
-                rask::errln!("rask.scheduler - INFO -   Scheduler at: {addr}");
-                rask::errln!("rask.scheduler - INFO - Authentication: {auth}");
-                rask::errln!(
-                    "rask.scheduler - INFO - -----------------------------------------------"
-                );
-                if let Some(f) = scheduler_file {
-                    // Whole or not at all: workers may be waiting to read it.
-                    let tmp = f.with_extension("partial");
-                    std::fs::write(&tmp, format!("{addr}\n"))
-                        .and_then(|()| std::fs::rename(&tmp, &f))
-                        .with_context(|| format!("writing {}", f.display()))?;
-                }
-                rask_scheduler::run(listener, cfg, rask::cli::shutdown_signal()).await?;
-                Ok(())
-            })
-        }
+        Cmd::Scheduler(args) => rask::cli::run_scheduler(args).map_err(|e| anyhow::anyhow!("{e}")),
         Cmd::Worker(args) => {
             rask::cli::run_worker(args, Registry::program()).map_err(|e| anyhow::anyhow!("{e}"))
         }

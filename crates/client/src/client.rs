@@ -418,6 +418,22 @@ impl Client {
         }
     }
 
+    /// Shuts the cluster down, as Dask's `Client.shutdown`: the scheduler tells every
+    /// worker to close and ends. Returns once the scheduler has the request (a program
+    /// may exit right after).
+    pub fn shutdown(&self) -> Result<(), ClientError> {
+        self.inner
+            .to_scheduler
+            .send(ToScheduler::Shutdown {
+                reason: "asked by a client".into(),
+            })
+            .map_err(|_| ClientError::Other("the scheduler connection is closed".into()))?;
+        // The scheduler reads a connection's messages in order: once a later request is
+        // answered, or the connection has closed, it has the shutdown.
+        let _ = self.scheduler_info();
+        Ok(())
+    }
+
     /// Retires these workers (by name or data address) gracefully, as Dask's
     /// `retire_workers`: they get no new tasks, the tasks they run finish, and the data
     /// only they hold is copied to other workers first; then they are closed, with

@@ -266,6 +266,12 @@ wire! {
         GetProgram { code: u64 },
         /// The program `code` cannot be sent (a client) or started (a worker), and why.
         ProgramFailed { code: u64, message: String },
+        /// From a client: shut the cluster down (Dask's `Client.shutdown`): the scheduler
+        /// tells every worker to close, waits a moment for them to leave, and ends.
+        Shutdown {
+            /// Why, for the logs.
+            reason: String,
+        },
         /// From a client: retire these workers gracefully (by name or address): no new
         /// tasks go to them, the data only they hold is copied to other workers first,
         /// then they are closed. Answered by [`ToClient::RetireWorkersReply`] once the

@@ -17,7 +17,6 @@ mod server;
 use crate::conn::handle_conn;
 use crate::conn::Event;
 use crate::server::Server;
-use rask_proto::msg::ToWorker;
 use rask_scheduler_core::{CoreConfig, SchedulerCore};
 use rask_transport::{ConnConfig, TransportError};
 use rustc_hash::FxHashMap;
@@ -36,6 +35,8 @@ pub struct SchedulerConfig {
     /// A worker silent for this long (workers heartbeat every second) is presumed dead:
     /// its connection is closed and its work rescheduled.
     pub worker_ttl: std::time::Duration,
+    /// The address it announces (in `scheduler_info`); `None`: the listener's.
+    pub address: Option<String>,
 }
 
 impl Default for SchedulerConfig {
@@ -44,9 +45,13 @@ impl Default for SchedulerConfig {
             conn: ConnConfig::default(),
             core: CoreConfig::default(),
             worker_ttl: std::time::Duration::from_secs(60),
+            address: None,
         }
     }
 }
+
+/// How long workers told to close (the scheduler shutting down) may take to leave.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Errors that stop the scheduler.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +70,10 @@ pub async fn run(
     cfg: SchedulerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), SchedulerError> {
-    let address = rask_transport::listener_addr(&listener)?;
+    let address = match &cfg.address {
+        Some(a) => a.clone(),
+        None => rask_transport::listener_addr(&listener)?,
+    };
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
     let mut server = Server {
         core: SchedulerCore::new(cfg.core.clone()),
@@ -80,6 +88,7 @@ pub async fn run(
         clock: 0,
         partial: FxHashMap::default(),
         retire_replies: Vec::new(),
+        shutdown_requested: None,
     };
     let conn_cfg = cfg.conn;
     let worker_ttl = cfg.worker_ttl;
@@ -104,9 +113,12 @@ pub async fn run(
     // task is a queue push, while waking a current-thread runtime's `block_on` future goes
     // through the I/O driver (an eventfd write per wake-up).
     let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let main = tokio::spawn(async move {
+    let mut main = tokio::spawn(async move {
         let mut events = Vec::new();
+        // Once closing: when the workers, told to close, must have left by.
+        let mut closing: Option<tokio::time::Instant> = None;
         loop {
+            let deadline = closing.unwrap_or_else(tokio::time::Instant::now);
             tokio::select! {
                 biased;
                 n = rx.recv_many(&mut events, 4096) => {
@@ -118,22 +130,39 @@ pub async fn run(
                     }
                     server.flush();
                 }
-                _ = &mut stop_rx => break,
+                _ = &mut stop_rx, if closing.is_none() => {
+                    server.close_workers("scheduler shutting down");
+                    closing = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                }
+                _ = tokio::time::sleep_until(deadline), if closing.is_some() => {
+                    warn!("{} workers did not leave within {} s of being told to close", server.workers.len(), CLOSE_GRACE.as_secs());
+                    break;
+                }
             }
-        }
-        for w in server.workers.values() {
-            if let Some(tx) = &w.tx {
-                let _ = tx.send(ToWorker::Close {
-                    reason: "scheduler shutting down".into(),
-                });
+            if closing.is_none() {
+                if let Some(why) = server.shutdown_requested.take() {
+                    info!("{why}: closing the workers");
+                    server.close_workers(&why);
+                    closing = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                }
+            }
+            // Closed once every worker has left (they were told why).
+            if closing.is_some() && server.workers.is_empty() {
+                break;
             }
         }
     });
-    tokio::select! {
-        _ = accept => {}
-        _ = shutdown => info!("scheduler shutting down"),
+    let ended = tokio::select! {
+        _ = accept => false,
+        _ = shutdown => {
+            info!("scheduler shutting down");
+            false
+        }
+        _ = &mut main => true,
+    };
+    if !ended {
+        let _ = stop_tx.send(());
+        let _ = main.await;
     }
-    let _ = stop_tx.send(());
-    let _ = main.await;
     Ok(())
 }

@@ -66,6 +66,8 @@ pub(crate) struct Server {
     pub(crate) partial: FxHashMap<ClientId, Partial>,
     /// Answers to `RetireWorkers` waiting for the workers retired to leave.
     pub(crate) retire_replies: Vec<RetireReply>,
+    /// A client asked the cluster to shut down, and why.
+    pub(crate) shutdown_requested: Option<String>,
 }
 
 /// An answer to a client's `RetireWorkers`, sent once the workers retired have left.
@@ -79,6 +81,17 @@ pub(crate) struct RetireReply {
 }
 
 impl Server {
+    /// Tells every worker to close, with why.
+    pub(crate) fn close_workers(&mut self, why: &str) {
+        for w in self.workers.values() {
+            if let Some(tx) = &w.tx {
+                let _ = tx.send(ToWorker::Close {
+                    reason: why.to_string(),
+                });
+            }
+        }
+    }
+
     pub(crate) fn on_event(&mut self, ev: Event) {
         match ev {
             Event::Hello { hello, reply } => {
@@ -348,6 +361,14 @@ impl Server {
                         .get(&w)
                         .map_or_else(|| format!("worker {}", w.0), |c| c.spec.name.clone());
                     self.on_program_failed(Some(w), name, code, message)
+                }
+                (Peer::Client(c), ToScheduler::Shutdown { reason }) => {
+                    info!(
+                        client = c.0,
+                        "a client asks the cluster to shut down: {reason}"
+                    );
+                    self.shutdown_requested =
+                        Some(format!("client {} asked to shut down: {reason}", c.0));
                 }
                 (Peer::Client(c), ToScheduler::RetireWorkers { req, names }) => {
                     self.on_retire_workers(c, req, &names)
