@@ -38,10 +38,8 @@ impl SchedulerCore {
         let w = target?;
         let worker = self.workers.get(&w)?;
         let resources = task.resources();
-        (!worker.retiring
-            && worker.fits(resources, task.code())
-            && worker.has_capacity(&self.cfg, resources))
-        .then_some(w)
+        (worker.fits(resources, task.code()) && worker.takes_tasks(&self.cfg, resources))
+            .then_some(w)
     }
 
     pub(crate) fn decide_worker(&self, t: TaskId) -> Placement {

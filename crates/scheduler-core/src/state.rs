@@ -132,6 +132,12 @@ impl Worker {
             })
     }
 
+    /// Whether the worker takes a new task with these needs now: it is not retiring and
+    /// has a free slot and the resources.
+    pub(crate) fn takes_tasks(&self, cfg: &CoreConfig, resources: &[(u32, f64)]) -> bool {
+        !self.retiring && self.has_capacity(cfg, resources)
+    }
+
     /// Whether the worker could ever run a task with these needs: it runs the task's
     /// code and has enough of each resource.
     pub(crate) fn fits(&self, resources: &[(u32, f64)], code: Option<u64>) -> bool {

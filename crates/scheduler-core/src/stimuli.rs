@@ -93,16 +93,10 @@ impl SchedulerCore {
         let Some(w) = self.workers.remove(&id) else {
             return false;
         };
-        let copies = self.replicas.len();
-        if copies > 0 {
-            self.replicas.retain(|_, r| *r != id);
-        }
-        if !self.retirements.is_empty() && (!w.has_what.is_empty() || self.replicas.len() < copies)
-        {
-            // Values it held, or was fetching a copy of, may now be held by retiring
-            // workers only.
-            self.retire_dirty = true;
-        }
+        self.replicas.retain(|_, r| *r != id);
+        // Values it held, or was fetching a copy of, may now be held by retiring workers
+        // only (workers leave seldom: no finer test is worth it).
+        self.retire_dirty = true;
         let mut processing: Vec<TaskId> = w.processing.into_iter().collect();
         processing.sort_unstable();
         for t in processing {
@@ -457,9 +451,8 @@ impl SchedulerCore {
             .expect("invariant: holders are registered");
         w.has_what.remove(&dep);
         w.nbytes -= d.nbytes;
-        if !self.retirements.is_empty() {
-            self.retire_dirty = true;
-        }
+        // The holder may be retiring, and now hold nothing more to wait on.
+        self.retire_dirty = true;
         if d.who_has.is_empty() {
             self.recs.push_back((dep, TaskState::Released));
         }

@@ -457,11 +457,7 @@ impl SchedulerCore {
                     .copied(),
             };
             let Some(entry) = next else { break };
-            if !self
-                .workers
-                .values()
-                .any(|w| !w.retiring && w.has_capacity(&self.cfg, &[]))
-            {
+            if !self.workers.values().any(|w| w.takes_tasks(&self.cfg, &[])) {
                 break;
             }
             let t = entry.1;

@@ -166,9 +166,10 @@ fn memory_more_than_60_percent_full_doubles_the_workers() {
     let mut s = core();
     s.on_worker_joined(WorkerId(0), spec("a", 1, 1000));
     s.on_worker_joined(WorkerId(1), spec("b", 1, 1000));
+    s.on_worker_joined(WorkerId(2), spec("c", 1, 1000));
     run(&mut s, "x", "f", "a", WorkerId(0), 10, 700);
-    run(&mut s, "y", "f", "b", WorkerId(1), 10, 501);
-    assert_eq!(s.adaptive_target(FIVE_S), 4);
+    run(&mut s, "y", "f", "b", WorkerId(1), 10, 1101);
+    assert_eq!(s.adaptive_target(FIVE_S), 6);
     // At 60 % exactly, no: and no worker can go either (1000 left < 2 × 1200).
     let mut s = core();
     s.on_worker_joined(WorkerId(0), spec("a", 1, 1000));
@@ -237,4 +238,20 @@ fn retiring_workers_count_neither_as_workers_nor_as_candidates() {
     // 40 tasks of half a second no one can run: 4 workers, while b and c are 2.
     submit(&mut s, "y", "new", "gpu", 40);
     assert_eq!(s.adaptive_target(FIVE_S), 4);
+}
+
+#[test]
+fn running_work_counts_by_its_ops_mean_as_measured_now() {
+    let mut s = core();
+    s.on_worker_joined(WorkerId(0), spec("a", 1, 1 << 30));
+    run(&mut s, "m", "grows", "a", WorkerId(0), 10, 0);
+    // Measured at 10 µs, 50 tasks are all sent to a at once.
+    let sent = submit(&mut s, "x", "grows", "", 50);
+    assert_eq!(sent.len(), 50);
+    assert_eq!(s.adaptive_target(FIVE_S), 1);
+    // One of them takes 10 s: the mean is now about 2 s, and the 49 left are 98 s of
+    // work, 20 workers' worth, though none waits.
+    s.on_task_finished(WorkerId(0), sent[0], 0, 10_000_000, None);
+    s.validate();
+    assert_eq!(s.adaptive_target(FIVE_S), 20);
 }

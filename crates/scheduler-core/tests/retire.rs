@@ -255,25 +255,25 @@ fn a_task_sent_ahead_to_a_retiring_worker_runs_there_and_no_new_one_is() {
     // q waits on a for p.
     assert_eq!(computes(&c.actions()), vec![(A, p), (A, q)]);
     assert_eq!(c.retire(1, &[A]), vec![]);
-    // p's value is copied as any other, though q will read it on a.
+    // A new task reading p is not sent ahead to a: it waits for p.
+    let mut r = task("r", "");
+    r.deps = vec!["p".into()];
+    c.s.on_update_graph(C, vec![r], &["r".to_string()]).unwrap();
+    let r = c.id("r");
+    assert_eq!(c.actions(), vec![]);
+    assert_eq!(c.s.state("r"), TaskState::Waiting);
+    // p finishes: r runs on b, and p's value is copied there as any other.
     c.s.on_task_finished(A, p, 8, 10, None);
-    assert_eq!(c.actions(), vec![acquire(B, p, 8, &[A])]);
+    let a = c.actions();
+    assert_eq!(computes(&a), vec![(B, r)]);
+    assert_eq!(a.last(), Some(&acquire(B, p, 8, &[A])));
+    assert_eq!(a.len(), 2);
+    // q runs where it was sent.
     c.s.on_task_finished(A, q, 8, 10, None);
     assert_eq!(
         c.actions(),
-        vec![
-            in_memory("q", q, 8, &[A]),
-            Action::Free { worker: A, task: p },
-            Action::Free { worker: B, task: p },
-            acquire(B, q, 8, &[A]),
-        ]
+        vec![in_memory("q", q, 8, &[A]), acquire(B, q, 8, &[A])]
     );
-    // A task reading q now is not sent ahead to a, nor run there.
-    let mut r = task("r", "");
-    r.deps = vec!["q".into()];
-    c.s.on_update_graph(C, vec![r], &["r".to_string()]).unwrap();
-    let r = c.id("r");
-    assert_eq!(computes(&c.actions()), vec![(B, r)]);
 }
 
 #[test]
@@ -646,4 +646,62 @@ fn retiring_workers_are_shown_and_stimuli_that_do_not_concern_them_change_nothin
     assert_eq!(c.retiring(), vec![A]);
     c.acquired(B, &[x]);
     assert_eq!(c.retiring(), vec![]);
+}
+
+#[test]
+fn a_running_holder_lost_while_a_worker_retires_has_the_value_copied_again() {
+    let mut c = Cluster::new();
+    let x = c.compute("x", "a", A, 8);
+    c.s.on_update_graph(C, vec![task("y", "a")], &["y".to_string()])
+        .unwrap();
+    let y = c.id("y");
+    assert_eq!(computes(&c.actions()), vec![(A, y)]);
+    assert_eq!(c.retire(1, &[A]), vec![acquire(B, x, 8, &[A])]);
+    // The copy is there, but a still runs y.
+    assert_eq!(c.acquired(B, &[x]), vec![]);
+    assert_eq!(c.holders("x"), vec![A, B]);
+    // b dies: x is again held by a only, and goes to d.
+    c.s.on_worker_lost(B);
+    assert_eq!(
+        c.actions(),
+        vec![in_memory("x", x, 8, &[A]), acquire(D, x, 8, &[A])]
+    );
+}
+
+#[test]
+fn a_retiring_worker_found_without_its_value_closes_and_the_value_is_computed_again() {
+    let mut c = Cluster::new();
+    let x = c.compute("x", "", A, 8);
+    let mut t = task("t", "d");
+    t.deps = vec!["x".into()];
+    c.s.on_update_graph(C, vec![t], &["t".to_string()]).unwrap();
+    let t = c.id("t");
+    assert_eq!(computes(&c.actions()), vec![(D, t)]);
+    assert_eq!(c.retire(1, &[A]), vec![acquire(B, x, 8, &[A])]);
+    // d cannot get x from a: a holds nothing then and leaves; the copy is called off, x
+    // is computed again elsewhere.
+    c.s.on_missing_data(D, t, x, A);
+    let a = c.actions();
+    assert_eq!(computes(&a), vec![(B, x)]);
+    for want in [
+        Action::Free { worker: D, task: t },
+        Action::Free { worker: B, task: x },
+        Action::CloseWorker { worker: A },
+    ] {
+        assert!(a.contains(&want), "{want:?} in {a:?}");
+    }
+    assert_eq!(a.last(), Some(&retired(1, &[(A, "a")])));
+}
+
+#[test]
+fn a_copy_goes_to_the_receiver_holding_least_with_the_copies_on_their_way() {
+    let mut c = Cluster::new();
+    c.compute("w", "d", D, 300);
+    let x = c.compute("x", "a", A, 400);
+    let y = c.compute("y", "a", A, 100);
+    // x to b, which then has 400 on its way, more than d's 300: y to d.
+    assert_eq!(
+        c.retire(1, &[A]),
+        vec![acquire(B, x, 400, &[A]), acquire(D, y, 100, &[A])]
+    );
 }
