@@ -144,18 +144,9 @@ impl Host {
     }
 }
 
-/// How to start the worker of one GPU.
-#[derive(Clone, Debug, PartialEq)]
-pub struct WorkerLaunch {
-    /// The GPU, in cuda-worker's own messages.
-    pub label: String,
-    /// The `rask worker` command line, without the program.
-    pub args: Vec<OsString>,
-    /// Set in the worker's environment, on top of cuda-worker's own.
-    pub env: Vec<(String, String)>,
-    /// The CPUs the worker runs on; empty: wherever cuda-worker may.
-    pub cpus: Vec<usize>,
-}
+/// How to start the worker of one GPU: its label is the GPU, its arguments the `rask
+/// worker` command line without the program.
+pub use crate::supervise::Launch as WorkerLaunch;
 
 /// Why the workers of this machine cannot be planned. Found before any worker starts, so
 /// that a bad option fails cuda-worker once rather than every worker, restart after

@@ -19,33 +19,7 @@ use rask_proto::Datum;
 /// The `typed` example, built (or found up to date) once per test process.
 fn typed_program() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| example("typed")).clone()
-}
-
-/// An example of this crate, built (or found up to date).
-fn example(name: &str) -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = output(
-        Command::new(cargo)
-            .args(["build", "--quiet", "--example", name])
-            .current_dir(env!("CARGO_MANIFEST_DIR")),
-    );
-    assert!(
-        out.status.success(),
-        "building the {name} example: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // This test is target/<profile>/deps/shipping-…; the example is beside deps.
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name);
-    assert!(path.is_file(), "{} was not built", path.display());
-    path
+    PATH.get_or_init(|| common::example("typed")).clone()
 }
 
 /// A copy of the `typed` example whose `flavour` op returns other text: the same op
@@ -491,7 +465,7 @@ fn a_program_worker_stops_when_the_worker_that_started_it_dies() {
 /// workers that receive the program.
 #[test]
 fn the_pi_example_is_within_a_hundredth_embedded_and_on_stock_workers() {
-    let program = example("pi");
+    let program = common::example("pi");
     within(DEADLINE, move || {
         let pi = |out: std::process::Output| -> f64 {
             assert!(

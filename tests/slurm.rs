@@ -13,28 +13,6 @@ mod common;
 
 use common::{eventually, tmpfile, within, Proc, DEADLINE, RASK};
 
-/// An example of this crate, built (or found up to date).
-fn example(name: &str) -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = common::output(
-        Command::new(cargo)
-            .args(["build", "--quiet", "--example", name])
-            .current_dir(env!("CARGO_MANIFEST_DIR")),
-    );
-    assert!(
-        out.status.success(),
-        "building the {name} example: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let exe = std::env::current_exe().unwrap();
-    exe.parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name)
-}
-
 /// munged, slurmctld and slurmd, for this test only.
 struct Slurm {
     dir: PathBuf,
@@ -307,7 +285,7 @@ fn slurm_jobs_start_workers_that_compute_and_scaling_to_zero_cancels_them() {
 
         // One job step of 4 ranks (srun): a scheduler, the client, two workers of the
         // program itself; the client shuts the cluster down and the step ends.
-        let runner = example("slurm_runner");
+        let runner = common::example("slurm_runner");
         let out = slurm.dir.join("runner.out");
         let done = common::output(
             Command::new("sbatch")

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use rask::gpu_process::{plans, CudaWorkerArgs, Host, WorkerLaunch};
+use rask::gpu_process::{plans, CudaWorkerArgs, Host};
 
 /// The command line with what the configuration gives `[cuda-worker]`.
 fn configured_args() -> Result<Vec<std::ffi::OsString>> {
@@ -64,15 +64,6 @@ fn rask_binary() -> Result<PathBuf> {
 fn run(a: CudaWorkerArgs) -> Result<ExitCode> {
     let plans = plans(&a, &Host::this())?;
     let bin = rask_binary()?;
-    let launches = plans
-        .into_iter()
-        .map(|p: WorkerLaunch| rask::supervise::Launch {
-            label: p.label,
-            args: p.args,
-            env: p.env,
-            cpus: p.cpus,
-        })
-        .collect();
-    rask::supervise::run("rask.cuda-worker", bin, launches, a.max_restarts)
+    rask::supervise::run("rask.cuda-worker", bin, plans, a.max_restarts)
         .map_err(|e| anyhow::anyhow!("{e}"))
 }

@@ -400,3 +400,29 @@ pub fn make_lan(n: usize) -> Result<(Lan, String), String> {
     }
     Ok((lan, format!("{subnet}.1")))
 }
+
+/// An example of this crate, built (or found up to date) by cargo.
+pub fn example(name: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = output(
+        Command::new(cargo)
+            .args(["build", "--quiet", "--example", name])
+            .current_dir(env!("CARGO_MANIFEST_DIR")),
+    );
+    assert!(
+        out.status.success(),
+        "building the {name} example: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A test is target/<profile>/deps/NAME-…; the examples are beside deps.
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
+}
