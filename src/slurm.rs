@@ -13,9 +13,21 @@ pub use rask_deploy::slurm::{SlurmJob, Walltime};
 
 use crate::{Client, ClusterError, LocalCluster};
 
-/// A cluster of Slurm jobs: see [`SlurmCluster::builder`].
+/// The batch system jobs go to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BatchSystem {
+    /// Slurm: `#SBATCH` scripts, `sbatch` and `scancel`.
+    #[default]
+    Slurm,
+    /// PBS (PBS Pro, OpenPBS, Torque): `#PBS` scripts in dask-jobqueue's `PBSCluster`
+    /// shape, `qsub` and `qdel`.
+    Pbs,
+}
+
+/// A cluster of Slurm (or PBS) jobs: see [`SlurmCluster::builder`].
 pub struct SlurmClusterBuilder {
     job: SlurmJob,
+    system: BatchSystem,
     scheduler_host: String,
     scheduler_contact: Option<String>,
     sbatch: PathBuf,
@@ -37,7 +49,17 @@ impl SlurmClusterBuilder {
         self
     }
 
-    /// The `sbatch` and `scancel` programs (default: those on the PATH).
+    /// Submit to PBS instead of Slurm (`qsub`, `qdel` and a `#PBS` script); set the
+    /// programs with [`SlurmClusterBuilder::commands`] after this.
+    pub fn pbs(mut self) -> Self {
+        self.system = BatchSystem::Pbs;
+        self.sbatch = "qsub".into();
+        self.scancel = "qdel".into();
+        self
+    }
+
+    /// The programs that submit and cancel jobs (default: `sbatch` and `scancel`, or
+    /// `qsub` and `qdel`, from the PATH).
     pub fn commands(mut self, sbatch: impl Into<PathBuf>, scancel: impl Into<PathBuf>) -> Self {
         self.sbatch = sbatch.into();
         self.scancel = scancel.into();
@@ -63,13 +85,14 @@ impl SlurmClusterBuilder {
         let mut job = self.job;
         job.scheduler = cluster.scheduler_address().to_string();
         // A script that does not render fails here, before anything is submitted.
-        job.job_script().map_err(|e| ClusterError::Remote {
+        render(&job, self.system).map_err(|e| ClusterError::Remote {
             what: "the job script".into(),
             reason: e.to_string(),
         })?;
         Ok(SlurmCluster {
             cluster,
             job,
+            system: self.system,
             jobs: Vec::new(),
             sbatch: self.sbatch,
             scancel: self.scancel,
@@ -78,10 +101,20 @@ impl SlurmClusterBuilder {
     }
 }
 
-/// A scheduler here and workers in Slurm jobs; every job is cancelled when dropped.
+/// The script of `job` for `system`.
+fn render(job: &SlurmJob, system: BatchSystem) -> Result<String, rask_deploy::DeployError> {
+    match system {
+        BatchSystem::Slurm => job.job_script(),
+        BatchSystem::Pbs => job.pbs_script(),
+    }
+}
+
+/// A scheduler here and workers in Slurm (or PBS) jobs; every job is cancelled when
+/// dropped.
 pub struct SlurmCluster {
     cluster: LocalCluster,
     job: SlurmJob,
+    system: BatchSystem,
     jobs: Vec<u64>,
     sbatch: PathBuf,
     scancel: PathBuf,
@@ -93,6 +126,7 @@ impl SlurmCluster {
     pub fn builder(job: SlurmJob) -> SlurmClusterBuilder {
         SlurmClusterBuilder {
             job,
+            system: BatchSystem::Slurm,
             scheduler_host: "0.0.0.0".into(),
             scheduler_contact: None,
             sbatch: "sbatch".into(),
@@ -103,8 +137,7 @@ impl SlurmCluster {
 
     /// The script each job runs.
     pub fn job_script(&self) -> String {
-        self.job
-            .job_script()
+        render(&self.job, self.system)
             .expect("invariant: the script rendered when the cluster was built")
     }
 
@@ -187,25 +220,48 @@ impl SlurmCluster {
     fn submit(&self) -> Result<u64, ClusterError> {
         use std::io::Write;
         let script = self.job_script();
+        let program = self.sbatch.display().to_string();
         let err = |reason: String| ClusterError::Remote {
-            what: "sbatch".into(),
+            what: program.clone(),
             reason,
         };
-        let mut child = self
-            .command(&self.sbatch)
-            .arg("--parsable")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| err(format!("cannot run {}: {e}", self.sbatch.display())))?;
-        child
-            .stdin
-            .take()
-            .expect("piped")
-            .write_all(script.as_bytes())
-            .map_err(|e| err(format!("writing the script: {e}")))?;
-        let out = child.wait_with_output().map_err(|e| err(e.to_string()))?;
+        let out = match self.system {
+            BatchSystem::Slurm => {
+                let mut child = self
+                    .command(&self.sbatch)
+                    .arg("--parsable")
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .map_err(|e| err(format!("cannot run it: {e}")))?;
+                child
+                    .stdin
+                    .take()
+                    .expect("piped")
+                    .write_all(script.as_bytes())
+                    .map_err(|e| err(format!("writing the script: {e}")))?;
+                child.wait_with_output().map_err(|e| err(e.to_string()))?
+            }
+            BatchSystem::Pbs => {
+                // qsub takes a file (Torque's and Slurm's PBS compatibility both do).
+                static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+                let file = std::env::temp_dir().join(format!(
+                    "rask-job-{}-{}.pbs",
+                    std::process::id(),
+                    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                ));
+                std::fs::write(&file, &script)
+                    .map_err(|e| err(format!("writing {}: {e}", file.display())))?;
+                let out = self
+                    .command(&self.sbatch)
+                    .arg(&file)
+                    .output()
+                    .map_err(|e| err(format!("cannot run it: {e}")));
+                let _ = std::fs::remove_file(&file);
+                out?
+            }
+        };
         if !out.status.success() {
             return Err(err(format!(
                 "{}: {}",
@@ -213,8 +269,12 @@ impl SlurmCluster {
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
         }
-        SlurmJob::parse_job_id(&String::from_utf8_lossy(&out.stdout))
-            .map_err(|e| err(e.to_string()))
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        match self.system {
+            BatchSystem::Slurm => SlurmJob::parse_job_id(&stdout),
+            BatchSystem::Pbs => SlurmJob::parse_pbs_job_id(&stdout),
+        }
+        .map_err(|e| err(e.to_string()))
     }
 
     fn cancel(&self, jobs: &[u64]) -> Result<(), ClusterError> {
@@ -226,7 +286,7 @@ impl SlurmCluster {
             .args(jobs.iter().map(u64::to_string))
             .output()
             .map_err(|e| ClusterError::Remote {
-                what: "scancel".into(),
+                what: self.scancel.display().to_string(),
                 reason: format!("cannot run {}: {e}", self.scancel.display()),
             })?;
         if !out.status.success() {
