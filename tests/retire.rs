@@ -177,7 +177,7 @@ fn a_retiring_worker_finishes_its_task_gets_no_new_one_and_is_shown_closing_grac
             worker_info(&c, "a").status == "closing_gracefully"
         });
         assert_eq!(worker_info(&c, "b").status, "running");
-        // New work goes to b, though a has a thread free.
+        // New work goes to b only, though a's queue has room for it.
         let xs: Vec<Future> = (0..4)
             .map(|i| c.submit("inc", [Arg::from(i as i64)]).unwrap())
             .collect();
@@ -245,7 +245,7 @@ fn a_worker_whose_lifetime_is_over_hands_its_data_over_and_leaves() {
         let addr = cluster.scheduler_address().to_string();
         let c = Client::connect(&addr).unwrap();
         c.wait_for_workers(1).unwrap();
-        let life = worker_thread(&addr, "life", Duration::from_secs(4));
+        let life = worker_thread(&addr, "life", Duration::from_secs(6));
         c.wait_for_workers(2).unwrap();
         let (futures, want) = persist(&c, &["life"]);
         let other = c
