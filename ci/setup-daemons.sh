@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the daemons the deployment tests start for themselves (they start and stop
 # them by pid file; nothing here starts one): sshd for SshCluster, Slurm and munge for
-# SlurmCluster. Debian packages; needs root. Does nothing when they are there already.
+# SlurmCluster, Slurm's PBS compatibility (qsub, qdel) for its PBS scripts. Debian packages; needs root. Does nothing when they are there already.
 set -euo pipefail
 need=()
 command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v slurmctld >/dev/null 2>&1 || [ -x /usr/sbin/slurmctld ] || need+=(slurm-wlm slurm-client)
 command -v munged >/dev/null 2>&1 || [ -x /usr/sbin/munged ] || need+=(munge)
+# qsub and qdel over Slurm (its Torque/PBS compatibility), for the PBS job scripts.
+command -v qsub >/dev/null 2>&1 || need+=(slurm-wlm-torque)
 if [ "${#need[@]}" -eq 0 ]; then
     echo "daemons: installed already"
     exit 0

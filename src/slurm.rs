@@ -245,7 +245,8 @@ impl SlurmCluster {
             }
             BatchSystem::Pbs => {
                 // qsub takes a file (Torque's and Slurm's PBS compatibility both do).
-                static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+                static NEXT: std::sync::atomic::AtomicUsize =
+                    std::sync::atomic::AtomicUsize::new(0);
                 let file = std::env::temp_dir().join(format!(
                     "rask-job-{}-{}.pbs",
                     std::process::id(),

@@ -283,6 +283,47 @@ fn slurm_jobs_start_workers_that_compute_and_scaling_to_zero_cancels_them() {
         drop(c);
         cluster.close().unwrap();
 
+        // The same with a PBS script, through Slurm's PBS compatibility (qsub and qdel
+        // wrappers; sbatch reads the #PBS lines): no PBS server runs here.
+        if Path::new("/usr/bin/qsub").exists() || std::env::var_os("RASK_REQUIRE_DAEMONS").is_some()
+        {
+            let mut job = rask::slurm::SlurmJob::new("", 1, 1 << 30);
+            job.name = "rask-ci-pbs".into();
+            job.rask_bin = RASK.into();
+            job.walltime = "00:10:00".parse().unwrap();
+            let mut cluster = rask::slurm::SlurmCluster::builder(job)
+                .pbs()
+                .scheduler_host("127.0.0.1")
+                .env("SLURM_CONF", slurm.conf.display().to_string())
+                .build()
+                .unwrap();
+            assert!(cluster
+                .job_script()
+                .contains("#PBS -l select=1:ncpus=1:mem=1gb\n"));
+            cluster.scale(1).unwrap();
+            cluster
+                .wait_for_workers(1, Duration::from_secs(90))
+                .unwrap_or_else(|e| panic!("{e}; queue: {}", slurm.queue()));
+            let c = cluster.client().unwrap();
+            let id = cluster.jobs()[0];
+            assert_eq!(
+                c.scheduler_info().unwrap().workers[0].name,
+                format!("rask-ci-pbs-{id}")
+            );
+            let f = c
+                .submit("add", [Arg::from(40i64), Arg::from(2i64)])
+                .unwrap();
+            assert_eq!(f.result_as::<i64>().unwrap(), 42);
+            cluster.scale(0).unwrap();
+            eventually("the PBS job has left the queue", || {
+                slurm.queue().trim().is_empty()
+            });
+            drop(c);
+            cluster.close().unwrap();
+        } else {
+            println!("(no qsub here: the PBS part did not run)");
+        }
+
         // One job step of 4 ranks (srun): a scheduler, the client, two workers of the
         // program itself; the client shuts the cluster down and the step ends.
         let runner = common::example("slurm_runner");

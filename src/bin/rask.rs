@@ -112,6 +112,9 @@ enum Cmd {
         /// Print the job script and exit.
         #[arg(long)]
         print_script: bool,
+        /// Submit to PBS (PBS Pro, OpenPBS, Torque: qsub, qdel, #PBS) instead of Slurm.
+        #[arg(long)]
+        pbs: bool,
     },
     /// Print the effective configuration: every option of `rask scheduler`, `rask
     /// worker` and `cuda-worker`, its value, and whether it came from a file, the
@@ -305,6 +308,7 @@ fn main() -> Result<()> {
             remote_rask,
             scheduler_host,
             print_script,
+            pbs,
         } => {
             let mut job = rask::slurm::SlurmJob::new("", cores, memory);
             job.name = "rask-worker".into();
@@ -320,12 +324,20 @@ fn main() -> Result<()> {
             };
             if print_script {
                 job.scheduler = "tcp://SCHEDULER:8786".into();
-                rask::outln!("{}", job.job_script()?.trim_end());
+                let script = if pbs {
+                    job.pbs_script()?
+                } else {
+                    job.job_script()?
+                };
+                rask::outln!("{}", script.trim_end());
                 return Ok(());
             }
-            let mut cluster = rask::slurm::SlurmCluster::builder(job)
-                .scheduler_host(scheduler_host)
-                .build()?;
+            let mut builder =
+                rask::slurm::SlurmCluster::builder(job).scheduler_host(scheduler_host);
+            if pbs {
+                builder = builder.pbs();
+            }
+            let mut cluster = builder.build()?;
             let workers = jobs * cluster.processes_per_job();
             cluster.scale(workers)?;
             rask::outln!(

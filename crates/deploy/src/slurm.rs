@@ -147,7 +147,12 @@ impl FromStr for Walltime {
 impl Walltime {
     /// `HH:MM:SS` with the hours counting past a day (PBS's form).
     pub fn hms(secs: u64) -> String {
-        format!("{:02}:{:02}:{:02}", secs / 3600, secs % 3600 / 60, secs % 60)
+        format!(
+            "{:02}:{:02}:{:02}",
+            secs / 3600,
+            secs % 3600 / 60,
+            secs % 60
+        )
     }
 }
 
@@ -583,7 +588,10 @@ impl SlurmJob {
             self.cores,
             pbs_memory(self.memory)
         ));
-        lines.push(format!("-l walltime={}", Walltime::hms(self.walltime.as_secs())));
+        lines.push(format!(
+            "-l walltime={}",
+            Walltime::hms(self.walltime.as_secs())
+        ));
         if let Some(dir) = &self.log_directory {
             non_empty("log_directory", dir)?;
             one_line("log_directory", dir)?;
@@ -594,7 +602,11 @@ impl SlurmJob {
         let mut script = format!("{}\n\n", self.shebang);
         for directive in lines {
             let line = format!("#PBS {directive}");
-            if !self.directives_skip.iter().any(|k| line.contains(k.as_str())) {
+            if !self
+                .directives_skip
+                .iter()
+                .any(|k| line.contains(k.as_str()))
+            {
                 script.push_str(&line);
                 script.push('\n');
             }

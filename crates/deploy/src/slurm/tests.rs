@@ -571,7 +571,9 @@ fn the_pbs_script_has_dask_jobqueues_pbs_shape() {
     assert_eq!(lines[11], "RASK_JOB_ID=${PBS_JOBID%%.*}");
     assert_eq!(lines[12], "RASK_JOB_ID=${RASK_JOB_ID:-$SLURM_JOB_ID}");
     assert!(
-        lines[13].starts_with("rask worker tcp://10.0.0.1:8786 --name rask-w-$RASK_JOB_ID --nthreads 2 "),
+        lines[13].starts_with(
+            "rask worker tcp://10.0.0.1:8786 --name rask-w-$RASK_JOB_ID --nthreads 2 "
+        ),
         "{}",
         lines[13]
     );
