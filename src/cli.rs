@@ -50,7 +50,7 @@ pub struct WorkerArgs {
     /// Where to listen, HOST:PORT (instead of --host and --worker-port).
     #[arg(long)]
     pub listen: Option<String>,
-    /// The address peers and clients should use to reach this worker, HOST[:PORT]
+    /// The address peers and clients should use to reach this worker, HOST or HOST:PORT
     /// (behind NAT or in a container). Default: the listening address, or, when that is
     /// every interface, this host's address on the route to the scheduler.
     #[arg(long)]
@@ -286,7 +286,7 @@ pub struct SchedulerArgs {
     /// Listen on this network interface's address (eth0, ib0).
     #[arg(long)]
     pub interface: Option<String>,
-    /// The address workers and clients should use, HOST[:PORT] (behind NAT, in a
+    /// The address workers and clients should use, HOST or HOST:PORT (behind NAT, in a
     /// container); written to --scheduler-file. Default: the listening address, or when
     /// that is every interface, this host's first non-loopback address.
     #[arg(long)]

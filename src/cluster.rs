@@ -236,7 +236,7 @@ impl LocalClusterBuilder {
         self
     }
 
-    /// The address workers and clients are told to reach the scheduler at, HOST[:PORT]
+    /// The address workers and clients are told to reach the scheduler at, HOST or HOST:PORT
     /// (behind NAT, in a container).
     pub fn scheduler_contact(mut self, addr: impl Into<String>) -> Self {
         self.scheduler_contact = Some(addr.into());

@@ -43,7 +43,7 @@ impl SlurmClusterBuilder {
         self
     }
 
-    /// The address jobs are told to reach the scheduler at, HOST[:PORT].
+    /// The address jobs are told to reach the scheduler at, HOST or HOST:PORT.
     pub fn scheduler_contact(mut self, addr: impl Into<String>) -> Self {
         self.scheduler_contact = Some(addr.into());
         self

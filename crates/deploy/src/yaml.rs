@@ -169,6 +169,12 @@ mod tests {
     }
 
     #[test]
+    fn empty_maps_and_sequences_in_a_sequence_are_written_inline() {
+        let doc = map([("items", seq([map([]), seq([]), s("x")]))]);
+        assert_eq!(document(&doc), "items:\n  - {}\n  - []\n  - \"x\"\n");
+    }
+
+    #[test]
     fn blocks_nest_maps_and_sequences() {
         let doc = map([
             ("kind", s("Deployment")),

@@ -533,6 +533,20 @@ fn other_fields_are_validated() {
         assert_eq!(spec.validate().unwrap_err().to_string(), got);
     }
     assert_eq!(base.validate(), Ok(()));
+    // 253 characters exactly is a valid name.
+    let longest = [
+        "a".repeat(63),
+        "b".repeat(63),
+        "c".repeat(63),
+        "d".repeat(61),
+    ]
+    .join(".");
+    assert_eq!(longest.len(), 253);
+    let spec = K8sSpec {
+        secret_name: Some(longest),
+        ..base.clone()
+    };
+    assert_eq!(spec.validate(), Ok(()));
 }
 
 #[test]

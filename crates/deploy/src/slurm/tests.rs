@@ -592,6 +592,10 @@ fn pbs_memory_is_in_binary_units_and_job_ids_drop_the_server() {
     assert_eq!(SlurmJob::parse_pbs_job_id("123.pbs-server\n"), Ok(123));
     assert_eq!(SlurmJob::parse_pbs_job_id("\n77\n"), Ok(77));
     assert!(SlurmJob::parse_pbs_job_id("qsub: error").is_err());
+    assert!(SlurmJob::parse_pbs_job_id("+5.server").is_err());
+    assert!(SlurmJob::parse_pbs_job_id(".server").is_err());
+    assert!(SlurmJob::parse_job_id("+5").is_err());
+    assert!(SlurmJob::parse_job_id("Submitted batch job +5").is_err());
     assert!(SlurmJob::parse_pbs_job_id("").is_err());
     assert_eq!(Walltime::hms(93_600), "26:00:00");
 }
