@@ -28,6 +28,7 @@ pub enum BatchSystem {
 pub struct SlurmClusterBuilder {
     job: SlurmJob,
     system: BatchSystem,
+    dir: Option<PathBuf>,
     scheduler_host: String,
     scheduler_contact: Option<String>,
     sbatch: PathBuf,
@@ -66,6 +67,13 @@ impl SlurmClusterBuilder {
         self
     }
 
+    /// The directory jobs are submitted from, where a job's output goes unless the
+    /// script's log directory says otherwise (default: this process's).
+    pub fn submit_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
     /// An environment variable for `sbatch` and `scancel` (e.g. `SLURM_CONF`); jobs
     /// inherit the submitter's environment, as `sbatch` does by default.
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
@@ -93,6 +101,7 @@ impl SlurmClusterBuilder {
             cluster,
             job,
             system: self.system,
+            dir: self.dir,
             jobs: Vec::new(),
             sbatch: self.sbatch,
             scancel: self.scancel,
@@ -115,6 +124,7 @@ pub struct SlurmCluster {
     cluster: LocalCluster,
     job: SlurmJob,
     system: BatchSystem,
+    dir: Option<PathBuf>,
     jobs: Vec<u64>,
     sbatch: PathBuf,
     scancel: PathBuf,
@@ -127,6 +137,7 @@ impl SlurmCluster {
         SlurmClusterBuilder {
             job,
             system: BatchSystem::Slurm,
+            dir: None,
             scheduler_host: "0.0.0.0".into(),
             scheduler_contact: None,
             sbatch: "sbatch".into(),
@@ -213,6 +224,9 @@ impl SlurmCluster {
     fn command(&self, program: &PathBuf) -> Command {
         let mut c = Command::new(program);
         c.envs(self.env.iter().cloned());
+        if let Some(d) = &self.dir {
+            c.current_dir(d);
+        }
         c
     }
 

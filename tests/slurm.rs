@@ -293,6 +293,7 @@ fn slurm_jobs_start_workers_that_compute_and_scaling_to_zero_cancels_them() {
             job.walltime = "00:10:00".parse().unwrap();
             let mut cluster = rask::slurm::SlurmCluster::builder(job)
                 .pbs()
+                .submit_dir(&slurm.dir)
                 .scheduler_host("127.0.0.1")
                 .env("SLURM_CONF", slurm.conf.display().to_string())
                 .build()
