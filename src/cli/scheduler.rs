@@ -1,0 +1,130 @@
+//! `rask scheduler`: its options, and running it until it is stopped or a client shuts
+//! the cluster down.
+
+use std::error::Error;
+
+use clap::Args;
+
+use super::{seconds, secret, shutdown_signal};
+
+/// `scheduler` options, like `dask scheduler`'s.
+#[derive(Args, Debug, Clone, Default)]
+pub struct SchedulerArgs {
+    /// The address to listen on (default loopback only; 0.0.0.0 for every interface).
+    #[arg(long, conflicts_with = "interface")]
+    pub host: Option<String>,
+    /// Listen on this network interface's address (eth0, ib0).
+    #[arg(long)]
+    pub interface: Option<String>,
+    /// The address workers and clients should use, HOST or HOST:PORT (behind NAT, in a
+    /// container); written to --scheduler-file. Default: the listening address, or when
+    /// that is every interface, this host's first non-loopback address.
+    #[arg(long)]
+    pub contact_address: Option<String>,
+    /// Port (0 picks a free one).
+    #[arg(long, default_value_t = 8786)]
+    pub port: u16,
+    /// Write the scheduler's address to this file once listening.
+    #[arg(long)]
+    pub scheduler_file: Option<std::path::PathBuf>,
+    /// Largest frame header accepted, in bytes.
+    #[arg(long)]
+    pub max_header: Option<u32>,
+    /// Largest frame payload accepted, in bytes.
+    #[arg(long)]
+    pub max_payload: Option<u64>,
+    /// Seconds a peer may take to finish a frame it started.
+    #[arg(long)]
+    pub frame_timeout: Option<f64>,
+    /// Seconds a peer may take to connect and complete its handshake.
+    #[arg(long)]
+    pub connect_timeout: Option<f64>,
+    /// Seconds a peer may leave data sent to it unacknowledged before its connection is
+    /// presumed dead (a crashed or cut-off host sends no close).
+    #[arg(long)]
+    pub peer_timeout: Option<f64>,
+    /// Seconds of silence after which a worker is presumed dead.
+    #[arg(long)]
+    pub worker_ttl: Option<f64>,
+    /// A file holding the cluster's shared secret (default: $RASK_AUTH_FILE or
+    /// $RASK_AUTH_SECRET; none means no authentication).
+    #[arg(long)]
+    pub auth_file: Option<std::path::PathBuf>,
+}
+
+/// Runs a scheduler until SIGTERM or SIGINT, or until a client shuts the cluster down.
+pub fn run_scheduler(a: SchedulerArgs) -> Result<(), Box<dyn Error>> {
+    let mut cfg = rask_scheduler::SchedulerConfig::default();
+    if let Some(h) = a.max_header {
+        cfg.conn.limits.max_header = h;
+    }
+    if let Some(p) = a.max_payload {
+        cfg.conn.limits.max_payload = p;
+    }
+    if let Some(t) = a.frame_timeout {
+        cfg.conn.frame_timeout = seconds("--frame-timeout", t)?;
+    }
+    if let Some(t) = a.connect_timeout {
+        cfg.conn.handshake_timeout = seconds("--connect-timeout", t)?;
+    }
+    if let Some(t) = a.peer_timeout {
+        cfg.conn.peer_timeout = seconds("--peer-timeout", t)?;
+    }
+    if let Some(t) = a.worker_ttl {
+        cfg.worker_ttl = seconds("--worker-ttl", t)?;
+    }
+    cfg.conn.auth = secret(a.auth_file.as_deref())?;
+    let auth = if cfg.conn.auth.is_some() {
+        "shared secret (HMAC-SHA256)"
+    } else {
+        "none"
+    };
+    let bind = rask_transport::addr::bind_addr(
+        None,
+        a.host.as_deref(),
+        a.interface.as_deref(),
+        a.port,
+        "127.0.0.1",
+    )?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = rask_transport::listen(&bind).await?;
+        let addr = rask_transport::addr::contact_addr(
+            listener.local_addr()?,
+            a.contact_address.as_deref(),
+            None,
+        )?;
+        crate::errln!("rask.scheduler - INFO - -----------------------------------------------");
+        crate::errln!(
+            "rask.scheduler - INFO - Rask version {}",
+            rask_proto::RASK_VERSION
+        );
+        crate::errln!("rask.scheduler - INFO -   Scheduler at: {addr}");
+        crate::errln!("rask.scheduler - INFO - Authentication: {auth}");
+        crate::errln!("rask.scheduler - INFO - -----------------------------------------------");
+        if let Some(f) = &a.scheduler_file {
+            // Whole or not at all: workers may be waiting to read it.
+            let tmp = f.with_extension("partial");
+            std::fs::write(&tmp, format!("{addr}\n"))
+                .and_then(|()| std::fs::rename(&tmp, f))
+                .map_err(|e| format!("writing {}: {e}", f.display()))?;
+        }
+        let mut cfg = cfg;
+        cfg.address = Some(addr);
+        rask_scheduler::run(listener, cfg, shutdown_signal()).await?;
+        Ok::<_, Box<dyn Error>>(())
+    })
+}
+
+/// The scheduler of a `SlurmRunner` step: every interface, a free port, its address in
+/// `file`; until a client shuts the cluster down (or SIGTERM).
+pub fn run_scheduler_until_shutdown(file: &std::path::Path) -> Result<(), Box<dyn Error>> {
+    run_scheduler(SchedulerArgs {
+        host: Some("0.0.0.0".into()),
+        port: 0,
+        scheduler_file: Some(file.to_path_buf()),
+        ..SchedulerArgs::default()
+    })
+}
