@@ -144,18 +144,6 @@ impl FromStr for Walltime {
     }
 }
 
-impl Walltime {
-    /// `HH:MM:SS` with the hours counting past a day (PBS's form).
-    pub fn hms(secs: u64) -> String {
-        format!(
-            "{:02}:{:02}:{:02}",
-            secs / 3600,
-            secs % 3600 / 60,
-            secs % 60
-        )
-    }
-}
-
 impl fmt::Display for Walltime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (d, rest) = (self.secs / 86_400, self.secs % 86_400);
@@ -209,20 +197,6 @@ pub fn slurm_memory(bytes: u64) -> String {
         format!("{}M", kib / 1024)
     } else {
         format!("{kib}K")
-    }
-}
-
-/// `bytes` as a PBS memory request: rounded up to whole KiB, in the largest binary unit
-/// that is exact (PBS's `gb`, `mb` and `kb` are 1024-based): 4 GiB → `4gb`, 1.5 GiB →
-/// `1536mb`.
-pub fn pbs_memory(bytes: u64) -> String {
-    let kib = bytes.div_ceil(1024).max(1);
-    if kib.is_multiple_of(1024 * 1024) {
-        format!("{}gb", kib / (1024 * 1024))
-    } else if kib.is_multiple_of(1024) {
-        format!("{}mb", kib / 1024)
-    } else {
-        format!("{kib}kb")
     }
 }
 
@@ -423,7 +397,7 @@ impl SlurmJob {
 
     /// [`SlurmJob::worker_command`] with the job id read from `job_id` (a shell
     /// expansion).
-    fn worker_command_with(&self, job_id: &str) -> Result<String, DeployError> {
+    pub(crate) fn worker_command_with(&self, job_id: &str) -> Result<String, DeployError> {
         let layout = self.layout()?;
         non_empty("rask_bin", &self.rask_bin)?;
         no_nul("rask_bin", &self.rask_bin)?;
@@ -499,7 +473,25 @@ impl SlurmJob {
     /// extra ones), the prologue, the [worker command](SlurmJob::worker_command) and the
     /// epilogue, one per line.
     pub fn job_script(&self) -> Result<String, DeployError> {
-        let command = self.worker_command()?;
+        self.render(
+            ("#SBATCH", "sbatch"),
+            self.directives()?,
+            &[],
+            self.worker_command()?,
+        )
+    }
+
+    /// A job script for a batch system whose directives start with `prefix`, read by
+    /// `reader`: the shebang, an empty line, `directives` (less those matching
+    /// `directives_skip`), the extra directives, the prologue, `setup` lines, `command`
+    /// and the epilogue.
+    fn render(
+        &self,
+        (prefix, reader): (&str, &str),
+        directives: Vec<String>,
+        setup: &[&str],
+        command: String,
+    ) -> Result<String, DeployError> {
         one_line("shebang", &self.shebang)?;
         if !self.shebang.starts_with("#!") {
             return Err(DeployError::invalid(
@@ -518,8 +510,8 @@ impl SlurmJob {
             }
         }
         let mut script = format!("{}\n\n", self.shebang);
-        for directive in self.directives()? {
-            let line = format!("#SBATCH {directive}");
+        for directive in directives {
+            let line = format!("{prefix} {directive}");
             if !self
                 .directives_skip
                 .iter()
@@ -536,13 +528,17 @@ impl SlurmJob {
                 return Err(DeployError::invalid(
                     "extra_directives",
                     directive,
-                    "write the directive without `#SBATCH` (sbatch would read it as a comment)",
+                    format!("write the directive without `{prefix}` ({reader} would read it as a comment)"),
                 ));
             }
-            script.push_str(&format!("#SBATCH {directive}\n"));
+            script.push_str(&format!("{prefix} {directive}\n"));
         }
         for line in &self.prologue {
             no_nul("prologue", line)?;
+            script.push_str(line);
+            script.push('\n');
+        }
+        for line in setup {
             script.push_str(line);
             script.push('\n');
         }
@@ -554,104 +550,6 @@ impl SlurmJob {
             script.push('\n');
         }
         Ok(script)
-    }
-
-    /// The same job for PBS (PBS Pro, OpenPBS, Torque), in dask-jobqueue's `PBSCluster`
-    /// shape, to be given to `qsub`: `#PBS -N`, `-q` (the partition), `-A`,
-    /// `-l select=1:ncpus=C:mem=M`, `-l walltime=`, `-e`/`-o` (the log directory), the
-    /// extra directives, the prologue, the worker command (the job id from `$PBS_JOBID`
-    /// without its server part, or `$SLURM_JOB_ID` under Slurm's PBS compatibility) and
-    /// the epilogue. `directives_skip` applies as for Slurm.
-    pub fn pbs_script(&self) -> Result<String, DeployError> {
-        let command = self.worker_command_with("$RASK_JOB_ID")?;
-        one_line("shebang", &self.shebang)?;
-        if !self.shebang.starts_with("#!") {
-            return Err(DeployError::invalid(
-                "shebang",
-                &self.shebang,
-                "must start with #!",
-            ));
-        }
-        let mut lines = vec![format!("-N {}", sbatch_quote(&self.name))];
-        if let Some(q) = &self.partition {
-            non_empty("partition", q)?;
-            one_line("partition", q)?;
-            lines.push(format!("-q {}", sbatch_quote(q)));
-        }
-        if let Some(a) = &self.account {
-            non_empty("account", a)?;
-            one_line("account", a)?;
-            lines.push(format!("-A {}", sbatch_quote(a)));
-        }
-        lines.push(format!(
-            "-l select=1:ncpus={}:mem={}",
-            self.cores,
-            pbs_memory(self.memory)
-        ));
-        lines.push(format!(
-            "-l walltime={}",
-            Walltime::hms(self.walltime.as_secs())
-        ));
-        if let Some(dir) = &self.log_directory {
-            non_empty("log_directory", dir)?;
-            one_line("log_directory", dir)?;
-            let dir = format!("{}/", dir.trim_end_matches('/'));
-            lines.push(format!("-e {}", sbatch_quote(&dir)));
-            lines.push(format!("-o {}", sbatch_quote(&dir)));
-        }
-        let mut script = format!("{}\n\n", self.shebang);
-        for directive in lines {
-            let line = format!("#PBS {directive}");
-            if !self
-                .directives_skip
-                .iter()
-                .any(|k| line.contains(k.as_str()))
-            {
-                script.push_str(&line);
-                script.push('\n');
-            }
-        }
-        for directive in &self.extra_directives {
-            non_empty("extra_directives", directive)?;
-            one_line("extra_directives", directive)?;
-            if directive.starts_with('#') {
-                return Err(DeployError::invalid(
-                    "extra_directives",
-                    directive,
-                    "write the directive without `#PBS` (qsub would read it as a comment)",
-                ));
-            }
-            script.push_str(&format!("#PBS {directive}\n"));
-        }
-        for line in &self.prologue {
-            no_nul("prologue", line)?;
-            script.push_str(line);
-            script.push('\n');
-        }
-        script.push_str("RASK_JOB_ID=${PBS_JOBID%%.*}\n");
-        script.push_str("RASK_JOB_ID=${RASK_JOB_ID:-$SLURM_JOB_ID}\n");
-        script.push_str(&command);
-        script.push('\n');
-        for line in &self.epilogue {
-            no_nul("epilogue", line)?;
-            script.push_str(line);
-            script.push('\n');
-        }
-        Ok(script)
-    }
-
-    /// The job id in what `qsub` printed: `123.server` or `123` (the number).
-    pub fn parse_pbs_job_id(qsub_stdout: &str) -> Result<u64, DeployError> {
-        let line = qsub_stdout.lines().map(str::trim).find(|l| !l.is_empty());
-        line.and_then(|l| {
-            let id = l.split('.').next()?;
-            (!id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| id.parse().ok())
-                .flatten()
-        })
-        .ok_or_else(|| DeployError::NoJobId {
-            output: qsub_stdout.to_string(),
-        })
     }
 
     /// The job id in what `sbatch` printed on stdout: `Submitted batch job 123`
@@ -685,5 +583,8 @@ impl SlurmJob {
     }
 }
 
+mod pbs;
 #[cfg(test)]
 mod tests;
+
+pub use pbs::pbs_memory;
