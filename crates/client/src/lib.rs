@@ -23,6 +23,7 @@ mod client;
 mod future;
 mod gather;
 mod graph;
+mod manage;
 mod runtime;
 mod state;
 mod typed;
