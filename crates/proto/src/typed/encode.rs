@@ -266,68 +266,34 @@ impl ListEncoder {
     }
 }
 
-impl ser::SerializeTuple for ListEncoder {
-    type Ok = Out;
-    type Error = TypedError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), TypedError> {
-        self.push(v)
-    }
-    fn end(self) -> Result<Out, TypedError> {
-        self.finish()
-    }
+/// The five serde traits `ListEncoder` takes: tuples (their elements or fields) and
+/// structs (their fields, names dropped), every one an item of the list.
+macro_rules! list_encoder_impls {
+    ($($trait:ident :: $method:ident $(($name:ty))?),* $(,)?) => {$(
+        impl ser::$trait for ListEncoder {
+            type Ok = Out;
+            type Error = TypedError;
+            fn $method<T: Serialize + ?Sized>(
+                &mut self,
+                $(_: $name,)?
+                v: &T,
+            ) -> Result<(), TypedError> {
+                self.push(v)
+            }
+            fn end(self) -> Result<Out, TypedError> {
+                self.finish()
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTupleStruct for ListEncoder {
-    type Ok = Out;
-    type Error = TypedError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), TypedError> {
-        self.push(v)
-    }
-    fn end(self) -> Result<Out, TypedError> {
-        self.finish()
-    }
-}
-
-impl ser::SerializeTupleVariant for ListEncoder {
-    type Ok = Out;
-    type Error = TypedError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), TypedError> {
-        self.push(v)
-    }
-    fn end(self) -> Result<Out, TypedError> {
-        self.finish()
-    }
-}
-
-impl ser::SerializeStruct for ListEncoder {
-    type Ok = Out;
-    type Error = TypedError;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        _: &'static str,
-        v: &T,
-    ) -> Result<(), TypedError> {
-        self.push(v)
-    }
-    fn end(self) -> Result<Out, TypedError> {
-        self.finish()
-    }
-}
-
-impl ser::SerializeStructVariant for ListEncoder {
-    type Ok = Out;
-    type Error = TypedError;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        _: &'static str,
-        v: &T,
-    ) -> Result<(), TypedError> {
-        self.push(v)
-    }
-    fn end(self) -> Result<Out, TypedError> {
-        self.finish()
-    }
-}
+list_encoder_impls!(
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field,
+    SerializeStruct::serialize_field(&'static str),
+    SerializeStructVariant::serialize_field(&'static str),
+);
 
 /// A sequence: raw little-endian bytes while its items are numbers of one type, else a
 /// list.
