@@ -24,6 +24,7 @@ pub mod arena;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod discover;
+pub mod fault;
 #[cfg(feature = "cuda")]
 pub mod nvrtc;
 pub mod sim;
@@ -62,6 +63,22 @@ pub enum DeviceError {
     /// A CUDA call failed (what was being done, and the driver's error).
     #[error("CUDA: {0}")]
     Cuda(String),
+    /// A CUDA error that leaves the GPU's context unusable for good
+    /// ([`fault::FaultKind::Sticky`]): nothing will run on it again in this process.
+    #[error("the GPU failed for good while {what}: {} (only a new process can use it again)", fault::describe(*.code))]
+    Sticky {
+        /// What was being done when the error was seen (errors of kernels show at the
+        /// next call that waits for them).
+        what: String,
+        /// The CUDA error code.
+        code: u32,
+    },
+    /// The GPU itself has no memory for what was asked (`CUDA_ERROR_OUT_OF_MEMORY`).
+    #[error("{what}: the GPU is out of memory (CUDA_ERROR_OUT_OF_MEMORY)")]
+    NoMemory {
+        /// What was being done.
+        what: String,
+    },
     /// A CUDA IPC handle of the wrong length (from a peer).
     #[error("a CUDA IPC handle is {want} bytes, got {got}")]
     IpcHandle {
@@ -84,6 +101,36 @@ pub enum DeviceError {
     /// An operating-system call failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl DeviceError {
+    /// What this error means for its device: sticky (leave), out of memory (spill and
+    /// retry) or other (this call failed).
+    pub fn kind(&self) -> fault::FaultKind {
+        match self {
+            DeviceError::Sticky { .. } => fault::FaultKind::Sticky,
+            DeviceError::OutOfMemory { .. } | DeviceError::NoMemory { .. } => {
+                fault::FaultKind::OutOfMemory
+            }
+            _ => fault::FaultKind::Other,
+        }
+    }
+
+    /// The error a CUDA call returned with `code`, classified ([`fault::classify`]).
+    pub fn from_code(what: &str, code: u32) -> DeviceError {
+        match fault::classify(code) {
+            fault::FaultKind::Sticky => DeviceError::Sticky {
+                what: what.to_string(),
+                code,
+            },
+            fault::FaultKind::OutOfMemory => DeviceError::NoMemory {
+                what: what.to_string(),
+            },
+            fault::FaultKind::Other => {
+                DeviceError::Cuda(format!("{what}: {}", fault::describe(code)))
+            }
+        }
+    }
 }
 
 /// Bytes in use on one device, against a limit.

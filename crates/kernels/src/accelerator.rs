@@ -17,6 +17,13 @@ pub trait Accelerator: Send + Sync {
         args: &[Value],
     ) -> Option<Result<Value, OpError>>;
 
+    /// Why this device is unusable for good (a sticky CUDA error), once it is: no op runs
+    /// on it again in this process, and the worker leaves so that a fresh process takes
+    /// the device.
+    fn lost(&self) -> Option<String> {
+        None
+    }
+
     /// Bytes copied from this device's memory to the host so far.
     fn downloaded(&self) -> u64 {
         0

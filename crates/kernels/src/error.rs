@@ -25,6 +25,26 @@ pub enum KernelError {
         /// What went wrong, as the user sees it.
         message: String,
     },
+    /// The device had no room for the op: spilling its values and running it again may
+    /// succeed (a worker does so before the task errs).
+    #[error("op {op:?} failed: {message}")]
+    DeviceFull {
+        /// The op's registered name.
+        op: String,
+        /// What went wrong, as the user sees it.
+        message: String,
+        /// Bytes the op needs on the device.
+        needed: u64,
+    },
+    /// The device failed for good while running the op (a sticky CUDA error): the worker
+    /// leaves so that a fresh process takes the device, and its tasks run elsewhere.
+    #[error("op {op:?} failed: {message}")]
+    DeviceLost {
+        /// The op's registered name.
+        op: String,
+        /// What failed, naming the kernels that were running.
+        message: String,
+    },
     /// The CUDA kernel of an op does not compile (NVRTC's log).
     #[error("the CUDA kernel of op {op:?} does not compile:\n{log}")]
     Compile {
@@ -190,6 +210,21 @@ pub enum OpError {
     /// A message as written: a user's op's, or a device's.
     #[error("{0}")]
     Message(String),
+    /// The device has no room for what the op needs (its inputs, temporaries and output):
+    /// spilling the device's values and running the op again may succeed.
+    #[error("{device} is out of memory: {needed} bytes needed ({why})")]
+    DeviceFull {
+        /// The device (`cuda:0`, `sim:1`).
+        device: String,
+        /// Bytes the op needs on the device.
+        needed: u64,
+        /// What refused them (the pool's account, or the GPU itself).
+        why: String,
+    },
+    /// The device failed for good (a sticky CUDA error): no op will run on it again in
+    /// this process; the text names the kernels that were running.
+    #[error("{0}")]
+    DeviceLost(String),
 }
 
 /// `s` after a count other than one.

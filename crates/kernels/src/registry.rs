@@ -284,9 +284,20 @@ impl Registry {
         };
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(KernelError::Failed {
-                op: name.into(),
-                message: e.to_string(),
+            Ok(Err(e)) => Err(match e {
+                OpError::DeviceFull { needed, .. } => KernelError::DeviceFull {
+                    op: name.into(),
+                    message: e.to_string(),
+                    needed,
+                },
+                OpError::DeviceLost(message) => KernelError::DeviceLost {
+                    op: name.into(),
+                    message,
+                },
+                e => KernelError::Failed {
+                    op: name.into(),
+                    message: e.to_string(),
+                },
             }),
             Err(panic) => Err(KernelError::Failed {
                 op: name.into(),

@@ -49,15 +49,36 @@ pub fn driver() -> Result<(), DeviceError> {
     }
 }
 
+/// An error of a CUDA library call, and its driver error code where it has one.
+pub(crate) trait CallError: std::fmt::Debug {
+    /// The driver's `CUresult`, for errors of the driver API.
+    fn code(&self) -> Option<u32> {
+        None
+    }
+}
+
+impl CallError for cudarc::driver::DriverError {
+    fn code(&self) -> Option<u32> {
+        Some(self.0 as u32)
+    }
+}
+
+impl CallError for cudarc::cublas::result::CublasError {}
+
 /// Runs a CUDA call: its error, or a panic inside cudarc (a symbol missing from an old
-/// driver), becomes a [`DeviceError::Cuda`] naming `what` was being done.
-pub(crate) fn guarded<T, E: std::fmt::Debug>(
+/// driver), becomes a [`DeviceError`] naming `what` was being done — classified by its
+/// code: [`DeviceError::Sticky`] for an error that poisons the context,
+/// [`DeviceError::NoMemory`] for out of memory, [`DeviceError::Cuda`] otherwise.
+pub(crate) fn guarded<T, E: CallError>(
     what: &str,
     f: impl FnOnce() -> Result<T, E>,
 ) -> Result<T, DeviceError> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(DeviceError::Cuda(format!("{what}: {e:?}"))),
+        Ok(Err(e)) => Err(match e.code() {
+            Some(code) => DeviceError::from_code(what, code),
+            None => DeviceError::Cuda(format!("{what}: {e:?}")),
+        }),
         Err(_) => Err(DeviceError::Cuda(format!(
             "{what}: the CUDA driver failed (a missing symbol or an unusable driver)"
         ))),

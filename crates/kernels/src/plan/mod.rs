@@ -25,7 +25,7 @@ use rask_proto::{DType, DeviceBytes};
 pub use host::{run_into, run_on_host};
 pub use lower::{custom, lower, plan};
 pub use op::{ArrayOp, BinaryOp, ChunkArg, Operand, Random};
-pub use sim::{HostPlans, SimBytes};
+pub use sim::{parse_faults, stall, Held, HostPlans, SimBytes};
 
 /// An input of a plan: bytes in host memory (uploaded first), or already in a device's.
 #[derive(Clone, Debug, PartialEq)]
@@ -189,6 +189,39 @@ impl Plan {
     /// Bytes of the output.
     pub fn out_len(&self) -> u64 {
         self.shape.iter().product::<u64>() * self.dtype.size()
+    }
+
+    /// Bytes the plan needs on a device while it runs: its inputs not already there
+    /// (`resident` says which are), its temporaries and its output.
+    pub fn device_bytes(&self, resident: impl Fn(&Input) -> bool) -> u64 {
+        let inputs: u64 = self
+            .inputs
+            .iter()
+            .filter(|i| !resident(i))
+            .map(|i| i.len() as u64)
+            .sum();
+        inputs + self.temps.iter().sum::<u64>() + self.out_len()
+    }
+
+    /// What the plan runs, for messages: its kernels' entry points and GEMMs, in order
+    /// (`kernel add_f32, cuBLAS GEMM`).
+    pub fn kernels(&self) -> String {
+        let mut names: Vec<String> = Vec::new();
+        for s in &self.steps {
+            let n = match s {
+                Step::Launch(l) => format!("kernel {}", l.entry),
+                Step::Gemm { .. } => "cuBLAS GEMM".to_string(),
+                Step::Copy { .. } => continue,
+            };
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+        if names.is_empty() {
+            "copies".into()
+        } else {
+            names.join(", ")
+        }
     }
 
     fn input(&mut self, b: Input) -> Buf {

@@ -1,8 +1,14 @@
 //! The simulated GPU's executor: plans run by the CPU twins ([`super::host`]), outputs
 //! left in the simulated GPU's memory.
+//!
+//! A simulated GPU behaves as a CUDA one where a worker can tell: its work runs one plan
+//! at a time (a GPU thread and its stream), bringing a value's bytes to the host waits for
+//! the plan running (a download queued behind a kernel), and a CUDA error injected by
+//! `RASK_SIM_FAULT` goes through the classification a real error does
+//! ([`rask_device::fault`]): a sticky one loses the device for good.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 
 use bytes::Bytes;
 use rask_proto::{DeviceBytes, DeviceData, DeviceLoc, Value};
@@ -11,6 +17,7 @@ use super::host::{run_into, run_on_host};
 use super::plan;
 use crate::chunk::chunk_value;
 use crate::{OpError, OutputAlloc};
+use rask_device::fault::FaultKind;
 
 /// A simulated GPU's executor: device plans run by the kernels' CPU twins, launch by
 /// launch, as a GPU would run them, their outputs left in the GPU's memory
@@ -19,16 +26,29 @@ pub struct HostPlans {
     device: DeviceLoc,
     memory: Arc<dyn OutputAlloc>,
     downloaded: Arc<AtomicU64>,
+    queue: Arc<Queue>,
+    faults: Vec<(String, u32)>,
+    /// Why the device is lost, once a sticky error was injected.
+    lost: OnceLock<String>,
 }
 
 impl HostPlans {
     /// The executor of simulated GPU `device` (`sim:N`), whose memory is `memory`: an
-    /// allocation it refuses (the GPU is full) leaves that output on the host.
+    /// allocation it refuses (the GPU is full) leaves that output on the host. Faults to
+    /// inject are read from `RASK_SIM_FAULT` ([`SimFaults::from_env`]).
     pub fn new(device: DeviceLoc, memory: Arc<dyn OutputAlloc>) -> HostPlans {
+        let queue = Arc::new(Queue::default());
+        QUEUES
+            .lock()
+            .expect("queues lock")
+            .push((device, Arc::downgrade(&queue)));
         HostPlans {
             device,
             memory,
             downloaded: Arc::default(),
+            queue,
+            faults: faults_from_env(),
+            lost: OnceLock::new(),
         }
     }
 
@@ -38,8 +58,106 @@ impl HostPlans {
             bytes,
             device: self.device,
             downloaded: self.downloaded.clone(),
+            queue: self.queue.clone(),
         })
     }
+
+    /// The error injected for `op`, if any, classified as a real one: a sticky error
+    /// loses the device (naming the kernels the plan launches), out of memory is the
+    /// device being full, anything else fails the op.
+    fn fault(&self, op: &str, p: &super::Plan) -> Option<OpError> {
+        let &(_, code) = self.faults.iter().find(|(o, _)| o == op)?;
+        let what = format!("running {} of op {op:?} on {}", p.kernels(), self.device);
+        let e = rask_device::DeviceError::from_code(&what, code);
+        Some(match e.kind() {
+            FaultKind::Sticky => {
+                let why = self.lost.get_or_init(|| format!("{e}")).clone();
+                OpError::DeviceLost(why)
+            }
+            FaultKind::OutOfMemory => OpError::DeviceFull {
+                device: self.device.to_string(),
+                needed: p.out_len(),
+                why: e.to_string(),
+            },
+            FaultKind::Other => OpError::Message(e.to_string()),
+        })
+    }
+}
+
+/// Parses `RASK_SIM_FAULT`: `OP=CODE[,OP=CODE…]`, a CUDA error code by number or name
+/// (`rask.array.map=illegal_address`) that simulated GPUs raise when they run that op.
+/// An entry that does not parse is ignored with a warning.
+fn faults_from_env() -> Vec<(String, u32)> {
+    let Ok(spec) = std::env::var("RASK_SIM_FAULT") else {
+        return Vec::new();
+    };
+    parse_faults(&spec).unwrap_or_else(|bad| {
+        tracing::warn!("RASK_SIM_FAULT: {bad:?} is not OP=CODE; ignored");
+        Vec::new()
+    })
+}
+
+/// `OP=CODE[,OP=CODE…]` (see [`faults_from_env`]), or the entry that does not parse.
+pub fn parse_faults(spec: &str) -> Result<Vec<(String, u32)>, String> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let (op, code) = e.rsplit_once('=').ok_or_else(|| e.to_string())?;
+            let code = rask_device::fault::parse_code(code).ok_or_else(|| e.to_string())?;
+            Ok((op.trim().to_string(), code))
+        })
+        .collect()
+}
+
+/// A simulated GPU's work queue: one plan (or download) at a time, as a GPU thread
+/// serves its commands.
+#[derive(Default)]
+struct Queue {
+    busy: Mutex<bool>,
+    free: Condvar,
+}
+
+impl Queue {
+    /// Waits for the queue, and holds it until the guard is dropped.
+    fn enter(self: &Arc<Self>) -> Held {
+        let mut busy = self.busy.lock().expect("queue lock");
+        while *busy {
+            busy = self.free.wait(busy).expect("queue lock");
+        }
+        *busy = true;
+        Held(self.clone())
+    }
+}
+
+/// A simulated GPU's queue, held: its plans and downloads wait until this is dropped.
+pub struct Held(Arc<Queue>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        *self.0.busy.lock().expect("queue lock") = false;
+        self.0.free.notify_one();
+    }
+}
+
+/// The queues of this process's simulated GPUs.
+static QUEUES: Mutex<Vec<(DeviceLoc, Weak<Queue>)>> = Mutex::new(Vec::new());
+
+/// Keeps simulated GPU `device` of this process busy, as a long kernel keeps a GPU, until
+/// the guard is dropped: its plans and the downloads of its values wait meanwhile. `None`
+/// when this process has no such simulated GPU. (For tests of what must not wait for a
+/// device.)
+pub fn stall(device: DeviceLoc) -> Option<Held> {
+    let queue = {
+        let mut queues = QUEUES.lock().expect("queues lock");
+        queues.retain(|(_, q)| q.strong_count() > 0);
+        queues
+            .iter()
+            .rev()
+            .find(|(d, _)| *d == device)
+            .and_then(|(_, q)| q.upgrade())?
+    };
+    Some(queue.enter())
 }
 
 impl crate::Accelerator for HostPlans {
@@ -53,6 +171,13 @@ impl crate::Accelerator for HostPlans {
             return None;
         }
         let p = plan(op, args)?;
+        if let Some(why) = self.lost.get() {
+            return Some(Err(OpError::DeviceLost(why.clone())));
+        }
+        let _running = self.queue.enter();
+        if let Some(e) = self.fault(op, &p) {
+            return Some(Err(e));
+        }
         let len = p.out_len() as usize;
         let Some(mut out) = (len > 0).then(|| self.memory.alloc(len)).flatten() else {
             return Some(run_on_host(&p).map(|c| c.to_value()).map_err(OpError::from));
@@ -64,6 +189,10 @@ impl crate::Accelerator for HostPlans {
         Some(Ok(chunk_value(p.dtype, &p.shape, data)))
     }
 
+    fn lost(&self) -> Option<String> {
+        self.lost.get().cloned()
+    }
+
     fn downloaded(&self) -> u64 {
         self.downloaded.load(Ordering::Relaxed)
     }
@@ -73,6 +202,7 @@ impl crate::Accelerator for HostPlans {
     }
 
     fn upload(&self, v: &Value) -> Option<Result<Value, OpError>> {
+        let _queued = self.queue.enter();
         crate::map_host_bytes(v, &mut |b| {
             let mut m = self.memory.alloc(b.len())?;
             m.bytes_mut().copy_from_slice(b);
@@ -87,6 +217,8 @@ pub struct SimBytes {
     bytes: Bytes,
     device: DeviceLoc,
     downloaded: Arc<AtomicU64>,
+    /// The GPU's queue: a download waits for the plan running.
+    queue: Arc<Queue>,
 }
 
 impl SimBytes {
@@ -106,6 +238,7 @@ impl DeviceData for SimBytes {
     }
 
     fn to_host(&self) -> Result<Bytes, String> {
+        drop(self.queue.enter());
         self.downloaded
             .fetch_add(self.bytes.len() as u64, Ordering::Relaxed);
         Ok(self.bytes.clone())
