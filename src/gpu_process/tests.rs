@@ -32,6 +32,7 @@ fn gpus() -> Vec<GpuInfo> {
             pci_bus_id: "00000000:07:00.0".into(),
             nvlink_peers: vec![1],
             cpu_affinity: (0..64).collect(),
+            mig: Vec::new(),
         },
         GpuInfo {
             index: 1,
@@ -41,6 +42,7 @@ fn gpus() -> Vec<GpuInfo> {
             pci_bus_id: "00000000:87:00.0".into(),
             nvlink_peers: vec![0],
             cpu_affinity: (64..128).collect(),
+            mig: Vec::new(),
         },
     ]
 }

@@ -22,9 +22,25 @@ pub struct GpuInfo {
     pub nvlink_peers: Vec<u32>,
     /// CPUs close to this GPU.
     pub cpu_affinity: Vec<usize>,
+    /// Its MIG instances, when MIG mode is on (a CUDA process sees one of them as its
+    /// device, chosen by UUID in `CUDA_VISIBLE_DEVICES`); empty otherwise.
+    pub mig: Vec<MigInfo>,
 }
 
-/// The GPUs of this machine.
+/// A MIG instance (a slice of a GPU with its own memory and compute) as NVML reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MigInfo {
+    /// Its index among its GPU's MIG devices.
+    pub index: u32,
+    /// Its UUID (`MIG-…`), by which `CUDA_VISIBLE_DEVICES` selects it.
+    pub uuid: String,
+    /// Its memory in bytes.
+    pub memory_total: u64,
+}
+
+/// The GPUs of this machine. A GPU NVML cannot read (fallen off the bus, being reset,
+/// not permitted) is skipped with a warning naming it and why; only when no GPU can be
+/// read is this an error.
 #[cfg(feature = "cuda")]
 pub fn gpus() -> Result<Vec<GpuInfo>, DeviceError> {
     use nvml_wrapper::enum_wrappers::device::{P2pCapabilitiesIndex, P2pStatus};
@@ -41,37 +57,80 @@ pub fn gpus() -> Result<Vec<GpuInfo>, DeviceError> {
     // outside this process's set (under taskset or a cpuset).
     let cpus = possible_cpus();
     let mut out = Vec::new();
+    let mut skipped = Vec::new();
     for i in 0..n {
-        let d = nvml
-            .device_by_index(i)
-            .map_err(|e| err("open a device", e))?;
-        let mut peers = Vec::new();
-        for j in 0..n {
-            if j == i {
+        let d = match nvml.device_by_index(i) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!("GPU {i}: NVML cannot open it ({e}); no worker for it");
+                skipped.push(format!("GPU {i}: {e}"));
                 continue;
             }
-            if let Ok(other) = nvml.device_by_index(j) {
-                if matches!(
-                    d.p2p_status(&other, P2pCapabilitiesIndex::NvLink),
-                    Ok(P2pStatus::Ok)
-                ) {
-                    peers.push(j);
+        };
+        let info = (|| {
+            let mut peers = Vec::new();
+            for j in 0..n {
+                if j == i {
+                    continue;
+                }
+                if let Ok(other) = nvml.device_by_index(j) {
+                    if matches!(
+                        d.p2p_status(&other, P2pCapabilitiesIndex::NvLink),
+                        Ok(P2pStatus::Ok)
+                    ) {
+                        peers.push(j);
+                    }
                 }
             }
+            let words = cpus.div_ceil(64).max(1);
+            let cpu_affinity = mask_cpus(&d.cpu_affinity(words).unwrap_or_default());
+            Ok::<_, DeviceError>(GpuInfo {
+                index: i,
+                name: d.name().map_err(|e| err("read a name", e))?,
+                uuid: d.uuid().map_err(|e| err("read a UUID", e))?,
+                memory_total: d.memory_info().map_err(|e| err("read memory", e))?.total,
+                pci_bus_id: d.pci_info().map_err(|e| err("read the PCI bus", e))?.bus_id,
+                nvlink_peers: peers,
+                cpu_affinity,
+                mig: mig_instances(&d),
+            })
+        })();
+        match info {
+            Ok(g) => out.push(g),
+            Err(e) => {
+                tracing::warn!("GPU {i}: {e}; no worker for it");
+                skipped.push(format!("GPU {i}: {e}"));
+            }
         }
-        let words = cpus.div_ceil(64).max(1);
-        let cpu_affinity = mask_cpus(&d.cpu_affinity(words).unwrap_or_default());
-        out.push(GpuInfo {
-            index: i,
-            name: d.name().map_err(|e| err("read a name", e))?,
-            uuid: d.uuid().map_err(|e| err("read a UUID", e))?,
-            memory_total: d.memory_info().map_err(|e| err("read memory", e))?.total,
-            pci_bus_id: d.pci_info().map_err(|e| err("read the PCI bus", e))?.bus_id,
-            nvlink_peers: peers,
-            cpu_affinity,
-        });
+    }
+    if out.is_empty() {
+        return Err(DeviceError::NoGpus(format!(
+            "NVML cannot read any of the {n} GPUs ({})",
+            skipped.join("; ")
+        )));
     }
     Ok(out)
+}
+
+/// The MIG instances of GPU `d`, when its MIG mode is on.
+#[cfg(feature = "cuda")]
+fn mig_instances(d: &nvml_wrapper::Device<'_>) -> Vec<MigInfo> {
+    let on = d.mig_mode().is_ok_and(|m| m.current == 1);
+    if !on {
+        return Vec::new();
+    }
+    let slots = d.mig_device_count().unwrap_or(0);
+    (0..slots)
+        .filter_map(|index| {
+            // Slots without an instance are absent (NotFound).
+            let m = d.mig_device_by_index(index).ok()?;
+            Some(MigInfo {
+                index,
+                uuid: m.uuid().ok()?,
+                memory_total: m.memory_info().ok()?.total,
+            })
+        })
+        .collect()
 }
 
 /// How many CPU ids the machine may have (`/sys/devices/system/cpu/possible`, e.g.
