@@ -30,6 +30,8 @@ pub struct HostPlans {
     faults: Vec<(String, u32)>,
     /// Why the device is lost, once a sticky error was injected.
     lost: OnceLock<String>,
+    /// The device's memory account, for what a plan needs while it runs.
+    pool: Option<Arc<rask_device::MemoryPool>>,
 }
 
 impl HostPlans {
@@ -49,7 +51,16 @@ impl HostPlans {
             queue,
             faults: faults_from_env(),
             lost: OnceLock::new(),
+            pool: None,
         }
+    }
+
+    /// Accounts what each plan needs while it runs (inputs brought to the device, its
+    /// temporaries) in `pool`, as a CUDA GPU does: a plan that does not fit fails with
+    /// [`OpError::DeviceFull`] (its worker spills and runs it again).
+    pub fn accounting(mut self, pool: Arc<rask_device::MemoryPool>) -> HostPlans {
+        self.pool = Some(pool);
+        self
     }
 
     /// Bytes of this GPU's memory as a device value's data.
@@ -178,6 +189,26 @@ impl crate::Accelerator for HostPlans {
         if let Some(e) = self.fault(op, &p) {
             return Some(Err(e));
         }
+        // Inputs in this GPU's memory are read in place; others and the temporaries take
+        // room while the plan runs.
+        let here = |i: &super::Input| match i {
+            super::Input::Device(d) => d
+                .downcast::<SimBytes>()
+                .is_some_and(|s| s.device == self.device),
+            super::Input::Host(_) => false,
+        };
+        let scratch = p.device_bytes(here) - p.out_len();
+        let _scratch = match self.pool.as_ref().map(|pool| pool.reserve(scratch)) {
+            Some(Err(e)) => {
+                return Some(Err(OpError::DeviceFull {
+                    device: self.device.to_string(),
+                    needed: scratch,
+                    why: e.to_string(),
+                }))
+            }
+            Some(Ok(r)) => Some(r),
+            None => None,
+        };
         let len = p.out_len() as usize;
         let Some(mut out) = (len > 0).then(|| self.memory.alloc(len)).flatten() else {
             return Some(run_on_host(&p).map(|c| c.to_value()).map_err(OpError::from));
