@@ -1,5 +1,5 @@
 //! Compiling CUDA sources at run time with NVRTC (loaded dynamically, like the driver),
-//! and a disk cache of the results keyed by source hash and architecture.
+//! and a cache of the results keyed by source hash, architecture, NVRTC version and options.
 //!
 //! `compute_XY` targets give PTX (JIT-compiled by the driver); `sm_XY` targets give a
 //! CUBIN, for which NVRTC runs ptxas and so catches resource errors (shared memory,
@@ -22,9 +22,91 @@ pub fn available() -> Result<(), DeviceError> {
     }
 }
 
-/// Compiles `source` (named `name` in messages) for `arch` (`compute_80`, `sm_90`, …):
-/// PTX for `compute_*`, CUBIN for `sm_*`. A compile error carries NVRTC's log.
+/// How a source is compiled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Options {
+    /// No fused multiply-adds (`--fmad=false`): what Rask's own kernels are compiled
+    /// with, so that their results are those of their CPU twins (which never fuse). A
+    /// user's kernel is compiled with NVRTC's defaults (fused).
+    pub exact: bool,
+}
+
+impl Options {
+    /// Rask's own kernels: results identical to the CPU twins where they promise it.
+    pub const EXACT: Options = Options { exact: true };
+    /// NVRTC's defaults (users' kernels).
+    pub const DEFAULT: Options = Options { exact: false };
+
+    /// NVRTC's command line for `arch` (`compute_XY` for PTX, `sm_XY` for a CUBIN).
+    pub fn flags(&self, arch: &str) -> Vec<String> {
+        let mut f = vec![
+            format!("--gpu-architecture={arch}"),
+            "--std=c++17".to_string(),
+            "-default-device".to_string(),
+        ];
+        if self.exact {
+            // Division and square roots are IEEE-rounded by default (`--prec-div`,
+            // `--prec-sqrt`); only the fusing of a * b + c differs from the host.
+            f.push("--fmad=false".to_string());
+        }
+        f
+    }
+}
+
+/// NVRTC's version (`(13, 0)`).
+pub fn version() -> Result<(i32, i32), DeviceError> {
+    available()?;
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: two out-parameters of the declared types.
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
+        cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor).result()
+    }));
+    match r {
+        Ok(Ok(())) => Ok((major, minor)),
+        _ => Err(DeviceError::NoNvrtc("nvrtcVersion failed".into())),
+    }
+}
+
+/// The GPU architectures NVRTC compiles for (`[75, 80, 86, 89, 90, 100, 120]`), lowest
+/// first.
+pub fn supported_archs() -> Result<Vec<u32>, DeviceError> {
+    available()?;
+    let failed = || DeviceError::NoNvrtc("nvrtcGetSupportedArchs failed".into());
+    let mut n = 0;
+    // SAFETY: an out-parameter.
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
+        cudarc::nvrtc::sys::nvrtcGetNumSupportedArchs(&mut n).result()
+    }));
+    if !matches!(r, Ok(Ok(()))) || n < 0 {
+        return Err(failed());
+    }
+    let mut archs = vec![0i32; n as usize];
+    // SAFETY: the buffer holds the `n` entries NVRTC said it has.
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
+        cudarc::nvrtc::sys::nvrtcGetSupportedArchs(archs.as_mut_ptr()).result()
+    }));
+    if !matches!(r, Ok(Ok(()))) {
+        return Err(failed());
+    }
+    let mut out: Vec<u32> = archs.into_iter().map(|a| a.max(0) as u32).collect();
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Compiles `source` (named `name` in messages) for `arch` (`compute_80`, `sm_90`, …)
+/// with Rask's kernels' options ([`Options::EXACT`]): PTX for `compute_*`, CUBIN for
+/// `sm_*`. A compile error carries NVRTC's log.
 pub fn compile(source: &str, name: &str, arch: &str) -> Result<Vec<u8>, DeviceError> {
+    compile_with(source, name, arch, Options::EXACT)
+}
+
+/// [`compile`] with the given options.
+pub fn compile_with(
+    source: &str,
+    name: &str,
+    arch: &str,
+    opts: Options,
+) -> Result<Vec<u8>, DeviceError> {
     available()?;
     let cubin = arch.starts_with("sm_");
     let src = CString::new(source).map_err(|_| DeviceError::Compile {
@@ -45,11 +127,7 @@ pub fn compile(source: &str, name: &str, arch: &str) -> Result<Vec<u8>, DeviceEr
                 name: name.into(),
                 log: format!("creating the program: {e:?}"),
             })?;
-    let options = [
-        format!("--gpu-architecture={arch}"),
-        "--std=c++17".to_string(),
-        "-default-device".to_string(),
-    ];
+    let options = opts.flags(arch);
     // SAFETY: `prog` was created above and is destroyed once, below.
     let compiled = unsafe { cudarc::nvrtc::result::compile_program(prog, &options) };
     let out = if compiled.is_err() {
@@ -151,17 +229,42 @@ pub fn ptx_params(ptx: &[u8]) -> std::collections::BTreeMap<String, Vec<String>>
     out
 }
 
-/// Compiled modules on disk, keyed by source hash and architecture: a source is compiled
-/// once per architecture, at first use.
-#[derive(Clone, Debug)]
+/// Compiled modules, kept on disk between runs and in memory: a source is compiled once
+/// per architecture, NVRTC version and options. What is read from disk is checked (a
+/// header with the length and a checksum) and recompiled when it does not check; a cache
+/// directory that cannot be written (a read-only home in a container) leaves the modules
+/// in memory, said once.
+#[derive(Debug)]
 pub struct ModuleCache {
-    dir: PathBuf,
+    /// `None`: memory only.
+    dir: Option<PathBuf>,
+    memory: std::sync::Mutex<std::collections::HashMap<PathBuf, Vec<u8>>>,
+    /// Whether an unwritable directory was reported.
+    warned: std::sync::atomic::AtomicBool,
 }
 
+/// The start of a cached module file; a little-endian length and checksum follow.
+const MAGIC: &[u8; 8] = b"RASKMOD1";
+
 impl ModuleCache {
-    /// A cache in `dir` (created when the first module is stored).
-    pub fn new(dir: impl Into<PathBuf>) -> ModuleCache {
-        ModuleCache { dir: dir.into() }
+    /// A cache in `dir` (created when the first module is stored); `None`: in memory
+    /// only.
+    pub fn new(dir: Option<PathBuf>) -> ModuleCache {
+        ModuleCache {
+            dir,
+            memory: Default::default(),
+            warned: Default::default(),
+        }
+    }
+
+    /// The cache `RASK_KERNEL_CACHE` names (a directory, or `off` for memory only), else
+    /// [`ModuleCache::default_dir`].
+    pub fn from_env() -> ModuleCache {
+        match std::env::var_os("RASK_KERNEL_CACHE") {
+            Some(v) if v == "off" => ModuleCache::new(None),
+            Some(v) if !v.is_empty() => ModuleCache::new(Some(PathBuf::from(v))),
+            _ => ModuleCache::new(Some(ModuleCache::default_dir())),
+        }
     }
 
     /// `$XDG_CACHE_HOME/rask/kernels` or `~/.cache/rask/kernels`.
@@ -174,31 +277,162 @@ impl ModuleCache {
             .join("kernels")
     }
 
-    /// The path a module would be cached at.
-    pub fn path(&self, source: &str, arch: &str) -> PathBuf {
+    /// The name a module is kept under: the source's hash, the architecture, NVRTC's
+    /// version and a hash of the compile options.
+    pub fn key(source: &str, arch: &str, nvrtc: (i32, i32), opts: Options) -> String {
         let ext = if arch.starts_with("sm_") {
             "cubin"
         } else {
             "ptx"
         };
-        self.dir.join(format!(
-            "{:016x}-{arch}.{ext}",
-            rask_proto::fnv1a(source.as_bytes())
-        ))
+        let flags = opts.flags(arch).join(" ");
+        format!(
+            "{:016x}-{arch}-nvrtc{}.{}-{:08x}.{ext}",
+            rask_proto::fnv1a(source.as_bytes()),
+            nvrtc.0,
+            nvrtc.1,
+            rask_proto::fnv1a(flags.as_bytes()) as u32
+        )
+    }
+
+    /// The path a module would be cached at (under the directory, or a name in memory).
+    pub fn path(&self, source: &str, arch: &str, opts: Options) -> PathBuf {
+        let v = version().unwrap_or((0, 0));
+        let key = Self::key(source, arch, v, opts);
+        match &self.dir {
+            Some(d) => d.join(key),
+            None => PathBuf::from(key),
+        }
     }
 
     /// The compiled module, from the cache or compiled now (and cached).
-    pub fn get(&self, source: &str, name: &str, arch: &str) -> Result<Vec<u8>, DeviceError> {
-        let path = self.path(source, arch);
-        if let Ok(b) = std::fs::read(&path) {
-            return Ok(b);
+    pub fn get(
+        &self,
+        source: &str,
+        name: &str,
+        arch: &str,
+        opts: Options,
+    ) -> Result<Vec<u8>, DeviceError> {
+        let path = self.path(source, arch, opts);
+        if let Some(m) = self.memory.lock().expect("cache lock").get(&path) {
+            return Ok(m.clone());
         }
-        let out = compile(source, name, arch)?;
-        std::fs::create_dir_all(&self.dir)?;
-        // Write then rename, so a concurrent reader never sees half a module.
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, &out)?;
-        std::fs::rename(&tmp, &path)?;
+        if self.dir.is_some() {
+            match std::fs::read(&path) {
+                Ok(b) => match unwrap_module(&b) {
+                    Some(m) => {
+                        let m = m.to_vec();
+                        self.keep(path, &m);
+                        return Ok(m);
+                    }
+                    None => tracing::warn!(
+                        "the cached kernel {} is damaged; compiling it again",
+                        path.display()
+                    ),
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!("cannot read {}: {e}; compiling", path.display()),
+            }
+        }
+        let out = compile_with(source, name, arch, opts)?;
+        if self.dir.is_some() {
+            if let Err(e) = store(&path, &out) {
+                if !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!(
+                        "the kernel cache {} cannot be written ({e}); compiled kernels are kept in memory (set RASK_KERNEL_CACHE to a writable directory)",
+                        path.parent().unwrap_or(&path).display()
+                    );
+                }
+            }
+        }
+        self.keep(path, &out);
         Ok(out)
+    }
+
+    fn keep(&self, path: PathBuf, module: &[u8]) {
+        self.memory
+            .lock()
+            .expect("cache lock")
+            .insert(path, module.to_vec());
+    }
+}
+
+/// A module as stored: [`MAGIC`], its length and checksum, the bytes.
+fn wrap_module(m: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(m.len() + 24);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(m.len() as u64).to_le_bytes());
+    out.extend_from_slice(&rask_proto::fnv1a(m).to_le_bytes());
+    out.extend_from_slice(m);
+    out
+}
+
+/// The module in a stored file, if it checks.
+fn unwrap_module(b: &[u8]) -> Option<&[u8]> {
+    let rest = b.strip_prefix(MAGIC.as_slice())?;
+    let (len, rest) = rest.split_first_chunk::<8>()?;
+    let (sum, m) = rest.split_first_chunk::<8>()?;
+    (u64::from_le_bytes(*len) == m.len() as u64 && u64::from_le_bytes(*sum) == rask_proto::fnv1a(m))
+        .then_some(m)
+}
+
+/// Writes a module then renames it into place, so a concurrent reader never sees half.
+fn store(path: &Path, m: &[u8]) -> std::io::Result<()> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, wrap_module(m))?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_modules_check_their_length_and_sum() {
+        let m = b"//\n.version 9.0\n.target sm_90".to_vec();
+        let w = wrap_module(&m);
+        assert_eq!(unwrap_module(&w), Some(m.as_slice()));
+        let mut flipped = w.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert_eq!(unwrap_module(&flipped), None);
+        assert_eq!(unwrap_module(&w[..w.len() - 1]), None);
+        assert_eq!(unwrap_module(&m), None, "a file of an older cache");
+        assert_eq!(unwrap_module(b""), None);
+    }
+
+    #[test]
+    fn the_key_names_source_arch_nvrtc_version_and_options() {
+        let k = |src: &str, arch: &str, v, o| ModuleCache::key(src, arch, v, o);
+        let base = k("a", "sm_90", (13, 0), Options::EXACT);
+        assert!(base.ends_with(".cubin"), "{base}");
+        assert!(k("a", "compute_90", (13, 0), Options::EXACT).ends_with(".ptx"));
+        for other in [
+            k("b", "sm_90", (13, 0), Options::EXACT),
+            k("a", "sm_80", (13, 0), Options::EXACT),
+            k("a", "sm_90", (13, 1), Options::EXACT),
+            k("a", "sm_90", (12, 9), Options::EXACT),
+            k("a", "sm_90", (13, 0), Options::DEFAULT),
+        ] {
+            assert_ne!(other, base);
+        }
+    }
+
+    #[test]
+    fn rasks_kernels_compile_without_fused_multiply_adds() {
+        assert!(Options::EXACT
+            .flags("sm_90")
+            .contains(&"--fmad=false".to_string()));
+        assert!(!Options::DEFAULT
+            .flags("sm_90")
+            .iter()
+            .any(|f| f.contains("fmad")));
+        assert!(Options::EXACT
+            .flags("sm_90")
+            .contains(&"--gpu-architecture=sm_90".to_string()));
     }
 }

@@ -77,3 +77,16 @@ fn without_a_driver_cuda_entry_points_return_errors() {
         other => panic!("expected no GPUs, got {other:?}"),
     }
 }
+
+#[cfg(feature = "cuda")]
+#[test]
+fn the_default_device_limit_is_80_percent_of_what_is_free() {
+    use crate::cuda::default_limit;
+    const GIB: u64 = 1 << 30;
+    // Another process holds 60 of 80 GiB: 16 of the 20 free, not 64.
+    assert_eq!(default_limit(20 * GIB, 80 * GIB), 16 * GIB);
+    assert_eq!(default_limit(80 * GIB, 80 * GIB), 64 * GIB);
+    // A driver reporting more free than total is held to the total.
+    assert_eq!(default_limit(90 * GIB, 80 * GIB), 64 * GIB);
+    assert_eq!(default_limit(0, 80 * GIB), 0);
+}

@@ -8,7 +8,8 @@
 #define AT(i) (offset + ((i) / cols) * row_stride + (i) % cols)
 
 extern "C" __global__ void random_uniform_f32(float* out, u64 n, u64 cols, u64 seed, u64 offset, u64 row_stride, float low, float high) {
-    GRID_STRIDE(i, n) out[i] = low + (high - low) * uniform_f32_at(AT(i), seed);
+    // In double, as the CPU twin computes it, then rounded once to float.
+    GRID_STRIDE(i, n) out[i] = (float)((double)low + ((double)high - (double)low) * (double)uniform_f32_at(AT(i), seed));
 }
 extern "C" __global__ void random_uniform_f64(double* out, u64 n, u64 cols, u64 seed, u64 offset, u64 row_stride, double low, double high) {
     GRID_STRIDE(i, n) out[i] = low + (high - low) * uniform_f64_at(AT(i), seed);

@@ -297,6 +297,17 @@ pub enum PlanError {
     /// The GPU's thread has stopped (its context is gone).
     #[error("the GPU's thread has stopped")]
     GpuStopped,
+    /// The device failed for good (a sticky CUDA error): the text says where.
+    #[error("{0}")]
+    Lost(String),
+    /// The device's memory account cannot hold what the plan needs while it runs.
+    #[error("{needed} bytes needed on the device: {why}")]
+    Full {
+        /// Bytes the plan needs (inputs brought to the device, temporaries, output).
+        needed: u64,
+        /// What refused them.
+        why: String,
+    },
     /// A copy between the host and a device failed.
     #[cfg(feature = "cuda")]
     #[error("{what}: {source}")]

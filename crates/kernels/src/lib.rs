@@ -16,7 +16,8 @@
 //!   a typed op, run on the host by the CPU twins or on a simulated GPU.
 //! - [`gpu`] (feature `cuda`): plans run on a CUDA GPU from a thread of its own.
 //! - [`Accelerator`]: what a worker's device offers; [`OutputAlloc`]: where outputs go.
-//! - [`cuda_sources`]: `cuda/*.cu`, embedded; `code`: the identity of this program's code.
+//! - [`cuda_sources`]: `cuda/*.cu`, embedded; `code`: the identity of this program's code;
+//!   [`exactness`]: how closely each kernel on a GPU matches its CPU twin.
 
 #![warn(missing_docs)]
 
@@ -27,6 +28,7 @@ mod code;
 pub mod cpu;
 pub mod cuda_sources;
 mod error;
+mod exactness;
 #[cfg(feature = "cuda")]
 pub mod gpu;
 mod output;
@@ -36,6 +38,7 @@ mod registry;
 pub use accelerator::{import_lent, map_host_bytes, Accelerator};
 pub use code::{code_identity, identity_of as code_identity_of, CodeError};
 pub use error::{KernelError, LaunchError, OpError, PlanError};
+pub use exactness::{exactness, plan_exactness, ulps_apart, Exactness};
 pub use output::{output_bytes, OutputAlloc, OutputBuf};
 pub use rask_proto::fnv1a;
 pub use registry::{CudaKernel, OpFn, Registry};

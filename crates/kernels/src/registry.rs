@@ -156,7 +156,8 @@ impl Registry {
         }
         for (name, op) in &self.ops {
             let Some(k) = &op.cuda else { continue };
-            match rask_device::nvrtc::compile(&k.source, name, arch) {
+            let opts = rask_device::nvrtc::Options::DEFAULT;
+            match rask_device::nvrtc::compile_with(&k.source, name, arch, opts) {
                 Ok(ptx) => {
                     if !arch.starts_with("sm_")
                         && !rask_device::nvrtc::ptx_entries(&ptx).contains(&k.entry)

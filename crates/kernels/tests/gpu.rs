@@ -6,10 +6,10 @@
 
 mod common;
 
-use common::{assert_matches, cases, Rng};
+use common::{assert_matches, cases, elems, Rng};
 use rask_kernels::chunk::Chunk;
 use rask_kernels::gpu::Gpu;
-use rask_kernels::{plan, Registry};
+use rask_kernels::{plan, plan_exactness, ulps_apart, Exactness, Registry};
 use rask_proto::Value;
 
 fn gpu() -> Option<Gpu> {
@@ -32,6 +32,8 @@ fn gpu() -> Option<Gpu> {
 #[test]
 fn every_plan_on_the_gpu_computes_what_the_cpu_op_computes() {
     let Some(mut gpu) = gpu() else { return };
+    println!("{}", gpu.kernels().describe());
+    assert!(gpu.kernels().ready(), "{}", gpu.kernels().describe());
     let registry = Registry::builtin();
     let mut rng = Rng::new();
     for (op, args) in cases(&mut rng) {
@@ -40,6 +42,37 @@ fn every_plan_on_the_gpu_computes_what_the_cpu_op_computes() {
         let want = registry.call(&op, &Value::List(args.clone())).unwrap();
         assert_matches(&op, &args, &got, &Chunk::from_value(&want).unwrap());
     }
+}
+
+/// Each plan's result against its CPU twin's, held to what the kernels promise
+/// (`rask_kernels::exactness`): bit for bit, within n ulp, or (cuBLAS) a tolerance.
+#[test]
+fn every_plan_on_the_gpu_keeps_its_exactness_promise() {
+    let Some(mut gpu) = gpu() else { return };
+    let mut rng = Rng::new();
+    let mut exact = 0;
+    for (op, args) in cases(&mut rng) {
+        let p = plan::plan(&op, &args).unwrap();
+        let got = gpu.run(&p).unwrap_or_else(|e| panic!("{op}: {e}"));
+        let twin = plan::run_on_host(&p).unwrap_or_else(|e| panic!("{op}: {e}"));
+        let promise = plan_exactness(&p);
+        let what = format!("{op} ({}; {promise:?})", p.kernels());
+        match promise {
+            Exactness::Exact => {
+                exact += 1;
+                assert_eq!(got.bytes, twin.bytes, "{what}: not bit for bit the twin's");
+            }
+            Exactness::Ulps(n) => {
+                let f32s = got.dtype == rask_proto::DType::F32;
+                for (i, (a, b)) in elems(&got).iter().zip(elems(&twin)).enumerate() {
+                    let d = ulps_apart(*a, b, f32s);
+                    assert!(d <= n as u64, "{what}: element {i}: {a} vs {b}, {d} ulp");
+                }
+            }
+            Exactness::Tolerance => assert_matches(&op, &args, &got, &twin),
+        }
+    }
+    assert!(exact > 10, "{exact} exact plans");
 }
 
 #[test]

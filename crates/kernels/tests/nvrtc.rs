@@ -72,23 +72,166 @@ fn a_kernel_that_does_not_compile_reports_nvrtcs_log() {
 }
 
 #[test]
-fn compiled_modules_are_cached_by_source_and_architecture() {
+fn compiled_modules_are_cached_checked_and_recompiled_when_damaged() {
     if !nvrtc_here() {
         return;
     }
     let dir = std::env::temp_dir().join(format!("rask-kcache-{}", std::process::id()));
-    let cache = nvrtc::ModuleCache::new(&dir);
+    let opts = nvrtc::Options::EXACT;
     let src = cuda_sources::source("fill.cu").unwrap();
-    let path = cache.path(&src, "compute_80");
+    let path = nvrtc::ModuleCache::new(Some(dir.clone())).path(&src, "compute_80", opts);
     assert!(!path.exists());
-    let first = cache.get(&src, "fill.cu", "compute_80").unwrap();
+    let first = nvrtc::ModuleCache::new(Some(dir.clone()))
+        .get(&src, "fill.cu", "compute_80", opts)
+        .unwrap();
+    assert!(nvrtc::ptx_entries(&first).contains(&"fill_f32".to_string()));
     assert!(path.exists());
-    // The cached copy is what a second call returns (even if the file was altered).
-    std::fs::write(&path, b"cached").unwrap();
-    assert_eq!(cache.get(&src, "fill.cu", "compute_80").unwrap(), b"cached");
-    assert_ne!(cache.path(&src, "sm_90"), path);
-    assert!(!first.is_empty());
+    let (v0, v1) = nvrtc::version().unwrap();
+    let name = path.file_name().unwrap().to_str().unwrap().to_string();
+    assert!(name.contains(&format!("nvrtc{v0}.{v1}")), "{name}");
+    // A fresh cache (another process) reads the file…
+    let stored = std::fs::read(&path).unwrap();
+    assert_eq!(
+        nvrtc::ModuleCache::new(Some(dir.clone()))
+            .get(&src, "fill.cu", "compute_80", opts)
+            .unwrap(),
+        first
+    );
+    // …and a damaged one (one byte flipped, or cut short) is compiled again and replaced.
+    for damaged in [
+        {
+            let mut d = stored.clone();
+            *d.last_mut().unwrap() ^= 0x20;
+            d
+        },
+        stored[..stored.len() / 2].to_vec(),
+        b"cached".to_vec(),
+    ] {
+        std::fs::write(&path, &damaged).unwrap();
+        let got = nvrtc::ModuleCache::new(Some(dir.clone()))
+            .get(&src, "fill.cu", "compute_80", opts)
+            .unwrap();
+        assert_eq!(got, first);
+        assert_eq!(std::fs::read(&path).unwrap(), stored, "rewritten");
+    }
+    // Other options or architectures are other modules.
+    assert_ne!(
+        nvrtc::ModuleCache::new(Some(dir.clone())).path(
+            &src,
+            "compute_80",
+            nvrtc::Options::DEFAULT
+        ),
+        path
+    );
+    assert_ne!(
+        nvrtc::ModuleCache::new(Some(dir.clone())).path(&src, "sm_90", opts),
+        path
+    );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_unwritable_cache_keeps_modules_in_memory() {
+    if !nvrtc_here() {
+        return;
+    }
+    // A regular file where the directory should be: nothing can be created under it
+    // (as in a read-only home), whoever runs the test.
+    let blocker = std::env::temp_dir().join(format!("rask-kcache-ro-{}", std::process::id()));
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let cache = nvrtc::ModuleCache::new(Some(blocker.join("kernels")));
+    let src = cuda_sources::source("transpose.cu").unwrap();
+    let opts = nvrtc::Options::EXACT;
+    let a = cache.get(&src, "transpose.cu", "compute_80", opts).unwrap();
+    assert!(!nvrtc::ptx_entries(&a).is_empty());
+    // Served again from memory: the same bytes, no file anywhere.
+    assert_eq!(
+        cache.get(&src, "transpose.cu", "compute_80", opts).unwrap(),
+        a
+    );
+    assert!(std::fs::metadata(&blocker).unwrap().is_file());
+    std::fs::remove_file(&blocker).unwrap();
+    // Memory only, as `RASK_KERNEL_CACHE=off` asks.
+    let mem = nvrtc::ModuleCache::new(None);
+    assert_eq!(
+        mem.get(&src, "transpose.cu", "compute_80", opts).unwrap(),
+        a
+    );
+    assert!(mem.path(&src, "compute_80", opts).is_relative());
+}
+
+/// The kernels that promise their CPU twin's exact results: compiled without fused
+/// multiply-adds, so no `fma` instruction in their PTX (an `fma` rounds once where the
+/// twin rounds twice). `random_normal_*` calls `log`, `sin` and `cos`, whose library
+/// code uses fma by design (its results are within ulps, not exact), and is left out.
+#[test]
+fn kernels_that_promise_exact_results_have_no_fused_multiply_add() {
+    if !nvrtc_here() {
+        return;
+    }
+    let mut checked = 0;
+    for (file, _) in cuda_sources::FILES {
+        let src = cuda_sources::source(file).unwrap();
+        let ptx = nvrtc::compile(&src, file, "compute_80").unwrap();
+        let text = String::from_utf8_lossy(&ptx);
+        for (entry, body) in entry_bodies(&text) {
+            if !rask_kernels::exactness(&entry).is_exact() {
+                continue;
+            }
+            checked += 1;
+            assert!(
+                !body.lines().any(|l| l.trim_start().starts_with("fma.")),
+                "{file}: {entry} promises exact results but its PTX fuses a multiply-add"
+            );
+        }
+    }
+    assert!(checked > 50, "only {checked} exact entry points checked");
+    // The check can fail: NVRTC's default (fused) compile of axpy has an fma.
+    let src = cuda_sources::source("elementwise.cu").unwrap();
+    let fused = nvrtc::compile_with(
+        &src,
+        "elementwise.cu",
+        "compute_80",
+        nvrtc::Options::DEFAULT,
+    )
+    .unwrap();
+    let fused = String::from_utf8_lossy(&fused);
+    let (_, axpy) = entry_bodies(&fused)
+        .into_iter()
+        .find(|(e, _)| e == "axpy_f32")
+        .unwrap();
+    assert!(axpy.contains("fma."), "axpy_f32 fused by default");
+}
+
+/// Each entry point of PTX text and its body (up to the next entry or function).
+fn entry_bodies(ptx: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut inside = false;
+    for line in ptx.lines() {
+        let l = line.trim();
+        if l.starts_with(".func") || l.starts_with(".visible .func") || l.starts_with(".weak .func")
+        {
+            inside = false;
+            continue;
+        }
+        if let Some(rest) = l
+            .strip_prefix(".visible .entry ")
+            .or_else(|| l.strip_prefix(".entry "))
+        {
+            let name = rest.split('(').next().unwrap_or("").trim().to_string();
+            out.push((name, String::new()));
+            inside = true;
+            continue;
+        }
+        if !inside {
+            continue;
+        }
+        if let Some((_, body)) = out.last_mut() {
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
+    out
 }
 
 /// PTX parameter types as a launch passes them (signedness and bit types aside).

@@ -29,6 +29,8 @@ pub struct CudaGpu {
     name: String,
     /// `sm_XY`, what kernels are compiled for.
     arch: String,
+    /// The compute capability (major, minor).
+    cc: (u32, u32),
     blas: Option<CudaBlas>,
     /// Two pinned buffers every transfer to or from the host goes through, in chunks.
     staging: StagingPool,
@@ -54,6 +56,13 @@ impl CudaGpu {
         let (major, minor) = guarded("reading the compute capability", || {
             ctx.compute_capability()
         })?;
+        // The GPU's thread sleeps while it waits for the GPU instead of spinning a core
+        // (cuCtxSetFlags needs a 12.1 driver: older ones spin, said once).
+        if let Err(e) = guarded("asking for blocking synchronization", || {
+            ctx.set_blocking_synchronize()
+        }) {
+            tracing::warn!("{e}: waiting for the GPU spins a CPU core");
+        }
         let stream = guarded("creating a stream", || ctx.new_stream())?;
         // SAFETY: only tries to open the library by its usual names.
         let blas = if unsafe { cublas::sys::is_culib_present() } {
@@ -75,6 +84,7 @@ impl CudaGpu {
             stream,
             name,
             arch: format!("sm_{major}{minor}"),
+            cc: (major.max(0) as u32, minor.max(0) as u32),
             blas,
             staging: StagingPool::new(pinned, STAGE_CHUNK, 2),
         })
@@ -88,6 +98,11 @@ impl CudaGpu {
     /// The architecture kernels are compiled for (`sm_XY`).
     pub fn arch(&self) -> &str {
         &self.arch
+    }
+
+    /// The compute capability (`(9, 0)`).
+    pub fn compute_capability(&self) -> (u32, u32) {
+        self.cc
     }
 
     /// Whether cuBLAS is loaded (GEMMs can run).

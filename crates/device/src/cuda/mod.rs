@@ -108,19 +108,28 @@ pub fn total_memory(ordinal: u32) -> Result<u64, DeviceError> {
     Ok(guarded("reading the device memory", || ctx.total_mem())? as u64)
 }
 
+/// The default device memory limit: 80 % of what is free when the GPU is opened (like
+/// dask-cuda's, but of the free memory: another process's, or the CUDA context's own, is
+/// not ours to count on), and never more than 80 % of the total.
+pub fn default_limit(free: u64, total: u64) -> u64 {
+    free.min(total) / 10 * 8
+}
+
 impl CudaDevice {
-    /// Opens GPU `ordinal` with a memory limit (default: 80 % of its memory, like
-    /// dask-cuda's device memory limit).
+    /// Opens GPU `ordinal` with a memory limit (default: [`default_limit`]).
     pub fn open(ordinal: u32, limit: Option<u64>) -> Result<CudaDevice, DeviceError> {
         driver()?;
         let ctx = guarded("creating a context", || CudaContext::new(ordinal as usize))?;
         let name = guarded("reading the device name", || ctx.name())?;
-        let total = guarded("reading the device memory", || ctx.total_mem())? as u64;
+        let (free, total) = guarded("reading the free device memory", || ctx.mem_get_info())?;
         Ok(CudaDevice {
             ordinal,
             name,
             _ctx: ctx,
-            pool: MemoryPool::new(DeviceLoc::cuda(ordinal), limit.unwrap_or(total / 10 * 8)),
+            pool: MemoryPool::new(
+                DeviceLoc::cuda(ordinal),
+                limit.unwrap_or(default_limit(free as u64, total as u64)),
+            ),
         })
     }
 

@@ -20,8 +20,10 @@
 //! the receiver's GPU thread opens it, copies the bytes into its own memory over NVLink or
 //! PCIe, and closes it ([`crate::Accelerator::import`]); the host never sees them.
 
+mod targets;
 mod thread;
 
+pub use targets::{targets, Kernels};
 pub use thread::{CudaBytes, GpuThread};
 
 use std::collections::HashMap;
@@ -29,7 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use rask_device::cuda::{self, CudaGpu, DeviceMem, Function, KernelArg};
-use rask_device::nvrtc::ModuleCache;
+use rask_device::nvrtc::{ModuleCache, Options};
 use rask_device::{DeviceError, Reservation};
 use rask_proto::{DType, IpcExport};
 
@@ -46,6 +48,8 @@ pub struct Gpu {
     gpu: CudaGpu,
     cache: ModuleCache,
     modules: HashMap<ModKey, Loaded>,
+    /// How the built-in kernels were made ready at open.
+    kernels: Kernels,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -69,17 +73,66 @@ enum Ran {
 }
 
 impl Gpu {
-    /// Opens GPU `ordinal` (as numbered in this process). Without a driver, or without
-    /// NVRTC to compile kernels, an error says which is missing.
+    /// Opens GPU `ordinal` (as numbered in this process) and makes every built-in kernel
+    /// ready ([`Gpu::kernels`]): compiled (or read from the cache) and loaded now, so
+    /// that a GPU NVRTC or the driver cannot serve is known before any task runs. Without
+    /// a driver the error says so; without NVRTC the GPU opens with its kernels
+    /// unavailable.
     pub fn open(ordinal: u32) -> Result<Gpu, DeviceError> {
         cuda::driver()?;
-        rask_device::nvrtc::available()?;
-        Ok(Gpu {
+        let mut gpu = Gpu {
             id: NEXT_GPU.fetch_add(1, Ordering::Relaxed),
             gpu: CudaGpu::open(ordinal)?,
-            cache: ModuleCache::new(ModuleCache::default_dir()),
+            cache: ModuleCache::from_env(),
             modules: HashMap::new(),
-        })
+            kernels: Kernels::Unavailable("not compiled yet".into()),
+        };
+        gpu.kernels = gpu.prepare_kernels();
+        Ok(gpu)
+    }
+
+    /// Compiles and loads every built-in kernel file for the first target that works
+    /// ([`targets`]).
+    fn prepare_kernels(&mut self) -> Kernels {
+        let known = match rask_device::nvrtc::available()
+            .and_then(|()| rask_device::nvrtc::supported_archs())
+        {
+            Ok(k) => k,
+            Err(e) => return Kernels::Unavailable(e.to_string()),
+        };
+        let cc = self.gpu.compute_capability();
+        let order = targets(cc, &known);
+        if order.is_empty() {
+            return Kernels::Unavailable(format!(
+                "NVRTC compiles for {known:?}, nothing at or below this GPU's sm_{}{}",
+                cc.0, cc.1
+            ));
+        }
+        let mut tried = Vec::new();
+        for target in order {
+            self.modules.clear();
+            let loaded = cuda_sources::FILES.iter().try_for_each(|(file, _)| {
+                self.load(ModKey::File(file), Module::Builtin(file), file, &target)
+                    .map(|_| ())
+            });
+            match loaded {
+                Ok(()) => return Kernels::Ready { target, tried },
+                Err(e) => tried.push((target, e.to_string())),
+            }
+        }
+        self.modules.clear();
+        Kernels::Unavailable(
+            tried
+                .iter()
+                .map(|(t, e)| format!("{t}: {e}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    }
+
+    /// How the built-in kernels were made ready when the GPU was opened.
+    pub fn kernels(&self) -> &Kernels {
+        &self.kernels
     }
 
     /// The GPU's product name.
@@ -143,21 +196,24 @@ impl Gpu {
         reservation: Option<Reservation>,
     ) -> Result<Ran, PlanError> {
         let peer = self.gpu.open_ipc(e, len)?;
-        match reservation {
-            Some(reservation) => Ok(Ran::Kept {
-                mem: self.gpu.copy_from_peer(&peer)?,
-                reservation,
-            }),
-            None => {
-                let mut r = Ok(());
-                let out = crate::output_bytes(len, |b| r = self.gpu.download_from_peer(&peer, b));
-                r.map_err(|source| PlanError::Transfer {
-                    what: "downloading",
-                    source,
-                })?;
-                Ok(Ran::Host(out))
+        if let Some(reservation) = reservation {
+            match self.gpu.copy_from_peer(&peer) {
+                Ok(mem) => return Ok(Ran::Kept { mem, reservation }),
+                // The GPU itself is full (beyond what the pool knows: another process's
+                // memory): this value goes to the host; IPC stays on for the next.
+                Err(e) if e.kind() == rask_device::fault::FaultKind::OutOfMemory => {
+                    tracing::debug!("{e}: an imported value goes to the host");
+                }
+                Err(e) => return Err(e.into()),
             }
         }
+        let mut r = Ok(());
+        let out = crate::output_bytes(len, |b| r = self.gpu.download_from_peer(&peer, b));
+        r.map_err(|source| PlanError::Transfer {
+            what: "downloading",
+            source,
+        })?;
+        Ok(Ran::Host(out))
     }
 
     /// The bytes of `mem`, copied to the host.
@@ -313,8 +369,9 @@ impl Gpu {
         Ok(Some(data))
     }
 
-    /// The entry point, its module compiled (or read from the disk cache) and loaded at
-    /// first use.
+    /// The entry point: built-in kernels were loaded at open; a user's kernel is compiled
+    /// (or read from the cache) and loaded at first use, for the target the built-in ones
+    /// took.
     fn function(&mut self, module: &Module, entry: &str) -> Result<Function, PlanError> {
         // Found without building the source: built-in files by name, users' kernels by
         // the hash of their (short) source.
@@ -326,27 +383,50 @@ impl Gpu {
             return Ok(f.clone());
         }
         if !self.modules.contains_key(&key) {
-            let (source, name) = match module {
-                Module::Builtin(file) => (
-                    cuda_sources::source(file).ok_or(PlanError::NoKernelFile(file))?,
-                    file.to_string(),
-                ),
-                Module::Custom(src) => (src.to_string(), entry.to_string()),
+            let target = match &self.kernels {
+                Kernels::Ready { target, .. } => target.clone(),
+                Kernels::Unavailable(why) => {
+                    return Err(PlanError::Device(DeviceError::Compile {
+                        name: entry.to_string(),
+                        log: format!("this GPU's kernels are unavailable: {why}"),
+                    }))
+                }
             };
-            let image = self.cache.get(&source, &name, self.gpu.arch())?;
-            let module = self.gpu.load_module(image)?;
-            self.modules.insert(
-                key.clone(),
-                Loaded {
-                    module,
-                    functions: HashMap::new(),
-                },
-            );
+            self.load(key.clone(), module.clone(), entry, &target)?;
         }
         let loaded = self.modules.get_mut(&key).expect("loaded above");
         let f = loaded.module.function(entry)?;
         loaded.functions.insert(entry.to_string(), f.clone());
         Ok(f)
+    }
+
+    /// Compiles (or reads from the cache) and loads a module (named `name` in messages)
+    /// for `target`.
+    fn load(
+        &mut self,
+        key: ModKey,
+        module: Module,
+        name: &str,
+        target: &str,
+    ) -> Result<(), PlanError> {
+        let (source, name, opts) = match &module {
+            Module::Builtin(file) => (
+                cuda_sources::source(file).ok_or(PlanError::NoKernelFile(file))?,
+                file.to_string(),
+                Options::EXACT,
+            ),
+            Module::Custom(src) => (src.to_string(), name.to_string(), Options::DEFAULT),
+        };
+        let image = self.cache.get(&source, &name, target, opts)?;
+        let module = self.gpu.load_module(image)?;
+        self.modules.insert(
+            key,
+            Loaded {
+                module,
+                functions: HashMap::new(),
+            },
+        );
+        Ok(())
     }
 }
 

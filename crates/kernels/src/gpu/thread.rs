@@ -14,6 +14,7 @@ use super::{Gpu, Ran};
 use crate::chunk::chunk_value;
 use crate::plan::{self, Plan, Step};
 use crate::{OpError, PlanError, Registry};
+use rask_device::fault::FaultKind;
 
 /// What a GPU's thread is asked to do.
 enum Cmd {
@@ -21,6 +22,8 @@ enum Cmd {
     /// pool is full, downloaded.
     Run {
         plan: Plan,
+        /// The op, for messages.
+        op: String,
         reply: mpsc::SyncSender<Result<Ran, PlanError>>,
     },
     /// The bytes of memory of this GPU, to the host.
@@ -63,6 +66,10 @@ pub struct GpuThread {
     name: String,
     arch: String,
     blas: bool,
+    /// How the built-in kernels were made ready at open.
+    kernels: super::Kernels,
+    /// Why the GPU is lost, once a sticky error was seen.
+    lost: Arc<OnceLock<String>>,
     downloaded: Arc<AtomicU64>,
 }
 
@@ -83,6 +90,9 @@ impl GpuThread {
         let (tx, rx) = mpsc::channel::<Cmd>();
         let (opened_tx, opened_rx) = mpsc::sync_channel(1);
         let kept = pool.clone();
+        let lost = Arc::new(OnceLock::new());
+        let lost_here = lost.clone();
+        let device = DeviceLoc::cuda(ordinal);
         std::thread::Builder::new()
             .name(format!("rask-gpu-{ordinal}"))
             .spawn(move || {
@@ -98,26 +108,57 @@ impl GpuThread {
                     gpu.name().to_string(),
                     gpu.arch().to_string(),
                     gpu.gpu.has_blas(),
+                    gpu.kernels().clone(),
                 );
                 if opened_tx.send(Ok(info)).is_err() {
                     return;
                 }
-                serve(&mut gpu, &kept, rx);
+                serve(&mut gpu, &kept, rx, &lost_here, device);
             })
             .map_err(DeviceError::Io)?;
-        let (gpu, name, arch, blas) = opened_rx
+        let (gpu, name, arch, blas, kernels) = opened_rx
             .recv()
             .map_err(|_| DeviceError::Cuda("the GPU's thread stopped while opening it".into()))??;
         Ok(GpuThread {
             tx,
             pool,
             gpu,
-            device: DeviceLoc::cuda(ordinal),
+            device,
             name,
             arch,
             blas,
+            kernels,
+            lost,
             downloaded: Arc::default(),
         })
+    }
+
+    /// How the built-in kernels were made ready when the GPU was opened (for the
+    /// worker's start-up line).
+    pub fn kernels(&self) -> &super::Kernels {
+        &self.kernels
+    }
+
+    /// An op's error from the GPU's: a lost GPU, a full one, or another failure.
+    fn op_error(&self, e: PlanError) -> OpError {
+        match e {
+            PlanError::Lost(why) => OpError::DeviceLost(why),
+            PlanError::Full { needed, why } => OpError::DeviceFull {
+                device: self.device.to_string(),
+                needed,
+                why,
+            },
+            PlanError::Device(d) | PlanError::Transfer { source: d, .. }
+                if d.kind() == FaultKind::OutOfMemory =>
+            {
+                OpError::DeviceFull {
+                    device: self.device.to_string(),
+                    needed: 0,
+                    why: d.to_string(),
+                }
+            }
+            e => OpError::from(e),
+        }
     }
 
     /// The GPU's product name.
@@ -145,7 +186,8 @@ impl GpuThread {
             None => plan::plan(op, args)?,
         };
         let gemm = plan.steps.iter().any(|s| matches!(s, Step::Gemm { .. }));
-        (self.blas || !gemm).then_some(plan)
+        let launches = plan.steps.iter().any(|s| matches!(s, Step::Launch(_)));
+        ((self.blas || !gemm) && (self.kernels.ready() || !launches)).then_some(plan)
     }
 
     /// A value left by the GPU's thread.
@@ -175,22 +217,93 @@ fn ask<T>(
     answer.recv().map_err(|_| PlanError::GpuStopped)?
 }
 
-/// The GPU's thread: one command at a time, until every sender is gone.
-fn serve(gpu: &mut Gpu, pool: &Arc<MemoryPool>, rx: mpsc::Receiver<Cmd>) {
+/// Whether a plan's error is one that loses the GPU for good.
+fn sticky(e: &PlanError) -> bool {
+    match e {
+        PlanError::Device(d) | PlanError::Transfer { source: d, .. } => {
+            d.kind() == FaultKind::Sticky
+        }
+        _ => false,
+    }
+}
+
+/// `r`, unless it is a sticky error: that loses the GPU (said once, with what was being
+/// done) and becomes [`PlanError::Lost`].
+fn lose_on_sticky<T>(
+    r: Result<T, PlanError>,
+    lost: &OnceLock<String>,
+    device: DeviceLoc,
+    doing: &dyn Fn() -> String,
+) -> Result<T, PlanError> {
+    match r {
+        Err(e) if sticky(&e) => {
+            let why = lost.get_or_init(|| {
+                let why = format!("{device} failed for good while {}: {e}", doing());
+                tracing::error!("{why}");
+                why
+            });
+            Err(PlanError::Lost(why.clone()))
+        }
+        r => r,
+    }
+}
+
+/// Runs a plan with its output kept in device memory: what it needs while running (inputs
+/// brought to the GPU, temporaries) and its output are reserved in the pool first, so a
+/// plan that does not fit is refused before anything is allocated.
+fn run(gpu: &mut Gpu, pool: &Arc<MemoryPool>, plan: &Plan) -> Result<Ran, PlanError> {
+    let id = gpu.id;
+    let out = plan.out_len();
+    let scratch = plan.device_bytes(|i| super::resident(i, id).is_some()) - out;
+    let full = |e: DeviceError| PlanError::Full {
+        needed: scratch + out,
+        why: e.to_string(),
+    };
+    let _scratch = pool.reserve(scratch).map_err(full)?;
+    let reservation = pool.reserve(out).map_err(full)?;
+    let mem = gpu.run_kept(plan)?;
+    Ok(Ran::Kept { mem, reservation })
+}
+
+/// The GPU's thread: one command at a time, until every sender is gone. After a sticky
+/// error every command is refused with why (the context cannot be used again).
+fn serve(
+    gpu: &mut Gpu,
+    pool: &Arc<MemoryPool>,
+    rx: mpsc::Receiver<Cmd>,
+    lost: &OnceLock<String>,
+    device: DeviceLoc,
+) {
+    let check = |r, doing: &dyn Fn() -> String| lose_on_sticky(r, lost, device, doing);
+    let check_bytes = |r, doing: &dyn Fn() -> String| lose_on_sticky(r, lost, device, doing);
+    let check_export = |r, doing: &dyn Fn() -> String| lose_on_sticky(r, lost, device, doing);
     for cmd in rx {
+        if let Some(why) = lost.get() {
+            let refused = || PlanError::Lost(why.clone());
+            match cmd {
+                Cmd::Run { reply, .. } | Cmd::Upload { reply, .. } | Cmd::Import { reply, .. } => {
+                    let _ = reply.send(Err(refused()));
+                }
+                Cmd::Download { reply, .. } => {
+                    let _ = reply.send(Err(refused()));
+                }
+                Cmd::Export { reply, .. } => {
+                    let _ = reply.send(Err(refused()));
+                }
+                // Freeing in a lost context fails: the memory goes with the process.
+                Cmd::Free { mem } => std::mem::forget(mem),
+            }
+            continue;
+        }
         match cmd {
-            Cmd::Run { plan, reply } => {
-                let ran = match pool.reserve(plan.out_len()) {
-                    Ok(reservation) => gpu
-                        .run_kept(&plan)
-                        .map(|mem| Ran::Kept { mem, reservation }),
-                    // The device is full: the output goes to the host.
-                    Err(_) => gpu.run(&plan).map(|c| Ran::Host(c.bytes)),
-                };
-                let _ = reply.send(ran);
+            Cmd::Run { plan, op, reply } => {
+                let r = run(gpu, pool, &plan);
+                let r = check(r, &|| format!("running {} of op {op:?}", plan.kernels()));
+                let _ = reply.send(r);
             }
             Cmd::Download { mem, reply } => {
-                let _ = reply.send(gpu.download(&mem));
+                let r = check_bytes(gpu.download(&mem), &|| "downloading a value".into());
+                let _ = reply.send(r);
             }
             // Values hand their memory here when dropped. Every command is done (and has
             // dropped what it held) before the next is served, so this is its last owner.
@@ -204,10 +317,11 @@ fn serve(gpu: &mut Gpu, pool: &Arc<MemoryPool>, rx: mpsc::Receiver<Cmd>) {
                 reply,
             } => {
                 let kept = gpu.upload(&bytes).map(|mem| Ran::Kept { mem, reservation });
-                let _ = reply.send(kept);
+                let _ = reply.send(check(kept, &|| "uploading a value".into()));
             }
             Cmd::Export { mem, reply } => {
-                let _ = reply.send(gpu.ipc_export(&mem));
+                let r = check_export(gpu.ipc_export(&mem), &|| "exporting an IPC handle".into());
+                let _ = reply.send(r);
             }
             Cmd::Import {
                 export,
@@ -215,7 +329,8 @@ fn serve(gpu: &mut Gpu, pool: &Arc<MemoryPool>, rx: mpsc::Receiver<Cmd>) {
                 reservation,
                 reply,
             } => {
-                let _ = reply.send(gpu.ipc_import(&export, len, reservation));
+                let r = gpu.ipc_import(&export, len, reservation);
+                let _ = reply.send(check(r, &|| "importing a peer's value".into()));
             }
         }
     }
@@ -242,11 +357,16 @@ impl crate::Accelerator for GpuThread {
             }
         }
         let (dtype, shape) = (plan.dtype, plan.shape.clone());
-        let ran = self.ask(|reply| Cmd::Run { plan, reply });
+        let op = op.to_string();
+        let ran = self.ask(|reply| Cmd::Run { plan, op, reply });
         Some(
             ran.map(|r| chunk_value(dtype, &shape, self.value(r)))
-                .map_err(OpError::from),
+                .map_err(|e| self.op_error(e)),
         )
+    }
+
+    fn lost(&self) -> Option<String> {
+        self.lost.get().cloned()
     }
 
     fn downloaded(&self) -> u64 {
@@ -267,7 +387,7 @@ impl crate::Accelerator for GpuThread {
                 reservation,
                 reply,
             });
-            Some(r.map(|r| self.value(r)).map_err(OpError::from))
+            Some(r.map(|r| self.value(r)).map_err(|e| self.op_error(e)))
         })
     }
 
@@ -281,12 +401,14 @@ impl crate::Accelerator for GpuThread {
         // output there).
         let reservation = self.pool.reserve(b.len).ok();
         let export = b.export.clone();
-        let r = self.ask(|reply| Cmd::Import {
-            export,
-            len,
-            reservation,
-            reply,
-        })?;
+        let r = self
+            .ask(|reply| Cmd::Import {
+                export,
+                len,
+                reservation,
+                reply,
+            })
+            .map_err(|e| self.op_error(e))?;
         Ok(self.value(r))
     }
 }

@@ -55,6 +55,13 @@ impl HostPlans {
         }
     }
 
+    /// Raises CUDA error `code` whenever op `op` runs, for each pair (as `RASK_SIM_FAULT`
+    /// does, which this replaces).
+    pub fn faults(mut self, faults: Vec<(String, u32)>) -> HostPlans {
+        self.faults = faults;
+        self
+    }
+
     /// Accounts what each plan needs while it runs (inputs brought to the device, its
     /// temporaries) in `pool`, as a CUDA GPU does: a plan that does not fit fails with
     /// [`OpError::DeviceFull`] (its worker spills and runs it again).
