@@ -73,3 +73,35 @@ REDUCE_AXIS_ALL(float, f32, -RASK_INF_F, RASK_INF_F)
 REDUCE_AXIS_ALL(double, f64, -RASK_INF_D, RASK_INF_D)
 REDUCE_AXIS_ALL(int, i32, (int)0x80000000, 0x7fffffff)
 REDUCE_AXIS_ALL(i64, i64, (i64)0x8000000000000000ULL, 0x7fffffffffffffffLL)
+
+// Reductions along the last axis (rows of `len` contiguous elements): one block of
+// BLOCK threads per row (a grid-stride loop over rows), thread t combining elements
+// t, t + BLOCK, … of its row — neighbouring threads read neighbouring elements — then a
+// tree in shared memory as in the whole-array reductions. For rows the one-thread-per-
+// output kernels above would read with a stride of `len` and, with few rows, use few
+// threads.
+#define REDUCE_ROWS(OP, T, S, INIT, COMBINE) \
+extern "C" __global__ void OP##_rows_##S(const T* a, T* out, u64 rows, u64 len) { \
+    __shared__ T s[BLOCK]; \
+    for (u64 r = blockIdx.x; r < rows; r += gridDim.x) { \
+        const T* row = a + r * len; \
+        T acc = INIT; \
+        for (u64 k = threadIdx.x; k < len; k += BLOCK) { T x = row[k]; acc = COMBINE; } \
+        s[threadIdx.x] = acc; \
+        __syncthreads(); \
+        for (unsigned w = BLOCK / 2; w > 0; w >>= 1) { \
+            if (threadIdx.x < w) { T x = s[threadIdx.x + w]; acc = s[threadIdx.x]; s[threadIdx.x] = COMBINE; } \
+            __syncthreads(); \
+        } \
+        if (threadIdx.x == 0) out[r] = s[0]; \
+        __syncthreads(); } }
+
+#define REDUCE_ROWS_ALL(T, S, LOWEST, HIGHEST) \
+    REDUCE_ROWS(sum, T, S, (T)0, acc + x) \
+    REDUCE_ROWS(amax, T, S, LOWEST, x > acc ? x : acc) \
+    REDUCE_ROWS(amin, T, S, HIGHEST, x < acc ? x : acc)
+
+REDUCE_ROWS_ALL(float, f32, -RASK_INF_F, RASK_INF_F)
+REDUCE_ROWS_ALL(double, f64, -RASK_INF_D, RASK_INF_D)
+REDUCE_ROWS_ALL(int, i32, (int)0x80000000, 0x7fffffff)
+REDUCE_ROWS_ALL(i64, i64, (i64)0x8000000000000000ULL, 0x7fffffffffffffffLL)

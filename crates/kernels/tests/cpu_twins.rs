@@ -227,3 +227,26 @@ fn bulk_random_equals_the_per_element_scheme() {
         }
     }
 }
+
+/// The rows twin adds as the kernel's block does: per-thread strides, then a tree. With
+/// four threads, row [1, 1e16, 1, -1e16]: the tree adds (1 + 1) + (1e16 + -1e16) = 2,
+/// where the sum in order gives 0 (1e16 + 1 loses the 1, twice).
+#[test]
+fn the_rows_twin_adds_in_the_kernels_order() {
+    use rask_kernels::cpu::{reduce_axis, reduce_rows, Reduce};
+    let row = [1.0, 1e16, 1.0, -1e16];
+    let mut tree = [0.0f64];
+    reduce_rows(Reduce::Sum, &row, &mut tree, 4, 4);
+    assert_eq!(tree, [2.0]);
+    let mut in_order = [0.0f64];
+    reduce_axis(Reduce::Sum, &row, &mut in_order, 4, 1);
+    assert_eq!(in_order, [0.0]);
+    // Max and min do not depend on the order; several rows reduce on their own.
+    let a: Vec<i64> = (0..3 * 700).map(|i| (i * 7919) % 1000 - 500).collect();
+    for op in [Reduce::Max, Reduce::Min, Reduce::Sum] {
+        let (mut rows, mut axis) = ([0i64; 3], [0i64; 3]);
+        reduce_rows(op, &a, &mut rows, 700, 256);
+        reduce_axis(op, &a, &mut axis, 700, 1);
+        assert_eq!(rows, axis, "{op:?}");
+    }
+}

@@ -339,6 +339,32 @@ pub fn reduce_axis<T: Elem>(op: Reduce, a: &[T], out: &mut [T], len: usize, inne
     }
 }
 
+/// The twin of `{sum,amax,amin}_rows_*`: each row of `len` elements reduced as one block
+/// of `threads` does it — thread `t` combines elements `t`, `t + threads`, … in order,
+/// then a tree halves the partials (`s[t] = s[t] ∘ s[t + w]` for `w` = threads / 2 … 1)
+/// — so the result is the kernel's to the bit.
+pub fn reduce_rows<T: Elem>(op: Reduce, a: &[T], out: &mut [T], len: usize, threads: usize) {
+    let mut s = vec![op.init::<T>(); threads];
+    for (r, o) in out.iter_mut().enumerate() {
+        let row = &a[r * len..(r + 1) * len];
+        for (t, slot) in s.iter_mut().enumerate() {
+            let mut acc = op.init::<T>();
+            for &x in row.iter().skip(t).step_by(threads) {
+                acc = op.combine(acc, x);
+            }
+            *slot = acc;
+        }
+        let mut w = threads / 2;
+        while w > 0 {
+            for t in 0..w {
+                s[t] = op.combine(s[t], s[t + w]);
+            }
+            w /= 2;
+        }
+        *o = s[0];
+    }
+}
+
 /// The entry points that have a twin here: `{op}_{dtype}`.
 pub fn twins() -> Vec<String> {
     let all = ["f32", "f64", "i32", "i64"];
@@ -362,6 +388,7 @@ pub fn twins() -> Vec<String> {
     add(&["lt", "gt", "eq", "where"], &all);
     add(&["sum", "amax", "amin", "argmax"], &all);
     add(&["sum_axis", "amax_axis", "amin_axis"], &all);
+    add(&["sum_rows", "amax_rows", "amin_rows"], &all);
     add(&["transpose"], &all);
     out.sort();
     out

@@ -476,6 +476,21 @@ fn launch_elem<T: Elem>(
                 Ok::<_, PlanError>(())
             })?;
         }
+        "sum_rows" | "amax_rows" | "amin_rows" => {
+            a.check_count(4)?;
+            if l.block != (THREADS, 1, 1) {
+                return Err(PlanError::launch(e, LaunchError::BlockSize(THREADS)));
+            }
+            let (rows, len) = (a.u64(2)? as usize, a.u64(3)? as usize);
+            let (ix, io) = (a.buf(0)?, a.buf(1)?);
+            let r = Reduce::parse(op.trim_end_matches("_rows")).expect("a reduction");
+            with_output(bufs, io, &[ix], |bufs, o| {
+                let x = input::<T>(bufs, ix, rows * len, e)?;
+                let out = output::<T>(o, rows, e)?;
+                cpu::reduce_rows(r, x, out, len, THREADS as usize);
+                Ok::<_, PlanError>(())
+            })?;
+        }
         "argmax" => {
             a.check_count(5)?;
             if l.grid != (1, 1, 1) {

@@ -243,6 +243,9 @@ fn matmul(x: ChunkArg, y: ChunkArg) -> Option<Plan> {
     Some(p)
 }
 
+/// Most blocks of a launch reducing rows (a grid-stride loop covers more rows).
+const ROW_BLOCKS: u64 = 65_535;
+
 fn reduce(op: Reduce, axis: Option<usize>, x: ChunkArg) -> Option<Plan> {
     let s = suffix(x.dtype)?;
     let kernel = match op {
@@ -261,6 +264,18 @@ fn reduce(op: Reduce, axis: Option<usize>, x: ChunkArg) -> Option<Plan> {
         shape.remove(ax);
         let mut p = Plan::new(x.dtype, shape);
         let a = p.input(x.data);
+        if inner == 1 && outer > 0 && len > 0 {
+            // Along the last axis: a block per row, its threads reading side by side.
+            let args = vec![
+                Arg::Buf(a),
+                Arg::Buf(Buf::Out),
+                Arg::U64(outer),
+                Arg::U64(len),
+            ];
+            let blocks = outer.min(ROW_BLOCKS) as u32;
+            p.launch(format!("{kernel}_rows_{s}"), (blocks, 1, 1), THREADS, args);
+            return Some(p);
+        }
         let args = vec![
             Arg::Buf(a),
             Arg::Buf(Buf::Out),

@@ -273,7 +273,8 @@ pub fn file_of(entry: &str) -> &'static str {
     match op {
         "fill" | "arange" => "fill.cu",
         "random_uniform" | "random_normal" => "random.cu",
-        "sum" | "amax" | "amin" | "argmax" | "sum_axis" | "amax_axis" | "amin_axis" => "reduce.cu",
+        "sum" | "amax" | "amin" | "argmax" | "sum_axis" | "amax_axis" | "amin_axis"
+        | "sum_rows" | "amax_rows" | "amin_rows" => "reduce.cu",
         "transpose" => "transpose.cu",
         _ => "elementwise.cu",
     }
