@@ -289,20 +289,27 @@ impl CudaGpu {
         ipc::export(mem)
     }
 
-    /// Another process's exported bytes opened in this GPU's context: `len` bytes at the
-    /// export's offset (see [`IpcMapping`]).
-    pub fn open_ipc(&self, e: &IpcExport, len: usize) -> Result<IpcMapping, DeviceError> {
+    /// Another process's allocation opened in this GPU's context by its IPC handle (see
+    /// [`IpcMapping`]).
+    pub fn open_ipc(&self, handle: &[u8]) -> Result<IpcMapping, DeviceError> {
         self.bind()?;
-        IpcMapping::open(&self.ctx, e, len)
+        IpcMapping::open(&self.ctx, handle)
     }
 
-    /// The bytes of `src` copied into new memory of this GPU (over NVLink or PCIe, never
-    /// through the host); done when this returns, so `src` may be closed next.
-    pub fn copy_from_peer(&self, src: &IpcMapping) -> Result<DeviceMem, DeviceError> {
-        let dst = self.alloc(src.len() as u64)?;
-        let (d, s, len, stream) = (dst.ptr(), src.ptr(), src.len(), self.stream.cu_stream());
-        // SAFETY: both ranges hold `len` bytes (the holder's length); the copy is finished
-        // (synchronized below) before the mapping can be closed or `dst` freed.
+    /// `len` bytes at `offset` of `src` copied into new memory of this GPU (over NVLink or
+    /// PCIe, never through the host); done when this returns.
+    pub fn copy_from_peer(
+        &self,
+        src: &IpcMapping,
+        offset: u64,
+        len: usize,
+    ) -> Result<DeviceMem, DeviceError> {
+        let s = src.at(offset, len)?;
+        let dst = self.alloc(len as u64)?;
+        let (d, stream) = (dst.ptr(), self.stream.cu_stream());
+        // SAFETY: both ranges hold `len` bytes (checked against the peer's allocation);
+        // the copy is finished (synchronized below) before the mapping can be closed or
+        // `dst` freed.
         guarded("copying from the peer", || unsafe {
             result::memcpy_dtod_async(d, s, len, stream)
         })?;
@@ -310,13 +317,18 @@ impl CudaGpu {
         Ok(dst)
     }
 
-    /// The bytes of `src` copied into `out` (as long as `src`) on the host, through the
+    /// `out.len()` bytes at `offset` of `src` copied into `out` on the host, through the
     /// staging buffers; done when this returns.
-    pub fn download_from_peer(&self, src: &IpcMapping, out: &mut [u8]) -> Result<(), DeviceError> {
-        fits("a download", out.len(), src.len())?;
+    pub fn download_from_peer(
+        &self,
+        src: &IpcMapping,
+        offset: u64,
+        out: &mut [u8],
+    ) -> Result<(), DeviceError> {
+        let s = src.at(offset, out.len())?;
         self.bind()?;
         let mut engine = StreamEngine(&self.stream);
-        staging::download(&self.staging, &mut engine, src.ptr(), out)
+        staging::download(&self.staging, &mut engine, s, out)
     }
 }
 

@@ -36,34 +36,30 @@ pub(crate) fn export(mem: &DeviceMem) -> Result<IpcExport, DeviceError> {
     })
 }
 
-/// `len` bytes of another process's device memory, opened in this process by the IPC
-/// handle it exported; the handle is closed when this is dropped.
+/// Another process's allocation, opened in this process by the IPC handle it exported;
+/// the handle is closed when this is dropped (which must happen before the exporter frees
+/// the allocation: the data protocol's loan keeps it until then).
 pub struct IpcMapping {
     /// The opened allocation's base in this context.
     base: sys::CUdeviceptr,
-    offset: u64,
-    len: usize,
+    /// Its size, when the driver says.
+    size: Option<usize>,
     ctx: Arc<CudaContext>,
 }
 
 impl IpcMapping {
-    /// Opens `e` in `ctx` (bound to this thread): `len` bytes from `e.offset` (the holder's
-    /// length for them).
-    pub(crate) fn open(
-        ctx: &Arc<CudaContext>,
-        e: &IpcExport,
-        len: usize,
-    ) -> Result<IpcMapping, DeviceError> {
+    /// Opens the allocation of `handle` in `ctx` (bound to this thread).
+    pub(crate) fn open(ctx: &Arc<CudaContext>, handle: &[u8]) -> Result<IpcMapping, DeviceError> {
         let mut h = sys::CUipcMemHandle {
             reserved: [0; HANDLE_LEN],
         };
-        if e.handle.len() != h.reserved.len() {
+        if handle.len() != h.reserved.len() {
             return Err(DeviceError::IpcHandle {
                 want: h.reserved.len(),
-                got: e.handle.len(),
+                got: handle.len(),
             });
         }
-        for (d, s) in h.reserved.iter_mut().zip(&e.handle) {
+        for (d, s) in h.reserved.iter_mut().zip(handle) {
             *d = *s as std::ffi::c_char;
         }
         let mut base: sys::CUdeviceptr = 0;
@@ -73,27 +69,36 @@ impl IpcMapping {
         guarded("opening a peer's IPC handle", || unsafe {
             sys::cuIpcOpenMemHandle_v2(&mut base, h, flags).result()
         })?;
+        let (mut start, mut size): (sys::CUdeviceptr, usize) = (0, 0);
+        // SAFETY: out-parameters; `base` was just opened.
+        let size = guarded("sizing a peer's allocation", || unsafe {
+            sys::cuMemGetAddressRange_v2(&mut start, &mut size, base).result()
+        })
+        .ok()
+        .map(|()| size);
         Ok(IpcMapping {
             base,
-            offset: e.offset,
-            len,
+            size,
             ctx: ctx.clone(),
         })
     }
 
-    /// Bytes mapped.
-    pub fn len(&self) -> usize {
-        self.len
+    /// The allocation's size in bytes, when the driver says.
+    pub fn size(&self) -> Option<usize> {
+        self.size
     }
 
-    /// Whether no byte is mapped.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The address of the bytes, for this crate's copies.
-    pub(crate) fn ptr(&self) -> sys::CUdeviceptr {
-        self.base + self.offset
+    /// The address of `len` bytes at `offset`, checked against the allocation's size.
+    pub(crate) fn at(&self, offset: u64, len: usize) -> Result<sys::CUdeviceptr, DeviceError> {
+        let end = offset.checked_add(len as u64);
+        match (end, self.size) {
+            (Some(end), Some(size)) if end <= size as u64 => Ok(self.base + offset),
+            (Some(_), None) => Ok(self.base + offset),
+            _ => Err(DeviceError::Cuda(format!(
+                "{len} bytes at offset {offset} of a peer's allocation of {:?} bytes",
+                self.size
+            ))),
+        }
     }
 }
 

@@ -1,5 +1,5 @@
-//! Running device plans on a CUDA GPU: kernels from `cuda/` (and users' kernels)
-//! compiled by NVRTC for the GPU's architecture at first use and cached on disk, GEMM
+//! Running device plans on a CUDA GPU: kernels from `cuda/` compiled by NVRTC when the GPU
+//! is opened (users' kernels at first use) and cached, GEMM
 //! through cuBLAS, inputs and outputs staged through pinned host memory, all on one stream
 //! of the GPU's own. The GPU itself (memory, copies, launches, IPC) is
 //! [`rask_device::cuda::CudaGpu`]; this module decides what to launch, in what order, on
@@ -17,12 +17,15 @@
 //!
 //! Between GPU workers of one host, a value's bytes go by CUDA IPC: the holder exports its
 //! allocation's handle ([`CudaBytes`] implements [`rask_proto::DeviceData::ipc_export`]),
-//! the receiver's GPU thread opens it, copies the bytes into its own memory over NVLink or
-//! PCIe, and closes it ([`crate::Accelerator::import`]); the host never sees them.
+//! the receiver's GPU thread opens it (or finds it open, [`Handles`]), copies the bytes
+//! into its own memory over NVLink or PCIe ([`crate::Accelerator::import`]); the host never
+//! sees them.
 
+mod handles;
 mod targets;
 mod thread;
 
+pub use handles::Handles;
 pub use targets::{targets, Kernels};
 pub use thread::{CudaBytes, GpuThread};
 
@@ -50,7 +53,18 @@ pub struct Gpu {
     modules: HashMap<ModKey, Loaded>,
     /// How the built-in kernels were made ready at open.
     kernels: Kernels,
+    /// Peers' allocations opened by IPC handle, with the loans keeping them alive.
+    handles: Handles<cuda::IpcMapping, Option<Loan>>,
 }
+
+/// A peer's loan of lent bytes, released when dropped.
+type Loan = std::sync::Arc<dyn std::any::Any + Send + Sync>;
+
+/// Peers' allocations kept open at most.
+const OPEN_HANDLES: usize = 64;
+
+/// How long an opened handle is kept without use.
+pub const HANDLE_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl std::fmt::Debug for Gpu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -86,6 +100,7 @@ impl Gpu {
             cache: ModuleCache::from_env(),
             modules: HashMap::new(),
             kernels: Kernels::Unavailable("not compiled yet".into()),
+            handles: Handles::new(OPEN_HANDLES, HANDLE_IDLE),
         };
         gpu.kernels = gpu.prepare_kernels();
         Ok(gpu)
@@ -186,18 +201,40 @@ impl Gpu {
         Ok(self.gpu.export(mem)?)
     }
 
-    /// Bytes a peer process exported ([`Gpu::ipc_export`]): its allocation opened in this
-    /// context, `len` bytes from `offset` copied into new memory of this GPU (with a
-    /// reservation) or downloaded to the host, the handle closed.
+    /// Bytes a peer process exported ([`Gpu::ipc_export`]): `len` bytes at the export's
+    /// offset of its allocation, opened in this context (or found open: see [`Handles`],
+    /// which keeps `loan` until the next transfer from that allocation or until idle),
+    /// copied into new memory of this GPU (with a reservation) or downloaded to the host.
     fn ipc_import(
         &mut self,
         e: &IpcExport,
         len: usize,
         reservation: Option<Reservation>,
+        loan: Option<Loan>,
     ) -> Result<Ran, PlanError> {
-        let peer = self.gpu.open_ipc(e, len)?;
+        let r = self.import_open(e, len, reservation, loan);
+        if r.is_err() {
+            // Opened again next time, in case the mapping is what failed.
+            self.handles.forget(&e.handle);
+        }
+        r
+    }
+
+    fn import_open(
+        &mut self,
+        e: &IpcExport,
+        len: usize,
+        reservation: Option<Reservation>,
+        loan: Option<Loan>,
+    ) -> Result<Ran, PlanError> {
+        let gpu = &self.gpu;
+        let peer = self
+            .handles
+            .get(&e.handle, loan, std::time::Instant::now(), || {
+                gpu.open_ipc(&e.handle)
+            })?;
         if let Some(reservation) = reservation {
-            match self.gpu.copy_from_peer(&peer) {
+            match gpu.copy_from_peer(peer, e.offset, len) {
                 Ok(mem) => return Ok(Ran::Kept { mem, reservation }),
                 // The GPU itself is full (beyond what the pool knows: another process's
                 // memory): this value goes to the host; IPC stays on for the next.
@@ -208,12 +245,17 @@ impl Gpu {
             }
         }
         let mut r = Ok(());
-        let out = crate::output_bytes(len, |b| r = self.gpu.download_from_peer(&peer, b));
+        let out = crate::output_bytes(len, |b| r = gpu.download_from_peer(peer, e.offset, b));
         r.map_err(|source| PlanError::Transfer {
             what: "downloading",
             source,
         })?;
         Ok(Ran::Host(out))
+    }
+
+    /// Closes the peers' allocations idle for longer than [`HANDLE_IDLE`].
+    pub fn expire_handles(&mut self) {
+        self.handles.expire(std::time::Instant::now());
     }
 
     /// The bytes of `mem`, copied to the host.

@@ -51,6 +51,8 @@ enum Cmd {
         export: IpcExport,
         len: usize,
         reservation: Option<Reservation>,
+        /// The peer's loan: kept while the allocation stays open here.
+        loan: Option<super::Loan>,
         reply: mpsc::SyncSender<Result<Ran, PlanError>>,
     },
 }
@@ -277,7 +279,16 @@ fn serve(
     let check = |r, doing: &dyn Fn() -> String| lose_on_sticky(r, lost, device, doing);
     let check_bytes = |r, doing: &dyn Fn() -> String| lose_on_sticky(r, lost, device, doing);
     let check_export = |r, doing: &dyn Fn() -> String| lose_on_sticky(r, lost, device, doing);
-    for cmd in rx {
+    loop {
+        let cmd = match rx.recv_timeout(super::HANDLE_IDLE / 2) {
+            Ok(cmd) => cmd,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                gpu.expire_handles();
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        gpu.expire_handles();
         if let Some(why) = lost.get() {
             let refused = || PlanError::Lost(why.clone());
             match cmd {
@@ -327,9 +338,10 @@ fn serve(
                 export,
                 len,
                 reservation,
+                loan,
                 reply,
             } => {
-                let r = gpu.ipc_import(&export, len, reservation);
+                let r = gpu.ipc_import(&export, len, reservation, loan);
                 let _ = reply.send(check(r, &|| "importing a peer's value".into()));
             }
         }
@@ -401,11 +413,13 @@ impl crate::Accelerator for GpuThread {
         // output there).
         let reservation = self.pool.reserve(b.len).ok();
         let export = b.export.clone();
+        let loan = b.loan.clone();
         let r = self
             .ask(|reply| Cmd::Import {
                 export,
                 len,
                 reservation,
+                loan,
                 reply,
             })
             .map_err(|e| self.op_error(e))?;
