@@ -13,34 +13,11 @@ use rask_transport::Secret;
 use rask_worker::{Worker, WorkerConfig};
 use tokio::sync::oneshot;
 
-use crate::gpu_process::GpuProcess;
-
+mod gpus;
 mod scale;
 
-/// A local cluster with one worker per GPU, like dask-cuda's: real GPUs found through
-/// NVML, or simulated ones.
-///
-/// ```no_run
-/// # fn main() -> Result<(), rask::Error> {
-/// let cluster = rask::LocalCUDACluster::sim(4, 1 << 30)
-///     .nvlink(rask::Topology::pairs(4))
-///     .build()?;
-/// let client = rask::Client::for_cluster(cluster)?;
-/// # Ok(()) }
-/// ```
-pub struct LocalCUDACluster;
-
-impl LocalCUDACluster {
-    /// One worker per CUDA GPU of this machine (`build` fails where there is none).
-    pub fn builder() -> LocalClusterBuilder {
-        LocalCluster::builder().cuda_gpus(None)
-    }
-
-    /// One worker per simulated GPU of `memory` bytes.
-    pub fn sim(n: u32, memory: u64) -> LocalClusterBuilder {
-        LocalCluster::builder().sim_gpus(n, memory)
-    }
-}
+use gpus::Gpus;
+pub use gpus::LocalCUDACluster;
 
 /// Configures a [`LocalCluster`].
 #[derive(Clone, Debug)]
@@ -59,29 +36,6 @@ pub struct LocalClusterBuilder {
     /// Where the scheduler listens, and what it announces.
     scheduler_host: String,
     scheduler_contact: Option<String>,
-}
-
-/// The GPUs of a [`LocalCUDACluster`]: one worker each.
-#[derive(Clone, Debug)]
-enum Gpus {
-    /// The real GPUs of this machine, found through NVML when the cluster starts.
-    Cuda {
-        device_memory_limit: Option<u64>,
-        /// What discovery found when the cluster started.
-        found: Vec<rask_device::discover::GpuInfo>,
-    },
-    /// Simulated GPUs.
-    Sim {
-        n: u32,
-        memory: u64,
-        topology: rask_device::sim::Topology,
-    },
-}
-
-/// One worker's device: `--device`, `--device-memory-limit`, `--nvlink-peers`.
-struct DeviceArgs {
-    device: rask_worker::WorkerDevice,
-    nvlink: Vec<u32>,
 }
 
 impl Default for LocalClusterBuilder {
@@ -116,71 +70,6 @@ impl LocalClusterBuilder {
     pub fn threads_per_worker(mut self, n: u32) -> Self {
         self.threads_per_worker = n.max(1);
         self
-    }
-
-    /// One worker per simulated GPU of `memory` bytes (no NVLink unless
-    /// [`LocalClusterBuilder::nvlink`]); workers are processes, as dask-cuda's are.
-    pub fn sim_gpus(mut self, n: u32, memory: u64) -> Self {
-        self.gpus = Some(Gpus::Sim {
-            n,
-            memory,
-            topology: rask_device::sim::Topology::none(),
-        });
-        self.n_workers = n as usize;
-        self.processes = true;
-        self
-    }
-
-    /// Which simulated GPUs are NVLink peers.
-    pub fn nvlink(mut self, topology: rask_device::sim::Topology) -> Self {
-        if let Some(Gpus::Sim { topology: t, .. }) = &mut self.gpus {
-            *t = topology;
-        }
-        self
-    }
-
-    /// One worker per CUDA GPU of this machine (found through NVML when the cluster
-    /// starts; `build` fails where there is none), each limited to
-    /// `device_memory_limit` bytes (default 80 % of the GPU's memory).
-    pub fn cuda_gpus(mut self, device_memory_limit: Option<u64>) -> Self {
-        self.gpus = Some(Gpus::Cuda {
-            device_memory_limit,
-            found: Vec::new(),
-        });
-        self.processes = true;
-        self
-    }
-
-    /// The device of worker `i`.
-    fn device_of(&self, i: usize) -> Option<DeviceArgs> {
-        match self.gpus.as_ref()? {
-            Gpus::Sim {
-                n,
-                memory,
-                topology,
-            } => {
-                let (i, n) = (i as u32, *n);
-                Some(DeviceArgs {
-                    device: rask_worker::WorkerDevice::Sim {
-                        index: i,
-                        memory: *memory,
-                    },
-                    nvlink: topology.peers(i, n),
-                })
-            }
-            Gpus::Cuda {
-                device_memory_limit,
-                found,
-            } => Some(DeviceArgs {
-                device: rask_worker::WorkerDevice::Cuda {
-                    index: i as u32,
-                    memory_limit: *device_memory_limit,
-                },
-                nvlink: found
-                    .get(i)
-                    .map_or_else(Vec::new, |g| g.nvlink_peers.clone()),
-            }),
-        }
     }
 
     /// How workers move data to each other (default: `RASK_TRANSPORT`, else auto).
@@ -251,10 +140,7 @@ impl LocalClusterBuilder {
 
     /// Starts the cluster; returns once every worker has joined.
     pub fn build(mut self) -> Result<LocalCluster, ClusterError> {
-        if let Some(Gpus::Cuda { found, .. }) = &mut self.gpus {
-            *found = rask_device::discover::gpus().map_err(ClusterError::NoGpus)?;
-            self.n_workers = found.len();
-        }
+        self.find_gpus()?;
         if self.auth.is_none() {
             self.auth = Secret::from_env().map_err(|e| ClusterError::Secret(e.to_string()))?;
         }
@@ -374,8 +260,8 @@ impl LocalClusterBuilder {
                     reason: format!("cannot watch its process: {e}"),
                 })?;
                 if let Some(status) = status {
-                    let device = match self.device_of(i) {
-                        Some(d) => format!(" ({})", d.device.label()),
+                    let device = match self.device_label(i) {
+                        Some(d) => format!(" ({d})"),
                         None => String::new(),
                     };
                     return Err(ClusterError::WorkerExited {
@@ -515,25 +401,18 @@ impl LocalClusterBuilder {
         if let Some(p) = secret {
             cmd.arg("--auth-file").arg(p);
         }
-        if let Some(t) = self.transport {
-            cmd.args(["--transport", &t.to_string()]);
-        }
-        if let Some(Gpus::Cuda {
-            device_memory_limit,
-            found,
-        }) = &self.gpus
-        {
-            // One GPU per process, seen only by it, on the CPUs near it.
-            let gpu = found
-                .get(i)
-                .expect("invariant: build found one GPU per worker");
-            let allowed = crate::affinity::allowed();
-            let p = GpuProcess::new(gpu, *device_memory_limit, allowed.as_deref());
+        if let Some(p) = self.gpu_process(i) {
+            // One GPU (or MIG instance) per process, seen only by it, on the CPUs near it.
+            cmd.args(gpus::gpu_worker_args(&p, self.transport));
             cmd.envs(p.env);
             crate::affinity::pin(&mut cmd, &p.cpus);
-            cmd.args(crate::cli::device_args(&p.device, &gpu.nvlink_peers));
-        } else if let Some(d) = self.device_of(i) {
-            cmd.args(crate::cli::device_args(&d.device, &d.nvlink));
+        } else {
+            if let Some(t) = self.transport {
+                cmd.args(["--transport", &t.to_string()]);
+            }
+            if let Some(d) = self.device_of(i) {
+                cmd.args(crate::cli::device_args(&d.device, &d.nvlink));
+            }
         }
         for (n, a) in &self.resources {
             cmd.args(["--resources", &format!("{n}={a}")]);

@@ -8,6 +8,10 @@ pub enum ClusterError {
     /// GPUs were asked for and none could be found.
     #[error("{0}; a LocalCUDACluster needs a GPU here, or simulated GPUs (sim_gpus)")]
     NoGpus(rask_device::DeviceError),
+    /// `CUDA_VISIBLE_DEVICES` names no GPU or MIG instance of this machine, names one
+    /// twice, or hides them all (the message names the entry).
+    #[error("{0}")]
+    VisibleDevices(String),
     /// The cluster's secret could not be read or written.
     #[error("the cluster's secret: {0}")]
     Secret(String),

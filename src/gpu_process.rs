@@ -2,8 +2,12 @@
 //! `LocalCUDACluster` alike. A real GPU's worker sees only its GPU, named by UUID (NVML's
 //! and CUDA's default indices may differ; a UUID names one GPU whatever the order), which
 //! is then its CUDA device 0, and it runs on the CPUs close to the GPU: that is
-//! [`GpuProcess`]. `cuda-worker` plans one [`WorkerLaunch`] per GPU, real or simulated,
-//! from its command line ([`CudaWorkerArgs`]) and the machine ([`Host`]): see [`plans`].
+//! [`GpuProcess`]. A GPU in MIG mode has one worker per MIG instance instead, which sees
+//! only that instance (by its `MIG-…` UUID), uses the instance's memory, and exchanges
+//! data with its peers through the host (no CUDA IPC, no NVLink between MIG instances).
+//! Which devices get a worker, `CUDA_VISIBLE_DEVICES` considered, is [`visible_devices`].
+//! `cuda-worker` plans one [`WorkerLaunch`] per device, real or simulated, from its
+//! command line ([`CudaWorkerArgs`]) and the machine ([`Host`]): see [`plans`].
 //!
 //! This module plans; it starts nothing. Only [`plans`] (NVML) and [`Host::this`] look
 //! at the machine; everything else is pure, and the tests drive it with a made-up
@@ -19,33 +23,59 @@ use rask_worker::WorkerDevice;
 
 #[cfg(test)]
 mod tests;
+mod visible;
 
-/// The worker process of one GPU.
+pub use visible::{visible_devices, GpuTarget};
+
+/// The worker process of one GPU or MIG instance.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GpuProcess {
-    /// What the worker drives: CUDA's device 0, the only GPU it sees.
+    /// What the worker drives: CUDA's device 0, the only device it sees.
     pub device: WorkerDevice,
-    /// Set in the worker's environment: `CUDA_VISIBLE_DEVICES` (the GPU's UUID) and
-    /// `CUDA_DEVICE_ORDER=PCI_BUS_ID`.
+    /// Set in the worker's environment: `CUDA_VISIBLE_DEVICES` (the GPU's or the MIG
+    /// instance's UUID) and `CUDA_DEVICE_ORDER=PCI_BUS_ID`.
     pub env: Vec<(String, String)>,
-    /// The CPUs the worker runs on; empty: wherever its launcher may.
+    /// The CPUs the worker runs on (a MIG instance's are its GPU's); empty: wherever its
+    /// launcher may.
     pub cpus: Vec<usize>,
+    /// NVML indices of the GPUs it reaches over NVLink (`--nvlink-peers`).
+    pub nvlink: Vec<u32>,
+    /// Whether it may exchange device memory with same-host peers by CUDA IPC. When not
+    /// (a MIG instance), its transport is tcp: every value it sends or receives goes
+    /// through the host, and peers never lend it IPC handles.
+    pub ipc: bool,
 }
 
 impl GpuProcess {
-    /// The worker of `gpu`, with `memory_limit` bytes of device memory (default 80 % of
-    /// the GPU's), on the CPUs near the GPU among `allowed` (see [`crate::affinity::near`]).
-    pub fn new(gpu: &GpuInfo, memory_limit: Option<u64>, allowed: Option<&[usize]>) -> Self {
+    /// The worker of `target`, with `memory_limit` bytes of device memory (default 80 %
+    /// of the device's), on the CPUs near its GPU among `allowed` (see
+    /// [`crate::affinity::near`]).
+    pub fn new(target: &GpuTarget, memory_limit: Option<u64>, allowed: Option<&[usize]>) -> Self {
         GpuProcess {
             device: WorkerDevice::Cuda {
                 index: 0,
                 memory_limit,
             },
             env: vec![
-                ("CUDA_VISIBLE_DEVICES".into(), gpu.uuid.clone()),
+                ("CUDA_VISIBLE_DEVICES".into(), target.uuid().to_string()),
                 ("CUDA_DEVICE_ORDER".into(), "PCI_BUS_ID".into()),
             ],
-            cpus: crate::affinity::near(&gpu.cpu_affinity, allowed),
+            cpus: crate::affinity::near(&target.gpu.cpu_affinity, allowed),
+            nvlink: target.nvlink_peers().to_vec(),
+            ipc: target.ipc(),
+        }
+    }
+
+    /// The transport its worker must use, if its own: tcp without CUDA IPC, else
+    /// `asked` (the launcher's `--transport`, if any).
+    pub fn transport(
+        &self,
+        asked: Option<rask_transport::TransportMode>,
+    ) -> Option<rask_transport::TransportMode> {
+        if self.ipc {
+            asked
+        } else {
+            Some(rask_transport::TransportMode::Tcp)
         }
     }
 }
@@ -63,8 +93,8 @@ pub struct CudaWorkerArgs {
     #[arg(long, default_value = "none")]
     pub nvlink: String,
     /// Device memory each worker may use: bytes (e.g. 30GiB), or a plain number up to 1
-    /// for that fraction of its GPU's memory (default: 0.8; a simulated GPU's capacity
-    /// from --sim-gpus).
+    /// for that fraction of its GPU's memory, or of its MIG instance's (default: 0.8; a
+    /// simulated GPU's capacity from --sim-gpus).
     #[arg(long)]
     pub device_memory_limit: Option<Limit>,
     /// Host memory of each worker: bytes, or a plain number up to 1 for that fraction of
@@ -74,7 +104,8 @@ pub struct CudaWorkerArgs {
     /// Tasks each worker runs at once.
     #[arg(long, default_value_t = 1)]
     pub nthreads: u32,
-    /// Name prefix of the workers (default: the host name); worker i is PREFIX-gpuI.
+    /// Name prefix of the workers (default: the host name); GPU i's worker is
+    /// PREFIX-gpuI, that of its MIG instance j PREFIX-gpuI-migJ.
     #[arg(long)]
     pub name: Option<String>,
     /// Resources every worker offers besides `gpu=1`, NAME=AMOUNT.
@@ -83,7 +114,8 @@ pub struct CudaWorkerArgs {
     /// The cluster's shared secret (default: $RASK_AUTH_FILE or $RASK_AUTH_SECRET).
     #[arg(long)]
     pub auth_file: Option<PathBuf>,
-    /// How workers move data: auto, tcp or shm.
+    /// How workers move data: auto, tcp or shm (the workers of MIG instances always use
+    /// tcp: CUDA IPC is not supported between MIG instances).
     #[arg(long)]
     pub transport: Option<rask_transport::TransportMode>,
     /// The address the workers listen on (default 127.0.0.1; 0.0.0.0 for every
@@ -198,15 +230,19 @@ fn plans_of(
         return Ok(plans);
     }
     let gpus = discover().map_err(LaunchError::NoGpu)?;
-    let gpus = visible_gpus(gpus, host.visible.as_deref())?;
-    let plans = gpu_plans(a, &gpus, host)?;
-    for (g, p) in gpus.iter().zip(&plans) {
+    let targets = visible_devices(gpus, host.visible.as_deref())?;
+    let plans = gpu_plans(a, &targets, host)?;
+    for (t, p) in targets.iter().zip(&plans) {
+        let g = &t.gpu;
         crate::errln!(
-            "rask.cuda-worker - INFO - GPU {}: {} ({}, {:.2} GiB, PCI {}, CPUs {})",
+            "rask.cuda-worker - INFO - GPU {}{}: {} ({}, {:.2} GiB, PCI {}, CPUs {})",
             g.index,
+            t.mig
+                .as_ref()
+                .map_or(String::new(), |m| format!(" MIG {}", m.index)),
             g.name,
-            g.uuid,
-            g.memory_total as f64 / (1u64 << 30) as f64,
+            t.uuid(),
+            t.memory_total() as f64 / (1u64 << 30) as f64,
             g.pci_bus_id,
             match p.cpus.as_slice() {
                 [] => "any".to_string(),
@@ -214,89 +250,43 @@ fn plans_of(
             }
         );
     }
+    if targets.iter().any(|t| !t.ipc()) {
+        crate::errln!(
+            "rask.cuda-worker - INFO - MIG instances: their workers use --transport tcp \
+             (CUDA IPC and peer access are not supported between MIG instances); \
+             their values go through the host"
+        );
+    }
     Ok(plans)
 }
 
-/// The GPUs `CUDA_VISIBLE_DEVICES` (when set) lets this process use, in its order:
-/// entries are NVML indices (PCI bus order, as with `CUDA_DEVICE_ORDER=PCI_BUS_ID`) or
-/// UUIDs (`GPU-…`, or a prefix of one that names a single GPU), comma-separated. An
-/// entry that names no GPU, or names one twice, is an error naming it (CUDA itself
-/// would silently stop at it).
-pub fn visible_gpus(
-    gpus: Vec<GpuInfo>,
-    visible: Option<&str>,
-) -> Result<Vec<GpuInfo>, LaunchError> {
-    let Some(visible) = visible else {
-        return Ok(gpus);
-    };
-    let bad =
-        |why: String| LaunchError::BadOption(format!("CUDA_VISIBLE_DEVICES={visible:?}: {why}"));
-    let entries: Vec<&str> = visible
-        .split(',')
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-        .collect();
-    if entries.is_empty() || entries == ["-1"] {
-        return Err(bad(
-            "it hides every GPU of this machine; unset it to use them all".into(),
-        ));
-    }
-    let mut chosen: Vec<GpuInfo> = Vec::with_capacity(entries.len());
-    for e in entries {
-        let found: Vec<&GpuInfo> = if let Ok(i) = e.parse::<u32>() {
-            gpus.iter().filter(|g| g.index == i).collect()
-        } else if e.starts_with("GPU-") {
-            gpus.iter().filter(|g| g.uuid.starts_with(e)).collect()
-        } else {
-            return Err(bad(format!(
-                "{e:?} is neither a GPU index nor a GPU UUID (GPU-…); MIG instances are not supported"
-            )));
-        };
-        let g = match found.as_slice() {
-            [g] => *g,
-            [] => {
-                return Err(bad(format!(
-                    "{e:?} names no GPU of this machine (it has {})",
-                    gpus.iter()
-                        .map(|g| format!("{} {}", g.index, g.uuid))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )))
-            }
-            _ => {
-                return Err(bad(format!(
-                    "{e:?} is a prefix of more than one GPU's UUID"
-                )))
-            }
-        };
-        if chosen.iter().any(|c| c.index == g.index) {
-            return Err(bad(format!("{e:?} names GPU {} a second time", g.index)));
-        }
-        chosen.push(g.clone());
-    }
-    Ok(chosen)
-}
-
-/// One worker per real GPU. Each sees only its GPU, chosen by UUID (CUDA's and NVML's
-/// indices may differ, and a UUID names one GPU whatever the order), as its device 0,
-/// and runs on the CPUs close to it.
+/// One worker per real GPU or MIG instance. Each sees only its device, chosen by UUID
+/// (CUDA's and NVML's indices may differ, and a UUID names one device whatever the
+/// order), as its device 0, and runs on the CPUs close to its GPU.
 fn gpu_plans(
     a: &CudaWorkerArgs,
-    gpus: &[GpuInfo],
+    targets: &[GpuTarget],
     host: &Host,
 ) -> Result<Vec<WorkerLaunch>, LaunchError> {
-    let common = Common::new(a, gpus.len(), host)?;
-    Ok(gpus
+    let common = Common::new(a, targets.len(), host)?;
+    Ok(targets
         .iter()
-        .map(|g| {
+        .map(|t| {
+            let memory = t.memory_total();
             let limit = match a.device_memory_limit {
-                Some(l) => l.of(g.memory_total),
-                None => g.memory_total / 10 * 8,
+                Some(l) => l.of(memory),
+                None => memory / 10 * 8,
             };
-            let p = GpuProcess::new(g, Some(limit), host.cpus.as_deref());
+            let p = GpuProcess::new(t, Some(limit), host.cpus.as_deref());
             WorkerLaunch {
-                label: format!("cuda:{} ({})", g.index, g.name),
-                args: common.command(a, g.index, &p.device, &g.nvlink_peers),
+                label: t.label(),
+                args: common.command(
+                    a,
+                    &t.name_suffix(),
+                    &p.device,
+                    &p.nvlink,
+                    p.transport(a.transport),
+                ),
                 env: p.env,
                 cpus: p.cpus,
             }
@@ -319,7 +309,13 @@ fn sim_plans(
             let device = WorkerDevice::Sim { index: i, memory };
             WorkerLaunch {
                 label: format!("sim:{i}"),
-                args: common.command(a, i, &device, &topology.peers(i, n)),
+                args: common.command(
+                    a,
+                    &format!("gpu{i}"),
+                    &device,
+                    &topology.peers(i, n),
+                    a.transport,
+                ),
                 env: Vec::new(),
                 cpus: Vec::new(),
             }
@@ -349,23 +345,25 @@ impl Common {
         })
     }
 
-    /// `worker SCHEDULER …` for GPU `i` of this machine, driven as `device`.
+    /// `worker SCHEDULER …` for the device named `suffix` (`gpu3`, `gpu0-mig1`) of this
+    /// machine, driven as `device`, its data moved by `transport`.
     fn command(
         &self,
         a: &CudaWorkerArgs,
-        i: u32,
+        suffix: &str,
         device: &WorkerDevice,
         nvlink: &[u32],
+        transport: Option<rask_transport::TransportMode>,
     ) -> Vec<OsString> {
         let mut args: Vec<OsString> = vec!["worker".into(), a.scheduler.clone().into()];
         let mut push = |k: &str, v: String| args.extend([k.into(), v.into()]);
         push("--nthreads", a.nthreads.to_string());
-        push("--name", format!("{}-gpu{i}", self.prefix));
+        push("--name", format!("{}-{suffix}", self.prefix));
         push("--memory-limit", self.memory.to_string());
         for r in &a.resources {
             push("--resources", r.clone());
         }
-        if let Some(t) = a.transport {
+        if let Some(t) = transport {
             push("--transport", t.to_string());
         }
         if let Some(h) = &a.host {

@@ -71,6 +71,24 @@ fn simulated_gpus_get_a_worker_each_restarted_when_killed_and_stopped_on_sigterm
             ]
         );
 
+        // `rask info --scheduler` lists them, one line each, for scripts to read.
+        let out = common::output(Command::new(common::RASK).args(["info", "--scheduler", &addr]));
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let tail: Vec<&str> = text.lines().rev().take(3).collect();
+        let worker = |i: u32| {
+            format!(
+                "worker t-gpu{i} device=sim:{i} device_memory_limit=67108864 transport=auto \
+                 ran=- spilled=- received=- device_name=\"simulated GPU (host memory, kernels \
+                 run on the CPU)\""
+            )
+        };
+        assert_eq!(
+            tail,
+            [worker(1), worker(0), format!("scheduler {addr}: 2 workers")],
+            "{text}"
+        );
+
         // A worker killed is replaced (a new worker with the same GPU).
         let victim = info.workers.iter().find(|w| w.device == "sim:1").unwrap();
         let (old_id, pid) = (victim.id, victim.pid);

@@ -39,8 +39,17 @@ enum Cmd {
         #[arg(long, default_value_t = 2048)]
         array_size: u64,
     },
-    /// Print this build's version, op registry and host.
-    Info,
+    /// Print this build's version, op registry and host (its GPUs and their MIG
+    /// instances); with --scheduler, also that scheduler's workers and their devices.
+    Info {
+        /// A running scheduler, tcp://host:port: print one line per worker (name, device,
+        /// device memory limit, transport, tasks run, bytes spilled and received).
+        #[arg(long)]
+        scheduler: Option<String>,
+        /// The cluster's shared secret (default: $RASK_AUTH_FILE or $RASK_AUTH_SECRET).
+        #[arg(long, requires = "scheduler")]
+        auth_file: Option<std::path::PathBuf>,
+    },
     /// Start a cluster over SSH: the scheduler on the first host, a worker on each other
     /// one (repeat a host for several); logs are streamed here, and Ctrl-C (or SIGTERM)
     /// stops every remote process.
@@ -370,7 +379,10 @@ fn main() -> Result<()> {
             rask::outln!("{}", text.trim_end());
             Ok(())
         }
-        Cmd::Info => {
+        Cmd::Info {
+            scheduler,
+            auth_file,
+        } => {
             let r = Registry::builtin();
             rask::outln!(
                 "rask {} (protocol {})",
@@ -400,6 +412,15 @@ fn main() -> Result<()> {
                             g.pci_bus_id,
                             g.nvlink_peers
                         );
+                        for m in &g.mig {
+                            rask::outln!(
+                                "gpu {} MIG {}: {} ({:.1} GiB)",
+                                g.index,
+                                m.index,
+                                m.uuid,
+                                m.memory_total as f64 / (1u64 << 30) as f64
+                            );
+                        }
                     }
                 }
                 Err(e) => rask::outln!("gpus: none ({e}); simulated GPUs: --sim-gpus"),
@@ -408,9 +429,45 @@ fn main() -> Result<()> {
                 Ok(n) => rask::outln!("cuda: driver loaded, {n} devices"),
                 Err(e) => rask::outln!("cuda: {e}"),
             }
+            if let Some(addr) = scheduler {
+                scheduler_workers(&addr, auth_file.as_deref())?;
+            }
             Ok(())
         }
     }
+}
+
+/// `rask info --scheduler`: the scheduler's workers, one line each, as `key=value` pairs
+/// (lists as `name:value` joined by commas) that a script can pick out.
+fn scheduler_workers(addr: &str, auth_file: Option<&std::path::Path>) -> Result<()> {
+    let mut opts = rask::ClientOptions::default();
+    opts.conn.auth = rask::cli::secret(auth_file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let client = rask::Client::connect_with(addr, opts)?;
+    let mut info = client.scheduler_info()?;
+    info.workers.sort_by(|a, b| a.name.cmp(&b.name));
+    let list = |l: &[(String, u64)]| -> String {
+        let parts: Vec<String> = l.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+        if parts.is_empty() {
+            "-".into()
+        } else {
+            parts.join(",")
+        }
+    };
+    rask::outln!("scheduler {}: {} workers", info.address, info.workers.len());
+    for w in &info.workers {
+        rask::outln!(
+            "worker {} device={} device_memory_limit={} transport={} ran={} spilled={} received={} device_name={:?}",
+            w.name,
+            w.device,
+            w.device_memory_limit,
+            w.transport,
+            list(&w.ran),
+            list(&w.spilled),
+            list(&w.received),
+            w.device_name
+        );
+    }
+    Ok(())
 }
 
 /// The demo: squares of 0..n, summed by a binary tree of `add` tasks, on a local cluster.

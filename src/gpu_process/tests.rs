@@ -47,6 +47,11 @@ fn gpus() -> Vec<GpuInfo> {
     ]
 }
 
+/// The devices of `gpus` that get a worker when `CUDA_VISIBLE_DEVICES` is unset.
+fn all(gpus: Vec<GpuInfo>) -> Vec<GpuTarget> {
+    visible_devices(gpus, None).unwrap()
+}
+
 fn strs(p: &WorkerLaunch) -> Vec<&str> {
     p.args.iter().map(|a| a.to_str().unwrap()).collect()
 }
@@ -61,7 +66,7 @@ fn gpu_env(uuid: &str) -> Vec<(String, String)> {
 #[test]
 fn each_gpu_gets_a_worker_matched_by_uuid_near_its_cpus_with_80_percent_of_its_memory() {
     let gpus = gpus();
-    let plans = gpu_plans(&args(&[]), &gpus, &host()).unwrap();
+    let plans = gpu_plans(&args(&[]), &all(gpus.clone()), &host()).unwrap();
     let expected = |i: usize, name: &str, memory: u64, device_limit: u64, peer: &str| {
         let args: Vec<OsString> = [
             "worker",
@@ -125,7 +130,7 @@ fn explicit_options_reach_every_worker() {
         "--death-timeout",
         "120",
     ]);
-    let plans = gpu_plans(&a, &gpus(), &host()).unwrap();
+    let plans = gpu_plans(&a, &all(gpus()), &host()).unwrap();
     let tail = |name: &'static str, peer: &'static str| {
         vec![
             "worker",
@@ -169,7 +174,7 @@ fn explicit_options_reach_every_worker() {
 #[test]
 fn a_fractional_limit_is_of_each_gpus_memory_and_of_the_hosts() {
     let a = args(&["--device-memory-limit", "0.5", "--memory-limit", "0.25"]);
-    let plans = gpu_plans(&a, &gpus(), &host()).unwrap();
+    let plans = gpu_plans(&a, &all(gpus()), &host()).unwrap();
     let limits: Vec<(&str, &str)> = plans
         .iter()
         .map(|p| {
@@ -219,7 +224,7 @@ fn workers_stay_inside_the_cpus_this_process_was_given() {
         cpus: Some((8..16).chain(64..72).collect()),
         ..host()
     };
-    let plans = gpu_plans(&args(&[]), &gpus(), &h).unwrap();
+    let plans = gpu_plans(&args(&[]), &all(gpus()), &h).unwrap();
     assert_eq!(plans[0].cpus, (8..16).collect::<Vec<_>>());
     assert_eq!(plans[1].cpus, (64..72).collect::<Vec<_>>());
 
@@ -229,7 +234,7 @@ fn workers_stay_inside_the_cpus_this_process_was_given() {
         cpus: Some((0..8).collect()),
         ..host()
     };
-    let plans = gpu_plans(&args(&[]), &gpus(), &h).unwrap();
+    let plans = gpu_plans(&args(&[]), &all(gpus()), &h).unwrap();
     assert_eq!(plans[0].cpus, (0..8).collect::<Vec<_>>());
     assert_eq!(plans[1].cpus, Vec::<usize>::new());
 }
@@ -279,7 +284,7 @@ fn simulated_gpus_get_their_capacity_and_topology_without_cuda_settings() {
 
 #[test]
 fn a_bad_resource_fails_planning_not_every_worker() {
-    let err = gpu_plans(&args(&["--resources", "fast"]), &gpus(), &host()).unwrap_err();
+    let err = gpu_plans(&args(&["--resources", "fast"]), &all(gpus()), &host()).unwrap_err();
     assert_eq!(err.to_string(), "resource \"fast\": expected NAME=AMOUNT");
 }
 
@@ -333,7 +338,14 @@ fn only_the_gpus_cuda_visible_devices_names_get_workers_in_its_order() {
         ("0,GPU-3c1f", "a second time"),
         ("", "hides every GPU"),
         ("-1", "hides every GPU"),
-        ("MIG-1234", "MIG instances are not supported"),
+        (
+            "MIG-1234",
+            "\"MIG-1234\" names no MIG instance of this machine",
+        ),
+        (
+            "nvidia0",
+            "neither a GPU index, a GPU UUID (GPU-…) nor a MIG instance UUID",
+        ),
     ] {
         let e = plans_of(&a, &with(visible), || Ok(gpus.clone()))
             .unwrap_err()
@@ -349,7 +361,7 @@ fn only_the_gpus_cuda_visible_devices_names_get_workers_in_its_order() {
 fn auto_memory_is_shared_out_and_a_fraction_is_of_all_of_it() {
     let gpus = gpus();
     let mem = |extra: &[&str]| -> Vec<String> {
-        gpu_plans(&args(extra), &gpus, &host())
+        gpu_plans(&args(extra), &all(gpus.clone()), &host())
             .unwrap()
             .iter()
             .map(|p| strs(p)[7].to_string())
@@ -362,4 +374,198 @@ fn auto_memory_is_shared_out_and_a_fraction_is_of_all_of_it() {
     assert_eq!(mem(&["--memory-limit", "0.25"]), [quarter.clone(), quarter]);
     let four = (4u64 << 30).to_string();
     assert_eq!(mem(&["--memory-limit", "4GiB"]), [four.clone(), four]);
+}
+
+const MIB: u64 = 1 << 20;
+
+/// The same machine with GPU 0 in MIG mode, split into a 3g.20gb and a 2g.10gb instance
+/// (NVML's slots 1 and 2; their memory as an A100-40GB reports it).
+fn mig_gpus() -> Vec<GpuInfo> {
+    let mut gpus = gpus();
+    gpus[0].mig = vec![
+        MigInfo {
+            index: 1,
+            uuid: "MIG-5f0c1a7e-2b3d-5e8f-9a1b-3c5d7e9f1a2b".into(),
+            memory_total: 19_968 * MIB,
+        },
+        MigInfo {
+            index: 2,
+            uuid: "MIG-a9b8c7d6-e5f4-5a3b-8c2d-1e0f9a8b7c6d".into(),
+            memory_total: 9_856 * MIB,
+        },
+    ];
+    gpus
+}
+
+use rask_device::discover::MigInfo;
+
+fn labels(plans: &[WorkerLaunch]) -> Vec<String> {
+    plans.iter().map(|p| p.label.clone()).collect()
+}
+
+#[test]
+fn a_gpu_in_mig_mode_gets_a_worker_per_instance_with_its_memory_over_tcp_and_no_peers() {
+    let gpus = mig_gpus();
+    let plans = plans_of(&args(&[]), &host(), || Ok(gpus.clone())).unwrap();
+    let mig = |i: usize| gpus[0].mig[i].clone();
+    let expected_mig = |m: MigInfo, name: &str| {
+        // 80 % of the instance's own memory; the host's memory shared by three workers.
+        let device_limit = m.memory_total / 10 * 8;
+        let args: Vec<OsString> = [
+            "worker",
+            "tcp://10.0.0.1:8786",
+            "--nthreads",
+            "1",
+            "--name",
+            name,
+            "--memory-limit",
+            &(256 * GIB / 3).to_string(),
+            // No CUDA IPC between MIG instances: through the host, over tcp.
+            "--transport",
+            "tcp",
+            "--device-memory-limit",
+            &device_limit.to_string(),
+            "--device",
+            "cuda:0",
+        ]
+        .map(OsString::from)
+        .into();
+        WorkerLaunch {
+            label: format!("cuda:0 MIG {} (NVIDIA A100-SXM4-40GB)", m.index),
+            args,
+            env: gpu_env(&m.uuid),
+            // The parent GPU's CPUs.
+            cpus: (0..64).collect(),
+        }
+    };
+    assert_eq!(plans.len(), 3);
+    assert_eq!(plans[0], expected_mig(mig(0), "node7-gpu0-mig1"));
+    assert_eq!(plans[1], expected_mig(mig(1), "node7-gpu0-mig2"));
+    // 80 % of 9,856 MiB (of the instance, not of the 40 GiB GPU).
+    assert_eq!(strs(&plans[1])[11], "8267812040");
+    // GPU 1 is whole, but its NVLink peer is in MIG mode: peer access is not supported
+    // there, so it has no peers left; its transport is the default.
+    assert_eq!(plans[2].label, "cuda:1 (NVIDIA A100-SXM4-80GB)");
+    assert_eq!(plans[2].env, gpu_env(&gpus[1].uuid));
+    assert_eq!(
+        strs(&plans[2])[5..],
+        [
+            "node7-gpu1",
+            "--memory-limit",
+            &(256 * GIB / 3).to_string(),
+            "--device-memory-limit",
+            &(64 * GIB).to_string(),
+            "--device",
+            "cuda:0",
+        ]
+    );
+}
+
+#[test]
+fn mig_instances_keep_tcp_and_their_own_fraction_whatever_the_options() {
+    let a = args(&["--device-memory-limit", "0.5", "--transport", "shm"]);
+    let plans = gpu_plans(&a, &all(mig_gpus()), &host()).unwrap();
+    let after = |p: &WorkerLaunch, k: &str| -> String {
+        let s = strs(p);
+        s[s.iter().position(|a| *a == k).unwrap() + 1].to_string()
+    };
+    let got: Vec<(String, String)> = plans
+        .iter()
+        .map(|p| (after(p, "--transport"), after(p, "--device-memory-limit")))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("tcp".to_string(), (9_984 * MIB).to_string()),
+            ("tcp".to_string(), (4_928 * MIB).to_string()),
+            // The whole GPU keeps the transport asked for.
+            ("shm".to_string(), (40 * GIB).to_string()),
+        ]
+    );
+    // Asked once each: a worker refuses --transport given twice.
+    for p in &plans {
+        assert_eq!(strs(p).iter().filter(|a| **a == "--transport").count(), 1);
+    }
+}
+
+#[test]
+fn cuda_visible_devices_selects_mig_instances_by_uuid_or_all_of_a_gpus_by_index_or_uuid() {
+    let gpus = mig_gpus();
+    let select = |visible: &str| -> Result<Vec<String>, String> {
+        visible_devices(gpus.clone(), Some(visible))
+            .map(|ts| ts.iter().map(|t| t.uuid().to_string()).collect())
+            .map_err(|e| e.to_string())
+    };
+    let (m1, m2) = (gpus[0].mig[0].uuid.clone(), gpus[0].mig[1].uuid.clone());
+    let g1 = gpus[1].uuid.clone();
+    // One instance by UUID or a unique prefix, in the order given.
+    assert_eq!(select(&m2), Ok(vec![m2.clone()]));
+    assert_eq!(select("MIG-a9b8, 1"), Ok(vec![m2.clone(), g1.clone()]));
+    // GPU 0's index or UUID: all of its instances.
+    assert_eq!(select("0"), Ok(vec![m1.clone(), m2.clone()]));
+    assert_eq!(select("1,GPU-3c1f"), Ok(vec![g1, m1.clone(), m2.clone()]));
+
+    // The plans of a selected instance.
+    let h = Host {
+        visible: Some(m1.clone()),
+        ..host()
+    };
+    let plans = plans_of(&args(&[]), &h, || Ok(gpus.clone())).unwrap();
+    assert_eq!(labels(&plans), ["cuda:0 MIG 1 (NVIDIA A100-SXM4-40GB)"]);
+    assert_eq!(plans[0].env, gpu_env(&m1));
+    assert_eq!(strs(&plans[0])[7], (256 * GIB).to_string());
+
+    for (visible, why) in [
+        (
+            "0,MIG-5f0c",
+            "\"MIG-5f0c\" names cuda:0 MIG 1 (NVIDIA A100-SXM4-40GB) a second time",
+        ),
+        (
+            "MIG-ffff",
+            "\"MIG-ffff\" names no MIG instance of this machine",
+        ),
+        (
+            "MIG-",
+            "\"MIG-\" is a prefix of more than one MIG instance's UUID",
+        ),
+        // A MIG UUID is not a GPU UUID.
+        ("GPU-5f0c", "\"GPU-5f0c\" names no GPU of this machine"),
+    ] {
+        let e = select(visible).unwrap_err();
+        assert!(
+            e.starts_with(&format!("CUDA_VISIBLE_DEVICES={visible:?}: ")) && e.contains(why),
+            "{visible:?}: {e}"
+        );
+        // What there is to choose from is listed, instances by UUID.
+        if why.contains("names no") {
+            assert!(
+                e.contains(&format!("cuda:0 MIG 2 (NVIDIA A100-SXM4-40GB) {m2}")),
+                "{e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn without_mig_nvlink_peers_and_ipc_are_kept() {
+    let ts = all(gpus());
+    let got: Vec<(Vec<u32>, bool, String)> = ts
+        .iter()
+        .map(|t| (t.nvlink_peers().to_vec(), t.ipc(), t.name_suffix()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (vec![1], true, "gpu0".to_string()),
+            (vec![0], true, "gpu1".to_string())
+        ]
+    );
+    let p = GpuProcess::new(&ts[0], None, None);
+    assert_eq!(p.transport(None), None);
+    let mig = all(mig_gpus());
+    let p = GpuProcess::new(&mig[0], None, None);
+    assert_eq!(
+        (p.nvlink.clone(), p.ipc, p.transport(None)),
+        (Vec::new(), false, Some(rask_transport::TransportMode::Tcp))
+    );
 }
