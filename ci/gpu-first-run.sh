@@ -256,11 +256,18 @@ stop "$cw"
 stop "$scheduler_pid"
 
 step "values cross GPUs between two workers' processes (CUDA IPC, NVLink where there is one)"
-# Each worker process sees only its own GPU (CUDA_VISIBLE_DEVICES=its UUID), as the IPC
-# test's child would with its own CUDA_VISIBLE_DEVICES.
+# First the IPC test with its importing child on the other GPU (each process sees only its
+# own, as two workers do), then two cuda-worker workers, one per GPU UUID.
 if grep -q 'Enabled' <(head -n 2 "$work/gpus.csv"); then
     echo "GPU 0 or 1 is in MIG mode: CUDA IPC is not supported between MIG instances; not checked"
 else
+    CUDA_VISIBLE_DEVICES=0 RASK_IPC_CHILD_DEVICES=1 RASK_REQUIRE_GPU=1 \
+        cargo test --release --locked -p rask-kernels --test gpu -- --exact \
+        values_cross_processes_by_cuda_ipc --nocapture 2>&1 | tee "$work/ipc-two-gpus.txt"
+    grep -q 'the importing child sees CUDA_VISIBLE_DEVICES=1' "$work/ipc-two-gpus.txt" ||
+        fail "the IPC test's child was not given the other GPU"
+    grep -q '^test values_cross_processes_by_cuda_ipc \.\.\. ok' "$work/ipc-two-gpus.txt" ||
+        fail "CUDA IPC from GPU 0 to a process on GPU 1 failed"
     start_scheduler
     start cw-ipc env CUDA_VISIBLE_DEVICES=0,1 "$cuda_worker" "$addr" --name ipc --transport shm
     cw=$last_pid
@@ -286,8 +293,11 @@ start_scheduler
 start cw-one env CUDA_VISIBLE_DEVICES="$uuid1" "$cuda_worker" "$addr" --name one
 cw=$last_pid
 wait_workers 1 cw-one
-sleep 2
 workers
+# cuda-worker planned its workers before starting any: exactly one, for GPU 1.
+planned="$(grep -c 'rask.cuda-worker - INFO - GPU ' "$work/cw-one.log" || true)"
+[ "$planned" -eq 1 ] || fail "cuda-worker planned $planned workers for one visible GPU"
+grep -qF "($uuid1," "$work/cw-one.log" || fail "the worker planned is not GPU 1's: $(cat "$work/cw-one.log")"
 [ "$(workers | grep -c '^worker one-gpu1')" -eq "$(workers | wc -l)" ] ||
     fail "workers other than GPU 1's joined: $(workers)"
 stop "$cw"

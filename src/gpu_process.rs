@@ -272,12 +272,10 @@ fn gpu_plans(
     Ok(targets
         .iter()
         .map(|t| {
-            let memory = t.memory_total();
-            let limit = match a.device_memory_limit {
-                Some(l) => l.of(memory),
-                None => memory / 10 * 8,
-            };
-            let p = GpuProcess::new(t, Some(limit), host.cpus.as_deref());
+            // Without a limit the worker takes 80 % of what is free when it opens its
+            // GPU (not of the total: another process's memory is not ours).
+            let limit = a.device_memory_limit.map(|l| l.of(t.memory_total()));
+            let p = GpuProcess::new(t, limit, host.cpus.as_deref());
             WorkerLaunch {
                 label: t.label(),
                 args: common.command(

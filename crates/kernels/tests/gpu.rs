@@ -137,7 +137,7 @@ fn without_a_driver_a_gpu_thread_is_an_error_not_a_panic() {
 
 /// Outputs stay in the GPU's memory, accounted in its pool: a second op reads the first's
 /// output in place, nothing is downloaded until asked, memory is given back when values are
-/// dropped, and an output the pool cannot hold comes to the host.
+/// dropped, and a plan the pool cannot hold is refused as the device being full.
 #[test]
 fn values_stay_in_gpu_memory_between_ops() {
     use rask_kernels::Accelerator;
@@ -174,16 +174,23 @@ fn values_stay_in_gpu_memory_between_ops() {
     drop((y, z));
     assert_eq!(pool.used(), 0);
 
+    // A plan that does not fit the device's account is refused before it allocates
+    // anything (its worker spills and runs it again, or runs it on the CPU).
     let small = rask_device::MemoryPool::new(rask_proto::DeviceLoc::cuda(0), 1024);
-    let tight = rask_kernels::gpu::GpuThread::spawn(0, small).unwrap();
-    let h = tight
+    let tight = rask_kernels::gpu::GpuThread::spawn(0, small.clone()).unwrap();
+    let want = plan::plan("array.binary", &binary(x.clone()))
+        .unwrap()
+        .device_bytes(|_| false);
+    assert!(want > 2 * n * 8 - 1);
+    let e = tight
         .try_run(&registry, "array.binary", &binary(x))
         .unwrap()
-        .unwrap();
+        .unwrap_err();
     assert!(
-        !h.on_device(),
-        "a full device leaves the output on the host"
+        matches!(e, rask_kernels::OpError::DeviceFull { needed, .. } if needed == want),
+        "{e}"
     );
+    assert_eq!(small.used(), 0);
 }
 
 /// CUDA IPC between two processes (as between two GPU workers): this process keeps a value
@@ -217,7 +224,8 @@ fn values_cross_processes_by_cuda_ipc() {
         .unwrap();
     assert_eq!(e.handle.len(), 64);
     let hex: String = e.handle.iter().map(|b| format!("{b:02x}")).collect();
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+    child
         .args([
             "--exact",
             "ipc_importer_child",
@@ -225,9 +233,14 @@ fn values_cross_processes_by_cuda_ipc() {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env("RASK_IPC_IMPORT", format!("{hex}:{}:{}", e.offset, d.len()))
-        .output()
-        .unwrap();
+        .env("RASK_IPC_IMPORT", format!("{hex}:{}:{}", e.offset, d.len()));
+    // The child on another GPU (two workers of one host, each seeing its own GPU):
+    // `RASK_IPC_CHILD_DEVICES=1` with this process on `CUDA_VISIBLE_DEVICES=0`.
+    if let Ok(devices) = std::env::var("RASK_IPC_CHILD_DEVICES") {
+        println!("the importing child sees CUDA_VISIBLE_DEVICES={devices}");
+        child.env("CUDA_VISIBLE_DEVICES", devices);
+    }
+    let out = child.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
