@@ -423,6 +423,21 @@ mod tests {
     }
 
     #[test]
+    fn modules_are_kept_under_the_cache_directory_by_their_key() {
+        assert!(ModuleCache::default_dir().ends_with("rask/kernels"));
+        let dir = PathBuf::from("/var/cache/rask-test");
+        let p = ModuleCache::new(Some(dir.clone())).path("src", "sm_90", Options::EXACT);
+        assert_eq!(p.parent(), Some(dir.as_path()));
+        let name = p.file_name().unwrap().to_str().unwrap();
+        let hash = format!("{:016x}-sm_90-nvrtc", rask_proto::fnv1a(b"src"));
+        assert!(name.starts_with(&hash), "{name}");
+        assert!(name.ends_with(".cubin"), "{name}");
+        let mem = ModuleCache::new(None).path("src", "sm_90", Options::EXACT);
+        assert_eq!(mem.file_name(), p.file_name());
+        assert_eq!(mem.parent(), Some(Path::new("")));
+    }
+
+    #[test]
     fn rasks_kernels_compile_without_fused_multiply_adds() {
         assert!(Options::EXACT
             .flags("sm_90")
