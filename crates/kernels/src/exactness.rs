@@ -139,6 +139,8 @@ mod tests {
         assert_eq!(exactness("pow_f32"), Exactness::Ulps(5));
         assert_eq!(exactness("random_normal_f64"), Exactness::Ulps(4));
         assert!(!exactness("tanh_f32").is_exact());
+        assert!(exactness("add_f32").is_exact());
+        assert!(!Exactness::Tolerance.is_exact());
     }
 
     #[test]
@@ -157,9 +159,15 @@ mod tests {
         assert_eq!(ulps_apart(1.0, 1.0 + f64::EPSILON, false), 1);
         assert_eq!(ulps_apart(1.0, 1.0 + f32::EPSILON as f64, true), 1);
         assert_eq!(ulps_apart(1.0, 1.0 + 2.0 * f32::EPSILON as f64, true), 2);
-        // Across zero: the smallest values either side are 2 apart.
+        // Negative values, and across zero: the smallest values either side are 2 apart.
+        assert_eq!(ulps_apart(-1.0, -1.0 - f64::EPSILON, false), 1);
+        assert_eq!(ulps_apart(-1.0, -1.0 - 2.0 * f32::EPSILON as f64, true), 2);
+        assert_eq!(ulps_apart(-3.0, 3.0, true), 2 * 3f32.to_bits() as u64);
+        assert_eq!(ulps_apart(-3.0, 3.0, false), 2 * 3f64.to_bits());
         let tiny = f64::from_bits(1);
         assert_eq!(ulps_apart(-tiny, tiny, false), 2);
+        let tiny32 = f32::from_bits(1) as f64;
+        assert_eq!(ulps_apart(-tiny32, tiny32, true), 2);
         assert_eq!(ulps_apart(0.0, -0.0, false), 0);
         assert_eq!(ulps_apart(f64::NAN, 1.0, false), u64::MAX);
         assert_eq!(ulps_apart(f64::NAN, f64::NAN, false), 0);

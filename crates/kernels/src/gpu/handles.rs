@@ -125,6 +125,7 @@ mod tests {
         }
         assert_eq!(opened.get(), 1, "opened once for five transfers");
         assert_eq!(h.len(), 1);
+        assert!(!h.is_empty());
         // Another allocation is another mapping.
         assert_eq!(
             *h.get(b"B", Loan(released.clone()), t0, || open(8)).unwrap(),

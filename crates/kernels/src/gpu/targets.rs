@@ -10,16 +10,11 @@
 /// knows nothing at or below the GPU (a GPU older than NVRTC supports).
 pub fn targets(cc: (u32, u32), known: &[u32]) -> Vec<String> {
     let xy = cc.0 * 10 + cc.1;
-    if known.contains(&xy) {
-        return vec![format!("sm_{xy}"), format!("compute_{xy}")];
+    match known.iter().copied().filter(|&a| a <= xy).max() {
+        Some(a) if a == xy => vec![format!("sm_{xy}"), format!("compute_{xy}")],
+        Some(a) => vec![format!("compute_{a}")],
+        None => Vec::new(),
     }
-    known
-        .iter()
-        .copied()
-        .filter(|&a| a < xy)
-        .max()
-        .map(|a| vec![format!("compute_{a}")])
-        .unwrap_or_default()
 }
 
 /// How a GPU's kernels were made ready when it was opened, for its start-up line.
