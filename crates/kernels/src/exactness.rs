@@ -168,6 +168,9 @@ mod tests {
         assert_eq!(ulps_apart(-tiny, tiny, false), 2);
         let tiny32 = f32::from_bits(1) as f64;
         assert_eq!(ulps_apart(-tiny32, tiny32, true), 2);
+        // Zero's neighbours are one step away.
+        assert_eq!(ulps_apart(0.0, tiny, false), 1);
+        assert_eq!(ulps_apart(tiny32, 0.0, true), 1);
         assert_eq!(ulps_apart(0.0, -0.0, false), 0);
         assert_eq!(ulps_apart(f64::NAN, 1.0, false), u64::MAX);
         assert_eq!(ulps_apart(f64::NAN, f64::NAN, false), 0);
