@@ -308,6 +308,14 @@ wire! {
             /// Why, for the scheduler's log.
             reason: String,
         },
+        /// From a worker whose device failed for good (a sticky CUDA error), just before
+        /// it leaves: why, naming the device and the kernels that were running. The tasks
+        /// it was running are charged with its death as for any worker that dies, and one
+        /// that errs for killing too many workers names this cause.
+        DeviceLost {
+            /// `cuda:0 failed for good: …`.
+            message: String,
+        },
         /// From a worker: it now holds copies of these tasks' values, fetched as
         /// [`ToWorker::AcquireReplicas`] asked.
         ReplicasAcquired {

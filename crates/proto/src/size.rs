@@ -157,6 +157,7 @@ impl WireSize for ToScheduler {
                 128 + names.iter().map(|n| n.len() + 16).sum::<usize>()
             }
             ToScheduler::CloseGracefully { reason } => 128 + reason.len(),
+            ToScheduler::DeviceLost { message } => 128 + message.len(),
             ToScheduler::ReplicasAcquired { tasks } => 128 + tasks.len() * 8,
             _ => 256,
         }
@@ -198,6 +199,9 @@ mod tests {
             },
             ToScheduler::CloseGracefully {
                 reason: "its lifetime is over".into(),
+            },
+            ToScheduler::DeviceLost {
+                message: "cuda:0 failed for good: CUDA_ERROR_ILLEGAL_ADDRESS ".repeat(40),
             },
             ToScheduler::ReplicasAcquired {
                 tasks: (0..300).map(TaskId).collect(),

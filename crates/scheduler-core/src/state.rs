@@ -97,6 +97,9 @@ pub(crate) struct Worker {
     /// Invariant: the sum of `nbytes` of the copies on their way to it (the core's
     /// `replicas`), which its memory must have room for besides what it holds.
     pub(crate) incoming: u64,
+    /// Why it is about to die, as it said before leaving (its device failed for good):
+    /// named by the error of a task that kills too many workers.
+    pub(crate) failure: Option<Arc<str>>,
 }
 
 impl Worker {
@@ -116,6 +119,7 @@ impl Worker {
             device_used: 0,
             retiring: false,
             incoming: 0,
+            failure: None,
         }
     }
 

@@ -75,6 +75,14 @@ impl SchedulerCore {
         self.fill_slots();
     }
 
+    /// A worker says why it is about to die (its device failed for good): when it is
+    /// lost, a task that errs for having killed too many workers names this cause.
+    pub fn on_worker_failing(&mut self, id: WorkerId, why: &str) {
+        if let Some(w) = self.workers.get_mut(&id) {
+            w.failure = Some(why.into());
+        }
+    }
+
     /// A worker left or died: its running tasks are rescheduled, data only it held is
     /// recomputed if still needed, and a task that was running on `allowed_failures`
     /// dying workers errs. A worker lost while retiring has not retired.
@@ -116,13 +124,17 @@ impl SchedulerCore {
             task.extra().killed_on.push(w.name.clone());
             if task.suspicious >= allowed {
                 let killed = task.extra().killed_on.join(", ");
+                let mut message = format!(
+                    "killed worker: the task was running on {} workers that died ({killed})",
+                    task.suspicious
+                );
+                if let Some(why) = &w.failure {
+                    message.push_str(&format!("; the last: {why}"));
+                }
                 let error = TaskFailure {
                     key: task.key.to_string(),
                     op: self.ops[task.op as usize].name.to_string(),
-                    message: format!(
-                        "killed worker: the task was running on {} workers that died ({killed})",
-                        task.suspicious
-                    ),
+                    message,
                 };
                 task.extra().error = Some(Arc::new(error));
                 self.recs.push_back((t, TaskState::Erred));

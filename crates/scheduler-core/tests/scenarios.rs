@@ -349,6 +349,46 @@ fn a_task_that_kills_three_workers_errs() {
 }
 
 #[test]
+fn a_task_that_kills_workers_whose_device_failed_errs_naming_the_last_cause() {
+    let mut s = core();
+    s.on_update_graph(C, vec![task("bad", &[])], &keys(&["bad"]))
+        .unwrap();
+    for i in 0..3 {
+        s.on_worker_joined(WorkerId(i), worker(&format!("w{i}"), 1));
+        assert_eq!(s.state("bad"), TaskState::Processing);
+        s.take_actions();
+        s.on_worker_failing(
+            WorkerId(i),
+            &format!("sim:{i} failed for good: CUDA_ERROR_ILLEGAL_ADDRESS in kernel k{i}"),
+        );
+        s.validate();
+        s.on_worker_lost(WorkerId(i));
+        s.validate();
+        if i < 2 {
+            // Said why, then lost: rescheduled like any other lost worker's task.
+            assert_eq!(s.state("bad"), TaskState::NoWorker);
+        }
+    }
+    assert_eq!(s.state("bad"), TaskState::Erred);
+    let msg = s
+        .take_actions()
+        .iter()
+        .find_map(|a| match a {
+            Action::KeyErred { error, .. } => Some(error.message.clone()),
+            _ => None,
+        })
+        .expect("the task erred");
+    assert_eq!(
+        msg,
+        "killed worker: the task was running on 3 workers that died (w0, w1, w2); \
+         the last: sim:2 failed for good: CUDA_ERROR_ILLEGAL_ADDRESS in kernel k2"
+    );
+    // An unknown worker's cause is ignored.
+    s.on_worker_failing(WorkerId(9), "gone");
+    s.validate();
+}
+
+#[test]
 fn stale_finish_after_cancel_frees_the_result() {
     let mut s = core();
     s.on_worker_joined(WorkerId(0), worker("a", 1));

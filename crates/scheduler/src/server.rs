@@ -12,7 +12,7 @@ use rask_proto::{ClientId, TaskId, WorkerId, RASK_VERSION};
 use rask_scheduler_core::{Action, NewTask, SchedulerCore, WorkerSpec};
 use rask_transport::{Batch, Sender};
 use rustc_hash::FxHashMap;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::conn::Event;
 use crate::conn::Joined;
@@ -401,6 +401,11 @@ impl Server {
                         info!(worker = w.0, "worker asks to retire: {reason}");
                         self.core.on_close_gracefully(w);
                     }
+                }
+                (Peer::Worker(w), ToScheduler::DeviceLost { message }) => {
+                    let name = self.workers.get(&w).map(|c| c.spec.name.clone());
+                    error!(worker = w.0, name = ?name, "worker leaves: {message}");
+                    self.core.on_worker_failing(w, &message);
                 }
                 (Peer::Worker(w), ToScheduler::ReplicasAcquired { tasks }) => {
                     self.core.on_replicas_acquired(w, &tasks)

@@ -335,13 +335,16 @@ pub type Lookup = (Vec<DataItem>, Vec<Payload>, Vec<TaskId>);
 /// answers `GetData` by lending buffers from `arena` (or devices' IPC handles), applies
 /// releases, and tells the peer about segments the arena retired. Every loan of the
 /// connection ends with it. `lookup(tasks, into_device)` leaves bytes in a device's
-/// memory there when `into_device` (else brings them to the host).
+/// memory there when `into_device` (else brings them to the host). The lookup and what
+/// lending asks of a device run on a blocking thread (a GPU answers after the kernel it
+/// runs): the runtime's threads never wait for a device, though this connection's next
+/// request waits for the one before.
 pub async fn serve_shm(
     mut reader: crate::FrameReader<FdReader>,
     mut w: OwnedWriteHalf,
     arena: Arena,
     mut retired: tokio::sync::broadcast::Receiver<Vec<u32>>,
-    mut lookup: impl FnMut(Vec<TaskId>, bool) -> Lookup + Send,
+    lookup: impl Fn(Vec<TaskId>, bool) -> Lookup + Send + Sync + 'static,
 ) -> Result<(), TransportError> {
     // Reading runs in its own task: a frame read must not be cancelled half-way by the
     // other branch of the select.
@@ -356,6 +359,7 @@ pub async fn serve_shm(
         }
     });
     let _stop_reading = AbortOnDrop(read);
+    let lookup: LookupFn = Arc::new(lookup);
     let mut ex = Exporter::new(arena);
     let mut listen_retired = true;
     loop {
@@ -368,13 +372,13 @@ pub async fn serve_shm(
                 for m in batch.msgs {
                     match m {
                         PeerMsg::GetData { req, tasks, into_device } => {
-                            let (items, bufs, mut missing) = lookup(tasks, into_device);
-                            let (items, e) = match ex.export(bufs) {
+                            let (items, ready, mut missing) = lend(&lookup, tasks, into_device).await;
+                            let (items, e) = match ex.export_ready(ready) {
                                 Ok(e) => (items, e),
                                 Err(err) => {
                                     tracing::warn!("cannot lend buffers: {err}");
                                     missing.extend(items.into_iter().map(|i| i.task));
-                                    (Vec::new(), ex.export(Vec::new())?)
+                                    (Vec::new(), ex.export_ready(Vec::new())?)
                                 }
                             };
                             let mut m = PeerMsg::ShmData {
@@ -414,6 +418,51 @@ pub async fn serve_shm(
             },
         }
     }
+}
+
+/// Looks `tasks` up and makes their buffers ready to lend ([`crate::shm::prepare`]), on
+/// a blocking thread; what cannot be made ready is reported missing.
+async fn lend(
+    lookup: &LookupFn,
+    tasks: Vec<TaskId>,
+    into_device: bool,
+) -> (Vec<DataItem>, Vec<crate::shm::Ready>, Vec<TaskId>) {
+    let lookup = lookup.clone();
+    let asked = tasks.clone();
+    let run = move || {
+        let (items, bufs, mut missing) = lookup(tasks, into_device);
+        match crate::shm::prepare(bufs) {
+            Ok(ready) => (items, ready, missing),
+            Err(e) => {
+                tracing::warn!("cannot lend buffers: {e}");
+                missing.extend(items.into_iter().map(|i| i.task));
+                (Vec::new(), Vec::new(), missing)
+            }
+        }
+    };
+    tokio::task::spawn_blocking(run).await.unwrap_or_else(|e| {
+        tracing::warn!("looking values up failed: {e}");
+        (Vec::new(), Vec::new(), asked)
+    })
+}
+
+/// [`LookupFn`] for a requester on the host, on a blocking thread (bringing a device's
+/// bytes to the host waits for the device): items and their host bytes, and the tasks
+/// missing.
+async fn lookup_host(
+    lookup: &LookupFn,
+    tasks: Vec<TaskId>,
+) -> (Vec<DataItem>, Vec<Bytes>, Vec<TaskId>) {
+    let lookup = lookup.clone();
+    let asked = tasks.clone();
+    let run = move || {
+        let (items, payloads, missing) = lookup(tasks, false);
+        host_bytes(items, payloads, missing)
+    };
+    tokio::task::spawn_blocking(run).await.unwrap_or_else(|e| {
+        tracing::warn!("looking values up failed: {e}");
+        (Vec::new(), Vec::new(), asked)
+    })
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -472,8 +521,7 @@ async fn serve_tcp_conn(
                         continue;
                     };
                     // Over tcp every byte comes through the host.
-                    let (items, payloads, missing) = lookup(tasks, false);
-                    let (items, bufs, missing) = host_bytes(items, payloads, missing);
+                    let (items, bufs, missing) = lookup_host(&lookup, tasks).await;
                     let reply = PeerMsg::Data {
                         req,
                         items,

@@ -28,7 +28,7 @@ use std::task::{ready, Context, Poll};
 use bytes::Bytes;
 use rask_proto::frame;
 use rask_proto::msg::{BufRef, ShmSegment};
-use rask_proto::{IpcBuffer, IpcExport, Payload};
+use rask_proto::{DeviceBytes, IpcBuffer, IpcExport, Payload};
 use rustix::fs::SealFlags;
 use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
@@ -83,11 +83,16 @@ impl Exporter {
         }
     }
 
-    /// Lends `bufs`: bytes in a device's memory by the device's IPC handle where it has
-    /// one (a lookup leaves them on the device only for a peer that imports them); small
-    /// host buffers inline; the rest by reference into the arena (copied in first if they
-    /// live elsewhere, or come from a device without a handle).
+    /// Lends `bufs` ([`prepare`] then [`Exporter::export_ready`]). Waits for the devices
+    /// holding device payloads: call it off an async runtime's threads.
     pub fn export(&mut self, bufs: Vec<Payload>) -> std::io::Result<Export> {
+        self.export_ready(prepare(bufs)?)
+    }
+
+    /// Lends buffers made ready by [`prepare`]: bytes left in a device's memory by their
+    /// IPC handle; small host buffers inline; the rest by reference into the arena
+    /// (copied in first if they live elsewhere). Asks no device anything.
+    pub fn export_ready(&mut self, bufs: Vec<Ready>) -> std::io::Result<Export> {
         let mut out = Export {
             refs: Vec::with_capacity(bufs.len()),
             inline: Vec::new(),
@@ -97,31 +102,20 @@ impl Exporter {
             copied: 0,
         };
         let mut lent = Vec::new();
-        for p in bufs {
-            if let Payload::Device(d) = &p {
-                match d.data().ipc_export() {
-                    Some(Ok(IpcExport { handle, offset })) => {
-                        out.refs.push(BufRef::Device {
-                            device: d.device().to_string(),
-                            handle,
-                            offset,
-                            len: d.len() as u64,
-                        });
-                        lent.push(p);
-                        continue;
-                    }
-                    Some(Err(e)) => {
-                        tracing::debug!(
-                            "{}: no IPC handle ({e}); lending through the host",
-                            d.device()
-                        );
-                    }
-                    None => {}
+        for r in bufs {
+            let b = match r {
+                Ready::Device { data, export } => {
+                    out.refs.push(BufRef::Device {
+                        device: data.device().to_string(),
+                        handle: export.handle,
+                        offset: export.offset,
+                        len: data.len() as u64,
+                    });
+                    lent.push(Payload::Device(data));
+                    continue;
                 }
-            }
-            let b = p
-                .into_host()
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
+                Ready::Host(b) => b,
+            };
             if b.len() < INLINE_MAX {
                 out.refs.push(BufRef::Inline(out.inline.len() as u32));
                 out.inline.push(b);
@@ -179,6 +173,54 @@ impl Exporter {
     pub fn outstanding(&self) -> usize {
         self.loans.len()
     }
+}
+
+/// A buffer ready to lend: what lending it needs from a device is done.
+#[derive(Debug)]
+pub enum Ready {
+    /// Bytes the host reads (host bytes, or a device's brought to the host).
+    Host(Bytes),
+    /// Bytes left in a device's memory, lent by the IPC handle of their allocation; kept
+    /// (and their memory with them) for as long as the loan lasts.
+    Device {
+        /// The bytes.
+        data: DeviceBytes,
+        /// Its handle and offset.
+        export: IpcExport,
+    },
+}
+
+/// Makes buffers ready to lend ([`Exporter::export_ready`]): bytes in a device's memory
+/// stay there, lent by IPC handle, when the device has one and they are at least
+/// [`INLINE_MAX`] long; smaller ones, and those of a device without handles, are brought
+/// to the host (a small copy costs less than opening a handle on the receiving side and
+/// the loan's round trip). Waits for the devices (a GPU answers after the kernel it
+/// runs): call it off an async runtime's threads.
+pub fn prepare(bufs: Vec<Payload>) -> std::io::Result<Vec<Ready>> {
+    bufs.into_iter()
+        .map(|p| {
+            if let Payload::Device(d) = &p {
+                if d.len() >= INLINE_MAX {
+                    match d.data().ipc_export() {
+                        Some(Ok(export)) => {
+                            return Ok(Ready::Device {
+                                data: d.clone(),
+                                export,
+                            })
+                        }
+                        Some(Err(e)) => tracing::debug!(
+                            "{}: no IPC handle ({e}); lending through the host",
+                            d.device()
+                        ),
+                        None => {}
+                    }
+                }
+            }
+            p.into_host()
+                .map(Ready::Host)
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        })
+        .collect()
 }
 
 /// Maps a peer's segment read-only, after checking that the file is as long as announced

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use common::*;
 use rask_proto::msg::BufRef;
 use rask_proto::{DeviceBytes, DeviceData, IpcBuffer, IpcExport, Payload};
-use rask_transport::shm::Importer;
+use rask_transport::shm::{Importer, INLINE_MAX};
 use rask_transport::ConnConfig;
 use tokio::sync::mpsc;
 
@@ -26,6 +26,40 @@ struct TestGpu {
     exports: bool,
     downloads: Arc<AtomicUsize>,
     freed: mpsc::UnboundedSender<u64>,
+    /// IPC handles asked of it.
+    handles: Arc<AtomicUsize>,
+    /// While closed, a download waits (as behind a long kernel).
+    gate: Option<Arc<Gate>>,
+}
+
+/// A device kept busy until opened.
+#[derive(Default)]
+struct Gate {
+    open: std::sync::Mutex<bool>,
+    opened: std::sync::Condvar,
+    /// Told when a download starts waiting.
+    waiting: Mutex<Option<mpsc::UnboundedSender<()>>>,
+}
+
+impl Gate {
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+
+    fn is_open(&self) -> bool {
+        *self.open.lock().unwrap()
+    }
+
+    fn pass(&self) {
+        if let Some(tx) = self.waiting.lock().unwrap().as_ref() {
+            let _ = tx.send(());
+        }
+        let mut open = self.open.lock().unwrap();
+        while !*open {
+            open = self.opened.wait(open).unwrap();
+        }
+    }
 }
 
 impl TestGpu {
@@ -37,19 +71,39 @@ impl TestGpu {
         downloads: &Arc<AtomicUsize>,
         freed: &mpsc::UnboundedSender<u64>,
     ) -> Payload {
+        Payload::Device(DeviceBytes::new(TestGpu::payload_with(
+            id, data, exports, downloads, freed,
+        )))
+    }
+
+    fn payload_with(
+        id: u64,
+        data: Vec<u8>,
+        exports: bool,
+        downloads: &Arc<AtomicUsize>,
+        freed: &mpsc::UnboundedSender<u64>,
+    ) -> TestGpu {
         let mem = Arc::new(data);
         ALLOCATIONS
             .lock()
             .unwrap()
             .get_or_insert_with(HashMap::new)
             .insert(id, Arc::downgrade(&mem));
-        Payload::Device(DeviceBytes::new(TestGpu {
+        TestGpu {
             id,
             mem,
             exports,
             downloads: downloads.clone(),
             freed: freed.clone(),
-        }))
+            handles: Arc::default(),
+            gate: None,
+        }
+    }
+
+    /// Its downloads wait for `gate` to open.
+    fn gate(mut self, gate: Arc<Gate>) -> TestGpu {
+        self.gate = Some(gate);
+        self
     }
 }
 
@@ -61,10 +115,14 @@ impl DeviceData for TestGpu {
         self.mem.len()
     }
     fn to_host(&self) -> Result<Bytes, String> {
+        if let Some(g) = &self.gate {
+            g.pass();
+        }
         self.downloads.fetch_add(1, Ordering::Relaxed);
         Ok(Bytes::copy_from_slice(&self.mem))
     }
     fn ipc_export(&self) -> Option<Result<IpcExport, String>> {
+        self.handles.fetch_add(1, Ordering::Relaxed);
         let mut handle = vec![0u8; 64];
         handle[..8].copy_from_slice(&self.id.to_le_bytes());
         self.exports.then_some(Ok(IpcExport { handle, offset: 0 }))
@@ -100,9 +158,9 @@ async fn device_bytes_go_by_handle_and_the_holder_keeps_them_until_released() {
     let s = seed();
     let downloads = Arc::new(AtomicUsize::new(0));
     let (freed_tx, mut freed) = mpsc::unbounded_channel();
-    // Large and small: a device buffer goes by handle whatever its size.
+    // Device buffers of INLINE_MAX bytes or more go by handle.
     let big = random_bytes(3 << 20, s);
-    let small = random_bytes(100, s + 1);
+    let small = random_bytes(INLINE_MAX, s + 1);
     let host = random_bytes(1 << 20, s + 2);
     {
         let mut store = h.store.lock().unwrap();
@@ -201,4 +259,108 @@ fn a_device_reference_outside_a_loan_is_an_error() {
     };
     let e = imp.import(&[r], &[], 0).unwrap_err().to_string();
     assert!(e.contains("outside a loan"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_device_bytes_come_inline_through_the_host_not_by_handle() {
+    let h = holder(ConnConfig::default()).await;
+    let s = seed();
+    let downloads = Arc::new(AtomicUsize::new(0));
+    let (freed_tx, _freed) = mpsc::unbounded_channel();
+    let sizes = [1, 100, INLINE_MAX - 1, INLINE_MAX, 1 << 20];
+    let data: Vec<Vec<u8>> = (0..sizes.len())
+        .map(|i| random_bytes(sizes[i], s + i as u64))
+        .collect();
+    let mut handles = Vec::new();
+    {
+        let mut store = h.store.lock().unwrap();
+        for (i, d) in data.iter().enumerate() {
+            let p = TestGpu::payload(300 + i as u64, d.clone(), true, &downloads, &freed_tx);
+            let Payload::Device(dev) = &p else {
+                unreachable!()
+            };
+            handles.push(dev.downcast::<TestGpu>().unwrap().handles.clone());
+            store.insert(i as u64, p);
+        }
+    }
+    let mut req = Requester::connect(&h.addr, ConnConfig::default())
+        .await
+        .unwrap();
+    let keys: Vec<u64> = (0..sizes.len() as u64).collect();
+    let got = req.get_payloads(&keys, true).await.unwrap();
+    for (i, p) in got.into_iter().enumerate() {
+        let p = p.unwrap();
+        let small = sizes[i] < INLINE_MAX;
+        match &p {
+            Payload::Host(_) => assert!(small, "{} bytes came through the host", sizes[i]),
+            Payload::Device(_) => assert!(!small, "{} bytes went by handle", sizes[i]),
+        }
+        if small {
+            assert_eq!(p.to_host().unwrap()[..], data[i][..], "buffer {i}");
+        } else {
+            assert_eq!(import(&p).unwrap(), data[i], "buffer {i}");
+        }
+        let asked = handles[i].load(Ordering::Relaxed);
+        assert_eq!(asked, usize::from(!small), "handles asked of buffer {i}");
+    }
+    // The three small ones were downloaded, once each.
+    assert_eq!(downloads.load(Ordering::Relaxed), 3);
+    assert_eq!(h.arena.stats().used, 0, "nothing was copied into the arena");
+}
+
+/// A holder whose device is busy (a download waits, as behind a long kernel) keeps
+/// serving its other connections, even on a runtime of one thread: the download waits on
+/// a blocking thread, not on the runtime's.
+#[tokio::test(flavor = "current_thread")]
+async fn a_device_that_makes_a_download_wait_does_not_stop_other_requests() {
+    let h = holder(ConnConfig::default()).await;
+    let s = seed();
+    let downloads = Arc::new(AtomicUsize::new(0));
+    let (freed_tx, _freed) = mpsc::unbounded_channel();
+    let on_device = random_bytes(2 << 20, s);
+    let host = random_bytes(1 << 20, s + 1);
+    let gate = Arc::new(Gate::default());
+    let (waiting_tx, mut waiting) = mpsc::unbounded_channel();
+    *gate.waiting.lock().unwrap() = Some(waiting_tx);
+    {
+        let mut store = h.store.lock().unwrap();
+        let busy = TestGpu::payload_with(401, on_device.clone(), false, &downloads, &freed_tx)
+            .gate(gate.clone());
+        store.insert(1, Payload::Device(DeviceBytes::new(busy)));
+        store.insert(2, Payload::Host(Bytes::from(host.clone())));
+    }
+    // The deadline: should the runtime's only thread be stuck in the download, the gate
+    // opens after it, and the test fails below instead of hanging.
+    let deadline = {
+        let gate = gate.clone();
+        std::thread::spawn(move || {
+            let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while !gate.is_open() && std::time::Instant::now() < end {
+                std::thread::park_timeout(std::time::Duration::from_millis(100));
+            }
+            gate.open();
+        })
+    };
+    let mut first = Requester::connect(&h.addr, ConnConfig::default())
+        .await
+        .unwrap();
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let _ = done_tx.send(first.get(&[1]).await);
+    });
+    waiting.recv().await.unwrap();
+    // The device is busy with the first request's download: another connection asks for
+    // a host value.
+    let mut second = Requester::connect(&h.addr, ConnConfig::default())
+        .await
+        .unwrap();
+    let got = second.get(&[2]).await.unwrap().pop().unwrap().unwrap();
+    let busy = !gate.is_open();
+    assert_eq!(got[..], host[..]);
+    assert!(busy, "the host value waited for the device");
+    gate.open();
+    deadline.thread().unpark();
+    let got = done.await.unwrap().unwrap().pop().unwrap().unwrap();
+    assert_eq!(got[..], on_device[..]);
+    deadline.join().unwrap();
 }

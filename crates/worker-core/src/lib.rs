@@ -247,8 +247,19 @@ impl WorkerCore {
         op: u32,
         report: bool,
     ) {
-        if self.tasks.contains_key(&task) || self.owned.contains(&task) {
-            return; // duplicate assignment: already running or done
+        if let Some(t) = self.tasks.get_mut(&task) {
+            if t.state == State::Cancelled {
+                // Freed while running, then assigned again (the scheduler recomputes it
+                // here): the run in progress counts, as Dask's `resumed`. The new spec
+                // is not needed.
+                t.state = State::Executing;
+                t.report = report;
+                self.out.push(Instruction::Drop { task });
+            }
+            return; // duplicate assignment: already running
+        }
+        if self.owned.contains(&task) {
+            return; // duplicate assignment: done
         }
         // An input that is neither here, nor on its way, nor computed here, and that no
         // peer holds: the scheduler will recompute it. Report at once, before taking any

@@ -98,6 +98,9 @@ pub struct Spill {
     used: [u64; 3],
     /// Values a job is bringing back to the device now.
     unspilling: FxHashSet<TaskId>,
+    /// Values being moved down a tier now, and where to: planned no more until the move
+    /// is done ([`Spill::moved`]) or given up ([`Spill::move_stopped`]).
+    moving: FxHashMap<TaskId, Tier>,
 }
 
 impl Spill {
@@ -110,6 +113,7 @@ impl Spill {
             entries: FxHashMap::default(),
             used: [0; 3],
             unspilling: FxHashSet::default(),
+            moving: FxHashMap::default(),
         }
     }
 
@@ -163,11 +167,41 @@ impl Spill {
         if let Some(e) = self.entries.remove(&task) {
             self.lru.remove(&(e.tick, task));
             self.used[e.tier.index()] -= e.nbytes;
+            self.moving.remove(&task);
         }
     }
 
-    /// A value moved to another tier.
+    /// A value starts moving to tier `to` (its bytes are being copied, off the caller's
+    /// thread): it is not planned again until [`Spill::moved`] or [`Spill::move_stopped`].
+    pub fn move_started(&mut self, task: TaskId, to: Tier) {
+        if self.entries.contains_key(&task) {
+            self.moving.insert(task, to);
+        }
+    }
+
+    /// The move of a value was given up (it failed, or the value changed meanwhile).
+    pub fn move_stopped(&mut self, task: TaskId) {
+        self.moving.remove(&task);
+    }
+
+    /// Where a value is being moved now, if it is.
+    pub fn moving(&self, task: TaskId) -> Option<Tier> {
+        self.moving.get(&task).copied()
+    }
+
+    /// Bytes being moved now out of `tier`.
+    fn moving_out_of(&self, tier: Tier) -> u64 {
+        self.moving
+            .keys()
+            .map(|t| self.entries[t])
+            .filter(|e| e.tier == tier)
+            .map(|e| e.nbytes)
+            .sum()
+    }
+
+    /// A value moved to another tier (a move started by [`Spill::move_started`] is done).
     pub fn moved(&mut self, task: TaskId, to: Tier) {
+        self.moving.remove(&task);
         if let Some(e) = self.entries.get_mut(&task) {
             self.used[e.tier.index()] -= e.nbytes;
             e.from_device = e.tier == Tier::Device || (e.from_device && to != Tier::Device);
@@ -236,17 +270,21 @@ impl Spill {
     /// its target (counting what the first moves bring to the host), or while the
     /// process's memory is above the spill threshold, until it is back to the target.
     /// `process_memory` counts the values held on the host.
+    /// Values being moved now are not planned again, and what they free is counted as
+    /// freed.
     pub fn plan(&self, device_used: u64, process_memory: u64) -> Vec<(TaskId, Tier)> {
         let mut out = Vec::new();
-        let mut host = self.used(Tier::Host);
+        let from_device = self.moving_out_of(Tier::Device);
+        let mut host =
+            (self.used(Tier::Host) + from_device).saturating_sub(self.moving_out_of(Tier::Host));
         if let Some(target) = self.limits.device_spill_at() {
-            let mut dev = device_used;
+            let mut dev = device_used.saturating_sub(from_device);
             for &(_, t) in &self.lru {
                 if dev <= target {
                     break;
                 }
                 let e = self.entries[&t];
-                if e.tier == Tier::Device {
+                if e.tier == Tier::Device && !self.moving.contains_key(&t) {
                     out.push((t, Tier::Host));
                     dev = dev.saturating_sub(e.nbytes);
                     host += e.nbytes;
@@ -268,6 +306,9 @@ impl Spill {
                 break;
             }
             let e = self.entries[&t];
+            if self.moving.contains_key(&t) {
+                continue;
+            }
             // On the host already, or brought there by a move above (which then goes on
             // to disk).
             match out.iter_mut().find(|(x, _)| *x == t) {
@@ -278,6 +319,30 @@ impl Spill {
             host -= e.nbytes;
         }
         out
+    }
+
+    /// Device values to move to the host, least recently used first, to free at least
+    /// `bytes` of the device (an op that does not fit needs them): none of `keep` (the
+    /// op's own inputs), none being moved already. Fewer when the device holds no more.
+    pub fn free_device(&self, bytes: u64, keep: &[TaskId]) -> Vec<TaskId> {
+        let mut out = Vec::new();
+        let mut freed = 0;
+        for &(_, t) in &self.lru {
+            if freed >= bytes {
+                break;
+            }
+            let e = self.entries[&t];
+            if e.tier == Tier::Device && !self.moving.contains_key(&t) && !keep.contains(&t) {
+                out.push(t);
+                freed += e.nbytes;
+            }
+        }
+        out
+    }
+
+    /// Device bytes being moved off the device now.
+    pub fn leaving_device(&self) -> u64 {
+        self.moving_out_of(Tier::Device)
     }
 
     /// Whether to stop starting tasks, given the process's memory.
@@ -407,6 +472,66 @@ mod tests {
         assert!(!s.any_unspill([TaskId(1), TaskId(5)], 0));
         s.unspill_done(TaskId(1));
         assert!(s.any_unspill([TaskId(1)], 0));
+    }
+
+    #[test]
+    fn values_being_moved_are_not_planned_again_and_count_as_moved() {
+        let mut s = Spill::new(SpillLimits::new(Some(10 * M), 1000 * M));
+        for i in 0..5 {
+            s.add(TaskId(i), Tier::Device, 2 * M);
+        }
+        // 10 MiB used, target 8: task 0 goes.
+        assert_eq!(s.plan(10 * M, 0), vec![(TaskId(0), Tier::Host)]);
+        s.move_started(TaskId(0), Tier::Host);
+        assert_eq!(s.moving(TaskId(0)), Some(Tier::Host));
+        assert_eq!(s.leaving_device(), 2 * M);
+        // Its device memory is still in use while it moves: not planned again, nor
+        // another one in its place.
+        assert_eq!(s.plan(10 * M, 0), vec![]);
+        // 2 MiB more used: one more value goes, the next least recently used.
+        assert_eq!(s.plan(12 * M, 0), vec![(TaskId(1), Tier::Host)]);
+        s.moved(TaskId(0), Tier::Host);
+        assert_eq!(s.moving(TaskId(0)), None);
+        assert_eq!(s.used(Tier::Host), 2 * M);
+        // A move given up lets the value be planned again; a removed value stops moving.
+        s.move_started(TaskId(1), Tier::Host);
+        s.move_stopped(TaskId(1));
+        assert_eq!(s.plan(10 * M, 0), vec![(TaskId(1), Tier::Host)]);
+        s.move_started(TaskId(1), Tier::Host);
+        s.remove(TaskId(1));
+        assert_eq!(s.moving(TaskId(1)), None);
+        assert_eq!(s.leaving_device(), 0);
+        // Host values moving to disk are not planned again either.
+        let mut h = Spill::new(SpillLimits::new(None, M));
+        h.add(TaskId(7), Tier::Host, M);
+        assert_eq!(h.plan(0, 0), vec![(TaskId(7), Tier::Disk)]);
+        h.move_started(TaskId(7), Tier::Disk);
+        assert_eq!(h.plan(0, 0), vec![]);
+    }
+
+    #[test]
+    fn freeing_device_bytes_takes_the_least_recently_used_but_not_the_ops_inputs() {
+        let mut s = Spill::new(SpillLimits::new(Some(100 * M), 1000 * M));
+        for i in 0..4 {
+            s.add(TaskId(i), Tier::Device, 3 * M);
+        }
+        s.add(TaskId(9), Tier::Host, 3 * M);
+        s.touch(TaskId(0));
+        // LRU order: 1, 2, 3, 0. 4 MiB: two values; 1 is the op's input, so 2 and 3.
+        assert_eq!(
+            s.free_device(4 * M, &[TaskId(1)]),
+            vec![TaskId(2), TaskId(3)]
+        );
+        assert_eq!(s.free_device(3 * M, &[]), vec![TaskId(1)]);
+        assert_eq!(s.free_device(0, &[]), Vec::<TaskId>::new());
+        // Being moved already: not again. More than the device holds: all it can.
+        s.move_started(TaskId(2), Tier::Host);
+        assert_eq!(
+            s.free_device(100 * M, &[]),
+            vec![TaskId(1), TaskId(3), TaskId(0)]
+        );
+        s.moved(TaskId(1), Tier::Host);
+        assert_eq!(s.free_device(100 * M, &[TaskId(0)]), vec![TaskId(3)]);
     }
 
     #[test]

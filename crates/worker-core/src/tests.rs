@@ -194,6 +194,36 @@ fn cancelled_while_executing_discards_the_result() {
 }
 
 #[test]
+fn freed_while_executing_then_assigned_again_the_run_in_progress_counts() {
+    let mut w = WorkerCore::new(1);
+    w.on_compute(TaskId(1), 0, vec![]);
+    w.take();
+    // The scheduler frees it and assigns it here again (it lost another worker): the
+    // run in progress is kept, the second spec dropped, and the result reported.
+    w.on_free(TaskId(1));
+    w.on_compute(TaskId(1), 0, vec![]);
+    assert_eq!(w.take(), vec![Instruction::Drop { task: TaskId(1) }]);
+    w.on_executed(
+        TaskId(1),
+        1,
+        Ok(Finished {
+            nbytes: 8,
+            on_device: false,
+        }),
+    );
+    assert_eq!(
+        w.take(),
+        vec![Instruction::Finished {
+            task: TaskId(1),
+            nbytes: 8,
+            duration_us: 1,
+            with_value: false
+        }]
+    );
+    assert!(w.has_data(TaskId(1)));
+}
+
+#[test]
 fn a_task_sent_ahead_waits_for_its_local_input() {
     let mut w = WorkerCore::new(1);
     w.on_compute_batch([(TaskId(1), 0, vec![]), (TaskId(2), 1, vec![dep(1, &[])])]);

@@ -41,4 +41,13 @@ pub enum WorkerError {
         /// The terminate threshold, a fraction of `limit`.
         fraction: f64,
     },
+    /// The worker's device failed for good (a sticky CUDA error): no op runs on it again
+    /// in this process. The worker leaves; its supervisor starts a fresh process.
+    #[error("{device} failed for good: {message}")]
+    DeviceLost {
+        /// The device (`cuda:N`, `sim:N`).
+        device: String,
+        /// What failed, naming the op and its kernels.
+        message: String,
+    },
 }

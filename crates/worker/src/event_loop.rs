@@ -19,6 +19,7 @@ use crate::config::WorkerConfig;
 use crate::error::WorkerError;
 use crate::events::Event;
 use crate::events::Executed;
+use crate::events::JobError;
 use crate::executor::run_job;
 use crate::executor::Args;
 use crate::executor::Exec;
@@ -64,12 +65,22 @@ pub(crate) struct State {
     /// Bytes received from peers, by link class.
     pub(crate) received: std::collections::BTreeMap<rask_proto::LinkClass, u64>,
     pub(crate) spill: Spill,
-    /// Host memory for values spilled from the device.
+    /// Host memory for values spilled from the device (the spill thread fills it).
     pub(crate) host_arena: Arena,
     /// Bytes spilled, by direction.
     pub(crate) spilled: std::collections::BTreeMap<&'static str, u64>,
-    /// Where values spilled to disk go, in files without names.
-    pub(crate) spill_dir: std::path::PathBuf,
+    /// The spill thread's queue: it moves values down a tier, off this loop.
+    pub(crate) spiller: crossbeam_channel::Sender<crate::memory::SpillJob>,
+    /// Values the spill thread is moving, by the number of their move (a reply to another
+    /// move is stale).
+    pub(crate) spilling: FxHashMap<TaskId, u64>,
+    pub(crate) next_spill: u64,
+    /// Tasks whose op did not fit on the device, waiting for spilled values to leave it.
+    pub(crate) parked: Vec<crate::device::Parked>,
+    /// Runs on a device without room, by task (see [`crate::device::DEVICE_FULL_RUNS`]).
+    pub(crate) device_full_runs: FxHashMap<TaskId, u32>,
+    /// Why the device failed for good, once it has: the worker leaves.
+    pub(crate) lost: Option<String>,
     /// The process's private memory at the last heartbeat (its own process only).
     pub(crate) private_heap: u64,
     /// Programs this worker runs a worker of, by code.
@@ -155,6 +166,7 @@ impl State {
                 return Some(Err(WorkerError::SchedulerLost(reason)));
             }
             Event::Executed(done) => self.on_executed(done),
+            Event::Spilled(s) => self.on_spilled(s),
             Event::Fetched {
                 from,
                 req,
@@ -180,14 +192,24 @@ impl State {
                 self.core.on_fetched(from, &got, &missing);
             }
             Event::ImportFailed { from, tasks, error } => {
-                if self.no_ipc.insert(from) {
-                    warn!(
+                if import_failure_lasts(&error) {
+                    if self.no_ipc.insert(from) {
+                        warn!(
+                            peer = from.0,
+                            "cannot import device memory of worker {}: {error}; its values come through the host",
+                            from.0
+                        );
+                    }
+                    self.fetch(from, tasks);
+                } else {
+                    // The device is full now: these values come through the host, and
+                    // later ones are imported again.
+                    debug!(
                         peer = from.0,
-                        "cannot import device memory of worker {}: {error}; its values come through the host",
-                        from.0
+                        "{error}; fetching through the host this time"
                     );
+                    self.fetch_through(from, tasks, false);
                 }
-                self.fetch(from, tasks);
             }
             Event::LinkDown { from, error } => {
                 debug!(peer = from.0, "data link down: {error}");
@@ -304,13 +326,16 @@ impl State {
             }
         };
         let args = self.unspill_for(&spec, bufs, args);
-        let unspilling = matches!(args, Args::Unspill { .. });
+        let inline =
+            inline && Instant::now() < self.inline_until && self.spares_device(&spec.op, &args);
         let job = Job {
             task,
             op: spec.op,
             args,
+            deps: spec.deps.iter().map(|d| d.task).collect(),
+            on_device: true,
         };
-        if inline && !unspilling && Instant::now() < self.inline_until {
+        if inline {
             // A op measured to take microseconds runs here: handing it to a thread would
             // cost more (two cross-thread wake-ups) than running it.
             let done = run_job(&self.exec, job);
@@ -321,16 +346,37 @@ impl State {
         }
     }
 
+    /// Whether a job leaves the device alone (no plan of it runs there, no input is read
+    /// from there): only such a job may run on this loop, which never waits for a device.
+    fn spares_device(&self, op: &str, args: &Args) -> bool {
+        let Some(device) = &self.exec.device else {
+            return true;
+        };
+        let Args::Ready(v) = args else {
+            return false;
+        };
+        let list = match v {
+            Value::List(l) => l.as_slice(),
+            v => std::slice::from_ref(v),
+        };
+        !v.on_device() && !device.runs(&self.exec.registry, op, list)
+    }
+
     pub(crate) fn on_executed(&mut self, done: Vec<Executed>) {
-        let store = self.store.clone();
-        let mut store = store.lock().expect("store lock");
+        let shared = self.store.clone();
+        let mut store = shared.lock().expect("store lock");
         for Executed {
             task,
             result,
             duration_us,
             unspilled,
+            retry,
         } in done
         {
+            if self.lost.is_some() {
+                // Leaving: nothing more is reported.
+                continue;
+            }
             for (t, v) in unspilled {
                 self.spill.unspill_done(t);
                 // Only if the value is still stored and not already back on the device.
@@ -351,12 +397,45 @@ impl State {
                     self.track(task, &value, nbytes);
                     store.insert(task, value);
                     let done = Finished { nbytes, on_device };
+                    self.device_full_runs.remove(&task);
                     self.core.on_executed(task, duration_us, Ok(done));
                 }
-                Err(message) => self.core.on_executed(task, duration_us, Err(message)),
+                Err(JobError::Failed(message)) => {
+                    self.device_full_runs.remove(&task);
+                    self.core.on_executed(task, duration_us, Err(message))
+                }
+                Err(JobError::DeviceLost(message)) => {
+                    // Not reported: the scheduler runs the task elsewhere, as for a worker
+                    // that died.
+                    self.lost = Some(message);
+                }
+                Err(JobError::DeviceFull { needed, message }) => {
+                    let retry = retry.expect("invariant: a job that did not fit comes back");
+                    drop(store);
+                    self.on_device_full(task, retry, needed, &message);
+                    store = shared.lock().expect("store lock");
+                }
             }
         }
+        drop(store);
+        if self.lost.is_none() {
+            // A device may be lost by something other than a job's op (an upload).
+            self.lost = self.exec.device.as_ref().and_then(|d| d.lost());
+        }
     }
+
+    /// The error that stops the worker, once its device failed for good.
+    pub(crate) fn stop_if_lost(&mut self) -> Option<WorkerError> {
+        let message = self.lost.clone()?;
+        Some(self.device_lost(message))
+    }
+}
+
+/// Whether a failed import means the peer's device memory cannot be imported at all
+/// (its values then always come through the host), rather than that this device was full
+/// at the time.
+pub(crate) fn import_failure_lasts(error: &rask_kernels::OpError) -> bool {
+    !matches!(error, rask_kernels::OpError::DeviceFull { .. })
 }
 
 impl State {

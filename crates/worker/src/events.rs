@@ -2,9 +2,11 @@
 //! links that went down. Executor threads and link tasks send these without knowing the
 //! loop.
 
+use rask_kernels::OpError;
 use rask_proto::msg::ToWorker;
 use rask_proto::{TaskId, Value, WorkerId};
 use rask_transport::Batch;
+use rask_worker_core::spill::Tier;
 
 /// What the main loop reacts to.
 pub(crate) enum Event {
@@ -23,20 +25,54 @@ pub(crate) enum Event {
         error: String,
     },
     /// Values lent from a peer's device could not be imported into ours: fetch them again
-    /// through the host.
+    /// through the host (this time only when our device was full, else from now on).
     ImportFailed {
         from: WorkerId,
         tasks: Vec<TaskId>,
-        error: String,
+        error: OpError,
     },
+    /// The spill thread moved a value down a tier (or could not).
+    Spilled(Spilled),
+}
+
+/// A value moved by the spill thread: the copy, or why there is none.
+pub(crate) struct Spilled {
+    pub(crate) task: TaskId,
+    pub(crate) to: Tier,
+    /// Which move this answers (a value changed meanwhile is moved again under another).
+    pub(crate) gen: u64,
+    /// The value in its new tier, and the bytes moved.
+    pub(crate) result: Result<(Value, u64), String>,
+}
+
+/// Why a job failed.
+#[derive(Debug)]
+pub(crate) enum JobError {
+    /// The op failed: its message, as the user sees it.
+    Failed(String),
+    /// The device had no room for the op: spilling `needed` bytes and running it again
+    /// may succeed ([`Executed::retry`] has what to run again).
+    DeviceFull { needed: u64, message: String },
+    /// The device failed for good; the message names the op and its kernels.
+    DeviceLost(String),
+}
+
+/// What to run again: a job whose op did not fit on the device.
+pub(crate) struct Retry {
+    pub(crate) op: String,
+    pub(crate) args: Value,
+    /// The task's inputs (not spilled to make room for it: it reads them).
+    pub(crate) deps: Vec<TaskId>,
 }
 
 /// One job's outcome.
 pub(crate) struct Executed {
     pub(crate) task: TaskId,
     /// The value, and whether the device's kernels computed it.
-    pub(crate) result: Result<(Value, bool), String>,
+    pub(crate) result: Result<(Value, bool), JobError>,
     pub(crate) duration_us: u64,
     /// Inputs brought back to the device for the job, for the store.
     pub(crate) unspilled: Vec<(TaskId, Value)>,
+    /// The job, when its op did not fit on the device.
+    pub(crate) retry: Option<Retry>,
 }

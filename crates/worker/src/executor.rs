@@ -12,6 +12,8 @@ use tracing::warn;
 
 use crate::events::Event;
 use crate::events::Executed;
+use crate::events::JobError;
+use crate::events::Retry;
 
 /// Results are handed back in batches: a thread that finds more jobs queued keeps going
 /// and reports when the queue is empty, when a batch is large, or when results have
@@ -61,24 +63,39 @@ pub(crate) fn run_job(ex: &Exec, job: Job) -> Executed {
             upload,
         } => unspill_inputs(ex, &datum, &bufs, &mut deps, &upload),
     };
-    let result = args.and_then(|args| {
-        ex.registry
-            .call_on(&job.op, &args, ex.alloc.as_ref(), ex.device.as_deref())
-            .map_err(|e| match e {
-                rask_kernels::KernelError::Failed { message, .. } => message,
-                e => e.to_string(),
-            })
+    let mut retry = None;
+    let result = args.map_err(JobError::Failed).and_then(|args| {
+        let device = ex.device.as_deref().filter(|_| job.on_device);
+        let r = ex
+            .registry
+            .call_on(&job.op, &args, ex.alloc.as_ref(), device);
+        r.map_err(|e| match e {
+            rask_kernels::KernelError::Failed { message, .. } => JobError::Failed(message),
+            rask_kernels::KernelError::DeviceFull {
+                needed, message, ..
+            } => {
+                retry = Some(Retry {
+                    op: job.op.clone(),
+                    args,
+                    deps: job.deps.clone(),
+                });
+                JobError::DeviceFull { needed, message }
+            }
+            e @ rask_kernels::KernelError::DeviceLost { .. } => JobError::DeviceLost(e.to_string()),
+            e => JobError::Failed(e.to_string()),
+        })
     });
     let duration_us = start.elapsed().as_micros() as u64;
     match &result {
         Ok(_) => tracing::debug!(duration_us, "ran"),
-        Err(e) => tracing::debug!(duration_us, "failed: {e}"),
+        Err(e) => tracing::debug!(duration_us, "failed: {e:?}"),
     }
     Executed {
         task: job.task,
         result,
         duration_us,
         unspilled,
+        retry,
     }
 }
 
@@ -122,6 +139,11 @@ pub(crate) struct Job {
     pub(crate) task: TaskId,
     pub(crate) op: String,
     pub(crate) args: Args,
+    /// The task's inputs.
+    pub(crate) deps: Vec<TaskId>,
+    /// Whether the op may run by the device's kernels (else on the CPU: the device had
+    /// no room for it).
+    pub(crate) on_device: bool,
 }
 
 /// A job's arguments: built, or to be built on the executor thread once some inputs are

@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 mod config;
+mod device;
 mod error;
 mod event_loop;
 mod events;
@@ -57,6 +58,9 @@ use tokio::sync::mpsc;
 use tracing::info;
 use tracing::warn;
 use tracing::Instrument;
+
+/// How long a worker whose device failed waits for the scheduler to have heard why.
+const LEAVE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Where same-host peers reach a worker's shared memory.
 struct ShmServer {
@@ -301,6 +305,28 @@ impl Worker {
             );
         }
 
+        // The spill thread: copies values down a tier, off the event loop.
+        let (spiller, spill_rx) = crossbeam_channel::unbounded::<memory::SpillJob>();
+        let host_arena = Arena::new(rask_transport::shm::DEFAULT_SEGMENT);
+        let spill_to = memory::SpillTo {
+            host_arena: host_arena.clone(),
+            dir: std::env::temp_dir(),
+            worker: id.0 as u64,
+        };
+        {
+            let ev = events.clone();
+            let span = tracing::Span::current();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("rask-spill".into())
+                    .spawn(move || {
+                        let _worker = span.entered();
+                        memory::spill_loop(&spill_to, &spill_rx, &ev)
+                    })
+                    .expect("spawning the spill thread"),
+            );
+        }
+
         let mut state = State {
             id,
             cfg: cfg.clone(),
@@ -324,8 +350,13 @@ impl Worker {
             host_gpu,
             spill: Spill::new(limits),
             spilled: Default::default(),
-            host_arena: Arena::new(rask_transport::shm::DEFAULT_SEGMENT),
-            spill_dir: std::env::temp_dir(),
+            host_arena,
+            spiller,
+            spilling: FxHashMap::default(),
+            next_spill: 0,
+            parked: Vec::new(),
+            device_full_runs: FxHashMap::default(),
+            lost: None,
             private_heap: 0,
             programs: FxHashMap::default(),
             device_pool,
@@ -366,6 +397,9 @@ impl Worker {
                                 }
                             }
                             state.drive();
+                            if let Some(e) = state.stop_if_lost() {
+                                break Err(e);
+                            }
                             if let Some(r) = stop {
                                 break r;
                             }
@@ -388,6 +422,19 @@ impl Worker {
                 // Dropping the state closes the job queue: executor threads finish their
                 // current op and exit (a long op is not interrupted).
                 drop(state);
+                if matches!(result, Err(WorkerError::DeviceLost { .. })) {
+                    // What the scheduler was told goes out before the worker leaves: its
+                    // connection is closed from this side once written, and the scheduler
+                    // closes its side in turn.
+                    let closed = async {
+                        while let Some(ev) = rx.recv().await {
+                            if let Event::SchedulerGone(_) = ev {
+                                return;
+                            }
+                        }
+                    };
+                    let _ = tokio::time::timeout(LEAVE_GRACE, closed).await;
+                }
                 result
             }
             .in_current_span(),

@@ -4,11 +4,14 @@
 use bytes::Bytes;
 use rask_proto::msg::ComputeMsg;
 use rask_proto::{TaskId, Value};
+use rask_transport::shm::Arena;
 use rask_worker_core::spill::{Spill, Tier};
+use tokio::sync::mpsc;
 use tracing::warn;
 
 use crate::config::WorkerDevice;
 use crate::event_loop::State;
+use crate::events::{Event, Spilled};
 use crate::executor::Args;
 
 /// A copy of `v` with each byte payload (in host or device memory) moved by `put`, and
@@ -37,6 +40,65 @@ pub(crate) fn move_payloads(
     })
 }
 
+/// A value for the spill thread to move to `to`.
+pub(crate) struct SpillJob {
+    pub(crate) task: TaskId,
+    pub(crate) to: Tier,
+    pub(crate) gen: u64,
+    pub(crate) value: Value,
+}
+
+/// Where the spill thread puts what it moves.
+pub(crate) struct SpillTo {
+    /// Host memory for values spilled from the device.
+    pub(crate) host_arena: Arena,
+    /// Where values spilled to disk go, in files without names.
+    pub(crate) dir: std::path::PathBuf,
+    /// The worker's id, in the names of spill files.
+    pub(crate) worker: u64,
+}
+
+/// The spill thread: copies values down a tier (a download from a GPU waits for the
+/// kernel it runs; a write to disk for the disk), off the event loop, and sends each copy
+/// back as an event. Ends when the event loop drops its end of `jobs`.
+pub(crate) fn spill_loop(
+    to: &SpillTo,
+    jobs: &crossbeam_channel::Receiver<SpillJob>,
+    events: &mpsc::UnboundedSender<Event>,
+) {
+    while let Ok(job) = jobs.recv() {
+        let mut part = 0;
+        let mut put = |b: &[u8]| match job.to {
+            // Into host memory that stays mapped and is reused: a fresh heap buffer would
+            // pay a page fault per 4 KiB on first touch.
+            Tier::Host => to.host_arena.copy_in(b).map_err(|e| e.to_string()),
+            Tier::Disk => {
+                part += 1;
+                // The name is used only where the file system cannot make unnamed files,
+                // and only until the file is unlinked, at once.
+                let pid = std::process::id();
+                let name = format!("rask-spill-{pid}-{}-{}-{part}.bin", to.worker, job.task.0);
+                rask_device::spill::to_file(&to.dir, &name, b)
+                    .map_err(|e| format!("{}: {e}", to.dir.display()))
+            }
+            Tier::Device => Err("values are not spilled up".into()),
+        };
+        let result = move_payloads(&job.value, &mut put);
+        // The value's own clone goes before the event: the device memory is given back
+        // as soon as the store lets go of it.
+        drop(job.value);
+        let done = Spilled {
+            task: job.task,
+            to: job.to,
+            gen: job.gen,
+            result,
+        };
+        if events.send(Event::Spilled(done)).is_err() {
+            return;
+        }
+    }
+}
+
 impl State {
     /// Tells the spilling policy about a stored value and where it lives: on the device
     /// when its bytes are in device memory (a device kernel's output, or on a simulated
@@ -63,56 +125,85 @@ impl State {
     /// Moves values down a tier as the policy says: device → host (a copy to the heap, the
     /// device memory is given back) and host → disk (written to a file that is then mapped
     /// and unlinked: the pages come back from disk when read, and the space is returned
-    /// when the value is dropped).
+    /// when the value is dropped). The copies are the spill thread's (a download waits for
+    /// the GPU): the store takes the moved values when they come back.
     pub(crate) fn spill_now(&mut self) {
         let device_used = self.device_pool.as_ref().map_or(0, |p| p.used());
         let plan = self.spill.plan(device_used, self.process_memory());
-        if plan.is_empty() {
+        for (task, to) in plan {
+            self.start_spill(task, to);
+        }
+    }
+
+    /// Hands a value to the spill thread, to be moved to `to`.
+    pub(crate) fn start_spill(&mut self, task: TaskId, to: Tier) {
+        // A clone (it shares the bytes): the store keeps the value, readable meanwhile.
+        let Some(value) = self.store.lock().expect("store lock").get(&task).cloned() else {
+            self.spill.remove(task);
+            return;
+        };
+        let gen = self.next_spill;
+        self.next_spill += 1;
+        self.spill.move_started(task, to);
+        self.spilling.insert(task, gen);
+        let job = SpillJob {
+            task,
+            to,
+            gen,
+            value,
+        };
+        if self.spiller.send(job).is_err() {
+            self.spill.move_stopped(task);
+            self.spilling.remove(&task);
+        }
+    }
+
+    /// A value the spill thread moved: it replaces the stored one, unless that changed
+    /// meanwhile (replaced, dropped, brought back to the device: the copy is dropped).
+    pub(crate) fn on_spilled(&mut self, s: Spilled) {
+        self.apply_spilled(s);
+        // Tasks waiting for room on the device run again once what was spilled for them
+        // has left it.
+        if self.spill.leaving_device() == 0 {
+            self.retry_device_full();
+        }
+    }
+
+    fn apply_spilled(&mut self, s: Spilled) {
+        if self.spilling.get(&s.task) != Some(&s.gen) {
             return;
         }
-        let _span = tracing::debug_span!("spill", values = plan.len()).entered();
-        for (task, to) in plan {
-            // Taken out of the store (clones share the bytes): the copies below — from a
-            // GPU's memory, to a file — must not hold it. Only the event loop, which runs
-            // this, writes the store: the value is still there to replace afterwards.
-            let Some(v) = self.store.lock().expect("store lock").get(&task).cloned() else {
+        self.spilling.remove(&s.task);
+        if self.spill.moving(s.task) != Some(s.to) {
+            return;
+        }
+        let task = s.task;
+        match s.result {
+            Ok((nv, nb)) => {
+                let label = match (self.spill.tier(task), s.to) {
+                    (Some(Tier::Device), Tier::Host) => "device->host",
+                    (Some(Tier::Device), Tier::Disk) => "device->disk",
+                    _ => "host->disk",
+                };
+                let mut store = self.store.lock().expect("store lock");
+                match store.get_mut(&task) {
+                    Some(slot) => {
+                        tracing::debug!(task = task.0, bytes = nb, "{label}");
+                        *self.spilled.entry(label).or_default() += nb;
+                        *slot = nv;
+                        drop(store);
+                        self.spill.moved(task, s.to);
+                    }
+                    None => {
+                        drop(store);
+                        self.spill.remove(task);
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(task = task.0, "cannot spill: {e}");
+                // Stop trying this one: keep it where it is.
                 self.spill.remove(task);
-                continue;
-            };
-            let mut part = 0;
-            let mut put = |b: &[u8]| match to {
-                // Into host memory that stays mapped and is reused: a fresh heap buffer
-                // would pay a page fault per 4 KiB on first touch.
-                Tier::Host => self.host_arena.copy_in(b).map_err(|e| e.to_string()),
-                Tier::Disk => {
-                    part += 1;
-                    // The name is used only where the file system cannot make unnamed
-                    // files, and only until the file is unlinked, at once.
-                    let pid = std::process::id();
-                    let name = format!("rask-spill-{pid}-{}-{}-{part}.bin", self.id.0, task.0);
-                    rask_device::spill::to_file(&self.spill_dir, &name, b)
-                        .map_err(|e| format!("{}: {e}", self.spill_dir.display()))
-                }
-                Tier::Device => Err("values are not spilled up".into()),
-            };
-            match move_payloads(&v, &mut put) {
-                Ok((nv, nb)) => {
-                    let from = self.spill.tier(task);
-                    let label = match (from, to) {
-                        (Some(Tier::Device), Tier::Host) => "device->host",
-                        (Some(Tier::Device), Tier::Disk) => "device->disk",
-                        _ => "host->disk",
-                    };
-                    tracing::debug!(task = task.0, bytes = nb, "{label}");
-                    *self.spilled.entry(label).or_default() += nb;
-                    self.store.lock().expect("store lock").insert(task, nv);
-                    self.spill.moved(task, to);
-                }
-                Err(e) => {
-                    warn!(task = task.0, "cannot spill: {e}");
-                    // Stop trying this one: keep it where it is.
-                    self.spill.remove(task);
-                }
             }
         }
     }

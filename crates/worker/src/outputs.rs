@@ -27,10 +27,13 @@ pub(crate) fn open_accelerator(
                 device: pool.cloned(),
                 min_len: 0,
             });
-            Some(Arc::new(rask_kernels::plan::HostPlans::new(
-                device.device(),
-                memory,
-            )))
+            let plans = rask_kernels::plan::HostPlans::new(device.device(), memory);
+            // What a plan needs while it runs is accounted as a GPU's allocations are.
+            let plans = match pool {
+                Some(pool) => plans.accounting(pool.clone()),
+                None => plans,
+            };
+            Some(Arc::new(plans))
         }
         WorkerDevice::Cuda { index, .. } => {
             let pool = pool?.clone();

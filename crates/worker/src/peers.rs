@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use rask_kernels::Accelerator;
+use rask_kernels::{Accelerator, OpError};
 use rask_proto::msg::{Hello, PeerAddr, Role};
 use rask_proto::{LinkClass, TaskId, Value, WorkerId};
 use rask_transport::Link;
@@ -70,11 +70,12 @@ impl rask_transport::data::ReplySink for LinkSink {
 pub(crate) async fn import_values(
     import: Option<Arc<dyn Accelerator>>,
     values: Vec<(TaskId, Value)>,
-) -> (Vec<(TaskId, Value)>, Option<(Vec<TaskId>, String)>) {
+) -> (Vec<(TaskId, Value)>, Option<(Vec<TaskId>, OpError)>) {
     let Some(acc) = import else {
         let (failed, kept): (Vec<_>, Vec<_>) = values.into_iter().partition(|(_, v)| lent(v));
         let tasks = failed.into_iter().map(|(t, _)| t).collect();
-        let error = "this worker's device does not import a peer's device memory".to_string();
+        let error =
+            OpError::Message("this worker's device does not import a peer's device memory".into());
         return (kept, Some((tasks, error)));
     };
     let all: Vec<TaskId> = values.iter().map(|(t, _)| *t).collect();
@@ -92,7 +93,12 @@ pub(crate) async fn import_values(
                 Ok(v) => ok.push((t, v)),
                 Err(e) => {
                     failed.push(t);
-                    error.get_or_insert(e.to_string());
+                    // The first error says why; a full device is said first (the others
+                    // may follow from it).
+                    match (&error, &e) {
+                        (None, _) | (Some(_), OpError::DeviceFull { .. }) => error = Some(e),
+                        _ => {}
+                    }
                 }
             }
         }
@@ -100,7 +106,10 @@ pub(crate) async fn import_values(
     };
     match tokio::task::spawn_blocking(run).await {
         Ok(r) => r,
-        Err(e) => (Vec::new(), Some((all, format!("importing stopped: {e}")))),
+        Err(e) => (
+            Vec::new(),
+            Some((all, OpError::Message(format!("importing stopped: {e}")))),
+        ),
     }
 }
 
@@ -110,7 +119,15 @@ pub fn peer_hello(name: &str) -> Hello {
 }
 
 impl State {
+    /// Asks `from` for `tasks`: device bytes by IPC handle when this worker's device
+    /// imports that peer's.
     pub(crate) fn fetch(&mut self, from: WorkerId, tasks: Vec<TaskId>) {
+        let into_device = self.imports() && !self.no_ipc.contains(&from);
+        self.fetch_through(from, tasks, into_device);
+    }
+
+    /// Asks `from` for `tasks`, its device bytes by IPC handle only when `into_device`.
+    pub(crate) fn fetch_through(&mut self, from: WorkerId, tasks: Vec<TaskId>, into_device: bool) {
         let req = self.next_req;
         self.next_req += 1;
         let link = match self.links.get(&from) {
@@ -127,7 +144,6 @@ impl State {
         };
         // Over shared memory, bytes in a peer GPU's memory come by CUDA IPC straight into
         // ours (tcp peers answer with host bytes whatever we ask).
-        let into_device = self.imports() && !self.no_ipc.contains(&from);
         match link.get(req, tasks.clone(), into_device) {
             Ok(Some(now)) => {
                 // A peer in this process: its values' buffers are shared, not copied.

@@ -7,6 +7,7 @@ use rask_proto::{DeviceBytes, DeviceData, IpcExport, Payload};
 use rask_proto::{IpcBuffer, TaskId, Value};
 
 use crate::config::{host_gpu_index, spill_limits, WorkerDevice};
+use crate::event_loop::import_failure_lasts;
 use crate::peers::import_values;
 use crate::store::{lent, lookup_data, Store};
 
@@ -58,7 +59,8 @@ impl DeviceData for TestGpu {
     }
 }
 
-/// Imports a lent buffer as host bytes `[handle; len]`; handle 0 cannot be opened.
+/// Imports a lent buffer as host bytes `[handle; len]`; handle 0 cannot be opened, and
+/// handle 255 finds the device full.
 struct Importer;
 
 impl Accelerator for Importer {
@@ -71,6 +73,11 @@ impl Accelerator for Importer {
     fn import(&self, b: &IpcBuffer) -> Result<Value, OpError> {
         match b.export.handle[0] {
             0 => Err("cannot open handle 0".into()),
+            255 => Err(OpError::DeviceFull {
+                device: "cuda:1".into(),
+                needed: b.len,
+                why: "the pool is full".into(),
+            }),
             h => Ok(Value::Bytes(Bytes::from(vec![h; b.len as usize]))),
         }
     }
@@ -188,9 +195,54 @@ fn lent_values_are_imported_and_those_that_fail_are_named() {
     );
     let (tasks, error) = failed.unwrap();
     assert_eq!(tasks, vec![TaskId(3)]);
-    assert!(error.contains("handle 0"), "{error}");
+    assert!(error.to_string().contains("handle 0"), "{error}");
+    assert!(
+        import_failure_lasts(&error),
+        "a handle that cannot be opened"
+    );
     // A worker whose device does not import asks for all of them again.
     let (ok, failed) = rt.block_on(import_values(None, values));
     assert_eq!(ok, vec![(TaskId(2), Value::Int(2))]);
     assert_eq!(failed.unwrap().0, vec![TaskId(1), TaskId(3)]);
+}
+
+/// A peer's device memory that could not be imported because this device was full is
+/// fetched through the host this time only; any other failure, from then on.
+#[test]
+fn an_import_that_found_the_device_full_is_not_held_against_the_peer() {
+    let lent_buf = |h: u8| {
+        Value::Device(DeviceBytes::new(IpcBuffer {
+            device: rask_proto::DeviceLoc::cuda(0),
+            export: IpcExport {
+                handle: vec![h],
+                offset: 0,
+            },
+            len: 4,
+            loan: None,
+        }))
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let acc: Arc<dyn Accelerator> = Arc::new(Importer);
+    let import =
+        |values: Vec<(TaskId, Value)>| rt.block_on(import_values(Some(acc.clone()), values));
+    let (ok, failed) = import(vec![(TaskId(1), lent_buf(255)), (TaskId(2), lent_buf(3))]);
+    assert_eq!(ok.len(), 1);
+    let (tasks, error) = failed.unwrap();
+    assert_eq!(tasks, vec![TaskId(1)]);
+    assert!(
+        matches!(error, OpError::DeviceFull { needed: 4, .. }),
+        "{error}"
+    );
+    assert!(!import_failure_lasts(&error));
+    // Both kinds in one reply: the full device is the reason given (the peer is not
+    // marked for good on account of a moment without room).
+    let (_, failed) = import(vec![(TaskId(1), lent_buf(0)), (TaskId(2), lent_buf(255))]);
+    let (tasks, error) = failed.unwrap();
+    assert_eq!(tasks, vec![TaskId(1), TaskId(2)]);
+    assert!(!import_failure_lasts(&error), "{error}");
+    // A device that does not import at all: for good.
+    let (_, failed) = rt.block_on(import_values(None, vec![(TaskId(1), lent_buf(3))]));
+    assert!(import_failure_lasts(&failed.unwrap().1));
 }

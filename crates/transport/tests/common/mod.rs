@@ -67,11 +67,18 @@ pub async fn holder(cfg: ConnConfig) -> Holder {
                     rask_transport::welcome(&mut w, &reader, 0).await.unwrap();
                     // Like a worker: device bytes stay on the device only for a requester
                     // that imports them into its own.
-                    let lookup = |tasks: Vec<TaskId>, into_device: bool| {
-                        let store = store.lock().unwrap();
+                    let lookup = move |tasks: Vec<TaskId>, into_device: bool| {
+                        // Taken out of the store first: a download must not hold it.
+                        let found: Vec<(TaskId, Option<Payload>)> = {
+                            let store = store.lock().unwrap();
+                            tasks
+                                .into_iter()
+                                .map(|t| (t, store.get(&t.0).cloned()))
+                                .collect()
+                        };
                         let (mut items, mut bufs, mut missing) = (vec![], vec![], vec![]);
-                        for t in tasks {
-                            match store.get(&t.0) {
+                        for (t, b) in found {
+                            match b {
                                 Some(b) => {
                                     items.push(DataItem {
                                         task: t,
@@ -81,7 +88,7 @@ pub async fn holder(cfg: ConnConfig) -> Holder {
                                         Payload::Device(_) if !into_device => {
                                             Payload::Host(b.to_host().unwrap())
                                         }
-                                        b => b.clone(),
+                                        b => b,
                                     });
                                 }
                                 None => missing.push(t),
