@@ -162,6 +162,15 @@ fn a_plan_that_does_not_fit_its_pool_is_refused_before_it_runs() {
         "{e}"
     );
     assert_eq!(pool.used(), 0, "nothing kept from the refused run");
+    // Room for the input while it runs, not for the output as well: full too.
+    let (half, pool) = sim(13, 6000);
+    let half = half.accounting(pool.clone());
+    let e = half
+        .try_run(&registry, "array.transpose", &args)
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(&e, OpError::DeviceFull { needed: 8192, .. }), "{e}");
+    assert_eq!(pool.used(), 0);
     // With room, the same plan runs and its output stays in the pool.
     let (roomy, pool) = sim(10, 1 << 20);
     let roomy = roomy.accounting(pool.clone());

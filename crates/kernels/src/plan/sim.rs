@@ -63,8 +63,10 @@ impl HostPlans {
     }
 
     /// Accounts what each plan needs while it runs (inputs brought to the device, its
-    /// temporaries) in `pool`, as a CUDA GPU does: a plan that does not fit fails with
-    /// [`OpError::DeviceFull`] (its worker spills and runs it again).
+    /// temporaries) in `pool`, as a CUDA GPU does, and refuses to leave an output on the
+    /// host: a plan that does not fit, or whose output does not, fails with
+    /// [`OpError::DeviceFull`] (its worker spills and runs it again). `pool` is the one
+    /// the memory's allocations are accounted in.
     pub fn accounting(mut self, pool: Arc<rask_device::MemoryPool>) -> HostPlans {
         self.pool = Some(pool);
         self
@@ -218,6 +220,19 @@ impl crate::Accelerator for HostPlans {
         };
         let len = p.out_len() as usize;
         let Some(mut out) = (len > 0).then(|| self.memory.alloc(len)).flatten() else {
+            if let (Some(pool), true) = (&self.pool, len > 0) {
+                // Accounted as a CUDA GPU is: no room for the output is the device
+                // being full (its worker spills and runs the op again).
+                return Some(Err(OpError::DeviceFull {
+                    device: self.device.to_string(),
+                    needed: scratch + len as u64,
+                    why: format!(
+                        "{} of {} bytes in use, {len} more for the output",
+                        pool.used(),
+                        pool.limit()
+                    ),
+                }));
+            }
             return Some(run_on_host(&p).map(|c| c.to_value()).map_err(OpError::from));
         };
         if let Err(e) = run_into(&p, out.bytes_mut()) {
