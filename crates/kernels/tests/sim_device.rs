@@ -169,7 +169,10 @@ fn a_plan_that_does_not_fit_its_pool_is_refused_before_it_runs() {
         .try_run(&registry, "array.transpose", &args)
         .unwrap()
         .unwrap_err();
-    assert!(matches!(&e, OpError::DeviceFull { needed: 8192, .. }), "{e}");
+    assert!(
+        matches!(&e, OpError::DeviceFull { needed: 8192, .. }),
+        "{e}"
+    );
     assert_eq!(pool.used(), 0);
     // With room, the same plan runs and its output stays in the pool.
     let (roomy, pool) = sim(10, 1 << 20);
