@@ -113,8 +113,17 @@ impl WorkerDevice {
             WorkerDevice::Cuda { index, .. } => {
                 let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
                 Some(host_gpu_index(visible.as_deref(), *index, || {
+                    // A MIG instance is on its GPU: its UUID names the GPU's index.
                     rask_device::discover::gpus()
-                        .map(|g| g.into_iter().map(|g| (g.index, g.uuid)).collect())
+                        .map(|gpus| {
+                            gpus.into_iter()
+                                .flat_map(|g| {
+                                    let index = g.index;
+                                    std::iter::once((index, g.uuid))
+                                        .chain(g.mig.into_iter().map(move |m| (index, m.uuid)))
+                                })
+                                .collect()
+                        })
                         .unwrap_or_default()
                 }))
             }
@@ -150,8 +159,8 @@ impl WorkerConfig {
 
 /// The host's index of CUDA ordinal `ordinal` under `CUDA_VISIBLE_DEVICES` = `visible`:
 /// its entry by number (in PCI bus order, as workers are started), or by UUID looked up
-/// among the host's GPUs (`(index, uuid)`, asked only then); the ordinal itself when
-/// nothing restricts or names it.
+/// among the host's GPUs and MIG instances (`(index of the GPU, uuid)`, asked only then);
+/// the ordinal itself when nothing restricts or names it.
 pub(crate) fn host_gpu_index(
     visible: Option<&str>,
     ordinal: u32,
@@ -166,8 +175,10 @@ pub(crate) fn host_gpu_index(
     }
     gpus()
         .into_iter()
-        // CUDA takes a UUID or a prefix of one (`GPU-8a2f`).
-        .find(|(_, uuid)| entry.starts_with("GPU-") && uuid.starts_with(entry))
+        // CUDA takes a UUID or a prefix of one (`GPU-8a2f`, `MIG-5f0c`).
+        .find(|(_, uuid)| {
+            (entry.starts_with("GPU-") || entry.starts_with("MIG-")) && uuid.starts_with(entry)
+        })
         .map_or(ordinal, |(i, _)| i)
 }
 

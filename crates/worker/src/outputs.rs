@@ -37,13 +37,23 @@ pub(crate) fn open_accelerator(
         }
         WorkerDevice::Cuda { index, .. } => {
             let pool = pool?.clone();
-            match rask_kernels::gpu::GpuThread::spawn(*index, pool) {
+            match rask_kernels::gpu::GpuThread::spawn(*index, pool.clone()) {
                 Ok(gpu) => {
-                    info!(
-                        "cuda:{index} {} ({}): array ops run on the GPU, their outputs stay in its memory",
+                    // What happened to its kernels at open: compiled for its architecture,
+                    // PTX for an older one, or unavailable (array ops on the CPU).
+                    let kernels = gpu.kernels();
+                    let line = format!(
+                        "cuda:{index} {} ({}, {} MiB limit): {}",
                         gpu.name(),
-                        gpu.arch()
+                        gpu.arch(),
+                        pool.limit() >> 20,
+                        kernels.describe()
                     );
+                    if kernels.ready() {
+                        info!("{line}; array ops run on the GPU, their outputs stay in its memory");
+                    } else {
+                        warn!("{line}");
+                    }
                     Some(Arc::new(gpu))
                 }
                 Err(e) => {

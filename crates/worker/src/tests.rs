@@ -18,6 +18,9 @@ fn a_cuda_worker_names_its_gpu_by_the_hosts_index() {
             (0, "GPU-aaaa".to_string()),
             (1, "GPU-bbbb".to_string()),
             (2, "GPU-cccc".to_string()),
+            // MIG instances of GPU 1.
+            (1, "MIG-dddd".to_string()),
+            (1, "MIG-eeee".to_string()),
         ]
     };
     let none = || -> Vec<(u32, String)> { panic!("NVML asked without need") };
@@ -27,6 +30,9 @@ fn a_cuda_worker_names_its_gpu_by_the_hosts_index() {
     assert_eq!(host_gpu_index(Some("GPU-cccc"), 0, host), 2);
     assert_eq!(host_gpu_index(Some("GPU-aaaa, GPU-bbbb"), 1, host), 1);
     assert_eq!(host_gpu_index(Some("GPU-cc"), 0, host), 2);
+    // A MIG instance names its GPU.
+    assert_eq!(host_gpu_index(Some("MIG-eeee"), 0, host), 1);
+    assert_eq!(host_gpu_index(Some("MIG-dd"), 0, host), 1);
     assert_eq!(host_gpu_index(Some("MIG-cccc"), 0, host), 0);
     // A UUID this host does not have, or an ordinal past the list: the ordinal.
     assert_eq!(host_gpu_index(Some("GPU-zzzz"), 0, host), 0);
