@@ -332,7 +332,12 @@ impl State {
             task,
             op: spec.op,
             args,
-            deps: spec.deps.iter().map(|d| d.task).collect(),
+            // What a device that is full must not spill to make room for this job (a
+            // worker without a device never needs it).
+            deps: match self.exec.device {
+                Some(_) => spec.deps.iter().map(|d| d.task).collect(),
+                None => Vec::new(),
+            },
             on_device: true,
         };
         if inline {
@@ -410,7 +415,7 @@ impl State {
                     self.lost = Some(message);
                 }
                 Err(JobError::DeviceFull { needed, message }) => {
-                    let retry = retry.expect("invariant: a job that did not fit comes back");
+                    let retry = *retry.expect("invariant: a job that did not fit comes back");
                     drop(store);
                     self.on_device_full(task, retry, needed, &message);
                     store = shared.lock().expect("store lock");

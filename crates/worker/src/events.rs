@@ -74,5 +74,5 @@ pub(crate) struct Executed {
     /// Inputs brought back to the device for the job, for the store.
     pub(crate) unspilled: Vec<(TaskId, Value)>,
     /// The job, when its op did not fit on the device.
-    pub(crate) retry: Option<Retry>,
+    pub(crate) retry: Option<Box<Retry>>,
 }

@@ -74,11 +74,11 @@ pub(crate) fn run_job(ex: &Exec, job: Job) -> Executed {
             rask_kernels::KernelError::DeviceFull {
                 needed, message, ..
             } => {
-                retry = Some(Retry {
+                retry = Some(Box::new(Retry {
                     op: job.op.clone(),
                     args,
                     deps: job.deps.clone(),
-                });
+                }));
                 JobError::DeviceFull { needed, message }
             }
             e @ rask_kernels::KernelError::DeviceLost { .. } => JobError::DeviceLost(e.to_string()),
