@@ -76,8 +76,8 @@ pub struct WorkerArgs {
     #[arg(long, default_value = "host")]
     pub device: String,
     /// Device memory: a simulated GPU's capacity (default 1 GiB), a CUDA GPU's limit
-    /// (default 80 % of its memory); bytes (512MiB, 2GiB) or a fraction of the GPU's
-    /// memory (0.8).
+    /// (default 80 % of its memory free when the worker opens it); bytes (512MiB, 2GiB)
+    /// or a fraction of the GPU's memory (0.8).
     #[arg(long)]
     pub device_memory_limit: Option<String>,
     /// GPUs of this host that this worker's GPU reaches over NVLink, e.g. 1 or 1,3.

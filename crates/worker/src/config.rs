@@ -72,7 +72,8 @@ pub enum WorkerDevice {
         /// Its capacity in bytes.
         memory: u64,
     },
-    /// A CUDA GPU (device memory limit: `memory_limit`, default 80 % of the GPU's).
+    /// A CUDA GPU (device memory limit: `memory_limit`, default 80 % of the GPU's memory
+    /// free when it is opened).
     Cuda {
         /// The CUDA ordinal in this process (as `CUDA_VISIBLE_DEVICES` numbers them).
         index: u32,
@@ -183,7 +184,7 @@ pub(crate) fn host_gpu_index(
 }
 
 /// The spilling thresholds of a worker's device. A CUDA GPU's limit is already where
-/// spilling starts (dask-cuda's `--device-memory-limit`, by default 80 % of the GPU's
+/// spilling starts (dask-cuda's `--device-memory-limit`, by default 80 % of the GPU's free
 /// memory); a simulated GPU's is its whole memory, spilled from 80 % of it alike.
 pub(crate) fn spill_limits(
     device: &WorkerDevice,

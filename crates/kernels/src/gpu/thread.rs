@@ -409,8 +409,8 @@ impl crate::Accelerator for GpuThread {
 
     fn import(&self, b: &IpcBuffer) -> Result<Value, OpError> {
         let len = b.len as usize;
-        // A full device takes the bytes to the host (as a full device leaves a kernel's
-        // output there).
+        // A full device takes the bytes to the host: an import is not worth spilling for
+        // (the value may be read once), and it keeps IPC on for the next.
         let reservation = self.pool.reserve(b.len).ok();
         let export = b.export.clone();
         let loan = b.loan.clone();
