@@ -212,3 +212,21 @@ fn a_download_waits_for_the_plan_running() {
     assert_eq!(c.elems::<f64>().unwrap().as_ref(), &[2.0; 8]);
     assert!(stall(DeviceLoc::sim(12345)).is_none());
 }
+
+#[test]
+fn injected_faults_parse_by_code_or_name_and_bad_entries_are_named() {
+    use rask_kernels::plan::parse_faults;
+    assert_eq!(
+        parse_faults("rask.array.map=illegal_address, array.full=2,").unwrap(),
+        vec![
+            ("rask.array.map".to_string(), 700),
+            ("array.full".to_string(), 2)
+        ]
+    );
+    assert_eq!(parse_faults("").unwrap(), vec![]);
+    assert_eq!(parse_faults("a=700,b").unwrap_err(), "b");
+    assert_eq!(
+        parse_faults("a=no_such_error").unwrap_err(),
+        "a=no_such_error"
+    );
+}

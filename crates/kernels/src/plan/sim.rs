@@ -37,7 +37,7 @@ pub struct HostPlans {
 impl HostPlans {
     /// The executor of simulated GPU `device` (`sim:N`), whose memory is `memory`: an
     /// allocation it refuses (the GPU is full) leaves that output on the host. Faults to
-    /// inject are read from `RASK_SIM_FAULT` ([`SimFaults::from_env`]).
+    /// inject are read from `RASK_SIM_FAULT` (`OP=CODE[,OP=CODE…]`, see [`parse_faults`]).
     pub fn new(device: DeviceLoc, memory: Arc<dyn OutputAlloc>) -> HostPlans {
         let queue = Arc::new(Queue::default());
         QUEUES
@@ -117,7 +117,8 @@ fn faults_from_env() -> Vec<(String, u32)> {
     })
 }
 
-/// `OP=CODE[,OP=CODE…]` (see [`faults_from_env`]), or the entry that does not parse.
+/// The faults of `RASK_SIM_FAULT`'s form, `OP=CODE[,OP=CODE…]` (a CUDA error code by
+/// number or name raised when that op runs), or the entry that does not parse.
 pub fn parse_faults(spec: &str) -> Result<Vec<(String, u32)>, String> {
     spec.split(',')
         .map(str::trim)
