@@ -56,46 +56,50 @@ pub fn gpus() -> Result<Vec<GpuInfo>, DeviceError> {
     // Every CPU of the machine, not only those this process may use: a GPU's CPUs may lie
     // outside this process's set (under taskset or a cpuset).
     let cpus = possible_cpus();
+    readable(n, |i| {
+        let d = nvml
+            .device_by_index(i)
+            .map_err(|e| err("open the device", e))?;
+        let mut peers = Vec::new();
+        for j in 0..n {
+            if j == i {
+                continue;
+            }
+            if let Ok(other) = nvml.device_by_index(j) {
+                if matches!(
+                    d.p2p_status(&other, P2pCapabilitiesIndex::NvLink),
+                    Ok(P2pStatus::Ok)
+                ) {
+                    peers.push(j);
+                }
+            }
+        }
+        let words = cpus.div_ceil(64).max(1);
+        let cpu_affinity = mask_cpus(&d.cpu_affinity(words).unwrap_or_default());
+        Ok(GpuInfo {
+            index: i,
+            name: d.name().map_err(|e| err("read a name", e))?,
+            uuid: d.uuid().map_err(|e| err("read a UUID", e))?,
+            memory_total: d.memory_info().map_err(|e| err("read memory", e))?.total,
+            pci_bus_id: d.pci_info().map_err(|e| err("read the PCI bus", e))?.bus_id,
+            nvlink_peers: peers,
+            cpu_affinity,
+            mig: mig_instances(&d),
+        })
+    })
+}
+
+/// GPUs `0..n` as `read` finds them: one it cannot read is skipped with a warning naming
+/// it and why; an error only when none can be read (naming each and why).
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+fn readable(
+    n: u32,
+    mut read: impl FnMut(u32) -> Result<GpuInfo, DeviceError>,
+) -> Result<Vec<GpuInfo>, DeviceError> {
     let mut out = Vec::new();
     let mut skipped = Vec::new();
     for i in 0..n {
-        let d = match nvml.device_by_index(i) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!("GPU {i}: NVML cannot open it ({e}); no worker for it");
-                skipped.push(format!("GPU {i}: {e}"));
-                continue;
-            }
-        };
-        let info = (|| {
-            let mut peers = Vec::new();
-            for j in 0..n {
-                if j == i {
-                    continue;
-                }
-                if let Ok(other) = nvml.device_by_index(j) {
-                    if matches!(
-                        d.p2p_status(&other, P2pCapabilitiesIndex::NvLink),
-                        Ok(P2pStatus::Ok)
-                    ) {
-                        peers.push(j);
-                    }
-                }
-            }
-            let words = cpus.div_ceil(64).max(1);
-            let cpu_affinity = mask_cpus(&d.cpu_affinity(words).unwrap_or_default());
-            Ok::<_, DeviceError>(GpuInfo {
-                index: i,
-                name: d.name().map_err(|e| err("read a name", e))?,
-                uuid: d.uuid().map_err(|e| err("read a UUID", e))?,
-                memory_total: d.memory_info().map_err(|e| err("read memory", e))?.total,
-                pci_bus_id: d.pci_info().map_err(|e| err("read the PCI bus", e))?.bus_id,
-                nvlink_peers: peers,
-                cpu_affinity,
-                mig: mig_instances(&d),
-            })
-        })();
-        match info {
+        match read(i) {
             Ok(g) => out.push(g),
             Err(e) => {
                 tracing::warn!("GPU {i}: {e}; no worker for it");
@@ -177,6 +181,36 @@ pub fn gpus() -> Result<Vec<GpuInfo>, DeviceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn gpu(index: u32) -> GpuInfo {
+        GpuInfo {
+            index,
+            name: "NVIDIA H200".into(),
+            uuid: format!("GPU-{index}"),
+            memory_total: 141 << 30,
+            pci_bus_id: format!("00000000:{index:02x}:00.0"),
+            nvlink_peers: Vec::new(),
+            cpu_affinity: Vec::new(),
+            mig: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_gpu_that_cannot_be_read_is_skipped_and_none_readable_is_an_error() {
+        let lost = |what: &str| DeviceError::NoGpus(format!("NVML could not {what}: GPU is lost"));
+        let found = readable(4, |i| match i {
+            1 => Err(lost("open the device")),
+            3 => Err(lost("read memory")),
+            i => Ok(gpu(i)),
+        })
+        .unwrap();
+        assert_eq!(found, vec![gpu(0), gpu(2)]);
+        let e = readable(2, |_| Err(lost("open the device"))).unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains("any of the 2 GPUs"), "{m}");
+        assert!(m.contains("GPU 0: ") && m.contains("GPU 1: "), "{m}");
+        assert!(m.contains("GPU is lost"), "{m}");
+    }
 
     #[test]
     fn affinity_masks_and_cpu_lists_name_every_cpu() {
