@@ -1,0 +1,184 @@
+//! The dashboard: pages a person looks at (status, workers, devices, a task's story), the
+//! JSON they are drawn from (`/api/v1/…`), `/health` and Prometheus `/metrics`, served over
+//! HTTP from the scheduler's process.
+//!
+//! It stays cheap for the scheduler, whose event loop matters more than any page: the
+//! cluster is *sampled* — one [`Snapshot`] at most every [`SAMPLE`], shared by every page
+//! and scraper however many are open — and never followed task by task; the task stream
+//! is read by cursor, at most [`STREAM_LIMIT`] entries per request; pages poll and draw a
+//! bounded number of items, so a graph of a million tasks costs a browser what a small
+//! one does. Assets are compiled into the binary: it works offline.
+//!
+//! The scheduler provides the data through a [`Source`]; this crate renders it and knows
+//! nothing of the scheduler's internals.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod metrics;
+mod pages;
+pub mod snapshot;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+
+pub use snapshot::{PrefixRow, Snapshot, StoryEntry, StreamEntry, WorkerRow};
+
+/// A boxed future, as [`Source`]'s methods return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where the dashboard's data come from (the scheduler). Errors are shown as written.
+pub trait Source: Send + Sync + 'static {
+    /// The cluster now.
+    fn snapshot(&self) -> BoxFuture<'_, Result<Snapshot, String>>;
+    /// Task-stream entries after cursor `since`, at most `limit`, oldest first.
+    fn task_stream(
+        &self,
+        since: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StreamEntry>, String>>;
+    /// The transitions of task `key`, oldest first (those the scheduler still keeps).
+    fn story(&self, key: String) -> BoxFuture<'_, Result<Vec<StoryEntry>, String>>;
+}
+
+/// How often the cluster is sampled at most, whatever the number of pages polling.
+pub const SAMPLE: Duration = Duration::from_millis(250);
+
+/// The most task-stream entries one request returns.
+pub const STREAM_LIMIT: usize = 1000;
+
+struct Shared {
+    source: Arc<dyn Source>,
+    every: Duration,
+    last: tokio::sync::Mutex<Option<(Instant, Arc<Snapshot>)>>,
+}
+
+impl Shared {
+    /// The latest sample, taken now if older than the sampling period (one taker at a
+    /// time: the others wait for it and share it).
+    async fn sample(&self) -> Result<Arc<Snapshot>, String> {
+        let mut last = self.last.lock().await;
+        if let Some((at, s)) = &*last {
+            if at.elapsed() < self.every {
+                return Ok(s.clone());
+            }
+        }
+        let s = Arc::new(self.source.snapshot().await?);
+        *last = Some((Instant::now(), s.clone()));
+        Ok(s)
+    }
+}
+
+/// The dashboard's routes over `source`, sampled at most every [`SAMPLE`].
+pub fn router(source: Arc<dyn Source>) -> Router {
+    router_sampled(source, SAMPLE)
+}
+
+/// The dashboard's routes over `source`, sampled at most every `every`.
+pub fn router_sampled(source: Arc<dyn Source>, every: Duration) -> Router {
+    let shared = Arc::new(Shared {
+        source,
+        every,
+        last: tokio::sync::Mutex::new(None),
+    });
+    Router::new()
+        .route("/", get(|| async { Redirect::temporary("/status") }))
+        .route("/status", get(pages::page))
+        .route("/workers", get(pages::page))
+        .route("/devices", get(pages::page))
+        .route("/task", get(pages::page))
+        .route("/assets/dashboard.js", get(pages::script))
+        .route("/assets/dashboard.css", get(pages::style))
+        .route("/health", get(|| async { "ok" }))
+        .route("/metrics", get(metrics_text))
+        .route("/api/v1/status", get(status_json))
+        .route("/api/v1/get_workers", get(workers_json))
+        .route("/api/v1/task_stream", get(stream_json))
+        .route("/api/v1/story", get(story_json))
+        .with_state(shared)
+}
+
+/// Serves the dashboard on `listener` until the runtime stops (or accepting fails).
+pub async fn serve(listener: tokio::net::TcpListener, source: Arc<dyn Source>) {
+    if let Err(e) = axum::serve(listener, router(source)).await {
+        tracing::warn!("the dashboard stopped: {e}");
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Response {
+    match serde_json::to_vec(v) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => unavailable(e.to_string()),
+    }
+}
+
+fn unavailable(why: String) -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, why).into_response()
+}
+
+async fn metrics_text(State(s): State<Arc<Shared>>) -> Response {
+    match s.sample().await {
+        Ok(snap) => (
+            [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+            metrics::scheduler(&snap),
+        )
+            .into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
+async fn status_json(State(s): State<Arc<Shared>>) -> Response {
+    match s.sample().await {
+        Ok(snap) => json(&*snap),
+        Err(e) => unavailable(e),
+    }
+}
+
+async fn workers_json(State(s): State<Arc<Shared>>) -> Response {
+    match s.sample().await {
+        Ok(snap) => json(&snap.workers),
+        Err(e) => unavailable(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct StreamQuery {
+    #[serde(default)]
+    since: u64,
+    limit: Option<usize>,
+}
+
+async fn stream_json(State(s): State<Arc<Shared>>, Query(q): Query<StreamQuery>) -> Response {
+    let limit = q.limit.unwrap_or(STREAM_LIMIT).min(STREAM_LIMIT);
+    match s.source.task_stream(q.since, limit).await {
+        Ok(mut entries) => {
+            entries.truncate(limit);
+            json(&entries)
+        }
+        Err(e) => unavailable(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct StoryQuery {
+    key: String,
+}
+
+async fn story_json(State(s): State<Arc<Shared>>, Query(q): Query<StoryQuery>) -> Response {
+    match s.source.story(q.key).await {
+        Ok(entries) => json(&entries),
+        Err(e) => unavailable(e),
+    }
+}
+
+#[cfg(test)]
+mod tests;

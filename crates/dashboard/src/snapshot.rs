@@ -1,0 +1,124 @@
+//! What the dashboard shows, as plain data: a [`Snapshot`] of the cluster (sampled by the
+//! scheduler, at most once per refresh however many pages are open), task-stream entries
+//! and a task's story. The scheduler fills them; this crate only renders them.
+
+use serde::Serialize;
+
+/// The cluster at one instant.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Snapshot {
+    /// The scheduler's address.
+    pub address: String,
+    /// Rask's version.
+    pub version: String,
+    /// Seconds since the scheduler started.
+    pub uptime_s: f64,
+    /// Clients connected now.
+    pub clients: u64,
+    /// The workers connected now.
+    pub workers: Vec<WorkerRow>,
+    /// Tasks in each state now (`waiting`, `processing`, `memory`, `erred`, …).
+    pub tasks: Vec<(String, u64)>,
+    /// Progress per task prefix.
+    pub prefixes: Vec<PrefixRow>,
+    /// Tasks finished since the scheduler started (for a tasks-per-second line).
+    pub tasks_completed: u64,
+    /// Workers that joined, and that left, since the scheduler started.
+    pub workers_added: u64,
+    /// See [`Snapshot::workers_added`].
+    pub workers_removed: u64,
+}
+
+/// One worker.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct WorkerRow {
+    /// Its name.
+    pub name: String,
+    /// Where it serves data.
+    pub address: String,
+    /// Its host.
+    pub host: String,
+    /// Its device: `host`, `sim:N`, `cuda:N`.
+    pub device: String,
+    /// The device's product name (`NVIDIA H200`, `simulated GPU`), empty for the host.
+    pub device_name: String,
+    /// Executor threads.
+    pub threads: u64,
+    /// Tasks running or queued on it now.
+    pub processing: u64,
+    /// Bytes of values it holds in host memory.
+    pub memory: u64,
+    /// Bytes it spilled to host memory (from a device) and to disk.
+    pub spilled_host: u64,
+    /// See [`WorkerRow::spilled_host`].
+    pub spilled_disk: u64,
+    /// Its memory limit in bytes (0: none).
+    pub memory_limit: u64,
+    /// Device memory in use and its limit (0 and 0 for the host).
+    pub device_memory: u64,
+    /// See [`WorkerRow::device_memory`].
+    pub device_memory_limit: u64,
+    /// GPU utilization in percent, where NVML gives it.
+    pub utilization: Option<f64>,
+    /// How data reaches it (`auto`, `shm`, `tcp`).
+    pub transport: String,
+    /// Bytes it received from peers, by link class (`nvlink`, `pcie`, `shm`, `tcp`, `local`).
+    pub received: Vec<(String, u64)>,
+    /// Seconds since its last heartbeat.
+    pub last_seen_s: f64,
+}
+
+/// Progress of the tasks of one prefix (the op, or the key's name part).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct PrefixRow {
+    /// The prefix.
+    pub prefix: String,
+    /// Tasks of it in each state now.
+    pub waiting: u64,
+    /// See [`PrefixRow::waiting`].
+    pub processing: u64,
+    /// See [`PrefixRow::waiting`].
+    pub memory: u64,
+    /// See [`PrefixRow::waiting`].
+    pub erred: u64,
+    /// Tasks of it released so far (a running total).
+    pub released: u64,
+    /// Seconds its tasks computed, in total.
+    pub compute_s: f64,
+    /// Bytes of its outputs, in total.
+    pub output_bytes: u64,
+}
+
+/// One finished task in the task stream.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct StreamEntry {
+    /// Its position in the stream (increasing; a poller asks for what follows the last).
+    pub cursor: u64,
+    /// The task's key.
+    pub key: String,
+    /// Its prefix.
+    pub prefix: String,
+    /// The worker that ran it.
+    pub worker: String,
+    /// When it started and stopped, in seconds since the scheduler started.
+    pub start_s: f64,
+    /// See [`StreamEntry::start_s`].
+    pub stop_s: f64,
+    /// `compute`, `transfer` or `spill`.
+    pub kind: String,
+}
+
+/// One transition of a task (its story).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct StoryEntry {
+    /// Seconds since the scheduler started.
+    pub at_s: f64,
+    /// The state it left and the one it entered.
+    pub from: String,
+    /// See [`StoryEntry::from`].
+    pub to: String,
+    /// Why (the stimulus: `task-finished`, `worker-lost`, …, or the error of an erred task).
+    pub why: String,
+    /// The worker concerned, if any.
+    pub worker: String,
+}
