@@ -15,6 +15,7 @@ allowed = {
     "rask-array": {"rask-proto"},
     "rask-macros": set(),
     "rask-deploy": set(),
+    "rask-dashboard": set(),  # renders what the scheduler gives it; knows no other crate
     "rask-client": {"rask-proto", "rask-transport", "rask-array"},
     "rask-scheduler": {"rask-proto", "rask-transport", "rask-scheduler-core"},
     "rask-worker": {"rask-proto", "rask-transport", "rask-worker-core", "rask-device", "rask-kernels"},
@@ -22,7 +23,7 @@ allowed = {
     "rask-bench": None,  # the harness: anything
     "rask-testkit": None,
 }
-tokio_ok = {"rask-transport", "rask-scheduler", "rask-worker", "rask-client", "rask-testkit", "rask-bench", "rask"}
+tokio_ok = {"rask-transport", "rask-scheduler", "rask-worker", "rask-client", "rask-dashboard", "rask-testkit", "rask-bench", "rask"}
 gpu_ok = {"rask-device"}
 meta = json.load(sys.stdin)
 bad = []
@@ -41,7 +42,7 @@ for p in meta["packages"]:
             elif allowed[name] is not None and dn not in allowed[name] and kind != "dev":
                 bad.append(f"{name} -> {dn}: not allowed")
         if dn == "tokio" and name not in tokio_ok and kind != "dev":
-            bad.append(f"{name} -> tokio: only transport, scheduler, worker, client, testkit and bench use tokio")
+            bad.append(f"{name} -> tokio: only transport, scheduler, worker, client, dashboard, testkit and bench use tokio")
         if dn in ("cudarc", "nvml-wrapper") and name not in gpu_ok:
             bad.append(f"{name} -> {dn}: only rask-device uses {dn}")
 if bad:
