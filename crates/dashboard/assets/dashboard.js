@@ -194,7 +194,8 @@ function devices(s) {
   const rows = gpus.map((w) => {
     const row = bar([[w.device_memory, "memory", "in use " + bytes(w.device_memory)]],
       Math.max(w.device_memory_limit, 1),
-      w.name + " " + w.device + ": " + bytes(w.device_memory) + " of " + bytes(w.device_memory_limit) +
+      w.name + " " + w.device + (w.device_name ? " (" + w.device_name + ")" : "") + ": " +
+      bytes(w.device_memory) + " of " + bytes(w.device_memory_limit) +
       (w.utilization != null ? ", " + w.utilization.toFixed(0) + " % busy" : ""));
     row.classList.add("device-row");
     row.dataset.worker = w.name;
