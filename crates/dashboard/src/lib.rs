@@ -31,7 +31,7 @@ use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
 
-pub use snapshot::{PrefixRow, Snapshot, StoryEntry, StreamEntry, WorkerRow};
+pub use snapshot::{PrefixRow, Snapshot, StoryEntry, StreamEntry, WorkerRow, WorkerSnapshot};
 
 /// A boxed future, as [`Source`]'s methods return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -111,6 +111,31 @@ pub fn router_sampled(source: Arc<dyn Source>, every: Duration) -> Router {
 pub async fn serve(listener: tokio::net::TcpListener, source: Arc<dyn Source>) {
     if let Err(e) = axum::serve(listener, router(source)).await {
         tracing::warn!("the dashboard stopped: {e}");
+    }
+}
+
+/// A worker's own HTTP server: `/health` and Prometheus `/metrics` from `snapshot`, called
+/// once per scrape (a worker's numbers are its own, cheap to read).
+pub async fn serve_worker(
+    listener: tokio::net::TcpListener,
+    snapshot: Arc<dyn Fn() -> WorkerSnapshot + Send + Sync>,
+) {
+    let app = Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let snapshot = snapshot.clone();
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+                        metrics::worker(&snapshot()),
+                    )
+                }
+            }),
+        );
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::warn!("the worker's HTTP server stopped: {e}");
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use crate::snapshot::{Snapshot, WorkerRow};
+use crate::snapshot::{Snapshot, WorkerRow, WorkerSnapshot};
 
 /// The content type of the text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -227,6 +227,81 @@ fn workers(t: &mut Text, ws: &[WorkerRow]) {
     );
 }
 
+/// A worker's own metrics (its `/metrics`).
+pub fn worker(w: &WorkerSnapshot) -> String {
+    let mut t = Text(String::new());
+    t.one(
+        "dask_worker_threads",
+        "gauge",
+        "Executor threads.",
+        w.threads as f64,
+    );
+    t.family(
+        "dask_worker_tasks",
+        "gauge",
+        "Tasks on this worker, by state.",
+        w.tasks
+            .iter()
+            .map(|(st, n)| (vec![("state", st.clone())], *n as f64))
+            .collect(),
+    );
+    let spilled: u64 = w
+        .spilled
+        .iter()
+        .filter(|(d, _)| d.ends_with("disk"))
+        .map(|(_, n)| n)
+        .sum();
+    t.family(
+        "dask_worker_memory_bytes",
+        "gauge",
+        "Memory: values held (managed), the rest of the process (unmanaged), spilled to disk.",
+        [
+            ("managed", w.managed),
+            ("unmanaged", w.unmanaged),
+            ("spilled", spilled),
+        ]
+        .map(|(k, v)| (vec![("type", k.to_string())], v as f64))
+        .into(),
+    );
+    t.family(
+        "rask_worker_spilled_bytes_total",
+        "counter",
+        "Bytes moved between tiers, by direction (device->host, host->disk, and back).",
+        w.spilled
+            .iter()
+            .map(|(d, n)| (vec![("direction", d.clone())], *n as f64))
+            .collect(),
+    );
+    let device = if w.device == "host" {
+        Vec::new()
+    } else {
+        [("used", w.device_memory), ("limit", w.device_memory_limit)]
+            .map(|(k, v)| {
+                (
+                    vec![("device", w.device.clone()), ("type", k.to_string())],
+                    v as f64,
+                )
+            })
+            .into()
+    };
+    t.family(
+        "rask_device_memory_bytes",
+        "gauge",
+        "Device memory of this worker's GPU (CUDA or simulated): in use and its limit.",
+        device,
+    );
+    t.family(
+        "rask_worker_received_bytes_total",
+        "counter",
+        "Bytes received from peers, by link class (nvlink, pcie, shm, tcp, local).",
+        w.received
+            .iter()
+            .map(|(l, n)| (vec![("link", l.clone())], *n as f64))
+            .collect(),
+    );
+    t.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,6 +369,39 @@ mod tests {
             let name = l.split(['{', ' ']).next().unwrap();
             assert!(m.contains(&format!("# TYPE {name} ")), "{name}");
         }
+    }
+
+    #[test]
+    fn a_worker_speaks_dasks_names_too() {
+        let w = WorkerSnapshot {
+            name: "w".into(),
+            threads: 4,
+            tasks: vec![("executing".into(), 2), ("memory".into(), 9)],
+            managed: 100,
+            unmanaged: 50,
+            spilled: vec![("device->host".into(), 30), ("host->disk".into(), 20)],
+            device: "cuda:0".into(),
+            device_memory: 5,
+            device_memory_limit: 8,
+            received: vec![("nvlink".into(), 64)],
+        };
+        let m = worker(&w);
+        for line in [
+            "dask_worker_threads 4",
+            "dask_worker_tasks{state=\"executing\"} 2",
+            "dask_worker_memory_bytes{type=\"managed\"} 100",
+            "dask_worker_memory_bytes{type=\"spilled\"} 20",
+            "rask_worker_spilled_bytes_total{direction=\"device->host\"} 30",
+            "rask_device_memory_bytes{device=\"cuda:0\",type=\"used\"} 5",
+            "rask_worker_received_bytes_total{link=\"nvlink\"} 64",
+        ] {
+            assert!(m.lines().any(|l| l == line), "no {line:?} in\n{m}");
+        }
+        let host = worker(&WorkerSnapshot {
+            device: "host".into(),
+            ..w
+        });
+        assert!(!host.contains("rask_device_memory_bytes{"), "{host}");
     }
 
     #[test]

@@ -122,3 +122,28 @@ pub struct StoryEntry {
     /// The worker concerned, if any.
     pub worker: String,
 }
+
+/// One worker, as its own `/metrics` tells it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct WorkerSnapshot {
+    /// Its name.
+    pub name: String,
+    /// Executor threads.
+    pub threads: u64,
+    /// Its tasks by state (`executing`, `ready`, `fetching`, `memory`, …).
+    pub tasks: Vec<(String, u64)>,
+    /// Bytes of values it holds in host memory (Dask's "managed").
+    pub managed: u64,
+    /// Its process's memory beyond that (Dask's "unmanaged").
+    pub unmanaged: u64,
+    /// Bytes spilled, by direction (`device->host`, `host->disk`, `disk->device`, …).
+    pub spilled: Vec<(String, u64)>,
+    /// Its device (`host`, `sim:N`, `cuda:N`), device memory in use and the limit.
+    pub device: String,
+    /// See [`WorkerSnapshot::device`].
+    pub device_memory: u64,
+    /// See [`WorkerSnapshot::device`].
+    pub device_memory_limit: u64,
+    /// Bytes received from peers, by link class.
+    pub received: Vec<(String, u64)>,
+}
