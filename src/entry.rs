@@ -41,7 +41,10 @@ pub fn worker_entry() {
     let parsed: Entry =
         clap::Parser::parse_from(std::iter::once(std::ffi::OsString::from(name)).chain(args));
     // A worker started by a cluster manager (`--quiet`) says only what goes wrong.
-    crate::cli::init_logging(if parsed.worker.quiet { "warn" } else { "info" });
+    crate::cli::init_logging(
+        if parsed.worker.quiet { "warn" } else { "info" },
+        parsed.worker.log_format,
+    );
     let code = match crate::cli::run_worker(parsed.worker, Registry::program()) {
         Ok(()) => 0,
         Err(e) => {

@@ -136,6 +136,10 @@ pub struct CudaWorkerArgs {
     /// Restarts allowed per worker before giving up on it.
     #[arg(long, default_value_t = 5)]
     pub max_restarts: u32,
+    /// How log lines are written, by this program and its workers: text (as Dask's) or
+    /// json (one object per line).
+    #[arg(long, value_enum, default_value_t)]
+    pub log_format: crate::cli::LogFormat,
 }
 
 /// A memory limit as given on the command line: bytes (`30GiB`), a plain number up to 1
@@ -222,8 +226,9 @@ fn plans_of(
         let (n, memory) = SimGpus::parse_spec(spec).map_err(LaunchError::BadOption)?;
         let topology = Topology::parse(&a.nvlink, n).map_err(LaunchError::BadOption)?;
         let plans = sim_plans(a, n, memory, &topology, host)?;
-        crate::errln!(
-            "rask.cuda-worker - INFO - {n} simulated GPUs, {:.2} GiB each, NVLink: {}",
+        tracing::info!(
+            target: "rask.cuda-worker",
+            "{n} simulated GPUs, {:.2} GiB each, NVLink: {}",
             a.device_memory_limit.map_or(memory, |l| l.of(memory)) as f64 / (1u64 << 30) as f64,
             topology.label()
         );
@@ -234,8 +239,9 @@ fn plans_of(
     let plans = gpu_plans(a, &targets, host)?;
     for (t, p) in targets.iter().zip(&plans) {
         let g = &t.gpu;
-        crate::errln!(
-            "rask.cuda-worker - INFO - GPU {}{}: {} ({}, {:.2} GiB, PCI {}, CPUs {})",
+        tracing::info!(
+            target: "rask.cuda-worker",
+            "GPU {}{}: {} ({}, {:.2} GiB, PCI {}, CPUs {})",
             g.index,
             t.mig
                 .as_ref()
@@ -251,8 +257,9 @@ fn plans_of(
         );
     }
     if targets.iter().any(|t| !t.ipc()) {
-        crate::errln!(
-            "rask.cuda-worker - INFO - MIG instances: their workers use --transport tcp \
+        tracing::info!(
+            target: "rask.cuda-worker",
+            "MIG instances: their workers use --transport tcp \
              (CUDA IPC and peer access are not supported between MIG instances); \
              their values go through the host"
         );
@@ -378,6 +385,9 @@ impl Common {
         }
         if let Some(f) = &a.auth_file {
             args.extend(["--auth-file".into(), f.clone().into_os_string()]);
+        }
+        if a.log_format != crate::cli::LogFormat::default() {
+            args.extend(["--log-format".into(), a.log_format.to_string().into()]);
         }
         args.extend(
             crate::cli::device_args(device, nvlink)

@@ -22,6 +22,7 @@ mod cluster_error;
 pub mod config;
 mod entry;
 pub mod gpu_process;
+mod progress;
 pub mod slurm;
 pub mod ssh;
 pub mod supervise;
@@ -49,6 +50,7 @@ pub use rask_proto::Value;
 pub use rask_transport::Secret;
 
 pub use entry::{is_worker_entry_called, worker_entry, WORKER_ENTRY_ARG};
+pub use progress::progress;
 
 /// The environment variable naming a running scheduler for [`Client::new`].
 pub const SCHEDULER_ENV: &str = "RASK_SCHEDULER_ADDRESS";

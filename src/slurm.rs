@@ -456,7 +456,7 @@ impl SlurmRunner {
             reason,
         };
         if rank != Rank::Client {
-            crate::cli::init_logging("warn");
+            crate::cli::init_logging("warn", crate::cli::LogFormat::Text);
         }
         match rank {
             Rank::Scheduler => {

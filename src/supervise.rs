@@ -23,6 +23,26 @@ pub struct Launch {
     pub cpus: Vec<usize>,
 }
 
+/// Which program supervises: its messages are logged under its name (`rask.worker`,
+/// `rask.cuda-worker`), as its start-up lines are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Supervisor {
+    /// `rask worker --nworkers N`.
+    Worker,
+    /// `cuda-worker`.
+    CudaWorker,
+}
+
+/// Logs at `$level` under the target of `$who`, a [`Supervisor`].
+macro_rules! said {
+    ($who:expr, $level:ident, $($t:tt)*) => {
+        match $who {
+            Supervisor::Worker => tracing::$level!(target: "rask.worker", $($t)*),
+            Supervisor::CudaWorker => tracing::$level!(target: "rask.cuda-worker", $($t)*),
+        }
+    };
+}
+
 /// How long stopped workers may take to leave before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -58,9 +78,9 @@ fn stop_with_supervisor(cmd: &mut std::process::Command) {
 
 /// Runs `program` once per launch and supervises them until SIGTERM or SIGINT, or until
 /// every worker has been given up on (after `max_restarts` restarts each). `who` names
-/// the supervisor in its messages (`rask.worker`, `rask.cuda-worker`).
+/// the supervisor in its messages.
 pub fn run(
-    who: &str,
+    who: Supervisor,
     program: PathBuf,
     launches: Vec<Launch>,
     max_restarts: u32,
@@ -100,7 +120,7 @@ pub fn run(
                 .into());
                 break;
             }
-            crate::errln!("{who} - INFO - started the worker of {}", l.label);
+            said!(who, info, "started the worker of {}", l.label);
         }
         while outcome.is_ok() {
             tokio::select! {
@@ -112,7 +132,7 @@ pub fn run(
                     // One that finished cleanly was closed by its scheduler (retired, the
                     // cluster shut down): it is not started again.
                     if status.as_ref().is_ok_and(|s| s.success()) {
-                        crate::errln!("{who} - INFO - the worker of {label} finished");
+                        said!(who, info, "the worker of {label} finished");
                         if pids.is_empty() {
                             return Ok(ExitCode::SUCCESS);
                         }
@@ -120,16 +140,16 @@ pub fn run(
                     }
                     let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
                     if restarts[i] >= max_restarts {
-                        crate::errln!("{who} - ERROR - the worker of {label} exited ({status}) after {} restarts; giving up on it", restarts[i]);
+                        said!(who, error, "the worker of {label} exited ({status}) after {} restarts; giving up on it", restarts[i]);
                         if pids.is_empty() {
                             return Ok(ExitCode::FAILURE);
                         }
                         continue;
                     }
                     restarts[i] += 1;
-                    crate::errln!("{who} - WARNING - the worker of {label} exited ({status}); restarting it");
+                    said!(who, warn, "the worker of {label} exited ({status}); restarting it");
                     if let Err(e) = spawn(i, &mut pids) {
-                        crate::errln!("{who} - ERROR - cannot restart the worker of {label}: {e}; giving up on it");
+                        said!(who, error, "cannot restart the worker of {label}: {e}; giving up on it");
                         if pids.is_empty() {
                             return Ok(ExitCode::FAILURE);
                         }
@@ -137,7 +157,7 @@ pub fn run(
                 }
             }
         }
-        crate::errln!("{who} - INFO - stopping {} workers", pids.len());
+        said!(who, info, "stopping {} workers", pids.len());
         let signal_all = |pids: &HashMap<usize, u32>, sig| {
             for pid in pids.values() {
                 if let Some(p) = rustix::process::Pid::from_raw(*pid as i32) {

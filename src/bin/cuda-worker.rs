@@ -37,7 +37,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match run(CudaWorkerArgs::parse_from(argv)) {
+    let args = CudaWorkerArgs::parse_from(argv);
+    rask::cli::init_logging("info", args.log_format);
+    match run(args) {
         Ok(code) => code,
         Err(e) => {
             rask::errln!("cuda-worker: {e:#}");
@@ -64,6 +66,11 @@ fn rask_binary() -> Result<PathBuf> {
 fn run(a: CudaWorkerArgs) -> Result<ExitCode> {
     let plans = plans(&a, &Host::this())?;
     let bin = rask_binary()?;
-    rask::supervise::run("rask.cuda-worker", bin, plans, a.max_restarts)
-        .map_err(|e| anyhow::anyhow!("{e}"))
+    rask::supervise::run(
+        rask::supervise::Supervisor::CudaWorker,
+        bin,
+        plans,
+        a.max_restarts,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))
 }

@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
+use rask::cli::LogFormat;
 use rask::{Arg, Client, LocalCluster, Registry};
 
 #[derive(Parser)]
@@ -38,6 +39,9 @@ enum Cmd {
         /// Side of the random square array of the array part (chunks are a quarter of it).
         #[arg(long, default_value_t = 2048)]
         array_size: u64,
+        /// How log lines are written: text (as Dask's) or json (one object per line).
+        #[arg(long, value_enum, default_value_t)]
+        log_format: LogFormat,
     },
     /// Print this build's version, op registry and host (its GPUs and their MIG
     /// instances); with --scheduler, also that scheduler's workers and their devices.
@@ -79,6 +83,9 @@ enum Cmd {
         /// Options of each `rask worker`, split at spaces (default: --host 0.0.0.0).
         #[arg(long, allow_hyphen_values = true)]
         worker_options: Option<String>,
+        /// How log lines are written: text (as Dask's) or json (one object per line).
+        #[arg(long, value_enum, default_value_t)]
+        log_format: LogFormat,
     },
     /// Workers as Slurm jobs (like dask-jobqueue's SLURMCluster): the scheduler runs
     /// here, each job runs `rask worker` processes that join it; Ctrl-C (or SIGTERM)
@@ -124,6 +131,9 @@ enum Cmd {
         /// Submit to PBS (PBS Pro, OpenPBS, Torque: qsub, qdel, #PBS) instead of Slurm.
         #[arg(long)]
         pbs: bool,
+        /// How log lines are written: text (as Dask's) or json (one object per line).
+        #[arg(long, value_enum, default_value_t)]
+        log_format: LogFormat,
     },
     /// Print the effective configuration: every option of `rask scheduler`, `rask
     /// worker` and `cuda-worker`, its value, and whether it came from a file, the
@@ -196,6 +206,21 @@ fn configured_args() -> Result<Vec<std::ffi::OsString>> {
     .map_err(anyhow::Error::msg)
 }
 
+impl Cmd {
+    /// How its logs are written: `--log-format` of a command that runs a scheduler or
+    /// workers (the others log little, as text).
+    fn log_format(&self) -> LogFormat {
+        match self {
+            Cmd::Scheduler(a) => a.log_format,
+            Cmd::Worker(a) => a.log_format,
+            Cmd::Demo { log_format, .. }
+            | Cmd::Ssh { log_format, .. }
+            | Cmd::Slurm { log_format, .. } => *log_format,
+            Cmd::Info { .. } | Cmd::Config | Cmd::K8s { .. } => LogFormat::Text,
+        }
+    }
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse_from(configured_args()?);
     // The demo's cluster runs in this process: keep its logs quiet unless asked.
@@ -204,7 +229,7 @@ fn main() -> Result<()> {
     } else {
         "info"
     };
-    rask::cli::init_logging(default_level);
+    rask::cli::init_logging(default_level, cli.cmd.log_format());
     match cli.cmd {
         Cmd::Scheduler(args) => rask::cli::run_scheduler(args).map_err(|e| anyhow::anyhow!("{e}")),
         Cmd::Worker(args) => {
@@ -215,6 +240,7 @@ fn main() -> Result<()> {
             processes,
             n,
             array_size,
+            ..
         } => demo(workers, processes, n, array_size),
         Cmd::K8s {
             cmd:
@@ -256,6 +282,7 @@ fn main() -> Result<()> {
             remote_rask,
             scheduler_options,
             worker_options,
+            ..
         } => {
             let words = |s: Option<String>| -> Vec<String> {
                 s.map(|s| s.split_whitespace().map(String::from).collect())
@@ -297,7 +324,7 @@ fn main() -> Result<()> {
                     }
                 }
             });
-            rask::errln!("rask.ssh - INFO - stopping the cluster");
+            tracing::info!(target: "rask.ssh", "stopping the cluster");
             cluster.close();
             match ended {
                 Some((what, why)) => bail!("{what} ended: {why}"),
@@ -318,6 +345,7 @@ fn main() -> Result<()> {
             scheduler_host,
             print_script,
             pbs,
+            ..
         } => {
             let mut job = rask::slurm::SlurmJob::new("", cores, memory);
             job.name = "rask-worker".into();
@@ -358,7 +386,7 @@ fn main() -> Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(rask::cli::shutdown_signal());
-            rask::errln!("rask.slurm - INFO - cancelling jobs {:?}", cluster.jobs());
+            tracing::info!(target: "rask.slurm", "cancelling jobs {:?}", cluster.jobs());
             cluster.close()?;
             Ok(())
         }

@@ -3,6 +3,7 @@
 //! `rask::cli::worker_main(my_registry())`), and what every command uses: output lines,
 //! device and resource options, the secret, logging, signals.
 //!
+//! - `logging`: the level, the format (`--log-format text|json`), no colour in files.
 //! - `scheduler`: its options and running it.
 //! - `worker_args`: the worker's options and the rules that read them.
 //! - `worker`: running one worker or several, joining and joining again, programs'
@@ -14,10 +15,12 @@ use std::io::Write;
 use rask_proto::msg::Resource;
 pub use rask_worker::WorkerDevice;
 
+mod logging;
 mod scheduler;
 mod worker;
 mod worker_args;
 
+pub use logging::{init_logging, LogFormat};
 pub use scheduler::{run_scheduler, run_scheduler_until_shutdown, SchedulerArgs};
 pub use worker::{program_launcher, read_scheduler_file, run_worker, worker_main};
 pub use worker_args::{nworkers, staggered_lifetime, WorkerArgs};
@@ -35,8 +38,9 @@ pub fn out_line(args: std::fmt::Arguments<'_>) {
     }
 }
 
-/// Writes a line to stderr (start-up banners); a closed stderr is not a reason to stop
-/// a scheduler or a worker.
+/// Writes a line to stderr (a command's error when logging is not set up, lines relayed
+/// from other processes); a closed stderr is not a reason to stop a scheduler or a
+/// worker. Start-up lines are log events instead (see [`init_logging`]).
 pub fn err_line(args: std::fmt::Arguments<'_>) {
     let _ = writeln!(std::io::stderr().lock(), "{args}");
 }
@@ -47,7 +51,7 @@ macro_rules! outln {
     ($($t:tt)*) => { $crate::cli::out_line(format_args!($($t)*)) };
 }
 
-/// `eprintln!` for banners: see [`err_line`].
+/// `eprintln!` that never panics: see [`err_line`].
 #[macro_export]
 macro_rules! errln {
     ($($t:tt)*) => { $crate::cli::err_line(format_args!($($t)*)) };
@@ -150,21 +154,6 @@ pub fn parse_resources(specs: &[String]) -> Result<Vec<Resource>, String> {
             })
         })
         .collect()
-}
-
-/// Logs to stderr at `default` level unless `RUST_LOG` (or `RASK_LOG`) says otherwise;
-/// colour only on a terminal (a log file gets plain text). Does nothing if the program
-/// already set up logging.
-pub fn init_logging(default: &str) {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("RASK_LOG"))
-                .unwrap_or_else(|_| default.into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -50,6 +50,9 @@ pub struct SchedulerArgs {
     /// $RASK_AUTH_SECRET; none means no authentication).
     #[arg(long)]
     pub auth_file: Option<std::path::PathBuf>,
+    /// How log lines are written: text (as Dask's) or json (one object per line).
+    #[arg(long, value_enum, default_value_t)]
+    pub log_format: super::LogFormat,
 }
 
 /// Runs a scheduler until SIGTERM or SIGINT, or until a client shuts the cluster down.
@@ -96,14 +99,16 @@ pub fn run_scheduler(a: SchedulerArgs) -> Result<(), Box<dyn Error>> {
             a.contact_address.as_deref(),
             None,
         )?;
-        crate::errln!("rask.scheduler - INFO - -----------------------------------------------");
-        crate::errln!(
-            "rask.scheduler - INFO - Rask version {}",
+        let rule = "-----------------------------------------------";
+        tracing::info!(target: "rask.scheduler", "{rule}");
+        tracing::info!(
+            target: "rask.scheduler",
+            "Rask version {}",
             rask_proto::RASK_VERSION
         );
-        crate::errln!("rask.scheduler - INFO -   Scheduler at: {addr}");
-        crate::errln!("rask.scheduler - INFO - Authentication: {auth}");
-        crate::errln!("rask.scheduler - INFO - -----------------------------------------------");
+        tracing::info!(target: "rask.scheduler", "  Scheduler at: {addr}");
+        tracing::info!(target: "rask.scheduler", "Authentication: {auth}");
+        tracing::info!(target: "rask.scheduler", "{rule}");
         if let Some(f) = &a.scheduler_file {
             // Whole or not at all: workers may be waiting to read it.
             let tmp = f.with_extension("partial");

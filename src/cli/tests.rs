@@ -146,6 +146,8 @@ fn worker_options_given_again_parse_to_the_same_options() {
         "3",
         "--peer-timeout",
         "4",
+        "--log-format",
+        "json",
         "--no-programs",
         "--quiet",
     ];
@@ -154,6 +156,7 @@ fn worker_options_given_again_parse_to_the_same_options() {
         a.memory_limit,
         rask_proto::units::MemoryLimit::Bytes(4 << 30)
     );
+    assert_eq!(a.log_format, super::LogFormat::Json);
     let again = a.to_args();
     let b = parse(
         &again

@@ -164,7 +164,7 @@ fn supervise_workers(
             }
         })
         .collect();
-    match crate::supervise::run("rask.worker", program, launches, 5)? {
+    match crate::supervise::run(crate::supervise::Supervisor::Worker, program, launches, 5)? {
         std::process::ExitCode::SUCCESS => Ok(()),
         _ => Err("every worker was given up on".into()),
     }
@@ -257,28 +257,32 @@ fn run_one_worker(
         };
         let shm = w.shm_addr().map(str::to_string);
         if !quiet {
-            crate::errln!(
-                "rask.worker - INFO -       Start worker at: {}",
+            tracing::info!(
+                target: "rask.worker",
+                "      Start worker at: {}",
                 w.listen_addr()
             );
-            crate::errln!("rask.worker - INFO -          Worker name: {name}");
-            crate::errln!("rask.worker - INFO - -------------------------------------------------");
-            crate::errln!("rask.worker - INFO -               Threads: {nthreads}");
-            crate::errln!(
-                "rask.worker - INFO -                Memory: {:.2} GiB",
+            tracing::info!(target: "rask.worker", "         Worker name: {name}");
+            tracing::info!(target: "rask.worker", "-------------------------------------------------");
+            tracing::info!(target: "rask.worker", "              Threads: {nthreads}");
+            tracing::info!(
+                target: "rask.worker",
+                "               Memory: {:.2} GiB",
                 memory as f64 / (1u64 << 30) as f64
             );
-            crate::errln!("rask.worker - INFO -                Device: {device}");
-            crate::errln!("rask.worker - INFO -                   Ops: {ops}");
-            crate::errln!(
-                "rask.worker - INFO -             Transport: {transport} (tcp{})",
+            tracing::info!(target: "rask.worker", "               Device: {device}");
+            tracing::info!(target: "rask.worker", "                  Ops: {ops}");
+            tracing::info!(
+                target: "rask.worker",
+                "            Transport: {transport} (tcp{})",
                 match &shm {
                     Some(a) => format!(", shm at {a}"),
                     None => String::new(),
                 }
             );
-            crate::errln!(
-                "rask.worker - INFO -        Authentication: {}",
+            tracing::info!(
+                target: "rask.worker",
+                "       Authentication: {}",
                 if authenticated {
                     "shared secret (HMAC-SHA256)"
                 } else {
@@ -290,16 +294,18 @@ fn run_one_worker(
                     .iter()
                     .map(|r| format!("{}={}", r.name, r.amount))
                     .collect();
-                crate::errln!(
-                    "rask.worker - INFO -             Resources: {}",
+                tracing::info!(
+                    target: "rask.worker",
+                    "            Resources: {}",
                     r.join(", ")
                 );
             }
-            crate::errln!(
-                "rask.worker - INFO -         Registered to: worker id {}",
+            tracing::info!(
+                target: "rask.worker",
+                "        Registered to: worker id {}",
                 w.id()
             );
-            crate::errln!("rask.worker - INFO - -------------------------------------------------");
+            tracing::info!(target: "rask.worker", "-------------------------------------------------");
         }
         let outcome = if supervised {
             w.run(async {

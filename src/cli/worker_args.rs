@@ -98,6 +98,9 @@ pub struct WorkerArgs {
     /// itself, and stops when its standard input closes (its supervisor went away).
     #[arg(long, hide = true)]
     pub supervised: bool,
+    /// How log lines are written: text (as Dask's) or json (one object per line).
+    #[arg(long, value_enum, default_value_t)]
+    pub log_format: super::LogFormat,
 }
 
 impl WorkerArgs {
@@ -129,6 +132,7 @@ impl WorkerArgs {
             peer_timeout: rask_transport::DEFAULT_PEER_TIMEOUT.as_secs_f64(),
             no_programs: false,
             supervised: false,
+            log_format: super::LogFormat::default(),
         }
     }
 
@@ -201,6 +205,9 @@ impl WorkerArgs {
         }
         if self.peer_timeout != d.peer_timeout {
             push("--peer-timeout", self.peer_timeout.to_string());
+        }
+        if self.log_format != d.log_format {
+            push("--log-format", self.log_format.to_string());
         }
         let mut flags = Vec::new();
         if self.quiet {

@@ -129,6 +129,8 @@ fn explicit_options_reach_every_worker() {
         "node7.example",
         "--death-timeout",
         "120",
+        "--log-format",
+        "json",
     ]);
     let plans = gpu_plans(&a, &all(gpus()), &host()).unwrap();
     let tail = |name: &'static str, peer: &'static str| {
@@ -155,6 +157,8 @@ fn explicit_options_reach_every_worker() {
             "120",
             "--auth-file",
             "/etc/rask/secret",
+            "--log-format",
+            "json",
             "--device-memory-limit",
             "32212254720",
             "--device",
