@@ -109,7 +109,18 @@ pub fn router_sampled(source: Arc<dyn Source>, every: Duration) -> Router {
 
 /// Serves the dashboard on `listener` until the runtime stops (or accepting fails).
 pub async fn serve(listener: tokio::net::TcpListener, source: Arc<dyn Source>) {
-    if let Err(e) = axum::serve(listener, router(source)).await {
+    serve_until(listener, source, std::future::pending()).await
+}
+
+/// Serves the dashboard on `listener` until `stop` completes (connections in progress
+/// finish first).
+pub async fn serve_until(
+    listener: tokio::net::TcpListener,
+    source: Arc<dyn Source>,
+    stop: impl Future<Output = ()> + Send + 'static,
+) {
+    let served = axum::serve(listener, router(source)).with_graceful_shutdown(stop);
+    if let Err(e) = served.await {
         tracing::warn!("the dashboard stopped: {e}");
     }
 }
