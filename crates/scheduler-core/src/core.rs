@@ -10,6 +10,7 @@ use crate::api::Action;
 use crate::api::CoreConfig;
 use crate::api::CoreInfo;
 use crate::api::WorkerInfo;
+use crate::observe::{key_prefix, Counters, PrefixInfo, StreamEntry, TaskStream};
 use crate::slab::Slab;
 use crate::state::state_index;
 use crate::state::OpStat;
@@ -55,12 +56,27 @@ pub struct SchedulerCore {
     /// Something a retirement waits on may have changed since retirements were last
     /// advanced. Invariant: unset between stimuli.
     pub(crate) retire_dirty: bool,
+    /// Per task prefix: counts by state, compute time, output bytes. Invariant: each
+    /// `current` equals the number of stored tasks of that prefix in that state.
+    pub(crate) prefixes: Vec<PrefixInfo>,
+    /// Prefix names interned; at most `cfg.max_prefixes` from keys, op names beyond.
+    pub(crate) prefix_ids: FxHashMap<Arc<str>, u32>,
+    /// The last finished tasks, for the task stream.
+    pub(crate) stream: TaskStream,
+    pub(crate) counters: Counters,
+    /// The caller's clock, as last set (microseconds).
+    pub(crate) now_us: u64,
+    /// What the current stimulus is, for the transition log.
+    pub(crate) why: &'static str,
+    /// The worker the current stimulus came from, if any.
+    pub(crate) stim_worker: Option<WorkerId>,
 }
 
 impl SchedulerCore {
     /// An empty scheduler.
     pub fn new(cfg: CoreConfig) -> Self {
         let log = TransitionLog::new(cfg.log_capacity);
+        let stream = TaskStream::new(cfg.stream_capacity);
         SchedulerCore {
             cfg,
             tasks: Slab::default(),
@@ -84,7 +100,21 @@ impl SchedulerCore {
             replicas: FxHashMap::default(),
             retirements: Vec::new(),
             retire_dirty: false,
+            prefixes: Vec::new(),
+            prefix_ids: FxHashMap::default(),
+            stream,
+            counters: Counters::default(),
+            now_us: 0,
+            why: "",
+            stim_worker: None,
         }
+    }
+
+    /// Sets the clock that transitions and the task stream are stamped with (the core
+    /// reads no clock itself); call it before handling inputs. The server gives
+    /// microseconds since the Unix epoch.
+    pub fn set_now(&mut self, now_us: u64) {
+        self.now_us = now_us;
     }
 
     /// Restricts submitted graphs to these ops (the workers' registry), or lifts the
@@ -103,8 +133,12 @@ impl SchedulerCore {
         self.stimulus
     }
 
-    pub(crate) fn begin(&mut self) {
+    /// Starts handling an input: `why` names it in the transition log, `worker` is the
+    /// worker it came from.
+    pub(crate) fn begin(&mut self, why: &'static str, worker: Option<WorkerId>) {
         self.stimulus = StimulusId(self.stimulus.0 + 1);
+        self.why = why;
+        self.stim_worker = worker;
     }
 
     /// The task with this key, if known.
@@ -131,10 +165,22 @@ impl SchedulerCore {
             .map_or_else(Vec::new, |t| t.who_has.to_vec())
     }
 
-    /// The recorded transitions of a key, oldest first.
+    /// The recorded transitions of a key, oldest first: all the bounded log still holds,
+    /// also of a task since forgotten.
     pub fn story(&self, key: &str) -> Vec<Transition> {
-        self.task_id(key)
-            .map_or_else(Vec::new, |t| self.log.story(t))
+        self.log.story(key)
+    }
+
+    /// Up to `limit` finished tasks after the cursor `since` (a [`StreamEntry::seq`]; 0
+    /// for all still held), oldest first.
+    pub fn task_stream(&self, since: u64, limit: usize) -> Vec<StreamEntry> {
+        self.stream.since(since, limit)
+    }
+
+    /// The task stream's last entry number (0 before the first): the cursor for entries
+    /// from now on.
+    pub fn task_stream_last(&self) -> u64 {
+        self.stream.last_seq()
     }
 
     /// Number of tasks known (not forgotten).
@@ -168,7 +214,30 @@ impl SchedulerCore {
                 .collect(),
             workers,
             clients: self.clients.len() as u32,
+            prefixes: self.prefixes.clone(),
+            counters: self.counters,
+            stream_last: self.stream.last_seq(),
         }
+    }
+
+    /// The prefix of a new task with this key and op (see
+    /// [`key_prefix`](crate::key_prefix)), interned.
+    pub(crate) fn prefix_id(&mut self, key: &str, op: u32) -> u32 {
+        let from_key = key_prefix(key).filter(|p| {
+            self.prefix_ids.contains_key(*p) || self.prefix_ids.len() < self.cfg.max_prefixes
+        });
+        let name = from_key.unwrap_or(&self.ops[op as usize].name);
+        if let Some(&id) = self.prefix_ids.get(name) {
+            return id;
+        }
+        let id = self.prefixes.len() as u32;
+        let name: Arc<str> = name.into();
+        self.prefixes.push(PrefixInfo {
+            name: name.clone(),
+            ..Default::default()
+        });
+        self.prefix_ids.insert(name, id);
+        id
     }
 
     pub(crate) fn op_id(&mut self, name: &str) -> u32 {

@@ -43,6 +43,7 @@ mod api;
 mod core;
 mod few;
 mod graph;
+mod observe;
 mod placement;
 mod retire;
 mod slab;
@@ -58,6 +59,7 @@ pub use crate::api::{
     Action, CoreConfig, CoreInfo, GraphError, NewTask, TaskFailure, WorkerInfo, WorkerSpec,
 };
 pub use crate::core::SchedulerCore;
+pub use crate::observe::{key_prefix, Counters, PrefixInfo, StreamEntry, StreamKind, TaskStream};
 pub use crate::story::{Transition, TransitionLog};
 
 /// A task's state.

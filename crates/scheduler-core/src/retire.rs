@@ -36,7 +36,7 @@ impl SchedulerCore {
     /// ignored). When each has closed, been refused or died, [`Action::Retired`] tells
     /// the client (`req` echoed) which of them retired.
     pub fn on_retire_workers(&mut self, client: ClientId, req: u64, workers: &[WorkerId]) {
-        self.begin();
+        self.begin("retire-workers", None);
         self.start_retirement(Some((client, req)), workers);
     }
 
@@ -45,7 +45,7 @@ impl SchedulerCore {
     /// its data it is closed all the same, and what only it held is recomputed where
     /// needed.
     pub fn on_close_gracefully(&mut self, worker: WorkerId) {
-        self.begin();
+        self.begin("close-gracefully", Some(worker));
         self.start_retirement(None, &[worker]);
     }
 
@@ -53,7 +53,7 @@ impl SchedulerCore {
     /// [`Action::AcquireReplica`] asked; reports of copies no longer wanted are ignored
     /// (the worker was told to drop them).
     pub fn on_replicas_acquired(&mut self, worker: WorkerId, tasks: &[TaskId]) {
-        self.begin();
+        self.begin("replicas-acquired", Some(worker));
         for t in tasks {
             if self.replicas.get(t) != Some(&worker) {
                 continue;
@@ -82,7 +82,7 @@ impl SchedulerCore {
     /// value no one holds any more is recomputed if needed. The retirement then looks
     /// for another copy.
     pub fn on_replica_missing(&mut self, worker: WorkerId, t: TaskId, holder: WorkerId) {
-        self.begin();
+        self.begin("replica-missing", Some(worker));
         if self.replicas.get(&t) != Some(&worker) {
             return;
         }

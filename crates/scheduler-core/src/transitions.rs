@@ -78,6 +78,10 @@ impl SchedulerCore {
         task.state = to;
         self.counts[state_index(from)] -= 1;
         self.counts[state_index(to)] += 1;
+        let p = &mut self.prefixes[task.prefix as usize];
+        p.current[state_index(from)] -= 1;
+        p.current[state_index(to)] += 1;
+        p.totals[state_index(to)] += 1;
         if is_active(from) != is_active(to) {
             let deps = task.deps.clone();
             for d in deps.iter() {
@@ -89,12 +93,29 @@ impl SchedulerCore {
                 }
             }
         }
-        self.log.record(Transition {
-            task: t,
-            from,
-            to,
-            stimulus: self.stimulus,
-        });
+        if self.log.enabled() {
+            let task = &self.tasks[&t];
+            let worker = task
+                .processing_on
+                .or_else(|| task.who_has.as_slice().first().copied())
+                .or(self.stim_worker);
+            let error = if to == TaskState::Erred {
+                task.error().cloned()
+            } else {
+                None
+            };
+            self.log.record(Transition {
+                task: t,
+                key: task.key.clone(),
+                from,
+                to,
+                stimulus: self.stimulus,
+                why: self.why,
+                worker,
+                time_us: self.now_us,
+                error,
+            });
+        }
     }
 
     pub(crate) fn released_to_waiting(&mut self, t: TaskId) {
@@ -276,12 +297,20 @@ impl SchedulerCore {
         }
         let task = self.tasks.remove(&t).expect("invariant");
         self.counts[state_index(task.state)] -= 1;
+        let p = &mut self.prefixes[task.prefix as usize];
+        p.current[state_index(task.state)] -= 1;
+        p.totals[state_index(TaskState::Forgotten)] += 1;
         self.keys.remove(&task.key);
         self.log.record(Transition {
             task: t,
+            key: task.key.clone(),
             from: task.state,
             to: TaskState::Forgotten,
             stimulus: self.stimulus,
+            why: self.why,
+            worker: self.stim_worker,
+            time_us: self.now_us,
+            error: None,
         });
         for d in task.deps.iter() {
             let dt = self

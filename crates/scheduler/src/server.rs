@@ -5,10 +5,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rask_proto::msg::{
-    DepLoc, Hello, Holder, Role, SchedulerInfoMsg, TaskError, ToClient, ToScheduler, ToWorker,
-    WhoHasEntry, WorkerInfoMsg,
+    DepLoc, Hello, Holder, Role, TaskError, ToClient, ToScheduler, ToWorker, WhoHasEntry,
 };
-use rask_proto::{ClientId, TaskId, WorkerId, RASK_VERSION};
+use rask_proto::{ClientId, TaskId, WorkerId};
 use rask_scheduler_core::{Action, NewTask, SchedulerCore, WorkerSpec};
 use rask_transport::{Batch, Sender};
 use rustc_hash::FxHashMap;
@@ -31,6 +30,8 @@ pub(crate) struct WorkerConn {
     pub(crate) pid: u32,
     pub(crate) spec: WorkerSpec,
     pub(crate) heartbeat: Option<rask_proto::msg::HeartbeatMsg>,
+    /// When it joined or last sent a heartbeat.
+    pub(crate) last_seen: std::time::Instant,
     /// The code it runs (its program).
     pub(crate) code: u64,
     /// Whether it starts programs' workers when asked.
@@ -68,6 +69,10 @@ pub(crate) struct Server {
     pub(crate) retire_replies: Vec<RetireReply>,
     /// A client asked the cluster to shut down, and why.
     pub(crate) shutdown_requested: Option<String>,
+    /// When it started, in microseconds since the Unix epoch.
+    pub(crate) started_us: u64,
+    /// The dashboard's address, empty without one.
+    pub(crate) dashboard: String,
 }
 
 /// An answer to a client's `RetireWorkers`, sent once the workers retired have left.
@@ -116,6 +121,7 @@ impl Server {
             },
             Event::Batch(peer, batch, _unread) => self.on_batch(peer, batch),
             Event::Left(peer, reason) => self.on_left(peer, reason),
+            Event::Observe(ask) => self.on_ask(ask),
         }
     }
 
@@ -203,6 +209,7 @@ impl Server {
                         pid: h.pid,
                         spec,
                         heartbeat: None,
+                        last_seen: std::time::Instant::now(),
                         code: wh.code,
                         runs_programs: wh.runs_programs,
                     },
@@ -330,7 +337,13 @@ impl Server {
                 }
                 (Peer::Client(c), ToScheduler::Info { req }) => {
                     let info = self.info();
-                    self.to_client(c, ToClient::InfoReply { req, info });
+                    self.to_client(
+                        c,
+                        ToClient::InfoReply {
+                            req,
+                            info: Box::new(info),
+                        },
+                    );
                 }
                 (Peer::Worker(w), ToScheduler::TaskFinished(f)) => {
                     self.core
@@ -386,6 +399,10 @@ impl Server {
                     let target = target as u64;
                     self.to_client(c, ToClient::AdaptiveTargetReply { req, target });
                 }
+                (Peer::Client(c), ToScheduler::GetTaskStream { req, since, limit }) => {
+                    self.on_get_task_stream(c, req, since, limit)
+                }
+                (Peer::Client(c), ToScheduler::Story { req, key }) => self.on_story(c, req, &key),
                 (Peer::Client(c), ToScheduler::WorkersToClose { req, target }) => {
                     let target = usize::try_from(target).unwrap_or(usize::MAX);
                     let names = self
@@ -416,7 +433,8 @@ impl Server {
                 (Peer::Worker(w), ToScheduler::Heartbeat(hb)) => {
                     self.core.on_device_memory(w, hb.device_memory_used);
                     if let Some(conn) = self.workers.get_mut(&w) {
-                        conn.heartbeat = Some(hb);
+                        conn.heartbeat = Some(*hb);
+                        conn.last_seen = std::time::Instant::now();
                     }
                 }
                 (peer, m) => warn!(?peer, "ignoring a message not meant for this role: {m:?}"),
@@ -546,60 +564,6 @@ impl Server {
                 })
             })
             .collect()
-    }
-
-    pub(crate) fn info(&self) -> SchedulerInfoMsg {
-        let core = self.core.info();
-        let workers = core
-            .workers
-            .iter()
-            .filter_map(|wi| {
-                let c = self.workers.get(&wi.id)?;
-                // Until the first heartbeat: no use, no traffic.
-                let hb = c.heartbeat.as_ref();
-                Some(WorkerInfoMsg {
-                    id: wi.id,
-                    name: c.spec.name.clone(),
-                    addr: c.addr.clone(),
-                    host_id: c.spec.host_id.clone(),
-                    pid: c.pid,
-                    shm_addr: c.shm_addr.clone(),
-                    transport: c.transport.clone(),
-                    device: c.device.clone(),
-                    device_name: c.device_name.clone(),
-                    device_memory_limit: c.device_memory_limit,
-                    device_memory_used: hb.map_or(0, |h| h.device_memory_used),
-                    device_to_host: hb.map_or(0, |h| h.device_to_host),
-                    received: hb.map_or_else(Vec::new, |h| h.received.clone()),
-                    spilled: hb.map_or_else(Vec::new, |h| h.spilled.clone()),
-                    ran: hb.map_or_else(Vec::new, |h| h.ran.clone()),
-                    nthreads: c.spec.nthreads,
-                    memory_limit: c.spec.memory_limit,
-                    resources: c.spec.resources.clone(),
-                    processing: wi.processing,
-                    stored_keys: wi.stored_keys,
-                    stored_bytes: wi.stored_bytes,
-                    status: if wi.retiring {
-                        "closing_gracefully"
-                    } else {
-                        "running"
-                    }
-                    .into(),
-                })
-            })
-            .collect();
-        SchedulerInfoMsg {
-            address: self.address.clone(),
-            rask_version: RASK_VERSION.into(),
-            workers,
-            tasks_by_state: core
-                .tasks_by_state
-                .iter()
-                .map(|(n, c)| (n.to_string(), *c))
-                .collect(),
-            clients: core.clients,
-            programs: self.program_status(),
-        }
     }
 
     /// Routes the core's actions; frees to one worker coalesce into one message, sent
