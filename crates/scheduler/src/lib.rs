@@ -18,6 +18,7 @@ mod conn;
 mod observe;
 mod programs;
 mod registry;
+mod route;
 mod server;
 
 use crate::conn::handle_conn;

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::conn::Event;
-use crate::server::error_msg;
+use crate::route::error_msg;
 use crate::server::Server;
 use crate::SchedulerError;
 

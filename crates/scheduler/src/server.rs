@@ -1,14 +1,11 @@
 //! The main loop's state outside the core: connections, workers' addresses, graphs
-//! arriving in parts; routing the core's actions to the connections' writers.
-
-use std::sync::Arc;
+//! arriving in parts, and each peer's messages handed to the core (its actions are
+//! routed in `route`, what observers see is built in `observe`).
 
 use bytes::Bytes;
-use rask_proto::msg::{
-    DepLoc, Hello, Holder, Role, TaskError, ToClient, ToScheduler, ToWorker, WhoHasEntry,
-};
-use rask_proto::{ClientId, TaskId, WorkerId};
-use rask_scheduler_core::{Action, NewTask, SchedulerCore, WorkerSpec};
+use rask_proto::msg::{Hello, Holder, Role, ToClient, ToScheduler, ToWorker, WhoHasEntry};
+use rask_proto::{ClientId, WorkerId};
+use rask_scheduler_core::{NewTask, SchedulerCore, WorkerSpec};
 use rask_transport::{Batch, Sender};
 use rustc_hash::FxHashMap;
 use tracing::{error, info, warn};
@@ -564,118 +561,5 @@ impl Server {
                 })
             })
             .collect()
-    }
-
-    /// Routes the core's actions; frees to one worker coalesce into one message, sent
-    /// before any later compute or copy to that worker (a task freed and given back to
-    /// the same worker in one step must arrive in that order), and copies to one worker
-    /// coalesce likewise, sent before any later free.
-    pub(crate) fn flush(&mut self) {
-        let mut frees: FxHashMap<WorkerId, Vec<TaskId>> = FxHashMap::default();
-        let mut copies: FxHashMap<WorkerId, Vec<DepLoc>> = FxHashMap::default();
-        for a in self.core.take_actions() {
-            match a {
-                Action::Compute { worker, msg, bufs } => {
-                    if let Some(WorkerConn { tx: Some(tx), .. }) = self.workers.get(&worker) {
-                        if let Some(tasks) = frees.remove(&worker) {
-                            let _ = tx.send(ToWorker::Free { tasks });
-                        }
-                        let _ = tx.send_with(ToWorker::Compute(msg), bufs);
-                    }
-                }
-                Action::Free { worker, task } => {
-                    if let Some(tasks) = copies.remove(&worker) {
-                        self.to_worker(worker, ToWorker::AcquireReplicas { tasks });
-                    }
-                    frees.entry(worker).or_default().push(task)
-                }
-                Action::AcquireReplica { worker, dep } => {
-                    if let Some(tasks) = frees.remove(&worker) {
-                        self.to_worker(worker, ToWorker::Free { tasks });
-                    }
-                    copies.entry(worker).or_default().push(dep);
-                }
-                Action::CloseWorker { worker } => {
-                    if let Some(conn) = self.workers.get(&worker) {
-                        info!(worker = worker.0, name = %conn.spec.name, "closing the worker: it retired");
-                    }
-                    self.to_worker(
-                        worker,
-                        ToWorker::Close {
-                            reason: "retired".into(),
-                        },
-                    );
-                }
-                Action::Retired {
-                    client,
-                    req,
-                    workers,
-                } => {
-                    let waiting = workers
-                        .iter()
-                        .map(|(w, _)| *w)
-                        .filter(|w| self.workers.contains_key(w))
-                        .collect();
-                    self.retire_replies.push(RetireReply {
-                        client,
-                        req,
-                        names: workers.iter().map(|(_, n)| n.to_string()).collect(),
-                        waiting,
-                    });
-                    // Sent now if every one of them has left already.
-                    self.retired_worker_left(WorkerId(u32::MAX));
-                }
-                Action::KeyInMemory {
-                    client,
-                    key,
-                    task,
-                    nbytes,
-                    holders,
-                    value,
-                } => {
-                    let holders = self.holders(&holders);
-                    self.to_client(
-                        client,
-                        ToClient::KeyInMemory {
-                            key: key.to_string(),
-                            task,
-                            nbytes,
-                            holders,
-                            value,
-                        },
-                    );
-                }
-                Action::KeyErred { client, key, error } => {
-                    let error = error_msg(&error);
-                    self.to_client(
-                        client,
-                        ToClient::KeyErred {
-                            key: key.to_string(),
-                            error,
-                        },
-                    );
-                }
-            }
-        }
-        for (w, tasks) in copies {
-            self.to_worker(w, ToWorker::AcquireReplicas { tasks });
-        }
-        for (w, tasks) in frees {
-            self.to_worker(w, ToWorker::Free { tasks });
-        }
-    }
-
-    pub(crate) fn to_worker(&self, w: WorkerId, m: ToWorker) {
-        if let Some(WorkerConn { tx: Some(tx), .. }) = self.workers.get(&w) {
-            let _ = tx.send(m);
-        }
-    }
-}
-
-pub(crate) fn error_msg(e: &Arc<rask_scheduler_core::TaskFailure>) -> TaskError {
-    TaskError {
-        key: e.key.clone(),
-        op: e.op.clone(),
-        message: e.message.clone(),
     }
 }
