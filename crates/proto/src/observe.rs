@@ -84,7 +84,7 @@ pub struct TransitionMsg {
     pub why: String,
     /// The worker concerned (running it, holding it, or the input's sender).
     pub worker: Option<WorkerId>,
-    /// That worker's name, if it is still connected (empty otherwise).
+    /// That worker's name (empty for a worker gone long ago).
     pub worker_name: String,
     /// When.
     pub time_us: u64,

@@ -17,7 +17,7 @@ use crate::state::OpStat;
 use crate::state::Retirement;
 use crate::state::Task;
 use crate::state::Worker;
-use crate::story::{Transition, TransitionLog};
+use crate::story::{Live, Transition, TransitionLog, Why};
 use crate::TaskState;
 
 /// The scheduler's whole state. See the crate docs.
@@ -61,13 +61,17 @@ pub struct SchedulerCore {
     pub(crate) prefixes: Vec<PrefixInfo>,
     /// Prefix names interned; at most `cfg.max_prefixes` from keys, op names beyond.
     pub(crate) prefix_ids: FxHashMap<Arc<str>, u32>,
+    /// The prefix given last, and its name.
+    pub(crate) last_prefix: Option<(u32, Arc<str>)>,
     /// The last finished tasks, for the task stream.
     pub(crate) stream: TaskStream,
+    /// The names of the workers gone, the last `DEPARTED_NAMES` of them.
+    pub(crate) departed: VecDeque<(WorkerId, Arc<str>)>,
     pub(crate) counters: Counters,
     /// The caller's clock, as last set (microseconds).
     pub(crate) now_us: u64,
     /// What the current stimulus is, for the transition log.
-    pub(crate) why: &'static str,
+    pub(crate) why: Why,
     /// The worker the current stimulus came from, if any.
     pub(crate) stim_worker: Option<WorkerId>,
 }
@@ -102,10 +106,12 @@ impl SchedulerCore {
             retire_dirty: false,
             prefixes: Vec::new(),
             prefix_ids: FxHashMap::default(),
+            last_prefix: None,
             stream,
+            departed: VecDeque::new(),
             counters: Counters::default(),
             now_us: 0,
-            why: "",
+            why: Why::Start,
             stim_worker: None,
         }
     }
@@ -135,7 +141,7 @@ impl SchedulerCore {
 
     /// Starts handling an input: `why` names it in the transition log, `worker` is the
     /// worker it came from.
-    pub(crate) fn begin(&mut self, why: &'static str, worker: Option<WorkerId>) {
+    pub(crate) fn begin(&mut self, why: Why, worker: Option<WorkerId>) {
         self.stimulus = StimulusId(self.stimulus.0 + 1);
         self.why = why;
         self.stim_worker = worker;
@@ -168,13 +174,50 @@ impl SchedulerCore {
     /// The recorded transitions of a key, oldest first: all the bounded log still holds,
     /// also of a task since forgotten.
     pub fn story(&self, key: &str) -> Vec<Transition> {
-        self.log.story(key)
+        let live = self.task_id(key).map(|t| {
+            let task = &self.tasks[&t];
+            Live {
+                task: t,
+                key: &task.key,
+                error: task.error(),
+            }
+        });
+        self.log.story(key, live)
     }
 
     /// Up to `limit` finished tasks after the cursor `since` (a [`StreamEntry::seq`]; 0
     /// for all still held), oldest first.
     pub fn task_stream(&self, since: u64, limit: usize) -> Vec<StreamEntry> {
-        self.stream.since(since, limit)
+        self.stream
+            .since(since, limit)
+            .into_iter()
+            .map(|r| StreamEntry {
+                seq: r.seq,
+                task: r.task,
+                key: r.key,
+                prefix: self.prefixes[r.prefix as usize].name.clone(),
+                worker: r.worker,
+                worker_name: self.worker_name(r.worker),
+                start_us: r.start_us,
+                stop_us: r.stop_us,
+                nbytes: r.nbytes,
+                kind: r.kind,
+            })
+            .collect()
+    }
+
+    /// A worker's name: of a registered worker, or of one of the last to leave (empty
+    /// if it left long ago).
+    pub fn worker_name(&self, w: WorkerId) -> Arc<str> {
+        match self.workers.get(&w) {
+            Some(worker) => worker.name.clone(),
+            None => self
+                .departed
+                .iter()
+                .rev()
+                .find(|(id, _)| *id == w)
+                .map_or_else(|| "".into(), |(_, n)| n.clone()),
+        }
     }
 
     /// The task stream's last entry number (0 before the first): the cursor for entries
@@ -223,10 +266,36 @@ impl SchedulerCore {
     /// The prefix of a new task with this key and op (see
     /// [`key_prefix`](crate::key_prefix)), interned.
     pub(crate) fn prefix_id(&mut self, key: &str, op: u32) -> u32 {
-        let from_key = key_prefix(key).filter(|p| {
-            self.prefix_ids.contains_key(*p) || self.prefix_ids.len() < self.cfg.max_prefixes
-        });
-        let name = from_key.unwrap_or(&self.ops[op as usize].name);
+        let from_key = key_prefix(key);
+        let op_name: Arc<str>;
+        let name: &str = match from_key {
+            Some(p) => p,
+            None => {
+                op_name = self.ops[op as usize].name.clone();
+                &op_name
+            }
+        };
+        // Tasks of a graph mostly share their prefix: the last one is checked first.
+        if let Some(&(last, ref last_name)) = self.last_prefix.as_ref() {
+            if **last_name == *name {
+                return last;
+            }
+        }
+        let id = match self.prefix_ids.get(name) {
+            Some(&id) => id,
+            None if from_key.is_some() && self.prefix_ids.len() >= self.cfg.max_prefixes => {
+                // Past the limit, a new key prefix counts under its op.
+                let op_name = self.ops[op as usize].name.clone();
+                return self.intern_prefix(&op_name);
+            }
+            None => self.intern_prefix(name),
+        };
+        let name = self.prefixes[id as usize].name.clone();
+        self.last_prefix = Some((id, name));
+        id
+    }
+
+    fn intern_prefix(&mut self, name: &str) -> u32 {
         if let Some(&id) = self.prefix_ids.get(name) {
             return id;
         }

@@ -60,7 +60,7 @@ pub use crate::api::{
 };
 pub use crate::core::SchedulerCore;
 pub use crate::observe::{key_prefix, Counters, PrefixInfo, StreamEntry, StreamKind, TaskStream};
-pub use crate::story::{Transition, TransitionLog};
+pub use crate::story::{Transition, TransitionLog, Why};
 
 /// A task's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -106,11 +106,27 @@ pub struct StreamEntry {
     pub kind: StreamKind,
 }
 
+/// A finished task as the stream keeps it: one reference (the key); the prefix and the
+/// worker's name are looked up when the stream is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StreamRecord {
+    pub(crate) seq: u64,
+    pub(crate) task: TaskId,
+    pub(crate) key: Arc<str>,
+    /// Index into the core's prefixes.
+    pub(crate) prefix: u32,
+    pub(crate) worker: WorkerId,
+    pub(crate) start_us: u64,
+    pub(crate) stop_us: u64,
+    pub(crate) nbytes: u64,
+    pub(crate) kind: StreamKind,
+}
+
 /// A ring of the last finished tasks, each numbered, so that a poller asks only for
 /// those after the last it saw.
 #[derive(Debug)]
 pub struct TaskStream {
-    entries: VecDeque<StreamEntry>,
+    entries: VecDeque<StreamRecord>,
     capacity: usize,
     /// The number of entries ever pushed (the last one's `seq`).
     pushed: u64,
@@ -120,14 +136,14 @@ impl TaskStream {
     /// A ring keeping the last `capacity` entries (0 keeps none).
     pub fn new(capacity: usize) -> Self {
         TaskStream {
-            entries: VecDeque::with_capacity(capacity.min(1 << 14)),
+            entries: VecDeque::with_capacity(capacity.min(1 << 20)),
             capacity,
             pushed: 0,
         }
     }
 
     /// Records an entry, numbering it; the oldest goes when the ring is full.
-    pub(crate) fn push(&mut self, mut e: StreamEntry) {
+    pub(crate) fn push(&mut self, mut e: StreamRecord) {
         self.pushed += 1;
         if self.capacity == 0 {
             return;
@@ -141,7 +157,7 @@ impl TaskStream {
 
     /// Up to `limit` entries with `seq > since`, oldest first (those evicted are gone: the
     /// first returned may be past `since + 1`).
-    pub fn since(&self, since: u64, limit: usize) -> Vec<StreamEntry> {
+    pub(crate) fn since(&self, since: u64, limit: usize) -> Vec<StreamRecord> {
         // Entries are numbered consecutively: the first wanted is found by arithmetic.
         let first = self.pushed - self.entries.len() as u64;
         let skip = since.saturating_sub(first).min(self.entries.len() as u64) as usize;
@@ -182,14 +198,13 @@ pub struct Counters {
 mod tests {
     use super::*;
 
-    fn entry(task: u64) -> StreamEntry {
-        StreamEntry {
+    fn entry(task: u64) -> StreamRecord {
+        StreamRecord {
             seq: 0,
             task: TaskId(task),
             key: format!("k-{task}").into(),
-            prefix: "k".into(),
+            prefix: 0,
             worker: WorkerId(0),
-            worker_name: "w".into(),
             start_us: task,
             stop_us: task + 1,
             nbytes: 8,
@@ -197,7 +212,7 @@ mod tests {
         }
     }
 
-    fn seqs(v: &[StreamEntry]) -> Vec<u64> {
+    fn seqs(v: &[StreamRecord]) -> Vec<u64> {
         v.iter().map(|e| e.seq).collect()
     }
 

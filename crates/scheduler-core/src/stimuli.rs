@@ -13,23 +13,28 @@ use crate::api::TaskFailure;
 use crate::api::WorkerSpec;
 use crate::core::SchedulerCore;
 use crate::few::Few;
-use crate::observe::{StreamEntry, StreamKind};
+use crate::observe::{StreamKind, StreamRecord};
 use crate::state::state_index;
 use crate::state::Task;
 use crate::state::TaskExtra;
 use crate::state::Worker;
+use crate::story::Why;
 use crate::TaskState;
+
+/// Names of the workers gone kept, most recent last, so that the task stream names the
+/// worker that ran a task after it left.
+pub(crate) const DEPARTED_NAMES: usize = 1024;
 
 impl SchedulerCore {
     /// A client connected.
     pub fn on_client_joined(&mut self, client: ClientId) {
-        self.begin("client-joined", None);
+        self.begin(Why::ClientJoined, None);
         self.clients.entry(client).or_default();
     }
 
     /// A client disconnected: everything it wanted is released.
     pub fn on_client_left(&mut self, client: ClientId) {
-        self.begin("client-left", None);
+        self.begin(Why::ClientLeft, None);
         let Some(wants) = self.clients.remove(&client) else {
             return;
         };
@@ -53,7 +58,7 @@ impl SchedulerCore {
 
     /// A worker joined.
     pub fn on_worker_joined(&mut self, id: WorkerId, spec: WorkerSpec) {
-        self.begin("worker-joined", Some(id));
+        self.begin(Why::WorkerJoined, Some(id));
         self.counters.workers_added += 1;
         let resources = spec
             .resources
@@ -89,7 +94,7 @@ impl SchedulerCore {
     /// recomputed if still needed, and a task that was running on `allowed_failures`
     /// dying workers errs. A worker lost while retiring has not retired.
     pub fn on_worker_lost(&mut self, id: WorkerId) {
-        self.begin("worker-lost", Some(id));
+        self.begin(Why::WorkerLost, Some(id));
         if self.remove_worker(id, true) {
             self.resolve_retiring(id, None);
         }
@@ -104,6 +109,10 @@ impl SchedulerCore {
             return false;
         };
         self.counters.workers_removed += 1;
+        if self.departed.len() == DEPARTED_NAMES {
+            self.departed.pop_front();
+        }
+        self.departed.push_back((id, w.name.clone()));
         self.replicas.retain(|_, r| *r != id);
         // Values it held, or was fetching a copy of, may now be held by retiring workers
         // only (workers leave seldom: no finer test is worth it).
@@ -176,7 +185,7 @@ impl SchedulerCore {
         tasks: Vec<NewTask>,
         wanted: &[String],
     ) -> Result<(), GraphError> {
-        self.begin("update-graph", None);
+        self.begin(Why::UpdateGraph, None);
         if !self.clients.contains_key(&client) {
             return Err(GraphError::UnknownClient(client));
         }
@@ -297,7 +306,7 @@ impl SchedulerCore {
 
     /// A client dropped its last future for these keys.
     pub fn on_release_keys(&mut self, client: ClientId, keys: &[String]) {
-        self.begin("release-keys", None);
+        self.begin(Why::ReleaseKeys, None);
         for key in keys {
             let Some(&t) = self.keys.get(key.as_str()) else {
                 continue;
@@ -329,7 +338,7 @@ impl SchedulerCore {
         duration_us: u64,
         value: Option<Datum>,
     ) {
-        self.begin("task-finished", Some(worker));
+        self.begin(Why::TaskFinished, Some(worker));
         let current = self.tasks.get(&t).is_some_and(|task| {
             task.state == TaskState::Processing
                 && task.processing_on == Some(worker)
@@ -352,13 +361,12 @@ impl SchedulerCore {
         let p = &mut self.prefixes[task.prefix as usize];
         p.compute_us += duration_us;
         p.output_bytes += nbytes;
-        self.stream.push(StreamEntry {
+        self.stream.push(StreamRecord {
             seq: 0,
             task: t,
             key: task.key.clone(),
-            prefix: p.name.clone(),
+            prefix: task.prefix,
             worker,
-            worker_name: self.workers[&worker].name.clone(),
             start_us: self.now_us.saturating_sub(duration_us),
             stop_us: self.now_us,
             nbytes,
@@ -404,7 +412,7 @@ impl SchedulerCore {
     /// No worker can ever run tasks of the code `code` (its program could not be started
     /// anywhere): the tasks waiting for a worker of that code fail with `message`.
     pub fn on_code_failed(&mut self, code: u64, message: &str) {
-        self.begin("code-failed", None);
+        self.begin(Why::CodeFailed, None);
         let stuck: Vec<TaskId> = self
             .no_worker
             .iter()
@@ -437,7 +445,7 @@ impl SchedulerCore {
 
     /// A worker reports that a task's op failed.
     pub fn on_task_erred(&mut self, worker: WorkerId, t: TaskId, message: String) {
-        self.begin("task-erred", Some(worker));
+        self.begin(Why::TaskErred, Some(worker));
         let Some(task) = self.tasks.get_mut(&t) else {
             return;
         };
@@ -460,7 +468,7 @@ impl SchedulerCore {
     /// A worker could not fetch `dep` from `holder` to run `t`: the holder no longer has
     /// it. The task goes back to waiting; the dependency is recomputed if no one has it.
     pub fn on_missing_data(&mut self, worker: WorkerId, t: TaskId, dep: TaskId, holder: WorkerId) {
-        self.begin("missing-data", Some(worker));
+        self.begin(Why::MissingData, Some(worker));
         self.drop_holder(dep, holder);
         if let Some(task) = self.tasks.get(&t) {
             if task.state == TaskState::Processing && task.processing_on == Some(worker) {

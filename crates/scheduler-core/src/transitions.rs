@@ -11,7 +11,7 @@ use crate::placement::Placement;
 use crate::state::add_to;
 use crate::state::is_active;
 use crate::state::state_index;
-use crate::story::Transition;
+use crate::story::Entry;
 use crate::TaskState;
 
 impl SchedulerCore {
@@ -99,22 +99,15 @@ impl SchedulerCore {
                 .processing_on
                 .or_else(|| task.who_has.as_slice().first().copied())
                 .or(self.stim_worker);
-            let error = if to == TaskState::Erred {
-                task.error().cloned()
-            } else {
-                None
-            };
-            self.log.record(Transition {
-                task: t,
-                key: task.key.clone(),
+            self.log.record(Entry::new(
+                t,
                 from,
                 to,
-                stimulus: self.stimulus,
-                why: self.why,
+                self.stimulus,
+                self.why,
                 worker,
-                time_us: self.now_us,
-                error,
-            });
+                self.now_us,
+            ));
         }
     }
 
@@ -301,17 +294,18 @@ impl SchedulerCore {
         p.current[state_index(task.state)] -= 1;
         p.totals[state_index(TaskState::Forgotten)] += 1;
         self.keys.remove(&task.key);
-        self.log.record(Transition {
-            task: t,
-            key: task.key.clone(),
-            from: task.state,
-            to: TaskState::Forgotten,
-            stimulus: self.stimulus,
-            why: self.why,
-            worker: self.stim_worker,
-            time_us: self.now_us,
-            error: None,
-        });
+        self.log.record(Entry::new(
+            t,
+            task.state,
+            TaskState::Forgotten,
+            self.stimulus,
+            self.why,
+            self.stim_worker,
+            self.now_us,
+        ));
+        if self.log.enabled() {
+            self.log.forget(t, task.key.clone(), task.error().cloned());
+        }
         for d in task.deps.iter() {
             let dt = self
                 .tasks

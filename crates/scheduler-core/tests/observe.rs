@@ -338,3 +338,34 @@ fn releasing_the_last_reader_forgets_its_inputs_and_counts_them() {
         (vec![0, 0, 0], vec![2, 1, 1])
     );
 }
+
+#[test]
+fn the_stream_names_a_worker_after_it_left() {
+    let mut s = core(CoreConfig::default());
+    s.on_worker_lost(W);
+    let w1 = WorkerId(1);
+    s.on_worker_joined(w1, worker("w1"));
+    s.on_update_graph(C, vec![task("a", "add", &[])], &keys(&["a"]))
+        .unwrap();
+    let a = s.task_id("a").unwrap();
+    s.on_task_finished(w1, a, 8, 1, None);
+    s.on_worker_lost(w1);
+    s.validate();
+    let names: Vec<(WorkerId, String)> = s
+        .task_stream(0, 10)
+        .iter()
+        .map(|e| (e.worker, e.worker_name.to_string()))
+        .collect();
+    assert_eq!(names, vec![(w1, "w1".to_string())]);
+    assert_eq!(&*s.worker_name(W), "w0");
+    assert_eq!(&*s.worker_name(WorkerId(9)), "");
+    for i in 2..1100 {
+        s.on_worker_joined(WorkerId(i), worker(&format!("w{i}")));
+        s.on_worker_lost(WorkerId(i));
+    }
+    // Only the last names of workers gone are kept.
+    assert_eq!(&*s.worker_name(w1), "");
+    assert_eq!(&*s.worker_name(WorkerId(1099)), "w1099");
+    assert_eq!(&*s.worker_name(WorkerId(76)), "w76");
+    assert_eq!(&*s.worker_name(WorkerId(75)), "");
+}

@@ -215,8 +215,7 @@ impl Server {
                 worker: t.worker,
                 worker_name: t
                     .worker
-                    .and_then(|w| self.workers.get(&w))
-                    .map_or_else(String::new, |c| c.spec.name.clone()),
+                    .map_or_else(String::new, |w| self.core.worker_name(w).to_string()),
                 time_us: t.time_us,
                 error: t.error.as_ref().map(error_msg),
             })
