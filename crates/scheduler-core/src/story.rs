@@ -340,10 +340,12 @@ mod tests {
             (None, None)
         );
         assert_eq!(story[2].task, TaskId(3));
+        assert_eq!(log.forgotten_len(), 1);
         for t in 10..14 {
             log.forget(TaskId(t), key("other"), None);
             assert!(log.forgotten_len() <= 3);
         }
+        assert_eq!(log.forgotten_len(), 3);
         assert_eq!(log.story("a", None), vec![]);
     }
 

@@ -146,8 +146,10 @@ fn the_task_stream_has_each_finished_task_with_its_worker_and_times() {
         &keys(&["b"]),
     )
     .unwrap();
+    assert_eq!(s.task_stream_last(), 0);
     finish(&mut s, "a-1", 10_000, 2_500, 8);
     finish(&mut s, "b", 20_000, 1_000, 16);
+    assert_eq!(s.task_stream_last(), 2);
     let all = s.task_stream(0, 100);
     type Row<'a> = (u64, &'a str, &'a str, &'a str, u64, u64, u64, StreamKind);
     let got: Vec<Row> = all
