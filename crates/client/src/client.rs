@@ -564,7 +564,7 @@ pub(crate) fn who_has_from<T>(
 
 pub(crate) fn info_from(reply: ToClient) -> Result<SchedulerInfoMsg, ClientError> {
     match reply {
-        ToClient::InfoReply { info, .. } => Ok(info),
+        ToClient::InfoReply { info, .. } => Ok(*info),
         other => Err(ClientError::Other(format!("unexpected reply {other:?}"))),
     }
 }

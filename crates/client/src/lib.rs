@@ -24,6 +24,7 @@ mod future;
 mod gather;
 mod graph;
 mod manage;
+mod observe;
 mod runtime;
 mod state;
 mod typed;
@@ -33,6 +34,7 @@ pub use client::{Client, ClientOptions, ProgramSource};
 pub use future::{FromValue, Future};
 pub use graph::{Arg, Graph};
 pub use rask_proto::msg::{Resource, WorkerInfoMsg};
+pub use rask_proto::observe::{TaskPrefixMsg, TaskStream, TaskStreamEntryMsg, TransitionMsg};
 pub use typed::{IntoArg, IntoArgs, Submit};
 
 /// Errors seen by client users.

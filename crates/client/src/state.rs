@@ -149,13 +149,17 @@ pub(crate) fn on_message(st: &mut State, m: ToClient) {
         | ToClient::InfoReply { .. }
         | ToClient::RetireWorkersReply { .. }
         | ToClient::AdaptiveTargetReply { .. }
-        | ToClient::WorkersToCloseReply { .. }) => {
+        | ToClient::WorkersToCloseReply { .. }
+        | ToClient::TaskStreamReply { .. }
+        | ToClient::StoryReply { .. }) => {
             let req = match &reply {
                 ToClient::WhoHasReply { req, .. }
                 | ToClient::InfoReply { req, .. }
                 | ToClient::RetireWorkersReply { req, .. }
                 | ToClient::AdaptiveTargetReply { req, .. }
-                | ToClient::WorkersToCloseReply { req, .. } => *req,
+                | ToClient::WorkersToCloseReply { req, .. }
+                | ToClient::TaskStreamReply { req, .. }
+                | ToClient::StoryReply { req, .. } => *req,
                 _ => unreachable!(),
             };
             if let Some(tx) = st.requests.remove(&req) {

@@ -5,7 +5,7 @@
 //! the network is untrusted input; decoding validates it (rkyv's checked access) and
 //! returns a [`ProtoError`], never panics.
 //!
-//! Changing `msg.rs`, `value.rs` or `flat.rs` (even a comment) changes
+//! Changing `msg.rs`, `observe.rs`, `value.rs` or `flat.rs` (even a comment) changes
 //! [`PROTOCOL_SCHEMA`], so builds from before and after such a change refuse each other.
 
 #![forbid(unsafe_code)]
@@ -24,6 +24,7 @@ mod link;
 // (`ToSchedulerResolver`, …) are public and their variants' fields carry no docs.
 #[allow(missing_docs)]
 pub mod msg;
+pub mod observe;
 pub mod size;
 pub mod typed;
 pub mod units;
@@ -52,7 +53,8 @@ pub const PROTOCOL_SCHEMA: u64 = {
     let a = fnv1a(include_bytes!("msg.rs"));
     let b = fnv1a(include_bytes!("value.rs"));
     let c = fnv1a(include_bytes!("flat.rs"));
-    a ^ b.rotate_left(1) ^ c.rotate_left(2)
+    let d = fnv1a(include_bytes!("observe.rs"));
+    a ^ b.rotate_left(1) ^ c.rotate_left(2) ^ d.rotate_left(3)
 };
 
 /// 64-bit FNV-1a: the wire schema's hash, and the project's content hash (checksums,

@@ -6,6 +6,7 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
+use crate::observe::{TaskPrefixMsg, TaskStreamEntryMsg, TransitionMsg};
 use crate::{Datum, TaskId, WorkerId};
 
 /// Derives the traits every message type needs.
@@ -242,6 +243,25 @@ wire! {
             /// The client's request number, echoed in the reply.
             req: u64,
         },
+        /// From a client: the tasks finished after `since` (a
+        /// [`TaskStreamEntryMsg::seq`]; 0 for all the stream still holds), at most
+        /// `limit`; answered by [`ToClient::TaskStreamReply`].
+        GetTaskStream {
+            /// The client's request number, echoed in the reply.
+            req: u64,
+            /// The cursor: entries with a larger `seq` are sent.
+            since: u64,
+            /// The most entries wanted (the scheduler may send fewer).
+            limit: u64,
+        },
+        /// From a client: the recorded transitions of a key; answered by
+        /// [`ToClient::StoryReply`].
+        Story {
+            /// The client's request number, echoed in the reply.
+            req: u64,
+            /// The key.
+            key: String,
+        },
         /// From a worker: a task completed and its result is held there.
         TaskFinished(TaskFinishedMsg),
         /// From a worker: a task's op failed.
@@ -256,8 +276,10 @@ wire! {
             /// reached).
             holder: WorkerId,
         },
-        /// From a worker: its periodic state; also proves it is alive.
-        Heartbeat(HeartbeatMsg),
+        /// From a worker: its periodic state; also proves it is alive. Boxed: every
+        /// `ToScheduler` (a task finished, the most frequent) archives at the size of its
+        /// largest variant inline.
+        Heartbeat(Box<HeartbeatMsg>),
         /// A part of a program's executable: bytes `offset..` of `size`, in the frame's
         /// buffer `buf` (from a client asked by `SendProgram`).
         ProgramPart { code: u64, offset: u64, size: u64, buf: u32 },
@@ -354,6 +376,11 @@ wire! {
         pub spilled: Vec<(String, u64)>,
         /// Tasks run, by where: `device` (by the device's kernels) or `cpu`.
         pub ran: Vec<(String, u64)>,
+        /// Bytes of the values held in device memory now (of those large enough to be
+        /// spilled; 0 without a device).
+        pub device_bytes: u64,
+        /// Bytes of the values spilled to disk now.
+        pub disk_bytes: u64,
     }
 
     /// Where a dependency can be fetched from.
@@ -523,6 +550,21 @@ wire! {
         /// `running`, or `closing_gracefully` while it retires (it gets no new tasks,
         /// and its data moves to other workers before it is closed).
         pub status: String,
+        /// See [`HeartbeatMsg::executing`]: tasks running now (0 until the first
+        /// heartbeat).
+        pub executing: u32,
+        /// Bytes of its values in host memory now: [`HeartbeatMsg::stored_bytes`] less
+        /// those on the device and on disk. On a worker with a device, what is spilled
+        /// (or produced) to the host.
+        pub host_bytes: u64,
+        /// See [`HeartbeatMsg::device_bytes`].
+        pub device_bytes: u64,
+        /// See [`HeartbeatMsg::disk_bytes`]: spilled to disk now.
+        pub disk_bytes: u64,
+        /// See [`HeartbeatMsg::rss_bytes`].
+        pub rss_bytes: u64,
+        /// Seconds since its last heartbeat (since it joined, before the first).
+        pub last_seen_secs: f64,
     }
 
     /// The scheduler's state, as `Client::scheduler_info` reports it.
@@ -539,6 +581,26 @@ wire! {
         pub clients: u32,
         /// Programs the scheduler has heard of (clients' programs with typed ops).
         pub programs: Vec<ProgramStatusMsg>,
+        /// Counts per task prefix, in the order the prefixes were first seen.
+        pub prefixes: Vec<TaskPrefixMsg>,
+        /// Tasks whose results workers reported, so far (monotonic: a rate is its
+        /// difference between two calls over their `now_us` difference).
+        pub tasks_completed: u64,
+        /// Tasks whose ops failed on workers, so far.
+        pub tasks_erred: u64,
+        /// Workers that joined, so far.
+        pub workers_added: u64,
+        /// Workers that left (or died, or were closed), so far.
+        pub workers_removed: u64,
+        /// The task stream's last entry number: ask `GetTaskStream` with it as `since`
+        /// for what finishes from now on.
+        pub task_stream_last: u64,
+        /// The scheduler's clock now, microseconds since the Unix epoch.
+        pub now_us: u64,
+        /// When the scheduler started, on that clock.
+        pub started_us: u64,
+        /// The dashboard's address (`http://host:port/status`), empty without one.
+        pub dashboard: String,
     }
 
     /// One program in [`SchedulerInfoMsg`].
@@ -598,8 +660,9 @@ wire! {
         InfoReply {
             /// The request's number.
             req: u64,
-            /// The scheduler's state.
-            info: SchedulerInfoMsg,
+            /// The scheduler's state (boxed: every `ToClient` archives at the size of
+            /// its largest variant inline, and this one is large).
+            info: Box<SchedulerInfoMsg>,
         },
         /// The scheduler closes the connection, and says why (a frame it could not
         /// accept, a message not meant for a client, shutting down).
@@ -634,6 +697,25 @@ wire! {
             req: u64,
             /// The names of the workers to retire, best first.
             names: Vec<String>,
+        },
+        /// The answer to [`ToScheduler::GetTaskStream`].
+        TaskStreamReply {
+            /// The request's number.
+            req: u64,
+            /// The entries after the cursor, oldest first.
+            entries: Vec<TaskStreamEntryMsg>,
+            /// The cursor for the next request: the stream's last entry number, or the
+            /// last entry's `seq` when the limit cut the answer (a limit of 0 asks only
+            /// for the cursor).
+            last: u64,
+        },
+        /// The answer to [`ToScheduler::Story`].
+        StoryReply {
+            /// The request's number.
+            req: u64,
+            /// The key's transitions the scheduler's bounded log still holds, oldest
+            /// first.
+            transitions: Vec<TransitionMsg>,
         },
     }
 

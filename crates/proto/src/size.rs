@@ -94,6 +94,11 @@ impl WireSize for ToClient {
             ToClient::InfoReply { info, .. } => {
                 4096 + info.workers.len() * 1024
                     + info
+                        .prefixes
+                        .iter()
+                        .map(|p| 512 + p.name.len())
+                        .sum::<usize>()
+                    + info
                         .programs
                         .iter()
                         .map(|p| 128 + p.name.len() + p.error.len())
@@ -106,6 +111,27 @@ impl WireSize for ToClient {
                 128 + names.iter().map(|n| n.len() + 16).sum::<usize>()
             }
             ToClient::AdaptiveTargetReply { .. } => 128,
+            ToClient::TaskStreamReply { entries, .. } => {
+                64 + entries
+                    .iter()
+                    .map(|e| {
+                        128 + e.key.len() + e.prefix.len() + e.worker_name.len() + e.kind.len()
+                    })
+                    .sum::<usize>()
+            }
+            ToClient::StoryReply { transitions, .. } => {
+                64 + transitions
+                    .iter()
+                    .map(|t| {
+                        160 + t.key.len()
+                            + t.why.len()
+                            + t.worker_name.len()
+                            + t.error
+                                .as_ref()
+                                .map_or(0, |e| e.key.len() + e.op.len() + e.message.len() + 48)
+                    })
+                    .sum::<usize>()
+            }
         }
     }
 }
@@ -159,6 +185,7 @@ impl WireSize for ToScheduler {
             ToScheduler::CloseGracefully { reason } => 128 + reason.len(),
             ToScheduler::DeviceLost { message } => 128 + message.len(),
             ToScheduler::ReplicasAcquired { tasks } => 128 + tasks.len() * 8,
+            ToScheduler::Story { key, .. } => 64 + key.len(),
             _ => 256,
         }
     }

@@ -22,6 +22,11 @@ pub struct CoreConfig {
     pub bandwidth: f64,
     /// Transitions kept for `story()`.
     pub log_capacity: usize,
+    /// Finished tasks kept for the task stream.
+    pub stream_capacity: usize,
+    /// Task prefixes taken from keys, at most: past it, new tasks count under their op's
+    /// name (keys with unique names would otherwise grow the table without bound).
+    pub max_prefixes: usize,
     /// Duration [`SchedulerCore::adaptive_target`](crate::SchedulerCore::adaptive_target)
     /// counts for a task whose op was never measured (Dask's `unknown-task-duration`).
     pub unknown_duration_us: u64,
@@ -36,6 +41,8 @@ impl Default for CoreConfig {
             allowed_failures: 3,
             bandwidth: 1e9,
             log_capacity: 100_000,
+            stream_capacity: 10_000,
+            max_prefixes: 1_000,
             unknown_duration_us: 500_000,
         }
     }
@@ -268,6 +275,12 @@ pub struct CoreInfo {
     pub workers: Vec<WorkerInfo>,
     /// Clients connected.
     pub clients: u32,
+    /// Counts per task prefix, in the order the prefixes were first seen.
+    pub prefixes: Vec<crate::PrefixInfo>,
+    /// Monotonic counters (tasks completed, workers added and removed, …).
+    pub counters: crate::Counters,
+    /// The task stream's last entry number (a cursor for entries from now on).
+    pub stream_last: u64,
 }
 
 /// One worker's load, for `scheduler_info`.

@@ -10,13 +10,14 @@ use crate::api::Action;
 use crate::api::CoreConfig;
 use crate::api::CoreInfo;
 use crate::api::WorkerInfo;
+use crate::observe::{key_prefix, Counters, PrefixInfo, StreamEntry, TaskStream};
 use crate::slab::Slab;
 use crate::state::state_index;
 use crate::state::OpStat;
 use crate::state::Retirement;
 use crate::state::Task;
 use crate::state::Worker;
-use crate::story::{Transition, TransitionLog};
+use crate::story::{Live, Transition, TransitionLog, Why};
 use crate::TaskState;
 
 /// The scheduler's whole state. See the crate docs.
@@ -55,12 +56,31 @@ pub struct SchedulerCore {
     /// Something a retirement waits on may have changed since retirements were last
     /// advanced. Invariant: unset between stimuli.
     pub(crate) retire_dirty: bool,
+    /// Per task prefix: counts by state, compute time, output bytes. Invariant: each
+    /// `current` equals the number of stored tasks of that prefix in that state.
+    pub(crate) prefixes: Vec<PrefixInfo>,
+    /// Prefix names interned; at most `cfg.max_prefixes` from keys, op names beyond.
+    pub(crate) prefix_ids: FxHashMap<Arc<str>, u32>,
+    /// The prefix given last, and its name.
+    pub(crate) last_prefix: Option<(u32, Arc<str>)>,
+    /// The last finished tasks, for the task stream.
+    pub(crate) stream: TaskStream,
+    /// The names of the workers gone, the last `DEPARTED_NAMES` of them.
+    pub(crate) departed: VecDeque<(WorkerId, Arc<str>)>,
+    pub(crate) counters: Counters,
+    /// The caller's clock, as last set (microseconds).
+    pub(crate) now_us: u64,
+    /// What the current stimulus is, for the transition log.
+    pub(crate) why: Why,
+    /// The worker the current stimulus came from, if any.
+    pub(crate) stim_worker: Option<WorkerId>,
 }
 
 impl SchedulerCore {
     /// An empty scheduler.
     pub fn new(cfg: CoreConfig) -> Self {
         let log = TransitionLog::new(cfg.log_capacity);
+        let stream = TaskStream::new(cfg.stream_capacity);
         SchedulerCore {
             cfg,
             tasks: Slab::default(),
@@ -84,7 +104,23 @@ impl SchedulerCore {
             replicas: FxHashMap::default(),
             retirements: Vec::new(),
             retire_dirty: false,
+            prefixes: Vec::new(),
+            prefix_ids: FxHashMap::default(),
+            last_prefix: None,
+            stream,
+            departed: VecDeque::new(),
+            counters: Counters::default(),
+            now_us: 0,
+            why: Why::Start,
+            stim_worker: None,
         }
+    }
+
+    /// Sets the clock that transitions and the task stream are stamped with (the core
+    /// reads no clock itself); call it before handling inputs. The server gives
+    /// microseconds since the Unix epoch.
+    pub fn set_now(&mut self, now_us: u64) {
+        self.now_us = now_us;
     }
 
     /// Restricts submitted graphs to these ops (the workers' registry), or lifts the
@@ -103,8 +139,12 @@ impl SchedulerCore {
         self.stimulus
     }
 
-    pub(crate) fn begin(&mut self) {
+    /// Starts handling an input: `why` names it in the transition log, `worker` is the
+    /// worker it came from.
+    pub(crate) fn begin(&mut self, why: Why, worker: Option<WorkerId>) {
         self.stimulus = StimulusId(self.stimulus.0 + 1);
+        self.why = why;
+        self.stim_worker = worker;
     }
 
     /// The task with this key, if known.
@@ -131,10 +171,59 @@ impl SchedulerCore {
             .map_or_else(Vec::new, |t| t.who_has.to_vec())
     }
 
-    /// The recorded transitions of a key, oldest first.
+    /// The recorded transitions of a key, oldest first: all the bounded log still holds,
+    /// also of a task since forgotten.
     pub fn story(&self, key: &str) -> Vec<Transition> {
-        self.task_id(key)
-            .map_or_else(Vec::new, |t| self.log.story(t))
+        let live = self.task_id(key).map(|t| {
+            let task = &self.tasks[&t];
+            Live {
+                task: t,
+                key: &task.key,
+                error: task.error(),
+            }
+        });
+        self.log.story(key, live)
+    }
+
+    /// Up to `limit` finished tasks after the cursor `since` (a [`StreamEntry::seq`]; 0
+    /// for all still held), oldest first.
+    pub fn task_stream(&self, since: u64, limit: usize) -> Vec<StreamEntry> {
+        self.stream
+            .since(since, limit)
+            .into_iter()
+            .map(|r| StreamEntry {
+                seq: r.seq,
+                task: r.task,
+                key: r.key,
+                prefix: self.prefixes[r.prefix as usize].name.clone(),
+                worker: r.worker,
+                worker_name: self.worker_name(r.worker),
+                start_us: r.start_us,
+                stop_us: r.stop_us,
+                nbytes: r.nbytes,
+                kind: r.kind,
+            })
+            .collect()
+    }
+
+    /// A worker's name: of a registered worker, or of one of the last to leave (empty
+    /// if it left long ago).
+    pub fn worker_name(&self, w: WorkerId) -> Arc<str> {
+        match self.workers.get(&w) {
+            Some(worker) => worker.name.clone(),
+            None => self
+                .departed
+                .iter()
+                .rev()
+                .find(|(id, _)| *id == w)
+                .map_or_else(|| "".into(), |(_, n)| n.clone()),
+        }
+    }
+
+    /// The task stream's last entry number (0 before the first): the cursor for entries
+    /// from now on.
+    pub fn task_stream_last(&self) -> u64 {
+        self.stream.last_seq()
     }
 
     /// Number of tasks known (not forgotten).
@@ -168,7 +257,56 @@ impl SchedulerCore {
                 .collect(),
             workers,
             clients: self.clients.len() as u32,
+            prefixes: self.prefixes.clone(),
+            counters: self.counters,
+            stream_last: self.stream.last_seq(),
         }
+    }
+
+    /// The prefix of a new task with this key and op (see
+    /// [`key_prefix`](crate::key_prefix)), interned.
+    pub(crate) fn prefix_id(&mut self, key: &str, op: u32) -> u32 {
+        let from_key = key_prefix(key);
+        let op_name: Arc<str>;
+        let name: &str = match from_key {
+            Some(p) => p,
+            None => {
+                op_name = self.ops[op as usize].name.clone();
+                &op_name
+            }
+        };
+        // Tasks of a graph mostly share their prefix: the last one is checked first.
+        if let Some(&(last, ref last_name)) = self.last_prefix.as_ref() {
+            if **last_name == *name {
+                return last;
+            }
+        }
+        let id = match self.prefix_ids.get(name) {
+            Some(&id) => id,
+            None if from_key.is_some() && self.prefix_ids.len() >= self.cfg.max_prefixes => {
+                // Past the limit, a new key prefix counts under its op.
+                let op_name = self.ops[op as usize].name.clone();
+                return self.intern_prefix(&op_name);
+            }
+            None => self.intern_prefix(name),
+        };
+        let name = self.prefixes[id as usize].name.clone();
+        self.last_prefix = Some((id, name));
+        id
+    }
+
+    fn intern_prefix(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.prefix_ids.get(name) {
+            return id;
+        }
+        let id = self.prefixes.len() as u32;
+        let name: Arc<str> = name.into();
+        self.prefixes.push(PrefixInfo {
+            name: name.clone(),
+            ..Default::default()
+        });
+        self.prefix_ids.insert(name, id);
+        id
     }
 
     pub(crate) fn op_id(&mut self, name: &str) -> u32 {

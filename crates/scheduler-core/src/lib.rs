@@ -5,7 +5,12 @@
 //! `on_*`/stimulus method that changes the state through one table of (from, to)
 //! transitions and appends the messages to send to an ordered list of [`Action`]s, which
 //! the caller drains with [`SchedulerCore::take_actions`]. This crate must not do I/O, use
-//! a runtime, or read a clock: time arrives inside events (`duration_us`).
+//! a runtime, or read a clock: time arrives inside events (`duration_us`) and through
+//! [`SchedulerCore::set_now`].
+//!
+//! For people watching the cluster it keeps only aggregated or bounded records (see
+//! `observe` and `story`): counts per task prefix, the last finished tasks, the last
+//! transitions.
 //!
 //! Task states, as Dask's:
 //!
@@ -43,6 +48,7 @@ mod api;
 mod core;
 mod few;
 mod graph;
+mod observe;
 mod placement;
 mod retire;
 mod slab;
@@ -58,7 +64,8 @@ pub use crate::api::{
     Action, CoreConfig, CoreInfo, GraphError, NewTask, TaskFailure, WorkerInfo, WorkerSpec,
 };
 pub use crate::core::SchedulerCore;
-pub use crate::story::{Transition, TransitionLog};
+pub use crate::observe::{key_prefix, Counters, PrefixInfo, StreamEntry, StreamKind, TaskStream};
+pub use crate::story::{Transition, TransitionLog, Why};
 
 /// A task's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

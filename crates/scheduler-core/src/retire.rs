@@ -19,6 +19,7 @@ use rask_proto::{ClientId, TaskId, WorkerId};
 use crate::api::Action;
 use crate::core::SchedulerCore;
 use crate::state::Retirement;
+use crate::story::Why;
 
 /// Where a retiring worker stands.
 #[derive(Debug, PartialEq, Eq)]
@@ -36,7 +37,7 @@ impl SchedulerCore {
     /// ignored). When each has closed, been refused or died, [`Action::Retired`] tells
     /// the client (`req` echoed) which of them retired.
     pub fn on_retire_workers(&mut self, client: ClientId, req: u64, workers: &[WorkerId]) {
-        self.begin();
+        self.begin(Why::RetireWorkers, None);
         self.start_retirement(Some((client, req)), workers);
     }
 
@@ -45,7 +46,7 @@ impl SchedulerCore {
     /// its data it is closed all the same, and what only it held is recomputed where
     /// needed.
     pub fn on_close_gracefully(&mut self, worker: WorkerId) {
-        self.begin();
+        self.begin(Why::CloseGracefully, Some(worker));
         self.start_retirement(None, &[worker]);
     }
 
@@ -53,7 +54,7 @@ impl SchedulerCore {
     /// [`Action::AcquireReplica`] asked; reports of copies no longer wanted are ignored
     /// (the worker was told to drop them).
     pub fn on_replicas_acquired(&mut self, worker: WorkerId, tasks: &[TaskId]) {
-        self.begin();
+        self.begin(Why::ReplicasAcquired, Some(worker));
         for t in tasks {
             if self.replicas.get(t) != Some(&worker) {
                 continue;
@@ -82,7 +83,7 @@ impl SchedulerCore {
     /// value no one holds any more is recomputed if needed. The retirement then looks
     /// for another copy.
     pub fn on_replica_missing(&mut self, worker: WorkerId, t: TaskId, holder: WorkerId) {
-        self.begin();
+        self.begin(Why::ReplicaMissing, Some(worker));
         if self.replicas.get(&t) != Some(&worker) {
             return;
         }

@@ -30,6 +30,8 @@ pub(crate) struct TaskExtra {
 pub(crate) struct Task {
     pub(crate) key: Arc<str>,
     pub(crate) op: u32,
+    /// Index into the core's `prefixes`.
+    pub(crate) prefix: u32,
     pub(crate) args: Datum,
     pub(crate) deps: Box<[TaskId]>,
     pub(crate) dependents: Vec<TaskId>,
@@ -49,7 +51,8 @@ pub(crate) struct Task {
     pub(crate) who_wants: Few<ClientId>,
     /// Lower runs first: submission order.
     pub(crate) priority: u64,
-    pub(crate) suspicious: u32,
+    /// Workers that died running it (saturating; compared with `allowed_failures`).
+    pub(crate) suspicious: u16,
     pub(crate) extra: Option<Box<TaskExtra>>,
 }
 

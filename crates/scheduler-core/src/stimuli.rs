@@ -13,22 +13,28 @@ use crate::api::TaskFailure;
 use crate::api::WorkerSpec;
 use crate::core::SchedulerCore;
 use crate::few::Few;
+use crate::observe::{StreamKind, StreamRecord};
 use crate::state::state_index;
 use crate::state::Task;
 use crate::state::TaskExtra;
 use crate::state::Worker;
+use crate::story::Why;
 use crate::TaskState;
+
+/// Names of the workers gone kept, most recent last, so that the task stream names the
+/// worker that ran a task after it left.
+pub(crate) const DEPARTED_NAMES: usize = 1024;
 
 impl SchedulerCore {
     /// A client connected.
     pub fn on_client_joined(&mut self, client: ClientId) {
-        self.begin();
+        self.begin(Why::ClientJoined, None);
         self.clients.entry(client).or_default();
     }
 
     /// A client disconnected: everything it wanted is released.
     pub fn on_client_left(&mut self, client: ClientId) {
-        self.begin();
+        self.begin(Why::ClientLeft, None);
         let Some(wants) = self.clients.remove(&client) else {
             return;
         };
@@ -52,7 +58,8 @@ impl SchedulerCore {
 
     /// A worker joined.
     pub fn on_worker_joined(&mut self, id: WorkerId, spec: WorkerSpec) {
-        self.begin();
+        self.begin(Why::WorkerJoined, Some(id));
+        self.counters.workers_added += 1;
         let resources = spec
             .resources
             .iter()
@@ -87,7 +94,7 @@ impl SchedulerCore {
     /// recomputed if still needed, and a task that was running on `allowed_failures`
     /// dying workers errs. A worker lost while retiring has not retired.
     pub fn on_worker_lost(&mut self, id: WorkerId) {
-        self.begin();
+        self.begin(Why::WorkerLost, Some(id));
         if self.remove_worker(id, true) {
             self.resolve_retiring(id, None);
         }
@@ -101,6 +108,11 @@ impl SchedulerCore {
         let Some(w) = self.workers.remove(&id) else {
             return false;
         };
+        self.counters.workers_removed += 1;
+        if self.departed.len() == DEPARTED_NAMES {
+            self.departed.pop_front();
+        }
+        self.departed.push_back((id, w.name.clone()));
         self.replicas.retain(|_, r| *r != id);
         // Values it held, or was fetching a copy of, may now be held by retiring workers
         // only (workers leave seldom: no finer test is worth it).
@@ -120,9 +132,9 @@ impl SchedulerCore {
                 self.recs.push_back((t, TaskState::Released));
                 continue;
             }
-            task.suspicious += 1;
+            task.suspicious = task.suspicious.saturating_add(1);
             task.extra().killed_on.push(w.name.clone());
-            if task.suspicious >= allowed {
+            if u32::from(task.suspicious) >= allowed {
                 let killed = task.extra().killed_on.join(", ");
                 let mut message = format!(
                     "killed worker: the task was running on {} workers that died ({killed})",
@@ -173,7 +185,7 @@ impl SchedulerCore {
         tasks: Vec<NewTask>,
         wanted: &[String],
     ) -> Result<(), GraphError> {
-        self.begin();
+        self.begin(Why::UpdateGraph, None);
         if !self.clients.contains_key(&client) {
             return Err(GraphError::UnknownClient(client));
         }
@@ -195,6 +207,7 @@ impl SchedulerCore {
                     .push(id);
             }
             let op = self.op_id(&nt.op);
+            let prefix = self.prefix_id(&nt.key, op);
             let resources: Vec<(u32, f64)> = nt
                 .resources
                 .iter()
@@ -216,6 +229,7 @@ impl SchedulerCore {
                 Task {
                     key,
                     op,
+                    prefix,
                     args: nt.args,
                     deps,
                     dependents: Vec::new(),
@@ -234,6 +248,9 @@ impl SchedulerCore {
             );
             self.next_priority += 1;
             self.counts[state_index(TaskState::Released)] += 1;
+            let p = &mut self.prefixes[prefix as usize];
+            p.current[state_index(TaskState::Released)] += 1;
+            p.totals[state_index(TaskState::Released)] += 1;
             created.push(id);
         }
         let mut touched = Vec::new();
@@ -289,7 +306,7 @@ impl SchedulerCore {
 
     /// A client dropped its last future for these keys.
     pub fn on_release_keys(&mut self, client: ClientId, keys: &[String]) {
-        self.begin();
+        self.begin(Why::ReleaseKeys, None);
         for key in keys {
             let Some(&t) = self.keys.get(key.as_str()) else {
                 continue;
@@ -321,7 +338,7 @@ impl SchedulerCore {
         duration_us: u64,
         value: Option<Datum>,
     ) {
-        self.begin();
+        self.begin(Why::TaskFinished, Some(worker));
         let current = self.tasks.get(&t).is_some_and(|task| {
             task.state == TaskState::Processing
                 && task.processing_on == Some(worker)
@@ -340,6 +357,21 @@ impl SchedulerCore {
             Some(avg) => 0.8 * avg + 0.2 * duration_us as f64,
         });
         task.nbytes = nbytes;
+        self.counters.tasks_completed += 1;
+        let p = &mut self.prefixes[task.prefix as usize];
+        p.compute_us += duration_us;
+        p.output_bytes += nbytes;
+        self.stream.push(StreamRecord {
+            seq: 0,
+            task: t,
+            key: task.key.clone(),
+            prefix: task.prefix,
+            worker,
+            start_us: self.now_us.saturating_sub(duration_us),
+            stop_us: self.now_us,
+            nbytes,
+            kind: StreamKind::Compute,
+        });
         self.release_slot(t);
         let task = self.tasks.get_mut(&t).expect("invariant: checked above");
         task.who_has.push(worker);
@@ -380,7 +412,7 @@ impl SchedulerCore {
     /// No worker can ever run tasks of the code `code` (its program could not be started
     /// anywhere): the tasks waiting for a worker of that code fail with `message`.
     pub fn on_code_failed(&mut self, code: u64, message: &str) {
-        self.begin();
+        self.begin(Why::CodeFailed, None);
         let stuck: Vec<TaskId> = self
             .no_worker
             .iter()
@@ -413,7 +445,7 @@ impl SchedulerCore {
 
     /// A worker reports that a task's op failed.
     pub fn on_task_erred(&mut self, worker: WorkerId, t: TaskId, message: String) {
-        self.begin();
+        self.begin(Why::TaskErred, Some(worker));
         let Some(task) = self.tasks.get_mut(&t) else {
             return;
         };
@@ -426,6 +458,7 @@ impl SchedulerCore {
             op,
             message,
         }));
+        self.counters.tasks_erred += 1;
         self.recs.push_back((t, TaskState::Erred));
         self.run();
         self.fill_slots();
@@ -435,7 +468,7 @@ impl SchedulerCore {
     /// A worker could not fetch `dep` from `holder` to run `t`: the holder no longer has
     /// it. The task goes back to waiting; the dependency is recomputed if no one has it.
     pub fn on_missing_data(&mut self, worker: WorkerId, t: TaskId, dep: TaskId, holder: WorkerId) {
-        self.begin();
+        self.begin(Why::MissingData, Some(worker));
         self.drop_holder(dep, holder);
         if let Some(task) = self.tasks.get(&t) {
             if task.state == TaskState::Processing && task.processing_on == Some(worker) {

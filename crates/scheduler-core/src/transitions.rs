@@ -11,7 +11,7 @@ use crate::placement::Placement;
 use crate::state::add_to;
 use crate::state::is_active;
 use crate::state::state_index;
-use crate::story::Transition;
+use crate::story::Entry;
 use crate::TaskState;
 
 impl SchedulerCore {
@@ -78,6 +78,10 @@ impl SchedulerCore {
         task.state = to;
         self.counts[state_index(from)] -= 1;
         self.counts[state_index(to)] += 1;
+        let p = &mut self.prefixes[task.prefix as usize];
+        p.current[state_index(from)] -= 1;
+        p.current[state_index(to)] += 1;
+        p.totals[state_index(to)] += 1;
         if is_active(from) != is_active(to) {
             let deps = task.deps.clone();
             for d in deps.iter() {
@@ -89,12 +93,22 @@ impl SchedulerCore {
                 }
             }
         }
-        self.log.record(Transition {
-            task: t,
-            from,
-            to,
-            stimulus: self.stimulus,
-        });
+        if self.log.enabled() {
+            let task = &self.tasks[&t];
+            let worker = task
+                .processing_on
+                .or_else(|| task.who_has.as_slice().first().copied())
+                .or(self.stim_worker);
+            self.log.record(Entry::new(
+                t,
+                from,
+                to,
+                self.stimulus,
+                self.why,
+                worker,
+                self.now_us,
+            ));
+        }
     }
 
     pub(crate) fn released_to_waiting(&mut self, t: TaskId) {
@@ -276,13 +290,22 @@ impl SchedulerCore {
         }
         let task = self.tasks.remove(&t).expect("invariant");
         self.counts[state_index(task.state)] -= 1;
+        let p = &mut self.prefixes[task.prefix as usize];
+        p.current[state_index(task.state)] -= 1;
+        p.totals[state_index(TaskState::Forgotten)] += 1;
         self.keys.remove(&task.key);
-        self.log.record(Transition {
-            task: t,
-            from: task.state,
-            to: TaskState::Forgotten,
-            stimulus: self.stimulus,
-        });
+        self.log.record(Entry::new(
+            t,
+            task.state,
+            TaskState::Forgotten,
+            self.stimulus,
+            self.why,
+            self.stim_worker,
+            self.now_us,
+        ));
+        if self.log.enabled() {
+            self.log.forget(t, task.key.clone(), task.error().cloned());
+        }
         for d in task.deps.iter() {
             let dt = self
                 .tasks

@@ -15,8 +15,10 @@ impl SchedulerCore {
     /// stimulus in tests.
     pub fn validate(&self) {
         let mut counts = [0u64; 8];
+        let mut by_prefix = vec![[0u64; 8]; self.prefixes.len()];
         for (id, t) in self.tasks.iter() {
             counts[state_index(t.state)] += 1;
+            by_prefix[t.prefix as usize][state_index(t.state)] += 1;
             assert_eq!(self.keys.get(&t.key), Some(&id), "key map of {}", t.key);
             let deps_in_memory = t
                 .deps
@@ -156,6 +158,22 @@ impl SchedulerCore {
                 s.name()
             );
         }
+        for (p, counts) in self.prefixes.iter().zip(&by_prefix) {
+            assert_eq!(&p.current, counts, "counts of prefix {}", p.name);
+        }
+        assert_eq!(
+            self.prefix_ids.len(),
+            self.prefixes.len(),
+            "prefix map size"
+        );
+        assert!(
+            self.stream.len() <= self.cfg.stream_capacity,
+            "task stream bound"
+        );
+        assert!(
+            self.log.len() <= self.cfg.log_capacity,
+            "transition log bound"
+        );
         assert_eq!(self.keys.len(), self.tasks.len(), "key map size");
         for (id, w) in &self.workers {
             let mut occupancy = 0;

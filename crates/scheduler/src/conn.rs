@@ -34,6 +34,8 @@ pub(crate) enum Event {
     /// until handled.
     Batch(Peer, Batch<ToScheduler>, tokio::sync::OwnedSemaphorePermit),
     Left(Peer, Option<String>),
+    /// A question from an in-process observer (the dashboard).
+    Observe(crate::observe::Ask),
 }
 
 /// The main loop's answer to a hello.

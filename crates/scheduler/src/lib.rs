@@ -5,18 +5,29 @@
 //! One task owns the core; connection tasks only read, decode and forward. Everything
 //! readable is handled per wake-up, and each connection's writer batches what queued
 //! meanwhile into one frame. Scheduling decisions belong in the core, not here.
+//!
+//! With [`SchedulerConfig::dashboard`] and [`SchedulerConfig::dashboard_server`] set, the
+//! scheduler binds the dashboard's address and runs the server given, handing it an
+//! [`Observer`]: the dashboard asks the main loop as a client would, and never touches
+//! the core.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod conn;
+mod observe;
 mod programs;
 mod registry;
+mod route;
 mod server;
 
 use crate::conn::handle_conn;
 use crate::conn::Event;
+use crate::observe::unix_us;
 use crate::server::Server;
+
+pub use crate::observe::{DashboardFuture, DashboardServer, Observer, MAX_STREAM_REPLY};
+pub use rask_proto::observe::{TaskPrefixMsg, TaskStream, TaskStreamEntryMsg, TransitionMsg};
 use rask_scheduler_core::{CoreConfig, SchedulerCore};
 use rask_transport::{ConnConfig, TransportError};
 use rustc_hash::FxHashMap;
@@ -37,6 +48,12 @@ pub struct SchedulerConfig {
     pub worker_ttl: std::time::Duration,
     /// The address it announces (in `scheduler_info`); `None`: the listener's.
     pub address: Option<String>,
+    /// Where the dashboard listens (`host:port`; port 0 picks a free one); `None`: no
+    /// dashboard. Served only with a [`SchedulerConfig::dashboard_server`].
+    pub dashboard: Option<String>,
+    /// The dashboard's server, given the listener bound to `dashboard` and an
+    /// [`Observer`].
+    pub dashboard_server: Option<DashboardServer>,
 }
 
 impl Default for SchedulerConfig {
@@ -46,6 +63,8 @@ impl Default for SchedulerConfig {
             core: CoreConfig::default(),
             worker_ttl: std::time::Duration::from_secs(60),
             address: None,
+            dashboard: None,
+            dashboard_server: None,
         }
     }
 }
@@ -62,6 +81,17 @@ pub enum SchedulerError {
     /// An operating-system call failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// The dashboard's address could not be bound.
+    #[error("cannot listen for the dashboard on {addr}: {source}")]
+    Dashboard {
+        /// The address asked for.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The scheduler has stopped: an [`Observer`] asked it too late.
+    #[error("the scheduler has stopped")]
+    Stopped,
 }
 
 /// Runs a scheduler on a bound listener until `shutdown` completes.
@@ -75,6 +105,26 @@ pub async fn run(
         None => rask_transport::listener_addr(&listener)?,
     };
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+    let dashboard = match (&cfg.dashboard, &cfg.dashboard_server) {
+        (Some(addr), Some(serve)) => {
+            let l = TcpListener::bind(addr.as_str()).await.map_err(|source| {
+                SchedulerError::Dashboard {
+                    addr: addr.clone(),
+                    source,
+                }
+            })?;
+            let local = l.local_addr()?;
+            let url = format!("http://{local}/status");
+            info!("dashboard at {url}");
+            let observer = Observer { tx: tx.clone() };
+            Some((url, tokio::spawn((serve.0)(l, observer))))
+        }
+        (Some(addr), None) => {
+            warn!("no dashboard server in this build: not serving a dashboard on {addr}");
+            None
+        }
+        (None, _) => None,
+    };
     let mut server = Server {
         core: SchedulerCore::new(cfg.core.clone()),
         address,
@@ -89,6 +139,10 @@ pub async fn run(
         partial: FxHashMap::default(),
         retire_replies: Vec::new(),
         shutdown_requested: None,
+        started_us: unix_us(),
+        dashboard: dashboard
+            .as_ref()
+            .map_or_else(String::new, |(u, _)| u.clone()),
     };
     let conn_cfg = cfg.conn;
     let worker_ttl = cfg.worker_ttl;
@@ -125,6 +179,7 @@ pub async fn run(
                     if n == 0 {
                         break;
                     }
+                    server.core.set_now(unix_us());
                     for ev in events.drain(..) {
                         server.on_event(ev);
                     }
@@ -163,6 +218,9 @@ pub async fn run(
     if !ended {
         let _ = stop_tx.send(());
         let _ = main.await;
+    }
+    if let Some((_, server)) = dashboard {
+        server.abort();
     }
     Ok(())
 }

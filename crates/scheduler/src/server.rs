@@ -1,15 +1,11 @@
 //! The main loop's state outside the core: connections, workers' addresses, graphs
-//! arriving in parts; routing the core's actions to the connections' writers.
-
-use std::sync::Arc;
+//! arriving in parts, and each peer's messages handed to the core (its actions are
+//! routed in `route`, what observers see is built in `observe`).
 
 use bytes::Bytes;
-use rask_proto::msg::{
-    DepLoc, Hello, Holder, Role, SchedulerInfoMsg, TaskError, ToClient, ToScheduler, ToWorker,
-    WhoHasEntry, WorkerInfoMsg,
-};
-use rask_proto::{ClientId, TaskId, WorkerId, RASK_VERSION};
-use rask_scheduler_core::{Action, NewTask, SchedulerCore, WorkerSpec};
+use rask_proto::msg::{Hello, Holder, Role, ToClient, ToScheduler, ToWorker, WhoHasEntry};
+use rask_proto::{ClientId, WorkerId};
+use rask_scheduler_core::{NewTask, SchedulerCore, WorkerSpec};
 use rask_transport::{Batch, Sender};
 use rustc_hash::FxHashMap;
 use tracing::{error, info, warn};
@@ -31,6 +27,8 @@ pub(crate) struct WorkerConn {
     pub(crate) pid: u32,
     pub(crate) spec: WorkerSpec,
     pub(crate) heartbeat: Option<rask_proto::msg::HeartbeatMsg>,
+    /// When it joined or last sent a heartbeat.
+    pub(crate) last_seen: std::time::Instant,
     /// The code it runs (its program).
     pub(crate) code: u64,
     /// Whether it starts programs' workers when asked.
@@ -68,6 +66,10 @@ pub(crate) struct Server {
     pub(crate) retire_replies: Vec<RetireReply>,
     /// A client asked the cluster to shut down, and why.
     pub(crate) shutdown_requested: Option<String>,
+    /// When it started, in microseconds since the Unix epoch.
+    pub(crate) started_us: u64,
+    /// The dashboard's address, empty without one.
+    pub(crate) dashboard: String,
 }
 
 /// An answer to a client's `RetireWorkers`, sent once the workers retired have left.
@@ -116,6 +118,7 @@ impl Server {
             },
             Event::Batch(peer, batch, _unread) => self.on_batch(peer, batch),
             Event::Left(peer, reason) => self.on_left(peer, reason),
+            Event::Observe(ask) => self.on_ask(ask),
         }
     }
 
@@ -203,6 +206,7 @@ impl Server {
                         pid: h.pid,
                         spec,
                         heartbeat: None,
+                        last_seen: std::time::Instant::now(),
                         code: wh.code,
                         runs_programs: wh.runs_programs,
                     },
@@ -330,7 +334,13 @@ impl Server {
                 }
                 (Peer::Client(c), ToScheduler::Info { req }) => {
                     let info = self.info();
-                    self.to_client(c, ToClient::InfoReply { req, info });
+                    self.to_client(
+                        c,
+                        ToClient::InfoReply {
+                            req,
+                            info: Box::new(info),
+                        },
+                    );
                 }
                 (Peer::Worker(w), ToScheduler::TaskFinished(f)) => {
                     self.core
@@ -386,6 +396,10 @@ impl Server {
                     let target = target as u64;
                     self.to_client(c, ToClient::AdaptiveTargetReply { req, target });
                 }
+                (Peer::Client(c), ToScheduler::GetTaskStream { req, since, limit }) => {
+                    self.on_get_task_stream(c, req, since, limit)
+                }
+                (Peer::Client(c), ToScheduler::Story { req, key }) => self.on_story(c, req, &key),
                 (Peer::Client(c), ToScheduler::WorkersToClose { req, target }) => {
                     let target = usize::try_from(target).unwrap_or(usize::MAX);
                     let names = self
@@ -416,7 +430,8 @@ impl Server {
                 (Peer::Worker(w), ToScheduler::Heartbeat(hb)) => {
                     self.core.on_device_memory(w, hb.device_memory_used);
                     if let Some(conn) = self.workers.get_mut(&w) {
-                        conn.heartbeat = Some(hb);
+                        conn.heartbeat = Some(*hb);
+                        conn.last_seen = std::time::Instant::now();
                     }
                 }
                 (peer, m) => warn!(?peer, "ignoring a message not meant for this role: {m:?}"),
@@ -546,172 +561,5 @@ impl Server {
                 })
             })
             .collect()
-    }
-
-    pub(crate) fn info(&self) -> SchedulerInfoMsg {
-        let core = self.core.info();
-        let workers = core
-            .workers
-            .iter()
-            .filter_map(|wi| {
-                let c = self.workers.get(&wi.id)?;
-                // Until the first heartbeat: no use, no traffic.
-                let hb = c.heartbeat.as_ref();
-                Some(WorkerInfoMsg {
-                    id: wi.id,
-                    name: c.spec.name.clone(),
-                    addr: c.addr.clone(),
-                    host_id: c.spec.host_id.clone(),
-                    pid: c.pid,
-                    shm_addr: c.shm_addr.clone(),
-                    transport: c.transport.clone(),
-                    device: c.device.clone(),
-                    device_name: c.device_name.clone(),
-                    device_memory_limit: c.device_memory_limit,
-                    device_memory_used: hb.map_or(0, |h| h.device_memory_used),
-                    device_to_host: hb.map_or(0, |h| h.device_to_host),
-                    received: hb.map_or_else(Vec::new, |h| h.received.clone()),
-                    spilled: hb.map_or_else(Vec::new, |h| h.spilled.clone()),
-                    ran: hb.map_or_else(Vec::new, |h| h.ran.clone()),
-                    nthreads: c.spec.nthreads,
-                    memory_limit: c.spec.memory_limit,
-                    resources: c.spec.resources.clone(),
-                    processing: wi.processing,
-                    stored_keys: wi.stored_keys,
-                    stored_bytes: wi.stored_bytes,
-                    status: if wi.retiring {
-                        "closing_gracefully"
-                    } else {
-                        "running"
-                    }
-                    .into(),
-                })
-            })
-            .collect();
-        SchedulerInfoMsg {
-            address: self.address.clone(),
-            rask_version: RASK_VERSION.into(),
-            workers,
-            tasks_by_state: core
-                .tasks_by_state
-                .iter()
-                .map(|(n, c)| (n.to_string(), *c))
-                .collect(),
-            clients: core.clients,
-            programs: self.program_status(),
-        }
-    }
-
-    /// Routes the core's actions; frees to one worker coalesce into one message, sent
-    /// before any later compute or copy to that worker (a task freed and given back to
-    /// the same worker in one step must arrive in that order), and copies to one worker
-    /// coalesce likewise, sent before any later free.
-    pub(crate) fn flush(&mut self) {
-        let mut frees: FxHashMap<WorkerId, Vec<TaskId>> = FxHashMap::default();
-        let mut copies: FxHashMap<WorkerId, Vec<DepLoc>> = FxHashMap::default();
-        for a in self.core.take_actions() {
-            match a {
-                Action::Compute { worker, msg, bufs } => {
-                    if let Some(WorkerConn { tx: Some(tx), .. }) = self.workers.get(&worker) {
-                        if let Some(tasks) = frees.remove(&worker) {
-                            let _ = tx.send(ToWorker::Free { tasks });
-                        }
-                        let _ = tx.send_with(ToWorker::Compute(msg), bufs);
-                    }
-                }
-                Action::Free { worker, task } => {
-                    if let Some(tasks) = copies.remove(&worker) {
-                        self.to_worker(worker, ToWorker::AcquireReplicas { tasks });
-                    }
-                    frees.entry(worker).or_default().push(task)
-                }
-                Action::AcquireReplica { worker, dep } => {
-                    if let Some(tasks) = frees.remove(&worker) {
-                        self.to_worker(worker, ToWorker::Free { tasks });
-                    }
-                    copies.entry(worker).or_default().push(dep);
-                }
-                Action::CloseWorker { worker } => {
-                    if let Some(conn) = self.workers.get(&worker) {
-                        info!(worker = worker.0, name = %conn.spec.name, "closing the worker: it retired");
-                    }
-                    self.to_worker(
-                        worker,
-                        ToWorker::Close {
-                            reason: "retired".into(),
-                        },
-                    );
-                }
-                Action::Retired {
-                    client,
-                    req,
-                    workers,
-                } => {
-                    let waiting = workers
-                        .iter()
-                        .map(|(w, _)| *w)
-                        .filter(|w| self.workers.contains_key(w))
-                        .collect();
-                    self.retire_replies.push(RetireReply {
-                        client,
-                        req,
-                        names: workers.iter().map(|(_, n)| n.to_string()).collect(),
-                        waiting,
-                    });
-                    // Sent now if every one of them has left already.
-                    self.retired_worker_left(WorkerId(u32::MAX));
-                }
-                Action::KeyInMemory {
-                    client,
-                    key,
-                    task,
-                    nbytes,
-                    holders,
-                    value,
-                } => {
-                    let holders = self.holders(&holders);
-                    self.to_client(
-                        client,
-                        ToClient::KeyInMemory {
-                            key: key.to_string(),
-                            task,
-                            nbytes,
-                            holders,
-                            value,
-                        },
-                    );
-                }
-                Action::KeyErred { client, key, error } => {
-                    let error = error_msg(&error);
-                    self.to_client(
-                        client,
-                        ToClient::KeyErred {
-                            key: key.to_string(),
-                            error,
-                        },
-                    );
-                }
-            }
-        }
-        for (w, tasks) in copies {
-            self.to_worker(w, ToWorker::AcquireReplicas { tasks });
-        }
-        for (w, tasks) in frees {
-            self.to_worker(w, ToWorker::Free { tasks });
-        }
-    }
-
-    pub(crate) fn to_worker(&self, w: WorkerId, m: ToWorker) {
-        if let Some(WorkerConn { tx: Some(tx), .. }) = self.workers.get(&w) {
-            let _ = tx.send(m);
-        }
-    }
-}
-
-pub(crate) fn error_msg(e: &Arc<rask_scheduler_core::TaskFailure>) -> TaskError {
-    TaskError {
-        key: e.key.clone(),
-        op: e.op.clone(),
-        message: e.message.clone(),
     }
 }
