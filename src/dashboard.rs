@@ -121,11 +121,7 @@ impl rask_dashboard::Source for Source {
     fn story(&self, key: String) -> BoxFuture<'_, Result<Vec<StoryEntry>, String>> {
         Box::pin(async move {
             self.start().await?;
-            let story = self
-                .observer
-                .story(&key)
-                .await
-                .map_err(|e| e.to_string())?;
+            let story = self.observer.story(&key).await.map_err(|e| e.to_string())?;
             Ok(story
                 .into_iter()
                 .map(|t| StoryEntry {

@@ -20,6 +20,7 @@ pub mod cli;
 mod cluster;
 mod cluster_error;
 pub mod config;
+pub mod dashboard;
 mod entry;
 pub mod gpu_process;
 mod progress;

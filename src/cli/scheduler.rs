@@ -53,6 +53,23 @@ pub struct SchedulerArgs {
     /// How log lines are written: text (as Dask's) or json (one object per line).
     #[arg(long, value_enum, default_value_t)]
     pub log_format: super::LogFormat,
+    /// Where the dashboard listens: [HOST]:PORT (default :8787, on the scheduler's host;
+    /// another port when that one is taken, as Dask does).
+    #[arg(long)]
+    pub dashboard_address: Option<String>,
+    /// No dashboard (no pages, no /metrics).
+    #[arg(long, conflicts_with = "dashboard_address")]
+    pub no_dashboard: bool,
+}
+
+/// The address the dashboard binds: `spec` (`[HOST]:PORT`, default `:8787`), its host
+/// defaulting to the scheduler's `host`. (A taken port gives way to a free one when the
+/// scheduler binds it.)
+pub(crate) fn dashboard_bind(spec: Option<&str>, host: &str) -> String {
+    let spec = spec.unwrap_or(":8787");
+    let (h, port) = spec.rsplit_once(':').unwrap_or(("", spec));
+    let h = if h.is_empty() { host } else { h };
+    format!("{h}:{port}")
 }
 
 /// Runs a scheduler until SIGTERM or SIGINT, or until a client shuts the cluster down.
@@ -118,6 +135,11 @@ pub fn run_scheduler(a: SchedulerArgs) -> Result<(), Box<dyn Error>> {
         }
         let mut cfg = cfg;
         cfg.address = Some(addr);
+        if !a.no_dashboard {
+            let host = bind.rsplit_once(':').map_or("127.0.0.1", |(h, _)| h);
+            cfg.dashboard = Some(dashboard_bind(a.dashboard_address.as_deref(), host));
+            cfg.dashboard_server = Some(crate::dashboard::server());
+        }
         rask_scheduler::run(listener, cfg, shutdown_signal()).await?;
         Ok::<_, Box<dyn Error>>(())
     })

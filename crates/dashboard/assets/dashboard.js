@@ -73,7 +73,7 @@ function summary(s) {
   state.lastDone = done;
   state.lastAt = now;
   const rate = state.rates.length ? state.rates[state.rates.length - 1] : 0;
-  const tasks = s.tasks.map(([k, v]) => k + " " + v).join(" · ");
+  const tasks = s.tasks.filter(([, v]) => v > 0).map(([k, v]) => k + " " + v).join(" · ");
   document.getElementById("summary").textContent =
     s.address + " · " + s.workers.length + " workers · " + rate.toFixed(0) + " tasks/s" +
     (tasks ? " · " + tasks : "");
@@ -114,15 +114,18 @@ function progress(s) {
 
 function memory(s) {
   const rows = s.workers.map((w) => {
-    const total = Math.max(w.memory_limit, w.memory + w.spilled_host + w.spilled_disk, 1);
+    const total = Math.max(w.memory_limit, w.memory + w.spilled_disk, 1) +
+      (w.device === "host" ? 0 : Math.max(w.device_memory_limit, w.device_memory));
+    const device = w.device === "host" ? "" : ", " + bytes(w.device_memory) + " on " + w.device;
     return bar([
-      [w.memory, "memory", "held " + bytes(w.memory)],
-      [w.spilled_host, "spilled-host", "spilled to host " + bytes(w.spilled_host)],
+      [w.memory, "memory", "in host memory " + bytes(w.memory)],
+      [w.device === "host" ? 0 : w.device_memory, "device", "on the device " + bytes(w.device_memory)],
       [w.spilled_disk, "spilled-disk", "spilled to disk " + bytes(w.spilled_disk)],
-    ], total, w.name + ": " + bytes(w.memory) + " held, " + bytes(w.spilled_host) +
-      " spilled to host, " + bytes(w.spilled_disk) + " to disk");
+    ], total, w.name + ": " + bytes(w.memory) + " in host memory" + device + ", " +
+      bytes(w.spilled_disk) + " on disk");
   });
-  return section("Memory per worker", ...rows);
+  return section("Memory per worker", ...rows,
+    el("p", { class: "note", text: "host memory (green), device (violet), spilled to disk (brown)" }));
 }
 
 function processing(s) {
@@ -150,7 +153,7 @@ function taskStream(s) {
     const row = workers.indexOf(e.worker);
     const r = svg("rect", {
       x: x(Math.max(e.start_s, start)), y: row * rowH + 2,
-      width: Math.max(1, x(e.stop_s) - x(Math.max(e.start_s, start))), height: rowH - 4,
+      width: Math.max(2, x(e.stop_s) - x(Math.max(e.start_s, start))), height: rowH - 4,
       class: "task-rect kind-" + e.kind, "data-key": e.key, "data-worker": e.worker,
     });
     if (e.kind === "compute") r.style.fill = `hsl(${hue(e.prefix)}, 60%, 55%)`;

@@ -46,11 +46,12 @@ pub struct WorkerRow {
     pub threads: u64,
     /// Tasks running or queued on it now.
     pub processing: u64,
-    /// Bytes of values it holds in host memory.
+    /// Bytes of values it holds in host memory now (on a GPU worker: what was spilled or
+    /// produced to the host).
     pub memory: u64,
-    /// Bytes it spilled to host memory (from a device) and to disk.
+    /// Bytes it moved from its device to host memory so far (a running total).
     pub spilled_host: u64,
-    /// See [`WorkerRow::spilled_host`].
+    /// Bytes of its values spilled to disk now.
     pub spilled_disk: u64,
     /// Its memory limit in bytes (0: none).
     pub memory_limit: u64,

@@ -81,14 +81,6 @@ pub enum SchedulerError {
     /// An operating-system call failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
-    /// The dashboard's address could not be bound.
-    #[error("cannot listen for the dashboard on {addr}: {source}")]
-    Dashboard {
-        /// The address asked for.
-        addr: String,
-        /// Why.
-        source: std::io::Error,
-    },
     /// The scheduler has stopped: an [`Observer`] asked it too late.
     #[error("the scheduler has stopped")]
     Stopped,
@@ -106,19 +98,21 @@ pub async fn run(
     };
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
     let dashboard = match (&cfg.dashboard, &cfg.dashboard_server) {
-        (Some(addr), Some(serve)) => {
-            let l = TcpListener::bind(addr.as_str()).await.map_err(|source| {
-                SchedulerError::Dashboard {
-                    addr: addr.clone(),
-                    source,
-                }
-            })?;
-            let local = l.local_addr()?;
-            let url = format!("http://{local}/status");
-            info!("dashboard at {url}");
-            let observer = Observer { tx: tx.clone() };
-            Some((url, tokio::spawn((serve.0)(l, observer))))
-        }
+        // A dashboard never keeps the scheduler from running: a taken port gives way to
+        // a free one (as Dask's does), any other failure to no dashboard, said.
+        (Some(addr), Some(serve)) => match bind_dashboard(addr).await {
+            Ok(l) => {
+                let local = l.local_addr()?;
+                let url = format!("http://{local}/status");
+                info!(target: "rask.scheduler", "Dashboard at: {url}");
+                let observer = Observer { tx: tx.clone() };
+                Some((url, tokio::spawn((serve.0)(l, observer))))
+            }
+            Err(e) => {
+                warn!("no dashboard: cannot listen on {addr}: {e}");
+                None
+            }
+        },
         (Some(addr), None) => {
             warn!("no dashboard server in this build: not serving a dashboard on {addr}");
             None
@@ -223,4 +217,18 @@ pub async fn run(
         server.abort();
     }
     Ok(())
+}
+
+/// The dashboard's listener on `addr`, or on a free port of the same host when that port
+/// is taken (another cluster's dashboard, most likely).
+async fn bind_dashboard(addr: &str) -> std::io::Result<TcpListener> {
+    match TcpListener::bind(addr).await {
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            let host = addr.rsplit_once(':').map_or("127.0.0.1", |(h, _)| h);
+            let host = if host.is_empty() { "0.0.0.0" } else { host };
+            warn!("{addr} is in use (another cluster?): the dashboard takes a free port instead");
+            TcpListener::bind(format!("{host}:0")).await
+        }
+        r => r,
+    }
 }

@@ -1,0 +1,193 @@
+//! The dashboard of a real cluster, as a person and a scraper see it: `rask scheduler`
+//! with two `rask worker --device sim:N` processes holding values on their simulated
+//! GPUs; headless Chromium loads the pages and the test asserts on the DOM their scripts
+//! built (worker rows by address, device memory as `scheduler_info` reports it, a
+//! task-stream entry and the story of a task this test ran); `promtool` checks the
+//! metrics, with exact values. Screenshots go to `target/dashboard/cluster-*.png`.
+
+mod common;
+
+use std::process::Command;
+
+use common::{cannot_run, connect_retrying, eventually, scheduler, within, worker_with, DEADLINE};
+use rask::{Arg, Graph};
+
+fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The DOM of `url` after its scripts ran (Chromium killed after 90 s: a hang fails).
+fn dom(url: &str) -> String {
+    let out = Command::new("timeout")
+        .args([
+            "90",
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+        ])
+        .args(["--virtual-time-budget=4000", "--dump-dom", url])
+        .output()
+        .expect("running chromium");
+    assert!(out.status.success(), "chromium on {url}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn screenshot(url: &str, name: &str) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(format!("cluster-{name}.png"));
+    let out = Command::new("timeout")
+        .args([
+            "90",
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+        ])
+        .args(["--window-size=1280,900", "--virtual-time-budget=4000"])
+        .arg(format!("--screenshot={}", file.display()))
+        .arg(url)
+        .output()
+        .expect("running chromium");
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// The body of a GET of `url` (`http://HOST:PORT/PATH`).
+fn http_get(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{url}: {head}");
+    body.to_string()
+}
+
+/// The sum of a metric's samples (all label sets).
+fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn the_dashboard_shows_the_cluster_it_serves() {
+    if !have("chromium") || !have("promtool") {
+        return cannot_run("needs chromium and promtool (ci/setup-daemons.sh installs them)");
+    }
+    within(DEADLINE, || {
+        let (_scheduler, addr) = scheduler(&["--dashboard-address", "127.0.0.1:0"]);
+        let _a = worker_with(&[], &addr, "gpu-a", &["--device", "sim:0"]);
+        let _b = worker_with(&[], &addr, "gpu-b", &["--device", "sim:1"]);
+        let c = connect_retrying(&addr);
+        c.wait_for_workers(2).unwrap();
+        // A 4 MiB value held on each simulated GPU.
+        let mut g = Graph::new();
+        for (key, gpu) in [("held-a", "sim:0"), ("held-b", "sim:1")] {
+            g.task(key, "bytes", [Arg::from(4i64 << 20), Arg::from(7)])
+                .resources(&[(gpu, 1.0)]);
+        }
+        let held = c.compute(&g, &["held-a", "held-b"]).unwrap();
+        for f in &held {
+            f.wait().unwrap();
+        }
+        eventually("each GPU's heartbeat counts its value", || {
+            let info = c.scheduler_info().unwrap();
+            info.workers.len() == 2 && info.workers.iter().all(|w| w.device_memory_used >= 4 << 20)
+        });
+        let info = c.scheduler_info().unwrap();
+        let base = info
+            .dashboard
+            .strip_suffix("/status")
+            .unwrap_or_else(|| panic!("no dashboard in {info:?}"))
+            .to_string();
+
+        let workers = dom(&format!("{base}/workers"));
+        for w in &info.workers {
+            let row = format!("data-address=\"{}\"", w.addr);
+            assert!(workers.contains(&row), "no {row} in\n{workers}");
+        }
+        let devices = dom(&format!("{base}/devices"));
+        for w in &info.workers {
+            let row = format!(
+                "data-device=\"{}\" data-used=\"{}\" data-limit=\"{}\"",
+                w.device, w.device_memory_used, w.device_memory_limit
+            );
+            assert!(devices.contains(&row), "no {row} in\n{devices}");
+        }
+        let status = dom(&format!("{base}/status"));
+        for key in ["held-a", "held-b"] {
+            assert!(
+                status.contains(&format!("data-key=\"{key}\"")),
+                "no {key} in\n{status}"
+            );
+        }
+        let task = dom(&format!("{base}/task?key=held-a"));
+        assert!(task.matches("class=\"story-row\"").count() >= 3, "{task}");
+        assert!(
+            task.contains("task-finished") && task.contains("gpu-a"),
+            "{task}"
+        );
+
+        let metrics = http_get(&format!("{base}/metrics"));
+        let mut promtool = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .output_with(&metrics);
+        assert!(promtool.status.success(), "{promtool:?}\n{metrics}");
+        promtool.stdout.clear();
+        assert_eq!(
+            metric_sum(&metrics, "dask_scheduler_workers"),
+            2.0,
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("\ndask_scheduler_tasks{state=\"memory\"} 2\n"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("\ndask_scheduler_clients 1\n"),
+            "{metrics}"
+        );
+
+        for page in ["status", "workers", "devices"] {
+            screenshot(&format!("{base}/{page}"), page);
+        }
+        drop(held);
+    });
+}
+
+/// Runs a command with `input` on its standard input.
+trait OutputWith {
+    fn output_with(&mut self, input: &str) -> std::process::Output;
+}
+
+impl OutputWith for Command {
+    fn output_with(&mut self, input: &str) -> std::process::Output {
+        use std::io::Write;
+        let mut child = self
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+}
