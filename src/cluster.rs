@@ -134,7 +134,23 @@ impl LocalClusterBuilder {
 
     /// Scheduler settings (limits, core tunables).
     pub fn scheduler_config(mut self, cfg: SchedulerConfig) -> Self {
+        let dashboard = (
+            self.scheduler.dashboard.take(),
+            self.scheduler.dashboard_server.take(),
+        );
         self.scheduler = cfg;
+        if self.scheduler.dashboard.is_none() {
+            (self.scheduler.dashboard, self.scheduler.dashboard_server) = dashboard;
+        }
+        self
+    }
+
+    /// Serves the dashboard on `addr` (`HOST:PORT`; port 0 for a free one, a taken port
+    /// gives way to a free one); its URL is in `scheduler_info().dashboard`. Off unless
+    /// asked for.
+    pub fn dashboard(mut self, addr: impl Into<String>) -> Self {
+        self.scheduler.dashboard = Some(addr.into());
+        self.scheduler.dashboard_server = Some(crate::dashboard::server());
         self
     }
 

@@ -27,6 +27,7 @@ mod ship;
 mod stats;
 mod tasks;
 mod typed;
+mod watch;
 
 use std::path::PathBuf;
 
@@ -91,6 +92,10 @@ struct TasksArgs {
     /// Only these workloads (comma-separated names, e.g. round_trip_1000,chain_5000).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Serve the dashboard and poll it throughout, as ten open status pages would (its
+    /// status, task stream and metrics, every 100 ms): what watching costs the scheduler.
+    #[arg(long)]
+    dashboard: bool,
 }
 
 #[derive(clap::Args)]

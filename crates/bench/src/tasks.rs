@@ -38,16 +38,25 @@ pub(crate) fn run(a: TasksArgs) -> Result<()> {
     let (_cluster, client) = match &a.scheduler {
         Some(addr) => (None, Client::connect(addr)?),
         None => {
-            let cluster = LocalCluster::builder()
+            let mut b = LocalCluster::builder()
                 .n_workers(2)
                 .threads_per_worker(1)
-                .processes(true)
-                .build()?;
+                .processes(true);
+            if a.dashboard {
+                b = b.dashboard("127.0.0.1:0");
+            }
+            let cluster = b.build()?;
             let addr = cluster.scheduler_address().to_string();
             (Some(cluster), Client::connect(&addr)?)
         }
     };
     client.wait_for_workers(1)?;
+    let _polling = match a.dashboard {
+        true => Some(crate::watch::Poller::start(
+            &client.scheduler_info()?.dashboard,
+        )?),
+        false => None,
+    };
 
     // (a) independent trivial tasks.
     for (name, n) in [
