@@ -89,7 +89,19 @@ fn the_dashboard_shows_the_cluster_it_serves() {
     }
     within(DEADLINE, || {
         let (_scheduler, addr) = scheduler(&["--dashboard-address", "127.0.0.1:0"]);
-        let _a = worker_with(&[], &addr, "gpu-a", &["--device", "sim:0"]);
+        // gpu-a serves its own metrics too, on a port free a moment ago.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let own = format!("127.0.0.1:{port}");
+        let _a = worker_with(
+            &[],
+            &addr,
+            "gpu-a",
+            &["--device", "sim:0", "--dashboard-address", &own],
+        );
         let _b = worker_with(&[], &addr, "gpu-b", &["--device", "sim:1"]);
         let c = connect_retrying(&addr);
         c.wait_for_workers(2).unwrap();
@@ -160,6 +172,28 @@ fn the_dashboard_shows_the_cluster_it_serves() {
         assert!(
             metrics.contains("\ndask_scheduler_clients 1\n"),
             "{metrics}"
+        );
+
+        // The worker's own metrics, from its last heartbeat.
+        let a = info.workers.iter().find(|w| w.name == "gpu-a").unwrap();
+        let used = format!(
+            "\nrask_device_memory_bytes{{device=\"sim:0\",type=\"used\"}} {}\n",
+            a.device_memory_used
+        );
+        let mut own_metrics = String::new();
+        eventually("gpu-a's metrics show its value on its GPU", || {
+            own_metrics = http_get(&format!("http://{own}/metrics"));
+            own_metrics.contains(&used)
+                && own_metrics.contains("\ndask_worker_tasks{state=\"memory\"} 1\n")
+        });
+        let promtool = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .output_with(&own_metrics);
+        assert!(promtool.status.success(), "{promtool:?}\n{own_metrics}");
+        assert!(
+            own_metrics.contains("\ndask_worker_threads 1\n"),
+            "{own_metrics}"
         );
 
         for page in ["status", "workers", "devices"] {

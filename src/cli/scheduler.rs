@@ -53,7 +53,7 @@ pub struct SchedulerArgs {
     /// How log lines are written: text (as Dask's) or json (one object per line).
     #[arg(long, value_enum, default_value_t)]
     pub log_format: super::LogFormat,
-    /// Where the dashboard listens: [HOST]:PORT (default :8787, on the scheduler's host;
+    /// Where the dashboard listens: HOST:PORT or :PORT (default :8787, on the scheduler's host;
     /// another port when that one is taken, as Dask does).
     #[arg(long)]
     pub dashboard_address: Option<String>,

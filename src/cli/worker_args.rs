@@ -101,6 +101,10 @@ pub struct WorkerArgs {
     /// How log lines are written: text (as Dask's) or json (one object per line).
     #[arg(long, value_enum, default_value_t)]
     pub log_format: super::LogFormat,
+    /// Serve the worker's own /health and Prometheus /metrics on HOST:PORT or :PORT (port 0
+    /// for a free one; the host defaults to 127.0.0.1). Off unless given.
+    #[arg(long)]
+    pub dashboard_address: Option<String>,
 }
 
 impl WorkerArgs {
@@ -133,6 +137,7 @@ impl WorkerArgs {
             no_programs: false,
             supervised: false,
             log_format: super::LogFormat::default(),
+            dashboard_address: None,
         }
     }
 
@@ -208,6 +213,9 @@ impl WorkerArgs {
         }
         if self.log_format != d.log_format {
             push("--log-format", self.log_format.to_string());
+        }
+        if let Some(a) = &self.dashboard_address {
+            push("--dashboard-address", a.clone());
         }
         let mut flags = Vec::new();
         if self.quiet {

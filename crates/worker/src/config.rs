@@ -56,6 +56,19 @@ pub struct WorkerConfig {
     /// gets no new tasks, its data moves to other workers, then the scheduler closes it.
     /// A stagger, if wanted, is already in the value. `None`: it stays.
     pub lifetime: Option<Duration>,
+    /// Called with each heartbeat's figures, on the worker's loop (keep it short): what a
+    /// metrics endpoint of the worker's own serves.
+    pub on_heartbeat: Option<HeartbeatHook>,
+}
+
+/// See [`WorkerConfig::on_heartbeat`].
+#[derive(Clone)]
+pub struct HeartbeatHook(pub std::sync::Arc<dyn Fn(&rask_proto::msg::HeartbeatMsg) + Send + Sync>);
+
+impl std::fmt::Debug for HeartbeatHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HeartbeatHook(..)")
+    }
 }
 
 /// The device a worker drives.
@@ -154,6 +167,7 @@ impl WorkerConfig {
             own_process: false,
             programs: None,
             lifetime: None,
+            on_heartbeat: None,
         }
     }
 }

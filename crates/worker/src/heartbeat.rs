@@ -60,33 +60,35 @@ impl State {
             let store = self.store.lock().expect("store lock");
             (store.len() as u64, store.values().map(Value::nbytes).sum())
         };
-        let _ = self
-            .to_scheduler
-            .send(ToScheduler::Heartbeat(Box::new(HeartbeatMsg {
-                stored_bytes,
-                stored_keys,
-                executing: self.core.executing() as u32,
-                rss_bytes: rss_bytes(),
-                device_memory_used: self.device_pool.as_ref().map_or(0, |p| p.used()),
-                device_to_host: self.exec.device.as_ref().map_or(0, |d| d.downloaded()),
-                spilled: self
-                    .spilled
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), *v))
-                    .collect(),
-                ran: [("cpu", self.core.ran()[0]), ("device", self.core.ran()[1])]
-                    .into_iter()
-                    .filter(|(_, n)| *n > 0)
-                    .map(|(k, n)| (k.to_string(), n))
-                    .collect(),
-                received: self
-                    .received
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), *v))
-                    .collect(),
-                device_bytes: self.spill.used(Tier::Device),
-                disk_bytes: self.spill.used(Tier::Disk),
-            })));
+        let beat = Box::new(HeartbeatMsg {
+            stored_bytes,
+            stored_keys,
+            executing: self.core.executing() as u32,
+            rss_bytes: rss_bytes(),
+            device_memory_used: self.device_pool.as_ref().map_or(0, |p| p.used()),
+            device_to_host: self.exec.device.as_ref().map_or(0, |d| d.downloaded()),
+            spilled: self
+                .spilled
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+            ran: [("cpu", self.core.ran()[0]), ("device", self.core.ran()[1])]
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(k, n)| (k.to_string(), n))
+                .collect(),
+            received: self
+                .received
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+            device_bytes: self.spill.used(Tier::Device),
+            disk_bytes: self.spill.used(Tier::Disk),
+        });
+        if let Some(hook) = &self.cfg.on_heartbeat {
+            (hook.0)(&beat);
+        }
+        let _ = self.to_scheduler.send(ToScheduler::Heartbeat(beat));
         None
     }
 

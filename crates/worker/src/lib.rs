@@ -23,7 +23,7 @@ mod programs;
 mod store;
 mod sysmem;
 
-pub use config::{WorkerConfig, WorkerDevice};
+pub use config::{HeartbeatHook, WorkerConfig, WorkerDevice};
 pub use error::WorkerError;
 pub use peers::peer_hello;
 pub use programs::{this_platform, LaunchFn, ProgramLauncher};
