@@ -24,6 +24,7 @@ pub mod dashboard;
 mod entry;
 pub mod gpu_process;
 mod progress;
+mod report;
 pub mod slurm;
 pub mod ssh;
 pub mod supervise;
@@ -52,6 +53,7 @@ pub use rask_transport::Secret;
 
 pub use entry::{is_worker_entry_called, worker_entry, WORKER_ENTRY_ARG};
 pub use progress::progress;
+pub use report::performance_report;
 
 /// The environment variable naming a running scheduler for [`Client::new`].
 pub const SCHEDULER_ENV: &str = "RASK_SCHEDULER_ADDRESS";
@@ -325,6 +327,22 @@ impl Client {
     /// [`Client::scheduler_info`], awaitable from any async runtime.
     pub async fn scheduler_info_async(&self) -> Result<SchedulerInfoMsg, ClientError> {
         self.client.scheduler_info_async().await
+    }
+
+    /// Finished tasks after cursor `since` (0: all the scheduler keeps), at most `limit`,
+    /// oldest first, and the cursor to ask from next (see `/api/v1/task_stream`).
+    pub fn get_task_stream(
+        &self,
+        since: u64,
+        limit: u64,
+    ) -> Result<rask_proto::observe::TaskStream, ClientError> {
+        self.client.get_task_stream(since, limit)
+    }
+
+    /// The recorded transitions of `key`, oldest first: from and to which state, why,
+    /// on which worker, when, and the error of a task that erred.
+    pub fn story(&self, key: &str) -> Result<Vec<rask_proto::observe::TransitionMsg>, ClientError> {
+        self.client.story(key)
     }
 
     /// Blocks until the scheduler has at least `n` workers.
