@@ -285,8 +285,13 @@ impl Client {
         self.client.get_async(graph, outputs).await
     }
 
-    /// The values of these futures, fetched from the workers holding them; blocks.
-    pub fn gather<T>(&self, futures: &[Future<T>]) -> Result<Vec<T>, ClientError> {
+    /// The values of these futures, fetched from the workers holding them; blocks. While
+    /// they are computed, a progress bar is drawn when standard error is a terminal
+    /// ([`progress`]; `RASK_PROGRESS=off` never draws it).
+    pub fn gather<T: 'static>(&self, futures: &[Future<T>]) -> Result<Vec<T>, ClientError> {
+        if progress::automatic() && !futures.iter().all(|f| f.done()) {
+            progress(futures)?;
+        }
         self.client.gather(futures)
     }
 

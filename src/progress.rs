@@ -10,6 +10,18 @@ use std::io::Write;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rask_client::{ClientError, Future};
 
+/// Whether `gather` draws a bar by itself: standard error is a terminal, and
+/// `RASK_PROGRESS` is not `off` (or `0`, `false`).
+pub(crate) fn automatic() -> bool {
+    let off = std::env::var("RASK_PROGRESS").is_ok_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "off" | "0" | "false"
+        )
+    });
+    !off && std::io::IsTerminal::is_terminal(&std::io::stderr())
+}
+
 /// How the bar reads: `[#####>----] 3/4 tasks | 75% | 2s`.
 const TEMPLATE: &str = "[{wide_bar}] {pos}/{len} tasks | {percent}% | {elapsed}";
 

@@ -25,6 +25,12 @@ fn progress_of_four_tasks() {
     let futures = client
         .map("inc", (0..4i64).map(|i| [rask::Arg::from(i)]))
         .unwrap();
+    if std::env::var_os("RASK_TEST_PROGRESS_BY_GATHER").is_some() {
+        // No call to `progress`: `gather` draws the bar by itself on a terminal.
+        let values: Vec<rask::Value> = client.gather(&futures).unwrap();
+        assert_eq!(values.len(), 4);
+        return;
+    }
     rask::progress(&futures).unwrap();
     assert!(futures.iter().all(|f| f.done()));
     let values: Vec<i64> = futures.iter().map(|f| f.result_as().unwrap()).collect();
@@ -108,6 +114,32 @@ fn on_a_terminal_the_bar_is_drawn_up_to_all_done() {
         assert!(status.success(), "{status}: {screen}");
         assert!(screen.contains("4/4 tasks"), "{screen:?}");
         assert!(screen.contains("100%"), "{screen:?}");
+    });
+}
+
+/// What the program draws on a terminal with `env` set.
+fn screen_with(env: &[(&str, &str)]) -> String {
+    let (master, slave) = pty();
+    let mut cmd = child();
+    cmd.envs(env.iter().copied()).stderr(Stdio::from(slave));
+    let mut p = Proc::new(cmd.spawn().expect("start the program"));
+    drop(cmd);
+    let screen = String::from_utf8_lossy(&read_terminal(master)).into_owned();
+    let status = p.0.wait().unwrap();
+    assert!(status.success(), "{status}: {screen}");
+    screen
+}
+
+#[test]
+fn gather_draws_the_bar_by_itself_on_a_terminal_unless_told_not_to() {
+    within(DEADLINE, || {
+        let screen = screen_with(&[("RASK_TEST_PROGRESS_BY_GATHER", "1")]);
+        assert!(screen.contains("4/4 tasks"), "{screen:?}");
+        let quiet = screen_with(&[
+            ("RASK_TEST_PROGRESS_BY_GATHER", "1"),
+            ("RASK_PROGRESS", "off"),
+        ]);
+        assert!(!quiet.contains("tasks"), "{quiet:?}");
     });
 }
 
