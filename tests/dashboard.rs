@@ -19,17 +19,25 @@ fn have(program: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Headless Chromium letting a page's scripts run 4 s of virtual time, killed after 90 s
+/// of real time (a hang fails the test).
+fn chromium() -> Command {
+    let mut c = Command::new("timeout");
+    c.args([
+        "90",
+        "chromium",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+    ])
+    .arg("--virtual-time-budget=4000");
+    c
+}
+
 /// The DOM of `url` after its scripts ran (Chromium killed after 90 s: a hang fails).
 fn dom(url: &str) -> String {
-    let out = Command::new("timeout")
-        .args([
-            "90",
-            "chromium",
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-        ])
-        .args(["--virtual-time-budget=4000", "--dump-dom", url])
+    let out = chromium()
+        .args(["--dump-dom", url])
         .output()
         .expect("running chromium");
     assert!(out.status.success(), "chromium on {url}: {out:?}");
@@ -40,15 +48,8 @@ fn screenshot(url: &str, name: &str) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard");
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join(format!("cluster-{name}.png"));
-    let out = Command::new("timeout")
-        .args([
-            "90",
-            "chromium",
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-        ])
-        .args(["--window-size=1280,900", "--virtual-time-budget=4000"])
+    let out = chromium()
+        .arg("--window-size=1280,900")
         .arg(format!("--screenshot={}", file.display()))
         .arg(url)
         .output()

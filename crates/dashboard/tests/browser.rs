@@ -129,18 +129,26 @@ fn have(program: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Headless Chromium letting a page's scripts run 4 s of virtual time, killed after 90 s
+/// of real time (a hang fails the test).
+fn chromium() -> Command {
+    let mut c = Command::new("timeout");
+    c.args([
+        "90",
+        "chromium",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+    ])
+    .arg("--virtual-time-budget=4000");
+    c
+}
+
 /// The DOM of `url` after its scripts ran for a few seconds of virtual time (Chromium
 /// killed after 90 s of real time: a hang fails the test).
 pub fn dom(url: &str) -> String {
-    let out = Command::new("timeout")
-        .args([
-            "90",
-            "chromium",
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-        ])
-        .args(["--virtual-time-budget=4000", "--dump-dom", url])
+    let out = chromium()
+        .args(["--dump-dom", url])
         .output()
         .expect("running chromium");
     assert!(
@@ -157,15 +165,8 @@ fn screenshot(url: &str, name: &str) {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join(format!("{name}.png"));
     let _ = std::fs::remove_file(&file);
-    let out = Command::new("timeout")
-        .args([
-            "90",
-            "chromium",
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-        ])
-        .args(["--window-size=1280,900", "--virtual-time-budget=4000"])
+    let out = chromium()
+        .arg("--window-size=1280,900")
         .arg(format!("--screenshot={}", file.display()))
         .arg(url)
         .output()

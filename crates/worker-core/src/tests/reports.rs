@@ -1,0 +1,134 @@
+//! What runs inline, and which results are reported with their value.
+
+use super::*;
+
+fn assigned(t: u64, op: &str, report_value: bool) -> Assigned<'_> {
+    Assigned {
+        task: TaskId(t),
+        priority: t,
+        deps: vec![],
+        op,
+        report_value,
+    }
+}
+
+#[test]
+fn a_task_of_an_op_measured_fast_is_marked_to_run_inline() {
+    let mut w = WorkerCore::new(1);
+    w.on_assigned([assigned(1, "inc", false)]);
+    assert_eq!(
+        w.take(),
+        vec![Instruction::Execute {
+            task: TaskId(1),
+            inline: false
+        }]
+    );
+    let done = Finished {
+        nbytes: 8,
+        on_device: false,
+    };
+    w.on_executed(TaskId(1), 2, Ok(done));
+    w.take();
+    w.on_assigned([assigned(2, "inc", false), assigned(3, "sleep", false)]);
+    assert_eq!(
+        w.take(),
+        vec![Instruction::Execute {
+            task: TaskId(2),
+            inline: true
+        }]
+    );
+    // A slow run of the same op (0.8 × 2 + 0.2 × 500 = 101.6 µs) ends inlining.
+    w.on_executed(TaskId(2), 500, Ok(done));
+    assert_eq!(
+        w.take(),
+        vec![
+            finished(2, 8, 500),
+            Instruction::Execute {
+                task: TaskId(3),
+                inline: false
+            }
+        ]
+    );
+    w.on_executed(TaskId(3), 1, Ok(done));
+    w.take();
+    w.on_assigned([assigned(4, "inc", false)]);
+    assert_eq!(
+        w.take(),
+        vec![Instruction::Execute {
+            task: TaskId(4),
+            inline: false
+        }]
+    );
+    // Failures are measured too.
+    w.on_executed(TaskId(4), 0, Err("boom".into()));
+    assert_eq!(w.op_times().average_us("inc"), Some(0.8 * 101.6));
+}
+
+#[test]
+fn a_result_a_client_waits_on_is_reported_with_its_value_and_others_are_not() {
+    let mut w = WorkerCore::new(2);
+    w.on_assigned([assigned(1, "inc", true), assigned(2, "inc", false)]);
+    w.take();
+    w.on_executed(
+        TaskId(1),
+        3,
+        Ok(Finished {
+            nbytes: 8,
+            on_device: true,
+        }),
+    );
+    w.on_executed(
+        TaskId(2),
+        4,
+        Ok(Finished {
+            nbytes: 16,
+            on_device: false,
+        }),
+    );
+    assert_eq!(
+        w.take(),
+        vec![
+            Instruction::Finished {
+                task: TaskId(1),
+                nbytes: 8,
+                duration_us: 3,
+                with_value: true
+            },
+            Instruction::Finished {
+                task: TaskId(2),
+                nbytes: 16,
+                duration_us: 4,
+                with_value: false
+            },
+        ]
+    );
+    assert_eq!(
+        w.ran(),
+        [1, 1],
+        "one on the CPU, one by the device's kernels"
+    );
+    // Not counted: a failure, and a run cancelled by the scheduler.
+    w.on_assigned([assigned(3, "inc", true), assigned(4, "inc", true)]);
+    w.take();
+    w.on_free(TaskId(4));
+    w.on_executed(TaskId(3), 1, Err("boom".into()));
+    w.on_executed(
+        TaskId(4),
+        1,
+        Ok(Finished {
+            nbytes: 8,
+            on_device: false,
+        }),
+    );
+    assert_eq!(w.ran(), [1, 1]);
+    assert_eq!(
+        w.take(),
+        vec![
+            Instruction::Send(ToScheduler::TaskErred(rask_proto::msg::TaskErredMsg {
+                task: TaskId(3),
+                message: "boom".into()
+            })),
+            Instruction::Discard { task: TaskId(4) },
+        ]
+    );
+}
