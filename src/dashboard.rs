@@ -113,9 +113,14 @@ impl rask_dashboard::Source for Source {
                     start_s: self.since_start(e.start_us),
                     stop_s: self.since_start(e.stop_us),
                     kind: e.kind,
+                    ..Default::default()
                 })
                 .collect())
         })
+    }
+
+    fn graph(&self, _limit: usize) -> BoxFuture<'_, Result<rask_dashboard::Graph, String>> {
+        Box::pin(async move { Err("the graph view is not available yet".to_string()) })
     }
 
     fn story(&self, key: String) -> BoxFuture<'_, Result<Vec<StoryEntry>, String>> {
@@ -175,6 +180,7 @@ fn snapshot(info: SchedulerInfoMsg) -> Snapshot {
         tasks_completed: info.tasks_completed,
         workers_added: info.workers_added,
         workers_removed: info.workers_removed,
+        links: Vec::new(),
     }
 }
 
@@ -198,5 +204,6 @@ fn worker(w: WorkerInfoMsg) -> WorkerRow {
         device_name: w.device_name,
         transport: w.transport,
         received: w.received,
+        dashboard: String::new(),
     }
 }

@@ -31,7 +31,10 @@ use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
 
-pub use snapshot::{PrefixRow, Snapshot, StoryEntry, StreamEntry, WorkerRow, WorkerSnapshot};
+pub use snapshot::{
+    Graph, GraphNode, LinkRow, PrefixRow, Snapshot, StoryEntry, StreamEntry, WorkerRow,
+    WorkerSnapshot,
+};
 
 /// A boxed future, as [`Source`]'s methods return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -48,7 +51,12 @@ pub trait Source: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Vec<StreamEntry>, String>>;
     /// The transitions of task `key`, oldest first (those the scheduler still keeps).
     fn story(&self, key: String) -> BoxFuture<'_, Result<Vec<StoryEntry>, String>>;
+    /// The task graph, its nodes and edges only if it has at most `limit` tasks.
+    fn graph(&self, limit: usize) -> BoxFuture<'_, Result<Graph, String>>;
 }
+
+/// The largest graph the graph view draws (and asks the scheduler for).
+pub const GRAPH_LIMIT: usize = 500;
 
 /// How often the cluster is sampled at most, whatever the number of pages polling.
 pub const SAMPLE: Duration = Duration::from_millis(250);

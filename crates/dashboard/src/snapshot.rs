@@ -27,6 +27,24 @@ pub struct Snapshot {
     pub workers_added: u64,
     /// See [`Snapshot::workers_added`].
     pub workers_removed: u64,
+    /// Bytes moved between pairs of workers so far, by link (the device-to-device
+    /// transfer matrix), largest first; at most a bounded number of pairs.
+    pub links: Vec<LinkRow>,
+}
+
+/// Bytes one worker received from another over one link class, so far.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct LinkRow {
+    /// The sender's name.
+    pub from: String,
+    /// The receiver's name.
+    pub to: String,
+    /// The link class: `nvlink`, `pcie`, `shm`, `tcp`, `local`.
+    pub link: String,
+    /// Bytes received.
+    pub bytes: u64,
+    /// Seconds the transfers took, in total (from request to arrival).
+    pub seconds: f64,
 }
 
 /// One worker.
@@ -67,6 +85,8 @@ pub struct WorkerRow {
     pub received: Vec<(String, u64)>,
     /// Seconds since its last heartbeat.
     pub last_seen_s: f64,
+    /// Its own HTTP server (`/metrics`, `/health`) as `http://host:port`, empty if none.
+    pub dashboard: String,
 }
 
 /// Progress of the tasks of one prefix (the op, or the key's name part).
@@ -107,6 +127,40 @@ pub struct StreamEntry {
     pub stop_s: f64,
     /// `compute`, `transfer` or `spill`.
     pub kind: String,
+    /// For a transfer, the worker it came from (empty otherwise).
+    pub peer: String,
+    /// For a transfer its link class (`nvlink`, `pcie`, `shm`, `tcp`, `local`); for a
+    /// spill its direction (`device->host`, `device->disk`, `host->disk`); empty for
+    /// computing.
+    pub detail: String,
+    /// Bytes moved (a transfer, a spill) or produced (computing).
+    pub nbytes: u64,
+}
+
+/// The task graph the scheduler holds, for the graph view of small graphs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Graph {
+    /// The number of tasks the scheduler holds now.
+    pub total: u64,
+    /// The tasks, when `total` is at most the limit asked for; empty otherwise (a graph
+    /// too large to draw is not sent).
+    pub nodes: Vec<GraphNode>,
+    /// Dependencies: `(i, j)` when `nodes[j]` reads `nodes[i]`'s result.
+    pub edges: Vec<(u32, u32)>,
+}
+
+/// One task in a [`Graph`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct GraphNode {
+    /// Its key.
+    pub key: String,
+    /// Its prefix.
+    pub prefix: String,
+    /// Its state (`released`, `waiting`, `queued`, `no-worker`, `processing`, `memory`,
+    /// `erred`).
+    pub state: String,
+    /// The worker running or holding it, if any.
+    pub worker: String,
 }
 
 /// One transition of a task (its story).

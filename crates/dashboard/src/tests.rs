@@ -49,6 +49,10 @@ impl Source for Fake {
         })
     }
 
+    fn graph(&self, _limit: usize) -> BoxFuture<'_, Result<crate::Graph, String>> {
+        Box::pin(async move { Ok(crate::Graph::default()) })
+    }
+
     fn story(&self, key: String) -> BoxFuture<'_, Result<Vec<StoryEntry>, String>> {
         Box::pin(async move {
             if key == "boom" {

@@ -71,9 +71,14 @@ impl Source for Cluster {
                     start_s: 20.0 + c as f64 * 0.2,
                     stop_s: 20.1 + c as f64 * 0.2,
                     kind: "compute".into(),
+                    ..Default::default()
                 })
                 .collect())
         })
+    }
+
+    fn graph(&self, _limit: usize) -> BoxFuture<'_, Result<rask_dashboard::Graph, String>> {
+        Box::pin(async move { Ok(rask_dashboard::Graph::default()) })
     }
 
     fn story(&self, key: String) -> BoxFuture<'_, Result<Vec<StoryEntry>, String>> {
