@@ -56,7 +56,7 @@ pub trait Source: Send + Sync + 'static {
 }
 
 /// The largest graph the graph view draws (and asks the scheduler for).
-pub const GRAPH_LIMIT: usize = 500;
+pub const GRAPH_LIMIT: usize = 2000;
 
 /// How often the cluster is sampled at most, whatever the number of pages polling.
 pub const SAMPLE: Duration = Duration::from_millis(250);

@@ -201,4 +201,8 @@ pub struct WorkerSnapshot {
     pub device_memory_limit: u64,
     /// Bytes received from peers, by link class.
     pub received: Vec<(String, u64)>,
+    /// Seconds spent receiving from peers (request to arrival, summed), by link class.
+    pub transfer_seconds: Vec<(String, f64)>,
+    /// GPU utilization in percent over the last heartbeat, where known.
+    pub utilization: Option<f64>,
 }
