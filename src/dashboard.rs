@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use rask_dashboard::{BoxFuture, PrefixRow, Snapshot, StoryEntry, StreamEntry, WorkerRow};
+use rask_dashboard::{BoxFuture, LinkRow, PrefixRow, Snapshot, StoryEntry, StreamEntry, WorkerRow};
 use rask_proto::msg::{SchedulerInfoMsg, WorkerInfoMsg};
 use rask_scheduler::{DashboardServer, Observer};
 
@@ -113,14 +113,36 @@ impl rask_dashboard::Source for Source {
                     start_s: self.since_start(e.start_us),
                     stop_s: self.since_start(e.stop_us),
                     kind: e.kind,
-                    ..Default::default()
+                    peer: e.peer_name,
+                    detail: e.detail,
+                    nbytes: e.nbytes,
                 })
                 .collect())
         })
     }
 
-    fn graph(&self, _limit: usize) -> BoxFuture<'_, Result<rask_dashboard::Graph, String>> {
-        Box::pin(async move { Err("the graph view is not available yet".to_string()) })
+    fn graph(&self, limit: usize) -> BoxFuture<'_, Result<rask_dashboard::Graph, String>> {
+        Box::pin(async move {
+            let g = self
+                .observer
+                .graph(limit)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(rask_dashboard::Graph {
+                total: g.total,
+                nodes: g
+                    .nodes
+                    .into_iter()
+                    .map(|n| rask_dashboard::GraphNode {
+                        key: n.key,
+                        prefix: n.prefix,
+                        state: n.state,
+                        worker: n.worker,
+                    })
+                    .collect(),
+                edges: g.edges,
+            })
+        })
     }
 
     fn story(&self, key: String) -> BoxFuture<'_, Result<Vec<StoryEntry>, String>> {
@@ -152,8 +174,36 @@ fn count(list: &[(String, u64)], state: &str) -> u64 {
         .sum()
 }
 
+/// The most pairs of workers [`Snapshot::links`] lists.
+const MAX_LINKS: usize = 4096;
+
+/// Bytes between pairs of workers, largest first, at most [`MAX_LINKS`].
+fn links(workers: &[WorkerInfoMsg]) -> Vec<LinkRow> {
+    let names: std::collections::HashMap<_, _> =
+        workers.iter().map(|w| (w.id, w.name.as_str())).collect();
+    let mut rows: Vec<LinkRow> = workers
+        .iter()
+        .flat_map(|w| {
+            let names = &names;
+            w.received_from.iter().map(move |p| LinkRow {
+                from: names
+                    .get(&p.peer)
+                    .map_or_else(|| format!("worker {}", p.peer.0), |n| n.to_string()),
+                to: w.name.clone(),
+                link: p.link.clone(),
+                bytes: p.bytes,
+                seconds: p.micros as f64 / 1e6,
+            })
+        })
+        .collect();
+    rows.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.to.cmp(&b.to)));
+    rows.truncate(MAX_LINKS);
+    rows
+}
+
 fn snapshot(info: SchedulerInfoMsg) -> Snapshot {
     Snapshot {
+        links: links(&info.workers),
         address: info.address,
         version: info.rask_version,
         uptime_s: info.now_us.saturating_sub(info.started_us) as f64 / 1e6,
@@ -180,7 +230,6 @@ fn snapshot(info: SchedulerInfoMsg) -> Snapshot {
         tasks_completed: info.tasks_completed,
         workers_added: info.workers_added,
         workers_removed: info.workers_removed,
-        links: Vec::new(),
     }
 }
 
@@ -196,7 +245,7 @@ fn worker(w: WorkerInfoMsg) -> WorkerRow {
         memory_limit: w.memory_limit,
         device_memory: w.device_memory_used,
         device_memory_limit: w.device_memory_limit,
-        utilization: None,
+        utilization: w.utilization.map(f64::from),
         last_seen_s: w.last_seen_secs,
         name: w.name,
         address: w.addr,
@@ -204,6 +253,6 @@ fn worker(w: WorkerInfoMsg) -> WorkerRow {
         device_name: w.device_name,
         transport: w.transport,
         received: w.received,
-        dashboard: String::new(),
+        dashboard: w.dashboard,
     }
 }

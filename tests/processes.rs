@@ -373,6 +373,7 @@ fn a_silent_worker_is_presumed_dead_and_its_work_rescheduled() {
                     // The code of the real workers that join later.
                     code: rask_kernels::code_identity_of(std::path::Path::new(RASK)).unwrap(),
                     runs_programs: false,
+                    dashboard: String::new(),
                 }),
                 ..client_hello("frozen")
             };

@@ -19,6 +19,7 @@ mod logging;
 mod scheduler;
 mod worker;
 mod worker_args;
+mod worker_metrics;
 
 pub use logging::{init_logging, LogFormat};
 pub use scheduler::{run_scheduler, run_scheduler_until_shutdown, SchedulerArgs};

@@ -149,6 +149,7 @@ fn worker_options_given_again_parse_to_the_same_options() {
         "--log-format",
         "json",
         "--no-programs",
+        "--no-dashboard",
         "--quiet",
     ];
     let a = parse(&full).unwrap();

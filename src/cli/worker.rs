@@ -224,8 +224,12 @@ fn run_one_worker(
         ),
         rask_worker::WorkerDevice::Cuda { index, .. } => format!("cuda:{index}"),
     };
-    if let Some(spec) = &args.dashboard_address {
-        cfg.on_heartbeat = worker_metrics(spec, &cfg);
+    if !args.no_dashboard {
+        let spec = args.dashboard_address.as_deref().unwrap_or(":0");
+        if let Some((hook, url)) = super::worker_metrics::serve(spec, &cfg) {
+            cfg.on_heartbeat = Some(hook);
+            cfg.dashboard = url;
+        }
     }
     if !args.no_programs && !args.supervised {
         cfg.programs = Some(program_launcher(
@@ -394,79 +398,4 @@ async fn stdin_closed() {
         while matches!(std::io::Read::read(&mut stdin, &mut buf), Ok(n) if n > 0) {}
     })
     .await;
-}
-
-/// Serves the worker's own `/health` and `/metrics` on `spec` (`HOST:PORT` or `:PORT`) from a
-/// thread of its own, with the figures of its last heartbeat; the hook that keeps them.
-/// A worker whose endpoint cannot listen runs without one (said).
-fn worker_metrics(
-    spec: &str,
-    cfg: &rask_worker::WorkerConfig,
-) -> Option<rask_worker::HeartbeatHook> {
-    use std::sync::{Arc, Mutex};
-    let (host, port) = spec.rsplit_once(':').unwrap_or(("", spec));
-    let host = if host.is_empty() { "127.0.0.1" } else { host };
-    let listener = match std::net::TcpListener::bind(format!("{host}:{port}")) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!(target: "rask.worker", "no metrics endpoint on {spec}: {e}");
-            return None;
-        }
-    };
-    if let Ok(a) = listener.local_addr() {
-        tracing::info!(target: "rask.worker", "Metrics at: http://{a}/metrics");
-    }
-    let (device, device_limit) = match &cfg.device {
-        rask_worker::WorkerDevice::Host => ("host".to_string(), 0),
-        rask_worker::WorkerDevice::Sim { index, memory } => (format!("sim:{index}"), *memory),
-        rask_worker::WorkerDevice::Cuda {
-            index,
-            memory_limit,
-        } => (format!("cuda:{index}"), memory_limit.unwrap_or(0)),
-    };
-    let now = Arc::new(Mutex::new(rask_dashboard::WorkerSnapshot {
-        name: cfg.name.clone(),
-        threads: cfg.nthreads as u64,
-        device,
-        device_memory_limit: device_limit,
-        ..Default::default()
-    }));
-    let read = now.clone();
-    let started = std::thread::Builder::new()
-        .name("rask-metrics".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => return tracing::warn!("no metrics endpoint: {e}"),
-            };
-            rt.block_on(async move {
-                let _ = listener.set_nonblocking(true);
-                match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => {
-                        let snapshot = Arc::new(move || read.lock().expect("metrics lock").clone());
-                        rask_dashboard::serve_worker(l, snapshot).await
-                    }
-                    Err(e) => tracing::warn!("no metrics endpoint: {e}"),
-                }
-            })
-        });
-    if let Err(e) = started {
-        tracing::warn!("no metrics endpoint: {e}");
-        return None;
-    }
-    Some(rask_worker::HeartbeatHook(Arc::new(move |beat| {
-        let mut w = now.lock().expect("metrics lock");
-        w.tasks = vec![
-            ("executing".into(), beat.executing as u64),
-            ("memory".into(), beat.stored_keys),
-        ];
-        w.managed = beat.stored_bytes;
-        w.unmanaged = beat.rss_bytes.saturating_sub(beat.stored_bytes);
-        w.spilled = beat.spilled.clone();
-        w.device_memory = beat.device_memory_used;
-        w.received = beat.received.clone();
-    })))
 }

@@ -101,10 +101,14 @@ pub struct WorkerArgs {
     /// How log lines are written: text (as Dask's) or json (one object per line).
     #[arg(long, value_enum, default_value_t)]
     pub log_format: super::LogFormat,
-    /// Serve the worker's own /health and Prometheus /metrics on HOST:PORT or :PORT (port 0
-    /// for a free one; the host defaults to 127.0.0.1). Off unless given.
+    /// Serve the worker's own /health and Prometheus /metrics on HOST:PORT or :PORT (default
+    /// :0, a free port; the host defaults to the one the worker listens on). Its address is
+    /// told to the scheduler (the dashboard's workers page links it).
     #[arg(long)]
     pub dashboard_address: Option<String>,
+    /// No /metrics and /health of the worker's own.
+    #[arg(long, conflicts_with = "dashboard_address")]
+    pub no_dashboard: bool,
 }
 
 impl WorkerArgs {
@@ -138,6 +142,7 @@ impl WorkerArgs {
             supervised: false,
             log_format: super::LogFormat::default(),
             dashboard_address: None,
+            no_dashboard: false,
         }
     }
 
@@ -226,6 +231,9 @@ impl WorkerArgs {
         }
         if self.supervised {
             flags.push("--supervised");
+        }
+        if self.no_dashboard {
+            flags.push("--no-dashboard");
         }
         out.extend(flags.into_iter().map(Into::into));
         if let Some(s) = &self.scheduler {

@@ -29,6 +29,12 @@ pub trait Accelerator: Send + Sync {
         0
     }
 
+    /// Microseconds this device has had a command running so far ([`crate::busy::Busy`]),
+    /// if it keeps count: its utilization is the share of time it grows.
+    fn busy_us(&self) -> Option<u64> {
+        None
+    }
+
     /// Whether `op` on `args` would run by this device's kernels.
     fn runs(&self, _registry: &Registry, _op: &str, _args: &[Value]) -> bool {
         false

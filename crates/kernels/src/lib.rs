@@ -23,6 +23,7 @@
 
 mod accelerator;
 mod builtin;
+pub mod busy;
 pub mod chunk;
 mod code;
 pub mod cpu;

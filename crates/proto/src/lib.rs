@@ -24,6 +24,7 @@ mod link;
 // (`ToSchedulerResolver`, …) are public and their variants' fields carry no docs.
 #[allow(missing_docs)]
 pub mod msg;
+#[allow(missing_docs)]
 pub mod observe;
 pub mod size;
 pub mod typed;

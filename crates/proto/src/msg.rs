@@ -6,7 +6,7 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-use crate::observe::{TaskPrefixMsg, TaskStreamEntryMsg, TransitionMsg};
+use crate::observe::{ActivityMsg, PeerBytesMsg, TaskPrefixMsg, TaskStreamEntryMsg, TransitionMsg};
 use crate::{Datum, TaskId, WorkerId};
 
 /// Derives the traits every message type needs.
@@ -16,6 +16,9 @@ macro_rules! wire {
         $item
     )*};
 }
+
+/// The most peers [`WorkerInfoMsg::received_from`] lists per worker.
+pub const MAX_PEER_ROWS: usize = 64;
 
 wire! {
     /// What a connecting peer is.
@@ -142,6 +145,9 @@ wire! {
         /// Whether the worker starts programs' workers when asked (`RunProgram`): a
         /// stock worker does; a program's worker, started so, does not.
         pub runs_programs: bool,
+        /// Where the worker serves its own `/metrics` and `/health`, `http://host:port`
+        /// (empty: it serves none).
+        pub dashboard: String,
     }
 
     /// The answer to a [`Hello`]. A refusal is not a reply but a refusal frame (see
@@ -381,6 +387,16 @@ wire! {
         pub device_bytes: u64,
         /// Bytes of the values spilled to disk now.
         pub disk_bytes: u64,
+        /// Transfers and spills since the last heartbeat, for the task stream (at most
+        /// a bounded number: the rest are counted in `activity_dropped`).
+        pub activity: Vec<ActivityMsg>,
+        /// Transfers and spills since the last heartbeat not in `activity`.
+        pub activity_dropped: u64,
+        /// What it received from each peer, by link: the running totals of the pairs
+        /// that changed since the last heartbeat.
+        pub received_from: Vec<PeerBytesMsg>,
+        /// Its GPU's utilization in percent since the last heartbeat, where known.
+        pub utilization: Option<f32>,
     }
 
     /// Where a dependency can be fetched from.
@@ -565,6 +581,13 @@ wire! {
         pub rss_bytes: u64,
         /// Seconds since its last heartbeat (since it joined, before the first).
         pub last_seen_secs: f64,
+        /// See [`WorkerHello::dashboard`].
+        pub dashboard: String,
+        /// See [`HeartbeatMsg::utilization`].
+        pub utilization: Option<f32>,
+        /// What it received from each peer, by link (running totals; the pairs with the
+        /// most bytes, at most [`MAX_PEER_ROWS`]).
+        pub received_from: Vec<PeerBytesMsg>,
     }
 
     /// The scheduler's state, as `Client::scheduler_info` reports it.

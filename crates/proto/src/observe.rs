@@ -47,10 +47,67 @@ pub struct TaskStreamEntryMsg {
     pub start_us: u64,
     /// When the scheduler learnt it finished.
     pub stop_us: u64,
-    /// Its output's size in bytes.
+    /// Its output's size in bytes (for a transfer or a spill, the bytes moved).
     pub nbytes: u64,
-    /// What it was: `compute`.
+    /// What it was: `compute`, `transfer` (the value fetched by `worker` from `peer`) or
+    /// `spill` (moved by `worker` out of its device or memory).
     pub kind: String,
+    /// For a transfer, the worker it came from.
+    pub peer: Option<WorkerId>,
+    /// That worker's name.
+    pub peer_name: String,
+    /// For a transfer its link class (`nvlink`, `pcie`, `shm`, `tcp`, `local`); for a
+    /// spill its direction (`device->host`, `device->disk`, `host->disk`); empty for
+    /// computing.
+    pub detail: String,
+}
+
+/// Something a worker did besides computing, reported in its heartbeat for the task
+/// stream. Times are microseconds before the heartbeat was sent (the scheduler places
+/// them on its own clock when it arrives, so workers' clocks need not agree).
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ActivityMsg {
+    /// The task whose value moved.
+    pub task: TaskId,
+    /// What happened.
+    pub kind: ActivityKind,
+    /// When it started.
+    pub start_ago_us: u64,
+    /// When it ended.
+    pub stop_ago_us: u64,
+    /// Bytes moved.
+    pub nbytes: u64,
+}
+
+/// What an [`ActivityMsg`] was.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum ActivityKind {
+    /// The value was fetched from a peer: from the request to its arrival (a request
+    /// for several values reports each with the request's times).
+    Transfer {
+        /// The peer.
+        from: WorkerId,
+        /// The link's class, a [`crate::LinkClass`] by its name.
+        link: String,
+    },
+    /// The value was spilled: `device->host`, `device->disk` or `host->disk`.
+    Spill {
+        /// The direction.
+        direction: String,
+    },
+}
+
+/// What a worker received from one peer over one link so far (running totals).
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct PeerBytesMsg {
+    /// The peer it came from.
+    pub peer: WorkerId,
+    /// The link's class, a [`crate::LinkClass`] by its name.
+    pub link: String,
+    /// Bytes received.
+    pub bytes: u64,
+    /// Microseconds the transfers took, from request to arrival, summed.
+    pub micros: u64,
 }
 
 /// Finished tasks after a cursor: a task-stream request's answer, as a client or the

@@ -10,7 +10,7 @@ use crate::api::Action;
 use crate::api::CoreConfig;
 use crate::api::CoreInfo;
 use crate::api::WorkerInfo;
-use crate::observe::{key_prefix, Counters, PrefixInfo, StreamEntry, TaskStream};
+use crate::observe::{key_prefix, Counters, PrefixInfo, StreamEntry, StreamKind, TaskStream};
 use crate::slab::Slab;
 use crate::state::state_index;
 use crate::state::OpStat;
@@ -202,6 +202,10 @@ impl SchedulerCore {
                 stop_us: r.stop_us,
                 nbytes: r.nbytes,
                 kind: r.kind,
+                peer_name: match r.kind {
+                    StreamKind::Transfer { from, .. } => self.worker_name(from),
+                    _ => "".into(),
+                },
             })
             .collect()
     }

@@ -59,13 +59,17 @@ mod story;
 mod tests;
 mod transitions;
 mod validate;
+mod watch;
 
 pub use crate::api::{
     Action, CoreConfig, CoreInfo, GraphError, NewTask, TaskFailure, WorkerInfo, WorkerSpec,
 };
 pub use crate::core::SchedulerCore;
-pub use crate::observe::{key_prefix, Counters, PrefixInfo, StreamEntry, StreamKind, TaskStream};
+pub use crate::observe::{
+    key_prefix, Counters, PrefixInfo, SpillDirection, StreamEntry, StreamKind, TaskStream,
+};
 pub use crate::story::{Transition, TransitionLog, Why};
+pub use crate::watch::{Activity, GraphNode, GraphView};
 
 /// A task's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

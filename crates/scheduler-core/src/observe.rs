@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use rask_proto::{TaskId, WorkerId};
+use rask_proto::{LinkClass, TaskId, WorkerId};
 
 use crate::TaskState;
 
@@ -68,14 +68,68 @@ impl PrefixInfo {
 pub enum StreamKind {
     /// A task ran on a worker.
     Compute,
+    /// A worker fetched the task's value from a peer.
+    Transfer {
+        /// The peer.
+        from: WorkerId,
+        /// The link the bytes took.
+        link: LinkClass,
+    },
+    /// A worker moved the task's value down a tier.
+    Spill(SpillDirection),
 }
 
 impl StreamKind {
-    /// The kind's name (`compute`).
+    /// The kind's name (`compute`, `transfer`, `spill`).
     pub fn name(self) -> &'static str {
         match self {
             StreamKind::Compute => "compute",
+            StreamKind::Transfer { .. } => "transfer",
+            StreamKind::Spill(_) => "spill",
         }
+    }
+
+    /// A transfer's link class, a spill's direction; empty for computing.
+    pub fn detail(self) -> &'static str {
+        match self {
+            StreamKind::Compute => "",
+            StreamKind::Transfer { link, .. } => link.as_str(),
+            StreamKind::Spill(d) => d.as_str(),
+        }
+    }
+}
+
+/// Where a spill moved a value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpillDirection {
+    /// Out of device memory into host memory.
+    DeviceToHost,
+    /// Out of device memory onto disk.
+    DeviceToDisk,
+    /// Out of host memory onto disk.
+    HostToDisk,
+}
+
+impl SpillDirection {
+    /// Every direction.
+    pub const ALL: [SpillDirection; 3] = [
+        SpillDirection::DeviceToHost,
+        SpillDirection::DeviceToDisk,
+        SpillDirection::HostToDisk,
+    ];
+
+    /// Its name as workers report it (`device->host`, `device->disk`, `host->disk`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpillDirection::DeviceToHost => "device->host",
+            SpillDirection::DeviceToDisk => "device->disk",
+            SpillDirection::HostToDisk => "host->disk",
+        }
+    }
+
+    /// The direction named `name`, if any.
+    pub fn from_name(name: &str) -> Option<SpillDirection> {
+        SpillDirection::ALL.into_iter().find(|d| d.as_str() == name)
     }
 }
 
@@ -104,6 +158,8 @@ pub struct StreamEntry {
     pub nbytes: u64,
     /// What it was.
     pub kind: StreamKind,
+    /// For a transfer, the name of the worker it came from (empty otherwise).
+    pub peer_name: Arc<str>,
 }
 
 /// A finished task as the stream keeps it: one reference (the key); the prefix and the

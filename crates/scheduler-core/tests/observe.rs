@@ -371,3 +371,130 @@ fn the_stream_names_a_worker_after_it_left() {
     assert_eq!(&*s.worker_name(WorkerId(76)), "w76");
     assert_eq!(&*s.worker_name(WorkerId(75)), "");
 }
+
+#[test]
+fn transfers_and_spills_enter_the_stream_beside_computations() {
+    use rask_proto::{LinkClass, TaskId};
+    use rask_scheduler_core::{Activity, SpillDirection};
+    let mut s = core(CoreConfig::default());
+    let w1 = WorkerId(1);
+    s.on_worker_joined(w1, worker("w1"));
+    s.on_update_graph(C, vec![task("load-1", "io.read", &[])], &keys(&["load-1"]))
+        .unwrap();
+    finish(&mut s, "load-1", 5_000, 1_000, 64);
+    let t = s.task_id("load-1").unwrap();
+    let transfer = StreamKind::Transfer {
+        from: W,
+        link: LinkClass::Tcp,
+    };
+    let spill = StreamKind::Spill(SpillDirection::DeviceToHost);
+    s.on_activity(
+        w1,
+        &[
+            Activity {
+                task: t,
+                kind: transfer,
+                start_us: 6_000,
+                stop_us: 6_500,
+                nbytes: 64,
+            },
+            Activity {
+                task: TaskId(999),
+                kind: spill,
+                start_us: 7_000,
+                stop_us: 7_100,
+                nbytes: 1,
+            },
+            Activity {
+                task: t,
+                kind: spill,
+                // A start after the stop (clocks are not trusted) is taken as the stop.
+                start_us: 8_000,
+                stop_us: 7_900,
+                nbytes: 32,
+            },
+            Activity {
+                task: t,
+                kind: StreamKind::Compute,
+                start_us: 0,
+                stop_us: 1,
+                nbytes: 1,
+            },
+        ],
+    );
+    s.validate();
+    let stream = s.task_stream(0, 100);
+    assert_eq!(
+        stream.len(),
+        3,
+        "a task unknown and a computation reported so are skipped"
+    );
+    assert_eq!(stream[0].kind, StreamKind::Compute);
+    let tr = &stream[1];
+    assert_eq!(
+        (&*tr.key, &*tr.prefix, &*tr.worker_name),
+        ("load-1", "load", "w1")
+    );
+    assert_eq!(
+        (tr.kind, tr.kind.name(), tr.kind.detail()),
+        (transfer, "transfer", "tcp")
+    );
+    assert_eq!(
+        (tr.start_us, tr.stop_us, tr.nbytes, tr.seq),
+        (6_000, 6_500, 64, 2)
+    );
+    assert_eq!(&*tr.peer_name, "w0");
+    assert_eq!(&*stream[0].peer_name, "", "a computation has no peer");
+    let sp = &stream[2];
+    assert_eq!(
+        (sp.kind.name(), sp.kind.detail()),
+        ("spill", "device->host")
+    );
+    assert_eq!((sp.start_us, sp.stop_us, sp.nbytes), (7_900, 7_900, 32));
+    assert_eq!(
+        s.info().prefixes[0].compute_us,
+        1_000,
+        "transfers and spills are not compute time"
+    );
+    for d in SpillDirection::ALL {
+        assert_eq!(SpillDirection::from_name(d.as_str()), Some(d));
+    }
+    assert_eq!(SpillDirection::from_name("disk->device"), None);
+}
+
+#[test]
+fn the_graph_view_has_every_task_and_dependency_up_to_its_limit() {
+    let mut s = core(CoreConfig::default());
+    s.on_update_graph(
+        C,
+        vec![
+            task("load-1", "io.read", &[]),
+            task("load-2", "io.read", &[]),
+            task("x", "array.sum", &["load-1", "load-2"]),
+        ],
+        &keys(&["x"]),
+    )
+    .unwrap();
+    finish(&mut s, "load-1", 1_000, 10, 8);
+    let g = s.graph_view(3).expect("three tasks, limit three");
+    let at = |key: &str| g.nodes.iter().position(|n| &*n.key == key).unwrap() as u32;
+    let mut edges = g.edges.clone();
+    edges.sort();
+    let mut want = vec![(at("load-1"), at("x")), (at("load-2"), at("x"))];
+    want.sort();
+    assert_eq!(edges, want);
+    let n = &g.nodes[at("load-1") as usize];
+    assert_eq!(
+        (n.state, n.worker, &*n.prefix),
+        (TaskState::Memory, Some(W), "load")
+    );
+    let n = &g.nodes[at("load-2") as usize];
+    assert_eq!((n.state, n.worker), (TaskState::Processing, Some(W)));
+    let n = &g.nodes[at("x") as usize];
+    // Sent ahead to the worker running both its inputs.
+    assert_eq!(
+        (n.state, n.worker, &*n.prefix),
+        (TaskState::Processing, Some(W), "array.sum")
+    );
+    assert_eq!(s.graph_view(2), None, "past the limit, nothing");
+}

@@ -26,7 +26,9 @@ use crate::conn::Event;
 use crate::observe::unix_us;
 use crate::server::Server;
 
-pub use crate::observe::{DashboardFuture, DashboardServer, Observer, MAX_STREAM_REPLY};
+pub use crate::observe::{
+    DashboardFuture, DashboardServer, Observer, TaskGraph, TaskGraphNode, MAX_STREAM_REPLY,
+};
 pub use rask_proto::observe::{TaskPrefixMsg, TaskStream, TaskStreamEntryMsg, TransitionMsg};
 use rask_scheduler_core::{CoreConfig, SchedulerCore};
 use rask_transport::{ConnConfig, TransportError};

@@ -8,10 +8,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use rask_proto::msg::{SchedulerInfoMsg, ToClient, WorkerInfoMsg};
-use rask_proto::observe::{TaskPrefixMsg, TaskStream, TaskStreamEntryMsg, TransitionMsg};
-use rask_proto::{ClientId, RASK_VERSION};
-use rask_scheduler_core::{PrefixInfo, StreamEntry, TaskState, Transition};
+use rask_proto::msg::{HeartbeatMsg, SchedulerInfoMsg, ToClient, WorkerInfoMsg, MAX_PEER_ROWS};
+use rask_proto::observe::{
+    ActivityKind, ActivityMsg, PeerBytesMsg, TaskPrefixMsg, TaskStream, TaskStreamEntryMsg,
+    TransitionMsg,
+};
+use rask_proto::{ClientId, LinkClass, WorkerId, RASK_VERSION};
+use rask_scheduler_core::{
+    Activity, PrefixInfo, SpillDirection, StreamEntry, StreamKind, TaskState, Transition,
+};
+use rustc_hash::FxHashMap;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
@@ -19,6 +25,10 @@ use crate::conn::Event;
 use crate::route::error_msg;
 use crate::server::Server;
 use crate::SchedulerError;
+
+/// The most peer and link pairs kept per worker (a worker fetching from more peers
+/// than this has the others' bytes counted by link class only).
+const MAX_PAIRS: usize = 4096;
 
 /// The most task-stream entries one answer carries, whatever the limit asked.
 pub const MAX_STREAM_REPLY: usize = 10_000;
@@ -72,6 +82,34 @@ pub(crate) enum Ask {
         key: String,
         reply: oneshot::Sender<Vec<TransitionMsg>>,
     },
+    Graph {
+        limit: usize,
+        reply: oneshot::Sender<TaskGraph>,
+    },
+}
+
+/// The task graph as the scheduler holds it, for drawing small graphs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TaskGraph {
+    /// Tasks the scheduler holds now.
+    pub total: u64,
+    /// The tasks, when `total` is at most the limit asked for (empty otherwise).
+    pub nodes: Vec<TaskGraphNode>,
+    /// `(i, j)`: `nodes[j]` depends on `nodes[i]`.
+    pub edges: Vec<(u32, u32)>,
+}
+
+/// One task of a [`TaskGraph`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TaskGraphNode {
+    /// Its key.
+    pub key: String,
+    /// Its prefix.
+    pub prefix: String,
+    /// Its state's name (`waiting`, `processing`, `memory`, …).
+    pub state: String,
+    /// The name of the worker running or holding it (empty for none).
+    pub worker: String,
 }
 
 /// A handle on a running scheduler for code in its process (the dashboard): asks what a
@@ -120,6 +158,12 @@ impl Observer {
         let key = key.to_string();
         self.ask(|reply| Ask::Story { key, reply }).await
     }
+
+    /// The task graph, its tasks and dependencies only if it has at most `limit` tasks
+    /// (a larger one costs the scheduler no more than counting it).
+    pub async fn graph(&self, limit: usize) -> Result<TaskGraph, SchedulerError> {
+        self.ask(|reply| Ask::Graph { limit, reply }).await
+    }
 }
 
 fn prefix_msg(p: &PrefixInfo) -> TaskPrefixMsg {
@@ -150,6 +194,81 @@ fn stream_msg(e: StreamEntry) -> TaskStreamEntryMsg {
         stop_us: e.stop_us,
         nbytes: e.nbytes,
         kind: e.kind.name().to_string(),
+        peer: match e.kind {
+            StreamKind::Transfer { from, .. } => Some(from),
+            _ => None,
+        },
+        peer_name: e.peer_name.to_string(),
+        detail: e.kind.detail().to_string(),
+    }
+}
+
+/// The pairs with the most bytes, at most [`MAX_PEER_ROWS`], largest first.
+fn top_peers(pairs: &FxHashMap<(WorkerId, String), (u64, u64)>) -> Vec<PeerBytesMsg> {
+    let mut rows: Vec<PeerBytesMsg> = pairs
+        .iter()
+        .map(|((peer, link), (bytes, micros))| PeerBytesMsg {
+            peer: *peer,
+            link: link.clone(),
+            bytes: *bytes,
+            micros: *micros,
+        })
+        .collect();
+    rows.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.peer.cmp(&b.peer)));
+    rows.truncate(MAX_PEER_ROWS);
+    rows
+}
+
+/// A worker's transfers and spills as the core records them: placed on the scheduler's
+/// clock by when they were reported (`now_us`). Records naming an unknown link or
+/// direction are skipped.
+fn activity(records: &[ActivityMsg], now_us: u64) -> Vec<Activity> {
+    records
+        .iter()
+        .filter_map(|a| {
+            let kind = match &a.kind {
+                ActivityKind::Transfer { from, link } => StreamKind::Transfer {
+                    from: *from,
+                    link: link.parse::<LinkClass>().ok()?,
+                },
+                ActivityKind::Spill { direction } => {
+                    StreamKind::Spill(SpillDirection::from_name(direction)?)
+                }
+            };
+            Some(Activity {
+                task: a.task,
+                kind,
+                start_us: now_us.saturating_sub(a.start_ago_us),
+                stop_us: now_us.saturating_sub(a.stop_ago_us),
+                nbytes: a.nbytes,
+            })
+        })
+        .collect()
+}
+
+impl Server {
+    /// A worker's heartbeat: its figures kept for `scheduler_info`, its transfers and
+    /// spills into the task stream, its totals per peer merged.
+    pub(crate) fn on_heartbeat(&mut self, w: WorkerId, mut hb: HeartbeatMsg) {
+        self.core.on_device_memory(w, hb.device_memory_used);
+        let Some(conn) = self.workers.get_mut(&w) else {
+            return;
+        };
+        conn.last_seen = Instant::now();
+        for p in std::mem::take(&mut hb.received_from) {
+            // Bounded by the peers it fetches from; a pair's totals only grow.
+            if conn.received_from.len() < MAX_PAIRS
+                || conn.received_from.contains_key(&(p.peer, p.link.clone()))
+            {
+                conn.received_from
+                    .insert((p.peer, p.link), (p.bytes, p.micros));
+            }
+        }
+        let records = std::mem::take(&mut hb.activity);
+        conn.heartbeat = Some(hb);
+        if !records.is_empty() {
+            self.core.on_activity(w, &activity(&records, unix_us()));
+        }
     }
 }
 
@@ -170,6 +289,35 @@ impl Server {
             Ask::Story { key, reply } => {
                 let _ = reply.send(self.story(&key));
             }
+            Ask::Graph { limit, reply } => {
+                let _ = reply.send(self.graph(limit));
+            }
+        }
+    }
+
+    fn graph(&self, limit: usize) -> TaskGraph {
+        let total = self.core.task_count() as u64;
+        let Some(g) = self.core.graph_view(limit) else {
+            return TaskGraph {
+                total,
+                ..TaskGraph::default()
+            };
+        };
+        TaskGraph {
+            total,
+            nodes: g
+                .nodes
+                .into_iter()
+                .map(|n| TaskGraphNode {
+                    key: n.key.to_string(),
+                    prefix: n.prefix.to_string(),
+                    state: n.state.name().to_string(),
+                    worker: n
+                        .worker
+                        .map_or_else(String::new, |w| self.core.worker_name(w).to_string()),
+                })
+                .collect(),
+            edges: g.edges,
         }
     }
 
@@ -269,6 +417,9 @@ impl Server {
                     disk_bytes,
                     rss_bytes: hb.map_or(0, |h| h.rss_bytes),
                     last_seen_secs: now.saturating_duration_since(c.last_seen).as_secs_f64(),
+                    dashboard: c.dashboard.clone(),
+                    utilization: hb.and_then(|h| h.utilization),
+                    received_from: top_peers(&c.received_from),
                 })
             })
             .collect();

@@ -33,6 +33,10 @@ pub(crate) struct WorkerConn {
     pub(crate) code: u64,
     /// Whether it starts programs' workers when asked.
     pub(crate) runs_programs: bool,
+    /// See [`rask_proto::msg::WorkerHello::dashboard`].
+    pub(crate) dashboard: String,
+    /// Bytes and microseconds it received, by peer and link, so far.
+    pub(crate) received_from: FxHashMap<(WorkerId, String), (u64, u64)>,
 }
 
 /// A graph arriving in parts (see [`rask_proto::msg::UpdateGraphMsg::more`]).
@@ -209,6 +213,8 @@ impl Server {
                         last_seen: std::time::Instant::now(),
                         code: wh.code,
                         runs_programs: wh.runs_programs,
+                        dashboard: wh.dashboard,
+                        received_from: FxHashMap::default(),
                     },
                 );
                 Ok(Joined {
@@ -427,13 +433,7 @@ impl Server {
                 (Peer::Worker(w), ToScheduler::ReplicaMissing { task, holder }) => {
                     self.core.on_replica_missing(w, task, holder)
                 }
-                (Peer::Worker(w), ToScheduler::Heartbeat(hb)) => {
-                    self.core.on_device_memory(w, hb.device_memory_used);
-                    if let Some(conn) = self.workers.get_mut(&w) {
-                        conn.heartbeat = Some(*hb);
-                        conn.last_seen = std::time::Instant::now();
-                    }
-                }
+                (Peer::Worker(w), ToScheduler::Heartbeat(hb)) => self.on_heartbeat(w, *hb),
                 (peer, m) => warn!(?peer, "ignoring a message not meant for this role: {m:?}"),
             }
         }

@@ -59,6 +59,9 @@ pub struct WorkerConfig {
     /// Called with each heartbeat's figures, on the worker's loop (keep it short): what a
     /// metrics endpoint of the worker's own serves.
     pub on_heartbeat: Option<HeartbeatHook>,
+    /// Where the worker serves its own `/metrics` (`http://host:port`), told to the
+    /// scheduler for its dashboard; empty: nowhere.
+    pub dashboard: String,
 }
 
 /// See [`WorkerConfig::on_heartbeat`].
@@ -168,6 +171,7 @@ impl WorkerConfig {
             programs: None,
             lifetime: None,
             on_heartbeat: None,
+            dashboard: String::new(),
         }
     }
 }
@@ -284,6 +288,7 @@ impl WorkerConfig {
             resources: self.offer(j.host_gpu, j.device_limit),
             code: j.code,
             runs_programs: self.programs.is_some(),
+            dashboard: self.dashboard.clone(),
         });
         hello
     }

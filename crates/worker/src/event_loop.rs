@@ -43,8 +43,8 @@ pub(crate) struct State {
     pub(crate) links: FxHashMap<WorkerId, rask_transport::data::DataLink>,
     /// Peers whose device memory this worker's device could not import.
     pub(crate) no_ipc: rustc_hash::FxHashSet<WorkerId>,
-    /// Fetch requests in flight: (peer, request id) → tasks.
-    pub(crate) outstanding: FxHashMap<(WorkerId, u64), Vec<TaskId>>,
+    /// Fetch requests in flight: (peer, request id) → tasks, and when they were asked for.
+    pub(crate) outstanding: FxHashMap<(WorkerId, u64), (Vec<TaskId>, Instant)>,
     pub(crate) next_req: u64,
     pub(crate) to_scheduler: Sender<ToScheduler>,
     pub(crate) jobs: crossbeam_channel::Sender<Job>,
@@ -69,6 +69,8 @@ pub(crate) struct State {
     pub(crate) host_arena: Arena,
     /// Bytes spilled, by direction.
     pub(crate) spilled: std::collections::BTreeMap<&'static str, u64>,
+    /// Transfers and spills for the next heartbeat, and the totals per peer.
+    pub(crate) activity: crate::activity::Activity,
     /// The spill thread's queue: it moves values down a tier, off this loop.
     pub(crate) spiller: crossbeam_channel::Sender<crate::memory::SpillJob>,
     /// Values the spill thread is moving, by the number of their move (a reply to another
@@ -173,15 +175,20 @@ impl State {
                 values,
                 missing,
             } => {
-                self.outstanding.remove(&(from, req));
+                let asked = self.outstanding.remove(&(from, req)).map(|(_, at)| at);
                 let class = self.link_class(from);
                 let mut received = 0;
+                let mut sizes = Vec::with_capacity(values.len());
                 for (t, v) in &values {
                     let nbytes = v.nbytes();
                     received += nbytes;
+                    sizes.push((*t, nbytes));
                     self.track(*t, v, nbytes);
                 }
                 *self.received.entry(class).or_default() += received;
+                let now = Instant::now();
+                self.activity
+                    .transfer(from, class, &sizes, asked.unwrap_or(now), now);
                 let got: Vec<TaskId> = values.iter().map(|(t, _)| *t).collect();
                 {
                     let mut store = self.store.lock().expect("store lock");
@@ -221,7 +228,7 @@ impl State {
                     .copied()
                     .collect();
                 for k in failed {
-                    let tasks = self
+                    let (tasks, _) = self
                         .outstanding
                         .remove(&k)
                         .expect("invariant: key just listed");

@@ -43,6 +43,10 @@ pub(crate) struct Spilled {
     pub(crate) gen: u64,
     /// The value in its new tier, and the bytes moved.
     pub(crate) result: Result<(Value, u64), String>,
+    /// When the copy started and ended.
+    pub(crate) started: std::time::Instant,
+    /// See [`Spilled::started`].
+    pub(crate) stopped: std::time::Instant,
 }
 
 /// Why a job failed.

@@ -60,6 +60,10 @@ impl State {
             let store = self.store.lock().expect("store lock");
             (store.len() as u64, store.values().map(Value::nbytes).sum())
         };
+        let now = std::time::Instant::now();
+        let (activity, activity_dropped, received_from) = self.activity.report(now);
+        let busy = self.exec.device.as_ref().and_then(|d| d.busy_us());
+        let utilization = self.activity.utilization(busy, now);
         let beat = Box::new(HeartbeatMsg {
             stored_bytes,
             stored_keys,
@@ -84,6 +88,10 @@ impl State {
                 .collect(),
             device_bytes: self.spill.used(Tier::Device),
             disk_bytes: self.spill.used(Tier::Disk),
+            activity,
+            activity_dropped,
+            received_from,
+            utilization,
         });
         if let Some(hook) = &self.cfg.on_heartbeat {
             (hook.0)(&beat);

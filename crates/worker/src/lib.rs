@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod activity;
 mod config;
 mod device;
 mod error;
@@ -361,6 +362,7 @@ impl Worker {
             programs: FxHashMap::default(),
             device_pool,
             received: Default::default(),
+            activity: Default::default(),
         };
         let interval = cfg.heartbeat_interval;
         let lifetime = cfg.lifetime;

@@ -67,6 +67,7 @@ pub(crate) fn spill_loop(
     events: &mpsc::UnboundedSender<Event>,
 ) {
     while let Ok(job) = jobs.recv() {
+        let started = std::time::Instant::now();
         let mut part = 0;
         let mut put = |b: &[u8]| match job.to {
             // Into host memory that stays mapped and is reused: a fresh heap buffer would
@@ -92,6 +93,8 @@ pub(crate) fn spill_loop(
             to: job.to,
             gen: job.gen,
             result,
+            started,
+            stopped: std::time::Instant::now(),
         };
         if events.send(Event::Spilled(done)).is_err() {
             return;
@@ -190,6 +193,7 @@ impl State {
                     Some(slot) => {
                         tracing::debug!(task = task.0, bytes = nb, "{label}");
                         *self.spilled.entry(label).or_default() += nb;
+                        self.activity.spill(task, label, nb, s.started, s.stopped);
                         *slot = nv;
                         drop(store);
                         self.spill.moved(task, s.to);

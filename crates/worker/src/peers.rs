@@ -147,7 +147,8 @@ impl State {
         match link.get(req, tasks.clone(), into_device) {
             Ok(Some(now)) => {
                 // A peer in this process: its values' buffers are shared, not copied.
-                self.outstanding.insert((from, req), Vec::new());
+                self.outstanding
+                    .insert((from, req), (Vec::new(), std::time::Instant::now()));
                 let _ = self.events.send(Event::Fetched {
                     from,
                     req,
@@ -156,7 +157,8 @@ impl State {
                 });
             }
             Ok(None) => {
-                self.outstanding.insert((from, req), tasks);
+                self.outstanding
+                    .insert((from, req), (tasks, std::time::Instant::now()));
             }
             Err(_) => {
                 self.links.remove(&from);

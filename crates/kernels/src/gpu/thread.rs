@@ -73,6 +73,8 @@ pub struct GpuThread {
     /// Why the GPU is lost, once a sticky error was seen.
     lost: Arc<OnceLock<String>>,
     downloaded: Arc<AtomicU64>,
+    /// The time its thread spent serving commands.
+    busy: Arc<crate::busy::Busy>,
 }
 
 impl std::fmt::Debug for GpuThread {
@@ -94,6 +96,8 @@ impl GpuThread {
         let kept = pool.clone();
         let lost = Arc::new(OnceLock::new());
         let lost_here = lost.clone();
+        let busy = Arc::new(crate::busy::Busy::default());
+        let busy_here = busy.clone();
         let device = DeviceLoc::cuda(ordinal);
         std::thread::Builder::new()
             .name(format!("rask-gpu-{ordinal}"))
@@ -115,7 +119,7 @@ impl GpuThread {
                 if opened_tx.send(Ok(info)).is_err() {
                     return;
                 }
-                serve(&mut gpu, &kept, rx, &lost_here, device);
+                serve(&mut gpu, &kept, rx, &lost_here, device, &busy_here);
             })
             .map_err(DeviceError::Io)?;
         let (gpu, name, arch, blas, kernels) = opened_rx
@@ -132,6 +136,7 @@ impl GpuThread {
             kernels,
             lost,
             downloaded: Arc::default(),
+            busy,
         })
     }
 
@@ -275,10 +280,8 @@ fn serve(
     rx: mpsc::Receiver<Cmd>,
     lost: &OnceLock<String>,
     device: DeviceLoc,
+    busy: &crate::busy::Busy,
 ) {
-    let check = |r, doing: &dyn Fn() -> String| lose_on_sticky(r, lost, device, doing);
-    let check_bytes = |r, doing: &dyn Fn() -> String| lose_on_sticky(r, lost, device, doing);
-    let check_export = |r, doing: &dyn Fn() -> String| lose_on_sticky(r, lost, device, doing);
     loop {
         let cmd = match rx.recv_timeout(super::HANDLE_IDLE / 2) {
             Ok(cmd) => cmd,
@@ -289,6 +292,24 @@ fn serve(
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
         gpu.expire_handles();
+        busy.start();
+        serve_one(gpu, pool, cmd, lost, device);
+        busy.stop();
+    }
+}
+
+/// Serves one command (see [`serve`]).
+fn serve_one(
+    gpu: &mut Gpu,
+    pool: &Arc<MemoryPool>,
+    cmd: Cmd,
+    lost: &OnceLock<String>,
+    device: DeviceLoc,
+) {
+    let check = |r, doing: &dyn Fn() -> String| lose_on_sticky(r, lost, device, doing);
+    let check_bytes = |r, doing: &dyn Fn() -> String| lose_on_sticky(r, lost, device, doing);
+    let check_export = |r, doing: &dyn Fn() -> String| lose_on_sticky(r, lost, device, doing);
+    {
         if let Some(why) = lost.get() {
             let refused = || PlanError::Lost(why.clone());
             match cmd {
@@ -304,7 +325,7 @@ fn serve(
                 // Freeing in a lost context fails: the memory goes with the process.
                 Cmd::Free { mem } => std::mem::forget(mem),
             }
-            continue;
+            return;
         }
         match cmd {
             Cmd::Run { plan, op, reply } => {
@@ -383,6 +404,10 @@ impl crate::Accelerator for GpuThread {
 
     fn downloaded(&self) -> u64 {
         self.downloaded.load(Ordering::Relaxed)
+    }
+
+    fn busy_us(&self) -> Option<u64> {
+        Some(self.busy.micros())
     }
 
     fn runs(&self, registry: &Registry, op: &str, args: &[Value]) -> bool {

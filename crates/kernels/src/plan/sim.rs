@@ -137,6 +137,8 @@ pub fn parse_faults(spec: &str) -> Result<Vec<(String, u32)>, String> {
 struct Queue {
     busy: Mutex<bool>,
     free: Condvar,
+    /// The time it was held.
+    clock: crate::busy::Busy,
 }
 
 impl Queue {
@@ -147,6 +149,7 @@ impl Queue {
             busy = self.free.wait(busy).expect("queue lock");
         }
         *busy = true;
+        self.clock.start();
         Held(self.clone())
     }
 }
@@ -156,6 +159,7 @@ pub struct Held(Arc<Queue>);
 
 impl Drop for Held {
     fn drop(&mut self) {
+        self.0.clock.stop();
         *self.0.busy.lock().expect("queue lock") = false;
         self.0.free.notify_one();
     }
@@ -245,6 +249,10 @@ impl crate::Accelerator for HostPlans {
 
     fn lost(&self) -> Option<String> {
         self.lost.get().cloned()
+    }
+
+    fn busy_us(&self) -> Option<u64> {
+        Some(self.queue.clock.micros())
     }
 
     fn downloaded(&self) -> u64 {
