@@ -107,6 +107,7 @@ fn fake_worker(code: u64) -> rask_proto::msg::WorkerHello {
         resources: vec![],
         code,
         runs_programs: false,
+        dashboard: String::new(),
     }
 }
 
