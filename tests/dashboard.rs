@@ -197,6 +197,22 @@ fn the_dashboard_shows_the_cluster_it_serves() {
             "{own_metrics}"
         );
 
+        // Each worker told the scheduler where its own metrics are: gpu-a where it was
+        // asked to serve them, gpu-b on a free port (the default).
+        assert_eq!(a.dashboard, format!("http://{own}"));
+        let b = info.workers.iter().find(|w| w.name == "gpu-b").unwrap();
+        assert!(b.dashboard.starts_with("http://127.0.0.1:"), "{b:?}");
+        assert_ne!(b.dashboard, a.dashboard);
+        let b_metrics = http_get(&format!("{}/metrics", b.dashboard));
+        assert!(
+            b_metrics.contains(
+                "
+dask_worker_threads 1
+"
+            ),
+            "{b_metrics}"
+        );
+
         for page in ["status", "workers", "devices"] {
             screenshot(&format!("{base}/{page}"), page);
         }
