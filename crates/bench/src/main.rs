@@ -11,13 +11,15 @@
 //! `p2p::sim` for simulated GPUs) and `array`. They share `stats` (figures, medians,
 //! percentiles), `procs` (the processes started beside this one, memory probes, CPU
 //! pinning, the round-trip floor), `peers` (the Dask, numpy, UCX and iperf3 scripts) and
-//! `report` (the tasks table and JSON).
+//! `report` (the tasks table and JSON). `dashboard` measures an open dashboard page (with
+//! `watch`, the poller of `tasks --dashboard`).
 
 // The options' doc comments are their --help text, where `N[:MEMORY]` is a usage
 // pattern, not a link.
 #![allow(rustdoc::broken_intra_doc_links)]
 
 mod array;
+mod dashboard;
 mod deploy;
 mod p2p;
 mod peers;
@@ -54,6 +56,9 @@ enum Cmd {
     /// Cluster managers: adaptive scaling's reaction to a burst, SlurmCluster's scale,
     /// beside Dask's LocalCluster.adapt and dask-jobqueue.
     Deploy(DeployArgs),
+    /// What an open dashboard page costs the scheduler, and what a page costs the browser
+    /// with a million tasks held (headless Chromium).
+    Dashboard(DashboardArgs),
     /// Echo bytes on a loopback port (the peer process of the round-trip floor).
     #[command(hide = true)]
     EchoServer,
@@ -96,6 +101,19 @@ struct TasksArgs {
     /// status, task stream and metrics, every 100 ms): what watching costs the scheduler.
     #[arg(long)]
     dashboard: bool,
+}
+
+#[derive(clap::Args)]
+struct DashboardArgs {
+    /// Independent tasks per round, and held while the pages are loaded.
+    #[arg(long, default_value_t = 1_000_000)]
+    tasks: usize,
+    /// Rounds of each (no page, page open), alternating.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Milliseconds of a page's own (virtual) time when it is loaded with the tasks held.
+    #[arg(long, default_value_t = 5_000)]
+    budget_ms: u64,
 }
 
 #[derive(clap::Args)]
@@ -196,6 +214,7 @@ fn main() -> Result<()> {
         Cmd::Array(a) => array::run(a),
         Cmd::Ship(a) => ship::run(a),
         Cmd::Deploy(a) => deploy::run(a),
+        Cmd::Dashboard(a) => dashboard::run(a),
         Cmd::EchoServer => procs::echo_server(),
     }
 }

@@ -19,14 +19,7 @@ pub(crate) struct Poller {
 impl Poller {
     /// Starts polling the dashboard at `url` (`http://HOST:PORT/status`).
     pub(crate) fn start(url: &str) -> Result<Poller> {
-        let Some(host) = url
-            .strip_prefix("http://")
-            .and_then(|r| r.split('/').next())
-            .filter(|h| !h.is_empty())
-        else {
-            bail!("no dashboard to poll (got {url:?})");
-        };
-        let host = host.to_string();
+        let host = host_of(url)?;
         get(&host, "/health").context("the dashboard does not answer")?;
         let stop = Arc::new(AtomicBool::new(false));
         let polls = Arc::new(AtomicU64::new(0));
@@ -72,8 +65,20 @@ fn last_cursor(body: &str) -> Option<u64> {
         .max()
 }
 
+/// The `HOST:PORT` of a dashboard's URL (`http://HOST:PORT/…`).
+pub(crate) fn host_of(url: &str) -> Result<String> {
+    match url
+        .strip_prefix("http://")
+        .and_then(|r| r.split('/').next())
+        .filter(|h| !h.is_empty())
+    {
+        Some(host) => Ok(host.to_string()),
+        None => bail!("no dashboard at {url:?}"),
+    }
+}
+
 /// The body of `GET path` from `host`.
-fn get(host: &str, path: &str) -> Result<String> {
+pub(crate) fn get(host: &str, path: &str) -> Result<String> {
     let mut s = std::net::TcpStream::connect(host)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
