@@ -230,3 +230,27 @@ fn injected_faults_parse_by_code_or_name_and_bad_entries_are_named() {
         "a=no_such_error"
     );
 }
+
+#[test]
+fn a_simulated_gpu_counts_the_time_its_queue_is_held_as_busy() {
+    let (plans, _) = sim(13, 1 << 20);
+    assert_eq!(plans.busy_us(), Some(0), "idle from the start");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let stalled = stall(DeviceLoc::sim(13)).expect("this process's sim:13");
+    // Held: its busy time grows by itself.
+    while plans.busy_us().unwrap() < 2_000 {
+        assert!(std::time::Instant::now() < deadline, "busy time does not grow");
+        std::hint::spin_loop();
+    }
+    drop(stalled);
+    let after = plans.busy_us().unwrap();
+    // Released: the clock stands still however long it stays idle.
+    let idle = std::time::Instant::now();
+    while idle.elapsed() < std::time::Duration::from_millis(3) {
+        std::hint::spin_loop();
+    }
+    assert_eq!(plans.busy_us().unwrap(), after, "idle time counted as busy");
+    let (op, args) = full(8, 2.0);
+    plans.try_run(&Registry::builtin(), &op, &args).unwrap().unwrap();
+    assert!(plans.busy_us().unwrap() >= after, "a plan's time counts");
+}
