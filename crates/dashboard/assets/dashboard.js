@@ -1,15 +1,18 @@
-// Rask's dashboard: polls the scheduler's JSON API and draws the page its path names.
-// Everything drawn is bounded (at most STREAM_MAX task rectangles, PREFIX_MAX prefixes,
-// one row per worker), so a huge graph costs the browser what a small one does.
+// Rask's dashboard: polls the scheduler's JSON API every REFRESH_MS and draws the page its
+// path names. This file holds the helpers and the polling loop; status.js, cluster.js and
+// graph.js add their pages to PAGES. Every page draws a bounded number of elements, so a
+// cluster of a million tasks and a thousand workers costs the browser what a small one
+// does. After each redraw the body carries data-draws (redraws so far) and data-draw-ms
+// (the last redraw's duration), for benchmarks.
 "use strict";
 
 const REFRESH_MS = 1000;
-const STREAM_MAX = 1000;
-const STREAM_WINDOW_S = 20;
-const PREFIX_MAX = 50;
 const RATE_POINTS = 60;
 
-const state = { stream: [], cursor: 0, rates: [], lastDone: null, lastAt: null };
+// name -> { load: async () => data (optional), draw: (root, status, data) => void }
+const PAGES = {};
+
+const state = { rates: [], lastDone: null, lastAt: null, draws: 0 };
 
 function el(tag, attrs, ...children) {
   const e = document.createElement(tag);
@@ -22,17 +25,34 @@ function el(tag, attrs, ...children) {
   return e;
 }
 
-function svg(tag, attrs) {
+function svg(tag, attrs, text) {
   const e = document.createElementNS("http://www.w3.org/2000/svg", tag);
   for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+  if (text != null) e.textContent = text;
   return e;
 }
 
 function bytes(n) {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
   let i = 0;
   while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
   return (i === 0 ? n.toFixed(0) : n.toFixed(1)) + " " + units[i];
+}
+
+// A transfer rate: bytes over seconds ("—" when no time was measured).
+function rate(b, s) {
+  return s > 0 ? bytes(b / s) + "/s" : "—";
+}
+
+function duration(s) {
+  const ms = s * 1000;
+  if (ms < 10) return ms.toFixed(1) + " ms";
+  if (ms < 1000) return ms.toFixed(0) + " ms";
+  return s.toFixed(2) + " s";
+}
+
+function count(n) {
+  return Number(n).toLocaleString("en-US");
 }
 
 function hue(s) {
@@ -40,6 +60,9 @@ function hue(s) {
   for (const c of s) h = (h * 31 + c.charCodeAt(0)) % 360;
   return h;
 }
+
+// Names in the order a person expects (worker-2 before worker-10).
+const byName = new Intl.Collator("en", { numeric: true }).compare;
 
 async function get(path) {
   const r = await fetch(path, { cache: "no-store" });
@@ -49,6 +72,24 @@ async function get(path) {
 
 function section(title, ...body) {
   return el("section", {}, el("h2", { text: title }), ...body);
+}
+
+function note(text, cls) {
+  return el("p", { class: "note" + (cls ? " " + cls : ""), text });
+}
+
+// "and N more …" under a list cut at its bound, or nothing.
+function more(n, what) {
+  return n > 0 ? note("and " + count(n) + " more " + what, "more") : null;
+}
+
+// At most `max` of `items`: all of them in their order when they fit, else the `max`
+// largest by `size`, in the same order.
+function largest(items, max, size) {
+  if (items.length <= max) return items;
+  const keep = new Set(items.map((x, i) => [size(x), i]).sort((a, b) => b[0] - a[0])
+    .slice(0, max).map(([, i]) => i));
+  return items.filter((_, i) => keep.has(i));
 }
 
 // A horizontal bar of parts [[value, class, label]] out of `total`.
@@ -63,6 +104,13 @@ function bar(parts, total, caption) {
   return el("div", { class: "bar-row" }, b, el("span", { class: "caption", text: caption }));
 }
 
+// A colour swatch and its meaning, for legends.
+function swatch(colour, label) {
+  const s = el("span", { class: "swatch" });
+  s.style.background = colour;
+  return el("span", { class: "legend-item" }, s, label);
+}
+
 function summary(s) {
   const done = s.tasks_completed;
   const now = s.uptime_s;
@@ -73,190 +121,29 @@ function summary(s) {
   state.lastDone = done;
   state.lastAt = now;
   const rate = state.rates.length ? state.rates[state.rates.length - 1] : 0;
-  const tasks = s.tasks.filter(([, v]) => v > 0).map(([k, v]) => k + " " + v).join(" · ");
+  const tasks = s.tasks.filter(([, v]) => v > 0).map(([k, v]) => k + " " + count(v)).join(" · ");
   document.getElementById("summary").textContent =
-    s.address + " · " + s.workers.length + " workers · " + rate.toFixed(0) + " tasks/s" +
+    s.address + " · " + count(s.workers.length) + " workers · " + rate.toFixed(0) + " tasks/s" +
     (tasks ? " · " + tasks : "");
 }
 
-function rateLine() {
-  const w = 600, h = 60;
-  const g = svg("svg", { width: w, height: h, class: "rate", viewBox: `0 0 ${w} ${h}` });
-  const max = Math.max(1, ...state.rates);
-  const pts = state.rates.map((r, i) =>
-    `${(i * w) / (RATE_POINTS - 1)},${h - 2 - ((h - 4) * r) / max}`).join(" ");
-  g.append(svg("polyline", { points: pts, class: "rate-line" }));
-  const t = svg("text", { x: 4, y: 14, class: "axis" });
-  t.textContent = "max " + max.toFixed(0) + " tasks/s";
-  g.append(t);
-  return g;
-}
-
-function progress(s) {
-  const rows = s.prefixes.slice(0, PREFIX_MAX).map((p) => {
-    const total = p.waiting + p.processing + p.memory + p.erred + p.released;
-    const row = bar([
-      [p.released, "released", "released " + p.released],
-      [p.memory, "memory", "in memory " + p.memory],
-      [p.processing, "processing", "processing " + p.processing],
-      [p.waiting, "waiting", "waiting " + p.waiting],
-      [p.erred, "erred", "erred " + p.erred],
-    ], total, p.prefix + ": " + (p.memory + p.released) + " / " + total +
-      (p.erred ? " (" + p.erred + " erred)" : ""));
-    row.classList.add("prefix-row");
-    row.dataset.prefix = p.prefix;
-    return row;
-  });
-  const more = s.prefixes.length > PREFIX_MAX
-    ? el("p", { class: "note", text: (s.prefixes.length - PREFIX_MAX) + " more prefixes" }) : null;
-  return section("Progress", ...rows, more);
-}
-
-function memory(s) {
-  const rows = s.workers.map((w) => {
-    const total = Math.max(w.memory_limit, w.memory + w.spilled_disk, 1) +
-      (w.device === "host" ? 0 : Math.max(w.device_memory_limit, w.device_memory));
-    const device = w.device === "host" ? "" : ", " + bytes(w.device_memory) + " on " + w.device;
-    return bar([
-      [w.memory, "memory", "in host memory " + bytes(w.memory)],
-      [w.device === "host" ? 0 : w.device_memory, "device", "on the device " + bytes(w.device_memory)],
-      [w.spilled_disk, "spilled-disk", "spilled to disk " + bytes(w.spilled_disk)],
-    ], total, w.name + ": " + bytes(w.memory) + " in host memory" + device + ", " +
-      bytes(w.spilled_disk) + " on disk");
-  });
-  return section("Memory per worker", ...rows,
-    el("p", { class: "note", text: "host memory (green), device (violet), spilled to disk (brown)" }));
-}
-
-function processing(s) {
-  const max = Math.max(1, ...s.workers.map((w) => w.processing));
-  return section("Processing", ...s.workers.map((w) =>
-    bar([[w.processing, "processing", w.processing + " tasks"]], max,
-      w.name + ": " + w.processing)));
-}
-
-function taskStream(s) {
-  const workers = s.workers.map((w) => w.name);
-  for (const e of state.stream) if (!workers.includes(e.worker)) workers.push(e.worker);
-  const rowH = 18, w = 900, h = Math.max(1, workers.length) * rowH + 20;
-  const g = svg("svg", { width: w, height: h, class: "stream", viewBox: `0 0 ${w} ${h}` });
-  const end = Math.max(s.uptime_s, ...state.stream.map((e) => e.stop_s));
-  const start = end - STREAM_WINDOW_S;
-  workers.forEach((name, i) => {
-    const t = svg("text", { x: 2, y: i * rowH + 13, class: "axis" });
-    t.textContent = name;
-    g.append(t);
-  });
-  const x = (t) => 120 + ((w - 124) * (t - start)) / STREAM_WINDOW_S;
-  for (const e of state.stream) {
-    if (e.stop_s < start) continue;
-    const row = workers.indexOf(e.worker);
-    const r = svg("rect", {
-      x: x(Math.max(e.start_s, start)), y: row * rowH + 2,
-      width: Math.max(2, x(e.stop_s) - x(Math.max(e.start_s, start))), height: rowH - 4,
-      class: "task-rect kind-" + e.kind, "data-key": e.key, "data-worker": e.worker,
-    });
-    if (e.kind === "compute") r.style.fill = `hsl(${hue(e.prefix)}, 60%, 55%)`;
-    const tip = svg("title");
-    tip.textContent = e.key + " on " + e.worker + ", " +
-      ((e.stop_s - e.start_s) * 1000).toFixed(2) + " ms (" + e.kind + ")";
-    r.append(tip);
-    r.addEventListener("click", () => { location.href = "/task?key=" + encodeURIComponent(e.key); });
-    g.append(r);
-  }
-  return section("Task stream (last " + STREAM_WINDOW_S + " s)", g,
-    el("p", { class: "note", text: "compute in the colour of its prefix; transfers red, spills orange" }));
-}
-
-function workersTable(s) {
-  const head = ["name", "address", "host", "device", "threads", "memory", "device memory",
-    "processing", "last heartbeat", "transport", "received by link"];
-  const t = el("table", { id: "workers-table" },
-    el("thead", {}, el("tr", {}, ...head.map((h) => el("th", { text: h })))));
-  const body = el("tbody");
-  for (const w of s.workers) {
-    const dev = w.device === "host" ? "—"
-      : bytes(w.device_memory) + " / " + bytes(w.device_memory_limit);
-    const tr = el("tr", { class: "worker-row", "data-address": w.address, "data-name": w.name },
-      el("td", { text: w.name }), el("td", { text: w.address }), el("td", { text: w.host }),
-      el("td", { text: w.device + (w.device_name ? " (" + w.device_name + ")" : "") }),
-      el("td", { text: String(w.threads) }),
-      el("td", { text: bytes(w.memory) + (w.memory_limit ? " / " + bytes(w.memory_limit) : "") }),
-      el("td", { text: dev }), el("td", { text: String(w.processing) }),
-      el("td", { text: w.last_seen_s.toFixed(1) + " s ago" }), el("td", { text: w.transport }),
-      el("td", { text: w.received.map(([k, v]) => k + " " + bytes(v)).join(", ") || "—" }));
-    body.append(tr);
-  }
-  t.append(body);
-  return section("Workers", t);
-}
-
-function devices(s) {
-  const gpus = s.workers.filter((w) => w.device !== "host");
-  if (!gpus.length) return section("Devices", el("p", { class: "note", text: "no GPU workers (CUDA or simulated)" }));
-  const rows = gpus.map((w) => {
-    const row = bar([[w.device_memory, "memory", "in use " + bytes(w.device_memory)]],
-      Math.max(w.device_memory_limit, 1),
-      w.name + " " + w.device + (w.device_name ? " (" + w.device_name + ")" : "") + ": " +
-      bytes(w.device_memory) + " of " + bytes(w.device_memory_limit) +
-      (w.utilization != null ? ", " + w.utilization.toFixed(0) + " % busy" : ""));
-    row.classList.add("device-row");
-    row.dataset.worker = w.name;
-    row.dataset.device = w.device;
-    row.dataset.used = String(w.device_memory);
-    row.dataset.limit = String(w.device_memory_limit);
-    return row;
-  });
-  const links = [...new Set(s.workers.flatMap((w) => w.received.map(([k]) => k)))].sort();
-  const t = el("table", { id: "links-table" },
-    el("thead", {}, el("tr", {}, el("th", { text: "received by" }), ...links.map((l) => el("th", { text: l })))));
-  const body = el("tbody");
-  for (const w of s.workers) {
-    const got = Object.fromEntries(w.received);
-    body.append(el("tr", {}, el("td", { text: w.name + " (" + w.device + ")" }),
-      ...links.map((l) => el("td", { text: got[l] ? bytes(got[l]) : "—" }))));
-  }
-  t.append(body);
-  return el("div", {}, section("Device memory", ...rows), section("Bytes received, by link", t));
-}
-
-async function taskPage() {
-  const key = new URLSearchParams(location.search).get("key") || "";
-  const page = document.getElementById("page");
-  const story = await get("/api/v1/story?key=" + encodeURIComponent(key));
-  const t = el("table", { id: "story-table" },
-    el("thead", {}, el("tr", {}, ...["at", "from", "to", "why", "worker"].map((h) => el("th", { text: h })))));
-  const body = el("tbody");
-  for (const e of story) {
-    body.append(el("tr", { class: "story-row" }, el("td", { text: e.at_s.toFixed(3) + " s" }),
-      el("td", { text: e.from }), el("td", { text: e.to }), el("td", { text: e.why }),
-      el("td", { text: e.worker || "—" })));
-  }
-  t.append(body);
-  page.replaceChildren(section("Task " + key, story.length ? t
-    : el("p", { class: "note", text: "the scheduler keeps no transition of this key" })));
-}
-
-async function pollStream() {
-  const fresh = await get("/api/v1/task_stream?since=" + state.cursor + "&limit=" + STREAM_MAX);
-  for (const e of fresh) state.cursor = Math.max(state.cursor, e.cursor);
-  state.stream = state.stream.concat(fresh).slice(-STREAM_MAX);
-}
-
-async function refresh() {
+function pageName() {
   const name = location.pathname.replace(/^\//, "") || "status";
+  return PAGES[name] ? name : "status";
+}
+
+// One poll: the status (for the header) and the page's own data, then the redraw, timed.
+async function refresh() {
+  const name = pageName();
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("here", a.dataset.page === name);
-  const s = await get("/api/v1/status");
+  const page = PAGES[name];
+  const [s, data] = await Promise.all([get("/api/v1/status"), page.load ? page.load() : null]);
+  const start = performance.now();
   summary(s);
-  const page = document.getElementById("page");
-  if (name === "workers") page.replaceChildren(workersTable(s));
-  else if (name === "devices") page.replaceChildren(devices(s));
-  else if (name === "task") await taskPage();
-  else {
-    await pollStream();
-    page.replaceChildren(section("Tasks per second", rateLine()), progress(s), taskStream(s),
-      el("div", { class: "columns" }, memory(s), processing(s)));
-  }
+  page.draw(document.getElementById("page"), s, data);
+  state.draws += 1;
+  document.body.dataset.draws = String(state.draws);
+  document.body.dataset.drawMs = (performance.now() - start).toFixed(1);
 }
 
 async function loop() {
@@ -272,4 +159,5 @@ async function loop() {
   setTimeout(loop, REFRESH_MS);
 }
 
-loop();
+// After every script has added its pages.
+document.addEventListener("DOMContentLoaded", loop);

@@ -1,13 +1,15 @@
-//! The dashboard: pages a person looks at (status, workers, devices, a task's story), the
-//! JSON they are drawn from (`/api/v1/…`), `/health` and Prometheus `/metrics`, served over
-//! HTTP from the scheduler's process.
+//! The dashboard: pages a person looks at (status, workers, devices, the task graph, a
+//! task's story), the JSON they are drawn from (`/api/v1/…`), `/health` and Prometheus
+//! `/metrics`, served over HTTP from the scheduler's process.
 //!
 //! It stays cheap for the scheduler, whose event loop matters more than any page: the
 //! cluster is *sampled* — one [`Snapshot`] at most every [`SAMPLE`], shared by every page
 //! and scraper however many are open — and never followed task by task; the task stream
 //! is read by cursor, at most [`STREAM_LIMIT`] entries per request; pages poll and draw a
 //! bounded number of items, so a graph of a million tasks costs a browser what a small
-//! one does. Assets are compiled into the binary: it works offline.
+//! one does; the graph view gets the graph's nodes only up to [`GRAPH_LIMIT`] tasks.
+//! Requests are counted per route with one atomic each. Assets are compiled into the
+//! binary: it works offline.
 //!
 //! The scheduler provides the data through a [`Source`]; this crate renders it and knows
 //! nothing of the scheduler's internals.
@@ -17,6 +19,7 @@
 
 pub mod metrics;
 mod pages;
+mod requests;
 pub mod snapshot;
 
 use std::future::Future;
@@ -27,9 +30,11 @@ use std::time::{Duration, Instant};
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{get, MethodRouter};
 use axum::Router;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+use requests::{Requests, Route};
 
 pub use snapshot::{
     Graph, GraphNode, LinkRow, PrefixRow, Snapshot, StoryEntry, StreamEntry, WorkerRow,
@@ -68,6 +73,8 @@ struct Shared {
     source: Arc<dyn Source>,
     every: Duration,
     last: tokio::sync::Mutex<Option<(Instant, Arc<Snapshot>)>>,
+    /// Requests served so far, per route (for `rask_dashboard_requests_total`).
+    requests: Requests,
 }
 
 impl Shared {
@@ -97,22 +104,34 @@ pub fn router_sampled(source: Arc<dyn Source>, every: Duration) -> Router {
         source,
         every,
         last: tokio::sync::Mutex::new(None),
+        requests: Requests::default(),
     });
-    Router::new()
+    let mut app = Router::new()
         .route("/", get(|| async { Redirect::temporary("/status") }))
-        .route("/status", get(pages::page))
-        .route("/workers", get(pages::page))
-        .route("/devices", get(pages::page))
-        .route("/task", get(pages::page))
-        .route("/assets/dashboard.js", get(pages::script))
-        .route("/assets/dashboard.css", get(pages::style))
+        .route("/status", page(Route::Status))
+        .route("/workers", page(Route::Workers))
+        .route("/devices", page(Route::Devices))
+        .route("/graph", page(Route::Graph))
+        .route("/task", page(Route::Task))
         .route("/health", get(|| async { "ok" }))
         .route("/metrics", get(metrics_text))
         .route("/api/v1/status", get(status_json))
         .route("/api/v1/get_workers", get(workers_json))
         .route("/api/v1/task_stream", get(stream_json))
         .route("/api/v1/story", get(story_json))
-        .with_state(shared)
+        .route("/api/v1/graph", get(graph_json));
+    for (path, ctype, body) in pages::ASSETS {
+        app = app.route(path, get(move || async move { pages::asset(ctype, body) }));
+    }
+    app.with_state(shared)
+}
+
+/// A page's route: the shell, its request counted as `route`.
+fn page(route: Route) -> MethodRouter<Arc<Shared>> {
+    get(move |State(s): State<Arc<Shared>>| async move {
+        s.requests.count(route);
+        pages::page()
+    })
 }
 
 /// Serves the dashboard on `listener` until the runtime stops (or accepting fails).
@@ -170,17 +189,19 @@ fn unavailable(why: String) -> Response {
 }
 
 async fn metrics_text(State(s): State<Arc<Shared>>) -> Response {
+    s.requests.count(Route::Metrics);
     match s.sample().await {
-        Ok(snap) => (
-            [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-            metrics::scheduler(&snap),
-        )
-            .into_response(),
+        Ok(snap) => {
+            let mut text = metrics::scheduler(&snap);
+            text.push_str(&metrics::dashboard_requests(&s.requests.counts()));
+            ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
+        }
         Err(e) => unavailable(e),
     }
 }
 
 async fn status_json(State(s): State<Arc<Shared>>) -> Response {
+    s.requests.count(Route::ApiStatus);
     match s.sample().await {
         Ok(snap) => json(&*snap),
         Err(e) => unavailable(e),
@@ -188,6 +209,7 @@ async fn status_json(State(s): State<Arc<Shared>>) -> Response {
 }
 
 async fn workers_json(State(s): State<Arc<Shared>>) -> Response {
+    s.requests.count(Route::ApiGetWorkers);
     match s.sample().await {
         Ok(snap) => json(&snap.workers),
         Err(e) => unavailable(e),
@@ -202,6 +224,7 @@ struct StreamQuery {
 }
 
 async fn stream_json(State(s): State<Arc<Shared>>, Query(q): Query<StreamQuery>) -> Response {
+    s.requests.count(Route::ApiTaskStream);
     let limit = q.limit.unwrap_or(STREAM_LIMIT).min(STREAM_LIMIT);
     match s.source.task_stream(q.since, limit).await {
         Ok(mut entries) => {
@@ -218,10 +241,46 @@ struct StoryQuery {
 }
 
 async fn story_json(State(s): State<Arc<Shared>>, Query(q): Query<StoryQuery>) -> Response {
+    s.requests.count(Route::ApiStory);
     match s.source.story(q.key).await {
         Ok(entries) => json(&entries),
         Err(e) => unavailable(e),
     }
+}
+
+/// `/api/v1/graph`'s answer: the graph and the limit the view draws up to.
+#[derive(Serialize)]
+struct GraphReply {
+    /// [`GRAPH_LIMIT`]: the page says it when the graph is larger.
+    limit: usize,
+    #[serde(flatten)]
+    graph: Graph,
+}
+
+async fn graph_json(State(s): State<Arc<Shared>>) -> Response {
+    s.requests.count(Route::ApiGraph);
+    match s.source.graph(GRAPH_LIMIT).await {
+        Ok(graph) => json(&GraphReply {
+            limit: GRAPH_LIMIT,
+            graph: bounded(graph, GRAPH_LIMIT),
+        }),
+        Err(e) => unavailable(e),
+    }
+}
+
+/// `graph` as sent to a browser: no nodes nor edges when it has more than `limit` tasks
+/// (whatever the source returned), and no edge naming a node that is not there.
+fn bounded(mut graph: Graph, limit: usize) -> Graph {
+    if graph.total > limit as u64 || graph.nodes.len() > limit {
+        graph.total = graph.total.max(graph.nodes.len() as u64);
+        graph.nodes = Vec::new();
+        graph.edges = Vec::new();
+    }
+    let n = graph.nodes.len() as u64;
+    graph
+        .edges
+        .retain(|&(i, j)| u64::from(i) < n && u64::from(j) < n && i != j);
+    graph
 }
 
 #[cfg(test)]

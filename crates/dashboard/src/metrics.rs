@@ -1,11 +1,18 @@
 //! Prometheus metrics (text format 0.0.4) from a [`Snapshot`]: Dask's names where the
 //! meaning is the same (`dask_scheduler_workers`, `dask_scheduler_tasks{state}`, …), so
 //! dashboards and alerts written for Dask read Rask's; `rask_*` for what Dask lacks (device
-//! memory, bytes received by link, bytes spilled by tier).
+//! memory, bytes received by link, bytes spilled by tier, GPU utilization, the dashboard's
+//! own requests).
+//!
+//! Label values come from a bounded set (states, link classes, workers, prefixes capped by
+//! the scheduler, the dashboard's routes): nothing is labelled per pair of workers or per
+//! task.
 
 use std::fmt::Write;
 
-use crate::snapshot::{Snapshot, WorkerRow, WorkerSnapshot};
+use std::collections::BTreeMap;
+
+use crate::snapshot::{LinkRow, Snapshot, WorkerRow, WorkerSnapshot};
 
 /// The content type of the text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -156,8 +163,55 @@ pub fn scheduler(s: &Snapshot) -> String {
             })
             .collect(),
     );
+    links(&mut t, &s.links);
     workers(&mut t, &s.workers);
     t.0
+}
+
+/// Bytes and seconds of transfers by link class, summed over the pairs of workers.
+fn links(t: &mut Text, rows: &[LinkRow]) {
+    let mut by_link: BTreeMap<&str, (u64, f64)> = BTreeMap::new();
+    for r in rows {
+        let sum = by_link.entry(&r.link).or_default();
+        sum.0 += r.bytes;
+        sum.1 += r.seconds;
+    }
+    let link = |l: &str| vec![("link", l.to_string())];
+    t.family(
+        "rask_scheduler_link_bytes_total",
+        "counter",
+        "Bytes workers received from each other, by link class (nvlink, pcie, shm, tcp, local).",
+        by_link
+            .iter()
+            .map(|(l, (b, _))| (link(l), *b as f64))
+            .collect(),
+    );
+    t.family(
+        "rask_scheduler_link_seconds_total",
+        "counter",
+        "Seconds transfers between workers took (request to arrival, summed), by link class.",
+        by_link.iter().map(|(l, (_, s))| (link(l), *s)).collect(),
+    );
+}
+
+/// The `rask_dashboard_requests_total` family: requests served, by route.
+pub fn dashboard_requests(counts: &[(&str, u64)]) -> String {
+    let mut t = Text(String::new());
+    t.family(
+        "rask_dashboard_requests_total",
+        "counter",
+        "Requests the dashboard served, by route.",
+        counts
+            .iter()
+            .map(|(route, n)| (vec![("route", route.to_string())], *n as f64))
+            .collect(),
+    );
+    t.0
+}
+
+/// A GPU's utilization in percent as a ratio in 0..=1.
+fn ratio(percent: f64) -> f64 {
+    (percent / 100.0).clamp(0.0, 1.0)
 }
 
 /// Per-worker families, as the scheduler hears of its workers.
@@ -217,6 +271,14 @@ fn workers(t: &mut Text, ws: &[WorkerRow]) {
                     (l, *n as f64)
                 })
             })
+            .collect(),
+    );
+    t.family(
+        "rask_device_utilization_ratio",
+        "gauge",
+        "How busy each worker's GPU was over its last heartbeat (0 to 1), where known.",
+        ws.iter()
+            .filter_map(|x| Some((w(x), ratio(x.utilization?))))
             .collect(),
     );
     t.family(
@@ -299,116 +361,25 @@ pub fn worker(w: &WorkerSnapshot) -> String {
             .map(|(l, n)| (vec![("link", l.clone())], *n as f64))
             .collect(),
     );
+    t.family(
+        "rask_worker_transfer_seconds_total",
+        "counter",
+        "Seconds spent receiving from peers (request to arrival, summed), by link class.",
+        w.transfer_seconds
+            .iter()
+            .map(|(l, s)| (vec![("link", l.clone())], *s))
+            .collect(),
+    );
+    if let Some(u) = w.utilization {
+        t.one(
+            "rask_device_utilization_ratio",
+            "gauge",
+            "How busy this worker's GPU was over its last heartbeat (0 to 1).",
+            ratio(u),
+        );
+    }
     t.0
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::snapshot::PrefixRow;
-
-    pub(crate) fn sample() -> Snapshot {
-        let worker = |name: &str, processing, device: &str| WorkerRow {
-            name: name.into(),
-            address: format!("tcp://127.0.0.1:{}", 9000 + name.len()),
-            host: "node1".into(),
-            device: device.into(),
-            threads: 2,
-            processing,
-            memory: 1 << 20,
-            spilled_host: 0,
-            spilled_disk: 4096,
-            device_memory: 3 << 20,
-            device_memory_limit: 8 << 20,
-            received: vec![("shm".into(), 100), ("nvlink".into(), 7)],
-            ..Default::default()
-        };
-        Snapshot {
-            clients: 1,
-            workers: vec![
-                worker("a", 0, "sim:0"),
-                worker("b\"x", 1, "host"),
-                worker("c", 5, "host"),
-            ],
-            tasks: vec![("memory".into(), 12), ("processing".into(), 3)],
-            prefixes: vec![PrefixRow {
-                prefix: "array.matmul".into(),
-                memory: 12,
-                processing: 3,
-                compute_s: 1.5,
-                output_bytes: 4096,
-                ..Default::default()
-            }],
-            tasks_completed: 40,
-            workers_added: 4,
-            workers_removed: 1,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn the_scheduler_speaks_dasks_names_with_the_values_of_the_snapshot() {
-        let m = scheduler(&sample());
-        let has = |line: &str| assert!(m.lines().any(|l| l == line), "no {line:?} in\n{m}");
-        has("dask_scheduler_clients 1");
-        has("dask_scheduler_workers{state=\"idle\"} 1");
-        has("dask_scheduler_workers{state=\"partially_saturated\"} 1");
-        has("dask_scheduler_workers{state=\"saturated\"} 1");
-        has("dask_scheduler_workers_added_total 4");
-        has("dask_scheduler_tasks{state=\"memory\"} 12");
-        has("dask_scheduler_tasks_compute_seconds_total{task_prefix_name=\"array.matmul\"} 1.5");
-        has(
-            "rask_scheduler_prefix_tasks{task_prefix_name=\"array.matmul\",state=\"processing\"} 3",
-        );
-        has("rask_device_memory_bytes{worker=\"a\",device=\"sim:0\",type=\"limit\"} 8388608");
-        has("rask_worker_received_bytes_total{worker=\"c\",link=\"nvlink\"} 7");
-        // A quote in a name is escaped, not ending the label.
-        has("rask_worker_processing_tasks{worker=\"b\\\"x\"} 1");
-        // Every family says what it is before its samples.
-        for l in m.lines().filter(|l| !l.starts_with('#')) {
-            let name = l.split(['{', ' ']).next().unwrap();
-            assert!(m.contains(&format!("# TYPE {name} ")), "{name}");
-        }
-    }
-
-    #[test]
-    fn a_worker_speaks_dasks_names_too() {
-        let w = WorkerSnapshot {
-            name: "w".into(),
-            threads: 4,
-            tasks: vec![("executing".into(), 2), ("memory".into(), 9)],
-            managed: 100,
-            unmanaged: 50,
-            spilled: vec![("device->host".into(), 30), ("host->disk".into(), 20)],
-            device: "cuda:0".into(),
-            device_memory: 5,
-            device_memory_limit: 8,
-            received: vec![("nvlink".into(), 64)],
-        };
-        let m = worker(&w);
-        for line in [
-            "dask_worker_threads 4",
-            "dask_worker_tasks{state=\"executing\"} 2",
-            "dask_worker_memory_bytes{type=\"managed\"} 100",
-            "dask_worker_memory_bytes{type=\"spilled\"} 20",
-            "rask_worker_spilled_bytes_total{direction=\"device->host\"} 30",
-            "rask_device_memory_bytes{device=\"cuda:0\",type=\"used\"} 5",
-            "rask_worker_received_bytes_total{link=\"nvlink\"} 64",
-        ] {
-            assert!(m.lines().any(|l| l == line), "no {line:?} in\n{m}");
-        }
-        let host = worker(&WorkerSnapshot {
-            device: "host".into(),
-            ..w
-        });
-        assert!(!host.contains("rask_device_memory_bytes{"), "{host}");
-    }
-
-    #[test]
-    fn values_print_as_prometheus_reads_them() {
-        assert_eq!(number(3.0), "3");
-        assert_eq!(number(0.25), "0.25");
-        assert_eq!(number(-2.0), "-2");
-        assert_eq!(escape("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
-    }
-}
+mod tests;

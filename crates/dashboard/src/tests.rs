@@ -4,10 +4,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
 
-/// A scheduler stand-in: a fixed snapshot, a stream of 5,000 entries, one story; counts
-/// how often it is sampled.
+/// A scheduler stand-in: a fixed snapshot, a stream of 5,000 entries, one story, a given
+/// graph; counts how often it is sampled and records the graph limit asked for.
 struct Fake {
     sampled: AtomicUsize,
+    graph: Graph,
+    graph_limit: AtomicUsize,
 }
 
 impl Source for Fake {
@@ -49,8 +51,9 @@ impl Source for Fake {
         })
     }
 
-    fn graph(&self, _limit: usize) -> BoxFuture<'_, Result<crate::Graph, String>> {
-        Box::pin(async move { Ok(crate::Graph::default()) })
+    fn graph(&self, limit: usize) -> BoxFuture<'_, Result<Graph, String>> {
+        self.graph_limit.store(limit, Ordering::SeqCst);
+        Box::pin(async move { Ok(self.graph.clone()) })
     }
 
     fn story(&self, key: String) -> BoxFuture<'_, Result<Vec<StoryEntry>, String>> {
@@ -73,8 +76,14 @@ async fn start() -> (String, Arc<Fake>) {
 }
 
 async fn start_sampled(every: Duration) -> (String, Arc<Fake>) {
+    start_with(every, Graph::default()).await
+}
+
+async fn start_with(every: Duration, graph: Graph) -> (String, Arc<Fake>) {
     let fake = Arc::new(Fake {
         sampled: AtomicUsize::new(0),
+        graph,
+        graph_limit: AtomicUsize::new(0),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -126,15 +135,33 @@ async fn pages_api_health_and_metrics_are_served() {
         serde_json::from_str::<serde_json::Value>(&body).unwrap()[0]["name"],
         "w-0"
     );
-    for page in ["/status", "/workers", "/devices", "/task?key=x"] {
+    for page in ["/status", "/workers", "/devices", "/graph", "/task?key=x"] {
         let (code, ctype, body) = get(&addr, page).await;
         assert_eq!(code, 200, "{page}");
         assert!(ctype.starts_with("text/html"), "{page}: {ctype}");
-        assert!(body.contains("/assets/dashboard.js"), "{page}");
+        // The shell loads every asset, in order: the helpers first.
+        let at = |a: &str| body.find(a).unwrap_or_else(|| panic!("{page} lacks {a}"));
+        assert!(
+            at("/assets/dashboard.js") < at("/assets/graph.js"),
+            "{page}"
+        );
+        assert!(
+            body.contains("href=\"/graph\""),
+            "{page}: no link to the graph"
+        );
     }
-    let (code, ctype, body) = get(&addr, "/assets/dashboard.js").await;
-    assert_eq!((code, ctype.starts_with("text/javascript")), (200, true));
-    assert!(body.contains("/api/v1/status"));
+    for (asset, needs) in [
+        ("/assets/dashboard.js", "/api/v1/status"),
+        ("/assets/status.js", "/api/v1/task_stream"),
+        ("/assets/cluster.js", "PAGES.devices"),
+        ("/assets/graph.js", "/api/v1/graph"),
+    ] {
+        let (code, ctype, body) = get(&addr, asset).await;
+        assert_eq!((code, ctype.starts_with("text/javascript")), (200, true));
+        assert!(body.contains(needs), "{asset} lacks {needs}");
+    }
+    let (code, ctype, _) = get(&addr, "/assets/dashboard.css").await;
+    assert_eq!((code, ctype.as_str()), (200, "text/css; charset=utf-8"));
     assert_eq!(get(&addr, "/nowhere").await.0, 404);
 }
 
@@ -198,4 +225,126 @@ async fn pages_and_scrapers_share_one_sample() {
         assert_eq!(get(&addr, "/metrics").await.0, 200);
     }
     assert_eq!(fake.sampled.load(Ordering::SeqCst), 3);
+}
+
+/// A diamond: a -> b, a -> c, b -> d, c -> d.
+fn diamond() -> Graph {
+    let node = |key: &str, state: &str| GraphNode {
+        key: key.into(),
+        prefix: key.into(),
+        state: state.into(),
+        worker: "w-0".into(),
+    };
+    Graph {
+        total: 4,
+        nodes: vec![
+            node("a", "memory"),
+            node("b", "processing"),
+            node("c", "waiting"),
+            node("d", "waiting"),
+        ],
+        edges: vec![(0, 1), (0, 2), (1, 3), (2, 3)],
+    }
+}
+
+async fn graph_reply(addr: &str) -> serde_json::Value {
+    let (code, ctype, body) = get(addr, "/api/v1/graph").await;
+    assert_eq!((code, ctype.as_str()), (200, "application/json"), "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test]
+async fn a_small_graph_is_served_whole_with_the_limit() {
+    let (addr, fake) = start_with(SAMPLE, diamond()).await;
+    let v = graph_reply(&addr).await;
+    assert_eq!(fake.graph_limit.load(Ordering::SeqCst), GRAPH_LIMIT);
+    assert_eq!(v["limit"], 2000);
+    assert_eq!(v["total"], 4);
+    assert_eq!(v["nodes"][1]["key"], "b");
+    assert_eq!(v["nodes"][1]["state"], "processing");
+    assert_eq!(v["nodes"][3]["worker"], "w-0");
+    assert_eq!(
+        v["edges"],
+        serde_json::json!([[0, 1], [0, 2], [1, 3], [2, 3]])
+    );
+}
+
+#[tokio::test]
+async fn a_large_graph_is_said_not_sent() {
+    // A source that sends nodes anyway: the server does not pass them on.
+    let mut big = diamond();
+    big.total = 1_000_000;
+    let (addr, _) = start_with(SAMPLE, big).await;
+    let v = graph_reply(&addr).await;
+    assert_eq!(v["total"], 1_000_000);
+    assert_eq!(v["nodes"], serde_json::json!([]));
+    assert_eq!(v["edges"], serde_json::json!([]));
+}
+
+#[test]
+fn edges_to_missing_nodes_are_dropped() {
+    let mut g = diamond();
+    g.edges.extend([(3, 4), (9, 0), (2, 2)]);
+    let g = bounded(g, GRAPH_LIMIT);
+    assert_eq!(g.edges, vec![(0, 1), (0, 2), (1, 3), (2, 3)]);
+    assert_eq!(g.nodes.len(), 4);
+    // More nodes than the limit: none, whatever the total said.
+    let g = bounded(diamond(), 3);
+    assert_eq!((g.total, g.nodes.len(), g.edges.len()), (4, 0, 0));
+}
+
+/// The value of `rask_dashboard_requests_total{route="ROUTE"}` in `metrics`.
+fn requests(metrics: &str, route: &str) -> u64 {
+    let line = format!("rask_dashboard_requests_total{{route=\"{route}\"}} ");
+    let found = metrics.lines().find_map(|l| l.strip_prefix(line.as_str()));
+    found
+        .unwrap_or_else(|| panic!("no {line} in\n{metrics}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn requests_are_counted_per_route() {
+    let (addr, _) = start().await;
+    for path in ["/status", "/status", "/status", "/graph", "/task?key=x"] {
+        assert_eq!(get(&addr, path).await.0, 200, "{path}");
+    }
+    for path in [
+        "/api/v1/graph",
+        "/api/v1/graph",
+        "/api/v1/status",
+        "/api/v1/task_stream?since=0&limit=1",
+        "/api/v1/story?key=boom",
+        // Not counted: assets, health, unknown paths.
+        "/assets/dashboard.js",
+        "/health",
+        "/nowhere",
+    ] {
+        get(&addr, path).await;
+    }
+    let first = get(&addr, "/metrics").await.2;
+    for (route, n) in [
+        ("status", 3),
+        ("workers", 0),
+        ("devices", 0),
+        ("graph", 1),
+        ("task", 1),
+        ("api_status", 1),
+        ("api_get_workers", 0),
+        ("api_task_stream", 1),
+        ("api_story", 1),
+        ("api_graph", 2),
+        // A scrape counts itself.
+        ("metrics", 1),
+    ] {
+        assert_eq!(requests(&first, route), n, "{route}");
+    }
+    let samples = first
+        .lines()
+        .filter(|l| l.starts_with("rask_dashboard_requests_total{"))
+        .count();
+    assert_eq!(samples, 11, "one sample per route, no more:\n{first}");
+    let second = get(&addr, "/metrics").await.2;
+    assert_eq!(requests(&second, "metrics"), 2);
+    assert_eq!(requests(&second, "status"), 3);
 }
