@@ -112,7 +112,10 @@ fn the_dashboard_shows_the_cluster_it_serves() {
             g.task(key, "bytes", [Arg::from(4i64 << 20), Arg::from(7)])
                 .resources(&[(gpu, 1.0)]);
         }
-        let held = c.compute(&g, &["held-a", "held-b"]).unwrap();
+        // Read on gpu-b: held-a travels from gpu-a.
+        g.task("sum-a", "checksum", [Arg::key("held-a")])
+            .resources(&[("sim:1", 1.0)]);
+        let held = c.compute(&g, &["held-a", "held-b", "sum-a"]).unwrap();
         for f in &held {
             f.wait().unwrap();
         }
@@ -140,7 +143,26 @@ fn the_dashboard_shows_the_cluster_it_serves() {
             );
             assert!(devices.contains(&row), "no {row} in\n{devices}");
         }
+        eventually("gpu-b reports what it received from gpu-a", || {
+            c.scheduler_info()
+                .unwrap()
+                .workers
+                .iter()
+                .any(|w| w.name == "gpu-b" && !w.received_from.is_empty())
+        });
+        let devices = dom(&format!("{base}/devices"));
+        assert!(
+            devices.contains("class=\"matrix-cell\" data-from=\"gpu-a\" data-to=\"gpu-b\""),
+            "no gpu-a to gpu-b cell in\n{devices}"
+        );
+        let graph = dom(&format!("{base}/graph"));
+        assert_eq!(graph.matches("class=\"graph-node").count(), 3, "{graph}");
+        assert_eq!(graph.matches("class=\"graph-edge\"").count(), 1, "{graph}");
         let status = dom(&format!("{base}/status"));
+        assert!(
+            status.contains("task-rect kind-transfer\" data-key=\"held-a\" data-worker=\"gpu-b\""),
+            "no transfer of held-a to gpu-b in\n{status}"
+        );
         for key in ["held-a", "held-b"] {
             assert!(
                 status.contains(&format!("data-key=\"{key}\"")),
@@ -152,6 +174,12 @@ fn the_dashboard_shows_the_cluster_it_serves() {
         assert!(
             task.contains("task-finished") && task.contains("gpu-a"),
             "{task}"
+        );
+        let workers_page = dom(&format!("{base}/workers"));
+        let b_url = &info.workers.iter().find(|w| w.name == "gpu-b").unwrap().dashboard;
+        assert!(
+            workers_page.contains(&format!("href=\"{b_url}/metrics\"")),
+            "no link to gpu-b's metrics in\n{workers_page}"
         );
 
         let metrics = http_get(&format!("{base}/metrics"));
@@ -167,7 +195,7 @@ fn the_dashboard_shows_the_cluster_it_serves() {
             "{metrics}"
         );
         assert!(
-            metrics.contains("\ndask_scheduler_tasks{state=\"memory\"} 2\n"),
+            metrics.contains("\ndask_scheduler_tasks{state=\"memory\"} 3\n"),
             "{metrics}"
         );
         assert!(
@@ -213,7 +241,7 @@ dask_worker_threads 1
             "{b_metrics}"
         );
 
-        for page in ["status", "workers", "devices"] {
+        for page in ["status", "workers", "devices", "graph"] {
             screenshot(&format!("{base}/{page}"), page);
         }
         drop(held);
