@@ -176,7 +176,12 @@ fn the_dashboard_shows_the_cluster_it_serves() {
             "{task}"
         );
         let workers_page = dom(&format!("{base}/workers"));
-        let b_url = &info.workers.iter().find(|w| w.name == "gpu-b").unwrap().dashboard;
+        let b_url = &info
+            .workers
+            .iter()
+            .find(|w| w.name == "gpu-b")
+            .unwrap()
+            .dashboard;
         assert!(
             workers_page.contains(&format!("href=\"{b_url}/metrics\"")),
             "no link to gpu-b's metrics in\n{workers_page}"

@@ -44,6 +44,34 @@ impl Page {
     }
 }
 
+impl Page {
+    /// CPU seconds the browser's processes (its process group) used so far.
+    fn cpu_seconds(&self) -> f64 {
+        let group = self.child.id().to_string();
+        let mut ticks = 0u64;
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return f64::NAN;
+        };
+        for p in procs.flatten() {
+            let Ok(stat) = std::fs::read_to_string(p.path().join("stat")) else {
+                continue;
+            };
+            // After the command's closing parenthesis: state, ppid, pgrp, … utime (12th
+            // field after it), stime (13th).
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            if f.get(2) == Some(&group.as_str()) {
+                ticks += f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                ticks += f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            }
+        }
+        // Linux reports in clock ticks of 1/100 s.
+        ticks as f64 / 100.0
+    }
+}
+
 impl Drop for Page {
     fn drop(&mut self) {
         // The browser and every process it started.
@@ -133,34 +161,50 @@ pub(crate) fn run(a: DashboardArgs) -> Result<()> {
         .context("the cluster serves no dashboard")?
         .to_string();
     let host = host_of(&base)?;
-    let (mut closed, mut open, mut asked) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut closed, mut blank, mut open) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut asked, mut cpu_blank, mut cpu_open) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..a.runs.max(1) {
         let (rate, fs) = independent(&client, a.tasks)?;
         closed.push(rate);
+        drop(fs);
+        // The browser alone, on an empty page: what a browser costs this host.
+        let page = Page::open("about:blank")?;
+        let (rate, fs) = independent(&client, a.tasks)?;
+        cpu_blank.push(page.cpu_seconds());
+        drop(page);
+        blank.push(rate);
         drop(fs);
         let page = Page::open(&format!("{base}/status"))?;
         let before = requests(&host)?;
         let (rate, fs) = independent(&client, a.tasks)?;
         let after = requests(&host)?;
+        cpu_open.push(page.cpu_seconds());
         drop(page);
         open.push(rate);
-        // The sample of /metrics read before counts too: at least 1 is not the page's.
+        // The scrape of /metrics read before counts itself.
         asked.push(after - before - 1.0);
         drop(fs);
     }
     let n = a.tasks;
+    let m = |v: &Vec<f64>| median(&mut v.clone());
     println!(
-        "| {n} independent tasks | tasks/s, median of {} |",
+        "| {n} independent tasks, median of {} | tasks/s | browser CPU s per round |",
         closed.len()
     );
-    println!("|---|---|");
-    println!("| no page open | {:.0} |", median(&mut closed.clone()));
+    println!("|---|---|---|");
+    println!("| no browser | {:.0} | |", m(&closed));
     println!(
-        "| /status open in headless Chromium | {:.0} ({} requests by the page per round, median) |",
-        median(&mut open.clone()),
-        median(&mut asked.clone())
+        "| headless Chromium on about:blank | {:.0} | {:.2} |",
+        m(&blank),
+        m(&cpu_blank)
     );
-    println!("rounds, no page: {closed:.0?}; page open: {open:.0?}");
+    println!(
+        "| headless Chromium on /status ({} requests per round) | {:.0} | {:.2} |",
+        m(&asked),
+        m(&open),
+        m(&cpu_open)
+    );
+    println!("rounds: no browser {closed:.0?}; about:blank {blank:.0?}; /status {open:.0?}");
 
     // The pages with N tasks held.
     let (_, held) = independent(&client, n)?;
@@ -171,7 +215,10 @@ pub(crate) fn run(a: DashboardArgs) -> Result<()> {
     );
     println!("|---|---|---|---|");
     let blank = load("about:blank", a.budget_ms)?;
-    println!("| about:blank (the browser alone) | {:.2} | | |", blank.seconds);
+    println!(
+        "| about:blank (the browser alone) | {:.2} | | |",
+        blank.seconds
+    );
     for page in ["status", "workers", "devices", "graph"] {
         let l = load(&format!("{base}/{page}"), a.budget_ms)?;
         check(l.draws >= 1.0, "the page drew")?;

@@ -239,7 +239,10 @@ fn a_simulated_gpu_counts_the_time_its_queue_is_held_as_busy() {
     let stalled = stall(DeviceLoc::sim(13)).expect("this process's sim:13");
     // Held: its busy time grows by itself.
     while plans.busy_us().unwrap() < 2_000 {
-        assert!(std::time::Instant::now() < deadline, "busy time does not grow");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "busy time does not grow"
+        );
         std::hint::spin_loop();
     }
     drop(stalled);
@@ -251,6 +254,9 @@ fn a_simulated_gpu_counts_the_time_its_queue_is_held_as_busy() {
     }
     assert_eq!(plans.busy_us().unwrap(), after, "idle time counted as busy");
     let (op, args) = full(8, 2.0);
-    plans.try_run(&Registry::builtin(), &op, &args).unwrap().unwrap();
+    plans
+        .try_run(&Registry::builtin(), &op, &args)
+        .unwrap()
+        .unwrap();
     assert!(plans.busy_us().unwrap() >= after, "a plan's time counts");
 }
