@@ -74,6 +74,11 @@ pub struct SchedulerCore {
     pub(crate) why: Why,
     /// The worker the current stimulus came from, if any.
     pub(crate) stim_worker: Option<WorkerId>,
+    /// No task is placed on a worker while set (a restored scheduler waits for its
+    /// workers to come back and say what they hold).
+    pub(crate) hold: bool,
+    /// What the journal must learn, when there is one: tasks created and forgotten.
+    pub(crate) changes: Option<crate::recover::Changes>,
 }
 
 impl SchedulerCore {
@@ -113,6 +118,8 @@ impl SchedulerCore {
             now_us: 0,
             why: Why::Start,
             stim_worker: None,
+            hold: false,
+            changes: None,
         }
     }
 

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use rask_proto::{ClientId, Datum, TaskId, WorkerId};
+use rustc_hash::FxHashMap;
 
 use crate::api::Action;
 use crate::api::GraphError;
@@ -186,6 +187,18 @@ impl SchedulerCore {
         wanted: &[String],
     ) -> Result<(), GraphError> {
         self.begin(Why::UpdateGraph, None);
+        self.update_graph(client, tasks, wanted, None)
+    }
+
+    /// [`SchedulerCore::on_update_graph`], its new tasks taking the ids of `ids` (by key)
+    /// when given (a graph restored from the journal).
+    pub(crate) fn update_graph(
+        &mut self,
+        client: ClientId,
+        tasks: Vec<NewTask>,
+        wanted: &[String],
+        ids: Option<&FxHashMap<String, TaskId>>,
+    ) -> Result<(), GraphError> {
         if !self.clients.contains_key(&client) {
             return Err(GraphError::UnknownClient(client));
         }
@@ -197,7 +210,11 @@ impl SchedulerCore {
             if self.keys.contains_key(nt.key.as_str()) {
                 continue;
             }
-            let id = self.tasks.next_id();
+            let explicit = ids
+                .and_then(|m| m.get(&nt.key))
+                .copied()
+                .filter(|id| self.tasks.slot_free(*id));
+            let id = explicit.unwrap_or_else(|| self.tasks.next_id());
             let deps: Box<[TaskId]> = nt.deps.iter().map(|k| self.keys[k.as_str()]).collect();
             for d in deps.iter() {
                 self.tasks
@@ -224,28 +241,33 @@ impl SchedulerCore {
                 });
             let key: Arc<str> = nt.key.into();
             self.keys.insert(key.clone(), id);
-            self.tasks.insert(
-                id,
-                Task {
-                    key,
-                    op,
-                    prefix,
-                    args: nt.args,
-                    deps,
-                    dependents: Vec::new(),
-                    state: TaskState::Released,
-                    waiting_on: 0,
-                    waiters: 0,
-                    who_has: Few::default(),
-                    processing_on: None,
-                    est_us: 0,
-                    nbytes: 0,
-                    who_wants: Few::default(),
-                    priority: self.next_priority,
-                    suspicious: 0,
-                    extra,
-                },
-            );
+            if let Some(c) = &mut self.changes {
+                c.created.push(id);
+            }
+            let task = Task {
+                key,
+                op,
+                prefix,
+                args: nt.args,
+                deps,
+                dependents: Vec::new(),
+                state: TaskState::Released,
+                waiting_on: 0,
+                waiters: 0,
+                who_has: Few::default(),
+                processing_on: None,
+                est_us: 0,
+                nbytes: 0,
+                who_wants: Few::default(),
+                priority: self.next_priority,
+                suspicious: 0,
+                extra,
+            };
+            if explicit.is_some() {
+                self.tasks.insert_at(id, task);
+            } else {
+                self.tasks.insert(id, task);
+            }
             self.next_priority += 1;
             self.counts[state_index(TaskState::Released)] += 1;
             let p = &mut self.prefixes[prefix as usize];

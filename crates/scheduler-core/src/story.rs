@@ -67,6 +67,10 @@ pub enum Why {
     ReplicasAcquired,
     /// A worker could not take a copy of a value.
     ReplicaMissing,
+    /// A worker (back after a partition or a scheduler restart) told what it holds.
+    WorkerHolds,
+    /// The scheduler was restored from its journal.
+    Restored,
 }
 
 impl Why {
@@ -78,6 +82,8 @@ impl Why {
             Why::ClientLeft => "client-left",
             Why::WorkerJoined => "worker-joined",
             Why::WorkerLost => "worker-lost",
+            Why::WorkerHolds => "worker-holds",
+            Why::Restored => "restored",
             Why::UpdateGraph => "update-graph",
             Why::ReleaseKeys => "release-keys",
             Why::TaskFinished => "task-finished",

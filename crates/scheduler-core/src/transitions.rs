@@ -289,6 +289,9 @@ impl SchedulerCore {
             return;
         }
         let task = self.tasks.remove(&t).expect("invariant");
+        if let Some(c) = &mut self.changes {
+            c.forgotten.push(t);
+        }
         self.counts[state_index(task.state)] -= 1;
         let p = &mut self.prefixes[task.prefix as usize];
         p.current[state_index(task.state)] -= 1;
@@ -369,7 +372,11 @@ impl SchedulerCore {
     pub(crate) fn place_ready(&mut self, t: TaskId) {
         let task = &self.tasks[&t];
         let key = (task.priority, t);
-        let target = match self.decide_worker(t) {
+        let placement = match self.hold {
+            true => Placement::NoFit,
+            false => self.decide_worker(t),
+        };
+        let target = match placement {
             Placement::Worker(w) => {
                 self.queued.remove(&key);
                 self.no_worker.remove(&key);

@@ -1,0 +1,174 @@
+//! Coming back: a scheduler restored from its journal (its tasks at their old ids, no
+//! task placed until its workers are back), and workers that rejoin — after a partition
+//! or a scheduler restart — telling what they hold, so that results that survived are
+//! not recomputed and no stale value is ever taken for a key computed again meanwhile.
+
+use std::sync::Arc;
+
+use rask_proto::{ClientId, TaskId, WorkerId};
+use rustc_hash::FxHashMap;
+
+use crate::api::{Action, GraphError, NewTask};
+use crate::core::SchedulerCore;
+use crate::state::state_index;
+use crate::story::Why;
+use crate::TaskState;
+
+/// How far generations jump at a restore: ids issued after it are above any issued before
+/// it, even one whose record was lost with the journal's unwritten tail (if no slot was
+/// reused this many times in that tail). 4,096 restores fit in the 32-bit generation.
+pub const RESTORE_GENERATIONS: u32 = 1 << 20;
+
+/// Tasks created and forgotten since last taken: what a journal records.
+#[derive(Debug, Default)]
+pub(crate) struct Changes {
+    pub(crate) created: Vec<TaskId>,
+    pub(crate) forgotten: Vec<TaskId>,
+}
+
+impl SchedulerCore {
+    /// Starts (or stops) recording which tasks are created and forgotten, for a journal
+    /// ([`SchedulerCore::take_changes`]).
+    pub fn record_changes(&mut self, on: bool) {
+        self.changes = on.then(Changes::default);
+    }
+
+    /// The tasks created and forgotten since the last call, in order (empty unless
+    /// recording).
+    pub fn take_changes(&mut self) -> (Vec<TaskId>, Vec<TaskId>) {
+        match &mut self.changes {
+            Some(c) => (
+                std::mem::take(&mut c.created),
+                std::mem::take(&mut c.forgotten),
+            ),
+            None => (Vec::new(), Vec::new()),
+        }
+    }
+
+    /// Puts back a graph from the journal: as [`SchedulerCore::on_update_graph`], each new
+    /// task at the id `ids` gives its key (one whose slot is taken gets a new id).
+    pub fn restore_graph(
+        &mut self,
+        client: ClientId,
+        tasks: Vec<NewTask>,
+        wanted: &[String],
+        ids: &FxHashMap<String, TaskId>,
+    ) -> Result<(), GraphError> {
+        self.begin(Why::Restored, None);
+        self.update_graph(client, tasks, wanted, Some(ids))
+    }
+
+    /// Ends a restore: no id issued from now on equals one issued before it (see
+    /// [`RESTORE_GENERATIONS`]).
+    pub fn restored(&mut self) {
+        let floor = self
+            .tasks
+            .max_generation()
+            .saturating_add(RESTORE_GENERATIONS);
+        self.tasks.set_floor(floor);
+    }
+
+    /// Holds every task back from workers (`true`), or lets them be placed again.
+    pub fn hold_placement(&mut self, hold: bool) {
+        if self.hold == hold {
+            return;
+        }
+        self.hold = hold;
+        if !hold {
+            self.begin(Why::Restored, None);
+            self.worker_available();
+        }
+    }
+
+    /// Whether tasks are held back from workers.
+    pub fn placement_held(&self) -> bool {
+        self.hold
+    }
+
+    /// A worker that joined again says which values it holds (task, bytes). Each is
+    /// taken as that task's result when the task is not in memory elsewhere and not
+    /// running elsewhere: it is then in memory on `worker`, as if it had just finished
+    /// there. The others are stale (the task was forgotten, failed, or computed again
+    /// meanwhile): the worker is told to drop them.
+    pub fn on_worker_holds(&mut self, worker: WorkerId, held: &[(TaskId, u64)]) {
+        self.begin(Why::WorkerHolds, Some(worker));
+        if !self.workers.contains_key(&worker) {
+            return;
+        }
+        for &(t, nbytes) in held {
+            if !self.take_held(worker, t, nbytes) {
+                self.actions.push(Action::Free { worker, task: t });
+            }
+        }
+        self.run();
+        self.fill_slots();
+        self.retire_step();
+    }
+
+    /// `t`'s value on `worker` taken as its result (see [`SchedulerCore::on_worker_holds`]);
+    /// `false` when it is stale.
+    fn take_held(&mut self, worker: WorkerId, t: TaskId, nbytes: u64) -> bool {
+        let Some(task) = self.tasks.get(&t) else {
+            return false;
+        };
+        match task.state {
+            TaskState::Memory => return task.who_has.contains(&worker),
+            TaskState::Processing if task.processing_on == Some(worker) => {
+                self.release_slot(t);
+            }
+            TaskState::Released | TaskState::Waiting => {}
+            TaskState::Queued | TaskState::NoWorker => {
+                let key = (task.priority, t);
+                self.queued.remove(&key);
+                self.no_worker.remove(&key);
+            }
+            TaskState::Processing | TaskState::Erred | TaskState::Forgotten => return false,
+        }
+        let task = self.tasks.get_mut(&t).expect("invariant: checked above");
+        task.waiting_on = 0;
+        task.nbytes = nbytes;
+        task.who_has.push(worker);
+        let w = self
+            .workers
+            .get_mut(&worker)
+            .expect("invariant: checked by the caller");
+        w.has_what.insert(t);
+        w.nbytes += nbytes;
+        self.set_state(t, TaskState::Memory);
+        self.notify_memory(t, None);
+        let task = &self.tasks[&t];
+        let dependents = task.dependents.clone();
+        let deps = task.deps.clone();
+        for d in dependents {
+            let dt = self.tasks.get_mut(&d).expect("invariant: dependent exists");
+            match dt.state {
+                TaskState::Waiting if dt.waiting_on > 0 => {
+                    dt.waiting_on -= 1;
+                    if dt.waiting_on == 0 {
+                        self.recs.push_back((d, TaskState::Processing));
+                    }
+                }
+                TaskState::Processing if dt.waiting_on > 0 => dt.waiting_on -= 1,
+                _ => {}
+            }
+        }
+        for d in deps.iter() {
+            self.check_release(*d);
+        }
+        self.check_release(t);
+        true
+    }
+
+    /// The keys of tasks, for a journal's records.
+    pub fn keys_of(&self, tasks: &[TaskId]) -> Vec<Option<Arc<str>>> {
+        tasks
+            .iter()
+            .map(|t| self.tasks.get(t).map(|task| task.key.clone()))
+            .collect()
+    }
+
+    /// Tasks in a state, for tests and checks.
+    pub fn count(&self, state: TaskState) -> u64 {
+        self.counts[state_index(state)]
+    }
+}

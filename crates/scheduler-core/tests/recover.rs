@@ -1,0 +1,253 @@
+//! Coming back: a graph restored at its old ids, ids issued after a restore above every
+//! old one, placement held until workers are back, and what a rejoining worker holds
+//! taken as results (not recomputed) unless stale. `validate()` after every step.
+
+use rask_proto::{ClientId, Datum, TaskId, WorkerId};
+use rask_scheduler_core::{
+    Action, CoreConfig, NewTask, SchedulerCore, TaskState, WorkerSpec, RESTORE_GENERATIONS,
+};
+use rustc_hash::FxHashMap;
+
+const C: ClientId = ClientId(1);
+
+fn task(key: &str, deps: &[&str]) -> NewTask {
+    NewTask {
+        key: key.into(),
+        op: "inc".into(),
+        args: Datum::List((0..deps.len() as u32).map(Datum::Ref).collect()),
+        bufs: vec![],
+        deps: deps.iter().map(|s| s.to_string()).collect(),
+        resources: vec![],
+        code: None,
+    }
+}
+
+fn worker(name: &str) -> WorkerSpec {
+    WorkerSpec {
+        name: name.into(),
+        addr: format!("tcp://127.0.0.1/{name}"),
+        host_id: "h".into(),
+        nthreads: 1,
+        memory_limit: 1 << 30,
+        resources: vec![],
+        gpu: None,
+        nvlink: vec![],
+        device_spill_at: 0,
+        code: 0,
+        base: true,
+    }
+}
+
+fn keys(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// The tasks the actions since the last call asked `w` to compute.
+fn computes(s: &mut SchedulerCore, w: WorkerId) -> Vec<TaskId> {
+    s.take_actions()
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Compute { worker, msg, .. } if worker == w => Some(msg.task),
+            _ => None,
+        })
+        .collect()
+}
+
+fn frees(actions: &[Action]) -> Vec<(WorkerId, TaskId)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Free { worker, task } => Some((*worker, *task)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn finish(s: &mut SchedulerCore, w: WorkerId, key: &str) {
+    let t = s.task_id(key).unwrap();
+    s.on_task_finished(w, t, 8, 10, None);
+    s.validate();
+}
+
+#[test]
+fn a_restored_graph_keeps_its_ids_and_later_ids_are_above_every_old_one() {
+    let mut before = SchedulerCore::new(CoreConfig::default());
+    before.record_changes(true);
+    before.on_client_joined(C);
+    before
+        .on_update_graph(C, vec![task("a", &[]), task("b", &["a"])], &keys(&["b"]))
+        .unwrap();
+    // A task submitted and dropped at once: its slot is reused with a new generation.
+    before
+        .on_update_graph(C, vec![task("gone", &[])], &[])
+        .unwrap();
+    before
+        .on_update_graph(C, vec![task("c", &[])], &keys(&["c"]))
+        .unwrap();
+    let (created, forgotten) = before.take_changes();
+    assert_eq!(created.len(), 4);
+    assert_eq!(forgotten, vec![created[2]], "gone, at once");
+    assert_eq!(before.take_changes(), (vec![], vec![]), "taken once");
+    let ids: FxHashMap<String, TaskId> = ["a", "b", "c"]
+        .iter()
+        .map(|k| (k.to_string(), before.task_id(k).unwrap()))
+        .collect();
+
+    let mut after = SchedulerCore::new(CoreConfig::default());
+    after.on_client_joined(C);
+    after.hold_placement(true);
+    // Restored in another order and in one graph: the ids are those given.
+    after
+        .restore_graph(
+            C,
+            vec![task("c", &[]), task("a", &[]), task("b", &["a"])],
+            &keys(&["b", "c"]),
+            &ids,
+        )
+        .unwrap();
+    after.restored();
+    after.validate();
+    for (k, id) in &ids {
+        assert_eq!(after.task_id(k), Some(*id), "{k}");
+    }
+    let floor = (ids.values().map(|t| t.0 >> 32).max().unwrap() as u32) + RESTORE_GENERATIONS;
+    after
+        .on_update_graph(C, vec![task("d", &[]), task("e", &[])], &keys(&["d", "e"]))
+        .unwrap();
+    for k in ["d", "e"] {
+        let t = after.task_id(k).unwrap();
+        assert!(
+            (t.0 >> 32) as u32 >= floor,
+            "{k}: {t:?} not above the old ids"
+        );
+        assert!(!ids.values().any(|old| *old == t));
+    }
+    // Held: a worker joining gets nothing until placement is let go.
+    let w = WorkerId(7);
+    after.on_worker_joined(w, worker("w7"));
+    after.validate();
+    assert!(computes(&mut after, w).is_empty(), "placed while held");
+    assert!(after.placement_held());
+    after.hold_placement(false);
+    after.validate();
+    let mut placed = computes(&mut after, w);
+    placed.sort();
+    // b is sent ahead to the worker running its only input.
+    let mut want: Vec<TaskId> = ["a", "b", "c", "d", "e"]
+        .iter()
+        .map(|k| after.task_id(k).unwrap())
+        .collect();
+    want.sort();
+    assert_eq!(placed, want, "every task, once let go");
+}
+
+#[test]
+fn what_a_rejoining_worker_holds_is_taken_unless_stale() {
+    let mut s = SchedulerCore::new(CoreConfig::default());
+    s.on_client_joined(C);
+    let (w0, w1, w2) = (WorkerId(0), WorkerId(1), WorkerId(2));
+    s.on_worker_joined(w0, worker("w0"));
+    s.on_update_graph(
+        C,
+        vec![task("a", &[]), task("x", &[]), task("b", &["a", "x"])],
+        &keys(&["b", "x"]),
+    )
+    .unwrap();
+    let _ = s.take_actions();
+    finish(&mut s, w0, "a");
+    finish(&mut s, w0, "x");
+    let (a, x, b) = (
+        s.task_id("a").unwrap(),
+        s.task_id("x").unwrap(),
+        s.task_id("b").unwrap(),
+    );
+    // w0 is cut off: b was running there, a and x were only there.
+    s.on_worker_lost(w0);
+    s.validate();
+    assert_eq!(s.state("a"), TaskState::NoWorker, "to be computed again");
+    s.hold_placement(true);
+    // w1 (w0 come back as a new member) holds a and x; w2 joins too.
+    s.on_worker_joined(w1, worker("w0-again"));
+    s.on_worker_joined(w2, worker("w2"));
+    let _ = s.take_actions();
+    s.on_worker_holds(w1, &[(a, 8), (x, 8), (TaskId(999), 8)]);
+    s.validate();
+    let actions = s.take_actions();
+    assert_eq!(
+        frees(&actions),
+        vec![(w1, TaskId(999))],
+        "only the unknown is dropped"
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::KeyInMemory { key, .. } if &**key == "x")),
+        "the client hears x is back"
+    );
+    assert_eq!(
+        (s.state("a"), s.who_has("a")),
+        (TaskState::Memory, vec![w1])
+    );
+    assert_eq!(s.state("x"), TaskState::Memory);
+    assert_ne!(
+        s.state("b"),
+        TaskState::Processing,
+        "nothing placed while held"
+    );
+    // w2 claims x too, from before: x is in memory on w1, so w2's copy is stale.
+    s.on_worker_holds(w2, &[(x, 8), (b, 8)]);
+    s.validate();
+    let actions = s.take_actions();
+    let mut dropped = frees(&actions);
+    dropped.sort();
+    // x is stale on w2; b is taken, and a, read only by b, is then released on w1.
+    assert_eq!(dropped, vec![(w1, a), (w2, x)]);
+    assert_eq!(
+        (s.state("b"), s.who_has("b")),
+        (TaskState::Memory, vec![w2])
+    );
+    // Let go: nothing is left to compute.
+    s.hold_placement(false);
+    s.validate();
+    assert!(computes(&mut s, w1).is_empty() && computes(&mut s, w2).is_empty());
+    assert_eq!(s.count(TaskState::Memory), 2, "x and b");
+}
+
+#[test]
+fn a_value_held_after_its_task_was_computed_again_elsewhere_is_dropped() {
+    let mut s = SchedulerCore::new(CoreConfig::default());
+    s.on_client_joined(C);
+    let (w0, w1, w2) = (WorkerId(0), WorkerId(1), WorkerId(2));
+    s.on_worker_joined(w0, worker("w0"));
+    s.on_update_graph(C, vec![task("a", &[])], &keys(&["a"]))
+        .unwrap();
+    finish(&mut s, w0, "a");
+    let a = s.task_id("a").unwrap();
+    s.on_worker_lost(w0);
+    // a is computed again on w1 (running, then done) before w0 comes back as w2.
+    s.on_worker_joined(w1, worker("w1"));
+    assert_eq!(computes(&mut s, w1), vec![a]);
+    s.on_worker_joined(w2, worker("w0-again"));
+    s.on_worker_holds(w2, &[(a, 8)]);
+    s.validate();
+    assert_eq!(
+        frees(&s.take_actions()),
+        vec![(w2, a)],
+        "running elsewhere: stale"
+    );
+    finish(&mut s, w1, "a");
+    s.on_worker_holds(w2, &[(a, 8)]);
+    s.validate();
+    assert_eq!(
+        frees(&s.take_actions()),
+        vec![(w2, a)],
+        "in memory elsewhere: stale"
+    );
+    assert_eq!(s.who_has("a"), vec![w1]);
+    // A forgotten task's value is stale too.
+    s.on_release_keys(C, &keys(&["a"]));
+    s.validate();
+    let _ = s.take_actions();
+    s.on_worker_holds(w2, &[(a, 8)]);
+    assert_eq!(frees(&s.take_actions()), vec![(w2, a)]);
+}
