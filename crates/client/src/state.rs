@@ -141,6 +141,16 @@ pub(crate) fn on_message(st: &mut State, m: ToClient) {
                 st.set_status(&k, Status::Erred(error.clone()));
             }
         }
+        ToClient::KeysLost { keys, reason } => {
+            for k in keys {
+                let error = Arc::new(TaskError {
+                    key: k.clone(),
+                    op: String::new(),
+                    message: format!("lost: {reason}"),
+                });
+                st.set_status(&k, Status::Erred(error));
+            }
+        }
         ToClient::Closing { reason } => {
             st.closed = Some(format!("the scheduler closed the connection: {reason}"));
         }

@@ -106,6 +106,9 @@ wire! {
         pub program: Option<ProgramInfo>,
         /// Fresh random bytes: the server's authentication proof covers them.
         pub nonce: [u8; 32],
+        /// A client connecting again (after a lost connection or a scheduler restart):
+        /// the id it had, which it keeps if the scheduler still has its keys.
+        pub resume: Option<u32>,
     }
 
     /// What a worker tells the scheduler about itself.
@@ -148,6 +151,9 @@ wire! {
         /// Where the worker serves its own `/metrics` and `/health`, `http://host:port`
         /// (empty: it serves none).
         pub dashboard: String,
+        /// The worker joins again holding values (after a partition or a scheduler
+        /// restart): it tells which in [`ToScheduler::Holding`] before it gets tasks.
+        pub holds: bool,
     }
 
     /// The answer to a [`Hello`]. A refusal is not a reply but a refusal frame (see
@@ -343,6 +349,20 @@ wire! {
         DeviceLost {
             /// `cuda:0 failed for good: …`.
             message: String,
+        },
+        /// From a worker that joined with [`WorkerHello::holds`]: values it holds, by
+        /// task and size, in parts; `last` on the final part.
+        Holding {
+            /// The tasks and their values' sizes.
+            tasks: Vec<(TaskId, u64)>,
+            /// No part follows.
+            last: bool,
+        },
+        /// From a client that connected again ([`Hello::resume`]): the keys it holds
+        /// futures for. The scheduler tells each one's state again, or that it is lost.
+        Resubscribe {
+            /// The keys.
+            keys: Vec<String>,
         },
         /// From a worker: it now holds copies of these tasks' values, fetched as
         /// [`ToWorker::AcquireReplicas`] asked.
@@ -645,6 +665,14 @@ wire! {
 
     /// Messages from the scheduler to a client.
     pub enum ToClient {
+        /// Keys the client holds futures for that the scheduler no longer knows (it was
+        /// restarted without them): their futures fail with `reason`.
+        KeysLost {
+            /// The keys.
+            keys: Vec<String>,
+            /// Why.
+            reason: String,
+        },
         /// A key the client wants is computed.
         KeyInMemory {
             /// The key.
@@ -858,6 +886,7 @@ impl Hello {
             worker: None,
             program: None,
             nonce: [0; 32],
+            resume: None,
         }
     }
 }

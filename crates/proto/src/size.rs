@@ -82,7 +82,11 @@ impl WireSize for ToClient {
             ToClient::KeyErred { key, error } => {
                 96 + key.len() + error.key.len() + error.op.len() + error.message.len()
             }
-            ToClient::GraphRejected { keys, message } => {
+            ToClient::GraphRejected { keys, message }
+            | ToClient::KeysLost {
+                keys,
+                reason: message,
+            } => {
                 64 + message.len() + keys.iter().map(|k| k.len() + 16).sum::<usize>()
             }
             ToClient::WhoHasReply { entries, .. } => {
@@ -175,8 +179,32 @@ impl WireSize for ToScheduler {
                 64 + g.tasks.iter().map(task_wire_size).sum::<usize>()
                     + g.wanted.iter().map(|k| k.len() + 16).sum::<usize>()
             }
-            ToScheduler::ReleaseKeys { keys } | ToScheduler::WhoHas { keys, .. } => {
+            ToScheduler::ReleaseKeys { keys }
+            | ToScheduler::WhoHas { keys, .. }
+            | ToScheduler::Resubscribe { keys } => {
                 64 + keys.iter().map(|k| k.len() + 16).sum::<usize>()
+            }
+            ToScheduler::Holding { tasks, .. } => 64 + tasks.len() * 16,
+            ToScheduler::Heartbeat(h) => {
+                let list = |l: &[(String, u64)]| l.iter().map(|(k, _)| k.len() + 24).sum::<usize>();
+                512 + list(&h.received)
+                    + list(&h.spilled)
+                    + list(&h.ran)
+                    + h.activity
+                        .iter()
+                        .map(|a| {
+                            64 + match &a.kind {
+                                crate::observe::ActivityKind::Transfer { link, .. } => link.len(),
+                                crate::observe::ActivityKind::Spill { direction } => {
+                                    direction.len()
+                                }
+                            }
+                        })
+                        .sum::<usize>()
+                    + h.received_from
+                        .iter()
+                        .map(|p| 48 + p.link.len())
+                        .sum::<usize>()
             }
             ToScheduler::ProgramFailed { message, .. } => 64 + message.len(),
             ToScheduler::RetireWorkers { names, .. } => {
@@ -256,5 +284,82 @@ mod tests {
         for m in &to_client {
             assert!(round_trip(m) <= m.wire_size(), "{m:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod coming_back {
+    use crate::msg::{HeartbeatMsg, ToClient, ToScheduler, WireMessage};
+    use crate::observe::{ActivityKind, ActivityMsg, PeerBytesMsg};
+    use crate::{TaskId, WorkerId};
+
+    fn size<M: WireMessage + PartialEq + std::fmt::Debug + Clone>(m: &M) -> usize {
+        let bytes = M::encode_batch(&vec![m.clone()]);
+        assert_eq!(&M::decode_batch(&bytes).unwrap(), &vec![m.clone()]);
+        bytes.len()
+    }
+
+    #[test]
+    fn rejoining_and_watching_messages_round_trip_within_their_size_estimates() {
+        let keys: Vec<String> = (0..500).map(|i| format!("inc-{i:x}-{i}")).collect();
+        let activity = (0..1000u64)
+            .map(|i| ActivityMsg {
+                task: TaskId(i << 32 | i),
+                kind: if i % 2 == 0 {
+                    ActivityKind::Transfer {
+                        from: WorkerId(i as u32),
+                        link: "nvlink".into(),
+                    }
+                } else {
+                    ActivityKind::Spill {
+                        direction: "device->disk".into(),
+                    }
+                },
+                start_ago_us: u64::MAX,
+                stop_ago_us: i,
+                nbytes: 1 << 40,
+            })
+            .collect();
+        let heartbeat = HeartbeatMsg {
+            stored_bytes: 1,
+            stored_keys: 2,
+            executing: 3,
+            rss_bytes: 4,
+            device_memory_used: 5,
+            device_to_host: 6,
+            received: vec![("nvlink".into(), 1), ("tcp".into(), 2)],
+            spilled: vec![("device->host".into(), 3)],
+            ran: vec![("device".into(), 4)],
+            device_bytes: 7,
+            disk_bytes: 8,
+            activity,
+            activity_dropped: 9,
+            received_from: (0..64)
+                .map(|i| PeerBytesMsg {
+                    peer: WorkerId(i),
+                    link: "pcie".into(),
+                    bytes: u64::MAX,
+                    micros: u64::MAX,
+                })
+                .collect(),
+            utilization: Some(42.5),
+        };
+        let to_scheduler = [
+            ToScheduler::Heartbeat(Box::new(heartbeat)),
+            ToScheduler::Holding {
+                tasks: (0..10_000).map(|i| (TaskId(i << 32 | i), u64::MAX)).collect(),
+                last: true,
+            },
+            ToScheduler::Resubscribe { keys: keys.clone() },
+        ];
+        for m in &to_scheduler {
+            let (actual, estimate) = (size(m), m.wire_size());
+            assert!(actual <= estimate, "{actual} > {estimate}");
+        }
+        let m = ToClient::KeysLost {
+            keys,
+            reason: "the scheduler restarted without them".into(),
+        };
+        assert!(size(&m) <= m.wire_size());
     }
 }

@@ -435,6 +435,33 @@ impl WorkerCore {
         self.local_waiters.remove(&task);
     }
 
+    /// The worker joined its scheduler again as a new member (after a partition, or a
+    /// scheduler restart): nothing it was assigned stands. Tasks not started are dropped,
+    /// running ones are cancelled (their results dropped), fetches are abandoned, and
+    /// every value held here — computed or fetched — is owned, to be reported: the
+    /// values held, sorted.
+    pub fn on_rejoined(&mut self) -> Vec<TaskId> {
+        // Fetched inputs are values held here like any other.
+        let cached: Vec<TaskId> = self.cached.drain().map(|(t, _)| t).collect();
+        self.owned.extend(cached);
+        self.fetching.clear();
+        let mut tasks: Vec<TaskId> = self.tasks.keys().copied().collect();
+        tasks.sort_unstable();
+        for t in tasks {
+            match self.tasks.get(&t).map(|x| x.state) {
+                Some(State::Executing) => {
+                    self.tasks.get_mut(&t).expect("invariant: listed").state = State::Cancelled
+                }
+                Some(State::Cancelled) | None => {}
+                Some(_) => self.remove_task(t),
+            }
+        }
+        self.local_waiters.clear();
+        let mut held: Vec<TaskId> = self.owned.iter().copied().collect();
+        held.sort_unstable();
+        held
+    }
+
     /// Pauses (or resumes) starting tasks; running ones finish.
     pub fn set_paused(&mut self, paused: bool) {
         self.paused = paused;

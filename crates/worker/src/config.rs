@@ -289,6 +289,7 @@ impl WorkerConfig {
             code: j.code,
             runs_programs: self.programs.is_some(),
             dashboard: self.dashboard.clone(),
+            holds: j.holds,
         });
         hello
     }

@@ -585,3 +585,4 @@ fn errors_are_reported() {
 mod props;
 mod replicas;
 mod reports;
+mod rejoin;
