@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 mod conn;
+pub mod journal;
 mod observe;
 mod programs;
 mod registry;

@@ -62,6 +62,10 @@ pub struct WorkerConfig {
     /// Where the worker serves its own `/metrics` (`http://host:port`), told to the
     /// scheduler for its dashboard; empty: nowhere.
     pub dashboard: String,
+    /// When the scheduler's connection is lost, how long to keep trying to join it again
+    /// (keeping the values held, which the scheduler takes back unless stale); `None`:
+    /// stop at once.
+    pub reconnect: Option<Duration>,
 }
 
 /// See [`WorkerConfig::on_heartbeat`].
@@ -172,6 +176,7 @@ impl WorkerConfig {
             lifetime: None,
             on_heartbeat: None,
             dashboard: String::new(),
+            reconnect: None,
         }
     }
 }
@@ -228,6 +233,8 @@ pub(crate) struct Joining<'a> {
     pub(crate) device_product: Option<String>,
     pub(crate) limits: &'a SpillLimits,
     pub(crate) code: u64,
+    /// It joins again holding values (see [`rask_proto::msg::WorkerHello::holds`]).
+    pub(crate) holds: bool,
 }
 
 impl WorkerConfig {

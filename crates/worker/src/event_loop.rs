@@ -87,6 +87,10 @@ pub(crate) struct State {
     pub(crate) private_heap: u64,
     /// Programs this worker runs a worker of, by code.
     pub(crate) programs: FxHashMap<u64, crate::programs::Running>,
+    /// The hello it joined with (joining again, it says it holds values).
+    pub(crate) hello: rask_proto::msg::Hello,
+    /// Trying to join the scheduler again.
+    pub(crate) rejoining: bool,
 }
 
 impl State {
@@ -164,9 +168,12 @@ impl State {
                 self.assign(&mut computes);
             }
             Event::SchedulerGone(reason) => {
-                let reason = reason.unwrap_or_else(|| "closed".into());
-                return Some(Err(WorkerError::SchedulerLost(reason)));
+                if let Some(e) = self.on_scheduler_gone(reason) {
+                    return Some(Err(e));
+                }
             }
+            Event::Rejoined(r) => self.on_rejoined(*r),
+            Event::RejoinFailed(why) => return Some(Err(WorkerError::SchedulerLost(why))),
             Event::Executed(done) => self.on_executed(done),
             Event::Spilled(s) => self.on_spilled(s),
             Event::Fetched {

@@ -33,6 +33,10 @@ pub(crate) enum Event {
     },
     /// The spill thread moved a value down a tier (or could not).
     Spilled(Spilled),
+    /// The scheduler's connection is back (see [`crate::rejoin`]).
+    Rejoined(Box<crate::rejoin::Rejoined>),
+    /// It did not come back in time: the worker stops.
+    RejoinFailed(String),
 }
 
 /// A value moved by the spill thread: the copy, or why there is none.

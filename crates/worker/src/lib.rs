@@ -19,6 +19,7 @@ mod executor;
 mod heartbeat;
 mod memory;
 mod outputs;
+mod rejoin;
 mod peers;
 mod programs;
 mod store;
@@ -44,7 +45,7 @@ use crate::store::lookup_data;
 use crate::store::stored;
 use crate::store::Store;
 use rask_kernels::{Accelerator, OutputAlloc};
-use rask_proto::msg::{ToScheduler, ToWorker};
+use rask_proto::msg::ToScheduler;
 use rask_proto::WorkerId;
 use rask_transport::shm::Arena;
 use rask_transport::{connect, spawn_writer, FrameReader, Sender, TransportMode};
@@ -90,6 +91,7 @@ pub struct Worker {
     limits: SpillLimits,
     reader: FrameReader,
     to_scheduler: Sender<ToScheduler>,
+    hello: rask_proto::msg::Hello,
 }
 
 impl Worker {
@@ -156,6 +158,7 @@ impl Worker {
             device_product: cuda.as_ref().map(|c| c.name().to_string()),
             limits: &limits,
             code,
+            holds: false,
         });
         let (reader, w, id) = connect(&cfg.scheduler, &hello, cfg.conn.clone())
             .await
@@ -176,6 +179,7 @@ impl Worker {
             limits,
             reader,
             to_scheduler: spawn_writer(w),
+            hello,
             cfg,
         })
     }
@@ -216,6 +220,7 @@ impl Worker {
             limits,
             mut reader,
             to_scheduler,
+            hello,
         } = self;
         // Large task arguments from the scheduler arrive in the arena too, so they can be
         // lent to same-host peers without a copy.
@@ -265,21 +270,7 @@ impl Worker {
         let (events, mut rx) = mpsc::unbounded_channel::<Event>();
 
         // Scheduler reader.
-        let ev = events.clone();
-        tokio::spawn(async move {
-            let reason = loop {
-                match reader.read_batch::<ToWorker>().await {
-                    Ok(Some(b)) => {
-                        if ev.send(Event::FromScheduler(b)).is_err() {
-                            return;
-                        }
-                    }
-                    Ok(None) => break None,
-                    Err(e) => break Some(e.to_string()),
-                }
-            };
-            let _ = ev.send(Event::SchedulerGone(reason));
-        });
+        crate::rejoin::spawn_reader(reader, events.clone());
 
         // Data server.
         let data_server = tokio::spawn(tracing::Instrument::in_current_span(
@@ -363,6 +354,8 @@ impl Worker {
             device_pool,
             received: Default::default(),
             activity: Default::default(),
+            hello,
+            rejoining: false,
         };
         let interval = cfg.heartbeat_interval;
         let lifetime = cfg.lifetime;

@@ -1,0 +1,316 @@
+//! The journal: what a scheduler must not forget, appended to a file so that a scheduler
+//! started again with the same file restores it (`rask scheduler --journal PATH`).
+//!
+//! What is recorded: the tasks of each graph as they are created (with the ids the core
+//! gave them: workers hold values by id), tasks forgotten, the keys each client holds
+//! futures for, clients and workers joining and leaving. Not recorded: where values are
+//! (workers say so when they join again) and what ran (lineage recomputes what no worker
+//! still holds).
+//!
+//! The file is a magic, then records: a 4-byte length, an 8-byte FNV-1a checksum of the
+//! payload, the payload (an rkyv archive of a [`Record`]). A record cut short or damaged —
+//! a crash in the middle of a write — ends the journal: the file is cut there on restore.
+//! Writes go to the OS at the end of each round of the scheduler's loop; `fsync` follows
+//! the [`Fsync`] policy. The journal is rewritten from the live state (compacted) when it
+//! has grown to twice its last compacted size and past [`COMPACT_MIN`].
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rask_proto::msg::Resource;
+use rask_proto::Datum;
+use rkyv::{Archive, Deserialize, Serialize};
+
+/// The file's first bytes (the last is the format's version).
+pub const MAGIC: &[u8; 8] = b"RASKJNL\x01";
+
+/// The journal is not compacted below this size.
+pub const COMPACT_MIN: u64 = 64 << 20;
+
+/// The most bytes one record may announce (a larger length is damage).
+const MAX_RECORD: u32 = 1 << 30;
+
+/// When the journal's writes are forced to the disk.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Fsync {
+    /// After every round of the scheduler's loop that wrote something.
+    Always,
+    /// At most this often (what was written since may be lost with the machine, not with
+    /// the process: it is in the OS's cache).
+    Every(Duration),
+    /// Never (the OS writes when it will).
+    Never,
+}
+
+impl std::str::FromStr for Fsync {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Fsync, String> {
+        match s {
+            "always" => Ok(Fsync::Always),
+            "never" => Ok(Fsync::Never),
+            secs => secs
+                .parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s > 0.0)
+                .map(|s| Fsync::Every(Duration::from_secs_f64(s)))
+                .ok_or_else(|| {
+                    format!("journal fsync {s:?}: always, never, or a period in seconds")
+                }),
+        }
+    }
+}
+
+/// Where the journal is and how it is written.
+#[derive(Clone, Debug)]
+pub struct JournalConfig {
+    /// The journal's file (created if missing, restored from if not empty).
+    pub path: PathBuf,
+    /// When writes are forced to the disk.
+    pub fsync: Fsync,
+    /// How long restored clients and workers have to come back before the scheduler
+    /// goes on without them (their keys released; what only they held recomputed).
+    pub grace: Duration,
+}
+
+/// A task as the journal keeps it.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct JournalTask {
+    /// The id the core gave it.
+    pub id: u64,
+    /// Its key.
+    pub key: String,
+    /// Its op.
+    pub op: String,
+    /// Its arguments.
+    pub args: Datum,
+    /// Their byte payloads.
+    pub bufs: Vec<Vec<u8>>,
+    /// The keys of its inputs.
+    pub deps: Vec<String>,
+    /// What it needs of a worker.
+    pub resources: Vec<Resource>,
+    /// The program code it runs with, for a typed op.
+    pub code: Option<u64>,
+}
+
+/// One thing the journal remembers.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum Record {
+    /// Tasks created (in creation order: inputs first).
+    Tasks(Vec<JournalTask>),
+    /// Tasks forgotten, by id.
+    Forgotten(Vec<u64>),
+    /// A client joined.
+    ClientJoined {
+        /// Its id.
+        id: u32,
+        /// Its name.
+        name: String,
+    },
+    /// A client left (its keys released).
+    ClientLeft(u32),
+    /// A client holds futures for these keys (from a graph, or again).
+    Wants {
+        /// The client.
+        client: u32,
+        /// The keys.
+        keys: Vec<String>,
+    },
+    /// A client dropped its futures for these keys.
+    Releases {
+        /// The client.
+        client: u32,
+        /// The keys.
+        keys: Vec<String>,
+    },
+    /// A worker joined.
+    WorkerJoined {
+        /// Its id.
+        id: u32,
+        /// Its name.
+        name: String,
+    },
+    /// A worker left.
+    WorkerLeft(u32),
+    /// Ids issued from here on have generations of at least this (a restore's floor).
+    Floor(u32),
+}
+
+/// Appends records to the journal's file.
+pub(crate) struct JournalWriter {
+    file: BufWriter<File>,
+    path: PathBuf,
+    fsync: Fsync,
+    /// Bytes in the file.
+    len: u64,
+    /// Its size when last compacted (or restored).
+    compacted: u64,
+    /// Bytes written since the last flush.
+    dirty: bool,
+    last_sync: Instant,
+}
+
+fn frame(record: &Record) -> Vec<u8> {
+    let payload = rask_proto::frame::encode_header(record);
+    let mut out = Vec::with_capacity(12 + payload.len());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&rask_proto::fnv1a(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// The records of the journal at `path` (none if it does not exist or is empty), and the
+/// length of its valid part: what follows it (a record cut short or damaged) is not
+/// part of the journal. An error when the file is not a journal.
+pub fn read(path: &Path) -> Result<(Vec<Record>, u64), String> {
+    let mut bytes = Vec::new();
+    match File::open(path) {
+        Ok(mut f) => f
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("journal {}: {e}", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
+        Err(e) => return Err(format!("journal {}: {e}", path.display())),
+    };
+    if bytes.is_empty() {
+        return Ok((Vec::new(), 0));
+    }
+    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+        return Err(format!(
+            "{} is not a Rask journal of this version (it does not start with {:?})",
+            path.display(),
+            String::from_utf8_lossy(MAGIC)
+        ));
+    }
+    let mut records = Vec::new();
+    let mut at = MAGIC.len();
+    let mut aligned = rkyv::util::AlignedVec::<16>::new();
+    loop {
+        let Some(head) = bytes.get(at..at + 12) else {
+            break;
+        };
+        let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
+        let sum = u64::from_le_bytes(head[4..].try_into().expect("8 bytes"));
+        if len > MAX_RECORD {
+            break;
+        }
+        let Some(payload) = bytes.get(at + 12..at + 12 + len as usize) else {
+            break;
+        };
+        if rask_proto::fnv1a(payload) != sum {
+            break;
+        }
+        aligned.clear();
+        aligned.extend_from_slice(payload);
+        match rask_proto::frame::decode_header::<Record>(&aligned) {
+            Ok(r) => records.push(r),
+            Err(_) => break,
+        }
+        at += 12 + len as usize;
+    }
+    Ok((records, at as u64))
+}
+
+impl JournalWriter {
+    /// Opens the journal at `path` for appending after its first `valid` bytes (what
+    /// follows is cut), writing the magic into a new one.
+    pub(crate) fn open(path: &Path, valid: u64, fsync: Fsync) -> std::io::Result<JournalWriter> {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)?;
+        let mut len = valid;
+        if len < MAGIC.len() as u64 {
+            file.set_len(0)?;
+            file.write_all(MAGIC)?;
+            len = MAGIC.len() as u64;
+        } else {
+            file.set_len(len)?;
+        }
+        file.seek(SeekFrom::Start(len))?;
+        file.sync_data()?;
+        Ok(JournalWriter {
+            file: BufWriter::with_capacity(1 << 20, file),
+            path: path.to_path_buf(),
+            fsync,
+            len,
+            compacted: len,
+            dirty: false,
+            last_sync: Instant::now(),
+        })
+    }
+
+    /// Appends a record (to the buffer: [`JournalWriter::flush`] hands it to the OS).
+    pub(crate) fn append(&mut self, record: &Record) -> std::io::Result<()> {
+        let bytes = frame(record);
+        self.file.write_all(&bytes)?;
+        self.len += bytes.len() as u64;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Hands what was appended to the OS, and to the disk as the policy says.
+    pub(crate) fn flush(&mut self) -> std::io::Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        self.file.flush()?;
+        self.dirty = false;
+        let sync = match self.fsync {
+            Fsync::Always => true,
+            Fsync::Every(p) => self.last_sync.elapsed() >= p,
+            Fsync::Never => false,
+        };
+        if sync {
+            self.file.get_ref().sync_data()?;
+            self.last_sync = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Whether the journal has grown enough to be compacted.
+    pub(crate) fn wants_compaction(&self) -> bool {
+        self.len >= COMPACT_MIN && self.len >= 2 * self.compacted
+    }
+
+    /// Replaces the journal with `records` (the live state), atomically: written to a file
+    /// beside it, synced, renamed over it.
+    pub(crate) fn rewrite(&mut self, records: &[Record]) -> std::io::Result<()> {
+        self.flush()?;
+        let tmp = self.path.with_extension("compacting");
+        let mut out = BufWriter::new(File::create(&tmp)?);
+        out.write_all(MAGIC)?;
+        let mut len = MAGIC.len() as u64;
+        for r in records {
+            let bytes = frame(r);
+            out.write_all(&bytes)?;
+            len += bytes.len() as u64;
+        }
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_data()?;
+        std::fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        let mut file = OpenOptions::new().read(true).write(true).open(&self.path)?;
+        file.seek(SeekFrom::Start(len))?;
+        self.file = BufWriter::with_capacity(1 << 20, file);
+        self.len = len;
+        self.compacted = len;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// Bytes in the journal.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+#[cfg(test)]
+mod tests;
