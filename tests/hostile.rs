@@ -87,6 +87,7 @@ fn hello(role: Role, name: &str) -> Hello {
         registry: None,
         worker: None,
         program: None,
+        resume: None,
     }
 }
 
@@ -108,6 +109,7 @@ fn fake_worker(code: u64) -> rask_proto::msg::WorkerHello {
         code,
         runs_programs: false,
         dashboard: String::new(),
+        holds: false,
     }
 }
 

@@ -31,6 +31,7 @@ fn client_hello(name: &str) -> rask_proto::msg::Hello {
         registry: None,
         worker: None,
         program: None,
+        resume: None,
     }
 }
 
@@ -374,6 +375,7 @@ fn a_silent_worker_is_presumed_dead_and_its_work_rescheduled() {
                     code: rask_kernels::code_identity_of(std::path::Path::new(RASK)).unwrap(),
                     runs_programs: false,
                     dashboard: String::new(),
+                    holds: false,
                 }),
                 ..client_hello("frozen")
             };

@@ -43,7 +43,16 @@ pub struct ClientOptions {
     /// This program, when it has typed ops: its workers must run it, and the cluster's
     /// workers start them from the executable this client sends when asked.
     pub program: Option<ProgramSource>,
+    /// When the scheduler's connection is lost (not closed by the scheduler), how long
+    /// to keep trying to connect again: futures keep waiting meanwhile, and the
+    /// scheduler (restarted with its journal, or still running) tells their state again.
+    /// `None`: 30 s, or `RASK_RECONNECT` in seconds; zero: never.
+    pub reconnect: Option<std::time::Duration>,
 }
+
+/// How long a client tries to connect again when not told (see
+/// [`ClientOptions::reconnect`]).
+pub const DEFAULT_RECONNECT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A client's program: what the handshake says of it, and where its executable is read
 /// from when the cluster asks for it (`/proc/self/exe`: the file this process runs, even
@@ -60,9 +69,18 @@ pub(crate) struct Inner {
     pub(crate) handle: tokio::runtime::Handle,
     /// Stops the runtime thread when dropped.
     pub(crate) _stop: oneshot::Sender<()>,
-    pub(crate) id: u32,
+    /// The id the scheduler gave this client (another after connecting again to a
+    /// scheduler that did not keep it).
+    pub(crate) id: std::sync::atomic::AtomicU32,
     pub(crate) scheduler: String,
-    pub(crate) to_scheduler: Sender<ToScheduler>,
+    /// The scheduler's connection (replaced when connecting again).
+    pub(crate) to_scheduler: Mutex<Sender<ToScheduler>>,
+    /// The hello this client connects with.
+    pub(crate) hello: Hello,
+    /// See [`ClientOptions::reconnect`].
+    pub(crate) reconnect: std::time::Duration,
+    /// While connecting again: what is sent meanwhile, for the new connection.
+    pub(crate) pending: Mutex<Option<rask_transport::PendingWriter<ToScheduler>>>,
     pub(crate) ops: Option<HashSet<String>>,
     pub(crate) conn: ConnConfig,
     pub(crate) state: Mutex<State>,
@@ -75,6 +93,16 @@ pub(crate) struct Inner {
 impl Inner {
     pub(crate) fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().expect("client state lock")
+    }
+
+    /// The scheduler's connection, now.
+    pub(crate) fn sender(&self) -> Sender<ToScheduler> {
+        self.to_scheduler.lock().expect("sender lock").clone()
+    }
+
+    /// The client's id, now.
+    pub(crate) fn id(&self) -> u32 {
+        self.id.load(Ordering::Relaxed)
     }
 
     /// Runs `fut` on the client's runtime and waits for it on this thread.
@@ -97,6 +125,22 @@ pub struct Client {
 pub(crate) const PART_TARGET: usize = 4 << 20;
 
 /// The connect timeout from `RASK_CONNECT_TIMEOUT` (seconds), if set.
+/// `RASK_RECONNECT` (seconds), if set.
+fn reconnect_from_env() -> Result<Option<std::time::Duration>, ClientError> {
+    match std::env::var("RASK_RECONNECT") {
+        Err(_) => Ok(None),
+        Ok(v) => v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(|s| Some(std::time::Duration::from_secs_f64(s)))
+            .ok_or_else(|| {
+                ClientError::Other(format!("RASK_RECONNECT={v:?}: not a number of seconds"))
+            }),
+    }
+}
+
 pub(crate) fn connect_timeout_from_env() -> Result<Option<std::time::Duration>, ClientError> {
     match std::env::var("RASK_CONNECT_TIMEOUT") {
         Ok(v) if !v.is_empty() => v
@@ -173,12 +217,19 @@ impl Client {
                     message: e.to_string(),
                 })?;
         let to_scheduler = rask_transport::spawn_writer::<ToScheduler, _>(w);
+        let reconnect = match opts.reconnect {
+            Some(d) => d,
+            None => reconnect_from_env()?.unwrap_or(DEFAULT_RECONNECT),
+        };
         let inner = Arc::new(Inner {
             handle: handle.clone(),
             _stop: stop,
-            id,
+            id: std::sync::atomic::AtomicU32::new(id),
             scheduler: addr,
-            to_scheduler,
+            to_scheduler: Mutex::new(to_scheduler),
+            hello,
+            reconnect,
+            pending: Mutex::new(None),
             ops: opts
                 .registry
                 .map(|r| r.ops.into_iter().map(|o| o.name).collect()),
@@ -211,7 +262,7 @@ impl Client {
         let key = format!(
             "{}-{:x}-{}",
             short(name),
-            self.inner.id,
+            self.inner.id(),
             self.inner.next.fetch_add(1, Ordering::Relaxed)
         );
         let (args, keep) = op.prepare(args)?;
@@ -234,7 +285,7 @@ impl Client {
         let prefix = format!(
             "{}-{:x}-{}",
             short(name),
-            self.inner.id,
+            self.inner.id(),
             self.inner.next.fetch_add(1, Ordering::Relaxed)
         );
         let mut g = Graph::new();
@@ -295,7 +346,7 @@ impl Client {
         };
         for (msg, bufs) in parts {
             self.inner
-                .to_scheduler
+                .sender()
                 .send_with(ToScheduler::UpdateGraph(msg), bufs)
                 .map_err(|e| ClientError::Disconnected(e.to_string()))?;
         }
@@ -434,7 +485,7 @@ impl Client {
             st.requests.insert(req, tx);
             drop(st);
             self.inner
-                .to_scheduler
+                .sender()
                 .send(make(req))
                 .map_err(|e| ClientError::Disconnected(e.to_string()))
         })();
@@ -464,7 +515,7 @@ impl Client {
             // Whoever waited on it learns it is gone.
             st.waiters.remove(key);
             if st.closed.is_none() {
-                let _ = self.inner.to_scheduler.send(ToScheduler::ReleaseKeys {
+                let _ = self.inner.sender().send(ToScheduler::ReleaseKeys {
                     keys: vec![key.to_string()],
                 });
             }

@@ -252,7 +252,7 @@ pub(crate) fn open_link(inner: &Arc<Inner>, holder: &Holder) -> DataLink {
     let pending: Pending = Arc::default();
     let hello = Hello::new(
         Role::Peer,
-        format!("client-{}", inner.id),
+        format!("client-{}", inner.id()),
         inner.host_id.clone(),
     );
     let to = rask_transport::data::HolderAddr {

@@ -14,7 +14,7 @@ impl Client {
     /// may exit right after).
     pub fn shutdown(&self) -> Result<(), ClientError> {
         self.inner
-            .to_scheduler
+            .sender()
             .send(ToScheduler::Shutdown {
                 reason: "asked by a client".into(),
             })

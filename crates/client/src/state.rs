@@ -65,15 +65,59 @@ impl State {
     }
 }
 
-/// Reads the scheduler connection and updates key states and pending requests.
+/// Reads the scheduler connection and updates key states and pending requests. When the
+/// connection is lost (not closed by the scheduler, which says why first), it connects
+/// again for up to the client's reconnect period: messages queue meanwhile, futures keep
+/// waiting, and the scheduler is asked for the state of every key held.
 pub(crate) async fn read_scheduler(
     mut reader: rask_transport::FrameReader,
     inner: std::sync::Weak<Inner>,
 ) {
-    let reason = loop {
+    loop {
+        let reason = read_until_lost(&mut reader, &inner).await;
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let told = strong.state().closed.clone();
+        let period = strong.reconnect;
+        drop(strong);
+        let reason = match told {
+            Some(told) => told,
+            None if !period.is_zero() => match reconnect(&inner, &reason, period).await {
+                Ok(r) => {
+                    reader = r;
+                    continue;
+                }
+                Err(e) => e,
+            },
+            None => reason,
+        };
+        let Some(inner) = inner.upgrade() else { return };
+        let mut st = inner.state();
+        st.closed = Some(reason);
+        st.requests.clear();
+        for e in st.keys.values_mut() {
+            if e.status == Status::Pending {
+                e.status = Status::Lost;
+            }
+        }
+        // Every waiter wakes and finds the key lost (or released).
+        st.waiters.clear();
+        return;
+    }
+}
+
+/// Reads batches until the connection ends: why it did.
+async fn read_until_lost(
+    reader: &mut rask_transport::FrameReader,
+    inner: &std::sync::Weak<Inner>,
+) -> String {
+    loop {
         match reader.read_batch::<ToClient>().await {
             Ok(Some(Batch { msgs, .. })) => {
-                let Some(inner) = inner.upgrade() else { return };
+                let Some(inner) = inner.upgrade() else {
+                    return "the client was dropped".into();
+                };
                 let mut st = inner.state();
                 for m in msgs {
                     if let ToClient::SendProgram { code } = m {
@@ -83,23 +127,85 @@ pub(crate) async fn read_scheduler(
                     on_message(&mut st, m);
                 }
             }
-            Ok(None) => break "the scheduler closed the connection".to_string(),
-            Err(e) => break e.to_string(),
-        }
-    };
-    let Some(inner) = inner.upgrade() else { return };
-    let mut st = inner.state();
-    // A reason the scheduler gave before closing says more than the end of the stream.
-    let reason = st.closed.clone().unwrap_or(reason);
-    st.closed = Some(reason);
-    st.requests.clear();
-    for e in st.keys.values_mut() {
-        if e.status == Status::Pending {
-            e.status = Status::Lost;
+            Ok(None) => return "the scheduler closed the connection".to_string(),
+            Err(e) => return e.to_string(),
         }
     }
-    // Every waiter wakes and finds the key lost (or released).
-    st.waiters.clear();
+}
+
+/// Connects to the scheduler again, retrying with backoff for `period`: the new
+/// connection's reader, or why there is none.
+async fn reconnect(
+    inner: &std::sync::Weak<Inner>,
+    lost: &str,
+    period: std::time::Duration,
+) -> Result<rask_transport::FrameReader, String> {
+    let (scheduler, mut hello, conn) = {
+        let Some(inner) = inner.upgrade() else {
+            return Err("the client was dropped".into());
+        };
+        // What is sent meanwhile waits for the new connection.
+        let (tx, pending) = rask_transport::channel::<rask_proto::msg::ToScheduler>();
+        *inner.to_scheduler.lock().expect("sender lock") = tx;
+        *inner.pending.lock().expect("pending lock") = Some(pending);
+        let mut st = inner.state();
+        // Answers to requests in flight are lost with the connection.
+        st.requests.clear();
+        // Where values are is told again (holders may have joined again under new ids).
+        for e in st.keys.values_mut() {
+            if matches!(e.status, Status::Memory { value: None, .. }) {
+                e.status = Status::Pending;
+            }
+        }
+        (
+            inner.scheduler.clone(),
+            inner.hello.clone(),
+            inner.conn.clone(),
+        )
+    };
+    tracing::warn!(
+        "lost the scheduler ({lost}): connecting again for up to {:.0} s",
+        period.as_secs_f64()
+    );
+    let until = std::time::Instant::now() + period;
+    let mut wait = std::time::Duration::from_millis(100);
+    loop {
+        if let Some(inner) = inner.upgrade() {
+            hello.resume = Some(inner.id());
+        }
+        match rask_transport::connect(&scheduler, &hello, conn.clone()).await {
+            Ok((reader, w, id)) => {
+                let Some(inner) = inner.upgrade() else {
+                    return Err("the client was dropped".into());
+                };
+                let old = inner.id.swap(id, std::sync::atomic::Ordering::Relaxed);
+                if let Some(pending) = inner.pending.lock().expect("pending lock").take() {
+                    pending.start(w);
+                }
+                let keys: Vec<String> = inner.state().keys.keys().map(|k| k.to_string()).collect();
+                tracing::info!(
+                    "connected to the scheduler again as client {id} (was {old}); asking for {} keys",
+                    keys.len()
+                );
+                if !keys.is_empty() {
+                    let _ = inner
+                        .sender()
+                        .send(rask_proto::msg::ToScheduler::Resubscribe { keys });
+                }
+                return Ok(reader);
+            }
+            Err(e) if std::time::Instant::now() + wait >= until => {
+                return Err(format!(
+                    "lost the scheduler ({lost}) and could not connect again within {:.0} s: {e}",
+                    period.as_secs_f64()
+                ));
+            }
+            Err(_) => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(2));
+            }
+        }
+    }
 }
 
 pub(crate) fn on_message(st: &mut State, m: ToClient) {

@@ -17,14 +17,14 @@ const PART: usize = 4 << 20;
 /// announced) is reported instead, so that the tasks waiting for it fail with why.
 pub(crate) async fn send_program(inner: Arc<Inner>, code: u64) {
     let Some(program) = inner.program.clone() else {
-        let _ = inner.to_scheduler.send(ToScheduler::ProgramFailed {
+        let _ = inner.sender().send(ToScheduler::ProgramFailed {
             code,
             message: "this client runs no program".into(),
         });
         return;
     };
     if program.info.code != code {
-        let _ = inner.to_scheduler.send(ToScheduler::ProgramFailed {
+        let _ = inner.sender().send(ToScheduler::ProgramFailed {
             code,
             message: format!(
                 "this client runs program {:016x}, not {code:016x}",
@@ -35,7 +35,7 @@ pub(crate) async fn send_program(inner: Arc<Inner>, code: u64) {
     }
     info!(path = %program.path.display(), bytes = program.info.size, "sending this program to the cluster");
     let size = program.info.size;
-    let to_scheduler = inner.to_scheduler.clone();
+    let to_scheduler = inner.sender();
     let path = program.path.clone();
     // Read off the runtime (megabytes), sent as read.
     let sent = tokio::task::spawn_blocking(move || -> Result<(), String> {
@@ -85,7 +85,7 @@ pub(crate) async fn send_program(inner: Arc<Inner>, code: u64) {
     if let Err(message) = sent {
         warn!("cannot send this program to the cluster: {message}");
         let _ = inner
-            .to_scheduler
+            .sender()
             .send(ToScheduler::ProgramFailed { code, message });
     }
 }

@@ -86,9 +86,7 @@ impl WireSize for ToClient {
             | ToClient::KeysLost {
                 keys,
                 reason: message,
-            } => {
-                64 + message.len() + keys.iter().map(|k| k.len() + 16).sum::<usize>()
-            }
+            } => 64 + message.len() + keys.iter().map(|k| k.len() + 16).sum::<usize>(),
             ToClient::WhoHasReply { entries, .. } => {
                 64 + entries
                     .iter()
@@ -347,7 +345,9 @@ mod coming_back {
         let to_scheduler = [
             ToScheduler::Heartbeat(Box::new(heartbeat)),
             ToScheduler::Holding {
-                tasks: (0..10_000).map(|i| (TaskId(i << 32 | i), u64::MAX)).collect(),
+                tasks: (0..10_000)
+                    .map(|i| (TaskId(i << 32 | i), u64::MAX))
+                    .collect(),
                 last: true,
             },
             ToScheduler::Resubscribe { keys: keys.clone() },

@@ -159,6 +159,59 @@ impl SchedulerCore {
         true
     }
 
+    /// Every task as it was submitted, with its id, in id order; and the keys each client
+    /// holds futures for: what a journal is compacted to.
+    pub fn export(&self) -> (Vec<(TaskId, NewTask)>, Vec<(ClientId, Vec<String>)>) {
+        let resource_names: FxHashMap<u32, &str> = self
+            .resource_ids
+            .iter()
+            .map(|(n, id)| (*id, n.as_str()))
+            .collect();
+        let tasks = self
+            .tasks
+            .iter()
+            .map(|(id, t)| {
+                let extra = t.extra.as_deref();
+                let nt = NewTask {
+                    key: t.key.to_string(),
+                    op: self.ops[t.op as usize].name.to_string(),
+                    args: t.args.clone(),
+                    bufs: extra.map_or_else(Vec::new, |e| e.bufs.clone()),
+                    deps: t
+                        .deps
+                        .iter()
+                        .map(|d| self.tasks[d].key.to_string())
+                        .collect(),
+                    resources: extra.map_or_else(Vec::new, |e| {
+                        e.resources
+                            .iter()
+                            .map(|(r, amount)| rask_proto::msg::Resource {
+                                name: resource_names.get(r).copied().unwrap_or("").to_string(),
+                                amount: *amount,
+                            })
+                            .collect()
+                    }),
+                    code: extra.and_then(|e| e.code),
+                };
+                (id, nt)
+            })
+            .collect();
+        let mut wants: Vec<(ClientId, Vec<String>)> = self
+            .clients
+            .iter()
+            .map(|(c, ts)| {
+                let mut keys: Vec<String> = ts
+                    .iter()
+                    .filter_map(|t| self.tasks.get(t).map(|x| x.key.to_string()))
+                    .collect();
+                keys.sort();
+                (*c, keys)
+            })
+            .collect();
+        wants.sort_by_key(|(c, _)| *c);
+        (tasks, wants)
+    }
+
     /// The keys of tasks, for a journal's records.
     pub fn keys_of(&self, tasks: &[TaskId]) -> Vec<Option<Arc<str>>> {
         tasks

@@ -10,6 +10,10 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
+/// Why a worker silent for its time to live is dropped (it is not told to close: cut
+/// off by the network, it joins again once it can).
+pub(crate) const PRESUMED_DEAD: &str = "presumed dead";
+
 /// Who sent a batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Peer {
@@ -115,7 +119,7 @@ pub(crate) async fn handle_conn(
             Peer::Worker(_) => {
                 match tokio::time::timeout(worker_ttl, reader.read_batch::<ToScheduler>()).await {
                     Ok(r) => r,
-                    Err(_) => break Some(format!("silent for {worker_ttl:?}: presumed dead")),
+                    Err(_) => break Some(format!("silent for {worker_ttl:?}: {PRESUMED_DEAD}")),
                 }
             }
             Peer::Client(_) => reader.read_batch::<ToScheduler>().await,

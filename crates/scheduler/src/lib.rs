@@ -15,9 +15,13 @@
 #![warn(missing_docs)]
 
 mod conn;
+// Every item is documented; the resolver types rkyv derives beside the records are
+// public and their fields carry no docs.
+#[allow(missing_docs)]
 pub mod journal;
 mod observe;
 mod programs;
+mod recovery;
 mod registry;
 mod route;
 mod server;
@@ -57,6 +61,12 @@ pub struct SchedulerConfig {
     /// The dashboard's server, given the listener bound to `dashboard` and an
     /// [`Observer`].
     pub dashboard_server: Option<DashboardServer>,
+    /// Where the scheduler journals what it must not forget, and restores it from when
+    /// started again; `None`: no journal.
+    pub journal: Option<journal::JournalConfig>,
+    /// How long a client whose connection was lost (not closed) keeps its keys while it
+    /// connects again; zero: released at once.
+    pub client_grace: std::time::Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -64,10 +74,12 @@ impl Default for SchedulerConfig {
         SchedulerConfig {
             conn: ConnConfig::default(),
             core: CoreConfig::default(),
-            worker_ttl: std::time::Duration::from_secs(60),
+            worker_ttl: std::time::Duration::from_secs(10),
             address: None,
             dashboard: None,
             dashboard_server: None,
+            journal: None,
+            client_grace: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -87,6 +99,9 @@ pub enum SchedulerError {
     /// The scheduler has stopped: an [`Observer`] asked it too late.
     #[error("the scheduler has stopped")]
     Stopped,
+    /// Its journal could not be read or written at start.
+    #[error("{0}")]
+    Journal(String),
 }
 
 /// Runs a scheduler on a bound listener until `shutdown` completes.
@@ -140,7 +155,12 @@ pub async fn run(
         dashboard: dashboard
             .as_ref()
             .map_or_else(String::new, |(u, _)| u.clone()),
+        recovery: Default::default(),
     };
+    server.recovery.grace = cfg.client_grace;
+    if let Some(j) = &cfg.journal {
+        crate::recovery::restore(&mut server, j).map_err(SchedulerError::Journal)?;
+    }
     let conn_cfg = cfg.conn;
     let worker_ttl = cfg.worker_ttl;
     let accept = async {
@@ -166,6 +186,9 @@ pub async fn run(
     let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut main = tokio::spawn(async move {
         let mut events = Vec::new();
+        // Clients and workers given up when they do not come back in time.
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Once closing: when the workers, told to close, must have left by.
         let mut closing: Option<tokio::time::Instant> = None;
         loop {
@@ -181,9 +204,18 @@ pub async fn run(
                         server.on_event(ev);
                     }
                     server.flush();
+                    server.journal_round();
+                }
+                _ = tick.tick() => {
+                    server.core.set_now(unix_us());
+                    server.recovery_tick();
+                    server.flush();
+                    server.journal_round();
                 }
                 _ = &mut stop_rx, if closing.is_none() => {
+                    server.close_clients("the scheduler is shutting down");
                     server.close_workers("scheduler shutting down");
+                    server.flush();
                     closing = Some(tokio::time::Instant::now() + CLOSE_GRACE);
                 }
                 _ = tokio::time::sleep_until(deadline), if closing.is_some() => {
@@ -194,7 +226,9 @@ pub async fn run(
             if closing.is_none() {
                 if let Some(why) = server.shutdown_requested.take() {
                     info!("{why}: closing the workers");
+                    server.close_clients(&why);
                     server.close_workers(&why);
+                    server.flush();
                     closing = Some(tokio::time::Instant::now() + CLOSE_GRACE);
                 }
             }

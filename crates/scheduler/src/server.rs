@@ -51,6 +51,8 @@ pub(crate) struct Partial {
 /// The scheduler's state outside the core: connections, names, the cluster's registry.
 pub(crate) struct Server {
     pub(crate) core: SchedulerCore,
+    /// The journal, clients kept after losing their connection, rejoining workers.
+    pub(crate) recovery: crate::recovery::Recovery,
     pub(crate) address: String,
     pub(crate) clients: FxHashMap<ClientId, Option<Sender<ToClient>>>,
     pub(crate) workers: FxHashMap<WorkerId, WorkerConn>,
@@ -87,6 +89,16 @@ pub(crate) struct RetireReply {
 }
 
 impl Server {
+    /// Tells every client the scheduler is going, with why (so that none tries to
+    /// connect again).
+    pub(crate) fn close_clients(&mut self, why: &str) {
+        for tx in self.clients.values().flatten() {
+            let _ = tx.send(ToClient::Closing {
+                reason: why.to_string(),
+            });
+        }
+    }
+
     /// Tells every worker to close, with why.
     pub(crate) fn close_workers(&mut self, why: &str) {
         for w in self.workers.values() {
@@ -133,10 +145,20 @@ impl Server {
                 if let (Some(theirs), Some(ours)) = (&h.registry, &self.base) {
                     ours.admits_client(&h, theirs)?;
                 }
-                let id = ClientId(self.next_client);
-                self.next_client += 1;
+                let resumed = h.resume.and_then(|id| self.resume_client(id));
+                let id = resumed.unwrap_or_else(|| {
+                    let id = ClientId(self.next_client);
+                    self.next_client += 1;
+                    id
+                });
                 self.clients.insert(id, None);
-                self.core.on_client_joined(id);
+                if resumed.is_none() {
+                    self.core.on_client_joined(id);
+                    self.journal(&crate::journal::Record::ClientJoined {
+                        id: id.0,
+                        name: h.name.clone(),
+                    });
+                }
                 if let Some(program) = h.program.clone() {
                     let ops = h
                         .registry
@@ -181,8 +203,30 @@ impl Server {
                 let Some(wh) = h.worker else {
                     unreachable!("checked above")
                 };
+                if wh.holds {
+                    // The same process, still registered under its old connection (its
+                    // loss not noticed here yet): that member is gone.
+                    let stale: Vec<WorkerId> = self
+                        .workers
+                        .iter()
+                        .filter(|(_, c)| {
+                            c.pid == h.pid && c.spec.host_id == h.host_id && c.spec.name == h.name
+                        })
+                        .map(|(w, _)| *w)
+                        .collect();
+                    for w in stale {
+                        self.on_left(Peer::Worker(w), None);
+                    }
+                }
                 let id = WorkerId(self.next_worker);
                 self.next_worker += 1;
+                if wh.holds {
+                    self.recovery.holding.insert(id, Vec::new());
+                }
+                self.journal(&crate::journal::Record::WorkerJoined {
+                    id: id.0,
+                    name: h.name.clone(),
+                });
                 let spec = WorkerSpec {
                     name: h.name.clone(),
                     addr: wh.listen_addr.clone(),
@@ -261,7 +305,13 @@ impl Server {
             let _ = tx.send(msg);
         }
         let spec = self.workers[&id].spec.clone();
-        self.core.on_worker_joined(id, spec);
+        if !self.recovery.holding.contains_key(&id) {
+            // A worker with nothing to tell joins the core at once; one back after a
+            // restore under a name awaited counts as back.
+            let name = spec.name.clone();
+            self.core.on_worker_joined(id, spec);
+            self.worker_back(&name);
+        }
         if self.workers[&id].runs_programs {
             self.programs_retry();
             self.programs_on_worker_joined();
@@ -274,26 +324,39 @@ impl Server {
                 self.partial.remove(&c);
                 if let Some(tx) = self.clients.remove(&c) {
                     match reason {
-                        Some(r) => {
+                        Some(ref r) => {
                             warn!(client = c.0, "client connection closed: {r}");
                             // The client learns why (its writer sends what is queued before
                             // it stops), rather than seeing the connection drop.
                             if let Some(tx) = tx {
-                                let _ = tx.send(ToClient::Closing { reason: r });
+                                let _ = tx.send(ToClient::Closing { reason: r.clone() });
                             }
                         }
                         None => info!(client = c.0, "client left"),
                     }
-                    self.core.on_client_left(c);
+                    if reason.is_some() && self.keeps_clients() {
+                        // Its connection was lost, not closed: it may come back.
+                        let until = std::time::Instant::now() + self.recovery.grace;
+                        self.recovery.suspended.insert(c, until);
+                    } else {
+                        self.core.on_client_left(c);
+                        self.journal(&crate::journal::Record::ClientLeft(c.0));
+                    }
                     self.program_client_left(c);
                 }
             }
             Peer::Worker(w) => {
                 if let Some(conn) = self.workers.remove(&w) {
+                    self.recovery.holding.remove(&w);
+                    self.journal(&crate::journal::Record::WorkerLeft(w.0));
                     match reason {
                         Some(r) => {
                             warn!(worker = w.0, name = %conn.spec.name, "worker connection closed: {r}");
-                            if let Some(tx) = &conn.tx {
+                            // One presumed dead is not told to close: cut off by the
+                            // network, it joins again as a new member once it can.
+                            if let (Some(tx), false) =
+                                (&conn.tx, r.contains(crate::conn::PRESUMED_DEAD))
+                            {
                                 let _ = tx.send(ToWorker::Close { reason: r });
                             }
                         }
@@ -326,7 +389,16 @@ impl Server {
             match (peer, m) {
                 (Peer::Client(c), ToScheduler::UpdateGraph(g)) => self.on_update_graph(c, g, &bufs),
                 (Peer::Client(c), ToScheduler::ReleaseKeys { keys }) => {
-                    self.core.on_release_keys(c, &keys)
+                    self.core.on_release_keys(c, &keys);
+                    if self.recovery.journal.is_some() {
+                        self.journal(&crate::journal::Record::Releases { client: c.0, keys });
+                    }
+                }
+                (Peer::Client(c), ToScheduler::Resubscribe { keys }) => {
+                    self.on_resubscribe(c, keys)
+                }
+                (Peer::Worker(w), ToScheduler::Holding { tasks, last }) => {
+                    self.on_holding(w, tasks, last)
                 }
                 (Peer::Client(c), ToScheduler::WhoHas { req, keys }) => {
                     let entries = keys
@@ -479,10 +551,17 @@ impl Server {
         } = self.partial.remove(&c).expect("invariant: just inserted");
         let outcome = match error {
             Some(e) => Err(e),
-            None => self
-                .core
-                .on_update_graph(c, tasks, &wanted)
-                .map_err(|e| e.to_string()),
+            None => {
+                let journaled = self.recovery.journal.is_some().then(|| tasks.clone());
+                let r = self
+                    .core
+                    .on_update_graph(c, tasks, &wanted)
+                    .map_err(|e| e.to_string());
+                if let (Some(tasks), true) = (journaled, r.is_ok()) {
+                    self.journal_graph(c, &tasks, &wanted);
+                }
+                r
+            }
         };
         if outcome.is_ok() {
             if let Some(code) = self.client_programs.get(&c).map(|p| p.code) {

@@ -321,6 +321,7 @@ pub(crate) mod tests {
             registry: None,
             worker: None,
             program: None,
+            resume: None,
         }
     }
 

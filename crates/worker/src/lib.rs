@@ -19,9 +19,9 @@ mod executor;
 mod heartbeat;
 mod memory;
 mod outputs;
-mod rejoin;
 mod peers;
 mod programs;
+mod rejoin;
 mod store;
 mod sysmem;
 

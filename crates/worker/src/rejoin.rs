@@ -79,7 +79,8 @@ impl State {
                 match rask_transport::connect(&scheduler, &hello, conn.clone()).await {
                     Ok((reader, w, id)) => {
                         let writer = rask_transport::spawn_writer(w);
-                        let _ = events.send(Event::Rejoined(Box::new(Rejoined { reader, writer, id })));
+                        let _ =
+                            events.send(Event::Rejoined(Box::new(Rejoined { reader, writer, id })));
                         return;
                     }
                     Err(e) if Instant::now() + wait >= until => {

@@ -56,7 +56,11 @@ fn dir() -> PathBuf {
 fn records_read_back_as_written_and_a_torn_tail_is_cut() {
     let d = dir();
     let path = d.join("j");
-    assert_eq!(read(&path).unwrap(), (vec![], 0), "no file: nothing to restore");
+    assert_eq!(
+        read(&path).unwrap(),
+        (vec![], 0),
+        "no file: nothing to restore"
+    );
     let mut w = JournalWriter::open(&path, 0, Fsync::Always).unwrap();
     for r in records() {
         w.append(&r).unwrap();
@@ -102,7 +106,10 @@ fn a_file_that_is_not_a_journal_is_refused_by_name() {
     let path = d.join("notes.txt");
     std::fs::write(&path, b"hello, world").unwrap();
     let e = read(&path).unwrap_err();
-    assert!(e.contains("notes.txt") && e.contains("not a Rask journal"), "{e}");
+    assert!(
+        e.contains("notes.txt") && e.contains("not a Rask journal"),
+        "{e}"
+    );
     std::fs::remove_dir_all(d).unwrap();
 }
 

@@ -128,6 +128,7 @@ pub fn hello() -> Hello {
         registry: None,
         worker: None,
         program: None,
+        resume: None,
     }
 }
 

@@ -583,6 +583,6 @@ fn errors_are_reported() {
 }
 
 mod props;
+mod rejoin;
 mod replicas;
 mod reports;
-mod rejoin;

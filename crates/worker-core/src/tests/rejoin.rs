@@ -53,7 +53,11 @@ fn rejoining_drops_assignments_cancels_runs_and_reports_every_value_held() {
     w.take();
     assert!(w.has_data(TaskId(9)));
     let held = w.on_rejoined();
-    assert_eq!(held, vec![TaskId(1), TaskId(9)], "computed and fetched values alike");
+    assert_eq!(
+        held,
+        vec![TaskId(1), TaskId(9)],
+        "computed and fetched values alike"
+    );
     let out = w.take();
     assert!(
         !out.iter().any(|i| matches!(i, Instruction::Discard { .. })),
