@@ -60,6 +60,19 @@ pub struct SchedulerArgs {
     /// No dashboard (no pages, no /metrics).
     #[arg(long, conflicts_with = "dashboard_address")]
     pub no_dashboard: bool,
+    /// Journal what must not be forgotten to this file, and restore from it when started
+    /// again with it: graphs and the keys clients hold come back, values still on workers
+    /// are not computed again.
+    #[arg(long)]
+    pub journal: Option<std::path::PathBuf>,
+    /// When the journal's writes go to the disk: always (each round of the scheduler's
+    /// loop), never (left to the OS), or at most every N seconds (default 1).
+    #[arg(long, default_value = "1")]
+    pub journal_fsync: String,
+    /// Seconds a client whose connection was lost, and after a restore the journal's
+    /// clients and workers, have to come back (default 30).
+    #[arg(long)]
+    pub reconnect_grace: Option<f64>,
 }
 
 /// The address the dashboard binds: `spec` (`[HOST]:PORT`, default `:8787`), its host
@@ -92,6 +105,16 @@ pub fn run_scheduler(a: SchedulerArgs) -> Result<(), Box<dyn Error>> {
     }
     if let Some(t) = a.worker_ttl {
         cfg.worker_ttl = seconds("--worker-ttl", t)?;
+    }
+    if let Some(t) = a.reconnect_grace {
+        cfg.client_grace = seconds("--reconnect-grace", t)?;
+    }
+    if let Some(path) = &a.journal {
+        cfg.journal = Some(rask_scheduler::journal::JournalConfig {
+            path: path.clone(),
+            fsync: a.journal_fsync.parse()?,
+            grace: cfg.client_grace,
+        });
     }
     cfg.conn.auth = secret(a.auth_file.as_deref())?;
     let auth = if cfg.conn.auth.is_some() {

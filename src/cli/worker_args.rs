@@ -109,6 +109,11 @@ pub struct WorkerArgs {
     /// No /metrics and /health of the worker's own.
     #[arg(long, conflicts_with = "dashboard_address")]
     pub no_dashboard: bool,
+    /// Seconds to keep trying to join the scheduler again when its connection is lost
+    /// (it restarted, or the network parted them), keeping the values held; 0 stops at
+    /// once.
+    #[arg(long, default_value_t = 60.0)]
+    pub reconnect_timeout: f64,
 }
 
 impl WorkerArgs {
@@ -143,6 +148,7 @@ impl WorkerArgs {
             log_format: super::LogFormat::default(),
             dashboard_address: None,
             no_dashboard: false,
+            reconnect_timeout: 60.0,
         }
     }
 
@@ -221,6 +227,9 @@ impl WorkerArgs {
         }
         if let Some(a) = &self.dashboard_address {
             push("--dashboard-address", a.clone());
+        }
+        if self.reconnect_timeout != d.reconnect_timeout {
+            push("--reconnect-timeout", self.reconnect_timeout.to_string());
         }
         let mut flags = Vec::new();
         if self.quiet {

@@ -192,8 +192,12 @@ pub fn scheduler_with(prefix: &[&str], extra: &[&str]) -> (Proc, String) {
     if !prefix.is_empty() {
         cmd.args(&prefix[1..]).arg(RASK);
     }
+    cmd.arg("scheduler");
+    if !extra.contains(&"--port") {
+        cmd.args(["--port", "0"]);
+    }
     let child = cmd
-        .args(["scheduler", "--port", "0", "--scheduler-file"])
+        .arg("--scheduler-file")
         .arg(&file)
         .args(extra)
         .env("RASK_LOG", "warn")

@@ -1,0 +1,125 @@
+//! The scheduler killed and started again with its journal: workers and the client
+//! connect again by themselves, the client's futures resolve with exact results, and what
+//! workers still held is taken back instead of computed again.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, scheduler_with, seed, tmpfile, within, worker_with, Proc, RASK};
+use rask::{Arg, ClientOptions, Graph};
+
+/// Chains of `inc`: `c-K-0 = inc(K)`, `c-K-I = inc(c-K-(I-1))`, so `c-K-(LEN-1)` is
+/// `K + LEN`.
+const CHAINS: i64 = 100;
+const LEN: i64 = 100;
+
+fn graph() -> (Graph, Vec<String>) {
+    let mut g = Graph::new();
+    let mut outs = Vec::new();
+    for k in 0..CHAINS {
+        g.task(&format!("c-{k}-0"), "inc", [Arg::from(k)]);
+        for i in 1..LEN {
+            g.task(
+                &format!("c-{k}-{i}"),
+                "inc",
+                [Arg::key(&format!("c-{k}-{}", i - 1))],
+            );
+        }
+        outs.push(format!("c-{k}-{}", LEN - 1));
+    }
+    (g, outs)
+}
+
+/// A scheduler on `port` (0: a free one) with `journal`.
+fn start(port: u16, journal: &std::path::Path) -> (Proc, String) {
+    scheduler_with(
+        &[],
+        &[
+            "--port",
+            &port.to_string(),
+            "--journal",
+            journal.to_str().unwrap(),
+            "--journal-fsync",
+            "never",
+            "--reconnect-grace",
+            "30",
+            "--no-dashboard",
+        ],
+    )
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// One trial: the graph, the scheduler killed once `kill_at` tasks are done, started
+/// again; the results checked. Returns (tasks done before the kill, tasks done after).
+fn trial(n: u64, kill_at: u64) -> (u64, u64) {
+    let journal = tmpfile(&format!("journal-{n}"));
+    let _ = std::fs::remove_file(&journal);
+    let (sched, addr) = start(0, &journal);
+    let port = port_of(&addr);
+    let _w: Vec<Proc> = (0..2)
+        .map(|i| worker_with(&[], &addr, &format!("w{i}"), &["--reconnect-timeout", "60"]))
+        .collect();
+    let c = rask::Client::connect_with(
+        &addr,
+        ClientOptions {
+            reconnect: Some(Duration::from_secs(60)),
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap();
+    c.wait_for_workers(2).unwrap();
+    let (g, outs) = graph();
+    let outs: Vec<&str> = outs.iter().map(String::as_str).collect();
+    let futures = c.compute(&g, &outs).unwrap();
+    let mut before = 0;
+    eventually("the graph gets to the kill point", || {
+        before = c.scheduler_info().unwrap().tasks_completed;
+        before >= kill_at || futures.iter().all(|f| f.done())
+    });
+    sched.kill();
+    // The same address, the same journal.
+    let (_sched, again) = start(port, &journal);
+    assert_eq!(again, addr);
+    let values = c.gather(&futures).unwrap();
+    for (k, v) in values.iter().enumerate() {
+        assert_eq!(*v, rask::Value::Int(k as i64 + LEN), "chain {k}");
+    }
+    let after = c.scheduler_info().unwrap().tasks_completed;
+    let _ = std::fs::remove_file(&journal);
+    (before, after)
+}
+
+#[test]
+fn a_killed_scheduler_restarted_with_its_journal_gives_exact_results() {
+    within(Duration::from_secs(600), || {
+        let total = (CHAINS * LEN) as u64;
+        let mut x = seed();
+        let mut recomputed = 0;
+        for n in 0..10 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let kill_at = 500 + x % (total - 1000);
+            let (before, after) = trial(n, kill_at);
+            // What was left when the scheduler was killed, and what ran after: more means
+            // tasks ran again (those finishing between the last count and the kill, and
+            // any whose values were not taken back from the workers).
+            let left = total - before;
+            let again = after.saturating_sub(left);
+            println!(
+                "trial {n}: killed after {before} of {total} tasks; {after} computed after the restart, {left} were left ({again} again)"
+            );
+            assert!(
+                again <= 200,
+                "trial {n}: {again} tasks computed again: the workers' values were not taken back"
+            );
+            recomputed += again;
+        }
+        println!("tasks computed again over 10 trials: {recomputed}");
+        let _ = RASK;
+    });
+}
