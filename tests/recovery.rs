@@ -61,7 +61,7 @@ fn trial(n: u64, kill_at: u64) -> (u64, u64) {
     let (sched, addr) = start(0, &journal);
     let port = port_of(&addr);
     let _w: Vec<Proc> = (0..2)
-        .map(|i| worker_with(&[], &addr, &format!("w{i}"), &["--reconnect-timeout", "60"]))
+        .map(|i| worker_with(&[], &addr, &format!("w{i}"), &["--death-timeout", "60"]))
         .collect();
     let c = rask::Client::connect_with(
         &addr,

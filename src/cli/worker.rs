@@ -196,10 +196,9 @@ fn run_one_worker(
         "127.0.0.1",
     )?;
     cfg.contact = args.contact_address.clone();
-    cfg.reconnect = match args.reconnect_timeout {
-        t if t == 0.0 => None,
-        t if t.is_finite() && t > 0.0 => Some(std::time::Duration::from_secs_f64(t)),
-        t => return Err(format!("--reconnect-timeout {t}: not a number of seconds").into()),
+    cfg.reconnect = match seconds("--death-timeout", args.death_timeout)? {
+        d if d.is_zero() => None,
+        d => Some(d),
     };
     cfg.lifetime = match args.lifetime {
         Some(l) => Some(staggered_lifetime(l, args.lifetime_stagger, random_unit())?),

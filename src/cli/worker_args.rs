@@ -49,8 +49,9 @@ pub struct WorkerArgs {
     /// every interface, this host's address on the route to the scheduler.
     #[arg(long)]
     pub contact_address: Option<String>,
-    /// Seconds to keep trying to reach the scheduler (at start, and after losing it)
-    /// before giving up.
+    /// Seconds to keep trying to reach the scheduler (at start, and after losing it: the
+    /// worker first joins the same address again keeping its values, which the scheduler
+    /// takes back unless stale; past that it starts afresh) before giving up.
     #[arg(long, default_value_t = 60.0)]
     pub death_timeout: f64,
     /// Seconds after which the worker retires itself gracefully (its data moves to other
@@ -109,11 +110,6 @@ pub struct WorkerArgs {
     /// No /metrics and /health of the worker's own.
     #[arg(long, conflicts_with = "dashboard_address")]
     pub no_dashboard: bool,
-    /// Seconds to keep trying to join the scheduler again when its connection is lost
-    /// (it restarted, or the network parted them), keeping the values held; 0 stops at
-    /// once.
-    #[arg(long, default_value_t = 60.0)]
-    pub reconnect_timeout: f64,
 }
 
 impl WorkerArgs {
@@ -148,7 +144,6 @@ impl WorkerArgs {
             log_format: super::LogFormat::default(),
             dashboard_address: None,
             no_dashboard: false,
-            reconnect_timeout: 60.0,
         }
     }
 
@@ -227,9 +222,6 @@ impl WorkerArgs {
         }
         if let Some(a) = &self.dashboard_address {
             push("--dashboard-address", a.clone());
-        }
-        if self.reconnect_timeout != d.reconnect_timeout {
-            push("--reconnect-timeout", self.reconnect_timeout.to_string());
         }
         let mut flags = Vec::new();
         if self.quiet {
