@@ -12,7 +12,7 @@ use tracing::warn;
 
 /// Why a worker silent for its time to live is dropped (it is not told to close: cut
 /// off by the network, it joins again once it can).
-pub(crate) const PRESUMED_DEAD: &str = "presumed dead";
+const PRESUMED_DEAD: &str = "presumed dead";
 
 /// Who sent a batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -37,7 +37,9 @@ pub(crate) enum Event {
     /// A batch read from a peer, with the share of the peer's unread budget it holds
     /// until handled.
     Batch(Peer, Batch<ToScheduler>, tokio::sync::OwnedSemaphorePermit),
-    Left(Peer, Option<String>),
+    /// A peer's connection ended: why (none for a clean close), and whether it was lost
+    /// (an I/O error: the peer may connect again) rather than closed for a violation.
+    Left(Peer, Option<String>, bool),
     /// A question from an in-process observer (the dashboard).
     Observe(crate::observe::Ask),
 }
@@ -95,7 +97,8 @@ pub(crate) async fn handle_conn(
         Peer::Worker(w) => w.0,
     };
     if let Err(e) = rask_transport::welcome(&mut w, &reader, id).await {
-        let _ = events.send(Event::Left(peer, Some(e.to_string())));
+        let lost = matches!(e, rask_transport::TransportError::Io(_));
+        let _ = events.send(Event::Left(peer, Some(e.to_string()), lost));
         return;
     }
     let writer = match peer {
@@ -119,7 +122,12 @@ pub(crate) async fn handle_conn(
             Peer::Worker(_) => {
                 match tokio::time::timeout(worker_ttl, reader.read_batch::<ToScheduler>()).await {
                     Ok(r) => r,
-                    Err(_) => break Some(format!("silent for {worker_ttl:?}: {PRESUMED_DEAD}")),
+                    Err(_) => {
+                        break (
+                            Some(format!("silent for {worker_ttl:?}: {PRESUMED_DEAD}")),
+                            true,
+                        )
+                    }
                 }
             }
             Peer::Client(_) => reader.read_batch::<ToScheduler>().await,
@@ -134,12 +142,16 @@ pub(crate) async fn handle_conn(
                     return;
                 }
             }
-            Ok(None) => break None,
-            Err(e) => break Some(e.to_string()),
+            Ok(None) => break (None, false),
+            Err(e) => {
+                let lost = matches!(e, rask_transport::TransportError::Io(_));
+                break (Some(e.to_string()), lost);
+            }
         }
     };
+    let (reason, lost) = reason;
     let failed = reason.is_some();
-    let _ = events.send(Event::Left(peer, reason));
+    let _ = events.send(Event::Left(peer, reason, lost));
     if failed {
         // The peer is told why (by its writer); keep its bytes from resetting that.
         rask_transport::drain(reader.get_mut(), std::time::Duration::from_secs(2)).await;

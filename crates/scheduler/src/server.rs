@@ -133,7 +133,7 @@ impl Server {
                 }
             },
             Event::Batch(peer, batch, _unread) => self.on_batch(peer, batch),
-            Event::Left(peer, reason) => self.on_left(peer, reason),
+            Event::Left(peer, reason, lost) => self.on_left(peer, reason, lost),
             Event::Observe(ask) => self.on_ask(ask),
         }
     }
@@ -215,7 +215,7 @@ impl Server {
                         .map(|(w, _)| *w)
                         .collect();
                     for w in stale {
-                        self.on_left(Peer::Worker(w), None);
+                        self.on_left(Peer::Worker(w), None, false);
                     }
                 }
                 let id = WorkerId(self.next_worker);
@@ -318,7 +318,7 @@ impl Server {
         }
     }
 
-    pub(crate) fn on_left(&mut self, peer: Peer, reason: Option<String>) {
+    pub(crate) fn on_left(&mut self, peer: Peer, reason: Option<String>, lost: bool) {
         match peer {
             Peer::Client(c) => {
                 self.partial.remove(&c);
@@ -334,7 +334,7 @@ impl Server {
                         }
                         None => info!(client = c.0, "client left"),
                     }
-                    if reason.is_some() && self.keeps_clients() {
+                    if lost && self.keeps_clients() {
                         // Its connection was lost, not closed: it may come back.
                         let until = std::time::Instant::now() + self.recovery.grace;
                         self.recovery.suspended.insert(c, until);
@@ -352,11 +352,10 @@ impl Server {
                     match reason {
                         Some(r) => {
                             warn!(worker = w.0, name = %conn.spec.name, "worker connection closed: {r}");
-                            // One presumed dead is not told to close: cut off by the
-                            // network, it joins again as a new member once it can.
-                            if let (Some(tx), false) =
-                                (&conn.tx, r.contains(crate::conn::PRESUMED_DEAD))
-                            {
+                            // One whose connection was lost (silent past its time to
+                            // live, or an I/O error) is not told to close: cut off by
+                            // the network, it joins again as a new member once it can.
+                            if let (Some(tx), false) = (&conn.tx, lost) {
                                 let _ = tx.send(ToWorker::Close { reason: r });
                             }
                         }
