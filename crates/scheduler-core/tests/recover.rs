@@ -251,3 +251,54 @@ fn a_value_held_after_its_task_was_computed_again_elsewhere_is_dropped() {
     s.on_worker_holds(w2, &[(a, 8)]);
     assert_eq!(frees(&s.take_actions()), vec![(w2, a)]);
 }
+
+#[test]
+fn a_missing_data_report_about_a_holder_already_gone_is_stale() {
+    let mut s = SchedulerCore::new(CoreConfig::default());
+    s.on_client_joined(C);
+    let (w0, w1) = (WorkerId(0), WorkerId(1));
+    s.on_worker_joined(w0, worker("w0"));
+    let mut special = worker("w1");
+    special.resources = vec![rask_proto::msg::Resource {
+        name: "r".into(),
+        amount: 1.0,
+    }];
+    s.on_worker_joined(w1, special);
+    // y runs only on w1 and reads x, made on w0.
+    let mut y = task("y", &["x"]);
+    y.resources = vec![rask_proto::msg::Resource {
+        name: "r".into(),
+        amount: 1.0,
+    }];
+    let mut x = task("x", &[]);
+    x.resources = vec![];
+    s.on_update_graph(C, vec![x, y], &keys(&["y"])).unwrap();
+    let t = s.task_id("x").unwrap();
+    let on = if computes(&mut s, w0).contains(&t) {
+        w0
+    } else {
+        w1
+    };
+    s.on_task_finished(on, t, 8, 10, None);
+    s.validate();
+    let (x, y) = (s.task_id("x").unwrap(), s.task_id("y").unwrap());
+    let holder = on;
+    assert_eq!(s.who_has("x"), vec![on]);
+    assert_eq!(s.state("y"), TaskState::Processing);
+    // x's holder dies: x is computed again, y given out again (both on w1 now).
+    s.on_worker_lost(holder);
+    s.validate();
+    let _ = s.take_actions();
+    assert_eq!(s.state("y"), TaskState::Processing);
+    // w1's report about its old fetch from the dead holder arrives late: nothing changes.
+    let before = s.story("y").len();
+    s.on_missing_data(w1, y, x, holder);
+    s.validate();
+    assert_eq!(
+        s.story("y").len(),
+        before,
+        "y's current assignment was released"
+    );
+    assert_eq!(s.state("y"), TaskState::Processing);
+    assert!(frees(&s.take_actions()).is_empty());
+}

@@ -56,13 +56,20 @@ impl WorkerCore {
         }
     }
 
-    /// A fetch from `from` returned: `got` are now in the store, `missing` the peer lacked.
+    /// Whether a copy of `task` is being fetched (a copy that arrives for a task not
+    /// fetched is not wanted: the worker drops it rather than storing it).
+    pub fn fetching(&self, task: TaskId) -> bool {
+        self.fetching.contains_key(&task)
+    }
+
+    /// A fetch from `from` returned: `got` are now in the store (those still being
+    /// fetched: a copy of another was not stored), `missing` the peer lacked.
     pub fn on_fetched(&mut self, from: WorkerId, got: &[TaskId], missing: &[TaskId]) {
         let mut kept = Vec::new();
         for t in got {
+            // Nobody waits any more (cancelled meanwhile, or computed here): the worker
+            // did not store the copy ([`WorkerCore::fetching`]), nothing to drop.
             let Some(f) = self.fetching.remove(t) else {
-                // Nobody waits any more (cancelled meanwhile).
-                self.out.push(Instruction::Discard { task: *t });
                 continue;
             };
             let mut live = 0;
@@ -142,7 +149,11 @@ impl WorkerCore {
                 }));
         }
         for w in f.waiters {
-            if self.tasks.contains_key(&w) {
+            if self.tasks.contains_key(&dep) && self.tasks.contains_key(&w) {
+                // The input is computed here now (the scheduler gave it to this worker
+                // after this fetch was asked for): wait for it here.
+                self.local_waiters.entry(dep).or_default().push(w);
+            } else if self.tasks.contains_key(&w) {
                 self.out.push(Instruction::Send(ToScheduler::MissingData {
                     task: w,
                     dep,

@@ -362,7 +362,13 @@ impl WorkerCore {
             Ok(Finished { nbytes, on_device }) => {
                 self.ran[on_device as usize] += 1;
                 self.owned.insert(task);
-                for w in waiters {
+                // A copy of it still being fetched (asked for before the scheduler gave
+                // the task to this worker) is not waited for: its waiters have it here.
+                let fetched_for = self
+                    .fetching
+                    .remove(&task)
+                    .map_or_else(Vec::new, |f| f.waiters);
+                for w in waiters.into_iter().chain(fetched_for) {
                     if let Some(t) = self.tasks.get_mut(&w) {
                         t.missing -= 1;
                         if t.missing == 0 && t.state == State::Fetching {

@@ -185,6 +185,12 @@ impl State {
                 let asked = self.outstanding.remove(&(from, req)).map(|(_, at)| at);
                 let class = self.link_class(from);
                 let mut received = 0;
+                // A copy nobody waits for any more is not stored: it could replace a value
+                // computed here meanwhile, or outlive the one reader that wanted it.
+                let values: Vec<(TaskId, Value)> = values
+                    .into_iter()
+                    .filter(|(t, _)| self.core.fetching(*t))
+                    .collect();
                 let mut sizes = Vec::with_capacity(values.len());
                 for (t, v) in &values {
                     let nbytes = v.nbytes();

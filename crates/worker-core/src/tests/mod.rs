@@ -586,3 +586,4 @@ mod props;
 mod rejoin;
 mod replicas;
 mod reports;
+mod stale;
