@@ -513,7 +513,16 @@ impl AsyncRead for TcpReadHalf {
     ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             TcpReadHalf::Plain(r) => Pin::new(r).poll_read(cx, buf),
-            TcpReadHalf::Tls(r) => Pin::new(r).poll_read(cx, buf),
+            // A peer that closes without TLS's close_notify (a process that exits) ends
+            // the stream as a plain close would: frames carry their lengths, so such an
+            // end can only cut a frame short, which the frame reader reports as an
+            // error, never as a shorter message.
+            TcpReadHalf::Tls(r) => match Pin::new(r).poll_read(cx, buf) {
+                Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    Poll::Ready(Ok(()))
+                }
+                other => other,
+            },
         }
     }
 }
