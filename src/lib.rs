@@ -49,7 +49,7 @@ pub use rask_kernels::{CudaKernel, Registry};
 pub use rask_macros::op;
 pub use rask_proto::msg::SchedulerInfoMsg;
 pub use rask_proto::Value;
-pub use rask_transport::Secret;
+pub use rask_transport::{Secret, Tls, TlsFiles};
 
 pub use entry::{is_worker_entry_called, worker_entry, WORKER_ENTRY_ARG};
 pub use progress::progress;

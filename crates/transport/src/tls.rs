@@ -51,6 +51,15 @@ certificates";
 /// What a peer that opens with TLS is told by a server that does not use it.
 pub const NO_TLS_HERE: &str = "this server does not use TLS";
 
+/// The environment variables TLS settings are read from ([`TlsFiles::from_env`]).
+pub const ENV_VARS: [&str; 5] = [
+    "RASK_TLS_CERT",
+    "RASK_TLS_KEY",
+    "RASK_TLS_CA",
+    "RASK_TLS_REQUIRE_CLIENT_CERT",
+    "RASK_TLS_CA_ONLY",
+];
+
 /// TLS settings as given (command line, configuration, environment): files, and how
 /// strictly certificates are checked. Loaded into a [`Tls`] by [`TlsFiles::load`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
