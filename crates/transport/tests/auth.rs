@@ -145,10 +145,13 @@ async fn man_in_the_middle(
     addr
 }
 
+/// A change a man in the middle makes to a hello.
+type Tamper = Box<dyn FnOnce(&mut Hello) + Send>;
+
 #[tokio::test]
 async fn a_worker_hello_changed_on_the_way_fails_the_proof() {
     within(async {
-        let tampers: Vec<Box<dyn FnOnce(&mut Hello) + Send>> = vec![
+        let tampers: Vec<Tamper> = vec![
             Box::new(|h: &mut Hello| {
                 h.worker.as_mut().unwrap().listen_addr = "tcp://203.0.113.66:4000".into()
             }),
