@@ -411,6 +411,12 @@ impl LocalClusterBuilder {
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::null());
+        // A local cluster runs without TLS (its scheduler is in this process): TLS
+        // settings this process's environment may carry, for clusters elsewhere, must not
+        // make its workers expect TLS.
+        for v in rask_transport::tls::ENV_VARS {
+            cmd.env_remove(v);
+        }
         if let Some(m) = self.memory_limit {
             cmd.args(["--memory-limit", &m.to_string()]);
         }

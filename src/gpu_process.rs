@@ -114,6 +114,9 @@ pub struct CudaWorkerArgs {
     /// The cluster's shared secret (default: $RASK_AUTH_FILE or $RASK_AUTH_SECRET).
     #[arg(long)]
     pub auth_file: Option<PathBuf>,
+    /// TLS for every worker's connections (see the TLS options; passed on to each).
+    #[command(flatten)]
+    pub tls: crate::cli::TlsArgs,
     /// How workers move data: auto, tcp or shm (the workers of MIG instances always use
     /// tcp: CUDA IPC is not supported between MIG instances).
     #[arg(long)]
@@ -386,6 +389,7 @@ impl Common {
         if let Some(f) = &a.auth_file {
             args.extend(["--auth-file".into(), f.clone().into_os_string()]);
         }
+        args.extend(a.tls.to_args());
         if a.log_format != crate::cli::LogFormat::default() {
             args.extend(["--log-format".into(), a.log_format.to_string().into()]);
         }

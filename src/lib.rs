@@ -49,7 +49,7 @@ pub use rask_kernels::{CudaKernel, Registry};
 pub use rask_macros::op;
 pub use rask_proto::msg::SchedulerInfoMsg;
 pub use rask_proto::Value;
-pub use rask_transport::Secret;
+pub use rask_transport::{Secret, Tls, TlsFiles};
 
 pub use entry::{is_worker_entry_called, worker_entry, WORKER_ENTRY_ARG};
 pub use progress::progress;
@@ -169,7 +169,8 @@ impl Client {
 
     /// Connects with a registry of the program's own ops (the cluster's workers must have
     /// the same registry; the handshake checks). The cluster's secret, if any, comes from
-    /// `RASK_AUTH_FILE` or `RASK_AUTH_SECRET`.
+    /// `RASK_AUTH_FILE` or `RASK_AUTH_SECRET`; TLS settings from `RASK_TLS_CA` (and
+    /// `RASK_TLS_CERT`, `RASK_TLS_KEY` where the cluster requires client certificates).
     pub fn connect_with_registry(addr: &str, registry: &Registry) -> Result<Client, ClientError> {
         let mut opts = ClientOptions {
             registry: Some(registry.info()),
@@ -177,6 +178,7 @@ impl Client {
             ..ClientOptions::default()
         };
         opts.conn.auth = Secret::from_env().map_err(|e| ClientError::Other(e.to_string()))?;
+        opts.conn.tls = tls_from_env()?;
         Client::connect_with(addr, opts)
     }
 
@@ -204,6 +206,7 @@ impl Client {
             ..ClientOptions::default()
         };
         opts.conn.auth = Secret::from_env().map_err(|e| ClientError::Other(e.to_string()))?;
+        opts.conn.tls = tls_from_env()?;
         Ok(Client {
             client: rask_client::Client::connect_with_async(addr, opts).await?,
             cluster: None,
@@ -227,6 +230,13 @@ impl Client {
     pub fn cluster(&self) -> Option<&LocalCluster> {
         self.cluster.as_ref()
     }
+}
+
+/// The TLS settings of `RASK_TLS_*`, loaded; `None` when none is set.
+pub fn tls_from_env() -> Result<Option<rask_transport::Tls>, ClientError> {
+    rask_transport::TlsFiles::from_env()
+        .and_then(|f| f.load())
+        .map_err(|e| ClientError::Other(e.to_string()))
 }
 
 /// Whether any worker drives a GPU (real or simulated).

@@ -470,6 +470,7 @@ fn main() -> Result<()> {
 fn scheduler_workers(addr: &str, auth_file: Option<&std::path::Path>) -> Result<()> {
     let mut opts = rask::ClientOptions::default();
     opts.conn.auth = rask::cli::secret(auth_file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    opts.conn.tls = rask::tls_from_env()?;
     let client = rask::Client::connect_with(addr, opts)?;
     let mut info = client.scheduler_info()?;
     info.workers.sort_by(|a, b| a.name.cmp(&b.name));

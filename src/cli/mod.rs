@@ -8,6 +8,7 @@
 //! - `worker_args`: the worker's options and the rules that read them.
 //! - `worker`: running one worker or several, joining and joining again, programs'
 //!   workers.
+//! - `tls_args`: the TLS options shared by the commands.
 
 use std::error::Error;
 use std::io::Write;
@@ -17,12 +18,14 @@ pub use rask_worker::WorkerDevice;
 
 mod logging;
 mod scheduler;
+mod tls_args;
 mod worker;
 mod worker_args;
 mod worker_metrics;
 
 pub use logging::{init_logging, LogFormat};
 pub use scheduler::{run_scheduler, run_scheduler_until_shutdown, SchedulerArgs};
+pub use tls_args::{Needs, TlsArgs};
 pub use worker::{program_launcher, read_scheduler_file, run_worker, worker_main};
 pub use worker_args::{nworkers, staggered_lifetime, WorkerArgs};
 

@@ -50,6 +50,9 @@ pub struct SchedulerArgs {
     /// $RASK_AUTH_SECRET; none means no authentication).
     #[arg(long)]
     pub auth_file: Option<std::path::PathBuf>,
+    /// TLS on every connection (see the TLS options).
+    #[command(flatten)]
+    pub tls: super::TlsArgs,
     /// How log lines are written: text (as Dask's) or json (one object per line).
     #[arg(long, value_enum, default_value_t)]
     pub log_format: super::LogFormat,
@@ -122,6 +125,18 @@ pub fn run_scheduler(a: SchedulerArgs) -> Result<(), Box<dyn Error>> {
     } else {
         "none"
     };
+    cfg.conn.tls = a.tls.load(
+        "the scheduler",
+        super::Needs {
+            serve: true,
+            connect: false,
+        },
+    )?;
+    let tls = cfg
+        .conn
+        .tls
+        .as_ref()
+        .map_or_else(|| "none (plaintext)".to_string(), |t| t.describe());
     let bind = rask_transport::addr::bind_addr(
         None,
         a.host.as_deref(),
@@ -148,6 +163,7 @@ pub fn run_scheduler(a: SchedulerArgs) -> Result<(), Box<dyn Error>> {
         );
         tracing::info!(target: "rask.scheduler", "  Scheduler at: {addr}");
         tracing::info!(target: "rask.scheduler", "Authentication: {auth}");
+        tracing::info!(target: "rask.scheduler", "           TLS: {tls}");
         tracing::info!(target: "rask.scheduler", "{rule}");
         if let Some(f) = &a.scheduler_file {
             // Whole or not at all: workers may be waiting to read it.

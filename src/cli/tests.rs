@@ -134,6 +134,14 @@ fn worker_options_given_again_parse_to_the_same_options() {
         "240",
         "--auth-file",
         "/s",
+        "--tls-cert",
+        "/tls/w.pem",
+        "--tls-key",
+        "/tls/w.key",
+        "--tls-ca",
+        "/tls/ca.pem",
+        "--tls-require-client-cert",
+        "--tls-ca-only",
         "--transport",
         "tcp",
         "--device",
@@ -158,6 +166,11 @@ fn worker_options_given_again_parse_to_the_same_options() {
         rask_proto::units::MemoryLimit::Bytes(4 << 30)
     );
     assert_eq!(a.log_format, super::LogFormat::Json);
+    assert_eq!(
+        a.tls.tls_ca.as_deref(),
+        Some(std::path::Path::new("/tls/ca.pem"))
+    );
+    assert!(a.tls.tls_require_client_cert && a.tls.tls_ca_only);
     let again = a.to_args();
     let b = parse(
         &again
@@ -210,4 +223,77 @@ fn a_scheduler_file_gives_its_first_line() {
     assert!(read_scheduler_file(&f).unwrap_err().contains("empty"));
     assert!(read_scheduler_file(&dir.join("none")).is_err());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn tls_options_come_from_the_configuration_file_as_every_other_option() {
+    #[derive(Parser)]
+    struct Root {
+        #[command(subcommand)]
+        cmd: Sub,
+    }
+    #[derive(clap::Subcommand)]
+    enum Sub {
+        Scheduler(SchedulerArgs),
+    }
+    let mut files = crate::config::Files::default();
+    files
+        .add(
+            std::path::Path::new("/etc/rask/rask.toml"),
+            "[scheduler]\ntls-cert = \"/tls/s.pem\"\ntls-key = \"/tls/s.key\"\ntls-ca = \"/tls/ca.pem\"\ntls-require-client-cert = true\n",
+        )
+        .unwrap();
+    let env = |k: &str| (k == "RASK_SCHEDULER_TLS_CA").then(|| "/env/ca.pem".to_string());
+    let argv = crate::config::apply(
+        &<Root as clap::CommandFactory>::command(),
+        &["scheduler"],
+        "scheduler",
+        vec!["rask".into(), "scheduler".into()],
+        &files,
+        &env,
+    )
+    .unwrap();
+    let Sub::Scheduler(a) = Root::try_parse_from(argv).unwrap().cmd;
+    assert_eq!(
+        a.tls,
+        TlsArgs {
+            tls_cert: Some("/tls/s.pem".into()),
+            tls_key: Some("/tls/s.key".into()),
+            tls_ca: Some("/env/ca.pem".into()),
+            tls_require_client_cert: true,
+            tls_ca_only: false,
+        }
+    );
+}
+
+#[test]
+fn tls_files_that_cannot_be_read_are_named_and_no_settings_mean_plaintext() {
+    let only_ca = TlsArgs {
+        tls_ca: Some("/nonexistent/ca.pem".into()),
+        ..TlsArgs::default()
+    };
+    // The file is read first: its error names it.
+    let e = only_ca
+        .load(
+            "the scheduler",
+            Needs {
+                serve: true,
+                connect: false,
+            },
+        )
+        .unwrap_err();
+    assert!(e.contains("/nonexistent/ca.pem"), "{e}");
+    let none = TlsArgs::default();
+    if std::env::var_os("RASK_TLS_CERT").is_none() && std::env::var_os("RASK_TLS_CA").is_none() {
+        assert!(none
+            .load(
+                "a worker",
+                Needs {
+                    serve: true,
+                    connect: true
+                }
+            )
+            .unwrap()
+            .is_none());
+    }
 }

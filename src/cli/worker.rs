@@ -206,6 +206,14 @@ fn run_one_worker(
     };
     cfg.resources = parse_resources(&args.resources)?;
     cfg.conn.auth = secret(args.auth_file.as_deref())?;
+    cfg.conn.tls = args.tls.load(
+        "a worker",
+        super::Needs {
+            serve: true,
+            connect: true,
+        },
+    )?;
+    let tls = cfg.conn.tls.as_ref().map(|t| t.describe());
     cfg.conn.handshake_timeout = seconds("--connect-timeout", args.connect_timeout)?;
     cfg.conn.peer_timeout = seconds("--peer-timeout", args.peer_timeout)?;
     cfg.transport = match args.transport {
@@ -299,6 +307,11 @@ fn run_one_worker(
                 } else {
                     "none"
                 }
+            );
+            tracing::info!(
+                target: "rask.worker",
+                "                  TLS: {}",
+                tls.as_deref().unwrap_or("none (plaintext)")
             );
             if !resources.is_empty() {
                 let r: Vec<String> = resources

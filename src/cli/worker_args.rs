@@ -69,6 +69,10 @@ pub struct WorkerArgs {
     /// $RASK_AUTH_SECRET; none means no authentication).
     #[arg(long)]
     pub auth_file: Option<std::path::PathBuf>,
+    /// TLS on every tcp connection: to the scheduler, to and from peers, to clients (see
+    /// the TLS options).
+    #[command(flatten)]
+    pub tls: super::TlsArgs,
     /// How data moves to peers: auto (same process → inproc, same host → shm, else tcp),
     /// tcp, or shm (default: $RASK_TRANSPORT, else auto).
     #[arg(long)]
@@ -133,6 +137,7 @@ impl WorkerArgs {
             lifetime_stagger: 0.0,
             quiet: false,
             auth_file: None,
+            tls: super::TlsArgs::default(),
             transport: None,
             device: "host".into(),
             device_memory_limit: None,
@@ -198,6 +203,8 @@ impl WorkerArgs {
         if let Some(f) = &self.auth_file {
             push("--auth-file", f.display().to_string());
         }
+        out.extend(self.tls.to_args());
+        let mut push = |k: &str, v: String| out.extend([k.into(), v.into()]);
         if let Some(t) = self.transport {
             push("--transport", t.to_string());
         }

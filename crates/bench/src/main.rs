@@ -28,6 +28,7 @@ mod report;
 mod ship;
 mod stats;
 mod tasks;
+mod tls;
 mod typed;
 mod watch;
 
@@ -101,6 +102,11 @@ struct TasksArgs {
     /// status, task stream and metrics, every 100 ms): what watching costs the scheduler.
     #[arg(long)]
     dashboard: bool,
+    /// Round trips over TLS beside the same over plaintext (`round_trip_1000_tls` and
+    /// `round_trip_1000_plain`): two clusters of a scheduler process and two worker
+    /// processes, every hop over tcp, their runs alternating.
+    #[arg(long)]
+    tls: bool,
 }
 
 #[derive(clap::Args)]
@@ -203,6 +209,10 @@ struct P2pArgs {
     /// NVLink topology of the simulated GPUs: none, all, pairs or links like 0-1,2-3.
     #[arg(long, default_value = "pairs")]
     nvlink: String,
+    /// Measure tcp over TLS too (`tcp+tls`, beside plain `tcp` in the same run): a
+    /// cluster whose processes all have certificates of one CA (made with openssl).
+    #[arg(long)]
+    tls: bool,
 }
 
 fn main() -> Result<()> {

@@ -13,8 +13,9 @@ use rask::{Arg, Client, Graph};
 use serde_json::json;
 
 use crate::peers::run_p2p_peers;
-use crate::procs::{scheduler_process, sibling, KillOnDrop};
+use crate::procs::{scheduler_process_with, sibling, KillOnDrop};
 use crate::stats::{check, mean_std, median, percentile};
+use crate::tls::BenchCerts;
 use crate::P2pArgs;
 use sim::p2p_sim;
 
@@ -36,9 +37,10 @@ fn human(n: u64) -> String {
 /// Starts `rask scheduler` and two workers named a and b, each offering a resource of its
 /// own name so tasks can be pinned to it: worker processes for tcp and shm, threads of this
 /// process for inproc.
-fn p2p_cluster(transport: &str) -> Result<(Vec<KillOnDrop>, String)> {
+fn p2p_cluster(transport: &str, tls: Option<&BenchCerts>) -> Result<(Vec<KillOnDrop>, String)> {
     let bin = sibling("rask")?;
-    let (sched, addr) = scheduler_process()?;
+    let tls_args = tls.map(BenchCerts::args).unwrap_or_default();
+    let (sched, addr) = scheduler_process_with(&tls_args)?;
     let mut procs = vec![sched];
     for name in ["a", "b"] {
         if transport == "inproc" {
@@ -67,6 +69,7 @@ fn p2p_cluster(transport: &str) -> Result<(Vec<KillOnDrop>, String)> {
             ])
             .args(["--transport", transport, "--resources"])
             .arg(format!("on-{name}=1"))
+            .args(&tls_args)
             .env("RASK_LOG", "error")
             .stdin(Stdio::null())
             .stderr(Stdio::null())
@@ -132,25 +135,35 @@ fn transfer_runs(
     Ok(times)
 }
 
-/// Transfers on one cluster: a fresh payload made on worker a each run, read on b.
+/// Transfers on one cluster: a fresh payload made on worker a each run, read on b. With
+/// `tls`, every process of the cluster (and the client) uses TLS, and the rows are
+/// labelled `TRANSPORT+tls`.
 fn p2p_transport(
     transport: &str,
     scheduler: Option<&str>,
     sizes: &[u64],
     runs: usize,
+    tls: Option<&BenchCerts>,
 ) -> Result<Vec<P2pRow>> {
     let (mut procs, addr) = match scheduler {
         Some(s) => (Vec::new(), s.to_string()),
-        None => p2p_cluster(transport)?,
+        None => p2p_cluster(transport, tls)?,
     };
     // Workers stop before the scheduler, so they do not report its loss.
     procs.reverse();
-    let client = Client::connect(&addr)?;
+    let client = match tls {
+        Some(certs) => certs.client(&addr, rask::ClientOptions::default())?,
+        None => Client::connect(&addr)?,
+    };
     client.wait_for_workers(2)?;
+    let label = match tls {
+        Some(_) => format!("{transport}+tls"),
+        None => transport.to_string(),
+    };
     let mut rows = Vec::new();
     for &size in sizes {
         let mut row = P2pRow {
-            transport: transport.into(),
+            transport: label.clone(),
             size,
             bws: Vec::new(),
             transfer_us: Vec::new(),
@@ -184,10 +197,26 @@ pub(crate) fn run(a: P2pArgs) -> Result<()> {
         .iter()
         .map(|s| parse_size(s))
         .collect::<Result<_>>()?;
+    if a.tls && (a.scheduler.is_some() || !transports.contains(&"tcp")) {
+        bail!("--tls measures tcp on clusters of its own: give --transport tcp or all, and no --scheduler");
+    }
+    let certs = a.tls.then(BenchCerts::new).transpose()?;
     let mut rows = Vec::new();
     for t in &transports {
         eprintln!("transport {t}…");
-        rows.extend(p2p_transport(t, a.scheduler.as_deref(), &sizes, a.runs)?);
+        rows.extend(p2p_transport(
+            t,
+            a.scheduler.as_deref(),
+            &sizes,
+            a.runs,
+            None,
+        )?);
+        if *t == "tcp" {
+            if let Some(certs) = &certs {
+                eprintln!("transport tcp+tls…");
+                rows.extend(p2p_transport(t, None, &sizes, a.runs, Some(certs))?);
+            }
+        }
     }
     let peers = if a.out.no_peer {
         None

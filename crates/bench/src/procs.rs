@@ -82,12 +82,24 @@ fn ping_pong(n: usize, server_cpu: Option<usize>) -> Result<f64> {
 
 /// Starts `rask scheduler` on a free port; returns it and its address.
 pub(crate) fn scheduler_process() -> Result<(KillOnDrop, String)> {
+    scheduler_process_with(&[])
+}
+
+/// [`scheduler_process`] with `extra` options (TLS).
+pub(crate) fn scheduler_process_with(extra: &[String]) -> Result<(KillOnDrop, String)> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
     let bin = sibling("rask")?;
-    let file = std::env::temp_dir().join(format!("rask-bench-sched-{}", std::process::id()));
+    let file = std::env::temp_dir().join(format!(
+        "rask-bench-sched-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
     let _ = std::fs::remove_file(&file);
     let child = Command::new(&bin)
         .args(["scheduler", "--port", "0", "--scheduler-file"])
         .arg(&file)
+        .args(extra)
         .env("RASK_LOG", "error")
         .stdin(Stdio::null())
         .stderr(Stdio::null())

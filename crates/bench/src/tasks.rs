@@ -9,9 +9,13 @@ use anyhow::{bail, Context, Result};
 use rask::{Arg, Client, Graph, LocalCluster};
 
 use crate::peers::run_dask;
-use crate::procs::{heap_in_use, rss_of, scheduler_process, sibling, tcp_ping_pong_us, KillOnDrop};
+use crate::procs::{
+    heap_in_use, rss_of, scheduler_process, scheduler_process_with, sibling, tcp_ping_pong_us,
+    KillOnDrop,
+};
 use crate::report::{report, write_json};
 use crate::stats::{check, median, percentile, rate_figure, Figure};
+use crate::tls::BenchCerts;
 use crate::TasksArgs;
 
 /// Runs the chosen workloads, then prints their figures with Dask's beside them.
@@ -106,6 +110,11 @@ pub(crate) fn run(a: TasksArgs) -> Result<()> {
         });
     }
 
+    // (b') round trips and independent tasks over TLS, beside the same over plaintext.
+    if a.tls && (want("round_trip_1000_tls") || want("round_trip_1000")) {
+        figures.extend(tls_beside_plain(runs)?);
+    }
+
     // (c) a chain of 5,000 and a binary tree over 10,000 leaves, each one graph.
     if want("chain_5000") {
         let mut rates = Vec::new();
@@ -187,6 +196,108 @@ pub(crate) fn run(a: TasksArgs) -> Result<()> {
         write_json(path, &figures, peer.as_ref())?;
     }
     Ok(())
+}
+
+/// A scheduler process and two worker processes (`rask worker --nworkers 2 --nthreads 1
+/// --transport tcp`), with `tls`'s certificates if given, and a client whose fetches go
+/// over tcp too: every hop on a socket, in TLS or not. The workers stop first.
+fn process_cluster(tls: Option<&BenchCerts>) -> Result<(Vec<KillOnDrop>, Client)> {
+    let bin = sibling("rask")?;
+    let tls_args = tls.map(BenchCerts::args).unwrap_or_default();
+    let (scheduler, addr) = scheduler_process_with(&tls_args)?;
+    let workers = Command::new(&bin)
+        .args(["worker", &addr, "--nworkers", "2", "--nthreads", "1"])
+        .args(["--transport", "tcp", "--quiet", "--no-dashboard"])
+        .args(&tls_args)
+        .env("RASK_LOG", "error")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let procs = vec![KillOnDrop(workers), scheduler];
+    let opts = rask::ClientOptions {
+        transport: Some("tcp".parse().map_err(anyhow::Error::msg)?),
+        ..rask::ClientOptions::default()
+    };
+    let client = match tls {
+        Some(certs) => certs.client(&addr, opts)?,
+        None => Client::connect_with(&addr, opts)?,
+    };
+    client.wait_for_workers(2)?;
+    Ok((procs, client))
+}
+
+/// `n` sequential submit-to-result round trips; their latencies in µs added to `lat`.
+fn round_trips(client: &Client, n: i64, lat: &mut Vec<f64>) -> Result<()> {
+    for i in 0..n {
+        let t = Instant::now();
+        let v: i64 = client.submit("inc", [Arg::from(i)])?.result_as()?;
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+        check(v == i + 1, "round trip result")?;
+    }
+    Ok(())
+}
+
+/// 10,000 independent tasks submitted and gathered; tasks per second.
+fn independent(client: &Client) -> Result<f64> {
+    let n = 10_000usize;
+    let t = Instant::now();
+    let fs = client.map("inc", (0..n as i64).map(|i| [Arg::from(i)]))?;
+    let vals = client.gather(&fs)?;
+    let dt = t.elapsed().as_secs_f64();
+    check(vals.len() == n, "gathered every result")?;
+    Ok(n as f64 / dt)
+}
+
+/// Round trips and independent tasks on two clusters alike but for TLS
+/// ([`process_cluster`]), their runs alternating so that both see the same machine.
+fn tls_beside_plain(runs: usize) -> Result<Vec<Figure>> {
+    let certs = BenchCerts::new()?;
+    let (_plain_procs, plain) = process_cluster(None)?;
+    let (_tls_procs, tls) = process_cluster(Some(&certs))?;
+    // Warm-up: connections to the workers, first allocations.
+    for c in [&plain, &tls] {
+        round_trips(c, 100, &mut Vec::new())?;
+        independent(c)?;
+    }
+    let (mut lat_plain, mut lat_tls) = (Vec::new(), Vec::new());
+    let (mut rate_plain, mut rate_tls) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        round_trips(&plain, 1000, &mut lat_plain)?;
+        round_trips(&tls, 1000, &mut lat_tls)?;
+        rate_plain.push(independent(&plain)?);
+        rate_tls.push(independent(&tls)?);
+    }
+    let (mp, mt) = (median(&mut lat_plain), median(&mut lat_tls));
+    let (rp, rt) = (
+        median(&mut rate_plain.clone()),
+        median(&mut rate_tls.clone()),
+    );
+    Ok(vec![
+        Figure {
+            workload: "round_trip_1000_plain",
+            fields: vec![
+                ("median_us", mp),
+                ("p99_us", percentile(&mut lat_plain, 0.99)),
+            ],
+            runs: vec![mp],
+        },
+        Figure {
+            workload: "round_trip_1000_tls",
+            fields: vec![
+                ("median_us", mt),
+                ("p99_us", percentile(&mut lat_tls, 0.99)),
+                ("tls_over_plain", mt / mp),
+            ],
+            runs: vec![mt],
+        },
+        rate_figure("independent_10000_plain", "tasks_per_s", rate_plain),
+        {
+            let mut f = rate_figure("independent_10000_tls", "tasks_per_s", rate_tls);
+            f.fields.push(("tls_over_plain", rt / rp));
+            f
+        },
+    ])
 }
 
 /// A binary tree of `op`s (adding two values) over `leaves` leaves holding 0..leaves;

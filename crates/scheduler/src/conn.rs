@@ -60,8 +60,13 @@ pub(crate) async fn handle_conn(
     worker_ttl: std::time::Duration,
     events: mpsc::UnboundedSender<Event>,
 ) {
-    let _ = stream.set_nodelay(true);
-    let (r, mut w) = stream.into_split();
+    let (r, mut w) = match rask_transport::accept_tcp(stream, &cfg).await {
+        Ok(halves) => halves,
+        Err(e) => {
+            warn!(peer = %peer_addr, "handshake failed: {e}");
+            return;
+        }
+    };
     let mut reader = FrameReader::new(r, cfg.clone());
     let hello = match rask_transport::accept(&mut reader, &mut w, &cfg).await {
         Ok(h) => h,

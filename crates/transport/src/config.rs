@@ -1,10 +1,11 @@
-//! Connection settings: frame limits, timeouts, the shared secret, the handshake gate.
+//! Connection settings: frame limits, timeouts, the shared secret, TLS, the handshake
+//! gate.
 
 use std::time::Duration;
 
 use rask_proto::frame::FrameLimits;
 
-use crate::{HandshakeGate, Secret};
+use crate::{HandshakeGate, Secret, Tls};
 
 /// How long a peer may take to finish a frame it started.
 pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(60);
@@ -42,6 +43,9 @@ pub struct ConnConfig {
     /// The cluster's shared secret. With one, every connection must prove it (both ways);
     /// without one, peers that require it are refused.
     pub auth: Option<Secret>,
+    /// TLS for every tcp connection, both ways (see [`crate::tls`]); `None`: plaintext.
+    /// Connections of either kind refuse peers of the other.
+    pub tls: Option<Tls>,
     /// Bounds the connections of this process's listeners that are still in their
     /// handshake (shared by clones).
     pub gate: HandshakeGate,
@@ -55,6 +59,7 @@ impl Default for ConnConfig {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             peer_timeout: DEFAULT_PEER_TIMEOUT,
             auth: None,
+            tls: None,
             gate: HandshakeGate::default(),
         }
     }

@@ -101,30 +101,44 @@ impl DataLink {
         tokio::spawn(tracing::Instrument::instrument(
             async move {
                 let mut sink = sink;
-                let ended = if link == Link::Shm {
-                    match connect_unix(&shm, &hello, conn).await {
-                        Ok((reader, w, _)) => {
-                            pending.start(w);
-                            // Imported buffers release their loan when the last of their
-                            // bytes is dropped.
-                            let importer = Importer::new(move |loan| {
-                                let _ = releases.send(PeerMsg::Release { loans: vec![loan] });
-                            });
-                            read_replies(reader, Some(importer), &mut sink).await
+                // A same-host holder of another user refuses shared memory (and is
+                // refused it): it is reached over tcp instead. (The link is still
+                // reported as shm to the caller, which asked before connecting.)
+                let over_shm = if link == Link::Shm {
+                    match connect_unix(&shm, &hello, conn.clone()).await {
+                        Ok(c) => Ok(Some(c)),
+                        Err(e) if other_user(&e) => {
+                            tracing::info!("{shm}: {e}; fetching from {tcp} over tcp instead");
+                            Ok(None)
                         }
-                        Err(e) => Some(format!(
+                        Err(e) => Err(format!(
                             "cannot reach {tcp} through shared memory ({shm}): {e}"
                         )),
                     }
                 } else {
-                    drop(releases);
-                    match connect(&tcp, &hello, conn).await {
-                        Ok((mut reader, w, _)) => {
-                            pending.start(w);
-                            reader.set_arena(arena);
-                            read_replies(reader, None, &mut sink).await
+                    Ok(None)
+                };
+                let ended = match over_shm {
+                    Err(error) => Some(error),
+                    Ok(Some((reader, w, _))) => {
+                        pending.start(w);
+                        // Imported buffers release their loan when the last of their
+                        // bytes is dropped.
+                        let importer = Importer::new(move |loan| {
+                            let _ = releases.send(PeerMsg::Release { loans: vec![loan] });
+                        });
+                        read_replies(reader, Some(importer), &mut sink).await
+                    }
+                    Ok(None) => {
+                        drop(releases);
+                        match connect(&tcp, &hello, conn).await {
+                            Ok((mut reader, w, _)) => {
+                                pending.start(w);
+                                reader.set_arena(arena);
+                                read_replies(reader, None, &mut sink).await
+                            }
+                            Err(e) => Some(format!("cannot reach {tcp}: {e}")),
                         }
-                        Err(e) => Some(format!("cannot reach {tcp}: {e}")),
                     }
                 };
                 if let Some(error) = ended {
@@ -178,6 +192,17 @@ impl DataLink {
     }
 }
 
+/// Whether `e` says the same-host peer runs as another user (found on this side, or
+/// told by the peer's refusal).
+fn other_user(e: &TransportError) -> bool {
+    match e {
+        TransportError::OtherUser { .. } => true,
+        // The peer's refusal is the same error's text.
+        TransportError::Refused(r) => r.starts_with("the same-host peer runs as another user"),
+        _ => false,
+    }
+}
+
 /// A connection's read half that may also carry file descriptors (unix sockets do).
 pub trait Descriptors: AsyncRead + Unpin {
     /// Descriptors received and not yet taken, if the connection carries any.
@@ -190,7 +215,7 @@ impl Descriptors for FdReader {
     }
 }
 
-impl Descriptors for tokio::net::tcp::OwnedReadHalf {
+impl Descriptors for crate::TcpReadHalf {
     fn fds(&mut self) -> Option<&mut VecDeque<OwnedFd>> {
         None
     }

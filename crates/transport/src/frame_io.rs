@@ -10,10 +10,9 @@ use rask_proto::frame::{self, PREFIX_LEN};
 use rask_proto::msg::{Hello, WireMessage};
 use rkyv::util::AlignedVec;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::mpsc;
 
-use crate::{shm, ConnConfig, TransportError, HANDSHAKE_LIMITS};
+use crate::{shm, ConnConfig, TcpReadHalf, TransportError, HANDSHAKE_LIMITS};
 
 /// A received frame: the aligned header and the payload buffers.
 pub struct Frame {
@@ -39,15 +38,15 @@ pub struct Batch<M> {
 /// Until the peer is welcomed ([`FrameReader::welcome`], done by [`accept`](crate::accept) and
 /// [`connect`](crate::connect)), only frames within [`HANDSHAKE_LIMITS`] are read. Headers and payloads
 /// grow as their bytes arrive: an announced length alone allocates nothing.
-pub struct FrameReader<R = OwnedReadHalf> {
+pub struct FrameReader<R = TcpReadHalf> {
     r: BufReader<R>,
     pub(crate) cfg: ConnConfig,
     /// Whether the peer has been through the handshake: it may send frames up to
     /// `cfg.limits` (before, [`HANDSHAKE_LIMITS`]).
     welcomed: bool,
-    /// This side's proof of the shared secret, for the welcome of a peer that proved it
-    /// (server side).
-    pub(crate) server_proof: Option<[u8; 32]>,
+    /// What this side's proof of the shared secret covers, for the welcome of a peer
+    /// that proved it (server side).
+    pub(crate) server_proof: Option<crate::handshake::ServerProof>,
     /// Where large payloads are received: pre-faulted, reused memory that same-host peers
     /// can map (instead of a fresh heap allocation that page-faults on first touch). Only
     /// for connections whose replies this side asked for, by size.
@@ -179,6 +178,21 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         Ok(frame::decode_header::<T>(&f.header)?)
     }
 
+    /// [`FrameReader::read_handshake`], with the SHA-256 of the header's bytes as
+    /// received (what the client's proof covers).
+    pub(crate) async fn read_handshake_hashed<T>(&mut self) -> Result<(T, [u8; 32]), TransportError>
+    where
+        T: rkyv::Archive,
+        T::Archived: for<'a> rkyv::bytecheck::CheckBytes<
+                rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>,
+            > + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+    {
+        use sha2::Digest;
+        let f = self.read_frame().await?.ok_or(TransportError::Closed)?;
+        let hash = sha2::Sha256::digest(&f.header[..]).into();
+        Ok((frame::decode_header::<T>(&f.header)?, hash))
+    }
+
     /// Reads the peer's hello (the server side of a handshake, without authentication:
     /// [`accept`](crate::accept) does the whole of it).
     pub async fn read_hello(&mut self) -> Result<Hello, TransportError> {
@@ -230,7 +244,9 @@ async fn read_exact_bytes<R: AsyncRead + Unpin>(
     Ok(buf.freeze())
 }
 
-/// Writes one frame: prefix, header and buffers in vectored writes.
+/// Writes one frame: prefix, header and buffers in vectored writes, then flushes (a no-op
+/// on a socket; over TLS it sends the records still held in the TLS layer, which would
+/// otherwise wait for the next write).
 pub async fn write_frame<W: AsyncWrite + Unpin>(
     w: &mut W,
     header: &[u8],
@@ -245,7 +261,9 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
             .filter(|b| !b.is_empty())
             .map(|b| IoSlice::new(b)),
     );
-    write_all_vectored(w, slices).await
+    write_all_vectored(w, slices).await?;
+    w.flush().await?;
+    Ok(())
 }
 
 /// Writes every slice, in as few `writev` calls as the socket takes.

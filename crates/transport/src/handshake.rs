@@ -17,7 +17,7 @@ use crate::{write_frame, ConnConfig, FrameReader, TransportError, HANDSHAKE_LIMI
 /// turn.
 #[derive(Clone, Debug)]
 pub struct HandshakeGate {
-    turns: std::sync::Arc<tokio::sync::Semaphore>,
+    pub(crate) turns: std::sync::Arc<tokio::sync::Semaphore>,
     admitted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     max_admitted: usize,
 }
@@ -77,10 +77,12 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-const SERVER_PROOF: &[u8] = b"rask server proof v2";
+/// The labels of the two proofs (v3: they cover the client's hello, and the server's
+/// covers the id it gives).
+const SERVER_PROOF: &[u8] = b"rask server proof v3";
 /// How a refusal for a wrong proof of the secret begins.
 const WRONG_SECRET: &str = "authentication failed";
-const CLIENT_PROOF: &[u8] = b"rask client proof v2";
+const CLIENT_PROOF: &[u8] = b"rask client proof v3";
 
 impl Secret {
     /// A secret from bytes.
@@ -118,25 +120,93 @@ impl Secret {
             .map(Secret::new))
     }
 
-    fn mac(&self, label: &[u8], a: &[u8; 32], b: &[u8; 32]) -> hmac::Hmac<sha2::Sha256> {
+    /// HMAC-SHA256 keyed with the secret over `parts` (each of fixed length, or last).
+    fn mac(&self, parts: &[&[u8]]) -> hmac::Hmac<sha2::Sha256> {
         use hmac::Mac;
         let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.0)
             .expect("invariant: HMAC takes any key length");
-        m.update(label);
-        m.update(a);
-        m.update(b);
+        for p in parts {
+            m.update(p);
+        }
         m
     }
 
-    fn proof(&self, label: &[u8], a: &[u8; 32], b: &[u8; 32]) -> [u8; 32] {
+    fn proof(&self, parts: &[&[u8]]) -> [u8; 32] {
         use hmac::Mac;
-        self.mac(label, a, b).finalize().into_bytes().into()
+        self.mac(parts).finalize().into_bytes().into()
     }
 
     /// Constant-time check of a proof.
-    fn verify(&self, label: &[u8], a: &[u8; 32], b: &[u8; 32], proof: &[u8; 32]) -> bool {
+    fn verify(&self, parts: &[&[u8]], proof: &[u8; 32]) -> bool {
         use hmac::Mac;
-        self.mac(label, a, b).verify_slice(proof).is_ok()
+        self.mac(parts).verify_slice(proof).is_ok()
+    }
+}
+
+/// What the client proves: the secret, over the server's nonce, its own, and the hash
+/// of its hello as sent (so that nothing in the hello — the addresses a worker
+/// announces, its name, its role — can be changed on the way unnoticed).
+fn client_proof(secret: &Secret, server_nonce: &[u8; 32], hello: &HelloDigest) -> [u8; 32] {
+    secret.proof(&[CLIENT_PROOF, server_nonce, &hello.nonce, &hello.hash])
+}
+
+fn client_proof_ok(
+    secret: &Secret,
+    server_nonce: &[u8; 32],
+    hello: &HelloDigest,
+    proof: &[u8; 32],
+) -> bool {
+    secret.verify(
+        &[CLIENT_PROOF, server_nonce, &hello.nonce, &hello.hash],
+        proof,
+    )
+}
+
+/// The client's hello as the proofs cover it: its nonce and the SHA-256 of its bytes as
+/// sent.
+#[derive(Clone, Copy)]
+pub(crate) struct HelloDigest {
+    nonce: [u8; 32],
+    hash: [u8; 32],
+}
+
+impl HelloDigest {
+    fn of(nonce: [u8; 32], bytes: &[u8]) -> HelloDigest {
+        use sha2::Digest;
+        HelloDigest {
+            nonce,
+            hash: sha2::Sha256::digest(bytes).into(),
+        }
+    }
+}
+
+/// What the server's proof covers, kept by the server side's reader from the client's
+/// proof until its welcome: the server proves the secret over both nonces, the client's
+/// hello and the id it gives, only once the client has proven it (a peer that proves
+/// nothing gets nothing to guess the secret from offline).
+pub(crate) struct ServerProof {
+    secret: Secret,
+    server_nonce: [u8; 32],
+    hello: HelloDigest,
+}
+
+impl ServerProof {
+    fn parts<'a>(&'a self, id: &'a [u8; 4]) -> [&'a [u8]; 5] {
+        [
+            SERVER_PROOF,
+            &self.hello.nonce,
+            &self.server_nonce,
+            &self.hello.hash,
+            id,
+        ]
+    }
+
+    fn prove(&self, id: u32) -> [u8; 32] {
+        self.secret.proof(&self.parts(&id.to_le_bytes()))
+    }
+
+    fn check(&self, id: u32, proof: &[u8; 32]) -> bool {
+        self.secret.verify(&self.parts(&id.to_le_bytes()), proof)
     }
 }
 
@@ -154,7 +224,9 @@ pub(crate) async fn handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 ) -> Result<(FrameReader<R>, W, u32), TransportError> {
     let mut hello = hello.clone();
     hello.nonce = nonce();
-    write_frame(&mut w, &frame::encode_header(&hello), &[]).await?;
+    let bytes = frame::encode_header(&hello);
+    let digest = HelloDigest::of(hello.nonce, &bytes);
+    write_frame(&mut w, &bytes, &[]).await?;
     let auth = reader.cfg.auth.clone();
     let mut reply = reader.read_handshake::<HelloReply>().await?;
     // With a secret: this side proves it first, and the server's proof comes back with
@@ -166,10 +238,14 @@ pub(crate) async fn handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     {
         let secret = auth.as_ref().ok_or(TransportError::AuthRequired)?;
         let ours = AuthProof {
-            proof: secret.proof(CLIENT_PROOF, &server_nonce, &hello.nonce),
+            proof: client_proof(secret, &server_nonce, &digest),
         };
         write_frame(&mut w, &frame::encode_header(&ours), &[]).await?;
-        challenge = Some((secret, server_nonce));
+        challenge = Some(ServerProof {
+            secret: secret.clone(),
+            server_nonce,
+            hello: digest,
+        });
         reply = match reader.read_handshake::<HelloReply>().await {
             Ok(r) => r,
             Err(TransportError::Refused(r)) if r.starts_with(WRONG_SECRET) => {
@@ -188,12 +264,10 @@ pub(crate) async fn handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         ));
     }
     match (reply, challenge) {
-        (HelloReply::Welcome { id, proof, .. }, Some((secret, server_nonce))) => {
-            let proven =
-                proof.is_some_and(|p| secret.verify(SERVER_PROOF, &hello.nonce, &server_nonce, &p));
-            if !proven {
+        (HelloReply::Welcome { id, proof, .. }, Some(expected)) => {
+            if !proof.is_some_and(|p| expected.check(id, &p)) {
                 return Err(TransportError::AuthFailed(
-                    "the server does not know this cluster's secret".into(),
+                    "the server does not know this cluster's secret, or did not see this side's hello as sent".into(),
                 ));
             }
             reader.welcome();
@@ -208,9 +282,11 @@ pub(crate) async fn handshake<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 }
 
 /// The server side of the handshake: reads the peer's hello and, when this side has a
-/// secret, challenges the peer to prove it; the peer is then welcomed by the reader
-/// (larger frames are read). The caller answers with `Welcome` ([`reply_hello`]) or
-/// refuses ([`refuse`]).
+/// secret, challenges the peer to prove it (over both nonces and the hello's bytes, so a
+/// hello changed on the way fails the proof); the peer is then welcomed by the reader
+/// (larger frames are read). The caller answers with `Welcome` ([`welcome`]) or refuses
+/// ([`refuse`]). A peer that opens with TLS, when this side has no TLS, is told this
+/// server does not use TLS and is [`TransportError::UnexpectedTls`].
 ///
 /// Bounded for unauthenticated peers: the connection must be admitted by `cfg.gate`
 /// (else [`TransportError::Busy`] at once), waits for a turn among the handshakes in
@@ -228,18 +304,35 @@ pub async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         // A silent connection holds no turn: only one that is sending its hello does.
         reader.ready().await?;
         let _turn = cfg.gate.turns.acquire().await;
-        let hello = reader.read_handshake::<Hello>().await?;
+        let (hello, bytes_hash) = match reader.read_handshake_hashed::<Hello>().await {
+            Err(TransportError::Proto(ProtoError::BadMagic(m)))
+                if m[0] == crate::tls::TLS_HANDSHAKE_RECORD =>
+            {
+                let _ = refuse(w, crate::tls::NO_TLS_HERE).await;
+                crate::drain(reader.get_mut(), REFUSAL_DRAIN).await;
+                return Err(TransportError::UnexpectedTls);
+            }
+            r => r?,
+        };
         if let Some(secret) = &cfg.auth {
             let ours = nonce();
             reply_hello(w, &HelloReply::Challenge { nonce: ours }).await?;
             let theirs = reader.read_handshake::<AuthProof>().await?;
-            if !secret.verify(CLIENT_PROOF, &ours, &hello.nonce, &theirs.proof) {
+            let digest = HelloDigest {
+                nonce: hello.nonce,
+                hash: bytes_hash,
+            };
+            if !client_proof_ok(secret, &ours, &digest, &theirs.proof) {
                 return Err(TransportError::AuthFailed(format!(
-                    "{:?} {:?} gave a wrong proof of the cluster's secret",
+                    "{:?} {:?} gave a wrong proof of the cluster's secret (or its hello was changed on the way)",
                     hello.role, hello.name
                 )));
             }
-            reader.server_proof = Some(secret.proof(SERVER_PROOF, &hello.nonce, &ours));
+            reader.server_proof = Some(ServerProof {
+                secret: secret.clone(),
+                server_nonce: ours,
+                hello: digest,
+            });
         }
         Ok(hello)
     })
@@ -249,8 +342,12 @@ pub async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     Ok(hello)
 }
 
+/// How long a peer refused in its handshake is read from (its bytes discarded) before
+/// the connection closes, so the refusal is not lost to a reset.
+const REFUSAL_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Welcomes a peer [`accept`] has taken, giving it `id` (and, with a shared secret, this
-/// side's proof of it).
+/// side's proof of it, covering the peer's hello and `id`).
 pub async fn welcome<R, W: AsyncWrite + Unpin>(
     w: &mut W,
     reader: &FrameReader<R>,
@@ -259,7 +356,7 @@ pub async fn welcome<R, W: AsyncWrite + Unpin>(
     let reply = HelloReply::Welcome {
         id,
         rask_version: rask_proto::RASK_VERSION.into(),
-        proof: reader.server_proof,
+        proof: reader.server_proof.as_ref().map(|p| p.prove(id)),
     };
     reply_hello(w, &reply).await
 }
@@ -288,15 +385,21 @@ pub async fn refuse<W: AsyncWrite + Unpin>(w: &mut W, reason: &str) -> Result<()
 }
 
 /// Tells a peer why a handshake went wrong, for the server side: a refusal naming the
-/// reason (errors of reading, such as a closed connection, are not answered).
+/// reason (errors of reading, such as a closed connection, are not answered, nor those
+/// already answered).
 pub async fn refuse_after<W: AsyncWrite + Unpin>(w: &mut W, e: &TransportError) {
     let reason = match e {
         TransportError::Proto(ProtoError::Version { peer, ours }) => format!(
             "protocol version mismatch: you speak protocol {peer}, this rask {} speaks {ours}",
             rask_proto::RASK_VERSION
         ),
-        TransportError::AuthFailed(_) => format!("{WRONG_SECRET}: wrong secret"),
-        TransportError::Io(_) | TransportError::Closed => return,
+        TransportError::AuthFailed(_) => {
+            format!("{WRONG_SECRET}: wrong secret, or a hello changed between you and this server")
+        }
+        TransportError::Io(_)
+        | TransportError::Closed
+        | TransportError::UnexpectedTls
+        | TransportError::TlsRequired => return,
         e => e.to_string(),
     };
     let _ = refuse(w, &reason).await;

@@ -17,7 +17,7 @@
 //! - [`handshake`]: hellos, the shared-secret proof, admission of unauthenticated peers,
 //!   refusals.
 //! - [`tcp`] and [`unix`]: connecting and listening; [`addr`]: where to listen and what
-//!   address to announce across hosts.
+//!   address to announce across hosts; [`tls`]: TLS on tcp connections.
 //! - [`mode`]: which transport serves which peer, host identity.
 //! - [`data`]: the peer-data protocol (fetching values from the worker holding them,
 //!   serving them), for every requester and holder.
@@ -35,6 +35,7 @@ pub mod inproc;
 pub mod mode;
 pub mod shm;
 pub mod tcp;
+pub mod tls;
 pub mod unix;
 
 pub use config::*;
@@ -42,6 +43,7 @@ pub use frame_io::*;
 pub use handshake::*;
 pub use mode::*;
 pub use tcp::*;
+pub use tls::{accept_tcp, TcpReadHalf, TcpWriteHalf, Tls, TlsFiles};
 pub use unix::*;
 
 use std::time::Duration;
@@ -97,6 +99,28 @@ pub enum TransportError {
     /// Connecting and the handshake together took longer than the connect timeout.
     #[error("no connection and handshake within {0:?} (the connect timeout)")]
     ConnectTimeout(Duration),
+    /// TLS could not be set up or failed: a certificate refused, a file unreadable, an
+    /// alert from the peer; says what went wrong and what to give.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// This side uses TLS and the peer answered in something else (a plaintext server).
+    #[error("TLS: {0}; this side uses TLS and never falls back to plaintext")]
+    NotTls(String),
+    /// This side serves TLS and the peer spoke plaintext; it was told so, in plaintext.
+    #[error("the peer spoke plaintext and this server requires TLS (the peer was told)")]
+    TlsRequired,
+    /// The peer opened with TLS and this side does not use TLS; it was told so.
+    #[error("the peer opened with TLS and this server does not use TLS (the peer was told): give the server --tls-cert and --tls-key, or the peer no TLS settings")]
+    UnexpectedTls,
+    /// A same-host peer runs as another user: shared memory is shared only between the
+    /// processes of one user (abstract unix sockets have no file permissions).
+    #[error("the same-host peer runs as another user (uid {uid}, this process's is {ours}): shared memory is shared only between one user's processes")]
+    OtherUser {
+        /// The peer's user id, from the socket's credentials.
+        uid: u32,
+        /// This process's user id.
+        ours: u32,
+    },
     /// A listener already has its maximum of connections waiting for a handshake turn;
     /// carries that count.
     #[error("too many connections in their handshake ({0}): closed at once")]

@@ -1,10 +1,11 @@
-//! TCP: addresses, listening, and connecting with the client side of the handshake.
+//! TCP: addresses, listening, and connecting (over TLS when configured) with the client
+//! side of the handshake.
 
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::handshake::handshake;
-use crate::{ConnConfig, FrameReader, TransportError};
+use crate::tls::explain;
+use crate::{ConnConfig, FrameReader, TcpReadHalf, TcpWriteHalf, TransportError};
 use rask_proto::msg::Hello;
 
 /// `tcp://host:port` → `host:port`.
@@ -17,20 +18,33 @@ pub fn parse_addr(addr: &str) -> Result<&str, TransportError> {
 }
 
 /// Opens a connection and does the client side of the handshake (authentication
-/// included when either side has a secret), all within `cfg.handshake_timeout`.
+/// included when either side has a secret), all within `cfg.handshake_timeout`. With
+/// `cfg.tls`, TLS first: the server's certificate is checked against the CA (and the
+/// address dialled, see [`crate::tls`]), and a server that does not answer in TLS is
+/// [`TransportError::NotTls`].
 pub async fn connect(
     addr: &str,
     hello: &Hello,
     cfg: ConnConfig,
-) -> Result<(FrameReader, OwnedWriteHalf, u32), TransportError> {
+) -> Result<(FrameReader, TcpWriteHalf, u32), TransportError> {
     let target = parse_addr(addr)?;
     let limit = cfg.handshake_timeout;
     tokio::time::timeout(limit, async {
         let stream = TcpStream::connect(target).await?;
         stream.set_nodelay(true)?;
         watch_peer(&stream, cfg.peer_timeout)?;
-        let (r, w) = stream.into_split();
-        handshake(FrameReader::new(r, cfg), w, hello).await
+        let (r, w) = match &cfg.tls {
+            None => {
+                let (r, w) = stream.into_split();
+                (TcpReadHalf::Plain(r), TcpWriteHalf::Plain(w))
+            }
+            Some(tls) => tls.connect(target, stream).await?,
+        };
+        // Failures of TLS surface here too (a client certificate is refused after the
+        // client's side of the TLS handshake is done): explained, not raw i/o errors.
+        handshake(FrameReader::new(r, cfg), w, hello)
+            .await
+            .map_err(explain)
     })
     .await
     .map_err(|_| TransportError::ConnectTimeout(limit))?

@@ -1,5 +1,11 @@
 //! Unix sockets on this host: abstract names, listening, and connecting with the client
 //! side of the handshake (the reader also receives file descriptors).
+//!
+//! An abstract socket has no file permissions: any process in the network namespace can
+//! connect to one, whichever user runs it, and could otherwise map the memory a worker
+//! lends. Both sides therefore check the other's user id (SO_PEERCRED) and refuse
+//! another user's ([`same_user`]): shared memory stays among one user's processes, and
+//! a peer of another user is reached over tcp instead.
 
 use crate::handshake::handshake;
 use crate::{shm, ConnConfig, FrameReader, TransportError};
@@ -34,7 +40,10 @@ pub async fn connect_unix(
         })
         .await
         .map_err(|e| TransportError::Io(std::io::Error::other(e)))??;
-        let (r, w) = tokio::net::UnixStream::from_std(stream)?.into_split();
+        let stream = tokio::net::UnixStream::from_std(stream)?;
+        // The listener's owner: another user's socket could be anyone's.
+        same_user(&stream)?;
+        let (r, w) = stream.into_split();
         handshake(FrameReader::new(shm::FdReader::new(r), cfg), w, hello).await
     })
     .await
@@ -55,4 +64,16 @@ pub fn listen_unix() -> Result<(tokio::net::UnixListener, String), TransportErro
         tokio::net::UnixListener::from_std(l)?,
         format!("unix:@{name}"),
     ))
+}
+
+/// Checks that the process at the other end of `stream` (as the kernel recorded it when
+/// the connection was made) runs as this process's user.
+pub fn same_user(stream: &tokio::net::UnixStream) -> Result<(), TransportError> {
+    let uid = stream.peer_cred()?.uid();
+    let ours = rustix::process::getuid().as_raw();
+    if uid == ours {
+        Ok(())
+    } else {
+        Err(TransportError::OtherUser { uid, ours })
+    }
 }

@@ -248,8 +248,13 @@ async fn serve_tcp_conn(
     cfg: ConnConfig,
     lookup: LookupFn,
 ) {
-    let _ = stream.set_nodelay(true);
-    let (r, mut w) = stream.into_split();
+    let (r, mut w) = match crate::accept_tcp(stream, &cfg).await {
+        Ok(halves) => halves,
+        Err(e) => {
+            tracing::warn!(peer = %addr, "data connection handshake failed: {e}");
+            return;
+        }
+    };
     let mut reader = FrameReader::new(r, cfg.clone());
     let Some(name) = accept_requester(&addr.to_string(), &mut reader, &mut w, &cfg).await else {
         return;
@@ -285,7 +290,8 @@ async fn serve_tcp_conn(
 }
 
 /// Serves every shared-memory data connection of `listener` with `lookup`, lending
-/// buffers of `arena`; `retired` announces segments the arena unmapped.
+/// buffers of `arena`; `retired` announces segments the arena unmapped. Peers running as
+/// another user are refused ([`TransportError::OtherUser`]).
 pub async fn serve_unix(
     listener: UnixListener,
     cfg: ConnConfig,
@@ -301,6 +307,18 @@ pub async fn serve_unix(
                 continue;
             }
         };
+        // An abstract socket has no file permissions: any process in this network
+        // namespace can connect, whoever runs it. Only this user's processes are served.
+        if let Err(e) = crate::unix::same_user(&stream) {
+            let pid = stream.peer_cred().ok().and_then(|c| c.pid());
+            tracing::warn!(peer_pid = ?pid, "refused a shared-memory data connection: {e}");
+            tokio::spawn(async move {
+                let mut stream = stream;
+                let _ = crate::refuse(&mut stream, &e.to_string()).await;
+                crate::drain(&mut stream, std::time::Duration::from_secs(2)).await;
+            });
+            continue;
+        }
         let (cfg, arena, retired, lookup) = (
             cfg.clone(),
             arena.clone(),
