@@ -10,8 +10,9 @@
 //! The file is a magic, then records: a 4-byte length, an 8-byte FNV-1a checksum of the
 //! payload, the payload (an rkyv archive of a [`Record`]). A record cut short or damaged —
 //! a crash in the middle of a write — ends the journal: the file is cut there on restore.
-//! Writes go to the OS at the end of each round of the scheduler's loop; `fsync` follows
-//! the [`Fsync`] policy. The journal is rewritten from the live state (compacted) when it
+//! Writes go to the OS at the end of a round of the scheduler's loop once 20 ms have passed
+//! since the last (within half a second when the loop is idle: a process killed loses at
+//! most that much); `fsync` follows the [`Fsync`] policy. The journal is rewritten from the live state (compacted) when it
 //! has grown to twice its last compacted size and past [`COMPACT_MIN`].
 
 use std::fs::{File, OpenOptions};
@@ -147,10 +148,15 @@ pub(crate) struct JournalWriter {
     len: u64,
     /// Its size when last compacted (or restored).
     compacted: u64,
-    /// Bytes written since the last flush.
-    dirty: bool,
+    /// Bytes appended since the last flush.
+    dirty: u64,
+    last_flush: Instant,
     last_sync: Instant,
 }
+
+/// Appended records reach the OS at least this often, or once this many bytes wait.
+const FLUSH_EVERY: Duration = Duration::from_millis(20);
+const FLUSH_BYTES: u64 = 256 << 10;
 
 fn frame(record: &Record) -> Vec<u8> {
     let payload = rask_proto::frame::encode_header(record);
@@ -238,7 +244,8 @@ impl JournalWriter {
             fsync,
             len,
             compacted: len,
-            dirty: false,
+            dirty: 0,
+            last_flush: Instant::now(),
             last_sync: Instant::now(),
         })
     }
@@ -248,17 +255,28 @@ impl JournalWriter {
         let bytes = frame(record);
         self.file.write_all(&bytes)?;
         self.len += bytes.len() as u64;
-        self.dirty = true;
+        self.dirty += bytes.len() as u64;
         Ok(())
     }
 
-    /// Hands what was appended to the OS, and to the disk as the policy says.
+    /// Hands what was appended to the OS if [`FLUSH_EVERY`] has passed or [`FLUSH_BYTES`]
+    /// wait (a busy scheduler's rounds are short: a write per round would cost more than
+    /// the round), and to the disk as the policy says.
+    pub(crate) fn flush_due(&mut self) -> std::io::Result<()> {
+        if self.dirty >= FLUSH_BYTES || self.last_flush.elapsed() >= FLUSH_EVERY {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Hands what was appended to the OS now, and to the disk as the policy says.
     pub(crate) fn flush(&mut self) -> std::io::Result<()> {
-        if !self.dirty {
+        if self.dirty == 0 {
             return Ok(());
         }
         self.file.flush()?;
-        self.dirty = false;
+        self.dirty = 0;
+        self.last_flush = Instant::now();
         let sync = match self.fsync {
             Fsync::Always => true,
             Fsync::Every(p) => self.last_sync.elapsed() >= p,

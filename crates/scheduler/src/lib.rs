@@ -204,13 +204,13 @@ pub async fn run(
                         server.on_event(ev);
                     }
                     server.flush();
-                    server.journal_round();
+                    server.journal_round(false);
                 }
                 _ = tick.tick() => {
                     server.core.set_now(unix_us());
                     server.recovery_tick();
                     server.flush();
-                    server.journal_round();
+                    server.journal_round(true);
                 }
                 _ = &mut stop_rx, if closing.is_none() => {
                     server.close_clients("the scheduler is shutting down");
@@ -237,6 +237,7 @@ pub async fn run(
                 break;
             }
         }
+        server.journal_round(true);
     });
     let ended = tokio::select! {
         _ = accept => false,

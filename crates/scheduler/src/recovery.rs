@@ -289,8 +289,9 @@ impl Server {
     }
 
     /// The end of a round of the loop: tasks forgotten journaled, the journal handed to
-    /// the OS (and the disk, by its policy), compacted when it has grown.
-    pub(crate) fn journal_round(&mut self) {
+    /// the OS when due (now if `now`; to the disk by its policy), compacted when it has
+    /// grown.
+    pub(crate) fn journal_round(&mut self, now: bool) {
         if self.recovery.journal.is_none() {
             return;
         }
@@ -301,7 +302,8 @@ impl Server {
         let Some(j) = &mut self.recovery.journal else {
             return;
         };
-        if let Err(e) = j.flush() {
+        let flushed = if now { j.flush() } else { j.flush_due() };
+        if let Err(e) = flushed {
             warn!("the journal cannot be written ({e}): going on without it");
             self.recovery.journal = None;
             self.core.record_changes(false);
