@@ -22,7 +22,7 @@ fn graph(tag: &str) -> (Graph, Vec<String>, Vec<Value>) {
     for k in 0..CHAINS {
         g.task(&key(k, 0), "inc", [Arg::from(k)]);
         for i in 1..LEN {
-            g.task(&key(k, i), "inc", [Arg::key(&key(k, i - 1))]);
+            g.task(&key(k, i), "inc", [Arg::key(key(k, i - 1))]);
         }
     }
     let mut outs = Vec::new();
@@ -33,7 +33,7 @@ fn graph(tag: &str) -> (Graph, Vec<String>, Vec<Value>) {
         g.task(
             &s,
             "add",
-            [Arg::key(&key(k, LEN - 1)), Arg::key(&key(next, LEN - 1))],
+            [Arg::key(key(k, LEN - 1)), Arg::key(key(next, LEN - 1))],
         );
         outs.push(s);
         want.push(Value::Int(k + LEN + next + LEN));
@@ -69,7 +69,6 @@ fn trial(n: usize, x: &mut u64, kills: usize, journal: Option<&std::path::Path>)
     let spawn =
         |i: usize| worker_with(&[], &addr, &format!("w{n}-{i}"), &["--death-timeout", "60"]);
     let mut workers: Vec<Proc> = (0..4).map(spawn).collect();
-    let mut spawned = 4;
     let c = rask::Client::connect_with(
         &addr,
         ClientOptions {
@@ -87,7 +86,7 @@ fn trial(n: usize, x: &mut u64, kills: usize, journal: Option<&std::path::Path>)
     points.sort();
     let restart_at = journal.map(|_| next(x) % (total * 9 / 10));
     let mut done_before_restart = 0;
-    for (i, at) in points.iter().enumerate() {
+    for (spawned, (i, at)) in (4..).zip(points.iter().enumerate()) {
         eventually("the graph gets to the next kill point", || {
             let info = c.scheduler_info();
             futures.iter().all(|f| f.done())
@@ -102,7 +101,6 @@ fn trial(n: usize, x: &mut u64, kills: usize, journal: Option<&std::path::Path>)
         let victim = (next(x) % workers.len() as u64) as usize;
         workers.swap_remove(victim).kill();
         workers.push(spawn(spawned));
-        spawned += 1;
     }
     let got = match c.gather(&futures) {
         Ok(g) => g,

@@ -41,9 +41,9 @@ fn graph(tag: &str) -> (Graph, Vec<String>) {
             g.task(
                 &format!("{tag}-{k}-{i}-s"),
                 "sleep",
-                [Arg::from(0.02), Arg::key(&key(i - 1))],
+                [Arg::from(0.02), Arg::key(key(i - 1))],
             );
-            g.task(&key(i), "inc", [Arg::key(&format!("{tag}-{k}-{i}-s"))]);
+            g.task(&key(i), "inc", [Arg::key(format!("{tag}-{k}-{i}-s"))]);
         }
         outs.push(key(LEN - 1));
     }

@@ -23,7 +23,7 @@ fn graph() -> (Graph, Vec<String>) {
             g.task(
                 &format!("c-{k}-{i}"),
                 "inc",
-                [Arg::key(&format!("c-{k}-{}", i - 1))],
+                [Arg::key(format!("c-{k}-{}", i - 1))],
             );
         }
         outs.push(format!("c-{k}-{}", LEN - 1));

@@ -69,7 +69,7 @@ pub use crate::core::SchedulerCore;
 pub use crate::observe::{
     key_prefix, Counters, PrefixInfo, SpillDirection, StreamEntry, StreamKind, TaskStream,
 };
-pub use crate::recover::RESTORE_GENERATIONS;
+pub use crate::recover::{Export, RESTORE_GENERATIONS};
 pub use crate::story::{Transition, TransitionLog, Why};
 pub use crate::watch::{Activity, GraphNode, GraphView};
 

@@ -19,6 +19,10 @@ use crate::TaskState;
 /// reused this many times in that tail). 4,096 restores fit in the 32-bit generation.
 pub const RESTORE_GENERATIONS: u32 = 1 << 20;
 
+/// Every task with its id, and the keys each client holds: see
+/// [`SchedulerCore::export`].
+pub type Export = (Vec<(TaskId, NewTask)>, Vec<(ClientId, Vec<String>)>);
+
 /// Tasks created and forgotten since last taken: what a journal records.
 #[derive(Debug, Default)]
 pub(crate) struct Changes {
@@ -161,7 +165,7 @@ impl SchedulerCore {
 
     /// Every task as it was submitted, with its id, in id order; and the keys each client
     /// holds futures for: what a journal is compacted to.
-    pub fn export(&self) -> (Vec<(TaskId, NewTask)>, Vec<(ClientId, Vec<String>)>) {
+    pub fn export(&self) -> Export {
         let resource_names: FxHashMap<u32, &str> = self
             .resource_ids
             .iter()

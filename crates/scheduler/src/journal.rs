@@ -192,10 +192,7 @@ pub fn read(path: &Path) -> Result<(Vec<Record>, u64), String> {
     let mut records = Vec::new();
     let mut at = MAGIC.len();
     let mut aligned = rkyv::util::AlignedVec::<16>::new();
-    loop {
-        let Some(head) = bytes.get(at..at + 12) else {
-            break;
-        };
+    while let Some(head) = bytes.get(at..at + 12) {
         let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
         let sum = u64::from_le_bytes(head[4..].try_into().expect("8 bytes"));
         if len > MAX_RECORD {
