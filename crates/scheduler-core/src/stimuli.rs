@@ -489,19 +489,11 @@ impl SchedulerCore {
 
     /// A worker could not fetch `dep` from `holder` to run `t`: the holder no longer has
     /// it. The task goes back to waiting; the dependency is recomputed if no one has it.
-    /// A report naming a holder that no longer holds `dep` (its loss was handled, and `t`
-    /// given out again since) is stale: it says nothing of `t`'s current assignment.
     pub fn on_missing_data(&mut self, worker: WorkerId, t: TaskId, dep: TaskId, holder: WorkerId) {
         self.begin(Why::MissingData, Some(worker));
-        let current = holder == WorkerId(u32::MAX)
-            || self
-                .tasks
-                .get(&dep)
-                .is_some_and(|d| d.who_has.contains(&holder));
         self.drop_holder(dep, holder);
         if let Some(task) = self.tasks.get(&t) {
-            if current && task.state == TaskState::Processing && task.processing_on == Some(worker)
-            {
+            if task.state == TaskState::Processing && task.processing_on == Some(worker) {
                 self.recs.push_back((t, TaskState::Released));
             }
         }
