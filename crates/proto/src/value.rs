@@ -518,10 +518,11 @@ impl Datum {
         });
     }
 
-    /// The largest dependency index this datum refers to, plus one (0 if none).
-    pub fn max_ref(&self) -> u32 {
+    /// The largest dependency index this datum refers to, plus one (0 if none); a `u64`,
+    /// since the largest index a reference can carry is `u32::MAX`.
+    pub fn max_ref(&self) -> u64 {
         match self {
-            Datum::Ref(i) => i + 1,
+            Datum::Ref(i) => u64::from(*i) + 1,
             Datum::List(l) => l.iter().map(Datum::max_ref).max().unwrap_or(0),
             _ => 0,
         }
@@ -651,6 +652,15 @@ mod tests {
             Datum::Buf(0).to_value(&[], &[]),
             Err(ProtoError::MissingBuffer { index: 0, count: 0 })
         ));
+    }
+
+    /// Found by fuzzing: the largest index a reference can carry, plus one, is counted
+    /// without overflowing.
+    #[test]
+    fn max_ref_of_the_largest_reference_does_not_overflow() {
+        let d = Datum::List(vec![Datum::Ref(3), Datum::List(vec![Datum::Ref(u32::MAX)])]);
+        assert_eq!(d.max_ref(), 1 << 32);
+        assert_eq!(Datum::Int(1).max_ref(), 0);
     }
 
     #[test]

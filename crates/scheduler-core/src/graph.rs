@@ -8,9 +8,10 @@ use crate::api::GraphError;
 use crate::api::NewTask;
 use crate::core::SchedulerCore;
 
-pub(crate) fn max_buf(d: &Datum) -> u32 {
+/// The largest buffer index `d` refers to, plus one (0 if none).
+pub(crate) fn max_buf(d: &Datum) -> u64 {
     match d {
-        Datum::Buf(i) => i + 1,
+        Datum::Buf(i) => u64::from(*i) + 1,
         Datum::List(l) => l.iter().map(max_buf).max().unwrap_or(0),
         _ => 0,
     }
@@ -52,18 +53,18 @@ impl SchedulerCore {
                 }
             }
             let max_ref = t.args.max_ref();
-            if max_ref as usize > t.deps.len() {
+            if max_ref > t.deps.len() as u64 {
                 return Err(GraphError::BadReference {
                     key: t.key.clone(),
-                    index: max_ref - 1,
+                    index: (max_ref - 1) as u32,
                     count: t.deps.len(),
                 });
             }
             let max_buf = max_buf(&t.args);
-            if max_buf as usize > t.bufs.len() {
+            if max_buf > t.bufs.len() as u64 {
                 return Err(GraphError::BadBuffer {
                     key: t.key.clone(),
-                    index: max_buf - 1,
+                    index: (max_buf - 1) as u32,
                     count: t.bufs.len(),
                 });
             }

@@ -45,3 +45,26 @@ fn validate_finds_a_ready_task_whose_input_is_not_in_memory() {
     s.tasks.get_mut(&y).unwrap().deps = vec![w].into();
     s.validate();
 }
+
+/// Found by fuzzing (the scheduler_core target): a task whose arguments name the largest
+/// dependency index a reference can carry, with no dependencies, is refused as a bad
+/// reference; counting that index plus one overflowed (a panic in checked builds, and in
+/// others an overflow to 0 that let the graph through).
+#[test]
+fn a_reference_to_the_largest_dependency_index_is_refused() {
+    let c = ClientId(1);
+    let mut s = SchedulerCore::new(CoreConfig::default());
+    s.on_client_joined(c);
+    let mut t = new_task("x", &[], &[]);
+    t.args = Datum::List(vec![Datum::Int(1), Datum::Ref(u32::MAX)]);
+    let e = s.on_update_graph(c, vec![t], &["x".to_string()]);
+    assert_eq!(
+        e,
+        Err(crate::api::GraphError::BadReference {
+            key: "x".into(),
+            index: u32::MAX,
+            count: 0,
+        })
+    );
+    s.validate();
+}
