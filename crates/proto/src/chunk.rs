@@ -62,9 +62,37 @@ pub fn chunk_parts(v: &Value) -> Result<(DType, Vec<u64>, &Value), ChunkError> {
             _ => Err(ChunkError::Shape),
         })
         .collect::<Result<Vec<u64>, ChunkError>>()?;
-    let n: u64 = shape.iter().product();
-    if n.checked_mul(dtype.size()) != Some(len as u64) {
+    // Counted without overflow: a shape from a peer may claim more elements than a u64
+    // counts, and a wrapped count could match a short payload.
+    let bytes = shape
+        .iter()
+        .try_fold(dtype.size(), |n, &d| n.checked_mul(d));
+    if bytes != Some(len as u64) {
         return Err(ChunkError::Length { shape, dtype, len });
     }
     Ok((dtype, shape, data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by fuzzing (the value target): a shape whose element count overflows is
+    /// refused; it panicked in checked builds, and in others wrapped to a count that an
+    /// empty (or short) byte payload matched.
+    #[test]
+    fn a_shape_whose_element_count_overflows_is_refused() {
+        let shape = [1u64 << 32, 1 << 32, 8];
+        let v = chunk_value(DType::F64, &shape, Value::Bytes(bytes::Bytes::new()));
+        assert!(
+            matches!(chunk_parts(&v), Err(ChunkError::Length { len: 0, .. })),
+            "{:?}",
+            chunk_parts(&v)
+        );
+        // Elements fit, bytes do not: 2^61 elements of 8 bytes.
+        let v = chunk_value(DType::F64, &[1 << 61], Value::Bytes(bytes::Bytes::new()));
+        assert!(matches!(chunk_parts(&v), Err(ChunkError::Length { .. })));
+        let ok = chunk_value(DType::F32, &[2, 3], Value::Bytes(vec![0u8; 24].into()));
+        assert_eq!(chunk_parts(&ok).unwrap().1, vec![2, 3]);
+    }
 }
