@@ -425,17 +425,28 @@ impl WorkerCore {
         if t.state != State::Executing && t.state != State::Cancelled {
             self.out.push(Instruction::Drop { task });
         }
+        // Each input it still lacked holds one entry for it: among the waiters of the
+        // input's task here, or of its fetch (an input can be both, when a task assigned
+        // here is also being fetched); an input it had holds one count of the cache.
         for d in &t.deps {
+            if let Some(ws) = self.local_waiters.get_mut(&d.task) {
+                if let Some(i) = ws.iter().position(|w| *w == task) {
+                    ws.remove(i);
+                    continue;
+                }
+            }
+            if let Some(f) = self.fetching.get_mut(&d.task) {
+                if let Some(i) = f.waiters.iter().position(|w| *w == task) {
+                    f.waiters.remove(i);
+                    continue;
+                }
+            }
             if let Some(n) = self.cached.get_mut(&d.task) {
                 *n -= 1;
                 if *n == 0 {
                     self.cached.remove(&d.task);
                     self.out.push(Instruction::Discard { task: d.task });
                 }
-            } else if let Some(f) = self.fetching.get_mut(&d.task) {
-                f.waiters.retain(|w| *w != task);
-            } else if let Some(ws) = self.local_waiters.get_mut(&d.task) {
-                ws.retain(|w| *w != task);
             }
         }
         self.local_waiters.remove(&task);

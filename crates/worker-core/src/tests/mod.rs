@@ -587,3 +587,54 @@ mod rejoin;
 mod replicas;
 mod reports;
 mod stale;
+
+/// Found by fuzzing (the worker_core target): a task waiting on an input that runs here
+/// while a copy of that input is also being fetched, freed, then assigned again, waits
+/// once, not twice: freeing it used to leave its first wait behind, and the input's
+/// completion then counted it down twice (an overflow).
+#[test]
+fn a_task_freed_and_assigned_again_while_its_local_input_is_also_fetched_waits_once() {
+    let mut w = WorkerCore::new(2);
+    // Task 1 needs 13 from worker 2: a fetch of 13 starts.
+    w.on_compute(TaskId(1), 0, vec![dep(13, &[2])]);
+    assert_eq!(
+        w.take(),
+        vec![Instruction::Fetch {
+            from: WorkerId(2),
+            tasks: vec![TaskId(13)]
+        }]
+    );
+    // Then 13 itself is assigned here (recomputed), and runs.
+    w.on_compute(TaskId(13), 0, vec![]);
+    assert_eq!(
+        w.take(),
+        vec![Instruction::Execute {
+            task: TaskId(13),
+            inline: false
+        }]
+    );
+    // Task 5 waits for 13 here; it is freed and assigned again.
+    w.on_compute(TaskId(5), 1, vec![dep(13, &[2])]);
+    w.on_free(TaskId(5));
+    w.on_compute(TaskId(5), 1, vec![dep(13, &[2])]);
+    w.take();
+    w.on_executed(
+        TaskId(13),
+        10,
+        Ok(Finished {
+            nbytes: 8,
+            on_device: false,
+        }),
+    );
+    // Both readers of 13 run: 1, whose copy of it was being fetched, and 5.
+    let out = w.take();
+    for t in [1, 5] {
+        assert!(
+            out.contains(&Instruction::Execute {
+                task: TaskId(t),
+                inline: false
+            }),
+            "{out:?}"
+        );
+    }
+}
