@@ -7,6 +7,10 @@ use bytes::Bytes;
 use rask_proto::msg::{ComputeMsg, DepLoc, Resource};
 use rask_proto::{ClientId, Datum, TaskId, WorkerId};
 
+/// The largest size of one value the core counts (16 TiB): a worker's report of more is
+/// taken as this much, so that sums over a million values stay within a `u64`.
+pub const MAX_REPORTED_BYTES: u64 = 1 << 44;
+
 /// Tunables of the core.
 #[derive(Clone, Debug)]
 pub struct CoreConfig {

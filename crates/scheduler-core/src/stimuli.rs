@@ -372,6 +372,9 @@ impl SchedulerCore {
             }
             return;
         }
+        // A size is the worker's estimate: counted at most MAX_REPORTED_BYTES, so that
+        // sums over a worker's values and over a task's inputs stay within a u64.
+        let nbytes = nbytes.min(crate::api::MAX_REPORTED_BYTES);
         let task = self.tasks.get_mut(&t).expect("invariant: checked above");
         let stat = &mut self.ops[task.op as usize];
         stat.avg_us = Some(match stat.avg_us {
@@ -381,8 +384,8 @@ impl SchedulerCore {
         task.nbytes = nbytes;
         self.counters.tasks_completed += 1;
         let p = &mut self.prefixes[task.prefix as usize];
-        p.compute_us += duration_us;
-        p.output_bytes += nbytes;
+        p.compute_us = p.compute_us.saturating_add(duration_us);
+        p.output_bytes = p.output_bytes.saturating_add(nbytes);
         self.stream.push(StreamRecord {
             seq: 0,
             task: t,

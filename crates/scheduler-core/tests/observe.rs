@@ -498,3 +498,47 @@ fn the_graph_view_has_every_task_and_dependency_up_to_its_limit() {
     );
     assert_eq!(s.graph_view(2), None, "past the limit, nothing");
 }
+
+/// Found by fuzzing (the scheduler_core target): sizes and durations a worker reports
+/// are its word, not numbers to overflow on. Two outputs of `u64::MAX` bytes, each run
+/// for `u64::MAX` µs, held by one worker and read by one task: the prefix's sums
+/// saturate, a value's size counts at most `MAX_REPORTED_BYTES`, and the sums over a
+/// worker's values and over a task's inputs stay exact.
+#[test]
+fn reported_sizes_and_durations_of_u64_max_do_not_overflow() {
+    let mut s = core(CoreConfig::default());
+    s.on_worker_joined(WorkerId(1), worker("w1"));
+    s.on_update_graph(
+        C,
+        vec![
+            task("a-1", "inc", &[]),
+            task("a-2", "inc", &[]),
+            task("b-1", "add", &["a-1", "a-2"]),
+        ],
+        &keys(&["b-1"]),
+    )
+    .unwrap();
+    s.validate();
+    let workers: Vec<(WorkerId, rask_proto::TaskId)> = s
+        .take_actions()
+        .into_iter()
+        .filter_map(|a| match a {
+            rask_scheduler_core::Action::Compute { worker, msg, .. } => Some((worker, msg.task)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(workers.len(), 2);
+    for (w, t) in workers {
+        s.on_task_finished(w, t, u64::MAX, u64::MAX, None);
+        s.validate();
+    }
+    let info = s.info();
+    let p = info.prefixes.iter().find(|p| &*p.name == "a").unwrap();
+    assert_eq!(p.compute_us, u64::MAX);
+    assert_eq!(p.output_bytes, 2 * rask_scheduler_core::MAX_REPORTED_BYTES);
+    assert_eq!(s.state("b-1"), TaskState::Processing);
+    let _ = s.adaptive_target(std::time::Duration::from_secs(5));
+    let _ = s.workers_to_close(Some(0));
+    s.on_retire_workers(C, 1, &[W]);
+    s.validate();
+}
