@@ -112,5 +112,7 @@ fi
 echo "== doc tests"
 cargo test --workspace --doc --locked --no-fail-fast || status=$?
 
+bash ci/fuzz.sh || status=$?
+
 skipped_summary "$log"
 exit "$status"
