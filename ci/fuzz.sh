@@ -82,8 +82,8 @@ if [ -z "$per_target" ]; then
         per_target=3600
     else
         budget="${RASK_FUZZ_BUDGET:-270}"
-        # Targets run `jobs` at a time: each gets its share of the budget times `jobs`.
-        per_target=$(( budget * jobs / n ))
+        # Targets run `jobs` at a time, in ceil(n / jobs) rounds sharing the budget.
+        per_target=$(( budget / ((n + jobs - 1) / jobs) ))
         [ "$per_target" -lt 5 ] && per_target=5
     fi
 fi

@@ -209,6 +209,12 @@ fn segments() -> &'static Segments {
 /// imported by reference, values rebuilt and every byte read, loans released when the
 /// buffers are dropped.
 pub fn shm_reply(data: &[u8]) {
+    let _ = shm_replies(data);
+}
+
+/// [`shm_reply`], telling each frame's outcome: the values read from it, or why its
+/// replies were refused.
+pub fn shm_replies(data: &[u8]) -> Vec<Result<usize, String>> {
     let segs = segments();
     let released = Arc::new(Mutex::new(Vec::new()));
     let log = released.clone();
@@ -223,27 +229,38 @@ pub fn shm_reply(data: &[u8]) {
         .collect();
     let mut rest = data;
     let mut kept = Vec::new();
+    let mut outcomes = Vec::new();
     for _ in 0..crate::decode::MAX_FRAMES {
         let Ok((f, used)) = split_frame(rest, &welcomed_limits()) else {
             break;
         };
         rest = &rest[used..];
-        let Ok(msgs) = <PeerMsg as rask_proto::msg::WireMessage>::decode_batch(&f.header) else {
-            continue;
+        let msgs = match <PeerMsg as rask_proto::msg::WireMessage>::decode_batch(&f.header) {
+            Ok(m) => m,
+            Err(e) => {
+                outcomes.push(Err(e.to_string()));
+                continue;
+            }
         };
         let batch = rask_transport::Batch {
             msgs,
             bufs: f.bufs,
             frame_bytes: 0,
         };
-        let Ok(replies) = data::replies(batch, Some(&mut importer), Some(&mut fds)) else {
-            continue;
+        let replies = match data::replies(batch, Some(&mut importer), Some(&mut fds)) {
+            Ok(r) => r,
+            Err(e) => {
+                outcomes.push(Err(e.to_string()));
+                continue;
+            }
         };
+        let mut values = 0;
         for r in replies {
             for it in &r.items {
                 if let Ok(v) = it.value.to_value_from(&r.bufs, &[]) {
                     touch_value(&v);
                     kept.push(v);
+                    values += 1;
                 }
             }
             for p in r.bufs.iter() {
@@ -252,9 +269,11 @@ pub fn shm_reply(data: &[u8]) {
                 }
             }
         }
+        outcomes.push(Ok(values));
     }
     drop(kept);
     drop(importer);
+    outcomes
 }
 
 /// What the holder of [`peer_serve`] holds: tasks 0..8, small and large byte values
