@@ -100,6 +100,8 @@ impl SchedulerCore {
             return;
         }
         for &(t, nbytes) in held {
+            // Counted as a finished task's size is (see `on_task_finished`).
+            let nbytes = nbytes.min(crate::api::MAX_REPORTED_BYTES);
             if !self.take_held(worker, t, nbytes) {
                 self.actions.push(Action::Free { worker, task: t });
             }

@@ -542,3 +542,32 @@ fn reported_sizes_and_durations_of_u64_max_do_not_overflow() {
     s.on_retire_workers(C, 1, &[W]);
     s.validate();
 }
+
+/// As above, for the sizes of the values a worker that joined again says it holds.
+#[test]
+fn held_values_of_u64_max_bytes_do_not_overflow() {
+    let mut s = SchedulerCore::new(CoreConfig::default());
+    s.on_client_joined(C);
+    s.on_update_graph(
+        C,
+        vec![
+            task("a-1", "inc", &[]),
+            task("a-2", "inc", &[]),
+            task("b-1", "add", &["a-1", "a-2"]),
+        ],
+        &keys(&["b-1"]),
+    )
+    .unwrap();
+    s.on_worker_joined(W, worker("w0"));
+    s.take_actions();
+    let held = [
+        (s.task_id("a-1").unwrap(), u64::MAX),
+        (s.task_id("a-2").unwrap(), u64::MAX),
+    ];
+    s.on_worker_holds(W, &held);
+    s.validate();
+    assert_eq!(s.state("a-1"), TaskState::Memory);
+    assert_eq!(s.state("a-2"), TaskState::Memory);
+    assert_eq!(s.state("b-1"), TaskState::Processing);
+    let _ = s.adaptive_target(std::time::Duration::from_secs(5));
+}
