@@ -31,7 +31,7 @@ while [ $# -gt 0 ]; do
         --merge) merge=1 ;;
         --time) per_target="$2"; shift ;;
         --jobs) jobs="$2"; shift ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         -*) echo "unknown option $1" >&2; exit 2 ;;
         *) targets+=("$1") ;;
     esac
@@ -42,6 +42,11 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "cargo not found: install a Rust toolchain (rustup) first" >&2
     exit 1
 fi
+manifest=fuzz/Cargo.toml
+# The corpus replayed through the same harnesses, without the fuzzer (needs nothing more).
+echo "== fuzz: replay of the corpus (fuzz/corpus, no fuzzer)"
+cargo test --manifest-path "$manifest" --locked --no-default-features -q
+
 # libfuzzer-sys compiles libFuzzer (C++).
 if ! command -v c++ >/dev/null 2>&1 && ! command -v g++ >/dev/null 2>&1; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -54,15 +59,11 @@ if ! command -v c++ >/dev/null 2>&1 && ! command -v g++ >/dev/null 2>&1; then
     fi
 fi
 
-manifest=fuzz/Cargo.toml
 if [ "${#targets[@]}" -eq 0 ]; then
     for f in fuzz/fuzz_targets/*.rs; do
         targets+=("$(basename "$f" .rs)")
     done
 fi
-
-echo "== fuzz: replay of the corpus (fuzz/corpus, no fuzzer)"
-cargo test --manifest-path "$manifest" --locked --no-default-features -q
 
 echo "== fuzz: build (libFuzzer, SanitizerCoverage, debug assertions)"
 triple="$(rustc -vV | sed -n 's/^host: //p')"

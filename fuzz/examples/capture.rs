@@ -118,6 +118,7 @@ fn worker_hello() -> Hello {
         code: 0xfeed,
         runs_programs: true,
         dashboard: "http://127.0.0.1:40002".into(),
+        holds: false,
     });
     h
 }
@@ -340,6 +341,14 @@ fn main() {
         &hello_frame(&client_hello()),
     );
     c.put("hello", "peer-hello", &hello_frame(&hello(Role::Peer)));
+    let mut resume = client_hello();
+    resume.resume = Some(3);
+    c.put("hello", "client-hello-resuming", &hello_frame(&resume));
+    let mut holding = worker_hello();
+    if let Some(w) = &mut holding.worker {
+        w.holds = true;
+    }
+    c.put("hello", "worker-hello-holding", &hello_frame(&holding));
     let mut old = hello(Role::Client);
     old.protocol = 99;
     old.rask_version = "0.0.1".into();
@@ -515,6 +524,23 @@ fn main() {
     c.put("to_scheduler", "program-parts", &program);
     c.put("to_scheduler", "worker-reports", &worker_session);
     c.put("to_scheduler", "heartbeat", &plain(vec![heartbeat()]));
+    c.put(
+        "to_scheduler",
+        "holding-and-resubscribe",
+        &plain(vec![
+            ToScheduler::Holding {
+                tasks: vec![(TaskId(0), 8), (TaskId(u64::MAX), u64::MAX)],
+                last: false,
+            },
+            ToScheduler::Holding {
+                tasks: vec![],
+                last: true,
+            },
+            ToScheduler::Resubscribe {
+                keys: vec!["sum-1".into()],
+            },
+        ]),
+    );
     let mut deep = g.clone();
     deep.tasks[0].args = nested(MAX_DEPTH + 1);
     c.put(
@@ -761,6 +787,10 @@ fn main() {
         ToClient::WorkersToCloseReply {
             req: 6,
             names: vec!["worker-2".into()],
+        },
+        ToClient::KeysLost {
+            keys: vec!["x-1".into()],
+            reason: "the scheduler restarted without them".into(),
         },
         ToClient::Closing {
             reason: "shutting down".into(),
@@ -1400,6 +1430,43 @@ fn main() {
     s.u8(sstep::WORKER_LOST).u8(1);
     s.u8(sstep::CLIENT_LEFT).u8(1);
     c.put("scheduler_core", "built-steps", &s.out);
+    // A worker that joins again holding values (after a partition), and a client that
+    // resubscribes.
+    let mut s = ScriptWriter::default();
+    s.u8(sstep::CLIENT_JOINS)
+        .u8(sstep::WORKER_JOINS)
+        .u8(0)
+        .u8(sstep::CLIENT_FRAME)
+        .u8(0)
+        .chunk(&graph_frame)
+        .u8(sstep::ANSWER)
+        .u8(0)
+        .u8(0)
+        .u32(8)
+        .u32(10)
+        .u8(sstep::WORKER_LOST)
+        .u8(0)
+        .u8(sstep::REJOIN)
+        .u8(0)
+        .u8(sstep::HOLD)
+        .u8(0)
+        .u8(2)
+        .u8(0)
+        .u8(1)
+        .u8(1)
+        .u8(1)
+        .u8(sstep::WORKER_FRAME)
+        .u8(0)
+        .chunk(&plain(vec![ToScheduler::Holding {
+            tasks: vec![(TaskId(2), 8), (TaskId(1 << 32), u64::MAX)],
+            last: true,
+        }]))
+        .u8(sstep::CLIENT_FRAME)
+        .u8(0)
+        .chunk(&plain(vec![ToScheduler::Resubscribe {
+            keys: vec!["sum-1".into(), "gone".into()],
+        }]));
+    c.put("scheduler_core", "worker-rejoins-holding", &s.out);
 
     // The worker's state machine: step scripts (see rask_fuzz::wcore).
     let mut s = ScriptWriter::default();
@@ -1451,6 +1518,20 @@ fn main() {
         w.u8(tag).u8(a).u8(b).u8(cc);
     }
     c.put("worker_core", "computes-frees-copies", &w.out);
+    let mut w = ScriptWriter::default();
+    w.u8(2);
+    for (tag, a, b, cc) in [
+        (wstep::COMPUTE, 0x01, 0x01, 0x05),
+        (wstep::COMPUTE, 0x02, 0x00, 0x00),
+        (wstep::COMPUTE, 0x03, 0x05, 0x06),
+        (wstep::REJOIN, 0, 0, 0),
+        (wstep::FETCHED, 0, 0, 0),
+        (wstep::EXECUTED, 0, 0, 0),
+        (wstep::COMPUTE, 0x01, 0x01, 0x05),
+    ] {
+        w.u8(tag).u8(a).u8(b).u8(cc);
+    }
+    c.put("worker_core", "rejoin-mid-work", &w.out);
 
     let mut names: Vec<_> = c.written.iter().collect();
     names.sort();

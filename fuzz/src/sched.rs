@@ -8,7 +8,7 @@
 //! on), and the script can have a worker answer the computes and copies it was given,
 //! through real encoded frames, so that graphs run to their end.
 //!
-//! Steps (tag byte modulo 14, then the fields named):
+//! Steps (tag byte modulo 16, then the fields named):
 //! 0 client joins · 1 worker joins (spec byte) · 2 client frame (client byte, chunk) ·
 //! 3 worker frame (worker byte, chunk) · 4 worker lost (byte) · 5 client left (byte) ·
 //! 6 clock (u64) · 7 worker answers its oldest compute or copy (worker byte, kind byte,
@@ -16,7 +16,8 @@
 //! a small graph (client byte, task count byte, then 3 bytes a task, wanted byte) ·
 //! 11 a client releases keys (client byte, mask byte) · 12 a worker reports on any
 //! task (worker byte, kind byte, task byte, byte) · 13 a client asks (client byte, kind
-//! byte, byte).
+//! byte, byte) · 14 a worker connects again holding values (spec byte) · 15 a worker
+//! lists values it holds (worker byte, count byte, 2 bytes a value).
 //!
 //! Steps 10 to 13 build their messages from a few bytes, over a small set of keys and
 //! task ids, and send them through real frames: the fuzzer reaches deep states by
@@ -76,6 +77,11 @@ pub mod step {
     pub const REPORT: u8 = 12;
     /// A client asks something: client byte, kind byte, byte.
     pub const ASK: u8 = 13;
+    /// A worker connects again, holding values: spec byte.
+    pub const REJOIN: u8 = 14;
+    /// A worker lists values it holds: worker byte, count byte (bit 7: the last part),
+    /// then a task byte and a size byte each.
+    pub const HOLD: u8 = 15;
 }
 
 /// The keys the built steps use (a few, so that they meet).
@@ -107,6 +113,9 @@ struct Worker {
     addr: String,
     computes: VecDeque<Assigned>,
     copies: VecDeque<DepLoc>,
+    /// A worker that joined again holding values: what it said it holds so far, until
+    /// its last `Holding` part joins it to the core (the server's `recovery.holding`).
+    holding: Option<(WorkerSpec, Vec<(TaskId, u64)>)>,
 }
 
 /// A client's graph arriving in parts (the server's `Partial`).
@@ -147,7 +156,7 @@ pub fn scheduler_core(data: &[u8]) {
         if s.is_empty() {
             break;
         }
-        let tag = s.u8() % 14;
+        let tag = s.u8() % 16;
         crate::trace(|| {
             let ids: Vec<u32> = h.workers.iter().map(|w| w.id.0).collect();
             let clients: Vec<u32> = h.clients.iter().map(|c| c.0 .0).collect();
@@ -162,7 +171,24 @@ pub fn scheduler_core(data: &[u8]) {
             }
             step::WORKER_JOINS => {
                 let b = s.u8();
-                h.worker_joins(b);
+                h.worker_joins(b, false);
+            }
+            step::REJOIN => {
+                let b = s.u8();
+                h.worker_joins(b, true);
+            }
+            step::HOLD => {
+                let who = s.u8();
+                let n = s.u8();
+                let tasks: Vec<(TaskId, u64)> = (0..n % 8)
+                    .map(|_| (small_task(s.u8()), s.u8() as u64 * 100))
+                    .collect();
+                if let Some(i) = pick(h.workers.len(), who) {
+                    let w = h.workers[i].id;
+                    let last = n & 0x80 != 0;
+                    let m = ToScheduler::Holding { tasks, last };
+                    h.worker_frames(w, &frame_of(vec![m], &[]));
+                }
             }
             step::CLIENT_FRAME => {
                 let who = s.u8();
@@ -273,7 +299,7 @@ pub fn scheduler_core(data: &[u8]) {
             _ => {
                 let (who, kind, b) = (s.u8(), s.u8(), s.u8());
                 if let Some(i) = pick(h.clients.len(), who) {
-                    let msg = match kind % 6 {
+                    let msg = match kind % 7 {
                         0 => ToScheduler::RetireWorkers {
                             req: 1,
                             names: h
@@ -300,11 +326,12 @@ pub fn scheduler_core(data: &[u8]) {
                             req: 5,
                             key: KEYS[b as usize % KEYS.len()].into(),
                         },
-                        _ => ToScheduler::GetTaskStream {
+                        5 => ToScheduler::GetTaskStream {
                             req: 6,
                             since: b as u64 % 8,
                             limit: b as u64 >> 3,
                         },
+                        _ => ToScheduler::Resubscribe { keys: masked(b) },
                     };
                     h.client_frames(i, &frame_of(vec![msg], &[]));
                 }
@@ -328,7 +355,9 @@ fn pick(len: usize, b: u8) -> Option<usize> {
 }
 
 impl Harness {
-    fn worker_joins(&mut self, b: u8) {
+    /// A worker connects (`holds`: again, holding values it will list before it joins
+    /// the core).
+    fn worker_joins(&mut self, b: u8, holds: bool) {
         let id = WorkerId(self.next_worker);
         self.next_worker += 1;
         let program = b & 0x80 != 0;
@@ -358,8 +387,29 @@ impl Harness {
             addr: spec.addr.clone(),
             computes: VecDeque::new(),
             copies: VecDeque::new(),
+            holding: holds.then(|| (spec.clone(), Vec::new())),
         });
-        self.core.on_worker_joined(id, spec);
+        if !holds {
+            self.core.on_worker_joined(id, spec);
+        }
+    }
+
+    /// The server's `on_holding`: parts gathered; the last joins the worker to the core
+    /// with them.
+    fn holding(&mut self, w: WorkerId, tasks: Vec<(TaskId, u64)>, last: bool) {
+        let Some(wk) = self.workers.iter_mut().find(|x| x.id == w) else {
+            return;
+        };
+        let Some((_, held)) = &mut wk.holding else {
+            return;
+        };
+        held.extend(tasks);
+        if !last {
+            return;
+        }
+        let (spec, held) = wk.holding.take().expect("invariant: just seen");
+        self.core.on_worker_joined(w, spec);
+        self.core.on_worker_holds(w, &held);
     }
 
     /// The server's `on_left` for a worker.
@@ -417,6 +467,16 @@ impl Harness {
                     }
                 }
                 ToScheduler::ReleaseKeys { keys } => self.core.on_release_keys(c, &keys),
+                ToScheduler::Resubscribe { keys } => {
+                    // The server's `on_resubscribe`: the keys still known are wanted again.
+                    let known: Vec<String> = keys
+                        .into_iter()
+                        .filter(|k| self.core.task_id(k).is_some())
+                        .collect();
+                    if !known.is_empty() {
+                        let _ = self.core.on_update_graph(c, Vec::new(), &known);
+                    }
+                }
                 ToScheduler::WhoHas { keys, .. } => {
                     for k in keys {
                         let _ = self.core.who_has(&k);
@@ -497,6 +557,7 @@ impl Harness {
                     self.core.on_replica_missing(w, task, holder)
                 }
                 ToScheduler::Heartbeat(hb) => self.heartbeat(w, *hb),
+                ToScheduler::Holding { tasks, last } => self.holding(w, tasks, last),
                 _ => {}
             }
         }

@@ -6,11 +6,12 @@
 //! the worker's side (specs, store, tasks running, fetches in flight) and checks, after
 //! every step, that the core and it agree on what runs.
 //!
-//! Steps (tag byte modulo 8, then the fields named):
+//! Steps (tag byte modulo 9, then the fields named):
 //! 0 scheduler frames (chunk) · 1 a running task ends (index byte, outcome byte, u32) ·
 //! 2 a fetch returns (index byte, mask byte) · 3 a fetch fails (index byte) ·
 //! 4 pause or resume (byte) · 5 a compute (task byte, deps byte, holders byte) ·
-//! 6 a free (task byte) · 7 copies asked (task byte, holders byte).
+//! 6 a free (task byte) · 7 copies asked (task byte, holders byte) · 8 the worker joins
+//! its scheduler again.
 //! The script's first byte is the worker's thread count (1 to 4).
 
 use std::collections::{HashMap, HashSet};
@@ -44,6 +45,8 @@ pub mod step {
     pub const FREE: u8 = 6;
     /// Copies asked: task byte, holders byte.
     pub const REPLICAS: u8 = 7;
+    /// The worker joins its scheduler again as a new member.
+    pub const REJOIN: u8 = 8;
 }
 
 struct Harness {
@@ -79,7 +82,7 @@ pub fn worker_core(data: &[u8]) {
         if s.is_empty() || h.closed {
             break;
         }
-        let tag = s.u8() % 8;
+        let tag = s.u8() % 9;
         crate::trace(|| {
             format!(
                 "step {tag}: running {:?}, fetches {:?}",
@@ -166,6 +169,20 @@ pub fn worker_core(data: &[u8]) {
                     }],
                     &[],
                 );
+            }
+            step::REJOIN => {
+                // Its connection to the scheduler came back as a new member: what it
+                // was given no longer stands (replies to fetches in flight may still
+                // come, and runs end).
+                let held = h.core.on_rejoined();
+                assert!(
+                    held.windows(2).all(|p| p[0] < p[1]),
+                    "held values sorted, once"
+                );
+                pass_on(ToScheduler::Holding {
+                    tasks: held.iter().map(|t| (*t, 8)).collect(),
+                    last: true,
+                });
             }
             _ => {
                 let (t, holders) = (s.u8(), s.u8());
