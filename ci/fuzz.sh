@@ -2,8 +2,8 @@
 # Coverage-guided fuzzing of every decoder and handler reached from the network (fuzz/,
 # its own workspace). libFuzzer, linked by the libfuzzer-sys crate (built from source with
 # the system's C++ compiler), with LLVM's SanitizerCoverage passes run by the stable
-# compiler: no nightly toolchain and no fuzzing tool to install. The same flags as
-# `cargo fuzz build --sanitizer none`, so `cargo fuzz run <target> -s none` works too.
+# compiler: no nightly toolchain and no fuzzing tool to install. The flags are those
+# `cargo fuzz build --sanitizer none` passes.
 #
 #   bash ci/fuzz.sh                  replay the corpus, then run every target for a share
 #                                    of RASK_FUZZ_BUDGET seconds (270: about 5 minutes in
