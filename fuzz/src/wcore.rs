@@ -119,7 +119,12 @@ pub fn worker_core(data: &[u8]) {
                         .iter()
                         .enumerate()
                         .partition(|(k, _)| mask >> (k % 8) & 1 == 0);
-                    let got: Vec<TaskId> = got.into_iter().map(|(_, t)| *t).collect();
+                    // A copy nobody waits for any more is not stored (the worker's loop).
+                    let got: Vec<TaskId> = got
+                        .into_iter()
+                        .map(|(_, t)| *t)
+                        .filter(|t| h.core.fetching(*t))
+                        .collect();
                     let missing: Vec<TaskId> = missing.into_iter().map(|(_, t)| *t).collect();
                     h.store.extend(got.iter().copied());
                     h.core.on_fetched(from, &got, &missing);
