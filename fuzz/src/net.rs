@@ -60,31 +60,15 @@ fn arena() -> &'static Arena {
 }
 
 /// The byte a frame-reader input starts with: bit 0 reads as a welcomed peer, bit 1
-/// receives large payloads into an arena, bits 2..4 pick the message type.
+/// receives large payloads into an arena, bits 2..4 pick the message type. The
+/// transport's default limits apply (a payload may announce up to 16 GiB).
 pub fn frame_reader(data: &[u8]) {
     let Some((&mode, stream)) = data.split_first() else {
         return;
     };
-    // Payload bytes a welcomed peer may announce here: enough for the arena path (64 KiB
-    // and more), and no more than one arena segment (2 MiB). Under the transport's
-    // default limit a peer's announced length alone makes the receiving arena map that
-    // much (up to 16 GiB): a known defect, see `frame_reader_default_limits`.
-    frame_reader_with(mode, stream, 1 << 20);
-}
-
-/// [`frame_reader`] with the transport's default payload limit (16 GiB): replays the
-/// arena defect's input (see the fuzz README).
-pub fn frame_reader_default_limits(data: &[u8]) {
-    let Some((&mode, stream)) = data.split_first() else {
-        return;
-    };
-    frame_reader_with(mode, stream, FrameLimits::default().max_payload);
-}
-
-fn frame_reader_with(mode: u8, stream: &[u8], max_payload: u64) {
-    let cfg = config(None, max_payload);
+    let cfg = config(None, FrameLimits::default().max_payload);
     let arena = (mode & 2 != 0).then(|| arena().clone());
-    let before = arena.as_ref().map(|a| a.stats().capacity);
+    let before = arena.as_ref().map(|a| a.stats().resident);
     block_on(async {
         let mut r = FrameReader::new(stream, cfg);
         if mode & 1 != 0 {
@@ -111,15 +95,18 @@ fn frame_reader_with(mode: u8, stream: &[u8], max_payload: u64) {
         }
     });
     if let (Some(a), Some(before)) = (arena, before) {
-        // What the arena maps for a frame is bounded by the bytes that arrived (a
-        // segment is at least 2 MiB), not by the lengths announced.
-        let grown = a.stats().capacity.saturating_sub(before);
+        // The memory the arena holds for a frame is bounded by the bytes that arrived (a
+        // pre-faulted segment is 2 MiB), not by the lengths announced.
+        let grown = a.stats().resident.saturating_sub(before);
         let bound = (4 << 20) + 2 * stream.len() as u64;
         assert!(
             grown <= bound,
-            "the receiving arena grew by {grown} bytes for {} bytes of input",
+            "the receiving arena holds {grown} more bytes for {} bytes of input",
             stream.len()
         );
+        // A segment reserved for an announced length is let go of, as a worker's
+        // periodic trim does, so inputs do not pile up address space.
+        a.trim(0, 0);
     }
 }
 

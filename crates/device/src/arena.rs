@@ -1,7 +1,12 @@
 //! Host memory that other processes on this host can map: memfd-backed segments, each
-//! mapped once (pre-faulted) and carved into [`Region`]s, sealed against shrinking so a
-//! peer's mapping can never fault on a truncated file. Segments grow on demand and are
-//! unmapped by [`Arena::trim`] after they stay unused.
+//! mapped once and carved into [`Region`]s, sealed against shrinking so a peer's mapping
+//! can never fault on a truncated file. Segments grow on demand and are unmapped by
+//! [`Arena::trim`] after they stay unused.
+//!
+//! Segments of the arena's own size are pre-faulted, so the transfers that reuse them
+//! never pay page faults. A region larger than that gets a segment of its own, which is
+//! committed as it is written: a length a peer announces reserves address space, not
+//! memory, until its bytes arrive.
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
@@ -37,7 +42,7 @@ struct Segment {
 unsafe impl Send for Segment {}
 
 impl Segment {
-    fn create(len: u64) -> std::io::Result<Segment> {
+    fn create(len: u64, populate: bool) -> std::io::Result<Segment> {
         let fd = rustix::fs::memfd_create(
             "rask-arena",
             MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
@@ -47,14 +52,18 @@ impl Segment {
         // Receivers rely on the size: a file that could shrink would fault their reads.
         rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)
             .map_err(io_err)?;
+        let flags = if populate {
+            MapFlags::SHARED | MapFlags::POPULATE
+        } else {
+            MapFlags::SHARED
+        };
         // SAFETY: a fresh shared mapping of a file we own; nothing else refers to it yet.
-        // MAP_POPULATE pre-faults it once here, so transfers never pay page faults.
         let base = unsafe {
             rustix::mm::mmap(
                 std::ptr::null_mut(),
                 len as usize,
                 ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED | MapFlags::POPULATE,
+                flags,
                 &fd,
                 0,
             )
@@ -68,6 +77,13 @@ impl Segment {
             used: 0,
             idle: 0,
         })
+    }
+
+    /// Bytes of memory the file holds: the pages written so far (all, once pre-faulted).
+    fn resident(&self) -> u64 {
+        rustix::fs::fstat(&*self.fd)
+            .map(|st| (st.st_blocks as u64 * 512).min(self.len))
+            .unwrap_or(self.len)
     }
 
     /// First fit.
@@ -136,6 +152,9 @@ pub struct ArenaStats {
     pub capacity: u64,
     /// Bytes allocated in them (the rest is free for reuse).
     pub used: u64,
+    /// Bytes of memory the segments hold (pages written or pre-faulted); at most
+    /// `capacity`.
+    pub resident: u64,
 }
 
 /// Memfd-backed memory that same-host peers can map. Cheap to clone.
@@ -173,7 +192,7 @@ impl Arena {
             Some(f) => f,
             None => {
                 let size = need.max(self.0.segment_size).div_ceil(2 << 20) * (2 << 20);
-                let mut s = Segment::create(size)?;
+                let mut s = Segment::create(size, need <= self.0.segment_size)?;
                 let off = s.take(need).expect("a fresh segment fits");
                 let id = st.next;
                 st.next += 1;
@@ -250,6 +269,7 @@ impl Arena {
             segments: st.segments.len() as u64,
             capacity: st.segments.values().map(|s| s.len).sum(),
             used: st.segments.values().map(|s| s.used).sum(),
+            resident: st.segments.values().map(Segment::resident).sum(),
         }
     }
 
@@ -393,6 +413,31 @@ mod tests {
         assert_eq!(a.trim(1 << 30, 1).len(), 0, "within what may stay free");
         assert_eq!(a.trim(0, 1).len(), 2);
         assert_eq!(a.stats(), ArenaStats::default());
+    }
+
+    #[test]
+    fn a_region_beyond_the_segment_size_holds_memory_only_as_it_is_written() {
+        let a = Arena::new(2 << 20);
+        let small = a.alloc(4096).unwrap();
+        assert_eq!(
+            a.stats().resident,
+            2 << 20,
+            "a segment of the arena's size is pre-faulted"
+        );
+        let mut big = a.alloc(256 << 20).unwrap();
+        assert_eq!(a.stats().capacity, (2 << 20) + (256 << 20));
+        assert!(
+            a.stats().resident < 3 << 20,
+            "announcing 256 MiB holds {} bytes",
+            a.stats().resident
+        );
+        big.as_mut_slice()[..8 << 20].fill(7);
+        let held = a.stats().resident - (2 << 20);
+        assert!(
+            (8 << 20..9 << 20).contains(&held),
+            "8 MiB written, {held} held"
+        );
+        drop((small, big));
     }
 
     #[test]
