@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # What the scheduler's journal costs: `rask-bench tasks` against a scheduler with no
 # journal and one with `--journal` (fsync every second), two worker processes each,
-# rounds alternating. Run from the repository after `cargo build --release --bins`.
+# rounds alternating. Run from the repository after `cargo build --release --bins`;
+# BIN=dir takes the binaries from another build (to set one beside another).
 set -euo pipefail
-rask=target/release/rask
-bench=target/release/rask-bench
+rask=${BIN:-target/release}/rask
+bench=${BIN:-target/release}/rask-bench
 tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
 round() {
     local mode=$1 n=$2
-    local file="$tmp/sched-$n" extra=()
+    local file="$tmp/sched-$mode-$n" extra=()
     if [ "$mode" = journal ]; then extra=(--journal "$tmp/journal-$n" --journal-fsync 1); fi
     "$rask" scheduler --port 0 --scheduler-file "$file" --no-dashboard "${extra[@]}" 2>/dev/null &
     local s=$!

@@ -3,7 +3,6 @@
 //! or a scheduler restart — telling what they hold, so that results that survived are
 //! not recomputed and no stale value is ever taken for a key computed again meanwhile.
 
-use std::sync::Arc;
 
 use rask_proto::{ClientId, TaskId, WorkerId};
 use rustc_hash::FxHashMap;
@@ -26,7 +25,8 @@ pub type Export = (Vec<(TaskId, NewTask)>, Vec<(ClientId, Vec<String>)>);
 /// Tasks created and forgotten since last taken: what a journal records.
 #[derive(Debug, Default)]
 pub(crate) struct Changes {
-    pub(crate) created: Vec<TaskId>,
+    /// (index in the submitted graph, id), in creation order.
+    pub(crate) created: Vec<(u32, TaskId)>,
     pub(crate) forgotten: Vec<TaskId>,
 }
 
@@ -37,9 +37,10 @@ impl SchedulerCore {
         self.changes = on.then(Changes::default);
     }
 
-    /// The tasks created and forgotten since the last call, in order (empty unless
-    /// recording).
-    pub fn take_changes(&mut self) -> (Vec<TaskId>, Vec<TaskId>) {
+    /// The tasks created since the last call — each as its index in the graph that
+    /// submitted it and the id it was given, in creation order (inputs first) — and the
+    /// tasks forgotten, in order; empty unless recording.
+    pub fn take_changes(&mut self) -> (Vec<(u32, TaskId)>, Vec<TaskId>) {
         match &mut self.changes {
             Some(c) => (
                 std::mem::take(&mut c.created),
@@ -216,14 +217,6 @@ impl SchedulerCore {
             .collect();
         wants.sort_by_key(|(c, _)| *c);
         (tasks, wants)
-    }
-
-    /// The keys of tasks, for a journal's records.
-    pub fn keys_of(&self, tasks: &[TaskId]) -> Vec<Option<Arc<str>>> {
-        tasks
-            .iter()
-            .map(|t| self.tasks.get(t).map(|task| task.key.clone()))
-            .collect()
     }
 
     /// Tasks in a state, for tests and checks.

@@ -242,7 +242,7 @@ impl SchedulerCore {
             let key: Arc<str> = nt.key.into();
             self.keys.insert(key.clone(), id);
             if let Some(c) = &mut self.changes {
-                c.created.push(id);
+                c.created.push((i as u32, id));
             }
             let task = Task {
                 key,

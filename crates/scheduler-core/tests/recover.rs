@@ -75,7 +75,7 @@ fn a_restored_graph_keeps_its_ids_and_later_ids_are_above_every_old_one() {
     before.record_changes(true);
     before.on_client_joined(C);
     before
-        .on_update_graph(C, vec![task("a", &[]), task("b", &["a"])], &keys(&["b"]))
+        .on_update_graph(C, vec![task("b", &["a"]), task("a", &[])], &keys(&["b"]))
         .unwrap();
     // A task submitted and dropped at once: its slot is reused with a new generation.
     before
@@ -85,8 +85,9 @@ fn a_restored_graph_keeps_its_ids_and_later_ids_are_above_every_old_one() {
         .on_update_graph(C, vec![task("c", &[])], &keys(&["c"]))
         .unwrap();
     let (created, forgotten) = before.take_changes();
-    assert_eq!(created.len(), 4);
-    assert_eq!(forgotten, vec![created[2]], "gone, at once");
+    let indices: Vec<u32> = created.iter().map(|(i, _)| *i).collect();
+    assert_eq!(indices, vec![1, 0, 0, 0], "inputs first, by index in their graph");
+    assert_eq!(forgotten, vec![created[2].1], "gone, at once");
     assert_eq!(before.take_changes(), (vec![], vec![]), "taken once");
     let ids: FxHashMap<String, TaskId> = ["a", "b", "c"]
         .iter()

@@ -1,13 +1,13 @@
 //! The journal: what a scheduler must not forget, appended to a file so that a scheduler
 //! started again with the same file restores it (`rask scheduler --journal PATH`).
 //!
-//! What is recorded: the tasks of each graph as they are created (with the ids the core
-//! gave them: workers hold values by id), tasks forgotten, the keys each client holds
-//! futures for, clients and workers joining and leaving. Not recorded: where values are
+//! What is recorded: each graph's tasks as submitted, then which of them the core created
+//! and the ids it gave them (workers hold values by id), tasks forgotten, the keys each
+//! client holds futures for, clients and workers joining and leaving. Not recorded: where values are
 //! (workers say so when they join again) and what ran (lineage recomputes what no worker
 //! still holds).
 //!
-//! The file is a magic, then records: a 4-byte length, an 8-byte FNV-1a checksum of the
+//! The file is a magic, then records: a 4-byte length, an 8-byte [`checksum`] of the
 //! payload, the payload (an rkyv archive of a [`Record`]). A record cut short or damaged —
 //! a crash in the middle of a write — ends the journal: the file is cut there on restore.
 //! Writes go to the OS at the end of a round of the scheduler's loop once 20 ms have passed
@@ -20,12 +20,13 @@ use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use rask_proto::msg::Resource;
 use rask_proto::Datum;
 use rkyv::{Archive, Deserialize, Serialize};
 
 /// The file's first bytes (the last is the format's version).
-pub const MAGIC: &[u8; 8] = b"RASKJNL\x01";
+pub const MAGIC: &[u8; 8] = b"RASKJNL\x02";
 
 /// The journal is not compacted below this size.
 pub const COMPACT_MIN: u64 = 64 << 20;
@@ -75,11 +76,9 @@ pub struct JournalConfig {
     pub grace: Duration,
 }
 
-/// A task as the journal keeps it.
+/// A task as the journal keeps it (its id is in the [`Record::Created`] that follows).
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct JournalTask {
-    /// The id the core gave it.
-    pub id: u64,
     /// Its key.
     pub key: String,
     /// Its op.
@@ -87,7 +86,7 @@ pub struct JournalTask {
     /// Its arguments.
     pub args: Datum,
     /// Their byte payloads.
-    pub bufs: Vec<Vec<u8>>,
+    pub bufs: Vec<Bytes>,
     /// The keys of its inputs.
     pub deps: Vec<String>,
     /// What it needs of a worker.
@@ -99,8 +98,11 @@ pub struct JournalTask {
 /// One thing the journal remembers.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub enum Record {
-    /// Tasks created (in creation order: inputs first).
-    Tasks(Vec<JournalTask>),
+    /// A graph's tasks as submitted (tasks already known among them included).
+    Graph(Vec<JournalTask>),
+    /// Which tasks of the last [`Record::Graph`] were created, by index, with the ids
+    /// given them, in creation order (inputs first).
+    Created(Vec<(u32, u64)>),
     /// Tasks forgotten, by id.
     Forgotten(Vec<u64>),
     /// A client joined.
@@ -158,13 +160,48 @@ pub(crate) struct JournalWriter {
 const FLUSH_EVERY: Duration = Duration::from_millis(20);
 const FLUSH_BYTES: u64 = 256 << 10;
 
-fn frame(record: &Record) -> Vec<u8> {
-    let payload = rask_proto::frame::encode_header(record);
-    let mut out = Vec::with_capacity(12 + payload.len());
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&rask_proto::fnv1a(&payload).to_le_bytes());
-    out.extend_from_slice(&payload);
-    out
+/// A record's checksum: FNV-1a over 8-byte little-endian words (then the last bytes one
+/// by one), each step folding the high half into the low half, so that a change in a
+/// word's high bits reaches the next steps' low bits (multiplying moves bits only
+/// upwards: without the fold, one bit flipped in each of two words can cancel). Eight
+/// times fewer multiplications than FNV-1a byte by byte: the journal checksums every
+/// graph.
+pub fn checksum(bytes: &[u8]) -> u64 {
+    const PRIME: u64 = 0x0100_0000_01b3;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut words = bytes.chunks_exact(8);
+    for w in &mut words {
+        let w = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+        h = (h ^ w).wrapping_mul(PRIME);
+        h ^= h >> 32;
+    }
+    for &b in words.remainder() {
+        h = (h ^ u64::from(b)).wrapping_mul(PRIME);
+        h ^= h >> 32;
+    }
+    h
+}
+
+/// A record as the file holds it: its length, its payload's checksum, the payload.
+pub(crate) struct Framed {
+    head: [u8; 12],
+    payload: rkyv::util::AlignedVec<16>,
+}
+
+impl Framed {
+    pub(crate) fn new(record: &Record) -> Framed {
+        let payload = rask_proto::frame::encode_header(record);
+        let mut head = [0; 12];
+        head[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        head[4..].copy_from_slice(&checksum(&payload).to_le_bytes());
+        Framed { head, payload }
+    }
+
+    fn write_to(&self, out: &mut impl Write) -> std::io::Result<u64> {
+        out.write_all(&self.head)?;
+        out.write_all(&self.payload)?;
+        Ok(12 + self.payload.len() as u64)
+    }
 }
 
 /// The records of the journal at `path` (none if it does not exist or is empty), and the
@@ -201,7 +238,7 @@ pub fn read(path: &Path) -> Result<(Vec<Record>, u64), String> {
         let Some(payload) = bytes.get(at + 12..at + 12 + len as usize) else {
             break;
         };
-        if rask_proto::fnv1a(payload) != sum {
+        if checksum(payload) != sum {
             break;
         }
         aligned.clear();
@@ -248,22 +285,24 @@ impl JournalWriter {
     }
 
     /// Appends a record (to the buffer: [`JournalWriter::flush`] hands it to the OS).
+    #[cfg(test)]
     pub(crate) fn append(&mut self, record: &Record) -> std::io::Result<()> {
-        let bytes = frame(record);
-        self.file.write_all(&bytes)?;
-        self.len += bytes.len() as u64;
-        self.dirty += bytes.len() as u64;
+        self.append_framed(&Framed::new(record))
+    }
+
+    /// Appends a record encoded beforehand.
+    pub(crate) fn append_framed(&mut self, record: &Framed) -> std::io::Result<()> {
+        let n = record.write_to(&mut self.file)?;
+        self.len += n;
+        self.dirty += n;
         Ok(())
     }
 
-    /// Hands what was appended to the OS if [`FLUSH_EVERY`] has passed or [`FLUSH_BYTES`]
-    /// wait (a busy scheduler's rounds are short: a write per round would cost more than
-    /// the round), and to the disk as the policy says.
-    pub(crate) fn flush_due(&mut self) -> std::io::Result<()> {
-        if self.dirty >= FLUSH_BYTES || self.last_flush.elapsed() >= FLUSH_EVERY {
-            self.flush()?;
-        }
-        Ok(())
+    /// Whether what was appended should reach the OS now: [`FLUSH_EVERY`] has passed or
+    /// [`FLUSH_BYTES`] wait (a busy scheduler's rounds are short: a write per round would
+    /// cost more than the round).
+    pub(crate) fn due(&self) -> bool {
+        self.dirty >= FLUSH_BYTES || self.last_flush.elapsed() >= FLUSH_EVERY
     }
 
     /// Hands what was appended to the OS now, and to the disk as the policy says.
@@ -300,9 +339,7 @@ impl JournalWriter {
         out.write_all(MAGIC)?;
         let mut len = MAGIC.len() as u64;
         for r in records {
-            let bytes = frame(r);
-            out.write_all(&bytes)?;
-            len += bytes.len() as u64;
+            len += Framed::new(r).write_to(&mut out)?;
         }
         let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_data()?;

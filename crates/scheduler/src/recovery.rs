@@ -7,14 +7,13 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use rask_proto::msg::ToClient;
 use rask_proto::{ClientId, TaskId, WorkerId};
 use rask_scheduler_core::NewTask;
 use rustc_hash::{FxHashMap, FxHashSet};
 use tracing::{info, warn};
 
-use crate::journal::{self, JournalConfig, JournalTask, JournalWriter, Record};
+use crate::journal::{self, Framed, JournalConfig, JournalTask, JournalWriter, Record};
 use crate::server::Server;
 
 /// What the scheduler keeps for coming back.
@@ -37,32 +36,28 @@ pub(crate) struct Recovery {
     pub(crate) taken_back: usize,
 }
 
-fn to_journal(id: TaskId, t: &NewTask) -> JournalTask {
+fn to_journal(t: NewTask) -> JournalTask {
     JournalTask {
-        id: id.0,
-        key: t.key.clone(),
-        op: t.op.clone(),
-        args: t.args.clone(),
-        bufs: t.bufs.iter().map(|b| b.to_vec()).collect(),
-        deps: t.deps.clone(),
-        resources: t.resources.clone(),
+        key: t.key,
+        op: t.op,
+        args: t.args,
+        bufs: t.bufs,
+        deps: t.deps,
+        resources: t.resources,
         code: t.code,
     }
 }
 
-fn from_journal(t: JournalTask) -> (TaskId, NewTask) {
-    (
-        TaskId(t.id),
-        NewTask {
-            key: t.key,
-            op: t.op,
-            args: t.args,
-            bufs: t.bufs.into_iter().map(Bytes::from).collect(),
-            deps: t.deps,
-            resources: t.resources,
-            code: t.code,
-        },
-    )
+fn from_journal(t: JournalTask) -> NewTask {
+    NewTask {
+        key: t.key,
+        op: t.op,
+        args: t.args,
+        bufs: t.bufs,
+        deps: t.deps,
+        resources: t.resources,
+        code: t.code,
+    }
 }
 
 /// What the journal's records add up to.
@@ -71,6 +66,8 @@ struct Model {
     /// Live tasks by id, with the order they were created in.
     tasks: FxHashMap<u64, (u64, JournalTask)>,
     created: u64,
+    /// The tasks of the last graph, until its `Created` record takes them.
+    graph: Vec<Option<JournalTask>>,
     clients: BTreeMap<u32, (String, FxHashSet<String>)>,
     workers: BTreeMap<u32, String>,
     next_client: u32,
@@ -80,10 +77,13 @@ struct Model {
 impl Model {
     fn apply(&mut self, r: Record) {
         match r {
-            Record::Tasks(ts) => {
-                for t in ts {
-                    self.created += 1;
-                    self.tasks.insert(t.id, (self.created, t));
+            Record::Graph(ts) => self.graph = ts.into_iter().map(Some).collect(),
+            Record::Created(ids) => {
+                for (i, id) in ids {
+                    if let Some(t) = self.graph.get_mut(i as usize).and_then(Option::take) {
+                        self.created += 1;
+                        self.tasks.insert(id, (self.created, t));
+                    }
                 }
             }
             Record::Forgotten(ids) => {
@@ -143,15 +143,13 @@ pub(crate) fn restore(server: &mut Server, cfg: &JournalConfig) -> Result<(), St
             .suspended
             .insert(ClientId(*id), now + cfg.grace);
     }
-    let mut tasks: Vec<(u64, JournalTask)> = m.tasks.into_values().collect();
-    tasks.sort_by_key(|(order, _)| *order);
+    let mut tasks: Vec<(u64, (u64, JournalTask))> = m.tasks.into_iter().collect();
+    tasks.sort_by_key(|(_, (order, _))| *order);
+    let tasks = tasks.into_iter().map(|(id, (_, t))| (id, t));
     let restored = tasks.len();
     let (ids, tasks): (FxHashMap<String, TaskId>, Vec<NewTask>) = tasks
         .into_iter()
-        .map(|(_, t)| {
-            let (id, nt) = from_journal(t);
-            ((nt.key.clone(), id), nt)
-        })
+        .map(|(id, t)| ((t.key.clone(), TaskId(id)), from_journal(t)))
         .unzip();
     let mut clients = m.clients.iter();
     if let Some((first, (_, wants))) = clients.next() {
@@ -234,8 +232,11 @@ impl Server {
         // Inputs before what reads them: in id order within a generation is not enough
         // after slot reuse, so the core sorts them again when restoring.
         for part in tasks.chunks(10_000) {
-            out.push(Record::Tasks(
-                part.iter().map(|(id, t)| to_journal(*id, t)).collect(),
+            out.push(Record::Graph(
+                part.iter().map(|(_, t)| to_journal(t.clone())).collect(),
+            ));
+            out.push(Record::Created(
+                (0..).zip(part).map(|(i, (id, _))| (i, id.0)).collect(),
             ));
         }
         out.extend(
@@ -250,8 +251,14 @@ impl Server {
     /// Appends a record to the journal, if there is one. A journal that cannot be
     /// written is said and closed: the scheduler goes on without it.
     pub(crate) fn journal(&mut self, r: &Record) {
+        if self.recovery.journal.is_some() {
+            self.journal_framed(&Framed::new(r));
+        }
+    }
+
+    fn journal_framed(&mut self, r: &Framed) {
         if let Some(j) = &mut self.recovery.journal {
-            if let Err(e) = j.append(r) {
+            if let Err(e) = j.append_framed(r) {
                 warn!("the journal cannot be written ({e}): going on without it");
                 self.recovery.journal = None;
                 self.core.record_changes(false);
@@ -259,23 +266,30 @@ impl Server {
         }
     }
 
-    /// A graph's new tasks (taken from the core's record of what it created) and the
-    /// keys the client holds, journaled.
-    pub(crate) fn journal_graph(&mut self, c: ClientId, submitted: &[NewTask], wanted: &[String]) {
+    /// A graph's tasks encoded as the journal keeps them, before the core takes them
+    /// (moved into the record and back: nothing is copied but the encoding); `None`
+    /// without a journal.
+    pub(crate) fn encode_graph(&self, tasks: Vec<NewTask>) -> (Vec<NewTask>, Option<Framed>) {
         if self.recovery.journal.is_none() {
-            return;
+            return (tasks, None);
         }
+        let record = Record::Graph(tasks.into_iter().map(to_journal).collect());
+        let framed = Framed::new(&record);
+        let Record::Graph(tasks) = record else {
+            unreachable!("just built")
+        };
+        (tasks.into_iter().map(from_journal).collect(), Some(framed))
+    }
+
+    /// A graph the core took: its tasks (`graph`, from [`Server::encode_graph`]) if any
+    /// was created, which were and their ids, and the keys the client holds, journaled.
+    pub(crate) fn journal_graph(&mut self, c: ClientId, graph: &Framed, wanted: &[String]) {
         let (created, forgotten) = self.core.take_changes();
         if !created.is_empty() {
-            let by_key: FxHashMap<&str, &NewTask> =
-                submitted.iter().map(|t| (t.key.as_str(), t)).collect();
-            let keys = self.core.keys_of(&created);
-            let tasks: Vec<JournalTask> = created
-                .iter()
-                .zip(keys)
-                .filter_map(|(id, k)| Some(to_journal(*id, by_key.get(&*k?)?)))
-                .collect();
-            self.journal(&Record::Tasks(tasks));
+            self.journal_framed(graph);
+            self.journal(&Record::Created(
+                created.iter().map(|(i, id)| (*i, id.0)).collect(),
+            ));
         }
         if !wanted.is_empty() {
             self.journal(&Record::Wants {
@@ -292,9 +306,12 @@ impl Server {
     /// the OS when due (now if `now`; to the disk by its policy), compacted when it has
     /// grown.
     pub(crate) fn journal_round(&mut self, now: bool) {
-        if self.recovery.journal.is_none() {
-            return;
+        match &self.recovery.journal {
+            Some(j) if now || j.due() => {}
+            _ => return,
         }
+        // Forgotten ids wait for the flush: a record a round would cost more than the
+        // round, and ids are never issued twice, so their place in the file is free.
         let (_, forgotten) = self.core.take_changes();
         if !forgotten.is_empty() {
             self.journal(&Record::Forgotten(forgotten.iter().map(|t| t.0).collect()));
@@ -302,7 +319,7 @@ impl Server {
         let Some(j) = &mut self.recovery.journal else {
             return;
         };
-        let flushed = if now { j.flush() } else { j.flush_due() };
+        let flushed = j.flush();
         if let Err(e) = flushed {
             warn!("the journal cannot be written ({e}): going on without it");
             self.recovery.journal = None;
@@ -435,5 +452,50 @@ impl Server {
         if self.recovery.awaited.remove(name) && self.recovery.awaited.is_empty() {
             self.release_hold();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rask_proto::Datum;
+
+    fn task(key: &str, deps: &[&str]) -> JournalTask {
+        JournalTask {
+            key: key.into(),
+            op: "inc".into(),
+            args: Datum::Int(1),
+            bufs: Vec::new(),
+            deps: deps.iter().map(|d| d.to_string()).collect(),
+            resources: Vec::new(),
+            code: None,
+        }
+    }
+
+    fn live(m: &Model) -> Vec<(u64, String)> {
+        let mut tasks: Vec<_> = m.tasks.iter().collect();
+        tasks.sort_by_key(|(_, (order, _))| *order);
+        tasks
+            .into_iter()
+            .map(|(id, (_, t))| (*id, t.key.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_graph_record_gives_the_tasks_its_created_record_names_their_ids() {
+        let mut m = Model::default();
+        m.apply(Record::Graph(vec![task("b", &["a"]), task("a", &[])]));
+        m.apply(Record::Created(vec![(1, 10), (0, 11)]));
+        assert_eq!(live(&m), [(10, "a".into()), (11, "b".into())]);
+        // Submitted again with a new task: only that one was created. An index out of
+        // the graph, or named twice, is no task.
+        m.apply(Record::Graph(vec![task("a", &[]), task("c", &["a"])]));
+        m.apply(Record::Created(vec![(1, 12), (1, 13), (7, 14)]));
+        m.apply(Record::Forgotten(vec![11]));
+        assert_eq!(live(&m), [(10, "a".into()), (12, "c".into())]);
+        // A created record with no graph before it adds nothing.
+        let mut fresh = Model::default();
+        fresh.apply(Record::Created(vec![(0, 1)]));
+        assert!(fresh.tasks.is_empty());
     }
 }

@@ -551,13 +551,13 @@ impl Server {
         let outcome = match error {
             Some(e) => Err(e),
             None => {
-                let journaled = self.recovery.journal.is_some().then(|| tasks.clone());
+                let (tasks, journaled) = self.encode_graph(tasks);
                 let r = self
                     .core
                     .on_update_graph(c, tasks, &wanted)
                     .map_err(|e| e.to_string());
-                if let (Some(tasks), true) = (journaled, r.is_ok()) {
-                    self.journal_graph(c, &tasks, &wanted);
+                if let (Some(graph), true) = (journaled, r.is_ok()) {
+                    self.journal_graph(c, &graph, &wanted);
                 }
                 r
             }

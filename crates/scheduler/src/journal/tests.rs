@@ -3,13 +3,12 @@
 
 use super::*;
 
-fn task(id: u64, key: &str) -> JournalTask {
+fn task(key: &str) -> JournalTask {
     JournalTask {
-        id,
         key: key.into(),
         op: "inc".into(),
         args: Datum::List(vec![Datum::Int(7), Datum::Buf(0)]),
-        bufs: vec![vec![1, 2, 3]],
+        bufs: vec![Bytes::from_static(&[1, 2, 3])],
         deps: vec!["x".into()],
         resources: vec![Resource {
             name: "gpu".into(),
@@ -25,7 +24,8 @@ fn records() -> Vec<Record> {
             id: 1,
             name: "c".into(),
         },
-        Record::Tasks(vec![task(4 << 32 | 1, "a"), task(2, "b")]),
+        Record::Graph(vec![task("a"), task("b")]),
+        Record::Created(vec![(1, 2), (0, 4 << 32 | 1)]),
         Record::Wants {
             client: 1,
             keys: vec!["b".into()],
@@ -75,15 +75,16 @@ fn records_read_back_as_written_and_a_torn_tail_is_cut() {
     for cut in [full - 1, full - 5, full - 13] {
         std::fs::write(&path, &bytes[..cut as usize]).unwrap();
         let (got, valid) = read(&path).unwrap();
-        assert_eq!(got, records()[..5].to_vec(), "cut at {cut}");
+        assert_eq!(got, records()[..records().len() - 1].to_vec(), "cut at {cut}");
         assert!(valid < cut);
         // Appending after restore cuts the torn bytes first.
         let mut w = JournalWriter::open(&path, valid, Fsync::Never).unwrap();
         w.append(&Record::ClientLeft(1)).unwrap();
         w.flush().unwrap();
         let (again, _) = read(&path).unwrap();
-        assert_eq!(again.len(), 6);
-        assert_eq!(again[5], Record::ClientLeft(1));
+        let n = records().len();
+        assert_eq!(again.len(), n);
+        assert_eq!(again[n - 1], Record::ClientLeft(1));
     }
     // A flipped byte in a payload: the checksum ends the journal there.
     let mut bad = bytes.clone();
@@ -150,4 +151,25 @@ fn fsync_policies_parse_and_bad_ones_are_named() {
         let e = bad.parse::<Fsync>().unwrap_err();
         assert!(e.contains(bad), "{e}");
     }
+}
+
+#[test]
+fn the_checksum_sees_every_flipped_bit_and_pair_of_nearby_bits() {
+    let data: Vec<u8> = (0..203u32).map(|i| (i * 37 % 251) as u8).collect();
+    let sum = checksum(&data);
+    let bits = data.len() * 8;
+    let mut seen = std::collections::HashSet::from([sum]);
+    for a in 0..bits {
+        let mut d = data.clone();
+        d[a / 8] ^= 1 << (a % 8);
+        assert!(seen.insert(checksum(&d)), "bit {a}");
+        // Multiplying moves bits only upwards: unfolded, a word's top bit flipped would
+        // be cancelled by a bit flipped in the next word.
+        for b in a + 1..bits.min(a + 130) {
+            let mut e = d.clone();
+            e[b / 8] ^= 1 << (b % 8);
+            assert_ne!(checksum(&e), sum, "bits {a} and {b}");
+        }
+    }
+    assert_ne!(checksum(&data[..202]), sum, "a cut tail");
 }
