@@ -24,6 +24,7 @@ mod deploy;
 mod p2p;
 mod peers;
 mod procs;
+mod recovery;
 mod report;
 mod ship;
 mod stats;
@@ -60,6 +61,9 @@ enum Cmd {
     /// What an open dashboard page costs the scheduler, and what a page costs the browser
     /// with a million tasks held (headless Chromium).
     Dashboard(DashboardArgs),
+    /// A scheduler killed mid-graph and restarted from its journal: restore time, time
+    /// to every result, tasks computed again.
+    Recovery(RecoveryArgs),
     /// Echo bytes on a loopback port (the peer process of the round-trip floor).
     #[command(hide = true)]
     EchoServer,
@@ -120,6 +124,19 @@ struct DashboardArgs {
     /// Milliseconds of a page's own (virtual) time when it is loaded with the tasks held.
     #[arg(long, default_value_t = 5_000)]
     budget_ms: u64,
+}
+
+#[derive(clap::Args)]
+struct RecoveryArgs {
+    /// Independent tasks in the graph (each result held by the client).
+    #[arg(long, default_value_t = 100_000)]
+    tasks: usize,
+    /// Runs (the medians are reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// The share of the graph done when the scheduler is killed.
+    #[arg(long, default_value_t = 0.5)]
+    at: f64,
 }
 
 #[derive(clap::Args)]
@@ -225,6 +242,7 @@ fn main() -> Result<()> {
         Cmd::Ship(a) => ship::run(a),
         Cmd::Deploy(a) => deploy::run(a),
         Cmd::Dashboard(a) => dashboard::run(a),
+        Cmd::Recovery(a) => recovery::run(a),
         Cmd::EchoServer => procs::echo_server(),
     }
 }

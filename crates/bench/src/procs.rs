@@ -85,8 +85,20 @@ pub(crate) fn scheduler_process() -> Result<(KillOnDrop, String)> {
     scheduler_process_with(&[])
 }
 
-/// [`scheduler_process`] with `extra` options (TLS).
+/// [`scheduler_process`] with `extra` options (TLS; a `--port` of its own).
 pub(crate) fn scheduler_process_with(extra: &[String]) -> Result<(KillOnDrop, String)> {
+    spawn_scheduler(extra, None)
+}
+
+/// [`scheduler_process_with`], its log (at `info`) written to `log`.
+pub(crate) fn scheduler_process_logged(
+    extra: &[String],
+    log: &Path,
+) -> Result<(KillOnDrop, String)> {
+    spawn_scheduler(extra, Some(log))
+}
+
+fn spawn_scheduler(extra: &[String], log: Option<&Path>) -> Result<(KillOnDrop, String)> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let bin = sibling("rask")?;
@@ -96,13 +108,19 @@ pub(crate) fn scheduler_process_with(extra: &[String]) -> Result<(KillOnDrop, St
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
     let _ = std::fs::remove_file(&file);
-    let child = Command::new(&bin)
-        .args(["scheduler", "--port", "0", "--scheduler-file"])
-        .arg(&file)
-        .args(extra)
-        .env("RASK_LOG", "error")
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
+    let mut cmd = Command::new(&bin);
+    cmd.args(["scheduler", "--scheduler-file"]).arg(&file);
+    if !extra.iter().any(|a| a == "--port") {
+        cmd.args(["--port", "0"]);
+    }
+    cmd.args(extra).stdin(Stdio::null());
+    match log {
+        Some(path) => cmd
+            .env("RASK_LOG", "info")
+            .stderr(std::fs::File::create(path).context("the scheduler's log")?),
+        None => cmd.env("RASK_LOG", "error").stderr(Stdio::null()),
+    };
+    let child = cmd
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
     let proc = KillOnDrop(child);
@@ -119,6 +137,30 @@ pub(crate) fn scheduler_process_with(extra: &[String]) -> Result<(KillOnDrop, St
     };
     let _ = std::fs::remove_file(&file);
     Ok((proc, addr))
+}
+
+/// `rask worker` processes named `names` for the scheduler at `addr`, one thread each,
+/// with `extra` options.
+pub(crate) fn worker_processes(
+    addr: &str,
+    names: &[&str],
+    extra: &[&str],
+) -> Result<Vec<KillOnDrop>> {
+    let bin = sibling("rask")?;
+    names
+        .iter()
+        .map(|name| {
+            Command::new(&bin)
+                .args(["worker", addr, "--nthreads", "1", "--name", name])
+                .args(extra)
+                .env("RASK_LOG", "error")
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map(KillOnDrop)
+                .with_context(|| format!("starting {}", bin.display()))
+        })
+        .collect()
 }
 
 /// Bytes of heap this process holds, as glibc counts them over all its arenas (freed

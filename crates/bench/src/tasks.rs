@@ -11,7 +11,7 @@ use rask::{Arg, Client, Graph, LocalCluster};
 use crate::peers::run_dask;
 use crate::procs::{
     heap_in_use, rss_of, scheduler_process, scheduler_process_with, sibling, tcp_ping_pong_us,
-    KillOnDrop,
+    worker_processes, KillOnDrop,
 };
 use crate::report::{report, write_json};
 use crate::stats::{check, median, percentile, rate_figure, Figure};
@@ -378,20 +378,7 @@ fn scheduler_memory_per_task(n: usize) -> Result<f64> {
 /// with its news.
 fn client_memory_per_future(n: usize) -> Result<f64> {
     let (_scheduler, addr) = scheduler_process()?;
-    let bin = sibling("rask")?;
-    let _workers: Vec<KillOnDrop> = ["w1", "w2"]
-        .into_iter()
-        .map(|name| {
-            Command::new(&bin)
-                .args(["worker", &addr, "--nthreads", "1", "--name", name])
-                .env("RASK_LOG", "error")
-                .stdin(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .map(KillOnDrop)
-                .with_context(|| format!("starting {}", bin.display()))
-        })
-        .collect::<Result<_>>()?;
+    let _workers = worker_processes(&addr, &["w1", "w2"], &[])?;
     let client = Client::connect(&addr)?;
     client.wait_for_workers(2)?;
     let before = heap_in_use();

@@ -3,7 +3,6 @@
 //! or a scheduler restart — telling what they hold, so that results that survived are
 //! not recomputed and no stale value is ever taken for a key computed again meanwhile.
 
-
 use rask_proto::{ClientId, TaskId, WorkerId};
 use rustc_hash::FxHashMap;
 

@@ -86,7 +86,11 @@ fn a_restored_graph_keeps_its_ids_and_later_ids_are_above_every_old_one() {
         .unwrap();
     let (created, forgotten) = before.take_changes();
     let indices: Vec<u32> = created.iter().map(|(i, _)| *i).collect();
-    assert_eq!(indices, vec![1, 0, 0, 0], "inputs first, by index in their graph");
+    assert_eq!(
+        indices,
+        vec![1, 0, 0, 0],
+        "inputs first, by index in their graph"
+    );
     assert_eq!(forgotten, vec![created[2].1], "gone, at once");
     assert_eq!(before.take_changes(), (vec![], vec![]), "taken once");
     let ids: FxHashMap<String, TaskId> = ["a", "b", "c"]

@@ -34,6 +34,8 @@ pub(crate) struct Recovery {
     /// Tasks restored from the journal, and values workers gave back (for the report).
     pub(crate) restored: usize,
     pub(crate) taken_back: usize,
+    /// When the restore ended.
+    pub(crate) restored_at: Option<Instant>,
 }
 
 fn to_journal(t: NewTask) -> JournalTask {
@@ -125,6 +127,7 @@ impl Model {
 /// Restores `server` from the journal of `cfg` (nothing to restore from a new one) and
 /// opens it for appending, compacted to what was restored.
 pub(crate) fn restore(server: &mut Server, cfg: &JournalConfig) -> Result<(), String> {
+    let started = Instant::now();
     let (records, valid) = journal::read(&cfg.path)?;
     let found = records.len();
     let mut m = Model::default();
@@ -181,15 +184,6 @@ pub(crate) fn restore(server: &mut Server, cfg: &JournalConfig) -> Result<(), St
             server.core.hold_placement(true);
             rec.hold_until = Some(now + cfg.grace);
         }
-        info!(
-            "restored from the journal {}: {} tasks ({} recorded), {} clients; waiting up to {:.0} s for {} workers to come back",
-            cfg.path.display(),
-            rec.restored,
-            restored,
-            m.clients.len(),
-            cfg.grace.as_secs_f64(),
-            rec.awaited.len()
-        );
     }
     server.core.record_changes(true);
     let mut writer = JournalWriter::open(&cfg.path, valid, cfg.fsync)
@@ -207,7 +201,21 @@ pub(crate) fn restore(server: &mut Server, cfg: &JournalConfig) -> Result<(), St
     writer
         .rewrite(&state)
         .map_err(|e| format!("journal {}: {e}", cfg.path.display()))?;
-    server.recovery.journal = Some(writer);
+    let rec = &mut server.recovery;
+    rec.journal = Some(writer);
+    if found > 0 {
+        info!(
+            "restored from the journal {} in {:.3} s: {} tasks ({} recorded), {} clients; waiting up to {:.0} s for {} workers to come back",
+            cfg.path.display(),
+            started.elapsed().as_secs_f64(),
+            rec.restored,
+            restored,
+            m.clients.len(),
+            cfg.grace.as_secs_f64(),
+            rec.awaited.len()
+        );
+        rec.restored_at = Some(Instant::now());
+    }
     Ok(())
 }
 
@@ -379,8 +387,11 @@ impl Server {
         self.recovery.awaited.clear();
         if self.core.placement_held() {
             info!(
-                "placing tasks again: {} values taken back from workers",
-                self.recovery.taken_back
+                "placing tasks again: {} values taken back from workers, {:.3} s after the restore",
+                self.recovery.taken_back,
+                self.recovery
+                    .restored_at
+                    .map_or(0.0, |t| t.elapsed().as_secs_f64())
             );
             self.core.hold_placement(false);
         }

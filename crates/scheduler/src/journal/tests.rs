@@ -75,7 +75,11 @@ fn records_read_back_as_written_and_a_torn_tail_is_cut() {
     for cut in [full - 1, full - 5, full - 13] {
         std::fs::write(&path, &bytes[..cut as usize]).unwrap();
         let (got, valid) = read(&path).unwrap();
-        assert_eq!(got, records()[..records().len() - 1].to_vec(), "cut at {cut}");
+        assert_eq!(
+            got,
+            records()[..records().len() - 1].to_vec(),
+            "cut at {cut}"
+        );
         assert!(valid < cut);
         // Appending after restore cuts the torn bytes first.
         let mut w = JournalWriter::open(&path, valid, Fsync::Never).unwrap();
