@@ -242,6 +242,7 @@ fn heartbeat() -> ToScheduler {
 
 fn finished(task: u64, value: Option<Datum>) -> ToScheduler {
     ToScheduler::TaskFinished(TaskFinishedMsg {
+        run: 1,
         task: TaskId(task),
         nbytes: 8,
         duration_us: 120,
@@ -494,6 +495,7 @@ fn main() {
         finished(0, Some(Datum::Int(2))),
         finished(1, None),
         ToScheduler::TaskErred(TaskErredMsg {
+            run: 1,
             task: TaskId(2),
             message: "ZeroDivisionError".into(),
         }),
@@ -559,6 +561,7 @@ fn main() {
         "to_scheduler",
         "finished-huge-numbers",
         &plain(vec![ToScheduler::TaskFinished(TaskFinishedMsg {
+            run: 1,
             task: TaskId(u64::MAX),
             nbytes: u64::MAX,
             duration_us: u64::MAX,
@@ -578,6 +581,7 @@ fn main() {
     // Messages to a worker.
     let compute = |task: u64, deps: Vec<DepLoc>, args: Datum| {
         ToWorker::Compute(ComputeMsg {
+            run: 1,
             task: TaskId(task),
             op: "add".into(),
             args,
@@ -1360,6 +1364,7 @@ fn main() {
         .u8(sstep::WORKER_FRAME)
         .u8(0)
         .chunk(&plain(vec![ToScheduler::TaskFinished(TaskFinishedMsg {
+            run: 1,
             task: TaskId(0),
             nbytes: u64::MAX,
             duration_us: u64::MAX,
@@ -1368,6 +1373,7 @@ fn main() {
         .u8(sstep::WORKER_FRAME)
         .u8(0)
         .chunk(&plain(vec![ToScheduler::TaskFinished(TaskFinishedMsg {
+            run: 1,
             task: TaskId(1),
             nbytes: u64::MAX,
             duration_us: u64::MAX,

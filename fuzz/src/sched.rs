@@ -105,6 +105,7 @@ fn small_task(b: u8) -> TaskId {
 struct Assigned {
     task: TaskId,
     deps: Vec<DepLoc>,
+    run: u32,
 }
 
 struct Worker {
@@ -277,10 +278,12 @@ pub fn scheduler_core(data: &[u8]) {
                             nbytes: b as u64 * 1000,
                             duration_us: kind as u64,
                             value: None,
+                            run: u32::from(kind >> 5),
                         }),
                         1 => ToScheduler::TaskErred(TaskErredMsg {
                             task,
                             message: "report".into(),
+                            run: u32::from(kind >> 5),
                         }),
                         2 => ToScheduler::MissingData {
                             task,
@@ -537,11 +540,15 @@ impl Harness {
         crate::trace(|| format!("  from worker {w:?}: {msgs:?}"));
         for m in msgs {
             match m {
-                ToScheduler::TaskFinished(f) => {
-                    self.core
-                        .on_task_finished(w, f.task, f.nbytes, f.duration_us, f.value)
+                // A report of a run freed and assigned again since is dropped, as the
+                // server does.
+                ToScheduler::TaskFinished(f) if !self.core.is_stale_run(f.task, f.run) => self
+                    .core
+                    .on_task_finished(w, f.task, f.nbytes, f.duration_us, f.value),
+                ToScheduler::TaskErred(e) if !self.core.is_stale_run(e.task, e.run) => {
+                    self.core.on_task_erred(w, e.task, e.message)
                 }
-                ToScheduler::TaskErred(e) => self.core.on_task_erred(w, e.task, e.message),
+                ToScheduler::TaskFinished(_) | ToScheduler::TaskErred(_) => {}
                 ToScheduler::MissingData { task, dep, holder } => {
                     self.core.on_missing_data(w, task, dep, holder)
                 }
@@ -609,10 +616,12 @@ impl Harness {
                         nbytes: a as u64,
                         duration_us: b as u64,
                         value: (a & 1 != 0).then_some(Datum::Int(b as i64)),
+                        run: c.run,
                     }),
                     1 => ToScheduler::TaskErred(TaskErredMsg {
                         task: c.task,
                         message: "boom".into(),
+                        run: c.run,
                     }),
                     _ => match c.deps.get(a as usize % c.deps.len().max(1)) {
                         Some(d) => ToScheduler::MissingData {
@@ -685,6 +694,7 @@ impl Harness {
                         wk.computes.push_back(Assigned {
                             task: msg.task,
                             deps: msg.deps,
+                            run: msg.run,
                         });
                     }
                 }

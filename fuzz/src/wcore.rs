@@ -163,6 +163,7 @@ pub fn worker_core(data: &[u8]) {
                         .collect(),
                     priority: (t >> 4) as u64,
                     report_value: t & 0x80 != 0,
+                    run: u32::from(holders >> 4),
                 };
                 h.send(vec![ToWorker::Compute(c)], &[b"payload"]);
             }
@@ -289,6 +290,7 @@ impl Harness {
                 deps: c.deps.clone(),
                 op: &c.op,
                 report_value: c.report_value,
+                run: c.run,
             })
         }));
     }
@@ -346,11 +348,13 @@ impl Harness {
                         nbytes,
                         duration_us,
                         with_value,
+                        run,
                     } => pass_on(ToScheduler::TaskFinished(TaskFinishedMsg {
                         task,
                         nbytes,
                         duration_us,
                         value: with_value.then_some(Datum::Int(1)),
+                        run,
                     })),
                     Instruction::Send(m) => pass_on(m),
                     Instruction::Discard { task } => {
@@ -365,7 +369,8 @@ impl Harness {
         panic!("the worker core gives instructions without end");
     }
 
-    /// The core and the harness agree on what runs, and no more runs than threads.
+    /// The core and the harness agree on what runs, no more runs than threads, and the
+    /// core's bookkeeping holds (`WorkerCore::validate`).
     fn check(&self) {
         assert_eq!(
             self.core.executing(),
@@ -376,7 +381,8 @@ impl Harness {
             self.running.len() <= self.nthreads,
             "more tasks run than threads"
         );
-        let _ = self.core.assigned();
-        let _ = self.core.owned();
+        if let Err(e) = self.core.validate() {
+            panic!("worker core: {e}");
+        }
     }
 }

@@ -186,6 +186,7 @@ mod tests {
                 nbytes: 5 << 30,
                 duration_us: 17,
                 value: Some(Datum::Str("x".into())),
+                run: 3,
             }),
             ToScheduler::UpdateGraph(UpdateGraphMsg {
                 tasks: vec![TaskSpec {

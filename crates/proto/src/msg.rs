@@ -223,6 +223,9 @@ wire! {
         /// The result itself, when the scheduler asked for it (a client waits on the key)
         /// and it is small: the client then needs no fetch from the worker.
         pub value: Option<Datum>,
+        /// The run it reports ([`ComputeMsg::run`]): a report of an earlier run, sent
+        /// before the worker heard that run was freed, is not taken for the current one.
+        pub run: u32,
     }
 
     /// A worker's report that a task's op returned an error or panicked.
@@ -231,6 +234,8 @@ wire! {
         pub task: TaskId,
         /// The op's error, or its panic message.
         pub message: String,
+        /// The run it reports ([`ComputeMsg::run`]).
+        pub run: u32,
     }
 
     /// Messages to the scheduler, from clients and workers.
@@ -443,6 +448,9 @@ wire! {
         pub priority: u64,
         /// A client waits on this key: report a small result inline.
         pub report_value: bool,
+        /// Which assignment of the task this is (the scheduler counts them): its reports
+        /// carry it back.
+        pub run: u32,
     }
 
     /// A worker's address, so peers can fetch from it.

@@ -53,6 +53,10 @@ pub(crate) struct Task {
     pub(crate) priority: u64,
     /// Workers that died running it (saturating; compared with `allowed_failures`).
     pub(crate) suspicious: u16,
+    /// Its assignments so far, wrapping (a stale report is of the run before, not of one
+    /// 256 runs back): a report of another run is stale
+    /// ([`crate::SchedulerCore::is_stale_run`]).
+    pub(crate) run: u8,
     pub(crate) extra: Option<Box<TaskExtra>>,
 }
 

@@ -178,6 +178,19 @@ impl SchedulerCore {
         true
     }
 
+    /// Whether a worker's report of run `run` of `t` ([`ComputeMsg::run`]) is stale: `t`
+    /// was freed on that worker and assigned again since the worker sent it, and the
+    /// report must not be taken for the current run (nor answered with a free, which
+    /// would cancel the current run). The caller drops stale reports before they reach
+    /// [`SchedulerCore::on_task_finished`] or [`SchedulerCore::on_task_erred`].
+    ///
+    /// [`ComputeMsg::run`]: rask_proto::msg::ComputeMsg::run
+    pub fn is_stale_run(&self, t: TaskId, run: u32) -> bool {
+        self.tasks
+            .get(&t)
+            .is_some_and(|task| u32::from(task.run) != run)
+    }
+
     /// A client submitted a graph. `wanted` are the keys it holds futures for (they may
     /// name tasks submitted before). On error nothing changes.
     pub fn on_update_graph(
@@ -261,6 +274,7 @@ impl SchedulerCore {
                 who_wants: Few::default(),
                 priority: self.next_priority,
                 suspicious: 0,
+                run: 0,
                 extra,
             };
             if explicit.is_some() {

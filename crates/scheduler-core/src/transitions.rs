@@ -400,6 +400,11 @@ impl SchedulerCore {
     }
 
     pub(crate) fn assign(&mut self, t: TaskId, w: WorkerId) {
+        let task = self
+            .tasks
+            .get_mut(&t)
+            .expect("invariant: assigned tasks exist");
+        task.run = task.run.wrapping_add(1);
         let task = &self.tasks[&t];
         let stat = &self.ops[task.op as usize];
         let est = stat
@@ -424,6 +429,7 @@ impl SchedulerCore {
                 .collect(),
             priority: task.priority,
             report_value: !task.who_wants.is_empty(),
+            run: u32::from(task.run),
         };
         let bufs = task
             .extra

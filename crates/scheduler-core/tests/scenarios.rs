@@ -1744,3 +1744,41 @@ fn a_task_that_lost_one_input_keeps_the_other_and_only_the_lost_one_is_recompute
     assert_eq!(s.state("x"), TaskState::Memory);
     assert_eq!(s.who_has("x"), vec![WorkerId(0)]);
 }
+
+/// A task freed on its worker and given to it again is a new run: the worker's report of
+/// the run before (sent before it heard of the free) is stale, and the report of the new
+/// one is current. Taking the stale one for the new run left the scheduler counting a
+/// value the worker had dropped (the chaos test's stalls).
+#[test]
+fn a_task_given_again_to_its_worker_is_a_new_run_and_reports_of_the_old_one_are_stale() {
+    let mut s = core();
+    s.on_worker_joined(WorkerId(0), worker("a", 1));
+    s.on_update_graph(C, vec![task("x", &[]), task("y", &["x"])], &keys(&["y"]))
+        .unwrap();
+    let (x, y) = (s.task_id("x").unwrap(), s.task_id("y").unwrap());
+    let runs = |a: &[Action]| -> Vec<(TaskId, u32)> {
+        a.iter()
+            .filter_map(|a| match a {
+                Action::Compute { msg, .. } => Some((msg.task, msg.run)),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(runs(&s.take_actions()), vec![(x, 1), (y, 1)]);
+    assert!(!s.is_stale_run(y, 1));
+    // The worker says it could not get x for y: both are freed there and given back.
+    s.on_missing_data(WorkerId(0), y, x, WorkerId(0));
+    s.validate();
+    let a = s.take_actions();
+    assert!(a.contains(&Action::Free {
+        worker: WorkerId(0),
+        task: y
+    }));
+    assert_eq!(runs(&a), vec![(x, 2), (y, 2)]);
+    assert!(s.is_stale_run(y, 1), "the report of the first run");
+    assert!(!s.is_stale_run(y, 2));
+    assert!(
+        !s.is_stale_run(TaskId(999), 1),
+        "an unknown task has no run to be stale against"
+    );
+}

@@ -8,7 +8,7 @@ use rask_proto::{ClientId, WorkerId};
 use rask_scheduler_core::{NewTask, SchedulerCore, WorkerSpec};
 use rask_transport::{Batch, Sender};
 use rustc_hash::FxHashMap;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::conn::Event;
 use crate::conn::Joined;
@@ -420,11 +420,19 @@ impl Server {
                     );
                 }
                 (Peer::Worker(w), ToScheduler::TaskFinished(f)) => {
-                    self.core
-                        .on_task_finished(w, f.task, f.nbytes, f.duration_us, f.value)
+                    if self.core.is_stale_run(f.task, f.run) {
+                        debug!(worker = w.0, task = %f.task, run = f.run, "a stale report dropped");
+                    } else {
+                        self.core
+                            .on_task_finished(w, f.task, f.nbytes, f.duration_us, f.value)
+                    }
                 }
                 (Peer::Worker(w), ToScheduler::TaskErred(e)) => {
-                    self.core.on_task_erred(w, e.task, e.message)
+                    if self.core.is_stale_run(e.task, e.run) {
+                        debug!(worker = w.0, task = %e.task, run = e.run, "a stale report dropped");
+                    } else {
+                        self.core.on_task_erred(w, e.task, e.message)
+                    }
                 }
                 (Peer::Worker(w), ToScheduler::MissingData { task, dep, holder }) => {
                     self.core.on_missing_data(w, task, dep, holder)

@@ -19,9 +19,9 @@ impl WorkerCore {
         for d in values {
             if self.owned.contains(&d.task) {
                 here.push(d.task);
-            } else if self.cached.remove(&d.task).is_some() {
+            } else if self.cached.contains_key(&d.task) {
                 // Fetched for local tasks already: kept now until freed.
-                self.owned.insert(d.task);
+                self.make_owned(d.task);
                 here.push(d.task);
             } else if let Some(f) = self.fetching.get_mut(&d.task) {
                 f.replica = Some(d.holders);
@@ -84,7 +84,10 @@ impl WorkerCore {
                 }
             }
             if f.replica.is_some() {
-                self.owned.insert(*t);
+                self.make_owned(*t);
+                if live > 0 {
+                    *self.uses.entry(*t).or_default() += live;
+                }
                 kept.push(*t);
             } else if live == 0 {
                 self.out.push(Instruction::Discard { task: *t });

@@ -7,7 +7,9 @@
 //!
 //! Data on a worker is of two kinds: *owned* — outputs of tasks computed here, which the
 //! scheduler knows about and frees explicitly — and *cached* — dependencies fetched from
-//! peers, kept while a local task still needs them.
+//! peers, kept while a local task still needs them. An owned value the scheduler frees
+//! while tasks assigned here still read it becomes cached for them, as Dask's worker
+//! keeps a freed key its waiting dependents need.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -15,6 +17,7 @@
 mod fetch;
 mod inline;
 pub mod spill;
+mod validate;
 
 pub use inline::{OpTimes, INLINE_MAX_US};
 
@@ -55,6 +58,8 @@ pub enum Instruction {
         duration_us: u64,
         /// Send the value with the news if it is small.
         with_value: bool,
+        /// The run reported ([`Assigned::run`]).
+        run: u32,
     },
     /// Tell the scheduler.
     Send(ToScheduler),
@@ -88,6 +93,10 @@ struct Task {
     op: u32,
     /// The scheduler asked for the result's value inline.
     report: bool,
+    /// The assignment being run (its report names it).
+    run: u32,
+    /// Assigned again while its cancelled run still runs: taken up when that run ends.
+    again: Option<Box<Again>>,
     /// Inputs not yet in the local store.
     missing: u32,
     state: State,
@@ -115,9 +124,14 @@ pub struct WorkerCore {
     owned: FxHashSet<TaskId>,
     /// Fetched inputs and how many local tasks still need each.
     cached: FxHashMap<TaskId, u32>,
+    /// Owned values and how many tasks assigned here read them (none: not listed).
+    uses: FxHashMap<TaskId, u32>,
     fetching: FxHashMap<TaskId, Fetch>,
     /// Tasks assigned here waiting for the output of another task assigned here.
     local_waiters: FxHashMap<TaskId, Vec<TaskId>>,
+    /// Tasks that waited for a task assigned here which is not any more (freed, erred, or
+    /// its run cancelled): they wait for it to be assigned here again, or to be freed.
+    orphans: FxHashMap<TaskId, Vec<TaskId>>,
     out: Vec<Instruction>,
     /// No task starts while paused (memory above the pause threshold).
     paused: bool,
@@ -141,6 +155,18 @@ pub struct Assigned<'a> {
     pub op: &'a str,
     /// A client waits on the result: report it inline when small.
     pub report_value: bool,
+    /// The scheduler's count of the task's assignments, carried back by its report.
+    pub run: u32,
+}
+
+/// An assignment waiting for a cancelled run of its task to end.
+#[derive(Debug)]
+struct Again {
+    priority: u64,
+    deps: Vec<DepLoc>,
+    op: u32,
+    report: bool,
+    run: u32,
 }
 
 /// What a task's op produced (the value itself is in the worker's store).
@@ -162,8 +188,10 @@ impl WorkerCore {
             executing: 0,
             owned: FxHashSet::default(),
             cached: FxHashMap::default(),
+            uses: FxHashMap::default(),
             fetching: FxHashMap::default(),
             local_waiters: FxHashMap::default(),
+            orphans: FxHashMap::default(),
             out: Vec::new(),
             paused: false,
             ops: OpTimes::default(),
@@ -183,6 +211,11 @@ impl WorkerCore {
 
     /// The instructions produced since the last call, in order.
     pub fn take(&mut self) -> Vec<Instruction> {
+        // The unit tests check the bookkeeping at every step they look at.
+        #[cfg(test)]
+        if let Err(e) = self.validate() {
+            panic!("worker core: {e}");
+        }
         std::mem::take(&mut self.out)
     }
 
@@ -214,6 +247,7 @@ impl WorkerCore {
             deps,
             op: "",
             report_value: false,
+            run: 0,
         }]);
     }
 
@@ -228,6 +262,7 @@ impl WorkerCore {
             deps,
             op: "",
             report_value: false,
+            run: 0,
         }));
     }
 
@@ -235,7 +270,7 @@ impl WorkerCore {
     pub fn on_assigned<'a>(&mut self, batch: impl IntoIterator<Item = Assigned<'a>>) {
         for a in batch {
             let op = self.ops.id(a.op);
-            self.add_compute(a.task, a.priority, a.deps, op, a.report_value);
+            self.add_compute(a.task, a.priority, a.deps, op, a.report_value, a.run);
         }
         self.schedule();
     }
@@ -247,17 +282,26 @@ impl WorkerCore {
         deps: Vec<DepLoc>,
         op: u32,
         report: bool,
+        run: u32,
     ) {
         if let Some(t) = self.tasks.get_mut(&task) {
             if t.state == State::Cancelled {
-                // Freed while running, then assigned again (the scheduler recomputes it
-                // here): the run in progress counts, as Dask's `resumed`. The new spec
-                // is not needed.
-                t.state = State::Executing;
-                t.report = report;
-                self.out.push(Instruction::Drop { task });
+                // Freed while running, then assigned again: a new run, taken up when the
+                // cancelled one ends. The run in progress does not count for it: the
+                // scheduler may have given its inputs out again, and counts them as
+                // coming (its report would come before theirs, and be refused).
+                t.again = Some(Box::new(Again {
+                    priority,
+                    deps,
+                    op,
+                    report,
+                    run,
+                }));
+            } else {
+                // A duplicate assignment: its report names the latest.
+                t.run = run;
             }
-            return; // duplicate assignment: already running
+            return;
         }
         if self.owned.contains(&task) {
             return; // duplicate assignment: done
@@ -283,11 +327,7 @@ impl WorkerCore {
         let mut missing = 0;
         let mut requests: FxHashMap<WorkerId, Vec<TaskId>> = FxHashMap::default();
         for d in &deps {
-            if self.owned.contains(&d.task) {
-                continue;
-            }
-            if let Some(n) = self.cached.get_mut(&d.task) {
-                *n += 1;
+            if self.hold(d.task) {
                 continue;
             }
             missing += 1;
@@ -328,6 +368,10 @@ impl WorkerCore {
         if state == State::Ready {
             self.ready.insert((priority, task));
         }
+        // Tasks left waiting when it was here before wait for this run.
+        if let Some(ws) = self.orphans.remove(&task) {
+            self.local_waiters.entry(task).or_default().extend(ws);
+        }
         self.tasks.insert(
             task,
             Task {
@@ -335,6 +379,8 @@ impl WorkerCore {
                 deps,
                 op,
                 report,
+                run,
+                again: None,
                 missing,
                 state,
             },
@@ -352,16 +398,23 @@ impl WorkerCore {
         let Some(t) = self.tasks.get(&task) else {
             return;
         };
-        let (cancelled, report) = (t.state == State::Cancelled, t.report);
+        let (cancelled, report, run) = (t.state == State::Cancelled, t.report, t.run);
         self.ops.observe(t.op, duration_us);
+        let again = self.tasks.get_mut(&task).and_then(|t| t.again.take());
         let waiters = self.local_waiters.remove(&task).unwrap_or_default();
         self.executing -= 1;
         self.remove_task(task);
         match result {
-            _ if cancelled => self.out.push(Instruction::Discard { task }),
+            _ if cancelled => {
+                self.orphan(task, waiters);
+                self.out.push(Instruction::Discard { task });
+                if let Some(a) = again {
+                    self.add_compute(task, a.priority, a.deps, a.op, a.report, a.run);
+                }
+            }
             Ok(Finished { nbytes, on_device }) => {
                 self.ran[on_device as usize] += 1;
-                self.owned.insert(task);
+                self.make_owned(task);
                 // A copy of it still being fetched (asked for before the scheduler gave
                 // the task to this worker) is not waited for: its waiters have it here.
                 let fetched_for = self
@@ -370,6 +423,7 @@ impl WorkerCore {
                     .map_or_else(Vec::new, |f| f.waiters);
                 for w in waiters.into_iter().chain(fetched_for) {
                     if let Some(t) = self.tasks.get_mut(&w) {
+                        *self.uses.entry(task).or_default() += 1;
                         t.missing -= 1;
                         if t.missing == 0 && t.state == State::Fetching {
                             t.state = State::Ready;
@@ -382,12 +436,14 @@ impl WorkerCore {
                     nbytes,
                     duration_us,
                     with_value: report,
+                    run,
                 });
             }
             Err(message) => {
                 // Local waiters stay until the scheduler frees them.
+                self.orphan(task, waiters);
                 self.out.push(Instruction::Send(ToScheduler::TaskErred(
-                    rask_proto::msg::TaskErredMsg { task, message },
+                    rask_proto::msg::TaskErredMsg { task, message, run },
                 )));
             }
         }
@@ -398,7 +454,11 @@ impl WorkerCore {
     /// fetched).
     pub fn on_free(&mut self, task: TaskId) {
         if self.owned.remove(&task) {
-            self.out.push(Instruction::Discard { task });
+            match self.uses.remove(&task) {
+                // Tasks assigned here read it still: kept for them.
+                Some(n) => *self.cached.entry(task).or_default() += n,
+                None => self.out.push(Instruction::Discard { task }),
+            }
         }
         if let Some(f) = self.fetching.get_mut(&task) {
             if f.replica.take().is_some() && f.waiters.is_empty() {
@@ -406,14 +466,25 @@ impl WorkerCore {
                 self.fetching.remove(&task);
             }
         }
-        match self.tasks.get_mut(&task).map(|t| t.state) {
-            Some(State::Executing) => {
-                self.tasks.get_mut(&task).expect("invariant").state = State::Cancelled
-            }
-            Some(State::Cancelled) | None => {}
-            Some(_) => self.remove_task(task),
-        }
+        self.unassign(task);
         self.schedule();
+    }
+
+    /// The task is no longer assigned here: dropped, or cancelled while it runs (its
+    /// result will be dropped), with any assignment waiting for that run.
+    fn unassign(&mut self, task: TaskId) {
+        let Some(t) = self.tasks.get_mut(&task) else {
+            return;
+        };
+        match t.state {
+            State::Executing => t.state = State::Cancelled,
+            State::Cancelled => {
+                if t.again.take().is_some() {
+                    self.out.push(Instruction::Drop { task });
+                }
+            }
+            _ => self.remove_task(task),
+        }
     }
 
     /// Removes a task that will not run (or has run), releasing its inputs.
@@ -435,21 +506,71 @@ impl WorkerCore {
                     continue;
                 }
             }
+            if let Some(ws) = self.orphans.get_mut(&d.task) {
+                if let Some(i) = ws.iter().position(|w| *w == task) {
+                    ws.remove(i);
+                    if ws.is_empty() {
+                        self.orphans.remove(&d.task);
+                    }
+                    continue;
+                }
+            }
             if let Some(f) = self.fetching.get_mut(&d.task) {
                 if let Some(i) = f.waiters.iter().position(|w| *w == task) {
                     f.waiters.remove(i);
                     continue;
                 }
             }
-            if let Some(n) = self.cached.get_mut(&d.task) {
-                *n -= 1;
-                if *n == 0 {
-                    self.cached.remove(&d.task);
-                    self.out.push(Instruction::Discard { task: d.task });
-                }
+            self.release(d.task);
+        }
+        if let Some(ws) = self.local_waiters.remove(&task) {
+            self.orphan(task, ws);
+        }
+    }
+
+    /// A task assigned here reads `input`, if it is here: `true` when it is.
+    fn hold(&mut self, input: TaskId) -> bool {
+        if self.owned.contains(&input) {
+            *self.uses.entry(input).or_default() += 1;
+        } else if let Some(n) = self.cached.get_mut(&input) {
+            *n += 1;
+        } else {
+            return false;
+        }
+        true
+    }
+
+    /// A task that read `input` (here) is done with it: a cached value no task reads any
+    /// more is dropped.
+    fn release(&mut self, input: TaskId) {
+        if let Some(n) = self.uses.get_mut(&input) {
+            *n -= 1;
+            if *n == 0 {
+                self.uses.remove(&input);
+            }
+        } else if let Some(n) = self.cached.get_mut(&input) {
+            *n -= 1;
+            if *n == 0 {
+                self.cached.remove(&input);
+                self.out.push(Instruction::Discard { task: input });
             }
         }
-        self.local_waiters.remove(&task);
+    }
+
+    /// `value` is held for the scheduler from now on (computed here, or a copy it asked
+    /// for): the tasks that read it as a cached input read it as an owned one.
+    fn make_owned(&mut self, value: TaskId) {
+        if let Some(n) = self.cached.remove(&value) {
+            *self.uses.entry(value).or_default() += n;
+        }
+        self.owned.insert(value);
+    }
+
+    /// `waiters` wait for `task`, which is no longer assigned here.
+    fn orphan(&mut self, task: TaskId, waiters: Vec<TaskId>) {
+        if !waiters.is_empty() {
+            self.orphans.entry(task).or_default().extend(waiters);
+        }
     }
 
     /// The worker joined its scheduler again as a new member (after a partition, or a
@@ -459,21 +580,18 @@ impl WorkerCore {
     /// values held, sorted.
     pub fn on_rejoined(&mut self) -> Vec<TaskId> {
         // Fetched inputs are values held here like any other.
-        let cached: Vec<TaskId> = self.cached.drain().map(|(t, _)| t).collect();
-        self.owned.extend(cached);
+        let cached: Vec<TaskId> = self.cached.keys().copied().collect();
+        for t in cached {
+            self.make_owned(t);
+        }
         self.fetching.clear();
         let mut tasks: Vec<TaskId> = self.tasks.keys().copied().collect();
         tasks.sort_unstable();
         for t in tasks {
-            match self.tasks.get(&t).map(|x| x.state) {
-                Some(State::Executing) => {
-                    self.tasks.get_mut(&t).expect("invariant: listed").state = State::Cancelled
-                }
-                Some(State::Cancelled) | None => {}
-                Some(_) => self.remove_task(t),
-            }
+            self.unassign(t);
         }
         self.local_waiters.clear();
+        self.orphans.clear();
         let mut held: Vec<TaskId> = self.owned.iter().copied().collect();
         held.sort_unstable();
         held

@@ -13,7 +13,7 @@ use rask_worker_core::spill::{Spill, Tier};
 use rask_worker_core::{Assigned, Finished, Instruction, WorkerCore};
 use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, trace, warn};
 
 use crate::config::WorkerConfig;
 use crate::error::WorkerError;
@@ -103,6 +103,7 @@ impl State {
                     match m {
                         ToWorker::Compute(mut c) => match c.args.localize(&bufs) {
                             Ok(own) => {
+                                trace!(target: "rask_worker::steps", task = c.task.0, deps = ?c.deps, "compute");
                                 computes.push(c.task);
                                 self.specs.insert(c.task, (c, own));
                             }
@@ -112,11 +113,13 @@ impl State {
                                     rask_proto::msg::TaskErredMsg {
                                         task: c.task,
                                         message,
+                                        run: c.run,
                                     },
                                 ));
                             }
                         },
                         ToWorker::Free { tasks } => {
+                            trace!(target: "rask_worker::steps", ?tasks, "free");
                             self.assign(&mut computes);
                             for t in tasks {
                                 self.core.on_free(t);
@@ -209,6 +212,7 @@ impl State {
                         store.insert(t, v);
                     }
                 }
+                trace!(target: "rask_worker::steps", from = from.0, ?got, ?missing, "fetched");
                 self.core.on_fetched(from, &got, &missing);
             }
             Event::ImportFailed { from, tasks, error } => {
@@ -245,6 +249,7 @@ impl State {
                         .outstanding
                         .remove(&k)
                         .expect("invariant: key just listed");
+                    trace!(target: "rask_worker::steps", from = from.0, ?tasks, "fetch failed");
                     self.core.on_fetch_failed(from, &tasks);
                 }
             }
@@ -262,6 +267,7 @@ impl State {
                 return;
             }
             for i in out {
+                trace!(target: "rask_worker::steps", "{i:?}");
                 match i {
                     Instruction::Fetch { from, tasks } => self.fetch(from, tasks),
                     Instruction::Execute { task, inline } => self.execute(task, inline),
@@ -270,6 +276,7 @@ impl State {
                         nbytes,
                         duration_us,
                         with_value,
+                        run,
                     } => {
                         let value = with_value
                             .then(|| {
@@ -282,6 +289,7 @@ impl State {
                             nbytes,
                             duration_us,
                             value,
+                            run,
                         });
                         let _ = self.to_scheduler.send(m);
                     }
@@ -314,6 +322,7 @@ impl State {
                 deps: c.deps.clone(),
                 op: &c.op,
                 report_value: c.report_value,
+                run: c.run,
             })
         }));
     }

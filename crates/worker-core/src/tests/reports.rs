@@ -9,6 +9,8 @@ fn assigned(t: u64, op: &str, report_value: bool) -> Assigned<'_> {
         deps: vec![],
         op,
         report_value,
+        // Distinct from the task's id: the report must carry the assignment's run.
+        run: 100 + t as u32,
     }
 }
 
@@ -42,7 +44,13 @@ fn a_task_of_an_op_measured_fast_is_marked_to_run_inline() {
     assert_eq!(
         w.take(),
         vec![
-            finished(2, 8, 500),
+            Instruction::Finished {
+                task: TaskId(2),
+                nbytes: 8,
+                duration_us: 500,
+                with_value: false,
+                run: 102,
+            },
             Instruction::Execute {
                 task: TaskId(3),
                 inline: false
@@ -92,13 +100,15 @@ fn a_result_a_client_waits_on_is_reported_with_its_value_and_others_are_not() {
                 task: TaskId(1),
                 nbytes: 8,
                 duration_us: 3,
-                with_value: true
+                with_value: true,
+                run: 101,
             },
             Instruction::Finished {
                 task: TaskId(2),
                 nbytes: 16,
                 duration_us: 4,
-                with_value: false
+                with_value: false,
+                run: 102,
             },
         ]
     );
@@ -126,7 +136,8 @@ fn a_result_a_client_waits_on_is_reported_with_its_value_and_others_are_not() {
         vec![
             Instruction::Send(ToScheduler::TaskErred(rask_proto::msg::TaskErredMsg {
                 task: TaskId(3),
-                message: "boom".into()
+                message: "boom".into(),
+                run: 103,
             })),
             Instruction::Discard { task: TaskId(4) },
         ]

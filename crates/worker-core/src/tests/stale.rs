@@ -118,3 +118,41 @@ fn a_failed_fetch_of_an_input_now_computed_here_leaves_its_reader_waiting_here()
         "{out:?}"
     );
 }
+
+/// A task sent ahead of its input, which is assigned here, freed before it ran (its own
+/// input was lost elsewhere), and assigned here again: the task waits for the new run and
+/// starts after it. It used to lose its wait with the freed input and never start, while
+/// the scheduler counted it as processing here (the chaos test's hang).
+#[test]
+fn a_task_waiting_for_a_local_input_freed_and_assigned_again_starts_after_its_new_run() {
+    let mut w = WorkerCore::new(1);
+    // 5 holds the only thread; 1 waits its turn; 2 is sent ahead of 1.
+    w.on_compute_batch([
+        (TaskId(5), 0, vec![]),
+        (TaskId(1), 1, vec![]),
+        (TaskId(2), 2, vec![dep(1, &[])]),
+    ]);
+    w.take();
+    w.on_free(TaskId(1));
+    assert_eq!(w.take(), vec![Instruction::Drop { task: TaskId(1) }]);
+    w.on_compute(TaskId(1), 1, vec![]);
+    assert_eq!(w.take(), vec![]);
+    for (t, next) in [(5, 1), (1, 2)] {
+        w.on_executed(
+            TaskId(t),
+            1,
+            Ok(Finished {
+                nbytes: 8,
+                on_device: false,
+            }),
+        );
+        let out = w.take();
+        assert!(
+            out.contains(&Instruction::Execute {
+                task: TaskId(next),
+                inline: false
+            }),
+            "after {t}: {out:?}"
+        );
+    }
+}
