@@ -102,6 +102,54 @@ fn trial(n: usize, x: &mut u64, kills: usize, journal: Option<&std::path::Path>)
         workers.swap_remove(victim).kill();
         workers.push(spawn(spawned));
     }
+    // A stall is reported with the stories of the tasks it is stuck on, not as the
+    // test's deadline.
+    let stalled = std::time::Instant::now() + Duration::from_secs(60);
+    while !futures.iter().all(|f| f.done()) && std::time::Instant::now() < stalled {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if !futures.iter().all(|f| f.done()) {
+        let info = c.scheduler_info().unwrap();
+        eprintln!("stalled: {:?}", info.tasks_by_state);
+        for w in &info.workers {
+            eprintln!(
+                "  worker {} ({:?}): {} processing",
+                w.name, w.id, w.processing
+            );
+        }
+        for (k, f) in futures.iter().enumerate().filter(|(_, f)| !f.done()) {
+            eprintln!("not done: {}", f.key());
+            for t in c.story(f.key()).unwrap_or_default() {
+                eprintln!(
+                    "    {} -> {} ({}) on {}",
+                    t.from, t.to, t.why, t.worker_name
+                );
+            }
+            let next = (k as i64 + 1) % CHAINS;
+            for chain in [k as i64, next] {
+                // Down the chain to its first link not in memory.
+                for i in (0..LEN).rev() {
+                    let key = format!("t{n}-c-{chain}-{i}");
+                    let story = c.story(&key).unwrap_or_default();
+                    let last = story.last().map(|t| t.to.clone()).unwrap_or_default();
+                    if last == "memory" || i == 0 {
+                        // The link in memory and the one after it, stuck.
+                        for key in [key.clone(), format!("t{n}-c-{chain}-{}", i + 1)] {
+                            eprintln!("  {key}:");
+                            for t in c.story(&key).unwrap_or_default() {
+                                eprintln!(
+                                    "    {} -> {} ({}) on {}",
+                                    t.from, t.to, t.why, t.worker_name
+                                );
+                            }
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        panic!("trial {n}: stalled");
+    }
     let got = match c.gather(&futures) {
         Ok(g) => g,
         Err(e) => {
@@ -136,7 +184,6 @@ fn trial(n: usize, x: &mut u64, kills: usize, journal: Option<&std::path::Path>)
 }
 
 #[test]
-#[ignore = "hangs in about one run of four: a task stays processing on a worker that no longer runs it after its inputs were recomputed there (under investigation); run with --ignored"]
 fn a_graph_survives_workers_killed_at_random_points_with_exact_results() {
     within(Duration::from_secs(300), || {
         let mut x = seed();
