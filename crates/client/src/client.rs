@@ -7,8 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use rask_proto::msg::{
-    Hello, Holder, RegistryInfo, Role, SchedulerInfoMsg, TaskSpec, ToClient, ToScheduler,
-    UpdateGraphMsg,
+    Hello, Holder, Role, SchedulerInfoMsg, TaskSpec, ToClient, ToScheduler, UpdateGraphMsg,
 };
 use rask_proto::Value;
 use rask_transport::{connect, ConnConfig, Sender};
@@ -16,6 +15,7 @@ use tokio::sync::oneshot;
 
 use crate::future::{as_is, Future};
 use crate::gather::gather;
+pub use crate::options::{ClientOptions, ProgramSource};
 use crate::runtime::block_on;
 use crate::runtime::on_runtime;
 use crate::runtime::start_runtime;
@@ -26,44 +26,6 @@ use crate::state::Status;
 use crate::typed::Submit;
 use crate::ClientError;
 use crate::Graph;
-
-/// Options for [`Client::connect_with`].
-#[derive(Clone, Debug, Default)]
-pub struct ClientOptions {
-    /// Client name, shown in the scheduler's logs.
-    pub name: Option<String>,
-    /// The ops this program knows; sent in the handshake and checked at submit.
-    pub registry: Option<RegistryInfo>,
-    /// Connection settings; `conn.handshake_timeout` bounds connecting (default 10 s,
-    /// `RASK_CONNECT_TIMEOUT` in seconds overrides it).
-    pub conn: ConnConfig,
-    /// How results are gathered from workers (default: `RASK_TRANSPORT`, else auto:
-    /// inproc from workers in this process, shm on this host, tcp otherwise).
-    pub transport: Option<rask_transport::TransportMode>,
-    /// This program, when it has typed ops: its workers must run it, and the cluster's
-    /// workers start them from the executable this client sends when asked.
-    pub program: Option<ProgramSource>,
-    /// When the scheduler's connection is lost (not closed by the scheduler), how long
-    /// to keep trying to connect again: futures keep waiting meanwhile, and the
-    /// scheduler (restarted with its journal, or still running) tells their state again.
-    /// `None`: 30 s, or `RASK_RECONNECT` in seconds; zero: never.
-    pub reconnect: Option<std::time::Duration>,
-}
-
-/// How long a client tries to connect again when not told (see
-/// [`ClientOptions::reconnect`]).
-pub const DEFAULT_RECONNECT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// A client's program: what the handshake says of it, and where its executable is read
-/// from when the cluster asks for it (`/proc/self/exe`: the file this process runs, even
-/// if it has since been rebuilt).
-#[derive(Clone, Debug)]
-pub struct ProgramSource {
-    /// Its code, size, name and platform.
-    pub info: rask_proto::msg::ProgramInfo,
-    /// The executable.
-    pub path: std::path::PathBuf,
-}
 
 pub(crate) struct Inner {
     pub(crate) handle: tokio::runtime::Handle,
@@ -124,39 +86,6 @@ pub struct Client {
 /// goes in several, well inside the scheduler's frame limit.
 pub(crate) const PART_TARGET: usize = 4 << 20;
 
-/// The connect timeout from `RASK_CONNECT_TIMEOUT` (seconds), if set.
-/// `RASK_RECONNECT` (seconds), if set.
-fn reconnect_from_env() -> Result<Option<std::time::Duration>, ClientError> {
-    match std::env::var("RASK_RECONNECT") {
-        Err(_) => Ok(None),
-        Ok(v) => v
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(|s| Some(std::time::Duration::from_secs_f64(s)))
-            .ok_or_else(|| {
-                ClientError::Other(format!("RASK_RECONNECT={v:?}: not a number of seconds"))
-            }),
-    }
-}
-
-pub(crate) fn connect_timeout_from_env() -> Result<Option<std::time::Duration>, ClientError> {
-    match std::env::var("RASK_CONNECT_TIMEOUT") {
-        Ok(v) if !v.is_empty() => v
-            .parse::<f64>()
-            .ok()
-            .filter(|s| s.is_finite() && *s > 0.0)
-            .map(|s| Some(std::time::Duration::from_secs_f64(s)))
-            .ok_or_else(|| {
-                ClientError::Other(format!(
-                    "RASK_CONNECT_TIMEOUT={v:?}: expected a positive number of seconds"
-                ))
-            }),
-        _ => Ok(None),
-    }
-}
-
 impl Client {
     /// Connects to a scheduler at `tcp://host:port`.
     pub fn connect(addr: &str) -> Result<Client, ClientError> {
@@ -200,7 +129,7 @@ impl Client {
         hello.registry = opts.registry.clone();
         hello.program = opts.program.as_ref().map(|p| p.info.clone());
         let mut conn = opts.conn;
-        if let Some(t) = connect_timeout_from_env()? {
+        if let Some(t) = crate::options::seconds_from_env("RASK_CONNECT_TIMEOUT", false)? {
             conn.handshake_timeout = t;
         }
         let transport = match opts.transport {
@@ -219,7 +148,8 @@ impl Client {
         let to_scheduler = rask_transport::spawn_writer::<ToScheduler, _>(w);
         let reconnect = match opts.reconnect {
             Some(d) => d,
-            None => reconnect_from_env()?.unwrap_or(DEFAULT_RECONNECT),
+            None => crate::options::seconds_from_env("RASK_RECONNECT", true)?
+                .unwrap_or(crate::options::DEFAULT_RECONNECT),
         };
         let inner = Arc::new(Inner {
             handle: handle.clone(),

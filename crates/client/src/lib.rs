@@ -25,6 +25,7 @@ mod gather;
 mod graph;
 mod manage;
 mod observe;
+mod options;
 mod runtime;
 mod state;
 mod typed;

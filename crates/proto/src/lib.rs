@@ -5,7 +5,7 @@
 //! the network is untrusted input; decoding validates it (rkyv's checked access) and
 //! returns a [`ProtoError`], never panics.
 //!
-//! Changing `msg.rs`, `observe.rs`, `value.rs` or `flat.rs` (even a comment) changes
+//! Changing `msg/`, `observe.rs`, `value.rs` or `flat.rs` (even a comment) changes
 //! [`PROTOCOL_SCHEMA`], so builds from before and after such a change refuse each other.
 
 #![forbid(unsafe_code)]
@@ -26,6 +26,7 @@ mod link;
 pub mod msg;
 #[allow(missing_docs)]
 pub mod observe;
+mod payload;
 pub mod size;
 pub mod typed;
 pub mod units;
@@ -37,9 +38,8 @@ pub use dtype::DType;
 pub use error::ProtoError;
 pub use ids::{ClientId, StimulusId, TaskId, WorkerId};
 pub use link::LinkClass;
-pub use value::{
-    AsPayload, Datum, DeviceBytes, DeviceData, IpcBuffer, IpcExport, Payload, Value, MAX_DEPTH,
-};
+pub use payload::{AsPayload, DeviceBytes, DeviceData, IpcBuffer, IpcExport, Payload};
+pub use value::{Datum, Value, MAX_DEPTH};
 
 /// The wire protocol version. A peer with another version is refused in the handshake.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -51,7 +51,12 @@ pub const RASK_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// but different message definitions (a development build, a patched fork) refuse each
 /// other in the handshake instead of failing later on undecodable frames.
 pub const PROTOCOL_SCHEMA: u64 = {
-    let a = fnv1a(include_bytes!("msg.rs"));
+    let a = fnv1a(include_bytes!("msg/mod.rs"))
+        ^ fnv1a(include_bytes!("msg/hello.rs")).rotate_left(5)
+        ^ fnv1a(include_bytes!("msg/to_scheduler.rs")).rotate_left(7)
+        ^ fnv1a(include_bytes!("msg/to_worker.rs")).rotate_left(11)
+        ^ fnv1a(include_bytes!("msg/to_client.rs")).rotate_left(13)
+        ^ fnv1a(include_bytes!("msg/peer.rs")).rotate_left(17);
     let b = fnv1a(include_bytes!("value.rs"));
     let c = fnv1a(include_bytes!("flat.rs"));
     let d = fnv1a(include_bytes!("observe.rs"));

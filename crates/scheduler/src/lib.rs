@@ -19,6 +19,7 @@ mod conn;
 // public and their fields carry no docs.
 #[allow(missing_docs)]
 pub mod journal;
+mod membership;
 mod observe;
 mod programs;
 mod recovery;

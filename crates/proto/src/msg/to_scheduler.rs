@@ -1,0 +1,246 @@
+//! Messages to the scheduler, from clients (graphs, releases) and workers (reports,
+//! heartbeats): [`ToScheduler`].
+
+use super::*;
+
+wire! {
+    /// One task of a submitted graph.
+    pub struct TaskSpec {
+        /// The client's name for the task, unique within the cluster while held.
+        pub key: String,
+        /// Registered op name.
+        pub op: String,
+        /// Arguments; `Datum::Ref(i)` is the output of `deps[i]`.
+        pub args: Datum,
+        /// Keys of the tasks whose outputs this task reads.
+        pub deps: Vec<String>,
+        /// Resources needed to run, e.g. `gpu = 1`.
+        pub resources: Vec<Resource>,
+    }
+
+    /// A graph submission (also used for `submit` and `map`: a graph of independent tasks).
+    /// A graph too large for one frame travels in parts, in order: every part but the
+    /// last has `more` set, and the scheduler takes the graph as a whole with the last.
+    pub struct UpdateGraphMsg {
+        /// The graph's tasks (of this part); dependencies may be in any part or already
+        /// known to the scheduler.
+        pub tasks: Vec<TaskSpec>,
+        /// Keys the client holds futures for: they stay in memory until released.
+        pub wanted: Vec<String>,
+        /// More parts of this graph follow.
+        pub more: bool,
+    }
+
+    /// A worker's report that a task completed.
+    pub struct TaskFinishedMsg {
+        /// The task that completed.
+        pub task: TaskId,
+        /// Approximate size of the result in memory ([`crate::Value::nbytes`]), for
+        /// placement and memory accounting.
+        pub nbytes: u64,
+        /// How long the op ran, for duration estimates.
+        pub duration_us: u64,
+        /// The result itself, when the scheduler asked for it (a client waits on the key)
+        /// and it is small: the client then needs no fetch from the worker.
+        pub value: Option<Datum>,
+        /// The run it reports ([`ComputeMsg::run`]): a report of an earlier run, sent
+        /// before the worker heard that run was freed, is not taken for the current one.
+        pub run: u32,
+    }
+
+    /// A worker's report that a task's op returned an error or panicked.
+    pub struct TaskErredMsg {
+        /// The task that failed.
+        pub task: TaskId,
+        /// The op's error, or its panic message.
+        pub message: String,
+        /// The run it reports ([`ComputeMsg::run`]).
+        pub run: u32,
+    }
+
+    /// Messages to the scheduler, from clients and workers.
+    pub enum ToScheduler {
+        /// From a client: tasks to add (a graph, or a part of one).
+        UpdateGraph(UpdateGraphMsg),
+        /// The client dropped its last future for these keys.
+        ReleaseKeys {
+            /// The keys released.
+            keys: Vec<String>,
+        },
+        /// From a client: which workers hold these keys; answered by
+        /// [`ToClient::WhoHasReply`] with the same `req`.
+        WhoHas {
+            /// The client's request number, echoed in the reply.
+            req: u64,
+            /// The keys asked about.
+            keys: Vec<String>,
+        },
+        /// From a client: the scheduler's state; answered by [`ToClient::InfoReply`].
+        Info {
+            /// The client's request number, echoed in the reply.
+            req: u64,
+        },
+        /// From a client: the tasks finished after `since` (a
+        /// [`TaskStreamEntryMsg::seq`]; 0 for all the stream still holds), at most
+        /// `limit`; answered by [`ToClient::TaskStreamReply`].
+        GetTaskStream {
+            /// The client's request number, echoed in the reply.
+            req: u64,
+            /// The cursor: entries with a larger `seq` are sent.
+            since: u64,
+            /// The most entries wanted (the scheduler may send fewer).
+            limit: u64,
+        },
+        /// From a client: the recorded transitions of a key; answered by
+        /// [`ToClient::StoryReply`].
+        Story {
+            /// The client's request number, echoed in the reply.
+            req: u64,
+            /// The key.
+            key: String,
+        },
+        /// From a worker: a task completed and its result is held there.
+        TaskFinished(TaskFinishedMsg),
+        /// From a worker: a task's op failed.
+        TaskErred(TaskErredMsg),
+        /// A worker could not fetch `dep` (for `task`) from `holder`.
+        MissingData {
+            /// The task that needed the value.
+            task: TaskId,
+            /// The dependency that could not be fetched.
+            dep: TaskId,
+            /// The worker that was asked for it and did not have it (or could not be
+            /// reached).
+            holder: WorkerId,
+        },
+        /// From a worker: its periodic state; also proves it is alive. Boxed: every
+        /// `ToScheduler` (a task finished, the most frequent) archives at the size of its
+        /// largest variant inline.
+        Heartbeat(Box<HeartbeatMsg>),
+        /// A part of a program's executable: bytes `offset..` of `size`, in the frame's
+        /// buffer `buf` (from a client asked by `SendProgram`).
+        ProgramPart { code: u64, offset: u64, size: u64, buf: u32 },
+        /// A worker needs the executable of the program `code` (it has no copy on its
+        /// host): the scheduler sends it in `ProgramPart`s.
+        GetProgram { code: u64 },
+        /// The program `code` cannot be sent (a client) or started (a worker), and why.
+        ProgramFailed { code: u64, message: String },
+        /// From a client: shut the cluster down (Dask's `Client.shutdown`): the scheduler
+        /// tells every worker to close, waits a moment for them to leave, and ends.
+        Shutdown {
+            /// Why, for the logs.
+            reason: String,
+        },
+        /// From a client: retire these workers gracefully (by name or address): no new
+        /// tasks go to them, the data only they hold is copied to other workers first,
+        /// then they are closed. Answered by [`ToClient::RetireWorkersReply`] once the
+        /// workers retired have left; a worker whose data no other worker can take is not
+        /// retired.
+        RetireWorkers {
+            /// The client's request number, echoed in the reply.
+            req: u64,
+            /// The workers' names (or data addresses).
+            names: Vec<String>,
+        },
+        /// From a client: how many workers the cluster should have for its current load
+        /// (Dask's `adaptive_target`); answered by [`ToClient::AdaptiveTargetReply`].
+        AdaptiveTarget {
+            /// The client's request number, echoed in the reply.
+            req: u64,
+            /// The work each worker should have queued, in microseconds (Dask's
+            /// `target_duration`, 5 s by default).
+            target_duration_us: u64,
+        },
+        /// From a client: which workers to retire to bring the cluster down to `target`
+        /// workers (idle ones holding little data first); answered by
+        /// [`ToClient::WorkersToCloseReply`].
+        WorkersToClose {
+            /// The client's request number, echoed in the reply.
+            req: u64,
+            /// The number of workers to keep.
+            target: u64,
+        },
+        /// From a worker: retire it gracefully (its lifetime is over): its data moves to
+        /// other workers, then the scheduler closes it — even when no other worker can
+        /// take its data, which is then recomputed where needed.
+        CloseGracefully {
+            /// Why, for the scheduler's log.
+            reason: String,
+        },
+        /// From a worker whose device failed for good (a sticky CUDA error), just before
+        /// it leaves: why, naming the device and the kernels that were running. The tasks
+        /// it was running are charged with its death as for any worker that dies, and one
+        /// that errs for killing too many workers names this cause.
+        DeviceLost {
+            /// `cuda:0 failed for good: …`.
+            message: String,
+        },
+        /// From a worker that joined with [`WorkerHello::holds`]: values it holds, by
+        /// task and size, in parts; `last` on the final part.
+        Holding {
+            /// The tasks and their values' sizes.
+            tasks: Vec<(TaskId, u64)>,
+            /// No part follows.
+            last: bool,
+        },
+        /// From a client that connected again ([`Hello::resume`]): the keys it holds
+        /// futures for. The scheduler tells each one's state again, or that it is lost.
+        Resubscribe {
+            /// The keys.
+            keys: Vec<String>,
+        },
+        /// From a worker: it now holds copies of these tasks' values, fetched as
+        /// [`ToWorker::AcquireReplicas`] asked.
+        ReplicasAcquired {
+            /// The tasks whose values it holds.
+            tasks: Vec<TaskId>,
+        },
+        /// From a worker: it could not fetch a copy of `task`'s value; `holder`, the last
+        /// holder it tried, does not have it (or could not be reached).
+        ReplicaMissing {
+            /// The task whose value was asked for.
+            task: TaskId,
+            /// The holder tried last.
+            holder: WorkerId,
+        },
+    }
+
+    /// A worker's periodic state.
+    pub struct HeartbeatMsg {
+        /// Approximate bytes of the values the worker holds, wherever they are.
+        pub stored_bytes: u64,
+        /// Values the worker holds.
+        pub stored_keys: u64,
+        /// Tasks running now.
+        pub executing: u32,
+        /// The process's resident memory, in bytes (0 if unknown).
+        pub rss_bytes: u64,
+        /// Device memory in use (0 without a GPU).
+        pub device_memory_used: u64,
+        /// Bytes copied from device memory to the host (for ops on the CPU, spilling, the
+        /// client), so far.
+        pub device_to_host: u64,
+        /// Bytes this worker received from peers, by link (`local`, `nvlink`, `pcie`,
+        /// `shm`, `tcp`: a [`crate::LinkClass`] by its name).
+        pub received: Vec<(String, u64)>,
+        /// Bytes spilled, by direction (`device->host`, `device->disk`, `host->disk`).
+        pub spilled: Vec<(String, u64)>,
+        /// Tasks run, by where: `device` (by the device's kernels) or `cpu`.
+        pub ran: Vec<(String, u64)>,
+        /// Bytes of the values held in device memory now (of those large enough to be
+        /// spilled; 0 without a device).
+        pub device_bytes: u64,
+        /// Bytes of the values spilled to disk now.
+        pub disk_bytes: u64,
+        /// Transfers and spills since the last heartbeat, for the task stream (at most
+        /// a bounded number: the rest are counted in `activity_dropped`).
+        pub activity: Vec<ActivityMsg>,
+        /// Transfers and spills since the last heartbeat not in `activity`.
+        pub activity_dropped: u64,
+        /// What it received from each peer, by link: the running totals of the pairs
+        /// that changed since the last heartbeat.
+        pub received_from: Vec<PeerBytesMsg>,
+        /// Its GPU's utilization in percent since the last heartbeat, where known.
+        pub utilization: Option<f32>,
+    }
+}
