@@ -132,7 +132,7 @@ impl Payload {
     }
 }
 
-/// A frame's buffers as [`Datum::to_value`] reads them.
+/// A frame's buffers as [`Datum::to_value`](crate::Datum::to_value) reads them.
 pub trait AsPayload {
     /// The buffer as a leaf value: [`Value::Bytes`], or [`Value::Device`] for bytes left in
     /// a device's memory. Shares the buffer, never copies it.
