@@ -6,7 +6,7 @@ use rask_transport::ConnConfig;
 
 use crate::ClientError;
 
-/// Options for [`Client::connect_with`].
+/// Options for [`Client::connect_with`](crate::Client::connect_with).
 #[derive(Clone, Debug, Default)]
 pub struct ClientOptions {
     /// Client name, shown in the scheduler's logs.
