@@ -62,6 +62,23 @@ impl SchedulerCore {
         self.update_graph(client, tasks, wanted, Some(ids))
     }
 
+    /// A client that connected again asks for the keys it holds futures for: each it did
+    /// not hold here is held again (as a graph's wanted keys are), and each with an
+    /// outcome (in memory, erred) is told again — what was told while it was away was
+    /// lost with its connection.
+    pub fn on_resubscribe(&mut self, client: ClientId, keys: &[String]) -> Result<(), GraphError> {
+        let held: Vec<TaskId> = keys
+            .iter()
+            .filter_map(|k| self.keys.get(k.as_str()).copied())
+            .filter(|t| self.clients.get(&client).is_some_and(|w| w.contains(t)))
+            .collect();
+        self.on_update_graph(client, Vec::new(), keys)?;
+        for t in held {
+            self.tell_outcome(client, t);
+        }
+        Ok(())
+    }
+
     /// Ends a restore: no id issued from now on equals one issued before it (see
     /// [`RESTORE_GENERATIONS`]).
     pub fn restored(&mut self) {

@@ -306,23 +306,10 @@ impl SchedulerCore {
                 .get_mut(&t)
                 .expect("invariant: keyed task exists");
             task.who_wants.push(client);
-            match task.state {
-                TaskState::Memory => self.actions.push(Action::KeyInMemory {
-                    client,
-                    key: task.key.clone(),
-                    task: t,
-                    nbytes: task.nbytes,
-                    holders: task.who_has.to_vec(),
-                    value: None,
-                }),
-                TaskState::Erred => self.actions.push(Action::KeyErred {
-                    client,
-                    key: task.key.clone(),
-                    error: task.error().expect("invariant: erred has error").clone(),
-                }),
-                TaskState::Released => touched.push(t),
-                _ => {}
+            if task.state == TaskState::Released {
+                touched.push(t);
             }
+            self.tell_outcome(client, t);
         }
         // Wanted tasks start waiting; that makes their released dependencies needed, and
         // they follow, down to the roots.

@@ -3,7 +3,7 @@
 //! (which reads the cost model in `placement` and never the other way round).
 
 use rask_proto::msg::{ComputeMsg, DepLoc};
-use rask_proto::{Datum, TaskId, WorkerId};
+use rask_proto::{ClientId, Datum, TaskId, WorkerId};
 
 use crate::api::Action;
 use crate::core::SchedulerCore;
@@ -351,6 +351,27 @@ impl SchedulerCore {
     pub(crate) fn unreferenced(&self, t: TaskId) -> bool {
         let task = &self.tasks[&t];
         task.who_wants.is_empty() && task.dependents.is_empty()
+    }
+
+    /// Tells `client` the outcome of `t` if it has one (in memory, or erred).
+    pub(crate) fn tell_outcome(&mut self, client: ClientId, t: TaskId) {
+        let task = &self.tasks[&t];
+        match task.state {
+            TaskState::Memory => self.actions.push(Action::KeyInMemory {
+                client,
+                key: task.key.clone(),
+                task: t,
+                nbytes: task.nbytes,
+                holders: task.who_has.to_vec(),
+                value: None,
+            }),
+            TaskState::Erred => self.actions.push(Action::KeyErred {
+                client,
+                key: task.key.clone(),
+                error: task.error().expect("invariant: erred has error").clone(),
+            }),
+            _ => {}
+        }
     }
 
     pub(crate) fn notify_memory(&mut self, t: TaskId, value: Option<Datum>) {

@@ -256,3 +256,31 @@ fn a_value_held_after_its_task_was_computed_again_elsewhere_is_dropped() {
     s.on_worker_holds(w2, &[(a, 8)]);
     assert_eq!(frees(&s.take_actions()), vec![(w2, a)]);
 }
+
+/// A client that held a key before a restart, and comes back after a rejoining worker
+/// gave the key's value back (the news went to no connection), is told when it asks for
+/// its keys again. Holding the key already, it used to be told nothing, and its future
+/// waited for ever (the chaos soak's stall).
+#[test]
+fn a_client_asking_for_its_keys_again_is_told_those_already_in_memory() {
+    let mut s = SchedulerCore::new(CoreConfig::default());
+    s.on_client_joined(C);
+    s.hold_placement(true);
+    let ids: FxHashMap<String, TaskId> = [("x".to_string(), TaskId(5))].into_iter().collect();
+    s.restore_graph(C, vec![task("x", &[])], &keys(&["x"]), &ids)
+        .unwrap();
+    s.restored();
+    s.take_actions();
+    s.on_worker_joined(WorkerId(0), worker("a"));
+    s.on_worker_holds(WorkerId(0), &[(TaskId(5), 8)]);
+    // Told once, while the client was away.
+    let told = |a: &[Action]| {
+        a.iter()
+            .filter(|a| matches!(a, Action::KeyInMemory { client, .. } if *client == C))
+            .count()
+    };
+    assert_eq!(told(&s.take_actions()), 1);
+    s.on_resubscribe(C, &keys(&["x"])).unwrap();
+    assert_eq!(told(&s.take_actions()), 1, "told again");
+    s.validate();
+}

@@ -412,7 +412,7 @@ impl Server {
             .into_iter()
             .partition(|k| self.core.task_id(k).is_some());
         if !known.is_empty() {
-            if let Err(e) = self.core.on_update_graph(c, Vec::new(), &known) {
+            if let Err(e) = self.core.on_resubscribe(c, &known) {
                 warn!(client = c.0, "cannot resubscribe: {e}");
             }
             self.journal(&Record::Wants {
