@@ -33,6 +33,10 @@ fn graph() -> (Graph, Vec<String>) {
 
 /// A scheduler on `port` (0: a free one) with `journal`.
 fn start(port: u16, journal: &std::path::Path) -> (Proc, String) {
+    start_with_grace(port, journal, 30)
+}
+
+fn start_with_grace(port: u16, journal: &std::path::Path, grace: u32) -> (Proc, String) {
     scheduler_with(
         &[],
         &[
@@ -43,7 +47,7 @@ fn start(port: u16, journal: &std::path::Path) -> (Proc, String) {
             "--journal-fsync",
             "never",
             "--reconnect-grace",
-            "30",
+            &grace.to_string(),
             "--no-dashboard",
         ],
     )
@@ -121,5 +125,64 @@ fn a_killed_scheduler_restarted_with_its_journal_gives_exact_results() {
         }
         println!("tasks computed again over 10 trials: {recomputed}");
         let _ = RASK;
+    });
+}
+
+/// After a restart, a worker gives a result back and dies; the client, told the result
+/// is there, cannot reach it. Gathering waits for the scheduler to compute it again (here
+/// once the grace for a worker the journal knew is over, on a worker started since), as
+/// a future waits for its result. It used to give up after five tries in about ten
+/// seconds ("could not fetch"; found by the chaos soak).
+#[test]
+fn gathering_a_result_whose_holder_died_waits_for_it_to_be_computed_again() {
+    within(Duration::from_secs(120), || {
+        let journal = tmpfile("journal-holder-died");
+        let _ = std::fs::remove_file(&journal);
+        let (sched, addr) = start_with_grace(0, &journal, 20);
+        let port = port_of(&addr);
+        let a = worker_with(&[], &addr, "a", &["--death-timeout", "60"]);
+        let c = rask::Client::connect_with(
+            &addr,
+            ClientOptions {
+                reconnect: Some(Duration::from_secs(60)),
+                ..ClientOptions::default()
+            },
+        )
+        .unwrap();
+        c.wait_for_workers(1).unwrap();
+        let b = worker_with(&[], &addr, "b", &["--death-timeout", "60"]);
+        c.wait_for_workers(2).unwrap();
+        let x = c.submit("inc", [Arg::from(41)]).unwrap();
+        assert_eq!(
+            c.gather(std::slice::from_ref(&x)).unwrap(),
+            vec![rask::Value::Int(42)]
+        );
+        let holder = c
+            .story(x.key())
+            .unwrap()
+            .last()
+            .unwrap()
+            .worker_name
+            .clone();
+        let (mut holder, other) = if holder == "a" { (a, b) } else { (b, a) };
+        // The journal has the task (its writes reach the file within half a second).
+        eventually("the journal holds the task", || {
+            std::fs::read(&journal)
+                .is_ok_and(|j| j.windows(x.key().len()).any(|w| w == x.key().as_bytes()))
+        });
+        // The other worker stays away: placement is held for it until the grace ends.
+        other.freeze();
+        sched.kill();
+        let (_sched, _) = start_with_grace(port, &journal, 20);
+        eventually("the holder gives the result back", || {
+            c.story(x.key())
+                .is_ok_and(|s| s.last().is_some_and(|t| t.to == "memory"))
+        });
+        holder.0.kill().unwrap();
+        holder.0.wait().unwrap();
+        let _fresh = worker_with(&[], &addr, "fresh", &["--death-timeout", "60"]);
+        assert_eq!(c.gather(&[x]).unwrap(), vec![rask::Value::Int(42)]);
+        drop(other);
+        let _ = std::fs::remove_file(&journal);
     });
 }

@@ -116,7 +116,12 @@ pub(crate) async fn gather(
     keys: Vec<Arc<str>>,
 ) -> Result<Vec<Value>, ClientError> {
     let mut out: Vec<Option<Value>> = vec![None; keys.len()];
-    for attempt in 0..5 {
+    // Holders that answered without a value: the scheduler is asked to say again, a few
+    // times. A holder that cannot be reached is not counted: its keys wait for the
+    // scheduler's next news of them (a new holder once it has computed them again, or
+    // their loss), as a future waits for its result.
+    let mut misses = 0;
+    loop {
         let mut by_holder: HashMap<String, (Holder, Vec<(usize, TaskId)>)> = HashMap::new();
         for (i, key) in keys.iter().enumerate() {
             if out[i].is_some() {
@@ -157,16 +162,20 @@ pub(crate) async fn gather(
                     }
                 }
                 Err(e) => {
-                    // The holder died or went away: the scheduler will recompute the key.
-                    inner.state().links.remove(&addr);
-                    for (i, _) in items {
-                        missing_any = Some((i, e.clone()));
+                    // The holder died or went away: the scheduler will compute the keys
+                    // again, or say they are lost.
+                    tracing::debug!("gathering from {addr}: {e}");
+                    let mut st = inner.state();
+                    st.links.remove(&addr);
+                    for (i, t) in items {
+                        st.forget_holder(&keys[i], t, &addr);
                     }
                 }
             }
         }
         if let Some((i, message)) = missing_any {
-            if attempt == 4 {
+            misses += 1;
+            if misses == 5 {
                 return Err(ClientError::Fetch {
                     key: keys[i].to_string(),
                     message,

@@ -52,6 +52,24 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// The holder at `addr` could not be reached for `key`'s value (of task `task`): unless
+    /// news came meanwhile, the key waits again for the scheduler to say where it is.
+    pub(crate) fn forget_holder(&mut self, key: &str, task: TaskId, addr: &str) {
+        let Some(e) = self.keys.get_mut(key) else {
+            return;
+        };
+        if let Status::Memory {
+            task: t,
+            holder: Some(w),
+            value: None,
+        } = &e.status
+        {
+            if *t == task && self.workers.get(w).is_some_and(|h| h.addr == addr) {
+                e.status = Status::Pending;
+            }
+        }
+    }
+
     /// Sets a held key's status and wakes whoever waits on it.
     pub(crate) fn set_status(&mut self, key: &str, status: Status) {
         if let Some(e) = self.keys.get_mut(key) {
