@@ -9,7 +9,7 @@
 #                                    of RASK_FUZZ_BUDGET seconds (270: about 5 minutes in
 #                                    all, the targets side by side on the machine's cores)
 #   bash ci/fuzz.sh --long           a campaign: an hour per target (--time S to change),
-#                                    its corpus kept in fuzz/work/ across runs
+#                                    its corpus kept in fuzz/campaign/ across runs
 #   bash ci/fuzz.sh --long --merge   ... then add the inputs that reach new coverage to
 #                                    fuzz/corpus/ (to commit)
 #   bash ci/fuzz.sh TARGET...        only these targets (names as in fuzz/fuzz_targets/)
@@ -89,7 +89,7 @@ if [ -z "$per_target" ]; then
     fi
 fi
 if [ "$long" -eq 1 ]; then
-    work=fuzz/work
+    work=fuzz/campaign
 else
     work="$(mktemp -d)"
     trap 'rm -rf "$work"' EXIT

@@ -194,113 +194,6 @@ fn cancelled_while_executing_discards_the_result() {
     assert!(!w.has_data(TaskId(1)));
 }
 
-fn assign(w: &mut WorkerCore, t: u64, deps: Vec<DepLoc>, run: u32) {
-    w.on_assigned([Assigned {
-        task: TaskId(t),
-        priority: t,
-        deps,
-        op: "",
-        report_value: false,
-        run,
-    }]);
-}
-
-#[test]
-fn freed_while_executing_then_assigned_again_runs_again_after_the_cancelled_run() {
-    let mut w = WorkerCore::new(1);
-    assign(&mut w, 1, vec![], 1);
-    w.take();
-    // The scheduler frees it and assigns it here again: the run in progress is not taken
-    // for the new one (the scheduler may count its inputs as coming again), which runs
-    // once it has ended, and reports run 2.
-    w.on_free(TaskId(1));
-    assign(&mut w, 1, vec![], 2);
-    assert_eq!(w.take(), vec![]);
-    let done = || {
-        Ok(Finished {
-            nbytes: 8,
-            on_device: false,
-        })
-    };
-    w.on_executed(TaskId(1), 1, done());
-    assert_eq!(
-        w.take(),
-        vec![
-            Instruction::Discard { task: TaskId(1) },
-            Instruction::Execute {
-                task: TaskId(1),
-                inline: false
-            }
-        ]
-    );
-    w.on_executed(TaskId(1), 1, done());
-    assert_eq!(
-        w.take(),
-        vec![Instruction::Finished {
-            task: TaskId(1),
-            nbytes: 8,
-            duration_us: 1,
-            with_value: false,
-            run: 2,
-        }]
-    );
-    assert!(w.has_data(TaskId(1)));
-    // Freed again while running with a new assignment waiting: both go, the waiting
-    // one's spec dropped.
-    assign(&mut w, 3, vec![], 1);
-    w.take();
-    w.on_free(TaskId(3));
-    assign(&mut w, 3, vec![], 2);
-    w.on_free(TaskId(3));
-    assert_eq!(w.take(), vec![Instruction::Drop { task: TaskId(3) }]);
-    w.on_executed(TaskId(3), 1, done());
-    assert_eq!(w.take(), vec![Instruction::Discard { task: TaskId(3) }]);
-    assert_eq!(w.assigned(), 0);
-}
-
-/// The chaos test's stall: a task sent ahead of its input, freed while it ran and given
-/// back with the input given out again. The old run (which had the old input) used to
-/// count, its report reached the scheduler before the input's, was refused, and the
-/// value dropped: the scheduler then waited on it for ever.
-#[test]
-fn a_resumed_task_waits_for_its_input_given_out_again() {
-    let mut w = WorkerCore::new(1);
-    assign(&mut w, 1, vec![], 1);
-    assign(&mut w, 2, vec![dep(1, &[])], 1);
-    w.take();
-    let done = || {
-        Ok(Finished {
-            nbytes: 8,
-            on_device: false,
-        })
-    };
-    w.on_executed(TaskId(1), 1, done());
-    w.take(); // 1 finished, 2 runs
-    w.on_free(TaskId(2));
-    w.on_free(TaskId(1));
-    assign(&mut w, 1, vec![], 2);
-    assign(&mut w, 2, vec![dep(1, &[])], 2);
-    w.take();
-    w.on_executed(TaskId(2), 1, done());
-    // The cancelled run of 2 is dropped; the new one waits for 1's new run.
-    let out = w.take();
-    assert!(
-        !out.iter()
-            .any(|i| matches!(i, Instruction::Finished { .. })),
-        "{out:?}"
-    );
-    w.on_executed(TaskId(1), 1, done());
-    w.take();
-    w.on_executed(TaskId(2), 1, done());
-    assert!(w.take().contains(&Instruction::Finished {
-        task: TaskId(2),
-        nbytes: 8,
-        duration_us: 1,
-        with_value: false,
-        run: 2,
-    }));
-}
-
 #[test]
 fn a_task_sent_ahead_waits_for_its_local_input() {
     let mut w = WorkerCore::new(1);
@@ -665,7 +558,9 @@ mod props;
 mod rejoin;
 mod replicas;
 mod reports;
+mod runs;
 mod stale;
+mod validate;
 
 /// Found by fuzzing (the worker_core target): a task waiting on an input that runs here
 /// while a copy of that input is also being fetched, freed, then assigned again, waits
@@ -715,94 +610,5 @@ fn a_task_freed_and_assigned_again_while_its_local_input_is_also_fetched_waits_o
             }),
             "{out:?}"
         );
-    }
-}
-
-/// `validate` names each rule a broken core breaks (the core is broken by hand here: no
-/// sequence of events should get it there).
-#[test]
-fn validate_names_each_broken_rule() {
-    // 5 runs; 1 waits its turn; 2 waits for 1 here; 3 reads 9, fetched and cached.
-    let good = || {
-        let mut w = WorkerCore::new(1);
-        w.on_compute_batch([
-            (TaskId(5), 0, vec![]),
-            (TaskId(1), 1, vec![]),
-            (TaskId(2), 2, vec![dep(1, &[])]),
-            (TaskId(3), 3, vec![dep(9, &[4])]),
-        ]);
-        w.on_fetched(WorkerId(4), &[TaskId(9)], &[]);
-        w.take();
-        w
-    };
-    assert_eq!(good().validate(), Ok(()));
-    type Break = fn(&mut WorkerCore);
-    let cases: [(Break, &str); 11] = [
-        (
-            |w| {
-                w.local_waiters.remove(&TaskId(1));
-                w.orphans.insert(TaskId(1), vec![TaskId(2)]);
-            },
-            "to be assigned here again, and it is",
-        ),
-        (
-            |w| {
-                w.ready.insert((2, TaskId(2)));
-            },
-            "is Fetching with 1 inputs missing (among the ready: true)",
-        ),
-        (
-            |w| {
-                w.local_waiters.remove(&TaskId(1));
-                w.tasks.get_mut(&TaskId(2)).unwrap().missing = 0;
-                w.owned.insert(TaskId(1));
-            },
-            "is Fetching with 0 inputs missing",
-        ),
-        (
-            |w| {
-                w.ready.insert((0, TaskId(5)));
-            },
-            "is Executing with 0 inputs missing (among the ready: true)",
-        ),
-        (
-            |w| {
-                w.tasks.remove(&TaskId(1));
-            },
-            "to run here, and no such task is here",
-        ),
-        (
-            |w| {
-                w.cached.remove(&TaskId(9));
-            },
-            "neither here nor waited for",
-        ),
-        (
-            |w| w.local_waiters.get_mut(&TaskId(1)).unwrap().push(TaskId(2)),
-            "waits 2 times",
-        ),
-        (
-            |w| w.tasks.get_mut(&TaskId(2)).unwrap().missing = 2,
-            "counts 2 inputs missing",
-        ),
-        (
-            |w| {
-                w.ready.clear();
-            },
-            "is Ready with 0 inputs missing",
-        ),
-        (|w| w.executing = 0, "0 tasks run, 1 are running"),
-        (
-            |w| {
-                w.cached.insert(TaskId(9), 3);
-            },
-            "cached by 3 tasks, and 1 read it",
-        ),
-    ];
-    for (i, (broken, says)) in cases.into_iter().enumerate() {
-        let mut w = good();
-        broken(&mut w);
-        let e = w.validate().expect_err("a broken core");
-        assert!(e.contains(says), "case {i}: {e}");
     }
 }
