@@ -26,8 +26,12 @@ if [ "$(id -u)" -eq 0 ]; then
     export RASK_REQUIRE_DAEMONS=1
 fi
 
+# One build of the tests (the profile nextest and the doc tests use), not a second one of
+# every test target under `cargo build --all-targets`; no incremental state to keep.
+export CARGO_INCREMENTAL=0
 echo "== build"
-cargo build --workspace --all-targets --locked
+cargo build --workspace --locked
+cargo test --workspace --no-run --locked
 
 echo "== docs (every crate's, warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
