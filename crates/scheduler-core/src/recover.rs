@@ -147,38 +147,11 @@ impl SchedulerCore {
             }
             TaskState::Processing | TaskState::Erred | TaskState::Forgotten => return false,
         }
-        let task = self.tasks.get_mut(&t).expect("invariant: checked above");
-        task.waiting_on = 0;
-        task.nbytes = nbytes;
-        task.who_has.push(worker);
-        let w = self
-            .workers
-            .get_mut(&worker)
-            .expect("invariant: checked by the caller");
-        w.has_what.insert(t);
-        w.nbytes += nbytes;
-        self.set_state(t, TaskState::Memory);
-        self.notify_memory(t, None);
-        let task = &self.tasks[&t];
-        let dependents = task.dependents.clone();
-        let deps = task.deps.clone();
-        for d in dependents {
-            let dt = self.tasks.get_mut(&d).expect("invariant: dependent exists");
-            match dt.state {
-                TaskState::Waiting if dt.waiting_on > 0 => {
-                    dt.waiting_on -= 1;
-                    if dt.waiting_on == 0 {
-                        self.recs.push_back((d, TaskState::Processing));
-                    }
-                }
-                TaskState::Processing if dt.waiting_on > 0 => dt.waiting_on -= 1,
-                _ => {}
-            }
-        }
-        for d in deps.iter() {
-            self.check_release(*d);
-        }
-        self.check_release(t);
+        self.tasks
+            .get_mut(&t)
+            .expect("invariant: checked above")
+            .waiting_on = 0;
+        self.put_in_memory(t, worker, nbytes, None);
         true
     }
 

@@ -399,37 +399,7 @@ impl SchedulerCore {
             kind: StreamKind::Compute,
         });
         self.release_slot(t);
-        let task = self.tasks.get_mut(&t).expect("invariant: checked above");
-        task.who_has.push(worker);
-        let w = self
-            .workers
-            .get_mut(&worker)
-            .expect("invariant: checked above");
-        w.has_what.insert(t);
-        w.nbytes += nbytes;
-        self.set_state(t, TaskState::Memory);
-        self.notify_memory(t, value);
-        let task = &self.tasks[&t];
-        let dependents = task.dependents.clone();
-        let deps = task.deps.clone();
-        for d in dependents {
-            let dt = self.tasks.get_mut(&d).expect("invariant: dependent exists");
-            match dt.state {
-                TaskState::Waiting => {
-                    dt.waiting_on -= 1;
-                    if dt.waiting_on == 0 {
-                        self.recs.push_back((d, TaskState::Processing));
-                    }
-                }
-                // Pre-assigned on this worker: it runs there as soon as the input is done.
-                TaskState::Processing if dt.waiting_on > 0 => dt.waiting_on -= 1,
-                _ => {}
-            }
-        }
-        for d in deps.iter() {
-            self.check_release(*d);
-        }
-        self.check_release(t);
+        self.put_in_memory(t, worker, nbytes, value);
         self.run();
         self.fill_slots();
         self.retire_step();

@@ -374,6 +374,57 @@ impl SchedulerCore {
         }
     }
 
+    /// `t`'s value, `nbytes` long, is now in memory on `worker` (computed there, or held
+    /// there when a scheduler restarts): records the holder, tells the clients, counts the
+    /// dependents' waits down and lets inputs no longer needed go.
+    pub(crate) fn put_in_memory(
+        &mut self,
+        t: TaskId,
+        worker: WorkerId,
+        nbytes: u64,
+        value: Option<Datum>,
+    ) {
+        let task = self
+            .tasks
+            .get_mut(&t)
+            .expect("invariant: checked by the caller");
+        task.nbytes = nbytes;
+        task.who_has.push(worker);
+        let w = self
+            .workers
+            .get_mut(&worker)
+            .expect("invariant: checked by the caller");
+        w.has_what.insert(t);
+        w.nbytes += nbytes;
+        self.set_state(t, TaskState::Memory);
+        self.notify_memory(t, value);
+        // Taken out and put back, not cloned: nothing below reads `t`'s own lists.
+        let task = self.tasks.get_mut(&t).expect("invariant: checked above");
+        let dependents = std::mem::take(&mut task.dependents);
+        let deps = std::mem::take(&mut task.deps);
+        for &d in &dependents {
+            let dt = self.tasks.get_mut(&d).expect("invariant: dependent exists");
+            match dt.state {
+                TaskState::Waiting if dt.waiting_on > 0 => {
+                    dt.waiting_on -= 1;
+                    if dt.waiting_on == 0 {
+                        self.recs.push_back((d, TaskState::Processing));
+                    }
+                }
+                // Pre-assigned on its worker: it runs there as soon as the input is done.
+                TaskState::Processing if dt.waiting_on > 0 => dt.waiting_on -= 1,
+                _ => {}
+            }
+        }
+        for &d in deps.iter() {
+            self.check_release(d);
+        }
+        let task = self.tasks.get_mut(&t).expect("invariant: checked above");
+        task.dependents = dependents;
+        task.deps = deps;
+        self.check_release(t);
+    }
+
     pub(crate) fn notify_memory(&mut self, t: TaskId, value: Option<Datum>) {
         let task = &self.tasks[&t];
         for c in &task.who_wants {
