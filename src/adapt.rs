@@ -15,9 +15,9 @@ use crate::ClusterError;
 pub trait Scalable: Send + 'static {
     /// The scheduler's address.
     fn address(&self) -> String;
-    /// The cluster's secret, if it has one.
-    fn cluster_secret(&self) -> Option<rask_transport::Secret> {
-        None
+    /// How a client connects to it (its secret and TLS, if it has them).
+    fn client_options(&self) -> rask_client::ClientOptions {
+        rask_client::ClientOptions::default()
     }
     /// The workers asked for (started or starting).
     fn planned(&self) -> usize;
@@ -144,9 +144,8 @@ pub struct Adaptive<C: Scalable> {
 impl<C: Scalable> Adaptive<C> {
     /// Starts adapting `cluster` within `opts`.
     pub fn new(cluster: C, opts: AdaptOptions) -> Result<Adaptive<C>, ClusterError> {
-        let mut copts = rask_client::ClientOptions::default();
-        copts.conn.auth = cluster.cluster_secret();
-        let client = rask_client::Client::connect_with(&cluster.address(), copts)?;
+        let client =
+            rask_client::Client::connect_with(&cluster.address(), cluster.client_options())?;
         let cluster = Arc::new(Mutex::new(cluster));
         let log: Arc<Mutex<Vec<Decision>>> = Arc::default();
         let (stop, stopped) = std::sync::mpsc::channel::<()>();

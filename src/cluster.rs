@@ -9,7 +9,7 @@ pub use crate::cluster_error::ClusterError;
 
 use rask_kernels::Registry;
 use rask_scheduler::SchedulerConfig;
-use rask_transport::Secret;
+use rask_transport::{Secret, Tls, TlsFiles};
 use rask_worker::{Worker, WorkerConfig};
 use tokio::sync::oneshot;
 
@@ -31,6 +31,9 @@ pub struct LocalClusterBuilder {
     resources: Vec<(String, f64)>,
     scheduler: SchedulerConfig,
     auth: Option<Secret>,
+    /// TLS as given, and as loaded by `build`.
+    tls_files: Option<TlsFiles>,
+    tls: Option<Tls>,
     transport: Option<rask_transport::TransportMode>,
     gpus: Option<Gpus>,
     /// Where the scheduler listens, and what it announces.
@@ -51,6 +54,8 @@ impl Default for LocalClusterBuilder {
             resources: Vec::new(),
             scheduler: SchedulerConfig::default(),
             auth: None,
+            tls_files: None,
+            tls: None,
             transport: None,
             gpus: None,
             scheduler_host: "127.0.0.1".into(),
@@ -118,6 +123,17 @@ impl LocalClusterBuilder {
         self
     }
 
+    /// TLS on every connection of the cluster (scheduler, workers, their peers, the
+    /// client, the dashboard over HTTPS): every process gets these files. The
+    /// certificate serves the scheduler and every worker, so it must name the address
+    /// they listen on (an IP SAN 127.0.0.1 for a cluster on this machine), unless
+    /// [`TlsFiles::ca_only`] is set. Off by default: settings in `RASK_TLS_*`, meant for
+    /// clusters elsewhere, are not used by a local cluster.
+    pub fn tls(mut self, files: TlsFiles) -> Self {
+        self.tls_files = Some(files);
+        self
+    }
+
     /// The address the scheduler listens on (default 127.0.0.1: this machine only;
     /// 0.0.0.0 for workers on other hosts, which are then told this host's address).
     pub fn scheduler_host(mut self, host: impl Into<String>) -> Self {
@@ -160,6 +176,10 @@ impl LocalClusterBuilder {
         if self.auth.is_none() {
             self.auth = Secret::from_env().map_err(|e| ClusterError::Secret(e.to_string()))?;
         }
+        self.tls = match &self.tls_files {
+            Some(f) => f.load().map_err(|e| ClusterError::Tls(e.to_string()))?,
+            None => None,
+        };
         let secret_file = match (&self.auth, self.processes) {
             (Some(s), true) => Some(SecretFile::write(s)?),
             _ => None,
@@ -168,6 +188,7 @@ impl LocalClusterBuilder {
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let mut cfg = self.scheduler.clone();
         cfg.conn.auth = self.auth.clone();
+        cfg.conn.tls = self.tls.clone();
         let (host, contact) = (self.scheduler_host.clone(), self.scheduler_contact.clone());
         let scheduler = std::thread::Builder::new()
             .name("rask-scheduler".into())
@@ -227,6 +248,7 @@ impl LocalClusterBuilder {
         let mut cluster = LocalCluster {
             address,
             secret: self.auth.clone(),
+            tls: self.tls.clone(),
             secret_file,
             registry: self.registry.clone(),
             scheduler: Some((stop_tx, scheduler)),
@@ -248,9 +270,8 @@ impl LocalClusterBuilder {
             }
         }
         if self.processes {
-            let mut opts = rask_client::ClientOptions::default();
-            opts.conn.auth = self.auth.clone();
-            let probe = rask_client::Client::connect_with(&cluster.address, opts)?;
+            let probe =
+                rask_client::Client::connect_with(&cluster.address, cluster.client_options())?;
             self.wait_for_processes(&probe, &mut cluster)?;
         }
         Ok(cluster)
@@ -297,6 +318,7 @@ impl LocalClusterBuilder {
         cfg.nthreads = self.threads_per_worker;
         cfg.registry = self.registry.clone();
         cfg.conn.auth = self.auth.clone();
+        cfg.conn.tls = self.tls.clone();
         cfg.transport = self.transport.unwrap_or_else(|| {
             rask_transport::TransportMode::from_env()
                 .ok()
@@ -411,11 +433,14 @@ impl LocalClusterBuilder {
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::null());
-        // A local cluster runs without TLS (its scheduler is in this process): TLS
-        // settings this process's environment may carry, for clusters elsewhere, must not
-        // make its workers expect TLS.
+        // A local cluster's TLS is what it was built with: settings this process's
+        // environment may carry, for clusters elsewhere, must not make its workers
+        // expect TLS.
         for v in rask_transport::tls::ENV_VARS {
             cmd.env_remove(v);
+        }
+        if let Some(f) = &self.tls_files {
+            cmd.args(f.to_args());
         }
         if let Some(m) = self.memory_limit {
             cmd.args(["--memory-limit", &m.to_string()]);
@@ -505,6 +530,8 @@ pub struct LocalCluster {
     address: String,
     /// The secret every connection proves, if the cluster has one.
     secret: Option<Secret>,
+    /// TLS on every connection, if the cluster has it.
+    tls: Option<Tls>,
     secret_file: Option<SecretFile>,
     registry: Registry,
     scheduler: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
@@ -535,6 +562,19 @@ impl LocalCluster {
     /// The cluster's shared secret, if it has one.
     pub fn secret(&self) -> Option<&Secret> {
         self.secret.as_ref()
+    }
+
+    /// The cluster's TLS, if it has it.
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
+    }
+
+    /// Options for a client of this cluster: its secret and TLS.
+    pub fn client_options(&self) -> rask_client::ClientOptions {
+        let mut opts = rask_client::ClientOptions::default();
+        opts.conn.auth = self.secret.clone();
+        opts.conn.tls = self.tls.clone();
+        opts
     }
 
     /// Process ids of the worker processes (processes mode).

@@ -15,6 +15,9 @@ pub enum ClusterError {
     /// The cluster's secret could not be read or written.
     #[error("the cluster's secret: {0}")]
     Secret(String),
+    /// The cluster's TLS settings could not be loaded (the message names the file).
+    #[error("the cluster's TLS: {0}")]
+    Tls(String),
     /// The scheduler did not start.
     #[error("cannot start the scheduler: {0}")]
     Scheduler(String),

@@ -13,50 +13,85 @@ use rask_scheduler::{DashboardServer, Observer};
 
 /// The dashboard's server for [`rask_scheduler::SchedulerConfig::dashboard_server`].
 pub fn server() -> DashboardServer {
-    DashboardServer::new(|listener: tokio::net::TcpListener, observer: Observer| {
-        // Dropped when the scheduler stops: the dashboard's thread then stops too.
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let started = listener.into_std().map(|std| {
-            std::thread::Builder::new()
-                .name("rask-dashboard".into())
-                .spawn(move || {
-                    let rt = match tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                    {
-                        Ok(rt) => rt,
-                        Err(e) => {
-                            tracing::warn!("no dashboard: {e}");
-                            return;
-                        }
-                    };
-                    rt.block_on(async move {
-                        let listener = match tokio::net::TcpListener::from_std(std) {
-                            Ok(l) => l,
+    DashboardServer::new(
+        |listener: tokio::net::TcpListener, observer: Observer, tls| {
+            // Dropped when the scheduler stops: the dashboard's thread then stops too.
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let started = listener.into_std().map(|std| {
+                std::thread::Builder::new()
+                    .name("rask-dashboard".into())
+                    .spawn(move || {
+                        let rt = match tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                        {
+                            Ok(rt) => rt,
                             Err(e) => {
                                 tracing::warn!("no dashboard: {e}");
                                 return;
                             }
                         };
-                        let source = Arc::new(Source {
-                            observer,
-                            started_us: AtomicU64::new(0),
+                        rt.block_on(async move {
+                            let listener = match tokio::net::TcpListener::from_std(std) {
+                                Ok(l) => l,
+                                Err(e) => {
+                                    tracing::warn!("no dashboard: {e}");
+                                    return;
+                                }
+                            };
+                            let source = Arc::new(Source {
+                                observer,
+                                started_us: AtomicU64::new(0),
+                            });
+                            let stop = async move {
+                                let _ = stop_rx.await;
+                            };
+                            match tls {
+                                None => rask_dashboard::serve_until(listener, source, stop).await,
+                                Some(tls) => match Https::new(listener, &tls) {
+                                    Ok(l) => rask_dashboard::serve_until(l, source, stop).await,
+                                    Err(e) => tracing::warn!("no dashboard: {e}"),
+                                },
+                            }
                         });
-                        let stop = async move {
-                            let _ = stop_rx.await;
-                        };
-                        rask_dashboard::serve_until(listener, source, stop).await;
-                    });
-                })
-        });
-        if let Err(e) = started {
-            tracing::warn!("no dashboard: {e}");
-        }
-        async move {
-            let _stop = stop_tx;
-            std::future::pending::<()>().await
-        }
-    })
+                    })
+            });
+            if let Err(e) = started {
+                tracing::warn!("no dashboard: {e}");
+            }
+            async move {
+                let _stop = stop_tx;
+                std::future::pending::<()>().await
+            }
+        },
+    )
+}
+
+/// A listener handing on HTTPS connections, their handshakes done: what the dashboard and
+/// a worker's metrics endpoint serve on when their process serves TLS.
+pub(crate) struct Https(rask_transport::tls::HttpsIncoming);
+
+impl Https {
+    /// HTTPS on `listener` with `tls`'s certificate (within a tokio runtime).
+    pub(crate) fn new(
+        listener: tokio::net::TcpListener,
+        tls: &rask_transport::Tls,
+    ) -> Result<Https, rask_transport::TransportError> {
+        rask_transport::tls::HttpsIncoming::new(listener, tls).map(Https)
+    }
+}
+
+impl rask_dashboard::Listener for Https {
+    type Io = rask_transport::tls::HttpsStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        self.0.accept().await
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.0.local_addr())
+    }
 }
 
 /// The scheduler as the dashboard's [`rask_dashboard::Source`].

@@ -215,12 +215,11 @@ impl Client {
 
     /// Connects to a local cluster and keeps it alive as long as the client.
     pub fn for_cluster(cluster: LocalCluster) -> Result<Client, ClientError> {
-        let mut opts = ClientOptions {
+        let opts = ClientOptions {
             registry: Some(cluster.registry().info()),
             program: entry::program_source(cluster.registry()),
-            ..ClientOptions::default()
+            ..cluster.client_options()
         };
-        opts.conn.auth = cluster.secret().cloned();
         let mut c = Client::connect_with(cluster.scheduler_address(), opts)?;
         c.cluster = Some(cluster);
         Ok(c)

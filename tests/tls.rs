@@ -2,7 +2,8 @@
 //! (the worker processes get the TLS options from their supervisor), data moving between
 //! the workers and to the client over tcp, all in TLS, and an exact result. Then who is
 //! refused and what each side says: a plaintext client or worker, a client trusting
-//! another CA, and, with mutual TLS, a client without a certificate.
+//! another CA, and, with mutual TLS, a client without a certificate. A `LocalCluster`
+//! built with TLS, its dashboard and its workers' `/metrics` over HTTPS.
 
 #[path = "../crates/transport/tests/certs/mod.rs"]
 mod certs;
@@ -243,5 +244,198 @@ fn a_worker_without_a_certificate_is_told_what_to_give() {
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("--tls-cert and --tls-key"), "{err}");
+    })
+}
+
+/// Whether `program` is on the PATH.
+fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// A GET of `url` (`https://HOST:PORT/PATH`) by `openssl s_client`, checking the server
+/// against `ca` and its IP address, presenting `cert` if given: what the server sent
+/// (head and body), or why the connection failed.
+fn https_get(url: &str, ca: &Pair, cert: Option<&Pair>) -> Result<String, String> {
+    let rest = url.strip_prefix("https://").expect("an https:// URL");
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let ip = host.rsplit_once(':').unwrap().0;
+    let mut cmd = Command::new("openssl");
+    cmd.args([
+        "s_client",
+        "-quiet",
+        "-verify_return_error",
+        "-connect",
+        host,
+    ])
+    .args(["-verify_ip", ip, "-CAfile"])
+    .arg(&ca.cert);
+    if let Some(p) = cert {
+        cmd.arg("-cert").arg(&p.cert).arg("-key").arg(&p.key);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the TLS tests need the openssl command");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        let request = format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        // The server may end the connection before the request is read (no certificate).
+        let _ = stdin.write_all(request.as_bytes());
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    if stdout.starts_with("HTTP/1.1 ") {
+        Ok(stdout)
+    } else {
+        Err(format!("{}{stdout}", String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+/// The body of a `200` answer.
+fn body_of_200(url: &str, answer: &str) -> String {
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{url}: {head}");
+    body.to_string()
+}
+
+/// What a plain-HTTP GET of `https://HOST:PORT/PATH`, sent as `http://`, is answered.
+fn plain_get(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("https://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The base64 SHA-256 of a certificate's public key: what Chromium is told to trust.
+fn spki_hash(cert: &Path) -> String {
+    let out = output(Command::new("sh").arg("-c").arg(format!(
+        "openssl x509 -in '{}' -pubkey -noout | openssl pkey -pubin -outform der \
+         | openssl dgst -sha256 -binary | base64",
+        cert.display()
+    )));
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A `LocalCluster` built with TLS: its worker processes get the files, the client it
+/// gives connects with them, and the dashboard and each worker's `/metrics` are served
+/// over HTTPS with the cluster's certificate, checked by a real browser and by openssl
+/// (plain HTTP is told to use https://). With client certificates required, the
+/// dashboard requires one too.
+#[test]
+fn a_local_cluster_with_tls_serves_its_dashboard_and_metrics_over_https() {
+    within(DEADLINE, || {
+        let c = Certs::new("local");
+        let ca = c.ca("ca");
+        let node = c.leaf(&ca, "node", "IP:127.0.0.1");
+        let user = c.leaf(&ca, "user", "DNS:user");
+        let cluster = rask::LocalCluster::builder()
+            .n_workers(2)
+            .processes(true)
+            .worker_binary(RASK)
+            .tls(TlsFiles {
+                cert: Some(node.cert.clone()),
+                key: Some(node.key.clone()),
+                ca: Some(ca.cert.clone()),
+                ..TlsFiles::default()
+            })
+            .dashboard("127.0.0.1:0")
+            .build()
+            .unwrap();
+        let address = cluster.scheduler_address().to_string();
+        let client = Client::for_cluster(cluster).unwrap();
+        let f = client
+            .submit("add", [Arg::from(40i64), Arg::from(2i64)])
+            .unwrap();
+        assert_eq!(f.result_as::<i64>().unwrap(), 42);
+        // Only TLS gets in.
+        let e = client_plain(&address);
+        assert!(e.contains("requires TLS"), "{e}");
+
+        let info = client.scheduler_info().unwrap();
+        let base = info.dashboard.trim_end_matches("/status").to_string();
+        assert!(base.starts_with("https://127.0.0.1:"), "{base}");
+        let metrics = body_of_200(
+            "/metrics",
+            &https_get(&format!("{base}/metrics"), &ca, None).unwrap(),
+        );
+        assert!(
+            metrics.contains("dask_scheduler_workers_added_total 2"),
+            "{metrics}"
+        );
+        assert_eq!(info.workers.len(), 2);
+        for w in &info.workers {
+            assert!(w.dashboard.starts_with("https://127.0.0.1:"), "{w:?}");
+            let url = format!("{}/metrics", w.dashboard);
+            let text = body_of_200(&url, &https_get(&url, &ca, None).unwrap());
+            assert!(text.contains("dask_worker_threads 1"), "{url}: {text}");
+        }
+        let refused = plain_get(&format!("{base}/metrics"));
+        assert!(refused.starts_with("HTTP/1.1 400"), "{refused}");
+        assert!(refused.contains("use https://"), "{refused}");
+        // The status page in a browser that trusts the cluster's key: its scripts fetch
+        // the workers over HTTPS too.
+        if have("chromium") {
+            let out = Command::new("timeout")
+                .args([
+                    "90",
+                    "chromium",
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                ])
+                .args(["--disable-background-networking", "--no-first-run"])
+                .arg(format!(
+                    "--ignore-certificate-errors-spki-list={}",
+                    spki_hash(&node.cert)
+                ))
+                .args(["--virtual-time-budget=4000", "--dump-dom"])
+                .arg(format!("{base}/workers"))
+                .output()
+                .expect("running chromium");
+            let dom = String::from_utf8_lossy(&out.stdout);
+            for w in &info.workers {
+                let row = format!("data-address=\"{}\"", w.addr);
+                assert!(dom.contains(&row), "no {row} in\n{dom}\n{out:?}");
+            }
+        } else {
+            println!("SKIPPED (no chromium): the page in a browser over HTTPS");
+        }
+        drop(client);
+
+        // Client certificates required: the dashboard asks for one too.
+        let cluster = rask::LocalCluster::builder()
+            .n_workers(1)
+            .tls(TlsFiles {
+                cert: Some(node.cert.clone()),
+                key: Some(node.key.clone()),
+                ca: Some(ca.cert.clone()),
+                require_client_cert: true,
+                ..TlsFiles::default()
+            })
+            .dashboard("127.0.0.1:0")
+            .build()
+            .unwrap();
+        let client = Client::for_cluster(cluster).unwrap();
+        let url = client.scheduler_info().unwrap().dashboard;
+        let url = url.replace("/status", "/health");
+        let e = https_get(&url, &ca, None).expect_err("no client certificate: refused");
+        assert!(e.contains("certificate required"), "{e}");
+        let ok = https_get(&url, &ca, Some(&user)).unwrap();
+        assert_eq!(body_of_200(&url, &ok), "ok");
     })
 }

@@ -23,8 +23,11 @@ pub(crate) fn serve(
             return None;
         }
     };
+    // Served over HTTPS when the worker serves TLS (its certificate, its client
+    // certificate policy).
+    let tls = cfg.conn.tls.clone().filter(|t| t.can_serve());
     let url = match listener.local_addr() {
-        Ok(a) => url(a, cfg.contact.as_deref()),
+        Ok(a) => url(a, cfg.contact.as_deref(), tls.is_some()),
         Err(e) => {
             tracing::warn!(target: "rask.worker", "no metrics endpoint on {spec}: {e}");
             return None;
@@ -59,12 +62,15 @@ pub(crate) fn serve(
             };
             rt.block_on(async move {
                 let _ = listener.set_nonblocking(true);
-                match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => {
-                        let snapshot = Arc::new(move || read.lock().expect("metrics lock").clone());
-                        rask_dashboard::serve_worker(l, snapshot).await
-                    }
-                    Err(e) => tracing::warn!("no metrics endpoint: {e}"),
+                let snapshot = Arc::new(move || read.lock().expect("metrics lock").clone());
+                let served = tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string());
+                match (served, tls) {
+                    (Ok(l), None) => rask_dashboard::serve_worker(l, snapshot).await,
+                    (Ok(l), Some(tls)) => match crate::dashboard::Https::new(l, &tls) {
+                        Ok(l) => rask_dashboard::serve_worker(l, snapshot).await,
+                        Err(e) => tracing::warn!("no metrics endpoint: {e}"),
+                    },
+                    (Err(e), _) => tracing::warn!("no metrics endpoint: {e}"),
                 }
             })
         });
@@ -103,9 +109,11 @@ pub(crate) fn serve(
     Some((hook, url))
 }
 
-/// The URL of a server bound to `bound`: its address, unless unspecified (`0.0.0.0`,
-/// `::`): then the worker's contact host if given, else this host's address.
-fn url(bound: SocketAddr, contact: Option<&str>) -> String {
+/// The URL of a server bound to `bound` (`https://` when `tls`): its address, unless
+/// unspecified (`0.0.0.0`, `::`): then the worker's contact host if given, else this
+/// host's address.
+fn url(bound: SocketAddr, contact: Option<&str>, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
     let ip = bound.ip();
     let host = if !ip.is_unspecified() {
         ip.to_string()
@@ -121,8 +129,8 @@ fn url(bound: SocketAddr, contact: Option<&str>) -> String {
         rask_transport::addr::host_ip().to_string()
     };
     match host.parse::<IpAddr>() {
-        Ok(IpAddr::V6(v6)) => format!("http://[{v6}]:{}", bound.port()),
-        _ => format!("http://{host}:{}", bound.port()),
+        Ok(IpAddr::V6(v6)) => format!("{scheme}://[{v6}]:{}", bound.port()),
+        _ => format!("{scheme}://{host}:{}", bound.port()),
     }
 }
 
@@ -133,18 +141,27 @@ mod tests {
     #[test]
     fn the_url_names_a_host_others_reach() {
         let a = |s: &str| s.parse().unwrap();
-        assert_eq!(url(a("10.1.2.3:9000"), None), "http://10.1.2.3:9000");
+        assert_eq!(url(a("10.1.2.3:9000"), None, false), "http://10.1.2.3:9000");
         assert_eq!(
-            url(a("0.0.0.0:9000"), Some("tcp://node7:4000")),
+            url(a("0.0.0.0:9000"), Some("tcp://node7:4000"), false),
             "http://node7:9000"
         );
-        assert_eq!(url(a("0.0.0.0:9000"), Some("node7")), "http://node7:9000");
         assert_eq!(
-            url(a("[::]:9000"), Some("[fe80::1]:4000")),
+            url(a("0.0.0.0:9000"), Some("node7"), false),
+            "http://node7:9000"
+        );
+        assert_eq!(
+            url(a("[::]:9000"), Some("[fe80::1]:4000"), false),
             "http://[fe80::1]:9000"
         );
-        assert_eq!(url(a("[::1]:9000"), None), "http://[::1]:9000");
-        let any = url(a("0.0.0.0:9000"), None);
+        assert_eq!(url(a("[::1]:9000"), None, false), "http://[::1]:9000");
+        let any = url(a("0.0.0.0:9000"), None, false);
         assert!(any.starts_with("http://") && any.ends_with(":9000") && !any.contains("0.0.0.0"));
+        assert_eq!(url(a("10.1.2.3:9000"), None, true), "https://10.1.2.3:9000");
+        assert_eq!(
+            url(a("[::1]:9000"), None, true),
+            "https://[::1]:9000",
+            "a worker serving TLS serves its metrics over HTTPS"
+        );
     }
 }

@@ -113,8 +113,8 @@ impl crate::adapt::Scalable for LocalCluster {
     fn address(&self) -> String {
         self.address.clone()
     }
-    fn cluster_secret(&self) -> Option<rask_transport::Secret> {
-        self.secret.clone()
+    fn client_options(&self) -> rask_client::ClientOptions {
+        LocalCluster::client_options(self)
     }
     fn planned(&self) -> usize {
         self.threads.len() + self.processes.len()

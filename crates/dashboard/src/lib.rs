@@ -32,6 +32,9 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, MethodRouter};
 use axum::Router;
+
+/// What the dashboard serves on: a tcp listener, or one of the caller's (TLS, say).
+pub use axum::serve::Listener;
 use serde::{Deserialize, Serialize};
 
 use requests::{Requests, Route};
@@ -134,15 +137,16 @@ fn page(route: Route) -> MethodRouter<Arc<Shared>> {
     })
 }
 
-/// Serves the dashboard on `listener` until the runtime stops (or accepting fails).
-pub async fn serve(listener: tokio::net::TcpListener, source: Arc<dyn Source>) {
+/// Serves the dashboard on `listener` (a [`tokio::net::TcpListener`], or a listener
+/// handing on TLS connections) until the runtime stops (or accepting fails).
+pub async fn serve(listener: impl Listener<Addr: std::fmt::Debug>, source: Arc<dyn Source>) {
     serve_until(listener, source, std::future::pending()).await
 }
 
 /// Serves the dashboard on `listener` until `stop` completes (connections in progress
 /// finish first).
 pub async fn serve_until(
-    listener: tokio::net::TcpListener,
+    listener: impl Listener<Addr: std::fmt::Debug>,
     source: Arc<dyn Source>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) {
@@ -155,7 +159,7 @@ pub async fn serve_until(
 /// A worker's own HTTP server: `/health` and Prometheus `/metrics` from `snapshot`, called
 /// once per scrape (a worker's numbers are its own, cheap to read).
 pub async fn serve_worker(
-    listener: tokio::net::TcpListener,
+    listener: impl Listener<Addr: std::fmt::Debug>,
     snapshot: Arc<dyn Fn() -> WorkerSnapshot + Send + Sync>,
 ) {
     let app = Router::new()

@@ -204,6 +204,11 @@ mod tests {
             "a filled slot stays as it is"
         );
         assert_eq!((s[&id(7, 5)], s[&id(3, 1)], s.len()), ("five", "one", 2));
+        assert!(!s.slot_free(id(9, 1)), "filled, whatever the generation");
+        assert!(
+            s.slot_free(id(7, 2)) && s.slot_free(id(0, 6)),
+            "a gap, and beyond"
+        );
         assert_eq!(s.max_generation(), 7);
         s.set_floor(100);
         // New ids fill the gaps and beyond, never below the floor, never a filled slot.

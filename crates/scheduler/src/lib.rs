@@ -122,10 +122,12 @@ pub async fn run(
         (Some(addr), Some(serve)) => match bind_dashboard(addr).await {
             Ok(l) => {
                 let local = l.local_addr()?;
-                let url = format!("http://{local}/status");
+                let tls = cfg.conn.tls.clone().filter(|t| t.can_serve());
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                let url = format!("{scheme}://{local}/status");
                 info!(target: "rask.scheduler", "Dashboard at: {url}");
                 let observer = Observer { tx: tx.clone() };
-                Some((url, tokio::spawn((serve.0)(l, observer))))
+                Some((url, tokio::spawn((serve.0)(l, observer, tls))))
             }
             Err(e) => {
                 warn!("no dashboard: cannot listen on {addr}: {e}");

@@ -17,6 +17,7 @@ use rask_proto::{ClientId, LinkClass, WorkerId, RASK_VERSION};
 use rask_scheduler_core::{
     Activity, PrefixInfo, SpillDirection, StreamEntry, StreamKind, TaskState, Transition,
 };
+use rask_transport::Tls;
 use rustc_hash::FxHashMap;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
@@ -41,13 +42,15 @@ pub(crate) fn unix_us() -> u64 {
 }
 
 /// A server for the dashboard, run in the scheduler's process on its runtime: given the
-/// listener bound to [`SchedulerConfig::dashboard`](crate::SchedulerConfig::dashboard)
-/// and an [`Observer`], it serves until the scheduler stops (its future is then dropped).
-/// It keeps the scheduler crate independent of the dashboard's.
+/// listener bound to [`SchedulerConfig::dashboard`](crate::SchedulerConfig::dashboard),
+/// an [`Observer`], and the scheduler's TLS when it serves TLS (the dashboard is then
+/// served over HTTPS, with the same certificate and client certificate policy), it
+/// serves until the scheduler stops (its future is then dropped). It keeps the scheduler
+/// crate independent of the dashboard's.
 #[derive(Clone)]
 pub struct DashboardServer(
     /// The function the scheduler calls once, at start.
-    pub Arc<dyn Fn(TcpListener, Observer) -> DashboardFuture + Send + Sync>,
+    pub Arc<dyn Fn(TcpListener, Observer, Option<Tls>) -> DashboardFuture + Send + Sync>,
 );
 
 /// What a [`DashboardServer`] returns: the server's whole life.
@@ -57,10 +60,10 @@ impl DashboardServer {
     /// Wraps a serving function.
     pub fn new<F, Fut>(f: F) -> Self
     where
-        F: Fn(TcpListener, Observer) -> Fut + Send + Sync + 'static,
+        F: Fn(TcpListener, Observer, Option<Tls>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        DashboardServer(Arc::new(move |l, o| Box::pin(f(l, o))))
+        DashboardServer(Arc::new(move |l, o, t| Box::pin(f(l, o, t))))
     }
 }
 

@@ -66,7 +66,7 @@ fn scenario() {
     let mut cfg = SchedulerConfig::default();
     cfg.core.stream_capacity = STREAM;
     cfg.dashboard = Some("127.0.0.1:0".into());
-    cfg.dashboard_server = Some(DashboardServer::new(move |l, o| {
+    cfg.dashboard_server = Some(DashboardServer::new(move |l, o, _tls| {
         let at = l.local_addr().unwrap().to_string();
         let _ = observer_tx.send((o, at));
         // Holds the listener for as long as the scheduler runs.

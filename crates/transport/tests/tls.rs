@@ -344,3 +344,72 @@ async fn tls_and_the_shared_secret_go_together() {
     })
     .await
 }
+
+/// HTTPS for the cluster's HTTP servers: a peer that connects and sends nothing holds
+/// no one up (its handshake waits on a task of its own, for up to 10 s), a TLS client's
+/// connection is handed on with its handshake done, and plain HTTP is told to use
+/// https://.
+#[tokio::test]
+async fn https_hands_on_tls_connections_past_a_silent_peer_and_answers_plain_http() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    within(async {
+        let c = Certs::new("https");
+        let ca = c.ca("ca");
+        let server = c.leaf(&ca, "server", "IP:127.0.0.1");
+        let tls = files(Some(&server), Some(&ca)).load().unwrap().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut incoming = rask_transport::tls::HttpsIncoming::new(listener, &tls).unwrap();
+        let addr = incoming.local_addr();
+
+        let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(&ca.cert).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        // The provider the cluster uses (see `TlsFiles::load`).
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let local = tcp.local_addr().unwrap();
+        let connecting = tokio::spawn(async move {
+            let mut s = tokio_rustls::TlsConnector::from(Arc::new(client))
+                .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+                .await
+                .unwrap();
+            s.write_all(b"ping").await.unwrap();
+            s
+        });
+        // Handed on before the silent peer's handshake could time out.
+        let (mut conn, peer) = tokio::time::timeout(Duration::from_secs(5), incoming.accept())
+            .await
+            .expect("a TLS client waited behind a silent peer");
+        assert_eq!(peer, local);
+        let _client = connecting.await.unwrap();
+        let mut got = [0u8; 4];
+        conn.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ping");
+
+        let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
+        plain
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        plain.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+        assert!(
+            answer.ends_with(&format!("{}\n", rask_transport::tls::HTTPS_REQUIRED)),
+            "{answer}"
+        );
+    })
+    .await
+}

@@ -1,7 +1,8 @@
 //! TLS on tcp connections (rustls, ring provider, TLS 1.3 only): the settings as given
 //! ([`TlsFiles`]: certificate, key, the cluster's CA), what they load into ([`Tls`]: a
 //! connector and an acceptor), the tcp halves that carry either plaintext or TLS, and the
-//! server side of a tcp connection's start ([`accept_tcp`]).
+//! server side of a tcp connection's start ([`accept_tcp`]), and HTTPS for the cluster's
+//! HTTP servers ([`HttpsIncoming`]).
 //!
 //! # How certificates are checked
 //!
@@ -35,8 +36,10 @@ use tokio::net::TcpStream;
 
 use crate::TransportError;
 
+mod https;
 mod stream;
 
+pub use https::{HttpsIncoming, HttpsStream, HTTPS_REQUIRED};
 pub use stream::{accept_tcp, TcpReadHalf, TcpWriteHalf};
 
 /// The first byte of a TLS record carrying a handshake message (a ClientHello opens
