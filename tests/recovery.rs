@@ -186,3 +186,53 @@ fn gathering_a_result_whose_holder_died_waits_for_it_to_be_computed_again() {
         let _ = std::fs::remove_file(&journal);
     });
 }
+
+/// A task that failed before the scheduler was killed is erred again after the restart,
+/// with its message, and is not run again: failures are in the journal. (They were not:
+/// the task ran again once its worker was back.)
+#[test]
+fn a_task_that_failed_before_a_restart_is_not_run_again() {
+    within(Duration::from_secs(120), || {
+        let journal = tmpfile("journal-failed");
+        let _ = std::fs::remove_file(&journal);
+        let (sched, addr) = start(0, &journal);
+        let port = port_of(&addr);
+        let _w = worker_with(&[], &addr, "w", &["--death-timeout", "60"]);
+        let c = rask::Client::connect_with(
+            &addr,
+            ClientOptions {
+                reconnect: Some(Duration::from_secs(60)),
+                ..ClientOptions::default()
+            },
+        )
+        .unwrap();
+        c.wait_for_workers(1).unwrap();
+        let message = "the input file is missing (recorded failure)";
+        let bad = c.submit("fail", [Arg::from(message)]).unwrap();
+        let reader = c.submit("inc", [Arg::from(&bad)]).unwrap();
+        let e = reader.result().unwrap_err().to_string();
+        assert!(e.contains(message), "{e}");
+        // The message is in the graph's record (the task's argument) and, once the
+        // journal is written, in the failure's.
+        eventually("the journal holds the failure", || {
+            std::fs::read(&journal).is_ok_and(|j| {
+                j.windows(message.len())
+                    .filter(|w| *w == message.as_bytes())
+                    .count()
+                    >= 2
+            })
+        });
+        sched.kill();
+        let (_sched, _) = start(port, &journal);
+        // The worker is back and tasks are placed again.
+        let x = c.submit("inc", [Arg::from(1)]).unwrap();
+        assert_eq!(x.result().unwrap(), rask::Value::Int(2));
+        let story = c.story(bad.key()).unwrap();
+        let states: Vec<&str> = story.iter().map(|s| s.to.as_str()).collect();
+        assert_eq!(states.last(), Some(&"erred"), "{story:?}");
+        assert!(!states.contains(&"processing"), "run again: {story:?}");
+        let e = c.gather(&[reader]).unwrap_err().to_string();
+        assert!(e.contains(message), "{e}");
+        let _ = std::fs::remove_file(&journal);
+    });
+}

@@ -21,11 +21,13 @@ pub const RESTORE_GENERATIONS: u32 = 1 << 20;
 /// [`SchedulerCore::export`].
 pub type Export = (Vec<(TaskId, NewTask)>, Vec<(ClientId, Vec<String>)>);
 
-/// Tasks created and forgotten since last taken: what a journal records.
+/// Tasks created, failed and forgotten since last taken: what a journal records.
 #[derive(Debug, Default)]
 pub(crate) struct Changes {
     /// (index in the submitted graph, id), in creation order.
     pub(crate) created: Vec<(u32, TaskId)>,
+    /// Tasks that failed themselves (not those failing with an input), with the message.
+    pub(crate) erred: Vec<(TaskId, String)>,
     pub(crate) forgotten: Vec<TaskId>,
 }
 
@@ -47,6 +49,46 @@ impl SchedulerCore {
             ),
             None => (Vec::new(), Vec::new()),
         }
+    }
+
+    /// The tasks that failed themselves since the last call (a worker said so, or no
+    /// worker can run them), each with its message, in order; empty unless recording.
+    /// Those failing with an input are not among them: they fail again with it.
+    pub fn take_erred(&mut self) -> Vec<(TaskId, String)> {
+        self.changes
+            .as_mut()
+            .map_or_else(Vec::new, |c| std::mem::take(&mut c.erred))
+    }
+
+    /// Puts back a task's failure from the journal (see [`SchedulerCore::take_erred`]): it
+    /// is erred again with `message`, as are the tasks that read it, instead of running
+    /// again. A task no longer known, or with an outcome already, is left as it is.
+    pub fn restore_erred(&mut self, t: TaskId, message: String) {
+        self.begin(Why::Restored, None);
+        let Some(task) = self.tasks.get(&t) else {
+            return;
+        };
+        let op = self.ops[task.op as usize].name.to_string();
+        match task.state {
+            TaskState::Released | TaskState::Waiting => {}
+            TaskState::Queued | TaskState::NoWorker => {
+                let key = (task.priority, t);
+                self.queued.remove(&key);
+                self.no_worker.remove(&key);
+                self.set_state(t, TaskState::Released);
+            }
+            TaskState::Processing | TaskState::Memory | TaskState::Erred | TaskState::Forgotten => {
+                return
+            }
+        }
+        let task = self.tasks.get_mut(&t).expect("invariant: checked above");
+        task.extra().error = Some(std::sync::Arc::new(crate::TaskFailure {
+            key: task.key.to_string(),
+            op,
+            message,
+        }));
+        self.recs.push_back((t, TaskState::Erred));
+        self.run();
     }
 
     /// Puts back a graph from the journal: as [`SchedulerCore::on_update_graph`], each new
@@ -206,6 +248,23 @@ impl SchedulerCore {
             .collect();
         wants.sort_by_key(|(c, _)| *c);
         (tasks, wants)
+    }
+
+    /// Every task erred by a failure of its own, with the message: what a compacted
+    /// journal keeps of failures.
+    pub fn export_erred(&self) -> Vec<(TaskId, String)> {
+        let mut out: Vec<(TaskId, String)> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.state == TaskState::Erred)
+            .filter_map(|(id, t)| {
+                t.error()
+                    .filter(|e| *e.key == *t.key)
+                    .map(|e| (id, e.message.clone()))
+            })
+            .collect();
+        out.sort_by_key(|(id, _)| *id);
+        out
     }
 
     /// Tasks in a state, for tests and checks.

@@ -258,6 +258,12 @@ impl SchedulerCore {
             .clone();
         self.set_state(t, TaskState::Erred);
         let task = &self.tasks[&t];
+        if let Some(c) = &mut self.changes {
+            // Its own failure, not an input's (that one is recorded with the input).
+            if *error.key == *task.key {
+                c.erred.push((t, error.message.clone()));
+            }
+        }
         for c in &task.who_wants {
             self.actions.push(Action::KeyErred {
                 client: *c,

@@ -313,3 +313,75 @@ fn a_client_asking_for_its_keys_again_is_told_those_already_in_memory() {
     assert_eq!(told(&s.take_actions()), 1, "told again");
     s.validate();
 }
+
+/// A task's own failure is recorded (not those of the tasks failing with it), kept by a
+/// compaction, and put back after a restart: the task and what reads it are erred again,
+/// the client told, and nothing runs.
+#[test]
+fn a_failure_recorded_before_a_restart_is_put_back_and_nothing_runs_again() {
+    let mut before = SchedulerCore::new(CoreConfig::default());
+    before.record_changes(true);
+    before.on_client_joined(C);
+    let w = WorkerId(0);
+    before.on_worker_joined(w, worker("w"));
+    before
+        .on_update_graph(
+            C,
+            vec![task("a", &[]), task("b", &["a"]), task("ok", &[])],
+            &keys(&["b", "ok"]),
+        )
+        .unwrap();
+    let _ = before.take_actions();
+    let a = before.task_id("a").unwrap();
+    before.on_task_erred(w, a, "boom".into());
+    before.validate();
+    assert_eq!(before.state("b"), TaskState::Erred);
+    assert_eq!(before.take_erred(), vec![(a, "boom".to_string())]);
+    assert_eq!(before.take_erred(), vec![], "taken once");
+    assert_eq!(before.export_erred(), vec![(a, "boom".to_string())]);
+    let ids: FxHashMap<String, TaskId> = ["a", "b", "ok"]
+        .iter()
+        .map(|k| (k.to_string(), before.task_id(k).unwrap()))
+        .collect();
+
+    let mut after = SchedulerCore::new(CoreConfig::default());
+    after.on_client_joined(C);
+    after.hold_placement(true);
+    after
+        .restore_graph(
+            C,
+            vec![task("a", &[]), task("b", &["a"]), task("ok", &[])],
+            &keys(&["b", "ok"]),
+            &ids,
+        )
+        .unwrap();
+    after.restored();
+    after.restore_erred(ids["a"], "boom".into());
+    after.validate();
+    assert_eq!(
+        (after.state("a"), after.state("b")),
+        (TaskState::Erred, TaskState::Erred)
+    );
+    assert_ne!(after.state("ok"), TaskState::Erred);
+    let told: Vec<(String, String)> = after
+        .take_actions()
+        .into_iter()
+        .filter_map(|x| match x {
+            Action::KeyErred { client, key, error } if client == C => {
+                Some((key.to_string(), format!("{}: {}", error.key, error.message)))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(told, vec![("b".to_string(), "a: boom".to_string())]);
+    assert_eq!(after.export_erred(), vec![(ids["a"], "boom".to_string())]);
+    // Once let go, only the task that never failed runs.
+    after.on_worker_joined(w, worker("w"));
+    after.hold_placement(false);
+    after.validate();
+    assert_eq!(computes(&mut after, w), vec![ids["ok"]]);
+    // A failure of a task already done, or unknown, changes nothing.
+    after.restore_erred(TaskId(12345), "late".into());
+    after.validate();
+    assert_eq!(after.state("b"), TaskState::Erred);
+}

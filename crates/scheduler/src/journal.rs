@@ -3,7 +3,8 @@
 //!
 //! What is recorded: each graph's tasks as submitted, then which of them the core created
 //! and the ids it gave them (workers hold values by id), tasks forgotten, the keys each
-//! client holds futures for, clients and workers joining and leaving. Not recorded: where values are
+//! client holds futures for, tasks that failed and why, clients and workers joining and
+//! leaving. Not recorded: where values are
 //! (workers say so when they join again) and what ran (lineage recomputes what no worker
 //! still holds).
 //!
@@ -26,7 +27,11 @@ use rask_proto::Datum;
 use rkyv::{Archive, Deserialize, Serialize};
 
 /// The file's first bytes (the last is the format's version).
-pub const MAGIC: &[u8; 8] = b"RASKJNL\x02";
+pub const MAGIC: &[u8; 8] = b"RASKJNL\x03";
+
+/// Version 2's first bytes: its records are version 3's but [`Record::Erred`], so it is
+/// read as it is (and rewritten as version 3 on restore).
+const MAGIC_V2: &[u8; 8] = b"RASKJNL\x02";
 
 /// The journal is not compacted below this size.
 pub const COMPACT_MIN: u64 = 64 << 20;
@@ -139,6 +144,9 @@ pub enum Record {
     WorkerLeft(u32),
     /// Ids issued from here on have generations of at least this (a restore's floor).
     Floor(u32),
+    /// Tasks that failed, by id, with the message (not those failing with an input: they
+    /// fail again with it).
+    Erred(Vec<(u64, String)>),
 }
 
 /// Appends records to the journal's file.
@@ -219,7 +227,8 @@ pub fn read(path: &Path) -> Result<(Vec<Record>, u64), String> {
     if bytes.is_empty() {
         return Ok((Vec::new(), 0));
     }
-    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+    let magic = bytes.get(..MAGIC.len());
+    if magic != Some(MAGIC.as_slice()) && magic != Some(MAGIC_V2.as_slice()) {
         return Err(format!(
             "{} is not a Rask journal of this version (it does not start with {:?})",
             path.display(),

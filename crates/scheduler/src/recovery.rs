@@ -67,6 +67,8 @@ fn from_journal(t: JournalTask) -> NewTask {
 struct Model {
     /// Live tasks by id, with the order they were created in.
     tasks: FxHashMap<u64, (u64, JournalTask)>,
+    /// Live tasks that failed, by id, with the message.
+    erred: BTreeMap<u64, String>,
     created: u64,
     /// The tasks of the last graph, until its `Created` record takes them.
     graph: Vec<Option<JournalTask>>,
@@ -91,6 +93,14 @@ impl Model {
             Record::Forgotten(ids) => {
                 for id in ids {
                     self.tasks.remove(&id);
+                    self.erred.remove(&id);
+                }
+            }
+            Record::Erred(failed) => {
+                for (id, message) in failed {
+                    if self.tasks.contains_key(&id) {
+                        self.erred.insert(id, message);
+                    }
                 }
             }
             Record::ClientJoined { id, name } => {
@@ -174,6 +184,10 @@ pub(crate) fn restore(server: &mut Server, cfg: &JournalConfig) -> Result<(), St
                 .map_err(|e| format!("journal {}: {e}", cfg.path.display()))?;
         }
     }
+    // Failed before: failed again (with what reads them), not run again.
+    for (id, message) in std::mem::take(&mut m.erred) {
+        server.core.restore_erred(TaskId(id), message);
+    }
     server.core.restored();
     let _ = server.core.take_actions();
     let rec = &mut server.recovery;
@@ -247,6 +261,12 @@ impl Server {
                 (0..).zip(part).map(|(i, (id, _))| (i, id.0)).collect(),
             ));
         }
+        let erred = self.core.export_erred();
+        if !erred.is_empty() {
+            out.push(Record::Erred(
+                erred.into_iter().map(|(t, m)| (t.0, m)).collect(),
+            ));
+        }
         out.extend(
             wants
                 .into_iter()
@@ -318,8 +338,15 @@ impl Server {
             Some(j) if now || j.due() => {}
             _ => return,
         }
-        // Forgotten ids wait for the flush: a record a round would cost more than the
-        // round, and ids are never issued twice, so their place in the file is free.
+        // Failures and forgotten ids wait for the flush: a record a round would cost more
+        // than the round, and ids are never issued twice, so their place in the file is
+        // free (a failure recorded after its task's forgetting is dropped on restore).
+        let erred = self.core.take_erred();
+        if !erred.is_empty() {
+            self.journal(&Record::Erred(
+                erred.into_iter().map(|(t, m)| (t.0, m)).collect(),
+            ));
+        }
         let (_, forgotten) = self.core.take_changes();
         if !forgotten.is_empty() {
             self.journal(&Record::Forgotten(forgotten.iter().map(|t| t.0).collect()));
@@ -504,6 +531,22 @@ mod tests {
         m.apply(Record::Created(vec![(1, 12), (1, 13), (7, 14)]));
         m.apply(Record::Forgotten(vec![11]));
         assert_eq!(live(&m), [(10, "a".into()), (12, "c".into())]);
+        // Failures of live tasks are kept until the task is forgotten; one of a task
+        // forgotten already (recorded after it) is not.
+        m.apply(Record::Erred(vec![
+            (10, "boom".into()),
+            (11, "late".into()),
+        ]));
+        m.apply(Record::Erred(vec![(12, "bang".into())]));
+        assert_eq!(
+            m.erred
+                .iter()
+                .map(|(id, e)| (*id, e.as_str()))
+                .collect::<Vec<_>>(),
+            [(10, "boom"), (12, "bang")]
+        );
+        m.apply(Record::Forgotten(vec![12]));
+        assert_eq!(m.erred.keys().copied().collect::<Vec<_>>(), [10]);
         // A created record with no graph before it adds nothing.
         let mut fresh = Model::default();
         fresh.apply(Record::Created(vec![(0, 1)]));

@@ -36,6 +36,7 @@ fn records() -> Vec<Record> {
             name: "w".into(),
         },
         Record::Floor(1 << 20),
+        Record::Erred(vec![(2, "boom".into())]),
     ]
 }
 
@@ -115,6 +116,32 @@ fn a_file_that_is_not_a_journal_is_refused_by_name() {
         e.contains("notes.txt") && e.contains("not a Rask journal"),
         "{e}"
     );
+    std::fs::remove_dir_all(d).unwrap();
+}
+
+/// Version 2's records are version 3's but one: its journals are read as they are;
+/// version 1's are refused.
+#[test]
+fn a_version_2_journal_is_read_and_a_version_1_journal_refused() {
+    let d = dir();
+    let path = d.join("journal");
+    let mut w = JournalWriter::open(&path, 0, Fsync::Never).unwrap();
+    let old: Vec<Record> = records()
+        .into_iter()
+        .filter(|r| !matches!(r, Record::Erred(_)))
+        .collect();
+    for r in &old {
+        w.append(r).unwrap();
+    }
+    w.flush().unwrap();
+    drop(w);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[7] = 2;
+    std::fs::write(&path, &bytes).unwrap();
+    assert_eq!(read(&path).unwrap(), (old, bytes.len() as u64));
+    bytes[7] = 1;
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(read(&path).unwrap_err().contains("not a Rask journal"));
     std::fs::remove_dir_all(d).unwrap();
 }
 
