@@ -412,4 +412,36 @@ impl Client {
     pub async fn workers_to_close_async(&self, target: usize) -> Result<Vec<String>, ClientError> {
         self.client.workers_to_close_async(target).await
     }
+
+    /// Publishes `futures` as the dataset `name` (Dask's `publish_dataset`): the scheduler
+    /// keeps their values for any client until unpublished; a name taken is refused
+    /// unless `replace`.
+    pub fn publish_dataset<T>(
+        &self,
+        name: &str,
+        futures: &[Future<T>],
+        replace: bool,
+    ) -> Result<(), ClientError> {
+        self.client.publish_dataset(name, futures, replace)
+    }
+
+    /// Futures for the dataset `name`'s values, in the order published.
+    pub fn get_dataset(&self, name: &str) -> Result<Vec<Future>, ClientError> {
+        self.client.get_dataset(name)
+    }
+
+    /// [`Client::get_dataset`], awaitable from any async runtime.
+    pub async fn get_dataset_async(&self, name: &str) -> Result<Vec<Future>, ClientError> {
+        self.client.get_dataset_async(name).await
+    }
+
+    /// The names of the published datasets, sorted.
+    pub fn list_datasets(&self) -> Result<Vec<String>, ClientError> {
+        self.client.list_datasets()
+    }
+
+    /// Unpublishes the dataset `name`.
+    pub fn unpublish_dataset(&self, name: &str) -> Result<(), ClientError> {
+        self.client.unpublish_dataset(name)
+    }
 }

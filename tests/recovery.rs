@@ -236,3 +236,79 @@ fn a_task_that_failed_before_a_restart_is_not_run_again() {
         let _ = std::fs::remove_file(&journal);
     });
 }
+
+/// A published dataset outlives the client that published it, and a scheduler restart
+/// (it is in the journal): another client takes it by name and gathers exact values.
+/// Names are checked: one taken, or unknown, is refused naming it.
+#[test]
+fn a_published_dataset_outlives_its_client_and_a_scheduler_restart() {
+    within(Duration::from_secs(120), || {
+        let journal = tmpfile("journal-datasets");
+        let _ = std::fs::remove_file(&journal);
+        let (sched, addr) = start(0, &journal);
+        let port = port_of(&addr);
+        let _w = worker_with(&[], &addr, "w", &["--death-timeout", "60"]);
+        let reconnecting = || {
+            rask::Client::connect_with(
+                &addr,
+                ClientOptions {
+                    reconnect: Some(Duration::from_secs(60)),
+                    ..ClientOptions::default()
+                },
+            )
+            .unwrap()
+        };
+        {
+            let a = reconnecting();
+            a.wait_for_workers(1).unwrap();
+            let x = a.submit("inc", [Arg::from(41)]).unwrap();
+            let y = a.submit("add", [Arg::from(&x), Arg::from(100)]).unwrap();
+            a.publish_dataset("answers", &[x.clone(), y], false)
+                .unwrap();
+            let e = a
+                .publish_dataset("answers", std::slice::from_ref(&x), false)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("\"answers\"") && e.contains("published already"),
+                "{e}"
+            );
+            a.publish_dataset("scratch", &[x], false).unwrap();
+            assert_eq!(a.list_datasets().unwrap(), ["answers", "scratch"]);
+            a.unpublish_dataset("scratch").unwrap();
+            // The client leaves: its futures go, the dataset's keys stay.
+        }
+        let b = reconnecting();
+        let got = b.get_dataset("answers").unwrap();
+        let want = vec![rask::Value::Int(42), rask::Value::Int(142)];
+        assert_eq!(b.gather(&got).unwrap(), want);
+        let e = b.get_dataset("scratch").unwrap_err().to_string();
+        assert!(e.contains("no dataset named \"scratch\""), "{e}");
+        assert_eq!(
+            b.scheduler_info().unwrap().clients,
+            1,
+            "a dataset is no client"
+        );
+        drop((got, b));
+        eventually("the journal holds the dataset", || {
+            std::fs::read(&journal).is_ok_and(|j| j.windows(7).any(|w| w == b"answers"))
+        });
+        sched.kill();
+        let (sched, _) = start(port, &journal);
+        let c = reconnecting();
+        assert_eq!(c.list_datasets().unwrap(), ["answers"]);
+        let got = c.get_dataset("answers").unwrap();
+        assert_eq!(c.gather(&got).unwrap(), want);
+        // Once more, from the journal the restore rewrote (compacted).
+        sched.kill();
+        let (_sched, _) = start(port, &journal);
+        assert_eq!(c.list_datasets().unwrap(), ["answers"]);
+        let again = c.get_dataset("answers").unwrap();
+        assert_eq!(c.gather(&again).unwrap(), want);
+        c.unpublish_dataset("answers").unwrap();
+        assert!(c.list_datasets().unwrap().is_empty());
+        let e = c.unpublish_dataset("answers").unwrap_err().to_string();
+        assert!(e.contains("no dataset named \"answers\""), "{e}");
+        let _ = std::fs::remove_file(&journal);
+    });
+}

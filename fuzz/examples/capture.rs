@@ -449,6 +449,26 @@ fn main() {
             ),
             (ToScheduler::WorkersToClose { req: 6, target: 1 }, vec![]),
             (
+                ToScheduler::Datasets {
+                    req: 8,
+                    op: DatasetOp::Publish {
+                        name: "answers".into(),
+                        keys: vec!["sum-1".into(), "x-1".into()],
+                        replace: false,
+                    },
+                },
+                vec![],
+            ),
+            (
+                ToScheduler::Datasets {
+                    req: 9,
+                    op: DatasetOp::Get {
+                        name: "answers".into(),
+                    },
+                },
+                vec![],
+            ),
+            (
                 ToScheduler::RetireWorkers {
                     req: 7,
                     names: vec!["worker-1".into()],
@@ -788,6 +808,16 @@ fn main() {
             retired: vec!["worker-1".into()],
         },
         ToClient::AdaptiveTargetReply { req: 5, target: 2 },
+        ToClient::DatasetsReply {
+            req: 9,
+            names: vec!["sum-1".into(), "x-1".into()],
+            error: None,
+        },
+        ToClient::DatasetsReply {
+            req: 10,
+            names: vec![],
+            error: Some("no dataset named \"scratch\"".into()),
+        },
         ToClient::WorkersToCloseReply {
             req: 6,
             names: vec!["worker-2".into()],

@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 mod client;
+mod datasets;
 mod future;
 mod gather;
 mod graph;

@@ -285,7 +285,8 @@ pub(crate) fn on_message(st: &mut State, m: ToClient) {
         | ToClient::AdaptiveTargetReply { .. }
         | ToClient::WorkersToCloseReply { .. }
         | ToClient::TaskStreamReply { .. }
-        | ToClient::StoryReply { .. }) => {
+        | ToClient::StoryReply { .. }
+        | ToClient::DatasetsReply { .. }) => {
             let req = match &reply {
                 ToClient::WhoHasReply { req, .. }
                 | ToClient::InfoReply { req, .. }
@@ -293,7 +294,8 @@ pub(crate) fn on_message(st: &mut State, m: ToClient) {
                 | ToClient::AdaptiveTargetReply { req, .. }
                 | ToClient::WorkersToCloseReply { req, .. }
                 | ToClient::TaskStreamReply { req, .. }
-                | ToClient::StoryReply { req, .. } => *req,
+                | ToClient::StoryReply { req, .. }
+                | ToClient::DatasetsReply { req, .. } => *req,
                 _ => unreachable!(),
             };
             if let Some(tx) = st.requests.remove(&req) {

@@ -113,6 +113,10 @@ impl WireSize for ToClient {
                 128 + names.iter().map(|n| n.len() + 16).sum::<usize>()
             }
             ToClient::AdaptiveTargetReply { .. } => 128,
+            ToClient::DatasetsReply { names, error, .. } => {
+                128 + error.as_ref().map_or(0, String::len)
+                    + names.iter().map(|n| n.len() + 16).sum::<usize>()
+            }
             ToClient::TaskStreamReply { entries, .. } => {
                 64 + entries
                     .iter()

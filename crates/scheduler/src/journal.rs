@@ -3,8 +3,8 @@
 //!
 //! What is recorded: each graph's tasks as submitted, then which of them the core created
 //! and the ids it gave them (workers hold values by id), tasks forgotten, the keys each
-//! client holds futures for, tasks that failed and why, clients and workers joining and
-//! leaving. Not recorded: where values are
+//! client holds futures for, tasks that failed and why, published datasets, clients and
+//! workers joining and leaving. Not recorded: where values are
 //! (workers say so when they join again) and what ran (lineage recomputes what no worker
 //! still holds).
 //!
@@ -147,6 +147,18 @@ pub enum Record {
     /// Tasks that failed, by id, with the message (not those failing with an input: they
     /// fail again with it).
     Erred(Vec<(u64, String)>),
+    /// A dataset published (or published again, replacing one of that name): its keys,
+    /// held by the core for the client id `client`, which no connection has.
+    Published {
+        /// The dataset's name.
+        name: String,
+        /// The id holding its keys.
+        client: u32,
+        /// Its keys, in order.
+        keys: Vec<String>,
+    },
+    /// A dataset unpublished.
+    Unpublished(String),
 }
 
 /// Appends records to the journal's file.

@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 mod conn;
+mod datasets;
 // Every item is documented; the resolver types rkyv derives beside the records are
 // public and their fields carry no docs.
 #[allow(missing_docs)]
@@ -159,6 +160,7 @@ pub async fn run(
             .as_ref()
             .map_or_else(String::new, |(u, _)| u.clone()),
         recovery: Default::default(),
+        datasets: Default::default(),
     };
     server.recovery.grace = cfg.client_grace;
     if let Some(j) = &cfg.journal {

@@ -435,7 +435,8 @@ impl Server {
                 .iter()
                 .map(|(n, c)| (n.to_string(), *c))
                 .collect(),
-            clients: core.clients,
+            // Datasets hold their keys as clients of their own, which no one connects as.
+            clients: core.clients.saturating_sub(self.datasets.len() as u32),
             programs: self.program_status(),
             prefixes: core.prefixes.iter().map(prefix_msg).collect(),
             tasks_completed: core.counters.tasks_completed,

@@ -73,6 +73,8 @@ struct Model {
     /// The tasks of the last graph, until its `Created` record takes them.
     graph: Vec<Option<JournalTask>>,
     clients: BTreeMap<u32, (String, FxHashSet<String>)>,
+    /// Published datasets: the id holding their keys, and the keys.
+    datasets: BTreeMap<String, (u32, Vec<String>)>,
     workers: BTreeMap<u32, String>,
     next_client: u32,
     next_worker: u32,
@@ -130,6 +132,13 @@ impl Model {
                 self.workers.remove(&id);
             }
             Record::Floor(_) => {}
+            Record::Published { name, client, keys } => {
+                self.next_client = self.next_client.max(client + 1);
+                self.datasets.insert(name, (client, keys));
+            }
+            Record::Unpublished(name) => {
+                self.datasets.remove(&name);
+            }
         }
     }
 }
@@ -164,26 +173,31 @@ pub(crate) fn restore(server: &mut Server, cfg: &JournalConfig) -> Result<(), St
         .into_iter()
         .map(|(id, t)| ((t.key.clone(), TaskId(id)), from_journal(t)))
         .unzip();
-    let mut clients = m.clients.iter();
-    if let Some((first, (_, wants))) = clients.next() {
-        let wants: Vec<String> = wants.iter().cloned().collect();
+    // What each client and each dataset holds: the tasks come back with the first.
+    for (id, _) in m.datasets.values() {
+        server.core.on_client_joined(ClientId(*id));
+    }
+    let holders = m
+        .clients
+        .iter()
+        .map(|(c, (_, wants))| (*c, wants.iter().cloned().collect::<Vec<_>>()))
+        .chain(m.datasets.values().map(|(c, keys)| (*c, keys.clone())));
+    let mut tasks = Some(tasks);
+    for (c, wants) in holders {
         server
             .core
-            .restore_graph(ClientId(*first), tasks, &wants, &ids)
+            .restore_graph(ClientId(c), tasks.take().unwrap_or_default(), &wants, &ids)
             .map_err(|e| {
                 format!(
                     "journal {}: cannot restore its graph: {e}",
                     cfg.path.display()
                 )
             })?;
-        for (c, (_, wants)) in clients {
-            let wants: Vec<String> = wants.iter().cloned().collect();
-            server
-                .core
-                .restore_graph(ClientId(*c), Vec::new(), &wants, &ids)
-                .map_err(|e| format!("journal {}: {e}", cfg.path.display()))?;
-        }
     }
+    server.datasets = std::mem::take(&mut m.datasets)
+        .into_iter()
+        .map(|(name, (c, keys))| (name, (ClientId(c), keys)))
+        .collect();
     // Failed before: failed again (with what reads them), not run again.
     for (id, message) in std::mem::take(&mut m.erred) {
         server.core.restore_erred(TaskId(id), message);
@@ -244,6 +258,11 @@ impl Server {
                 .find(|(id, _)| *id == c)
                 .map_or_else(|| format!("client-{c}"), |(_, n)| n.clone())
         };
+        // Datasets' holders are not clients: their records follow the tasks.
+        let wants: Vec<(ClientId, Vec<String>)> = wants
+            .into_iter()
+            .filter(|(c, _)| !self.is_dataset_holder(*c))
+            .collect();
         let mut out: Vec<Record> = wants
             .iter()
             .map(|(c, _)| Record::ClientJoined {
@@ -261,6 +280,15 @@ impl Server {
                 (0..).zip(part).map(|(i, (id, _))| (i, id.0)).collect(),
             ));
         }
+        out.extend(
+            self.datasets
+                .iter()
+                .map(|(name, (c, keys))| Record::Published {
+                    name: name.clone(),
+                    client: c.0,
+                    keys: keys.clone(),
+                }),
+        );
         let erred = self.core.export_erred();
         if !erred.is_empty() {
             out.push(Record::Erred(
@@ -547,6 +575,29 @@ mod tests {
         );
         m.apply(Record::Forgotten(vec![12]));
         assert_eq!(m.erred.keys().copied().collect::<Vec<_>>(), [10]);
+        // Datasets: published (again, replacing), unpublished; their holders' ids are
+        // never issued again.
+        m.apply(Record::Published {
+            name: "d".into(),
+            client: 7,
+            keys: vec!["a".into()],
+        });
+        m.apply(Record::Published {
+            name: "d".into(),
+            client: 9,
+            keys: vec!["c".into()],
+        });
+        m.apply(Record::Published {
+            name: "gone".into(),
+            client: 8,
+            keys: vec![],
+        });
+        m.apply(Record::Unpublished("gone".into()));
+        assert_eq!(
+            m.datasets.iter().collect::<Vec<_>>(),
+            [(&"d".to_string(), &(9, vec!["c".to_string()]))]
+        );
+        assert_eq!(m.next_client, 10);
         // A created record with no graph before it adds nothing.
         let mut fresh = Model::default();
         fresh.apply(Record::Created(vec![(0, 1)]));

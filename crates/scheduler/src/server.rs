@@ -75,6 +75,8 @@ pub(crate) struct Server {
     pub(crate) started_us: u64,
     /// The dashboard's address, empty without one.
     pub(crate) dashboard: String,
+    /// The published datasets.
+    pub(crate) datasets: crate::datasets::Datasets,
 }
 
 /// An answer to a client's `RetireWorkers`, sent once the workers retired have left.
@@ -240,6 +242,9 @@ impl Server {
                     self.on_get_task_stream(c, req, since, limit)
                 }
                 (Peer::Client(c), ToScheduler::Story { req, key }) => self.on_story(c, req, &key),
+                (Peer::Client(c), ToScheduler::Datasets { req, op }) => {
+                    self.on_datasets(c, req, op)
+                }
                 (Peer::Client(c), ToScheduler::WorkersToClose { req, target }) => {
                     let target = usize::try_from(target).unwrap_or(usize::MAX);
                     let names = self

@@ -272,5 +272,15 @@ wire! {
             /// first.
             transitions: Vec<TransitionMsg>,
         },
+        /// The answer to [`ToScheduler::Datasets`]: names (of datasets, or keys of one), or
+        /// why the request was refused.
+        DatasetsReply {
+            /// The request's number.
+            req: u64,
+            /// What was asked for (see [`DatasetOp`]).
+            names: Vec<String>,
+            /// Why it was refused (no such dataset, a name taken, an unknown key).
+            error: Option<String>,
+        },
     }
 }

@@ -203,6 +203,42 @@ wire! {
             /// The holder tried last.
             holder: WorkerId,
         },
+        /// From a client: something about the published datasets (Dask's
+        /// `publish_dataset`, `get_dataset`, `list_datasets`, `unpublish_dataset`);
+        /// answered by [`ToClient::DatasetsReply`].
+        Datasets {
+            /// The client's request number, echoed in the reply.
+            req: u64,
+            /// What is asked.
+            op: DatasetOp,
+        },
+    }
+
+    /// What a client asks of the published datasets: named sets of keys the scheduler
+    /// holds for any client to take, until unpublished, whoever leaves.
+    pub enum DatasetOp {
+        /// Publish `keys` (futures the client holds) as `name`; refused when the name is
+        /// taken, unless `replace`. Answered with no names.
+        Publish {
+            /// The dataset's name.
+            name: String,
+            /// Its keys.
+            keys: Vec<String>,
+            /// Whether a dataset of that name is replaced (else: refused).
+            replace: bool,
+        },
+        /// Unpublish `name`: its keys are no longer held for it. Answered with no names.
+        Unpublish {
+            /// The dataset's name.
+            name: String,
+        },
+        /// The keys of the dataset `name`, in the order published.
+        Get {
+            /// The dataset's name.
+            name: String,
+        },
+        /// The names of the datasets, sorted.
+        List,
     }
 
     /// A worker's periodic state.
