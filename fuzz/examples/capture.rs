@@ -524,6 +524,11 @@ fn main() {
             dep: TaskId(0),
             holder: WorkerId(2),
         },
+        ToScheduler::StealResponse {
+            task: TaskId(1),
+            run: 1,
+            released: true,
+        },
         heartbeat(),
         ToScheduler::ReplicasAcquired {
             tasks: vec![TaskId(0), TaskId(1)],
@@ -652,6 +657,13 @@ fn main() {
                 vec![],
             ),
             (compute(1, vec![dep(0, vec![])], Datum::Ref(0)), vec![]),
+            (
+                ToWorker::Steal {
+                    task: TaskId(2),
+                    run: 1,
+                },
+                vec![],
+            ),
             (
                 ToWorker::AcquireReplicas {
                     tasks: vec![dep(9, vec![2]), dep(10, vec![])],

@@ -114,6 +114,8 @@ struct Worker {
     addr: String,
     computes: VecDeque<Assigned>,
     copies: VecDeque<DepLoc>,
+    /// Steals asked of it and not answered: (task, run).
+    steals: VecDeque<(TaskId, u32)>,
     /// A worker that joined again holding values: what it said it holds so far, until
     /// its last `Holding` part joins it to the core (the server's `recovery.holding`).
     holding: Option<(WorkerSpec, Vec<(TaskId, u64)>)>,
@@ -390,6 +392,7 @@ impl Harness {
             addr: spec.addr.clone(),
             computes: VecDeque::new(),
             copies: VecDeque::new(),
+            steals: VecDeque::new(),
             holding: holds.then(|| (spec.clone(), Vec::new())),
         });
         if !holds {
@@ -605,6 +608,25 @@ impl Harness {
     /// A worker answers the oldest compute (or copy) it was given, with a real frame.
     fn answer(&mut self, i: usize, kind: u8, a: u32, b: u32) {
         let w = self.workers[i].id;
+        // Every sixth answer is to a steal: released if the worker has not started that
+        // run (it is still among its computes), kept otherwise.
+        if kind % 6 == 5 {
+            let Some((task, run)) = self.workers[i].steals.pop_front() else {
+                return;
+            };
+            let computes = &mut self.workers[i].computes;
+            let before = computes.len();
+            computes.retain(|c| !(c.task == task && c.run == run));
+            let released = computes.len() < before;
+            let header = ToScheduler::encode_batch(&vec![ToScheduler::StealResponse {
+                task,
+                run,
+                released,
+            }]);
+            let f = frame::encode_frame(&header, &[]);
+            self.worker_frames(w, &f);
+            return;
+        }
         let msg = match kind % 5 {
             0..=2 => {
                 let Some(c) = self.workers[i].computes.pop_front() else {
@@ -701,6 +723,11 @@ impl Harness {
                 Action::Free { worker, task } => {
                     if let Some(wk) = self.workers.iter_mut().find(|w| w.id == worker) {
                         wk.computes.retain(|c| c.task != task);
+                    }
+                }
+                Action::Steal { worker, task, run } => {
+                    if let Some(wk) = self.workers.iter_mut().find(|w| w.id == worker) {
+                        wk.steals.push_back((task, run));
                     }
                 }
                 Action::AcquireReplica { worker, dep } => {

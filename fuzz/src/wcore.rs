@@ -262,6 +262,11 @@ impl Harness {
                     }
                     self.drive();
                 }
+                ToWorker::Steal { task, run } => {
+                    self.assign(&mut computes);
+                    self.core.on_steal(task, run);
+                    self.drive();
+                }
                 ToWorker::Close { .. } => {
                     self.closed = true;
                     return;

@@ -46,6 +46,10 @@ pub struct SchedulerArgs {
     /// Seconds of silence after which a worker is presumed dead.
     #[arg(long)]
     pub worker_ttl: Option<f64>,
+    /// No work stealing: a task stays on the worker it was given to, even while another
+    /// worker is idle (stealing is on by default, as Dask's).
+    #[arg(long)]
+    pub no_work_stealing: bool,
     /// A file holding the cluster's shared secret (default: $RASK_AUTH_FILE or
     /// $RASK_AUTH_SECRET; none means no authentication).
     #[arg(long)]
@@ -109,6 +113,7 @@ pub fn run_scheduler(a: SchedulerArgs) -> Result<(), Box<dyn Error>> {
     if let Some(t) = a.worker_ttl {
         cfg.worker_ttl = seconds("--worker-ttl", t)?;
     }
+    cfg.core.work_stealing = !a.no_work_stealing;
     if let Some(t) = a.reconnect_grace {
         cfg.client_grace = seconds("--reconnect-grace", t)?;
     }

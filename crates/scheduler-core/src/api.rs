@@ -34,6 +34,9 @@ pub struct CoreConfig {
     /// Duration [`SchedulerCore::adaptive_target`](crate::SchedulerCore::adaptive_target)
     /// counts for a task whose op was never measured (Dask's `unknown-task-duration`).
     pub unknown_duration_us: u64,
+    /// Work stealing: a worker with free threads takes tasks queued on busy ones when
+    /// moving them pays (see [`SchedulerCore::on_steal_response`](crate::SchedulerCore::on_steal_response)).
+    pub work_stealing: bool,
 }
 
 impl Default for CoreConfig {
@@ -48,6 +51,7 @@ impl Default for CoreConfig {
             stream_capacity: 10_000,
             max_prefixes: 1_000,
             unknown_duration_us: 500_000,
+            work_stealing: true,
         }
     }
 }
@@ -148,6 +152,16 @@ pub enum Action {
         msg: ComputeMsg,
         /// The payloads `msg.args`' `Datum::Buf` indices refer to.
         bufs: Vec<Bytes>,
+    },
+    /// Ask a worker to give a task back if it has not started it (work stealing); it
+    /// answers with [`SchedulerCore::on_steal_response`](crate::SchedulerCore::on_steal_response).
+    Steal {
+        /// The worker holding the task (the victim).
+        worker: WorkerId,
+        /// The task.
+        task: TaskId,
+        /// The run asked about.
+        run: u32,
     },
     /// Tell a worker to drop a task's data, or cancel it.
     Free {

@@ -79,6 +79,8 @@ pub struct SchedulerCore {
     pub(crate) hold: bool,
     /// What the journal must learn, when there is one: tasks created and forgotten.
     pub(crate) changes: Option<crate::recover::Changes>,
+    /// Steals asked and not yet answered, by task.
+    pub(crate) steals: FxHashMap<TaskId, crate::steal::Steal>,
 }
 
 impl SchedulerCore {
@@ -120,6 +122,7 @@ impl SchedulerCore {
             stim_worker: None,
             hold: false,
             changes: None,
+            steals: FxHashMap::default(),
         }
     }
 
@@ -169,6 +172,11 @@ impl SchedulerCore {
         self.task_id(key)
             .and_then(|t| self.tasks.get(&t))
             .map_or(TaskState::Forgotten, |t| t.state)
+    }
+
+    /// The worker running (or given) the task `t`, if it is processing.
+    pub fn processing_on(&self, t: TaskId) -> Option<WorkerId> {
+        self.tasks.get(&t).and_then(|task| task.processing_on)
     }
 
     /// The workers holding a key's data.

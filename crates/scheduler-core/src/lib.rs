@@ -54,6 +54,7 @@ mod recover;
 mod retire;
 mod slab;
 mod state;
+mod steal;
 mod stimuli;
 mod story;
 #[cfg(test)]

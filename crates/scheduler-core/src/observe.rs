@@ -248,6 +248,10 @@ pub struct Counters {
     pub workers_added: u64,
     /// Workers that left, died or were closed.
     pub workers_removed: u64,
+    /// Steals asked of workers (Dask's `dask_stealing_request_count_total`).
+    pub steal_requests: u64,
+    /// Steals the victim released, the task moving to the thief.
+    pub steals: u64,
 }
 
 #[cfg(test)]

@@ -107,6 +107,8 @@ pub(crate) struct Worker {
     /// Why it is about to die, as it said before leaving (its device failed for good):
     /// named by the error of a task that kills too many workers.
     pub(crate) failure: Option<Arc<str>>,
+    /// Steals in flight for which it is the thief (see [`crate::steal`]).
+    pub(crate) stealing_in: u32,
 }
 
 impl Worker {
@@ -127,6 +129,7 @@ impl Worker {
             retiring: false,
             incoming: 0,
             failure: None,
+            stealing_in: 0,
         }
     }
 

@@ -71,6 +71,8 @@ pub enum Why {
     WorkerHolds,
     /// The scheduler was restored from its journal.
     Restored,
+    /// A worker answered a steal.
+    Stolen,
 }
 
 impl Why {
@@ -94,6 +96,7 @@ impl Why {
             Why::CloseGracefully => "close-gracefully",
             Why::ReplicasAcquired => "replicas-acquired",
             Why::ReplicaMissing => "replica-missing",
+            Why::Stolen => "stolen",
         }
     }
 }
@@ -400,6 +403,7 @@ mod tests {
             Why::CloseGracefully,
             Why::ReplicasAcquired,
             Why::ReplicaMissing,
+            Why::Stolen,
         ];
         let names: Vec<&str> = all.iter().map(|w| w.name()).collect();
         assert_eq!(
@@ -420,6 +424,7 @@ mod tests {
                 "close-gracefully",
                 "replicas-acquired",
                 "replica-missing",
+                "stolen",
             ]
         );
     }

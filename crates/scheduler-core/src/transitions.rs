@@ -541,6 +541,9 @@ impl SchedulerCore {
 
     /// Undoes `assign`'s accounting; the task keeps its state.
     pub(crate) fn release_slot(&mut self, t: TaskId) {
+        if !self.steals.is_empty() {
+            self.forget_steal(t);
+        }
         let task = self.tasks.get_mut(&t).expect("invariant");
         let Some(w) = task.processing_on.take() else {
             return;
@@ -586,5 +589,6 @@ impl SchedulerCore {
             }
         }
         self.run();
+        self.steal_step();
     }
 }

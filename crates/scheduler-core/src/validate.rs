@@ -161,6 +161,28 @@ impl SchedulerCore {
         for (p, counts) in self.prefixes.iter().zip(&by_prefix) {
             assert_eq!(&p.current, counts, "counts of prefix {}", p.name);
         }
+        // A steal in flight: its task still the victim's, at the run asked about; each
+        // worker counts those coming to it.
+        let mut incoming: FxHashMap<WorkerId, u32> = FxHashMap::default();
+        for (t, st) in &self.steals {
+            let task = &self.tasks[t];
+            assert!(
+                task.state == TaskState::Processing
+                    && task.processing_on == Some(st.victim)
+                    && task.run == st.run,
+                "steal of {} from worker {} no longer stands",
+                task.key,
+                st.victim
+            );
+            *incoming.entry(st.thief).or_default() += 1;
+        }
+        for (id, w) in &self.workers {
+            assert_eq!(
+                w.stealing_in,
+                incoming.get(id).copied().unwrap_or(0),
+                "steals on their way to worker {id}"
+            );
+        }
         assert_eq!(
             self.prefix_ids.len(),
             self.prefixes.len(),

@@ -132,6 +132,8 @@ fn prefixes_count_tasks_by_state_from_keys_or_ops() {
             tasks_erred: 0,
             workers_added: 1,
             workers_removed: 0,
+            steal_requests: 0,
+            steals: 0,
         }
     );
     assert_eq!(info.stream_last, 3);

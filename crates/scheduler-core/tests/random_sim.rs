@@ -67,6 +67,8 @@ struct Sim {
     /// Workers the core closed, and the workers it said retired.
     closed: HashSet<WorkerId>,
     retired: Vec<String>,
+    /// Steals asked and not answered yet: (victim, task, run).
+    steals: Vec<(WorkerId, TaskId, u32)>,
 }
 
 impl Sim {
@@ -99,6 +101,13 @@ impl Sim {
                     self.results.insert(key.to_string(), holders);
                 }
                 Action::KeyErred { key, .. } => self.erred.push(key.to_string()),
+                Action::Steal { worker, task, run } => {
+                    assert!(
+                        self.stores.contains_key(&worker),
+                        "a steal asked of a dead worker"
+                    );
+                    self.steals.push((worker, task, run));
+                }
                 Action::AcquireReplica { worker, dep } => {
                     assert!(
                         self.stores.contains_key(&worker),
@@ -253,7 +262,24 @@ impl Sim {
         self.stores.remove(&id);
         self.pending.retain(|(w, _)| *w != id);
         self.replicas.retain(|(w, _, _)| *w != id);
+        self.steals.retain(|(w, _, _)| *w != id);
         self.core.on_worker_lost(id);
+        self.core.validate();
+        self.drain();
+    }
+
+    /// A victim answers a steal: it releases the task if it has not run it (it is still
+    /// pending there at that run), else keeps it.
+    fn answer_steal(&mut self, pick: usize) {
+        if self.steals.is_empty() {
+            return;
+        }
+        let (w, t, run) = self.steals.remove(pick % self.steals.len());
+        let before = self.pending.len();
+        self.pending
+            .retain(|(pw, m)| !(*pw == w && m.task == t && m.run == run));
+        let released = self.pending.len() < before;
+        self.core.on_steal_response(w, t, run, released);
         self.core.validate();
         self.drain();
     }
@@ -361,6 +387,7 @@ fn scenario(
             next_req: 0,
             closed: HashSet::new(),
             retired: Vec::new(),
+            steals: Vec::new(),
         };
         sim.core.on_client_joined(C);
         sim.on_worker_joined();
@@ -397,6 +424,7 @@ fn scenario(
                     sim.retire(pick)
                 }
                 3 => sim.replicate(pick),
+                4 => sim.answer_steal(pick),
                 _ => sim.step(pick),
             }
         }
@@ -412,6 +440,8 @@ fn scenario(
             }
             if !sim.replicas.is_empty() {
                 sim.replicate(0);
+            } else if !sim.steals.is_empty() {
+                sim.answer_steal(0);
             } else if !sim.pending.is_empty() {
                 sim.step(0);
             } else {

@@ -30,6 +30,12 @@ impl Server {
                         let _ = tx.send_with(ToWorker::Compute(msg), bufs);
                     }
                 }
+                Action::Steal { worker, task, run } => {
+                    if let Some(tasks) = frees.remove(&worker) {
+                        self.to_worker(worker, ToWorker::Free { tasks });
+                    }
+                    self.to_worker(worker, ToWorker::Steal { task, run });
+                }
                 Action::Free { worker, task } => {
                     if let Some(tasks) = copies.remove(&worker) {
                         self.to_worker(worker, ToWorker::AcquireReplicas { tasks });

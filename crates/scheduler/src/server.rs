@@ -191,6 +191,14 @@ impl Server {
                         self.core.on_task_erred(w, e.task, e.message)
                     }
                 }
+                (
+                    Peer::Worker(w),
+                    ToScheduler::StealResponse {
+                        task,
+                        run,
+                        released,
+                    },
+                ) => self.core.on_steal_response(w, task, run, released),
                 (Peer::Worker(w), ToScheduler::MissingData { task, dep, holder }) => {
                     self.core.on_missing_data(w, task, dep, holder)
                 }

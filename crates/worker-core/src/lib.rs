@@ -471,6 +471,20 @@ impl WorkerCore {
         self.schedule();
     }
 
+    /// Work stealing: the scheduler would give `task` (its run `run`) to another worker.
+    /// Released (`true`) if that run has not started here and no task here waits for its
+    /// value; kept otherwise — it runs (or ran) here, and its report stands.
+    pub fn on_steal(&mut self, task: TaskId, run: u32) -> bool {
+        let releasable = self.tasks.get(&task).is_some_and(|t| {
+            t.run == run && matches!(t.state, State::Fetching | State::Ready) && t.again.is_none()
+        }) && self.local_waiters.get(&task).is_none_or(|ws| ws.is_empty());
+        if releasable {
+            self.unassign(task);
+            self.schedule();
+        }
+        releasable
+    }
+
     /// The worker joined its scheduler again as a new member (after a partition, or a
     /// scheduler restart): nothing it was assigned stands. Tasks not started are dropped,
     /// running ones are cancelled (their results dropped), fetches are abandoned, and

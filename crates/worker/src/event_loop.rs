@@ -118,6 +118,19 @@ impl State {
                                 ));
                             }
                         },
+                        ToWorker::Steal { task, run } => {
+                            // Computes before it in this batch are the core's first (the
+                            // task may be among them).
+                            self.assign(&mut computes);
+                            let released = self.core.on_steal(task, run);
+                            trace!(target: "rask_worker::steps", task = task.0, run, released, "steal");
+                            let _ = self.to_scheduler.send(ToScheduler::StealResponse {
+                                task,
+                                run,
+                                released,
+                            });
+                            self.drive();
+                        }
                         ToWorker::Free { tasks } => {
                             trace!(target: "rask_worker::steps", ?tasks, "free");
                             self.assign(&mut computes);

@@ -203,6 +203,15 @@ wire! {
             /// The holder tried last.
             holder: WorkerId,
         },
+        /// From a worker: the answer to [`ToWorker::Steal`].
+        StealResponse {
+            /// The task.
+            task: TaskId,
+            /// The run asked about.
+            run: u32,
+            /// It had not started and is dropped here (else it runs or ran here).
+            released: bool,
+        },
         /// From a client: something about the published datasets (Dask's
         /// `publish_dataset`, `get_dataset`, `list_datasets`, `unpublish_dataset`);
         /// answered by [`ToClient::DatasetsReply`].

@@ -58,6 +58,15 @@ wire! {
             /// The tasks to forget.
             tasks: Vec<TaskId>,
         },
+        /// Work stealing: the scheduler would give `task` (its run `run`) to an idle
+        /// worker. Answered by [`ToScheduler::StealResponse`]: released if it had not
+        /// started here, kept (to run here) if it had.
+        Steal {
+            /// The task.
+            task: TaskId,
+            /// Its run, as in [`ComputeMsg::run`].
+            run: u32,
+        },
         /// Workers that joined (or all current ones, on connect).
         Peers {
             /// How to reach each.

@@ -109,3 +109,34 @@ fn a_resumed_task_waits_for_its_input_given_out_again() {
         run: 2,
     }));
 }
+
+/// Work stealing: a task that has not started is released (its spec dropped, as a freed
+/// task's); one that runs, of another run, or that a task here waits for, is kept.
+#[test]
+fn a_steal_releases_only_a_task_that_has_not_started_and_no_one_here_waits_for() {
+    let mut w = WorkerCore::new(1);
+    assign(&mut w, 1, vec![], 1);
+    assign(&mut w, 2, vec![], 1);
+    assign(&mut w, 3, vec![dep(9, &[5])], 1);
+    // 4 is sent ahead: it waits here for 2's value.
+    assign(&mut w, 4, vec![dep(2, &[])], 1);
+    w.take();
+    assert!(!w.on_steal(TaskId(1), 1), "running");
+    assert!(!w.on_steal(TaskId(2), 1), "4 waits here for it");
+    assert!(!w.on_steal(TaskId(3), 2), "another run");
+    assert!(!w.on_steal(TaskId(7), 1), "never here");
+    assert!(w.on_steal(TaskId(3), 1), "fetching its input, not started");
+    assert_eq!(w.take(), vec![Instruction::Drop { task: TaskId(3) }]);
+    assert_eq!(w.assigned(), 3);
+    // 4 is released too; then nothing waits for 2, which goes as well.
+    assert!(w.on_steal(TaskId(4), 1));
+    assert!(w.on_steal(TaskId(2), 1));
+    assert_eq!(
+        w.take(),
+        vec![
+            Instruction::Drop { task: TaskId(4) },
+            Instruction::Drop { task: TaskId(2) }
+        ]
+    );
+    assert_eq!(w.assigned(), 1);
+}

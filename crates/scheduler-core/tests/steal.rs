@@ -1,0 +1,209 @@
+//! Work stealing: a worker with a free thread asks back a task queued on a busy one; the
+//! task moves only if the victim released it (it had not started), so none runs twice;
+//! an answer the scheduler has moved on from changes nothing; a move that does not pay,
+//! or stealing turned off, asks nothing. `validate()` after every step.
+
+use rask_proto::{ClientId, Datum, TaskId, WorkerId};
+use rask_scheduler_core::{Action, CoreConfig, NewTask, SchedulerCore, TaskState, WorkerSpec};
+
+const C: ClientId = ClientId(1);
+const A: WorkerId = WorkerId(0);
+const B: WorkerId = WorkerId(1);
+
+fn task(key: &str, deps: &[&str]) -> NewTask {
+    NewTask {
+        key: key.into(),
+        op: "slow".into(),
+        args: Datum::List((0..deps.len() as u32).map(Datum::Ref).collect()),
+        bufs: vec![],
+        deps: deps.iter().map(|s| s.to_string()).collect(),
+        resources: vec![],
+        code: None,
+    }
+}
+
+fn worker(name: &str) -> WorkerSpec {
+    WorkerSpec {
+        name: name.into(),
+        addr: format!("tcp://127.0.0.1/{name}"),
+        host_id: "h".into(),
+        nthreads: 1,
+        memory_limit: 1 << 30,
+        resources: vec![],
+        gpu: None,
+        nvlink: vec![],
+        device_spill_at: 0,
+        code: 0,
+        base: true,
+    }
+}
+
+/// Long tasks (1 s each, as far as the core knows) queued deep on each worker.
+fn config(work_stealing: bool) -> CoreConfig {
+    CoreConfig {
+        default_duration_us: 1_000_000,
+        queue_target_us: 100_000_000,
+        work_stealing,
+        ..CoreConfig::default()
+    }
+}
+
+/// A core where worker A was given `n` independent tasks, then B joined idle; the
+/// actions since B joined.
+fn busy_a_idle_b(cfg: CoreConfig, n: usize) -> (SchedulerCore, Vec<Action>) {
+    let mut s = SchedulerCore::new(cfg);
+    s.on_client_joined(C);
+    s.on_worker_joined(A, worker("a"));
+    let keys: Vec<String> = (0..n).map(|i| format!("t{i}")).collect();
+    s.on_update_graph(C, keys.iter().map(|k| task(k, &[])).collect(), &keys)
+        .unwrap();
+    s.validate();
+    let given: Vec<Action> = s.take_actions();
+    assert_eq!(computes(&given, A).len(), n, "every task queued on A");
+    s.on_worker_joined(B, worker("b"));
+    s.validate();
+    let actions = s.take_actions();
+    (s, actions)
+}
+
+fn computes(actions: &[Action], w: WorkerId) -> Vec<(TaskId, u32)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Compute { worker, msg, .. } if *worker == w => Some((msg.task, msg.run)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn steals(actions: &[Action]) -> Vec<(WorkerId, TaskId, u32)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Steal { worker, task, run } => Some((*worker, *task, *run)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_idle_worker_gets_the_task_a_busy_one_would_start_last_once_released() {
+    let (mut s, actions) = busy_a_idle_b(config(true), 4);
+    let last = s.task_id("t3").unwrap();
+    // One thread free on B: one task asked back, the one A would start last.
+    assert_eq!(steals(&actions), vec![(A, last, 1)]);
+    assert!(
+        computes(&actions, B).is_empty(),
+        "nothing moves before A answers"
+    );
+    assert_eq!(s.processing_on(last), Some(A), "still A's while asked");
+    s.on_steal_response(A, last, 1, true);
+    s.validate();
+    let actions = s.take_actions();
+    assert_eq!(computes(&actions, B), vec![(last, 2)], "a new run, on B");
+    assert!(computes(&actions, A).is_empty());
+    assert_eq!(s.processing_on(last), Some(B));
+    assert_eq!(s.info().counters.steals, 1);
+    // B finishes it; A's other tasks stay with A (B's thread is busy meanwhile).
+    s.on_task_finished(B, last, 8, 1_000_000, None);
+    s.validate();
+    assert_eq!(s.state("t3"), TaskState::Memory);
+    let actions = s.take_actions();
+    let next = s.task_id("t2").unwrap();
+    assert_eq!(
+        steals(&actions),
+        vec![(A, next, 1)],
+        "B idle again: the next one"
+    );
+}
+
+#[test]
+fn a_task_the_victim_started_stays_with_it() {
+    let (mut s, actions) = busy_a_idle_b(config(true), 2);
+    let (victim, t, run) = steals(&actions)[0];
+    s.on_steal_response(victim, t, run, false);
+    s.validate();
+    let actions = s.take_actions();
+    assert!(computes(&actions, B).is_empty());
+    assert_eq!(s.processing_on(t), Some(A));
+    // It finishes on A, once: taken as any result.
+    s.on_task_finished(A, t, 8, 10, None);
+    s.validate();
+    assert_eq!(s.who_has(s.key(t).unwrap().as_ref()), vec![A]);
+}
+
+#[test]
+fn an_answer_the_scheduler_moved_on_from_changes_nothing() {
+    let (mut s, actions) = busy_a_idle_b(config(true), 2);
+    let (victim, t, run) = steals(&actions)[0];
+    // A finished the task before the steal reached it (its answer says released,
+    // wrongly or late): the result stands, nothing is given to B.
+    s.on_task_finished(A, t, 8, 10, None);
+    s.validate();
+    let _ = s.take_actions();
+    s.on_steal_response(victim, t, run, true);
+    s.validate();
+    let actions = s.take_actions();
+    assert!(computes(&actions, B).is_empty());
+    let key = s.key(t).unwrap().to_string();
+    assert_eq!(
+        (s.state(&key), s.who_has(&key)),
+        (TaskState::Memory, vec![A])
+    );
+    // An answer for another run, or from a worker that was not asked, is dropped too.
+    s.on_steal_response(B, t, run, true);
+    s.on_steal_response(A, t, run + 7, true);
+    s.validate();
+    assert!(s.take_actions().is_empty());
+}
+
+#[test]
+fn a_thief_that_left_before_the_answer_leaves_the_task_to_the_best_worker() {
+    let (mut s, actions) = busy_a_idle_b(config(true), 3);
+    let (victim, t, run) = steals(&actions)[0];
+    s.on_worker_lost(B);
+    s.validate();
+    let _ = s.take_actions();
+    s.on_steal_response(victim, t, run, true);
+    s.validate();
+    let actions = s.take_actions();
+    assert_eq!(
+        computes(&actions, A),
+        vec![(t, run + 1)],
+        "back to A, a new run"
+    );
+}
+
+#[test]
+fn a_move_that_does_not_pay_is_not_asked() {
+    // The input is huge and the link slow: moving it takes longer than waiting.
+    let cfg = CoreConfig {
+        bandwidth: 1e3,
+        ..config(true)
+    };
+    let mut s = SchedulerCore::new(cfg);
+    s.on_client_joined(C);
+    s.on_worker_joined(A, worker("a"));
+    s.on_update_graph(C, vec![task("big", &[])], &["big".to_string()])
+        .unwrap();
+    let big = s.task_id("big").unwrap();
+    s.on_task_finished(A, big, 1 << 30, 10, None);
+    let readers: Vec<String> = (0..3).map(|i| format!("r{i}")).collect();
+    s.on_update_graph(
+        C,
+        readers.iter().map(|k| task(k, &["big"])).collect(),
+        &readers,
+    )
+    .unwrap();
+    let _ = s.take_actions();
+    s.on_worker_joined(B, worker("b"));
+    s.validate();
+    assert!(steals(&s.take_actions()).is_empty());
+}
+
+#[test]
+fn with_stealing_off_nothing_is_asked() {
+    let (s, actions) = busy_a_idle_b(config(false), 4);
+    assert!(steals(&actions).is_empty());
+    assert_eq!(s.info().counters.steal_requests, 0);
+}
