@@ -48,6 +48,7 @@ SIZES = {
     "chain_5000": 5_000,
     "tree_10000": 10_000,
     "scheduler_memory_100000": 100_000,
+    "skewed_20": 20,
 }
 # Run order within one run. scheduler_memory_100000 comes first so that its
 # RSS delta is measured before other workloads have grown and fragmented the
@@ -60,6 +61,7 @@ WORKLOADS = [
     "independent_100000",
     "chain_5000",
     "tree_10000",
+    "skewed_20",
 ]
 # Workloads too slow on Dask to run by default (~500 tasks/s here, so 100,000
 # tasks take ~200 s per run); they run only with --full.
@@ -74,6 +76,11 @@ def inc(x):
 
 def add(x, y):
     return x + y
+
+
+def sleep_for(seconds):
+    time.sleep(seconds)
+    return seconds
 
 
 def start_cluster():
@@ -117,6 +124,19 @@ def run_independent(client, cluster, n):
     client.gather(futures)
     seconds = time.perf_counter() - t0
     return {"tasks_per_s": n / seconds, "seconds": seconds}
+
+
+def run_skewed(client, cluster, n):
+    """Sleeps of 100 ms and 1 ms in turn (durations 100x apart), as rask-bench's
+    skewed_20: the seconds to every result, and the ideal (the work split evenly)."""
+    durations = [0.1 if i % 2 == 0 else 0.001 for i in range(n)]
+    t0 = time.perf_counter()
+    futures = client.map(sleep_for, durations, pure=False)
+    client.gather(futures)
+    return {
+        "seconds": time.perf_counter() - t0,
+        "ideal_seconds": sum(durations) / N_WORKERS,
+    }
 
 
 def percentile(sorted_values, p):
@@ -226,6 +246,7 @@ RUNNERS = {
     "chain_5000": run_chain,
     "tree_10000": run_tree,
     "scheduler_memory_100000": run_scheduler_memory,
+    "skewed_20": run_skewed,
 }
 
 
@@ -233,7 +254,7 @@ def sizes_for(args):
     """Task count per workload after --quick and --max-independent."""
     sizes = {}
     for name, size in SIZES.items():
-        if args.quick:
+        if args.quick and not name.startswith("skewed_"):
             size //= QUICK_FACTOR
         if name.startswith("independent_"):
             size = min(size, args.max_independent)

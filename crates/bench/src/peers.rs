@@ -30,8 +30,30 @@ pub(crate) fn compare_python() -> Result<String> {
         .to_string())
 }
 
-/// Runs benches/compare/dask_tasks.py in its venv; returns its JSON.
-pub(crate) fn run_dask(runs: usize, full: bool) -> Result<Json> {
+/// The workloads benches/compare/dask_tasks.py runs, by the names `rask-bench tasks` gives
+/// them.
+const DASK_WORKLOADS: [(&str, &str); 8] = [
+    ("cluster_start", "cluster_start"),
+    ("scheduler_memory_1000000", "scheduler_memory_100000"),
+    ("round_trip_1000", "round_trip_1000"),
+    ("independent_10000", "independent_10000"),
+    ("independent_100000", "independent_100000"),
+    ("chain_5000", "chain_5000"),
+    ("tree_10000", "tree_10000"),
+    ("skewed_20", "skewed_20"),
+];
+
+/// Runs benches/compare/dask_tasks.py in the compare venv, only the workloads among
+/// `only` (all if empty); returns its JSON.
+pub(crate) fn run_dask(runs: usize, full: bool, only: &[String]) -> Result<Json> {
+    let dask_only: Vec<&str> = DASK_WORKLOADS
+        .iter()
+        .filter(|(ours, _)| only.iter().any(|o| o == ours))
+        .map(|(_, theirs)| *theirs)
+        .collect();
+    if !only.is_empty() && dask_only.is_empty() {
+        bail!("none of these workloads has a Dask counterpart");
+    }
     let root = repo_root();
     let py = compare_python()?;
     let out = std::env::temp_dir().join(format!("rask-bench-dask-{}.json", std::process::id()));
@@ -41,6 +63,9 @@ pub(crate) fn run_dask(runs: usize, full: bool) -> Result<Json> {
         .arg(&out);
     if full {
         cmd.arg("--full");
+    }
+    if !dask_only.is_empty() {
+        cmd.args(["--only", &dask_only.join(",")]);
     }
     eprintln!("running the same workloads on Dask ({} run(s))…", runs);
     let status = cmd.status().context("running dask_tasks.py")?;

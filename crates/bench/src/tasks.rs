@@ -155,6 +155,11 @@ pub(crate) fn run(a: TasksArgs) -> Result<()> {
         figures.push(f);
     }
 
+    // (e) a skewed graph, work stealing off and on.
+    if want("skewed_20") {
+        figures.extend(skewed(runs)?);
+    }
+
     figures.extend(crate::typed::run(&client, runs, &want)?);
     crate::typed::compare(&mut figures);
 
@@ -187,7 +192,7 @@ pub(crate) fn run(a: TasksArgs) -> Result<()> {
     let peer = if a.out.no_peer {
         None
     } else {
-        run_dask(runs, a.peer_full)
+        run_dask(runs, a.peer_full, &a.only)
             .map_err(|e| eprintln!("dask: {e:#}"))
             .ok()
     };
@@ -201,10 +206,15 @@ pub(crate) fn run(a: TasksArgs) -> Result<()> {
 /// A scheduler process and two worker processes (`rask worker --nworkers 2 --nthreads 1
 /// --transport tcp`), with `tls`'s certificates if given, and a client whose fetches go
 /// over tcp too: every hop on a socket, in TLS or not. The workers stop first.
-fn process_cluster(tls: Option<&BenchCerts>) -> Result<(Vec<KillOnDrop>, Client)> {
+fn process_cluster(
+    tls: Option<&BenchCerts>,
+    scheduler_args: &[&str],
+) -> Result<(Vec<KillOnDrop>, Client)> {
     let bin = sibling("rask")?;
     let tls_args = tls.map(BenchCerts::args).unwrap_or_default();
-    let (scheduler, addr) = scheduler_process_with(&tls_args)?;
+    let mut args = tls_args.clone();
+    args.extend(scheduler_args.iter().map(|a| a.to_string()));
+    let (scheduler, addr) = scheduler_process_with(&args)?;
     let workers = Command::new(&bin)
         .args(["worker", &addr, "--nworkers", "2", "--nthreads", "1"])
         .args(["--transport", "tcp", "--quiet", "--no-dashboard"])
@@ -225,6 +235,33 @@ fn process_cluster(tls: Option<&BenchCerts>) -> Result<(Vec<KillOnDrop>, Client)
     };
     client.wait_for_workers(2)?;
     Ok((procs, client))
+}
+
+/// A graph where placement guesses wrong: twenty `sleep` tasks of an op no worker has
+/// run yet, 100 ms and 1 ms in turn (durations 100× apart). All are placed before any
+/// has run, alternately, so every long one lands on one worker. Each run on two fresh
+/// clusters of a scheduler process and two workers of one thread, stealing off, then on:
+/// the seconds to every result, and the ideal (the work split evenly).
+fn skewed(runs: usize) -> Result<Vec<Figure>> {
+    const N: usize = 20;
+    let secs = |i: usize| if i % 2 == 0 { 0.1 } else { 0.001 };
+    let ideal: f64 = (0..N).map(secs).sum::<f64>() / 2.0;
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        for (args, out) in [(&["--no-work-stealing"][..], &mut off), (&[][..], &mut on)] {
+            let (_procs, client) = process_cluster(None, args)?;
+            let t = Instant::now();
+            let fs = client.map("sleep", (0..N).map(|i| [Arg::from(secs(i))]))?;
+            let vals = client.gather(&fs)?;
+            out.push(t.elapsed().as_secs_f64());
+            check(vals.len() == N, "gathered every result")?;
+        }
+    }
+    let mut off = rate_figure("skewed_20_no_stealing", "seconds", off);
+    off.fields.push(("ideal_seconds", ideal));
+    let mut on = rate_figure("skewed_20", "seconds", on);
+    on.fields.push(("ideal_seconds", ideal));
+    Ok(vec![off, on])
 }
 
 /// `n` sequential submit-to-result round trips; their latencies in µs added to `lat`.
@@ -253,8 +290,8 @@ fn independent(client: &Client) -> Result<f64> {
 /// ([`process_cluster`]), their runs alternating so that both see the same machine.
 fn tls_beside_plain(runs: usize) -> Result<Vec<Figure>> {
     let certs = BenchCerts::new()?;
-    let (_plain_procs, plain) = process_cluster(None)?;
-    let (_tls_procs, tls) = process_cluster(Some(&certs))?;
+    let (_plain_procs, plain) = process_cluster(None, &[])?;
+    let (_tls_procs, tls) = process_cluster(Some(&certs), &[])?;
     // Warm-up: connections to the workers, first allocations.
     for c in [&plain, &tls] {
         round_trips(c, 100, &mut Vec::new())?;

@@ -207,3 +207,111 @@ fn with_stealing_off_nothing_is_asked() {
     assert!(steals(&actions).is_empty());
     assert_eq!(s.info().counters.steal_requests, 0);
 }
+
+#[test]
+fn nothing_is_asked_while_placement_is_held() {
+    let mut s = SchedulerCore::new(config(true));
+    s.on_client_joined(C);
+    s.on_worker_joined(A, worker("a"));
+    let keys: Vec<String> = (0..3).map(|i| format!("t{i}")).collect();
+    s.on_update_graph(C, keys.iter().map(|k| task(k, &[])).collect(), &keys)
+        .unwrap();
+    let _ = s.take_actions();
+    s.hold_placement(true);
+    s.on_worker_joined(B, worker("b"));
+    s.validate();
+    assert!(steals(&s.take_actions()).is_empty(), "held");
+    s.hold_placement(false);
+    s.validate();
+    assert_eq!(steals(&s.take_actions()).len(), 1, "let go");
+    assert_eq!(s.info().counters.steal_requests, 1);
+}
+
+#[test]
+fn a_worker_running_only_what_its_threads_run_is_no_victim() {
+    let (_, actions) = busy_a_idle_b(config(true), 1);
+    assert!(steals(&actions).is_empty(), "its one task runs already");
+}
+
+#[test]
+fn an_answer_about_another_run_is_dropped_and_the_right_one_taken() {
+    let (mut s, actions) = busy_a_idle_b(config(true), 2);
+    let (victim, t, run) = steals(&actions)[0];
+    s.on_steal_response(victim, t, run + 1, true);
+    s.validate();
+    assert!(computes(&s.take_actions(), B).is_empty(), "another run");
+    assert_eq!(s.processing_on(t), Some(A));
+    s.on_steal_response(victim, t, run, true);
+    s.validate();
+    assert_eq!(computes(&s.take_actions(), B), vec![(t, run + 1)]);
+}
+
+/// A move is asked when moving the inputs and running the task on the thief ends before
+/// the victim would start it: with the victim's wait of 2 s (two 1 s tasks on one
+/// thread) and a link of 1 MB/s, an input of 0.5 MB pays (1.5 s) and one of 1.5 MB does
+/// not (2.5 s).
+#[test]
+fn a_move_is_asked_only_when_its_transfer_and_run_beat_the_victims_wait() {
+    for (nbytes, asked) in [(500_000u64, true), (1_500_000, false)] {
+        let mut s = SchedulerCore::new(CoreConfig {
+            bandwidth: 1e6,
+            ..config(true)
+        });
+        s.on_client_joined(C);
+        s.on_worker_joined(A, worker("a"));
+        s.on_update_graph(C, vec![task("x", &[])], &["x".to_string()])
+            .unwrap();
+        let x = s.task_id("x").unwrap();
+        s.on_task_finished(A, x, nbytes, 1_000_000, None);
+        let _ = s.take_actions();
+        let readers: Vec<String> = (0..2).map(|i| format!("r{i}")).collect();
+        s.on_update_graph(
+            C,
+            readers.iter().map(|k| task(k, &["x"])).collect(),
+            &readers,
+        )
+        .unwrap();
+        assert_eq!(computes(&s.take_actions(), A).len(), 2);
+        s.on_worker_joined(B, worker("b"));
+        s.validate();
+        assert_eq!(
+            !steals(&s.take_actions()).is_empty(),
+            asked,
+            "an input of {nbytes} bytes"
+        );
+    }
+}
+
+/// The wait a victim's queue means is per thread: three 1 s tasks on two threads wait
+/// 1.5 s, which a move costing 0.8 s plus its 1 s run does not beat.
+#[test]
+fn a_victims_wait_is_its_work_per_thread() {
+    let mut s = SchedulerCore::new(CoreConfig {
+        bandwidth: 1e6,
+        ..config(true)
+    });
+    s.on_client_joined(C);
+    s.on_worker_joined(
+        A,
+        WorkerSpec {
+            nthreads: 2,
+            ..worker("a")
+        },
+    );
+    s.on_update_graph(C, vec![task("x", &[])], &["x".to_string()])
+        .unwrap();
+    let x = s.task_id("x").unwrap();
+    s.on_task_finished(A, x, 800_000, 1_000_000, None);
+    let _ = s.take_actions();
+    let readers: Vec<String> = (0..3).map(|i| format!("r{i}")).collect();
+    s.on_update_graph(
+        C,
+        readers.iter().map(|k| task(k, &["x"])).collect(),
+        &readers,
+    )
+    .unwrap();
+    assert_eq!(computes(&s.take_actions(), A).len(), 3);
+    s.on_worker_joined(B, worker("b"));
+    s.validate();
+    assert!(steals(&s.take_actions()).is_empty());
+}
