@@ -81,6 +81,8 @@ pub struct SchedulerCore {
     pub(crate) changes: Option<crate::recover::Changes>,
     /// Steals asked and not yet answered, by task.
     pub(crate) steals: FxHashMap<TaskId, crate::steal::Steal>,
+    /// No look for a task to steal before this time (see `steal::STEAL_QUIET_US`).
+    pub(crate) steal_quiet_until: u64,
 }
 
 impl SchedulerCore {
@@ -123,6 +125,7 @@ impl SchedulerCore {
             hold: false,
             changes: None,
             steals: FxHashMap::default(),
+            steal_quiet_until: 0,
         }
     }
 

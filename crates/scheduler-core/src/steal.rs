@@ -24,11 +24,21 @@ pub(crate) struct Steal {
 /// Steals asked in one step, at most (one per free thread found, bounded).
 const MAX_STEALS_PER_STEP: usize = 64;
 
+/// After a look for a task to steal found none, the next look waits this long (the
+/// core's clock), as Dask balances every 100 ms rather than at every event: a graph that
+/// keeps a worker idle by its shape (a chain, with its tasks sent ahead to one worker)
+/// would otherwise pay a look at every task. A worker joining looks at once.
+pub(crate) const STEAL_QUIET_US: u64 = 10_000;
+
 impl SchedulerCore {
     /// Asks back tasks queued on busy workers for workers with free threads, while each
     /// move pays: run at the end of every stimulus that frees a thread or adds a worker.
     pub(crate) fn steal_step(&mut self) {
-        if !self.cfg.work_stealing || self.hold || !self.queued.is_empty() {
+        if !self.cfg.work_stealing
+            || self.hold
+            || !self.queued.is_empty()
+            || self.now_us < self.steal_quiet_until
+        {
             return;
         }
         for _ in 0..MAX_STEALS_PER_STEP {
@@ -36,6 +46,7 @@ impl SchedulerCore {
                 return;
             };
             let Some((victim, t)) = self.steal_candidate(thief) else {
+                self.steal_quiet_until = self.now_us + STEAL_QUIET_US;
                 return;
             };
             let run = self.tasks[&t].run;

@@ -61,6 +61,8 @@ impl SchedulerCore {
     pub fn on_worker_joined(&mut self, id: WorkerId, spec: WorkerSpec) {
         self.begin(Why::WorkerJoined, Some(id));
         self.counters.workers_added += 1;
+        // A new thief: look for work to steal for it at once.
+        self.steal_quiet_until = 0;
         let resources = spec
             .resources
             .iter()

@@ -315,3 +315,32 @@ fn a_victims_wait_is_its_work_per_thread() {
     s.validate();
     assert!(steals(&s.take_actions()).is_empty());
 }
+
+/// A look that finds nothing to steal is not made again for 10 ms of the core's clock (a
+/// chain keeps a worker idle by its shape, and would pay a look at every task); a worker
+/// joining looks at once.
+#[test]
+fn after_a_look_that_found_nothing_the_next_waits_a_while() {
+    let (mut s, actions) = busy_a_idle_b(config(true), 1);
+    assert!(steals(&actions).is_empty());
+    // Two more tasks: one goes to idle B, one queues on A behind its running task.
+    let keys: Vec<String> = (1..3).map(|i| format!("u{i}")).collect();
+    s.on_update_graph(C, keys.iter().map(|k| task(k, &[])).collect(), &keys)
+        .unwrap();
+    let actions = s.take_actions();
+    let on_b = computes(&actions, B);
+    assert_eq!((on_b.len(), computes(&actions, A).len()), (1, 1));
+    // B is idle again and A has a task queued: not looked at yet.
+    s.on_task_finished(B, on_b[0].0, 8, 1_000_000, None);
+    s.validate();
+    assert!(
+        steals(&s.take_actions()).is_empty(),
+        "within the quiet time"
+    );
+    s.set_now(10_000);
+    // Any stimulus that places work looks again.
+    s.hold_placement(true);
+    s.hold_placement(false);
+    s.validate();
+    assert_eq!(steals(&s.take_actions()).len(), 1, "looked again");
+}
