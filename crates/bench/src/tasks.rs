@@ -244,7 +244,7 @@ fn process_cluster(
 /// the seconds to every result, and the ideal (the work split evenly).
 fn skewed(runs: usize) -> Result<Vec<Figure>> {
     const N: usize = 20;
-    let secs = |i: usize| if i % 2 == 0 { 0.1 } else { 0.001 };
+    let secs = |i: usize| if i.is_multiple_of(2) { 0.1 } else { 0.001 };
     let ideal: f64 = (0..N).map(secs).sum::<f64>() / 2.0;
     let (mut off, mut on) = (Vec::new(), Vec::new());
     for _ in 0..runs {
