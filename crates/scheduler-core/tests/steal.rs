@@ -344,3 +344,27 @@ fn after_a_look_that_found_nothing_the_next_waits_a_while() {
     s.validate();
     assert_eq!(steals(&s.take_actions()).len(), 1, "looked again");
 }
+
+#[test]
+fn a_thief_retiring_before_the_answer_does_not_get_the_task() {
+    let (mut s, actions) = busy_a_idle_b(config(true), 3);
+    let (victim, t, run) = steals(&actions)[0];
+    // B computes y meanwhile, and holds it: retiring, it stays until y has moved.
+    s.on_update_graph(C, vec![task("y", &[])], &["y".to_string()])
+        .unwrap();
+    let y = s.task_id("y").unwrap();
+    assert_eq!(computes(&s.take_actions(), B), vec![(y, 1)]);
+    s.on_task_finished(B, y, 8, 10, None);
+    s.on_retire_workers(C, 1, &[B]);
+    s.validate();
+    let _ = s.take_actions();
+    assert!(s.is_retiring(B));
+    s.on_steal_response(victim, t, run, true);
+    s.validate();
+    let actions = s.take_actions();
+    assert!(
+        computes(&actions, B).is_empty(),
+        "a retiring worker takes no new task"
+    );
+    assert_eq!(computes(&actions, A), vec![(t, run + 1)]);
+}
