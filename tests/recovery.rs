@@ -53,6 +53,18 @@ fn start_with_grace(port: u16, journal: &std::path::Path, grace: u32) -> (Proc, 
     )
 }
 
+/// A client that connects again by itself for a minute (over a scheduler restart).
+fn reconnecting(addr: &str) -> rask::Client {
+    rask::Client::connect_with(
+        addr,
+        ClientOptions {
+            reconnect: Some(Duration::from_secs(60)),
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap()
+}
+
 fn port_of(addr: &str) -> u16 {
     addr.rsplit(':').next().unwrap().parse().unwrap()
 }
@@ -67,14 +79,7 @@ fn trial(n: u64, kill_at: u64) -> (u64, u64) {
     let _w: Vec<Proc> = (0..2)
         .map(|i| worker_with(&[], &addr, &format!("w{i}"), &["--death-timeout", "60"]))
         .collect();
-    let c = rask::Client::connect_with(
-        &addr,
-        ClientOptions {
-            reconnect: Some(Duration::from_secs(60)),
-            ..ClientOptions::default()
-        },
-    )
-    .unwrap();
+    let c = reconnecting(&addr);
     c.wait_for_workers(2).unwrap();
     let (g, outs) = graph();
     let outs: Vec<&str> = outs.iter().map(String::as_str).collect();
@@ -141,14 +146,7 @@ fn gathering_a_result_whose_holder_died_waits_for_it_to_be_computed_again() {
         let (sched, addr) = start_with_grace(0, &journal, 20);
         let port = port_of(&addr);
         let a = worker_with(&[], &addr, "a", &["--death-timeout", "60"]);
-        let c = rask::Client::connect_with(
-            &addr,
-            ClientOptions {
-                reconnect: Some(Duration::from_secs(60)),
-                ..ClientOptions::default()
-            },
-        )
-        .unwrap();
+        let c = reconnecting(&addr);
         c.wait_for_workers(1).unwrap();
         let b = worker_with(&[], &addr, "b", &["--death-timeout", "60"]);
         c.wait_for_workers(2).unwrap();
@@ -198,14 +196,7 @@ fn a_task_that_failed_before_a_restart_is_not_run_again() {
         let (sched, addr) = start(0, &journal);
         let port = port_of(&addr);
         let _w = worker_with(&[], &addr, "w", &["--death-timeout", "60"]);
-        let c = rask::Client::connect_with(
-            &addr,
-            ClientOptions {
-                reconnect: Some(Duration::from_secs(60)),
-                ..ClientOptions::default()
-            },
-        )
-        .unwrap();
+        let c = reconnecting(&addr);
         c.wait_for_workers(1).unwrap();
         let message = "the input file is missing (recorded failure)";
         let bad = c.submit("fail", [Arg::from(message)]).unwrap();
@@ -248,18 +239,8 @@ fn a_published_dataset_outlives_its_client_and_a_scheduler_restart() {
         let (sched, addr) = start(0, &journal);
         let port = port_of(&addr);
         let _w = worker_with(&[], &addr, "w", &["--death-timeout", "60"]);
-        let reconnecting = || {
-            rask::Client::connect_with(
-                &addr,
-                ClientOptions {
-                    reconnect: Some(Duration::from_secs(60)),
-                    ..ClientOptions::default()
-                },
-            )
-            .unwrap()
-        };
         {
-            let a = reconnecting();
+            let a = reconnecting(&addr);
             a.wait_for_workers(1).unwrap();
             let x = a.submit("inc", [Arg::from(41)]).unwrap();
             let y = a.submit("add", [Arg::from(&x), Arg::from(100)]).unwrap();
@@ -278,7 +259,7 @@ fn a_published_dataset_outlives_its_client_and_a_scheduler_restart() {
             a.unpublish_dataset("scratch").unwrap();
             // The client leaves: its futures go, the dataset's keys stay.
         }
-        let b = reconnecting();
+        let b = reconnecting(&addr);
         let got = b.get_dataset("answers").unwrap();
         let want = vec![rask::Value::Int(42), rask::Value::Int(142)];
         assert_eq!(b.gather(&got).unwrap(), want);
@@ -295,7 +276,7 @@ fn a_published_dataset_outlives_its_client_and_a_scheduler_restart() {
         });
         sched.kill();
         let (sched, _) = start(port, &journal);
-        let c = reconnecting();
+        let c = reconnecting(&addr);
         assert_eq!(c.list_datasets().unwrap(), ["answers"]);
         let got = c.get_dataset("answers").unwrap();
         assert_eq!(c.gather(&got).unwrap(), want);

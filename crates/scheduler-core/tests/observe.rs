@@ -2,40 +2,22 @@
 //! transition log behind `story(key)`, counters; exact values and bounds, validated after
 //! each step.
 
-use rask_proto::{ClientId, Datum, StimulusId, WorkerId};
+mod common;
+
+use common::{keys, op_task, worker_with, C};
+use rask_proto::{StimulusId, WorkerId};
 use rask_scheduler_core::{
     CoreConfig, Counters, NewTask, SchedulerCore, StreamKind, TaskState, WorkerSpec,
 };
 
-const C: ClientId = ClientId(1);
 const W: WorkerId = WorkerId(0);
 
 fn task(key: &str, op: &str, deps: &[&str]) -> NewTask {
-    NewTask {
-        key: key.into(),
-        op: op.into(),
-        args: Datum::List((0..deps.len() as u32).map(Datum::Ref).collect()),
-        bufs: vec![],
-        deps: deps.iter().map(|s| s.to_string()).collect(),
-        resources: vec![],
-        code: None,
-    }
+    op_task(key, op, deps)
 }
 
 fn worker(name: &str) -> WorkerSpec {
-    WorkerSpec {
-        name: name.into(),
-        addr: format!("tcp://127.0.0.1/{name}"),
-        host_id: "h".into(),
-        nthreads: 1,
-        memory_limit: 1 << 30,
-        resources: vec![],
-        gpu: None,
-        nvlink: vec![],
-        device_spill_at: 0,
-        code: 0,
-        base: true,
-    }
+    worker_with(name, 1)
 }
 
 fn core(cfg: CoreConfig) -> SchedulerCore {
@@ -43,10 +25,6 @@ fn core(cfg: CoreConfig) -> SchedulerCore {
     s.on_client_joined(C);
     s.on_worker_joined(W, worker("w0"));
     s
-}
-
-fn keys(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
 }
 
 /// Finishes `key` on W at time `now_us`, having run `us`, with `nbytes` of output.

@@ -2,44 +2,21 @@
 //! old one, placement held until workers are back, and what a rejoining worker holds
 //! taken as results (not recomputed) unless stale. `validate()` after every step.
 
-use rask_proto::{ClientId, Datum, TaskId, WorkerId};
+mod common;
+
+use common::{keys, op_task, worker_with, C};
+use rask_proto::{TaskId, WorkerId};
 use rask_scheduler_core::{
     Action, CoreConfig, NewTask, SchedulerCore, TaskState, WorkerSpec, RESTORE_GENERATIONS,
 };
 use rustc_hash::FxHashMap;
 
-const C: ClientId = ClientId(1);
-
 fn task(key: &str, deps: &[&str]) -> NewTask {
-    NewTask {
-        key: key.into(),
-        op: "inc".into(),
-        args: Datum::List((0..deps.len() as u32).map(Datum::Ref).collect()),
-        bufs: vec![],
-        deps: deps.iter().map(|s| s.to_string()).collect(),
-        resources: vec![],
-        code: None,
-    }
+    op_task(key, "inc", deps)
 }
 
 fn worker(name: &str) -> WorkerSpec {
-    WorkerSpec {
-        name: name.into(),
-        addr: format!("tcp://127.0.0.1/{name}"),
-        host_id: "h".into(),
-        nthreads: 1,
-        memory_limit: 1 << 30,
-        resources: vec![],
-        gpu: None,
-        nvlink: vec![],
-        device_spill_at: 0,
-        code: 0,
-        base: true,
-    }
-}
-
-fn keys(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
+    worker_with(name, 1)
 }
 
 /// The tasks the actions since the last call asked `w` to compute.

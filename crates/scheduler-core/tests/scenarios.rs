@@ -1,5 +1,8 @@
 //! Scenario tests: drive the core directly, check exact actions, validate after each step.
 
+mod common;
+
+use common::{keys, op_task, worker_with, C};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -9,34 +12,12 @@ use rask_scheduler_core::{
     Action, CoreConfig, GraphError, NewTask, SchedulerCore, TaskFailure, TaskState, WorkerSpec,
 };
 
-const C: ClientId = ClientId(1);
-
 fn task(key: &str, deps: &[&str]) -> NewTask {
-    NewTask {
-        key: key.into(),
-        op: "add".into(),
-        args: Datum::List((0..deps.len() as u32).map(Datum::Ref).collect()),
-        bufs: vec![],
-        deps: deps.iter().map(|s| s.to_string()).collect(),
-        resources: vec![],
-        code: None,
-    }
+    op_task(key, "add", deps)
 }
 
 fn worker(name: &str, nthreads: u32) -> WorkerSpec {
-    WorkerSpec {
-        name: name.into(),
-        addr: format!("tcp://127.0.0.1/{name}"),
-        host_id: "h".into(),
-        nthreads,
-        memory_limit: 1 << 30,
-        resources: vec![],
-        gpu: None,
-        nvlink: vec![],
-        device_spill_at: 0,
-        code: 0,
-        base: true,
-    }
+    worker_with(name, nthreads)
 }
 
 fn core() -> SchedulerCore {
@@ -53,10 +34,6 @@ fn computes(actions: &[Action]) -> Vec<(WorkerId, TaskId)> {
             _ => None,
         })
         .collect()
-}
-
-fn keys(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
 }
 
 #[test]

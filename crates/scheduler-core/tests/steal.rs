@@ -3,39 +3,21 @@
 //! an answer the scheduler has moved on from changes nothing; a move that does not pay,
 //! or stealing turned off, asks nothing. `validate()` after every step.
 
-use rask_proto::{ClientId, Datum, TaskId, WorkerId};
+mod common;
+
+use common::{op_task, worker_with, C};
+use rask_proto::{TaskId, WorkerId};
 use rask_scheduler_core::{Action, CoreConfig, NewTask, SchedulerCore, TaskState, WorkerSpec};
 
-const C: ClientId = ClientId(1);
 const A: WorkerId = WorkerId(0);
 const B: WorkerId = WorkerId(1);
 
 fn task(key: &str, deps: &[&str]) -> NewTask {
-    NewTask {
-        key: key.into(),
-        op: "slow".into(),
-        args: Datum::List((0..deps.len() as u32).map(Datum::Ref).collect()),
-        bufs: vec![],
-        deps: deps.iter().map(|s| s.to_string()).collect(),
-        resources: vec![],
-        code: None,
-    }
+    op_task(key, "slow", deps)
 }
 
 fn worker(name: &str) -> WorkerSpec {
-    WorkerSpec {
-        name: name.into(),
-        addr: format!("tcp://127.0.0.1/{name}"),
-        host_id: "h".into(),
-        nthreads: 1,
-        memory_limit: 1 << 30,
-        resources: vec![],
-        gpu: None,
-        nvlink: vec![],
-        device_spill_at: 0,
-        code: 0,
-        base: true,
-    }
+    worker_with(name, 1)
 }
 
 /// Long tasks (1 s each, as far as the core knows) queued deep on each worker.

@@ -1,10 +1,11 @@
 //! Keys a client asks for must exist: in the graph it submits, or held on the cluster.
 //! Asking for anything else is refused at once, so that no client waits forever.
 
-use rask_proto::{ClientId, Datum, WorkerId};
-use rask_scheduler_core::{Action, CoreConfig, GraphError, NewTask, SchedulerCore, WorkerSpec};
+mod common;
 
-const C: ClientId = ClientId(1);
+use common::{worker_with, C};
+use rask_proto::{ClientId, Datum, WorkerId};
+use rask_scheduler_core::{Action, CoreConfig, GraphError, NewTask, SchedulerCore};
 
 fn task(key: &str) -> NewTask {
     NewTask {
@@ -21,22 +22,7 @@ fn task(key: &str) -> NewTask {
 fn core_with_a_worker() -> SchedulerCore {
     let mut s = SchedulerCore::new(CoreConfig::default());
     s.on_client_joined(C);
-    s.on_worker_joined(
-        WorkerId(0),
-        WorkerSpec {
-            name: "a".into(),
-            addr: "tcp://127.0.0.1/a".into(),
-            host_id: "h".into(),
-            nthreads: 1,
-            memory_limit: 1 << 30,
-            resources: vec![],
-            gpu: None,
-            nvlink: vec![],
-            device_spill_at: 0,
-            code: 0,
-            base: true,
-        },
-    );
+    s.on_worker_joined(WorkerId(0), worker_with("a", 1));
     s
 }
 
