@@ -408,6 +408,9 @@ impl SchedulerCore {
         let task = self.tasks.get_mut(&t).expect("invariant: checked above");
         let dependents = std::mem::take(&mut task.dependents);
         let deps = std::mem::take(&mut task.deps);
+        // A dependent waiting or running counts this input among those it waits for
+        // unless it was in memory already (validate()'s waiting_on): the guards keep a
+        // count from wrapping should that ever not hold.
         for &d in &dependents {
             let dt = self.tasks.get_mut(&d).expect("invariant: dependent exists");
             match dt.state {

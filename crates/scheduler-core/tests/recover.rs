@@ -362,3 +362,39 @@ fn a_failure_recorded_before_a_restart_is_put_back_and_nothing_runs_again() {
     after.validate();
     assert_eq!(after.state("b"), TaskState::Erred);
 }
+
+/// An input lost with its worker while a task reading it runs elsewhere is computed
+/// again; the running task waits for it again (as a task sent ahead does), and takes it
+/// when it is back in memory: its report is taken.
+#[test]
+fn an_input_computed_again_while_its_reader_runs_elsewhere_is_waited_for_again() {
+    let mut s = SchedulerCore::new(CoreConfig::default());
+    s.on_client_joined(C);
+    let (a, b) = (WorkerId(0), WorkerId(1));
+    s.on_worker_joined(a, worker("a"));
+    s.on_update_graph(C, vec![task("x", &[])], &keys(&["x"]))
+        .unwrap();
+    finish(&mut s, a, "x");
+    // A is busy with a long task: y, reading x, goes to B.
+    s.on_update_graph(C, vec![task("long", &[])], &keys(&["long"]))
+        .unwrap();
+    s.on_worker_joined(b, worker("b"));
+    s.on_update_graph(C, vec![task("y", &["x"])], &keys(&["y"]))
+        .unwrap();
+    s.validate();
+    let (x, y) = (s.task_id("x").unwrap(), s.task_id("y").unwrap());
+    assert_eq!(s.processing_on(y), Some(b));
+    let _ = s.take_actions();
+    s.on_worker_lost(a);
+    s.validate();
+    assert_eq!(
+        (s.processing_on(y), s.processing_on(x)),
+        (Some(b), Some(b)),
+        "y stays; x is computed again beside it"
+    );
+    s.on_task_finished(b, x, 8, 10, None);
+    s.validate();
+    s.on_task_finished(b, y, 8, 10, None);
+    s.validate();
+    assert_eq!(s.state("y"), TaskState::Memory);
+}
