@@ -46,7 +46,7 @@ impl SchedulerCore {
                 return;
             };
             let Some((victim, t)) = self.steal_candidate(thief) else {
-                self.steal_quiet_until = self.now_us + STEAL_QUIET_US;
+                self.steal_quiet_until = self.now_us.saturating_add(STEAL_QUIET_US);
                 return;
             };
             let run = self.tasks[&t].run;

@@ -350,3 +350,18 @@ fn a_thief_retiring_before_the_answer_does_not_get_the_task() {
     );
     assert_eq!(computes(&actions, A), vec![(t, run + 1)]);
 }
+
+/// The core's clock is the caller's: a look that found nothing at the clock's very end
+/// waits until then, not past a wrapped sum (found by fuzzing the core).
+#[test]
+fn a_look_at_the_end_of_the_clock_does_not_overflow() {
+    let mut s = SchedulerCore::new(config(true));
+    s.set_now(u64::MAX - 1);
+    s.on_client_joined(C);
+    s.on_worker_joined(A, worker("a"));
+    s.on_update_graph(C, vec![task("t", &[])], &["t".to_string()])
+        .unwrap();
+    s.on_worker_joined(B, worker("b"));
+    s.validate();
+    assert!(steals(&s.take_actions()).is_empty());
+}
