@@ -68,19 +68,13 @@ impl SchedulerCore {
         let Some(task) = self.tasks.get(&t) else {
             return;
         };
-        let op = self.ops[task.op as usize].name.to_string();
-        match task.state {
-            TaskState::Released | TaskState::Waiting => {}
-            TaskState::Queued | TaskState::NoWorker => {
-                let key = (task.priority, t);
-                self.queued.remove(&key);
-                self.no_worker.remove(&key);
-                self.set_state(t, TaskState::Released);
-            }
-            TaskState::Processing | TaskState::Memory | TaskState::Erred | TaskState::Forgotten => {
-                return
-            }
+        if !matches!(
+            task.state,
+            TaskState::Released | TaskState::Waiting | TaskState::Queued | TaskState::NoWorker
+        ) {
+            return;
         }
+        let op = self.ops[task.op as usize].name.to_string();
         let task = self.tasks.get_mut(&t).expect("invariant: checked above");
         task.extra().error = Some(std::sync::Arc::new(crate::TaskFailure {
             key: task.key.to_string(),

@@ -40,9 +40,11 @@ impl SchedulerCore {
             (Released, Erred) | (Waiting, Erred) | (Processing, Erred) => {
                 self.transition_to_erred(t)
             }
-            // No worker will ever run it (its code cannot be started anywhere).
-            (NoWorker, Erred) => {
+            // No worker will ever run it (its code cannot be started anywhere), or its
+            // failure comes back from the journal.
+            (Queued | NoWorker, Erred) => {
                 let key = (task.priority, t);
+                self.queued.remove(&key);
                 self.no_worker.remove(&key);
                 self.transition_to_erred(t)
             }
@@ -63,7 +65,6 @@ impl SchedulerCore {
             (Released, Released | Processing | Queued | NoWorker | Memory)
             | (Waiting, Waiting | Queued | NoWorker | Memory | Forgotten)
             | (Queued | NoWorker, Waiting | Queued | NoWorker | Processing | Memory | Forgotten)
-            | (Queued, Erred)
             | (Processing, Waiting | Queued | NoWorker | Processing | Memory | Forgotten)
             | (Memory, Waiting | Queued | NoWorker | Processing | Memory | Erred)
             | (Erred, Waiting | Queued | NoWorker | Processing | Memory | Erred | Released)
