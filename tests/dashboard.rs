@@ -12,13 +12,6 @@ use std::process::Command;
 use common::{cannot_run, connect_retrying, eventually, scheduler, within, worker_with, DEADLINE};
 use rask::{Arg, Graph};
 
-fn have(program: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 /// Headless Chromium letting a page's scripts run 4 s of virtual time, killed after 90 s
 /// of real time (a hang fails the test).
 fn chromium() -> Command {
@@ -59,17 +52,7 @@ fn screenshot(url: &str, name: &str) {
 
 /// The body of a GET of `url` (`http://HOST:PORT/PATH`).
 fn http_get(url: &str) -> String {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_once('/').unwrap();
-    let mut s = std::net::TcpStream::connect(host).unwrap();
-    write!(
-        s,
-        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
+    let out = common::plain_http_get(url);
     let (head, body) = out.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1.1 200"), "{url}: {head}");
     body.to_string()
@@ -85,7 +68,7 @@ fn metric_sum(text: &str, name: &str) -> f64 {
 
 #[test]
 fn the_dashboard_shows_the_cluster_it_serves() {
-    if !have("chromium") || !have("promtool") {
+    if !common::have("chromium") || !common::have("promtool") {
         return cannot_run("needs chromium and promtool (ci/setup-daemons.sh installs them)");
     }
     within(DEADLINE, || {

@@ -53,6 +53,18 @@ fn start_with_grace(port: u16, journal: &std::path::Path, grace: u32) -> (Proc, 
     )
 }
 
+/// A worker that tries to join again for a minute (over a scheduler restart).
+fn lasting_worker(addr: &str, name: &str) -> Proc {
+    worker_with(&[], addr, name, &["--death-timeout", "60"])
+}
+
+/// A journal file that does not exist yet.
+fn fresh_journal(name: &str) -> std::path::PathBuf {
+    let journal = tmpfile(name);
+    let _ = std::fs::remove_file(&journal);
+    journal
+}
+
 /// A client that connects again by itself for a minute (over a scheduler restart).
 fn reconnecting(addr: &str) -> rask::Client {
     rask::Client::connect_with(
@@ -77,7 +89,7 @@ fn trial(n: u64, kill_at: u64) -> (u64, u64) {
     let (sched, addr) = start(0, &journal);
     let port = port_of(&addr);
     let _w: Vec<Proc> = (0..2)
-        .map(|i| worker_with(&[], &addr, &format!("w{i}"), &["--death-timeout", "60"]))
+        .map(|i| lasting_worker(&addr, &format!("w{i}")))
         .collect();
     let c = reconnecting(&addr);
     c.wait_for_workers(2).unwrap();
@@ -141,14 +153,13 @@ fn a_killed_scheduler_restarted_with_its_journal_gives_exact_results() {
 #[test]
 fn gathering_a_result_whose_holder_died_waits_for_it_to_be_computed_again() {
     within(Duration::from_secs(120), || {
-        let journal = tmpfile("journal-holder-died");
-        let _ = std::fs::remove_file(&journal);
+        let journal = fresh_journal("journal-holder-died");
         let (sched, addr) = start_with_grace(0, &journal, 20);
         let port = port_of(&addr);
-        let a = worker_with(&[], &addr, "a", &["--death-timeout", "60"]);
+        let a = lasting_worker(&addr, "a");
         let c = reconnecting(&addr);
         c.wait_for_workers(1).unwrap();
-        let b = worker_with(&[], &addr, "b", &["--death-timeout", "60"]);
+        let b = lasting_worker(&addr, "b");
         c.wait_for_workers(2).unwrap();
         let x = c.submit("inc", [Arg::from(41)]).unwrap();
         assert_eq!(
@@ -178,7 +189,7 @@ fn gathering_a_result_whose_holder_died_waits_for_it_to_be_computed_again() {
         });
         holder.0.kill().unwrap();
         holder.0.wait().unwrap();
-        let _fresh = worker_with(&[], &addr, "fresh", &["--death-timeout", "60"]);
+        let _fresh = lasting_worker(&addr, "fresh");
         assert_eq!(c.gather(&[x]).unwrap(), vec![rask::Value::Int(42)]);
         drop(other);
         let _ = std::fs::remove_file(&journal);
@@ -191,11 +202,10 @@ fn gathering_a_result_whose_holder_died_waits_for_it_to_be_computed_again() {
 #[test]
 fn a_task_that_failed_before_a_restart_is_not_run_again() {
     within(Duration::from_secs(120), || {
-        let journal = tmpfile("journal-failed");
-        let _ = std::fs::remove_file(&journal);
+        let journal = fresh_journal("journal-failed");
         let (sched, addr) = start(0, &journal);
         let port = port_of(&addr);
-        let _w = worker_with(&[], &addr, "w", &["--death-timeout", "60"]);
+        let _w = lasting_worker(&addr, "w");
         let c = reconnecting(&addr);
         c.wait_for_workers(1).unwrap();
         let message = "the input file is missing (recorded failure)";
@@ -234,11 +244,10 @@ fn a_task_that_failed_before_a_restart_is_not_run_again() {
 #[test]
 fn a_published_dataset_outlives_its_client_and_a_scheduler_restart() {
     within(Duration::from_secs(120), || {
-        let journal = tmpfile("journal-datasets");
-        let _ = std::fs::remove_file(&journal);
+        let journal = fresh_journal("journal-datasets");
         let (sched, addr) = start(0, &journal);
         let port = port_of(&addr);
-        let _w = worker_with(&[], &addr, "w", &["--death-timeout", "60"]);
+        let _w = lasting_worker(&addr, "w");
         {
             let a = reconnecting(&addr);
             a.wait_for_workers(1).unwrap();

@@ -247,14 +247,6 @@ fn a_worker_without_a_certificate_is_told_what_to_give() {
     })
 }
 
-/// Whether `program` is on the PATH.
-fn have(program: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 /// A GET of `url` (`https://HOST:PORT/PATH`) by `openssl s_client`, checking the server
 /// against `ca` and its IP address, presenting `cert` if given: what the server sent
 /// (head and body), or why the connection failed.
@@ -302,22 +294,6 @@ fn body_of_200(url: &str, answer: &str) -> String {
     let (head, body) = answer.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1.1 200"), "{url}: {head}");
     body.to_string()
-}
-
-/// What a plain-HTTP GET of `https://HOST:PORT/PATH`, sent as `http://`, is answered.
-fn plain_get(url: &str) -> String {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("https://").unwrap();
-    let (host, path) = rest.split_once('/').unwrap();
-    let mut s = std::net::TcpStream::connect(host).unwrap();
-    write!(
-        s,
-        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }
 
 /// The base64 SHA-256 of a certificate's public key: what Chromium is told to trust.
@@ -384,12 +360,12 @@ fn a_local_cluster_with_tls_serves_its_dashboard_and_metrics_over_https() {
             let text = body_of_200(&url, &https_get(&url, &ca, None).unwrap());
             assert!(text.contains("dask_worker_threads 1"), "{url}: {text}");
         }
-        let refused = plain_get(&format!("{base}/metrics"));
+        let refused = common::plain_http_get(&format!("{base}/metrics"));
         assert!(refused.starts_with("HTTP/1.1 400"), "{refused}");
         assert!(refused.contains("use https://"), "{refused}");
         // The status page in a browser that trusts the cluster's key: its scripts fetch
         // the workers over HTTPS too.
-        if have("chromium") {
+        if common::have("chromium") {
             let out = Command::new("timeout")
                 .args([
                     "90",

@@ -43,9 +43,10 @@ impl Server {
                 let holder = ClientId(self.next_client);
                 self.next_client += 1;
                 self.core.on_client_joined(holder);
-                self.core
-                    .on_update_graph(holder, Vec::new(), &keys)
-                    .map_err(|e| format!("dataset {name:?}: {e}"))?;
+                if let Err(e) = self.core.on_update_graph(holder, Vec::new(), &keys) {
+                    self.core.on_client_left(holder);
+                    return Err(format!("dataset {name:?}: {e}"));
+                }
                 self.journal(&Record::Published {
                     name: name.clone(),
                     client: holder.0,
