@@ -84,8 +84,7 @@ fn port_of(addr: &str) -> u16 {
 /// One trial: the graph, the scheduler killed once `kill_at` tasks are done, started
 /// again; the results checked. Returns (tasks done before the kill, tasks done after).
 fn trial(n: u64, kill_at: u64) -> (u64, u64) {
-    let journal = tmpfile(&format!("journal-{n}"));
-    let _ = std::fs::remove_file(&journal);
+    let journal = fresh_journal(&format!("journal-{n}"));
     let (sched, addr) = start(0, &journal);
     let port = port_of(&addr);
     let _w: Vec<Proc> = (0..2)

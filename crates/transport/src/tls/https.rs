@@ -12,7 +12,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 
-use super::{explain, Tls, TLS_HANDSHAKE_RECORD};
+use super::{explain, Tls};
 use crate::TransportError;
 
 /// A TLS connection of an HTTP server.
@@ -115,11 +115,7 @@ async fn handshake(
     mut stream: TcpStream,
 ) -> Result<HttpsStream, TransportError> {
     let _ = stream.set_nodelay(true);
-    let mut first = [0u8; 1];
-    if stream.peek(&mut first).await? == 0 {
-        return Err(TransportError::Closed);
-    }
-    if first[0] != TLS_HANDSHAKE_RECORD {
+    if !super::stream::opens_with_tls(&stream).await? {
         let body = format!("{HTTPS_REQUIRED}\n");
         let answer = format!(
             "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\n\

@@ -101,6 +101,16 @@ impl AsyncWrite for TcpWriteHalf {
     }
 }
 
+/// Whether the peer on `stream` opens with a TLS handshake record: its first byte,
+/// peeked (left to be read); [`TransportError::Closed`] if it closed before sending.
+pub(crate) async fn opens_with_tls(stream: &TcpStream) -> Result<bool, TransportError> {
+    let mut first = [0u8; 1];
+    if stream.peek(&mut first).await? == 0 {
+        return Err(TransportError::Closed);
+    }
+    Ok(first[0] == TLS_HANDSHAKE_RECORD)
+}
+
 /// How long a refused plaintext peer is read from (and its bytes discarded) before its
 /// connection is closed: so the refusal is not lost to the reset that closing a socket
 /// with unread bytes sends.
@@ -131,11 +141,7 @@ pub async fn accept_tcp(
     };
     let mut stream = stream;
     tokio::time::timeout(cfg.handshake_timeout, async {
-        let mut first = [0u8; 1];
-        if stream.peek(&mut first).await? == 0 {
-            return Err(TransportError::Closed);
-        }
-        if first[0] != TLS_HANDSHAKE_RECORD {
+        if !opens_with_tls(&stream).await? {
             crate::refuse(&mut stream, REQUIRES_TLS).await?;
             crate::drain(&mut stream, REFUSAL_DRAIN).await;
             return Err(TransportError::TlsRequired);
