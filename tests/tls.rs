@@ -254,8 +254,11 @@ fn https_get(url: &str, ca: &Pair, cert: Option<&Pair>) -> Result<String, String
     let rest = url.strip_prefix("https://").expect("an https:// URL");
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
     let ip = host.rsplit_once(':').unwrap().0;
-    let mut cmd = Command::new("openssl");
+    // Killed after 30 s: a hang fails the test and leaves no process behind.
+    let mut cmd = Command::new("timeout");
     cmd.args([
+        "30",
+        "openssl",
         "s_client",
         "-quiet",
         "-verify_return_error",
