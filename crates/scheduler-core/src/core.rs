@@ -24,7 +24,7 @@ use crate::TaskState;
 pub struct SchedulerCore {
     pub(crate) cfg: CoreConfig,
     pub(crate) tasks: Slab<Task>,
-    pub(crate) keys: FxHashMap<Arc<str>, TaskId>,
+    pub(crate) keys: crate::keys::KeyIndex,
     pub(crate) next_priority: u64,
     pub(crate) workers: FxHashMap<WorkerId, Worker>,
     pub(crate) clients: FxHashMap<ClientId, FxHashSet<TaskId>>,
@@ -93,7 +93,7 @@ impl SchedulerCore {
         SchedulerCore {
             cfg,
             tasks: Slab::default(),
-            keys: FxHashMap::default(),
+            keys: Default::default(),
             next_priority: 0,
             workers: FxHashMap::default(),
             clients: FxHashMap::default(),
@@ -162,7 +162,7 @@ impl SchedulerCore {
 
     /// The task with this key, if known.
     pub fn task_id(&self, key: &str) -> Option<TaskId> {
-        self.keys.get(key).copied()
+        self.keys.get(key, &self.tasks)
     }
 
     /// A task's key.

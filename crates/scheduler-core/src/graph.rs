@@ -33,14 +33,14 @@ impl SchedulerCore {
         }
         if let Some(key) = wanted
             .iter()
-            .find(|k| !index.contains_key(k.as_str()) && !self.keys.contains_key(k.as_str()))
+            .find(|k| !index.contains_key(k.as_str()) && self.keys.get(k, &self.tasks).is_none())
         {
             return Err(GraphError::UnknownKey { key: key.clone() });
         }
         let mut indegree = vec![0u32; tasks.len()];
         let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); tasks.len()];
         for (i, t) in tasks.iter().enumerate() {
-            if self.keys.contains_key(t.key.as_str()) {
+            if self.keys.get(&t.key, &self.tasks).is_some() {
                 continue; // already known: kept as it is
             }
             // A program's own ops (those with a code) are known to its workers alone.
@@ -69,7 +69,7 @@ impl SchedulerCore {
                 });
             }
             for d in &t.deps {
-                if self.keys.contains_key(d.as_str()) {
+                if self.keys.get(d, &self.tasks).is_some() {
                     continue;
                 }
                 match index.get(d.as_str()) {

@@ -105,7 +105,7 @@ impl SchedulerCore {
     pub fn on_resubscribe(&mut self, client: ClientId, keys: &[String]) -> Result<(), GraphError> {
         let held: Vec<TaskId> = keys
             .iter()
-            .filter_map(|k| self.keys.get(k.as_str()).copied())
+            .filter_map(|k| self.keys.get(k, &self.tasks))
             .filter(|t| self.clients.get(&client).is_some_and(|w| w.contains(t)))
             .collect();
         self.on_update_graph(client, Vec::new(), keys)?;
@@ -207,7 +207,7 @@ impl SchedulerCore {
                 let nt = NewTask {
                     key: t.key.to_string(),
                     op: self.ops[t.op as usize].name.to_string(),
-                    args: t.args.clone(),
+                    args: t.args.unpack(),
                     bufs: extra.map_or_else(Vec::new, |e| e.bufs.clone()),
                     deps: t
                         .deps

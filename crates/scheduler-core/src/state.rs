@@ -4,13 +4,14 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use rask_proto::{ClientId, Datum, TaskId, WorkerId};
+use rask_proto::{ClientId, TaskId, WorkerId};
 use rustc_hash::FxHashSet;
 
 use crate::api::CoreConfig;
 use crate::api::TaskFailure;
 use crate::api::WorkerSpec;
 use crate::few::Few;
+use crate::packed::Packed;
 use crate::TaskState;
 
 /// Fields most tasks never use, boxed to keep [`Task`] small.
@@ -32,7 +33,8 @@ pub(crate) struct Task {
     pub(crate) op: u32,
     /// Index into the core's `prefixes`.
     pub(crate) prefix: u32,
-    pub(crate) args: Datum,
+    /// Packed: the core only hands them on.
+    pub(crate) args: Packed,
     pub(crate) deps: Box<[TaskId]>,
     pub(crate) dependents: Vec<TaskId>,
     pub(crate) state: TaskState,
@@ -168,7 +170,7 @@ impl Worker {
     }
 }
 
-const _: () = assert!(std::mem::size_of::<Task>() <= 176);
+const _: () = assert!(std::mem::size_of::<Task>() <= 168);
 
 pub(crate) fn lookup(v: &[(u32, f64)], r: u32) -> f64 {
     v.iter().find(|(id, _)| *id == r).map_or(0.0, |(_, a)| *a)

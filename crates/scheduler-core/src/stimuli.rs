@@ -15,6 +15,7 @@ use crate::api::WorkerSpec;
 use crate::core::SchedulerCore;
 use crate::few::Few;
 use crate::observe::{StreamKind, StreamRecord};
+use crate::packed::Packed;
 use crate::state::state_index;
 use crate::state::Task;
 use crate::state::TaskExtra;
@@ -222,7 +223,7 @@ impl SchedulerCore {
         let mut created = Vec::new();
         for i in order {
             let nt = slots[i].take().expect("invariant: each index once");
-            if self.keys.contains_key(nt.key.as_str()) {
+            if self.keys.get(&nt.key, &self.tasks).is_some() {
                 continue;
             }
             let explicit = ids
@@ -230,7 +231,15 @@ impl SchedulerCore {
                 .copied()
                 .filter(|id| self.tasks.slot_free(*id));
             let id = explicit.unwrap_or_else(|| self.tasks.next_id());
-            let deps: Box<[TaskId]> = nt.deps.iter().map(|k| self.keys[k.as_str()]).collect();
+            let deps: Box<[TaskId]> = nt
+                .deps
+                .iter()
+                .map(|k| {
+                    self.keys
+                        .get(k, &self.tasks)
+                        .expect("invariant: deps checked")
+                })
+                .collect();
             for d in deps.iter() {
                 self.tasks
                     .get_mut(d)
@@ -255,7 +264,6 @@ impl SchedulerCore {
                     })
                 });
             let key: Arc<str> = nt.key.into();
-            self.keys.insert(key.clone(), id);
             if let Some(c) = &mut self.changes {
                 c.created.push((i as u32, id));
             }
@@ -263,7 +271,7 @@ impl SchedulerCore {
                 key,
                 op,
                 prefix,
-                args: nt.args,
+                args: Packed::new(&nt.args),
                 deps,
                 dependents: Vec::new(),
                 state: TaskState::Released,
@@ -284,6 +292,7 @@ impl SchedulerCore {
             } else {
                 self.tasks.insert(id, task);
             }
+            self.keys.insert(id, &self.tasks);
             self.next_priority += 1;
             self.counts[state_index(TaskState::Released)] += 1;
             let p = &mut self.prefixes[prefix as usize];
@@ -293,7 +302,7 @@ impl SchedulerCore {
         }
         let mut touched = Vec::new();
         for key in wanted {
-            let Some(&t) = self.keys.get(key.as_str()) else {
+            let Some(t) = self.keys.get(key, &self.tasks) else {
                 continue;
             };
             let wants = self
@@ -333,7 +342,7 @@ impl SchedulerCore {
     pub fn on_release_keys(&mut self, client: ClientId, keys: &[String]) {
         self.begin(Why::ReleaseKeys, None);
         for key in keys {
-            let Some(&t) = self.keys.get(key.as_str()) else {
+            let Some(t) = self.keys.get(key, &self.tasks) else {
                 continue;
             };
             let Some(wants) = self.clients.get_mut(&client) else {

@@ -303,7 +303,7 @@ impl SchedulerCore {
         let p = &mut self.prefixes[task.prefix as usize];
         p.current[state_index(task.state)] -= 1;
         p.totals[state_index(TaskState::Forgotten)] += 1;
-        self.keys.remove(&task.key);
+        self.keys.remove(t, &task.key);
         self.log.record(Entry::new(
             t,
             task.state,
@@ -496,7 +496,7 @@ impl SchedulerCore {
         let msg = ComputeMsg {
             task: t,
             op: stat.name.to_string(),
-            args: task.args.clone(),
+            args: task.args.unpack(),
             deps: task
                 .deps
                 .iter()

@@ -19,7 +19,12 @@ impl SchedulerCore {
         for (id, t) in self.tasks.iter() {
             counts[state_index(t.state)] += 1;
             by_prefix[t.prefix as usize][state_index(t.state)] += 1;
-            assert_eq!(self.keys.get(&t.key), Some(&id), "key map of {}", t.key);
+            assert_eq!(
+                self.keys.get(&t.key, &self.tasks),
+                Some(id),
+                "key map of {}",
+                t.key
+            );
             let deps_in_memory = t
                 .deps
                 .iter()
