@@ -38,9 +38,9 @@ impl SchedulerCore {
         let sample: Vec<TaskId> = self
             .queued
             .iter()
-            .chain(&self.no_worker)
+            .chain(self.no_worker.iter())
             .take(SAMPLE)
-            .map(|&(_, t)| t)
+            .map(|(_, t)| t)
             .collect();
         let mut waiting_us: f64 = sample.iter().map(|t| self.mean_duration_us(*t)).sum();
         if waiting > sample.len() {

@@ -1,6 +1,6 @@
 //! The core itself: its state, interning, and the read-only queries.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use rask_proto::{ClientId, StimulusId, TaskId, WorkerId};
@@ -29,9 +29,9 @@ pub struct SchedulerCore {
     pub(crate) workers: FxHashMap<WorkerId, Worker>,
     pub(crate) clients: FxHashMap<ClientId, FxHashSet<TaskId>>,
     /// Ready tasks waiting for a worker slot, by priority.
-    pub(crate) queued: BTreeSet<(u64, TaskId)>,
+    pub(crate) queued: crate::queue::ReadyQueue,
     /// Ready tasks that no current worker can run, by priority.
-    pub(crate) no_worker: BTreeSet<(u64, TaskId)>,
+    pub(crate) no_worker: crate::queue::ReadyQueue,
     pub(crate) ops: Vec<OpStat>,
     pub(crate) op_ids: FxHashMap<Arc<str>, u32>,
     pub(crate) resource_ids: FxHashMap<String, u32>,
@@ -97,8 +97,8 @@ impl SchedulerCore {
             next_priority: 0,
             workers: FxHashMap::default(),
             clients: FxHashMap::default(),
-            queued: BTreeSet::new(),
-            no_worker: BTreeSet::new(),
+            queued: Default::default(),
+            no_worker: Default::default(),
             ops: Vec::new(),
             op_ids: FxHashMap::default(),
             resource_ids: FxHashMap::default(),

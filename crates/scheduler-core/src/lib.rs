@@ -52,6 +52,7 @@ mod keys;
 mod observe;
 mod packed;
 mod placement;
+mod queue;
 mod recover;
 mod retire;
 mod slab;

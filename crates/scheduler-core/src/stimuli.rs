@@ -78,7 +78,7 @@ impl SchedulerCore {
     /// A worker can take tasks (it joined, or stopped retiring): tasks no worker could
     /// run may fit now, and queued ones may start.
     pub(crate) fn worker_available(&mut self) {
-        let stuck: Vec<TaskId> = self.no_worker.iter().map(|&(_, t)| t).collect();
+        let stuck: Vec<TaskId> = self.no_worker.iter().map(|(_, t)| t).collect();
         for t in stuck {
             self.place_ready(t);
         }
@@ -172,7 +172,7 @@ impl SchedulerCore {
         }
         self.run();
         if self.workers.is_empty() {
-            let queued: Vec<TaskId> = self.queued.iter().map(|&(_, t)| t).collect();
+            let queued: Vec<TaskId> = self.queued.iter().map(|(_, t)| t).collect();
             for t in queued {
                 self.place_ready(t);
             }
@@ -423,7 +423,7 @@ impl SchedulerCore {
         let stuck: Vec<TaskId> = self
             .no_worker
             .iter()
-            .map(|&(_, t)| t)
+            .map(|(_, t)| t)
             .filter(|t| self.tasks[t].code() == Some(code))
             .collect();
         for t in stuck {
@@ -447,7 +447,7 @@ impl SchedulerCore {
     pub fn waits_for_code(&self, code: u64) -> bool {
         self.no_worker
             .iter()
-            .any(|&(_, t)| self.tasks[&t].code() == Some(code))
+            .any(|(_, t)| self.tasks[&t].code() == Some(code))
     }
 
     /// A worker reports that a task's op failed.

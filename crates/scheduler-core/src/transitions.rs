@@ -570,12 +570,8 @@ impl SchedulerCore {
         let mut cursor: Option<(u64, TaskId)> = None;
         loop {
             let next = match cursor {
-                None => self.queued.first().copied(),
-                Some(c) => self
-                    .queued
-                    .range((std::ops::Bound::Excluded(c), std::ops::Bound::Unbounded))
-                    .next()
-                    .copied(),
+                None => self.queued.first(),
+                Some(c) => self.queued.after(&c),
             };
             let Some(entry) = next else { break };
             if !self.workers.values().any(|w| w.takes_tasks(&self.cfg, &[])) {

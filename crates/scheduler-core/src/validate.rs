@@ -202,6 +202,18 @@ impl SchedulerCore {
             "transition log bound"
         );
         assert_eq!(self.keys.len(), self.tasks.len(), "key map size");
+        self.queued.check();
+        self.no_worker.check();
+        assert_eq!(
+            self.queued.len() as u64,
+            self.counts[state_index(TaskState::Queued)],
+            "queued set size"
+        );
+        assert_eq!(
+            self.no_worker.len() as u64,
+            self.counts[state_index(TaskState::NoWorker)],
+            "no-worker set size"
+        );
         for (id, w) in &self.workers {
             let mut occupancy = 0;
             for t in &w.processing {

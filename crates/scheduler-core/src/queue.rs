@@ -1,0 +1,244 @@
+//! [`ReadyQueue`]: ready tasks by priority — the queued ones and the ones no worker fits —
+//! as an ordered set that costs about 16 bytes per task.
+//!
+//! A `BTreeSet<(priority, TaskId)>` costs some 40 bytes per entry here: tasks arrive in
+//! priority order, and a B-tree filled from one end leaves its nodes about half full. This
+//! set keeps its entries in sorted runs of up to [`RUN`] (deques, so taking the first
+//! task costs nothing), each run under its first entry in a B-tree. An entry that goes to
+//! the end of a full last run starts a new run instead of splitting it, so a queue filled
+//! in order is dense. It only orders entries; what they mean is the core's business.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound::{Excluded, Unbounded};
+
+use rask_proto::TaskId;
+
+/// An entry: the task's priority (lower first), then its id.
+pub(crate) type Entry = (u64, TaskId);
+
+/// The longest run.
+const RUN: usize = 256;
+
+/// Entries in order. Invariant: every run is non-empty, sorted, at most [`RUN`] long,
+/// keyed by its first entry, and below the next run's first entry.
+#[derive(Debug, Default)]
+pub(crate) struct ReadyQueue {
+    runs: BTreeMap<Entry, VecDeque<Entry>>,
+    len: usize,
+}
+
+fn new_run(e: Entry) -> VecDeque<Entry> {
+    let mut run = VecDeque::with_capacity(RUN);
+    run.push_back(e);
+    run
+}
+
+impl ReadyQueue {
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The key of the run where `e` is or would go: the last whose first entry is not
+    /// above it, else the first run.
+    fn run_of(&self, e: &Entry) -> Option<Entry> {
+        self.runs
+            .range(..=*e)
+            .next_back()
+            .or_else(|| self.runs.first_key_value())
+            .map(|(k, _)| *k)
+    }
+
+    /// Puts `e` in; `false` if it was in already.
+    pub(crate) fn insert(&mut self, e: Entry) -> bool {
+        let Some(key) = self.run_of(&e) else {
+            self.runs.insert(e, new_run(e));
+            self.len += 1;
+            return true;
+        };
+        let run = self.runs.get_mut(&key).expect("invariant: found above");
+        let Err(at) = run.binary_search(&e) else {
+            return false;
+        };
+        self.len += 1;
+        if at == run.len() && run.len() == RUN {
+            // Past the end of a full run: a run of its own, as a queue filled in order.
+            self.runs.insert(e, new_run(e));
+            return true;
+        }
+        run.insert(at, e);
+        if run.len() > RUN {
+            let tail = run.split_off(RUN / 2);
+            let mut tail_run = VecDeque::with_capacity(RUN);
+            tail_run.extend(tail);
+            self.runs.insert(tail_run[0], tail_run);
+        }
+        if at == 0 {
+            self.rekey(key);
+        }
+        true
+    }
+
+    /// Takes `e` out; `false` if it was not in.
+    pub(crate) fn remove(&mut self, e: &Entry) -> bool {
+        let Some((&key, run)) = self.runs.range_mut(..=*e).next_back() else {
+            return false;
+        };
+        let Ok(at) = run.binary_search(e) else {
+            return false;
+        };
+        run.remove(at);
+        self.len -= 1;
+        if run.is_empty() {
+            self.runs.remove(&key);
+        } else if at == 0 {
+            self.rekey(key);
+        }
+        true
+    }
+
+    /// Files the run under `key` again under its first entry.
+    fn rekey(&mut self, key: Entry) {
+        let run = self.runs.remove(&key).expect("invariant: a run to rekey");
+        self.runs.insert(run[0], run);
+    }
+
+    pub(crate) fn contains(&self, e: &Entry) -> bool {
+        self.runs
+            .range(..=*e)
+            .next_back()
+            .is_some_and(|(_, run)| run.binary_search(e).is_ok())
+    }
+
+    /// The first entry.
+    pub(crate) fn first(&self) -> Option<Entry> {
+        self.runs.first_key_value().map(|(k, _)| *k)
+    }
+
+    /// The first entry above `e`.
+    pub(crate) fn after(&self, e: &Entry) -> Option<Entry> {
+        if let Some((_, run)) = self.runs.range(..=*e).next_back() {
+            let at = run.binary_search(e).map_or_else(|i| i, |i| i + 1);
+            if let Some(next) = run.get(at) {
+                return Some(*next);
+            }
+        }
+        self.runs
+            .range((Excluded(*e), Unbounded))
+            .next()
+            .map(|(k, _)| *k)
+    }
+
+    /// Every entry, in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = Entry> + '_ {
+        self.runs.values().flat_map(|run| run.iter().copied())
+    }
+
+    /// Checks the invariant (for `validate`).
+    pub(crate) fn check(&self) {
+        let mut last: Option<Entry> = None;
+        let mut n = 0;
+        for (key, run) in &self.runs {
+            assert!(!run.is_empty() && run.len() <= RUN, "run of {}", run.len());
+            assert_eq!(run[0], *key, "a run's key is its first entry");
+            for e in run {
+                assert!(last.is_none_or(|l| l < *e), "entries in order");
+                last = Some(*e);
+            }
+            n += run.len();
+        }
+        assert_eq!(n, self.len, "queue length");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    fn e(p: u64) -> Entry {
+        (p, TaskId(p * 7))
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Insert(u64),
+        Remove(u64),
+    }
+
+    proptest! {
+        /// The queue answers as a `BTreeSet` does, whatever the order of changes.
+        #[test]
+        fn it_orders_as_a_btree_set(ops in prop::collection::vec(
+            prop_oneof![
+                (0..2000u64).prop_map(Op::Insert),
+                (0..2000u64).prop_map(Op::Remove),
+            ],
+            0..3000,
+        )) {
+            let mut q = ReadyQueue::default();
+            let mut model = BTreeSet::new();
+            for op in ops {
+                match op {
+                    Op::Insert(p) => prop_assert_eq!(q.insert(e(p)), model.insert(e(p))),
+                    Op::Remove(p) => prop_assert_eq!(q.remove(&e(p)), model.remove(&e(p))),
+                }
+            }
+            q.check();
+            prop_assert_eq!(q.len(), model.len());
+            prop_assert_eq!(q.is_empty(), model.is_empty());
+            prop_assert_eq!(q.first(), model.first().copied());
+            prop_assert!(q.iter().eq(model.iter().copied()));
+            for p in (0..2001).step_by(13) {
+                prop_assert_eq!(q.contains(&e(p)), model.contains(&e(p)));
+                let next = model.range((Excluded(e(p)), Unbounded)).next().copied();
+                prop_assert_eq!(q.after(&e(p)), next);
+            }
+        }
+    }
+
+    #[test]
+    fn a_queue_filled_in_order_is_kept_in_full_runs() {
+        let mut q = ReadyQueue::default();
+        for p in 0..(RUN as u64 * 4) {
+            assert!(q.insert(e(p)));
+        }
+        q.check();
+        assert_eq!(q.runs.len(), 4);
+        assert!(q.runs.values().all(|r| r.len() == RUN));
+        // Taken from the front, runs empty and go.
+        for p in 0..(RUN as u64 + 1) {
+            assert_eq!(q.first(), Some(e(p)));
+            assert!(q.remove(&e(p)));
+        }
+        q.check();
+        assert_eq!(q.runs.len(), 3);
+        assert_eq!(q.len(), RUN * 3 - 1);
+    }
+
+    #[test]
+    fn an_entry_into_a_full_run_splits_it_and_one_before_all_leads() {
+        let mut q = ReadyQueue::default();
+        for p in 1..=(RUN as u64) {
+            q.insert(e(p * 2));
+        }
+        assert!(q.insert(e(3)));
+        q.check();
+        assert_eq!(q.runs.len(), 2);
+        assert!(q.insert(e(0)));
+        q.check();
+        assert_eq!(q.first(), Some(e(0)));
+        assert_eq!(q.after(&e(0)), Some(e(2)));
+        assert_eq!(q.after(&e(1)), Some(e(2)));
+        assert!(!q.insert(e(3)));
+        assert!(!q.remove(&e(1)));
+        assert!(q.remove(&e(0)));
+        q.check();
+        assert_eq!(q.first(), Some(e(2)));
+        assert_eq!(q.after(&e(RUN as u64 * 2)), None);
+    }
+}
