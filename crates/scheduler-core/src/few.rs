@@ -1,5 +1,5 @@
 //! [`Few`]: a set of ids that is almost always empty or a single id — who holds a task's
-//! data, which clients want it — kept inline so that a million tasks need no million
+//! data, which clients want it, which tasks read it — kept inline so that a million tasks need no million
 //! small heap allocations.
 
 /// Zero or one id inline; more on the heap. Insertion order is kept.
@@ -55,6 +55,10 @@ impl<T: Copy + PartialEq> Few<T> {
             Few::One(a) => std::slice::from_ref(a),
             Few::Many(v) => v,
         }
+    }
+
+    pub(crate) fn iter(&self) -> std::slice::Iter<'_, T> {
+        self.as_slice().iter()
     }
 
     pub(crate) fn to_vec(&self) -> Vec<T> {

@@ -36,7 +36,8 @@ pub(crate) struct Task {
     /// Packed: the core only hands them on.
     pub(crate) args: Packed,
     pub(crate) deps: Box<[TaskId]>,
-    pub(crate) dependents: Vec<TaskId>,
+    /// Almost always one or none (a reduction's input): kept inline.
+    pub(crate) dependents: Few<TaskId>,
     pub(crate) state: TaskState,
     /// Invariant: in `Waiting`, the number of deps not in memory (> 0); otherwise 0.
     pub(crate) waiting_on: u32,
@@ -170,7 +171,7 @@ impl Worker {
     }
 }
 
-const _: () = assert!(std::mem::size_of::<Task>() <= 168);
+const _: () = assert!(std::mem::size_of::<Task>() <= 160);
 
 pub(crate) fn lookup(v: &[(u32, f64)], r: u32) -> f64 {
     v.iter().find(|(id, _)| *id == r).map_or(0.0, |(_, a)| *a)

@@ -273,7 +273,7 @@ impl SchedulerCore {
                 prefix,
                 args: Packed::new(&nt.args),
                 deps,
-                dependents: Vec::new(),
+                dependents: Few::default(),
                 state: TaskState::Released,
                 waiting_on: 0,
                 waiters: 0,

@@ -182,7 +182,7 @@ impl SchedulerCore {
 
     /// Dependents sent ahead to wait for `t` cannot get it now: back to the scheduler.
     pub(crate) fn release_preassigned(&mut self, t: TaskId) {
-        for d in self.tasks[&t].dependents.clone() {
+        for d in self.tasks[&t].dependents.to_vec() {
             let dt = &self.tasks[&d];
             if dt.state == TaskState::Processing && dt.waiting_on > 0 {
                 self.recs.push_back((d, TaskState::Released));
@@ -216,7 +216,7 @@ impl SchedulerCore {
         }
         self.set_state(t, TaskState::Released);
         // Dependents that counted on this data must wait for it again.
-        let dependents = self.tasks[&t].dependents.clone();
+        let dependents = self.tasks[&t].dependents.to_vec();
         for d in dependents {
             let dt = self.tasks.get_mut(&d).expect("invariant");
             match dt.state {
@@ -272,7 +272,7 @@ impl SchedulerCore {
                 error: error.clone(),
             });
         }
-        let dependents = task.dependents.clone();
+        let dependents = task.dependents.to_vec();
         let deps = task.deps.clone();
         for d in dependents {
             let dt = self.tasks.get_mut(&d).expect("invariant");
@@ -536,7 +536,7 @@ impl SchedulerCore {
             msg,
             bufs,
         });
-        for d in self.tasks[&t].dependents.clone() {
+        for d in self.tasks[&t].dependents.to_vec() {
             if self.tasks[&d].state == TaskState::Waiting {
                 self.recs.push_back((d, TaskState::Processing));
             }
