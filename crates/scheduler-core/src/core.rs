@@ -27,6 +27,10 @@ pub struct SchedulerCore {
     pub(crate) keys: crate::keys::KeyIndex,
     pub(crate) next_priority: u64,
     pub(crate) workers: FxHashMap<WorkerId, Worker>,
+    /// Running workers by work per thread (see [`crate::load`]).
+    pub(crate) by_load: std::collections::BTreeSet<(u64, WorkerId)>,
+    /// Running workers that take a task now. Invariant: as [`crate::load`] says.
+    pub(crate) free_workers: usize,
     pub(crate) clients: FxHashMap<ClientId, FxHashSet<TaskId>>,
     /// Ready tasks waiting for a worker slot, by priority.
     pub(crate) queued: crate::queue::ReadyQueue,
@@ -96,6 +100,8 @@ impl SchedulerCore {
             keys: Default::default(),
             next_priority: 0,
             workers: FxHashMap::default(),
+            by_load: Default::default(),
+            free_workers: 0,
             clients: FxHashMap::default(),
             queued: Default::default(),
             no_worker: Default::default(),

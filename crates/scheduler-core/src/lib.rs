@@ -49,6 +49,7 @@ mod core;
 mod few;
 mod graph;
 mod keys;
+mod load;
 mod observe;
 mod packed;
 mod placement;

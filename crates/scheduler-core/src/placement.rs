@@ -5,7 +5,11 @@
 use rask_proto::{TaskId, WorkerId};
 
 use crate::core::SchedulerCore;
+use crate::load::LEAST_LOADED;
 use crate::TaskState;
+
+/// Holders of a task's inputs weighed in a large cluster, at most.
+const HOLDERS: usize = 16;
 
 pub(crate) enum Placement {
     Worker(WorkerId),
@@ -42,47 +46,48 @@ impl SchedulerCore {
             .then_some(w)
     }
 
+    /// Where a ready task should run: the worker that has room and would finish it
+    /// first (its work per thread, plus moving the inputs it lacks over the cheapest
+    /// link). In a cluster of more than [`LEAST_LOADED`] workers, a task that any worker
+    /// may run weighs only the holders of its largest inputs and the least loaded
+    /// workers, so that a decision costs the same with 1,000 workers as with 10; the
+    /// others are weighed only when none of those has room.
     pub(crate) fn decide_worker(&self, t: TaskId) -> Placement {
         let task = &self.tasks[&t];
-        let resources = task.resources();
-        // The output, guessed as large as the inputs (for the full-GPU penalty below).
-        let out: u64 = task.deps.iter().map(|d| self.tasks[d].nbytes).sum();
+        let unrestricted = task.resources().is_empty() && task.code().is_none();
+        if unrestricted && self.free_workers == 0 {
+            // No running worker has a free slot.
+            let any_fit = self
+                .workers
+                .values()
+                .any(|w| !w.retiring && w.fits(&[], None));
+            return if any_fit {
+                Placement::NoSlot
+            } else {
+                Placement::NoFit
+            };
+        }
+        if unrestricted && self.workers.len() > LEAST_LOADED {
+            let best = self
+                .candidates(t)
+                .into_iter()
+                .filter_map(|id| self.cost(t, id).map(|c| (c, id)))
+                .min_by(|a, b| a.partial_cmp(b).expect("invariant: costs are numbers"));
+            if let Some((_, w)) = best {
+                return Placement::Worker(w);
+            }
+        }
         let mut best: Option<(f64, WorkerId)> = None;
         let mut any_fit = false;
         for (id, w) in &self.workers {
             // A retiring worker takes no new task.
-            if w.retiring || !w.fits(resources, task.code()) {
+            if w.retiring || !w.fits(task.resources(), task.code()) {
                 continue;
             }
             any_fit = true;
-            if !w.has_capacity(&self.cfg, resources) {
+            let Some(cost) = self.cost(t, *id) else {
                 continue;
-            }
-            // Bytes to move, each weighted by the cheapest link from a holder.
-            let mut missing: f64 = task
-                .deps
-                .iter()
-                .map(|d| &self.tasks[d])
-                .filter(|d| !d.who_has.contains(id))
-                .map(|d| {
-                    let cheapest = d
-                        .who_has
-                        .as_slice()
-                        .iter()
-                        .filter_map(|h| self.workers.get(h))
-                        .map(|h| w.link_factor(h))
-                        .fold(1.0, f64::min);
-                    d.nbytes as f64 * cheapest
-                })
-                .sum();
-            // On a GPU whose memory is full, the output pushes as many bytes off the
-            // device to the host, over PCIe.
-            if w.spec.device_spill_at > 0 {
-                let over = (w.device_used + out).saturating_sub(w.spec.device_spill_at);
-                missing += over as f64 * 0.5;
-            }
-            let cost = w.occupancy_us as f64 / w.spec.nthreads.max(1) as f64
-                + missing / self.cfg.bandwidth * 1e6;
+            };
             if best.is_none_or(|(c, b)| (cost, *id) < (c, b)) {
                 best = Some((cost, *id));
             }
@@ -92,5 +97,81 @@ impl SchedulerCore {
             None if any_fit => Placement::NoSlot,
             None => Placement::NoFit,
         }
+    }
+
+    /// The workers [`SchedulerCore::decide_worker`] weighs in a large cluster, each once:
+    /// the holders of the task's largest inputs (at most [`HOLDERS`]), then the least
+    /// loaded running workers that have room (at most [`LEAST_LOADED`]).
+    fn candidates(&self, t: TaskId) -> Vec<WorkerId> {
+        let task = &self.tasks[&t];
+        let mut deps: Vec<(u64, TaskId)> = task
+            .deps
+            .iter()
+            .map(|d| (self.tasks[d].nbytes, *d))
+            .collect();
+        deps.sort_unstable_by(|a, b| b.cmp(a));
+        let mut out: Vec<WorkerId> = Vec::with_capacity(HOLDERS + LEAST_LOADED);
+        'deps: for (_, d) in deps {
+            for h in self.tasks[&d].who_has.iter() {
+                if out.len() == HOLDERS {
+                    break 'deps;
+                }
+                if !out.contains(h) {
+                    out.push(*h);
+                }
+            }
+        }
+        let holders = out.len();
+        for id in self.least_loaded() {
+            if out.len() == holders + LEAST_LOADED {
+                break;
+            }
+            let w = &self.workers[&id];
+            if w.has_capacity(&self.cfg, &[]) && w.fits(&[], None) && !out.contains(&id) {
+                out.push(id);
+            }
+        }
+        out
+    }
+
+    /// When task `t` would finish on worker `id`, relative to the others: its work per
+    /// thread plus the time to move the inputs it lacks (each over the cheapest link
+    /// from a holder), plus, on a GPU whose memory is full, pushing the output off it.
+    /// `None` if the worker does not take the task now (retiring, unfit, or no room).
+    fn cost(&self, t: TaskId, id: WorkerId) -> Option<f64> {
+        let task = &self.tasks[&t];
+        let resources = task.resources();
+        let w = self.workers.get(&id)?;
+        if w.retiring || !w.fits(resources, task.code()) || !w.has_capacity(&self.cfg, resources) {
+            return None;
+        }
+        // Bytes to move, each weighted by the cheapest link from a holder.
+        let mut missing: f64 = task
+            .deps
+            .iter()
+            .map(|d| &self.tasks[d])
+            .filter(|d| !d.who_has.contains(&id))
+            .map(|d| {
+                let cheapest = d
+                    .who_has
+                    .as_slice()
+                    .iter()
+                    .filter_map(|h| self.workers.get(h))
+                    .map(|h| w.link_factor(h))
+                    .fold(1.0, f64::min);
+                d.nbytes as f64 * cheapest
+            })
+            .sum();
+        // On a GPU whose memory is full, the output (guessed as large as the inputs)
+        // pushes as many bytes off the device to the host, over PCIe.
+        if w.spec.device_spill_at > 0 {
+            let out: u64 = task.deps.iter().map(|d| self.tasks[d].nbytes).sum();
+            let over = (w.device_used + out).saturating_sub(w.spec.device_spill_at);
+            missing += over as f64 * 0.5;
+        }
+        Some(
+            w.occupancy_us as f64 / w.spec.nthreads.max(1) as f64
+                + missing / self.cfg.bandwidth * 1e6,
+        )
     }
 }

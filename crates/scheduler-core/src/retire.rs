@@ -114,6 +114,7 @@ impl SchedulerCore {
             if let Some(worker) = self.workers.get_mut(w) {
                 worker.retiring = true;
                 pending.push(*w);
+                self.reindex(*w);
             }
         }
         self.retirements.push(Retirement {
@@ -232,6 +233,7 @@ impl SchedulerCore {
                 .get_mut(&w)
                 .expect("invariant: a retiring worker is registered")
                 .retiring = false;
+            self.reindex(w);
             self.worker_available();
         }
         self.resolve_retiring(w, None);

@@ -112,6 +112,9 @@ pub(crate) struct Worker {
     pub(crate) failure: Option<Arc<str>>,
     /// Steals in flight for which it is the thief (see [`crate::steal`]).
     pub(crate) stealing_in: u32,
+    /// The key it is filed under in the core's load index, and whether it was counted as
+    /// taking tasks; `None` while retiring (see [`crate::load`]).
+    pub(crate) indexed: Option<(u64, bool)>,
 }
 
 impl Worker {
@@ -133,6 +136,7 @@ impl Worker {
             incoming: 0,
             failure: None,
             stealing_in: 0,
+            indexed: None,
         }
     }
 

@@ -9,6 +9,7 @@ use rask_proto::{TaskId, WorkerId};
 
 use crate::api::Action;
 use crate::core::SchedulerCore;
+use crate::load::LOAD_SCAN;
 use crate::story::Why;
 use crate::TaskState;
 
@@ -65,17 +66,24 @@ impl SchedulerCore {
     }
 
     /// A worker with a thread that neither runs a task nor has one on its way, the one
-    /// with the least work first.
+    /// with the least work first: among all workers in a small cluster, among the least
+    /// loaded per thread ([`LOAD_SCAN`]) in a large one.
     fn idle_worker(&self) -> Option<WorkerId> {
-        self.workers
-            .iter()
-            .filter(|(_, w)| {
-                !w.retiring
-                    && (w.processing.len() + w.stealing_in as usize)
-                        < w.spec.nthreads.max(1) as usize
-            })
-            .min_by_key(|(id, w)| (w.occupancy_us, **id))
-            .map(|(id, _)| *id)
+        let idle = |id: &WorkerId| {
+            let w = &self.workers[id];
+            !w.retiring
+                && (w.processing.len() + w.stealing_in as usize) < w.spec.nthreads.max(1) as usize
+        };
+        let load = |id: &WorkerId| (self.workers[id].occupancy_us, *id);
+        if self.workers.len() <= LOAD_SCAN {
+            self.workers
+                .keys()
+                .filter(|id| idle(id))
+                .min_by_key(|id| load(id))
+                .copied()
+        } else {
+            self.least_loaded().filter(idle).min_by_key(load)
+        }
     }
 
     /// The task to ask back for `thief`: on the worker with the most work per thread

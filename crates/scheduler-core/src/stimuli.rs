@@ -71,6 +71,7 @@ impl SchedulerCore {
             .collect();
         let host = (!spec.host_id.is_empty()).then(|| self.host_id(&spec.host_id));
         self.workers.insert(id, Worker::new(spec, host, resources));
+        self.reindex(id);
         self.worker_available();
         self.retire_step();
     }
@@ -109,6 +110,7 @@ impl SchedulerCore {
     /// (each charged with its death if `blame`), the copies on their way to it are
     /// dropped, and data only it held is recomputed if still needed.
     pub(crate) fn remove_worker(&mut self, id: WorkerId, blame: bool) -> bool {
+        self.unindex(id);
         let Some(w) = self.workers.remove(&id) else {
             return false;
         };

@@ -527,6 +527,7 @@ impl SchedulerCore {
         for (r, a) in resources {
             add_to(&mut worker.used, r, a);
         }
+        self.reindex(w);
         let task = self.tasks.get_mut(&t).expect("invariant");
         task.processing_on = Some(w);
         task.est_us = est as u32;
@@ -562,6 +563,7 @@ impl SchedulerCore {
             }
             // A retiring worker closes once its tasks are done.
             self.retire_dirty |= worker.retiring;
+            self.reindex(w);
         }
     }
 
@@ -574,7 +576,7 @@ impl SchedulerCore {
                 Some(c) => self.queued.after(&c),
             };
             let Some(entry) = next else { break };
-            if !self.workers.values().any(|w| w.takes_tasks(&self.cfg, &[])) {
+            if self.free_workers == 0 {
                 break;
             }
             let t = entry.1;

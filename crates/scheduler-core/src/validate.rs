@@ -203,6 +203,7 @@ impl SchedulerCore {
         );
         assert_eq!(self.keys.len(), self.tasks.len(), "key map size");
         self.queued.check();
+        self.check_load_index();
         self.no_worker.check();
         assert_eq!(
             self.queued.len() as u64,
