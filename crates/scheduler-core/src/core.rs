@@ -31,6 +31,9 @@ pub struct SchedulerCore {
     pub(crate) by_load: std::collections::BTreeSet<(u64, WorkerId)>,
     /// Running workers that take a task now. Invariant: as [`crate::load`] says.
     pub(crate) free_workers: usize,
+    /// Running workers with a thread free of tasks and steals, by work (see
+    /// [`crate::load`]).
+    pub(crate) idle: std::collections::BTreeSet<(u64, WorkerId)>,
     pub(crate) clients: FxHashMap<ClientId, FxHashSet<TaskId>>,
     /// Ready tasks waiting for a worker slot, by priority.
     pub(crate) queued: crate::queue::ReadyQueue,
@@ -102,6 +105,7 @@ impl SchedulerCore {
             workers: FxHashMap::default(),
             by_load: Default::default(),
             free_workers: 0,
+            idle: Default::default(),
             clients: FxHashMap::default(),
             queued: Default::default(),
             no_worker: Default::default(),

@@ -112,9 +112,9 @@ pub(crate) struct Worker {
     pub(crate) failure: Option<Arc<str>>,
     /// Steals in flight for which it is the thief (see [`crate::steal`]).
     pub(crate) stealing_in: u32,
-    /// The key it is filed under in the core's load index, and whether it was counted as
-    /// taking tasks; `None` while retiring (see [`crate::load`]).
-    pub(crate) indexed: Option<(u64, bool)>,
+    /// How it is filed in the core's load index; `None` while retiring (see
+    /// [`crate::load`]).
+    pub(crate) indexed: Option<crate::load::Indexed>,
 }
 
 impl Worker {

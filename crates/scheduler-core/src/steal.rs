@@ -9,7 +9,6 @@ use rask_proto::{TaskId, WorkerId};
 
 use crate::api::Action;
 use crate::core::SchedulerCore;
-use crate::load::LOAD_SCAN;
 use crate::story::Why;
 use crate::TaskState;
 
@@ -56,6 +55,7 @@ impl SchedulerCore {
                 .get_mut(&thief)
                 .expect("invariant: the thief exists")
                 .stealing_in += 1;
+            self.reindex(thief);
             self.counters.steal_requests += 1;
             self.actions.push(Action::Steal {
                 worker: victim,
@@ -66,24 +66,9 @@ impl SchedulerCore {
     }
 
     /// A worker with a thread that neither runs a task nor has one on its way, the one
-    /// with the least work first: among all workers in a small cluster, among the least
-    /// loaded per thread ([`LOAD_SCAN`]) in a large one.
+    /// with the least work first.
     fn idle_worker(&self) -> Option<WorkerId> {
-        let idle = |id: &WorkerId| {
-            let w = &self.workers[id];
-            !w.retiring
-                && (w.processing.len() + w.stealing_in as usize) < w.spec.nthreads.max(1) as usize
-        };
-        let load = |id: &WorkerId| (self.workers[id].occupancy_us, *id);
-        if self.workers.len() <= LOAD_SCAN {
-            self.workers
-                .keys()
-                .filter(|id| idle(id))
-                .min_by_key(|id| load(id))
-                .copied()
-        } else {
-            self.least_loaded().filter(idle).min_by_key(load)
-        }
+        self.idle.first().map(|&(_, id)| id)
     }
 
     /// The task to ask back for `thief`: on the worker with the most work per thread
@@ -187,6 +172,7 @@ impl SchedulerCore {
         if let Some(s) = self.steals.remove(&t) {
             if let Some(w) = self.workers.get_mut(&s.thief) {
                 w.stealing_in -= 1;
+                self.reindex(s.thief);
             }
         }
     }
