@@ -359,6 +359,13 @@ impl Client {
         self.client.story(key)
     }
 
+    /// Sends `n` empty messages through the scheduler to its workers and back; the time
+    /// they took: the message path's ceiling, with no scheduling. See
+    /// [`rask_client::Client::echo`].
+    pub fn echo(&self, n: u64) -> Result<std::time::Duration, ClientError> {
+        self.client.echo(n)
+    }
+
     /// Blocks until the scheduler has at least `n` workers.
     pub fn wait_for_workers(&self, n: usize) -> Result<(), ClientError> {
         self.client.wait_for_workers(n)

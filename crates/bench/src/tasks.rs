@@ -83,6 +83,29 @@ pub(crate) fn run(a: TasksArgs) -> Result<()> {
         figures.push(rate_figure(name, "tasks_per_s", rates));
     }
 
+    // (a') the message-flow ceiling of the same path: empty messages through the same
+    // processes and sockets (client → scheduler → worker → scheduler → client), batched
+    // as the connections batch them, with no scheduling; independent tasks as a fraction
+    // of it.
+    if want("message_ceiling_10000") {
+        let n = 10_000u64;
+        let mut rates = Vec::new();
+        for _ in 0..runs {
+            let dt = client.echo(n)?.as_secs_f64();
+            rates.push(n as f64 / dt);
+        }
+        let mut f = rate_figure("message_ceiling_10000", "messages_per_s", rates);
+        let tasks = figures
+            .iter()
+            .find(|f| f.workload == "independent_10000")
+            .map(|t| t.fields[0].1);
+        if let Some(tasks) = tasks {
+            let fraction = tasks / f.fields[0].1;
+            f.fields.push(("independent_10000_fraction", fraction));
+        }
+        figures.push(f);
+    }
+
     // (b) sequential round trips, and the floor measured now: two blocking TCP ping-pongs.
     if want("round_trip_1000") {
         let mut lat = Vec::new();

@@ -10,6 +10,35 @@ use crate::runtime::on_runtime;
 use crate::ClientError;
 
 impl Client {
+    /// Sends `n` empty messages through the scheduler to its workers (each to one, in
+    /// turn) and back, as fast as the connection takes them, and returns when all are
+    /// back: the message path's own speed, with no scheduling — the ceiling that task
+    /// throughput is measured against. One at a time per client.
+    pub fn echo(&self, n: u64) -> Result<std::time::Duration, ClientError> {
+        let (done, back) = tokio::sync::oneshot::channel();
+        if n == 0 {
+            return Ok(std::time::Duration::ZERO);
+        }
+        {
+            let mut st = self.inner.state();
+            if st.echoes.is_some() {
+                return Err(ClientError::Other("an echo is under way".into()));
+            }
+            st.echoes = Some((n, done));
+        }
+        let start = std::time::Instant::now();
+        let to = self.inner.sender();
+        for seq in 0..n {
+            to.send(ToScheduler::Echo { client: 0, seq })
+                .map_err(|e| ClientError::Disconnected(e.to_string()))?;
+        }
+        self.inner.block(async move {
+            back.await
+                .map_err(|_| ClientError::Disconnected("the connection closed".into()))
+        })?;
+        Ok(start.elapsed())
+    }
+
     /// The tasks finished after the cursor `since` (an entry's `seq`; 0 for all the
     /// scheduler's bounded stream still holds), at most `limit` (the scheduler sends at
     /// most 10,000), oldest first, with the cursor for the next call: a poller passes

@@ -49,6 +49,9 @@ pub(crate) struct State {
     pub(crate) links: HashMap<String, DataLink>,
     /// Set when the scheduler connection is gone: why.
     pub(crate) closed: Option<String>,
+    /// Echoes still to come back, and who to tell when none is left
+    /// ([`Client::echo`](crate::Client::echo)).
+    pub(crate) echoes: Option<(u64, oneshot::Sender<()>)>,
 }
 
 impl State {
@@ -228,6 +231,15 @@ async fn reconnect(
 
 pub(crate) fn on_message(st: &mut State, m: ToClient) {
     match m {
+        ToClient::Echo { .. } => {
+            if let Some((left, _)) = &mut st.echoes {
+                *left = left.saturating_sub(1);
+                if *left == 0 {
+                    let (_, done) = st.echoes.take().expect("invariant: just seen");
+                    let _ = done.send(());
+                }
+            }
+        }
         ToClient::KeyInMemory {
             key,
             task,

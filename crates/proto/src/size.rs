@@ -107,6 +107,7 @@ impl WireSize for ToClient {
                         .sum::<usize>()
             }
             ToClient::Closing { reason } => 64 + reason.len(),
+            ToClient::Echo { .. } => 32,
             ToClient::SendProgram { .. } => 64,
             ToClient::RetireWorkersReply { retired: names, .. }
             | ToClient::WorkersToCloseReply { names, .. } => {

@@ -281,6 +281,10 @@ impl Server {
                     self.core.on_replica_missing(w, task, holder)
                 }
                 (Peer::Worker(w), ToScheduler::Heartbeat(hb)) => self.on_heartbeat(w, *hb),
+                (Peer::Client(c), ToScheduler::Echo { seq, .. }) => self.on_echo(c, seq),
+                (Peer::Worker(_), ToScheduler::Echo { client, seq }) => {
+                    self.to_client(ClientId(client), ToClient::Echo { seq })
+                }
                 (peer, m) => warn!(?peer, "ignoring a message not meant for this role: {m:?}"),
             }
         }
@@ -392,6 +396,20 @@ impl Server {
                     retired: r.names,
                 },
             );
+        }
+    }
+
+    /// A client's echo: passed to a worker (in turn by its number), which sends it back;
+    /// straight back with no worker.
+    fn on_echo(&self, c: ClientId, seq: u64) {
+        let connected = self.workers.iter().filter(|(_, w)| w.tx.is_some());
+        let n = connected.clone().count();
+        match connected
+            .map(|(id, _)| *id)
+            .nth((seq % n.max(1) as u64) as usize)
+        {
+            Some(w) => self.to_worker(w, ToWorker::Echo { client: c.0, seq }),
+            None => self.to_client(c, ToClient::Echo { seq }),
         }
     }
 

@@ -131,6 +131,9 @@ impl State {
                             });
                             self.drive();
                         }
+                        ToWorker::Echo { client, seq } => {
+                            let _ = self.to_scheduler.send(ToScheduler::Echo { client, seq });
+                        }
                         ToWorker::Free { tasks } => {
                             trace!(target: "rask_worker::steps", ?tasks, "free");
                             self.assign(&mut computes);

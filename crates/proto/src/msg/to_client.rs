@@ -177,6 +177,11 @@ wire! {
             /// Why.
             reason: String,
         },
+        /// A [`ToScheduler::Echo`] of this client's, back from a worker.
+        Echo {
+            /// Its number.
+            seq: u64,
+        },
         /// A key the client wants is computed.
         KeyInMemory {
             /// The key.

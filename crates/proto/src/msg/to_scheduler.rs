@@ -212,6 +212,16 @@ wire! {
             /// It had not started and is dropped here (else it runs or ran here).
             released: bool,
         },
+        /// The message path alone, with no scheduling (what its ceiling is measured
+        /// with): from a client, an empty message the scheduler passes on to a worker,
+        /// which sends it back at once ([`ToWorker::Echo`]); from a worker, that message
+        /// back, which the scheduler passes on to its client ([`ToClient::Echo`]).
+        Echo {
+            /// The client it returns to (the scheduler sets it; a client's is ignored).
+            client: u32,
+            /// Its number, as the client gave it.
+            seq: u64,
+        },
         /// From a client: something about the published datasets (Dask's
         /// `publish_dataset`, `get_dataset`, `list_datasets`, `unpublish_dataset`);
         /// answered by [`ToClient::DatasetsReply`].

@@ -67,6 +67,13 @@ wire! {
             /// Its run, as in [`ComputeMsg::run`].
             run: u32,
         },
+        /// Send this back at once as [`ToScheduler::Echo`] (see there).
+        Echo {
+            /// The client it returns to.
+            client: u32,
+            /// Its number.
+            seq: u64,
+        },
         /// Workers that joined (or all current ones, on connect).
         Peers {
             /// How to reach each.
