@@ -504,6 +504,7 @@ fn main() {
             },
             vec![],
         ),
+        (ToScheduler::Echo { client: 0, seq: 1 }, vec![]),
         (
             ToScheduler::Shutdown {
                 reason: "done".into(),
@@ -529,6 +530,7 @@ fn main() {
             run: 1,
             released: true,
         },
+        ToScheduler::Echo { client: 1, seq: 7 },
         heartbeat(),
         ToScheduler::ReplicasAcquired {
             tasks: vec![TaskId(0), TaskId(1)],
@@ -664,6 +666,7 @@ fn main() {
                 },
                 vec![],
             ),
+            (ToWorker::Echo { client: 1, seq: 7 }, vec![]),
             (
                 ToWorker::AcquireReplicas {
                     tasks: vec![dep(9, vec![2]), dep(10, vec![])],
@@ -838,6 +841,7 @@ fn main() {
             keys: vec!["x-1".into()],
             reason: "the scheduler restarted without them".into(),
         },
+        ToClient::Echo { seq: 7 },
         ToClient::Closing {
             reason: "shutting down".into(),
         },

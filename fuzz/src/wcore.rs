@@ -273,6 +273,7 @@ impl Harness {
                 }
                 ToWorker::AcquireReplicas { tasks } => self.core.on_acquire_replicas(tasks),
                 ToWorker::Peers { .. }
+                | ToWorker::Echo { .. }
                 | ToWorker::PeerGone { .. }
                 | ToWorker::RunProgram { .. }
                 | ToWorker::ProgramPart { .. }
