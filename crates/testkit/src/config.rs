@@ -1,0 +1,105 @@
+//! A simulation's settings: the cluster, its links, the fault knobs, and the checks'
+//! budget. Plain data; the simulation reads it and never changes it.
+
+use rask_scheduler_core::CoreConfig;
+
+use crate::worker::Sabotage;
+
+/// Everything a run depends on: the same configuration and graph give the same trace.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Seeds every random choice of the run (link jitter, worker speeds, which worker a
+    /// fault hits).
+    pub seed: u64,
+    /// Workers at the start.
+    pub workers: u32,
+    /// Threads (task slots) of each worker.
+    pub threads_per_worker: u32,
+    /// One-way latency of every link, scheduler ⇄ worker and worker ⇄ worker (µs).
+    pub latency_us: u64,
+    /// Bytes per second a worker sends data to peers at; transfers from one worker
+    /// queue behind each other.
+    pub bandwidth: f64,
+    /// Each message is delayed by up to this much more (µs), drawn per message; messages
+    /// on one scheduler link still arrive in order (a stream, as TCP).
+    pub jitter_us: u64,
+    /// Workers' speeds are spread evenly over `1 ± speed_spread` (an op of nominal
+    /// duration d runs d / speed).
+    pub speed_spread: f64,
+    /// Workers joining, retiring and dying during the run.
+    pub faults: Faults,
+    /// `validate()` of the scheduler core and of every worker core after this many
+    /// scheduler stimuli (0: only at the end).
+    pub validate_every: u64,
+    /// Events the run may take before it is declared stuck; `None`: 64 per task plus a
+    /// million.
+    pub max_events: Option<u64>,
+    /// Deliberate faults, to show that the checks catch them.
+    pub sabotage: Sabotage,
+    /// The scheduler core's tunables.
+    pub core: CoreConfig,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            seed: 1,
+            workers: 10,
+            threads_per_worker: 2,
+            latency_us: 100,
+            bandwidth: 1.25e9,
+            jitter_us: 20,
+            speed_spread: 0.25,
+            faults: Faults::default(),
+            validate_every: 0,
+            max_events: None,
+            sabotage: Sabotage::default(),
+            core: CoreConfig::default(),
+        }
+    }
+}
+
+/// Workers joining, retiring (asked by a client, data handed over first) and dying
+/// (connection lost), at virtual times (µs). Which worker retires or dies is drawn from
+/// the seed among the live ones; a fault that would leave fewer than two running
+/// workers is skipped.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Times a new worker joins.
+    pub joins: Vec<u64>,
+    /// Times a client asks to retire one running worker.
+    pub retires: Vec<u64>,
+    /// Times a worker dies.
+    pub deaths: Vec<u64>,
+}
+
+impl Faults {
+    /// `joins`, `retires` and `deaths` events, each kind spread evenly over
+    /// `from_us..to_us` and offset from the others so that no two coincide.
+    pub fn spread(joins: u32, retires: u32, deaths: u32, from_us: u64, to_us: u64) -> Faults {
+        let times = |n: u32, offset: u64| -> Vec<u64> {
+            let span = to_us.saturating_sub(from_us);
+            (0..u64::from(n))
+                .map(|i| from_us + span * (3 * i + offset) / (3 * u64::from(n)))
+                .collect()
+        };
+        Faults {
+            joins: times(joins, 0),
+            retires: times(retires, 1),
+            deaths: times(deaths, 2),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_faults_interleave_within_the_span() {
+        let f = Faults::spread(2, 2, 2, 100, 700);
+        assert_eq!(f.joins, vec![100, 400]);
+        assert_eq!(f.retires, vec![200, 500]);
+        assert_eq!(f.deaths, vec![300, 600]);
+    }
+}
