@@ -43,7 +43,10 @@ impl Sim {
                     detail: self.stuck_detail(),
                 });
             }
-            let t = self.core.task_id(&key).expect("invariant: in memory, so known");
+            let t = self
+                .core
+                .task_id(&key)
+                .expect("invariant: in memory, so known");
             let holders = self.core.who_has(&key);
             if holders.is_empty() {
                 return Err(SimError::Broken {
@@ -147,22 +150,33 @@ impl Sim {
         let never = self.runs.iter().position(|&r| r == 0).map(|i| i as u32);
         let never_count = self.runs.iter().filter(|&&r| r == 0).count();
         let _ = write!(out, "; {never_count} tasks never ran");
-        for i in missing.iter().copied().take(3).chain(processing).chain(never) {
+        for i in missing
+            .iter()
+            .copied()
+            .take(3)
+            .chain(processing)
+            .chain(never)
+        {
             let key = self.graph.key(i);
             let state = self.core.state(&key);
             let _ = write!(out, "\n  {key}: {}", state.name());
-            if let Some(w) = self.core.task_id(&key).and_then(|t| self.core.processing_on(t)) {
-                let _ = write!(out, " on {w}");
+            if let Some(w) = self
+                .core
+                .task_id(&key)
+                .and_then(|t| self.core.processing_on(t))
+            {
+                let _ = write!(out, " on w{}", w.0);
             }
             let story = self.core.story(&key);
             for s in story.iter().skip(story.len().saturating_sub(STORY_LINES)) {
                 let _ = write!(
                     out,
-                    "\n    {} -> {} ({}, {:?}, t={} µs)",
+                    "\n    {} -> {} ({}, {}, t={} µs)",
                     s.from.name(),
                     s.to.name(),
                     s.why,
-                    s.worker,
+                    s.worker
+                        .map_or_else(|| "-".to_string(), |w| format!("w{}", w.0)),
                     s.time_us
                 );
             }

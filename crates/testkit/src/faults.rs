@@ -51,7 +51,9 @@ impl Sim {
         if running.len() <= 2 {
             return None;
         }
-        Some(WorkerId(running[self.rng.below(running.len() as u64) as usize]))
+        Some(WorkerId(
+            running[self.rng.below(running.len() as u64) as usize],
+        ))
     }
 
     pub(crate) fn retire_one(&mut self) -> Result<(), SimError> {

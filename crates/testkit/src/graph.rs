@@ -148,7 +148,14 @@ impl Graph {
     }
 
     /// Adds a task; returns its index.
-    fn add(&mut self, prefix: u8, number: u32, inputs: &[u32], duration_us: u32, nbytes: u64) -> u32 {
+    fn add(
+        &mut self,
+        prefix: u8,
+        number: u32,
+        inputs: &[u32],
+        duration_us: u32,
+        nbytes: u64,
+    ) -> u32 {
         let i = self.len() as u32;
         debug_assert!(inputs.iter().all(|&d| d < i), "inputs come first");
         self.inputs.extend_from_slice(inputs);
@@ -221,7 +228,11 @@ impl Graph {
         let mut inputs = Vec::new();
         for x in 0..tasks {
             inputs.clear();
-            let fan_in = if x < 16 { 0 } else { rng.range(0, u64::from(max_fan_in)) };
+            let fan_in = if x < 16 {
+                0
+            } else {
+                rng.range(0, u64::from(max_fan_in))
+            };
             let lo = x.saturating_sub(window);
             for _ in 0..fan_in {
                 let d = lo + rng.below(u64::from(x - lo)) as u32;
@@ -284,10 +295,7 @@ impl Graph {
     pub fn expected_values(&self) -> Vec<u64> {
         let mut v = vec![0u64; self.len()];
         for i in 0..self.len() as u32 {
-            v[i as usize] = task_value(
-                u64::from(i),
-                self.inputs(i).iter().map(|&d| v[d as usize]),
-            );
+            v[i as usize] = task_value(u64::from(i), self.inputs(i).iter().map(|&d| v[d as usize]));
         }
         v
     }
@@ -329,7 +337,13 @@ mod tests {
 
     #[test]
     fn a_map_reduce_tree_reduces_to_one_key() {
-        let g = Graph::generate(Shape::MapReduce { maps: 64, fan_in: 8 }, 1);
+        let g = Graph::generate(
+            Shape::MapReduce {
+                maps: 64,
+                fan_in: 8,
+            },
+            1,
+        );
         assert_eq!(g.len(), 64 + 8 + 1);
         assert_eq!(g.wanted, vec![72]);
         assert_eq!(g.inputs(72), &[64, 65, 66, 67, 68, 69, 70, 71]);

@@ -39,7 +39,10 @@ pub(crate) enum Event {
         msgs: Vec<ToSchedulerMsg>,
     },
     /// An op ends.
-    Executed { worker: WorkerId, started: Started },
+    Executed {
+        worker: WorkerId,
+        started: Started,
+    },
     /// A request for values reaches their holder.
     FetchRequest {
         holder: WorkerId,
@@ -76,9 +79,15 @@ impl Event {
             Event::ToWorker { worker, .. } => (1, worker.0.into()),
             Event::ToScheduler { worker, .. } => (2, worker.0.into()),
             Event::Executed { worker, started } => (3 | (started.task.0 << 8), worker.0.into()),
-            Event::FetchRequest { holder, asker, .. } => (4 | u64::from(asker.0) << 8, holder.0.into()),
-            Event::FetchReply { asker, holder, .. } => (5 | u64::from(holder.0) << 8, asker.0.into()),
-            Event::FetchFailed { asker, holder, .. } => (6 | u64::from(holder.0) << 8, asker.0.into()),
+            Event::FetchRequest { holder, asker, .. } => {
+                (4 | u64::from(asker.0) << 8, holder.0.into())
+            }
+            Event::FetchReply { asker, holder, .. } => {
+                (5 | u64::from(holder.0) << 8, asker.0.into())
+            }
+            Event::FetchFailed { asker, holder, .. } => {
+                (6 | u64::from(holder.0) << 8, asker.0.into())
+            }
             Event::WorkerLost(w) => (7, w.0.into()),
             Event::Join => (8, 0),
             Event::Retire => (9, 0),

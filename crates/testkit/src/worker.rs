@@ -36,7 +36,11 @@ pub(crate) enum ToSchedulerMsg {
         value: u64,
     },
     Core(ToScheduler),
-    StealResponse { task: TaskId, run: u32, released: bool },
+    StealResponse {
+        task: TaskId,
+        run: u32,
+        released: bool,
+    },
 }
 
 /// A stored value: the op's result, its nominal size, and the graph index of its task.

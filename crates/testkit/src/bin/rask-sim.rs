@@ -44,7 +44,10 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let Some(shape) = Shape::named(&args.shape, args.tasks) else {
-        bail!("unknown shape {:?} (mix, mapreduce, matmul, random)", args.shape);
+        bail!(
+            "unknown shape {:?} (mix, mapreduce, matmul, random)",
+            args.shape
+        );
     };
     let graph = Graph::generate(shape, args.seed);
     eprintln!(
