@@ -26,13 +26,19 @@ pub struct Report {
     pub critical_path_us: u64,
     /// Every task's nominal duration, summed (µs).
     pub work_us: u64,
-    /// The makespan no schedule beats: the critical path, or the work over all threads
-    /// of the starting workers, at the fastest worker's speed (µs).
+    /// The makespan no schedule beats (communication aside): the critical path at the
+    /// fastest worker's speed, or the work over every thread of the starting workers at
+    /// its worker's speed (µs).
     pub lower_bound_us: u64,
     /// Bytes of values sent between workers (dependencies and retirement copies).
     pub bytes_moved: u64,
+    /// Bytes sent by the worker that sent the most (a hot holder's link is the
+    /// bottleneck when this is far above `bytes_moved / workers`).
+    pub max_sent_bytes: u64,
     /// The locality oracle ([`Graph::locality_oracle_bytes`](crate::Graph::locality_oracle_bytes)).
     pub oracle_bytes: u64,
+    /// Virtual time threads spent running ops, all runs counted (µs).
+    pub busy_us: u64,
     /// Runs of ops that ended on a live worker (cancelled ones included).
     pub executions: u64,
     /// Runs beyond one per task: recomputations after losses, and runs cancelled.
@@ -74,16 +80,22 @@ impl Report {
         self.bytes_moved as f64 / self.oracle_bytes.max(1) as f64
     }
 
+    /// The share of the starting threads' time spent running ops until the makespan.
+    pub fn utilization(&self) -> f64 {
+        let threads = f64::from(self.workers.max(1) * self.threads_per_worker.max(1));
+        self.busy_us as f64 / (self.makespan_us.max(1) as f64 * threads)
+    }
+
     /// The header of [`Report::markdown_row`]'s table.
     pub fn markdown_header() -> &'static str {
-        "| workers | tasks | scheduler µs/task | worker cores µs/task | makespan (s) | lower bound (s) | makespan / bound | bytes moved (GB) | oracle (GB) | moved / oracle | steals | extra runs | wall (s) |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| workers | tasks | scheduler µs/task | worker cores µs/task | makespan (s) | lower bound (s) | makespan / bound | threads busy | bytes moved (GB) | oracle (GB) | moved / oracle | steals | extra runs | wall (s) |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     }
 
     /// The run as one row of a markdown table.
     pub fn markdown_row(&self) -> String {
         format!(
-            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {:.2} | {} | {} | {:.1} |",
+            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} % | {:.1} | {:.1} | {:.2} | {} | {} | {:.1} |",
             self.workers,
             self.tasks,
             self.scheduler_us_per_task(),
@@ -91,6 +103,7 @@ impl Report {
             self.makespan_us as f64 / 1e6,
             self.lower_bound_us as f64 / 1e6,
             self.makespan_ratio(),
+            100.0 * self.utilization(),
             self.bytes_moved as f64 / 1e9,
             self.oracle_bytes as f64 / 1e9,
             self.bytes_ratio(),

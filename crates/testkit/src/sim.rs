@@ -131,7 +131,7 @@ impl Sim {
     pub fn new(cfg: SimConfig, graph: Graph) -> Sim {
         let expected = graph.expected_values();
         let core = SchedulerCore::new(cfg.core.clone());
-        let mut report = Report {
+        let report = Report {
             workers: cfg.workers,
             threads_per_worker: cfg.threads_per_worker,
             tasks: graph.len() as u64,
@@ -140,7 +140,6 @@ impl Sim {
             oracle_bytes: graph.locality_oracle_bytes(),
             ..Report::default()
         };
-        report.lower_bound_us = lower_bound_us(&cfg, &graph);
         let runs = vec![0; graph.len()];
         Sim {
             rng: Rng::new(cfg.seed),
@@ -185,6 +184,14 @@ impl Sim {
         for _ in 0..self.cfg.workers {
             self.join();
         }
+        // The bound with the speeds drawn: the critical path at the fastest worker's
+        // speed, or the work over every starting thread at its worker's speed.
+        let speeds = self.workers.iter().flatten().map(|w| w.speed);
+        let fastest = speeds.clone().fold(f64::MIN_POSITIVE, f64::max);
+        let capacity: f64 = speeds.sum::<f64>() * f64::from(self.cfg.threads_per_worker.max(1));
+        let cp = self.report.critical_path_us as f64 / fastest;
+        let spread = self.report.work_us as f64 / capacity.max(f64::MIN_POSITIVE);
+        self.report.lower_bound_us = cp.max(spread) as u64;
         let faults = self.cfg.faults.clone();
         for t in faults.joins {
             self.queue.push(t, Event::Join);
@@ -277,6 +284,7 @@ impl Sim {
                 };
                 self.runs[started.result.index as usize] += 1;
                 self.report.executions += 1;
+                self.report.busy_us += started.duration_us;
                 let t0 = Instant::now();
                 w.on_executed(started, &mut fx, sabotage)?;
                 self.report.worker_core_ns += t0.elapsed().as_nanos() as u64;
@@ -531,6 +539,8 @@ impl Sim {
         let start = now.max(h.sending_until);
         let sent_until = start + (bytes as f64 * 1e6 / self.cfg.bandwidth) as u64;
         h.sending_until = sent_until;
+        h.sent_bytes += bytes;
+        self.report.max_sent_bytes = self.report.max_sent_bytes.max(h.sent_bytes);
         self.queue.push(
             sent_until + latency,
             Event::FetchReply {
@@ -564,8 +574,10 @@ impl Sim {
     }
 }
 
-/// The makespan no schedule can beat: the critical path, or the work spread over every
-/// thread of the starting workers, at the fastest speed.
+/// A makespan no schedule of `graph` can beat on the cluster `cfg` describes, known
+/// before the run (for setting fault times): the critical path, or the work spread over
+/// every thread of the starting workers, all at the fastest speed possible. A run's
+/// [`Report::lower_bound_us`] is tighter: it uses the speeds drawn.
 pub fn lower_bound_us(cfg: &SimConfig, graph: &Graph) -> u64 {
     let fastest = 1.0 + cfg.speed_spread;
     let threads = f64::from(cfg.workers.max(1) * cfg.threads_per_worker.max(1));

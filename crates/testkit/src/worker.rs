@@ -81,9 +81,11 @@ pub(crate) struct SimWorker {
     pub(crate) store: FxHashMap<TaskId, Stored>,
     specs: FxHashMap<TaskId, ComputeMsg>,
     /// Work per virtual microsecond: an op of nominal duration d runs d / speed.
-    speed: f64,
+    pub(crate) speed: f64,
     /// Its outgoing data link is busy sending until then (µs): transfers from it queue.
     pub(crate) sending_until: u64,
+    /// Bytes it sent to peers.
+    pub(crate) sent_bytes: u64,
 }
 
 impl SimWorker {
@@ -95,6 +97,7 @@ impl SimWorker {
             specs: FxHashMap::default(),
             speed,
             sending_until: 0,
+            sent_bytes: 0,
         }
     }
 

@@ -36,6 +36,10 @@ struct Args {
     /// the run's lower bound).
     #[arg(long, default_value_t = 0)]
     faults: u32,
+    /// The scheduler core's queue target per thread (µs of estimated work sent ahead);
+    /// the core's default if not given.
+    #[arg(long)]
+    queue_target_us: Option<u64>,
     /// Validate every core after this many scheduler stimuli (0: at the end only).
     #[arg(long, default_value_t = 0)]
     validate_every: u64,
@@ -67,6 +71,9 @@ fn main() -> anyhow::Result<()> {
             validate_every: args.validate_every,
             ..SimConfig::default()
         };
+        if let Some(q) = args.queue_target_us {
+            cfg.core.queue_target_us = q;
+        }
         if args.faults > 0 {
             let bound = rask_testkit::lower_bound_us(&cfg, &graph);
             let n = args.faults;
@@ -77,8 +84,16 @@ fn main() -> anyhow::Result<()> {
             .with_context(|| format!("the run with {workers} workers failed its checks"))?;
         println!("{}", report.markdown_row());
         eprintln!(
-            "  {workers} workers: {} events, {} stimuli, {} executions, {} deaths, {} retired, trace {:016x}",
-            report.events, report.stimuli, report.executions, report.deaths, report.retired, report.trace_hash
+            "  {workers} workers: {} events, {} stimuli, {} executions, {} deaths, {} retired, \
+             busiest sender {:.1} GB, critical path {:.2} s, trace {:016x}",
+            report.events,
+            report.stimuli,
+            report.executions,
+            report.deaths,
+            report.retired,
+            report.max_sent_bytes as f64 / 1e9,
+            report.critical_path_us as f64 / 1e6,
+            report.trace_hash
         );
     }
     Ok(())
