@@ -29,6 +29,7 @@
 
 mod check;
 mod config;
+mod cpu;
 mod faults;
 mod graph;
 mod queue;
@@ -38,6 +39,7 @@ mod sim;
 mod worker;
 
 pub use config::{Faults, SimConfig};
+pub use cpu::thread_cpu_ns;
 pub use graph::{Graph, Shape};
 pub use queue::EventQueue;
 pub use report::Report;

@@ -15,10 +15,10 @@ pub struct Report {
     pub events: u64,
     /// Inputs the scheduler core handled (messages, workers joining and lost, …).
     pub stimuli: u64,
-    /// Time spent in the scheduler core's calls (graph submission, every stimulus and
-    /// taking its actions; not `validate()`), in nanoseconds of wall time.
+    /// CPU time of the scheduler core's calls (graph submission, every stimulus and
+    /// taking its actions; not `validate()`), in nanoseconds of the thread's CPU clock.
     pub scheduler_ns: u64,
-    /// Time spent in the worker cores' calls, all workers together (ns).
+    /// Wall time spent in the worker cores' calls, all workers together (ns).
     pub worker_core_ns: u64,
     /// Virtual time at which the last wanted key was reported in memory (µs).
     pub makespan_us: u64,
@@ -88,7 +88,7 @@ impl Report {
 
     /// The header of [`Report::markdown_row`]'s table.
     pub fn markdown_header() -> &'static str {
-        "| workers | tasks | scheduler µs/task | worker cores µs/task | makespan (s) | lower bound (s) | makespan / bound | threads busy | bytes moved (GB) | oracle (GB) | moved / oracle | steals | extra runs | wall (s) |\n\
+        "| workers | tasks | scheduler CPU µs/task | worker cores µs/task (wall) | makespan (s) | lower bound (s) | makespan / bound | threads busy | bytes moved (GB) | oracle (GB) | moved / oracle | steals | extra runs | wall (s) |\n\
          |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     }
 

@@ -17,6 +17,7 @@ use rask_scheduler_core::{Action, SchedulerCore};
 use rustc_hash::FxHashMap;
 
 use crate::config::SimConfig;
+use crate::cpu::thread_cpu_ns;
 use crate::graph::Graph;
 use crate::queue::EventQueue;
 use crate::rng::{Rng, TraceHash};
@@ -212,13 +213,13 @@ impl Sim {
                 .filter(|i| part.contains(i))
                 .map(|&i| self.graph.key(i))
                 .collect();
-            let t0 = Instant::now();
+            let c0 = thread_cpu_ns();
             self.core.set_now(self.queue.now());
             self.core
                 .on_update_graph(CLIENT, tasks, &keys)
                 .map_err(SimError::Graph)?;
             let actions = self.core.take_actions();
-            self.report.scheduler_ns += t0.elapsed().as_nanos() as u64;
+            self.report.scheduler_ns += thread_cpu_ns() - c0;
             for (key, &i) in keys.iter().zip(wanted.iter().filter(|i| part.contains(i))) {
                 let t = self.core.task_id(key).ok_or(SimError::Broken {
                     what: format!("{key} submitted and unknown"),
@@ -354,11 +355,11 @@ impl Sim {
     /// A stimulus of the scheduler core (timed), then its actions routed.
     pub(crate) fn scheduler(&mut self, f: impl FnOnce(&mut SchedulerCore)) -> Result<(), SimError> {
         self.report.stimuli += 1;
-        let t0 = Instant::now();
+        let c0 = thread_cpu_ns();
         self.core.set_now(self.queue.now());
         f(&mut self.core);
         let actions = self.core.take_actions();
-        self.report.scheduler_ns += t0.elapsed().as_nanos() as u64;
+        self.report.scheduler_ns += thread_cpu_ns() - c0;
         self.route(actions)
     }
 
@@ -368,7 +369,7 @@ impl Sim {
         w: WorkerId,
         msgs: Vec<ToSchedulerMsg>,
     ) -> Result<(), SimError> {
-        let t0 = Instant::now();
+        let c0 = thread_cpu_ns();
         self.core.set_now(self.queue.now());
         for m in msgs {
             self.report.stimuli += 1;
@@ -421,7 +422,7 @@ impl Sim {
             }
         }
         let actions = self.core.take_actions();
-        self.report.scheduler_ns += t0.elapsed().as_nanos() as u64;
+        self.report.scheduler_ns += thread_cpu_ns() - c0;
         self.route(actions)
     }
 
