@@ -59,34 +59,37 @@ impl Default for SimConfig {
     }
 }
 
-/// Workers joining, retiring (asked by a client, data handed over first) and dying
-/// (connection lost), at virtual times (µs). Which worker retires or dies is drawn from
-/// the seed among the live ones; a fault that would leave fewer than two running
-/// workers is skipped.
+/// Workers joining, retiring (asked by a client, data handed over first), leaving (the
+/// worker asks to close, as at the end of its lifetime) and dying (connection lost), at
+/// virtual times (µs). Which worker retires, leaves or dies is drawn from the seed among
+/// the running ones; a fault that would leave fewer than two running workers is skipped.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Faults {
     /// Times a new worker joins.
     pub joins: Vec<u64>,
     /// Times a client asks to retire one running worker.
     pub retires: Vec<u64>,
+    /// Times a running worker asks to close gracefully.
+    pub leaves: Vec<u64>,
     /// Times a worker dies.
     pub deaths: Vec<u64>,
 }
 
 impl Faults {
-    /// `joins`, `retires` and `deaths` events, each kind spread evenly over
-    /// `from_us..to_us` and offset from the others so that no two coincide.
-    pub fn spread(joins: u32, retires: u32, deaths: u32, from_us: u64, to_us: u64) -> Faults {
-        let times = |n: u32, offset: u64| -> Vec<u64> {
+    /// `n` faults of each kind, each kind spread evenly over `from_us..to_us` and offset
+    /// from the others so that no two coincide.
+    pub fn spread(n: u32, from_us: u64, to_us: u64) -> Faults {
+        let times = |offset: u64| -> Vec<u64> {
             let span = to_us.saturating_sub(from_us);
             (0..u64::from(n))
-                .map(|i| from_us + span * (3 * i + offset) / (3 * u64::from(n)))
+                .map(|i| from_us + span * (4 * i + offset) / (4 * u64::from(n)))
                 .collect()
         };
         Faults {
-            joins: times(joins, 0),
-            retires: times(retires, 1),
-            deaths: times(deaths, 2),
+            joins: times(0),
+            retires: times(1),
+            leaves: times(2),
+            deaths: times(3),
         }
     }
 }
@@ -97,9 +100,10 @@ mod tests {
 
     #[test]
     fn spread_faults_interleave_within_the_span() {
-        let f = Faults::spread(2, 2, 2, 100, 700);
-        assert_eq!(f.joins, vec![100, 400]);
-        assert_eq!(f.retires, vec![200, 500]);
-        assert_eq!(f.deaths, vec![300, 600]);
+        let f = Faults::spread(2, 100, 900);
+        assert_eq!(f.joins, vec![100, 500]);
+        assert_eq!(f.retires, vec![200, 600]);
+        assert_eq!(f.leaves, vec![300, 700]);
+        assert_eq!(f.deaths, vec![400, 800]);
     }
 }

@@ -1,6 +1,7 @@
-//! The fault knobs at work: workers joining, retiring at a client's request, and dying
-//! (their connection lost) at virtual times; which worker is drawn from the seed. The
-//! scheduler core decides what each means for the tasks; this only makes it happen.
+//! The fault knobs at work: workers joining, retiring at a client's request, leaving at
+//! their own and dying (their connection lost), at virtual times; which worker is drawn
+//! from the seed. The scheduler core decides what each means for the tasks; this only
+//! makes it happen.
 
 use rask_proto::WorkerId;
 use rask_scheduler_core::WorkerSpec;
@@ -64,6 +65,16 @@ impl Sim {
         let req = self.next_req;
         self.next_req += 1;
         self.scheduler(|core| core.on_retire_workers(CLIENT, req, &[w]))
+    }
+
+    /// A running worker asks to close gracefully (its lifetime is over): the scheduler
+    /// hands its data over if it can and closes it either way.
+    pub(crate) fn leave_one(&mut self) -> Result<(), SimError> {
+        let Some(w) = self.pick_running() else {
+            return Ok(());
+        };
+        self.report.leaves += 1;
+        self.scheduler(|core| core.on_close_gracefully(w))
     }
 
     /// A worker dies: it stops at once; the scheduler sees its connection close after

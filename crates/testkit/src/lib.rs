@@ -7,7 +7,7 @@
 //! use rask_testkit::{Faults, Graph, Shape, Sim, SimConfig};
 //!
 //! let graph = Graph::generate(Shape::Mix { tasks: 100_000 }, 7);
-//! let cfg = SimConfig { workers: 100, faults: Faults::spread(2, 2, 2, 10_000, 500_000), ..SimConfig::default() };
+//! let cfg = SimConfig { workers: 100, faults: Faults::spread(2, 10_000, 500_000), ..SimConfig::default() };
 //! let report = Sim::new(cfg, graph).run().expect("every key computed exactly");
 //! println!("{}", report.markdown_row());
 //! ```

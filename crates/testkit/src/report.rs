@@ -47,8 +47,10 @@ pub struct Report {
     pub steals: u64,
     /// Workers that joined (the starting ones included).
     pub joins: u32,
-    /// Retirements asked, workers the scheduler said retired, workers closed.
+    /// Retirements a client asked for.
     pub retire_requests: u32,
+    /// Workers that asked to close gracefully.
+    pub leaves: u32,
     /// Workers the scheduler reported retired.
     pub retired: u32,
     /// Workers the scheduler closed.

@@ -70,6 +70,7 @@ pub(crate) enum Event {
     /// Fault knobs.
     Join,
     Retire,
+    Leave,
     Die,
 }
 
@@ -93,6 +94,7 @@ impl Event {
             Event::Join => (8, 0),
             Event::Retire => (9, 0),
             Event::Die => (10, 0),
+            Event::Leave => (16, 0),
         }
     }
 }
@@ -199,6 +201,9 @@ impl Sim {
         }
         for t in faults.retires {
             self.queue.push(t, Event::Retire);
+        }
+        for t in faults.leaves {
+            self.queue.push(t, Event::Leave);
         }
         for t in faults.deaths {
             self.queue.push(t, Event::Die);
@@ -343,6 +348,7 @@ impl Sim {
                 return Ok(());
             }
             Event::Retire => return self.retire_one(),
+            Event::Leave => return self.leave_one(),
             Event::Die => {
                 self.die_one();
                 return Ok(());

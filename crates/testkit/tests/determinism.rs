@@ -14,7 +14,7 @@ fn run(seed: u64) -> Report {
         ..SimConfig::default()
     };
     let bound = lower_bound_us(&cfg, &graph);
-    cfg.faults = Faults::spread(3, 3, 3, bound / 10, bound * 7 / 10);
+    cfg.faults = Faults::spread(3, bound / 10, bound * 7 / 10);
     Sim::new(cfg, graph).run().expect("the run's checks pass")
 }
 

@@ -17,7 +17,7 @@ fn a_thousand_workers_run_a_million_tasks_through_faults() {
         ..SimConfig::default()
     };
     let bound = lower_bound_us(&cfg, &graph);
-    cfg.faults = Faults::spread(20, 20, 20, bound / 10, bound * 7 / 10);
+    cfg.faults = Faults::spread(20, bound / 10, bound * 7 / 10);
     let r = Sim::new(cfg, graph).run().unwrap_or_else(|e| panic!("{e}"));
     println!(
         "{}\n{}",
@@ -29,6 +29,7 @@ fn a_thousand_workers_run_a_million_tasks_through_faults() {
     assert_eq!(r.joins, 1_020);
     assert_eq!(r.deaths, 20);
     assert_eq!(r.retire_requests, 20);
+    assert_eq!(r.leaves, 20);
     assert!(r.retired > 0, "no retirement completed: {r:?}");
     assert!(r.checkpoints >= 5, "{r:?}");
     assert!(r.executions >= r.tasks);

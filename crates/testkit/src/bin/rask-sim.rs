@@ -32,7 +32,7 @@ struct Args {
     /// Worker-to-worker bandwidth (bytes/s).
     #[arg(long, default_value_t = 1.25e9)]
     bandwidth: f64,
-    /// Workers joining, retiring and dying during each run (each spread over 10–70 % of
+    /// Workers joining, retiring, leaving and dying during each run (each spread over 10–70 % of
     /// the run's lower bound).
     #[arg(long, default_value_t = 0)]
     faults: u32,
@@ -77,7 +77,7 @@ fn main() -> anyhow::Result<()> {
         if args.faults > 0 {
             let bound = rask_testkit::lower_bound_us(&cfg, &graph);
             let n = args.faults;
-            cfg.faults = Faults::spread(n, n, n, bound / 10, bound * 7 / 10);
+            cfg.faults = Faults::spread(n, bound / 10, bound * 7 / 10);
         }
         let report = Sim::new(cfg, graph.clone())
             .run()
