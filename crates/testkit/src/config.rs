@@ -3,6 +3,7 @@
 
 use rask_scheduler_core::CoreConfig;
 
+use crate::rng::Rng;
 use crate::worker::Sabotage;
 
 /// Everything a run depends on: the same configuration and graph give the same trace.
@@ -92,6 +93,30 @@ impl Faults {
             deaths: times(3),
         }
     }
+
+    /// Faults of each kind at `per_s` a second on average, from `from_us` to `to_us`: the
+    /// times of a Poisson process per kind, drawn from `seed`.
+    pub fn at_rate(per_s: f64, from_us: u64, to_us: u64, seed: u64) -> Faults {
+        let mut rng = Rng::new(seed ^ 0x6661_756c_7473);
+        let mut times = || -> Vec<u64> {
+            let mut out = Vec::new();
+            let mut t = from_us as f64;
+            loop {
+                // An exponential gap of mean 1 / per_s seconds.
+                t += -(1.0 - rng.unit()).ln() / per_s * 1e6;
+                if t >= to_us as f64 || !t.is_finite() {
+                    return out;
+                }
+                out.push(t as u64);
+            }
+        };
+        Faults {
+            joins: times(),
+            retires: times(),
+            leaves: times(),
+            deaths: times(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -105,5 +130,18 @@ mod tests {
         assert_eq!(f.retires, vec![200, 600]);
         assert_eq!(f.leaves, vec![300, 700]);
         assert_eq!(f.deaths, vec![400, 800]);
+    }
+
+    #[test]
+    fn faults_at_a_rate_come_at_about_that_rate_within_the_span() {
+        let f = Faults::at_rate(100.0, 1_000_000, 11_000_000, 4);
+        for times in [&f.joins, &f.retires, &f.leaves, &f.deaths] {
+            // 10 s at 100/s: about 1,000, within a few standard deviations (√1000 ≈ 32).
+            assert!((850..1150).contains(&times.len()), "{}", times.len());
+            assert!(times.windows(2).all(|w| w[0] <= w[1]));
+            assert!(times.iter().all(|t| (1_000_000..11_000_000).contains(t)));
+        }
+        assert_ne!(f.joins, f.deaths);
+        assert_eq!(f, Faults::at_rate(100.0, 1_000_000, 11_000_000, 4));
     }
 }
