@@ -316,3 +316,19 @@ fn chains_and_trees_give_exact_results() {
     }
     assert_eq!(level[0].result_as::<i64>().unwrap(), 999 * 1000 / 2);
 }
+
+/// Echoes (the message path's ceiling) go through the scheduler to the workers and every
+/// one comes back; another may follow, and with no worker the scheduler answers itself.
+#[test]
+fn echoes_pass_through_the_workers_and_all_come_back() {
+    common::within(Duration::from_secs(60), || {
+        let c = client(2);
+        assert!(c.echo(10_000).expect("echoes back") > Duration::ZERO);
+        assert!(c.echo(3).expect("echoes back again") > Duration::ZERO);
+        assert_eq!(c.echo(0).expect("nothing to send"), Duration::ZERO);
+        let x = c.submit("inc", [Arg::from(1)]).expect("submits");
+        assert_eq!(x.result_as::<i64>().expect("a result"), 2);
+        let alone = client(0);
+        assert!(alone.echo(5).expect("the scheduler answers") > Duration::ZERO);
+    });
+}
