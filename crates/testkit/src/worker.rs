@@ -146,17 +146,11 @@ impl SimWorker {
             return;
         }
         let specs = &self.specs;
-        self.core.on_assigned(tasks.drain(..).filter_map(|t| {
-            let c = specs.get(&t)?;
-            Some(Assigned {
-                task: c.task,
-                priority: c.priority,
-                deps: c.deps.clone(),
-                op: &c.op,
-                report_value: c.report_value,
-                run: c.run,
-            })
-        }));
+        self.core.on_assigned(
+            tasks
+                .drain(..)
+                .filter_map(|t| specs.get(&t).map(Assigned::of)),
+        );
     }
 
     /// An op ended: its result goes into the store, then the core hears of it.

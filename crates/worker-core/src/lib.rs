@@ -160,6 +160,20 @@ pub struct Assigned<'a> {
     pub run: u32,
 }
 
+impl<'a> Assigned<'a> {
+    /// The assignment a compute message from the scheduler makes.
+    pub fn of(c: &'a rask_proto::msg::ComputeMsg) -> Self {
+        Assigned {
+            task: c.task,
+            priority: c.priority,
+            deps: c.deps.clone(),
+            op: &c.op,
+            report_value: c.report_value,
+            run: c.run,
+        }
+    }
+}
+
 /// An assignment waiting for a cancelled run of its task to end.
 #[derive(Debug)]
 struct Again {

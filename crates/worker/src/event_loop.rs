@@ -330,17 +330,11 @@ impl State {
             return;
         }
         let specs = &self.specs;
-        self.core.on_assigned(tasks.drain(..).filter_map(|t| {
-            let (c, _) = specs.get(&t)?;
-            Some(Assigned {
-                task: c.task,
-                priority: c.priority,
-                deps: c.deps.clone(),
-                op: &c.op,
-                report_value: c.report_value,
-                run: c.run,
-            })
-        }));
+        self.core.on_assigned(
+            tasks
+                .drain(..)
+                .filter_map(|t| specs.get(&t).map(|(c, _)| Assigned::of(c))),
+        );
     }
 
     /// Runs a task: in place when the core says its op is fast (and this wake-up has time
