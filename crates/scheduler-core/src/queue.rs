@@ -204,9 +204,11 @@ mod tests {
     #[test]
     fn a_queue_filled_in_order_is_kept_in_full_runs() {
         let mut q = ReadyQueue::default();
+        assert!(q.is_empty());
         for p in 0..(RUN as u64 * 4) {
             assert!(q.insert(e(p)));
         }
+        assert!(!q.is_empty());
         q.check();
         assert_eq!(q.runs.len(), 4);
         assert!(q.runs.values().all(|r| r.len() == RUN));
@@ -218,6 +220,30 @@ mod tests {
         q.check();
         assert_eq!(q.runs.len(), 3);
         assert_eq!(q.len(), RUN * 3 - 1);
+        for p in (RUN as u64 + 1)..(RUN as u64 * 4) {
+            assert!(q.remove(&e(p)));
+        }
+        assert!(q.is_empty() && q.runs.is_empty());
+        assert_eq!(q.first(), None);
+    }
+
+    #[test]
+    #[should_panic(expected = "a run's key is its first entry")]
+    fn the_check_finds_a_run_filed_under_another_key() {
+        let mut q = ReadyQueue::default();
+        q.insert(e(5));
+        let run = q.runs.remove(&e(5)).unwrap();
+        q.runs.insert(e(4), run);
+        q.check();
+    }
+
+    #[test]
+    #[should_panic(expected = "queue length")]
+    fn the_check_finds_a_wrong_length() {
+        let mut q = ReadyQueue::default();
+        q.insert(e(5));
+        q.len = 2;
+        q.check();
     }
 
     #[test]
