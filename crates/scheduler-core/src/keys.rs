@@ -15,7 +15,7 @@ use rustc_hash::FxBuildHasher;
 use crate::slab::Slab;
 use crate::state::Task;
 
-fn hash(key: &str) -> u64 {
+pub(crate) fn hash(key: &str) -> u64 {
     FxBuildHasher.hash_one(key)
 }
 

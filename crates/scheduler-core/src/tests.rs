@@ -68,3 +68,34 @@ fn a_reference_to_the_largest_dependency_index_is_refused() {
     );
     s.validate();
 }
+
+/// A forgotten task's key leaves the index: the key finds nothing, and submitted again
+/// it is a new task (its slot reused, under another id).
+#[test]
+fn a_forgotten_key_leaves_the_index_and_can_be_submitted_again() {
+    let c = ClientId(1);
+    let mut s = SchedulerCore::new(CoreConfig::default());
+    s.on_client_joined(c);
+    s.on_update_graph(c, vec![new_task("x", &[], &[])], &["x".to_string()])
+        .unwrap();
+    let first = s.task_id("x").expect("x indexed");
+    s.on_release_keys(c, &["x".to_string()]);
+    s.validate();
+    assert_eq!(s.task_id("x"), None);
+    assert_eq!(s.keys.len(), 0);
+    s.on_update_graph(c, vec![new_task("x", &[], &[])], &["x".to_string()])
+        .unwrap();
+    s.validate();
+    let again = s.task_id("x").expect("x indexed again");
+    assert_ne!(again, first);
+    assert_eq!(s.key(again).map(|k| &**k), Some("x"));
+}
+
+/// Distinct keys hash apart: an index whose keys all collide is correct but slow.
+#[test]
+fn keys_hash_apart() {
+    let hashes: std::collections::HashSet<u64> = (0..1000)
+        .map(|i| crate::keys::hash(&format!("k-{i}")))
+        .collect();
+    assert_eq!(hashes.len(), 1000);
+}
