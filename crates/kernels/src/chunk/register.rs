@@ -129,14 +129,23 @@ pub(crate) fn register(r: &mut Registry) {
         by_dtype!(x.dtype, transpose(&x)).map(|c| c.to_value())
     });
     r.register_typed("array.matmul", 1, |a| {
-        let [x, y] = a else {
-            return Err(OpError::Args("matmul: (chunk, chunk)"));
+        let (x, y, nt) = match a {
+            [x, y] => (x, y, false),
+            [x, y, Value::Str(t)] if t == "nt" => (x, y, true),
+            _ => return Err(OpError::Args("matmul: (chunk, chunk[, \"nt\"])")),
         };
         let (x, y) = (Chunk::from_value(x)?, Chunk::from_value(y)?);
         if x.dtype != y.dtype {
             return Err(OpError::DTypes(x.dtype, y.dtype));
         }
-        by_dtype!(x.dtype, matmul(&x, &y)).map(|c| c.to_value())
+        by_dtype!(x.dtype, matmul(&x, &y, nt)).map(|c| c.to_value())
+    });
+    r.register_typed("array.syrk", 1, |a| {
+        let [x] = a else {
+            return Err(OpError::Args("syrk: (chunk)"));
+        };
+        let x = Chunk::from_value(x)?;
+        by_dtype!(x.dtype, syrk(&x)).map(|c| c.to_value())
     });
     r.register_typed("array.reduce", 1, |a| {
         let [Value::Str(op), axis, x] = a else {
