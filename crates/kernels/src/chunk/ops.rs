@@ -265,6 +265,12 @@ pub(super) fn reduce<T: Pod>(op: &str, axis: Option<usize>, a: &Chunk) -> Result
     if !T::FLOAT || T::DTYPE == DType::F64 {
         return Ok(make::<T>(shape, |out| fold(r, whole, &x, out, len, inner)));
     }
+    if whole && r == cpu::Reduce::Sum {
+        // f32 whole sums: f64 lanes, without a widened copy.
+        let f = cpu::cast::<f32>(cpu::as_bytes(&x)).expect("invariant: f32 elements");
+        let total = cpu::sum_f32_wide(f);
+        return Ok(make::<T>(vec![], |out| out[0] = T::from_f64(total)));
+    }
     let wide: Vec<f64> = x.iter().map(|v| v.to_f64()).collect();
     let n: u64 = shape.iter().product();
     let mut acc = vec![0.0; n as usize];
