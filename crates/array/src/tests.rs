@@ -180,6 +180,13 @@ fn mismatches_are_errors() {
     assert!(matches!(a.binary("add", &b), Err(ArrayError::Chunks(..))));
     assert!(matches!(a.binary("add", &c), Err(ArrayError::Shape(..))));
     assert!(matches!(c.matmul(&c), Err(ArrayError::Shape(..))));
+    // A product of a 2-d and a 1-d array (either way round) is refused, not built.
+    let v = Array::ones(&[4], &[2], DType::F32).unwrap();
+    assert!(matches!(a.matmul(&v), Err(ArrayError::Invalid(_))));
+    assert!(matches!(v.matmul(&a), Err(ArrayError::Invalid(_))));
+    assert!(matches!(a.matmul(&b), Err(ArrayError::Chunks(..))));
+    let i = Array::ones(&[4, 4], &[2, 2], DType::I32).unwrap();
+    assert!(matches!(a.matmul(&i), Err(ArrayError::DType(..))));
     assert!(Array::ones(&[4], &[2, 2], DType::F32).is_err());
     assert!(Array::ones(&[4], &[2], DType::U8).is_err());
     assert!(Array::random_uniform(&[4], &[2], DType::I32, 1, 0.0, 1.0).is_err());

@@ -28,7 +28,7 @@ pub fn arange<T: Elem>(out: &mut [T], start: T, step: T) {
 
 /// `out[i] = f(a[i], b[i])`, an operand flagged scalar read at index 0: the loop of every
 /// binary kernel, one loop per case so that each vectorises.
-#[inline]
+#[inline(always)]
 fn zip_broadcast<T: Copy, U>(
     a: &[T],
     b: &[T],
@@ -147,13 +147,43 @@ pub fn binary<T: Elem>(
     a_scalar: bool,
     b_scalar: bool,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has the feature the function is compiled for.
+            return unsafe { binary_avx512(op, a, b, out, a_scalar, b_scalar) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: as above.
+            return unsafe { binary_avx2(op, a, b, out, a_scalar, b_scalar) };
+        }
+    }
+    binary_loops(op, a, b, out, a_scalar, b_scalar)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn binary_avx512<T: Elem>(op: Binary, a: &[T], b: &[T], out: &mut [T], sa: bool, sb: bool) {
+    binary_loops(op, a, b, out, sa, sb)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn binary_avx2<T: Elem>(op: Binary, a: &[T], b: &[T], out: &mut [T], sa: bool, sb: bool) {
+    binary_loops(op, a, b, out, sa, sb)
+}
+
+/// [`binary`]'s loops, compiled once per instruction set (IEEE arithmetic: the same
+/// results on each).
+#[inline(always)]
+fn binary_loops<T: Elem>(op: Binary, a: &[T], b: &[T], out: &mut [T], sa: bool, sb: bool) {
     // The op is chosen once: each arm is a loop of its own.
     match op {
-        Binary::Add => zip_broadcast(a, b, out, a_scalar, b_scalar, T::add),
-        Binary::Sub => zip_broadcast(a, b, out, a_scalar, b_scalar, T::sub),
-        Binary::Mul => zip_broadcast(a, b, out, a_scalar, b_scalar, T::mul),
-        Binary::Max => zip_broadcast(a, b, out, a_scalar, b_scalar, max),
-        Binary::Min => zip_broadcast(a, b, out, a_scalar, b_scalar, min),
+        Binary::Add => zip_broadcast(a, b, out, sa, sb, T::add),
+        Binary::Sub => zip_broadcast(a, b, out, sa, sb, T::sub),
+        Binary::Mul => zip_broadcast(a, b, out, sa, sb, T::mul),
+        Binary::Max => zip_broadcast(a, b, out, sa, sb, max),
+        Binary::Min => zip_broadcast(a, b, out, sa, sb, min),
     }
 }
 
@@ -167,10 +197,32 @@ pub fn binary_float<T: Float>(
     b_scalar: bool,
 ) {
     if pow {
-        zip_broadcast(a, b, out, a_scalar, b_scalar, T::powf);
-    } else {
-        zip_broadcast(a, b, out, a_scalar, b_scalar, T::div);
+        return zip_broadcast(a, b, out, a_scalar, b_scalar, T::powf);
     }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has the feature the function is compiled for.
+            return unsafe { div_avx512(a, b, out, a_scalar, b_scalar) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: as above.
+            return unsafe { div_avx2(a, b, out, a_scalar, b_scalar) };
+        }
+    }
+    zip_broadcast(a, b, out, a_scalar, b_scalar, T::div);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn div_avx512<T: Float>(a: &[T], b: &[T], out: &mut [T], sa: bool, sb: bool) {
+    zip_broadcast(a, b, out, sa, sb, T::div)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn div_avx2<T: Float>(a: &[T], b: &[T], out: &mut [T], sa: bool, sb: bool) {
+    zip_broadcast(a, b, out, sa, sb, T::div)
 }
 
 /// `-a`: the twin of `neg_*`.
