@@ -24,9 +24,7 @@ fn array_expr(
         "dot_general" => x.matmul(y)?.sum(8),
         "sum" => x.sum(8),
         "elementwise" => (&(&(x * 2.0) + &(x * x)) - &(x / 3.0)).sum(8),
-        other => bail!(
-            "unknown op {other:?}: transpose_sum, dot, dot_general, sum or elementwise"
-        ),
+        other => bail!("unknown op {other:?}: transpose_sum, dot, dot_general, sum or elementwise"),
     })
 }
 
