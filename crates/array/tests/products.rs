@@ -29,7 +29,7 @@ fn compute<T: Pod>(a: &Array) -> Vec<T> {
     let mut out = vec![T::default(); a.len() as usize];
     for idx in a.chunk_indices() {
         let c = Chunk::from_value(&done[&a.chunk_key(&idx)]).unwrap();
-        assert_eq!(c.shape, a.chunk_shape(&idx));
+        assert_eq!(c.shape, a.chunk_shape(&idx), "{}", a.chunk_key(&idx));
         let (o, w) = (a.chunk_origin(&idx), c.shape[1] as usize);
         for (n, v) in c.elems::<T>().unwrap().iter().enumerate() {
             let (i, j) = (o[0] as usize + n / w, o[1] as usize + n % w);

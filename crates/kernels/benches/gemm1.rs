@@ -1,5 +1,6 @@
-//! Single-thread GEMM throughput: the CPU GEMM the chunk ops use, the alternative crate,
-//! and numpy/OpenBLAS on one thread, on the same host in the same run.
+//! Single-thread GEMM throughput: the CPU GEMMs the chunk ops use (`gemm` for a · b,
+//! `matrixmultiply` for a · bᵀ and the symmetric a · aᵀ), the other crate on each, and
+//! numpy/OpenBLAS on one thread, on the same host in the same run.
 //!
 //! ```sh
 //! cargo bench -p rask-kernels --bench gemm1 -- [n] [runs]
@@ -65,8 +66,9 @@ fn gemm_crate(n: usize, a: &[f32], b: &[f32], c: &mut [f32], nt: bool) {
     }
 }
 
-/// `c = a · bᵀ` by `matrixmultiply` with the transpose in the strides.
-fn matrixmultiply_nt(n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+/// `c = a · b` (`nt`: `a · bᵀ`, the transpose in the strides) by `matrixmultiply`.
+fn matrixmultiply(n: usize, a: &[f32], b: &[f32], c: &mut [f32], nt: bool) {
+    let (b_rs, b_cs) = if nt { (1, n as isize) } else { (n as isize, 1) };
     // SAFETY: three n × n buffers; the strides stay inside them.
     unsafe {
         matrixmultiply::sgemm(
@@ -78,8 +80,8 @@ fn matrixmultiply_nt(n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
             n as isize,
             1,
             b.as_ptr(),
-            1,
-            n as isize,
+            b_rs,
+            b_cs,
             0.0,
             c.as_mut_ptr(),
             n as isize,
@@ -138,17 +140,21 @@ fn main() {
         println!("| {name} | {layout} | {s:.4} | {:.1} |", gf(s));
     };
     let s = timed(runs, || f32::gemm(n, n, n, &a, &b, &mut c));
-    row("rask chunk GEMM (Pod::gemm)", "a·b", s);
+    row("rask Pod::gemm (gemm 0.19, x86-v4)", "a·b", s);
+    let s = timed(runs, || matrixmultiply(n, &a, &b, &mut c, false));
+    row("alternative: matrixmultiply 0.3", "a·b", s);
     let s = timed(runs, || f32::gemm_nt(n, n, n, &a, &b, &mut c));
-    row("rask chunk GEMM (Pod::gemm_nt)", "a·bᵀ", s);
-    let s = timed(runs, || f32::syrk(n, n, &a, &mut c));
-    row("rask chunk GEMM (Pod::syrk, 2n³ counted)", "a·aᵀ", s);
-    let s = timed(runs, || matrixmultiply_nt(n, &a, &b, &mut c));
-    row("matrixmultiply 0.3", "a·bᵀ", s);
-    let s = timed(runs, || gemm_crate(n, &a, &b, &mut c, false));
-    row("gemm 0.19 (x86-v4)", "a·b", s);
+    row("rask Pod::gemm_nt (matrixmultiply 0.3)", "a·bᵀ", s);
     let s = timed(runs, || gemm_crate(n, &a, &b, &mut c, true));
-    row("gemm 0.19 (x86-v4)", "a·bᵀ", s);
+    row("alternative: gemm 0.19 (x86-v4)", "a·bᵀ", s);
+    let s = timed(runs, || f32::syrk(n, n, &a, &mut c));
+    row(
+        "rask Pod::syrk (matrixmultiply, 256-row panels)",
+        "a·aᵀ (2n³ counted)",
+        s,
+    );
+    let s = timed(runs, || matrixmultiply(n, &a, &a, &mut c, true));
+    row("alternative: its full product", "a·aᵀ", s);
     let Some(py) = python() else {
         println!("(numpy left out: no comparison venv)");
         return;
@@ -169,7 +175,7 @@ fn main() {
                 f.get(4).unwrap_or(&"?"),
                 f.get(5).unwrap_or(&"?")
             );
-            for (i, layout) in [(0, "a·b"), (1, "a·bᵀ"), (2, "a·aᵀ (SYRK, 2n³ counted)")] {
+            for (i, layout) in [(0, "a·b"), (1, "a·bᵀ"), (2, "a·aᵀ (SYRK; 2n³ counted)")] {
                 if let Some(s) = secs(i) {
                     row(&blas, layout, s);
                 }

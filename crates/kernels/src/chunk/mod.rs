@@ -158,24 +158,32 @@ macro_rules! pod {
             }
             fn gemm(m: usize, k: usize, n: usize, a: &[Self], b: &[Self], out: &mut [Self]) {
                 assert!(a.len() >= m * k && b.len() >= k * n && out.len() >= m * n);
-                // SAFETY: row-major buffers at least as large as the shapes (checked); b
-                // (k×n) has row stride n.
+                // The `gemm` crate: faster than matrixmultiply on a plain a · b here
+                // (BENCHMARKS.md, single-thread GEMM), not on a · bᵀ.
+                // SAFETY: row-major buffers at least as large as the shapes (checked):
+                // out and a with row stride (rs) n and k, b with n, column stride 1; out
+                // is not read (read_dst false, alpha 0).
                 unsafe {
-                    $gemm(
+                    gemm::gemm(
                         m,
-                        k,
                         n,
-                        1.0,
-                        a.as_ptr(),
-                        k as isize,
-                        1,
-                        b.as_ptr(),
-                        n as isize,
-                        1,
-                        0.0,
+                        k,
                         out.as_mut_ptr(),
-                        n as isize,
                         1,
+                        n as isize,
+                        false,
+                        a.as_ptr(),
+                        1,
+                        k as isize,
+                        b.as_ptr(),
+                        1,
+                        n as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
                     )
                 }
             }
