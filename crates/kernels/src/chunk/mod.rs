@@ -3,8 +3,10 @@
 //! [`chunk_value`], [`chunk_parts`]), an encoding written and read in one place,
 //! `rask_proto::chunk`. [`Pod`] names the element types a chunk can hold.
 //!
-//! The `array.*` ops over chunks (computed by the CPU twins, GEMM by `matrixmultiply`)
-//! are in `ops`, and their registration (argument parsing) in `register`.
+//! The `array.*` ops over chunks (computed by the CPU twins; GEMM by the `gemm` crate for
+//! a · b, by `matrixmultiply` for a · bᵀ and the symmetric a · aᵀ, each the faster on
+//! that layout where measured) are in `ops`, and their registration (argument parsing)
+//! in `register`.
 
 mod ops;
 mod register;
