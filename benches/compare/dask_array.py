@@ -5,7 +5,9 @@ Operations (like dask-cuda's local_cupy benchmark), on a random square array x o
 computation (as Rask does, which has no persist yet):
 
   transpose_sum  (x + x.T).sum()
-  dot            (x @ x.T).sum()
+  dot            (x @ x.T).sum()   (numpy runs x @ x.T as SYRK: half the products;
+                                    numpy's general x @ y is measured beside it)
+  dot_general    (x @ y).sum(), y an independent random array of x's shape
   sum            x.sum()
   elementwise    (x * 2 + x * x - x / 3).sum()
 
@@ -25,11 +27,13 @@ import sys
 import time
 
 
-def expr(x, op):
+def expr(x, op, y=None):
     if op == "transpose_sum":
         return (x + x.T).sum()
     if op == "dot":
         return (x @ x.T).sum()
+    if op == "dot_general":
+        return (x @ y).sum()
     if op == "sum":
         return x.sum()
     if op == "elementwise":
@@ -38,7 +42,7 @@ def expr(x, op):
 
 
 def flops(op, n):
-    return {"dot": 2.0 * n**3, "transpose_sum": 2.0 * n * n, "sum": 1.0 * n * n,
+    return {"dot": 2.0 * n**3, "dot_general": 2.0 * n**3, "transpose_sum": 2.0 * n * n, "sum": 1.0 * n * n,
             "elementwise": 6.0 * n * n}[op]
 
 
@@ -84,19 +88,30 @@ def main():
     # numpy alone.
     rng = np.random.default_rng(1)
 
+    def random():
+        return rng.random((a.size, a.size), dtype=dtype)
+
     def numpy_run():
-        return float(expr(rng.random((a.size, a.size), dtype=dtype), a.op))
+        y = random() if a.op == "dot_general" else None
+        return float(expr(random(), a.op, y))
 
     out["numpy_seconds"], out["numpy_value"] = timed(a.runs, numpy_run)
     print(f"numpy: {out['numpy_seconds']:.3f} s", file=sys.stderr)
+    if a.op == "dot":
+        # The general product of two independent arrays, for the GEMM-to-GEMM ratio.
+        out["numpy_general_seconds"], _ = timed(
+            a.runs, lambda: float(expr(random(), "dot_general", random())))
+        print(f"numpy x @ y: {out['numpy_general_seconds']:.3f} s", file=sys.stderr)
 
     # dask.array on a LocalCluster.
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       host="127.0.0.1", dashboard_address=None) as cluster, Client(cluster):
         def dask_run():
-            x = da.random.default_rng(1).random((a.size, a.size), dtype=dtype,
-                                                chunks=(a.chunk, a.chunk))
-            return float(expr(x, a.op).compute())
+            g = da.random.default_rng(1)
+            x = g.random((a.size, a.size), dtype=dtype, chunks=(a.chunk, a.chunk))
+            y = (g.random((a.size, a.size), dtype=dtype, chunks=(a.chunk, a.chunk))
+                 if a.op == "dot_general" else None)
+            return float(expr(x, a.op, y).compute())
 
         out["dask_seconds"], out["dask_value"] = timed(a.runs, dask_run)
     print(f"dask: {out['dask_seconds']:.3f} s", file=sys.stderr)

@@ -176,6 +176,7 @@ impl Array {
             dtype: self.dtype(),
             tasks: Vec::new(),
             parents: Vec::new(),
+            transpose_of: None,
         }))
     }
 }

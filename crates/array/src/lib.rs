@@ -98,6 +98,10 @@ struct Node {
     /// One task per chunk (row-major over the chunk grid), plus helpers before them.
     tasks: Vec<Task>,
     parents: Vec<Array>,
+    /// The array this one is the transpose of (set by [`Array::t`]): a product with it
+    /// reads the source's chunks transposed instead (and is symmetric when the left
+    /// operand is that source).
+    transpose_of: Option<Array>,
 }
 
 /// A blocked array. Cheap to clone; expressions make new arrays.
@@ -174,6 +178,7 @@ impl Array {
             dtype,
             tasks,
             parents,
+            transpose_of: None,
         }))
     }
 

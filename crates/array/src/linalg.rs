@@ -1,8 +1,27 @@
 //! Transpose and blocked matrix products (partial products summed by a tree).
+//!
+//! A product whose right operand is a transpose (`x @ z.T`) reads z's chunks transposed
+//! by the GEMM's strides (`array.matmul(a, b, "nt")`), so z.T's transpose tasks are not
+//! needed. When z is the left operand itself (`x @ x.T`, symmetric), only the blocks on
+//! and above the diagonal are products — the diagonal ones by `array.syrk`, which also
+//! computes half of each block — and each block below is the transpose of its mirror, as
+//! BLAS's SYRK does: about half the flops.
 
 use crate::layout::*;
 use crate::reduce::*;
 use crate::*;
+
+/// How a product's output block (i, j) is made.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Form {
+    /// Σₖ a[i, k] · b[k, j].
+    General,
+    /// Σₖ a[i, k] · z[j, k]ᵀ, b being z.T.
+    Nt,
+    /// a @ a.T: Σₖ a[i, k] · a[j, k]ᵀ above the diagonal, Σₖ syrk(a[i, k]) on it, and the
+    /// transpose of block (j, i) below it.
+    Symmetric,
+}
 
 impl Array {
     /// The transpose of a 2-d array.
@@ -13,7 +32,7 @@ impl Array {
         let a = self.clone();
         let shape = vec![self.shape()[1], self.shape()[0]];
         let chunks = vec![self.chunks()[1].clone(), self.chunks()[0].clone()];
-        Ok(Array::blockwise(
+        let t = Array::blockwise(
             "transpose",
             shape,
             chunks,
@@ -23,12 +42,35 @@ impl Array {
                 let src = a.chunk_key(&[b.idx[1], b.idx[0]]);
                 ("array.transpose".into(), vec![Arg::Key(src)])
             },
-        ))
+        );
+        let node = Arc::into_inner(t.0).expect("invariant: a new array has one owner");
+        Ok(Array(Arc::new(Node {
+            transpose_of: Some(self.clone()),
+            ..node
+        })))
     }
 
     /// Matrix product of 2-d arrays: each output chunk is the sum, by a binary tree, of
-    /// the products of a row of `self`'s chunks with a column of `other`'s.
+    /// the products of a row of `self`'s chunks with a column of `other`'s. A transposed
+    /// right operand is read in place, and `x @ x.T` computes only the upper triangle of
+    /// blocks (see the module docs).
     pub fn matmul(&self, other: &Array) -> Result<Array, ArrayError> {
+        let form = match &other.0.transpose_of {
+            Some(z) if Arc::ptr_eq(&z.0, &self.0) => Form::Symmetric,
+            Some(_) => Form::Nt,
+            None => Form::General,
+        };
+        self.product(other, form)
+    }
+
+    /// The matrix product by the general blocked path only: every block a sum of
+    /// products of `self`'s and `other`'s chunks as given, whatever `other` is. The
+    /// reference [`Array::matmul`]'s shortcuts are checked against.
+    pub fn matmul_general(&self, other: &Array) -> Result<Array, ArrayError> {
+        self.product(other, Form::General)
+    }
+
+    fn product(&self, other: &Array, form: Form) -> Result<Array, ArrayError> {
         if self.shape().len() != 2 || other.shape().len() != 2 {
             return Err(ArrayError::Invalid("matmul needs 2-d arrays".into()));
         }
@@ -47,7 +89,12 @@ impl Array {
         if self.dtype() != other.dtype() {
             return Err(ArrayError::DType(self.dtype(), other.dtype()));
         }
-        let (a, b) = (self.clone(), other.clone());
+        let a = self.clone();
+        // The right operand's chunks as read: z's (b = z.T) unless general.
+        let b = match (form, &other.0.transpose_of) {
+            (Form::General, _) | (_, None) => other.clone(),
+            (_, Some(z)) => z.clone(),
+        };
         let inner = self.chunks()[1].len();
         let shape = vec![self.shape()[0], other.shape()[1]];
         let chunks = vec![self.chunks()[0].clone(), other.chunks()[1].clone()];
@@ -61,16 +108,33 @@ impl Array {
                 let mut tasks = Vec::new();
                 for i in idx {
                     let out = key_of(name, i);
+                    let (r, c) = (i[0], i[1]);
+                    if form == Form::Symmetric && r > c {
+                        tasks.push(Task {
+                            key: out,
+                            op: "array.transpose".into(),
+                            args: vec![Arg::Key(key_of(name, &[c, r]))],
+                        });
+                        continue;
+                    }
                     let partials: Vec<String> = (0..inner)
                         .map(|j| {
                             let key = format!("{out}-p{j}");
+                            let x = Arg::Key(a.chunk_key(&[r, j]));
+                            let (op, args) = match form {
+                                Form::General => {
+                                    ("array.matmul", vec![x, Arg::Key(b.chunk_key(&[j, c]))])
+                                }
+                                Form::Symmetric if r == c => ("array.syrk", vec![x]),
+                                _ => (
+                                    "array.matmul",
+                                    vec![x, Arg::Key(b.chunk_key(&[c, j])), arg::str("nt")],
+                                ),
+                            };
                             tasks.push(Task {
                                 key: key.clone(),
-                                op: "array.matmul".into(),
-                                args: vec![
-                                    Arg::Key(a.chunk_key(&[i[0], j])),
-                                    Arg::Key(b.chunk_key(&[j, i[1]])),
-                                ],
+                                op: op.into(),
+                                args,
                             });
                             key
                         })

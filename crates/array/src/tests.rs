@@ -31,31 +31,124 @@ fn argmax_is_a_pair_per_chunk_a_tree_and_an_index() {
     assert_eq!(first.args[1], arg::ints(vec![6, 4]));
 }
 
+/// Every dependency is defined earlier in the list, each key once.
+fn assert_ordered(g: &[Task]) {
+    let mut seen = HashSet::new();
+    for t in g {
+        for d in t.deps() {
+            assert!(seen.contains(d), "{} needs {d} before it", t.key);
+        }
+        assert!(seen.insert(t.key.clone()), "{} twice", t.key);
+    }
+}
+
 #[test]
 fn matmul_of_a_transpose_then_sum_builds_the_expected_graph() {
-    // 4 × 4 chunks: x.T is 16 transposes, x @ x.T 16 outputs of 4 partial products
-    // each summed by a binary tree (2 + 1 additions), the sum 16 chunk sums and a
-    // tree of fan-in 4 (4 + 1).
+    // 4 × 4 chunks, x @ x.T symmetric: the 10 blocks on and above the diagonal are sums
+    // of 4 partial products (by syrk on the diagonal, x[i, k] · x[j, k]ᵀ above it, read
+    // in place: no transpose of x) summed by a binary tree (2 + 1 additions); the 6
+    // below are transposes of their mirrors. The sum: 16 chunk sums and a tree of
+    // fan-in 4 (4 + 1).
     let x = Array::random_uniform(&[8, 8], &[2, 2], DType::F64, 7, 0.0, 1.0).unwrap();
     let y = x.matmul(&x.t().unwrap()).unwrap();
     let s = y.sum(4);
     let g = s.graph();
     let count = |op: &str| g.iter().filter(|t| t.op == op).count();
     assert_eq!(count("array.random_uniform"), 16);
-    assert_eq!(count("array.transpose"), 16);
-    assert_eq!(count("array.matmul"), 64);
+    assert_eq!(count("array.transpose"), 6);
+    assert_eq!(count("array.syrk"), 4 * 4);
+    assert_eq!(count("array.matmul"), 6 * 4);
     assert_eq!(count("array.reduce"), 16);
-    assert_eq!(count("array.combine"), 16 * 3 + 5);
-    // Every dependency is defined earlier in the list, each key once.
-    let mut seen = HashSet::new();
-    for t in &g {
-        for d in t.deps() {
-            assert!(seen.contains(d), "{} needs {d} before it", t.key);
-        }
-        assert!(seen.insert(t.key.clone()), "{} twice", t.key);
+    assert_eq!(count("array.combine"), 10 * 3 + 5);
+    for t in g.iter().filter(|t| t.op == "array.matmul") {
+        assert_eq!(t.args.len(), 3);
+        assert_eq!(t.args[2], arg::str("nt"));
     }
+    // Block (i, j) below the diagonal is the transpose of block (j, i).
+    for i in 0..4 {
+        for j in 0..i {
+            let t = g.iter().find(|t| t.key == y.chunk_key(&[i, j])).unwrap();
+            assert_eq!(t.op, "array.transpose");
+            assert_eq!(t.args, vec![Arg::Key(y.chunk_key(&[j, i]))]);
+        }
+    }
+    // Above it, partial k of block (i, j) is x[i, k] · x[j, k]ᵀ; on it, syrk(x[i, k]).
+    let p = g
+        .iter()
+        .find(|t| t.key == format!("{}-p3", y.chunk_key(&[1, 2])))
+        .unwrap();
+    let want = vec![
+        Arg::Key(x.chunk_key(&[1, 3])),
+        Arg::Key(x.chunk_key(&[2, 3])),
+        arg::str("nt"),
+    ];
+    assert_eq!((p.op.as_str(), &p.args), ("array.matmul", &want));
+    let d = g
+        .iter()
+        .find(|t| t.key == format!("{}-p2", y.chunk_key(&[3, 3])))
+        .unwrap();
+    assert_eq!(d.op, "array.syrk");
+    assert_eq!(d.args, vec![Arg::Key(x.chunk_key(&[3, 2]))]);
+    assert_ordered(&g);
     assert_eq!(g.last().unwrap().key, s.name());
     assert_eq!(y.shape(), &[8, 8]);
+    assert_eq!(y.chunks(), x.chunks());
+}
+
+#[test]
+fn a_symmetric_product_computes_the_upper_triangle_of_blocks() {
+    // n × n output blocks, one chunk along the inner dimension: n(n + 1)/2 GEMMs (n of
+    // them syrk), n(n - 1)/2 mirrors.
+    for n in 1..6u64 {
+        let x = Array::random_uniform(&[2 * n, 3], &[2, 3], DType::F32, 1, 0.0, 1.0).unwrap();
+        let g = x.matmul(&x.t().unwrap()).unwrap().graph();
+        let count = |op: &str| g.iter().filter(|t| t.op == op).count() as u64;
+        assert_eq!(count("array.matmul") + count("array.syrk"), n * (n + 1) / 2);
+        assert_eq!(count("array.syrk"), n);
+        assert_eq!(count("array.transpose"), n * (n - 1) / 2);
+        assert_ordered(&g);
+    }
+}
+
+#[test]
+fn products_with_other_operands_keep_every_block() {
+    let x = Array::random_uniform(&[6, 4], &[2, 2], DType::F32, 1, 0.0, 1.0).unwrap();
+    let z = Array::random_uniform(&[6, 4], &[2, 2], DType::F32, 2, 0.0, 1.0).unwrap();
+    let count = |a: &Array, op: &str| a.graph().iter().filter(|t| t.op == op).count();
+    // x @ z.T: 3 × 3 blocks of 2 partials, z read transposed in place.
+    let nt = x.matmul(&z.t().unwrap()).unwrap();
+    assert_eq!(
+        (count(&nt, "array.matmul"), count(&nt, "array.transpose")),
+        (18, 0)
+    );
+    let p = nt
+        .graph()
+        .into_iter()
+        .find(|t| t.op == "array.matmul")
+        .unwrap();
+    assert_eq!(p.args[2], arg::str("nt"));
+    assert_eq!(p.args[1], Arg::Key(z.chunk_key(&[0, 0])));
+    // A transpose on the left, or a product forced general, is general: x.T @ x is
+    // 2 × 2 blocks of 3 partials, with x.T's 6 transposes.
+    let tx = x.t().unwrap().matmul(&x).unwrap();
+    assert_eq!(
+        (count(&tx, "array.matmul"), count(&tx, "array.transpose")),
+        (12, 6)
+    );
+    let g = x.matmul_general(&x.t().unwrap()).unwrap();
+    assert_eq!(
+        (count(&g, "array.matmul"), count(&g, "array.transpose")),
+        (18, 6)
+    );
+    assert!(g
+        .graph()
+        .iter()
+        .all(|t| t.args.len() == 2 || t.op != "array.matmul"));
+    // A transpose of another array with x's shape and chunks is not symmetric.
+    let w = x.matmul(&x.from_existing("other").t().unwrap()).unwrap();
+    assert_eq!(count(&w, "array.syrk"), 0);
+    assert_eq!(count(&w, "array.matmul"), 18);
+    assert_eq!(x.t().unwrap().t().unwrap().shape(), x.shape());
 }
 
 #[test]
@@ -87,6 +180,13 @@ fn mismatches_are_errors() {
     assert!(matches!(a.binary("add", &b), Err(ArrayError::Chunks(..))));
     assert!(matches!(a.binary("add", &c), Err(ArrayError::Shape(..))));
     assert!(matches!(c.matmul(&c), Err(ArrayError::Shape(..))));
+    // A product of a 2-d and a 1-d array (either way round) is refused, not built.
+    let v = Array::ones(&[4], &[2], DType::F32).unwrap();
+    assert!(matches!(a.matmul(&v), Err(ArrayError::Invalid(_))));
+    assert!(matches!(v.matmul(&a), Err(ArrayError::Invalid(_))));
+    assert!(matches!(a.matmul(&b), Err(ArrayError::Chunks(..))));
+    let i = Array::ones(&[4, 4], &[2, 2], DType::I32).unwrap();
+    assert!(matches!(a.matmul(&i), Err(ArrayError::DType(..))));
     assert!(Array::ones(&[4], &[2, 2], DType::F32).is_err());
     assert!(Array::ones(&[4], &[2], DType::U8).is_err());
     assert!(Array::random_uniform(&[4], &[2], DType::I32, 1, 0.0, 1.0).is_err());

@@ -11,15 +11,31 @@ use crate::peers::run_dask_array;
 use crate::stats::{mean_std, median};
 use crate::ArrayArgs;
 
-/// The expression `op` names, on `x`, summed to one value.
-fn array_expr(op: &str, x: &rask::array::Array) -> Result<rask::array::Array> {
+/// The expression `op` names, on `x` (and `y`, an independent array of x's shape),
+/// summed to one value.
+fn array_expr(
+    op: &str,
+    x: &rask::array::Array,
+    y: &rask::array::Array,
+) -> Result<rask::array::Array> {
     Ok(match op {
         "transpose_sum" => (x + &x.t()?).sum(8),
         "dot" => x.matmul(&x.t()?)?.sum(8),
+        "dot_general" => x.matmul(y)?.sum(8),
         "sum" => x.sum(8),
         "elementwise" => (&(&(x * 2.0) + &(x * x)) - &(x / 3.0)).sum(8),
-        other => bail!("unknown op {other:?}: transpose_sum, dot, sum or elementwise"),
+        other => bail!("unknown op {other:?}: transpose_sum, dot, dot_general, sum or elementwise"),
     })
+}
+
+/// What the numpy row computes: for dot, numpy's own `x @ x.T`, which it runs as SYRK
+/// (half the products), for dot_general a general `x @ y`.
+fn numpy_label(op: &str) -> &'static str {
+    match op {
+        "dot" => "numpy x @ x.T, one process (SYRK)",
+        "dot_general" => "numpy x @ y, one process",
+        _ => "numpy, one process",
+    }
 }
 
 /// Computes the expression on the cluster after a warm-up, then prints its wall time and
@@ -29,7 +45,7 @@ pub(crate) fn run(a: ArrayArgs) -> Result<()> {
     let dtype: DType = a.dtype.parse().map_err(anyhow::Error::msg)?;
     let n = a.size;
     let flops = match a.op.as_str() {
-        "dot" => 2.0 * (n as f64).powi(3),
+        "dot" | "dot_general" => 2.0 * (n as f64).powi(3),
         "transpose_sum" => 2.0 * (n * n) as f64,
         "sum" => (n * n) as f64,
         _ => 6.0 * (n * n) as f64,
@@ -68,7 +84,15 @@ pub(crate) fn run(a: ArrayArgs) -> Result<()> {
             0.0,
             1.0,
         )?;
-        let e = array_expr(&a.op, &x)?;
+        let y = Array::random_uniform(
+            &[n, n],
+            &[a.chunk, a.chunk],
+            dtype,
+            1001 + run as u64,
+            0.0,
+            1.0,
+        )?;
+        let e = array_expr(&a.op, &x, &y)?;
         let t = Instant::now();
         value = match dtype {
             DType::F32 => client
@@ -108,7 +132,12 @@ pub(crate) fn run(a: ArrayArgs) -> Result<()> {
             p("dask_seconds"),
             None,
         ),
-        ("numpy, one process", p("numpy_seconds"), None),
+        (numpy_label(&a.op), p("numpy_seconds"), None),
+        (
+            "numpy x @ y, one process (general GEMM)",
+            p("numpy_general_seconds"),
+            None,
+        ),
     ];
     if a.out.markdown {
         println!("| system | wall (s) | GFLOP/s | rask advantage |");

@@ -174,8 +174,9 @@ struct DeployArgs {
 
 #[derive(clap::Args)]
 struct ArrayArgs {
-    /// transpose_sum: (x + x.T).sum(); dot: (x @ x.T).sum(); sum: x.sum();
-    /// elementwise: (x * 2 + x * x - x / 3).sum().
+    /// transpose_sum: (x + x.T).sum(); dot: (x @ x.T).sum(); dot_general: (x @ y).sum()
+    /// with y an independent random array; sum: x.sum(); elementwise:
+    /// (x * 2 + x * x - x / 3).sum().
     #[arg(long, default_value = "dot")]
     op: String,
     /// The array is size × size.

@@ -3,8 +3,10 @@
 //! [`chunk_value`], [`chunk_parts`]), an encoding written and read in one place,
 //! `rask_proto::chunk`. [`Pod`] names the element types a chunk can hold.
 //!
-//! The `array.*` ops over chunks (computed by the CPU twins, GEMM by `matrixmultiply`)
-//! are in `ops`, and their registration (argument parsing) in `register`.
+//! The `array.*` ops over chunks (computed by the CPU twins; GEMM by the `gemm` crate for
+//! a · b, by `matrixmultiply` for a · bᵀ and the symmetric a · aᵀ, each the faster on
+//! that layout where measured) are in `ops`, and their registration (argument parsing)
+//! in `register`.
 
 mod ops;
 mod register;
@@ -117,6 +119,7 @@ impl Chunk {
 ///     const DTYPE: rask_proto::DType = rask_proto::DType::F64;
 ///     const FLOAT: bool = true;
 ///     fn gemm(_: usize, _: usize, _: usize, _: &[Self], _: &[Self], _: &mut [Self]) {}
+///     fn gemm_nt(_: usize, _: usize, _: usize, _: &[Self], _: &[Self], _: &mut [Self]) {}
 ///     fn div_pow(_: bool, _: &[Self], _: &[Self], _: &mut [Self], _: bool) {}
 /// }
 /// ```
@@ -132,6 +135,15 @@ pub unsafe trait Pod: Elem + Default {
     const FLOAT: bool;
     /// out (m×n) = a (m×k) · b (k×n), all row-major and contiguous.
     fn gemm(m: usize, k: usize, n: usize, a: &[Self], b: &[Self], out: &mut [Self]);
+    /// out (m×n) = a (m×k) · bᵀ, b (n×k) row-major and contiguous: the transpose is in
+    /// the strides, never materialised.
+    fn gemm_nt(m: usize, k: usize, n: usize, a: &[Self], b: &[Self], out: &mut [Self]);
+    /// out (n×n) = a (n×k) · aᵀ, exactly symmetric: the upper triangle is computed (by
+    /// blocks of rows, so about half the products of [`Pod::gemm_nt`]) and mirrored.
+    fn syrk(n: usize, k: usize, a: &[Self], out: &mut [Self]) {
+        Self::gemm_nt(n, k, n, a, a, out);
+        mirror_upper(n, out);
+    }
     /// `div` or `pow`; only called for floats (`FLOAT`).
     fn div_pow(pow: bool, a: &[Self], b: &[Self], out: &mut [Self], b_scalar: bool);
 }
@@ -148,7 +160,39 @@ macro_rules! pod {
             }
             fn gemm(m: usize, k: usize, n: usize, a: &[Self], b: &[Self], out: &mut [Self]) {
                 assert!(a.len() >= m * k && b.len() >= k * n && out.len() >= m * n);
-                // SAFETY: row-major buffers at least as large as the shapes (checked).
+                // The `gemm` crate: faster than matrixmultiply on a plain a · b here
+                // (BENCHMARKS.md, single-thread GEMM), not on a · bᵀ.
+                // SAFETY: row-major buffers at least as large as the shapes (checked):
+                // out and a with row stride (rs) n and k, b with n, column stride 1; out
+                // is not read (read_dst false, alpha 0).
+                unsafe {
+                    gemm::gemm(
+                        m,
+                        n,
+                        k,
+                        out.as_mut_ptr(),
+                        1,
+                        n as isize,
+                        false,
+                        a.as_ptr(),
+                        1,
+                        k as isize,
+                        b.as_ptr(),
+                        1,
+                        n as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    )
+                }
+            }
+            fn gemm_nt(m: usize, k: usize, n: usize, a: &[Self], b: &[Self], out: &mut [Self]) {
+                assert!(a.len() >= m * k && b.len() >= k * n && out.len() >= m * n);
+                // SAFETY: as in `gemm`; bᵀ (k×n) is b (n×k) read with row stride 1 and
+                // column stride k, inside b.
                 unsafe {
                     $gemm(
                         m,
@@ -159,8 +203,8 @@ macro_rules! pod {
                         k as isize,
                         1,
                         b.as_ptr(),
-                        n as isize,
                         1,
+                        k as isize,
                         0.0,
                         out.as_mut_ptr(),
                         n as isize,
@@ -168,8 +212,61 @@ macro_rules! pod {
                     )
                 }
             }
+            fn syrk(n: usize, k: usize, a: &[Self], out: &mut [Self]) {
+                assert!(a.len() >= n * k && out.len() >= n * n);
+                // Row panels p ≤ q: out[p, q] = a[p] · a[q]ᵀ, written in place (row stride
+                // n); the blocks below the diagonal are then mirrored.
+                for p in (0..n).step_by(SYRK_PANEL) {
+                    let rows = SYRK_PANEL.min(n - p);
+                    for q in (p..n).step_by(SYRK_PANEL) {
+                        let cols = SYRK_PANEL.min(n - q);
+                        // SAFETY: panel p of a is rows × k from row p, panel q cols × k
+                        // from row q (read transposed: row stride 1, column stride k), the
+                        // block of out rows × cols at (p, q) with row stride n: all inside
+                        // the buffers checked above.
+                        unsafe {
+                            $gemm(
+                                rows,
+                                k,
+                                cols,
+                                1.0,
+                                a.as_ptr().add(p * k),
+                                k as isize,
+                                1,
+                                a.as_ptr().add(q * k),
+                                1,
+                                k as isize,
+                                0.0,
+                                out.as_mut_ptr().add(p * n + q),
+                                n as isize,
+                                1,
+                            )
+                        }
+                    }
+                }
+                mirror_upper(n, out);
+            }
         }
     };
+}
+
+/// Rows per panel of the float [`Pod::syrk`]: n/PANEL · (n/PANEL + 1) / 2 GEMMs of
+/// PANEL × k × PANEL instead of one n × k × n.
+const SYRK_PANEL: usize = 256;
+
+/// Copies the upper triangle of the n × n row-major `out` onto the lower one, so that it
+/// is exactly symmetric.
+pub(crate) fn mirror_upper<T: Copy>(n: usize, out: &mut [T]) {
+    const TILE: usize = 32;
+    for r0 in (0..n).step_by(TILE) {
+        for c0 in (0..=r0).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(n) {
+                for c in c0..(c0 + TILE).min(r) {
+                    out[r * n + c] = out[c * n + r];
+                }
+            }
+        }
+    }
 }
 
 pod!(f32, DType::F32, matrixmultiply::sgemm);
@@ -195,6 +292,19 @@ macro_rules! pod_int {
                         for (o, &y) in row.iter_mut().zip(&b[p * n..(p + 1) * n]) {
                             *o = o.wrapping_add(x.wrapping_mul(y));
                         }
+                    }
+                }
+            }
+            /// Exact (wrapping) integer products, a dot product per element.
+            fn gemm_nt(m: usize, k: usize, n: usize, a: &[Self], b: &[Self], out: &mut [Self]) {
+                for i in 0..m {
+                    let x = &a[i * k..(i + 1) * k];
+                    for j in 0..n {
+                        let y = &b[j * k..(j + 1) * k];
+                        out[i * n + j] = x
+                            .iter()
+                            .zip(y)
+                            .fold(0, |s: Self, (&p, &q)| s.wrapping_add(p.wrapping_mul(q)));
                     }
                 }
             }

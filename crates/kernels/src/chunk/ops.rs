@@ -185,16 +185,34 @@ pub(super) fn transpose<T: Pod>(a: &Chunk) -> Result<Chunk, OpError> {
     }))
 }
 
-pub(super) fn matmul<T: Pod>(a: &Chunk, b: &Chunk) -> Result<Chunk, OpError> {
-    let (&[m, k], &[k2, n]) = (&a.shape[..], &b.shape[..]) else {
+/// a · b, or a · bᵀ (`nt`, b given untransposed: the transpose is in the GEMM's strides).
+pub(super) fn matmul<T: Pod>(a: &Chunk, b: &Chunk, nt: bool) -> Result<Chunk, OpError> {
+    let (&[m, k], &[r, c]) = (&a.shape[..], &b.shape[..]) else {
         return Err(OpError::Args("matmul of 2-d chunks"));
     };
+    let (k2, n) = if nt { (c, r) } else { (r, c) };
     if k != k2 {
         return Err(OpError::Matmul(a.shape.clone(), b.shape.clone()));
     }
     let (x, y) = (a.elems::<T>()?, b.elems::<T>()?);
-    Ok(make::<T>(vec![m, n], |out| {
-        T::gemm(m as usize, k as usize, n as usize, &x, &y, out)
+    let (m, k, n) = (m as usize, k as usize, n as usize);
+    Ok(make::<T>(vec![m as u64, n as u64], |out| {
+        if nt {
+            T::gemm_nt(m, k, n, &x, &y, out)
+        } else {
+            T::gemm(m, k, n, &x, &y, out)
+        }
+    }))
+}
+
+/// a · aᵀ, exactly symmetric (see [`Pod::syrk`]).
+pub(super) fn syrk<T: Pod>(a: &Chunk) -> Result<Chunk, OpError> {
+    let &[n, k] = &a.shape[..] else {
+        return Err(OpError::Args("syrk of a 2-d chunk"));
+    };
+    let x = a.elems::<T>()?;
+    Ok(make::<T>(vec![n, n], |out| {
+        T::syrk(n as usize, k as usize, &x, out)
     }))
 }
 
@@ -246,6 +264,12 @@ pub(super) fn reduce<T: Pod>(op: &str, axis: Option<usize>, a: &Chunk) -> Result
     // Integers and f64 accumulate in their own type; only f32 is widened and narrowed back.
     if !T::FLOAT || T::DTYPE == DType::F64 {
         return Ok(make::<T>(shape, |out| fold(r, whole, &x, out, len, inner)));
+    }
+    if whole && r == cpu::Reduce::Sum {
+        // f32 whole sums: f64 lanes, without a widened copy.
+        let f = cpu::cast::<f32>(cpu::as_bytes(&x)).expect("invariant: f32 elements");
+        let total = cpu::sum_f32_wide(f);
+        return Ok(make::<T>(vec![], |out| out[0] = T::from_f64(total)));
     }
     let wide: Vec<f64> = x.iter().map(|v| v.to_f64()).collect();
     let n: u64 = shape.iter().product();

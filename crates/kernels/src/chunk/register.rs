@@ -129,14 +129,23 @@ pub(crate) fn register(r: &mut Registry) {
         by_dtype!(x.dtype, transpose(&x)).map(|c| c.to_value())
     });
     r.register_typed("array.matmul", 1, |a| {
-        let [x, y] = a else {
-            return Err(OpError::Args("matmul: (chunk, chunk)"));
+        let (x, y, nt) = match a {
+            [x, y] => (x, y, false),
+            [x, y, Value::Str(t)] if t == "nt" => (x, y, true),
+            _ => return Err(OpError::Args("matmul: (chunk, chunk[, \"nt\"])")),
         };
         let (x, y) = (Chunk::from_value(x)?, Chunk::from_value(y)?);
         if x.dtype != y.dtype {
             return Err(OpError::DTypes(x.dtype, y.dtype));
         }
-        by_dtype!(x.dtype, matmul(&x, &y)).map(|c| c.to_value())
+        by_dtype!(x.dtype, matmul(&x, &y, nt)).map(|c| c.to_value())
+    });
+    r.register_typed("array.syrk", 1, |a| {
+        let [x] = a else {
+            return Err(OpError::Args("syrk: (chunk)"));
+        };
+        let x = Chunk::from_value(x)?;
+        by_dtype!(x.dtype, syrk(&x)).map(|c| c.to_value())
     });
     r.register_typed("array.reduce", 1, |a| {
         let [Value::Str(op), axis, x] = a else {
@@ -211,6 +220,61 @@ mod tests {
         );
         let bad = r.call("array.matmul", &Value::List(vec![a.clone(), a]));
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn transposed_and_symmetric_products_match_the_plain_one() {
+        let r = Registry::builtin();
+        let call = |op: &str, args: Vec<Value>| {
+            let v = r.call(op, &Value::List(args)).unwrap();
+            let c = Chunk::from_value(&v).unwrap();
+            (c.shape.clone(), c.elems::<f32>().unwrap().into_owned())
+        };
+        // 300 rows: two row panels of the symmetric kernel, the second shorter.
+        let (n, k) = (300u64, 70u64);
+        let a: Vec<f32> = (0..n * k).map(|i| ((i * 31) % 17) as f32 - 8.0).collect();
+        let x = Chunk::from_elems(vec![n, k], &a).unwrap().to_value();
+        let (_, t) = call("array.transpose", vec![x.clone()]);
+        let xt = Chunk::from_elems(vec![k, n], &t).unwrap().to_value();
+        let (shape, plain) = call("array.matmul", vec![x.clone(), xt]);
+        assert_eq!(shape, vec![n, n]);
+        let nt = call(
+            "array.matmul",
+            vec![x.clone(), x.clone(), Value::Str("nt".into())],
+        );
+        let syrk = call("array.syrk", vec![x.clone()]);
+        // Small integers: every product and sum is exact, whatever the order.
+        assert_eq!(nt, (shape.clone(), plain.clone()));
+        assert_eq!(syrk, (shape, plain.clone()));
+        let dot = |i: usize, j: usize| -> f32 {
+            (0..k as usize)
+                .map(|p| a[i * k as usize + p] * a[j * k as usize + p])
+                .sum()
+        };
+        for (i, j) in [(0, 299), (299, 0), (5, 260), (260, 5), (299, 299)] {
+            assert_eq!(plain[i * n as usize + j], dot(i, j), "({i}, {j})");
+        }
+        let bad = r.call(
+            "array.matmul",
+            &Value::List(vec![x.clone(), x.clone(), Value::Str("tn".into())]),
+        );
+        assert!(bad.is_err());
+        let y = Chunk::from_elems(vec![2, 70], &[1f32; 140])
+            .unwrap()
+            .to_value();
+        let ok = call(
+            "array.matmul",
+            vec![x.clone(), y.clone(), Value::Str("nt".into())],
+        );
+        assert_eq!(ok.0, vec![n, 2]);
+        let y = Chunk::from_elems(vec![2, 3], &[1f32; 6])
+            .unwrap()
+            .to_value();
+        let wrong = r.call(
+            "array.matmul",
+            &Value::List(vec![x, y, Value::Str("nt".into())]),
+        );
+        assert!(wrong.is_err());
     }
 
     #[test]

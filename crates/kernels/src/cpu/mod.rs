@@ -27,8 +27,8 @@ pub fn arange<T: Elem>(out: &mut [T], start: T, step: T) {
 }
 
 /// `out[i] = f(a[i], b[i])`, an operand flagged scalar read at index 0: the loop of every
-/// binary kernel.
-#[inline]
+/// binary kernel, one loop per case so that each vectorises.
+#[inline(always)]
 fn zip_broadcast<T: Copy, U>(
     a: &[T],
     b: &[T],
@@ -37,12 +37,31 @@ fn zip_broadcast<T: Copy, U>(
     b_scalar: bool,
     f: impl Fn(T, T) -> U,
 ) {
-    for (i, o) in out.iter_mut().enumerate() {
-        let (x, y) = (
-            a[if a_scalar { 0 } else { i }],
-            b[if b_scalar { 0 } else { i }],
-        );
-        *o = f(x, y);
+    match (a_scalar, b_scalar) {
+        (false, false) => {
+            let (a, b) = (&a[..out.len()], &b[..out.len()]);
+            for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+                *o = f(x, y);
+            }
+        }
+        (false, true) => {
+            let (a, y) = (&a[..out.len()], b[0]);
+            for (o, &x) in out.iter_mut().zip(a) {
+                *o = f(x, y);
+            }
+        }
+        (true, false) => {
+            let (x, b) = (a[0], &b[..out.len()]);
+            for (o, &y) in out.iter_mut().zip(b) {
+                *o = f(x, y);
+            }
+        }
+        (true, true) => {
+            let (x, y) = (a[0], b[0]);
+            for o in out.iter_mut() {
+                *o = f(x, y);
+            }
+        }
     }
 }
 
@@ -128,13 +147,43 @@ pub fn binary<T: Elem>(
     a_scalar: bool,
     b_scalar: bool,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has the feature the function is compiled for.
+            return unsafe { binary_avx512(op, a, b, out, a_scalar, b_scalar) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: as above.
+            return unsafe { binary_avx2(op, a, b, out, a_scalar, b_scalar) };
+        }
+    }
+    binary_loops(op, a, b, out, a_scalar, b_scalar)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn binary_avx512<T: Elem>(op: Binary, a: &[T], b: &[T], out: &mut [T], sa: bool, sb: bool) {
+    binary_loops(op, a, b, out, sa, sb)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn binary_avx2<T: Elem>(op: Binary, a: &[T], b: &[T], out: &mut [T], sa: bool, sb: bool) {
+    binary_loops(op, a, b, out, sa, sb)
+}
+
+/// [`binary`]'s loops, compiled once per instruction set (IEEE arithmetic: the same
+/// results on each).
+#[inline(always)]
+fn binary_loops<T: Elem>(op: Binary, a: &[T], b: &[T], out: &mut [T], sa: bool, sb: bool) {
     // The op is chosen once: each arm is a loop of its own.
     match op {
-        Binary::Add => zip_broadcast(a, b, out, a_scalar, b_scalar, T::add),
-        Binary::Sub => zip_broadcast(a, b, out, a_scalar, b_scalar, T::sub),
-        Binary::Mul => zip_broadcast(a, b, out, a_scalar, b_scalar, T::mul),
-        Binary::Max => zip_broadcast(a, b, out, a_scalar, b_scalar, max),
-        Binary::Min => zip_broadcast(a, b, out, a_scalar, b_scalar, min),
+        Binary::Add => zip_broadcast(a, b, out, sa, sb, T::add),
+        Binary::Sub => zip_broadcast(a, b, out, sa, sb, T::sub),
+        Binary::Mul => zip_broadcast(a, b, out, sa, sb, T::mul),
+        Binary::Max => zip_broadcast(a, b, out, sa, sb, max),
+        Binary::Min => zip_broadcast(a, b, out, sa, sb, min),
     }
 }
 
@@ -148,10 +197,32 @@ pub fn binary_float<T: Float>(
     b_scalar: bool,
 ) {
     if pow {
-        zip_broadcast(a, b, out, a_scalar, b_scalar, T::powf);
-    } else {
-        zip_broadcast(a, b, out, a_scalar, b_scalar, T::div);
+        return zip_broadcast(a, b, out, a_scalar, b_scalar, T::powf);
     }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has the feature the function is compiled for.
+            return unsafe { div_avx512(a, b, out, a_scalar, b_scalar) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: as above.
+            return unsafe { div_avx2(a, b, out, a_scalar, b_scalar) };
+        }
+    }
+    zip_broadcast(a, b, out, a_scalar, b_scalar, T::div);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn div_avx512<T: Float>(a: &[T], b: &[T], out: &mut [T], sa: bool, sb: bool) {
+    zip_broadcast(a, b, out, sa, sb, T::div)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn div_avx2<T: Float>(a: &[T], b: &[T], out: &mut [T], sa: bool, sb: bool) {
+    zip_broadcast(a, b, out, sa, sb, T::div)
 }
 
 /// `-a`: the twin of `neg_*`.
@@ -237,6 +308,53 @@ pub fn sum<T: Elem>(a: &[T]) -> T {
     }
     let (l, r) = a.split_at(a.len() / 2);
     sum(l).add(sum(r))
+}
+
+/// The sum of f32s accumulated in f64, as [`sum`] of the widened values would be up to
+/// rounding (the order differs): `LANES` running sums, lane `l` taking elements
+/// `l, l + LANES, …`, then added pairwise. Vectorised with the widest instructions the CPU
+/// has (checked at run time).
+pub fn sum_f32_wide(a: &[f32]) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has the feature the function is compiled for.
+            return unsafe { sum_f32_wide_avx512(a) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: as above.
+            return unsafe { sum_f32_wide_avx2(a) };
+        }
+    }
+    sum_f32_lanes(a)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn sum_f32_wide_avx512(a: &[f32]) -> f64 {
+    sum_f32_lanes(a)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn sum_f32_wide_avx2(a: &[f32]) -> f64 {
+    sum_f32_lanes(a)
+}
+
+#[inline(always)]
+fn sum_f32_lanes(a: &[f32]) -> f64 {
+    const LANES: usize = 32;
+    let mut acc = [0f64; LANES];
+    let mut runs = a.chunks_exact(LANES);
+    for run in &mut runs {
+        for (s, &x) in acc.iter_mut().zip(run) {
+            *s += x as f64;
+        }
+    }
+    for (s, &x) in acc.iter_mut().zip(runs.remainder()) {
+        *s += x as f64;
+    }
+    sum(&acc)
 }
 
 /// The largest element (`None` for none).
@@ -392,4 +510,37 @@ pub fn twins() -> Vec<String> {
     add(&["transpose"], &all);
     out.sort();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wide_f32_sums_agree_with_the_pairwise_f64_sum() {
+        for len in [0usize, 1, 31, 32, 33, 1000, 100_003] {
+            let a: Vec<f32> = (0..len)
+                .map(|i| ((i * 37) % 101) as f32 * 0.25 - 7.5)
+                .collect();
+            let wide: Vec<f64> = a.iter().map(|&x| x as f64).collect();
+            let (got, want) = (sum_f32_wide(&a), sum(&wide));
+            // Quarter-steps of small integers: every partial sum is exact in f64.
+            assert_eq!(got, want, "{len}");
+        }
+        assert_eq!(sum_f32_wide(&[1e8, 1.0, -1e8]), 1.0);
+    }
+
+    #[test]
+    fn binary_ops_broadcast_either_operand() {
+        let (a, b) = ([1.0f32, 2.0, 3.0], [10.0f32, 20.0, 30.0]);
+        let mut out = [0f32; 3];
+        binary(Binary::Sub, &a, &b, &mut out, false, false);
+        assert_eq!(out, [-9.0, -18.0, -27.0]);
+        binary(Binary::Sub, &a, &b, &mut out, false, true);
+        assert_eq!(out, [-9.0, -8.0, -7.0]);
+        binary(Binary::Sub, &a, &b, &mut out, true, false);
+        assert_eq!(out, [-9.0, -19.0, -29.0]);
+        binary(Binary::Sub, &a, &b, &mut out, true, true);
+        assert_eq!(out, [-9.0, -9.0, -9.0]);
+    }
 }

@@ -35,7 +35,8 @@ pub fn lower(op: ArrayOp) -> Option<Plan> {
         ArrayOp::Binary { op, x, y } => binary(op, x, y),
         ArrayOp::Combine { op, chunks } => combine(op, chunks),
         ArrayOp::Transpose { x } => transpose(x),
-        ArrayOp::Matmul { x, y } => matmul(x, y),
+        ArrayOp::Matmul { x, y, nt } => matmul(x, Some(y), nt),
+        ArrayOp::Syrk { x } => matmul(x, None, true),
         ArrayOp::Reduce { op, axis, x } => reduce(op, axis, x),
     }
 }
@@ -206,17 +207,38 @@ fn transpose(x: ChunkArg) -> Option<Plan> {
     Some(p)
 }
 
-fn matmul(x: ChunkArg, y: ChunkArg) -> Option<Plan> {
-    let (&[m, k], &[k2, n]) = (&x.shape[..], &y.shape[..]) else {
+/// x · y, or x · yᵀ (`nt`): then y (n×k) is first transposed into a temporary, the
+/// same `transpose_*` launch as `array.transpose`. No y is x itself (x · xᵀ, one input).
+fn matmul(x: ChunkArg, y: Option<ChunkArg>, nt: bool) -> Option<Plan> {
+    let same = y.is_none();
+    let y = y.unwrap_or_else(|| x.clone());
+    let (&[m, k], &[r, c]) = (&x.shape[..], &y.shape[..]) else {
         return None;
     };
+    let (k2, n) = if nt { (c, r) } else { (r, c) };
     // cuBLAS takes 32-bit dimensions.
     let fits = [m, k, n].iter().all(|&d| d <= i32::MAX as u64);
     if k != k2 || x.dtype != y.dtype || !fits || !matches!(x.dtype, DType::F32 | DType::F64) {
         return None;
     }
     let mut p = Plan::new(x.dtype, vec![m, n]);
-    let (a, b) = (p.input(x.data), p.input(y.data));
+    let a = p.input(x.data);
+    let mut b = if same { a } else { p.input(y.data) };
+    if nt && m * n * k > 0 {
+        let tiles = |d: u64| d.div_ceil(TILE as u64);
+        if tiles(r) > 65_535 || tiles(c) > i32::MAX as u64 {
+            return None;
+        }
+        let t = p.temp(k * n * x.dtype.size());
+        p.steps.push(Step::Launch(Launch {
+            module: Module::Builtin("transpose.cu"),
+            entry: format!("transpose_{}", suffix(x.dtype)?),
+            grid: (tiles(c) as u32, tiles(r) as u32, 1),
+            block: (TILE, TILE_ROWS, 1),
+            args: vec![Arg::Buf(b), Arg::Buf(t), Arg::U64(r), Arg::U64(c)],
+        }));
+        b = t;
+    }
     if m * n > 0 {
         if k == 0 {
             p.elementwise(

@@ -153,12 +153,20 @@ pub enum ArrayOp {
         /// The 2-d chunk to transpose.
         x: ChunkArg,
     },
-    /// `array.matmul(x, y)`.
+    /// `array.matmul(x, y)`, or `array.matmul(x, y, "nt")`: x · yᵀ with y given
+    /// untransposed.
     Matmul {
         /// The left matrix.
         x: ChunkArg,
-        /// The right matrix.
+        /// The right matrix (its transpose when `nt`).
         y: ChunkArg,
+        /// The product is x · yᵀ.
+        nt: bool,
+    },
+    /// `array.syrk(x)`: x · xᵀ, exactly symmetric.
+    Syrk {
+        /// The matrix.
+        x: ChunkArg,
     },
     /// `array.reduce(op, axis, x)`: along `axis`, or over the whole chunk (`None`, an
     /// axis of -1 on the wire).
@@ -222,6 +230,15 @@ impl ArrayOp {
             ("array.matmul", [x, y]) => ArrayOp::Matmul {
                 x: ChunkArg::parse(x)?,
                 y: ChunkArg::parse(y)?,
+                nt: false,
+            },
+            ("array.matmul", [x, y, Value::Str(t)]) if t == "nt" => ArrayOp::Matmul {
+                x: ChunkArg::parse(x)?,
+                y: ChunkArg::parse(y)?,
+                nt: true,
+            },
+            ("array.syrk", [x]) => ArrayOp::Syrk {
+                x: ChunkArg::parse(x)?,
             },
             ("array.reduce", [Value::Str(name), Value::Int(axis), x]) => ArrayOp::Reduce {
                 op: Reduce::parse(name)?,
@@ -243,6 +260,7 @@ impl ArrayOp {
             ArrayOp::Combine { .. } => "array.combine",
             ArrayOp::Transpose { .. } => "array.transpose",
             ArrayOp::Matmul { .. } => "array.matmul",
+            ArrayOp::Syrk { .. } => "array.syrk",
             ArrayOp::Reduce { .. } => "array.reduce",
         }
     }
@@ -306,6 +324,11 @@ mod tests {
             ),
             ("array.transpose", vec![chunk(&[2, 3])]),
             ("array.matmul", vec![chunk(&[2, 3]), chunk(&[3, 4])]),
+            (
+                "array.matmul",
+                vec![chunk(&[2, 3]), chunk(&[4, 3]), s("nt")],
+            ),
+            ("array.syrk", vec![chunk(&[3, 2])]),
             ("array.reduce", vec![s("sum"), Value::Int(-1), chunk(&[5])]),
         ]
     }
@@ -314,7 +337,7 @@ mod tests {
     fn every_op_name_with_a_plan_parses_and_names_itself_back() {
         let calls = calls();
         let names: std::collections::BTreeSet<&str> = calls.iter().map(|(n, _)| *n).collect();
-        assert_eq!(names.len(), 9, "every name once");
+        assert_eq!(names.len(), 10, "every name once");
         for (name, args) in calls {
             let op = ArrayOp::parse(name, &args).unwrap_or_else(|| panic!("{name}: {args:?}"));
             assert_eq!(op.name(), name);
