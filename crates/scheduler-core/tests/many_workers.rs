@@ -200,3 +200,42 @@ fn work_is_stolen_for_idle_workers_joining_a_large_cluster() {
     // for the first ninety idle workers, the last of them past the sixty-fourth.
     assert_eq!(thieves, 90, "tasks asked back for idle workers");
 }
+
+#[test]
+fn work_is_weighed_per_thread_when_workers_differ_in_threads() {
+    let mut s = SchedulerCore::new(CoreConfig {
+        default_duration_us: 1_000_000,
+        queue_target_us: 100_000_000,
+        ..CoreConfig::default()
+    });
+    s.on_client_joined(C);
+    // A worker of 16 threads running 4 tasks, then nine of one thread running one each.
+    s.on_worker_joined(WorkerId(9), worker_with("wide", 16));
+    let first: Vec<_> = (0..4)
+        .map(|i| op_task(&format!("a-{i}"), "slow", &[]))
+        .collect();
+    let wanted: Vec<String> = first.iter().map(|t| t.key.clone()).collect();
+    s.on_update_graph(C, first, &wanted).unwrap();
+    assert_eq!(computes(&mut s).len(), 4);
+    for w in 0..9 {
+        s.on_worker_joined(WorkerId(w), worker_with(&format!("w{w}"), 1));
+    }
+    let second: Vec<_> = (0..9)
+        .map(|i| op_task(&format!("b-{i}"), "slow", &[]))
+        .collect();
+    let wanted: Vec<String> = second.iter().map(|t| t.key.clone()).collect();
+    s.on_update_graph(C, second, &wanted).unwrap();
+    s.validate();
+    let placed = computes(&mut s);
+    assert!(
+        placed.iter().all(|(w, _)| w.0 < 9),
+        "one each to the idle ones"
+    );
+    // The wide worker has a quarter of a task per thread; the others one.
+    s.on_update_graph(C, vec![op_task("next", "slow", &[])], &keys(&["next"]))
+        .unwrap();
+    s.validate();
+    let placed = computes(&mut s);
+    assert_eq!(placed.len(), 1);
+    assert_eq!(placed[0].0, WorkerId(9), "the least work per thread");
+}
