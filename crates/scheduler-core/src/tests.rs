@@ -99,3 +99,43 @@ fn keys_hash_apart() {
         .collect();
     assert_eq!(hashes.len(), 1000);
 }
+
+/// `validate` finds a load index out of step with its workers.
+#[test]
+#[should_panic(expected = "workers taking tasks")]
+fn validate_finds_a_wrong_count_of_workers_taking_tasks() {
+    let mut s = SchedulerCore::new(CoreConfig::default());
+    s.on_worker_joined(rask_proto::WorkerId(1), crate::tests::spec("w1"));
+    s.validate();
+    s.free_workers += 1;
+    s.validate();
+}
+
+/// `validate` finds a worker filed under a stale load.
+#[test]
+#[should_panic(expected = "load index of")]
+fn validate_finds_a_worker_filed_under_a_stale_load() {
+    let mut s = SchedulerCore::new(CoreConfig::default());
+    s.on_worker_joined(rask_proto::WorkerId(1), crate::tests::spec("w1"));
+    s.workers
+        .get_mut(&rask_proto::WorkerId(1))
+        .expect("joined")
+        .occupancy_us += 1_000_000;
+    s.validate();
+}
+
+fn spec(name: &str) -> crate::api::WorkerSpec {
+    crate::api::WorkerSpec {
+        name: name.into(),
+        addr: format!("tcp://127.0.0.1/{name}"),
+        host_id: "h".into(),
+        nthreads: 1,
+        memory_limit: 1 << 30,
+        resources: vec![],
+        gpu: None,
+        nvlink: vec![],
+        device_spill_at: 0,
+        code: 0,
+        base: true,
+    }
+}
