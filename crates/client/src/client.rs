@@ -14,7 +14,7 @@ use rask_transport::{connect, ConnConfig, Sender};
 use tokio::sync::oneshot;
 
 use crate::future::{as_is, Future};
-use crate::gather::{gather, wait_status_blocking, Ready};
+use crate::gather::gather;
 pub use crate::options::{ClientOptions, ProgramSource};
 use crate::runtime::block_on;
 use crate::runtime::on_runtime;
@@ -327,28 +327,8 @@ impl Client {
     /// The values of these futures, fetched from the workers holding them; blocks.
     pub fn gather<T>(&self, futures: &[Future<T>]) -> Result<Vec<T>, ClientError> {
         let keys: Vec<Arc<str>> = futures.iter().map(|f| f.key.clone()).collect();
-        // Outside any runtime, the calling thread waits for the news itself: results that
-        // came with it are returned with no task on the client's runtime.
-        if tokio::runtime::Handle::try_current().is_err() {
-            if let Some(values) = self.values_with_news(&keys)? {
-                return decode_all(futures, values);
-            }
-        }
         let values = self.inner.block(gather(self.inner.clone(), keys))?;
         decode_all(futures, values)
-    }
-
-    /// Waits on this thread until each key is done; their values if all came with the
-    /// news, `None` if some must be fetched from a worker.
-    fn values_with_news(&self, keys: &[Arc<str>]) -> Result<Option<Vec<Value>>, ClientError> {
-        let mut values = Vec::with_capacity(keys.len());
-        for key in keys {
-            match wait_status_blocking(&self.inner, key)? {
-                Ready::Value(v) => values.push(v),
-                Ready::At(..) => return Ok(None),
-            }
-        }
-        Ok(Some(values))
     }
 
     /// The values of these futures; awaitable from any async runtime.

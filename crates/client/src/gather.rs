@@ -32,81 +32,58 @@ pub(crate) enum Ready {
 /// Waits for a key to leave `Pending`; returns where its value is.
 pub(crate) async fn wait_status(inner: &Inner, key: &Arc<str>) -> Result<Ready, ClientError> {
     loop {
-        match status(inner, key) {
-            // Woken by a change, or by the waiter list being dropped (released, closed).
-            Step::Wait(woken) => {
-                let _ = woken.await;
+        let woken = {
+            let mut st = inner.state();
+            let Some(e) = st.keys.get(key) else {
+                return Err(ClientError::Other(format!(
+                    "key {key:?} is not held by this client (released)"
+                )));
+            };
+            match &e.status {
+                Status::Pending => {}
+                Status::Memory { value: Some(v), .. } => return Ok(Ready::Value((**v).clone())),
+                Status::Memory {
+                    task,
+                    holder: Some(w),
+                    value: None,
+                } => {
+                    let h = st
+                        .workers
+                        .get(w)
+                        .expect("invariant: holders are known")
+                        .clone();
+                    return Ok(Ready::At(*task, h));
+                }
+                Status::Memory { holder: None, .. } => {
+                    return Err(ClientError::Fetch {
+                        key: key.to_string(),
+                        message: "no worker holds it".into(),
+                    })
+                }
+                Status::Erred(e) if e.key.is_empty() => {
+                    return Err(ClientError::Rejected(e.message.clone()))
+                }
+                Status::Erred(e) => {
+                    return Err(ClientError::Task {
+                        key: key.to_string(),
+                        cause: e.key.clone(),
+                        op: e.op.clone(),
+                        message: e.message.clone(),
+                    })
+                }
+                Status::Lost => {
+                    return Err(ClientError::Disconnected(
+                        st.closed.clone().unwrap_or_default(),
+                    ))
+                }
             }
-            Step::Done(ready) => return ready,
-        }
-    }
-}
-
-/// [`wait_status`] on a thread outside any async runtime: the caller sleeps until the
-/// client's runtime thread, reading the scheduler's news, wakes it. Nothing runs on the
-/// runtime for the wait, so a result that comes with its news costs one wake-up of the
-/// caller, not a task on the runtime and a wake-up each way.
-pub(crate) fn wait_status_blocking(inner: &Inner, key: &Arc<str>) -> Result<Ready, ClientError> {
-    loop {
-        match status(inner, key) {
-            Step::Wait(woken) => {
-                let _ = woken.blocking_recv();
-            }
-            Step::Done(ready) => return ready,
-        }
-    }
-}
-
-/// A key's status, as a waiter sees it.
-enum Step {
-    /// Where its value is, or why there is none.
-    Done(Result<Ready, ClientError>),
-    /// Still pending: woken when its status changes.
-    Wait(oneshot::Receiver<()>),
-}
-
-fn status(inner: &Inner, key: &Arc<str>) -> Step {
-    let mut st = inner.state();
-    let Some(e) = st.keys.get(key) else {
-        return Step::Done(Err(ClientError::Other(format!(
-            "key {key:?} is not held by this client (released)"
-        ))));
-    };
-    let done = match &e.status {
-        Status::Pending => {
             let (tx, rx) = oneshot::channel();
             st.waiters.entry(key.clone()).or_default().push(tx);
-            return Step::Wait(rx);
-        }
-        Status::Memory { value: Some(v), .. } => Ok(Ready::Value((**v).clone())),
-        Status::Memory {
-            task,
-            holder: Some(w),
-            value: None,
-        } => {
-            let h = st
-                .workers
-                .get(w)
-                .expect("invariant: holders are known")
-                .clone();
-            Ok(Ready::At(*task, h))
-        }
-        Status::Memory { holder: None, .. } => Err(ClientError::Fetch {
-            key: key.to_string(),
-            message: "no worker holds it".into(),
-        }),
-        Status::Erred(e) if e.key.is_empty() => Err(ClientError::Rejected(e.message.clone())),
-        Status::Erred(e) => Err(ClientError::Task {
-            key: key.to_string(),
-            cause: e.key.clone(),
-            op: e.op.clone(),
-            message: e.message.clone(),
-        }),
-        Status::Lost => Err(ClientError::Disconnected(
-            st.closed.clone().unwrap_or_default(),
-        )),
-    };
-    Step::Done(done)
+            rx
+        };
+        // Woken by a change, or by the waiter list being dropped (released, closed).
+        let _ = woken.await;
+    }
 }
 
 /// Waits (at most `limit` in all) for each of these keys' status to change, whatever it
