@@ -530,6 +530,42 @@ mod tests {
         assert_eq!(sum_f32_wide(&[1e8, 1.0, -1e8]), 1.0);
     }
 
+    /// Each instruction set's copy of a sum or a binary op gives the same bits as the
+    /// portable one (workers on different CPUs compute the same values).
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn every_instruction_sets_copy_gives_the_same_bits() {
+        let a: Vec<f32> = (0..10_007).map(|i| (i as f32 * 0.37).sin() * 1e3).collect();
+        let b: Vec<f32> = (0..10_007).map(|i| (i as f32 * 0.11).cos() + 2.0).collect();
+        let portable_sum = sum_f32_lanes(&a);
+        let mut portable = vec![0f32; a.len()];
+        binary_loops(Binary::Mul, &a, &b, &mut portable, false, false);
+        let mut out = vec![f32::NAN; a.len()];
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has the feature the functions are compiled for.
+            unsafe {
+                assert_eq!(sum_f32_wide_avx2(&a).to_bits(), portable_sum.to_bits());
+                binary_avx2(Binary::Mul, &a, &b, &mut out, false, false);
+            }
+            assert!(out
+                .iter()
+                .zip(&portable)
+                .all(|(x, y)| x.to_bits() == y.to_bits()));
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            out.fill(f32::NAN);
+            // SAFETY: as above.
+            unsafe {
+                assert_eq!(sum_f32_wide_avx512(&a).to_bits(), portable_sum.to_bits());
+                binary_avx512(Binary::Mul, &a, &b, &mut out, false, false);
+            }
+            assert!(out
+                .iter()
+                .zip(&portable)
+                .all(|(x, y)| x.to_bits() == y.to_bits()));
+        }
+    }
+
     #[test]
     fn binary_ops_broadcast_either_operand() {
         let (a, b) = ([1.0f32, 2.0, 3.0], [10.0f32, 20.0, 30.0]);

@@ -221,6 +221,38 @@ pub fn random_rows<T: Float>(
 mod tests {
     use super::*;
 
+    /// Each instruction set's copy of the block loop gives the same bits as the portable
+    /// one (workers on different CPUs generate the same arrays).
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn every_instruction_sets_copy_gives_the_same_bits() {
+        let n = 4 * LANES * 5;
+        let mut portable = vec![0f32; n];
+        uniform_f32_blocks(&mut portable, 9, 1 << 20, -2.0, 5.0);
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            let mut v = vec![f32::NAN; n];
+            // SAFETY: the CPU has the features the function is compiled for.
+            unsafe { uniform_f32_blocks_avx2(&mut v, 9, 1 << 20, -2.0, 5.0) };
+            assert!(v
+                .iter()
+                .zip(&portable)
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+        }
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+        {
+            let mut v = vec![f32::NAN; n];
+            // SAFETY: as above.
+            unsafe { uniform_f32_blocks_avx512(&mut v, 9, 1 << 20, -2.0, 5.0) };
+            assert!(v
+                .iter()
+                .zip(&portable)
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+        }
+    }
+
     /// The vectorised f32 path (whole runs of LANES blocks) gives the per-element values,
     /// from any offset, with the scalar head and tail around it.
     #[test]
