@@ -10,6 +10,14 @@ fn dep(t: u64, holders: &[u32]) -> DepLoc {
     }
 }
 
+/// A run that ended well with an output of `nbytes` in host memory.
+fn done(nbytes: u64) -> Result<Finished, String> {
+    Ok(Finished {
+        nbytes,
+        on_device: false,
+    })
+}
+
 fn finished(t: u64, nbytes: u64, duration_us: u64) -> Instruction {
     Instruction::Finished {
         task: TaskId(t),
@@ -41,14 +49,7 @@ fn runs_by_priority_up_to_nthreads() {
             }
         ]
     );
-    w.on_executed(
-        TaskId(3),
-        3,
-        Ok(Finished {
-            nbytes: 8,
-            on_device: false,
-        }),
-    );
+    w.on_executed(TaskId(3), 3, done(8));
     let out = w.take();
     assert!(matches!(&out[0], Instruction::Finished { task, .. } if *task == TaskId(3)));
     assert_eq!(
@@ -75,14 +76,7 @@ fn paused_no_task_starts_and_running_ones_finish_then_resuming_starts_them() {
     w.set_paused(true);
     assert!(w.paused());
     w.on_compute_batch([(TaskId(3), 2, vec![])]);
-    w.on_executed(
-        TaskId(1),
-        3,
-        Ok(Finished {
-            nbytes: 8,
-            on_device: false,
-        }),
-    );
+    w.on_executed(TaskId(1), 3, done(8));
     let out = w.take();
     assert_eq!(out.len(), 1, "only the finished task is reported: {out:?}");
     assert!(matches!(&out[0], Instruction::Finished { task, .. } if *task == TaskId(1)));
@@ -129,14 +123,7 @@ fn fetches_batched_per_peer_and_discards_inputs_after_use() {
             inline: false
         }]
     );
-    w.on_executed(
-        TaskId(10),
-        1,
-        Ok(Finished {
-            nbytes: 8,
-            on_device: false,
-        }),
-    );
+    w.on_executed(TaskId(10), 1, done(8));
     let out = w.take();
     for t in [1, 2, 3] {
         assert!(
@@ -182,14 +169,7 @@ fn cancelled_while_executing_discards_the_result() {
     w.take();
     w.on_free(TaskId(1));
     assert_eq!(w.take(), vec![]);
-    w.on_executed(
-        TaskId(1),
-        1,
-        Ok(Finished {
-            nbytes: 8,
-            on_device: false,
-        }),
-    );
+    w.on_executed(TaskId(1), 1, done(8));
     assert_eq!(w.take(), vec![Instruction::Discard { task: TaskId(1) }]);
     assert!(!w.has_data(TaskId(1)));
 }
@@ -205,14 +185,7 @@ fn a_task_sent_ahead_waits_for_its_local_input() {
             inline: false
         }]
     );
-    w.on_executed(
-        TaskId(1),
-        1,
-        Ok(Finished {
-            nbytes: 8,
-            on_device: false,
-        }),
-    );
+    w.on_executed(TaskId(1), 1, done(8));
     let out = w.take();
     assert!(matches!(&out[0], Instruction::Finished { task, .. } if *task == TaskId(1)));
     assert_eq!(
@@ -225,14 +198,7 @@ fn a_task_sent_ahead_waits_for_its_local_input() {
     // If the input fails, the waiter stays until the scheduler frees it.
     w.on_compute_batch([(TaskId(3), 0, vec![]), (TaskId(4), 1, vec![dep(3, &[])])]);
     w.take();
-    w.on_executed(
-        TaskId(2),
-        1,
-        Ok(Finished {
-            nbytes: 8,
-            on_device: false,
-        }),
-    );
+    w.on_executed(TaskId(2), 1, done(8));
     w.take();
     w.on_executed(TaskId(3), 0, Err("boom".into()));
     assert!(!w.take().contains(&Instruction::Execute {
@@ -265,24 +231,10 @@ fn a_task_with_two_local_inputs_starts_only_after_both_are_done() {
             }
         ]
     );
-    w.on_executed(
-        TaskId(1),
-        1,
-        Ok(Finished {
-            nbytes: 8,
-            on_device: false,
-        }),
-    );
+    w.on_executed(TaskId(1), 1, done(8));
     assert_eq!(w.take(), vec![finished(1, 8, 1)]);
     assert_eq!(w.executing(), 1);
-    w.on_executed(
-        TaskId(2),
-        1,
-        Ok(Finished {
-            nbytes: 8,
-            on_device: false,
-        }),
-    );
+    w.on_executed(TaskId(2), 1, done(8));
     assert_eq!(
         w.take(),
         vec![
@@ -320,14 +272,7 @@ fn freeing_one_of_two_tasks_waiting_on_a_fetch_leaves_the_other_waiting() {
         }]
     );
     assert!(w.has_data(TaskId(1)));
-    w.on_executed(
-        TaskId(11),
-        1,
-        Ok(Finished {
-            nbytes: 8,
-            on_device: false,
-        }),
-    );
+    w.on_executed(TaskId(11), 1, done(8));
     assert_eq!(
         w.take(),
         vec![Instruction::Discard { task: TaskId(1) }, finished(11, 8, 1)]
@@ -352,14 +297,7 @@ fn freeing_one_of_two_tasks_waiting_on_a_local_input_leaves_the_other_waiting() 
     );
     w.on_free(TaskId(2));
     assert_eq!(w.take(), vec![Instruction::Drop { task: TaskId(2) }]);
-    w.on_executed(
-        TaskId(1),
-        1,
-        Ok(Finished {
-            nbytes: 8,
-            on_device: false,
-        }),
-    );
+    w.on_executed(TaskId(1), 1, done(8));
     assert_eq!(
         w.take(),
         vec![
@@ -387,14 +325,7 @@ fn a_task_assigned_again_while_running_or_after_it_finished_is_ignored() {
     w.on_compute(TaskId(1), 0, vec![]);
     assert_eq!(w.take(), vec![]);
     assert_eq!((w.assigned(), w.executing(), w.owned()), (1, 1, 0));
-    w.on_executed(
-        TaskId(1),
-        1,
-        Ok(Finished {
-            nbytes: 8,
-            on_device: false,
-        }),
-    );
+    w.on_executed(TaskId(1), 1, done(8));
     assert_eq!(w.take(), vec![finished(1, 8, 1)]);
     assert_eq!((w.assigned(), w.executing(), w.owned()), (0, 0, 1));
     w.on_compute(TaskId(1), 0, vec![]);
@@ -459,14 +390,7 @@ fn a_task_freed_and_assigned_again_while_its_local_input_is_also_fetched_waits_o
     w.on_free(TaskId(5));
     w.on_compute(TaskId(5), 1, vec![dep(13, &[2])]);
     w.take();
-    w.on_executed(
-        TaskId(13),
-        10,
-        Ok(Finished {
-            nbytes: 8,
-            on_device: false,
-        }),
-    );
+    w.on_executed(TaskId(13), 10, done(8));
     // Both readers of 13 run: 1, whose copy of it was being fetched, and 5.
     let out = w.take();
     for t in [1, 5] {

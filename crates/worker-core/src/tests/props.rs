@@ -89,9 +89,9 @@ proptest! {
                 }
                 4 => {
                     if !m.running.is_empty() {
-                        let done = m.running.remove(t as usize % m.running.len());
-                        m.store.insert(done);
-                        core.on_executed(done, 1, Ok(Finished { nbytes: 8, on_device: false }));
+                        let ended = m.running.remove(t as usize % m.running.len());
+                        m.store.insert(ended);
+                        core.on_executed(ended, 1, done(8));
                     }
                 }
                 _ => core.on_free(task),

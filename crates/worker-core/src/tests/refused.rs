@@ -70,14 +70,7 @@ fn a_task_refused_for_an_input_no_one_holds_takes_no_hold_on_a_local_input() {
             tasks: vec![TaskId(2)]
         }]
     );
-    w.on_executed(
-        TaskId(1),
-        1,
-        Ok(Finished {
-            nbytes: 8,
-            on_device: false,
-        }),
-    );
+    w.on_executed(TaskId(1), 1, done(8));
     assert_eq!(w.take(), vec![finished(1, 8, 1)]);
     w.on_fetched(WorkerId(7), &[TaskId(2)], &[]);
     assert_eq!(
@@ -118,14 +111,7 @@ fn a_task_refused_for_an_input_no_one_holds_takes_no_hold_on_a_cached_input() {
         }]
     );
     // Task 10 was the last reader of both inputs.
-    w.on_executed(
-        TaskId(10),
-        1,
-        Ok(Finished {
-            nbytes: 8,
-            on_device: false,
-        }),
-    );
+    w.on_executed(TaskId(10), 1, done(8));
     assert_eq!(
         w.take(),
         vec![

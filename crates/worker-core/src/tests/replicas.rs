@@ -32,14 +32,7 @@ fn copies_are_fetched_per_holder_kept_until_freed_and_reported() {
             inline: false
         }]
     );
-    w.on_executed(
-        TaskId(10),
-        1,
-        Ok(Finished {
-            nbytes: 8,
-            on_device: false,
-        }),
-    );
+    w.on_executed(TaskId(10), 1, done(8));
     assert_eq!(w.take(), vec![finished(10, 8, 1)]);
     assert!(w.has_data(TaskId(1)));
     w.on_free(TaskId(1));
@@ -66,14 +59,7 @@ fn a_copy_of_a_value_already_here_or_on_its_way_is_not_fetched_again() {
     // way.
     w.on_compute(TaskId(1), 0, vec![]);
     w.take();
-    w.on_executed(
-        TaskId(1),
-        1,
-        Ok(Finished {
-            nbytes: 8,
-            on_device: false,
-        }),
-    );
+    w.on_executed(TaskId(1), 1, done(8));
     w.on_compute_batch([
         (TaskId(10), 0, vec![dep(2, &[7])]),
         (TaskId(11), 1, vec![dep(3, &[8])]),
@@ -90,14 +76,7 @@ fn a_copy_of_a_value_already_here_or_on_its_way_is_not_fetched_again() {
     w.on_acquire_replicas(vec![dep(1, &[9]), dep(2, &[9]), dep(3, &[9])]);
     assert_eq!(w.take(), vec![acquired(&[1, 2])]);
     // 2 stays once 10, which read it, is done.
-    w.on_executed(
-        TaskId(10),
-        1,
-        Ok(Finished {
-            nbytes: 8,
-            on_device: false,
-        }),
-    );
+    w.on_executed(TaskId(10), 1, done(8));
     assert_eq!(w.take(), vec![finished(10, 8, 1)]);
     assert!(w.has_data(TaskId(2)));
     // 3 arrives for 11 and is kept too.
@@ -112,14 +91,7 @@ fn a_copy_of_a_value_already_here_or_on_its_way_is_not_fetched_again() {
             }
         ]
     );
-    w.on_executed(
-        TaskId(11),
-        1,
-        Ok(Finished {
-            nbytes: 8,
-            on_device: false,
-        }),
-    );
+    w.on_executed(TaskId(11), 1, done(8));
     assert_eq!(w.take(), vec![finished(11, 8, 1)]);
     assert!(w.has_data(TaskId(3)));
     assert_eq!(w.owned(), 5);
@@ -150,14 +122,7 @@ fn a_copy_freed_on_its_way_is_dropped_when_it_comes() {
             inline: false
         }]
     );
-    w.on_executed(
-        TaskId(10),
-        1,
-        Ok(Finished {
-            nbytes: 8,
-            on_device: false,
-        }),
-    );
+    w.on_executed(TaskId(10), 1, done(8));
     assert_eq!(
         w.take(),
         vec![Instruction::Discard { task: TaskId(3) }, finished(10, 8, 1)]

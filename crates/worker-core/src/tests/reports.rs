@@ -85,14 +85,7 @@ fn a_result_a_client_waits_on_is_reported_with_its_value_and_others_are_not() {
             on_device: true,
         }),
     );
-    w.on_executed(
-        TaskId(2),
-        4,
-        Ok(Finished {
-            nbytes: 16,
-            on_device: false,
-        }),
-    );
+    w.on_executed(TaskId(2), 4, done(16));
     assert_eq!(
         w.take(),
         vec![
@@ -122,14 +115,7 @@ fn a_result_a_client_waits_on_is_reported_with_its_value_and_others_are_not() {
     w.take();
     w.on_free(TaskId(4));
     w.on_executed(TaskId(3), 1, Err("boom".into()));
-    w.on_executed(
-        TaskId(4),
-        1,
-        Ok(Finished {
-            nbytes: 8,
-            on_device: false,
-        }),
-    );
+    w.on_executed(TaskId(4), 1, done(8));
     assert_eq!(w.ran(), [1, 1]);
     assert_eq!(
         w.take(),

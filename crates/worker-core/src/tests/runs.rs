@@ -25,12 +25,7 @@ fn freed_while_executing_then_assigned_again_runs_again_after_the_cancelled_run(
     w.on_free(TaskId(1));
     assign(&mut w, 1, vec![], 2);
     assert_eq!(w.take(), vec![]);
-    let done = || {
-        Ok(Finished {
-            nbytes: 8,
-            on_device: false,
-        })
-    };
+    let done = || done(8);
     w.on_executed(TaskId(1), 1, done());
     assert_eq!(
         w.take(),
@@ -77,12 +72,7 @@ fn a_resumed_task_waits_for_its_input_given_out_again() {
     assign(&mut w, 1, vec![], 1);
     assign(&mut w, 2, vec![dep(1, &[])], 1);
     w.take();
-    let done = || {
-        Ok(Finished {
-            nbytes: 8,
-            on_device: false,
-        })
-    };
+    let done = || done(8);
     w.on_executed(TaskId(1), 1, done());
     w.take(); // 1 finished, 2 runs
     w.on_free(TaskId(2));

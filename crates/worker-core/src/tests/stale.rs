@@ -5,10 +5,7 @@
 use super::*;
 
 fn ok() -> Result<Finished, String> {
-    Ok(Finished {
-        nbytes: 8,
-        on_device: false,
-    })
+    done(8)
 }
 
 fn dep(t: u64, holders: &[u32]) -> DepLoc {
@@ -138,14 +135,7 @@ fn a_task_waiting_for_a_local_input_freed_and_assigned_again_starts_after_its_ne
     w.on_compute(TaskId(1), 1, vec![]);
     assert_eq!(w.take(), vec![]);
     for (t, next) in [(5, 1), (1, 2)] {
-        w.on_executed(
-            TaskId(t),
-            1,
-            Ok(Finished {
-                nbytes: 8,
-                on_device: false,
-            }),
-        );
+        w.on_executed(TaskId(t), 1, done(8));
         let out = w.take();
         assert!(
             out.contains(&Instruction::Execute {
