@@ -6,6 +6,7 @@ use rask_proto::{TaskId, WorkerId};
 
 use crate::core::SchedulerCore;
 use crate::load::LEAST_LOADED;
+use crate::state::{Task, Worker};
 use crate::TaskState;
 
 /// Holders of a task's inputs weighed in a large cluster, at most.
@@ -71,7 +72,11 @@ impl SchedulerCore {
             let best = self
                 .candidates(t)
                 .into_iter()
-                .filter_map(|id| self.cost(t, id).map(|c| (c, id)))
+                .filter_map(|id| {
+                    let w = self.workers.get(&id)?;
+                    let takes = !w.retiring && w.fits(&[], None) && w.has_capacity(&self.cfg, &[]);
+                    takes.then(|| (self.cost(task, id, w), id))
+                })
                 .min_by(|a, b| a.partial_cmp(b).expect("invariant: costs are numbers"));
             if let Some((_, w)) = best {
                 return Placement::Worker(w);
@@ -85,9 +90,10 @@ impl SchedulerCore {
                 continue;
             }
             any_fit = true;
-            let Some(cost) = self.cost(t, *id) else {
+            if !w.has_capacity(&self.cfg, task.resources()) {
                 continue;
-            };
+            }
+            let cost = self.cost(task, *id, w);
             if best.is_none_or(|(c, b)| (cost, *id) < (c, b)) {
                 best = Some((cost, *id));
             }
@@ -137,14 +143,8 @@ impl SchedulerCore {
     /// When task `t` would finish on worker `id`, relative to the others: its work per
     /// thread plus the time to move the inputs it lacks (each over the cheapest link
     /// from a holder), plus, on a GPU whose memory is full, pushing the output off it.
-    /// `None` if the worker does not take the task now (retiring, unfit, or no room).
-    fn cost(&self, t: TaskId, id: WorkerId) -> Option<f64> {
-        let task = &self.tasks[&t];
-        let resources = task.resources();
-        let w = self.workers.get(&id)?;
-        if w.retiring || !w.fits(resources, task.code()) || !w.has_capacity(&self.cfg, resources) {
-            return None;
-        }
+    /// The caller checks that the worker takes the task now (not retiring, fit, room).
+    fn cost(&self, task: &Task, id: WorkerId, w: &Worker) -> f64 {
         // Bytes to move, each weighted by the cheapest link from a holder.
         let mut missing: f64 = task
             .deps
@@ -169,9 +169,6 @@ impl SchedulerCore {
             let over = (w.device_used + out).saturating_sub(w.spec.device_spill_at);
             missing += over as f64 * 0.5;
         }
-        Some(
-            w.occupancy_us as f64 / w.spec.nthreads.max(1) as f64
-                + missing / self.cfg.bandwidth * 1e6,
-        )
+        w.occupancy_us as f64 / w.spec.nthreads.max(1) as f64 + missing / self.cfg.bandwidth * 1e6
     }
 }
