@@ -85,17 +85,28 @@ impl SchedulerCore {
         self.run();
     }
 
-    /// Puts back a graph from the journal: as [`SchedulerCore::on_update_graph`], each new
-    /// task at the id `ids` gives its key (one whose slot is taken gets a new id).
+    /// Puts back a graph from the journal, and what each holder (a client, or a
+    /// dataset's holder) wants of it: as [`SchedulerCore::on_update_graph`] once per
+    /// holder, each new task at the id `ids` gives its key (one whose slot is taken gets a
+    /// new id). Every holder's keys are held before any task is found wanted by no one:
+    /// a task only the last holder wants is kept. With no holder, nothing is kept. On
+    /// error the restore is not to be used.
     pub fn restore_graph(
         &mut self,
-        client: ClientId,
         tasks: Vec<NewTask>,
-        wanted: &[String],
+        holders: &[(ClientId, Vec<String>)],
         ids: &FxHashMap<String, TaskId>,
     ) -> Result<(), GraphError> {
+        let Some(((first, wanted), rest)) = holders.split_first() else {
+            return Ok(());
+        };
         self.begin(Why::Restored, None);
-        self.update_graph(client, tasks, wanted, Some(ids))
+        let created = self.add_graph(*first, tasks, wanted, Some(ids))?;
+        for (holder, wanted) in rest {
+            self.add_graph(*holder, Vec::new(), wanted, None)?;
+        }
+        self.settle_graph(created);
+        Ok(())
     }
 
     /// A client that connected again asks for the keys it holds futures for: each it did

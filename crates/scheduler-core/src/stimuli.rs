@@ -217,6 +217,21 @@ impl SchedulerCore {
         wanted: &[String],
         ids: Option<&FxHashMap<String, TaskId>>,
     ) -> Result<(), GraphError> {
+        let created = self.add_graph(client, tasks, wanted, ids)?;
+        self.settle_graph(created);
+        Ok(())
+    }
+
+    /// Adds a graph's new tasks and `client`'s wants, and sets the wanted ones waiting;
+    /// returns the tasks created. Nothing is dropped or run yet: see
+    /// [`SchedulerCore::settle_graph`].
+    pub(crate) fn add_graph(
+        &mut self,
+        client: ClientId,
+        tasks: Vec<NewTask>,
+        wanted: &[String],
+        ids: Option<&FxHashMap<String, TaskId>>,
+    ) -> Result<Vec<TaskId>, GraphError> {
         if !self.clients.contains_key(&client) {
             return Err(GraphError::UnknownClient(client));
         }
@@ -331,13 +346,17 @@ impl SchedulerCore {
                 self.recs.push_back((*t, TaskState::Waiting));
             }
         }
-        // Tasks submitted but wanted by no one and read by no one are dropped at once.
+        Ok(created)
+    }
+
+    /// Ends adding graphs: tasks `created` but wanted by no one and read by no one are
+    /// dropped at once, and what is ready runs.
+    pub(crate) fn settle_graph(&mut self, created: Vec<TaskId>) {
         for t in created {
             self.check_release(t);
         }
         self.run();
         self.retire_step();
-        Ok(())
     }
 
     /// A client dropped its last future for these keys.

@@ -106,9 +106,8 @@ fn a_restored_graph_keeps_its_ids_and_later_ids_are_above_every_old_one() {
     // Restored in another order and in one graph: the ids are those given.
     after
         .restore_graph(
-            C,
             vec![task("c", &[]), task("a", &[]), task("b", &["a"])],
-            &keys(&["b", "c"]),
+            &[(C, keys(&["b", "c"]))],
             &ids,
         )
         .unwrap();
@@ -273,7 +272,7 @@ fn a_client_asking_for_its_keys_again_is_told_those_already_in_memory() {
     s.on_client_joined(C);
     s.hold_placement(true);
     let ids: FxHashMap<String, TaskId> = [("x".to_string(), TaskId(5))].into_iter().collect();
-    s.restore_graph(C, vec![task("x", &[])], &keys(&["x"]), &ids)
+    s.restore_graph(vec![task("x", &[])], &[(C, keys(&["x"]))], &ids)
         .unwrap();
     s.restored();
     s.take_actions();
@@ -326,9 +325,8 @@ fn a_failure_recorded_before_a_restart_is_put_back_and_nothing_runs_again() {
     after.hold_placement(true);
     after
         .restore_graph(
-            C,
             vec![task("a", &[]), task("b", &["a"]), task("ok", &[])],
-            &keys(&["b", "ok"]),
+            &[(C, keys(&["b", "ok"]))],
             &ids,
         )
         .unwrap();
@@ -397,4 +395,63 @@ fn an_input_computed_again_while_its_reader_runs_elsewhere_is_waited_for_again()
     s.on_task_finished(b, y, 8, 10, None);
     s.validate();
     assert_eq!(s.state("y"), TaskState::Memory);
+}
+
+/// Several holders (clients, datasets' holders) restored at once: a task only a later
+/// holder wants, or that only a later holder's task reads, is kept; one no holder wants
+/// nor needs is dropped; a client that holds nothing is still known. With no holder at
+/// all, nothing is kept.
+#[test]
+fn a_graph_restored_for_several_holders_keeps_what_any_of_them_wants() {
+    let d = rask_proto::ClientId(7);
+    let e = rask_proto::ClientId(8);
+    let ids: FxHashMap<String, TaskId> = [("a", 1), ("b", 2), ("c", 3), ("gone", 4)]
+        .into_iter()
+        .map(|(k, i)| (k.to_string(), TaskId(i)))
+        .collect();
+    let graph = || {
+        vec![
+            task("a", &[]),
+            task("b", &["a"]),
+            task("c", &[]),
+            task("gone", &[]),
+        ]
+    };
+    let mut s = SchedulerCore::new(CoreConfig::default());
+    for c in [C, d, e] {
+        s.on_client_joined(c);
+    }
+    s.hold_placement(true);
+    s.restore_graph(
+        graph(),
+        &[(C, vec![]), (d, keys(&["b"])), (e, keys(&["c", "b"]))],
+        &ids,
+    )
+    .unwrap();
+    s.restored();
+    s.validate();
+    let kept: Vec<Option<TaskId>> = ["a", "b", "c", "gone"]
+        .iter()
+        .map(|k| s.task_id(k))
+        .collect();
+    assert_eq!(
+        kept,
+        [Some(TaskId(1)), Some(TaskId(2)), Some(TaskId(3)), None]
+    );
+    assert_eq!(s.state("b"), TaskState::Waiting);
+    // Each holder's keys are its own: d releasing b leaves e's.
+    s.on_release_keys(d, &keys(&["b"]));
+    s.validate();
+    assert_eq!(s.task_id("b"), Some(TaskId(2)));
+    s.on_release_keys(e, &keys(&["b", "c"]));
+    s.validate();
+    assert_eq!(
+        ["a", "b", "c"].map(|k| s.task_id(k)),
+        [None, None, None],
+        "released by every holder"
+    );
+    let mut none = SchedulerCore::new(CoreConfig::default());
+    none.restore_graph(graph(), &[], &ids).unwrap();
+    none.validate();
+    assert_eq!(none.task_count(), 0);
 }

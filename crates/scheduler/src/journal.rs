@@ -386,4 +386,4 @@ impl JournalWriter {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -39,7 +39,6 @@ pub use crate::observe::{
 pub use rask_proto::observe::{TaskPrefixMsg, TaskStream, TaskStreamEntryMsg, TransitionMsg};
 use rask_scheduler_core::{CoreConfig, SchedulerCore};
 use rask_transport::{ConnConfig, TransportError};
-use rustc_hash::FxHashMap;
 use std::future::Future;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -141,27 +140,13 @@ pub async fn run(
         }
         (None, _) => None,
     };
-    let mut server = Server {
-        core: SchedulerCore::new(cfg.core.clone()),
+    let mut server = Server::new(
+        SchedulerCore::new(cfg.core.clone()),
         address,
-        clients: FxHashMap::default(),
-        workers: FxHashMap::default(),
-        next_client: 1,
-        next_worker: 0,
-        base: None,
-        programs: FxHashMap::default(),
-        client_programs: FxHashMap::default(),
-        clock: 0,
-        partial: FxHashMap::default(),
-        retire_replies: Vec::new(),
-        shutdown_requested: None,
-        started_us: unix_us(),
-        dashboard: dashboard
+        dashboard
             .as_ref()
             .map_or_else(String::new, |(u, _)| u.clone()),
-        recovery: Default::default(),
-        datasets: Default::default(),
-    };
+    );
     server.recovery.grace = cfg.client_grace;
     if let Some(j) = &cfg.journal {
         crate::recovery::restore(&mut server, j).map_err(SchedulerError::Journal)?;

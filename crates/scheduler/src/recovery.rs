@@ -173,27 +173,29 @@ pub(crate) fn restore(server: &mut Server, cfg: &JournalConfig) -> Result<(), St
         .into_iter()
         .map(|(id, t)| ((t.key.clone(), TaskId(id)), from_journal(t)))
         .unzip();
-    // What each client and each dataset holds: the tasks come back with the first.
+    // What each client and each dataset holds, all held before a task is found unwanted.
     for (id, _) in m.datasets.values() {
         server.core.on_client_joined(ClientId(*id));
     }
-    let holders = m
+    let holders: Vec<(ClientId, Vec<String>)> = m
         .clients
         .iter()
-        .map(|(c, (_, wants))| (*c, wants.iter().cloned().collect::<Vec<_>>()))
-        .chain(m.datasets.values().map(|(c, keys)| (*c, keys.clone())));
-    let mut tasks = Some(tasks);
-    for (c, wants) in holders {
-        server
-            .core
-            .restore_graph(ClientId(c), tasks.take().unwrap_or_default(), &wants, &ids)
-            .map_err(|e| {
-                format!(
-                    "journal {}: cannot restore its graph: {e}",
-                    cfg.path.display()
-                )
-            })?;
-    }
+        .map(|(c, (_, wants))| (ClientId(*c), wants.iter().cloned().collect()))
+        .chain(
+            m.datasets
+                .values()
+                .map(|(c, keys)| (ClientId(*c), keys.clone())),
+        )
+        .collect();
+    server
+        .core
+        .restore_graph(tasks, &holders, &ids)
+        .map_err(|e| {
+            format!(
+                "journal {}: cannot restore its graph: {e}",
+                cfg.path.display()
+            )
+        })?;
     server.datasets = std::mem::take(&mut m.datasets)
         .into_iter()
         .map(|(name, (c, keys))| (name, (ClientId(c), keys)))

@@ -12,6 +12,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::conn::Event;
 use crate::conn::Peer;
+use crate::observe::unix_us;
 use crate::programs::{ClientProgram, ProgramMap};
 use crate::registry::Base;
 
@@ -90,6 +91,30 @@ pub(crate) struct RetireReply {
 }
 
 impl Server {
+    /// A scheduler at `address` with no client or worker yet (`dashboard`: its
+    /// dashboard's address, empty without one).
+    pub(crate) fn new(core: SchedulerCore, address: String, dashboard: String) -> Server {
+        Server {
+            core,
+            address,
+            clients: FxHashMap::default(),
+            workers: FxHashMap::default(),
+            next_client: 1,
+            next_worker: 0,
+            base: None,
+            programs: FxHashMap::default(),
+            client_programs: FxHashMap::default(),
+            clock: 0,
+            partial: FxHashMap::default(),
+            retire_replies: Vec::new(),
+            shutdown_requested: None,
+            started_us: unix_us(),
+            dashboard,
+            recovery: Default::default(),
+            datasets: Default::default(),
+        }
+    }
+
     /// Tells every client the scheduler is going, with why (so that none tries to
     /// connect again).
     pub(crate) fn close_clients(&mut self, why: &str) {

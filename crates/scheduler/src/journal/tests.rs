@@ -40,7 +40,8 @@ fn records() -> Vec<Record> {
     ]
 }
 
-fn dir() -> PathBuf {
+/// A new directory for a journal.
+pub(crate) fn dir() -> PathBuf {
     let d = std::env::temp_dir().join(format!(
         "rask-journal-test-{}-{}",
         std::process::id(),

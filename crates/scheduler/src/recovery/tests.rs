@@ -2,6 +2,7 @@
 
 use super::*;
 use rask_proto::Datum;
+use rask_scheduler_core::SchedulerCore;
 
 fn task(key: &str, deps: &[&str]) -> JournalTask {
     JournalTask {
@@ -79,4 +80,67 @@ fn a_graph_record_gives_the_tasks_its_created_record_names_their_ids() {
     let mut fresh = Model::default();
     fresh.apply(Record::Created(vec![(0, 1)]));
     assert!(fresh.tasks.is_empty());
+}
+
+/// A dataset published by a client that then left, the journal ending after the client's
+/// `Releases` and before its `ClientLeft` (the scheduler killed in between): the client
+/// is restored holding nothing, and the dataset's tasks must come back all the same. They
+/// used to be restored with the client's graph and dropped at once as wanted by no one,
+/// and the restart refused its journal: "key ... is neither in the graph nor held".
+#[test]
+fn a_dataset_keeps_its_tasks_when_a_client_restored_before_it_holds_none() {
+    let path = crate::journal::tests::dir().join("j");
+    let mut w = JournalWriter::open(&path, 0, crate::journal::Fsync::Never).unwrap();
+    let both = vec!["x".to_string(), "y".to_string()];
+    for r in [
+        Record::ClientJoined {
+            id: 1,
+            name: "a".into(),
+        },
+        Record::Graph(vec![task("x", &[]), task("y", &["x"])]),
+        Record::Created(vec![(0, 10), (1, 11)]),
+        Record::Wants {
+            client: 1,
+            keys: both.clone(),
+        },
+        Record::Published {
+            name: "answers".into(),
+            client: 2,
+            keys: both.clone(),
+        },
+        Record::Releases {
+            client: 1,
+            keys: both.clone(),
+        },
+    ] {
+        w.append(&r).unwrap();
+    }
+    w.flush().unwrap();
+    drop(w);
+    let cfg = JournalConfig {
+        path: path.clone(),
+        fsync: crate::journal::Fsync::Never,
+        grace: Duration::from_secs(60),
+    };
+    let restored = |server: &mut Server| {
+        restore(server, &cfg).unwrap();
+        server.core.validate();
+        let ids: Vec<Option<TaskId>> = both.iter().map(|k| server.core.task_id(k)).collect();
+        assert_eq!(ids, [Some(TaskId(10)), Some(TaskId(11))]);
+        assert_eq!(
+            server.datasets.keys().collect::<Vec<_>>(),
+            [&"answers".to_string()]
+        );
+    };
+    let new = || {
+        Server::new(
+            SchedulerCore::new(Default::default()),
+            "tcp://127.0.0.1:1".into(),
+            String::new(),
+        )
+    };
+    restored(&mut new());
+    // And again from the journal that restore compacted.
+    restored(&mut new());
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
