@@ -455,3 +455,23 @@ fn a_graph_restored_for_several_holders_keeps_what_any_of_them_wants() {
     none.validate();
     assert_eq!(none.task_count(), 0);
 }
+
+/// A rejoining worker placed a task before its list of held values arrived, and the list
+/// names that task (it had computed it before): the value is taken, the run it was given
+/// ends there, and the value is not dropped.
+#[test]
+fn a_value_held_by_the_worker_the_task_runs_on_is_taken() {
+    let mut s = SchedulerCore::new(CoreConfig::default());
+    s.on_client_joined(C);
+    let w = WorkerId(0);
+    s.on_worker_joined(w, worker("w"));
+    s.on_update_graph(C, vec![task("a", &[])], &keys(&["a"]))
+        .unwrap();
+    let a = s.task_id("a").unwrap();
+    assert_eq!(computes(&mut s, w), vec![a]);
+    assert_eq!(s.state("a"), TaskState::Processing);
+    s.on_worker_holds(w, &[(a, 8)]);
+    s.validate();
+    assert!(frees(&s.take_actions()).is_empty(), "not stale");
+    assert_eq!((s.state("a"), s.who_has("a")), (TaskState::Memory, vec![w]));
+}
