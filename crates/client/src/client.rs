@@ -19,6 +19,7 @@ pub use crate::options::{ClientOptions, ProgramSource};
 use crate::runtime::block_on;
 use crate::runtime::on_runtime;
 use crate::runtime::start_runtime;
+use crate::runtime::Spin;
 use crate::state::read_scheduler;
 use crate::state::KeyEntry;
 use crate::state::State;
@@ -50,6 +51,8 @@ pub(crate) struct Inner {
     pub(crate) transport: rask_transport::TransportMode,
     pub(crate) host_id: String,
     pub(crate) program: Option<ProgramSource>,
+    /// See [`ClientOptions::spin`].
+    pub(crate) spin: Spin,
 }
 
 impl Inner {
@@ -72,7 +75,7 @@ impl Inner {
         &self,
         fut: impl std::future::Future<Output = Result<T, ClientError>> + Send + 'static,
     ) -> Result<T, ClientError> {
-        block_on(&self.handle, fut)
+        block_on(&self.handle, &self.spin, fut)
     }
 }
 
@@ -101,7 +104,7 @@ impl Client {
     pub fn connect_with(addr: &str, opts: ClientOptions) -> Result<Client, ClientError> {
         let (handle, stop) = start_runtime()?;
         let fut = Client::join(handle.clone(), stop, addr.to_string(), opts);
-        block_on(&handle, fut)
+        block_on(&handle, &Spin::new(std::time::Duration::ZERO), fut)
     }
 
     /// Connects with options; awaitable from any async runtime.
@@ -151,6 +154,11 @@ impl Client {
             None => crate::options::seconds_from_env("RASK_RECONNECT", true)?
                 .unwrap_or(crate::options::DEFAULT_RECONNECT),
         };
+        let spin = match opts.spin {
+            Some(d) => d,
+            None => crate::options::seconds_from_env("RASK_CLIENT_SPIN", true)?
+                .unwrap_or(crate::options::DEFAULT_SPIN),
+        };
         let inner = Arc::new(Inner {
             handle: handle.clone(),
             _stop: stop,
@@ -169,6 +177,7 @@ impl Client {
             transport,
             host_id: rask_transport::host_id(),
             program: opts.program,
+            spin: Spin::new(spin),
         });
         handle.spawn(read_scheduler(reader, Arc::downgrade(&inner)));
         Ok(Client { inner })

@@ -27,11 +27,19 @@ pub struct ClientOptions {
     /// scheduler (restarted with its journal, or still running) tells their state again.
     /// `None`: 30 s, or `RASK_RECONNECT` in seconds; zero: never.
     pub reconnect: Option<std::time::Duration>,
+    /// How long a blocking call (`result`, `gather`, ...) may poll for its answer before
+    /// it sleeps, when the calls before it were answered within half that: a short call
+    /// then does not wait for its thread to be woken. `None`: 1 ms, or
+    /// `RASK_CLIENT_SPIN` in seconds; zero: never poll.
+    pub spin: Option<std::time::Duration>,
 }
 
 /// How long a client tries to connect again when not told (see
 /// [`ClientOptions::reconnect`]).
 pub const DEFAULT_RECONNECT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The longest a blocking call polls when not told (see [`ClientOptions::spin`]).
+pub const DEFAULT_SPIN: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// A client's program: what the handshake says of it, and where its executable is read
 /// from when the cluster asks for it (`/proc/self/exe`: the file this process runs, even
