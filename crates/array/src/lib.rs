@@ -17,7 +17,7 @@ mod reduce;
 
 use crate::layout::{key_of, origin_of, shape_of, Block};
 pub use rask_proto::DType;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -180,6 +180,19 @@ impl Array {
             parents,
             transpose_of: None,
         }))
+    }
+
+    /// This array's chunks that are transposes of another chunk, by key: the key each
+    /// transposes.
+    pub(crate) fn transposed_chunks(&self) -> HashMap<&str, &str> {
+        self.0
+            .tasks
+            .iter()
+            .filter_map(|t| match (t.op.as_str(), &t.args[..]) {
+                ("array.transpose", [Arg::Key(src)]) => Some((t.key.as_str(), src.as_str())),
+                _ => None,
+            })
+            .collect()
     }
 
     /// An array of one task per chunk: `task(block)` gives each chunk's op and arguments.

@@ -1,4 +1,5 @@
-//! Transpose and blocked matrix products (partial products summed by a tree).
+//! Transpose and blocked matrix products (inner products accumulated in one task, a few
+//! at a time; such sums added by a tree).
 //!
 //! A product whose right operand is a transpose (`x @ z.T`) reads z's chunks transposed
 //! by the GEMM's strides (`array.matmul(a, b, "nt")`), so z.T's transpose tasks are not
@@ -10,6 +11,11 @@
 use crate::layout::*;
 use crate::reduce::*;
 use crate::*;
+
+/// Inner products summed in one task (by a GEMM accumulating in its output): a block
+/// of a product over at most this many inner chunks is one task, with no partial products
+/// to add; more are summed in groups of this many, and the groups' sums added by a tree.
+const INNER_FUSE: usize = 4;
 
 /// How a product's output block (i, j) is made.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -95,7 +101,7 @@ impl Array {
             (Form::General, _) | (_, None) => other.clone(),
             (_, Some(z)) => z.clone(),
         };
-        let inner = self.chunks()[1].len();
+        let inner_idx: Vec<usize> = (0..self.chunks()[1].len()).collect();
         let shape = vec![self.shape()[0], other.shape()[1]];
         let chunks = vec![self.chunks()[0].clone(), other.chunks()[1].clone()];
         Ok(Array::new(
@@ -117,18 +123,36 @@ impl Array {
                         });
                         continue;
                     }
-                    let partials: Vec<String> = (0..inner)
-                        .map(|j| {
-                            let key = format!("{out}-p{j}");
-                            let x = Arg::Key(a.chunk_key(&[r, j]));
-                            let (op, args) = match form {
-                                Form::General => {
-                                    ("array.matmul", vec![x, Arg::Key(b.chunk_key(&[j, c]))])
+                    // The inner products, INNER_FUSE to a task accumulating them in one
+                    // output; several such sums are added by a tree.
+                    let groups: Vec<&[usize]> = inner_idx.chunks(INNER_FUSE).collect();
+                    let single = groups.len() == 1;
+                    let partials: Vec<String> = groups
+                        .iter()
+                        .enumerate()
+                        .map(|(g, js)| {
+                            let key = if single {
+                                out.clone()
+                            } else {
+                                format!("{out}-p{g}")
+                            };
+                            let x = |j: usize| Arg::Key(a.chunk_key(&[r, j]));
+                            let (op, args): (&str, Vec<Arg>) = match form {
+                                Form::General => (
+                                    "array.matmul",
+                                    js.iter()
+                                        .flat_map(|&j| [x(j), Arg::Key(b.chunk_key(&[j, c]))])
+                                        .collect(),
+                                ),
+                                Form::Symmetric if r == c => {
+                                    ("array.syrk", js.iter().map(|&j| x(j)).collect())
                                 }
-                                Form::Symmetric if r == c => ("array.syrk", vec![x]),
                                 _ => (
                                     "array.matmul",
-                                    vec![x, Arg::Key(b.chunk_key(&[c, j])), arg::str("nt")],
+                                    js.iter()
+                                        .flat_map(|&j| [x(j), Arg::Key(b.chunk_key(&[c, j]))])
+                                        .chain([arg::str("nt")])
+                                        .collect(),
                                 ),
                             };
                             tasks.push(Task {
@@ -139,7 +163,9 @@ impl Array {
                             key
                         })
                         .collect();
-                    tree_combine(&mut tasks, "add", &out, partials, 2);
+                    if !single {
+                        tree_combine(&mut tasks, "add", &out, partials, 2);
+                    }
                 }
                 tasks
             },

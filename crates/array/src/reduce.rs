@@ -5,7 +5,7 @@ use crate::layout::*;
 use crate::*;
 
 /// Adds tasks combining `keys` elementwise by `op` (add, max, min), `fan_in` at a time,
-/// into `out`.
+/// into `out`; a key left alone at a level goes up to the next one as it is.
 pub(crate) fn tree_combine(
     tasks: &mut Vec<Task>,
     op: &str,
@@ -19,6 +19,10 @@ pub(crate) fn tree_combine(
             .chunks(fan_in)
             .enumerate()
             .map(|(n, group)| {
+                // A key left alone goes up as it is (no task copying it).
+                if let [alone] = group {
+                    return alone.clone();
+                }
                 let key = format!("{out}-t{level}-{n}");
                 let mut args = vec![arg::str(op)];
                 args.extend(group.iter().map(|k| Arg::Key(k.clone())));
@@ -123,6 +127,19 @@ impl Array {
         };
         let along = axis.map_or(0, |ax| self.chunks()[ax].len());
         let all = a.chunk_indices();
+        // Over every element, a chunk that is a transpose reduces to what its source does:
+        // its source is read instead (and the transpose, read by nothing else, not run).
+        let transposed: HashMap<&str, &str> = match axis {
+            None => a.transposed_chunks(),
+            Some(_) => HashMap::new(),
+        };
+        let source = |i: &[usize]| {
+            let key = a.chunk_key(i);
+            match transposed.get(key.as_str()) {
+                Some(src) => src.to_string(),
+                None => key,
+            }
+        };
         let combine = if op == "sum" { "add" } else { op }.to_string();
         let op = op.to_string();
         Ok(Array::new(
@@ -156,7 +173,7 @@ impl Array {
                                 args: vec![
                                     arg::str(op.clone()),
                                     Arg::from(axis.map_or(-1, |x| x as i64)),
-                                    Arg::Key(a.chunk_key(i)),
+                                    Arg::Key(source(i)),
                                 ],
                             });
                             key

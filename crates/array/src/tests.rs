@@ -44,10 +44,11 @@ fn assert_ordered(g: &[Task]) {
 
 #[test]
 fn matmul_of_a_transpose_then_sum_builds_the_expected_graph() {
-    // 4 × 4 chunks, x @ x.T symmetric: the 10 blocks on and above the diagonal are sums
-    // of 4 partial products (by syrk on the diagonal, x[i, k] · x[j, k]ᵀ above it, read
-    // in place: no transpose of x) summed by a binary tree (2 + 1 additions); the 6
-    // below are transposes of their mirrors. The sum: 16 chunk sums and a tree of
+    // 4 × 4 chunks, x @ x.T symmetric: each of the 10 blocks on and above the diagonal
+    // is one task summing its 4 inner products in one output (syrk of x[i, 0..4] on the
+    // diagonal, x[i, k] · x[j, k]ᵀ above it, read in place: no transpose of x); the 6
+    // below are transposes of their mirrors. The sum: 16 chunk sums, those below the
+    // diagonal reading their mirror (so nothing reads the transposes), and a tree of
     // fan-in 4 (4 + 1).
     let x = Array::random_uniform(&[8, 8], &[2, 2], DType::F64, 7, 0.0, 1.0).unwrap();
     let y = x.matmul(&x.t().unwrap()).unwrap();
@@ -56,43 +57,90 @@ fn matmul_of_a_transpose_then_sum_builds_the_expected_graph() {
     let count = |op: &str| g.iter().filter(|t| t.op == op).count();
     assert_eq!(count("array.random_uniform"), 16);
     assert_eq!(count("array.transpose"), 6);
-    assert_eq!(count("array.syrk"), 4 * 4);
-    assert_eq!(count("array.matmul"), 6 * 4);
+    assert_eq!(count("array.syrk"), 4);
+    assert_eq!(count("array.matmul"), 6);
     assert_eq!(count("array.reduce"), 16);
-    assert_eq!(count("array.combine"), 10 * 3 + 5);
+    assert_eq!(count("array.combine"), 5, "no partial products to add");
     for t in g.iter().filter(|t| t.op == "array.matmul") {
-        assert_eq!(t.args.len(), 3);
-        assert_eq!(t.args[2], arg::str("nt"));
+        assert_eq!(t.args.len(), 9);
+        assert_eq!(t.args[8], arg::str("nt"));
     }
-    // Block (i, j) below the diagonal is the transpose of block (j, i).
+    // Block (i, j) below the diagonal is the transpose of block (j, i), and the sum reads
+    // block (j, i) for it.
+    let reads = |key: &str| {
+        g.iter()
+            .filter(|t| t.args.contains(&Arg::Key(key.to_string())))
+            .count()
+    };
     for i in 0..4 {
         for j in 0..i {
             let t = g.iter().find(|t| t.key == y.chunk_key(&[i, j])).unwrap();
             assert_eq!(t.op, "array.transpose");
             assert_eq!(t.args, vec![Arg::Key(y.chunk_key(&[j, i]))]);
+            assert_eq!(
+                reads(&y.chunk_key(&[i, j])),
+                0,
+                "({i}, {j}) is read by nothing"
+            );
+            // Read by its transpose and by two chunk sums: its own and its mirror's.
+            assert_eq!(reads(&y.chunk_key(&[j, i])), 3, "({j}, {i})");
         }
     }
-    // Above it, partial k of block (i, j) is x[i, k] · x[j, k]ᵀ; on it, syrk(x[i, k]).
-    let p = g
-        .iter()
-        .find(|t| t.key == format!("{}-p3", y.chunk_key(&[1, 2])))
-        .unwrap();
-    let want = vec![
-        Arg::Key(x.chunk_key(&[1, 3])),
-        Arg::Key(x.chunk_key(&[2, 3])),
-        arg::str("nt"),
-    ];
+    // Above it, block (i, j) is Σₖ x[i, k] · x[j, k]ᵀ; on it, Σₖ syrk(x[i, k]).
+    let p = g.iter().find(|t| t.key == y.chunk_key(&[1, 2])).unwrap();
+    let mut want: Vec<Arg> = (0..4)
+        .flat_map(|k| {
+            [
+                Arg::Key(x.chunk_key(&[1, k])),
+                Arg::Key(x.chunk_key(&[2, k])),
+            ]
+        })
+        .collect();
+    want.push(arg::str("nt"));
     assert_eq!((p.op.as_str(), &p.args), ("array.matmul", &want));
-    let d = g
-        .iter()
-        .find(|t| t.key == format!("{}-p2", y.chunk_key(&[3, 3])))
-        .unwrap();
+    let d = g.iter().find(|t| t.key == y.chunk_key(&[3, 3])).unwrap();
     assert_eq!(d.op, "array.syrk");
-    assert_eq!(d.args, vec![Arg::Key(x.chunk_key(&[3, 2]))]);
+    let want: Vec<Arg> = (0..4).map(|k| Arg::Key(x.chunk_key(&[3, k]))).collect();
+    assert_eq!(d.args, want);
     assert_ordered(&g);
     assert_eq!(g.last().unwrap().key, s.name());
     assert_eq!(y.shape(), &[8, 8]);
     assert_eq!(y.chunks(), x.chunks());
+    // Along one axis a transpose is no shortcut: the sums read y's own chunks.
+    let rows = y.sum_axis(1, 4).unwrap().graph();
+    for i in 0..4 {
+        for j in 0..i {
+            let key = Arg::Key(y.chunk_key(&[i, j]));
+            assert!(rows
+                .iter()
+                .any(|t| t.op == "array.reduce" && t.args.contains(&key)));
+        }
+    }
+}
+
+#[test]
+fn a_product_over_many_inner_chunks_sums_groups_by_a_tree() {
+    // 10 inner chunks: groups of 4, 4 and 2 products, each one task, added by a binary
+    // tree (2 additions).
+    let a = Array::random_uniform(&[2, 20], &[2, 2], DType::F64, 1, 0.0, 1.0).unwrap();
+    let b = Array::random_uniform(&[20, 2], &[2, 2], DType::F64, 2, 0.0, 1.0).unwrap();
+    let p = a.matmul(&b).unwrap();
+    let g = p.graph();
+    let products: Vec<&Task> = g.iter().filter(|t| t.op == "array.matmul").collect();
+    let sizes: Vec<usize> = products.iter().map(|t| t.args.len() / 2).collect();
+    assert_eq!(sizes, [4, 4, 2]);
+    let first: Vec<Arg> = (0..4)
+        .flat_map(|k| {
+            [
+                Arg::Key(a.chunk_key(&[0, k])),
+                Arg::Key(b.chunk_key(&[k, 0])),
+            ]
+        })
+        .collect();
+    assert_eq!(products[0].args, first);
+    assert_eq!(g.iter().filter(|t| t.op == "array.combine").count(), 2);
+    assert_eq!(g.last().unwrap().key, p.chunk_key(&[0, 0]));
+    assert_ordered(&g);
 }
 
 #[test]
@@ -115,39 +163,45 @@ fn products_with_other_operands_keep_every_block() {
     let x = Array::random_uniform(&[6, 4], &[2, 2], DType::F32, 1, 0.0, 1.0).unwrap();
     let z = Array::random_uniform(&[6, 4], &[2, 2], DType::F32, 2, 0.0, 1.0).unwrap();
     let count = |a: &Array, op: &str| a.graph().iter().filter(|t| t.op == op).count();
-    // x @ z.T: 3 × 3 blocks of 2 partials, z read transposed in place.
+    // x @ z.T: 3 × 3 blocks, each one task of 2 products, z read transposed in place.
     let nt = x.matmul(&z.t().unwrap()).unwrap();
     assert_eq!(
         (count(&nt, "array.matmul"), count(&nt, "array.transpose")),
-        (18, 0)
+        (9, 0)
     );
     let p = nt
         .graph()
         .into_iter()
         .find(|t| t.op == "array.matmul")
         .unwrap();
-    assert_eq!(p.args[2], arg::str("nt"));
-    assert_eq!(p.args[1], Arg::Key(z.chunk_key(&[0, 0])));
+    let want = vec![
+        Arg::Key(x.chunk_key(&[0, 0])),
+        Arg::Key(z.chunk_key(&[0, 0])),
+        Arg::Key(x.chunk_key(&[0, 1])),
+        Arg::Key(z.chunk_key(&[0, 1])),
+        arg::str("nt"),
+    ];
+    assert_eq!(p.args, want);
     // A transpose on the left, or a product forced general, is general: x.T @ x is
-    // 2 × 2 blocks of 3 partials, with x.T's 6 transposes.
+    // 2 × 2 blocks of 3 products, with x.T's 6 transposes.
     let tx = x.t().unwrap().matmul(&x).unwrap();
     assert_eq!(
         (count(&tx, "array.matmul"), count(&tx, "array.transpose")),
-        (12, 6)
+        (4, 6)
     );
     let g = x.matmul_general(&x.t().unwrap()).unwrap();
     assert_eq!(
         (count(&g, "array.matmul"), count(&g, "array.transpose")),
-        (18, 6)
+        (9, 6)
     );
     assert!(g
         .graph()
         .iter()
-        .all(|t| t.args.len() == 2 || t.op != "array.matmul"));
+        .all(|t| t.args.len() == 4 || t.op != "array.matmul"));
     // A transpose of another array with x's shape and chunks is not symmetric.
     let w = x.matmul(&x.from_existing("other").t().unwrap()).unwrap();
     assert_eq!(count(&w, "array.syrk"), 0);
-    assert_eq!(count(&w, "array.matmul"), 18);
+    assert_eq!(count(&w, "array.matmul"), 9);
     assert_eq!(x.t().unwrap().t().unwrap().shape(), x.shape());
 }
 

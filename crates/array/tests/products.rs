@@ -111,3 +111,55 @@ fn a_product_with_a_transpose_reads_it_in_place_and_matches_the_general_path() {
         assert!((u - v).abs() <= 1e-5 * (1.0 + v.abs()), "{u} {v}");
     }
 }
+
+/// The one value of a 0-d array, computed.
+fn scalar(a: &Array) -> i64 {
+    let r = Registry::builtin();
+    let mut done: HashMap<String, Value> = HashMap::new();
+    for t in a.graph() {
+        let args = t
+            .args
+            .iter()
+            .map(|x| match x {
+                Arg::Key(k) => done[k].clone(),
+                Arg::Value(v) => v.clone(),
+                Arg::List(_) => unreachable!("no lists in these graphs"),
+            })
+            .collect();
+        let v = r.call(&t.op, &Value::List(args)).unwrap();
+        done.insert(t.key, v);
+    }
+    let c = Chunk::from_value(&done[&a.chunk_key(&[])]).unwrap();
+    c.elems::<i64>().unwrap()[0]
+}
+
+#[test]
+fn products_over_many_inner_chunks_and_their_sums_are_exact() {
+    // 9 × 23 in 4 × 3 chunks: 8 chunks along the inner dimension, summed in two groups
+    // of 4 and added; the symmetric sum reads the blocks above the diagonal for those
+    // below.
+    let x = ints(9, 23, &[4, 3], 2);
+    let z = ints(9, 23, &[4, 3], 9);
+    let xs = compute::<i64>(&x);
+    let zs = compute::<i64>(&z);
+    let dot = |a: &[i64], b: &[i64], i: usize, j: usize| -> i64 {
+        (0..23).map(|k| a[i * 23 + k] * b[j * 23 + k]).sum()
+    };
+    let sym = x.matmul(&x.t().unwrap()).unwrap();
+    let nt = x.matmul(&z.t().unwrap()).unwrap();
+    for (p, b) in [(&sym, &xs), (&nt, &zs)] {
+        let got = compute::<i64>(p);
+        for i in 0..9 {
+            for j in 0..9 {
+                assert_eq!(got[i * 9 + j], dot(&xs, b, i, j), "({i}, {j})");
+            }
+        }
+        let total: i64 = (0..9)
+            .flat_map(|i| (0..9).map(move |j| (i, j)))
+            .map(|(i, j)| dot(&xs, b, i, j))
+            .sum();
+        assert_eq!(scalar(&p.sum(3)), total);
+    }
+    let general = x.matmul_general(&x.t().unwrap()).unwrap();
+    assert_eq!(scalar(&sym.sum(3)), scalar(&general.sum(3)));
+}

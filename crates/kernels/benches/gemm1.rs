@@ -139,15 +139,18 @@ fn main() {
     let row = |name: &str, layout: &str, s: f64| {
         println!("| {name} | {layout} | {s:.4} | {:.1} |", gf(s));
     };
-    let s = timed(runs, || f32::gemm(n, n, n, &a, &b, &mut c));
+    let s = timed(runs, || f32::gemm(n, n, n, &a, &b, &mut c, false));
     row("rask Pod::gemm (gemm 0.19, x86-v4)", "a·b", s);
     let s = timed(runs, || matrixmultiply(n, &a, &b, &mut c, false));
     row("alternative: matrixmultiply 0.3", "a·b", s);
-    let s = timed(runs, || f32::gemm_nt(n, n, n, &a, &b, &mut c));
+    let s = timed(runs, || f32::gemm_nt(n, n, n, &a, &b, &mut c, false));
     row("rask Pod::gemm_nt (matrixmultiply 0.3)", "a·bᵀ", s);
     let s = timed(runs, || gemm_crate(n, &a, &b, &mut c, true));
     row("alternative: gemm 0.19 (x86-v4)", "a·bᵀ", s);
-    let s = timed(runs, || f32::syrk(n, n, &a, &mut c));
+    let s = timed(runs, || {
+        f32::syrk(n, n, &a, &mut c, false);
+        rask_kernels::chunk::mirror_upper(n, &mut c)
+    });
     row(
         "rask Pod::syrk (matrixmultiply, 256-row panels)",
         "a·aᵀ (2n³ counted)",

@@ -118,8 +118,8 @@ impl Chunk {
 /// impl Pod for Meters {
 ///     const DTYPE: rask_proto::DType = rask_proto::DType::F64;
 ///     const FLOAT: bool = true;
-///     fn gemm(_: usize, _: usize, _: usize, _: &[Self], _: &[Self], _: &mut [Self]) {}
-///     fn gemm_nt(_: usize, _: usize, _: usize, _: &[Self], _: &[Self], _: &mut [Self]) {}
+///     fn gemm(_: usize, _: usize, _: usize, _: &[Self], _: &[Self], _: &mut [Self], _: bool) {}
+///     fn gemm_nt(_: usize, _: usize, _: usize, _: &[Self], _: &[Self], _: &mut [Self], _: bool) {}
 ///     fn div_pow(_: bool, _: &[Self], _: &[Self], _: &mut [Self], _: bool) {}
 /// }
 /// ```
@@ -133,16 +133,19 @@ pub unsafe trait Pod: Elem + Default {
     const DTYPE: DType;
     /// Floating point (reductions accumulate in f64; `div`, `pow` and random values exist).
     const FLOAT: bool;
-    /// out (m×n) = a (m×k) · b (k×n), all row-major and contiguous.
-    fn gemm(m: usize, k: usize, n: usize, a: &[Self], b: &[Self], out: &mut [Self]);
+    /// out (m×n) = a (m×k) · b (k×n), all row-major and contiguous; with `acc`,
+    /// out += a · b (a sum of products accumulates in place, with no buffer per term).
+    fn gemm(m: usize, k: usize, n: usize, a: &[Self], b: &[Self], out: &mut [Self], acc: bool);
     /// out (m×n) = a (m×k) · bᵀ, b (n×k) row-major and contiguous: the transpose is in
-    /// the strides, never materialised.
-    fn gemm_nt(m: usize, k: usize, n: usize, a: &[Self], b: &[Self], out: &mut [Self]);
-    /// out (n×n) = a (n×k) · aᵀ, exactly symmetric: the upper triangle is computed (by
-    /// blocks of rows, so about half the products of [`Pod::gemm_nt`]) and mirrored.
-    fn syrk(n: usize, k: usize, a: &[Self], out: &mut [Self]) {
-        Self::gemm_nt(n, k, n, a, a, out);
-        mirror_upper(n, out);
+    /// the strides, never materialised. `acc` as for [`Pod::gemm`].
+    fn gemm_nt(m: usize, k: usize, n: usize, a: &[Self], b: &[Self], out: &mut [Self], acc: bool);
+    /// The upper triangle (diagonal included) of out (n×n) = a (n×k) · aᵀ, or += with
+    /// `acc`: computed by blocks of rows, so about half the products of
+    /// [`Pod::gemm_nt`]. Below the diagonal, out holds whatever the computation left
+    /// there: [`mirror_upper`] then makes it exactly symmetric (once, after a sum of such
+    /// products).
+    fn syrk(n: usize, k: usize, a: &[Self], out: &mut [Self], acc: bool) {
+        Self::gemm_nt(n, k, n, a, a, out, acc);
     }
     /// `div` or `pow`; only called for floats (`FLOAT`).
     fn div_pow(pow: bool, a: &[Self], b: &[Self], out: &mut [Self], b_scalar: bool);
@@ -158,13 +161,21 @@ macro_rules! pod {
             fn div_pow(pow: bool, a: &[Self], b: &[Self], out: &mut [Self], b_scalar: bool) {
                 cpu::binary_float(pow, a, b, out, false, b_scalar);
             }
-            fn gemm(m: usize, k: usize, n: usize, a: &[Self], b: &[Self], out: &mut [Self]) {
+            fn gemm(
+                m: usize,
+                k: usize,
+                n: usize,
+                a: &[Self],
+                b: &[Self],
+                out: &mut [Self],
+                acc: bool,
+            ) {
                 assert!(a.len() >= m * k && b.len() >= k * n && out.len() >= m * n);
                 // The `gemm` crate: faster than matrixmultiply on a plain a · b here
-                // (BENCHMARKS.md, single-thread GEMM), not on a · bᵀ.
+                // (BENCHMARKS.md, single-thread GEMM), not on a · bᵀ. It computes
+                // out = alpha · out + beta · a · b, reading out only with read_dst.
                 // SAFETY: row-major buffers at least as large as the shapes (checked):
-                // out and a with row stride (rs) n and k, b with n, column stride 1; out
-                // is not read (read_dst false, alpha 0).
+                // out and a with row stride (rs) n and k, b with n, column stride 1.
                 unsafe {
                     gemm::gemm(
                         m,
@@ -173,14 +184,14 @@ macro_rules! pod {
                         out.as_mut_ptr(),
                         1,
                         n as isize,
-                        false,
+                        acc,
                         a.as_ptr(),
                         1,
                         k as isize,
                         b.as_ptr(),
                         1,
                         n as isize,
-                        0.0,
+                        if acc { 1.0 } else { 0.0 },
                         1.0,
                         false,
                         false,
@@ -189,10 +200,20 @@ macro_rules! pod {
                     )
                 }
             }
-            fn gemm_nt(m: usize, k: usize, n: usize, a: &[Self], b: &[Self], out: &mut [Self]) {
+            fn gemm_nt(
+                m: usize,
+                k: usize,
+                n: usize,
+                a: &[Self],
+                b: &[Self],
+                out: &mut [Self],
+                acc: bool,
+            ) {
                 assert!(a.len() >= m * k && b.len() >= k * n && out.len() >= m * n);
+                let beta = if acc { 1.0 } else { 0.0 };
                 // SAFETY: as in `gemm`; bᵀ (k×n) is b (n×k) read with row stride 1 and
-                // column stride k, inside b.
+                // column stride k, inside b. matrixmultiply computes out = alpha · a · b +
+                // beta · out.
                 unsafe {
                     $gemm(
                         m,
@@ -205,46 +226,45 @@ macro_rules! pod {
                         b.as_ptr(),
                         1,
                         k as isize,
-                        0.0,
+                        beta,
                         out.as_mut_ptr(),
                         n as isize,
                         1,
                     )
                 }
             }
-            fn syrk(n: usize, k: usize, a: &[Self], out: &mut [Self]) {
+            fn syrk(n: usize, k: usize, a: &[Self], out: &mut [Self], acc: bool) {
                 assert!(a.len() >= n * k && out.len() >= n * n);
-                // Row panels p ≤ q: out[p, q] = a[p] · a[q]ᵀ, written in place (row stride
-                // n); the blocks below the diagonal are then mirrored.
+                // Row panel p: out[p, p..] = a[p] · a[p..]ᵀ (+= with acc), one GEMM per
+                // panel (wider products run faster than one per block), written in place
+                // (row stride n); what is below the diagonal is then mirrored.
+                let beta = if acc { 1.0 } else { 0.0 };
                 for p in (0..n).step_by(SYRK_PANEL) {
                     let rows = SYRK_PANEL.min(n - p);
-                    for q in (p..n).step_by(SYRK_PANEL) {
-                        let cols = SYRK_PANEL.min(n - q);
-                        // SAFETY: panel p of a is rows × k from row p, panel q cols × k
-                        // from row q (read transposed: row stride 1, column stride k), the
-                        // block of out rows × cols at (p, q) with row stride n: all inside
-                        // the buffers checked above.
-                        unsafe {
-                            $gemm(
-                                rows,
-                                k,
-                                cols,
-                                1.0,
-                                a.as_ptr().add(p * k),
-                                k as isize,
-                                1,
-                                a.as_ptr().add(q * k),
-                                1,
-                                k as isize,
-                                0.0,
-                                out.as_mut_ptr().add(p * n + q),
-                                n as isize,
-                                1,
-                            )
-                        }
+                    let cols = n - p;
+                    // SAFETY: panel p of a is rows × k from row p, the rows from p on
+                    // cols × k (read transposed: row stride 1, column stride k), the
+                    // block of out rows × cols at (p, p) with row stride n: all inside
+                    // the buffers checked above.
+                    unsafe {
+                        $gemm(
+                            rows,
+                            k,
+                            cols,
+                            1.0,
+                            a.as_ptr().add(p * k),
+                            k as isize,
+                            1,
+                            a.as_ptr().add(p * k),
+                            1,
+                            k as isize,
+                            beta,
+                            out.as_mut_ptr().add(p * n + p),
+                            n as isize,
+                            1,
+                        )
                     }
                 }
-                mirror_upper(n, out);
             }
         }
     };
@@ -256,7 +276,7 @@ const SYRK_PANEL: usize = 256;
 
 /// Copies the upper triangle of the n × n row-major `out` onto the lower one, so that it
 /// is exactly symmetric.
-pub(crate) fn mirror_upper<T: Copy>(n: usize, out: &mut [T]) {
+pub fn mirror_upper<T: Copy>(n: usize, out: &mut [T]) {
     const TILE: usize = 32;
     for r0 in (0..n).step_by(TILE) {
         for c0 in (0..=r0).step_by(TILE) {
@@ -283,10 +303,20 @@ macro_rules! pod_int {
                 unreachable!("div and pow of integers are refused before they run")
             }
             /// Exact (wrapping) integer products, row by row.
-            fn gemm(m: usize, k: usize, n: usize, a: &[Self], b: &[Self], out: &mut [Self]) {
+            fn gemm(
+                m: usize,
+                k: usize,
+                n: usize,
+                a: &[Self],
+                b: &[Self],
+                out: &mut [Self],
+                acc: bool,
+            ) {
                 for i in 0..m {
                     let row = &mut out[i * n..(i + 1) * n];
-                    row.fill(0);
+                    if !acc {
+                        row.fill(0);
+                    }
                     for p in 0..k {
                         let x = a[i * k + p];
                         for (o, &y) in row.iter_mut().zip(&b[p * n..(p + 1) * n]) {
@@ -296,15 +326,24 @@ macro_rules! pod_int {
                 }
             }
             /// Exact (wrapping) integer products, a dot product per element.
-            fn gemm_nt(m: usize, k: usize, n: usize, a: &[Self], b: &[Self], out: &mut [Self]) {
+            fn gemm_nt(
+                m: usize,
+                k: usize,
+                n: usize,
+                a: &[Self],
+                b: &[Self],
+                out: &mut [Self],
+                acc: bool,
+            ) {
                 for i in 0..m {
                     let x = &a[i * k..(i + 1) * k];
                     for j in 0..n {
                         let y = &b[j * k..(j + 1) * k];
+                        let start = if acc { out[i * n + j] } else { 0 };
                         out[i * n + j] = x
                             .iter()
                             .zip(y)
-                            .fold(0, |s: Self, (&p, &q)| s.wrapping_add(p.wrapping_mul(q)));
+                            .fold(start, |s: Self, (&p, &q)| s.wrapping_add(p.wrapping_mul(q)));
                     }
                 }
             }

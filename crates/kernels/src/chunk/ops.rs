@@ -185,34 +185,57 @@ pub(super) fn transpose<T: Pod>(a: &Chunk) -> Result<Chunk, OpError> {
     }))
 }
 
-/// a · b, or a · bᵀ (`nt`, b given untransposed: the transpose is in the GEMM's strides).
-pub(super) fn matmul<T: Pod>(a: &Chunk, b: &Chunk, nt: bool) -> Result<Chunk, OpError> {
-    let (&[m, k], &[r, c]) = (&a.shape[..], &b.shape[..]) else {
-        return Err(OpError::Args("matmul of 2-d chunks"));
-    };
-    let (k2, n) = if nt { (c, r) } else { (r, c) };
-    if k != k2 {
-        return Err(OpError::Matmul(a.shape.clone(), b.shape.clone()));
+/// Σⱼ aⱼ · bⱼ, or Σⱼ aⱼ · bⱼᵀ (`nt`, each b given untransposed: the transpose is in the
+/// GEMM's strides): the products accumulate in the one output, with no buffer per term.
+/// Every product must have the same shape; the inner extents may differ.
+pub(super) fn matmul<T: Pod>(pairs: &[(Chunk, Chunk)], nt: bool) -> Result<Chunk, OpError> {
+    let mut shape = None;
+    let mut terms = Vec::with_capacity(pairs.len());
+    for (a, b) in pairs {
+        let (&[m, k], &[r, c]) = (&a.shape[..], &b.shape[..]) else {
+            return Err(OpError::Args("matmul of 2-d chunks"));
+        };
+        let (k2, n) = if nt { (c, r) } else { (r, c) };
+        if k != k2 || shape.is_some_and(|s| s != (m, n)) {
+            return Err(OpError::Matmul(a.shape.clone(), b.shape.clone()));
+        }
+        shape = Some((m, n));
+        terms.push((k as usize, a.elems::<T>()?, b.elems::<T>()?));
     }
-    let (x, y) = (a.elems::<T>()?, b.elems::<T>()?);
-    let (m, k, n) = (m as usize, k as usize, n as usize);
+    let (m, n) = shape.ok_or(OpError::Args("matmul of at least one pair"))?;
+    let (m, n) = (m as usize, n as usize);
     Ok(make::<T>(vec![m as u64, n as u64], |out| {
-        if nt {
-            T::gemm_nt(m, k, n, &x, &y, out)
-        } else {
-            T::gemm(m, k, n, &x, &y, out)
+        for (j, (k, x, y)) in terms.iter().enumerate() {
+            if nt {
+                T::gemm_nt(m, *k, n, x, y, out, j > 0)
+            } else {
+                T::gemm(m, *k, n, x, y, out, j > 0)
+            }
         }
     }))
 }
 
-/// a · aᵀ, exactly symmetric (see [`Pod::syrk`]).
-pub(super) fn syrk<T: Pod>(a: &Chunk) -> Result<Chunk, OpError> {
-    let &[n, k] = &a.shape[..] else {
-        return Err(OpError::Args("syrk of a 2-d chunk"));
-    };
-    let x = a.elems::<T>()?;
+/// Σⱼ aⱼ · aⱼᵀ, exactly symmetric (the upper triangle summed by [`Pod::syrk`], then
+/// mirrored once); every aⱼ has the same rows.
+pub(super) fn syrk<T: Pod>(chunks: &[Chunk]) -> Result<Chunk, OpError> {
+    let mut rows = None;
+    let mut terms = Vec::with_capacity(chunks.len());
+    for a in chunks {
+        let &[n, k] = &a.shape[..] else {
+            return Err(OpError::Args("syrk of 2-d chunks"));
+        };
+        if rows.is_some_and(|r| r != n) {
+            return Err(OpError::Matmul(chunks[0].shape.clone(), a.shape.clone()));
+        }
+        rows = Some(n);
+        terms.push((k as usize, a.elems::<T>()?));
+    }
+    let n = rows.ok_or(OpError::Args("syrk of at least one chunk"))?;
     Ok(make::<T>(vec![n, n], |out| {
-        T::syrk(n as usize, k as usize, &x, out)
+        for (j, (k, x)) in terms.iter().enumerate() {
+            T::syrk(n as usize, *k, x, out, j > 0)
+        }
+        super::mirror_upper(n as usize, out);
     }))
 }
 

@@ -128,24 +128,45 @@ pub(crate) fn register(r: &mut Registry) {
         let x = Chunk::from_value(x)?;
         by_dtype!(x.dtype, transpose(&x)).map(|c| c.to_value())
     });
+    // Σⱼ xⱼ · yⱼ: (x₀, y₀, x₁, y₁, …[, "nt"]).
     r.register_typed("array.matmul", 1, |a| {
-        let (x, y, nt) = match a {
-            [x, y] => (x, y, false),
-            [x, y, Value::Str(t)] if t == "nt" => (x, y, true),
-            _ => return Err(OpError::Args("matmul: (chunk, chunk[, \"nt\"])")),
+        const USE: &str = "matmul: (chunk, chunk, …[, \"nt\"]), chunks in pairs";
+        let (chunks, nt) = match a {
+            [rest @ .., Value::Str(t)] if t == "nt" => (rest, true),
+            _ => (a, false),
         };
-        let (x, y) = (Chunk::from_value(x)?, Chunk::from_value(y)?);
-        if x.dtype != y.dtype {
-            return Err(OpError::DTypes(x.dtype, y.dtype));
+        if chunks.is_empty() || chunks.len() % 2 != 0 {
+            return Err(OpError::Args(USE));
         }
-        by_dtype!(x.dtype, matmul(&x, &y, nt)).map(|c| c.to_value())
+        let chunks = chunks
+            .iter()
+            .map(Chunk::from_value)
+            .collect::<Result<Vec<_>, _>>()?;
+        let dtype = chunks[0].dtype;
+        if let Some(c) = chunks.iter().find(|c| c.dtype != dtype) {
+            return Err(OpError::DTypes(dtype, c.dtype));
+        }
+        let mut it = chunks.into_iter();
+        let mut pairs = Vec::new();
+        while let (Some(x), Some(y)) = (it.next(), it.next()) {
+            pairs.push((x, y));
+        }
+        by_dtype!(dtype, matmul(&pairs, nt)).map(|c| c.to_value())
     });
+    // Σⱼ xⱼ · xⱼᵀ: (x₀, x₁, …).
     r.register_typed("array.syrk", 1, |a| {
-        let [x] = a else {
-            return Err(OpError::Args("syrk: (chunk)"));
-        };
-        let x = Chunk::from_value(x)?;
-        by_dtype!(x.dtype, syrk(&x)).map(|c| c.to_value())
+        if a.is_empty() {
+            return Err(OpError::Args("syrk: (chunk, …)"));
+        }
+        let chunks = a
+            .iter()
+            .map(Chunk::from_value)
+            .collect::<Result<Vec<_>, _>>()?;
+        let dtype = chunks[0].dtype;
+        if let Some(c) = chunks.iter().find(|c| c.dtype != dtype) {
+            return Err(OpError::DTypes(dtype, c.dtype));
+        }
+        by_dtype!(dtype, syrk(&chunks)).map(|c| c.to_value())
     });
     r.register_typed("array.reduce", 1, |a| {
         let [Value::Str(op), axis, x] = a else {
@@ -275,6 +296,130 @@ mod tests {
             &Value::List(vec![x, y, Value::Str("nt".into())]),
         );
         assert!(wrong.is_err());
+    }
+
+    /// A sum of products in one call equals the products summed one by one: for every
+    /// form (plain, transposed, symmetric), in floats (small integers: exact in any
+    /// order) and integers, with inner extents that differ; mismatched terms are refused.
+    #[test]
+    fn sums_of_products_accumulate_in_one_output() {
+        let r = Registry::builtin();
+        let call = |op: &str, args: Vec<Value>| {
+            let v = r.call(op, &Value::List(args)).unwrap();
+            Chunk::from_value(&v).unwrap()
+        };
+        let nt = || Value::Str("nt".into());
+        fn fill(n: u64, k: u64, seed: u64) -> Vec<i64> {
+            (0..n * k)
+                .map(|i| ((i * 31 + seed * 7) % 13) as i64 - 6)
+                .collect()
+        }
+        // 300 rows: the symmetric kernel's two row panels; inner extents 70 and 45.
+        let (m, n) = (300u64, 260u64);
+        let terms: Vec<(Vec<i64>, Vec<i64>, u64)> = [(70u64, 1u64), (45, 2), (8, 3)]
+            .iter()
+            .map(|&(k, seed)| (fill(m, k, seed), fill(n, k, seed + 10), k))
+            .collect();
+        let f32s = |v: &[i64], shape: Vec<u64>| {
+            let f: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+            Chunk::from_elems(shape, &f).unwrap().to_value()
+        };
+        let i64s = |v: &[i64], shape: Vec<u64>| Chunk::from_elems(shape, v).unwrap().to_value();
+        for (name, make) in [
+            ("f32", &f32s as &dyn Fn(&[i64], Vec<u64>) -> Value),
+            ("i64", &i64s),
+        ] {
+            // Each product alone, summed here in f64 (exact for these small integers).
+            let one = |op: &str, args: Vec<Value>| {
+                let c = call(op, args);
+                match c.dtype {
+                    DType::F32 => c
+                        .elems::<f32>()
+                        .unwrap()
+                        .iter()
+                        .map(|&x| x as f64)
+                        .collect(),
+                    _ => c
+                        .elems::<i64>()
+                        .unwrap()
+                        .iter()
+                        .map(|&x| x as f64)
+                        .collect::<Vec<f64>>(),
+                }
+            };
+            let add = |acc: &mut Vec<f64>, v: Vec<f64>| {
+                if acc.is_empty() {
+                    *acc = v;
+                } else {
+                    acc.iter_mut().zip(v).for_each(|(a, b)| *a += b);
+                }
+            };
+            let (mut nt_sum, mut syrk_sum) = (Vec::new(), Vec::new());
+            let (mut nt_args, mut syrk_args) = (Vec::new(), Vec::new());
+            for (a, b, k) in &terms {
+                let (a, b) = (make(a, vec![m, *k]), make(b, vec![n, *k]));
+                add(
+                    &mut nt_sum,
+                    one("array.matmul", vec![a.clone(), b.clone(), nt()]),
+                );
+                add(&mut syrk_sum, one("array.syrk", vec![a.clone()]));
+                nt_args.extend([a.clone(), b]);
+                syrk_args.push(a);
+            }
+            let as_f64 = |c: Chunk| -> Vec<f64> {
+                match c.dtype {
+                    DType::F32 => c
+                        .elems::<f32>()
+                        .unwrap()
+                        .iter()
+                        .map(|&x| x as f64)
+                        .collect(),
+                    _ => c
+                        .elems::<i64>()
+                        .unwrap()
+                        .iter()
+                        .map(|&x| x as f64)
+                        .collect(),
+                }
+            };
+            let mut args = nt_args.clone();
+            args.push(nt());
+            let fused = call("array.matmul", args);
+            assert_eq!(fused.shape, vec![m, n], "{name}");
+            assert_eq!(as_f64(fused), nt_sum, "{name}: nt");
+            let fused = call("array.syrk", syrk_args.clone());
+            assert_eq!(fused.shape, vec![m, m], "{name}");
+            assert_eq!(as_f64(fused), syrk_sum, "{name}: syrk");
+            // The plain form: b given as its transpose (k × n).
+            let mut plain_args = Vec::new();
+            for pair in nt_args.chunks(2) {
+                let bt = call("array.transpose", vec![pair[1].clone()]).to_value();
+                plain_args.extend([pair[0].clone(), bt]);
+            }
+            assert_eq!(
+                as_f64(call("array.matmul", plain_args.clone())),
+                nt_sum,
+                "{name}: plain"
+            );
+            // An odd count, a product of another shape, another dtype: refused.
+            assert!(r
+                .call("array.matmul", &Value::List(plain_args[..3].to_vec()))
+                .is_err());
+            let short = make(&fill(299, 8, 1), vec![299, 8]);
+            let mut wrong = syrk_args.clone();
+            wrong.push(short.clone());
+            assert!(r.call("array.syrk", &Value::List(wrong)).is_err());
+            let mut wrong = nt_args.clone();
+            wrong.extend([short, make(&fill(n, 8, 1), vec![n, 8]), nt()]);
+            assert!(r.call("array.matmul", &Value::List(wrong)).is_err());
+        }
+        let mixed = vec![
+            f32s(&terms[0].0, vec![m, 70]),
+            i64s(&terms[0].1, vec![n, 70]),
+            Value::Str("nt".into()),
+        ];
+        assert!(r.call("array.matmul", &Value::List(mixed)).is_err());
+        assert!(r.call("array.syrk", &Value::List(vec![])).is_err());
     }
 
     #[test]

@@ -217,7 +217,7 @@ fn host_gemm<T: crate::chunk::Pod + Elem>(
         let (x, y) = (bufs[a].elems::<T>(), bufs[b].elems::<T>());
         match o.elems_mut::<T>() {
             Some(dst) if x.len() >= m * k && y.len() >= k * n && dst.len() >= m * n => {
-                T::gemm(m, k, n, &x[..m * k], &y[..k * n], &mut dst[..m * n]);
+                T::gemm(m, k, n, &x[..m * k], &y[..k * n], &mut dst[..m * n], false);
                 Ok(())
             }
             Some(_) => Err(PlanError::Step("GEMM operands too small")),
