@@ -29,6 +29,38 @@ fn argmax_is_a_pair_per_chunk_a_tree_and_an_index() {
     assert_eq!(last.key, a.chunk_key(&[]));
     let first = g.iter().find(|t| t.op == "array.argmax").unwrap();
     assert_eq!(first.args[1], arg::ints(vec![6, 4]));
+    // Two levels of the tree, each keyed by its level.
+    assert_ordered(&g);
+    let level1 = format!("{}-t1-0", a.chunk_key(&[]));
+    assert_eq!(last.args, vec![Arg::Key(level1)]);
+}
+
+#[test]
+fn trees_of_several_levels_and_means_divide_by_the_count() {
+    // 16 chunks summed 2 at a time: 8, 4 and 2 additions, then the last one; each level's
+    // keys its own.
+    let x = Array::ones(&[8, 8], &[2, 2], DType::F64).unwrap();
+    let s = x.sum(2);
+    let g = s.graph();
+    assert_ordered(&g);
+    assert_eq!(
+        g.iter().filter(|t| t.op == "array.combine").count(),
+        8 + 4 + 2 + 1
+    );
+    let out = s.chunk_key(&[]);
+    for key in [
+        format!("{out}-t0-7"),
+        format!("{out}-t1-3"),
+        format!("{out}-t2-1"),
+    ] {
+        assert!(g.iter().any(|t| t.key == key), "{key}");
+    }
+    // A mean is the sum divided by the count: of every element, or along the axis.
+    let divisor = |a: &Array| a.graph().last().unwrap().args[2].clone();
+    assert_eq!(divisor(&x.mean()), Arg::from(64.0));
+    let y = Array::ones(&[8, 6], &[2, 2], DType::F64).unwrap();
+    assert_eq!(divisor(&y.mean_axis(1).unwrap()), Arg::from(6.0));
+    assert_eq!(divisor(&y.mean_axis(0).unwrap()), Arg::from(8.0));
 }
 
 /// Every dependency is defined earlier in the list, each key once.
@@ -98,6 +130,11 @@ fn matmul_of_a_transpose_then_sum_builds_the_expected_graph() {
         .collect();
     want.push(arg::str("nt"));
     assert_eq!((p.op.as_str(), &p.args), ("array.matmul", &want));
+    // Its dependencies: the keys among its arguments, in order.
+    let deps: Vec<String> = (0..4)
+        .flat_map(|k| [x.chunk_key(&[1, k]), x.chunk_key(&[2, k])])
+        .collect();
+    assert_eq!(p.deps().collect::<Vec<_>>(), deps);
     let d = g.iter().find(|t| t.key == y.chunk_key(&[3, 3])).unwrap();
     assert_eq!(d.op, "array.syrk");
     let want: Vec<Arg> = (0..4).map(|k| Arg::Key(x.chunk_key(&[3, k]))).collect();
@@ -316,4 +353,18 @@ fn checked_operators_return_the_error_and_the_operators_panic_naming_both_shapes
     };
     assert_eq!(ops(x.graph()), ops(y.graph()));
     assert_eq!(x.graph().last().unwrap().args[0], arg::str("sub"));
+}
+
+#[test]
+fn emptiness_and_the_debug_form_tell_the_array() {
+    let x = Array::zeros(&[3, 0], &[2, 2], DType::F32).unwrap();
+    assert!(x.is_empty());
+    assert_eq!(x.len(), 0);
+    let y = Array::ones(&[3, 2], &[2, 2], DType::F32).unwrap();
+    assert!(!y.is_empty());
+    let shown = format!("{y:?}");
+    assert!(shown.starts_with("Array {"), "{shown}");
+    for part in [y.name(), "[3, 2]", "[[2, 1], [2]]", "F32"] {
+        assert!(shown.contains(part), "{part} in {shown}");
+    }
 }
