@@ -138,14 +138,7 @@ pub(crate) fn register(r: &mut Registry) {
         if chunks.is_empty() || chunks.len() % 2 != 0 {
             return Err(OpError::Args(USE));
         }
-        let chunks = chunks
-            .iter()
-            .map(Chunk::from_value)
-            .collect::<Result<Vec<_>, _>>()?;
-        let dtype = chunks[0].dtype;
-        if let Some(c) = chunks.iter().find(|c| c.dtype != dtype) {
-            return Err(OpError::DTypes(dtype, c.dtype));
-        }
+        let (chunks, dtype) = same_dtype(chunks)?;
         let mut it = chunks.into_iter();
         let mut pairs = Vec::new();
         while let (Some(x), Some(y)) = (it.next(), it.next()) {
@@ -158,14 +151,7 @@ pub(crate) fn register(r: &mut Registry) {
         if a.is_empty() {
             return Err(OpError::Args("syrk: (chunk, …)"));
         }
-        let chunks = a
-            .iter()
-            .map(Chunk::from_value)
-            .collect::<Result<Vec<_>, _>>()?;
-        let dtype = chunks[0].dtype;
-        if let Some(c) = chunks.iter().find(|c| c.dtype != dtype) {
-            return Err(OpError::DTypes(dtype, c.dtype));
-        }
+        let (chunks, dtype) = same_dtype(a)?;
         by_dtype!(dtype, syrk(&chunks)).map(|c| c.to_value())
     });
     r.register_typed("array.reduce", 1, |a| {
@@ -194,6 +180,19 @@ pub(crate) fn register(r: &mut Registry) {
             .dtype;
         by_dtype!(dt, combine(op, &chunks)).map(|c| c.to_value())
     });
+}
+
+/// The chunks of `values` (at least one), and their one dtype: another is refused.
+fn same_dtype(values: &[Value]) -> Result<(Vec<Chunk>, DType), OpError> {
+    let chunks = values
+        .iter()
+        .map(Chunk::from_value)
+        .collect::<Result<Vec<_>, _>>()?;
+    let dtype = chunks.first().ok_or(OpError::Args("no chunk"))?.dtype;
+    if let Some(c) = chunks.iter().find(|c| c.dtype != dtype) {
+        return Err(OpError::DTypes(dtype, c.dtype));
+    }
+    Ok((chunks, dtype))
 }
 
 #[cfg(test)]
@@ -309,6 +308,22 @@ mod tests {
             Chunk::from_value(&v).unwrap()
         };
         let nt = || Value::Str("nt".into());
+        fn as_f64(c: Chunk) -> Vec<f64> {
+            match c.dtype {
+                DType::F32 => c
+                    .elems::<f32>()
+                    .unwrap()
+                    .iter()
+                    .map(|&x| x as f64)
+                    .collect(),
+                _ => c
+                    .elems::<i64>()
+                    .unwrap()
+                    .iter()
+                    .map(|&x| x as f64)
+                    .collect(),
+            }
+        }
         fn fill(n: u64, k: u64, seed: u64) -> Vec<i64> {
             (0..n * k)
                 .map(|i| ((i * 31 + seed * 7) % 13) as i64 - 6)
@@ -330,23 +345,7 @@ mod tests {
             ("i64", &i64s),
         ] {
             // Each product alone, summed here in f64 (exact for these small integers).
-            let one = |op: &str, args: Vec<Value>| {
-                let c = call(op, args);
-                match c.dtype {
-                    DType::F32 => c
-                        .elems::<f32>()
-                        .unwrap()
-                        .iter()
-                        .map(|&x| x as f64)
-                        .collect(),
-                    _ => c
-                        .elems::<i64>()
-                        .unwrap()
-                        .iter()
-                        .map(|&x| x as f64)
-                        .collect::<Vec<f64>>(),
-                }
-            };
+            let one = |op: &str, args: Vec<Value>| as_f64(call(op, args));
             let add = |acc: &mut Vec<f64>, v: Vec<f64>| {
                 if acc.is_empty() {
                     *acc = v;
@@ -366,22 +365,6 @@ mod tests {
                 nt_args.extend([a.clone(), b]);
                 syrk_args.push(a);
             }
-            let as_f64 = |c: Chunk| -> Vec<f64> {
-                match c.dtype {
-                    DType::F32 => c
-                        .elems::<f32>()
-                        .unwrap()
-                        .iter()
-                        .map(|&x| x as f64)
-                        .collect(),
-                    _ => c
-                        .elems::<i64>()
-                        .unwrap()
-                        .iter()
-                        .map(|&x| x as f64)
-                        .collect(),
-                }
-            };
             let mut args = nt_args.clone();
             args.push(nt());
             let fused = call("array.matmul", args);
