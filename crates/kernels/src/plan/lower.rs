@@ -35,8 +35,11 @@ pub fn lower(op: ArrayOp) -> Option<Plan> {
         ArrayOp::Binary { op, x, y } => binary(op, x, y),
         ArrayOp::Combine { op, chunks } => combine(op, chunks),
         ArrayOp::Transpose { x } => transpose(x),
-        ArrayOp::Matmul { x, y, nt } => matmul(x, Some(y), nt),
-        ArrayOp::Syrk { x } => matmul(x, None, true),
+        ArrayOp::Matmul { terms, nt } => {
+            let terms = terms.into_iter().map(|(x, y)| (x, Some(y))).collect();
+            matmul(terms, nt)
+        }
+        ArrayOp::Syrk { xs } => matmul(xs.into_iter().map(|x| (x, None)).collect(), true),
         ArrayOp::Reduce { op, axis, x } => reduce(op, axis, x),
     }
 }
@@ -207,21 +210,58 @@ fn transpose(x: ChunkArg) -> Option<Plan> {
     Some(p)
 }
 
-/// x · y, or x · yᵀ (`nt`): then y (n×k) is first transposed into a temporary, the
-/// same `transpose_*` launch as `array.transpose`. No y is x itself (x · xᵀ, one input).
-fn matmul(x: ChunkArg, y: Option<ChunkArg>, nt: bool) -> Option<Plan> {
-    let same = y.is_none();
-    let y = y.unwrap_or_else(|| x.clone());
+/// Σⱼ xⱼ · yⱼ, or Σⱼ xⱼ · yⱼᵀ (`nt`): each product into the output (the first) or a
+/// temporary added to it, elementwise. A y that is none is x itself (x · xᵀ, one input).
+fn matmul(terms: Vec<(ChunkArg, Option<ChunkArg>)>, nt: bool) -> Option<Plan> {
+    let (x0, y0) = terms.first()?;
+    let (m, n) = product_shape(x0, y0.as_ref().unwrap_or(x0), nt)?;
+    let dtype = x0.dtype;
+    let mut p = Plan::new(dtype, vec![m, n]);
+    let mut sum = None;
+    for (j, (x, y)) in terms.into_iter().enumerate() {
+        if x.dtype != dtype || product_shape(&x, y.as_ref().unwrap_or(&x), nt)? != (m, n) {
+            return None;
+        }
+        if j == 0 {
+            product(&mut p, x, y, nt, Buf::Out)?;
+            continue;
+        }
+        let t = *sum.get_or_insert_with(|| p.temp(m * n * dtype.size()));
+        product(&mut p, x, y, nt, t)?;
+        let args = vec![
+            Arg::Buf(Buf::Out),
+            Arg::Buf(t),
+            Arg::Buf(Buf::Out),
+            Arg::U64(m * n),
+            Arg::I32(0),
+            Arg::I32(0),
+        ];
+        p.elementwise(format!("add_{}", suffix(dtype)?), m * n, args);
+    }
+    Some(p)
+}
+
+/// The shape (m, n) of x · y (x · yᵀ with `nt`), if the kernels cover it: 2-d floats of
+/// one dtype, inner extents equal, dimensions within cuBLAS's.
+fn product_shape(x: &ChunkArg, y: &ChunkArg, nt: bool) -> Option<(u64, u64)> {
     let (&[m, k], &[r, c]) = (&x.shape[..], &y.shape[..]) else {
         return None;
     };
     let (k2, n) = if nt { (c, r) } else { (r, c) };
     // cuBLAS takes 32-bit dimensions.
     let fits = [m, k, n].iter().all(|&d| d <= i32::MAX as u64);
-    if k != k2 || x.dtype != y.dtype || !fits || !matches!(x.dtype, DType::F32 | DType::F64) {
-        return None;
-    }
-    let mut p = Plan::new(x.dtype, vec![m, n]);
+    let float = matches!(x.dtype, DType::F32 | DType::F64);
+    (k == k2 && x.dtype == y.dtype && fits && float).then_some((m, n))
+}
+
+/// Adds the steps computing x · y (x · yᵀ with `nt`; y none: x itself) into `out`. With
+/// `nt`, y (n×k) is first transposed into a temporary, the same `transpose_*` launch as
+/// `array.transpose`.
+fn product(p: &mut Plan, x: ChunkArg, y: Option<ChunkArg>, nt: bool, out: Buf) -> Option<()> {
+    let same = y.is_none();
+    let y = y.unwrap_or_else(|| x.clone());
+    let (m, n) = product_shape(&x, &y, nt)?;
+    let (k, [r, c]) = (x.shape[1], [y.shape[0], y.shape[1]]);
     let a = p.input(x.data);
     let mut b = if same { a } else { p.input(y.data) };
     if nt && m * n * k > 0 {
@@ -244,11 +284,7 @@ fn matmul(x: ChunkArg, y: Option<ChunkArg>, nt: bool) -> Option<Plan> {
             p.elementwise(
                 format!("fill_{}", suffix(x.dtype)?),
                 m * n,
-                vec![
-                    Arg::Buf(Buf::Out),
-                    Arg::U64(m * n),
-                    Arg::scalar(x.dtype, 0.0),
-                ],
+                vec![Arg::Buf(out), Arg::U64(m * n), Arg::scalar(x.dtype, 0.0)],
             );
         } else {
             p.steps.push(Step::Gemm {
@@ -258,11 +294,11 @@ fn matmul(x: ChunkArg, y: Option<ChunkArg>, nt: bool) -> Option<Plan> {
                 n,
                 a,
                 b,
-                out: Buf::Out,
+                out,
             });
         }
     }
-    Some(p)
+    Some(())
 }
 
 /// Most blocks of a launch reducing rows (a grid-stride loop covers more rows).

@@ -153,20 +153,18 @@ pub enum ArrayOp {
         /// The 2-d chunk to transpose.
         x: ChunkArg,
     },
-    /// `array.matmul(x, y)`, or `array.matmul(x, y, "nt")`: x · yᵀ with y given
-    /// untransposed.
+    /// `array.matmul(x₀, y₀, x₁, y₁, …)`: Σⱼ xⱼ · yⱼ; with a last `"nt"`, Σⱼ xⱼ · yⱼᵀ with
+    /// each y given untransposed.
     Matmul {
-        /// The left matrix.
-        x: ChunkArg,
-        /// The right matrix (its transpose when `nt`).
-        y: ChunkArg,
-        /// The product is x · yᵀ.
+        /// The products' left and right matrices (the right one's transpose when `nt`).
+        terms: Vec<(ChunkArg, ChunkArg)>,
+        /// The products are x · yᵀ.
         nt: bool,
     },
-    /// `array.syrk(x)`: x · xᵀ, exactly symmetric.
+    /// `array.syrk(x₀, x₁, …)`: Σⱼ xⱼ · xⱼᵀ, exactly symmetric.
     Syrk {
-        /// The matrix.
-        x: ChunkArg,
+        /// The matrices.
+        xs: Vec<ChunkArg>,
     },
     /// `array.reduce(op, axis, x)`: along `axis`, or over the whole chunk (`None`, an
     /// axis of -1 on the wire).
@@ -227,18 +225,22 @@ impl ArrayOp {
             ("array.transpose", [x]) => ArrayOp::Transpose {
                 x: ChunkArg::parse(x)?,
             },
-            ("array.matmul", [x, y]) => ArrayOp::Matmul {
-                x: ChunkArg::parse(x)?,
-                y: ChunkArg::parse(y)?,
-                nt: false,
-            },
-            ("array.matmul", [x, y, Value::Str(t)]) if t == "nt" => ArrayOp::Matmul {
-                x: ChunkArg::parse(x)?,
-                y: ChunkArg::parse(y)?,
-                nt: true,
-            },
-            ("array.syrk", [x]) => ArrayOp::Syrk {
-                x: ChunkArg::parse(x)?,
+            ("array.matmul", _) => {
+                let (chunks, nt) = match args {
+                    [rest @ .., Value::Str(t)] if t == "nt" => (rest, true),
+                    _ => (args, false),
+                };
+                if chunks.is_empty() || chunks.len() % 2 != 0 {
+                    return None;
+                }
+                let terms = chunks
+                    .chunks(2)
+                    .map(|xy| Some((ChunkArg::parse(&xy[0])?, ChunkArg::parse(&xy[1])?)))
+                    .collect::<Option<_>>()?;
+                ArrayOp::Matmul { terms, nt }
+            }
+            ("array.syrk", [_, ..]) => ArrayOp::Syrk {
+                xs: args.iter().map(ChunkArg::parse).collect::<Option<_>>()?,
             },
             ("array.reduce", [Value::Str(name), Value::Int(axis), x]) => ArrayOp::Reduce {
                 op: Reduce::parse(name)?,
@@ -409,6 +411,11 @@ mod tests {
             ("array.combine", vec![s("add"), x.clone(), Value::Int(1)]),
             ("array.transpose", vec![x.clone(), x.clone()]),
             ("array.matmul", vec![x.clone(), Value::Null]),
+            ("array.matmul", vec![x.clone(), x.clone(), x.clone()]),
+            ("array.matmul", vec![s("nt")]),
+            ("array.matmul", vec![x.clone(), x.clone(), s("tn")]),
+            ("array.syrk", vec![]),
+            ("array.syrk", vec![x.clone(), Value::Null]),
             ("array.reduce", vec![s("mean"), Value::Int(0), x.clone()]),
             ("array.reduce", vec![s("sum"), Value::Float(0.0), x.clone()]),
             ("array.full", vec![s("f16"), ints(&[2]), Value::Float(0.0)]),

@@ -156,6 +156,21 @@ pub fn cases(rng: &mut Rng) -> Vec<(String, Vec<Value>)> {
                 vec![rng.chunk(dt, &[m, k]), rng.chunk(dt, &[k, n])],
             );
         }
+        // Sums of products: plain, with the right operands transposed, symmetric; inner
+        // extents that differ, one of them empty.
+        for (m, ks, n) in [(17u64, &[33u64, 5, 0][..], 9u64), (64, &[128, 64], 96)] {
+            let (mut plain, mut nt, mut sym) = (Vec::new(), Vec::new(), Vec::new());
+            for &k in ks {
+                let x = rng.chunk(dt, &[m, k]);
+                plain.extend([x.clone(), rng.chunk(dt, &[k, n])]);
+                nt.extend([x.clone(), rng.chunk(dt, &[n, k])]);
+                sym.push(x);
+            }
+            nt.push(s("nt"));
+            add("array.matmul", plain);
+            add("array.matmul", nt);
+            add("array.syrk", sym);
+        }
         for n in [0u64, 1, 255, 256, 257, 70_001, 300_000] {
             let x = rng.chunk(dt, &[n]);
             for op in ["sum", "max", "min"] {
