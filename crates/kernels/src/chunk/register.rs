@@ -365,6 +365,26 @@ mod tests {
                 nt_args.extend([a.clone(), b]);
                 syrk_args.push(a);
             }
+            // The sums by the definition: Σₚ a[i, p] · b[j, p] (b: a itself for syrk).
+            let defined = |with_b: bool, cols: u64| -> Vec<f64> {
+                let mut out = vec![0.0; (m * cols) as usize];
+                for (a, b, k) in &terms {
+                    let (b, k) = (if with_b { b } else { a }, *k as usize);
+                    for i in 0..m as usize {
+                        for j in 0..cols as usize {
+                            let dot: i64 = (0..k).map(|p| a[i * k + p] * b[j * k + p]).sum();
+                            out[i * cols as usize + j] += dot as f64;
+                        }
+                    }
+                }
+                out
+            };
+            assert_eq!(nt_sum, defined(true, n), "{name}: nt by the definition");
+            assert_eq!(
+                syrk_sum,
+                defined(false, m),
+                "{name}: syrk by the definition"
+            );
             let mut args = nt_args.clone();
             args.push(nt());
             let fused = call("array.matmul", args);
@@ -403,6 +423,21 @@ mod tests {
         ];
         assert!(r.call("array.matmul", &Value::List(mixed)).is_err());
         assert!(r.call("array.syrk", &Value::List(vec![])).is_err());
+        // Floats that round: the sum is still exactly symmetric, bit for bit (the part
+        // below the diagonal is mirrored, not computed in another order).
+        let (rows, k) = (300u64, 37u64);
+        let x: Vec<f64> = (0..rows * k)
+            .map(|i| ((i * 37) % 101) as f64 / 7.3)
+            .collect();
+        let x = Chunk::from_elems(vec![rows, k], &x).unwrap().to_value();
+        let s = call("array.syrk", vec![x.clone(), x]);
+        let v = s.elems::<f64>().unwrap();
+        let n = rows as usize;
+        for i in 0..n {
+            for j in 0..i {
+                assert_eq!(v[i * n + j].to_bits(), v[j * n + i].to_bits(), "({i}, {j})");
+            }
+        }
     }
 
     #[test]
