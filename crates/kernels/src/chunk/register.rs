@@ -300,8 +300,27 @@ mod tests {
     /// A sum of products in one call equals the products summed one by one: for every
     /// form (plain, transposed, symmetric), in floats (small integers: exact in any
     /// order) and integers, with inner extents that differ; mismatched terms are refused.
+    /// Output buffers as a worker's arena gives them: not zeroed.
+    struct Dirty;
+    struct DirtyBuf(Vec<u8>);
+    impl crate::output::OutputAlloc for Dirty {
+        fn alloc(&self, len: usize) -> Option<Box<dyn crate::output::OutputBuf>> {
+            Some(Box::new(DirtyBuf(vec![0x5a; len])))
+        }
+    }
+    impl crate::output::OutputBuf for DirtyBuf {
+        fn bytes_mut(&mut self) -> &mut [u8] {
+            &mut self.0
+        }
+        fn freeze(self: Box<Self>) -> bytes::Bytes {
+            self.0.into()
+        }
+    }
+
     #[test]
     fn sums_of_products_accumulate_in_one_output() {
+        let alloc: std::sync::Arc<dyn crate::output::OutputAlloc> = std::sync::Arc::new(Dirty);
+        let _dirty = crate::output::scoped(&alloc);
         let r = Registry::builtin();
         let call = |op: &str, args: Vec<Value>| {
             let v = r.call(op, &Value::List(args)).unwrap();
@@ -438,6 +457,41 @@ mod tests {
                 assert_eq!(v[i * n + j].to_bits(), v[j * n + i].to_bits(), "({i}, {j})");
             }
         }
+    }
+
+    #[test]
+    fn assembling_takes_pieces_of_four_and_binary_ops_one_dtype() {
+        let r = Registry::builtin();
+        let x = chunk(&[2, 2], &[1.0, 2.0, 3.0, 4.0]);
+        let ints = |v: &[i64]| Value::List(v.iter().map(|&i| Value::Int(i)).collect());
+        let piece = [x.clone(), ints(&[0, 0]), ints(&[0, 0]), ints(&[2, 2])];
+        let mut args = vec![ints(&[2, 2])];
+        args.extend(piece.iter().cloned());
+        let whole = r
+            .call("array.assemble", &Value::List(args.clone()))
+            .unwrap();
+        assert_eq!(whole, x);
+        for cut in [1, 3] {
+            let e = r.call(
+                "array.assemble",
+                &Value::List(args[..args.len() - cut].to_vec()),
+            );
+            assert!(e.unwrap_err().to_string().contains("pieces are"), "{cut}");
+        }
+        let e = r.call("array.assemble", &Value::List(vec![ints(&[2, 2])]));
+        assert!(e.unwrap_err().to_string().contains("pieces are"));
+        let y = Chunk::from_elems(vec![2, 2], &[1f32; 4])
+            .unwrap()
+            .to_value();
+        let add = |b: Value| {
+            r.call(
+                "array.binary",
+                &Value::List(vec![Value::Str("add".into()), x.clone(), b]),
+            )
+        };
+        let e = add(y).unwrap_err().to_string();
+        assert!(e.contains("f64") && e.contains("f32"), "{e}");
+        assert!(add(x.clone()).is_ok());
     }
 
     #[test]
