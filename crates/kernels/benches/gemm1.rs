@@ -152,7 +152,7 @@ fn main() {
         rask_kernels::chunk::mirror_upper(n, &mut c)
     });
     row(
-        "rask Pod::syrk (matrixmultiply, 256-row panels)",
+        "rask Pod::syrk (matrixmultiply, a GEMM per 256-row panel)",
         "a·aᵀ (2n³ counted)",
         s,
     );
