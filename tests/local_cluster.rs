@@ -179,6 +179,40 @@ fn who_has_and_scheduler_info() {
     assert_eq!(memory, 1);
 }
 
+/// A key released (its last future dropped) and submitted again at once, with other
+/// arguments: the release reaches the scheduler first (releases wait to be sent together,
+/// but never behind a later message), so the key is computed again from the new task.
+#[test]
+fn a_key_released_and_submitted_again_at_once_is_computed_again() {
+    // A release sent behind the new task would forget it while it is held: the gather
+    // would wait for ever, so the test has a deadline.
+    common::within(Duration::from_secs(60), || {
+        let c = client(2);
+        for round in 0..50 {
+            let mut g = Graph::new();
+            g.task("again", "inc", [Arg::from(round)]);
+            let f = c.compute(&g, &["again"]).unwrap();
+            assert_eq!(
+                c.gather(&f).unwrap(),
+                vec![Value::Int(round + 1)],
+                "{round}"
+            );
+            drop(f);
+        }
+        // Many released together still all go.
+        let futs = c.map("inc", (0..1000).map(|i| [Arg::from(i)])).unwrap();
+        c.gather(&futs).unwrap();
+        drop(futs);
+        eventually("every key released", || {
+            c.scheduler_info()
+                .unwrap()
+                .tasks_by_state
+                .iter()
+                .all(|(_, n)| *n == 0)
+        });
+    });
+}
+
 #[test]
 fn releasing_futures_frees_worker_memory() {
     let c = client(2);

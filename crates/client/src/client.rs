@@ -53,6 +53,9 @@ pub(crate) struct Inner {
     pub(crate) program: Option<ProgramSource>,
     /// See [`ClientOptions::spin`].
     pub(crate) spin: Spin,
+    /// Keys whose last future was dropped, not yet said to the scheduler: said together
+    /// in one message.
+    pub(crate) releasing: Mutex<Vec<String>>,
 }
 
 impl Inner {
@@ -60,9 +63,16 @@ impl Inner {
         self.state.lock().expect("client state lock")
     }
 
-    /// The scheduler's connection, now.
+    /// The scheduler's connection, now: keys released and not yet said are said first,
+    /// so that whatever is sent next comes after them.
     pub(crate) fn sender(&self) -> Sender<ToScheduler> {
-        self.to_scheduler.lock().expect("sender lock").clone()
+        let to = self.to_scheduler.lock().expect("sender lock").clone();
+        let mut releasing = self.releasing.lock().expect("releasing lock");
+        if !releasing.is_empty() {
+            let keys = std::mem::take(&mut *releasing);
+            let _ = to.send(ToScheduler::ReleaseKeys { keys });
+        }
+        to
     }
 
     /// The client's id, now.
@@ -178,6 +188,7 @@ impl Client {
             host_id: rask_transport::host_id(),
             program: opts.program,
             spin: Spin::new(spin),
+            releasing: Mutex::default(),
         });
         handle.spawn(read_scheduler(reader, Arc::downgrade(&inner)));
         Ok(Client { inner })
@@ -454,9 +465,16 @@ impl Client {
             // Whoever waited on it learns it is gone.
             st.waiters.remove(key);
             if st.closed.is_none() {
-                let _ = self.inner.sender().send(ToScheduler::ReleaseKeys {
-                    keys: vec![key.to_string()],
-                });
+                // Said with the next message, or by a task on the runtime: the futures
+                // of a whole graph dropped together go in one message, not one each.
+                let mut releasing = self.inner.releasing.lock().expect("releasing lock");
+                releasing.push(key.to_string());
+                if releasing.len() == 1 {
+                    let inner = self.inner.clone();
+                    self.inner.handle.spawn(async move {
+                        inner.sender();
+                    });
+                }
             }
         }
     }

@@ -1,12 +1,12 @@
 //! What the client knows of each held key (compact: a client may hold millions), and
 //! the reader of the scheduler connection that keeps it current.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use rask_proto::msg::{Holder, TaskError, ToClient};
 use rask_proto::{TaskId, Value, WorkerId};
 use rask_transport::Batch;
+use rustc_hash::FxHashMap as HashMap;
 use tokio::sync::oneshot;
 
 use crate::client::Inner;
