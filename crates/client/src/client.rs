@@ -166,8 +166,12 @@ impl Client {
         };
         let spin = match opts.spin {
             Some(d) => d,
-            None => crate::options::seconds_from_env("RASK_CLIENT_SPIN", true)?
-                .unwrap_or(crate::options::DEFAULT_SPIN),
+            None => {
+                crate::options::seconds_from_env("RASK_CLIENT_SPIN", true)?.unwrap_or_else(|| {
+                    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+                    crate::options::default_spin(cpus)
+                })
+            }
         };
         let inner = Arc::new(Inner {
             handle: handle.clone(),

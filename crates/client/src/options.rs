@@ -29,8 +29,10 @@ pub struct ClientOptions {
     pub reconnect: Option<std::time::Duration>,
     /// How long a blocking call (`result`, `gather`, ...) may poll for its answer before
     /// it sleeps, when the calls before it were answered within half that: a short call
-    /// then does not wait for its thread to be woken. `None`: 1 ms, or
-    /// `RASK_CLIENT_SPIN` in seconds; zero: never poll.
+    /// then does not wait for its thread to be woken. `None`: `RASK_CLIENT_SPIN` in
+    /// seconds, else 1 ms ([`DEFAULT_SPIN`]) where this process may use more than one
+    /// CPU and never on one (the poll would hold the CPU the answer needs); zero: never
+    /// poll.
     pub spin: Option<std::time::Duration>,
 }
 
@@ -38,8 +40,19 @@ pub struct ClientOptions {
 /// [`ClientOptions::reconnect`]).
 pub const DEFAULT_RECONNECT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// The longest a blocking call polls when not told (see [`ClientOptions::spin`]).
+/// The longest a blocking call polls when not told, with more than one CPU (see
+/// [`ClientOptions::spin`]).
 pub const DEFAULT_SPIN: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// The poll of a blocking call when not told: [`DEFAULT_SPIN`] with more than one CPU to
+/// run on, none with one.
+pub(crate) fn default_spin(cpus: usize) -> std::time::Duration {
+    if cpus > 1 {
+        DEFAULT_SPIN
+    } else {
+        std::time::Duration::ZERO
+    }
+}
 
 /// A client's program: what the handshake says of it, and where its executable is read
 /// from when the cluster asks for it (`/proc/self/exe`: the file this process runs, even

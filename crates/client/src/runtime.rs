@@ -158,6 +158,14 @@ mod tests {
     }
 
     #[test]
+    fn by_default_only_a_process_with_more_than_one_cpu_spins() {
+        use crate::options::{default_spin, DEFAULT_SPIN};
+        assert_eq!(default_spin(1), Duration::ZERO);
+        assert_eq!(default_spin(2), DEFAULT_SPIN);
+        assert_eq!(default_spin(64), DEFAULT_SPIN);
+    }
+
+    #[test]
     fn a_zero_limit_never_spins() {
         let s = Spin::new(Duration::ZERO);
         for took in [0, 1, 10, 1000] {
