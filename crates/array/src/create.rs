@@ -177,6 +177,7 @@ impl Array {
             tasks: Vec::new(),
             parents: Vec::new(),
             transpose_of: None,
+            expr: None,
         }))
     }
 }

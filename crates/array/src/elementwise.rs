@@ -1,6 +1,7 @@
 //! Elementwise arithmetic between arrays (of one shape and chunking) and with scalars,
 //! checked (`try_add` …) and as operators; your own ops on every block.
 
+use crate::fuse::Operand;
 use crate::*;
 
 /// Element types arrays have: f32, f64, i32, i64.
@@ -80,14 +81,15 @@ impl Array {
         }
         let (a, b) = (self.clone(), other.clone());
         let parents = vec![a.clone(), b.clone()];
-        Ok(self.each_chunk(op, parents, |i| {
+        let single = |i: &[usize]| {
             let args = vec![
                 arg::str(op),
                 Arg::Key(a.chunk_key(i)),
                 Arg::Key(b.chunk_key(i)),
             ];
             ("array.binary".into(), args)
-        }))
+        };
+        Ok(self.elementwise(op, Operand::Array(other), single, parents))
     }
 
     /// `self + other` elementwise, or an error where `&self + &other` would panic (shapes,
@@ -117,10 +119,11 @@ impl Array {
     /// Elementwise `op` with a scalar on the right.
     pub fn scalar(&self, op: &str, value: f64) -> Array {
         let a = self.clone();
-        self.each_chunk(op, vec![a.clone()], |i| {
+        let single = |i: &[usize]| {
             let args = vec![arg::str(op), Arg::Key(a.chunk_key(i)), Arg::from(value)];
             ("array.binary".into(), args)
-        })
+        };
+        self.elementwise(op, Operand::Scalar(value), single, vec![a.clone()])
     }
 
     /// `op(chunk, args…)` on every chunk, like dask's `map_blocks`: `op` (a registered

@@ -11,6 +11,7 @@
 
 mod create;
 mod elementwise;
+mod fuse;
 mod layout;
 mod linalg;
 mod reduce;
@@ -102,6 +103,9 @@ struct Node {
     /// reads the source's chunks transposed instead (and is symmetric when the left
     /// operand is that source).
     transpose_of: Option<Array>,
+    /// How it is computed from arrays that are not elementwise, if it is elementwise
+    /// (see `fuse`).
+    expr: Option<fuse::Expr>,
 }
 
 /// A blocked array. Cheap to clone; expressions make new arrays.
@@ -179,6 +183,7 @@ impl Array {
             tasks,
             parents,
             transpose_of: None,
+            expr: None,
         }))
     }
 

@@ -281,8 +281,98 @@ fn mismatches_are_errors() {
     assert!(Array::ones(&[4], &[2, 2], DType::F32).is_err());
     assert!(Array::ones(&[4], &[2], DType::U8).is_err());
     assert!(Array::random_uniform(&[4], &[2], DType::I32, 1, 0.0, 1.0).is_err());
+    // (a + 1) * a: a's chunks and one fused task per chunk.
     let d = &(&a + 1.0) * &a;
-    assert_eq!(d.graph().len(), 4 + 4 + 4);
+    let g = d.graph();
+    assert_eq!(g.len(), 4 + 4);
+    assert_eq!(g[4].op, "array.expr");
+    assert_eq!(g[4].args[0], arg::str("x0 add:1 x0 mul"));
+}
+
+#[test]
+fn chains_of_elementwise_ops_are_one_task_per_chunk() {
+    let x = Array::random_uniform(&[8, 8], &[4, 4], DType::F32, 1, 0.0, 1.0).unwrap();
+    let z = Array::random_uniform(&[8, 8], &[4, 4], DType::F32, 2, 0.0, 1.0).unwrap();
+    // dask-cuda's elementwise benchmark: five ops, one task per chunk, then the sum.
+    let e = &(&(&x * 2.0) + &(&x * &x)) - &(&x / 3.0);
+    let g = e.sum(4).graph();
+    let count = |op: &str| g.iter().filter(|t| t.op == op).count();
+    assert_eq!((count("array.expr"), count("array.binary")), (4, 0));
+    let t = g.iter().find(|t| t.key == e.chunk_key(&[1, 0])).unwrap();
+    assert_eq!(
+        t.args,
+        vec![
+            arg::str("x0 mul:2 x0 x0 mul add x0 div:3 sub"),
+            Arg::Key(x.chunk_key(&[1, 0]))
+        ]
+    );
+    assert_ordered(&g);
+    // Two arrays: each read once, numbered by first appearance.
+    let w = &(&x + &z) * &x;
+    let t = &w.graph()[8];
+    assert_eq!(
+        t.args,
+        vec![
+            arg::str("x0 x1 add x0 mul"),
+            Arg::Key(x.chunk_key(&[0, 0])),
+            Arg::Key(z.chunk_key(&[0, 0]))
+        ]
+    );
+    // An intermediate is not computed for the chain; computed for itself, it is its
+    // own tasks (one op: array.binary).
+    let y = &x * 2.0;
+    let y1 = &y + 1.0;
+    assert!(y1.graph().iter().all(|t| !t.key.starts_with(y.name())));
+    assert!(y.graph().iter().any(|t| t.op == "array.binary"));
+    // A transpose (or a product, a reduction) is not elementwise: a chain reads its
+    // chunks.
+    let xt = x.t().unwrap();
+    let s = &xt * 2.0;
+    assert_eq!(s.graph().last().unwrap().op, "array.binary");
+    let m = &(&s * 3.0) + 1.0;
+    let last = m.graph().pop().unwrap();
+    assert_eq!(last.args[0], arg::str("x0 mul:2 mul:3 add:1"));
+    assert_eq!(last.args[1], Arg::Key(xt.chunk_key(&[1, 1])));
+}
+
+#[test]
+fn a_chain_past_the_limits_reads_its_operand_as_it_is() {
+    let x = Array::ones(&[4], &[2], DType::F64).unwrap();
+    let mut y = x.clone();
+    for _ in 0..fuse::MAX_OPS {
+        y = &y + 1.0;
+    }
+    let g = y.graph();
+    assert_eq!(g.len(), 2 + 2, "16 ops in one task per chunk");
+    assert_eq!(g[2].args.len(), 2);
+    // One more: a task of one op on the 16-op chunks, then a new chain.
+    let over = &y + 1.0;
+    let g = over.graph();
+    assert_eq!(g.len(), 2 + 2 + 2);
+    assert_eq!(g[4].op, "array.binary");
+    assert_eq!(g[4].args[1], Arg::Key(y.chunk_key(&[0])));
+    let again = &(&over * 2.0) - 1.0;
+    let last = again.graph().pop().unwrap();
+    assert_eq!(last.args[0], arg::str("x0 mul:2 sub:1"));
+    assert_eq!(last.args[1], Arg::Key(over.chunk_key(&[1])));
+    // Inputs: at most 8 arrays in one task.
+    let arrays: Vec<Array> = (0..10)
+        .map(|i| Array::full(&[4], &[2], DType::F64, i as f64).unwrap())
+        .collect();
+    let mut sum = arrays[0].clone();
+    for a in &arrays[1..] {
+        sum = &sum + a;
+    }
+    let inputs = |a: &Array| a.graph().last().unwrap().args.len() - 1;
+    assert!(inputs(&sum) <= fuse::MAX_INPUTS, "{}", inputs(&sum));
+    // Ops a program does not have are tasks of their own.
+    let odd = x.scalar("mod", 2.0);
+    assert_eq!(odd.graph().last().unwrap().op, "array.binary");
+    let after = &(&odd * 2.0) + 1.0;
+    assert_eq!(
+        after.graph().last().unwrap().args[0],
+        arg::str("x0 mul:2 add:1")
+    );
 }
 
 /// The panic message of `op(a, b)`.

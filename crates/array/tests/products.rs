@@ -1,6 +1,7 @@
-//! Matrix products computed: the graphs `matmul` builds (general, transposed right
+//! Array graphs computed: the graphs `matmul` builds (general, transposed right
 //! operand, symmetric `x @ x.T`) run task by task with the ops' CPU implementations, and
-//! compared with the general blocked path.
+//! compared with the general blocked path; fused elementwise chains compared with the
+//! same arithmetic element by element.
 
 use std::collections::HashMap;
 
@@ -162,4 +163,34 @@ fn products_over_many_inner_chunks_and_their_sums_are_exact() {
     }
     let general = x.matmul_general(&x.t().unwrap()).unwrap();
     assert_eq!(scalar(&sym.sum(3)), scalar(&general.sum(3)));
+}
+
+#[test]
+fn fused_elementwise_chains_compute_what_the_ops_compute_bit_for_bit() {
+    // (x * 2 + x * z) - x / 3 in one task per chunk, against the same arithmetic element
+    // by element: IEEE operations in the same order give the same bits.
+    let x = Array::random_uniform(&[50, 40], &[20, 15], DType::F64, 4, -1.0, 1.0).unwrap();
+    let z = Array::random_uniform(&[50, 40], &[20, 15], DType::F64, 5, -1.0, 1.0).unwrap();
+    let e = &(&(&x * 2.0) + &(&x * &z)) - &(&x / 3.0);
+    assert!(e.graph().iter().any(|t| t.op == "array.expr"));
+    let (xs, zs, es) = (compute::<f64>(&x), compute::<f64>(&z), compute::<f64>(&e));
+    for i in 0..xs.len() {
+        let want = (xs[i] * 2.0 + xs[i] * zs[i]) - xs[i] / 3.0;
+        assert_eq!(es[i].to_bits(), want.to_bits(), "{i}");
+    }
+    let x32 = Array::random_uniform(&[30, 20], &[16, 16], DType::F32, 6, 0.5, 2.0).unwrap();
+    let p = &(&x32 * &x32) / 7.0;
+    let q = p.binary("pow", &x32).unwrap();
+    let (xs, qs) = (compute::<f32>(&x32), compute::<f32>(&q));
+    for i in 0..xs.len() {
+        let want = ((xs[i] * xs[i]) / 7.0).powf(xs[i]);
+        assert_eq!(qs[i].to_bits(), want.to_bits(), "{i}");
+    }
+    // Integers: exact.
+    let a = ints(10, 7, &[4, 3], 3);
+    let m = a.binary("max", &(&(&a * &a) - 5.0)).unwrap();
+    let (av, mv) = (compute::<i64>(&a), compute::<i64>(&m));
+    for i in 0..av.len() {
+        assert_eq!(mv[i], av[i].max(av[i] * av[i] - 5), "{i}");
+    }
 }

@@ -190,6 +190,9 @@ pub enum OpError {
     /// The shapes of a matrix product do not fit.
     #[error("matmul of {0:?} and {1:?}")]
     Matmul(Vec<u64>, Vec<u64>),
+    /// An `array.expr` program that is not one, or does not fit its inputs.
+    #[error("elementwise program: {0}")]
+    Expr(String),
     /// An axis past a chunk's rank.
     #[error("axis {axis} of a {rank}-d chunk")]
     Axis {
@@ -419,6 +422,10 @@ mod tests {
             (
                 OpError::Shapes(vec![2], vec![3]),
                 "shapes [2] and [3] differ",
+            ),
+            (
+                OpError::Expr("op \"mod\" in \"x0 mod:2\"".into()),
+                "elementwise program: op \"mod\" in \"x0 mod:2\"",
             ),
             (
                 OpError::UnknownName {

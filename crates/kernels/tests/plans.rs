@@ -134,3 +134,72 @@ fn a_step_that_writes_nothing_leaves_the_poison_visible() {
     let c = plan::run_on_host(&p).unwrap();
     assert!(c.bytes.iter().all(|&b| b == 0xA5));
 }
+
+#[test]
+fn an_elementwise_chain_is_a_launch_per_op_with_one_temporary_per_stack_level_above_the_first() {
+    let mut rng = Rng::new();
+    let x = rng.chunk(rask_proto::DType::F32, &[64, 64]);
+    let program = Value::Str("x0 mul:2 x0 x0 mul add x0 div:3 sub".into());
+    let p = plan::plan("array.expr", &[program, x]).unwrap();
+    let launches: Vec<(String, Buf)> = p
+        .steps
+        .iter()
+        .map(|s| match s {
+            Step::Launch(l) => match l.args[2] {
+                Arg::Buf(out) => (l.entry.clone(), out),
+                ref other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let names: Vec<&str> = launches.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(
+        names,
+        ["mul_f32", "mul_f32", "add_f32", "div_f32", "sub_f32"]
+    );
+    // The bottom of the stack lives in the output; the one level above in a temporary.
+    let outs: Vec<Buf> = launches.iter().map(|(_, o)| *o).collect();
+    assert_eq!(
+        outs,
+        [Buf::Out, Buf::Tmp(0), Buf::Out, Buf::Tmp(0), Buf::Out]
+    );
+    assert_eq!(p.temps, vec![64 * 64 * 4]);
+    // A program that is one input is a copy.
+    let y = rng.chunk(rask_proto::DType::F64, &[3]);
+    let p = plan::plan("array.expr", &[Value::Str("x0".into()), y]).unwrap();
+    assert!(matches!(p.steps[..], [Step::Copy { to: Buf::Out, .. }]));
+}
+
+#[test]
+fn a_sum_of_products_accumulates_in_the_output_and_reuses_its_transpose_temporary() {
+    let mut rng = Rng::new();
+    let dt = rask_proto::DType::F64;
+    let mut args = Vec::new();
+    for _ in 0..3 {
+        args.extend([rng.chunk(dt, &[8, 5]), rng.chunk(dt, &[6, 5])]);
+    }
+    args.push(Value::Str("nt".into()));
+    let p = plan::plan("array.matmul", &args).unwrap();
+    let kinds: Vec<String> = p
+        .steps
+        .iter()
+        .map(|s| match s {
+            Step::Launch(l) => format!("{} into {:?}", l.entry, l.args[1]),
+            Step::Gemm { out, acc, .. } => format!("gemm into {out:?}, acc {acc}"),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let t = "transpose_f64 into Buf(Tmp(0))";
+    assert_eq!(
+        kinds,
+        [
+            t,
+            "gemm into Out, acc false",
+            t,
+            "gemm into Out, acc true",
+            t,
+            "gemm into Out, acc true"
+        ]
+    );
+    assert_eq!(p.temps, vec![5 * 6 * 8], "one transposed operand at a time");
+}

@@ -211,9 +211,10 @@ impl CudaGpu {
         })
     }
 
-    /// out (m×n) = a (m×k) · b (k×n), row-major, by cuBLAS (column-major), queued on the
-    /// stream: the row-major product is the column-major Cᵀ = Bᵀ·Aᵀ, so the operands swap
-    /// and nothing transposes. f32 and f64 only; the dimensions fit `i32`.
+    /// out (m×n) = a (m×k) · b (k×n), or out += a · b with `acc` (cuBLAS's beta 1), row-
+    /// major, by cuBLAS (column-major), queued on the stream: the row-major product is the
+    /// column-major Cᵀ = Bᵀ·Aᵀ, so the operands swap and nothing transposes. f32 and f64
+    /// only; the dimensions fit `i32`.
     pub fn gemm(
         &self,
         dtype: DType,
@@ -221,6 +222,7 @@ impl CudaGpu {
         a: &DeviceMem,
         b: &DeviceMem,
         c: &DeviceMem,
+        acc: bool,
     ) -> Result<(), DeviceError> {
         let blas = self
             .blas
@@ -255,7 +257,7 @@ impl CudaGpu {
                     n,
                     a as *const f32,
                     k,
-                    &0.0f32,
+                    &(if acc { 1.0f32 } else { 0.0 }),
                     c as *mut f32,
                     n,
                 )
@@ -274,7 +276,7 @@ impl CudaGpu {
                     n,
                     a as *const f64,
                     k,
-                    &0.0f64,
+                    &(if acc { 1.0f64 } else { 0.0 }),
                     c as *mut f64,
                     n,
                 )

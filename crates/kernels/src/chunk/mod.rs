@@ -8,6 +8,7 @@
 //! that layout where measured) are in `ops`, and their registration (argument parsing)
 //! in `register`.
 
+pub mod expr;
 mod ops;
 mod register;
 

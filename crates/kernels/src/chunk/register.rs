@@ -3,6 +3,7 @@
 
 use rask_proto::{DType, Value};
 
+use super::expr::{expr, Program};
 use super::ops::*;
 use super::{dtype, float, int_list, make, Chunk};
 use crate::{OpError, Registry};
@@ -153,6 +154,15 @@ pub(crate) fn register(r: &mut Registry) {
         }
         let (chunks, dtype) = same_dtype(a)?;
         by_dtype!(dtype, syrk(&chunks)).map(|c| c.to_value())
+    });
+    // A chain of elementwise ops in one pass: (program, chunks…), see `expr`.
+    r.register_typed("array.expr", 1, |a| {
+        let [Value::Str(program), chunks @ ..] = a else {
+            return Err(OpError::Args("expr: (program, chunk, …)"));
+        };
+        let program = Program::parse(program)?;
+        let (chunks, dtype) = same_dtype(chunks)?;
+        by_dtype!(dtype, expr(&program, &chunks)).map(|c| c.to_value())
     });
     r.register_typed("array.reduce", 1, |a| {
         let [Value::Str(op), axis, x] = a else {

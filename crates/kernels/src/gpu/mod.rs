@@ -380,6 +380,7 @@ impl Gpu {
                     a,
                     b,
                     out,
+                    acc,
                 } => {
                     if !gpu.has_blas() {
                         return Err(PlanError::Step("cuBLAS is not available"));
@@ -388,7 +389,7 @@ impl Gpu {
                     if !matches!(dtype, DType::F32 | DType::F64) {
                         return Err(PlanError::NoGemm(*dtype));
                     }
-                    gpu.gemm(*dtype, (*m, *k, *n), a, b, c)?;
+                    gpu.gemm(*dtype, (*m, *k, *n), a, b, c, *acc)?;
                 }
                 Step::Copy { from, to, len } => {
                     gpu.copy(mem(*from)?, mem(*to)?, *len as usize)?;

@@ -171,12 +171,13 @@ fn run_steps(plan: &Plan, out: &mut [u8]) -> Result<(), PlanError> {
                 a,
                 b,
                 out,
+                acc,
             } => {
                 let (m, k, n) = (*m as usize, *k as usize, *n as usize);
                 let (ia, ib, io) = (index(*a)?, index(*b)?, index(*out)?);
                 match dtype {
-                    DType::F32 => host_gemm::<f32>(&mut bufs, (ia, ib, io), m, k, n)?,
-                    DType::F64 => host_gemm::<f64>(&mut bufs, (ia, ib, io), m, k, n)?,
+                    DType::F32 => host_gemm::<f32>(&mut bufs, (ia, ib, io), (m, k, n), *acc)?,
+                    DType::F64 => host_gemm::<f64>(&mut bufs, (ia, ib, io), (m, k, n), *acc)?,
                     d => return Err(PlanError::NoGemm(*d)),
                 }
             }
@@ -206,9 +207,8 @@ fn run_steps(plan: &Plan, out: &mut [u8]) -> Result<(), PlanError> {
 fn host_gemm<T: crate::chunk::Pod + Elem>(
     bufs: &mut [HostBuf],
     (a, b, out): (usize, usize, usize),
-    m: usize,
-    k: usize,
-    n: usize,
+    (m, k, n): (usize, usize, usize),
+    acc: bool,
 ) -> Result<(), PlanError> {
     if out == a || out == b {
         return Err(PlanError::Step("a GEMM's output is one of its inputs"));
@@ -217,7 +217,7 @@ fn host_gemm<T: crate::chunk::Pod + Elem>(
         let (x, y) = (bufs[a].elems::<T>(), bufs[b].elems::<T>());
         match o.elems_mut::<T>() {
             Some(dst) if x.len() >= m * k && y.len() >= k * n && dst.len() >= m * n => {
-                T::gemm(m, k, n, &x[..m * k], &y[..k * n], &mut dst[..m * n], false);
+                T::gemm(m, k, n, &x[..m * k], &y[..k * n], &mut dst[..m * n], acc);
                 Ok(())
             }
             Some(_) => Err(PlanError::Step("GEMM operands too small")),

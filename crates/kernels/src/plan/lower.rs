@@ -8,6 +8,7 @@ use rask_proto::{DType, Value};
 
 use super::op::{ArrayOp, BinaryOp, ChunkArg, Operand, Random};
 use super::*;
+use crate::chunk::expr::{ExprStep, Program};
 use crate::chunk::float;
 use crate::cpu::{Binary, Reduce};
 
@@ -41,6 +42,7 @@ pub fn lower(op: ArrayOp) -> Option<Plan> {
         }
         ArrayOp::Syrk { xs } => matmul(xs.into_iter().map(|x| (x, None)).collect(), true),
         ArrayOp::Reduce { op, axis, x } => reduce(op, axis, x),
+        ArrayOp::Expr { program, inputs } => expr(program, inputs),
     }
 }
 
@@ -210,33 +212,21 @@ fn transpose(x: ChunkArg) -> Option<Plan> {
     Some(p)
 }
 
-/// Σⱼ xⱼ · yⱼ, or Σⱼ xⱼ · yⱼᵀ (`nt`): each product into the output (the first) or a
-/// temporary added to it, elementwise. A y that is none is x itself (x · xᵀ, one input).
+/// Σⱼ xⱼ · yⱼ, or Σⱼ xⱼ · yⱼᵀ (`nt`): the first product into the output, each next one
+/// added to it by the GEMM (cuBLAS's beta 1). A y that is none is x itself (x · xᵀ, one
+/// input).
 fn matmul(terms: Vec<(ChunkArg, Option<ChunkArg>)>, nt: bool) -> Option<Plan> {
     let (x0, y0) = terms.first()?;
     let (m, n) = product_shape(x0, y0.as_ref().unwrap_or(x0), nt)?;
     let dtype = x0.dtype;
     let mut p = Plan::new(dtype, vec![m, n]);
-    let mut sum = None;
+    // The transposed right operands of `nt`, one temporary per size, reused.
+    let mut transposed: Vec<(u64, Buf)> = Vec::new();
     for (j, (x, y)) in terms.into_iter().enumerate() {
         if x.dtype != dtype || product_shape(&x, y.as_ref().unwrap_or(&x), nt)? != (m, n) {
             return None;
         }
-        if j == 0 {
-            product(&mut p, x, y, nt, Buf::Out)?;
-            continue;
-        }
-        let t = *sum.get_or_insert_with(|| p.temp(m * n * dtype.size()));
-        product(&mut p, x, y, nt, t)?;
-        let args = vec![
-            Arg::Buf(Buf::Out),
-            Arg::Buf(t),
-            Arg::Buf(Buf::Out),
-            Arg::U64(m * n),
-            Arg::I32(0),
-            Arg::I32(0),
-        ];
-        p.elementwise(format!("add_{}", suffix(dtype)?), m * n, args);
+        product(&mut p, x, y, nt, j > 0, &mut transposed)?;
     }
     Some(p)
 }
@@ -254,10 +244,17 @@ fn product_shape(x: &ChunkArg, y: &ChunkArg, nt: bool) -> Option<(u64, u64)> {
     (k == k2 && x.dtype == y.dtype && fits && float).then_some((m, n))
 }
 
-/// Adds the steps computing x · y (x · yᵀ with `nt`; y none: x itself) into `out`. With
-/// `nt`, y (n×k) is first transposed into a temporary, the same `transpose_*` launch as
-/// `array.transpose`.
-fn product(p: &mut Plan, x: ChunkArg, y: Option<ChunkArg>, nt: bool, out: Buf) -> Option<()> {
+/// Adds the steps computing x · y (x · yᵀ with `nt`; y none: x itself) into the output,
+/// or adding it there with `acc`. With `nt`, y (n×k) is first transposed into a temporary
+/// (`transposed` keeps one per size), the same `transpose_*` launch as `array.transpose`.
+fn product(
+    p: &mut Plan,
+    x: ChunkArg,
+    y: Option<ChunkArg>,
+    nt: bool,
+    acc: bool,
+    transposed: &mut Vec<(u64, Buf)>,
+) -> Option<()> {
     let same = y.is_none();
     let y = y.unwrap_or_else(|| x.clone());
     let (m, n) = product_shape(&x, &y, nt)?;
@@ -269,7 +266,15 @@ fn product(p: &mut Plan, x: ChunkArg, y: Option<ChunkArg>, nt: bool, out: Buf) -
         if tiles(r) > 65_535 || tiles(c) > i32::MAX as u64 {
             return None;
         }
-        let t = p.temp(k * n * x.dtype.size());
+        let bytes = k * n * x.dtype.size();
+        let t = match transposed.iter().find(|(size, _)| *size == bytes) {
+            Some((_, t)) => *t,
+            None => {
+                let t = p.temp(bytes);
+                transposed.push((bytes, t));
+                t
+            }
+        };
         p.steps.push(Step::Launch(Launch {
             module: Module::Builtin("transpose.cu"),
             entry: format!("transpose_{}", suffix(x.dtype)?),
@@ -280,13 +285,7 @@ fn product(p: &mut Plan, x: ChunkArg, y: Option<ChunkArg>, nt: bool, out: Buf) -
         b = t;
     }
     if m * n > 0 {
-        if k == 0 {
-            p.elementwise(
-                format!("fill_{}", suffix(x.dtype)?),
-                m * n,
-                vec![Arg::Buf(out), Arg::U64(m * n), Arg::scalar(x.dtype, 0.0)],
-            );
-        } else {
+        if k > 0 {
             p.steps.push(Step::Gemm {
                 dtype: x.dtype,
                 m,
@@ -294,11 +293,79 @@ fn product(p: &mut Plan, x: ChunkArg, y: Option<ChunkArg>, nt: bool, out: Buf) -
                 n,
                 a,
                 b,
-                out,
+                out: Buf::Out,
+                acc,
             });
+        } else if !acc {
+            // An empty inner extent: a product of zeros (added, it changes nothing).
+            p.elementwise(
+                format!("fill_{}", suffix(x.dtype)?),
+                m * n,
+                vec![
+                    Arg::Buf(Buf::Out),
+                    Arg::U64(m * n),
+                    Arg::scalar(x.dtype, 0.0),
+                ],
+            );
         }
     }
     Some(())
+}
+
+/// A chain of elementwise ops: a launch per op (the elementwise kernels of
+/// `array.binary`), each writing the buffer of its stack level — the output for the
+/// bottom one, a temporary made when first needed for each above it — in place when its
+/// left operand is there (elementwise, so safe).
+fn expr(program: Program, inputs: Vec<ChunkArg>) -> Option<Plan> {
+    let first = inputs.first()?;
+    let (dtype, shape) = (first.dtype, first.shape.clone());
+    let float = matches!(dtype, DType::F32 | DType::F64);
+    let fits = inputs.iter().all(|c| c.dtype == dtype && c.shape == shape);
+    if !fits || program.inputs > inputs.len() || (program.float_only() && !float) {
+        return None;
+    }
+    let s = suffix(dtype)?;
+    let mut p = Plan::new(dtype, shape);
+    let n: u64 = p.shape.iter().product();
+    let bufs: Vec<Buf> = inputs.into_iter().map(|c| p.input(c.data)).collect();
+    let mut temps: Vec<Option<Buf>> = vec![None; program.depth];
+    let mut stack: Vec<Buf> = Vec::with_capacity(program.depth);
+    for step in program.steps {
+        let (op, b, b_scalar) = match step {
+            ExprStep::Input(k) => {
+                stack.push(bufs[k]);
+                continue;
+            }
+            ExprStep::Op(op) => (op, stack.pop()?, 0),
+            ExprStep::Scalar(op, v) => (op, p.input(scalar_bytes(dtype, v)), 1),
+        };
+        let a = stack.pop()?;
+        let out = match stack.len() {
+            0 => Buf::Out,
+            level => *temps[level].get_or_insert_with(|| p.temp(n * dtype.size())),
+        };
+        let args = vec![
+            Arg::Buf(a),
+            Arg::Buf(b),
+            Arg::Buf(out),
+            Arg::U64(n),
+            Arg::I32(0),
+            Arg::I32(b_scalar),
+        ];
+        p.elementwise(format!("{}_{s}", op.name()), n, args);
+        stack.push(out);
+    }
+    // A program that is one input: a copy of it.
+    let top = stack.pop()?;
+    if top != Buf::Out {
+        let len = p.out_len();
+        p.steps.push(Step::Copy {
+            from: top,
+            to: Buf::Out,
+            len,
+        });
+    }
+    Some(p)
 }
 
 /// Most blocks of a launch reducing rows (a grid-stride loop covers more rows).

@@ -132,7 +132,8 @@ pub struct Launch {
 pub enum Step {
     /// A kernel launch.
     Launch(Launch),
-    /// `out` (m×n) = `a` (m×k) · `b` (k×n), row-major (cuBLAS on a GPU).
+    /// `out` (m×n) = `a` (m×k) · `b` (k×n), or `out` += `a` · `b` with `acc`, row-major
+    /// (cuBLAS on a GPU).
     Gemm {
         /// The element type (f32 or f64: there is no integer GEMM).
         dtype: DType,
@@ -146,8 +147,10 @@ pub enum Step {
         a: Buf,
         /// The right matrix.
         b: Buf,
-        /// Where the product goes (overwritten).
+        /// Where the product goes (overwritten, or added to with `acc`).
         out: Buf,
+        /// Add the product to `out` instead of overwriting it.
+        acc: bool,
     },
     /// `len` bytes from one buffer to another.
     Copy {

@@ -10,6 +10,7 @@
 use rask_proto::{DType, Value};
 
 use super::Input;
+use crate::chunk::expr::Program;
 use crate::chunk::{chunk_parts, float, int_list};
 use crate::cpu::{Binary, Reduce};
 
@@ -166,6 +167,14 @@ pub enum ArrayOp {
         /// The matrices.
         xs: Vec<ChunkArg>,
     },
+    /// `array.expr(program, x₀, x₁, …)`: a chain of elementwise ops (see
+    /// [`crate::chunk::expr`]).
+    Expr {
+        /// The checked program.
+        program: Program,
+        /// The chunks it reads, all of one dtype and shape.
+        inputs: Vec<ChunkArg>,
+    },
     /// `array.reduce(op, axis, x)`: along `axis`, or over the whole chunk (`None`, an
     /// axis of -1 on the wire).
     Reduce {
@@ -242,6 +251,10 @@ impl ArrayOp {
             ("array.syrk", [_, ..]) => ArrayOp::Syrk {
                 xs: args.iter().map(ChunkArg::parse).collect::<Option<_>>()?,
             },
+            ("array.expr", [Value::Str(program), inputs @ ..]) => ArrayOp::Expr {
+                program: Program::parse(program).ok()?,
+                inputs: inputs.iter().map(ChunkArg::parse).collect::<Option<_>>()?,
+            },
             ("array.reduce", [Value::Str(name), Value::Int(axis), x]) => ArrayOp::Reduce {
                 op: Reduce::parse(name)?,
                 axis: usize::try_from(*axis).ok(),
@@ -263,6 +276,7 @@ impl ArrayOp {
             ArrayOp::Transpose { .. } => "array.transpose",
             ArrayOp::Matmul { .. } => "array.matmul",
             ArrayOp::Syrk { .. } => "array.syrk",
+            ArrayOp::Expr { .. } => "array.expr",
             ArrayOp::Reduce { .. } => "array.reduce",
         }
     }
@@ -331,6 +345,10 @@ mod tests {
                 vec![chunk(&[2, 3]), chunk(&[4, 3]), s("nt")],
             ),
             ("array.syrk", vec![chunk(&[3, 2])]),
+            (
+                "array.expr",
+                vec![s("x0 x1 add mul:2"), chunk(&[2, 2]), chunk(&[2, 2])],
+            ),
             ("array.reduce", vec![s("sum"), Value::Int(-1), chunk(&[5])]),
         ]
     }
@@ -339,7 +357,7 @@ mod tests {
     fn every_op_name_with_a_plan_parses_and_names_itself_back() {
         let calls = calls();
         let names: std::collections::BTreeSet<&str> = calls.iter().map(|(n, _)| *n).collect();
-        assert_eq!(names.len(), 10, "every name once");
+        assert_eq!(names.len(), 11, "every name once");
         for (name, args) in calls {
             let op = ArrayOp::parse(name, &args).unwrap_or_else(|| panic!("{name}: {args:?}"));
             assert_eq!(op.name(), name);
@@ -416,6 +434,9 @@ mod tests {
             ("array.matmul", vec![x.clone(), x.clone(), s("tn")]),
             ("array.syrk", vec![]),
             ("array.syrk", vec![x.clone(), Value::Null]),
+            ("array.expr", vec![s("x0 mod:2"), x.clone()]),
+            ("array.expr", vec![s("x0 add"), x.clone()]),
+            ("array.expr", vec![s("x0"), Value::Null]),
             ("array.reduce", vec![s("mean"), Value::Int(0), x.clone()]),
             ("array.reduce", vec![s("sum"), Value::Float(0.0), x.clone()]),
             ("array.full", vec![s("f16"), ints(&[2]), Value::Float(0.0)]),

@@ -147,6 +147,18 @@ pub fn cases(rng: &mut Rng) -> Vec<(String, Vec<Value>)> {
                 add("array.combine", vec![s(op), parts[0].clone()]);
             }
         }
+        // Chains of elementwise ops in one program (positive inputs: pow's bases); one
+        // that is a single input; sizes below and past the CPU's block.
+        for shape in [&[1u64][..], &[37, 71], &[5000]] {
+            let (x, y) = (rng_pos(rng, dt, shape), rng_pos(rng, dt, shape));
+            for program in [
+                "x0 mul:2 x0 x0 mul add x0 div:3 sub",
+                "x0 x1 sub x1 x0 max mul pow:0.5 min:3",
+                "x1",
+            ] {
+                add("array.expr", vec![s(program), x.clone(), y.clone()]);
+            }
+        }
         for (r, c) in [(1, 1), (33, 70), (100, 3), (64, 64)] {
             add("array.transpose", vec![rng.chunk(dt, &[r, c])]);
         }
