@@ -5,8 +5,8 @@
 //!
 //! The `array.*` ops over chunks (computed by the CPU twins; GEMM by the `gemm` crate for
 //! a · b, by `matrixmultiply` for a · bᵀ and the symmetric a · aᵀ, each the faster on
-//! that layout where measured) are in `ops`, and their registration (argument parsing)
-//! in `register`.
+//! that layout where measured) are in `ops`, chains of elementwise ops in one pass
+//! (`array.expr`) in [`expr`], and their registration (argument parsing) in `register`.
 
 pub mod expr;
 mod ops;
