@@ -30,7 +30,7 @@ pub struct ClientOptions {
     /// How long a blocking call (`result`, `gather`, ...) may poll for its answer before
     /// it sleeps, when the calls before it were answered within half that: a short call
     /// then does not wait for its thread to be woken. `None`: `RASK_CLIENT_SPIN` in
-    /// seconds, else 1 ms ([`DEFAULT_SPIN`]) where this process may use more than one
+    /// seconds, else 1 ms where this process may use more than one
     /// CPU and never on one (the poll would hold the CPU the answer needs); zero: never
     /// poll.
     pub spin: Option<std::time::Duration>,
@@ -42,7 +42,7 @@ pub const DEFAULT_RECONNECT: std::time::Duration = std::time::Duration::from_sec
 
 /// The longest a blocking call polls when not told, with more than one CPU (see
 /// [`ClientOptions::spin`]).
-pub const DEFAULT_SPIN: std::time::Duration = std::time::Duration::from_millis(1);
+pub(crate) const DEFAULT_SPIN: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// The poll of a blocking call when not told: [`DEFAULT_SPIN`] with more than one CPU to
 /// run on, none with one.
