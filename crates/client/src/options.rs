@@ -30,9 +30,8 @@ pub struct ClientOptions {
     /// How long a blocking call (`result`, `gather`, ...) may poll for its answer before
     /// it sleeps, when the calls before it were answered within half that: a short call
     /// then does not wait for its thread to be woken. `None`: `RASK_CLIENT_SPIN` in
-    /// seconds, else 1 ms where this process may use more than one
-    /// CPU and never on one (the poll would hold the CPU the answer needs); zero: never
-    /// poll.
+    /// seconds, else 1 ms where this process may use more than one CPU and never on one
+    /// (the poll would hold the CPU the answer needs); zero: never poll.
     pub spin: Option<std::time::Duration>,
 }
 
