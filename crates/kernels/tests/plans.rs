@@ -203,3 +203,41 @@ fn a_sum_of_products_accumulates_in_the_output_and_reuses_its_transpose_temporar
     );
     assert_eq!(p.temps, vec![5 * 6 * 8], "one transposed operand at a time");
 }
+
+#[test]
+fn summed_products_that_do_not_fit_have_no_plan_and_empty_ones_launch_nothing_empty() {
+    let mut rng = Rng::new();
+    let (f32s, f64s) = (rask_proto::DType::F32, rask_proto::DType::F64);
+    let nt = Value::Str("nt".into());
+    let a = rng.chunk(f64s, &[4, 3]);
+    let b = rng.chunk(f64s, &[5, 3]);
+    // A second pair of another dtype, or of another product shape: the CPU op reports it.
+    let other = [rng.chunk(f32s, &[4, 3]), rng.chunk(f32s, &[5, 3])];
+    let taller = [rng.chunk(f64s, &[6, 3]), rng.chunk(f64s, &[5, 3])];
+    for second in [other, taller] {
+        let args = [
+            a.clone(),
+            b.clone(),
+            second[0].clone(),
+            second[1].clone(),
+            nt.clone(),
+        ];
+        assert!(plan::plan("array.matmul", &args).is_none());
+    }
+    // An empty inner extent transposes nothing (a launch of no blocks is refused by a
+    // GPU): the product is zeros.
+    let (e, f) = (rng.chunk(f64s, &[4, 0]), rng.chunk(f64s, &[5, 0]));
+    let p = plan::plan("array.matmul", &[e, f, nt.clone()]).unwrap();
+    assert!(
+        matches!(&p.steps[..], [Step::Launch(l)] if l.entry == "fill_f64"),
+        "{:?}",
+        p.steps
+    );
+    // A transpose launch has at most 65,535 blocks of 32 rows along y.
+    let rows = 65_535 * 32;
+    let x = rng.chunk(f32s, &[2, 1]);
+    let fits = rng.chunk(f32s, &[rows, 1]);
+    assert!(plan::plan("array.matmul", &[x.clone(), fits, nt.clone()]).is_some());
+    let past = rng.chunk(f32s, &[rows + 1, 1]);
+    assert!(plan::plan("array.matmul", &[x, past, nt]).is_none());
+}
