@@ -241,3 +241,27 @@ fn summed_products_that_do_not_fit_have_no_plan_and_empty_ones_launch_nothing_em
     let past = rng.chunk(f32s, &[rows + 1, 1]);
     assert!(plan::plan("array.matmul", &[x, past, nt]).is_none());
 }
+
+#[test]
+fn elementwise_programs_that_do_not_fit_their_inputs_have_no_plan() {
+    let mut rng = Rng::new();
+    let f64s = rask_proto::DType::F64;
+    let s = |p: &str| Value::Str(p.into());
+    let (x, y) = (rng.chunk(f64s, &[3, 2]), rng.chunk(f64s, &[2, 3]));
+    let z = rng.chunk(rask_proto::DType::F32, &[3, 2]);
+    let i = rng.chunk(rask_proto::DType::I32, &[3, 2]);
+    for args in [
+        vec![s("x0 x1 add"), x.clone(), y],
+        vec![s("x0 x1 add"), x.clone(), z],
+        vec![s("x0 x1 add"), x.clone()],
+        vec![s("x0 div:2"), i.clone()],
+    ] {
+        assert!(plan::plan("array.expr", &args).is_none(), "{args:?}");
+    }
+    assert!(plan::plan("array.expr", &[s("x0 mul:2 x0 add"), i]).is_some());
+    assert!(plan::plan("array.expr", &[s("x0 x1 add"), x.clone(), x.clone()]).is_some());
+    // A product of no elements is no step at all.
+    let (e, f) = (rng.chunk(f64s, &[0, 3]), rng.chunk(f64s, &[3, 4]));
+    let p = plan::plan("array.matmul", &[e, f]).unwrap();
+    assert!(p.steps.is_empty(), "{:?}", p.steps);
+}
