@@ -223,9 +223,6 @@ fn matmul(terms: Vec<(ChunkArg, Option<ChunkArg>)>, nt: bool) -> Option<Plan> {
     // The transposed right operands of `nt`, one temporary per size, reused.
     let mut transposed: Vec<(u64, Buf)> = Vec::new();
     for (j, (x, y)) in terms.into_iter().enumerate() {
-        if x.dtype != dtype || product_shape(&x, y.as_ref().unwrap_or(&x), nt)? != (m, n) {
-            return None;
-        }
         product(&mut p, x, y, nt, j > 0, &mut transposed)?;
     }
     Some(p)
@@ -245,7 +242,8 @@ fn product_shape(x: &ChunkArg, y: &ChunkArg, nt: bool) -> Option<(u64, u64)> {
 }
 
 /// Adds the steps computing x · y (x · yᵀ with `nt`; y none: x itself) into the output,
-/// or adding it there with `acc`. With `nt`, y (n×k) is first transposed into a temporary
+/// or adding it there with `acc`; `None` when the product is not of the plan's dtype and
+/// shape. With `nt`, y (n×k) is first transposed into a temporary
 /// (`transposed` keeps one per size), the same `transpose_*` launch as `array.transpose`.
 fn product(
     p: &mut Plan,
@@ -258,6 +256,9 @@ fn product(
     let same = y.is_none();
     let y = y.unwrap_or_else(|| x.clone());
     let (m, n) = product_shape(&x, &y, nt)?;
+    if x.dtype != p.dtype || p.shape != [m, n] {
+        return None;
+    }
     let (k, [r, c]) = (x.shape[1], [y.shape[0], y.shape[1]]);
     let a = p.input(x.data);
     let mut b = if same { a } else { p.input(y.data) };
