@@ -76,22 +76,10 @@ pub(crate) fn run(a: ArrayArgs) -> Result<()> {
     let mut times = Vec::new();
     let mut value = 0.0;
     for run in 0..=a.runs {
-        let x = Array::random_uniform(
-            &[n, n],
-            &[a.chunk, a.chunk],
-            dtype,
-            1 + run as u64,
-            0.0,
-            1.0,
-        )?;
-        let y = Array::random_uniform(
-            &[n, n],
-            &[a.chunk, a.chunk],
-            dtype,
-            1001 + run as u64,
-            0.0,
-            1.0,
-        )?;
+        let random =
+            |seed: u64| Array::random_uniform(&[n, n], &[a.chunk, a.chunk], dtype, seed, 0.0, 1.0);
+        let x = random(1 + run as u64)?;
+        let y = random(1001 + run as u64)?;
         let e = array_expr(&a.op, &x, &y)?;
         let t = Instant::now();
         value = match dtype {
