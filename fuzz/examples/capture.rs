@@ -734,11 +734,14 @@ fn main() {
         device: "sim:0".into(),
     };
     let to_client = plain(vec![
+        ToClient::Workers {
+            holders: vec![holder.clone()],
+        },
         ToClient::KeyInMemory {
             key: "sum-1".into(),
             task: TaskId(2),
             nbytes: 8,
-            holders: vec![holder.clone()],
+            holders: vec![holder.worker],
             value: Some(Datum::List(vec![
                 Datum::Float(5.5),
                 Datum::Str("ok".into()),

@@ -743,23 +743,28 @@ impl Harness {
                     holders,
                     value,
                     ..
-                } => pass_on(ToClient::KeyInMemory {
-                    key: key.to_string(),
-                    task,
-                    nbytes,
-                    holders: holders
-                        .iter()
-                        .map(|w| Holder {
-                            worker: *w,
-                            addr: format!("tcp://127.0.0.1:{}", 40000 + w.0),
-                            shm_addr: String::new(),
-                            host_id: "host-a".into(),
-                            pid: 1,
-                            device: "host".into(),
-                        })
-                        .collect(),
-                    value,
-                }),
+                } => {
+                    pass_on(ToClient::Workers {
+                        holders: holders
+                            .iter()
+                            .map(|w| Holder {
+                                worker: *w,
+                                addr: format!("tcp://127.0.0.1:{}", 40000 + w.0),
+                                shm_addr: String::new(),
+                                host_id: "host-a".into(),
+                                pid: 1,
+                                device: "host".into(),
+                            })
+                            .collect(),
+                    });
+                    pass_on(ToClient::KeyInMemory {
+                        key: key.to_string(),
+                        task,
+                        nbytes,
+                        holders,
+                        value,
+                    })
+                }
                 Action::KeyErred { key, error, .. } => pass_on(ToClient::KeyErred {
                     key: key.to_string(),
                     error: TaskError {

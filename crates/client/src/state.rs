@@ -240,6 +240,11 @@ pub(crate) fn on_message(st: &mut State, m: ToClient) {
                 }
             }
         }
+        ToClient::Workers { holders } => {
+            for h in holders {
+                st.workers.insert(h.worker, h);
+            }
+        }
         ToClient::KeyInMemory {
             key,
             task,
@@ -250,12 +255,7 @@ pub(crate) fn on_message(st: &mut State, m: ToClient) {
             if !st.keys.contains_key(key.as_str()) {
                 return;
             }
-            let holder = holders.first().map(|h| h.worker);
-            for h in holders {
-                if st.workers.get(&h.worker) != Some(&h) {
-                    st.workers.insert(h.worker, h);
-                }
-            }
+            let holder = holders.first().copied();
             let value = value.and_then(|d| d.to_value(&[], &[]).ok()).map(Box::new);
             st.set_status(
                 &key,

@@ -74,11 +74,8 @@ impl WireSize for ToClient {
                 holders,
                 value,
                 ..
-            } => {
-                96 + key.len()
-                    + holders_wire_size(holders)
-                    + value.as_ref().map_or(0, datum_wire_size)
-            }
+            } => 96 + key.len() + 8 * holders.len() + value.as_ref().map_or(0, datum_wire_size),
+            ToClient::Workers { holders } => 64 + holders_wire_size(holders),
             ToClient::KeyErred { key, error } => {
                 96 + key.len() + error.key.len() + error.op.len() + error.message.len()
             }

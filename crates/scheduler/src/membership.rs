@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use crate::conn::{Joined, Peer};
 use crate::programs::ClientProgram;
 use crate::registry::Base;
-use crate::server::{Server, WorkerConn};
+use crate::server::{ClientConn, Server, WorkerConn};
 
 impl Server {
     pub(crate) fn on_hello(&mut self, h: Hello) -> Result<Joined, String> {
@@ -27,7 +27,7 @@ impl Server {
                     self.next_client += 1;
                     id
                 });
-                self.clients.insert(id, None);
+                self.clients.insert(id, ClientConn::default());
                 if resumed.is_none() {
                     self.core.on_client_joined(id);
                     self.journal(&crate::journal::Record::ClientJoined {
@@ -117,6 +117,11 @@ impl Server {
                     base,
                 };
                 info!(worker = id.0, name = %h.name, addr = %wh.listen_addr, nthreads = wh.nthreads, transport = %wh.transport, shm = !wh.shm_addr.is_empty(), "worker joined");
+                // An id can come back (a worker rejoining a restored scheduler), perhaps
+                // at another address: clients are told of it again.
+                for c in self.clients.values_mut() {
+                    c.told.remove(&id);
+                }
                 self.workers.insert(
                     id,
                     WorkerConn {
@@ -198,7 +203,7 @@ impl Server {
         match peer {
             Peer::Client(c) => {
                 self.partial.remove(&c);
-                if let Some(tx) = self.clients.remove(&c) {
+                if let Some(ClientConn { tx, .. }) = self.clients.remove(&c) {
                     match reason {
                         Some(ref r) => {
                             warn!(client = c.0, "client connection closed: {r}");

@@ -5,12 +5,12 @@
 use std::sync::Arc;
 
 use rask_proto::msg::{DepLoc, TaskError, ToClient, ToWorker};
-use rask_proto::{TaskId, WorkerId};
+use rask_proto::{ClientId, TaskId, WorkerId};
 use rask_scheduler_core::Action;
 use rustc_hash::FxHashMap;
 use tracing::info;
 
-use crate::server::{RetireReply, Server, WorkerConn};
+use crate::server::{holders_of, ClientConn, RetireReply, Server, WorkerConn};
 
 impl Server {
     /// Routes the core's actions; frees to one worker coalesce into one message, sent
@@ -85,19 +85,13 @@ impl Server {
                     nbytes,
                     holders,
                     value,
-                } => {
-                    let holders = self.holders(&holders);
-                    self.to_client(
-                        client,
-                        ToClient::KeyInMemory {
-                            key: key.to_string(),
-                            task,
-                            nbytes,
-                            holders,
-                            value,
-                        },
-                    );
-                }
+                } => self.key_in_memory(client, holders, |holders| ToClient::KeyInMemory {
+                    key: key.to_string(),
+                    task,
+                    nbytes,
+                    holders,
+                    value,
+                }),
                 Action::KeyErred { client, key, error } => {
                     let error = error_msg(&error);
                     self.to_client(
@@ -116,6 +110,31 @@ impl Server {
         for (w, tasks) in frees {
             self.to_worker(w, ToWorker::Free { tasks });
         }
+    }
+
+    /// Sends a client news of a key in memory, naming only holders still connected,
+    /// after telling it where those it was not told of yet can be reached.
+    fn key_in_memory(
+        &mut self,
+        client: ClientId,
+        mut holders: Vec<WorkerId>,
+        news: impl FnOnce(Vec<WorkerId>) -> ToClient,
+    ) {
+        let Some(ClientConn { tx: Some(tx), told }) = self.clients.get_mut(&client) else {
+            return;
+        };
+        holders.retain(|w| self.workers.contains_key(w));
+        if holders.iter().any(|w| !told.contains(w)) {
+            let new: Vec<WorkerId> = holders
+                .iter()
+                .copied()
+                .filter(|w| told.insert(*w))
+                .collect();
+            let _ = tx.send(ToClient::Workers {
+                holders: holders_of(&self.workers, &new),
+            });
+        }
+        let _ = tx.send(news(holders));
     }
 
     pub(crate) fn to_worker(&self, w: WorkerId, m: ToWorker) {

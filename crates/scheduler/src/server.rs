@@ -7,7 +7,7 @@ use rask_proto::msg::{Holder, ToClient, ToScheduler, ToWorker, WhoHasEntry};
 use rask_proto::{ClientId, WorkerId};
 use rask_scheduler_core::{NewTask, SchedulerCore, WorkerSpec};
 use rask_transport::{Batch, Sender};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use tracing::{debug, error, info, warn};
 
 use crate::conn::Event;
@@ -48,13 +48,21 @@ pub(crate) struct Partial {
     pub(crate) error: Option<String>,
 }
 
+/// A client's connection: its writer (none until it is up), and the workers it was told
+/// of (news names holders by id; a worker is told once per connection).
+#[derive(Default)]
+pub(crate) struct ClientConn {
+    pub(crate) tx: Option<Sender<ToClient>>,
+    pub(crate) told: FxHashSet<WorkerId>,
+}
+
 /// The scheduler's state outside the core: connections, names, the cluster's registry.
 pub(crate) struct Server {
     pub(crate) core: SchedulerCore,
     /// The journal, clients kept after losing their connection, rejoining workers.
     pub(crate) recovery: crate::recovery::Recovery,
     pub(crate) address: String,
-    pub(crate) clients: FxHashMap<ClientId, Option<Sender<ToClient>>>,
+    pub(crate) clients: FxHashMap<ClientId, ClientConn>,
     pub(crate) workers: FxHashMap<WorkerId, WorkerConn>,
     pub(crate) next_client: u32,
     pub(crate) next_worker: u32,
@@ -118,7 +126,7 @@ impl Server {
     /// Tells every client the scheduler is going, with why (so that none tries to
     /// connect again).
     pub(crate) fn close_clients(&mut self, why: &str) {
-        for tx in self.clients.values().flatten() {
+        for tx in self.clients.values().filter_map(|c| c.tx.as_ref()) {
             let _ = tx.send(ToClient::Closing {
                 reason: why.to_string(),
             });
@@ -147,8 +155,8 @@ impl Server {
                 worker,
             } => match peer {
                 Peer::Client(c) => {
-                    if let Some(slot) = self.clients.get_mut(&c) {
-                        *slot = client;
+                    if let Some(conn) = self.clients.get_mut(&c) {
+                        conn.tx = client;
                     }
                 }
                 Peer::Worker(w) => {
@@ -439,24 +447,32 @@ impl Server {
     }
 
     pub(crate) fn to_client(&self, c: ClientId, m: ToClient) {
-        if let Some(Some(tx)) = self.clients.get(&c) {
+        if let Some(ClientConn { tx: Some(tx), .. }) = self.clients.get(&c) {
             let _ = tx.send(m);
         }
     }
 
     pub(crate) fn holders(&self, workers: &[WorkerId]) -> Vec<Holder> {
-        workers
-            .iter()
-            .filter_map(|w| {
-                self.workers.get(w).map(|c| Holder {
-                    worker: *w,
-                    addr: c.addr.clone(),
-                    shm_addr: c.shm_addr.clone(),
-                    host_id: c.spec.host_id.clone(),
-                    pid: c.pid,
-                    device: c.device.clone(),
-                })
-            })
-            .collect()
+        holders_of(&self.workers, workers)
     }
+}
+
+/// Where each of `workers` that is connected can be reached.
+pub(crate) fn holders_of(
+    conns: &FxHashMap<WorkerId, WorkerConn>,
+    workers: &[WorkerId],
+) -> Vec<Holder> {
+    workers
+        .iter()
+        .filter_map(|w| {
+            conns.get(w).map(|c| Holder {
+                worker: *w,
+                addr: c.addr.clone(),
+                shm_addr: c.shm_addr.clone(),
+                host_id: c.spec.host_id.clone(),
+                pid: c.pid,
+                device: c.device.clone(),
+            })
+        })
+        .collect()
 }

@@ -182,6 +182,12 @@ wire! {
             /// Its number.
             seq: u64,
         },
+        /// Where workers can be reached: sent before the first news that names one
+        /// of them to this client (news names holders by id alone).
+        Workers {
+            /// The workers.
+            holders: Vec<Holder>,
+        },
         /// A key the client wants is computed.
         KeyInMemory {
             /// The key.
@@ -190,8 +196,9 @@ wire! {
             task: TaskId,
             /// See [`TaskFinishedMsg::nbytes`].
             nbytes: u64,
-            /// The workers holding the value.
-            holders: Vec<Holder>,
+            /// The workers holding the value, each told to this client by a
+            /// [`ToClient::Workers`] before.
+            holders: Vec<WorkerId>,
             /// The value, when small enough to travel with the news.
             value: Option<Datum>,
         },

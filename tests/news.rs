@@ -1,0 +1,159 @@
+//! What the scheduler tells a client, read on the wire by a client speaking the protocol
+//! itself: news of a key names its holders by id, and where a worker can be reached
+//! comes once per connection, before the first news naming it. Each test fails after
+//! [`DEADLINE`] instead of hanging.
+
+use rask::Client;
+use rask_proto::msg::{Holder, ToClient, ToScheduler, UpdateGraphMsg};
+use rask_proto::{Datum, WorkerId};
+
+mod common;
+
+use common::{scheduler, within, worker_info, worker_with, DEADLINE};
+
+fn hello(name: &str) -> rask_proto::msg::Hello {
+    rask_proto::msg::Hello {
+        protocol: rask_proto::PROTOCOL_VERSION,
+        schema: rask_proto::PROTOCOL_SCHEMA,
+        rask_version: rask_proto::RASK_VERSION.into(),
+        role: rask_proto::msg::Role::Client,
+        name: name.into(),
+        host_id: "h".into(),
+        pid: 0,
+        nonce: [0; 32],
+        registry: None,
+        worker: None,
+        program: None,
+        resume: None,
+    }
+}
+
+/// What a raw client heard while its `n` tasks `inc-0` … were computed: the messages
+/// in order, up to the last key in memory.
+fn submit_and_listen(addr: &str, name: &str, n: usize) -> Vec<ToClient> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let cfg = rask_transport::ConnConfig::default();
+        let (mut r, w, _) = rask_transport::connect(addr, &hello(name), cfg)
+            .await
+            .unwrap();
+        let tx = rask_transport::spawn_writer::<ToScheduler, _>(w);
+        let keys: Vec<String> = (0..n).map(|i| format!("inc-{i}")).collect();
+        let tasks = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| rask_proto::msg::TaskSpec {
+                key: k.clone(),
+                op: "inc".into(),
+                args: Datum::List(vec![Datum::Int(i as i64)]),
+                deps: vec![],
+                resources: vec![],
+            })
+            .collect();
+        tx.send(ToScheduler::UpdateGraph(UpdateGraphMsg {
+            tasks,
+            wanted: keys,
+            more: false,
+        }))
+        .unwrap();
+        let mut heard = Vec::new();
+        let mut in_memory = 0;
+        while in_memory < n {
+            let batch = r.read_batch::<ToClient>().await.unwrap().unwrap();
+            for m in batch.msgs {
+                if matches!(m, ToClient::KeyInMemory { .. }) {
+                    in_memory += 1;
+                }
+                heard.push(m);
+            }
+        }
+        heard
+    })
+}
+
+/// Checks that every holder named by news was told before, once, with what the
+/// scheduler reports of that worker; returns the workers told, in order.
+fn told_before_named(heard: &[ToClient], c: &Client, names: &[&str]) -> Vec<WorkerId> {
+    let mut told: Vec<WorkerId> = Vec::new();
+    for m in heard {
+        match m {
+            ToClient::Workers { holders } => {
+                for Holder {
+                    worker,
+                    addr,
+                    shm_addr,
+                    host_id,
+                    pid,
+                    device,
+                } in holders
+                {
+                    assert!(!told.contains(worker), "worker {worker:?} told twice");
+                    told.push(*worker);
+                    let info = names
+                        .iter()
+                        .map(|n| worker_info(c, n))
+                        .find(|i| i.id == *worker)
+                        .unwrap_or_else(|| panic!("told of unknown worker {worker:?}"));
+                    assert_eq!(
+                        (addr, shm_addr, host_id, *pid, device),
+                        (
+                            &info.addr,
+                            &info.shm_addr,
+                            &info.host_id,
+                            info.pid,
+                            &info.device
+                        )
+                    );
+                }
+            }
+            ToClient::KeyInMemory { key, holders, .. } => {
+                assert_eq!(holders.len(), 1, "{key}: {holders:?}");
+                assert!(
+                    told.contains(&holders[0]),
+                    "{key} names {:?} before it was told",
+                    holders[0]
+                );
+            }
+            other => panic!("unexpected news: {other:?}"),
+        }
+    }
+    told
+}
+
+#[test]
+fn news_names_holders_by_id_each_told_once_per_connection_before_it_is_named() {
+    within(DEADLINE, || {
+        let (_s, addr) = scheduler(&[]);
+        let _a = worker_with(&[], &addr, "a", &[]);
+        let _b = worker_with(&[], &addr, "b", &[]);
+        let c = Client::connect(&addr).unwrap();
+        c.wait_for_workers(2).unwrap();
+        let n = 200;
+        let heard = submit_and_listen(&addr, "raw-1", n);
+        let told = told_before_named(&heard, &c, &["a", "b"]);
+        // Both workers computed some of 200 tasks; each was told once.
+        let mut told_sorted = told.clone();
+        told_sorted.sort();
+        let mut ids = vec![worker_info(&c, "a").id, worker_info(&c, "b").id];
+        ids.sort();
+        assert_eq!(told_sorted, ids);
+        let news = heard
+            .iter()
+            .filter(|m| matches!(m, ToClient::Workers { .. }))
+            .count();
+        assert!(news <= 2, "{news} messages of workers");
+        // Another connection is told again: it knows nothing of the first one's.
+        let heard = submit_and_listen(&addr, "raw-2", n);
+        assert_eq!(
+            heard
+                .iter()
+                .filter(|m| matches!(m, ToClient::KeyInMemory { .. }))
+                .count(),
+            n
+        );
+        assert!(!told_before_named(&heard, &c, &["a", "b"]).is_empty());
+    });
+}
