@@ -535,3 +535,33 @@ fn a_worker_past_its_memory_terminate_threshold_stops_with_an_error() {
         assert_eq!(sum.result_as::<i64>().unwrap(), 42);
     });
 }
+
+#[test]
+fn a_worker_reports_how_long_its_tasks_waited_for_inputs_from_peers() {
+    within(DEADLINE, || {
+        let (_s, addr) = scheduler(&[]);
+        let _a = common::worker_with(&[], &addr, "a", &["--resources", "on-a=1"]);
+        let _b = common::worker_with(&[], &addr, "b", &["--resources", "on-b=1"]);
+        let c = Client::connect(&addr).unwrap();
+        c.wait_for_workers(2).unwrap();
+        // Values made on a, each read by a task on b: b fetches every one.
+        let mut g = Graph::new();
+        let mut keys = Vec::new();
+        for i in 0..8 {
+            let (x, y) = (format!("x-{i}"), format!("y-{i}"));
+            let data = random_bytes(1 << 20, seed().wrapping_add(i));
+            g.task(&x, "identity", [Arg::Value(Value::Bytes(data.into()))])
+                .resources(&[("on-a", 1.0)]);
+            g.task(&y, "identity", [rask::Arg::Key(x)])
+                .resources(&[("on-b", 1.0)]);
+            keys.push(y);
+        }
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        for f in c.compute(&g, &keys).unwrap() {
+            f.wait().unwrap();
+        }
+        // Each wait is at least a round trip between two processes; a never waits.
+        assert!(worker_info(&c, "b").fetch_us > 0);
+        assert_eq!(worker_info(&c, "a").fetch_us, 0);
+    });
+}

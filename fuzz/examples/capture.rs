@@ -246,6 +246,7 @@ fn finished(task: u64, value: Option<Datum>) -> ToScheduler {
         task: TaskId(task),
         nbytes: 8,
         duration_us: 120,
+        fetch_us: 900,
         value,
     })
 }
@@ -592,6 +593,7 @@ fn main() {
             task: TaskId(u64::MAX),
             nbytes: u64::MAX,
             duration_us: u64::MAX,
+            fetch_us: u64::MAX,
             value: Some(nested(MAX_DEPTH)),
         })]),
     );
@@ -1417,6 +1419,7 @@ fn main() {
             task: TaskId(0),
             nbytes: u64::MAX,
             duration_us: u64::MAX,
+            fetch_us: u64::MAX,
             value: None,
         })]))
         .u8(sstep::WORKER_FRAME)
@@ -1426,6 +1429,7 @@ fn main() {
             task: TaskId(1),
             nbytes: u64::MAX,
             duration_us: u64::MAX,
+            fetch_us: u64::MAX,
             value: None,
         })]));
     c.put("scheduler_core", "finished-with-huge-numbers", &s.out);

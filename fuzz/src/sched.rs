@@ -279,6 +279,8 @@ pub fn scheduler_core(data: &[u8]) {
                             task,
                             nbytes: b as u64 * 1000,
                             duration_us: kind as u64,
+                            // Past the core's cap too.
+                            fetch_us: u64::from(t) << 17,
                             value: None,
                             run: u32::from(kind >> 5),
                         }),
@@ -547,7 +549,7 @@ impl Harness {
                 // server does.
                 ToScheduler::TaskFinished(f) if !self.core.is_stale_run(f.task, f.run) => self
                     .core
-                    .on_task_finished(w, f.task, f.nbytes, f.duration_us, f.value),
+                    .on_task_finished(w, f.task, f.nbytes, f.duration_us, f.fetch_us, f.value),
                 ToScheduler::TaskErred(e) if !self.core.is_stale_run(e.task, e.run) => {
                     self.core.on_task_erred(w, e.task, e.message)
                 }
@@ -637,6 +639,7 @@ impl Harness {
                         task: c.task,
                         nbytes: a as u64,
                         duration_us: b as u64,
+                        fetch_us: u64::from(a) << 10,
                         value: (a & 1 != 0).then_some(Datum::Int(b as i64)),
                         run: c.run,
                     }),

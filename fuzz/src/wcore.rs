@@ -78,10 +78,12 @@ pub fn worker_core(data: &[u8]) {
         fetches: Vec::new(),
         closed: false,
     };
-    for _ in 0..MAX_STEPS {
+    for step in 0..MAX_STEPS {
         if s.is_empty() || h.closed {
             break;
         }
+        // A clock that moves, so that waits for inputs are measured.
+        h.core.set_now(step as u64 * 100);
         let tag = s.u8() % 9;
         crate::trace(|| {
             format!(
@@ -349,10 +351,12 @@ impl Harness {
                         duration_us,
                         with_value,
                         run,
+                        fetch_us,
                     } => pass_on(ToScheduler::TaskFinished(TaskFinishedMsg {
                         task,
                         nbytes,
                         duration_us,
+                        fetch_us,
                         value: with_value.then_some(Datum::Int(1)),
                         run,
                     })),

@@ -185,6 +185,7 @@ mod tests {
                 task: TaskId(5_000_000_000),
                 nbytes: 5 << 30,
                 duration_us: 17,
+                fetch_us: 250,
                 value: Some(Datum::Str("x".into())),
                 run: 3,
             }),
@@ -283,15 +284,20 @@ mod tests {
     }
 
     #[test]
-    fn truncated_and_corrupt_headers_are_errors() {
-        let bytes = encode_header(&sample());
+    fn a_truncated_header_is_an_error_or_other_messages_never_those_cut() {
+        let msgs = sample();
+        let bytes = encode_header(&msgs);
         for cut in [0, 1, 7, bytes.len() / 2, bytes.len() - 1] {
             let mut v = AlignedVec::<16>::new();
             v.extend_from_slice(&bytes[..cut]);
-            assert!(
-                decode_header::<Vec<ToScheduler>>(&v).is_err(),
-                "cut at {cut}"
-            );
+            match decode_header::<Vec<ToScheduler>>(&v) {
+                // Too short to hold the root: an error.
+                r if cut < 8 => assert!(r.is_err(), "cut at {cut}: {r:?}"),
+                // A prefix may happen to be an archive of its own (its last bytes an
+                // empty list, say), never of the messages cut.
+                Ok(back) => assert_ne!(back, msgs, "cut at {cut}"),
+                Err(_) => {}
+            }
         }
     }
 

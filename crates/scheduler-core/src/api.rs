@@ -11,12 +11,19 @@ use rask_proto::{ClientId, Datum, TaskId, WorkerId};
 /// taken as this much, so that sums over a million values stay within a `u64`.
 pub const MAX_REPORTED_BYTES: u64 = 1 << 44;
 
+/// The longest wait for inputs a worker's report counts for (10 s): a report of more
+/// is taken as this much.
+pub const MAX_FETCH_US: u64 = 10_000_000;
+
 /// Tunables of the core.
 #[derive(Clone, Debug)]
 pub struct CoreConfig {
     /// Duration assumed for an op never seen before.
     pub default_duration_us: u64,
-    /// How much estimated work each thread of a worker is given ahead (its queue).
+    /// How much estimated work each thread of a worker is given ahead (its queue),
+    /// besides the time its tasks have lately waited for inputs from peers (a moving
+    /// average of its reports): a worker whose inputs come slowly gets a deeper queue,
+    /// so that its threads have work while they arrive.
     pub queue_target_us: u64,
     /// Hard cap on tasks assigned per worker thread, whatever the estimates say.
     pub max_processing_per_thread: u32,
@@ -314,4 +321,8 @@ pub struct WorkerInfo {
     pub stored_bytes: u64,
     /// Whether it is retiring (Dask's `closing_gracefully`).
     pub retiring: bool,
+    /// How long its tasks wait for inputs from peers, a moving average of its reports
+    /// (microseconds): it is sent that much more work ahead per thread than the queue
+    /// target.
+    pub fetch_us: u64,
 }

@@ -279,6 +279,7 @@ impl SchedulerCore {
                 stored_keys: w.has_what.len() as u64,
                 stored_bytes: w.nbytes,
                 retiring: w.retiring,
+                fetch_us: w.fetch_us,
             })
             .collect();
         workers.sort_by_key(|w| w.id);

@@ -69,7 +69,7 @@ mod watch;
 
 pub use crate::api::{
     Action, CoreConfig, CoreInfo, GraphError, NewTask, TaskFailure, WorkerInfo, WorkerSpec,
-    MAX_REPORTED_BYTES,
+    MAX_FETCH_US, MAX_REPORTED_BYTES,
 };
 pub use crate::core::SchedulerCore;
 pub use crate::observe::{

@@ -95,6 +95,10 @@ pub(crate) struct Worker {
     pub(crate) processing: FxHashSet<TaskId>,
     /// Invariant: the sum of `est_us` of `processing`.
     pub(crate) occupancy_us: u64,
+    /// How long its tasks waited for inputs from peers, a moving average of its reports
+    /// (each counted at most [`crate::api::MAX_FETCH_US`]): its queue covers that wait
+    /// besides the queue target, so that its threads have work while inputs arrive.
+    pub(crate) fetch_us: u64,
     pub(crate) has_what: FxHashSet<TaskId>,
     /// Invariant: the sum of `nbytes` of `has_what`.
     pub(crate) nbytes: u64,
@@ -129,6 +133,7 @@ impl Worker {
             used: Vec::new(),
             processing: FxHashSet::default(),
             occupancy_us: 0,
+            fetch_us: 0,
             has_what: FxHashSet::default(),
             nbytes: 0,
             device_used: 0,
@@ -144,7 +149,7 @@ impl Worker {
         let threads = self.spec.nthreads.max(1) as u64;
         let n = self.processing.len() as u64;
         let slots = n < threads
-            || (self.occupancy_us < cfg.queue_target_us * threads
+            || (self.occupancy_us < (cfg.queue_target_us + self.fetch_us) * threads
                 && n < cfg.max_processing_per_thread as u64 * threads);
         slots
             && resources.iter().all(|&(r, need)| {

@@ -12,6 +12,7 @@ use crate::api::GraphError;
 use crate::api::NewTask;
 use crate::api::TaskFailure;
 use crate::api::WorkerSpec;
+use crate::api::MAX_FETCH_US;
 use crate::core::SchedulerCore;
 use crate::few::Few;
 use crate::observe::{StreamKind, StreamRecord};
@@ -383,7 +384,8 @@ impl SchedulerCore {
         self.retire_step();
     }
 
-    /// A worker finished a task. Stale reports (the task was cancelled or moved) make the
+    /// A worker finished a task, whose op ran `duration_us` after waiting `fetch_us` for
+    /// inputs from peers. Stale reports (the task was cancelled or moved) make the
     /// worker drop the result.
     pub fn on_task_finished(
         &mut self,
@@ -391,6 +393,7 @@ impl SchedulerCore {
         t: TaskId,
         nbytes: u64,
         duration_us: u64,
+        fetch_us: u64,
         value: Option<Datum>,
     ) {
         self.begin(Why::TaskFinished, Some(worker));
@@ -430,6 +433,10 @@ impl SchedulerCore {
             nbytes,
             kind: StreamKind::Compute,
         });
+        if let Some(w) = self.workers.get_mut(&worker) {
+            // Counted in its queue from now on (re-filed by `release_slot` below).
+            w.fetch_us = (4 * w.fetch_us + fetch_us.min(MAX_FETCH_US)) / 5;
+        }
         self.release_slot(t);
         self.put_in_memory(t, worker, nbytes, value);
         self.run();

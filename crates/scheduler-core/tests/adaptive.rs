@@ -78,7 +78,7 @@ fn submit(s: &mut SchedulerCore, prefix: &str, op: &str, resource: &str, n: usiz
 fn run(s: &mut SchedulerCore, key: &str, op: &str, on: &str, w: WorkerId, us: u64, nbytes: u64) {
     let sent = submit(s, key, op, on, 1);
     assert_eq!(sent.len(), 1, "{key} runs at once");
-    s.on_task_finished(w, sent[0], nbytes, us, None);
+    s.on_task_finished(w, sent[0], nbytes, us, 0, None);
     s.validate();
     s.take_actions();
 }
@@ -251,7 +251,7 @@ fn running_work_counts_by_its_ops_mean_as_measured_now() {
     assert_eq!(s.adaptive_target(FIVE_S), 1);
     // One of them takes 10 s: the mean is now about 2 s, and the 49 left are 98 s of
     // work, 20 workers' worth, though none waits.
-    s.on_task_finished(WorkerId(0), sent[0], 0, 10_000_000, None);
+    s.on_task_finished(WorkerId(0), sent[0], 0, 10_000_000, 0, None);
     s.validate();
     assert_eq!(s.adaptive_target(FIVE_S), 20);
 }

@@ -31,7 +31,7 @@ fn core(cfg: CoreConfig) -> SchedulerCore {
 fn finish(s: &mut SchedulerCore, key: &str, now_us: u64, us: u64, nbytes: u64) {
     s.set_now(now_us);
     let t = s.task_id(key).unwrap();
-    s.on_task_finished(W, t, nbytes, us, None);
+    s.on_task_finished(W, t, nbytes, us, 0, None);
     s.validate();
 }
 
@@ -159,7 +159,7 @@ fn the_task_stream_has_each_finished_task_with_its_worker_and_times() {
     assert_eq!(s.task_stream(2, 100), vec![]);
     // A stale report (the task is no longer processing there) adds nothing.
     let b = s.task_id("b").unwrap();
-    s.on_task_finished(W, b, 16, 1, None);
+    s.on_task_finished(W, b, 16, 1, 0, None);
     assert_eq!(s.task_stream(0, 100).len(), 2);
     assert_eq!(s.info().counters.tasks_completed, 2);
 }
@@ -330,7 +330,7 @@ fn the_stream_names_a_worker_after_it_left() {
     s.on_update_graph(C, vec![task("a", "add", &[])], &keys(&["a"]))
         .unwrap();
     let a = s.task_id("a").unwrap();
-    s.on_task_finished(w1, a, 8, 1, None);
+    s.on_task_finished(w1, a, 8, 1, 0, None);
     s.on_worker_lost(w1);
     s.validate();
     let names: Vec<(WorkerId, String)> = s
@@ -509,7 +509,7 @@ fn reported_sizes_and_durations_of_u64_max_do_not_overflow() {
         .collect();
     assert_eq!(workers.len(), 2);
     for (w, t) in workers {
-        s.on_task_finished(w, t, u64::MAX, u64::MAX, None);
+        s.on_task_finished(w, t, u64::MAX, u64::MAX, 0, None);
         s.validate();
     }
     let info = s.info();

@@ -336,7 +336,7 @@ impl Sim {
         self.stores.get_mut(&w).unwrap().insert(msg.task, value);
         let key = self.core.key(msg.task).expect("a computed task exists");
         *self.runs.entry(key.to_string()).or_default() += 1;
-        self.core.on_task_finished(w, msg.task, 8, 3, None);
+        self.core.on_task_finished(w, msg.task, 8, 3, 0, None);
         self.core.validate();
         self.drain();
     }

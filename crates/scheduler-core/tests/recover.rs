@@ -42,7 +42,7 @@ fn frees(actions: &[Action]) -> Vec<(WorkerId, TaskId)> {
 
 fn finish(s: &mut SchedulerCore, w: WorkerId, key: &str) {
     let t = s.task_id(key).unwrap();
-    s.on_task_finished(w, t, 8, 10, None);
+    s.on_task_finished(w, t, 8, 10, 0, None);
     s.validate();
 }
 
@@ -390,9 +390,9 @@ fn an_input_computed_again_while_its_reader_runs_elsewhere_is_waited_for_again()
         (Some(b), Some(b)),
         "y stays; x is computed again beside it"
     );
-    s.on_task_finished(b, x, 8, 10, None);
+    s.on_task_finished(b, x, 8, 10, 0, None);
     s.validate();
-    s.on_task_finished(b, y, 8, 10, None);
+    s.on_task_finished(b, y, 8, 10, 0, None);
     s.validate();
     assert_eq!(s.state("y"), TaskState::Memory);
 }

@@ -95,7 +95,7 @@ impl Cluster {
             .unwrap();
         let t = self.id(key);
         assert_eq!(computes(&self.actions()), vec![(w, t)], "{key}");
-        self.s.on_task_finished(w, t, nbytes, 10, None);
+        self.s.on_task_finished(w, t, nbytes, 10, 0, None);
         assert_eq!(
             self.actions(),
             vec![in_memory(key, t, nbytes, &[w])],
@@ -222,7 +222,7 @@ fn a_retiring_worker_gets_no_new_task_and_finishes_the_one_it_runs() {
     let (y, z) = (c.id("y"), c.id("z"));
     assert_eq!(computes(&c.actions()), vec![(B, y), (B, z)]);
     // x finishes on a: its value is copied to b, and a waits for the copy.
-    c.s.on_task_finished(A, x, 8, 10, None);
+    c.s.on_task_finished(A, x, 8, 10, 0, None);
     assert_eq!(
         c.actions(),
         vec![in_memory("x", x, 8, &[A]), acquire(B, x, 8, &[A])]
@@ -236,8 +236,8 @@ fn a_retiring_worker_gets_no_new_task_and_finishes_the_one_it_runs() {
             retired(1, &[(A, "a")]),
         ]
     );
-    c.s.on_task_finished(B, y, 8, 10, None);
-    c.s.on_task_finished(B, z, 8, 10, None);
+    c.s.on_task_finished(B, y, 8, 10, 0, None);
+    c.s.on_task_finished(B, z, 8, 10, 0, None);
     assert_eq!(
         c.actions(),
         vec![in_memory("y", y, 8, &[B]), in_memory("z", z, 8, &[B])]
@@ -263,13 +263,13 @@ fn a_task_sent_ahead_to_a_retiring_worker_runs_there_and_no_new_one_is() {
     assert_eq!(c.actions(), vec![]);
     assert_eq!(c.s.state("r"), TaskState::Waiting);
     // p finishes: r runs on b, and p's value is copied there as any other.
-    c.s.on_task_finished(A, p, 8, 10, None);
+    c.s.on_task_finished(A, p, 8, 10, 0, None);
     let a = c.actions();
     assert_eq!(computes(&a), vec![(B, r)]);
     assert_eq!(a.last(), Some(&acquire(B, p, 8, &[A])));
     assert_eq!(a.len(), 2);
     // q runs where it was sent.
-    c.s.on_task_finished(A, q, 8, 10, None);
+    c.s.on_task_finished(A, q, 8, 10, 0, None);
     assert_eq!(
         c.actions(),
         vec![in_memory("q", q, 8, &[A]), acquire(B, q, 8, &[A])]
@@ -320,7 +320,7 @@ fn a_worker_with_nothing_retires_at_once_even_the_last_one() {
     c.s.on_worker_joined(B, spec("b", 1 << 30));
     let x = c.id("x");
     assert_eq!(computes(&c.actions()), vec![(B, x)]);
-    c.s.on_task_finished(B, x, 8, 10, None);
+    c.s.on_task_finished(B, x, 8, 10, 0, None);
     c.actions();
     assert_eq!(c.retire(4, &[B]), vec![retired(4, &[])]);
     assert_eq!(c.workers(), vec![B]);
@@ -448,7 +448,7 @@ fn a_value_of_a_programs_op_is_copied_to_a_worker_of_that_program() {
     c.s.on_update_graph(C, vec![t], &["t".to_string()]).unwrap();
     let t = c.id("t");
     assert_eq!(computes(&c.actions()), vec![(WorkerId(5), t)]);
-    c.s.on_task_finished(WorkerId(5), t, 8, 10, None);
+    c.s.on_task_finished(WorkerId(5), t, 8, 10, 0, None);
     c.actions();
     // b holds nothing, as p2, but runs other code: p2 takes it.
     assert_eq!(
@@ -616,7 +616,7 @@ fn a_worker_asking_to_leave_leaves_even_when_its_value_cannot_move() {
     .unwrap();
     let (x, y) = (s.task_id("x").unwrap(), s.task_id("y").unwrap());
     assert_eq!(computes(&s.take_actions()), vec![(A, x), (A, y)]);
-    s.on_task_finished(A, x, 8, 10, None);
+    s.on_task_finished(A, x, 8, 10, 0, None);
     s.validate();
     s.take_actions();
     // a is alone and runs y: it leaves all the same; y, which did not kill it, is not

@@ -57,11 +57,11 @@ fn chain_runs_in_order_and_frees_intermediates() {
     );
     assert_eq!(s.state("y"), TaskState::Processing);
 
-    s.on_task_finished(WorkerId(0), x, 8, 10, None);
+    s.on_task_finished(WorkerId(0), x, 8, 10, 0, None);
     s.validate();
     assert_eq!(s.take_actions(), vec![]);
 
-    s.on_task_finished(WorkerId(0), y, 8, 10, None);
+    s.on_task_finished(WorkerId(0), y, 8, 10, 0, None);
     s.validate();
     // x is no longer needed: freed on the worker.
     assert_eq!(
@@ -72,7 +72,7 @@ fn chain_runs_in_order_and_frees_intermediates() {
         }]
     );
 
-    s.on_task_finished(WorkerId(0), z, 8, 10, None);
+    s.on_task_finished(WorkerId(0), z, 8, 10, 0, None);
     s.validate();
     let a = s.take_actions();
     assert!(a.contains(&Action::Free {
@@ -217,7 +217,7 @@ fn lost_worker_reschedules_and_recomputes() {
         "x and y on different workers; z waits for both"
     );
     let on = |t: TaskId| first.iter().find(|(_, u)| *u == t).unwrap().0;
-    s.on_task_finished(on(x), x, 8, 5, None);
+    s.on_task_finished(on(x), x, 8, 5, 0, None);
     s.validate();
     let mut sent = computes(&s.take_actions());
     // The worker holding x dies while y still runs on the other one.
@@ -232,16 +232,16 @@ fn lost_worker_reschedules_and_recomputes() {
     sent.extend(computes(&s.take_actions()));
     // x is recomputed on the survivor.
     assert!(sent.contains(&(alive, x)), "{sent:?}");
-    s.on_task_finished(alive, x, 8, 5, None);
+    s.on_task_finished(alive, x, 8, 5, 0, None);
     s.validate();
     sent.extend(computes(&s.take_actions()));
     if s.state("y") == TaskState::Processing {
-        s.on_task_finished(alive, y, 8, 5, None);
+        s.on_task_finished(alive, y, 8, 5, 0, None);
         s.validate();
         sent.extend(computes(&s.take_actions()));
     }
     assert!(sent.contains(&(alive, z)), "{sent:?}");
-    s.on_task_finished(alive, z, 8, 5, None);
+    s.on_task_finished(alive, z, 8, 5, 0, None);
     s.validate();
     assert_eq!(s.state("z"), TaskState::Memory);
     assert_eq!(s.who_has("z"), vec![alive]);
@@ -382,7 +382,7 @@ fn stale_finish_after_cancel_frees_the_result() {
             task: x
         }]
     );
-    s.on_task_finished(WorkerId(0), x, 8, 5, None);
+    s.on_task_finished(WorkerId(0), x, 8, 5, 0, None);
     s.validate();
     assert_eq!(
         s.take_actions(),
@@ -403,7 +403,7 @@ fn placement_prefers_the_worker_holding_large_inputs() {
         .unwrap();
     let big = s.task_id("big").unwrap();
     let w = computes(&s.take_actions())[0].0;
-    s.on_task_finished(w, big, 1 << 30, 5, None);
+    s.on_task_finished(w, big, 1 << 30, 5, 0, None);
     s.on_update_graph(C, vec![task("use", &["big"])], &keys(&["use"]))
         .unwrap();
     s.validate();
@@ -443,7 +443,7 @@ fn resources_restrict_and_limit_placement() {
     assert_eq!(c, vec![(WorkerId(1), s.task_id("g0").unwrap())]);
     assert_eq!(s.state("g1"), TaskState::Queued);
     assert_eq!(s.state("huge"), TaskState::NoWorker);
-    s.on_task_finished(WorkerId(1), s.task_id("g0").unwrap(), 8, 5, None);
+    s.on_task_finished(WorkerId(1), s.task_id("g0").unwrap(), 8, 5, 0, None);
     s.validate();
     assert_eq!(
         computes(&s.take_actions()),
@@ -500,7 +500,7 @@ fn two_clients_share_keys_until_both_release() {
         .unwrap();
     let x = s.task_id("x").unwrap();
     s.take_actions();
-    s.on_task_finished(WorkerId(0), x, 8, 5, None);
+    s.on_task_finished(WorkerId(0), x, 8, 5, 0, None);
     let a = s.take_actions();
     assert_eq!(
         a.iter()
@@ -559,7 +559,7 @@ fn input_on_gpu2(s: &mut SchedulerCore) {
         .unwrap();
     let x = s.task_id("x").unwrap();
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(2), x)]);
-    s.on_task_finished(WorkerId(2), x, 256 << 20, 10, None);
+    s.on_task_finished(WorkerId(2), x, 256 << 20, 10, 0, None);
     s.take_actions();
 }
 
@@ -610,7 +610,7 @@ fn a_consumer_leaves_a_full_gpu_for_its_nvlink_peer_and_comes_back_when_it_has_r
         .unwrap();
     let y = s.task_id("y").unwrap();
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(3), y)]);
-    s.on_task_finished(WorkerId(3), y, 8, 10, None);
+    s.on_task_finished(WorkerId(3), y, 8, 10, 0, None);
     s.take_actions();
     // GPU 2 has room again: the next consumer runs where the input is.
     s.on_device_memory(WorkerId(2), 256 << 20);
@@ -656,7 +656,7 @@ fn a_second_client_asking_for_a_key_in_memory_is_told_at_once() {
     s.validate();
     let x = s.task_id("x").unwrap();
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), x)]);
-    s.on_task_finished(WorkerId(0), x, 24, 5, None);
+    s.on_task_finished(WorkerId(0), x, 24, 5, 0, None);
     s.validate();
     s.take_actions();
 
@@ -754,7 +754,7 @@ fn measure(s: &mut SchedulerCore, w: WorkerId, key: &str, op: &str, duration_us:
     s.validate();
     let id = s.task_id(key).unwrap();
     assert_eq!(computes(&s.take_actions()), vec![(w, id)]);
-    s.on_task_finished(w, id, 8, duration_us, None);
+    s.on_task_finished(w, id, 8, duration_us, 0, None);
     s.validate();
     s.take_actions();
 }
@@ -786,7 +786,7 @@ fn every_stimulus_gets_the_next_id_and_the_transitions_it_causes_carry_it() {
     s.validate();
     assert_eq!(s.last_stimulus(), StimulusId(3));
     let x = s.task_id("x").unwrap();
-    s.on_task_finished(WorkerId(0), x, 8, 5, None);
+    s.on_task_finished(WorkerId(0), x, 8, 5, 0, None);
     s.validate();
     assert_eq!(s.last_stimulus(), StimulusId(4));
     let story: Vec<_> = s
@@ -853,7 +853,7 @@ fn a_task_sent_ahead_is_not_blamed_for_workers_that_died_while_it_waited() {
         computes(&s.take_actions()),
         vec![(WorkerId(2), p), (WorkerId(2), q)]
     );
-    s.on_task_finished(WorkerId(2), p, 8, 5, None);
+    s.on_task_finished(WorkerId(2), p, 8, 5, 0, None);
     s.validate();
     assert_eq!(s.take_actions(), vec![]);
     s.on_worker_lost(WorkerId(2));
@@ -868,9 +868,9 @@ fn a_task_sent_ahead_is_not_blamed_for_workers_that_died_while_it_waited() {
         computes(&s.take_actions()),
         vec![(WorkerId(3), p), (WorkerId(3), q)]
     );
-    s.on_task_finished(WorkerId(3), p, 8, 5, None);
+    s.on_task_finished(WorkerId(3), p, 8, 5, 0, None);
     s.validate();
-    s.on_task_finished(WorkerId(3), q, 8, 5, None);
+    s.on_task_finished(WorkerId(3), q, 8, 5, 0, None);
     s.validate();
     assert_eq!(s.state("q"), TaskState::Memory);
 }
@@ -952,7 +952,7 @@ fn queued_tasks_start_in_submission_order_even_when_their_ids_reuse_freed_slots(
         s.validate();
         let t = s.task_id(k).unwrap();
         assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), t)]);
-        s.on_task_finished(WorkerId(0), t, 8, 5, None);
+        s.on_task_finished(WorkerId(0), t, 8, 5, 0, None);
         s.validate();
         s.take_actions();
     }
@@ -984,7 +984,7 @@ fn queued_tasks_start_in_submission_order_even_when_their_ids_reuse_freed_slots(
         };
         order.push(s.key(t).unwrap().to_string());
         priorities.push(priority);
-        s.on_task_finished(WorkerId(0), t, 8, 5, None);
+        s.on_task_finished(WorkerId(0), t, 8, 5, 0, None);
         s.validate();
     }
     assert_eq!(order, ["a", "b", "c"]);
@@ -1010,7 +1010,7 @@ fn reports_from_a_worker_the_task_is_not_running_on_change_nothing() {
     assert_eq!(s.state("x"), TaskState::Processing);
 
     // A result it should not have: that worker drops it.
-    s.on_task_finished(WorkerId(1), x, 8, 5, None);
+    s.on_task_finished(WorkerId(1), x, 8, 5, 0, None);
     s.validate();
     assert_eq!(
         s.take_actions(),
@@ -1022,7 +1022,7 @@ fn reports_from_a_worker_the_task_is_not_running_on_change_nothing() {
     assert_eq!(s.state("x"), TaskState::Processing);
     assert_eq!(s.who_has("x"), vec![]);
 
-    s.on_task_finished(WorkerId(0), x, 8, 5, None);
+    s.on_task_finished(WorkerId(0), x, 8, 5, 0, None);
     s.validate();
     assert_eq!(s.who_has("x"), vec![WorkerId(0)]);
 }
@@ -1045,7 +1045,7 @@ fn missing_data_recomputes_the_input_and_runs_the_task_again() {
     // y needs r: it cannot be sent ahead to x's worker, it waits here.
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), x)]);
     assert_eq!(s.state("y"), TaskState::Waiting);
-    s.on_task_finished(WorkerId(0), x, 8, 5, None);
+    s.on_task_finished(WorkerId(0), x, 8, 5, 0, None);
     s.validate();
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(1), y)]);
 
@@ -1075,7 +1075,7 @@ fn missing_data_recomputes_the_input_and_runs_the_task_again() {
     assert_eq!(s.state("y"), TaskState::Waiting);
     assert_eq!(s.info().workers[0].stored_keys, 0);
     assert_eq!(s.info().workers[0].stored_bytes, 0);
-    s.on_task_finished(WorkerId(0), x, 8, 5, None);
+    s.on_task_finished(WorkerId(0), x, 8, 5, 0, None);
     s.validate();
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(1), y)]);
 }
@@ -1151,9 +1151,9 @@ fn a_released_key_asked_for_again_is_computed_again() {
     s.validate();
     let [x, y] = ["x", "y"].map(|k| s.task_id(k).unwrap());
     s.take_actions();
-    s.on_task_finished(WorkerId(0), x, 8, 5, None);
+    s.on_task_finished(WorkerId(0), x, 8, 5, 0, None);
     s.validate();
-    s.on_task_finished(WorkerId(0), y, 8, 5, None);
+    s.on_task_finished(WorkerId(0), y, 8, 5, 0, None);
     s.validate();
     s.take_actions();
     assert_eq!(s.state("x"), TaskState::Released);
@@ -1161,7 +1161,7 @@ fn a_released_key_asked_for_again_is_computed_again() {
     s.on_update_graph(C, vec![], &keys(&["x"])).unwrap();
     s.validate();
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), x)]);
-    s.on_task_finished(WorkerId(0), x, 8, 5, None);
+    s.on_task_finished(WorkerId(0), x, 8, 5, 0, None);
     s.validate();
     assert_eq!(
         s.take_actions(),
@@ -1186,7 +1186,7 @@ fn a_task_is_sent_ahead_to_the_worker_running_its_last_input_even_with_others_in
     s.validate();
     let x = s.task_id("x").unwrap();
     s.take_actions();
-    s.on_task_finished(WorkerId(0), x, 8, 5, None);
+    s.on_task_finished(WorkerId(0), x, 8, 5, 0, None);
     s.validate();
     s.take_actions();
     s.on_update_graph(
@@ -1217,7 +1217,7 @@ fn a_task_is_not_sent_ahead_to_a_worker_with_no_room_for_it() {
     let [u, v] = ["u", "v"].map(|k| s.task_id(k).unwrap());
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), u)]);
     assert_eq!(s.state("v"), TaskState::Waiting);
-    s.on_task_finished(WorkerId(0), u, 8, 5, None);
+    s.on_task_finished(WorkerId(0), u, 8, 5, 0, None);
     s.validate();
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), v)]);
 }
@@ -1239,7 +1239,7 @@ fn a_task_is_not_sent_ahead_to_a_worker_without_the_resources_it_needs() {
     let [u, v] = ["u", "v"].map(|k| s.task_id(k).unwrap());
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), u)]);
     assert_eq!(s.state("v"), TaskState::Waiting);
-    s.on_task_finished(WorkerId(0), u, 8, 5, None);
+    s.on_task_finished(WorkerId(0), u, 8, 5, 0, None);
     s.validate();
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(1), v)]);
 }
@@ -1297,7 +1297,7 @@ fn gpu_busy_then_queue(blocked: usize) -> SchedulerCore {
 fn a_freed_slot_goes_to_a_queued_task_behind_up_to_64_that_cannot_use_it() {
     let mut s = gpu_busy_then_queue(64);
     let b = s.task_id("b").unwrap();
-    s.on_task_finished(WorkerId(0), b, 8, 5, None);
+    s.on_task_finished(WorkerId(0), b, 8, 5, 0, None);
     s.validate();
     let c = s.task_id("c").unwrap();
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), c)]);
@@ -1307,7 +1307,7 @@ fn a_freed_slot_goes_to_a_queued_task_behind_up_to_64_that_cannot_use_it() {
 fn a_freed_slot_is_not_looked_for_behind_65_queued_tasks_that_cannot_use_it() {
     let mut s = gpu_busy_then_queue(65);
     let b = s.task_id("b").unwrap();
-    s.on_task_finished(WorkerId(0), b, 8, 5, None);
+    s.on_task_finished(WorkerId(0), b, 8, 5, 0, None);
     s.validate();
     assert_eq!(computes(&s.take_actions()), vec![]);
     assert_eq!(s.state("c"), TaskState::Queued);
@@ -1369,7 +1369,7 @@ fn a_client_letting_go_of_a_running_key_another_client_wants_changes_nothing() {
     s.validate();
     assert_eq!(s.take_actions(), vec![]);
     assert_eq!(s.story("x").len(), 2);
-    s.on_task_finished(WorkerId(0), x, 8, 5, None);
+    s.on_task_finished(WorkerId(0), x, 8, 5, 0, None);
     s.validate();
     assert_eq!(
         s.take_actions(),
@@ -1443,7 +1443,7 @@ fn consumer_of_input_on_a_busy_worker(nbytes: u64) -> WorkerId {
     s.validate();
     let x = s.task_id("x").unwrap();
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), x)]);
-    s.on_task_finished(WorkerId(0), x, nbytes, 500, None);
+    s.on_task_finished(WorkerId(0), x, nbytes, 500, 0, None);
     s.validate();
     s.take_actions();
     s.on_update_graph(
@@ -1493,7 +1493,7 @@ fn placement_charges_a_cpu_worker_nothing_for_device_memory() {
     s.validate();
     let x = s.task_id("x").unwrap();
     s.take_actions();
-    s.on_task_finished(WorkerId(0), x, 8 << 20, 5, None);
+    s.on_task_finished(WorkerId(0), x, 8 << 20, 5, 0, None);
     s.validate();
     s.take_actions();
     s.on_update_graph(C, vec![needs(task("y", &["x"]), "r")], &keys(&["y"]))
@@ -1520,7 +1520,7 @@ fn pushing_values_off_a_full_gpu_costs_half_of_moving_them_over_the_network() {
     s.validate();
     let x = s.task_id("x").unwrap();
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(1), x)]);
-    s.on_task_finished(WorkerId(1), x, 256 << 20, 10, None);
+    s.on_task_finished(WorkerId(1), x, 256 << 20, 10, 0, None);
     s.validate();
     s.take_actions();
     s.on_device_memory(WorkerId(1), 968 << 20);
@@ -1607,7 +1607,7 @@ fn a_task_of_a_program_is_not_sent_ahead_to_a_worker_of_other_code() {
     assert_eq!(first.len(), 1, "only the input starts: {first:?}");
     assert_eq!(first[0].1, u);
     assert_eq!(s.state("v"), TaskState::Waiting);
-    s.on_task_finished(first[0].0, u, 8, 5, None);
+    s.on_task_finished(first[0].0, u, 8, 5, 0, None);
     s.validate();
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(1), v)]);
 }
@@ -1699,9 +1699,9 @@ fn a_task_that_lost_one_input_keeps_the_other_and_only_the_lost_one_is_recompute
         computes(&s.take_actions()),
         vec![(WorkerId(0), x), (WorkerId(1), y)]
     );
-    s.on_task_finished(WorkerId(0), x, 8, 10, None);
+    s.on_task_finished(WorkerId(0), x, 8, 10, 0, None);
     s.validate();
-    s.on_task_finished(WorkerId(1), y, 8, 10, None);
+    s.on_task_finished(WorkerId(1), y, 8, 10, 0, None);
     s.validate();
     assert_eq!(computes(&s.take_actions()), vec![(WorkerId(0), t)]);
     // a cannot get y from b: y is computed again, and t sent ahead to b. x, which only

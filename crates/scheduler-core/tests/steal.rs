@@ -87,7 +87,7 @@ fn an_idle_worker_gets_the_task_a_busy_one_would_start_last_once_released() {
     assert_eq!(s.processing_on(last), Some(B));
     assert_eq!(s.info().counters.steals, 1);
     // B finishes it; A's other tasks stay with A (B's thread is busy meanwhile).
-    s.on_task_finished(B, last, 8, 1_000_000, None);
+    s.on_task_finished(B, last, 8, 1_000_000, 0, None);
     s.validate();
     assert_eq!(s.state("t3"), TaskState::Memory);
     let actions = s.take_actions();
@@ -109,7 +109,7 @@ fn a_task_the_victim_started_stays_with_it() {
     assert!(computes(&actions, B).is_empty());
     assert_eq!(s.processing_on(t), Some(A));
     // It finishes on A, once: taken as any result.
-    s.on_task_finished(A, t, 8, 10, None);
+    s.on_task_finished(A, t, 8, 10, 0, None);
     s.validate();
     assert_eq!(s.who_has(s.key(t).unwrap().as_ref()), vec![A]);
 }
@@ -120,7 +120,7 @@ fn an_answer_the_scheduler_moved_on_from_changes_nothing() {
     let (victim, t, run) = steals(&actions)[0];
     // A finished the task before the steal reached it (its answer says released,
     // wrongly or late): the result stands, nothing is given to B.
-    s.on_task_finished(A, t, 8, 10, None);
+    s.on_task_finished(A, t, 8, 10, 0, None);
     s.validate();
     let _ = s.take_actions();
     s.on_steal_response(victim, t, run, true);
@@ -169,7 +169,7 @@ fn a_move_that_does_not_pay_is_not_asked() {
     s.on_update_graph(C, vec![task("big", &[])], &["big".to_string()])
         .unwrap();
     let big = s.task_id("big").unwrap();
-    s.on_task_finished(A, big, 1 << 30, 10, None);
+    s.on_task_finished(A, big, 1 << 30, 10, 0, None);
     let readers: Vec<String> = (0..3).map(|i| format!("r{i}")).collect();
     s.on_update_graph(
         C,
@@ -244,7 +244,7 @@ fn a_move_is_asked_only_when_its_transfer_and_run_beat_the_victims_wait() {
         s.on_update_graph(C, vec![task("x", &[])], &["x".to_string()])
             .unwrap();
         let x = s.task_id("x").unwrap();
-        s.on_task_finished(A, x, nbytes, 1_000_000, None);
+        s.on_task_finished(A, x, nbytes, 1_000_000, 0, None);
         let _ = s.take_actions();
         let readers: Vec<String> = (0..2).map(|i| format!("r{i}")).collect();
         s.on_update_graph(
@@ -283,7 +283,7 @@ fn a_victims_wait_is_its_work_per_thread() {
     s.on_update_graph(C, vec![task("x", &[])], &["x".to_string()])
         .unwrap();
     let x = s.task_id("x").unwrap();
-    s.on_task_finished(A, x, 800_000, 1_000_000, None);
+    s.on_task_finished(A, x, 800_000, 1_000_000, 0, None);
     let _ = s.take_actions();
     let readers: Vec<String> = (0..3).map(|i| format!("r{i}")).collect();
     s.on_update_graph(
@@ -313,7 +313,7 @@ fn after_a_look_that_found_nothing_the_next_waits_a_while() {
     let on_b = computes(&actions, B);
     assert_eq!((on_b.len(), computes(&actions, A).len()), (1, 1));
     // B is idle again and A has a task queued: not looked at yet.
-    s.on_task_finished(B, on_b[0].0, 8, 1_000_000, None);
+    s.on_task_finished(B, on_b[0].0, 8, 1_000_000, 0, None);
     s.validate();
     assert!(
         steals(&s.take_actions()).is_empty(),
@@ -336,7 +336,7 @@ fn a_thief_retiring_before_the_answer_does_not_get_the_task() {
         .unwrap();
     let y = s.task_id("y").unwrap();
     assert_eq!(computes(&s.take_actions(), B), vec![(y, 1)]);
-    s.on_task_finished(B, y, 8, 10, None);
+    s.on_task_finished(B, y, 8, 10, 0, None);
     s.on_retire_workers(C, 1, &[B]);
     s.validate();
     let _ = s.take_actions();

@@ -59,7 +59,7 @@ fn a_released_key_asked_for_again_is_refused_and_a_held_one_is_answered() {
             _ => None,
         })
         .expect("x is computed");
-    s.on_task_finished(WorkerId(0), compute, 8, 1, None);
+    s.on_task_finished(WorkerId(0), compute, 8, 1, 0, None);
     s.take_actions();
     s.validate();
     // Held: asking again (by key only) is answered at once from memory.

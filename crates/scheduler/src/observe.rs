@@ -408,6 +408,7 @@ impl Server {
                     processing: wi.processing,
                     stored_keys: wi.stored_keys,
                     stored_bytes: wi.stored_bytes,
+                    fetch_us: wi.fetch_us,
                     status: if wi.retiring {
                         "closing_gracefully"
                     } else {

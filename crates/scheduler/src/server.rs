@@ -213,8 +213,14 @@ impl Server {
                     if self.core.is_stale_run(f.task, f.run) {
                         debug!(worker = w.0, task = %f.task, run = f.run, "a stale report dropped");
                     } else {
-                        self.core
-                            .on_task_finished(w, f.task, f.nbytes, f.duration_us, f.value)
+                        self.core.on_task_finished(
+                            w,
+                            f.task,
+                            f.nbytes,
+                            f.duration_us,
+                            f.fetch_us,
+                            f.value,
+                        )
                     }
                 }
                 (Peer::Worker(w), ToScheduler::TaskErred(e)) => {

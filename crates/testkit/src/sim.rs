@@ -266,12 +266,14 @@ impl Sim {
 
     fn on_event(&mut self, event: Event) -> Result<(), SimError> {
         let mut fx = Effects::default();
+        let now = self.queue.now();
         let worker = match event {
             Event::ToWorker { worker, msgs } => {
                 let sabotage = &mut self.sabotage;
                 let Some(w) = self.workers[worker.0 as usize].as_mut() else {
                     return Ok(());
                 };
+                w.core.set_now(now);
                 let t0 = Instant::now();
                 let open = w.on_batch(msgs, &mut fx, sabotage)?;
                 self.report.worker_core_ns += t0.elapsed().as_nanos() as u64;
@@ -288,6 +290,7 @@ impl Sim {
                 let Some(w) = self.workers[worker.0 as usize].as_mut() else {
                     return Ok(());
                 };
+                w.core.set_now(now);
                 self.runs[started.result.index as usize] += 1;
                 self.report.executions += 1;
                 self.report.busy_us += started.duration_us;
@@ -315,6 +318,7 @@ impl Sim {
                 let Some(w) = self.workers[asker.0 as usize].as_mut() else {
                     return Ok(());
                 };
+                w.core.set_now(now);
                 let t0 = Instant::now();
                 if self.died_at[holder.0 as usize] < sent_until {
                     // The holder died before its last byte left.
@@ -337,6 +341,7 @@ impl Sim {
                 let Some(w) = self.workers[asker.0 as usize].as_mut() else {
                     return Ok(());
                 };
+                w.core.set_now(now);
                 w.on_fetch_failed(holder, &tasks, &mut fx, sabotage)?;
                 asker
             }
@@ -384,6 +389,7 @@ impl Sim {
                     task,
                     nbytes,
                     duration_us,
+                    fetch_us,
                     run,
                     index,
                     value,
@@ -398,7 +404,7 @@ impl Sim {
                     }
                     if !self.core.is_stale_run(task, run) {
                         self.core
-                            .on_task_finished(w, task, nbytes, duration_us, None);
+                            .on_task_finished(w, task, nbytes, duration_us, fetch_us, None);
                     }
                 }
                 ToSchedulerMsg::StealResponse {

@@ -31,6 +31,7 @@ pub(crate) enum ToSchedulerMsg {
         task: TaskId,
         nbytes: u64,
         duration_us: u64,
+        fetch_us: u64,
         run: u32,
         index: u32,
         value: u64,
@@ -221,6 +222,7 @@ impl SimWorker {
                         nbytes,
                         duration_us,
                         run,
+                        fetch_us,
                         ..
                     } => {
                         let stored = *self.store.get(&task).ok_or(SimError::Broken {
@@ -234,6 +236,7 @@ impl SimWorker {
                             task,
                             nbytes,
                             duration_us,
+                            fetch_us,
                             run,
                             index: stored.index,
                             value: stored.value,

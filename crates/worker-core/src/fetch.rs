@@ -76,6 +76,7 @@ impl WorkerCore {
             for w in f.waiters {
                 if let Some(task) = self.tasks.get_mut(&w) {
                     live += 1;
+                    task.fetch_us = self.now_us.saturating_sub(task.assigned_us);
                     task.missing -= 1;
                     if task.missing == 0 && task.state == State::Fetching {
                         task.state = State::Ready;

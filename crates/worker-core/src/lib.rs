@@ -61,6 +61,10 @@ pub enum Instruction {
         with_value: bool,
         /// The run reported ([`Assigned::run`]).
         run: u32,
+        /// How long it waited for inputs fetched from peers: from its assignment here
+        /// to the arrival of the last of them, on the clock given to
+        /// [`WorkerCore::set_now`] (0 when none was fetched).
+        fetch_us: u64,
     },
     /// Tell the scheduler.
     Send(ToScheduler),
@@ -101,6 +105,10 @@ struct Task {
     /// Inputs not yet in the local store.
     missing: u32,
     state: State,
+    /// When it was assigned here (see [`WorkerCore::set_now`]).
+    assigned_us: u64,
+    /// From `assigned_us` to the arrival of the last input fetched for it so far.
+    fetch_us: u64,
 }
 
 #[derive(Debug, Default)]
@@ -140,6 +148,8 @@ pub struct WorkerCore {
     ops: OpTimes,
     /// Tasks run, on the CPU and by the device's kernels.
     ran: [u64; 2],
+    /// The caller's clock, as last set (microseconds).
+    now_us: u64,
 }
 
 /// A task the scheduler assigned.
@@ -211,7 +221,14 @@ impl WorkerCore {
             paused: false,
             ops: OpTimes::default(),
             ran: [0; 2],
+            now_us: 0,
         }
+    }
+
+    /// Sets the clock that a task's wait for its inputs is measured on (the core reads
+    /// no clock itself); call it before handling inputs. Never set, every wait is 0.
+    pub fn set_now(&mut self, now_us: u64) {
+        self.now_us = now_us;
     }
 
     /// Tasks run so far, on the CPU (`[0]`) and by the device's kernels (`[1]`).
@@ -398,6 +415,8 @@ impl WorkerCore {
                 again: None,
                 missing,
                 state,
+                assigned_us: self.now_us,
+                fetch_us: 0,
             },
         );
     }
@@ -413,7 +432,8 @@ impl WorkerCore {
         let Some(t) = self.tasks.get(&task) else {
             return;
         };
-        let (cancelled, report, run) = (t.state == State::Cancelled, t.report, t.run);
+        let (cancelled, report, run, fetch_us) =
+            (t.state == State::Cancelled, t.report, t.run, t.fetch_us);
         self.ops.observe(t.op, duration_us);
         let again = self.tasks.get_mut(&task).and_then(|t| t.again.take());
         let waiters = self.local_waiters.remove(&task).unwrap_or_default();
@@ -452,6 +472,7 @@ impl WorkerCore {
                     duration_us,
                     with_value: report,
                     run,
+                    fetch_us,
                 });
             }
             Err(message) => {

@@ -51,6 +51,8 @@ pub(crate) struct State {
     pub(crate) events: mpsc::UnboundedSender<Event>,
     /// Inline execution stops at this instant (per wake-up budget).
     pub(crate) inline_until: Instant,
+    /// The start of the core's clock ([`WorkerCore::set_now`](rask_worker_core::WorkerCore::set_now)).
+    pub(crate) epoch: Instant,
     /// How ops run: outputs to the shared-memory arena, device plans on the device.
     pub(crate) exec: Exec,
     pub(crate) arena: Arena,
@@ -96,6 +98,7 @@ pub(crate) struct State {
 impl State {
     /// Handles one event; `Some` stops the worker with that result.
     pub(crate) fn on_event(&mut self, ev: Event) -> Option<Result<(), WorkerError>> {
+        self.core.set_now(self.epoch.elapsed().as_micros() as u64);
         match ev {
             Event::FromScheduler(Batch { msgs, bufs, .. }) => {
                 let mut computes = Vec::new();
@@ -293,6 +296,7 @@ impl State {
                         duration_us,
                         with_value,
                         run,
+                        fetch_us,
                     } => {
                         let value = with_value
                             .then(|| {
@@ -304,6 +308,7 @@ impl State {
                             task,
                             nbytes,
                             duration_us,
+                            fetch_us,
                             value,
                             run,
                         });

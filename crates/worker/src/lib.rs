@@ -334,6 +334,7 @@ impl Worker {
             jobs,
             events: events.clone(),
             inline_until: Instant::now(),
+            epoch: Instant::now(),
             exec,
             arena,
             retire_tx,

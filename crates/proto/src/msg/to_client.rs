@@ -87,6 +87,10 @@ wire! {
         pub stored_keys: u64,
         /// Bytes of those keys, as the worker reported their sizes.
         pub stored_bytes: u64,
+        /// How long its tasks wait for inputs from peers, a moving average of
+        /// [`TaskFinishedMsg::fetch_us`]: the scheduler sends it that much more work
+        /// ahead per thread than its queue target.
+        pub fetch_us: u64,
         /// `running`, or `closing_gracefully` while it retires (it gets no new tasks,
         /// and its data moves to other workers before it is closed).
         pub status: String,

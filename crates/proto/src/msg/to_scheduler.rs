@@ -40,6 +40,10 @@ wire! {
         pub nbytes: u64,
         /// How long the op ran, for duration estimates.
         pub duration_us: u64,
+        /// How long the task waited for inputs fetched from peers before it could run
+        /// (from its arrival at the worker to the last input's), so that the scheduler
+        /// sends the worker enough work ahead to cover such waits.
+        pub fetch_us: u64,
         /// The result itself, when the scheduler asked for it (a client waits on the key)
         /// and it is small: the client then needs no fetch from the worker.
         pub value: Option<Datum>,

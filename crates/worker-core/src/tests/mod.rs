@@ -25,6 +25,7 @@ fn finished(t: u64, nbytes: u64, duration_us: u64) -> Instruction {
         duration_us,
         with_value: false,
         run: 0,
+        fetch_us: 0,
     }
 }
 

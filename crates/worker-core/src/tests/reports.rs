@@ -50,6 +50,7 @@ fn a_task_of_an_op_measured_fast_is_marked_to_run_inline() {
                 duration_us: 500,
                 with_value: false,
                 run: 102,
+                fetch_us: 0,
             },
             Instruction::Execute {
                 task: TaskId(3),
@@ -95,6 +96,7 @@ fn a_result_a_client_waits_on_is_reported_with_its_value_and_others_are_not() {
                 duration_us: 3,
                 with_value: true,
                 run: 101,
+                fetch_us: 0,
             },
             Instruction::Finished {
                 task: TaskId(2),
@@ -102,6 +104,7 @@ fn a_result_a_client_waits_on_is_reported_with_its_value_and_others_are_not() {
                 duration_us: 4,
                 with_value: false,
                 run: 102,
+                fetch_us: 0,
             },
         ]
     );
@@ -128,4 +131,60 @@ fn a_result_a_client_waits_on_is_reported_with_its_value_and_others_are_not() {
             Instruction::Discard { task: TaskId(4) },
         ]
     );
+}
+
+#[test]
+fn a_report_says_how_long_the_task_waited_for_inputs_from_peers() {
+    let mut w = WorkerCore::new(1);
+    w.set_now(1_000);
+    // Task 10 reads 1 from peer 7 and 2 from peer 8; task 11 reads 1 too, assigned
+    // later; task 12 reads what task 10 makes here.
+    w.on_compute(TaskId(10), 0, vec![dep(1, &[7]), dep(2, &[8])]);
+    w.take();
+    w.set_now(1_100);
+    w.on_compute(TaskId(11), 1, vec![dep(1, &[7])]);
+    w.on_compute(TaskId(12), 2, vec![dep(10, &[])]);
+    w.take();
+    w.set_now(1_400);
+    w.on_fetched(WorkerId(7), &[TaskId(1)], &[]);
+    // Task 11 is ready: 300 µs after it came.
+    assert_eq!(
+        w.take(),
+        vec![Instruction::Execute {
+            task: TaskId(11),
+            inline: false
+        }]
+    );
+    w.set_now(2_500);
+    w.on_fetched(WorkerId(8), &[TaskId(2)], &[]);
+    w.take();
+    let reported = |w: &mut WorkerCore, t: u64| {
+        w.on_executed(TaskId(t), 1, done(8));
+        w.take()
+            .into_iter()
+            .find_map(|i| match i {
+                Instruction::Finished { task, fetch_us, .. } if task == TaskId(t) => Some(fetch_us),
+                _ => None,
+            })
+            .expect("a report")
+    };
+    w.set_now(9_000);
+    assert_eq!(reported(&mut w, 11), 300);
+    // Its last input from a peer came 1,500 µs after it did; the run is not counted.
+    assert_eq!(reported(&mut w, 10), 1_500);
+    // An input made here is no wait on a peer.
+    assert_eq!(reported(&mut w, 12), 0);
+}
+
+#[test]
+fn without_a_clock_every_wait_is_zero() {
+    let mut w = WorkerCore::new(1);
+    w.on_compute(TaskId(10), 0, vec![dep(1, &[7])]);
+    w.on_fetched(WorkerId(7), &[TaskId(1)], &[]);
+    w.take();
+    w.on_executed(TaskId(10), 1, done(8));
+    assert!(w
+        .take()
+        .iter()
+        .any(|i| matches!(i, Instruction::Finished { fetch_us: 0, .. })));
 }

@@ -46,6 +46,7 @@ fn freed_while_executing_then_assigned_again_runs_again_after_the_cancelled_run(
             duration_us: 1,
             with_value: false,
             run: 2,
+            fetch_us: 0,
         }]
     );
     assert!(w.has_data(TaskId(1)));
@@ -97,6 +98,7 @@ fn a_resumed_task_waits_for_its_input_given_out_again() {
         duration_us: 1,
         with_value: false,
         run: 2,
+        fetch_us: 0,
     }));
 }
 
