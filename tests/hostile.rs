@@ -75,20 +75,7 @@ fn alive(p: &mut Proc) -> bool {
 }
 
 fn hello(role: Role, name: &str) -> Hello {
-    Hello {
-        protocol: rask_proto::PROTOCOL_VERSION,
-        schema: rask_proto::PROTOCOL_SCHEMA,
-        rask_version: rask_proto::RASK_VERSION.into(),
-        role,
-        name: name.into(),
-        host_id: "elsewhere".into(),
-        pid: 0,
-        nonce: [0; 32],
-        registry: None,
-        worker: None,
-        program: None,
-        resume: None,
-    }
+    common::raw_hello(role, name)
 }
 
 /// A worker's description for a raw-protocol worker (it leaves before any work).

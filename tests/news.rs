@@ -4,29 +4,12 @@
 //! [`DEADLINE`] instead of hanging.
 
 use rask::Client;
-use rask_proto::msg::{Holder, ToClient, ToScheduler, UpdateGraphMsg};
+use rask_proto::msg::{Holder, Role, ToClient, ToScheduler, UpdateGraphMsg};
 use rask_proto::{Datum, WorkerId};
 
 mod common;
 
-use common::{scheduler, within, worker_info, worker_with, DEADLINE};
-
-fn hello(name: &str) -> rask_proto::msg::Hello {
-    rask_proto::msg::Hello {
-        protocol: rask_proto::PROTOCOL_VERSION,
-        schema: rask_proto::PROTOCOL_SCHEMA,
-        rask_version: rask_proto::RASK_VERSION.into(),
-        role: rask_proto::msg::Role::Client,
-        name: name.into(),
-        host_id: "h".into(),
-        pid: 0,
-        nonce: [0; 32],
-        registry: None,
-        worker: None,
-        program: None,
-        resume: None,
-    }
-}
+use common::{raw_hello, scheduler, within, worker_info, worker_with, DEADLINE};
 
 /// What a raw client heard while its `n` tasks `inc-0` … were computed: the messages
 /// in order, up to the last key in memory.
@@ -37,7 +20,7 @@ fn submit_and_listen(addr: &str, name: &str, n: usize) -> Vec<ToClient> {
         .unwrap();
     rt.block_on(async {
         let cfg = rask_transport::ConnConfig::default();
-        let (mut r, w, _) = rask_transport::connect(addr, &hello(name), cfg)
+        let (mut r, w, _) = rask_transport::connect(addr, &raw_hello(Role::Client, name), cfg)
             .await
             .unwrap();
         let tx = rask_transport::spawn_writer::<ToScheduler, _>(w);

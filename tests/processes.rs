@@ -19,20 +19,7 @@ use common::{
 
 /// A client's hello as the scheduler expects it, for raw-protocol tests to alter.
 fn client_hello(name: &str) -> rask_proto::msg::Hello {
-    rask_proto::msg::Hello {
-        protocol: rask_proto::PROTOCOL_VERSION,
-        schema: rask_proto::PROTOCOL_SCHEMA,
-        rask_version: rask_proto::RASK_VERSION.into(),
-        role: rask_proto::msg::Role::Client,
-        name: name.into(),
-        host_id: "h".into(),
-        pid: 0,
-        nonce: [0; 32],
-        registry: None,
-        worker: None,
-        program: None,
-        resume: None,
-    }
+    common::raw_hello(rask_proto::msg::Role::Client, name)
 }
 
 fn worker(addr: &str, name: &str) -> Proc {

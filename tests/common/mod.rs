@@ -458,3 +458,22 @@ pub fn have(program: &str) -> bool {
         .output()
         .is_ok_and(|o| o.status.success())
 }
+
+/// A hello for a test speaking the protocol itself, as `role`, from another host (no
+/// shared memory with the cluster); tests alter its fields to be refused.
+pub fn raw_hello(role: rask_proto::msg::Role, name: &str) -> rask_proto::msg::Hello {
+    rask_proto::msg::Hello {
+        protocol: rask_proto::PROTOCOL_VERSION,
+        schema: rask_proto::PROTOCOL_SCHEMA,
+        rask_version: rask_proto::RASK_VERSION.into(),
+        role,
+        name: name.into(),
+        host_id: "elsewhere".into(),
+        pid: 0,
+        nonce: [0; 32],
+        registry: None,
+        worker: None,
+        program: None,
+        resume: None,
+    }
+}

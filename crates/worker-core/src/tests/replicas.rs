@@ -37,6 +37,10 @@ fn copies_are_fetched_per_holder_kept_until_freed_and_reported() {
     assert!(w.has_data(TaskId(1)));
     w.on_free(TaskId(1));
     assert_eq!(w.take(), vec![Instruction::Discard { task: TaskId(1) }]);
+    // A copy no task here read goes too.
+    w.on_free(TaskId(3));
+    assert_eq!(w.take(), vec![Instruction::Discard { task: TaskId(3) }]);
+    assert!(!w.has_data(TaskId(3)));
     // The other holder is tried when the first has not got it; the last one tried is
     // named when none has.
     w.on_fetched(WorkerId(8), &[], &[TaskId(2)]);
