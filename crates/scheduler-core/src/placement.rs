@@ -21,7 +21,9 @@ pub(crate) enum Placement {
 impl SchedulerCore {
     /// Where a waiting task can be sent ahead of its inputs: the worker running every
     /// input not yet in memory, if it has room. The task then starts there the moment its
-    /// last input is done — no round trip through the scheduler per link of a chain.
+    /// last input is done — no round trip through the scheduler per link of a chain. Not
+    /// while one of those inputs is being asked back from that worker (stolen, it would
+    /// run elsewhere, and the task would wait there for a value never made there).
     pub(crate) fn preassign_target(&self, t: TaskId) -> Option<WorkerId> {
         let task = &self.tasks[&t];
         let mut target = None;
@@ -29,6 +31,9 @@ impl SchedulerCore {
             let dt = &self.tasks[d];
             match dt.state {
                 TaskState::Memory => {}
+                TaskState::Processing if !self.steals.is_empty() && self.steals.contains_key(d) => {
+                    return None
+                }
                 TaskState::Processing if dt.waiting_on == 0 || target.is_some() => {
                     let w = dt.processing_on?;
                     if target.is_some_and(|x| x != w) {

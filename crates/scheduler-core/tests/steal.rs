@@ -365,3 +365,60 @@ fn a_look_at_the_end_of_the_clock_does_not_overflow() {
     s.validate();
     assert!(steals(&s.take_actions()).is_empty());
 }
+
+#[test]
+fn a_dependent_is_not_sent_ahead_to_a_victim_while_its_input_is_asked_back() {
+    use rask_proto::msg::Resource;
+    let res = |name: &str, amount: f64| Resource {
+        name: name.into(),
+        amount,
+    };
+    let with = |name: &str, offers: &[(&str, f64)]| WorkerSpec {
+        resources: offers.iter().map(|(r, a)| res(r, *a)).collect(),
+        ..worker(name)
+    };
+    let needing = |key: &str, deps: &[&str], r: &str| NewTask {
+        resources: vec![res(r, 1.0)],
+        ..task(key, deps)
+    };
+    let c = WorkerId(2);
+    let mut s = SchedulerCore::new(config(true));
+    s.on_client_joined(C);
+    s.on_worker_joined(A, with("a", &[("a", 100.0), ("only-a", 1.0)]));
+    s.on_worker_joined(c, with("c", &[("c", 1.0)]));
+    // Four tasks on A; z on C, and x after it, on A alone; d reads the last of the four
+    // and x. x waits for z, so d waits at the scheduler.
+    let mut tasks: Vec<NewTask> = (0..4)
+        .map(|i| needing(&format!("t{i}"), &[], "a"))
+        .collect();
+    tasks.push(needing("z", &[], "c"));
+    tasks.push(needing("x", &["z"], "only-a"));
+    tasks.push(task("d", &["t3", "x"]));
+    let wanted: Vec<String> = ["t0", "t1", "t2", "d"].map(String::from).into();
+    s.on_update_graph(C, tasks, &wanted).unwrap();
+    s.validate();
+    s.take_actions();
+    assert_eq!(s.state("d"), TaskState::Waiting);
+    // B joins idle and asks t3 back from A.
+    s.on_worker_joined(B, with("b", &[("a", 100.0)]));
+    s.validate();
+    let t3 = s.task_id("t3").unwrap();
+    assert_eq!(steals(&s.take_actions()), vec![(A, t3, 1)]);
+    // z is done and x goes to A: both of d's inputs now run on A, but one is being
+    // asked back from it. d is not sent ahead to A.
+    let z = s.task_id("z").unwrap();
+    s.on_task_finished(c, z, 8, 10, 0, None);
+    s.validate();
+    let x = s.task_id("x").unwrap();
+    assert_eq!(s.processing_on(x), Some(A));
+    assert_eq!(s.state("d"), TaskState::Waiting);
+    // A released t3: it moves to B. d runs once both are done.
+    s.on_steal_response(A, t3, 1, true);
+    s.validate();
+    assert_eq!(s.processing_on(t3), Some(B));
+    s.on_task_finished(B, t3, 8, 10, 0, None);
+    s.validate();
+    s.on_task_finished(A, x, 8, 10, 0, None);
+    s.validate();
+    assert_eq!(s.state("d"), TaskState::Processing);
+}
