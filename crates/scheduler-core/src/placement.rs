@@ -34,14 +34,13 @@ impl SchedulerCore {
                 TaskState::Processing if !self.steals.is_empty() && self.steals.contains_key(d) => {
                     return None
                 }
-                TaskState::Processing if dt.waiting_on == 0 || target.is_some() => {
+                TaskState::Processing => {
                     let w = dt.processing_on?;
                     if target.is_some_and(|x| x != w) {
                         return None;
                     }
                     target = Some(w);
                 }
-                TaskState::Processing => target = Some(dt.processing_on?),
                 _ => return None,
             }
         }

@@ -387,14 +387,15 @@ fn a_dependent_is_not_sent_ahead_to_a_victim_while_its_input_is_asked_back() {
     s.on_worker_joined(A, with("a", &[("a", 100.0), ("only-a", 1.0)]));
     s.on_worker_joined(c, with("c", &[("c", 1.0)]));
     // Four tasks on A; z on C, and x after it, on A alone; d reads the last of the four
-    // and x. x waits for z, so d waits at the scheduler.
+    // and x, e reads x. x waits for z, so d and e wait at the scheduler.
     let mut tasks: Vec<NewTask> = (0..4)
         .map(|i| needing(&format!("t{i}"), &[], "a"))
         .collect();
     tasks.push(needing("z", &[], "c"));
     tasks.push(needing("x", &["z"], "only-a"));
     tasks.push(task("d", &["t3", "x"]));
-    let wanted: Vec<String> = ["t0", "t1", "t2", "d"].map(String::from).into();
+    tasks.push(task("e", &["x"]));
+    let wanted: Vec<String> = ["t0", "t1", "t2", "d", "e"].map(String::from).into();
     s.on_update_graph(C, tasks, &wanted).unwrap();
     s.validate();
     s.take_actions();
@@ -412,6 +413,8 @@ fn a_dependent_is_not_sent_ahead_to_a_victim_while_its_input_is_asked_back() {
     let x = s.task_id("x").unwrap();
     assert_eq!(s.processing_on(x), Some(A));
     assert_eq!(s.state("d"), TaskState::Waiting);
+    // e, reading x alone, is sent ahead to A as ever: only t3 is being asked back.
+    assert_eq!(s.processing_on(s.task_id("e").unwrap()), Some(A));
     // A released t3: it moves to B. d runs once both are done.
     s.on_steal_response(A, t3, 1, true);
     s.validate();
