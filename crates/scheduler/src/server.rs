@@ -193,7 +193,7 @@ impl Server {
                     let entries = keys
                         .into_iter()
                         .map(|key| {
-                            let holders = self.holders(&self.core.who_has(&key));
+                            let holders = holders_of(&self.workers, &self.core.who_has(&key));
                             WhoHasEntry { key, holders }
                         })
                         .collect();
@@ -456,10 +456,6 @@ impl Server {
         if let Some(ClientConn { tx: Some(tx), .. }) = self.clients.get(&c) {
             let _ = tx.send(m);
         }
-    }
-
-    pub(crate) fn holders(&self, workers: &[WorkerId]) -> Vec<Holder> {
-        holders_of(&self.workers, workers)
     }
 }
 
