@@ -301,3 +301,33 @@ fn a_published_dataset_outlives_its_client_and_a_scheduler_restart() {
         let _ = std::fs::remove_file(&journal);
     });
 }
+
+/// A dataset published or unpublished is in the journal once the client is answered: a
+/// scheduler killed at once after the answer comes back with the datasets as they were
+/// answered (a change made within the journal's group-commit window was lost before).
+#[test]
+fn a_dataset_change_is_journaled_before_it_is_answered() {
+    within(Duration::from_secs(120), || {
+        let journal = fresh_journal("journal-datasets-acked");
+        let (mut sched, addr) = start(0, &journal);
+        let port = port_of(&addr);
+        let c = reconnecting(&addr);
+        // No worker: the key stays pending, which a dataset may hold.
+        let x = c.submit("inc", [Arg::from(1)]).unwrap();
+        for round in 0..3 {
+            let name = format!("d{round}");
+            c.publish_dataset(&name, std::slice::from_ref(&x), false)
+                .unwrap();
+            c.unpublish_dataset(&name).unwrap();
+            let kept = format!("kept{round}");
+            c.publish_dataset(&kept, std::slice::from_ref(&x), false)
+                .unwrap();
+            sched.kill();
+            sched = start(port, &journal).0;
+            let want: Vec<String> = (0..=round).map(|r| format!("kept{r}")).collect();
+            assert_eq!(c.list_datasets().unwrap(), want, "round {round}");
+        }
+        drop(sched);
+        let _ = std::fs::remove_file(&journal);
+    });
+}

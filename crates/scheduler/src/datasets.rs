@@ -18,10 +18,16 @@ pub(crate) type Datasets = BTreeMap<String, (ClientId, Vec<String>)>;
 impl Server {
     /// A client's request about the datasets, answered.
     pub(crate) fn on_datasets(&mut self, c: ClientId, req: u64, op: DatasetOp) {
+        let changes = matches!(op, DatasetOp::Publish { .. } | DatasetOp::Unpublish { .. });
         let (names, error) = match self.dataset_op(op) {
             Ok(names) => (names, None),
             Err(e) => (Vec::new(), Some(e)),
         };
+        if changes && error.is_none() {
+            // The client is told a change is made: it must outlive a crash from then on,
+            // so the journal (grouping its writes for a short while) goes to the OS first.
+            self.journal_round(true);
+        }
         self.to_client(c, ToClient::DatasetsReply { req, names, error });
     }
 
