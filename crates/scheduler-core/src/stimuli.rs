@@ -15,6 +15,7 @@ use crate::api::WorkerSpec;
 use crate::api::MAX_FETCH_US;
 use crate::core::SchedulerCore;
 use crate::few::Few;
+use crate::graph::DepRef;
 use crate::observe::{StreamKind, StreamRecord};
 use crate::packed::Packed;
 use crate::state::state_index;
@@ -236,12 +237,14 @@ impl SchedulerCore {
         if !self.clients.contains_key(&client) {
             return Err(GraphError::UnknownClient(client));
         }
-        let order = self.check_graph(&tasks, wanted)?;
+        let checked = self.check_graph(&tasks, wanted)?;
+        // Each task's id, known or new, by its index in the graph.
+        let mut ids_at = checked.known;
         let mut slots: Vec<Option<NewTask>> = tasks.into_iter().map(Some).collect();
         let mut created = Vec::new();
-        for i in order {
+        for i in checked.order {
             let nt = slots[i].take().expect("invariant: each index once");
-            if self.keys.get(&nt.key, &self.tasks).is_some() {
+            if ids_at[i].is_some() {
                 continue;
             }
             let explicit = ids
@@ -249,13 +252,12 @@ impl SchedulerCore {
                 .copied()
                 .filter(|id| self.tasks.slot_free(*id));
             let id = explicit.unwrap_or_else(|| self.tasks.next_id());
-            let deps: Box<[TaskId]> = nt
-                .deps
+            let deps: Box<[TaskId]> = checked.deps
+                [checked.deps_start[i]..checked.deps_start[i + 1]]
                 .iter()
-                .map(|k| {
-                    self.keys
-                        .get(k, &self.tasks)
-                        .expect("invariant: deps checked")
+                .map(|d| match *d {
+                    DepRef::Known(id) => id,
+                    DepRef::At(j) => ids_at[j].expect("invariant: a dependency is added first"),
                 })
                 .collect();
             for d in deps.iter() {
@@ -311,6 +313,7 @@ impl SchedulerCore {
                 self.tasks.insert(id, task);
             }
             self.keys.insert(id, &self.tasks);
+            ids_at[i] = Some(id);
             self.next_priority += 1;
             self.counts[state_index(TaskState::Released)] += 1;
             let p = &mut self.prefixes[prefix as usize];
@@ -319,8 +322,12 @@ impl SchedulerCore {
             created.push(id);
         }
         let mut touched = Vec::new();
-        for key in wanted {
-            let Some(t) = self.keys.get(key, &self.tasks) else {
+        for (key, at) in wanted.iter().zip(checked.wanted_at) {
+            let found = match at {
+                Some(i) => ids_at[i],
+                None => self.keys.get(key, &self.tasks),
+            };
+            let Some(t) = found else {
                 continue;
             };
             let wants = self
