@@ -1,7 +1,7 @@
 //! [`Client`]: connecting, submitting tasks and graphs (in parts within the frame
 //! target), asking the scheduler.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{hash_map, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -242,18 +242,21 @@ impl Client {
             self.inner.id(),
             self.inner.next.fetch_add(1, Ordering::Relaxed)
         );
-        let mut g = Graph::new();
-        let mut keys = Vec::new();
+        self.check_ops(std::iter::once(name))?;
+        // The tasks' wire form is built at once (no graph between): a map may be of
+        // millions of tasks.
+        let mut bufs: Vec<Bytes> = Vec::new();
+        let mut tasks = Vec::new();
         let mut keep = Vec::new();
         for (i, args) in items.into_iter().enumerate() {
-            let key = format!("{prefix}-{i}");
             let (args, k) = op.prepare(args)?;
-            g.task(&key, name, args);
-            keys.push(key);
+            let spec = crate::graph::spec(format!("{prefix}-{i}"), name.into(), &args, &mut bufs)
+                .map_err(|e| ClientError::Rejected(e.to_string()))?;
+            tasks.push(spec);
             keep.push(k);
         }
-        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let futures = self.compute_as(&g, &keys, op.decoder())?;
+        let keys: Vec<Arc<str>> = tasks.iter().map(|t| Arc::from(t.key.as_str())).collect();
+        let futures = self.submit_specs(tasks, &bufs, &keys, op.decoder())?;
         drop(keep);
         Ok(futures)
     }
@@ -272,8 +275,19 @@ impl Client {
         outputs: &[&str],
         decode: fn(Value) -> Result<T, String>,
     ) -> Result<Vec<Future<T>>, ClientError> {
+        self.check_ops(graph.ops())?;
+        let mut bufs: Vec<Bytes> = Vec::new();
+        let tasks: Vec<TaskSpec> = graph
+            .specs(&mut bufs)
+            .map_err(|e| ClientError::Rejected(e.to_string()))?;
+        let outputs: Vec<Arc<str>> = outputs.iter().map(|k| Arc::from(*k)).collect();
+        self.submit_specs(tasks, &bufs, &outputs, decode)
+    }
+
+    /// Refuses ops the cluster does not know, when this client knows which it does.
+    fn check_ops<'a>(&self, mut used: impl Iterator<Item = &'a str>) -> Result<(), ClientError> {
         if let Some(ops) = &self.inner.ops {
-            if let Some(op) = graph.ops().find(|op| !ops.contains(*op)) {
+            if let Some(op) = used.find(|op| !ops.contains(*op)) {
                 let mut known: Vec<&String> = ops.iter().collect();
                 known.sort();
                 return Err(ClientError::UnknownOp {
@@ -282,12 +296,20 @@ impl Client {
                 });
             }
         }
-        let mut bufs: Vec<Bytes> = Vec::new();
-        let tasks: Vec<TaskSpec> = graph
-            .specs(&mut bufs)
-            .map_err(|e| ClientError::Rejected(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Sends tasks in wire form (their byte payloads in `bufs`), holding futures for
+    /// `outputs`, in as many parts as their size needs.
+    fn submit_specs<T>(
+        &self,
+        tasks: Vec<TaskSpec>,
+        bufs: &[Bytes],
+        outputs: &[Arc<str>],
+        decode: fn(Value) -> Result<T, String>,
+    ) -> Result<Vec<Future<T>>, ClientError> {
         let parts =
-            split_graph(tasks, outputs, &bufs).map_err(|e| ClientError::Rejected(e.to_string()))?;
+            split_graph(tasks, outputs, bufs).map_err(|e| ClientError::Rejected(e.to_string()))?;
         let futures = {
             let mut st = self.inner.state();
             if let Some(reason) = &st.closed {
@@ -295,7 +317,7 @@ impl Client {
             }
             outputs
                 .iter()
-                .map(|k| self.hold(&mut st, k, decode))
+                .map(|k| self.hold(&mut st, k.clone(), decode))
                 .collect::<Vec<_>>()
         };
         for (msg, bufs) in parts {
@@ -327,20 +349,24 @@ impl Client {
     pub(crate) fn hold<T>(
         &self,
         st: &mut State,
-        key: &str,
+        key: Arc<str>,
         decode: fn(Value) -> Result<T, String>,
     ) -> Future<T> {
-        let key: Arc<str> = match st.keys.get_key_value(key) {
-            Some((k, _)) => k.clone(),
-            None => key.into(),
+        let key = match st.keys.entry(key) {
+            hash_map::Entry::Occupied(mut e) => {
+                e.get_mut().refs += 1;
+                e.key().clone()
+            }
+            hash_map::Entry::Vacant(e) => {
+                let key = e.key().clone();
+                e.insert(KeyEntry {
+                    refs: 1,
+                    waited: false,
+                    status: Status::Pending,
+                });
+                key
+            }
         };
-        st.keys
-            .entry(key.clone())
-            .or_insert(KeyEntry {
-                refs: 0,
-                status: Status::Pending,
-            })
-            .refs += 1;
         Future {
             key,
             client: self.clone(),
@@ -460,14 +486,15 @@ impl Client {
 
     pub(crate) fn release(&self, key: &Arc<str>) {
         let mut st = self.inner.state();
-        let Some(e) = st.keys.get_mut(key) else {
+        let hash_map::Entry::Occupied(mut e) = st.keys.entry(key.clone()) else {
             return;
         };
-        e.refs -= 1;
-        if e.refs == 0 {
-            st.keys.remove(key);
-            // Whoever waited on it learns it is gone.
-            st.waiters.remove(key);
+        e.get_mut().refs -= 1;
+        if e.get().refs == 0 {
+            if e.remove().waited {
+                // Whoever waited on it learns it is gone.
+                st.waiters.remove(key);
+            }
             if st.closed.is_none() {
                 // Said with the next message, or by a task on the runtime: the futures
                 // of a whole graph dropped together go in one message, not one each.
@@ -493,7 +520,7 @@ impl Client {
 /// last marked `more`), each with its own buffers.
 pub(crate) fn split_graph(
     tasks: Vec<TaskSpec>,
-    outputs: &[&str],
+    outputs: &[Arc<str>],
     bufs: &[Bytes],
 ) -> Result<Vec<(UpdateGraphMsg, Vec<Bytes>)>, rask_proto::ProtoError> {
     let mut parts = Vec::new();

@@ -77,9 +77,7 @@ pub(crate) async fn wait_status(inner: &Inner, key: &Arc<str>) -> Result<Ready, 
                     ))
                 }
             }
-            let (tx, rx) = oneshot::channel();
-            st.waiters.entry(key.clone()).or_default().push(tx);
-            rx
+            st.wait_on(key).expect("invariant: the key is held (just seen)")
         };
         // Woken by a change, or by the waiter list being dropped (released, closed).
         let _ = woken.await;
@@ -96,13 +94,7 @@ pub(crate) async fn wait_changes<'a>(
     let rxs: Vec<_> = {
         let mut st = inner.state();
         let st = &mut *st;
-        keys.filter(|k| st.keys.contains_key(*k))
-            .map(|k| {
-                let (tx, rx) = oneshot::channel();
-                st.waiters.entry(k.clone()).or_default().push(tx);
-                rx
-            })
-            .collect()
+        keys.filter_map(|k| st.wait_on(k)).collect()
     };
     let deadline = tokio::time::Instant::now() + limit;
     for rx in rxs {

@@ -87,23 +87,35 @@ impl Graph {
         self.tasks
             .iter()
             .map(|t| {
-                let mut deps = Vec::new();
-                let args = Datum::List(
-                    t.args
-                        .iter()
-                        .map(|a| a.to_datum(&mut deps, bufs))
-                        .collect::<Result<_, _>>()?,
-                );
-                Ok(TaskSpec {
-                    key: t.key.clone(),
-                    op: t.op.clone(),
-                    args,
-                    deps,
-                    resources: t.resources.clone(),
-                })
+                let mut spec = spec(t.key.clone(), t.op.clone(), &t.args, bufs)?;
+                spec.resources = t.resources.clone();
+                Ok(spec)
             })
             .collect()
     }
+}
+
+/// The wire form of the task `key = op(args…)` (needing no resources); byte payloads
+/// are appended to `bufs`.
+pub(crate) fn spec(
+    key: String,
+    op: String,
+    args: &[Arg],
+    bufs: &mut Vec<Bytes>,
+) -> Result<TaskSpec, rask_proto::ProtoError> {
+    let mut deps = Vec::new();
+    let args = Datum::List(
+        args.iter()
+            .map(|a| a.to_datum(&mut deps, bufs))
+            .collect::<Result<_, _>>()?,
+    );
+    Ok(TaskSpec {
+        key,
+        op,
+        args,
+        deps,
+        resources: Vec::new(),
+    })
 }
 
 #[cfg(test)]

@@ -33,6 +33,9 @@ pub(crate) enum Status {
 pub(crate) struct KeyEntry {
     /// Live [`Future`] handles for the key.
     pub(crate) refs: u32,
+    /// Someone may wait on the key's status (it may have an entry in
+    /// [`State::waiters`]): most keys never do, and a change of theirs looks no further.
+    pub(crate) waited: bool,
     pub(crate) status: Status,
 }
 
@@ -77,12 +80,29 @@ impl State {
     pub(crate) fn set_status(&mut self, key: &str, status: Status) {
         if let Some(e) = self.keys.get_mut(key) {
             e.status = status;
-            if let Some(ws) = self.waiters.remove(key) {
-                ws.into_iter().for_each(|w| {
-                    let _ = w.send(());
-                });
+            if std::mem::take(&mut e.waited) {
+                self.wake(key);
             }
         }
+    }
+
+    /// Wakes whoever waits on `key`.
+    fn wake(&mut self, key: &str) {
+        if let Some(ws) = self.waiters.remove(key) {
+            ws.into_iter().for_each(|w| {
+                let _ = w.send(());
+            });
+        }
+    }
+
+    /// A channel that is told (or dropped) when `key`'s status changes or the key is
+    /// released; `None` if the key is not held.
+    pub(crate) fn wait_on(&mut self, key: &Arc<str>) -> Option<oneshot::Receiver<()>> {
+        let e = self.keys.get_mut(key)?;
+        e.waited = true;
+        let (tx, rx) = oneshot::channel();
+        self.waiters.entry(key.clone()).or_default().push(tx);
+        Some(rx)
     }
 }
 
@@ -252,19 +272,19 @@ pub(crate) fn on_message(st: &mut State, m: ToClient) {
             value,
             ..
         } => {
-            if !st.keys.contains_key(key.as_str()) {
+            let Some(e) = st.keys.get_mut(key.as_str()) else {
                 return;
-            }
+            };
             let holder = holders.first().copied();
             let value = value.and_then(|d| d.to_value(&[], &[]).ok()).map(Box::new);
-            st.set_status(
-                &key,
-                Status::Memory {
-                    task,
-                    holder,
-                    value,
-                },
-            );
+            e.status = Status::Memory {
+                task,
+                holder,
+                value,
+            };
+            if std::mem::take(&mut e.waited) {
+                st.wake(&key);
+            }
         }
         ToClient::KeyErred { key, error } => st.set_status(&key, Status::Erred(Arc::new(error))),
         ToClient::GraphRejected { keys, message } => {
