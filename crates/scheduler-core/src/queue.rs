@@ -4,7 +4,9 @@
 //! A `BTreeSet<(priority, TaskId)>` costs some 40 bytes per entry here: tasks arrive in
 //! priority order, and a B-tree filled from one end leaves its nodes about half full. This
 //! set keeps its entries in sorted runs of up to [`RUN`] (deques, so taking the first
-//! task costs nothing), each run under its first entry in a B-tree. An entry that goes to
+//! task costs nothing), each run in a B-tree under a key not above its first entry (the
+//! entry that was first when the run was filed: taking entries from its front leaves the
+//! B-tree alone). An entry that goes to
 //! the end of a full last run starts a new run instead of splitting it, so a queue filled
 //! in order is dense. It only orders entries; what they mean is the core's business.
 
@@ -20,7 +22,7 @@ pub(crate) type Entry = (u64, TaskId);
 const RUN: usize = 256;
 
 /// Entries in order. Invariant: every run is non-empty, sorted, at most [`RUN`] long,
-/// keyed by its first entry, and below the next run's first entry.
+/// keyed by an entry not above its first, and below the next run's key.
 #[derive(Debug, Default)]
 pub(crate) struct ReadyQueue {
     runs: BTreeMap<Entry, VecDeque<Entry>>,
@@ -42,8 +44,8 @@ impl ReadyQueue {
         self.len == 0
     }
 
-    /// The key of the run where `e` is or would go: the last whose first entry is not
-    /// above it, else the first run.
+    /// The key of the run where `e` is or would go: the last whose key is not above it,
+    /// else the first run.
     fn run_of(&self, e: &Entry) -> Option<Entry> {
         self.runs
             .range(..=*e)
@@ -87,15 +89,18 @@ impl ReadyQueue {
         let Some((&key, run)) = self.runs.range_mut(..=*e).next_back() else {
             return false;
         };
-        let Ok(at) = run.binary_search(e) else {
-            return false;
-        };
-        run.remove(at);
+        // Most often the first entry (the queue taken from its front).
+        if run.front() == Some(e) {
+            run.pop_front();
+        } else {
+            let Ok(at) = run.binary_search(e) else {
+                return false;
+            };
+            run.remove(at);
+        }
         self.len -= 1;
         if run.is_empty() {
             self.runs.remove(&key);
-        } else if at == 0 {
-            self.rekey(key);
         }
         true
     }
@@ -115,7 +120,7 @@ impl ReadyQueue {
 
     /// The first entry.
     pub(crate) fn first(&self) -> Option<Entry> {
-        self.runs.first_key_value().map(|(k, _)| *k)
+        self.runs.first_key_value().map(|(_, run)| run[0])
     }
 
     /// The first entry above `e`.
@@ -129,7 +134,7 @@ impl ReadyQueue {
         self.runs
             .range((Excluded(*e), Unbounded))
             .next()
-            .map(|(k, _)| *k)
+            .map(|(_, run)| run[0])
     }
 
     /// Every entry, in order.
@@ -143,7 +148,11 @@ impl ReadyQueue {
         let mut n = 0;
         for (key, run) in &self.runs {
             assert!(!run.is_empty() && run.len() <= RUN, "run of {}", run.len());
-            assert_eq!(run[0], *key, "a run's key is its first entry");
+            assert!(*key <= run[0], "a run's key is not above its first entry");
+            assert!(
+                last.is_none_or(|l| l < *key),
+                "a run's entries are below the next run's key"
+            );
             for e in run {
                 assert!(last.is_none_or(|l| l < *e), "entries in order");
                 last = Some(*e);
@@ -228,13 +237,51 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "a run's key is its first entry")]
-    fn the_check_finds_a_run_filed_under_another_key() {
+    #[should_panic(expected = "a run's key is not above its first entry")]
+    fn the_check_finds_a_run_filed_under_a_key_above_its_first_entry() {
         let mut q = ReadyQueue::default();
         q.insert(e(5));
         let run = q.runs.remove(&e(5)).unwrap();
-        q.runs.insert(e(4), run);
+        q.runs.insert(e(6), run);
         q.check();
+    }
+
+    #[test]
+    #[should_panic(expected = "a run's entries are below the next run's key")]
+    fn the_check_finds_a_run_reaching_past_the_next_runs_key() {
+        let mut q = ReadyQueue::default();
+        q.insert(e(5));
+        q.insert(e(9));
+        q.runs.insert(e(7), new_run(e(8)));
+        q.len += 1;
+        q.check();
+    }
+
+    #[test]
+    fn taking_from_the_front_leaves_a_runs_key_and_the_order_holds() {
+        let mut q = ReadyQueue::default();
+        for p in 0..(RUN as u64 * 2) {
+            q.insert(e(p));
+        }
+        for p in 0..10 {
+            assert!(q.remove(&e(p)));
+        }
+        // The first run is still filed under its first entry of before.
+        assert_eq!(q.runs.first_key_value().map(|(k, _)| *k), Some(e(0)));
+        assert_eq!(q.first(), Some(e(10)));
+        q.check();
+        // An entry below the run's key goes in front of it, and is first.
+        assert!(q.insert((0, TaskId(1))));
+        assert_eq!(q.first(), Some((0, TaskId(1))));
+        // One between the key and the first entry too.
+        assert!(q.insert(e(5)));
+        assert!(q.contains(&e(5)));
+        assert_eq!(q.after(&(0, TaskId(1))), Some(e(5)));
+        assert_eq!(q.after(&e(5)), Some(e(10)));
+        q.check();
+        assert!(q.iter().eq([(0, TaskId(1)), e(5)]
+            .into_iter()
+            .chain((10..RUN as u64 * 2).map(e))));
     }
 
     #[test]
