@@ -65,10 +65,20 @@ where
     S::Error: Source,
 {
     fn serialize(&self, serializer: &mut S) -> Result<DatumResolver, S::Error> {
-        let nodes = self.to_nodes();
+        // The nodes go through a list kept per thread: most messages carry a datum (a
+        // task's arguments, its result), and a list allocated for each would cost as
+        // much as the rest of its serialization.
+        let mut nodes = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        self.push_nodes(&mut nodes);
+        let written = ArchivedVec::serialize_from_slice(&nodes, serializer);
+        let len = nodes.len();
+        nodes.clear();
+        if nodes.capacity() <= SCRATCH_KEPT {
+            SCRATCH.with(|s| *s.borrow_mut() = nodes);
+        }
         Ok(DatumResolver {
-            nodes: ArchivedVec::serialize_from_slice(&nodes, serializer)?,
-            len: nodes.len(),
+            nodes: written?,
+            len,
         })
     }
 }
@@ -83,14 +93,15 @@ where
     }
 }
 
-impl Datum {
-    /// The datum's nodes in pre-order.
-    fn to_nodes(&self) -> Vec<Node> {
-        let mut out = Vec::with_capacity(4);
-        self.push_nodes(&mut out);
-        out
-    }
+thread_local! {
+    /// The nodes of the datum being serialized on this thread (see `serialize`).
+    static SCRATCH: std::cell::RefCell<Vec<Node>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
+/// The most nodes [`SCRATCH`] keeps room for between datums.
+const SCRATCH_KEPT: usize = 1024;
+
+impl Datum {
     /// Appends the datum's nodes in pre-order. Recursive: a datum being sent was made
     /// here (decoded within [`MAX_DEPTH`], or built by [`crate::Value::to_datum`], which
     /// refuses deeper values), never read from a peer.
