@@ -84,9 +84,9 @@ impl SchedulerCore {
         p.current[state_index(to)] += 1;
         p.totals[state_index(to)] += 1;
         if is_active(from) != is_active(to) {
-            let deps = task.deps.clone();
-            for d in deps.iter() {
-                let dt = self.tasks.get_mut(d).expect("invariant: dep exists");
+            for i in 0..task.deps.len() {
+                let d = self.tasks[&t].deps[i];
+                let dt = self.tasks.get_mut(&d).expect("invariant: dep exists");
                 if is_active(to) {
                     dt.waiters += 1;
                 } else {
@@ -182,7 +182,7 @@ impl SchedulerCore {
 
     /// Dependents sent ahead to wait for `t` cannot get it now: back to the scheduler.
     pub(crate) fn release_preassigned(&mut self, t: TaskId) {
-        for d in self.tasks[&t].dependents.to_vec() {
+        for &d in self.tasks[&t].dependents.as_slice() {
             let dt = &self.tasks[&d];
             if dt.state == TaskState::Processing && dt.waiting_on > 0 {
                 self.recs.push_back((d, TaskState::Released));
@@ -216,8 +216,8 @@ impl SchedulerCore {
         }
         self.set_state(t, TaskState::Released);
         // Dependents that counted on this data must wait for it again.
-        let dependents = self.tasks[&t].dependents.to_vec();
-        for d in dependents {
+        for i in 0..self.tasks[&t].dependents.as_slice().len() {
+            let d = self.tasks[&t].dependents.as_slice()[i];
             let dt = self.tasks.get_mut(&d).expect("invariant");
             match dt.state {
                 TaskState::Waiting => dt.waiting_on += 1,
@@ -537,7 +537,7 @@ impl SchedulerCore {
             msg,
             bufs,
         });
-        for d in self.tasks[&t].dependents.to_vec() {
+        for &d in self.tasks[&t].dependents.as_slice() {
             if self.tasks[&d].state == TaskState::Waiting {
                 self.recs.push_back((d, TaskState::Processing));
             }
