@@ -315,6 +315,7 @@ impl Client {
             if let Some(reason) = &st.closed {
                 return Err(ClientError::Disconnected(reason.clone()));
             }
+            st.keys.reserve(outputs.len());
             outputs
                 .iter()
                 .map(|k| self.hold(&mut st, k.clone(), decode))
