@@ -27,6 +27,14 @@ const REF: u8 = 8;
 /// The longest encoding kept inline.
 const INLINE: usize = 22;
 
+/// The most bytes [`SCRATCH`] keeps room for between encodings.
+const SCRATCH_KEPT: usize = 4096;
+
+thread_local! {
+    /// Where [`Packed::new`] encodes.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// A datum, packed. 24 bytes; encodings up to 22 bytes need no allocation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Packed {
@@ -39,18 +47,27 @@ const _: () = assert!(std::mem::size_of::<Packed>() == 24);
 impl Packed {
     /// Packs `d`.
     pub(crate) fn new(d: &Datum) -> Self {
-        let mut out = Vec::new();
-        encode(d, &mut out);
-        if out.len() <= INLINE {
-            let mut bytes = [0; INLINE];
-            bytes[..out.len()].copy_from_slice(&out);
-            Packed::Inline {
-                len: out.len() as u8,
-                bytes,
+        // Encoded into a buffer kept per thread: most encodings are short and kept
+        // inline, and a buffer allocated for each would be an allocation per task.
+        SCRATCH.with(|s| {
+            let mut out = s.borrow_mut();
+            out.clear();
+            encode(d, &mut out);
+            let packed = if out.len() <= INLINE {
+                let mut bytes = [0; INLINE];
+                bytes[..out.len()].copy_from_slice(&out);
+                Packed::Inline {
+                    len: out.len() as u8,
+                    bytes,
+                }
+            } else {
+                Packed::Heap(out.as_slice().into())
+            };
+            if out.capacity() > SCRATCH_KEPT {
+                *out = Vec::new();
             }
-        } else {
-            Packed::Heap(out.into_boxed_slice())
-        }
+            packed
+        })
     }
 
     /// The datum packed.

@@ -495,7 +495,8 @@ impl SchedulerCore {
             .clamp(1, u32::MAX as u64);
         let msg = ComputeMsg {
             task: t,
-            op: stat.name.to_string(),
+            // Not `to_string`: on an `Arc<str>` that goes through `Display`.
+            op: String::from(&*stat.name),
             args: task.args.unpack(),
             deps: task
                 .deps

@@ -86,7 +86,8 @@ impl Server {
                     holders,
                     value,
                 } => self.key_in_memory(client, holders, |holders| ToClient::KeyInMemory {
-                    key: key.to_string(),
+                    // Not `to_string`: on an `Arc<str>` that goes through `Display`.
+                    key: String::from(&*key),
                     task,
                     nbytes,
                     holders,
