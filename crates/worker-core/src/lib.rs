@@ -243,12 +243,22 @@ impl WorkerCore {
 
     /// The instructions produced since the last call, in order.
     pub fn take(&mut self) -> Vec<Instruction> {
+        let mut out = Vec::new();
+        self.take_into(&mut out);
+        out
+    }
+
+    /// [`WorkerCore::take`] into `into` (cleared first), whose room the core keeps for
+    /// the instructions to come: a caller that passes the same list each time allocates
+    /// none per instruction.
+    pub fn take_into(&mut self, into: &mut Vec<Instruction>) {
         // The unit tests check the bookkeeping at every step they look at.
         #[cfg(test)]
         if let Err(e) = self.validate() {
             panic!("worker core: {e}");
         }
-        std::mem::take(&mut self.out)
+        into.clear();
+        std::mem::swap(&mut self.out, into);
     }
 
     /// Whether a task's data is in the local store.

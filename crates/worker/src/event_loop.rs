@@ -51,6 +51,8 @@ pub(crate) struct State {
     pub(crate) events: mpsc::UnboundedSender<Event>,
     /// Inline execution stops at this instant (per wake-up budget).
     pub(crate) inline_until: Instant,
+    /// The list the core's instructions are taken into (kept for its room).
+    pub(crate) instructions: Vec<rask_worker_core::Instruction>,
     /// The start of the core's clock ([`WorkerCore::set_now`](rask_worker_core::WorkerCore::set_now)).
     pub(crate) epoch: Instant,
     /// How ops run: outputs to the shared-memory arena, device plans on the device.
@@ -280,12 +282,16 @@ impl State {
     pub(crate) fn drive(&mut self) {
         self.inline_until = Instant::now() + INLINE_BUDGET;
         self.spill_now();
+        // The core's instructions come in this list and its room goes back to the core:
+        // no list is allocated per instruction.
+        let mut out = std::mem::take(&mut self.instructions);
         loop {
-            let out = self.core.take();
+            self.core.take_into(&mut out);
             if out.is_empty() {
+                self.instructions = out;
                 return;
             }
-            for i in out {
+            for i in out.drain(..) {
                 trace!(target: "rask_worker::steps", "{i:?}");
                 match i {
                     Instruction::Fetch { from, tasks } => self.fetch(from, tasks),
