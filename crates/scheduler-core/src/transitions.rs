@@ -181,10 +181,11 @@ impl SchedulerCore {
     }
 
     /// Dependents sent ahead to wait for `t` cannot get it now: back to the scheduler.
+    /// (`t` was not in memory, so a dependent processing is one sent ahead: it waits on
+    /// `t`, as `validate` checks.)
     pub(crate) fn release_preassigned(&mut self, t: TaskId) {
         for &d in self.tasks[&t].dependents.as_slice() {
-            let dt = &self.tasks[&d];
-            if dt.state == TaskState::Processing && dt.waiting_on > 0 {
+            if self.tasks[&d].state == TaskState::Processing {
                 self.recs.push_back((d, TaskState::Released));
             }
         }
