@@ -77,7 +77,8 @@ pub(crate) async fn wait_status(inner: &Inner, key: &Arc<str>) -> Result<Ready, 
                     ))
                 }
             }
-            st.wait_on(key).expect("invariant: the key is held (just seen)")
+            st.wait_on(key)
+                .expect("invariant: the key is held (just seen)")
         };
         // Woken by a change, or by the waiter list being dropped (released, closed).
         let _ = woken.await;

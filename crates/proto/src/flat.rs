@@ -220,6 +220,25 @@ mod tests {
         d
     }
 
+    fn scratch_room() -> usize {
+        SCRATCH.with(|s| s.borrow().capacity())
+    }
+
+    /// Serializing keeps the list of nodes for the next datum, unless it grew past
+    /// [`SCRATCH_KEPT`] (a huge datum's room is not held on to).
+    #[test]
+    fn the_list_of_nodes_is_kept_unless_huge() {
+        let small = Datum::List(vec![Datum::Int(1), Datum::Str("x".into())]);
+        round_trip(&small).unwrap();
+        let room = scratch_room();
+        assert!(room >= 3, "room kept: {room}");
+        round_trip(&small).unwrap();
+        assert_eq!(scratch_room(), room, "the same list serves again");
+        let huge = Datum::List(vec![Datum::Int(1); SCRATCH_KEPT * 2]);
+        assert_eq!(round_trip(&huge).unwrap(), huge);
+        assert_eq!(scratch_room(), 0, "a huge datum's room is let go");
+    }
+
     fn round_trip(d: &Datum) -> Result<Datum, ProtoError> {
         decode_header::<Datum>(&encode_header(d))
     }
