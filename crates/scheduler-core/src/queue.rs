@@ -6,9 +6,9 @@
 //! set keeps its entries in sorted runs of up to [`RUN`] (deques, so taking the first
 //! task costs nothing), each run in a B-tree under a key not above its first entry (the
 //! entry that was first when the run was filed: taking entries from its front leaves the
-//! B-tree alone). An entry that goes to
-//! the end of a full last run starts a new run instead of splitting it, so a queue filled
-//! in order is dense. It only orders entries; what they mean is the core's business.
+//! B-tree alone). An entry that goes to the end of a full last run starts a new run
+//! instead of splitting it, so a queue filled in order is dense. It only orders entries;
+//! what they mean is the core's business.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound::{Excluded, Unbounded};
