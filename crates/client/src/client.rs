@@ -6,15 +6,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use rask_proto::msg::{
-    Hello, Holder, Role, SchedulerInfoMsg, TaskSpec, ToClient, ToScheduler, UpdateGraphMsg,
-};
+use rask_proto::msg::{Hello, Holder, Role, SchedulerInfoMsg, TaskSpec, ToClient, ToScheduler};
 use rask_proto::Value;
 use rask_transport::{connect, ConnConfig, Sender};
 use tokio::sync::oneshot;
 
 use crate::future::{as_is, Future};
 use crate::gather::gather;
+use crate::graph::split_graph;
 pub use crate::options::{ClientOptions, ProgramSource};
 use crate::runtime::block_on;
 use crate::runtime::on_runtime;
@@ -94,10 +93,6 @@ impl Inner {
 pub struct Client {
     pub(crate) inner: Arc<Inner>,
 }
-
-/// The largest part of a graph sent in one message (by its size estimate): a large graph
-/// goes in several, well inside the scheduler's frame limit.
-pub(crate) const PART_TARGET: usize = 4 << 20;
 
 impl Client {
     /// Connects to a scheduler at `tcp://host:port`.
@@ -515,59 +510,6 @@ impl Client {
     pub fn held_keys(&self) -> usize {
         self.inner.state().keys.len()
     }
-}
-
-/// Splits a graph into messages of at most about [`PART_TARGET`] each (every one but the
-/// last marked `more`), each with its own buffers.
-pub(crate) fn split_graph(
-    tasks: Vec<TaskSpec>,
-    outputs: &[Arc<str>],
-    bufs: &[Bytes],
-) -> Result<Vec<(UpdateGraphMsg, Vec<Bytes>)>, rask_proto::ProtoError> {
-    let mut parts = Vec::new();
-    let mut part = UpdateGraphMsg {
-        tasks: Vec::new(),
-        wanted: Vec::new(),
-        more: true,
-    };
-    let mut part_bufs = Vec::new();
-    let mut size = 0;
-    let flush = |part: &mut UpdateGraphMsg, part_bufs: &mut Vec<Bytes>, parts: &mut Vec<_>| {
-        let full = std::mem::replace(
-            part,
-            UpdateGraphMsg {
-                tasks: Vec::new(),
-                wanted: Vec::new(),
-                more: true,
-            },
-        );
-        parts.push((full, std::mem::take(part_bufs)));
-    };
-    for mut t in tasks {
-        let n = rask_proto::size::task_wire_size(&t);
-        if size + n > PART_TARGET && size > 0 {
-            flush(&mut part, &mut part_bufs, &mut parts);
-            size = 0;
-        }
-        size += n;
-        if !bufs.is_empty() {
-            let own = t.args.localize(bufs)?;
-            t.args.globalize(&own, &mut part_bufs)?;
-        }
-        part.tasks.push(t);
-    }
-    for k in outputs {
-        let n = k.len() + 16;
-        if size + n > PART_TARGET && size > 0 {
-            flush(&mut part, &mut part_bufs, &mut parts);
-            size = 0;
-        }
-        size += n;
-        part.wanted.push(k.to_string());
-    }
-    part.more = false;
-    parts.push((part, part_bufs));
-    Ok(parts)
 }
 
 /// The values of `futures` (in order), each decoded as its future says.

@@ -1,8 +1,11 @@
 //! Task graphs as the client builds them: named tasks whose arguments are values or
-//! references to other keys (the dict form `{"x": 1, "y": (add, "x", 2)}`).
+//! references to other keys (the dict form `{"x": 1, "y": (add, "x", 2)}`), and their
+//! wire form: tasks as sent, in parts that fit the scheduler's frames.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
-use rask_proto::msg::{Resource, TaskSpec};
+use rask_proto::msg::{Resource, TaskSpec, UpdateGraphMsg};
 pub use rask_proto::Arg;
 use rask_proto::{Datum, Value};
 
@@ -116,6 +119,63 @@ pub(crate) fn spec(
         deps,
         resources: Vec::new(),
     })
+}
+
+/// The largest part of a graph sent in one message (by its size estimate): a large graph
+/// goes in several, well inside the scheduler's frame limit.
+pub(crate) const PART_TARGET: usize = 4 << 20;
+
+/// Splits a graph into messages of at most about [`PART_TARGET`] each (every one but the
+/// last marked `more`), each with its own buffers.
+pub(crate) fn split_graph(
+    tasks: Vec<TaskSpec>,
+    outputs: &[Arc<str>],
+    bufs: &[Bytes],
+) -> Result<Vec<(UpdateGraphMsg, Vec<Bytes>)>, rask_proto::ProtoError> {
+    let mut parts = Vec::new();
+    let mut part = UpdateGraphMsg {
+        tasks: Vec::new(),
+        wanted: Vec::new(),
+        more: true,
+    };
+    let mut part_bufs = Vec::new();
+    let mut size = 0;
+    let flush = |part: &mut UpdateGraphMsg, part_bufs: &mut Vec<Bytes>, parts: &mut Vec<_>| {
+        let full = std::mem::replace(
+            part,
+            UpdateGraphMsg {
+                tasks: Vec::new(),
+                wanted: Vec::new(),
+                more: true,
+            },
+        );
+        parts.push((full, std::mem::take(part_bufs)));
+    };
+    for mut t in tasks {
+        let n = rask_proto::size::task_wire_size(&t);
+        if size + n > PART_TARGET && size > 0 {
+            flush(&mut part, &mut part_bufs, &mut parts);
+            size = 0;
+        }
+        size += n;
+        if !bufs.is_empty() {
+            let own = t.args.localize(bufs)?;
+            t.args.globalize(&own, &mut part_bufs)?;
+        }
+        part.tasks.push(t);
+    }
+    for k in outputs {
+        let n = k.len() + 16;
+        if size + n > PART_TARGET && size > 0 {
+            flush(&mut part, &mut part_bufs, &mut parts);
+            size = 0;
+        }
+        size += n;
+        part.wanted.push(k.to_string());
+    }
+    part.more = false;
+    parts.push((part, part_bufs));
+    Ok(parts)
 }
 
 #[cfg(test)]
