@@ -495,7 +495,7 @@ impl Client {
                 // Said with the next message, or by a task on the runtime: the futures
                 // of a whole graph dropped together go in one message, not one each.
                 let mut releasing = self.inner.releasing.lock().expect("releasing lock");
-                releasing.push(key.to_string());
+                releasing.push(String::from(&**key));
                 if releasing.len() == 1 {
                     let inner = self.inner.clone();
                     self.inner.handle.spawn(async move {

@@ -171,7 +171,7 @@ pub(crate) fn split_graph(
             size = 0;
         }
         size += n;
-        part.wanted.push(k.to_string());
+        part.wanted.push(String::from(&**k));
     }
     part.more = false;
     parts.push((part, part_bufs));
