@@ -34,7 +34,8 @@ pub struct SchedulerCore {
     /// Running workers with a thread free of tasks and steals, by work (see
     /// [`crate::load`]).
     pub(crate) idle: std::collections::BTreeSet<(u64, WorkerId)>,
-    pub(crate) clients: FxHashMap<ClientId, FxHashSet<TaskId>>,
+    /// Connected clients, each with the tasks it may want (see [`crate::wants`]).
+    pub(crate) clients: FxHashMap<ClientId, crate::wants::Wants>,
     /// Ready tasks waiting for a worker slot, by priority.
     pub(crate) queued: crate::queue::ReadyQueue,
     /// Ready tasks that no current worker can run, by priority.

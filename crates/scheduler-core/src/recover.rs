@@ -117,7 +117,7 @@ impl SchedulerCore {
         let held: Vec<TaskId> = keys
             .iter()
             .filter_map(|k| self.keys.get(k, &self.tasks))
-            .filter(|t| self.clients.get(&client).is_some_and(|w| w.contains(t)))
+            .filter(|t| self.tasks[t].who_wants.contains(&client))
             .collect();
         self.on_update_graph(client, Vec::new(), keys)?;
         for t in held {
@@ -244,8 +244,9 @@ impl SchedulerCore {
             .iter()
             .map(|(c, ts)| {
                 let mut keys: Vec<String> = ts
+                    .wanted(*c, &self.tasks)
                     .iter()
-                    .filter_map(|t| self.tasks.get(t).map(|x| x.key.to_string()))
+                    .map(|t| self.tasks[t].key.to_string())
                     .collect();
                 keys.sort();
                 (*c, keys)

@@ -42,10 +42,13 @@ impl SchedulerCore {
         let Some(wants) = self.clients.remove(&client) else {
             return;
         };
-        for t in wants {
+        // Each task at most once, and only those still wanted: the list may name others.
+        for t in wants.iter() {
             if let Some(task) = self.tasks.get_mut(&t) {
-                task.who_wants.retain(|c| *c != client);
-                self.check_release(t);
+                if task.who_wants.contains(&client) {
+                    task.who_wants.retain(|c| *c != client);
+                    self.check_release(t);
+                }
             }
         }
         self.run();
@@ -330,19 +333,20 @@ impl SchedulerCore {
             let Some(t) = found else {
                 continue;
             };
-            let wants = self
-                .clients
-                .get_mut(&client)
-                .expect("invariant: checked above");
-            if !wants.insert(t) {
-                continue;
-            }
             let task = self
                 .tasks
                 .get_mut(&t)
                 .expect("invariant: keyed task exists");
+            if task.who_wants.contains(&client) {
+                continue;
+            }
             task.who_wants.push(client);
-            if task.state == TaskState::Released {
+            let released = task.state == TaskState::Released;
+            self.clients
+                .get_mut(&client)
+                .expect("invariant: checked above")
+                .add(client, t, &self.tasks);
+            if released {
                 touched.push(t);
             }
             self.tell_outcome(client, t);
@@ -374,16 +378,13 @@ impl SchedulerCore {
             let Some(t) = self.keys.get(key, &self.tasks) else {
                 continue;
             };
-            let Some(wants) = self.clients.get_mut(&client) else {
-                return;
-            };
-            if !wants.remove(&t) {
-                continue;
-            }
             let task = self
                 .tasks
                 .get_mut(&t)
                 .expect("invariant: keyed task exists");
+            if !task.who_wants.contains(&client) {
+                continue;
+            }
             task.who_wants.retain(|c| *c != client);
             self.check_release(t);
         }

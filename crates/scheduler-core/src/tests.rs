@@ -139,3 +139,47 @@ fn spec(name: &str) -> crate::api::WorkerSpec {
         base: true,
     }
 }
+
+/// A client that wants and releases key after key keeps a list of what it may want no
+/// longer than twice what it wants plus the margin, whatever it did before; leaving
+/// releases what it still wants and nothing another client wants.
+#[test]
+fn a_clients_wants_stay_bounded_and_leaving_releases_only_its_own() {
+    use crate::wants::SLACK;
+    use crate::TaskState;
+    let (a, b) = (ClientId(1), ClientId(2));
+    let mut s = SchedulerCore::new(CoreConfig::default());
+    s.on_client_joined(a);
+    s.on_client_joined(b);
+    // Held throughout by `a`; `shared` by both.
+    s.on_update_graph(a, vec![new_task("kept", &[], &[])], &["kept".into()])
+        .unwrap();
+    s.on_update_graph(a, vec![new_task("shared", &[], &[])], &["shared".into()])
+        .unwrap();
+    s.on_update_graph(b, vec![], &["shared".into()]).unwrap();
+    // The same key wanted and released again and again (each time a new task, its slot
+    // reused), and `shared` released and wanted again (the same task: `b` holds it):
+    // stale and repeated entries in `a`'s list.
+    for i in 0..3 * SLACK {
+        s.on_update_graph(a, vec![new_task("churn", &[], &[])], &["churn".into()])
+            .unwrap();
+        s.on_release_keys(a, &["churn".into(), "shared".into()]);
+        s.on_update_graph(a, vec![], &["shared".into()]).unwrap();
+        let len = s.clients[&a].len();
+        assert!(len <= 2 * 2 + SLACK + 2, "after {i} rounds the list holds {len}");
+    }
+    s.validate();
+    assert_eq!(s.clients[&a].wanted(a, &s.tasks).len(), 2);
+    // `b` held `shared` and came to hold the reused slot's current task: `a` leaving
+    // leaves both to `b`.
+    s.on_update_graph(b, vec![new_task("churn", &[], &[])], &["churn".into()])
+        .unwrap();
+    s.on_client_left(a);
+    s.validate();
+    assert_eq!(s.task_id("kept"), None, "a's own task is forgotten");
+    for key in ["shared", "churn"] {
+        let t = s.task_id(key).expect("b's task is kept");
+        assert_eq!(s.tasks[&t].who_wants.as_slice(), &[b], "{key}");
+        assert_ne!(s.tasks[&t].state, TaskState::Released, "{key}");
+    }
+}
