@@ -72,3 +72,16 @@ impl Wants {
         self.list.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_compaction_is_due_at_twice_the_size_kept_plus_the_margin() {
+        let mut w = Wants::default();
+        assert_eq!(w.bound(), SLACK);
+        w.kept = 3000;
+        assert_eq!(w.bound(), 6000 + SLACK);
+    }
+}
