@@ -166,7 +166,10 @@ fn a_clients_wants_stay_bounded_and_leaving_releases_only_its_own() {
         s.on_release_keys(a, &["churn".into(), "shared".into()]);
         s.on_update_graph(a, vec![], &["shared".into()]).unwrap();
         let len = s.clients[&a].len();
-        assert!(len <= 2 * 2 + SLACK + 2, "after {i} rounds the list holds {len}");
+        assert!(
+            len <= 2 * 2 + SLACK + 2,
+            "after {i} rounds the list holds {len}"
+        );
         // Appends alone until the first compaction is due (not a compaction each).
         if 2 + 2 * (i + 1) < SLACK {
             assert_eq!(len, 2 + 2 * (i + 1), "after {i} rounds");
