@@ -132,50 +132,64 @@ pub(crate) fn split_graph(
     outputs: &[Arc<str>],
     bufs: &[Bytes],
 ) -> Result<Vec<(UpdateGraphMsg, Vec<Bytes>)>, rask_proto::ProtoError> {
-    let mut parts = Vec::new();
-    let mut part = UpdateGraphMsg {
+    let mut parts = Parts::default();
+    for mut t in tasks {
+        parts.make_room(rask_proto::size::task_wire_size(&t));
+        if !bufs.is_empty() {
+            let own = t.args.localize(bufs)?;
+            t.args.globalize(&own, &mut parts.bufs)?;
+        }
+        parts.part.tasks.push(t);
+    }
+    for k in outputs {
+        parts.make_room(k.len() + 16);
+        parts.part.wanted.push(String::from(&**k));
+    }
+    parts.part.more = false;
+    parts.done.push((parts.part, parts.bufs));
+    Ok(parts.done)
+}
+
+/// The parts of a graph being split: those full, and the one being filled with its
+/// buffers and estimated size.
+struct Parts {
+    done: Vec<(UpdateGraphMsg, Vec<Bytes>)>,
+    part: UpdateGraphMsg,
+    bufs: Vec<Bytes>,
+    size: usize,
+}
+
+impl Default for Parts {
+    fn default() -> Self {
+        Parts {
+            done: Vec::new(),
+            part: empty_part(),
+            bufs: Vec::new(),
+            size: 0,
+        }
+    }
+}
+
+/// A part with nothing in it yet, not the last.
+fn empty_part() -> UpdateGraphMsg {
+    UpdateGraphMsg {
         tasks: Vec::new(),
         wanted: Vec::new(),
         more: true,
-    };
-    let mut part_bufs = Vec::new();
-    let mut size = 0;
-    let flush = |part: &mut UpdateGraphMsg, part_bufs: &mut Vec<Bytes>, parts: &mut Vec<_>| {
-        let full = std::mem::replace(
-            part,
-            UpdateGraphMsg {
-                tasks: Vec::new(),
-                wanted: Vec::new(),
-                more: true,
-            },
-        );
-        parts.push((full, std::mem::take(part_bufs)));
-    };
-    for mut t in tasks {
-        let n = rask_proto::size::task_wire_size(&t);
-        if size + n > PART_TARGET && size > 0 {
-            flush(&mut part, &mut part_bufs, &mut parts);
-            size = 0;
-        }
-        size += n;
-        if !bufs.is_empty() {
-            let own = t.args.localize(bufs)?;
-            t.args.globalize(&own, &mut part_bufs)?;
-        }
-        part.tasks.push(t);
     }
-    for k in outputs {
-        let n = k.len() + 16;
-        if size + n > PART_TARGET && size > 0 {
-            flush(&mut part, &mut part_bufs, &mut parts);
-            size = 0;
+}
+
+impl Parts {
+    /// Counts `n` more bytes into the part being filled, closing it first when they would
+    /// take it past [`PART_TARGET`] (an empty part takes anything).
+    fn make_room(&mut self, n: usize) {
+        if self.size + n > PART_TARGET && self.size > 0 {
+            let full = std::mem::replace(&mut self.part, empty_part());
+            self.done.push((full, std::mem::take(&mut self.bufs)));
+            self.size = 0;
         }
-        size += n;
-        part.wanted.push(String::from(&**k));
+        self.size += n;
     }
-    part.more = false;
-    parts.push((part, part_bufs));
-    Ok(parts)
 }
 
 #[cfg(test)]
@@ -202,5 +216,44 @@ mod tests {
         assert_eq!(specs[2].args, Datum::List(vec![Datum::Buf(0)]));
         assert_eq!(bufs, vec![Bytes::from_static(b"abcd")]);
         assert_eq!(g.ops().collect::<Vec<_>>(), vec!["identity", "add", "len"]);
+    }
+
+    /// A graph larger than a part goes in parts of at most [`PART_TARGET`] (by estimate),
+    /// every one but the last marked `more`, each with its own buffers renumbered from 0;
+    /// the wanted keys follow the tasks.
+    #[test]
+    fn a_large_graph_splits_into_parts_each_with_its_buffers() {
+        let mut g = Graph::new();
+        let payload = Bytes::from(vec![7u8; PART_TARGET / 3 + 1]);
+        for i in 0..7 {
+            g.task(
+                &format!("t{i}"),
+                "len",
+                [
+                    Value::Str("s".repeat(PART_TARGET / 3)).into(),
+                    Value::Bytes(payload.clone()).into(),
+                ],
+            );
+        }
+        let mut bufs = Vec::new();
+        let specs = g.specs(&mut bufs).unwrap();
+        let outputs: Vec<Arc<str>> = vec!["t0".into(), "t6".into()];
+        let parts = split_graph(specs, &outputs, &bufs).unwrap();
+        // Each task's estimate is a third of the target and more: two tasks per part.
+        let sizes: Vec<usize> = parts.iter().map(|(p, _)| p.tasks.len()).collect();
+        assert_eq!(sizes, vec![2, 2, 2, 1]);
+        let more: Vec<bool> = parts.iter().map(|(p, _)| p.more).collect();
+        assert_eq!(more, vec![true, true, true, false]);
+        for (p, b) in &parts {
+            assert_eq!(b.len(), p.tasks.len(), "one buffer per task, in its part");
+            for (j, t) in p.tasks.iter().enumerate() {
+                let Datum::List(args) = &t.args else {
+                    panic!("args: {:?}", t.args)
+                };
+                assert_eq!(args[1], Datum::Buf(j as u32), "renumbered in its part");
+            }
+        }
+        assert!(parts[..3].iter().all(|(p, _)| p.wanted.is_empty()));
+        assert_eq!(parts[3].0.wanted, vec!["t0".to_string(), "t6".to_string()]);
     }
 }
