@@ -158,6 +158,15 @@ impl SchedulerCore {
         std::mem::take(&mut self.actions)
     }
 
+    /// The actions produced since the last call, in order, like
+    /// [`take_actions`](Self::take_actions); `spare`, emptied, is where the core puts the
+    /// next ones. A caller that hands back the vector it drained keeps its capacity, so the
+    /// actions of a batch are not copied again each time the vector would have grown.
+    pub fn swap_actions(&mut self, mut spare: Vec<Action>) -> Vec<Action> {
+        spare.clear();
+        std::mem::replace(&mut self.actions, spare)
+    }
+
     /// The id of the stimulus handled last.
     pub fn last_stimulus(&self) -> StimulusId {
         self.stimulus

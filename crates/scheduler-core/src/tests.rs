@@ -190,3 +190,38 @@ fn a_clients_wants_stay_bounded_and_leaving_releases_only_its_own() {
         assert_ne!(s.tasks[&t].state, TaskState::Released, "{key}");
     }
 }
+
+/// `swap_actions` gives the actions produced since the last call, in order, and the core
+/// fills the vector handed to it next, emptied first: a caller handing back the one it
+/// drained keeps its room.
+#[test]
+fn swapped_actions_come_back_in_order_and_the_spare_is_filled_next() {
+    use crate::Action;
+    let c = ClientId(1);
+    let w = rask_proto::WorkerId(1);
+    let mut s = SchedulerCore::new(CoreConfig::default());
+    s.on_client_joined(c);
+    s.on_worker_joined(w, spec("w1"));
+    s.on_update_graph(c, vec![new_task("x", &[], &[])], &["x".into()])
+        .unwrap();
+    // A spare with room and a stale action in it.
+    let mut spare = Vec::with_capacity(64);
+    spare.push(Action::Free {
+        worker: w,
+        task: rask_proto::TaskId(99),
+    });
+    let first = s.swap_actions(spare);
+    let [Action::Compute { worker, msg, .. }] = first.as_slice() else {
+        panic!("one compute expected: {first:?}");
+    };
+    let x = s.task_id("x").unwrap();
+    assert_eq!((*worker, msg.task), (w, x));
+    s.on_task_finished(w, x, 8, 10, 0, None);
+    let second = s.swap_actions(Vec::new());
+    assert!(second.capacity() >= 64, "the spare was not the one filled");
+    let [Action::KeyInMemory { client, key, .. }] = second.as_slice() else {
+        panic!("one news of x expected, and not the stale free: {second:?}");
+    };
+    assert_eq!((*client, &**key), (c, "x"));
+    assert!(s.take_actions().is_empty());
+}

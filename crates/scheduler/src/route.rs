@@ -12,6 +12,9 @@ use tracing::info;
 
 use crate::server::{holders_of, ClientConn, RetireReply, Server, WorkerConn};
 
+/// The most actions whose room [`Server::flush`] keeps from one batch to the next.
+const SPARE_ACTIONS: usize = 1 << 13;
+
 impl Server {
     /// Routes the core's actions; frees to one worker coalesce into one message, sent
     /// before any later compute or copy to that worker (a task freed and given back to
@@ -20,7 +23,10 @@ impl Server {
     pub(crate) fn flush(&mut self) {
         let mut frees: FxHashMap<WorkerId, Vec<TaskId>> = FxHashMap::default();
         let mut copies: FxHashMap<WorkerId, Vec<DepLoc>> = FxHashMap::default();
-        for a in self.core.take_actions() {
+        let mut actions = self
+            .core
+            .swap_actions(std::mem::take(&mut self.spare_actions));
+        for a in actions.drain(..) {
             match a {
                 Action::Compute { worker, msg, bufs } => {
                     if let Some(WorkerConn { tx: Some(tx), .. }) = self.workers.get(&worker) {
@@ -104,6 +110,11 @@ impl Server {
                     );
                 }
             }
+        }
+        // Kept for the next batch unless a large one (a graph released at once) made it
+        // worth giving back.
+        if actions.capacity() <= SPARE_ACTIONS {
+            self.spare_actions = actions;
         }
         for (w, tasks) in copies {
             self.to_worker(w, ToWorker::AcquireReplicas { tasks });

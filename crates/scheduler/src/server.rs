@@ -86,6 +86,9 @@ pub(crate) struct Server {
     pub(crate) dashboard: String,
     /// The published datasets.
     pub(crate) datasets: crate::datasets::Datasets,
+    /// The vector of actions routed last, emptied, for the core to fill next (see
+    /// [`SchedulerCore::swap_actions`]).
+    pub(crate) spare_actions: Vec<rask_scheduler_core::Action>,
 }
 
 /// An answer to a client's `RetireWorkers`, sent once the workers retired have left.
@@ -114,6 +117,7 @@ impl Server {
             client_programs: FxHashMap::default(),
             clock: 0,
             partial: FxHashMap::default(),
+            spare_actions: Vec::new(),
             retire_replies: Vec::new(),
             shutdown_requested: None,
             started_us: unix_us(),
@@ -339,6 +343,7 @@ impl Server {
     ) {
         let part = self.partial.entry(c).or_default();
         let program = self.client_programs.get(&c);
+        part.tasks.reserve(g.tasks.len());
         for mut t in g.tasks {
             if part.error.is_some() {
                 continue;
