@@ -35,7 +35,7 @@ pub struct SchedulerCore {
     /// [`crate::load`]).
     pub(crate) idle: std::collections::BTreeSet<(u64, WorkerId)>,
     /// Connected clients, each with the tasks it may want (see [`crate::wants`]).
-    pub(crate) clients: FxHashMap<ClientId, crate::wants::Wants>,
+    pub(crate) clients: FxHashMap<ClientId, crate::lists::Wants>,
     /// Ready tasks waiting for a worker slot, by priority.
     pub(crate) queued: crate::queue::ReadyQueue,
     /// Ready tasks that no current worker can run, by priority.
@@ -286,7 +286,7 @@ impl SchedulerCore {
             .map(|(id, w)| WorkerInfo {
                 id: *id,
                 processing: w.processing.len() as u64,
-                stored_keys: w.has_what.len() as u64,
+                stored_keys: w.has_what.count() as u64,
                 stored_bytes: w.nbytes,
                 retiring: w.retiring,
                 fetch_us: w.fetch_us,

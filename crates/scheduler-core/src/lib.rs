@@ -49,6 +49,7 @@ mod core;
 mod few;
 mod graph;
 mod keys;
+mod lists;
 mod load;
 mod observe;
 mod packed;
@@ -65,7 +66,6 @@ mod story;
 mod tests;
 mod transitions;
 mod validate;
-mod wants;
 mod watch;
 
 pub use crate::api::{

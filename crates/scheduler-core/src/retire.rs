@@ -71,7 +71,7 @@ impl SchedulerCore {
                 .get_mut(&worker)
                 .expect("invariant: a copy's recipient is registered");
             w.incoming -= nbytes;
-            w.has_what.insert(*t);
+            w.has_what.add(worker, *t, &self.tasks);
             w.nbytes += nbytes;
             self.retire_dirty = true;
         }
@@ -155,9 +155,7 @@ impl SchedulerCore {
     fn retire_progress(&mut self, w: WorkerId) -> Progress {
         let worker = &self.workers[&w];
         let mut waiting = !worker.processing.is_empty();
-        let mut held: Vec<TaskId> = worker.has_what.iter().copied().collect();
-        held.sort_unstable();
-        for t in held {
+        for t in worker.has_what.current(w, &self.tasks) {
             if self.tasks[&t]
                 .who_has
                 .into_iter()

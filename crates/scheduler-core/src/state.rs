@@ -43,7 +43,8 @@ pub(crate) struct Task {
     pub(crate) waiting_on: u32,
     /// Invariant: the number of dependents that are waiting, queued, no-worker or processing.
     pub(crate) waiters: u32,
-    /// Invariant: non-empty exactly in `Memory`; mirrored by each worker's `has_what`.
+    /// Invariant: non-empty exactly in `Memory`, each worker once; each worker's
+    /// `has_what` lists the task and counts it.
     pub(crate) who_has: Few<WorkerId>,
     /// Invariant: `Some` exactly in `Processing`; mirrored by the worker's `processing`.
     pub(crate) processing_on: Option<WorkerId>,
@@ -99,8 +100,10 @@ pub(crate) struct Worker {
     /// (each counted at most [`crate::api::MAX_FETCH_US`]): its queue covers that wait
     /// besides the queue target, so that its threads have work while inputs arrive.
     pub(crate) fetch_us: u64,
-    pub(crate) has_what: FxHashSet<TaskId>,
-    /// Invariant: the sum of `nbytes` of `has_what`.
+    /// The values it holds: the tasks whose `who_has` names it (found by a list that
+    /// may name more, see [`crate::lists`]).
+    pub(crate) has_what: crate::lists::Held,
+    /// Invariant: the sum of `nbytes` of the values it holds.
     pub(crate) nbytes: u64,
     /// Device memory in use, as last reported.
     pub(crate) device_used: u64,
@@ -134,7 +137,7 @@ impl Worker {
             processing: FxHashSet::default(),
             occupancy_us: 0,
             fetch_us: 0,
-            has_what: FxHashSet::default(),
+            has_what: Default::default(),
             nbytes: 0,
             device_used: 0,
             retiring: false,

@@ -145,7 +145,7 @@ fn spec(name: &str) -> crate::api::WorkerSpec {
 /// releases what it still wants and nothing another client wants.
 #[test]
 fn a_clients_wants_stay_bounded_and_leaving_releases_only_its_own() {
-    use crate::wants::SLACK;
+    use crate::lists::SLACK;
     use crate::TaskState;
     let (a, b) = (ClientId(1), ClientId(2));
     let mut s = SchedulerCore::new(CoreConfig::default());
@@ -165,7 +165,7 @@ fn a_clients_wants_stay_bounded_and_leaving_releases_only_its_own() {
             .unwrap();
         s.on_release_keys(a, &["churn".into(), "shared".into()]);
         s.on_update_graph(a, vec![], &["shared".into()]).unwrap();
-        let len = s.clients[&a].len();
+        let len = s.clients[&a].list.len();
         assert!(
             len <= 2 * 2 + SLACK + 2,
             "after {i} rounds the list holds {len}"
@@ -224,4 +224,72 @@ fn swapped_actions_come_back_in_order_and_the_spare_is_filled_next() {
     };
     assert_eq!((*client, &**key), (c, "x"));
     assert!(s.take_actions().is_empty());
+}
+
+/// A worker that comes to hold and drop value after value keeps a list of what it may
+/// hold no longer than twice what it holds plus the margin, counts exactly what it holds,
+/// and when it leaves, exactly its values are lost (and recomputed where wanted).
+#[test]
+fn a_workers_held_values_stay_bounded_and_leaving_loses_exactly_its_own() {
+    use crate::lists::SLACK;
+    use crate::TaskState;
+    use rask_proto::WorkerId;
+    let c = ClientId(1);
+    let (w1, w2) = (WorkerId(1), WorkerId(2));
+    let mut s = SchedulerCore::new(CoreConfig::default());
+    s.on_client_joined(c);
+    s.on_worker_joined(w1, spec("w1"));
+    let finish = |s: &mut SchedulerCore, key: &str| {
+        let t = s.task_id(key).unwrap();
+        s.on_task_finished(w1, t, 8, 10, 0, None);
+        t
+    };
+    s.on_update_graph(c, vec![new_task("kept", &[], &[])], &["kept".into()])
+        .unwrap();
+    let kept = finish(&mut s, "kept");
+    // The same key computed and released again and again: each time a new task on a
+    // reused slot, held by w1 and dropped.
+    for i in 0..3 * SLACK {
+        s.on_update_graph(c, vec![new_task("churn", &[], &[])], &["churn".into()])
+            .unwrap();
+        finish(&mut s, "churn");
+        let w = &s.workers[&w1].has_what;
+        assert_eq!(w.count(), 2, "after {i} rounds");
+        let len = w.list.len();
+        assert!(
+            len <= 2 * 2 + SLACK + 1,
+            "after {i} rounds the list holds {len}"
+        );
+        if 1 + (i + 1) < SLACK {
+            assert_eq!(len, 1 + (i + 1), "after {i} rounds");
+        }
+        s.on_release_keys(c, &["churn".into()]);
+        assert_eq!(s.workers[&w1].has_what.count(), 1, "after {i} rounds");
+    }
+    s.validate();
+    assert_eq!(s.workers[&w1].has_what.current(w1, &s.tasks), vec![kept]);
+    let info = s.info();
+    assert_eq!(
+        info.workers
+            .iter()
+            .map(|i| i.stored_keys)
+            .collect::<Vec<_>>(),
+        [1]
+    );
+    // The churned key, held at the end by w1; w2 joins, and w1 leaves.
+    s.on_update_graph(c, vec![new_task("churn", &[], &[])], &["churn".into()])
+        .unwrap();
+    let churn = finish(&mut s, "churn");
+    s.on_worker_joined(w2, spec("w2"));
+    s.on_worker_lost(w1);
+    s.validate();
+    for t in [kept, churn] {
+        assert!(s.tasks[&t].who_has.is_empty());
+        assert_eq!(
+            s.tasks[&t].processing_on,
+            Some(w2),
+            "{t:?} recomputed on w2"
+        );
+        assert_eq!(s.tasks[&t].state, TaskState::Processing);
+    }
 }

@@ -197,7 +197,7 @@ impl SchedulerCore {
         let nbytes = task.nbytes;
         for &w in &holders {
             if let Some(worker) = self.workers.get_mut(&w) {
-                worker.has_what.remove(&t);
+                worker.has_what.remove();
                 worker.nbytes -= nbytes;
                 // One value fewer for a retiring holder to wait on.
                 self.retire_dirty |= worker.retiring;
@@ -402,7 +402,7 @@ impl SchedulerCore {
             .workers
             .get_mut(&worker)
             .expect("invariant: checked by the caller");
-        w.has_what.insert(t);
+        w.has_what.add(worker, t, &self.tasks);
         w.nbytes += nbytes;
         self.set_state(t, TaskState::Memory);
         self.notify_memory(t, value);

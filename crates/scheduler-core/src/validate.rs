@@ -20,7 +20,13 @@ impl SchedulerCore {
         let listed: FxHashMap<ClientId, FxHashSet<TaskId>> = self
             .clients
             .iter()
-            .map(|(c, w)| (*c, w.iter().collect()))
+            .map(|(c, w)| (*c, w.list.iter().collect()))
+            .collect();
+        // What each worker's list names (it may name more than the worker holds).
+        let held: FxHashMap<WorkerId, FxHashSet<TaskId>> = self
+            .workers
+            .iter()
+            .map(|(w, x)| (*w, x.has_what.list.iter().collect()))
             .collect();
         for (id, t) in self.tasks.iter() {
             counts[state_index(t.state)] += 1;
@@ -97,8 +103,8 @@ impl SchedulerCore {
             );
             for w in &t.who_has {
                 assert!(
-                    self.workers[w].has_what.contains(&id),
-                    "has_what of {w} lacks {}",
+                    held.get(w).is_some_and(|l| l.contains(&id)),
+                    "has_what of {w} lacks {} (or the worker is unknown)",
                     t.key
                 );
             }
@@ -229,17 +235,18 @@ impl SchedulerCore {
                 occupancy += task.est_us as u64;
             }
             assert_eq!(occupancy, w.occupancy_us, "occupancy of {id}");
-            let mut nbytes = 0;
-            for t in &w.has_what {
-                let task = &self.tasks[t];
-                assert!(
-                    task.who_has.contains(id),
-                    "who_has of {} lacks {id}",
-                    task.key
-                );
-                nbytes += task.nbytes;
-            }
+            // Each value once in `who_has`, so the count of those naming the worker is
+            // the count kept.
+            let holds = w.has_what.current(*id, &self.tasks);
+            assert_eq!(holds.len(), w.has_what.count(), "values held by {id}");
+            let nbytes: u64 = holds.iter().map(|t| self.tasks[t].nbytes).sum();
             assert_eq!(nbytes, w.nbytes, "nbytes of {id}");
+            assert!(
+                w.has_what.list.len() <= w.has_what.list.bound(),
+                "the values listed as held by {id} outgrew their bound: {} > {}",
+                w.has_what.list.len(),
+                w.has_what.list.bound()
+            );
             assert_eq!(
                 w.host,
                 self.host_ids.get(&w.spec.host_id).copied(),
@@ -300,10 +307,10 @@ impl SchedulerCore {
         assert!(!self.retire_dirty, "retirements left unchecked");
         for (c, wants) in &self.clients {
             assert!(
-                wants.len() <= wants.bound(),
+                wants.list.len() <= wants.list.bound(),
                 "the wants of client {c} outgrew their bound: {} > {}",
-                wants.len(),
-                wants.bound()
+                wants.list.len(),
+                wants.list.bound()
             );
         }
     }
