@@ -370,10 +370,12 @@ fn welcomed_peers_announcing_64_mib_but_sending_little_hold_little() {
                 )
                 .await
                 .unwrap();
-                let mut announced = if i % 2 == 0 {
-                    announce(64 << 20, &[])
-                } else {
-                    announce(16, &[64 << 20])
+                // A header beyond a frame's target size, one of that size (the reader
+                // makes room for it up front), or a large buffer.
+                let mut announced = match i % 3 {
+                    0 => announce(64 << 20, &[]),
+                    1 => announce(rask_transport::FRAME_TARGET as u32, &[]),
+                    _ => announce(16, &[64 << 20]),
                 };
                 announced.extend_from_slice(&[0u8; 4096]);
                 readers.push(send_after_hello(conn, &announced).await);

@@ -118,7 +118,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             })
             .await?;
             let lens = frame::parse_buf_lens(&lens, &limits)?;
-            let mut header = AlignedVec::<16>::new();
+            // Room for the header announced, up to a frame's target size (beyond that it
+            // grows as bytes arrive); room not yet written to is not resident, so a peer
+            // that announces much and sends little still makes this side hold little.
+            let mut header =
+                AlignedVec::<16>::with_capacity((p.header_len as usize).min(FRAME_TARGET));
             read_growing(&mut self.r, p.header_len as usize, |b| {
                 header.extend_from_slice(b)
             })
@@ -352,6 +356,9 @@ const MAX_BATCH: usize = 16 * 1024;
 /// is (the client splits large graphs into parts).
 pub const FRAME_TARGET: usize = 8 << 20;
 
+/// What a batch's header holds besides its messages (the list's own root and padding).
+const BATCH_OVERHEAD: usize = 64;
+
 /// Starts the writer task of a connection. It ends when every [`Sender`] is dropped or a
 /// write fails; the write half is then shut down.
 pub fn spawn_writer<M: WireMessage, W: AsyncWrite + Unpin + Send + 'static>(w: W) -> Sender<M> {
@@ -419,7 +426,8 @@ impl<M: WireMessage> PendingWriter<M> {
                         Err(_) => break,
                     }
                 }
-                let header = M::encode_batch(&msgs);
+                // Room for the estimate: the header does not grow (and copy) on the way.
+                let header = M::encode_batch_with_room(&msgs, size + BATCH_OVERHEAD);
                 msgs.clear();
                 if let Err(e) = write_frame(&mut w, &header, &bufs).await {
                     tracing::debug!("write failed: {e}");

@@ -35,6 +35,10 @@ pub trait WireMessage: Sized + Send + 'static {
     /// Archives a batch (a `Vec`, which is what the receiver's archive root is).
     #[allow(clippy::ptr_arg)]
     fn encode_batch(msgs: &Vec<Self>) -> rkyv::util::AlignedVec;
+    /// Like [`encode_batch`](Self::encode_batch), into a buffer with room for `room`
+    /// bytes (an upper estimate of the encoded size, such as the messages'
+    /// [`wire_size`](Self::wire_size)s summed, spares the buffer's growth).
+    fn encode_batch_with_room(msgs: &Vec<Self>, room: usize) -> rkyv::util::AlignedVec;
     /// Validates and deserializes a batch (`bytes` 16-byte aligned).
     fn decode_batch(bytes: &[u8]) -> Result<Vec<Self>, crate::ProtoError>;
     /// Renumbers this message's buffer indices by `base` (its buffers are appended to a
@@ -52,6 +56,9 @@ macro_rules! wire_message {
         impl WireMessage for $t {
             fn encode_batch(msgs: &Vec<Self>) -> rkyv::util::AlignedVec {
                 crate::frame::encode_header(msgs)
+            }
+            fn encode_batch_with_room(msgs: &Vec<Self>, room: usize) -> rkyv::util::AlignedVec {
+                crate::frame::encode_header_with_room(msgs, room)
             }
             fn decode_batch(bytes: &[u8]) -> Result<Vec<Self>, crate::ProtoError> {
                 crate::frame::decode_header(bytes)
