@@ -41,7 +41,7 @@ pub use cluster::{ClusterError, LocalCUDACluster, LocalCluster, LocalClusterBuil
 pub use ndarray;
 pub use rask_client::{
     Arg, ClientError, ClientOptions, FromValue, Future, Graph, IntoArg, IntoArgs, Resource, Submit,
-    WorkerInfoMsg,
+    WorkerInfoMsg, MAP_CHUNK,
 };
 pub use rask_device::sim::Topology;
 pub use rask_kernels::{CudaKernel, Registry};
@@ -265,7 +265,8 @@ impl Client {
     }
 
     /// Runs `op` once per item (each item the arguments of one task, as for
-    /// [`Client::submit`]), as one submission.
+    /// [`Client::submit`]), in submissions of up to [`MAP_CHUNK`] tasks, each sent once
+    /// built (see [`rask_client::Client::map`]).
     pub fn map<O, I, A>(&self, op: O, items: I) -> Result<Vec<Future<O::Output>>, ClientError>
     where
         O: Submit<A>,

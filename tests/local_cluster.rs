@@ -366,3 +366,59 @@ fn echoes_pass_through_the_workers_and_all_come_back() {
         assert!(alone.echo(5).expect("the scheduler answers") > Duration::ZERO);
     });
 }
+
+/// A map larger than one submission goes in several, the first sent (and taken by the
+/// scheduler) before the rest is built; every task's arguments, buffers among them, reach
+/// it across the submissions' boundaries.
+#[test]
+fn a_large_map_goes_in_submissions_the_first_sent_before_the_rest_is_built() {
+    let c = client(2);
+    let n = 2 * rask::MAP_CHUNK + 3;
+    let mut known_while_building = None;
+    let items = (0..n).map(|i| {
+        if i == rask::MAP_CHUNK + 1 {
+            // Asked on the same connection as the submissions: answered after what was
+            // sent before.
+            let info = c.scheduler_info().unwrap();
+            known_while_building = Some(info.tasks_by_state.iter().map(|(_, n)| n).sum::<u64>());
+        }
+        [Arg::Value(Value::Bytes(
+            format!("item {i}").into_bytes().into(),
+        ))]
+    });
+    let fs = c.map("identity", items).unwrap();
+    assert_eq!(known_while_building, Some(rask::MAP_CHUNK as u64));
+    let vals = c.gather(&fs).unwrap();
+    assert_eq!(vals.len(), n);
+    for (i, v) in vals.iter().enumerate() {
+        assert_eq!(
+            v,
+            &Value::Bytes(format!("item {i}").into_bytes().into()),
+            "item {i}"
+        );
+    }
+}
+
+/// An item that cannot be sent (arguments nested too deep) fails a map already partly
+/// sent: nothing is returned, and the tasks sent before are released.
+#[test]
+fn a_map_failing_after_its_first_submission_releases_what_it_sent() {
+    let c = client(1);
+    let bad = rask::MAP_CHUNK + 5;
+    let items = (0..rask::MAP_CHUNK + 10).map(|i| {
+        let mut a = Arg::from(i as i64);
+        if i == bad {
+            for _ in 0..1000 {
+                a = Arg::List(vec![a]);
+            }
+        }
+        [a]
+    });
+    let e = c.map("identity", items).unwrap_err();
+    assert!(matches!(e, ClientError::Rejected(_)), "{e}");
+    assert_eq!(c.held_keys(), 0);
+    eventually("the scheduler to forget the tasks sent", || {
+        let info = c.scheduler_info().unwrap();
+        info.tasks_by_state.iter().map(|(_, n)| n).sum::<u64>() == 0
+    });
+}

@@ -24,6 +24,9 @@ use crate::state::KeyEntry;
 use crate::state::State;
 use crate::state::Status;
 use crate::typed::Submit;
+
+/// The most tasks of a [`Client::map`] sent in one submission.
+pub const MAP_CHUNK: usize = 1024;
 use crate::ClientError;
 use crate::Graph;
 
@@ -224,7 +227,10 @@ impl Client {
     }
 
     /// Runs `op` once per item (each item the arguments of one task, as for
-    /// [`Client::submit`]), as one submission.
+    /// [`Client::submit`]). The tasks go in submissions of up to [`MAP_CHUNK`], each
+    /// sent once built, so the first run while the rest are built. Items whose
+    /// arguments cannot be prepared fail the call; tasks sent before are then released
+    /// (their futures dropped).
     pub fn map<O, I, A>(&self, op: O, items: I) -> Result<Vec<Future<O::Output>>, ClientError>
     where
         O: Submit<A>,
@@ -243,16 +249,37 @@ impl Client {
         let mut bufs: Vec<Bytes> = Vec::new();
         let mut tasks = Vec::new();
         let mut keep = Vec::new();
-        for (i, args) in items.into_iter().enumerate() {
+        let mut futures = Vec::new();
+        let mut items = items.into_iter().enumerate().peekable();
+        while let Some((i, args)) = items.next() {
             let (args, k) = op.prepare(args)?;
             let spec = crate::graph::spec(format!("{prefix}-{i}"), name.into(), &args, &mut bufs)
                 .map_err(|e| ClientError::Rejected(e.to_string()))?;
             tasks.push(spec);
             keep.push(k);
+            if tasks.len() == MAP_CHUNK && items.peek().is_some() {
+                futures.extend(self.submit_chunk(&mut tasks, &mut bufs, &mut keep, &op)?);
+            }
         }
+        futures.extend(self.submit_chunk(&mut tasks, &mut bufs, &mut keep, &op)?);
+        Ok(futures)
+    }
+
+    /// Submits a map's tasks built so far (with their buffers), then lets go of what
+    /// their arguments kept.
+    fn submit_chunk<O: Submit<A>, A>(
+        &self,
+        tasks: &mut Vec<TaskSpec>,
+        bufs: &mut Vec<Bytes>,
+        keep: &mut Vec<O::Keep>,
+        op: &O,
+    ) -> Result<Vec<Future<O::Output>>, ClientError> {
+        let tasks = std::mem::take(tasks);
         let keys: Vec<Arc<str>> = tasks.iter().map(|t| Arc::from(t.key.as_str())).collect();
-        let futures = self.submit_specs(tasks, &bufs, &keys, op.decoder())?;
-        drop(keep);
+        let futures = self.submit_specs(tasks, bufs, &keys, op.decoder())?;
+        bufs.clear();
+        // Only now may the futures among the arguments go (their keys were held).
+        keep.clear();
         Ok(futures)
     }
 

@@ -12,6 +12,9 @@
 //! What the client keeps per held key is small (its name, a few words of state, the value
 //! itself when it came inline): a million futures cost well under 300 bytes each.
 //! Submissions too large for one frame go in parts that the scheduler takes as one graph.
+//! A `map` of independent tasks is the exception: it goes in submissions of up to
+//! [`MAP_CHUNK`] tasks, each sent once built, so its first tasks run while the rest are
+//! built.
 //!
 //! This crate must not contain scheduler or worker code: in-process clusters live in the
 //! `rask` facade crate.
@@ -32,7 +35,7 @@ mod state;
 mod typed;
 mod upload;
 
-pub use client::{Client, ClientOptions, ProgramSource};
+pub use client::{Client, ClientOptions, ProgramSource, MAP_CHUNK};
 pub use future::{FromValue, Future};
 pub use graph::{Arg, Graph};
 pub use rask_proto::msg::{Resource, WorkerInfoMsg};
