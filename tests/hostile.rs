@@ -370,8 +370,8 @@ fn welcomed_peers_announcing_64_mib_but_sending_little_hold_little() {
                 )
                 .await
                 .unwrap();
-                // A header beyond a frame's target size, one of that size (the reader
-                // makes room for it up front), or a large buffer.
+                // A header beyond a frame's target size, one of that size (what a
+                // writer sends at most), or a large buffer.
                 let mut announced = match i % 3 {
                     0 => announce(64 << 20, &[]),
                     1 => announce(rask_transport::FRAME_TARGET as u32, &[]),

@@ -118,11 +118,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             })
             .await?;
             let lens = frame::parse_buf_lens(&lens, &limits)?;
-            // Room for the header announced, up to a frame's target size (beyond that it
-            // grows as bytes arrive); room not yet written to is not resident, so a peer
-            // that announces much and sends little still makes this side hold little.
-            let mut header =
-                AlignedVec::<16>::with_capacity((p.header_len as usize).min(FRAME_TARGET));
+            let mut header = AlignedVec::<16>::new();
             read_growing(&mut self.r, p.header_len as usize, |b| {
                 header.extend_from_slice(b)
             })
