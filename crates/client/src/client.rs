@@ -24,11 +24,11 @@ use crate::state::KeyEntry;
 use crate::state::State;
 use crate::state::Status;
 use crate::typed::Submit;
+use crate::ClientError;
+use crate::Graph;
 
 /// The most tasks of a [`Client::map`] sent in one submission.
 pub const MAP_CHUNK: usize = 1024;
-use crate::ClientError;
-use crate::Graph;
 
 pub(crate) struct Inner {
     pub(crate) handle: tokio::runtime::Handle,

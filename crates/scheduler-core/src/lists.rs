@@ -35,7 +35,7 @@ impl TaskList {
     /// Notes that `t` is in now (it was not before), compacting first when due.
     fn add(&mut self, t: TaskId, tasks: &Slab<Task>, is_in: impl Fn(&Task) -> bool) {
         if self.list.len() >= self.bound() {
-            self.list.retain(|t| tasks.get(t).is_some_and(|x| is_in(x)));
+            self.list.retain(|t| tasks.get(t).is_some_and(&is_in));
             self.list.sort_unstable();
             self.list.dedup();
             self.kept = self.list.len();
@@ -57,7 +57,7 @@ impl TaskList {
     fn current(&self, tasks: &Slab<Task>, is_in: impl Fn(&Task) -> bool) -> Vec<TaskId> {
         let mut v: Vec<TaskId> = self
             .iter()
-            .filter(|t| tasks.get(t).is_some_and(|x| is_in(x)))
+            .filter(|t| tasks.get(t).is_some_and(&is_in))
             .collect();
         v.sort_unstable();
         v.dedup();

@@ -38,6 +38,7 @@ pub trait WireMessage: Sized + Send + 'static {
     /// Like [`encode_batch`](Self::encode_batch), into a buffer with room for `room`
     /// bytes (an upper estimate of the encoded size, such as the messages'
     /// [`wire_size`](Self::wire_size)s summed, spares the buffer's growth).
+    #[allow(clippy::ptr_arg)]
     fn encode_batch_with_room(msgs: &Vec<Self>, room: usize) -> rkyv::util::AlignedVec;
     /// Validates and deserializes a batch (`bytes` 16-byte aligned).
     fn decode_batch(bytes: &[u8]) -> Result<Vec<Self>, crate::ProtoError>;
@@ -58,7 +59,9 @@ macro_rules! wire_message {
                 crate::frame::encode_header(msgs)
             }
             fn encode_batch_with_room(msgs: &Vec<Self>, room: usize) -> rkyv::util::AlignedVec {
-                crate::frame::encode_header_with_room(msgs, room)
+                let out = rkyv::util::AlignedVec::with_capacity(room);
+                rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(msgs, out)
+                    .expect("invariant: archiving into memory cannot fail")
             }
             fn decode_batch(bytes: &[u8]) -> Result<Vec<Self>, crate::ProtoError> {
                 crate::frame::decode_header(bytes)
