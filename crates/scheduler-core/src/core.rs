@@ -34,12 +34,16 @@ pub struct SchedulerCore {
     /// Running workers with a thread free of tasks and steals, by work (see
     /// [`crate::load`]).
     pub(crate) idle: std::collections::BTreeSet<(u64, WorkerId)>,
-    /// Connected clients, each with the tasks it may want (see [`crate::wants`]).
+    /// Connected clients, each with the tasks it may want (see [`crate::lists`]).
     pub(crate) clients: FxHashMap<ClientId, crate::lists::Wants>,
     /// Ready tasks waiting for a worker slot, by priority.
     pub(crate) queued: crate::queue::ReadyQueue,
     /// Ready tasks that no current worker can run, by priority.
     pub(crate) no_worker: crate::queue::ReadyQueue,
+    /// Invariant: how many tasks of each program's code are in `no_worker` (codes with
+    /// none are absent), so that asking whether a program's workers are awaited does not
+    /// go through every task no worker can run.
+    pub(crate) no_worker_codes: FxHashMap<u64, u32>,
     pub(crate) ops: Vec<OpStat>,
     pub(crate) op_ids: FxHashMap<Arc<str>, u32>,
     pub(crate) resource_ids: FxHashMap<String, u32>,
@@ -110,6 +114,7 @@ impl SchedulerCore {
             clients: FxHashMap::default(),
             queued: Default::default(),
             no_worker: Default::default(),
+            no_worker_codes: FxHashMap::default(),
             ops: Vec::new(),
             op_ids: FxHashMap::default(),
             resource_ids: FxHashMap::default(),

@@ -481,9 +481,7 @@ impl SchedulerCore {
 
     /// Whether some task is waiting for a worker of the code `code`.
     pub fn waits_for_code(&self, code: u64) -> bool {
-        self.no_worker
-            .iter()
-            .any(|(_, t)| self.tasks[&t].code() == Some(code))
+        self.no_worker_codes.contains_key(&code)
     }
 
     /// A worker reports that a task's op failed.

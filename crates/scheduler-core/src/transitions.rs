@@ -77,6 +77,19 @@ impl SchedulerCore {
         let task = self.tasks.get_mut(&t).expect("invariant: task exists");
         let from = task.state;
         task.state = to;
+        if (from == TaskState::NoWorker) != (to == TaskState::NoWorker) {
+            if let Some(code) = task.code() {
+                let n = self.no_worker_codes.entry(code).or_default();
+                if to == TaskState::NoWorker {
+                    *n += 1;
+                } else {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.no_worker_codes.remove(&code);
+                    }
+                }
+            }
+        }
         self.counts[state_index(from)] -= 1;
         self.counts[state_index(to)] += 1;
         let p = &mut self.prefixes[task.prefix as usize];

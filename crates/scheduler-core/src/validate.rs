@@ -227,6 +227,13 @@ impl SchedulerCore {
             self.counts[state_index(TaskState::NoWorker)],
             "no-worker set size"
         );
+        let mut codes: FxHashMap<u64, u32> = FxHashMap::default();
+        for (_, t) in self.no_worker.iter() {
+            if let Some(code) = self.tasks[&t].code() {
+                *codes.entry(code).or_default() += 1;
+            }
+        }
+        assert_eq!(codes, self.no_worker_codes, "no-worker tasks by code");
         for (id, w) in &self.workers {
             let mut occupancy = 0;
             for t in &w.processing {
