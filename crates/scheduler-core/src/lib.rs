@@ -46,6 +46,7 @@
 mod adaptive;
 mod api;
 mod core;
+mod dispatch;
 mod few;
 mod graph;
 mod keys;

@@ -1,14 +1,11 @@
 //! The transitions between task states: one exhaustive `match (from, to)` and a handler
-//! per pair, the release of what is no longer needed, and the placing of ready tasks
-//! (which reads the cost model in `placement` and never the other way round).
+//! per pair, and the release of what is no longer needed. Ready tasks are placed by
+//! `dispatch`.
 
-use rask_proto::msg::{ComputeMsg, DepLoc};
 use rask_proto::{ClientId, Datum, TaskId, WorkerId};
 
 use crate::api::Action;
 use crate::core::SchedulerCore;
-use crate::placement::Placement;
-use crate::state::add_to;
 use crate::state::is_active;
 use crate::state::state_index;
 use crate::story::Entry;
@@ -461,151 +458,5 @@ impl SchedulerCore {
                 value: value.clone(),
             });
         }
-    }
-
-    /// Puts a ready task (waiting with all deps in memory, queued or no-worker) on the best
-    /// worker with a free slot, or in the queue, or in no-worker.
-    pub(crate) fn place_ready(&mut self, t: TaskId) {
-        let task = &self.tasks[&t];
-        let key = (task.priority, t);
-        let placement = match self.hold {
-            true => Placement::NoFit,
-            false => self.decide_worker(t),
-        };
-        let target = match placement {
-            Placement::Worker(w) => {
-                self.queued.remove(&key);
-                self.no_worker.remove(&key);
-                self.assign(t, w);
-                return;
-            }
-            Placement::NoSlot => TaskState::Queued,
-            Placement::NoFit => TaskState::NoWorker,
-        };
-        if task.state == target {
-            return;
-        }
-        self.queued.remove(&key);
-        self.no_worker.remove(&key);
-        if target == TaskState::Queued {
-            self.queued.insert(key);
-        } else {
-            self.no_worker.insert(key);
-        }
-        self.set_state(t, target);
-    }
-
-    pub(crate) fn assign(&mut self, t: TaskId, w: WorkerId) {
-        let task = self
-            .tasks
-            .get_mut(&t)
-            .expect("invariant: assigned tasks exist");
-        task.run = task.run.wrapping_add(1);
-        let task = &self.tasks[&t];
-        let stat = &self.ops[task.op as usize];
-        let est = stat
-            .avg_us
-            .map_or(self.cfg.default_duration_us, |a| a as u64)
-            .clamp(1, u32::MAX as u64);
-        let msg = ComputeMsg {
-            task: t,
-            // Not `to_string`: on an `Arc<str>` that goes through `Display`.
-            op: String::from(&*stat.name),
-            args: task.args.unpack(),
-            deps: task
-                .deps
-                .iter()
-                .map(|d| {
-                    let dt = &self.tasks[d];
-                    DepLoc {
-                        task: *d,
-                        nbytes: dt.nbytes,
-                        holders: dt.who_has.to_vec(),
-                    }
-                })
-                .collect(),
-            priority: task.priority,
-            report_value: !task.who_wants.is_empty(),
-            run: u32::from(task.run),
-        };
-        let bufs = task
-            .extra
-            .as_ref()
-            .map_or_else(Vec::new, |e| e.bufs.clone());
-        let resources = task.resources().to_vec();
-        let worker = self
-            .workers
-            .get_mut(&w)
-            .expect("invariant: chosen worker exists");
-        worker.processing.insert(t);
-        worker.occupancy_us += est;
-        for (r, a) in resources {
-            add_to(&mut worker.used, r, a);
-        }
-        self.reindex(w);
-        let task = self.tasks.get_mut(&t).expect("invariant");
-        task.processing_on = Some(w);
-        task.est_us = est as u32;
-        self.set_state(t, TaskState::Processing);
-        self.actions.push(Action::Compute {
-            worker: w,
-            msg,
-            bufs,
-        });
-        for &d in self.tasks[&t].dependents.as_slice() {
-            if self.tasks[&d].state == TaskState::Waiting {
-                self.recs.push_back((d, TaskState::Processing));
-            }
-        }
-    }
-
-    /// Undoes `assign`'s accounting; the task keeps its state.
-    pub(crate) fn release_slot(&mut self, t: TaskId) {
-        if !self.steals.is_empty() {
-            self.forget_steal(t);
-        }
-        let task = self.tasks.get_mut(&t).expect("invariant");
-        let Some(w) = task.processing_on.take() else {
-            return;
-        };
-        let est = std::mem::take(&mut task.est_us) as u64;
-        let resources = task.resources().to_vec();
-        if let Some(worker) = self.workers.get_mut(&w) {
-            worker.processing.remove(&t);
-            worker.occupancy_us -= est;
-            for (r, a) in resources {
-                add_to(&mut worker.used, r, -a);
-            }
-            // A retiring worker closes once its tasks are done.
-            self.retire_dirty |= worker.retiring;
-            self.reindex(w);
-        }
-    }
-
-    pub(crate) fn fill_slots(&mut self) {
-        let mut skipped = 0;
-        let mut cursor: Option<(u64, TaskId)> = None;
-        loop {
-            let next = match cursor {
-                None => self.queued.first(),
-                Some(c) => self.queued.after(&c),
-            };
-            let Some(entry) = next else { break };
-            if self.free_workers == 0 {
-                break;
-            }
-            let t = entry.1;
-            self.place_ready(t);
-            if self.tasks[&t].state == TaskState::Queued {
-                // Its resources are busy everywhere; look past it, but not forever.
-                skipped += 1;
-                cursor = Some(entry);
-                if skipped > 64 {
-                    break;
-                }
-            }
-        }
-        self.run();
-        self.steal_step();
     }
 }
