@@ -34,7 +34,9 @@ pub use to_worker::*;
 pub trait WireMessage: Sized + Send + 'static {
     /// Archives a batch (a `Vec`, which is what the receiver's archive root is).
     #[allow(clippy::ptr_arg)]
-    fn encode_batch(msgs: &Vec<Self>) -> rkyv::util::AlignedVec;
+    fn encode_batch(msgs: &Vec<Self>) -> rkyv::util::AlignedVec {
+        Self::encode_batch_with_room(msgs, 0)
+    }
     /// Like [`encode_batch`](Self::encode_batch), into a buffer with room for `room`
     /// bytes (an upper estimate of the encoded size, such as the messages'
     /// [`wire_size`](Self::wire_size)s summed, spares the buffer's growth).
@@ -55,9 +57,6 @@ pub trait WireMessage: Sized + Send + 'static {
 macro_rules! wire_message {
     ($($t:ty => |$m:ident, $base:ident| $shift:block)*) => {$(
         impl WireMessage for $t {
-            fn encode_batch(msgs: &Vec<Self>) -> rkyv::util::AlignedVec {
-                crate::frame::encode_header(msgs)
-            }
             fn encode_batch_with_room(msgs: &Vec<Self>, room: usize) -> rkyv::util::AlignedVec {
                 let out = rkyv::util::AlignedVec::with_capacity(room);
                 rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(msgs, out)
