@@ -15,33 +15,19 @@ impl SchedulerCore {
     /// Puts a ready task (waiting with all deps in memory, queued or no-worker) on the best
     /// worker with a free slot, or in the queue, or in no-worker.
     pub(crate) fn place_ready(&mut self, t: TaskId) {
-        let task = &self.tasks[&t];
-        let key = (task.priority, t);
         let placement = match self.hold {
             true => Placement::NoFit,
             false => self.decide_worker(t),
         };
         let target = match placement {
-            Placement::Worker(w) => {
-                self.queued.remove(&key);
-                self.no_worker.remove(&key);
-                self.assign(t, w);
-                return;
-            }
+            Placement::Worker(w) => return self.assign(t, w),
             Placement::NoSlot => TaskState::Queued,
             Placement::NoFit => TaskState::NoWorker,
         };
-        if task.state == target {
-            return;
+        // `set_state` moves the task between the ready sets.
+        if self.tasks[&t].state != target {
+            self.set_state(t, target);
         }
-        self.queued.remove(&key);
-        self.no_worker.remove(&key);
-        if target == TaskState::Queued {
-            self.queued.insert(key);
-        } else {
-            self.no_worker.insert(key);
-        }
-        self.set_state(t, target);
     }
 
     pub(crate) fn assign(&mut self, t: TaskId, w: WorkerId) {

@@ -186,12 +186,7 @@ impl SchedulerCore {
             TaskState::Processing if task.processing_on == Some(worker) => {
                 self.release_slot(t);
             }
-            TaskState::Released | TaskState::Waiting => {}
-            TaskState::Queued | TaskState::NoWorker => {
-                let key = (task.priority, t);
-                self.queued.remove(&key);
-                self.no_worker.remove(&key);
-            }
+            TaskState::Released | TaskState::Waiting | TaskState::Queued | TaskState::NoWorker => {}
             TaskState::Processing | TaskState::Erred | TaskState::Forgotten => return false,
         }
         self.tasks

@@ -39,12 +39,7 @@ impl SchedulerCore {
             }
             // No worker will ever run it (its code cannot be started anywhere), or its
             // failure comes back from the journal.
-            (Queued | NoWorker, Erred) => {
-                let key = (task.priority, t);
-                self.queued.remove(&key);
-                self.no_worker.remove(&key);
-                self.transition_to_erred(t)
-            }
+            (Queued | NoWorker, Erred) => self.transition_to_erred(t),
             (Released, Forgotten) | (Erred, Forgotten) => self.transition_to_forgotten(t),
             (Memory, Forgotten) => {
                 self.memory_to_released(t);
@@ -74,6 +69,21 @@ impl SchedulerCore {
         let task = self.tasks.get_mut(&t).expect("invariant: task exists");
         let from = task.state;
         task.state = to;
+        // The ready sets hold exactly the tasks in their states: kept here, the one way in
+        // and out of those states.
+        if from != to {
+            let entry = (task.priority, t);
+            match from {
+                TaskState::Queued => self.queued.remove(&entry),
+                TaskState::NoWorker => self.no_worker.remove(&entry),
+                _ => true,
+            };
+            match to {
+                TaskState::Queued => self.queued.insert(entry),
+                TaskState::NoWorker => self.no_worker.insert(entry),
+                _ => true,
+            };
+        }
         if (from == TaskState::NoWorker) != (to == TaskState::NoWorker) {
             if let Some(code) = task.code() {
                 let n = self.no_worker_codes.entry(code).or_default();
@@ -171,9 +181,6 @@ impl SchedulerCore {
     }
 
     pub(crate) fn ready_to_released(&mut self, t: TaskId) {
-        let key = (self.tasks[&t].priority, t);
-        self.queued.remove(&key);
-        self.no_worker.remove(&key);
         self.set_state(t, TaskState::Released);
         self.after_release(t);
     }
