@@ -29,7 +29,11 @@ impl WorkerCore {
         let Some(t) = self.tasks.remove(&task) else {
             return;
         };
-        self.ready.remove(&(t.priority, task));
+        // Only a ready task is in the ready set (a running one, the most often removed,
+        // left it when it started).
+        if t.state == State::Ready {
+            self.ready.remove(&(t.priority, task));
+        }
         if t.state != State::Executing && t.state != State::Cancelled {
             self.out.push(Instruction::Drop { task });
         }
