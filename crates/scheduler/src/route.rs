@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use rask_proto::msg::{DepLoc, TaskError, ToClient, ToWorker};
 use rask_proto::{ClientId, TaskId, WorkerId};
 use rask_scheduler_core::Action;
@@ -15,42 +17,60 @@ use crate::server::{holders_of, ClientConn, RetireReply, Server, WorkerConn};
 /// The most actions whose room [`Server::flush`] keeps from one batch to the next.
 const SPARE_ACTIONS: usize = 1 << 13;
 
+/// Messages for each connection, gathered while the core's actions are routed and handed
+/// to each connection's writer at once: one queue entry per connection and batch.
+#[derive(Default)]
+struct Outboxes {
+    workers: FxHashMap<WorkerId, Vec<(ToWorker, Vec<Bytes>)>>,
+    clients: FxHashMap<ClientId, Vec<(ToClient, Vec<Bytes>)>>,
+}
+
+impl Outboxes {
+    fn to_worker(&mut self, w: WorkerId, m: ToWorker, bufs: Vec<Bytes>) {
+        self.workers.entry(w).or_default().push((m, bufs));
+    }
+
+    fn to_client(&mut self, c: ClientId, m: ToClient) {
+        self.clients.entry(c).or_default().push((m, Vec::new()));
+    }
+}
+
 impl Server {
     /// Routes the core's actions; frees to one worker coalesce into one message, sent
     /// before any later compute or copy to that worker (a task freed and given back to
     /// the same worker in one step must arrive in that order), and copies to one worker
-    /// coalesce likewise, sent before any later free.
+    /// coalesce likewise, sent before any later free. Each connection's messages go to
+    /// its writer together, in the order routed.
     pub(crate) fn flush(&mut self) {
         let mut frees: FxHashMap<WorkerId, Vec<TaskId>> = FxHashMap::default();
         let mut copies: FxHashMap<WorkerId, Vec<DepLoc>> = FxHashMap::default();
+        let mut out = Outboxes::default();
         let mut actions = self
             .core
             .swap_actions(std::mem::take(&mut self.spare_actions));
         for a in actions.drain(..) {
             match a {
                 Action::Compute { worker, msg, bufs } => {
-                    if let Some(WorkerConn { tx: Some(tx), .. }) = self.workers.get(&worker) {
-                        if let Some(tasks) = frees.remove(&worker) {
-                            let _ = tx.send(ToWorker::Free { tasks });
-                        }
-                        let _ = tx.send_with(ToWorker::Compute(msg), bufs);
+                    if let Some(tasks) = frees.remove(&worker) {
+                        out.to_worker(worker, ToWorker::Free { tasks }, Vec::new());
                     }
+                    out.to_worker(worker, ToWorker::Compute(msg), bufs);
                 }
                 Action::Steal { worker, task, run } => {
                     if let Some(tasks) = frees.remove(&worker) {
-                        self.to_worker(worker, ToWorker::Free { tasks });
+                        out.to_worker(worker, ToWorker::Free { tasks }, Vec::new());
                     }
-                    self.to_worker(worker, ToWorker::Steal { task, run });
+                    out.to_worker(worker, ToWorker::Steal { task, run }, Vec::new());
                 }
                 Action::Free { worker, task } => {
                     if let Some(tasks) = copies.remove(&worker) {
-                        self.to_worker(worker, ToWorker::AcquireReplicas { tasks });
+                        out.to_worker(worker, ToWorker::AcquireReplicas { tasks }, Vec::new());
                     }
                     frees.entry(worker).or_default().push(task)
                 }
                 Action::AcquireReplica { worker, dep } => {
                     if let Some(tasks) = frees.remove(&worker) {
-                        self.to_worker(worker, ToWorker::Free { tasks });
+                        out.to_worker(worker, ToWorker::Free { tasks }, Vec::new());
                     }
                     copies.entry(worker).or_default().push(dep);
                 }
@@ -58,18 +78,16 @@ impl Server {
                     if let Some(conn) = self.workers.get(&worker) {
                         info!(worker = worker.0, name = %conn.spec.name, "closing the worker: it retired");
                     }
-                    self.to_worker(
-                        worker,
-                        ToWorker::Close {
-                            reason: "retired".into(),
-                        },
-                    );
+                    let reason = "retired".into();
+                    out.to_worker(worker, ToWorker::Close { reason }, Vec::new());
                 }
                 Action::Retired {
                     client,
                     req,
                     workers,
                 } => {
+                    // The reply may go at once: what was routed before it goes first.
+                    self.send(&mut out);
                     let waiting = workers
                         .iter()
                         .map(|(w, _)| *w)
@@ -91,23 +109,20 @@ impl Server {
                     nbytes,
                     holders,
                     value,
-                } => self.key_in_memory(client, holders, |holders| ToClient::KeyInMemory {
-                    // Not `to_string`: on an `Arc<str>` that goes through `Display`.
-                    key: String::from(&*key),
-                    task,
-                    nbytes,
-                    holders,
-                    value,
+                } => self.key_in_memory(&mut out, client, holders, |holders| {
+                    ToClient::KeyInMemory {
+                        // Not `to_string`: on an `Arc<str>` that goes through `Display`.
+                        key: String::from(&*key),
+                        task,
+                        nbytes,
+                        holders,
+                        value,
+                    }
                 }),
                 Action::KeyErred { client, key, error } => {
                     let error = error_msg(&error);
-                    self.to_client(
-                        client,
-                        ToClient::KeyErred {
-                            key: key.to_string(),
-                            error,
-                        },
-                    );
+                    let key = key.to_string();
+                    out.to_client(client, ToClient::KeyErred { key, error });
                 }
             }
         }
@@ -117,22 +132,39 @@ impl Server {
             self.spare_actions = actions;
         }
         for (w, tasks) in copies {
-            self.to_worker(w, ToWorker::AcquireReplicas { tasks });
+            out.to_worker(w, ToWorker::AcquireReplicas { tasks }, Vec::new());
         }
         for (w, tasks) in frees {
-            self.to_worker(w, ToWorker::Free { tasks });
+            out.to_worker(w, ToWorker::Free { tasks }, Vec::new());
+        }
+        self.send(&mut out);
+    }
+
+    /// Hands each connection's messages to its writer (those of connections gone are
+    /// dropped).
+    fn send(&self, out: &mut Outboxes) {
+        for (w, msgs) in out.workers.drain() {
+            if let Some(WorkerConn { tx: Some(tx), .. }) = self.workers.get(&w) {
+                let _ = tx.send_batch(msgs);
+            }
+        }
+        for (c, msgs) in out.clients.drain() {
+            if let Some(ClientConn { tx: Some(tx), .. }) = self.clients.get(&c) {
+                let _ = tx.send_batch(msgs);
+            }
         }
     }
 
-    /// Sends a client news of a key in memory, naming only holders still connected,
+    /// Queues news of a key in memory for a client, naming only holders still connected,
     /// after telling it where those it was not told of yet can be reached.
     fn key_in_memory(
         &mut self,
+        out: &mut Outboxes,
         client: ClientId,
         mut holders: Vec<WorkerId>,
         news: impl FnOnce(Vec<WorkerId>) -> ToClient,
     ) {
-        let Some(ClientConn { tx: Some(tx), told }) = self.clients.get_mut(&client) else {
+        let Some(ClientConn { tx: Some(_), told }) = self.clients.get_mut(&client) else {
             return;
         };
         holders.retain(|w| self.workers.contains_key(w));
@@ -142,11 +174,10 @@ impl Server {
                 .copied()
                 .filter(|w| told.insert(*w))
                 .collect();
-            let _ = tx.send(ToClient::Workers {
-                holders: holders_of(&self.workers, &new),
-            });
+            let holders = holders_of(&self.workers, &new);
+            out.to_client(client, ToClient::Workers { holders });
         }
-        let _ = tx.send(news(holders));
+        out.to_client(client, news(holders));
     }
 
     pub(crate) fn to_worker(&self, w: WorkerId, m: ToWorker) {
