@@ -285,10 +285,16 @@ impl State {
         // The core's instructions come in this list and its room goes back to the core:
         // no list is allocated per instruction.
         let mut out = std::mem::take(&mut self.instructions);
+        // What goes to the scheduler, handed to the writer at once when the core is done
+        // (nothing else is sent to the scheduler meanwhile: the order is kept).
+        let mut reports = Vec::new();
         loop {
             self.core.take_into(&mut out);
             if out.is_empty() {
                 self.instructions = out;
+                if !reports.is_empty() {
+                    let _ = self.to_scheduler.send_batch(reports);
+                }
                 return;
             }
             for i in out.drain(..) {
@@ -318,11 +324,9 @@ impl State {
                             value,
                             run,
                         });
-                        let _ = self.to_scheduler.send(m);
+                        reports.push((m, Vec::new()));
                     }
-                    Instruction::Send(m) => {
-                        let _ = self.to_scheduler.send(m);
-                    }
+                    Instruction::Send(m) => reports.push((m, Vec::new())),
                     Instruction::Discard { task } => {
                         self.store.lock().expect("store lock").remove(&task);
                         self.spill.remove(task);
