@@ -253,8 +253,13 @@ impl Client {
         let mut items = items.into_iter().enumerate().peekable();
         while let Some((i, args)) = items.next() {
             let (args, k) = op.prepare(args)?;
-            let spec = crate::graph::spec(format!("{prefix}-{i}"), name.into(), &args, &mut bufs)
-                .map_err(|e| ClientError::Rejected(e.to_string()))?;
+            let spec = crate::graph::spec(
+                crate::graph::numbered(&prefix, i),
+                name.into(),
+                &args,
+                &mut bufs,
+            )
+            .map_err(|e| ClientError::Rejected(e.to_string()))?;
             tasks.push(spec);
             keep.push(k);
             if tasks.len() == MAP_CHUNK && items.peek().is_some() {

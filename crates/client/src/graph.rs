@@ -121,6 +121,27 @@ pub(crate) fn spec(
     })
 }
 
+/// `"{prefix}-{i}"`, a map's key: written digit by digit, for `format!` costs about as
+/// much as the rest of building a task.
+pub(crate) fn numbered(prefix: &str, i: usize) -> String {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = i;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let mut key = String::with_capacity(prefix.len() + 1 + digits.len() - at);
+    key.push_str(prefix);
+    key.push('-');
+    key.push_str(std::str::from_utf8(&digits[at..]).expect("invariant: ASCII digits"));
+    key
+}
+
 /// The largest part of a graph sent in one message (by its size estimate): a large graph
 /// goes in several, well inside the scheduler's frame limit.
 pub(crate) const PART_TARGET: usize = 4 << 20;
@@ -255,5 +276,27 @@ mod tests {
         }
         assert!(parts[..3].iter().all(|(p, _)| p.wanted.is_empty()));
         assert_eq!(parts[3].0.wanted, vec!["t0".to_string(), "t6".to_string()]);
+    }
+
+    #[test]
+    fn a_numbered_key_is_the_prefix_a_dash_and_the_number() {
+        for i in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            1_023,
+            1_024,
+            65_535,
+            999_999,
+            usize::MAX,
+        ] {
+            assert_eq!(numbered("inc-1f-3", i), format!("inc-1f-3-{i}"));
+        }
+        for i in (0..200_000).step_by(7) {
+            assert_eq!(numbered("", i), format!("-{i}"));
+        }
     }
 }
