@@ -18,6 +18,13 @@
 // pattern, not a link.
 #![allow(rustdoc::broken_intra_doc_links)]
 
+/// mimalloc, as in the `rask` binary (see `alloc`). BENCHMARKS.md ("The client's
+/// allocator") has the figures with glibc's allocator beside it; a client program
+/// chooses its own.
+#[global_allocator]
+static GLOBAL: alloc::Counting = alloc::Counting;
+
+mod alloc;
 mod array;
 mod dashboard;
 mod deploy;

@@ -163,14 +163,6 @@ pub(crate) fn worker_processes(
         .collect()
 }
 
-/// Bytes of heap this process holds, as glibc counts them over all its arenas (freed
-/// memory the allocator keeps is not counted).
-pub(crate) fn heap_in_use() -> u64 {
-    // SAFETY: mallinfo2 only reads the allocator's counters.
-    let m = unsafe { libc::mallinfo2() };
-    (m.uordblks + m.hblkhd) as u64
-}
-
 /// A child process, killed and reaped when dropped: a benchmark that fails half-way
 /// leaves no scheduler or worker behind.
 pub(crate) struct KillOnDrop(pub(crate) Child);

@@ -10,7 +10,7 @@ use rask::{Arg, Client, Graph, LocalCluster};
 
 use crate::peers::run_dask;
 use crate::procs::{
-    heap_in_use, rss_of, scheduler_process, scheduler_process_with, sibling, tcp_ping_pong_us,
+    rss_of, scheduler_process, scheduler_process_with, sibling, tcp_ping_pong_us,
     worker_processes, KillOnDrop,
 };
 use crate::report::{report, write_json};
@@ -441,7 +441,7 @@ fn client_memory_per_future(n: usize) -> Result<f64> {
     let _workers = worker_processes(&addr, &["w1", "w2"], &[])?;
     let client = Client::connect(&addr)?;
     client.wait_for_workers(2)?;
-    let before = heap_in_use();
+    crate::alloc::count_from_now();
     let fs = client.map("inc", (0..n as i64).map(|i| [Arg::from(i)]))?;
     let vals = client.gather(&fs)?;
     check(
@@ -449,7 +449,7 @@ fn client_memory_per_future(n: usize) -> Result<f64> {
         "gathered every result",
     )?;
     drop(vals);
-    let per_future = heap_in_use().saturating_sub(before) as f64 / n as f64;
+    let per_future = crate::alloc::bytes_since().max(0) as f64 / n as f64;
     check(client.held_keys() == n, "every key held")?;
     Ok(per_future)
 }
