@@ -247,11 +247,16 @@ impl Client {
         // The tasks' wire form is built at once (no graph between): a map may be of
         // millions of tasks.
         let mut bufs: Vec<Bytes> = Vec::new();
+        let mut items = items.into_iter().enumerate().peekable();
+        // Room made at once: lists of a thousand tasks grown as they fill are copied ten
+        // times over.
         let mut tasks = Vec::new();
         let mut keep = Vec::new();
-        let mut futures = Vec::new();
-        let mut items = items.into_iter().enumerate().peekable();
+        let mut futures = Vec::with_capacity(items.size_hint().0);
         while let Some((i, args)) = items.next() {
+            if tasks.is_empty() {
+                tasks.reserve(MAP_CHUNK.min(items.size_hint().0 + 1));
+            }
             let (args, k) = op.prepare(args)?;
             let spec = crate::graph::spec(
                 crate::graph::numbered(&prefix, i),

@@ -153,6 +153,22 @@ pub(crate) fn split_graph(
     outputs: &[Arc<str>],
     bufs: &[Bytes],
 ) -> Result<Vec<(UpdateGraphMsg, Vec<Bytes>)>, rask_proto::ProtoError> {
+    // Most graphs (a map's submission, a `submit`) fit in one part and carry no buffer:
+    // their tasks go as they are, not moved one by one into a list grown as it fills.
+    let size: usize = tasks
+        .iter()
+        .map(rask_proto::size::task_wire_size)
+        .sum::<usize>()
+        + outputs.iter().map(|k| k.len() + 16).sum::<usize>();
+    if bufs.is_empty() && size <= PART_TARGET {
+        let wanted = outputs.iter().map(|k| String::from(&**k)).collect();
+        let whole = UpdateGraphMsg {
+            tasks,
+            wanted,
+            more: false,
+        };
+        return Ok(vec![(whole, Vec::new())]);
+    }
     let mut parts = Parts::default();
     for mut t in tasks {
         parts.make_room(rask_proto::size::task_wire_size(&t));
@@ -298,5 +314,39 @@ mod tests {
         for i in (0..200_000).step_by(7) {
             assert_eq!(numbered("", i), format!("-{i}"));
         }
+    }
+
+    #[test]
+    fn a_graph_without_buffers_goes_whole_when_it_fits_and_in_parts_when_not() {
+        let small = |n: usize, len: usize| {
+            let mut g = Graph::new();
+            for i in 0..n {
+                g.task(
+                    &format!("k{i}"),
+                    "len",
+                    [Value::Str("s".repeat(len)).into()],
+                );
+            }
+            let mut bufs = Vec::new();
+            (g.specs(&mut bufs).unwrap(), bufs)
+        };
+        let outputs: Vec<Arc<str>> = vec!["k0".into(), "k2".into()];
+        let (specs, bufs) = small(3, 10);
+        assert!(bufs.is_empty());
+        let parts = split_graph(specs, &outputs, &bufs).unwrap();
+        assert_eq!(parts.len(), 1);
+        let (p, b) = &parts[0];
+        assert!(b.is_empty() && !p.more);
+        let keys: Vec<&str> = p.tasks.iter().map(|t| t.key.as_str()).collect();
+        assert_eq!(keys, ["k0", "k1", "k2"]);
+        assert_eq!(p.wanted, vec!["k0".to_string(), "k2".to_string()]);
+        // Past the target, still in parts (of two tasks each, a third of it apiece).
+        let (specs, bufs) = small(5, PART_TARGET / 3);
+        let parts = split_graph(specs, &outputs, &bufs).unwrap();
+        let sizes: Vec<usize> = parts.iter().map(|(p, _)| p.tasks.len()).collect();
+        assert_eq!(sizes, vec![2, 2, 1]);
+        let more: Vec<bool> = parts.iter().map(|(p, _)| p.more).collect();
+        assert_eq!(more, vec![true, true, false]);
+        assert_eq!(parts[2].0.wanted.len(), 2);
     }
 }
