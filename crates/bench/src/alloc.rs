@@ -90,7 +90,10 @@ mod tests {
         let expected = usable(kept.as_ptr().cast()) + usable(grown.as_ptr()) - before_bytes;
         assert!(expected > 100_000);
         // Other test threads may allocate meanwhile: a little slack.
-        assert!((n - expected).abs() < 16 * 1024, "counted {n}, expected {expected}");
+        assert!(
+            (n - expected).abs() < 16 * 1024,
+            "counted {n}, expected {expected}"
+        );
         // Off, nothing is counted.
         count_from_now();
         let n0 = bytes_since();

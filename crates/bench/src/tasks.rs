@@ -10,8 +10,8 @@ use rask::{Arg, Client, Graph, LocalCluster};
 
 use crate::peers::run_dask;
 use crate::procs::{
-    rss_of, scheduler_process, scheduler_process_with, sibling, tcp_ping_pong_us,
-    worker_processes, KillOnDrop,
+    rss_of, scheduler_process, scheduler_process_with, sibling, tcp_ping_pong_us, worker_processes,
+    KillOnDrop,
 };
 use crate::report::{report, write_json};
 use crate::stats::{check, median, percentile, rate_figure, Figure};
