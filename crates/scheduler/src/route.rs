@@ -26,11 +26,11 @@ struct Outboxes {
 }
 
 impl Outboxes {
-    fn to_worker(&mut self, w: WorkerId, m: ToWorker, bufs: Vec<Bytes>) {
+    fn for_worker(&mut self, w: WorkerId, m: ToWorker, bufs: Vec<Bytes>) {
         self.workers.entry(w).or_default().push((m, bufs));
     }
 
-    fn to_client(&mut self, c: ClientId, m: ToClient) {
+    fn for_client(&mut self, c: ClientId, m: ToClient) {
         self.clients.entry(c).or_default().push((m, Vec::new()));
     }
 }
@@ -52,25 +52,25 @@ impl Server {
             match a {
                 Action::Compute { worker, msg, bufs } => {
                     if let Some(tasks) = frees.remove(&worker) {
-                        out.to_worker(worker, ToWorker::Free { tasks }, Vec::new());
+                        out.for_worker(worker, ToWorker::Free { tasks }, Vec::new());
                     }
-                    out.to_worker(worker, ToWorker::Compute(msg), bufs);
+                    out.for_worker(worker, ToWorker::Compute(msg), bufs);
                 }
                 Action::Steal { worker, task, run } => {
                     if let Some(tasks) = frees.remove(&worker) {
-                        out.to_worker(worker, ToWorker::Free { tasks }, Vec::new());
+                        out.for_worker(worker, ToWorker::Free { tasks }, Vec::new());
                     }
-                    out.to_worker(worker, ToWorker::Steal { task, run }, Vec::new());
+                    out.for_worker(worker, ToWorker::Steal { task, run }, Vec::new());
                 }
                 Action::Free { worker, task } => {
                     if let Some(tasks) = copies.remove(&worker) {
-                        out.to_worker(worker, ToWorker::AcquireReplicas { tasks }, Vec::new());
+                        out.for_worker(worker, ToWorker::AcquireReplicas { tasks }, Vec::new());
                     }
                     frees.entry(worker).or_default().push(task)
                 }
                 Action::AcquireReplica { worker, dep } => {
                     if let Some(tasks) = frees.remove(&worker) {
-                        out.to_worker(worker, ToWorker::Free { tasks }, Vec::new());
+                        out.for_worker(worker, ToWorker::Free { tasks }, Vec::new());
                     }
                     copies.entry(worker).or_default().push(dep);
                 }
@@ -79,7 +79,7 @@ impl Server {
                         info!(worker = worker.0, name = %conn.spec.name, "closing the worker: it retired");
                     }
                     let reason = "retired".into();
-                    out.to_worker(worker, ToWorker::Close { reason }, Vec::new());
+                    out.for_worker(worker, ToWorker::Close { reason }, Vec::new());
                 }
                 Action::Retired {
                     client,
@@ -122,7 +122,7 @@ impl Server {
                 Action::KeyErred { client, key, error } => {
                     let error = error_msg(&error);
                     let key = key.to_string();
-                    out.to_client(client, ToClient::KeyErred { key, error });
+                    out.for_client(client, ToClient::KeyErred { key, error });
                 }
             }
         }
@@ -132,10 +132,10 @@ impl Server {
             self.spare_actions = actions;
         }
         for (w, tasks) in copies {
-            out.to_worker(w, ToWorker::AcquireReplicas { tasks }, Vec::new());
+            out.for_worker(w, ToWorker::AcquireReplicas { tasks }, Vec::new());
         }
         for (w, tasks) in frees {
-            out.to_worker(w, ToWorker::Free { tasks }, Vec::new());
+            out.for_worker(w, ToWorker::Free { tasks }, Vec::new());
         }
         self.send(&mut out);
     }
@@ -175,9 +175,9 @@ impl Server {
                 .filter(|w| told.insert(*w))
                 .collect();
             let holders = holders_of(&self.workers, &new);
-            out.to_client(client, ToClient::Workers { holders });
+            out.for_client(client, ToClient::Workers { holders });
         }
-        out.to_client(client, news(holders));
+        out.for_client(client, news(holders));
     }
 
     pub(crate) fn to_worker(&self, w: WorkerId, m: ToWorker) {
