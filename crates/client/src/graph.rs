@@ -348,5 +348,18 @@ mod tests {
         let more: Vec<bool> = parts.iter().map(|(p, _)| p.more).collect();
         assert_eq!(more, vec![true, true, false]);
         assert_eq!(parts[2].0.wanted.len(), 2);
+        // Without wanted keys, the same.
+        let (specs, bufs) = small(5, PART_TARGET / 3);
+        let parts = split_graph(specs, &[], &bufs).unwrap();
+        assert_eq!(parts.len(), 3);
+        // Tasks that fit, with wanted keys that do not: in parts too.
+        let (specs, bufs) = small(1, PART_TARGET / 2);
+        let long: Vec<Arc<str>> = (0..3)
+            .map(|i| format!("{i}{}", "k".repeat(PART_TARGET / 4)).into())
+            .collect();
+        let parts = split_graph(specs, &long, &bufs).unwrap();
+        assert_eq!(parts.len(), 2);
+        let wanted: usize = parts.iter().map(|(p, _)| p.wanted.len()).sum();
+        assert_eq!(wanted, 3);
     }
 }
