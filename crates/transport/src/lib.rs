@@ -13,7 +13,7 @@
 //!
 //! # Layout
 //! - [`config`]: connection settings and limits.
-//! - [`frame_io`]: reading and writing frames, the batching writer.
+//! - [`frame_io`]: reading and writing frames; [`writer`]: the batching writer.
 //! - [`handshake`]: hellos, the shared-secret proof, admission of unauthenticated peers,
 //!   refusals.
 //! - [`tcp`] and [`unix`]: connecting and listening; [`addr`]: where to listen and what
@@ -37,6 +37,7 @@ pub mod shm;
 pub mod tcp;
 pub mod tls;
 pub mod unix;
+pub mod writer;
 
 pub use config::*;
 pub use frame_io::*;
@@ -45,6 +46,7 @@ pub use mode::*;
 pub use tcp::*;
 pub use tls::{accept_tcp, TcpReadHalf, TcpWriteHalf, Tls, TlsFiles};
 pub use unix::*;
+pub use writer::*;
 
 use std::time::Duration;
 

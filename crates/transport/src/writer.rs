@@ -1,0 +1,368 @@
+//! The batching writer of a connection: [`Sender`]s queue messages (one at a time or in
+//! batches), and the writer task drains everything queued since its last write into one
+//! frame, up to a target size.
+
+use bytes::Bytes;
+use rask_proto::msg::WireMessage;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::{write_frame, TransportError};
+
+/// Sends messages on a connection; cheap to clone. Messages queued while the writer is
+/// busy go out together in its next frame.
+pub struct Sender<M> {
+    tx: mpsc::UnboundedSender<Queued<M>>,
+    /// Payload bytes that may wait in the queue (see [`channel_bounded`]).
+    budget: Option<(std::sync::Arc<tokio::sync::Semaphore>, u32)>,
+}
+
+/// A message waiting for the writer, with the budget its payload holds until written.
+type Msg<M> = (M, Vec<Bytes>, Option<tokio::sync::OwnedSemaphorePermit>);
+
+/// What a sender queues: one message, or a batch of them in one entry of the queue (one
+/// wake-up of the writer, and no move of each message through the queue).
+enum Queued<M> {
+    One(Msg<M>),
+    Many(Vec<(M, Vec<Bytes>)>),
+}
+
+impl<M> Clone for Sender<M> {
+    fn clone(&self) -> Self {
+        Sender {
+            tx: self.tx.clone(),
+            budget: self.budget.clone(),
+        }
+    }
+}
+
+impl<M: WireMessage> Sender<M> {
+    /// Queues a message without buffers.
+    pub fn send(&self, m: M) -> Result<(), TransportError> {
+        self.send_with(m, Vec::new())
+    }
+
+    /// Queues a message whose `Datum::Buf(i)` indices refer to `bufs[i]`.
+    pub fn send_with(&self, m: M, bufs: Vec<Bytes>) -> Result<(), TransportError> {
+        self.tx
+            .send(Queued::One((m, bufs, None)))
+            .map_err(|_| TransportError::Closed)
+    }
+
+    /// Queues messages (each with its buffers, as for [`Sender::send_with`]), in order,
+    /// as one entry: for a sender with many messages at once, cheaper than one call each.
+    pub fn send_batch(&self, msgs: Vec<(M, Vec<Bytes>)>) -> Result<(), TransportError> {
+        if msgs.is_empty() {
+            return match self.tx.is_closed() {
+                true => Err(TransportError::Closed),
+                false => Ok(()),
+            };
+        }
+        self.tx
+            .send(Queued::Many(msgs))
+            .map_err(|_| TransportError::Closed)
+    }
+
+    /// Like [`Sender::send_with`], but on a [`channel_bounded`] sender waits while the
+    /// payload bytes queued and not yet written exceed the bound: a slow receiver then
+    /// slows the sender instead of growing its queue.
+    pub async fn send_bounded(&self, m: M, bufs: Vec<Bytes>) -> Result<(), TransportError> {
+        let permit = match &self.budget {
+            Some((sem, max)) => {
+                let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+                let n = total.min(*max as u64) as u32;
+                Some(
+                    sem.clone()
+                        .acquire_many_owned(n)
+                        .await
+                        .map_err(|_| TransportError::Closed)?,
+                )
+            }
+            None => None,
+        };
+        self.tx
+            .send(Queued::One((m, bufs, permit)))
+            .map_err(|_| TransportError::Closed)
+    }
+
+    /// Whether the writer has stopped (the connection failed or closed).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// The most messages one frame carries.
+const MAX_BATCH: usize = 16 * 1024;
+
+/// The header size a writer aims to stay below when it batches messages into a frame (by
+/// their [`WireMessage::wire_size`] estimates): well inside any receiver's header limit.
+/// A single larger message still goes, alone; senders split what they send so that none
+/// is (the client splits large graphs into parts).
+pub const FRAME_TARGET: usize = 8 << 20;
+
+/// What a batch's header holds besides its messages (the list's own root and padding).
+const BATCH_OVERHEAD: usize = 64;
+
+/// Starts the writer task of a connection. It ends when every [`Sender`] is dropped or a
+/// write fails; the write half is then shut down.
+pub fn spawn_writer<M: WireMessage, W: AsyncWrite + Unpin + Send + 'static>(w: W) -> Sender<M> {
+    let (tx, pending) = channel();
+    pending.start(w);
+    tx
+}
+
+/// A sender whose connection does not exist yet: messages queue until
+/// [`PendingWriter::start`] is given the connection.
+pub fn channel<M: WireMessage>() -> (Sender<M>, PendingWriter<M>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (Sender { tx, budget: None }, PendingWriter { rx })
+}
+
+/// [`channel`] whose [`Sender::send_bounded`] keeps at most `max_bytes` of payload queued
+/// (a single larger payload still goes, alone).
+pub fn channel_bounded<M: WireMessage>(max_bytes: u32) -> (Sender<M>, PendingWriter<M>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(max_bytes as usize));
+    (
+        Sender {
+            tx,
+            budget: Some((sem, max_bytes)),
+        },
+        PendingWriter { rx },
+    )
+}
+
+/// The receiving end of [`channel`].
+pub struct PendingWriter<M> {
+    rx: mpsc::UnboundedReceiver<Queued<M>>,
+}
+
+impl<M: WireMessage> PendingWriter<M> {
+    /// Starts writing queued and future messages to `w`.
+    pub fn start<W: AsyncWrite + Unpin + Send + 'static>(self, mut w: W) {
+        let mut rx = Inbox {
+            rx: self.rx,
+            batch: Vec::new().into_iter(),
+        };
+        tokio::spawn(async move {
+            let mut msgs = Vec::new();
+            let mut bufs = Vec::new();
+            let mut permits = Vec::new();
+            // A message that would take the frame past FRAME_TARGET waits for the next.
+            let mut next: Option<Msg<M>> = None;
+            loop {
+                let first = match next.take() {
+                    Some(m) => m,
+                    None => match rx.recv().await {
+                        Some(m) => m,
+                        None => break,
+                    },
+                };
+                let mut size = first.0.wire_size();
+                push(&mut msgs, &mut bufs, &mut permits, first);
+                while msgs.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Some(m) => {
+                            size += m.0.wire_size();
+                            if size > FRAME_TARGET {
+                                next = Some(m);
+                                break;
+                            }
+                            push(&mut msgs, &mut bufs, &mut permits, m);
+                        }
+                        None => break,
+                    }
+                }
+                // Room for the estimate: the header does not grow (and copy) on the way.
+                let header = M::encode_batch_with_room(&msgs, size + BATCH_OVERHEAD);
+                msgs.clear();
+                if let Err(e) = write_frame(&mut w, &header, &bufs).await {
+                    tracing::debug!("write failed: {e}");
+                    break;
+                }
+                bufs.clear();
+                // Written: the budget is free again.
+                permits.clear();
+            }
+            rx.rx.close();
+            let _ = w.shutdown().await;
+        });
+    }
+}
+
+/// The writer's end of the queue, one message at a time: the rest of a batch taken from
+/// the queue first.
+struct Inbox<M> {
+    rx: mpsc::UnboundedReceiver<Queued<M>>,
+    batch: std::vec::IntoIter<(M, Vec<Bytes>)>,
+}
+
+impl<M> Inbox<M> {
+    /// The next message, waiting for one; `None` once every sender is gone.
+    async fn recv(&mut self) -> Option<Msg<M>> {
+        loop {
+            if let Some(m) = self.try_recv() {
+                return Some(m);
+            }
+            match self.rx.recv().await? {
+                Queued::One(m) => return Some(m),
+                Queued::Many(v) => self.batch = v.into_iter(),
+            }
+        }
+    }
+
+    /// The next message if one is queued.
+    fn try_recv(&mut self) -> Option<Msg<M>> {
+        loop {
+            if let Some((m, bufs)) = self.batch.next() {
+                return Some((m, bufs, None));
+            }
+            match self.rx.try_recv().ok()? {
+                Queued::One(m) => return Some(m),
+                Queued::Many(v) => self.batch = v.into_iter(),
+            }
+        }
+    }
+}
+
+fn push<M: WireMessage>(
+    msgs: &mut Vec<M>,
+    bufs: &mut Vec<Bytes>,
+    permits: &mut Vec<tokio::sync::OwnedSemaphorePermit>,
+    (mut m, own, permit): Msg<M>,
+) {
+    permits.extend(permit);
+    if !own.is_empty() {
+        m.shift_buffers(bufs.len() as u32);
+        bufs.extend(own);
+    }
+    msgs.push(m);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ConnConfig, FrameReader};
+    use rask_proto::msg::{DataItem, PeerMsg};
+    use rask_proto::{Datum, TaskId};
+
+    #[tokio::test]
+    async fn a_reader_that_does_not_read_holds_back_a_bounded_sender() {
+        let (near, mut far) = tokio::io::duplex(64 * 1024);
+        let (tx, writer) = channel_bounded::<PeerMsg>(1 << 20);
+        writer.start(near);
+        let reply = |req| PeerMsg::Data {
+            req,
+            items: vec![DataItem {
+                task: TaskId(req),
+                value: Datum::Buf(0),
+            }],
+            missing: vec![],
+        };
+        let payload = Bytes::from(vec![3u8; 1 << 20]);
+        // The first reply takes the whole budget and cannot be written: nobody reads.
+        tx.send_bounded(reply(1), vec![payload.clone()])
+            .await
+            .unwrap();
+        let second = tx.send_bounded(reply(2), vec![payload.clone()]);
+        tokio::pin!(second);
+        for _ in 0..10 {
+            let polled = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(std::future::Future::poll(second.as_mut(), cx).is_pending())
+            })
+            .await;
+            assert!(polled, "the second reply was queued past the budget");
+            tokio::task::yield_now().await;
+        }
+        // Reading the first frame frees the budget.
+        let mut reader = FrameReader::new(&mut far, ConnConfig::default());
+        reader.welcome();
+        let first = reader.read_batch::<PeerMsg>().await.unwrap().unwrap();
+        assert_eq!(first.bufs[0].len(), 1 << 20);
+        second.await.unwrap();
+        let next = reader.read_batch::<PeerMsg>().await.unwrap().unwrap();
+        assert!(matches!(next.msgs[0], PeerMsg::Data { req: 2, .. }));
+    }
+
+    #[tokio::test]
+    async fn batches_and_single_messages_go_in_the_order_sent_each_with_its_buffers() {
+        let (near, mut far) = tokio::io::duplex(1 << 16);
+        let (tx, writer) = channel::<PeerMsg>();
+        let data = |req: u64| {
+            (
+                PeerMsg::Data {
+                    req,
+                    items: vec![DataItem {
+                        task: TaskId(req),
+                        value: Datum::Buf(0),
+                    }],
+                    missing: vec![],
+                },
+                vec![Bytes::from(vec![req as u8; 10 + req as usize])],
+            )
+        };
+        let ask = |req: u64, n: usize| PeerMsg::GetData {
+            req,
+            tasks: vec![TaskId(req); n],
+            into_device: false,
+        };
+        let (m, b) = data(1);
+        tx.send_with(m, b).unwrap();
+        tx.send_batch(vec![data(2), data(3)]).unwrap();
+        tx.send_batch(Vec::new()).unwrap();
+        // Two messages whose headers together pass a frame's target: they go in two frames.
+        let big = FRAME_TARGET / 8 * 5 / 8;
+        tx.send_batch(vec![(ask(4, big), vec![]), (ask(5, big), vec![])])
+            .unwrap();
+        let (m, b) = data(6);
+        tx.send_with(m, b).unwrap();
+        drop(tx);
+        writer.start(near);
+        let mut reader = FrameReader::new(&mut far, ConnConfig::default());
+        reader.welcome();
+        let mut seen = Vec::new();
+        let mut frames = 0;
+        while let Some(batch) = reader.read_batch::<PeerMsg>().await.unwrap() {
+            frames += 1;
+            for m in batch.msgs {
+                match m {
+                    PeerMsg::Data { req, items, .. } => {
+                        let Datum::Buf(i) = items[0].value else {
+                            panic!("a buffer")
+                        };
+                        let buf = &batch.bufs[i as usize];
+                        assert_eq!(buf.len(), 10 + req as usize, "the buffer of {req}");
+                        assert!(buf.iter().all(|b| *b as u64 == req), "the buffer of {req}");
+                        seen.push(req);
+                    }
+                    PeerMsg::GetData { req, tasks, .. } => {
+                        assert_eq!(tasks.len(), big);
+                        seen.push(req);
+                    }
+                    _ => panic!("unexpected message"),
+                }
+            }
+        }
+        assert_eq!(seen, [1, 2, 3, 4, 5, 6]);
+        assert!(frames >= 2, "the large batch split: {frames} frames");
+    }
+
+    #[tokio::test]
+    async fn a_batch_to_a_closed_writer_is_an_error() {
+        let (tx, writer) = channel::<PeerMsg>();
+        drop(writer);
+        assert!(matches!(
+            tx.send_batch(Vec::new()),
+            Err(TransportError::Closed)
+        ));
+        let ask = PeerMsg::GetData {
+            req: 1,
+            tasks: vec![],
+            into_device: false,
+        };
+        assert!(matches!(
+            tx.send_batch(vec![(ask, vec![])]),
+            Err(TransportError::Closed)
+        ));
+    }
+}
