@@ -150,6 +150,9 @@ struct Open {
 /// Rebuilds a datum from its nodes, refusing more than [`MAX_DEPTH`] levels of lists, a
 /// list announcing more items than follow, and nodes after the end of the datum.
 fn from_nodes(nodes: &[ArchivedNode]) -> Result<Datum, ProtoError> {
+    if let Some(d) = flat_list(nodes) {
+        return Ok(d);
+    }
     let malformed = |what: &str| ProtoError::Malformed(format!("datum: {what}"));
     let mut stack: Vec<Open> = Vec::new();
     let mut rest = nodes.iter();
@@ -159,13 +162,6 @@ fn from_nodes(nodes: &[ArchivedNode]) -> Result<Datum, ProtoError> {
             _ => malformed("a list announces more items than follow"),
         })?;
         let mut done = match node {
-            ArchivedNode::Null => Datum::Null,
-            ArchivedNode::Bool(b) => Datum::Bool(*b),
-            ArchivedNode::Int(i) => Datum::Int(i.to_native()),
-            ArchivedNode::Float(f) => Datum::Float(f.to_native()),
-            ArchivedNode::Str(s) => Datum::Str(s.as_str().to_owned()),
-            ArchivedNode::Buf(i) => Datum::Buf(i.to_native()),
-            ArchivedNode::Ref(i) => Datum::Ref(i.to_native()),
             ArchivedNode::List(n) => {
                 let n = n.to_native();
                 if n == 0 {
@@ -187,6 +183,7 @@ fn from_nodes(nodes: &[ArchivedNode]) -> Result<Datum, ProtoError> {
                     continue;
                 }
             }
+            _ => leaf(node).expect("invariant: a node not a list is a leaf"),
         };
         // Hand the finished datum to the list it belongs to, closing every list it fills.
         loop {
@@ -204,6 +201,37 @@ fn from_nodes(nodes: &[ArchivedNode]) -> Result<Datum, ProtoError> {
             let full = stack.pop().expect("invariant: the top exists");
             done = Datum::List(full.items);
         }
+    }
+}
+
+/// The datum of a node that is not a list.
+fn leaf(node: &ArchivedNode) -> Option<Datum> {
+    Some(match node {
+        ArchivedNode::Null => Datum::Null,
+        ArchivedNode::Bool(b) => Datum::Bool(*b),
+        ArchivedNode::Int(i) => Datum::Int(i.to_native()),
+        ArchivedNode::Float(f) => Datum::Float(f.to_native()),
+        ArchivedNode::Str(s) => Datum::Str(s.as_str().to_owned()),
+        ArchivedNode::Buf(i) => Datum::Buf(i.to_native()),
+        ArchivedNode::Ref(i) => Datum::Ref(i.to_native()),
+        ArchivedNode::List(_) => return None,
+    })
+}
+
+/// The most frequent shapes, a leaf alone or one list of leaves (a task's arguments, most
+/// results), rebuilt without the stack of open lists; `None` for any other shape, and for
+/// nodes that do not make a datum (the general path says why).
+fn flat_list(nodes: &[ArchivedNode]) -> Option<Datum> {
+    match nodes {
+        [ArchivedNode::List(n), items @ ..] if n.to_native() as usize == items.len() => {
+            let mut out = Vec::with_capacity(items.len());
+            for node in items {
+                out.push(leaf(node)?);
+            }
+            Some(Datum::List(out))
+        }
+        [one] => leaf(one),
+        _ => None,
     }
 }
 
@@ -284,6 +312,42 @@ mod tests {
         // The same bytes are an archived datum (a transparent wrapper of the node list).
         let err = decode_header::<Datum>(&bytes).unwrap_err();
         assert!(err.to_string().contains("deeper than 64"), "{err}");
+    }
+
+    /// A leaf, and one list of leaves, are rebuilt by the short path; any other shape (or
+    /// nodes that make no datum) is left to the general one.
+    #[test]
+    fn only_a_leaf_or_a_list_of_leaves_takes_the_short_path() {
+        let short = |nodes: Vec<Node>| {
+            let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&nodes).unwrap();
+            let archived =
+                rkyv::access::<rkyv::vec::ArchivedVec<ArchivedNode>, rkyv::rancor::Error>(&bytes)
+                    .unwrap();
+            flat_list(archived.as_slice())
+        };
+        assert_eq!(short(vec![Node::Int(4)]), Some(Datum::Int(4)));
+        assert_eq!(short(vec![Node::List(0)]), Some(Datum::List(vec![])));
+        assert_eq!(
+            short(vec![
+                Node::List(3),
+                Node::Int(1),
+                Node::Str("s".into()),
+                Node::Ref(2)
+            ]),
+            Some(Datum::List(vec![
+                Datum::Int(1),
+                Datum::Str("s".into()),
+                Datum::Ref(2)
+            ]))
+        );
+        assert_eq!(
+            short(vec![Node::List(2), Node::List(0), Node::Int(1)]),
+            None
+        );
+        assert_eq!(short(vec![Node::List(1), Node::Int(1), Node::Int(2)]), None);
+        assert_eq!(short(vec![Node::List(3), Node::Int(1)]), None);
+        assert_eq!(short(vec![Node::Int(1), Node::Int(2)]), None);
+        assert_eq!(short(vec![]), None);
     }
 
     #[test]

@@ -131,11 +131,13 @@ impl Value {
             Value::Float(f) => Datum::Float(*f),
             Value::Str(s) => Datum::Str(s.clone()),
             Value::Bytes(_) | Value::Device(_) => Datum::Buf(push(self)?),
-            Value::List(l) => Datum::List(
-                l.iter()
-                    .map(|v| v.to_datum_at(push, depth + 1))
-                    .collect::<Result<_, _>>()?,
-            ),
+            Value::List(l) => {
+                let mut items = Vec::with_capacity(l.len());
+                for v in l {
+                    items.push(v.to_datum_at(push, depth + 1)?);
+                }
+                Datum::List(items)
+            }
         })
     }
 
@@ -221,11 +223,14 @@ impl Datum {
                     count: bufs.len(),
                 })?
                 .to_leaf(),
-            Datum::List(l) => Value::List(
-                l.iter()
-                    .map(|d| d.to_value_at(bufs, deps, depth + 1))
-                    .collect::<Result<_, _>>()?,
-            ),
+            Datum::List(l) => {
+                // Made to size: a `collect` through `Result` cannot know the length.
+                let mut items = Vec::with_capacity(l.len());
+                for d in l {
+                    items.push(d.to_value_at(bufs, deps, depth + 1)?);
+                }
+                Value::List(items)
+            }
             Datum::Ref(i) => (*deps.get(*i as usize).ok_or(ProtoError::MissingDependency {
                 index: *i,
                 count: deps.len(),
