@@ -23,15 +23,40 @@ const SPARE_ACTIONS: usize = 1 << 13;
 struct Outboxes {
     workers: FxHashMap<WorkerId, Vec<(ToWorker, Vec<Bytes>)>>,
     clients: FxHashMap<ClientId, Vec<(ToClient, Vec<Bytes>)>>,
+    /// How many messages each connection had in the batch before: its list starts with
+    /// that much room (lists of thousands grown as they fill are copied a dozen times).
+    sized: OutboxSizes,
+}
+
+/// The messages each connection had in one batch ([`Outboxes::sized`]).
+#[derive(Default)]
+pub(crate) struct OutboxSizes {
+    workers: FxHashMap<WorkerId, usize>,
+    clients: FxHashMap<ClientId, usize>,
 }
 
 impl Outboxes {
+    fn new(sized: OutboxSizes) -> Self {
+        Outboxes {
+            sized,
+            ..Default::default()
+        }
+    }
+
     fn for_worker(&mut self, w: WorkerId, m: ToWorker, bufs: Vec<Bytes>) {
-        self.workers.entry(w).or_default().push((m, bufs));
+        let sized = &self.sized.workers;
+        self.workers
+            .entry(w)
+            .or_insert_with(|| Vec::with_capacity(sized.get(&w).copied().unwrap_or(0)))
+            .push((m, bufs));
     }
 
     fn for_client(&mut self, c: ClientId, m: ToClient) {
-        self.clients.entry(c).or_default().push((m, Vec::new()));
+        let sized = &self.sized.clients;
+        self.clients
+            .entry(c)
+            .or_insert_with(|| Vec::with_capacity(sized.get(&c).copied().unwrap_or(0)))
+            .push((m, Vec::new()));
     }
 }
 
@@ -44,7 +69,7 @@ impl Server {
     pub(crate) fn flush(&mut self) {
         let mut frees: FxHashMap<WorkerId, Vec<TaskId>> = FxHashMap::default();
         let mut copies: FxHashMap<WorkerId, Vec<DepLoc>> = FxHashMap::default();
-        let mut out = Outboxes::default();
+        let mut out = Outboxes::new(std::mem::take(&mut self.outbox_sizes));
         let mut actions = self
             .core
             .swap_actions(std::mem::take(&mut self.spare_actions));
@@ -138,18 +163,25 @@ impl Server {
             out.for_worker(w, ToWorker::Free { tasks }, Vec::new());
         }
         self.send(&mut out);
+        // The sizes of this batch alone: a connection with nothing in it, or gone, starts
+        // the next with no room.
+        self.outbox_sizes = out.sized;
     }
 
     /// Hands each connection's messages to its writer (those of connections gone are
-    /// dropped).
+    /// dropped), noting how many each had.
     fn send(&self, out: &mut Outboxes) {
+        out.sized.workers.clear();
+        out.sized.clients.clear();
         for (w, msgs) in out.workers.drain() {
             if let Some(WorkerConn { tx: Some(tx), .. }) = self.workers.get(&w) {
+                out.sized.workers.insert(w, msgs.len());
                 let _ = tx.send_batch(msgs);
             }
         }
         for (c, msgs) in out.clients.drain() {
             if let Some(ClientConn { tx: Some(tx), .. }) = self.clients.get(&c) {
+                out.sized.clients.insert(c, msgs.len());
                 let _ = tx.send_batch(msgs);
             }
         }

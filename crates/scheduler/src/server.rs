@@ -89,6 +89,9 @@ pub(crate) struct Server {
     /// The vector of actions routed last, emptied, for the core to fill next (see
     /// [`SchedulerCore::swap_actions`]).
     pub(crate) spare_actions: Vec<rask_scheduler_core::Action>,
+    /// How many messages each connection had in the last batch routed (its next list's
+    /// room).
+    pub(crate) outbox_sizes: crate::route::OutboxSizes,
 }
 
 /// An answer to a client's `RetireWorkers`, sent once the workers retired have left.
@@ -118,6 +121,7 @@ impl Server {
             clock: 0,
             partial: FxHashMap::default(),
             spare_actions: Vec::new(),
+            outbox_sizes: Default::default(),
             retire_replies: Vec::new(),
             shutdown_requested: None,
             started_us: unix_us(),
