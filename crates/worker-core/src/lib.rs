@@ -439,13 +439,13 @@ impl WorkerCore {
         duration_us: u64,
         result: Result<Finished, String>,
     ) {
-        let Some(t) = self.tasks.get(&task) else {
+        let Some(t) = self.tasks.get_mut(&task) else {
             return;
         };
         let (cancelled, report, run, fetch_us) =
             (t.state == State::Cancelled, t.report, t.run, t.fetch_us);
+        let again = t.again.take();
         self.ops.observe(t.op, duration_us);
-        let again = self.tasks.get_mut(&task).and_then(|t| t.again.take());
         let waiters = self.local_waiters.remove(&task).unwrap_or_default();
         self.executing -= 1;
         self.remove_task(task);
