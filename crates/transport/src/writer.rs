@@ -21,10 +21,25 @@ pub struct Sender<M> {
 type Msg<M> = (M, Vec<Bytes>, Option<tokio::sync::OwnedSemaphorePermit>);
 
 /// What a sender queues: one message, or a batch of them in one entry of the queue (one
-/// wake-up of the writer, and no move of each message through the queue).
+/// wake-up of the writer, and no move of each message through the queue), or a frame the
+/// sender encoded itself.
 enum Queued<M> {
     One(Msg<M>),
     Many(Vec<(M, Vec<Bytes>)>),
+    Frame(Encoded),
+}
+
+/// A frame encoded by its sender ([`Sender::send_encoded`]): its header and buffers.
+struct Encoded {
+    header: rkyv::util::AlignedVec,
+    bufs: Vec<Bytes>,
+}
+
+/// What the writer takes from its queue next: a message to batch, or a frame to write as
+/// it is.
+enum Item<M> {
+    Msg(Msg<M>),
+    Frame(Encoded),
 }
 
 impl<M> Clone for Sender<M> {
@@ -60,6 +75,37 @@ impl<M: WireMessage> Sender<M> {
         }
         self.tx
             .send(Queued::Many(msgs))
+            .map_err(|_| TransportError::Closed)
+    }
+
+    /// Like [`Sender::send_batch`], but the messages are encoded here, on the calling
+    /// thread, into a frame of their own, which the writer writes as it is (after what was
+    /// queued before). The messages are freed where they were made: with an allocator of
+    /// per-thread heaps, freeing many small blocks made on another thread costs several
+    /// times as much. For large batches of messages that a caller builds on its own
+    /// thread, such as a graph's parts; the caller keeps the batch within a frame's size
+    /// ([`FRAME_TARGET`]).
+    pub fn send_encoded(&self, mut msgs: Vec<(M, Vec<Bytes>)>) -> Result<(), TransportError> {
+        if self.tx.is_closed() {
+            return Err(TransportError::Closed);
+        }
+        if msgs.is_empty() {
+            return Ok(());
+        }
+        let mut bufs = Vec::new();
+        let mut size = BATCH_OVERHEAD;
+        for (m, own) in &mut msgs {
+            size += m.wire_size();
+            if !own.is_empty() {
+                m.shift_buffers(bufs.len() as u32);
+                bufs.append(own);
+            }
+        }
+        let msgs: Vec<M> = msgs.into_iter().map(|(m, _)| m).collect();
+        let header = M::encode_batch_with_room(&msgs, size);
+        drop(msgs);
+        self.tx
+            .send(Queued::Frame(Encoded { header, bufs }))
             .map_err(|_| TransportError::Closed)
     }
 
@@ -148,8 +194,9 @@ impl<M: WireMessage> PendingWriter<M> {
             let mut msgs = Vec::new();
             let mut bufs = Vec::new();
             let mut permits = Vec::new();
-            // A message that would take the frame past FRAME_TARGET waits for the next.
-            let mut next: Option<Msg<M>> = None;
+            // A message that would take the frame past FRAME_TARGET waits for the next; a
+            // frame encoded by its sender waits for the batch before it to be written.
+            let mut next: Option<Item<M>> = None;
             loop {
                 let first = match next.take() {
                     Some(m) => m,
@@ -158,17 +205,31 @@ impl<M: WireMessage> PendingWriter<M> {
                         None => break,
                     },
                 };
+                let first = match first {
+                    Item::Msg(m) => m,
+                    Item::Frame(f) => match write_frame(&mut w, &f.header, &f.bufs).await {
+                        Ok(()) => continue,
+                        Err(e) => {
+                            tracing::debug!("write failed: {e}");
+                            break;
+                        }
+                    },
+                };
                 let mut size = first.0.wire_size();
                 push(&mut msgs, &mut bufs, &mut permits, first);
                 while msgs.len() < MAX_BATCH {
                     match rx.try_recv() {
-                        Some(m) => {
+                        Some(Item::Msg(m)) => {
                             size += m.0.wire_size();
                             if size > FRAME_TARGET {
-                                next = Some(m);
+                                next = Some(Item::Msg(m));
                                 break;
                             }
                             push(&mut msgs, &mut bufs, &mut permits, m);
+                        }
+                        Some(frame) => {
+                            next = Some(frame);
+                            break;
                         }
                         None => break,
                     }
@@ -190,36 +251,49 @@ impl<M: WireMessage> PendingWriter<M> {
     }
 }
 
-/// The writer's end of the queue, one message at a time: the rest of a batch taken from
-/// the queue first.
+/// The writer's end of the queue, one message (or encoded frame) at a time: the rest of a
+/// batch taken from the queue first.
 struct Inbox<M> {
     rx: mpsc::UnboundedReceiver<Queued<M>>,
     batch: std::vec::IntoIter<(M, Vec<Bytes>)>,
 }
 
 impl<M> Inbox<M> {
-    /// The next message, waiting for one; `None` once every sender is gone.
-    async fn recv(&mut self) -> Option<Msg<M>> {
+    /// The next item, waiting for one; `None` once every sender is gone.
+    async fn recv(&mut self) -> Option<Item<M>> {
         loop {
             if let Some(m) = self.try_recv() {
                 return Some(m);
             }
-            match self.rx.recv().await? {
-                Queued::One(m) => return Some(m),
-                Queued::Many(v) => self.batch = v.into_iter(),
+            let queued = self.rx.recv().await?;
+            if let Some(item) = self.take(queued) {
+                return Some(item);
             }
         }
     }
 
-    /// The next message if one is queued.
-    fn try_recv(&mut self) -> Option<Msg<M>> {
+    /// The next item if one is queued.
+    fn try_recv(&mut self) -> Option<Item<M>> {
         loop {
             if let Some((m, bufs)) = self.batch.next() {
-                return Some((m, bufs, None));
+                return Some(Item::Msg((m, bufs, None)));
             }
-            match self.rx.try_recv().ok()? {
-                Queued::One(m) => return Some(m),
-                Queued::Many(v) => self.batch = v.into_iter(),
+            let queued = self.rx.try_recv().ok()?;
+            if let Some(item) = self.take(queued) {
+                return Some(item);
+            }
+        }
+    }
+
+    /// What an entry of the queue gives at once; a batch's messages are taken one by one
+    /// after it.
+    fn take(&mut self, queued: Queued<M>) -> Option<Item<M>> {
+        match queued {
+            Queued::One(m) => Some(Item::Msg(m)),
+            Queued::Frame(f) => Some(Item::Frame(f)),
+            Queued::Many(v) => {
+                self.batch = v.into_iter();
+                None
             }
         }
     }
@@ -347,6 +421,55 @@ mod tests {
         assert!(frames >= 2, "the large batch split: {frames} frames");
     }
 
+    /// Frames encoded by their senders go between the messages queued before and after
+    /// them, each as it was encoded, its buffers renumbered for the frame.
+    #[tokio::test]
+    async fn encoded_frames_keep_their_place_and_their_messages() {
+        let (near, mut far) = tokio::io::duplex(1 << 16);
+        let (tx, writer) = channel::<PeerMsg>();
+        let data = |req: u64| {
+            (
+                PeerMsg::Data {
+                    req,
+                    items: vec![DataItem {
+                        task: TaskId(req),
+                        value: Datum::Buf(0),
+                    }],
+                    missing: vec![],
+                },
+                vec![Bytes::from(vec![req as u8; req as usize])],
+            )
+        };
+        let (m, b) = data(1);
+        tx.send_with(m, b).unwrap();
+        tx.send_encoded(vec![data(2), data(3)]).unwrap();
+        tx.send_encoded(Vec::new()).unwrap();
+        let (m, b) = data(4);
+        tx.send_with(m, b).unwrap();
+        tx.send_batch(vec![data(5)]).unwrap();
+        tx.send_encoded(vec![data(6)]).unwrap();
+        drop(tx);
+        writer.start(near);
+        let mut reader = FrameReader::new(&mut far, ConnConfig::default());
+        reader.welcome();
+        let mut frames = Vec::new();
+        while let Some(batch) = reader.read_batch::<PeerMsg>().await.unwrap() {
+            let mut reqs = Vec::new();
+            for m in batch.msgs {
+                let PeerMsg::Data { req, items, .. } = m else {
+                    panic!("unexpected message")
+                };
+                let Datum::Buf(i) = items[0].value else {
+                    panic!("a buffer")
+                };
+                assert_eq!(*batch.bufs[i as usize], vec![req as u8; req as usize][..]);
+                reqs.push(req);
+            }
+            frames.push(reqs);
+        }
+        assert_eq!(frames, [vec![1], vec![2, 3], vec![4, 5], vec![6]]);
+    }
+
     #[tokio::test]
     async fn a_batch_to_a_closed_writer_is_an_error() {
         let (tx, writer) = channel::<PeerMsg>();
@@ -361,7 +484,15 @@ mod tests {
             into_device: false,
         };
         assert!(matches!(
-            tx.send_batch(vec![(ask, vec![])]),
+            tx.send_batch(vec![(ask.clone(), vec![])]),
+            Err(TransportError::Closed)
+        ));
+        assert!(matches!(
+            tx.send_encoded(vec![(ask, vec![])]),
+            Err(TransportError::Closed)
+        ));
+        assert!(matches!(
+            tx.send_encoded(Vec::new()),
             Err(TransportError::Closed)
         ));
     }
