@@ -353,10 +353,13 @@ impl Client {
                 .map(|k| self.hold(&mut st, k.clone(), decode))
                 .collect::<Vec<_>>()
         };
+        // Each part is encoded here, on the caller's thread, where its tasks were made:
+        // the runtime's thread only writes it (and does not free a graph's strings and
+        // lists made on another thread, which costs several times as much).
         for (msg, bufs) in parts {
             self.inner
                 .sender()
-                .send_with(ToScheduler::UpdateGraph(msg), bufs)
+                .send_encoded(vec![(ToScheduler::UpdateGraph(msg), bufs)])
                 .map_err(|e| ClientError::Disconnected(e.to_string()))?;
         }
         Ok(futures)
