@@ -103,10 +103,13 @@ impl<M: WireMessage> Sender<M> {
         }
         let msgs: Vec<M> = msgs.into_iter().map(|(m, _)| m).collect();
         let header = M::encode_batch_with_room(&msgs, size);
-        drop(msgs);
-        self.tx
+        let sent = self
+            .tx
             .send(Queued::Frame(Encoded { header, bufs }))
-            .map_err(|_| TransportError::Closed)
+            .map_err(|_| TransportError::Closed);
+        // Freed once the frame is on its way: the writer need not wait for it.
+        drop(msgs);
+        sent
     }
 
     /// Like [`Sender::send_with`], but on a [`channel_bounded`] sender waits while the
