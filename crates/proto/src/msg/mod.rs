@@ -83,6 +83,7 @@ wire_message! {
             ToScheduler::UpdateGraph(g) => {
                 g.tasks.iter_mut().for_each(|t| t.args.shift_buffers(base));
             }
+            ToScheduler::Map(m) => m.args.iter_mut().for_each(|a| a.shift_buffers(base)),
             ToScheduler::ProgramPart { buf, .. } => *buf += base,
             _ => {}
         }

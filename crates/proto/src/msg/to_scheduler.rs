@@ -31,6 +31,25 @@ wire! {
         pub more: bool,
     }
 
+    /// Tasks of one op over many arguments, as a client's `map` submits them (HyperQueue's
+    /// task arrays): task `i` has the key `"{prefix}-{first + i}"`, runs `op` on `args[i]`,
+    /// reads no other task's output, and is wanted by the client. The same tasks as an
+    /// [`UpdateGraphMsg`] would carry, without a key, an op name and a wanted key for each.
+    /// Taken as a whole or refused as a whole; a large map travels as several, each a
+    /// whole of its own.
+    pub struct MapMsg {
+        /// The keys' common part.
+        pub prefix: String,
+        /// The number in the first task's key.
+        pub first: u64,
+        /// Registered op name.
+        pub op: String,
+        /// Each task's arguments (no `Datum::Ref`: a map's tasks read no other task).
+        pub args: Vec<Datum>,
+        /// Resources each task needs to run, e.g. `gpu = 1`.
+        pub resources: Vec<Resource>,
+    }
+
     /// A worker's report that a task completed.
     pub struct TaskFinishedMsg {
         /// The task that completed.
@@ -66,6 +85,8 @@ wire! {
     pub enum ToScheduler {
         /// From a client: tasks to add (a graph, or a part of one).
         UpdateGraph(UpdateGraphMsg),
+        /// From a client: tasks of one op over many arguments (a `map`).
+        Map(MapMsg),
         /// The client dropped its last future for these keys.
         ReleaseKeys {
             /// The keys released.
@@ -301,5 +322,61 @@ wire! {
         pub received_from: Vec<PeerBytesMsg>,
         /// Its GPU's utilization in percent since the last heartbeat, where known.
         pub utilization: Option<f32>,
+    }
+}
+
+/// The key of a map's task numbered `n` ([`MapMsg`]): `"{prefix}-{n}"`.
+pub fn map_key(prefix: &str, n: u64) -> String {
+    let mut key = String::with_capacity(prefix.len() + 21);
+    push_map_key(&mut key, prefix, n);
+    key
+}
+
+/// Appends [`map_key`]`(prefix, n)` to `out`: written digit by digit, for `format!` costs
+/// about as much as the rest of building a task.
+pub fn push_map_key(out: &mut String, prefix: &str, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(prefix);
+    out.push('-');
+    out.push_str(std::str::from_utf8(&digits[at..]).expect("invariant: ASCII digits"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_map_key_is_the_prefix_a_dash_and_the_number() {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            1_023,
+            1_024,
+            65_535,
+            999_999,
+            u64::MAX,
+        ] {
+            assert_eq!(map_key("inc-1f-3", n), format!("inc-1f-3-{n}"));
+        }
+        for n in (0..200_000).step_by(7) {
+            assert_eq!(map_key("", n), format!("-{n}"));
+        }
+        let mut out = String::from("kept ");
+        push_map_key(&mut out, "a", 12);
+        assert_eq!(out, "kept a-12");
     }
 }
