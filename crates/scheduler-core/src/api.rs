@@ -84,6 +84,54 @@ pub struct NewTask {
     pub code: Option<u64>,
 }
 
+/// Tasks of one op over many arguments (a client's `map`, HyperQueue's task arrays), as
+/// the core receives them: the graph of the tasks [`NewMap::key`]`(i)`, each running `op`
+/// on `args[i]` with no dependency, all wanted by the client, without a key, an op name
+/// and a wanted key for each (see [`SchedulerCore::on_map`](crate::SchedulerCore::on_map)).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewMap {
+    /// The keys' common part.
+    pub prefix: String,
+    /// The number in the first task's key.
+    pub first: u64,
+    /// The op each task runs.
+    pub op: String,
+    /// Each task's arguments (`Datum::Buf(i)` is the task's `bufs[i]`) and their byte
+    /// payloads.
+    pub args: Vec<(Datum, Vec<Bytes>)>,
+    /// What a worker must offer to run each task.
+    pub resources: Vec<Resource>,
+    /// As [`NewTask::code`], for every task.
+    pub code: Option<u64>,
+}
+
+impl NewMap {
+    /// The key of the `i`th task: `"{prefix}-{first + i}"`.
+    pub fn key(&self, i: usize) -> String {
+        rask_proto::msg::map_key(&self.prefix, self.first.wrapping_add(i as u64))
+    }
+
+    /// The same tasks as a graph, with the keys the client wants (all of them).
+    pub fn into_graph(self) -> (Vec<NewTask>, Vec<String>) {
+        let keys: Vec<String> = (0..self.args.len()).map(|i| self.key(i)).collect();
+        let tasks = self
+            .args
+            .into_iter()
+            .zip(&keys)
+            .map(|((args, bufs), key)| NewTask {
+                key: key.clone(),
+                op: self.op.clone(),
+                args,
+                bufs,
+                deps: Vec::new(),
+                resources: self.resources.clone(),
+                code: self.code,
+            })
+            .collect();
+        (tasks, keys)
+    }
+}
+
 /// A worker joining the cluster.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WorkerSpec {
@@ -278,6 +326,16 @@ pub enum GraphError {
         /// The largest index referred to.
         index: u32,
         /// How many buffers it has.
+        count: usize,
+    },
+    /// A map's tasks would be numbered past the largest number.
+    #[error("map {prefix:?} numbers its {count} tasks from {first}, past the largest number")]
+    MapNumbers {
+        /// The map's keys' common part.
+        prefix: String,
+        /// The first task's number.
+        first: u64,
+        /// How many tasks it has.
         count: usize,
     },
     /// A key wanted is neither in the graph nor known to the scheduler.

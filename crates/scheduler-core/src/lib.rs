@@ -52,6 +52,7 @@ mod graph;
 mod keys;
 mod lists;
 mod load;
+mod map;
 mod observe;
 mod packed;
 mod placement;
@@ -70,7 +71,7 @@ mod validate;
 mod watch;
 
 pub use crate::api::{
-    Action, CoreConfig, CoreInfo, GraphError, NewTask, TaskFailure, WorkerInfo, WorkerSpec,
+    Action, CoreConfig, CoreInfo, GraphError, NewMap, NewTask, TaskFailure, WorkerInfo, WorkerSpec,
     MAX_FETCH_US, MAX_REPORTED_BYTES,
 };
 pub use crate::core::SchedulerCore;

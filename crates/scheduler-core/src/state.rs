@@ -27,6 +27,24 @@ pub(crate) struct TaskExtra {
     pub(crate) code: Option<u64>,
 }
 
+impl TaskExtra {
+    /// The extra fields of a new task, if it has any.
+    pub(crate) fn of(
+        bufs: Vec<Bytes>,
+        resources: Vec<(u32, f64)>,
+        code: Option<u64>,
+    ) -> Option<Box<TaskExtra>> {
+        (!bufs.is_empty() || !resources.is_empty() || code.is_some()).then(|| {
+            Box::new(TaskExtra {
+                bufs,
+                resources,
+                code,
+                ..Default::default()
+            })
+        })
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Task {
     pub(crate) key: Arc<str>,

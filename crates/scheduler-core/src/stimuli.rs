@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use rask_proto::msg::Resource;
 use rask_proto::{ClientId, Datum, TaskId, WorkerId};
 use rustc_hash::FxHashMap;
 
@@ -270,56 +271,11 @@ impl SchedulerCore {
             }
             let op = self.op_id(&nt.op);
             let prefix = self.prefix_id(&nt.key, op);
-            let resources: Vec<(u32, f64)> = nt
-                .resources
-                .iter()
-                .map(|r| (self.resource_id(&r.name), r.amount))
-                .collect();
-            let extra =
-                (!nt.bufs.is_empty() || !resources.is_empty() || nt.code.is_some()).then(|| {
-                    Box::new(TaskExtra {
-                        bufs: nt.bufs,
-                        resources,
-                        code: nt.code,
-                        ..Default::default()
-                    })
-                });
-            let key: Arc<str> = nt.key.into();
-            if let Some(c) = &mut self.changes {
-                c.created.push((i as u32, id));
-            }
-            let task = Task {
-                key,
-                op,
-                prefix,
-                args: Packed::new(&nt.args),
-                deps,
-                dependents: Few::default(),
-                state: TaskState::Released,
-                waiting_on: 0,
-                waiters: 0,
-                who_has: Few::default(),
-                processing_on: None,
-                est_us: 0,
-                nbytes: 0,
-                who_wants: Few::default(),
-                priority: self.next_priority,
-                suspicious: 0,
-                run: 0,
-                extra,
-            };
-            if explicit.is_some() {
-                self.tasks.insert_at(id, task);
-            } else {
-                self.tasks.insert(id, task);
-            }
-            self.keys.insert(id, &self.tasks);
+            let resources = self.resource_ids(&nt.resources);
+            let extra = TaskExtra::of(nt.bufs, resources, nt.code);
+            let task = self.new_task(nt.key.into(), op, prefix, &nt.args, deps, extra);
+            self.put_new(id, explicit.is_some(), i, task);
             ids_at[i] = Some(id);
-            self.next_priority += 1;
-            self.counts[state_index(TaskState::Released)] += 1;
-            let p = &mut self.prefixes[prefix as usize];
-            p.current[state_index(TaskState::Released)] += 1;
-            p.totals[state_index(TaskState::Released)] += 1;
             created.push(id);
         }
         let mut touched = Vec::new();
@@ -328,26 +284,9 @@ impl SchedulerCore {
                 Some(i) => ids_at[i],
                 None => self.keys.get(key, &self.tasks),
             };
-            let Some(t) = found else {
-                continue;
-            };
-            let task = self
-                .tasks
-                .get_mut(&t)
-                .expect("invariant: keyed task exists");
-            if task.who_wants.contains(&client) {
-                continue;
-            }
-            task.who_wants.push(client);
-            let released = task.state == TaskState::Released;
-            self.clients
-                .get_mut(&client)
-                .expect("invariant: checked above")
-                .add(client, t, &self.tasks);
-            if released {
+            if let Some(t) = found.filter(|t| self.want(client, *t)) {
                 touched.push(t);
             }
-            self.tell_outcome(client, t);
         }
         // Wanted tasks start waiting; that makes their released dependencies needed, and
         // they follow, down to the roots.
@@ -357,6 +296,87 @@ impl SchedulerCore {
             }
         }
         Ok(created)
+    }
+
+    /// The ids of resources, with their amounts.
+    pub(crate) fn resource_ids(&mut self, resources: &[Resource]) -> Vec<(u32, f64)> {
+        resources
+            .iter()
+            .map(|r| (self.resource_id(&r.name), r.amount))
+            .collect()
+    }
+
+    /// A task to add, released, with the next priority (see [`SchedulerCore::put_new`]).
+    pub(crate) fn new_task(
+        &self,
+        key: Arc<str>,
+        op: u32,
+        prefix: u32,
+        args: &Datum,
+        deps: Box<[TaskId]>,
+        extra: Option<Box<TaskExtra>>,
+    ) -> Task {
+        Task {
+            key,
+            op,
+            prefix,
+            args: Packed::new(args),
+            deps,
+            dependents: Few::default(),
+            state: TaskState::Released,
+            waiting_on: 0,
+            waiters: 0,
+            who_has: Few::default(),
+            processing_on: None,
+            est_us: 0,
+            nbytes: 0,
+            who_wants: Few::default(),
+            priority: self.next_priority,
+            suspicious: 0,
+            run: 0,
+            extra,
+        }
+    }
+
+    /// Adds `task` (from [`SchedulerCore::new_task`]) as `id` — an id from
+    /// `Slab::next_id`, or one given (`explicit`) — the `index`th task of the graph that
+    /// submitted it: indexes its key and counts it.
+    pub(crate) fn put_new(&mut self, id: TaskId, explicit: bool, index: usize, task: Task) {
+        if let Some(c) = &mut self.changes {
+            c.created.push((index as u32, id));
+        }
+        let prefix = task.prefix;
+        if explicit {
+            self.tasks.insert_at(id, task);
+        } else {
+            self.tasks.insert(id, task);
+        }
+        self.keys.insert(id, &self.tasks);
+        self.next_priority += 1;
+        self.counts[state_index(TaskState::Released)] += 1;
+        let p = &mut self.prefixes[prefix as usize];
+        p.current[state_index(TaskState::Released)] += 1;
+        p.totals[state_index(TaskState::Released)] += 1;
+    }
+
+    /// `client` wants task `t` (held already, or just added): tells the client what became
+    /// of it if that is known. Whether `t` is newly wanted by the client and released.
+    pub(crate) fn want(&mut self, client: ClientId, t: TaskId) -> bool {
+        let task = self
+            .tasks
+            .get_mut(&t)
+            .expect("invariant: keyed task exists");
+        if task.who_wants.contains(&client) {
+            return false;
+        }
+        task.who_wants.push(client);
+        let released = task.state == TaskState::Released;
+        self.clients
+            .get_mut(&client)
+            .expect("invariant: the client is known")
+            .add(client, t, &self.tasks);
+        self.tell_outcome(client, t);
+        released
     }
 
     /// Ends adding graphs: tasks `created` but wanted by no one and read by no one are
