@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use rask_proto::msg::{Holder, ToClient, ToScheduler, ToWorker, WhoHasEntry};
 use rask_proto::{ClientId, WorkerId};
-use rask_scheduler_core::{NewTask, SchedulerCore, WorkerSpec};
+use rask_scheduler_core::{NewMap, NewTask, SchedulerCore, WorkerSpec};
 use rask_transport::{Batch, Sender};
 use rustc_hash::{FxHashMap, FxHashSet};
 use tracing::{debug, error, info, warn};
@@ -185,6 +185,7 @@ impl Server {
         for m in msgs {
             match (peer, m) {
                 (Peer::Client(c), ToScheduler::UpdateGraph(g)) => self.on_update_graph(c, g, &bufs),
+                (Peer::Client(c), ToScheduler::Map(m)) => self.on_map(c, m, &bufs),
                 (Peer::Client(c), ToScheduler::ReleaseKeys { keys }) => {
                     self.core.on_release_keys(c, &keys);
                     if self.recovery.journal.is_some() {
@@ -376,20 +377,75 @@ impl Server {
             wanted,
             error,
         } = self.partial.remove(&c).expect("invariant: just inserted");
-        let outcome = match error {
-            Some(e) => Err(e),
-            None => {
-                let (tasks, journaled) = self.encode_graph(tasks);
-                let r = self
-                    .core
-                    .on_update_graph(c, tasks, &wanted)
-                    .map_err(|e| e.to_string());
-                if let (Some(graph), true) = (journaled, r.is_ok()) {
-                    self.journal_graph(c, &graph, &wanted);
-                }
-                r
-            }
+        match error {
+            Some(e) => self.graph_taken(c, Err(e), || wanted),
+            None => self.take_graph(c, tasks, wanted),
+        }
+    }
+
+    /// A whole graph to add (journaled first, with a journal).
+    fn take_graph(&mut self, c: ClientId, tasks: Vec<NewTask>, wanted: Vec<String>) {
+        let (tasks, journaled) = self.encode_graph(tasks);
+        let outcome = self
+            .core
+            .on_update_graph(c, tasks, &wanted)
+            .map_err(|e| e.to_string());
+        if let (Some(graph), true) = (journaled, outcome.is_ok()) {
+            self.journal_graph(c, &graph, &wanted);
+        }
+        self.graph_taken(c, outcome, || wanted);
+    }
+
+    /// A client's map: taken (or refused) as a whole, as the graph of its tasks would be.
+    /// With a journal it goes as that graph, which the journal records.
+    pub(crate) fn on_map(&mut self, c: ClientId, m: rask_proto::msg::MapMsg, bufs: &[Bytes]) {
+        let (count, first) = (m.args.len(), m.first);
+        let prefix = m.prefix.clone();
+        let keys = move || {
+            (0..count as u64)
+                .map(|i| rask_proto::msg::map_key(&prefix, first.wrapping_add(i)))
+                .collect::<Vec<String>>()
         };
+        let code = self
+            .client_programs
+            .get(&c)
+            .filter(|p| p.ops.contains(&m.op))
+            .map(|p| p.code);
+        let mut args = Vec::with_capacity(count);
+        for (i, mut a) in m.args.into_iter().enumerate() {
+            match a.localize(bufs) {
+                Ok(own) => args.push((a, own)),
+                Err(e) => {
+                    let key = rask_proto::msg::map_key(&m.prefix, first.wrapping_add(i as u64));
+                    let outcome = Err(format!("task {key:?}: {e}"));
+                    return self.graph_taken(c, outcome, keys);
+                }
+            }
+        }
+        let map = NewMap {
+            prefix: m.prefix,
+            first,
+            op: m.op,
+            args,
+            resources: m.resources,
+            code,
+        };
+        if self.recovery.journal.is_some() {
+            let (tasks, wanted) = map.into_graph();
+            return self.take_graph(c, tasks, wanted);
+        }
+        let outcome = self.core.on_map(c, map).map_err(|e| e.to_string());
+        self.graph_taken(c, outcome, keys);
+    }
+
+    /// Ends a graph's (or map's) submission: the client's program starts if it was taken;
+    /// if refused, the client hears why for each of the keys it wants.
+    fn graph_taken(
+        &mut self,
+        c: ClientId,
+        outcome: Result<(), String>,
+        wanted: impl FnOnce() -> Vec<String>,
+    ) {
         if outcome.is_ok() {
             if let Some(code) = self.client_programs.get(&c).map(|p| p.code) {
                 self.start_program(code);
@@ -400,7 +456,7 @@ impl Server {
             self.to_client(
                 c,
                 ToClient::GraphRejected {
-                    keys: wanted,
+                    keys: wanted(),
                     message,
                 },
             );
