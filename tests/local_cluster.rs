@@ -399,6 +399,27 @@ fn a_large_map_goes_in_submissions_the_first_sent_before_the_rest_is_built() {
     }
 }
 
+/// A map whose items hold futures reads their values (such a submission goes as the graph
+/// of its tasks, each naming its inputs); items without futures beside them read none.
+#[test]
+fn a_map_over_futures_reads_their_values() {
+    let c = client(2);
+    let xs = c.map("inc", (0..20).map(|i| [Arg::from(i)])).unwrap();
+    let items = xs.iter().enumerate().map(|(i, x)| match i % 3 {
+        0 => [Arg::from(i as i64 * 100), Arg::from(1)],
+        _ => [Arg::from(x), Arg::from(1000)],
+    });
+    let ys = c.map("add", items).unwrap();
+    let vals = c.gather(&ys).unwrap();
+    for (i, v) in vals.iter().enumerate() {
+        let want = match i % 3 {
+            0 => i as i64 * 100 + 1,
+            _ => i as i64 + 1 + 1000,
+        };
+        assert_eq!(*v, Value::Int(want), "item {i}");
+    }
+}
+
 /// An item that cannot be sent (arguments nested too deep) fails a map already partly
 /// sent: nothing is returned, and the tasks sent before are released.
 #[test]

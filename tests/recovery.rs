@@ -144,6 +144,38 @@ fn a_killed_scheduler_restarted_with_its_journal_gives_exact_results() {
     });
 }
 
+/// A map sent to a scheduler with a journal is journaled (as the graph of its tasks): after
+/// a restart every one of its futures has its value. A map not journaled would be lost,
+/// its keys unknown to the scheduler started again.
+#[test]
+fn a_map_is_journaled_and_its_values_survive_a_restart() {
+    within(Duration::from_secs(120), || {
+        let journal = fresh_journal("journal-map");
+        let (sched, addr) = start(0, &journal);
+        let port = port_of(&addr);
+        let _w: Vec<Proc> = (0..2)
+            .map(|i| lasting_worker(&addr, &format!("m{i}")))
+            .collect();
+        let c = reconnecting(&addr);
+        c.wait_for_workers(2).unwrap();
+        let n = rask::MAP_CHUNK as i64 + 500;
+        let fs = c.map("inc", (0..n).map(|i| [Arg::from(i)])).unwrap();
+        let last = fs.last().unwrap().key().to_string();
+        eventually("the journal holds the map's last task", || {
+            std::fs::read(&journal)
+                .is_ok_and(|j| j.windows(last.len()).any(|w| w == last.as_bytes()))
+        });
+        sched.kill();
+        let (_sched, again) = start(port, &journal);
+        assert_eq!(again, addr);
+        let values = c.gather(&fs).unwrap();
+        for (i, v) in values.iter().enumerate() {
+            assert_eq!(*v, rask::Value::Int(i as i64 + 1), "task {i}");
+        }
+        let _ = std::fs::remove_file(&journal);
+    });
+}
+
 /// After a restart, a worker gives a result back and dies; the client, told the result
 /// is there, cannot reach it. Gathering waits for the scheduler to compute it again (here
 /// once the grace for a worker the journal knew is over, on a worker started since), as

@@ -226,73 +226,6 @@ impl Client {
         Ok(futs.pop().expect("invariant: one output"))
     }
 
-    /// Runs `op` once per item (each item the arguments of one task, as for
-    /// [`Client::submit`]). The tasks go in submissions of up to [`MAP_CHUNK`], each
-    /// sent once built, so the first run while the rest are built. Items whose
-    /// arguments cannot be prepared fail the call; tasks sent before are then released
-    /// (their futures dropped).
-    pub fn map<O, I, A>(&self, op: O, items: I) -> Result<Vec<Future<O::Output>>, ClientError>
-    where
-        O: Submit<A>,
-        I: IntoIterator<Item = A>,
-    {
-        let name = op.name();
-        let prefix = format!(
-            "{}-{:x}-{}",
-            short(name),
-            self.inner.id(),
-            self.inner.next.fetch_add(1, Ordering::Relaxed)
-        );
-        self.check_ops(std::iter::once(name))?;
-        // The tasks' wire form is built at once (no graph between): a map may be of
-        // millions of tasks.
-        let mut bufs: Vec<Bytes> = Vec::new();
-        let mut items = items.into_iter().enumerate().peekable();
-        // Room made at once: lists of a thousand tasks grown as they fill are copied ten
-        // times over.
-        let mut tasks = Vec::new();
-        let mut keep = Vec::new();
-        let mut futures = Vec::with_capacity(items.size_hint().0);
-        while let Some((i, args)) = items.next() {
-            if tasks.is_empty() {
-                tasks.reserve(MAP_CHUNK.min(items.size_hint().0 + 1));
-            }
-            let (args, k) = op.prepare(args)?;
-            let spec = crate::graph::spec(
-                crate::graph::numbered(&prefix, i),
-                name.into(),
-                &args,
-                &mut bufs,
-            )
-            .map_err(|e| ClientError::Rejected(e.to_string()))?;
-            tasks.push(spec);
-            keep.push(k);
-            if tasks.len() == MAP_CHUNK && items.peek().is_some() {
-                futures.extend(self.submit_chunk(&mut tasks, &mut bufs, &mut keep, &op)?);
-            }
-        }
-        futures.extend(self.submit_chunk(&mut tasks, &mut bufs, &mut keep, &op)?);
-        Ok(futures)
-    }
-
-    /// Submits a map's tasks built so far (with their buffers), then lets go of what
-    /// their arguments kept.
-    fn submit_chunk<O: Submit<A>, A>(
-        &self,
-        tasks: &mut Vec<TaskSpec>,
-        bufs: &mut Vec<Bytes>,
-        keep: &mut Vec<O::Keep>,
-        op: &O,
-    ) -> Result<Vec<Future<O::Output>>, ClientError> {
-        let tasks = std::mem::take(tasks);
-        let keys: Vec<Arc<str>> = tasks.iter().map(|t| Arc::from(t.key.as_str())).collect();
-        let futures = self.submit_specs(tasks, bufs, &keys, op.decoder())?;
-        bufs.clear();
-        // Only now may the futures among the arguments go (their keys were held).
-        keep.clear();
-        Ok(futures)
-    }
-
     /// Submits a graph and returns futures for `outputs` (keys of the graph, or keys of
     /// futures this client holds). A graph too large for one frame goes in parts, which
     /// the scheduler takes (or refuses) as one.
@@ -317,7 +250,10 @@ impl Client {
     }
 
     /// Refuses ops the cluster does not know, when this client knows which it does.
-    fn check_ops<'a>(&self, mut used: impl Iterator<Item = &'a str>) -> Result<(), ClientError> {
+    pub(crate) fn check_ops<'a>(
+        &self,
+        mut used: impl Iterator<Item = &'a str>,
+    ) -> Result<(), ClientError> {
         if let Some(ops) = &self.inner.ops {
             if let Some(op) = used.find(|op| !ops.contains(*op)) {
                 let mut known: Vec<&String> = ops.iter().collect();
@@ -333,7 +269,7 @@ impl Client {
 
     /// Sends tasks in wire form (their byte payloads in `bufs`), holding futures for
     /// `outputs`, in as many parts as their size needs.
-    fn submit_specs<T>(
+    pub(crate) fn submit_specs<T>(
         &self,
         tasks: Vec<TaskSpec>,
         bufs: &[Bytes],
@@ -342,17 +278,7 @@ impl Client {
     ) -> Result<Vec<Future<T>>, ClientError> {
         let parts =
             split_graph(tasks, outputs, bufs).map_err(|e| ClientError::Rejected(e.to_string()))?;
-        let futures = {
-            let mut st = self.inner.state();
-            if let Some(reason) = &st.closed {
-                return Err(ClientError::Disconnected(reason.clone()));
-            }
-            st.keys.reserve(outputs.len());
-            outputs
-                .iter()
-                .map(|k| self.hold(&mut st, k.clone(), decode))
-                .collect::<Vec<_>>()
-        };
+        let futures = self.hold_all(outputs, decode)?;
         // Each part is encoded here, on the caller's thread, where its tasks were made:
         // the runtime's thread only writes it (and does not free a graph's strings and
         // lists made on another thread, which costs several times as much).
@@ -379,6 +305,23 @@ impl Client {
     ) -> Result<Vec<Value>, ClientError> {
         let futs = self.compute(graph, outputs)?;
         self.gather_async(&futs).await
+    }
+
+    /// Takes a new handle on each of `keys`, unless the scheduler connection is gone.
+    pub(crate) fn hold_all<T>(
+        &self,
+        keys: &[Arc<str>],
+        decode: fn(Value) -> Result<T, String>,
+    ) -> Result<Vec<Future<T>>, ClientError> {
+        let mut st = self.inner.state();
+        if let Some(reason) = &st.closed {
+            return Err(ClientError::Disconnected(reason.clone()));
+        }
+        st.keys.reserve(keys.len());
+        Ok(keys
+            .iter()
+            .map(|k| self.hold(&mut st, k.clone(), decode))
+            .collect())
     }
 
     /// Takes a new handle on a key (creating its entry if needed).
@@ -562,7 +505,7 @@ fn decode_all<T>(futures: &[Future<T>], values: Vec<Value>) -> Result<Vec<T>, Cl
 }
 
 /// An op's name without its module path, for keys (`pi::hits` → `hits`).
-fn short(op: &str) -> &str {
+pub(crate) fn short(op: &str) -> &str {
     op.rsplit("::").next().unwrap_or(op)
 }
 

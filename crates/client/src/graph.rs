@@ -107,11 +107,7 @@ pub(crate) fn spec(
     bufs: &mut Vec<Bytes>,
 ) -> Result<TaskSpec, rask_proto::ProtoError> {
     let mut deps = Vec::new();
-    let args = Datum::List(
-        args.iter()
-            .map(|a| a.to_datum(&mut deps, bufs))
-            .collect::<Result<_, _>>()?,
-    );
+    let args = args_datum(args, &mut deps, bufs)?;
     Ok(TaskSpec {
         key,
         op,
@@ -121,25 +117,18 @@ pub(crate) fn spec(
     })
 }
 
-/// `"{prefix}-{i}"`, a map's key: written digit by digit, for `format!` costs about as
-/// much as the rest of building a task.
-pub(crate) fn numbered(prefix: &str, i: usize) -> String {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut n = i;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+/// The wire form of a task's arguments: the keys of the futures among them are appended to
+/// `deps`, byte payloads to `bufs`.
+pub(crate) fn args_datum(
+    args: &[Arg],
+    deps: &mut Vec<String>,
+    bufs: &mut Vec<Bytes>,
+) -> Result<Datum, rask_proto::ProtoError> {
+    let mut items = Vec::with_capacity(args.len());
+    for a in args {
+        items.push(a.to_datum(deps, bufs)?);
     }
-    let mut key = String::with_capacity(prefix.len() + 1 + digits.len() - at);
-    key.push_str(prefix);
-    key.push('-');
-    key.push_str(std::str::from_utf8(&digits[at..]).expect("invariant: ASCII digits"));
-    key
+    Ok(Datum::List(items))
 }
 
 /// The largest part of a graph sent in one message (by its size estimate): a large graph
@@ -292,28 +281,6 @@ mod tests {
         }
         assert!(parts[..3].iter().all(|(p, _)| p.wanted.is_empty()));
         assert_eq!(parts[3].0.wanted, vec!["t0".to_string(), "t6".to_string()]);
-    }
-
-    #[test]
-    fn a_numbered_key_is_the_prefix_a_dash_and_the_number() {
-        for i in [
-            0,
-            1,
-            9,
-            10,
-            99,
-            100,
-            1_023,
-            1_024,
-            65_535,
-            999_999,
-            usize::MAX,
-        ] {
-            assert_eq!(numbered("inc-1f-3", i), format!("inc-1f-3-{i}"));
-        }
-        for i in (0..200_000).step_by(7) {
-            assert_eq!(numbered("", i), format!("-{i}"));
-        }
     }
 
     #[test]

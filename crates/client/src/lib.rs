@@ -28,6 +28,7 @@ mod future;
 mod gather;
 mod graph;
 mod manage;
+mod map;
 mod observe;
 mod options;
 mod runtime;
