@@ -56,6 +56,21 @@ impl ReadyQueue {
 
     /// Puts `e` in; `false` if it was in already.
     pub(crate) fn insert(&mut self, e: Entry) -> bool {
+        // Most often past every entry (a graph's tasks are queued in priority order): onto
+        // the end of the last run, or a run of its own when that one is full.
+        if let Some(mut last) = self.runs.last_entry() {
+            let run = last.get_mut();
+            if run.back().is_some_and(|b| *b < e) {
+                self.len += 1;
+                match run.len() < RUN {
+                    true => run.push_back(e),
+                    false => {
+                        self.runs.insert(e, new_run(e));
+                    }
+                }
+                return true;
+            }
+        }
         let Some(key) = self.run_of(&e) else {
             self.runs.insert(e, new_run(e));
             self.len += 1;
@@ -177,6 +192,8 @@ mod tests {
     enum Op {
         Insert(u64),
         Remove(u64),
+        /// Past the last entry by this much (a queue filled in order).
+        Append(u64),
     }
 
     proptest! {
@@ -186,6 +203,8 @@ mod tests {
             prop_oneof![
                 (0..2000u64).prop_map(Op::Insert),
                 (0..2000u64).prop_map(Op::Remove),
+                (0..4u64).prop_map(Op::Append),
+                (0..4u64).prop_map(Op::Append),
             ],
             0..3000,
         )) {
@@ -195,6 +214,10 @@ mod tests {
                 match op {
                     Op::Insert(p) => prop_assert_eq!(q.insert(e(p)), model.insert(e(p))),
                     Op::Remove(p) => prop_assert_eq!(q.remove(&e(p)), model.remove(&e(p))),
+                    Op::Append(d) => {
+                        let p = model.last().map_or(0, |l: &Entry| l.0) + d;
+                        prop_assert_eq!(q.insert(e(p)), model.insert(e(p)));
+                    }
                 }
             }
             q.check();
