@@ -17,12 +17,11 @@
 mod fetch;
 mod holds;
 mod inline;
+mod ready;
 pub mod spill;
 mod validate;
 
 pub use inline::{OpTimes, INLINE_MAX_US};
-
-use std::collections::BTreeSet;
 
 use rask_proto::msg::{DepLoc, ToScheduler};
 use rask_proto::{TaskId, WorkerId};
@@ -127,7 +126,7 @@ struct Fetch {
 pub struct WorkerCore {
     nthreads: usize,
     tasks: FxHashMap<TaskId, Task>,
-    ready: BTreeSet<(u64, TaskId)>,
+    ready: ready::ReadySet,
     executing: usize,
     /// Outputs computed here, known to the scheduler.
     owned: FxHashSet<TaskId>,
@@ -209,7 +208,7 @@ impl WorkerCore {
         WorkerCore {
             nthreads: nthreads.max(1),
             tasks: FxHashMap::default(),
-            ready: BTreeSet::new(),
+            ready: ready::ReadySet::default(),
             executing: 0,
             owned: FxHashSet::default(),
             cached: FxHashMap::default(),

@@ -80,6 +80,7 @@ impl WorkerCore {
                 self.executing
             ));
         }
+        self.ready.check()?;
         if let Some((_, t)) = self.ready.iter().find(|(_, t)| !self.tasks.contains_key(t)) {
             return Err(format!("{t:?} is ready and not assigned here"));
         }

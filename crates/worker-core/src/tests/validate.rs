@@ -21,7 +21,7 @@ fn validate_names_each_broken_rule() {
     };
     assert_eq!(good().validate(), Ok(()));
     type Break = fn(&mut WorkerCore);
-    let cases: [(Break, &str); 11] = [
+    let cases: [(Break, &str); 12] = [
         (
             |w| {
                 w.local_waiters.remove(&TaskId(1));
@@ -71,9 +71,16 @@ fn validate_names_each_broken_rule() {
         ),
         (
             |w| {
-                w.ready.clear();
+                w.ready = Default::default();
             },
             "is Ready with 0 inputs missing",
+        ),
+        (
+            |w| {
+                let first = *w.ready.iter().next().unwrap();
+                w.ready.tree.insert(first);
+            },
+            "in the ready list and tree both",
         ),
         (|w| w.executing = 0, "0 tasks run, 1 are running"),
         (
