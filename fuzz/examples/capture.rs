@@ -415,8 +415,22 @@ fn main() {
         more: false,
     };
     parts.wanted.clear();
+    let map = MapMsg {
+        prefix: "inc-1-0".into(),
+        first: 0,
+        op: "inc".into(),
+        args: vec![
+            Datum::List(vec![Datum::Int(1)]),
+            Datum::List(vec![Datum::Int(2), Datum::Buf(0)]),
+        ],
+        resources: vec![],
+    };
     let client_session = wire(vec![
         vec![(ToScheduler::UpdateGraph(g.clone()), gbufs.clone())],
+        vec![(
+            ToScheduler::Map(map),
+            vec![Bytes::from_static(b"a map's payload")],
+        )],
         vec![
             (
                 ToScheduler::WhoHas {

@@ -35,7 +35,8 @@ use rask_proto::msg::{
 use rask_proto::observe::ActivityKind;
 use rask_proto::{ClientId, Datum, LinkClass, TaskId, WorkerId};
 use rask_scheduler_core::{
-    Action, Activity, CoreConfig, NewTask, SchedulerCore, SpillDirection, StreamKind, WorkerSpec,
+    Action, Activity, CoreConfig, NewMap, NewTask, SchedulerCore, SpillDirection, StreamKind,
+    WorkerSpec,
 };
 
 use crate::input::{split_frame, welcomed_limits, Script, ScriptWriter};
@@ -472,6 +473,25 @@ impl Harness {
                     } = std::mem::take(part);
                     if !error {
                         let _ = self.core.on_update_graph(c, tasks, &wanted);
+                    }
+                }
+                ToScheduler::Map(m) => {
+                    // The server's `on_map` (without a journal).
+                    let args: Option<Vec<_>> = m
+                        .args
+                        .into_iter()
+                        .map(|mut a| a.localize(bufs).ok().map(|own| (a, own)))
+                        .collect();
+                    if let Some(args) = args {
+                        let map = NewMap {
+                            prefix: m.prefix,
+                            first: m.first,
+                            op: m.op,
+                            args,
+                            resources: m.resources,
+                            code: None,
+                        };
+                        let _ = self.core.on_map(c, map);
                     }
                 }
                 ToScheduler::ReleaseKeys { keys } => self.core.on_release_keys(c, &keys),
