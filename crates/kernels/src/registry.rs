@@ -1,11 +1,11 @@
 //! The op registry: named ops with versions (and CUDA kernels), the fingerprint the
 //! handshake compares, and calling an op (on a device when it has a plan there).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rask_proto::msg::{OpInfo, RegistryInfo};
 use rask_proto::Value;
+use rustc_hash::FxHashMap;
 
 use crate::{fnv1a, Accelerator, KernelError, OpError, OutputAlloc};
 
@@ -54,13 +54,15 @@ impl Op {
 /// A set of named ops. Cheap to clone (ops are shared).
 #[derive(Clone, Default)]
 pub struct Registry {
-    ops: BTreeMap<String, Op>,
+    /// Hashed: every task looks its op up (an ordered map of strings cost a few hundred
+    /// instructions each time); listed in name order by [`Registry::sorted`].
+    ops: FxHashMap<String, Op>,
 }
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registry")
-            .field("ops", &self.ops.keys().collect::<Vec<_>>())
+            .field("ops", &self.names())
             .field("fingerprint", &format_args!("{:016x}", self.fingerprint()))
             .finish()
     }
@@ -154,7 +156,7 @@ impl Registry {
         if rask_device::nvrtc::available().is_err() {
             return Ok(false);
         }
-        for (name, op) in &self.ops {
+        for (name, op) in self.sorted() {
             let Some(k) = &op.cuda else { continue };
             let opts = rask_device::nvrtc::Options::DEFAULT;
             match rask_device::nvrtc::compile_with(&k.source, name, arch, opts) {
@@ -192,7 +194,14 @@ impl Registry {
 
     /// Op names, sorted.
     pub fn names(&self) -> Vec<String> {
-        self.ops.keys().cloned().collect()
+        self.sorted().map(|(name, _)| name.clone()).collect()
+    }
+
+    /// The ops in name order.
+    fn sorted(&self) -> impl Iterator<Item = (&String, &Op)> {
+        let mut ops: Vec<(&String, &Op)> = self.ops.iter().collect();
+        ops.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        ops.into_iter()
     }
 
     /// Whether the program has typed ops of its own (`#[rask::op]`).
@@ -205,7 +214,7 @@ impl Registry {
     /// the cluster's untyped ops must agree on.
     pub fn fingerprint(&self) -> u64 {
         let mut text = String::new();
-        for (name, op) in self.ops.iter().filter(|(_, o)| !o.program) {
+        for (name, op) in self.sorted().filter(|(_, o)| !o.program) {
             text.push_str(name);
             text.push('@');
             text.push_str(&format!("{:016x}", op.identity()));
@@ -219,8 +228,7 @@ impl Registry {
         RegistryInfo {
             fingerprint: self.fingerprint(),
             ops: self
-                .ops
-                .iter()
+                .sorted()
                 .map(|(name, op)| OpInfo {
                     name: name.clone(),
                     version: op.identity(),
@@ -332,5 +340,28 @@ mod tests {
         let mut c = Registry::builtin();
         c.register("mine", 2, |_| Ok(Value::Null));
         assert_ne!(b.fingerprint(), c.fingerprint());
+    }
+
+    /// Names, the handshake's list and the fingerprint follow the names' order, whatever
+    /// the order the ops were registered in.
+    #[test]
+    fn ops_are_listed_in_name_order_whatever_the_order_registered() {
+        let names = ["zeta", "alpha", "mid", "beta", "omega", "gamma"];
+        let mut a = Registry::default();
+        let mut b = Registry::default();
+        for n in names {
+            a.register(n, 1, |_| Ok(Value::Null));
+        }
+        for n in names.iter().rev() {
+            b.register(n, 1, |_| Ok(Value::Null));
+        }
+        let mut sorted: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        sorted.sort();
+        assert_eq!(a.names(), sorted);
+        assert_eq!(b.names(), sorted);
+        let listed: Vec<String> = a.info().ops.into_iter().map(|o| o.name).collect();
+        assert_eq!(listed, sorted);
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_eq!(a.info(), b.info());
     }
 }
