@@ -41,7 +41,7 @@ pub(crate) async fn wait_status(inner: &Inner, key: &Arc<str>) -> Result<Ready, 
             };
             match &e.status {
                 Status::Pending => {}
-                Status::Memory { value: Some(v), .. } => return Ok(Ready::Value((**v).clone())),
+                Status::Memory { value: Some(v), .. } => return Ok(Ready::Value(v.value())),
                 Status::Memory {
                     task,
                     holder: Some(w),

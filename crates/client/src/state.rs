@@ -22,12 +22,47 @@ pub(crate) enum Status {
         /// The worker to fetch it from (see [`State::workers`]), if any holds it.
         holder: Option<WorkerId>,
         /// The value itself, when it came with the news (small results).
-        value: Option<Box<Value>>,
+        value: Option<Carried>,
     },
     /// Failed; shared by every key one rejection or failure reaches.
     Erred(Arc<TaskError>),
     /// The scheduler connection ended first ([`State::closed`] says why).
     Lost,
+}
+
+/// A result that came with the news: a scalar in place (most results of small tasks: no
+/// allocation for them, and none to free on another thread), any other value boxed (the
+/// status stays small).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Carried {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Boxed(Box<Value>),
+}
+
+impl Carried {
+    pub(crate) fn new(v: Value) -> Self {
+        match v {
+            Value::Null => Carried::Null,
+            Value::Bool(b) => Carried::Bool(b),
+            Value::Int(i) => Carried::Int(i),
+            Value::Float(f) => Carried::Float(f),
+            v => Carried::Boxed(Box::new(v)),
+        }
+    }
+
+    /// A copy of the value.
+    pub(crate) fn value(&self) -> Value {
+        match self {
+            Carried::Null => Value::Null,
+            Carried::Bool(b) => Value::Bool(*b),
+            Carried::Int(i) => Value::Int(*i),
+            Carried::Float(f) => Value::Float(*f),
+            Carried::Boxed(v) => (**v).clone(),
+        }
+    }
 }
 
 pub(crate) struct KeyEntry {
@@ -276,7 +311,7 @@ pub(crate) fn on_message(st: &mut State, m: ToClient) {
                 return;
             };
             let holder = holders.first().copied();
-            let value = value.and_then(|d| d.to_value(&[], &[]).ok()).map(Box::new);
+            let value = value.and_then(|d| d.to_value(&[], &[]).ok()).map(Carried::new);
             e.status = Status::Memory {
                 task,
                 holder,
@@ -334,5 +369,35 @@ pub(crate) fn on_message(st: &mut State, m: ToClient) {
                 let _ = tx.send(reply);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every value comes back as it was; scalars are kept in place, the rest boxed, and a
+    /// status stays within 32 bytes.
+    #[test]
+    fn a_carried_value_is_kept_whole_and_scalars_in_place() {
+        let values = [
+            Value::Null,
+            Value::Bool(true),
+            Value::Int(-7),
+            Value::Float(2.5),
+            Value::Str("a string".into()),
+            Value::List(vec![Value::Int(1), Value::Null]),
+            Value::Bytes(bytes::Bytes::from_static(b"bytes")),
+        ];
+        for v in values {
+            let c = Carried::new(v.clone());
+            assert_eq!(c.value(), v);
+            let scalar = matches!(
+                v,
+                Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(_)
+            );
+            assert_eq!(!matches!(c, Carried::Boxed(_)), scalar, "{v:?}");
+        }
+        assert!(std::mem::size_of::<Status>() <= 32);
     }
 }
