@@ -306,6 +306,89 @@ fn a_client_told_a_value_200000_levels_deep_gets_an_error_and_lives() {
     });
 }
 
+/// Maps a client could send that name no task rightly — numbered past the largest number,
+/// a buffer the frame does not have, an input a map's task cannot have — are refused to
+/// that client for each of its keys, with the reason, by a scheduler with a journal and
+/// one without; nothing is added, and both go on serving.
+#[test]
+fn malformed_maps_are_refused_to_their_client_with_the_reason() {
+    use rask_proto::msg::MapMsg;
+    within(Duration::from_secs(120), || {
+        let journal = tmpfile(&format!("journal-maps-{}", unique()));
+        let _ = std::fs::remove_file(&journal);
+        let journal_arg = journal.to_string_lossy().to_string();
+        for extra in [vec![], vec!["--journal", journal_arg.as_str()]] {
+            let (mut sched, addr, _log) = scheduler_logged(&extra, &[]);
+            let _w = worker(&addr, "w", &[]);
+            let map = |first: u64, args: Vec<Datum>| MapMsg {
+                prefix: "hostile".into(),
+                first,
+                op: "inc".into(),
+                args,
+                resources: vec![],
+            };
+            let one = || Datum::List(vec![Datum::Int(1)]);
+            let cases = [
+                (
+                    map(u64::MAX, vec![one(), one()]),
+                    "past the largest number",
+                    2,
+                ),
+                (
+                    map(0, vec![one(), Datum::List(vec![Datum::Buf(0)])]),
+                    "buffer",
+                    2,
+                ),
+                (
+                    map(0, vec![Datum::List(vec![Datum::Ref(0)])]),
+                    "refers to dependency 0",
+                    1,
+                ),
+            ];
+            rt().block_on(async {
+                let conn = rask_transport::connect(
+                    &addr,
+                    &hello(Role::Client, "maps"),
+                    rask_transport::ConnConfig::default(),
+                )
+                .await
+                .unwrap();
+                let (mut r, mut w, _) = conn;
+                for (m, why, n) in cases {
+                    use tokio::io::AsyncWriteExt;
+                    let header = encode_header(&vec![ToScheduler::Map(m)]);
+                    w.write_all(&encode_frame(&header, &[])).await.unwrap();
+                    let (keys, message) = loop {
+                        let batch = r.read_batch::<ToClient>().await.unwrap().unwrap();
+                        let rejected = batch.msgs.into_iter().find_map(|m| match m {
+                            ToClient::GraphRejected { keys, message } => Some((keys, message)),
+                            _ => None,
+                        });
+                        if let Some(r) = rejected {
+                            break r;
+                        }
+                    };
+                    assert!(message.contains(why), "{message} (journal: {extra:?})");
+                    assert_eq!(keys.len(), n, "every key of the map: {keys:?}");
+                    assert!(keys.iter().all(|k| k.starts_with("hostile-")), "{keys:?}");
+                }
+            });
+            let c = Client::connect(&addr).unwrap();
+            let held: u64 = c
+                .scheduler_info()
+                .unwrap()
+                .tasks_by_state
+                .iter()
+                .map(|(_, n)| n)
+                .sum();
+            assert_eq!(held, 0, "nothing was added");
+            still_serves(&addr);
+            assert!(alive(&mut sched), "the scheduler lives");
+        }
+        let _ = std::fs::remove_file(&journal);
+    });
+}
+
 /// A frame prefix announcing `header` bytes of header and `bufs` buffers.
 fn announce(header: u32, bufs: &[u64]) -> Vec<u8> {
     encode_prefix(header as usize, bufs.iter().copied())

@@ -111,6 +111,19 @@ impl NewMap {
         rask_proto::msg::map_key(&self.prefix, self.first.wrapping_add(i as u64))
     }
 
+    /// Refuses a map whose tasks would be numbered past the largest number.
+    pub fn check_numbers(&self) -> Result<(), GraphError> {
+        let count = self.args.len();
+        match count > 0 && self.first.checked_add(count as u64 - 1).is_none() {
+            true => Err(GraphError::MapNumbers {
+                prefix: self.prefix.clone(),
+                first: self.first,
+                count,
+            }),
+            false => Ok(()),
+        }
+    }
+
     /// The same tasks as a graph, with the keys the client wants (all of them).
     pub fn into_graph(self) -> (Vec<NewTask>, Vec<String>) {
         let keys: Vec<String> = (0..self.args.len()).map(|i| self.key(i)).collect();

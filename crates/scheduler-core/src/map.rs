@@ -74,14 +74,8 @@ impl SchedulerCore {
         if !self.clients.contains_key(&client) {
             return Err(GraphError::UnknownClient(client));
         }
+        map.check_numbers()?;
         let count = map.args.len();
-        if count > 0 && map.first.checked_add(count as u64 - 1).is_none() {
-            return Err(GraphError::MapNumbers {
-                prefix: map.prefix.clone(),
-                first: map.first,
-                count,
-            });
-        }
         // Tasks already known are kept as they are, and not checked.
         let known = |i: usize| self.keys.get(&map.key(i), &self.tasks).is_some();
         // A program's own ops (those with a code) are known to its workers alone.

@@ -431,6 +431,10 @@ impl Server {
             code,
         };
         if self.recovery.journal.is_some() {
+            // Its keys must not wrap around, as the core checks of a map.
+            if let Err(e) = map.check_numbers() {
+                return self.graph_taken(c, Err(e.to_string()), keys);
+            }
             let (tasks, wanted) = map.into_graph();
             return self.take_graph(c, tasks, wanted);
         }
