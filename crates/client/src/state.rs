@@ -311,7 +311,9 @@ pub(crate) fn on_message(st: &mut State, m: ToClient) {
                 return;
             };
             let holder = holders.first().copied();
-            let value = value.and_then(|d| d.to_value(&[], &[]).ok()).map(Carried::new);
+            let value = value
+                .and_then(|d| d.to_value(&[], &[]).ok())
+                .map(Carried::new);
             e.status = Status::Memory {
                 task,
                 holder,
