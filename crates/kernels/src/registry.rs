@@ -363,5 +363,7 @@ mod tests {
         assert_eq!(listed, sorted);
         assert_eq!(a.fingerprint(), b.fingerprint());
         assert_eq!(a.info(), b.info());
+        let shown = format!("{b:?}");
+        assert!(shown.contains(&format!("{sorted:?}")), "{shown}");
     }
 }

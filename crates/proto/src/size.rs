@@ -314,20 +314,27 @@ mod maps {
                 })
                 .collect::<Vec<_>>()
         };
-        for n in [0, 1, 1000] {
+        for (n, long) in [(0, 1), (1, 1), (1000, 1), (0, 2000), (3, 2000)] {
             let m = ToScheduler::Map(MapMsg {
-                prefix: "inc-7f-3".into(),
+                prefix: "inc-7f-3".repeat(long),
                 first: u64::MAX - n as u64,
-                op: "inc".into(),
+                op: "inc".repeat(long),
                 args: args(n),
                 resources: vec![Resource {
-                    name: "gpu".into(),
+                    name: "gpu".repeat(long),
                     amount: 0.5,
                 }],
             });
             let bytes = ToScheduler::encode_batch(&vec![m.clone()]);
             assert_eq!(ToScheduler::decode_batch(&bytes).unwrap(), vec![m.clone()]);
-            assert!(bytes.len() <= WireSize::wire_size(&m), "{n} arguments");
+            let estimate = WireSize::wire_size(&m);
+            assert!(bytes.len() <= estimate, "{n} arguments, names {long}×");
+            // An upper estimate, not a wild one: frames are cut by it.
+            assert!(
+                estimate <= 2 * bytes.len() + 256,
+                "{estimate} for {}",
+                bytes.len()
+            );
         }
         let mut m = ToScheduler::Map(MapMsg {
             prefix: "p".into(),

@@ -342,6 +342,43 @@ mod tests {
     use std::any::Any;
     use std::sync::Arc;
 
+    /// Values and datums nested up to the limit convert both ways; one level more is
+    /// refused by either conversion.
+    #[test]
+    fn conversions_refuse_nesting_past_the_limit() {
+        let nested_value = |levels: usize| {
+            let mut v = Value::Int(1);
+            for _ in 0..levels {
+                v = Value::List(vec![v]);
+            }
+            v
+        };
+        let nested_datum = |levels: usize| {
+            let mut d = Datum::Int(1);
+            for _ in 0..levels {
+                d = Datum::List(vec![d]);
+            }
+            d
+        };
+        let mut bufs = Vec::new();
+        assert_eq!(
+            nested_value(MAX_DEPTH).to_datum(&mut bufs).unwrap(),
+            nested_datum(MAX_DEPTH)
+        );
+        assert!(matches!(
+            nested_value(MAX_DEPTH + 1).to_datum(&mut bufs),
+            Err(ProtoError::TooDeep(MAX_DEPTH))
+        ));
+        assert_eq!(
+            nested_datum(MAX_DEPTH).to_value(&[], &[]).unwrap(),
+            nested_value(MAX_DEPTH)
+        );
+        assert!(matches!(
+            nested_datum(MAX_DEPTH + 1).to_value(&[], &[]),
+            Err(ProtoError::TooDeep(MAX_DEPTH))
+        ));
+    }
+
     #[test]
     fn round_trip_with_buffers() {
         let v = Value::List(vec![
