@@ -30,6 +30,10 @@ use crate::Graph;
 /// The most tasks of a [`Client::map`] sent in one submission.
 pub const MAP_CHUNK: usize = 1024;
 
+/// The fewest tasks of a submission encoded on the caller's thread (see
+/// `Client::send_submission`).
+pub(crate) const ENCODE_HERE_FROM: usize = 64;
+
 pub(crate) struct Inner {
     pub(crate) handle: tokio::runtime::Handle,
     /// Stops the runtime thread when dropped.
@@ -279,16 +283,31 @@ impl Client {
         let parts =
             split_graph(tasks, outputs, bufs).map_err(|e| ClientError::Rejected(e.to_string()))?;
         let futures = self.hold_all(outputs, decode)?;
-        // Each part is encoded here, on the caller's thread, where its tasks were made:
-        // the runtime's thread only writes it (and does not free a graph's strings and
-        // lists made on another thread, which costs several times as much).
         for (msg, bufs) in parts {
-            self.inner
-                .sender()
-                .send_encoded(vec![(ToScheduler::UpdateGraph(msg), bufs)])
-                .map_err(|e| ClientError::Disconnected(e.to_string()))?;
+            let many = msg.tasks.len() >= ENCODE_HERE_FROM;
+            self.send_submission(ToScheduler::UpdateGraph(msg), bufs, many)?;
         }
         Ok(futures)
+    }
+
+    /// Sends a graph's part or a map. One of many tasks is encoded here, on the caller's
+    /// thread, where its tasks were made: the runtime's thread only writes it, and does not
+    /// free its strings and lists, made on another thread (which costs several times as
+    /// much). One of a few tasks is queued as a message, to go in the same frame as what
+    /// is queued with it (the releases said first): an encoded frame goes on its own, and
+    /// a frame more costs the scheduler a read more on the round trip of a `submit`.
+    pub(crate) fn send_submission(
+        &self,
+        m: ToScheduler,
+        bufs: Vec<Bytes>,
+        many: bool,
+    ) -> Result<(), ClientError> {
+        let to = self.inner.sender();
+        let sent = match many {
+            true => to.send_encoded(vec![(m, bufs)]),
+            false => to.send_with(m, bufs),
+        };
+        sent.map_err(|e| ClientError::Disconnected(e.to_string()))
     }
 
     /// The dict-style form: runs a graph and returns the values of `outputs`.

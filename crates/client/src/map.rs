@@ -9,7 +9,7 @@ use bytes::Bytes;
 use rask_proto::msg::{push_map_key, MapMsg, TaskSpec, ToScheduler};
 use rask_proto::{Datum, Value};
 
-use crate::client::short;
+use crate::client::{short, ENCODE_HERE_FROM};
 use crate::graph::{args_datum, PART_TARGET};
 use crate::typed::Submit;
 use crate::{Client, ClientError, Future, MAP_CHUNK};
@@ -172,12 +172,8 @@ impl Client {
             return Ok(Vec::new());
         }
         let futures = self.hold_all(keys, decode)?;
-        // Encoded here, on the caller's thread, where its arguments were made (see
-        // `submit_specs`).
-        self.inner
-            .sender()
-            .send_encoded(vec![(ToScheduler::Map(map), bufs)])
-            .map_err(|e| ClientError::Disconnected(e.to_string()))?;
+        let many = map.args.len() >= ENCODE_HERE_FROM;
+        self.send_submission(ToScheduler::Map(map), bufs, many)?;
         Ok(futures)
     }
 }
