@@ -356,7 +356,7 @@ fn malformed_maps_are_refused_to_their_client_with_the_reason() {
                 let (mut r, mut w, _) = conn;
                 for (m, why, n) in cases {
                     use tokio::io::AsyncWriteExt;
-                    let header = encode_header(&vec![ToScheduler::Map(m)]);
+                    let header = encode_header(&vec![ToScheduler::Map(Box::new(m))]);
                     w.write_all(&encode_frame(&header, &[])).await.unwrap();
                     let (keys, message) = loop {
                         let batch = r.read_batch::<ToClient>().await.unwrap().unwrap();

@@ -428,7 +428,7 @@ fn main() {
     let client_session = wire(vec![
         vec![(ToScheduler::UpdateGraph(g.clone()), gbufs.clone())],
         vec![(
-            ToScheduler::Map(map),
+            ToScheduler::Map(Box::new(map)),
             vec![Bytes::from_static(b"a map's payload")],
         )],
         vec![

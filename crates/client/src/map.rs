@@ -173,7 +173,7 @@ impl Client {
         }
         let futures = self.hold_all(keys, decode)?;
         let many = map.args.len() >= ENCODE_HERE_FROM;
-        self.send_submission(ToScheduler::Map(map), bufs, many)?;
+        self.send_submission(ToScheduler::Map(Box::new(map)), bufs, many)?;
         Ok(futures)
     }
 }

@@ -185,7 +185,7 @@ impl Server {
         for m in msgs {
             match (peer, m) {
                 (Peer::Client(c), ToScheduler::UpdateGraph(g)) => self.on_update_graph(c, g, &bufs),
-                (Peer::Client(c), ToScheduler::Map(m)) => self.on_map(c, m, &bufs),
+                (Peer::Client(c), ToScheduler::Map(m)) => self.on_map(c, *m, &bufs),
                 (Peer::Client(c), ToScheduler::ReleaseKeys { keys }) => {
                     self.core.on_release_keys(c, &keys);
                     if self.recovery.journal.is_some() {

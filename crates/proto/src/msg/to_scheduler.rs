@@ -85,8 +85,10 @@ wire! {
     pub enum ToScheduler {
         /// From a client: tasks to add (a graph, or a part of one).
         UpdateGraph(UpdateGraphMsg),
-        /// From a client: tasks of one op over many arguments (a `map`).
-        Map(MapMsg),
+        /// From a client: tasks of one op over many arguments (a `map`). Boxed, as
+        /// `Heartbeat`: every `ToScheduler` is as large as its largest variant, in memory
+        /// (moved through every queue) and archived.
+        Map(Box<MapMsg>),
         /// The client dropped its last future for these keys.
         ReleaseKeys {
             /// The keys released.
