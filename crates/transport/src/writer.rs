@@ -268,9 +268,10 @@ impl<M> Inbox<M> {
             if let Some(m) = self.try_recv() {
                 return Some(m);
             }
-            let queued = self.rx.recv().await?;
-            if let Some(item) = self.take(queued) {
-                return Some(item);
+            match self.rx.recv().await? {
+                Queued::One(m) => return Some(Item::Msg(m)),
+                Queued::Frame(f) => return Some(Item::Frame(f)),
+                Queued::Many(v) => self.batch = v.into_iter(),
             }
         }
     }
@@ -281,22 +282,10 @@ impl<M> Inbox<M> {
             if let Some((m, bufs)) = self.batch.next() {
                 return Some(Item::Msg((m, bufs, None)));
             }
-            let queued = self.rx.try_recv().ok()?;
-            if let Some(item) = self.take(queued) {
-                return Some(item);
-            }
-        }
-    }
-
-    /// What an entry of the queue gives at once; a batch's messages are taken one by one
-    /// after it.
-    fn take(&mut self, queued: Queued<M>) -> Option<Item<M>> {
-        match queued {
-            Queued::One(m) => Some(Item::Msg(m)),
-            Queued::Frame(f) => Some(Item::Frame(f)),
-            Queued::Many(v) => {
-                self.batch = v.into_iter();
-                None
+            match self.rx.try_recv().ok()? {
+                Queued::One(m) => return Some(Item::Msg(m)),
+                Queued::Frame(f) => return Some(Item::Frame(f)),
+                Queued::Many(v) => self.batch = v.into_iter(),
             }
         }
     }
