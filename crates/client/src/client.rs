@@ -215,12 +215,7 @@ impl Client {
         args: A,
     ) -> Result<Future<O::Output>, ClientError> {
         let name = op.name();
-        let key = format!(
-            "{}-{:x}-{}",
-            short(name),
-            self.inner.id(),
-            self.inner.next.fetch_add(1, Ordering::Relaxed)
-        );
+        let key = self.fresh_name(name);
         let (args, keep) = op.prepare(args)?;
         let mut g = Graph::new();
         g.task(&key, name, args);
@@ -324,6 +319,17 @@ impl Client {
     ) -> Result<Vec<Value>, ClientError> {
         let futs = self.compute(graph, outputs)?;
         self.gather_async(&futs).await
+    }
+
+    /// A name no other task of this client's has: `op`'s short name, the client's id and
+    /// a number (a `submit`'s key, a `map`'s keys' common part).
+    pub(crate) fn fresh_name(&self, op: &str) -> String {
+        format!(
+            "{}-{:x}-{}",
+            short(op),
+            self.inner.id(),
+            self.inner.next.fetch_add(1, Ordering::Relaxed)
+        )
     }
 
     /// Takes a new handle on each of `keys`, unless the scheduler connection is gone.

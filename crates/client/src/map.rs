@@ -2,14 +2,13 @@
 //! op name or wanted key travels for each task. A chunk whose arguments hold futures reads
 //! other tasks' outputs and goes as a graph instead.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use rask_proto::msg::{push_map_key, MapMsg, TaskSpec, ToScheduler};
 use rask_proto::{Datum, Value};
 
-use crate::client::{short, ENCODE_HERE_FROM};
+use crate::client::ENCODE_HERE_FROM;
 use crate::graph::{args_datum, PART_TARGET};
 use crate::typed::Submit;
 use crate::{Client, ClientError, Future, MAP_CHUNK};
@@ -61,12 +60,7 @@ impl Client {
         I: IntoIterator<Item = A>,
     {
         let name = op.name();
-        let prefix = format!(
-            "{}-{:x}-{}",
-            short(name),
-            self.inner.id(),
-            self.inner.next.fetch_add(1, Ordering::Relaxed)
-        );
+        let prefix = self.fresh_name(name);
         self.check_ops(std::iter::once(name))?;
         let mut items = items.into_iter().peekable();
         let mut futures = Vec::with_capacity(items.size_hint().0);

@@ -350,23 +350,26 @@ mod tests {
         assert!(matches!(next.msgs[0], PeerMsg::Data { req: 2, .. }));
     }
 
+    /// A reply to request `req` whose one value is a buffer of `len` bytes, each `req`.
+    fn data_reply(req: u64, len: usize) -> (PeerMsg, Vec<Bytes>) {
+        (
+            PeerMsg::Data {
+                req,
+                items: vec![DataItem {
+                    task: TaskId(req),
+                    value: Datum::Buf(0),
+                }],
+                missing: vec![],
+            },
+            vec![Bytes::from(vec![req as u8; len])],
+        )
+    }
+
     #[tokio::test]
     async fn batches_and_single_messages_go_in_the_order_sent_each_with_its_buffers() {
         let (near, mut far) = tokio::io::duplex(1 << 16);
         let (tx, writer) = channel::<PeerMsg>();
-        let data = |req: u64| {
-            (
-                PeerMsg::Data {
-                    req,
-                    items: vec![DataItem {
-                        task: TaskId(req),
-                        value: Datum::Buf(0),
-                    }],
-                    missing: vec![],
-                },
-                vec![Bytes::from(vec![req as u8; 10 + req as usize])],
-            )
-        };
+        let data = |req: u64| data_reply(req, 10 + req as usize);
         let ask = |req: u64, n: usize| PeerMsg::GetData {
             req,
             tasks: vec![TaskId(req); n],
@@ -419,19 +422,7 @@ mod tests {
     async fn encoded_frames_keep_their_place_and_their_messages() {
         let (near, mut far) = tokio::io::duplex(1 << 16);
         let (tx, writer) = channel::<PeerMsg>();
-        let data = |req: u64| {
-            (
-                PeerMsg::Data {
-                    req,
-                    items: vec![DataItem {
-                        task: TaskId(req),
-                        value: Datum::Buf(0),
-                    }],
-                    missing: vec![],
-                },
-                vec![Bytes::from(vec![req as u8; req as usize])],
-            )
-        };
+        let data = |req: u64| data_reply(req, req as usize);
         let (m, b) = data(1);
         tx.send_with(m, b).unwrap();
         tx.send_encoded(vec![data(2), data(3)]).unwrap();
