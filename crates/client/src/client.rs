@@ -490,12 +490,16 @@ impl Client {
 
     pub(crate) fn release(&self, key: &Arc<str>) {
         let mut st = self.inner.state();
-        let hash_map::Entry::Occupied(mut e) = st.keys.entry(key.clone()) else {
+        // Taken out and put back if other handles remain (seldom): one look-up, and no
+        // count of the key's name to raise and lower.
+        let Some((name, mut e)) = st.keys.remove_entry(&**key) else {
             return;
         };
-        e.get_mut().refs -= 1;
-        if e.get().refs == 0 {
-            if e.remove().waited {
+        e.refs -= 1;
+        if e.refs > 0 {
+            st.keys.insert(name, e);
+        } else {
+            if e.waited {
                 // Whoever waited on it learns it is gone.
                 st.waiters.remove(key);
             }

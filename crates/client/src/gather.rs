@@ -6,11 +6,11 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use rask_proto::msg::{Hello, Holder, Role};
-use rask_proto::{TaskId, Value};
+use rask_proto::{TaskId, Value, WorkerId};
 use tokio::sync::oneshot;
 
 use crate::client::Inner;
-use crate::state::Status;
+use crate::state::{State, Status};
 use crate::ClientError;
 
 pub(crate) type DataReply = Result<(Vec<(TaskId, Value)>, Vec<TaskId>), String>;
@@ -23,10 +23,43 @@ pub(crate) struct DataLink {
 
 pub(crate) type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<DataReply>>>>;
 
-/// A key's status once it is no longer pending, with its holder's address.
+/// A key's status once it is no longer pending: its value, or the task and worker to
+/// fetch it from.
 pub(crate) enum Ready {
     Value(Value),
-    At(TaskId, Holder),
+    At(TaskId, WorkerId),
+}
+
+/// Where a key's value is now; `None` while it is pending.
+fn ready_now(st: &State, key: &str) -> Result<Option<Ready>, ClientError> {
+    let Some(e) = st.keys.get(key) else {
+        return Err(ClientError::Other(format!(
+            "key {key:?} is not held by this client (released)"
+        )));
+    };
+    match &e.status {
+        Status::Pending => Ok(None),
+        Status::Memory { value: Some(v), .. } => Ok(Some(Ready::Value(v.value()))),
+        Status::Memory {
+            task,
+            holder: Some(w),
+            value: None,
+        } => Ok(Some(Ready::At(*task, *w))),
+        Status::Memory { holder: None, .. } => Err(ClientError::Fetch {
+            key: key.to_string(),
+            message: "no worker holds it".into(),
+        }),
+        Status::Erred(e) if e.key.is_empty() => Err(ClientError::Rejected(e.message.clone())),
+        Status::Erred(e) => Err(ClientError::Task {
+            key: key.to_string(),
+            cause: e.key.clone(),
+            op: e.op.clone(),
+            message: e.message.clone(),
+        }),
+        Status::Lost => Err(ClientError::Disconnected(
+            st.closed.clone().unwrap_or_default(),
+        )),
+    }
 }
 
 /// Waits for a key to leave `Pending`; returns where its value is.
@@ -34,48 +67,8 @@ pub(crate) async fn wait_status(inner: &Inner, key: &Arc<str>) -> Result<Ready, 
     loop {
         let woken = {
             let mut st = inner.state();
-            let Some(e) = st.keys.get(key) else {
-                return Err(ClientError::Other(format!(
-                    "key {key:?} is not held by this client (released)"
-                )));
-            };
-            match &e.status {
-                Status::Pending => {}
-                Status::Memory { value: Some(v), .. } => return Ok(Ready::Value(v.value())),
-                Status::Memory {
-                    task,
-                    holder: Some(w),
-                    value: None,
-                } => {
-                    let h = st
-                        .workers
-                        .get(w)
-                        .expect("invariant: holders are known")
-                        .clone();
-                    return Ok(Ready::At(*task, h));
-                }
-                Status::Memory { holder: None, .. } => {
-                    return Err(ClientError::Fetch {
-                        key: key.to_string(),
-                        message: "no worker holds it".into(),
-                    })
-                }
-                Status::Erred(e) if e.key.is_empty() => {
-                    return Err(ClientError::Rejected(e.message.clone()))
-                }
-                Status::Erred(e) => {
-                    return Err(ClientError::Task {
-                        key: key.to_string(),
-                        cause: e.key.clone(),
-                        op: e.op.clone(),
-                        message: e.message.clone(),
-                    })
-                }
-                Status::Lost => {
-                    return Err(ClientError::Disconnected(
-                        st.closed.clone().unwrap_or_default(),
-                    ))
-                }
+            if let Some(ready) = ready_now(&st, key)? {
+                return Ok(ready);
             }
             st.wait_on(key)
                 .expect("invariant: the key is held (just seen)")
@@ -115,29 +108,50 @@ pub(crate) async fn gather(
     // their loss), as a future waits for its result.
     let mut misses = 0;
     loop {
-        let mut by_holder: HashMap<String, (Holder, Vec<(usize, TaskId)>)> = HashMap::new();
-        for (i, key) in keys.iter().enumerate() {
-            if out[i].is_some() {
-                continue;
-            }
-            match wait_status(&inner, key).await? {
-                Ready::Value(v) => out[i] = Some(v),
-                Ready::At(task, h) => {
-                    by_holder
-                        .entry(h.addr.clone())
-                        .or_insert_with(|| (h, Vec::new()))
-                        .1
-                        .push((i, task));
+        let mut by_holder: HashMap<WorkerId, (Holder, Vec<(usize, TaskId)>)> = HashMap::new();
+        // Keys are looked at in order under one lock, as far as the first that is still
+        // pending, which is then waited on: results mostly come in the order of their
+        // keys, so a gather waits a few times, not once a key.
+        let mut i = 0;
+        while i < keys.len() {
+            let woken = {
+                let mut st = inner.state();
+                loop {
+                    let Some(key) = keys.get(i) else {
+                        break None;
+                    };
+                    if out[i].is_none() {
+                        match ready_now(&st, key)? {
+                            None => {
+                                let woken = st.wait_on(key);
+                                break Some(woken.expect("invariant: the key is held (just seen)"));
+                            }
+                            Some(Ready::Value(v)) => out[i] = Some(v),
+                            Some(Ready::At(task, w)) => {
+                                let holder = || {
+                                    let h = st.workers.get(&w);
+                                    (h.expect("invariant: holders are known").clone(), Vec::new())
+                                };
+                                by_holder.entry(w).or_insert_with(holder).1.push((i, task));
+                            }
+                        }
+                    }
+                    i += 1;
                 }
+            };
+            if let Some(woken) = woken {
+                // Woken by a change, or by the waiter list being dropped (released, closed).
+                let _ = woken.await;
             }
         }
         if by_holder.is_empty() {
             break;
         }
         let mut pending = Vec::new();
-        for (addr, (holder, items)) in by_holder {
+        for (_, (holder, items)) in by_holder {
             let tasks: Vec<TaskId> = items.iter().map(|(_, t)| *t).collect();
-            pending.push((addr, items, fetch(&inner, &holder, tasks)));
+            let reply = fetch(&inner, &holder, tasks);
+            pending.push((holder.addr, items, reply));
         }
         let mut missing_any = None;
         for (addr, items, reply) in pending {
