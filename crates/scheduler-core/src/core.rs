@@ -34,6 +34,9 @@ pub struct SchedulerCore {
     /// Running workers with a thread free of tasks and steals, by work (see
     /// [`crate::load`]).
     pub(crate) idle: std::collections::BTreeSet<(u64, WorkerId)>,
+    /// Workers whose filing in the index is out of date, to be filed again before the
+    /// index is next read (see [`crate::load`]).
+    pub(crate) stale: Vec<WorkerId>,
     /// Connected clients, each with the tasks it may want (see [`crate::lists`]).
     pub(crate) clients: FxHashMap<ClientId, crate::lists::Wants>,
     /// Ready tasks waiting for a worker slot, by priority.
@@ -111,6 +114,7 @@ impl SchedulerCore {
             by_load: Default::default(),
             free_workers: 0,
             idle: Default::default(),
+            stale: Vec::new(),
             clients: FxHashMap::default(),
             queued: Default::default(),
             no_worker: Default::default(),

@@ -17,7 +17,10 @@ impl SchedulerCore {
     pub(crate) fn place_ready(&mut self, t: TaskId) {
         let placement = match self.hold {
             true => Placement::NoFit,
-            false => self.decide_worker(t),
+            false => {
+                self.refresh_index();
+                self.decide_worker(t)
+            }
         };
         let target = match placement {
             Placement::Worker(w) => return self.assign(t, w),

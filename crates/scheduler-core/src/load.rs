@@ -7,6 +7,12 @@
 //! nor has one on its way (stealing's thieves). Whatever changes a worker's work, tasks,
 //! steals on their way to it or retiring must call [`SchedulerCore::reindex`] (or
 //! [`SchedulerCore::unindex`] before the worker goes).
+//!
+//! `reindex` keeps the count at once but only marks the worker to be filed again in the
+//! two sets; [`SchedulerCore::refresh_index`], called before they are read (placement,
+//! stealing), files the marked ones. A slot given back and taken again before the next
+//! read, as when a task ends and the next queued one starts on the same worker, then costs
+//! one filing instead of two.
 //! This module only keeps the index; the choices are `placement`'s and `steal`'s.
 
 use rask_proto::WorkerId;
@@ -29,51 +35,100 @@ pub(crate) struct Indexed {
     pub(crate) load: u64,
     /// Its work: its key in `idle`.
     pub(crate) occupancy: u64,
-    /// It takes a task now (counted in `free_workers`).
-    pub(crate) free: bool,
     /// A thread of it neither runs a task nor has one on its way (in `idle`).
     pub(crate) idle: bool,
 }
 
 impl Indexed {
-    fn of(w: &Worker, cfg: &CoreConfig) -> Self {
+    fn of(w: &Worker) -> Self {
         let threads = w.spec.nthreads.max(1);
         Indexed {
             load: w.occupancy_us / u64::from(threads),
             occupancy: w.occupancy_us,
-            free: w.has_capacity(cfg, &[]),
             idle: w.processing.len() + (w.stealing_in as usize) < threads as usize,
         }
     }
 }
 
+/// Whether a worker takes a task now (counted in `free_workers`).
+fn takes_now(w: &Worker, cfg: &CoreConfig) -> bool {
+    !w.retiring && w.has_capacity(cfg, &[])
+}
+
 impl SchedulerCore {
-    /// Puts worker `id` in the index as it is now (out of it if retiring or gone).
+    /// Counts worker `id` among those taking tasks if it does now, and marks it to be
+    /// filed again, as it will be then, before the index is next read. (The count is
+    /// kept at once: filling slots reads it after every task it places.)
+    #[inline]
     pub(crate) fn reindex(&mut self, id: WorkerId) {
-        self.unindex(id);
         let Some(w) = self.workers.get_mut(&id) else {
             return;
         };
+        let free = takes_now(w, &self.cfg);
+        if free != w.free {
+            w.free = free;
+            match free {
+                true => self.free_workers += 1,
+                false => self.free_workers -= 1,
+            }
+        }
+        if !w.stale {
+            w.stale = true;
+            self.stale.push(id);
+        }
+    }
+
+    /// Files the workers marked by [`reindex`](Self::reindex) as they are now: called
+    /// before the index is read.
+    #[inline]
+    pub(crate) fn refresh_index(&mut self) {
+        if self.stale.is_empty() {
+            return;
+        }
+        let mut stale = std::mem::take(&mut self.stale);
+        for id in stale.drain(..) {
+            self.file(id);
+        }
+        // Its room is kept for the next marks.
+        self.stale = stale;
+    }
+
+    /// Puts worker `id` in the index as it is now (out of it if retiring or gone).
+    fn file(&mut self, id: WorkerId) {
+        self.unfile(id);
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
+        w.stale = false;
         if w.retiring {
             return;
         }
-        let entry = Indexed::of(w, &self.cfg);
+        let entry = Indexed::of(w);
         self.by_load.insert((entry.load, id));
-        self.free_workers += usize::from(entry.free);
         if entry.idle {
             self.idle.insert((entry.occupancy, id));
         }
         w.indexed = Some(entry);
     }
 
-    /// Takes worker `id` out of the index.
+    /// Takes worker `id` out of the index and out of the count of those taking tasks.
     pub(crate) fn unindex(&mut self, id: WorkerId) {
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
+        if std::mem::take(&mut w.free) {
+            self.free_workers -= 1;
+        }
+        self.unfile(id);
+    }
+
+    /// Takes worker `id` out of the index.
+    fn unfile(&mut self, id: WorkerId) {
         let Some(w) = self.workers.get_mut(&id) else {
             return;
         };
         if let Some(entry) = w.indexed.take() {
             self.by_load.remove(&(entry.load, id));
-            self.free_workers -= usize::from(entry.free);
             if entry.idle {
                 self.idle.remove(&(entry.occupancy, id));
             }
@@ -86,24 +141,34 @@ impl SchedulerCore {
         self.by_load.iter().take(LOAD_SCAN).map(|&(_, id)| id)
     }
 
-    /// Checks the index against the workers (for `validate`).
+    /// Checks the index against the workers (for `validate`): each worker is filed as it
+    /// is now, or marked to be filed again; the index holds what the filings say.
     pub(crate) fn check_load_index(&self) {
         let mut free = 0;
         let mut running = 0;
         let mut idle = 0;
         for (id, w) in &self.workers {
-            if w.retiring {
-                assert_eq!(w.indexed, None, "retiring {id} indexed");
-                continue;
+            assert_eq!(
+                w.stale,
+                self.stale.contains(id),
+                "{id} marked to be filed again in one place only"
+            );
+            // Said again here, not by `takes_now`: the check stands apart from what it checks.
+            let takes = !w.retiring && w.has_capacity(&self.cfg, &[]);
+            assert_eq!(w.free, takes, "{id} counted as taking tasks");
+            free += usize::from(w.free);
+            if !w.stale {
+                let now = (!w.retiring).then(|| Indexed::of(w));
+                assert_eq!(w.indexed, now, "load index of {id}");
             }
+            let Some(entry) = w.indexed else {
+                continue;
+            };
             running += 1;
-            let entry = Indexed::of(w, &self.cfg);
-            assert_eq!(w.indexed, Some(entry), "load index of {id}");
             assert!(
                 self.by_load.contains(&(entry.load, *id)),
                 "{id} in the load index"
             );
-            free += usize::from(entry.free);
             if entry.idle {
                 assert!(self.idle.contains(&(entry.occupancy, *id)), "{id} idle");
                 idle += 1;

@@ -140,6 +140,10 @@ pub(crate) struct Worker {
     /// How it is filed in the core's load index; `None` while retiring (see
     /// [`crate::load`]).
     pub(crate) indexed: Option<crate::load::Indexed>,
+    /// Its filing is out of date: it is in the core's list of workers to file again.
+    pub(crate) stale: bool,
+    /// It is counted in the core's `free_workers`: running, with room for a task.
+    pub(crate) free: bool,
 }
 
 impl Worker {
@@ -163,6 +167,8 @@ impl Worker {
             failure: None,
             stealing_in: 0,
             indexed: None,
+            stale: false,
+            free: false,
         }
     }
 

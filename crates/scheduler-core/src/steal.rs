@@ -42,6 +42,7 @@ impl SchedulerCore {
             return;
         }
         for _ in 0..MAX_STEALS_PER_STEP {
+            self.refresh_index();
             let Some(thief) = self.idle_worker() else {
                 return;
             };

@@ -124,6 +124,19 @@ fn validate_finds_a_worker_filed_under_a_stale_load() {
     s.validate();
 }
 
+/// `validate` finds a worker marked to be filed again in the load index but missing from
+/// the list of those to file (or listed and not marked).
+#[test]
+#[should_panic(expected = "marked to be filed again in one place only")]
+fn validate_finds_a_worker_marked_to_be_filed_again_in_one_place_only() {
+    let mut s = SchedulerCore::new(CoreConfig::default());
+    s.on_worker_joined(rask_proto::WorkerId(1), crate::tests::spec("w1"));
+    s.validate();
+    let w = s.workers.get_mut(&rask_proto::WorkerId(1)).expect("joined");
+    w.stale = !w.stale;
+    s.validate();
+}
+
 fn spec(name: &str) -> crate::api::WorkerSpec {
     crate::api::WorkerSpec {
         name: name.into(),
