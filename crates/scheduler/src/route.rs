@@ -14,7 +14,8 @@ use tracing::info;
 
 use crate::server::{holders_of, ClientConn, RetireReply, Server, WorkerConn};
 
-/// The most actions whose room [`Server::flush`] keeps from one batch to the next.
+/// The most actions whose room [`Server::flush`] keeps from one batch to the next, beyond
+/// twice what the batch used.
 const SPARE_ACTIONS: usize = 1 << 13;
 
 /// Messages for each connection, gathered while the core's actions are routed and handed
@@ -73,6 +74,7 @@ impl Server {
         let mut actions = self
             .core
             .swap_actions(std::mem::take(&mut self.spare_actions));
+        let used = actions.len();
         for a in actions.drain(..) {
             match a {
                 Action::Compute { worker, msg, bufs } => {
@@ -151,9 +153,10 @@ impl Server {
                 }
             }
         }
-        // Kept for the next batch unless a large one (a graph released at once) made it
-        // worth giving back.
-        if actions.capacity() <= SPARE_ACTIONS {
+        // Kept for a later batch, unless far larger than this batch needed (its room was
+        // made by one large batch, such as a graph released at once): under a steady flow
+        // of large batches, the room is kept and not made again by growing each time.
+        if actions.capacity() <= SPARE_ACTIONS.max(2 * used) {
             self.spare_actions = actions;
         }
         for (w, tasks) in copies {
