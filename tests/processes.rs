@@ -332,6 +332,23 @@ fn local_cluster_with_worker_processes() {
     });
 }
 
+/// The scheduler says which process and host it is, as each worker does: what a program
+/// on the same host needs to read the cluster's use of the machine.
+#[test]
+fn the_scheduler_names_its_process_and_host() {
+    within(DEADLINE, || {
+        let (s, addr) = scheduler(&[]);
+        let _w = worker(&addr, "w");
+        let c = Client::connect(&addr).unwrap();
+        c.wait_for_workers(1).unwrap();
+        let info = c.scheduler_info().unwrap();
+        assert_eq!(info.pid, s.0.id());
+        assert_ne!(info.pid, std::process::id());
+        assert!(!info.host_id.is_empty());
+        assert_eq!(info.host_id, info.workers[0].host_id, "one host");
+    });
+}
+
 #[test]
 fn a_silent_worker_is_presumed_dead_and_its_work_rescheduled() {
     within(DEADLINE, || {

@@ -800,6 +800,8 @@ fn main() {
                 now_us: 1,
                 started_us: 0,
                 dashboard: String::new(),
+                host_id: "host-a".into(),
+                pid: 4242,
             }),
         },
         ToClient::TaskStreamReply {

@@ -47,28 +47,17 @@ impl Page {
 impl Page {
     /// CPU seconds the browser's processes (its process group) used so far.
     fn cpu_seconds(&self) -> f64 {
-        let group = self.child.id().to_string();
-        let mut ticks = 0u64;
+        let group = self.child.id();
         let Ok(procs) = std::fs::read_dir("/proc") else {
             return f64::NAN;
         };
-        for p in procs.flatten() {
-            let Ok(stat) = std::fs::read_to_string(p.path().join("stat")) else {
-                continue;
-            };
-            // After the command's closing parenthesis: state, ppid, pgrp, … utime (12th
-            // field after it), stime (13th).
-            let Some((_, rest)) = stat.rsplit_once(')') else {
-                continue;
-            };
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            if f.get(2) == Some(&group.as_str()) {
-                ticks += f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-                ticks += f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-            }
-        }
-        // Linux reports in clock ticks of 1/100 s.
-        ticks as f64 / 100.0
+        procs
+            .flatten()
+            .filter_map(|p| std::fs::read_to_string(p.path().join("stat")).ok())
+            .filter_map(|stat| crate::procs::parse_stat(&stat))
+            .filter(|&(g, _)| g == group)
+            .map(|(_, s)| s)
+            .sum()
     }
 }
 

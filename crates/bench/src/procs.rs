@@ -186,6 +186,73 @@ pub(crate) fn rss_of(pid: u32) -> Result<u64> {
     Ok(kb * 1024)
 }
 
+/// From the text of `/proc/PID/stat`: the process's group, and the CPU seconds (user and
+/// system) it has used so far.
+pub(crate) fn parse_stat(stat: &str) -> Option<(u32, f64)> {
+    // After the command's closing parenthesis: state, ppid, pgrp, … utime (12th field
+    // after it), stime (13th), in clock ticks.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let group = f.get(2)?.parse().ok()?;
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some((
+        group,
+        ticks as f64 / rustix::param::clock_ticks_per_second() as f64,
+    ))
+}
+
+/// The CPU seconds a process of this host has used so far, to the nanosecond: the sum over
+/// its threads of the time each ran (`/proc/PID/task/TID/schedstat`; threads that ended
+/// are not counted). `None` if it cannot be read.
+pub(crate) fn cpu_seconds_of(pid: u32) -> Option<f64> {
+    let mut ns = 0u64;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        // A thread that ended since the listing has no file left: it is skipped.
+        if let Ok(stat) = std::fs::read_to_string(t.path().join("schedstat")) {
+            ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+        }
+    }
+    Some(ns as f64 / 1e9)
+}
+
+/// The processes of a cluster, all on this host: this one (the client, and the scheduler
+/// and workers when they run in it), the scheduler's and the workers' own. The CPU time
+/// they use over a workload, per task, is steadier than the workload's rate: on a host
+/// with fewer cores than processes, the rate is that time shared out, plus whatever else
+/// the host runs meanwhile.
+pub(crate) struct ClusterCpu {
+    pids: Vec<u32>,
+}
+
+impl ClusterCpu {
+    /// The cluster `client` is connected to; `None` when a process of it runs on another
+    /// host (its time cannot be read here).
+    pub(crate) fn of(client: &rask::Client) -> Result<Option<Self>> {
+        let info = client.scheduler_info()?;
+        let here = rask_transport::host_id();
+        let mut pids = vec![std::process::id()];
+        let others = std::iter::once((&info.host_id, info.pid))
+            .chain(info.workers.iter().map(|w| (&w.host_id, w.pid)));
+        for (host, pid) in others {
+            if *host != here {
+                return Ok(None);
+            }
+            if !pids.contains(&pid) {
+                pids.push(pid);
+            }
+        }
+        Ok(Some(ClusterCpu { pids }))
+    }
+
+    /// The CPU seconds the processes have used so far, together.
+    pub(crate) fn seconds(&self) -> Option<f64> {
+        self.pids.iter().map(|&p| cpu_seconds_of(p)).sum()
+    }
+}
+
 /// The program `name` next to this one, built into the same directory.
 pub(crate) fn sibling(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
@@ -202,4 +269,38 @@ pub(crate) fn sibling(name: &str) -> Result<PathBuf> {
 /// The repository, whose `benches/compare` holds the peers' scripts.
 pub(crate) fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stat_line_gives_the_group_and_the_cpu_time() {
+        // A command with spaces and a parenthesis, as `comm` may be.
+        let stat = "4242 (a (b) c) S 1 777 777 0 -1 4194560 10 0 0 0 250 50 0 0 20 0 1 0";
+        let ticks = rustix::param::clock_ticks_per_second() as f64;
+        assert_eq!(parse_stat(stat), Some((777, 300.0 / ticks)));
+        assert_eq!(parse_stat("4242 (x) S 1"), None);
+        assert_eq!(parse_stat("no parenthesis"), None);
+    }
+
+    #[test]
+    fn this_process_cpu_time_grows_as_it_works() {
+        let before = cpu_seconds_of(std::process::id()).expect("readable");
+        let mut x = 0u64;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // Work until the time read has grown (a hang would fail at the deadline).
+        loop {
+            for i in 0..1_000_000u64 {
+                x = x.wrapping_mul(31).wrapping_add(i);
+            }
+            std::hint::black_box(x);
+            if cpu_seconds_of(std::process::id()).expect("readable") > before {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no CPU time counted");
+        }
+        assert_eq!(cpu_seconds_of(u32::MAX), None);
+    }
 }

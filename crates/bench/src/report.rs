@@ -41,7 +41,12 @@ pub(crate) fn report(figures: &[Figure], peer: Option<&Json>, markdown: bool) {
             let theirs = peer_field(peer, f.workload, field);
             let better_low = matches!(
                 *field,
-                "seconds" | "median_us" | "p99_us" | "bytes_per_task"
+                "seconds"
+                    | "median_us"
+                    | "p99_us"
+                    | "bytes_per_task"
+                    | "cpu_us_per_task"
+                    | "cpu_us_per_message"
             );
             let ratio = theirs.map(|t| if better_low { t / v } else { v / t });
             rows.push((f.workload, *field, *v, theirs, ratio));

@@ -11,7 +11,7 @@ use rask::{Arg, Client, Graph, LocalCluster};
 use crate::peers::run_dask;
 use crate::procs::{
     rss_of, scheduler_process, scheduler_process_with, sibling, tcp_ping_pong_us, worker_processes,
-    KillOnDrop,
+    ClusterCpu, KillOnDrop,
 };
 use crate::report::{report, write_json};
 use crate::stats::{check, median, percentile, rate_figure, Figure};
@@ -62,6 +62,20 @@ pub(crate) fn run(a: TasksArgs) -> Result<()> {
         false => None,
     };
 
+    // The CPU time of the cluster's processes, where all run on this host.
+    // Read once what came before has settled: an echo goes after the releases the client
+    // sent and the frees the scheduler sent on, so the scheduler has done with the last
+    // run's tasks (and the worker the echo passes, with theirs) when it returns.
+    let cpu = ClusterCpu::of(&client)?;
+    let cpu_now = || -> Result<Option<f64>> {
+        client.echo(1)?;
+        Ok(cpu.as_ref().and_then(ClusterCpu::seconds))
+    };
+    let cpu_us_per = |before: Option<f64>, count: usize| -> Result<Option<f64>> {
+        let after = cpu_now()?;
+        Ok(before.zip(after).map(|(b, a)| (a - b) * 1e6 / count as f64))
+    };
+
     // (a) independent trivial tasks.
     for (name, n) in [
         ("independent_10000", 10_000usize),
@@ -71,6 +85,7 @@ pub(crate) fn run(a: TasksArgs) -> Result<()> {
             continue;
         }
         let mut rates = Vec::new();
+        let before = cpu_now()?;
         for _ in 0..runs {
             let t = Instant::now();
             let fs = client.map("inc", (0..n as i64).map(|i| [Arg::from(i)]))?;
@@ -80,7 +95,10 @@ pub(crate) fn run(a: TasksArgs) -> Result<()> {
             drop(fs);
             rates.push(n as f64 / dt);
         }
-        figures.push(rate_figure(name, "tasks_per_s", rates));
+        let mut f = rate_figure(name, "tasks_per_s", rates);
+        f.fields
+            .extend(cpu_us_per(before, n * runs)?.map(|c| ("cpu_us_per_task", c)));
+        figures.push(f);
     }
 
     // (a') the message-flow ceiling of the same path: empty messages through the same
@@ -90,18 +108,31 @@ pub(crate) fn run(a: TasksArgs) -> Result<()> {
     if want("message_ceiling_10000") {
         let n = 10_000u64;
         let mut rates = Vec::new();
+        let before = cpu_now()?;
         for _ in 0..runs {
             let dt = client.echo(n)?.as_secs_f64();
             rates.push(n as f64 / dt);
         }
         let mut f = rate_figure("message_ceiling_10000", "messages_per_s", rates);
-        let tasks = figures
-            .iter()
-            .find(|f| f.workload == "independent_10000")
-            .map(|t| t.fields[0].1);
-        if let Some(tasks) = tasks {
-            let fraction = tasks / f.fields[0].1;
-            f.fields.push(("independent_10000_fraction", fraction));
+        let per_message = cpu_us_per(before, n as usize * runs)?;
+        f.fields
+            .extend(per_message.map(|c| ("cpu_us_per_message", c)));
+        let tasks = figures.iter().find(|f| f.workload == "independent_10000");
+        let field = |name| {
+            tasks?
+                .fields
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| *v)
+        };
+        if let Some(rate) = field("tasks_per_s") {
+            f.fields
+                .push(("independent_10000_fraction", rate / f.fields[0].1));
+        }
+        // The same fraction in CPU time: a message's over a task's.
+        if let (Some(message), Some(task)) = (per_message, field("cpu_us_per_task")) {
+            f.fields
+                .push(("independent_10000_cpu_fraction", message / task));
         }
         figures.push(f);
     }

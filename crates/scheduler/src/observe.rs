@@ -448,6 +448,8 @@ impl Server {
             now_us: unix_us(),
             started_us: self.started_us,
             dashboard: self.dashboard.clone(),
+            host_id: self.host_id.clone(),
+            pid: std::process::id(),
         }
     }
 }

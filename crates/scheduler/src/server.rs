@@ -82,6 +82,8 @@ pub(crate) struct Server {
     pub(crate) shutdown_requested: Option<String>,
     /// When it started, in microseconds since the Unix epoch.
     pub(crate) started_us: u64,
+    /// This host's identity ([`rask_transport::host_id`]), said in the scheduler's info.
+    pub(crate) host_id: String,
     /// The dashboard's address, empty without one.
     pub(crate) dashboard: String,
     /// The published datasets.
@@ -125,6 +127,7 @@ impl Server {
             retire_replies: Vec::new(),
             shutdown_requested: None,
             started_us: unix_us(),
+            host_id: rask_transport::host_id(),
             dashboard,
             recovery: Default::default(),
             datasets: Default::default(),

@@ -152,6 +152,12 @@ wire! {
         pub started_us: u64,
         /// The dashboard's address (`http://host:port/status`), empty without one.
         pub dashboard: String,
+        /// The scheduler's host (see [`Hello::host_id`]) and process there: with those of
+        /// the workers, what a program on the same host needs to read each process's use
+        /// of the machine (as the benchmarks' CPU time per task does).
+        pub host_id: String,
+        /// See [`SchedulerInfoMsg::host_id`].
+        pub pid: u32,
     }
 
     /// One program in [`SchedulerInfoMsg`].
