@@ -1,7 +1,7 @@
 //! [`Client`]: connecting, submitting tasks and graphs (in parts within the frame
 //! target), asking the scheduler.
 
-use std::collections::{hash_map, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -20,9 +20,7 @@ use crate::runtime::on_runtime;
 use crate::runtime::start_runtime;
 use crate::runtime::Spin;
 use crate::state::read_scheduler;
-use crate::state::KeyEntry;
 use crate::state::State;
-use crate::state::Status;
 use crate::typed::Submit;
 use crate::ClientError;
 use crate::Graph;
@@ -342,7 +340,7 @@ impl Client {
         if let Some(reason) = &st.closed {
             return Err(ClientError::Disconnected(reason.clone()));
         }
-        st.keys.reserve(keys.len());
+        st.keys.reserve(keys);
         Ok(keys
             .iter()
             .map(|k| self.hold(&mut st, k.clone(), decode))
@@ -356,21 +354,7 @@ impl Client {
         key: Arc<str>,
         decode: fn(Value) -> Result<T, String>,
     ) -> Future<T> {
-        let key = match st.keys.entry(key) {
-            hash_map::Entry::Occupied(mut e) => {
-                e.get_mut().refs += 1;
-                e.key().clone()
-            }
-            hash_map::Entry::Vacant(e) => {
-                let key = e.key().clone();
-                e.insert(KeyEntry {
-                    refs: 1,
-                    waited: false,
-                    status: Status::Pending,
-                });
-                key
-            }
-        };
+        st.keys.hold(&key);
         Future {
             key,
             client: self.clone(),
@@ -490,30 +474,24 @@ impl Client {
 
     pub(crate) fn release(&self, key: &Arc<str>) {
         let mut st = self.inner.state();
-        // Taken out and put back if other handles remain (seldom): one look-up, and no
-        // count of the key's name to raise and lower.
-        let Some((name, mut e)) = st.keys.remove_entry(&**key) else {
+        // The key's entry, if that was its last handle.
+        let Some(e) = st.keys.release(key) else {
             return;
         };
-        e.refs -= 1;
-        if e.refs > 0 {
-            st.keys.insert(name, e);
-        } else {
-            if e.waited {
-                // Whoever waited on it learns it is gone.
-                st.waiters.remove(key);
-            }
-            if st.closed.is_none() {
-                // Said with the next message, or by a task on the runtime: the futures
-                // of a whole graph dropped together go in one message, not one each.
-                let mut releasing = self.inner.releasing.lock().expect("releasing lock");
-                releasing.push(String::from(&**key));
-                if releasing.len() == 1 {
-                    let inner = self.inner.clone();
-                    self.inner.handle.spawn(async move {
-                        inner.sender();
-                    });
-                }
+        if e.waited {
+            // Whoever waited on it learns it is gone.
+            st.waiters.remove(key);
+        }
+        if st.closed.is_none() {
+            // Said with the next message, or by a task on the runtime: the futures of a
+            // whole graph dropped together go in one message, not one each.
+            let mut releasing = self.inner.releasing.lock().expect("releasing lock");
+            releasing.push(String::from(&**key));
+            if releasing.len() == 1 {
+                let inner = self.inner.clone();
+                self.inner.handle.spawn(async move {
+                    inner.sender();
+                });
             }
         }
     }

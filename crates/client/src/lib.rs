@@ -27,6 +27,7 @@ mod datasets;
 mod future;
 mod gather;
 mod graph;
+mod keys;
 mod manage;
 mod map;
 mod observe;

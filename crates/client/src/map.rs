@@ -104,6 +104,8 @@ impl Client {
         chunk: Chunk<O::Keep>,
         op: &O,
     ) -> Result<Vec<Future<O::Output>>, ClientError> {
+        // The map's keys are kept by number (see `keys`).
+        self.inner.state().keys.open_block(prefix, *first);
         let mut key = String::with_capacity(prefix.len() + 21);
         let keys: Vec<Arc<str>> = (0..chunk.args.len() as u64)
             .map(|i| {

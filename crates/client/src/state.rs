@@ -76,7 +76,7 @@ pub(crate) struct KeyEntry {
 
 #[derive(Default)]
 pub(crate) struct State {
-    pub(crate) keys: HashMap<Arc<str>, KeyEntry>,
+    pub(crate) keys: crate::keys::Keys,
     /// Where workers that hold keys can be reached, by id (each key names only its
     /// holder's id).
     pub(crate) workers: HashMap<WorkerId, Holder>,
@@ -258,7 +258,7 @@ async fn reconnect(
                 if let Some(pending) = inner.pending.lock().expect("pending lock").take() {
                     pending.start(w);
                 }
-                let keys: Vec<String> = inner.state().keys.keys().map(|k| k.to_string()).collect();
+                let keys: Vec<String> = inner.state().keys.names();
                 tracing::info!(
                     "connected to the scheduler again as client {id} (was {old}); asking for {} keys",
                     keys.len()
