@@ -275,7 +275,7 @@ impl Client {
     ) -> Result<Vec<Future<T>>, ClientError> {
         let parts =
             split_graph(tasks, outputs, bufs).map_err(|e| ClientError::Rejected(e.to_string()))?;
-        let futures = self.hold_all(outputs, decode)?;
+        let futures = self.hold_all(outputs, None, decode)?;
         for (msg, bufs) in parts {
             let many = msg.tasks.len() >= ENCODE_HERE_FROM;
             self.send_submission(ToScheduler::UpdateGraph(msg), bufs, many)?;
@@ -330,36 +330,31 @@ impl Client {
         )
     }
 
-    /// Takes a new handle on each of `keys`, unless the scheduler connection is gone.
+    /// Takes a new handle on each of `keys` (a map's numbered from `map.1`, when `map`
+    /// names its prefix), unless the scheduler connection is gone.
     pub(crate) fn hold_all<T>(
         &self,
         keys: &[Arc<str>],
+        map: Option<(&str, u64)>,
         decode: fn(Value) -> Result<T, String>,
     ) -> Result<Vec<Future<T>>, ClientError> {
         let mut st = self.inner.state();
         if let Some(reason) = &st.closed {
             return Err(ClientError::Disconnected(reason.clone()));
         }
-        st.keys.reserve(keys);
-        Ok(keys
-            .iter()
-            .map(|k| self.hold(&mut st, k.clone(), decode))
-            .collect())
-    }
-
-    /// Takes a new handle on a key (creating its entry if needed).
-    pub(crate) fn hold<T>(
-        &self,
-        st: &mut State,
-        key: Arc<str>,
-        decode: fn(Value) -> Result<T, String>,
-    ) -> Future<T> {
-        st.keys.hold(&key);
-        Future {
-            key,
+        match map {
+            Some((prefix, first)) => st.keys.hold_map(prefix, first, keys),
+            None => {
+                st.keys.reserve(keys.len());
+                keys.iter().for_each(|k| st.keys.hold(k));
+            }
+        }
+        let future = |key: &Arc<str>| Future {
+            key: key.clone(),
             client: self.clone(),
             decode,
-        }
+        };
+        Ok(keys.iter().map(future).collect())
     }
 
     /// The values of these futures, fetched from the workers holding them; blocks.

@@ -104,8 +104,6 @@ impl Client {
         chunk: Chunk<O::Keep>,
         op: &O,
     ) -> Result<Vec<Future<O::Output>>, ClientError> {
-        // The map's keys are kept by number (see `keys`).
-        self.inner.state().keys.open_block(prefix, *first);
         let mut key = String::with_capacity(prefix.len() + 21);
         let keys: Vec<Arc<str>> = (0..chunk.args.len() as u64)
             .map(|i| {
@@ -167,7 +165,7 @@ impl Client {
         if map.args.is_empty() {
             return Ok(Vec::new());
         }
-        let futures = self.hold_all(keys, decode)?;
+        let futures = self.hold_all(keys, Some((&map.prefix, map.first)), decode)?;
         let many = map.args.len() >= ENCODE_HERE_FROM;
         self.send_submission(ToScheduler::Map(Box::new(map)), bufs, many)?;
         Ok(futures)

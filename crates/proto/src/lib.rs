@@ -20,6 +20,7 @@ pub mod flat;
 pub mod frame;
 mod ids;
 mod link;
+pub mod map_keys;
 // Every message item here is documented; the resolver enums rkyv derives beside them
 // (`ToSchedulerResolver`, …) are public and their variants' fields carry no docs.
 #[allow(missing_docs)]

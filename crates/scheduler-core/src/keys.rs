@@ -5,12 +5,21 @@
 //! to half empty). The index holds ids alone and reads keys from the tasks: 8 bytes and
 //! a control byte per slot. It must be told of every task put in or taken out of the
 //! slab, and finds a key only while its task is in the slab.
+//!
+//! A map's keys (`{prefix}-{n}`) are kept apart, by number ([`MapKeys`]): a hash table
+//! would miss the processor's caches twice a key (its slot, then the task holding the
+//! key's text), the slots of one map's keys being unrelated. A key is in one place only:
+//! its block's slot, or the table. The table may hold keys of a block's form that came
+//! before the block (a graph's): it is looked at for a key the block lacks only if it
+//! holds some key of that prefix, counted by the prefix's hash.
 
 use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
+use rask_proto::map_keys::MapKeys;
+use rask_proto::msg::{map_key, split_map_key as split};
 use rask_proto::TaskId;
-use rustc_hash::FxBuildHasher;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use crate::slab::Slab;
 use crate::state::Task;
@@ -23,11 +32,54 @@ pub(crate) fn hash(key: &str) -> u64 {
 #[derive(Debug, Default)]
 pub(crate) struct KeyIndex {
     table: HashTable<TaskId>,
+    /// Maps' keys, by number.
+    blocks: MapKeys<TaskId>,
+    /// Keys of the form `{prefix}-{n}` in the table, by the prefix's hash (prefixes with
+    /// none are absent).
+    prefixed: FxHashMap<u64, u32>,
 }
 
 impl KeyIndex {
+    /// Keeps the keys `{prefix}-{first}`, `{prefix}-{first + 1}`, … indexed from now on in
+    /// a block, unless one is open for `prefix` already: a map's, whose first new task is
+    /// indexed next.
+    pub(crate) fn open_block(&mut self, prefix: &str, first: u64) {
+        self.blocks.open(prefix, first);
+    }
+
+    /// Whether the table may hold a key of `prefix`.
+    fn table_has(&self, prefix: &str) -> bool {
+        !self.prefixed.is_empty() && self.prefixed.contains_key(&hash(prefix))
+    }
+
     /// The id of the task with `key`.
     pub(crate) fn get(&self, key: &str, tasks: &Slab<Task>) -> Option<TaskId> {
+        if !self.blocks.no_blocks() {
+            if let Some((prefix, n)) = split(key) {
+                return self.get_numbered(prefix, n, key, tasks);
+            }
+        }
+        self.find(key, tasks)
+    }
+
+    /// The id of the task with key `key`, which is `{prefix}-{n}`.
+    pub(crate) fn get_numbered(
+        &self,
+        prefix: &str,
+        n: u64,
+        key: &str,
+        tasks: &Slab<Task>,
+    ) -> Option<TaskId> {
+        if let Some(id) = self.blocks.get(prefix, n) {
+            return Some(*id);
+        }
+        if self.blocks.reaches(prefix, n) && !self.table_has(prefix) {
+            return None;
+        }
+        self.find(key, tasks)
+    }
+
+    fn find(&self, key: &str, tasks: &Slab<Task>) -> Option<TaskId> {
         self.table
             .find(hash(key), |id| key_of(tasks, *id) == key)
             .copied()
@@ -35,20 +87,70 @@ impl KeyIndex {
 
     /// Indexes task `id`, already in `tasks`, whose key no other indexed task has.
     pub(crate) fn insert(&mut self, id: TaskId, tasks: &Slab<Task>) {
-        let h = hash(key_of(tasks, id));
-        self.table
-            .insert_unique(h, id, |other| hash(key_of(tasks, *other)));
+        let key = key_of(tasks, id);
+        if let Some((prefix, n)) = split(key) {
+            if self.blocks.insert(prefix, n, id).is_ok() {
+                return;
+            }
+            *self.prefixed.entry(hash(prefix)).or_default() += 1;
+        }
+        self.put_in_table(id, key, tasks);
     }
 
-    /// Forgets task `id`, whose key is `key` (the task may have left the slab already).
-    pub(crate) fn remove(&mut self, id: TaskId, key: &str) {
+    fn put_in_table(&mut self, id: TaskId, key: &str, tasks: &Slab<Task>) {
+        self.table
+            .insert_unique(hash(key), id, |other| hash(key_of(tasks, *other)));
+    }
+
+    /// Forgets task `id`, whose key is `key` (the task may have left the slab already;
+    /// the others indexed are in it).
+    pub(crate) fn remove(&mut self, id: TaskId, key: &str, tasks: &Slab<Task>) {
+        let split = split(key);
+        if let Some((prefix, n)) = split {
+            if self.blocks.get(prefix, n) == Some(&id) {
+                self.blocks.remove(prefix, n);
+                // A block left sparse: its keys go to the table.
+                for (_, id) in self.blocks.close_if_sparse(prefix) {
+                    *self.prefixed.entry(hash(prefix)).or_default() += 1;
+                    self.put_in_table(id, key_of(tasks, id), tasks);
+                }
+                return;
+            }
+        }
         if let Ok(e) = self.table.find_entry(hash(key), |other| *other == id) {
             e.remove();
+            if let Some((prefix, _)) = split {
+                let h = hash(prefix);
+                let left = self.prefixed.get_mut(&h).expect("invariant: counted");
+                *left -= 1;
+                if *left == 0 {
+                    self.prefixed.remove(&h);
+                }
+            }
         }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.table.len()
+        self.table.len() + self.blocks.len()
+    }
+
+    /// Checks the blocks and the counts (for `validate`; each task's own key is checked
+    /// there).
+    pub(crate) fn check(&self, tasks: &Slab<Task>) {
+        self.blocks.check();
+        for (prefix, n, id) in self.blocks.iter() {
+            assert_eq!(key_of(tasks, *id), map_key(prefix, n), "block slot of {id}");
+        }
+        let mut prefixed: FxHashMap<u64, u32> = FxHashMap::default();
+        for id in self.table.iter() {
+            if let Some((prefix, _)) = split(key_of(tasks, *id)) {
+                *prefixed.entry(hash(prefix)).or_default() += 1;
+            }
+        }
+        assert_eq!(
+            self.prefixed, prefixed,
+            "keys of a block's form in the table"
+        );
     }
 }
 

@@ -46,13 +46,18 @@ impl SchedulerCore {
         let mut released = Vec::new();
         for (i, (args, bufs)) in args.into_iter().enumerate() {
             key.clear();
-            push_map_key(&mut key, &prefix, first + i as u64);
-            if let Some(t) = self.keys.get(&key, &self.tasks) {
+            let n = first + i as u64;
+            push_map_key(&mut key, &prefix, n);
+            if let Some(t) = self.keys.get_numbered(&prefix, n, &key, &self.tasks) {
                 // A key already known keeps its task, as in a graph.
                 if self.want(client, t) {
                     released.push(t);
                 }
                 continue;
+            }
+            if created.is_empty() {
+                // The map's keys are indexed by number (see `keys`).
+                self.keys.open_block(&prefix, n);
             }
             let prefix = *prefix_id.get_or_insert_with(|| self.prefix_id(&key, op));
             let extra = TaskExtra::of(bufs, resources.clone(), code);

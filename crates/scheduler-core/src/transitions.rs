@@ -321,7 +321,7 @@ impl SchedulerCore {
         let p = &mut self.prefixes[task.prefix as usize];
         p.current[state_index(task.state)] -= 1;
         p.totals[state_index(TaskState::Forgotten)] += 1;
-        self.keys.remove(t, &task.key);
+        self.keys.remove(t, &task.key, &self.tasks);
         self.log.record(Entry::new(
             t,
             task.state,

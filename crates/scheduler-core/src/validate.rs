@@ -214,6 +214,7 @@ impl SchedulerCore {
             "transition log bound"
         );
         assert_eq!(self.keys.len(), self.tasks.len(), "key map size");
+        self.keys.check(&self.tasks);
         self.queued.check();
         self.check_load_index();
         self.no_worker.check();

@@ -186,3 +186,90 @@ fn a_map_numbered_past_the_largest_number_or_from_an_unknown_client_is_refused()
     assert_eq!(t.task_count(), 0);
     t.validate();
 }
+
+/// Maps and graphs whose keys share forms (a graph's `m-1-7` before or after the map
+/// `m-1` numbers it), computed and released in random order: after every step each task
+/// is found by its key, the index holds exactly the tasks, and what was released is gone
+/// (`validate`), whether a key sits in its map's block or in the table.
+#[test]
+fn keys_of_maps_and_graphs_released_in_any_order_stay_indexed() {
+    let mut s = core();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rand = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut held: Vec<String> = Vec::new();
+    let prefixes = ["m-1", "m-2", "m-2-5"];
+    for step in 0..400 {
+        match rand(4) {
+            0 => {
+                let prefix = prefixes[rand(3) as usize];
+                let (first, n) = (rand(600), 1 + rand(300) as usize);
+                let m = NewMap {
+                    prefix: prefix.into(),
+                    first,
+                    op: "inc".into(),
+                    args: (0..n)
+                        .map(|i| (Datum::List(vec![Datum::Int(i as i64)]), vec![]))
+                        .collect(),
+                    resources: vec![],
+                    code: None,
+                };
+                held.extend((0..n).map(|i| m.key(i)));
+                s.on_map(C, m).unwrap();
+            }
+            1 => {
+                let keys: Vec<String> = (0..1 + rand(20))
+                    .map(|_| match rand(3) {
+                        0 => format!("{}-{}", prefixes[rand(3) as usize], rand(2000)),
+                        1 => format!("g-{}", rand(100)),
+                        _ => format!("m-1-0{}", rand(10)),
+                    })
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                let tasks = keys.iter().map(|k| op_task(k, "inc", &[])).collect();
+                s.on_update_graph(C, tasks, &keys).unwrap();
+                held.extend(keys);
+            }
+            2 if !held.is_empty() => {
+                // Some keys, from anywhere in what is held.
+                let mut keys = Vec::new();
+                for _ in 0..1 + rand(200) {
+                    if held.is_empty() {
+                        break;
+                    }
+                    keys.push(held.swap_remove(rand(held.len() as u64) as usize));
+                }
+                s.on_release_keys(C, &keys);
+            }
+            _ => {
+                // Every compute sent so far finishes.
+                let computes: Vec<_> = s
+                    .take_actions()
+                    .into_iter()
+                    .filter_map(|x| match x {
+                        Action::Compute { worker, msg, .. } => Some((worker, msg.task)),
+                        _ => None,
+                    })
+                    .collect();
+                for (w, t) in computes {
+                    s.on_task_finished(w, t, 8, 3, 0, Some(Datum::Int(1)));
+                }
+            }
+        }
+        s.validate();
+        let _ = step;
+    }
+    held.sort();
+    held.dedup();
+    s.on_release_keys(C, &held);
+    s.validate();
+    assert_eq!(
+        s.info().tasks_by_state.iter().map(|(_, n)| n).sum::<u64>(),
+        0
+    );
+}

@@ -334,6 +334,27 @@ pub fn map_key(prefix: &str, n: u64) -> String {
     key
 }
 
+/// The prefix and number of a key of [`map_key`]'s form, where the number is written as
+/// `format!` writes a `u64` (no sign, no leading zero), so that one number has one key:
+/// `split_map_key(&map_key(p, n)) == Some((p, n))` for every `p` and `n`. `None` for any
+/// other key.
+pub fn split_map_key(key: &str) -> Option<(&str, u64)> {
+    let b = key.as_bytes();
+    let mut i = b.len();
+    while i > 0 && b[i - 1].is_ascii_digit() {
+        i -= 1;
+    }
+    let digits = &b[i..];
+    if i == 0 || b[i - 1] != b'-' || digits.is_empty() || (digits[0] == b'0' && digits.len() > 1) {
+        return None;
+    }
+    let mut n = 0u64;
+    for &d in digits {
+        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    Some((&key[..i - 1], n))
+}
+
 /// Appends [`map_key`]`(prefix, n)` to `out`: written digit by digit, for `format!` costs
 /// about as much as the rest of building a task.
 pub fn push_map_key(out: &mut String, prefix: &str, n: u64) {
@@ -356,6 +377,30 @@ pub fn push_map_key(out: &mut String, prefix: &str, n: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_map_key_splits_into_its_prefix_and_number_and_nothing_else_does() {
+        for p in ["inc-1f-3", "", "a-1", "5", "a--", "x y"] {
+            for n in [0, 1, 9, 10, 99, 1234567, u64::MAX - 1, u64::MAX] {
+                assert_eq!(split_map_key(&map_key(p, n)), Some((p, n)), "{p:?} {n}");
+            }
+        }
+        let not = [
+            "",
+            "5",
+            "a",
+            "a-",
+            "a-01",
+            "a-00",
+            "a-1x",
+            "a-+1",
+            "a- 1",
+            "a-18446744073709551616",
+        ];
+        for key in not {
+            assert_eq!(split_map_key(key), None, "{key:?}");
+        }
+    }
 
     #[test]
     fn a_map_key_is_the_prefix_a_dash_and_the_number() {
