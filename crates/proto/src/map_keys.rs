@@ -244,6 +244,9 @@ impl<T> MapKeys<T> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::RngExt;
+    use proptest::test_runner::{RngAlgorithm, TestRng};
+
     use super::*;
 
     /// Keys held and taken at random, in blocks opened, emptied and closed for sparseness,
@@ -254,13 +257,8 @@ mod tests {
         let mut blocks = MapKeys::default();
         let mut table: std::collections::HashMap<(String, u64), u64> = Default::default();
         let mut model: std::collections::HashMap<(String, u64), u64> = Default::default();
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut rand = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut rng = TestRng::deterministic_rng(RngAlgorithm::ChaCha);
+        let mut rand = move |n: u64| rng.random_range(0..n);
         let prefixes = ["a", "b", "c-1", ""];
         for step in 0..50_000u64 {
             let p = prefixes[rand(4) as usize];

@@ -5,6 +5,8 @@ mod common;
 
 use bytes::Bytes;
 use common::{op_task, worker_with, C};
+use proptest::prelude::RngExt;
+use proptest::test_runner::{RngAlgorithm, TestRng};
 use rask_proto::{Datum, WorkerId};
 use rask_scheduler_core::{Action, CoreConfig, GraphError, NewMap, SchedulerCore};
 
@@ -194,13 +196,8 @@ fn a_map_numbered_past_the_largest_number_or_from_an_unknown_client_is_refused()
 #[test]
 fn keys_of_maps_and_graphs_released_in_any_order_stay_indexed() {
     let mut s = core();
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let mut rand = move |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n
-    };
+    let mut rng = TestRng::deterministic_rng(RngAlgorithm::ChaCha);
+    let mut rand = move |n: u64| rng.random_range(0..n);
     let mut held: Vec<String> = Vec::new();
     let prefixes = ["m-1", "m-2", "m-2-5"];
     for step in 0..400 {
