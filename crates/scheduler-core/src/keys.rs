@@ -48,7 +48,7 @@ impl KeyIndex {
     }
 
     /// Whether the table may hold a key of `prefix`.
-    fn table_has(&self, prefix: &str) -> bool {
+    pub(crate) fn table_has(&self, prefix: &str) -> bool {
         !self.prefixed.is_empty() && self.prefixed.contains_key(&hash(prefix))
     }
 
@@ -132,6 +132,12 @@ impl KeyIndex {
 
     pub(crate) fn len(&self) -> usize {
         self.table.len() + self.blocks.len()
+    }
+
+    /// Keys held in maps' blocks (the rest are in the table).
+    #[cfg(test)]
+    pub(crate) fn in_blocks(&self) -> usize {
+        self.blocks.len()
     }
 
     /// Checks the blocks and the counts (for `validate`; each task's own key is checked

@@ -137,6 +137,49 @@ fn validate_finds_a_worker_marked_to_be_filed_again_in_one_place_only() {
     s.validate();
 }
 
+/// A map's new keys are indexed by number; keys of the same form from a graph are in the
+/// table, and only their prefixes send a look-up of a key a block lacks to the table.
+#[test]
+fn a_maps_keys_are_indexed_by_number_and_a_graphs_in_the_table() {
+    let mut s = SchedulerCore::new(CoreConfig::default());
+    let c = ClientId(1);
+    s.on_client_joined(c);
+    let graph: Vec<NewTask> = ["g-5", "g-6", "plain"]
+        .iter()
+        .map(|k| new_task(k, &[], &[]))
+        .collect();
+    let wanted: Vec<String> = graph.iter().map(|t| t.key.clone()).collect();
+    s.on_update_graph(c, graph, &wanted).unwrap();
+    assert_eq!((s.keys.in_blocks(), s.keys.len()), (0, 3));
+    let map = |prefix: &str, first: u64, n: i64| crate::api::NewMap {
+        prefix: prefix.into(),
+        first,
+        op: "inc".into(),
+        args: (0..n)
+            .map(|i| (Datum::List(vec![Datum::Int(i)]), vec![]))
+            .collect(),
+        resources: vec![],
+        code: None,
+    };
+    s.on_map(c, map("m", 0, 10)).unwrap();
+    // Over keys a graph gave: those keep their tasks, in the table.
+    s.on_map(c, map("g", 4, 4)).unwrap();
+    s.validate();
+    assert_eq!((s.keys.in_blocks(), s.keys.len()), (12, 15));
+    assert!(s.keys.table_has("g"));
+    assert!(!s.keys.table_has("m"));
+    assert!(!s.keys.table_has("plain"));
+    for (key, known) in [
+        ("g-5", true),
+        ("g-7", true),
+        ("g-8", false),
+        ("m-9", true),
+        ("m-10", false),
+    ] {
+        assert_eq!(s.task_id(key).is_some(), known, "{key}");
+    }
+}
+
 fn spec(name: &str) -> crate::api::WorkerSpec {
     crate::api::WorkerSpec {
         name: name.into(),
