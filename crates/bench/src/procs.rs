@@ -224,7 +224,9 @@ pub(crate) fn cpu_seconds_of(pid: u32) -> Option<f64> {
 /// with fewer cores than processes, the rate is that time shared out, plus whatever else
 /// the host runs meanwhile.
 pub(crate) struct ClusterCpu {
-    pids: Vec<u32>,
+    /// This process; the scheduler's (unless it runs in this one); the workers' (those
+    /// not in either).
+    groups: [Vec<u32>; 3],
 }
 
 impl ClusterCpu {
@@ -233,23 +235,27 @@ impl ClusterCpu {
     pub(crate) fn of(client: &rask::Client) -> Result<Option<Self>> {
         let info = client.scheduler_info()?;
         let here = rask_transport::host_id();
-        let mut pids = vec![std::process::id()];
-        let others = std::iter::once((&info.host_id, info.pid))
-            .chain(info.workers.iter().map(|w| (&w.host_id, w.pid)));
-        for (host, pid) in others {
+        let mut groups = [vec![std::process::id()], Vec::new(), Vec::new()];
+        let others = std::iter::once((1, &info.host_id, info.pid))
+            .chain(info.workers.iter().map(|w| (2, &w.host_id, w.pid)));
+        for (group, host, pid) in others {
             if *host != here {
                 return Ok(None);
             }
-            if !pids.contains(&pid) {
-                pids.push(pid);
+            if !groups.iter().any(|g| g.contains(&pid)) {
+                groups[group].push(pid);
             }
         }
-        Ok(Some(ClusterCpu { pids }))
+        Ok(Some(ClusterCpu { groups }))
     }
 
-    /// The CPU seconds the processes have used so far, together.
-    pub(crate) fn seconds(&self) -> Option<f64> {
-        self.pids.iter().map(|&p| cpu_seconds_of(p)).sum()
+    /// The CPU seconds used so far by this process, the scheduler's and the workers'.
+    pub(crate) fn seconds(&self) -> Option<[f64; 3]> {
+        let mut out = [0.0; 3];
+        for (o, g) in out.iter_mut().zip(&self.groups) {
+            *o = g.iter().map(|&p| cpu_seconds_of(p)).sum::<Option<f64>>()?;
+        }
+        Some(out)
     }
 }
 

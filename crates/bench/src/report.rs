@@ -46,6 +46,9 @@ pub(crate) fn report(figures: &[Figure], peer: Option<&Json>, markdown: bool) {
                     | "p99_us"
                     | "bytes_per_task"
                     | "cpu_us_per_task"
+                    | "cpu_us_here"
+                    | "cpu_us_scheduler"
+                    | "cpu_us_workers"
                     | "cpu_us_per_message"
             );
             let ratio = theirs.map(|t| if better_low { t / v } else { v / t });

@@ -67,13 +67,15 @@ pub(crate) fn run(a: TasksArgs) -> Result<()> {
     // sent and the frees the scheduler sent on, so the scheduler has done with the last
     // run's tasks (and the worker the echo passes, with theirs) when it returns.
     let cpu = ClusterCpu::of(&client)?;
-    let cpu_now = || -> Result<Option<f64>> {
+    let cpu_now = || -> Result<Option<[f64; 3]>> {
         client.echo(1)?;
         Ok(cpu.as_ref().and_then(ClusterCpu::seconds))
     };
-    let cpu_us_per = |before: Option<f64>, count: usize| -> Result<Option<f64>> {
+    // Microseconds per item, for this process, the scheduler's and the workers'.
+    let cpu_us_per = |before: Option<[f64; 3]>, count: usize| -> Result<Option<[f64; 3]>> {
         let after = cpu_now()?;
-        Ok(before.zip(after).map(|(b, a)| (a - b) * 1e6 / count as f64))
+        let per = |b: [f64; 3], a: [f64; 3]| [0, 1, 2].map(|i| (a[i] - b[i]) * 1e6 / count as f64);
+        Ok(before.zip(after).map(|(b, a)| per(b, a)))
     };
 
     // (a) independent trivial tasks.
@@ -96,8 +98,14 @@ pub(crate) fn run(a: TasksArgs) -> Result<()> {
             rates.push(n as f64 / dt);
         }
         let mut f = rate_figure(name, "tasks_per_s", rates);
-        f.fields
-            .extend(cpu_us_per(before, n * runs)?.map(|c| ("cpu_us_per_task", c)));
+        if let Some([here, scheduler, workers]) = cpu_us_per(before, n * runs)? {
+            f.fields.extend([
+                ("cpu_us_per_task", here + scheduler + workers),
+                ("cpu_us_here", here),
+                ("cpu_us_scheduler", scheduler),
+                ("cpu_us_workers", workers),
+            ]);
+        }
         figures.push(f);
     }
 
@@ -114,7 +122,7 @@ pub(crate) fn run(a: TasksArgs) -> Result<()> {
             rates.push(n as f64 / dt);
         }
         let mut f = rate_figure("message_ceiling_10000", "messages_per_s", rates);
-        let per_message = cpu_us_per(before, n as usize * runs)?;
+        let per_message = cpu_us_per(before, n as usize * runs)?.map(|c| c.iter().sum::<f64>());
         f.fields
             .extend(per_message.map(|c| ("cpu_us_per_message", c)));
         let tasks = figures.iter().find(|f| f.workload == "independent_10000");

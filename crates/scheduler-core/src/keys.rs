@@ -166,3 +166,20 @@ fn key_of(tasks: &Slab<Task>, id: TaskId) -> &str {
         .expect("invariant: indexed tasks are stored")
         .key
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::api::CoreConfig;
+    use crate::core::SchedulerCore;
+
+    /// `check` finds a count of the table's keys of a block's form that the table does not
+    /// bear out.
+    #[test]
+    #[should_panic(expected = "keys of a block's form in the table")]
+    fn check_finds_a_count_of_prefixed_keys_the_table_lacks() {
+        let mut s = SchedulerCore::new(CoreConfig::default());
+        s.keys.check(&s.tasks);
+        s.keys.prefixed.insert(super::hash("x"), 1);
+        s.keys.check(&s.tasks);
+    }
+}
