@@ -60,7 +60,15 @@ impl Keys {
 
     /// One handle more on `key`, whose entry is made (pending) if it was not held.
     pub(crate) fn hold(&mut self, key: &Arc<str>) {
-        if let Some(e) = self.get_mut(key) {
+        let numbered = self.numbered(key);
+        self.hold_at(key, numbered);
+    }
+
+    /// [`Keys::hold`], `key` being `{prefix}-{n}` of `numbered` if that is given (split
+    /// once, by the caller).
+    fn hold_at(&mut self, key: &Arc<str>, numbered: Option<(&str, u64)>) {
+        let in_block = numbered.and_then(|(prefix, n)| self.blocks.get_mut(prefix, n));
+        if let Some(e) = in_block.or_else(|| self.table.get_mut(&**key)) {
             e.refs += 1;
             return;
         }
@@ -69,7 +77,7 @@ impl Keys {
             waited: false,
             status: Status::Pending,
         };
-        let entry = match self.numbered(key) {
+        let entry = match numbered {
             Some((prefix, n)) => match self.blocks.insert(prefix, n, entry) {
                 Ok(()) => return,
                 Err(entry) => entry,
@@ -83,8 +91,8 @@ impl Keys {
     /// in its block, opened if it is not).
     pub(crate) fn hold_map(&mut self, prefix: &str, first: u64, keys: &[Arc<str>]) {
         self.blocks.open(prefix, first);
-        for key in keys {
-            self.hold(key);
+        for (n, key) in (first..).zip(keys) {
+            self.hold_at(key, Some((prefix, n)));
         }
         // Every key held before (in the table): the block holds nothing.
         self.blocks.close_if_empty(prefix);
