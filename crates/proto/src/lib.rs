@@ -37,7 +37,7 @@ pub use arg::Arg;
 pub use device::{DeviceKind, DeviceLoc};
 pub use dtype::DType;
 pub use error::ProtoError;
-pub use ids::{ClientId, StimulusId, TaskId, WorkerId};
+pub use ids::{ClientId, IdBuildHasher, IdHasher, IdMap, IdSet, StimulusId, TaskId, WorkerId};
 pub use link::LinkClass;
 pub use payload::{AsPayload, DeviceBytes, DeviceData, IpcBuffer, IpcExport, Payload};
 pub use value::{Datum, Value, MAX_DEPTH};

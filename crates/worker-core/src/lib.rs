@@ -24,8 +24,8 @@ mod validate;
 pub use inline::{OpTimes, INLINE_MAX_US};
 
 use rask_proto::msg::{DepLoc, ToScheduler};
-use rask_proto::{TaskId, WorkerId};
-use rustc_hash::{FxHashMap, FxHashSet};
+use rask_proto::{IdMap, IdSet, TaskId, WorkerId};
+use rustc_hash::FxHashMap;
 
 /// What the worker server must do.
 #[derive(Clone, Debug, PartialEq)]
@@ -125,21 +125,21 @@ struct Fetch {
 #[derive(Debug)]
 pub struct WorkerCore {
     nthreads: usize,
-    tasks: FxHashMap<TaskId, Task>,
+    tasks: IdMap<TaskId, Task>,
     ready: ready::ReadySet,
     executing: usize,
     /// Outputs computed here, known to the scheduler.
-    owned: FxHashSet<TaskId>,
+    owned: IdSet<TaskId>,
     /// Fetched inputs and how many local tasks still need each.
-    cached: FxHashMap<TaskId, u32>,
+    cached: IdMap<TaskId, u32>,
     /// Owned values and how many tasks assigned here read them (none: not listed).
-    uses: FxHashMap<TaskId, u32>,
-    fetching: FxHashMap<TaskId, Fetch>,
+    uses: IdMap<TaskId, u32>,
+    fetching: IdMap<TaskId, Fetch>,
     /// Tasks assigned here waiting for the output of another task assigned here.
-    local_waiters: FxHashMap<TaskId, Vec<TaskId>>,
+    local_waiters: IdMap<TaskId, Vec<TaskId>>,
     /// Tasks that waited for a task assigned here which is not any more (freed, erred, or
     /// its run cancelled): they wait for it to be assigned here again, or to be freed.
-    orphans: FxHashMap<TaskId, Vec<TaskId>>,
+    orphans: IdMap<TaskId, Vec<TaskId>>,
     out: Vec<Instruction>,
     /// No task starts while paused (memory above the pause threshold).
     paused: bool,
@@ -207,15 +207,15 @@ impl WorkerCore {
     pub fn new(nthreads: usize) -> Self {
         WorkerCore {
             nthreads: nthreads.max(1),
-            tasks: FxHashMap::default(),
+            tasks: Default::default(),
             ready: ready::ReadySet::default(),
             executing: 0,
-            owned: FxHashSet::default(),
-            cached: FxHashMap::default(),
-            uses: FxHashMap::default(),
-            fetching: FxHashMap::default(),
-            local_waiters: FxHashMap::default(),
-            orphans: FxHashMap::default(),
+            owned: Default::default(),
+            cached: Default::default(),
+            uses: Default::default(),
+            fetching: Default::default(),
+            local_waiters: Default::default(),
+            orphans: Default::default(),
             out: Vec::new(),
             paused: false,
             ops: OpTimes::default(),

@@ -13,8 +13,7 @@
 
 use std::collections::BTreeSet;
 
-use rask_proto::TaskId;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rask_proto::{IdMap, IdSet, TaskId};
 
 /// Where a stored value lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -94,13 +93,13 @@ pub struct Spill {
     limits: SpillLimits,
     tick: u64,
     lru: BTreeSet<(u64, TaskId)>,
-    entries: FxHashMap<TaskId, Entry>,
+    entries: IdMap<TaskId, Entry>,
     used: [u64; 3],
     /// Values a job is bringing back to the device now.
-    unspilling: FxHashSet<TaskId>,
+    unspilling: IdSet<TaskId>,
     /// Values being moved down a tier now, and where to: planned no more until the move
     /// is done ([`Spill::moved`]) or given up ([`Spill::move_stopped`]).
-    moving: FxHashMap<TaskId, Tier>,
+    moving: IdMap<TaskId, Tier>,
 }
 
 impl Spill {
@@ -110,10 +109,10 @@ impl Spill {
             limits,
             tick: 0,
             lru: BTreeSet::new(),
-            entries: FxHashMap::default(),
+            entries: Default::default(),
             used: [0; 3],
-            unspilling: FxHashSet::default(),
-            moving: FxHashMap::default(),
+            unspilling: Default::default(),
+            moving: Default::default(),
         }
     }
 

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use rask_proto::msg::{ComputeMsg, ToScheduler, ToWorker};
-use rask_proto::{TaskId, Value, WorkerId};
+use rask_proto::{IdMap, TaskId, Value, WorkerId};
 use rask_transport::shm::Arena;
 use rask_transport::{Batch, Sender};
 use rask_worker_core::spill::{Spill, Tier};
@@ -36,7 +36,7 @@ pub(crate) struct State {
     pub(crate) core: WorkerCore,
     pub(crate) store: Store,
     /// Compute requests not yet run: op, args and their buffers, deps in order.
-    pub(crate) specs: FxHashMap<TaskId, (ComputeMsg, Vec<Bytes>)>,
+    pub(crate) specs: IdMap<TaskId, (ComputeMsg, Vec<Bytes>)>,
     /// Peer workers' data addresses and identities, and how data moves from each.
     pub(crate) peers: FxHashMap<WorkerId, Peer>,
     /// Open data connections to peers.
@@ -79,12 +79,12 @@ pub(crate) struct State {
     pub(crate) spiller: crossbeam_channel::Sender<crate::memory::SpillJob>,
     /// Values the spill thread is moving, by the number of their move (a reply to another
     /// move is stale).
-    pub(crate) spilling: FxHashMap<TaskId, u64>,
+    pub(crate) spilling: IdMap<TaskId, u64>,
     pub(crate) next_spill: u64,
     /// Tasks whose op did not fit on the device, waiting for spilled values to leave it.
     pub(crate) parked: Vec<crate::device::Parked>,
     /// Runs on a device without room, by task (see [`crate::device::DEVICE_FULL_RUNS`]).
-    pub(crate) device_full_runs: FxHashMap<TaskId, u32>,
+    pub(crate) device_full_runs: IdMap<TaskId, u32>,
     /// Why the device failed for good, once it has: the worker leaves.
     pub(crate) lost: Option<String>,
     /// The process's private memory at the last heartbeat (its own process only).

@@ -4,12 +4,11 @@
 use std::sync::{Arc, Mutex};
 
 use rask_proto::msg::DataItem;
-use rask_proto::{Datum, IpcBuffer, TaskId, Value};
-use rustc_hash::FxHashMap;
+use rask_proto::{Datum, IdMap, IpcBuffer, TaskId, Value};
 use tracing::warn;
 
 /// Task outputs and fetched inputs, shared with the data server.
-pub(crate) type Store = Arc<Mutex<FxHashMap<TaskId, Value>>>;
+pub(crate) type Store = Arc<Mutex<IdMap<TaskId, Value>>>;
 
 /// The stored values of `tasks` (clones: they share the bytes), and the tasks not stored.
 pub(crate) fn stored(store: &Store, tasks: &[TaskId]) -> (Vec<(TaskId, Value)>, Vec<TaskId>) {
