@@ -65,7 +65,7 @@ pub struct SchedulerCore {
     /// Copies being made for retiring workers: task → the worker fetching it (one at a
     /// time per task). Invariant: the task is in memory, the worker registered and not
     /// among its holders.
-    pub(crate) replicas: FxHashMap<TaskId, WorkerId>,
+    pub(crate) replicas: rask_proto::IdMap<TaskId, WorkerId>,
     /// Retirements under way, in the order asked.
     pub(crate) retirements: Vec<Retirement>,
     /// Something a retirement waits on may have changed since retirements were last
@@ -95,7 +95,7 @@ pub struct SchedulerCore {
     /// What the journal must learn, when there is one: tasks created and forgotten.
     pub(crate) changes: Option<crate::recover::Changes>,
     /// Steals asked and not yet answered, by task.
-    pub(crate) steals: FxHashMap<TaskId, crate::steal::Steal>,
+    pub(crate) steals: rask_proto::IdMap<TaskId, crate::steal::Steal>,
     /// No look for a task to steal before this time (see `steal::STEAL_QUIET_US`).
     pub(crate) steal_quiet_until: u64,
 }
@@ -130,7 +130,7 @@ impl SchedulerCore {
             unneeded: VecDeque::new(),
             stimulus: StimulusId(0),
             counts: [0; 8],
-            replicas: FxHashMap::default(),
+            replicas: Default::default(),
             retirements: Vec::new(),
             retire_dirty: false,
             prefixes: Vec::new(),
@@ -144,7 +144,7 @@ impl SchedulerCore {
             stim_worker: None,
             hold: false,
             changes: None,
-            steals: FxHashMap::default(),
+            steals: Default::default(),
             steal_quiet_until: 0,
         }
     }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rask_proto::{ClientId, TaskId, WorkerId};
-use rustc_hash::FxHashSet;
 
 use crate::api::CoreConfig;
 use crate::api::TaskFailure;
@@ -111,7 +110,7 @@ pub(crate) struct Worker {
     pub(crate) resources: Vec<(u32, f64)>,
     /// (resource id, amount held by processing tasks).
     pub(crate) used: Vec<(u32, f64)>,
-    pub(crate) processing: FxHashSet<TaskId>,
+    pub(crate) processing: rask_proto::IdSet<TaskId>,
     /// Invariant: the sum of `est_us` of `processing`.
     pub(crate) occupancy_us: u64,
     /// How long its tasks waited for inputs from peers, a moving average of its reports
@@ -156,7 +155,7 @@ impl Worker {
             host,
             resources,
             used: Vec::new(),
-            processing: FxHashSet::default(),
+            processing: Default::default(),
             occupancy_us: 0,
             fetch_us: 0,
             has_what: Default::default(),
