@@ -51,6 +51,9 @@ pub(crate) struct State {
     pub(crate) events: mpsc::UnboundedSender<Event>,
     /// Inline execution stops at this instant (per wake-up budget).
     pub(crate) inline_until: Instant,
+    /// The clock as last read by this loop: when [`State::drive`] began, or when the
+    /// last op it ran inline ended.
+    pub(crate) clock: Instant,
     /// The list the core's instructions are taken into (kept for its room).
     pub(crate) instructions: Vec<rask_worker_core::Instruction>,
     /// The start of the core's clock ([`WorkerCore::set_now`](rask_worker_core::WorkerCore::set_now)).
@@ -280,7 +283,8 @@ impl State {
 
     /// Carries out the core's instructions until it has none.
     pub(crate) fn drive(&mut self) {
-        self.inline_until = Instant::now() + INLINE_BUDGET;
+        self.clock = Instant::now();
+        self.inline_until = self.clock + INLINE_BUDGET;
         self.spill_now();
         // The core's instructions come in this list and its room goes back to the core:
         // no list is allocated per instruction.
@@ -380,8 +384,9 @@ impl State {
             }
         };
         let args = self.unspill_for(&spec, bufs, args);
-        let inline =
-            inline && Instant::now() < self.inline_until && self.spares_device(&spec.op, &args);
+        // The budget is checked against the end of the last op run inline (or the start of
+        // this round): no clock read of its own.
+        let inline = inline && self.clock < self.inline_until && self.spares_device(&spec.op, &args);
         let job = Job {
             task,
             op: spec.op,
@@ -397,7 +402,8 @@ impl State {
         if inline {
             // A op measured to take microseconds runs here: handing it to a thread would
             // cost more (two cross-thread wake-ups) than running it.
-            let done = run_job(&self.exec, job);
+            let (done, end) = run_job(&self.exec, job, Instant::now());
+            self.clock = end;
             self.on_executed(vec![done]);
         } else if self.jobs.send(job).is_err() {
             self.core

@@ -28,11 +28,18 @@ pub(crate) fn executor_loop(
     events: &mpsc::UnboundedSender<Event>,
 ) {
     while let Ok(first) = jobs.recv() {
+        // One clock read a job: a job's end is the next one's start (only a look at the
+        // queue comes between).
         let batch_start = Instant::now();
-        let mut done = vec![run_job(ex, first)];
-        while done.len() < RESULT_BATCH && batch_start.elapsed() < RESULT_DELAY {
+        let (first, mut now) = run_job(ex, first, batch_start);
+        let mut done = vec![first];
+        while done.len() < RESULT_BATCH && now.duration_since(batch_start) < RESULT_DELAY {
             match jobs.try_recv() {
-                Ok(job) => done.push(run_job(ex, job)),
+                Ok(job) => {
+                    let (d, end) = run_job(ex, job, now);
+                    done.push(d);
+                    now = end;
+                }
                 Err(_) => break,
             }
         }
@@ -51,9 +58,10 @@ pub(crate) struct Exec {
     pub(crate) device: Option<Arc<dyn Accelerator>>,
 }
 
-pub(crate) fn run_job(ex: &Exec, job: Job) -> Executed {
+/// Runs a job that started at `start` (a clock read just before); also returns when it
+/// ended.
+pub(crate) fn run_job(ex: &Exec, job: Job, start: Instant) -> (Executed, Instant) {
     let _span = tracing::debug_span!("task", task = job.task.0, op = %job.op).entered();
-    let start = Instant::now();
     let (args, unspilled) = match job.args {
         Args::Ready(v) => (Ok(v), Vec::new()),
         Args::Unspill {
@@ -85,18 +93,20 @@ pub(crate) fn run_job(ex: &Exec, job: Job) -> Executed {
             e => JobError::Failed(e.to_string()),
         })
     });
-    let duration_us = start.elapsed().as_micros() as u64;
+    let end = Instant::now();
+    let duration_us = end.duration_since(start).as_micros() as u64;
     match &result {
         Ok(_) => tracing::debug!(duration_us, "ran"),
         Err(e) => tracing::debug!(duration_us, "failed: {e:?}"),
     }
-    Executed {
+    let done = Executed {
         task: job.task,
         result,
         duration_us,
         unspilled,
         retry,
-    }
+    };
+    (done, end)
 }
 
 /// Uploads the inputs `upload` names (indices into `deps`) to the device, on this

@@ -334,6 +334,7 @@ impl Worker {
             jobs,
             events: events.clone(),
             inline_until: Instant::now(),
+            clock: Instant::now(),
             instructions: Vec::new(),
             epoch: Instant::now(),
             exec,
