@@ -386,7 +386,8 @@ impl State {
         let args = self.unspill_for(&spec, bufs, args);
         // The budget is checked against the end of the last op run inline (or the start of
         // this round): no clock read of its own.
-        let inline = inline && self.clock < self.inline_until && self.spares_device(&spec.op, &args);
+        let inline =
+            inline && self.clock < self.inline_until && self.spares_device(&spec.op, &args);
         let job = Job {
             task,
             op: spec.op,
