@@ -88,13 +88,21 @@ impl KeyIndex {
     /// Indexes task `id`, already in `tasks`, whose key no other indexed task has.
     pub(crate) fn insert(&mut self, id: TaskId, tasks: &Slab<Task>) {
         let key = key_of(tasks, id);
-        if let Some((prefix, n)) = split(key) {
-            if self.blocks.insert(prefix, n, id).is_ok() {
-                return;
-            }
-            *self.prefixed.entry(hash(prefix)).or_default() += 1;
+        match split(key) {
+            Some((prefix, n)) => self.insert_numbered(id, prefix, n, tasks),
+            None => self.put_in_table(id, key, tasks),
         }
-        self.put_in_table(id, key, tasks);
+    }
+
+    /// [`KeyIndex::insert`] of a task whose key is `{prefix}-{n}`, known to the caller
+    /// (its key is not read again).
+    pub(crate) fn insert_numbered(&mut self, id: TaskId, prefix: &str, n: u64, tasks: &Slab<Task>) {
+        debug_assert_eq!(split(key_of(tasks, id)), Some((prefix, n)));
+        if self.blocks.insert(prefix, n, id).is_ok() {
+            return;
+        }
+        *self.prefixed.entry(hash(prefix)).or_default() += 1;
+        self.put_in_table(id, key_of(tasks, id), tasks);
     }
 
     fn put_in_table(&mut self, id: TaskId, key: &str, tasks: &Slab<Task>) {

@@ -59,11 +59,11 @@ impl SchedulerCore {
                 // The map's keys are indexed by number (see `keys`).
                 self.keys.open_block(&prefix, n);
             }
-            let prefix = *prefix_id.get_or_insert_with(|| self.prefix_id(&key, op));
+            let group = *prefix_id.get_or_insert_with(|| self.prefix_id(&key, op));
             let extra = TaskExtra::of(bufs, resources.clone(), code);
-            let task = self.new_task(Arc::from(key.as_str()), op, prefix, &args, [].into(), extra);
+            let task = self.new_task(Arc::from(key.as_str()), op, group, &args, [].into(), extra);
             let id = self.tasks.next_id();
-            self.put_new(id, false, i, task);
+            self.put_new(id, false, i, task, Some((&prefix, n)));
             created.push(id);
             self.want(client, id);
         }

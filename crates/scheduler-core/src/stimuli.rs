@@ -274,7 +274,7 @@ impl SchedulerCore {
             let resources = self.resource_ids(&nt.resources);
             let extra = TaskExtra::of(nt.bufs, resources, nt.code);
             let task = self.new_task(nt.key.into(), op, prefix, &nt.args, deps, extra);
-            self.put_new(id, explicit.is_some(), i, task);
+            self.put_new(id, explicit.is_some(), i, task, None);
             ids_at[i] = Some(id);
             created.push(id);
         }
@@ -341,7 +341,16 @@ impl SchedulerCore {
     /// Adds `task` (from [`SchedulerCore::new_task`]) as `id` — an id from
     /// `Slab::next_id`, or one given (`explicit`) — the `index`th task of the graph that
     /// submitted it: indexes its key and counts it.
-    pub(crate) fn put_new(&mut self, id: TaskId, explicit: bool, index: usize, task: Task) {
+    /// `numbered`: the task's key is `{prefix}-{n}` of a map, these two (else its key is
+    /// read).
+    pub(crate) fn put_new(
+        &mut self,
+        id: TaskId,
+        explicit: bool,
+        index: usize,
+        task: Task,
+        numbered: Option<(&str, u64)>,
+    ) {
         if let Some(c) = &mut self.changes {
             c.created.push((index as u32, id));
         }
@@ -351,7 +360,10 @@ impl SchedulerCore {
         } else {
             self.tasks.insert(id, task);
         }
-        self.keys.insert(id, &self.tasks);
+        match numbered {
+            Some((prefix, n)) => self.keys.insert_numbered(id, prefix, n, &self.tasks),
+            None => self.keys.insert(id, &self.tasks),
+        }
         self.next_priority += 1;
         self.counts[state_index(TaskState::Released)] += 1;
         let p = &mut self.prefixes[prefix as usize];
