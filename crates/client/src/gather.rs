@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use rask_proto::msg::{Hello, Holder, Role};
-use rask_proto::{TaskId, Value, WorkerId};
+use rask_proto::{IdMap, TaskId, Value, WorkerId};
 use tokio::sync::oneshot;
 
 use crate::client::Inner;
@@ -160,7 +160,7 @@ pub(crate) async fn gather(
                 .unwrap_or_else(|_| Err("data connection closed".into()));
             match reply {
                 Ok((values, _missing)) => {
-                    let mut by_task: HashMap<TaskId, Value> = values.into_iter().collect();
+                    let mut by_task: IdMap<TaskId, Value> = values.into_iter().collect();
                     for (i, t) in items {
                         match by_task.remove(&t) {
                             Some(v) => out[i] = Some(v),
