@@ -405,7 +405,7 @@ impl State {
             // cost more (two cross-thread wake-ups) than running it.
             let (done, end) = run_job(&self.exec, job, Instant::now());
             self.clock = end;
-            self.on_executed(vec![done]);
+            self.on_executed([done]);
         } else if self.jobs.send(job).is_err() {
             self.core
                 .on_executed(task, 0, Err("executor stopped".into()));
@@ -428,7 +428,7 @@ impl State {
         !v.on_device() && !device.runs(&self.exec.registry, op, list)
     }
 
-    pub(crate) fn on_executed(&mut self, done: Vec<Executed>) {
+    pub(crate) fn on_executed(&mut self, done: impl IntoIterator<Item = Executed>) {
         let shared = self.store.clone();
         let mut store = shared.lock().expect("store lock");
         for Executed {
