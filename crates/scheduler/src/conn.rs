@@ -35,8 +35,13 @@ pub(crate) enum Event {
         worker: Option<Sender<ToWorker>>,
     },
     /// A batch read from a peer, with the share of the peer's unread budget it holds
-    /// until handled.
-    Batch(Peer, Batch<ToScheduler>, tokio::sync::OwnedSemaphorePermit),
+    /// until handled (none for the front of a batch split in rounds: the rest holds it,
+    /// see `backlog`).
+    Batch(
+        Peer,
+        Batch<ToScheduler>,
+        Option<tokio::sync::OwnedSemaphorePermit>,
+    ),
     /// A peer's connection ended: why (none for a clean close), and whether it was lost
     /// (an I/O error: the peer may connect again) rather than closed for a violation.
     Left(Peer, Option<String>, bool),
@@ -143,7 +148,7 @@ pub(crate) async fn handle_conn(
                 let Ok(held) = unread.clone().acquire_many_owned(share).await else {
                     return;
                 };
-                if events.send(Event::Batch(peer, batch, held)).is_err() {
+                if events.send(Event::Batch(peer, batch, Some(held))).is_err() {
                     return;
                 }
             }

@@ -2,9 +2,10 @@
 //! (versions and op registries), decodes batches and hands them to the
 //! [`SchedulerCore`], and routes the core's actions to the connections' writers.
 //!
-//! One task owns the core; connection tasks only read, decode and forward. Everything
-//! readable is handled per wake-up, and each connection's writer batches what queued
-//! meanwhile into one frame. Scheduling decisions belong in the core, not here.
+//! One task owns the core; connection tasks only read, decode and forward. What was read
+//! is handled in rounds of a bounded number of messages, each followed by a flush (see
+//! `backlog`), and each connection's writer batches what queued meanwhile into one frame.
+//! Scheduling decisions belong in the core, not here.
 //!
 //! With [`SchedulerConfig::dashboard`] and [`SchedulerConfig::dashboard_server`] set, the
 //! scheduler binds the dashboard's address and runs the server given, handing it an
@@ -14,6 +15,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod backlog;
 mod conn;
 mod datasets;
 // Every item is documented; the resolver types rkyv derives beside the records are
@@ -176,6 +178,9 @@ pub async fn run(
     let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut main = tokio::spawn(async move {
         let mut events = Vec::new();
+        // What is read goes in rounds of a bounded size (see `backlog`).
+        let mut backlog = backlog::Backlog::default();
+        let mut round = Vec::new();
         // Clients and workers given up when they do not come back in time.
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -185,16 +190,11 @@ pub async fn run(
             let deadline = closing.unwrap_or_else(tokio::time::Instant::now);
             tokio::select! {
                 biased;
-                n = rx.recv_many(&mut events, 4096) => {
+                n = rx.recv_many(&mut events, 4096), if !backlog.waiting() => {
                     if n == 0 {
                         break;
                     }
-                    server.core.set_now(unix_us());
-                    for ev in events.drain(..) {
-                        server.on_event(ev);
-                    }
-                    server.flush();
-                    server.journal_round(false);
+                    handle_round(&mut server, &mut backlog, &mut events, &mut round);
                 }
                 _ = tick.tick() => {
                     server.core.set_now(unix_us());
@@ -211,6 +211,15 @@ pub async fn run(
                 _ = tokio::time::sleep_until(deadline), if closing.is_some() => {
                     warn!("{} workers did not leave within {} s of being told to close", server.workers.len(), CLOSE_GRACE.as_secs());
                     break;
+                }
+                // Events wait from the last round: the next starts once the connections'
+                // tasks have had their turn (writers sent the last round's messages,
+                // readers read what came), with whatever came meanwhile.
+                _ = tokio::task::yield_now(), if backlog.waiting() => {
+                    while let Ok(ev) = rx.try_recv() {
+                        events.push(ev);
+                    }
+                    handle_round(&mut server, &mut backlog, &mut events, &mut round);
                 }
             }
             if closing.is_none() {
@@ -259,4 +268,21 @@ async fn bind_dashboard(addr: &str) -> std::io::Result<TcpListener> {
         }
         r => r,
     }
+}
+
+/// Handles a round of events (those `arrived` since the last after those waiting), then
+/// sends what the core decided.
+fn handle_round(
+    server: &mut Server,
+    backlog: &mut backlog::Backlog<Event>,
+    arrived: &mut Vec<Event>,
+    round: &mut Vec<Event>,
+) {
+    backlog.round(arrived.drain(..), round);
+    server.core.set_now(unix_us());
+    for ev in round.drain(..) {
+        server.on_event(ev);
+    }
+    server.flush();
+    server.journal_round(false);
 }
