@@ -150,6 +150,22 @@ mod tests {
         assert_eq!(of(b"abc"), of(b"abc"));
         assert_ne!(of(b"abc"), of(b"abd"));
         assert_ne!(of(b"ab"), of(b"ba"));
+        // Every pair of bytes hashes apart.
+        let mut all: Vec<u64> = (0..=u16::MAX).map(|v| of(&v.to_le_bytes())).collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 1 << 16);
+    }
+
+    #[test]
+    fn worker_ids_hash_apart_and_keep_their_neighbours() {
+        let of = |w: u32| IdBuildHasher::default().hash_one(WorkerId(w));
+        assert_eq!(of(5) & 15, 5);
+        assert_eq!(of(5) & !15, of(6) & !15);
+        let mut all: Vec<u64> = (0..4096).map(of).collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 4096);
     }
 
     #[test]
