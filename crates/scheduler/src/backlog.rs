@@ -208,6 +208,79 @@ mod tests {
         assert!(!b.waiting());
     }
 
+    /// A scheduler's event counts a map's tasks, a graph's and a release's keys, one for
+    /// any other message, and splits between messages, the front keeping the buffers.
+    #[test]
+    fn a_batch_counts_tasks_and_keys_and_splits_between_messages() {
+        use crate::conn::Peer;
+        use bytes::Bytes;
+        use rask_proto::msg::{MapMsg, TaskSpec, ToScheduler, UpdateGraphMsg};
+        use rask_proto::{ClientId, Datum};
+        let map = |n| {
+            ToScheduler::Map(Box::new(MapMsg {
+                prefix: "m".into(),
+                first: 0,
+                op: "inc".into(),
+                args: vec![Datum::Int(1); n],
+                resources: Vec::new(),
+            }))
+        };
+        let release = |n: usize| ToScheduler::ReleaseKeys {
+            keys: (0..n).map(|i| format!("k-{i}")).collect(),
+        };
+        let graph = |n: usize| {
+            ToScheduler::UpdateGraph(UpdateGraphMsg {
+                tasks: (0..n)
+                    .map(|i| TaskSpec {
+                        key: format!("g-{i}"),
+                        op: "inc".into(),
+                        args: Datum::Int(1),
+                        deps: Vec::new(),
+                        resources: Vec::new(),
+                    })
+                    .collect(),
+                wanted: Vec::new(),
+                more: false,
+            })
+        };
+        let bufs = vec![Bytes::from_static(b"buffer")];
+        let mut e = Event::Batch(
+            Peer::Client(ClientId(1)),
+            Batch {
+                msgs: vec![
+                    map(600),
+                    release(300),
+                    ToScheduler::Info { req: 1 },
+                    graph(7),
+                    map(0),
+                ],
+                bufs: bufs.clone(),
+                frame_bytes: 99,
+            },
+            None,
+        );
+        assert_eq!(e.messages(), 600 + 300 + 1 + 7 + 1);
+        let sizes = |e: &Event| match e {
+            Event::Batch(_, b, _) => (b.msgs.len(), b.bufs.clone()),
+            _ => unreachable!(),
+        };
+        // The first two fill 900 exactly; then the next one alone, though past the count.
+        let front = e.split_front(900).expect("split");
+        assert_eq!((front.messages(), sizes(&front)), (900, (2, bufs.clone())));
+        let front = e.split_front(0).expect("split");
+        assert_eq!(front.messages(), 1);
+        assert_eq!(e.messages(), 7 + 1);
+        let front = e.split_front(3).expect("split");
+        assert_eq!(front.messages(), 7, "a message is not split");
+        assert_eq!(
+            e.split_front(5).map(|e| e.messages()),
+            None,
+            "one message left"
+        );
+        let left = Event::Left(Peer::Client(ClientId(1)), None, false);
+        assert_eq!(left.messages(), 1);
+    }
+
     /// Whatever comes in whatever rounds, every message is handled once, in its source's
     /// order, and no round passes the budget unless one event alone does.
     #[test]
