@@ -389,6 +389,85 @@ fn malformed_maps_are_refused_to_their_client_with_the_reason() {
     });
 }
 
+/// A release naming more keys than one message may (a run announcing 2^64 - 1 keys, or
+/// runs whose counts sum past the bound) is refused whole, logged with its client, and
+/// changes nothing; a release within the bound, runs wrapping past the largest number and
+/// naming keys never known among them, releases what it names.
+#[test]
+fn releases_of_more_keys_than_a_message_may_name_are_refused_and_logged() {
+    use rask_proto::msg::{KeyRun, MapMsg, MAX_RELEASE_RUN_KEYS};
+    within(Duration::from_secs(120), || {
+        let (mut sched, addr, log) = scheduler_logged(&[], &[]);
+        let _w = worker(&addr, "w", &[]);
+        let held = |c: &Client| -> u64 {
+            let info = c.scheduler_info().unwrap();
+            info.tasks_by_state.iter().map(|(_, n)| n).sum()
+        };
+        let run = |prefix: &str, first: u64, count: u64| KeyRun {
+            prefix: prefix.into(),
+            first,
+            count,
+        };
+        let observer = Client::connect(&addr).unwrap();
+        // A raw client: each frame written on its runtime, the scheduler watched from
+        // outside it.
+        let rt = rt();
+        let (_r, mut w, _) = rt
+            .block_on(rask_transport::connect(
+                &addr,
+                &hello(Role::Client, "releases"),
+                rask_transport::ConnConfig::default(),
+            ))
+            .unwrap();
+        let mut send = |m: ToScheduler| {
+            use tokio::io::AsyncWriteExt;
+            let frame = encode_frame(&encode_header(&vec![m]), &[]);
+            rt.block_on(async { w.write_all(&frame).await.and(w.flush().await) })
+                .unwrap();
+        };
+        let map = MapMsg {
+            prefix: "hostile".into(),
+            first: u64::MAX - 49,
+            op: "inc".into(),
+            args: (0..50).map(|i| Datum::List(vec![Datum::Int(i)])).collect(),
+            resources: vec![],
+        };
+        send(ToScheduler::Map(Box::new(map)));
+        eventually("the map is held", || held(&observer) == 50);
+        for (i, runs) in [
+            vec![run("hostile", 0, u64::MAX)],
+            vec![
+                run("hostile", u64::MAX - 49, MAX_RELEASE_RUN_KEYS),
+                run("hostile", 0, 1),
+            ],
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            send(ToScheduler::ReleaseMapKeys { runs });
+            eventually("the refusal is logged", || {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                text.matches("refusing a release of more keys").count() == i + 1
+            });
+            let text = std::fs::read_to_string(&log).unwrap();
+            assert!(text.contains("client="), "{text}");
+            assert_eq!(held(&observer), 50, "a refused release released nothing");
+        }
+        // Within the bound: the last ten (and two numbers past them, wrapping), a prefix
+        // never known, then the first forty.
+        send(ToScheduler::ReleaseMapKeys {
+            runs: vec![
+                run("hostile", u64::MAX - 9, 12),
+                run("never", 3, 1000),
+                run("hostile", u64::MAX - 49, 40),
+            ],
+        });
+        eventually("everything is released", || held(&observer) == 0);
+        still_serves(&addr);
+        assert!(alive(&mut sched), "the scheduler lives");
+    });
+}
+
 /// A frame prefix announcing `header` bytes of header and `bufs` buffers.
 fn announce(header: u32, bufs: &[u64]) -> Vec<u8> {
     encode_prefix(header as usize, bufs.iter().copied())

@@ -496,6 +496,16 @@ fn main() {
                 },
                 vec![],
             ),
+            (
+                ToScheduler::ReleaseMapKeys {
+                    runs: vec![KeyRun {
+                        prefix: "inc".into(),
+                        first: 1,
+                        count: 2,
+                    }],
+                },
+                vec![],
+            ),
         ],
     ]);
     let graph_in_parts = wire(vec![

@@ -29,8 +29,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use rask_proto::frame;
 use rask_proto::msg::{
-    DepLoc, HeartbeatMsg, Holder, Resource, TaskErredMsg, TaskError, TaskFinishedMsg, TaskSpec,
-    ToClient, ToScheduler, ToWorker, UpdateGraphMsg, WireMessage,
+    run_keys, split_map_key, DepLoc, HeartbeatMsg, Holder, KeyRun, Resource, TaskErredMsg,
+    TaskError, TaskFinishedMsg, TaskSpec, ToClient, ToScheduler, ToWorker, UpdateGraphMsg,
+    WireMessage, MAX_RELEASE_RUN_KEYS,
 };
 use rask_proto::observe::ActivityKind;
 use rask_proto::{ClientId, Datum, LinkClass, TaskId, WorkerId};
@@ -266,7 +267,22 @@ pub fn scheduler_core(data: &[u8]) {
                 let (who, mask) = (s.u8(), s.u8());
                 if let Some(i) = pick(h.clients.len(), who) {
                     let keys = masked(mask);
-                    h.client_frames(i, &frame_of(vec![ToScheduler::ReleaseKeys { keys }], &[]));
+                    let msg = if who & 0x80 != 0 {
+                        // Said as a map's keys: those of that form, a run each.
+                        let runs = keys
+                            .iter()
+                            .filter_map(|k| split_map_key(k))
+                            .map(|(prefix, first)| KeyRun {
+                                prefix: prefix.into(),
+                                first,
+                                count: 1,
+                            })
+                            .collect();
+                        ToScheduler::ReleaseMapKeys { runs }
+                    } else {
+                        ToScheduler::ReleaseKeys { keys }
+                    };
+                    h.client_frames(i, &frame_of(vec![msg], &[]));
                 }
             }
             step::REPORT => {
@@ -495,6 +511,12 @@ impl Harness {
                     }
                 }
                 ToScheduler::ReleaseKeys { keys } => self.core.on_release_keys(c, &keys),
+                ToScheduler::ReleaseMapKeys { runs } => {
+                    // The server's `on_release_runs`: too many keys refused.
+                    if run_keys(&runs) <= MAX_RELEASE_RUN_KEYS {
+                        self.core.on_release_runs(c, &runs)
+                    }
+                }
                 ToScheduler::Resubscribe { keys } => {
                     // The server's `on_resubscribe`: the keys still known are wanted again.
                     let known: Vec<String> = keys

@@ -59,7 +59,7 @@ pub(crate) struct Inner {
     pub(crate) spin: Spin,
     /// Keys whose last future was dropped, not yet said to the scheduler: said together
     /// in one message.
-    pub(crate) releasing: Mutex<Vec<String>>,
+    pub(crate) releasing: Mutex<crate::release::Releasing>,
 }
 
 impl Inner {
@@ -73,8 +73,9 @@ impl Inner {
         let to = self.to_scheduler.lock().expect("sender lock").clone();
         let mut releasing = self.releasing.lock().expect("releasing lock");
         if !releasing.is_empty() {
-            let keys = std::mem::take(&mut *releasing);
-            let _ = to.send(ToScheduler::ReleaseKeys { keys });
+            for m in releasing.take() {
+                let _ = to.send(m);
+            }
         }
         to
     }
@@ -470,7 +471,7 @@ impl Client {
     pub(crate) fn release(&self, key: &Arc<str>) {
         let mut st = self.inner.state();
         // The key's entry, if that was its last handle.
-        let Some(e) = st.keys.release(key) else {
+        let Some((e, numbered)) = st.keys.release(key) else {
             return;
         };
         if e.waited {
@@ -481,8 +482,9 @@ impl Client {
             // Said with the next message, or by a task on the runtime: the futures of a
             // whole graph dropped together go in one message, not one each.
             let mut releasing = self.inner.releasing.lock().expect("releasing lock");
-            releasing.push(String::from(&**key));
-            if releasing.len() == 1 {
+            let first = releasing.is_empty();
+            releasing.push(key, numbered);
+            if first {
                 let inner = self.inner.clone();
                 self.inner.handle.spawn(async move {
                     inner.sender();

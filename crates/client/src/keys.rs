@@ -6,11 +6,14 @@
 
 use std::sync::Arc;
 
-use rask_proto::map_keys::MapKeys;
+use rask_proto::map_keys::{MapKeys, Taken};
 use rask_proto::msg::{map_key, split_map_key as split};
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::state::{KeyEntry, Status};
+
+/// A key's entry taken out, with its prefix and number if of a map's form.
+pub(crate) type Released<'k> = (KeyEntry, Option<(&'k str, u64)>);
 
 #[derive(Default)]
 pub(crate) struct Keys {
@@ -98,20 +101,25 @@ impl Keys {
         self.blocks.close_if_empty(prefix);
     }
 
-    /// One handle fewer on `key`: its entry, taken out, if that was the last.
-    pub(crate) fn release(&mut self, key: &str) -> Option<KeyEntry> {
-        if let Some((prefix, n)) = self.numbered(key) {
-            if let Some(e) = self.blocks.get_mut(prefix, n) {
+    /// One handle fewer on `key`: its entry, taken out, if that was the last, with the
+    /// key's prefix and number if it has a map's form and a block may hold it.
+    pub(crate) fn release<'k>(&mut self, key: &'k str) -> Option<Released<'k>> {
+        let numbered = self.numbered(key);
+        if let Some((prefix, n)) = numbered {
+            let last = |e: &mut KeyEntry| {
                 e.refs -= 1;
-                if e.refs > 0 {
-                    return None;
+                e.refs == 0
+            };
+            match self.blocks.take_if(prefix, n, last) {
+                Some(Taken::Kept) => return None,
+                Some(Taken::Taken { value, spilled }) => {
+                    // A block left sparse: its keys go to the table.
+                    for (n, e) in spilled {
+                        self.table.insert(map_key(prefix, n).into(), e);
+                    }
+                    return Some((value, numbered));
                 }
-                let e = self.blocks.remove(prefix, n);
-                // A block left sparse: its keys go to the table.
-                for (n, e) in self.blocks.close_if_sparse(prefix) {
-                    self.table.insert(map_key(prefix, n).into(), e);
-                }
-                return e;
+                None => {}
             }
         }
         let e = self.table.get_mut(key)?;
@@ -119,7 +127,7 @@ impl Keys {
         if e.refs > 0 {
             return None;
         }
-        self.table.remove(key)
+        self.table.remove(key).map(|e| (e, numbered))
     }
 
     /// Every entry.

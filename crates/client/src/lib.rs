@@ -32,6 +32,7 @@ mod manage;
 mod map;
 mod observe;
 mod options;
+mod release;
 mod runtime;
 mod state;
 mod typed;

@@ -10,7 +10,7 @@
 //!
 //! A block loses its front as its keys go in order. One whose live keys fall below a
 //! quarter of its slots is closed, and its keys given back to the caller's table
-//! ([`MapKeys::close_if_sparse`]), so that a few keys kept from a large map do not keep the
+//! ([`MapKeys::take_if`]), so that a few keys kept from a large map do not keep the
 //! whole block.
 
 use std::cell::Cell;
@@ -49,6 +49,21 @@ struct Block<T> {
     live: usize,
 }
 
+/// What [`MapKeys::take_if`] did with a key held.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Taken<T> {
+    /// The value stays.
+    Kept,
+    /// The value was taken out.
+    Taken {
+        /// The value.
+        value: T,
+        /// The keys (numbers and values) of the block, closed for being left sparse;
+        /// empty if it stays (or was left empty).
+        spilled: Vec<(u64, T)>,
+    },
+}
+
 impl<T> Default for MapKeys<T> {
     fn default() -> Self {
         MapKeys {
@@ -61,6 +76,12 @@ impl<T> Default for MapKeys<T> {
 }
 
 impl<T> Block<T> {
+    /// Whether fewer than a quarter of its slots hold a value, and it has at least
+    /// [`CLOSE_SPARSE_FROM`].
+    fn sparse(&self) -> bool {
+        self.slots.len() >= CLOSE_SPARSE_FROM && self.live * 4 < self.slots.len()
+    }
+
     /// The index of key `n`'s slot, if within reach (possibly past the last slot).
     fn index(&self, n: u64) -> Option<usize> {
         let i = n.checked_sub(self.first)?;
@@ -162,9 +183,52 @@ impl<T> MapKeys<T> {
     /// Takes key `n` of `prefix`'s value, if held. A block left empty is closed.
     pub fn remove(&mut self, prefix: &str, n: u64) -> Option<T> {
         let at = self.find(prefix)?;
+        let i = self.blocks[at].index(n)?;
+        self.blocks[at].slots.get(i)?.as_ref()?;
+        Some(self.take_at(at, i))
+    }
+
+    /// Key `n` of `prefix`'s value, if held, given to `take`, and taken out if `take`
+    /// says so: the block is found once for both. `None` if the key is not held. A block
+    /// left empty is closed; one left sparse (fewer than a quarter of its slots holding a
+    /// value, and at least [`CLOSE_SPARSE_FROM`] slots) is closed too, its keys given back
+    /// in [`Taken::Taken::spilled`] for the caller to keep elsewhere, so that a few keys
+    /// kept from a large map do not keep its whole block.
+    pub fn take_if(
+        &mut self,
+        prefix: &str,
+        n: u64,
+        take: impl FnOnce(&mut T) -> bool,
+    ) -> Option<Taken<T>> {
+        let at = self.find(prefix)?;
         let b = &mut self.blocks[at];
         let i = b.index(n)?;
-        let value = b.slots.get_mut(i)?.take()?;
+        if !take(b.slots.get_mut(i)?.as_mut()?) {
+            return Some(Taken::Kept);
+        }
+        let value = self.take_at(at, i);
+        let spilled = match self.blocks.get(at) {
+            Some(b) if *b.prefix == *prefix && b.sparse() => {
+                let b = self.close(at);
+                self.len -= b.live;
+                let first = b.first;
+                (0..)
+                    .zip(b.slots)
+                    .filter_map(|(i, v)| v.map(|v| (first + i, v)))
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        Some(Taken::Taken { value, spilled })
+    }
+
+    /// Takes the value in slot `i` of block `at`, which holds one; closes the block if
+    /// left empty.
+    fn take_at(&mut self, at: usize, i: usize) -> T {
+        let b = &mut self.blocks[at];
+        let value = b.slots[i]
+            .take()
+            .expect("invariant: the slot holds a value");
         b.live -= 1;
         self.len -= 1;
         while let Some(None) = b.slots.front() {
@@ -174,27 +238,7 @@ impl<T> MapKeys<T> {
         if b.live == 0 {
             self.close(at);
         }
-        Some(value)
-    }
-
-    /// Closes `prefix`'s block if fewer than a quarter of its slots (and it has at least
-    /// [`CLOSE_SPARSE_FROM`]) hold a value: its keys' numbers and values, for the caller
-    /// to keep elsewhere. Empty if the block stays (or there is none).
-    pub fn close_if_sparse(&mut self, prefix: &str) -> Vec<(u64, T)> {
-        let Some(at) = self.find(prefix) else {
-            return Vec::new();
-        };
-        let b = &self.blocks[at];
-        if b.slots.len() < CLOSE_SPARSE_FROM || b.live * 4 >= b.slots.len() {
-            return Vec::new();
-        }
-        let b = self.close(at);
-        self.len -= b.live;
-        let first = b.first;
-        (0..)
-            .zip(b.slots)
-            .filter_map(|(i, v)| v.map(|v| (first + i, v)))
-            .collect()
+        value
     }
 
     fn close(&mut self, at: usize) -> Block<T> {
@@ -282,12 +326,31 @@ mod tests {
                     }
                     model.insert(key, step);
                 }
-                _ => {
-                    let from_blocks = blocks.remove(p, n);
-                    let got = from_blocks.or_else(|| table.remove(&key));
+                3 => {
+                    // Taken only if it is the value the model holds (always, when held).
+                    let want = model.get(&key).copied();
+                    let got = match blocks.take_if(p, n, |v| Some(*v) == want) {
+                        None => table.remove(&key),
+                        Some(Taken::Kept) => panic!("{p}-{n} kept at step {step}"),
+                        Some(Taken::Taken { value, spilled }) => {
+                            for (m, v) in spilled {
+                                assert!(m != n, "{p}-{n} spilled after it was taken");
+                                table.insert((p.to_string(), m), v);
+                            }
+                            Some(value)
+                        }
+                    };
                     assert_eq!(got, model.remove(&key), "{p}-{n} at step {step}");
-                    for (m, v) in blocks.close_if_sparse(p) {
-                        table.insert((p.to_string(), m), v);
+                }
+                _ => {
+                    // Looked at, not taken: everything stays.
+                    let seen = blocks.take_if(p, n, |v| {
+                        assert_eq!(Some(&*v), model.get(&key), "{p}-{n} at step {step}");
+                        false
+                    });
+                    match seen {
+                        None => assert_eq!(table.get(&key), model.get(&key)),
+                        Some(t) => assert_eq!(t, Taken::Kept),
                     }
                 }
             }
@@ -329,8 +392,14 @@ mod tests {
         assert_eq!(b.insert("q", 10, 10), Err(10));
         // Taken in order: the front goes.
         for n in 10..510 {
-            assert_eq!(b.remove("p", n), Some(n));
-            assert!(b.close_if_sparse("p").is_empty());
+            let taken = b.take_if("p", n, |v| *v == n);
+            assert_eq!(
+                taken,
+                Some(Taken::Taken {
+                    value: n,
+                    spilled: vec![]
+                })
+            );
         }
         assert_eq!((b.blocks[0].first, b.blocks[0].slots.len()), (510, 500));
         assert_eq!(b.remove("p", 300), None);
@@ -338,9 +407,22 @@ mod tests {
         // its keys given back (and taken from there after).
         let mut moved = std::collections::BTreeMap::new();
         for n in (510..1010).filter(|n| n % 8 != 0) {
-            let got = b.remove("p", n).or_else(|| moved.remove(&n));
+            let got = match b.take_if("p", n, |_| true) {
+                Some(Taken::Taken { value, spilled }) => {
+                    if !spilled.is_empty() {
+                        // Closed once, giving back every key still held.
+                        assert!(moved.is_empty(), "closed twice");
+                        let held = |m: u64| m % 8 == 0 || m > n;
+                        assert!(spilled.iter().all(|(m, v)| m == v && held(*m)));
+                        assert_eq!(spilled.len(), (510..1010).filter(|m| held(*m)).count());
+                    }
+                    moved.extend(spilled);
+                    Some(value)
+                }
+                Some(Taken::Kept) => unreachable!(),
+                None => moved.remove(&n),
+            };
             assert_eq!(got, Some(n));
-            moved.extend(b.close_if_sparse("p"));
         }
         assert!(b.no_blocks());
         assert_eq!(b.len(), 0);

@@ -190,6 +190,9 @@ impl WireSize for ToScheduler {
             | ToScheduler::Resubscribe { keys } => {
                 64 + keys.iter().map(|k| k.len() + 16).sum::<usize>()
             }
+            ToScheduler::ReleaseMapKeys { runs } => {
+                64 + runs.iter().map(|r| r.prefix.len() + 32).sum::<usize>()
+            }
             ToScheduler::Holding { tasks, .. } => 64 + tasks.len() * 16,
             ToScheduler::Heartbeat(h) => {
                 let list = |l: &[(String, u64)]| l.iter().map(|(k, _)| k.len() + 24).sum::<usize>();

@@ -16,7 +16,7 @@
 use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
-use rask_proto::map_keys::MapKeys;
+use rask_proto::map_keys::{MapKeys, Taken};
 use rask_proto::msg::{map_key, split_map_key as split};
 use rask_proto::TaskId;
 use rustc_hash::{FxBuildHasher, FxHashMap};
@@ -79,6 +79,19 @@ impl KeyIndex {
         self.find(key, tasks)
     }
 
+    /// The id of the task with key `{prefix}-{n}`, the key written out only if the table
+    /// may hold it.
+    pub(crate) fn get_map(&self, prefix: &str, n: u64, tasks: &Slab<Task>) -> Option<TaskId> {
+        if let Some(id) = self.blocks.get(prefix, n) {
+            return Some(*id);
+        }
+        // Every key of that form in the table is counted by its prefix.
+        if !self.table_has(prefix) {
+            return None;
+        }
+        self.find(&map_key(prefix, n), tasks)
+    }
+
     fn find(&self, key: &str, tasks: &Slab<Task>) -> Option<TaskId> {
         self.table
             .find(hash(key), |id| key_of(tasks, *id) == key)
@@ -115,10 +128,11 @@ impl KeyIndex {
     pub(crate) fn remove(&mut self, id: TaskId, key: &str, tasks: &Slab<Task>) {
         let split = split(key);
         if let Some((prefix, n)) = split {
-            if self.blocks.get(prefix, n) == Some(&id) {
-                self.blocks.remove(prefix, n);
+            if let Some(Taken::Taken { spilled, .. }) =
+                self.blocks.take_if(prefix, n, |other| *other == id)
+            {
                 // A block left sparse: its keys go to the table.
-                for (_, id) in self.blocks.close_if_sparse(prefix) {
+                for (_, id) in spilled {
                     *self.prefixed.entry(hash(prefix)).or_default() += 1;
                     self.put_in_table(id, key_of(tasks, id), tasks);
                 }

@@ -349,3 +349,129 @@ fn a_workers_held_values_stay_bounded_and_leaving_loses_exactly_its_own() {
         assert_eq!(s.tasks[&t].state, TaskState::Processing);
     }
 }
+
+/// A map's keys released in runs of numbers do what releasing them by name does: the
+/// same tasks forgotten, the same frees sent, whether a key is in its map's block, in the
+/// table (a graph's key of that form, or one of a block closed for sparseness), held by
+/// another client too, or not known at all.
+#[test]
+fn releasing_runs_of_a_maps_keys_does_what_releasing_their_names_does() {
+    use rask_proto::msg::{map_key, KeyRun};
+    use rask_proto::WorkerId;
+    let (a, b, w) = (ClientId(1), ClientId(2), WorkerId(1));
+    let build = || {
+        let mut s = SchedulerCore::new(CoreConfig::default());
+        s.on_client_joined(a);
+        s.on_client_joined(b);
+        s.on_worker_joined(w, spec("w1"));
+        let graph: Vec<NewTask> = ["g-5", "g-6", "plain"]
+            .iter()
+            .map(|k| new_task(k, &[], &[]))
+            .collect();
+        let wanted: Vec<String> = graph.iter().map(|t| t.key.clone()).collect();
+        s.on_update_graph(a, graph, &wanted).unwrap();
+        let map = |prefix: &str, first: u64, n: i64| crate::api::NewMap {
+            prefix: prefix.into(),
+            first,
+            op: "inc".into(),
+            args: (0..n)
+                .map(|i| (Datum::List(vec![Datum::Int(i)]), vec![]))
+                .collect(),
+            resources: vec![],
+            code: None,
+        };
+        s.on_map(a, map("m", 0, 400)).unwrap();
+        s.on_map(a, map("g", 4, 4)).unwrap();
+        // `b` wants some of `m` too.
+        s.on_update_graph(b, vec![], &[map_key("m", 7), map_key("m", 350)])
+            .unwrap();
+        // Half of `m` computed: those are freed on the worker when forgotten.
+        for n in 0..200 {
+            let t = s.task_id(&map_key("m", n)).unwrap();
+            if s.tasks[&t].state == crate::TaskState::Processing {
+                s.on_task_finished(w, t, 8, 10, 0, None);
+            }
+        }
+        s.take_actions();
+        s.validate();
+        s
+    };
+    // Seven keys of `m` in eight first (the block is left sparse and closed, its keys
+    // going to the table), then the rest and keys never known, and `g` across graph and
+    // map.
+    let steps: Vec<Vec<KeyRun>> = vec![
+        (0..400)
+            .filter(|n| n % 8 != 7)
+            .map(|first| KeyRun {
+                prefix: "m".into(),
+                first,
+                count: 1,
+            })
+            .collect(),
+        vec![
+            KeyRun {
+                prefix: "m".into(),
+                first: 0,
+                count: 1000,
+            },
+            KeyRun {
+                prefix: "g".into(),
+                first: 3,
+                count: 6,
+            },
+            KeyRun {
+                prefix: "none".into(),
+                first: u64::MAX,
+                count: 2,
+            },
+        ],
+    ];
+    let (mut by_name, mut by_run) = (build(), build());
+    for (i, runs) in steps.iter().enumerate() {
+        let names: Vec<String> = runs
+            .iter()
+            .flat_map(|r| r.numbers().map(|n| map_key(&r.prefix, n)))
+            .collect();
+        by_name.on_release_keys(a, &names);
+        by_run.on_release_runs(a, runs);
+        by_name.validate();
+        by_run.validate();
+        let (x, y) = (by_name.take_actions(), by_run.take_actions());
+        assert_eq!(format!("{x:?}"), format!("{y:?}"), "step {i}");
+        assert!(!x.is_empty(), "step {i} freed nothing");
+        let held = |s: &SchedulerCore| {
+            let mut keys: Vec<String> = (0..1000)
+                .map(|n| map_key("m", n))
+                .chain((0..10).map(|n| map_key("g", n)))
+                .chain(["plain".to_string()])
+                .filter(|k| s.task_id(k).is_some())
+                .collect();
+            keys.sort();
+            keys
+        };
+        assert_eq!(held(&by_name), held(&by_run), "step {i}");
+        if i == 0 {
+            assert!(
+                by_run.keys.table_has("m"),
+                "the sparse block was not closed"
+            );
+            // Of `m`, the eighths kept and what `b` wants; `g`'s four; `plain`.
+            assert_eq!(held(&by_run).len(), 50 + 1 + 4 + 1, "after the first step");
+        }
+    }
+    // What `b` wants and the plain key stay.
+    assert_eq!(
+        held_now(&by_run),
+        ["m-350", "m-7", "plain"].map(String::from)
+    );
+
+    fn held_now(s: &SchedulerCore) -> Vec<String> {
+        let mut keys: Vec<String> = ["m-7", "m-350", "plain", "g-5", "g-6"]
+            .iter()
+            .filter(|k| s.task_id(k).is_some())
+            .map(|k| k.to_string())
+            .collect();
+        keys.sort();
+        keys
+    }
+}

@@ -126,6 +126,9 @@ fn weight(m: &rask_proto::msg::ToScheduler) -> usize {
         ToScheduler::Map(map) => map.args.len(),
         ToScheduler::UpdateGraph(g) => g.tasks.len(),
         ToScheduler::ReleaseKeys { keys } => keys.len(),
+        ToScheduler::ReleaseMapKeys { runs } => {
+            usize::try_from(rask_proto::msg::run_keys(runs)).unwrap_or(usize::MAX)
+        }
         _ => 1,
     }
     .max(1)

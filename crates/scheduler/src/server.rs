@@ -3,7 +3,10 @@
 //! routed in `route`, what observers see is built in `observe`).
 
 use bytes::Bytes;
-use rask_proto::msg::{Holder, ToClient, ToScheduler, ToWorker, WhoHasEntry};
+use rask_proto::msg::{
+    map_key, run_keys, Holder, KeyRun, ToClient, ToScheduler, ToWorker, WhoHasEntry,
+    MAX_RELEASE_RUN_KEYS,
+};
 use rask_proto::{ClientId, WorkerId};
 use rask_scheduler_core::{NewMap, NewTask, SchedulerCore, WorkerSpec};
 use rask_transport::{Batch, Sender};
@@ -194,6 +197,9 @@ impl Server {
                     if self.recovery.journal.is_some() {
                         self.journal(&crate::journal::Record::Releases { client: c.0, keys });
                     }
+                }
+                (Peer::Client(c), ToScheduler::ReleaseMapKeys { runs }) => {
+                    self.on_release_runs(c, runs)
                 }
                 (Peer::Client(c), ToScheduler::Resubscribe { keys }) => {
                     self.on_resubscribe(c, keys)
@@ -443,6 +449,27 @@ impl Server {
         }
         let outcome = self.core.on_map(c, map).map_err(|e| e.to_string());
         self.graph_taken(c, outcome, keys);
+    }
+
+    /// A client released a map's keys, in runs; a message naming more than
+    /// [`MAX_RELEASE_RUN_KEYS`] keys is refused whole (the keys stay held).
+    fn on_release_runs(&mut self, c: ClientId, runs: Vec<KeyRun>) {
+        let count = run_keys(&runs);
+        if count > MAX_RELEASE_RUN_KEYS {
+            warn!(
+                client = c.0,
+                count, "refusing a release of more keys than one message may name"
+            );
+            return;
+        }
+        self.core.on_release_runs(c, &runs);
+        if self.recovery.journal.is_some() {
+            let keys = runs
+                .iter()
+                .flat_map(|r| r.numbers().map(|n| map_key(&r.prefix, n)))
+                .collect();
+            self.journal(&crate::journal::Record::Releases { client: c.0, keys });
+        }
     }
 
     /// Ends a graph's (or map's) submission: the client's program starts if it was taken;

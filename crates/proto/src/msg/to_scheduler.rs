@@ -81,6 +81,17 @@ wire! {
         pub run: u32,
     }
 
+    /// Keys of a map ([`map_key`]) numbered in a row: `{prefix}-{first}` and the
+    /// `count - 1` that follow (numbers wrapping past `u64::MAX` as a map's do).
+    pub struct KeyRun {
+        /// The keys' prefix.
+        pub prefix: String,
+        /// The first key's number.
+        pub first: u64,
+        /// How many keys.
+        pub count: u64,
+    }
+
     /// Messages to the scheduler, from clients and workers.
     pub enum ToScheduler {
         /// From a client: tasks to add (a graph, or a part of one).
@@ -93,6 +104,14 @@ wire! {
         ReleaseKeys {
             /// The keys released.
             keys: Vec<String>,
+        },
+        /// [`ToScheduler::ReleaseKeys`] of keys of [`map_key`]'s form, in runs: the
+        /// futures of a map are mostly dropped together and in order, and a run says
+        /// thousands of their keys in a few bytes, for the scheduler to find by number.
+        /// At most [`MAX_RELEASE_RUN_KEYS`] keys in all; a message naming more is refused.
+        ReleaseMapKeys {
+            /// The keys released.
+            runs: Vec<KeyRun>,
         },
         /// From a client: which workers hold these keys; answered by
         /// [`ToClient::WhoHasReply`] with the same `req`.
@@ -325,6 +344,23 @@ wire! {
         /// Its GPU's utilization in percent since the last heartbeat, where known.
         pub utilization: Option<f32>,
     }
+}
+
+/// The most keys one [`ToScheduler::ReleaseMapKeys`] names, its runs' counts summed:
+/// a client says more in several messages. Bounds the scheduler's work for one message
+/// (a look-up a key) whatever a peer announces.
+pub const MAX_RELEASE_RUN_KEYS: u64 = 1 << 20;
+
+impl KeyRun {
+    /// Each key's number, in order.
+    pub fn numbers(&self) -> impl Iterator<Item = u64> + '_ {
+        (0..self.count).map(|i| self.first.wrapping_add(i))
+    }
+}
+
+/// The keys named by `runs` in all, saturating.
+pub fn run_keys(runs: &[KeyRun]) -> u64 {
+    runs.iter().fold(0u64, |n, r| n.saturating_add(r.count))
 }
 
 /// The key of a map's task numbered `n` ([`MapMsg`]): `"{prefix}-{n}"`.
