@@ -65,6 +65,19 @@ where
     S::Error: Source,
 {
     fn serialize(&self, serializer: &mut S) -> Result<DatumResolver, S::Error> {
+        // The most frequent shapes, a leaf or one list of leaves, with no string: their
+        // nodes hold nothing out of line, so each is written where it lies as it is made,
+        // with no list of nodes, nor of their resolvers, kept meanwhile.
+        if let Some(len) = self.shallow_len() {
+            let mut nodes = ShallowNodes { datum: self, at: 0 };
+            let written = ArchivedVec::<ArchivedNode>::serialize_from_unknown_length_iter(
+                &mut nodes, serializer,
+            );
+            return Ok(DatumResolver {
+                nodes: written?,
+                len,
+            });
+        }
         // The nodes go through a list kept per thread: most messages carry a datum (a
         // task's arguments, its result), and a list allocated for each would cost as
         // much as the rest of its serialization.
@@ -101,7 +114,57 @@ thread_local! {
 /// The most nodes [`SCRATCH`] keeps room for between datums.
 const SCRATCH_KEPT: usize = 1024;
 
+/// The nodes of a datum of [`Datum::shallow_len`]'s shapes, in pre-order.
+struct ShallowNodes<'a> {
+    datum: &'a Datum,
+    /// The next node's place: 0 the datum itself, `i` a list's item `i - 1`.
+    at: usize,
+}
+
+impl Iterator for ShallowNodes<'_> {
+    type Item = Node;
+
+    fn next(&mut self) -> Option<Node> {
+        let node = match (self.datum, self.at) {
+            (Datum::List(l), 0) => Node::List(
+                u32::try_from(l.len())
+                    .expect("invariant: a list on the wire has fewer than 2^32 items"),
+            ),
+            (Datum::List(l), i) => leaf_node(l.get(i - 1)?),
+            (d, 0) => leaf_node(d),
+            _ => return None,
+        };
+        self.at += 1;
+        Some(node)
+    }
+}
+
+/// The node of a datum neither a list nor a string (nothing out of line).
+fn leaf_node(d: &Datum) -> Node {
+    match d {
+        Datum::Null => Node::Null,
+        Datum::Bool(b) => Node::Bool(*b),
+        Datum::Int(i) => Node::Int(*i),
+        Datum::Float(f) => Node::Float(*f),
+        Datum::Buf(i) => Node::Buf(*i),
+        Datum::Ref(i) => Node::Ref(*i),
+        Datum::Str(_) | Datum::List(_) => unreachable!("invariant: shallow datums only"),
+    }
+}
+
 impl Datum {
+    /// How many nodes the datum has if it is a leaf other than a string, or a list of
+    /// such leaves; `None` otherwise.
+    fn shallow_len(&self) -> Option<usize> {
+        let deep = |d: &Datum| matches!(d, Datum::Str(_) | Datum::List(_));
+        match self {
+            Datum::Str(_) => None,
+            Datum::List(l) if l.iter().any(deep) => None,
+            Datum::List(l) => Some(1 + l.len()),
+            _ => Some(1),
+        }
+    }
+
     /// Appends the datum's nodes in pre-order. Recursive: a datum being sent was made
     /// here (decoded within [`MAX_DEPTH`], or built by [`crate::Value::to_datum`], which
     /// refuses deeper values), never read from a peer.
@@ -262,9 +325,54 @@ mod tests {
         assert!(room >= 3, "room kept: {room}");
         round_trip(&small).unwrap();
         assert_eq!(scratch_room(), room, "the same list serves again");
-        let huge = Datum::List(vec![Datum::Int(1); SCRATCH_KEPT * 2]);
+        // A string makes it go through the list (a list of numbers alone would not).
+        let mut items = vec![Datum::Int(1); SCRATCH_KEPT * 2];
+        items.push(Datum::Str("x".into()));
+        let huge = Datum::List(items);
         assert_eq!(round_trip(&huge).unwrap(), huge);
         assert_eq!(scratch_room(), 0, "a huge datum's room is let go");
+    }
+
+    /// A leaf other than a string, or a list of such leaves, is written node by node as
+    /// it is walked, into the very bytes the list of its nodes makes, and nothing else
+    /// is; the list of nodes kept per thread is not touched.
+    #[test]
+    fn shallow_datums_are_written_as_their_list_of_nodes_would_be() {
+        let leaves = [
+            Datum::Null,
+            Datum::Bool(false),
+            Datum::Int(i64::MIN),
+            Datum::Float(-0.5),
+            Datum::Buf(7),
+            Datum::Ref(u32::MAX),
+        ];
+        let mut shallow: Vec<Datum> = leaves.to_vec();
+        shallow.push(Datum::List(vec![]));
+        shallow.push(Datum::List(leaves.to_vec()));
+        SCRATCH.with(|s| *s.borrow_mut() = Vec::new());
+        for d in &shallow {
+            assert_eq!(d.shallow_len(), Some(nodes_of(d).len()), "{d:?}");
+            let direct = rkyv::to_bytes::<rkyv::rancor::Error>(d).unwrap();
+            let listed = rkyv::to_bytes::<rkyv::rancor::Error>(&nodes_of(d)).unwrap();
+            assert_eq!(direct.as_slice(), listed.as_slice(), "{d:?}");
+            assert_eq!(round_trip(d).unwrap(), *d);
+        }
+        assert_eq!(scratch_room(), 0, "the list of nodes was not used");
+        let deep = [
+            Datum::Str("s".into()),
+            Datum::List(vec![Datum::Int(1), Datum::Str("s".into())]),
+            Datum::List(vec![Datum::List(vec![])]),
+        ];
+        for d in &deep {
+            assert_eq!(d.shallow_len(), None, "{d:?}");
+            assert_eq!(round_trip(d).unwrap(), *d);
+        }
+    }
+
+    fn nodes_of(d: &Datum) -> Vec<Node> {
+        let mut nodes = Vec::new();
+        d.push_nodes(&mut nodes);
+        nodes
     }
 
     fn round_trip(d: &Datum) -> Result<Datum, ProtoError> {
