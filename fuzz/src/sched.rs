@@ -803,7 +803,7 @@ impl Harness {
                             .collect(),
                     });
                     pass_on(ToClient::KeyInMemory {
-                        key: key.to_string(),
+                        key: key.into(),
                         task,
                         nbytes,
                         holders,

@@ -307,7 +307,7 @@ pub(crate) fn on_message(st: &mut State, m: ToClient) {
             value,
             ..
         } => {
-            let Some(e) = st.keys.get_mut(key.as_str()) else {
+            let Some(e) = st.keys.get_mut(&key) else {
                 return;
             };
             let holder = holders.first().copied();

@@ -28,6 +28,7 @@ pub mod msg;
 #[allow(missing_docs)]
 pub mod observe;
 mod payload;
+mod shared;
 pub mod size;
 pub mod typed;
 pub mod units;
@@ -40,6 +41,7 @@ pub use error::ProtoError;
 pub use ids::{ClientId, IdBuildHasher, IdHasher, IdMap, IdSet, StimulusId, TaskId, WorkerId};
 pub use link::LinkClass;
 pub use payload::{AsPayload, DeviceBytes, DeviceData, IpcBuffer, IpcExport, Payload};
+pub use shared::SharedStr;
 pub use value::{Datum, Value, MAX_DEPTH};
 
 /// The wire protocol version. A peer with another version is refused in the handshake.
@@ -61,7 +63,8 @@ pub const PROTOCOL_SCHEMA: u64 = {
     let b = fnv1a(include_bytes!("value.rs"));
     let c = fnv1a(include_bytes!("flat.rs"));
     let d = fnv1a(include_bytes!("observe.rs"));
-    a ^ b.rotate_left(1) ^ c.rotate_left(2) ^ d.rotate_left(3)
+    let e = fnv1a(include_bytes!("shared.rs"));
+    a ^ b.rotate_left(1) ^ c.rotate_left(2) ^ d.rotate_left(3) ^ e.rotate_left(4)
 };
 
 /// 64-bit FNV-1a: the wire schema's hash, and the project's content hash (checksums,

@@ -47,8 +47,8 @@ impl SchedulerCore {
             .clamp(1, u32::MAX as u64);
         let msg = ComputeMsg {
             task: t,
-            // Not `to_string`: on an `Arc<str>` that goes through `Display`.
-            op: String::from(&*stat.name),
+            // The op's name, shared: no copy a task.
+            op: stat.name.clone().into(),
             args: task.args.unpack(),
             deps: task
                 .deps

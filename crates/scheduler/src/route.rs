@@ -138,8 +138,8 @@ impl Server {
                     value,
                 } => self.key_in_memory(&mut out, client, holders, |holders| {
                     ToClient::KeyInMemory {
-                        // Not `to_string`: on an `Arc<str>` that goes through `Display`.
-                        key: String::from(&*key),
+                        // The task's key, shared: no copy a task.
+                        key: key.into(),
                         task,
                         nbytes,
                         holders,

@@ -67,7 +67,7 @@ pub(crate) enum JobError {
 
 /// What to run again: a job whose op did not fit on the device.
 pub(crate) struct Retry {
-    pub(crate) op: String,
+    pub(crate) op: rask_proto::SharedStr,
     pub(crate) args: Value,
     /// The task's inputs (not spilled to make room for it: it reads them).
     pub(crate) deps: Vec<TaskId>,

@@ -147,7 +147,7 @@ pub(crate) const INLINE_BUDGET: Duration = Duration::from_millis(2);
 /// A job for an executor thread.
 pub(crate) struct Job {
     pub(crate) task: TaskId,
-    pub(crate) op: String,
+    pub(crate) op: rask_proto::SharedStr,
     pub(crate) args: Args,
     /// The task's inputs.
     pub(crate) deps: Vec<TaskId>,

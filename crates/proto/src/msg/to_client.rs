@@ -201,7 +201,7 @@ wire! {
         /// A key the client wants is computed.
         KeyInMemory {
             /// The key.
-            key: String,
+            key: SharedStr,
             /// Its task, by which holders serve the value.
             task: TaskId,
             /// See [`TaskFinishedMsg::nbytes`].

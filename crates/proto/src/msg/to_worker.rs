@@ -19,7 +19,7 @@ wire! {
         /// The task to run.
         pub task: TaskId,
         /// The registered op to run it with.
-        pub op: String,
+        pub op: SharedStr,
         /// Arguments; `Datum::Ref(i)` is the value of `deps[i]`.
         pub args: Datum,
         /// The task's dependencies, each with where to fetch it if not held here.
