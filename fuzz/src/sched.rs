@@ -511,11 +511,9 @@ impl Harness {
                     }
                 }
                 ToScheduler::ReleaseKeys { keys } => self.core.on_release_keys(c, &keys),
-                ToScheduler::ReleaseMapKeys { runs } => {
-                    // The server's `on_release_runs`: too many keys refused.
-                    if run_keys(&runs) <= MAX_RELEASE_RUN_KEYS {
-                        self.core.on_release_runs(c, &runs)
-                    }
+                // The server's `on_release_runs`: too many keys refused.
+                ToScheduler::ReleaseMapKeys { runs } if run_keys(&runs) <= MAX_RELEASE_RUN_KEYS => {
+                    self.core.on_release_runs(c, &runs)
                 }
                 ToScheduler::Resubscribe { keys } => {
                     // The server's `on_resubscribe`: the keys still known are wanted again.

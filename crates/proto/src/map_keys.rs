@@ -412,7 +412,7 @@ mod tests {
                     if !spilled.is_empty() {
                         // Closed once, giving back every key still held.
                         assert!(moved.is_empty(), "closed twice");
-                        let held = |m: u64| m % 8 == 0 || m > n;
+                        let held = |m: u64| m.is_multiple_of(8) || m > n;
                         assert!(spilled.iter().all(|(m, v)| m == v && held(*m)));
                         assert_eq!(spilled.len(), (510..1010).filter(|m| held(*m)).count());
                     }
