@@ -231,12 +231,16 @@ impl<T> MapKeys<T> {
             .expect("invariant: the slot holds a value");
         b.live -= 1;
         self.len -= 1;
+        if b.live == 0 {
+            self.close(at);
+            return value;
+        }
+        // Up to the first value held, whose number is at most `u64::MAX`: the front's
+        // number never passes it (emptied first, a block of a map ending at `u64::MAX`
+        // would count past it).
         while let Some(None) = b.slots.front() {
             b.slots.pop_front();
             b.first += 1;
-        }
-        if b.live == 0 {
-            self.close(at);
         }
         value
     }
@@ -375,6 +379,52 @@ mod tests {
         want.sort();
         assert_eq!(listed, want);
         assert_eq!(blocks.values_mut().count(), blocks.len());
+    }
+
+    /// A map whose last key is numbered `u64::MAX`: taken in order, in any order, or
+    /// looked at and kept, no count passes the largest number.
+    #[test]
+    fn keys_up_to_the_largest_number_are_taken_without_overflow() {
+        let first = u64::MAX - 9;
+        for order in [
+            (first..=u64::MAX).collect::<Vec<_>>(),
+            (first..=u64::MAX).rev().collect(),
+            vec![
+                u64::MAX,
+                first,
+                u64::MAX - 1,
+                first + 1,
+                first + 5,
+                first + 2,
+                first + 3,
+            ]
+            .into_iter()
+            .chain([first + 4, first + 6, first + 7])
+            .collect(),
+        ] {
+            let mut b = MapKeys::default();
+            b.open("p", first);
+            for n in first..=u64::MAX {
+                b.insert("p", n, n).unwrap();
+            }
+            for (i, &n) in order.iter().enumerate() {
+                assert_eq!(b.take_if("p", n, |_| false), Some(Taken::Kept));
+                let taken = if i % 2 == 0 {
+                    b.remove("p", n)
+                } else {
+                    match b.take_if("p", n, |v| *v == n) {
+                        Some(Taken::Taken { value, spilled }) => {
+                            assert!(spilled.is_empty());
+                            Some(value)
+                        }
+                        other => panic!("{n}: {other:?}"),
+                    }
+                };
+                assert_eq!(taken, Some(n));
+                b.check();
+            }
+            assert!(b.no_blocks() && b.is_empty(), "{order:?}");
+        }
     }
 
     #[test]
