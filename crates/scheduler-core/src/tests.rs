@@ -7,6 +7,20 @@ use crate::api::CoreConfig;
 use crate::api::NewTask;
 use crate::core::SchedulerCore;
 
+/// A map of `inc` over `0..n`, its keys numbered from `first`.
+fn map(prefix: &str, first: u64, n: i64) -> crate::api::NewMap {
+    crate::api::NewMap {
+        prefix: prefix.into(),
+        first,
+        op: "inc".into(),
+        args: (0..n)
+            .map(|i| (Datum::List(vec![Datum::Int(i)]), vec![]))
+            .collect(),
+        resources: vec![],
+        code: None,
+    }
+}
+
 fn new_task(key: &str, deps: &[&str], resources: &[&str]) -> NewTask {
     NewTask {
         key: key.into(),
@@ -151,16 +165,6 @@ fn a_maps_keys_are_indexed_by_number_and_a_graphs_in_the_table() {
     let wanted: Vec<String> = graph.iter().map(|t| t.key.clone()).collect();
     s.on_update_graph(c, graph, &wanted).unwrap();
     assert_eq!((s.keys.in_blocks(), s.keys.len()), (0, 3));
-    let map = |prefix: &str, first: u64, n: i64| crate::api::NewMap {
-        prefix: prefix.into(),
-        first,
-        op: "inc".into(),
-        args: (0..n)
-            .map(|i| (Datum::List(vec![Datum::Int(i)]), vec![]))
-            .collect(),
-        resources: vec![],
-        code: None,
-    };
     s.on_map(c, map("m", 0, 10)).unwrap();
     // Over keys a graph gave: those keep their tasks, in the table.
     s.on_map(c, map("g", 4, 4)).unwrap();
@@ -370,16 +374,6 @@ fn releasing_runs_of_a_maps_keys_does_what_releasing_their_names_does() {
             .collect();
         let wanted: Vec<String> = graph.iter().map(|t| t.key.clone()).collect();
         s.on_update_graph(a, graph, &wanted).unwrap();
-        let map = |prefix: &str, first: u64, n: i64| crate::api::NewMap {
-            prefix: prefix.into(),
-            first,
-            op: "inc".into(),
-            args: (0..n)
-                .map(|i| (Datum::List(vec![Datum::Int(i)]), vec![]))
-                .collect(),
-            resources: vec![],
-            code: None,
-        };
         s.on_map(a, map("m", 0, 400)).unwrap();
         s.on_map(a, map("g", 4, 4)).unwrap();
         // `b` wants some of `m` too.
