@@ -170,11 +170,16 @@ impl<T> MapKeys<T> {
         let Some(i) = b.index(n) else {
             return Err(value);
         };
-        if b.slots.len() <= i {
-            b.slots.resize_with(i + 1, || None);
+        if b.slots.len() == i {
+            // The usual case, keys put in order: one slot more.
+            b.slots.push_back(Some(value));
+        } else {
+            if b.slots.len() < i {
+                b.slots.resize_with(i + 1, || None);
+            }
+            debug_assert!(b.slots[i].is_none(), "a key held twice");
+            b.slots[i] = Some(value);
         }
-        debug_assert!(b.slots[i].is_none(), "a key held twice");
-        b.slots[i] = Some(value);
         b.live += 1;
         self.len += 1;
         Ok(())

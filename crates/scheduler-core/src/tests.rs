@@ -469,3 +469,37 @@ fn releasing_runs_of_a_maps_keys_does_what_releasing_their_names_does() {
         keys
     }
 }
+
+/// A value reported inline reaches every client that wants its key, whether one or
+/// several do.
+#[test]
+fn a_value_reported_inline_reaches_every_client_that_wants_it() {
+    use crate::Action;
+    use rask_proto::WorkerId;
+    let (a, b, w) = (ClientId(1), ClientId(2), WorkerId(1));
+    let mut s = SchedulerCore::new(CoreConfig::default());
+    s.on_client_joined(a);
+    s.on_client_joined(b);
+    s.on_worker_joined(w, spec("w1"));
+    for (key, wanters) in [("one", vec![a]), ("two", vec![a, b])] {
+        for c in &wanters {
+            s.on_update_graph(*c, vec![new_task(key, &[], &[])], &[key.into()])
+                .unwrap();
+        }
+        let t = s.task_id(key).unwrap();
+        s.take_actions();
+        s.on_task_finished(w, t, 8, 10, 0, Some(Datum::List(vec![Datum::Int(5)])));
+        let told: Vec<(ClientId, Option<Datum>)> = s
+            .take_actions()
+            .into_iter()
+            .filter_map(|act| match act {
+                Action::KeyInMemory { client, value, .. } => Some((client, value)),
+                _ => None,
+            })
+            .collect();
+        let five = Some(Datum::List(vec![Datum::Int(5)]));
+        let want: Vec<(ClientId, Option<Datum>)> =
+            wanters.iter().map(|c| (*c, five.clone())).collect();
+        assert_eq!(told, want, "{key}");
+    }
+}

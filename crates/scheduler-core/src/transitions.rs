@@ -453,16 +453,22 @@ impl SchedulerCore {
         self.check_release(t);
     }
 
-    pub(crate) fn notify_memory(&mut self, t: TaskId, value: Option<Datum>) {
+    pub(crate) fn notify_memory(&mut self, t: TaskId, mut value: Option<Datum>) {
         let task = &self.tasks[&t];
-        for c in &task.who_wants {
+        let last = task.who_wants.as_slice().len().saturating_sub(1);
+        for (i, c) in task.who_wants.iter().enumerate() {
             self.actions.push(Action::KeyInMemory {
                 client: *c,
                 key: task.key.clone(),
                 task: t,
                 nbytes: task.nbytes,
                 holders: task.who_has.to_vec(),
-                value: value.clone(),
+                // Copied for all but the last client (most often the only one).
+                value: if i == last {
+                    value.take()
+                } else {
+                    value.clone()
+                },
             });
         }
     }
