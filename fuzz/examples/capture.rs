@@ -637,7 +637,7 @@ fn main() {
             run: 1,
             task: TaskId(task),
             op: "add".into(),
-            args,
+            args: args.into(),
             deps,
             priority: task,
             report_value: task.is_multiple_of(2),

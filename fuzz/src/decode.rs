@@ -196,8 +196,8 @@ pub fn to_worker(data: &[u8]) {
         for m in msgs {
             match m {
                 ToWorker::Compute(mut c) => {
-                    if let Ok(own) = c.args.localize(bufs) {
-                        rebuild(&c.args, &own, c.deps.len());
+                    if let Ok(own) = c.args.datum_mut().localize(bufs) {
+                        rebuild(&c.args.datum(), &own, c.deps.len());
                     }
                 }
                 ToWorker::ProgramPart { buf, .. } => {

@@ -749,6 +749,7 @@ impl Harness {
                     };
                     let own = c
                         .args
+                        .datum_mut()
                         .localize(&raw.bufs)
                         .expect("a compute's buffers travel with it");
                     assert_eq!(own, bufs, "a compute's buffers arrive as sent");

@@ -153,7 +153,8 @@ pub fn worker_core(data: &[u8]) {
                             .map(|i| Datum::Ref(i as u32))
                             .chain(std::iter::once(Datum::Buf(0)))
                             .collect(),
-                    ),
+                    )
+                    .into(),
                     deps: (0..deps % 4)
                         .map(|k| DepLoc {
                             task: TaskId(((deps >> 2) as u64 + k as u64 * 3) % 16),
@@ -251,7 +252,7 @@ impl Harness {
         for m in msgs {
             match m {
                 ToWorker::Compute(mut c) => {
-                    if let Ok(own) = c.args.localize(bufs) {
+                    if let Ok(own) = c.args.datum_mut().localize(bufs) {
                         computes.push(c.task);
                         self.specs.insert(c.task, (c, own));
                     }
@@ -328,7 +329,7 @@ impl Harness {
                                         .map(|d| rask_proto::Value::Int(d.task.0 as i64))
                                         .collect();
                                     let refs: Vec<&rask_proto::Value> = deps.iter().collect();
-                                    let _ = spec.args.to_value(&bufs, &refs);
+                                    let _ = spec.args.datum().to_value(&bufs, &refs);
                                     self.running.push(task);
                                 } else {
                                     self.core.on_executed(

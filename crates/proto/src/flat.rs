@@ -16,6 +16,7 @@ use rkyv::ser::{Allocator, Writer};
 use rkyv::vec::{ArchivedVec, VecResolver};
 use rkyv::{Archive, Deserialize, Place, Portable, Serialize};
 
+use crate::packed::TaskArgs;
 use crate::value::MAX_DEPTH;
 use crate::{Datum, ProtoError};
 
@@ -93,6 +94,54 @@ where
             nodes: written?,
             len,
         })
+    }
+}
+
+/// Written as the datum's nodes, whether packed or not (the same bytes either way): a
+/// packed datum without strings node by node from its encoding, with no `Datum` built.
+impl Archive for TaskArgs {
+    type Archived = ArchivedDatum;
+    type Resolver = DatumResolver;
+
+    fn resolve(&self, resolver: DatumResolver, out: Place<ArchivedDatum>) {
+        rkyv::munge::munge!(let ArchivedDatum { nodes } = out);
+        ArchivedVec::<ArchivedNode>::resolve_from_len(resolver.len, resolver.nodes, nodes);
+    }
+}
+
+impl<S> Serialize<S> for TaskArgs
+where
+    S: Fallible + Allocator + Writer + ?Sized,
+    S::Error: Source,
+{
+    fn serialize(&self, serializer: &mut S) -> Result<DatumResolver, S::Error> {
+        match self {
+            TaskArgs::Datum(d) => d.serialize(serializer),
+            // Nothing out of line: each node is written where it lies as it is read.
+            TaskArgs::Packed(p) if !p.has_str() => {
+                let mut nodes = p.nodes();
+                let written = ArchivedVec::<ArchivedNode>::serialize_from_unknown_length_iter(
+                    &mut nodes, serializer,
+                );
+                Ok(DatumResolver {
+                    nodes: written?,
+                    len: nodes.count,
+                })
+            }
+            TaskArgs::Packed(p) => p.unpack().serialize(serializer),
+        }
+    }
+}
+
+impl<D> Deserialize<TaskArgs, D> for ArchivedDatum
+where
+    D: Fallible + ?Sized,
+    D::Error: Source,
+{
+    fn deserialize(&self, _: &mut D) -> Result<TaskArgs, D::Error> {
+        from_nodes(self.nodes.as_slice())
+            .map(TaskArgs::Datum)
+            .map_err(D::Error::new)
     }
 }
 

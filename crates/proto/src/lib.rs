@@ -27,6 +27,7 @@ pub mod map_keys;
 pub mod msg;
 #[allow(missing_docs)]
 pub mod observe;
+pub mod packed;
 mod payload;
 mod shared;
 pub mod size;
@@ -61,7 +62,7 @@ pub const PROTOCOL_SCHEMA: u64 = {
         ^ fnv1a(include_bytes!("msg/to_client.rs")).rotate_left(13)
         ^ fnv1a(include_bytes!("msg/peer.rs")).rotate_left(17);
     let b = fnv1a(include_bytes!("value.rs"));
-    let c = fnv1a(include_bytes!("flat.rs"));
+    let c = fnv1a(include_bytes!("flat.rs")) ^ fnv1a(include_bytes!("packed.rs")).rotate_left(9);
     let d = fnv1a(include_bytes!("observe.rs"));
     let e = fnv1a(include_bytes!("shared.rs"));
     a ^ b.rotate_left(1) ^ c.rotate_left(2) ^ d.rotate_left(3) ^ e.rotate_left(4)

@@ -3,6 +3,7 @@
 //! layout: these estimates may change without changing the protocol's schema hash.
 
 use crate::msg::{Holder, PeerMsg, TaskSpec, ToClient, ToScheduler, ToWorker};
+use crate::packed::TaskArgs;
 use crate::Datum;
 
 /// An upper estimate of a datum's archived size.
@@ -16,6 +17,16 @@ pub fn datum_wire_size(d: &Datum) -> usize {
         }
     }
     16 + nodes(d)
+}
+
+/// An upper estimate of a compute message's arguments archived: as
+/// [`datum_wire_size`]; packed, each node takes a byte at least there (24 counted for
+/// each byte, a string's bytes too).
+pub fn args_wire_size(a: &TaskArgs) -> usize {
+    match a {
+        TaskArgs::Datum(d) => datum_wire_size(d),
+        TaskArgs::Packed(p) => 16 + 24 * p.bytes().len(),
+    }
 }
 
 /// An upper estimate of a task's archived size.
@@ -38,7 +49,7 @@ impl WireSize for ToWorker {
     fn wire_size(&self) -> usize {
         match self {
             ToWorker::Compute(c) => {
-                128 + c.op.len() + datum_wire_size(&c.args) + c.deps.len() * (32 + 8 * 4)
+                128 + c.op.len() + args_wire_size(&c.args) + c.deps.len() * (32 + 8 * 4)
             }
             ToWorker::Free { tasks } => 64 + tasks.len() * 8,
             ToWorker::Peers { peers } => {

@@ -3,6 +3,7 @@
 //! from the queue. Reads the cost model in `placement`, never the other way round.
 
 use rask_proto::msg::{ComputeMsg, DepLoc};
+use rask_proto::packed::TaskArgs;
 use rask_proto::{TaskId, WorkerId};
 
 use crate::api::Action;
@@ -49,7 +50,8 @@ impl SchedulerCore {
             task: t,
             // The op's name, shared: no copy a task.
             op: stat.name.clone().into(),
-            args: task.args.unpack(),
+            // Written to the wire from the packed form: no datum built.
+            args: TaskArgs::Packed(task.args.clone()),
             deps: task
                 .deps
                 .iter()

@@ -54,7 +54,6 @@ mod lists;
 mod load;
 mod map;
 mod observe;
-mod packed;
 mod placement;
 mod queue;
 mod recover;

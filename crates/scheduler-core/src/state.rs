@@ -10,8 +10,8 @@ use crate::api::CoreConfig;
 use crate::api::TaskFailure;
 use crate::api::WorkerSpec;
 use crate::few::Few;
-use crate::packed::Packed;
 use crate::TaskState;
+use rask_proto::packed::Packed;
 
 /// Fields most tasks never use, boxed to keep [`Task`] small.
 #[derive(Debug, Default)]

@@ -18,13 +18,13 @@ use crate::core::SchedulerCore;
 use crate::few::Few;
 use crate::graph::DepRef;
 use crate::observe::{StreamKind, StreamRecord};
-use crate::packed::Packed;
 use crate::state::state_index;
 use crate::state::Task;
 use crate::state::TaskExtra;
 use crate::state::Worker;
 use crate::story::Why;
 use crate::TaskState;
+use rask_proto::packed::Packed;
 
 /// Names of the workers gone kept, most recent last, so that the task stream names the
 /// worker that ran a task after it left.

@@ -326,7 +326,8 @@ impl Sim {
                 }
             }
         }
-        let Datum::List(args) = &msg.args else {
+        let args = msg.args.datum();
+        let Datum::List(args) = &*args else {
             panic!("args are a list")
         };
         let Datum::Int(base) = args[0] else {

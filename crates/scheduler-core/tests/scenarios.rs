@@ -888,7 +888,10 @@ fn a_task_with_buffers_is_sent_with_them() {
     match &s.take_actions()[..] {
         [Action::Compute { worker, msg, bufs }] => {
             assert_eq!(*worker, WorkerId(0));
-            assert_eq!(msg.args, Datum::List(vec![Datum::Buf(0), Datum::Buf(1)]));
+            assert_eq!(
+                *msg.args.datum(),
+                Datum::List(vec![Datum::Buf(0), Datum::Buf(1)])
+            );
             assert_eq!(
                 bufs,
                 &vec![Bytes::from_static(b"ab"), Bytes::from_static(b"c")]

@@ -260,7 +260,8 @@ impl SimWorker {
         let spec = self.specs.remove(&task).ok_or(SimError::Broken {
             what: format!("{} told to run {task} without its compute request", self.id),
         })?;
-        let arg = |i: usize| match &spec.args {
+        let args = spec.args.datum();
+        let arg = |i: usize| match &*args {
             Datum::List(l) => match l.get(i) {
                 Some(Datum::Int(x)) => Some(*x as u64),
                 _ => None,
@@ -269,7 +270,7 @@ impl SimWorker {
         };
         let (Some(index), Some(duration), Some(nbytes)) = (arg(0), arg(1), arg(2)) else {
             return Err(SimError::Broken {
-                what: format!("{task} has malformed arguments {:?}", spec.args),
+                what: format!("{task} has malformed arguments {args:?}"),
             });
         };
         let mut inputs = Vec::with_capacity(spec.deps.len());

@@ -260,7 +260,7 @@ impl State {
             self.spill.unspill_started(*t);
         }
         Args::Unspill {
-            datum: spec.args.clone(),
+            datum: spec.args.datum().into_owned(),
             bufs,
             deps,
             upload,

@@ -21,7 +21,7 @@ wire! {
         /// The registered op to run it with.
         pub op: SharedStr,
         /// Arguments; `Datum::Ref(i)` is the value of `deps[i]`.
-        pub args: Datum,
+        pub args: TaskArgs,
         /// The task's dependencies, each with where to fetch it if not held here.
         pub deps: Vec<DepLoc>,
         /// Lower runs first.

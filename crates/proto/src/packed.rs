@@ -1,18 +1,24 @@
-//! [`Packed`]: a task's arguments as the scheduler keeps them until it sends them — a
-//! compact byte encoding of the [`Datum`], inline when short.
+//! [`Packed`]: a datum as a scheduler keeps a task's arguments until it sends them — a
+//! compact byte encoding, inline when short — and [`TaskArgs`], a compute message's
+//! arguments, which a scheduler writes to the wire from that encoding.
 //!
 //! The scheduler never reads inside a task's arguments once the graph is checked; it
 //! only hands them to the worker that runs the task (and again if the task is computed
 //! once more). Kept as a `Datum`, the usual arguments (a few numbers and references) cost
 //! a 32-byte enum plus a heap list per task; packed they fit in the task itself. Dask
-//! keeps its tasks' run specs serialized for the same reason.
+//! keeps its tasks' run specs serialized for the same reason. The encoding lists the
+//! datum's nodes in the order the wire does ([`crate::flat`]), so a compute message's
+//! arguments are written from it node by node, with no `Datum` built in between.
 //!
 //! The encoding, in pre-order: one tag byte per node; integers zigzag-encoded as LEB128
 //! varints; floats as 8 little-endian bytes; strings and lists prefixed by their length.
-//! This module must not fail on a datum: every `Datum` packs, and [`Packed::unpack`] reads
-//! only bytes [`Packed::new`] wrote.
+//! It is never read from a peer: every `Datum` packs, and a [`Packed`] holds only bytes
+//! [`Packed::new`] wrote (its representation is private), so reading it cannot fail.
 
-use rask_proto::Datum;
+use std::borrow::Cow;
+
+use crate::flat::Node;
+use crate::Datum;
 
 const NULL: u8 = 0;
 const FALSE: u8 = 1;
@@ -37,7 +43,10 @@ thread_local! {
 
 /// A datum, packed. 24 bytes; encodings up to 22 bytes need no allocation.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Packed {
+pub struct Packed(Repr);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Repr {
     Inline { len: u8, bytes: [u8; INLINE] },
     Heap(Box<[u8]>),
 }
@@ -46,7 +55,7 @@ const _: () = assert!(std::mem::size_of::<Packed>() == 24);
 
 impl Packed {
     /// Packs `d`.
-    pub(crate) fn new(d: &Datum) -> Self {
+    pub fn new(d: &Datum) -> Self {
         // Encoded into a buffer kept per thread: most encodings are short and kept
         // inline, and a buffer allocated for each would be an allocation per task.
         SCRATCH.with(|s| {
@@ -56,12 +65,12 @@ impl Packed {
             let packed = if out.len() <= INLINE {
                 let mut bytes = [0; INLINE];
                 bytes[..out.len()].copy_from_slice(&out);
-                Packed::Inline {
+                Packed(Repr::Inline {
                     len: out.len() as u8,
                     bytes,
-                }
+                })
             } else {
-                Packed::Heap(out.as_slice().into())
+                Packed(Repr::Heap(out.as_slice().into()))
             };
             if out.capacity() > SCRATCH_KEPT {
                 *out = Vec::new();
@@ -71,7 +80,7 @@ impl Packed {
     }
 
     /// The datum packed.
-    pub(crate) fn unpack(&self) -> Datum {
+    pub fn unpack(&self) -> Datum {
         let mut r = Reader(self.bytes());
         let d = r.datum();
         debug_assert!(r.0.is_empty(), "invariant: one datum per packing");
@@ -79,11 +88,132 @@ impl Packed {
     }
 
     /// The encoding.
-    pub(crate) fn bytes(&self) -> &[u8] {
-        match self {
-            Packed::Inline { len, bytes } => &bytes[..*len as usize],
-            Packed::Heap(b) => b,
+    pub fn bytes(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Inline { len, bytes } => &bytes[..*len as usize],
+            Repr::Heap(b) => b,
         }
+    }
+
+    /// Whether the datum holds a string (a node with bytes out of line on the wire).
+    pub(crate) fn has_str(&self) -> bool {
+        let mut r = Reader(self.bytes());
+        while !r.0.is_empty() {
+            match r.byte() {
+                STR => return true,
+                INT | BUF | LIST | REF => {
+                    r.varint();
+                }
+                FLOAT => {
+                    r.take(8);
+                }
+                _ => {}
+            }
+        }
+        false
+    }
+
+    /// The datum's nodes, in the order the wire lists them.
+    pub(crate) fn nodes(&self) -> Nodes<'_> {
+        Nodes {
+            r: Reader(self.bytes()),
+            count: 0,
+        }
+    }
+}
+
+/// A packed datum's nodes ([`Packed::nodes`]).
+pub(crate) struct Nodes<'a> {
+    r: Reader<'a>,
+    /// Nodes given so far.
+    pub(crate) count: usize,
+}
+
+impl Iterator for Nodes<'_> {
+    type Item = Node;
+
+    fn next(&mut self) -> Option<Node> {
+        if self.r.0.is_empty() {
+            return None;
+        }
+        let r = &mut self.r;
+        let node = match r.byte() {
+            NULL => Node::Null,
+            FALSE => Node::Bool(false),
+            TRUE => Node::Bool(true),
+            INT => Node::Int(unzigzag(r.varint())),
+            FLOAT => Node::Float(r.float()),
+            STR => Node::Str(r.str().to_owned()),
+            BUF => Node::Buf(r.index()),
+            LIST => Node::List(
+                u32::try_from(r.varint())
+                    .expect("invariant: a list on the wire has fewer than 2^32 items"),
+            ),
+            REF => Node::Ref(r.index()),
+            t => unreachable!("invariant: packed tags only, found {t}"),
+        };
+        self.count += 1;
+        Some(node)
+    }
+}
+
+/// A compute message's arguments ([`crate::msg::ComputeMsg::args`]): a datum, or a
+/// datum [`Packed`] as a scheduler keeps it. Both are written as the datum's nodes, to
+/// the same bytes; read back, they are a datum.
+#[derive(Clone, Debug)]
+pub enum TaskArgs {
+    /// A datum.
+    Datum(Datum),
+    /// A datum, packed.
+    Packed(Packed),
+}
+
+impl TaskArgs {
+    /// The datum (unpacked if packed).
+    pub fn datum(&self) -> Cow<'_, Datum> {
+        match self {
+            TaskArgs::Datum(d) => Cow::Borrowed(d),
+            TaskArgs::Packed(p) => Cow::Owned(p.unpack()),
+        }
+    }
+
+    /// The datum, to change (unpacked in place if packed).
+    pub fn datum_mut(&mut self) -> &mut Datum {
+        if let TaskArgs::Packed(p) = self {
+            *self = TaskArgs::Datum(p.unpack());
+        }
+        match self {
+            TaskArgs::Datum(d) => d,
+            TaskArgs::Packed(_) => unreachable!("invariant: unpacked just now"),
+        }
+    }
+
+    /// [`Datum::shift_buffers`] (unpacking if some index is to move).
+    pub fn shift_buffers(&mut self, base: u32) {
+        if base != 0 {
+            self.datum_mut().shift_buffers(base);
+        }
+    }
+
+    /// The datum (unpacked if packed).
+    pub fn into_datum(self) -> Datum {
+        match self {
+            TaskArgs::Datum(d) => d,
+            TaskArgs::Packed(p) => p.unpack(),
+        }
+    }
+}
+
+impl From<Datum> for TaskArgs {
+    fn from(d: Datum) -> Self {
+        TaskArgs::Datum(d)
+    }
+}
+
+/// Equal when their datums are, packed or not.
+impl PartialEq for TaskArgs {
+    fn eq(&self, other: &Self) -> bool {
+        self.datum() == other.datum()
     }
 }
 
@@ -172,21 +302,24 @@ impl Reader<'_> {
         u32::try_from(self.varint()).expect("invariant: packed from a u32")
     }
 
+    fn float(&mut self) -> f64 {
+        let b: [u8; 8] = self.take(8).try_into().expect("invariant: 8 bytes");
+        f64::from_bits(u64::from_le_bytes(b))
+    }
+
+    fn str(&mut self) -> &str {
+        let n = self.varint() as usize;
+        std::str::from_utf8(self.take(n)).expect("invariant: packed a str")
+    }
+
     fn datum(&mut self) -> Datum {
         match self.byte() {
             NULL => Datum::Null,
             FALSE => Datum::Bool(false),
             TRUE => Datum::Bool(true),
             INT => Datum::Int(unzigzag(self.varint())),
-            FLOAT => {
-                let b: [u8; 8] = self.take(8).try_into().expect("invariant: 8 bytes");
-                Datum::Float(f64::from_bits(u64::from_le_bytes(b)))
-            }
-            STR => {
-                let n = self.varint() as usize;
-                let s = std::str::from_utf8(self.take(n)).expect("invariant: packed a str");
-                Datum::Str(s.to_owned())
-            }
+            FLOAT => Datum::Float(self.float()),
+            STR => Datum::Str(self.str().to_owned()),
             BUF => Datum::Buf(self.index()),
             LIST => {
                 let n = self.varint() as usize;
@@ -224,13 +357,60 @@ mod tests {
     }
 
     proptest! {
+        /// Packed or not, arguments are written to the same bytes, read back as the
+        /// datum; whether a string is held is told right.
+        #[test]
+        fn packed_arguments_are_written_as_their_datum_is(d in datum()) {
+            let p = Packed::new(&d);
+            let packed = rkyv::to_bytes::<rkyv::rancor::Error>(&TaskArgs::Packed(p.clone()))
+                .unwrap();
+            let plain = rkyv::to_bytes::<rkyv::rancor::Error>(&TaskArgs::Datum(d.clone()))
+                .unwrap();
+            prop_assert_eq!(packed.as_slice(), plain.as_slice());
+            let direct = rkyv::to_bytes::<rkyv::rancor::Error>(&d).unwrap();
+            prop_assert_eq!(packed.as_slice(), direct.as_slice());
+            let back = crate::frame::decode_header::<TaskArgs>(&packed).unwrap();
+            prop_assert!(matches!(back, TaskArgs::Datum(_)));
+            prop_assert_eq!(format!("{:?}", back.into_datum()), format!("{d:?}"));
+            prop_assert_eq!(p.has_str(), format!("{d:?}").contains("Str("));
+            prop_assert_eq!(p.nodes().count(), count_nodes(&d));
+        }
+
         #[test]
         fn every_datum_comes_back_as_it_was_packed(d in datum()) {
             let p = Packed::new(&d);
             // Floats by their bits: a NaN is not equal to itself.
             prop_assert_eq!(format!("{:?}", p.unpack()), format!("{d:?}"));
-            prop_assert_eq!(matches!(p, Packed::Inline { .. }), p.bytes().len() <= INLINE);
+            prop_assert_eq!(matches!(p.0, Repr::Inline { .. }), p.bytes().len() <= INLINE);
         }
+    }
+
+    fn count_nodes(d: &Datum) -> usize {
+        match d {
+            Datum::List(l) => 1 + l.iter().map(count_nodes).sum::<usize>(),
+            _ => 1,
+        }
+    }
+
+    /// Packed arguments give their datum to read and to change, shift their buffers'
+    /// indices as the datum's would be, and equal the datum they pack.
+    #[test]
+    fn packed_arguments_read_change_and_compare_as_their_datum() {
+        let d = Datum::List(vec![Datum::Buf(1), Datum::Int(-3), Datum::Str("s".into())]);
+        let mut a = TaskArgs::Packed(Packed::new(&d));
+        assert_eq!(a, TaskArgs::Datum(d.clone()));
+        assert_eq!(*a.datum(), d);
+        a.shift_buffers(0);
+        assert!(
+            matches!(a, TaskArgs::Packed(_)),
+            "nothing to move: kept packed"
+        );
+        a.shift_buffers(2);
+        let moved = Datum::List(vec![Datum::Buf(3), Datum::Int(-3), Datum::Str("s".into())]);
+        assert_eq!(a.clone().into_datum(), moved);
+        *a.datum_mut() = Datum::Null;
+        assert_eq!(a, TaskArgs::from(Datum::Null));
+        assert_ne!(a, TaskArgs::Packed(Packed::new(&d)));
     }
 
     #[test]
@@ -238,7 +418,7 @@ mod tests {
         let d = Datum::List(vec![Datum::Int(9_999_999), Datum::Ref(1)]);
         let p = Packed::new(&d);
         assert_eq!(p.bytes(), &[LIST, 2, INT, 0xfe, 0xd9, 0xc4, 0x09, REF, 1]);
-        assert!(matches!(p, Packed::Inline { len: 9, .. }));
+        assert!(matches!(p.0, Repr::Inline { len: 9, .. }));
         assert_eq!(p.unpack(), d);
     }
 
@@ -255,13 +435,13 @@ mod tests {
         }
         let long = Datum::Str("x".repeat(22));
         let p = Packed::new(&long);
-        assert!(matches!(p, Packed::Heap(_)));
+        assert!(matches!(p.0, Repr::Heap(_)));
         assert_eq!(p.bytes().len(), 24);
         assert_eq!(p.unpack(), long);
         let exact = Datum::Str("y".repeat(20));
         assert!(matches!(
-            Packed::new(&exact),
-            Packed::Inline { len: 22, .. }
+            Packed::new(&exact).0,
+            Repr::Inline { len: 22, .. }
         ));
         assert_eq!(Packed::new(&exact).unpack(), exact);
         let f = Datum::Float(-0.0);
