@@ -432,6 +432,24 @@ mod tests {
         }
     }
 
+    /// A block of at least [`CLOSE_SPARSE_FROM`] slots is sparse with fewer than a
+    /// quarter of them live, not with a quarter exactly; a smaller one never is.
+    #[test]
+    fn a_block_is_sparse_below_a_quarter_of_its_slots() {
+        let block = |slots: usize, live: usize| Block {
+            prefix: "p".into(),
+            first: 0,
+            slots: (0..slots).map(|i| (i < live).then_some(i)).collect(),
+            live,
+        };
+        let n = CLOSE_SPARSE_FROM;
+        assert!(!block(n, n / 4).sparse());
+        assert!(block(n, n / 4 - 1).sparse());
+        assert!(block(4 * n, n - 1).sparse() && !block(4 * n, n).sparse());
+        assert!(!block(n - 1, 0).sparse());
+        assert!(!block(n, n).sparse());
+    }
+
     #[test]
     fn a_block_loses_its_front_and_closes_when_sparse_or_empty() {
         let mut b = MapKeys::default();

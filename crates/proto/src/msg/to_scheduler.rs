@@ -414,6 +414,27 @@ pub fn push_map_key(out: &mut String, prefix: &str, n: u64) {
 mod tests {
     use super::*;
 
+    /// A run names its count of numbers from its first, wrapping past the largest; runs'
+    /// counts sum without overflowing; a message may name 2^20 keys, as documented.
+    #[test]
+    fn runs_name_their_numbers_and_sum_their_counts() {
+        let run = |first: u64, count: u64| KeyRun {
+            prefix: "p".into(),
+            first,
+            count,
+        };
+        assert_eq!(run(5, 3).numbers().collect::<Vec<_>>(), [5, 6, 7]);
+        assert_eq!(
+            run(u64::MAX - 1, 3).numbers().collect::<Vec<_>>(),
+            [u64::MAX - 1, u64::MAX, 0]
+        );
+        assert_eq!(run(9, 0).numbers().count(), 0);
+        assert_eq!(run_keys(&[run(0, 2), run(7, 5)]), 7);
+        assert_eq!(run_keys(&[]), 0);
+        assert_eq!(run_keys(&[run(0, u64::MAX), run(0, 2)]), u64::MAX);
+        assert_eq!(MAX_RELEASE_RUN_KEYS, 1_048_576);
+    }
+
     #[test]
     fn a_map_key_splits_into_its_prefix_and_number_and_nothing_else_does() {
         for p in ["inc-1f-3", "", "a-1", "5", "a--", "x y"] {
