@@ -97,20 +97,30 @@ impl Packed {
 
     /// Whether the datum holds a string (a node with bytes out of line on the wire).
     pub(crate) fn has_str(&self) -> bool {
+        self.scan().strings > 0
+    }
+
+    /// How many nodes and strings the datum has, and its strings' bytes.
+    pub(crate) fn scan(&self) -> Scan {
         let mut r = Reader(self.bytes());
+        let mut scan = Scan::default();
         while !r.0.is_empty() {
+            scan.nodes += 1;
             match r.byte() {
-                STR => return true,
+                STR => {
+                    scan.strings += 1;
+                    scan.text += r.str().len();
+                }
                 INT | BUF | LIST | REF => {
                     r.varint();
                 }
                 FLOAT => {
-                    r.take(8);
+                    r.float();
                 }
                 _ => {}
             }
         }
-        false
+        scan
     }
 
     /// The datum's nodes, in the order the wire lists them.
@@ -120,6 +130,15 @@ impl Packed {
             count: 0,
         }
     }
+}
+
+/// What [`Packed::scan`] counts.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Scan {
+    pub(crate) nodes: usize,
+    pub(crate) strings: usize,
+    /// The strings' bytes.
+    pub(crate) text: usize,
 }
 
 /// A packed datum's nodes ([`Packed::nodes`]).
