@@ -418,6 +418,24 @@ mod tests {
         }
     }
 
+    /// Packed arguments without a string are written from their encoding, however
+    /// deeply nested, without the list of nodes kept per thread (a datum of that shape
+    /// would take it); with a string they go through it, to the same bytes either way.
+    #[test]
+    fn packed_arguments_without_strings_skip_the_list_of_nodes() {
+        use crate::packed::{Packed, TaskArgs};
+        let nested = Datum::List(vec![Datum::List(vec![Datum::Int(1), Datum::Ref(0)])]);
+        let with_str = Datum::List(vec![Datum::List(vec![Datum::Str("s".into())])]);
+        for (d, uses_list) in [(nested, false), (with_str, true)] {
+            SCRATCH.with(|s| *s.borrow_mut() = Vec::new());
+            let args = TaskArgs::Packed(Packed::new(&d));
+            let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&args).unwrap();
+            assert_eq!(scratch_room() > 0, uses_list, "{d:?}");
+            let direct = rkyv::to_bytes::<rkyv::rancor::Error>(&d).unwrap();
+            assert_eq!(bytes.as_slice(), direct.as_slice(), "{d:?}");
+        }
+    }
+
     fn nodes_of(d: &Datum) -> Vec<Node> {
         let mut nodes = Vec::new();
         d.push_nodes(&mut nodes);
