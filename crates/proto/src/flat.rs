@@ -55,9 +55,14 @@ impl Archive for Datum {
     type Resolver = DatumResolver;
 
     fn resolve(&self, resolver: DatumResolver, out: Place<ArchivedDatum>) {
-        rkyv::munge::munge!(let ArchivedDatum { nodes } = out);
-        ArchivedVec::<ArchivedNode>::resolve_from_len(resolver.len, resolver.nodes, nodes);
+        resolve_nodes(resolver, out);
     }
+}
+
+/// Where a datum's nodes were written, resolved (for a `Datum` and a [`TaskArgs`] alike).
+fn resolve_nodes(resolver: DatumResolver, out: Place<ArchivedDatum>) {
+    rkyv::munge::munge!(let ArchivedDatum { nodes } = out);
+    ArchivedVec::<ArchivedNode>::resolve_from_len(resolver.len, resolver.nodes, nodes);
 }
 
 impl<S> Serialize<S> for Datum
@@ -104,8 +109,7 @@ impl Archive for TaskArgs {
     type Resolver = DatumResolver;
 
     fn resolve(&self, resolver: DatumResolver, out: Place<ArchivedDatum>) {
-        rkyv::munge::munge!(let ArchivedDatum { nodes } = out);
-        ArchivedVec::<ArchivedNode>::resolve_from_len(resolver.len, resolver.nodes, nodes);
+        resolve_nodes(resolver, out);
     }
 }
 

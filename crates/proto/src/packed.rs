@@ -155,22 +155,7 @@ impl Iterator for Nodes<'_> {
         if self.r.0.is_empty() {
             return None;
         }
-        let r = &mut self.r;
-        let node = match r.byte() {
-            NULL => Node::Null,
-            FALSE => Node::Bool(false),
-            TRUE => Node::Bool(true),
-            INT => Node::Int(unzigzag(r.varint())),
-            FLOAT => Node::Float(r.float()),
-            STR => Node::Str(r.str().to_owned()),
-            BUF => Node::Buf(r.index()),
-            LIST => Node::List(
-                u32::try_from(r.varint())
-                    .expect("invariant: a list on the wire has fewer than 2^32 items"),
-            ),
-            REF => Node::Ref(r.index()),
-            t => unreachable!("invariant: packed tags only, found {t}"),
-        };
+        let node = self.r.node();
         self.count += 1;
         Some(node)
     }
@@ -331,26 +316,43 @@ impl Reader<'_> {
         std::str::from_utf8(self.take(n)).expect("invariant: packed a str")
     }
 
-    fn datum(&mut self) -> Datum {
+    /// The next node.
+    fn node(&mut self) -> Node {
         match self.byte() {
-            NULL => Datum::Null,
-            FALSE => Datum::Bool(false),
-            TRUE => Datum::Bool(true),
-            INT => Datum::Int(unzigzag(self.varint())),
-            FLOAT => Datum::Float(self.float()),
-            STR => Datum::Str(self.str().to_owned()),
-            BUF => Datum::Buf(self.index()),
-            LIST => {
-                let n = self.varint() as usize;
+            NULL => Node::Null,
+            FALSE => Node::Bool(false),
+            TRUE => Node::Bool(true),
+            INT => Node::Int(unzigzag(self.varint())),
+            FLOAT => Node::Float(self.float()),
+            STR => Node::Str(self.str().to_owned()),
+            BUF => Node::Buf(self.index()),
+            LIST => Node::List(
+                u32::try_from(self.varint())
+                    .expect("invariant: a list on the wire has fewer than 2^32 items"),
+            ),
+            REF => Node::Ref(self.index()),
+            t => unreachable!("invariant: packed tags only, found {t}"),
+        }
+    }
+
+    /// The next datum: its node, and a list's items after it.
+    fn datum(&mut self) -> Datum {
+        match self.node() {
+            Node::Null => Datum::Null,
+            Node::Bool(b) => Datum::Bool(b),
+            Node::Int(i) => Datum::Int(i),
+            Node::Float(f) => Datum::Float(f),
+            Node::Str(s) => Datum::Str(s),
+            Node::Buf(i) => Datum::Buf(i),
+            Node::Ref(i) => Datum::Ref(i),
+            Node::List(n) => {
                 // Each item takes a byte at least: `n` is bounded by what is left.
-                let mut items = Vec::with_capacity(n.min(self.0.len()));
+                let mut items = Vec::with_capacity((n as usize).min(self.0.len()));
                 for _ in 0..n {
                     items.push(self.datum());
                 }
                 Datum::List(items)
             }
-            REF => Datum::Ref(self.index()),
-            t => unreachable!("invariant: packed tags only, found {t}"),
         }
     }
 }
