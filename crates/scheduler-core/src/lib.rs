@@ -67,6 +67,7 @@ mod story;
 mod tests;
 mod transitions;
 mod validate;
+mod wants;
 mod watch;
 
 pub use crate::api::{

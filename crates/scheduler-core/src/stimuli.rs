@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use rask_proto::msg::{run_keys, KeyRun, Resource, MAX_RELEASE_RUN_KEYS};
+use rask_proto::msg::Resource;
 use rask_proto::{ClientId, Datum, TaskId, WorkerId};
 use rustc_hash::FxHashMap;
 
@@ -371,26 +371,6 @@ impl SchedulerCore {
         p.totals[state_index(TaskState::Released)] += 1;
     }
 
-    /// `client` wants task `t` (held already, or just added): tells the client what became
-    /// of it if that is known. Whether `t` is newly wanted by the client and released.
-    pub(crate) fn want(&mut self, client: ClientId, t: TaskId) -> bool {
-        let task = self
-            .tasks
-            .get_mut(&t)
-            .expect("invariant: keyed task exists");
-        if task.who_wants.contains(&client) {
-            return false;
-        }
-        task.who_wants.push(client);
-        let released = task.state == TaskState::Released;
-        self.clients
-            .get_mut(&client)
-            .expect("invariant: the client is known")
-            .add(client, t, &self.tasks);
-        self.tell_outcome(client, t);
-        released
-    }
-
     /// Ends adding graphs: tasks `created` but wanted by no one and read by no one are
     /// dropped at once, and what is ready runs.
     pub(crate) fn settle_graph(&mut self, created: Vec<TaskId>) {
@@ -399,52 +379,6 @@ impl SchedulerCore {
         }
         self.run();
         self.retire_step();
-    }
-
-    /// A client dropped its last future for these keys.
-    pub fn on_release_keys(&mut self, client: ClientId, keys: &[String]) {
-        self.begin(Why::ReleaseKeys, None);
-        // Mostly a free each: room made once, not by doubling.
-        self.actions.reserve(keys.len());
-        for key in keys {
-            if let Some(t) = self.keys.get(key, &self.tasks) {
-                self.unwant(client, t);
-            }
-        }
-        self.run();
-        self.retire_step();
-    }
-
-    /// [`SchedulerCore::on_release_keys`] of a map's keys, said in runs of numbers: each
-    /// found by its number, its key not written out (unless a table may hold it). The
-    /// caller bounds the keys' count ([`rask_proto::msg::MAX_RELEASE_RUN_KEYS`]).
-    pub fn on_release_runs(&mut self, client: ClientId, runs: &[KeyRun]) {
-        self.begin(Why::ReleaseKeys, None);
-        // As many frees, at most (room for more is made by doubling).
-        self.actions
-            .reserve(run_keys(runs).min(MAX_RELEASE_RUN_KEYS) as usize);
-        for run in runs {
-            for n in run.numbers() {
-                if let Some(t) = self.keys.get_map(&run.prefix, n, &self.tasks) {
-                    self.unwant(client, t);
-                }
-            }
-        }
-        self.run();
-        self.retire_step();
-    }
-
-    /// `client` no longer wants task `t` (if it did).
-    fn unwant(&mut self, client: ClientId, t: TaskId) {
-        let task = self
-            .tasks
-            .get_mut(&t)
-            .expect("invariant: keyed task exists");
-        if !task.who_wants.contains(&client) {
-            return;
-        }
-        task.who_wants.retain(|c| *c != client);
-        self.check_release(t);
     }
 
     /// A worker finished a task, whose op ran `duration_us` after waiting `fetch_us` for
