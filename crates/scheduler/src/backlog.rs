@@ -1,5 +1,6 @@
 //! How much the main loop handles before it sends: a round of at most
-//! [`ROUND_MESSAGES`] messages, oldest first, then a flush, then the other tasks' turn.
+//! [`ROUND_MESSAGES`] messages, shared among the peers with events waiting, then a
+//! flush, then the other tasks' turn.
 //!
 //! The loop used to handle everything it had read before sending anything. With cheap
 //! tasks that made the scheduler and its workers take turns instead of working side by
@@ -11,13 +12,29 @@
 //! between rounds (they share the loop's thread), and the readers read what came
 //! meanwhile.
 //!
-//! A batch larger than what is left of a round is split: its first messages go in this
-//! round, the rest stays first in line (holding the connection's unread budget until it
-//! is handled). Events are handled in the order they were read; a batch's messages are
-//! handled one by one anyway, so where it is split changes nothing but when the next
-//! flush comes.
+//! Rounds taken oldest first still made workers wait: a client's map of 100,000 tasks
+//! arrives as a hundred submissions within a few milliseconds, and the workers' reports
+//! of their first tasks queued behind all of them — the workers idle while the scheduler
+//! added tasks it could not give them. So a round is shared: each peer with events
+//! waiting (up to the first event that belongs to no peer, see below) has an equal part
+//! of it, its events in the order read, and a peer that waits for little takes all of
+//! it. A worker's report of a few hundred results goes in the next round whatever a
+//! client has submitted before it; a client's large graph goes on in what is left.
+//!
+//! Only events of different peers change places, as they may anyway: they came over
+//! different connections. An event that belongs to no peer (a hello, an observer's
+//! question) is a fence: nothing read after it is handled before it, nor it before what
+//! was read earlier — a client's hello to resume must not pass the end of its old
+//! connection.
+//!
+//! An event larger than its peer's part is split: its first messages go in this round,
+//! the rest stays first in its peer's line (holding the connection's unread budget until
+//! it is handled). A batch's messages are handled one by one anyway, so where it is split
+//! changes nothing but when the next flush comes.
 
 use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 
 use rask_transport::Batch;
 
@@ -29,6 +46,10 @@ pub(crate) const ROUND_MESSAGES: usize = 1024;
 
 /// What a round needs to know of an event.
 pub(crate) trait Splittable: Sized {
+    /// Whose events keep their order among themselves.
+    type Source: Copy + Eq + std::hash::Hash;
+    /// Its peer; `None` for a fence (see the module's note).
+    fn source(&self) -> Option<Self::Source>;
     /// How many messages it holds, counted as [`ROUND_MESSAGES`] counts them (at least 1).
     fn messages(&self) -> usize;
     /// Takes its first messages, about `n` of them (at least one message, fewer than all),
@@ -36,7 +57,7 @@ pub(crate) trait Splittable: Sized {
     fn split_front(&mut self, n: usize) -> Option<Self>;
 }
 
-/// Events read and not handled yet, oldest first.
+/// Events read and not handled yet, in the order read.
 #[derive(Debug)]
 pub(crate) struct Backlog<E> {
     events: VecDeque<E>,
@@ -50,6 +71,17 @@ impl<E> Default for Backlog<E> {
     }
 }
 
+/// A peer's share of a round being made.
+#[derive(Clone, Copy, Default)]
+struct Share {
+    /// Messages of it waiting before the fence.
+    waiting: usize,
+    /// Messages of it taken.
+    taken: usize,
+    /// One of its events waits: its later ones wait too.
+    closed: bool,
+}
+
 impl<E: Splittable> Backlog<E> {
     /// Whether events wait from an earlier round: the next round must not wait for new
     /// ones.
@@ -57,34 +89,112 @@ impl<E: Splittable> Backlog<E> {
         !self.events.is_empty()
     }
 
-    /// The next round's events into `out`, oldest first, `arrived` after those waiting:
-    /// up to [`ROUND_MESSAGES`] messages (at least one event).
+    /// The next round's events into `out`, `arrived` after those waiting: the fences
+    /// first in line, then up to [`ROUND_MESSAGES`] messages shared among the peers
+    /// whose events come before the next fence, each peer's in the order read (at least
+    /// one event when any waits).
     pub(crate) fn round(&mut self, arrived: impl IntoIterator<Item = E>, out: &mut Vec<E>) {
         self.events.extend(arrived);
         let mut left = ROUND_MESSAGES;
-        while left > 0 {
-            let Some(front) = self.events.front_mut() else {
-                break;
-            };
-            let n = front.messages().max(1);
-            if n <= left {
-                left -= n;
-                out.extend(self.events.pop_front());
+        while self.events.front().is_some_and(|e| e.source().is_none()) {
+            out.extend(self.events.pop_front());
+            left = left.saturating_sub(1);
+        }
+        let end = self
+            .events
+            .iter()
+            .position(|e| e.source().is_none())
+            .unwrap_or(self.events.len());
+        if left == 0 || end == 0 {
+            return;
+        }
+        let mut shares: FxHashMap<E::Source, Share> = FxHashMap::default();
+        for e in self.events.range(..end) {
+            let share = shares
+                .entry(e.source().expect("before the fence"))
+                .or_default();
+            share.waiting = share.waiting.saturating_add(e.messages().max(1));
+        }
+        let part = fair_part(shares.values().map(|s| s.waiting).collect(), left);
+        // Whether an event went past its peer's room (one a round may).
+        let mut oversized = false;
+        let mut kept = VecDeque::with_capacity(self.events.len());
+        for mut e in self.events.drain(..end) {
+            let share = shares
+                .get_mut(&e.source().expect("before the fence"))
+                .expect("counted above");
+            if share.closed {
+                kept.push_back(e);
                 continue;
             }
-            // Larger than what is left: its first messages go now, or it goes whole if it
-            // cannot be split and is the round's first, or it waits.
-            match front.split_front(left) {
-                Some(part) => out.push(part),
-                None if out.is_empty() => out.extend(self.events.pop_front()),
-                None => {}
+            let room = part.saturating_sub(share.taken);
+            let n = e.messages().max(1);
+            if n <= room {
+                share.taken += n;
+                out.push(e);
+                continue;
             }
-            break;
+            // Larger than its peer's room: its first messages go now (the first alone may
+            // be larger), or it goes whole if it cannot be split, or it waits; its peer's
+            // later events wait behind it. The first event of a peer that took nothing
+            // yet may go past the room, once a round: the oldest event always goes, and a
+            // large one (a submission that is one message) does not wait for a round of
+            // its own while the others' events wait behind it.
+            share.closed = true;
+            let may_pass = share.taken == 0 && !oversized;
+            match (room > 0).then(|| e.split_front(room)).flatten() {
+                Some(front) if front.messages() <= room || may_pass => {
+                    oversized |= front.messages() > room;
+                    share.taken += front.messages();
+                    out.push(front);
+                    kept.push_back(e);
+                }
+                Some(front) => {
+                    kept.push_back(front);
+                    kept.push_back(e);
+                }
+                None if may_pass => {
+                    oversized = true;
+                    share.taken += n;
+                    out.push(e);
+                }
+                None => kept.push_back(e),
+            }
         }
+        kept.extend(self.events.drain(..));
+        self.events = kept;
     }
 }
 
+/// The most messages each peer may have in a round of `budget` when they wait for
+/// `waiting`: an equal part, and what a peer waiting for less leaves shared among the
+/// others (at least 1).
+fn fair_part(mut waiting: Vec<usize>, budget: usize) -> usize {
+    waiting.sort_unstable();
+    let mut left = budget;
+    let n = waiting.len();
+    for (i, &w) in waiting.iter().enumerate() {
+        let part = left / (n - i);
+        if w > part {
+            return part.max(1);
+        }
+        left -= w;
+    }
+    budget.max(1)
+}
+
 impl Splittable for Event {
+    type Source = crate::conn::Peer;
+
+    fn source(&self) -> Option<crate::conn::Peer> {
+        match self {
+            Event::Writer { peer, .. } | Event::Batch(peer, ..) | Event::Left(peer, ..) => {
+                Some(*peer)
+            }
+            Event::Hello { .. } | Event::Observe(_) => None,
+        }
+    }
+
     fn messages(&self) -> usize {
         match self {
             Event::Batch(_, batch, _) => batch.msgs.iter().map(weight).sum::<usize>().max(1),
@@ -138,7 +248,11 @@ fn weight(m: &rask_proto::msg::ToScheduler) -> usize {
 mod tests {
     use super::*;
 
-    /// An event: its source, and the numbers of its messages in that source.
+    /// The source of a fence.
+    const FENCE: u32 = u32::MAX;
+
+    /// An event: its source ([`FENCE`] for a fence), and the numbers of its messages in
+    /// that source.
     #[derive(Clone, Debug, PartialEq)]
     struct Ev {
         source: u32,
@@ -147,6 +261,12 @@ mod tests {
     }
 
     impl Splittable for Ev {
+        type Source = u32;
+
+        fn source(&self) -> Option<u32> {
+            (self.source != FENCE).then_some(self.source)
+        }
+
         fn messages(&self) -> usize {
             self.msgs.len().max(1)
         }
@@ -171,43 +291,106 @@ mod tests {
         }
     }
 
+    fn whole(source: u32, from: u32, n: u32) -> Ev {
+        Ev {
+            splits: false,
+            ..batch(source, from, n)
+        }
+    }
+
+    fn fence(n: u32) -> Ev {
+        batch(FENCE, n, 1)
+    }
+
     fn count(out: &[Ev]) -> usize {
         out.iter().map(|e| e.msgs.len()).sum()
     }
 
     #[test]
-    fn a_large_batch_goes_in_rounds() {
+    fn a_small_batch_goes_in_the_next_round_whatever_another_peer_sent_before() {
         let mut b = Backlog::default();
         let mut out = Vec::new();
+        // A client's large submission, then a worker's report: the report goes at once,
+        // the submission in what is left of the round.
         b.round([batch(1, 0, 3000), batch(2, 0, 10)], &mut out);
-        assert_eq!(out, [batch(1, 0, ROUND_MESSAGES as u32)]);
+        assert_eq!(out, [batch(1, 0, 1014), batch(2, 0, 10)]);
         assert!(b.waiting());
         out.clear();
-        // What came meanwhile waits behind it.
-        b.round([batch(3, 0, 5)], &mut out);
-        assert_eq!(out, [batch(1, 1024, 1024)]);
+        b.round([batch(3, 0, 5), batch(2, 10, 3)], &mut out);
+        assert_eq!(out, [batch(1, 1014, 1016), batch(3, 0, 5), batch(2, 10, 3)]);
         out.clear();
         b.round([], &mut out);
-        assert_eq!(out, [batch(1, 2048, 952), batch(2, 0, 10), batch(3, 0, 5)]);
+        assert_eq!(out, [batch(1, 2030, 970)]);
         assert!(!b.waiting());
     }
 
     #[test]
-    fn an_event_that_cannot_be_split_goes_whole_when_first_or_waits() {
+    fn peers_that_wait_for_much_share_a_round_equally() {
         let mut b = Backlog::default();
         let mut out = Vec::new();
-        let whole = |source, n| Ev {
-            splits: false,
-            ..batch(source, 0, n)
-        };
-        b.round([batch(1, 0, 1000), whole(2, 500), whole(3, 5000)], &mut out);
-        assert_eq!(out, [batch(1, 0, 1000)], "it waits for the next round");
+        b.round(
+            [
+                batch(1, 0, 2000),
+                batch(2, 0, 100),
+                batch(3, 0, 2000),
+                batch(1, 2000, 5),
+            ],
+            &mut out,
+        );
+        // 100 for the peer that waits for 100, the rest halved.
+        assert_eq!(out, [batch(1, 0, 462), batch(2, 0, 100), batch(3, 0, 462)]);
+        assert_eq!(count(&out), ROUND_MESSAGES);
         out.clear();
         b.round([], &mut out);
-        assert_eq!(out, [whole(2, 500)]);
+        assert_eq!(out, [batch(1, 462, 512), batch(3, 462, 512)]);
+    }
+
+    #[test]
+    fn an_event_that_cannot_be_split_goes_whole_once_a_round_or_waits() {
+        let mut b = Backlog::default();
+        let mut out = Vec::new();
+        b.round(
+            [batch(1, 0, 1000), whole(2, 0, 500), whole(3, 0, 5000)],
+            &mut out,
+        );
+        // Parts of 341: the first peer's split, the second's event whole past its part,
+        // the third's waits (one event a round goes past its part).
+        assert_eq!(out, [batch(1, 0, 341), whole(2, 0, 500)]);
         out.clear();
         b.round([], &mut out);
-        assert_eq!(out, [whole(3, 5000)], "first in line, it goes whole");
+        assert_eq!(out, [batch(1, 341, 512), whole(3, 0, 5000)]);
+        out.clear();
+        b.round([], &mut out);
+        assert_eq!(out, [batch(1, 853, 147)]);
+        assert!(!b.waiting());
+    }
+
+    #[test]
+    fn nothing_passes_a_fence() {
+        let mut b = Backlog::default();
+        let mut out = Vec::new();
+        b.round(
+            [
+                batch(1, 0, 2000),
+                fence(0),
+                batch(2, 0, 3),
+                fence(1),
+                fence(2),
+            ],
+            &mut out,
+        );
+        // The second peer's batch, read after the fence, waits behind it and the first
+        // peer's whole batch.
+        assert_eq!(out, [batch(1, 0, 1024)]);
+        out.clear();
+        b.round([batch(3, 0, 1)], &mut out);
+        assert_eq!(out, [batch(1, 1024, 976)]);
+        out.clear();
+        b.round([], &mut out);
+        assert_eq!(out, [fence(0), batch(2, 0, 3)]);
+        out.clear();
+        b.round([], &mut out);
+        assert_eq!(out, [fence(1), fence(2), batch(3, 0, 1)]);
         assert!(!b.waiting());
     }
 
@@ -285,7 +468,7 @@ mod tests {
     }
 
     /// Whatever comes in whatever rounds, every message is handled once, in its source's
-    /// order, and no round passes the budget unless one event alone does.
+    /// order, nothing passes a fence, and a round passes the budget by one event at most.
     #[test]
     fn every_message_goes_once_in_order_within_the_budget() {
         let mut rng = 0x9e37_79b9_7f4a_7c15u64;
@@ -297,26 +480,30 @@ mod tests {
         };
         let mut b = Backlog::default();
         let mut sent = [0u32; 4];
+        let mut fences = 0;
         let mut handled: Vec<Vec<u32>> = vec![Vec::new(); 4];
+        // Messages read before each fence, and handled when it was.
+        let mut before_fence = Vec::new();
+        let mut fenced = Vec::new();
         let mut step = 0;
         while step < 2000 || b.waiting() {
             step += 1;
-            let arrived: Vec<Ev> = if step <= 2000 {
-                (0..next() % 4)
-                    .map(|_| {
-                        let source = (next() % 4) as u32;
-                        let n = (next() % 2500) as u32 + 1;
-                        let e = Ev {
-                            splits: source != 3,
-                            ..batch(source, sent[source as usize], n)
-                        };
-                        sent[source as usize] += n;
-                        e
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            };
+            let mut arrived = Vec::new();
+            for _ in 0..(next() % 4) * u64::from(step <= 2000) {
+                if next() % 10 == 0 {
+                    before_fence.push(sent);
+                    arrived.push(fence(fences));
+                    fences += 1;
+                    continue;
+                }
+                let source = (next() % 4) as u32;
+                let n = (next() % 2500) as u32 + 1;
+                arrived.push(match source {
+                    3 => whole(source, sent[3], n),
+                    _ => batch(source, sent[source as usize], n),
+                });
+                sent[source as usize] += n;
+            }
             let mut out = Vec::new();
             let work = b.waiting() || !arrived.is_empty();
             b.round(arrived, &mut out);
@@ -325,14 +512,21 @@ mod tests {
                 !out.is_empty(),
                 "a round with work to do makes progress"
             );
+            let largest = out.iter().map(|e| e.msgs.len()).max().unwrap_or(0);
             assert!(
-                count(&out) <= ROUND_MESSAGES || out.len() == 1,
+                count(&out) - largest <= ROUND_MESSAGES,
                 "a round of {} messages in {} events",
                 count(&out),
                 out.len()
             );
             for e in out {
-                handled[e.source as usize].extend(e.msgs);
+                match e.source {
+                    FENCE => {
+                        assert_eq!(e.msgs, [fenced.len() as u32], "fences in order");
+                        fenced.push(std::array::from_fn(|s| handled[s].len() as u32));
+                    }
+                    s => handled[s as usize].extend(e.msgs),
+                }
             }
         }
         for s in 0..4 {
@@ -341,5 +535,10 @@ mod tests {
                 "source {s}: every message once, in order"
             );
         }
+        assert!(fences > 100);
+        assert_eq!(
+            fenced, before_fence,
+            "what was read before a fence went before it"
+        );
     }
 }
