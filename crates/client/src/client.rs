@@ -479,14 +479,15 @@ impl Client {
             st.waiters.remove(key);
         }
         if st.closed.is_none() {
-            // Said with the next message, or by a task on the runtime: the futures of a
-            // whole graph dropped together go in one message, not one each.
+            // Said with the next message, or by a task on the runtime a moment later: the
+            // futures of a whole graph dropped together go in a few messages, not one
+            // each (see `release`).
             let mut releasing = self.inner.releasing.lock().expect("releasing lock");
-            let first = releasing.is_empty();
-            releasing.push(key, numbered);
-            if first {
+            if releasing.push(key, numbered) {
                 let inner = self.inner.clone();
                 self.inner.handle.spawn(async move {
+                    tokio::time::sleep(crate::release::RELEASE_DELAY).await;
+                    inner.releasing.lock().expect("releasing lock").unschedule();
                     inner.sender();
                 });
             }

@@ -6,11 +6,24 @@
 //! in order (a `Vec` of them drops front to back), and a run of ten thousand keys is a
 //! prefix and two numbers, where their names would be ten thousand strings to build,
 //! send, and split again at the scheduler.
+//!
+//! One task is scheduled at a time, [`RELEASE_DELAY`] after the first key it will say:
+//! a task scheduled whenever the list was empty was one spawned (and the runtime's thread
+//! woken, a system call) for nearly every future of a map dropped on another thread, the
+//! runtime's thread emptying the list as fast as it filled. Dask's client batches its
+//! messages to the scheduler likewise (every 10 ms).
+
+use std::time::Duration;
 
 use rask_proto::msg::{KeyRun, ToScheduler, MAX_RELEASE_RUN_KEYS};
 
+/// How long after the first key the scheduled task says what is waiting.
+pub(crate) const RELEASE_DELAY: Duration = Duration::from_millis(1);
+
 #[derive(Default)]
 pub(crate) struct Releasing {
+    /// A task on the runtime will say what is waiting.
+    scheduled: bool,
     /// Keys of no map's form (or held where no block was open).
     keys: Vec<String>,
     /// Maps' keys, in runs of at most [`MAX_RELEASE_RUN_KEYS`].
@@ -24,8 +37,20 @@ impl Releasing {
     }
 
     /// `key` released; `numbered` is its prefix and number if it is a map's key. A number
-    /// next to the last run's (after its last, or before its first) joins it.
-    pub(crate) fn push(&mut self, key: &str, numbered: Option<(&str, u64)>) {
+    /// next to the last run's (after its last, or before its first) joins it. `true` if
+    /// the caller must schedule a task to say it: none is (see [`Releasing::unschedule`]).
+    #[must_use]
+    pub(crate) fn push(&mut self, key: &str, numbered: Option<(&str, u64)>) -> bool {
+        self.add(key, numbered);
+        !std::mem::replace(&mut self.scheduled, true)
+    }
+
+    /// The scheduled task runs: the next key released schedules another.
+    pub(crate) fn unschedule(&mut self) {
+        self.scheduled = false;
+    }
+
+    fn add(&mut self, key: &str, numbered: Option<(&str, u64)>) {
         let Some((prefix, n)) = numbered else {
             self.keys.push(key.into());
             return;
@@ -103,7 +128,25 @@ mod tests {
     }
 
     fn release(r: &mut Releasing, key: &str) {
-        r.push(key, split_map_key(key));
+        let _ = r.push(key, split_map_key(key));
+    }
+
+    /// One task is scheduled for any number of keys, however often they are taken
+    /// before it runs; once it has run, the next key schedules another.
+    #[test]
+    fn one_task_is_scheduled_until_it_runs() {
+        let mut r = Releasing::default();
+        assert!(r.push("a", None), "the first key schedules a task");
+        for n in 0..10_000 {
+            assert!(!r.push(&map_key("m", n), Some(("m", n))));
+        }
+        // Said with the next message: the task is still to run.
+        assert_eq!(r.take().len(), 2);
+        assert!(r.is_empty());
+        assert!(!r.push("b", None), "the scheduled task will say it");
+        r.unschedule();
+        assert_eq!(r.take().len(), 1);
+        assert!(r.push("c", None), "the task ran: another is scheduled");
     }
 
     /// A map's keys dropped in order, or in reverse, go as one run; others as names.
