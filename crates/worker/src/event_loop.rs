@@ -24,7 +24,7 @@ use crate::executor::run_job;
 use crate::executor::Args;
 use crate::executor::Exec;
 use crate::executor::Job;
-use crate::executor::INLINE_BUDGET;
+use crate::executor::INLINE_SLICE;
 use crate::peers::Peer;
 use crate::store::inline_datum;
 use crate::store::Store;
@@ -49,8 +49,11 @@ pub(crate) struct State {
     pub(crate) to_scheduler: Sender<ToScheduler>,
     pub(crate) jobs: crossbeam_channel::Sender<Job>,
     pub(crate) events: mpsc::UnboundedSender<Event>,
-    /// Inline execution stops at this instant (per wake-up budget).
+    /// Inline execution stops at this instant (the end of this wake-up's slice).
     pub(crate) inline_until: Instant,
+    /// Tasks to run inline whose slice was over: run when the loop's other tasks (the
+    /// writer of the results so far) have had their turn.
+    pub(crate) deferred: Vec<(TaskId, ComputeMsg, Vec<Bytes>)>,
     /// The clock as last read by this loop: when [`State::drive`] began, or when the
     /// last op it ran inline ended.
     pub(crate) clock: Instant,
@@ -281,11 +284,19 @@ impl State {
         None
     }
 
-    /// Carries out the core's instructions until it has none.
+    /// Whether tasks wait for the next slice ([`State::deferred`]).
+    pub(crate) fn has_deferred(&self) -> bool {
+        !self.deferred.is_empty()
+    }
+
+    /// Carries out the core's instructions until it has none, the deferred tasks first.
     pub(crate) fn drive(&mut self) {
         self.clock = Instant::now();
-        self.inline_until = self.clock + INLINE_BUDGET;
+        self.inline_until = self.clock + INLINE_SLICE;
         self.spill_now();
+        for (task, spec, bufs) in std::mem::take(&mut self.deferred) {
+            self.run_spec(task, spec, bufs, true);
+        }
         // The core's instructions come in this list and its room goes back to the core:
         // no list is allocated per instruction.
         let mut out = std::mem::take(&mut self.instructions);
@@ -356,15 +367,26 @@ impl State {
         );
     }
 
-    /// Runs a task: in place when the core says its op is fast (and this wake-up has time
-    /// left, and no input is being brought back to the device), else on an executor
-    /// thread.
+    /// Runs a task: in place when the core says its op is fast (and no input is being
+    /// brought back to the device), else on an executor thread. A fast op whose slice is
+    /// over waits for the next ([`State::deferred`]): the results so far go to the
+    /// scheduler first, and it places the next tasks while these run.
     pub(crate) fn execute(&mut self, task: TaskId, inline: bool) {
         let Some((spec, bufs)) = self.specs.remove(&task) else {
             self.core
                 .on_executed(task, 0, Err("internal: task spec missing".into()));
             return;
         };
+        // The slice is checked against the end of the last op run inline (or the start of
+        // this wake-up): no clock read of its own.
+        if inline && self.clock >= self.inline_until {
+            self.deferred.push((task, spec, bufs));
+            return;
+        }
+        self.run_spec(task, spec, bufs, inline);
+    }
+
+    fn run_spec(&mut self, task: TaskId, spec: ComputeMsg, bufs: Vec<Bytes>, inline: bool) {
         for d in &spec.deps {
             self.spill.touch(d.task);
         }
@@ -388,10 +410,7 @@ impl State {
             }
         };
         let args = self.unspill_for(&spec, bufs, args);
-        // The budget is checked against the end of the last op run inline (or the start of
-        // this round): no clock read of its own.
-        let inline =
-            inline && self.clock < self.inline_until && self.spares_device(&spec.op, &args);
+        let inline = inline && self.spares_device(&spec.op, &args);
         let job = Job {
             task,
             op: spec.op,

@@ -334,6 +334,7 @@ impl Worker {
             jobs,
             events: events.clone(),
             inline_until: Instant::now(),
+            deferred: Vec::new(),
             clock: Instant::now(),
             instructions: Vec::new(),
             epoch: Instant::now(),
@@ -400,6 +401,14 @@ impl Worker {
                             }
                             if let Some(r) = stop {
                                 break r;
+                            }
+                        }
+                        // Tasks wait for the next slice: they run once the loop's other
+                        // tasks (the writer of the results so far) had their turn.
+                        _ = tokio::task::yield_now(), if state.has_deferred() => {
+                            state.drive();
+                            if let Some(e) = state.stop_if_lost() {
+                                break Err(e);
                             }
                         }
                         _ = heartbeat.tick() => {
