@@ -55,12 +55,37 @@ pub(crate) trait Splittable: Sized {
     /// Takes its first messages, about `n` of them (at least one message, fewer than all),
     /// as an event of their own; `None` if it cannot be split so.
     fn split_front(&mut self, n: usize) -> Option<Self>;
+    /// Takes its last messages, about `n` of them (at least one message, fewer than all),
+    /// as an event of their own that holds what the whole held until handled (it is
+    /// handled last); `None` if it cannot be split so.
+    fn split_back(&mut self, n: usize) -> Option<Self>;
+}
+
+/// Events larger than this are cut into pieces of about this many messages as they
+/// arrive: a round then takes pieces, and a batch of ten thousand messages is not moved
+/// or counted again for each round that takes a part of it.
+const PIECE: usize = ROUND_MESSAGES / 4;
+
+/// An event waiting, with its [`Splittable::messages`] (counted once).
+#[derive(Debug)]
+struct Waiting<E> {
+    weight: usize,
+    event: E,
+}
+
+impl<E: Splittable> Waiting<E> {
+    fn new(event: E) -> Self {
+        Waiting {
+            weight: event.messages().max(1),
+            event,
+        }
+    }
 }
 
 /// Events read and not handled yet, in the order read.
 #[derive(Debug)]
 pub(crate) struct Backlog<E> {
-    events: VecDeque<E>,
+    events: VecDeque<Waiting<E>>,
 }
 
 impl<E> Default for Backlog<E> {
@@ -89,49 +114,83 @@ impl<E: Splittable> Backlog<E> {
         !self.events.is_empty()
     }
 
+    /// An event read: in line, cut into pieces if it is large (see [`PIECE`]).
+    fn arrive(&mut self, mut e: E) {
+        let mut weight = e.messages().max(1);
+        if weight <= PIECE || e.source().is_none() {
+            self.events.push_back(Waiting { weight, event: e });
+            return;
+        }
+        // Cut from the back: each cut moves only its own messages.
+        let mut pieces = Vec::with_capacity(weight / PIECE);
+        while weight > PIECE {
+            let Some(back) = e.split_back(PIECE) else {
+                break;
+            };
+            let back = Waiting::new(back);
+            weight = weight.saturating_sub(back.weight).max(1);
+            pieces.push(back);
+        }
+        self.events.push_back(Waiting { weight, event: e });
+        self.events.extend(pieces.into_iter().rev());
+    }
+
     /// The next round's events into `out`, `arrived` after those waiting: the fences
     /// first in line, then up to [`ROUND_MESSAGES`] messages shared among the peers
     /// whose events come before the next fence, each peer's in the order read (at least
     /// one event when any waits).
     pub(crate) fn round(&mut self, arrived: impl IntoIterator<Item = E>, out: &mut Vec<E>) {
-        self.events.extend(arrived);
+        for e in arrived {
+            self.arrive(e);
+        }
         let mut left = ROUND_MESSAGES;
-        while self.events.front().is_some_and(|e| e.source().is_none()) {
-            out.extend(self.events.pop_front());
+        while self
+            .events
+            .front()
+            .is_some_and(|w| w.event.source().is_none())
+        {
+            out.extend(self.events.pop_front().map(|w| w.event));
             left = left.saturating_sub(1);
         }
         let end = self
             .events
             .iter()
-            .position(|e| e.source().is_none())
+            .position(|w| w.event.source().is_none())
             .unwrap_or(self.events.len());
         if left == 0 || end == 0 {
             return;
         }
         let mut shares: FxHashMap<E::Source, Share> = FxHashMap::default();
-        for e in self.events.range(..end) {
+        for w in self.events.range(..end) {
             let share = shares
-                .entry(e.source().expect("before the fence"))
+                .entry(w.event.source().expect("before the fence"))
                 .or_default();
-            share.waiting = share.waiting.saturating_add(e.messages().max(1));
+            share.waiting = share.waiting.saturating_add(w.weight);
         }
         let part = fair_part(shares.values().map(|s| s.waiting).collect(), left);
+        let mut open = shares.len();
         // Whether an event went past its peer's room (one a round may).
         let mut oversized = false;
-        let mut kept = VecDeque::with_capacity(self.events.len());
-        for mut e in self.events.drain(..end) {
+        // Events looked at and left, in order; those after them were not looked at.
+        let mut kept = Vec::new();
+        for _ in 0..end {
+            if open == 0 {
+                break;
+            }
+            let Some(Waiting { weight, mut event }) = self.events.pop_front() else {
+                break;
+            };
             let share = shares
-                .get_mut(&e.source().expect("before the fence"))
+                .get_mut(&event.source().expect("before the fence"))
                 .expect("counted above");
             if share.closed {
-                kept.push_back(e);
+                kept.push(Waiting { weight, event });
                 continue;
             }
             let room = part.saturating_sub(share.taken);
-            let n = e.messages().max(1);
-            if n <= room {
-                share.taken += n;
-                out.push(e);
+            if weight <= room {
+                share.taken += weight;
+                out.push(event);
                 continue;
             }
             // Larger than its peer's room: its first messages go now (the first alone may
@@ -141,28 +200,35 @@ impl<E: Splittable> Backlog<E> {
             // large one (a submission that is one message) does not wait for a round of
             // its own while the others' events wait behind it.
             share.closed = true;
+            open -= 1;
             let may_pass = share.taken == 0 && !oversized;
-            match (room > 0).then(|| e.split_front(room)).flatten() {
-                Some(front) if front.messages() <= room || may_pass => {
-                    oversized |= front.messages() > room;
-                    share.taken += front.messages();
-                    out.push(front);
-                    kept.push_back(e);
-                }
+            match (room > 0).then(|| event.split_front(room)).flatten() {
                 Some(front) => {
-                    kept.push_back(front);
-                    kept.push_back(e);
+                    let front = Waiting::new(front);
+                    let rest = Waiting {
+                        weight: weight.saturating_sub(front.weight).max(1),
+                        event,
+                    };
+                    if front.weight <= room || may_pass {
+                        oversized |= front.weight > room;
+                        share.taken += front.weight;
+                        out.push(front.event);
+                    } else {
+                        kept.push(front);
+                    }
+                    kept.push(rest);
                 }
                 None if may_pass => {
                     oversized = true;
-                    share.taken += n;
-                    out.push(e);
+                    share.taken += weight;
+                    out.push(event);
                 }
-                None => kept.push_back(e),
+                None => kept.push(Waiting { weight, event }),
             }
         }
-        kept.extend(self.events.drain(..));
-        self.events = kept;
+        for w in kept.into_iter().rev() {
+            self.events.push_front(w);
+        }
     }
 }
 
@@ -228,6 +294,32 @@ impl Splittable for Event {
         // The rest keeps the connection's unread budget.
         Some(Event::Batch(*peer, front, None))
     }
+
+    fn split_back(&mut self, n: usize) -> Option<Self> {
+        let Event::Batch(peer, batch, held) = self else {
+            return None;
+        };
+        // The last messages whose weights fit in `n` (one at least), not all.
+        let mut at = batch.msgs.len();
+        let mut sum = 0;
+        while at > 1 {
+            sum += weight(&batch.msgs[at - 1]);
+            if at < batch.msgs.len() && sum > n {
+                break;
+            }
+            at -= 1;
+        }
+        if at == 0 || at >= batch.msgs.len() {
+            return None;
+        }
+        let back = Batch {
+            msgs: batch.msgs.split_off(at),
+            bufs: batch.bufs.clone(),
+            frame_bytes: 0,
+        };
+        // Handled last, it holds the connection's unread budget.
+        Some(Event::Batch(*peer, back, held.take()))
+    }
 }
 
 fn weight(m: &rask_proto::msg::ToScheduler) -> usize {
@@ -281,6 +373,17 @@ mod tests {
                 splits: true,
             })
         }
+        fn split_back(&mut self, n: usize) -> Option<Self> {
+            if !self.splits || n >= self.msgs.len() {
+                return None;
+            }
+            let back = self.msgs.split_off(self.msgs.len() - n.max(1));
+            Some(Ev {
+                source: self.source,
+                msgs: back,
+                splits: true,
+            })
+        }
     }
 
     fn batch(source: u32, from: u32, n: u32) -> Ev {
@@ -302,6 +405,19 @@ mod tests {
         batch(FENCE, n, 1)
     }
 
+    /// Rounds' events as runs of messages, one a source's events in a row make (where
+    /// events are cut is the backlog's business).
+    fn merged(out: &[Ev]) -> Vec<(u32, Vec<u32>)> {
+        let mut runs: Vec<(u32, Vec<u32>)> = Vec::new();
+        for e in out {
+            match runs.last_mut() {
+                Some((source, msgs)) if *source == e.source => msgs.extend(&e.msgs),
+                _ => runs.push((e.source, e.msgs.clone())),
+            }
+        }
+        runs
+    }
+
     fn count(out: &[Ev]) -> usize {
         out.iter().map(|e| e.msgs.len()).sum()
     }
@@ -313,14 +429,17 @@ mod tests {
         // A client's large submission, then a worker's report: the report goes at once,
         // the submission in what is left of the round.
         b.round([batch(1, 0, 3000), batch(2, 0, 10)], &mut out);
-        assert_eq!(out, [batch(1, 0, 1014), batch(2, 0, 10)]);
+        assert_eq!(merged(&out), merged(&[batch(1, 0, 1014), batch(2, 0, 10)]));
         assert!(b.waiting());
         out.clear();
         b.round([batch(3, 0, 5), batch(2, 10, 3)], &mut out);
-        assert_eq!(out, [batch(1, 1014, 1016), batch(3, 0, 5), batch(2, 10, 3)]);
+        assert_eq!(
+            merged(&out),
+            merged(&[batch(1, 1014, 1016), batch(3, 0, 5), batch(2, 10, 3)])
+        );
         out.clear();
         b.round([], &mut out);
-        assert_eq!(out, [batch(1, 2030, 970)]);
+        assert_eq!(merged(&out), merged(&[batch(1, 2030, 970)]));
         assert!(!b.waiting());
     }
 
@@ -338,11 +457,17 @@ mod tests {
             &mut out,
         );
         // 100 for the peer that waits for 100, the rest halved.
-        assert_eq!(out, [batch(1, 0, 462), batch(2, 0, 100), batch(3, 0, 462)]);
+        assert_eq!(
+            merged(&out),
+            merged(&[batch(1, 0, 462), batch(2, 0, 100), batch(3, 0, 462)])
+        );
         assert_eq!(count(&out), ROUND_MESSAGES);
         out.clear();
         b.round([], &mut out);
-        assert_eq!(out, [batch(1, 462, 512), batch(3, 462, 512)]);
+        assert_eq!(
+            merged(&out),
+            merged(&[batch(1, 462, 512), batch(3, 462, 512)])
+        );
     }
 
     #[test]
@@ -355,13 +480,16 @@ mod tests {
         );
         // Parts of 341: the first peer's split, the second's event whole past its part,
         // the third's waits (one event a round goes past its part).
-        assert_eq!(out, [batch(1, 0, 341), whole(2, 0, 500)]);
+        assert_eq!(merged(&out), merged(&[batch(1, 0, 341), whole(2, 0, 500)]));
         out.clear();
         b.round([], &mut out);
-        assert_eq!(out, [batch(1, 341, 512), whole(3, 0, 5000)]);
+        assert_eq!(
+            merged(&out),
+            merged(&[batch(1, 341, 512), whole(3, 0, 5000)])
+        );
         out.clear();
         b.round([], &mut out);
-        assert_eq!(out, [batch(1, 853, 147)]);
+        assert_eq!(merged(&out), merged(&[batch(1, 853, 147)]));
         assert!(!b.waiting());
     }
 
@@ -381,16 +509,16 @@ mod tests {
         );
         // The second peer's batch, read after the fence, waits behind it and the first
         // peer's whole batch.
-        assert_eq!(out, [batch(1, 0, 1024)]);
+        assert_eq!(merged(&out), merged(&[batch(1, 0, 1024)]));
         out.clear();
         b.round([batch(3, 0, 1)], &mut out);
-        assert_eq!(out, [batch(1, 1024, 976)]);
+        assert_eq!(merged(&out), merged(&[batch(1, 1024, 976)]));
         out.clear();
         b.round([], &mut out);
-        assert_eq!(out, [fence(0), batch(2, 0, 3)]);
+        assert_eq!(merged(&out), merged(&[fence(0), batch(2, 0, 3)]));
         out.clear();
         b.round([], &mut out);
-        assert_eq!(out, [fence(1), fence(2), batch(3, 0, 1)]);
+        assert_eq!(merged(&out), merged(&[fence(1), fence(2), batch(3, 0, 1)]));
         assert!(!b.waiting());
     }
 
@@ -465,6 +593,46 @@ mod tests {
         );
         let left = Event::Left(Peer::Client(ClientId(1)), None, false);
         assert_eq!(left.messages(), 1);
+        assert_eq!(left.source(), Some(Peer::Client(ClientId(1))));
+
+        // Cut from the back, the back holds the connection's unread budget.
+        let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(10));
+        let held = budget.clone().try_acquire_many_owned(4).expect("permits");
+        let mut e = Event::Batch(
+            Peer::Client(ClientId(1)),
+            Batch {
+                msgs: vec![
+                    map(600),
+                    release(300),
+                    ToScheduler::Info { req: 1 },
+                    graph(7),
+                ],
+                bufs: bufs.clone(),
+                frame_bytes: 99,
+            },
+            Some(held),
+        );
+        let last = e.split_back(8).expect("split");
+        assert_eq!((last.messages(), sizes(&last)), (8, (2, bufs.clone())));
+        let holds = |e: &Event| matches!(e, Event::Batch(_, _, Some(_)));
+        assert!(holds(&last) && !holds(&e));
+        let back = e.split_back(1).expect("split");
+        assert_eq!(back.messages(), 300, "a message is not split");
+        assert!(!holds(&back));
+        assert_eq!(
+            e.split_back(1000).map(|e| e.messages()),
+            None,
+            "one message left"
+        );
+        assert_eq!(e.messages(), 600);
+        drop((e, back));
+        assert_eq!(budget.available_permits(), 6);
+        drop(last);
+        assert_eq!(
+            budget.available_permits(),
+            10,
+            "the budget goes with the last part"
+        );
     }
 
     /// Whatever comes in whatever rounds, every message is handled once, in its source's
