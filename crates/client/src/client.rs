@@ -479,15 +479,23 @@ impl Client {
             st.waiters.remove(key);
         }
         if st.closed.is_none() {
-            // Said with the next message, or by a task on the runtime a moment later: the
-            // futures of a whole graph dropped together go in a few messages, not one
-            // each (see `release`).
+            // Said with the next message, or by a task on the runtime (at once, or a
+            // moment later when keys come one after another): the futures of a whole
+            // graph dropped together go in a few messages, not one each (see `release`).
             let mut releasing = self.inner.releasing.lock().expect("releasing lock");
             if releasing.push(key, numbered) {
+                let delay = releasing.delay(std::time::Instant::now());
                 let inner = self.inner.clone();
                 self.inner.handle.spawn(async move {
-                    tokio::time::sleep(crate::release::RELEASE_DELAY).await;
-                    inner.releasing.lock().expect("releasing lock").unschedule();
+                    if let Some(d) = delay {
+                        tokio::time::sleep(d).await;
+                    }
+                    let now = std::time::Instant::now();
+                    inner
+                        .releasing
+                        .lock()
+                        .expect("releasing lock")
+                        .unschedule(now);
                     inner.sender();
                 });
             }

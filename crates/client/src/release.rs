@@ -7,23 +7,33 @@
 //! prefix and two numbers, where their names would be ten thousand strings to build,
 //! send, and split again at the scheduler.
 //!
-//! One task is scheduled at a time, [`RELEASE_DELAY`] after the first key it will say:
-//! a task scheduled whenever the list was empty was one spawned (and the runtime's thread
-//! woken, a system call) for nearly every future of a map dropped on another thread, the
-//! runtime's thread emptying the list as fast as it filled. Dask's client batches its
-//! messages to the scheduler likewise (every 10 ms).
+//! One task is scheduled at a time. It says what is waiting at once when the last one
+//! said its keys a while ago ([`QUIET`]): a future dropped after its result came, between
+//! two round trips, is said before the next submission as it always was. Within that
+//! while (futures dropped one after another, a map's `Vec` of them), it waits
+//! [`RELEASE_DELAY`] and says everything dropped meanwhile: a task scheduled whenever the
+//! list was empty was one spawned (and the runtime's thread woken, a system call) for
+//! nearly every future of a map dropped on another thread, the runtime's thread emptying
+//! the list as fast as it filled. Dask's client batches its messages to the scheduler
+//! likewise (every 10 ms).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rask_proto::msg::{KeyRun, ToScheduler, MAX_RELEASE_RUN_KEYS};
 
-/// How long after the first key the scheduled task says what is waiting.
+/// How long after the first key a task scheduled within [`QUIET`] of the last one says
+/// what is waiting.
 pub(crate) const RELEASE_DELAY: Duration = Duration::from_millis(1);
+
+/// Keys released this long after the last task said its keys are said at once.
+pub(crate) const QUIET: Duration = Duration::from_micros(20);
 
 #[derive(Default)]
 pub(crate) struct Releasing {
     /// A task on the runtime will say what is waiting.
     scheduled: bool,
+    /// When the last task said its keys.
+    said: Option<Instant>,
     /// Keys of no map's form (or held where no block was open).
     keys: Vec<String>,
     /// Maps' keys, in runs of at most [`MAX_RELEASE_RUN_KEYS`].
@@ -45,9 +55,17 @@ impl Releasing {
         !std::mem::replace(&mut self.scheduled, true)
     }
 
-    /// The scheduled task runs: the next key released schedules another.
-    pub(crate) fn unschedule(&mut self) {
+    /// How long a task scheduled `now` waits before it says what is waiting: not at all
+    /// when the last one said its keys [`QUIET`] ago or more.
+    pub(crate) fn delay(&self, now: Instant) -> Option<Duration> {
+        let last = self.said?;
+        (now.saturating_duration_since(last) < QUIET).then_some(RELEASE_DELAY)
+    }
+
+    /// The scheduled task runs, `now`: the next key released schedules another.
+    pub(crate) fn unschedule(&mut self, now: Instant) {
         self.scheduled = false;
+        self.said = Some(now);
     }
 
     fn add(&mut self, key: &str, numbered: Option<(&str, u64)>) {
@@ -144,9 +162,24 @@ mod tests {
         assert_eq!(r.take().len(), 2);
         assert!(r.is_empty());
         assert!(!r.push("b", None), "the scheduled task will say it");
-        r.unschedule();
+        r.unschedule(Instant::now());
         assert_eq!(r.take().len(), 1);
         assert!(r.push("c", None), "the task ran: another is scheduled");
+    }
+
+    /// A task says its keys at once when the last one said its keys a while ago (or never),
+    /// and waits to gather more within that while.
+    #[test]
+    fn a_task_waits_only_when_the_last_said_its_keys_just_before() {
+        let mut r = Releasing::default();
+        let t0 = Instant::now();
+        assert_eq!(r.delay(t0), None, "none said yet");
+        assert!(r.push("a", None));
+        r.unschedule(t0);
+        assert_eq!(r.delay(t0), Some(RELEASE_DELAY));
+        assert_eq!(r.delay(t0 + QUIET / 2), Some(RELEASE_DELAY));
+        assert_eq!(r.delay(t0 + QUIET), None);
+        assert_eq!(r.delay(t0 + RELEASE_DELAY), None);
     }
 
     /// A map's keys dropped in order, or in reverse, go as one run; others as names.
