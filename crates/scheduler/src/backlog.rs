@@ -126,10 +126,6 @@ impl<E: Splittable> Backlog<E> {
     /// An event read: in line, cut into pieces if it is large (see [`PIECE`]).
     fn arrive(&mut self, mut e: E) {
         let mut weight = e.messages().max(1);
-        if weight <= PIECE || e.source().is_none() {
-            self.events.push_back(Waiting { weight, event: e });
-            return;
-        }
         // Cut from the back: each cut moves only its own messages.
         let mut pieces = Vec::with_capacity(weight / PIECE);
         while weight > PIECE {
@@ -500,6 +496,17 @@ mod tests {
         b.round([], &mut out);
         assert_eq!(runs(&out), [(1, 600, 100)]);
         assert!(!b.waiting());
+
+        // Only a peer's first event of a round may go past its room.
+        out.clear();
+        b.round(
+            [batch(3, 600, 424), whole(2, 5600, 300), whole(2, 5900, 500)],
+            &mut out,
+        );
+        assert_eq!(runs(&out), [(3, 600, 424), (2, 5600, 300)]);
+        out.clear();
+        b.round([], &mut out);
+        assert_eq!(runs(&out), [(2, 5900, 500)]);
     }
 
     #[test]
@@ -675,8 +682,9 @@ mod tests {
                 }
                 let source = (next() % 4) as u32;
                 let n = (next() % 2500) as u32 + 1;
+                // Two sources whose events cannot be split.
                 arrived.push(match source {
-                    3 => whole(source, sent[3], n),
+                    2 | 3 => whole(source, sent[source as usize], n),
                     _ => batch(source, sent[source as usize], n),
                 });
                 sent[source as usize] += n;
@@ -695,6 +703,11 @@ mod tests {
                 "a round of {} messages in {} events",
                 count(&out),
                 out.len()
+            );
+            assert!(
+                out.iter()
+                    .all(|e| !e.splits || e.msgs.len() <= ROUND_MESSAGES / 4),
+                "what can be cut goes in pieces"
             );
             for e in out {
                 match e.source {
