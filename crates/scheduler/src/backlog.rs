@@ -231,7 +231,6 @@ impl<E: Splittable> Backlog<E> {
                     };
                     if front.weight <= room || may_pass {
                         oversized |= front.weight > room;
-                        share.taken += front.weight;
                         out.push(front.event);
                     } else {
                         kept.push(front);
@@ -240,7 +239,6 @@ impl<E: Splittable> Backlog<E> {
                 }
                 None if may_pass => {
                     oversized = true;
-                    share.taken += weight;
                     out.push(event);
                 }
                 None => kept.push(Waiting { weight, event }),
