@@ -588,6 +588,14 @@ mod tests {
             None,
         );
         assert_eq!(e.messages(), 600 + 300 + 1 + 7 + 1);
+        let runs = ToScheduler::ReleaseMapKeys {
+            runs: vec![rask_proto::msg::KeyRun {
+                prefix: "m".into(),
+                first: 5,
+                count: 40,
+            }],
+        };
+        assert_eq!(weight(&runs), 40, "a release in runs counts its keys");
         let sizes = |e: &Event| match e {
             Event::Batch(_, b, _) => (b.msgs.len(), b.bufs.clone()),
             _ => unreachable!(),
@@ -639,6 +647,19 @@ mod tests {
             "one message left"
         );
         assert_eq!(e.messages(), 600);
+        // All fit: all but the first.
+        let info = |req| ToScheduler::Info { req };
+        let mut small = Event::Batch(
+            Peer::Worker(rask_proto::WorkerId(2)),
+            Batch {
+                msgs: vec![info(1), info(2), info(3)],
+                bufs: Vec::new(),
+                frame_bytes: 3,
+            },
+            None,
+        );
+        assert_eq!(small.split_back(10).map(|e| e.messages()), Some(2));
+        assert_eq!(small.messages(), 1);
         drop((e, back));
         assert_eq!(budget.available_permits(), 6);
         drop(last);
