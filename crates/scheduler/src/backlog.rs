@@ -190,8 +190,6 @@ impl<E: Splittable> Backlog<E> {
         }
         self.first = order.first().copied();
         let mut open = shares.values().filter(|s| !s.closed).count();
-        // Whether an event went past its peer's room (one a round may).
-        let mut oversized = false;
         // Events looked at and left, in order; those after them were not looked at.
         let mut kept = Vec::new();
         for _ in 0..end {
@@ -216,12 +214,13 @@ impl<E: Splittable> Backlog<E> {
             }
             // Larger than its peer's room: its first messages go now (the first alone may
             // be larger), or it goes whole if it cannot be split, or it waits; its peer's
-            // later events wait behind it. The first event of a peer with a part that took
-            // nothing yet may go past the room, once a round: the first peer's first event
-            // always goes, whatever its size.
+            // later events wait behind it. A peer's first event of the round may go past
+            // its room: the first peer's first event always goes, whatever its size. Only
+            // one event a round can: every peer but the last one with a part has a part of
+            // all it waits for, so its events fit.
             share.closed = true;
             open -= 1;
-            let may_pass = share.taken == 0 && !oversized;
+            let may_pass = share.taken == 0;
             match (room > 0).then(|| event.split_front(room)).flatten() {
                 Some(front) => {
                     let front = Waiting::new(front);
@@ -230,17 +229,13 @@ impl<E: Splittable> Backlog<E> {
                         event,
                     };
                     if front.weight <= room || may_pass {
-                        oversized |= front.weight > room;
                         out.push(front.event);
                     } else {
                         kept.push(front);
                     }
                     kept.push(rest);
                 }
-                None if may_pass => {
-                    oversized = true;
-                    out.push(event);
-                }
+                None if may_pass => out.push(event),
                 None => kept.push(Waiting { weight, event }),
             }
         }
