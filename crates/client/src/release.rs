@@ -162,9 +162,13 @@ mod tests {
         assert_eq!(r.take().len(), 2);
         assert!(r.is_empty());
         assert!(!r.push("b", None), "the scheduled task will say it");
+        assert!(!r.is_empty(), "a name waits");
         r.unschedule(Instant::now());
         assert_eq!(r.take().len(), 1);
         assert!(r.push("c", None), "the task ran: another is scheduled");
+        assert_eq!(r.take().len(), 1);
+        let _ = r.push(&map_key("m", 7), Some(("m", 7)));
+        assert!(!r.is_empty(), "a run waits");
     }
 
     /// A task says its keys at once when the last one said its keys a while ago (or never),
