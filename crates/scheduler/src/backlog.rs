@@ -567,19 +567,17 @@ mod tests {
             })
         };
         let bufs = vec![Bytes::from_static(b"buffer")];
-        let mut e = Event::Batch(
-            Peer::Client(ClientId(1)),
-            Batch {
-                msgs: vec![
-                    map(600),
-                    release(300),
-                    ToScheduler::Info { req: 1 },
-                    graph(7),
-                    map(0),
-                ],
+        let client_batch = |msgs, held| {
+            let batch = Batch {
+                msgs,
                 bufs: bufs.clone(),
                 frame_bytes: 99,
-            },
+            };
+            Event::Batch(Peer::Client(ClientId(1)), batch, held)
+        };
+        let info = ToScheduler::Info { req: 1 };
+        let mut e = client_batch(
+            vec![map(600), release(300), info.clone(), graph(7), map(0)],
             None,
         );
         assert_eq!(e.messages(), 600 + 300 + 1 + 7 + 1);
@@ -615,18 +613,8 @@ mod tests {
         // Cut from the back, the back holds the connection's unread budget.
         let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(10));
         let held = budget.clone().try_acquire_many_owned(4).expect("permits");
-        let mut e = Event::Batch(
-            Peer::Client(ClientId(1)),
-            Batch {
-                msgs: vec![
-                    map(600),
-                    release(300),
-                    ToScheduler::Info { req: 1 },
-                    graph(7),
-                ],
-                bufs: bufs.clone(),
-                frame_bytes: 99,
-            },
+        let mut e = client_batch(
+            vec![map(600), release(300), info.clone(), graph(7)],
             Some(held),
         );
         let last = e.split_back(8).expect("split");
