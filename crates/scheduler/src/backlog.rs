@@ -126,14 +126,15 @@ impl<E: Splittable> Backlog<E> {
     /// An event read: in line, cut into pieces if it is large (see [`PIECE`]).
     fn arrive(&mut self, mut e: E) {
         let mut weight = e.messages().max(1);
-        // Cut from the back: each cut moves only its own messages.
-        let mut pieces = Vec::with_capacity(weight / PIECE);
+        // Cut from the back: each cut moves only its own messages. (The list grows as cut:
+        // a size is what a peer announces, up to `usize::MAX` for one release.)
+        let mut pieces = Vec::new();
         while weight > PIECE {
             let Some(back) = e.split_back(PIECE) else {
                 break;
             };
             let back = Waiting::new(back);
-            weight = weight.saturating_sub(back.weight).max(1);
+            weight = rest_of(weight, back.weight, &e);
             pieces.push(back);
         }
         self.events.push_back(Waiting { weight, event: e });
@@ -225,7 +226,7 @@ impl<E: Splittable> Backlog<E> {
                 Some(front) => {
                     let front = Waiting::new(front);
                     let rest = Waiting {
-                        weight: weight.saturating_sub(front.weight).max(1),
+                        weight: rest_of(weight, front.weight, &event),
                         event,
                     };
                     if front.weight <= room || may_pass {
@@ -245,6 +246,15 @@ impl<E: Splittable> Backlog<E> {
     }
 }
 
+/// The size of what is left of an event of size `total` once a part of size `part` is
+/// taken: counted again when `total` saturated (what a peer announced past `usize::MAX`).
+fn rest_of<E: Splittable>(total: usize, part: usize, rest: &E) -> usize {
+    match total {
+        usize::MAX => rest.messages().max(1),
+        _ => total.saturating_sub(part).max(1),
+    }
+}
+
 impl Splittable for Event {
     type Source = crate::conn::Peer;
 
@@ -259,7 +269,11 @@ impl Splittable for Event {
 
     fn messages(&self) -> usize {
         match self {
-            Event::Batch(_, batch, _) => batch.msgs.iter().map(weight).sum::<usize>().max(1),
+            Event::Batch(_, batch, _) => batch
+                .msgs
+                .iter()
+                .fold(0usize, |n, m| n.saturating_add(weight(m)))
+                .max(1),
             _ => 1,
         }
     }
@@ -272,7 +286,7 @@ impl Splittable for Event {
         let mut take = 0;
         let mut sum = 0;
         for m in &batch.msgs {
-            sum += weight(m);
+            sum = weight(m).saturating_add(sum);
             if take > 0 && sum > n {
                 break;
             }
@@ -299,7 +313,7 @@ impl Splittable for Event {
         let mut at = batch.msgs.len();
         let mut sum = 0;
         while at > 1 {
-            sum += weight(&batch.msgs[at - 1]);
+            sum = weight(&batch.msgs[at - 1]).saturating_add(sum);
             if at < batch.msgs.len() && sum > n {
                 break;
             }

@@ -317,6 +317,55 @@ fn a_batch_counts_tasks_and_keys_and_splits_between_messages() {
     );
 }
 
+/// A peer may announce releases of more keys than a message may name, several in one
+/// frame: their sizes are counted without overflow, nothing is made to their measure, and
+/// they go (to be refused) like any event.
+#[test]
+fn releases_announcing_every_key_go_through_the_rounds() {
+    use crate::conn::Peer;
+    use rask_proto::msg::{KeyRun, ToScheduler};
+    use rask_proto::ClientId;
+    let huge = || ToScheduler::ReleaseMapKeys {
+        runs: vec![KeyRun {
+            prefix: "m".into(),
+            first: 0,
+            count: u64::MAX,
+        }],
+    };
+    let batch = |msgs| {
+        let batch = Batch {
+            msgs,
+            bufs: Vec::new(),
+            frame_bytes: 1,
+        };
+        Event::Batch(Peer::Client(ClientId(1)), batch, None)
+    };
+    let mut e = batch(vec![huge(), huge(), ToScheduler::Info { req: 1 }]);
+    assert_eq!(e.messages(), usize::MAX);
+    assert_eq!(e.split_front(10).map(|f| f.messages()), Some(usize::MAX));
+    assert_eq!(e.split_back(10).map(|b| b.messages()), Some(1));
+    let mut b = Backlog::default();
+    let mut out = Vec::new();
+    let mut handled = 0;
+    b.round([batch(vec![huge(), huge(), huge()]), e], &mut out);
+    while !out.is_empty() {
+        for e in out.drain(..) {
+            let Event::Batch(_, batch, _) = e else {
+                unreachable!()
+            };
+            handled += batch.msgs.len();
+        }
+        b.round([], &mut out);
+    }
+    assert_eq!(handled, 4);
+    assert!(!b.waiting());
+    // What is left once a part is taken is counted again when the whole saturated.
+    let three = batch(vec![huge(), huge(), ToScheduler::Info { req: 2 }]);
+    assert_eq!(super::rest_of(usize::MAX, 1, &three), usize::MAX);
+    assert_eq!(super::rest_of(600, 100, &three), 500);
+    assert_eq!(super::rest_of(600, 600, &three), 1);
+}
+
 /// Whatever comes in whatever rounds, every message is handled once, in its source's
 /// order, nothing passes a fence, and a round passes the budget by one event at most.
 #[test]
