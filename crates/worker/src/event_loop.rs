@@ -53,7 +53,7 @@ pub(crate) struct State {
     pub(crate) inline_until: Instant,
     /// Tasks to run inline whose slice was over: run when the loop's other tasks (the
     /// writer of the results so far) have had their turn.
-    pub(crate) deferred: Vec<(TaskId, ComputeMsg, Vec<Bytes>)>,
+    pub(crate) deferred: Vec<(ComputeMsg, Vec<Bytes>)>,
     /// The clock as last read by this loop: when [`State::drive`] began, or when the
     /// last op it ran inline ended.
     pub(crate) clock: Instant,
@@ -294,8 +294,8 @@ impl State {
         self.clock = Instant::now();
         self.inline_until = self.clock + INLINE_SLICE;
         self.spill_now();
-        for (task, spec, bufs) in std::mem::take(&mut self.deferred) {
-            self.run_spec(task, spec, bufs, true);
+        for (spec, bufs) in std::mem::take(&mut self.deferred) {
+            self.run_spec(spec, bufs, true);
         }
         // The core's instructions come in this list and its room goes back to the core:
         // no list is allocated per instruction.
@@ -380,13 +380,15 @@ impl State {
         // The slice is checked against the end of the last op run inline (or the start of
         // this wake-up): no clock read of its own.
         if inline && self.clock >= self.inline_until {
-            self.deferred.push((task, spec, bufs));
+            self.deferred.push((spec, bufs));
             return;
         }
-        self.run_spec(task, spec, bufs, inline);
+        self.run_spec(spec, bufs, inline);
     }
 
-    fn run_spec(&mut self, task: TaskId, spec: ComputeMsg, bufs: Vec<Bytes>, inline: bool) {
+    /// Runs a task's spec (in place when `inline`, see [`State::execute`]).
+    fn run_spec(&mut self, spec: ComputeMsg, bufs: Vec<Bytes>, inline: bool) {
+        let task = spec.task;
         for d in &spec.deps {
             self.spill.touch(d.task);
         }
