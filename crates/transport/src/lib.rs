@@ -13,7 +13,8 @@
 //!
 //! # Layout
 //! - [`config`]: connection settings and limits.
-//! - [`frame_io`]: reading and writing frames; [`writer`]: the batching writer.
+//! - [`frame_io`]: reading and writing frames; [`writer`]: the batching writer, which
+//!   encodes queued messages where they lie ([`pairs`]).
 //! - [`handshake`]: hellos, the shared-secret proof, admission of unauthenticated peers,
 //!   refusals.
 //! - [`tcp`] and [`unix`]: connecting and listening; [`addr`]: where to listen and what
@@ -33,6 +34,7 @@ pub mod frame_io;
 pub mod handshake;
 pub mod inproc;
 pub mod mode;
+pub mod pairs;
 pub mod shm;
 pub mod tcp;
 pub mod tls;

@@ -7,6 +7,7 @@ use rask_proto::msg::WireMessage;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use crate::pairs::{encode_pairs, Encode};
 use crate::{write_frame, TransportError};
 
 /// Sends messages on a connection; cheap to clone. Messages queued while the writer is
@@ -35,13 +36,6 @@ struct Encoded {
     bufs: Vec<Bytes>,
 }
 
-/// What the writer takes from its queue next: a message to batch, or a frame to write as
-/// it is.
-enum Item<M> {
-    Msg(Msg<M>),
-    Frame(Encoded),
-}
-
 impl<M> Clone for Sender<M> {
     fn clone(&self) -> Self {
         Sender {
@@ -51,7 +45,7 @@ impl<M> Clone for Sender<M> {
     }
 }
 
-impl<M: WireMessage> Sender<M> {
+impl<M: Encode> Sender<M> {
     /// Queues a message without buffers.
     pub fn send(&self, m: M) -> Result<(), TransportError> {
         self.send_with(m, Vec::new())
@@ -154,7 +148,7 @@ const BATCH_OVERHEAD: usize = 64;
 
 /// Starts the writer task of a connection. It ends when every [`Sender`] is dropped or a
 /// write fails; the write half is then shut down.
-pub fn spawn_writer<M: WireMessage, W: AsyncWrite + Unpin + Send + 'static>(w: W) -> Sender<M> {
+pub fn spawn_writer<M: Encode, W: AsyncWrite + Unpin + Send + 'static>(w: W) -> Sender<M> {
     let (tx, pending) = channel();
     pending.start(w);
     tx
@@ -162,14 +156,14 @@ pub fn spawn_writer<M: WireMessage, W: AsyncWrite + Unpin + Send + 'static>(w: W
 
 /// A sender whose connection does not exist yet: messages queue until
 /// [`PendingWriter::start`] is given the connection.
-pub fn channel<M: WireMessage>() -> (Sender<M>, PendingWriter<M>) {
+pub fn channel<M: Encode>() -> (Sender<M>, PendingWriter<M>) {
     let (tx, rx) = mpsc::unbounded_channel();
     (Sender { tx, budget: None }, PendingWriter { rx })
 }
 
 /// [`channel`] whose [`Sender::send_bounded`] keeps at most `max_bytes` of payload queued
 /// (a single larger payload still goes, alone).
-pub fn channel_bounded<M: WireMessage>(max_bytes: u32) -> (Sender<M>, PendingWriter<M>) {
+pub fn channel_bounded<M: Encode>(max_bytes: u32) -> (Sender<M>, PendingWriter<M>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(max_bytes as usize));
     (
@@ -186,20 +180,20 @@ pub struct PendingWriter<M> {
     rx: mpsc::UnboundedReceiver<Queued<M>>,
 }
 
-impl<M: WireMessage> PendingWriter<M> {
+impl<M: Encode> PendingWriter<M> {
     /// Starts writing queued and future messages to `w`.
     pub fn start<W: AsyncWrite + Unpin + Send + 'static>(self, mut w: W) {
-        let mut rx = Inbox {
-            rx: self.rx,
-            batch: Vec::new().into_iter(),
-        };
+        let mut rx = self.rx;
         tokio::spawn(async move {
-            let mut msgs = Vec::new();
+            // The next frame's messages with their buffers, as queued: a sender's batch
+            // taken whole is encoded where it lies (see `pairs`).
+            let mut pairs: Vec<(M, Vec<Bytes>)> = Vec::new();
             let mut bufs = Vec::new();
             let mut permits = Vec::new();
-            // A message that would take the frame past FRAME_TARGET waits for the next; a
-            // frame encoded by its sender waits for the batch before it to be written.
-            let mut next: Option<Item<M>> = None;
+            // What did not fit in the frame (a message that would take it past
+            // FRAME_TARGET, the rest of a batch), or a frame encoded by its sender: waits
+            // for the next.
+            let mut next: Option<Queued<M>> = None;
             loop {
                 let first = match next.take() {
                     Some(m) => m,
@@ -208,38 +202,60 @@ impl<M: WireMessage> PendingWriter<M> {
                         None => break,
                     },
                 };
-                let first = match first {
-                    Item::Msg(m) => m,
-                    Item::Frame(f) => match write_frame(&mut w, &f.header, &f.bufs).await {
-                        Ok(()) => continue,
-                        Err(e) => {
-                            tracing::debug!("write failed: {e}");
+                let mut size = 0;
+                let mut item = first;
+                loop {
+                    let queued = match item {
+                        Queued::Frame(f) if pairs.is_empty() => {
+                            match write_frame(&mut w, &f.header, &f.bufs).await {
+                                Ok(()) => break,
+                                Err(e) => {
+                                    tracing::debug!("write failed: {e}");
+                                    return close(rx, w).await;
+                                }
+                            }
+                        }
+                        Queued::Frame(f) => {
+                            next = Some(Queued::Frame(f));
                             break;
                         }
-                    },
-                };
-                let mut size = first.0.wire_size();
-                push(&mut msgs, &mut bufs, &mut permits, first);
-                while msgs.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Some(Item::Msg(m)) => {
-                            size += m.0.wire_size();
-                            if size > FRAME_TARGET {
-                                next = Some(Item::Msg(m));
+                        Queued::One((m, own, permit)) => {
+                            let grown = size + m.wire_size();
+                            if grown > FRAME_TARGET && !pairs.is_empty() {
+                                next = Some(Queued::One((m, own, permit)));
                                 break;
                             }
-                            push(&mut msgs, &mut bufs, &mut permits, m);
+                            size = grown;
+                            permits.extend(permit);
+                            pairs.push((m, own));
+                            None
                         }
-                        Some(frame) => {
-                            next = Some(frame);
-                            break;
-                        }
-                        None => break,
+                        Queued::Many(v) => take_many(&mut pairs, &mut size, v),
+                    };
+                    if let Some(rest) = queued {
+                        next = Some(Queued::Many(rest));
+                        break;
+                    }
+                    if pairs.len() >= MAX_BATCH {
+                        break;
+                    }
+                    item = match rx.try_recv() {
+                        Ok(m) => m,
+                        Err(_) => break,
+                    };
+                }
+                if pairs.is_empty() {
+                    continue;
+                }
+                for (m, own) in &mut pairs {
+                    if !own.is_empty() {
+                        m.shift_buffers(bufs.len() as u32);
+                        bufs.append(own);
                     }
                 }
                 // Room for the estimate: the header does not grow (and copy) on the way.
-                let header = M::encode_batch_with_room(&msgs, size + BATCH_OVERHEAD);
-                msgs.clear();
+                let header = encode_pairs(&pairs, size + BATCH_OVERHEAD);
+                pairs.clear();
                 if let Err(e) = write_frame(&mut w, &header, &bufs).await {
                     tracing::debug!("write failed: {e}");
                     break;
@@ -248,61 +264,43 @@ impl<M: WireMessage> PendingWriter<M> {
                 // Written: the budget is free again.
                 permits.clear();
             }
-            rx.rx.close();
-            let _ = w.shutdown().await;
+            close(rx, w).await;
         });
     }
 }
 
-/// The writer's end of the queue, one message (or encoded frame) at a time: the rest of a
-/// batch taken from the queue first.
-struct Inbox<M> {
-    rx: mpsc::UnboundedReceiver<Queued<M>>,
-    batch: std::vec::IntoIter<(M, Vec<Bytes>)>,
+/// Ends a writer: nothing more is queued, and the write half is shut down.
+async fn close<M, W: AsyncWrite + Unpin>(mut rx: mpsc::UnboundedReceiver<Queued<M>>, mut w: W) {
+    rx.close();
+    let _ = w.shutdown().await;
 }
 
-impl<M> Inbox<M> {
-    /// The next item, waiting for one; `None` once every sender is gone.
-    async fn recv(&mut self) -> Option<Item<M>> {
-        loop {
-            if let Some(m) = self.try_recv() {
-                return Some(m);
-            }
-            match self.rx.recv().await? {
-                Queued::One(m) => return Some(Item::Msg(m)),
-                Queued::Frame(f) => return Some(Item::Frame(f)),
-                Queued::Many(v) => self.batch = v.into_iter(),
-            }
+/// Adds what fits of a sender's batch `v` to the frame's `pairs` (whose estimated size is
+/// `size`): up to [`MAX_BATCH`] messages and [`FRAME_TARGET`] bytes, at least one message
+/// if the frame has none. A batch that fits whole is taken as it is when the frame is
+/// empty, else appended at once; the rest of one that does not is returned.
+fn take_many<M: WireMessage>(
+    pairs: &mut Vec<(M, Vec<Bytes>)>,
+    size: &mut usize,
+    mut v: Vec<(M, Vec<Bytes>)>,
+) -> Option<Vec<(M, Vec<Bytes>)>> {
+    let room = MAX_BATCH - pairs.len();
+    let mut fits = 0;
+    for (m, _) in v.iter().take(room) {
+        let grown = *size + m.wire_size();
+        if grown > FRAME_TARGET && !(pairs.is_empty() && fits == 0) {
+            break;
         }
+        *size = grown;
+        fits += 1;
     }
-
-    /// The next item if one is queued.
-    fn try_recv(&mut self) -> Option<Item<M>> {
-        loop {
-            if let Some((m, bufs)) = self.batch.next() {
-                return Some(Item::Msg((m, bufs, None)));
-            }
-            match self.rx.try_recv().ok()? {
-                Queued::One(m) => return Some(Item::Msg(m)),
-                Queued::Frame(f) => return Some(Item::Frame(f)),
-                Queued::Many(v) => self.batch = v.into_iter(),
-            }
-        }
+    let rest = (fits < v.len()).then(|| v.split_off(fits));
+    if pairs.is_empty() {
+        *pairs = v;
+    } else {
+        pairs.append(&mut v);
     }
-}
-
-fn push<M: WireMessage>(
-    msgs: &mut Vec<M>,
-    bufs: &mut Vec<Bytes>,
-    permits: &mut Vec<tokio::sync::OwnedSemaphorePermit>,
-    (mut m, own, permit): Msg<M>,
-) {
-    permits.extend(permit);
-    if !own.is_empty() {
-        m.shift_buffers(bufs.len() as u32);
-        bufs.extend(own);
-    }
-    msgs.push(m);
+    rest.filter(|r| !r.is_empty())
 }
 
 #[cfg(test)]
@@ -414,6 +412,42 @@ mod tests {
         }
         assert_eq!(seen, [1, 2, 3, 4, 5, 6]);
         assert!(frames >= 2, "the large batch split: {frames} frames");
+    }
+
+    /// A frame holds at most MAX_BATCH messages: a batch queued after a single message is
+    /// appended to it up to that count, and its rest goes in the next frame, in order.
+    #[tokio::test]
+    async fn a_batch_past_a_frames_count_goes_on_in_the_next_frame() {
+        let (near, mut far) = tokio::io::duplex(1 << 16);
+        let (tx, writer) = channel::<PeerMsg>();
+        let ask = |req: u64| PeerMsg::GetData {
+            req,
+            tasks: vec![],
+            into_device: false,
+        };
+        tx.send(ask(0)).unwrap();
+        let n = MAX_BATCH as u64 + 10;
+        tx.send_batch((1..=n).map(|r| (ask(r), vec![])).collect())
+            .unwrap();
+        tx.send_batch(vec![(ask(n + 1), vec![])]).unwrap();
+        drop(tx);
+        writer.start(near);
+        let mut reader = FrameReader::new(&mut far, ConnConfig::default());
+        reader.welcome();
+        let mut sizes = Vec::new();
+        let mut seen = Vec::new();
+        while let Some(batch) = reader.read_batch::<PeerMsg>().await.unwrap() {
+            sizes.push(batch.msgs.len());
+            for m in batch.msgs {
+                let PeerMsg::GetData { req, .. } = m else {
+                    panic!("unexpected message")
+                };
+                seen.push(req);
+            }
+        }
+        // The rest of the large batch, and the small batch after it appended.
+        assert_eq!(sizes, [MAX_BATCH, 12]);
+        assert_eq!(seen, (0..=n + 1).collect::<Vec<_>>());
     }
 
     /// Frames encoded by their senders go between the messages queued before and after
