@@ -200,6 +200,7 @@ impl Server {
     }
 
     pub(crate) fn on_left(&mut self, peer: Peer, reason: Option<String>, lost: bool) {
+        self.forget_outbox(peer);
         match peer {
             Peer::Client(c) => {
                 self.partial.remove(&c);

@@ -24,16 +24,29 @@ const SPARE_ACTIONS: usize = 1 << 13;
 struct Outboxes {
     workers: FxHashMap<WorkerId, Vec<(ToWorker, Vec<Bytes>)>>,
     clients: FxHashMap<ClientId, Vec<(ToClient, Vec<Bytes>)>>,
-    /// How many messages each connection had in the batch before: its list starts with
-    /// that much room (lists of thousands grown as they fill are copied a dozen times).
+    /// The messages each connection had in its batches (see [`OutboxSizes`]).
     sized: OutboxSizes,
 }
 
-/// The messages each connection had in one batch ([`Outboxes::sized`]).
+/// How many messages each connection had in its batches: the larger of its last batch's
+/// and half of what it had before. Its list starts with room for twice as many: lists
+/// of thousands grown as they fill are copied a dozen times, and sized by the last batch
+/// alone they still grew in most batches of a steady flow (a round with nothing for a
+/// connection came between two with a thousand).
 #[derive(Default)]
 pub(crate) struct OutboxSizes {
     workers: FxHashMap<WorkerId, usize>,
     clients: FxHashMap<ClientId, usize>,
+}
+
+/// The room a connection's list starts with, for its count in [`OutboxSizes`].
+fn room(count: Option<&usize>) -> usize {
+    count.map_or(0, |n| 2 * n)
+}
+
+/// Notes a batch of `len` messages in a connection's `count` (see [`OutboxSizes`]).
+fn note_size(count: &mut usize, len: usize) {
+    *count = len.max(*count / 2);
 }
 
 impl Outboxes {
@@ -48,7 +61,7 @@ impl Outboxes {
         let sized = &self.sized.workers;
         self.workers
             .entry(w)
-            .or_insert_with(|| Vec::with_capacity(sized.get(&w).copied().unwrap_or(0)))
+            .or_insert_with(|| Vec::with_capacity(room(sized.get(&w))))
             .push((m, bufs));
     }
 
@@ -56,12 +69,20 @@ impl Outboxes {
         let sized = &self.sized.clients;
         self.clients
             .entry(c)
-            .or_insert_with(|| Vec::with_capacity(sized.get(&c).copied().unwrap_or(0)))
+            .or_insert_with(|| Vec::with_capacity(room(sized.get(&c))))
             .push((m, Vec::new()));
     }
 }
 
 impl Server {
+    /// Forgets the sizes of the batches of a connection gone.
+    pub(crate) fn forget_outbox(&mut self, peer: crate::conn::Peer) {
+        match peer {
+            crate::conn::Peer::Worker(w) => drop(self.outbox_sizes.workers.remove(&w)),
+            crate::conn::Peer::Client(c) => drop(self.outbox_sizes.clients.remove(&c)),
+        }
+    }
+
     /// Routes the core's actions; frees to one worker coalesce into one message, sent
     /// before any later compute or copy to that worker (a task freed and given back to
     /// the same worker in one step must arrive in that order), and copies to one worker
@@ -166,26 +187,28 @@ impl Server {
             out.for_worker(w, ToWorker::Free { tasks }, Vec::new());
         }
         self.send(&mut out);
-        // The sizes of this batch alone: a connection with nothing in it, or gone, starts
-        // the next with no room.
         self.outbox_sizes = out.sized;
     }
 
     /// Hands each connection's messages to its writer (those of connections gone are
     /// dropped), noting how many each had.
     fn send(&self, out: &mut Outboxes) {
-        out.sized.workers.clear();
-        out.sized.clients.clear();
         for (w, msgs) in out.workers.drain() {
-            if let Some(WorkerConn { tx: Some(tx), .. }) = self.workers.get(&w) {
-                out.sized.workers.insert(w, msgs.len());
-                let _ = tx.send_batch(msgs);
+            match self.workers.get(&w) {
+                Some(WorkerConn { tx: Some(tx), .. }) => {
+                    note_size(out.sized.workers.entry(w).or_default(), msgs.len());
+                    let _ = tx.send_batch(msgs);
+                }
+                _ => drop(out.sized.workers.remove(&w)),
             }
         }
         for (c, msgs) in out.clients.drain() {
-            if let Some(ClientConn { tx: Some(tx), .. }) = self.clients.get(&c) {
-                out.sized.clients.insert(c, msgs.len());
-                let _ = tx.send_batch(msgs);
+            match self.clients.get(&c) {
+                Some(ClientConn { tx: Some(tx), .. }) => {
+                    note_size(out.sized.clients.entry(c).or_default(), msgs.len());
+                    let _ = tx.send_batch(msgs);
+                }
+                _ => drop(out.sized.clients.remove(&c)),
             }
         }
     }
@@ -227,5 +250,27 @@ pub(crate) fn error_msg(e: &Arc<rask_scheduler_core::TaskFailure>) -> TaskError 
         key: e.key.clone(),
         op: e.op.clone(),
         message: e.message.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{note_size, room};
+
+    /// A connection's count follows its largest recent batch, halving with each smaller
+    /// one after it; its list starts with room for twice the count.
+    #[test]
+    fn a_count_keeps_the_largest_recent_batch_and_halves_after() {
+        let mut count = 0;
+        let seen: Vec<usize> = [1000, 10, 300, 10, 10, 2000]
+            .into_iter()
+            .map(|len| {
+                note_size(&mut count, len);
+                count
+            })
+            .collect();
+        assert_eq!(seen, [1000, 500, 300, 150, 75, 2000]);
+        assert_eq!(room(Some(&count)), 4000);
+        assert_eq!(room(None), 0);
     }
 }
