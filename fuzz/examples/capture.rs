@@ -29,7 +29,7 @@ use tokio::io::AsyncReadExt;
 
 /// Frames exactly as a connection's writer puts them on the wire: each inner list is
 /// queued at once, so it leaves as one batch (one frame).
-fn wire<M: WireMessage>(batches: Vec<Vec<(M, Vec<Bytes>)>>) -> Vec<u8> {
+fn wire<M: rask_transport::pairs::Encode>(batches: Vec<Vec<(M, Vec<Bytes>)>>) -> Vec<u8> {
     block_on(async move {
         let mut out = Vec::new();
         for batch in batches {
@@ -47,7 +47,7 @@ fn wire<M: WireMessage>(batches: Vec<Vec<(M, Vec<Bytes>)>>) -> Vec<u8> {
 }
 
 /// One batch without buffers.
-fn plain<M: WireMessage>(msgs: Vec<M>) -> Vec<u8> {
+fn plain<M: rask_transport::pairs::Encode>(msgs: Vec<M>) -> Vec<u8> {
     wire(vec![msgs.into_iter().map(|m| (m, Vec::new())).collect()])
 }
 
@@ -772,6 +772,24 @@ fn main() {
                 Datum::Float(5.5),
                 Datum::Str("ok".into()),
             ])),
+        },
+        ToClient::MapInMemory {
+            prefix: "inc".into(),
+            holders: vec![holder.worker],
+            keys: vec![
+                MapNews {
+                    n: 0,
+                    task: TaskId(3),
+                    nbytes: 8,
+                    value: Some(Datum::Int(1)),
+                },
+                MapNews {
+                    n: 1,
+                    task: TaskId(4),
+                    nbytes: 1 << 20,
+                    value: None,
+                },
+            ],
         },
         ToClient::KeyErred {
             key: "y-1".into(),

@@ -213,8 +213,14 @@ pub fn to_worker(data: &[u8]) {
 pub fn to_client(data: &[u8]) {
     batches::<ToClient>(data, |msgs, bufs| {
         for m in msgs {
-            if let ToClient::KeyInMemory { value: Some(v), .. } = &m {
-                rebuild(v, bufs, 0);
+            match &m {
+                ToClient::KeyInMemory { value: Some(v), .. } => drop(rebuild(v, bufs, 0)),
+                ToClient::MapInMemory { keys, .. } => {
+                    for v in keys.iter().filter_map(|k| k.value.as_ref()) {
+                        drop(rebuild(v, bufs, 0));
+                    }
+                }
+                _ => {}
             }
         }
     });

@@ -56,6 +56,15 @@ impl Keys {
         self.table.get_mut(key)
     }
 
+    /// The entry of the key `{prefix}-{n}`, if held (its text written out only if no
+    /// block holds it).
+    pub(crate) fn get_mut_numbered(&mut self, prefix: &str, n: u64) -> Option<&mut KeyEntry> {
+        if let Some(e) = self.blocks.get_mut(prefix, n) {
+            return Some(e);
+        }
+        self.table.get_mut(map_key(prefix, n).as_str())
+    }
+
     /// Room for `n` more keys in the table.
     pub(crate) fn reserve(&mut self, n: usize) {
         self.table.reserve(n);

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use rask_proto::msg::{Holder, TaskError, ToClient};
+use rask_proto::msg::{map_key, Holder, TaskError, ToClient};
 use rask_proto::{TaskId, Value, WorkerId};
 use rask_transport::Batch;
 use rustc_hash::FxHashMap as HashMap;
@@ -321,6 +321,30 @@ pub(crate) fn on_message(st: &mut State, m: ToClient) {
             };
             if std::mem::take(&mut e.waited) {
                 st.wake(&key);
+            }
+        }
+        ToClient::MapInMemory {
+            prefix,
+            holders,
+            keys,
+        } => {
+            let holder = holders.first().copied();
+            for news in keys {
+                let Some(e) = st.keys.get_mut_numbered(&prefix, news.n) else {
+                    continue;
+                };
+                let value = news
+                    .value
+                    .and_then(|d| d.to_value(&[], &[]).ok())
+                    .map(Carried::new);
+                e.status = Status::Memory {
+                    task: news.task,
+                    holder,
+                    value,
+                };
+                if std::mem::take(&mut e.waited) {
+                    st.wake(&map_key(&prefix, news.n));
+                }
             }
         }
         ToClient::KeyErred { key, error } => st.set_status(&key, Status::Erred(Arc::new(error))),

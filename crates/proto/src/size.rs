@@ -94,6 +94,18 @@ impl WireSize for ToClient {
                 value,
                 ..
             } => 96 + key.len() + 8 * holders.len() + value.as_ref().map_or(0, datum_wire_size),
+            ToClient::MapInMemory {
+                prefix,
+                holders,
+                keys,
+            } => {
+                64 + prefix.len()
+                    + 8 * holders.len()
+                    + keys
+                        .iter()
+                        .map(|k| 48 + k.value.as_ref().map_or(0, datum_wire_size))
+                        .sum::<usize>()
+            }
             ToClient::Workers { holders } => 64 + holders_wire_size(holders),
             ToClient::KeyErred { key, error } => {
                 96 + key.len() + error.key.len() + error.op.len() + error.message.len()
@@ -311,6 +323,35 @@ mod tests {
         ];
         for m in &to_client {
             assert!(round_trip(m) <= m.wire_size(), "{m:?}");
+        }
+    }
+
+    /// The news of a map's keys round-trips within its size estimate, with values or
+    /// without, for one key and for thousands.
+    #[test]
+    fn the_news_of_a_maps_keys_round_trips_within_its_size_estimate() {
+        use crate::msg::MapNews;
+        use crate::Datum;
+        let values = [
+            None,
+            Some(Datum::Int(i64::MIN)),
+            Some(Datum::Str("v".repeat(200))),
+            Some(Datum::List((0..100).map(Datum::Int).collect())),
+        ];
+        for count in [1u64, 3, 5000] {
+            let m = ToClient::MapInMemory {
+                prefix: "inc-0123456789abcdef".into(),
+                holders: vec![WorkerId(1), WorkerId(u32::MAX)],
+                keys: (0..count)
+                    .map(|n| MapNews {
+                        n: u64::MAX - n,
+                        task: TaskId(n << 32 | n),
+                        nbytes: n,
+                        value: values[n as usize % values.len()].clone(),
+                    })
+                    .collect(),
+            };
+            assert!(round_trip(&m) <= m.wire_size(), "{count} keys");
         }
     }
 }

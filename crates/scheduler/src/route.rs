@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use rask_proto::msg::{DepLoc, TaskError, ToClient, ToWorker};
-use rask_proto::{ClientId, TaskId, WorkerId};
+use rask_proto::msg::{split_map_key, DepLoc, MapNews, TaskError, ToClient, ToWorker};
+use rask_proto::{ClientId, Datum, TaskId, WorkerId};
 use rask_scheduler_core::Action;
 use rustc_hash::FxHashMap;
 use tracing::info;
@@ -17,6 +17,11 @@ use crate::server::{holders_of, ClientConn, RetireReply, Server, WorkerConn};
 /// The most actions whose room [`Server::flush`] keeps from one batch to the next, beyond
 /// twice what the batch used.
 const SPARE_ACTIONS: usize = 1 << 13;
+
+/// The most keys the news of one message names ([`ToClient::MapInMemory`]): a graph of
+/// known keys submitted again has news of all of them at once, and a message stays well
+/// within a frame.
+const MAP_NEWS_MAX: usize = 4096;
 
 /// Messages for each connection, gathered while the core's actions are routed and handed
 /// to each connection's writer at once: one queue entry per connection and batch.
@@ -63,6 +68,62 @@ impl Outboxes {
             .entry(w)
             .or_insert_with(|| Vec::with_capacity(room(sized.get(&w))))
             .push((m, bufs));
+    }
+
+    /// Queues the news of a key in memory for client `c`: a key of a map's form goes in
+    /// the client's last message if that is the news of the same map's keys held by the
+    /// same workers (and holds fewer than [`MAP_NEWS_MAX`]), else in a new one.
+    fn key_news(
+        &mut self,
+        c: ClientId,
+        key: Arc<str>,
+        task: TaskId,
+        nbytes: u64,
+        holders: Vec<WorkerId>,
+        value: Option<Datum>,
+    ) {
+        let Some((prefix, n)) = split_map_key(&key) else {
+            let news = ToClient::KeyInMemory {
+                // The task's key, shared: no copy a task.
+                key: key.into(),
+                task,
+                nbytes,
+                holders,
+                value,
+            };
+            return self.for_client(c, news);
+        };
+        let news = MapNews {
+            n,
+            task,
+            nbytes,
+            value,
+        };
+        let sized = &self.sized.clients;
+        let list = self
+            .clients
+            .entry(c)
+            .or_insert_with(|| Vec::with_capacity(room(sized.get(&c))));
+        if let Some((
+            ToClient::MapInMemory {
+                prefix: p,
+                holders: h,
+                keys,
+            },
+            _,
+        )) = list.last_mut()
+        {
+            if keys.len() < MAP_NEWS_MAX && **p == *prefix && *h == holders {
+                keys.push(news);
+                return;
+            }
+        }
+        let m = ToClient::MapInMemory {
+            prefix: prefix.into(),
+            holders,
+            keys: vec![news],
+        };
+        list.push((m, Vec::new()));
     }
 
     fn for_client(&mut self, c: ClientId, m: ToClient) {
@@ -157,15 +218,8 @@ impl Server {
                     nbytes,
                     holders,
                     value,
-                } => self.key_in_memory(&mut out, client, holders, |holders| {
-                    ToClient::KeyInMemory {
-                        // The task's key, shared: no copy a task.
-                        key: key.into(),
-                        task,
-                        nbytes,
-                        holders,
-                        value,
-                    }
+                } => self.key_in_memory(&mut out, client, holders, |out, holders| {
+                    out.key_news(client, key, task, nbytes, holders, value)
                 }),
                 Action::KeyErred { client, key, error } => {
                     let error = error_msg(&error);
@@ -220,7 +274,7 @@ impl Server {
         out: &mut Outboxes,
         client: ClientId,
         mut holders: Vec<WorkerId>,
-        news: impl FnOnce(Vec<WorkerId>) -> ToClient,
+        news: impl FnOnce(&mut Outboxes, Vec<WorkerId>),
     ) {
         let Some(ClientConn { tx: Some(_), told }) = self.clients.get_mut(&client) else {
             return;
@@ -235,7 +289,7 @@ impl Server {
             let holders = holders_of(&self.workers, &new);
             out.for_client(client, ToClient::Workers { holders });
         }
-        out.for_client(client, news(holders));
+        news(out, holders);
     }
 
     pub(crate) fn to_worker(&self, w: WorkerId, m: ToWorker) {
@@ -255,7 +309,103 @@ pub(crate) fn error_msg(e: &Arc<rask_scheduler_core::TaskFailure>) -> TaskError 
 
 #[cfg(test)]
 mod tests {
-    use super::{note_size, room};
+    use super::{note_size, room, Outboxes, MAP_NEWS_MAX};
+    use rask_proto::msg::{MapNews, ToClient};
+    use rask_proto::{ClientId, Datum, TaskId, WorkerId};
+
+    /// What a client's list says, briefly: a map's news as its prefix, holders and
+    /// numbers, a key's news as its key.
+    fn said(out: &Outboxes, c: ClientId) -> Vec<String> {
+        out.clients[&c]
+            .iter()
+            .map(|(m, _)| match m {
+                ToClient::MapInMemory {
+                    prefix,
+                    holders,
+                    keys,
+                } => {
+                    let ns: Vec<u64> = keys.iter().map(|k| k.n).collect();
+                    format!("{}@{holders:?}{ns:?}", &**prefix)
+                }
+                ToClient::KeyInMemory { key, .. } => format!("key {}", &**key),
+                m => format!("{m:?}"),
+            })
+            .collect()
+    }
+
+    /// The news of a map's keys goes in one message while the keys are of one map and
+    /// held by the same workers; any other message, another map's key, other holders or
+    /// a key of no map's form start another, so the order stays as routed.
+    #[test]
+    fn a_maps_news_shares_a_message_until_something_else_comes_between() {
+        let mut out = Outboxes::default();
+        let c = ClientId(1);
+        let w = |ids: &[u32]| ids.iter().map(|i| WorkerId(*i)).collect::<Vec<_>>();
+        let news = |out: &mut Outboxes, key: &str, holders: &[u32]| {
+            out.key_news(c, key.into(), TaskId(7), 8, w(holders), Some(Datum::Int(3)))
+        };
+        news(&mut out, "inc-5", &[1]);
+        news(&mut out, "inc-6", &[1]);
+        news(&mut out, "inc-2", &[1]);
+        news(&mut out, "inc-3", &[2]);
+        news(&mut out, "dec-3", &[2]);
+        news(&mut out, "total", &[2]);
+        news(&mut out, "dec-4", &[2]);
+        out.for_client(c, ToClient::Echo { seq: 9 });
+        news(&mut out, "dec-5", &[2]);
+        // Of no map's form (a leading zero): named by its key.
+        news(&mut out, "dec-05", &[2]);
+        assert_eq!(
+            said(&out, c),
+            [
+                "inc@[WorkerId(1)][5, 6, 2]",
+                "inc@[WorkerId(2)][3]",
+                "dec@[WorkerId(2)][3]",
+                "key total",
+                "dec@[WorkerId(2)][4]",
+                "Echo { seq: 9 }",
+                "dec@[WorkerId(2)][5]",
+                "key dec-05",
+            ]
+        );
+        let ToClient::MapInMemory { keys, .. } = &out.clients[&c][0].0 else {
+            panic!("a map's news")
+        };
+        assert_eq!(
+            keys[0],
+            MapNews {
+                n: 5,
+                task: TaskId(7),
+                nbytes: 8,
+                value: Some(Datum::Int(3)),
+            }
+        );
+    }
+
+    /// One message names at most MAP_NEWS_MAX keys.
+    #[test]
+    fn a_maps_news_is_cut_into_messages_of_at_most_the_most_keys() {
+        let mut out = Outboxes::default();
+        let c = ClientId(1);
+        for n in 0..2 * MAP_NEWS_MAX + 1 {
+            out.key_news(
+                c,
+                format!("x-{n}").into(),
+                TaskId(n as u64),
+                0,
+                vec![],
+                None,
+            );
+        }
+        let sizes: Vec<usize> = out.clients[&c]
+            .iter()
+            .map(|(m, _)| match m {
+                ToClient::MapInMemory { keys, .. } => keys.len(),
+                _ => 0,
+            })
+            .collect();
+        assert_eq!(sizes, [MAP_NEWS_MAX, MAP_NEWS_MAX, 1]);
+    }
 
     /// A connection's count follows its largest recent batch, halving with each smaller
     /// one after it; its list starts with room for twice the count.

@@ -177,6 +177,20 @@ wire! {
         pub error: String,
     }
 
+    /// The news of one computed key of a map's form (`{prefix}-{n}`), in a
+    /// [`ToClient::MapInMemory`]: what a [`ToClient::KeyInMemory`] says, the key named
+    /// by its number.
+    pub struct MapNews {
+        /// The key's number.
+        pub n: u64,
+        /// See [`ToClient::KeyInMemory`].
+        pub task: TaskId,
+        /// See [`TaskFinishedMsg::nbytes`].
+        pub nbytes: u64,
+        /// The value, when small enough to travel with the news.
+        pub value: Option<Datum>,
+    }
+
     /// Messages from the scheduler to a client.
     pub enum ToClient {
         /// Keys the client holds futures for that the scheduler no longer knows (it was
@@ -211,6 +225,20 @@ wire! {
             holders: Vec<WorkerId>,
             /// The value, when small enough to travel with the news.
             value: Option<Datum>,
+        },
+        /// Keys the client wants of one map's form (`{prefix}-{n}`, as
+        /// [`map_key`] writes them), computed and held by the same workers: the news
+        /// of each as a [`ToClient::KeyInMemory`] would say it, without its key's text
+        /// (the news of a map's keys, which come in runs, is most of what a client
+        /// hears).
+        MapInMemory {
+            /// The keys' prefix.
+            prefix: SharedStr,
+            /// The workers holding every one of the values (see
+            /// [`ToClient::KeyInMemory`]).
+            holders: Vec<WorkerId>,
+            /// Each key's news.
+            keys: Vec<MapNews>,
         },
         /// A key the client wants failed, or one of the tasks it depends on did.
         KeyErred {
