@@ -104,9 +104,25 @@ where
     }
 }
 
+/// The longest string [`LAST_READ`] keeps.
+const REUSED_MAX: usize = 64;
+
+thread_local! {
+    /// The last short string this thread read: the op of every compute message of a
+    /// map is the same, and is then shared instead of allocated again.
+    static LAST_READ: std::cell::RefCell<Option<Arc<str>>> = const { std::cell::RefCell::new(None) };
+}
+
 impl<D: Fallible + ?Sized> Deserialize<SharedStr, D> for ArchivedString {
     fn deserialize(&self, _: &mut D) -> Result<SharedStr, D::Error> {
-        Ok(SharedStr(self.as_str().into()))
+        let s = self.as_str();
+        if s.len() > REUSED_MAX {
+            return Ok(SharedStr(s.into()));
+        }
+        Ok(SharedStr(LAST_READ.with_borrow_mut(|last| match last {
+            Some(l) if **l == *s => l.clone(),
+            _ => last.insert(s.into()).clone(),
+        })))
     }
 }
 
@@ -131,5 +147,27 @@ mod tests {
             assert_eq!(back, s);
             assert_eq!(format!("{back} {back:?}"), format!("{s} {s:?}"));
         }
+    }
+
+    /// A short string read twice in a row is shared; another in between, or a long one,
+    /// is read as itself.
+    #[test]
+    fn a_short_string_read_again_is_shared() {
+        let read = |s: &str| {
+            let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&String::from(s)).unwrap();
+            rkyv::from_bytes::<SharedStr, rkyv::rancor::Error>(&bytes).unwrap()
+        };
+        let (a, b) = (read("inc"), read("inc"));
+        assert!(Arc::ptr_eq(&a.0, &b.0));
+        assert_eq!(read("dec"), "dec");
+        assert!(
+            !Arc::ptr_eq(&a.0, &read("inc").0),
+            "another string came between"
+        );
+        let long = "x".repeat(REUSED_MAX + 1);
+        let (d, e) = (read(&long), read(&long));
+        assert_eq!((&*d, &*e), (long.as_str(), long.as_str()));
+        assert!(!Arc::ptr_eq(&d.0, &e.0));
+        assert_eq!(read("inc"), "inc");
     }
 }

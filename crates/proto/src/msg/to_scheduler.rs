@@ -438,7 +438,19 @@ mod tests {
     #[test]
     fn a_map_key_splits_into_its_prefix_and_number_and_nothing_else_does() {
         for p in ["inc-1f-3", "", "a-1", "5", "a--", "x y"] {
-            for n in [0, 1, 9, 10, 99, 1234567, u64::MAX - 1, u64::MAX] {
+            let (most_short, least_long) = (9_999_999_999_999_999_999, 10_000_000_000_000_000_000);
+            for n in [
+                0,
+                1,
+                9,
+                10,
+                99,
+                1234567,
+                most_short,
+                least_long,
+                u64::MAX - 1,
+                u64::MAX,
+            ] {
                 assert_eq!(split_map_key(&map_key(p, n)), Some((p, n)), "{p:?} {n}");
             }
         }
@@ -453,6 +465,8 @@ mod tests {
             "a-+1",
             "a- 1",
             "a-18446744073709551616",
+            "a-99999999999999999999",
+            "a-100000000000000000000",
         ];
         for key in not {
             assert_eq!(split_map_key(key), None, "{key:?}");
