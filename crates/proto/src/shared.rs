@@ -149,6 +149,25 @@ mod tests {
         }
     }
 
+    /// Made from a `String`, an `Arc` or a `&str`, it reads as that text every way, and
+    /// compares equal to it alone.
+    #[test]
+    fn a_shared_string_is_its_text() {
+        use std::borrow::Borrow;
+        for s in [
+            SharedStr::from(String::from("key-1")),
+            SharedStr::from(Arc::<str>::from("key-1")),
+            SharedStr::from("key-1"),
+        ] {
+            assert_eq!(s.as_ref(), "key-1");
+            let b: &str = s.borrow();
+            assert_eq!(b, "key-1");
+            assert_eq!(String::from(s.clone()), "key-1");
+            assert!(s == *"key-1" && s == "key-1");
+            assert!(s != *"key-2" && s != "key-2");
+        }
+    }
+
     /// A short string read twice in a row is shared; another in between, or a long one,
     /// is read as itself.
     #[test]
@@ -164,6 +183,9 @@ mod tests {
             !Arc::ptr_eq(&a.0, &read("inc").0),
             "another string came between"
         );
+        let longest = "y".repeat(REUSED_MAX);
+        let (f, g) = (read(&longest), read(&longest));
+        assert!(Arc::ptr_eq(&f.0, &g.0), "the longest string kept");
         let long = "x".repeat(REUSED_MAX + 1);
         let (d, e) = (read(&long), read(&long));
         assert_eq!((&*d, &*e), (long.as_str(), long.as_str()));
