@@ -140,6 +140,13 @@ impl<T> MapKeys<T> {
         }
     }
 
+    /// The numbers `prefix`'s block holds values among, if it is open: from its first
+    /// slot's on, as many as it has slots (no value held is past them).
+    pub fn span(&self, prefix: &str) -> Option<(u64, usize)> {
+        let b = &self.blocks[self.find(prefix)?];
+        Some((b.first, b.slots.len()))
+    }
+
     /// Whether key `n` of `prefix` is within reach of an open block (held or not).
     pub fn reaches(&self, prefix: &str, n: u64) -> bool {
         self.find(prefix)

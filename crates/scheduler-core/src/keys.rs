@@ -47,6 +47,19 @@ impl KeyIndex {
         self.blocks.open(prefix, first);
     }
 
+    /// A number from which on no key `{prefix}-{n}` is indexed, if the index can tell
+    /// without looking each up: the table holds no key of that form, and a block of
+    /// `prefix` holds none past its slots.
+    pub(crate) fn unheld_from(&self, prefix: &str) -> Option<u64> {
+        if self.table_has(prefix) {
+            return None;
+        }
+        match self.blocks.span(prefix) {
+            None => Some(0),
+            Some((first, slots)) => first.checked_add(slots as u64),
+        }
+    }
+
     /// Whether the table may hold a key of `prefix`.
     pub(crate) fn table_has(&self, prefix: &str) -> bool {
         !self.prefixed.is_empty() && self.prefixed.contains_key(&hash(prefix))

@@ -44,11 +44,18 @@ impl SchedulerCore {
         let mut prefix_id = None;
         let mut created = Vec::with_capacity(args.len());
         let mut released = Vec::new();
+        // Keys past those of the prefix indexed (a client's new map, and each next part
+        // of it) are not known: not looked up (a map's numbers do not repeat).
+        let unheld_from = self.keys.unheld_from(&prefix);
         for (i, (args, bufs)) in args.into_iter().enumerate() {
             key.clear();
             let n = first + i as u64;
             push_map_key(&mut key, &prefix, n);
-            if let Some(t) = self.keys.get_numbered(&prefix, n, &key, &self.tasks) {
+            let known = match unheld_from {
+                Some(from) if n >= from => None,
+                _ => self.keys.get_numbered(&prefix, n, &key, &self.tasks),
+            };
+            if let Some(t) = known {
                 // A key already known keeps its task, as in a graph.
                 if self.want(client, t) {
                     released.push(t);

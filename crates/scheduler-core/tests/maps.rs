@@ -114,6 +114,27 @@ fn a_map_over_keys_already_held_keeps_their_tasks_as_a_graph_does() {
     assert_eq!(a.task_count(), 4, "the task held counts once");
 }
 
+/// A map over keys of an earlier map still held (in its block) keeps their tasks, as a
+/// graph does, and adds tasks for the keys past them: the keys past a block's slots are
+/// the only ones known to be new.
+#[test]
+fn a_map_over_an_earlier_maps_keys_keeps_their_tasks_and_adds_the_rest() {
+    let (mut a, mut b) = (core(), core());
+    let first = map(10, 8);
+    a.on_map(C, first.clone()).unwrap();
+    let (tasks, wanted) = first.into_graph();
+    b.on_update_graph(C, tasks, &wanted).unwrap();
+    run_alike(&mut a, &mut b);
+    assert_eq!(a.task_count(), 8);
+    // Numbers 14..24: 14..18 held, 18..24 new.
+    let again = map(14, 10);
+    a.on_map(C, again.clone()).unwrap();
+    let (tasks, wanted) = again.into_graph();
+    b.on_update_graph(C, tasks, &wanted).unwrap();
+    run_alike(&mut a, &mut b);
+    assert_eq!(a.task_count(), 14, "the keys held count once");
+}
+
 #[test]
 fn a_map_is_refused_as_its_graph_is_and_nothing_changes() {
     let bad: Vec<(NewMap, &str)> = vec![
