@@ -309,6 +309,23 @@ mod tests {
 
     use super::*;
 
+    /// A block's span: its first number and its slots, past which it holds nothing; none
+    /// for a prefix with no block.
+    #[test]
+    fn a_blocks_span_is_its_first_number_and_its_slots() {
+        let mut b = MapKeys::default();
+        assert_eq!(b.span("a"), None);
+        b.open("a", 7);
+        assert_eq!(b.span("a"), Some((7, 0)));
+        b.insert("a", 7, 1).unwrap();
+        b.insert("a", 9, 2).unwrap();
+        assert_eq!(b.span("a"), Some((7, 3)));
+        assert_eq!(b.span("b"), None);
+        // The front taken: the block starts at the next value held.
+        assert_eq!(b.remove("a", 7), Some(1));
+        assert_eq!(b.span("a"), Some((9, 1)));
+    }
+
     /// Keys held and taken at random, in blocks opened, emptied and closed for sparseness,
     /// answer as a plain map does (keys out of reach stay in the plain map, as a caller's
     /// table would keep them).

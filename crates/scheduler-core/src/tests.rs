@@ -182,6 +182,11 @@ fn a_maps_keys_are_indexed_by_number_and_a_graphs_in_the_table() {
     ] {
         assert_eq!(s.task_id(key).is_some(), known, "{key}");
     }
+    // Keys known to be unheld without a look-up: past a block, or of a prefix with
+    // none; none known while the table holds a key of the prefix's form.
+    assert_eq!(s.keys.unheld_from("m"), Some(10));
+    assert_eq!(s.keys.unheld_from("new"), Some(0));
+    assert_eq!(s.keys.unheld_from("g"), None);
 }
 
 fn spec(name: &str) -> crate::api::WorkerSpec {
