@@ -68,6 +68,14 @@ fn run_alike(a: &mut SchedulerCore, b: &mut SchedulerCore) {
     assert_eq!(a.info().prefixes, b.info().prefixes);
 }
 
+/// Submits `m` to `a` as a map and to `b` as its graph, and runs both to the end alike.
+fn submit_alike(a: &mut SchedulerCore, b: &mut SchedulerCore, m: NewMap) {
+    a.on_map(C, m.clone()).unwrap();
+    let (tasks, wanted) = m.into_graph();
+    b.on_update_graph(C, tasks, &wanted).unwrap();
+    run_alike(a, b);
+}
+
 #[test]
 fn a_map_does_what_its_graph_does_from_submission_to_release() {
     let (mut a, mut b) = (core(), core());
@@ -106,11 +114,7 @@ fn a_map_over_keys_already_held_keeps_their_tasks_as_a_graph_does() {
         .unwrap();
     }
     run_alike(&mut a, &mut b);
-    let m = map(6, 4);
-    a.on_map(C, m.clone()).unwrap();
-    let (tasks, wanted) = m.into_graph();
-    b.on_update_graph(C, tasks, &wanted).unwrap();
-    run_alike(&mut a, &mut b);
+    submit_alike(&mut a, &mut b, map(6, 4));
     assert_eq!(a.task_count(), 4, "the task held counts once");
 }
 
@@ -120,18 +124,10 @@ fn a_map_over_keys_already_held_keeps_their_tasks_as_a_graph_does() {
 #[test]
 fn a_map_over_an_earlier_maps_keys_keeps_their_tasks_and_adds_the_rest() {
     let (mut a, mut b) = (core(), core());
-    let first = map(10, 8);
-    a.on_map(C, first.clone()).unwrap();
-    let (tasks, wanted) = first.into_graph();
-    b.on_update_graph(C, tasks, &wanted).unwrap();
-    run_alike(&mut a, &mut b);
+    submit_alike(&mut a, &mut b, map(10, 8));
     assert_eq!(a.task_count(), 8);
     // Numbers 14..24: 14..18 held, 18..24 new.
-    let again = map(14, 10);
-    a.on_map(C, again.clone()).unwrap();
-    let (tasks, wanted) = again.into_graph();
-    b.on_update_graph(C, tasks, &wanted).unwrap();
-    run_alike(&mut a, &mut b);
+    submit_alike(&mut a, &mut b, map(14, 10));
     assert_eq!(a.task_count(), 14, "the keys held count once");
 }
 
