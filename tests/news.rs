@@ -195,10 +195,7 @@ fn keys_of_a_maps_form_in_a_graph_hear_their_news_by_number() {
             .gather(&mapped)
             .unwrap()
             .into_iter()
-            .map(|v| match v {
-                rask::Value::Int(i) => i,
-                v => panic!("not an int: {v:?}"),
-            })
+            .map(|v| <i64 as rask::FromValue>::from_value(v).unwrap())
             .sum();
         assert_eq!(sum, (1..=500).sum::<i64>());
     });

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use rask_proto::msg::{map_key, Holder, TaskError, ToClient};
-use rask_proto::{TaskId, Value, WorkerId};
+use rask_proto::{Datum, TaskId, Value, WorkerId};
 use rask_transport::Batch;
 use rustc_hash::FxHashMap as HashMap;
 use tokio::sync::oneshot;
@@ -284,6 +284,25 @@ async fn reconnect(
     }
 }
 
+/// A key's news: in memory on `holder` (if any holds it), with its value when it came
+/// along; `true` if a future waited on it (to be woken).
+fn in_memory(
+    e: &mut KeyEntry,
+    task: TaskId,
+    holder: Option<WorkerId>,
+    value: Option<Datum>,
+) -> bool {
+    let value = value
+        .and_then(|d| d.to_value(&[], &[]).ok())
+        .map(Carried::new);
+    e.status = Status::Memory {
+        task,
+        holder,
+        value,
+    };
+    std::mem::take(&mut e.waited)
+}
+
 pub(crate) fn on_message(st: &mut State, m: ToClient) {
     match m {
         ToClient::Echo { .. } => {
@@ -310,16 +329,7 @@ pub(crate) fn on_message(st: &mut State, m: ToClient) {
             let Some(e) = st.keys.get_mut(&key) else {
                 return;
             };
-            let holder = holders.first().copied();
-            let value = value
-                .and_then(|d| d.to_value(&[], &[]).ok())
-                .map(Carried::new);
-            e.status = Status::Memory {
-                task,
-                holder,
-                value,
-            };
-            if std::mem::take(&mut e.waited) {
+            if in_memory(e, task, holders.first().copied(), value) {
                 st.wake(&key);
             }
         }
@@ -333,16 +343,7 @@ pub(crate) fn on_message(st: &mut State, m: ToClient) {
                 let Some(e) = st.keys.get_mut_numbered(&prefix, news.n) else {
                     continue;
                 };
-                let value = news
-                    .value
-                    .and_then(|d| d.to_value(&[], &[]).ok())
-                    .map(Carried::new);
-                e.status = Status::Memory {
-                    task: news.task,
-                    holder,
-                    value,
-                };
-                if std::mem::take(&mut e.waited) {
+                if in_memory(e, news.task, holder, news.value) {
                     st.wake(&map_key(&prefix, news.n));
                 }
             }

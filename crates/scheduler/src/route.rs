@@ -99,11 +99,7 @@ impl Outboxes {
             nbytes,
             value,
         };
-        let sized = &self.sized.clients;
-        let list = self
-            .clients
-            .entry(c)
-            .or_insert_with(|| Vec::with_capacity(room(sized.get(&c))));
+        let list = self.client_list(c);
         if let Some((
             ToClient::MapInMemory {
                 prefix: p,
@@ -127,11 +123,15 @@ impl Outboxes {
     }
 
     fn for_client(&mut self, c: ClientId, m: ToClient) {
+        self.client_list(c).push((m, Vec::new()));
+    }
+
+    /// Client `c`'s list of messages, made with room for its recent batches if it has none.
+    fn client_list(&mut self, c: ClientId) -> &mut Vec<(ToClient, Vec<Bytes>)> {
         let sized = &self.sized.clients;
         self.clients
             .entry(c)
             .or_insert_with(|| Vec::with_capacity(room(sized.get(&c))))
-            .push((m, Vec::new()));
     }
 }
 
