@@ -72,7 +72,9 @@ impl Outboxes {
 
     /// Queues the news of a key in memory for client `c`: a key of a map's form goes in
     /// the client's last message if that is the news of the same map's keys held by the
-    /// same workers (and holds fewer than [`MAP_NEWS_MAX`]), else in a new one.
+    /// same workers (and holds fewer than [`MAP_NEWS_MAX`]), else in a new one, with room
+    /// for `room` keys.
+    #[allow(clippy::too_many_arguments)]
     fn key_news(
         &mut self,
         c: ClientId,
@@ -81,6 +83,7 @@ impl Outboxes {
         nbytes: u64,
         holders: Vec<WorkerId>,
         value: Option<Datum>,
+        room: usize,
     ) {
         let Some((prefix, n)) = split_map_key(&key) else {
             let news = ToClient::KeyInMemory {
@@ -117,7 +120,11 @@ impl Outboxes {
         let m = ToClient::MapInMemory {
             prefix: prefix.into(),
             holders,
-            keys: vec![news],
+            keys: {
+                let mut keys = Vec::with_capacity(room.max(1));
+                keys.push(news);
+                keys
+            },
         };
         list.push((m, Vec::new()));
     }
@@ -157,7 +164,8 @@ impl Server {
             .core
             .swap_actions(std::mem::take(&mut self.spare_actions));
         let used = actions.len();
-        for a in actions.drain(..) {
+        let mut todo = actions.drain(..);
+        while let Some(a) = todo.next() {
             match a {
                 Action::Compute { worker, msg, bufs } => {
                     if let Some(tasks) = frees.remove(&worker) {
@@ -218,9 +226,14 @@ impl Server {
                     nbytes,
                     holders,
                     value,
-                } => self.key_in_memory(&mut out, client, holders, |out, holders| {
-                    out.key_news(client, key, task, nbytes, holders, value)
-                }),
+                } => {
+                    // The news of a map's keys is made with room for every action left
+                    // (news of that map, most often), up to a message's most.
+                    let room = (todo.len() + 1).min(MAP_NEWS_MAX);
+                    self.key_in_memory(&mut out, client, holders, |out, holders| {
+                        out.key_news(client, key, task, nbytes, holders, value, room)
+                    })
+                }
                 Action::KeyErred { client, key, error } => {
                     let error = error_msg(&error);
                     let key = key.to_string();
@@ -228,6 +241,7 @@ impl Server {
                 }
             }
         }
+        drop(todo);
         // Kept for a later batch, unless far larger than this batch needed (its room was
         // made by one large batch, such as a graph released at once): under a steady flow
         // of large batches, the room is kept and not made again by growing each time.
@@ -342,7 +356,15 @@ mod tests {
         let c = ClientId(1);
         let w = |ids: &[u32]| ids.iter().map(|i| WorkerId(*i)).collect::<Vec<_>>();
         let news = |out: &mut Outboxes, key: &str, holders: &[u32]| {
-            out.key_news(c, key.into(), TaskId(7), 8, w(holders), Some(Datum::Int(3)))
+            out.key_news(
+                c,
+                key.into(),
+                TaskId(7),
+                8,
+                w(holders),
+                Some(Datum::Int(3)),
+                2,
+            )
         };
         news(&mut out, "inc-5", &[1]);
         news(&mut out, "inc-6", &[1]);
@@ -395,6 +417,7 @@ mod tests {
                 0,
                 vec![],
                 None,
+                1,
             );
         }
         let sizes: Vec<usize> = out.clients[&c]
