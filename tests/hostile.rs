@@ -324,7 +324,7 @@ fn malformed_maps_are_refused_to_their_client_with_the_reason() {
                 prefix: "hostile".into(),
                 first,
                 op: "inc".into(),
-                args,
+                args: args.into_iter().map(Into::into).collect(),
                 resources: vec![],
             };
             let one = || Datum::List(vec![Datum::Int(1)]);
@@ -429,7 +429,9 @@ fn releases_of_more_keys_than_a_message_may_name_are_refused_and_logged() {
             prefix: "hostile".into(),
             first: u64::MAX - 49,
             op: "inc".into(),
-            args: (0..50).map(|i| Datum::List(vec![Datum::Int(i)])).collect(),
+            args: (0..50)
+                .map(|i| Datum::List(vec![Datum::Int(i)]).into())
+                .collect(),
             resources: vec![],
         };
         send(ToScheduler::Map(Box::new(map)));

@@ -419,9 +419,17 @@ fn main() {
         prefix: "inc-1-0".into(),
         first: 0,
         op: "inc".into(),
+        // Arguments travel packed: every kind of node, nested.
         args: vec![
-            Datum::List(vec![Datum::Int(1)]),
-            Datum::List(vec![Datum::Int(2), Datum::Buf(0)]),
+            Datum::List(vec![Datum::Int(1)]).into(),
+            Datum::List(vec![Datum::Int(2), Datum::Buf(0)]).into(),
+            Datum::List(vec![
+                Datum::Str("é".into()),
+                Datum::Float(0.5),
+                Datum::Int(-1 << 40),
+                Datum::List(vec![Datum::Null, Datum::Bool(true), Datum::Bool(false)]),
+            ])
+            .into(),
         ],
         resources: vec![],
     };

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rask_proto::msg::{push_map_key, MapMsg, TaskSpec, ToScheduler};
-use rask_proto::{Datum, Value};
+use rask_proto::packed::{Packed, TaskArgs};
+use rask_proto::Value;
 
 use crate::client::ENCODE_HERE_FROM;
 use crate::graph::{args_datum, PART_TARGET};
@@ -15,8 +16,8 @@ use crate::{Client, ClientError, Future, MAP_CHUNK};
 
 /// The tasks of a map being gathered for one submission.
 struct Chunk<K> {
-    /// Each task's arguments.
-    args: Vec<Datum>,
+    /// Each task's arguments, packed as they travel and as the scheduler keeps them.
+    args: Vec<TaskArgs>,
     /// The keys of the futures among the arguments, of all tasks: a map reads none unless
     /// some are given.
     deps: Vec<String>,
@@ -81,8 +82,9 @@ impl Client {
                 chunk.deps_start.push(chunk.deps.len());
                 chunk.deps.append(&mut deps);
             }
-            chunk.size += rask_proto::size::datum_wire_size(&datum);
-            chunk.args.push(datum);
+            let args = TaskArgs::Packed(Packed::new(&datum));
+            chunk.size += rask_proto::size::args_wire_size(&args);
+            chunk.args.push(args);
             chunk.keep.push(keep);
             if chunk.full() && items.peek().is_some() {
                 let next = Chunk::new(room(items.size_hint().0));
@@ -139,7 +141,7 @@ impl Client {
                         TaskSpec {
                             key: String::from(&*keys[i]),
                             op: op_name.to_string(),
-                            args,
+                            args: args.into_datum(),
                             deps: deps.by_ref().take(n).collect(),
                             resources: Vec::new(),
                         }

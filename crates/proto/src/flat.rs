@@ -16,7 +16,6 @@ use rkyv::ser::{Allocator, Writer};
 use rkyv::vec::{ArchivedVec, VecResolver};
 use rkyv::{Archive, Deserialize, Place, Portable, Serialize};
 
-use crate::packed::TaskArgs;
 use crate::value::MAX_DEPTH;
 use crate::{Datum, ProtoError};
 
@@ -59,7 +58,7 @@ impl Archive for Datum {
     }
 }
 
-/// Where a datum's nodes were written, resolved (for a `Datum` and a [`TaskArgs`] alike).
+/// Where a datum's nodes were written, resolved.
 fn resolve_nodes(resolver: DatumResolver, out: Place<ArchivedDatum>) {
     rkyv::munge::munge!(let ArchivedDatum { nodes } = out);
     ArchivedVec::<ArchivedNode>::resolve_from_len(resolver.len, resolver.nodes, nodes);
@@ -99,53 +98,6 @@ where
             nodes: written?,
             len,
         })
-    }
-}
-
-/// Written as the datum's nodes, whether packed or not (the same bytes either way): a
-/// packed datum without strings node by node from its encoding, with no `Datum` built.
-impl Archive for TaskArgs {
-    type Archived = ArchivedDatum;
-    type Resolver = DatumResolver;
-
-    fn resolve(&self, resolver: DatumResolver, out: Place<ArchivedDatum>) {
-        resolve_nodes(resolver, out);
-    }
-}
-
-impl<S> Serialize<S> for TaskArgs
-where
-    S: Fallible + Allocator + Writer + ?Sized,
-    S::Error: Source,
-{
-    fn serialize(&self, serializer: &mut S) -> Result<DatumResolver, S::Error> {
-        match self {
-            TaskArgs::Datum(d) => d.serialize(serializer),
-            // Nothing out of line: each node is written where it lies as it is read.
-            TaskArgs::Packed(p) if !p.has_str() => {
-                let mut nodes = p.nodes();
-                let written = ArchivedVec::<ArchivedNode>::serialize_from_unknown_length_iter(
-                    &mut nodes, serializer,
-                );
-                Ok(DatumResolver {
-                    nodes: written?,
-                    len: nodes.count,
-                })
-            }
-            TaskArgs::Packed(p) => p.unpack().serialize(serializer),
-        }
-    }
-}
-
-impl<D> Deserialize<TaskArgs, D> for ArchivedDatum
-where
-    D: Fallible + ?Sized,
-    D::Error: Source,
-{
-    fn deserialize(&self, _: &mut D) -> Result<TaskArgs, D::Error> {
-        from_nodes(self.nodes.as_slice())
-            .map(TaskArgs::Datum)
-            .map_err(D::Error::new)
     }
 }
 
@@ -419,24 +371,6 @@ mod tests {
         for d in &deep {
             assert_eq!(d.shallow_len(), None, "{d:?}");
             assert_eq!(round_trip(d).unwrap(), *d);
-        }
-    }
-
-    /// Packed arguments without a string are written from their encoding, however
-    /// deeply nested, without the list of nodes kept per thread (a datum of that shape
-    /// would take it); with a string they go through it, to the same bytes either way.
-    #[test]
-    fn packed_arguments_without_strings_skip_the_list_of_nodes() {
-        use crate::packed::{Packed, TaskArgs};
-        let nested = Datum::List(vec![Datum::List(vec![Datum::Int(1), Datum::Ref(0)])]);
-        let with_str = Datum::List(vec![Datum::List(vec![Datum::Str("s".into())])]);
-        for (d, uses_list) in [(nested, false), (with_str, true)] {
-            SCRATCH.with(|s| *s.borrow_mut() = Vec::new());
-            let args = TaskArgs::Packed(Packed::new(&d));
-            let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&args).unwrap();
-            assert_eq!(scratch_room() > 0, uses_list, "{d:?}");
-            let direct = rkyv::to_bytes::<rkyv::rancor::Error>(&d).unwrap();
-            assert_eq!(bytes.as_slice(), direct.as_slice(), "{d:?}");
         }
     }
 

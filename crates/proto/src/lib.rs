@@ -62,7 +62,9 @@ pub const PROTOCOL_SCHEMA: u64 = {
         ^ fnv1a(include_bytes!("msg/to_client.rs")).rotate_left(13)
         ^ fnv1a(include_bytes!("msg/peer.rs")).rotate_left(17);
     let b = fnv1a(include_bytes!("value.rs"));
-    let c = fnv1a(include_bytes!("flat.rs")) ^ fnv1a(include_bytes!("packed.rs")).rotate_left(9);
+    let c = fnv1a(include_bytes!("flat.rs"))
+        ^ fnv1a(include_bytes!("packed.rs")).rotate_left(9)
+        ^ fnv1a(include_bytes!("packed/wire.rs")).rotate_left(19);
     let d = fnv1a(include_bytes!("observe.rs"));
     let e = fnv1a(include_bytes!("shared.rs"));
     a ^ b.rotate_left(1) ^ c.rotate_left(2) ^ d.rotate_left(3) ^ e.rotate_left(4)

@@ -1,24 +1,37 @@
-//! [`Packed`]: a datum as a scheduler keeps a task's arguments until it sends them — a
-//! compact byte encoding, inline when short — and [`TaskArgs`], a compute message's
-//! arguments, which a scheduler writes to the wire from that encoding.
+//! [`Packed`]: a datum as a task's arguments travel and are kept — a compact byte
+//! encoding, inline when short — and [`TaskArgs`], the arguments of a compute message or
+//! of a map's task, on the wire as that encoding.
 //!
 //! The scheduler never reads inside a task's arguments once the graph is checked; it
 //! only hands them to the worker that runs the task (and again if the task is computed
 //! once more). Kept as a `Datum`, the usual arguments (a few numbers and references) cost
 //! a 32-byte enum plus a heap list per task; packed they fit in the task itself. Dask
-//! keeps its tasks' run specs serialized for the same reason. The encoding lists the
-//! datum's nodes in the order the wire does ([`crate::flat`]), so a compute message's
-//! arguments are written from it node by node, with no `Datum` built in between.
+//! keeps its tasks' run specs serialized for the same reason. On the wire they are the
+//! same bytes: a client's map sends each task's arguments packed, the scheduler keeps
+//! them as they came (checked once), and sends them on to the worker as they are kept;
+//! the worker makes the op's argument `Value` from them. No `Datum` is built on the way.
 //!
 //! The encoding, in pre-order: one tag byte per node; integers zigzag-encoded as LEB128
 //! varints; floats as 8 little-endian bytes; strings and lists prefixed by their length.
-//! It is never read from a peer: every `Datum` packs, and a [`Packed`] holds only bytes
-//! [`Packed::new`] wrote (its representation is private), so reading it cannot fail.
+//! A [`Packed`] holds only bytes [`Packed::new`] wrote, or bytes a peer sent that
+//! [`Packed::from_wire`] checked (its representation is private), so reading it cannot
+//! fail. The check refuses what rebuilding a `Datum` from a peer's nodes would refuse
+//! ([`crate::flat`]): lists nested more than [`MAX_DEPTH`] levels, a list announcing more
+//! items than follow, anything after the datum's end; and what the encoding cannot
+//! hold: an unknown tag, a number cut short or past 64 bits, an index or a length past
+//! 32 bits, a string running past the end or not UTF-8. Nothing in it recurses.
 
 use std::borrow::Cow;
 
+use bytes::Bytes;
+
 use crate::flat::Node;
-use crate::Datum;
+use crate::value::MAX_DEPTH;
+use crate::{AsPayload, Datum, ProtoError, Value};
+
+mod wire;
+
+pub use wire::{ArchivedTaskArgs, TaskArgsResolver};
 
 const NULL: u8 = 0;
 const FALSE: u8 = 1;
@@ -62,21 +75,32 @@ impl Packed {
             let mut out = s.borrow_mut();
             out.clear();
             encode(d, &mut out);
-            let packed = if out.len() <= INLINE {
-                let mut bytes = [0; INLINE];
-                bytes[..out.len()].copy_from_slice(&out);
-                Packed(Repr::Inline {
-                    len: out.len() as u8,
-                    bytes,
-                })
-            } else {
-                Packed(Repr::Heap(out.as_slice().into()))
-            };
+            let packed = Self::of(&out);
             if out.capacity() > SCRATCH_KEPT {
                 *out = Vec::new();
             }
             packed
         })
+    }
+
+    /// A packing of `bytes`, which are one.
+    fn of(bytes: &[u8]) -> Self {
+        if bytes.len() <= INLINE {
+            let mut inline = [0; INLINE];
+            inline[..bytes.len()].copy_from_slice(bytes);
+            Packed(Repr::Inline {
+                len: bytes.len() as u8,
+                bytes: inline,
+            })
+        } else {
+            Packed(Repr::Heap(bytes.into()))
+        }
+    }
+
+    /// The packing a peer sent, checked (see the module's docs for what is refused).
+    pub fn from_wire(bytes: &[u8]) -> Result<Self, ProtoError> {
+        wire::check(bytes)?;
+        Ok(Self::of(bytes))
     }
 
     /// The datum packed.
@@ -87,6 +111,12 @@ impl Packed {
         d
     }
 
+    /// The value the datum stands for: `bufs[i]` for a buffer `i`, `deps[i]` for a
+    /// reference `i` (as [`Datum::to_value`] makes it, with no `Datum` made).
+    pub fn to_value<P: AsPayload>(&self, bufs: &[P], deps: &[&Value]) -> Result<Value, ProtoError> {
+        Reader(self.bytes()).value(bufs, deps, 0)
+    }
+
     /// The encoding.
     pub fn bytes(&self) -> &[u8] {
         match &self.0 {
@@ -95,12 +125,7 @@ impl Packed {
         }
     }
 
-    /// Whether the datum holds a string (a node with bytes out of line on the wire).
-    pub(crate) fn has_str(&self) -> bool {
-        self.scan().strings > 0
-    }
-
-    /// How many nodes and strings the datum has, and its strings' bytes.
+    /// What the datum holds, counted.
     pub(crate) fn scan(&self) -> Scan {
         let mut r = Reader(self.bytes());
         let mut scan = Scan::default();
@@ -111,7 +136,9 @@ impl Packed {
                     scan.strings += 1;
                     scan.text += r.str().len();
                 }
-                INT | BUF | LIST | REF => {
+                BUF => scan.max_buf = scan.max_buf.max(r.varint() + 1),
+                REF => scan.max_ref = scan.max_ref.max(r.varint() + 1),
+                INT | LIST => {
                     r.varint();
                 }
                 FLOAT => {
@@ -123,12 +150,10 @@ impl Packed {
         scan
     }
 
-    /// The datum's nodes, in the order the wire lists them.
-    pub(crate) fn nodes(&self) -> Nodes<'_> {
-        Nodes {
-            r: Reader(self.bytes()),
-            count: 0,
-        }
+    /// Whether the datum names a buffer. Every buffer node begins with its tag byte:
+    /// with no such byte at all there is none, found without reading node by node.
+    fn has_buf(&self) -> bool {
+        self.bytes().contains(&BUF) && self.scan().max_buf > 0
     }
 }
 
@@ -139,31 +164,14 @@ pub(crate) struct Scan {
     pub(crate) strings: usize,
     /// The strings' bytes.
     pub(crate) text: usize,
+    /// One past the largest buffer index ([`Datum::max_ref`]'s count, for buffers).
+    pub(crate) max_buf: u64,
+    /// One past the largest reference ([`Datum::max_ref`]).
+    pub(crate) max_ref: u64,
 }
 
-/// A packed datum's nodes ([`Packed::nodes`]).
-pub(crate) struct Nodes<'a> {
-    r: Reader<'a>,
-    /// Nodes given so far.
-    pub(crate) count: usize,
-}
-
-impl Iterator for Nodes<'_> {
-    type Item = Node;
-
-    fn next(&mut self) -> Option<Node> {
-        if self.r.0.is_empty() {
-            return None;
-        }
-        let node = self.r.node();
-        self.count += 1;
-        Some(node)
-    }
-}
-
-/// A compute message's arguments ([`crate::msg::ComputeMsg::args`]): a datum, or a
-/// datum [`Packed`] as a scheduler keeps it. Both are written as the datum's nodes, to
-/// the same bytes; read back, they are a datum.
+/// A task's arguments as a message carries them: a datum, or a datum [`Packed`]. Both
+/// are written as the packing, to the same bytes; read back, they are packed.
 #[derive(Clone, Debug)]
 pub enum TaskArgs {
     /// A datum.
@@ -194,8 +202,41 @@ impl TaskArgs {
 
     /// [`Datum::shift_buffers`] (unpacking if some index is to move).
     pub fn shift_buffers(&mut self, base: u32) {
-        if base != 0 {
+        if base != 0 && self.max_buf() > 0 {
             self.datum_mut().shift_buffers(base);
+        }
+    }
+
+    /// [`Datum::localize`]; packed arguments that name no buffer stay packed.
+    pub fn localize(&mut self, frame_bufs: &[Bytes]) -> Result<Vec<Bytes>, ProtoError> {
+        match self {
+            TaskArgs::Packed(p) if !p.has_buf() => Ok(Vec::new()),
+            _ => self.datum_mut().localize(frame_bufs),
+        }
+    }
+
+    /// The value the arguments stand for ([`Datum::to_value`]).
+    pub fn to_value<P: AsPayload>(&self, bufs: &[P], deps: &[&Value]) -> Result<Value, ProtoError> {
+        match self {
+            TaskArgs::Datum(d) => d.to_value_at(bufs, deps, 0),
+            TaskArgs::Packed(p) => p.to_value(bufs, deps),
+        }
+    }
+
+    /// One past the largest reference ([`Datum::max_ref`]).
+    pub fn max_ref(&self) -> u64 {
+        match self {
+            TaskArgs::Datum(d) => d.max_ref(),
+            TaskArgs::Packed(p) => p.scan().max_ref,
+        }
+    }
+
+    /// One past the largest buffer index (0 with none).
+    pub fn max_buf(&self) -> u64 {
+        match self {
+            TaskArgs::Datum(d) => d.max_buf(),
+            TaskArgs::Packed(p) if p.has_buf() => p.scan().max_buf,
+            TaskArgs::Packed(_) => 0,
         }
     }
 
@@ -204,6 +245,14 @@ impl TaskArgs {
         match self {
             TaskArgs::Datum(d) => d,
             TaskArgs::Packed(p) => p.unpack(),
+        }
+    }
+
+    /// The packing (packed now if a datum).
+    pub fn into_packed(self) -> Packed {
+        match self {
+            TaskArgs::Datum(d) => Packed::new(&d),
+            TaskArgs::Packed(p) => p,
         }
     }
 }
@@ -277,6 +326,7 @@ fn encode(d: &Datum, out: &mut Vec<u8>) {
 struct Reader<'a>(&'a [u8]);
 
 impl Reader<'_> {
+    #[inline]
     fn byte(&mut self) -> u8 {
         let (&b, rest) = self.0.split_first().expect("invariant: packed by encode");
         self.0 = rest;
@@ -289,7 +339,19 @@ impl Reader<'_> {
         head
     }
 
+    #[inline]
     fn varint(&mut self) -> u64 {
+        // Most numbers in arguments (list lengths, indices, small integers) take a byte.
+        match self.0.split_first() {
+            Some((&b, rest)) if b < 0x80 => {
+                self.0 = rest;
+                u64::from(b)
+            }
+            _ => self.long_varint(),
+        }
+    }
+
+    fn long_varint(&mut self) -> u64 {
         let mut v = 0u64;
         let mut shift = 0;
         loop {
@@ -317,6 +379,7 @@ impl Reader<'_> {
     }
 
     /// The next node.
+    #[inline]
     fn node(&mut self) -> Node {
         match self.byte() {
             NULL => Node::Null,
@@ -355,126 +418,57 @@ impl Reader<'_> {
             }
         }
     }
+
+    /// The next datum's value ([`Packed::to_value`]); refuses lists nested deeper than
+    /// [`Datum::to_value`] does.
+    fn value<P: AsPayload>(
+        &mut self,
+        bufs: &[P],
+        deps: &[&Value],
+        depth: usize,
+    ) -> Result<Value, ProtoError> {
+        if depth > MAX_DEPTH {
+            return Err(ProtoError::TooDeep(MAX_DEPTH));
+        }
+        Ok(match self.byte() {
+            NULL => Value::Null,
+            FALSE => Value::Bool(false),
+            TRUE => Value::Bool(true),
+            INT => Value::Int(unzigzag(self.varint())),
+            FLOAT => Value::Float(self.float()),
+            STR => Value::Str(self.str().to_owned()),
+            BUF => {
+                let index = self.index();
+                bufs.get(index as usize)
+                    .ok_or(ProtoError::MissingBuffer {
+                        index,
+                        count: bufs.len(),
+                    })?
+                    .to_leaf()
+            }
+            REF => {
+                let index = self.index();
+                (*deps
+                    .get(index as usize)
+                    .ok_or(ProtoError::MissingDependency {
+                        index,
+                        count: deps.len(),
+                    })?)
+                .clone()
+            }
+            LIST => {
+                let n = self.varint() as usize;
+                // Each item takes a byte at least: `n` is bounded by what is left.
+                let mut items = Vec::with_capacity(n.min(self.0.len()));
+                for _ in 0..n {
+                    items.push(self.value(bufs, deps, depth + 1)?);
+                }
+                Value::List(items)
+            }
+            t => unreachable!("invariant: packed tags only, found {t}"),
+        })
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn datum() -> impl Strategy<Value = Datum> {
-        let leaf = prop_oneof![
-            Just(Datum::Null),
-            any::<bool>().prop_map(Datum::Bool),
-            any::<i64>().prop_map(Datum::Int),
-            any::<f64>().prop_map(Datum::Float),
-            ".{0,30}".prop_map(Datum::Str),
-            any::<u32>().prop_map(Datum::Buf),
-            any::<u32>().prop_map(Datum::Ref),
-        ];
-        leaf.prop_recursive(4, 64, 8, |inner| {
-            prop::collection::vec(inner, 0..8).prop_map(Datum::List)
-        })
-    }
-
-    proptest! {
-        /// Packed or not, arguments are written to the same bytes, read back as the
-        /// datum; whether a string is held is told right.
-        #[test]
-        fn packed_arguments_are_written_as_their_datum_is(d in datum()) {
-            let p = Packed::new(&d);
-            let packed = rkyv::to_bytes::<rkyv::rancor::Error>(&TaskArgs::Packed(p.clone()))
-                .unwrap();
-            let plain = rkyv::to_bytes::<rkyv::rancor::Error>(&TaskArgs::Datum(d.clone()))
-                .unwrap();
-            prop_assert_eq!(packed.as_slice(), plain.as_slice());
-            let direct = rkyv::to_bytes::<rkyv::rancor::Error>(&d).unwrap();
-            prop_assert_eq!(packed.as_slice(), direct.as_slice());
-            let back = crate::frame::decode_header::<TaskArgs>(&packed).unwrap();
-            prop_assert!(matches!(back, TaskArgs::Datum(_)));
-            prop_assert_eq!(format!("{:?}", back.into_datum()), format!("{d:?}"));
-            prop_assert_eq!(p.has_str(), format!("{d:?}").contains("Str("));
-            prop_assert_eq!(p.nodes().count(), count_nodes(&d));
-        }
-
-        #[test]
-        fn every_datum_comes_back_as_it_was_packed(d in datum()) {
-            let p = Packed::new(&d);
-            // Floats by their bits: a NaN is not equal to itself.
-            prop_assert_eq!(format!("{:?}", p.unpack()), format!("{d:?}"));
-            prop_assert_eq!(matches!(p.0, Repr::Inline { .. }), p.bytes().len() <= INLINE);
-        }
-    }
-
-    fn count_nodes(d: &Datum) -> usize {
-        match d {
-            Datum::List(l) => 1 + l.iter().map(count_nodes).sum::<usize>(),
-            _ => 1,
-        }
-    }
-
-    /// Packed arguments give their datum to read and to change, shift their buffers'
-    /// indices as the datum's would be, and equal the datum they pack.
-    #[test]
-    fn packed_arguments_read_change_and_compare_as_their_datum() {
-        let d = Datum::List(vec![Datum::Buf(1), Datum::Int(-3), Datum::Str("s".into())]);
-        let mut a = TaskArgs::Packed(Packed::new(&d));
-        assert_eq!(a, TaskArgs::Datum(d.clone()));
-        assert_eq!(*a.datum(), d);
-        a.shift_buffers(0);
-        assert!(
-            matches!(a, TaskArgs::Packed(_)),
-            "nothing to move: kept packed"
-        );
-        a.shift_buffers(2);
-        let moved = Datum::List(vec![Datum::Buf(3), Datum::Int(-3), Datum::Str("s".into())]);
-        assert_eq!(a.clone().into_datum(), moved);
-        *a.datum_mut() = Datum::Null;
-        assert_eq!(a, TaskArgs::from(Datum::Null));
-        assert_ne!(a, TaskArgs::Packed(Packed::new(&d)));
-    }
-
-    #[test]
-    fn the_usual_arguments_are_kept_inline_in_few_bytes() {
-        let d = Datum::List(vec![Datum::Int(9_999_999), Datum::Ref(1)]);
-        let p = Packed::new(&d);
-        assert_eq!(p.bytes(), &[LIST, 2, INT, 0xfe, 0xd9, 0xc4, 0x09, REF, 1]);
-        assert!(matches!(p.0, Repr::Inline { len: 9, .. }));
-        assert_eq!(p.unpack(), d);
-    }
-
-    #[test]
-    fn extremes_and_long_encodings_round_trip() {
-        for i in [0, 1, -1, 63, -64, 64, i64::MAX, i64::MIN] {
-            assert_eq!(Packed::new(&Datum::Int(i)).unpack(), Datum::Int(i));
-        }
-        assert_eq!(Packed::new(&Datum::Int(-1)).bytes(), &[INT, 1]);
-        assert_eq!(Packed::new(&Datum::Int(i64::MIN)).bytes().len(), 11);
-        for i in [0, 127, 128, u32::MAX] {
-            assert_eq!(Packed::new(&Datum::Buf(i)).unpack(), Datum::Buf(i));
-            assert_eq!(Packed::new(&Datum::Ref(i)).unpack(), Datum::Ref(i));
-        }
-        let long = Datum::Str("x".repeat(22));
-        let p = Packed::new(&long);
-        assert!(matches!(p.0, Repr::Heap(_)));
-        assert_eq!(p.bytes().len(), 24);
-        assert_eq!(p.unpack(), long);
-        let exact = Datum::Str("y".repeat(20));
-        assert!(matches!(
-            Packed::new(&exact).0,
-            Repr::Inline { len: 22, .. }
-        ));
-        assert_eq!(Packed::new(&exact).unpack(), exact);
-        let f = Datum::Float(-0.0);
-        assert_eq!(Packed::new(&f).bytes(), &[FLOAT, 0, 0, 0, 0, 0, 0, 0, 0x80]);
-        assert_eq!(
-            Packed::new(&Datum::List(vec![
-                Datum::Bool(true),
-                Datum::Bool(false),
-                Datum::Null
-            ]))
-            .bytes(),
-            &[LIST, 3, TRUE, FALSE, NULL]
-        );
-    }
-}
+mod tests;

@@ -19,23 +19,30 @@ pub fn datum_wire_size(d: &Datum) -> usize {
     16 + nodes(d)
 }
 
-/// An upper estimate of a compute message's arguments archived: [`datum_wire_size`]
-/// of their datum. Packed, the usual short encoding is counted as if each byte were a
-/// node (no scan for each compute message; at most a few hundred bytes); a longer one
-/// is scanned for its nodes and text, and counted as its datum is.
+/// An upper estimate of a task's arguments archived: their packing's length (see
+/// [`crate::packed`]), counted exactly, and the list that holds it.
 pub fn args_wire_size(a: &TaskArgs) -> usize {
-    match a {
-        TaskArgs::Datum(d) => datum_wire_size(d),
-        TaskArgs::Packed(p) if p.bytes().len() <= SHORT_PACKED => 16 + 24 * p.bytes().len(),
-        TaskArgs::Packed(p) => {
-            let scan = p.scan();
-            16 + 24 * scan.nodes + scan.text
-        }
+    16 + match a {
+        TaskArgs::Datum(d) => packed_len(d),
+        TaskArgs::Packed(p) => p.bytes().len(),
     }
 }
 
-/// The longest packed arguments [`args_wire_size`] does not scan.
-const SHORT_PACKED: usize = 22;
+/// The length of `d`'s packing, without packing it. Recursive: the datums sent are made
+/// here, within the depth a receiver accepts.
+fn packed_len(d: &Datum) -> usize {
+    fn varint_len(v: u64) -> usize {
+        (64 - v.leading_zeros() as usize).max(1).div_ceil(7)
+    }
+    1 + match d {
+        Datum::Null | Datum::Bool(_) => 0,
+        Datum::Int(i) => varint_len(((i << 1) ^ (i >> 63)) as u64),
+        Datum::Float(_) => 8,
+        Datum::Str(s) => varint_len(s.len() as u64) + s.len(),
+        Datum::Buf(i) | Datum::Ref(i) => varint_len(u64::from(*i)),
+        Datum::List(l) => varint_len(l.len() as u64) + l.iter().map(packed_len).sum::<usize>(),
+    }
+}
 
 /// An upper estimate of a task's archived size.
 pub fn task_wire_size(t: &TaskSpec) -> usize {
@@ -213,7 +220,7 @@ impl WireSize for ToScheduler {
             ToScheduler::Map(m) => {
                 128 + m.prefix.len()
                     + m.op.len()
-                    + m.args.iter().map(datum_wire_size).sum::<usize>()
+                    + m.args.iter().map(args_wire_size).sum::<usize>()
                     + m.resources.iter().map(|r| r.name.len() + 32).sum::<usize>()
             }
             ToScheduler::ReleaseKeys { keys }
@@ -374,10 +381,9 @@ mod maps {
     /// A map round-trips, within its size estimate, whatever its arguments, and its
     /// buffer indices move with the frame's.
     /// Compute messages, their arguments packed or not, round-trip to the same bytes
-    /// within their size estimates, the same for longer packed arguments as unpacked.
+    /// within their size estimates, and are read back packed.
     #[test]
     fn compute_messages_round_trip_within_their_size_estimate_packed_or_not() {
-        use super::{args_wire_size, datum_wire_size, SHORT_PACKED};
         use crate::msg::{ComputeMsg, ToWorker};
         use crate::packed::{Packed, TaskArgs};
         let datums = [
@@ -404,32 +410,27 @@ mod maps {
                     run: 1,
                 })
             };
-            let p = Packed::new(&d);
-            let short = p.bytes().len() <= SHORT_PACKED;
             let plain = compute(TaskArgs::Datum(d.clone()));
-            let packed = compute(TaskArgs::Packed(p));
+            let packed = compute(TaskArgs::Packed(Packed::new(&d)));
             let bytes = ToWorker::encode_batch(&vec![packed.clone()]);
             let plain_bytes = ToWorker::encode_batch(&vec![plain.clone()]);
             assert_eq!(bytes.as_slice(), plain_bytes.as_slice(), "{d:?}");
-            assert_eq!(ToWorker::decode_batch(&bytes).unwrap(), vec![plain.clone()]);
+            let back = ToWorker::decode_batch(&bytes).unwrap();
+            assert_eq!(back, vec![plain.clone()]);
+            assert!(
+                matches!(&back[0], ToWorker::Compute(c) if matches!(c.args, TaskArgs::Packed(_))),
+                "read back packed"
+            );
             for (m, what) in [(&plain, "plain"), (&packed, "packed")] {
                 let estimate = WireSize::wire_size(m);
                 assert!(bytes.len() <= estimate, "{what} {d:?}");
                 assert!(
-                    estimate <= 2 * bytes.len() + 256 + 24 * SHORT_PACKED,
+                    estimate <= 2 * bytes.len() + 256,
                     "{what}: {estimate} for {}",
                     bytes.len()
                 );
             }
-            // A short encoding is counted as a node a byte, unscanned; a longer one
-            // exactly as its datum.
-            if short {
-                let counted = 16 + 24 * Packed::new(&d).bytes().len();
-                assert_eq!(args_wire_size(&TaskArgs::Packed(Packed::new(&d))), counted);
-                assert!(counted >= datum_wire_size(&d), "{d:?}");
-            } else {
-                assert_eq!(WireSize::wire_size(&packed), WireSize::wire_size(&plain));
-            }
+            assert_eq!(WireSize::wire_size(&packed), WireSize::wire_size(&plain));
         }
     }
 
@@ -443,8 +444,9 @@ mod maps {
                         Datum::Str("x".repeat(i as usize % 40)),
                         Datum::Buf(i as u32 % 2),
                     ])
+                    .into()
                 })
-                .collect::<Vec<_>>()
+                .collect::<Vec<crate::packed::TaskArgs>>()
         };
         for (n, long) in [(0, 1), (1, 1), (1000, 1), (0, 2000), (3, 2000)] {
             let m = ToScheduler::Map(Box::new(MapMsg {
@@ -482,7 +484,7 @@ mod maps {
         let bufs: Vec<_> = m
             .args
             .iter()
-            .map(|a| match a {
+            .map(|a| match a.datum().into_owned() {
                 Datum::List(l) => l[2].clone(),
                 _ => unreachable!(),
             })

@@ -201,7 +201,7 @@ impl Datum {
         self.to_value_at(bufs, deps, 0)
     }
 
-    fn to_value_at<P: AsPayload>(
+    pub(crate) fn to_value_at<P: AsPayload>(
         &self,
         bufs: &[P],
         deps: &[&Value],
@@ -306,6 +306,15 @@ impl Datum {
         match self {
             Datum::Ref(i) => u64::from(*i) + 1,
             Datum::List(l) => l.iter().map(Datum::max_ref).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    /// One past the largest buffer index in this datum (0 if none).
+    pub fn max_buf(&self) -> u64 {
+        match self {
+            Datum::Buf(i) => u64::from(*i) + 1,
+            Datum::List(l) => l.iter().map(Datum::max_buf).max().unwrap_or(0),
             _ => 0,
         }
     }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rask_proto::msg::{ComputeMsg, DepLoc, Resource};
+use rask_proto::packed::TaskArgs;
 use rask_proto::{ClientId, Datum, TaskId, WorkerId};
 
 /// The largest size of one value the core counts (16 TiB): a worker's report of more is
@@ -96,9 +97,9 @@ pub struct NewMap {
     pub first: u64,
     /// The op each task runs.
     pub op: String,
-    /// Each task's arguments (`Datum::Buf(i)` is the task's `bufs[i]`) and their byte
-    /// payloads.
-    pub args: Vec<(Datum, Vec<Bytes>)>,
+    /// Each task's arguments (`Datum::Buf(i)` is the task's `bufs[i]`), packed as a
+    /// client sends them or not, and their byte payloads.
+    pub args: Vec<(TaskArgs, Vec<Bytes>)>,
     /// What a worker must offer to run each task.
     pub resources: Vec<Resource>,
     /// As [`NewTask::code`], for every task.
@@ -134,7 +135,7 @@ impl NewMap {
             .map(|((args, bufs), key)| NewTask {
                 key: key.clone(),
                 op: self.op.clone(),
-                args,
+                args: args.into_datum(),
                 bufs,
                 deps: Vec::new(),
                 resources: self.resources.clone(),

@@ -1,21 +1,12 @@
 //! Checks of a submitted graph before anything changes: unknown ops, dependencies and
 //! keys, duplicate keys, cycles, references; its tasks in topological order.
 
-use rask_proto::{Datum, TaskId};
+use rask_proto::TaskId;
 use rustc_hash::FxHashMap;
 
 use crate::api::GraphError;
 use crate::api::NewTask;
 use crate::core::SchedulerCore;
-
-/// The largest buffer index `d` refers to, plus one (0 if none).
-pub(crate) fn max_buf(d: &Datum) -> u64 {
-    match d {
-        Datum::Buf(i) => u64::from(*i) + 1,
-        Datum::List(l) => l.iter().map(max_buf).max().unwrap_or(0),
-        _ => 0,
-    }
-}
 
 /// A graph found sound by [`SchedulerCore::check_graph`], with what the check learned of
 /// it, so that adding it looks up no key twice.
@@ -97,7 +88,7 @@ impl SchedulerCore {
                     count: t.deps.len(),
                 });
             }
-            let max_buf = max_buf(&t.args);
+            let max_buf = t.args.max_buf();
             if max_buf > t.bufs.len() as u64 {
                 return Err(GraphError::BadBuffer {
                     key: t.key.clone(),

@@ -8,7 +8,6 @@ use rask_proto::{ClientId, TaskId};
 
 use crate::api::{GraphError, NewMap};
 use crate::core::SchedulerCore;
-use crate::graph::max_buf;
 use crate::state::TaskExtra;
 use crate::story::Why;
 use crate::TaskState;
@@ -68,7 +67,14 @@ impl SchedulerCore {
             }
             let group = *prefix_id.get_or_insert_with(|| self.prefix_id(&key, op));
             let extra = TaskExtra::of(bufs, resources.clone(), code);
-            let task = self.new_task(Arc::from(key.as_str()), op, group, &args, [].into(), extra);
+            let task = self.new_task(
+                Arc::from(key.as_str()),
+                op,
+                group,
+                args.into_packed(),
+                [].into(),
+                extra,
+            );
             let id = self.tasks.next_id();
             self.put_new(id, false, i, task, Some((&prefix, n)));
             created.push(id);
@@ -110,7 +116,7 @@ impl SchedulerCore {
                     count: 0,
                 });
             }
-            let max_buf = max_buf(args);
+            let max_buf = args.max_buf();
             if max_buf > bufs.len() as u64 && !known(i) {
                 return Err(GraphError::BadBuffer {
                     key: map.key(i),

@@ -273,7 +273,14 @@ impl SchedulerCore {
             let prefix = self.prefix_id(&nt.key, op);
             let resources = self.resource_ids(&nt.resources);
             let extra = TaskExtra::of(nt.bufs, resources, nt.code);
-            let task = self.new_task(nt.key.into(), op, prefix, &nt.args, deps, extra);
+            let task = self.new_task(
+                nt.key.into(),
+                op,
+                prefix,
+                Packed::new(&nt.args),
+                deps,
+                extra,
+            );
             self.put_new(id, explicit.is_some(), i, task, None);
             ids_at[i] = Some(id);
             created.push(id);
@@ -312,7 +319,7 @@ impl SchedulerCore {
         key: Arc<str>,
         op: u32,
         prefix: u32,
-        args: &Datum,
+        args: Packed,
         deps: Box<[TaskId]>,
         extra: Option<Box<TaskExtra>>,
     ) -> Task {
@@ -320,7 +327,7 @@ impl SchedulerCore {
             key,
             op,
             prefix,
-            args: Packed::new(args),
+            args,
             deps,
             dependents: Few::default(),
             state: TaskState::Released,

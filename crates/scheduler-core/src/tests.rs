@@ -14,7 +14,7 @@ fn map(prefix: &str, first: u64, n: i64) -> crate::api::NewMap {
         first,
         op: "inc".into(),
         args: (0..n)
-            .map(|i| (Datum::List(vec![Datum::Int(i)]), vec![]))
+            .map(|i| (Datum::List(vec![Datum::Int(i)]).into(), vec![]))
             .collect(),
         resources: vec![],
         code: None,

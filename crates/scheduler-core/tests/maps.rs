@@ -28,10 +28,10 @@ fn map(first: u64, n: usize) -> NewMap {
         args: (0..n)
             .map(|i| match i % 3 {
                 0 => (
-                    Datum::List(vec![Datum::Int(i as i64), Datum::Buf(0)]),
+                    Datum::List(vec![Datum::Int(i as i64), Datum::Buf(0)]).into(),
                     vec![Bytes::from(vec![i as u8; 3])],
                 ),
-                _ => (Datum::List(vec![Datum::Int(i as i64)]), vec![]),
+                _ => (Datum::List(vec![Datum::Int(i as i64)]).into(), vec![]),
             })
             .collect(),
         resources: vec![],
@@ -144,8 +144,8 @@ fn a_map_is_refused_as_its_graph_is_and_nothing_changes() {
         (
             NewMap {
                 args: vec![
-                    (Datum::List(vec![Datum::Int(1)]), vec![]),
-                    (Datum::List(vec![Datum::Ref(0)]), vec![]),
+                    (Datum::List(vec![Datum::Int(1)]).into(), vec![]),
+                    (Datum::List(vec![Datum::Ref(0)]).into(), vec![]),
                 ],
                 ..map(0, 0)
             },
@@ -153,7 +153,7 @@ fn a_map_is_refused_as_its_graph_is_and_nothing_changes() {
         ),
         (
             NewMap {
-                args: vec![(Datum::List(vec![Datum::Buf(1)]), vec![Bytes::new()])],
+                args: vec![(Datum::List(vec![Datum::Buf(1)]).into(), vec![Bytes::new()])],
                 ..map(0, 0)
             },
             "refers to buffer 1 but has 1",
@@ -227,7 +227,7 @@ fn keys_of_maps_and_graphs_released_in_any_order_stay_indexed() {
                     first,
                     op: "inc".into(),
                     args: (0..n)
-                        .map(|i| (Datum::List(vec![Datum::Int(i as i64)]), vec![]))
+                        .map(|i| (Datum::List(vec![Datum::Int(i as i64)]).into(), vec![]))
                         .collect(),
                     resources: vec![],
                     code: None,

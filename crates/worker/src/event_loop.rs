@@ -112,7 +112,7 @@ impl State {
                 let mut computes = Vec::new();
                 for m in msgs {
                     match m {
-                        ToWorker::Compute(mut c) => match c.args.datum_mut().localize(&bufs) {
+                        ToWorker::Compute(mut c) => match c.args.localize(&bufs) {
                             Ok(own) => {
                                 trace!(target: "rask_worker::steps", task = c.task.0, deps = ?c.deps, "compute");
                                 computes.push(c.task);
@@ -396,11 +396,7 @@ impl State {
             let store = self.store.lock().expect("store lock");
             let deps: Option<Vec<&Value>> = spec.deps.iter().map(|d| store.get(&d.task)).collect();
             match deps {
-                Some(deps) => spec
-                    .args
-                    .datum()
-                    .to_value(&bufs, &deps)
-                    .map_err(|e| e.to_string()),
+                Some(deps) => spec.args.to_value(&bufs, &deps).map_err(|e| e.to_string()),
                 None => Err("internal: an input is not in the store".into()),
             }
         };

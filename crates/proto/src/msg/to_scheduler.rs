@@ -45,7 +45,7 @@ wire! {
         /// Registered op name.
         pub op: String,
         /// Each task's arguments (no `Datum::Ref`: a map's tasks read no other task).
-        pub args: Vec<Datum>,
+        pub args: Vec<TaskArgs>,
         /// Resources each task needs to run, e.g. `gpu = 1`.
         pub resources: Vec<Resource>,
     }

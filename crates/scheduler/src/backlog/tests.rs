@@ -208,7 +208,7 @@ fn a_batch_counts_tasks_and_keys_and_splits_between_messages() {
             prefix: "m".into(),
             first: 0,
             op: "inc".into(),
-            args: vec![Datum::Int(1); n],
+            args: vec![Datum::Int(1).into(); n],
             resources: Vec::new(),
         }))
     };
