@@ -273,7 +273,7 @@ fn a_client_told_a_value_200000_levels_deep_gets_an_error_and_lives() {
                     task: TaskId(1),
                     nbytes: 8,
                     holders: vec![],
-                    value: Some(d),
+                    value: Some(rask_proto::packed::Packed::new(&d)),
                 }]
             },
             |m| encode_header(m).to_vec(),

@@ -23,6 +23,7 @@ use rask_proto::msg::*;
 use rask_proto::observe::{
     ActivityKind, ActivityMsg, PeerBytesMsg, TaskStreamEntryMsg, TransitionMsg,
 };
+use rask_proto::packed::Packed;
 use rask_proto::{Arg, Datum, DeviceLoc, TaskId, Value, WorkerId, MAX_DEPTH};
 use serde::Serialize;
 use tokio::io::AsyncReadExt;
@@ -247,7 +248,7 @@ fn finished(task: u64, value: Option<Datum>) -> ToScheduler {
         nbytes: 8,
         duration_us: 120,
         fetch_us: 900,
-        value,
+        value: value.as_ref().map(Packed::new),
     })
 }
 
@@ -626,7 +627,7 @@ fn main() {
             nbytes: u64::MAX,
             duration_us: u64::MAX,
             fetch_us: u64::MAX,
-            value: Some(nested(MAX_DEPTH)),
+            value: Some(Packed::new(&nested(MAX_DEPTH))),
         })]),
     );
     for (n, b) in truncations(&graph_frame) {
@@ -776,10 +777,10 @@ fn main() {
             task: TaskId(2),
             nbytes: 8,
             holders: vec![holder.worker],
-            value: Some(Datum::List(vec![
+            value: Some(Packed::new(&Datum::List(vec![
                 Datum::Float(5.5),
                 Datum::Str("ok".into()),
-            ])),
+            ]))),
         },
         ToClient::MapInMemory {
             prefix: "inc".into(),
@@ -789,7 +790,7 @@ fn main() {
                     n: 0,
                     task: TaskId(3),
                     nbytes: 8,
-                    value: Some(Datum::Int(1)),
+                    value: Some(Packed::new(&Datum::Int(1))),
                 },
                 MapNews {
                     n: 1,

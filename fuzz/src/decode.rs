@@ -15,6 +15,7 @@ use rask_proto::msg::{
     check_versions, AuthProof, Hello, HelloReply, PeerMsg, ToClient, ToScheduler, ToWorker,
     WireMessage,
 };
+use rask_proto::packed::{Packed, TaskArgs};
 use rask_proto::{Datum, Value, MAX_DEPTH};
 use serde::{Deserialize, Serialize};
 
@@ -152,6 +153,38 @@ fn rebuild(d: &Datum, bufs: &[Bytes], deps: usize) -> Option<Value> {
     Some(v)
 }
 
+/// A packed datum's value, made as a receiver makes it (it must be the value of the
+/// datum it unpacks to: the two readings of one packing agree).
+fn rebuild_packed(p: &Packed, bufs: &[Bytes], deps: usize) -> Option<Value> {
+    let inputs: Vec<Value> = (0..deps.min(64)).map(|i| Value::Int(i as i64)).collect();
+    let refs: Vec<&Value> = inputs.iter().collect();
+    let direct = p.to_value(bufs, &refs);
+    let unpacked = p.unpack().to_value(bufs, &refs);
+    assert_eq!(
+        format!("{direct:?}"),
+        format!("{unpacked:?}"),
+        "a packing's value is its datum's"
+    );
+    let v = direct.ok()?;
+    value_checks(&v);
+    Some(v)
+}
+
+/// A task's arguments moved out of the frame's buffers and their value made, as the
+/// scheduler checks a map's and a worker runs a compute's.
+fn rebuild_args(mut args: TaskArgs, bufs: &[Bytes], deps: usize) {
+    let (max_buf, max_ref) = (args.max_buf(), args.max_ref());
+    let datum = args.datum().into_owned();
+    assert_eq!((max_buf, max_ref), (datum.max_buf(), datum.max_ref()));
+    if let Ok(own) = args.localize(bufs) {
+        if let TaskArgs::Packed(p) = &args {
+            rebuild_packed(p, &own, deps);
+        } else {
+            rebuild(&args.datum(), &own, deps);
+        }
+    }
+}
+
 /// Batches of messages to the scheduler, from clients and workers: a graph's task
 /// arguments moved out of the frame's buffers (as the scheduler does), results and
 /// program parts found in them.
@@ -175,9 +208,14 @@ pub fn to_scheduler(data: &[u8]) {
                         }
                     }
                 }
+                ToScheduler::Map(m) => {
+                    for a in m.args {
+                        rebuild_args(a, bufs, 0);
+                    }
+                }
                 ToScheduler::TaskFinished(f) => {
                     if let Some(v) = &f.value {
-                        rebuild(v, &[], 0);
+                        rebuild_packed(v, &[], 0);
                     }
                 }
                 ToScheduler::ProgramPart { buf, .. } => {
@@ -195,11 +233,7 @@ pub fn to_worker(data: &[u8]) {
     batches::<ToWorker>(data, |msgs, bufs| {
         for m in msgs {
             match m {
-                ToWorker::Compute(mut c) => {
-                    if let Ok(own) = c.args.datum_mut().localize(bufs) {
-                        rebuild(&c.args.datum(), &own, c.deps.len());
-                    }
-                }
+                ToWorker::Compute(c) => rebuild_args(c.args, bufs, c.deps.len()),
                 ToWorker::ProgramPart { buf, .. } => {
                     let _ = bufs.get(buf as usize);
                 }
@@ -214,10 +248,12 @@ pub fn to_client(data: &[u8]) {
     batches::<ToClient>(data, |msgs, bufs| {
         for m in msgs {
             match &m {
-                ToClient::KeyInMemory { value: Some(v), .. } => drop(rebuild(v, bufs, 0)),
+                ToClient::KeyInMemory { value: Some(v), .. } => {
+                    drop(rebuild_packed(v, bufs, 0))
+                }
                 ToClient::MapInMemory { keys, .. } => {
                     for v in keys.iter().filter_map(|k| k.value.as_ref()) {
-                        drop(rebuild(v, bufs, 0));
+                        drop(rebuild_packed(v, bufs, 0));
                     }
                 }
                 _ => {}

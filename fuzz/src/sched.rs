@@ -34,6 +34,7 @@ use rask_proto::msg::{
     WireMessage, MAX_RELEASE_RUN_KEYS,
 };
 use rask_proto::observe::ActivityKind;
+use rask_proto::packed::Packed;
 use rask_proto::{ClientId, Datum, LinkClass, TaskId, WorkerId};
 use rask_scheduler_core::{
     Action, Activity, CoreConfig, NewMap, NewTask, SchedulerCore, SpillDirection, StreamKind,
@@ -680,7 +681,7 @@ impl Harness {
                         nbytes: a as u64,
                         duration_us: b as u64,
                         fetch_us: u64::from(a) << 10,
-                        value: (a & 1 != 0).then_some(Datum::Int(b as i64)),
+                        value: (a & 1 != 0).then(|| Packed::new(&Datum::Int(b as i64))),
                         run: c.run,
                     }),
                     1 => ToScheduler::TaskErred(TaskErredMsg {

@@ -19,6 +19,7 @@ use std::collections::{HashMap, HashSet};
 use bytes::Bytes;
 use rask_proto::frame;
 use rask_proto::msg::{ComputeMsg, DepLoc, TaskFinishedMsg, ToScheduler, ToWorker, WireMessage};
+use rask_proto::packed::Packed;
 use rask_proto::{Datum, TaskId, WorkerId};
 use rask_worker_core::{Assigned, Finished, Instruction, WorkerCore};
 
@@ -358,7 +359,7 @@ impl Harness {
                         nbytes,
                         duration_us,
                         fetch_us,
-                        value: with_value.then_some(Datum::Int(1)),
+                        value: with_value.then(|| Packed::new(&Datum::Int(1))),
                         run,
                     })),
                     Instruction::Send(m) => pass_on(m),

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use rask_proto::msg::{map_key, Holder, TaskError, ToClient};
-use rask_proto::{Datum, TaskId, Value, WorkerId};
+use rask_proto::packed::Packed;
+use rask_proto::{TaskId, Value, WorkerId};
 use rask_transport::Batch;
 use rustc_hash::FxHashMap as HashMap;
 use tokio::sync::oneshot;
@@ -290,10 +291,10 @@ fn in_memory(
     e: &mut KeyEntry,
     task: TaskId,
     holder: Option<WorkerId>,
-    value: Option<Datum>,
+    value: Option<Packed>,
 ) -> bool {
     let value = value
-        .and_then(|d| d.to_value(&[], &[]).ok())
+        .and_then(|p| p.to_value::<bytes::Bytes>(&[], &[]).ok())
         .map(Carried::new);
     e.status = Status::Memory {
         task,

@@ -186,7 +186,7 @@ mod tests {
                 nbytes: 5 << 30,
                 duration_us: 17,
                 fetch_us: 250,
-                value: Some(Datum::Str("x".into())),
+                value: Some(crate::packed::Packed::new(&Datum::Str("x".into()))),
                 run: 3,
             }),
             ToScheduler::UpdateGraph(UpdateGraphMsg {

@@ -31,7 +31,7 @@ use crate::{AsPayload, Datum, ProtoError, Value};
 
 mod wire;
 
-pub use wire::{ArchivedTaskArgs, TaskArgsResolver};
+pub use wire::{ArchivedPacked, PackedResolver};
 
 const NULL: u8 = 0;
 const FALSE: u8 = 1;
@@ -76,6 +76,21 @@ impl Packed {
             out.clear();
             encode(d, &mut out);
             let packed = Self::of(&out);
+            if out.capacity() > SCRATCH_KEPT {
+                *out = Vec::new();
+            }
+            packed
+        })
+    }
+
+    /// Packs a value holding no bytes (a small result, sent with the news of its key):
+    /// `None` for a value with a byte leaf, or nested deeper than [`MAX_DEPTH`] levels
+    /// (which [`Value::to_datum`] refuses too).
+    pub fn of_value(v: &Value) -> Option<Self> {
+        SCRATCH.with(|s| {
+            let mut out = s.borrow_mut();
+            out.clear();
+            let packed = encode_value(v, &mut out, 0).then(|| Self::of(&out));
             if out.capacity() > SCRATCH_KEPT {
                 *out = Vec::new();
             }
@@ -320,6 +335,39 @@ fn encode(d: &Datum, out: &mut Vec<u8>) {
             varint(u64::from(*i), out);
         }
     }
+}
+
+/// Writes `v`'s packing, as [`encode`] writes its datum's; false (with `out` part
+/// written) for a byte leaf, or a value nested past the limit.
+fn encode_value(v: &Value, out: &mut Vec<u8>, depth: usize) -> bool {
+    if depth > MAX_DEPTH {
+        return false;
+    }
+    match v {
+        Value::Null => out.push(NULL),
+        Value::Bool(false) => out.push(FALSE),
+        Value::Bool(true) => out.push(TRUE),
+        Value::Int(i) => {
+            out.push(INT);
+            varint(zigzag(*i), out);
+        }
+        Value::Float(f) => {
+            out.push(FLOAT);
+            out.extend_from_slice(&f.to_bits().to_le_bytes());
+        }
+        Value::Str(s) => {
+            out.push(STR);
+            varint(s.len() as u64, out);
+            out.extend_from_slice(s.as_bytes());
+        }
+        Value::List(items) => {
+            out.push(LIST);
+            varint(items.len() as u64, out);
+            return items.iter().all(|i| encode_value(i, out, depth + 1));
+        }
+        Value::Bytes(_) | Value::Device(_) => return false,
+    }
+    true
 }
 
 /// Reads what [`encode`] wrote; anything else is a broken invariant.

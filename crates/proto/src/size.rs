@@ -3,7 +3,7 @@
 //! layout: these estimates may change without changing the protocol's schema hash.
 
 use crate::msg::{Holder, PeerMsg, TaskSpec, ToClient, ToScheduler, ToWorker};
-use crate::packed::TaskArgs;
+use crate::packed::{Packed, TaskArgs};
 use crate::Datum;
 
 /// An upper estimate of a datum's archived size.
@@ -26,6 +26,11 @@ pub fn args_wire_size(a: &TaskArgs) -> usize {
         TaskArgs::Datum(d) => packed_len(d),
         TaskArgs::Packed(p) => p.bytes().len(),
     }
+}
+
+/// An upper estimate of a packed datum's archived size.
+pub fn packed_wire_size(p: &Packed) -> usize {
+    16 + p.bytes().len()
 }
 
 /// The length of `d`'s packing, without packing it. Recursive: the datums sent are made
@@ -100,7 +105,7 @@ impl WireSize for ToClient {
                 holders,
                 value,
                 ..
-            } => 96 + key.len() + 8 * holders.len() + value.as_ref().map_or(0, datum_wire_size),
+            } => 96 + key.len() + 8 * holders.len() + value.as_ref().map_or(0, packed_wire_size),
             ToClient::MapInMemory {
                 prefix,
                 holders,
@@ -110,7 +115,7 @@ impl WireSize for ToClient {
                     + 8 * holders.len()
                     + keys
                         .iter()
-                        .map(|k| 48 + k.value.as_ref().map_or(0, datum_wire_size))
+                        .map(|k| 48 + k.value.as_ref().map_or(0, packed_wire_size))
                         .sum::<usize>()
             }
             ToClient::Workers { holders } => 64 + holders_wire_size(holders),
@@ -261,6 +266,7 @@ impl WireSize for ToScheduler {
             ToScheduler::DeviceLost { message } => 128 + message.len(),
             ToScheduler::ReplicasAcquired { tasks } => 128 + tasks.len() * 8,
             ToScheduler::Story { key, .. } => 64 + key.len(),
+            ToScheduler::TaskFinished(f) => 128 + f.value.as_ref().map_or(0, packed_wire_size),
             _ => 256,
         }
     }
@@ -354,7 +360,9 @@ mod tests {
                         n: u64::MAX - n,
                         task: TaskId(n << 32 | n),
                         nbytes: n,
-                        value: values[n as usize % values.len()].clone(),
+                        value: values[n as usize % values.len()]
+                            .as_ref()
+                            .map(crate::packed::Packed::new),
                     })
                     .collect(),
             };

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rask_proto::msg::{ComputeMsg, DepLoc, Resource};
-use rask_proto::packed::TaskArgs;
+use rask_proto::packed::{Packed, TaskArgs};
 use rask_proto::{ClientId, Datum, TaskId, WorkerId};
 
 /// The largest size of one value the core counts (16 TiB): a worker's report of more is
@@ -252,7 +252,7 @@ pub enum Action {
         /// The workers holding it.
         holders: Vec<WorkerId>,
         /// The value, when the worker reported it inline.
-        value: Option<Datum>,
+        value: Option<Packed>,
     },
     /// Tell a client that a key it wants failed.
     KeyErred {

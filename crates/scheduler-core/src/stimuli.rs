@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use rask_proto::msg::Resource;
-use rask_proto::{ClientId, Datum, TaskId, WorkerId};
+use rask_proto::{ClientId, TaskId, WorkerId};
 use rustc_hash::FxHashMap;
 
 use crate::api::Action;
@@ -398,7 +398,7 @@ impl SchedulerCore {
         nbytes: u64,
         duration_us: u64,
         fetch_us: u64,
-        value: Option<Datum>,
+        value: Option<Packed>,
     ) {
         self.begin(Why::TaskFinished, Some(worker));
         let current = self.tasks.get(&t).is_some_and(|task| {

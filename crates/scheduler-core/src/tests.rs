@@ -1,6 +1,7 @@
 //! Unit tests of the core's internals.
 
 use rask_proto::msg::Resource;
+use rask_proto::packed::Packed;
 use rask_proto::{ClientId, Datum};
 
 use crate::api::CoreConfig;
@@ -493,8 +494,9 @@ fn a_value_reported_inline_reaches_every_client_that_wants_it() {
         }
         let t = s.task_id(key).unwrap();
         s.take_actions();
-        s.on_task_finished(w, t, 8, 10, 0, Some(Datum::List(vec![Datum::Int(5)])));
-        let told: Vec<(ClientId, Option<Datum>)> = s
+        let five = Some(Packed::new(&Datum::List(vec![Datum::Int(5)])));
+        s.on_task_finished(w, t, 8, 10, 0, five.clone());
+        let told: Vec<(ClientId, Option<Packed>)> = s
             .take_actions()
             .into_iter()
             .filter_map(|act| match act {
@@ -502,8 +504,7 @@ fn a_value_reported_inline_reaches_every_client_that_wants_it() {
                 _ => None,
             })
             .collect();
-        let five = Some(Datum::List(vec![Datum::Int(5)]));
-        let want: Vec<(ClientId, Option<Datum>)> =
+        let want: Vec<(ClientId, Option<Packed>)> =
             wanters.iter().map(|c| (*c, five.clone())).collect();
         assert_eq!(told, want, "{key}");
     }

@@ -2,7 +2,8 @@
 //! per pair, and the release of what is no longer needed. Ready tasks are placed by
 //! `dispatch`.
 
-use rask_proto::{ClientId, Datum, TaskId, WorkerId};
+use rask_proto::packed::Packed;
+use rask_proto::{ClientId, TaskId, WorkerId};
 
 use crate::api::Action;
 use crate::core::SchedulerCore;
@@ -407,7 +408,7 @@ impl SchedulerCore {
         t: TaskId,
         worker: WorkerId,
         nbytes: u64,
-        value: Option<Datum>,
+        value: Option<Packed>,
     ) {
         let task = self
             .tasks
@@ -453,7 +454,7 @@ impl SchedulerCore {
         self.check_release(t);
     }
 
-    pub(crate) fn notify_memory(&mut self, t: TaskId, mut value: Option<Datum>) {
+    pub(crate) fn notify_memory(&mut self, t: TaskId, mut value: Option<Packed>) {
         let task = &self.tasks[&t];
         let last = task.who_wants.as_slice().len().saturating_sub(1);
         for (i, c) in task.who_wants.iter().enumerate() {

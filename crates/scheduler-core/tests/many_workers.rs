@@ -34,7 +34,14 @@ fn computes(s: &mut SchedulerCore) -> Vec<(WorkerId, TaskId)> {
 }
 
 fn finish(s: &mut SchedulerCore, w: WorkerId, t: TaskId, nbytes: u64) {
-    s.on_task_finished(w, t, nbytes, 1_000, 0, Some(Datum::Int(1)));
+    s.on_task_finished(
+        w,
+        t,
+        nbytes,
+        1_000,
+        0,
+        Some(rask_proto::packed::Packed::new(&Datum::Int(1))),
+    );
     s.validate();
 }
 

@@ -60,7 +60,14 @@ fn run_alike(a: &mut SchedulerCore, b: &mut SchedulerCore) {
         }
         for (w, t) in computes {
             for s in [&mut *a, &mut *b] {
-                s.on_task_finished(w, t, 8, 3, 0, Some(Datum::Int(t.0 as i64)));
+                s.on_task_finished(
+                    w,
+                    t,
+                    8,
+                    3,
+                    0,
+                    Some(rask_proto::packed::Packed::new(&Datum::Int(t.0 as i64))),
+                );
             }
         }
     }
@@ -271,7 +278,14 @@ fn keys_of_maps_and_graphs_released_in_any_order_stay_indexed() {
                     })
                     .collect();
                 for (w, t) in computes {
-                    s.on_task_finished(w, t, 8, 3, 0, Some(Datum::Int(1)));
+                    s.on_task_finished(
+                        w,
+                        t,
+                        8,
+                        3,
+                        0,
+                        Some(rask_proto::packed::Packed::new(&Datum::Int(1))),
+                    );
                 }
             }
         }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use rask_proto::msg::{split_map_key, DepLoc, MapNews, TaskError, ToClient, ToWorker};
-use rask_proto::{ClientId, Datum, TaskId, WorkerId};
+use rask_proto::packed::Packed;
+use rask_proto::{ClientId, TaskId, WorkerId};
 use rask_scheduler_core::Action;
 use rustc_hash::FxHashMap;
 use tracing::info;
@@ -82,7 +83,7 @@ impl Outboxes {
         task: TaskId,
         nbytes: u64,
         holders: Vec<WorkerId>,
-        value: Option<Datum>,
+        value: Option<Packed>,
         room: usize,
     ) {
         let Some((prefix, n)) = split_map_key(&key) else {
@@ -325,6 +326,7 @@ pub(crate) fn error_msg(e: &Arc<rask_scheduler_core::TaskFailure>) -> TaskError 
 mod tests {
     use super::{note_size, room, Outboxes, MAP_NEWS_MAX};
     use rask_proto::msg::{MapNews, ToClient};
+    use rask_proto::packed::Packed;
     use rask_proto::{ClientId, Datum, TaskId, WorkerId};
 
     /// What a client's list says, briefly: a map's news as its prefix, holders and
@@ -362,7 +364,7 @@ mod tests {
                 TaskId(7),
                 8,
                 w(holders),
-                Some(Datum::Int(3)),
+                Some(Packed::new(&Datum::Int(3))),
                 2,
             )
         };
@@ -399,7 +401,7 @@ mod tests {
                 n: 5,
                 task: TaskId(7),
                 nbytes: 8,
-                value: Some(Datum::Int(3)),
+                value: Some(Packed::new(&Datum::Int(3))),
             }
         );
     }

@@ -26,7 +26,7 @@ use crate::executor::Exec;
 use crate::executor::Job;
 use crate::executor::INLINE_SLICE;
 use crate::peers::Peer;
-use crate::store::inline_datum;
+use crate::store::inline_value;
 use crate::store::Store;
 
 /// The main loop's state.
@@ -328,7 +328,7 @@ impl State {
                         let value = with_value
                             .then(|| {
                                 let store = self.store.lock().expect("store lock");
-                                store.get(&task).and_then(inline_datum)
+                                store.get(&task).and_then(inline_value)
                             })
                             .flatten();
                         let m = ToScheduler::TaskFinished(rask_proto::msg::TaskFinishedMsg {

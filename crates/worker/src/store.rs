@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use rask_proto::msg::DataItem;
+use rask_proto::packed::Packed;
 use rask_proto::{Datum, IdMap, IpcBuffer, TaskId, Value};
 use tracing::warn;
 
@@ -68,11 +69,10 @@ pub(crate) fn lent(v: &Value) -> bool {
 /// The largest result reported inline with its completion.
 pub(crate) const INLINE_VALUE_MAX: u64 = 1024;
 
-/// A result's wire form if it is small and has no byte payload.
-pub(crate) fn inline_datum(v: &Value) -> Option<Datum> {
-    let bytes = |x: &Value| matches!(x, Value::Bytes(_) | Value::Device(_));
-    if v.nbytes() > INLINE_VALUE_MAX || v.any_leaf(&bytes) {
+/// A result packed to go with its report, if it is small and has no byte payload.
+pub(crate) fn inline_value(v: &Value) -> Option<Packed> {
+    if v.nbytes() > INLINE_VALUE_MAX {
         return None;
     }
-    v.to_datum(&mut Vec::new()).ok()
+    Packed::of_value(v)
 }

@@ -7,7 +7,7 @@
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::observe::{ActivityMsg, PeerBytesMsg, TaskPrefixMsg, TaskStreamEntryMsg, TransitionMsg};
-use crate::packed::TaskArgs;
+use crate::packed::{Packed, TaskArgs};
 use crate::{Datum, SharedStr, TaskId, WorkerId};
 
 /// Derives the traits every message type needs.

@@ -187,8 +187,9 @@ wire! {
         pub task: TaskId,
         /// See [`TaskFinishedMsg::nbytes`].
         pub nbytes: u64,
-        /// The value, when small enough to travel with the news.
-        pub value: Option<Datum>,
+        /// The value, when small enough to travel with the news (packed: the scheduler
+        /// hands it on as the worker sent it).
+        pub value: Option<Packed>,
     }
 
     /// Messages from the scheduler to a client.
@@ -223,8 +224,9 @@ wire! {
             /// The workers holding the value, each told to this client by a
             /// [`ToClient::Workers`] before.
             holders: Vec<WorkerId>,
-            /// The value, when small enough to travel with the news.
-            value: Option<Datum>,
+            /// The value, when small enough to travel with the news (packed: the scheduler
+        /// hands it on as the worker sent it).
+            value: Option<Packed>,
         },
         /// Keys the client wants of one map's form (`{prefix}-{n}`, as
         /// [`map_key`] writes them), computed and held by the same workers: the news

@@ -65,7 +65,7 @@ wire! {
         pub fetch_us: u64,
         /// The result itself, when the scheduler asked for it (a client waits on the key)
         /// and it is small: the client then needs no fetch from the worker.
-        pub value: Option<Datum>,
+        pub value: Option<Packed>,
         /// The run it reports ([`ComputeMsg::run`]): a report of an earlier run, sent
         /// before the worker heard that run was freed, is not taken for the current one.
         pub run: u32,

@@ -82,6 +82,19 @@ proptest! {
         }
     }
 
+    /// A value with no bytes packs as its datum does, and comes back as it was.
+    #[test]
+    fn a_value_packs_as_its_datum(d in datum()) {
+        let d = no_indices(d);
+        let v = d.to_value(&[], &[]).unwrap();
+        let p = Packed::of_value(&v).unwrap();
+        let as_datum = Packed::new(&v.to_datum(&mut Vec::new()).unwrap());
+        prop_assert_eq!(p.bytes(), as_datum.bytes());
+        let back = p.to_value::<Bytes>(&[], &[]).unwrap();
+        // Floats by their bits: a NaN is not equal to itself.
+        prop_assert_eq!(format!("{back:?}"), format!("{v:?}"));
+    }
+
     /// Every packing made here passes the check a peer's must.
     #[test]
     fn every_packing_passes_the_check(d in datum()) {
@@ -107,6 +120,39 @@ fn small_indices(d: Datum) -> Datum {
         Datum::List(l) => Datum::List(l.into_iter().map(small_indices).collect()),
         d => d,
     }
+}
+
+/// `d` with every buffer and reference made an integer: a datum whose value needs no
+/// frame and no inputs.
+fn no_indices(d: Datum) -> Datum {
+    match d {
+        Datum::Buf(i) | Datum::Ref(i) => Datum::Int(i64::from(i)),
+        Datum::List(l) => Datum::List(l.into_iter().map(no_indices).collect()),
+        d => d,
+    }
+}
+
+/// A value holding bytes, or nested past the limit, does not pack; one at the limit
+/// does.
+#[test]
+fn values_with_bytes_or_too_deep_do_not_pack() {
+    let bytes = Value::List(vec![Value::Int(1), Value::Bytes(Bytes::from_static(b"b"))]);
+    assert_eq!(Packed::of_value(&bytes), None);
+    let nested = |levels: usize| {
+        let mut v = Value::Int(1);
+        for _ in 0..levels {
+            v = Value::List(vec![v]);
+        }
+        v
+    };
+    assert!(Packed::of_value(&nested(MAX_DEPTH)).is_some());
+    assert_eq!(Packed::of_value(&nested(MAX_DEPTH + 1)), None);
+    assert!(nested(MAX_DEPTH + 1).to_datum(&mut Vec::new()).is_err());
+    // Nothing of a refused value is kept for the next.
+    assert_eq!(
+        Packed::of_value(&Value::Int(-2)).unwrap().bytes(),
+        Packed::new(&Datum::Int(-2)).bytes()
+    );
 }
 
 /// What a peer may not send as arguments is refused, naming what is wrong.
