@@ -10,7 +10,7 @@ use rask_proto::packed::{Packed, TaskArgs};
 use rask_proto::Value;
 
 use crate::client::ENCODE_HERE_FROM;
-use crate::graph::{args_datum, PART_TARGET};
+use crate::graph::PART_TARGET;
 use crate::typed::Submit;
 use crate::{Client, ClientError, Future, MAP_CHUNK};
 
@@ -72,7 +72,8 @@ impl Client {
             let (args, keep) = op.prepare(item)?;
             // The task's own inputs: its `Datum::Ref`s count from its first.
             let mut deps = Vec::new();
-            let datum = args_datum(&args, &mut deps, &mut chunk.bufs)
+            // Packed as they travel and as the scheduler keeps them, with no datum made.
+            let packed = Packed::of_args(&args, &mut deps, &mut chunk.bufs)
                 .map_err(|e| ClientError::Rejected(e.to_string()))?;
             if !deps.is_empty() && chunk.deps_start.is_empty() {
                 // The first task with inputs: those before it had none.
@@ -82,7 +83,7 @@ impl Client {
                 chunk.deps_start.push(chunk.deps.len());
                 chunk.deps.append(&mut deps);
             }
-            let args = TaskArgs::Packed(Packed::new(&datum));
+            let args = TaskArgs::Packed(packed);
             chunk.size += rask_proto::size::args_wire_size(&args);
             chunk.args.push(args);
             chunk.keep.push(keep);

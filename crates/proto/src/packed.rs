@@ -27,7 +27,7 @@ use bytes::Bytes;
 
 use crate::flat::Node;
 use crate::value::MAX_DEPTH;
-use crate::{AsPayload, Datum, ProtoError, Value};
+use crate::{Arg, AsPayload, Datum, ProtoError, Value};
 
 mod wire;
 
@@ -91,6 +91,30 @@ impl Packed {
             let mut out = s.borrow_mut();
             out.clear();
             let packed = encode_value(v, &mut out, 0).then(|| Self::of(&out));
+            if out.capacity() > SCRATCH_KEPT {
+                *out = Vec::new();
+            }
+            packed
+        })
+    }
+
+    /// The packing of a task's arguments as [`Arg::to_datum`] makes each (the list of
+    /// them packed as that list of datums would be), with no `Datum` built: keys named
+    /// go to `deps` once each, byte payloads to `bufs`.
+    pub fn of_args(
+        args: &[Arg],
+        deps: &mut Vec<String>,
+        bufs: &mut Vec<Bytes>,
+    ) -> Result<Self, ProtoError> {
+        SCRATCH.with(|s| {
+            let mut out = s.borrow_mut();
+            out.clear();
+            out.push(LIST);
+            varint(args.len() as u64, &mut out);
+            let packed = args
+                .iter()
+                .try_for_each(|a| encode_arg(a, &mut out, deps, bufs, 0))
+                .map(|()| Self::of(&out));
             if out.capacity() > SCRATCH_KEPT {
                 *out = Vec::new();
             }
@@ -335,6 +359,49 @@ fn encode(d: &Datum, out: &mut Vec<u8>) {
             varint(u64::from(*i), out);
         }
     }
+}
+
+/// Writes the packing of `a`'s datum ([`Arg::to_datum`], at `depth`).
+fn encode_arg(
+    a: &Arg,
+    out: &mut Vec<u8>,
+    deps: &mut Vec<String>,
+    bufs: &mut Vec<Bytes>,
+    depth: usize,
+) -> Result<(), ProtoError> {
+    if depth > MAX_DEPTH {
+        return Err(ProtoError::TooDeep(MAX_DEPTH));
+    }
+    match a {
+        Arg::Value(v) => {
+            let at = out.len();
+            // Most values hold no bytes: packed as they are. One that does goes as its
+            // datum, its bytes to the frame's buffers.
+            if !encode_value(v, out, 0) {
+                out.truncate(at);
+                encode(&v.to_datum(bufs)?, out);
+            }
+        }
+        Arg::Key(k) => {
+            let i = match deps.iter().position(|d| d == k) {
+                Some(i) => i,
+                None => {
+                    deps.push(k.clone());
+                    deps.len() - 1
+                }
+            };
+            out.push(REF);
+            varint(i as u64, out);
+        }
+        Arg::List(l) => {
+            out.push(LIST);
+            varint(l.len() as u64, out);
+            for a in l {
+                encode_arg(a, out, deps, bufs, depth + 1)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Writes `v`'s packing, as [`encode`] writes its datum's; false (with `out` part

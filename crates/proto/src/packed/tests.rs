@@ -95,6 +95,23 @@ proptest! {
         prop_assert_eq!(format!("{back:?}"), format!("{v:?}"));
     }
 
+    /// A task's arguments pack as the list of their datums does, naming the same keys
+    /// and buffers in the same order.
+    #[test]
+    fn arguments_pack_as_their_datums(args in prop::collection::vec(arg(), 0..5)) {
+        let (mut deps, mut bufs) = (Vec::new(), Vec::new());
+        let p = Packed::of_args(&args, &mut deps, &mut bufs).unwrap();
+        let (mut deps2, mut bufs2) = (Vec::new(), Vec::new());
+        let items: Vec<Datum> = args
+            .iter()
+            .map(|a| a.to_datum(&mut deps2, &mut bufs2).unwrap())
+            .collect();
+        let as_datums = Packed::new(&Datum::List(items));
+        prop_assert_eq!(p.bytes(), as_datums.bytes());
+        prop_assert_eq!(deps, deps2);
+        prop_assert_eq!(bufs, bufs2);
+    }
+
     /// Every packing made here passes the check a peer's must.
     #[test]
     fn every_packing_passes_the_check(d in datum()) {
@@ -120,6 +137,39 @@ fn small_indices(d: Datum) -> Datum {
         Datum::List(l) => Datum::List(l.into_iter().map(small_indices).collect()),
         d => d,
     }
+}
+
+fn arg() -> impl Strategy<Value = Arg> {
+    let leaf = prop_oneof![
+        any::<i64>().prop_map(|i| Arg::Value(Value::Int(i))),
+        ".{0,10}".prop_map(|s| Arg::Value(Value::Str(s))),
+        prop::collection::vec(any::<u8>(), 0..4)
+            .prop_map(|b| Arg::Value(Value::List(vec![Value::Null, Value::Bytes(b.into())]))),
+        "[a-c]".prop_map(Arg::Key),
+        any::<bool>().prop_map(|b| Arg::Value(Value::List(vec![Value::Bool(b)]))),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop::collection::vec(inner, 0..4).prop_map(Arg::List)
+    })
+}
+
+/// Arguments nested past the limit are refused, as their datums are.
+#[test]
+fn arguments_too_deep_are_refused() {
+    let mut a = Arg::from(1i64);
+    for _ in 0..=MAX_DEPTH {
+        a = Arg::List(vec![a]);
+    }
+    let err = Packed::of_args(std::slice::from_ref(&a), &mut Vec::new(), &mut Vec::new());
+    let want = a.to_datum(&mut Vec::new(), &mut Vec::new()).unwrap_err();
+    assert_eq!(err.unwrap_err().to_string(), want.to_string());
+    // A value too deep inside an argument: its datum is refused too.
+    let mut v = Value::Int(1);
+    for _ in 0..=MAX_DEPTH {
+        v = Value::List(vec![v]);
+    }
+    let err = Packed::of_args(&[Arg::Value(v)], &mut Vec::new(), &mut Vec::new());
+    assert!(matches!(err, Err(ProtoError::TooDeep(MAX_DEPTH))));
 }
 
 /// `d` with every buffer and reference made an integer: a datum whose value needs no
