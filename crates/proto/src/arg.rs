@@ -48,16 +48,7 @@ impl Arg {
         }
         Ok(match self {
             Arg::Value(v) => v.to_datum(bufs)?,
-            Arg::Key(k) => {
-                let i = match deps.iter().position(|d| d == k) {
-                    Some(i) => i,
-                    None => {
-                        deps.push(k.clone());
-                        deps.len() - 1
-                    }
-                };
-                Datum::Ref(i as u32)
-            }
+            Arg::Key(k) => Datum::Ref(dep_index(deps, k)),
             Arg::List(l) => Datum::List(
                 l.iter()
                     .map(|a| a.to_datum_at(deps, bufs, depth + 1))
@@ -65,6 +56,18 @@ impl Arg {
             ),
         })
     }
+}
+
+/// The index of key `k` among a task's inputs `deps`, added there if it is not yet.
+pub(crate) fn dep_index(deps: &mut Vec<String>, k: &str) -> u32 {
+    let i = match deps.iter().position(|d| d == k) {
+        Some(i) => i,
+        None => {
+            deps.push(k.to_string());
+            deps.len() - 1
+        }
+    };
+    i as u32
 }
 
 impl<T: Into<Value>> From<T> for Arg {

@@ -69,17 +69,9 @@ const _: () = assert!(std::mem::size_of::<Packed>() == 24);
 impl Packed {
     /// Packs `d`.
     pub fn new(d: &Datum) -> Self {
-        // Encoded into a buffer kept per thread: most encodings are short and kept
-        // inline, and a buffer allocated for each would be an allocation per task.
-        SCRATCH.with(|s| {
-            let mut out = s.borrow_mut();
-            out.clear();
-            encode(d, &mut out);
-            let packed = Self::of(&out);
-            if out.capacity() > SCRATCH_KEPT {
-                *out = Vec::new();
-            }
-            packed
+        written(|out| {
+            encode(d, out);
+            Self::of(out)
         })
     }
 
@@ -87,15 +79,7 @@ impl Packed {
     /// `None` for a value with a byte leaf, or nested deeper than [`MAX_DEPTH`] levels
     /// (which [`Value::to_datum`] refuses too).
     pub fn of_value(v: &Value) -> Option<Self> {
-        SCRATCH.with(|s| {
-            let mut out = s.borrow_mut();
-            out.clear();
-            let packed = encode_value(v, &mut out, 0).then(|| Self::of(&out));
-            if out.capacity() > SCRATCH_KEPT {
-                *out = Vec::new();
-            }
-            packed
-        })
+        written(|out| encode_value(v, out, 0).then(|| Self::of(out)))
     }
 
     /// The packing of a task's arguments as [`Arg::to_datum`] makes each (the list of
@@ -106,19 +90,12 @@ impl Packed {
         deps: &mut Vec<String>,
         bufs: &mut Vec<Bytes>,
     ) -> Result<Self, ProtoError> {
-        SCRATCH.with(|s| {
-            let mut out = s.borrow_mut();
-            out.clear();
+        written(|out| {
             out.push(LIST);
-            varint(args.len() as u64, &mut out);
-            let packed = args
-                .iter()
-                .try_for_each(|a| encode_arg(a, &mut out, deps, bufs, 0))
-                .map(|()| Self::of(&out));
-            if out.capacity() > SCRATCH_KEPT {
-                *out = Vec::new();
-            }
-            packed
+            varint(args.len() as u64, out);
+            args.iter()
+                .try_for_each(|a| encode_arg(a, out, deps, bufs, 0))
+                .map(|()| Self::of(out))
         })
     }
 
@@ -169,11 +146,9 @@ impl Packed {
         let mut r = Reader(self.bytes());
         let mut scan = Scan::default();
         while !r.0.is_empty() {
-            scan.nodes += 1;
             match r.byte() {
                 STR => {
-                    scan.strings += 1;
-                    scan.text += r.str().len();
+                    r.str();
                 }
                 BUF => scan.max_buf = scan.max_buf.max(r.varint() + 1),
                 REF => scan.max_ref = scan.max_ref.max(r.varint() + 1),
@@ -199,10 +174,6 @@ impl Packed {
 /// What [`Packed::scan`] counts.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Scan {
-    pub(crate) nodes: usize,
-    pub(crate) strings: usize,
-    /// The strings' bytes.
-    pub(crate) text: usize,
     /// One past the largest buffer index ([`Datum::max_ref`]'s count, for buffers).
     pub(crate) max_buf: u64,
     /// One past the largest reference ([`Datum::max_ref`]).
@@ -361,6 +332,22 @@ fn encode(d: &Datum, out: &mut Vec<u8>) {
     }
 }
 
+/// What `write` makes of a packing it writes into a buffer kept per thread, emptied
+/// first: most packings are short and kept inline, and a buffer allocated for each would
+/// be an allocation per task. The buffer's room is let go if one grew it past
+/// [`SCRATCH_KEPT`].
+fn written<R>(write: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    SCRATCH.with(|s| {
+        let mut out = s.borrow_mut();
+        out.clear();
+        let made = write(&mut out);
+        if out.capacity() > SCRATCH_KEPT {
+            *out = Vec::new();
+        }
+        made
+    })
+}
+
 /// Writes the packing of `a`'s datum ([`Arg::to_datum`], at `depth`).
 fn encode_arg(
     a: &Arg,
@@ -383,15 +370,8 @@ fn encode_arg(
             }
         }
         Arg::Key(k) => {
-            let i = match deps.iter().position(|d| d == k) {
-                Some(i) => i,
-                None => {
-                    deps.push(k.clone());
-                    deps.len() - 1
-                }
-            };
             out.push(REF);
-            varint(i as u64, out);
+            varint(u64::from(crate::arg::dep_index(deps, k)), out);
         }
         Arg::List(l) => {
             out.push(LIST);
