@@ -350,12 +350,14 @@ impl Client {
                 keys.iter().for_each(|k| st.keys.hold(k));
             }
         }
-        let future = |key: &Arc<str>| Future {
+        let first = map.map(|(_, first)| first);
+        let future = |(i, key): (usize, &Arc<str>)| Future {
             key: key.clone(),
+            number: first.map(|f| f + i as u64),
             client: self.clone(),
             decode,
         };
-        Ok(keys.iter().map(future).collect())
+        Ok(keys.iter().enumerate().map(future).collect())
     }
 
     /// The values of these futures, fetched from the workers holding them; blocks.
@@ -468,10 +470,10 @@ impl Client {
         }
     }
 
-    pub(crate) fn release(&self, key: &Arc<str>) {
+    pub(crate) fn release(&self, key: &Arc<str>, number: Option<u64>) {
         let mut st = self.inner.state();
         // The key's entry, if that was its last handle.
-        let Some((e, numbered)) = st.keys.release(key) else {
+        let Some((e, numbered)) = st.keys.release(key, number) else {
             return;
         };
         if e.waited {

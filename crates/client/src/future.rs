@@ -19,6 +19,9 @@ use crate::ClientError;
 /// last handle of a key releases it.
 pub struct Future<T = Value> {
     pub(crate) key: Arc<str>,
+    /// The number of its key when a map of this client's made it (`{prefix}-{n}`): its
+    /// release finds the key's slot without reading the number out of the text again.
+    pub(crate) number: Option<u64>,
     pub(crate) client: Client,
     /// Turns the task's value into a `T`.
     pub(crate) decode: fn(Value) -> Result<T, String>,
@@ -93,6 +96,7 @@ impl<T> Clone for Future<T> {
         }
         Future {
             key: self.key.clone(),
+            number: self.number,
             client: self.client.clone(),
             decode: self.decode,
         }
@@ -101,7 +105,7 @@ impl<T> Clone for Future<T> {
 
 impl<T> Drop for Future<T> {
     fn drop(&mut self) {
-        self.client.release(&self.key);
+        self.client.release(&self.key, self.number);
     }
 }
 

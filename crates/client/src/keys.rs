@@ -111,9 +111,17 @@ impl Keys {
     }
 
     /// One handle fewer on `key`: its entry, taken out, if that was the last, with the
-    /// key's prefix and number if it has a map's form and a block may hold it.
-    pub(crate) fn release<'k>(&mut self, key: &'k str) -> Option<Released<'k>> {
-        let numbered = self.numbered(key);
+    /// key's prefix and number if it has a map's form and a block may hold it. `number`:
+    /// the key's number, if known to be `{prefix}-{number}` (not read from the text).
+    pub(crate) fn release<'k>(
+        &mut self,
+        key: &'k str,
+        number: Option<u64>,
+    ) -> Option<Released<'k>> {
+        let numbered = match number {
+            Some(n) if !self.blocks.no_blocks() => Some((map_prefix(key, n), n)),
+            _ => self.numbered(key),
+        };
         if let Some((prefix, n)) = numbered {
             let last = |e: &mut KeyEntry| {
                 e.refs -= 1;
@@ -150,6 +158,14 @@ impl Keys {
         let blocks = self.blocks.iter().map(|(p, n, _)| map_key(p, n));
         table.chain(blocks).collect()
     }
+}
+
+/// The prefix of `key`, which is `{prefix}-{n}` as [`map_key`] writes it.
+fn map_prefix(key: &str, n: u64) -> &str {
+    let digits = n.checked_ilog10().map_or(1, |d| d as usize + 1);
+    let prefix = &key[..key.len() - digits - 1];
+    debug_assert_eq!(split(key), Some((prefix, n)), "a map key's number");
+    prefix
 }
 
 #[cfg(test)]
@@ -194,7 +210,10 @@ mod tests {
             if rand(2) == 0 {
                 if let Some(left) = model.get_mut(&name) {
                     *left -= 1;
-                    let gone = keys.release(&name);
+                    // Released by name, or with its number known (as a map's future
+                    // releases its key).
+                    let number = split(&name).filter(|_| rand(2) == 0).map(|(_, n)| n);
+                    let gone = keys.release(&name, number);
                     assert_eq!(gone.is_some(), *left == 0, "{name} at step {step}");
                     if *left == 0 {
                         model.remove(&name);
@@ -228,8 +247,8 @@ mod tests {
         keys.hold_map("q", 0, &names);
         assert_eq!(keys.table.get("q-3").map(|e| e.refs), Some(2));
         assert_eq!((keys.table.len(), keys.blocks.len()), (1, 4));
-        assert!(keys.release(&k).is_none());
-        assert!(keys.release(&k).is_some());
+        assert!(keys.release(&k, None).is_none());
+        assert!(keys.release(&k, None).is_some());
         assert_eq!(keys.len(), 4);
         // A map whose every key is held already leaves no block open.
         let mut keys = Keys::default();
