@@ -220,7 +220,9 @@ impl<T> MapKeys<T> {
         }
         let value = self.take_at(at, i);
         let spilled = match self.blocks.get(at) {
-            Some(b) if *b.prefix == *prefix && b.sparse() => {
+            // Sparse first: the prefix is compared (the block taken from may have closed,
+            // another moved to its place) only for a block that may close.
+            Some(b) if b.sparse() && *b.prefix == *prefix => {
                 let b = self.close(at);
                 self.len -= b.live;
                 let first = b.first;
