@@ -578,4 +578,30 @@ mod coming_back {
         };
         assert!(size(&m) <= m.wire_size());
     }
+
+    /// A task's report with its value (up to the 1 KiB a worker sends inline, and past
+    /// it) within its size estimate, and not a wild one.
+    #[test]
+    fn a_report_with_its_value_round_trips_within_its_size_estimate() {
+        use crate::msg::TaskFinishedMsg;
+        use crate::packed::Packed;
+        use crate::Datum;
+        for len in [0, 1, 200, 1024, 5000] {
+            let value = Packed::new(&Datum::Str("v".repeat(len)));
+            let m = ToScheduler::TaskFinished(TaskFinishedMsg {
+                task: TaskId(u64::MAX),
+                nbytes: u64::MAX,
+                duration_us: u64::MAX,
+                fetch_us: u64::MAX,
+                value: Some(value),
+                run: u32::MAX,
+            });
+            let (actual, estimate) = (size(&m), m.wire_size());
+            assert!(actual <= estimate, "{len}: {actual} > {estimate}");
+            assert!(
+                estimate <= 2 * actual + 256,
+                "{len}: {estimate} for {actual}"
+            );
+        }
+    }
 }
