@@ -164,10 +164,14 @@ impl Packed {
         scan
     }
 
-    /// Whether the datum names a buffer. Every buffer node begins with its tag byte:
-    /// with no such byte at all there is none, found without reading node by node.
-    fn has_buf(&self) -> bool {
-        self.bytes().contains(&BUF) && self.scan().max_buf > 0
+    /// One past the largest buffer index (0 with none). Every buffer node begins with
+    /// its tag byte: with no such byte at all there is none, found without reading node
+    /// by node.
+    fn max_buf(&self) -> u64 {
+        match self.bytes().contains(&BUF) {
+            true => self.scan().max_buf,
+            false => 0,
+        }
     }
 }
 
@@ -220,7 +224,7 @@ impl TaskArgs {
     /// [`Datum::localize`]; packed arguments that name no buffer stay packed.
     pub fn localize(&mut self, frame_bufs: &[Bytes]) -> Result<Vec<Bytes>, ProtoError> {
         match self {
-            TaskArgs::Packed(p) if !p.has_buf() => Ok(Vec::new()),
+            TaskArgs::Packed(p) if p.max_buf() == 0 => Ok(Vec::new()),
             _ => self.datum_mut().localize(frame_bufs),
         }
     }
@@ -245,8 +249,7 @@ impl TaskArgs {
     pub fn max_buf(&self) -> u64 {
         match self {
             TaskArgs::Datum(d) => d.max_buf(),
-            TaskArgs::Packed(p) if p.has_buf() => p.scan().max_buf,
-            TaskArgs::Packed(_) => 0,
+            TaskArgs::Packed(p) => p.max_buf(),
         }
     }
 
