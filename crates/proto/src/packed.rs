@@ -216,8 +216,10 @@ impl TaskArgs {
 
     /// [`Datum::shift_buffers`] (unpacking if some index is to move).
     pub fn shift_buffers(&mut self, base: u32) {
-        if base != 0 && self.max_buf() > 0 {
-            self.datum_mut().shift_buffers(base);
+        match self {
+            _ if base == 0 => {}
+            TaskArgs::Packed(p) if p.max_buf() == 0 => {}
+            _ => self.datum_mut().shift_buffers(base),
         }
     }
 
