@@ -509,3 +509,30 @@ fn a_value_reported_inline_reaches_every_client_that_wants_it() {
         assert_eq!(told, want, "{key}");
     }
 }
+
+/// Runs of a map's keys are a few bytes however many keys they name: a client naming a
+/// million keys of a core that holds three tasks makes room for a few actions, not for
+/// a million (about 100 MB, from a message of 30 bytes).
+#[test]
+fn runs_naming_keys_never_held_make_no_room_for_them() {
+    use rask_proto::msg::{KeyRun, MAX_RELEASE_RUN_KEYS};
+    let a = ClientId(1);
+    let mut s = SchedulerCore::new(CoreConfig::default());
+    s.on_client_joined(a);
+    s.on_map(a, map("m", 0, 3)).unwrap();
+    s.take_actions();
+    s.actions.shrink_to_fit();
+    let runs = [KeyRun {
+        prefix: "m".into(),
+        first: 0,
+        count: MAX_RELEASE_RUN_KEYS,
+    }];
+    s.on_release_runs(a, &runs);
+    s.validate();
+    assert!(
+        s.actions.capacity() <= 64,
+        "room for {} actions, for 3 tasks held",
+        s.actions.capacity()
+    );
+    assert_eq!(s.task_id("m-0"), None, "the map's keys were not released");
+}

@@ -48,9 +48,10 @@ impl SchedulerCore {
     /// caller bounds the keys' count ([`rask_proto::msg::MAX_RELEASE_RUN_KEYS`]).
     pub fn on_release_runs(&mut self, client: ClientId, runs: &[KeyRun]) {
         self.begin(Why::ReleaseKeys, None);
-        // As many frees, at most (room for more is made by doubling).
-        self.actions
-            .reserve(run_keys(runs).min(MAX_RELEASE_RUN_KEYS) as usize);
+        // A free a key, mostly (room for more is made by doubling): as many as the runs
+        // name, but no more than tasks held; runs are a few bytes for a million keys.
+        let named = run_keys(runs).min(MAX_RELEASE_RUN_KEYS) as usize;
+        self.actions.reserve(named.min(self.tasks.len()));
         for run in runs {
             for n in run.numbers() {
                 if let Some(t) = self.keys.get_map(&run.prefix, n, &self.tasks) {
