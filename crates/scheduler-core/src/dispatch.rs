@@ -19,7 +19,7 @@ impl SchedulerCore {
         let placement = match self.hold {
             true => Placement::NoFit,
             false => {
-                self.refresh_index();
+                self.refresh_index_if_read();
                 self.decide_worker(t)
             }
         };

@@ -12,7 +12,9 @@
 //! two sets; [`SchedulerCore::refresh_index`], called before they are read (placement,
 //! stealing), files the marked ones. A slot given back and taken again before the next
 //! read, as when a task ends and the next queued one starts on the same worker, then costs
-//! one filing instead of two.
+//! one filing instead of two. A cluster small enough for placement and stealing to weigh
+//! every worker never reads the index, nor files it
+//! ([`SchedulerCore::refresh_index_if_read`]).
 //! This module only keeps the index; the choices are `placement`'s and `steal`'s.
 
 use rask_proto::WorkerId;
@@ -45,7 +47,7 @@ impl Indexed {
         Indexed {
             load: w.occupancy_us / u64::from(threads),
             occupancy: w.occupancy_us,
-            idle: w.processing.len() + (w.stealing_in as usize) < threads as usize,
+            idle: w.idle(),
         }
     }
 }
@@ -91,6 +93,25 @@ impl SchedulerCore {
         }
         // Its room is kept for the next marks.
         self.stale = stale;
+    }
+
+    /// [`refresh_index`](Self::refresh_index) where the index is read: in a cluster of
+    /// more than [`LEAST_LOADED`] workers. A smaller one is placed, and its idle worker
+    /// found for stealing, by weighing every worker, the index unread (and filed only if
+    /// the cluster grows): each task's filings (two removals and two insertions in sorted
+    /// sets) are spared where the index would not spare a look at any worker.
+    #[inline]
+    pub(crate) fn refresh_index_if_read(&mut self) {
+        if self.places_by_index() {
+            self.refresh_index();
+        }
+    }
+
+    /// Whether placement and stealing read the index (more than [`LEAST_LOADED`]
+    /// workers) rather than weigh every worker.
+    #[inline]
+    pub(crate) fn places_by_index(&self) -> bool {
+        self.workers.len() > LEAST_LOADED
     }
 
     /// Puts worker `id` in the index as it is now (out of it if retiring or gone).

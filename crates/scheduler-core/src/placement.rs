@@ -72,7 +72,7 @@ impl SchedulerCore {
                 Placement::NoFit
             };
         }
-        if unrestricted && self.workers.len() > LEAST_LOADED {
+        if unrestricted && self.places_by_index() {
             let best = self
                 .candidates(t)
                 .into_iter()

@@ -171,6 +171,11 @@ impl Worker {
         }
     }
 
+    /// A thread of it neither runs a task nor has one on its way (a thief for stealing).
+    pub(crate) fn idle(&self) -> bool {
+        self.processing.len() + (self.stealing_in as usize) < self.spec.nthreads.max(1) as usize
+    }
+
     pub(crate) fn has_capacity(&self, cfg: &CoreConfig, resources: &[(u32, f64)]) -> bool {
         let threads = self.spec.nthreads.max(1) as u64;
         let n = self.processing.len() as u64;

@@ -42,7 +42,7 @@ impl SchedulerCore {
             return;
         }
         for _ in 0..MAX_STEALS_PER_STEP {
-            self.refresh_index();
+            self.refresh_index_if_read();
             let Some(thief) = self.idle_worker() else {
                 return;
             };
@@ -68,8 +68,17 @@ impl SchedulerCore {
 
     /// A worker with a thread that neither runs a task nor has one on its way, the one
     /// with the least work first.
-    fn idle_worker(&self) -> Option<WorkerId> {
-        self.idle.first().map(|&(_, id)| id)
+    pub(crate) fn idle_worker(&self) -> Option<WorkerId> {
+        if self.places_by_index() {
+            return self.idle.first().map(|&(_, id)| id);
+        }
+        // What the index would say, filed now.
+        self.workers
+            .iter()
+            .filter(|(_, w)| !w.retiring && w.idle())
+            .map(|(id, w)| (w.occupancy_us, *id))
+            .min()
+            .map(|(_, id)| id)
     }
 
     /// The task to ask back for `thief`: on the worker with the most work per thread

@@ -132,6 +132,8 @@ fn validate_finds_a_wrong_count_of_workers_taking_tasks() {
 fn validate_finds_a_worker_filed_under_a_stale_load() {
     let mut s = SchedulerCore::new(CoreConfig::default());
     s.on_worker_joined(rask_proto::WorkerId(1), crate::tests::spec("w1"));
+    // Filed now (a cluster this small is filed only when it grows).
+    s.refresh_index();
     s.workers
         .get_mut(&rask_proto::WorkerId(1))
         .expect("joined")
@@ -535,4 +537,50 @@ fn runs_naming_keys_never_held_make_no_room_for_them() {
         s.actions.capacity()
     );
     assert_eq!(s.task_id("m-0"), None, "the map's keys were not released");
+}
+
+/// In a cluster small enough for stealing to weigh every worker (the load index unread),
+/// the idle worker it finds is the one the index would give, filed now: the least work
+/// first, ties by id, never a retiring worker, none when no thread is free.
+#[test]
+fn a_small_clusters_idle_worker_is_the_one_the_index_would_give() {
+    use crate::load::LEAST_LOADED;
+    use rask_proto::{TaskId, WorkerId};
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut answers = [0usize; 2];
+    for _ in 0..500 {
+        let mut s = SchedulerCore::new(CoreConfig::default());
+        let count = 1 + next(LEAST_LOADED as u64);
+        for i in 0..count {
+            let mut sp = spec(&format!("w{i}"));
+            sp.nthreads = 1 + next(3) as u32;
+            s.on_worker_joined(WorkerId(i as u32 + 1), sp);
+        }
+        for i in 0..count {
+            let id = WorkerId(i as u32 + 1);
+            let w = s.workers.get_mut(&id).expect("joined");
+            for t in 0..next(4) {
+                w.processing.insert(TaskId(1000 * i + t));
+            }
+            w.stealing_in = next(2) as u32;
+            // Few loads, so that ties are common.
+            w.occupancy_us = 10 * next(3);
+            w.retiring = next(5) == 0;
+            s.reindex(id);
+        }
+        assert!(!s.places_by_index());
+        let scanned = s.idle_worker();
+        s.refresh_index();
+        let filed = s.idle.first().map(|&(_, id)| id);
+        assert_eq!(scanned, filed);
+        answers[usize::from(scanned.is_some())] += 1;
+    }
+    // Both answers were asked for.
+    assert!(answers.iter().all(|&n| n > 50), "{answers:?}");
 }
