@@ -584,3 +584,29 @@ fn a_small_clusters_idle_worker_is_the_one_the_index_would_give() {
     // Both answers were asked for.
     assert!(answers.iter().all(|&n| n > 50), "{answers:?}");
 }
+
+/// The load index is filed where placement reads it, in a cluster of more than
+/// `LEAST_LOADED` workers, and left unfiled in a smaller one, where placement and
+/// stealing weigh every worker: at the edge, eight workers and nine.
+#[test]
+fn the_load_index_is_filed_only_where_placement_reads_it() {
+    use crate::load::LEAST_LOADED;
+    use rask_proto::WorkerId;
+    for count in [1, LEAST_LOADED, LEAST_LOADED + 1, 20] {
+        let a = ClientId(1);
+        let mut s = SchedulerCore::new(CoreConfig::default());
+        s.on_client_joined(a);
+        for i in 0..count {
+            s.on_worker_joined(WorkerId(i as u32 + 1), spec(&format!("w{i}")));
+        }
+        s.on_map(a, map("m", 0, 3 * count as i64)).unwrap();
+        s.validate();
+        // Filed: every worker (some marked again since, by the last tasks placed); not
+        // filed: none, each marked once.
+        let filed = s.by_load.len();
+        match count > LEAST_LOADED {
+            true => assert_eq!(filed, count, "{count} workers"),
+            false => assert_eq!((filed, s.stale.len()), (0, count), "{count} workers"),
+        }
+    }
+}
