@@ -200,3 +200,6 @@ impl SchedulerCore {
         assert_eq!(self.idle.len(), idle, "idle workers");
     }
 }
+
+#[cfg(test)]
+mod tests;
