@@ -2,11 +2,7 @@ use crate::msg::{HeartbeatMsg, ToClient, ToScheduler, WireMessage};
 use crate::observe::{ActivityKind, ActivityMsg, PeerBytesMsg};
 use crate::{TaskId, WorkerId};
 
-fn size<M: WireMessage + PartialEq + std::fmt::Debug + Clone>(m: &M) -> usize {
-    let bytes = M::encode_batch(&vec![m.clone()]);
-    assert_eq!(&M::decode_batch(&bytes).unwrap(), &vec![m.clone()]);
-    bytes.len()
-}
+use super::tests::round_trip;
 
 #[test]
 fn rejoining_and_watching_messages_round_trip_within_their_size_estimates() {
@@ -64,14 +60,14 @@ fn rejoining_and_watching_messages_round_trip_within_their_size_estimates() {
         ToScheduler::Resubscribe { keys: keys.clone() },
     ];
     for m in &to_scheduler {
-        let (actual, estimate) = (size(m), m.wire_size());
+        let (actual, estimate) = (round_trip(m), m.wire_size());
         assert!(actual <= estimate, "{actual} > {estimate}");
     }
     let m = ToClient::KeysLost {
         keys,
         reason: "the scheduler restarted without them".into(),
     };
-    assert!(size(&m) <= m.wire_size());
+    assert!(round_trip(&m) <= m.wire_size());
 }
 
 /// A task's report with its value (up to the 1 KiB a worker sends inline, and past
@@ -91,7 +87,7 @@ fn a_report_with_its_value_round_trips_within_its_size_estimate() {
             value: Some(value),
             run: u32::MAX,
         });
-        let (actual, estimate) = (size(&m), m.wire_size());
+        let (actual, estimate) = (round_trip(&m), m.wire_size());
         assert!(actual <= estimate, "{len}: {actual} > {estimate}");
         assert!(
             estimate <= 2 * actual + 256,

@@ -2,7 +2,7 @@ use crate::msg::{DepLoc, ToClient, ToScheduler, ToWorker, WireMessage};
 use crate::{TaskId, WorkerId};
 
 /// Round-trips one message alone in a batch; returns its archived size.
-fn round_trip<M: WireMessage + PartialEq + std::fmt::Debug + Clone>(m: &M) -> usize {
+pub(super) fn round_trip<M: WireMessage + PartialEq + std::fmt::Debug + Clone>(m: &M) -> usize {
     let bytes = M::encode_batch(&vec![m.clone()]);
     assert_eq!(&M::decode_batch(&bytes).unwrap(), &vec![m.clone()]);
     bytes.len()
