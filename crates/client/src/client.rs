@@ -512,11 +512,13 @@ impl Client {
 
 /// The values of `futures` (in order), each decoded as its future says.
 fn decode_all<T>(futures: &[Future<T>], values: Vec<Value>) -> Result<Vec<T>, ClientError> {
-    futures
-        .iter()
-        .zip(values)
-        .map(|(f, v)| f.decode(v))
-        .collect()
+    // Made at its size: collected from an iterator of results, the list would grow by
+    // doubling (a result's iterator does not say its length).
+    let mut out = Vec::with_capacity(futures.len());
+    for (f, v) in futures.iter().zip(values) {
+        out.push(f.decode(v)?);
+    }
+    Ok(out)
 }
 
 /// An op's name without its module path, for keys (`pi::hits` → `hits`).

@@ -36,7 +36,15 @@ pub struct MapKeys<T> {
     last: Cell<usize>,
     /// Values held.
     len: usize,
+    /// The slots of the last block closed empty, cleared, for the next block opened: a
+    /// map's block grows to the map's size slot by slot, and the next map's would grow
+    /// the same way again (copying its slots at each doubling, into fresh memory).
+    spare: VecDeque<Option<T>>,
 }
+
+/// The most slots a block closed empty leaves for the next one (2 MiB of them for
+/// 16-byte slots).
+const SPARE_SLOTS: usize = 1 << 17;
 
 #[derive(Debug)]
 struct Block<T> {
@@ -71,6 +79,7 @@ impl<T> Default for MapKeys<T> {
             at: FxHashMap::default(),
             last: Cell::new(0),
             len: 0,
+            spare: VecDeque::new(),
         }
     }
 }
@@ -125,7 +134,7 @@ impl<T> MapKeys<T> {
             self.blocks.push(Block {
                 prefix: prefix.into(),
                 first,
-                slots: VecDeque::new(),
+                slots: std::mem::take(&mut self.spare),
                 live: 0,
             });
         }
@@ -246,7 +255,11 @@ impl<T> MapKeys<T> {
         b.live -= 1;
         self.len -= 1;
         if b.live == 0 {
-            self.close(at);
+            let mut slots = self.close(at).slots;
+            if slots.capacity() <= SPARE_SLOTS && slots.capacity() > self.spare.capacity() {
+                slots.clear();
+                self.spare = slots;
+            }
             return value;
         }
         // Up to the first value held, whose number is at most `u64::MAX`: the front's
@@ -301,6 +314,7 @@ impl<T> MapKeys<T> {
             len += live;
         }
         assert_eq!(self.len, len, "keys held in blocks");
+        assert!(self.spare.is_empty(), "the spare slots hold nothing");
     }
 }
 
@@ -460,6 +474,33 @@ mod tests {
 
     /// A block of at least [`CLOSE_SPARSE_FROM`] slots is sparse with fewer than a
     /// quarter of them live, not with a quarter exactly; a smaller one never is.
+    /// A block closed empty leaves its room, cleared, to the next block opened, unless it
+    /// is larger than [`SPARE_SLOTS`].
+    #[test]
+    fn a_block_closed_empty_leaves_its_room_to_the_next() {
+        let mut b = MapKeys::default();
+        for (p, n) in [
+            ("a", 1000),
+            ("b", 10),
+            ("c", SPARE_SLOTS as u64 + 1),
+            ("d", 1),
+        ] {
+            b.open(p, 0);
+            let room = b.blocks[0].slots.capacity();
+            (0..n).for_each(|i| b.insert(p, i, i).unwrap());
+            match p {
+                "a" => assert_eq!(room, 0, "nothing closed before"),
+                "b" | "c" => assert!(room >= 1000, "{p}: room left by a: {room}"),
+                _ => assert_eq!(room, 0, "c's room is not kept, and took a's"),
+            }
+            b.check();
+            assert_eq!(b.get(p, n - 1), Some(&(n - 1)));
+            assert_eq!(b.get(p, n), None, "{p}: a slot past those put in");
+            (0..n).for_each(|i| assert_eq!(b.remove(p, i), Some(i)));
+            assert!(b.no_blocks());
+        }
+    }
+
     #[test]
     fn a_block_is_sparse_below_a_quarter_of_its_slots() {
         let block = |slots: usize, live: usize| Block {

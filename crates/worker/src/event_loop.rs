@@ -109,7 +109,7 @@ impl State {
         self.core.set_now(self.epoch.elapsed().as_micros() as u64);
         match ev {
             Event::FromScheduler(Batch { msgs, bufs, .. }) => {
-                let mut computes = Vec::new();
+                let mut computes = Vec::with_capacity(msgs.len());
                 for m in msgs {
                     match m {
                         ToWorker::Compute(mut c) => match c.args.localize(&bufs) {
@@ -312,6 +312,8 @@ impl State {
                 }
                 return;
             }
+            // Most instructions are reports: room for them at once, not by doubling.
+            reports.reserve(out.len());
             for i in out.drain(..) {
                 trace!(target: "rask_worker::steps", "{i:?}");
                 match i {
