@@ -362,15 +362,18 @@ impl Client {
 
     /// The values of these futures, fetched from the workers holding them; blocks.
     pub fn gather<T>(&self, futures: &[Future<T>]) -> Result<Vec<T>, ClientError> {
-        let keys: Vec<Arc<str>> = futures.iter().map(|f| f.key.clone()).collect();
-        let values = self.inner.block(gather(self.inner.clone(), keys))?;
+        let (keys, numbers) = keys_of(futures);
+        let values = self
+            .inner
+            .block(gather(self.inner.clone(), keys, numbers))?;
         decode_all(futures, values)
     }
 
     /// The values of these futures; awaitable from any async runtime.
     pub async fn gather_async<T>(&self, futures: &[Future<T>]) -> Result<Vec<T>, ClientError> {
-        let keys: Vec<Arc<str>> = futures.iter().map(|f| f.key.clone()).collect();
-        let values = on_runtime(&self.inner.handle, gather(self.inner.clone(), keys)).await?;
+        let (keys, numbers) = keys_of(futures);
+        let gathering = gather(self.inner.clone(), keys, numbers);
+        let values = on_runtime(&self.inner.handle, gathering).await?;
         decode_all(futures, values)
     }
 
@@ -508,6 +511,12 @@ impl Client {
     pub fn held_keys(&self) -> usize {
         self.inner.state().keys.len()
     }
+}
+
+/// The keys of `futures`, and the number of each made by a map.
+fn keys_of<T>(futures: &[Future<T>]) -> (Vec<Arc<str>>, Vec<Option<u64>>) {
+    let keys = futures.iter().map(|f| f.key.clone()).collect();
+    (keys, futures.iter().map(|f| f.number).collect())
 }
 
 /// The values of `futures` (in order), each decoded as its future says.

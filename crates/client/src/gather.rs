@@ -30,9 +30,10 @@ pub(crate) enum Ready {
     At(TaskId, WorkerId),
 }
 
-/// Where a key's value is now; `None` while it is pending.
-fn ready_now(st: &State, key: &str) -> Result<Option<Ready>, ClientError> {
-    let Some(e) = st.keys.get(key) else {
+/// Where a key's value is now; `None` while it is pending. `number`: the key's number
+/// if a map of this client's made it (see [`crate::keys::Keys::get_at`]).
+fn ready_now(st: &State, key: &str, number: Option<u64>) -> Result<Option<Ready>, ClientError> {
+    let Some(e) = st.keys.get_at(key, number) else {
         return Err(ClientError::Other(format!(
             "key {key:?} is not held by this client (released)"
         )));
@@ -67,7 +68,7 @@ pub(crate) async fn wait_status(inner: &Inner, key: &Arc<str>) -> Result<Ready, 
     loop {
         let woken = {
             let mut st = inner.state();
-            if let Some(ready) = ready_now(&st, key)? {
+            if let Some(ready) = ready_now(&st, key, None)? {
                 return Ok(ready);
             }
             st.wait_on(key)
@@ -96,10 +97,12 @@ pub(crate) async fn wait_changes<'a>(
     }
 }
 
-/// Fetches keys' values from their holders, one request per holder.
+/// Fetches keys' values from their holders, one request per holder. `numbers`: each
+/// key's number if a map of this client's made it.
 pub(crate) async fn gather(
     inner: Arc<Inner>,
     keys: Vec<Arc<str>>,
+    numbers: Vec<Option<u64>>,
 ) -> Result<Vec<Value>, ClientError> {
     let mut out: Vec<Option<Value>> = vec![None; keys.len()];
     // Holders that answered without a value: the scheduler is asked to say again, a few
@@ -121,7 +124,7 @@ pub(crate) async fn gather(
                         break None;
                     };
                     if out[i].is_none() {
-                        match ready_now(&st, key)? {
+                        match ready_now(&st, key, numbers[i])? {
                             None => {
                                 let woken = st.wait_on(key);
                                 break Some(woken.expect("invariant: the key is held (just seen)"));

@@ -10,7 +10,7 @@ use rask_proto::map_keys::{MapKeys, Taken};
 use rask_proto::msg::{map_key, split_map_key as split};
 use rustc_hash::FxHashMap as HashMap;
 
-use crate::state::{KeyEntry, Status};
+use crate::state::KeyEntry;
 
 /// A key's entry taken out, with its prefix and number if of a map's form.
 pub(crate) type Released<'k> = (KeyEntry, Option<(&'k str, u64)>);
@@ -36,9 +36,23 @@ impl Keys {
         split(key)
     }
 
+    /// Where `key` is kept if it is a map's key within reach of a block; `number`: the
+    /// key's number, if known to be `{prefix}-{number}` (not read from the text).
+    fn place<'k>(&self, key: &'k str, number: Option<u64>) -> Option<(&'k str, u64)> {
+        match number {
+            Some(n) if !self.blocks.no_blocks() => Some((map_prefix(key, n), n)),
+            _ => self.numbered(key),
+        }
+    }
+
     /// `key`'s entry, if held.
     pub(crate) fn get(&self, key: &str) -> Option<&KeyEntry> {
-        if let Some((prefix, n)) = self.numbered(key) {
+        self.get_at(key, None)
+    }
+
+    /// `key`'s entry, if held; `number` as for [`Keys::release`].
+    pub(crate) fn get_at(&self, key: &str, number: Option<u64>) -> Option<&KeyEntry> {
+        if let Some((prefix, n)) = self.place(key, number) {
             if let Some(e) = self.blocks.get(prefix, n) {
                 return Some(e);
             }
@@ -56,13 +70,25 @@ impl Keys {
         self.table.get_mut(key)
     }
 
-    /// The entry of the key `{prefix}-{n}`, if held (its text written out only if no
-    /// block holds it).
-    pub(crate) fn get_mut_numbered(&mut self, prefix: &str, n: u64) -> Option<&mut KeyEntry> {
-        if let Some(e) = self.blocks.get_mut(prefix, n) {
-            return Some(e);
+    /// Gives `f` the entry of each key `{prefix}-{n}` named in `items` that is held, with
+    /// its item (a key's text written out only if no block holds it; the block found
+    /// once for all).
+    pub(crate) fn each_numbered<X>(
+        &mut self,
+        prefix: &str,
+        items: impl IntoIterator<Item = (u64, X)>,
+        mut f: impl FnMut(X, &mut KeyEntry),
+    ) {
+        let mut block = self.blocks.block_mut(prefix);
+        for (n, x) in items {
+            let e = match block.as_mut().and_then(|b| b.get_mut(n)) {
+                Some(e) => Some(e),
+                None => self.table.get_mut(map_key(prefix, n).as_str()),
+            };
+            if let Some(e) = e {
+                f(x, e);
+            }
         }
-        self.table.get_mut(map_key(prefix, n).as_str())
     }
 
     /// Room for `n` more keys in the table.
@@ -84,11 +110,7 @@ impl Keys {
             e.refs += 1;
             return;
         }
-        let entry = KeyEntry {
-            refs: 1,
-            waited: false,
-            status: Status::Pending,
-        };
+        let entry = KeyEntry::new();
         let entry = match numbered {
             Some((prefix, n)) => match self.blocks.insert(prefix, n, entry) {
                 Ok(()) => return,
@@ -103,8 +125,28 @@ impl Keys {
     /// in its block, opened if it is not).
     pub(crate) fn hold_map(&mut self, prefix: &str, first: u64, keys: &[Arc<str>]) {
         self.blocks.open(prefix, first);
+        // As `hold_at` each, with the block found once, and the table (where a key held
+        // before the block opened stays) looked at only if it holds any key.
+        let table = &mut self.table;
+        let mut block = self.blocks.block_mut(prefix);
         for (n, key) in (first..).zip(keys) {
-            self.hold_at(key, Some((prefix, n)));
+            let held = match block.as_mut().and_then(|b| b.get_mut(n)) {
+                Some(e) => Some(e),
+                None if table.is_empty() => None,
+                None => table.get_mut(&**key),
+            };
+            if let Some(e) = held {
+                e.refs += 1;
+                continue;
+            }
+            let entry = match block.as_mut() {
+                Some(b) => match b.insert(n, KeyEntry::new()) {
+                    Ok(()) => continue,
+                    Err(entry) => entry,
+                },
+                None => KeyEntry::new(),
+            };
+            table.insert(key.clone(), entry);
         }
         // Every key held before (in the table): the block holds nothing.
         self.blocks.close_if_empty(prefix);
@@ -118,10 +160,7 @@ impl Keys {
         key: &'k str,
         number: Option<u64>,
     ) -> Option<Released<'k>> {
-        let numbered = match number {
-            Some(n) if !self.blocks.no_blocks() => Some((map_prefix(key, n), n)),
-            _ => self.numbered(key),
-        };
+        let numbered = self.place(key, number);
         if let Some((prefix, n)) = numbered {
             let last = |e: &mut KeyEntry| {
                 e.refs -= 1;
@@ -227,6 +266,11 @@ mod tests {
         }
         for (name, refs) in &model {
             assert_eq!(keys.get(name).map(|e| e.refs), Some(*refs), "{name}");
+            // Found by its number too, if it has a map key's form.
+            if let Some((p, n)) = split(name).filter(|(p, n)| map_key(p, *n) == *name) {
+                let by_number = keys.get_at(name, Some(n)).map(|e| e.refs);
+                assert_eq!(by_number, Some(*refs), "{name} as {p} {n}");
+            }
         }
         let mut names = keys.names();
         names.sort();
@@ -256,5 +300,27 @@ mod tests {
         keys.hold_map("q", 3, std::slice::from_ref(&k));
         assert!(keys.blocks.no_blocks());
         assert_eq!(keys.get("q-3").map(|e| e.refs), Some(2));
+    }
+
+    /// The news of a map's keys reaches each key held, in its block or in the table, and
+    /// no other.
+    #[test]
+    fn news_of_a_maps_keys_reaches_each_held_wherever_it_is_kept() {
+        let mut keys = Keys::default();
+        keys.hold(&key("q-3"));
+        let names: Vec<Arc<str>> = (0..5).map(|n| key(&map_key("q", n))).collect();
+        keys.hold_map("q", 0, &names);
+        keys.hold(&key("q-3"));
+        let mut seen = Vec::new();
+        let items = [0, 3, 4, 9, 3000].map(|n| (n, n));
+        keys.each_numbered("q", items, |n, e| seen.push((n, e.refs)));
+        assert_eq!(seen, [(0, 1), (3, 3), (4, 1)]);
+        // With no block of the prefix open, a key kept in the table still hears.
+        seen.clear();
+        keys.each_numbered("r", [(3, 3)], |n, e| seen.push((n, e.refs)));
+        assert!(seen.is_empty());
+        keys.hold(&key("r-3"));
+        keys.each_numbered("r", [(3, 3), (4, 4)], |n, e| seen.push((n, e.refs)));
+        assert_eq!(seen, [(3, 1)]);
     }
 }

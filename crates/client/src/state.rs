@@ -75,6 +75,17 @@ pub(crate) struct KeyEntry {
     pub(crate) status: Status,
 }
 
+impl KeyEntry {
+    /// The entry of a key just held: one handle, pending.
+    pub(crate) fn new() -> Self {
+        KeyEntry {
+            refs: 1,
+            waited: false,
+            status: Status::Pending,
+        }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct State {
     pub(crate) keys: crate::keys::Keys,
@@ -340,13 +351,15 @@ pub(crate) fn on_message(st: &mut State, m: ToClient) {
             keys,
         } => {
             let holder = holders.first().copied();
-            for news in keys {
-                let Some(e) = st.keys.get_mut_numbered(&prefix, news.n) else {
-                    continue;
-                };
+            let mut waited = Vec::new();
+            let items = keys.into_iter().map(|news| (news.n, news));
+            st.keys.each_numbered(&prefix, items, |news, e| {
                 if in_memory(e, news.task, holder, news.value) {
-                    st.wake(&map_key(&prefix, news.n));
+                    waited.push(news.n);
                 }
+            });
+            for n in waited {
+                st.wake(&map_key(&prefix, n));
             }
         }
         ToClient::KeyErred { key, error } => st.set_status(&key, Status::Erred(Arc::new(error))),
