@@ -267,3 +267,24 @@ fn a_block_loses_its_front_and_closes_when_sparse_or_empty() {
     assert_eq!(b.get("z", 0), Some(&2));
     b.check();
 }
+
+/// A block found once answers and holds its keys as the map does key by key.
+#[test]
+fn a_block_found_once_answers_as_its_map() {
+    let mut b = MapKeys::default();
+    assert!(b.block_mut("p").is_none());
+    b.open("p", 10);
+    let mut block = b.block_mut("p").unwrap();
+    assert_eq!(block.insert(10, 1), Ok(()));
+    // Past a gap; before the block; out of its reach.
+    assert_eq!(block.insert(13, 4), Ok(()));
+    assert_eq!(block.insert(9, 0), Err(0));
+    assert_eq!(block.insert(15 + MAX_GAP, 0), Err(0));
+    *block.get_mut(13).unwrap() += 1;
+    assert_eq!(block.get_mut(11), None);
+    assert_eq!(block.get_mut(9), None);
+    assert_eq!(block.get_mut(15 + MAX_GAP), None);
+    b.check();
+    assert_eq!(b.len(), 2);
+    assert_eq!((b.get("p", 10), b.get("p", 13)), (Some(&1), Some(&5)));
+}
