@@ -266,6 +266,7 @@ mod tests {
         }
         for (name, refs) in &model {
             assert_eq!(keys.get(name).map(|e| e.refs), Some(*refs), "{name}");
+            assert_eq!(keys.get_mut(name).map(|e| e.refs), Some(*refs), "{name}");
             // Found by its number too, if it has a map key's form.
             if let Some((p, n)) = split(name).filter(|(p, n)| map_key(p, *n) == *name) {
                 let by_number = keys.get_at(name, Some(n)).map(|e| e.refs);
