@@ -83,6 +83,7 @@ impl Keys {
         for (n, x) in items {
             let e = match block.as_mut().and_then(|b| b.get_mut(n)) {
                 Some(e) => Some(e),
+                None if self.table.is_empty() => None,
                 None => self.table.get_mut(map_key(prefix, n).as_str()),
             };
             if let Some(e) = e {
