@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use rask_proto::map_keys::{MapKeys, Taken};
+use rask_proto::map_keys::{BlockMut, MapKeys, Taken};
 use rask_proto::msg::{map_key, split_map_key as split};
 use rustc_hash::FxHashMap as HashMap;
 
@@ -106,48 +106,21 @@ impl Keys {
     /// [`Keys::hold`], `key` being `{prefix}-{n}` of `numbered` if that is given (split
     /// once, by the caller).
     fn hold_at(&mut self, key: &Arc<str>, numbered: Option<(&str, u64)>) {
-        let in_block = numbered.and_then(|(prefix, n)| self.blocks.get_mut(prefix, n));
-        if let Some(e) = in_block.or_else(|| self.table.get_mut(&**key)) {
-            e.refs += 1;
-            return;
-        }
-        let entry = KeyEntry::new();
-        let entry = match numbered {
-            Some((prefix, n)) => match self.blocks.insert(prefix, n, entry) {
-                Ok(()) => return,
-                Err(entry) => entry,
-            },
-            None => entry,
+        let (mut block, n) = match numbered {
+            Some((prefix, n)) => (self.blocks.block_mut(prefix), n),
+            None => (None, 0),
         };
-        self.table.insert(key.clone(), entry);
+        hold_in(&mut self.table, block.as_mut(), key, n);
     }
 
     /// One handle each on a map's keys `keys`, numbered from `first` (its new keys kept
     /// in its block, opened if it is not).
     pub(crate) fn hold_map(&mut self, prefix: &str, first: u64, keys: &[Arc<str>]) {
         self.blocks.open(prefix, first);
-        // As `hold_at` each, with the block found once, and the table (where a key held
-        // before the block opened stays) looked at only if it holds any key.
-        let table = &mut self.table;
+        // The block found once for all.
         let mut block = self.blocks.block_mut(prefix);
         for (n, key) in (first..).zip(keys) {
-            let held = match block.as_mut().and_then(|b| b.get_mut(n)) {
-                Some(e) => Some(e),
-                None if table.is_empty() => None,
-                None => table.get_mut(&**key),
-            };
-            if let Some(e) = held {
-                e.refs += 1;
-                continue;
-            }
-            let entry = match block.as_mut() {
-                Some(b) => match b.insert(n, KeyEntry::new()) {
-                    Ok(()) => continue,
-                    Err(entry) => entry,
-                },
-                None => KeyEntry::new(),
-            };
-            table.insert(key.clone(), entry);
+            hold_in(&mut self.table, block.as_mut(), key, n);
         }
         // Every key held before (in the table): the block holds nothing.
         self.blocks.close_if_empty(prefix);
@@ -198,6 +171,35 @@ impl Keys {
         let blocks = self.blocks.iter().map(|(p, n, _)| map_key(p, n));
         table.chain(blocks).collect()
     }
+}
+
+/// One handle more on `key`, whose entry is made (pending) if it was not held: in
+/// `block` as its key `n`, if a block is given and reaches it, else in `table`. The table
+/// (where a key held before its map's block opened stays) is looked at only if it holds
+/// some key.
+fn hold_in(
+    table: &mut HashMap<Arc<str>, KeyEntry>,
+    mut block: Option<&mut BlockMut<'_, KeyEntry>>,
+    key: &Arc<str>,
+    n: u64,
+) {
+    let held = match block.as_mut().and_then(|b| b.get_mut(n)) {
+        Some(e) => Some(e),
+        None if table.is_empty() => None,
+        None => table.get_mut(&**key),
+    };
+    if let Some(e) = held {
+        e.refs += 1;
+        return;
+    }
+    let entry = match block {
+        Some(b) => match b.insert(n, KeyEntry::new()) {
+            Ok(()) => return,
+            Err(entry) => entry,
+        },
+        None => KeyEntry::new(),
+    };
+    table.insert(key.clone(), entry);
 }
 
 /// The prefix of `key`, which is `{prefix}-{n}` as [`map_key`] writes it.
