@@ -68,8 +68,7 @@ pub struct BlockMut<'a, T> {
 impl<T> BlockMut<'_, T> {
     /// The value of the block's key `n`, if held.
     pub fn get_mut(&mut self, n: u64) -> Option<&mut T> {
-        let i = self.block.index(n)?;
-        self.block.slots.get_mut(i)?.as_mut()
+        self.block.get_mut(n)
     }
 
     /// Holds `value` as the block's key `n`, which it must not hold yet; gives the value
@@ -133,6 +132,12 @@ impl<T> Block<T> {
     fn index(&self, n: u64) -> Option<usize> {
         let i = n.checked_sub(self.first)?;
         (i <= self.slots.len() as u64 + MAX_GAP).then_some(i as usize)
+    }
+
+    /// The value of key `n`, if held.
+    fn get_mut(&mut self, n: u64) -> Option<&mut T> {
+        let i = self.index(n)?;
+        self.slots.get_mut(i)?.as_mut()
     }
 }
 
@@ -209,9 +214,7 @@ impl<T> MapKeys<T> {
     /// The value of key `n` of `prefix`, if held.
     pub fn get_mut(&mut self, prefix: &str, n: u64) -> Option<&mut T> {
         let at = self.find(prefix)?;
-        let b = &mut self.blocks[at];
-        let i = b.index(n)?;
-        b.slots.get_mut(i)?.as_mut()
+        self.blocks[at].get_mut(n)
     }
 
     /// Holds `value` as key `n` of `prefix`, which it must not hold yet; gives the value
