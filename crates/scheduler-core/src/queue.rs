@@ -317,6 +317,42 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_goes_into_its_run_while_that_has_room() {
+        // Two full runs; one entry taken from inside the first leaves it room for one.
+        let mut q = ReadyQueue::default();
+        for p in 0..(RUN as u64) {
+            q.insert(e(p * 2));
+        }
+        for p in 0..(RUN as u64) {
+            q.insert(e(10_000 + p));
+        }
+        assert!(q.remove(&e(2)));
+        q.check();
+        assert_eq!(q.runs.len(), 2);
+        // Past the end of the first run (not the last run): appended to it, not a run of
+        // its own; it is full again.
+        assert!(q.insert(e(RUN as u64 * 2)));
+        q.check();
+        assert_eq!(q.runs.len(), 2);
+        assert_eq!(q.runs[&e(0)].len(), RUN);
+        // Room again: an entry inside the run fills it to the brim, one run still.
+        assert!(q.remove(&e(4)));
+        assert!(q.insert(e(3)));
+        q.check();
+        assert_eq!(q.runs.len(), 2);
+        assert_eq!(q.runs[&e(0)].len(), RUN);
+        // One more inside the full run splits it.
+        assert!(q.insert(e(5)));
+        q.check();
+        assert_eq!(q.runs.len(), 3);
+        assert!(q.iter().eq([0, 3, 5, 6]
+            .into_iter()
+            .chain((4..=RUN as u64).map(|p| p * 2))
+            .chain((0..RUN as u64).map(|p| 10_000 + p))
+            .map(e)));
+    }
+
+    #[test]
     fn an_entry_into_a_full_run_splits_it_and_one_before_all_leads() {
         let mut q = ReadyQueue::default();
         for p in 1..=(RUN as u64) {
