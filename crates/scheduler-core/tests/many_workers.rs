@@ -246,3 +246,34 @@ fn work_is_weighed_per_thread_when_workers_differ_in_threads() {
     assert_eq!(placed.len(), 1);
     assert_eq!(placed[0].0, WorkerId(9), "the least work per thread");
 }
+
+#[test]
+fn a_retiring_holder_is_passed_over_in_a_large_cluster_though_it_is_idle() {
+    let mut s = cluster(12);
+    s.on_update_graph(C, vec![op_task("load", "load", &[])], &keys(&["load"]))
+        .unwrap();
+    let [(holder, load)] = computes(&mut s)[..] else {
+        panic!("one compute")
+    };
+    finish(&mut s, holder, load, 1 << 30);
+    // The holder retires: its value is being copied to another worker, and meanwhile it
+    // is idle, with room, and holds the input of the next task.
+    s.on_retire_workers(C, 1, &[holder]);
+    s.validate();
+    assert!(s.is_retiring(holder));
+    let copy_to: Vec<WorkerId> = s
+        .take_actions()
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::AcquireReplica { worker, .. } => Some(worker),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(copy_to.len(), 1, "one copy of the value");
+    s.on_update_graph(C, vec![op_task("use", "use", &["load"])], &keys(&["use"]))
+        .unwrap();
+    s.validate();
+    let placed = computes(&mut s);
+    assert_eq!(placed.len(), 1, "placed at once: {:?}", s.state("use"));
+    assert_ne!(placed[0].0, holder, "a new task went to a retiring worker");
+}

@@ -245,6 +245,26 @@ fn a_retiring_worker_gets_no_new_task_and_finishes_the_one_it_runs() {
 }
 
 #[test]
+fn a_task_submitted_while_every_worker_retires_has_no_worker() {
+    let mut c = Cluster::with(&[("a", 1 << 30)]);
+    c.s.on_update_graph(C, vec![task("x", "")], &["x".to_string()])
+        .unwrap();
+    let x = c.id("x");
+    assert_eq!(computes(&c.actions()), vec![(A, x)]);
+    // a retires while it runs x: no worker takes new work, none has a free slot.
+    assert_eq!(c.retire(1, &[A]), vec![]);
+    assert_eq!(c.retiring(), vec![A]);
+    c.s.on_update_graph(C, vec![task("y", "")], &["y".to_string()])
+        .unwrap();
+    assert_eq!(computes(&c.actions()), vec![]);
+    assert_eq!(
+        c.s.state("y"),
+        TaskState::NoWorker,
+        "queued for a retiring worker"
+    );
+}
+
+#[test]
 fn a_task_sent_ahead_to_a_retiring_worker_runs_there_and_no_new_one_is() {
     let mut c = Cluster::with(&[("a", 1 << 30), ("b", 1 << 30)]);
     let mut q = task("q", "");
