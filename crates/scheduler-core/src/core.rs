@@ -98,6 +98,9 @@ pub struct SchedulerCore {
     pub(crate) steals: rask_proto::IdMap<TaskId, crate::steal::Steal>,
     /// No look for a task to steal before this time (see `steal::STEAL_QUIET_US`).
     pub(crate) steal_quiet_until: u64,
+    /// Workers whose cost placement has computed, in all (see
+    /// [`SchedulerCore::workers_weighed`]); counted by the read-only cost model.
+    pub(crate) weighed: std::cell::Cell<u64>,
 }
 
 impl SchedulerCore {
@@ -146,6 +149,7 @@ impl SchedulerCore {
             changes: None,
             steals: Default::default(),
             steal_quiet_until: 0,
+            weighed: Default::default(),
         }
     }
 

@@ -109,6 +109,13 @@ impl SchedulerCore {
         }
     }
 
+    /// How many workers placement has weighed (computed the cost of a task on), in all:
+    /// the work of its decisions, which in a large cluster is bounded by the holders of
+    /// a task's inputs and the least loaded workers, whatever the cluster's size.
+    pub fn workers_weighed(&self) -> u64 {
+        self.weighed.get()
+    }
+
     /// The workers [`SchedulerCore::decide_worker`] weighs in a large cluster, each once:
     /// the holders of the task's largest inputs (at most [`HOLDERS`]), then the least
     /// loaded running workers that have room (at most [`LEAST_LOADED`]).
@@ -149,6 +156,7 @@ impl SchedulerCore {
     /// from a holder), plus, on a GPU whose memory is full, pushing the output off it.
     /// The caller checks that the worker takes the task now (not retiring, fit, room).
     fn cost(&self, task: &Task, id: WorkerId, w: &Worker) -> f64 {
+        self.weighed.set(self.weighed.get() + 1);
         // Bytes to move, each weighted by the cheapest link from a holder.
         let mut missing: f64 = task
             .deps

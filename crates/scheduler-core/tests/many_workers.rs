@@ -277,3 +277,66 @@ fn a_retiring_holder_is_passed_over_in_a_large_cluster_though_it_is_idle() {
     assert_eq!(placed.len(), 1, "placed at once: {:?}", s.state("use"));
     assert_ne!(placed[0].0, holder, "a new task went to a retiring worker");
 }
+
+/// The holders of a task's inputs weighed at most, plus the least loaded workers weighed
+/// at most (`placement::HOLDERS`, `load::LEAST_LOADED`): a decision's work in a large
+/// cluster, whatever its size.
+const WEIGHED_AT_MOST: u64 = 16 + 8;
+
+#[test]
+fn a_decision_weighs_a_bounded_few_of_a_thousand_workers() {
+    let mut s = cluster(1000);
+    let before = s.workers_weighed();
+    s.on_update_graph(C, vec![op_task("load", "load", &[])], &keys(&["load"]))
+        .unwrap();
+    let [(holder, load)] = computes(&mut s)[..] else {
+        panic!("one compute")
+    };
+    let weighed = s.workers_weighed() - before;
+    assert!(
+        (1..=WEIGHED_AT_MOST).contains(&weighed),
+        "a task without inputs weighed {weighed} of 1,000 workers"
+    );
+    finish(&mut s, holder, load, 1 << 20);
+    let before = s.workers_weighed();
+    s.on_update_graph(C, vec![op_task("use", "use", &["load"])], &keys(&["use"]))
+        .unwrap();
+    assert_eq!(computes(&mut s), vec![(holder, s.task_id("use").unwrap())]);
+    let weighed = s.workers_weighed() - before;
+    assert!(
+        (1..=WEIGHED_AT_MOST).contains(&weighed),
+        "a task with an input weighed {weighed} of 1,000 workers"
+    );
+}
+
+#[test]
+fn workers_that_cannot_take_a_task_are_not_weighed_in_place_of_those_that_can() {
+    let mut s = SchedulerCore::new(CoreConfig::default());
+    s.on_client_joined(C);
+    // Ten workers of a program (no base ops), idle and first by id, then thirty base
+    // workers, as idle: the least loaded are the program's.
+    for w in 0..10 {
+        let spec = WorkerSpec {
+            code: 7,
+            base: false,
+            ..worker_with(&format!("p{w}"), 1)
+        };
+        s.on_worker_joined(WorkerId(w), spec);
+    }
+    for w in 10..40 {
+        s.on_worker_joined(WorkerId(w), worker_with(&format!("b{w}"), 1));
+    }
+    s.validate();
+    let before = s.workers_weighed();
+    s.on_update_graph(C, vec![op_task("x", "inc", &[])], &keys(&["x"]))
+        .unwrap();
+    s.validate();
+    let placed = computes(&mut s);
+    assert_eq!(placed.len(), 1);
+    assert!(placed[0].0 .0 >= 10, "a base op on a program's worker");
+    let weighed = s.workers_weighed() - before;
+    assert!(
+        (1..=WEIGHED_AT_MOST).contains(&weighed),
+        "weighed {weighed}: the candidates were filled with workers that cannot take the task"
+    );
+}
