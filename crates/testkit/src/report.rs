@@ -45,6 +45,11 @@ pub struct Report {
     pub extra_runs: u64,
     /// Tasks moved by work stealing.
     pub steals: u64,
+    /// Workers placement weighed, in all ([`SchedulerCore::workers_weighed`]): its
+    /// work, bounded per decision whatever the cluster's size.
+    ///
+    /// [`SchedulerCore::workers_weighed`]: rask_scheduler_core::SchedulerCore::workers_weighed
+    pub weighed: u64,
     /// Workers that joined (the starting ones included).
     pub joins: u32,
     /// Retirements a client asked for.
@@ -72,6 +77,11 @@ impl Report {
         self.scheduler_ns as f64 / 1e3 / self.tasks.max(1) as f64
     }
 
+    /// Workers placement weighed per task.
+    pub fn weighed_per_task(&self) -> f64 {
+        self.weighed as f64 / self.tasks.max(1) as f64
+    }
+
     /// Makespan over its lower bound.
     pub fn makespan_ratio(&self) -> f64 {
         self.makespan_us as f64 / self.lower_bound_us.max(1) as f64
@@ -90,14 +100,14 @@ impl Report {
 
     /// The header of [`Report::markdown_row`]'s table.
     pub fn markdown_header() -> &'static str {
-        "| workers | tasks | scheduler CPU µs/task | worker cores µs/task (wall) | makespan (s) | lower bound (s) | makespan / bound | threads busy | bytes moved (GB) | oracle (GB) | moved / oracle | steals | extra runs | wall (s) |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| workers | tasks | scheduler CPU µs/task | worker cores µs/task (wall) | makespan (s) | lower bound (s) | makespan / bound | threads busy | bytes moved (GB) | oracle (GB) | moved / oracle | steals | extra runs | workers weighed / task | wall (s) |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     }
 
     /// The run as one row of a markdown table.
     pub fn markdown_row(&self) -> String {
         format!(
-            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} % | {:.1} | {:.1} | {:.2} | {} | {} | {:.1} |",
+            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} % | {:.1} | {:.1} | {:.2} | {} | {} | {:.1} | {:.1} |",
             self.workers,
             self.tasks,
             self.scheduler_us_per_task(),
@@ -111,6 +121,7 @@ impl Report {
             self.bytes_ratio(),
             self.steals,
             self.extra_runs,
+            self.weighed_per_task(),
             self.wall_ms as f64 / 1e3,
         )
     }

@@ -177,6 +177,7 @@ impl Sim {
         self.release_all()?;
         self.run_events()?;
         self.check_left_behind()?;
+        self.report.weighed = self.core.workers_weighed();
         self.report.wall_ms = wall.elapsed().as_millis() as u64;
         Ok(self.report)
     }
