@@ -216,6 +216,35 @@ fn a_worker_running_only_what_its_threads_run_is_no_victim() {
 }
 
 #[test]
+fn a_worker_whose_threads_run_all_its_tasks_is_no_victim_whatever_their_lengths() {
+    let mut s = SchedulerCore::new(config(true));
+    s.on_client_joined(C);
+    s.on_worker_joined(A, worker_with("a", 2));
+    // The ops' durations, measured: "long" 10 s, "short" 0.1 s.
+    for (key, op, us) in [("l0", "long", 10_000_000), ("s0", "short", 100_000)] {
+        s.on_update_graph(C, vec![op_task(key, op, &[])], &[key.to_string()])
+            .unwrap();
+        let t = s.task_id(key).unwrap();
+        assert_eq!(computes(&s.take_actions(), A).len(), 1);
+        s.on_task_finished(A, t, 8, us, 0, None);
+        s.validate();
+        s.take_actions();
+    }
+    // A's two threads run a long and a short task: its wait per thread (5.05 s) is far
+    // above the short one's 0.1 s, but the short one runs already.
+    let keys = ["l1".to_string(), "s1".to_string()];
+    let tasks = vec![op_task("l1", "long", &[]), op_task("s1", "short", &[])];
+    s.on_update_graph(C, tasks, &keys).unwrap();
+    assert_eq!(computes(&s.take_actions(), A).len(), 2);
+    s.on_worker_joined(B, worker("b"));
+    s.validate();
+    assert!(
+        steals(&s.take_actions()).is_empty(),
+        "a running task asked back"
+    );
+}
+
+#[test]
 fn an_answer_about_another_run_is_dropped_and_the_right_one_taken() {
     let (mut s, actions) = busy_a_idle_b(config(true), 2);
     let (victim, t, run) = steals(&actions)[0];
