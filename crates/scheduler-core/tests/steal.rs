@@ -263,7 +263,10 @@ fn an_answer_about_another_run_is_dropped_and_the_right_one_taken() {
 /// not (2.5 s).
 #[test]
 fn a_move_is_asked_only_when_its_transfer_and_run_beat_the_victims_wait() {
-    for (nbytes, asked) in [(500_000u64, true), (1_500_000, false)] {
+    // The victim's wait is 2 s, each reader's run 1 s, the link 1 MB/s: an input of 0.5
+    // MB makes 1.5 s (asked), one of 1 MB exactly the wait (a tie gains nothing: not
+    // asked), one of 1.5 MB 2.5 s.
+    for (nbytes, asked) in [(500_000u64, true), (1_000_000, false), (1_500_000, false)] {
         let mut s = SchedulerCore::new(CoreConfig {
             bandwidth: 1e6,
             ..config(true)
