@@ -76,6 +76,7 @@ fn a_task_of_an_op_measured_fast_is_marked_to_run_inline() {
 #[test]
 fn a_result_a_client_waits_on_is_reported_with_its_value_and_others_are_not() {
     let mut w = WorkerCore::new(2);
+    assert_eq!(w.ran(), [0, 0], "nothing run yet");
     w.on_assigned([assigned(1, "inc", true), assigned(2, "inc", false)]);
     w.take();
     w.on_executed(
