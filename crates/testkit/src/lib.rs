@@ -38,13 +38,13 @@ mod rng;
 mod sim;
 mod worker;
 
-pub use config::{Faults, SimConfig};
+pub use config::{lower_bound_us, Faults, SimConfig};
 pub use cpu::thread_cpu_ns;
 pub use graph::{Graph, Shape};
 pub use queue::EventQueue;
 pub use report::Report;
 pub use rng::{mix, task_value, Rng, TraceHash};
-pub use sim::{lower_bound_us, Sim};
+pub use sim::Sim;
 pub use worker::Sabotage;
 
 /// Why a simulated run failed.

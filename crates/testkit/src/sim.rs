@@ -587,15 +587,3 @@ impl Sim {
         }
     }
 }
-
-/// A makespan no schedule of `graph` can beat on the cluster `cfg` describes, known
-/// before the run (for setting fault times): the critical path, or the work spread over
-/// every thread of the starting workers, all at the fastest speed possible. A run's
-/// [`Report::lower_bound_us`] is tighter: it uses the speeds drawn.
-pub fn lower_bound_us(cfg: &SimConfig, graph: &Graph) -> u64 {
-    let fastest = 1.0 + cfg.speed_spread;
-    let threads = f64::from(cfg.workers.max(1) * cfg.threads_per_worker.max(1));
-    let cp = graph.critical_path_us() as f64 / fastest;
-    let spread = graph.work_us() as f64 / threads / fastest;
-    cp.max(spread) as u64
-}
