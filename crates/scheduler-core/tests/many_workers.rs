@@ -22,6 +22,25 @@ fn cluster(n: u32) -> SchedulerCore {
     s
 }
 
+/// A core with `programs` workers of a program (no base ops), first by id, then `base`
+/// base workers; all of one thread and idle.
+fn programs_then_base(programs: u32, base: u32) -> SchedulerCore {
+    let mut s = SchedulerCore::new(CoreConfig::default());
+    s.on_client_joined(C);
+    for w in 0..programs {
+        let spec = WorkerSpec {
+            code: 7,
+            base: false,
+            ..worker_with(&format!("p{w}"), 1)
+        };
+        s.on_worker_joined(WorkerId(w), spec);
+    }
+    for w in programs..programs + base {
+        s.on_worker_joined(WorkerId(w), worker_with(&format!("b{w}"), 1));
+    }
+    s
+}
+
 /// The computes the core asked for since the last call: (worker, task).
 fn computes(s: &mut SchedulerCore) -> Vec<(WorkerId, TaskId)> {
     s.take_actions()
@@ -116,19 +135,9 @@ fn independent_tasks_spread_over_every_worker_of_a_large_cluster() {
 
 #[test]
 fn a_base_worker_beyond_the_least_loaded_still_gets_a_task_none_of_them_can_run() {
-    let mut s = SchedulerCore::new(CoreConfig::default());
-    s.on_client_joined(C);
     // Seventy workers of a program (no base ops), all idle and first by id, then one
     // base worker: the least loaded looked at are all of the program.
-    for w in 0..70 {
-        let spec = WorkerSpec {
-            code: 7,
-            base: false,
-            ..worker_with(&format!("p{w}"), 1)
-        };
-        s.on_worker_joined(WorkerId(w), spec);
-    }
-    s.on_worker_joined(WorkerId(70), worker_with("base", 1));
+    let mut s = programs_then_base(70, 1);
     s.validate();
     s.on_update_graph(C, vec![op_task("x", "inc", &[])], &keys(&["x"]))
         .unwrap();
@@ -311,21 +320,9 @@ fn a_decision_weighs_a_bounded_few_of_a_thousand_workers() {
 
 #[test]
 fn workers_that_cannot_take_a_task_are_not_weighed_in_place_of_those_that_can() {
-    let mut s = SchedulerCore::new(CoreConfig::default());
-    s.on_client_joined(C);
     // Ten workers of a program (no base ops), idle and first by id, then thirty base
     // workers, as idle: the least loaded are the program's.
-    for w in 0..10 {
-        let spec = WorkerSpec {
-            code: 7,
-            base: false,
-            ..worker_with(&format!("p{w}"), 1)
-        };
-        s.on_worker_joined(WorkerId(w), spec);
-    }
-    for w in 10..40 {
-        s.on_worker_joined(WorkerId(w), worker_with(&format!("b{w}"), 1));
-    }
+    let mut s = programs_then_base(10, 30);
     s.validate();
     let before = s.workers_weighed();
     s.on_update_graph(C, vec![op_task("x", "inc", &[])], &keys(&["x"]))
