@@ -41,6 +41,19 @@ fn programs_then_base(programs: u32, base: u32) -> SchedulerCore {
     s
 }
 
+/// [`cluster`] of `n` workers where a task `load` ran and left a value of `nbytes` on
+/// the returned worker.
+fn loaded(n: u32, nbytes: u64) -> (SchedulerCore, WorkerId) {
+    let mut s = cluster(n);
+    s.on_update_graph(C, vec![op_task("load", "load", &[])], &keys(&["load"]))
+        .unwrap();
+    let [(holder, load)] = computes(&mut s)[..] else {
+        panic!("one compute")
+    };
+    finish(&mut s, holder, load, nbytes);
+    (s, holder)
+}
+
 /// The computes the core asked for since the last call: (worker, task).
 fn computes(s: &mut SchedulerCore) -> Vec<(WorkerId, TaskId)> {
     s.take_actions()
@@ -66,13 +79,7 @@ fn finish(s: &mut SchedulerCore, w: WorkerId, t: TaskId, nbytes: u64) {
 
 #[test]
 fn a_task_runs_where_its_large_input_is_among_a_hundred_workers() {
-    let mut s = cluster(100);
-    s.on_update_graph(C, vec![op_task("load", "load", &[])], &keys(&["load"]))
-        .unwrap();
-    let [(holder, load)] = computes(&mut s)[..] else {
-        panic!("one compute")
-    };
-    finish(&mut s, holder, load, 1 << 30);
+    let (mut s, holder) = loaded(100, 1 << 30);
     // Twenty tasks keep the holder and nineteen others busy: the least loaded workers
     // are all others.
     let busy: Vec<_> = (0..20)
@@ -258,13 +265,7 @@ fn work_is_weighed_per_thread_when_workers_differ_in_threads() {
 
 #[test]
 fn a_retiring_holder_is_passed_over_in_a_large_cluster_though_it_is_idle() {
-    let mut s = cluster(12);
-    s.on_update_graph(C, vec![op_task("load", "load", &[])], &keys(&["load"]))
-        .unwrap();
-    let [(holder, load)] = computes(&mut s)[..] else {
-        panic!("one compute")
-    };
-    finish(&mut s, holder, load, 1 << 30);
+    let (mut s, holder) = loaded(12, 1 << 30);
     // The holder retires: its value is being copied to another worker, and meanwhile it
     // is idle, with room, and holds the input of the next task.
     s.on_retire_workers(C, 1, &[holder]);
@@ -294,19 +295,12 @@ const WEIGHED_AT_MOST: u64 = 16 + 8;
 
 #[test]
 fn a_decision_weighs_a_bounded_few_of_a_thousand_workers() {
-    let mut s = cluster(1000);
-    let before = s.workers_weighed();
-    s.on_update_graph(C, vec![op_task("load", "load", &[])], &keys(&["load"]))
-        .unwrap();
-    let [(holder, load)] = computes(&mut s)[..] else {
-        panic!("one compute")
-    };
-    let weighed = s.workers_weighed() - before;
+    let (mut s, holder) = loaded(1000, 1 << 20);
+    let weighed = s.workers_weighed();
     assert!(
         (1..=WEIGHED_AT_MOST).contains(&weighed),
         "a task without inputs weighed {weighed} of 1,000 workers"
     );
-    finish(&mut s, holder, load, 1 << 20);
     let before = s.workers_weighed();
     s.on_update_graph(C, vec![op_task("use", "use", &["load"])], &keys(&["use"]))
         .unwrap();
