@@ -123,7 +123,8 @@ impl Faults {
 /// A makespan no schedule of `graph` can beat on the cluster `cfg` describes, known
 /// before the run (for setting fault times): the critical path, or the work spread over
 /// every thread of the starting workers, all at the fastest speed possible. A run's
-/// [`Report::lower_bound_us`](crate::Report::lower_bound_us) is tighter: it uses the speeds drawn.
+/// [`Report::lower_bound_us`](crate::Report::lower_bound_us) is tighter: it uses the
+/// speeds drawn.
 pub fn lower_bound_us(cfg: &SimConfig, graph: &Graph) -> u64 {
     let fastest = 1.0 + cfg.speed_spread;
     let threads = f64::from(cfg.workers.max(1) * cfg.threads_per_worker.max(1));
