@@ -259,13 +259,10 @@ fn an_answer_about_another_run_is_dropped_and_the_right_one_taken() {
 
 /// A move is asked when moving the inputs and running the task on the thief ends before
 /// the victim would start it: with the victim's wait of 2 s (two 1 s tasks on one
-/// thread) and a link of 1 MB/s, an input of 0.5 MB pays (1.5 s) and one of 1.5 MB does
-/// not (2.5 s).
+/// thread) and a link of 1 MB/s, an input of 0.5 MB pays (1.5 s), one of 1 MB only ties
+/// the wait (2 s: nothing gained, not asked) and one of 1.5 MB does not (2.5 s).
 #[test]
 fn a_move_is_asked_only_when_its_transfer_and_run_beat_the_victims_wait() {
-    // The victim's wait is 2 s, each reader's run 1 s, the link 1 MB/s: an input of 0.5
-    // MB makes 1.5 s (asked), one of 1 MB exactly the wait (a tie gains nothing: not
-    // asked), one of 1.5 MB 2.5 s.
     for (nbytes, asked) in [(500_000u64, true), (1_000_000, false), (1_500_000, false)] {
         let mut s = SchedulerCore::new(CoreConfig {
             bandwidth: 1e6,
